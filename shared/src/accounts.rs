@@ -1,0 +1,480 @@
+//! Accounts: signup rules (email, password, age, consent) and the account store.
+//!
+//! Items (main table):
+//! - `USER#<id>` / `PROFILE`: the account.
+//! - `USER#<id>` / `CONSENT#<millis>#<rand>`: each consent given (policy version, marketing choice, time, IP).
+//! - `EMAIL#<email>` / `EMAIL`: the claim that makes an email unique, written in the same transaction as the
+//!   account with a "must not exist" condition.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Datelike, Duration, NaiveDate, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
+use crate::passwords;
+use crate::secrets::random_suffix;
+use crate::store::{Condition, Item, ItemStore, Put, StoreError, StoreResult, Table, WriteOp};
+
+pub const MIN_PASSWORD_CHARS: usize = 10;
+pub const MIN_AGE_YEARS: i32 = 18;
+const MAX_NAME_CHARS: usize = 200;
+const MAX_EMAIL_CHARS: usize = 254;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KycStatus {
+    NotSubmitted,
+    Pending,
+    Verified,
+    Rejected,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountStatus {
+    Active,
+    Closed,
+}
+
+/// The stored account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub email: String,
+    pub password_hash: String,
+    pub full_name: String,
+    pub date_of_birth: NaiveDate,
+    pub kyc_status: KycStatus,
+    pub marketing_consent: bool,
+    pub accepted_policy_version: String,
+    pub status: AccountStatus,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A consent given by the user, kept as evidence (DPDP Act): which policy, which choices, when, from where.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Consent {
+    pub user_id: String,
+    pub policy_version: String,
+    pub marketing_consent: bool,
+    pub context: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EmailClaim {
+    user_id: String,
+}
+
+/// What the API shows of an account (never the password hash).
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountView {
+    pub id: String,
+    pub email: String,
+    pub full_name: String,
+    pub date_of_birth: NaiveDate,
+    pub kyc_status: KycStatus,
+    pub marketing_consent: bool,
+    pub created_at: String,
+}
+
+impl From<&Account> for AccountView {
+    fn from(a: &Account) -> Self {
+        Self {
+            id: a.id.clone(),
+            email: a.email.clone(),
+            full_name: a.full_name.clone(),
+            date_of_birth: a.date_of_birth,
+            kyc_status: a.kyc_status,
+            marketing_consent: a.marketing_consent,
+            created_at: timestamp(a.created_at),
+        }
+    }
+}
+
+/// The API's timestamp format: RFC 3339, UTC, millisecond precision.
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn user_pk(user_id: &str) -> String {
+    format!("USER#{user_id}")
+}
+
+const PROFILE_SK: &str = "PROFILE";
+
+fn email_pk(email: &str) -> String {
+    format!("EMAIL#{email}")
+}
+
+/// A sort key that orders by time and never collides: zero-padded epoch milliseconds plus randomness.
+pub fn time_sort_key(prefix: &str, at: DateTime<Utc>) -> String {
+    format!(
+        "{prefix}{:013}#{}",
+        at.timestamp_millis().max(0),
+        random_suffix()
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateAccountError {
+    #[error("email already registered")]
+    EmailTaken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Account persistence.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates the account, its email claim and its first consent record atomically.
+    async fn create_account(
+        &self,
+        account: &Account,
+        consent: &Consent,
+    ) -> Result<(), CreateAccountError>;
+    async fn account(&self, user_id: &str) -> StoreResult<Option<Account>>;
+    async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>>;
+}
+
+#[async_trait]
+impl<T: ItemStore + ?Sized> AccountStore for T {
+    async fn create_account(
+        &self,
+        account: &Account,
+        consent: &Consent,
+    ) -> Result<(), CreateAccountError> {
+        let pk = user_pk(&account.id);
+        let ops = vec![
+            WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(
+                    email_pk(&account.email),
+                    "EMAIL",
+                    &EmailClaim {
+                        user_id: account.id.clone(),
+                    },
+                    None,
+                )?,
+                condition: Condition::NotExists,
+            }),
+            WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(&pk, PROFILE_SK, account, None)?,
+                condition: Condition::NotExists,
+            }),
+            WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(&pk, time_sort_key("CONSENT#", consent.at), consent, None)?,
+                condition: Condition::NotExists,
+            }),
+        ];
+        match self.transact(ops).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed) => Err(CreateAccountError::EmailTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn account(&self, user_id: &str) -> StoreResult<Option<Account>> {
+        self.get(Table::Main, &user_pk(user_id), PROFILE_SK)
+            .await?
+            .map(|item| item.record())
+            .transpose()
+    }
+
+    async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>> {
+        let Some(claim) = self.get(Table::Main, &email_pk(email), "EMAIL").await? else {
+            return Ok(None);
+        };
+        let claim: EmailClaim = claim.record()?;
+        self.account(&claim.user_id).await
+    }
+}
+
+/// The signup request body.
+#[derive(Debug, Deserialize)]
+pub struct SignupRequest {
+    pub email: String,
+    pub password: String,
+    pub full_name: String,
+    pub date_of_birth: String,
+    pub accepted_terms_version: String,
+    #[serde(default)]
+    pub marketing_consent: bool,
+}
+
+/// Trims and lower-cases an email, then checks its shape (one `@`, a dotted domain, no spaces).
+pub fn normalize_email(raw: &str) -> ApiResult<String> {
+    let email = raw.trim().to_lowercase();
+    let invalid = || {
+        ApiError::invalid(
+            "invalid_email",
+            "email",
+            "email must be a valid email address",
+        )
+    };
+    if email.is_empty() || email.chars().count() > MAX_EMAIL_CHARS {
+        return Err(invalid());
+    }
+    let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
+    let well_formed = !local.is_empty()
+        && local.len() <= 64
+        && !domain.contains('@')
+        && domain.contains('.')
+        && domain
+            .split('.')
+            .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'))
+        && !email.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"')
+        });
+    if well_formed {
+        Ok(email)
+    } else {
+        Err(invalid())
+    }
+}
+
+pub fn check_password(password: &str, email: &str) -> ApiResult<()> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(ApiError::invalid(
+            "weak_password",
+            "password",
+            format!("password must be at least {MIN_PASSWORD_CHARS} characters"),
+        ));
+    }
+    if chars > passwords::MAX_PASSWORD_CHARS {
+        return Err(ApiError::invalid(
+            "weak_password",
+            "password",
+            format!(
+                "password must be at most {} characters",
+                passwords::MAX_PASSWORD_CHARS
+            ),
+        ));
+    }
+    if password.trim().to_lowercase() == email {
+        return Err(ApiError::invalid(
+            "weak_password",
+            "password",
+            "password must not be the email address",
+        ));
+    }
+    Ok(())
+}
+
+/// Today's date in India (IST, UTC+05:30), the calendar the 18+ rule is judged by.
+pub fn today_in_india(now: DateTime<Utc>) -> NaiveDate {
+    (now + Duration::minutes(5 * 60 + 30)).date_naive()
+}
+
+/// The day someone born on `dob` turns `years` old; a 29 February birthday falls on 1 March in common years.
+fn anniversary(dob: NaiveDate, years: i32) -> Option<NaiveDate> {
+    let year = dob.year().checked_add(years)?;
+    NaiveDate::from_ymd_opt(year, dob.month(), dob.day())
+        .or_else(|| NaiveDate::from_ymd_opt(year, 3, 1))
+}
+
+/// Parses `YYYY-MM-DD` and checks the person is at least 18 on `today`.
+pub fn check_date_of_birth(raw: &str, today: NaiveDate) -> ApiResult<NaiveDate> {
+    let invalid = || {
+        ApiError::invalid(
+            "invalid_date_of_birth",
+            "date_of_birth",
+            "date_of_birth must be a past date in the form YYYY-MM-DD",
+        )
+    };
+    let raw = raw.trim();
+    if raw.len() != 10 {
+        return Err(invalid());
+    }
+    let dob = NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| invalid())?;
+    if dob >= today || dob.year() < 1900 {
+        return Err(invalid());
+    }
+    match anniversary(dob, MIN_AGE_YEARS) {
+        Some(adult_on) if adult_on <= today => Ok(dob),
+        _ => Err(ApiError::invalid(
+            "underage",
+            "date_of_birth",
+            format!("you must be at least {MIN_AGE_YEARS} years old to open an account"),
+        )),
+    }
+}
+
+fn check_full_name(raw: &str) -> ApiResult<String> {
+    let name = raw.trim();
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid(
+            "invalid_full_name",
+            "full_name",
+            format!("full_name must be 1 to {MAX_NAME_CHARS} printable characters"),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Where a request came from, recorded with consents and logins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+pub fn new_user_id() -> String {
+    format!("usr_{}", random_suffix())
+}
+
+/// Validates a signup, hashes the password and creates the account.
+pub async fn signup<S: AccountStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    config: &Config,
+    request: SignupRequest,
+    client: &ClientInfo,
+) -> ApiResult<Account> {
+    let email = normalize_email(&request.email)?;
+    check_password(&request.password, &email)?;
+    let full_name = check_full_name(&request.full_name)?;
+    let now = clock.now();
+    let date_of_birth = check_date_of_birth(&request.date_of_birth, today_in_india(now))?;
+    if request.accepted_terms_version.trim() != config.policy_version {
+        return Err(ApiError::invalid(
+            "terms_not_accepted",
+            "accepted_terms_version",
+            format!(
+                "you must accept the current terms and privacy policy (version {})",
+                config.policy_version
+            ),
+        ));
+    }
+    let password_hash = passwords::hash_async(request.password).await?;
+    let account = Account {
+        id: new_user_id(),
+        email,
+        password_hash,
+        full_name,
+        date_of_birth,
+        kyc_status: KycStatus::NotSubmitted,
+        marketing_consent: request.marketing_consent,
+        accepted_policy_version: config.policy_version.clone(),
+        status: AccountStatus::Active,
+        created_at: now,
+    };
+    let consent = Consent {
+        user_id: account.id.clone(),
+        policy_version: config.policy_version.clone(),
+        marketing_consent: request.marketing_consent,
+        context: "signup".into(),
+        ip: client.ip.clone(),
+        user_agent: client.user_agent.clone(),
+        at: now,
+    };
+    match store.create_account(&account, &consent).await {
+        Ok(()) => Ok(account),
+        Err(CreateAccountError::EmailTaken) => Err(ApiError::Conflict {
+            code: "email_taken",
+            message: "an account with this email already exists".into(),
+            param: Some("email".into()),
+        }),
+        Err(CreateAccountError::Store(e)) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_default()
+    }
+
+    fn code(r: ApiResult<impl std::fmt::Debug>) -> &'static str {
+        r.err().map(|e| e.code()).unwrap_or("ok")
+    }
+
+    #[test]
+    fn emails_are_normalised_and_validated() {
+        assert_eq!(
+            normalize_email("  Asha.Rao@Example.IN ").ok().as_deref(),
+            Some("asha.rao@example.in")
+        );
+        for bad in [
+            "", "plain", "a@b", "a@@b.in", "@b.in", "a b@c.in", "a@.in", "a@b..in", "a@-b.in",
+        ] {
+            assert_eq!(code(normalize_email(bad)), "invalid_email", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_need_ten_characters_and_differ_from_email() {
+        assert_eq!(code(check_password("short", "a@b.in")), "weak_password");
+        assert_eq!(
+            code(check_password("asha@example.in", "asha@example.in")),
+            "weak_password"
+        );
+        assert_eq!(
+            code(check_password(&"x".repeat(257), "a@b.in")),
+            "weak_password"
+        );
+        assert_eq!(code(check_password("ten chars!", "a@b.in")), "ok");
+    }
+
+    #[test]
+    fn age_is_judged_on_the_day_of_signup() {
+        let today = date("2026-11-27");
+        assert_eq!(
+            code(check_date_of_birth("2008-11-27", today)),
+            "ok",
+            "18 today"
+        );
+        assert_eq!(
+            code(check_date_of_birth("2008-11-28", today)),
+            "underage",
+            "18 tomorrow"
+        );
+        assert_eq!(
+            code(check_date_of_birth("2026-11-27", today)),
+            "invalid_date_of_birth"
+        );
+        assert_eq!(
+            code(check_date_of_birth("27-11-2000", today)),
+            "invalid_date_of_birth"
+        );
+        assert_eq!(
+            code(check_date_of_birth("2000-02-30", today)),
+            "invalid_date_of_birth"
+        );
+        // Born on 29 February 2008: 18 on 1 March 2026, not on 28 February.
+        assert_eq!(
+            code(check_date_of_birth("2008-02-29", date("2026-02-28"))),
+            "underage"
+        );
+        assert_eq!(
+            code(check_date_of_birth("2008-02-29", date("2026-03-01"))),
+            "ok"
+        );
+    }
+
+    #[test]
+    fn india_date_rolls_over_at_1830_utc() {
+        let before = DateTime::parse_from_rfc3339("2026-11-26T18:29:59Z")
+            .map(|d| d.to_utc())
+            .unwrap_or_default();
+        let after = DateTime::parse_from_rfc3339("2026-11-26T18:30:00Z")
+            .map(|d| d.to_utc())
+            .unwrap_or_default();
+        assert_eq!(today_in_india(before), date("2026-11-26"));
+        assert_eq!(today_in_india(after), date("2026-11-27"));
+    }
+}

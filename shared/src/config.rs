@@ -1,0 +1,111 @@
+//! Configuration from environment variables, read once per cold start. Every value has a default taken
+//! from the published policy, so `make run` needs none of them; the README lists them all.
+
+use std::env;
+use std::str::FromStr;
+
+use chrono::Duration;
+
+/// The published privacy policy's version (its date); signups must accept exactly this version.
+pub const DEFAULT_POLICY_VERSION: &str = "2026-05-21";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `INFEREX_POLICY_VERSION`: the terms/privacy policy version a signup must accept.
+    pub policy_version: String,
+    /// `INFEREX_SESSION_TTL_SECONDS`: how long a dashboard session lasts (default 7 days).
+    pub session_ttl: Duration,
+    /// `INFEREX_LOGIN_RECORD_RETENTION_DAYS`: how long login records (IP, user agent) are kept (default 180).
+    pub login_record_retention: Duration,
+    /// `INFEREX_LOGIN_MAX_FAILURES`: failed logins per email tolerated within the window (default 5).
+    pub login_max_failures: u32,
+    /// `INFEREX_LOGIN_WINDOW_SECONDS`: the throttling window (default 15 minutes).
+    pub login_window: Duration,
+    /// `INFEREX_TRUST_X_FORWARDED_FOR`: take the client IP from X-Forwarded-For (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            policy_version: DEFAULT_POLICY_VERSION.to_owned(),
+            session_ttl: Duration::days(7),
+            login_record_retention: Duration::days(180),
+            login_max_failures: 5,
+            login_window: Duration::minutes(15),
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name} is invalid: {reason}")]
+pub struct ConfigError {
+    pub name: String,
+    pub reason: String,
+}
+
+/// Reads `name`, parsing it when set and non-empty.
+pub fn var<T: FromStr>(name: &str) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match env::var(name) {
+        Ok(raw) if !raw.trim().is_empty() => {
+            raw.trim()
+                .parse()
+                .map(Some)
+                .map_err(|e: T::Err| ConfigError {
+                    name: name.to_owned(),
+                    reason: e.to_string(),
+                })
+        }
+        _ => Ok(None),
+    }
+}
+
+fn positive_seconds(name: &str, default: Duration) -> Result<Duration, ConfigError> {
+    match var::<i64>(name)? {
+        Some(secs) if secs > 0 => Ok(Duration::seconds(secs)),
+        Some(_) => Err(ConfigError {
+            name: name.to_owned(),
+            reason: "must be a positive number".into(),
+        }),
+        None => Ok(default),
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let retention_days = match var::<i64>("INFEREX_LOGIN_RECORD_RETENTION_DAYS")? {
+            Some(days) if days > 0 => Duration::days(days),
+            Some(_) => {
+                return Err(ConfigError {
+                    name: "INFEREX_LOGIN_RECORD_RETENTION_DAYS".into(),
+                    reason: "must be a positive number".into(),
+                });
+            }
+            None => defaults.login_record_retention,
+        };
+        let max_failures = match var::<u32>("INFEREX_LOGIN_MAX_FAILURES")? {
+            Some(0) => {
+                return Err(ConfigError {
+                    name: "INFEREX_LOGIN_MAX_FAILURES".into(),
+                    reason: "must be at least 1".into(),
+                });
+            }
+            Some(n) => n,
+            None => defaults.login_max_failures,
+        };
+        Ok(Self {
+            policy_version: var::<String>("INFEREX_POLICY_VERSION")?
+                .unwrap_or(defaults.policy_version),
+            session_ttl: positive_seconds("INFEREX_SESSION_TTL_SECONDS", defaults.session_ttl)?,
+            login_record_retention: retention_days,
+            login_max_failures: max_failures,
+            login_window: positive_seconds("INFEREX_LOGIN_WINDOW_SECONDS", defaults.login_window)?,
+            trust_forwarded_for: var::<bool>("INFEREX_TRUST_X_FORWARDED_FOR")?.unwrap_or(false),
+        })
+    }
+}

@@ -1,0 +1,182 @@
+//! The one error type of the HTTP API, rendered in OpenAI's shape so that SDKs show our messages:
+//! `{"error": {"type": "...", "code": "...", "message": "...", "param": null}}`.
+//!
+//! Every variant maps to exactly one status (the `match` in [`ApiError::status`] is exhaustive), and
+//! internal failures never put their details in the body: they are logged and answered with a generic text.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed or a field is invalid. `param` names the field.
+    #[error("{message}")]
+    InvalidRequest {
+        code: &'static str,
+        message: String,
+        param: Option<String>,
+    },
+    /// 401: no valid credentials.
+    #[error("{message}")]
+    Unauthenticated { code: &'static str, message: String },
+    /// 403: authenticated but not allowed.
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    /// 404: no such route or resource.
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    /// 405: the route exists but not with this method.
+    #[error("{message}")]
+    MethodNotAllowed { message: String },
+    /// 409: the request conflicts with the current state (duplicate email, ...).
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: String,
+        param: Option<String>,
+    },
+    /// 413: the body is larger than the documented limit.
+    #[error("request body exceeds {limit_bytes} bytes")]
+    PayloadTooLarge { limit_bytes: usize },
+    /// 415: the body is not `application/json`.
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    /// 429: too many attempts; retry after the given number of seconds.
+    #[error("{message}")]
+    TooManyRequests {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// 500: a bug or a failed dependency. The detail is logged, never returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// 503: a dependency is unavailable; the client may retry.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn invalid(code: &'static str, param: &str, message: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            code,
+            message: message.into(),
+            param: Some(param.to_owned()),
+        }
+    }
+
+    pub fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unauthenticated {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// OpenAI's error `type` vocabulary.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest { .. }
+            | ApiError::NotFound { .. }
+            | ApiError::MethodNotAllowed { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::UnsupportedMediaType => "invalid_request_error",
+            ApiError::Unauthenticated { .. } => "authentication_error",
+            ApiError::Forbidden { .. } => "permission_error",
+            ApiError::TooManyRequests { .. } => "rate_limit_error",
+            ApiError::Internal(_) | ApiError::Unavailable(_) => "api_error",
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest { code, .. }
+            | ApiError::Unauthenticated { code, .. }
+            | ApiError::Forbidden { code, .. }
+            | ApiError::NotFound { code, .. }
+            | ApiError::Conflict { code, .. }
+            | ApiError::TooManyRequests { code, .. } => code,
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Internal(_) => "internal_error",
+            ApiError::Unavailable(_) => "service_unavailable",
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            ApiError::InvalidRequest { param, .. } | ApiError::Conflict { param, .. } => {
+                param.as_deref()
+            }
+            _ => None,
+        }
+    }
+
+    /// The message shown to the client: internal details are replaced by a generic text.
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Internal(_) => {
+                "The server failed to process the request. Please retry later.".into()
+            }
+            ApiError::Unavailable(_) => {
+                "A dependency is temporarily unavailable. Please retry later.".into()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let body = json!({
+            "error": {
+                "type": self.error_type(),
+                "code": self.code(),
+                "message": self.public_message(),
+                "param": self.param(),
+            }
+        });
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::TooManyRequests {
+            retry_after_secs, ..
+        } = &self
+            && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

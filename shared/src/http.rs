@@ -1,0 +1,236 @@
+//! HTTP plumbing shared by every function: the JSON body extractor (our error shape for every bad body),
+//! the client-info and session extractors, and the routes every router ends with.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, Uri, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use lambda_http::request::RequestContext;
+use serde::de::DeserializeOwned;
+
+use crate::accounts::ClientInfo;
+use crate::auth::{self, SESSION_COOKIE, Session};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Largest JSON body the dashboard endpoints accept (64 KiB); larger bodies get 413.
+pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
+const MAX_USER_AGENT_CHARS: usize = 512;
+
+/// A JSON request body. Wrong content type -> 415, too large -> 413, unparsable -> 400 `invalid_json`,
+/// missing or wrongly typed field -> 400 naming the field in `param`.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let too_large = ApiError::PayloadTooLarge {
+            limit_bytes: MAX_JSON_BODY_BYTES,
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > MAX_JSON_BODY_BYTES) {
+            return Err(too_large);
+        }
+        let json = is_json(req.headers());
+        let bytes: Bytes = axum::body::to_bytes(req.into_body(), MAX_JSON_BODY_BYTES)
+            .await
+            .map_err(|_| too_large)?;
+        if !json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Deserialises a body, turning serde's errors into our 400s with the offending field named.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::InvalidRequest {
+            code: "invalid_json",
+            message: "request body must be a JSON object".into(),
+            param: None,
+        });
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let detail = strip_position(&inner.to_string());
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                // serde reports a missing field at the enclosing object's path, naming it in the message.
+                let missing = detail
+                    .strip_prefix("missing field `")
+                    .and_then(|rest| rest.split('`').next())
+                    .map(str::to_owned);
+                let param = match (missing, path.as_str()) {
+                    (Some(field), ".") => field,
+                    (Some(field), parent) => format!("{parent}.{field}"),
+                    (None, p) => p.to_owned(),
+                };
+                let code = if detail.starts_with("missing field") {
+                    "missing_field"
+                } else {
+                    "invalid_type"
+                };
+                ApiError::InvalidRequest {
+                    code,
+                    message: format!("{param}: {detail}"),
+                    param: Some(param),
+                }
+            }
+            _ => ApiError::InvalidRequest {
+                code: "invalid_json",
+                message: format!("request body is not valid JSON: {detail}"),
+                param: None,
+            },
+        }
+    })
+}
+
+/// serde_json appends " at line L column C"; the field name says more to an API user.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// The caller's IP and user agent. The IP comes from API Gateway's request context (the source IP it saw),
+/// locally from the TCP peer, and from the last `X-Forwarded-For` hop only when configured as trusted.
+impl FromRequestParts<AppState> for ClientInfo {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let forwarded = state
+            .config
+            .trust_forwarded_for
+            .then(|| {
+                parts
+                    .headers
+                    .get("x-forwarded-for")
+                    .and_then(|v| v.to_str().ok())
+            })
+            .flatten()
+            .and_then(|v| v.rsplit(',').next())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty());
+        let gateway = parts
+            .extensions
+            .get::<RequestContext>()
+            .and_then(|ctx| match ctx {
+                RequestContext::ApiGatewayV1(c) => c.identity.source_ip.clone(),
+                RequestContext::ApiGatewayV2(c) => c.http.source_ip.clone(),
+                #[allow(unreachable_patterns)]
+                _ => None,
+            });
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string());
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect());
+        Ok(ClientInfo {
+            ip: forwarded.or(gateway).or(peer),
+            user_agent,
+        })
+    }
+}
+
+/// The session token presented by the client: `Authorization: Bearer` first, then the session cookie.
+pub fn presented_session_token(headers: &HeaderMap) -> Option<String> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_owned());
+    bearer.or_else(|| {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|cookies| {
+                cookies.split(';').find_map(|pair| {
+                    let (name, value) = pair.trim().split_once('=')?;
+                    (name == SESSION_COOKIE).then(|| value.trim().to_owned())
+                })
+            })
+    })
+}
+
+/// An authenticated dashboard session; rejects with 401 when missing, expired or revoked.
+impl FromRequestParts<AppState> for Session {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = presented_session_token(&parts.headers).ok_or_else(|| {
+            ApiError::unauthenticated(
+                "missing_session",
+                "authentication required: send the session cookie or Authorization: Bearer <session token>",
+            )
+        })?;
+        auth::authenticate(state.store.as_ref(), &token).await
+    }
+}
+
+async fn health() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn route_not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound {
+        code: "not_found",
+        message: format!("no route for {method} {}", uri.path()),
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        message: format!("{method} is not allowed on {}", uri.path()),
+    }
+}
+
+/// Completes a function's routes into a servable app: `/health`, our 404/405 shapes, the state.
+pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    routes
+        .route("/health", get(health))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}

@@ -1,0 +1,15 @@
+//! InferexAI's shared library: domain rules, the storage port and its adapters, and the HTTP plumbing
+//! every Lambda function uses. Handlers in `functions/*` stay thin and call into these modules.
+
+pub mod accounts;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod passwords;
+pub mod secrets;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod testing;

@@ -1,0 +1,636 @@
+//! Production adapter of the storage port: DynamoDB through aws-sdk-dynamodb and serde_dynamo.
+//!
+//! Conditions become condition expressions, every read is strongly consistent and filters out items whose
+//! `expires_at` has passed (DynamoDB's TTL deletes them only within days), and multi-item writes use
+//! `TransactWriteItems`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, KeySchemaElement, KeyType,
+    ReturnValue, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
+};
+use serde_json::{Map, Value};
+
+use super::{
+    Condition, Delete, EXPIRES_AT, ExpiryChange, Item, ItemStore, PK, Page, Put, Query, SK,
+    SortKeyRange, StoreError, StoreResult, Table, Update, WriteOp,
+};
+use crate::clock::Clock;
+
+type AttrMap = HashMap<String, AttributeValue>;
+
+/// Physical DynamoDB table names for the logical tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableNames {
+    pub main: String,
+}
+
+impl TableNames {
+    /// `<prefix>-main`, ...: the naming used by tests and local setups.
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            main: format!("{prefix}-{}", Table::Main.logical_name()),
+        }
+    }
+
+    pub fn name(&self, table: Table) -> &str {
+        match table {
+            Table::Main => &self.main,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    tables: TableNames,
+    clock: Arc<dyn Clock>,
+}
+
+fn backend<E: std::fmt::Debug>(e: E) -> StoreError {
+    StoreError::Backend(format!("{e:?}"))
+}
+
+/// A client for DynamoDB Local or another emulator at `endpoint`, with throwaway credentials.
+pub fn local_client(endpoint: &str) -> Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("local", "local", None, None, "local"))
+        .build();
+    Client::from_conf(config)
+}
+
+/// Creates the tables (idempotently) with the same key schema and TTL attribute as template.yaml.
+pub async fn create_tables(client: &Client, tables: &TableNames) -> StoreResult<()> {
+    for table in Table::ALL {
+        let name = tables.name(table);
+        let created = client
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(PK)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(backend)?,
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(SK)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(backend)?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(PK)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(backend)?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(SK)
+                    .key_type(KeyType::Range)
+                    .build()
+                    .map_err(backend)?,
+            )
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(SdkError::ServiceError(e)) if e.err().is_resource_in_use_exception() => continue,
+            Err(e) => return Err(backend(e)),
+        }
+        client
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(EXPIRES_AT)
+                    .enabled(true)
+                    .build()
+                    .map_err(backend)?,
+            )
+            .send()
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Builds expression attribute names and values with unique placeholders.
+#[derive(Default)]
+struct Expr {
+    names: HashMap<String, String>,
+    values: AttrMap,
+    live: Option<String>,
+}
+
+impl Expr {
+    fn name(&mut self, attr: &str) -> String {
+        if let Some((placeholder, _)) = self.names.iter().find(|(_, v)| v.as_str() == attr) {
+            return placeholder.clone();
+        }
+        let placeholder = format!("#n{}", self.names.len());
+        self.names.insert(placeholder.clone(), attr.to_owned());
+        placeholder
+    }
+
+    fn value(&mut self, value: AttributeValue) -> String {
+        let placeholder = format!(":v{}", self.values.len());
+        self.values.insert(placeholder.clone(), value);
+        placeholder
+    }
+
+    /// "Not expired", as one parenthesised OR-group (rendered once per expression).
+    fn live(&mut self, now: i64) -> String {
+        if let Some(live) = &self.live {
+            return live.clone();
+        }
+        let exp = self.name(EXPIRES_AT);
+        let now = self.value(number(now));
+        let live = format!("(attribute_not_exists({exp}) OR {exp} > {now})");
+        self.live = Some(live.clone());
+        live
+    }
+
+    /// Flattens a condition into conjuncts: simple comparisons or parenthesised OR-groups.
+    fn conjuncts(
+        &mut self,
+        condition: &Condition,
+        now: i64,
+        out: &mut Vec<String>,
+    ) -> StoreResult<()> {
+        let mut push = |part: String, out: &mut Vec<String>| {
+            if !out.contains(&part) {
+                out.push(part);
+            }
+        };
+        match condition {
+            Condition::Always => {}
+            Condition::NotExists => {
+                let pk = self.name(PK);
+                let exp = self.name(EXPIRES_AT);
+                let now = self.value(number(now));
+                push(
+                    format!("(attribute_not_exists({pk}) OR {exp} <= {now})"),
+                    out,
+                );
+            }
+            Condition::Exists => {
+                let pk = self.name(PK);
+                push(format!("attribute_exists({pk})"), out);
+                push(self.live(now), out);
+            }
+            Condition::AttrEquals(attr, value) => {
+                let n = self.name(attr);
+                let v = self.value(to_attribute(value)?);
+                push(format!("{n} = {v}"), out);
+                push(self.live(now), out);
+            }
+            Condition::AttrAtLeast(attr, bound) => {
+                let n = self.name(attr);
+                let v = self.value(number(*bound));
+                push(format!("{n} >= {v}"), out);
+                push(self.live(now), out);
+            }
+            Condition::All(all) => {
+                for c in all {
+                    self.conjuncts(c, now, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders a condition; None when it places no requirement. DynamoDB rejects redundant parentheses,
+    /// so a lone OR-group loses its outer pair.
+    fn condition(&mut self, condition: &Condition, now: i64) -> StoreResult<Option<String>> {
+        let mut parts = Vec::new();
+        self.conjuncts(condition, now, &mut parts)?;
+        Ok(match parts.as_slice() {
+            [] => None,
+            [only] => Some(
+                only.strip_prefix('(')
+                    .and_then(|s| s.strip_suffix(')'))
+                    .unwrap_or(only)
+                    .to_owned(),
+            ),
+            _ => Some(parts.join(" AND ")),
+        })
+    }
+
+    fn names(&self) -> Option<HashMap<String, String>> {
+        (!self.names.is_empty()).then(|| self.names.clone())
+    }
+
+    fn values(&self) -> Option<AttrMap> {
+        (!self.values.is_empty()).then(|| self.values.clone())
+    }
+}
+
+fn number(n: i64) -> AttributeValue {
+    AttributeValue::N(n.to_string())
+}
+
+fn to_attribute(value: &Value) -> StoreResult<AttributeValue> {
+    serde_dynamo::to_attribute_value(value).map_err(|e| StoreError::Malformed(e.to_string()))
+}
+
+fn key(pk: &str, sk: &str) -> AttrMap {
+    HashMap::from([
+        (PK.to_owned(), AttributeValue::S(pk.to_owned())),
+        (SK.to_owned(), AttributeValue::S(sk.to_owned())),
+    ])
+}
+
+fn encode(item: &Item) -> StoreResult<AttrMap> {
+    let mut map: AttrMap =
+        serde_dynamo::to_item(&item.attrs).map_err(|e| StoreError::Malformed(e.to_string()))?;
+    map.extend(key(&item.pk, &item.sk));
+    if let Some(at) = item.expires_at {
+        map.insert(EXPIRES_AT.to_owned(), number(at));
+    }
+    Ok(map)
+}
+
+fn decode(mut map: AttrMap) -> StoreResult<Item> {
+    let mut string_attr = |name: &str| match map.remove(name) {
+        Some(AttributeValue::S(s)) => Ok(s),
+        other => Err(StoreError::Malformed(format!("{name} is {other:?}"))),
+    };
+    let pk = string_attr(PK)?;
+    let sk = string_attr(SK)?;
+    let expires_at = match map.remove(EXPIRES_AT) {
+        None => None,
+        Some(AttributeValue::N(n)) => Some(
+            n.parse::<i64>()
+                .map_err(|e| StoreError::Malformed(format!("{EXPIRES_AT}: {e}")))?,
+        ),
+        Some(other) => return Err(StoreError::Malformed(format!("{EXPIRES_AT} is {other:?}"))),
+    };
+    let attrs: Map<String, Value> = serde_dynamo::from_item(map)
+        .map_err(|e| StoreError::Malformed(format!("{pk}/{sk}: {e}")))?;
+    Ok(Item {
+        pk,
+        sk,
+        attrs,
+        expires_at,
+    })
+}
+
+/// The parts of an UpdateItem request.
+struct UpdateParts {
+    update_expression: String,
+    condition_expression: String,
+    expr: Expr,
+}
+
+fn update_parts(update: &Update, now: i64) -> StoreResult<UpdateParts> {
+    let mut expr = Expr::default();
+    let mut sets = Vec::new();
+    for (name, value) in &update.set {
+        let n = expr.name(name);
+        let v = expr.value(to_attribute(value)?);
+        sets.push(format!("{n} = {v}"));
+    }
+    let mut removes: Vec<String> = update.remove.iter().map(|name| expr.name(name)).collect();
+    match update.expiry {
+        ExpiryChange::Keep => {}
+        ExpiryChange::Set(at) => {
+            let n = expr.name(EXPIRES_AT);
+            let v = expr.value(number(at));
+            sets.push(format!("{n} = {v}"));
+        }
+        ExpiryChange::Clear => removes.push(expr.name(EXPIRES_AT)),
+    }
+    let adds: Vec<String> = update
+        .add
+        .iter()
+        .map(|(name, delta)| {
+            let n = expr.name(name);
+            let v = expr.value(number(*delta));
+            format!("{n} {v}")
+        })
+        .collect();
+    let mut clauses = Vec::new();
+    if !sets.is_empty() {
+        clauses.push(format!("SET {}", sets.join(", ")));
+    }
+    if !adds.is_empty() {
+        clauses.push(format!("ADD {}", adds.join(", ")));
+    }
+    if !removes.is_empty() {
+        clauses.push(format!("REMOVE {}", removes.join(", ")));
+    }
+    if clauses.is_empty() {
+        return Err(StoreError::Backend(
+            "an update must change something".into(),
+        ));
+    }
+    // Updates never create items: the item must exist and be live, on top of the caller's condition.
+    let required = Condition::All(vec![Condition::Exists, update.condition.clone()]);
+    let condition_expression = expr.condition(&required, now)?.unwrap_or_default();
+    Ok(UpdateParts {
+        update_expression: clauses.join(" "),
+        condition_expression,
+        expr,
+    })
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, tables: TableNames, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            client,
+            tables,
+            clock,
+        }
+    }
+
+    /// A client configured from the Lambda environment (region, credentials, optional endpoint override
+    /// through `AWS_ENDPOINT_URL_DYNAMODB`). Build once per cold start.
+    pub async fn client_from_env() -> Client {
+        let config = aws_config::load_defaults(BehaviorVersion::latest()).await;
+        Client::new(&config)
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn table(&self, table: Table) -> &str {
+        self.tables.name(table)
+    }
+
+    fn transact_item(&self, op: &WriteOp, now: i64) -> StoreResult<TransactWriteItem> {
+        use aws_sdk_dynamodb::types as t;
+        let item = match op {
+            WriteOp::Put(put) => {
+                let mut expr = Expr::default();
+                let condition = expr.condition(&put.condition, now)?;
+                let built = t::Put::builder()
+                    .table_name(self.table(put.table))
+                    .set_item(Some(encode(&put.item)?))
+                    .set_condition_expression(condition)
+                    .set_expression_attribute_names(expr.names())
+                    .set_expression_attribute_values(expr.values())
+                    .build()
+                    .map_err(backend)?;
+                TransactWriteItem::builder().put(built).build()
+            }
+            WriteOp::Update(update) => {
+                let parts = update_parts(update, now)?;
+                let built = t::Update::builder()
+                    .table_name(self.table(update.table))
+                    .set_key(Some(key(&update.pk, &update.sk)))
+                    .update_expression(parts.update_expression)
+                    .condition_expression(parts.condition_expression)
+                    .set_expression_attribute_names(parts.expr.names())
+                    .set_expression_attribute_values(parts.expr.values())
+                    .build()
+                    .map_err(backend)?;
+                TransactWriteItem::builder().update(built).build()
+            }
+            WriteOp::Delete(delete) => {
+                let mut expr = Expr::default();
+                let condition = expr.condition(&delete.condition, now)?;
+                let built = t::Delete::builder()
+                    .table_name(self.table(delete.table))
+                    .set_key(Some(key(&delete.pk, &delete.sk)))
+                    .set_condition_expression(condition)
+                    .set_expression_attribute_names(expr.names())
+                    .set_expression_attribute_values(expr.values())
+                    .build()
+                    .map_err(backend)?;
+                TransactWriteItem::builder().delete(built).build()
+            }
+            WriteOp::Check(check) => {
+                let mut expr = Expr::default();
+                // A check that requires nothing still needs an expression; "Always" is trivially true.
+                let condition = expr.condition(&check.condition, now)?.unwrap_or_else(|| {
+                    format!(
+                        "attribute_exists({0}) OR attribute_not_exists({0})",
+                        expr.name(PK)
+                    )
+                });
+                let built = ConditionCheck::builder()
+                    .table_name(self.table(check.table))
+                    .set_key(Some(key(&check.pk, &check.sk)))
+                    .condition_expression(condition)
+                    .set_expression_attribute_names(expr.names())
+                    .set_expression_attribute_values(expr.values())
+                    .build()
+                    .map_err(backend)?;
+                TransactWriteItem::builder().condition_check(built).build()
+            }
+        };
+        Ok(item)
+    }
+}
+
+/// How many times a transaction cancelled by a conflicting concurrent transaction is retried.
+const CONFLICT_RETRIES: u32 = 6;
+
+#[async_trait]
+impl ItemStore for DynamoStore {
+    async fn get(&self, table: Table, pk: &str, sk: &str) -> StoreResult<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.table(table))
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        let now = self.clock.now_epoch();
+        match out.item {
+            Some(map) => {
+                let item = decode(map)?;
+                Ok(item.is_live(now).then_some(item))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn put(&self, put: Put) -> StoreResult<()> {
+        let mut expr = Expr::default();
+        let condition = expr.condition(&put.condition, self.clock.now_epoch())?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(self.table(put.table))
+            .set_item(Some(encode(&put.item)?))
+            .set_condition_expression(condition)
+            .set_expression_attribute_names(expr.names())
+            .set_expression_attribute_values(expr.values())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn update(&self, update: Update) -> StoreResult<Item> {
+        let parts = update_parts(&update, self.clock.now_epoch())?;
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table(update.table))
+            .set_key(Some(key(&update.pk, &update.sk)))
+            .update_expression(parts.update_expression)
+            .condition_expression(parts.condition_expression)
+            .set_expression_attribute_names(parts.expr.names())
+            .set_expression_attribute_values(parts.expr.values())
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => decode(out.attributes.unwrap_or_default()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn delete(&self, delete: Delete) -> StoreResult<()> {
+        let mut expr = Expr::default();
+        let condition = expr.condition(&delete.condition, self.clock.now_epoch())?;
+        let result = self
+            .client
+            .delete_item()
+            .table_name(self.table(delete.table))
+            .set_key(Some(key(&delete.pk, &delete.sk)))
+            .set_condition_expression(condition)
+            .set_expression_attribute_names(expr.names())
+            .set_expression_attribute_values(expr.values())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn query(&self, query: Query) -> StoreResult<Page> {
+        let mut expr = Expr::default();
+        let pk_name = expr.name(PK);
+        let pk_value = expr.value(AttributeValue::S(query.pk.clone()));
+        let mut key_condition = format!("{pk_name} = {pk_value}");
+        let sk_name = if query.range == SortKeyRange::All {
+            String::new()
+        } else {
+            expr.name(SK)
+        };
+        match &query.range {
+            SortKeyRange::All => {}
+            SortKeyRange::Prefix(prefix) => {
+                let v = expr.value(AttributeValue::S(prefix.clone()));
+                key_condition.push_str(&format!(" AND begins_with({sk_name}, {v})"));
+            }
+            SortKeyRange::AtLeast(lo) => {
+                let v = expr.value(AttributeValue::S(lo.clone()));
+                key_condition.push_str(&format!(" AND {sk_name} >= {v}"));
+            }
+            SortKeyRange::Between(lo, hi) => {
+                let lo = expr.value(AttributeValue::S(lo.clone()));
+                let hi = expr.value(AttributeValue::S(hi.clone()));
+                key_condition.push_str(&format!(" AND {sk_name} BETWEEN {lo} AND {hi}"));
+            }
+        }
+        let live = expr.live(self.clock.now_epoch());
+        let filter = live
+            .strip_prefix('(')
+            .and_then(|f| f.strip_suffix(')'))
+            .unwrap_or(&live)
+            .to_owned();
+        let start = query.after.as_ref().map(|sk| key(&query.pk, sk));
+        let out = self
+            .client
+            .query()
+            .table_name(self.table(query.table))
+            .key_condition_expression(key_condition)
+            .filter_expression(filter)
+            .set_expression_attribute_names(expr.names())
+            .set_expression_attribute_values(expr.values())
+            .scan_index_forward(!query.newest_first)
+            .limit(query.limit.clamp(1, 1000) as i32)
+            .set_exclusive_start_key(start)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(decode)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next = out.last_evaluated_key.and_then(|mut k| match k.remove(SK) {
+            Some(AttributeValue::S(sk)) => Some(sk),
+            _ => None,
+        });
+        Ok(Page { items, next })
+    }
+
+    async fn transact(&self, ops: Vec<WriteOp>) -> StoreResult<()> {
+        super::sqlite::ensure_distinct_items(&ops)?;
+        let mut attempt = 0;
+        loop {
+            let now = self.clock.now_epoch();
+            let items = ops
+                .iter()
+                .map(|op| self.transact_item(op, now))
+                .collect::<StoreResult<Vec<_>>>()?;
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await;
+            let Err(err) = result else { return Ok(()) };
+            let SdkError::ServiceError(service) = &err else {
+                return Err(backend(err));
+            };
+            let service = service.err();
+            let reasons: Vec<&str> = match service {
+                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(
+                    cancelled,
+                ) => cancelled.cancellation_reasons().iter().filter_map(|r| r.code()).collect(),
+                _ => Vec::new(),
+            };
+            if reasons.contains(&"ConditionalCheckFailed") {
+                return Err(StoreError::ConditionFailed);
+            }
+            let conflicted = reasons.contains(&"TransactionConflict")
+                || service.code() == Some("TransactionInProgressException");
+            if conflicted && attempt < CONFLICT_RETRIES {
+                attempt += 1;
+                // Back off with jitter so that contending transactions do not collide again in lock step.
+                let jitter = u64::from(rand::random::<u8>() % 20);
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt) + jitter)).await;
+                continue;
+            }
+            return Err(backend(err));
+        }
+    }
+}

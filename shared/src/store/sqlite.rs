@@ -1,0 +1,357 @@
+//! Embedded adapter of the storage port: one SQLite file (WAL mode), one SQL table per logical table.
+//!
+//! All access goes through one connection behind a mutex, on tokio's blocking pool; every write runs in an
+//! `IMMEDIATE` transaction, so conditions are checked and applied atomically, exactly like DynamoDB's
+//! conditional writes and `TransactWriteItems`.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde_json::{Map, Value};
+
+use super::{
+    Condition, Delete, Item, ItemStore, Page, Put, Query, SortKeyRange, StoreError, StoreResult,
+    Table, Update, WriteOp,
+};
+use crate::clock::Clock;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    clock: Arc<dyn Clock>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn sql_table(table: Table) -> String {
+    format!("items_{}", table.logical_name())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and its tables.
+    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> StoreResult<Self> {
+        let conn = Connection::open(path).map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend)?;
+        Self::init(conn, clock)
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn in_memory(clock: Arc<dyn Clock>) -> StoreResult<Self> {
+        Self::init(Connection::open_in_memory().map_err(backend)?, clock)
+    }
+
+    fn init(conn: Connection, clock: Arc<dyn Clock>) -> StoreResult<Self> {
+        conn.busy_timeout(Duration::from_secs(5)).map_err(backend)?;
+        for table in Table::ALL {
+            let name = sql_table(table);
+            conn.execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {name} (
+                    pk TEXT NOT NULL,
+                    sk TEXT NOT NULL,
+                    attrs TEXT NOT NULL,
+                    expires_at INTEGER,
+                    PRIMARY KEY (pk, sk)
+                 ) WITHOUT ROWID;
+                 CREATE INDEX IF NOT EXISTS {name}_expiry ON {name} (expires_at) WHERE expires_at IS NOT NULL;"
+            ))
+            .map_err(backend)?;
+        }
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            clock,
+        })
+    }
+
+    async fn with_conn<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, i64) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let now = self.clock.now_epoch();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| backend("database lock poisoned"))?;
+            f(&mut guard, now)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    /// Physically deletes expired items; returns how many. Reads already ignore them.
+    pub async fn purge_expired(&self) -> StoreResult<usize> {
+        self.with_conn(|conn, now| {
+            let mut removed = 0;
+            for table in Table::ALL {
+                removed += conn
+                    .execute(
+                        &format!(
+                            "DELETE FROM {} WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+                            sql_table(table)
+                        ),
+                        params![now],
+                    )
+                    .map_err(backend)?;
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// Purges expired items every `every` until the returned task is aborted.
+    pub fn spawn_purger(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                ticker.tick().await;
+                match store.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "purged expired items"),
+                    Err(e) => tracing::warn!(error = %e, "purging expired items failed"),
+                }
+            }
+        })
+    }
+}
+
+fn read_live(
+    conn: &Connection,
+    table: Table,
+    pk: &str,
+    sk: &str,
+    now: i64,
+) -> StoreResult<Option<Item>> {
+    let row = conn
+        .query_row(
+            &format!(
+                "SELECT attrs, expires_at FROM {} WHERE pk = ?1 AND sk = ?2
+                 AND (expires_at IS NULL OR expires_at > ?3)",
+                sql_table(table)
+            ),
+            params![pk, sk, now],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<i64>>(1)?)),
+        )
+        .optional()
+        .map_err(backend)?;
+    row.map(|(attrs, expires_at)| decode(pk.to_owned(), sk.to_owned(), &attrs, expires_at))
+        .transpose()
+}
+
+fn decode(pk: String, sk: String, attrs: &str, expires_at: Option<i64>) -> StoreResult<Item> {
+    let attrs: Map<String, Value> = serde_json::from_str(attrs)
+        .map_err(|e| StoreError::Malformed(format!("{pk}/{sk}: {e}")))?;
+    Ok(Item {
+        pk,
+        sk,
+        attrs,
+        expires_at,
+    })
+}
+
+fn write_item(conn: &Connection, table: Table, item: &Item) -> StoreResult<()> {
+    let attrs = serde_json::to_string(&item.attrs).map_err(backend)?;
+    conn.execute(
+        &format!(
+            "INSERT INTO {} (pk, sk, attrs, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (pk, sk) DO UPDATE SET attrs = excluded.attrs, expires_at = excluded.expires_at",
+            sql_table(table)
+        ),
+        params![item.pk, item.sk, attrs, item.expires_at],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn delete_row(conn: &Connection, table: Table, pk: &str, sk: &str) -> StoreResult<()> {
+    conn.execute(
+        &format!("DELETE FROM {} WHERE pk = ?1 AND sk = ?2", sql_table(table)),
+        params![pk, sk],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn require(condition: &Condition, live: Option<&Item>) -> StoreResult<()> {
+    if condition.holds(live) {
+        Ok(())
+    } else {
+        Err(StoreError::ConditionFailed)
+    }
+}
+
+fn apply_put(conn: &Connection, put: &Put, now: i64) -> StoreResult<()> {
+    let live = read_live(conn, put.table, &put.item.pk, &put.item.sk, now)?;
+    require(&put.condition, live.as_ref())?;
+    write_item(conn, put.table, &put.item)
+}
+
+fn apply_update(conn: &Connection, update: &Update, now: i64) -> StoreResult<Item> {
+    let live = read_live(conn, update.table, &update.pk, &update.sk, now)?;
+    let Some(live) = live else {
+        return Err(StoreError::ConditionFailed);
+    };
+    require(&update.condition, Some(&live))?;
+    let next = update.apply_to(&live);
+    write_item(conn, update.table, &next)?;
+    Ok(next)
+}
+
+fn apply_delete(conn: &Connection, delete: &Delete, now: i64) -> StoreResult<()> {
+    let live = read_live(conn, delete.table, &delete.pk, &delete.sk, now)?;
+    require(&delete.condition, live.as_ref())?;
+    delete_row(conn, delete.table, &delete.pk, &delete.sk)
+}
+
+fn op_key(op: &WriteOp) -> (Table, &str, &str) {
+    match op {
+        WriteOp::Put(p) => (p.table, p.item.pk.as_str(), p.item.sk.as_str()),
+        WriteOp::Update(u) => (u.table, u.pk.as_str(), u.sk.as_str()),
+        WriteOp::Delete(d) => (d.table, d.pk.as_str(), d.sk.as_str()),
+        WriteOp::Check(c) => (c.table, c.pk.as_str(), c.sk.as_str()),
+    }
+}
+
+/// DynamoDB rejects a transaction that touches one item twice; the embedded store does the same.
+pub(crate) fn ensure_distinct_items(ops: &[WriteOp]) -> StoreResult<()> {
+    let mut seen = HashSet::new();
+    for op in ops {
+        if !seen.insert(op_key(op)) {
+            return Err(StoreError::Backend(
+                "a transaction may touch each item only once".into(),
+            ));
+        }
+    }
+    if ops.len() > 100 {
+        return Err(StoreError::Backend(
+            "a transaction may hold at most 100 operations".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ItemStore for SqliteStore {
+    async fn get(&self, table: Table, pk: &str, sk: &str) -> StoreResult<Option<Item>> {
+        let (pk, sk) = (pk.to_owned(), sk.to_owned());
+        self.with_conn(move |conn, now| read_live(conn, table, &pk, &sk, now))
+            .await
+    }
+
+    async fn put(&self, put: Put) -> StoreResult<()> {
+        self.with_conn(move |conn, now| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            apply_put(&tx, &put, now)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn update(&self, update: Update) -> StoreResult<Item> {
+        self.with_conn(move |conn, now| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let item = apply_update(&tx, &update, now)?;
+            tx.commit().map_err(backend)?;
+            Ok(item)
+        })
+        .await
+    }
+
+    async fn delete(&self, delete: Delete) -> StoreResult<()> {
+        self.with_conn(move |conn, now| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            apply_delete(&tx, &delete, now)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn query(&self, query: Query) -> StoreResult<Page> {
+        self.with_conn(move |conn, now| {
+            let order = if query.newest_first { "DESC" } else { "ASC" };
+            let after_op = if query.newest_first { "<" } else { ">" };
+            let (lo, hi): (Option<String>, Option<String>) = match &query.range {
+                SortKeyRange::All => (None, None),
+                // Prefix ranges are filtered in Rust below; bounding by the prefix keeps the scan short.
+                SortKeyRange::Prefix(p) => (Some(p.clone()), None),
+                SortKeyRange::AtLeast(lo) => (Some(lo.clone()), None),
+                SortKeyRange::Between(lo, hi) => (Some(lo.clone()), Some(hi.clone())),
+            };
+            let sql = format!(
+                "SELECT sk, attrs, expires_at FROM {} WHERE pk = ?1
+                 AND (?2 IS NULL OR sk >= ?2) AND (?3 IS NULL OR sk <= ?3)
+                 AND (?4 IS NULL OR sk {after_op} ?4)
+                 AND (expires_at IS NULL OR expires_at > ?5)
+                 ORDER BY sk {order}",
+                sql_table(query.table)
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+            let mut rows = stmt
+                .query(params![query.pk, lo, hi, query.after, now])
+                .map_err(backend)?;
+            let mut items = Vec::new();
+            while let Some(row) = rows.next().map_err(backend)? {
+                let sk: String = row.get(0).map_err(backend)?;
+                if !query.range.contains(&sk) {
+                    if query.newest_first {
+                        continue;
+                    }
+                    // Ascending past the prefix: nothing further can match.
+                    break;
+                }
+                let attrs: String = row.get(1).map_err(backend)?;
+                let expires_at: Option<i64> = row.get(2).map_err(backend)?;
+                items.push(decode(query.pk.clone(), sk, &attrs, expires_at)?);
+                if items.len() as u32 >= query.limit {
+                    break;
+                }
+            }
+            let next = if items.len() as u32 >= query.limit {
+                items.last().map(|i| i.sk.clone())
+            } else {
+                None
+            };
+            Ok(Page { items, next })
+        })
+        .await
+    }
+
+    async fn transact(&self, ops: Vec<WriteOp>) -> StoreResult<()> {
+        ensure_distinct_items(&ops)?;
+        self.with_conn(move |conn, now| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            for op in &ops {
+                match op {
+                    WriteOp::Put(put) => apply_put(&tx, put, now)?,
+                    WriteOp::Update(update) => {
+                        apply_update(&tx, update, now)?;
+                    }
+                    WriteOp::Delete(delete) => apply_delete(&tx, delete, now)?,
+                    WriteOp::Check(check) => {
+                        let live = read_live(&tx, check.table, &check.pk, &check.sk, now)?;
+                        require(&check.condition, live.as_ref())?;
+                    }
+                }
+            }
+            // Dropping the transaction on any error above rolls every operation back.
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+}
