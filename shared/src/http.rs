@@ -12,6 +12,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use lambda_http::request::RequestContext;
 use serde::de::DeserializeOwned;
+use tower::ServiceExt;
+use tower::util::MapRequest;
 
 use crate::accounts::ClientInfo;
 use crate::auth::{self, SESSION_COOKIE, Session};
@@ -68,7 +70,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
 /// Deserialises a body, turning serde's errors into our 400s with the offending field named.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    // Every request body is an object; serde would otherwise accept an array as a struct's fields in order.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::InvalidRequest {
             code: "invalid_json",
             message: "request body must be a JSON object".into(),
@@ -233,4 +236,67 @@ pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// Query-string parameters; a malformed or wrongly typed parameter answers 400 in our error shape.
+#[derive(Debug)]
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| QueryParams(q.0))
+            .map_err(|e| ApiError::InvalidRequest {
+                code: "invalid_query",
+                message: e.body_text(),
+                param: None,
+            })
+    }
+}
+
+/// API Gateway REST APIs put the stage (`/prod`) in front of the path lambda_http hands us; our routes
+/// are stage-independent, so the prefix is removed before routing.
+pub fn strip_stage<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
+    let stage = match request.extensions().get::<RequestContext>() {
+        Some(RequestContext::ApiGatewayV1(c)) => c.stage.clone(),
+        Some(RequestContext::ApiGatewayV2(c)) => c.stage.clone(),
+        _ => None,
+    };
+    let Some(stage) = stage.filter(|s| !s.is_empty() && s != "$default") else {
+        return request;
+    };
+    let uri = request.uri();
+    let Some(rest) = uri.path().strip_prefix(&format!("/{stage}")) else {
+        return request;
+    };
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return request;
+    }
+    let path = if rest.is_empty() { "/" } else { rest };
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    if let Ok(stripped) = Uri::from_parts(parts) {
+        *request.uri_mut() = stripped;
+    }
+    request
+}
+
+/// The service a Lambda function runs: its app behind [`strip_stage`]. Tests feed it API Gateway events.
+pub fn lambda_service(
+    app: Router,
+) -> MapRequest<Router, fn(lambda_http::Request) -> lambda_http::Request> {
+    app.map_request(
+        strip_stage::<lambda_http::Body> as fn(lambda_http::Request) -> lambda_http::Request,
+    )
+}
+
+/// Serves a function's app on the Lambda runtime (API Gateway REST or HTTP API events).
+pub async fn run_on_lambda(app: Router) -> Result<(), lambda_http::Error> {
+    lambda_http::run(lambda_service(app)).await
 }

@@ -1,1 +1,129 @@
-pub fn x() {}
+//! The auth function: login, logout and the signed-in account (`/v1/auth/*`, `/v1/account*`).
+//! Credentials checks, throttling and sessions live in `shared::auth`.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use shared::accounts::{AccountStore, AccountView, ClientInfo, timestamp};
+use shared::auth::{self, LoginAttemptView, LoginStore, SESSION_COOKIE, Session, SessionStore};
+use shared::error::{ApiError, ApiResult};
+use shared::http::{JsonBody, QueryParams};
+use shared::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/account", get(account))
+        .route("/v1/account/logins", get(logins))
+}
+
+pub fn app(state: AppState) -> Router {
+    shared::http::finish(routes(), state)
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+#[derive(Debug, Serialize)]
+struct LoginResponse {
+    token: String,
+    expires_at: String,
+}
+
+/// Responses that carry or clear credentials must never be cached.
+fn no_store(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+fn session_cookie(value: &str, max_age_secs: i64) -> ApiResult<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age={max_age_secs}"
+    ))
+    .map_err(|e| ApiError::Internal(format!("cookie header: {e}")))
+}
+
+async fn login(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    JsonBody(request): JsonBody<LoginRequest>,
+) -> ApiResult<Response> {
+    let issued = auth::login(
+        state.store.as_ref(),
+        state.clock.as_ref(),
+        &state.config,
+        &request.email,
+        request.password,
+        &client,
+    )
+    .await?;
+    let cookie = session_cookie(&issued.token, issued.max_age_secs)?;
+    let mut response = Json(LoginResponse {
+        token: issued.token,
+        expires_at: timestamp(issued.expires_at),
+    })
+    .into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    no_store(response.headers_mut());
+    Ok(response)
+}
+
+async fn logout(State(state): State<AppState>, session: Session) -> ApiResult<Response> {
+    state.store.revoke_session(&session).await?;
+    tracing::info!(user_id = %session.user_id, "session revoked");
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie("", 0)?);
+    no_store(response.headers_mut());
+    Ok(response)
+}
+
+async fn account(State(state): State<AppState>, session: Session) -> ApiResult<Json<AccountView>> {
+    let account = state
+        .store
+        .account(&session.user_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::unauthenticated("invalid_session", "the session's account no longer exists")
+        })?;
+    Ok(Json(AccountView::from(&account)))
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginsQuery {
+    limit: Option<u32>,
+}
+
+const DEFAULT_LOGINS: u32 = 20;
+const MAX_LOGINS: u32 = 100;
+
+async fn logins(
+    State(state): State<AppState>,
+    session: Session,
+    QueryParams(query): QueryParams<LoginsQuery>,
+) -> ApiResult<Json<Vec<LoginAttemptView>>> {
+    let limit = query.limit.unwrap_or(DEFAULT_LOGINS);
+    if !(1..=MAX_LOGINS).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            "limit",
+            format!("limit must be between 1 and {MAX_LOGINS}"),
+        ));
+    }
+    let account = state
+        .store
+        .account(&session.user_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::unauthenticated("invalid_session", "the session's account no longer exists")
+        })?;
+    let attempts = state.store.login_history(&account.email, limit).await?;
+    Ok(Json(attempts.iter().map(LoginAttemptView::from).collect()))
+}

@@ -172,7 +172,7 @@ impl Expr {
         now: i64,
         out: &mut Vec<String>,
     ) -> StoreResult<()> {
-        let mut push = |part: String, out: &mut Vec<String>| {
+        let push = |part: String, out: &mut Vec<String>| {
             if !out.contains(&part) {
                 out.push(part);
             }
@@ -363,6 +363,32 @@ impl DynamoStore {
     pub async fn client_from_env() -> Client {
         let config = aws_config::load_defaults(BehaviorVersion::latest()).await;
         Client::new(&config)
+    }
+
+    /// Every stored item, expired or not, by scanning each table: for audits and tests only.
+    pub async fn dump(&self) -> StoreResult<Vec<Item>> {
+        let mut all = Vec::new();
+        for table in Table::ALL {
+            let mut start = None;
+            loop {
+                let out = self
+                    .client
+                    .scan()
+                    .table_name(self.table(table))
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                for map in out.items.unwrap_or_default() {
+                    all.push(decode(map)?);
+                }
+                start = out.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(all)
     }
 
     pub fn client(&self) -> &Client {

@@ -106,6 +106,33 @@ impl SqliteStore {
         .await
     }
 
+    /// Every stored row, expired or not: for audits and tests (e.g. "no plaintext secret anywhere").
+    pub async fn dump(&self) -> StoreResult<Vec<Item>> {
+        self.with_conn(|conn, _| {
+            let mut all = Vec::new();
+            for table in Table::ALL {
+                let mut stmt = conn
+                    .prepare(&format!(
+                        "SELECT pk, sk, attrs, expires_at FROM {}",
+                        sql_table(table)
+                    ))
+                    .map_err(backend)?;
+                let mut rows = stmt.query([]).map_err(backend)?;
+                while let Some(row) = rows.next().map_err(backend)? {
+                    let attrs: String = row.get(2).map_err(backend)?;
+                    all.push(decode(
+                        row.get(0).map_err(backend)?,
+                        row.get(1).map_err(backend)?,
+                        &attrs,
+                        row.get(3).map_err(backend)?,
+                    )?);
+                }
+            }
+            Ok(all)
+        })
+        .await
+    }
+
     /// Purges expired items every `every` until the returned task is aborted.
     pub fn spawn_purger(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
