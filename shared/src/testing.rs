@@ -29,3 +29,45 @@ pub async fn dynamo_store(clock: Arc<dyn Clock>) -> Result<DynamoStore, String> 
         .map_err(|e| format!("creating tables at {endpoint}: {e}"))?;
     Ok(DynamoStore::new(client, tables, clock))
 }
+
+/// What a Lambda invocation answered.
+#[derive(Debug)]
+pub struct LambdaAnswer {
+    pub status: axum::http::StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+/// Feeds an API Gateway event (REST v1 or HTTP v2 JSON) through a function's Lambda service, exactly as
+/// the Lambda runtime would, and decodes the JSON answer (`null` for an empty body).
+pub async fn invoke_lambda(app: axum::Router, event_json: &str) -> Result<LambdaAnswer, String> {
+    use tower::ServiceExt;
+    let request =
+        lambda_http::request::from_str(event_json).map_err(|e| format!("event fixture: {e}"))?;
+    let response = crate::http::lambda_service(app)
+        .oneshot(request)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .map_err(|e| e.to_string())?;
+    let body = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| format!("answer is not JSON: {e}"))?
+    };
+    Ok(LambdaAnswer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// An app state over a fresh in-memory embedded store and the real clock.
+pub fn embedded_state(config: crate::config::Config) -> Result<crate::state::AppState, String> {
+    let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+    let store = sqlite_store(Arc::clone(&clock))?;
+    Ok(crate::state::AppState::new(Arc::new(store), config, clock))
+}
