@@ -1,0 +1,95 @@
+//! template.yaml and the code that creates tables for local runs must describe the same schema.
+
+use serde_yaml::Value;
+use shared::store::{EXPIRES_AT, PK, SK, Table};
+
+fn template() -> Result<Value, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))?;
+    Ok(serde_yaml::from_str(&text)?)
+}
+
+fn resource_name(table: Table) -> &'static str {
+    match table {
+        Table::Main => "MainTable",
+    }
+}
+
+#[test]
+fn every_table_has_the_code_key_schema_ttl_encryption_and_recovery()
+-> Result<(), Box<dyn std::error::Error>> {
+    let doc = template()?;
+    for table in Table::ALL {
+        let resource = &doc["Resources"][resource_name(table)];
+        assert_eq!(
+            resource["Type"],
+            Value::from("AWS::DynamoDB::Table"),
+            "{table:?}"
+        );
+        let p = &resource["Properties"];
+        let keys: Vec<(String, String)> = p["KeySchema"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .map(|k| {
+                (
+                    k["AttributeName"].as_str().unwrap_or_default().to_owned(),
+                    k["KeyType"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (PK.to_owned(), "HASH".to_owned()),
+                (SK.to_owned(), "RANGE".to_owned())
+            ]
+        );
+        for definition in p["AttributeDefinitions"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(
+                definition["AttributeType"],
+                Value::from("S"),
+                "keys are strings"
+            );
+        }
+        assert_eq!(
+            p["TimeToLiveSpecification"]["AttributeName"],
+            Value::from(EXPIRES_AT)
+        );
+        assert_eq!(p["TimeToLiveSpecification"]["Enabled"], Value::from(true));
+        assert_eq!(
+            p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+            Value::from(true)
+        );
+        assert_eq!(p["SSESpecification"]["SSEEnabled"], Value::from(true));
+        assert_eq!(p["BillingMode"], Value::from("PAY_PER_REQUEST"));
+    }
+    Ok(())
+}
+
+#[test]
+fn functions_run_rust_on_arm64_al2023() -> Result<(), Box<dyn std::error::Error>> {
+    let doc = template()?;
+    let globals = &doc["Globals"]["Function"];
+    assert_eq!(globals["Runtime"], Value::from("provided.al2023"));
+    assert_eq!(globals["Architectures"][0], Value::from("arm64"));
+    let functions: Vec<&Value> = doc["Resources"]
+        .as_mapping()
+        .into_iter()
+        .flatten()
+        .map(|(_, r)| r)
+        .filter(|r| r["Type"] == "AWS::Serverless::Function")
+        .collect();
+    assert!(!functions.is_empty());
+    for f in functions {
+        assert_eq!(
+            f["Metadata"]["BuildMethod"],
+            Value::from("rust-cargolambda")
+        );
+        assert!(f["Metadata"]["BuildProperties"]["Binary"].is_string());
+    }
+    Ok(())
+}
