@@ -613,3 +613,29 @@ async fn embedded_store_purges_expired_rows() -> TestResult {
     );
     Ok(())
 }
+
+/// Embedded-only: data written to the database file survives closing and reopening it (`make run` restarts).
+#[tokio::test]
+async fn embedded_store_survives_a_restart() -> TestResult {
+    let dir = std::env::temp_dir().join(format!(
+        "inferex-restart-{}",
+        shared::secrets::random_suffix()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("inferex.sqlite3");
+    let clock: Arc<dyn Clock> = Arc::new(start_clock());
+    {
+        let store = shared::store::sqlite::SqliteStore::open(&path, Arc::clone(&clock))?;
+        store
+            .put(put(
+                item("P", "kept", json!({"v": 1}), None),
+                Condition::NotExists,
+            ))
+            .await?;
+    }
+    let reopened = shared::store::sqlite::SqliteStore::open(&path, clock)?;
+    let kept = reopened.get(Table::Main, "P", "kept").await?;
+    std::fs::remove_dir_all(&dir)?;
+    assert_eq!(kept, Some(item("P", "kept", json!({"v": 1}), None)));
+    Ok(())
+}
