@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::accounts::{AccountStatus, AccountStore, ClientInfo, time_sort_key, timestamp, user_pk};
+use crate::accounts::{
+    Account, AccountStatus, AccountStore, ClientInfo, time_sort_key, timestamp, user_pk,
+};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
@@ -357,6 +359,16 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
         token,
         expires_at,
         max_age_secs: config.session_ttl.num_seconds(),
+    })
+}
+
+/// The account behind a session; a session whose account is gone no longer authenticates anyone.
+pub async fn session_account<S: AccountStore + ?Sized>(
+    store: &S,
+    session: &Session,
+) -> ApiResult<Account> {
+    store.account(&session.user_id).await?.ok_or_else(|| {
+        ApiError::unauthenticated("invalid_session", "the session's account no longer exists")
     })
 }
 

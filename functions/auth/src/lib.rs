@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use shared::accounts::{AccountStore, AccountView, ClientInfo, timestamp};
+use shared::accounts::{AccountView, ClientInfo, timestamp};
 use shared::auth::{self, LoginAttemptView, LoginStore, SESSION_COOKIE, Session, SessionStore};
 use shared::error::{ApiError, ApiResult};
 use shared::http::{JsonBody, QueryParams};
@@ -86,13 +86,7 @@ async fn logout(State(state): State<AppState>, session: Session) -> ApiResult<Re
 }
 
 async fn account(State(state): State<AppState>, session: Session) -> ApiResult<Json<AccountView>> {
-    let account = state
-        .store
-        .account(&session.user_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::unauthenticated("invalid_session", "the session's account no longer exists")
-        })?;
+    let account = auth::session_account(state.store.as_ref(), &session).await?;
     Ok(Json(AccountView::from(&account)))
 }
 
@@ -117,13 +111,7 @@ async fn logins(
             format!("limit must be between 1 and {MAX_LOGINS}"),
         ));
     }
-    let account = state
-        .store
-        .account(&session.user_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::unauthenticated("invalid_session", "the session's account no longer exists")
-        })?;
+    let account = auth::session_account(state.store.as_ref(), &session).await?;
     let attempts = state.store.login_history(&account.email, limit).await?;
     Ok(Json(attempts.iter().map(LoginAttemptView::from).collect()))
 }

@@ -58,6 +58,23 @@ fn backend<E: std::fmt::Debug>(e: E) -> StoreError {
     StoreError::Backend(format!("{e:?}"))
 }
 
+/// Maps a failed condition expression to [`StoreError::ConditionFailed`], anything else to a backend error.
+fn conditional<T, E, R>(result: Result<T, SdkError<E, R>>) -> StoreResult<T>
+where
+    E: ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(value) => Ok(value),
+        Err(SdkError::ServiceError(e))
+            if e.err().code() == Some("ConditionalCheckFailedException") =>
+        {
+            Err(StoreError::ConditionFailed)
+        }
+        Err(e) => Err(backend(e)),
+    }
+}
+
 /// A client for DynamoDB Local or another emulator at `endpoint`, with throwaway credentials.
 pub fn local_client(endpoint: &str) -> Client {
     let config = aws_sdk_dynamodb::Config::builder()
@@ -503,13 +520,7 @@ impl ItemStore for DynamoStore {
             .set_expression_attribute_values(expr.values())
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Err(StoreError::ConditionFailed)
-            }
-            Err(e) => Err(backend(e)),
-        }
+        conditional(result).map(|_| ())
     }
 
     async fn update(&self, update: Update) -> StoreResult<Item> {
@@ -526,13 +537,7 @@ impl ItemStore for DynamoStore {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match result {
-            Ok(out) => decode(out.attributes.unwrap_or_default()),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Err(StoreError::ConditionFailed)
-            }
-            Err(e) => Err(backend(e)),
-        }
+        decode(conditional(result)?.attributes.unwrap_or_default())
     }
 
     async fn delete(&self, delete: Delete) -> StoreResult<()> {
@@ -548,13 +553,7 @@ impl ItemStore for DynamoStore {
             .set_expression_attribute_values(expr.values())
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Err(StoreError::ConditionFailed)
-            }
-            Err(e) => Err(backend(e)),
-        }
+        conditional(result).map(|_| ())
     }
 
     async fn query(&self, query: Query) -> StoreResult<Page> {
