@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs a command with DynamoDB Local started for it, then stops the emulator.
+# Runs a command with the emulators its tests need started for it (AWS's DynamoDB Local, and moto's server
+# for KMS and S3), then stops them.
 #
 # DynamoDB Local has no option to bind to loopback only, so the emulator and the command run together in a
 # private network namespace whose only interface is loopback: nothing outside this machine (or outside the
@@ -7,7 +8,7 @@
 # namespace (root, as on CI).
 #
 # Usage: scripts/with-emulators.sh COMMAND [ARGS...]
-# The command sees INFEREX_TEST_DYNAMODB_ENDPOINT=http://127.0.0.1:PORT.
+# The command sees INFEREX_TEST_DYNAMODB_ENDPOINT and INFEREX_TEST_MOTO_ENDPOINT (http://127.0.0.1:PORT).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -24,20 +25,34 @@ ip link set lo up
 DDB_DIR="$ROOT/.tools/dynamodb-local"
 [ -f "$DDB_DIR/DynamoDBLocal.jar" ] || { echo "error: DynamoDB Local missing; run scripts/ensure-tools.sh" >&2; exit 1; }
 
-PORT=8000
-LOG="$(mktemp -t dynamodb-local.XXXXXX.log)"
-java -Djava.library.path="$DDB_DIR/DynamoDBLocal_lib" -jar "$DDB_DIR/DynamoDBLocal.jar" \
-  -inMemory -port "$PORT" >"$LOG" 2>&1 &
-DDB_PID=$!
-cleanup() { kill "$DDB_PID" 2>/dev/null || true; wait "$DDB_PID" 2>/dev/null || true; rm -f "$LOG"; }
+DDB_PORT=8000
+MOTO_PORT=5000
+LOGS="$(mktemp -d -t inferex-emulators.XXXXXX)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$LOGS"
+}
 trap cleanup EXIT
 
-for _ in $(seq 1 100); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
-  if ! kill -0 "$DDB_PID" 2>/dev/null; then echo "error: DynamoDB Local exited:" >&2; cat "$LOG" >&2; exit 1; fi
-  sleep 0.2
-done
-(exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || { echo "error: DynamoDB Local did not start" >&2; cat "$LOG" >&2; exit 1; }
+java -Djava.library.path="$DDB_DIR/DynamoDBLocal_lib" -jar "$DDB_DIR/DynamoDBLocal.jar" \
+  -inMemory -port "$DDB_PORT" >"$LOGS/dynamodb.log" 2>&1 &
+PIDS+=($!)
+"$ROOT/.tools/venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$LOGS/moto.log" 2>&1 &
+PIDS+=($!)
 
-export INFEREX_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$PORT"
+wait_for() { # name port log pid
+  for _ in $(seq 1 150); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then return 0; fi
+    if ! kill -0 "$4" 2>/dev/null; then echo "error: $1 exited:" >&2; cat "$3" >&2; exit 1; fi
+    sleep 0.2
+  done
+  echo "error: $1 did not start" >&2; cat "$3" >&2; exit 1
+}
+wait_for "DynamoDB Local" "$DDB_PORT" "$LOGS/dynamodb.log" "${PIDS[0]}"
+wait_for "moto" "$MOTO_PORT" "$LOGS/moto.log" "${PIDS[1]}"
+
+export INFEREX_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$DDB_PORT"
+export INFEREX_TEST_MOTO_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 "$@"

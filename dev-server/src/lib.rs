@@ -6,6 +6,6 @@ use shared::state::AppState;
 
 /// Every function's routes, finished into one app.
 pub fn app(state: AppState) -> Router {
-    let routes = Router::new().merge(signup::routes()).merge(auth::routes());
+    let routes = Router::new().merge(signup::routes()).merge(auth::routes()).merge(kyc::routes());
     shared::http::finish(routes, state)
 }

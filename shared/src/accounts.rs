@@ -115,11 +115,7 @@ fn email_pk(email: &str) -> String {
 
 /// A sort key that orders by time and never collides: zero-padded epoch milliseconds plus randomness.
 pub fn time_sort_key(prefix: &str, at: DateTime<Utc>) -> String {
-    format!(
-        "{prefix}{:013}#{}",
-        at.timestamp_millis().max(0),
-        random_suffix()
-    )
+    format!("{prefix}{:013}#{}", at.timestamp_millis().max(0), random_suffix())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,22 +130,14 @@ pub enum CreateAccountError {
 #[async_trait]
 pub trait AccountStore: Send + Sync {
     /// Creates the account, its email claim and its first consent record atomically.
-    async fn create_account(
-        &self,
-        account: &Account,
-        consent: &Consent,
-    ) -> Result<(), CreateAccountError>;
+    async fn create_account(&self, account: &Account, consent: &Consent) -> Result<(), CreateAccountError>;
     async fn account(&self, user_id: &str) -> StoreResult<Option<Account>>;
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>>;
 }
 
 #[async_trait]
 impl<T: ItemStore + ?Sized> AccountStore for T {
-    async fn create_account(
-        &self,
-        account: &Account,
-        consent: &Consent,
-    ) -> Result<(), CreateAccountError> {
+    async fn create_account(&self, account: &Account, consent: &Consent) -> Result<(), CreateAccountError> {
         let pk = user_pk(&account.id);
         let ops = vec![
             WriteOp::Put(Put {
@@ -157,9 +145,7 @@ impl<T: ItemStore + ?Sized> AccountStore for T {
                 item: Item::from_record(
                     email_pk(&account.email),
                     "EMAIL",
-                    &EmailClaim {
-                        user_id: account.id.clone(),
-                    },
+                    &EmailClaim { user_id: account.id.clone() },
                     None,
                 )?,
                 condition: Condition::NotExists,
@@ -183,10 +169,7 @@ impl<T: ItemStore + ?Sized> AccountStore for T {
     }
 
     async fn account(&self, user_id: &str) -> StoreResult<Option<Account>> {
-        self.get(Table::Main, &user_pk(user_id), PROFILE_SK)
-            .await?
-            .map(|item| item.record())
-            .transpose()
+        self.get(Table::Main, &user_pk(user_id), PROFILE_SK).await?.map(|item| item.record()).transpose()
     }
 
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>> {
@@ -213,13 +196,7 @@ pub struct SignupRequest {
 /// Trims and lower-cases an email, then checks its shape (one `@`, a dotted domain, no spaces).
 pub fn normalize_email(raw: &str) -> ApiResult<String> {
     let email = raw.trim().to_lowercase();
-    let invalid = || {
-        ApiError::invalid(
-            "invalid_email",
-            "email",
-            "email must be a valid email address",
-        )
-    };
+    let invalid = || ApiError::invalid("invalid_email", "email", "email must be a valid email address");
     if email.is_empty() || email.chars().count() > MAX_EMAIL_CHARS {
         return Err(invalid());
     }
@@ -228,17 +205,9 @@ pub fn normalize_email(raw: &str) -> ApiResult<String> {
         && local.len() <= 64
         && !domain.contains('@')
         && domain.contains('.')
-        && domain
-            .split('.')
-            .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'))
-        && !email.chars().any(|c| {
-            c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"')
-        });
-    if well_formed {
-        Ok(email)
-    } else {
-        Err(invalid())
-    }
+        && domain.split('.').all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'))
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"'));
+    if well_formed { Ok(email) } else { Err(invalid()) }
 }
 
 pub fn check_password(password: &str, email: &str) -> ApiResult<()> {
@@ -254,18 +223,11 @@ pub fn check_password(password: &str, email: &str) -> ApiResult<()> {
         return Err(ApiError::invalid(
             "weak_password",
             "password",
-            format!(
-                "password must be at most {} characters",
-                passwords::MAX_PASSWORD_CHARS
-            ),
+            format!("password must be at most {} characters", passwords::MAX_PASSWORD_CHARS),
         ));
     }
     if password.trim().to_lowercase() == email {
-        return Err(ApiError::invalid(
-            "weak_password",
-            "password",
-            "password must not be the email address",
-        ));
+        return Err(ApiError::invalid("weak_password", "password", "password must not be the email address"));
     }
     Ok(())
 }
@@ -278,8 +240,7 @@ pub fn today_in_india(now: DateTime<Utc>) -> NaiveDate {
 /// The day someone born on `dob` turns `years` old; a 29 February birthday falls on 1 March in common years.
 fn anniversary(dob: NaiveDate, years: i32) -> Option<NaiveDate> {
     let year = dob.year().checked_add(years)?;
-    NaiveDate::from_ymd_opt(year, dob.month(), dob.day())
-        .or_else(|| NaiveDate::from_ymd_opt(year, 3, 1))
+    NaiveDate::from_ymd_opt(year, dob.month(), dob.day()).or_else(|| NaiveDate::from_ymd_opt(year, 3, 1))
 }
 
 /// Parses `YYYY-MM-DD` and checks the person is at least 18 on `today`.
@@ -311,10 +272,7 @@ pub fn check_date_of_birth(raw: &str, today: NaiveDate) -> ApiResult<NaiveDate> 
 
 fn check_full_name(raw: &str) -> ApiResult<String> {
     let name = raw.trim();
-    if name.is_empty()
-        || name.chars().count() > MAX_NAME_CHARS
-        || name.chars().any(char::is_control)
-    {
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(
             "invalid_full_name",
             "full_name",
@@ -352,10 +310,7 @@ pub async fn signup<S: AccountStore + ?Sized>(
         return Err(ApiError::invalid(
             "terms_not_accepted",
             "accepted_terms_version",
-            format!(
-                "you must accept the current terms and privacy policy (version {})",
-                config.policy_version
-            ),
+            format!("you must accept the current terms and privacy policy (version {})", config.policy_version),
         ));
     }
     let password_hash = passwords::hash_async(request.password).await?;
@@ -405,13 +360,8 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_validated() {
-        assert_eq!(
-            normalize_email("  Asha.Rao@Example.IN ").ok().as_deref(),
-            Some("asha.rao@example.in")
-        );
-        for bad in [
-            "", "plain", "a@b", "a@@b.in", "@b.in", "a b@c.in", "a@.in", "a@b..in", "a@-b.in",
-        ] {
+        assert_eq!(normalize_email("  Asha.Rao@Example.IN ").ok().as_deref(), Some("asha.rao@example.in"));
+        for bad in ["", "plain", "a@b", "a@@b.in", "@b.in", "a b@c.in", "a@.in", "a@b..in", "a@-b.in"] {
             assert_eq!(code(normalize_email(bad)), "invalid_email", "{bad:?}");
         }
     }
@@ -419,61 +369,28 @@ mod tests {
     #[test]
     fn passwords_need_ten_characters_and_differ_from_email() {
         assert_eq!(code(check_password("short", "a@b.in")), "weak_password");
-        assert_eq!(
-            code(check_password("asha@example.in", "asha@example.in")),
-            "weak_password"
-        );
-        assert_eq!(
-            code(check_password(&"x".repeat(257), "a@b.in")),
-            "weak_password"
-        );
+        assert_eq!(code(check_password("asha@example.in", "asha@example.in")), "weak_password");
+        assert_eq!(code(check_password(&"x".repeat(257), "a@b.in")), "weak_password");
         assert_eq!(code(check_password("ten chars!", "a@b.in")), "ok");
     }
 
     #[test]
     fn age_is_judged_on_the_day_of_signup() {
         let today = date("2026-11-27");
-        assert_eq!(
-            code(check_date_of_birth("2008-11-27", today)),
-            "ok",
-            "18 today"
-        );
-        assert_eq!(
-            code(check_date_of_birth("2008-11-28", today)),
-            "underage",
-            "18 tomorrow"
-        );
-        assert_eq!(
-            code(check_date_of_birth("2026-11-27", today)),
-            "invalid_date_of_birth"
-        );
-        assert_eq!(
-            code(check_date_of_birth("27-11-2000", today)),
-            "invalid_date_of_birth"
-        );
-        assert_eq!(
-            code(check_date_of_birth("2000-02-30", today)),
-            "invalid_date_of_birth"
-        );
+        assert_eq!(code(check_date_of_birth("2008-11-27", today)), "ok", "18 today");
+        assert_eq!(code(check_date_of_birth("2008-11-28", today)), "underage", "18 tomorrow");
+        assert_eq!(code(check_date_of_birth("2026-11-27", today)), "invalid_date_of_birth");
+        assert_eq!(code(check_date_of_birth("27-11-2000", today)), "invalid_date_of_birth");
+        assert_eq!(code(check_date_of_birth("2000-02-30", today)), "invalid_date_of_birth");
         // Born on 29 February 2008: 18 on 1 March 2026, not on 28 February.
-        assert_eq!(
-            code(check_date_of_birth("2008-02-29", date("2026-02-28"))),
-            "underage"
-        );
-        assert_eq!(
-            code(check_date_of_birth("2008-02-29", date("2026-03-01"))),
-            "ok"
-        );
+        assert_eq!(code(check_date_of_birth("2008-02-29", date("2026-02-28"))), "underage");
+        assert_eq!(code(check_date_of_birth("2008-02-29", date("2026-03-01"))), "ok");
     }
 
     #[test]
     fn india_date_rolls_over_at_1830_utc() {
-        let before = DateTime::parse_from_rfc3339("2026-11-26T18:29:59Z")
-            .map(|d| d.to_utc())
-            .unwrap_or_default();
-        let after = DateTime::parse_from_rfc3339("2026-11-26T18:30:00Z")
-            .map(|d| d.to_utc())
-            .unwrap_or_default();
+        let before = DateTime::parse_from_rfc3339("2026-11-26T18:29:59Z").map(|d| d.to_utc()).unwrap_or_default();
+        let after = DateTime::parse_from_rfc3339("2026-11-26T18:30:00Z").map(|d| d.to_utc()).unwrap_or_default();
         assert_eq!(today_in_india(before), date("2026-11-26"));
         assert_eq!(today_in_india(after), date("2026-11-27"));
     }

@@ -12,9 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::accounts::{
-    Account, AccountStatus, AccountStore, ClientInfo, time_sort_key, timestamp, user_pk,
-};
+use crate::accounts::{Account, AccountStatus, AccountStore, ClientInfo, time_sort_key, timestamp, user_pk};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
@@ -117,10 +115,7 @@ pub trait SessionStore: Send + Sync {
 #[async_trait]
 impl<T: ItemStore + ?Sized> SessionStore for T {
     async fn session(&self, token_hash: &str) -> StoreResult<Option<Session>> {
-        let Some(item) = self
-            .get(Table::Main, &session_pk(token_hash), SESSION_SK)
-            .await?
-        else {
+        let Some(item) = self.get(Table::Main, &session_pk(token_hash), SESSION_SK).await? else {
             return Ok(None);
         };
         let record: SessionRecord = item.record()?;
@@ -166,12 +161,7 @@ pub trait LoginStore: Send + Sync {
     /// Records an attempt that did not create a session (with a failure marker when it was a failure).
     async fn record_attempt(&self, attempt: &LoginAttempt, expiries: Expiries) -> StoreResult<()>;
     /// Records a successful attempt and creates its session, atomically.
-    async fn record_login(
-        &self,
-        attempt: &LoginAttempt,
-        expiries: Expiries,
-        session: &Session,
-    ) -> StoreResult<()>;
+    async fn record_login(&self, attempt: &LoginAttempt, expiries: Expiries, session: &Session) -> StoreResult<()>;
     /// The newest attempts for an email.
     async fn login_history(&self, email: &str, limit: u32) -> StoreResult<Vec<LoginAttempt>>;
 }
@@ -179,12 +169,7 @@ pub trait LoginStore: Send + Sync {
 fn attempt_put(attempt: &LoginAttempt, expires_at: i64) -> StoreResult<WriteOp> {
     Ok(WriteOp::Put(Put {
         table: Table::Main,
-        item: Item::from_record(
-            logins_pk(&attempt.email),
-            time_sort_key("", attempt.at),
-            attempt,
-            Some(expires_at),
-        )?,
+        item: Item::from_record(logins_pk(&attempt.email), time_sort_key("", attempt.at), attempt, Some(expires_at))?,
         condition: Condition::NotExists,
     }))
 }
@@ -192,18 +177,8 @@ fn attempt_put(attempt: &LoginAttempt, expires_at: i64) -> StoreResult<WriteOp> 
 #[async_trait]
 impl<T: ItemStore + ?Sized> LoginStore for T {
     async fn recent_failures(&self, email: &str, limit: u32) -> StoreResult<Vec<i64>> {
-        let page = self
-            .query(
-                Query::new(Table::Main, failures_pk(email))
-                    .newest_first()
-                    .limit(limit),
-            )
-            .await?;
-        Ok(page
-            .items
-            .iter()
-            .filter_map(|item| item.expires_at)
-            .collect())
+        let page = self.query(Query::new(Table::Main, failures_pk(email)).newest_first().limit(limit)).await?;
+        Ok(page.items.iter().filter_map(|item| item.expires_at).collect())
     }
 
     async fn record_attempt(&self, attempt: &LoginAttempt, expiries: Expiries) -> StoreResult<()> {
@@ -223,12 +198,7 @@ impl<T: ItemStore + ?Sized> LoginStore for T {
         self.transact(ops).await
     }
 
-    async fn record_login(
-        &self,
-        attempt: &LoginAttempt,
-        expiries: Expiries,
-        session: &Session,
-    ) -> StoreResult<()> {
+    async fn record_login(&self, attempt: &LoginAttempt, expiries: Expiries, session: &Session) -> StoreResult<()> {
         let record = SessionRecord {
             user_id: session.user_id.clone(),
             created_at: attempt.at,
@@ -262,13 +232,7 @@ impl<T: ItemStore + ?Sized> LoginStore for T {
     }
 
     async fn login_history(&self, email: &str, limit: u32) -> StoreResult<Vec<LoginAttempt>> {
-        let page = self
-            .query(
-                Query::new(Table::Main, logins_pk(email))
-                    .newest_first()
-                    .limit(limit),
-            )
-            .await?;
+        let page = self.query(Query::new(Table::Main, logins_pk(email)).newest_first().limit(limit)).await?;
         page.items.iter().map(Item::record).collect()
     }
 }
@@ -307,9 +271,7 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
         at: now,
     };
 
-    let failures = store
-        .recent_failures(&email, config.login_max_failures)
-        .await?;
+    let failures = store.recent_failures(&email, config.login_max_failures).await?;
     if failures.len() >= config.login_max_failures as usize {
         // The window frees up when the oldest of the counted failures expires.
         let frees_at = failures.iter().copied().min().unwrap_or(expiries.failure);
@@ -318,19 +280,13 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
         let retry_after_secs = (frees_at - now.timestamp()).max(1) as u64;
         return Err(ApiError::TooManyRequests {
             code: "too_many_attempts",
-            message: format!(
-                "too many failed login attempts; try again in {retry_after_secs} seconds"
-            ),
+            message: format!("too many failed login attempts; try again in {retry_after_secs} seconds"),
             retry_after_secs,
         });
     }
 
-    let account = if email.is_empty() {
-        None
-    } else {
-        store.account_by_email(&email).await?
-    }
-    .filter(|a| a.status == AccountStatus::Active);
+    let account = if email.is_empty() { None } else { store.account_by_email(&email).await? }
+        .filter(|a| a.status == AccountStatus::Active);
     let verified = if password.chars().count() > passwords::MAX_PASSWORD_CHARS {
         false
     } else {
@@ -338,53 +294,34 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
     };
     let Some(account) = account.filter(|_| verified) else {
         store.record_attempt(&attempt, expiries).await?;
-        return Err(ApiError::unauthenticated(
-            "invalid_credentials",
-            INVALID_CREDENTIALS,
-        ));
+        return Err(ApiError::unauthenticated("invalid_credentials", INVALID_CREDENTIALS));
     };
 
     let token = random_token();
     let expires_at = now + config.session_ttl;
-    let session = Session {
-        token_hash: sha256_hex(&token),
-        user_id: account.id.clone(),
-        expires_at: expires_at.timestamp(),
-    };
+    let session =
+        Session { token_hash: sha256_hex(&token), user_id: account.id.clone(), expires_at: expires_at.timestamp() };
     attempt.user_id = Some(account.id);
     attempt.success = true;
     attempt.outcome = LoginOutcome::Success;
     store.record_login(&attempt, expiries, &session).await?;
-    Ok(IssuedSession {
-        token,
-        expires_at,
-        max_age_secs: config.session_ttl.num_seconds(),
-    })
+    Ok(IssuedSession { token, expires_at, max_age_secs: config.session_ttl.num_seconds() })
 }
 
 /// The account behind a session; a session whose account is gone no longer authenticates anyone.
-pub async fn session_account<S: AccountStore + ?Sized>(
-    store: &S,
-    session: &Session,
-) -> ApiResult<Account> {
-    store.account(&session.user_id).await?.ok_or_else(|| {
-        ApiError::unauthenticated("invalid_session", "the session's account no longer exists")
-    })
+pub async fn session_account<S: AccountStore + ?Sized>(store: &S, session: &Session) -> ApiResult<Account> {
+    store
+        .account(&session.user_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthenticated("invalid_session", "the session's account no longer exists"))
 }
 
 /// Resolves a presented session token to its live session.
 pub async fn authenticate<S: SessionStore + ?Sized>(store: &S, token: &str) -> ApiResult<Session> {
-    let unauthenticated = || {
-        ApiError::unauthenticated(
-            "invalid_session",
-            "session is missing, expired or revoked; log in again",
-        )
-    };
+    let unauthenticated =
+        || ApiError::unauthenticated("invalid_session", "session is missing, expired or revoked; log in again");
     if token.is_empty() || token.len() > 256 {
         return Err(unauthenticated());
     }
-    store
-        .session(&sha256_hex(token))
-        .await?
-        .ok_or_else(unauthenticated)
+    store.session(&sha256_hex(token)).await?.ok_or_else(unauthenticated)
 }

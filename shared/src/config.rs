@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use chrono::Duration;
 
+use crate::secrets::SecretString;
+
 /// The published privacy policy's version (its date); signups must accept exactly this version.
 pub const DEFAULT_POLICY_VERSION: &str = "2026-05-21";
 
@@ -23,6 +25,31 @@ pub struct Config {
     pub login_window: Duration,
     /// `INFEREX_TRUST_X_FORWARDED_FOR`: take the client IP from X-Forwarded-For (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// `KYC_MODE`: `auto` (valid and unique submissions are verified at once; the local default) or
+    /// `manual` (submissions wait for an operator's decision).
+    pub kyc_mode: KycMode,
+    /// `INFEREX_ADMIN_TOKEN`: bearer token of the operator endpoints; they answer 404 while it is unset.
+    pub admin_token: Option<SecretString>,
+    /// `INFEREX_KYC_RETENTION_YEARS`: how long KYC data is kept after account closure (default 5).
+    pub kyc_retention_years: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KycMode {
+    Auto,
+    Manual,
+}
+
+impl FromStr for KycMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(KycMode::Auto),
+            "manual" => Ok(KycMode::Manual),
+            other => Err(format!("expected auto or manual, got {other:?}")),
+        }
+    }
 }
 
 impl Default for Config {
@@ -34,6 +61,9 @@ impl Default for Config {
             login_max_failures: 5,
             login_window: Duration::minutes(15),
             trust_forwarded_for: false,
+            kyc_mode: KycMode::Auto,
+            admin_token: None,
+            kyc_retention_years: 5,
         }
     }
 }
@@ -51,15 +81,11 @@ where
     T::Err: std::fmt::Display,
 {
     match env::var(name) {
-        Ok(raw) if !raw.trim().is_empty() => {
-            raw.trim()
-                .parse()
-                .map(Some)
-                .map_err(|e: T::Err| ConfigError {
-                    name: name.to_owned(),
-                    reason: e.to_string(),
-                })
-        }
+        Ok(raw) if !raw.trim().is_empty() => raw
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e: T::Err| ConfigError { name: name.to_owned(), reason: e.to_string() }),
         _ => Ok(None),
     }
 }
@@ -67,10 +93,7 @@ where
 fn positive_seconds(name: &str, default: Duration) -> Result<Duration, ConfigError> {
     match var::<i64>(name)? {
         Some(secs) if secs > 0 => Ok(Duration::seconds(secs)),
-        Some(_) => Err(ConfigError {
-            name: name.to_owned(),
-            reason: "must be a positive number".into(),
-        }),
+        Some(_) => Err(ConfigError { name: name.to_owned(), reason: "must be a positive number".into() }),
         None => Ok(default),
     }
 }
@@ -99,13 +122,15 @@ impl Config {
             None => defaults.login_max_failures,
         };
         Ok(Self {
-            policy_version: var::<String>("INFEREX_POLICY_VERSION")?
-                .unwrap_or(defaults.policy_version),
+            policy_version: var::<String>("INFEREX_POLICY_VERSION")?.unwrap_or(defaults.policy_version),
             session_ttl: positive_seconds("INFEREX_SESSION_TTL_SECONDS", defaults.session_ttl)?,
             login_record_retention: retention_days,
             login_max_failures: max_failures,
             login_window: positive_seconds("INFEREX_LOGIN_WINDOW_SECONDS", defaults.login_window)?,
             trust_forwarded_for: var::<bool>("INFEREX_TRUST_X_FORWARDED_FOR")?.unwrap_or(false),
+            kyc_mode: var::<KycMode>("KYC_MODE")?.unwrap_or(defaults.kyc_mode),
+            admin_token: var::<String>("INFEREX_ADMIN_TOKEN")?.map(SecretString::new),
+            kyc_retention_years: var::<u32>("INFEREX_KYC_RETENTION_YEARS")?.unwrap_or(defaults.kyc_retention_years),
         })
     }
 }

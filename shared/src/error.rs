@@ -15,11 +15,7 @@ use crate::store::StoreError;
 pub enum ApiError {
     /// 400: the request is malformed or a field is invalid. `param` names the field.
     #[error("{message}")]
-    InvalidRequest {
-        code: &'static str,
-        message: String,
-        param: Option<String>,
-    },
+    InvalidRequest { code: &'static str, message: String, param: Option<String> },
     /// 401: no valid credentials.
     #[error("{message}")]
     Unauthenticated { code: &'static str, message: String },
@@ -34,11 +30,7 @@ pub enum ApiError {
     MethodNotAllowed { message: String },
     /// 409: the request conflicts with the current state (duplicate email, ...).
     #[error("{message}")]
-    Conflict {
-        code: &'static str,
-        message: String,
-        param: Option<String>,
-    },
+    Conflict { code: &'static str, message: String, param: Option<String> },
     /// 413: the body is larger than the documented limit.
     #[error("request body exceeds {limit_bytes} bytes")]
     PayloadTooLarge { limit_bytes: usize },
@@ -47,11 +39,7 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// 429: too many attempts; retry after the given number of seconds.
     #[error("{message}")]
-    TooManyRequests {
-        code: &'static str,
-        message: String,
-        retry_after_secs: u64,
-    },
+    TooManyRequests { code: &'static str, message: String, retry_after_secs: u64 },
     /// 500: a bug or a failed dependency. The detail is logged, never returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -62,18 +50,11 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(code: &'static str, param: &str, message: impl Into<String>) -> Self {
-        Self::InvalidRequest {
-            code,
-            message: message.into(),
-            param: Some(param.to_owned()),
-        }
+        Self::InvalidRequest { code, message: message.into(), param: Some(param.to_owned()) }
     }
 
     pub fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Unauthenticated {
-            code,
-            message: message.into(),
-        }
+        Self::Unauthenticated { code, message: message.into() }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -126,9 +107,7 @@ impl ApiError {
 
     fn param(&self) -> Option<&str> {
         match self {
-            ApiError::InvalidRequest { param, .. } | ApiError::Conflict { param, .. } => {
-                param.as_deref()
-            }
+            ApiError::InvalidRequest { param, .. } | ApiError::Conflict { param, .. } => param.as_deref(),
             _ => None,
         }
     }
@@ -136,12 +115,8 @@ impl ApiError {
     /// The message shown to the client: internal details are replaced by a generic text.
     fn public_message(&self) -> String {
         match self {
-            ApiError::Internal(_) => {
-                "The server failed to process the request. Please retry later.".into()
-            }
-            ApiError::Unavailable(_) => {
-                "A dependency is temporarily unavailable. Please retry later.".into()
-            }
+            ApiError::Internal(_) => "The server failed to process the request. Please retry later.".into(),
+            ApiError::Unavailable(_) => "A dependency is temporarily unavailable. Please retry later.".into(),
             other => other.to_string(),
         }
     }
@@ -168,9 +143,7 @@ impl IntoResponse for ApiError {
             }
         });
         let mut response = (status, Json(body)).into_response();
-        if let ApiError::TooManyRequests {
-            retry_after_secs, ..
-        } = &self
+        if let ApiError::TooManyRequests { retry_after_secs, .. } = &self
             && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);

@@ -36,8 +36,7 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.split(';').next())
         .map(|mime| {
             let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json"
-                || (mime.starts_with("application/") && mime.ends_with("+json"))
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
         })
         .unwrap_or(false)
 }
@@ -46,9 +45,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let too_large = ApiError::PayloadTooLarge {
-            limit_bytes: MAX_JSON_BODY_BYTES,
-        };
+        let too_large = ApiError::PayloadTooLarge { limit_bytes: MAX_JSON_BODY_BYTES };
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -58,9 +55,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             return Err(too_large);
         }
         let json = is_json(req.headers());
-        let bytes: Bytes = axum::body::to_bytes(req.into_body(), MAX_JSON_BODY_BYTES)
-            .await
-            .map_err(|_| too_large)?;
+        let bytes: Bytes = axum::body::to_bytes(req.into_body(), MAX_JSON_BODY_BYTES).await.map_err(|_| too_large)?;
         if !json {
             return Err(ApiError::UnsupportedMediaType);
         }
@@ -86,25 +81,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         match inner.classify() {
             serde_json::error::Category::Data => {
                 // serde reports a missing field at the enclosing object's path, naming it in the message.
-                let missing = detail
-                    .strip_prefix("missing field `")
-                    .and_then(|rest| rest.split('`').next())
-                    .map(str::to_owned);
+                let missing =
+                    detail.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()).map(str::to_owned);
                 let param = match (missing, path.as_str()) {
                     (Some(field), ".") => field,
                     (Some(field), parent) => format!("{parent}.{field}"),
                     (None, p) => p.to_owned(),
                 };
-                let code = if detail.starts_with("missing field") {
-                    "missing_field"
-                } else {
-                    "invalid_type"
-                };
-                ApiError::InvalidRequest {
-                    code,
-                    message: format!("{param}: {detail}"),
-                    param: Some(param),
-                }
+                let code = if detail.starts_with("missing field") { "missing_field" } else { "invalid_type" };
+                ApiError::InvalidRequest { code, message: format!("{param}: {detail}"), param: Some(param) }
             }
             _ => ApiError::InvalidRequest {
                 code: "invalid_json",
@@ -128,45 +113,28 @@ fn strip_position(message: &str) -> String {
 impl FromRequestParts<AppState> for ClientInfo {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let forwarded = state
             .config
             .trust_forwarded_for
-            .then(|| {
-                parts
-                    .headers
-                    .get("x-forwarded-for")
-                    .and_then(|v| v.to_str().ok())
-            })
+            .then(|| parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()))
             .flatten()
             .and_then(|v| v.rsplit(',').next())
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty());
-        let gateway = parts
-            .extensions
-            .get::<RequestContext>()
-            .and_then(|ctx| match ctx {
-                RequestContext::ApiGatewayV1(c) => c.identity.source_ip.clone(),
-                RequestContext::ApiGatewayV2(c) => c.http.source_ip.clone(),
-                #[allow(unreachable_patterns)]
-                _ => None,
-            });
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string());
+        let gateway = parts.extensions.get::<RequestContext>().and_then(|ctx| match ctx {
+            RequestContext::ApiGatewayV1(c) => c.identity.source_ip.clone(),
+            RequestContext::ApiGatewayV2(c) => c.http.source_ip.clone(),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        });
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip().to_string());
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect());
-        Ok(ClientInfo {
-            ip: forwarded.or(gateway).or(peer),
-            user_agent,
-        })
+        Ok(ClientInfo { ip: forwarded.or(gateway).or(peer), user_agent })
     }
 }
 
@@ -175,22 +143,15 @@ pub fn presented_session_token(headers: &HeaderMap) -> Option<String> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(|t| t.trim().to_owned());
     bearer.or_else(|| {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|cookies| {
-                cookies.split(';').find_map(|pair| {
-                    let (name, value) = pair.trim().split_once('=')?;
-                    (name == SESSION_COOKIE).then(|| value.trim().to_owned())
-                })
+        headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|cookies| {
+            cookies.split(';').find_map(|pair| {
+                let (name, value) = pair.trim().split_once('=')?;
+                (name == SESSION_COOKIE).then(|| value.trim().to_owned())
             })
+        })
     })
 }
 
@@ -198,10 +159,7 @@ pub fn presented_session_token(headers: &HeaderMap) -> Option<String> {
 impl FromRequestParts<AppState> for Session {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = presented_session_token(&parts.headers).ok_or_else(|| {
             ApiError::unauthenticated(
                 "missing_session",
@@ -217,16 +175,11 @@ async fn health() -> impl IntoResponse {
 }
 
 async fn route_not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::NotFound {
-        code: "not_found",
-        message: format!("no route for {method} {}", uri.path()),
-    }
+    ApiError::NotFound { code: "not_found", message: format!("no route for {method} {}", uri.path()) }
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::MethodNotAllowed {
-        message: format!("{method} is not allowed on {}", uri.path()),
-    }
+    ApiError::MethodNotAllowed { message: format!("{method} is not allowed on {}", uri.path()) }
 }
 
 /// Completes a function's routes into a servable app: `/health`, our 404/405 shapes, the state.
@@ -248,11 +201,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         axum::extract::Query::<T>::try_from_uri(&parts.uri)
             .map(|q| QueryParams(q.0))
-            .map_err(|e| ApiError::InvalidRequest {
-                code: "invalid_query",
-                message: e.body_text(),
-                param: None,
-            })
+            .map_err(|e| ApiError::InvalidRequest { code: "invalid_query", message: e.body_text(), param: None })
     }
 }
 
@@ -288,15 +237,51 @@ pub fn strip_stage<B>(mut request: axum::http::Request<B>) -> axum::http::Reques
 }
 
 /// The service a Lambda function runs: its app behind [`strip_stage`]. Tests feed it API Gateway events.
-pub fn lambda_service(
-    app: Router,
-) -> MapRequest<Router, fn(lambda_http::Request) -> lambda_http::Request> {
-    app.map_request(
-        strip_stage::<lambda_http::Body> as fn(lambda_http::Request) -> lambda_http::Request,
-    )
+pub fn lambda_service(app: Router) -> MapRequest<Router, fn(lambda_http::Request) -> lambda_http::Request> {
+    app.map_request(strip_stage::<lambda_http::Body> as fn(lambda_http::Request) -> lambda_http::Request)
 }
 
 /// Serves a function's app on the Lambda runtime (API Gateway REST or HTTP API events).
 pub async fn run_on_lambda(app: Router) -> Result<(), lambda_http::Error> {
     lambda_http::run(lambda_service(app)).await
+}
+
+/// An operator authenticated by `Authorization: Bearer <INFEREX_ADMIN_TOKEN>` (compared in constant time).
+/// While no admin token is configured the operator routes do not exist (404). The operator's name for the
+/// audit trail comes from `X-Inferex-Operator` (default `admin`).
+#[derive(Debug, Clone)]
+pub struct Operator(pub String);
+
+const MAX_OPERATOR_CHARS: usize = 64;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(expected) = &state.config.admin_token else {
+            return Err(route_not_found(parts.method.clone(), parts.uri.clone()).await);
+        };
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        // Comparing digests keeps the comparison constant-time even when the lengths differ.
+        let matches = crate::secrets::constant_time_eq(
+            crate::secrets::sha256_hex(presented).as_bytes(),
+            crate::secrets::sha256_hex(expected.expose()).as_bytes(),
+        );
+        if presented.is_empty() || !matches {
+            return Err(ApiError::unauthenticated("invalid_admin_token", "a valid operator token is required"));
+        }
+        let name = parts
+            .headers
+            .get("x-inferex-operator")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().chars().take(MAX_OPERATOR_CHARS).collect::<String>())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "admin".into());
+        Ok(Operator(name))
+    }
 }

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod kyc;
 pub mod passwords;
 pub mod secrets;
 pub mod state;

@@ -1,54 +1,95 @@
-//! What every handler gets: the store, the configuration and the clock, built once per process
-//! (once per Lambda cold start) and shared by reference.
+//! What every handler gets: the store, the configuration, the clock and the KYC keys, built once per
+//! process (once per Lambda cold start) and shared by reference.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, var};
+use crate::error::ApiError;
+use crate::kyc::vault::{DataKeys, Fingerprinter, KmsDataKeys, LocalDataKeys, load_or_create_key_file};
 use crate::store::ItemStore;
 use crate::store::dynamo::{DynamoStore, TableNames};
 use crate::store::sqlite::SqliteStore;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The keys KYC needs: the envelope-encryption provider for the vault and the fingerprint key.
+pub struct KycKeys {
+    pub data_keys: Arc<dyn DataKeys>,
+    pub fingerprinter: Fingerprinter,
+}
+
+impl KycKeys {
+    /// Keys that live only as long as the process: for tests.
+    pub fn ephemeral() -> Self {
+        let mut master = [0u8; 32];
+        let mut fingerprint = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut master);
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fingerprint);
+        Self {
+            data_keys: Arc::new(LocalDataKeys::new(master)),
+            fingerprinter: Fingerprinter::new(fingerprint.to_vec()),
+        }
+    }
+
+    /// The embedded default: key files under `dir`, created on first run.
+    pub fn from_key_files(dir: &Path) -> Result<Self, BoxError> {
+        let master = LocalDataKeys::from_key_file(&dir.join("vault-master.key"))?;
+        let fingerprint = load_or_create_key_file(&dir.join("kyc-fingerprint.key"))?;
+        Ok(Self { data_keys: Arc::new(master), fingerprinter: Fingerprinter::new(fingerprint.to_vec()) })
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn ItemStore>,
     pub config: Arc<Config>,
     pub clock: Arc<dyn Clock>,
+    /// Present where KYC numbers are handled (the kyc function, the local server); absent elsewhere.
+    pub kyc_keys: Option<Arc<KycKeys>>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn ItemStore>, config: Config, clock: Arc<dyn Clock>) -> Self {
-        Self {
-            store,
-            config: Arc::new(config),
-            clock,
-        }
+    pub fn new(store: Arc<dyn ItemStore>, config: Config, clock: Arc<dyn Clock>, kyc_keys: Option<KycKeys>) -> Self {
+        Self { store, config: Arc::new(config), clock, kyc_keys: kyc_keys.map(Arc::new) }
     }
 
-    /// Production wiring: configuration from the environment and DynamoDB tables named by
-    /// `INFEREX_MAIN_TABLE` (set by template.yaml).
+    /// The KYC keys, or a 500 where this function was deployed without them (a configuration error).
+    pub fn kyc_keys(&self) -> Result<&KycKeys, ApiError> {
+        self.kyc_keys
+            .as_deref()
+            .ok_or_else(|| ApiError::Internal("KYC keys are not configured for this function".into()))
+    }
+
+    /// Production wiring: configuration from the environment, DynamoDB tables named by
+    /// `INFEREX_MAIN_TABLE` / `INFEREX_VAULT_TABLE`, and KYC keys when `INFEREX_KMS_KEY_ID` and
+    /// `INFEREX_KYC_FINGERPRINT_SECRET` are set (template.yaml sets them only for functions that need them).
     pub async fn for_lambda() -> Result<Self, BoxError> {
         let config = Config::from_env()?;
         let tables = TableNames {
             main: var::<String>("INFEREX_MAIN_TABLE")?.unwrap_or_else(|| "inferex-main".into()),
+            vault: var::<String>("INFEREX_VAULT_TABLE")?.unwrap_or_else(|| "inferex-vault".into()),
         };
+        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let store = DynamoStore::new(
-            DynamoStore::client_from_env().await,
-            tables,
-            Arc::clone(&clock),
-        );
-        Ok(Self::new(Arc::new(store), config, clock))
+        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), tables, Arc::clone(&clock));
+        let kyc_keys = match (var::<String>("INFEREX_KMS_KEY_ID")?, var::<String>("INFEREX_KYC_FINGERPRINT_SECRET")?) {
+            (Some(key_id), Some(secret)) => Some(KycKeys {
+                data_keys: Arc::new(KmsDataKeys::new(aws_sdk_kms::Client::new(&aws), key_id)),
+                fingerprinter: Fingerprinter::new(secret.into_bytes()),
+            }),
+            _ => None,
+        };
+        Ok(Self::new(Arc::new(store), config, clock, kyc_keys))
     }
 
-    /// Local wiring: the embedded SQLite store in `data_dir` (created if missing).
+    /// Local wiring: the embedded SQLite store and local key files in `data_dir` (created if missing).
     pub fn embedded(data_dir: &Path, config: Config) -> Result<(Self, SqliteStore), BoxError> {
         std::fs::create_dir_all(data_dir)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = SqliteStore::open(&data_dir.join("inferex.sqlite3"), Arc::clone(&clock))?;
-        Ok((Self::new(Arc::new(store.clone()), config, clock), store))
+        let keys = KycKeys::from_key_files(&data_dir.join("keys"))?;
+        Ok((Self::new(Arc::new(store.clone()), config, clock, Some(keys)), store))
     }
 }

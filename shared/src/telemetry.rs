@@ -11,13 +11,7 @@ pub fn init() {
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let in_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     // A second initialisation (tests) is harmless; ignore its error.
-    let _ = if in_lambda {
-        builder.json().without_time().with_ansi(false).try_init()
-    } else {
-        builder.try_init()
-    };
+    let _ = if in_lambda { builder.json().without_time().with_ansi(false).try_init() } else { builder.try_init() };
 }

@@ -24,9 +24,7 @@ pub async fn dynamo_store(clock: Arc<dyn Clock>) -> Result<DynamoStore, String> 
     })?;
     let client = dynamo::local_client(&endpoint);
     let tables = TableNames::with_prefix(&format!("test-{}", random_suffix()));
-    dynamo::create_tables(&client, &tables)
-        .await
-        .map_err(|e| format!("creating tables at {endpoint}: {e}"))?;
+    dynamo::create_tables(&client, &tables).await.map_err(|e| format!("creating tables at {endpoint}: {e}"))?;
     Ok(DynamoStore::new(client, tables, clock))
 }
 
@@ -42,32 +40,38 @@ pub struct LambdaAnswer {
 /// the Lambda runtime would, and decodes the JSON answer (`null` for an empty body).
 pub async fn invoke_lambda(app: axum::Router, event_json: &str) -> Result<LambdaAnswer, String> {
     use tower::ServiceExt;
-    let request =
-        lambda_http::request::from_str(event_json).map_err(|e| format!("event fixture: {e}"))?;
-    let response = crate::http::lambda_service(app)
-        .oneshot(request)
-        .await
-        .map_err(|e| format!("{e:?}"))?;
+    let request = lambda_http::request::from_str(event_json).map_err(|e| format!("event fixture: {e}"))?;
+    let response = crate::http::lambda_service(app).oneshot(request).await.map_err(|e| format!("{e:?}"))?;
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .map_err(|e| e.to_string())?;
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.map_err(|e| e.to_string())?;
     let body = if bytes.is_empty() {
         serde_json::Value::Null
     } else {
         serde_json::from_slice(&bytes).map_err(|e| format!("answer is not JSON: {e}"))?
     };
-    Ok(LambdaAnswer {
-        status,
-        headers,
-        body,
-    })
+    Ok(LambdaAnswer { status, headers, body })
 }
 
 /// An app state over a fresh in-memory embedded store and the real clock.
 pub fn embedded_state(config: crate::config::Config) -> Result<crate::state::AppState, String> {
     let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
     let store = sqlite_store(Arc::clone(&clock))?;
-    Ok(crate::state::AppState::new(Arc::new(store), config, clock))
+    Ok(crate::state::AppState::new(Arc::new(store), config, clock, Some(crate::state::KycKeys::ephemeral())))
+}
+
+/// The variable `make test` sets to the address of the moto server (S3, KMS) it started.
+pub const MOTO_ENDPOINT_VAR: &str = "INFEREX_TEST_MOTO_ENDPOINT";
+
+/// A KMS client for the moto server `make test` started; an error (never a skip) without it.
+pub fn moto_kms_client() -> Result<aws_sdk_kms::Client, String> {
+    let endpoint = std::env::var(MOTO_ENDPOINT_VAR)
+        .map_err(|_| format!("{MOTO_ENDPOINT_VAR} is not set: run the tests with `make test`, which starts moto"))?;
+    let config = aws_sdk_kms::Config::builder()
+        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+        .region(aws_sdk_kms::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_kms::config::Credentials::new("local", "local", None, None, "local"))
+        .build();
+    Ok(aws_sdk_kms::Client::from_conf(config))
 }

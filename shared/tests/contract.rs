@@ -7,8 +7,8 @@ use chrono::{Duration, TimeZone, Utc};
 use serde_json::{Map, Value, json};
 use shared::clock::{Clock, ManualClock};
 use shared::store::{
-    Check, Condition, Delete, ExpiryChange, Item, ItemStore, Put, Query, SortKeyRange, StoreError,
-    Table, Update, WriteOp,
+    Check, Condition, Delete, ExpiryChange, Item, ItemStore, Put, Query, SortKeyRange, StoreError, Table, Update,
+    WriteOp,
 };
 use shared::testing;
 
@@ -20,29 +20,19 @@ struct Backend {
 }
 
 fn start_clock() -> ManualClock {
-    ManualClock::new(
-        Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0)
-            .single()
-            .unwrap_or_default(),
-    )
+    ManualClock::new(Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).single().unwrap_or_default())
 }
 
 async fn sqlite() -> Result<Backend, String> {
     let clock = start_clock();
     let store = testing::sqlite_store(Arc::new(clock.clone()))?;
-    Ok(Backend {
-        store: Arc::new(store),
-        clock,
-    })
+    Ok(Backend { store: Arc::new(store), clock })
 }
 
 async fn dynamodb() -> Result<Backend, String> {
     let clock = start_clock();
     let store = testing::dynamo_store(Arc::new(clock.clone())).await?;
-    Ok(Backend {
-        store: Arc::new(store),
-        clock,
-    })
+    Ok(Backend { store: Arc::new(store), clock })
 }
 
 /// Generates one `#[tokio::test]` per backend for each contract case.
@@ -79,6 +69,8 @@ contract!(
     transactions_reject_touching_an_item_twice,
     concurrent_conditional_puts_have_exactly_one_winner,
     concurrent_increments_are_not_lost,
+    absent_or_equals_admits_only_the_holder,
+    vault_table_is_separate_from_main,
 );
 
 fn item(pk: &str, sk: &str, attrs: Value, expires_at: Option<i64>) -> Item {
@@ -86,20 +78,11 @@ fn item(pk: &str, sk: &str, attrs: Value, expires_at: Option<i64>) -> Item {
         Value::Object(map) => map,
         _ => Map::new(),
     };
-    Item {
-        pk: pk.into(),
-        sk: sk.into(),
-        attrs,
-        expires_at,
-    }
+    Item { pk: pk.into(), sk: sk.into(), attrs, expires_at }
 }
 
 fn put(item: Item, condition: Condition) -> Put {
-    Put {
-        table: Table::Main,
-        item,
-        condition,
-    }
+    Put { table: Table::Main, item, condition }
 }
 
 fn now(b: &Backend) -> i64 {
@@ -124,9 +107,7 @@ async fn put_and_get_round_trip_every_value_kind(b: Backend) -> TestResult {
         }),
         Some(now(&b) + 3600),
     );
-    b.store
-        .put(put(original.clone(), Condition::Always))
-        .await?;
+    b.store.put(put(original.clone(), Condition::Always)).await?;
     let fetched = b.store.get(Table::Main, "P#1", "S#1").await?;
     assert_eq!(fetched, Some(original));
     assert_eq!(b.store.get(Table::Main, "P#1", "S#2").await?, None);
@@ -134,71 +115,24 @@ async fn put_and_get_round_trip_every_value_kind(b: Backend) -> TestResult {
 }
 
 async fn not_exists_condition_admits_one_writer(b: Backend) -> TestResult {
-    b.store
-        .put(put(
-            item("P", "S", json!({"v": 1}), None),
-            Condition::NotExists,
-        ))
-        .await?;
-    let second = b
-        .store
-        .put(put(
-            item("P", "S", json!({"v": 2}), None),
-            Condition::NotExists,
-        ))
-        .await;
-    assert!(
-        matches!(second, Err(StoreError::ConditionFailed)),
-        "{second:?}"
-    );
-    let kept = b
-        .store
-        .get(Table::Main, "P", "S")
-        .await?
-        .map(|i| i.attrs["v"].clone());
-    assert_eq!(
-        kept,
-        Some(json!(1)),
-        "a failed conditional put changes nothing"
-    );
+    b.store.put(put(item("P", "S", json!({"v": 1}), None), Condition::NotExists)).await?;
+    let second = b.store.put(put(item("P", "S", json!({"v": 2}), None), Condition::NotExists)).await;
+    assert!(matches!(second, Err(StoreError::ConditionFailed)), "{second:?}");
+    let kept = b.store.get(Table::Main, "P", "S").await?.map(|i| i.attrs["v"].clone());
+    assert_eq!(kept, Some(json!(1)), "a failed conditional put changes nothing");
     // An equality condition on the live item.
-    b.store
-        .put(put(
-            item("P", "S", json!({"v": 3}), None),
-            Condition::AttrEquals("v".into(), json!(1)),
-        ))
-        .await?;
-    let stale = b
-        .store
-        .put(put(
-            item("P", "S", json!({"v": 4}), None),
-            Condition::AttrEquals("v".into(), json!(1)),
-        ))
-        .await;
+    b.store.put(put(item("P", "S", json!({"v": 3}), None), Condition::AttrEquals("v".into(), json!(1)))).await?;
+    let stale =
+        b.store.put(put(item("P", "S", json!({"v": 4}), None), Condition::AttrEquals("v".into(), json!(1)))).await;
     assert!(matches!(stale, Err(StoreError::ConditionFailed)));
     Ok(())
 }
 
 async fn expired_items_are_invisible_and_count_as_absent(b: Backend) -> TestResult {
     let t = now(&b);
-    b.store
-        .put(put(
-            item("P", "A", json!({"v": 1}), Some(t + 60)),
-            Condition::Always,
-        ))
-        .await?;
-    b.store
-        .put(put(
-            item("P", "B", json!({"v": 2}), Some(t + 120)),
-            Condition::Always,
-        ))
-        .await?;
-    b.store
-        .put(put(
-            item("P", "C", json!({"v": 3}), None),
-            Condition::Always,
-        ))
-        .await?;
+    b.store.put(put(item("P", "A", json!({"v": 1}), Some(t + 60)), Condition::Always)).await?;
+    b.store.put(put(item("P", "B", json!({"v": 2}), Some(t + 120)), Condition::Always)).await?;
+    b.store.put(put(item("P", "C", json!({"v": 3}), None), Condition::Always)).await?;
     assert!(b.store.get(Table::Main, "P", "A").await?.is_some());
 
     b.clock.advance(Duration::seconds(60)); // A expires exactly now: expired.
@@ -208,49 +142,20 @@ async fn expired_items_are_invisible_and_count_as_absent(b: Backend) -> TestResu
     assert_eq!(sks, ["B", "C"]);
 
     // Conditions see the expired item as absent.
-    let exists = b
-        .store
-        .put(put(
-            item("P", "A", json!({"v": 9}), None),
-            Condition::Exists,
-        ))
-        .await;
+    let exists = b.store.put(put(item("P", "A", json!({"v": 9}), None), Condition::Exists)).await;
     assert!(matches!(exists, Err(StoreError::ConditionFailed)));
-    let update = b
-        .store
-        .update(Update::new(Table::Main, "P", "A").set("v", 10))
-        .await;
-    assert!(
-        matches!(update, Err(StoreError::ConditionFailed)),
-        "updates never revive expired items"
-    );
-    b.store
-        .put(put(
-            item("P", "A", json!({"v": 11}), None),
-            Condition::NotExists,
-        ))
-        .await?;
+    let update = b.store.update(Update::new(Table::Main, "P", "A").set("v", 10)).await;
+    assert!(matches!(update, Err(StoreError::ConditionFailed)), "updates never revive expired items");
+    b.store.put(put(item("P", "A", json!({"v": 11}), None), Condition::NotExists)).await?;
     let revived = b.store.get(Table::Main, "P", "A").await?;
-    assert_eq!(
-        revived,
-        Some(item("P", "A", json!({"v": 11}), None)),
-        "no attribute of the expired item survives"
-    );
+    assert_eq!(revived, Some(item("P", "A", json!({"v": 11}), None)), "no attribute of the expired item survives");
     Ok(())
 }
 
 async fn updates_set_add_remove_and_return_the_new_item(b: Backend) -> TestResult {
     let t = now(&b);
     b.store
-        .put(put(
-            item(
-                "U",
-                "1",
-                json!({"name": "a", "balance": 100, "gone": "x"}),
-                None,
-            ),
-            Condition::Always,
-        ))
+        .put(put(item("U", "1", json!({"name": "a", "balance": 100, "gone": "x"}), None), Condition::Always))
         .await?;
     let after = b
         .store
@@ -263,159 +168,77 @@ async fn updates_set_add_remove_and_return_the_new_item(b: Backend) -> TestResul
                 .expiry(ExpiryChange::Set(t + 99)),
         )
         .await?;
-    let expected = item(
-        "U",
-        "1",
-        json!({"name": "b", "balance": 70, "count": 2}),
-        Some(t + 99),
-    );
+    let expected = item("U", "1", json!({"name": "b", "balance": 70, "count": 2}), Some(t + 99));
     assert_eq!(after, expected);
     assert_eq!(b.store.get(Table::Main, "U", "1").await?, Some(expected));
-    let cleared = b
-        .store
-        .update(Update::new(Table::Main, "U", "1").expiry(ExpiryChange::Clear))
-        .await?;
+    let cleared = b.store.update(Update::new(Table::Main, "U", "1").expiry(ExpiryChange::Clear)).await?;
     assert_eq!(cleared.expires_at, None);
     Ok(())
 }
 
 async fn updates_never_create_items_and_honour_conditions(b: Backend) -> TestResult {
-    let missing = b
-        .store
-        .update(Update::new(Table::Main, "U", "none").add("n", 1))
-        .await;
+    let missing = b.store.update(Update::new(Table::Main, "U", "none").add("n", 1)).await;
     assert!(matches!(missing, Err(StoreError::ConditionFailed)));
     assert_eq!(b.store.get(Table::Main, "U", "none").await?, None);
 
-    b.store
-        .put(put(
-            item("U", "w", json!({"available": 50}), None),
-            Condition::Always,
-        ))
-        .await?;
+    b.store.put(put(item("U", "w", json!({"available": 50}), None), Condition::Always)).await?;
     // Spend 40 only while at least 40 is available: the second spend must fail and change nothing.
     let spend = || {
-        Update::new(Table::Main, "U", "w")
-            .add("available", -40)
-            .when(Condition::AttrAtLeast("available".into(), 40))
+        Update::new(Table::Main, "U", "w").add("available", -40).when(Condition::AttrAtLeast("available".into(), 40))
     };
     assert_eq!(b.store.update(spend()).await?.attrs["available"], json!(10));
-    assert!(matches!(
-        b.store.update(spend()).await,
-        Err(StoreError::ConditionFailed)
-    ));
-    assert_eq!(
-        b.store
-            .get(Table::Main, "U", "w")
-            .await?
-            .map(|i| i.attrs["available"].clone()),
-        Some(json!(10))
-    );
+    assert!(matches!(b.store.update(spend()).await, Err(StoreError::ConditionFailed)));
+    assert_eq!(b.store.get(Table::Main, "U", "w").await?.map(|i| i.attrs["available"].clone()), Some(json!(10)));
     Ok(())
 }
 
 async fn deletes_honour_conditions(b: Backend) -> TestResult {
-    b.store
-        .put(put(
-            item("D", "1", json!({"owner": "a"}), None),
-            Condition::Always,
-        ))
-        .await?;
+    b.store.put(put(item("D", "1", json!({"owner": "a"}), None), Condition::Always)).await?;
     let wrong = Delete {
         table: Table::Main,
         pk: "D".into(),
         sk: "1".into(),
         condition: Condition::AttrEquals("owner".into(), json!("b")),
     };
-    assert!(matches!(
-        b.store.delete(wrong).await,
-        Err(StoreError::ConditionFailed)
-    ));
+    assert!(matches!(b.store.delete(wrong).await, Err(StoreError::ConditionFailed)));
     assert!(b.store.get(Table::Main, "D", "1").await?.is_some());
-    let right = Delete {
-        table: Table::Main,
-        pk: "D".into(),
-        sk: "1".into(),
-        condition: Condition::Exists,
-    };
+    let right = Delete { table: Table::Main, pk: "D".into(), sk: "1".into(), condition: Condition::Exists };
     b.store.delete(right.clone()).await?;
     assert_eq!(b.store.get(Table::Main, "D", "1").await?, None);
-    assert!(matches!(
-        b.store.delete(right).await,
-        Err(StoreError::ConditionFailed)
-    ));
-    let absent = Delete {
-        table: Table::Main,
-        pk: "D".into(),
-        sk: "2".into(),
-        condition: Condition::Always,
-    };
+    assert!(matches!(b.store.delete(right).await, Err(StoreError::ConditionFailed)));
+    let absent = Delete { table: Table::Main, pk: "D".into(), sk: "2".into(), condition: Condition::Always };
     b.store.delete(absent).await?;
     Ok(())
 }
 
 async fn queries_order_filter_and_paginate(b: Backend) -> TestResult {
     for sk in ["a#1", "a#2", "a#3", "b#1", "b#2", "c#1"] {
-        b.store
-            .put(put(
-                item("Q", sk, json!({"sk": sk}), None),
-                Condition::Always,
-            ))
-            .await?;
+        b.store.put(put(item("Q", sk, json!({"sk": sk}), None), Condition::Always)).await?;
     }
-    b.store
-        .put(put(
-            item("Other", "a#9", json!({}), None),
-            Condition::Always,
-        ))
-        .await?;
+    b.store.put(put(item("Other", "a#9", json!({}), None), Condition::Always)).await?;
     let sks = |items: &[Item]| items.iter().map(|i| i.sk.clone()).collect::<Vec<_>>();
 
     let all = b.store.query(Query::new(Table::Main, "Q")).await?;
     assert_eq!(sks(&all.items), ["a#1", "a#2", "a#3", "b#1", "b#2", "c#1"]);
     assert_eq!(all.next, None);
 
-    let prefix = b
-        .store
-        .query(Query::new(Table::Main, "Q").range(SortKeyRange::Prefix("b#".into())))
-        .await?;
+    let prefix = b.store.query(Query::new(Table::Main, "Q").range(SortKeyRange::Prefix("b#".into()))).await?;
     assert_eq!(sks(&prefix.items), ["b#1", "b#2"]);
-    let prefix_desc = b
-        .store
-        .query(
-            Query::new(Table::Main, "Q")
-                .range(SortKeyRange::Prefix("a#".into()))
-                .newest_first(),
-        )
-        .await?;
+    let prefix_desc =
+        b.store.query(Query::new(Table::Main, "Q").range(SortKeyRange::Prefix("a#".into())).newest_first()).await?;
     assert_eq!(sks(&prefix_desc.items), ["a#3", "a#2", "a#1"]);
 
-    let at_least = b
-        .store
-        .query(Query::new(Table::Main, "Q").range(SortKeyRange::AtLeast("b#2".into())))
-        .await?;
+    let at_least = b.store.query(Query::new(Table::Main, "Q").range(SortKeyRange::AtLeast("b#2".into()))).await?;
     assert_eq!(sks(&at_least.items), ["b#2", "c#1"]);
-    let between = b
-        .store
-        .query(
-            Query::new(Table::Main, "Q").range(SortKeyRange::Between("a#2".into(), "b#1".into())),
-        )
-        .await?;
+    let between =
+        b.store.query(Query::new(Table::Main, "Q").range(SortKeyRange::Between("a#2".into(), "b#1".into()))).await?;
     assert_eq!(sks(&between.items), ["a#2", "a#3", "b#1"]);
 
     // Newest-first pages of two, following `next` to the end.
     let mut seen = Vec::new();
     let mut after = None;
     for _ in 0..10 {
-        let page = b
-            .store
-            .query(
-                Query::new(Table::Main, "Q")
-                    .newest_first()
-                    .limit(2)
-                    .after(after.clone()),
-            )
-            .await?;
+        let page = b.store.query(Query::new(Table::Main, "Q").newest_first().limit(2).after(after.clone())).await?;
         assert!(page.items.len() <= 2);
         seen.extend(sks(&page.items));
         after = page.next;
@@ -428,39 +251,16 @@ async fn queries_order_filter_and_paginate(b: Backend) -> TestResult {
 }
 
 async fn transactions_are_all_or_nothing(b: Backend) -> TestResult {
-    b.store
-        .put(put(item("T", "taken", json!({}), None), Condition::Always))
-        .await?;
-    b.store
-        .put(put(
-            item("T", "counter", json!({"n": 1}), None),
-            Condition::Always,
-        ))
-        .await?;
+    b.store.put(put(item("T", "taken", json!({}), None), Condition::Always)).await?;
+    b.store.put(put(item("T", "counter", json!({"n": 1}), None), Condition::Always)).await?;
     let failing = vec![
         WriteOp::Put(put(item("T", "new", json!({}), None), Condition::NotExists)),
         WriteOp::Update(Update::new(Table::Main, "T", "counter").add("n", 1)),
-        WriteOp::Put(put(
-            item("T", "taken", json!({"x": 1}), None),
-            Condition::NotExists,
-        )),
+        WriteOp::Put(put(item("T", "taken", json!({"x": 1}), None), Condition::NotExists)),
     ];
-    assert!(matches!(
-        b.store.transact(failing).await,
-        Err(StoreError::ConditionFailed)
-    ));
-    assert_eq!(
-        b.store.get(Table::Main, "T", "new").await?,
-        None,
-        "no partial write"
-    );
-    assert_eq!(
-        b.store
-            .get(Table::Main, "T", "counter")
-            .await?
-            .map(|i| i.attrs["n"].clone()),
-        Some(json!(1))
-    );
+    assert!(matches!(b.store.transact(failing).await, Err(StoreError::ConditionFailed)));
+    assert_eq!(b.store.get(Table::Main, "T", "new").await?, None, "no partial write");
+    assert_eq!(b.store.get(Table::Main, "T", "counter").await?.map(|i| i.attrs["n"].clone()), Some(json!(1)));
 
     let failing_check = vec![
         WriteOp::Put(put(item("T", "new", json!({}), None), Condition::NotExists)),
@@ -471,10 +271,7 @@ async fn transactions_are_all_or_nothing(b: Backend) -> TestResult {
             condition: Condition::Exists,
         }),
     ];
-    assert!(matches!(
-        b.store.transact(failing_check).await,
-        Err(StoreError::ConditionFailed)
-    ));
+    assert!(matches!(b.store.transact(failing_check).await, Err(StoreError::ConditionFailed)));
     assert_eq!(b.store.get(Table::Main, "T", "new").await?, None);
 
     let ok = vec![
@@ -495,13 +292,7 @@ async fn transactions_are_all_or_nothing(b: Backend) -> TestResult {
     ];
     b.store.transact(ok).await?;
     assert!(b.store.get(Table::Main, "T", "new").await?.is_some());
-    assert_eq!(
-        b.store
-            .get(Table::Main, "T", "counter")
-            .await?
-            .map(|i| i.attrs["n"].clone()),
-        Some(json!(2))
-    );
+    assert_eq!(b.store.get(Table::Main, "T", "counter").await?.map(|i| i.attrs["n"].clone()), Some(json!(2)));
     assert_eq!(b.store.get(Table::Main, "T", "taken").await?, None);
     Ok(())
 }
@@ -509,17 +300,9 @@ async fn transactions_are_all_or_nothing(b: Backend) -> TestResult {
 async fn transactions_reject_touching_an_item_twice(b: Backend) -> TestResult {
     let twice = vec![
         WriteOp::Put(put(item("T", "x", json!({}), None), Condition::Always)),
-        WriteOp::Delete(Delete {
-            table: Table::Main,
-            pk: "T".into(),
-            sk: "x".into(),
-            condition: Condition::Always,
-        }),
+        WriteOp::Delete(Delete { table: Table::Main, pk: "T".into(), sk: "x".into(), condition: Condition::Always }),
     ];
-    assert!(matches!(
-        b.store.transact(twice).await,
-        Err(StoreError::Backend(_))
-    ));
+    assert!(matches!(b.store.transact(twice).await, Err(StoreError::Backend(_))));
     assert_eq!(b.store.get(Table::Main, "T", "x").await?, None);
     Ok(())
 }
@@ -529,12 +312,7 @@ async fn concurrent_conditional_puts_have_exactly_one_winner(b: Backend) -> Test
     for n in 0..20 {
         let store = Arc::clone(&b.store);
         tasks.push(tokio::spawn(async move {
-            store
-                .put(put(
-                    item("race", "one", json!({ "writer": n }), None),
-                    Condition::NotExists,
-                ))
-                .await
+            store.put(put(item("race", "one", json!({ "writer": n }), None), Condition::NotExists)).await
         }));
     }
     let mut winners = 0;
@@ -550,30 +328,63 @@ async fn concurrent_conditional_puts_have_exactly_one_winner(b: Backend) -> Test
 }
 
 async fn concurrent_increments_are_not_lost(b: Backend) -> TestResult {
-    b.store
-        .put(put(
-            item("inc", "n", json!({"n": 0}), None),
-            Condition::Always,
-        ))
-        .await?;
+    b.store.put(put(item("inc", "n", json!({"n": 0}), None), Condition::Always)).await?;
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let store = Arc::clone(&b.store);
-        tasks.push(tokio::spawn(async move {
-            store
-                .update(Update::new(Table::Main, "inc", "n").add("n", 1))
-                .await
-        }));
+        tasks.push(tokio::spawn(async move { store.update(Update::new(Table::Main, "inc", "n").add("n", 1)).await }));
     }
     for task in tasks {
         task.await??;
     }
-    assert_eq!(
-        b.store
-            .get(Table::Main, "inc", "n")
-            .await?
-            .map(|i| i.attrs["n"].clone()),
-        Some(json!(20))
+    assert_eq!(b.store.get(Table::Main, "inc", "n").await?.map(|i| i.attrs["n"].clone()), Some(json!(20)));
+    Ok(())
+}
+
+async fn absent_or_equals_admits_only_the_holder(b: Backend) -> TestResult {
+    let mine = || Condition::AbsentOrEquals("owner".into(), json!("me"));
+    b.store.put(put(item("C", "1", json!({"owner": "me", "n": 1}), None), mine())).await?;
+    b.store.put(put(item("C", "1", json!({"owner": "me", "n": 2}), None), mine())).await?;
+    let theirs = b
+        .store
+        .put(put(
+            item("C", "1", json!({"owner": "them"}), None),
+            Condition::AbsentOrEquals("owner".into(), json!("them")),
+        ))
+        .await;
+    assert!(matches!(theirs, Err(StoreError::ConditionFailed)));
+    assert_eq!(b.store.get(Table::Main, "C", "1").await?.map(|i| i.attrs["n"].clone()), Some(json!(2)));
+    // An expired holder no longer counts.
+    let t = now(&b);
+    b.store.put(put(item("C", "2", json!({"owner": "old"}), Some(t + 5)), Condition::Always)).await?;
+    b.clock.advance(Duration::seconds(5));
+    b.store.put(put(item("C", "2", json!({"owner": "me"}), None), mine())).await?;
+    Ok(())
+}
+
+async fn vault_table_is_separate_from_main(b: Backend) -> TestResult {
+    b.store
+        .put(Put {
+            table: Table::Vault,
+            item: item("V", "1", json!({"secret": "x"}), None),
+            condition: Condition::NotExists,
+        })
+        .await?;
+    assert_eq!(b.store.get(Table::Main, "V", "1").await?, None);
+    assert!(b.store.get(Table::Vault, "V", "1").await?.is_some());
+    // One transaction may span both tables.
+    b.store
+        .transact(vec![
+            WriteOp::Put(Put {
+                table: Table::Vault,
+                item: item("V", "2", json!({}), None),
+                condition: Condition::NotExists,
+            }),
+            WriteOp::Put(put(item("V", "2", json!({}), None), Condition::NotExists)),
+        ])
+        .await?;
+    assert!(
+        b.store.get(Table::Vault, "V", "2").await?.is_some() && b.store.get(Table::Main, "V", "2").await?.is_some()
     );
     Ok(())
 }
@@ -584,54 +395,28 @@ async fn embedded_store_purges_expired_rows() -> TestResult {
     let clock = start_clock();
     let store = testing::sqlite_store(Arc::new(clock.clone()))?;
     let t = clock.now_epoch();
-    store
-        .put(put(
-            item("P", "old", json!({}), Some(t + 10)),
-            Condition::Always,
-        ))
-        .await?;
-    store
-        .put(put(
-            item("P", "new", json!({}), Some(t + 1000)),
-            Condition::Always,
-        ))
-        .await?;
-    store
-        .put(put(
-            item("P", "forever", json!({}), None),
-            Condition::Always,
-        ))
-        .await?;
+    store.put(put(item("P", "old", json!({}), Some(t + 10)), Condition::Always)).await?;
+    store.put(put(item("P", "new", json!({}), Some(t + 1000)), Condition::Always)).await?;
+    store.put(put(item("P", "forever", json!({}), None), Condition::Always)).await?;
     assert_eq!(store.purge_expired().await?, 0);
     clock.advance(Duration::seconds(10));
     assert_eq!(store.purge_expired().await?, 1);
     clock.advance(Duration::seconds(1000));
     assert_eq!(store.purge_expired().await?, 1);
-    assert_eq!(
-        store.query(Query::new(Table::Main, "P")).await?.items.len(),
-        1
-    );
+    assert_eq!(store.query(Query::new(Table::Main, "P")).await?.items.len(), 1);
     Ok(())
 }
 
 /// Embedded-only: data written to the database file survives closing and reopening it (`make run` restarts).
 #[tokio::test]
 async fn embedded_store_survives_a_restart() -> TestResult {
-    let dir = std::env::temp_dir().join(format!(
-        "inferex-restart-{}",
-        shared::secrets::random_suffix()
-    ));
+    let dir = std::env::temp_dir().join(format!("inferex-restart-{}", shared::secrets::random_suffix()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("inferex.sqlite3");
     let clock: Arc<dyn Clock> = Arc::new(start_clock());
     {
         let store = shared::store::sqlite::SqliteStore::open(&path, Arc::clone(&clock))?;
-        store
-            .put(put(
-                item("P", "kept", json!({"v": 1}), None),
-                Condition::NotExists,
-            ))
-            .await?;
+        store.put(put(item("P", "kept", json!({"v": 1}), None), Condition::NotExists)).await?;
     }
     let reopened = shared::store::sqlite::SqliteStore::open(&path, clock)?;
     let kept = reopened.get(Table::Main, "P", "kept").await?;

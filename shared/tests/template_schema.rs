@@ -11,20 +11,16 @@ fn template() -> Result<Value, Box<dyn std::error::Error>> {
 fn resource_name(table: Table) -> &'static str {
     match table {
         Table::Main => "MainTable",
+        Table::Vault => "VaultTable",
     }
 }
 
 #[test]
-fn every_table_has_the_code_key_schema_ttl_encryption_and_recovery()
--> Result<(), Box<dyn std::error::Error>> {
+fn every_table_has_the_code_key_schema_ttl_encryption_and_recovery() -> Result<(), Box<dyn std::error::Error>> {
     let doc = template()?;
     for table in Table::ALL {
         let resource = &doc["Resources"][resource_name(table)];
-        assert_eq!(
-            resource["Type"],
-            Value::from("AWS::DynamoDB::Table"),
-            "{table:?}"
-        );
+        assert_eq!(resource["Type"], Value::from("AWS::DynamoDB::Table"), "{table:?}");
         let p = &resource["Properties"];
         let keys: Vec<(String, String)> = p["KeySchema"]
             .as_sequence()
@@ -37,33 +33,13 @@ fn every_table_has_the_code_key_schema_ttl_encryption_and_recovery()
                 )
             })
             .collect();
-        assert_eq!(
-            keys,
-            [
-                (PK.to_owned(), "HASH".to_owned()),
-                (SK.to_owned(), "RANGE".to_owned())
-            ]
-        );
-        for definition in p["AttributeDefinitions"]
-            .as_sequence()
-            .into_iter()
-            .flatten()
-        {
-            assert_eq!(
-                definition["AttributeType"],
-                Value::from("S"),
-                "keys are strings"
-            );
+        assert_eq!(keys, [(PK.to_owned(), "HASH".to_owned()), (SK.to_owned(), "RANGE".to_owned())]);
+        for definition in p["AttributeDefinitions"].as_sequence().into_iter().flatten() {
+            assert_eq!(definition["AttributeType"], Value::from("S"), "keys are strings");
         }
-        assert_eq!(
-            p["TimeToLiveSpecification"]["AttributeName"],
-            Value::from(EXPIRES_AT)
-        );
+        assert_eq!(p["TimeToLiveSpecification"]["AttributeName"], Value::from(EXPIRES_AT));
         assert_eq!(p["TimeToLiveSpecification"]["Enabled"], Value::from(true));
-        assert_eq!(
-            p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
-            Value::from(true)
-        );
+        assert_eq!(p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], Value::from(true));
         assert_eq!(p["SSESpecification"]["SSEEnabled"], Value::from(true));
         assert_eq!(p["BillingMode"], Value::from("PAY_PER_REQUEST"));
     }
@@ -85,10 +61,7 @@ fn functions_run_rust_on_arm64_al2023() -> Result<(), Box<dyn std::error::Error>
         .collect();
     assert!(!functions.is_empty());
     for f in functions {
-        assert_eq!(
-            f["Metadata"]["BuildMethod"],
-            Value::from("rust-cargolambda")
-        );
+        assert_eq!(f["Metadata"]["BuildMethod"], Value::from("rust-cargolambda"));
         assert!(f["Metadata"]["BuildProperties"]["Binary"].is_string());
     }
     Ok(())

@@ -14,6 +14,44 @@ use shared::store::sqlite::SqliteStore;
 use shared::store::{Item, ItemStore};
 use shared::testing;
 
+/// Everything our code logs during this test binary's run, at every level: tests assert that no secret
+/// or personal number ever reaches the logs.
+static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+
+#[derive(Clone)]
+struct LogSink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut logs) = self.0.lock() {
+            logs.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = LogSink(buffer.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .try_init();
+        buffer
+    });
+}
+
+/// The logs captured so far in this test binary.
+pub fn captured_logs() -> String {
+    LOGS.get().and_then(|b| b.lock().ok().map(|l| String::from_utf8_lossy(&l).into_owned())).unwrap_or_default()
+}
+
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,12 +87,9 @@ impl TestApi {
     }
 
     pub async fn start_with(backend: Backend, config: Config) -> Result<Self, String> {
+        capture_logs();
         // A fixed, realistic "now" so that age and expiry checks are deterministic.
-        let clock = ManualClock::new(
-            Utc.with_ymd_and_hms(2026, 11, 27, 6, 0, 0)
-                .single()
-                .unwrap_or_default(),
-        );
+        let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 27, 6, 0, 0).single().unwrap_or_default());
         let shared_clock = Arc::new(clock.clone());
         let (store, raw): (Arc<dyn ItemStore>, Raw) = match backend {
             Backend::Embedded => {
@@ -66,31 +101,15 @@ impl TestApi {
                 (Arc::new(s.clone()), Raw::DynamoDb(s))
             }
         };
-        let state = AppState::new(store, config, shared_clock);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
+        let state = AppState::new(store, config, shared_clock, Some(shared::state::KycKeys::ephemeral()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let app = dev_server::app(state.clone());
         let server = tokio::spawn(async move {
-            let _ = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await;
+            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
         });
-        let http = reqwest::Client::builder()
-            .user_agent("e2e-tests/1.0")
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(Self {
-            base: format!("http://{addr}"),
-            http,
-            clock,
-            state,
-            raw,
-            server,
-        })
+        let http = reqwest::Client::builder().user_agent("e2e-tests/1.0").build().map_err(|e| e.to_string())?;
+        Ok(Self { base: format!("http://{addr}"), http, clock, state, raw, server })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -106,24 +125,12 @@ impl TestApi {
         .map_err(|e| e.to_string())?;
         Ok(items
             .iter()
-            .map(|i| {
-                format!(
-                    "{} {} {} {:?}",
-                    i.pk,
-                    i.sk,
-                    serde_json::Value::Object(i.attrs.clone()),
-                    i.expires_at
-                )
-            })
+            .map(|i| format!("{} {} {} {:?}", i.pk, i.sk, serde_json::Value::Object(i.attrs.clone()), i.expires_at))
             .collect::<Vec<_>>()
             .join("\n"))
     }
 
-    pub async fn signup(
-        &self,
-        email: &str,
-        password: &str,
-    ) -> Result<reqwest::Response, reqwest::Error> {
+    pub async fn signup(&self, email: &str, password: &str) -> Result<reqwest::Response, reqwest::Error> {
         self.http
             .post(self.url("/v1/auth/signup"))
             .json(&serde_json::json!({
@@ -137,11 +144,26 @@ impl TestApi {
             .await
     }
 
-    pub async fn login(
-        &self,
-        email: &str,
-        password: &str,
-    ) -> Result<reqwest::Response, reqwest::Error> {
+    /// Signs up and logs in a new user; returns (user id, session token).
+    pub async fn signed_in(&self, email: &str) -> Result<(String, String), Box<dyn std::error::Error + Send + Sync>> {
+        let password = "correct horse battery";
+        let account: serde_json::Value = self.signup(email, password).await?.error_for_status()?.json().await?;
+        let login: serde_json::Value = self.login(email, password).await?.error_for_status()?.json().await?;
+        let id = account["id"].as_str().ok_or("signup returned no id")?.to_owned();
+        let token = login["token"].as_str().ok_or("login returned no token")?.to_owned();
+        Ok((id, token))
+    }
+
+    pub async fn submit_kyc(&self, token: &str, pan: &str, aadhaar: &str) -> Result<reqwest::Response, reqwest::Error> {
+        self.http
+            .post(self.url("/v1/kyc"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "pan": pan, "aadhaar": aadhaar, "name_on_pan": "Asha Rao" }))
+            .send()
+            .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<reqwest::Response, reqwest::Error> {
         self.http
             .post(self.url("/v1/auth/login"))
             .json(&serde_json::json!({ "email": email, "password": password }))

@@ -31,10 +31,7 @@ async fn expect_error(
     let error = &body["error"];
     assert_eq!(error["code"], json!(code), "{body}");
     assert_eq!(error["param"], json!(param), "{body}");
-    assert!(
-        error["type"].is_string() && error["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
+    assert!(error["type"].is_string() && error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
     Ok(body)
 }
 
@@ -58,48 +55,23 @@ async fn signup_login_account_logout(backend: Backend) -> TestResult {
     assert_eq!(account["email"], "asha.rao@example.in");
     assert_eq!(account["kyc_status"], "not_submitted");
     assert_eq!(account["full_name"], "Asha Rao");
-    assert!(
-        account["id"]
-            .as_str()
-            .is_some_and(|id| id.starts_with("usr_"))
-    );
+    assert!(account["id"].as_str().is_some_and(|id| id.starts_with("usr_")));
     assert!(account.get("password_hash").is_none() && account.get("password").is_none());
 
     // Login with differently-cased email.
     let login = api.login("ASHA.RAO@example.in", PASSWORD).await?;
     assert_eq!(login.status(), StatusCode::OK);
-    let cookie = login
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let cookie = login.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let body: Value = login.json().await?;
     let token = body["token"].as_str().unwrap_or_default().to_owned();
     assert_eq!(token.len(), 43, "256-bit token, base64url");
-    assert!(
-        cookie.starts_with(&format!("inferex_session={token};")),
-        "{cookie}"
-    );
-    for attribute in [
-        "HttpOnly",
-        "Secure",
-        "SameSite=Lax",
-        "Path=/",
-        "Max-Age=604800",
-    ] {
+    assert!(cookie.starts_with(&format!("inferex_session={token};")), "{cookie}");
+    for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=604800"] {
         assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
     }
     assert_eq!(body["expires_at"], "2026-12-04T06:00:00.000Z");
 
-    let me: Value = api
-        .http
-        .get(api.url("/v1/account"))
-        .bearer_auth(&token)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let me: Value = api.http.get(api.url("/v1/account")).bearer_auth(&token).send().await?.json().await?;
     assert_eq!(me["id"], account["id"]);
     assert_eq!(me["date_of_birth"], "1990-04-12");
     assert_eq!(me["marketing_consent"], true);
@@ -108,63 +80,24 @@ async fn signup_login_account_logout(backend: Backend) -> TestResult {
     api.clock.advance(Duration::seconds(1));
     let wrong = api.login("asha.rao@example.in", "wrong password!").await?;
     expect_error(wrong, StatusCode::UNAUTHORIZED, "invalid_credentials", None).await?;
-    let logins: Value = api
-        .http
-        .get(api.url("/v1/account/logins"))
-        .bearer_auth(&token)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let logins: Value = api.http.get(api.url("/v1/account/logins")).bearer_auth(&token).send().await?.json().await?;
     let logins = logins.as_array().cloned().unwrap_or_default();
     assert_eq!(logins.len(), 2);
     assert_eq!(logins[0]["success"], false);
     assert_eq!(logins[1]["success"], true);
     assert_eq!(logins[1]["ip"], "127.0.0.1");
     assert_eq!(logins[1]["user_agent"], "e2e-tests/1.0");
-    let one: Value = api
-        .http
-        .get(api.url("/v1/account/logins?limit=1"))
-        .bearer_auth(&token)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let one: Value =
+        api.http.get(api.url("/v1/account/logins?limit=1")).bearer_auth(&token).send().await?.json().await?;
     assert_eq!(one.as_array().map(Vec::len), Some(1));
-    let zero = api
-        .http
-        .get(api.url("/v1/account/logins?limit=0"))
-        .bearer_auth(&token)
-        .send()
-        .await?;
-    expect_error(
-        zero,
-        StatusCode::BAD_REQUEST,
-        "invalid_limit",
-        Some("limit"),
-    )
-    .await?;
-    let word = api
-        .http
-        .get(api.url("/v1/account/logins?limit=abc"))
-        .bearer_auth(&token)
-        .send()
-        .await?;
+    let zero = api.http.get(api.url("/v1/account/logins?limit=0")).bearer_auth(&token).send().await?;
+    expect_error(zero, StatusCode::BAD_REQUEST, "invalid_limit", Some("limit")).await?;
+    let word = api.http.get(api.url("/v1/account/logins?limit=abc")).bearer_auth(&token).send().await?;
     expect_error(word, StatusCode::BAD_REQUEST, "invalid_query", None).await?;
 
-    let logout = api
-        .http
-        .post(api.url("/v1/auth/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await?;
+    let logout = api.http.post(api.url("/v1/auth/logout")).bearer_auth(&token).send().await?;
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
-    let after = api
-        .http
-        .get(api.url("/v1/account"))
-        .bearer_auth(&token)
-        .send()
-        .await?;
+    let after = api.http.get(api.url("/v1/account")).bearer_auth(&token).send().await?;
     expect_error(after, StatusCode::UNAUTHORIZED, "invalid_session", None).await?;
     Ok(())
 }
@@ -174,11 +107,7 @@ async fn twenty_concurrent_signups_create_one_account(backend: Backend) -> TestR
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let api = api.clone();
-        tasks.push(tokio::spawn(async move {
-            api.signup("race@example.in", PASSWORD)
-                .await
-                .map(|r| r.status())
-        }));
+        tasks.push(tokio::spawn(async move { api.signup("race@example.in", PASSWORD).await.map(|r| r.status()) }));
     }
     let mut created = 0;
     let mut conflicts = 0;
@@ -191,13 +120,7 @@ async fn twenty_concurrent_signups_create_one_account(backend: Backend) -> TestR
     }
     assert_eq!((created, conflicts), (1, 19));
     let dump = api.dump().await?;
-    assert_eq!(
-        dump.lines()
-            .filter(|l| l.ends_with("None") && l.contains(" PROFILE "))
-            .count(),
-        1,
-        "{dump}"
-    );
+    assert_eq!(dump.lines().filter(|l| l.ends_with("None") && l.contains(" PROFILE ")).count(), 1, "{dump}");
     let again = api.signup("RACE@example.in", PASSWORD).await?;
     expect_error(again, StatusCode::CONFLICT, "email_taken", Some("email")).await?;
     Ok(())
@@ -217,27 +140,14 @@ async fn signup_rules_answer_with_named_fields(backend: Backend) -> TestResult {
         ("password", json!("short"), "weak_password"),
         ("password", json!("rules@example.in"), "weak_password"),
         ("full_name", json!("   "), "invalid_full_name"),
-        (
-            "date_of_birth",
-            json!("12/04/1990"),
-            "invalid_date_of_birth",
-        ),
-        (
-            "accepted_terms_version",
-            json!("2025-01-01"),
-            "terms_not_accepted",
-        ),
+        ("date_of_birth", json!("12/04/1990"), "invalid_date_of_birth"),
+        ("accepted_terms_version", json!("2025-01-01"), "terms_not_accepted"),
         ("marketing_consent", json!("yes"), "invalid_type"),
     ];
     for (field, value, code) in cases {
         let mut body = base.clone();
         body[field] = value;
-        let response = api
-            .http
-            .post(api.url("/v1/auth/signup"))
-            .json(&body)
-            .send()
-            .await?;
+        let response = api.http.post(api.url("/v1/auth/signup")).json(&body).send().await?;
         expect_error(response, StatusCode::BAD_REQUEST, code, Some(field)).await?;
     }
     let dump = api.dump().await?;
@@ -255,107 +165,47 @@ async fn eighteen_today_is_old_enough_but_not_tomorrow(backend: Backend) -> Test
         "date_of_birth": "2008-11-28",
         "accepted_terms_version": "2026-05-21",
     });
-    let underage = api
-        .http
-        .post(api.url("/v1/auth/signup"))
-        .json(&body)
-        .send()
-        .await?;
-    expect_error(
-        underage,
-        StatusCode::BAD_REQUEST,
-        "underage",
-        Some("date_of_birth"),
-    )
-    .await?;
+    let underage = api.http.post(api.url("/v1/auth/signup")).json(&body).send().await?;
+    expect_error(underage, StatusCode::BAD_REQUEST, "underage", Some("date_of_birth")).await?;
     assert!(api.dump().await?.is_empty());
     body["date_of_birth"] = json!("2008-11-27");
-    let adult = api
-        .http
-        .post(api.url("/v1/auth/signup"))
-        .json(&body)
-        .send()
-        .await?;
+    let adult = api.http.post(api.url("/v1/auth/signup")).json(&body).send().await?;
     assert_eq!(adult.status(), StatusCode::CREATED);
     Ok(())
 }
 
 async fn five_failures_throttle_even_the_right_password(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
-    assert_eq!(
-        api.signup("throttle@example.in", PASSWORD).await?.status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(api.signup("throttle@example.in", PASSWORD).await?.status(), StatusCode::CREATED);
     for _ in 0..5 {
         let response = api.login("throttle@example.in", "wrong password!").await?;
-        expect_error(
-            response,
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            None,
-        )
-        .await?;
+        expect_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials", None).await?;
     }
     let throttled = api.login("throttle@example.in", PASSWORD).await?;
-    assert_eq!(
-        throttled
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("900")
-    );
-    expect_error(
-        throttled,
-        StatusCode::TOO_MANY_REQUESTS,
-        "too_many_attempts",
-        None,
-    )
-    .await?;
+    assert_eq!(throttled.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("900"));
+    expect_error(throttled, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", None).await?;
 
     api.clock.advance(Duration::seconds(899));
     let still = api.login("throttle@example.in", PASSWORD).await?;
-    assert_eq!(
-        still
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
+    assert_eq!(still.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
     assert_eq!(still.status(), StatusCode::TOO_MANY_REQUESTS);
 
     api.clock.advance(Duration::seconds(1));
-    assert_eq!(
-        api.login("throttle@example.in", PASSWORD).await?.status(),
-        StatusCode::OK
-    );
+    assert_eq!(api.login("throttle@example.in", PASSWORD).await?.status(), StatusCode::OK);
 
     // Unknown emails are throttled the same way and answer exactly like wrong passwords.
     let unknown = api.login("nobody@example.in", "whatever pass").await?;
-    let unknown_body = expect_error(
-        unknown,
-        StatusCode::UNAUTHORIZED,
-        "invalid_credentials",
-        None,
-    )
-    .await?;
+    let unknown_body = expect_error(unknown, StatusCode::UNAUTHORIZED, "invalid_credentials", None).await?;
     let wrong = api.login("throttle@example.in", "wrong password!").await?;
-    let wrong_body =
-        expect_error(wrong, StatusCode::UNAUTHORIZED, "invalid_credentials", None).await?;
+    let wrong_body = expect_error(wrong, StatusCode::UNAUTHORIZED, "invalid_credentials", None).await?;
     assert_eq!(unknown_body, wrong_body);
     Ok(())
 }
 
 async fn sessions_expire_and_both_credentials_forms_work(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
-    assert_eq!(
-        api.signup("session@example.in", PASSWORD).await?.status(),
-        StatusCode::CREATED
-    );
-    let body: Value = api
-        .login("session@example.in", PASSWORD)
-        .await?
-        .json()
-        .await?;
+    assert_eq!(api.signup("session@example.in", PASSWORD).await?.status(), StatusCode::CREATED);
+    let body: Value = api.login("session@example.in", PASSWORD).await?.json().await?;
     let token = body["token"].as_str().unwrap_or_default().to_owned();
 
     let by_cookie = api
@@ -367,31 +217,13 @@ async fn sessions_expire_and_both_credentials_forms_work(backend: Backend) -> Te
     assert_eq!(by_cookie.status(), StatusCode::OK);
     let missing = api.http.get(api.url("/v1/account")).send().await?;
     expect_error(missing, StatusCode::UNAUTHORIZED, "missing_session", None).await?;
-    let forged = api
-        .http
-        .get(api.url("/v1/account"))
-        .bearer_auth("x".repeat(43))
-        .send()
-        .await?;
+    let forged = api.http.get(api.url("/v1/account")).bearer_auth("x".repeat(43)).send().await?;
     expect_error(forged, StatusCode::UNAUTHORIZED, "invalid_session", None).await?;
 
     api.clock.advance(Duration::days(7) - Duration::seconds(1));
-    assert_eq!(
-        api.http
-            .get(api.url("/v1/account"))
-            .bearer_auth(&token)
-            .send()
-            .await?
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(api.http.get(api.url("/v1/account")).bearer_auth(&token).send().await?.status(), StatusCode::OK);
     api.clock.advance(Duration::seconds(1));
-    let expired = api
-        .http
-        .get(api.url("/v1/account"))
-        .bearer_auth(&token)
-        .send()
-        .await?;
+    let expired = api.http.get(api.url("/v1/account")).bearer_auth(&token).send().await?;
     expect_error(expired, StatusCode::UNAUTHORIZED, "invalid_session", None).await?;
     Ok(())
 }
@@ -413,20 +245,9 @@ async fn bad_requests_answer_in_the_error_shape(backend: Backend) -> TestResult 
         None,
     )
     .await?;
-    expect_error(
-        post_raw("", Some("application/json")).await?,
-        StatusCode::BAD_REQUEST,
-        "invalid_json",
-        None,
-    )
-    .await?;
-    expect_error(
-        post_raw("[1,2]", Some("application/json")).await?,
-        StatusCode::BAD_REQUEST,
-        "invalid_json",
-        None,
-    )
-    .await?;
+    expect_error(post_raw("", Some("application/json")).await?, StatusCode::BAD_REQUEST, "invalid_json", None).await?;
+    expect_error(post_raw("[1,2]", Some("application/json")).await?, StatusCode::BAD_REQUEST, "invalid_json", None)
+        .await?;
     expect_error(
         post_raw("{\"email\":\"a@b.in\"}", Some("application/json")).await?,
         StatusCode::BAD_REQUEST,
@@ -441,72 +262,28 @@ async fn bad_requests_answer_in_the_error_shape(backend: Backend) -> TestResult 
         None,
     )
     .await?;
-    expect_error(
-        post_raw("{}", None).await?,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-        None,
-    )
-    .await?;
+    expect_error(post_raw("{}", None).await?, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None)
+        .await?;
     let wrong_type = api
         .http
         .post(&signup)
         .json(&json!({"email": 5, "password": PASSWORD, "full_name": "A", "date_of_birth": "1990-01-01", "accepted_terms_version": "2026-05-21"}))
         .send()
         .await?;
-    expect_error(
-        wrong_type,
-        StatusCode::BAD_REQUEST,
-        "invalid_type",
-        Some("email"),
-    )
-    .await?;
+    expect_error(wrong_type, StatusCode::BAD_REQUEST, "invalid_type", Some("email")).await?;
 
     let huge = format!("{{\"email\":\"{}\"}}", "a".repeat(70 * 1024));
     // The server answers 413 without reading the body and closes the connection: send it on a
     // connection not shared with the requests that follow.
-    let unpooled = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()?;
-    let too_large = unpooled
-        .post(&signup)
-        .header("content-type", "application/json")
-        .body(huge)
-        .send()
-        .await?;
-    expect_error(
-        too_large,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        None,
-    )
-    .await?;
+    let unpooled = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+    let too_large = unpooled.post(&signup).header("content-type", "application/json").body(huge).send().await?;
+    expect_error(too_large, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None).await?;
 
-    expect_error(
-        api.http.get(api.url("/v1/nowhere")).send().await?,
-        StatusCode::NOT_FOUND,
-        "not_found",
-        None,
-    )
-    .await?;
-    expect_error(
-        api.http.get(&signup).send().await?,
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        None,
-    )
-    .await?;
-    let bad_limit = api
-        .http
-        .get(api.url("/v1/account/logins?limit=abc"))
-        .bearer_auth("x")
-        .send()
+    expect_error(api.http.get(api.url("/v1/nowhere")).send().await?, StatusCode::NOT_FOUND, "not_found", None).await?;
+    expect_error(api.http.get(&signup).send().await?, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
         .await?;
-    assert_eq!(
-        bad_limit.status(),
-        StatusCode::UNAUTHORIZED,
-        "authentication is checked before parameters"
-    );
+    let bad_limit = api.http.get(api.url("/v1/account/logins?limit=abc")).bearer_auth("x").send().await?;
+    assert_eq!(bad_limit.status(), StatusCode::UNAUTHORIZED, "authentication is checked before parameters");
 
     let health = api.http.get(api.url("/health")).send().await?;
     assert_eq!(health.status(), StatusCode::OK);
@@ -515,27 +292,14 @@ async fn bad_requests_answer_in_the_error_shape(backend: Backend) -> TestResult 
 
 async fn store_holds_no_plaintext_password_or_token(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
-    assert_eq!(
-        api.signup("secret@example.in", PASSWORD).await?.status(),
-        StatusCode::CREATED
-    );
-    let body: Value = api
-        .login("secret@example.in", PASSWORD)
-        .await?
-        .json()
-        .await?;
+    assert_eq!(api.signup("secret@example.in", PASSWORD).await?.status(), StatusCode::CREATED);
+    let body: Value = api.login("secret@example.in", PASSWORD).await?.json().await?;
     let token = body["token"].as_str().unwrap_or_default().to_owned();
     assert!(!token.is_empty());
     let _ = api.login("secret@example.in", "a wrong password").await?;
     let dump = api.dump().await?;
-    assert!(
-        dump.contains("$argon2id$"),
-        "the password is stored as an argon2id hash"
-    );
-    assert!(
-        dump.contains(&shared::secrets::sha256_hex(&token)),
-        "the session is stored by digest"
-    );
+    assert!(dump.contains("$argon2id$"), "the password is stored as an argon2id hash");
+    assert!(dump.contains(&shared::secrets::sha256_hex(&token)), "the session is stored by digest");
     for secret in [PASSWORD, "a wrong password", token.as_str()] {
         assert!(!dump.contains(secret), "store holds {secret:?} in clear");
     }

@@ -64,11 +64,8 @@ async fn login(
     )
     .await?;
     let cookie = session_cookie(&issued.token, issued.max_age_secs)?;
-    let mut response = Json(LoginResponse {
-        token: issued.token,
-        expires_at: timestamp(issued.expires_at),
-    })
-    .into_response();
+    let mut response =
+        Json(LoginResponse { token: issued.token, expires_at: timestamp(issued.expires_at) }).into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie);
     no_store(response.headers_mut());
     Ok(response)
@@ -78,9 +75,7 @@ async fn logout(State(state): State<AppState>, session: Session) -> ApiResult<Re
     state.store.revoke_session(&session).await?;
     tracing::info!(user_id = %session.user_id, "session revoked");
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie("", 0)?);
+    response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0)?);
     no_store(response.headers_mut());
     Ok(response)
 }
@@ -105,11 +100,7 @@ async fn logins(
 ) -> ApiResult<Json<Vec<LoginAttemptView>>> {
     let limit = query.limit.unwrap_or(DEFAULT_LOGINS);
     if !(1..=MAX_LOGINS).contains(&limit) {
-        return Err(ApiError::invalid(
-            "invalid_limit",
-            "limit",
-            format!("limit must be between 1 and {MAX_LOGINS}"),
-        ));
+        return Err(ApiError::invalid("invalid_limit", "limit", format!("limit must be between 1 and {MAX_LOGINS}")));
     }
     let account = auth::session_account(state.store.as_ref(), &session).await?;
     let attempts = state.store.login_history(&account.email, limit).await?;

@@ -25,14 +25,7 @@ async fn signup(
     client: ClientInfo,
     JsonBody(request): JsonBody<SignupRequest>,
 ) -> ApiResult<(StatusCode, Json<AccountView>)> {
-    let account = accounts::signup(
-        state.store.as_ref(),
-        state.clock.as_ref(),
-        &state.config,
-        request,
-        &client,
-    )
-    .await?;
+    let account = accounts::signup(state.store.as_ref(), state.clock.as_ref(), &state.config, request, &client).await?;
     tracing::info!(user_id = %account.id, "account created");
     Ok((StatusCode::CREATED, Json(AccountView::from(&account))))
 }

@@ -14,32 +14,21 @@ async fn consent_of(
 ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     let page = state
         .store
-        .query(
-            Query::new(Table::Main, format!("USER#{user_id}"))
-                .range(SortKeyRange::Prefix("CONSENT#".into())),
-        )
+        .query(Query::new(Table::Main, format!("USER#{user_id}")).range(SortKeyRange::Prefix("CONSENT#".into())))
         .await?;
     assert_eq!(page.items.len(), 1);
     Ok(serde_json::Value::Object(page.items[0].attrs.clone()))
 }
 
 #[tokio::test]
-async fn rest_api_event_creates_account_and_records_consent_from_the_gateway_source_ip()
--> TestResult {
+async fn rest_api_event_creates_account_and_records_consent_from_the_gateway_source_ip() -> TestResult {
     let state = embedded_state(Config::default())?;
-    let answer = invoke_lambda(
-        signup::app(state.clone()),
-        include_str!("fixtures/rest-v1-signup.json"),
-    )
-    .await?;
+    let answer = invoke_lambda(signup::app(state.clone()), include_str!("fixtures/rest-v1-signup.json")).await?;
     assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
     assert_eq!(answer.body["email"], "rest.fixture@example.in");
     assert_eq!(answer.body["kyc_status"], "not_submitted");
     let consent = consent_of(&state, answer.body["id"].as_str().unwrap_or_default()).await?;
-    assert_eq!(
-        consent["ip"], "203.0.113.7",
-        "X-Forwarded-For is ignored unless trusted"
-    );
+    assert_eq!(consent["ip"], "203.0.113.7", "X-Forwarded-For is ignored unless trusted");
     assert_eq!(consent["user_agent"], "fixture-rest/1.0");
     assert_eq!(consent["policy_version"], "2026-05-21");
     assert_eq!(consent["marketing_consent"], false);
@@ -48,15 +37,8 @@ async fn rest_api_event_creates_account_and_records_consent_from_the_gateway_sou
 
 #[tokio::test]
 async fn trusted_forwarded_for_uses_the_last_hop() -> TestResult {
-    let state = embedded_state(Config {
-        trust_forwarded_for: true,
-        ..Config::default()
-    })?;
-    let answer = invoke_lambda(
-        signup::app(state.clone()),
-        include_str!("fixtures/rest-v1-signup.json"),
-    )
-    .await?;
+    let state = embedded_state(Config { trust_forwarded_for: true, ..Config::default() })?;
+    let answer = invoke_lambda(signup::app(state.clone()), include_str!("fixtures/rest-v1-signup.json")).await?;
     assert_eq!(answer.status, StatusCode::CREATED);
     let consent = consent_of(&state, answer.body["id"].as_str().unwrap_or_default()).await?;
     assert_eq!(consent["ip"], "192.0.2.44");
@@ -66,21 +48,13 @@ async fn trusted_forwarded_for_uses_the_last_hop() -> TestResult {
 #[tokio::test]
 async fn http_api_event_creates_account() -> TestResult {
     let state = embedded_state(Config::default())?;
-    let answer = invoke_lambda(
-        signup::app(state.clone()),
-        include_str!("fixtures/http-v2-signup.json"),
-    )
-    .await?;
+    let answer = invoke_lambda(signup::app(state.clone()), include_str!("fixtures/http-v2-signup.json")).await?;
     assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
     assert_eq!(answer.body["marketing_consent"], true);
     let consent = consent_of(&state, answer.body["id"].as_str().unwrap_or_default()).await?;
     assert_eq!(consent["ip"], "198.51.100.23");
 
-    let again = invoke_lambda(
-        signup::app(state),
-        include_str!("fixtures/http-v2-signup.json"),
-    )
-    .await?;
+    let again = invoke_lambda(signup::app(state), include_str!("fixtures/http-v2-signup.json")).await?;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(again.body["error"]["code"], "email_taken");
     Ok(())

@@ -13,14 +13,14 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, KeySchemaElement, KeyType,
-    ReturnValue, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, KeySchemaElement, KeyType, ReturnValue,
+    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
 };
 use serde_json::{Map, Value};
 
 use super::{
-    Condition, Delete, EXPIRES_AT, ExpiryChange, Item, ItemStore, PK, Page, Put, Query, SK,
-    SortKeyRange, StoreError, StoreResult, Table, Update, WriteOp,
+    Condition, Delete, EXPIRES_AT, ExpiryChange, Item, ItemStore, PK, Page, Put, Query, SK, SortKeyRange, StoreError,
+    StoreResult, Table, Update, WriteOp,
 };
 use crate::clock::Clock;
 
@@ -30,6 +30,7 @@ type AttrMap = HashMap<String, AttributeValue>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableNames {
     pub main: String,
+    pub vault: String,
 }
 
 impl TableNames {
@@ -37,12 +38,14 @@ impl TableNames {
     pub fn with_prefix(prefix: &str) -> Self {
         Self {
             main: format!("{prefix}-{}", Table::Main.logical_name()),
+            vault: format!("{prefix}-{}", Table::Vault.logical_name()),
         }
     }
 
     pub fn name(&self, table: Table) -> &str {
         match table {
             Table::Main => &self.main,
+            Table::Vault => &self.vault,
         }
     }
 }
@@ -66,9 +69,7 @@ where
 {
     match result {
         Ok(value) => Ok(value),
-        Err(SdkError::ServiceError(e))
-            if e.err().code() == Some("ConditionalCheckFailedException") =>
-        {
+        Err(SdkError::ServiceError(e)) if e.err().code() == Some("ConditionalCheckFailedException") => {
             Err(StoreError::ConditionFailed)
         }
         Err(e) => Err(backend(e)),
@@ -109,18 +110,10 @@ pub async fn create_tables(client: &Client, tables: &TableNames) -> StoreResult<
                     .map_err(backend)?,
             )
             .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(PK)
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .map_err(backend)?,
+                KeySchemaElement::builder().attribute_name(PK).key_type(KeyType::Hash).build().map_err(backend)?,
             )
             .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(SK)
-                    .key_type(KeyType::Range)
-                    .build()
-                    .map_err(backend)?,
+                KeySchemaElement::builder().attribute_name(SK).key_type(KeyType::Range).build().map_err(backend)?,
             )
             .send()
             .await;
@@ -133,11 +126,7 @@ pub async fn create_tables(client: &Client, tables: &TableNames) -> StoreResult<
             .update_time_to_live()
             .table_name(name)
             .time_to_live_specification(
-                TimeToLiveSpecification::builder()
-                    .attribute_name(EXPIRES_AT)
-                    .enabled(true)
-                    .build()
-                    .map_err(backend)?,
+                TimeToLiveSpecification::builder().attribute_name(EXPIRES_AT).enabled(true).build().map_err(backend)?,
             )
             .send()
             .await
@@ -183,12 +172,7 @@ impl Expr {
     }
 
     /// Flattens a condition into conjuncts: simple comparisons or parenthesised OR-groups.
-    fn conjuncts(
-        &mut self,
-        condition: &Condition,
-        now: i64,
-        out: &mut Vec<String>,
-    ) -> StoreResult<()> {
+    fn conjuncts(&mut self, condition: &Condition, now: i64, out: &mut Vec<String>) -> StoreResult<()> {
         let push = |part: String, out: &mut Vec<String>| {
             if !out.contains(&part) {
                 out.push(part);
@@ -200,10 +184,7 @@ impl Expr {
                 let pk = self.name(PK);
                 let exp = self.name(EXPIRES_AT);
                 let now = self.value(number(now));
-                push(
-                    format!("(attribute_not_exists({pk}) OR {exp} <= {now})"),
-                    out,
-                );
+                push(format!("(attribute_not_exists({pk}) OR {exp} <= {now})"), out);
             }
             Condition::Exists => {
                 let pk = self.name(PK);
@@ -222,6 +203,14 @@ impl Expr {
                 push(format!("{n} >= {v}"), out);
                 push(self.live(now), out);
             }
+            Condition::AbsentOrEquals(attr, value) => {
+                let pk = self.name(PK);
+                let exp = self.name(EXPIRES_AT);
+                let now = self.value(number(now));
+                let n = self.name(attr);
+                let v = self.value(to_attribute(value)?);
+                push(format!("(attribute_not_exists({pk}) OR {exp} <= {now} OR {n} = {v})"), out);
+            }
             Condition::All(all) => {
                 for c in all {
                     self.conjuncts(c, now, out)?;
@@ -238,12 +227,7 @@ impl Expr {
         self.conjuncts(condition, now, &mut parts)?;
         Ok(match parts.as_slice() {
             [] => None,
-            [only] => Some(
-                only.strip_prefix('(')
-                    .and_then(|s| s.strip_suffix(')'))
-                    .unwrap_or(only)
-                    .to_owned(),
-            ),
+            [only] => Some(only.strip_prefix('(').and_then(|s| s.strip_suffix(')')).unwrap_or(only).to_owned()),
             _ => Some(parts.join(" AND ")),
         })
     }
@@ -273,8 +257,7 @@ fn key(pk: &str, sk: &str) -> AttrMap {
 }
 
 fn encode(item: &Item) -> StoreResult<AttrMap> {
-    let mut map: AttrMap =
-        serde_dynamo::to_item(&item.attrs).map_err(|e| StoreError::Malformed(e.to_string()))?;
+    let mut map: AttrMap = serde_dynamo::to_item(&item.attrs).map_err(|e| StoreError::Malformed(e.to_string()))?;
     map.extend(key(&item.pk, &item.sk));
     if let Some(at) = item.expires_at {
         map.insert(EXPIRES_AT.to_owned(), number(at));
@@ -291,20 +274,14 @@ fn decode(mut map: AttrMap) -> StoreResult<Item> {
     let sk = string_attr(SK)?;
     let expires_at = match map.remove(EXPIRES_AT) {
         None => None,
-        Some(AttributeValue::N(n)) => Some(
-            n.parse::<i64>()
-                .map_err(|e| StoreError::Malformed(format!("{EXPIRES_AT}: {e}")))?,
-        ),
+        Some(AttributeValue::N(n)) => {
+            Some(n.parse::<i64>().map_err(|e| StoreError::Malformed(format!("{EXPIRES_AT}: {e}")))?)
+        }
         Some(other) => return Err(StoreError::Malformed(format!("{EXPIRES_AT} is {other:?}"))),
     };
-    let attrs: Map<String, Value> = serde_dynamo::from_item(map)
-        .map_err(|e| StoreError::Malformed(format!("{pk}/{sk}: {e}")))?;
-    Ok(Item {
-        pk,
-        sk,
-        attrs,
-        expires_at,
-    })
+    let attrs: Map<String, Value> =
+        serde_dynamo::from_item(map).map_err(|e| StoreError::Malformed(format!("{pk}/{sk}: {e}")))?;
+    Ok(Item { pk, sk, attrs, expires_at })
 }
 
 /// The parts of an UpdateItem request.
@@ -352,34 +329,17 @@ fn update_parts(update: &Update, now: i64) -> StoreResult<UpdateParts> {
         clauses.push(format!("REMOVE {}", removes.join(", ")));
     }
     if clauses.is_empty() {
-        return Err(StoreError::Backend(
-            "an update must change something".into(),
-        ));
+        return Err(StoreError::Backend("an update must change something".into()));
     }
     // Updates never create items: the item must exist and be live, on top of the caller's condition.
     let required = Condition::All(vec![Condition::Exists, update.condition.clone()]);
     let condition_expression = expr.condition(&required, now)?.unwrap_or_default();
-    Ok(UpdateParts {
-        update_expression: clauses.join(" "),
-        condition_expression,
-        expr,
-    })
+    Ok(UpdateParts { update_expression: clauses.join(" "), condition_expression, expr })
 }
 
 impl DynamoStore {
     pub fn new(client: Client, tables: TableNames, clock: Arc<dyn Clock>) -> Self {
-        Self {
-            client,
-            tables,
-            clock,
-        }
-    }
-
-    /// A client configured from the Lambda environment (region, credentials, optional endpoint override
-    /// through `AWS_ENDPOINT_URL_DYNAMODB`). Build once per cold start.
-    pub async fn client_from_env() -> Client {
-        let config = aws_config::load_defaults(BehaviorVersion::latest()).await;
-        Client::new(&config)
+        Self { client, tables, clock }
     }
 
     /// Every stored item, expired or not, by scanning each table: for audits and tests only.
@@ -461,12 +421,9 @@ impl DynamoStore {
             WriteOp::Check(check) => {
                 let mut expr = Expr::default();
                 // A check that requires nothing still needs an expression; "Always" is trivially true.
-                let condition = expr.condition(&check.condition, now)?.unwrap_or_else(|| {
-                    format!(
-                        "attribute_exists({0}) OR attribute_not_exists({0})",
-                        expr.name(PK)
-                    )
-                });
+                let condition = expr
+                    .condition(&check.condition, now)?
+                    .unwrap_or_else(|| format!("attribute_exists({0}) OR attribute_not_exists({0})", expr.name(PK)));
                 let built = ConditionCheck::builder()
                     .table_name(self.table(check.table))
                     .set_key(Some(key(&check.pk, &check.sk)))
@@ -561,11 +518,7 @@ impl ItemStore for DynamoStore {
         let pk_name = expr.name(PK);
         let pk_value = expr.value(AttributeValue::S(query.pk.clone()));
         let mut key_condition = format!("{pk_name} = {pk_value}");
-        let sk_name = if query.range == SortKeyRange::All {
-            String::new()
-        } else {
-            expr.name(SK)
-        };
+        let sk_name = if query.range == SortKeyRange::All { String::new() } else { expr.name(SK) };
         match &query.range {
             SortKeyRange::All => {}
             SortKeyRange::Prefix(prefix) => {
@@ -583,11 +536,7 @@ impl ItemStore for DynamoStore {
             }
         }
         let live = expr.live(self.clock.now_epoch());
-        let filter = live
-            .strip_prefix('(')
-            .and_then(|f| f.strip_suffix(')'))
-            .unwrap_or(&live)
-            .to_owned();
+        let filter = live.strip_prefix('(').and_then(|f| f.strip_suffix(')')).unwrap_or(&live).to_owned();
         let start = query.after.as_ref().map(|sk| key(&query.pk, sk));
         let out = self
             .client
@@ -604,12 +553,7 @@ impl ItemStore for DynamoStore {
             .send()
             .await
             .map_err(backend)?;
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(decode)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let items = out.items.unwrap_or_default().into_iter().map(decode).collect::<StoreResult<Vec<_>>>()?;
         let next = out.last_evaluated_key.and_then(|mut k| match k.remove(SK) {
             Some(AttributeValue::S(sk)) => Some(sk),
             _ => None,
@@ -622,16 +566,8 @@ impl ItemStore for DynamoStore {
         let mut attempt = 0;
         loop {
             let now = self.clock.now_epoch();
-            let items = ops
-                .iter()
-                .map(|op| self.transact_item(op, now))
-                .collect::<StoreResult<Vec<_>>>()?;
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .await;
+            let items = ops.iter().map(|op| self.transact_item(op, now)).collect::<StoreResult<Vec<_>>>()?;
+            let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
             let Err(err) = result else { return Ok(()) };
             let SdkError::ServiceError(service) = &err else {
                 return Err(backend(err));
@@ -646,8 +582,8 @@ impl ItemStore for DynamoStore {
             if reasons.contains(&"ConditionalCheckFailed") {
                 return Err(StoreError::ConditionFailed);
             }
-            let conflicted = reasons.contains(&"TransactionConflict")
-                || service.code() == Some("TransactionInProgressException");
+            let conflicted =
+                reasons.contains(&"TransactionConflict") || service.code() == Some("TransactionInProgressException");
             if conflicted && attempt < CONFLICT_RETRIES {
                 attempt += 1;
                 // Back off with jitter so that contending transactions do not collide again in lock step.

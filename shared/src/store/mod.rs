@@ -25,17 +25,21 @@ pub const EXPIRES_AT: &str = "expires_at";
 /// Logical tables. Each maps to one physical DynamoDB table (named by configuration) or one SQLite table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
-    /// Accounts, sessions, login records and everything else that is not a secret vault.
+    /// Accounts, sessions, login records, KYC status and everything else that is not a secret.
     Main,
+    /// The KYC vault: envelope-encrypted PAN and Aadhaar numbers, apart from everything else (UIDAI's
+    /// Aadhaar Data Vault rule), readable only by the functions that need the numbers.
+    Vault,
 }
 
 impl Table {
-    pub const ALL: [Table; 1] = [Table::Main];
+    pub const ALL: [Table; 2] = [Table::Main, Table::Vault];
 
     /// Stable logical name, used as the SQLite table name and as the default DynamoDB table suffix.
     pub fn logical_name(self) -> &'static str {
         match self {
             Table::Main => "main",
+            Table::Vault => "vault",
         }
     }
 }
@@ -73,23 +77,15 @@ impl Item {
         record: &T,
         expires_at: Option<i64>,
     ) -> StoreResult<Self> {
-        let value =
-            serde_json::to_value(record).map_err(|e| StoreError::Malformed(e.to_string()))?;
+        let value = serde_json::to_value(record).map_err(|e| StoreError::Malformed(e.to_string()))?;
         let Value::Object(mut attrs) = value else {
-            return Err(StoreError::Malformed(
-                "a record must serialise to an object".into(),
-            ));
+            return Err(StoreError::Malformed("a record must serialise to an object".into()));
         };
         attrs.retain(|_, v| !v.is_null());
         for reserved in [PK, SK, EXPIRES_AT] {
             attrs.remove(reserved);
         }
-        Ok(Self {
-            pk: pk.into(),
-            sk: sk.into(),
-            attrs,
-            expires_at,
-        })
+        Ok(Self { pk: pk.into(), sk: sk.into(), attrs, expires_at })
     }
 
     /// Decodes the attributes into a record type.
@@ -122,6 +118,9 @@ pub enum Condition {
     AttrEquals(String, Value),
     /// The item must exist, be live and have this numeric attribute greater than or equal to the bound.
     AttrAtLeast(String, i64),
+    /// The item must be absent (or expired), or be live with this attribute equal to the value:
+    /// "nobody else holds it".
+    AbsentOrEquals(String, Value),
     /// All of these.
     All(Vec<Condition>),
 }
@@ -133,13 +132,15 @@ impl Condition {
             Condition::Always => true,
             Condition::NotExists => live.is_none(),
             Condition::Exists => live.is_some(),
-            Condition::AttrEquals(name, expected) => live
-                .and_then(|item| attr(item, name))
-                .is_some_and(|actual| actual == *expected),
-            Condition::AttrAtLeast(name, bound) => live
-                .and_then(|item| attr(item, name))
-                .and_then(|v| v.as_i64())
-                .is_some_and(|n| n >= *bound),
+            Condition::AttrEquals(name, expected) => {
+                live.and_then(|item| attr(item, name)).is_some_and(|actual| actual == *expected)
+            }
+            Condition::AttrAtLeast(name, bound) => {
+                live.and_then(|item| attr(item, name)).and_then(|v| v.as_i64()).is_some_and(|n| n >= *bound)
+            }
+            Condition::AbsentOrEquals(name, expected) => {
+                live.is_none_or(|item| attr(item, name).is_some_and(|actual| actual == *expected))
+            }
             Condition::All(all) => all.iter().all(|c| c.holds(live)),
         }
     }
@@ -236,8 +237,7 @@ impl Update {
         }
         for (name, delta) in &self.add {
             let current = next.attrs.get(name).and_then(Value::as_i64).unwrap_or(0);
-            next.attrs
-                .insert(name.clone(), Value::from(current.saturating_add(*delta)));
+            next.attrs.insert(name.clone(), Value::from(current.saturating_add(*delta)));
         }
         for name in &self.remove {
             next.attrs.remove(name);
@@ -316,14 +316,7 @@ pub struct Query {
 
 impl Query {
     pub fn new(table: Table, pk: impl Into<String>) -> Self {
-        Self {
-            table,
-            pk: pk.into(),
-            range: SortKeyRange::All,
-            newest_first: false,
-            limit: 100,
-            after: None,
-        }
+        Self { table, pk: pk.into(), range: SortKeyRange::All, newest_first: false, limit: 100, after: None }
     }
 
     pub fn range(mut self, range: SortKeyRange) -> Self {

@@ -14,8 +14,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value};
 
 use super::{
-    Condition, Delete, Item, ItemStore, Page, Put, Query, SortKeyRange, StoreError, StoreResult,
-    Table, Update, WriteOp,
+    Condition, Delete, Item, ItemStore, Page, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update, WriteOp,
 };
 use crate::clock::Clock;
 
@@ -37,10 +36,8 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file and its tables.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> StoreResult<Self> {
         let conn = Connection::open(path).map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
         Self::init(conn, clock)
     }
 
@@ -65,10 +62,7 @@ impl SqliteStore {
             ))
             .map_err(backend)?;
         }
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            clock,
-        })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), clock })
     }
 
     async fn with_conn<T, F>(&self, f: F) -> StoreResult<T>
@@ -93,10 +87,7 @@ impl SqliteStore {
             for table in Table::ALL {
                 removed += conn
                     .execute(
-                        &format!(
-                            "DELETE FROM {} WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-                            sql_table(table)
-                        ),
+                        &format!("DELETE FROM {} WHERE expires_at IS NOT NULL AND expires_at <= ?1", sql_table(table)),
                         params![now],
                     )
                     .map_err(backend)?;
@@ -112,10 +103,7 @@ impl SqliteStore {
             let mut all = Vec::new();
             for table in Table::ALL {
                 let mut stmt = conn
-                    .prepare(&format!(
-                        "SELECT pk, sk, attrs, expires_at FROM {}",
-                        sql_table(table)
-                    ))
+                    .prepare(&format!("SELECT pk, sk, attrs, expires_at FROM {}", sql_table(table)))
                     .map_err(backend)?;
                 let mut rows = stmt.query([]).map_err(backend)?;
                 while let Some(row) = rows.next().map_err(backend)? {
@@ -150,13 +138,7 @@ impl SqliteStore {
     }
 }
 
-fn read_live(
-    conn: &Connection,
-    table: Table,
-    pk: &str,
-    sk: &str,
-    now: i64,
-) -> StoreResult<Option<Item>> {
+fn read_live(conn: &Connection, table: Table, pk: &str, sk: &str, now: i64) -> StoreResult<Option<Item>> {
     let row = conn
         .query_row(
             &format!(
@@ -169,19 +151,13 @@ fn read_live(
         )
         .optional()
         .map_err(backend)?;
-    row.map(|(attrs, expires_at)| decode(pk.to_owned(), sk.to_owned(), &attrs, expires_at))
-        .transpose()
+    row.map(|(attrs, expires_at)| decode(pk.to_owned(), sk.to_owned(), &attrs, expires_at)).transpose()
 }
 
 fn decode(pk: String, sk: String, attrs: &str, expires_at: Option<i64>) -> StoreResult<Item> {
-    let attrs: Map<String, Value> = serde_json::from_str(attrs)
-        .map_err(|e| StoreError::Malformed(format!("{pk}/{sk}: {e}")))?;
-    Ok(Item {
-        pk,
-        sk,
-        attrs,
-        expires_at,
-    })
+    let attrs: Map<String, Value> =
+        serde_json::from_str(attrs).map_err(|e| StoreError::Malformed(format!("{pk}/{sk}: {e}")))?;
+    Ok(Item { pk, sk, attrs, expires_at })
 }
 
 fn write_item(conn: &Connection, table: Table, item: &Item) -> StoreResult<()> {
@@ -199,20 +175,13 @@ fn write_item(conn: &Connection, table: Table, item: &Item) -> StoreResult<()> {
 }
 
 fn delete_row(conn: &Connection, table: Table, pk: &str, sk: &str) -> StoreResult<()> {
-    conn.execute(
-        &format!("DELETE FROM {} WHERE pk = ?1 AND sk = ?2", sql_table(table)),
-        params![pk, sk],
-    )
-    .map_err(backend)?;
+    conn.execute(&format!("DELETE FROM {} WHERE pk = ?1 AND sk = ?2", sql_table(table)), params![pk, sk])
+        .map_err(backend)?;
     Ok(())
 }
 
 fn require(condition: &Condition, live: Option<&Item>) -> StoreResult<()> {
-    if condition.holds(live) {
-        Ok(())
-    } else {
-        Err(StoreError::ConditionFailed)
-    }
+    if condition.holds(live) { Ok(()) } else { Err(StoreError::ConditionFailed) }
 }
 
 fn apply_put(conn: &Connection, put: &Put, now: i64) -> StoreResult<()> {
@@ -252,15 +221,11 @@ pub(crate) fn ensure_distinct_items(ops: &[WriteOp]) -> StoreResult<()> {
     let mut seen = HashSet::new();
     for op in ops {
         if !seen.insert(op_key(op)) {
-            return Err(StoreError::Backend(
-                "a transaction may touch each item only once".into(),
-            ));
+            return Err(StoreError::Backend("a transaction may touch each item only once".into()));
         }
     }
     if ops.len() > 100 {
-        return Err(StoreError::Backend(
-            "a transaction may hold at most 100 operations".into(),
-        ));
+        return Err(StoreError::Backend("a transaction may hold at most 100 operations".into()));
     }
     Ok(())
 }
@@ -269,15 +234,12 @@ pub(crate) fn ensure_distinct_items(ops: &[WriteOp]) -> StoreResult<()> {
 impl ItemStore for SqliteStore {
     async fn get(&self, table: Table, pk: &str, sk: &str) -> StoreResult<Option<Item>> {
         let (pk, sk) = (pk.to_owned(), sk.to_owned());
-        self.with_conn(move |conn, now| read_live(conn, table, &pk, &sk, now))
-            .await
+        self.with_conn(move |conn, now| read_live(conn, table, &pk, &sk, now)).await
     }
 
     async fn put(&self, put: Put) -> StoreResult<()> {
         self.with_conn(move |conn, now| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
             apply_put(&tx, &put, now)?;
             tx.commit().map_err(backend)
         })
@@ -286,9 +248,7 @@ impl ItemStore for SqliteStore {
 
     async fn update(&self, update: Update) -> StoreResult<Item> {
         self.with_conn(move |conn, now| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
             let item = apply_update(&tx, &update, now)?;
             tx.commit().map_err(backend)?;
             Ok(item)
@@ -298,9 +258,7 @@ impl ItemStore for SqliteStore {
 
     async fn delete(&self, delete: Delete) -> StoreResult<()> {
         self.with_conn(move |conn, now| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
             apply_delete(&tx, &delete, now)?;
             tx.commit().map_err(backend)
         })
@@ -327,9 +285,7 @@ impl ItemStore for SqliteStore {
                 sql_table(query.table)
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
-            let mut rows = stmt
-                .query(params![query.pk, lo, hi, query.after, now])
-                .map_err(backend)?;
+            let mut rows = stmt.query(params![query.pk, lo, hi, query.after, now]).map_err(backend)?;
             let mut items = Vec::new();
             while let Some(row) = rows.next().map_err(backend)? {
                 let sk: String = row.get(0).map_err(backend)?;
@@ -347,11 +303,7 @@ impl ItemStore for SqliteStore {
                     break;
                 }
             }
-            let next = if items.len() as u32 >= query.limit {
-                items.last().map(|i| i.sk.clone())
-            } else {
-                None
-            };
+            let next = if items.len() as u32 >= query.limit { items.last().map(|i| i.sk.clone()) } else { None };
             Ok(Page { items, next })
         })
         .await
@@ -360,9 +312,7 @@ impl ItemStore for SqliteStore {
     async fn transact(&self, ops: Vec<WriteOp>) -> StoreResult<()> {
         ensure_distinct_items(&ops)?;
         self.with_conn(move |conn, now| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
             for op in &ops {
                 match op {
                     WriteOp::Put(put) => apply_put(&tx, put, now)?,

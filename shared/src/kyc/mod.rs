@@ -1,0 +1,581 @@
+//! KYC: PAN and Aadhaar submission, the encrypted vault, operator decisions, the gate other functions
+//! call, and the retention rule applied when an account closes.
+//!
+//! Items:
+//! - main `USER#<id>` / `KYC`: status, masked numbers, vault references, fingerprints, decision.
+//! - main `USER#<id>` / `KYCDECISION#<millis>#<rand>`: each operator decision (who, when, why).
+//! - main `KYCDOC#<fingerprint>` / `CLAIM`: "this PAN/Aadhaar backs this account", written with an
+//!   "absent or mine" condition so one number can never back two accounts, even under concurrency.
+//! - vault `VAULT#<reference>` / `SECRET`: the full number, envelope-encrypted, bound to owner and kind.
+//!
+//! The full numbers exist in clear only in memory during a request; logs, errors and every other item
+//! carry the masked form or the keyed fingerprint.
+
+pub mod documents;
+pub mod vault;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Months, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::accounts::{AccountStore, KycStatus, time_sort_key, timestamp, user_pk};
+use crate::clock::Clock;
+use crate::config::{Config, KycMode};
+use crate::error::{ApiError, ApiResult};
+use crate::secrets::random_suffix;
+use crate::state::KycKeys;
+use crate::store::{
+    Condition, Delete, ExpiryChange, Item, ItemStore, Put, StoreError, StoreResult, Table, Update, WriteOp,
+};
+use documents::{Aadhaar, Pan};
+use vault::Sealed;
+
+const KYC_SK: &str = "KYC";
+const PROFILE_SK: &str = "PROFILE";
+const MAX_NAME_CHARS: usize = 100;
+const MAX_REASON_CHARS: usize = 500;
+
+/// The two documents, as named in fingerprints, vault entries and errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentKind {
+    Pan,
+    Aadhaar,
+}
+
+impl DocumentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocumentKind::Pan => "pan",
+            DocumentKind::Aadhaar => "aadhaar",
+        }
+    }
+}
+
+/// The stored KYC state of one account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KycRecord {
+    pub user_id: String,
+    pub status: KycStatus,
+    pub name_on_pan: String,
+    pub pan_masked: String,
+    pub aadhaar_masked: String,
+    pub pan_ref: String,
+    pub aadhaar_ref: String,
+    pub pan_fingerprint: String,
+    pub aadhaar_fingerprint: String,
+    pub submitted_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejection_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<DateTime<Utc>>,
+    /// Bumped by every write, for optimistic concurrency.
+    pub revision: i64,
+}
+
+impl KycRecord {
+    fn reference(&self, kind: DocumentKind) -> &str {
+        match kind {
+            DocumentKind::Pan => &self.pan_ref,
+            DocumentKind::Aadhaar => &self.aadhaar_ref,
+        }
+    }
+
+    fn fingerprint(&self, kind: DocumentKind) -> &str {
+        match kind {
+            DocumentKind::Pan => &self.pan_fingerprint,
+            DocumentKind::Aadhaar => &self.aadhaar_fingerprint,
+        }
+    }
+}
+
+/// What `GET /v1/kyc` and `POST /v1/kyc` show: status and masked numbers only.
+#[derive(Debug, Clone, Serialize)]
+pub struct KycView {
+    pub status: KycStatus,
+    pub name_on_pan: Option<String>,
+    pub pan_masked: Option<String>,
+    pub aadhaar_masked: Option<String>,
+    pub submitted_at: Option<String>,
+    pub verified_at: Option<String>,
+    pub rejection_reason: Option<String>,
+}
+
+impl KycView {
+    pub fn not_submitted() -> Self {
+        Self {
+            status: KycStatus::NotSubmitted,
+            name_on_pan: None,
+            pan_masked: None,
+            aadhaar_masked: None,
+            submitted_at: None,
+            verified_at: None,
+            rejection_reason: None,
+        }
+    }
+}
+
+impl From<&KycRecord> for KycView {
+    fn from(r: &KycRecord) -> Self {
+        Self {
+            status: r.status,
+            name_on_pan: Some(r.name_on_pan.clone()),
+            pan_masked: Some(r.pan_masked.clone()),
+            aadhaar_masked: Some(r.aadhaar_masked.clone()),
+            submitted_at: Some(timestamp(r.submitted_at)),
+            verified_at: r.verified_at.map(timestamp),
+            rejection_reason: r.rejection_reason.clone(),
+        }
+    }
+}
+
+/// A vault entry: one sealed number.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VaultEntry {
+    pub user_id: String,
+    pub kind: DocumentKind,
+    #[serde(flatten)]
+    pub sealed: Sealed,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An operator's decision, kept as an audit record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    pub user_id: String,
+    pub decision: Decision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub decided_by: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+fn claim_pk(fingerprint: &str) -> String {
+    format!("KYCDOC#{fingerprint}")
+}
+
+fn vault_pk(reference: &str) -> String {
+    format!("VAULT#{reference}")
+}
+
+const CLAIM_SK: &str = "CLAIM";
+const VAULT_SK: &str = "SECRET";
+
+fn owned_by(user_id: &str) -> Condition {
+    Condition::AbsentOrEquals("user_id".into(), json!(user_id))
+}
+
+fn put_record(record: &KycRecord, previous_revision: Option<i64>) -> StoreResult<WriteOp> {
+    Ok(WriteOp::Put(Put {
+        table: Table::Main,
+        item: Item::from_record(user_pk(&record.user_id), KYC_SK, record, None)?,
+        condition: match previous_revision {
+            Some(revision) => Condition::AttrEquals("revision".into(), json!(revision)),
+            None => Condition::NotExists,
+        },
+    }))
+}
+
+fn set_account_status(user_id: &str, status: KycStatus) -> WriteOp {
+    WriteOp::Update(
+        Update::new(Table::Main, user_pk(user_id), PROFILE_SK).set("kyc_status", json!(status)).when(Condition::Exists),
+    )
+}
+
+fn release_claim(user_id: &str, fingerprint: &str) -> WriteOp {
+    WriteOp::Delete(Delete {
+        table: Table::Main,
+        pk: claim_pk(fingerprint),
+        sk: CLAIM_SK.into(),
+        condition: owned_by(user_id),
+    })
+}
+
+/// A validated submission, ready to be written.
+pub struct Submission {
+    pub record: KycRecord,
+    pub vault: Vec<(String, VaultEntry)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteConflict {
+    #[error("a condition failed")]
+    Conflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn conflict(e: StoreError) -> WriteConflict {
+    match e {
+        StoreError::ConditionFailed => WriteConflict::Conflict,
+        other => WriteConflict::Store(other),
+    }
+}
+
+/// KYC persistence.
+#[async_trait]
+pub trait KycStore: Send + Sync {
+    async fn kyc_record(&self, user_id: &str) -> StoreResult<Option<KycRecord>>;
+    /// Who holds a document fingerprint, if anyone.
+    async fn claim_holder(&self, fingerprint: &str) -> StoreResult<Option<String>>;
+    async fn vault_entry(&self, reference: &str) -> StoreResult<Option<VaultEntry>>;
+    /// Writes a submission atomically: claims, vault entries, record and account status, and drops what
+    /// the previous submission held.
+    async fn save_submission(&self, new: &Submission, previous: Option<&KycRecord>) -> Result<(), WriteConflict>;
+    /// Writes a decision atomically: record, account status, audit entry, and (on rejection) the claims' release.
+    async fn save_decision(
+        &self,
+        record: &KycRecord,
+        previous_revision: i64,
+        audit: &DecisionRecord,
+    ) -> Result<(), WriteConflict>;
+    /// Sets `expires_at` on the record, its vault entries and claims.
+    async fn set_kyc_expiry(&self, record: &KycRecord, expires_at: i64) -> StoreResult<()>;
+}
+
+#[async_trait]
+impl<T: ItemStore + ?Sized> KycStore for T {
+    async fn kyc_record(&self, user_id: &str) -> StoreResult<Option<KycRecord>> {
+        self.get(Table::Main, &user_pk(user_id), KYC_SK).await?.map(|i| i.record()).transpose()
+    }
+
+    async fn claim_holder(&self, fingerprint: &str) -> StoreResult<Option<String>> {
+        let item = self.get(Table::Main, &claim_pk(fingerprint), CLAIM_SK).await?;
+        Ok(item.and_then(|i| i.attrs.get("user_id").and_then(|v| v.as_str()).map(str::to_owned)))
+    }
+
+    async fn vault_entry(&self, reference: &str) -> StoreResult<Option<VaultEntry>> {
+        self.get(Table::Vault, &vault_pk(reference), VAULT_SK).await?.map(|i| i.record()).transpose()
+    }
+
+    async fn save_submission(&self, new: &Submission, previous: Option<&KycRecord>) -> Result<(), WriteConflict> {
+        let record = &new.record;
+        let user = record.user_id.as_str();
+        let mut ops = Vec::new();
+        for kind in [DocumentKind::Pan, DocumentKind::Aadhaar] {
+            let fingerprint = record.fingerprint(kind);
+            ops.push(WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(
+                    claim_pk(fingerprint),
+                    CLAIM_SK,
+                    &json!({ "user_id": user, "kind": kind }),
+                    None,
+                )?,
+                condition: owned_by(user),
+            }));
+            if let Some(previous) = previous {
+                if previous.fingerprint(kind) != fingerprint {
+                    ops.push(release_claim(user, previous.fingerprint(kind)));
+                }
+                ops.push(WriteOp::Delete(Delete {
+                    table: Table::Vault,
+                    pk: vault_pk(previous.reference(kind)),
+                    sk: VAULT_SK.into(),
+                    condition: Condition::Always,
+                }));
+            }
+        }
+        for (reference, entry) in &new.vault {
+            ops.push(WriteOp::Put(Put {
+                table: Table::Vault,
+                item: Item::from_record(vault_pk(reference), VAULT_SK, entry, None)?,
+                condition: Condition::NotExists,
+            }));
+        }
+        ops.push(put_record(record, previous.map(|p| p.revision))?);
+        ops.push(set_account_status(user, record.status));
+        self.transact(ops).await.map_err(conflict)
+    }
+
+    async fn save_decision(
+        &self,
+        record: &KycRecord,
+        previous_revision: i64,
+        audit: &DecisionRecord,
+    ) -> Result<(), WriteConflict> {
+        let user = record.user_id.as_str();
+        let mut ops = vec![
+            put_record(record, Some(previous_revision))?,
+            set_account_status(user, record.status),
+            WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(user_pk(user), time_sort_key("KYCDECISION#", audit.at), audit, None)?,
+                condition: Condition::NotExists,
+            }),
+        ];
+        if audit.decision == Decision::Reject {
+            // A rejected submission must not keep the numbers from their rightful owner.
+            ops.push(release_claim(user, &record.pan_fingerprint));
+            ops.push(release_claim(user, &record.aadhaar_fingerprint));
+        }
+        self.transact(ops).await.map_err(conflict)
+    }
+
+    async fn set_kyc_expiry(&self, record: &KycRecord, expires_at: i64) -> StoreResult<()> {
+        let user = record.user_id.as_str();
+        let expire = |table: Table, pk: String, sk: &str| {
+            WriteOp::Update(Update::new(table, pk, sk).expiry(ExpiryChange::Set(expires_at)).when(Condition::Exists))
+        };
+        let mut ops = vec![expire(Table::Main, user_pk(user), KYC_SK)];
+        for kind in [DocumentKind::Pan, DocumentKind::Aadhaar] {
+            if self.vault_entry(record.reference(kind)).await?.is_some() {
+                ops.push(expire(Table::Vault, vault_pk(record.reference(kind)), VAULT_SK));
+            }
+            if self.claim_holder(record.fingerprint(kind)).await?.as_deref() == Some(user) {
+                ops.push(expire(Table::Main, claim_pk(record.fingerprint(kind)), CLAIM_SK));
+            }
+        }
+        self.transact(ops).await
+    }
+}
+
+/// The body of `POST /v1/kyc`.
+#[derive(Debug, Deserialize)]
+pub struct SubmitRequest {
+    pub pan: String,
+    pub aadhaar: String,
+    pub name_on_pan: String,
+}
+
+fn check_name(raw: &str) -> ApiResult<String> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "invalid_name_on_pan",
+            "name_on_pan",
+            format!("name_on_pan must be the name printed on the PAN card (1 to {MAX_NAME_CHARS} characters)"),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn already_verified() -> ApiError {
+    ApiError::Conflict {
+        code: "kyc_already_verified",
+        message: "KYC is already verified and cannot be changed".into(),
+        param: None,
+    }
+}
+
+/// Validates and stores a KYC submission. In `auto` mode a valid, unique submission is verified at once;
+/// in `manual` mode it waits (`pending`) for an operator.
+pub async fn submit<S: KycStore + ?Sized>(
+    store: &S,
+    keys: &KycKeys,
+    clock: &dyn Clock,
+    config: &Config,
+    user_id: &str,
+    request: SubmitRequest,
+) -> ApiResult<KycRecord> {
+    let pan = Pan::parse(&request.pan)?;
+    let aadhaar = Aadhaar::parse(&request.aadhaar)?;
+    let name_on_pan = check_name(&request.name_on_pan)?;
+
+    let previous = store.kyc_record(user_id).await?;
+    if previous.as_ref().is_some_and(|p| p.status == KycStatus::Verified) {
+        return Err(already_verified());
+    }
+    let fingerprints = [
+        (DocumentKind::Pan, keys.fingerprinter.fingerprint("pan", pan.as_str())),
+        (DocumentKind::Aadhaar, keys.fingerprinter.fingerprint("aadhaar", aadhaar.as_str())),
+    ];
+    // Answer "in use" before spending a data key; the transaction below enforces it race-free anyway.
+    for (kind, fingerprint) in &fingerprints {
+        ensure_unclaimed(store, user_id, *kind, fingerprint).await?;
+    }
+
+    let now = clock.now();
+    let data_key = keys.data_keys.generate().await?;
+    let mut vault_entries = Vec::new();
+    let mut references = Vec::new();
+    for (kind, number) in [(DocumentKind::Pan, pan.as_str()), (DocumentKind::Aadhaar, aadhaar.as_str())] {
+        let aad = format!("{user_id}:{}", kind.as_str());
+        let sealed = vault::seal(&data_key, keys.data_keys.provider(), number.as_bytes(), aad.as_bytes())?;
+        let reference = format!("vref_{}", random_suffix());
+        references.push(reference.clone());
+        vault_entries.push((reference, VaultEntry { user_id: user_id.to_owned(), kind, sealed, created_at: now }));
+    }
+    let (status, verified_at) = match config.kyc_mode {
+        KycMode::Auto => (KycStatus::Verified, Some(now)),
+        KycMode::Manual => (KycStatus::Pending, None),
+    };
+    let record = KycRecord {
+        user_id: user_id.to_owned(),
+        status,
+        name_on_pan,
+        pan_masked: pan.masked(),
+        aadhaar_masked: aadhaar.masked(),
+        pan_ref: references[0].clone(),
+        aadhaar_ref: references[1].clone(),
+        pan_fingerprint: fingerprints[0].1.clone(),
+        aadhaar_fingerprint: fingerprints[1].1.clone(),
+        submitted_at: now,
+        verified_at,
+        rejection_reason: None,
+        decided_by: None,
+        decided_at: None,
+        revision: previous.as_ref().map_or(1, |p| p.revision + 1),
+    };
+    let submission = Submission { record, vault: vault_entries };
+    match store.save_submission(&submission, previous.as_ref()).await {
+        Ok(()) => Ok(submission.record),
+        Err(WriteConflict::Store(e)) => Err(e.into()),
+        Err(WriteConflict::Conflict) => {
+            // Someone else won a race: name what changed, without saying who holds a number.
+            for (kind, fingerprint) in &fingerprints {
+                ensure_unclaimed(store, user_id, *kind, fingerprint).await?;
+            }
+            if store.kyc_record(user_id).await?.is_some_and(|r| r.status == KycStatus::Verified) {
+                return Err(already_verified());
+            }
+            Err(ApiError::Conflict {
+                code: "kyc_submission_conflict",
+                message: "another KYC change for this account happened at the same time; retry".into(),
+                param: None,
+            })
+        }
+    }
+}
+
+async fn ensure_unclaimed<S: KycStore + ?Sized>(
+    store: &S,
+    user_id: &str,
+    kind: DocumentKind,
+    fingerprint: &str,
+) -> ApiResult<()> {
+    match store.claim_holder(fingerprint).await? {
+        Some(holder) if holder != user_id => Err(ApiError::Conflict {
+            code: "kyc_document_in_use",
+            message: format!("this {} is already linked to another account", kind.as_str().to_uppercase()),
+            param: Some(kind.as_str().into()),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Records an operator's decision on a pending submission.
+pub async fn decide<S: KycStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    user_id: &str,
+    decision: Decision,
+    reason: Option<String>,
+    operator: &str,
+) -> ApiResult<KycRecord> {
+    let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+    if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON_CHARS) {
+        return Err(ApiError::invalid(
+            "invalid_reason",
+            "reason",
+            format!("reason must be at most {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    if decision == Decision::Reject && reason.is_none() {
+        return Err(ApiError::invalid("invalid_reason", "reason", "a rejection needs a reason the user will see"));
+    }
+    let Some(mut record) = store.kyc_record(user_id).await? else {
+        return Err(ApiError::NotFound { code: "kyc_not_found", message: "no KYC submission for this user".into() });
+    };
+    match record.status {
+        KycStatus::Pending => {}
+        KycStatus::Verified => return Err(already_verified()),
+        other => {
+            return Err(ApiError::Conflict {
+                code: "kyc_not_pending",
+                message: format!("only pending submissions can be decided (this one is {})", status_name(other)),
+                param: None,
+            });
+        }
+    }
+    let now = clock.now();
+    let previous_revision = record.revision;
+    record.revision += 1;
+    record.decided_at = Some(now);
+    record.decided_by = Some(operator.to_owned());
+    match decision {
+        Decision::Approve => {
+            record.status = KycStatus::Verified;
+            record.verified_at = Some(now);
+            record.rejection_reason = None;
+        }
+        Decision::Reject => {
+            record.status = KycStatus::Rejected;
+            record.rejection_reason = reason.clone();
+        }
+    }
+    let audit =
+        DecisionRecord { user_id: user_id.to_owned(), decision, reason, decided_by: operator.to_owned(), at: now };
+    match store.save_decision(&record, previous_revision, &audit).await {
+        Ok(()) => Ok(record),
+        Err(WriteConflict::Store(e)) => Err(e.into()),
+        Err(WriteConflict::Conflict) => Err(ApiError::Conflict {
+            code: "kyc_submission_conflict",
+            message: "the submission changed while it was being decided; reload it".into(),
+            param: None,
+        }),
+    }
+}
+
+pub fn status_name(status: KycStatus) -> &'static str {
+    match status {
+        KycStatus::NotSubmitted => "not_submitted",
+        KycStatus::Pending => "pending",
+        KycStatus::Verified => "verified",
+        KycStatus::Rejected => "rejected",
+    }
+}
+
+/// The KYC gate: passes only for accounts whose KYC is verified, else 403 `kyc_required` naming the status.
+pub async fn require_verified<S: AccountStore + ?Sized>(store: &S, user_id: &str) -> ApiResult<()> {
+    let status = store.account(user_id).await?.map_or(KycStatus::NotSubmitted, |a| a.kyc_status);
+    if status == KycStatus::Verified {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden {
+        code: "kyc_required",
+        message: format!("complete KYC verification first (current KYC status: {})", status_name(status)),
+    })
+}
+
+/// The retention rule for closed accounts: KYC data (record, vault entries, claims) is kept for the
+/// configured number of years after closure, then expires. Returns the expiry set, if there was KYC data.
+pub async fn retain_after_closure<S: KycStore + ?Sized>(
+    store: &S,
+    user_id: &str,
+    closed_at: DateTime<Utc>,
+    retention_years: u32,
+) -> ApiResult<Option<i64>> {
+    let Some(record) = store.kyc_record(user_id).await? else { return Ok(None) };
+    let expires_at = closed_at
+        .checked_add_months(Months::new(retention_years.saturating_mul(12)))
+        .ok_or_else(|| ApiError::Internal("KYC retention overflows the calendar".into()))?
+        .timestamp();
+    store.set_kyc_expiry(&record, expires_at).await?;
+    Ok(Some(expires_at))
+}
+
+/// Decrypts one of the user's numbers from the vault (for the owner's data export).
+pub async fn reveal<S: KycStore + ?Sized>(
+    store: &S,
+    keys: &KycKeys,
+    record: &KycRecord,
+    kind: DocumentKind,
+) -> ApiResult<Option<String>> {
+    let Some(entry) = store.vault_entry(record.reference(kind)).await? else { return Ok(None) };
+    let aad = format!("{}:{}", record.user_id, kind.as_str());
+    let plaintext = vault::open(keys.data_keys.as_ref(), &entry.sealed, aad.as_bytes()).await?;
+    String::from_utf8(plaintext).map(Some).map_err(|_| ApiError::Internal("vault entry is not text".into()))
+}

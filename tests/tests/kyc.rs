@@ -1,0 +1,330 @@
+//! KYC end to end over HTTP, on both stores: validation, the vault, auto and manual verification, one
+//! document per account (race-safe), the gate, the retention hook, and no full number anywhere.
+
+use std::sync::Arc;
+
+use chrono::{Datelike, TimeZone, Utc};
+use e2e::{Backend, TestApi, TestResult, captured_logs, on_both_stores};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shared::config::{Config, KycMode};
+use shared::kyc::{self, DocumentKind, KycStore};
+use shared::secrets::SecretString;
+
+on_both_stores!(
+    numbers_are_validated_with_named_fields,
+    auto_mode_verifies_at_once_and_locks_the_submission,
+    manual_mode_waits_for_an_operator_who_approves_or_rejects,
+    operator_routes_need_the_token_and_vanish_without_it,
+    one_document_backs_one_account,
+    racing_accounts_with_one_pan_get_exactly_one_winner,
+    resubmission_releases_the_old_numbers,
+    the_gate_admits_only_verified_accounts,
+    closure_retention_expires_kyc_data_five_years_later,
+    no_full_number_in_stores_logs_or_answers,
+);
+
+const PAN: &str = "ABCPE1234F";
+const AADHAAR: &str = "234123412346";
+
+fn manual() -> Config {
+    Config { kyc_mode: KycMode::Manual, admin_token: Some(SecretString::new("operator-secret")), ..Config::default() }
+}
+
+async fn expect_error(response: reqwest::Response, status: StatusCode, code: &str, param: Option<&str>) -> TestResult {
+    let actual = response.status();
+    let body: Value = response.json().await?;
+    assert_eq!(actual, status, "{body}");
+    assert_eq!(body["error"]["code"], json!(code), "{body}");
+    assert_eq!(body["error"]["param"], json!(param), "{body}");
+    Ok(())
+}
+
+async fn decide(api: &TestApi, user_id: &str, body: Value) -> Result<reqwest::Response, reqwest::Error> {
+    api.http
+        .post(api.url(&format!("/v1/admin/kyc/{user_id}/decision")))
+        .bearer_auth("operator-secret")
+        .header("x-inferex-operator", "ravi@inferex.ai")
+        .json(&body)
+        .send()
+        .await
+}
+
+async fn numbers_are_validated_with_named_fields(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (_, token) = api.signed_in("v@example.in").await?;
+    for (pan, aadhaar, code, param) in [
+        ("ABCCE1234F", AADHAAR, "invalid_pan", "pan"),
+        ("ABCPE0000F", AADHAAR, "invalid_pan", "pan"),
+        ("ABCPE1234", AADHAAR, "invalid_pan", "pan"),
+        (PAN, "234123412347", "invalid_aadhaar", "aadhaar"),
+        (PAN, "123412341234", "invalid_aadhaar", "aadhaar"),
+        (PAN, "2341 2341 234", "invalid_aadhaar", "aadhaar"),
+    ] {
+        expect_error(api.submit_kyc(&token, pan, aadhaar).await?, StatusCode::BAD_REQUEST, code, Some(param)).await?;
+    }
+    let no_name = api
+        .http
+        .post(api.url("/v1/kyc"))
+        .bearer_auth(&token)
+        .json(&json!({"pan": PAN, "aadhaar": AADHAAR, "name_on_pan": "  "}))
+        .send()
+        .await?;
+    expect_error(no_name, StatusCode::BAD_REQUEST, "invalid_name_on_pan", Some("name_on_pan")).await?;
+    let missing = api.http.post(api.url("/v1/kyc")).bearer_auth(&token).json(&json!({"pan": PAN})).send().await?;
+    expect_error(missing, StatusCode::BAD_REQUEST, "missing_field", Some("aadhaar")).await?;
+    let anonymous = api.http.get(api.url("/v1/kyc")).send().await?;
+    expect_error(anonymous, StatusCode::UNAUTHORIZED, "missing_session", None).await?;
+    assert!(!api.dump().await?.contains("VAULT#"), "invalid submissions store nothing in the vault");
+    Ok(())
+}
+
+async fn auto_mode_verifies_at_once_and_locks_the_submission(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (_, token) = api.signed_in("auto@example.in").await?;
+    let before: Value = api.http.get(api.url("/v1/kyc")).bearer_auth(&token).send().await?.json().await?;
+    assert_eq!(before["status"], "not_submitted");
+
+    // Lower case and separators are accepted and normalised.
+    let submitted = api.submit_kyc(&token, "abcpe1234f", "2341-2341-2346").await?;
+    assert_eq!(submitted.status(), StatusCode::OK);
+    let view: Value = submitted.json().await?;
+    assert_eq!(view["status"], "verified");
+    assert_eq!(view["pan_masked"], "ABCPEXXXXF");
+    assert_eq!(view["aadhaar_masked"], "XXXX XXXX 2346");
+    assert_eq!(view["verified_at"], view["submitted_at"]);
+
+    let status: Value = api.http.get(api.url("/v1/kyc")).bearer_auth(&token).send().await?.json().await?;
+    assert_eq!(status, view);
+    let account: Value = api.http.get(api.url("/v1/account")).bearer_auth(&token).send().await?.json().await?;
+    assert_eq!(account["kyc_status"], "verified");
+
+    let again = api.submit_kyc(&token, "ABCPE9999F", "234567890124").await?;
+    expect_error(again, StatusCode::CONFLICT, "kyc_already_verified", None).await?;
+    Ok(())
+}
+
+async fn manual_mode_waits_for_an_operator_who_approves_or_rejects(backend: Backend) -> TestResult {
+    let api = TestApi::start_with(backend, manual()).await?;
+    let (asha, asha_token) = api.signed_in("asha@example.in").await?;
+    let (ravi, ravi_token) = api.signed_in("ravi@example.in").await?;
+    let pending: Value = api.submit_kyc(&asha_token, PAN, AADHAAR).await?.json().await?;
+    assert_eq!(pending["status"], "pending");
+    assert_eq!(pending["verified_at"], Value::Null);
+    assert_eq!(api.submit_kyc(&ravi_token, "BCDPE2345G", "234567890124").await?.status(), StatusCode::OK);
+
+    let approved = decide(&api, &asha, json!({"decision": "approve"})).await?;
+    assert_eq!(approved.status(), StatusCode::OK);
+    let approved: Value = approved.json().await?;
+    assert_eq!(approved["status"], "verified");
+    assert_eq!(approved["decided_by"], "ravi@inferex.ai");
+    let account: Value = api.http.get(api.url("/v1/account")).bearer_auth(&asha_token).send().await?.json().await?;
+    assert_eq!(account["kyc_status"], "verified");
+    let twice = decide(&api, &asha, json!({"decision": "reject", "reason": "late"})).await?;
+    expect_error(twice, StatusCode::CONFLICT, "kyc_already_verified", None).await?;
+
+    let no_reason = decide(&api, &ravi, json!({"decision": "reject"})).await?;
+    expect_error(no_reason, StatusCode::BAD_REQUEST, "invalid_reason", Some("reason")).await?;
+    let bad_decision = decide(&api, &ravi, json!({"decision": "maybe"})).await?;
+    expect_error(bad_decision, StatusCode::BAD_REQUEST, "invalid_type", Some("decision")).await?;
+    let rejected = decide(&api, &ravi, json!({"decision": "reject", "reason": "Name does not match the PAN"})).await?;
+    assert_eq!(rejected.status(), StatusCode::OK);
+    let seen: Value = api.http.get(api.url("/v1/kyc")).bearer_auth(&ravi_token).send().await?.json().await?;
+    assert_eq!(seen["status"], "rejected");
+    assert_eq!(seen["rejection_reason"], "Name does not match the PAN");
+
+    // The decision is recorded with who, when and why.
+    let dump = api.dump().await?;
+    let audit: Vec<&str> = dump.lines().filter(|l| l.contains(&format!("USER#{ravi} KYCDECISION#"))).collect();
+    assert_eq!(audit.len(), 1, "{dump}");
+    assert!(audit[0].contains("\"decided_by\":\"ravi@inferex.ai\"") && audit[0].contains("Name does not match"));
+
+    // A rejected user may resubmit; it is pending again.
+    let again: Value = api.submit_kyc(&ravi_token, "BCDPE2345G", "234567890124").await?.json().await?;
+    assert_eq!(again["status"], "pending");
+    assert_eq!(again["rejection_reason"], Value::Null);
+    let unknown = decide(&api, "usr_nobody", json!({"decision": "approve"})).await?;
+    expect_error(unknown, StatusCode::NOT_FOUND, "kyc_not_found", None).await?;
+    Ok(())
+}
+
+async fn operator_routes_need_the_token_and_vanish_without_it(backend: Backend) -> TestResult {
+    let api = TestApi::start_with(backend, manual()).await?;
+    let (user, token) = api.signed_in("op@example.in").await?;
+    api.submit_kyc(&token, PAN, AADHAAR).await?.error_for_status()?;
+    let url = api.url(&format!("/v1/admin/kyc/{user}/decision"));
+    let body = json!({"decision": "approve"});
+    let none = api.http.post(&url).json(&body).send().await?;
+    expect_error(none, StatusCode::UNAUTHORIZED, "invalid_admin_token", None).await?;
+    let wrong = api.http.post(&url).bearer_auth("operator-secreT").json(&body).send().await?;
+    expect_error(wrong, StatusCode::UNAUTHORIZED, "invalid_admin_token", None).await?;
+    let session = api.http.post(&url).bearer_auth(&token).json(&body).send().await?;
+    expect_error(session, StatusCode::UNAUTHORIZED, "invalid_admin_token", None).await?;
+
+    let closed = TestApi::start(backend).await?;
+    let disabled =
+        closed.http.post(closed.url("/v1/admin/kyc/usr_x/decision")).bearer_auth("anything").json(&body).send().await?;
+    expect_error(disabled, StatusCode::NOT_FOUND, "not_found", None).await?;
+    Ok(())
+}
+
+async fn one_document_backs_one_account(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (_, first) = api.signed_in("first@example.in").await?;
+    let (_, second) = api.signed_in("second@example.in").await?;
+    api.submit_kyc(&first, PAN, AADHAAR).await?.error_for_status()?;
+    let same_pan = api.submit_kyc(&second, PAN, "234567890124").await?;
+    expect_error(same_pan, StatusCode::CONFLICT, "kyc_document_in_use", Some("pan")).await?;
+    let same_aadhaar = api.submit_kyc(&second, "BCDPE2345G", "2341 2341 2346").await?;
+    expect_error(same_aadhaar, StatusCode::CONFLICT, "kyc_document_in_use", Some("aadhaar")).await?;
+    let body: Value = api.submit_kyc(&second, "BCDPE2345G", "234567890124").await?.json().await?;
+    assert_eq!(body["status"], "verified");
+    Ok(())
+}
+
+/// A valid Aadhaar number: `first11` followed by its Verhoeff check digit.
+fn aadhaar_with_check_digit(first11: u64) -> String {
+    (0..10)
+        .map(|d| format!("{first11}{d}"))
+        .find(|candidate| shared::kyc::documents::verhoeff_valid(candidate))
+        .unwrap_or_default()
+}
+
+async fn racing_accounts_with_one_pan_get_exactly_one_winner(backend: Backend) -> TestResult {
+    let api = Arc::new(TestApi::start(backend).await?);
+    for round in 0..5u64 {
+        let pan = format!("RACPE{:04}K", 1001 + round);
+        let mut tasks = Vec::new();
+        for n in 0..2u64 {
+            let (_, token) = api.signed_in(&format!("race{round}-{n}@example.in")).await?;
+            let aadhaar = aadhaar_with_check_digit(52_000_000_000 + round * 10 + n);
+            let (api, pan) = (api.clone(), pan.clone());
+            tasks.push(tokio::spawn(async move {
+                let response = api.submit_kyc(&token, &pan, &aadhaar).await?;
+                let status = response.status();
+                let body: Value = response.json().await?;
+                Ok::<_, reqwest::Error>((status, body["error"]["code"].as_str().unwrap_or_default().to_owned()))
+            }));
+        }
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await??);
+        }
+        outcomes.sort();
+        assert_eq!(
+            outcomes,
+            [(StatusCode::OK, String::new()), (StatusCode::CONFLICT, "kyc_document_in_use".into())],
+            "round {round}"
+        );
+    }
+    let dump = api.dump().await?;
+    assert_eq!(
+        dump.lines().filter(|l| l.starts_with("KYCDOC#")).count(),
+        10,
+        "one PAN and one Aadhaar claim per winner"
+    );
+    assert_eq!(dump.lines().filter(|l| l.starts_with("VAULT#")).count(), 10, "the losers stored nothing");
+    Ok(())
+}
+
+async fn resubmission_releases_the_old_numbers(backend: Backend) -> TestResult {
+    let api = TestApi::start_with(backend, manual()).await?;
+    let (_, first) = api.signed_in("first@example.in").await?;
+    let (_, second) = api.signed_in("second@example.in").await?;
+    api.submit_kyc(&first, PAN, AADHAAR).await?.error_for_status()?;
+    api.submit_kyc(&first, "BCDPE2345G", "234567890124").await?.error_for_status()?;
+    let dump = api.dump().await?;
+    assert_eq!(dump.lines().filter(|l| l.starts_with("VAULT#")).count(), 2, "old vault entries are erased");
+    assert_eq!(dump.lines().filter(|l| l.starts_with("KYCDOC#")).count(), 2, "old claims are released");
+    // The first submission's numbers are free for someone else now.
+    let body: Value = api.submit_kyc(&second, PAN, AADHAAR).await?.json().await?;
+    assert_eq!(body["status"], "pending");
+    Ok(())
+}
+
+async fn the_gate_admits_only_verified_accounts(backend: Backend) -> TestResult {
+    let api = TestApi::start_with(backend, manual()).await?;
+    let store = api.state.store.as_ref();
+    let (user, token) = api.signed_in("gate@example.in").await?;
+    let denied = |status: &str| format!("complete KYC verification first (current KYC status: {status})");
+
+    let error = kyc::require_verified(store, &user).await.err().ok_or("not_submitted passed the gate")?;
+    assert_eq!(
+        (error.status().as_u16(), error.code(), error.to_string()),
+        (403, "kyc_required", denied("not_submitted"))
+    );
+
+    api.submit_kyc(&token, PAN, AADHAAR).await?.error_for_status()?;
+    let error = kyc::require_verified(store, &user).await.err().ok_or("pending passed the gate")?;
+    assert_eq!(error.to_string(), denied("pending"));
+
+    decide(&api, &user, json!({"decision": "reject", "reason": "blurred"})).await?.error_for_status()?;
+    let error = kyc::require_verified(store, &user).await.err().ok_or("rejected passed the gate")?;
+    assert_eq!(error.to_string(), denied("rejected"));
+
+    api.submit_kyc(&token, PAN, AADHAAR).await?.error_for_status()?;
+    decide(&api, &user, json!({"decision": "approve"})).await?.error_for_status()?;
+    kyc::require_verified(store, &user).await?;
+    Ok(())
+}
+
+async fn closure_retention_expires_kyc_data_five_years_later(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let store = api.state.store.as_ref();
+    let (user, token) = api.signed_in("closing@example.in").await?;
+    api.submit_kyc(&token, PAN, AADHAAR).await?.error_for_status()?;
+    let closed_at = Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).single().ok_or("date")?;
+    let expected = Utc.with_ymd_and_hms(2031, 11, 27, 10, 0, 0).single().ok_or("date")?.timestamp();
+    assert_eq!(expected - closed_at.timestamp(), (5 * 365 + 1) * 86_400, "five calendar years, one leap day");
+
+    let set = kyc::retain_after_closure(store, &user, closed_at, api.state.config.kyc_retention_years).await?;
+    assert_eq!(set, Some(expected));
+    let dump = api.dump().await?;
+    let kyc_lines: Vec<&str> = dump
+        .lines()
+        .filter(|l| l.starts_with(&format!("USER#{user} KYC ")) || l.starts_with("VAULT#") || l.starts_with("KYCDOC#"))
+        .collect();
+    assert_eq!(kyc_lines.len(), 5, "record, two vault entries, two claims: {dump}");
+    for line in kyc_lines {
+        assert!(line.ends_with(&format!("Some({expected})")), "{line}");
+    }
+    let profile = dump.lines().find(|l| l.starts_with(&format!("USER#{user} PROFILE "))).unwrap_or_default();
+    assert!(profile.ends_with("None"), "the account itself is not touched by the KYC rule");
+    assert_eq!(kyc::retain_after_closure(store, "usr_without_kyc", closed_at, 5).await?, None);
+    assert_eq!(closed_at.year() + 5, 2031);
+    Ok(())
+}
+
+async fn no_full_number_in_stores_logs_or_answers(backend: Backend) -> TestResult {
+    let api = TestApi::start_with(backend, manual()).await?;
+    let (user, token) = api.signed_in("private@example.in").await?;
+    let (pan, aadhaar) = ("PRVPE4321Q", "999999990019");
+    let answer = api.submit_kyc(&token, pan, "9999 9999 0019").await?.text().await?;
+    let in_use = {
+        let (_, other) = api.signed_in("other@example.in").await?;
+        api.submit_kyc(&other, pan, aadhaar).await?.text().await?
+    };
+    let status = api.http.get(api.url("/v1/kyc")).bearer_auth(&token).send().await?.text().await?;
+    let decided = decide(&api, &user, json!({"decision": "approve"})).await?.text().await?;
+
+    let dump = api.dump().await?;
+    let logs = captured_logs();
+    for (place, text) in [("store", &dump), ("logs", &logs), ("answers", &format!("{answer}{in_use}{status}{decided}"))]
+    {
+        for number in [pan, aadhaar, "9999 9999 0019"] {
+            assert!(!text.contains(number), "{place} hold {number} in clear");
+        }
+    }
+    assert!(logs.contains(&user), "the logs did capture this test's requests");
+    assert!(dump.contains("XXXX XXXX 0019") && dump.contains("PRVPEXXXXQ"));
+
+    // The owner (and only through the vault keys) can recover the numbers, e.g. for a data export.
+    let record = api.state.store.kyc_record(&user).await?.ok_or("no record")?;
+    let keys = api.state.kyc_keys()?;
+    assert_eq!(kyc::reveal(api.state.store.as_ref(), keys, &record, DocumentKind::Pan).await?.as_deref(), Some(pan));
+    assert_eq!(
+        kyc::reveal(api.state.store.as_ref(), keys, &record, DocumentKind::Aadhaar).await?.as_deref(),
+        Some(aadhaar)
+    );
+    Ok(())
+}
