@@ -75,3 +75,41 @@ pub fn moto_kms_client() -> Result<aws_sdk_kms::Client, String> {
         .build();
     Ok(aws_sdk_kms::Client::from_conf(config))
 }
+
+/// The password of accounts made by [`create_account`].
+pub const TEST_PASSWORD: &str = "correct horse battery";
+
+/// Creates an adult account with [`TEST_PASSWORD`] through the real signup rules; returns its id.
+pub async fn create_account(state: &crate::state::AppState, email: &str) -> Result<String, crate::error::ApiError> {
+    let request = crate::accounts::SignupRequest {
+        email: email.into(),
+        password: TEST_PASSWORD.into(),
+        full_name: "Fixture User".into(),
+        date_of_birth: "1990-04-12".into(),
+        accepted_terms_version: state.config.policy_version.clone(),
+        marketing_consent: false,
+    };
+    let client = crate::accounts::ClientInfo::default();
+    let account =
+        crate::accounts::signup(state.store.as_ref(), state.clock.as_ref(), &state.config, request, &client).await?;
+    Ok(account.id)
+}
+
+/// Creates an account and logs it in; returns (user id, session token).
+pub async fn signed_in_account(
+    state: &crate::state::AppState,
+    email: &str,
+) -> Result<(String, String), crate::error::ApiError> {
+    let id = create_account(state, email).await?;
+    let client = crate::accounts::ClientInfo::default();
+    let session = crate::auth::login(
+        state.store.as_ref(),
+        state.clock.as_ref(),
+        &state.config,
+        email,
+        TEST_PASSWORD.into(),
+        &client,
+    )
+    .await?;
+    Ok((id, session.token))
+}

@@ -2,31 +2,15 @@
 //! `main` runs.
 
 use axum::http::StatusCode;
-use shared::accounts::{self, ClientInfo, SignupRequest};
-use shared::clock::SystemClock;
 use shared::config::Config;
-use shared::testing::{embedded_state, invoke_lambda};
+use shared::testing::{create_account, embedded_state, invoke_lambda};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 #[tokio::test]
 async fn login_over_rest_api_then_read_logins_over_http_api_with_the_cookie() -> TestResult {
     let state = embedded_state(Config::default())?;
-    accounts::signup(
-        state.store.as_ref(),
-        &SystemClock,
-        &state.config,
-        SignupRequest {
-            email: "fixture@example.in".into(),
-            password: "correct horse battery".into(),
-            full_name: "Fixture User".into(),
-            date_of_birth: "1990-04-12".into(),
-            accepted_terms_version: "2026-05-21".into(),
-            marketing_consent: false,
-        },
-        &ClientInfo::default(),
-    )
-    .await?;
+    create_account(&state, "fixture@example.in").await?;
 
     let login = invoke_lambda(auth::app(state.clone()), include_str!("fixtures/rest-v1-login.json")).await?;
     assert_eq!(login.status, StatusCode::OK, "{}", login.body);
