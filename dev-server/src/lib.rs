@@ -1,11 +1,18 @@
 //! The local API: every function's routes merged into one router, exactly the paths API Gateway serves,
 //! on the embedded store. Used by `make run` and by the end-to-end tests; never deployed.
 
+pub mod razorpay_standin;
+
 use axum::Router;
 use shared::state::AppState;
 
 /// Every function's routes, finished into one app.
 pub fn app(state: AppState) -> Router {
-    let routes = Router::new().merge(signup::routes()).merge(auth::routes()).merge(kyc::routes());
+    let routes = Router::new()
+        .merge(signup::routes())
+        .merge(auth::routes())
+        .merge(kyc::routes())
+        .merge(wallet::routes())
+        .merge(razorpay_webhook::routes());
     shared::http::finish(routes, state)
 }

@@ -1,14 +1,27 @@
 //! `make run`: serves the whole API on `INFEREX_ADDR` (default 127.0.0.1:8080) with the embedded store
 //! under `INFEREX_DATA_DIR` (default ./.inferex). Data survives restarts.
+//!
+//! Without Razorpay credentials in the environment, a local Razorpay stand-in is mounted at `/_razorpay`
+//! and used instead, so top-ups work with no network (see the README's payment walk-through). The
+//! scheduled jobs (reconciliation) run every 15 minutes, as the deployed schedule does.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use dev_server::razorpay_standin::{self, StandIn, StandInConfig};
 use shared::config::{Config, var};
+use shared::razorpay::{RazorpayClient, RazorpayConfig};
+use shared::secrets::SecretString;
 use shared::state::{AppState, BoxError};
 
 const PURGE_EVERY: Duration = Duration::from_secs(600);
+const JOBS_EVERY: Duration = Duration::from_secs(15 * 60);
+
+/// The stand-in's credentials: test-mode style, and only ever accepted by the stand-in itself.
+const STANDIN_KEY_ID: &str = "rzp_test_localstandin";
+const STANDIN_KEY_SECRET: &str = "local_standin_key_secret";
+const STANDIN_WEBHOOK_SECRET: &str = "local_standin_webhook_secret";
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
@@ -16,15 +29,50 @@ async fn main() -> Result<(), BoxError> {
     let addr: SocketAddr = var("INFEREX_ADDR")?.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let data_dir: PathBuf = var("INFEREX_DATA_DIR")?.unwrap_or_else(|| PathBuf::from(".inferex"));
     let (state, store) = AppState::embedded(&data_dir, Config::from_env()?)?;
+
+    let (state, standin) = match RazorpayConfig::from_env()? {
+        Some(config) => (state.with_razorpay(RazorpayClient::new(config)?), None),
+        None => {
+            tracing::info!("no Razorpay credentials: using the local Razorpay stand-in at /_razorpay");
+            let standin = StandIn::new(StandInConfig {
+                key_id: STANDIN_KEY_ID.into(),
+                key_secret: STANDIN_KEY_SECRET.into(),
+                webhook_secret: STANDIN_WEBHOOK_SECRET.into(),
+                webhook_url: Some(format!("http://{addr}/v1/webhooks/razorpay")),
+            });
+            let client = RazorpayClient::new(RazorpayConfig {
+                key_id: STANDIN_KEY_ID.into(),
+                key_secret: SecretString::new(STANDIN_KEY_SECRET),
+                webhook_secret: SecretString::new(STANDIN_WEBHOOK_SECRET),
+                api_base: format!("http://{addr}/_razorpay"),
+            })?;
+            (state.with_razorpay(client), Some(standin))
+        }
+    };
+    let mut app = dev_server::app(state.clone());
+    if let Some(standin) = standin {
+        app = app.nest("/_razorpay", razorpay_standin::router(standin));
+    }
     let purger = store.spawn_purger(PURGE_EVERY);
+    let jobs_state = state.clone();
+    let jobs = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(JOBS_EVERY);
+        loop {
+            ticker.tick().await;
+            if let Err(e) = jobs::run(&jobs_state).await {
+                tracing::warn!(error = %e, "scheduled jobs failed");
+            }
+        }
+    });
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, data_dir = %data_dir.display(), "InferexAI API listening");
-    axum::serve(listener, dev_server::app(state).into_make_service_with_connect_info::<SocketAddr>())
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
     purger.abort();
+    jobs.abort();
     Ok(())
 }

@@ -32,6 +32,11 @@ pub struct Config {
     pub admin_token: Option<SecretString>,
     /// `INFEREX_KYC_RETENTION_YEARS`: how long KYC data is kept after account closure (default 5).
     pub kyc_retention_years: u32,
+    /// `INFEREX_TOPUP_MIN_PAISE` / `INFEREX_TOPUP_MAX_PAISE`: accepted top-up amounts (₹100 to ₹5,00,000).
+    pub topup_min_paise: i64,
+    pub topup_max_paise: i64,
+    /// `INFEREX_PAYMENT_RETENTION_YEARS`: how long top-ups, payments, refunds and archives are kept (7).
+    pub payment_retention_years: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +69,9 @@ impl Default for Config {
             kyc_mode: KycMode::Auto,
             admin_token: None,
             kyc_retention_years: 5,
+            topup_min_paise: 10_000,     // ₹100
+            topup_max_paise: 50_000_000, // ₹5,00,000
+            payment_retention_years: 7,
         }
     }
 }
@@ -131,6 +139,10 @@ impl Config {
             kyc_mode: var::<KycMode>("KYC_MODE")?.unwrap_or(defaults.kyc_mode),
             admin_token: var::<String>("INFEREX_ADMIN_TOKEN")?.map(SecretString::new),
             kyc_retention_years: var::<u32>("INFEREX_KYC_RETENTION_YEARS")?.unwrap_or(defaults.kyc_retention_years),
+            topup_min_paise: var::<i64>("INFEREX_TOPUP_MIN_PAISE")?.unwrap_or(defaults.topup_min_paise),
+            topup_max_paise: var::<i64>("INFEREX_TOPUP_MAX_PAISE")?.unwrap_or(defaults.topup_max_paise),
+            payment_retention_years: var::<u32>("INFEREX_PAYMENT_RETENTION_YEARS")?
+                .unwrap_or(defaults.payment_retention_years),
         })
     }
 }

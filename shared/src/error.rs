@@ -43,6 +43,9 @@ pub enum ApiError {
     /// 500: a bug or a failed dependency. The detail is logged, never returned.
     #[error("internal error: {0}")]
     Internal(String),
+    /// 502: a third party (payment gateway, model provider) failed or answered nonsense.
+    #[error("{message}")]
+    BadGateway { code: &'static str, message: String },
     /// 503: a dependency is unavailable; the client may retry.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -85,7 +89,7 @@ impl ApiError {
             ApiError::Unauthenticated { .. } => "authentication_error",
             ApiError::Forbidden { .. } => "permission_error",
             ApiError::TooManyRequests { .. } => "rate_limit_error",
-            ApiError::Internal(_) | ApiError::Unavailable(_) => "api_error",
+            ApiError::Internal(_) | ApiError::BadGateway { .. } | ApiError::Unavailable(_) => "api_error",
         }
     }
 
@@ -96,7 +100,8 @@ impl ApiError {
             | ApiError::Forbidden { code, .. }
             | ApiError::NotFound { code, .. }
             | ApiError::Conflict { code, .. }
-            | ApiError::TooManyRequests { code, .. } => code,
+            | ApiError::TooManyRequests { code, .. }
+            | ApiError::BadGateway { code, .. } => code,
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",

@@ -3,14 +3,18 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod blobs;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod kyc;
+pub mod money;
 pub mod passwords;
+pub mod razorpay;
 pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod testing;
+pub mod wallet;

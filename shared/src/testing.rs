@@ -28,6 +28,23 @@ pub async fn dynamo_store(clock: Arc<dyn Clock>) -> Result<DynamoStore, String> 
     Ok(DynamoStore::new(client, tables, clock))
 }
 
+/// An S3 blob store on a fresh bucket in the moto server `make test` started.
+pub async fn moto_s3_blobs() -> Result<crate::blobs::S3Blobs, String> {
+    let endpoint = std::env::var(MOTO_ENDPOINT_VAR)
+        .map_err(|_| format!("{MOTO_ENDPOINT_VAR} is not set: run the tests with `make test`, which starts moto"))?;
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("local", "local", None, None, "local"))
+        .build();
+    let client = aws_sdk_s3::Client::from_conf(config);
+    let bucket = format!("inferex-test-{}", random_suffix());
+    client.create_bucket().bucket(&bucket).send().await.map_err(|e| format!("creating bucket: {e:?}"))?;
+    Ok(crate::blobs::S3Blobs::new(client, bucket))
+}
+
 /// What a Lambda invocation answered.
 #[derive(Debug)]
 pub struct LambdaAnswer {
@@ -57,7 +74,7 @@ pub async fn invoke_lambda(app: axum::Router, event_json: &str) -> Result<Lambda
 pub fn embedded_state(config: crate::config::Config) -> Result<crate::state::AppState, String> {
     let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
     let store = sqlite_store(Arc::clone(&clock))?;
-    Ok(crate::state::AppState::new(Arc::new(store), config, clock, Some(crate::state::KycKeys::ephemeral())))
+    Ok(crate::state::AppState::new(Arc::new(store), config, clock).with_kyc_keys(crate::state::KycKeys::ephemeral()))
 }
 
 /// The variable `make test` sets to the address of the moto server (S3, KMS) it started.

@@ -6,8 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
+use dev_server::razorpay_standin::{self, StandIn, StandInConfig};
+use shared::blobs::{BlobStore, LocalBlobs};
 use shared::clock::ManualClock;
 use shared::config::Config;
+use shared::razorpay::{RazorpayClient, RazorpayConfig};
+use shared::secrets::SecretString;
 use shared::state::AppState;
 use shared::store::dynamo::DynamoStore;
 use shared::store::sqlite::SqliteStore;
@@ -65,20 +69,46 @@ enum Raw {
     DynamoDb(DynamoStore),
 }
 
-/// A running API.
+/// A running API, with a Razorpay stand-in wired to it (webhooks go to the API's webhook URL).
 pub struct TestApi {
     pub base: String,
     pub http: reqwest::Client,
     pub clock: ManualClock,
     pub state: AppState,
+    pub razorpay: StandIn,
     raw: Raw,
-    server: tokio::task::JoinHandle<()>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    documents: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for TestApi {
     fn drop(&mut self) {
-        self.server.abort();
+        for server in &self.servers {
+            server.abort();
+        }
     }
+}
+
+/// Razorpay test credentials shared by the stand-in and the API under test.
+pub const RAZORPAY_KEY_ID: &str = "rzp_test_e2e";
+pub const RAZORPAY_KEY_SECRET: &str = "inferex_test_key_secret";
+pub const RAZORPAY_WEBHOOK_SECRET: &str = "inferex_test_webhook_secret";
+
+/// A valid Aadhaar number: `first11` followed by its Verhoeff check digit.
+pub fn aadhaar_with_check_digit(first11: u64) -> String {
+    (0..10)
+        .map(|d| format!("{first11}{d}"))
+        .find(|candidate| shared::kyc::documents::verhoeff_valid(candidate))
+        .unwrap_or_default()
+}
+
+async fn serve(app: axum::Router) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+    });
+    Ok((addr, server))
 }
 
 impl TestApi {
@@ -101,15 +131,49 @@ impl TestApi {
                 (Arc::new(s.clone()), Raw::DynamoDb(s))
             }
         };
-        let state = AppState::new(store, config, shared_clock, Some(shared::state::KycKeys::ephemeral()));
+        let blobs: Arc<dyn BlobStore> = match backend {
+            Backend::Embedded => {
+                let dir = std::env::temp_dir().join(format!("inferex-e2e-blobs-{}", shared::secrets::random_suffix()));
+                Arc::new(LocalBlobs::new(&dir))
+            }
+            Backend::DynamoDb => Arc::new(testing::moto_s3_blobs().await?),
+        };
+        // The API listens first, so that the stand-in knows where to deliver webhooks.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let razorpay = StandIn::new(StandInConfig {
+            key_id: RAZORPAY_KEY_ID.into(),
+            key_secret: RAZORPAY_KEY_SECRET.into(),
+            webhook_secret: RAZORPAY_WEBHOOK_SECRET.into(),
+            webhook_url: Some(format!("http://{addr}/v1/webhooks/razorpay")),
+        });
+        let (standin_addr, standin_server) = serve(razorpay_standin::router(razorpay.clone())).await?;
+        let client = RazorpayClient::new(RazorpayConfig {
+            key_id: RAZORPAY_KEY_ID.into(),
+            key_secret: SecretString::new(RAZORPAY_KEY_SECRET),
+            webhook_secret: SecretString::new(RAZORPAY_WEBHOOK_SECRET),
+            api_base: format!("http://{standin_addr}"),
+        })
+        .map_err(|e| e.to_string())?;
+        let state = AppState::new(store, config, shared_clock)
+            .with_kyc_keys(shared::state::KycKeys::ephemeral())
+            .with_razorpay(client)
+            .with_blobs(blobs);
         let app = dev_server::app(state.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
         });
         let http = reqwest::Client::builder().user_agent("e2e-tests/1.0").build().map_err(|e| e.to_string())?;
-        Ok(Self { base: format!("http://{addr}"), http, clock, state, raw, server })
+        Ok(Self {
+            base: format!("http://{addr}"),
+            http,
+            clock,
+            state,
+            razorpay,
+            raw,
+            servers: vec![server, standin_server],
+            documents: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -151,6 +215,22 @@ impl TestApi {
         let login: serde_json::Value = self.login(email, password).await?.error_for_status()?.json().await?;
         let id = account["id"].as_str().ok_or("signup returned no id")?.to_owned();
         let token = login["token"].as_str().ok_or("login returned no token")?.to_owned();
+        Ok((id, token))
+    }
+
+    /// Signs up, logs in and passes KYC (auto mode) with fresh unique numbers; returns (user id, token).
+    pub async fn verified_user(
+        &self,
+        email: &str,
+    ) -> Result<(String, String), Box<dyn std::error::Error + Send + Sync>> {
+        let (id, token) = self.signed_in(email).await?;
+        let n = self.documents.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let pan = format!("VERPE{:04}V", 1 + n % 9999);
+        let aadhaar = aadhaar_with_check_digit(61_000_000_000 + n);
+        let kyc: serde_json::Value = self.submit_kyc(&token, &pan, &aadhaar).await?.error_for_status()?.json().await?;
+        if kyc["status"] != "verified" {
+            return Err(format!("KYC not verified: {kyc}").into());
+        }
         Ok((id, token))
     }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{Datelike, TimeZone, Utc};
-use e2e::{Backend, TestApi, TestResult, captured_logs, on_both_stores};
+use e2e::{Backend, TestApi, TestResult, aadhaar_with_check_digit, captured_logs, on_both_stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::config::{Config, KycMode};
@@ -180,14 +180,6 @@ async fn one_document_backs_one_account(backend: Backend) -> TestResult {
     let body: Value = api.submit_kyc(&second, "BCDPE2345G", "234567890124").await?.json().await?;
     assert_eq!(body["status"], "verified");
     Ok(())
-}
-
-/// A valid Aadhaar number: `first11` followed by its Verhoeff check digit.
-fn aadhaar_with_check_digit(first11: u64) -> String {
-    (0..10)
-        .map(|d| format!("{first11}{d}"))
-        .find(|candidate| shared::kyc::documents::verhoeff_valid(candidate))
-        .unwrap_or_default()
 }
 
 async fn racing_accounts_with_one_pan_get_exactly_one_winner(backend: Backend) -> TestResult {

@@ -1,0 +1,122 @@
+//! The wallet function: top-ups through Razorpay (KYC-gated), the Checkout callback, the balance and the
+//! ledger. Money rules live in `shared::wallet` and `shared::money`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use shared::auth::Session;
+use shared::error::{ApiError, ApiResult};
+use shared::http::{JsonBody, QueryParams};
+use shared::kyc;
+use shared::state::AppState;
+use shared::wallet::{self, CheckoutCallback, LedgerEntryView, TopupView, WalletStore, WalletView};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/wallet", get(balance))
+        .route("/v1/wallet/transactions", get(transactions))
+        .route("/v1/wallet/topups", post(create_topup))
+        .route("/v1/wallet/topups/{topup_id}/verify", post(verify))
+}
+
+pub fn app(state: AppState) -> Router {
+    shared::http::finish(routes(), state)
+}
+
+#[derive(Debug, Deserialize)]
+struct TopupRequest {
+    amount_paise: i64,
+}
+
+async fn create_topup(
+    State(state): State<AppState>,
+    session: Session,
+    JsonBody(request): JsonBody<TopupRequest>,
+) -> ApiResult<(StatusCode, Json<TopupView>)> {
+    kyc::require_verified(state.store.as_ref(), &session.user_id).await?;
+    let razorpay = state.razorpay()?;
+    let topup = wallet::create_topup(
+        state.store.as_ref(),
+        razorpay,
+        state.clock.as_ref(),
+        &state.config,
+        &session.user_id,
+        request.amount_paise,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(TopupView::new(&topup, &razorpay.config().key_id))))
+}
+
+async fn verify(
+    State(state): State<AppState>,
+    session: Session,
+    Path(topup_id): Path<String>,
+    JsonBody(callback): JsonBody<CheckoutCallback>,
+) -> ApiResult<Json<TopupView>> {
+    let razorpay = state.razorpay()?;
+    let topup = wallet::verify_checkout(
+        state.store.as_ref(),
+        razorpay,
+        state.clock.as_ref(),
+        &state.config,
+        (&session.user_id, &topup_id),
+        &callback,
+    )
+    .await?;
+    Ok(Json(TopupView::new(&topup, &razorpay.config().key_id)))
+}
+
+async fn balance(State(state): State<AppState>, session: Session) -> ApiResult<Json<WalletView>> {
+    Ok(Json(WalletView::from(state.store.wallet(&session.user_id).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct LedgerPage {
+    object: &'static str,
+    data: Vec<LedgerEntryView>,
+    has_more: bool,
+    next_cursor: Option<String>,
+}
+
+const DEFAULT_PAGE: u32 = 20;
+const MAX_PAGE: u32 = 100;
+
+async fn transactions(
+    State(state): State<AppState>,
+    session: Session,
+    QueryParams(query): QueryParams<PageQuery>,
+) -> ApiResult<Json<LedgerPage>> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid("invalid_limit", "limit", format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    // Cursors are opaque to clients: the last sort key seen, base64url-encoded.
+    let after = match query.cursor {
+        Some(cursor) => Some(
+            URL_SAFE_NO_PAD
+                .decode(cursor.as_bytes())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|sk| sk.starts_with("LEDGER#"))
+                .ok_or_else(|| ApiError::invalid("invalid_cursor", "cursor", "cursor is not one this API returned"))?,
+        ),
+        None => None,
+    };
+    let (entries, next) = state.store.ledger(&session.user_id, limit, after).await?;
+    Ok(Json(LedgerPage {
+        object: "list",
+        data: entries.iter().map(LedgerEntryView::from).collect(),
+        has_more: next.is_some(),
+        next_cursor: next.map(|sk| URL_SAFE_NO_PAD.encode(sk)),
+    }))
+}

@@ -1,0 +1,319 @@
+//! Razorpay: the REST client (orders, payments), the webhook and Checkout signatures, and the wire types.
+//! Facts: amounts are integer paise; webhook signature = hex HMAC-SHA256(webhook secret, raw body);
+//! Checkout signature = hex HMAC-SHA256(key secret, order_id + "|" + payment_id).
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::Sha256;
+
+use crate::config::var;
+use crate::error::ApiError;
+use crate::secrets::{SecretString, constant_time_eq};
+
+pub const DEFAULT_API_BASE: &str = "https://api.razorpay.com";
+
+/// Credentials and endpoint. Secrets come from the environment locally and from Secrets Manager in AWS.
+#[derive(Debug, Clone)]
+pub struct RazorpayConfig {
+    pub key_id: String,
+    pub key_secret: SecretString,
+    pub webhook_secret: SecretString,
+    pub api_base: String,
+}
+
+impl RazorpayConfig {
+    /// `RAZORPAY_KEY_ID`, `RAZORPAY_KEY_SECRET`, `RAZORPAY_WEBHOOK_SECRET` (all or none) and
+    /// `RAZORPAY_API_BASE`.
+    pub fn from_env() -> Result<Option<Self>, crate::config::ConfigError> {
+        let key_id = var::<String>("RAZORPAY_KEY_ID")?;
+        let key_secret = var::<String>("RAZORPAY_KEY_SECRET")?;
+        let webhook_secret = var::<String>("RAZORPAY_WEBHOOK_SECRET")?;
+        let api_base = var::<String>("RAZORPAY_API_BASE")?.unwrap_or_else(|| DEFAULT_API_BASE.into());
+        match (key_id, key_secret, webhook_secret) {
+            (Some(key_id), Some(key_secret), Some(webhook_secret)) => Ok(Some(Self {
+                key_id,
+                key_secret: SecretString::new(key_secret),
+                webhook_secret: SecretString::new(webhook_secret),
+                api_base,
+            })),
+            (None, None, None) => Ok(None),
+            _ => Err(crate::config::ConfigError {
+                name: "RAZORPAY_KEY_ID".into(),
+                reason: "set RAZORPAY_KEY_ID, RAZORPAY_KEY_SECRET and RAZORPAY_WEBHOOK_SECRET together".into(),
+            }),
+        }
+    }
+}
+
+fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
+    match <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()) {
+        Ok(mut mac) => {
+            for part in parts {
+                mac.update(part);
+            }
+            hex::encode(mac.finalize().into_bytes())
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// `X-Razorpay-Signature` of a webhook body: over the exact bytes received, never re-serialised JSON.
+pub fn webhook_signature(webhook_secret: &str, raw_body: &[u8]) -> String {
+    hmac_hex(webhook_secret, &[raw_body])
+}
+
+pub fn verify_webhook_signature(webhook_secret: &str, raw_body: &[u8], presented: &str) -> bool {
+    let expected = webhook_signature(webhook_secret, raw_body);
+    !presented.is_empty() && constant_time_eq(expected.as_bytes(), presented.trim().to_ascii_lowercase().as_bytes())
+}
+
+/// The Checkout handler's `razorpay_signature` for a payment of an order.
+pub fn checkout_signature(key_secret: &str, order_id: &str, payment_id: &str) -> String {
+    hmac_hex(key_secret, &[order_id.as_bytes(), b"|", payment_id.as_bytes()])
+}
+
+pub fn verify_checkout_signature(key_secret: &str, order_id: &str, payment_id: &str, presented: &str) -> bool {
+    let expected = checkout_signature(key_secret, order_id, payment_id);
+    !presented.is_empty() && constant_time_eq(expected.as_bytes(), presented.trim().to_ascii_lowercase().as_bytes())
+}
+
+/// `POST /v1/orders` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewOrder {
+    pub amount: i64,
+    pub currency: String,
+    pub receipt: String,
+    pub notes: Map<String, Value>,
+}
+
+/// An order as Razorpay returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Order {
+    pub id: String,
+    #[serde(default)]
+    pub entity: String,
+    pub amount: i64,
+    #[serde(default)]
+    pub amount_paid: i64,
+    #[serde(default)]
+    pub amount_due: i64,
+    pub currency: String,
+    #[serde(default)]
+    pub receipt: Option<String>,
+    pub status: String,
+    #[serde(default)]
+    pub attempts: i64,
+    /// An object, or `[]` when empty (Razorpay's quirk).
+    #[serde(default)]
+    pub notes: Value,
+    #[serde(default)]
+    pub created_at: i64,
+}
+
+/// A payment as Razorpay returns it (the fields this service uses).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Payment {
+    pub id: String,
+    #[serde(default)]
+    pub entity: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    #[serde(default)]
+    pub order_id: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub notes: Value,
+    #[serde(default)]
+    pub created_at: i64,
+}
+
+/// A refund (the fields this service uses).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Refund {
+    pub id: String,
+    pub payment_id: String,
+    pub amount: i64,
+    #[serde(default = "inr")]
+    pub currency: String,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+fn inr() -> String {
+    "INR".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Collection<T> {
+    #[serde(default)]
+    pub entity: String,
+    #[serde(default)]
+    pub count: i64,
+    pub items: Vec<T>,
+}
+
+/// A webhook delivery.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookEvent {
+    pub event: String,
+    #[serde(default)]
+    pub payload: Value,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+}
+
+impl WebhookEvent {
+    fn entity<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
+        serde_json::from_value(self.payload.get(name)?.get("entity")?.clone()).ok()
+    }
+
+    pub fn payment(&self) -> Option<Payment> {
+        self.entity("payment")
+    }
+
+    pub fn order(&self) -> Option<Order> {
+        self.entity("order")
+    }
+
+    pub fn refund(&self) -> Option<Refund> {
+        self.entity("refund")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RazorpayError {
+    #[error("Razorpay answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("Razorpay could not be reached: {0}")]
+    Transport(String),
+    #[error("Razorpay's answer could not be read: {0}")]
+    Decode(String),
+}
+
+impl From<RazorpayError> for ApiError {
+    fn from(e: RazorpayError) -> Self {
+        tracing::warn!(error = %e, "Razorpay call failed");
+        ApiError::BadGateway {
+            code: "payment_gateway_error",
+            message: "the payment gateway is not responding correctly; please try again shortly".into(),
+        }
+    }
+}
+
+/// The Razorpay REST client. Build it once per process: it holds the connection pool.
+#[derive(Debug, Clone)]
+pub struct RazorpayClient {
+    http: reqwest::Client,
+    config: RazorpayConfig,
+}
+
+impl RazorpayClient {
+    pub fn new(config: RazorpayConfig) -> Result<Self, RazorpayError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(8))
+            .build()
+            .map_err(|e| RazorpayError::Transport(e.to_string()))?;
+        Ok(Self { http, config })
+    }
+
+    pub fn config(&self) -> &RazorpayConfig {
+        &self.config
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.config.api_base.trim_end_matches('/'))
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, RazorpayError> {
+        let response = request
+            .basic_auth(&self.config.key_id, Some(self.config.key_secret.expose()))
+            .send()
+            .await
+            .map_err(|e| RazorpayError::Transport(e.to_string()))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| RazorpayError::Transport(e.to_string()))?;
+        if !status.is_success() {
+            let body = String::from_utf8_lossy(&body).chars().take(500).collect();
+            return Err(RazorpayError::Status { status: status.as_u16(), body });
+        }
+        serde_json::from_slice(&body).map_err(|e| RazorpayError::Decode(e.to_string()))
+    }
+
+    pub async fn create_order(&self, order: &NewOrder) -> Result<Order, RazorpayError> {
+        self.send(self.http.post(self.url("/v1/orders")).json(order)).await
+    }
+
+    pub async fn payment(&self, payment_id: &str) -> Result<Payment, RazorpayError> {
+        self.send(self.http.get(self.url(&format!("/v1/payments/{payment_id}")))).await
+    }
+
+    pub async fn order_payments(&self, order_id: &str) -> Result<Vec<Payment>, RazorpayError> {
+        let collection: Collection<Payment> =
+            self.send(self.http.get(self.url(&format!("/v1/orders/{order_id}/payments")))).await?;
+        Ok(collection.items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &[u8] = include_bytes!("../tests/fixtures/razorpay/payment.captured.json");
+
+    #[test]
+    fn the_fixture_webhook_signature_verifies() {
+        assert_eq!(FIXTURE.len(), 372);
+        let expected = "8778ecbdf6fa3a024d48720de19e120646a129c6186dd122e9b7a059052e986b";
+        assert_eq!(webhook_signature("inferex_test_webhook_secret", FIXTURE), expected);
+        assert!(verify_webhook_signature("inferex_test_webhook_secret", FIXTURE, expected));
+        assert!(verify_webhook_signature("inferex_test_webhook_secret", FIXTURE, &expected.to_uppercase()));
+        assert!(!verify_webhook_signature("another_secret", FIXTURE, expected));
+        assert!(!verify_webhook_signature("inferex_test_webhook_secret", FIXTURE, ""));
+        // One byte more (a re-serialised or newline-terminated body) is a different signature.
+        let mut reformatted = FIXTURE.to_vec();
+        reformatted.push(b'\n');
+        assert!(!verify_webhook_signature("inferex_test_webhook_secret", &reformatted, expected));
+    }
+
+    #[test]
+    fn the_fixture_checkout_signature_verifies() {
+        let expected = "388d1c15d2748eb6034544383462ae05da54a6a13565402d6df342f65dac2b6c";
+        assert_eq!(
+            checkout_signature("inferex_test_key_secret", "order_DESlLckIVRkHWj", "pay_DESlfW9H8K9uqM"),
+            expected
+        );
+        assert!(verify_checkout_signature(
+            "inferex_test_key_secret",
+            "order_DESlLckIVRkHWj",
+            "pay_DESlfW9H8K9uqM",
+            expected
+        ));
+        assert!(!verify_checkout_signature("inferex_test_key_secret", "order_other", "pay_DESlfW9H8K9uqM", expected));
+    }
+
+    #[test]
+    fn the_fixture_payload_parses() -> Result<(), serde_json::Error> {
+        let event: WebhookEvent = serde_json::from_slice(FIXTURE)?;
+        assert_eq!(event.event, "payment.captured");
+        let payment = event.payment();
+        assert_eq!(payment.as_ref().map(|p| p.amount), Some(50_000));
+        assert_eq!(payment.and_then(|p| p.order_id).as_deref(), Some("order_DESlLckIVRkHWj"));
+        Ok(())
+    }
+
+    #[test]
+    fn empty_notes_come_back_as_an_array_and_still_parse() -> Result<(), serde_json::Error> {
+        let order: Order = serde_json::from_str(
+            r#"{"id":"order_1","entity":"order","amount":100,"amount_paid":0,"amount_due":100,"currency":"INR",
+                "receipt":"r","status":"created","attempts":0,"notes":[],"created_at":1}"#,
+        )?;
+        assert_eq!(order.notes, serde_json::json!([]));
+        Ok(())
+    }
+}

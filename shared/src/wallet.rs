@@ -1,0 +1,843 @@
+//! The prepaid wallet: Razorpay top-ups, exactly-once credits, refunds, the ledger and reconciliation.
+//!
+//! Items (main table; all but the wallet expire after the payments window, 7 years):
+//! - `USER#<id>` / `WALLET`: `balance`, `held` and `available` (= balance - held), in wallet units
+//!   ([`crate::money`]). Created by the first credit.
+//! - `USER#<id>` / `LEDGER#<millis>#<rand>`: one entry per balance change, written in the same transaction
+//!   as the change, with the balance after it. The balance always equals the sum of the entries.
+//! - `TOPUP#<id>` / `TOPUP`: a top-up and its state (`created` -> `failed` | `expired` | `paid`; `paid` is
+//!   final and wins over everything: money received is always credited).
+//! - `RZPORDER#<order id>` / `ORDER`: which top-up (and so which user and amount) a Razorpay order belongs to.
+//! - `TOPUPS#OPEN` / `<millis>#<id>`: unpaid top-ups, for reconciliation.
+//! - `RZPPAYMENT#<payment id>` / `CREDIT`: the exactly-once guard. Written with "must not exist" in the
+//!   credit's transaction, so webhook, Checkout verification and reconciliation, in any order, any number of
+//!   times, concurrently, credit a payment once.
+//! - `RZPREFUND#<refund id>` / `DEBIT`: the same guard for refunds.
+//! - `RZPEVENT#<event id>` / `EVENT`: processed webhook events (deduplication) with their archive key.
+//! - `PAYMENTREVIEW` / `<millis>#<rand>`: payments that did not match our records, for a human to review.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Months, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::accounts::{time_sort_key, timestamp, user_pk};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
+use crate::money::{format_inr, paise_to_units};
+use crate::razorpay::{NewOrder, Payment, RazorpayClient};
+use crate::secrets::random_suffix;
+use crate::store::{
+    Condition, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update, WriteOp,
+};
+
+const WALLET_SK: &str = "WALLET";
+const TOPUP_SK: &str = "TOPUP";
+const OPEN_TOPUPS_PK: &str = "TOPUPS#OPEN";
+const REVIEW_PK: &str = "PAYMENTREVIEW";
+/// How often a credit is retried when a concurrent balance change got in first.
+const CREDIT_ATTEMPTS: usize = 20;
+
+fn topup_pk(id: &str) -> String {
+    format!("TOPUP#{id}")
+}
+
+fn order_pk(order_id: &str) -> String {
+    format!("RZPORDER#{order_id}")
+}
+
+fn payment_pk(payment_id: &str) -> String {
+    format!("RZPPAYMENT#{payment_id}")
+}
+
+fn refund_pk(refund_id: &str) -> String {
+    format!("RZPREFUND#{refund_id}")
+}
+
+fn event_pk(event_id: &str) -> String {
+    format!("RZPEVENT#{event_id}")
+}
+
+fn open_sk(topup: &Topup) -> String {
+    format!("{:013}#{}", topup.created_at.timestamp_millis().max(0), topup.id)
+}
+
+/// The end of the payments retention window for something that happened at `at`.
+pub fn payment_expiry(config: &Config, at: DateTime<Utc>) -> i64 {
+    at.checked_add_months(Months::new(config.payment_retention_years.saturating_mul(12)))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        .timestamp()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wallet {
+    pub balance: i64,
+    pub held: i64,
+    pub available: i64,
+}
+
+/// `GET /v1/wallet`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WalletView {
+    pub balance: i64,
+    pub held: i64,
+    pub available: i64,
+    pub balance_inr: String,
+    pub held_inr: String,
+    pub available_inr: String,
+    pub currency: &'static str,
+}
+
+impl From<Wallet> for WalletView {
+    fn from(w: Wallet) -> Self {
+        Self {
+            balance: w.balance,
+            held: w.held,
+            available: w.available,
+            balance_inr: format_inr(w.balance),
+            held_inr: format_inr(w.held),
+            available_inr: format_inr(w.available),
+            currency: "INR",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerKind {
+    Topup,
+    Refund,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub id: String,
+    pub kind: LedgerKind,
+    /// Signed, in wallet units.
+    pub amount: i64,
+    pub balance_after: i64,
+    pub reference: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How `GET /v1/wallet/transactions` shows an entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerEntryView {
+    pub id: String,
+    pub kind: LedgerKind,
+    pub amount: i64,
+    pub amount_inr: String,
+    pub balance_after: i64,
+    pub reference: String,
+    pub created_at: String,
+}
+
+impl From<&LedgerEntry> for LedgerEntryView {
+    fn from(e: &LedgerEntry) -> Self {
+        Self {
+            id: e.id.clone(),
+            kind: e.kind,
+            amount: e.amount,
+            amount_inr: format_inr(e.amount),
+            balance_after: e.balance_after,
+            reference: e.reference.clone(),
+            created_at: timestamp(e.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopupStatus {
+    Created,
+    Failed,
+    Expired,
+    Paid,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Topup {
+    pub id: String,
+    pub user_id: String,
+    pub razorpay_order_id: String,
+    pub amount_paise: i64,
+    pub currency: String,
+    pub status: TopupStatus,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+/// How the API shows a top-up.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopupView {
+    pub id: String,
+    pub razorpay_order_id: String,
+    pub amount_paise: i64,
+    pub currency: String,
+    pub razorpay_key_id: String,
+    pub status: TopupStatus,
+    pub created_at: String,
+    pub payment_id: Option<String>,
+}
+
+impl TopupView {
+    pub fn new(topup: &Topup, key_id: &str) -> Self {
+        Self {
+            id: topup.id.clone(),
+            razorpay_order_id: topup.razorpay_order_id.clone(),
+            amount_paise: topup.amount_paise,
+            currency: topup.currency.clone(),
+            razorpay_key_id: key_id.to_owned(),
+            status: topup.status,
+            created_at: timestamp(topup.created_at),
+            payment_id: topup.payment_id.clone(),
+        }
+    }
+}
+
+/// Who may have seen a payment first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditSource {
+    Webhook,
+    Verify,
+    Reconciliation,
+}
+
+/// What happened to a credit attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditOutcome {
+    Credited,
+    AlreadyCredited,
+    /// The payment does not match the stored order (amount, currency or order); recorded for review.
+    Mismatch,
+}
+
+#[async_trait]
+pub trait WalletStore: Send + Sync {
+    async fn wallet(&self, user_id: &str) -> StoreResult<Wallet>;
+    async fn ledger(
+        &self,
+        user_id: &str,
+        limit: u32,
+        after: Option<String>,
+    ) -> StoreResult<(Vec<LedgerEntry>, Option<String>)>;
+    async fn topup(&self, topup_id: &str) -> StoreResult<Option<Topup>>;
+    async fn topup_for_order(&self, order_id: &str) -> StoreResult<Option<Topup>>;
+    async fn save_new_topup(&self, topup: &Topup, expires_at: i64) -> StoreResult<()>;
+    async fn open_topups(&self, created_before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Topup>>;
+    async fn is_recorded(&self, pk: &str, sk: &str) -> StoreResult<bool>;
+}
+
+#[async_trait]
+impl<T: ItemStore + ?Sized> WalletStore for T {
+    async fn wallet(&self, user_id: &str) -> StoreResult<Wallet> {
+        Ok(self
+            .get(Table::Main, &user_pk(user_id), WALLET_SK)
+            .await?
+            .map(|i| i.record())
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    async fn ledger(
+        &self,
+        user_id: &str,
+        limit: u32,
+        after: Option<String>,
+    ) -> StoreResult<(Vec<LedgerEntry>, Option<String>)> {
+        let query = Query::new(Table::Main, user_pk(user_id))
+            .range(SortKeyRange::Prefix("LEDGER#".into()))
+            .newest_first()
+            .limit(limit)
+            .after(after);
+        let page = self.query(query).await?;
+        let entries = page.items.iter().map(Item::record).collect::<StoreResult<Vec<_>>>()?;
+        Ok((entries, page.next))
+    }
+
+    async fn topup(&self, topup_id: &str) -> StoreResult<Option<Topup>> {
+        self.get(Table::Main, &topup_pk(topup_id), TOPUP_SK).await?.map(|i| i.record()).transpose()
+    }
+
+    async fn topup_for_order(&self, order_id: &str) -> StoreResult<Option<Topup>> {
+        let Some(index) = self.get(Table::Main, &order_pk(order_id), "ORDER").await? else { return Ok(None) };
+        match index.attrs.get("topup_id").and_then(Value::as_str) {
+            Some(topup_id) => self.topup(topup_id).await,
+            None => Err(StoreError::Malformed(format!("order index {order_id} has no topup_id"))),
+        }
+    }
+
+    async fn save_new_topup(&self, topup: &Topup, expires_at: i64) -> StoreResult<()> {
+        let index = json!({ "topup_id": topup.id, "user_id": topup.user_id });
+        self.transact(vec![
+            WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(topup_pk(&topup.id), TOPUP_SK, topup, Some(expires_at))?,
+                condition: Condition::NotExists,
+            }),
+            WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(order_pk(&topup.razorpay_order_id), "ORDER", &index, Some(expires_at))?,
+                condition: Condition::NotExists,
+            }),
+            WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(
+                    OPEN_TOPUPS_PK,
+                    open_sk(topup),
+                    &json!({ "topup_id": topup.id }),
+                    Some(expires_at),
+                )?,
+                condition: Condition::NotExists,
+            }),
+        ])
+        .await
+    }
+
+    async fn open_topups(&self, created_before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Topup>> {
+        // Sort keys are `<millis>#<id>`; `~` sorts after every id character, so the bound is inclusive.
+        let upper = format!("{:013}#~", created_before.timestamp_millis().max(0));
+        let range = SortKeyRange::Between("0".into(), upper);
+        let page = self.query(Query::new(Table::Main, OPEN_TOPUPS_PK).range(range).limit(limit)).await?;
+        let mut topups = Vec::new();
+        for item in page.items {
+            if let Some(id) = item.attrs.get("topup_id").and_then(Value::as_str)
+                && let Some(topup) = self.topup(id).await?
+            {
+                topups.push(topup);
+            }
+        }
+        Ok(topups)
+    }
+
+    async fn is_recorded(&self, pk: &str, sk: &str) -> StoreResult<bool> {
+        Ok(self.get(Table::Main, pk, sk).await?.is_some())
+    }
+}
+
+/// Applies `amount` (signed units) to the wallet and writes its ledger entry, together with `extra`
+/// operations (the exactly-once guard, the top-up's state), in one transaction. Retries when another
+/// balance change got in between the read and the write. Returns false when a guard in `extra` failed
+/// because the change was already made.
+/// One balance change: what, how much (signed units), why, when, until when it is kept, and the item
+/// whose existence means it was already applied.
+struct BalanceChange<'a> {
+    user_id: &'a str,
+    kind: LedgerKind,
+    amount: i64,
+    reference: &'a str,
+    at: DateTime<Utc>,
+    expires_at: i64,
+    guard: (&'a str, &'a str),
+}
+
+async fn apply_balance_change<S: ItemStore + ?Sized>(
+    store: &S,
+    change: BalanceChange<'_>,
+    extra: impl Fn() -> StoreResult<Vec<WriteOp>>,
+) -> ApiResult<bool> {
+    let BalanceChange { user_id, kind, amount, reference, at, expires_at, guard } = change;
+    for _ in 0..CREDIT_ATTEMPTS {
+        if store.is_recorded(guard.0, guard.1).await? {
+            return Ok(false);
+        }
+        let current = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await?;
+        let wallet: Wallet = current.as_ref().map(Item::record).transpose()?.unwrap_or_default();
+        let balance_after = wallet
+            .balance
+            .checked_add(amount)
+            .ok_or_else(|| ApiError::Internal("wallet balance would overflow".into()))?;
+        let wallet_op = match current {
+            None => WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(
+                    user_pk(user_id),
+                    WALLET_SK,
+                    &Wallet { balance: balance_after, held: 0, available: balance_after },
+                    None,
+                )?,
+                condition: Condition::NotExists,
+            }),
+            Some(_) => WriteOp::Update(
+                Update::new(Table::Main, user_pk(user_id), WALLET_SK)
+                    .add("balance", amount)
+                    .add("available", amount)
+                    .when(Condition::AttrEquals("balance".into(), json!(wallet.balance))),
+            ),
+        };
+        let entry = LedgerEntry {
+            id: format!("txn_{}", random_suffix()),
+            kind,
+            amount,
+            balance_after,
+            reference: reference.to_owned(),
+            created_at: at,
+        };
+        let mut ops = extra()?;
+        ops.push(wallet_op);
+        ops.push(WriteOp::Put(Put {
+            table: Table::Main,
+            item: Item::from_record(user_pk(user_id), time_sort_key("LEDGER#", at), &entry, Some(expires_at))?,
+            condition: Condition::NotExists,
+        }));
+        match store.transact(ops).await {
+            Ok(()) => return Ok(true),
+            // The guard now exists (someone else credited) or the balance moved: look again.
+            Err(StoreError::ConditionFailed) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Unavailable("the wallet is too busy to apply the change; it will be retried".into()))
+}
+
+/// Records a payment that does not match our records, for a human to look at.
+async fn record_review<S: ItemStore + ?Sized>(
+    store: &S,
+    config: &Config,
+    at: DateTime<Utc>,
+    details: Value,
+) -> ApiResult<()> {
+    tracing::warn!(details = %details, "payment recorded for review");
+    let mut record = Map::new();
+    record.insert("details".into(), details);
+    record.insert("recorded_at".into(), json!(at));
+    store
+        .put(Put {
+            table: Table::Main,
+            item: Item::from_record(REVIEW_PK, time_sort_key("", at), &record, Some(payment_expiry(config, at)))?,
+            condition: Condition::NotExists,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Credits a captured payment to the owner of the top-up it paid, exactly once per payment id.
+/// The amount credited is the stored order's; a payment whose amount, currency or order differ is not
+/// credited but recorded for review.
+pub async fn credit_payment<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    config: &Config,
+    topup: &Topup,
+    payment: &Payment,
+    source: CreditSource,
+) -> ApiResult<CreditOutcome> {
+    let now = clock.now();
+    let matches = payment.amount == topup.amount_paise
+        && payment.currency == topup.currency
+        && payment.order_id.as_deref() == Some(topup.razorpay_order_id.as_str());
+    if !matches {
+        record_review(
+            store,
+            config,
+            now,
+            json!({
+                "reason": "payment does not match the stored order",
+                "source": source,
+                "topup_id": topup.id,
+                "order_id": topup.razorpay_order_id,
+                "expected_amount_paise": topup.amount_paise,
+                "expected_currency": topup.currency,
+                "payment_id": payment.id,
+                "payment_order_id": payment.order_id,
+                "payment_amount_paise": payment.amount,
+                "payment_currency": payment.currency,
+            }),
+        )
+        .await?;
+        return Ok(CreditOutcome::Mismatch);
+    }
+    let units = paise_to_units(topup.amount_paise).ok_or_else(|| ApiError::Internal("amount overflows".into()))?;
+    let expires_at = payment_expiry(config, now);
+    let guard_pk = payment_pk(&payment.id);
+    let extra = || -> StoreResult<Vec<WriteOp>> {
+        let marker = json!({
+            "user_id": topup.user_id,
+            "topup_id": topup.id,
+            "order_id": topup.razorpay_order_id,
+            "amount_paise": topup.amount_paise,
+            "source": source,
+            "credited_at": now,
+        });
+        let mut paid = topup.clone();
+        paid.status = TopupStatus::Paid;
+        paid.payment_id = Some(payment.id.clone());
+        paid.paid_at = Some(now);
+        Ok(vec![
+            WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(&guard_pk, "CREDIT", &marker, Some(expires_at))?,
+                condition: Condition::NotExists,
+            }),
+            WriteOp::Update(
+                Update::new(Table::Main, topup_pk(&topup.id), TOPUP_SK)
+                    .set("status", json!(TopupStatus::Paid))
+                    .set("payment_id", json!(payment.id))
+                    .set("paid_at", json!(now))
+                    .when(Condition::Exists),
+            ),
+            WriteOp::Delete(Delete {
+                table: Table::Main,
+                pk: OPEN_TOPUPS_PK.into(),
+                sk: open_sk(topup),
+                condition: Condition::Always,
+            }),
+        ])
+    };
+    let change = BalanceChange {
+        user_id: &topup.user_id,
+        kind: LedgerKind::Topup,
+        amount: units,
+        reference: &payment.id,
+        at: now,
+        expires_at,
+        guard: (&guard_pk, "CREDIT"),
+    };
+    let credited = apply_balance_change(store, change, extra).await?;
+    if credited {
+        tracing::info!(user_id = %topup.user_id, topup_id = %topup.id, payment_id = %payment.id, ?source, "payment credited");
+        Ok(CreditOutcome::Credited)
+    } else {
+        Ok(CreditOutcome::AlreadyCredited)
+    }
+}
+
+/// Marks a top-up failed, unless it already moved on (paid, expired): state only moves forward.
+pub async fn mark_failed<S: ItemStore + ?Sized>(store: &S, topup: &Topup) -> ApiResult<()> {
+    if topup.status != TopupStatus::Created {
+        return Ok(());
+    }
+    let update = Update::new(Table::Main, topup_pk(&topup.id), TOPUP_SK)
+        .set("status", json!(TopupStatus::Failed))
+        .when(Condition::AttrEquals("status".into(), json!(TopupStatus::Created)));
+    match store.update(update).await {
+        Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Debits a processed refund once per refund id. The refund's money has already left through Razorpay,
+/// so the debit applies even if it takes the balance below zero (the ledger shows the debt).
+pub async fn debit_refund<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    config: &Config,
+    refund: &crate::razorpay::Refund,
+) -> ApiResult<CreditOutcome> {
+    let now = clock.now();
+    let Some(credit) = store.get(Table::Main, &payment_pk(&refund.payment_id), "CREDIT").await? else {
+        record_review(
+            store,
+            config,
+            now,
+            json!({ "reason": "refund for a payment we never credited", "refund_id": refund.id, "payment_id": refund.payment_id, "amount_paise": refund.amount }),
+        )
+        .await?;
+        return Ok(CreditOutcome::Mismatch);
+    };
+    let user_id = credit.attrs.get("user_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let credited_paise = credit.attrs.get("amount_paise").and_then(Value::as_i64).unwrap_or(0);
+    if refund.currency != "INR" || refund.amount <= 0 || refund.amount > credited_paise || user_id.is_empty() {
+        record_review(
+            store,
+            config,
+            now,
+            json!({ "reason": "refund does not match the credited payment", "refund_id": refund.id, "payment_id": refund.payment_id, "amount_paise": refund.amount, "currency": refund.currency }),
+        )
+        .await?;
+        return Ok(CreditOutcome::Mismatch);
+    }
+    let units = paise_to_units(refund.amount).ok_or_else(|| ApiError::Internal("amount overflows".into()))?;
+    let expires_at = payment_expiry(config, now);
+    let guard_pk = refund_pk(&refund.id);
+    let extra = || -> StoreResult<Vec<WriteOp>> {
+        let marker = json!({ "user_id": user_id, "payment_id": refund.payment_id, "amount_paise": refund.amount, "debited_at": now });
+        Ok(vec![WriteOp::Put(Put {
+            table: Table::Main,
+            item: Item::from_record(&guard_pk, "DEBIT", &marker, Some(expires_at))?,
+            condition: Condition::NotExists,
+        })])
+    };
+    let change = BalanceChange {
+        user_id: &user_id,
+        kind: LedgerKind::Refund,
+        amount: -units,
+        reference: &refund.id,
+        at: now,
+        expires_at,
+        guard: (&guard_pk, "DEBIT"),
+    };
+    let debited = apply_balance_change(store, change, extra).await?;
+    Ok(if debited { CreditOutcome::Credited } else { CreditOutcome::AlreadyCredited })
+}
+
+/// Creates a Razorpay order and the top-up that tracks it. Nothing is stored when Razorpay fails, so no
+/// top-up ever looks payable without an order behind it.
+pub async fn create_topup<S: ItemStore + ?Sized>(
+    store: &S,
+    razorpay: &RazorpayClient,
+    clock: &dyn Clock,
+    config: &Config,
+    user_id: &str,
+    amount_paise: i64,
+) -> ApiResult<Topup> {
+    if amount_paise < config.topup_min_paise || amount_paise > config.topup_max_paise {
+        return Err(ApiError::invalid(
+            "amount_out_of_range",
+            "amount_paise",
+            format!(
+                "amount_paise must be between {} and {} (₹{} to ₹{})",
+                config.topup_min_paise,
+                config.topup_max_paise,
+                config.topup_min_paise / 100,
+                config.topup_max_paise / 100
+            ),
+        ));
+    }
+    let id = format!("tup_{}", random_suffix());
+    let mut notes = Map::new();
+    notes.insert("user_id".into(), json!(user_id));
+    notes.insert("topup_id".into(), json!(id));
+    let order = razorpay
+        .create_order(&NewOrder { amount: amount_paise, currency: "INR".into(), receipt: id.clone(), notes })
+        .await?;
+    if order.amount != amount_paise || order.currency != "INR" {
+        return Err(ApiError::BadGateway {
+            code: "payment_gateway_error",
+            message: "the payment gateway created an order that does not match the request".into(),
+        });
+    }
+    let now = clock.now();
+    let topup = Topup {
+        id,
+        user_id: user_id.to_owned(),
+        razorpay_order_id: order.id,
+        amount_paise,
+        currency: "INR".into(),
+        status: TopupStatus::Created,
+        created_at: now,
+        payment_id: None,
+        paid_at: None,
+    };
+    store.save_new_topup(&topup, payment_expiry(config, now)).await?;
+    tracing::info!(%user_id, topup_id = %topup.id, order_id = %topup.razorpay_order_id, amount_paise, "top-up created");
+    Ok(topup)
+}
+
+/// The Checkout callback: checks the signature against the order we stored, confirms the payment with
+/// Razorpay and credits it when captured.
+/// The Checkout handler's callback for one of the user's top-ups.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckoutCallback {
+    pub razorpay_payment_id: String,
+    pub razorpay_signature: String,
+}
+
+pub async fn verify_checkout<S: ItemStore + ?Sized>(
+    store: &S,
+    razorpay: &RazorpayClient,
+    clock: &dyn Clock,
+    config: &Config,
+    (user_id, topup_id): (&str, &str),
+    callback: &CheckoutCallback,
+) -> ApiResult<Topup> {
+    let (payment_id, signature) = (callback.razorpay_payment_id.as_str(), callback.razorpay_signature.as_str());
+    let not_found = || ApiError::NotFound { code: "topup_not_found", message: format!("no top-up {topup_id}") };
+    let topup = store.topup(topup_id).await?.filter(|t| t.user_id == user_id).ok_or_else(not_found)?;
+    let key_secret = razorpay.config().key_secret.expose();
+    if !crate::razorpay::verify_checkout_signature(key_secret, &topup.razorpay_order_id, payment_id, signature) {
+        return Err(ApiError::invalid(
+            "invalid_signature",
+            "razorpay_signature",
+            "razorpay_signature does not match this top-up's order and payment",
+        ));
+    }
+    let payment = razorpay.payment(payment_id).await?;
+    match payment.status.as_str() {
+        "captured" => {
+            let outcome = credit_payment(store, clock, config, &topup, &payment, CreditSource::Verify).await?;
+            if outcome == CreditOutcome::Mismatch {
+                return Err(ApiError::invalid(
+                    "payment_mismatch",
+                    "razorpay_payment_id",
+                    "the payment does not match this top-up; it has been sent for review",
+                ));
+            }
+        }
+        "failed" => mark_failed(store, &topup).await?,
+        // authorized/created: not captured yet; the webhook or reconciliation will credit it.
+        _ => {}
+    }
+    store.topup(topup_id).await?.ok_or_else(not_found)
+}
+
+/// What a webhook delivery led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookOutcome {
+    Processed,
+    Duplicate,
+    Ignored,
+    Review,
+}
+
+/// Handles a Razorpay webhook whose signature has already been verified: deduplicates on the event id,
+/// archives the raw payload, then credits, fails or refunds.
+pub async fn handle_webhook<S: ItemStore + ?Sized>(
+    store: &S,
+    blobs: &dyn crate::blobs::BlobStore,
+    clock: &dyn Clock,
+    config: &Config,
+    event_id: &str,
+    raw_body: &[u8],
+) -> ApiResult<WebhookOutcome> {
+    if store.is_recorded(&event_pk(event_id), "EVENT").await? {
+        return Ok(WebhookOutcome::Duplicate);
+    }
+    let event: crate::razorpay::WebhookEvent = crate::http::parse_json(raw_body)?;
+    let now = clock.now();
+    let archive_key = format!("razorpay/webhooks/{}/{event_id}.json", now.format("%Y/%m/%d"));
+    blobs.put(&archive_key, raw_body.to_vec(), "application/json").await?;
+
+    let outcome = match event.event.as_str() {
+        "payment.captured" | "order.paid" => match event.payment() {
+            Some(payment) if payment.status == "captured" => credit_from_event(store, clock, config, &payment).await?,
+            _ => WebhookOutcome::Ignored,
+        },
+        "payment.failed" => match event.payment() {
+            Some(payment) => match payment.order_id.as_deref() {
+                Some(order_id) => match store.topup_for_order(order_id).await? {
+                    Some(topup) => {
+                        mark_failed(store, &topup).await?;
+                        WebhookOutcome::Processed
+                    }
+                    None => WebhookOutcome::Ignored,
+                },
+                None => WebhookOutcome::Ignored,
+            },
+            None => WebhookOutcome::Ignored,
+        },
+        "refund.processed" => match event.refund() {
+            Some(refund) => match debit_refund(store, clock, config, &refund).await? {
+                CreditOutcome::Mismatch => WebhookOutcome::Review,
+                _ => WebhookOutcome::Processed,
+            },
+            None => WebhookOutcome::Ignored,
+        },
+        _ => WebhookOutcome::Ignored,
+    };
+    let record = json!({ "event": event.event, "outcome": outcome, "archive_key": archive_key, "received_at": now });
+    store
+        .put(Put {
+            table: Table::Main,
+            item: Item::from_record(event_pk(event_id), "EVENT", &record, Some(payment_expiry(config, now)))?,
+            condition: Condition::Always,
+        })
+        .await?;
+    Ok(outcome)
+}
+
+async fn credit_from_event<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    config: &Config,
+    payment: &Payment,
+) -> ApiResult<WebhookOutcome> {
+    let topup = match payment.order_id.as_deref() {
+        Some(order_id) => store.topup_for_order(order_id).await?,
+        None => None,
+    };
+    let Some(topup) = topup else {
+        record_review(
+            store,
+            config,
+            clock.now(),
+            json!({ "reason": "captured payment for an order we do not know", "payment_id": payment.id, "order_id": payment.order_id, "amount_paise": payment.amount }),
+        )
+        .await?;
+        return Ok(WebhookOutcome::Review);
+    };
+    Ok(match credit_payment(store, clock, config, &topup, payment, CreditSource::Webhook).await? {
+        CreditOutcome::Mismatch => WebhookOutcome::Review,
+        _ => WebhookOutcome::Processed,
+    })
+}
+
+/// What one reconciliation run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReconciliationReport {
+    pub examined: usize,
+    pub credited: usize,
+    pub expired: usize,
+    pub failed: usize,
+}
+
+/// For top-ups unpaid after `min_age` (10 minutes), asks Razorpay for the order's payments and credits
+/// captured ones through the same exactly-once path; expires top-ups unpaid after `expire_after` (24 hours).
+pub async fn reconcile<S: ItemStore + ?Sized>(
+    store: &S,
+    razorpay: &RazorpayClient,
+    clock: &dyn Clock,
+    config: &Config,
+    min_age: Duration,
+    expire_after: Duration,
+) -> ApiResult<ReconciliationReport> {
+    let now = clock.now();
+    let mut report = ReconciliationReport::default();
+    for topup in store.open_topups(now - min_age, 200).await? {
+        report.examined += 1;
+        if topup.status == TopupStatus::Paid {
+            continue;
+        }
+        let payments = razorpay.order_payments(&topup.razorpay_order_id).await?;
+        let mut paid = false;
+        for payment in payments.iter().filter(|p| p.status == "captured") {
+            if credit_payment(store, clock, config, &topup, payment, CreditSource::Reconciliation).await?
+                != CreditOutcome::Mismatch
+            {
+                paid = true;
+                report.credited += 1;
+            }
+        }
+        if paid {
+            continue;
+        }
+        if payments.iter().any(|p| p.status == "failed") && topup.status == TopupStatus::Created {
+            mark_failed(store, &topup).await?;
+            report.failed += 1;
+        }
+        if topup.created_at <= now - expire_after {
+            expire_topup(store, &topup).await?;
+            report.expired += 1;
+        }
+    }
+    Ok(report)
+}
+
+async fn expire_topup<S: ItemStore + ?Sized>(store: &S, topup: &Topup) -> ApiResult<()> {
+    let result = store
+        .transact(vec![
+            WriteOp::Update(
+                Update::new(Table::Main, topup_pk(&topup.id), TOPUP_SK)
+                    .set("status", json!(TopupStatus::Expired))
+                    .when(Condition::AttrEquals("status".into(), json!(topup.status))),
+            ),
+            WriteOp::Delete(Delete {
+                table: Table::Main,
+                pk: OPEN_TOPUPS_PK.into(),
+                sk: open_sk(topup),
+                condition: Condition::Always,
+            }),
+        ])
+        .await;
+    match result {
+        // A payment got in first: it stays paid.
+        Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

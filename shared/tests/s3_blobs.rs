@@ -1,0 +1,14 @@
+//! The S3 adapter of the blob port, against moto's S3 (started by `make test`).
+
+use shared::blobs::BlobStore;
+use shared::testing::moto_s3_blobs;
+
+#[tokio::test]
+async fn s3_blobs_round_trip_and_refuse_unsafe_keys() -> Result<(), Box<dyn std::error::Error>> {
+    let blobs = moto_s3_blobs().await?;
+    assert_eq!(blobs.get("razorpay/webhooks/2026/11/27/evt_1.json").await?, None);
+    blobs.put("razorpay/webhooks/2026/11/27/evt_1.json", b"{\"a\":1}".to_vec(), "application/json").await?;
+    assert_eq!(blobs.get("razorpay/webhooks/2026/11/27/evt_1.json").await?, Some(b"{\"a\":1}".to_vec()));
+    assert!(blobs.put("../escape", b"x".to_vec(), "text/plain").await.is_err());
+    Ok(())
+}

@@ -1,0 +1,439 @@
+//! Wallet and Razorpay end to end, on both stores, against the Razorpay stand-in (Razorpay's real JSON and
+//! signatures): top-ups, exactly-once credits from webhook, Checkout verification and reconciliation in any
+//! order and concurrently, failures, refunds, forged and mismatched payments, and the ledger invariant.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use dev_server::razorpay_standin::SignedWebhook;
+use e2e::{Backend, TestApi, TestResult, on_both_stores};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shared::money::UNITS_PER_RUPEE;
+use shared::store::{Query, SortKeyRange, Table};
+use shared::wallet::{self, LedgerEntry, WalletStore};
+
+on_both_stores!(
+    topups_are_gated_validated_and_never_payable_without_an_order,
+    fifty_concurrent_copies_of_a_webhook_credit_once,
+    captured_then_failed_and_failed_then_captured_both_end_credited,
+    verify_webhook_and_reconciliation_credit_a_payment_once,
+    forged_signatures_change_nothing,
+    a_mismatched_amount_is_not_credited_but_recorded_for_review,
+    refunds_are_debited_once,
+    reconciliation_credits_silent_payments_and_expires_stale_orders,
+    checkout_verification_checks_signature_and_owner,
+    transactions_are_newest_first_and_paginated,
+);
+
+/// The invariant: the wallet balance equals the sum of its ledger entries.
+async fn assert_balance_is_ledger_sum(
+    api: &TestApi,
+    user_id: &str,
+) -> Result<i64, Box<dyn std::error::Error + Send + Sync>> {
+    let store = api.state.store.as_ref();
+    let page = store
+        .query(
+            Query::new(Table::Main, format!("USER#{user_id}"))
+                .range(SortKeyRange::Prefix("LEDGER#".into()))
+                .limit(1000),
+        )
+        .await?;
+    let mut sum = 0i64;
+    for item in &page.items {
+        sum += item.record::<LedgerEntry>()?.amount;
+    }
+    let balance = store.wallet(user_id).await?.balance;
+    assert_eq!(balance, sum, "balance must equal the ledger sum for {user_id}");
+    Ok(balance)
+}
+
+async fn topup(
+    api: &TestApi,
+    token: &str,
+    amount_paise: i64,
+) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+    let response = api
+        .http
+        .post(api.url("/v1/wallet/topups"))
+        .bearer_auth(token)
+        .json(&json!({ "amount_paise": amount_paise }))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    Ok(response.json().await?)
+}
+
+async fn send(api: &TestApi, webhook: &SignedWebhook) -> Result<(StatusCode, Value), reqwest::Error> {
+    let response = api
+        .http
+        .post(api.url("/v1/webhooks/razorpay"))
+        .header("content-type", "application/json")
+        .header("x-razorpay-signature", &webhook.signature)
+        .header("x-razorpay-event-id", &webhook.event_id)
+        .body(webhook.body.clone())
+        .send()
+        .await?;
+    let status = response.status();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+async fn wallet(api: &TestApi, token: &str) -> Result<Value, reqwest::Error> {
+    api.http.get(api.url("/v1/wallet")).bearer_auth(token).send().await?.json().await
+}
+
+fn order_of(topup: &Value) -> String {
+    topup["razorpay_order_id"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn topups_are_gated_validated_and_never_payable_without_an_order(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (_, unverified) = api.signed_in("nokyc@example.in").await?;
+    let gated = api
+        .http
+        .post(api.url("/v1/wallet/topups"))
+        .bearer_auth(&unverified)
+        .json(&json!({"amount_paise": 50000}))
+        .send()
+        .await?;
+    assert_eq!(gated.status(), StatusCode::FORBIDDEN);
+    assert_eq!(gated.json::<Value>().await?["error"]["code"], "kyc_required");
+
+    let (user, token) = api.verified_user("payer@example.in").await?;
+    for amount in [9_999, 50_000_001, 0, -100] {
+        let response = api
+            .http
+            .post(api.url("/v1/wallet/topups"))
+            .bearer_auth(&token)
+            .json(&json!({"amount_paise": amount}))
+            .send()
+            .await?;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body: Value = response.json().await?;
+        assert_eq!(
+            (body["error"]["code"].as_str(), body["error"]["param"].as_str()),
+            (Some("amount_out_of_range"), Some("amount_paise"))
+        );
+    }
+    let fractional = api
+        .http
+        .post(api.url("/v1/wallet/topups"))
+        .bearer_auth(&token)
+        .json(&json!({"amount_paise": 100.5}))
+        .send()
+        .await?;
+    assert_eq!(fractional.status(), StatusCode::BAD_REQUEST, "money is integers only");
+
+    // Razorpay down: 502, and nothing that looks payable is left behind.
+    api.razorpay.set_failing(true);
+    let down = api
+        .http
+        .post(api.url("/v1/wallet/topups"))
+        .bearer_auth(&token)
+        .json(&json!({"amount_paise": 50000}))
+        .send()
+        .await?;
+    assert_eq!(down.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(down.json::<Value>().await?["error"]["code"], "payment_gateway_error");
+    assert!(!api.dump().await?.contains("TOPUP#"), "a failed order leaves no top-up");
+    api.razorpay.set_failing(false);
+
+    let created = topup(&api, &token, 50_000).await?;
+    assert_eq!(created["status"], "created");
+    assert_eq!(created["currency"], "INR");
+    assert_eq!(created["amount_paise"], 50_000);
+    assert_eq!(created["razorpay_key_id"], e2e::RAZORPAY_KEY_ID);
+    let order = api.razorpay.order(&order_of(&created)).ok_or("the order exists at Razorpay")?;
+    assert_eq!(order.amount, 50_000);
+    assert_eq!(order.receipt.as_deref(), created["id"].as_str(), "receipt = our top-up id");
+    assert_eq!(order.notes["user_id"], json!(user));
+    assert_eq!(order.notes["topup_id"], created["id"]);
+    let balance = wallet(&api, &token).await?;
+    assert_eq!((balance["balance"].as_i64(), balance["balance_inr"].as_str()), (Some(0), Some("0.00")));
+    Ok(())
+}
+
+async fn fifty_concurrent_copies_of_a_webhook_credit_once(backend: Backend) -> TestResult {
+    let api = Arc::new(TestApi::start(backend).await?);
+    let (user, token) = api.verified_user("fifty@example.in").await?;
+    let order = order_of(&topup(&api, &token, 50_000).await?);
+    let payment = api.razorpay.pay(&order, "captured", None).ok_or("order")?;
+    // Razorpay redelivers the same event (same id) and also sends order.paid (another id) for the payment.
+    let captured = api.razorpay.payment_webhook("payment.captured", &payment);
+    let mut tasks = Vec::new();
+    for n in 0..50 {
+        let api = api.clone();
+        let webhook = if n % 2 == 0 { captured.clone() } else { api.razorpay.payment_webhook("order.paid", &payment) };
+        tasks.push(tokio::spawn(async move { send(&api, &webhook).await.map(|(status, _)| status) }));
+    }
+    for task in tasks {
+        assert_eq!(task.await??, StatusCode::OK);
+    }
+    let view = wallet(&api, &token).await?;
+    assert_eq!(view["balance"], 500 * UNITS_PER_RUPEE);
+    assert_eq!(view["balance_inr"], "500.00");
+    assert_eq!(assert_balance_is_ledger_sum(&api, &user).await?, 500 * UNITS_PER_RUPEE);
+    let (status, body) = send(&api, &captured).await?;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("duplicate")));
+    Ok(())
+}
+
+async fn captured_then_failed_and_failed_then_captured_both_end_credited(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, token) = api.verified_user("order@example.in").await?;
+
+    let first = topup(&api, &token, 20_000).await?;
+    let paid = api.razorpay.pay(&order_of(&first), "captured", None).ok_or("order")?;
+    let failed = api.razorpay.pay(&order_of(&first), "failed", None).ok_or("order")?;
+    send(&api, &api.razorpay.payment_webhook("payment.captured", &paid)).await?;
+    send(&api, &api.razorpay.payment_webhook("payment.failed", &failed)).await?;
+
+    let second = topup(&api, &token, 30_000).await?;
+    let failed = api.razorpay.pay(&order_of(&second), "failed", None).ok_or("order")?;
+    send(&api, &api.razorpay.payment_webhook("payment.failed", &failed)).await?;
+    let status = api.state.store.topup(second["id"].as_str().unwrap_or_default()).await?.map(|t| t.status);
+    assert_eq!(status, Some(wallet::TopupStatus::Failed));
+    let paid = api.razorpay.pay(&order_of(&second), "captured", None).ok_or("order")?;
+    send(&api, &api.razorpay.payment_webhook("payment.captured", &paid)).await?;
+
+    for created in [&first, &second] {
+        let topup = api.state.store.topup(created["id"].as_str().unwrap_or_default()).await?.ok_or("top-up")?;
+        assert_eq!(topup.status, wallet::TopupStatus::Paid, "{}", created["id"]);
+    }
+    assert_eq!(wallet(&api, &token).await?["balance"], 500 * UNITS_PER_RUPEE);
+    assert_balance_is_ledger_sum(&api, &user).await?;
+    Ok(())
+}
+
+async fn verify_webhook_and_reconciliation_credit_a_payment_once(backend: Backend) -> TestResult {
+    let api = Arc::new(TestApi::start(backend).await?);
+    let (user, token) = api.verified_user("thrice@example.in").await?;
+    for round in 0..3 {
+        let created = topup(&api, &token, 10_000).await?;
+        let order = order_of(&created);
+        let payment = api.razorpay.pay(&order, "captured", None).ok_or("order")?;
+        let signature = api.razorpay.checkout_signature(&order, &payment.id);
+        api.clock.advance(Duration::minutes(11));
+        let verify = {
+            let (api, token, id, payment_id) = (api.clone(), token.clone(), created["id"].clone(), payment.id.clone());
+            tokio::spawn(async move {
+                api.http
+                    .post(api.url(&format!("/v1/wallet/topups/{}/verify", id.as_str().unwrap_or_default())))
+                    .bearer_auth(&token)
+                    .json(&json!({ "razorpay_payment_id": payment_id, "razorpay_signature": signature }))
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            })
+        };
+        let webhook = {
+            let api = api.clone();
+            let webhook = api.razorpay.payment_webhook("payment.captured", &payment);
+            tokio::spawn(async move { send(&api, &webhook).await.map(|(s, _)| s) })
+        };
+        let reconcile = {
+            let api = api.clone();
+            tokio::spawn(async move { jobs::run(&api.state).await.map(|r| r.reconciliation) })
+        };
+        assert_eq!(verify.await??, StatusCode::OK);
+        assert_eq!(webhook.await??, StatusCode::OK);
+        reconcile.await??;
+        assert_eq!(wallet(&api, &token).await?["balance"], (round + 1) * 100 * UNITS_PER_RUPEE, "round {round}");
+    }
+    assert_balance_is_ledger_sum(&api, &user).await?;
+    let (entries, _) = api.state.store.ledger(&user, 100, None).await?;
+    assert_eq!(entries.len(), 3, "one ledger entry per payment");
+    Ok(())
+}
+
+async fn forged_signatures_change_nothing(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, token) = api.verified_user("forged@example.in").await?;
+    let order = order_of(&topup(&api, &token, 50_000).await?);
+    let payment = api.razorpay.pay(&order, "captured", None).ok_or("order")?;
+    let genuine = api.razorpay.payment_webhook("payment.captured", &payment);
+    let before = api.dump().await?;
+
+    let mut wrong = genuine.clone();
+    wrong.signature = "0".repeat(64);
+    let mut missing = genuine.clone();
+    missing.signature = String::new();
+    let mut tampered = genuine.clone();
+    tampered.body = String::from_utf8_lossy(&genuine.body).replace("50000", "5000000").into_bytes();
+    let mut reformatted = genuine.clone();
+    reformatted.body.push(b'\n');
+    for forged in [wrong, missing, tampered, reformatted] {
+        let (status, body) = send(&api, &forged).await?;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_signature")));
+    }
+    assert_eq!(api.dump().await?, before, "forged webhooks change nothing");
+    assert_eq!(wallet(&api, &token).await?["balance"], 0);
+
+    let (status, _) = send(&api, &genuine).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(assert_balance_is_ledger_sum(&api, &user).await?, 500 * UNITS_PER_RUPEE);
+    let unknown = api.razorpay.webhook("subscription.charged", json!({}));
+    let (status, body) = send(&api, &unknown).await?;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ignored")));
+    Ok(())
+}
+
+async fn a_mismatched_amount_is_not_credited_but_recorded_for_review(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, token) = api.verified_user("mismatch@example.in").await?;
+    let order = order_of(&topup(&api, &token, 50_000).await?);
+    let short = api.razorpay.pay(&order, "captured", Some(100)).ok_or("order")?;
+    let (status, body) = send(&api, &api.razorpay.payment_webhook("payment.captured", &short)).await?;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("review")));
+    assert_eq!(wallet(&api, &token).await?["balance"], 0);
+    let dump = api.dump().await?;
+    let reviews: Vec<&str> = dump.lines().filter(|l| l.starts_with("PAYMENTREVIEW ")).collect();
+    assert_eq!(reviews.len(), 1, "{dump}");
+    assert!(reviews[0].contains(&short.id) && reviews[0].contains("\"expected_amount_paise\":50000"));
+
+    // A captured payment on an order that is not ours is also only recorded.
+    let mut stranger = short.clone();
+    stranger.order_id = Some("order_NotOurs0000001".into());
+    stranger.amount = 50_000;
+    let (status, body) = send(&api, &api.razorpay.payment_webhook("payment.captured", &stranger)).await?;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("review")));
+    assert_eq!(assert_balance_is_ledger_sum(&api, &user).await?, 0);
+    Ok(())
+}
+
+async fn refunds_are_debited_once(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, token) = api.verified_user("refund@example.in").await?;
+    let order = order_of(&topup(&api, &token, 50_000).await?);
+    let payment = api.razorpay.pay(&order, "captured", None).ok_or("order")?;
+    send(&api, &api.razorpay.payment_webhook("payment.captured", &payment)).await?;
+    api.clock.advance(Duration::seconds(1));
+    let refund = api.razorpay.refund_webhook(&payment, 20_000);
+    for _ in 0..3 {
+        let (status, _) = send(&api, &refund).await?;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // The same refund delivered under another event id is still debited once.
+    let mut redelivered = refund.clone();
+    redelivered.event_id = "evt_Redelivered0001".into();
+    send(&api, &redelivered).await?;
+    assert_eq!(wallet(&api, &token).await?["balance"], 300 * UNITS_PER_RUPEE);
+    let (entries, _) = api.state.store.ledger(&user, 10, None).await?;
+    assert_eq!(entries.iter().map(|e| e.amount).collect::<Vec<_>>(), [-200 * UNITS_PER_RUPEE, 500 * UNITS_PER_RUPEE]);
+    assert_balance_is_ledger_sum(&api, &user).await?;
+    Ok(())
+}
+
+async fn reconciliation_credits_silent_payments_and_expires_stale_orders(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, token) = api.verified_user("silent@example.in").await?;
+    let silent = topup(&api, &token, 40_000).await?;
+    api.razorpay.pay(&order_of(&silent), "captured", None).ok_or("order")?; // no webhook ever arrives
+    let abandoned = topup(&api, &token, 10_000).await?;
+
+    let report = jobs::run(&api.state).await?.reconciliation;
+    assert_eq!(report.examined, 0, "younger than 10 minutes: left to webhooks");
+    api.clock.advance(Duration::minutes(10));
+    let report = jobs::run(&api.state).await?.reconciliation;
+    assert_eq!((report.examined, report.credited, report.expired), (2, 1, 0));
+    assert_eq!(wallet(&api, &token).await?["balance"], 400 * UNITS_PER_RUPEE);
+
+    api.clock.advance(Duration::hours(24));
+    let report = jobs::run(&api.state).await?.reconciliation;
+    assert_eq!((report.examined, report.credited, report.expired), (1, 0, 1));
+    let status = api.state.store.topup(abandoned["id"].as_str().unwrap_or_default()).await?.map(|t| t.status);
+    assert_eq!(status, Some(wallet::TopupStatus::Expired));
+    assert_eq!(jobs::run(&api.state).await?.reconciliation.examined, 0, "nothing left open");
+
+    // Money that arrives after expiry is still credited.
+    let late = api.razorpay.pay(&order_of(&abandoned), "captured", None).ok_or("order")?;
+    send(&api, &api.razorpay.payment_webhook("payment.captured", &late)).await?;
+    assert_eq!(assert_balance_is_ledger_sum(&api, &user).await?, 500 * UNITS_PER_RUPEE);
+    Ok(())
+}
+
+async fn checkout_verification_checks_signature_and_owner(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, token) = api.verified_user("checkout@example.in").await?;
+    let (_, other) = api.verified_user("other@example.in").await?;
+    let created = topup(&api, &token, 25_000).await?;
+    let order = order_of(&created);
+    let payment = api.razorpay.pay(&order, "captured", None).ok_or("order")?;
+    let url = api.url(&format!("/v1/wallet/topups/{}/verify", created["id"].as_str().unwrap_or_default()));
+    let signature = api.razorpay.checkout_signature(&order, &payment.id);
+
+    let forged = api
+        .http
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&json!({"razorpay_payment_id": payment.id, "razorpay_signature": "ab".repeat(32)}))
+        .send()
+        .await?;
+    assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
+    let body: Value = forged.json().await?;
+    assert_eq!(
+        (body["error"]["code"].as_str(), body["error"]["param"].as_str()),
+        (Some("invalid_signature"), Some("razorpay_signature"))
+    );
+    let foreign = api
+        .http
+        .post(&url)
+        .bearer_auth(&other)
+        .json(&json!({"razorpay_payment_id": payment.id, "razorpay_signature": signature}))
+        .send()
+        .await?;
+    assert_eq!(foreign.status(), StatusCode::NOT_FOUND, "another user's top-up does not exist for them");
+    assert_eq!(wallet(&api, &token).await?["balance"], 0);
+
+    let verified = api
+        .http
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&json!({"razorpay_payment_id": payment.id, "razorpay_signature": signature}))
+        .send()
+        .await?;
+    assert_eq!(verified.status(), StatusCode::OK);
+    let body: Value = verified.json().await?;
+    assert_eq!((body["status"].as_str(), body["payment_id"].as_str()), (Some("paid"), Some(payment.id.as_str())));
+    assert_eq!(wallet(&api, &token).await?["balance_inr"], "250.00");
+    assert_balance_is_ledger_sum(&api, &user).await?;
+    Ok(())
+}
+
+async fn transactions_are_newest_first_and_paginated(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, token) = api.verified_user("ledger@example.in").await?;
+    for amount in [10_000, 20_000, 30_000] {
+        let order = order_of(&topup(&api, &token, amount).await?);
+        let payment = api.razorpay.pay(&order, "captured", None).ok_or("order")?;
+        send(&api, &api.razorpay.payment_webhook("payment.captured", &payment)).await?;
+        api.clock.advance(Duration::seconds(1));
+    }
+    let first: Value =
+        api.http.get(api.url("/v1/wallet/transactions?limit=2")).bearer_auth(&token).send().await?.json().await?;
+    assert_eq!(first["object"], "list");
+    assert_eq!(first["has_more"], true);
+    let amounts: Vec<i64> =
+        first["data"].as_array().into_iter().flatten().filter_map(|e| e["amount"].as_i64()).collect();
+    assert_eq!(amounts, [300 * UNITS_PER_RUPEE, 200 * UNITS_PER_RUPEE]);
+    assert_eq!(first["data"][0]["balance_after"], 600 * UNITS_PER_RUPEE);
+    assert_eq!(first["data"][0]["kind"], "topup");
+    let cursor = first["next_cursor"].as_str().unwrap_or_default();
+    let rest: Value = api
+        .http
+        .get(api.url(&format!("/v1/wallet/transactions?limit=2&cursor={cursor}")))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let amounts: Vec<i64> =
+        rest["data"].as_array().into_iter().flatten().filter_map(|e| e["amount"].as_i64()).collect();
+    assert_eq!(amounts, [100 * UNITS_PER_RUPEE]);
+    let bad =
+        api.http.get(api.url("/v1/wallet/transactions?cursor=bm90LWEtY3Vyc29y")).bearer_auth(&token).send().await?;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(bad.json::<Value>().await?["error"]["code"], "invalid_cursor");
+    assert_eq!(assert_balance_is_ledger_sum(&api, &user).await?, 600 * UNITS_PER_RUPEE);
+    Ok(())
+}
