@@ -9,6 +9,7 @@ use dev_server::razorpay_standin::SignedWebhook;
 use e2e::{Backend, TestApi, TestResult, on_both_stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shared::clock::Clock;
 use shared::money::UNITS_PER_RUPEE;
 use shared::store::{Query, SortKeyRange, Table};
 use shared::wallet::{self, LedgerEntry, WalletStore};
@@ -272,6 +273,16 @@ async fn forged_signatures_change_nothing(backend: Backend) -> TestResult {
     let (status, _) = send(&api, &genuine).await?;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(assert_balance_is_ledger_sum(&api, &user).await?, 500 * UNITS_PER_RUPEE);
+
+    // The verified payload is archived byte for byte, and its event record expires with the payments window.
+    let dump = api.dump().await?;
+    let event =
+        dump.lines().find(|l| l.starts_with(&format!("RZPEVENT#{} ", genuine.event_id))).ok_or("event record")?;
+    let archive_key =
+        event.split("\"archive_key\":\"").nth(1).and_then(|rest| rest.split('"').next()).ok_or("archive key")?;
+    assert_eq!(api.state.blobs()?.get(archive_key).await?, Some(genuine.body.clone()));
+    let seven_years = wallet::payment_expiry(&api.state.config, api.clock.now());
+    assert!(event.ends_with(&format!("Some({seven_years})")), "{event}");
     let unknown = api.razorpay.webhook("subscription.charged", json!({}));
     let (status, body) = send(&api, &unknown).await?;
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ignored")));
