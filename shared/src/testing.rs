@@ -30,8 +30,7 @@ pub async fn dynamo_store(clock: Arc<dyn Clock>) -> Result<DynamoStore, String> 
 
 /// An S3 blob store on a fresh bucket in the moto server `make test` started.
 pub async fn moto_s3_blobs() -> Result<crate::blobs::S3Blobs, String> {
-    let endpoint = std::env::var(MOTO_ENDPOINT_VAR)
-        .map_err(|_| format!("{MOTO_ENDPOINT_VAR} is not set: run the tests with `make test`, which starts moto"))?;
+    let endpoint = moto_endpoint()?;
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
@@ -80,10 +79,15 @@ pub fn embedded_state(config: crate::config::Config) -> Result<crate::state::App
 /// The variable `make test` sets to the address of the moto server (S3, KMS) it started.
 pub const MOTO_ENDPOINT_VAR: &str = "INFEREX_TEST_MOTO_ENDPOINT";
 
+/// The moto server's address; an error (never a skip) when `make test` did not start it.
+fn moto_endpoint() -> Result<String, String> {
+    std::env::var(MOTO_ENDPOINT_VAR)
+        .map_err(|_| format!("{MOTO_ENDPOINT_VAR} is not set: run the tests with `make test`, which starts moto"))
+}
+
 /// A KMS client for the moto server `make test` started; an error (never a skip) without it.
 pub fn moto_kms_client() -> Result<aws_sdk_kms::Client, String> {
-    let endpoint = std::env::var(MOTO_ENDPOINT_VAR)
-        .map_err(|_| format!("{MOTO_ENDPOINT_VAR} is not set: run the tests with `make test`, which starts moto"))?;
+    let endpoint = moto_endpoint()?;
     let config = aws_sdk_kms::Config::builder()
         .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
         .region(aws_sdk_kms::config::Region::new("us-east-1"))
