@@ -13,6 +13,7 @@ pub fn app(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(kyc::routes())
         .merge(wallet::routes())
-        .merge(razorpay_webhook::routes());
+        .merge(razorpay_webhook::routes())
+        .merge(keys::routes());
     shared::http::finish(routes, state)
 }

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod keys;
 pub mod kyc;
 pub mod money;
 pub mod passwords;

@@ -176,6 +176,10 @@ impl TestApi {
         })
     }
 
+    pub fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
+        shared::clock::Clock::now(&self.clock)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

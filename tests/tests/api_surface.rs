@@ -86,7 +86,10 @@ async fn the_composed_app_serves_every_documented_route() -> TestResult {
     let api = TestApi::start_with(Backend::Embedded, config).await?;
     for (method, path) in openapi_routes()? {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        let concrete = path.replace("{user_id}", "usr_sample").replace("{topup_id}", "tup_sample");
+        let concrete = path
+            .replace("{user_id}", "usr_sample")
+            .replace("{topup_id}", "tup_sample")
+            .replace("{key_id}", "key_sample");
         let response = api.http.request(method.clone(), api.url(&concrete)).send().await?;
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or_default();

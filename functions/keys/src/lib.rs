@@ -1,0 +1,50 @@
+//! The keys function: create (KYC-gated), list and revoke API keys. Rules live in `shared::keys`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Serialize;
+use shared::auth::Session;
+use shared::error::ApiResult;
+use shared::http::JsonBody;
+use shared::keys::{self, ApiKeyView, CreatedKey, KeyStore, NewKeyRequest};
+use shared::kyc;
+use shared::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/keys", get(list).post(create)).route("/v1/keys/{key_id}", delete(revoke))
+}
+
+pub fn app(state: AppState) -> Router {
+    shared::http::finish(routes(), state)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    session: Session,
+    JsonBody(request): JsonBody<NewKeyRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+    kyc::require_verified(state.store.as_ref(), &session.user_id).await?;
+    let created = keys::create_key(state.store.as_ref(), state.clock.as_ref(), &session.user_id, request).await?;
+    tracing::info!(user_id = %session.user_id, key_id = %created.view.id, "API key created");
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[derive(Debug, Serialize)]
+struct KeyList {
+    object: &'static str,
+    data: Vec<ApiKeyView>,
+}
+
+async fn list(State(state): State<AppState>, session: Session) -> ApiResult<Json<KeyList>> {
+    let mut records = state.store.keys(&session.user_id).await?;
+    records.sort_by_key(|(_, record)| std::cmp::Reverse(record.created_at));
+    Ok(Json(KeyList { object: "list", data: records.iter().map(|(_, r)| ApiKeyView::from(r)).collect() }))
+}
+
+async fn revoke(State(state): State<AppState>, session: Session, Path(key_id): Path<String>) -> ApiResult<StatusCode> {
+    keys::delete_key(state.store.as_ref(), &session.user_id, &key_id).await?;
+    tracing::info!(user_id = %session.user_id, %key_id, "API key revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
