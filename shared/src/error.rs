@@ -19,6 +19,9 @@ pub enum ApiError {
     /// 401: no valid credentials.
     #[error("{message}")]
     Unauthenticated { code: &'static str, message: String },
+    /// 402: the wallet cannot cover the request (OpenAI's `insufficient_quota`).
+    #[error("{message}")]
+    PaymentRequired { code: &'static str, message: String },
     /// 403: authenticated but not allowed.
     #[error("{message}")]
     Forbidden { code: &'static str, message: String },
@@ -64,6 +67,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -88,6 +92,7 @@ impl ApiError {
             | ApiError::UnsupportedMediaType => "invalid_request_error",
             ApiError::Unauthenticated { .. } => "authentication_error",
             ApiError::Forbidden { .. } => "permission_error",
+            ApiError::PaymentRequired { .. } => "insufficient_quota",
             ApiError::TooManyRequests { .. } => "rate_limit_error",
             ApiError::Internal(_) | ApiError::BadGateway { .. } | ApiError::Unavailable(_) => "api_error",
         }
@@ -98,6 +103,7 @@ impl ApiError {
             ApiError::InvalidRequest { code, .. }
             | ApiError::Unauthenticated { code, .. }
             | ApiError::Forbidden { code, .. }
+            | ApiError::PaymentRequired { code, .. }
             | ApiError::NotFound { code, .. }
             | ApiError::Conflict { code, .. }
             | ApiError::TooManyRequests { code, .. }

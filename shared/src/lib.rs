@@ -3,7 +3,9 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod billing;
 pub mod blobs;
+pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod error;

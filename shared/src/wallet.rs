@@ -32,7 +32,9 @@ use crate::store::{
     Condition, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update, WriteOp,
 };
 
-const WALLET_SK: &str = "WALLET";
+pub(crate) const WALLET_SK: &str = "WALLET";
+/// Registry of every wallet (one item each, sort key = user id), walked by the stale-hold sweeper.
+pub(crate) const WALLETS_PK: &str = "WALLETS";
 const TOPUP_SK: &str = "TOPUP";
 const OPEN_TOPUPS_PK: &str = "TOPUPS#OPEN";
 const REVIEW_PK: &str = "PAYMENTREVIEW";
@@ -108,6 +110,7 @@ impl From<Wallet> for WalletView {
 pub enum LedgerKind {
     Topup,
     Refund,
+    Usage,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -379,6 +382,14 @@ async fn apply_balance_change<S: ItemStore + ?Sized>(
             created_at: at,
         };
         let mut ops = extra()?;
+        if matches!(wallet_op, WriteOp::Put(_)) {
+            // A new wallet joins the registry the stale-hold sweeper walks.
+            ops.push(WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(WALLETS_PK, user_id, &json!({ "user_id": user_id }), None)?,
+                condition: Condition::Always,
+            }));
+        }
         ops.push(wallet_op);
         ops.push(WriteOp::Put(Put {
             table: Table::Main,

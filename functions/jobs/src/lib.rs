@@ -1,6 +1,8 @@
-//! The jobs function, run on a schedule (every 15 minutes): payment reconciliation. Unpaid top-ups older
-//! than 10 minutes are checked with Razorpay and credited through the same exactly-once path as webhooks;
-//! those unpaid after 24 hours expire.
+//! The jobs function, run on a schedule (every 15 minutes):
+//! - payment reconciliation: unpaid top-ups older than 10 minutes are checked with Razorpay and credited
+//!   through the same exactly-once path as webhooks; those unpaid after 24 hours expire;
+//! - the stale-hold sweeper: inference holds older than the inference function's timeout belong to
+//!   requests that died without settling, and are released.
 
 use chrono::Duration;
 use serde::Serialize;
@@ -12,10 +14,13 @@ use shared::wallet::{self, ReconciliationReport};
 pub const RECONCILE_AFTER: Duration = Duration::minutes(10);
 /// Top-ups unpaid this long are expired.
 pub const EXPIRE_AFTER: Duration = Duration::hours(24);
+/// Holds older than this are released: the inference function's 5-minute timeout plus a margin.
+pub const STALE_HOLD_AFTER: Duration = Duration::minutes(6);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct JobsReport {
     pub reconciliation: ReconciliationReport,
+    pub stale_holds_released: usize,
 }
 
 /// One scheduled run.
@@ -29,6 +34,8 @@ pub async fn run(state: &AppState) -> ApiResult<JobsReport> {
         EXPIRE_AFTER,
     )
     .await?;
-    tracing::info!(?reconciliation, "scheduled jobs finished");
-    Ok(JobsReport { reconciliation })
+    let stale_holds_released =
+        shared::billing::sweep_stale_holds(state.store.as_ref(), state.clock.as_ref(), STALE_HOLD_AFTER).await?;
+    tracing::info!(?reconciliation, stale_holds_released, "scheduled jobs finished");
+    Ok(JobsReport { reconciliation, stale_holds_released })
 }

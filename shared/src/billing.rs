@@ -1,0 +1,231 @@
+//! Inference billing: hold the request's maximum cost before forwarding, settle the actual cost after, and
+//! release holds whose request died. Concurrent requests can never take a balance below zero.
+//!
+//! - **Hold** (one write, before forwarding): on the wallet item, `available -= h`, `held += h` and an
+//!   attribute `hold_<id> = h`, only if `available >= h`. The write returns the wallet, so the balance at
+//!   hold time is known without a read.
+//! - **Settle** (one transaction, after): remove the hold attribute, `held -= h`, `balance -= c`,
+//!   `available += h - c`, plus the ledger entry and the usage log, only if the hold is still there and the
+//!   balance is what it was at hold time (so `balance_after` is exact). The charge is never more than the
+//!   hold: `c = min(actual cost, h)`, which is what makes overspending impossible. If another balance change
+//!   got in between, the wallet is read again and the settlement retried.
+//! - **Release** (failure paths and the sweeper): give the hold back, once (conditional on its attribute).
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::accounts::{time_sort_key, user_pk};
+use crate::clock::Clock;
+use crate::error::{ApiError, ApiResult};
+use crate::secrets::random_suffix;
+use crate::store::{Condition, Item, ItemStore, Put, Query, StoreError, Table, Update, WriteOp};
+use crate::wallet::{LedgerEntry, LedgerKind, WALLET_SK, WALLETS_PK, Wallet};
+
+const HOLD_PREFIX: &str = "hold_";
+/// How often a settlement is retried when concurrent balance changes keep getting in first.
+const SETTLE_ATTEMPTS: usize = 100;
+
+/// A placed hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// `<millis>_<rand>`: the time lets the sweeper find stale holds without another index.
+    pub id: String,
+    pub user_id: String,
+    pub amount: i64,
+    /// The wallet balance right after the hold was placed (holds do not change the balance).
+    pub balance: i64,
+}
+
+impl Hold {
+    fn attr(&self) -> String {
+        format!("{HOLD_PREFIX}{}", self.id)
+    }
+}
+
+fn insufficient(amount: i64) -> ApiError {
+    ApiError::PaymentRequired {
+        code: "insufficient_balance",
+        message: format!(
+            "your wallet balance cannot cover this request (up to ₹{} may be charged); top up to continue",
+            crate::money::format_inr(amount)
+        ),
+    }
+}
+
+/// Holds `amount` units of the user's available balance, or answers 402 `insufficient_balance`.
+pub async fn place_hold<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    user_id: &str,
+    amount: i64,
+) -> ApiResult<Hold> {
+    let amount = amount.max(1);
+    let id = format!("{:013}_{}", clock.now().timestamp_millis().max(0), random_suffix());
+    let mut hold = Hold { id, user_id: user_id.to_owned(), amount, balance: 0 };
+    let update = Update::new(Table::Main, user_pk(user_id), WALLET_SK)
+        .set(&hold.attr(), json!(amount))
+        .add("held", amount)
+        .add("available", -amount)
+        .when(Condition::AttrAtLeast("available".into(), amount));
+    match store.update(update).await {
+        Ok(wallet) => {
+            hold.balance = wallet.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
+            Ok(hold)
+        }
+        Err(StoreError::ConditionFailed) => Err(insufficient(amount)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What a call used, as logged (never any prompt or completion text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub id: String,
+    pub key_id: String,
+    pub model: String,
+    pub provider: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    /// Charged, in wallet units.
+    pub cost: i64,
+    pub latency_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<u64>,
+    pub status: String,
+    pub estimated: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Settles a hold: charges `min(cost, hold)`, writes the ledger entry and the usage log in the same
+/// transaction, and returns the usage record as written (with the charged cost).
+pub async fn settle<S: ItemStore + ?Sized>(
+    store: &S,
+    hold: &Hold,
+    cost: i64,
+    mut usage: UsageRecord,
+    usage_expires_at: i64,
+    ledger_expires_at: i64,
+) -> ApiResult<UsageRecord> {
+    usage.cost = cost.clamp(0, hold.amount);
+    let mut expected_balance = hold.balance;
+    let mut hold_present = true;
+    for _ in 0..SETTLE_ATTEMPTS {
+        let charge = if hold_present { usage.cost } else { usage.cost.min(available_now(store, &hold.user_id).await?) };
+        usage.cost = charge;
+        let mut wallet = Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK).add("balance", -charge);
+        let mut conditions = vec![Condition::AttrEquals("balance".into(), json!(expected_balance))];
+        if hold_present {
+            wallet = wallet.remove(&hold.attr()).add("held", -hold.amount).add("available", hold.amount - charge);
+            conditions.push(Condition::AttrAtLeast(hold.attr(), 0));
+        } else {
+            // The sweeper already gave the hold back: charge only what is available now.
+            wallet = wallet.add("available", -charge);
+            conditions.push(Condition::AttrAtLeast("available".into(), charge));
+        }
+        let entry = LedgerEntry {
+            id: format!("txn_{}", random_suffix()),
+            kind: LedgerKind::Usage,
+            amount: -charge,
+            balance_after: expected_balance - charge,
+            reference: usage.id.clone(),
+            created_at: usage.created_at,
+        };
+        let mut ops = vec![
+            WriteOp::Update(wallet.when(Condition::All(conditions))),
+            WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(
+                    user_pk(&hold.user_id),
+                    time_sort_key("USAGE#", usage.created_at),
+                    &usage,
+                    Some(usage_expires_at),
+                )?,
+                condition: Condition::NotExists,
+            }),
+        ];
+        if charge > 0 {
+            ops.push(WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(
+                    user_pk(&hold.user_id),
+                    time_sort_key("LEDGER#", usage.created_at),
+                    &entry,
+                    Some(ledger_expires_at),
+                )?,
+                condition: Condition::NotExists,
+            }));
+        }
+        match store.transact(ops).await {
+            Ok(()) => return Ok(usage),
+            Err(StoreError::ConditionFailed) => {
+                // Another balance change got in first, or the hold was swept: look at the wallet again.
+                let current = store.get(Table::Main, &user_pk(&hold.user_id), WALLET_SK).await?;
+                let Some(current) = current else { return Err(ApiError::Internal("wallet vanished".into())) };
+                expected_balance = current.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
+                hold_present = current.attrs.contains_key(&hold.attr());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Unavailable("the wallet is too busy to settle this request".into()))
+}
+
+async fn available_now<S: ItemStore + ?Sized>(store: &S, user_id: &str) -> ApiResult<i64> {
+    let wallet: Wallet = store
+        .get(Table::Main, &user_pk(user_id), WALLET_SK)
+        .await?
+        .map(|i| i.record())
+        .transpose()?
+        .unwrap_or_default();
+    Ok(wallet.available.max(0))
+}
+
+/// Gives a hold back (failure paths). Releasing twice, or after settlement, changes nothing.
+pub async fn release<S: ItemStore + ?Sized>(store: &S, user_id: &str, hold_id: &str, amount: i64) -> ApiResult<bool> {
+    let attr = format!("{HOLD_PREFIX}{hold_id}");
+    let update = Update::new(Table::Main, user_pk(user_id), WALLET_SK)
+        .remove(&attr)
+        .add("held", -amount)
+        .add("available", amount)
+        .when(Condition::AttrEquals(attr.clone(), json!(amount)));
+    match store.update(update).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::ConditionFailed) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Releases every hold older than `older_than` (the inference function's timeout): their requests died
+/// without settling. Returns how many were released.
+pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    older_than: Duration,
+) -> ApiResult<usize> {
+    let cutoff = format!("{:013}", (clock.now() - older_than).timestamp_millis().max(0));
+    let mut released = 0;
+    let mut after = None;
+    loop {
+        let page = store.query(Query::new(Table::Main, WALLETS_PK).limit(500).after(after)).await?;
+        for wallet in &page.items {
+            let user_id = wallet.sk.as_str();
+            let Some(item) = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await? else { continue };
+            for (attr, value) in &item.attrs {
+                let Some(id) = attr.strip_prefix(HOLD_PREFIX) else { continue };
+                if id.get(..13).is_some_and(|millis| millis < cutoff.as_str())
+                    && let Some(amount) = value.as_i64()
+                    && release(store, user_id, id, amount).await?
+                {
+                    tracing::warn!(%user_id, hold_id = %id, amount, "stale hold released");
+                    released += 1;
+                }
+            }
+        }
+        after = page.next;
+        if after.is_none() {
+            return Ok(released);
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The model catalog (`catalog/models.json`, compiled in): public model ids, their provider routes in
+//! fallback order, context length, output cap and prices in integer paise per million tokens.
+
+use serde::{Deserialize, Serialize};
+
+use crate::money::UNITS_PER_PAISA;
+
+const CATALOG_JSON: &str = include_str!("../../catalog/models.json");
+
+/// Wallet units per token for a price of one paisa per million tokens: 10^7 / 10^6 = 10, exactly.
+pub const UNITS_PER_TOKEN_PER_PAISA_PER_MILLION: i64 = UNITS_PER_PAISA / 1_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub provider: String,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Model {
+    pub id: String,
+    pub context_length: u32,
+    pub max_output_tokens: u32,
+    pub input_paise_per_million: i64,
+    pub output_paise_per_million: i64,
+    pub routes: Vec<Route>,
+}
+
+impl Model {
+    /// The exact cost of a call in wallet units (see [`crate::money`]); saturates rather than overflowing.
+    pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> i64 {
+        let per_token = |paise: i64| paise.saturating_mul(UNITS_PER_TOKEN_PER_PAISA_PER_MILLION);
+        let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        tokens(prompt_tokens)
+            .saturating_mul(per_token(self.input_paise_per_million))
+            .saturating_add(tokens(completion_tokens).saturating_mul(per_token(self.output_paise_per_million)))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Catalog {
+    pub models: Vec<Model>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("model catalog is invalid: {0}")]
+pub struct CatalogError(String);
+
+impl Catalog {
+    /// The catalog shipped with this build, validated.
+    pub fn builtin() -> Result<Self, CatalogError> {
+        Self::parse(CATALOG_JSON)
+    }
+
+    pub fn parse(json: &str) -> Result<Self, CatalogError> {
+        let catalog: Catalog = serde_json::from_str(json).map_err(|e| CatalogError(e.to_string()))?;
+        for (i, model) in catalog.models.iter().enumerate() {
+            if catalog.models[..i].iter().any(|m| m.id == model.id) {
+                return Err(CatalogError(format!("model {} is listed twice", model.id)));
+            }
+            if model.routes.is_empty() {
+                return Err(CatalogError(format!("model {} has no provider route", model.id)));
+            }
+            if model.input_paise_per_million <= 0 || model.output_paise_per_million <= 0 {
+                return Err(CatalogError(format!("model {} must have positive prices", model.id)));
+            }
+            if model.max_output_tokens == 0 || model.max_output_tokens > model.context_length {
+                return Err(CatalogError(format!("model {} has an invalid output cap", model.id)));
+            }
+        }
+        Ok(catalog)
+    }
+
+    pub fn model(&self, id: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_catalog_is_valid_and_routes_to_known_providers() -> Result<(), CatalogError> {
+        let catalog = Catalog::builtin()?;
+        assert!(catalog.models.len() >= 2);
+        for model in &catalog.models {
+            for route in &model.routes {
+                assert!(["cerebras", "neevcloud"].contains(&route.provider.as_str()), "{}", route.provider);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn one_token_on_the_cheapest_model_has_an_exact_non_zero_cost() -> Result<(), CatalogError> {
+        let catalog = Catalog::builtin()?;
+        let cheapest =
+            catalog.models.iter().min_by_key(|m| m.input_paise_per_million).ok_or(CatalogError("empty".into()))?;
+        assert!(cheapest.cost(1, 0) > 0);
+        // ₹8 per million tokens = 800 paise/M: one token costs 8,000 nano-rupees, a million cost ₹8 exactly.
+        let model = Model {
+            id: "m".into(),
+            context_length: 10,
+            max_output_tokens: 5,
+            input_paise_per_million: 800,
+            output_paise_per_million: 1_600,
+            routes: vec![],
+        };
+        assert_eq!(model.cost(1, 0), 8_000);
+        assert_eq!(model.cost(1_000_000, 0), 8 * crate::money::UNITS_PER_RUPEE);
+        assert_eq!(model.cost(3, 2), 3 * 8_000 + 2 * 16_000);
+        assert_eq!(model.cost(u64::MAX, u64::MAX), i64::MAX);
+        Ok(())
+    }
+
+    #[test]
+    fn invalid_catalogs_are_refused() {
+        let dup = r#"{"models":[{"id":"a","context_length":10,"max_output_tokens":5,"input_paise_per_million":1,"output_paise_per_million":1,"routes":[{"provider":"cerebras","model":"x"}]},
+                                 {"id":"a","context_length":10,"max_output_tokens":5,"input_paise_per_million":1,"output_paise_per_million":1,"routes":[{"provider":"cerebras","model":"x"}]}]}"#;
+        assert!(Catalog::parse(dup).is_err());
+        let no_routes = r#"{"models":[{"id":"a","context_length":10,"max_output_tokens":5,"input_paise_per_million":1,"output_paise_per_million":1,"routes":[]}]}"#;
+        assert!(Catalog::parse(no_routes).is_err());
+    }
+}

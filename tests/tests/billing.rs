@@ -1,0 +1,233 @@
+//! Inference billing on both stores: holds, settlement, release, the stale-hold sweeper, the round-trip
+//! budget (one write before forwarding, one after), and no overspend under heavy concurrency.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use chrono::Duration;
+use e2e::{Backend, TestApi, TestResult, on_both_stores};
+use serde_json::json;
+use shared::billing::{self, Hold, UsageRecord};
+use shared::clock::Clock;
+use shared::money::UNITS_PER_RUPEE;
+use shared::store::{Delete, Item, ItemStore, Page, Put, Query, SortKeyRange, StoreResult, Table, Update, WriteOp};
+use shared::wallet::{LedgerEntry, WalletStore};
+
+on_both_stores!(
+    settlement_charges_the_actual_cost_and_returns_the_rest,
+    a_charge_never_exceeds_its_hold_and_an_empty_wallet_gets_402,
+    ten_times_more_concurrent_requests_than_the_balance_covers_never_overspend,
+    stale_holds_are_swept_and_released_once,
+    a_request_costs_one_write_before_and_one_after,
+);
+
+/// Funds a verified user's wallet with `rupees` through a real top-up and webhook.
+async fn funded_user(
+    api: &TestApi,
+    email: &str,
+    rupees: i64,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let (user, token) = api.verified_user(email).await?;
+    let topup: serde_json::Value = api
+        .http
+        .post(api.url("/v1/wallet/topups"))
+        .bearer_auth(&token)
+        .json(&json!({ "amount_paise": rupees * 100 }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let order = topup["razorpay_order_id"].as_str().unwrap_or_default();
+    let payment = api.razorpay.pay(order, "captured", None).ok_or("order")?;
+    let webhook = api.razorpay.payment_webhook("payment.captured", &payment);
+    api.razorpay.deliver(&webhook).await.ok_or("webhook delivery")?;
+    api.clock.advance(Duration::seconds(1));
+    Ok(user)
+}
+
+fn usage(api: &TestApi, prompt: u64, completion: u64) -> UsageRecord {
+    UsageRecord {
+        id: format!("req_{}", shared::secrets::random_suffix()),
+        key_id: "key_test".into(),
+        model: "llama-3.1-8b".into(),
+        provider: "cerebras".into(),
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        cost: 0,
+        latency_ms: 12,
+        ttft_ms: None,
+        status: "ok".into(),
+        estimated: false,
+        created_at: api.clock.now(),
+    }
+}
+
+async fn settle(api: &TestApi, hold: &Hold, cost: i64) -> Result<UsageRecord, shared::error::ApiError> {
+    let far = api.clock.now_epoch() + 365 * 86_400;
+    billing::settle(api.state.store.as_ref(), hold, cost, usage(api, 10, 5), far, far).await
+}
+
+async fn ledger_sum(api: &TestApi, user: &str) -> Result<i64, Box<dyn std::error::Error + Send + Sync>> {
+    let page = api
+        .state
+        .store
+        .query(
+            Query::new(Table::Main, format!("USER#{user}")).range(SortKeyRange::Prefix("LEDGER#".into())).limit(1000),
+        )
+        .await?;
+    let mut sum = 0;
+    for item in &page.items {
+        sum += item.record::<LedgerEntry>()?.amount;
+    }
+    Ok(sum)
+}
+
+async fn settlement_charges_the_actual_cost_and_returns_the_rest(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let user = funded_user(&api, "settle@example.in", 100).await?;
+    let store = api.state.store.as_ref();
+    let hold = billing::place_hold(store, &api.clock, &user, 10 * UNITS_PER_RUPEE).await?;
+    let wallet = store.wallet(&user).await?;
+    assert_eq!(
+        (wallet.balance, wallet.held, wallet.available),
+        (100 * UNITS_PER_RUPEE, 10 * UNITS_PER_RUPEE, 90 * UNITS_PER_RUPEE)
+    );
+
+    let logged = settle(&api, &hold, 4 * UNITS_PER_RUPEE).await?;
+    assert_eq!(logged.cost, 4 * UNITS_PER_RUPEE);
+    let wallet = store.wallet(&user).await?;
+    assert_eq!((wallet.balance, wallet.held, wallet.available), (96 * UNITS_PER_RUPEE, 0, 96 * UNITS_PER_RUPEE));
+    let (entries, _) = store.ledger(&user, 10, None).await?;
+    assert_eq!((entries[0].amount, entries[0].balance_after), (-4 * UNITS_PER_RUPEE, 96 * UNITS_PER_RUPEE));
+    assert_eq!(ledger_sum(&api, &user).await?, wallet.balance);
+    let dump = api.dump().await?;
+    let usage_line = dump.lines().find(|l| l.contains(" USAGE#")).ok_or("usage log")?;
+    assert!(usage_line.contains(&logged.id) && usage_line.contains("\"prompt_tokens\":10"));
+    // Settling or releasing the same hold again changes nothing.
+    assert!(!billing::release(store, &user, &hold.id, hold.amount).await?);
+    assert_eq!(store.wallet(&user).await?, wallet);
+    Ok(())
+}
+
+async fn a_charge_never_exceeds_its_hold_and_an_empty_wallet_gets_402(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let user = funded_user(&api, "cap@example.in", 100).await?;
+    let store = api.state.store.as_ref();
+    let hold = billing::place_hold(store, &api.clock, &user, UNITS_PER_RUPEE).await?;
+    assert_eq!(settle(&api, &hold, 50 * UNITS_PER_RUPEE).await?.cost, UNITS_PER_RUPEE);
+    assert_eq!(store.wallet(&user).await?.balance, 99 * UNITS_PER_RUPEE);
+
+    let too_much = billing::place_hold(store, &api.clock, &user, 100 * UNITS_PER_RUPEE).await;
+    let error = too_much.err().ok_or("a hold above the balance passed")?;
+    assert_eq!(
+        (error.status().as_u16(), error.code(), error.error_type()),
+        (402, "insufficient_balance", "insufficient_quota")
+    );
+    let (nobody, _) = api.signed_in("empty@example.in").await?;
+    assert!(billing::place_hold(store, &api.clock, &nobody, 1).await.is_err(), "no wallet, no hold");
+    assert_eq!(ledger_sum(&api, &user).await?, store.wallet(&user).await?.balance);
+    Ok(())
+}
+
+async fn ten_times_more_concurrent_requests_than_the_balance_covers_never_overspend(backend: Backend) -> TestResult {
+    let api = Arc::new(TestApi::start(backend).await?);
+    let user = funded_user(&api, "rush@example.in", 100).await?;
+    let n = 5;
+    let price = 20 * UNITS_PER_RUPEE; // the balance covers exactly n requests
+    let mut tasks = Vec::new();
+    for _ in 0..10 * n {
+        let (api, user) = (api.clone(), user.clone());
+        tasks.push(tokio::spawn(async move {
+            match billing::place_hold(api.state.store.as_ref(), &api.clock, &user, price).await {
+                Ok(hold) => settle(&api, &hold, price).await.map(|u| u.cost > 0),
+                Err(e) if e.code() == "insufficient_balance" => Ok(false),
+                Err(e) => Err(e),
+            }
+        }));
+    }
+    let mut charged = 0;
+    for task in tasks {
+        if task.await?? {
+            charged += 1;
+        }
+    }
+    let wallet = api.state.store.wallet(&user).await?;
+    assert!(charged <= n, "{charged} charged successes for a balance covering {n}");
+    assert_eq!(charged, n, "every request the balance covers succeeds");
+    assert!(wallet.balance >= 0 && wallet.available >= 0 && wallet.held == 0, "{wallet:?}");
+    assert_eq!(wallet.balance, 0);
+    assert_eq!(ledger_sum(&api, &user).await?, wallet.balance);
+    Ok(())
+}
+
+async fn stale_holds_are_swept_and_released_once(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let user = funded_user(&api, "sweep@example.in", 100).await?;
+    let store = api.state.store.as_ref();
+    let stale = billing::place_hold(store, &api.clock, &user, 30 * UNITS_PER_RUPEE).await?;
+    api.clock.advance(Duration::minutes(10));
+    let fresh = billing::place_hold(store, &api.clock, &user, 10 * UNITS_PER_RUPEE).await?;
+    // The scheduled jobs run the sweeper: holds older than the inference timeout are released, once.
+    assert_eq!(jobs::run(&api.state).await?.stale_holds_released, 1);
+    assert_eq!(jobs::run(&api.state).await?.stale_holds_released, 0, "released once");
+    assert_eq!(billing::sweep_stale_holds(store, &api.clock, Duration::minutes(5)).await?, 0);
+    let wallet = store.wallet(&user).await?;
+    assert_eq!((wallet.held, wallet.available), (10 * UNITS_PER_RUPEE, 90 * UNITS_PER_RUPEE));
+
+    // The late request still settles, charging only what is available.
+    assert_eq!(settle(&api, &stale, 5 * UNITS_PER_RUPEE).await?.cost, 5 * UNITS_PER_RUPEE);
+    settle(&api, &fresh, 10 * UNITS_PER_RUPEE).await?;
+    let wallet = store.wallet(&user).await?;
+    assert_eq!((wallet.balance, wallet.held, wallet.available), (85 * UNITS_PER_RUPEE, 0, 85 * UNITS_PER_RUPEE));
+    assert_eq!(ledger_sum(&api, &user).await?, wallet.balance);
+    Ok(())
+}
+
+/// Counts calls to the store, each one a round trip to DynamoDB.
+struct Counting {
+    inner: Arc<dyn ItemStore>,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl ItemStore for Counting {
+    async fn get(&self, table: Table, pk: &str, sk: &str) -> StoreResult<Option<Item>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(table, pk, sk).await
+    }
+    async fn put(&self, put: Put) -> StoreResult<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.put(put).await
+    }
+    async fn update(&self, update: Update) -> StoreResult<Item> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.update(update).await
+    }
+    async fn delete(&self, delete: Delete) -> StoreResult<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete(delete).await
+    }
+    async fn query(&self, query: Query) -> StoreResult<Page> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.query(query).await
+    }
+    async fn transact(&self, ops: Vec<WriteOp>) -> StoreResult<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.transact(ops).await
+    }
+}
+
+async fn a_request_costs_one_write_before_and_one_after(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let user = funded_user(&api, "trips@example.in", 100).await?;
+    let counting = Counting { inner: api.state.store.clone(), calls: AtomicUsize::new(0) };
+    let hold = billing::place_hold(&counting, &api.clock, &user, UNITS_PER_RUPEE).await?;
+    assert_eq!(counting.calls.swap(0, Ordering::SeqCst), 1, "one round trip before forwarding");
+    let far = api.clock.now_epoch() + 86_400;
+    billing::settle(&counting, &hold, 1_000, usage(&api, 3, 4), far, far).await?;
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 1, "one round trip after");
+    Ok(())
+}
