@@ -2,6 +2,7 @@
 //! on the embedded store. Used by `make run` and by the end-to-end tests; never deployed.
 
 pub mod razorpay_standin;
+pub mod upstream_standin;
 
 use axum::Router;
 use shared::state::AppState;
@@ -14,6 +15,7 @@ pub fn app(state: AppState) -> Router {
         .merge(kyc::routes())
         .merge(wallet::routes())
         .merge(razorpay_webhook::routes())
-        .merge(keys::routes());
+        .merge(keys::routes())
+        .merge(inference::routes());
     shared::http::finish(routes, state)
 }

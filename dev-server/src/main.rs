@@ -10,7 +10,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use dev_server::razorpay_standin::{self, StandIn, StandInConfig};
+use dev_server::upstream_standin::{self, Upstream};
+use shared::catalog::Catalog;
 use shared::config::{Config, var};
+use shared::inference::{Gateway, Provider, Providers};
 use shared::razorpay::{RazorpayClient, RazorpayConfig};
 use shared::secrets::SecretString;
 use shared::state::{AppState, BoxError};
@@ -49,9 +52,28 @@ async fn main() -> Result<(), BoxError> {
             (state.with_razorpay(client), Some(standin))
         }
     };
+    // Model providers: the real ones when configured, else a local OpenAI-compatible stand-in for both.
+    let mut providers = Providers::from_env()?;
+    let upstream = if var::<String>("CEREBRAS_API_KEY")?.is_none() && var::<String>("NEEVCLOUD_BASE_URL")?.is_none() {
+        tracing::info!("no provider keys: using the local model stand-in at /_upstream");
+        for name in ["cerebras", "neevcloud"] {
+            providers.insert(Provider {
+                name: name.into(),
+                base_url: format!("http://{addr}/_upstream"),
+                api_key: None,
+            });
+        }
+        Some(Upstream::new(Duration::from_millis(20)))
+    } else {
+        None
+    };
+    let state = state.with_gateway(Gateway::new(Catalog::builtin()?, providers)?);
     let mut app = dev_server::app(state.clone());
     if let Some(standin) = standin {
         app = app.nest("/_razorpay", razorpay_standin::router(standin));
+    }
+    if let Some(upstream) = upstream {
+        app = app.nest("/_upstream", upstream_standin::router(upstream));
     }
     let purger = store.spawn_purger(PURGE_EVERY);
     let jobs_state = state.clone();

@@ -49,6 +49,9 @@ pub enum ApiError {
     /// 502: a third party (payment gateway, model provider) failed or answered nonsense.
     #[error("{message}")]
     BadGateway { code: &'static str, message: String },
+    /// 504: a third party did not answer in time.
+    #[error("{message}")]
+    GatewayTimeout { message: String },
     /// 503: a dependency is unavailable; the client may retry.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -77,6 +80,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -94,7 +98,10 @@ impl ApiError {
             ApiError::Forbidden { .. } => "permission_error",
             ApiError::PaymentRequired { .. } => "insufficient_quota",
             ApiError::TooManyRequests { .. } => "rate_limit_error",
-            ApiError::Internal(_) | ApiError::BadGateway { .. } | ApiError::Unavailable(_) => "api_error",
+            ApiError::Internal(_)
+            | ApiError::BadGateway { .. }
+            | ApiError::GatewayTimeout { .. }
+            | ApiError::Unavailable(_) => "api_error",
         }
     }
 
@@ -112,6 +119,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Internal(_) => "internal_error",
+            ApiError::GatewayTimeout { .. } => "upstream_timeout",
             ApiError::Unavailable(_) => "service_unavailable",
         }
     }

@@ -27,7 +27,7 @@ const MAX_USER_AGENT_CHARS: usize = 512;
 /// A JSON request body. Wrong content type -> 415, too large -> 413, unparsable -> 400 `invalid_json`,
 /// missing or wrongly typed field -> 400 naming the field in `param`.
 #[derive(Debug)]
-pub struct JsonBody<T>(pub T);
+pub struct JsonBody<T, const LIMIT: usize = MAX_JSON_BODY_BYTES>(pub T);
 
 fn is_json(headers: &HeaderMap) -> bool {
     headers
@@ -41,21 +41,21 @@ fn is_json(headers: &HeaderMap) -> bool {
         .unwrap_or(false)
 }
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S> for JsonBody<T, LIMIT> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let too_large = ApiError::PayloadTooLarge { limit_bytes: MAX_JSON_BODY_BYTES };
+        let too_large = ApiError::PayloadTooLarge { limit_bytes: LIMIT };
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > MAX_JSON_BODY_BYTES) {
+        if declared.is_some_and(|n| n > LIMIT) {
             return Err(too_large);
         }
         let json = is_json(req.headers());
-        let bytes: Bytes = axum::body::to_bytes(req.into_body(), MAX_JSON_BODY_BYTES).await.map_err(|_| too_large)?;
+        let bytes: Bytes = axum::body::to_bytes(req.into_body(), LIMIT).await.map_err(|_| too_large)?;
         if !json {
             return Err(ApiError::UnsupportedMediaType);
         }

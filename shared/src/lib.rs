@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod inference;
 pub mod keys;
 pub mod kyc;
 pub mod money;

@@ -55,11 +55,13 @@ pub struct AppState {
     pub razorpay: Option<Arc<RazorpayClient>>,
     /// Present where raw payloads are archived (webhook, the local server).
     pub blobs: Option<Arc<dyn BlobStore>>,
+    /// Present where inference is served (the inference function, the local server).
+    pub gateway: Option<Arc<crate::inference::Gateway>>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn ItemStore>, config: Config, clock: Arc<dyn Clock>) -> Self {
-        Self { store, config: Arc::new(config), clock, kyc_keys: None, razorpay: None, blobs: None }
+        Self { store, config: Arc::new(config), clock, kyc_keys: None, razorpay: None, blobs: None, gateway: None }
     }
 
     pub fn with_kyc_keys(mut self, keys: KycKeys) -> Self {
@@ -70,6 +72,17 @@ impl AppState {
     pub fn with_razorpay(mut self, client: RazorpayClient) -> Self {
         self.razorpay = Some(Arc::new(client));
         self
+    }
+
+    pub fn with_gateway(mut self, gateway: crate::inference::Gateway) -> Self {
+        self.gateway = Some(Arc::new(gateway));
+        self
+    }
+
+    pub fn gateway(&self) -> Result<&crate::inference::Gateway, ApiError> {
+        self.gateway
+            .as_deref()
+            .ok_or_else(|| ApiError::Internal("inference is not configured for this function".into()))
     }
 
     pub fn with_blobs(mut self, blobs: Arc<dyn BlobStore>) -> Self {

@@ -7,9 +7,12 @@ use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use dev_server::razorpay_standin::{self, StandIn, StandInConfig};
+use dev_server::upstream_standin::{self, Upstream};
 use shared::blobs::{BlobStore, LocalBlobs};
+use shared::catalog::Catalog;
 use shared::clock::ManualClock;
 use shared::config::Config;
+use shared::inference::{Gateway, Provider, Providers};
 use shared::razorpay::{RazorpayClient, RazorpayConfig};
 use shared::secrets::SecretString;
 use shared::state::AppState;
@@ -76,6 +79,9 @@ pub struct TestApi {
     pub clock: ManualClock,
     pub state: AppState,
     pub razorpay: StandIn,
+    /// The model providers' stand-ins: every model routes to cerebras first, then neevcloud.
+    pub cerebras: Upstream,
+    pub neevcloud: Upstream,
     raw: Raw,
     servers: Vec<tokio::task::JoinHandle<()>>,
     documents: std::sync::atomic::AtomicU64,
@@ -155,10 +161,23 @@ impl TestApi {
             api_base: format!("http://{standin_addr}"),
         })
         .map_err(|e| e.to_string())?;
+        let cerebras = Upstream::new(std::time::Duration::ZERO);
+        let neevcloud = Upstream::new(std::time::Duration::ZERO);
+        let (cerebras_addr, cerebras_server) = serve(upstream_standin::router(cerebras.clone())).await?;
+        let (neevcloud_addr, neevcloud_server) = serve(upstream_standin::router(neevcloud.clone())).await?;
+        let mut providers = Providers::default();
+        for (name, addr) in [("cerebras", cerebras_addr), ("neevcloud", neevcloud_addr)] {
+            providers.insert(Provider { name: name.into(), base_url: format!("http://{addr}"), api_key: None });
+        }
+        let catalog = Catalog::builtin().map_err(|e| e.to_string())?;
+        let gateway = Gateway::new(catalog, providers)
+            .map_err(|e| e.to_string())?
+            .with_key_cache_ttl(std::time::Duration::from_millis(300));
         let state = AppState::new(store, config, shared_clock)
             .with_kyc_keys(shared::state::KycKeys::ephemeral())
             .with_razorpay(client)
-            .with_blobs(blobs);
+            .with_blobs(blobs)
+            .with_gateway(gateway);
         let app = dev_server::app(state.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
@@ -170,8 +189,10 @@ impl TestApi {
             clock,
             state,
             razorpay,
+            cerebras,
+            neevcloud,
             raw,
-            servers: vec![server, standin_server],
+            servers: vec![server, standin_server, cerebras_server, neevcloud_server],
             documents: std::sync::atomic::AtomicU64::new(0),
         })
     }

@@ -1,0 +1,356 @@
+//! OpenAI-compatible inference end to end, on both stores, against local provider stand-ins: exact billing,
+//! usage logs without text, streaming with and without the usage chunk, OpenAI-shaped errors, fallback
+//! before the first byte, mid-stream failure, key revocation, and no overspend under concurrency.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use dev_server::upstream_standin::{Mode, Upstream};
+use e2e::{Backend, TestApi, TestResult, captured_logs, on_both_stores};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shared::catalog::Catalog;
+use shared::money::UNITS_PER_RUPEE;
+use shared::store::{Query, SortKeyRange, Table};
+use shared::wallet::{LedgerEntry, WalletStore};
+
+on_both_stores!(
+    calls_are_billed_exactly_and_logged_without_text,
+    streams_relay_events_and_keep_the_usage_chunk_only_when_asked,
+    errors_have_openai_shapes_and_release_the_hold,
+    fallback_happens_only_before_the_first_byte,
+    a_stream_cut_mid_way_bills_an_estimate,
+    revoked_keys_stop_working_within_the_cache_lifetime,
+    concurrent_requests_never_overspend,
+);
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A verified, funded user with an API key: (user id, session token, API key).
+async fn customer(api: &TestApi, email: &str, rupees: i64) -> Res<(String, String, String)> {
+    let (user, token) = api.verified_user(email).await?;
+    if rupees > 0 {
+        let topup: Value = api
+            .http
+            .post(api.url("/v1/wallet/topups"))
+            .bearer_auth(&token)
+            .json(&json!({ "amount_paise": rupees * 100 }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let payment = api
+            .razorpay
+            .pay(topup["razorpay_order_id"].as_str().unwrap_or_default(), "captured", None)
+            .ok_or("order")?;
+        api.razorpay.deliver(&api.razorpay.payment_webhook("payment.captured", &payment)).await.ok_or("delivery")?;
+    }
+    let created: Value = api
+        .http
+        .post(api.url("/v1/keys"))
+        .bearer_auth(&token)
+        .json(&json!({ "name": "tests" }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok((user, token, created["key"].as_str().unwrap_or_default().to_owned()))
+}
+
+async fn chat(api: &TestApi, key: &str, body: Value) -> Result<reqwest::Response, reqwest::Error> {
+    api.http.post(api.url("/v1/chat/completions")).bearer_auth(key).json(&body).send().await
+}
+
+fn hello(model: &str) -> Value {
+    json!({ "model": model, "messages": [{ "role": "user", "content": "hi" }] })
+}
+
+async fn ledger_is_consistent(api: &TestApi, user: &str) -> Res<i64> {
+    let page = api
+        .state
+        .store
+        .query(
+            Query::new(Table::Main, format!("USER#{user}")).range(SortKeyRange::Prefix("LEDGER#".into())).limit(1000),
+        )
+        .await?;
+    let mut sum = 0;
+    for item in &page.items {
+        sum += item.record::<LedgerEntry>()?.amount;
+    }
+    let wallet = api.state.store.wallet(user).await?;
+    assert_eq!(wallet.balance, sum, "balance equals the ledger sum");
+    assert!(wallet.balance >= 0 && wallet.available >= 0, "{wallet:?}");
+    Ok(wallet.balance)
+}
+
+fn usage_lines(dump: &str) -> Vec<&str> {
+    dump.lines().filter(|l| l.contains(" USAGE#")).collect()
+}
+
+async fn calls_are_billed_exactly_and_logged_without_text(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, _, key) = customer(&api, "billed@example.in", 100).await?;
+    let marker = "MARKER-7f3a9c-PROMPT-TEXT";
+    let body = json!({ "model": "llama-3.1-8b", "messages": [{ "role": "user", "content": marker }], "seed": 7, "max_tokens": 100 });
+    let response = chat(&api, &key, body.clone()).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let request_id =
+        response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(request_id.starts_with("req_"));
+    let answer: Value = response.json().await?;
+    assert_eq!(answer["model"], "llama-3.1-8b", "the public model id, not the provider's");
+    assert_eq!(answer["choices"][0]["message"]["content"], "Namaste! This is the stand-in model.");
+
+    let sent = api.cerebras.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["model"], "llama3.1-8b", "the provider's model name");
+    assert_eq!(sent[0]["seed"], 7, "unknown fields pass through");
+
+    let model = Catalog::builtin()?.model("llama-3.1-8b").cloned().ok_or("model")?;
+    let (prompt, completion) = (Upstream::prompt_tokens(&sent[0]), Upstream::completion_tokens(&sent[0]));
+    let expected = model.cost(prompt, completion);
+    assert_eq!(ledger_is_consistent(&api, &user).await?, 100 * UNITS_PER_RUPEE - expected);
+
+    let completions = api
+        .http
+        .post(api.url("/v1/completions"))
+        .bearer_auth(&key)
+        .json(&json!({ "model": "llama-3.1-8b", "prompt": marker, "max_tokens": 3 }))
+        .send()
+        .await?;
+    assert_eq!(completions.status(), StatusCode::OK);
+    assert_eq!(completions.json::<Value>().await?["choices"][0]["text"], "Namaste! This is ");
+
+    let dump = api.dump().await?;
+    let usage = usage_lines(&dump);
+    assert_eq!(usage.len(), 2);
+    let logged = usage.iter().find(|l| l.contains(&request_id)).ok_or("usage log of the chat call")?;
+    for field in [
+        "\"key_id\":\"key_",
+        "\"model\":\"llama-3.1-8b\"",
+        "\"provider\":\"cerebras\"",
+        "\"status\":\"ok\"",
+        "\"estimated\":false",
+    ] {
+        assert!(logged.contains(field), "{field} in {logged}");
+    }
+    assert!(
+        logged.contains(&format!("\"cost\":{expected}")) && logged.contains(&format!("\"prompt_tokens\":{prompt}"))
+    );
+    assert!(!dump.contains(marker) && !captured_logs().contains(marker), "prompt text is never stored or logged");
+    assert!(!dump.contains("stand-in model"), "completion text is never stored");
+    Ok(())
+}
+
+async fn read_events(response: reqwest::Response) -> Res<Vec<String>> {
+    let text = response.text().await?;
+    Ok(text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).map(str::to_owned).collect())
+}
+
+async fn streams_relay_events_and_keep_the_usage_chunk_only_when_asked(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, _, key) = customer(&api, "stream@example.in", 100).await?;
+    let mut body = hello("llama-3.3-70b");
+    body["stream"] = json!(true);
+    let response = chat(&api, &key, body.clone()).await?;
+    assert_eq!(response.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("text/event-stream"));
+    let events = read_events(response).await?;
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(!events.iter().any(|e| e.contains("\"usage\"")), "usage chunk stripped: {events:?}");
+    let content: String = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(content, "Namaste! This is the stand-in model.");
+    assert_eq!(
+        api.cerebras.requests()[0]["stream_options"]["include_usage"],
+        true,
+        "usage is always requested upstream"
+    );
+
+    body["stream_options"] = json!({ "include_usage": true });
+    let events = read_events(chat(&api, &key, body).await?).await?;
+    let usage: Vec<&String> = events.iter().filter(|e| e.contains("\"usage\"")).collect();
+    assert_eq!(usage.len(), 1, "the client asked for the usage chunk");
+
+    // Settlement happens after the stream ends; wait for both.
+    for _ in 0..100 {
+        if usage_lines(&api.dump().await?).len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let dump = api.dump().await?;
+    assert_eq!(usage_lines(&dump).len(), 2);
+    assert!(usage_lines(&dump).iter().all(|l| l.contains("\"estimated\":false") && l.contains("\"ttft_ms\":")));
+    assert!(ledger_is_consistent(&api, &user).await? < 100 * UNITS_PER_RUPEE);
+    Ok(())
+}
+
+async fn errors_have_openai_shapes_and_release_the_hold(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, _, key) = customer(&api, "errors@example.in", 100).await?;
+    let (_, _, broke) = customer(&api, "broke@example.in", 0).await?;
+    let expect = |status: StatusCode, code: &'static str, kind: &'static str| {
+        move |r: (StatusCode, Value)| {
+            assert_eq!(
+                (r.0, r.1["error"]["code"].as_str(), r.1["error"]["type"].as_str()),
+                (status, Some(code), Some(kind)),
+                "{}",
+                r.1
+            );
+        }
+    };
+    let call = |key: String, body: Value| {
+        let api = &api;
+        async move {
+            let response = chat(api, &key, body).await?;
+            assert!(response.headers().contains_key("x-request-id"));
+            Ok::<_, reqwest::Error>((response.status(), response.json::<Value>().await.unwrap_or_default()))
+        }
+    };
+    expect(StatusCode::UNAUTHORIZED, "invalid_api_key", "authentication_error")(
+        call("sk-inferex-wrong".into(), hello("llama-3.1-8b")).await?,
+    );
+    expect(StatusCode::UNAUTHORIZED, "invalid_api_key", "authentication_error")(
+        call(String::new(), hello("llama-3.1-8b")).await?,
+    );
+    expect(StatusCode::NOT_FOUND, "model_not_found", "invalid_request_error")(call(key.clone(), hello("gpt-9")).await?);
+    expect(StatusCode::PAYMENT_REQUIRED, "insufficient_balance", "insufficient_quota")(
+        call(broke, hello("llama-3.1-8b")).await?,
+    );
+    let mut huge = hello("llama-3.1-8b");
+    huge["max_tokens"] = json!(1_000_000);
+    expect(StatusCode::BAD_REQUEST, "invalid_max_tokens", "invalid_request_error")(call(key.clone(), huge).await?);
+
+    // The provider refuses the request itself (4xx): passed through, nothing charged, hold released.
+    api.cerebras.set_mode(Mode::Fail(400));
+    expect(StatusCode::BAD_REQUEST, "upstream_invalid_request", "invalid_request_error")(
+        call(key.clone(), hello("llama-3.1-8b")).await?,
+    );
+    assert!(api.neevcloud.requests().is_empty(), "a 4xx is not retried elsewhere");
+    let wallet = api.state.store.wallet(&user).await?;
+    assert_eq!((wallet.balance, wallet.held, wallet.available), (100 * UNITS_PER_RUPEE, 0, 100 * UNITS_PER_RUPEE));
+    ledger_is_consistent(&api, &user).await?;
+    Ok(())
+}
+
+async fn fallback_happens_only_before_the_first_byte(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, _, key) = customer(&api, "fallback@example.in", 100).await?;
+    for failure in [500, 429, 503] {
+        api.cerebras.set_mode(Mode::Fail(failure));
+        let response = chat(&api, &key, hello("llama-3.1-8b")).await?;
+        assert_eq!(response.status(), StatusCode::OK, "after a {failure}");
+    }
+    assert_eq!(api.neevcloud.requests().len(), 3);
+    assert_eq!(api.neevcloud.requests()[0]["model"], "meta-llama/Llama-3.1-8B-Instruct");
+    let dump = api.dump().await?;
+    assert!(usage_lines(&dump).iter().all(|l| l.contains("\"provider\":\"neevcloud\"")));
+
+    api.neevcloud.set_mode(Mode::Fail(502));
+    let response = chat(&api, &key, hello("llama-3.1-8b")).await?;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(response.json::<Value>().await?["error"]["type"], "api_error");
+    // A model with a single route has nowhere to fall back to.
+    let response = chat(&api, &key, hello("qwen-3-32b")).await?;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(api.state.store.wallet(&user).await?.held, 0, "failed calls release their holds");
+    ledger_is_consistent(&api, &user).await?;
+    Ok(())
+}
+
+async fn a_stream_cut_mid_way_bills_an_estimate(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, _, key) = customer(&api, "cut@example.in", 100).await?;
+    api.cerebras.set_mode(Mode::CutMidStream);
+    let mut body = hello("llama-3.1-8b");
+    body["stream"] = json!(true);
+    let events = read_events(chat(&api, &key, body).await?).await?;
+    // What arrived before the cut is relayed (a reset connection may lose the last chunk in flight).
+    let relayed = events.iter().filter(|e| e.contains("\"delta\"")).count();
+    assert!((1..=2).contains(&relayed), "{events:?}");
+    assert!(events.last().is_some_and(|e| e.contains("upstream_error")), "the client is told: {events:?}");
+    assert!(api.neevcloud.requests().is_empty(), "no retry after bytes reached the client");
+    let mut logged = None;
+    for _ in 0..100 {
+        let dump = api.dump().await?;
+        if let Some(line) = usage_lines(&dump).first() {
+            logged = Some((*line).to_owned());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let logged = logged.ok_or("usage log of the cut stream")?;
+    assert!(logged.contains("\"estimated\":true") && logged.contains("\"status\":\"upstream_error\""), "{logged}");
+    let balance = ledger_is_consistent(&api, &user).await?;
+    assert!(balance < 100 * UNITS_PER_RUPEE, "the estimate is billed");
+    assert_eq!(api.state.store.wallet(&user).await?.held, 0);
+    Ok(())
+}
+
+async fn revoked_keys_stop_working_within_the_cache_lifetime(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (_, token, key) = customer(&api, "revoke@example.in", 100).await?;
+    assert_eq!(api.http.get(api.url("/v1/models")).bearer_auth(&key).send().await?.status(), StatusCode::OK);
+    let keys: Value = api.http.get(api.url("/v1/keys")).bearer_auth(&token).send().await?.json().await?;
+    let id = keys["data"][0]["id"].as_str().unwrap_or_default();
+    api.http.delete(api.url(&format!("/v1/keys/{id}"))).bearer_auth(&token).send().await?.error_for_status()?;
+    // The harness caches keys for 300 ms (production: 60 s).
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let after = api.http.get(api.url("/v1/models")).bearer_auth(&key).send().await?;
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+    Ok(())
+}
+
+async fn concurrent_requests_never_overspend(backend: Backend) -> TestResult {
+    let api = Arc::new(TestApi::start(backend).await?);
+    let (user, token, key) = customer(&api, "crowd@example.in", 100).await?;
+    // Leave ₹0.30 by refunding the rest: a handful of holds fit, most requests must wait their turn or fail.
+    let (entries, _) = api.state.store.ledger(&user, 1, None).await?;
+    let payment_id = entries.first().map(|e| e.reference.clone()).ok_or("top-up entry")?;
+    let payment = shared::razorpay::Payment {
+        id: payment_id,
+        entity: "payment".into(),
+        amount: 10_000,
+        currency: "INR".into(),
+        status: "captured".into(),
+        order_id: None,
+        method: None,
+        notes: Value::Null,
+        created_at: 0,
+    };
+    api.clock.advance(Duration::seconds(1));
+    api.razorpay.deliver(&api.razorpay.refund_webhook(&payment, 9_970)).await.ok_or("refund")?;
+    let start = ledger_is_consistent(&api, &user).await?;
+    assert_eq!(start, 30 * UNITS_PER_RUPEE / 100);
+    let mut body = hello("gpt-oss-120b");
+    body["max_tokens"] = json!(1000);
+    let mut tasks = Vec::new();
+    for _ in 0..60 {
+        let (api, key, body) = (api.clone(), key.clone(), body.clone());
+        tasks.push(tokio::spawn(async move { chat(&api, &key, body).await.map(|r| r.status()) }));
+    }
+    let mut ok = 0i64;
+    let mut refused = 0;
+    for task in tasks {
+        match task.await?? {
+            StatusCode::OK => ok += 1,
+            StatusCode::PAYMENT_REQUIRED => refused += 1,
+            other => return Err(format!("unexpected {other}").into()),
+        }
+    }
+    assert!(ok > 0 && refused > 0, "{ok} served, {refused} refused");
+    let end = ledger_is_consistent(&api, &user).await?;
+    let wallet = api.state.store.wallet(&user).await?;
+    assert_eq!(wallet.held, 0);
+    let model = Catalog::builtin()?.model("gpt-oss-120b").cloned().ok_or("model")?;
+    let sent = api.cerebras.requests();
+    let per_call = model.cost(Upstream::prompt_tokens(&sent[0]), Upstream::completion_tokens(&sent[0]));
+    assert_eq!(start - end, ok * per_call, "exactly the served calls were charged");
+    let _ = token;
+    Ok(())
+}
