@@ -16,6 +16,7 @@ pub fn app(state: AppState) -> Router {
         .merge(wallet::routes())
         .merge(razorpay_webhook::routes())
         .merge(keys::routes())
-        .merge(inference::routes());
+        .merge(inference::routes())
+        .merge(usage::routes());
     shared::http::finish(routes, state)
 }

@@ -21,4 +21,5 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod testing;
+pub mod usage;
 pub mod wallet;

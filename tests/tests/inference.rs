@@ -354,3 +354,54 @@ async fn concurrent_requests_never_overspend(backend: Backend) -> TestResult {
     let _ = token;
     Ok(())
 }
+
+mod usage_endpoints {
+    use super::*;
+
+    on_both_stores!(usage_is_listed_filtered_and_summarised);
+
+    async fn usage_is_listed_filtered_and_summarised(backend: Backend) -> TestResult {
+        let api = TestApi::start(backend).await?;
+        let (_, token, key) = customer(&api, "usage@example.in", 100).await?;
+        for model in ["llama-3.1-8b", "llama-3.1-8b", "llama-3.3-70b"] {
+            chat(&api, &key, hello(model)).await?.error_for_status()?;
+            api.clock.advance(Duration::seconds(1));
+        }
+        let get = |path: String| {
+            let (api, token) = (&api, token.clone());
+            async move { api.http.get(api.url(&path)).bearer_auth(&token).send().await?.json::<Value>().await }
+        };
+        let all = get("/v1/usage".into()).await?;
+        let models: Vec<&str> =
+            all["data"].as_array().into_iter().flatten().filter_map(|e| e["model"].as_str()).collect();
+        assert_eq!(models, ["llama-3.3-70b", "llama-3.1-8b", "llama-3.1-8b"], "newest first");
+        assert!(all["data"][0]["cost"].as_i64().is_some_and(|c| c > 0) && all["data"][0]["key_id"].is_string());
+
+        let filtered = get("/v1/usage?model=llama-3.1-8b&limit=1".into()).await?;
+        assert_eq!(filtered["data"].as_array().map(Vec::len), Some(1));
+        assert_eq!(filtered["has_more"], true);
+        let cursor = filtered["next_cursor"].as_str().unwrap_or_default().to_owned();
+        let rest = get(format!("/v1/usage?model=llama-3.1-8b&limit=5&cursor={cursor}")).await?;
+        assert_eq!(rest["data"].as_array().map(Vec::len), Some(1));
+
+        let by_model = get("/v1/usage/summary?group_by=model".into()).await?;
+        let groups: Vec<(String, u64)> = by_model["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| (g["group"].as_str().unwrap_or_default().to_owned(), g["requests"].as_u64().unwrap_or(0)))
+            .collect();
+        assert_eq!(groups, [("llama-3.1-8b".to_owned(), 2), ("llama-3.3-70b".to_owned(), 1)]);
+        let by_day = get("/v1/usage/summary".into()).await?;
+        assert_eq!(by_day["group_by"], "day");
+        assert_eq!(by_day["data"][0]["requests"], 3);
+        let total: i64 = all["data"].as_array().into_iter().flatten().filter_map(|e| e["cost"].as_i64()).sum();
+        assert_eq!(by_day["data"][0]["cost"], total);
+
+        let bad = api.http.get(api.url("/v1/usage/summary?group_by=week")).bearer_auth(&token).send().await?;
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        let empty = get("/v1/usage?from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z".into()).await?;
+        assert_eq!(empty["data"].as_array().map(Vec::len), Some(0));
+        Ok(())
+    }
+}

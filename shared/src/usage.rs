@@ -1,0 +1,214 @@
+//! Usage logs as the account sees them: a filtered, newest-first list and per-day or per-model summaries.
+//! Entries live at `USER#<id>` / `USAGE#<millis>#<rand>` (written by the settlement) for 12 months.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::{timestamp, today_in_india, user_pk};
+use crate::billing::UsageRecord;
+use crate::error::{ApiError, ApiResult};
+use crate::money::format_inr;
+use crate::store::{Item, ItemStore, Query, SortKeyRange, StoreResult, Table};
+
+const USAGE_PREFIX: &str = "USAGE#";
+/// How many stored entries one summary may read (about 12 months of a busy account's traffic would be
+/// more; summaries over such ranges should use shorter windows).
+const SUMMARY_SCAN_LIMIT: usize = 200_000;
+
+/// Query parameters shared by the list and the summary.
+#[derive(Debug, Deserialize, Default)]
+pub struct UsageQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub model: Option<String>,
+    pub key_id: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    pub group_by: Option<String>,
+}
+
+fn parse_time(raw: &str, param: &str) -> ApiResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(raw.trim())
+        .map(|d| d.to_utc())
+        .map_err(|_| ApiError::invalid("invalid_time", param, format!("{param} must be an RFC 3339 timestamp")))
+}
+
+/// The `[from, to]` window: defaults to the last 30 days.
+pub fn window(query: &UsageQuery, now: DateTime<Utc>) -> ApiResult<(DateTime<Utc>, DateTime<Utc>)> {
+    let to = query.to.as_deref().map(|t| parse_time(t, "to")).transpose()?.unwrap_or(now);
+    let from = query.from.as_deref().map(|f| parse_time(f, "from")).transpose()?.unwrap_or(to - Duration::days(30));
+    if from > to {
+        return Err(ApiError::invalid("invalid_time", "from", "from must not be after to"));
+    }
+    Ok((from, to))
+}
+
+fn range(from: DateTime<Utc>, to: DateTime<Utc>) -> SortKeyRange {
+    SortKeyRange::Between(
+        format!("{USAGE_PREFIX}{:013}", from.timestamp_millis().max(0)),
+        format!("{USAGE_PREFIX}{:013}#~", to.timestamp_millis().max(0)),
+    )
+}
+
+/// How the API shows a usage entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageView {
+    pub id: String,
+    pub key_id: String,
+    pub model: String,
+    pub provider: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub cost: i64,
+    pub cost_inr: String,
+    pub latency_ms: u64,
+    pub ttft_ms: Option<u64>,
+    pub status: String,
+    pub estimated: bool,
+    pub created_at: String,
+}
+
+impl From<&UsageRecord> for UsageView {
+    fn from(r: &UsageRecord) -> Self {
+        Self {
+            id: r.id.clone(),
+            key_id: r.key_id.clone(),
+            model: r.model.clone(),
+            provider: r.provider.clone(),
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            total_tokens: r.total_tokens,
+            cost: r.cost,
+            cost_inr: format_inr(r.cost),
+            latency_ms: r.latency_ms,
+            ttft_ms: r.ttft_ms,
+            status: r.status.clone(),
+            estimated: r.estimated,
+            created_at: timestamp(r.created_at),
+        }
+    }
+}
+
+fn matches(record: &UsageRecord, query: &UsageQuery) -> bool {
+    query.model.as_deref().is_none_or(|m| record.model == m)
+        && query.key_id.as_deref().is_none_or(|k| record.key_id == k)
+}
+
+/// One page of matching entries, newest first, and the sort key to continue after.
+pub async fn list<S: ItemStore + ?Sized>(
+    store: &S,
+    user_id: &str,
+    query: &UsageQuery,
+    now: DateTime<Utc>,
+    after: Option<String>,
+) -> ApiResult<(Vec<UsageRecord>, Option<String>)> {
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("invalid_limit", "limit", "limit must be between 1 and 100"));
+    }
+    let (from, to) = window(query, now)?;
+    let mut found = Vec::new();
+    let mut after = after;
+    // Filters apply after the range query, so keep reading until the page is full or the range ends.
+    loop {
+        let page = store
+            .query(
+                Query::new(Table::Main, user_pk(user_id))
+                    .range(range(from, to))
+                    .newest_first()
+                    .limit(200)
+                    .after(after.clone()),
+            )
+            .await?;
+        for item in &page.items {
+            let record: UsageRecord = item.record()?;
+            if matches(&record, query) {
+                found.push((item.sk.clone(), record));
+                if found.len() == limit as usize {
+                    let next = found.last().map(|(sk, _)| sk.clone());
+                    return Ok((found.into_iter().map(|(_, r)| r).collect(), next));
+                }
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok((found.into_iter().map(|(_, r)| r).collect(), None)),
+        }
+    }
+}
+
+/// Totals for one group.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    pub group: String,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub cost: i64,
+    pub cost_inr: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    /// Calendar days in India (IST).
+    Day,
+    Model,
+}
+
+pub fn group_by(query: &UsageQuery) -> ApiResult<GroupBy> {
+    match query.group_by.as_deref().unwrap_or("day") {
+        "day" => Ok(GroupBy::Day),
+        "model" => Ok(GroupBy::Model),
+        _ => Err(ApiError::invalid("invalid_group_by", "group_by", "group_by must be day or model")),
+    }
+}
+
+/// Sums requests, tokens and cost per group over the window.
+pub async fn summary<S: ItemStore + ?Sized>(
+    store: &S,
+    user_id: &str,
+    query: &UsageQuery,
+    now: DateTime<Utc>,
+) -> ApiResult<Vec<Totals>> {
+    let grouping = group_by(query)?;
+    let (from, to) = window(query, now)?;
+    let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
+    let mut after = None;
+    let mut read = 0usize;
+    loop {
+        let page = store
+            .query(Query::new(Table::Main, user_pk(user_id)).range(range(from, to)).limit(1000).after(after))
+            .await?;
+        read += page.items.len();
+        for record in page.items.iter().map(Item::record::<UsageRecord>).collect::<StoreResult<Vec<_>>>()? {
+            if !matches(&record, query) {
+                continue;
+            }
+            let key = match grouping {
+                GroupBy::Day => today_in_india(record.created_at).to_string(),
+                GroupBy::Model => record.model.clone(),
+            };
+            let totals = groups.entry(key.clone()).or_insert_with(|| Totals { group: key, ..Totals::default() });
+            totals.requests += 1;
+            totals.prompt_tokens += record.prompt_tokens;
+            totals.completion_tokens += record.completion_tokens;
+            totals.total_tokens += record.total_tokens;
+            totals.cost = totals.cost.saturating_add(record.cost);
+        }
+        after = page.next;
+        if after.is_none() || read >= SUMMARY_SCAN_LIMIT {
+            break;
+        }
+    }
+    Ok(groups
+        .into_values()
+        .map(|mut t| {
+            t.cost_inr = format_inr(t.cost);
+            t
+        })
+        .collect())
+}
