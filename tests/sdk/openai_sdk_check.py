@@ -1,0 +1,80 @@
+"""The official `openai` Python SDK against the local server (`make run`'s binary, with its Razorpay and
+model stand-ins): models, chat with and without streaming, and the SDK's own exceptions for a bad key, an
+unknown model and an empty wallet. Run by `make test`; takes the server's base URL as its only argument."""
+
+import json
+import sys
+import urllib.request
+
+import openai
+
+BASE = sys.argv[1].rstrip("/")
+checks = 0
+
+
+def call(method, path, body=None, token=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(BASE + path, data=data, method=method)
+    request.add_header("content-type", "application/json")
+    if token:
+        request.add_header("authorization", "Bearer " + token)
+    with urllib.request.urlopen(request) as response:
+        return json.loads(response.read() or b"null")
+
+
+def customer(email, pan, aadhaar, rupees):
+    call("POST", "/v1/auth/signup", {"email": email, "password": "correct horse battery", "full_name": "SDK Check",
+                                     "date_of_birth": "1990-01-01", "accepted_terms_version": "2026-05-21"})
+    token = call("POST", "/v1/auth/login", {"email": email, "password": "correct horse battery"})["token"]
+    call("POST", "/v1/kyc", {"pan": pan, "aadhaar": aadhaar, "name_on_pan": "SDK Check"}, token)
+    if rupees:
+        topup = call("POST", "/v1/wallet/topups", {"amount_paise": rupees * 100}, token)
+        call("POST", "/_razorpay/dev/orders/%s/pay" % topup["razorpay_order_id"], {})
+    return call("POST", "/v1/keys", {"name": "sdk"}, token)["key"]
+
+
+def check(condition, what):
+    global checks
+    if not condition:
+        raise AssertionError(what)
+    checks += 1
+
+
+paid = openai.OpenAI(base_url=BASE + "/v1", api_key=customer("sdk@example.in", "SDKPE1234K", "234567890124", 100))
+broke = openai.OpenAI(base_url=BASE + "/v1", api_key=customer("broke@example.in", "SDKPE4321K", "987654321012", 0))
+bad = openai.OpenAI(base_url=BASE + "/v1", api_key="sk-inferex-not-a-real-key", max_retries=0)
+
+models = [m.id for m in paid.models.list()]
+check("llama-3.1-8b" in models, "models.list() includes llama-3.1-8b: %s" % models)
+
+reply = paid.chat.completions.create(model="llama-3.1-8b", messages=[{"role": "user", "content": "Namaste"}])
+check(reply.choices[0].message.content == "Namaste! This is the stand-in model.", "chat content: %r" % reply)
+check(reply.usage is not None and reply.usage.total_tokens > 0, "usage reported")
+
+chunks = list(paid.chat.completions.create(model="llama-3.1-8b", messages=[{"role": "user", "content": "Hi"}], stream=True))
+text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+check(text == "Namaste! This is the stand-in model.", "streamed content: %r" % text)
+
+chunks = list(paid.chat.completions.create(model="llama-3.1-8b", messages=[{"role": "user", "content": "Hi"}],
+                                           stream=True, stream_options={"include_usage": True}))
+check(chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0, "usage chunk on request")
+
+try:
+    bad.models.list()
+    check(False, "a bad key raises")
+except openai.AuthenticationError as e:
+    check(e.status_code == 401, "bad key -> AuthenticationError 401")
+
+try:
+    paid.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    check(False, "an unknown model raises")
+except openai.NotFoundError as e:
+    check(e.status_code == 404 and "model" in str(e), "unknown model -> NotFoundError 404")
+
+try:
+    broke.with_options(max_retries=0).chat.completions.create(model="llama-3.1-8b", messages=[{"role": "user", "content": "x"}])
+    check(False, "an empty wallet raises")
+except openai.APIStatusError as e:
+    check(e.status_code == 402 and "insufficient" in str(e), "empty wallet -> APIStatusError 402: %s" % e)
+
+print("sdk: %d passed, 0 failed" % checks)
