@@ -4,7 +4,7 @@ SHELL := /bin/bash
 LAMBDA_FUNCTIONS := signup auth kyc wallet razorpay-webhook jobs keys inference usage
 CARGO_LAMBDA_VERSION := 1.9.2
 
-.PHONY: run test build deploy tools clean
+.PHONY: run test bench build deploy tools clean
 
 ## run: build and serve every function's routes locally on the embedded store (no AWS, no network).
 run:
@@ -13,6 +13,11 @@ run:
 ## test: fmt, clippy, cfn-lint, unit + contract + end-to-end tests on both storage backends.
 test:
 	scripts/test.sh
+
+## bench: added latency of the gateway versus calling a local provider stand-in directly (release build).
+bench:
+	cargo build --release -p dev-server --bins
+	INFEREX_BENCH_SERVER=target/release/dev-server target/release/bench
 
 ## tools: install DynamoDB Local, cfn-lint and cargo-lambda under .tools/.
 tools:
