@@ -79,6 +79,8 @@ pub struct Gateway {
     http: reqwest::Client,
     keys: Mutex<HashMap<String, (Option<KeyOwner>, Instant)>>,
     key_ttl: Duration,
+    /// When each key's `last_used_at` was last written, to write it at most once a minute.
+    uses: Mutex<HashMap<String, Instant>>,
 }
 
 impl Gateway {
@@ -89,7 +91,14 @@ impl Gateway {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| ApiError::Internal(format!("HTTP client: {e}")))?;
-        Ok(Self { catalog, providers, http, keys: Mutex::new(HashMap::new()), key_ttl: KEY_CACHE_TTL })
+        Ok(Self {
+            catalog,
+            providers,
+            http,
+            keys: Mutex::new(HashMap::new()),
+            key_ttl: KEY_CACHE_TTL,
+            uses: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Shortens the key cache's lifetime (tests of revocation).
@@ -125,6 +134,25 @@ impl Gateway {
             }
         };
         owner.ok_or_else(invalid)
+    }
+
+    /// Updates the key's `last_used_at` in the background, at most once a minute per key.
+    pub fn note_use(&self, state: &AppState, owner: &KeyOwner) {
+        let due = self.uses.lock().is_ok_and(|mut uses| {
+            let due = uses.get(&owner.key_id).is_none_or(|at| at.elapsed() >= Duration::from_secs(60));
+            if due {
+                uses.insert(owner.key_id.clone(), Instant::now());
+            }
+            due
+        });
+        if due {
+            let (store, owner, at) = (state.store.clone(), owner.clone(), state.clock.now());
+            tokio::spawn(async move {
+                if let Err(e) = crate::keys::record_use(store.as_ref(), &owner, at).await {
+                    tracing::warn!(error = %e, key_id = %owner.key_id, "recording key use failed");
+                }
+            });
+        }
     }
 
     pub fn model(&self, id: &str) -> ApiResult<&Model> {

@@ -223,3 +223,15 @@ pub async fn delete_key<S: KeyStore + ?Sized>(store: &S, user_id: &str, key_id: 
         Err(e) => Err(e.into()),
     }
 }
+
+/// Records when a key was last used. Best effort and at most once a minute per key (the caller throttles),
+/// so it never sits on the request path: a key revoked meanwhile is simply not updated.
+pub async fn record_use<S: ItemStore + ?Sized>(store: &S, owner: &KeyOwner, at: DateTime<Utc>) -> StoreResult<()> {
+    let update = crate::store::Update::new(Table::Main, user_pk(&owner.user_id), &owner.slot)
+        .set("last_used_at", json!(at))
+        .when(Condition::AttrEquals("id".into(), json!(owner.key_id)));
+    match store.update(update).await {
+        Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -299,3 +299,47 @@ macro_rules! on_both_stores {
         }
     };
 }
+
+/// A store that counts calls, each one a round trip to DynamoDB.
+pub struct CountingStore {
+    inner: Arc<dyn ItemStore>,
+    pub calls: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingStore {
+    pub fn new(inner: Arc<dyn ItemStore>) -> Self {
+        Self { inner, calls: std::sync::atomic::AtomicUsize::new(0) }
+    }
+
+    fn count(&self) {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl ItemStore for CountingStore {
+    async fn get(&self, table: shared::store::Table, pk: &str, sk: &str) -> shared::store::StoreResult<Option<Item>> {
+        self.count();
+        self.inner.get(table, pk, sk).await
+    }
+    async fn put(&self, put: shared::store::Put) -> shared::store::StoreResult<()> {
+        self.count();
+        self.inner.put(put).await
+    }
+    async fn update(&self, update: shared::store::Update) -> shared::store::StoreResult<Item> {
+        self.count();
+        self.inner.update(update).await
+    }
+    async fn delete(&self, delete: shared::store::Delete) -> shared::store::StoreResult<()> {
+        self.count();
+        self.inner.delete(delete).await
+    }
+    async fn query(&self, query: shared::store::Query) -> shared::store::StoreResult<shared::store::Page> {
+        self.count();
+        self.inner.query(query).await
+    }
+    async fn transact(&self, ops: Vec<shared::store::WriteOp>) -> shared::store::StoreResult<()> {
+        self.count();
+        self.inner.transact(ops).await
+    }
+}

@@ -2,16 +2,15 @@
 //! budget (one write before forwarding, one after), and no overspend under heavy concurrency.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use async_trait::async_trait;
 use chrono::Duration;
-use e2e::{Backend, TestApi, TestResult, on_both_stores};
+use e2e::{Backend, CountingStore, TestApi, TestResult, on_both_stores};
 use serde_json::json;
 use shared::billing::{self, Hold, UsageRecord};
 use shared::clock::Clock;
 use shared::money::UNITS_PER_RUPEE;
-use shared::store::{Delete, Item, ItemStore, Page, Put, Query, SortKeyRange, StoreResult, Table, Update, WriteOp};
+use shared::store::{Query, SortKeyRange, Table};
 use shared::wallet::{LedgerEntry, WalletStore};
 
 on_both_stores!(
@@ -186,44 +185,10 @@ async fn stale_holds_are_swept_and_released_once(backend: Backend) -> TestResult
     Ok(())
 }
 
-/// Counts calls to the store, each one a round trip to DynamoDB.
-struct Counting {
-    inner: Arc<dyn ItemStore>,
-    calls: AtomicUsize,
-}
-
-#[async_trait]
-impl ItemStore for Counting {
-    async fn get(&self, table: Table, pk: &str, sk: &str) -> StoreResult<Option<Item>> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(table, pk, sk).await
-    }
-    async fn put(&self, put: Put) -> StoreResult<()> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.put(put).await
-    }
-    async fn update(&self, update: Update) -> StoreResult<Item> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.update(update).await
-    }
-    async fn delete(&self, delete: Delete) -> StoreResult<()> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete(delete).await
-    }
-    async fn query(&self, query: Query) -> StoreResult<Page> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.query(query).await
-    }
-    async fn transact(&self, ops: Vec<WriteOp>) -> StoreResult<()> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.transact(ops).await
-    }
-}
-
 async fn a_request_costs_one_write_before_and_one_after(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "trips@example.in", 100).await?;
-    let counting = Counting { inner: api.state.store.clone(), calls: AtomicUsize::new(0) };
+    let counting = CountingStore::new(api.state.store.clone());
     let hold = billing::place_hold(&counting, &api.clock, &user, UNITS_PER_RUPEE).await?;
     assert_eq!(counting.calls.swap(0, Ordering::SeqCst), 1, "one round trip before forwarding");
     let far = api.clock.now_epoch() + 86_400;

@@ -6,15 +6,17 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use dev_server::upstream_standin::{Mode, Upstream};
-use e2e::{Backend, TestApi, TestResult, captured_logs, on_both_stores};
+use e2e::{Backend, CountingStore, TestApi, TestResult, captured_logs, on_both_stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::catalog::Catalog;
+use shared::inference::{self, Endpoint};
 use shared::money::UNITS_PER_RUPEE;
 use shared::store::{Query, SortKeyRange, Table};
 use shared::wallet::{LedgerEntry, WalletStore};
 
 on_both_stores!(
+    an_inference_request_makes_one_store_round_trip_before_and_one_after,
     calls_are_billed_exactly_and_logged_without_text,
     streams_relay_events_and_keep_the_usage_chunk_only_when_asked,
     errors_have_openai_shapes_and_release_the_hold,
@@ -87,6 +89,37 @@ async fn ledger_is_consistent(api: &TestApi, user: &str) -> Res<i64> {
 
 fn usage_lines(dump: &str) -> Vec<&str> {
     dump.lines().filter(|l| l.contains(" USAGE#")).collect()
+}
+
+async fn an_inference_request_makes_one_store_round_trip_before_and_one_after(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (_, token, key) = customer(&api, "trips@example.in", 100).await?;
+    let counting = Arc::new(CountingStore::new(api.state.store.clone()));
+    let mut state = api.state.clone();
+    state.store = counting.clone();
+    let gateway = api.state.gateway()?;
+    let calls = || counting.calls.swap(0, std::sync::atomic::Ordering::SeqCst);
+    gateway.authenticate(&state, Some(&key)).await?;
+    assert!(calls() <= 1, "a key lookup on a cold cache");
+    let owner = gateway.authenticate(&state, Some(&key)).await?;
+    assert_eq!(calls(), 0, "key lookups are cached");
+    let prepared = inference::prepare(gateway, Endpoint::ChatCompletions, hello("llama-3.1-8b"), "req_trips".into())?;
+    assert!(matches!(inference::call(&state, gateway, owner, prepared).await?, inference::Answer::Complete(_)));
+    assert_eq!(calls(), 2, "one write before forwarding (the hold) and one after (the settlement)");
+
+    // The key's last use is recorded in the background, at most once a minute.
+    chat(&api, &key, hello("llama-3.1-8b")).await?.error_for_status()?;
+    let mut last_used = Value::Null;
+    for _ in 0..100 {
+        let keys: Value = api.http.get(api.url("/v1/keys")).bearer_auth(&token).send().await?.json().await?;
+        last_used = keys["data"][0]["last_used_at"].clone();
+        if !last_used.is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(last_used.is_string(), "last_used_at is recorded");
+    Ok(())
 }
 
 async fn calls_are_billed_exactly_and_logged_without_text(backend: Backend) -> TestResult {

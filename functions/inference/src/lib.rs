@@ -99,6 +99,7 @@ async fn serve(
         let gateway = state.gateway()?;
         // Authentication comes first: an anonymous caller learns nothing about models or bodies.
         let owner = gateway.authenticate(&state, bearer(&headers)).await?;
+        gateway.note_use(&state, &owner);
         let JsonBody(body) = body?;
         let prepared = inference::prepare(gateway, endpoint, body, request_id.clone())?;
         match inference::call(&state, gateway, owner, prepared).await? {
