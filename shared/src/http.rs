@@ -285,3 +285,22 @@ impl FromRequestParts<AppState> for Operator {
         Ok(Operator(name))
     }
 }
+
+/// Page cursors are opaque to clients: the last sort key seen, base64url-encoded.
+pub fn encode_cursor(sort_key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sort_key)
+}
+
+/// Decodes a cursor this API returned for sort keys starting with `prefix`; 400 `invalid_cursor` otherwise.
+pub fn decode_cursor(cursor: Option<&str>, prefix: &str) -> Result<Option<String>, ApiError> {
+    use base64::Engine;
+    let Some(cursor) = cursor else { return Ok(None) };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor.as_bytes())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|sort_key| sort_key.starts_with(prefix))
+        .map(Some)
+        .ok_or_else(|| ApiError::invalid("invalid_cursor", "cursor", "cursor is not one this API returned"))
+}

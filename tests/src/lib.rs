@@ -197,6 +197,21 @@ impl TestApi {
         })
     }
 
+    /// Asserts the money invariant, the wallet balance equals the sum of its ledger, and returns the balance.
+    pub async fn ledger_checked_balance(&self, user_id: &str) -> Result<i64, Box<dyn std::error::Error + Send + Sync>> {
+        use shared::wallet::WalletStore;
+        let query = shared::store::Query::new(shared::store::Table::Main, format!("USER#{user_id}"))
+            .range(shared::store::SortKeyRange::Prefix("LEDGER#".into()))
+            .limit(1000);
+        let mut sum = 0i64;
+        for item in &self.state.store.query(query).await?.items {
+            sum += item.record::<shared::wallet::LedgerEntry>()?.amount;
+        }
+        let balance = self.state.store.wallet(user_id).await?.balance;
+        assert_eq!(balance, sum, "the balance must equal the ledger sum for {user_id}");
+        Ok(balance)
+    }
+
     pub fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
         shared::clock::Clock::now(&self.clock)
     }

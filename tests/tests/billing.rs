@@ -10,8 +10,7 @@ use serde_json::json;
 use shared::billing::{self, Hold, UsageRecord};
 use shared::clock::Clock;
 use shared::money::UNITS_PER_RUPEE;
-use shared::store::{Query, SortKeyRange, Table};
-use shared::wallet::{LedgerEntry, WalletStore};
+use shared::wallet::WalletStore;
 
 on_both_stores!(
     settlement_charges_the_actual_cost_and_returns_the_rest,
@@ -69,21 +68,6 @@ async fn settle(api: &TestApi, hold: &Hold, cost: i64) -> Result<UsageRecord, sh
     billing::settle(api.state.store.as_ref(), hold, cost, usage(api, 10, 5), far, far).await
 }
 
-async fn ledger_sum(api: &TestApi, user: &str) -> Result<i64, Box<dyn std::error::Error + Send + Sync>> {
-    let page = api
-        .state
-        .store
-        .query(
-            Query::new(Table::Main, format!("USER#{user}")).range(SortKeyRange::Prefix("LEDGER#".into())).limit(1000),
-        )
-        .await?;
-    let mut sum = 0;
-    for item in &page.items {
-        sum += item.record::<LedgerEntry>()?.amount;
-    }
-    Ok(sum)
-}
-
 async fn settlement_charges_the_actual_cost_and_returns_the_rest(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "settle@example.in", 100).await?;
@@ -101,7 +85,7 @@ async fn settlement_charges_the_actual_cost_and_returns_the_rest(backend: Backen
     assert_eq!((wallet.balance, wallet.held, wallet.available), (96 * UNITS_PER_RUPEE, 0, 96 * UNITS_PER_RUPEE));
     let (entries, _) = store.ledger(&user, 10, None).await?;
     assert_eq!((entries[0].amount, entries[0].balance_after), (-4 * UNITS_PER_RUPEE, 96 * UNITS_PER_RUPEE));
-    assert_eq!(ledger_sum(&api, &user).await?, wallet.balance);
+    api.ledger_checked_balance(&user).await?;
     let dump = api.dump().await?;
     let usage_line = dump.lines().find(|l| l.contains(" USAGE#")).ok_or("usage log")?;
     assert!(usage_line.contains(&logged.id) && usage_line.contains("\"prompt_tokens\":10"));
@@ -127,7 +111,7 @@ async fn a_charge_never_exceeds_its_hold_and_an_empty_wallet_gets_402(backend: B
     );
     let (nobody, _) = api.signed_in("empty@example.in").await?;
     assert!(billing::place_hold(store, &api.clock, &nobody, 1).await.is_err(), "no wallet, no hold");
-    assert_eq!(ledger_sum(&api, &user).await?, store.wallet(&user).await?.balance);
+    api.ledger_checked_balance(&user).await?;
     Ok(())
 }
 
@@ -158,7 +142,7 @@ async fn ten_times_more_concurrent_requests_than_the_balance_covers_never_oversp
     assert_eq!(charged, n, "every request the balance covers succeeds");
     assert!(wallet.balance >= 0 && wallet.available >= 0 && wallet.held == 0, "{wallet:?}");
     assert_eq!(wallet.balance, 0);
-    assert_eq!(ledger_sum(&api, &user).await?, wallet.balance);
+    api.ledger_checked_balance(&user).await?;
     Ok(())
 }
 
@@ -181,7 +165,7 @@ async fn stale_holds_are_swept_and_released_once(backend: Backend) -> TestResult
     settle(&api, &fresh, 10 * UNITS_PER_RUPEE).await?;
     let wallet = store.wallet(&user).await?;
     assert_eq!((wallet.balance, wallet.held, wallet.available), (85 * UNITS_PER_RUPEE, 0, 85 * UNITS_PER_RUPEE));
-    assert_eq!(ledger_sum(&api, &user).await?, wallet.balance);
+    api.ledger_checked_balance(&user).await?;
     Ok(())
 }
 

@@ -11,8 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::clock::Clock;
 use shared::money::UNITS_PER_RUPEE;
-use shared::store::{Query, SortKeyRange, Table};
-use shared::wallet::{self, LedgerEntry, WalletStore};
+use shared::wallet::{self, WalletStore};
 
 on_both_stores!(
     topups_are_gated_validated_and_never_payable_without_an_order,
@@ -26,28 +25,6 @@ on_both_stores!(
     checkout_verification_checks_signature_and_owner,
     transactions_are_newest_first_and_paginated,
 );
-
-/// The invariant: the wallet balance equals the sum of its ledger entries.
-async fn assert_balance_is_ledger_sum(
-    api: &TestApi,
-    user_id: &str,
-) -> Result<i64, Box<dyn std::error::Error + Send + Sync>> {
-    let store = api.state.store.as_ref();
-    let page = store
-        .query(
-            Query::new(Table::Main, format!("USER#{user_id}"))
-                .range(SortKeyRange::Prefix("LEDGER#".into()))
-                .limit(1000),
-        )
-        .await?;
-    let mut sum = 0i64;
-    for item in &page.items {
-        sum += item.record::<LedgerEntry>()?.amount;
-    }
-    let balance = store.wallet(user_id).await?.balance;
-    assert_eq!(balance, sum, "balance must equal the ledger sum for {user_id}");
-    Ok(balance)
-}
 
 async fn topup(
     api: &TestApi,
@@ -173,7 +150,7 @@ async fn fifty_concurrent_copies_of_a_webhook_credit_once(backend: Backend) -> T
     let view = wallet(&api, &token).await?;
     assert_eq!(view["balance"], 500 * UNITS_PER_RUPEE);
     assert_eq!(view["balance_inr"], "500.00");
-    assert_eq!(assert_balance_is_ledger_sum(&api, &user).await?, 500 * UNITS_PER_RUPEE);
+    assert_eq!(api.ledger_checked_balance(&user).await?, 500 * UNITS_PER_RUPEE);
     let (status, body) = send(&api, &captured).await?;
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("duplicate")));
     Ok(())
@@ -202,7 +179,7 @@ async fn captured_then_failed_and_failed_then_captured_both_end_credited(backend
         assert_eq!(topup.status, wallet::TopupStatus::Paid, "{}", created["id"]);
     }
     assert_eq!(wallet(&api, &token).await?["balance"], 500 * UNITS_PER_RUPEE);
-    assert_balance_is_ledger_sum(&api, &user).await?;
+    api.ledger_checked_balance(&user).await?;
     Ok(())
 }
 
@@ -241,7 +218,7 @@ async fn verify_webhook_and_reconciliation_credit_a_payment_once(backend: Backen
         reconcile.await??;
         assert_eq!(wallet(&api, &token).await?["balance"], (round + 1) * 100 * UNITS_PER_RUPEE, "round {round}");
     }
-    assert_balance_is_ledger_sum(&api, &user).await?;
+    api.ledger_checked_balance(&user).await?;
     let (entries, _) = api.state.store.ledger(&user, 100, None).await?;
     assert_eq!(entries.len(), 3, "one ledger entry per payment");
     Ok(())
@@ -272,7 +249,7 @@ async fn forged_signatures_change_nothing(backend: Backend) -> TestResult {
 
     let (status, _) = send(&api, &genuine).await?;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(assert_balance_is_ledger_sum(&api, &user).await?, 500 * UNITS_PER_RUPEE);
+    assert_eq!(api.ledger_checked_balance(&user).await?, 500 * UNITS_PER_RUPEE);
 
     // The verified payload is archived byte for byte, and its event record expires with the payments window.
     let dump = api.dump().await?;
@@ -308,7 +285,7 @@ async fn a_mismatched_amount_is_not_credited_but_recorded_for_review(backend: Ba
     stranger.amount = 50_000;
     let (status, body) = send(&api, &api.razorpay.payment_webhook("payment.captured", &stranger)).await?;
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("review")));
-    assert_eq!(assert_balance_is_ledger_sum(&api, &user).await?, 0);
+    assert_eq!(api.ledger_checked_balance(&user).await?, 0);
     Ok(())
 }
 
@@ -331,7 +308,7 @@ async fn refunds_are_debited_once(backend: Backend) -> TestResult {
     assert_eq!(wallet(&api, &token).await?["balance"], 300 * UNITS_PER_RUPEE);
     let (entries, _) = api.state.store.ledger(&user, 10, None).await?;
     assert_eq!(entries.iter().map(|e| e.amount).collect::<Vec<_>>(), [-200 * UNITS_PER_RUPEE, 500 * UNITS_PER_RUPEE]);
-    assert_balance_is_ledger_sum(&api, &user).await?;
+    api.ledger_checked_balance(&user).await?;
     Ok(())
 }
 
@@ -359,7 +336,7 @@ async fn reconciliation_credits_silent_payments_and_expires_stale_orders(backend
     // Money that arrives after expiry is still credited.
     let late = api.razorpay.pay(&order_of(&abandoned), "captured", None).ok_or("order")?;
     send(&api, &api.razorpay.payment_webhook("payment.captured", &late)).await?;
-    assert_eq!(assert_balance_is_ledger_sum(&api, &user).await?, 500 * UNITS_PER_RUPEE);
+    assert_eq!(api.ledger_checked_balance(&user).await?, 500 * UNITS_PER_RUPEE);
     Ok(())
 }
 
@@ -407,7 +384,7 @@ async fn checkout_verification_checks_signature_and_owner(backend: Backend) -> T
     let body: Value = verified.json().await?;
     assert_eq!((body["status"].as_str(), body["payment_id"].as_str()), (Some("paid"), Some(payment.id.as_str())));
     assert_eq!(wallet(&api, &token).await?["balance_inr"], "250.00");
-    assert_balance_is_ledger_sum(&api, &user).await?;
+    api.ledger_checked_balance(&user).await?;
     Ok(())
 }
 
@@ -445,6 +422,6 @@ async fn transactions_are_newest_first_and_paginated(backend: Backend) -> TestRe
         api.http.get(api.url("/v1/wallet/transactions?cursor=bm90LWEtY3Vyc29y")).bearer_auth(&token).send().await?;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert_eq!(bad.json::<Value>().await?["error"]["code"], "invalid_cursor");
-    assert_eq!(assert_balance_is_ledger_sum(&api, &user).await?, 600 * UNITS_PER_RUPEE);
+    assert_eq!(api.ledger_checked_balance(&user).await?, 600 * UNITS_PER_RUPEE);
     Ok(())
 }

@@ -4,13 +4,11 @@
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use shared::accounts::timestamp;
 use shared::auth::Session;
-use shared::error::{ApiError, ApiResult};
-use shared::http::QueryParams;
+use shared::error::ApiResult;
+use shared::http::{QueryParams, decode_cursor, encode_cursor};
 use shared::state::AppState;
 use shared::usage::{self, Totals, UsageQuery, UsageView};
 
@@ -35,23 +33,13 @@ async fn list(
     session: Session,
     QueryParams(query): QueryParams<UsageQuery>,
 ) -> ApiResult<Json<UsagePage>> {
-    let after = match &query.cursor {
-        Some(cursor) => Some(
-            URL_SAFE_NO_PAD
-                .decode(cursor.as_bytes())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .filter(|sk| sk.starts_with("USAGE#"))
-                .ok_or_else(|| ApiError::invalid("invalid_cursor", "cursor", "cursor is not one this API returned"))?,
-        ),
-        None => None,
-    };
+    let after = decode_cursor(query.cursor.as_deref(), "USAGE#")?;
     let (records, next) = usage::list(state.store.as_ref(), &session.user_id, &query, state.clock.now(), after).await?;
     Ok(Json(UsagePage {
         object: "list",
         data: records.iter().map(UsageView::from).collect(),
         has_more: next.is_some(),
-        next_cursor: next.map(|sk| URL_SAFE_NO_PAD.encode(sk)),
+        next_cursor: next.as_deref().map(encode_cursor),
     }))
 }
 

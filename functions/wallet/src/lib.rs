@@ -5,12 +5,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use shared::auth::Session;
 use shared::error::{ApiError, ApiResult};
-use shared::http::{JsonBody, QueryParams};
+use shared::http::{JsonBody, QueryParams, decode_cursor, encode_cursor};
 use shared::kyc;
 use shared::state::AppState;
 use shared::wallet::{self, CheckoutCallback, LedgerEntryView, TopupView, WalletStore, WalletView};
@@ -100,23 +98,12 @@ async fn transactions(
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::invalid("invalid_limit", "limit", format!("limit must be between 1 and {MAX_PAGE}")));
     }
-    // Cursors are opaque to clients: the last sort key seen, base64url-encoded.
-    let after = match query.cursor {
-        Some(cursor) => Some(
-            URL_SAFE_NO_PAD
-                .decode(cursor.as_bytes())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .filter(|sk| sk.starts_with("LEDGER#"))
-                .ok_or_else(|| ApiError::invalid("invalid_cursor", "cursor", "cursor is not one this API returned"))?,
-        ),
-        None => None,
-    };
+    let after = decode_cursor(query.cursor.as_deref(), "LEDGER#")?;
     let (entries, next) = state.store.ledger(&session.user_id, limit, after).await?;
     Ok(Json(LedgerPage {
         object: "list",
         data: entries.iter().map(LedgerEntryView::from).collect(),
         has_more: next.is_some(),
-        next_cursor: next.map(|sk| URL_SAFE_NO_PAD.encode(sk)),
+        next_cursor: next.as_deref().map(encode_cursor),
     }))
 }
