@@ -25,6 +25,8 @@ pub enum Mode {
     CutMidStream,
     /// Answers without any usage report.
     NoUsage,
+    /// Streams one chunk every 50 ms (time for a client to go away mid-stream).
+    SlowStream,
 }
 
 #[derive(Debug)]
@@ -152,10 +154,11 @@ async fn answer(upstream: Upstream, body: Value, chat: bool) -> Response {
         events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     }
     let cut = mode == Mode::CutMidStream;
-    let stream = futures_util::stream::unfold((events.into_iter(), cut), |(mut events, cut)| async move {
+    let pause = Duration::from_millis(if mode == Mode::SlowStream { 50 } else { 1 });
+    let stream = futures_util::stream::unfold((events.into_iter(), cut), move |(mut events, cut)| async move {
         match events.next() {
             Some(event) => {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                tokio::time::sleep(pause).await;
                 Some((Ok::<_, std::io::Error>(event), (events, cut)))
             }
             // A cut stream ends with a transport error, as a dying upstream connection does.

@@ -572,10 +572,10 @@ async fn relay_stream(
     let (usage, status) = match usage {
         Some(usage) => (
             usage,
-            if finished {
-                "ok"
-            } else if client_gone {
+            if client_gone {
                 "client_disconnected"
+            } else if finished {
+                "ok"
             } else {
                 "upstream_error"
             },

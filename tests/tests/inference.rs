@@ -21,6 +21,7 @@ on_both_stores!(
     errors_have_openai_shapes_and_release_the_hold,
     fallback_happens_only_before_the_first_byte,
     a_stream_cut_mid_way_bills_an_estimate,
+    a_client_that_leaves_mid_stream_is_billed_the_reported_usage,
     revoked_keys_stop_working_within_the_cache_lifetime,
     concurrent_requests_never_overspend,
 );
@@ -309,6 +310,33 @@ async fn a_stream_cut_mid_way_bills_an_estimate(backend: Backend) -> TestResult 
     assert!(logged.contains("\"estimated\":true") && logged.contains("\"status\":\"upstream_error\""), "{logged}");
     let balance = ledger_is_consistent(&api, &user).await?;
     assert!(balance < 100 * UNITS_PER_RUPEE, "the estimate is billed");
+    assert_eq!(api.state.store.wallet(&user).await?.held, 0);
+    Ok(())
+}
+
+async fn a_client_that_leaves_mid_stream_is_billed_the_reported_usage(backend: Backend) -> TestResult {
+    use futures_util::StreamExt;
+    let api = TestApi::start(backend).await?;
+    let (user, _, key) = customer(&api, "leaver@example.in", 100).await?;
+    api.cerebras.set_mode(Mode::SlowStream);
+    let mut body = hello("llama-3.1-8b");
+    body["stream"] = json!(true);
+    let response = chat(&api, &key, body).await?;
+    let mut events = response.bytes_stream();
+    events.next().await.ok_or("a first chunk")??;
+    drop(events); // the client goes away after the first chunk
+    let mut logged = None;
+    for _ in 0..200 {
+        if let Some(line) = usage_lines(&api.dump().await?).first() {
+            logged = Some((*line).to_owned());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let logged = logged.ok_or("usage log of the abandoned stream")?;
+    assert!(logged.contains("\"status\":\"client_disconnected\""), "{logged}");
+    assert!(logged.contains("\"estimated\":false"), "the upstream's usage was read after the client left: {logged}");
+    assert!(ledger_is_consistent(&api, &user).await? < 100 * UNITS_PER_RUPEE);
     assert_eq!(api.state.store.wallet(&user).await?.held, 0);
     Ok(())
 }
