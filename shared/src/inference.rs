@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::{Months, Utc};
+use chrono::Months;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -347,6 +347,15 @@ fn upstream_error_to_api(status: u16, body: &Value) -> ApiError {
     }
 }
 
+/// A timeout is a 504; any other transport failure a 502 with the given code and message.
+fn transport_failure(e: &reqwest::Error, code: &'static str, message: &str) -> ApiError {
+    if e.is_timeout() {
+        ApiError::GatewayTimeout { message: "the model provider did not answer in time".into() }
+    } else {
+        ApiError::BadGateway { code, message: message.into() }
+    }
+}
+
 /// Tries each configured route in order. Falls back on connect errors, timeouts, 5xx and 429 (nothing has
 /// reached the client yet); any other 4xx is the request's fault and is answered at once.
 async fn forward(gateway: &Gateway, prepared: &Prepared) -> ApiResult<Attempt> {
@@ -366,14 +375,7 @@ async fn forward(gateway: &Gateway, prepared: &Prepared) -> ApiResult<Attempt> {
             Ok(response) => response,
             Err(e) => {
                 tracing::warn!(provider = %provider.name, timeout = e.is_timeout(), "upstream unreachable; trying the next route");
-                last = if e.is_timeout() {
-                    ApiError::GatewayTimeout { message: "the model provider did not answer in time".into() }
-                } else {
-                    ApiError::BadGateway {
-                        code: "upstream_unavailable",
-                        message: "the model provider is unreachable".into(),
-                    }
-                };
+                last = transport_failure(&e, "upstream_unavailable", "the model provider is unreachable");
                 continue;
             }
         };
@@ -395,16 +397,7 @@ async fn forward(gateway: &Gateway, prepared: &Prepared) -> ApiResult<Attempt> {
         }
         match response.json::<Value>().await {
             Ok(body) => return Ok(Attempt::Complete { provider: provider.name.clone(), status, body }),
-            Err(e) => {
-                last = if e.is_timeout() {
-                    ApiError::GatewayTimeout { message: "the model provider did not answer in time".into() }
-                } else {
-                    ApiError::BadGateway {
-                        code: "upstream_error",
-                        message: "the model provider sent an unreadable answer".into(),
-                    }
-                };
-            }
+            Err(e) => last = transport_failure(&e, "upstream_error", "the model provider sent an unreadable answer"),
         }
     }
     Err(last)
@@ -412,9 +405,9 @@ async fn forward(gateway: &Gateway, prepared: &Prepared) -> ApiResult<Attempt> {
 
 /// The end of the usage retention window (12 months) and of the ledger's (payments window).
 fn expiries(state: &AppState) -> (i64, i64) {
-    let now = Utc::now();
+    let now = state.clock.now();
     let usage = now.checked_add_months(Months::new(12)).unwrap_or(now).timestamp();
-    (usage, crate::wallet::payment_expiry(&state.config, state.clock.now()))
+    (usage, crate::wallet::payment_expiry(&state.config, now))
 }
 
 struct CallFacts<'a> {

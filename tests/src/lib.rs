@@ -197,6 +197,25 @@ impl TestApi {
         })
     }
 
+    /// Adds `rupees` to a signed-in user's wallet the way a customer does: a top-up, a captured payment at
+    /// the Razorpay stand-in and its signed webhook.
+    pub async fn fund(&self, token: &str, rupees: i64) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let topup: serde_json::Value = self
+            .http
+            .post(self.url("/v1/wallet/topups"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "amount_paise": rupees * 100 }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let order = topup["razorpay_order_id"].as_str().unwrap_or_default();
+        let payment = self.razorpay.pay(order, "captured", None).ok_or("unknown order")?;
+        self.razorpay.deliver(&self.razorpay.payment_webhook("payment.captured", &payment)).await.ok_or("delivery")?;
+        Ok(())
+    }
+
     /// Asserts the money invariant, the wallet balance equals the sum of its ledger, and returns the balance.
     pub async fn ledger_checked_balance(&self, user_id: &str) -> Result<i64, Box<dyn std::error::Error + Send + Sync>> {
         use shared::wallet::WalletStore;

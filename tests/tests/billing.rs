@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 
 use chrono::Duration;
 use e2e::{Backend, CountingStore, TestApi, TestResult, on_both_stores};
-use serde_json::json;
 use shared::billing::{self, Hold, UsageRecord};
 use shared::clock::Clock;
 use shared::money::UNITS_PER_RUPEE;
@@ -27,20 +26,7 @@ async fn funded_user(
     rupees: i64,
 ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     let (user, token) = api.verified_user(email).await?;
-    let topup: serde_json::Value = api
-        .http
-        .post(api.url("/v1/wallet/topups"))
-        .bearer_auth(&token)
-        .json(&json!({ "amount_paise": rupees * 100 }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let order = topup["razorpay_order_id"].as_str().unwrap_or_default();
-    let payment = api.razorpay.pay(order, "captured", None).ok_or("order")?;
-    let webhook = api.razorpay.payment_webhook("payment.captured", &payment);
-    api.razorpay.deliver(&webhook).await.ok_or("webhook delivery")?;
+    api.fund(&token, rupees).await?;
     api.clock.advance(Duration::seconds(1));
     Ok(user)
 }

@@ -32,21 +32,7 @@ type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 async fn customer(api: &TestApi, email: &str, rupees: i64) -> Res<(String, String, String)> {
     let (user, token) = api.verified_user(email).await?;
     if rupees > 0 {
-        let topup: Value = api
-            .http
-            .post(api.url("/v1/wallet/topups"))
-            .bearer_auth(&token)
-            .json(&json!({ "amount_paise": rupees * 100 }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let payment = api
-            .razorpay
-            .pay(topup["razorpay_order_id"].as_str().unwrap_or_default(), "captured", None)
-            .ok_or("order")?;
-        api.razorpay.deliver(&api.razorpay.payment_webhook("payment.captured", &payment)).await.ok_or("delivery")?;
+        api.fund(&token, rupees).await?;
     }
     let created: Value = api
         .http
