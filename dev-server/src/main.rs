@@ -6,6 +6,8 @@
 //! scheduled jobs (reconciliation) run every 15 minutes, as the deployed schedule does.
 
 use std::net::SocketAddr;
+
+use axum::serve::ListenerExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,7 +33,7 @@ async fn main() -> Result<(), BoxError> {
     shared::telemetry::init();
     let addr: SocketAddr = var("INFEREX_ADDR")?.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let data_dir: PathBuf = var("INFEREX_DATA_DIR")?.unwrap_or_else(|| PathBuf::from(".inferex"));
-    let (state, store) = AppState::embedded(&data_dir, Config::from_env()?)?;
+    let (state, store) = AppState::embedded(&data_dir, Config::from_env()?, &format!("http://{addr}"))?;
 
     let (state, standin) = match RazorpayConfig::from_env()? {
         Some(config) => (state.with_razorpay(RazorpayClient::new(config)?), None),
@@ -87,7 +89,13 @@ async fn main() -> Result<(), BoxError> {
         }
     });
 
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    // Streamed answers are many small writes: without TCP_NODELAY, Nagle's algorithm holds each back until
+    // the previous one is acknowledged.
+    let listener = tokio::net::TcpListener::bind(addr).await?.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     tracing::info!(%addr, data_dir = %data_dir.display(), "InferexAI API listening");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {

@@ -51,6 +51,8 @@ pub struct Account {
     pub accepted_policy_version: String,
     pub status: AccountStatus,
     pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<DateTime<Utc>>,
 }
 
 /// A consent given by the user, kept as evidence (DPDP Act): which policy, which choices, when, from where.
@@ -68,8 +70,8 @@ pub struct Consent {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct EmailClaim {
-    user_id: String,
+pub(crate) struct EmailClaim {
+    pub(crate) user_id: String,
 }
 
 /// What the API shows of an account (never the password hash).
@@ -81,11 +83,15 @@ pub struct AccountView {
     pub date_of_birth: NaiveDate,
     pub kyc_status: KycStatus,
     pub marketing_consent: bool,
+    pub accepted_policy_version: String,
+    /// The policy in force has moved past the version this account accepted
+    /// (`POST /v1/account/accept-policy` records the acceptance).
+    pub policy_update_pending: bool,
     pub created_at: String,
 }
 
-impl From<&Account> for AccountView {
-    fn from(a: &Account) -> Self {
+impl AccountView {
+    pub fn new(a: &Account, current_policy_version: &str) -> Self {
         Self {
             id: a.id.clone(),
             email: a.email.clone(),
@@ -93,6 +99,8 @@ impl From<&Account> for AccountView {
             date_of_birth: a.date_of_birth,
             kyc_status: a.kyc_status,
             marketing_consent: a.marketing_consent,
+            accepted_policy_version: a.accepted_policy_version.clone(),
+            policy_update_pending: a.accepted_policy_version != current_policy_version,
             created_at: timestamp(a.created_at),
         }
     }
@@ -107,9 +115,9 @@ pub fn user_pk(user_id: &str) -> String {
     format!("USER#{user_id}")
 }
 
-const PROFILE_SK: &str = "PROFILE";
+pub(crate) const PROFILE_SK: &str = "PROFILE";
 
-fn email_pk(email: &str) -> String {
+pub(crate) fn email_pk(email: &str) -> String {
     format!("EMAIL#{email}")
 }
 
@@ -270,7 +278,7 @@ pub fn check_date_of_birth(raw: &str, today: NaiveDate) -> ApiResult<NaiveDate> 
     }
 }
 
-fn check_full_name(raw: &str) -> ApiResult<String> {
+pub fn check_full_name(raw: &str) -> ApiResult<String> {
     let name = raw.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(
@@ -325,6 +333,7 @@ pub async fn signup<S: AccountStore + ?Sized>(
         accepted_policy_version: config.policy_version.clone(),
         status: AccountStatus::Active,
         created_at: now,
+        closed_at: None,
     };
     let consent = Consent {
         user_id: account.id.clone(),
@@ -385,6 +394,27 @@ mod tests {
         // Born on 29 February 2008: 18 on 1 March 2026, not on 28 February.
         assert_eq!(code(check_date_of_birth("2008-02-29", date("2026-02-28"))), "underage");
         assert_eq!(code(check_date_of_birth("2008-02-29", date("2026-03-01"))), "ok");
+    }
+
+    #[test]
+    fn a_newer_policy_shows_as_pending_until_accepted() {
+        let account = Account {
+            id: "usr_1".into(),
+            email: "a@b.in".into(),
+            password_hash: String::new(),
+            full_name: "A".into(),
+            date_of_birth: date("1990-01-01"),
+            kyc_status: KycStatus::NotSubmitted,
+            marketing_consent: false,
+            accepted_policy_version: "2026-05-21".into(),
+            status: AccountStatus::Active,
+            created_at: DateTime::<Utc>::default(),
+            closed_at: None,
+        };
+        assert!(!AccountView::new(&account, "2026-05-21").policy_update_pending);
+        let view = AccountView::new(&account, "2027-01-01");
+        assert!(view.policy_update_pending);
+        assert_eq!(view.accepted_policy_version, "2026-05-21");
     }
 
     #[test]

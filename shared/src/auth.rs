@@ -3,8 +3,10 @@
 //! Items (main table):
 //! - `SESSION#<sha256(token)>` / `SESSION`: a session; `expires_at` ends it. The token itself is never stored.
 //! - `USER#<id>` / `SESSION#<sha256(token)>`: the user's index of sessions, so all can be revoked at once.
-//! - `LOGIN#<email>` / `<millis>#<rand>`: every login attempt (IP, user agent, outcome), kept for the
-//!   login-record retention window.
+//! - `USER#<id>` / `LOGIN#<millis>#<rand>`: every login attempt on an account's email (IP, user agent,
+//!   outcome), kept for the login-record retention window. Kept with the account, not the email, so an
+//!   email change keeps the history and a later account with a recycled email never sees it.
+//! - `LOGIN#<email>` / `<millis>#<rand>`: attempts on an email no account has, for the same window.
 //! - `LOGINFAIL#<email>` / `<millis>#<rand>`: one marker per failed attempt that expires when it leaves the
 //!   throttling window, so "failures in the window" is simply "live markers".
 
@@ -17,8 +19,9 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::passwords;
+use crate::retention::Span;
 use crate::secrets::{random_token, sha256_hex};
-use crate::store::{Condition, Delete, Item, ItemStore, Put, Query, StoreResult, Table, WriteOp};
+use crate::store::{Condition, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreResult, Table, WriteOp};
 
 /// The dashboard session cookie.
 pub const SESSION_COOKIE: &str = "inferex_session";
@@ -162,14 +165,20 @@ pub trait LoginStore: Send + Sync {
     async fn record_attempt(&self, attempt: &LoginAttempt, expiries: Expiries) -> StoreResult<()>;
     /// Records a successful attempt and creates its session, atomically.
     async fn record_login(&self, attempt: &LoginAttempt, expiries: Expiries, session: &Session) -> StoreResult<()>;
-    /// The newest attempts for an email.
-    async fn login_history(&self, email: &str, limit: u32) -> StoreResult<Vec<LoginAttempt>>;
+    /// The newest attempts on an account.
+    async fn login_history(&self, user_id: &str, limit: u32) -> StoreResult<Vec<LoginAttempt>>;
 }
 
+const LOGIN_PREFIX: &str = "LOGIN#";
+
 fn attempt_put(attempt: &LoginAttempt, expires_at: i64) -> StoreResult<WriteOp> {
+    let (pk, sk) = match &attempt.user_id {
+        Some(user_id) => (user_pk(user_id), time_sort_key(LOGIN_PREFIX, attempt.at)),
+        None => (logins_pk(&attempt.email), time_sort_key("", attempt.at)),
+    };
     Ok(WriteOp::Put(Put {
         table: Table::Main,
-        item: Item::from_record(logins_pk(&attempt.email), time_sort_key("", attempt.at), attempt, Some(expires_at))?,
+        item: Item::from_record(pk, sk, attempt, Some(expires_at))?,
         condition: Condition::NotExists,
     }))
 }
@@ -231,8 +240,12 @@ impl<T: ItemStore + ?Sized> LoginStore for T {
         .await
     }
 
-    async fn login_history(&self, email: &str, limit: u32) -> StoreResult<Vec<LoginAttempt>> {
-        let page = self.query(Query::new(Table::Main, logins_pk(email)).newest_first().limit(limit)).await?;
+    async fn login_history(&self, user_id: &str, limit: u32) -> StoreResult<Vec<LoginAttempt>> {
+        let query = Query::new(Table::Main, user_pk(user_id))
+            .range(SortKeyRange::Prefix(LOGIN_PREFIX.into()))
+            .newest_first()
+            .limit(limit);
+        let page = self.query(query).await?;
         page.items.iter().map(Item::record).collect()
     }
 }
@@ -258,7 +271,7 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
     let email: String = email.trim().to_lowercase().chars().take(254).collect();
     let now = clock.now();
     let expiries = Expiries {
-        record: (now + config.login_record_retention).timestamp(),
+        record: config.retention.until(Span::LoginRecords, now),
         failure: (now + config.login_window).timestamp(),
     };
     let mut attempt = LoginAttempt {
@@ -270,6 +283,10 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
         outcome: LoginOutcome::InvalidCredentials,
         at: now,
     };
+
+    let account = if email.is_empty() { None } else { store.account_by_email(&email).await? }
+        .filter(|a| a.status == AccountStatus::Active);
+    attempt.user_id = account.as_ref().map(|a| a.id.clone());
 
     let failures = store.recent_failures(&email, config.login_max_failures).await?;
     if failures.len() >= config.login_max_failures as usize {
@@ -285,8 +302,6 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
         });
     }
 
-    let account = if email.is_empty() { None } else { store.account_by_email(&email).await? }
-        .filter(|a| a.status == AccountStatus::Active);
     let verified = if password.chars().count() > passwords::MAX_PASSWORD_CHARS {
         false
     } else {
@@ -301,7 +316,6 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
     let expires_at = now + config.session_ttl;
     let session =
         Session { token_hash: sha256_hex(&token), user_id: account.id.clone(), expires_at: expires_at.timestamp() };
-    attempt.user_id = Some(account.id);
     attempt.success = true;
     attempt.outcome = LoginOutcome::Success;
     store.record_login(&attempt, expiries, &session).await?;

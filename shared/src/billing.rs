@@ -11,6 +11,9 @@
 //!   got in between, the wallet is read again and the settlement retried.
 //! - **Release** (failure paths and the sweeper): give the hold back, once (conditional on its attribute).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -25,6 +28,34 @@ use crate::wallet::{LedgerEntry, LedgerKind, WALLET_SK, WALLETS_PK, Wallet};
 const HOLD_PREFIX: &str = "hold_";
 /// How often a settlement is retried when concurrent balance changes keep getting in first.
 const SETTLE_ATTEMPTS: usize = 100;
+
+/// The latest wallet balance this process has seen per user, used as a settlement's expected balance.
+///
+/// With several requests in flight on one wallet, the balance seen at hold time is usually stale by the
+/// time the request settles (others settled in between), and every settlement would cost a failed
+/// transaction and a read before succeeding. A stale hint costs only that retry: the balance condition
+/// keeps every settlement exact whatever the hint says.
+#[derive(Debug, Default)]
+pub struct BalanceHints {
+    latest: Mutex<HashMap<String, i64>>,
+}
+
+impl BalanceHints {
+    const CAPACITY: usize = 100_000;
+
+    pub fn note(&self, user_id: &str, balance: i64) {
+        if let Ok(mut latest) = self.latest.lock() {
+            if latest.len() >= Self::CAPACITY && !latest.contains_key(user_id) {
+                latest.clear();
+            }
+            latest.insert(user_id.to_owned(), balance);
+        }
+    }
+
+    pub fn get(&self, user_id: &str) -> Option<i64> {
+        self.latest.lock().ok().and_then(|latest| latest.get(user_id).copied())
+    }
+}
 
 /// A placed hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +88,7 @@ fn insufficient(amount: i64) -> ApiError {
 pub async fn place_hold<S: ItemStore + ?Sized>(
     store: &S,
     clock: &dyn Clock,
+    hints: &BalanceHints,
     user_id: &str,
     amount: i64,
 ) -> ApiResult<Hold> {
@@ -71,6 +103,7 @@ pub async fn place_hold<S: ItemStore + ?Sized>(
     match store.update(update).await {
         Ok(wallet) => {
             hold.balance = wallet.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
+            hints.note(user_id, hold.balance);
             Ok(hold)
         }
         Err(StoreError::ConditionFailed) => Err(insufficient(amount)),
@@ -102,6 +135,7 @@ pub struct UsageRecord {
 /// transaction, and returns the usage record as written (with the charged cost).
 pub async fn settle<S: ItemStore + ?Sized>(
     store: &S,
+    hints: &BalanceHints,
     hold: &Hold,
     cost: i64,
     mut usage: UsageRecord,
@@ -109,7 +143,7 @@ pub async fn settle<S: ItemStore + ?Sized>(
     ledger_expires_at: i64,
 ) -> ApiResult<UsageRecord> {
     usage.cost = cost.clamp(0, hold.amount);
-    let mut expected_balance = hold.balance;
+    let mut expected_balance = hints.get(&hold.user_id).unwrap_or(hold.balance);
     let mut hold_present = true;
     for _ in 0..SETTLE_ATTEMPTS {
         let charge = if hold_present { usage.cost } else { usage.cost.min(available_now(store, &hold.user_id).await?) };
@@ -158,12 +192,16 @@ pub async fn settle<S: ItemStore + ?Sized>(
             }));
         }
         match store.transact(ops).await {
-            Ok(()) => return Ok(usage),
+            Ok(()) => {
+                hints.note(&hold.user_id, expected_balance - charge);
+                return Ok(usage);
+            }
             Err(StoreError::ConditionFailed) => {
                 // Another balance change got in first, or the hold was swept: look at the wallet again.
                 let current = store.get(Table::Main, &user_pk(&hold.user_id), WALLET_SK).await?;
                 let Some(current) = current else { return Err(ApiError::Internal("wallet vanished".into())) };
                 expected_balance = current.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
+                hints.note(&hold.user_id, expected_balance);
                 hold_present = current.attrs.contains_key(&hold.attr());
             }
             Err(e) => return Err(e.into()),

@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use chrono::Duration;
 
+use crate::retention::Retention;
 use crate::secrets::SecretString;
 
 /// The published privacy policy's version (its date); signups must accept exactly this version.
@@ -17,8 +18,6 @@ pub struct Config {
     pub policy_version: String,
     /// `INFEREX_SESSION_TTL_SECONDS`: how long a dashboard session lasts (default 7 days).
     pub session_ttl: Duration,
-    /// `INFEREX_LOGIN_RECORD_RETENTION_DAYS`: how long login records (IP, user agent) are kept (default 180).
-    pub login_record_retention: Duration,
     /// `INFEREX_LOGIN_MAX_FAILURES`: failed logins per email tolerated within the window (default 5).
     pub login_max_failures: u32,
     /// `INFEREX_LOGIN_WINDOW_SECONDS`: the throttling window (default 15 minutes).
@@ -30,13 +29,15 @@ pub struct Config {
     pub kyc_mode: KycMode,
     /// `INFEREX_ADMIN_TOKEN`: bearer token of the operator endpoints; they answer 404 while it is unset.
     pub admin_token: Option<SecretString>,
-    /// `INFEREX_KYC_RETENTION_YEARS`: how long KYC data is kept after account closure (default 5).
-    pub kyc_retention_years: u32,
     /// `INFEREX_TOPUP_MIN_PAISE` / `INFEREX_TOPUP_MAX_PAISE`: accepted top-up amounts (₹100 to ₹5,00,000).
     pub topup_min_paise: i64,
     pub topup_max_paise: i64,
-    /// `INFEREX_PAYMENT_RETENTION_YEARS`: how long top-ups, payments, refunds and archives are kept (7).
-    pub payment_retention_years: u32,
+    /// Every retention window ([`crate::retention`]; each overridable by its own variable).
+    pub retention: Retention,
+    /// `INFEREX_GRIEVANCE_NAME` / `INFEREX_GRIEVANCE_EMAIL`: the grievance officer `GET /v1/privacy` names
+    /// (DPDP Act), defaulting to the published policy's contact.
+    pub grievance_name: String,
+    pub grievance_email: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,16 +63,16 @@ impl Default for Config {
         Self {
             policy_version: DEFAULT_POLICY_VERSION.to_owned(),
             session_ttl: Duration::days(7),
-            login_record_retention: Duration::days(180),
             login_max_failures: 5,
             login_window: Duration::minutes(15),
             trust_forwarded_for: false,
             kyc_mode: KycMode::Auto,
             admin_token: None,
-            kyc_retention_years: 5,
             topup_min_paise: 10_000,     // ₹100
             topup_max_paise: 50_000_000, // ₹5,00,000
-            payment_retention_years: 7,
+            retention: Retention::default(),
+            grievance_name: "Grievance Officer, InferexAI".to_owned(),
+            grievance_email: "grievance@inferex.ai".to_owned(),
         }
     }
 }
@@ -109,16 +110,6 @@ fn positive_seconds(name: &str, default: Duration) -> Result<Duration, ConfigErr
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let defaults = Self::default();
-        let retention_days = match var::<i64>("INFEREX_LOGIN_RECORD_RETENTION_DAYS")? {
-            Some(days) if days > 0 => Duration::days(days),
-            Some(_) => {
-                return Err(ConfigError {
-                    name: "INFEREX_LOGIN_RECORD_RETENTION_DAYS".into(),
-                    reason: "must be a positive number".into(),
-                });
-            }
-            None => defaults.login_record_retention,
-        };
         let max_failures = match var::<u32>("INFEREX_LOGIN_MAX_FAILURES")? {
             Some(0) => {
                 return Err(ConfigError {
@@ -132,17 +123,16 @@ impl Config {
         Ok(Self {
             policy_version: var::<String>("INFEREX_POLICY_VERSION")?.unwrap_or(defaults.policy_version),
             session_ttl: positive_seconds("INFEREX_SESSION_TTL_SECONDS", defaults.session_ttl)?,
-            login_record_retention: retention_days,
             login_max_failures: max_failures,
             login_window: positive_seconds("INFEREX_LOGIN_WINDOW_SECONDS", defaults.login_window)?,
             trust_forwarded_for: var::<bool>("INFEREX_TRUST_X_FORWARDED_FOR")?.unwrap_or(false),
             kyc_mode: var::<KycMode>("KYC_MODE")?.unwrap_or(defaults.kyc_mode),
             admin_token: var::<String>("INFEREX_ADMIN_TOKEN")?.map(SecretString::new),
-            kyc_retention_years: var::<u32>("INFEREX_KYC_RETENTION_YEARS")?.unwrap_or(defaults.kyc_retention_years),
             topup_min_paise: var::<i64>("INFEREX_TOPUP_MIN_PAISE")?.unwrap_or(defaults.topup_min_paise),
             topup_max_paise: var::<i64>("INFEREX_TOPUP_MAX_PAISE")?.unwrap_or(defaults.topup_max_paise),
-            payment_retention_years: var::<u32>("INFEREX_PAYMENT_RETENTION_YEARS")?
-                .unwrap_or(defaults.payment_retention_years),
+            retention: Retention::from_env()?,
+            grievance_name: var::<String>("INFEREX_GRIEVANCE_NAME")?.unwrap_or(defaults.grievance_name),
+            grievance_email: var::<String>("INFEREX_GRIEVANCE_EMAIL")?.unwrap_or(defaults.grievance_email),
         })
     }
 }

@@ -3,16 +3,15 @@
 //! Prompts and completions pass through memory only: nothing here stores or logs their text.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::Months;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::billing::{self, Hold, UsageRecord};
+use crate::billing::{self, BalanceHints, Hold, UsageRecord};
 use crate::catalog::{Catalog, Model, Route};
 use crate::config::var;
 use crate::error::{ApiError, ApiResult};
@@ -81,6 +80,8 @@ pub struct Gateway {
     key_ttl: Duration,
     /// When each key's `last_used_at` was last written, to write it at most once a minute.
     uses: Mutex<HashMap<String, Instant>>,
+    /// Latest wallet balances seen, so that concurrent requests on one wallet settle at the first try.
+    balances: Arc<BalanceHints>,
 }
 
 impl Gateway {
@@ -98,6 +99,7 @@ impl Gateway {
             keys: Mutex::new(HashMap::new()),
             key_ttl: KEY_CACHE_TTL,
             uses: Mutex::new(HashMap::new()),
+            balances: Arc::default(),
         })
     }
 
@@ -406,7 +408,7 @@ async fn forward(gateway: &Gateway, prepared: &Prepared) -> ApiResult<Attempt> {
 /// The end of the usage retention window (12 months) and of the ledger's (payments window).
 fn expiries(state: &AppState) -> (i64, i64) {
     let now = state.clock.now();
-    let usage = now.checked_add_months(Months::new(12)).unwrap_or(now).timestamp();
+    let usage = state.config.retention.until(crate::retention::Span::Usage, now);
     (usage, crate::wallet::payment_expiry(&state.config, now))
 }
 
@@ -414,6 +416,7 @@ struct CallFacts<'a> {
     owner: &'a KeyOwner,
     prepared: &'a Prepared,
     hold: &'a Hold,
+    balances: &'a BalanceHints,
     provider: String,
     started: Instant,
     ttft: Option<Duration>,
@@ -438,7 +441,7 @@ async fn settle_call(state: &AppState, facts: CallFacts<'_>, usage: Usage, statu
     };
     let cost = model.cost(usage.prompt_tokens, usage.completion_tokens);
     let (usage_expiry, ledger_expiry) = expiries(state);
-    billing::settle(state.store.as_ref(), facts.hold, cost, record, usage_expiry, ledger_expiry).await
+    billing::settle(state.store.as_ref(), facts.balances, facts.hold, cost, record, usage_expiry, ledger_expiry).await
 }
 
 /// A finished non-streaming call: the upstream's JSON with our model id, ready to send.
@@ -459,8 +462,8 @@ pub enum Answer {
 /// a task that outlives the client connection.
 pub async fn call(state: &AppState, gateway: &Gateway, owner: KeyOwner, prepared: Prepared) -> ApiResult<Answer> {
     let started = Instant::now();
-    let hold =
-        billing::place_hold(state.store.as_ref(), state.clock.as_ref(), &owner.user_id, prepared.max_cost()).await?;
+    let (store, balances) = (state.store.as_ref(), gateway.balances.as_ref());
+    let hold = billing::place_hold(store, state.clock.as_ref(), balances, &owner.user_id, prepared.max_cost()).await?;
     let attempt = match forward(gateway, &prepared).await {
         Ok(attempt) => attempt,
         Err(e) => {
@@ -475,16 +478,17 @@ pub async fn call(state: &AppState, gateway: &Gateway, owner: KeyOwner, prepared
                 completion_tokens: estimate_completion_tokens(generated_chars(&body)),
                 estimated: true,
             });
-            let facts = CallFacts { owner: &owner, prepared: &prepared, hold: &hold, provider, started, ttft: None };
+            let facts =
+                CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances, provider, started, ttft: None };
             settle_call(state, facts, usage, "ok").await?;
             body["model"] = json!(prepared.model.id);
             Ok(Answer::Complete(Completed { status, body }))
         }
         Attempt::Streaming { provider, response } => {
             let (tx, rx) = mpsc::channel(64);
-            let state = state.clone();
+            let (state, balances) = (state.clone(), gateway.balances.clone());
             tokio::spawn(async move {
-                relay_stream(state, owner, prepared, hold, provider, response, tx, started).await;
+                relay_stream(state, balances, owner, prepared, hold, provider, response, tx, started).await;
             });
             Ok(Answer::Stream(rx))
         }
@@ -496,6 +500,7 @@ pub async fn call(state: &AppState, gateway: &Gateway, owner: KeyOwner, prepared
 #[allow(clippy::too_many_arguments)]
 async fn relay_stream(
     state: AppState,
+    balances: Arc<BalanceHints>,
     owner: KeyOwner,
     prepared: Prepared,
     hold: Hold,
@@ -532,26 +537,36 @@ async fn relay_stream(
         // Relay whole events only, so that a usage chunk can be dropped.
         while let Some(end) = find_event_end(&buffer) {
             let event: Vec<u8> = buffer.drain(..end).collect();
-            let mut forward_event = true;
+            // Each event is parsed once: for its usage, its generated text and the public model id.
+            let mut relay = Relay::AsReceived;
             if let Some(data) = event_data(&event) {
                 if data == "[DONE]" {
                     finished = true;
-                } else if let Ok(value) = serde_json::from_str::<Value>(data) {
+                } else if let Ok(mut value) = serde_json::from_str::<Value>(data) {
                     chars += generated_chars(&value);
+                    let mut forward_event = true;
                     if let Some(reported) = reported_usage(&value) {
                         usage = Some(reported);
                         let only_usage = value.get("choices").and_then(Value::as_array).is_none_or(Vec::is_empty);
                         forward_event = prepared.client_wants_usage || !only_usage;
+                    }
+                    if !forward_event {
+                        relay = Relay::Drop;
+                    } else if value.get("model").is_some() {
+                        value["model"] = json!(prepared.model.id);
+                        relay = Relay::Rewritten(format!("data: {value}\n\n").into_bytes());
                     }
                 }
             }
             if ttft.is_none() {
                 ttft = Some(started.elapsed());
             }
-            if forward_event
-                && !client_gone
-                && tx.send(Ok(Bytes::from(rewrite_model(&event, &prepared.model.id)))).await.is_err()
-            {
+            let bytes = match relay {
+                Relay::AsReceived => event,
+                Relay::Rewritten(bytes) => bytes,
+                Relay::Drop => continue,
+            };
+            if !client_gone && tx.send(Ok(Bytes::from(bytes))).await.is_err() {
                 client_gone = true;
                 drain_started = Some(Instant::now());
             }
@@ -588,11 +603,21 @@ async fn relay_stream(
             },
         ),
     };
-    let facts = CallFacts { owner: &owner, prepared: &prepared, hold: &hold, provider, started, ttft };
+    let facts =
+        CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances: &balances, provider, started, ttft };
     if let Err(e) = settle_call(&state, facts, usage, status).await {
         // The sweeper gives the hold back if settlement failed for good.
         tracing::error!(error = %e, request_id = %prepared.request_id, "stream settlement failed");
     }
+}
+
+/// What happens to one upstream event on its way to the client.
+enum Relay {
+    AsReceived,
+    /// With the public model id in place of the provider's.
+    Rewritten(Vec<u8>),
+    /// A usage-only chunk the client did not ask for.
+    Drop,
 }
 
 /// SSE events end with a blank line.
@@ -602,16 +627,4 @@ fn find_event_end(buffer: &[u8]) -> Option<usize> {
 
 fn event_data(event: &[u8]) -> Option<&str> {
     std::str::from_utf8(event).ok()?.lines().find_map(|l| l.strip_prefix("data:")).map(str::trim)
-}
-
-/// Shows the public model id instead of the provider's.
-fn rewrite_model(event: &[u8], model: &str) -> Vec<u8> {
-    let Some(data) = event_data(event) else { return event.to_vec() };
-    match serde_json::from_str::<Value>(data) {
-        Ok(mut value) if value.get("model").is_some() => {
-            value["model"] = json!(model);
-            format!("data: {value}\n\n").into_bytes()
-        }
-        _ => event.to_vec(),
-    }
 }

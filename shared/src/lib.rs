@@ -16,6 +16,7 @@ pub mod kyc;
 pub mod money;
 pub mod passwords;
 pub mod razorpay;
+pub mod retention;
 pub mod secrets;
 pub mod state;
 pub mod store;

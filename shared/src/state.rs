@@ -143,15 +143,20 @@ impl AppState {
         Ok(state)
     }
 
-    /// Local wiring: the embedded SQLite store and local key files in `data_dir` (created if missing).
-    pub fn embedded(data_dir: &Path, config: Config) -> Result<(Self, SqliteStore), BoxError> {
+    /// Local wiring: the embedded SQLite store and local key files in `data_dir` (created if missing);
+    /// blob download links point at `public_base` (the local server's address).
+    pub fn embedded(data_dir: &Path, config: Config, public_base: &str) -> Result<(Self, SqliteStore), BoxError> {
         std::fs::create_dir_all(data_dir)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = SqliteStore::open(&data_dir.join("inferex.sqlite3"), Arc::clone(&clock))?;
         let keys = KycKeys::from_key_files(&data_dir.join("keys"))?;
-        let state = Self::new(Arc::new(store.clone()), config, clock)
-            .with_kyc_keys(keys)
-            .with_blobs(Arc::new(LocalBlobs::new(&data_dir.join("blobs"))));
+        let state = Self::new(Arc::new(store.clone()), config, clock).with_kyc_keys(keys).with_blobs(Arc::new(
+            LocalBlobs::new(
+                &data_dir.join("blobs"),
+                public_base,
+                load_or_create_key_file(&data_dir.join("keys").join("blob-links.key"))?.to_vec(),
+            ),
+        ));
         Ok((state, store))
     }
 }

@@ -17,7 +17,7 @@
 //! - `PAYMENTREVIEW` / `<millis>#<rand>`: payments that did not match our records, for a human to review.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Duration, Months, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::money::{format_inr, paise_to_units};
 use crate::razorpay::{NewOrder, Payment, RazorpayClient};
+use crate::retention::Span;
 use crate::secrets::random_suffix;
 use crate::store::{
     Condition, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update, WriteOp,
@@ -67,9 +68,7 @@ fn open_sk(topup: &Topup) -> String {
 
 /// The end of the payments retention window for something that happened at `at`.
 pub fn payment_expiry(config: &Config, at: DateTime<Utc>) -> i64 {
-    at.checked_add_months(Months::new(config.payment_retention_years.saturating_mul(12)))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
-        .timestamp()
+    config.retention.until(Span::Payments, at)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -137,16 +137,17 @@ impl TestApi {
                 (Arc::new(s.clone()), Raw::DynamoDb(s))
             }
         };
+        // The API listens first, so that the stand-in knows where to deliver webhooks and download links
+        // point at it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let blobs: Arc<dyn BlobStore> = match backend {
             Backend::Embedded => {
                 let dir = std::env::temp_dir().join(format!("inferex-e2e-blobs-{}", shared::secrets::random_suffix()));
-                Arc::new(LocalBlobs::new(&dir))
+                Arc::new(LocalBlobs::new(&dir, format!("http://{addr}"), shared::secrets::random_token().into_bytes()))
             }
             Backend::DynamoDb => Arc::new(testing::moto_s3_blobs().await?),
         };
-        // The API listens first, so that the stand-in knows where to deliver webhooks.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let razorpay = StandIn::new(StandInConfig {
             key_id: RAZORPAY_KEY_ID.into(),
             key_secret: RAZORPAY_KEY_SECRET.into(),

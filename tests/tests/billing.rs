@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use chrono::Duration;
 use e2e::{Backend, CountingStore, TestApi, TestResult, on_both_stores};
-use shared::billing::{self, Hold, UsageRecord};
+use shared::billing::{self, BalanceHints, Hold, UsageRecord};
 use shared::clock::Clock;
 use shared::money::UNITS_PER_RUPEE;
 use shared::wallet::WalletStore;
@@ -17,6 +17,8 @@ on_both_stores!(
     ten_times_more_concurrent_requests_than_the_balance_covers_never_overspend,
     stale_holds_are_swept_and_released_once,
     a_request_costs_one_write_before_and_one_after,
+    overlapping_requests_on_one_wallet_settle_at_the_first_try,
+    a_wrong_balance_hint_costs_a_retry_never_a_wrong_ledger,
 );
 
 /// Funds a verified user's wallet with `rupees` through a real top-up and webhook.
@@ -49,23 +51,29 @@ fn usage(api: &TestApi, prompt: u64, completion: u64) -> UsageRecord {
     }
 }
 
-async fn settle(api: &TestApi, hold: &Hold, cost: i64) -> Result<UsageRecord, shared::error::ApiError> {
+async fn settle(
+    api: &TestApi,
+    hints: &BalanceHints,
+    hold: &Hold,
+    cost: i64,
+) -> Result<UsageRecord, shared::error::ApiError> {
     let far = api.clock.now_epoch() + 365 * 86_400;
-    billing::settle(api.state.store.as_ref(), hold, cost, usage(api, 10, 5), far, far).await
+    billing::settle(api.state.store.as_ref(), hints, hold, cost, usage(api, 10, 5), far, far).await
 }
 
 async fn settlement_charges_the_actual_cost_and_returns_the_rest(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "settle@example.in", 100).await?;
+    let hints = BalanceHints::default();
     let store = api.state.store.as_ref();
-    let hold = billing::place_hold(store, &api.clock, &user, 10 * UNITS_PER_RUPEE).await?;
+    let hold = billing::place_hold(store, &api.clock, &hints, &user, 10 * UNITS_PER_RUPEE).await?;
     let wallet = store.wallet(&user).await?;
     assert_eq!(
         (wallet.balance, wallet.held, wallet.available),
         (100 * UNITS_PER_RUPEE, 10 * UNITS_PER_RUPEE, 90 * UNITS_PER_RUPEE)
     );
 
-    let logged = settle(&api, &hold, 4 * UNITS_PER_RUPEE).await?;
+    let logged = settle(&api, &hints, &hold, 4 * UNITS_PER_RUPEE).await?;
     assert_eq!(logged.cost, 4 * UNITS_PER_RUPEE);
     let wallet = store.wallet(&user).await?;
     assert_eq!((wallet.balance, wallet.held, wallet.available), (96 * UNITS_PER_RUPEE, 0, 96 * UNITS_PER_RUPEE));
@@ -84,19 +92,20 @@ async fn settlement_charges_the_actual_cost_and_returns_the_rest(backend: Backen
 async fn a_charge_never_exceeds_its_hold_and_an_empty_wallet_gets_402(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "cap@example.in", 100).await?;
+    let hints = BalanceHints::default();
     let store = api.state.store.as_ref();
-    let hold = billing::place_hold(store, &api.clock, &user, UNITS_PER_RUPEE).await?;
-    assert_eq!(settle(&api, &hold, 50 * UNITS_PER_RUPEE).await?.cost, UNITS_PER_RUPEE);
+    let hold = billing::place_hold(store, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?;
+    assert_eq!(settle(&api, &hints, &hold, 50 * UNITS_PER_RUPEE).await?.cost, UNITS_PER_RUPEE);
     assert_eq!(store.wallet(&user).await?.balance, 99 * UNITS_PER_RUPEE);
 
-    let too_much = billing::place_hold(store, &api.clock, &user, 100 * UNITS_PER_RUPEE).await;
+    let too_much = billing::place_hold(store, &api.clock, &hints, &user, 100 * UNITS_PER_RUPEE).await;
     let error = too_much.err().ok_or("a hold above the balance passed")?;
     assert_eq!(
         (error.status().as_u16(), error.code(), error.error_type()),
         (402, "insufficient_balance", "insufficient_quota")
     );
     let (nobody, _) = api.signed_in("empty@example.in").await?;
-    assert!(billing::place_hold(store, &api.clock, &nobody, 1).await.is_err(), "no wallet, no hold");
+    assert!(billing::place_hold(store, &api.clock, &hints, &nobody, 1).await.is_err(), "no wallet, no hold");
     api.ledger_checked_balance(&user).await?;
     Ok(())
 }
@@ -104,14 +113,15 @@ async fn a_charge_never_exceeds_its_hold_and_an_empty_wallet_gets_402(backend: B
 async fn ten_times_more_concurrent_requests_than_the_balance_covers_never_overspend(backend: Backend) -> TestResult {
     let api = Arc::new(TestApi::start(backend).await?);
     let user = funded_user(&api, "rush@example.in", 100).await?;
+    let hints = Arc::new(BalanceHints::default());
     let n = 5;
     let price = 20 * UNITS_PER_RUPEE; // the balance covers exactly n requests
     let mut tasks = Vec::new();
     for _ in 0..10 * n {
-        let (api, user) = (api.clone(), user.clone());
+        let (api, user, hints) = (api.clone(), user.clone(), hints.clone());
         tasks.push(tokio::spawn(async move {
-            match billing::place_hold(api.state.store.as_ref(), &api.clock, &user, price).await {
-                Ok(hold) => settle(&api, &hold, price).await.map(|u| u.cost > 0),
+            match billing::place_hold(api.state.store.as_ref(), &api.clock, &hints, &user, price).await {
+                Ok(hold) => settle(&api, &hints, &hold, price).await.map(|u| u.cost > 0),
                 Err(e) if e.code() == "insufficient_balance" => Ok(false),
                 Err(e) => Err(e),
             }
@@ -135,10 +145,11 @@ async fn ten_times_more_concurrent_requests_than_the_balance_covers_never_oversp
 async fn stale_holds_are_swept_and_released_once(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "sweep@example.in", 100).await?;
+    let hints = BalanceHints::default();
     let store = api.state.store.as_ref();
-    let stale = billing::place_hold(store, &api.clock, &user, 30 * UNITS_PER_RUPEE).await?;
+    let stale = billing::place_hold(store, &api.clock, &hints, &user, 30 * UNITS_PER_RUPEE).await?;
     api.clock.advance(Duration::minutes(10));
-    let fresh = billing::place_hold(store, &api.clock, &user, 10 * UNITS_PER_RUPEE).await?;
+    let fresh = billing::place_hold(store, &api.clock, &hints, &user, 10 * UNITS_PER_RUPEE).await?;
     // The scheduled jobs run the sweeper: holds older than the inference timeout are released, once.
     assert_eq!(jobs::run(&api.state).await?.stale_holds_released, 1);
     assert_eq!(jobs::run(&api.state).await?.stale_holds_released, 0, "released once");
@@ -147,8 +158,8 @@ async fn stale_holds_are_swept_and_released_once(backend: Backend) -> TestResult
     assert_eq!((wallet.held, wallet.available), (10 * UNITS_PER_RUPEE, 90 * UNITS_PER_RUPEE));
 
     // The late request still settles, charging only what is available.
-    assert_eq!(settle(&api, &stale, 5 * UNITS_PER_RUPEE).await?.cost, 5 * UNITS_PER_RUPEE);
-    settle(&api, &fresh, 10 * UNITS_PER_RUPEE).await?;
+    assert_eq!(settle(&api, &hints, &stale, 5 * UNITS_PER_RUPEE).await?.cost, 5 * UNITS_PER_RUPEE);
+    settle(&api, &hints, &fresh, 10 * UNITS_PER_RUPEE).await?;
     let wallet = store.wallet(&user).await?;
     assert_eq!((wallet.balance, wallet.held, wallet.available), (85 * UNITS_PER_RUPEE, 0, 85 * UNITS_PER_RUPEE));
     api.ledger_checked_balance(&user).await?;
@@ -158,11 +169,48 @@ async fn stale_holds_are_swept_and_released_once(backend: Backend) -> TestResult
 async fn a_request_costs_one_write_before_and_one_after(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "trips@example.in", 100).await?;
+    let hints = BalanceHints::default();
     let counting = CountingStore::new(api.state.store.clone());
-    let hold = billing::place_hold(&counting, &api.clock, &user, UNITS_PER_RUPEE).await?;
+    let hold = billing::place_hold(&counting, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?;
     assert_eq!(counting.calls.swap(0, Ordering::SeqCst), 1, "one round trip before forwarding");
     let far = api.clock.now_epoch() + 86_400;
-    billing::settle(&counting, &hold, 1_000, usage(&api, 3, 4), far, far).await?;
+    billing::settle(&counting, &hints, &hold, 1_000, usage(&api, 3, 4), far, far).await?;
     assert_eq!(counting.calls.load(Ordering::SeqCst), 1, "one round trip after");
+    Ok(())
+}
+
+async fn overlapping_requests_on_one_wallet_settle_at_the_first_try(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let user = funded_user(&api, "overlap@example.in", 100).await?;
+    let hints = BalanceHints::default();
+    let counting = CountingStore::new(api.state.store.clone());
+    let far = api.clock.now_epoch() + 86_400;
+    // Three requests in flight at once; each settles after the others changed the balance.
+    let mut holds = Vec::new();
+    for _ in 0..3 {
+        holds.push(billing::place_hold(&counting, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?);
+    }
+    counting.calls.store(0, Ordering::SeqCst);
+    for hold in holds.iter().rev() {
+        billing::settle(&counting, &hints, hold, 1_000, usage(&api, 3, 4), far, far).await?;
+    }
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 3, "one round trip per settlement");
+    assert_eq!(api.state.store.wallet(&user).await?.balance, 100 * UNITS_PER_RUPEE - 3_000);
+    api.ledger_checked_balance(&user).await?;
+    Ok(())
+}
+
+async fn a_wrong_balance_hint_costs_a_retry_never_a_wrong_ledger(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let user = funded_user(&api, "hint@example.in", 100).await?;
+    let hints = BalanceHints::default();
+    let hold = billing::place_hold(api.state.store.as_ref(), &api.clock, &hints, &user, UNITS_PER_RUPEE).await?;
+    // Another process credited or charged the wallet since: this process's hint is wrong.
+    hints.note(&user, 7 * UNITS_PER_RUPEE);
+    assert_eq!(settle(&api, &hints, &hold, UNITS_PER_RUPEE / 2).await?.cost, UNITS_PER_RUPEE / 2);
+    let (entries, _) = api.state.store.ledger(&user, 1, None).await?;
+    assert_eq!(entries[0].balance_after, 100 * UNITS_PER_RUPEE - UNITS_PER_RUPEE / 2);
+    assert_eq!(hints.get(&user), Some(entries[0].balance_after), "the hint follows the settlement");
+    api.ledger_checked_balance(&user).await?;
     Ok(())
 }

@@ -82,7 +82,7 @@ async fn logout(State(state): State<AppState>, session: Session) -> ApiResult<Re
 
 async fn account(State(state): State<AppState>, session: Session) -> ApiResult<Json<AccountView>> {
     let account = auth::session_account(state.store.as_ref(), &session).await?;
-    Ok(Json(AccountView::from(&account)))
+    Ok(Json(AccountView::new(&account, &state.config.policy_version)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,7 +102,6 @@ async fn logins(
     if !(1..=MAX_LOGINS).contains(&limit) {
         return Err(ApiError::invalid("invalid_limit", "limit", format!("limit must be between 1 and {MAX_LOGINS}")));
     }
-    let account = auth::session_account(state.store.as_ref(), &session).await?;
-    let attempts = state.store.login_history(&account.email, limit).await?;
+    let attempts = state.store.login_history(&session.user_id, limit).await?;
     Ok(Json(attempts.iter().map(LoginAttemptView::from).collect()))
 }

@@ -37,7 +37,11 @@ fn state() -> Result<AppState, Box<dyn std::error::Error>> {
         webhook_secret: SecretString::new("inferex_test_webhook_secret"),
         api_base: "http://127.0.0.1:9".into(),
     })?;
-    Ok(embedded_state(Config::default())?.with_razorpay(razorpay).with_blobs(Arc::new(LocalBlobs::new(&blobs))))
+    Ok(embedded_state(Config::default())?.with_razorpay(razorpay).with_blobs(Arc::new(LocalBlobs::new(
+        &blobs,
+        "http://127.0.0.1:8080",
+        b"test link key".to_vec(),
+    ))))
 }
 
 /// A top-up whose order is the fixture's `order_DESlLckIVRkHWj` for ₹500.

@@ -27,5 +27,5 @@ async fn signup(
 ) -> ApiResult<(StatusCode, Json<AccountView>)> {
     let account = accounts::signup(state.store.as_ref(), state.clock.as_ref(), &state.config, request, &client).await?;
     tracing::info!(user_id = %account.id, "account created");
-    Ok((StatusCode::CREATED, Json(AccountView::from(&account))))
+    Ok((StatusCode::CREATED, Json(AccountView::new(&account, &state.config.policy_version))))
 }

@@ -26,7 +26,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::secrets::random_suffix;
 use crate::state::KycKeys;
 use crate::store::{
-    Condition, Delete, ExpiryChange, Item, ItemStore, Put, StoreError, StoreResult, Table, Update, WriteOp,
+    Condition, Delete, ExpiryChange, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update,
+    WriteOp,
 };
 use documents::{Aadhaar, Pan};
 use vault::Sealed;
@@ -171,6 +172,9 @@ fn vault_pk(reference: &str) -> String {
 }
 
 const CLAIM_SK: &str = "CLAIM";
+const DECISION_PREFIX: &str = "KYCDECISION#";
+/// Decisions are rare (one per submission); a transaction holds at most 100 writes.
+const MAX_DECISIONS_KEPT: u32 = 90;
 const VAULT_SK: &str = "SECRET";
 
 fn owned_by(user_id: &str) -> Condition {
@@ -312,7 +316,7 @@ impl<T: ItemStore + ?Sized> KycStore for T {
             set_account_status(user, record.status),
             WriteOp::Put(Put {
                 table: Table::Main,
-                item: Item::from_record(user_pk(user), time_sort_key("KYCDECISION#", audit.at), audit, None)?,
+                item: Item::from_record(user_pk(user), time_sort_key(DECISION_PREFIX, audit.at), audit, None)?,
                 condition: Condition::NotExists,
             }),
         ];
@@ -334,9 +338,16 @@ impl<T: ItemStore + ?Sized> KycStore for T {
             if self.vault_entry(record.reference(kind)).await?.is_some() {
                 ops.push(expire(Table::Vault, vault_pk(record.reference(kind)), VAULT_SK));
             }
+            // The claim only keeps one number from backing two open accounts: a closed account lets go.
             if self.claim_holder(record.fingerprint(kind)).await?.as_deref() == Some(user) {
-                ops.push(expire(Table::Main, claim_pk(record.fingerprint(kind)), CLAIM_SK));
+                ops.push(release_claim(user, record.fingerprint(kind)));
             }
+        }
+        let decisions = Query::new(Table::Main, user_pk(user))
+            .range(SortKeyRange::Prefix(DECISION_PREFIX.into()))
+            .limit(MAX_DECISIONS_KEPT);
+        for decision in self.query(decisions).await?.items {
+            ops.push(expire(Table::Main, decision.pk, &decision.sk));
         }
         self.transact(ops).await
     }
@@ -550,8 +561,9 @@ pub async fn require_verified<S: AccountStore + ?Sized>(store: &S, user_id: &str
     })
 }
 
-/// The retention rule for closed accounts: KYC data (record, vault entries, claims) is kept for the
-/// configured number of years after closure, then expires. Returns the expiry set, if there was KYC data.
+/// The retention rule for closed accounts: KYC data (record, vault entries, operator decisions) is kept for
+/// the configured number of years after closure, then expires; the claims on the numbers are released so
+/// their owner can verify a new account. Returns the expiry set, if there was KYC data.
 pub async fn retain_after_closure<S: KycStore + ?Sized>(
     store: &S,
     user_id: &str,

@@ -48,6 +48,7 @@ impl SqliteStore {
 
     fn init(conn: Connection, clock: Arc<dyn Clock>) -> StoreResult<Self> {
         conn.busy_timeout(Duration::from_secs(5)).map_err(backend)?;
+        conn.set_prepared_statement_cache_capacity(32);
         for table in Table::ALL {
             let name = sql_table(table);
             conn.execute_batch(&format!(
@@ -138,18 +139,38 @@ impl SqliteStore {
     }
 }
 
+/// The per-item statements, written out per table so that SQLite parses each once per connection
+/// (`prepare_cached`) instead of once per call: the inference hot path runs them on every request.
+mod statements {
+    macro_rules! per_table {
+        ($read:ident, $upsert:ident, $delete:ident, $table:literal) => {
+            pub const $read: &str = concat!(
+                "SELECT attrs, expires_at FROM ",
+                $table,
+                " WHERE pk = ?1 AND sk = ?2 AND (expires_at IS NULL OR expires_at > ?3)"
+            );
+            pub const $upsert: &str = concat!(
+                "INSERT INTO ",
+                $table,
+                " (pk, sk, attrs, expires_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (pk, sk) DO UPDATE SET attrs = excluded.attrs, expires_at = excluded.expires_at"
+            );
+            pub const $delete: &str = concat!("DELETE FROM ", $table, " WHERE pk = ?1 AND sk = ?2");
+        };
+    }
+    per_table!(READ_MAIN, UPSERT_MAIN, DELETE_MAIN, "items_main");
+    per_table!(READ_VAULT, UPSERT_VAULT, DELETE_VAULT, "items_vault");
+}
+
 fn read_live(conn: &Connection, table: Table, pk: &str, sk: &str, now: i64) -> StoreResult<Option<Item>> {
     let row = conn
-        .query_row(
-            &format!(
-                "SELECT attrs, expires_at FROM {} WHERE pk = ?1 AND sk = ?2
-                 AND (expires_at IS NULL OR expires_at > ?3)",
-                sql_table(table)
-            ),
-            params![pk, sk, now],
-            |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<i64>>(1)?)),
-        )
-        .optional()
+        .prepare_cached(match table {
+            Table::Main => statements::READ_MAIN,
+            Table::Vault => statements::READ_VAULT,
+        })
+        .and_then(|mut stmt| {
+            stmt.query_row(params![pk, sk, now], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<i64>>(1)?)))
+                .optional()
+        })
         .map_err(backend)?;
     row.map(|(attrs, expires_at)| decode(pk.to_owned(), sk.to_owned(), &attrs, expires_at)).transpose()
 }
@@ -162,21 +183,22 @@ fn decode(pk: String, sk: String, attrs: &str, expires_at: Option<i64>) -> Store
 
 fn write_item(conn: &Connection, table: Table, item: &Item) -> StoreResult<()> {
     let attrs = serde_json::to_string(&item.attrs).map_err(backend)?;
-    conn.execute(
-        &format!(
-            "INSERT INTO {} (pk, sk, attrs, expires_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (pk, sk) DO UPDATE SET attrs = excluded.attrs, expires_at = excluded.expires_at",
-            sql_table(table)
-        ),
-        params![item.pk, item.sk, attrs, item.expires_at],
-    )
+    conn.prepare_cached(match table {
+        Table::Main => statements::UPSERT_MAIN,
+        Table::Vault => statements::UPSERT_VAULT,
+    })
+    .and_then(|mut stmt| stmt.execute(params![item.pk, item.sk, attrs, item.expires_at]))
     .map_err(backend)?;
     Ok(())
 }
 
 fn delete_row(conn: &Connection, table: Table, pk: &str, sk: &str) -> StoreResult<()> {
-    conn.execute(&format!("DELETE FROM {} WHERE pk = ?1 AND sk = ?2", sql_table(table)), params![pk, sk])
-        .map_err(backend)?;
+    conn.prepare_cached(match table {
+        Table::Main => statements::DELETE_MAIN,
+        Table::Vault => statements::DELETE_VAULT,
+    })
+    .and_then(|mut stmt| stmt.execute(params![pk, sk]))
+    .map_err(backend)?;
     Ok(())
 }
 

@@ -1,0 +1,394 @@
+//! Retention in one place: every class of item the system writes, how long it is kept, and the windows in
+//! force (the published policy's values, overridable by configuration).
+//!
+//! Every module that writes an item takes its `expires_at` from here ([`Retention::expiry`]), and
+//! [`ItemClass::of`] names the class of any stored item by its key, so a test can check that everything
+//! the real flows write carries the right expiry, and that nothing unnamed is written at all.
+
+use chrono::{DateTime, Duration, Months, Utc};
+use serde::Serialize;
+
+use crate::config::{ConfigError, var};
+
+/// How long each class of data is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// `INFEREX_USAGE_RETENTION_MONTHS`: usage logs, from the call (default 12).
+    pub usage_months: u32,
+    /// `INFEREX_KYC_RETENTION_YEARS`: KYC records and vault entries, from account closure (default 5).
+    pub kyc_years_after_closure: u32,
+    /// `INFEREX_PAYMENT_RETENTION_YEARS`: top-ups, payments, refunds, ledger, webhook archive (default 7).
+    pub payment_years: u32,
+    /// `INFEREX_ACCOUNT_RETENTION_YEARS`: the account and its consent records, from closure (default 3).
+    pub account_years_after_closure: u32,
+    /// `INFEREX_LOGIN_RECORD_RETENTION_DAYS`: login records (IP, user agent), from the attempt (default 180).
+    pub login_record_days: u32,
+    /// `INFEREX_PRIVACY_REQUEST_RETENTION_YEARS`: the record of each access, correction or erasure request,
+    /// from its receipt (default 3, the account window, so the evidence outlives a closure it records).
+    pub privacy_request_years: u32,
+    /// `INFEREX_EXPORT_RETENTION_DAYS`: data exports (the file and its record), from creation (default 7).
+    pub export_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            usage_months: 12,
+            kyc_years_after_closure: 5,
+            payment_years: 7,
+            account_years_after_closure: 3,
+            login_record_days: 180,
+            privacy_request_years: 3,
+            export_days: 7,
+        }
+    }
+}
+
+fn positive(name: &str, default: u32) -> Result<u32, ConfigError> {
+    match var::<u32>(name)? {
+        Some(0) => Err(ConfigError { name: name.to_owned(), reason: "must be at least 1".into() }),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
+impl Retention {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let d = Self::default();
+        Ok(Self {
+            usage_months: positive("INFEREX_USAGE_RETENTION_MONTHS", d.usage_months)?,
+            kyc_years_after_closure: positive("INFEREX_KYC_RETENTION_YEARS", d.kyc_years_after_closure)?,
+            payment_years: positive("INFEREX_PAYMENT_RETENTION_YEARS", d.payment_years)?,
+            account_years_after_closure: positive("INFEREX_ACCOUNT_RETENTION_YEARS", d.account_years_after_closure)?,
+            login_record_days: positive("INFEREX_LOGIN_RECORD_RETENTION_DAYS", d.login_record_days)?,
+            privacy_request_years: positive("INFEREX_PRIVACY_REQUEST_RETENTION_YEARS", d.privacy_request_years)?,
+            export_days: positive("INFEREX_EXPORT_RETENTION_DAYS", d.export_days)?,
+        })
+    }
+
+    /// The window of a class, or `None` for classes whose lifetime is set another way (see [`Rule`]).
+    pub fn window(&self, class: ItemClass) -> Option<Window> {
+        match class.rule() {
+            Rule::FromWrite(window) | Rule::FromClosure(window) => Some(self.resolve(window)),
+            Rule::Session | Rule::LoginThrottle | Rule::KeyExpiry | Rule::ErasedAtClosure => None,
+        }
+    }
+
+    fn resolve(&self, window: Span) -> Window {
+        match window {
+            Span::Usage => Window::Months(self.usage_months),
+            Span::Kyc => Window::Months(self.kyc_years_after_closure.saturating_mul(12)),
+            Span::Payments => Window::Months(self.payment_years.saturating_mul(12)),
+            Span::Account => Window::Months(self.account_years_after_closure.saturating_mul(12)),
+            Span::LoginRecords => Window::Days(self.login_record_days),
+            Span::PrivacyRequests => Window::Months(self.privacy_request_years.saturating_mul(12)),
+            Span::Exports => Window::Days(self.export_days),
+        }
+    }
+
+    /// The end (epoch seconds) of a window that starts at `from`.
+    pub fn until(&self, span: Span, from: DateTime<Utc>) -> i64 {
+        self.resolve(span).after(from)
+    }
+
+    /// `expires_at` (epoch seconds) for an item of `class` whose window starts at `from` (the write for
+    /// most classes, the closure for the account and KYC). `None` for classes without a fixed window.
+    pub fn expiry(&self, class: ItemClass, from: DateTime<Utc>) -> Option<i64> {
+        self.window(class).map(|w| w.after(from))
+    }
+
+    /// The windows as the privacy endpoint publishes them.
+    pub fn published(&self, session_ttl: Duration, login_window: Duration) -> Vec<PublishedWindow> {
+        let describe = |w: Window| match w {
+            // "12 months" as the policy says it; whole multiples of a year from two years up in years.
+            Window::Months(m) if m % 12 == 0 && m >= 24 => plural(m / 12, "year"),
+            Window::Months(m) => plural(m, "month"),
+            Window::Days(d) => plural(d, "day"),
+        };
+        let r = |span| describe(self.resolve(span));
+        vec![
+            PublishedWindow::new(
+                "account",
+                "email, name, date of birth, consent records",
+                format!("while the account is open, then {} after closure", r(Span::Account)),
+            ),
+            PublishedWindow::new(
+                "kyc",
+                "PAN and Aadhaar numbers (encrypted), verification decisions",
+                format!("{} after account closure", r(Span::Kyc)),
+            ),
+            PublishedWindow::new(
+                "payments",
+                "top-ups, Razorpay payments and refunds, wallet ledger, raw webhook payloads",
+                r(Span::Payments),
+            ),
+            PublishedWindow::new(
+                "usage_logs",
+                "model, token counts, latency, cost, time and key id of each API call; never prompts or completions",
+                r(Span::Usage),
+            ),
+            PublishedWindow::new(
+                "login_records",
+                "IP address and user agent of every login attempt",
+                r(Span::LoginRecords),
+            ),
+            PublishedWindow::new(
+                "sessions",
+                "dashboard session tokens (stored only as digests)",
+                format!(
+                    "until logout, account closure or {} after login",
+                    plural(session_ttl.num_days().max(0) as u32, "day")
+                ),
+            ),
+            PublishedWindow::new(
+                "login_throttling",
+                "markers of failed login attempts",
+                format!("{} minutes", login_window.num_minutes()),
+            ),
+            PublishedWindow::new(
+                "api_keys",
+                "key names, prefixes and digests",
+                "until revoked, expired or the account is closed".into(),
+            ),
+            PublishedWindow::new(
+                "privacy_requests",
+                "each access, correction and erasure request and its outcome",
+                r(Span::PrivacyRequests),
+            ),
+            PublishedWindow::new("data_exports", "the files produced by data export requests", r(Span::Exports)),
+        ]
+    }
+}
+
+fn plural(n: u32, unit: &str) -> String {
+    if n == 1 { format!("1 {unit}") } else { format!("{n} {unit}s") }
+}
+
+/// A retention window: calendar months (so "7 years" ends on the same date) or days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Months(u32),
+    Days(u32),
+}
+
+impl Window {
+    pub fn after(self, from: DateTime<Utc>) -> i64 {
+        match self {
+            Window::Months(m) => from.checked_add_months(Months::new(m)),
+            Window::Days(d) => from.checked_add_signed(Duration::days(i64::from(d))),
+        }
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        .timestamp()
+    }
+}
+
+/// Which configured window a rule uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    Usage,
+    Kyc,
+    Payments,
+    Account,
+    LoginRecords,
+    PrivacyRequests,
+    Exports,
+}
+
+/// How an item's lifetime is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// `expires_at` = the write + the window.
+    FromWrite(Span),
+    /// No expiry while the account is open; closure + the window once it closes.
+    FromClosure(Span),
+    /// Ends with the session (`INFEREX_SESSION_TTL_SECONDS` after login), or earlier at logout/closure.
+    Session,
+    /// Ends when it leaves the login throttling window.
+    LoginThrottle,
+    /// Lives as long as its API key: the key's own `expires_at`, if any; deleted when revoked.
+    KeyExpiry,
+    /// No expiry while the account is open; deleted when it closes (nothing requires keeping it).
+    ErasedAtClosure,
+}
+
+/// Every class of item the system stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemClass {
+    Account,
+    Consent,
+    EmailClaim,
+    Session,
+    SessionIndex,
+    LoginRecord,
+    LoginFailure,
+    KycRecord,
+    KycDecision,
+    KycClaim,
+    KycVault,
+    Wallet,
+    WalletRegistry,
+    LedgerEntry,
+    Topup,
+    TopupIndex,
+    OpenTopup,
+    RazorpayOrder,
+    PaymentCredit,
+    RefundDebit,
+    WebhookEvent,
+    PaymentReview,
+    RefundRequest,
+    ApiKey,
+    ApiKeySlot,
+    UsageLog,
+    PrivacyRequest,
+    DataExport,
+}
+
+impl ItemClass {
+    pub fn rule(self) -> Rule {
+        use ItemClass::*;
+        match self {
+            Account | Consent => Rule::FromClosure(Span::Account),
+            EmailClaim => Rule::ErasedAtClosure,
+            Session | SessionIndex => Rule::Session,
+            LoginRecord => Rule::FromWrite(Span::LoginRecords),
+            LoginFailure => Rule::LoginThrottle,
+            KycRecord | KycDecision | KycVault => Rule::FromClosure(Span::Kyc),
+            // The claim makes one document back one open account; a closed account releases it (the KYC
+            // record keeps the fingerprint as evidence), so its owner can verify a new account.
+            KycClaim => Rule::ErasedAtClosure,
+            // The wallet is the balance the ledger adds up to: kept as long as the ledger, from closure.
+            Wallet | WalletRegistry => Rule::FromClosure(Span::Payments),
+            LedgerEntry | Topup | TopupIndex | OpenTopup | RazorpayOrder | PaymentCredit | RefundDebit
+            | WebhookEvent | PaymentReview | RefundRequest => Rule::FromWrite(Span::Payments),
+            ApiKey | ApiKeySlot => Rule::KeyExpiry,
+            UsageLog => Rule::FromWrite(Span::Usage),
+            PrivacyRequest => Rule::FromWrite(Span::PrivacyRequests),
+            DataExport => Rule::FromWrite(Span::Exports),
+        }
+    }
+
+    /// The class of a stored item, from its key (vault keys are `VAULT#...`, a prefix the main table never
+    /// uses); `None` for a key no module writes.
+    pub fn of(pk: &str, sk: &str) -> Option<Self> {
+        use ItemClass::*;
+        let (kind, _) = pk.split_once('#').unwrap_or((pk, ""));
+        let class = match (kind, sk) {
+            ("USER", "PROFILE") => Account,
+            ("USER", "KYC") => KycRecord,
+            ("USER", "WALLET") => Wallet,
+            ("USER", sk) => {
+                let (prefix, _) = sk.split_once('#')?;
+                match prefix {
+                    "CONSENT" => Consent,
+                    "SESSION" => SessionIndex,
+                    "LOGIN" => LoginRecord,
+                    "KYCDECISION" => KycDecision,
+                    "LEDGER" => LedgerEntry,
+                    "TOPUP" => TopupIndex,
+                    "APIKEYSLOT" => ApiKeySlot,
+                    "USAGE" => UsageLog,
+                    "PRIVACYREQ" => PrivacyRequest,
+                    "EXPORT" => DataExport,
+                    _ => return None,
+                }
+            }
+            ("EMAIL", "EMAIL") => EmailClaim,
+            ("SESSION", "SESSION") => Session,
+            ("LOGIN", _) => LoginRecord,
+            ("LOGINFAIL", _) => LoginFailure,
+            ("KYCDOC", "CLAIM") => KycClaim,
+            ("WALLETS", _) => WalletRegistry,
+            ("TOPUP", "TOPUP") => Topup,
+            ("TOPUPS", _) if pk == "TOPUPS#OPEN" => OpenTopup,
+            ("RZPORDER", "ORDER") => RazorpayOrder,
+            ("RZPPAYMENT", "CREDIT") => PaymentCredit,
+            ("RZPREFUND", "DEBIT") => RefundDebit,
+            ("RZPEVENT", "EVENT") => WebhookEvent,
+            ("PAYMENTREVIEW", _) => PaymentReview,
+            ("REFUNDREQUEST", _) => RefundRequest,
+            ("APIKEY", "KEY") => ApiKey,
+            ("VAULT", "SECRET") => KycVault,
+            _ => return None,
+        };
+        Some(class)
+    }
+}
+
+/// One row of `GET /v1/privacy`'s retention table.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishedWindow {
+    pub data: &'static str,
+    pub what: &'static str,
+    pub kept: String,
+}
+
+impl PublishedWindow {
+    fn new(data: &'static str, what: &'static str, kept: String) -> Self {
+        Self { data, what, kept }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).map(|d| d.to_utc()).unwrap_or_default()
+    }
+
+    #[test]
+    fn windows_follow_the_policy_calendar() {
+        let r = Retention::default();
+        let t = at("2026-11-27T10:00:00Z");
+        assert_eq!(r.expiry(ItemClass::UsageLog, t), Some(at("2027-11-27T10:00:00Z").timestamp()));
+        assert_eq!(r.expiry(ItemClass::LedgerEntry, t), Some(at("2033-11-27T10:00:00Z").timestamp()));
+        assert_eq!(r.expiry(ItemClass::KycRecord, t), Some(at("2031-11-27T10:00:00Z").timestamp()));
+        assert_eq!(r.expiry(ItemClass::Account, t), Some(at("2029-11-27T10:00:00Z").timestamp()));
+        assert_eq!(r.expiry(ItemClass::LoginRecord, t), Some((t + Duration::days(180)).timestamp()));
+        assert_eq!(r.expiry(ItemClass::DataExport, t), Some((t + Duration::days(7)).timestamp()));
+        assert_eq!(r.expiry(ItemClass::Session, t), None);
+        // A leap day plus whole years lands on 28 February, never in March.
+        let leap = at("2028-02-29T00:00:00Z");
+        assert_eq!(r.expiry(ItemClass::Account, leap), Some(at("2031-02-28T00:00:00Z").timestamp()));
+    }
+
+    #[test]
+    fn configuration_overrides_the_windows() {
+        let r = Retention { usage_months: 6, ..Retention::default() };
+        let t = at("2026-01-31T00:00:00Z");
+        assert_eq!(r.expiry(ItemClass::UsageLog, t), Some(at("2026-07-31T00:00:00Z").timestamp()));
+    }
+
+    #[test]
+    fn every_written_key_shape_has_a_class() {
+        let cases = [
+            ("USER#usr_1", "PROFILE", ItemClass::Account),
+            ("USER#usr_1", "CONSENT#0001#ab", ItemClass::Consent),
+            ("USER#usr_1", "LOGIN#0001#ab", ItemClass::LoginRecord),
+            ("USER#usr_1", "USAGE#0001#ab", ItemClass::UsageLog),
+            ("USER#usr_1", "APIKEYSLOT#03", ItemClass::ApiKeySlot),
+            ("LOGIN#a@b.in", "0001#ab", ItemClass::LoginRecord),
+            ("TOPUPS#OPEN", "0001#top_1", ItemClass::OpenTopup),
+            ("WALLETS", "usr_1", ItemClass::WalletRegistry),
+            ("VAULT#ref", "SECRET", ItemClass::KycVault),
+        ];
+        for (pk, sk, class) in cases {
+            assert_eq!(ItemClass::of(pk, sk), Some(class), "{pk} {sk}");
+        }
+        assert_eq!(ItemClass::of("USER#usr_1", "SOMETHING#1"), None);
+        assert_eq!(ItemClass::of("NEW#1", "X"), None);
+    }
+
+    #[test]
+    fn the_published_table_names_every_window() {
+        let rows = Retention::default().published(Duration::days(7), Duration::minutes(15));
+        let kept = |data: &str| rows.iter().find(|r| r.data == data).map(|r| r.kept.clone()).unwrap_or_default();
+        assert_eq!(kept("usage_logs"), "12 months");
+        assert_eq!(kept("payments"), "7 years");
+        assert_eq!(kept("kyc"), "5 years after account closure");
+        assert_eq!(kept("account"), "while the account is open, then 3 years after closure");
+        assert_eq!(kept("login_records"), "180 days");
+    }
+}
