@@ -21,6 +21,7 @@ use shared::secrets::SecretString;
 use shared::state::{AppState, BoxError};
 
 const PURGE_EVERY: Duration = Duration::from_secs(600);
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 const JOBS_EVERY: Duration = Duration::from_secs(15 * 60);
 
 /// The stand-in's credentials: test-mode style, and only ever accepted by the stand-in itself.
@@ -78,6 +79,7 @@ async fn main() -> Result<(), BoxError> {
         app = app.nest("/_upstream", upstream_standin::router(upstream));
     }
     let purger = store.spawn_purger(PURGE_EVERY);
+    let checkpointer = store.spawn_checkpointer(CHECKPOINT_EVERY);
     let jobs_state = state.clone();
     let jobs = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(JOBS_EVERY);
@@ -103,6 +105,7 @@ async fn main() -> Result<(), BoxError> {
         })
         .await?;
     purger.abort();
+    checkpointer.abort();
     jobs.abort();
     Ok(())
 }

@@ -577,32 +577,18 @@ async fn relay_stream(
         let _ = tx.send(Ok(Bytes::from(format!("data: {error}\n\n")))).await;
     }
     drop(tx);
-    let (usage, status) = match usage {
-        Some(usage) => (
-            usage,
-            if client_gone {
-                "client_disconnected"
-            } else if finished {
-                "ok"
-            } else {
-                "upstream_error"
-            },
-        ),
-        None => (
-            Usage {
-                prompt_tokens: prepared.prompt_bound,
-                completion_tokens: estimate_completion_tokens(chars),
-                estimated: true,
-            },
-            if client_gone {
-                "client_disconnected"
-            } else if finished {
-                "ok"
-            } else {
-                "upstream_error"
-            },
-        ),
+    let status = if client_gone {
+        "client_disconnected"
+    } else if finished {
+        "ok"
+    } else {
+        "upstream_error"
     };
+    let usage = usage.unwrap_or(Usage {
+        prompt_tokens: prepared.prompt_bound,
+        completion_tokens: estimate_completion_tokens(chars),
+        estimated: true,
+    });
     let facts =
         CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances: &balances, provider, started, ttft };
     if let Err(e) = settle_call(&state, facts, usage, status).await {
