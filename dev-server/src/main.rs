@@ -88,6 +88,14 @@ async fn main() -> Result<(), BoxError> {
             if let Err(e) = jobs::run(&jobs_state).await {
                 tracing::warn!(error = %e, "scheduled jobs failed");
             }
+            // S3 deletes old exports with a lifecycle rule; the local folder does it here.
+            let export_days = u64::from(jobs_state.config.retention.export_days);
+            let cutoff = std::time::SystemTime::now() - Duration::from_secs(export_days * 86_400);
+            if let Some(local) = jobs_state.blobs.as_deref().and_then(|b| b.local())
+                && let Err(e) = local.purge_older_than("exports", cutoff).await
+            {
+                tracing::warn!(error = %e, "purging old exports failed");
+            }
         }
     });
 

@@ -43,6 +43,8 @@ pub enum AccountStatus {
 pub struct Account {
     pub id: String,
     pub email: String,
+    /// Erased (absent) once the account is closed.
+    #[serde(default)]
     pub password_hash: String,
     pub full_name: String,
     pub date_of_birth: NaiveDate,

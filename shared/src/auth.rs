@@ -327,7 +327,8 @@ pub async fn session_account<S: AccountStore + ?Sized>(store: &S, session: &Sess
     store
         .account(&session.user_id)
         .await?
-        .ok_or_else(|| ApiError::unauthenticated("invalid_session", "the session's account no longer exists"))
+        .filter(|a| a.status == AccountStatus::Active)
+        .ok_or_else(|| ApiError::unauthenticated("invalid_session", "the session's account is closed or gone"))
 }
 
 /// Resolves a presented session token to its live session.

@@ -26,6 +26,8 @@ use crate::store::{Condition, Item, ItemStore, Put, Query, StoreError, Table, Up
 use crate::wallet::{LedgerEntry, LedgerKind, WALLET_SK, WALLETS_PK, Wallet};
 
 const HOLD_PREFIX: &str = "hold_";
+/// Set on the wallet when its account closes.
+const CLOSED: &str = "closed";
 /// How often a settlement is retried when concurrent balance changes keep getting in first.
 const SETTLE_ATTEMPTS: usize = 100;
 
@@ -99,14 +101,28 @@ pub async fn place_hold<S: ItemStore + ?Sized>(
         .set(&hold.attr(), json!(amount))
         .add("held", amount)
         .add("available", -amount)
-        .when(Condition::AttrAtLeast("available".into(), amount));
+        // A closed account's wallet takes no new holds: its keys stop at once, whatever caches still say.
+        .when(Condition::All(vec![
+            Condition::AttrAtLeast("available".into(), amount),
+            Condition::AttrAbsentOrEquals(CLOSED.into(), json!(false)),
+        ]));
     match store.update(update).await {
         Ok(wallet) => {
             hold.balance = wallet.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
             hints.note(user_id, hold.balance);
             Ok(hold)
         }
-        Err(StoreError::ConditionFailed) => Err(insufficient(amount)),
+        Err(StoreError::ConditionFailed) => {
+            // Only on refusal: tell a closed account from an empty wallet.
+            let wallet = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await?;
+            if wallet.is_some_and(|w| w.attrs.get(CLOSED) == Some(&json!(true))) {
+                return Err(ApiError::unauthenticated(
+                    "invalid_api_key",
+                    "the account this API key belongs to is closed",
+                ));
+            }
+            Err(insufficient(amount))
+        }
         Err(e) => Err(e.into()),
     }
 }

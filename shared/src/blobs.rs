@@ -128,6 +128,8 @@ pub struct LocalBlobs {
 
 /// Where the dev server serves local download links.
 pub const LOCAL_LINK_PATH: &str = "/_blobs/";
+/// The dev server's route for them.
+pub const LOCAL_LINK_ROUTE: &str = "/_blobs/{*key}";
 
 impl LocalBlobs {
     pub fn new(root: &Path, public_base: impl Into<String>, link_key: Vec<u8>) -> Self {
@@ -249,6 +251,20 @@ mod tests {
         blobs.delete("a/b.json").await?;
         blobs.delete("a/b.json").await?;
         assert_eq!(blobs.get("a/b.json").await?, None);
+        let _ = std::fs::remove_dir_all(root);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn old_blobs_under_a_prefix_are_purged() -> Result<(), BlobError> {
+        let (blobs, root) = local_blobs();
+        blobs.put("exports/u/old.json", b"{}".to_vec(), "application/json").await?;
+        blobs.put("razorpay/e.json", b"{}".to_vec(), "application/json").await?;
+        let future = std::time::SystemTime::now() + Duration::from_secs(60);
+        assert_eq!(blobs.purge_older_than("exports", std::time::SystemTime::UNIX_EPOCH).await?, 0, "nothing that old");
+        assert_eq!(blobs.purge_older_than("exports", future).await?, 1);
+        assert_eq!(blobs.get("exports/u/old.json").await?, None);
+        assert!(blobs.get("razorpay/e.json").await?.is_some(), "other prefixes are untouched");
         let _ = std::fs::remove_dir_all(root);
         Ok(())
     }

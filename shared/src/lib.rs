@@ -15,6 +15,7 @@ pub mod keys;
 pub mod kyc;
 pub mod money;
 pub mod passwords;
+pub mod privacy;
 pub mod razorpay;
 pub mod retention;
 pub mod secrets;

@@ -9,6 +9,7 @@
 //!   final and wins over everything: money received is always credited).
 //! - `RZPORDER#<order id>` / `ORDER`: which top-up (and so which user and amount) a Razorpay order belongs to.
 //! - `TOPUPS#OPEN` / `<millis>#<id>`: unpaid top-ups, for reconciliation.
+//! - `USER#<id>` / `TOPUP#<millis>#<rand>`: the account's top-ups (their ids), for its data export.
 //! - `RZPPAYMENT#<payment id>` / `CREDIT`: the exactly-once guard. Written with "must not exist" in the
 //!   credit's transaction, so webhook, Checkout verification and reconciliation, in any order, any number of
 //!   times, concurrently, credit a payment once.
@@ -292,6 +293,17 @@ impl<T: ItemStore + ?Sized> WalletStore for T {
                 item: Item::from_record(
                     OPEN_TOPUPS_PK,
                     open_sk(topup),
+                    &json!({ "topup_id": topup.id }),
+                    Some(expires_at),
+                )?,
+                condition: Condition::NotExists,
+            }),
+            // The account's own list of its top-ups (its data export reads it).
+            WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(
+                    user_pk(&topup.user_id),
+                    time_sort_key("TOPUP#", topup.created_at),
                     &json!({ "topup_id": topup.id }),
                     Some(expires_at),
                 )?,

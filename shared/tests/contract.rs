@@ -70,6 +70,7 @@ contract!(
     concurrent_conditional_puts_have_exactly_one_winner,
     concurrent_increments_are_not_lost,
     absent_or_equals_admits_only_the_holder,
+    attr_absent_or_equals_needs_the_item_and_no_other_value,
     vault_table_is_separate_from_main,
 );
 
@@ -359,6 +360,22 @@ async fn absent_or_equals_admits_only_the_holder(b: Backend) -> TestResult {
     b.store.put(put(item("C", "2", json!({"owner": "old"}), Some(t + 5)), Condition::Always)).await?;
     b.clock.advance(Duration::seconds(5));
     b.store.put(put(item("C", "2", json!({"owner": "me"}), None), mine())).await?;
+    Ok(())
+}
+
+async fn attr_absent_or_equals_needs_the_item_and_no_other_value(b: Backend) -> TestResult {
+    let unflagged = || Condition::AttrAbsentOrEquals("closed".into(), json!(false));
+    let bump = || Update::new(Table::Main, "F", "1").add("n", 1).when(unflagged());
+    assert!(matches!(b.store.update(bump()).await, Err(StoreError::ConditionFailed)), "no item, no write");
+    b.store.put(put(item("F", "1", json!({"n": 0}), None), Condition::Always)).await?;
+    b.store.update(bump()).await?;
+    b.store.update(Update::new(Table::Main, "F", "1").set("closed", json!(false))).await?;
+    b.store.update(bump()).await?;
+    b.store.update(Update::new(Table::Main, "F", "1").set("closed", json!(true))).await?;
+    assert!(matches!(b.store.update(bump()).await, Err(StoreError::ConditionFailed)), "flagged");
+    let delete = Delete { table: Table::Main, pk: "F".into(), sk: "1".into(), condition: unflagged() };
+    assert!(matches!(b.store.delete(delete).await, Err(StoreError::ConditionFailed)));
+    assert_eq!(b.store.get(Table::Main, "F", "1").await?.map(|i| i.attrs["n"].clone()), Some(json!(2)));
     Ok(())
 }
 

@@ -67,7 +67,8 @@ pub enum Backend {
     DynamoDb,
 }
 
-enum Raw {
+/// The concrete store behind a test API, for what only the adapter offers (dumps, purges).
+pub enum RawStore {
     Embedded(SqliteStore),
     DynamoDb(DynamoStore),
 }
@@ -82,7 +83,7 @@ pub struct TestApi {
     /// The model providers' stand-ins: every model routes to cerebras first, then neevcloud.
     pub cerebras: Upstream,
     pub neevcloud: Upstream,
-    raw: Raw,
+    raw: RawStore,
     servers: Vec<tokio::task::JoinHandle<()>>,
     documents: std::sync::atomic::AtomicU64,
 }
@@ -127,14 +128,14 @@ impl TestApi {
         // A fixed, realistic "now" so that age and expiry checks are deterministic.
         let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 27, 6, 0, 0).single().unwrap_or_default());
         let shared_clock = Arc::new(clock.clone());
-        let (store, raw): (Arc<dyn ItemStore>, Raw) = match backend {
+        let (store, raw): (Arc<dyn ItemStore>, RawStore) = match backend {
             Backend::Embedded => {
                 let s = testing::sqlite_store(shared_clock.clone())?;
-                (Arc::new(s.clone()), Raw::Embedded(s))
+                (Arc::new(s.clone()), RawStore::Embedded(s))
             }
             Backend::DynamoDb => {
                 let s = testing::dynamo_store(shared_clock.clone()).await?;
-                (Arc::new(s.clone()), Raw::DynamoDb(s))
+                (Arc::new(s.clone()), RawStore::DynamoDb(s))
             }
         };
         // The API listens first, so that the stand-in knows where to deliver webhooks and download links
@@ -232,6 +233,10 @@ impl TestApi {
         Ok(balance)
     }
 
+    pub fn raw_store(&self) -> &RawStore {
+        &self.raw
+    }
+
     pub fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
         shared::clock::Clock::now(&self.clock)
     }
@@ -243,8 +248,8 @@ impl TestApi {
     /// Every stored item (expired ones too) as JSON text, for "no secret in clear" checks.
     pub async fn dump(&self) -> Result<String, String> {
         let items: Vec<Item> = match &self.raw {
-            Raw::Embedded(s) => s.dump().await,
-            Raw::DynamoDb(s) => s.dump().await,
+            RawStore::Embedded(s) => s.dump().await,
+            RawStore::DynamoDb(s) => s.dump().await,
         }
         .map_err(|e| e.to_string())?;
         Ok(items

@@ -203,6 +203,14 @@ impl Expr {
                 push(format!("{n} >= {v}"), out);
                 push(self.live(now), out);
             }
+            Condition::AttrAbsentOrEquals(attr, value) => {
+                let pk = self.name(PK);
+                let n = self.name(attr);
+                let v = self.value(to_attribute(value)?);
+                push(format!("attribute_exists({pk})"), out);
+                push(format!("(attribute_not_exists({n}) OR {n} = {v})"), out);
+                push(self.live(now), out);
+            }
             Condition::AbsentOrEquals(attr, value) => {
                 let pk = self.name(PK);
                 let exp = self.name(EXPIRES_AT);

@@ -121,6 +121,8 @@ pub enum Condition {
     /// The item must be absent (or expired), or be live with this attribute equal to the value:
     /// "nobody else holds it".
     AbsentOrEquals(String, Value),
+    /// The item must exist and be live, and this attribute be absent or equal to the value: "not flagged".
+    AttrAbsentOrEquals(String, Value),
     /// All of these.
     All(Vec<Condition>),
 }
@@ -140,6 +142,9 @@ impl Condition {
             }
             Condition::AbsentOrEquals(name, expected) => {
                 live.is_none_or(|item| attr(item, name).is_some_and(|actual| actual == *expected))
+            }
+            Condition::AttrAbsentOrEquals(name, expected) => {
+                live.is_some_and(|item| attr(item, name).is_none_or(|actual| actual == *expected))
             }
             Condition::All(all) => all.iter().all(|c| c.holds(live)),
         }

@@ -1,0 +1,109 @@
+//! The privacy function: the data principal's rights. Correction (`PATCH /v1/account`), acceptance of a new
+//! policy, data exports, account closure (`DELETE /v1/account`), the list of their requests, and the public
+//! notice (`GET /v1/privacy`). The rules live in `shared::privacy`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use shared::accounts::{AccountView, ClientInfo};
+use shared::auth::Session;
+use shared::error::{ApiError, ApiResult};
+use shared::http::{JsonBody, QueryParams};
+use shared::privacy::{self, Closure, ExportView, PrivacyRequestView};
+use shared::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/account", axum::routing::patch(correct).delete(close))
+        .route("/v1/account/accept-policy", post(accept_policy))
+        .route("/v1/privacy", get(notice))
+        .route("/v1/privacy/requests", get(requests))
+        .route("/v1/privacy/exports", post(create_export))
+        .route("/v1/privacy/exports/{export_id}", get(export))
+}
+
+pub fn app(state: AppState) -> Router {
+    shared::http::finish(routes(), state)
+}
+
+async fn notice(State(state): State<AppState>) -> Json<Value> {
+    Json(privacy::notice(&state))
+}
+
+async fn correct(
+    State(state): State<AppState>,
+    session: Session,
+    client: ClientInfo,
+    JsonBody(body): JsonBody<Map<String, Value>>,
+) -> ApiResult<Json<AccountView>> {
+    let account = privacy::correct(&state, &session.user_id, body, &client).await?;
+    tracing::info!(user_id = %session.user_id, "account corrected");
+    Ok(Json(AccountView::new(&account, &state.config.policy_version)))
+}
+
+#[derive(Debug, Deserialize)]
+struct AcceptPolicy {
+    version: String,
+}
+
+async fn accept_policy(
+    State(state): State<AppState>,
+    session: Session,
+    client: ClientInfo,
+    JsonBody(body): JsonBody<AcceptPolicy>,
+) -> ApiResult<Json<AccountView>> {
+    let account = privacy::accept_policy(&state, &session.user_id, &body.version, &client).await?;
+    Ok(Json(AccountView::new(&account, &state.config.policy_version)))
+}
+
+#[derive(Debug, Deserialize)]
+struct CloseRequest {
+    password: Option<String>,
+}
+
+async fn close(
+    State(state): State<AppState>,
+    session: Session,
+    JsonBody(body): JsonBody<CloseRequest>,
+) -> ApiResult<(StatusCode, Json<Closure>)> {
+    let closure = privacy::close_account(&state, &session.user_id, body.password).await?;
+    tracing::info!(user_id = %session.user_id, "account closed");
+    Ok((StatusCode::ACCEPTED, Json(closure)))
+}
+
+#[derive(Debug, Deserialize)]
+struct RequestsQuery {
+    limit: Option<u32>,
+}
+
+const MAX_REQUESTS: u32 = 100;
+
+async fn requests(
+    State(state): State<AppState>,
+    session: Session,
+    QueryParams(query): QueryParams<RequestsQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = query.limit.unwrap_or(MAX_REQUESTS);
+    if !(1..=MAX_REQUESTS).contains(&limit) {
+        return Err(ApiError::invalid("invalid_limit", "limit", format!("limit must be between 1 and {MAX_REQUESTS}")));
+    }
+    let data: Vec<PrivacyRequestView> = privacy::requests(state.store.as_ref(), &session.user_id, limit).await?;
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+async fn create_export(State(state): State<AppState>, session: Session) -> ApiResult<(StatusCode, Json<Value>)> {
+    let export = privacy::create_export(&state, &session.user_id).await?;
+    tracing::info!(user_id = %session.user_id, export_id = %export.id, "data export built");
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": export.id, "status": export.status }))))
+}
+
+async fn export(
+    State(state): State<AppState>,
+    session: Session,
+    Path(export_id): Path<String>,
+) -> ApiResult<Json<ExportView>> {
+    Ok(Json(privacy::export_view(&state, &session.user_id, &export_id).await?))
+}

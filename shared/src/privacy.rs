@@ -1,0 +1,726 @@
+//! Data rights (DPDP Act): correction, acceptance of a new policy, data export, account closure, and a
+//! record of every access, correction and erasure request with its due date (30 days).
+//!
+//! Items (main table):
+//! - `USER#<id>` / `PRIVACYREQ#<millis>#<rand>`: one request: kind, received, due, status and outcome.
+//! - `USER#<id>` / `EXPORT#<id>`: one data export and the blob holding it; both go after the export window.
+//! - `REFUNDREQUEST` / `<millis>#<rand>`: the unspent balance of a closed account, for an operator to refund.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::accounts::{
+    Account, AccountStatus, AccountStore, AccountView, ClientInfo, Consent, EmailClaim, PROFILE_SK, check_full_name,
+    email_pk, normalize_email, time_sort_key, timestamp, user_pk,
+};
+use crate::auth::{LoginAttemptView, LoginStore};
+use crate::error::{ApiError, ApiResult};
+use crate::keys::{ApiKeyView, KeyStore};
+use crate::kyc::{self, DocumentKind, KycStore};
+use crate::passwords;
+use crate::retention::{ItemClass, Span};
+use crate::secrets::random_suffix;
+use crate::state::AppState;
+use crate::store::{
+    Condition, Delete, ExpiryChange, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update,
+    WriteOp,
+};
+use crate::wallet::{LedgerEntry, LedgerEntryView, WALLET_SK, WALLETS_PK, WalletStore, WalletView};
+
+/// The DPDP Act's outer limit for answering a data principal's request.
+pub const RESPONSE_DAYS: i64 = 30;
+/// How long a download link of an export works.
+pub const EXPORT_LINK_VALIDITY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+const REQUEST_PREFIX: &str = "PRIVACYREQ#";
+const EXPORT_PREFIX: &str = "EXPORT#";
+const REFUND_REQUESTS_PK: &str = "REFUNDREQUEST";
+/// Session index entries deleted in the closing transaction itself (two writes each, within the 100-write
+/// limit); any beyond are deleted right after.
+const SESSIONS_IN_CLOSING_TRANSACTION: usize = 45;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    Access,
+    Correction,
+    Erasure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Received,
+    Completed,
+    Failed,
+}
+
+/// One data-rights request as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrivacyRequest {
+    pub id: String,
+    pub kind: RequestKind,
+    pub status: RequestStatus,
+    pub received_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+    pub outcome: String,
+}
+
+/// How `GET /v1/privacy/requests` shows a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrivacyRequestView {
+    pub id: String,
+    pub kind: RequestKind,
+    pub status: RequestStatus,
+    pub received_at: String,
+    pub due_at: String,
+    pub completed_at: Option<String>,
+    pub outcome: String,
+}
+
+impl From<&PrivacyRequest> for PrivacyRequestView {
+    fn from(r: &PrivacyRequest) -> Self {
+        Self {
+            id: r.id.clone(),
+            kind: r.kind,
+            status: r.status,
+            received_at: timestamp(r.received_at),
+            due_at: timestamp(r.due_at),
+            completed_at: r.completed_at.map(timestamp),
+            outcome: r.outcome.clone(),
+        }
+    }
+}
+
+/// A request being handled: the record and where it is stored.
+struct Recorded {
+    user_id: String,
+    sk: String,
+    request: PrivacyRequest,
+    expires_at: i64,
+}
+
+impl Recorded {
+    fn new(state: &AppState, user_id: &str, kind: RequestKind) -> Self {
+        let now = state.clock.now();
+        Self {
+            user_id: user_id.to_owned(),
+            sk: time_sort_key(REQUEST_PREFIX, now),
+            request: PrivacyRequest {
+                id: format!("prq_{}", random_suffix()),
+                kind,
+                status: RequestStatus::Received,
+                received_at: now,
+                due_at: now + Duration::days(RESPONSE_DAYS),
+                completed_at: None,
+                outcome: "received".into(),
+            },
+            expires_at: state.config.retention.until(Span::PrivacyRequests, now),
+        }
+    }
+
+    fn finish(&mut self, status: RequestStatus, outcome: impl Into<String>, at: DateTime<Utc>) {
+        self.request.status = status;
+        self.request.outcome = outcome.into();
+        self.request.completed_at = Some(at);
+    }
+
+    fn put(&self) -> StoreResult<WriteOp> {
+        Ok(WriteOp::Put(Put {
+            table: Table::Main,
+            item: Item::from_record(user_pk(&self.user_id), &self.sk, &self.request, Some(self.expires_at))?,
+            condition: Condition::Always,
+        }))
+    }
+}
+
+/// Every item of a user's partition under `prefix`, oldest first.
+async fn all_with_prefix<S: ItemStore + ?Sized>(store: &S, user_id: &str, prefix: &str) -> StoreResult<Vec<Item>> {
+    let mut items = Vec::new();
+    let mut after = None;
+    loop {
+        let query = Query::new(Table::Main, user_pk(user_id))
+            .range(SortKeyRange::Prefix(prefix.into()))
+            .limit(500)
+            .after(after);
+        let page = store.query(query).await?;
+        items.extend(page.items);
+        after = page.next;
+        if after.is_none() {
+            return Ok(items);
+        }
+    }
+}
+
+/// The user's own requests, newest first.
+pub async fn requests<S: ItemStore + ?Sized>(
+    store: &S,
+    user_id: &str,
+    limit: u32,
+) -> ApiResult<Vec<PrivacyRequestView>> {
+    let query = Query::new(Table::Main, user_pk(user_id))
+        .range(SortKeyRange::Prefix(REQUEST_PREFIX.into()))
+        .newest_first()
+        .limit(limit);
+    let page = store.query(query).await?;
+    page.items.iter().map(|i| Ok(PrivacyRequestView::from(&i.record::<PrivacyRequest>()?))).collect()
+}
+
+/// What `GET /v1/privacy` publishes.
+pub fn notice(state: &AppState) -> Value {
+    let config = &state.config;
+    json!({
+        "policy_version": config.policy_version,
+        "retention": config.retention.published(config.session_ttl, config.login_window),
+        "grievance_officer": { "name": config.grievance_name, "email": config.grievance_email },
+        "response_days": RESPONSE_DAYS,
+        "rights": {
+            "access": "POST /v1/privacy/exports, then GET /v1/privacy/exports/{id} for a download link",
+            "correction": "PATCH /v1/account (KYC details: resubmit POST /v1/kyc)",
+            "erasure": "DELETE /v1/account",
+            "requests": "GET /v1/privacy/requests",
+        },
+    })
+}
+
+fn open_account(account: Option<Account>) -> ApiResult<Account> {
+    account
+        .filter(|a| a.status == AccountStatus::Active)
+        .ok_or_else(|| ApiError::unauthenticated("invalid_session", "the session's account is closed"))
+}
+
+async fn check_password(account: &Account, password: Option<String>, field: &str) -> ApiResult<()> {
+    let Some(password) = password.filter(|p| !p.is_empty()) else {
+        return Err(ApiError::invalid("missing_field", field, format!("{field} is required to confirm this change")));
+    };
+    if password.chars().count() > passwords::MAX_PASSWORD_CHARS
+        || !passwords::verify_async(password, Some(account.password_hash.clone())).await?
+    {
+        return Err(ApiError::Forbidden { code: "incorrect_password", message: format!("{field} is incorrect") });
+    }
+    Ok(())
+}
+
+fn consent_put(
+    account: &Account,
+    policy_version: &str,
+    marketing: bool,
+    context: &str,
+    client: &ClientInfo,
+    at: DateTime<Utc>,
+) -> StoreResult<WriteOp> {
+    let consent = Consent {
+        user_id: account.id.clone(),
+        policy_version: policy_version.to_owned(),
+        marketing_consent: marketing,
+        context: context.into(),
+        ip: client.ip.clone(),
+        user_agent: client.user_agent.clone(),
+        at,
+    };
+    Ok(WriteOp::Put(Put {
+        table: Table::Main,
+        item: Item::from_record(user_pk(&account.id), time_sort_key("CONSENT#", at), &consent, None)?,
+        condition: Condition::NotExists,
+    }))
+}
+
+/// The account's profile, changed only if it is still open and still has the email we read.
+fn profile_update(account: &Account) -> Update {
+    Update::new(Table::Main, user_pk(&account.id), PROFILE_SK).when(Condition::All(vec![
+        Condition::AttrEquals("status".into(), json!("active")),
+        Condition::AttrEquals("email".into(), json!(account.email)),
+    ]))
+}
+
+/// `PATCH /v1/account`: corrects `full_name`, `marketing_consent` and (with `current_password`) `email`.
+pub async fn correct(
+    state: &AppState,
+    user_id: &str,
+    body: Map<String, Value>,
+    client: &ClientInfo,
+) -> ApiResult<Account> {
+    let mut full_name = None;
+    let mut marketing = None;
+    let mut email = None;
+    let mut password = None;
+    for (field, value) in &body {
+        let text = || {
+            value
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| ApiError::invalid("invalid_type", field, format!("{field} must be a string")))
+        };
+        match field.as_str() {
+            "full_name" => full_name = Some(check_full_name(&text()?)?),
+            "marketing_consent" => {
+                marketing = Some(value.as_bool().ok_or_else(|| {
+                    ApiError::invalid("invalid_type", field, "marketing_consent must be true or false")
+                })?)
+            }
+            "email" => email = Some(normalize_email(&text()?)?),
+            "current_password" => password = Some(text()?),
+            "pan" | "aadhaar" | "name_on_pan" => {
+                return Err(ApiError::invalid(
+                    "kyc_field",
+                    field,
+                    format!("{field} is corrected by resubmitting KYC (POST /v1/kyc), not here"),
+                ));
+            }
+            "date_of_birth" => {
+                return Err(ApiError::invalid(
+                    "not_editable",
+                    field,
+                    "date_of_birth cannot be changed here: write to the grievance officer (GET /v1/privacy) with proof",
+                ));
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    "unknown_field",
+                    other,
+                    format!(
+                        "{other} is not a field of the account; editable: full_name, marketing_consent, email (with current_password)"
+                    ),
+                ));
+            }
+        }
+    }
+    if full_name.is_none() && marketing.is_none() && email.is_none() {
+        return Err(ApiError::invalid(
+            "nothing_to_change",
+            "full_name",
+            "send at least one of full_name, marketing_consent, email",
+        ));
+    }
+    let store = state.store.as_ref();
+    let account = open_account(store.account(user_id).await?)?;
+    let now = state.clock.now();
+    let mut update = profile_update(&account);
+    let mut ops = Vec::new();
+    let mut changed = Vec::new();
+    if let Some(name) = full_name.filter(|n| *n != account.full_name) {
+        update = update.set("full_name", json!(name));
+        changed.push("full_name");
+    }
+    if let Some(marketing) = marketing.filter(|m| *m != account.marketing_consent) {
+        update = update.set("marketing_consent", json!(marketing));
+        ops.push(consent_put(&account, &account.accepted_policy_version, marketing, "marketing_update", client, now)?);
+        changed.push("marketing_consent");
+    }
+    let new_email = email.filter(|e| *e != account.email);
+    if let Some(new_email) = &new_email {
+        check_password(&account, password, "current_password").await?;
+        update = update.set("email", json!(new_email));
+        ops.push(WriteOp::Put(Put {
+            table: Table::Main,
+            item: Item::from_record(email_pk(new_email), "EMAIL", &EmailClaim { user_id: account.id.clone() }, None)?,
+            condition: Condition::NotExists,
+        }));
+        ops.push(WriteOp::Delete(Delete {
+            table: Table::Main,
+            pk: email_pk(&account.email),
+            sk: "EMAIL".into(),
+            condition: Condition::AttrEquals("user_id".into(), json!(account.id)),
+        }));
+        changed.push("email");
+    }
+    if changed.is_empty() {
+        return Ok(account);
+    }
+    let mut request = Recorded::new(state, user_id, RequestKind::Correction);
+    request.finish(RequestStatus::Completed, format!("corrected: {}", changed.join(", ")), now);
+    ops.push(WriteOp::Update(update));
+    ops.push(request.put()?);
+    match store.transact(ops).await {
+        Ok(()) => {}
+        Err(StoreError::ConditionFailed) => {
+            if let Some(new_email) = &new_email
+                && store.get(Table::Main, &email_pk(new_email), "EMAIL").await?.is_some()
+            {
+                return Err(ApiError::Conflict {
+                    code: "email_taken",
+                    message: "an account with this email already exists".into(),
+                    param: Some("email".into()),
+                });
+            }
+            return Err(ApiError::Conflict {
+                code: "account_changed",
+                message: "the account changed while this correction was applied; read it again and retry".into(),
+                param: None,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    open_account(store.account(user_id).await?)
+}
+
+/// `POST /v1/account/accept-policy {version}`: records the acceptance of the policy in force.
+pub async fn accept_policy(state: &AppState, user_id: &str, version: &str, client: &ClientInfo) -> ApiResult<Account> {
+    let current = &state.config.policy_version;
+    if version.trim() != current {
+        return Err(ApiError::invalid(
+            "terms_not_accepted",
+            "version",
+            format!("the policy in force is version {current}; accept exactly that version"),
+        ));
+    }
+    let store = state.store.as_ref();
+    let account = open_account(store.account(user_id).await?)?;
+    if account.accepted_policy_version == *current {
+        return Ok(account);
+    }
+    let now = state.clock.now();
+    let ops = vec![
+        WriteOp::Update(profile_update(&account).set("accepted_policy_version", json!(current))),
+        consent_put(&account, current, account.marketing_consent, "policy_update", client, now)?,
+    ];
+    match store.transact(ops).await {
+        Ok(()) => open_account(store.account(user_id).await?),
+        Err(StoreError::ConditionFailed) => Err(ApiError::Conflict {
+            code: "account_changed",
+            message: "the account changed meanwhile; retry".into(),
+            param: None,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportStatus {
+    Pending,
+    Ready,
+    Failed,
+}
+
+/// One data export.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataExport {
+    pub id: String,
+    pub status: ExportStatus,
+    pub created_at: DateTime<Utc>,
+    pub request_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+}
+
+/// How `GET /v1/privacy/exports/{id}` shows an export: a fresh 15-minute link each time it is asked.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportView {
+    pub id: String,
+    pub status: ExportStatus,
+    pub created_at: String,
+    pub size_bytes: Option<u64>,
+    pub download_url: Option<String>,
+    pub expires_at: Option<String>,
+}
+
+fn export_put(user_id: &str, export: &DataExport, expires_at: i64) -> StoreResult<WriteOp> {
+    Ok(WriteOp::Put(Put {
+        table: Table::Main,
+        item: Item::from_record(user_pk(user_id), format!("{EXPORT_PREFIX}{}", export.id), export, Some(expires_at))?,
+        condition: Condition::Always,
+    }))
+}
+
+/// `POST /v1/privacy/exports`: records an access request and builds the export at once (one JSON
+/// document in the blob store). A failure is recorded on the export and the request, and answered 500.
+pub async fn create_export(state: &AppState, user_id: &str) -> ApiResult<DataExport> {
+    let store = state.store.as_ref();
+    open_account(store.account(user_id).await?)?;
+    let blobs = state.blobs()?;
+    let now = state.clock.now();
+    let expires_at = state.config.retention.until(Span::Exports, now);
+    let mut request = Recorded::new(state, user_id, RequestKind::Access);
+    let mut export = DataExport {
+        id: format!("exp_{}", random_suffix()),
+        status: ExportStatus::Pending,
+        created_at: now,
+        request_id: request.request.id.clone(),
+        blob_key: None,
+        size_bytes: None,
+    };
+    store.transact(vec![request.put()?, export_put(user_id, &export, expires_at)?]).await?;
+    let key = format!("exports/{user_id}/{}.json", export.id);
+    let built = async {
+        let document = export_document(state, user_id).await?;
+        let bytes = serde_json::to_vec_pretty(&document).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let size = bytes.len() as u64;
+        blobs.put(&key, bytes, "application/json").await?;
+        Ok::<u64, ApiError>(size)
+    }
+    .await;
+    let done = state.clock.now();
+    let outcome = match &built {
+        Ok(size) => {
+            export.status = ExportStatus::Ready;
+            export.blob_key = Some(key);
+            export.size_bytes = Some(*size);
+            request.finish(RequestStatus::Completed, format!("export {} ready ({size} bytes)", export.id), done);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, export_id = %export.id, "data export failed");
+            export.status = ExportStatus::Failed;
+            request.finish(RequestStatus::Failed, "the export could not be built; request a new one", done);
+            Err(ApiError::Internal(format!("export {} failed", export.id)))
+        }
+    };
+    store.transact(vec![request.put()?, export_put(user_id, &export, expires_at)?]).await?;
+    outcome.map(|()| export)
+}
+
+/// `GET /v1/privacy/exports/{id}`: the owner's export only; anyone else's id is simply not found.
+pub async fn export_view(state: &AppState, user_id: &str, export_id: &str) -> ApiResult<ExportView> {
+    let not_found = || ApiError::NotFound {
+        code: "export_not_found",
+        message: format!("no export {export_id} (exports are kept 7 days)"),
+    };
+    if export_id.len() > 64 {
+        return Err(not_found());
+    }
+    let item = state
+        .store
+        .get(Table::Main, &user_pk(user_id), &format!("{EXPORT_PREFIX}{export_id}"))
+        .await?
+        .ok_or_else(not_found)?;
+    let export: DataExport = item.record()?;
+    let now = state.clock.now();
+    let link = match (&export.status, &export.blob_key) {
+        (ExportStatus::Ready, Some(key)) => Some(state.blobs()?.download_link(key, EXPORT_LINK_VALIDITY, now).await?),
+        _ => None,
+    };
+    let expires_at = link.as_ref().map(|_| timestamp(now + Duration::seconds(EXPORT_LINK_VALIDITY.as_secs() as i64)));
+    Ok(ExportView {
+        id: export.id,
+        status: export.status,
+        created_at: timestamp(export.created_at),
+        size_bytes: export.size_bytes,
+        download_url: link,
+        expires_at,
+    })
+}
+
+fn records(items: &[Item]) -> StoreResult<Vec<Value>> {
+    items.iter().map(|i| Ok(Value::Object(i.attrs.clone()))).collect()
+}
+
+/// Everything held about the user, as one JSON document. The PAN is shown in full to its owner (decrypted
+/// from the vault); the Aadhaar number stays masked, as UIDAI requires; keys appear as metadata only.
+pub async fn export_document(state: &AppState, user_id: &str) -> ApiResult<Value> {
+    let store = state.store.as_ref();
+    let account = store.account(user_id).await?.ok_or_else(|| ApiError::Internal("account vanished".into()))?;
+    let mut account_view = serde_json::to_value(AccountView::new(&account, &state.config.policy_version))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    account_view["status"] = json!(account.status);
+
+    let logins: Vec<LoginAttemptView> =
+        store.login_history(user_id, 1000).await?.iter().map(LoginAttemptView::from).collect();
+    let kyc = match store.kyc_record(user_id).await? {
+        None => Value::Null,
+        Some(record) => {
+            let pan = kyc::reveal(store, state.kyc_keys()?, &record, DocumentKind::Pan).await?;
+            let decisions = all_with_prefix(store, user_id, "KYCDECISION#").await?;
+            json!({
+                "status": record.status,
+                "name_on_pan": record.name_on_pan,
+                "pan": pan,
+                "aadhaar_masked": record.aadhaar_masked,
+                "submitted_at": timestamp(record.submitted_at),
+                "verified_at": record.verified_at.map(timestamp),
+                "rejection_reason": record.rejection_reason,
+                "decisions": records(&decisions)?,
+            })
+        }
+    };
+    let keys: Vec<ApiKeyView> = store.keys(user_id).await?.iter().map(|(_, r)| ApiKeyView::from(r)).collect();
+    let mut topups = Vec::new();
+    for index in all_with_prefix(store, user_id, "TOPUP#").await? {
+        if let Some(id) = index.attrs.get("topup_id").and_then(Value::as_str)
+            && let Some(topup) = store.topup(id).await?
+        {
+            topups.push(topup);
+        }
+    }
+    let ledger: Vec<LedgerEntryView> = all_with_prefix(store, user_id, "LEDGER#")
+        .await?
+        .iter()
+        .map(|i| i.record::<LedgerEntry>().map(|e| LedgerEntryView::from(&e)))
+        .collect::<StoreResult<_>>()?;
+    Ok(json!({
+        "format": "inferex-data-export/1",
+        "generated_at": timestamp(state.clock.now()),
+        "user_id": user_id,
+        "account": account_view,
+        "consents": records(&all_with_prefix(store, user_id, "CONSENT#").await?)?,
+        "login_history": logins,
+        "kyc": kyc,
+        "api_keys": keys,
+        "wallet": WalletView::from(store.wallet(user_id).await?),
+        "topups": topups,
+        "ledger": ledger,
+        "usage": records(&all_with_prefix(store, user_id, "USAGE#").await?)?,
+        "privacy_requests": records(&all_with_prefix(store, user_id, REQUEST_PREFIX).await?)?,
+    }))
+}
+
+/// What `DELETE /v1/account` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Closure {
+    pub status: &'static str,
+    pub request: PrivacyRequestView,
+    /// What is kept, and until when (RFC 3339).
+    pub retained: Vec<RetainedData>,
+    /// The unspent balance recorded for refund, in wallet units (0 when there was none).
+    pub refund_requested: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RetainedData {
+    pub data: &'static str,
+    pub until: String,
+}
+
+/// `DELETE /v1/account {password}`: closes the account. Keys, sessions, exports, the email claim and the
+/// KYC claims go at once; the password hash and marketing consent are erased; what retention requires
+/// gets its `expires_at` (account and consents 3 years, KYC 5 years, wallet 7 years from closure; ledger,
+/// payments, usage logs and login records keep their own windows). An unspent balance becomes a refund
+/// request. Inference stops at once too: holds on a closed wallet are refused.
+pub async fn close_account(state: &AppState, user_id: &str, password: Option<String>) -> ApiResult<Closure> {
+    let store = state.store.as_ref();
+    let account = open_account(store.account(user_id).await?)?;
+    check_password(&account, password, "password").await?;
+    let now = state.clock.now();
+    let retention = &state.config.retention;
+    let mut request = Recorded::new(state, user_id, RequestKind::Erasure);
+    store.transact(vec![request.put()?]).await?;
+
+    for (slot, key) in store.keys(user_id).await? {
+        store.delete_key(user_id, &slot, &key.key_hash).await?;
+    }
+    for item in all_with_prefix(store, user_id, EXPORT_PREFIX).await? {
+        if let Some(key) = item.attrs.get("blob_key").and_then(Value::as_str) {
+            state.blobs()?.delete(key).await?;
+        }
+        store.delete(Delete { table: Table::Main, pk: item.pk, sk: item.sk, condition: Condition::Always }).await?;
+    }
+    let kyc_until = kyc::retain_after_closure(store, user_id, now, retention.kyc_years_after_closure).await?;
+    let account_until = retention.expiry(ItemClass::Account, now).unwrap_or(i64::MAX);
+    for consent in all_with_prefix(store, user_id, "CONSENT#").await? {
+        let expire = Update::new(Table::Main, consent.pk, consent.sk)
+            .expiry(ExpiryChange::Set(account_until))
+            .when(Condition::Exists);
+        store.update(expire).await?;
+    }
+    let wallet_until = retention.expiry(ItemClass::Wallet, now).unwrap_or(i64::MAX);
+    let mut refund = 0;
+    if store.get(Table::Main, &user_pk(user_id), WALLET_SK).await?.is_some() {
+        let closed = Update::new(Table::Main, user_pk(user_id), WALLET_SK)
+            .set("closed", json!(true))
+            .expiry(ExpiryChange::Set(wallet_until));
+        let wallet = store.update(closed).await?;
+        refund = wallet.attrs.get("available").and_then(Value::as_i64).unwrap_or(0).max(0);
+        let registry = Update::new(Table::Main, WALLETS_PK, user_id)
+            .expiry(ExpiryChange::Set(wallet_until))
+            .when(Condition::Exists);
+        match store.update(registry).await {
+            Ok(_) | Err(StoreError::ConditionFailed) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if refund > 0 {
+            let record = json!({ "user_id": user_id, "amount": refund, "amount_inr": crate::money::format_inr(refund), "status": "requested", "requested_at": now });
+            store
+                .put(Put {
+                    table: Table::Main,
+                    item: Item::from_record(
+                        REFUND_REQUESTS_PK,
+                        time_sort_key("", now),
+                        &record,
+                        Some(retention.until(Span::Payments, now)),
+                    )?,
+                    condition: Condition::NotExists,
+                })
+                .await?;
+        }
+    }
+
+    // The account flips to closed with its email released and its sessions gone, in one transaction.
+    let sessions = all_with_prefix(store, user_id, "SESSION#").await?;
+    let mut ops = vec![
+        WriteOp::Update(
+            profile_update(&account)
+                .set("status", json!("closed"))
+                .set("closed_at", json!(now))
+                .remove("password_hash")
+                .set("marketing_consent", json!(false))
+                .expiry(ExpiryChange::Set(account_until)),
+        ),
+        WriteOp::Delete(Delete {
+            table: Table::Main,
+            pk: email_pk(&account.email),
+            sk: "EMAIL".into(),
+            condition: Condition::AttrEquals("user_id".into(), json!(user_id)),
+        }),
+    ];
+    let session_deletes = |index: &Item| {
+        let hash = index.sk.trim_start_matches("SESSION#").to_owned();
+        [
+            WriteOp::Delete(Delete {
+                table: Table::Main,
+                pk: index.pk.clone(),
+                sk: index.sk.clone(),
+                condition: Condition::Always,
+            }),
+            WriteOp::Delete(Delete {
+                table: Table::Main,
+                pk: format!("SESSION#{hash}"),
+                sk: "SESSION".into(),
+                condition: Condition::Always,
+            }),
+        ]
+    };
+    for index in sessions.iter().take(SESSIONS_IN_CLOSING_TRANSACTION) {
+        ops.extend(session_deletes(index));
+    }
+    match store.transact(ops).await {
+        Ok(()) => {}
+        Err(StoreError::ConditionFailed) => {
+            return Err(ApiError::Conflict {
+                code: "account_changed",
+                message: "the account changed meanwhile; retry".into(),
+                param: None,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    for index in sessions.iter().skip(SESSIONS_IN_CLOSING_TRANSACTION) {
+        store.transact(session_deletes(index).to_vec()).await?;
+    }
+
+    let until = |at: i64| DateTime::from_timestamp(at, 0).map(timestamp).unwrap_or_default();
+    let mut retained = vec![RetainedData { data: "account", until: until(account_until) }];
+    if let Some(kyc_until) = kyc_until {
+        retained.push(RetainedData { data: "kyc", until: until(kyc_until) });
+    }
+    retained.push(RetainedData { data: "payments", until: until(wallet_until) });
+    retained.push(RetainedData { data: "usage_logs", until: until(retention.until(Span::Usage, now)) });
+    let summary = retained.iter().map(|r| format!("{} until {}", r.data, r.until)).collect::<Vec<_>>().join("; ");
+    let refund_note = if refund > 0 {
+        format!("; refund of ₹{} requested", crate::money::format_inr(refund))
+    } else {
+        String::new()
+    };
+    request.finish(RequestStatus::Completed, format!("account closed; erased: password, API keys, sessions, exports, email and KYC claims; kept: {summary}{refund_note}"), state.clock.now());
+    store.transact(vec![request.put()?]).await?;
+    Ok(Closure {
+        status: "closed",
+        request: PrivacyRequestView::from(&request.request),
+        retained,
+        refund_requested: refund,
+    })
+}
