@@ -233,6 +233,25 @@ impl TestApi {
         Ok(balance)
     }
 
+    /// Creates an API key for a signed-in, verified user and returns the key itself.
+    pub async fn create_key(
+        &self,
+        token: &str,
+        name: &str,
+    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        let created: serde_json::Value = self
+            .http
+            .post(self.url("/v1/keys"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(created["key"].as_str().ok_or("no key in the answer")?.to_owned())
+    }
+
     pub fn raw_store(&self) -> &RawStore {
         &self.raw
     }

@@ -34,17 +34,8 @@ async fn customer(api: &TestApi, email: &str, rupees: i64) -> Res<(String, Strin
     if rupees > 0 {
         api.fund(&token, rupees).await?;
     }
-    let created: Value = api
-        .http
-        .post(api.url("/v1/keys"))
-        .bearer_auth(&token)
-        .json(&json!({ "name": "tests" }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok((user, token, created["key"].as_str().unwrap_or_default().to_owned()))
+    let key = api.create_key(&token, "tests").await?;
+    Ok((user, token, key))
 }
 
 async fn chat(api: &TestApi, key: &str, body: Value) -> Result<reqwest::Response, reqwest::Error> {

@@ -44,17 +44,7 @@ async fn expect_error(response: reqwest::Response, status: StatusCode, code: &st
 async fn active_customer(api: &TestApi, email: &str) -> Res<(String, String, String)> {
     let (user, token) = api.verified_user(email).await?;
     api.fund(&token, 100).await?;
-    let created: Value = api
-        .http
-        .post(api.url("/v1/keys"))
-        .bearer_auth(&token)
-        .json(&json!({ "name": "laptop" }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let key = created["key"].as_str().unwrap_or_default().to_owned();
+    let key = api.create_key(&token, "laptop").await?;
     chat(api, &key).await?.error_for_status()?;
     Ok((user, token, key))
 }
@@ -383,17 +373,7 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
         .await?
         .error_for_status()?;
     api.fund(&token, 100).await?;
-    let created: Value = api
-        .http
-        .post(api.url("/v1/keys"))
-        .bearer_auth(&token)
-        .json(&json!({ "name": "k" }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    chat(&api, created["key"].as_str().unwrap_or_default()).await?.error_for_status()?;
+    chat(&api, &api.create_key(&token, "k").await?).await?.error_for_status()?;
     api.http.post(api.url("/v1/privacy/exports")).bearer_auth(&token).send().await?.error_for_status()?;
     patch_account(&api, &token, json!({ "full_name": "Classes" })).await?.error_for_status()?;
 
