@@ -372,7 +372,14 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
         .send()
         .await?
         .error_for_status()?;
-    api.fund(&token, 100).await?;
+    // Payments: a paid top-up and a partial refund of it, an unpaid top-up, a short payment held for review.
+    let paid = create_topup(&api, &token, 10_000).await?;
+    let payment = api.razorpay.pay(&paid, "captured", None).ok_or("order")?;
+    api.razorpay.deliver(&api.razorpay.payment_webhook("payment.captured", &payment)).await.ok_or("delivery")?;
+    api.razorpay.deliver(&api.razorpay.refund_webhook(&payment, 1_000)).await.ok_or("delivery")?;
+    let unpaid = create_topup(&api, &token, 20_000).await?;
+    let short = api.razorpay.pay(&unpaid, "captured", Some(100)).ok_or("order")?;
+    api.razorpay.deliver(&api.razorpay.payment_webhook("payment.captured", &short)).await.ok_or("delivery")?;
     chat(&api, &api.create_key(&token, "k").await?).await?.error_for_status()?;
     api.http.post(api.url("/v1/privacy/exports")).bearer_auth(&token).send().await?.error_for_status()?;
     patch_account(&api, &token, json!({ "full_name": "Classes" })).await?.error_for_status()?;
@@ -417,11 +424,49 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
         ItemClass::UsageLog,
         ItemClass::PrivacyRequest,
         ItemClass::DataExport,
+        ItemClass::OpenTopup,
+        ItemClass::RefundDebit,
+        ItemClass::PaymentReview,
     ];
     for class in written {
         assert!(seen.contains(&class), "the flows wrote no {class:?}");
     }
+
+    // Closure: what retention keeps now runs from the closure, and what it does not need is gone.
+    let close = api.http.delete(api.url("/v1/account")).bearer_auth(&token).json(&json!({ "password": PASSWORD }));
+    close.send().await?.error_for_status()?;
+    let mut kept = HashSet::new();
+    for item in stored_items(&api).await? {
+        let class = ItemClass::of(&item.pk, &item.sk)
+            .ok_or_else(|| format!("no retention class for {} {}", item.pk, item.sk))?;
+        kept.insert(class);
+        let expected = match class.rule() {
+            Rule::FromWrite(span) | Rule::FromClosure(span) => Some(config.retention.until(span, now)),
+            Rule::LoginThrottle => Some((now + config.login_window).timestamp()),
+            Rule::ErasedAtClosure | Rule::Session | Rule::KeyExpiry => {
+                return Err(format!("{class:?} survived the closure: {} {}", item.pk, item.sk).into());
+            }
+        };
+        assert_eq!(item.expires_at, expected, "after closure, {class:?}: {} {}", item.pk, item.sk);
+    }
+    assert!(kept.contains(&ItemClass::RefundRequest), "the unspent balance awaits its refund");
+    assert!(kept.contains(&ItemClass::Account) && kept.contains(&ItemClass::KycDecision));
     Ok(())
+}
+
+/// Creates a top-up of `paise` and returns its Razorpay order id.
+async fn create_topup(api: &TestApi, token: &str, paise: i64) -> Res<String> {
+    let topup: Value = api
+        .http
+        .post(api.url("/v1/wallet/topups"))
+        .bearer_auth(token)
+        .json(&json!({ "amount_paise": paise }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(topup["razorpay_order_id"].as_str().ok_or("no order id")?.to_owned())
 }
 
 async fn expired_items_are_invisible_to_every_read(backend: Backend) -> TestResult {
