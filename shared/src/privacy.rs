@@ -15,6 +15,7 @@ use crate::accounts::{
     email_pk, normalize_email, time_sort_key, timestamp, user_pk,
 };
 use crate::auth::{LoginAttemptView, LoginStore};
+use crate::billing::UsageRecord;
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{ApiKeyView, KeyStore};
 use crate::kyc::{self, DocumentKind, KycStore};
@@ -26,6 +27,7 @@ use crate::store::{
     Condition, Delete, ExpiryChange, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update,
     WriteOp,
 };
+use crate::usage::UsageView;
 use crate::wallet::{LedgerEntry, LedgerEntryView, WALLET_SK, WALLETS_PK, WalletStore, WalletView};
 
 /// The DPDP Act's outer limit for answering a data principal's request.
@@ -552,6 +554,17 @@ pub async fn export_document(state: &AppState, user_id: &str) -> ApiResult<Value
         .iter()
         .map(|i| i.record::<LedgerEntry>().map(|e| LedgerEntryView::from(&e)))
         .collect::<StoreResult<_>>()?;
+    // Usage and requests appear as the API shows them (rupee amounts, RFC 3339 times).
+    let usage: Vec<UsageView> = all_with_prefix(store, user_id, "USAGE#")
+        .await?
+        .iter()
+        .map(|i| i.record::<UsageRecord>().map(|r| UsageView::from(&r)))
+        .collect::<StoreResult<_>>()?;
+    let requests: Vec<PrivacyRequestView> = all_with_prefix(store, user_id, REQUEST_PREFIX)
+        .await?
+        .iter()
+        .map(|i| i.record::<PrivacyRequest>().map(|r| PrivacyRequestView::from(&r)))
+        .collect::<StoreResult<_>>()?;
     Ok(json!({
         "format": "inferex-data-export/1",
         "generated_at": timestamp(state.clock.now()),
@@ -564,8 +577,8 @@ pub async fn export_document(state: &AppState, user_id: &str) -> ApiResult<Value
         "wallet": WalletView::from(store.wallet(user_id).await?),
         "topups": topups,
         "ledger": ledger,
-        "usage": records(&all_with_prefix(store, user_id, "USAGE#").await?)?,
-        "privacy_requests": records(&all_with_prefix(store, user_id, REQUEST_PREFIX).await?)?,
+        "usage": usage,
+        "privacy_requests": requests,
     }))
 }
 

@@ -238,6 +238,7 @@ async fn an_export_holds_every_data_class_and_only_its_owner_can_fetch_it(backen
     assert!(export["kyc"]["aadhaar_masked"].as_str().is_some_and(|a| a.starts_with("XXXX XXXX ")));
     assert!(export["wallet"]["balance"].as_i64().is_some_and(|b| b > 0));
     assert_eq!(export["topups"][0]["status"], json!("paid"));
+    assert!(export["usage"][0]["cost_inr"].is_string(), "usage as the API shows it: {}", export["usage"]);
     let text = export.to_string();
     assert!(!text.contains(&other) && !text.contains("other@example.in"), "nothing of another user");
     assert!(!text.contains(&key) && !text.contains("password_hash"), "no secrets");
