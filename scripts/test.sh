@@ -25,17 +25,24 @@ cargo build -p dev-server --locked
 step "tests: unit, storage contract and end-to-end, on the embedded store and DynamoDB Local"
 log="$(mktemp -t inferex-tests.XXXXXX.log)"
 trap 'rm -f "$log"' EXIT
+# Every check runs even when an earlier one fails (--no-fail-fast: one failing test binary never hides
+# another); the run fails if any did.
+status=0
 set +e
-scripts/with-emulators.sh cargo test --workspace --locked --offline 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
+scripts/with-emulators.sh cargo test --workspace --locked --offline --no-fail-fast 2>&1 | tee "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+step "the official openai SDK against the local server"
+scripts/sdk-check.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+step "the README's quick start: make run"
+.tools/venv/bin/python scripts/make-run-check.py 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 set -e
-if [ "$status" -eq 0 ]; then
-  step "the official openai SDK against the local server"
-  scripts/sdk-check.sh 2>&1 | tee -a "$log"
-  status=${PIPESTATUS[0]}
-fi
+
 # One closing line for the whole run (cargo prints one per test binary, the last often a doc-test run of 0).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
-     /^sdk: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     /^(sdk|make-run): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -2,31 +2,49 @@
 # Runs a command with the emulators its tests need started for it (AWS's DynamoDB Local, and moto's server
 # for KMS and S3), then stops them.
 #
-# DynamoDB Local has no option to bind to loopback only, so the emulator and the command run together in a
-# private network namespace whose only interface is loopback: nothing outside this machine (or outside the
-# namespace) can reach it, and any port is free. Needs `unshare` with permission to create a network
-# namespace (root, as on CI).
+# DynamoDB Local has no option to bind to loopback only, so the emulators and the command run together in a
+# private network namespace whose only interface is loopback: nothing outside it can reach them, and any port
+# is free. Root gets one with `unshare --net`; an ordinary user with `unshare --user --map-root-user --net`
+# where the kernel allows unprivileged user namespaces. Where neither works, the emulators start anyway on
+# free loopback ports (DynamoDB Local then also listens on the machine's other interfaces while the tests
+# run, which a one-line warning says) and every test still runs.
 #
 # Usage: scripts/with-emulators.sh COMMAND [ARGS...]
 # The command sees INFEREX_TEST_DYNAMODB_ENDPOINT and INFEREX_TEST_MOTO_ENDPOINT (http://127.0.0.1:PORT).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY="$ROOT/.tools/venv/bin/python"
 
-if [ "${INFEREX_IN_PRIVATE_NETNS:-}" != 1 ]; then
-  if ! unshare --net true 2>/dev/null; then
-    echo "error: cannot create a private network namespace (unshare --net); run as root" >&2
-    exit 1
+if [ -z "${INFEREX_EMULATOR_NETWORK:-}" ]; then
+  if unshare --net true 2>/dev/null; then
+    exec unshare --net env INFEREX_EMULATOR_NETWORK=private "$0" "$@"
+  elif unshare --user --map-root-user --net true 2>/dev/null; then
+    exec unshare --user --map-root-user --net env INFEREX_EMULATOR_NETWORK=private "$0" "$@"
   fi
-  exec unshare --net env INFEREX_IN_PRIVATE_NETNS=1 "$0" "$@"
+  echo "warning: no private network namespace (unshare --net or --user --net) could be made here; the emulators run on this machine's network, and DynamoDB Local listens on every interface until the tests end" >&2
+  export INFEREX_EMULATOR_NETWORK=shared
 fi
-
-ip link set lo up
 
 DDB_DIR="$ROOT/.tools/dynamodb-local"
 [ -f "$DDB_DIR/DynamoDBLocal.jar" ] || { echo "error: DynamoDB Local missing; run scripts/ensure-tools.sh" >&2; exit 1; }
+[ -x "$PY" ] || { echo "error: the tools' Python is missing; run scripts/ensure-tools.sh" >&2; exit 1; }
 
-DDB_PORT=8000
-MOTO_PORT=5000
+if [ "$INFEREX_EMULATOR_NETWORK" = private ]; then
+  ip link set lo up
+  DDB_PORT=8000
+  MOTO_PORT=5000
+else
+  # Ports the machine is not using now (a developer's other services keep theirs).
+  read -r DDB_PORT MOTO_PORT < <("$PY" -c '
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+for s in socks:
+    s.close()')
+fi
+
 LOGS="$(mktemp -d -t inferex-emulators.XXXXXX)"
 PIDS=()
 cleanup() {

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, Timelike, Utc};
 
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
@@ -33,6 +33,16 @@ impl ManualClock {
         Self { now: Arc::new(Mutex::new(start)) }
     }
 
+    /// A clock that starts at the real current time, rounded up to the next whole second (so timestamps
+    /// read back exactly). Tests start here rather than at a fixed instant: anything that runs on the real
+    /// clock beside them (DynamoDB Local's TTL sweeper) then never sees an item a test wrote as already
+    /// expired, whatever the date the suite runs on.
+    pub fn starting_now() -> Self {
+        let now = Utc::now();
+        let start = now.with_nanosecond(0).map_or(now, |whole| whole + Duration::seconds(1));
+        Self::new(start)
+    }
+
     pub fn advance(&self, by: Duration) {
         if let Ok(mut now) = self.now.lock() {
             *now += by;
@@ -53,5 +63,21 @@ impl Clock for ManualClock {
             Ok(now) => *now,
             Err(poisoned) => *poisoned.into_inner(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_starting_now_is_never_behind_the_real_clock() {
+        let before = Utc::now();
+        let clock = ManualClock::starting_now();
+        let start = clock.now();
+        assert!(start > before && start <= Utc::now() + Duration::seconds(1), "{before} -> {start}");
+        assert_eq!(start.nanosecond(), 0, "whole seconds, so timestamps read back exactly");
+        clock.advance(Duration::days(1));
+        assert_eq!(clock.now() - start, Duration::days(1));
     }
 }

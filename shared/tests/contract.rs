@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use chrono::{Duration, TimeZone, Utc};
+use chrono::Duration;
 use serde_json::{Map, Value, json};
 use shared::clock::{Clock, ManualClock};
 use shared::store::{
@@ -20,7 +20,7 @@ struct Backend {
 }
 
 fn start_clock() -> ManualClock {
-    ManualClock::new(Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).single().unwrap_or_default())
+    ManualClock::starting_now()
 }
 
 async fn sqlite() -> Result<Backend, String> {

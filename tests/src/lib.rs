@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use chrono::{TimeZone, Utc};
 use dev_server::razorpay_standin::{self, StandIn, StandInConfig};
 use dev_server::upstream_standin::{self, Upstream};
 use shared::blobs::{BlobStore, LocalBlobs};
@@ -125,8 +124,9 @@ impl TestApi {
 
     pub async fn start_with(backend: Backend, config: Config) -> Result<Self, String> {
         capture_logs();
-        // A fixed, realistic "now" so that age and expiry checks are deterministic.
-        let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 27, 6, 0, 0).single().unwrap_or_default());
+        // Controlled from the real current time: tests move it forward, and whatever a test expects to
+        // find never carries an expiry that is already past for the emulators' own clocks.
+        let clock = ManualClock::starting_now();
         let shared_clock = Arc::new(clock.clone());
         let (store, raw): (Arc<dyn ItemStore>, RawStore) = match backend {
             Backend::Embedded => {

@@ -69,7 +69,8 @@ async fn signup_login_account_logout(backend: Backend) -> TestResult {
     for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=604800"] {
         assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
     }
-    assert_eq!(body["expires_at"], "2026-12-04T06:00:00.000Z");
+    let week_later = api.clock_now() + Duration::days(7);
+    assert_eq!(body["expires_at"], week_later.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
 
     let me: Value = api.http.get(api.url("/v1/account")).bearer_auth(&token).send().await?.json().await?;
     assert_eq!(me["id"], account["id"]);
@@ -157,18 +158,22 @@ async fn signup_rules_answer_with_named_fields(backend: Backend) -> TestResult {
 
 async fn eighteen_today_is_old_enough_but_not_tomorrow(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
-    // The harness clock reads 2026-11-27 in India.
+    // Whatever today is in India: the latest birth date whose 18th birthday is today or earlier (months are
+    // clamped, so on 29 February it is 28 February 18 years back), and the day after it.
+    let today = shared::accounts::today_in_india(api.clock_now());
+    let adult = today.checked_sub_months(chrono::Months::new(18 * 12)).ok_or("date")?;
+    let underage = adult.succ_opt().ok_or("date")?;
     let mut body = json!({
         "email": "young@example.in",
         "password": PASSWORD,
         "full_name": "Young Person",
-        "date_of_birth": "2008-11-28",
+        "date_of_birth": underage.to_string(),
         "accepted_terms_version": "2026-05-21",
     });
     let underage = api.http.post(api.url("/v1/auth/signup")).json(&body).send().await?;
     expect_error(underage, StatusCode::BAD_REQUEST, "underage", Some("date_of_birth")).await?;
     assert!(api.dump().await?.is_empty());
-    body["date_of_birth"] = json!("2008-11-27");
+    body["date_of_birth"] = json!(adult.to_string());
     let adult = api.http.post(api.url("/v1/auth/signup")).json(&body).send().await?;
     assert_eq!(adult.status(), StatusCode::CREATED);
     Ok(())

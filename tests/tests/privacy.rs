@@ -473,7 +473,9 @@ async fn create_topup(api: &TestApi, token: &str, paise: i64) -> Res<String> {
 async fn expired_items_are_invisible_to_every_read(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (_, token, _) = active_customer(&api, "aging@example.in").await?;
-    let usage = get_json(&api, &token, "/v1/usage?from=2026-01-01T00:00:00Z").await?;
+    // Every read of usage below covers the whole year and a day since the call.
+    let since = format!("from={}", (api.clock_now() - Duration::days(1)).format("%Y-%m-%dT%H:%M:%SZ"));
+    let usage = get_json(&api, &token, &format!("/v1/usage?{since}")).await?;
     assert_eq!(usage["data"].as_array().map(Vec::len), Some(1));
     assert!(!get_json(&api, &token, "/v1/account/logins").await?.as_array().is_some_and(Vec::is_empty));
 
@@ -491,9 +493,9 @@ async fn expired_items_are_invisible_to_every_read(backend: Backend) -> TestResu
     api.clock.advance(Duration::days(185));
     let login: Value = api.login("aging@example.in", PASSWORD).await?.json().await?;
     let token = login["token"].as_str().ok_or("token")?.to_owned();
-    let usage = get_json(&api, &token, "/v1/usage?from=2026-01-01T00:00:00Z").await?;
+    let usage = get_json(&api, &token, &format!("/v1/usage?{since}")).await?;
     assert_eq!(usage["data"].as_array().map(Vec::len), Some(0), "{usage}");
-    let summary = get_json(&api, &token, "/v1/usage/summary?from=2026-01-01T00:00:00Z&group_by=model").await?;
+    let summary = get_json(&api, &token, &format!("/v1/usage/summary?{since}&group_by=model")).await?;
     assert_eq!(summary["data"].as_array().map(Vec::len), Some(0), "{summary}");
     if let e2e::RawStore::Embedded(store) = api.raw_store() {
         assert!(store.purge_expired().await? > 0);
