@@ -271,6 +271,17 @@ impl TestApi {
             RawStore::DynamoDb(s) => s.dump().await,
         }
         .map_err(|e| e.to_string())?;
+        // The suite's date-independence, checked wherever a test looks at the store: DynamoDB Local deletes
+        // items whose expiry is past on the real clock, whatever the test's clock says, so no item a test
+        // wrote may carry one.
+        let wall_clock = chrono::Utc::now().timestamp();
+        if let Some(item) = items.iter().find(|i| i.expires_at.is_some_and(|at| at <= wall_clock)) {
+            return Err(format!(
+                "{} {} expires at {:?}, already past on the real clock (now {wall_clock}): DynamoDB Local's TTL \
+                 sweeper may delete it mid-test; start the test's clock from the real current time",
+                item.pk, item.sk, item.expires_at
+            ));
+        }
         Ok(items
             .iter()
             .map(|i| format!("{} {} {} {:?}", i.pk, i.sk, serde_json::Value::Object(i.attrs.clone()), i.expires_at))
