@@ -1,7 +1,17 @@
-//! A local stand-in for an OpenAI-compatible provider (Cerebras, NeevCloud): `POST /chat/completions` and
-//! `POST /completions`, streamed (SSE, with the usage chunk when `stream_options.include_usage`) or not,
-//! after a configurable latency. Tests switch it into failure modes; `make run` and `make bench` use it
-//! with no network. It lives only in the dev server and the tests.
+//! A local stand-in for an OpenAI-compatible provider (Cerebras, NeevCloud on vLLM): `POST /chat/completions`
+//! and `POST /completions`, streamed (SSE, with the usage chunk only when `stream_options.include_usage`) or
+//! not, after a configurable latency. It bills the way a real server does, so that billing bugs show:
+//! - the prompt is the whole request as a chat template renders it: messages with their names and tool
+//!   calls, tool and function definitions, response formats, documents, a template overhead per request
+//!   and per message or tool, at two bytes a token;
+//! - the output cap is `max_completion_tokens`, else `max_tokens`, else the rest of the context;
+//! - `n` choices are returned and `max(n, best_of)` generated and billed;
+//! - answers can be long (up to the cap), carry reasoning text (gpt-oss and Qwen routes), or be tool calls
+//!   (when the request offers tools).
+//!
+//! Tests switch it into failure modes (errors, cut streams, missing usage, unreadable answers, reports above
+//! any bound); `make run` and `make bench` use it with no network. It lives only in the dev server and the
+//! tests.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -27,6 +37,10 @@ pub enum Mode {
     NoUsage,
     /// Streams one chunk every 50 ms (time for a client to go away mid-stream).
     SlowStream,
+    /// A 200 whose body is not JSON (a proxy's error page), after the call was billed.
+    Unreadable,
+    /// Reports ten times the prompt tokens it counts (a provider whose count no bound foresaw).
+    OverReport,
 }
 
 #[derive(Debug)]
@@ -34,6 +48,18 @@ struct Inner {
     mode: Mode,
     latency: Duration,
     requests: Vec<Value>,
+    answer: Answer,
+}
+
+/// How long the model's answers are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The six-word greeting (and the cap, if smaller).
+    Greeting,
+    /// This many tokens (at most the cap).
+    Tokens(u64),
+    /// Until the output cap: a model that never stops by itself.
+    UntilCap,
 }
 
 /// The stand-in's state; clone it to keep a handle for tests.
@@ -42,12 +68,23 @@ pub struct Upstream {
     inner: Arc<Mutex<Inner>>,
 }
 
-/// The words every answer is made of (four characters a token, as providers roughly count).
+/// The greeting every answer starts with, a token a word.
 const WORDS: [&str; 6] = ["Namaste! ", "This ", "is ", "the ", "stand-in ", "model."];
+/// Every token after the greeting.
+const FILLER: &str = "more ";
+/// The context length of every model behind the stand-in.
+pub const CONTEXT_LENGTH: u64 = 131_072;
+/// What the template adds: per request (system block, date header) and per message or tool.
+pub const TEMPLATE_TOKENS_PER_REQUEST: u64 = 40;
+pub const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 6;
+/// The request fields a chat template renders into the prompt (besides messages).
+const RENDERED_FIELDS: [&str; 8] =
+    ["messages", "prompt", "tools", "functions", "tool_choice", "response_format", "documents", "chat_template_kwargs"];
 
 impl Upstream {
     pub fn new(latency: Duration) -> Self {
-        Self { inner: Arc::new(Mutex::new(Inner { mode: Mode::Normal, latency, requests: Vec::new() })) }
+        let inner = Inner { mode: Mode::Normal, latency, requests: Vec::new(), answer: Answer::Greeting };
+        Self { inner: Arc::new(Mutex::new(inner)) }
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -61,21 +98,56 @@ impl Upstream {
         self.inner().mode = mode;
     }
 
+    pub fn set_answer(&self, answer: Answer) {
+        self.inner().answer = answer;
+    }
+
     /// The bodies received so far.
     pub fn requests(&self) -> Vec<Value> {
         self.inner().requests.clone()
     }
 
-    /// Prompt tokens the stand-in reports for a body: a quarter of the prompt's bytes, at least one.
+    /// Prompt tokens the stand-in counts for a body: the rendered fields at two bytes a token, plus the
+    /// template's own tokens.
     pub fn prompt_tokens(body: &Value) -> u64 {
-        let text = body.get("messages").or_else(|| body.get("prompt")).map(|v| v.to_string()).unwrap_or_default();
-        (text.len() as u64 / 4).max(1)
+        let rendered: u64 =
+            RENDERED_FIELDS.iter().filter_map(|f| body.get(*f)).map(|v| v.to_string().len() as u64).sum();
+        let parts: u64 = ["messages", "tools", "functions"]
+            .iter()
+            .filter_map(|f| body.get(*f).and_then(Value::as_array))
+            .map(|items| items.len() as u64)
+            .sum();
+        rendered.div_ceil(2) + TEMPLATE_TOKENS_PER_REQUEST + parts * TEMPLATE_TOKENS_PER_MESSAGE
     }
 
-    /// Completion tokens: one per word, no more than `max_tokens`.
-    pub fn completion_tokens(body: &Value) -> u64 {
-        let cap = body.get("max_completion_tokens").or_else(|| body.get("max_tokens")).and_then(Value::as_u64);
-        cap.unwrap_or(u64::MAX).min(WORDS.len() as u64)
+    /// The output cap as a vLLM server reads it: `max_completion_tokens`, else `max_tokens`, else the rest
+    /// of the context.
+    pub fn output_cap(body: &Value) -> u64 {
+        let cap = |f: &str| body.get(f).and_then(Value::as_u64);
+        cap("max_completion_tokens")
+            .or_else(|| cap("max_tokens"))
+            .unwrap_or_else(|| CONTEXT_LENGTH.saturating_sub(Self::prompt_tokens(body)))
+    }
+
+    /// How many completions a request generates (and is billed for): `max(n, best_of)`.
+    pub fn generated_choices(body: &Value) -> u64 {
+        let count = |f: &str| body.get(f).and_then(Value::as_u64).unwrap_or(1).max(1);
+        count("n").max(count("best_of"))
+    }
+
+    /// Tokens each choice generates for a body.
+    pub fn tokens_per_choice(&self, body: &Value) -> u64 {
+        let cap = Self::output_cap(body);
+        match self.inner().answer {
+            Answer::Greeting => cap.min(WORDS.len() as u64),
+            Answer::Tokens(n) => cap.min(n),
+            Answer::UntilCap => cap,
+        }
+    }
+
+    /// Completion tokens billed for a body: every generated choice.
+    pub fn completion_tokens(&self, body: &Value) -> u64 {
+        self.tokens_per_choice(body) * Self::generated_choices(body)
     }
 }
 
@@ -95,6 +167,35 @@ fn sse(value: &Value) -> Bytes {
     Bytes::from(format!("data: {value}\n\n"))
 }
 
+/// `n` tokens of answer text, a word each.
+fn text_of(tokens: u64) -> Vec<String> {
+    (0..tokens).map(|i| WORDS.get(i as usize).map_or(FILLER, |w| *w).to_owned()).collect()
+}
+
+/// One generated choice: reasoning tokens (reasoning models), then content or a tool call.
+struct Generated {
+    reasoning: Vec<String>,
+    content: Vec<String>,
+    tool_call: Option<(String, Vec<String>)>,
+}
+
+fn generate(body: &Value, tokens: u64, chat: bool) -> Generated {
+    let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
+    let reasons = chat && (model.contains("gpt-oss") || model.contains("qwen"));
+    let reasoning_tokens = if reasons { tokens / 2 } else { 0 };
+    let rest = tokens - reasoning_tokens;
+    let reasoning = (0..reasoning_tokens).map(|_| "think ".to_owned()).collect();
+    let offers_tools = body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty())
+        && body.get("tool_choice").and_then(Value::as_str) != Some("none");
+    if chat && offers_tools {
+        let name = body.pointer("/tools/0/function/name").and_then(Value::as_str).unwrap_or("tool").to_owned();
+        // The name is one token; the arguments are the rest, a word a token.
+        let arguments = (0..rest.saturating_sub(1)).map(|_| "arg ".to_owned()).collect();
+        return Generated { reasoning, content: Vec::new(), tool_call: Some((name, arguments)) };
+    }
+    Generated { reasoning, content: text_of(rest), tool_call: None }
+}
+
 async fn answer(upstream: Upstream, body: Value, chat: bool) -> Response {
     let (mode, latency) = {
         let mut inner = upstream.inner();
@@ -104,24 +205,48 @@ async fn answer(upstream: Upstream, body: Value, chat: bool) -> Response {
     tokio::time::sleep(latency).await;
     if let Mode::Fail(status) = mode {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return (status, Json(json!({"error": {"message": "stand-in failure", "type": "server_error"}})))
+        return (status, Json(json!({"error": {"message": "stand-in failure: account quota exceeded for org-standin", "type": "server_error"}})))
             .into_response();
     }
+    if mode == Mode::Unreadable {
+        return (StatusCode::OK, "<html><body>502 Bad Gateway</body></html>").into_response();
+    }
     let model = body.get("model").cloned().unwrap_or(Value::Null);
-    let prompt_tokens = Upstream::prompt_tokens(&body);
-    let completion_tokens = Upstream::completion_tokens(&body);
+    let mut prompt_tokens = Upstream::prompt_tokens(&body);
+    if mode == Mode::OverReport {
+        prompt_tokens *= 10;
+    }
+    let per_choice = upstream.tokens_per_choice(&body);
+    let completion_tokens = per_choice * Upstream::generated_choices(&body);
     let usage = json!({ "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens });
-    let words: Vec<&str> = WORDS.iter().take(completion_tokens as usize).copied().collect();
+    let returned = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
+    let generated = generate(&body, per_choice, chat);
+    let finish_reason = match (&generated.tool_call, per_choice == Upstream::output_cap(&body)) {
+        (Some(_), _) => "tool_calls",
+        (None, true) => "length",
+        (None, false) => "stop",
+    };
     let (object, chunk_object) =
         if chat { ("chat.completion", "chat.completion.chunk") } else { ("text_completion", "text_completion") };
 
     if !body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
-        let choice = if chat {
-            json!({ "index": 0, "message": { "role": "assistant", "content": words.concat() }, "finish_reason": "stop" })
-        } else {
-            json!({ "index": 0, "text": words.concat(), "finish_reason": "stop" })
-        };
-        let mut answer = json!({ "id": "cmpl-standin", "object": object, "created": 1_795_600_000, "model": model, "choices": [choice] });
+        let choices: Vec<Value> = (0..returned)
+            .map(|index| {
+                if !chat {
+                    return json!({ "index": index, "text": generated.content.concat(), "finish_reason": finish_reason });
+                }
+                let mut message = json!({ "role": "assistant", "content": generated.content.concat() });
+                if !generated.reasoning.is_empty() {
+                    message["reasoning_content"] = json!(generated.reasoning.concat());
+                }
+                if let Some((name, arguments)) = &generated.tool_call {
+                    message["content"] = Value::Null;
+                    message["tool_calls"] = json!([{ "id": "call_standin", "type": "function", "function": { "name": name, "arguments": arguments.concat() } }]);
+                }
+                json!({ "index": index, "message": message, "finish_reason": finish_reason })
+            })
+            .collect();
+        let mut answer = json!({ "id": "cmpl-standin", "object": object, "created": 1_795_600_000, "model": model, "choices": choices });
         if mode != Mode::NoUsage {
             answer["usage"] = usage;
         }
@@ -129,36 +254,58 @@ async fn answer(upstream: Upstream, body: Value, chat: bool) -> Response {
     }
 
     let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
-    let mut events: Vec<Bytes> = Vec::new();
-    for (i, word) in words.iter().enumerate() {
-        if mode == Mode::CutMidStream && i == 2 {
-            break;
+    let chunk = |choice: Value| json!({ "id": "cmpl-standin", "object": chunk_object, "created": 1_795_600_000, "model": model, "choices": [choice] });
+    let mut deltas: Vec<Value> = Vec::new();
+    for word in &generated.reasoning {
+        deltas.push(json!({ "reasoning_content": word }));
+    }
+    if let Some((name, arguments)) = &generated.tool_call {
+        deltas.push(json!({ "tool_calls": [{ "index": 0, "id": "call_standin", "type": "function", "function": { "name": name, "arguments": "" } }] }));
+        for word in arguments {
+            deltas.push(json!({ "tool_calls": [{ "index": 0, "function": { "arguments": word } }] }));
         }
-        let choice = if chat {
-            json!({ "index": 0, "delta": { "content": word } })
-        } else {
-            json!({ "index": 0, "text": word })
-        };
-        events.push(sse(&json!({ "id": "cmpl-standin", "object": chunk_object, "created": 1_795_600_000, "model": model, "choices": [choice] })));
+    }
+    let mut events: Vec<Bytes> = Vec::new();
+    let mut sent_content = 0;
+    for index in 0..returned {
+        let choice_deltas = deltas.iter().cloned().chain(generated.content.iter().map(|w| json!({ "content": w })));
+        for delta in choice_deltas {
+            if mode == Mode::CutMidStream && sent_content == 2 {
+                break;
+            }
+            sent_content += 1;
+            let choice = if chat {
+                json!({ "index": index, "delta": delta })
+            } else {
+                json!({ "index": index, "text": delta.get("content").cloned().unwrap_or(json!("")) })
+            };
+            events.push(sse(&chunk(choice)));
+        }
     }
     if mode != Mode::CutMidStream {
-        let finish = if chat {
-            json!({ "index": 0, "delta": {}, "finish_reason": "stop" })
-        } else {
-            json!({ "index": 0, "text": "", "finish_reason": "stop" })
-        };
-        events.push(sse(&json!({ "id": "cmpl-standin", "object": chunk_object, "created": 1_795_600_000, "model": model, "choices": [finish] })));
+        for index in 0..returned {
+            let finish = if chat {
+                json!({ "index": index, "delta": {}, "finish_reason": finish_reason })
+            } else {
+                json!({ "index": index, "text": "", "finish_reason": finish_reason })
+            };
+            events.push(sse(&chunk(finish)));
+        }
         if include_usage && mode != Mode::NoUsage {
             events.push(sse(&json!({ "id": "cmpl-standin", "object": chunk_object, "created": 1_795_600_000, "model": model, "choices": [], "usage": usage })));
         }
         events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     }
     let cut = mode == Mode::CutMidStream;
-    let pause = Duration::from_millis(if mode == Mode::SlowStream { 50 } else { 1 });
+    // Long answers stream as fast as the connection takes them; the slow mode leaves time to hang up.
+    let pause = (mode == Mode::SlowStream).then_some(Duration::from_millis(50));
     let stream = futures_util::stream::unfold((events.into_iter(), cut), move |(mut events, cut)| async move {
         match events.next() {
             Some(event) => {
-                tokio::time::sleep(pause).await;
+                match pause {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => tokio::task::yield_now().await,
+                }
                 Some((Ok::<_, std::io::Error>(event), (events, cut)))
             }
             // A cut stream ends with a transport error, as a dying upstream connection does.

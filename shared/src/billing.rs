@@ -6,10 +6,16 @@
 //!   hold time is known without a read.
 //! - **Settle** (one transaction, after): remove the hold attribute, `held -= h`, `balance -= c`,
 //!   `available += h - c`, plus the ledger entry and the usage log, only if the hold is still there and the
-//!   balance is what it was at hold time (so `balance_after` is exact). The charge is never more than the
-//!   hold: `c = min(actual cost, h)`, which is what makes overspending impossible. If another balance change
-//!   got in between, the wallet is read again and the settlement retried.
+//!   balance is what it was at hold time (so `balance_after` is exact). `c` is what the provider reported,
+//!   in full: the hold bounds it (see `shared::inference`), and should a report ever exceed the hold the
+//!   excess is charged too, recorded on the usage entry and logged as an alert. The wallet then goes below
+//!   zero by that excess only, and takes no new hold until a top-up covers it. If another balance change got
+//!   in between, the wallet is read again and the settlement retried, with backoff, until a deadline.
 //! - **Release** (failure paths and the sweeper): give the hold back, once (conditional on its attribute).
+//!
+//! Both writes are safe to repeat after a lost response (a store client's retry): the hold is written only
+//! where its attribute is absent, and the settlement's usage entry has a key derived from the request id,
+//! so a repeated settlement finds it and charges nothing more.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,13 +29,14 @@ use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
 use crate::secrets::random_suffix;
 use crate::store::{Condition, Item, ItemStore, Put, Query, StoreError, Table, Update, WriteOp};
-use crate::wallet::{LedgerEntry, LedgerKind, WALLET_SK, WALLETS_PK, Wallet};
+use crate::wallet::{LedgerEntry, LedgerKind, WALLET_SK, WALLETS_PK};
 
 const HOLD_PREFIX: &str = "hold_";
 /// Set on the wallet when its account closes.
 const CLOSED: &str = "closed";
-/// How often a settlement is retried when concurrent balance changes keep getting in first.
-const SETTLE_ATTEMPTS: usize = 100;
+/// Backoff between settlement attempts on a busy wallet: doubling from the first to the last.
+const SETTLE_BACKOFF_FIRST: std::time::Duration = std::time::Duration::from_millis(1);
+const SETTLE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The latest wallet balance this process has seen per user, used as a settlement's expected balance.
 ///
@@ -105,6 +112,8 @@ pub async fn place_hold<S: ItemStore + ?Sized>(
         .when(Condition::All(vec![
             Condition::AttrAtLeast("available".into(), amount),
             Condition::AttrAbsentOrEquals(CLOSED.into(), json!(false)),
+            // Hold attributes are numbers, so this means "absent": a repeated write applies nothing twice.
+            Condition::AttrAbsentOrEquals(hold.attr(), json!(false)),
         ]));
     match store.update(update).await {
         Ok(wallet) => {
@@ -113,8 +122,13 @@ pub async fn place_hold<S: ItemStore + ?Sized>(
             Ok(hold)
         }
         Err(StoreError::ConditionFailed) => {
-            // Only on refusal: tell a closed account from an empty wallet.
+            // Only on refusal: our own write, repeated after its answer was lost; a closed account; or an
+            // empty wallet.
             let wallet = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await?;
+            if let Some(placed) = wallet.as_ref().filter(|w| w.attrs.get(&hold.attr()) == Some(&json!(amount))) {
+                hold.balance = placed.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
+                return Ok(hold);
+            }
             if wallet.is_some_and(|w| w.attrs.get(CLOSED) == Some(&json!(true))) {
                 return Err(ApiError::unauthenticated(
                     "invalid_api_key",
@@ -144,35 +158,67 @@ pub struct UsageRecord {
     pub ttft_ms: Option<u64>,
     pub status: String,
     pub estimated: bool,
+    /// How much of `cost` exceeded the hold (a provider report above the request's bound); 0 normally.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub over_hold: i64,
     pub created_at: DateTime<Utc>,
 }
 
-/// Settles a hold: charges `min(cost, hold)`, writes the ledger entry and the usage log in the same
-/// transaction, and returns the usage record as written (with the charged cost).
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// When the entries a settlement writes expire (epoch seconds): the usage log and the ledger entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Expiries {
+    pub usage: i64,
+    pub ledger: i64,
+}
+
+/// The usage entry's sort key: its time, then the request id, so a repeated settlement finds it.
+fn usage_sort_key(usage: &UsageRecord) -> String {
+    format!("USAGE#{:013}#{}", usage.created_at.timestamp_millis().max(0), usage.id)
+}
+
+/// Settles a hold: charges `cost` in full, writes the ledger entry and the usage log in the same
+/// transaction, and returns the usage record as written (with the charged cost). Retries on a busy wallet
+/// until `deadline`.
 pub async fn settle<S: ItemStore + ?Sized>(
     store: &S,
     hints: &BalanceHints,
     hold: &Hold,
     cost: i64,
     mut usage: UsageRecord,
-    usage_expires_at: i64,
-    ledger_expires_at: i64,
+    expiries: Expiries,
+    deadline: std::time::Instant,
 ) -> ApiResult<UsageRecord> {
-    usage.cost = cost.clamp(0, hold.amount);
+    let charge = cost.max(0);
+    usage.cost = charge;
+    usage.over_hold = (charge - hold.amount).max(0);
+    if usage.over_hold > 0 {
+        // Nothing the provider bills is forgiven, but a report above the bound means the bound is wrong.
+        tracing::error!(
+            alert = "usage_over_hold",
+            user_id = %hold.user_id,
+            request_id = %usage.id,
+            hold = hold.amount,
+            cost = charge,
+            "the provider reported more than the hold; charged in full"
+        );
+    }
+    let usage_key = usage_sort_key(&usage);
     let mut expected_balance = hints.get(&hold.user_id).unwrap_or(hold.balance);
     let mut hold_present = true;
-    for _ in 0..SETTLE_ATTEMPTS {
-        let charge = if hold_present { usage.cost } else { usage.cost.min(available_now(store, &hold.user_id).await?) };
-        usage.cost = charge;
+    let mut backoff: Option<std::time::Duration> = None;
+    loop {
         let mut wallet = Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK).add("balance", -charge);
         let mut conditions = vec![Condition::AttrEquals("balance".into(), json!(expected_balance))];
         if hold_present {
             wallet = wallet.remove(&hold.attr()).add("held", -hold.amount).add("available", hold.amount - charge);
             conditions.push(Condition::AttrAtLeast(hold.attr(), 0));
         } else {
-            // The sweeper already gave the hold back: charge only what is available now.
+            // The hold was already given back (the sweeper): the charge comes out of what is available now.
             wallet = wallet.add("available", -charge);
-            conditions.push(Condition::AttrAtLeast("available".into(), charge));
         }
         let entry = LedgerEntry {
             id: format!("txn_{}", random_suffix()),
@@ -186,12 +232,7 @@ pub async fn settle<S: ItemStore + ?Sized>(
             WriteOp::Update(wallet.when(Condition::All(conditions))),
             WriteOp::Put(Put {
                 table: Table::Main,
-                item: Item::from_record(
-                    user_pk(&hold.user_id),
-                    time_sort_key("USAGE#", usage.created_at),
-                    &usage,
-                    Some(usage_expires_at),
-                )?,
+                item: Item::from_record(user_pk(&hold.user_id), usage_key.clone(), &usage, Some(expiries.usage))?,
                 condition: Condition::NotExists,
             }),
         ];
@@ -202,7 +243,7 @@ pub async fn settle<S: ItemStore + ?Sized>(
                     user_pk(&hold.user_id),
                     time_sort_key("LEDGER#", usage.created_at),
                     &entry,
-                    Some(ledger_expires_at),
+                    Some(expiries.ledger),
                 )?,
                 condition: Condition::NotExists,
             }));
@@ -213,6 +254,10 @@ pub async fn settle<S: ItemStore + ?Sized>(
                 return Ok(usage);
             }
             Err(StoreError::ConditionFailed) => {
+                // This settlement already committed (its answer was lost and the write repeated)?
+                if let Some(done) = store.get(Table::Main, &user_pk(&hold.user_id), &usage_key).await? {
+                    return Ok(done.record()?);
+                }
                 // Another balance change got in first, or the hold was swept: look at the wallet again.
                 let current = store.get(Table::Main, &user_pk(&hold.user_id), WALLET_SK).await?;
                 let Some(current) = current else { return Err(ApiError::Internal("wallet vanished".into())) };
@@ -222,18 +267,15 @@ pub async fn settle<S: ItemStore + ?Sized>(
             }
             Err(e) => return Err(e.into()),
         }
+        // The first retry is immediate (a fresh balance usually wins); later ones back off.
+        if let Some(wait) = backoff {
+            if std::time::Instant::now() + wait > deadline {
+                return Err(ApiError::Unavailable("the wallet is too busy to settle this request".into()));
+            }
+            tokio::time::sleep(wait).await;
+        }
+        backoff = Some(backoff.map_or(SETTLE_BACKOFF_FIRST, |wait| (wait * 2).min(SETTLE_BACKOFF_MAX)));
     }
-    Err(ApiError::Unavailable("the wallet is too busy to settle this request".into()))
-}
-
-async fn available_now<S: ItemStore + ?Sized>(store: &S, user_id: &str) -> ApiResult<i64> {
-    let wallet: Wallet = store
-        .get(Table::Main, &user_pk(user_id), WALLET_SK)
-        .await?
-        .map(|i| i.record())
-        .transpose()?
-        .unwrap_or_default();
-    Ok(wallet.available.max(0))
 }
 
 /// Gives a hold back (failure paths). Releasing twice, or after settlement, changes nothing.

@@ -1,5 +1,6 @@
 //! The model catalog (`catalog/models.json`, compiled in): public model ids, their provider routes in
-//! fallback order, context length, output cap and prices in integer paise per million tokens.
+//! fallback order, context length, output cap, prices in integer paise per million tokens, and what a hold
+//! must allow for: the tokens a chat template adds and the parameters each route honours for the output cap.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +15,13 @@ pub const UNITS_PER_TOKEN_PER_PAISA_PER_MILLION: i64 = UNITS_PER_PAISA / 1_000_0
 pub struct Route {
     pub provider: String,
     pub model: String,
+    /// The output-cap parameters this route honours on chat completions; the gateway writes each of them,
+    /// equal to what was held. (`/v1/completions` has only `max_tokens`.)
+    pub output_cap_params: Vec<String>,
 }
+
+/// The output-cap parameters of the OpenAI API.
+pub const OUTPUT_CAP_PARAMS: [&str; 2] = ["max_completion_tokens", "max_tokens"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Model {
@@ -23,6 +30,11 @@ pub struct Model {
     pub max_output_tokens: u32,
     pub input_paise_per_million: i64,
     pub output_paise_per_million: i64,
+    /// Prompt tokens the model's chat template may add to a request (system block, date header, tool
+    /// preamble), beyond the request's own bytes.
+    pub template_tokens_per_request: u32,
+    /// And per message or tool definition (role headers, separators).
+    pub template_tokens_per_message: u32,
     pub routes: Vec<Route>,
 }
 
@@ -67,6 +79,16 @@ impl Catalog {
             if model.max_output_tokens == 0 || model.max_output_tokens > model.context_length {
                 return Err(CatalogError(format!("model {} has an invalid output cap", model.id)));
             }
+            for route in &model.routes {
+                if route.output_cap_params.is_empty()
+                    || route.output_cap_params.iter().any(|p| !OUTPUT_CAP_PARAMS.contains(&p.as_str()))
+                {
+                    return Err(CatalogError(format!(
+                        "route {} of model {} must name its output-cap parameters among {OUTPUT_CAP_PARAMS:?}",
+                        route.provider, model.id
+                    )));
+                }
+            }
         }
         Ok(catalog)
     }
@@ -105,6 +127,8 @@ mod tests {
             max_output_tokens: 5,
             input_paise_per_million: 800,
             output_paise_per_million: 1_600,
+            template_tokens_per_request: 0,
+            template_tokens_per_message: 0,
             routes: vec![],
         };
         assert_eq!(model.cost(1, 0), 8_000);
@@ -116,10 +140,15 @@ mod tests {
 
     #[test]
     fn invalid_catalogs_are_refused() {
-        let dup = r#"{"models":[{"id":"a","context_length":10,"max_output_tokens":5,"input_paise_per_million":1,"output_paise_per_million":1,"routes":[{"provider":"cerebras","model":"x"}]},
-                                 {"id":"a","context_length":10,"max_output_tokens":5,"input_paise_per_million":1,"output_paise_per_million":1,"routes":[{"provider":"cerebras","model":"x"}]}]}"#;
-        assert!(Catalog::parse(dup).is_err());
-        let no_routes = r#"{"models":[{"id":"a","context_length":10,"max_output_tokens":5,"input_paise_per_million":1,"output_paise_per_million":1,"routes":[]}]}"#;
+        let dup = r#"{"models":[{"id":"a","context_length":10,"max_output_tokens":5,"input_paise_per_million":1,"output_paise_per_million":1,"template_tokens_per_request":1,"template_tokens_per_message":1,"routes":[{"provider":"cerebras","model":"x","output_cap_params":["max_tokens"]}]},
+                                 {"id":"a","context_length":10,"max_output_tokens":5,"input_paise_per_million":1,"output_paise_per_million":1,"template_tokens_per_request":1,"template_tokens_per_message":1,"routes":[{"provider":"cerebras","model":"x","output_cap_params":["max_tokens"]}]}]}"#;
+        assert!(Catalog::parse(dup).is_err_and(|e| e.to_string().contains("listed twice")));
+        let no_routes = r#"{"models":[{"id":"a","context_length":10,"max_output_tokens":5,"input_paise_per_million":1,"output_paise_per_million":1,"template_tokens_per_request":1,"template_tokens_per_message":1,"routes":[]}]}"#;
         assert!(Catalog::parse(no_routes).is_err());
+        let no_cap = r#"{"models":[{"id":"a","context_length":10,"max_output_tokens":5,"input_paise_per_million":1,"output_paise_per_million":1,"template_tokens_per_request":1,"template_tokens_per_message":1,"routes":[{"provider":"cerebras","model":"x","output_cap_params":[]}]}]}"#;
+        assert!(Catalog::parse(no_cap).is_err());
+        let odd_cap = no_cap.replace("[]}", r#"["max_new_tokens"]}"#);
+        assert!(Catalog::parse(&odd_cap).is_err());
+        assert!(Catalog::parse(&no_cap.replace("[]}", r#"["max_tokens"]}"#)).is_ok());
     }
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::billing::{self, BalanceHints, Hold, UsageRecord};
-use crate::catalog::{Catalog, Model, Route};
+use crate::catalog::{Catalog, Model, OUTPUT_CAP_PARAMS, Route};
 use crate::config::var;
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{KeyOwner, KeyStore};
@@ -21,8 +21,17 @@ use crate::state::AppState;
 
 /// A revoked or expired key keeps working for at most this long (the cache's lifetime).
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
-/// After the client disconnects, how much more of the upstream stream is read to learn the usage.
-const DRAIN_LIMIT_BYTES: usize = 1 << 20;
+/// The inference function's `Timeout` in template.yaml (a test keeps the two equal). Everything a call does
+/// fits inside it, so no settlement is ever cut off by the platform.
+pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long settlement may keep retrying on a busy wallet.
+pub const SETTLE_BUDGET: Duration = Duration::from_secs(30);
+/// From the request's arrival, how long the upstream may take to answer, stream and (after a client left)
+/// be drained for its usage: the function's timeout less settlement and a margin of the same size.
+pub const UPSTREAM_DEADLINE: Duration = FUNCTION_TIMEOUT.saturating_sub(SETTLE_BUDGET).saturating_sub(SETTLE_BUDGET);
+/// A non-streaming answer that takes longer than this is given up (within the deadline above).
+const NON_STREAMING_TIMEOUT: Duration = Duration::from_secs(120);
+/// After the client disconnects, how much longer the upstream is read to learn the usage.
 const DRAIN_LIMIT_TIME: Duration = Duration::from_secs(30);
 /// Largest request body accepted by the inference endpoints.
 pub const MAX_INFERENCE_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -181,38 +190,134 @@ impl Endpoint {
     }
 }
 
-/// An upper bound of the prompt's tokens without a tokenizer: every token covers at least one byte of text,
-/// plus a few per message for the chat template.
-pub fn prompt_token_bound(endpoint: Endpoint, body: &Value) -> u64 {
-    let text_bytes = |v: &Value| -> u64 {
-        match v {
-            Value::String(s) => s.len() as u64,
-            other => other.to_string().len() as u64,
-        }
-    };
-    match endpoint {
-        Endpoint::ChatCompletions => body
-            .get("messages")
-            .and_then(Value::as_array)
-            .map(|messages| messages.iter().map(|m| text_bytes(m.get("content").unwrap_or(&Value::Null)) + 8).sum())
-            .unwrap_or(0),
-        Endpoint::Completions => body.get("prompt").map(text_bytes).unwrap_or(0),
+/// Counts the bytes written to it.
+struct ByteCount(u64);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
+/// An upper bound of the prompt's tokens without a tokenizer, over the whole request as forwarded: every
+/// field counts (tools, tool calls, names, response formats, fields we do not know), since a provider may
+/// render any of them into the prompt. Each token of a byte-level tokenizer stands for at least one byte,
+/// and no chat template renders a request in more bytes than its JSON indented by four spaces (the widest
+/// any template prints tool schemas); the model's template then adds its own tokens, per request and per
+/// message or tool.
+pub fn prompt_token_bound(model: &Model, body: &Value) -> u64 {
+    use serde::Serialize;
+    let mut bytes = ByteCount(0);
+    let mut json =
+        serde_json::Serializer::with_formatter(&mut bytes, serde_json::ser::PrettyFormatter::with_indent(b"    "));
+    // Writing to a counter cannot fail.
+    let _ = body.serialize(&mut json);
+    let parts: u64 = ["messages", "tools", "functions"]
+        .iter()
+        .filter_map(|field| body.get(*field).and_then(Value::as_array))
+        .map(|items| items.len() as u64)
+        .sum();
+    bytes.0 + u64::from(model.template_tokens_per_request) + parts * u64::from(model.template_tokens_per_message)
+}
+
+/// A field that is present and not `null` (`null` means absent everywhere).
+fn present<'a>(body: &'a Value, field: &str) -> Option<&'a Value> {
+    body.get(field).filter(|v| !v.is_null())
+}
+
+/// The output cap to hold and write upstream: `max_completion_tokens` or `max_tokens` (equal if both are
+/// sent), else the model's cap. Never left to the provider's default (which may be the rest of the context).
 fn requested_max_tokens(body: &Value, model: &Model) -> ApiResult<u64> {
-    let requested = body.get("max_completion_tokens").or_else(|| body.get("max_tokens"));
-    match requested {
-        None | Some(Value::Null) => Ok(u64::from(model.max_output_tokens)),
-        Some(v) => match v.as_u64() {
-            Some(n) if n >= 1 && n <= u64::from(model.max_output_tokens) => Ok(n),
-            _ => Err(ApiError::invalid(
+    let mut requested: Option<(&str, u64)> = None;
+    for param in OUTPUT_CAP_PARAMS {
+        let Some(value) = present(body, param) else { continue };
+        let n = value.as_u64().filter(|n| (1..=u64::from(model.max_output_tokens)).contains(n)).ok_or_else(|| {
+            ApiError::invalid(
                 "invalid_max_tokens",
-                "max_tokens",
-                format!("max_tokens must be an integer from 1 to {} for {}", model.max_output_tokens, model.id),
-            )),
-        },
+                param,
+                format!("{param} must be an integer from 1 to {} for {}", model.max_output_tokens, model.id),
+            )
+        })?;
+        match requested {
+            Some((other, held)) if held != n => {
+                return Err(ApiError::invalid(
+                    "conflicting_max_tokens",
+                    param,
+                    format!("{param} ({n}) differs from {other} ({held}); send one output cap"),
+                ));
+            }
+            _ => requested = Some((param, n)),
+        }
     }
+    Ok(requested.map_or(u64::from(model.max_output_tokens), |(_, n)| n))
+}
+
+/// `n` and `best_of` may be absent, `null` or 1: one completion per request. More would multiply what the
+/// provider generates; the gateway answers 400 rather than hold for many (see the README).
+fn check_single_completion(body: &Value) -> ApiResult<()> {
+    for param in ["n", "best_of"] {
+        match present(body, param).map(Value::as_u64) {
+            None | Some(Some(1)) => {}
+            Some(Some(n)) if n > 1 => {
+                return Err(ApiError::invalid(
+                    "unsupported_parameter",
+                    param,
+                    format!("{param} greater than 1 is not supported: send one request per completion"),
+                ));
+            }
+            Some(_) => {
+                return Err(ApiError::invalid("invalid_parameter", param, format!("{param} must be the integer 1")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A completions prompt: one string, or one prompt of token ids (a flat array, or an array holding one
+/// string or one token array). Batches of prompts are refused for the same reason as `n`.
+fn check_single_prompt(prompt: &Value) -> ApiResult<()> {
+    let tokens = |v: &Value| v.as_array().is_some_and(|t| !t.is_empty() && t.iter().all(Value::is_u64));
+    match prompt {
+        Value::String(_) => Ok(()),
+        Value::Array(_) if tokens(prompt) => Ok(()),
+        Value::Array(items) if items.len() == 1 && (items[0].is_string() || tokens(&items[0])) => Ok(()),
+        Value::Array(items) if items.len() > 1 => Err(ApiError::invalid(
+            "unsupported_parameter",
+            "prompt",
+            "batched prompts are not supported: send one prompt per request",
+        )),
+        _ => Err(ApiError::invalid("invalid_prompt", "prompt", "prompt must be a string or an array of token ids")),
+    }
+}
+
+/// `stream` must be a JSON boolean (a string "true" is refused, never read as false).
+fn requested_stream(body: &Value) -> ApiResult<(bool, bool)> {
+    let stream = match present(body, "stream") {
+        None => false,
+        Some(Value::Bool(stream)) => *stream,
+        Some(_) => return Err(ApiError::invalid("invalid_type", "stream", "stream must be a boolean")),
+    };
+    let include_usage = match present(body, "stream_options") {
+        None => false,
+        Some(Value::Object(options)) => match options.get("include_usage").filter(|v| !v.is_null()) {
+            None => false,
+            Some(Value::Bool(include)) => *include,
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "invalid_type",
+                    "stream_options.include_usage",
+                    "stream_options.include_usage must be a boolean",
+                ));
+            }
+        },
+        Some(_) => return Err(ApiError::invalid("invalid_type", "stream_options", "stream_options must be an object")),
+    };
+    Ok((stream, include_usage))
 }
 
 /// A validated request, ready to be held and forwarded.
@@ -226,9 +331,12 @@ pub struct Prepared {
     pub client_wants_usage: bool,
     pub prompt_bound: u64,
     pub max_tokens: u64,
+    /// When the request arrived: every deadline of the call counts from here.
+    pub arrived: Instant,
 }
 
 pub fn prepare(gateway: &Gateway, endpoint: Endpoint, body: Value, request_id: String) -> ApiResult<Prepared> {
+    let arrived = Instant::now();
     let Value::Object(_) = &body else {
         return Err(ApiError::InvalidRequest {
             code: "invalid_json",
@@ -245,22 +353,24 @@ pub fn prepare(gateway: &Gateway, endpoint: Endpoint, body: Value, request_id: S
         Endpoint::ChatCompletions if !body.get("messages").is_some_and(Value::is_array) => {
             return Err(ApiError::invalid("missing_field", "messages", "messages must be an array"));
         }
-        Endpoint::Completions if body.get("prompt").is_none() => {
-            return Err(ApiError::invalid("missing_field", "prompt", "prompt is required"));
-        }
+        Endpoint::Completions => match present(&body, "prompt") {
+            None => return Err(ApiError::invalid("missing_field", "prompt", "prompt is required")),
+            Some(prompt) => check_single_prompt(prompt)?,
+        },
         _ => {}
     }
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let client_wants_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    check_single_completion(&body)?;
+    let (stream, client_wants_usage) = requested_stream(&body)?;
     Ok(Prepared {
         request_id,
         endpoint,
-        prompt_bound: prompt_token_bound(endpoint, &body),
+        prompt_bound: prompt_token_bound(&model, &body),
         max_tokens: requested_max_tokens(&body, &model)?,
         model,
         body,
         stream,
         client_wants_usage,
+        arrived,
     })
 }
 
@@ -270,13 +380,48 @@ impl Prepared {
         self.model.cost(self.prompt_bound, self.max_tokens)
     }
 
+    /// What the provider could have billed at most: used when a call reached it but its usage is unknown.
+    fn usage_upper_bound(&self) -> Usage {
+        Usage { prompt_tokens: self.prompt_bound, completion_tokens: self.max_tokens, estimated: true }
+    }
+
+    /// The request as the route receives it: the route's model name, the output cap that was held in every
+    /// parameter the route honours (and no other cap), `stream` spelled out, and the usage chunk asked for.
     fn upstream_body(&self, route: &Route) -> Value {
         let mut body = self.body.clone();
-        body["model"] = json!(route.model);
-        if self.stream {
-            body["stream_options"] = json!({ "include_usage": true });
+        if let Value::Object(fields) = &mut body {
+            fields.insert("model".into(), json!(route.model));
+            for param in OUTPUT_CAP_PARAMS {
+                fields.remove(param);
+            }
+            let cap_params: &[String] = match self.endpoint {
+                Endpoint::ChatCompletions => &route.output_cap_params,
+                Endpoint::Completions => &[],
+            };
+            if cap_params.is_empty() {
+                fields.insert("max_tokens".into(), json!(self.max_tokens));
+            }
+            for param in cap_params {
+                fields.insert(param.clone(), json!(self.max_tokens));
+            }
+            fields.insert("stream".into(), json!(self.stream));
+            if self.stream {
+                fields.insert("stream_options".into(), json!({ "include_usage": true }));
+            } else {
+                fields.remove("stream_options");
+            }
         }
         body
+    }
+
+    /// What is left of the upstream deadline.
+    fn upstream_time_left(&self) -> Duration {
+        UPSTREAM_DEADLINE.saturating_sub(self.arrived.elapsed())
+    }
+
+    /// When settlement stops retrying.
+    fn settle_deadline(&self) -> Instant {
+        self.arrived + UPSTREAM_DEADLINE + SETTLE_BUDGET
     }
 }
 
@@ -297,39 +442,57 @@ fn reported_usage(value: &Value) -> Option<Usage> {
     })
 }
 
-/// Roughly four characters a token for generated text that arrived without a usage report.
-fn estimate_completion_tokens(chars: usize) -> u64 {
-    (chars as u64).div_ceil(4)
+/// Bytes of everything generated in an answer or a streamed chunk: text, reasoning, refusals, and tool
+/// and function calls (names and arguments). Each token is at least one byte, so as a token count this is
+/// an estimate from above, for calls whose usage the provider never reported.
+fn generated_bytes(value: &Value) -> u64 {
+    fn text(v: Option<&Value>) -> u64 {
+        v.and_then(Value::as_str).map_or(0, |s| s.len() as u64)
+    }
+    fn call(v: Option<&Value>) -> u64 {
+        v.map_or(0, |c| text(c.get("name")) + text(c.get("arguments")))
+    }
+    let Some(choices) = value.get("choices").and_then(Value::as_array) else { return 0 };
+    choices
+        .iter()
+        .map(|choice| {
+            let mut bytes = text(choice.get("text"));
+            for part in ["message", "delta"].iter().filter_map(|p| choice.get(*p)) {
+                bytes += ["content", "reasoning_content", "reasoning", "refusal"]
+                    .iter()
+                    .map(|field| text(part.get(*field)))
+                    .sum::<u64>();
+                bytes += call(part.get("function_call"));
+                if let Some(calls) = part.get("tool_calls").and_then(Value::as_array) {
+                    bytes += calls.iter().map(|c| call(c.get("function")) + text(c.get("id"))).sum::<u64>();
+                }
+            }
+            bytes
+        })
+        .sum()
 }
 
-fn generated_chars(value: &Value) -> usize {
-    value
-        .get("choices")
-        .and_then(Value::as_array)
-        .map(|choices| {
-            choices
-                .iter()
-                .map(|c| {
-                    ["/delta/content", "/message/content", "/text", "/delta/reasoning", "/message/reasoning"]
-                        .iter()
-                        .filter_map(|p| c.pointer(p).and_then(Value::as_str))
-                        .map(str::len)
-                        .sum::<usize>()
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+impl Prepared {
+    /// The usage of a call the provider answered without a report: the prompt's bound, and every generated
+    /// byte as a token, at most the output cap.
+    fn estimated_usage(&self, generated: u64) -> Usage {
+        Usage { prompt_tokens: self.prompt_bound, completion_tokens: generated.min(self.max_tokens), estimated: true }
+    }
 }
 
 /// What an upstream attempt produced before any byte reached the client.
 enum Attempt {
-    /// A non-streaming answer (status, JSON body).
+    /// A non-streaming answer (status, JSON object).
     Complete { provider: String, status: u16, body: Value },
     /// A streaming answer, not yet read.
     Streaming { provider: String, response: reqwest::Response },
+    /// The provider accepted the request (2xx) but its answer was unreadable or never arrived in full: it
+    /// may have billed us the whole call, so it is not tried elsewhere and the caller pays the upper bound.
+    Unreadable { provider: String },
 }
 
-fn upstream_error_to_api(status: u16, body: &Value) -> ApiError {
+/// A 4xx that is the request's fault (400, 404, 413, 422): answered at once, never retried elsewhere.
+fn request_error_from_upstream(status: u16, body: &Value) -> ApiError {
     let message = body
         .pointer("/error/message")
         .and_then(Value::as_str)
@@ -339,14 +502,19 @@ fn upstream_error_to_api(status: u16, body: &Value) -> ApiError {
         .collect::<String>();
     let param = body.pointer("/error/param").and_then(Value::as_str).map(str::to_owned);
     match status {
-        401 | 403 => ApiError::BadGateway {
-            code: "upstream_auth_error",
-            message: "the model provider refused our credentials".into(),
+        404 => ApiError::BadGateway {
+            code: "upstream_model_unavailable",
+            message: "the model is not available from its provider right now".into(),
         },
-        404 => ApiError::BadGateway { code: "upstream_model_unavailable", message },
         413 => ApiError::PayloadTooLarge { limit_bytes: MAX_INFERENCE_BODY_BYTES },
         _ => ApiError::InvalidRequest { code: "upstream_invalid_request", message, param },
     }
+}
+
+/// Whether an upstream status is a failure on our side of the provider (its outage, our credentials, quota
+/// or billing with it): the next route is tried, and the caller never sees the provider's words.
+fn is_provider_side_failure(status: u16) -> bool {
+    matches!(status, 401 | 402 | 403 | 408 | 409 | 429) || status >= 500
 }
 
 /// A timeout is a 504; any other transport failure a 502 with the given code and message.
@@ -358,8 +526,9 @@ fn transport_failure(e: &reqwest::Error, code: &'static str, message: &str) -> A
     }
 }
 
-/// Tries each configured route in order. Falls back on connect errors, timeouts, 5xx and 429 (nothing has
-/// reached the client yet); any other 4xx is the request's fault and is answered at once.
+/// Tries each configured route in order. Falls back on connect errors, timeouts and failures on the
+/// provider's side (5xx, 429, and 401/402/403: our key, quota or billing there); nothing has reached the
+/// client yet. Any other 4xx is the request's fault and is answered at once.
 async fn forward(gateway: &Gateway, prepared: &Prepared) -> ApiResult<Attempt> {
     let mut last = ApiError::BadGateway {
         code: "no_route",
@@ -367,9 +536,14 @@ async fn forward(gateway: &Gateway, prepared: &Prepared) -> ApiResult<Attempt> {
     };
     for route in &prepared.model.routes {
         let Some(provider) = gateway.providers.get(&route.provider) else { continue };
+        let time_left = prepared.upstream_time_left();
+        if time_left.is_zero() {
+            return Err(ApiError::GatewayTimeout { message: "the model provider did not answer in time".into() });
+        }
         let url = format!("{}{}", provider.base_url.trim_end_matches('/'), prepared.endpoint.path());
         let mut request = gateway.http.post(&url).json(&prepared.upstream_body(route));
-        request = request.timeout(if prepared.stream { Duration::from_secs(300) } else { Duration::from_secs(120) });
+        // The timeout covers the whole answer, body included; a stream is bounded by the deadline alone.
+        request = request.timeout(if prepared.stream { time_left } else { time_left.min(NON_STREAMING_TIMEOUT) });
         if let Some(key) = &provider.api_key {
             request = request.bearer_auth(key.expose());
         }
@@ -382,25 +556,33 @@ async fn forward(gateway: &Gateway, prepared: &Prepared) -> ApiResult<Attempt> {
             }
         };
         let status = response.status().as_u16();
-        if status == 429 || status >= 500 {
-            tracing::warn!(provider = %provider.name, status, "upstream failed; trying the next route");
-            last = ApiError::BadGateway {
-                code: "upstream_error",
-                message: format!("the model provider answered {status}"),
+        if is_provider_side_failure(status) {
+            tracing::warn!(provider = %provider.name, status, "upstream failed on its side; trying the next route");
+            last = if status >= 500 {
+                ApiError::BadGateway { code: "upstream_error", message: "the model provider failed to answer".into() }
+            } else {
+                ApiError::Unavailable("the model is temporarily unavailable; try again shortly".into())
             };
             continue;
         }
         if status >= 400 {
             let body: Value = response.json().await.unwrap_or(Value::Null);
-            return Err(upstream_error_to_api(status, &body));
+            return Err(request_error_from_upstream(status, &body));
         }
         if prepared.stream {
             return Ok(Attempt::Streaming { provider: provider.name.clone(), response });
         }
-        match response.json::<Value>().await {
-            Ok(body) => return Ok(Attempt::Complete { provider: provider.name.clone(), status, body }),
-            Err(e) => last = transport_failure(&e, "upstream_error", "the model provider sent an unreadable answer"),
-        }
+        let body = match response.bytes().await {
+            Ok(bytes) => serde_json::from_slice::<Value>(&bytes).ok().filter(Value::is_object),
+            Err(_) => None,
+        };
+        return Ok(match body {
+            Some(body) => Attempt::Complete { provider: provider.name.clone(), status, body },
+            None => {
+                tracing::error!(provider = %provider.name, status, "the provider accepted the call but its answer was unreadable");
+                Attempt::Unreadable { provider: provider.name.clone() }
+            }
+        });
     }
     Err(last)
 }
@@ -437,11 +619,14 @@ async fn settle_call(state: &AppState, facts: CallFacts<'_>, usage: Usage, statu
         ttft_ms: facts.ttft.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         status: status.into(),
         estimated: usage.estimated,
+        over_hold: 0,
         created_at: state.clock.now(),
     };
     let cost = model.cost(usage.prompt_tokens, usage.completion_tokens);
     let (usage_expiry, ledger_expiry) = expiries(state);
-    billing::settle(state.store.as_ref(), facts.balances, facts.hold, cost, record, usage_expiry, ledger_expiry).await
+    let expiry = billing::Expiries { usage: usage_expiry, ledger: ledger_expiry };
+    let deadline = facts.prepared.settle_deadline();
+    billing::settle(state.store.as_ref(), facts.balances, facts.hold, cost, record, expiry, deadline).await
 }
 
 /// A finished non-streaming call: the upstream's JSON with our model id, ready to send.
@@ -473,16 +658,23 @@ pub async fn call(state: &AppState, gateway: &Gateway, owner: KeyOwner, prepared
     };
     match attempt {
         Attempt::Complete { provider, status, mut body } => {
-            let usage = reported_usage(&body).unwrap_or(Usage {
-                prompt_tokens: prepared.prompt_bound,
-                completion_tokens: estimate_completion_tokens(generated_chars(&body)),
-                estimated: true,
-            });
+            let usage = reported_usage(&body).unwrap_or_else(|| prepared.estimated_usage(generated_bytes(&body)));
             let facts =
                 CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances, provider, started, ttft: None };
             settle_call(state, facts, usage, "ok").await?;
-            body["model"] = json!(prepared.model.id);
+            if let Some(fields) = body.as_object_mut() {
+                fields.insert("model".into(), json!(prepared.model.id));
+            }
             Ok(Answer::Complete(Completed { status, body }))
+        }
+        Attempt::Unreadable { provider } => {
+            let facts =
+                CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances, provider, started, ttft: None };
+            settle_call(state, facts, prepared.usage_upper_bound(), "upstream_error").await?;
+            Err(ApiError::BadGateway {
+                code: "upstream_error",
+                message: "the model provider sent an unreadable answer".into(),
+            })
         }
         Attempt::Streaming { provider, response } => {
             let (tx, rx) = mpsc::channel(64);
@@ -495,8 +687,10 @@ pub async fn call(state: &AppState, gateway: &Gateway, owner: KeyOwner, prepared
     }
 }
 
-/// Relays an upstream SSE stream to the client, learning the usage on the way; settles at the end, even
-/// when the client went away (then reading on, within bounds, only to learn the usage).
+/// Relays an upstream SSE stream to the client, learning the usage on the way. The end of the answer (the
+/// `[DONE]` event, or the error event of a stream cut short) is sent only after settlement has committed,
+/// so a call the client saw complete has always been charged, and in Lambda the invocation lasts until it
+/// is. A client that goes away stops nothing: the upstream is read on (within the deadline) for its usage.
 #[allow(clippy::too_many_arguments)]
 async fn relay_stream(
     state: AppState,
@@ -512,10 +706,9 @@ async fn relay_stream(
     let mut upstream = response.bytes_stream();
     let mut buffer = Vec::new();
     let mut usage: Option<Usage> = None;
-    let mut chars = 0usize;
+    let mut generated = 0u64;
     let mut ttft = None;
     let mut client_gone = false;
-    let mut drained = 0usize;
     let mut drain_started: Option<Instant> = None;
     let mut finished = false;
     let mut failed = false;
@@ -527,11 +720,8 @@ async fn relay_stream(
                 break;
             }
         };
-        if client_gone {
-            drained += chunk.len();
-            if drained > DRAIN_LIMIT_BYTES || drain_started.is_some_and(|at| at.elapsed() > DRAIN_LIMIT_TIME) {
-                break;
-            }
+        if drain_started.is_some_and(|at| at.elapsed() > DRAIN_LIMIT_TIME) {
+            break;
         }
         buffer.extend_from_slice(&chunk);
         // Relay whole events only, so that a usage chunk can be dropped.
@@ -542,8 +732,9 @@ async fn relay_stream(
             if let Some(data) = event_data(&event) {
                 if data == "[DONE]" {
                     finished = true;
+                    relay = Relay::Drop;
                 } else if let Ok(mut value) = serde_json::from_str::<Value>(data) {
-                    chars += generated_chars(&value);
+                    generated += generated_bytes(&value);
                     let mut forward_event = true;
                     if let Some(reported) = reported_usage(&value) {
                         usage = Some(reported);
@@ -552,8 +743,8 @@ async fn relay_stream(
                     }
                     if !forward_event {
                         relay = Relay::Drop;
-                    } else if value.get("model").is_some() {
-                        value["model"] = json!(prepared.model.id);
+                    } else if let Some(fields) = value.as_object_mut().filter(|f| f.contains_key("model")) {
+                        fields.insert("model".into(), json!(prepared.model.id));
                         relay = Relay::Rewritten(format!("data: {value}\n\n").into_bytes());
                     }
                 }
@@ -572,28 +763,41 @@ async fn relay_stream(
             }
         }
     }
-    if (failed || !finished) && !client_gone {
-        let error = json!({ "error": { "type": "api_error", "code": "upstream_error", "message": "the model provider ended the stream early", "param": null } });
-        let _ = tx.send(Ok(Bytes::from(format!("data: {error}\n\n")))).await;
-    }
-    drop(tx);
     let status = if client_gone {
         "client_disconnected"
-    } else if finished {
+    } else if finished && !failed {
         "ok"
     } else {
         "upstream_error"
     };
-    let usage = usage.unwrap_or(Usage {
-        prompt_tokens: prepared.prompt_bound,
-        completion_tokens: estimate_completion_tokens(chars),
-        estimated: true,
-    });
+    let usage = match usage {
+        Some(reported) => reported,
+        // The whole answer was read: every generated byte counts as a token.
+        None if finished && !failed => prepared.estimated_usage(generated),
+        // Cut short, or the client left before the end could be read: the provider may have generated (and
+        // billed) all it was allowed to, so the call costs its upper bound; leaving never costs less.
+        None => prepared.usage_upper_bound(),
+    };
+    let request_id = prepared.request_id.clone();
     let facts =
         CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances: &balances, provider, started, ttft };
-    if let Err(e) = settle_call(&state, facts, usage, status).await {
-        // The sweeper gives the hold back if settlement failed for good.
-        tracing::error!(error = %e, request_id = %prepared.request_id, "stream settlement failed");
+    let settled = settle_call(&state, facts, usage, status).await;
+    if let Err(e) = &settled {
+        tracing::error!(error = %e, %request_id, "stream settlement failed; the hold stays for the sweeper");
+    }
+    if !client_gone {
+        let error = |code: &str, message: &str| {
+            let error = json!({ "error": { "type": "api_error", "code": code, "message": message, "param": null } });
+            Bytes::from(format!("data: {error}\n\n"))
+        };
+        let end = if settled.is_err() {
+            error("billing_unavailable", "the call could not be billed; try again shortly")
+        } else if finished && !failed {
+            Bytes::from_static(b"data: [DONE]\n\n")
+        } else {
+            error("upstream_error", "the model provider ended the stream early")
+        };
+        let _ = tx.send(Ok(end)).await;
     }
 }
 

@@ -66,3 +66,15 @@ fn functions_run_rust_on_arm64_al2023() -> Result<(), Box<dyn std::error::Error>
     }
     Ok(())
 }
+
+/// Every deadline of an inference call is derived from the function's timeout; the template must give the
+/// function exactly that timeout, so that no settlement is cut off by the platform.
+#[test]
+fn the_inference_function_timeout_is_the_one_the_gateway_plans_for() -> Result<(), Box<dyn std::error::Error>> {
+    use shared::inference::{FUNCTION_TIMEOUT, SETTLE_BUDGET, UPSTREAM_DEADLINE};
+    let doc = template()?;
+    let timeout = doc["Resources"]["InferenceFunction"]["Properties"]["Timeout"].as_u64();
+    assert_eq!(timeout, Some(FUNCTION_TIMEOUT.as_secs()));
+    assert!(UPSTREAM_DEADLINE + SETTLE_BUDGET < FUNCTION_TIMEOUT, "a margin is left after settlement");
+    Ok(())
+}

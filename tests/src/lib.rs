@@ -413,3 +413,40 @@ impl ItemStore for CountingStore {
         self.inner.transact(ops).await
     }
 }
+
+/// A store whose client repeats every write once, as an SDK does when a write's response is lost after it
+/// committed: the first attempt applies, and the caller sees only the second attempt's answer.
+pub struct RepeatingStore {
+    inner: Arc<dyn ItemStore>,
+}
+
+impl RepeatingStore {
+    pub fn new(inner: Arc<dyn ItemStore>) -> Self {
+        Self { inner }
+    }
+}
+
+#[async_trait::async_trait]
+impl ItemStore for RepeatingStore {
+    async fn get(&self, table: shared::store::Table, pk: &str, sk: &str) -> shared::store::StoreResult<Option<Item>> {
+        self.inner.get(table, pk, sk).await
+    }
+    async fn put(&self, put: shared::store::Put) -> shared::store::StoreResult<()> {
+        let _lost = self.inner.put(put.clone()).await;
+        self.inner.put(put).await
+    }
+    async fn update(&self, update: shared::store::Update) -> shared::store::StoreResult<Item> {
+        let _lost = self.inner.update(update.clone()).await;
+        self.inner.update(update).await
+    }
+    async fn delete(&self, delete: shared::store::Delete) -> shared::store::StoreResult<()> {
+        self.inner.delete(delete).await
+    }
+    async fn query(&self, query: shared::store::Query) -> shared::store::StoreResult<shared::store::Page> {
+        self.inner.query(query).await
+    }
+    async fn transact(&self, ops: Vec<shared::store::WriteOp>) -> shared::store::StoreResult<()> {
+        let _lost = self.inner.transact(ops.clone()).await;
+        self.inner.transact(ops).await
+    }
+}

@@ -13,7 +13,7 @@ use shared::wallet::WalletStore;
 
 on_both_stores!(
     settlement_charges_the_actual_cost_and_returns_the_rest,
-    a_charge_never_exceeds_its_hold_and_an_empty_wallet_gets_402,
+    a_charge_above_its_hold_is_charged_in_full_and_an_empty_wallet_gets_402,
     ten_times_more_concurrent_requests_than_the_balance_covers_never_overspend,
     stale_holds_are_swept_and_released_once,
     a_request_costs_one_write_before_and_one_after,
@@ -47,6 +47,7 @@ fn usage(api: &TestApi, prompt: u64, completion: u64) -> UsageRecord {
         ttft_ms: None,
         status: "ok".into(),
         estimated: false,
+        over_hold: 0,
         created_at: api.clock.now(),
     }
 }
@@ -57,8 +58,16 @@ async fn settle(
     hold: &Hold,
     cost: i64,
 ) -> Result<UsageRecord, shared::error::ApiError> {
+    billing::settle(api.state.store.as_ref(), hints, hold, cost, usage(api, 10, 5), far(api), deadline()).await
+}
+
+fn far(api: &TestApi) -> billing::Expiries {
     let far = api.clock.now_epoch() + 365 * 86_400;
-    billing::settle(api.state.store.as_ref(), hints, hold, cost, usage(api, 10, 5), far, far).await
+    billing::Expiries { usage: far, ledger: far }
+}
+
+fn deadline() -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(30)
 }
 
 async fn settlement_charges_the_actual_cost_and_returns_the_rest(backend: Backend) -> TestResult {
@@ -89,14 +98,17 @@ async fn settlement_charges_the_actual_cost_and_returns_the_rest(backend: Backen
     Ok(())
 }
 
-async fn a_charge_never_exceeds_its_hold_and_an_empty_wallet_gets_402(backend: Backend) -> TestResult {
+async fn a_charge_above_its_hold_is_charged_in_full_and_an_empty_wallet_gets_402(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "cap@example.in", 100).await?;
     let hints = BalanceHints::default();
     let store = api.state.store.as_ref();
     let hold = billing::place_hold(store, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?;
-    assert_eq!(settle(&api, &hints, &hold, 50 * UNITS_PER_RUPEE).await?.cost, UNITS_PER_RUPEE);
-    assert_eq!(store.wallet(&user).await?.balance, 99 * UNITS_PER_RUPEE);
+    // Nothing the provider bills is forgiven: a report above the hold is charged, and its excess recorded.
+    let logged = settle(&api, &hints, &hold, 50 * UNITS_PER_RUPEE).await?;
+    assert_eq!((logged.cost, logged.over_hold), (50 * UNITS_PER_RUPEE, 49 * UNITS_PER_RUPEE));
+    let wallet = store.wallet(&user).await?;
+    assert_eq!((wallet.balance, wallet.held, wallet.available), (50 * UNITS_PER_RUPEE, 0, 50 * UNITS_PER_RUPEE));
 
     let too_much = billing::place_hold(store, &api.clock, &hints, &user, 100 * UNITS_PER_RUPEE).await;
     let error = too_much.err().ok_or("a hold above the balance passed")?;
@@ -173,8 +185,7 @@ async fn a_request_costs_one_write_before_and_one_after(backend: Backend) -> Tes
     let counting = CountingStore::new(api.state.store.clone());
     let hold = billing::place_hold(&counting, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?;
     assert_eq!(counting.calls.swap(0, Ordering::SeqCst), 1, "one round trip before forwarding");
-    let far = api.clock.now_epoch() + 86_400;
-    billing::settle(&counting, &hints, &hold, 1_000, usage(&api, 3, 4), far, far).await?;
+    billing::settle(&counting, &hints, &hold, 1_000, usage(&api, 3, 4), far(&api), deadline()).await?;
     assert_eq!(counting.calls.load(Ordering::SeqCst), 1, "one round trip after");
     Ok(())
 }
@@ -184,7 +195,6 @@ async fn overlapping_requests_on_one_wallet_settle_at_the_first_try(backend: Bac
     let user = funded_user(&api, "overlap@example.in", 100).await?;
     let hints = BalanceHints::default();
     let counting = CountingStore::new(api.state.store.clone());
-    let far = api.clock.now_epoch() + 86_400;
     // Three requests in flight at once; each settles after the others changed the balance.
     let mut holds = Vec::new();
     for _ in 0..3 {
@@ -192,7 +202,7 @@ async fn overlapping_requests_on_one_wallet_settle_at_the_first_try(backend: Bac
     }
     counting.calls.store(0, Ordering::SeqCst);
     for hold in holds.iter().rev() {
-        billing::settle(&counting, &hints, hold, 1_000, usage(&api, 3, 4), far, far).await?;
+        billing::settle(&counting, &hints, hold, 1_000, usage(&api, 3, 4), far(&api), deadline()).await?;
     }
     assert_eq!(counting.calls.load(Ordering::SeqCst), 3, "one round trip per settlement");
     assert_eq!(api.state.store.wallet(&user).await?.balance, 100 * UNITS_PER_RUPEE - 3_000);

@@ -108,7 +108,7 @@ async fn calls_are_billed_exactly_and_logged_without_text(backend: Backend) -> T
     assert_eq!(sent[0]["seed"], 7, "unknown fields pass through");
 
     let model = Catalog::builtin()?.model("llama-3.1-8b").cloned().ok_or("model")?;
-    let (prompt, completion) = (Upstream::prompt_tokens(&sent[0]), Upstream::completion_tokens(&sent[0]));
+    let (prompt, completion) = (Upstream::prompt_tokens(&sent[0]), api.cerebras.completion_tokens(&sent[0]));
     let expected = model.cost(prompt, completion);
     assert_eq!(ledger_is_consistent(&api, &user).await?, 100 * UNITS_PER_RUPEE - expected);
 
@@ -375,7 +375,7 @@ async fn concurrent_requests_never_overspend(backend: Backend) -> TestResult {
     assert_eq!(wallet.held, 0);
     let model = Catalog::builtin()?.model("gpt-oss-120b").cloned().ok_or("model")?;
     let sent = api.cerebras.requests();
-    let per_call = model.cost(Upstream::prompt_tokens(&sent[0]), Upstream::completion_tokens(&sent[0]));
+    let per_call = model.cost(Upstream::prompt_tokens(&sent[0]), api.cerebras.completion_tokens(&sent[0]));
     assert_eq!(start - end, ok * per_call, "exactly the served calls were charged");
     let _ = token;
     Ok(())
