@@ -11,7 +11,15 @@
 //!   excess is charged too, recorded on the usage entry and logged as an alert. The wallet then goes below
 //!   zero by that excess only, and takes no new hold until a top-up covers it. If another balance change got
 //!   in between, the wallet is read again and the settlement retried, with backoff, until a deadline.
-//! - **Release** (failure paths and the sweeper): give the hold back, once (conditional on its attribute).
+//! - **Release** (failure paths before the provider answered): give the hold back, once (conditional on its
+//!   attribute).
+//! - **Sweep** (the scheduled jobs, for holds older than the inference function can run): the hold's write
+//!   also recorded which call it is for (`holdcall_<id>`: request, key, model and the bound), and a
+//!   settlement that could not commit in its invocation records what the call used (`holdusage_<id>`,
+//!   written on the wallet before giving up). The sweeper charges the recorded usage, or, with none, the
+//!   whole hold: a hold outlives its invocation only when the call reached the provider and its process
+//!   died before settling, so the provider may have billed all of it. Holds without a call record (written
+//!   directly, as tests do) are released.
 //!
 //! Both writes are safe to repeat after a lost response (a store client's retry): the hold is written only
 //! where its attribute is absent, and the settlement's usage entry has a key derived from the request id,
@@ -32,6 +40,9 @@ use crate::store::{Condition, Item, ItemStore, Put, Query, StoreError, Table, Up
 use crate::wallet::{LedgerEntry, LedgerKind, WALLET_SK, WALLETS_PK};
 
 const HOLD_PREFIX: &str = "hold_";
+/// Beside each hold: the call it is for (`HeldCall`), and, once known but not yet settled, its usage.
+const HOLD_CALL_PREFIX: &str = "holdcall_";
+const HOLD_USAGE_PREFIX: &str = "holdusage_";
 /// Set on the wallet when its account closes.
 const CLOSED: &str = "closed";
 /// Backoff between settlement attempts on a busy wallet: doubling from the first to the last.
@@ -81,6 +92,40 @@ impl Hold {
     fn attr(&self) -> String {
         format!("{HOLD_PREFIX}{}", self.id)
     }
+
+    fn call_attr(&self) -> String {
+        format!("{HOLD_CALL_PREFIX}{}", self.id)
+    }
+
+    fn usage_attr(&self) -> String {
+        format!("{HOLD_USAGE_PREFIX}{}", self.id)
+    }
+}
+
+/// The call a hold is for, written with it, so the sweeper can charge a call whose process died.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldCall {
+    pub request_id: String,
+    pub key_id: String,
+    pub model: String,
+    /// The bound the hold was computed from.
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// What a call used, recorded when its settlement could not commit in its own invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingUsage {
+    pub cost: i64,
+    pub usage: UsageRecord,
+}
+
+/// When the entries a settlement writes expire, for a settlement at `now`.
+pub fn expiries(config: &crate::config::Config, now: DateTime<Utc>) -> Expiries {
+    Expiries {
+        usage: config.retention.until(crate::retention::Span::Usage, now),
+        ledger: crate::wallet::payment_expiry(config, now),
+    }
 }
 
 fn insufficient(amount: i64) -> ApiError {
@@ -101,10 +146,38 @@ pub async fn place_hold<S: ItemStore + ?Sized>(
     user_id: &str,
     amount: i64,
 ) -> ApiResult<Hold> {
+    hold_for(store, clock, hints, user_id, amount, None).await
+}
+
+/// Holds `amount` for a call, recording the call in the same write (for the sweeper).
+pub async fn place_call_hold<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    hints: &BalanceHints,
+    user_id: &str,
+    amount: i64,
+    call: &HeldCall,
+) -> ApiResult<Hold> {
+    hold_for(store, clock, hints, user_id, amount, Some(call)).await
+}
+
+async fn hold_for<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    hints: &BalanceHints,
+    user_id: &str,
+    amount: i64,
+    call: Option<&HeldCall>,
+) -> ApiResult<Hold> {
     let amount = amount.max(1);
     let id = format!("{:013}_{}", clock.now().timestamp_millis().max(0), random_suffix());
     let mut hold = Hold { id, user_id: user_id.to_owned(), amount, balance: 0 };
-    let update = Update::new(Table::Main, user_pk(user_id), WALLET_SK)
+    let mut update = Update::new(Table::Main, user_pk(user_id), WALLET_SK);
+    if let Some(call) = call {
+        update =
+            update.set(&hold.call_attr(), serde_json::to_value(call).map_err(|e| ApiError::Internal(e.to_string()))?);
+    }
+    let update = update
         .set(&hold.attr(), json!(amount))
         .add("held", amount)
         .add("available", -amount)
@@ -210,11 +283,17 @@ pub async fn settle<S: ItemStore + ?Sized>(
     let mut expected_balance = hints.get(&hold.user_id).unwrap_or(hold.balance);
     let mut hold_present = true;
     let mut backoff: Option<std::time::Duration> = None;
+    let mut recorded = false;
     loop {
         let mut wallet = Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK).add("balance", -charge);
         let mut conditions = vec![Condition::AttrEquals("balance".into(), json!(expected_balance))];
         if hold_present {
-            wallet = wallet.remove(&hold.attr()).add("held", -hold.amount).add("available", hold.amount - charge);
+            wallet = wallet
+                .remove(&hold.attr())
+                .remove(&hold.call_attr())
+                .remove(&hold.usage_attr())
+                .add("held", -hold.amount)
+                .add("available", hold.amount - charge);
             conditions.push(Condition::AttrAtLeast(hold.attr(), 0));
         } else {
             // The hold was already given back (the sweeper): the charge comes out of what is available now.
@@ -264,8 +343,16 @@ pub async fn settle<S: ItemStore + ?Sized>(
                 expected_balance = current.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
                 hints.note(&hold.user_id, expected_balance);
                 hold_present = current.attrs.contains_key(&hold.attr());
+                // A busy wallet: from now on what the call used is on record, so that even if this
+                // invocation ends before the settlement commits, the sweeper charges it.
+                if hold_present && !recorded && !current.attrs.contains_key(&hold.usage_attr()) {
+                    recorded = record_pending(store, hold, charge, &usage).await.is_ok();
+                }
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                let _ = record_pending(store, hold, charge, &usage).await;
+                return Err(e.into());
+            }
         }
         // The first retry is immediate (a fresh balance usually wins); later ones back off.
         if let Some(wait) = backoff {
@@ -278,11 +365,29 @@ pub async fn settle<S: ItemStore + ?Sized>(
     }
 }
 
+/// Records what a call used beside its hold, for the sweeper; only while the hold is still there.
+pub async fn record_pending<S: ItemStore + ?Sized>(
+    store: &S,
+    hold: &Hold,
+    cost: i64,
+    usage: &UsageRecord,
+) -> ApiResult<()> {
+    let pending = PendingUsage { cost, usage: usage.clone() };
+    let value = serde_json::to_value(&pending).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let update = Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK)
+        .set(&hold.usage_attr(), value)
+        .when(Condition::AttrAtLeast(hold.attr(), 0));
+    store.update(update).await?;
+    Ok(())
+}
+
 /// Gives a hold back (failure paths). Releasing twice, or after settlement, changes nothing.
 pub async fn release<S: ItemStore + ?Sized>(store: &S, user_id: &str, hold_id: &str, amount: i64) -> ApiResult<bool> {
     let attr = format!("{HOLD_PREFIX}{hold_id}");
     let update = Update::new(Table::Main, user_pk(user_id), WALLET_SK)
         .remove(&attr)
+        .remove(&format!("{HOLD_CALL_PREFIX}{hold_id}"))
+        .remove(&format!("{HOLD_USAGE_PREFIX}{hold_id}"))
         .add("held", -amount)
         .add("available", amount)
         .when(Condition::AttrEquals(attr.clone(), json!(amount)));
@@ -293,35 +398,88 @@ pub async fn release<S: ItemStore + ?Sized>(store: &S, user_id: &str, hold_id: &
     }
 }
 
-/// Releases every hold older than `older_than` (the inference function's timeout): their requests died
-/// without settling. Returns how many were released.
+/// What the sweeper did with stale holds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    /// Charged: with the usage their call recorded, or with the whole hold.
+    pub charged: usize,
+    /// Given back: holds with no call on record.
+    pub released: usize,
+}
+
+/// Settles every hold older than `older_than` (more than the inference function can run): their calls
+/// reached the provider and their processes died before settling (see the module notes).
 pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
     store: &S,
     clock: &dyn Clock,
+    config: &crate::config::Config,
     older_than: Duration,
-) -> ApiResult<usize> {
+) -> ApiResult<SweepReport> {
     let cutoff = format!("{:013}", (clock.now() - older_than).timestamp_millis().max(0));
-    let mut released = 0;
+    let mut report = SweepReport::default();
     let mut after = None;
     loop {
         let page = store.query(Query::new(Table::Main, WALLETS_PK).limit(500).after(after)).await?;
         for wallet in &page.items {
             let user_id = wallet.sk.as_str();
             let Some(item) = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await? else { continue };
+            let balance = item.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
             for (attr, value) in &item.attrs {
                 let Some(id) = attr.strip_prefix(HOLD_PREFIX) else { continue };
-                if id.get(..13).is_some_and(|millis| millis < cutoff.as_str())
-                    && let Some(amount) = value.as_i64()
-                    && release(store, user_id, id, amount).await?
-                {
-                    tracing::warn!(%user_id, hold_id = %id, amount, "stale hold released");
-                    released += 1;
-                }
+                let (Some(amount), true) = (value.as_i64(), id.get(..13).is_some_and(|m| m < cutoff.as_str())) else {
+                    continue;
+                };
+                let hold = Hold { id: id.to_owned(), user_id: user_id.to_owned(), amount, balance };
+                let pending: Option<PendingUsage> = recorded(&item, &hold.usage_attr());
+                let call: Option<HeldCall> = recorded(&item, &hold.call_attr());
+                let (cost, usage) = match (pending, call) {
+                    (Some(pending), _) => (pending.cost, pending.usage),
+                    (None, Some(call)) => (amount, swept_usage(&call, amount, clock.now())),
+                    (None, None) => {
+                        if release(store, user_id, id, amount).await? {
+                            tracing::warn!(%user_id, hold_id = %id, amount, "stale hold with no call released");
+                            report.released += 1;
+                        }
+                        continue;
+                    }
+                };
+                let hints = BalanceHints::default();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                let expiry = expiries(config, clock.now());
+                let charged = settle(store, &hints, &hold, cost, usage, expiry, deadline).await?;
+                tracing::warn!(%user_id, hold_id = %id, cost = charged.cost, estimated = charged.estimated, "stale hold charged");
+                report.charged += 1;
             }
         }
         after = page.next;
         if after.is_none() {
-            return Ok(released);
+            return Ok(report);
         }
+    }
+}
+
+/// A record kept on the wallet beside a hold, if present and readable.
+fn recorded<T: serde::de::DeserializeOwned>(wallet: &Item, attr: &str) -> Option<T> {
+    wallet.attrs.get(attr).and_then(|value| serde_json::from_value(value.clone()).ok())
+}
+
+/// The usage entry of a call whose process died before it learned its usage: everything it was allowed.
+fn swept_usage(call: &HeldCall, amount: i64, now: DateTime<Utc>) -> UsageRecord {
+    UsageRecord {
+        id: call.request_id.clone(),
+        key_id: call.key_id.clone(),
+        model: call.model.clone(),
+        // Not known at hold time (and DynamoDB Local refuses empty strings).
+        provider: "unknown".into(),
+        prompt_tokens: call.prompt_tokens,
+        completion_tokens: call.completion_tokens,
+        total_tokens: call.prompt_tokens + call.completion_tokens,
+        cost: amount,
+        latency_ms: 0,
+        ttft_ms: None,
+        status: "settled_by_sweeper".into(),
+        estimated: true,
+        over_hold: 0,
+        created_at: now,
     }
 }

@@ -587,13 +587,6 @@ async fn forward(gateway: &Gateway, prepared: &Prepared) -> ApiResult<Attempt> {
     Err(last)
 }
 
-/// The end of the usage retention window (12 months) and of the ledger's (payments window).
-fn expiries(state: &AppState) -> (i64, i64) {
-    let now = state.clock.now();
-    let usage = state.config.retention.until(crate::retention::Span::Usage, now);
-    (usage, crate::wallet::payment_expiry(&state.config, now))
-}
-
 struct CallFacts<'a> {
     owner: &'a KeyOwner,
     prepared: &'a Prepared,
@@ -623,8 +616,7 @@ async fn settle_call(state: &AppState, facts: CallFacts<'_>, usage: Usage, statu
         created_at: state.clock.now(),
     };
     let cost = model.cost(usage.prompt_tokens, usage.completion_tokens);
-    let (usage_expiry, ledger_expiry) = expiries(state);
-    let expiry = billing::Expiries { usage: usage_expiry, ledger: ledger_expiry };
+    let expiry = billing::expiries(&state.config, state.clock.now());
     let deadline = facts.prepared.settle_deadline();
     billing::settle(state.store.as_ref(), facts.balances, facts.hold, cost, record, expiry, deadline).await
 }
@@ -648,7 +640,16 @@ pub enum Answer {
 pub async fn call(state: &AppState, gateway: &Gateway, owner: KeyOwner, prepared: Prepared) -> ApiResult<Answer> {
     let started = Instant::now();
     let (store, balances) = (state.store.as_ref(), gateway.balances.as_ref());
-    let hold = billing::place_hold(store, state.clock.as_ref(), balances, &owner.user_id, prepared.max_cost()).await?;
+    let held_call = billing::HeldCall {
+        request_id: prepared.request_id.clone(),
+        key_id: owner.key_id.clone(),
+        model: prepared.model.id.clone(),
+        prompt_tokens: prepared.prompt_bound,
+        completion_tokens: prepared.max_tokens,
+    };
+    let clock = state.clock.as_ref();
+    let hold =
+        billing::place_call_hold(store, clock, balances, &owner.user_id, prepared.max_cost(), &held_call).await?;
     let attempt = match forward(gateway, &prepared).await {
         Ok(attempt) => attempt,
         Err(e) => {

@@ -16,6 +16,8 @@ on_both_stores!(
     a_charge_above_its_hold_is_charged_in_full_and_an_empty_wallet_gets_402,
     ten_times_more_concurrent_requests_than_the_balance_covers_never_overspend,
     stale_holds_are_swept_and_released_once,
+    stale_holds_of_calls_are_charged_what_they_recorded_or_in_full,
+    a_settlement_that_cannot_commit_leaves_its_usage_for_the_sweeper,
     a_request_costs_one_write_before_and_one_after,
     overlapping_requests_on_one_wallet_settle_at_the_first_try,
     a_wrong_balance_hint_costs_a_retry_never_a_wrong_ledger,
@@ -154,6 +156,103 @@ async fn ten_times_more_concurrent_requests_than_the_balance_covers_never_oversp
     Ok(())
 }
 
+/// A call whose process died after the provider answered: the sweeper charges its recorded usage; one that
+/// died before recording any: the whole hold. Nothing the provider may have billed is forgiven.
+async fn stale_holds_of_calls_are_charged_what_they_recorded_or_in_full(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let user = funded_user(&api, "died@example.in", 100).await?;
+    let hints = BalanceHints::default();
+    let store = api.state.store.as_ref();
+    let call = |request_id: &str| billing::HeldCall {
+        request_id: request_id.into(),
+        key_id: "key_died".into(),
+        model: "llama-3.1-8b".into(),
+        prompt_tokens: 100,
+        completion_tokens: 50,
+    };
+    let unknown =
+        billing::place_call_hold(store, &api.clock, &hints, &user, 2 * UNITS_PER_RUPEE, &call("req_a")).await?;
+    let known = billing::place_call_hold(store, &api.clock, &hints, &user, 3 * UNITS_PER_RUPEE, &call("req_b")).await?;
+    let mut used = usage(&api, 40, 7);
+    used.id = "req_b".into();
+    billing::record_pending(store, &known, UNITS_PER_RUPEE / 2, &used).await?;
+    api.clock.advance(Duration::minutes(10));
+    let report = jobs::run(&api.state).await?.stale_holds;
+    assert_eq!(report, billing::SweepReport { charged: 2, released: 0 });
+    assert_eq!(jobs::run(&api.state).await?.stale_holds, billing::SweepReport::default(), "charged once");
+    let wallet = store.wallet(&user).await?;
+    let expected = 100 * UNITS_PER_RUPEE - 2 * UNITS_PER_RUPEE - UNITS_PER_RUPEE / 2;
+    assert_eq!((wallet.balance, wallet.held, wallet.available), (expected, 0, expected));
+    assert_eq!(api.ledger_checked_balance(&user).await?, expected);
+    let dump = api.dump().await?;
+    let usage_lines: Vec<&str> = dump.lines().filter(|l| l.contains(" USAGE#")).collect();
+    assert_eq!(usage_lines.len(), 2, "{dump}");
+    assert!(usage_lines.iter().any(|l| l.contains("req_a")
+        && l.contains("\"status\":\"settled_by_sweeper\"")
+        && l.contains("\"estimated\":true")));
+    assert!(usage_lines.iter().any(|l| l.contains("req_b") && l.contains("\"prompt_tokens\":40")));
+    assert!(!dump.contains("holdcall_") && !dump.contains("holdusage_"), "nothing of the holds is left: {dump}");
+    let _ = unknown;
+    Ok(())
+}
+
+/// A store on which every transaction loses to a concurrent change (a wallet too busy to settle on).
+struct AlwaysBusy(Arc<dyn shared::store::ItemStore>);
+
+#[async_trait::async_trait]
+impl shared::store::ItemStore for AlwaysBusy {
+    async fn get(
+        &self,
+        table: shared::store::Table,
+        pk: &str,
+        sk: &str,
+    ) -> shared::store::StoreResult<Option<shared::store::Item>> {
+        self.0.get(table, pk, sk).await
+    }
+    async fn put(&self, put: shared::store::Put) -> shared::store::StoreResult<()> {
+        self.0.put(put).await
+    }
+    async fn update(&self, update: shared::store::Update) -> shared::store::StoreResult<shared::store::Item> {
+        self.0.update(update).await
+    }
+    async fn delete(&self, delete: shared::store::Delete) -> shared::store::StoreResult<()> {
+        self.0.delete(delete).await
+    }
+    async fn query(&self, query: shared::store::Query) -> shared::store::StoreResult<shared::store::Page> {
+        self.0.query(query).await
+    }
+    async fn transact(&self, _ops: Vec<shared::store::WriteOp>) -> shared::store::StoreResult<()> {
+        Err(shared::store::StoreError::ConditionFailed)
+    }
+}
+
+async fn a_settlement_that_cannot_commit_leaves_its_usage_for_the_sweeper(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let user = funded_user(&api, "busy@example.in", 100).await?;
+    let hints = BalanceHints::default();
+    let busy = AlwaysBusy(api.state.store.clone());
+    let call = billing::HeldCall {
+        request_id: "req_busy".into(),
+        key_id: "key_busy".into(),
+        model: "llama-3.1-8b".into(),
+        prompt_tokens: 100,
+        completion_tokens: 50,
+    };
+    let hold = billing::place_call_hold(&busy, &api.clock, &hints, &user, 2 * UNITS_PER_RUPEE, &call).await?;
+    let mut used = usage(&api, 30, 9);
+    used.id = "req_busy".into();
+    let soon = std::time::Instant::now() + std::time::Duration::from_millis(200);
+    let gave_up = billing::settle(&busy, &hints, &hold, UNITS_PER_RUPEE / 4, used, far(&api), soon).await;
+    assert_eq!(gave_up.err().map(|e| e.status().as_u16()), Some(503), "it gives up at its deadline");
+    assert!(api.dump().await?.contains("holdusage_"), "with what the call used on record");
+    api.clock.advance(Duration::minutes(10));
+    assert_eq!(jobs::run(&api.state).await?.stale_holds, billing::SweepReport { charged: 1, released: 0 });
+    let expected = 100 * UNITS_PER_RUPEE - UNITS_PER_RUPEE / 4;
+    assert_eq!(api.ledger_checked_balance(&user).await?, expected, "the recorded usage, not the hold");
+    assert_eq!(api.state.store.wallet(&user).await?.held, 0);
+    Ok(())
+}
+
 async fn stale_holds_are_swept_and_released_once(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "sweep@example.in", 100).await?;
@@ -162,10 +261,12 @@ async fn stale_holds_are_swept_and_released_once(backend: Backend) -> TestResult
     let stale = billing::place_hold(store, &api.clock, &hints, &user, 30 * UNITS_PER_RUPEE).await?;
     api.clock.advance(Duration::minutes(10));
     let fresh = billing::place_hold(store, &api.clock, &hints, &user, 10 * UNITS_PER_RUPEE).await?;
-    // The scheduled jobs run the sweeper: holds older than the inference timeout are released, once.
-    assert_eq!(jobs::run(&api.state).await?.stale_holds_released, 1);
-    assert_eq!(jobs::run(&api.state).await?.stale_holds_released, 0, "released once");
-    assert_eq!(billing::sweep_stale_holds(store, &api.clock, Duration::minutes(5)).await?, 0);
+    // The scheduled jobs run the sweeper: holds older than the inference timeout with no call on record
+    // are released, once.
+    assert_eq!(jobs::run(&api.state).await?.stale_holds, billing::SweepReport { charged: 0, released: 1 });
+    assert_eq!(jobs::run(&api.state).await?.stale_holds, billing::SweepReport::default(), "released once");
+    let config = &api.state.config;
+    assert_eq!(billing::sweep_stale_holds(store, &api.clock, config, Duration::minutes(5)).await?, Default::default());
     let wallet = store.wallet(&user).await?;
     assert_eq!((wallet.held, wallet.available), (10 * UNITS_PER_RUPEE, 90 * UNITS_PER_RUPEE));
 

@@ -1,8 +1,9 @@
 //! The jobs function, run on a schedule (every 15 minutes):
 //! - payment reconciliation: unpaid top-ups older than 10 minutes are checked with Razorpay and credited
 //!   through the same exactly-once path as webhooks; those unpaid after 24 hours expire;
-//! - the stale-hold sweeper: inference holds older than the inference function's timeout belong to
-//!   requests that died without settling, and are released.
+//! - the stale-hold sweeper: inference holds older than the inference function's timeout belong to calls
+//!   whose process died before settling; they are charged what the call recorded, or the whole hold
+//!   (`shared::billing::sweep_stale_holds`).
 
 use chrono::Duration;
 use serde::Serialize;
@@ -14,13 +15,14 @@ use shared::wallet::{self, ReconciliationReport};
 pub const RECONCILE_AFTER: Duration = Duration::minutes(10);
 /// Top-ups unpaid this long are expired.
 pub const EXPIRE_AFTER: Duration = Duration::hours(24);
-/// Holds older than this are released: the inference function's 5-minute timeout plus a margin.
+/// Holds older than this are swept: the inference function's 5-minute timeout
+/// (`shared::inference::FUNCTION_TIMEOUT`) plus a margin.
 pub const STALE_HOLD_AFTER: Duration = Duration::minutes(6);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct JobsReport {
     pub reconciliation: ReconciliationReport,
-    pub stale_holds_released: usize,
+    pub stale_holds: shared::billing::SweepReport,
 }
 
 /// One scheduled run.
@@ -34,8 +36,19 @@ pub async fn run(state: &AppState) -> ApiResult<JobsReport> {
         EXPIRE_AFTER,
     )
     .await?;
-    let stale_holds_released =
-        shared::billing::sweep_stale_holds(state.store.as_ref(), state.clock.as_ref(), STALE_HOLD_AFTER).await?;
-    tracing::info!(?reconciliation, stale_holds_released, "scheduled jobs finished");
-    Ok(JobsReport { reconciliation, stale_holds_released })
+    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+    let stale_holds = shared::billing::sweep_stale_holds(store, clock, &state.config, STALE_HOLD_AFTER).await?;
+    tracing::info!(?reconciliation, ?stale_holds, "scheduled jobs finished");
+    Ok(JobsReport { reconciliation, stale_holds })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_hold_is_swept_while_its_call_may_still_run() {
+        let timeout = Duration::from_std(shared::inference::FUNCTION_TIMEOUT).unwrap_or(Duration::MAX);
+        assert!(STALE_HOLD_AFTER > timeout);
+    }
 }
