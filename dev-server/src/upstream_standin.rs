@@ -3,7 +3,7 @@
 //! not, after a configurable latency. It bills the way a real server does, so that billing bugs show:
 //! - the prompt is the whole request as a chat template renders it: messages with their names and tool
 //!   calls, tool and function definitions, response formats, documents, a template overhead per request
-//!   and per message or tool, at two bytes a token;
+//!   and per message or tool, at one byte a token (the most any byte-level tokenizer can need);
 //! - the output cap is `max_completion_tokens`, else `max_tokens`, else the rest of the context;
 //! - `n` choices are returned and `max(n, best_of)` generated and billed;
 //! - answers can be long (up to the cap), carry reasoning text (gpt-oss and Qwen routes), or be tool calls
@@ -41,6 +41,12 @@ pub enum Mode {
     Unreadable,
     /// Reports ten times the prompt tokens it counts (a provider whose count no bound foresaw).
     OverReport,
+    /// Ends stream events with `\r\n\r\n`, as some servers do.
+    CrlfFraming,
+    /// Streams a usage chunk claiming nothing was generated first, then two chunks, then cuts the stream.
+    DecoyUsageThenCut,
+    /// Reports `completion_tokens` as a float (`812.0`).
+    FloatUsage,
 }
 
 #[derive(Debug)]
@@ -107,7 +113,7 @@ impl Upstream {
         self.inner().requests.clone()
     }
 
-    /// Prompt tokens the stand-in counts for a body: the rendered fields at two bytes a token, plus the
+    /// Prompt tokens the stand-in counts for a body: the rendered fields at one byte a token, plus the
     /// template's own tokens.
     pub fn prompt_tokens(body: &Value) -> u64 {
         let rendered: u64 =
@@ -117,7 +123,7 @@ impl Upstream {
             .filter_map(|f| body.get(*f).and_then(Value::as_array))
             .map(|items| items.len() as u64)
             .sum();
-        rendered.div_ceil(2) + TEMPLATE_TOKENS_PER_REQUEST + parts * TEMPLATE_TOKENS_PER_MESSAGE
+        rendered + TEMPLATE_TOKENS_PER_REQUEST + parts * TEMPLATE_TOKENS_PER_MESSAGE
     }
 
     /// The output cap as a vLLM server reads it: `max_completion_tokens`, else `max_tokens`, else the rest
@@ -218,7 +224,11 @@ async fn answer(upstream: Upstream, body: Value, chat: bool) -> Response {
     }
     let per_choice = upstream.tokens_per_choice(&body);
     let completion_tokens = per_choice * Upstream::generated_choices(&body);
-    let usage = json!({ "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens });
+    let mut usage = json!({ "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens });
+    if mode == Mode::FloatUsage {
+        usage["completion_tokens"] = json!(completion_tokens as f64);
+        usage["total_tokens"] = json!((prompt_tokens + completion_tokens) as f64);
+    }
     let returned = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
     let generated = generate(&body, per_choice, chat);
     let finish_reason = match (&generated.tool_call, per_choice == Upstream::output_cap(&body)) {
@@ -266,11 +276,15 @@ async fn answer(upstream: Upstream, body: Value, chat: bool) -> Response {
         }
     }
     let mut events: Vec<Bytes> = Vec::new();
+    let cut = matches!(mode, Mode::CutMidStream | Mode::DecoyUsageThenCut);
+    if mode == Mode::DecoyUsageThenCut {
+        events.push(sse(&json!({ "id": "cmpl-standin", "object": chunk_object, "created": 1_795_600_000, "model": model, "choices": [], "usage": { "prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1 } })));
+    }
     let mut sent_content = 0;
     for index in 0..returned {
         let choice_deltas = deltas.iter().cloned().chain(generated.content.iter().map(|w| json!({ "content": w })));
         for delta in choice_deltas {
-            if mode == Mode::CutMidStream && sent_content == 2 {
+            if cut && sent_content == 2 {
                 break;
             }
             sent_content += 1;
@@ -282,7 +296,7 @@ async fn answer(upstream: Upstream, body: Value, chat: bool) -> Response {
             events.push(sse(&chunk(choice)));
         }
     }
-    if mode != Mode::CutMidStream {
+    if !cut {
         for index in 0..returned {
             let finish = if chat {
                 json!({ "index": index, "delta": {}, "finish_reason": finish_reason })
@@ -296,7 +310,10 @@ async fn answer(upstream: Upstream, body: Value, chat: bool) -> Response {
         }
         events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     }
-    let cut = mode == Mode::CutMidStream;
+    if mode == Mode::CrlfFraming {
+        events =
+            events.into_iter().map(|e| Bytes::from(String::from_utf8_lossy(&e).replace("\n\n", "\r\n\r\n"))).collect();
+    }
     // Long answers stream as fast as the connection takes them; the slow mode leaves time to hang up.
     let pause = (mode == Mode::SlowStream).then_some(Duration::from_millis(50));
     let stream = futures_util::stream::unfold((events.into_iter(), cut), move |(mut events, cut)| async move {

@@ -303,7 +303,7 @@ pub async fn settle<S: ItemStore + ?Sized>(
             id: format!("txn_{}", random_suffix()),
             kind: LedgerKind::Usage,
             amount: -charge,
-            balance_after: expected_balance - charge,
+            balance_after: expected_balance.saturating_sub(charge),
             reference: usage.id.clone(),
             created_at: usage.created_at,
         };
@@ -329,7 +329,7 @@ pub async fn settle<S: ItemStore + ?Sized>(
         }
         match store.transact(ops).await {
             Ok(()) => {
-                hints.note(&hold.user_id, expected_balance - charge);
+                hints.note(&hold.user_id, expected_balance.saturating_sub(charge));
                 return Ok(usage);
             }
             Err(StoreError::ConditionFailed) => {
@@ -349,9 +349,16 @@ pub async fn settle<S: ItemStore + ?Sized>(
                     recorded = record_pending(store, hold, charge, &usage).await.is_ok();
                 }
             }
+            // The store failed (throttled, unreachable): what the call used goes on record if it can, and
+            // the settlement is tried again until the deadline.
             Err(e) => {
-                let _ = record_pending(store, hold, charge, &usage).await;
-                return Err(e.into());
+                tracing::warn!(error = %e, request_id = %usage.id, "settlement failed; retrying");
+                if !recorded {
+                    recorded = record_pending(store, hold, charge, &usage).await.is_ok();
+                }
+                if backoff.is_some_and(|wait| std::time::Instant::now() + wait > deadline) {
+                    return Err(e.into());
+                }
             }
         }
         // The first retry is immediate (a fresh balance usually wins); later ones back off.

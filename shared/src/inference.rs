@@ -222,7 +222,46 @@ pub fn prompt_token_bound(model: &Model, body: &Value) -> u64 {
         .filter_map(|field| body.get(*field).and_then(Value::as_array))
         .map(|items| items.len() as u64)
         .sum();
-    bytes.0 + u64::from(model.template_tokens_per_request) + parts * u64::from(model.template_tokens_per_message)
+    // Tool-call arguments are JSON in a string: servers parse them and templates print them again with
+    // wider separators, so they count twice.
+    let arguments: u64 = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("tool_calls").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|c| c.pointer("/function/arguments").and_then(Value::as_str))
+        .map(|a| a.len() as u64)
+        .sum();
+    bytes.0
+        + arguments
+        + u64::from(model.template_tokens_per_request)
+        + parts * u64::from(model.template_tokens_per_message)
+}
+
+/// `chat_template_kwargs` keys a template may be given: switches that do not add prompt text of their own.
+const TEMPLATE_KWARGS_ALLOWED: [&str; 2] = ["enable_thinking", "reasoning_effort"];
+
+/// Fields that would let a caller change how the provider renders the prompt beyond what the hold can
+/// bound: a request-level chat template, and template arguments that add text (built-in tool preambles).
+fn check_template_fields(body: &Value) -> ApiResult<()> {
+    if present(body, "chat_template").is_some() {
+        return Err(ApiError::invalid(
+            "unsupported_parameter",
+            "chat_template",
+            "chat_template is not supported: the model's own template is used",
+        ));
+    }
+    match present(body, "chat_template_kwargs") {
+        None => Ok(()),
+        Some(Value::Object(kwargs)) if kwargs.keys().all(|k| TEMPLATE_KWARGS_ALLOWED.contains(&k.as_str())) => Ok(()),
+        Some(_) => Err(ApiError::invalid(
+            "unsupported_parameter",
+            "chat_template_kwargs",
+            format!("chat_template_kwargs may hold only {}", TEMPLATE_KWARGS_ALLOWED.join(", ")),
+        )),
+    }
 }
 
 /// A field that is present and not `null` (`null` means absent everywhere).
@@ -360,6 +399,7 @@ pub fn prepare(gateway: &Gateway, endpoint: Endpoint, body: Value, request_id: S
         _ => {}
     }
     check_single_completion(&body)?;
+    check_template_fields(&body)?;
     let (stream, client_wants_usage) = requested_stream(&body)?;
     Ok(Prepared {
         request_id,
@@ -433,13 +473,31 @@ pub struct Usage {
     pub estimated: bool,
 }
 
+/// No real call has more tokens than this; a report above it is clamped (and then charged in full).
+const MAX_REPORTED_TOKENS: u64 = 1 << 32;
+
+/// A usage report, only when both counts are non-negative integers (anything else counts as no report);
+/// `total_tokens`, when larger than their sum, raises the completion count to match.
 fn reported_usage(value: &Value) -> Option<Usage> {
     let usage = value.get("usage").filter(|u| u.is_object())?;
-    Some(Usage {
-        prompt_tokens: usage.get("prompt_tokens").and_then(Value::as_u64)?,
-        completion_tokens: usage.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0),
-        estimated: false,
-    })
+    let count = |field: &str| usage.get(field).and_then(Value::as_u64).map(|n| n.min(MAX_REPORTED_TOKENS));
+    let prompt_tokens = count("prompt_tokens")?;
+    let mut completion_tokens = count("completion_tokens")?;
+    if let Some(total) = count("total_tokens") {
+        completion_tokens = completion_tokens.max(total.saturating_sub(prompt_tokens));
+    }
+    Some(Usage { prompt_tokens, completion_tokens, estimated: false })
+}
+
+impl Usage {
+    /// Several usage reports in one stream: each count at its largest.
+    fn merge(self, other: Usage) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens.max(other.prompt_tokens),
+            completion_tokens: self.completion_tokens.max(other.completion_tokens),
+            estimated: self.estimated || other.estimated,
+        }
+    }
 }
 
 /// Bytes of everything generated in an answer or a streamed chunk: text, reasoning, refusals, and tool
@@ -472,11 +530,16 @@ fn generated_bytes(value: &Value) -> u64 {
         .sum()
 }
 
+/// Tokens a provider bills but strips from the text it returns: end-of-sequence, channel headers, tool-call
+/// wrappers, a matched stop string.
+const GENERATION_ALLOWANCE: u64 = 32;
+
 impl Prepared {
     /// The usage of a call the provider answered without a report: the prompt's bound, and every generated
     /// byte as a token, at most the output cap.
     fn estimated_usage(&self, generated: u64) -> Usage {
-        Usage { prompt_tokens: self.prompt_bound, completion_tokens: generated.min(self.max_tokens), estimated: true }
+        let completion_tokens = generated.saturating_add(GENERATION_ALLOWANCE).min(self.max_tokens);
+        Usage { prompt_tokens: self.prompt_bound, completion_tokens, estimated: true }
     }
 }
 
@@ -491,23 +554,27 @@ enum Attempt {
     Unreadable { provider: String },
 }
 
-/// A 4xx that is the request's fault (400, 404, 413, 422): answered at once, never retried elsewhere.
-fn request_error_from_upstream(status: u16, body: &Value) -> ApiError {
+/// A 4xx the provider answered at once: never retried elsewhere. A 400 or 422 is about the request, and
+/// its message is passed on (with our model id for the provider's model name); anything else says nothing
+/// of the provider.
+fn request_error_from_upstream(status: u16, body: &Value, route: &Route, model: &Model) -> ApiError {
     let message = body
         .pointer("/error/message")
         .and_then(Value::as_str)
         .unwrap_or("the model provider rejected the request")
+        .replace(&route.model, &model.id)
         .chars()
         .take(1000)
         .collect::<String>();
     let param = body.pointer("/error/param").and_then(Value::as_str).map(str::to_owned);
     match status {
+        400 | 422 => ApiError::InvalidRequest { code: "upstream_invalid_request", message, param },
+        413 => ApiError::PayloadTooLarge { limit_bytes: MAX_INFERENCE_BODY_BYTES },
         404 => ApiError::BadGateway {
             code: "upstream_model_unavailable",
             message: "the model is not available from its provider right now".into(),
         },
-        413 => ApiError::PayloadTooLarge { limit_bytes: MAX_INFERENCE_BODY_BYTES },
-        _ => ApiError::InvalidRequest { code: "upstream_invalid_request", message, param },
+        _ => ApiError::BadGateway { code: "upstream_error", message: "the model provider refused the call".into() },
     }
 }
 
@@ -567,7 +634,7 @@ async fn forward(gateway: &Gateway, prepared: &Prepared) -> ApiResult<Attempt> {
         }
         if status >= 400 {
             let body: Value = response.json().await.unwrap_or(Value::Null);
-            return Err(request_error_from_upstream(status, &body));
+            return Err(request_error_from_upstream(status, &body, route, &prepared.model));
         }
         if prepared.stream {
             return Ok(Attempt::Streaming { provider: provider.name.clone(), response });
@@ -606,7 +673,7 @@ async fn settle_call(state: &AppState, facts: CallFacts<'_>, usage: Usage, statu
         provider: facts.provider,
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
-        total_tokens: usage.prompt_tokens + usage.completion_tokens,
+        total_tokens: usage.prompt_tokens.saturating_add(usage.completion_tokens),
         cost: 0,
         latency_ms: u64::try_from(facts.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         ttft_ms: facts.ttft.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
@@ -713,12 +780,23 @@ async fn relay_stream(
     let mut drain_started: Option<Instant> = None;
     let mut finished = false;
     let mut failed = false;
-    while let Some(next) = upstream.next().await {
-        let chunk = match next {
-            Ok(chunk) => chunk,
-            Err(_) => {
+    // An event whose data we could not read: what it generated is unknown.
+    let mut unreadable = false;
+    let mut upstream_ended = false;
+    while !finished {
+        let chunk = match upstream.next().await {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(_)) => {
                 failed = true;
                 break;
+            }
+            None => {
+                // A last event without its blank line still counts.
+                upstream_ended = true;
+                if buffer.iter().all(u8::is_ascii_whitespace) {
+                    break;
+                }
+                Bytes::from_static(b"\n\n")
             }
         };
         if drain_started.is_some_and(|at| at.elapsed() > DRAIN_LIMIT_TIME) {
@@ -734,11 +812,11 @@ async fn relay_stream(
                 if data == "[DONE]" {
                     finished = true;
                     relay = Relay::Drop;
-                } else if let Ok(mut value) = serde_json::from_str::<Value>(data) {
+                } else if let Ok(mut value) = serde_json::from_str::<Value>(&data) {
                     generated += generated_bytes(&value);
                     let mut forward_event = true;
                     if let Some(reported) = reported_usage(&value) {
-                        usage = Some(reported);
+                        usage = Some(usage.map_or(reported, |seen| seen.merge(reported)));
                         let only_usage = value.get("choices").and_then(Value::as_array).is_none_or(Vec::is_empty);
                         forward_event = prepared.client_wants_usage || !only_usage;
                     }
@@ -748,6 +826,8 @@ async fn relay_stream(
                         fields.insert("model".into(), json!(prepared.model.id));
                         relay = Relay::Rewritten(format!("data: {value}\n\n").into_bytes());
                     }
+                } else {
+                    unreadable = true;
                 }
             }
             if ttft.is_none() {
@@ -762,6 +842,12 @@ async fn relay_stream(
                 client_gone = true;
                 drain_started = Some(Instant::now());
             }
+            if finished {
+                break;
+            }
+        }
+        if upstream_ended {
+            break;
         }
     }
     let status = if client_gone {
@@ -771,12 +857,17 @@ async fn relay_stream(
     } else {
         "upstream_error"
     };
+    let complete = finished && !failed;
     let usage = match usage {
-        Some(reported) => reported,
+        // The provider's report, unless the stream did not end cleanly: a report seen before a cut may be
+        // partial (or a decoy), so then the call costs at least its upper bound.
+        Some(reported) if complete => reported,
+        Some(reported) => reported.merge(prepared.usage_upper_bound()),
         // The whole answer was read: every generated byte counts as a token.
-        None if finished && !failed => prepared.estimated_usage(generated),
-        // Cut short, or the client left before the end could be read: the provider may have generated (and
-        // billed) all it was allowed to, so the call costs its upper bound; leaving never costs less.
+        None if complete && !unreadable => prepared.estimated_usage(generated),
+        // Cut short, unreadable, or the client left before the end could be read: the provider may have
+        // generated (and billed) all it was allowed to, so the call costs its upper bound; leaving never
+        // costs less.
         None => prepared.usage_upper_bound(),
     };
     let request_id = prepared.request_id.clone();
@@ -811,11 +902,23 @@ enum Relay {
     Drop,
 }
 
-/// SSE events end with a blank line.
+/// SSE events end with a blank line (`\n\n`, or `\r\n\r\n` from servers that write CRLF).
 fn find_event_end(buffer: &[u8]) -> Option<usize> {
-    buffer.windows(2).position(|w| w == b"\n\n").map(|i| i + 2)
+    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buffer.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
-fn event_data(event: &[u8]) -> Option<&str> {
-    std::str::from_utf8(event).ok()?.lines().find_map(|l| l.strip_prefix("data:")).map(str::trim)
+/// The data of an event: its `data:` lines joined by newlines, as the SSE specification reads them.
+fn event_data(event: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(event).ok()?;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d).trim_end_matches('\r'))
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("\n").trim().to_owned())
 }

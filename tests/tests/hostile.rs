@@ -218,6 +218,51 @@ fn hostile_cases() -> Vec<Case> {
             mode: Mode::Unreadable,
             ..case("an unreadable 200", chat_body("llama-3.1-8b", json!({ "max_tokens": 100 })))
         },
+        Case {
+            refused: Some("chat_template"),
+            ..case(
+                "a request-level chat template",
+                chat_body(
+                    "llama-3.3-70b",
+                    json!({ "chat_template": "{% for i in range(16) %}{{ messages[0].content }}{% endfor %}", "max_tokens": 1 }),
+                ),
+            )
+        },
+        Case {
+            refused: Some("chat_template_kwargs"),
+            ..case(
+                "template arguments that add text",
+                chat_body(
+                    "gpt-oss-120b",
+                    json!({ "chat_template_kwargs": { "builtin_tools": ["browser", "python"] }, "max_tokens": 1 }),
+                ),
+            )
+        },
+        case(
+            "template arguments that only switch",
+            chat_body("qwen-3-32b", json!({ "chat_template_kwargs": { "enable_thinking": false }, "max_tokens": 20 })),
+        ),
+        Case {
+            mode: Mode::CrlfFraming,
+            answer: Answer::Tokens(300),
+            ..case(
+                "a stream framed with CRLF",
+                chat_body("llama-3.1-8b", json!({ "stream": true, "max_tokens": 1000 })),
+            )
+        },
+        Case {
+            mode: Mode::DecoyUsageThenCut,
+            answer: Answer::UntilCap,
+            ..case(
+                "an early zero usage chunk, then a cut",
+                chat_body("llama-3.1-8b", json!({ "stream": true, "max_tokens": 1500 })),
+            )
+        },
+        Case {
+            mode: Mode::FloatUsage,
+            answer: Answer::Tokens(800),
+            ..case("completion tokens reported as a float", chat_body("llama-3.1-8b", json!({ "max_tokens": 1000 })))
+        },
     ]
 }
 
@@ -280,6 +325,10 @@ async fn run_case(api: &TestApi, user: &str, key: &str, case: &Case) -> Res<()> 
         let expected = if case.mode == Mode::Unreadable { StatusCode::BAD_GATEWAY } else { StatusCode::OK };
         check(status == expected, format!("answered {status}: {text}"))?;
         check(api.neevcloud.requests().len() == seen.1, "the call was sent to a second provider (paid twice)")?;
+        let cut = matches!(case.mode, Mode::CutMidStream | Mode::DecoyUsageThenCut);
+        if case.body["stream"] == true && !cut {
+            check(text.ends_with("data: [DONE]\n\n"), format!("the stream did not end with [DONE]: {text:.300}"))?;
+        }
     }
     settled(api, user).await?;
     let after = api.ledger_checked_balance(user).await?;
@@ -356,6 +405,12 @@ async fn provider_side_refusals_fall_back_and_never_leak(backend: Backend) -> Te
             assert!(!text.contains(leak), "the provider's words never reach the caller: {text}");
         }
     }
+    // A refusal that is not about the request (405, 415, ...) says nothing of the provider either.
+    api.cerebras.set_mode(Mode::Fail(405));
+    let response = send(&api, &key, Endpoint::ChatCompletions, &body).await?;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let text = response.text().await?;
+    assert!(!text.contains("quota") && !text.contains("org-standin"), "{text}");
     let wallet = api.state.store.wallet(&user).await?;
     assert_eq!(wallet.held, 0);
     api.ledger_checked_balance(&user).await?;

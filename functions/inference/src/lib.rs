@@ -102,7 +102,15 @@ async fn serve(
         gateway.note_use(&state, &owner);
         let JsonBody(body) = body?;
         let prepared = inference::prepare(gateway, endpoint, body, request_id.clone())?;
-        match inference::call(&state, gateway, owner, prepared).await? {
+        // The call runs on a task of its own: a client that hangs up before the answer cancels neither the
+        // call nor its settlement.
+        let call_state = state.clone();
+        let call = tokio::spawn(async move {
+            let gateway = call_state.gateway()?;
+            inference::call(&call_state, gateway, owner, prepared).await
+        });
+        let answer = call.await.map_err(|e| ApiError::Internal(format!("inference call: {e}")))??;
+        match answer {
             Answer::Complete(done) => {
                 let status = StatusCode::from_u16(done.status).unwrap_or(StatusCode::OK);
                 Ok((status, Json(done.body)).into_response())
