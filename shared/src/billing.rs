@@ -248,9 +248,10 @@ pub struct Expiries {
     pub ledger: i64,
 }
 
-/// The usage entry's sort key: its time, then the request id, so a repeated settlement finds it.
-fn usage_sort_key(usage: &UsageRecord) -> String {
-    format!("USAGE#{:013}#{}", usage.created_at.timestamp_millis().max(0), usage.id)
+/// The usage entry's sort key, derived from the hold (`<millis>_<rand>` becomes `<millis>#<rand>`): the
+/// live settlement, a repeat of it and the sweeper all write this one key, so at most one of them commits.
+fn usage_sort_key(hold: &Hold) -> String {
+    format!("USAGE#{}", hold.id.replacen('_', "#", 1))
 }
 
 /// Settles a hold: charges `cost` in full, writes the ledger entry and the usage log in the same
@@ -279,26 +280,22 @@ pub async fn settle<S: ItemStore + ?Sized>(
             "the provider reported more than the hold; charged in full"
         );
     }
-    let usage_key = usage_sort_key(&usage);
+    let usage_key = usage_sort_key(hold);
     let mut expected_balance = hints.get(&hold.user_id).unwrap_or(hold.balance);
-    let mut hold_present = true;
     let mut backoff: Option<std::time::Duration> = None;
     let mut recorded = false;
     loop {
-        let mut wallet = Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK).add("balance", -charge);
-        let mut conditions = vec![Condition::AttrEquals("balance".into(), json!(expected_balance))];
-        if hold_present {
-            wallet = wallet
-                .remove(&hold.attr())
-                .remove(&hold.call_attr())
-                .remove(&hold.usage_attr())
-                .add("held", -hold.amount)
-                .add("available", hold.amount - charge);
-            conditions.push(Condition::AttrAtLeast(hold.attr(), 0));
-        } else {
-            // The hold was already given back (the sweeper): the charge comes out of what is available now.
-            wallet = wallet.add("available", -charge);
-        }
+        let wallet = Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK)
+            .add("balance", -charge)
+            .remove(&hold.attr())
+            .remove(&hold.call_attr())
+            .remove(&hold.usage_attr())
+            .add("held", -hold.amount)
+            .add("available", hold.amount - charge);
+        let conditions = vec![
+            Condition::AttrEquals("balance".into(), json!(expected_balance)),
+            Condition::AttrAtLeast(hold.attr(), 0),
+        ];
         let entry = LedgerEntry {
             id: format!("txn_{}", random_suffix()),
             kind: LedgerKind::Usage,
@@ -342,10 +339,15 @@ pub async fn settle<S: ItemStore + ?Sized>(
                 let Some(current) = current else { return Err(ApiError::Internal("wallet vanished".into())) };
                 expected_balance = current.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
                 hints.note(&hold.user_id, expected_balance);
-                hold_present = current.attrs.contains_key(&hold.attr());
+                if !current.attrs.contains_key(&hold.attr()) {
+                    // Settled already, by the sweeper (a call with a record) or released (one without):
+                    // either way that decision stands, and charging again would charge twice.
+                    tracing::warn!(request_id = %usage.id, hold_id = %hold.id, "the hold was already swept");
+                    return Ok(UsageRecord { cost: 0, ..usage });
+                }
                 // A busy wallet: from now on what the call used is on record, so that even if this
                 // invocation ends before the settlement commits, the sweeper charges it.
-                if hold_present && !recorded && !current.attrs.contains_key(&hold.usage_attr()) {
+                if !recorded && !current.attrs.contains_key(&hold.usage_attr()) {
                     recorded = record_pending(store, hold, charge, &usage).await.is_ok();
                 }
             }
@@ -408,7 +410,8 @@ pub async fn release<S: ItemStore + ?Sized>(store: &S, user_id: &str, hold_id: &
 /// What the sweeper did with stale holds.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
-    /// Charged: with the usage their call recorded, or with the whole hold.
+    /// Charged: with the usage their call recorded, or with the whole hold (or found charged already by a
+    /// run racing this one: one usage entry per hold decides).
     pub charged: usize,
     /// Given back: holds with no call on record.
     pub released: usize,
@@ -429,7 +432,14 @@ pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
         let page = store.query(Query::new(Table::Main, WALLETS_PK).limit(500).after(after)).await?;
         for wallet in &page.items {
             let user_id = wallet.sk.as_str();
-            let Some(item) = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await? else { continue };
+            let item = match store.get(Table::Main, &user_pk(user_id), WALLET_SK).await {
+                Ok(Some(item)) => item,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(%user_id, error = %e, "wallet not swept this run");
+                    continue;
+                }
+            };
             let balance = item.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
             for (attr, value) in &item.attrs {
                 let Some(id) = attr.strip_prefix(HOLD_PREFIX) else { continue };
@@ -443,7 +453,7 @@ pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
                     (Some(pending), _) => (pending.cost, pending.usage),
                     (None, Some(call)) => (amount, swept_usage(&call, amount, clock.now())),
                     (None, None) => {
-                        if release(store, user_id, id, amount).await? {
+                        if release(store, user_id, id, amount).await.unwrap_or(false) {
                             tracing::warn!(%user_id, hold_id = %id, amount, "stale hold with no call released");
                             report.released += 1;
                         }
@@ -453,9 +463,14 @@ pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
                 let hints = BalanceHints::default();
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
                 let expiry = expiries(config, clock.now());
-                let charged = settle(store, &hints, &hold, cost, usage, expiry, deadline).await?;
-                tracing::warn!(%user_id, hold_id = %id, cost = charged.cost, estimated = charged.estimated, "stale hold charged");
-                report.charged += 1;
+                // One wallet that cannot be settled now is tried again next run; the others go on.
+                match settle(store, &hints, &hold, cost, usage, expiry, deadline).await {
+                    Ok(charged) => {
+                        tracing::warn!(%user_id, hold_id = %id, cost = charged.cost, estimated = charged.estimated, "stale hold charged");
+                        report.charged += 1;
+                    }
+                    Err(e) => tracing::error!(%user_id, hold_id = %id, error = %e, "stale hold not charged yet"),
+                }
             }
         }
         after = page.next;

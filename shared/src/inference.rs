@@ -31,6 +31,8 @@ pub const SETTLE_BUDGET: Duration = Duration::from_secs(30);
 pub const UPSTREAM_DEADLINE: Duration = FUNCTION_TIMEOUT.saturating_sub(SETTLE_BUDGET).saturating_sub(SETTLE_BUDGET);
 /// A non-streaming answer that takes longer than this is given up (within the deadline above).
 const NON_STREAMING_TIMEOUT: Duration = Duration::from_secs(120);
+/// The largest single SSE event read from a provider (a stream without event ends stops there).
+const MAX_EVENT_BYTES: usize = 4 << 20;
 /// After the client disconnects, how much longer the upstream is read to learn the usage.
 const DRAIN_LIMIT_TIME: Duration = Duration::from_secs(30);
 /// Largest request body accepted by the inference endpoints.
@@ -720,7 +722,7 @@ pub async fn call(state: &AppState, gateway: &Gateway, owner: KeyOwner, prepared
     let attempt = match forward(gateway, &prepared).await {
         Ok(attempt) => attempt,
         Err(e) => {
-            billing::release(state.store.as_ref(), &hold.user_id, &hold.id, hold.amount).await?;
+            release_unused(state, &hold).await;
             return Err(e);
         }
     };
@@ -729,7 +731,12 @@ pub async fn call(state: &AppState, gateway: &Gateway, owner: KeyOwner, prepared
             let usage = reported_usage(&body).unwrap_or_else(|| prepared.estimated_usage(generated_bytes(&body)));
             let facts =
                 CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances, provider, started, ttft: None };
-            settle_call(state, facts, usage, "ok").await?;
+            // The answer exists and the provider billed it: the caller gets it even if the wallet could not
+            // be settled in time, since the hold (and the usage recorded beside it) leaves it to the sweeper
+            // to charge; refusing it would make a retry pay twice.
+            if let Err(e) = settle_call(state, facts, usage, "ok").await {
+                tracing::error!(error = %e, request_id = %prepared.request_id, "settlement left to the sweeper");
+            }
             if let Some(fields) = body.as_object_mut() {
                 fields.insert("model".into(), json!(prepared.model.id));
             }
@@ -751,6 +758,20 @@ pub async fn call(state: &AppState, gateway: &Gateway, owner: KeyOwner, prepared
                 relay_stream(state, balances, owner, prepared, hold, provider, response, tx, started).await;
             });
             Ok(Answer::Stream(rx))
+        }
+    }
+}
+
+/// Gives back the hold of a call that never reached a provider, retrying a failing store a few times; a hold
+/// left behind would be charged in full by the sweeper.
+async fn release_unused(state: &AppState, hold: &Hold) {
+    for attempt in 0..3u32 {
+        match billing::release(state.store.as_ref(), &hold.user_id, &hold.id, hold.amount).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(error = %e, hold_id = %hold.id, attempt, "releasing an unused hold failed");
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
         }
     }
 }
@@ -803,6 +824,11 @@ async fn relay_stream(
             break;
         }
         buffer.extend_from_slice(&chunk);
+        if buffer.len() > MAX_EVENT_BYTES {
+            // No event end in sight: not a stream we can read (and memory is bounded).
+            failed = true;
+            break;
+        }
         // Relay whole events only, so that a usage chunk can be dropped.
         while let Some(end) = find_event_end(&buffer) {
             let event: Vec<u8> = buffer.drain(..end).collect();
@@ -836,6 +862,7 @@ async fn relay_stream(
             let bytes = match relay {
                 Relay::AsReceived => event,
                 Relay::Rewritten(bytes) => bytes,
+                Relay::Drop if finished => break,
                 Relay::Drop => continue,
             };
             if !client_gone && tx.send(Ok(Bytes::from(bytes))).await.is_err() {
@@ -873,21 +900,16 @@ async fn relay_stream(
     let request_id = prepared.request_id.clone();
     let facts =
         CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances: &balances, provider, started, ttft };
-    let settled = settle_call(&state, facts, usage, status).await;
-    if let Err(e) = &settled {
-        tracing::error!(error = %e, %request_id, "stream settlement failed; the hold stays for the sweeper");
+    if let Err(e) = settle_call(&state, facts, usage, status).await {
+        // The hold, and the usage recorded beside it, leave the charge to the sweeper.
+        tracing::error!(error = %e, %request_id, "stream settlement left to the sweeper");
     }
     if !client_gone {
-        let error = |code: &str, message: &str| {
-            let error = json!({ "error": { "type": "api_error", "code": code, "message": message, "param": null } });
-            Bytes::from(format!("data: {error}\n\n"))
-        };
-        let end = if settled.is_err() {
-            error("billing_unavailable", "the call could not be billed; try again shortly")
-        } else if finished && !failed {
+        let end = if complete {
             Bytes::from_static(b"data: [DONE]\n\n")
         } else {
-            error("upstream_error", "the model provider ended the stream early")
+            let error = json!({ "error": { "type": "api_error", "code": "upstream_error", "message": "the model provider ended the stream early", "param": null } });
+            Bytes::from(format!("data: {error}\n\n"))
         };
         let _ = tx.send(Ok(end)).await;
     }

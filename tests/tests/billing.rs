@@ -18,6 +18,7 @@ on_both_stores!(
     stale_holds_are_swept_and_released_once,
     stale_holds_of_calls_are_charged_what_they_recorded_or_in_full,
     a_settlement_that_cannot_commit_leaves_its_usage_for_the_sweeper,
+    a_late_settlement_after_the_sweeper_charged_charges_nothing_more,
     a_request_costs_one_write_before_and_one_after,
     overlapping_requests_on_one_wallet_settle_at_the_first_try,
     a_wrong_balance_hint_costs_a_retry_never_a_wrong_ledger,
@@ -226,6 +227,33 @@ impl shared::store::ItemStore for AlwaysBusy {
     }
 }
 
+async fn a_late_settlement_after_the_sweeper_charged_charges_nothing_more(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let user = funded_user(&api, "late@example.in", 100).await?;
+    let hints = BalanceHints::default();
+    let store = api.state.store.as_ref();
+    let call = billing::HeldCall {
+        request_id: "req_late".into(),
+        key_id: "key_late".into(),
+        model: "llama-3.1-8b".into(),
+        prompt_tokens: 100,
+        completion_tokens: 50,
+    };
+    let hold = billing::place_call_hold(store, &api.clock, &hints, &user, 2 * UNITS_PER_RUPEE, &call).await?;
+    api.clock.advance(Duration::minutes(10));
+    // Two sweeper runs at once (a schedule delivered twice), then the frozen call wakes up and settles.
+    let (a, b) = tokio::join!(jobs::run(&api.state), jobs::run(&api.state));
+    // Both may report the hold settled (the second finds the first one's entry); the ledger shows one charge.
+    assert!(a?.stale_holds.charged + b?.stale_holds.charged >= 1);
+    let late = settle(&api, &hints, &hold, UNITS_PER_RUPEE).await?;
+    assert_eq!((late.cost, late.status.as_str()), (2 * UNITS_PER_RUPEE, "settled_by_sweeper"), "the sweeper's entry");
+    let expected = 98 * UNITS_PER_RUPEE;
+    assert_eq!(api.ledger_checked_balance(&user).await?, expected);
+    let dump = api.dump().await?;
+    assert_eq!(dump.lines().filter(|l| l.contains(" USAGE#")).count(), 1, "{dump}");
+    Ok(())
+}
+
 async fn a_settlement_that_cannot_commit_leaves_its_usage_for_the_sweeper(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "busy@example.in", 100).await?;
@@ -270,11 +298,12 @@ async fn stale_holds_are_swept_and_released_once(backend: Backend) -> TestResult
     let wallet = store.wallet(&user).await?;
     assert_eq!((wallet.held, wallet.available), (10 * UNITS_PER_RUPEE, 90 * UNITS_PER_RUPEE));
 
-    // The late request still settles, charging only what is available.
-    assert_eq!(settle(&api, &hints, &stale, 5 * UNITS_PER_RUPEE).await?.cost, 5 * UNITS_PER_RUPEE);
+    // A settlement arriving after its hold was swept changes nothing: the sweeper's decision stands (a
+    // hold with a call on record is charged by it, so settling again would charge twice).
+    assert_eq!(settle(&api, &hints, &stale, 5 * UNITS_PER_RUPEE).await?.cost, 0);
     settle(&api, &hints, &fresh, 10 * UNITS_PER_RUPEE).await?;
     let wallet = store.wallet(&user).await?;
-    assert_eq!((wallet.balance, wallet.held, wallet.available), (85 * UNITS_PER_RUPEE, 0, 85 * UNITS_PER_RUPEE));
+    assert_eq!((wallet.balance, wallet.held, wallet.available), (90 * UNITS_PER_RUPEE, 0, 90 * UNITS_PER_RUPEE));
     api.ledger_checked_balance(&user).await?;
     Ok(())
 }

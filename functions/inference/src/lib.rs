@@ -106,8 +106,13 @@ async fn serve(
         // call nor its settlement.
         let call_state = state.clone();
         let call = tokio::spawn(async move {
+            let request_id = prepared.request_id.clone();
             let gateway = call_state.gateway()?;
-            inference::call(&call_state, gateway, owner, prepared).await
+            let answer = inference::call(&call_state, gateway, owner, prepared).await;
+            if let Err(e) = &answer {
+                tracing::info!(%request_id, error = %e, "inference call failed");
+            }
+            answer
         });
         let answer = call.await.map_err(|e| ApiError::Internal(format!("inference call: {e}")))??;
         match answer {
