@@ -48,6 +48,8 @@ const CLOSED: &str = "closed";
 /// Backoff between settlement attempts on a busy wallet: doubling from the first to the last.
 const SETTLE_BACKOFF_FIRST: std::time::Duration = std::time::Duration::from_millis(1);
 const SETTLE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+/// After this many lost races on a busy wallet, a settlement records what its call used (for the sweeper).
+const RECORD_AFTER_CONFLICTS: u32 = 3;
 
 /// The latest wallet balance this process has seen per user, used as a settlement's expected balance.
 ///
@@ -284,6 +286,7 @@ pub async fn settle<S: ItemStore + ?Sized>(
     let mut expected_balance = hints.get(&hold.user_id).unwrap_or(hold.balance);
     let mut backoff: Option<std::time::Duration> = None;
     let mut recorded = false;
+    let mut conflicts = 0u32;
     loop {
         let wallet = Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK)
             .add("balance", -charge)
@@ -334,7 +337,11 @@ pub async fn settle<S: ItemStore + ?Sized>(
                 if let Some(done) = store.get(Table::Main, &user_pk(&hold.user_id), &usage_key).await? {
                     return Ok(done.record()?);
                 }
-                // Another balance change got in first, or the hold was swept: look at the wallet again.
+                // Another balance change got in first, or the hold was swept. Back off first, then look at
+                // the wallet again and retry at once: the balance read right before the retry is the one
+                // with a chance to win.
+                conflicts += 1;
+                backoff = wait_before_retry(backoff, deadline).await?;
                 let current = store.get(Table::Main, &user_pk(&hold.user_id), WALLET_SK).await?;
                 let Some(current) = current else { return Err(ApiError::Internal("wallet vanished".into())) };
                 expected_balance = current.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
@@ -345,9 +352,9 @@ pub async fn settle<S: ItemStore + ?Sized>(
                     tracing::warn!(request_id = %usage.id, hold_id = %hold.id, "the hold was already swept");
                     return Ok(UsageRecord { cost: 0, ..usage });
                 }
-                // A busy wallet: from now on what the call used is on record, so that even if this
+                // A wallet this busy: from now on what the call used is on record, so that even if this
                 // invocation ends before the settlement commits, the sweeper charges it.
-                if !recorded && !current.attrs.contains_key(&hold.usage_attr()) {
+                if conflicts >= RECORD_AFTER_CONFLICTS && !recorded && !current.attrs.contains_key(&hold.usage_attr()) {
                     recorded = record_pending(store, hold, charge, &usage).await.is_ok();
                 }
             }
@@ -358,20 +365,28 @@ pub async fn settle<S: ItemStore + ?Sized>(
                 if !recorded {
                     recorded = record_pending(store, hold, charge, &usage).await.is_ok();
                 }
-                if backoff.is_some_and(|wait| std::time::Instant::now() + wait > deadline) {
-                    return Err(e.into());
-                }
+                backoff = match wait_before_retry(backoff, deadline).await {
+                    Ok(next) => next,
+                    Err(_) => return Err(e.into()),
+                };
             }
         }
-        // The first retry is immediate (a fresh balance usually wins); later ones back off.
-        if let Some(wait) = backoff {
-            if std::time::Instant::now() + wait > deadline {
-                return Err(ApiError::Unavailable("the wallet is too busy to settle this request".into()));
-            }
-            tokio::time::sleep(wait).await;
-        }
-        backoff = Some(backoff.map_or(SETTLE_BACKOFF_FIRST, |wait| (wait * 2).min(SETTLE_BACKOFF_MAX)));
     }
+}
+
+/// Waits before a settlement's next attempt: not at all the first time (a fresh balance usually wins), then
+/// doubling; `Unavailable` once the deadline would pass. Returns the next wait.
+async fn wait_before_retry(
+    backoff: Option<std::time::Duration>,
+    deadline: std::time::Instant,
+) -> ApiResult<Option<std::time::Duration>> {
+    if let Some(wait) = backoff {
+        if std::time::Instant::now() + wait > deadline {
+            return Err(ApiError::Unavailable("the wallet is too busy to settle this request".into()));
+        }
+        tokio::time::sleep(wait).await;
+    }
+    Ok(Some(backoff.map_or(SETTLE_BACKOFF_FIRST, |wait| (wait * 2).min(SETTLE_BACKOFF_MAX))))
 }
 
 /// Records what a call used beside its hold, for the sweeper; only while the hold is still there.

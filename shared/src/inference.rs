@@ -913,6 +913,21 @@ async fn relay_stream(
         };
         let _ = tx.send(Ok(end)).await;
     }
+    drop(tx);
+    // Read the provider's stream to its end (normally nothing follows `[DONE]`), briefly and boundedly, so
+    // that its connection goes back to the pool instead of being dropped mid-body.
+    if finished && !upstream_ended {
+        let rest = async {
+            let mut read = 0usize;
+            while let Some(Ok(chunk)) = upstream.next().await {
+                read += chunk.len();
+                if read > MAX_EVENT_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), rest).await;
+    }
 }
 
 /// What happens to one upstream event on its way to the client.
