@@ -414,29 +414,49 @@ impl ItemStore for CountingStore {
     }
 }
 
-/// A store whose client repeats every write once, as an SDK does when a write's response is lost after it
-/// committed: the first attempt applies, and the caller sees only the second attempt's answer.
-pub struct RepeatingStore {
-    inner: Arc<dyn ItemStore>,
+/// How a [`FaultyStore`] misbehaves.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// Every write is sent twice, as an SDK does when a write's response is lost after it committed: the
+    /// first attempt applies, and the caller sees only the second attempt's answer.
+    RepeatWrites,
+    /// Transactions (settlements) commit, after this long.
+    DelayTransactions(std::time::Duration),
+    /// Transactions always lose to a concurrent change (a wallet too busy to settle on).
+    TransactionsConflict,
 }
 
-impl RepeatingStore {
-    pub fn new(inner: Arc<dyn ItemStore>) -> Self {
-        Self { inner }
+/// A store that misbehaves as told; reads pass through.
+pub struct FaultyStore {
+    inner: Arc<dyn ItemStore>,
+    fault: Fault,
+}
+
+impl FaultyStore {
+    pub fn new(inner: Arc<dyn ItemStore>, fault: Fault) -> Self {
+        Self { inner, fault }
+    }
+
+    fn repeats(&self) -> bool {
+        matches!(self.fault, Fault::RepeatWrites)
     }
 }
 
 #[async_trait::async_trait]
-impl ItemStore for RepeatingStore {
+impl ItemStore for FaultyStore {
     async fn get(&self, table: shared::store::Table, pk: &str, sk: &str) -> shared::store::StoreResult<Option<Item>> {
         self.inner.get(table, pk, sk).await
     }
     async fn put(&self, put: shared::store::Put) -> shared::store::StoreResult<()> {
-        let _lost = self.inner.put(put.clone()).await;
+        if self.repeats() {
+            let _lost = self.inner.put(put.clone()).await;
+        }
         self.inner.put(put).await
     }
     async fn update(&self, update: shared::store::Update) -> shared::store::StoreResult<Item> {
-        let _lost = self.inner.update(update.clone()).await;
+        if self.repeats() {
+            let _lost = self.inner.update(update.clone()).await;
+        }
         self.inner.update(update).await
     }
     async fn delete(&self, delete: shared::store::Delete) -> shared::store::StoreResult<()> {
@@ -446,7 +466,16 @@ impl ItemStore for RepeatingStore {
         self.inner.query(query).await
     }
     async fn transact(&self, ops: Vec<shared::store::WriteOp>) -> shared::store::StoreResult<()> {
-        let _lost = self.inner.transact(ops.clone()).await;
-        self.inner.transact(ops).await
+        match self.fault {
+            Fault::RepeatWrites => {
+                let _lost = self.inner.transact(ops.clone()).await;
+                self.inner.transact(ops).await
+            }
+            Fault::DelayTransactions(wait) => {
+                tokio::time::sleep(wait).await;
+                self.inner.transact(ops).await
+            }
+            Fault::TransactionsConflict => Err(shared::store::StoreError::ConditionFailed),
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use chrono::Duration;
-use e2e::{Backend, CountingStore, TestApi, TestResult, on_both_stores};
+use e2e::{Backend, CountingStore, Fault, FaultyStore, TestApi, TestResult, on_both_stores};
 use shared::billing::{self, BalanceHints, Hold, UsageRecord};
 use shared::clock::Clock;
 use shared::money::UNITS_PER_RUPEE;
@@ -197,36 +197,6 @@ async fn stale_holds_of_calls_are_charged_what_they_recorded_or_in_full(backend:
     Ok(())
 }
 
-/// A store on which every transaction loses to a concurrent change (a wallet too busy to settle on).
-struct AlwaysBusy(Arc<dyn shared::store::ItemStore>);
-
-#[async_trait::async_trait]
-impl shared::store::ItemStore for AlwaysBusy {
-    async fn get(
-        &self,
-        table: shared::store::Table,
-        pk: &str,
-        sk: &str,
-    ) -> shared::store::StoreResult<Option<shared::store::Item>> {
-        self.0.get(table, pk, sk).await
-    }
-    async fn put(&self, put: shared::store::Put) -> shared::store::StoreResult<()> {
-        self.0.put(put).await
-    }
-    async fn update(&self, update: shared::store::Update) -> shared::store::StoreResult<shared::store::Item> {
-        self.0.update(update).await
-    }
-    async fn delete(&self, delete: shared::store::Delete) -> shared::store::StoreResult<()> {
-        self.0.delete(delete).await
-    }
-    async fn query(&self, query: shared::store::Query) -> shared::store::StoreResult<shared::store::Page> {
-        self.0.query(query).await
-    }
-    async fn transact(&self, _ops: Vec<shared::store::WriteOp>) -> shared::store::StoreResult<()> {
-        Err(shared::store::StoreError::ConditionFailed)
-    }
-}
-
 async fn a_late_settlement_after_the_sweeper_charged_charges_nothing_more(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "late@example.in", 100).await?;
@@ -258,7 +228,7 @@ async fn a_settlement_that_cannot_commit_leaves_its_usage_for_the_sweeper(backen
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "busy@example.in", 100).await?;
     let hints = BalanceHints::default();
-    let busy = AlwaysBusy(api.state.store.clone());
+    let busy = FaultyStore::new(api.state.store.clone(), Fault::TransactionsConflict);
     let call = billing::HeldCall {
         request_id: "req_busy".into(),
         key_id: "key_busy".into(),

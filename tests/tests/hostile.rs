@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use dev_server::upstream_standin::{Answer, Mode, Upstream};
-use e2e::{Backend, RepeatingStore, TestApi, TestResult, on_both_stores};
+use e2e::{Backend, Fault, FaultyStore, TestApi, TestResult, on_both_stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::catalog::Catalog;
@@ -417,43 +417,13 @@ async fn provider_side_refusals_fall_back_and_never_leak(backend: Backend) -> Te
     Ok(())
 }
 
-/// A store whose transactions (settlements) take 300 ms to commit.
-struct SlowSettlements(Arc<dyn shared::store::ItemStore>);
-
-#[async_trait::async_trait]
-impl shared::store::ItemStore for SlowSettlements {
-    async fn get(
-        &self,
-        table: shared::store::Table,
-        pk: &str,
-        sk: &str,
-    ) -> shared::store::StoreResult<Option<shared::store::Item>> {
-        self.0.get(table, pk, sk).await
-    }
-    async fn put(&self, put: shared::store::Put) -> shared::store::StoreResult<()> {
-        self.0.put(put).await
-    }
-    async fn update(&self, update: shared::store::Update) -> shared::store::StoreResult<shared::store::Item> {
-        self.0.update(update).await
-    }
-    async fn delete(&self, delete: shared::store::Delete) -> shared::store::StoreResult<()> {
-        self.0.delete(delete).await
-    }
-    async fn query(&self, query: shared::store::Query) -> shared::store::StoreResult<shared::store::Page> {
-        self.0.query(query).await
-    }
-    async fn transact(&self, ops: Vec<shared::store::WriteOp>) -> shared::store::StoreResult<()> {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        self.0.transact(ops).await
-    }
-}
-
 async fn a_finished_stream_is_settled_before_its_last_event(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (user, key) = customer(&api, "settled@example.in", 100).await?;
     api.cerebras.set_answer(Answer::Tokens(400));
     let mut state = api.state.clone();
-    state.store = Arc::new(SlowSettlements(api.state.store.clone()));
+    let slow = Fault::DelayTransactions(std::time::Duration::from_millis(300));
+    state.store = Arc::new(FaultyStore::new(api.state.store.clone(), slow));
     let gateway = api.state.gateway()?;
     let owner = gateway.authenticate(&state, Some(&key)).await?;
     let model = Catalog::builtin()?.model("llama-3.1-8b").cloned().ok_or("model")?;
@@ -490,7 +460,7 @@ async fn repeated_writes_after_lost_answers_hold_and_charge_once(backend: Backen
     let api = TestApi::start(backend).await?;
     let (user, key) = customer(&api, "repeats@example.in", 100).await?;
     let mut state = api.state.clone();
-    state.store = Arc::new(RepeatingStore::new(api.state.store.clone()));
+    state.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::RepeatWrites));
     let gateway = api.state.gateway()?;
     let owner = gateway.authenticate(&state, Some(&key)).await?;
     let before = api.ledger_checked_balance(&user).await?;
