@@ -436,15 +436,15 @@ impl Prepared {
             for param in OUTPUT_CAP_PARAMS {
                 fields.remove(param);
             }
-            let cap_params: &[String] = match self.endpoint {
-                Endpoint::ChatCompletions => &route.output_cap_params,
-                Endpoint::Completions => &[],
-            };
-            if cap_params.is_empty() {
-                fields.insert("max_tokens".into(), json!(self.max_tokens));
-            }
-            for param in cap_params {
-                fields.insert(param.clone(), json!(self.max_tokens));
+            match self.endpoint {
+                Endpoint::ChatCompletions => {
+                    for param in &route.output_cap_params {
+                        fields.insert(param.clone(), json!(self.max_tokens));
+                    }
+                }
+                Endpoint::Completions => {
+                    fields.insert("max_tokens".into(), json!(self.max_tokens));
+                }
             }
             fields.insert("stream".into(), json!(self.stream));
             if self.stream {
@@ -862,6 +862,7 @@ async fn relay_stream(
             let bytes = match relay {
                 Relay::AsReceived => event,
                 Relay::Rewritten(bytes) => bytes,
+                // `[DONE]` ends the reading; nothing after it is relayed.
                 Relay::Drop if finished => break,
                 Relay::Drop => continue,
             };
@@ -869,22 +870,19 @@ async fn relay_stream(
                 client_gone = true;
                 drain_started = Some(Instant::now());
             }
-            if finished {
-                break;
-            }
         }
         if upstream_ended {
             break;
         }
     }
+    let complete = finished && !failed;
     let status = if client_gone {
         "client_disconnected"
-    } else if finished && !failed {
+    } else if complete {
         "ok"
     } else {
         "upstream_error"
     };
-    let complete = finished && !failed;
     let usage = match usage {
         // The provider's report, unless the stream did not end cleanly: a report seen before a cut may be
         // partial (or a decoy), so then the call costs at least its upper bound.
@@ -939,23 +937,58 @@ enum Relay {
     Drop,
 }
 
-/// SSE events end with a blank line (`\n\n`, or `\r\n\r\n` from servers that write CRLF).
+/// SSE events end with a blank line (`\n\n`, or `\r\n\r\n` from servers that write CRLF): one pass over
+/// the line ends.
 fn find_event_end(buffer: &[u8]) -> Option<usize> {
-    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = buffer.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    let mut lines = buffer.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i);
+    let mut previous = lines.next()?;
+    for end in lines {
+        // The line between two line ends is empty (or a lone `\r`).
+        if end == previous + 1 || (end == previous + 2 && buffer[previous + 1] == b'\r') {
+            return Some(end + 1);
+        }
+        previous = end;
+    }
+    None
+}
+
+/// The data of an event: its `data:` lines joined by newlines, as the SSE specification reads them
+/// (borrowed in the usual case of a single line).
+fn event_data(event: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    let text = std::str::from_utf8(event).ok()?;
+    let mut lines = text.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| d.strip_prefix(' ').unwrap_or(d));
+    let first = lines.next()?;
+    match lines.next() {
+        None => Some(std::borrow::Cow::Borrowed(first.trim())),
+        Some(second) => {
+            let mut joined = [first, second].join("\n");
+            for line in lines {
+                joined.push('\n');
+                joined.push_str(line);
+            }
+            Some(std::borrow::Cow::Owned(joined.trim().to_owned()))
+        }
     }
 }
 
-/// The data of an event: its `data:` lines joined by newlines, as the SSE specification reads them.
-fn event_data(event: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(event).ok()?;
-    let lines: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| d.strip_prefix(' ').unwrap_or(d).trim_end_matches('\r'))
-        .collect();
-    (!lines.is_empty()).then(|| lines.join("\n").trim().to_owned())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_end_at_a_blank_line_in_either_framing() {
+        assert_eq!(find_event_end(b"data: a\n\ndata: b\n\n"), Some(9));
+        assert_eq!(find_event_end(b"data: a\r\n\r\ndata: b"), Some(11));
+        assert_eq!(find_event_end(b"data: a\ndata: b\n"), None);
+        assert_eq!(find_event_end(b"data: a\r\n"), None);
+        assert_eq!(find_event_end(b""), None);
+    }
+
+    #[test]
+    fn event_data_joins_its_data_lines() {
+        assert_eq!(event_data(b"data: {\"a\":1}\n\n").as_deref(), Some("{\"a\":1}"));
+        assert_eq!(event_data(b"data:[DONE]\r\n\r\n").as_deref(), Some("[DONE]"));
+        assert_eq!(event_data(b"event: x\ndata: {\"a\":\ndata: 1}\n\n").as_deref(), Some("{\"a\":\n1}"));
+        assert_eq!(event_data(b": comment\n\n"), None);
+    }
 }

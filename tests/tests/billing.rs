@@ -69,6 +69,17 @@ fn far(api: &TestApi) -> billing::Expiries {
     billing::Expiries { usage: far, ledger: far }
 }
 
+/// The call record a gateway writes with its hold: a llama-3.1-8b call bounded at 100 + 50 tokens.
+fn held_call(request_id: &str) -> billing::HeldCall {
+    billing::HeldCall {
+        request_id: request_id.into(),
+        key_id: "key_tests".into(),
+        model: "llama-3.1-8b".into(),
+        prompt_tokens: 100,
+        completion_tokens: 50,
+    }
+}
+
 fn deadline() -> std::time::Instant {
     std::time::Instant::now() + std::time::Duration::from_secs(30)
 }
@@ -164,16 +175,9 @@ async fn stale_holds_of_calls_are_charged_what_they_recorded_or_in_full(backend:
     let user = funded_user(&api, "died@example.in", 100).await?;
     let hints = BalanceHints::default();
     let store = api.state.store.as_ref();
-    let call = |request_id: &str| billing::HeldCall {
-        request_id: request_id.into(),
-        key_id: "key_died".into(),
-        model: "llama-3.1-8b".into(),
-        prompt_tokens: 100,
-        completion_tokens: 50,
-    };
-    let unknown =
-        billing::place_call_hold(store, &api.clock, &hints, &user, 2 * UNITS_PER_RUPEE, &call("req_a")).await?;
-    let known = billing::place_call_hold(store, &api.clock, &hints, &user, 3 * UNITS_PER_RUPEE, &call("req_b")).await?;
+    billing::place_call_hold(store, &api.clock, &hints, &user, 2 * UNITS_PER_RUPEE, &held_call("req_a")).await?;
+    let known =
+        billing::place_call_hold(store, &api.clock, &hints, &user, 3 * UNITS_PER_RUPEE, &held_call("req_b")).await?;
     let mut used = usage(&api, 40, 7);
     used.id = "req_b".into();
     billing::record_pending(store, &known, UNITS_PER_RUPEE / 2, &used).await?;
@@ -193,7 +197,6 @@ async fn stale_holds_of_calls_are_charged_what_they_recorded_or_in_full(backend:
         && l.contains("\"estimated\":true")));
     assert!(usage_lines.iter().any(|l| l.contains("req_b") && l.contains("\"prompt_tokens\":40")));
     assert!(!dump.contains("holdcall_") && !dump.contains("holdusage_"), "nothing of the holds is left: {dump}");
-    let _ = unknown;
     Ok(())
 }
 
@@ -202,13 +205,7 @@ async fn a_late_settlement_after_the_sweeper_charged_charges_nothing_more(backen
     let user = funded_user(&api, "late@example.in", 100).await?;
     let hints = BalanceHints::default();
     let store = api.state.store.as_ref();
-    let call = billing::HeldCall {
-        request_id: "req_late".into(),
-        key_id: "key_late".into(),
-        model: "llama-3.1-8b".into(),
-        prompt_tokens: 100,
-        completion_tokens: 50,
-    };
+    let call = held_call("req_late");
     let hold = billing::place_call_hold(store, &api.clock, &hints, &user, 2 * UNITS_PER_RUPEE, &call).await?;
     api.clock.advance(Duration::minutes(10));
     // Two sweeper runs at once (a schedule delivered twice), then the frozen call wakes up and settles.
@@ -229,13 +226,7 @@ async fn a_settlement_that_cannot_commit_leaves_its_usage_for_the_sweeper(backen
     let user = funded_user(&api, "busy@example.in", 100).await?;
     let hints = BalanceHints::default();
     let busy = FaultyStore::new(api.state.store.clone(), Fault::TransactionsConflict);
-    let call = billing::HeldCall {
-        request_id: "req_busy".into(),
-        key_id: "key_busy".into(),
-        model: "llama-3.1-8b".into(),
-        prompt_tokens: 100,
-        completion_tokens: 50,
-    };
+    let call = held_call("req_busy");
     let hold = billing::place_call_hold(&busy, &api.clock, &hints, &user, 2 * UNITS_PER_RUPEE, &call).await?;
     let mut used = usage(&api, 30, 9);
     used.id = "req_busy".into();
