@@ -11,9 +11,24 @@ use axum::response::{IntoResponse, Response};
 use shared::error::{ApiError, ApiResult};
 use shared::state::AppState;
 
-/// Every function's routes, finished into one app.
+/// Every function's routes and the local blob store's download links, finished into one app.
 pub fn app(state: AppState) -> Router {
-    let routes = Router::new()
+    shared::http::finish(routes().route(shared::blobs::LOCAL_LINK_ROUTE, axum::routing::get(local_blob_link)), state)
+}
+
+/// Every function's routes alone: what `make run` serves on an address other machines can reach.
+pub fn api_only(state: AppState) -> Router {
+    shared::http::finish(routes(), state)
+}
+
+/// Whether `make run` may mount its stand-ins (`/_razorpay`, whose dev pay route credits money without a
+/// payment; `/_upstream`; `/_blobs`): only on a loopback address, unless `INFEREX_DEV_STANDINS=1` says so.
+pub fn standins_allowed(addr: &std::net::SocketAddr, explicit: Option<bool>) -> bool {
+    explicit.unwrap_or_else(|| addr.ip().is_loopback())
+}
+
+fn routes() -> Router<AppState> {
+    Router::new()
         .merge(signup::routes())
         .merge(auth::routes())
         .merge(kyc::routes())
@@ -23,8 +38,6 @@ pub fn app(state: AppState) -> Router {
         .merge(inference::routes())
         .merge(usage::routes())
         .merge(privacy::routes())
-        .route(shared::blobs::LOCAL_LINK_ROUTE, axum::routing::get(local_blob_link));
-    shared::http::finish(routes, state)
 }
 
 #[derive(serde::Deserialize)]
@@ -48,4 +61,29 @@ async fn local_blob_link(
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv6Addr, SocketAddr};
+
+    #[test]
+    fn standins_are_mounted_on_loopback_only_unless_asked_for() {
+        let loopback: [SocketAddr; 2] =
+            [SocketAddr::from(([127, 0, 0, 1], 8080)), SocketAddr::from((Ipv6Addr::LOCALHOST, 8080))];
+        let reachable: [SocketAddr; 3] = [
+            SocketAddr::from(([0, 0, 0, 0], 8080)),
+            SocketAddr::from(([10, 1, 2, 3], 8080)),
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 8080)),
+        ];
+        for addr in loopback {
+            assert!(standins_allowed(&addr, None), "{addr}");
+            assert!(!standins_allowed(&addr, Some(false)), "{addr}");
+        }
+        for addr in reachable {
+            assert!(!standins_allowed(&addr, None), "{addr}");
+            assert!(standins_allowed(&addr, Some(true)), "{addr}");
+        }
+    }
 }

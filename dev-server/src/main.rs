@@ -2,8 +2,10 @@
 //! under `INFEREX_DATA_DIR` (default ./.inferex). Data survives restarts.
 //!
 //! Without Razorpay credentials in the environment, a local Razorpay stand-in is mounted at `/_razorpay`
-//! and used instead, so top-ups work with no network (see the README's payment walk-through). The
-//! scheduled jobs (reconciliation) run every 15 minutes, as the deployed schedule does.
+//! and used instead, so top-ups work with no network (see the README's payment walk-through); without
+//! provider keys, a model stand-in at `/_upstream`. The stand-ins (and `/_blobs` download links) are
+//! mounted only on a loopback address unless `INFEREX_DEV_STANDINS=1`: the Razorpay stand-in's pay route
+//! credits a wallet without any payment. The scheduled jobs run every 15 minutes, as deployed.
 
 use std::net::SocketAddr;
 
@@ -36,8 +38,15 @@ async fn main() -> Result<(), BoxError> {
     let data_dir: PathBuf = var("INFEREX_DATA_DIR")?.unwrap_or_else(|| PathBuf::from(".inferex"));
     let (state, store) = AppState::embedded(&data_dir, Config::from_env()?, &format!("http://{addr}"))?;
 
+    let standins = dev_server::standins_allowed(&addr, var::<bool>("INFEREX_DEV_STANDINS")?);
+    if standins {
+        tracing::info!(%addr, "local stand-ins may be mounted (/_razorpay, /_upstream, /_blobs)");
+    } else {
+        tracing::warn!(%addr, "not a loopback address: no stand-ins are mounted; without Razorpay credentials and provider keys, top-ups and models are unavailable (INFEREX_DEV_STANDINS=1 mounts them anyway)");
+    }
     let (state, standin) = match RazorpayConfig::from_env()? {
         Some(config) => (state.with_razorpay(RazorpayClient::new(config)?), None),
+        None if !standins => (state, None),
         None => {
             tracing::info!("no Razorpay credentials: using the local Razorpay stand-in at /_razorpay");
             let standin = StandIn::new(StandInConfig {
@@ -57,7 +66,8 @@ async fn main() -> Result<(), BoxError> {
     };
     // Model providers: the real ones when configured, else a local OpenAI-compatible stand-in for both.
     let mut providers = Providers::from_env()?;
-    let upstream = if var::<String>("CEREBRAS_API_KEY")?.is_none() && var::<String>("NEEVCLOUD_BASE_URL")?.is_none() {
+    let no_providers = var::<String>("CEREBRAS_API_KEY")?.is_none() && var::<String>("NEEVCLOUD_BASE_URL")?.is_none();
+    let upstream = if standins && no_providers {
         tracing::info!("no provider keys: using the local model stand-in at /_upstream");
         for name in ["cerebras", "neevcloud"] {
             providers.insert(Provider {
@@ -71,7 +81,7 @@ async fn main() -> Result<(), BoxError> {
         None
     };
     let state = state.with_gateway(Gateway::new(Catalog::builtin()?, providers)?);
-    let mut app = dev_server::app(state.clone());
+    let mut app = if standins { dev_server::app(state.clone()) } else { dev_server::api_only(state.clone()) };
     if let Some(standin) = standin {
         app = app.nest("/_razorpay", razorpay_standin::router(standin));
     }

@@ -77,9 +77,14 @@ impl StandIn {
         }
     }
 
-    /// Makes `POST /v1/orders` answer 500 (an outage), or stop doing so.
+    /// Makes the API (orders and payments) answer 500, as in an outage, or stop doing so.
     pub fn set_failing(&self, failing: bool) {
         self.books().failing = failing;
+    }
+
+    /// Forgets an order, as Razorpay does not know orders made under other keys: reads of it answer 400.
+    pub fn forget_order(&self, order_id: &str) {
+        self.books().orders.remove(order_id);
     }
 
     pub fn order(&self, order_id: &str) -> Option<Order> {
@@ -239,6 +244,9 @@ async fn order_payments(State(standin): State<StandIn>, headers: HeaderMap, Path
         return error(StatusCode::UNAUTHORIZED, "Authentication failed");
     }
     let books = standin.books();
+    if books.failing {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "We are facing some trouble completing your request");
+    }
     if !books.orders.contains_key(&order_id) {
         return error(StatusCode::BAD_REQUEST, "The id provided does not exist");
     }

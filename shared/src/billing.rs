@@ -430,6 +430,8 @@ pub struct SweepReport {
     pub charged: usize,
     /// Given back: holds with no call on record.
     pub released: usize,
+    /// The sweep stopped at its time budget; the next run goes on.
+    pub out_of_time: bool,
 }
 
 /// Settles every hold older than `older_than` (more than the inference function can run): their calls
@@ -439,13 +441,20 @@ pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
     clock: &dyn Clock,
     config: &crate::config::Config,
     older_than: Duration,
+    budget: std::time::Duration,
 ) -> ApiResult<SweepReport> {
+    let started = std::time::Instant::now();
     let cutoff = format!("{:013}", (clock.now() - older_than).timestamp_millis().max(0));
     let mut report = SweepReport::default();
     let mut after = None;
     loop {
         let page = store.query(Query::new(Table::Main, WALLETS_PK).limit(500).after(after)).await?;
         for wallet in &page.items {
+            if started.elapsed() >= budget {
+                tracing::warn!("the stale-hold sweep ran out of time; the next run goes on");
+                report.out_of_time = true;
+                return Ok(report);
+            }
             let user_id = wallet.sk.as_str();
             let item = match store.get(Table::Main, &user_pk(user_id), WALLET_SK).await {
                 Ok(Some(item)) => item,

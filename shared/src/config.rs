@@ -27,7 +27,8 @@ pub struct Config {
     /// `KYC_MODE`: `auto` (valid and unique submissions are verified at once; the local default) or
     /// `manual` (submissions wait for an operator's decision).
     pub kyc_mode: KycMode,
-    /// `INFEREX_ADMIN_TOKEN`: bearer token of the operator endpoints; they answer 404 while it is unset.
+    /// `INFEREX_ADMIN_TOKEN` (local runs only; at least 32 characters): bearer token of the operator
+    /// endpoints; they answer 404 while it is unset. In AWS the token is a Secrets Manager secret.
     pub admin_token: Option<SecretString>,
     /// `INFEREX_TOPUP_MIN_PAISE` / `INFEREX_TOPUP_MAX_PAISE`: accepted top-up amounts (₹100 to ₹5,00,000).
     pub topup_min_paise: i64,
@@ -127,7 +128,17 @@ impl Config {
             login_window: positive_seconds("INFEREX_LOGIN_WINDOW_SECONDS", defaults.login_window)?,
             trust_forwarded_for: var::<bool>("INFEREX_TRUST_X_FORWARDED_FOR")?.unwrap_or(false),
             kyc_mode: var::<KycMode>("KYC_MODE")?.unwrap_or(defaults.kyc_mode),
-            admin_token: var::<String>("INFEREX_ADMIN_TOKEN")?.map(SecretString::new),
+            admin_token: match var::<String>("INFEREX_ADMIN_TOKEN")? {
+                Some(raw) => Some(
+                    crate::runtime_secrets::checked(
+                        "INFEREX_ADMIN_TOKEN",
+                        &raw,
+                        crate::runtime_secrets::MIN_OPERATOR_TOKEN,
+                    )
+                    .map_err(|e| ConfigError { name: "INFEREX_ADMIN_TOKEN".into(), reason: e.to_string() })?,
+                ),
+                None => None,
+            },
             topup_min_paise: var::<i64>("INFEREX_TOPUP_MIN_PAISE")?.unwrap_or(defaults.topup_min_paise),
             topup_max_paise: var::<i64>("INFEREX_TOPUP_MAX_PAISE")?.unwrap_or(defaults.topup_max_paise),
             retention: Retention::from_env()?,

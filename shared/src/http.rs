@@ -258,9 +258,10 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(expected) = &state.config.admin_token else {
+        let Some(token) = &state.operator_token else {
             return Err(route_not_found(parts.method.clone(), parts.uri.clone()).await);
         };
+        let expected = token.current().await;
         let presented = parts
             .headers
             .get(header::AUTHORIZATION)

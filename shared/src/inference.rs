@@ -16,6 +16,7 @@ use crate::catalog::{Catalog, Model, OUTPUT_CAP_PARAMS, Route};
 use crate::config::var;
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{KeyOwner, KeyStore};
+use crate::runtime_secrets::{self, MIN_PROVIDER_KEY, Rotating, SecretSource};
 use crate::secrets::{SecretString, sha256_hex};
 use crate::state::AppState;
 
@@ -43,7 +44,15 @@ pub const MAX_INFERENCE_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub struct Provider {
     pub name: String,
     pub base_url: String,
-    pub api_key: Option<SecretString>,
+    pub api_key: Option<Arc<Rotating<SecretString>>>,
+}
+
+/// A provider key from the local environment, checked like every secret.
+fn provider_key_from_env(name: &str) -> Result<Option<Arc<Rotating<SecretString>>>, crate::config::ConfigError> {
+    let Some(raw) = var::<String>(name)? else { return Ok(None) };
+    let key = runtime_secrets::checked(name, &raw, MIN_PROVIDER_KEY)
+        .map_err(|e| crate::config::ConfigError { name: name.to_owned(), reason: e.to_string() })?;
+    Ok(Some(Arc::new(Rotating::fixed(key, Arc::new(crate::clock::SystemClock)))))
 }
 
 /// Upstreams by name: `cerebras` (`CEREBRAS_API_KEY`, `CEREBRAS_BASE_URL`, default
@@ -61,14 +70,42 @@ impl Providers {
         providers.insert(Provider {
             name: "cerebras".into(),
             base_url: cerebras_url,
-            api_key: var::<String>("CEREBRAS_API_KEY")?.map(SecretString::new),
+            api_key: provider_key_from_env("CEREBRAS_API_KEY")?,
         });
         if let Some(url) = var::<String>("NEEVCLOUD_BASE_URL")? {
             providers.insert(Provider {
                 name: "neevcloud".into(),
                 base_url: url,
-                api_key: var::<String>("NEEVCLOUD_API_KEY")?.map(SecretString::new),
+                api_key: provider_key_from_env("NEEVCLOUD_API_KEY")?,
             });
+        }
+        Ok(providers)
+    }
+
+    /// In AWS: base URLs from the environment as above, keys from the Secrets Manager secret
+    /// `{"cerebras": "…", "neevcloud": "…"}` (the second only while `NEEVCLOUD_BASE_URL` is set); each key is
+    /// checked at start and refreshed like every secret.
+    pub async fn from_secret(
+        source: Arc<dyn SecretSource>,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Result<Self, crate::state::BoxError> {
+        let mut providers = Self::from_env()?;
+        let names: Vec<String> = providers.by_name.keys().cloned().collect();
+        for name in names {
+            let field = name.clone();
+            let parse = move |raw: &str| {
+                let keys: HashMap<String, String> =
+                    serde_json::from_str(raw).map_err(|_| runtime_secrets::SecretError::Malformed {
+                        name: "the provider keys secret".into(),
+                        reason: "expected JSON {\"cerebras\": \"…\", \"neevcloud\": \"…\"}".into(),
+                    })?;
+                let value = keys.get(&field).map(String::as_str).unwrap_or_default();
+                runtime_secrets::checked(&format!("the provider keys secret's {field}"), value, MIN_PROVIDER_KEY)
+            };
+            let key = Rotating::load(Arc::clone(&source), parse, Arc::clone(&clock)).await?;
+            if let Some(provider) = providers.by_name.get_mut(&name) {
+                provider.api_key = Some(Arc::new(key));
+            }
         }
         Ok(providers)
     }
@@ -614,7 +651,7 @@ async fn forward(gateway: &Gateway, prepared: &Prepared) -> ApiResult<Attempt> {
         // The timeout covers the whole answer, body included; a stream is bounded by the deadline alone.
         request = request.timeout(if prepared.stream { time_left } else { time_left.min(NON_STREAMING_TIMEOUT) });
         if let Some(key) = &provider.api_key {
-            request = request.bearer_auth(key.expose());
+            request = request.bearer_auth(key.current().await.expose());
         }
         let response = match request.send().await {
             Ok(response) => response,

@@ -18,6 +18,7 @@ pub mod passwords;
 pub mod privacy;
 pub mod razorpay;
 pub mod retention;
+pub mod runtime_secrets;
 pub mod secrets;
 pub mod state;
 pub mod store;

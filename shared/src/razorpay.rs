@@ -2,6 +2,7 @@
 //! Facts: amounts are integer paise; webhook signature = hex HMAC-SHA256(webhook secret, raw body);
 //! Checkout signature = hex HMAC-SHA256(key secret, order_id + "|" + payment_id).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -9,8 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
+use crate::clock::SystemClock;
 use crate::config::var;
 use crate::error::ApiError;
+use crate::runtime_secrets::{self, MIN_RAZORPAY_KEY_SECRET, MIN_WEBHOOK_SECRET, Rotating, SecretError};
 use crate::secrets::{SecretString, constant_time_eq};
 
 pub const DEFAULT_API_BASE: &str = "https://api.razorpay.com";
@@ -25,26 +28,76 @@ pub struct RazorpayConfig {
 }
 
 impl RazorpayConfig {
-    /// `RAZORPAY_KEY_ID`, `RAZORPAY_KEY_SECRET`, `RAZORPAY_WEBHOOK_SECRET` (all or none) and
-    /// `RAZORPAY_API_BASE`.
+    /// `RAZORPAY_KEY_ID`, `RAZORPAY_KEY_SECRET`, `RAZORPAY_WEBHOOK_SECRET` (all or none, each checked) and
+    /// `RAZORPAY_API_BASE`: the local configuration. In AWS the keys come from Secrets Manager instead.
     pub fn from_env() -> Result<Option<Self>, crate::config::ConfigError> {
         let key_id = var::<String>("RAZORPAY_KEY_ID")?;
         let key_secret = var::<String>("RAZORPAY_KEY_SECRET")?;
         let webhook_secret = var::<String>("RAZORPAY_WEBHOOK_SECRET")?;
-        let api_base = var::<String>("RAZORPAY_API_BASE")?.unwrap_or_else(|| DEFAULT_API_BASE.into());
         match (key_id, key_secret, webhook_secret) {
-            (Some(key_id), Some(key_secret), Some(webhook_secret)) => Ok(Some(Self {
-                key_id,
-                key_secret: SecretString::new(key_secret),
-                webhook_secret: SecretString::new(webhook_secret),
-                api_base,
-            })),
+            (Some(key_id), Some(key_secret), Some(webhook_secret)) => {
+                let stored = StoredKeys { key_id, key_secret, webhook_secret };
+                stored
+                    .checked("RAZORPAY_*", api_base()?)
+                    .map(Some)
+                    .map_err(|e| crate::config::ConfigError { name: "RAZORPAY_KEY_ID".into(), reason: e.to_string() })
+            }
             (None, None, None) => Ok(None),
             _ => Err(crate::config::ConfigError {
                 name: "RAZORPAY_KEY_ID".into(),
                 reason: "set RAZORPAY_KEY_ID, RAZORPAY_KEY_SECRET and RAZORPAY_WEBHOOK_SECRET together".into(),
             }),
         }
+    }
+
+    /// Parses and checks the Secrets Manager secret `{"key_id", "key_secret", "webhook_secret"}`.
+    pub fn from_secret_json(name: &str, raw: &str, api_base: &str) -> Result<Self, SecretError> {
+        let stored: StoredKeys = serde_json::from_str(raw).map_err(|_| SecretError::Malformed {
+            name: name.to_owned(),
+            reason: "expected JSON {\"key_id\": \"rzp_live_…\", \"key_secret\": \"…\", \"webhook_secret\": \"…\"}"
+                .into(),
+        })?;
+        stored.checked(name, api_base.to_owned())
+    }
+}
+
+/// `RAZORPAY_API_BASE`, else Razorpay's API.
+pub fn api_base() -> Result<String, crate::config::ConfigError> {
+    Ok(var::<String>("RAZORPAY_API_BASE")?.unwrap_or_else(|| DEFAULT_API_BASE.into()))
+}
+
+/// The keys as stored: checked before use.
+#[derive(Deserialize)]
+struct StoredKeys {
+    key_id: String,
+    key_secret: String,
+    webhook_secret: String,
+}
+
+impl StoredKeys {
+    fn checked(self, name: &str, api_base: String) -> Result<RazorpayConfig, SecretError> {
+        let key_id = runtime_secrets::checked(&format!("{name} key_id"), &self.key_id, 14)?;
+        let mode = key_id.expose().strip_prefix("rzp_live_").or_else(|| key_id.expose().strip_prefix("rzp_test_"));
+        if mode.is_none_or(|rest| !rest.chars().all(|c| c.is_ascii_alphanumeric())) {
+            return Err(SecretError::Malformed {
+                name: format!("{name} key_id"),
+                reason: "a Razorpay key id starts with rzp_live_ or rzp_test_".into(),
+            });
+        }
+        Ok(RazorpayConfig {
+            key_id: key_id.expose().to_owned(),
+            key_secret: runtime_secrets::checked(
+                &format!("{name} key_secret"),
+                &self.key_secret,
+                MIN_RAZORPAY_KEY_SECRET,
+            )?,
+            webhook_secret: runtime_secrets::checked(
+                &format!("{name} webhook_secret"),
+                &self.webhook_secret,
+                MIN_WEBHOOK_SECRET,
+            )?,
+            api_base,
+        })
     }
 }
 
@@ -65,7 +118,11 @@ pub fn webhook_signature(webhook_secret: &str, raw_body: &[u8]) -> String {
     hmac_hex(webhook_secret, &[raw_body])
 }
 
+/// Never true for an empty secret: an unset secret verifies nothing.
 pub fn verify_webhook_signature(webhook_secret: &str, raw_body: &[u8], presented: &str) -> bool {
+    if webhook_secret.is_empty() {
+        return false;
+    }
     let expected = webhook_signature(webhook_secret, raw_body);
     !presented.is_empty() && constant_time_eq(expected.as_bytes(), presented.trim().to_ascii_lowercase().as_bytes())
 }
@@ -76,6 +133,9 @@ pub fn checkout_signature(key_secret: &str, order_id: &str, payment_id: &str) ->
 }
 
 pub fn verify_checkout_signature(key_secret: &str, order_id: &str, payment_id: &str, presented: &str) -> bool {
+    if key_secret.is_empty() {
+        return false;
+    }
     let expected = checkout_signature(key_secret, order_id, payment_id);
     !presented.is_empty() && constant_time_eq(expected.as_bytes(), presented.trim().to_ascii_lowercase().as_bytes())
 }
@@ -205,34 +265,64 @@ impl From<RazorpayError> for ApiError {
     }
 }
 
-/// The Razorpay REST client. Build it once per process: it holds the connection pool.
+/// The Razorpay REST client. Build it once per process: it holds the connection pool and the keys (in AWS
+/// re-read from Secrets Manager every few minutes).
 #[derive(Debug, Clone)]
 pub struct RazorpayClient {
     http: reqwest::Client,
-    config: RazorpayConfig,
+    config: Arc<Rotating<RazorpayConfig>>,
 }
 
 impl RazorpayClient {
+    /// A client with fixed keys (local runs and tests).
     pub fn new(config: RazorpayConfig) -> Result<Self, RazorpayError> {
+        Self::with_keys(Rotating::fixed(config, Arc::new(SystemClock)))
+    }
+
+    /// A client whose keys follow their secret.
+    pub fn with_keys(config: Rotating<RazorpayConfig>) -> Result<Self, RazorpayError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(8))
             .build()
             .map_err(|e| RazorpayError::Transport(e.to_string()))?;
-        Ok(Self { http, config })
+        Ok(Self { http, config: Arc::new(config) })
     }
 
-    pub fn config(&self) -> &RazorpayConfig {
-        &self.config
+    pub async fn config(&self) -> Arc<RazorpayConfig> {
+        self.config.current().await
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.config.api_base.trim_end_matches('/'))
+    /// Checks a webhook's signature; when it fails, the secret is re-read once (it may just have been
+    /// rotated) and the check repeated.
+    pub async fn verify_webhook(&self, raw_body: &[u8], presented: &str) -> bool {
+        if verify_webhook_signature(self.config().await.webhook_secret.expose(), raw_body, presented) {
+            return true;
+        }
+        match self.config.reread_early().await {
+            Some(config) => verify_webhook_signature(config.webhook_secret.expose(), raw_body, presented),
+            None => false,
+        }
     }
 
-    async fn send<T: serde::de::DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, RazorpayError> {
-        let response = request
-            .basic_auth(&self.config.key_id, Some(self.config.key_secret.expose()))
+    /// Checks the Checkout handler's signature, with the same one re-read as webhooks.
+    pub async fn verify_checkout(&self, order_id: &str, payment_id: &str, presented: &str) -> bool {
+        let verify = |config: &RazorpayConfig| {
+            verify_checkout_signature(config.key_secret.expose(), order_id, payment_id, presented)
+        };
+        if verify(&*self.config().await) {
+            return true;
+        }
+        self.config.reread_early().await.is_some_and(|config| verify(&config))
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        request: impl FnOnce(&str) -> reqwest::RequestBuilder,
+    ) -> Result<T, RazorpayError> {
+        let config = self.config().await;
+        let response = request(config.api_base.trim_end_matches('/'))
+            .basic_auth(&config.key_id, Some(config.key_secret.expose()))
             .send()
             .await
             .map_err(|e| RazorpayError::Transport(e.to_string()))?;
@@ -246,16 +336,16 @@ impl RazorpayClient {
     }
 
     pub async fn create_order(&self, order: &NewOrder) -> Result<Order, RazorpayError> {
-        self.send(self.http.post(self.url("/v1/orders")).json(order)).await
+        self.send(|base| self.http.post(format!("{base}/v1/orders")).json(order)).await
     }
 
     pub async fn payment(&self, payment_id: &str) -> Result<Payment, RazorpayError> {
-        self.send(self.http.get(self.url(&format!("/v1/payments/{payment_id}")))).await
+        self.send(|base| self.http.get(format!("{base}/v1/payments/{payment_id}"))).await
     }
 
     pub async fn order_payments(&self, order_id: &str) -> Result<Vec<Payment>, RazorpayError> {
         let collection: Collection<Payment> =
-            self.send(self.http.get(self.url(&format!("/v1/orders/{order_id}/payments")))).await?;
+            self.send(|base| self.http.get(format!("{base}/v1/orders/{order_id}/payments"))).await?;
         Ok(collection.items)
     }
 }
@@ -275,10 +365,24 @@ mod tests {
         assert!(verify_webhook_signature("inferex_test_webhook_secret", FIXTURE, &expected.to_uppercase()));
         assert!(!verify_webhook_signature("another_secret", FIXTURE, expected));
         assert!(!verify_webhook_signature("inferex_test_webhook_secret", FIXTURE, ""));
+        // An unset secret verifies nothing, not even a signature made with the empty key.
+        assert!(!verify_webhook_signature("", FIXTURE, &webhook_signature("", FIXTURE)));
+        assert!(!verify_checkout_signature("", "order_1", "pay_1", &checkout_signature("", "order_1", "pay_1")));
         // One byte more (a re-serialised or newline-terminated body) is a different signature.
         let mut reformatted = FIXTURE.to_vec();
         reformatted.push(b'\n');
         assert!(!verify_webhook_signature("inferex_test_webhook_secret", &reformatted, expected));
+    }
+
+    #[test]
+    fn the_shipped_placeholder_secret_is_refused() {
+        let placeholder = r#"{"key_id":"rzp_live_REPLACE","key_secret":"REPLACE","webhook_secret":"REPLACE"}"#;
+        let refused = RazorpayConfig::from_secret_json("razorpay", placeholder, DEFAULT_API_BASE).err();
+        assert!(matches!(refused, Some(SecretError::Placeholder { .. })), "{refused:?}");
+        let real = r#"{"key_id":"rzp_live_Ab12Cd34Ef56Gh","key_secret":"kS9dLq2mVx7Tz4Rb1NwYc8Hp","webhook_secret":"w3bh00k-S3cr3t-0f-tw3nty+"}"#;
+        assert!(RazorpayConfig::from_secret_json("razorpay", real, DEFAULT_API_BASE).is_ok());
+        let not_razorpay = real.replace("rzp_live_", "key_live_");
+        assert!(RazorpayConfig::from_secret_json("razorpay", &not_razorpay, DEFAULT_API_BASE).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::config::{Config, var};
 use crate::error::ApiError;
 use crate::kyc::vault::{DataKeys, Fingerprinter, KmsDataKeys, LocalDataKeys, load_or_create_key_file};
 use crate::razorpay::{RazorpayClient, RazorpayConfig};
+use crate::runtime_secrets::{self, MIN_OPERATOR_TOKEN, Rotating, SecretSource, SecretsManagerSource};
 use crate::secrets::SecretString;
 use crate::store::ItemStore;
 use crate::store::dynamo::{DynamoStore, TableNames};
@@ -17,10 +18,11 @@ use crate::store::sqlite::SqliteStore;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The keys KYC needs: the envelope-encryption provider for the vault and the fingerprint key.
+/// The keys KYC needs: the envelope-encryption provider for the vault and, where numbers are submitted
+/// (the kyc function, the local server), the fingerprint key.
 pub struct KycKeys {
     pub data_keys: Arc<dyn DataKeys>,
-    pub fingerprinter: Fingerprinter,
+    pub fingerprinter: Option<Fingerprinter>,
 }
 
 impl KycKeys {
@@ -32,15 +34,22 @@ impl KycKeys {
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fingerprint);
         Self {
             data_keys: Arc::new(LocalDataKeys::new(master)),
-            fingerprinter: Fingerprinter::new(fingerprint.to_vec()),
+            fingerprinter: Some(Fingerprinter::new(fingerprint.to_vec())),
         }
+    }
+
+    /// The fingerprint key, or a 500 where this function was deployed without it.
+    pub fn fingerprinter(&self) -> Result<&Fingerprinter, ApiError> {
+        self.fingerprinter
+            .as_ref()
+            .ok_or_else(|| ApiError::Internal("the fingerprint key is not configured for this function".into()))
     }
 
     /// The embedded default: key files under `dir`, created on first run.
     pub fn from_key_files(dir: &Path) -> Result<Self, BoxError> {
         let master = LocalDataKeys::from_key_file(&dir.join("vault-master.key"))?;
         let fingerprint = load_or_create_key_file(&dir.join("kyc-fingerprint.key"))?;
-        Ok(Self { data_keys: Arc::new(master), fingerprinter: Fingerprinter::new(fingerprint.to_vec()) })
+        Ok(Self { data_keys: Arc::new(master), fingerprinter: Some(Fingerprinter::new(fingerprint.to_vec())) })
     }
 }
 
@@ -57,11 +66,26 @@ pub struct AppState {
     pub blobs: Option<Arc<dyn BlobStore>>,
     /// Present where inference is served (the inference function, the local server).
     pub gateway: Option<Arc<crate::inference::Gateway>>,
+    /// The operator endpoints' bearer token; while there is none they answer 404.
+    pub operator_token: Option<Arc<Rotating<SecretString>>>,
 }
 
 impl AppState {
+    /// The operator token, if any, is the configuration's (fixed); in AWS [`AppState::for_lambda`] reads
+    /// it from Secrets Manager instead.
     pub fn new(store: Arc<dyn ItemStore>, config: Config, clock: Arc<dyn Clock>) -> Self {
-        Self { store, config: Arc::new(config), clock, kyc_keys: None, razorpay: None, blobs: None, gateway: None }
+        let operator_token =
+            config.admin_token.clone().map(|token| Arc::new(Rotating::fixed(token, Arc::clone(&clock))));
+        Self {
+            store,
+            config: Arc::new(config),
+            clock,
+            kyc_keys: None,
+            razorpay: None,
+            blobs: None,
+            gateway: None,
+            operator_token,
+        }
     }
 
     pub fn with_kyc_keys(mut self, keys: KycKeys) -> Self {
@@ -109,11 +133,26 @@ impl AppState {
             .ok_or_else(|| ApiError::Internal("blob storage is not configured for this function".into()))
     }
 
-    /// Production wiring: configuration from the environment, DynamoDB tables named by
-    /// `INFEREX_MAIN_TABLE` / `INFEREX_VAULT_TABLE`, and KYC keys when `INFEREX_KMS_KEY_ID` and
-    /// `INFEREX_KYC_FINGERPRINT_SECRET` are set (template.yaml sets them only for functions that need them).
+    /// Production wiring. Configuration comes from the environment; secrets never do: each is read from
+    /// Secrets Manager by the ARN its variable names, checked, and refreshed every few minutes; a secret
+    /// in the environment, or a missing, empty, placeholder or short one, stops the function here.
+    /// Capabilities, each present when its variables are set (template.yaml sets only what a function
+    /// needs): DynamoDB tables `INFEREX_MAIN_TABLE` / `INFEREX_VAULT_TABLE`; the vault key
+    /// `INFEREX_KMS_KEY_ID`; the KMS HMAC fingerprint key `INFEREX_FINGERPRINT_KEY_ID`; Razorpay
+    /// `RAZORPAY_SECRET_ARN`; the operator token `INFEREX_OPERATOR_TOKEN_SECRET_ARN`; model providers
+    /// `PROVIDER_KEYS_SECRET_ARN`; the blob bucket `INFEREX_BLOB_BUCKET`. Each function's `main` then
+    /// checks with [`AppState::require`] that it has what it needs.
     pub async fn for_lambda() -> Result<Self, BoxError> {
-        let config = Config::from_env()?;
+        if let Some(name) = runtime_secrets::secret_in_environment() {
+            return Err(
+                format!("{name} is set in the environment; in AWS secrets are read from Secrets Manager").into()
+            );
+        }
+        let mut config = Config::from_env()?;
+        // Deployed, KYC waits for an operator unless automatic verification is asked for explicitly.
+        if var::<crate::config::KycMode>("KYC_MODE")?.is_none() {
+            config.kyc_mode = crate::config::KycMode::Manual;
+        }
         let tables = TableNames {
             main: var::<String>("INFEREX_MAIN_TABLE")?.unwrap_or_else(|| "inferex-main".into()),
             vault: var::<String>("INFEREX_VAULT_TABLE")?.unwrap_or_else(|| "inferex-vault".into()),
@@ -121,26 +160,65 @@ impl AppState {
         let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), tables, Arc::clone(&clock));
-        let mut state = Self::new(Arc::new(store), config, clock);
-        if let (Some(key_id), Some(secret)) =
-            (var::<String>("INFEREX_KMS_KEY_ID")?, var::<String>("INFEREX_KYC_FINGERPRINT_SECRET")?)
-        {
-            state = state.with_kyc_keys(KycKeys {
-                data_keys: Arc::new(KmsDataKeys::new(aws_sdk_kms::Client::new(&aws), key_id)),
-                fingerprinter: Fingerprinter::new(secret.into_bytes()),
-            });
+        let mut state = Self::new(Arc::new(store), config, Arc::clone(&clock));
+        let kms = aws_sdk_kms::Client::new(&aws);
+        if let Some(key_id) = var::<String>("INFEREX_KMS_KEY_ID")? {
+            let fingerprinter =
+                var::<String>("INFEREX_FINGERPRINT_KEY_ID")?.map(|mac_key| Fingerprinter::kms(kms.clone(), mac_key));
+            state = state.with_kyc_keys(KycKeys { data_keys: Arc::new(KmsDataKeys::new(kms, key_id)), fingerprinter });
         }
-        let razorpay = match var::<String>("RAZORPAY_SECRET_ARN")? {
-            Some(arn) => Some(razorpay_config_from_secret(&aws, &arn).await?),
-            None => RazorpayConfig::from_env()?,
-        };
-        if let Some(config) = razorpay {
-            state = state.with_razorpay(RazorpayClient::new(config)?);
+        let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+        let source =
+            |arn: String| -> Arc<dyn SecretSource> { Arc::new(SecretsManagerSource::new(secrets.clone(), arn)) };
+        if let Some(arn) = var::<String>("RAZORPAY_SECRET_ARN")? {
+            let api_base = crate::razorpay::api_base()?;
+            let parse = move |raw: &str| RazorpayConfig::from_secret_json("the Razorpay secret", raw, &api_base);
+            let keys = Rotating::load(source(arn), parse, Arc::clone(&clock)).await?;
+            state = state.with_razorpay(RazorpayClient::with_keys(keys)?);
+        }
+        if let Some(arn) = var::<String>("INFEREX_OPERATOR_TOKEN_SECRET_ARN")? {
+            let parse = |raw: &str| runtime_secrets::checked("the operator token", raw, MIN_OPERATOR_TOKEN);
+            state.operator_token = Some(Arc::new(Rotating::load(source(arn), parse, Arc::clone(&clock)).await?));
+        }
+        if let Some(arn) = var::<String>("PROVIDER_KEYS_SECRET_ARN")? {
+            let providers = crate::inference::Providers::from_secret(source(arn), Arc::clone(&clock)).await?;
+            state = state.with_gateway(crate::inference::Gateway::new(crate::catalog::Catalog::builtin()?, providers)?);
         }
         if let Some(bucket) = var::<String>("INFEREX_BLOB_BUCKET")? {
             state = state.with_blobs(Arc::new(S3Blobs::new(aws_sdk_s3::Client::new(&aws), bucket)));
         }
         Ok(state)
+    }
+
+    /// A function's cold start: [`AppState::for_lambda`], then [`AppState::require`]. A failure is logged in
+    /// one line and returned, so Lambda records an init error and the function serves nothing.
+    pub async fn for_lambda_with(needs: &[Capability]) -> Result<Self, BoxError> {
+        let started = match Self::for_lambda().await {
+            Ok(state) => state.require(needs).map(|()| state),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &started {
+            tracing::error!(error = %e, "refusing to start");
+        }
+        started
+    }
+
+    /// Stops a function at its cold start when it lacks a capability its routes need.
+    pub fn require(&self, needs: &[Capability]) -> Result<(), BoxError> {
+        for need in needs {
+            let present = match need {
+                Capability::Vault => self.kyc_keys.is_some(),
+                Capability::Fingerprints => self.kyc_keys.as_ref().is_some_and(|k| k.fingerprinter.is_some()),
+                Capability::Razorpay => self.razorpay.is_some(),
+                Capability::OperatorToken => self.operator_token.is_some(),
+                Capability::Gateway => self.gateway.is_some(),
+                Capability::Blobs => self.blobs.is_some(),
+            };
+            if !present {
+                return Err(format!("this function needs {}, which is not configured", need.describe()).into());
+            }
+        }
+        Ok(())
     }
 
     /// Local wiring: the embedded SQLite store and local key files in `data_dir` (created if missing);
@@ -161,21 +239,26 @@ impl AppState {
     }
 }
 
-/// Reads Razorpay's credentials once per cold start from a Secrets Manager secret holding
-/// `{"key_id": "...", "key_secret": "...", "webhook_secret": "..."}`; `RAZORPAY_API_BASE` still applies.
-async fn razorpay_config_from_secret(aws: &aws_config::SdkConfig, arn: &str) -> Result<RazorpayConfig, BoxError> {
-    #[derive(serde::Deserialize)]
-    struct Stored {
-        key_id: String,
-        key_secret: String,
-        webhook_secret: String,
+/// What a function can need at its cold start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    Vault,
+    Fingerprints,
+    Razorpay,
+    OperatorToken,
+    Gateway,
+    Blobs,
+}
+
+impl Capability {
+    fn describe(self) -> &'static str {
+        match self {
+            Capability::Vault => "the vault key (INFEREX_KMS_KEY_ID)",
+            Capability::Fingerprints => "the fingerprint key (INFEREX_FINGERPRINT_KEY_ID)",
+            Capability::Razorpay => "Razorpay's keys (RAZORPAY_SECRET_ARN)",
+            Capability::OperatorToken => "the operator token (INFEREX_OPERATOR_TOKEN_SECRET_ARN)",
+            Capability::Gateway => "the model providers' keys (PROVIDER_KEYS_SECRET_ARN)",
+            Capability::Blobs => "the blob bucket (INFEREX_BLOB_BUCKET)",
+        }
     }
-    let out = aws_sdk_secretsmanager::Client::new(aws).get_secret_value().secret_id(arn).send().await?;
-    let stored: Stored = serde_json::from_str(out.secret_string().ok_or("the Razorpay secret has no string value")?)?;
-    Ok(RazorpayConfig {
-        key_id: stored.key_id,
-        key_secret: SecretString::new(stored.key_secret),
-        webhook_secret: SecretString::new(stored.webhook_secret),
-        api_base: var::<String>("RAZORPAY_API_BASE")?.unwrap_or_else(|| crate::razorpay::DEFAULT_API_BASE.into()),
-    })
 }

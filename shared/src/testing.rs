@@ -97,6 +97,18 @@ pub fn moto_kms_client() -> Result<aws_sdk_kms::Client, String> {
     Ok(aws_sdk_kms::Client::from_conf(config))
 }
 
+/// A Secrets Manager client for the moto server `make test` started; an error (never a skip) without it.
+pub fn moto_secrets_client() -> Result<aws_sdk_secretsmanager::Client, String> {
+    let endpoint = moto_endpoint()?;
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+        .region(aws_sdk_secretsmanager::config::Region::new("ap-south-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new("local", "local", None, None, "local"))
+        .build();
+    Ok(aws_sdk_secretsmanager::Client::from_conf(config))
+}
+
 /// The password of accounts made by [`create_account`].
 pub const TEST_PASSWORD: &str = "correct horse battery";
 

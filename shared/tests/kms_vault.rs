@@ -38,3 +38,31 @@ async fn a_tampered_wrapped_key_is_refused_by_kms() -> TestResult {
     assert!(matches!(vault::open(&keys, &sealed, b"usr_1:aadhaar").await, Err(VaultError::Provider(_))));
     Ok(())
 }
+
+#[tokio::test]
+async fn kms_hmac_fingerprints_are_stable_kind_separated_and_need_a_mac_key() -> TestResult {
+    use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+    use shared::kyc::vault::Fingerprinter;
+    let client = moto_kms_client()?;
+    let key = client
+        .create_key()
+        .key_spec(KeySpec::Hmac256)
+        .key_usage(KeyUsageType::GenerateVerifyMac)
+        .description("inferex test fingerprint key")
+        .send()
+        .await?;
+    let key_id = key.key_metadata.map(|m| m.key_id).ok_or("moto returned no key metadata")?;
+    let fingerprinter = Fingerprinter::kms(client.clone(), key_id);
+    let pan = fingerprinter.fingerprint("pan", "ABCPE1234F").await?;
+    assert_eq!(pan.len(), 64);
+    assert!(pan.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(pan, fingerprinter.fingerprint("pan", "ABCPE1234F").await?, "equal numbers, equal fingerprints");
+    assert_ne!(pan, fingerprinter.fingerprint("aadhaar", "ABCPE1234F").await?);
+    assert_ne!(pan, fingerprinter.fingerprint("pan", "ABCPE1234G").await?);
+
+    // An encryption key cannot stand in for the MAC key: fingerprints fail rather than change.
+    let wrong = client.create_key().description("not a MAC key").send().await?;
+    let wrong_id = wrong.key_metadata.map(|m| m.key_id).ok_or("moto returned no key metadata")?;
+    assert!(Fingerprinter::kms(client, wrong_id).fingerprint("pan", "ABCPE1234F").await.is_err());
+    Ok(())
+}

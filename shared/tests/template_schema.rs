@@ -78,3 +78,48 @@ fn the_inference_function_timeout_is_the_one_the_gateway_plans_for() -> Result<(
     assert!(UPSTREAM_DEADLINE + SETTLE_BUDGET < FUNCTION_TIMEOUT, "a margin is left after settlement");
     Ok(())
 }
+
+/// Secrets reach functions only as ARNs read at run time: no secret-bearing variable, no resolved secret
+/// value in any `Environment`, no secret shipped with a value, and every secret ARN a function is given
+/// is one its role may read.
+#[test]
+fn no_secret_value_reaches_a_function_through_its_environment() -> Result<(), Box<dyn std::error::Error>> {
+    let doc = template()?;
+    let resources = doc["Resources"].as_mapping().ok_or("no Resources")?;
+    let mut environments = vec![("Globals".to_owned(), doc["Globals"]["Function"]["Environment"]["Variables"].clone())];
+    for (name, resource) in resources {
+        let name = name.as_str().unwrap_or_default().to_owned();
+        environments.push((name.clone(), resource["Properties"]["Environment"]["Variables"].clone()));
+        if resource["Type"] == "AWS::SecretsManager::Secret" {
+            let properties = &resource["Properties"];
+            assert!(properties.get("SecretString").is_none(), "{name} ships a secret value");
+            assert!(properties.get("GenerateSecretString").is_some(), "{name} must start as a generated value");
+        }
+    }
+    let mut secret_arns = 0;
+    for (name, variables) in environments {
+        for (variable, value) in variables.as_mapping().into_iter().flatten() {
+            let variable = variable.as_str().unwrap_or_default();
+            let rendered = serde_yaml::to_string(value)?;
+            assert!(!shared::runtime_secrets::SECRET_ENV_VARS.contains(&variable), "{name} sets {variable}");
+            assert!(
+                !rendered.contains("resolve:secretsmanager") && !rendered.contains("resolve:ssm-secure"),
+                "{name}: {variable}"
+            );
+            if variable.ends_with("_SECRET_ARN") {
+                secret_arns += 1;
+                let secret = rendered.trim().trim_start_matches("!Ref").trim().to_owned();
+                let function = serde_yaml::to_string(&doc["Resources"][name.as_str()])?;
+                let role = doc["Resources"][name.as_str()]["Properties"]["Role"].clone();
+                let role_name = serde_yaml::to_string(&role)?.replace("!GetAtt", "").replace(".Arn", "");
+                let role = serde_yaml::to_string(&doc["Resources"][role_name.trim()])?;
+                let grants = |text: &str| {
+                    text.contains("secretsmanager:GetSecretValue") && text.contains(&format!("Resource: !Ref {secret}"))
+                };
+                assert!(grants(&function) || grants(&role), "{name} is given {secret} but may not read it");
+            }
+        }
+    }
+    assert!(secret_arns >= 5, "wallet, webhook, jobs, kyc and inference read their secrets by ARN");
+    Ok(())
+}

@@ -17,6 +17,7 @@ on_both_stores!(
     ten_times_more_concurrent_requests_than_the_balance_covers_never_overspend,
     stale_holds_are_swept_and_released_once,
     stale_holds_of_calls_are_charged_what_they_recorded_or_in_full,
+    a_razorpay_outage_does_not_stop_the_sweeper,
     a_settlement_that_cannot_commit_leaves_its_usage_for_the_sweeper,
     a_late_settlement_after_the_sweeper_charged_charges_nothing_more,
     a_request_costs_one_write_before_and_one_after,
@@ -183,7 +184,7 @@ async fn stale_holds_of_calls_are_charged_what_they_recorded_or_in_full(backend:
     billing::record_pending(store, &known, UNITS_PER_RUPEE / 2, &used).await?;
     api.clock.advance(Duration::minutes(10));
     let report = jobs::run(&api.state).await?.stale_holds;
-    assert_eq!(report, billing::SweepReport { charged: 2, released: 0 });
+    assert_eq!(report, billing::SweepReport { charged: 2, released: 0, out_of_time: false });
     assert_eq!(jobs::run(&api.state).await?.stale_holds, billing::SweepReport::default(), "charged once");
     let wallet = store.wallet(&user).await?;
     let expected = 100 * UNITS_PER_RUPEE - 2 * UNITS_PER_RUPEE - UNITS_PER_RUPEE / 2;
@@ -235,7 +236,10 @@ async fn a_settlement_that_cannot_commit_leaves_its_usage_for_the_sweeper(backen
     assert_eq!(gave_up.err().map(|e| e.status().as_u16()), Some(503), "it gives up at its deadline");
     assert!(api.dump().await?.contains("holdusage_"), "with what the call used on record");
     api.clock.advance(Duration::minutes(10));
-    assert_eq!(jobs::run(&api.state).await?.stale_holds, billing::SweepReport { charged: 1, released: 0 });
+    assert_eq!(
+        jobs::run(&api.state).await?.stale_holds,
+        billing::SweepReport { charged: 1, released: 0, out_of_time: false }
+    );
     let expected = 100 * UNITS_PER_RUPEE - UNITS_PER_RUPEE / 4;
     assert_eq!(api.ledger_checked_balance(&user).await?, expected, "the recorded usage, not the hold");
     assert_eq!(api.state.store.wallet(&user).await?.held, 0);
@@ -252,10 +256,23 @@ async fn stale_holds_are_swept_and_released_once(backend: Backend) -> TestResult
     let fresh = billing::place_hold(store, &api.clock, &hints, &user, 10 * UNITS_PER_RUPEE).await?;
     // The scheduled jobs run the sweeper: holds older than the inference timeout with no call on record
     // are released, once.
-    assert_eq!(jobs::run(&api.state).await?.stale_holds, billing::SweepReport { charged: 0, released: 1 });
+    assert_eq!(
+        jobs::run(&api.state).await?.stale_holds,
+        billing::SweepReport { charged: 0, released: 1, out_of_time: false }
+    );
     assert_eq!(jobs::run(&api.state).await?.stale_holds, billing::SweepReport::default(), "released once");
     let config = &api.state.config;
-    assert_eq!(billing::sweep_stale_holds(store, &api.clock, config, Duration::minutes(5)).await?, Default::default());
+    let budget = std::time::Duration::from_secs(30);
+    assert_eq!(
+        billing::sweep_stale_holds(store, &api.clock, config, Duration::minutes(5), budget).await?,
+        Default::default()
+    );
+    // A sweep out of time stops before the next wallet and says so; the hold waits for the next run.
+    api.clock.advance(Duration::minutes(10));
+    let no_time =
+        billing::sweep_stale_holds(store, &api.clock, config, Duration::minutes(5), std::time::Duration::ZERO);
+    assert_eq!(no_time.await?, billing::SweepReport { charged: 0, released: 0, out_of_time: true });
+    assert_eq!(store.wallet(&user).await?.held, 10 * UNITS_PER_RUPEE);
     let wallet = store.wallet(&user).await?;
     assert_eq!((wallet.held, wallet.available), (10 * UNITS_PER_RUPEE, 90 * UNITS_PER_RUPEE));
 
@@ -313,5 +330,41 @@ async fn a_wrong_balance_hint_costs_a_retry_never_a_wrong_ledger(backend: Backen
     assert_eq!(entries[0].balance_after, 100 * UNITS_PER_RUPEE - UNITS_PER_RUPEE / 2);
     assert_eq!(hints.get(&user), Some(entries[0].balance_after), "the hint follows the settlement");
     api.ledger_checked_balance(&user).await?;
+    Ok(())
+}
+
+/// Reconciliation fails as a whole while Razorpay is down; the sweeper, which returns held money, runs
+/// all the same.
+async fn a_razorpay_outage_does_not_stop_the_sweeper(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, token) = api.verified_user("outage@example.in").await?;
+    api.fund(&token, 100).await?;
+    let order = api
+        .http
+        .post(api.url("/v1/wallet/topups"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "amount_paise": 10_000 }))
+        .send()
+        .await?;
+    assert_eq!(order.status(), reqwest::StatusCode::CREATED, "an open top-up for reconciliation to check");
+    let store = api.state.store.as_ref();
+    billing::place_call_hold(
+        store,
+        &api.clock,
+        &BalanceHints::default(),
+        &user,
+        3 * UNITS_PER_RUPEE,
+        &held_call("req_x"),
+    )
+    .await?;
+    api.razorpay.set_failing(true);
+    api.clock.advance(Duration::minutes(10));
+
+    let report = jobs::run(&api.state).await?;
+    assert_eq!(report.reconciliation.errors, 1, "{report:?}");
+    assert_eq!(report.stale_holds, billing::SweepReport { charged: 1, released: 0, out_of_time: false });
+    let expected = 97 * UNITS_PER_RUPEE;
+    assert_eq!(api.ledger_checked_balance(&user).await?, expected);
+    assert_eq!(store.wallet(&user).await?.held, 0);
     Ok(())
 }

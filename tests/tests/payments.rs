@@ -22,6 +22,7 @@ on_both_stores!(
     a_mismatched_amount_is_not_credited_but_recorded_for_review,
     refunds_are_debited_once,
     reconciliation_credits_silent_payments_and_expires_stale_orders,
+    one_order_razorpay_cannot_answer_for_is_skipped_and_expires,
     checkout_verification_checks_signature_and_owner,
     transactions_are_newest_first_and_paginated,
 );
@@ -423,5 +424,32 @@ async fn transactions_are_newest_first_and_paginated(backend: Backend) -> TestRe
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert_eq!(bad.json::<Value>().await?["error"]["code"], "invalid_cursor");
     assert_eq!(api.ledger_checked_balance(&user).await?, 600 * UNITS_PER_RUPEE);
+    Ok(())
+}
+
+/// An order Razorpay does not know (made under other keys) fails its check on every run: it is logged and
+/// skipped, the others are reconciled, and past the expiry it expires instead of blocking the queue.
+async fn one_order_razorpay_cannot_answer_for_is_skipped_and_expires(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, token) = api.verified_user("jobs@example.in").await?;
+    let unknown = topup(&api, &token, 10_000).await?;
+    api.razorpay.forget_order(&order_of(&unknown));
+    api.clock.advance(Duration::seconds(1));
+    let silent = topup(&api, &token, 40_000).await?;
+    api.razorpay.pay(&order_of(&silent), "captured", None).ok_or("order")?;
+    api.clock.advance(Duration::minutes(10));
+
+    let report = jobs::run(&api.state).await?;
+    let r = report.reconciliation;
+    assert_eq!((r.examined, r.credited, r.errors, r.expired), (2, 1, 1, 0), "{r:?}");
+    assert!(report.failed_jobs.is_empty());
+    assert_eq!(api.ledger_checked_balance(&user).await?, 400 * UNITS_PER_RUPEE);
+
+    api.clock.advance(Duration::hours(24));
+    let r = jobs::run(&api.state).await?.reconciliation;
+    assert_eq!((r.examined, r.errors, r.expired), (1, 1, 1), "{r:?}");
+    let status = api.state.store.topup(unknown["id"].as_str().unwrap_or_default()).await?.map(|t| t.status);
+    assert_eq!(status, Some(wallet::TopupStatus::Expired));
+    assert_eq!(jobs::run(&api.state).await?.reconciliation.examined, 0, "nothing left open");
     Ok(())
 }

@@ -142,7 +142,7 @@ async fn main() -> Res<()> {
             .env("INFEREX_ADDR", format!("127.0.0.1:{port}"))
             .env("INFEREX_DATA_DIR", &data)
             .env("INFEREX_LOG", "warn")
-            .env("CEREBRAS_API_KEY", "bench")
+            .env("CEREBRAS_API_KEY", "bench-upstream-key-0123456789")
             .env("CEREBRAS_BASE_URL", format!("http://{upstream_addr}"))
             .stdout(Stdio::null())
             .spawn()

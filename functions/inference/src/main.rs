@@ -1,12 +1,11 @@
-//! Lambda entrypoint with response streaming: configuration, the DynamoDB client, the model catalog and the
-//! upstream HTTP client (its connection pool) are built once per cold start.
+//! Lambda entrypoint with response streaming: configuration, the DynamoDB client, the model catalog, the
+//! provider keys and the upstream HTTP client (its connection pool) are built once per cold start.
+
+use shared::state::{AppState, Capability};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let catalog = shared::catalog::Catalog::builtin()?;
-    let providers = shared::inference::Providers::from_env()?;
-    let gateway = shared::inference::Gateway::new(catalog, providers)?;
-    let state = shared::state::AppState::for_lambda().await?.with_gateway(gateway);
+    let state = AppState::for_lambda_with(&[Capability::Gateway]).await?;
     lambda_http::run_with_streaming_response(shared::http::lambda_service(inference::app(state))).await
 }

@@ -4,10 +4,16 @@
 //! - the stale-hold sweeper: inference holds older than the inference function's timeout belong to calls
 //!   whose process died before settling; they are charged what the call recorded, or the whole hold
 //!   (`shared::billing::sweep_stale_holds`).
+//!
+//! Each job runs whatever the other did (the sweeper returns users' held money, so a Razorpay outage
+//! must not stop it), each skips and logs the one item it cannot handle, and each has a time budget that
+//! together fit well inside the function's 120-second timeout.
+
+use std::time::Duration as StdDuration;
 
 use chrono::Duration;
 use serde::Serialize;
-use shared::error::ApiResult;
+use shared::billing::SweepReport;
 use shared::state::AppState;
 use shared::wallet::{self, ReconciliationReport};
 
@@ -18,28 +24,45 @@ pub const EXPIRE_AFTER: Duration = Duration::hours(24);
 /// Holds older than this are swept: the inference function's 5-minute timeout
 /// (`shared::inference::FUNCTION_TIMEOUT`) plus a margin.
 pub const STALE_HOLD_AFTER: Duration = Duration::minutes(6);
+/// Time budgets of the two jobs; what is left over waits for the next run.
+pub const RECONCILE_BUDGET: StdDuration = StdDuration::from_secs(50);
+pub const SWEEP_BUDGET: StdDuration = StdDuration::from_secs(50);
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct JobsReport {
     pub reconciliation: ReconciliationReport,
-    pub stale_holds: shared::billing::SweepReport,
+    pub stale_holds: SweepReport,
+    /// Jobs that failed as a whole (their error is logged); the others still ran.
+    pub failed_jobs: Vec<&'static str>,
 }
 
 /// One scheduled run.
-pub async fn run(state: &AppState) -> ApiResult<JobsReport> {
-    let reconciliation = wallet::reconcile(
-        state.store.as_ref(),
-        state.razorpay()?,
-        state.clock.as_ref(),
-        &state.config,
-        RECONCILE_AFTER,
-        EXPIRE_AFTER,
-    )
-    .await?;
+pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
     let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
-    let stale_holds = shared::billing::sweep_stale_holds(store, clock, &state.config, STALE_HOLD_AFTER).await?;
-    tracing::info!(?reconciliation, ?stale_holds, "scheduled jobs finished");
-    Ok(JobsReport { reconciliation, stale_holds })
+    let mut report = JobsReport::default();
+    let reconciliation = match state.razorpay() {
+        Ok(razorpay) => {
+            let ages = (RECONCILE_AFTER, EXPIRE_AFTER);
+            wallet::reconcile(store, razorpay, clock, &state.config, ages, RECONCILE_BUDGET).await
+        }
+        Err(e) => Err(e),
+    };
+    match reconciliation {
+        Ok(done) => report.reconciliation = done,
+        Err(e) => {
+            tracing::error!(error = %e, "reconciliation failed; the sweeper runs anyway");
+            report.failed_jobs.push("reconciliation");
+        }
+    }
+    match shared::billing::sweep_stale_holds(store, clock, &state.config, STALE_HOLD_AFTER, SWEEP_BUDGET).await {
+        Ok(done) => report.stale_holds = done,
+        Err(e) => {
+            tracing::error!(error = %e, "the stale-hold sweep failed");
+            report.failed_jobs.push("stale_holds");
+        }
+    }
+    tracing::info!(?report, "scheduled jobs finished");
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -50,5 +73,19 @@ mod tests {
     fn no_hold_is_swept_while_its_call_may_still_run() {
         let timeout = Duration::from_std(shared::inference::FUNCTION_TIMEOUT).unwrap_or(Duration::MAX);
         assert!(STALE_HOLD_AFTER > timeout);
+    }
+
+    #[test]
+    fn both_budgets_fit_in_the_function_timeout_with_a_margin() -> Result<(), Box<dyn std::error::Error>> {
+        let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml"))?;
+        let jobs = template.split("  JobsFunction:").nth(1).ok_or("no JobsFunction")?;
+        let timeout: u64 = jobs
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Timeout:"))
+            .ok_or("JobsFunction has no Timeout")?
+            .trim()
+            .parse()?;
+        assert!((RECONCILE_BUDGET + SWEEP_BUDGET).as_secs() + 15 <= timeout, "timeout {timeout}");
+        Ok(())
     }
 }

@@ -3,6 +3,6 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let state = shared::state::AppState::for_lambda().await?;
+    let state = shared::state::AppState::for_lambda_with(&[]).await?;
     shared::http::run_on_lambda(keys::app(state)).await
 }

@@ -8,7 +8,6 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use shared::error::{ApiError, ApiResult};
-use shared::razorpay::verify_webhook_signature;
 use shared::secrets::sha256_hex;
 use shared::state::AppState;
 use shared::wallet;
@@ -28,7 +27,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Value>> {
     let razorpay = state.razorpay()?;
     let signature = header(&headers, "x-razorpay-signature").unwrap_or_default();
-    if !verify_webhook_signature(razorpay.config().webhook_secret.expose(), &body, signature) {
+    if !razorpay.verify_webhook(&body, signature).await {
         tracing::warn!("webhook with a bad or missing signature refused");
         return Err(ApiError::invalid(
             "invalid_signature",

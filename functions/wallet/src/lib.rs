@@ -46,7 +46,7 @@ async fn create_topup(
         request.amount_paise,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(TopupView::new(&topup, &razorpay.config().key_id))))
+    Ok((StatusCode::CREATED, Json(TopupView::new(&topup, &razorpay.config().await.key_id))))
 }
 
 async fn verify(
@@ -65,7 +65,7 @@ async fn verify(
         &callback,
     )
     .await?;
-    Ok(Json(TopupView::new(&topup, &razorpay.config().key_id)))
+    Ok(Json(TopupView::new(&topup, &razorpay.config().await.key_id)))
 }
 
 async fn balance(State(state): State<AppState>, session: Session) -> ApiResult<Json<WalletView>> {

@@ -1,12 +1,11 @@
 //! Lambda entrypoint: configuration, the DynamoDB client and the Razorpay client are built once per cold
-//! start, then reused by every invocation.
+//! start, then reused by every invocation. Without valid Razorpay keys it refuses to start.
+
+use shared::state::{AppState, Capability};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let state = shared::state::AppState::for_lambda().await?;
-    if state.razorpay.is_none() {
-        return Err("this function needs Razorpay credentials (RAZORPAY_SECRET_ARN or RAZORPAY_KEY_ID/…)".into());
-    }
+    let state = AppState::for_lambda_with(&[Capability::Razorpay]).await?;
     shared::http::run_on_lambda(wallet::app(state)).await
 }

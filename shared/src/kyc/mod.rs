@@ -399,9 +399,10 @@ pub async fn submit<S: KycStore + ?Sized>(
     if previous.as_ref().is_some_and(|p| p.status == KycStatus::Verified) {
         return Err(already_verified());
     }
+    let fingerprinter = keys.fingerprinter()?;
     let fingerprints = [
-        (DocumentKind::Pan, keys.fingerprinter.fingerprint("pan", pan.as_str())),
-        (DocumentKind::Aadhaar, keys.fingerprinter.fingerprint("aadhaar", aadhaar.as_str())),
+        (DocumentKind::Pan, fingerprinter.fingerprint("pan", pan.as_str()).await?),
+        (DocumentKind::Aadhaar, fingerprinter.fingerprint("aadhaar", aadhaar.as_str()).await?),
     ];
     // Answer "in use" before spending a data key; the transaction below enforces it race-free anyway.
     for (kind, fingerprint) in &fingerprints {

@@ -226,33 +226,55 @@ pub async fn open(keys: &dyn DataKeys, sealed: &Sealed, aad: &[u8]) -> Result<Ve
 /// Keyed fingerprints of document numbers: equal numbers give equal fingerprints, but nobody without the
 /// key can test a guess (a plain hash of a 12-digit number would be brute-forced in seconds).
 #[derive(Clone)]
-pub struct Fingerprinter {
-    key: Vec<u8>,
+pub enum Fingerprinter {
+    /// A local key file (`make run`, tests): whoever reads the file can compute fingerprints.
+    Local(Vec<u8>),
+    /// A KMS HMAC key (`GenerateMac`, HMAC_SHA_256) in AWS: the key never leaves KMS, and only the roles
+    /// its key policy names can compute a fingerprint, so table readers cannot test candidate numbers.
+    Kms { client: aws_sdk_kms::Client, key_id: String },
 }
 
 impl Fingerprinter {
     pub fn new(key: impl Into<Vec<u8>>) -> Self {
-        Self { key: key.into() }
+        Self::Local(key.into())
+    }
+
+    pub fn kms(client: aws_sdk_kms::Client, key_id: impl Into<String>) -> Self {
+        Self::Kms { client, key_id: key_id.into() }
     }
 
     /// Hex HMAC-SHA256 over `kind:value`, so a PAN and an Aadhaar number never collide.
-    pub fn fingerprint(&self, kind: &str, value: &str) -> String {
-        // HMAC accepts keys of any length, so this cannot fail; fall back to an empty MAC defensively.
-        match <Hmac<Sha256> as Mac>::new_from_slice(&self.key) {
-            Ok(mut mac) => {
-                mac.update(kind.as_bytes());
-                mac.update(b":");
-                mac.update(value.as_bytes());
-                hex::encode(mac.finalize().into_bytes())
+    pub async fn fingerprint(&self, kind: &str, value: &str) -> Result<String, VaultError> {
+        let message = format!("{kind}:{value}");
+        match self {
+            Self::Local(key) => {
+                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+                    .map_err(|_| VaultError::Provider("the fingerprint key is unusable".into()))?;
+                mac.update(message.as_bytes());
+                Ok(hex::encode(mac.finalize().into_bytes()))
             }
-            Err(_) => String::new(),
+            Self::Kms { client, key_id } => {
+                let out = client
+                    .generate_mac()
+                    .key_id(key_id)
+                    .mac_algorithm(aws_sdk_kms::types::MacAlgorithmSpec::HmacSha256)
+                    .message(Blob::new(message.into_bytes()))
+                    .send()
+                    .await
+                    .map_err(|e| VaultError::Provider(aws_sdk_kms::error::DisplayErrorContext(e).to_string()))?;
+                let mac = out.mac.ok_or_else(|| VaultError::Provider("KMS returned no MAC".into()))?;
+                Ok(hex::encode(mac.as_ref()))
+            }
         }
     }
 }
 
 impl std::fmt::Debug for Fingerprinter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Fingerprinter(..)")
+        match self {
+            Self::Local(_) => f.write_str("Fingerprinter::Local(..)"),
+            Self::Kms { key_id, .. } => write!(f, "Fingerprinter::Kms({key_id})"),
+        }
     }
 }
 
@@ -296,13 +318,15 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn fingerprints_are_keyed_and_kind_separated() {
+    #[tokio::test]
+    async fn fingerprints_are_keyed_and_kind_separated() -> Result<(), VaultError> {
         let a = Fingerprinter::new(b"key-a".to_vec());
         let b = Fingerprinter::new(b"key-b".to_vec());
-        assert_eq!(a.fingerprint("pan", "ABCPE1234F"), a.fingerprint("pan", "ABCPE1234F"));
-        assert_ne!(a.fingerprint("pan", "ABCPE1234F"), b.fingerprint("pan", "ABCPE1234F"));
-        assert_ne!(a.fingerprint("pan", "X"), a.fingerprint("aadhaar", "X"));
-        assert_eq!(a.fingerprint("pan", "ABCPE1234F").len(), 64);
+        let pan = a.fingerprint("pan", "ABCPE1234F").await?;
+        assert_eq!(pan, a.fingerprint("pan", "ABCPE1234F").await?);
+        assert_ne!(pan, b.fingerprint("pan", "ABCPE1234F").await?);
+        assert_ne!(a.fingerprint("pan", "X").await?, a.fingerprint("aadhaar", "X").await?);
+        assert_eq!(pan.len(), 64);
+        Ok(())
     }
 }

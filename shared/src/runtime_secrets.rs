@@ -1,0 +1,314 @@
+//! Secrets read at run time. Every secret is checked before a function starts serving: missing, empty,
+//! placeholder or too-short values stop the function at its cold start (fail closed). In AWS each secret is
+//! read from Secrets Manager by ARN and re-read every few minutes, so a rotation needs no redeploy; a
+//! signature check that fails may ask for one early re-read (the secret may just have been rotated).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use tokio::sync::RwLock;
+
+use crate::clock::Clock;
+use crate::secrets::SecretString;
+
+/// How long a value read from Secrets Manager is used before it is read again.
+pub const REFRESH_AFTER: Duration = Duration::minutes(5);
+/// Early re-reads (after a failed signature) happen at most this often, so a flood of forged signatures
+/// cannot become a flood of Secrets Manager calls.
+pub const EARLY_REREAD_GAP: Duration = Duration::seconds(30);
+
+/// Minimum lengths, in characters. Razorpay key secrets are 24 characters; webhook secrets are chosen by
+/// the merchant in Razorpay's dashboard; provider keys are long random strings.
+pub const MIN_RAZORPAY_KEY_SECRET: usize = 16;
+pub const MIN_WEBHOOK_SECRET: usize = 20;
+pub const MIN_OPERATOR_TOKEN: usize = 32;
+pub const MIN_PROVIDER_KEY: usize = 20;
+
+/// Words that only appear in values nobody filled in.
+const PLACEHOLDER_MARKERS: [&str; 10] =
+    ["replace", "changeme", "change_me", "change-me", "placeholder", "example", "dummy", "todo", "your_", "xxxx"];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret {name} is missing or empty")]
+    Missing { name: String },
+    #[error("secret {name} holds a placeholder value; fill it (README, \"Deploying\")")]
+    Placeholder { name: String },
+    #[error("secret {name} is too short (at least {min} characters)")]
+    TooShort { name: String, min: usize },
+    #[error("secret {name} is malformed: {reason}")]
+    Malformed { name: String, reason: String },
+    #[error("secret {name} could not be read: {reason}")]
+    Unreadable { name: String, reason: String },
+}
+
+/// Checks one secret value: present, not a placeholder, at least `min_chars` long. Never echoes the value.
+pub fn checked(name: &str, value: &str, min_chars: usize) -> Result<SecretString, SecretError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(SecretError::Missing { name: name.to_owned() });
+    }
+    let lower = value.to_ascii_lowercase();
+    let mut chars = value.chars();
+    let first = chars.next();
+    let one_repeated_character = chars.all(|c| Some(c) == first);
+    if PLACEHOLDER_MARKERS.iter().any(|marker| lower.contains(marker)) || one_repeated_character {
+        return Err(SecretError::Placeholder { name: name.to_owned() });
+    }
+    if value.chars().count() < min_chars {
+        return Err(SecretError::TooShort { name: name.to_owned(), min: min_chars });
+    }
+    Ok(SecretString::new(value))
+}
+
+/// Where a secret's current value comes from.
+#[async_trait]
+pub trait SecretSource: Send + Sync {
+    /// The secret's name for logs and errors (never its value).
+    fn name(&self) -> &str;
+    async fn read(&self) -> Result<String, SecretError>;
+}
+
+/// A Secrets Manager secret, read with `GetSecretValue` (the function's role may read only this ARN).
+pub struct SecretsManagerSource {
+    client: aws_sdk_secretsmanager::Client,
+    arn: String,
+}
+
+impl SecretsManagerSource {
+    pub fn new(client: aws_sdk_secretsmanager::Client, arn: impl Into<String>) -> Self {
+        Self { client, arn: arn.into() }
+    }
+}
+
+#[async_trait]
+impl SecretSource for SecretsManagerSource {
+    fn name(&self) -> &str {
+        &self.arn
+    }
+
+    async fn read(&self) -> Result<String, SecretError> {
+        let unreadable = |reason: String| SecretError::Unreadable { name: self.arn.clone(), reason };
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(&self.arn)
+            .send()
+            .await
+            .map_err(|e| unreadable(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))?;
+        out.secret_string().map(str::to_owned).ok_or_else(|| SecretError::Missing { name: self.arn.clone() })
+    }
+}
+
+type Parser<T> = Box<dyn Fn(&str) -> Result<T, SecretError> + Send + Sync>;
+
+struct Cached<T> {
+    value: Arc<T>,
+    read_at: DateTime<Utc>,
+    early_reread_at: Option<DateTime<Utc>>,
+}
+
+/// A secret's parsed value, kept fresh from its source. A fixed value (tests, `make run`) never changes.
+pub struct Rotating<T> {
+    source: Option<Arc<dyn SecretSource>>,
+    parse: Parser<T>,
+    clock: Arc<dyn Clock>,
+    cached: RwLock<Cached<T>>,
+}
+
+impl<T> std::fmt::Debug for Rotating<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let source = self.source.as_ref().map_or("fixed", |s| s.name());
+        write!(f, "Rotating({source}, [redacted])")
+    }
+}
+
+impl<T: Send + Sync + 'static> Rotating<T> {
+    /// A value that never changes (already checked by whoever built it).
+    pub fn fixed(value: T, clock: Arc<dyn Clock>) -> Self {
+        let read_at = clock.now();
+        Self {
+            source: None,
+            parse: Box::new(|_| Err(SecretError::Missing { name: "fixed".into() })),
+            clock,
+            cached: RwLock::new(Cached { value: Arc::new(value), read_at, early_reread_at: None }),
+        }
+    }
+
+    /// Reads and checks the secret now: an error here must stop the function from starting.
+    pub async fn load(
+        source: Arc<dyn SecretSource>,
+        parse: impl Fn(&str) -> Result<T, SecretError> + Send + Sync + 'static,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, SecretError> {
+        let value = parse(&source.read().await?)?;
+        let read_at = clock.now();
+        Ok(Self {
+            source: Some(source),
+            parse: Box::new(parse),
+            clock,
+            cached: RwLock::new(Cached { value: Arc::new(value), read_at, early_reread_at: None }),
+        })
+    }
+
+    /// The current value, re-read from the source when the cached one is older than [`REFRESH_AFTER`].
+    pub async fn current(&self) -> Arc<T> {
+        {
+            let cached = self.cached.read().await;
+            if self.source.is_none() || self.clock.now() - cached.read_at < REFRESH_AFTER {
+                return Arc::clone(&cached.value);
+            }
+        }
+        self.reread(false).await.unwrap_or_else(|value| value)
+    }
+
+    /// After a signature that did not verify: re-reads at once (at most every [`EARLY_REREAD_GAP`]) and
+    /// returns the value read, or `None` when no re-read happened.
+    pub async fn reread_early(&self) -> Option<Arc<T>> {
+        self.source.as_ref()?;
+        self.reread(true).await.ok()
+    }
+
+    /// `Ok(new value)` when the source was read, `Err(cached value)` when it was not (too soon, or the
+    /// read failed: the last good value stays in use and the failure is logged).
+    async fn reread(&self, early: bool) -> Result<Arc<T>, Arc<T>> {
+        let Some(source) = &self.source else {
+            return Err(Arc::clone(&self.cached.read().await.value));
+        };
+        let mut cached = self.cached.write().await;
+        let now = self.clock.now();
+        let fresh = now - cached.read_at < REFRESH_AFTER;
+        let too_soon = cached.early_reread_at.is_some_and(|at| now - at < EARLY_REREAD_GAP);
+        if (!early && fresh) || (early && too_soon) {
+            return Err(Arc::clone(&cached.value));
+        }
+        if early {
+            cached.early_reread_at = Some(now);
+        }
+        cached.read_at = now;
+        match source.read().await.and_then(|raw| (self.parse)(&raw)) {
+            Ok(value) => {
+                cached.value = Arc::new(value);
+                Ok(Arc::clone(&cached.value))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "re-reading a secret failed; the last good value stays in use");
+                Err(Arc::clone(&cached.value))
+            }
+        }
+    }
+}
+
+/// Environment variables that would carry a secret: refused in AWS, where secrets come by ARN only.
+pub const SECRET_ENV_VARS: [&str; 7] = [
+    "RAZORPAY_KEY_SECRET",
+    "RAZORPAY_WEBHOOK_SECRET",
+    "INFEREX_ADMIN_TOKEN",
+    "INFEREX_KYC_FINGERPRINT_SECRET",
+    "CEREBRAS_API_KEY",
+    "NEEVCLOUD_API_KEY",
+    "RAZORPAY_KEY_ID",
+];
+
+/// The first secret-bearing environment variable that is set, if any.
+pub fn secret_in_environment() -> Option<&'static str> {
+    SECRET_ENV_VARS.iter().copied().find(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::sync::Mutex;
+
+    #[test]
+    fn missing_placeholder_and_short_secrets_are_refused_without_echoing_them() {
+        assert_eq!(checked("s", "  ", 4), Err(SecretError::Missing { name: "s".into() }));
+        for placeholder in ["REPLACE", "rzp_live_REPLACE", "changeme-please-1234567890", "xxxxxxxxxxxxxxxxxxxxxxxx"] {
+            let error = checked("s", placeholder, 4).err();
+            assert_eq!(error, Some(SecretError::Placeholder { name: "s".into() }), "{placeholder}");
+        }
+        let short = checked("s", "k3Y9", 20).err();
+        assert_eq!(short, Some(SecretError::TooShort { name: "s".into(), min: 20 }));
+        assert!(!short.map(|e| e.to_string()).unwrap_or_default().contains("k3Y9"));
+        assert_eq!(
+            checked("s", " q8Vd2LmZ0pRt7Yw1NcXb ", 20).map(|s| s.expose().to_owned()).ok().as_deref(),
+            Some("q8Vd2LmZ0pRt7Yw1NcXb")
+        );
+    }
+
+    struct Counting {
+        value: Mutex<String>,
+        reads: Mutex<u32>,
+    }
+
+    #[async_trait]
+    impl SecretSource for Counting {
+        fn name(&self) -> &str {
+            "counting"
+        }
+
+        async fn read(&self) -> Result<String, SecretError> {
+            *self.reads.lock().map_err(|_| SecretError::Missing { name: "lock".into() })? += 1;
+            let value = self.value.lock().map_err(|_| SecretError::Missing { name: "lock".into() })?.clone();
+            if value == "unreadable" {
+                return Err(SecretError::Unreadable { name: "counting".into(), reason: "down".into() });
+            }
+            Ok(value)
+        }
+    }
+
+    fn set(source: &Counting, value: &str) {
+        if let Ok(mut v) = source.value.lock() {
+            *v = value.to_owned();
+        }
+    }
+
+    fn reads(source: &Counting) -> u32 {
+        source.reads.lock().map(|r| *r).unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn rotation_is_picked_up_after_the_refresh_interval_and_early_rereads_are_rate_limited()
+    -> Result<(), SecretError> {
+        let clock = ManualClock::starting_now();
+        let source = Arc::new(Counting { value: Mutex::new("first-secret-value-0123".into()), reads: Mutex::new(0) });
+        let parse = |raw: &str| checked("counting", raw, MIN_WEBHOOK_SECRET);
+        let secret = Rotating::load(source.clone(), parse, Arc::new(clock.clone())).await?;
+        assert_eq!(secret.current().await.expose(), "first-secret-value-0123");
+
+        set(&source, "second-secret-value-456");
+        clock.advance(REFRESH_AFTER - Duration::seconds(1));
+        assert_eq!(secret.current().await.expose(), "first-secret-value-0123", "cached within the interval");
+        assert_eq!(reads(&source), 1);
+        clock.advance(Duration::seconds(1));
+        assert_eq!(secret.current().await.expose(), "second-secret-value-456", "re-read after it");
+        assert_eq!(reads(&source), 2);
+
+        // A failed signature may re-read at once, but only once per gap.
+        set(&source, "third-secret-value-7890");
+        assert_eq!(
+            secret.reread_early().await.map(|s| s.expose().to_owned()).as_deref(),
+            Some("third-secret-value-7890")
+        );
+        assert!(secret.reread_early().await.is_none());
+        assert_eq!(reads(&source), 3);
+        clock.advance(EARLY_REREAD_GAP);
+        assert!(secret.reread_early().await.is_some());
+
+        // A bad rotation (placeholder) or an unreadable source keeps the last good value.
+        set(&source, "REPLACE");
+        clock.advance(REFRESH_AFTER);
+        assert_eq!(secret.current().await.expose(), "third-secret-value-7890");
+        set(&source, "unreadable");
+        clock.advance(REFRESH_AFTER);
+        assert_eq!(secret.current().await.expose(), "third-secret-value-7890");
+
+        // At start, the same values stop the function.
+        let placeholder = Arc::new(Counting { value: Mutex::new("REPLACE".into()), reads: Mutex::new(0) });
+        let refused = Rotating::load(placeholder, parse, Arc::new(clock.clone())).await.err();
+        assert_eq!(refused, Some(SecretError::Placeholder { name: "counting".into() }));
+        Ok(())
+    }
+}
