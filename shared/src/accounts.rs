@@ -123,6 +123,50 @@ pub(crate) fn email_pk(email: &str) -> String {
     format!("EMAIL#{email}")
 }
 
+/// A transaction step that holds only while the account is open: writes that must not outlive a closure
+/// (sessions, keys, KYC changes) carry it, so a closure that commits first makes them fail.
+pub fn require_active(user_id: &str) -> crate::store::WriteOp {
+    crate::store::WriteOp::Check(crate::store::Check {
+        table: Table::Main,
+        pk: user_pk(user_id),
+        sk: PROFILE_SK.into(),
+        condition: Condition::AttrEquals("status".into(), serde_json::json!(AccountStatus::Active)),
+    })
+}
+
+/// The closing transaction's part for the account: the profile flips to closed (only from active, and only
+/// with the email it had when read), the password hash and marketing consent go, the profile expires with
+/// the account window and remembers the erasure request; the email claim is released.
+pub fn closure_ops(
+    account: &Account,
+    closed_at: DateTime<Utc>,
+    expires_at: i64,
+    request_sk: &str,
+) -> Vec<crate::store::WriteOp> {
+    use crate::store::{Delete, ExpiryChange, Update, WriteOp};
+    vec![
+        WriteOp::Update(
+            Update::new(Table::Main, user_pk(&account.id), PROFILE_SK)
+                .set("status", serde_json::json!(AccountStatus::Closed))
+                .set("closed_at", serde_json::json!(closed_at))
+                .set("closure_request", serde_json::json!(request_sk))
+                .remove("password_hash")
+                .set("marketing_consent", serde_json::json!(false))
+                .expiry(ExpiryChange::Set(expires_at))
+                .when(Condition::All(vec![
+                    Condition::AttrEquals("status".into(), serde_json::json!(AccountStatus::Active)),
+                    Condition::AttrEquals("email".into(), serde_json::json!(account.email)),
+                ])),
+        ),
+        WriteOp::Delete(Delete {
+            table: Table::Main,
+            pk: email_pk(&account.email),
+            sk: "EMAIL".into(),
+            condition: Condition::AttrEquals("user_id".into(), serde_json::json!(account.id)),
+        }),
+    ]
+}
+
 /// A sort key that orders by time and never collides: zero-padded epoch milliseconds plus randomness.
 pub fn time_sort_key(prefix: &str, at: DateTime<Utc>) -> String {
     format!("{prefix}{:013}#{}", at.timestamp_millis().max(0), random_suffix())

@@ -7,8 +7,11 @@
 //!   outcome), kept for the login-record retention window. Kept with the account, not the email, so an
 //!   email change keeps the history and a later account with a recycled email never sees it.
 //! - `LOGIN#<email>` / `<millis>#<rand>`: attempts on an email no account has, for the same window.
-//! - `LOGINFAIL#<email>` / `<millis>#<rand>`: one marker per failed attempt that expires when it leaves the
-//!   throttling window, so "failures in the window" is simply "live markers".
+//! - `LOGINFAIL#<email>` / `WINDOW`: the email's throttling window: `remaining` password checks and a
+//!   `window` id; it starts at the first attempt and expires at the window's end. Every password check
+//!   (login, and the re-checks of account changes and closure) reserves one with a conditional decrement
+//!   *before* the password is verified, so parallel guesses can never exceed the limit; a correct password
+//!   gives its reservation back, so only failures count.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -21,7 +24,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::passwords;
 use crate::retention::Span;
 use crate::secrets::{random_token, sha256_hex};
-use crate::store::{Condition, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreResult, Table, WriteOp};
+use crate::store::{
+    Condition, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update, WriteOp,
+};
 
 /// The dashboard session cookie.
 pub const SESSION_COOKIE: &str = "inferex_session";
@@ -109,6 +114,25 @@ fn failures_pk(email: &str) -> String {
 
 const SESSION_SK: &str = "SESSION";
 
+/// Deletes one session, given its entry in the user's index (`USER#<id>` / `SESSION#<hash>`).
+pub fn session_deletes(index: &Item) -> [WriteOp; 2] {
+    let hash = index.sk.trim_start_matches("SESSION#");
+    [
+        WriteOp::Delete(Delete {
+            table: Table::Main,
+            pk: index.pk.clone(),
+            sk: index.sk.clone(),
+            condition: Condition::Always,
+        }),
+        WriteOp::Delete(Delete {
+            table: Table::Main,
+            pk: session_pk(hash),
+            sk: SESSION_SK.into(),
+            condition: Condition::Always,
+        }),
+    ]
+}
+
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     async fn session(&self, token_hash: &str) -> StoreResult<Option<Session>>;
@@ -153,15 +177,31 @@ impl<T: ItemStore + ?Sized> SessionStore for T {
 pub struct Expiries {
     /// `expires_at` of the attempt record (the login-record retention window).
     pub record: i64,
-    /// `expires_at` of a failure marker (the end of the throttling window).
+    /// The end of a throttling window that starts now.
     pub failure: i64,
 }
 
+/// A password check reserved in an email's throttling window, or the refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// Reserved in the window with this id (to give it back after a correct password).
+    Reserved { window: String },
+    /// The window's checks are used up; it ends in this many seconds.
+    Throttled { retry_after_secs: u64 },
+}
+
+const WINDOW_SK: &str = "WINDOW";
+/// Reservations retried when concurrent ones keep changing the window (then the check is refused).
+const RESERVE_ATTEMPTS: usize = 8;
+
 #[async_trait]
 pub trait LoginStore: Send + Sync {
-    /// The expiry times of the live failure markers for an email, newest first, at most `limit`.
-    async fn recent_failures(&self, email: &str, limit: u32) -> StoreResult<Vec<i64>>;
-    /// Records an attempt that did not create a session (with a failure marker when it was a failure).
+    /// Reserves one password check in the email's throttling window (`limit` per window), starting a new
+    /// window ending at `window_end` when none is live.
+    async fn reserve_check(&self, email: &str, limit: u32, window_end: i64, now: i64) -> StoreResult<Reservation>;
+    /// Gives a reservation back (the password was right); a window that has ended meanwhile is left alone.
+    async fn release_check(&self, email: &str, window: &str) -> StoreResult<()>;
+    /// Records an attempt that did not create a session.
     async fn record_attempt(&self, attempt: &LoginAttempt, expiries: Expiries) -> StoreResult<()>;
     /// Records a successful attempt and creates its session, atomically.
     async fn record_login(&self, attempt: &LoginAttempt, expiries: Expiries, session: &Session) -> StoreResult<()>;
@@ -185,26 +225,59 @@ fn attempt_put(attempt: &LoginAttempt, expires_at: i64) -> StoreResult<WriteOp> 
 
 #[async_trait]
 impl<T: ItemStore + ?Sized> LoginStore for T {
-    async fn recent_failures(&self, email: &str, limit: u32) -> StoreResult<Vec<i64>> {
-        let page = self.query(Query::new(Table::Main, failures_pk(email)).newest_first().limit(limit)).await?;
-        Ok(page.items.iter().filter_map(|item| item.expires_at).collect())
+    async fn reserve_check(&self, email: &str, limit: u32, window_end: i64, now: i64) -> StoreResult<Reservation> {
+        let pk = failures_pk(email);
+        for _ in 0..RESERVE_ATTEMPTS {
+            let take = Update::new(Table::Main, &pk, WINDOW_SK)
+                .add("remaining", -1)
+                .when(Condition::AttrAtLeast("remaining".into(), 1));
+            match self.update(take).await {
+                Ok(item) => {
+                    let window = item.attrs.get("window").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+                    return Ok(Reservation::Reserved { window });
+                }
+                Err(StoreError::ConditionFailed) => {}
+                Err(e) => return Err(e),
+            }
+            match self.get(Table::Main, &pk, WINDOW_SK).await? {
+                Some(item) if item.attrs.get("remaining").and_then(|v| v.as_i64()).unwrap_or(0) < 1 => {
+                    let ends = item.expires_at.unwrap_or(window_end);
+                    return Ok(Reservation::Throttled { retry_after_secs: (ends - now).max(1) as u64 });
+                }
+                // Another check changed the window between our two reads: try again.
+                Some(_) => continue,
+                None => {
+                    let window = crate::secrets::random_suffix();
+                    let opened = serde_json::json!({ "remaining": i64::from(limit) - 1, "window": window });
+                    let put = Put {
+                        table: Table::Main,
+                        item: Item::from_record(&pk, WINDOW_SK, &opened, Some(window_end))?,
+                        condition: Condition::NotExists,
+                    };
+                    match self.put(put).await {
+                        Ok(()) => return Ok(Reservation::Reserved { window }),
+                        Err(StoreError::ConditionFailed) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        // Under this much contention on one email, refusing is the safe answer.
+        Ok(Reservation::Throttled { retry_after_secs: 1 })
+    }
+
+    async fn release_check(&self, email: &str, window: &str) -> StoreResult<()> {
+        let give_back = Update::new(Table::Main, failures_pk(email), WINDOW_SK)
+            .add("remaining", 1)
+            .when(Condition::AttrEquals("window".into(), serde_json::json!(window)));
+        match self.update(give_back).await {
+            Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn record_attempt(&self, attempt: &LoginAttempt, expiries: Expiries) -> StoreResult<()> {
-        let mut ops = vec![attempt_put(attempt, expiries.record)?];
-        if attempt.outcome == LoginOutcome::InvalidCredentials {
-            ops.push(WriteOp::Put(Put {
-                table: Table::Main,
-                item: Item::from_record(
-                    failures_pk(&attempt.email),
-                    time_sort_key("", attempt.at),
-                    &serde_json::json!({}),
-                    Some(expiries.failure),
-                )?,
-                condition: Condition::NotExists,
-            }));
-        }
-        self.transact(ops).await
+        self.transact(vec![attempt_put(attempt, expiries.record)?]).await
     }
 
     async fn record_login(&self, attempt: &LoginAttempt, expiries: Expiries, session: &Session) -> StoreResult<()> {
@@ -215,6 +288,8 @@ impl<T: ItemStore + ?Sized> LoginStore for T {
             user_agent: attempt.user_agent.clone(),
         };
         self.transact(vec![
+            // A login racing the account's closure gets no session once the closure commits.
+            crate::accounts::require_active(&session.user_id),
             attempt_put(attempt, expiries.record)?,
             WriteOp::Put(Put {
                 table: Table::Main,
@@ -288,24 +363,15 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
         .filter(|a| a.status == AccountStatus::Active);
     attempt.user_id = account.as_ref().map(|a| a.id.clone());
 
-    let failures = store.recent_failures(&email, config.login_max_failures).await?;
-    if failures.len() >= config.login_max_failures as usize {
-        // The window frees up when the oldest of the counted failures expires.
-        let frees_at = failures.iter().copied().min().unwrap_or(expiries.failure);
-        attempt.outcome = LoginOutcome::Throttled;
-        store.record_attempt(&attempt, expiries).await?;
-        let retry_after_secs = (frees_at - now.timestamp()).max(1) as u64;
-        return Err(ApiError::TooManyRequests {
-            code: "too_many_attempts",
-            message: format!("too many failed login attempts; try again in {retry_after_secs} seconds"),
-            retry_after_secs,
-        });
-    }
-
-    let verified = if password.chars().count() > passwords::MAX_PASSWORD_CHARS {
-        false
-    } else {
-        passwords::verify_async(password, account.as_ref().map(|a| a.password_hash.clone())).await?
+    let hash = account.as_ref().map(|a| a.password_hash.clone());
+    let verified = match check_password(store, clock, config, &email, hash, password).await {
+        Ok(verified) => verified,
+        Err(throttled @ ApiError::TooManyRequests { .. }) => {
+            attempt.outcome = LoginOutcome::Throttled;
+            store.record_attempt(&attempt, expiries).await?;
+            return Err(throttled);
+        }
+        Err(e) => return Err(e),
     };
     let Some(account) = account.filter(|_| verified) else {
         store.record_attempt(&attempt, expiries).await?;
@@ -322,6 +388,38 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
     Ok(IssuedSession { token, expires_at, max_age_secs: config.session_ttl.num_seconds() })
 }
 
+/// Checks a password under the throttle of `email` (login, and the re-checks of account changes and
+/// closure): the check is reserved before the slow hash is computed, so any number of parallel guesses
+/// verifies at most the limit; a correct password gives its reservation back. `hash` is `None` for an
+/// email no account has: the same work is done and the answer is `false`. A 429 when the window is used up.
+pub async fn check_password<S: LoginStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    config: &Config,
+    email: &str,
+    hash: Option<String>,
+    password: String,
+) -> ApiResult<bool> {
+    let now = clock.now();
+    let window_end = (now + config.login_window).timestamp();
+    let window = match store.reserve_check(email, config.login_max_failures, window_end, now.timestamp()).await? {
+        Reservation::Reserved { window } => window,
+        Reservation::Throttled { retry_after_secs } => {
+            return Err(ApiError::TooManyRequests {
+                code: "too_many_attempts",
+                message: format!("too many failed password attempts; try again in {retry_after_secs} seconds"),
+                retry_after_secs,
+            });
+        }
+    };
+    let verified =
+        password.chars().count() <= passwords::MAX_PASSWORD_CHARS && passwords::verify_async(password, hash).await?;
+    if verified {
+        store.release_check(email, &window).await?;
+    }
+    Ok(verified)
+}
+
 /// The account behind a session; a session whose account is gone no longer authenticates anyone.
 pub async fn session_account<S: AccountStore + ?Sized>(store: &S, session: &Session) -> ApiResult<Account> {
     store
@@ -331,12 +429,14 @@ pub async fn session_account<S: AccountStore + ?Sized>(store: &S, session: &Sess
         .ok_or_else(|| ApiError::unauthenticated("invalid_session", "the session's account is closed or gone"))
 }
 
-/// Resolves a presented session token to its live session.
-pub async fn authenticate<S: SessionStore + ?Sized>(store: &S, token: &str) -> ApiResult<Session> {
+/// Resolves a presented session token to its live session, whose account is still open.
+pub async fn authenticate<S: SessionStore + AccountStore + ?Sized>(store: &S, token: &str) -> ApiResult<Session> {
     let unauthenticated =
         || ApiError::unauthenticated("invalid_session", "session is missing, expired or revoked; log in again");
     if token.is_empty() || token.len() > 256 {
         return Err(unauthenticated());
     }
-    store.session(&sha256_hex(token)).await?.ok_or_else(unauthenticated)
+    let session = store.session(&sha256_hex(token)).await?.ok_or_else(unauthenticated)?;
+    session_account(store, &session).await?;
+    Ok(session)
 }

@@ -77,7 +77,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        let detail = strip_position(&inner.to_string());
+        let detail = redact_values(&strip_position(&inner.to_string()));
         match inner.classify() {
             serde_json::error::Category::Data => {
                 // serde reports a missing field at the enclosing object's path, naming it in the message.
@@ -98,6 +98,21 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             },
         }
     })
+}
+
+/// serde quotes the offending value ("invalid type: integer `234123412346`, expected a string"); an answer
+/// never repeats what was sent (it may be a KYC number or a secret typed into the wrong field), so only the
+/// value's kind stays.
+fn redact_values(detail: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: ", "unknown variant "] {
+        if let Some(rest) = detail.strip_prefix(prefix) {
+            let (head, tail) = rest.split_once(", expected").unwrap_or((rest, ""));
+            let kind = head.split(['`', '"', '\'']).next().unwrap_or_default().trim();
+            let expected = if tail.is_empty() { String::new() } else { format!(", expected{tail}") };
+            return format!("{}{}{kind}{expected}", prefix.trim_end(), if kind.is_empty() { "" } else { " " });
+        }
+    }
+    detail.to_owned()
 }
 
 /// serde_json appends " at line L column C"; the field name says more to an API user.
@@ -304,4 +319,42 @@ pub fn decode_cursor(cursor: Option<&str>, prefix: &str) -> Result<Option<String
         .filter(|sort_key| sort_key.starts_with(prefix))
         .map(Some)
         .ok_or_else(|| ApiError::invalid("invalid_cursor", "cursor", "cursor is not one this API returned"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[expect(dead_code, reason = "only deserialised")]
+    struct Kyc {
+        aadhaar: String,
+        mode: Option<Mode>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Mode {
+        Auto,
+    }
+
+    #[test]
+    fn type_errors_name_the_field_but_never_repeat_the_value() -> Result<(), String> {
+        for (body, kind) in [
+            (r#"{"aadhaar": 234123412346}"#, "integer"),
+            (r#"{"aadhaar": 2341234123.46}"#, "floating point"),
+            (r#"{"aadhaar": ["234123412346"]}"#, "sequence"),
+            (r#"{"aadhaar": "x", "mode": "ABCPE1234F"}"#, "unknown variant"),
+        ] {
+            let Err(ApiError::InvalidRequest { message, param, .. }) = parse_json::<Kyc>(body.as_bytes()) else {
+                return Err(format!("{body} was accepted"));
+            };
+            assert!(message.contains(kind), "{message}");
+            assert!(param.is_some(), "{message}");
+            for secret in ["234123412346", "2341234123", "ABCPE1234F"] {
+                assert!(!message.contains(secret), "{message}");
+            }
+        }
+        Ok(())
+    }
 }

@@ -113,6 +113,8 @@ impl<T: ItemStore + ?Sized> KeyStore for T {
         let expires_at = record.expires_at.map(|at| at.timestamp());
         let owner = KeyOwner { key_id: record.id.clone(), user_id: user_id.to_owned(), slot: slot.to_owned() };
         self.transact(vec![
+            // A key created while the account closes never outlives the closure.
+            crate::accounts::require_active(user_id),
             WriteOp::Put(Put {
                 table: Table::Main,
                 item: Item::from_record(user_pk(user_id), slot, record, expires_at)?,

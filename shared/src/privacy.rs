@@ -4,7 +4,9 @@
 //! Items (main table):
 //! - `USER#<id>` / `PRIVACYREQ#<millis>#<rand>`: one request: kind, received, due, status and outcome.
 //! - `USER#<id>` / `EXPORT#<id>`: one data export and the blob holding it; both go after the export window.
-//! - `REFUNDREQUEST` / `<millis>#<rand>`: the unspent balance of a closed account, for an operator to refund.
+//! - `CLOSURES#PENDING` / `<user id>`: a closure whose follow-up (keys, exports, remaining sessions,
+//!   consents, KYC decisions) has not finished; written in the closing transaction, deleted when the
+//!   follow-up is done, and finished by the scheduled jobs if the request that closed the account could not.
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -19,7 +21,6 @@ use crate::billing::UsageRecord;
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{ApiKeyView, KeyStore};
 use crate::kyc::{self, DocumentKind, KycStore};
-use crate::passwords;
 use crate::retention::{ItemClass, Span};
 use crate::secrets::random_suffix;
 use crate::state::AppState;
@@ -28,7 +29,7 @@ use crate::store::{
     WriteOp,
 };
 use crate::usage::UsageView;
-use crate::wallet::{LedgerEntry, LedgerEntryView, WALLET_SK, WALLETS_PK, WalletStore, WalletView};
+use crate::wallet::{self, LedgerEntry, LedgerEntryView, WALLET_SK, WalletStore, WalletView};
 
 /// The DPDP Act's outer limit for answering a data principal's request.
 pub const RESPONSE_DAYS: i64 = 30;
@@ -37,10 +38,9 @@ pub const EXPORT_LINK_VALIDITY: std::time::Duration = std::time::Duration::from_
 
 const REQUEST_PREFIX: &str = "PRIVACYREQ#";
 const EXPORT_PREFIX: &str = "EXPORT#";
-const REFUND_REQUESTS_PK: &str = "REFUNDREQUEST";
-/// Session index entries deleted in the closing transaction itself (two writes each, within the 100-write
-/// limit); any beyond are deleted right after.
-const SESSIONS_IN_CLOSING_TRANSACTION: usize = 45;
+const PENDING_CLOSURES_PK: &str = "CLOSURES#PENDING";
+/// Closing transactions retried when the wallet moved (a call settling) between the read and the write.
+const CLOSE_ATTEMPTS: usize = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -194,13 +194,15 @@ fn open_account(account: Option<Account>) -> ApiResult<Account> {
         .ok_or_else(|| ApiError::unauthenticated("invalid_session", "the session's account is closed"))
 }
 
-async fn check_password(account: &Account, password: Option<String>, field: &str) -> ApiResult<()> {
+/// The password re-check of account changes and closure, under the same throttle as logins (a stolen
+/// session cannot be used to guess the password faster than the login form allows).
+async fn confirm_password(state: &AppState, account: &Account, password: Option<String>, field: &str) -> ApiResult<()> {
     let Some(password) = password.filter(|p| !p.is_empty()) else {
         return Err(ApiError::invalid("missing_field", field, format!("{field} is required to confirm this change")));
     };
-    if password.chars().count() > passwords::MAX_PASSWORD_CHARS
-        || !passwords::verify_async(password, Some(account.password_hash.clone())).await?
-    {
+    let hash = Some(account.password_hash.clone());
+    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+    if !crate::auth::check_password(store, clock, &state.config, &account.email, hash, password).await? {
         return Err(ApiError::Forbidden { code: "incorrect_password", message: format!("{field} is incorrect") });
     }
     Ok(())
@@ -314,7 +316,7 @@ pub async fn correct(
     }
     let new_email = email.filter(|e| *e != account.email);
     if let Some(new_email) = &new_email {
-        check_password(&account, password, "current_password").await?;
+        confirm_password(state, &account, password, "current_password").await?;
         update = update.set("email", json!(new_email));
         ops.push(WriteOp::Put(Put {
             table: Table::Main,
@@ -599,20 +601,148 @@ pub struct RetainedData {
     pub until: String,
 }
 
-/// `DELETE /v1/account {password}`: closes the account. Keys, sessions, exports, the email claim and the
-/// KYC claims go at once; the password hash and marketing consent are erased; what retention requires
-/// gets its `expires_at` (account and consents 3 years, KYC 5 years, wallet 7 years from closure; ledger,
-/// payments, usage logs and login records keep their own windows). An unspent balance becomes a refund
-/// request. Inference stops at once too: holds on a closed wallet are refused.
+/// `DELETE /v1/account {password}`: closes the account in one transaction of at most 10 writes (the commit
+/// point): the profile flips to closed with its password hash and marketing consent erased and its email
+/// released; the wallet closes (no new holds) and its available balance moves, through a ledger entry,
+/// into the account's single refund request; the KYC record gets its retention expiry and the claims are
+/// released; the erasure request and a follow-up marker are recorded. Nothing changes unless all of it
+/// commits, and any number of concurrent or retried closures close once and request one refund: the ones
+/// that lose answer what the winner did. No session or key works from the commit on (sessions, logins and
+/// new keys check that the account is open; the closed wallet takes no holds). The follow-up (sessions,
+/// keys, exports, consents, vault entries, KYC decisions, the wallet registry) runs right after,
+/// idempotently, and the scheduled jobs finish it if this request cannot.
 pub async fn close_account(state: &AppState, user_id: &str, password: Option<String>) -> ApiResult<Closure> {
     let store = state.store.as_ref();
     let account = open_account(store.account(user_id).await?)?;
-    check_password(&account, password, "password").await?;
-    let now = state.clock.now();
+    confirm_password(state, &account, password, "password").await?;
     let retention = &state.config.retention;
-    let mut request = Recorded::new(state, user_id, RequestKind::Erasure);
-    store.transact(vec![request.put()?]).await?;
+    for _ in 0..CLOSE_ATTEMPTS {
+        let now = state.clock.now();
+        let account_until = retention.expiry(ItemClass::Account, now).unwrap_or(i64::MAX);
+        let mut request = Recorded::new(state, user_id, RequestKind::Erasure);
+        let wallet_item = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await?;
+        let (wallet_ops, refund) = wallet::closure_ops(&state.config, user_id, wallet_item.as_ref(), now)?;
+        let (kyc_ops, kyc_until) = kyc::closure_ops(store, user_id, now, retention.kyc_years_after_closure).await?;
+        let retained = retained_data(state, now, kyc_until);
+        request.finish(RequestStatus::Completed, closure_outcome(&retained, refund), now);
 
+        let mut ops = crate::accounts::closure_ops(&account, now, account_until, &request.sk);
+        ops.extend(wallet_ops);
+        ops.extend(kyc_ops);
+        ops.push(request.put()?);
+        ops.push(WriteOp::Put(Put {
+            table: Table::Main,
+            item: Item::from_record(
+                PENDING_CLOSURES_PK,
+                user_id,
+                &json!({ "user_id": user_id, "closed_at": now }),
+                Some(request.expires_at),
+            )?,
+            condition: Condition::Always,
+        }));
+        match store.transact(ops).await {
+            Ok(()) => {
+                finish_closure(state, user_id).await?;
+                return Ok(Closure {
+                    status: "closed",
+                    request: PrivacyRequestView::from(&request.request),
+                    retained,
+                    refund_requested: refund,
+                });
+            }
+            Err(StoreError::ConditionFailed) => {
+                let current =
+                    store.account(user_id).await?.ok_or_else(|| ApiError::Internal("account vanished".into()))?;
+                if current.status == AccountStatus::Closed {
+                    // A concurrent or earlier closure won: answer what it did.
+                    return recorded_closure(state, user_id).await;
+                }
+                if current.email != account.email {
+                    return Err(ApiError::Conflict {
+                        code: "account_changed",
+                        message: "the account changed meanwhile; retry".into(),
+                        param: None,
+                    });
+                }
+                // The wallet moved (a call settled): read it again.
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Conflict {
+        code: "account_changed",
+        message: "the account is busy (calls are settling); retry the closure in a moment".into(),
+        param: None,
+    })
+}
+
+/// What is kept after a closure at `closed_at`, and until when.
+fn retained_data(state: &AppState, closed_at: DateTime<Utc>, kyc_until: Option<i64>) -> Vec<RetainedData> {
+    let retention = &state.config.retention;
+    let until = |at: i64| DateTime::from_timestamp(at, 0).map(timestamp).unwrap_or_default();
+    let mut retained = vec![RetainedData {
+        data: "account",
+        until: until(retention.expiry(ItemClass::Account, closed_at).unwrap_or(i64::MAX)),
+    }];
+    if let Some(kyc_until) = kyc_until {
+        retained.push(RetainedData { data: "kyc", until: until(kyc_until) });
+    }
+    let wallet_until = retention.expiry(ItemClass::Wallet, closed_at).unwrap_or(i64::MAX);
+    retained.push(RetainedData { data: "payments", until: until(wallet_until) });
+    retained.push(RetainedData { data: "usage_logs", until: until(retention.until(Span::Usage, closed_at)) });
+    retained
+}
+
+fn closure_outcome(retained: &[RetainedData], refund: i64) -> String {
+    let summary = retained.iter().map(|r| format!("{} until {}", r.data, r.until)).collect::<Vec<_>>().join("; ");
+    let refund_note = if refund > 0 {
+        format!("; refund of ₹{} requested", crate::money::format_inr(refund))
+    } else {
+        String::new()
+    };
+    format!(
+        "account closed; erased: password, API keys, sessions, exports, email and KYC claims; kept: {summary}{refund_note}"
+    )
+}
+
+/// The answer of a closure that already committed, rebuilt from what it stored.
+async fn recorded_closure(state: &AppState, user_id: &str) -> ApiResult<Closure> {
+    let store = state.store.as_ref();
+    let profile = store
+        .get(Table::Main, &user_pk(user_id), PROFILE_SK)
+        .await?
+        .ok_or_else(|| ApiError::Internal("account vanished".into()))?;
+    let request_sk = profile.attrs.get("closure_request").and_then(Value::as_str).unwrap_or_default();
+    let request: PrivacyRequest = store
+        .get(Table::Main, &user_pk(user_id), request_sk)
+        .await?
+        .ok_or_else(|| ApiError::Internal("the closure's erasure request is missing".into()))?
+        .record()?;
+    let closed_at = request.completed_at.unwrap_or(request.received_at);
+    let kyc_until = match store.kyc_record(user_id).await? {
+        Some(_) => store.get(Table::Main, &user_pk(user_id), "KYC").await?.and_then(|i| i.expires_at),
+        None => None,
+    };
+    let refund = wallet::refund_request(store, user_id).await?.map_or(0, |r| r.amount);
+    finish_closure(state, user_id).await?;
+    Ok(Closure {
+        status: "closed",
+        request: PrivacyRequestView::from(&request),
+        retained: retained_data(state, closed_at, kyc_until),
+        refund_requested: refund,
+    })
+}
+
+/// The follow-up of a committed closure, safe to run any number of times: API keys and exports (with their
+/// files) are deleted, remaining sessions too; consents, KYC decisions and the wallet's registry entry get
+/// their retention expiry. Done, it removes the pending marker.
+pub async fn finish_closure(state: &AppState, user_id: &str) -> ApiResult<()> {
+    let store = state.store.as_ref();
+    let Some(account) = store.account(user_id).await? else { return Ok(()) };
+    let Some(closed_at) = account.closed_at.filter(|_| account.status == AccountStatus::Closed) else {
+        return Ok(());
+    };
+    let retention = &state.config.retention;
     for (slot, key) in store.keys(user_id).await? {
         store.delete_key(user_id, &slot, &key.key_hash).await?;
     }
@@ -622,118 +752,46 @@ pub async fn close_account(state: &AppState, user_id: &str, password: Option<Str
         }
         store.delete(Delete { table: Table::Main, pk: item.pk, sk: item.sk, condition: Condition::Always }).await?;
     }
-    let kyc_until = kyc::retain_after_closure(store, user_id, now, retention.kyc_years_after_closure).await?;
-    let account_until = retention.expiry(ItemClass::Account, now).unwrap_or(i64::MAX);
+    for index in all_with_prefix(store, user_id, "SESSION#").await? {
+        store.transact(crate::auth::session_deletes(&index).to_vec()).await?;
+    }
+    let account_until = retention.expiry(ItemClass::Account, closed_at).unwrap_or(i64::MAX);
     for consent in all_with_prefix(store, user_id, "CONSENT#").await? {
         let expire = Update::new(Table::Main, consent.pk, consent.sk)
             .expiry(ExpiryChange::Set(account_until))
             .when(Condition::Exists);
         store.update(expire).await?;
     }
-    let wallet_until = retention.expiry(ItemClass::Wallet, now).unwrap_or(i64::MAX);
-    let mut refund = 0;
-    if store.get(Table::Main, &user_pk(user_id), WALLET_SK).await?.is_some() {
-        let closed = Update::new(Table::Main, user_pk(user_id), WALLET_SK)
-            .set("closed", json!(true))
-            .expiry(ExpiryChange::Set(wallet_until));
-        let wallet = store.update(closed).await?;
-        refund = wallet.attrs.get("available").and_then(Value::as_i64).unwrap_or(0).max(0);
-        let registry = Update::new(Table::Main, WALLETS_PK, user_id)
-            .expiry(ExpiryChange::Set(wallet_until))
-            .when(Condition::Exists);
-        match store.update(registry).await {
-            Ok(_) | Err(StoreError::ConditionFailed) => {}
-            Err(e) => return Err(e.into()),
-        }
-        if refund > 0 {
-            let record = json!({ "user_id": user_id, "amount": refund, "amount_inr": crate::money::format_inr(refund), "status": "requested", "requested_at": now });
-            store
-                .put(Put {
-                    table: Table::Main,
-                    item: Item::from_record(
-                        REFUND_REQUESTS_PK,
-                        time_sort_key("", now),
-                        &record,
-                        Some(retention.until(Span::Payments, now)),
-                    )?,
-                    condition: Condition::NotExists,
-                })
-                .await?;
-        }
+    if let Some(kyc_until) = store.get(Table::Main, &user_pk(user_id), "KYC").await?.and_then(|i| i.expires_at) {
+        kyc::expire_after_closure(store, user_id, kyc_until).await?;
     }
-
-    // The account flips to closed with its email released and its sessions gone, in one transaction.
-    let sessions = all_with_prefix(store, user_id, "SESSION#").await?;
-    let mut ops = vec![
-        WriteOp::Update(
-            profile_update(&account)
-                .set("status", json!("closed"))
-                .set("closed_at", json!(now))
-                .remove("password_hash")
-                .set("marketing_consent", json!(false))
-                .expiry(ExpiryChange::Set(account_until)),
-        ),
-        WriteOp::Delete(Delete {
+    let wallet_until = retention.expiry(ItemClass::Wallet, closed_at).unwrap_or(i64::MAX);
+    wallet::expire_registry(store, user_id, wallet_until).await?;
+    store
+        .delete(Delete {
             table: Table::Main,
-            pk: email_pk(&account.email),
-            sk: "EMAIL".into(),
-            condition: Condition::AttrEquals("user_id".into(), json!(user_id)),
-        }),
-    ];
-    let session_deletes = |index: &Item| {
-        let hash = index.sk.trim_start_matches("SESSION#").to_owned();
-        [
-            WriteOp::Delete(Delete {
-                table: Table::Main,
-                pk: index.pk.clone(),
-                sk: index.sk.clone(),
-                condition: Condition::Always,
-            }),
-            WriteOp::Delete(Delete {
-                table: Table::Main,
-                pk: format!("SESSION#{hash}"),
-                sk: "SESSION".into(),
-                condition: Condition::Always,
-            }),
-        ]
-    };
-    for index in sessions.iter().take(SESSIONS_IN_CLOSING_TRANSACTION) {
-        ops.extend(session_deletes(index));
-    }
-    match store.transact(ops).await {
-        Ok(()) => {}
-        Err(StoreError::ConditionFailed) => {
-            return Err(ApiError::Conflict {
-                code: "account_changed",
-                message: "the account changed meanwhile; retry".into(),
-                param: None,
-            });
-        }
-        Err(e) => return Err(e.into()),
-    }
-    for index in sessions.iter().skip(SESSIONS_IN_CLOSING_TRANSACTION) {
-        store.transact(session_deletes(index).to_vec()).await?;
-    }
+            pk: PENDING_CLOSURES_PK.into(),
+            sk: user_id.to_owned(),
+            condition: Condition::Always,
+        })
+        .await?;
+    Ok(())
+}
 
-    let until = |at: i64| DateTime::from_timestamp(at, 0).map(timestamp).unwrap_or_default();
-    let mut retained = vec![RetainedData { data: "account", until: until(account_until) }];
-    if let Some(kyc_until) = kyc_until {
-        retained.push(RetainedData { data: "kyc", until: until(kyc_until) });
+/// For the scheduled jobs: finishes the follow-up of closures whose request could not (a store or blob
+/// error after the commit). Returns how many were finished; one that fails again is logged and skipped.
+pub async fn finish_pending_closures(state: &AppState, budget: std::time::Duration) -> ApiResult<usize> {
+    let started = std::time::Instant::now();
+    let page = state.store.query(Query::new(Table::Main, PENDING_CLOSURES_PK).limit(100)).await?;
+    let mut finished = 0;
+    for item in page.items {
+        if started.elapsed() >= budget {
+            break;
+        }
+        match finish_closure(state, &item.sk).await {
+            Ok(()) => finished += 1,
+            Err(e) => tracing::error!(user_id = %item.sk, error = %e, "closure follow-up not finished this run"),
+        }
     }
-    retained.push(RetainedData { data: "payments", until: until(wallet_until) });
-    retained.push(RetainedData { data: "usage_logs", until: until(retention.until(Span::Usage, now)) });
-    let summary = retained.iter().map(|r| format!("{} until {}", r.data, r.until)).collect::<Vec<_>>().join("; ");
-    let refund_note = if refund > 0 {
-        format!("; refund of ₹{} requested", crate::money::format_inr(refund))
-    } else {
-        String::new()
-    };
-    request.finish(RequestStatus::Completed, format!("account closed; erased: password, API keys, sessions, exports, email and KYC claims; kept: {summary}{refund_note}"), state.clock.now());
-    store.transact(vec![request.put()?]).await?;
-    Ok(Closure {
-        status: "closed",
-        request: PrivacyRequestView::from(&request.request),
-        retained,
-        refund_requested: refund,
-    })
+    Ok(finished)
 }

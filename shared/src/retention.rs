@@ -243,6 +243,7 @@ pub enum ItemClass {
     UsageLog,
     PrivacyRequest,
     DataExport,
+    PendingClosure,
 }
 
 impl ItemClass {
@@ -264,7 +265,8 @@ impl ItemClass {
             | WebhookEvent | PaymentReview | RefundRequest => Rule::FromWrite(Span::Payments),
             ApiKey | ApiKeySlot => Rule::KeyExpiry,
             UsageLog => Rule::FromWrite(Span::Usage),
-            PrivacyRequest => Rule::FromWrite(Span::PrivacyRequests),
+            // A closure's unfinished follow-up; deleted as soon as it is done.
+            PrivacyRequest | PendingClosure => Rule::FromWrite(Span::PrivacyRequests),
             DataExport => Rule::FromWrite(Span::Exports),
         }
     }
@@ -308,6 +310,7 @@ impl ItemClass {
             ("RZPEVENT", "EVENT") => WebhookEvent,
             ("PAYMENTREVIEW", _) => PaymentReview,
             ("REFUNDREQUEST", _) => RefundRequest,
+            ("CLOSURES", _) if pk == "CLOSURES#PENDING" => PendingClosure,
             ("APIKEY", "KEY") => ApiKey,
             ("VAULT", "SECRET") => KycVault,
             _ => return None,

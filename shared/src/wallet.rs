@@ -16,6 +16,8 @@
 //! - `RZPREFUND#<refund id>` / `DEBIT`: the same guard for refunds.
 //! - `RZPEVENT#<event id>` / `EVENT`: processed webhook events (deduplication) with their archive key.
 //! - `PAYMENTREVIEW` / `<millis>#<rand>`: payments that did not match our records, for a human to review.
+//! - `REFUNDREQUEST` / `<user id>`: the unspent balance of a closed account, for an operator to refund;
+//!   keyed on the account, so any number of concurrent or retried closures request one refund.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
@@ -40,6 +42,7 @@ pub(crate) const WALLETS_PK: &str = "WALLETS";
 const TOPUP_SK: &str = "TOPUP";
 const OPEN_TOPUPS_PK: &str = "TOPUPS#OPEN";
 const REVIEW_PK: &str = "PAYMENTREVIEW";
+const REFUND_REQUESTS_PK: &str = "REFUNDREQUEST";
 /// How often a credit is retried when a concurrent balance change got in first.
 const CREDIT_ATTEMPTS: usize = 20;
 
@@ -111,6 +114,8 @@ pub enum LedgerKind {
     Topup,
     Refund,
     Usage,
+    /// The unspent balance of a closing account moved to its refund request.
+    ClosureRefund,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -892,5 +897,92 @@ async fn expire_topup<S: ItemStore + ?Sized>(store: &S, topup: &Topup) -> ApiRes
         // A payment got in first: it stays paid.
         Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The unspent balance of a closed account, waiting for an operator to refund it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefundRequest {
+    pub user_id: String,
+    /// Wallet units.
+    pub amount: i64,
+    pub amount_inr: String,
+    pub status: String,
+    pub requested_at: DateTime<Utc>,
+    /// The ledger entry that moved the balance here.
+    pub ledger_entry: String,
+}
+
+/// The closing transaction's part for the wallet, if there is one: it is closed (no new holds) and expires
+/// with the payments window from now; its available balance (what no running call holds) leaves through a
+/// ledger entry into the account's single refund request. Holds still running settle as usual. The write
+/// holds only if the wallet has not moved since `wallet` was read. Returns the ops and the refund.
+pub fn closure_ops(
+    config: &Config,
+    user_id: &str,
+    wallet: Option<&Item>,
+    at: DateTime<Utc>,
+) -> StoreResult<(Vec<WriteOp>, i64)> {
+    let Some(item) = wallet else { return Ok((Vec::new(), 0)) };
+    let read: Wallet = item.record()?;
+    let refund = read.available.max(0);
+    let wallet_until =
+        config.retention.expiry(crate::retention::ItemClass::Wallet, at).unwrap_or_else(|| payment_expiry(config, at));
+    let mut ops = vec![WriteOp::Update(
+        Update::new(Table::Main, user_pk(user_id), WALLET_SK)
+            .set(crate::billing::CLOSED, json!(true))
+            .add("balance", -refund)
+            .add("available", -refund)
+            .expiry(crate::store::ExpiryChange::Set(wallet_until))
+            .when(Condition::All(vec![
+                Condition::AttrEquals("balance".into(), json!(read.balance)),
+                Condition::AttrEquals("held".into(), json!(read.held)),
+            ])),
+    )];
+    if refund > 0 {
+        let entry = LedgerEntry {
+            id: format!("txn_{}", random_suffix()),
+            kind: LedgerKind::ClosureRefund,
+            amount: -refund,
+            balance_after: read.balance - refund,
+            reference: "refund request of the closed account".into(),
+            created_at: at,
+        };
+        let request = RefundRequest {
+            user_id: user_id.to_owned(),
+            amount: refund,
+            amount_inr: format_inr(refund),
+            status: "requested".into(),
+            requested_at: at,
+            ledger_entry: entry.id.clone(),
+        };
+        let expires_at = payment_expiry(config, at);
+        ops.push(WriteOp::Put(Put {
+            table: Table::Main,
+            item: Item::from_record(user_pk(user_id), time_sort_key("LEDGER#", at), &entry, Some(expires_at))?,
+            condition: Condition::NotExists,
+        }));
+        ops.push(WriteOp::Put(Put {
+            table: Table::Main,
+            item: Item::from_record(REFUND_REQUESTS_PK, user_id, &request, Some(expires_at))?,
+            condition: Condition::NotExists,
+        }));
+    }
+    Ok((ops, refund))
+}
+
+/// The refund request of a closed account, if it had a balance to refund.
+pub async fn refund_request<S: ItemStore + ?Sized>(store: &S, user_id: &str) -> StoreResult<Option<RefundRequest>> {
+    store.get(Table::Main, REFUND_REQUESTS_PK, user_id).await?.map(|i| i.record()).transpose()
+}
+
+/// After a closure commits: the wallet's registry entry (walked by the stale-hold sweeper) expires with it.
+pub async fn expire_registry<S: ItemStore + ?Sized>(store: &S, user_id: &str, until: i64) -> StoreResult<()> {
+    let registry = Update::new(Table::Main, WALLETS_PK, user_id)
+        .expiry(crate::store::ExpiryChange::Set(until))
+        .when(Condition::Exists);
+    match store.update(registry).await {
+        Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+        Err(e) => Err(e),
     }
 }

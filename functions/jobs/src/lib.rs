@@ -5,7 +5,10 @@
 //!   whose process died before settling; they are charged what the call recorded, or the whole hold
 //!   (`shared::billing::sweep_stale_holds`).
 //!
-//! Each job runs whatever the other did (the sweeper returns users' held money, so a Razorpay outage
+//! - closure follow-up: closures whose request could not finish deleting keys and exports after the
+//!   commit are finished (`shared::privacy::finish_pending_closures`).
+//!
+//! Each job runs whatever another did (the sweeper returns users' held money, so a Razorpay outage
 //! must not stop it), each skips and logs the one item it cannot handle, and each has a time budget that
 //! together fit well inside the function's 120-second timeout.
 
@@ -26,12 +29,15 @@ pub const EXPIRE_AFTER: Duration = Duration::hours(24);
 pub const STALE_HOLD_AFTER: Duration = Duration::minutes(6);
 /// Time budgets of the two jobs; what is left over waits for the next run.
 pub const RECONCILE_BUDGET: StdDuration = StdDuration::from_secs(50);
-pub const SWEEP_BUDGET: StdDuration = StdDuration::from_secs(50);
+pub const SWEEP_BUDGET: StdDuration = StdDuration::from_secs(40);
+pub const CLOSURES_BUDGET: StdDuration = StdDuration::from_secs(15);
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct JobsReport {
     pub reconciliation: ReconciliationReport,
     pub stale_holds: SweepReport,
+    /// Closures whose follow-up this run finished.
+    pub closures_finished: usize,
     /// Jobs that failed as a whole (their error is logged); the others still ran.
     pub failed_jobs: Vec<&'static str>,
 }
@@ -61,6 +67,13 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
             report.failed_jobs.push("stale_holds");
         }
     }
+    match shared::privacy::finish_pending_closures(state, CLOSURES_BUDGET).await {
+        Ok(finished) => report.closures_finished = finished,
+        Err(e) => {
+            tracing::error!(error = %e, "the closure follow-up failed");
+            report.failed_jobs.push("closures");
+        }
+    }
     tracing::info!(?report, "scheduled jobs finished");
     Ok(report)
 }
@@ -85,7 +98,7 @@ mod tests {
             .ok_or("JobsFunction has no Timeout")?
             .trim()
             .parse()?;
-        assert!((RECONCILE_BUDGET + SWEEP_BUDGET).as_secs() + 15 <= timeout, "timeout {timeout}");
+        assert!((RECONCILE_BUDGET + SWEEP_BUDGET + CLOSURES_BUDGET).as_secs() + 15 <= timeout, "timeout {timeout}");
         Ok(())
     }
 }

@@ -7,7 +7,11 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
-    let state = shared::state::AppState::for_lambda_with(&[shared::state::Capability::Razorpay]).await?;
+    let state = shared::state::AppState::for_lambda_with(&[
+        shared::state::Capability::Razorpay,
+        shared::state::Capability::Blobs,
+    ])
+    .await?;
     let state = &state;
     lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| async move {
         let report = jobs::run(state).await.map_err(|e| lambda_runtime::Error::from(e.to_string()))?;

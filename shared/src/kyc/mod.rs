@@ -4,8 +4,10 @@
 //! Items:
 //! - main `USER#<id>` / `KYC`: status, masked numbers, vault references, fingerprints, decision.
 //! - main `USER#<id>` / `KYCDECISION#<millis>#<rand>`: each operator decision (who, when, why).
-//! - main `KYCDOC#<fingerprint>` / `CLAIM`: "this PAN/Aadhaar backs this account", written with an
-//!   "absent or mine" condition so one number can never back two accounts, even under concurrency.
+//! - main `KYCDOC#<fingerprint>` / `CLAIM`: "this PAN/Aadhaar backs this account", written when a submission
+//!   is *verified* (automatically, or by an operator's approval; a pending submission blocks nobody) with
+//!   an "absent or mine" condition in the verifying transaction, so one number can never back two accounts,
+//!   even under concurrency.
 //! - vault `VAULT#<reference>` / `SECRET`: the full number, envelope-encrypted, bound to owner and kind.
 //!
 //! The full numbers exist in clear only in memory during a request; logs, errors and every other item
@@ -35,6 +37,10 @@ use vault::Sealed;
 const KYC_SK: &str = "KYC";
 const PROFILE_SK: &str = "PROFILE";
 const MAX_NAME_CHARS: usize = 100;
+/// Submissions one account may make in any [`SUBMISSION_WINDOW_DAYS`]: enough to fix typos and answer a
+/// rejection, too few to test other people's numbers against the uniqueness rule.
+pub const MAX_SUBMISSIONS: usize = 5;
+pub const SUBMISSION_WINDOW_DAYS: i64 = 30;
 const MAX_REASON_CHARS: usize = 500;
 
 /// The two documents, as named in fingerprints, vault entries and errors.
@@ -77,6 +83,9 @@ pub struct KycRecord {
     pub decided_at: Option<DateTime<Utc>>,
     /// Bumped by every write, for optimistic concurrency.
     pub revision: i64,
+    /// When the account's recent submissions were made (at most [`MAX_SUBMISSIONS`] kept).
+    #[serde(default)]
+    pub recent_submissions: Vec<DateTime<Utc>>,
 }
 
 impl KycRecord {
@@ -192,9 +201,13 @@ fn put_record(record: &KycRecord, previous_revision: Option<i64>) -> StoreResult
     }))
 }
 
+/// The account's KYC status, written only while the account is open: a KYC change racing the closure
+/// fails instead of rewriting what the closure gave its retention expiry.
 fn set_account_status(user_id: &str, status: KycStatus) -> WriteOp {
     WriteOp::Update(
-        Update::new(Table::Main, user_pk(user_id), PROFILE_SK).set("kyc_status", json!(status)).when(Condition::Exists),
+        Update::new(Table::Main, user_pk(user_id), PROFILE_SK)
+            .set("kyc_status", json!(status))
+            .when(Condition::AttrEquals("status".into(), json!(crate::accounts::AccountStatus::Active))),
     )
 }
 
@@ -211,6 +224,16 @@ fn release_claim(user_id: &str, fingerprint: &str) -> WriteOp {
 pub struct Submission {
     pub record: KycRecord,
     pub vault: Vec<(String, VaultEntry)>,
+    /// Fingerprints this account holds claims on that the submission no longer backs.
+    pub releases: Vec<String>,
+}
+
+fn claim_put(user_id: &str, kind: DocumentKind, fingerprint: &str) -> StoreResult<WriteOp> {
+    Ok(WriteOp::Put(Put {
+        table: Table::Main,
+        item: Item::from_record(claim_pk(fingerprint), CLAIM_SK, &json!({ "user_id": user_id, "kind": kind }), None)?,
+        condition: owned_by(user_id),
+    }))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -235,18 +258,18 @@ pub trait KycStore: Send + Sync {
     /// Who holds a document fingerprint, if anyone.
     async fn claim_holder(&self, fingerprint: &str) -> StoreResult<Option<String>>;
     async fn vault_entry(&self, reference: &str) -> StoreResult<Option<VaultEntry>>;
-    /// Writes a submission atomically: claims, vault entries, record and account status, and drops what
-    /// the previous submission held.
+    /// Writes a submission atomically: vault entries, record and account status, the claims when it is
+    /// verified at once, and drops what the previous submission held.
     async fn save_submission(&self, new: &Submission, previous: Option<&KycRecord>) -> Result<(), WriteConflict>;
-    /// Writes a decision atomically: record, account status, audit entry, and (on rejection) the claims' release.
+    /// Writes a decision atomically: record, account status, audit entry, the claims on approval, and the
+    /// release of `releases` (claims the account holds that the decision ends).
     async fn save_decision(
         &self,
         record: &KycRecord,
         previous_revision: i64,
         audit: &DecisionRecord,
+        releases: &[String],
     ) -> Result<(), WriteConflict>;
-    /// Sets `expires_at` on the record, its vault entries and claims.
-    async fn set_kyc_expiry(&self, record: &KycRecord, expires_at: i64) -> StoreResult<()>;
 }
 
 #[async_trait]
@@ -268,22 +291,14 @@ impl<T: ItemStore + ?Sized> KycStore for T {
         let record = &new.record;
         let user = record.user_id.as_str();
         let mut ops = Vec::new();
+        for fingerprint in &new.releases {
+            ops.push(release_claim(user, fingerprint));
+        }
         for kind in [DocumentKind::Pan, DocumentKind::Aadhaar] {
-            let fingerprint = record.fingerprint(kind);
-            ops.push(WriteOp::Put(Put {
-                table: Table::Main,
-                item: Item::from_record(
-                    claim_pk(fingerprint),
-                    CLAIM_SK,
-                    &json!({ "user_id": user, "kind": kind }),
-                    None,
-                )?,
-                condition: owned_by(user),
-            }));
+            if record.status == KycStatus::Verified {
+                ops.push(claim_put(user, kind, record.fingerprint(kind))?);
+            }
             if let Some(previous) = previous {
-                if previous.fingerprint(kind) != fingerprint {
-                    ops.push(release_claim(user, previous.fingerprint(kind)));
-                }
                 ops.push(WriteOp::Delete(Delete {
                     table: Table::Vault,
                     pk: vault_pk(previous.reference(kind)),
@@ -309,6 +324,7 @@ impl<T: ItemStore + ?Sized> KycStore for T {
         record: &KycRecord,
         previous_revision: i64,
         audit: &DecisionRecord,
+        releases: &[String],
     ) -> Result<(), WriteConflict> {
         let user = record.user_id.as_str();
         let mut ops = vec![
@@ -320,36 +336,16 @@ impl<T: ItemStore + ?Sized> KycStore for T {
                 condition: Condition::NotExists,
             }),
         ];
-        if audit.decision == Decision::Reject {
-            // A rejected submission must not keep the numbers from their rightful owner.
-            ops.push(release_claim(user, &record.pan_fingerprint));
-            ops.push(release_claim(user, &record.aadhaar_fingerprint));
+        if audit.decision == Decision::Approve {
+            // Uniqueness is decided here, atomically with the verification.
+            for kind in [DocumentKind::Pan, DocumentKind::Aadhaar] {
+                ops.push(claim_put(user, kind, record.fingerprint(kind))?);
+            }
+        }
+        for fingerprint in releases {
+            ops.push(release_claim(user, fingerprint));
         }
         self.transact(ops).await.map_err(conflict)
-    }
-
-    async fn set_kyc_expiry(&self, record: &KycRecord, expires_at: i64) -> StoreResult<()> {
-        let user = record.user_id.as_str();
-        let expire = |table: Table, pk: String, sk: &str| {
-            WriteOp::Update(Update::new(table, pk, sk).expiry(ExpiryChange::Set(expires_at)).when(Condition::Exists))
-        };
-        let mut ops = vec![expire(Table::Main, user_pk(user), KYC_SK)];
-        for kind in [DocumentKind::Pan, DocumentKind::Aadhaar] {
-            if self.vault_entry(record.reference(kind)).await?.is_some() {
-                ops.push(expire(Table::Vault, vault_pk(record.reference(kind)), VAULT_SK));
-            }
-            // The claim only keeps one number from backing two open accounts: a closed account lets go.
-            if self.claim_holder(record.fingerprint(kind)).await?.as_deref() == Some(user) {
-                ops.push(release_claim(user, record.fingerprint(kind)));
-            }
-        }
-        let decisions = Query::new(Table::Main, user_pk(user))
-            .range(SortKeyRange::Prefix(DECISION_PREFIX.into()))
-            .limit(MAX_DECISIONS_KEPT);
-        for decision in self.query(decisions).await?.items {
-            ops.push(expire(Table::Main, decision.pk, &decision.sk));
-        }
-        self.transact(ops).await
     }
 }
 
@@ -381,8 +377,42 @@ fn already_verified() -> ApiError {
     }
 }
 
-/// Validates and stores a KYC submission. In `auto` mode a valid, unique submission is verified at once;
-/// in `manual` mode it waits (`pending`) for an operator.
+/// The answer when a number already backs another account. It names neither the document nor whether it
+/// is registered: the same words whatever the reason verification failed.
+fn not_verifiable() -> ApiError {
+    ApiError::Conflict {
+        code: "kyc_not_verifiable",
+        message: "these KYC details cannot be verified for this account; check them, or write to the grievance officer (GET /v1/privacy)".into(),
+        param: None,
+    }
+}
+
+/// Claims the account holds on the numbers of `record` (to release when they stop backing it).
+async fn held_claims<S: KycStore + ?Sized>(store: &S, user_id: &str, record: &KycRecord) -> StoreResult<Vec<String>> {
+    let mut held = Vec::new();
+    for kind in [DocumentKind::Pan, DocumentKind::Aadhaar] {
+        let fingerprint = record.fingerprint(kind);
+        if store.claim_holder(fingerprint).await?.as_deref() == Some(user_id) {
+            held.push(fingerprint.to_owned());
+        }
+    }
+    Ok(held)
+}
+
+/// Whether another account holds a claim on any of these fingerprints.
+async fn claimed_elsewhere<S: KycStore + ?Sized>(store: &S, user_id: &str, fingerprints: &[&str]) -> StoreResult<bool> {
+    for fingerprint in fingerprints {
+        if store.claim_holder(fingerprint).await?.is_some_and(|holder| holder != user_id) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Validates and stores a KYC submission. In `auto` mode a valid submission whose numbers back no other
+/// account is verified at once (its claims written in the same transaction); in `manual` mode it waits
+/// (`pending`, blocking nobody) for an operator, whose approval decides uniqueness. At most
+/// [`MAX_SUBMISSIONS`] per account in [`SUBMISSION_WINDOW_DAYS`].
 pub async fn submit<S: KycStore + ?Sized>(
     store: &S,
     keys: &KycKeys,
@@ -395,21 +425,35 @@ pub async fn submit<S: KycStore + ?Sized>(
     let aadhaar = Aadhaar::parse(&request.aadhaar)?;
     let name_on_pan = check_name(&request.name_on_pan)?;
 
+    let now = clock.now();
     let previous = store.kyc_record(user_id).await?;
     if previous.as_ref().is_some_and(|p| p.status == KycStatus::Verified) {
         return Err(already_verified());
     }
+    let window_start = now - chrono::Duration::days(SUBMISSION_WINDOW_DAYS);
+    let mut recent: Vec<DateTime<Utc>> =
+        previous.iter().flat_map(|p| p.recent_submissions.iter().copied()).filter(|at| *at > window_start).collect();
+    if recent.len() >= MAX_SUBMISSIONS {
+        return Err(ApiError::Conflict {
+            code: "kyc_submission_limit",
+            message: format!(
+                "at most {MAX_SUBMISSIONS} KYC submissions are accepted per account in {SUBMISSION_WINDOW_DAYS} days; write to the grievance officer (GET /v1/privacy)"
+            ),
+            param: None,
+        });
+    }
+    recent.push(now);
     let fingerprinter = keys.fingerprinter()?;
     let fingerprints = [
-        (DocumentKind::Pan, fingerprinter.fingerprint("pan", pan.as_str()).await?),
-        (DocumentKind::Aadhaar, fingerprinter.fingerprint("aadhaar", aadhaar.as_str()).await?),
+        fingerprinter.fingerprint("pan", pan.as_str()).await?,
+        fingerprinter.fingerprint("aadhaar", aadhaar.as_str()).await?,
     ];
-    // Answer "in use" before spending a data key; the transaction below enforces it race-free anyway.
-    for (kind, fingerprint) in &fingerprints {
-        ensure_unclaimed(store, user_id, *kind, fingerprint).await?;
+    let auto = config.kyc_mode == KycMode::Auto;
+    // Answer before spending a data key; the transaction below enforces it race-free anyway.
+    if auto && claimed_elsewhere(store, user_id, &[&fingerprints[0], &fingerprints[1]]).await? {
+        return Err(not_verifiable());
     }
 
-    let now = clock.now();
     let data_key = keys.data_keys.generate().await?;
     let mut vault_entries = Vec::new();
     let mut references = Vec::new();
@@ -420,10 +464,8 @@ pub async fn submit<S: KycStore + ?Sized>(
         references.push(reference.clone());
         vault_entries.push((reference, VaultEntry { user_id: user_id.to_owned(), kind, sealed, created_at: now }));
     }
-    let (status, verified_at) = match config.kyc_mode {
-        KycMode::Auto => (KycStatus::Verified, Some(now)),
-        KycMode::Manual => (KycStatus::Pending, None),
-    };
+    let (status, verified_at) = if auto { (KycStatus::Verified, Some(now)) } else { (KycStatus::Pending, None) };
+    let [pan_fingerprint, aadhaar_fingerprint] = fingerprints;
     let record = KycRecord {
         user_id: user_id.to_owned(),
         status,
@@ -432,23 +474,34 @@ pub async fn submit<S: KycStore + ?Sized>(
         aadhaar_masked: aadhaar.masked(),
         pan_ref: references[0].clone(),
         aadhaar_ref: references[1].clone(),
-        pan_fingerprint: fingerprints[0].1.clone(),
-        aadhaar_fingerprint: fingerprints[1].1.clone(),
+        pan_fingerprint,
+        aadhaar_fingerprint,
         submitted_at: now,
         verified_at,
         rejection_reason: None,
         decided_by: None,
         decided_at: None,
         revision: previous.as_ref().map_or(1, |p| p.revision + 1),
+        recent_submissions: recent,
     };
-    let submission = Submission { record, vault: vault_entries };
+    // Claims an earlier submission left (older data) go unless this one, verified, claims them again.
+    let mut releases = match &previous {
+        Some(previous) => held_claims(store, user_id, previous).await?,
+        None => Vec::new(),
+    };
+    if status == KycStatus::Verified {
+        releases.retain(|f| *f != record.pan_fingerprint && *f != record.aadhaar_fingerprint);
+    }
+    let submission = Submission { record, vault: vault_entries, releases };
     match store.save_submission(&submission, previous.as_ref()).await {
         Ok(()) => Ok(submission.record),
         Err(WriteConflict::Store(e)) => Err(e.into()),
         Err(WriteConflict::Conflict) => {
-            // Someone else won a race: name what changed, without saying who holds a number.
-            for (kind, fingerprint) in &fingerprints {
-                ensure_unclaimed(store, user_id, *kind, fingerprint).await?;
+            let record = &submission.record;
+            if auto
+                && claimed_elsewhere(store, user_id, &[&record.pan_fingerprint, &record.aadhaar_fingerprint]).await?
+            {
+                return Err(not_verifiable());
             }
             if store.kyc_record(user_id).await?.is_some_and(|r| r.status == KycStatus::Verified) {
                 return Err(already_verified());
@@ -462,24 +515,8 @@ pub async fn submit<S: KycStore + ?Sized>(
     }
 }
 
-async fn ensure_unclaimed<S: KycStore + ?Sized>(
-    store: &S,
-    user_id: &str,
-    kind: DocumentKind,
-    fingerprint: &str,
-) -> ApiResult<()> {
-    match store.claim_holder(fingerprint).await? {
-        Some(holder) if holder != user_id => Err(ApiError::Conflict {
-            code: "kyc_document_in_use",
-            message: format!("this {} is already linked to another account", kind.as_str().to_uppercase()),
-            param: Some(kind.as_str().into()),
-        }),
-        _ => Ok(()),
-    }
-}
-
 /// Records an operator's decision on a pending submission.
-pub async fn decide<S: KycStore + ?Sized>(
+pub async fn decide<S: KycStore + AccountStore + ?Sized>(
     store: &S,
     clock: &dyn Clock,
     user_id: &str,
@@ -501,6 +538,9 @@ pub async fn decide<S: KycStore + ?Sized>(
     let Some(mut record) = store.kyc_record(user_id).await? else {
         return Err(ApiError::NotFound { code: "kyc_not_found", message: "no KYC submission for this user".into() });
     };
+    if store.account(user_id).await?.is_none_or(|a| a.status != crate::accounts::AccountStatus::Active) {
+        return Err(account_closed());
+    }
     match record.status {
         KycStatus::Pending => {}
         KycStatus::Verified => return Err(already_verified()),
@@ -530,14 +570,43 @@ pub async fn decide<S: KycStore + ?Sized>(
     }
     let audit =
         DecisionRecord { user_id: user_id.to_owned(), decision, reason, decided_by: operator.to_owned(), at: now };
-    match store.save_decision(&record, previous_revision, &audit).await {
+    // A rejected submission must not keep numbers from their rightful owner (older data may hold claims).
+    let releases = match decision {
+        Decision::Reject => held_claims(store, user_id, &record).await?,
+        Decision::Approve => Vec::new(),
+    };
+    match store.save_decision(&record, previous_revision, &audit, &releases).await {
         Ok(()) => Ok(record),
         Err(WriteConflict::Store(e)) => Err(e.into()),
-        Err(WriteConflict::Conflict) => Err(ApiError::Conflict {
-            code: "kyc_submission_conflict",
-            message: "the submission changed while it was being decided; reload it".into(),
-            param: None,
-        }),
+        Err(WriteConflict::Conflict) => {
+            let fingerprints = [record.pan_fingerprint.as_str(), record.aadhaar_fingerprint.as_str()];
+            if decision == Decision::Approve && claimed_elsewhere(store, user_id, &fingerprints).await? {
+                // Said to the operator only, and without the number.
+                return Err(ApiError::Conflict {
+                    code: "kyc_document_in_use",
+                    message:
+                        "a number of this submission already backs another verified account; reject it with a reason"
+                            .into(),
+                    param: None,
+                });
+            }
+            if store.account(user_id).await?.is_none_or(|a| a.status != crate::accounts::AccountStatus::Active) {
+                return Err(account_closed());
+            }
+            Err(ApiError::Conflict {
+                code: "kyc_submission_conflict",
+                message: "the submission changed while it was being decided; reload it".into(),
+                param: None,
+            })
+        }
+    }
+}
+
+fn account_closed() -> ApiError {
+    ApiError::Conflict {
+        code: "account_closed",
+        message: "the account is closed; its KYC submission can no longer be decided".into(),
+        param: None,
     }
 }
 
@@ -552,7 +621,11 @@ pub fn status_name(status: KycStatus) -> &'static str {
 
 /// The KYC gate: passes only for accounts whose KYC is verified, else 403 `kyc_required` naming the status.
 pub async fn require_verified<S: AccountStore + ?Sized>(store: &S, user_id: &str) -> ApiResult<()> {
-    let status = store.account(user_id).await?.map_or(KycStatus::NotSubmitted, |a| a.kyc_status);
+    let account = store.account(user_id).await?.filter(|a| a.status == crate::accounts::AccountStatus::Active);
+    let Some(account) = account else {
+        return Err(ApiError::unauthenticated("invalid_session", "the account is closed"));
+    };
+    let status = account.kyc_status;
     if status == KycStatus::Verified {
         return Ok(());
     }
@@ -562,21 +635,70 @@ pub async fn require_verified<S: AccountStore + ?Sized>(store: &S, user_id: &str
     })
 }
 
-/// The retention rule for closed accounts: KYC data (record, vault entries, operator decisions) is kept for
-/// the configured number of years after closure, then expires; the claims on the numbers are released so
-/// their owner can verify a new account. Returns the expiry set, if there was KYC data.
-pub async fn retain_after_closure<S: KycStore + ?Sized>(
+/// The retention rule for closed accounts, as the closing transaction's part: the KYC record expires
+/// `retention_years` after closure and the claims this account holds are released, so their owner can
+/// verify a new account (at most three writes). Returns the ops and the expiry (no ops without KYC data).
+/// The vault entries and operator decisions follow once the closure commits ([`expire_after_closure`]).
+pub async fn closure_ops<S: ItemStore + ?Sized>(
+    store: &S,
+    user_id: &str,
+    closed_at: DateTime<Utc>,
+    retention_years: u32,
+) -> ApiResult<(Vec<WriteOp>, Option<i64>)> {
+    let Some(record) = store.kyc_record(user_id).await? else { return Ok((Vec::new(), None)) };
+    let expires_at = closed_at
+        .checked_add_months(Months::new(retention_years.saturating_mul(12)))
+        .ok_or_else(|| ApiError::Internal("KYC retention overflows the calendar".into()))?
+        .timestamp();
+    let expire = |table: Table, pk: String, sk: &str| {
+        WriteOp::Update(Update::new(table, pk, sk).expiry(ExpiryChange::Set(expires_at)).when(Condition::Exists))
+    };
+    let mut ops = vec![expire(Table::Main, user_pk(user_id), KYC_SK)];
+    // Only claims this account holds: a number it never verified may be someone else's.
+    ops.extend(held_claims(store, user_id, &record).await?.iter().map(|f| release_claim(user_id, f)));
+    Ok((ops, Some(expires_at)))
+}
+
+/// After a closure commits (idempotent): the vault entries and operator decisions expire with the KYC
+/// record.
+pub async fn expire_after_closure<S: ItemStore + ?Sized>(store: &S, user_id: &str, expires_at: i64) -> StoreResult<()> {
+    let expire = |table: Table, pk: String, sk: String| {
+        Update::new(table, pk, sk).expiry(ExpiryChange::Set(expires_at)).when(Condition::Exists)
+    };
+    let mut targets = Vec::new();
+    if let Some(record) = store.kyc_record(user_id).await? {
+        for kind in [DocumentKind::Pan, DocumentKind::Aadhaar] {
+            targets.push(expire(Table::Vault, vault_pk(record.reference(kind)), VAULT_SK.into()));
+        }
+    }
+    let decisions = Query::new(Table::Main, user_pk(user_id))
+        .range(SortKeyRange::Prefix(DECISION_PREFIX.into()))
+        .limit(MAX_DECISIONS_KEPT);
+    for decision in store.query(decisions).await?.items {
+        targets.push(expire(Table::Main, decision.pk, decision.sk));
+    }
+    for update in targets {
+        match store.update(update).await {
+            // A vault entry a resubmission already replaced.
+            Ok(_) | Err(StoreError::ConditionFailed) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The retention rule applied on its own (the closure applies it inside its transaction): returns the
+/// expiry set, if there was KYC data.
+pub async fn retain_after_closure<S: ItemStore + ?Sized>(
     store: &S,
     user_id: &str,
     closed_at: DateTime<Utc>,
     retention_years: u32,
 ) -> ApiResult<Option<i64>> {
-    let Some(record) = store.kyc_record(user_id).await? else { return Ok(None) };
-    let expires_at = closed_at
-        .checked_add_months(Months::new(retention_years.saturating_mul(12)))
-        .ok_or_else(|| ApiError::Internal("KYC retention overflows the calendar".into()))?
-        .timestamp();
-    store.set_kyc_expiry(&record, expires_at).await?;
+    let (ops, expires_at) = closure_ops(store, user_id, closed_at, retention_years).await?;
+    let Some(expires_at) = expires_at else { return Ok(None) };
+    store.transact(ops).await?;
+    expire_after_closure(store, user_id, expires_at).await?;
     Ok(Some(expires_at))
 }
 
