@@ -1,6 +1,6 @@
 //! A local stand-in for Razorpay that speaks its wire format: `POST /v1/orders`, `GET /v1/payments/{id}`,
 //! `GET /v1/orders/{id}/payments` (HTTP Basic auth with the key id and secret), and signed webhooks
-//! (`payment.captured`, `order.paid`, `payment.failed`, `refund.processed`). It lets `make run` take a
+//! (`payment.captured`, `order.paid`, `payment.failed`, `refund.processed`, `payment.dispute.*`). It lets `make run` take a
 //! payment with no network, and the tests drive every payment scenario. It lives only in the dev server
 //! and the tests; Lambda builds never contain it.
 //!
@@ -159,6 +159,21 @@ impl StandIn {
             "payment_id": payment.id, "status": "processed", "created_at": chrono::Utc::now().timestamp(),
         });
         self.webhook("refund.processed", json!({ "refund": { "entity": refund }, "payment": { "entity": payment } }))
+    }
+
+    /// A `payment.dispute.{created,won,lost,closed,...}` webhook for a dispute of `amount` paise; a lost
+    /// dispute reports the amount deducted, as Razorpay does.
+    pub fn dispute_webhook(&self, payment: &Payment, dispute_id: &str, event: &str, amount: i64) -> SignedWebhook {
+        let status = event.strip_prefix("payment.dispute.").unwrap_or("open");
+        let status = if status == "created" { "open" } else { status };
+        let dispute = json!({
+            "id": dispute_id, "entity": "dispute", "payment_id": payment.id, "amount": amount,
+            "currency": payment.currency, "amount_deducted": if status == "lost" { amount } else { 0 },
+            "reason_code": "chargeback", "reason_description": "The customer's bank raised a chargeback",
+            "respond_by": chrono::Utc::now().timestamp() + 7 * 86_400, "status": status, "phase": "chargeback",
+            "created_at": chrono::Utc::now().timestamp(),
+        });
+        self.webhook(event, json!({ "payment": { "entity": payment }, "dispute": { "entity": dispute } }))
     }
 
     /// Delivers a webhook to the configured URL; returns the HTTP status it got.

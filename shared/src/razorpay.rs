@@ -208,6 +208,22 @@ fn inr() -> String {
     "INR".into()
 }
 
+/// A dispute (chargeback) on a payment (the fields this service uses).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Dispute {
+    pub id: String,
+    pub payment_id: String,
+    /// Disputed amount, paise.
+    pub amount: i64,
+    #[serde(default = "inr")]
+    pub currency: String,
+    /// What Razorpay deducted from the merchant balance (0 unless lost), paise.
+    #[serde(default)]
+    pub amount_deducted: i64,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Collection<T> {
     #[serde(default)]
@@ -242,6 +258,10 @@ impl WebhookEvent {
 
     pub fn refund(&self) -> Option<Refund> {
         self.entity("refund")
+    }
+
+    pub fn dispute(&self) -> Option<Dispute> {
+        self.entity("dispute")
     }
 }
 

@@ -244,6 +244,8 @@ pub enum ItemClass {
     PrivacyRequest,
     DataExport,
     PendingClosure,
+    Dispute,
+    PendingAdjustment,
 }
 
 impl ItemClass {
@@ -262,7 +264,9 @@ impl ItemClass {
             // The wallet is the balance the ledger adds up to: kept as long as the ledger, from closure.
             Wallet | WalletRegistry => Rule::FromClosure(Span::Payments),
             LedgerEntry | Topup | TopupIndex | OpenTopup | RazorpayOrder | PaymentCredit | RefundDebit
-            | WebhookEvent | PaymentReview | RefundRequest => Rule::FromWrite(Span::Payments),
+            | WebhookEvent | PaymentReview | RefundRequest | Dispute | PendingAdjustment => {
+                Rule::FromWrite(Span::Payments)
+            }
             ApiKey | ApiKeySlot => Rule::KeyExpiry,
             UsageLog => Rule::FromWrite(Span::Usage),
             // A closure's unfinished follow-up; deleted as soon as it is done.
@@ -306,6 +310,8 @@ impl ItemClass {
             ("TOPUPS", _) if pk == "TOPUPS#OPEN" => OpenTopup,
             ("RZPORDER", "ORDER") => RazorpayOrder,
             ("RZPPAYMENT", "CREDIT") => PaymentCredit,
+            ("RZPPAYMENT", sk) if sk.starts_with("PENDING#") => PendingAdjustment,
+            ("RZPDISPUTE", "DISPUTE") => Dispute,
             ("RZPREFUND", "DEBIT") => RefundDebit,
             ("RZPEVENT", "EVENT") => WebhookEvent,
             ("PAYMENTREVIEW", _) => PaymentReview,

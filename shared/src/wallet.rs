@@ -14,6 +14,11 @@
 //!   credit's transaction, so webhook, Checkout verification and reconciliation, in any order, any number of
 //!   times, concurrently, credit a payment once.
 //! - `RZPREFUND#<refund id>` / `DEBIT`: the same guard for refunds.
+//! - `RZPDISPUTE#<dispute id>` / `DISPUTE`: a chargeback's state (`held` -> `released` | `debited`; either
+//!   final state may also come first, when Razorpay's events arrive out of order): each event changes the
+//!   wallet once, in the transaction that moves the state.
+//! - `RZPPAYMENT#<payment id>` / `PENDING#<event>#<id>`: a refund or dispute event for a payment not credited
+//!   yet; applied (and deleted) when the credit lands.
 //! - `RZPEVENT#<event id>` / `EVENT`: processed webhook events (deduplication) with their archive key.
 //! - `PAYMENTREVIEW` / `<millis>#<rand>`: payments that did not match our records, for a human to review.
 //! - `REFUNDREQUEST` / `<user id>`: the unspent balance of a closed account, for an operator to refund;
@@ -116,6 +121,8 @@ pub enum LedgerKind {
     Usage,
     /// The unspent balance of a closing account moved to its refund request.
     ClosureRefund,
+    /// A chargeback the customer's bank won: the disputed money left through Razorpay.
+    Dispute,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +230,8 @@ pub enum CreditOutcome {
     AlreadyCredited,
     /// The payment does not match the stored order (amount, currency or order); recorded for review.
     Mismatch,
+    /// A refund or dispute of a payment not credited yet: kept, and applied when the credit lands.
+    Deferred,
 }
 
 #[async_trait]
@@ -528,10 +537,11 @@ pub async fn credit_payment<S: ItemStore + ?Sized>(
     let credited = apply_balance_change(store, change, extra).await?;
     if credited {
         tracing::info!(user_id = %topup.user_id, topup_id = %topup.id, payment_id = %payment.id, ?source, "payment credited");
-        Ok(CreditOutcome::Credited)
-    } else {
-        Ok(CreditOutcome::AlreadyCredited)
     }
+    // Refunds and disputes that arrived before the credit apply now (also on a repeated credit, in case the
+    // process that credited stopped before it got here).
+    apply_deferred(store, clock, config, &payment.id).await?;
+    Ok(if credited { CreditOutcome::Credited } else { CreditOutcome::AlreadyCredited })
 }
 
 /// Marks a top-up failed, unless it already moved on (paid, expired): state only moves forward.
@@ -557,15 +567,15 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
     refund: &crate::razorpay::Refund,
 ) -> ApiResult<CreditOutcome> {
     let now = clock.now();
-    let Some(credit) = store.get(Table::Main, &payment_pk(&refund.payment_id), "CREDIT").await? else {
-        record_review(
-            store,
-            config,
-            now,
-            json!({ "reason": "refund for a payment we never credited", "refund_id": refund.id, "payment_id": refund.payment_id, "amount_paise": refund.amount }),
-        )
-        .await?;
-        return Ok(CreditOutcome::Mismatch);
+    let credit = match store.get(Table::Main, &payment_pk(&refund.payment_id), "CREDIT").await? {
+        Some(credit) => credit,
+        None => {
+            let entity = serde_json::to_value(refund).map_err(|e| ApiError::Internal(e.to_string()))?;
+            match defer(store, config, now, (&refund.payment_id, "refund.processed", &refund.id), entity).await? {
+                Some(credit) => credit,
+                None => return Ok(CreditOutcome::Deferred),
+            }
+        }
     };
     let user_id = credit.attrs.get("user_id").and_then(Value::as_str).unwrap_or_default().to_owned();
     let credited_paise = credit.attrs.get("amount_paise").and_then(Value::as_i64).unwrap_or(0);
@@ -601,6 +611,217 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
     };
     let debited = apply_balance_change(store, change, extra).await?;
     Ok(if debited { CreditOutcome::Credited } else { CreditOutcome::AlreadyCredited })
+}
+
+/// Keeps a refund or dispute event of a payment that is not credited yet, then looks again: the credit
+/// applies the events it finds kept, and this one may have been kept just after it looked. If the credit is
+/// there now, the kept copy is dropped and its guard record returned, for the caller to apply the event
+/// itself; applying twice is harmless (every adjustment has its own exactly-once guard).
+async fn defer<S: ItemStore + ?Sized>(
+    store: &S,
+    config: &Config,
+    now: DateTime<Utc>,
+    (payment_id, event, entity_id): (&str, &str, &str),
+    entity: Value,
+) -> ApiResult<Option<Item>> {
+    let kept = json!({ "event": event, "entity": entity, "received_at": now });
+    let (pk, sk) = (payment_pk(payment_id), format!("{PENDING_PREFIX}{event}#{entity_id}"));
+    let item = Item::from_record(&pk, &sk, &kept, Some(payment_expiry(config, now)))?;
+    store.put(Put { table: Table::Main, item, condition: Condition::Always }).await?;
+    let Some(credit) = store.get(Table::Main, &pk, "CREDIT").await? else {
+        tracing::warn!(%payment_id, %event, %entity_id, "adjustment of a payment not credited yet: kept until its credit");
+        return Ok(None);
+    };
+    store.delete(Delete { table: Table::Main, pk, sk, condition: Condition::Always }).await?;
+    Ok(Some(credit))
+}
+
+const PENDING_PREFIX: &str = "PENDING#";
+
+/// Applies (and then deletes) the refund and dispute events kept for a payment that is now credited. Order
+/// does not matter: each event's effect is decided by the state its own item records.
+pub async fn apply_deferred<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    config: &Config,
+    payment_id: &str,
+) -> ApiResult<()> {
+    let kept =
+        Query::new(Table::Main, payment_pk(payment_id)).range(SortKeyRange::Prefix(PENDING_PREFIX.into())).limit(100);
+    for item in store.query(kept).await?.items {
+        let event = item.attrs.get("event").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let entity = item.attrs.get("entity").cloned().unwrap_or(Value::Null);
+        let outcome = if event == "refund.processed" {
+            let refund: crate::razorpay::Refund =
+                serde_json::from_value(entity).map_err(|e| ApiError::Internal(e.to_string()))?;
+            debit_refund(store, clock, config, &refund).await?
+        } else {
+            let dispute: crate::razorpay::Dispute =
+                serde_json::from_value(entity).map_err(|e| ApiError::Internal(e.to_string()))?;
+            apply_dispute(store, clock, config, &event, &dispute).await?
+        };
+        if outcome != CreditOutcome::Deferred {
+            store.delete(Delete { table: Table::Main, pk: item.pk, sk: item.sk, condition: Condition::Always }).await?;
+        }
+    }
+    Ok(())
+}
+
+fn dispute_pk(dispute_id: &str) -> String {
+    format!("RZPDISPUTE#{dispute_id}")
+}
+
+const DISPUTE_SK: &str = "DISPUTE";
+
+/// A chargeback's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisputeState {
+    /// The disputed amount is held on the wallet.
+    Held,
+    /// Won (or closed in our favour): nothing is held any more.
+    Released,
+    /// Lost: the deducted amount left the balance through the ledger.
+    Debited,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DisputeRecord {
+    user_id: String,
+    payment_id: String,
+    state: DisputeState,
+    /// Wallet units held while `held`.
+    held: i64,
+    updated_at: DateTime<Utc>,
+}
+
+/// A Razorpay dispute event: `payment.dispute.created` holds the disputed amount on the payer's wallet,
+/// `.won` and `.closed` release it, `.lost` debits what Razorpay deducted (through the ledger; the balance may
+/// go below zero, as for refunds: the money has left). Each changes the wallet once whatever the order of
+/// arrival: a `.lost` before the `.created` debits and the late `.created` then does nothing. Other dispute
+/// events (`under_review`, `action_required`) move no money.
+pub async fn apply_dispute<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    config: &Config,
+    event: &str,
+    dispute: &crate::razorpay::Dispute,
+) -> ApiResult<CreditOutcome> {
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Step {
+        Hold,
+        Release,
+        Debit,
+    }
+    let step = match event {
+        "payment.dispute.created" => Step::Hold,
+        "payment.dispute.won" | "payment.dispute.closed" => Step::Release,
+        "payment.dispute.lost" => Step::Debit,
+        _ => return Ok(CreditOutcome::AlreadyCredited),
+    };
+    let now = clock.now();
+    let credit = match store.get(Table::Main, &payment_pk(&dispute.payment_id), "CREDIT").await? {
+        Some(credit) => credit,
+        None => {
+            let entity = serde_json::to_value(dispute).map_err(|e| ApiError::Internal(e.to_string()))?;
+            match defer(store, config, now, (&dispute.payment_id, event, &dispute.id), entity).await? {
+                Some(credit) => credit,
+                None => return Ok(CreditOutcome::Deferred),
+            }
+        }
+    };
+    let user_id = credit.attrs.get("user_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let credited_paise = credit.attrs.get("amount_paise").and_then(Value::as_i64).unwrap_or(0);
+    let deducted = if dispute.amount_deducted > 0 { dispute.amount_deducted } else { dispute.amount };
+    if dispute.currency != "INR"
+        || dispute.amount <= 0
+        || dispute.amount > credited_paise
+        || deducted > credited_paise
+        || user_id.is_empty()
+    {
+        record_review(
+            store,
+            config,
+            now,
+            json!({ "reason": "dispute does not match the credited payment", "dispute_id": dispute.id, "payment_id": dispute.payment_id, "amount_paise": dispute.amount, "currency": dispute.currency }),
+        )
+        .await?;
+        return Ok(CreditOutcome::Mismatch);
+    }
+    let amount = paise_to_units(dispute.amount).ok_or_else(|| ApiError::Internal("amount overflows".into()))?;
+    let deducted = paise_to_units(deducted).ok_or_else(|| ApiError::Internal("amount overflows".into()))?;
+    let expires_at = payment_expiry(config, now);
+    let (pk, wallet_pk) = (dispute_pk(&dispute.id), user_pk(&user_id));
+    for _ in 0..CREDIT_ATTEMPTS {
+        let current = store.get(Table::Main, &pk, DISPUTE_SK).await?;
+        let state = current.as_ref().map(Item::record::<DisputeRecord>).transpose()?;
+        let held = state.as_ref().filter(|s| s.state == DisputeState::Held).map_or(0, |s| s.held);
+        let next = match (step, state.as_ref().map(|s| s.state)) {
+            (Step::Hold, None) => DisputeState::Held,
+            (Step::Release, None | Some(DisputeState::Held)) => DisputeState::Released,
+            (Step::Debit, None | Some(DisputeState::Held)) => DisputeState::Debited,
+            // Already held, or already final: this event changes nothing.
+            _ => return Ok(CreditOutcome::AlreadyCredited),
+        };
+        let record = DisputeRecord {
+            user_id: user_id.clone(),
+            payment_id: dispute.payment_id.clone(),
+            state: next,
+            held: if next == DisputeState::Held { amount } else { 0 },
+            updated_at: now,
+        };
+        let state_op = WriteOp::Put(Put {
+            table: Table::Main,
+            item: Item::from_record(&pk, DISPUTE_SK, &record, Some(expires_at))?,
+            condition: match &state {
+                None => Condition::NotExists,
+                Some(_) => Condition::AttrEquals("state".into(), json!(DisputeState::Held)),
+            },
+        });
+        let wallet: Wallet = store
+            .get(Table::Main, &wallet_pk, WALLET_SK)
+            .await?
+            .as_ref()
+            .map(Item::record)
+            .transpose()?
+            .unwrap_or_default();
+        let mut wallet_update = Update::new(Table::Main, &wallet_pk, WALLET_SK)
+            .when(Condition::AttrEquals("balance".into(), json!(wallet.balance)));
+        let mut ops = vec![state_op];
+        match next {
+            DisputeState::Held => wallet_update = wallet_update.add("held", amount).add("available", -amount),
+            DisputeState::Released => wallet_update = wallet_update.add("held", -held).add("available", held),
+            DisputeState::Debited => {
+                wallet_update =
+                    wallet_update.add("balance", -deducted).add("held", -held).add("available", held - deducted);
+                let entry = LedgerEntry {
+                    id: format!("txn_{}", random_suffix()),
+                    kind: LedgerKind::Dispute,
+                    amount: -deducted,
+                    balance_after: wallet.balance - deducted,
+                    reference: dispute.id.clone(),
+                    created_at: now,
+                };
+                ops.push(WriteOp::Put(Put {
+                    table: Table::Main,
+                    item: Item::from_record(&wallet_pk, time_sort_key("LEDGER#", now), &entry, Some(expires_at))?,
+                    condition: Condition::NotExists,
+                }));
+            }
+        }
+        if next != DisputeState::Released || held > 0 {
+            ops.push(WriteOp::Update(wallet_update));
+        }
+        match store.transact(ops).await {
+            Ok(()) => {
+                tracing::warn!(%user_id, dispute_id = %dispute.id, payment_id = %dispute.payment_id, state = ?next, "dispute applied");
+                return Ok(CreditOutcome::Credited);
+            }
+            Err(StoreError::ConditionFailed) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Unavailable("the wallet is too busy to apply the dispute; it will be retried".into()))
 }
 
 /// Creates a Razorpay order and the top-up that tracks it. Nothing is stored when Razorpay fails, so no
@@ -710,6 +931,8 @@ pub enum WebhookOutcome {
     Duplicate,
     Ignored,
     Review,
+    /// Kept until the payment it adjusts is credited.
+    Deferred,
 }
 
 /// Handles a Razorpay webhook whose signature has already been verified: deduplicates on the event id,
@@ -749,10 +972,11 @@ pub async fn handle_webhook<S: ItemStore + ?Sized>(
             None => WebhookOutcome::Ignored,
         },
         "refund.processed" => match event.refund() {
-            Some(refund) => match debit_refund(store, clock, config, &refund).await? {
-                CreditOutcome::Mismatch => WebhookOutcome::Review,
-                _ => WebhookOutcome::Processed,
-            },
+            Some(refund) => adjustment_outcome(debit_refund(store, clock, config, &refund).await?),
+            None => WebhookOutcome::Ignored,
+        },
+        name if name.starts_with("payment.dispute.") => match event.dispute() {
+            Some(dispute) => adjustment_outcome(apply_dispute(store, clock, config, name, &dispute).await?),
             None => WebhookOutcome::Ignored,
         },
         _ => WebhookOutcome::Ignored,
@@ -766,6 +990,14 @@ pub async fn handle_webhook<S: ItemStore + ?Sized>(
         })
         .await?;
     Ok(outcome)
+}
+
+fn adjustment_outcome(outcome: CreditOutcome) -> WebhookOutcome {
+    match outcome {
+        CreditOutcome::Mismatch => WebhookOutcome::Review,
+        CreditOutcome::Deferred => WebhookOutcome::Deferred,
+        CreditOutcome::Credited | CreditOutcome::AlreadyCredited => WebhookOutcome::Processed,
+    }
 }
 
 async fn credit_from_event<S: ItemStore + ?Sized>(

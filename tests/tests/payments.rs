@@ -23,6 +23,11 @@ on_both_stores!(
     refunds_are_debited_once,
     reconciliation_credits_silent_payments_and_expires_stale_orders,
     one_order_razorpay_cannot_answer_for_is_skipped_and_expires,
+    a_dispute_holds_then_a_loss_debits_once,
+    a_won_dispute_releases_what_it_held,
+    dispute_events_in_any_order_and_concurrently_apply_once,
+    refunds_and_disputes_before_their_credit_apply_when_it_lands,
+    a_dispute_of_spent_money_blocks_new_calls,
     checkout_verification_checks_signature_and_owner,
     transactions_are_newest_first_and_paginated,
 );
@@ -451,5 +456,142 @@ async fn one_order_razorpay_cannot_answer_for_is_skipped_and_expires(backend: Ba
     let status = api.state.store.topup(unknown["id"].as_str().unwrap_or_default()).await?.map(|t| t.status);
     assert_eq!(status, Some(wallet::TopupStatus::Expired));
     assert_eq!(jobs::run(&api.state).await?.reconciliation.examined, 0, "nothing left open");
+    Ok(())
+}
+
+/// A paid top-up of `rupees`, credited through the webhook; returns the user, token and payment.
+async fn paid(
+    api: &TestApi,
+    email: &str,
+    rupees: i64,
+) -> Result<(String, String, shared::razorpay::Payment), Box<dyn std::error::Error + Send + Sync>> {
+    let (user, token) = api.verified_user(email).await?;
+    let order = order_of(&topup(api, &token, rupees * 100).await?);
+    let payment = api.razorpay.pay(&order, "captured", None).ok_or("order")?;
+    send(api, &api.razorpay.payment_webhook("payment.captured", &payment)).await?;
+    api.clock.advance(Duration::seconds(1));
+    Ok((user, token, payment))
+}
+
+async fn balances(api: &TestApi, user: &str) -> Result<(i64, i64, i64), Box<dyn std::error::Error + Send + Sync>> {
+    let w = api.state.store.wallet(user).await?;
+    api.ledger_checked_balance(user).await?;
+    Ok((w.balance, w.held, w.available))
+}
+
+/// Top up by card, dispute it: the created dispute holds the amount, the lost dispute debits it once
+/// (redeliveries and repeats under other event ids change nothing more).
+async fn a_dispute_holds_then_a_loss_debits_once(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, _, payment) = paid(&api, "chargeback@example.in", 500).await?;
+    let created = api.razorpay.dispute_webhook(&payment, "disp_Chargeback0001", "payment.dispute.created", 30_000);
+    for _ in 0..2 {
+        let (status, body) = send(&api, &created).await?;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let rupee = UNITS_PER_RUPEE;
+    assert_eq!(balances(&api, &user).await?, (500 * rupee, 300 * rupee, 200 * rupee));
+    let lost = api.razorpay.dispute_webhook(&payment, "disp_Chargeback0001", "payment.dispute.lost", 30_000);
+    send(&api, &lost).await?;
+    let mut again = lost.clone();
+    again.event_id = "evt_LostAgain00001".into();
+    send(&api, &again).await?;
+    assert_eq!(balances(&api, &user).await?, (200 * rupee, 0, 200 * rupee));
+    let (entries, _) = api.state.store.ledger(&user, 10, None).await?;
+    assert_eq!(entries.iter().map(|e| e.amount).collect::<Vec<_>>(), [-300 * rupee, 500 * rupee]);
+    assert_eq!(entries[0].kind, wallet::LedgerKind::Dispute);
+    // Winning afterwards changes nothing: lost is final.
+    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Chargeback0001", "payment.dispute.won", 30_000)).await?;
+    assert_eq!(balances(&api, &user).await?, (200 * rupee, 0, 200 * rupee));
+    Ok(())
+}
+
+async fn a_won_dispute_releases_what_it_held(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, _, payment) = paid(&api, "won@example.in", 200).await?;
+    let rupee = UNITS_PER_RUPEE;
+    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Won000000001", "payment.dispute.created", 20_000)).await?;
+    assert_eq!(balances(&api, &user).await?, (200 * rupee, 200 * rupee, 0));
+    // Review events move no money.
+    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Won000000001", "payment.dispute.under_review", 20_000))
+        .await?;
+    assert_eq!(balances(&api, &user).await?, (200 * rupee, 200 * rupee, 0));
+    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Won000000001", "payment.dispute.won", 20_000)).await?;
+    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Won000000001", "payment.dispute.lost", 20_000)).await?;
+    assert_eq!(balances(&api, &user).await?, (200 * rupee, 0, 200 * rupee), "won is final");
+    // A dispute larger than the payment is not applied but recorded for review.
+    let (status, body) =
+        send(&api, &api.razorpay.dispute_webhook(&payment, "disp_TooLarge0001", "payment.dispute.lost", 20_001))
+            .await?;
+    assert_eq!((status, body["status"].clone()), (StatusCode::OK, json!("review")));
+    assert_eq!(balances(&api, &user).await?, (200 * rupee, 0, 200 * rupee));
+    Ok(())
+}
+
+/// Razorpay does not promise order: a loss before its creation debits once and the late creation holds
+/// nothing; twenty concurrent deliveries of a mix of both apply once.
+async fn dispute_events_in_any_order_and_concurrently_apply_once(backend: Backend) -> TestResult {
+    let api = Arc::new(TestApi::start(backend).await?);
+    let (user, _, payment) = paid(&api, "order@example.in", 400).await?;
+    let rupee = UNITS_PER_RUPEE;
+    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Late00000001", "payment.dispute.lost", 10_000)).await?;
+    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Late00000001", "payment.dispute.created", 10_000)).await?;
+    assert_eq!(balances(&api, &user).await?, (300 * rupee, 0, 300 * rupee));
+
+    let mut tasks = Vec::new();
+    for n in 0..20 {
+        let event = if n % 2 == 0 { "payment.dispute.created" } else { "payment.dispute.lost" };
+        let webhook = api.razorpay.dispute_webhook(&payment, "disp_Racing000001", event, 5_000);
+        let api = Arc::clone(&api);
+        tasks.push(tokio::spawn(async move { send(&api, &webhook).await.map(|(status, _)| status) }));
+    }
+    for task in tasks {
+        assert_eq!(task.await??, StatusCode::OK);
+    }
+    assert_eq!(balances(&api, &user).await?, (250 * rupee, 0, 250 * rupee));
+    Ok(())
+}
+
+/// A refund or a lost dispute that arrives before the payment's credit is kept, not lost, and applied when
+/// the credit lands: nothing the customer got back stays spendable.
+async fn refunds_and_disputes_before_their_credit_apply_when_it_lands(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, token) = api.verified_user("early@example.in").await?;
+    let order = order_of(&topup(&api, &token, 60_000).await?);
+    let payment = api.razorpay.pay(&order, "captured", None).ok_or("order")?;
+    let (status, body) = send(&api, &api.razorpay.refund_webhook(&payment, 10_000)).await?;
+    assert_eq!((status, body["status"].clone()), (StatusCode::OK, json!("deferred")));
+    let lost = api.razorpay.dispute_webhook(&payment, "disp_Early0000001", "payment.dispute.lost", 20_000);
+    assert_eq!(send(&api, &lost).await?.1["status"], json!("deferred"));
+    assert_eq!(api.state.store.wallet(&user).await?.balance, 0, "nothing applies before the credit");
+
+    send(&api, &api.razorpay.payment_webhook("payment.captured", &payment)).await?;
+    let rupee = UNITS_PER_RUPEE;
+    assert_eq!(balances(&api, &user).await?, (300 * rupee, 0, 300 * rupee));
+    // Redeliveries of everything change nothing more, and nothing is left waiting.
+    send(&api, &api.razorpay.payment_webhook("payment.captured", &payment)).await?;
+    send(&api, &lost).await?;
+    assert_eq!(balances(&api, &user).await?, (300 * rupee, 0, 300 * rupee));
+    let dump = api.dump().await?;
+    assert!(!dump.lines().any(|l| l.starts_with("RZPPAYMENT#") && l.contains(" PENDING#")), "{dump}");
+    Ok(())
+}
+
+/// Top up, spend it all, dispute: the hold takes the available balance below zero, so no new call starts.
+async fn a_dispute_of_spent_money_blocks_new_calls(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, token, payment) = paid(&api, "spender@example.in", 100).await?;
+    let key = api.create_key(&token, "spender").await?;
+    let body = json!({ "model": "llama-3.1-8b", "messages": [{ "role": "user", "content": "hi" }] });
+    let spent = api.http.post(api.url("/v1/chat/completions")).bearer_auth(&key).json(&body).send().await?;
+    assert_eq!(spent.status(), StatusCode::OK);
+    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Spent0000001", "payment.dispute.created", 10_000)).await?;
+    let (balance, held, available) = balances(&api, &user).await?;
+    assert!(
+        balance < 100 * UNITS_PER_RUPEE && held == 100 * UNITS_PER_RUPEE && available < 0,
+        "{balance} {held} {available}"
+    );
+    let refused = api.http.post(api.url("/v1/chat/completions")).bearer_auth(&key).json(&body).send().await?;
+    assert_eq!(refused.status(), StatusCode::PAYMENT_REQUIRED);
     Ok(())
 }
