@@ -149,10 +149,7 @@ impl AppState {
             );
         }
         let mut config = Config::from_env()?;
-        // Deployed, KYC waits for an operator unless automatic verification is asked for explicitly.
-        if var::<crate::config::KycMode>("KYC_MODE")?.is_none() {
-            config.kyc_mode = crate::config::KycMode::Manual;
-        }
+        config.kyc_mode = deployed_kyc_mode(var("KYC_MODE")?);
         let tables = TableNames {
             main: var::<String>("INFEREX_MAIN_TABLE")?.unwrap_or_else(|| "inferex-main".into()),
             vault: var::<String>("INFEREX_VAULT_TABLE")?.unwrap_or_else(|| "inferex-vault".into()),
@@ -239,6 +236,12 @@ impl AppState {
     }
 }
 
+/// Deployed, KYC waits for an operator unless automatic verification is asked for explicitly (locally the
+/// default is `auto`, so `make run` needs no operator).
+fn deployed_kyc_mode(explicit: Option<crate::config::KycMode>) -> crate::config::KycMode {
+    explicit.unwrap_or(crate::config::KycMode::Manual)
+}
+
 /// What a function can need at its cold start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capability {
@@ -260,5 +263,18 @@ impl Capability {
             Capability::Gateway => "the model providers' keys (PROVIDER_KEYS_SECRET_ARN)",
             Capability::Blobs => "the blob bucket (INFEREX_BLOB_BUCKET)",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KycMode;
+
+    #[test]
+    fn deployed_kyc_is_manual_unless_auto_is_asked_for() {
+        assert_eq!(deployed_kyc_mode(None), KycMode::Manual);
+        assert_eq!(deployed_kyc_mode(Some(KycMode::Auto)), KycMode::Auto);
+        assert_eq!(Config::default().kyc_mode, KycMode::Auto, "make run verifies at once");
     }
 }

@@ -109,6 +109,28 @@ pub fn moto_secrets_client() -> Result<aws_sdk_secretsmanager::Client, String> {
     Ok(aws_sdk_secretsmanager::Client::from_conf(config))
 }
 
+/// Starts a function's Lambda binary as a cold start would, with only `vars` (plus fake AWS credentials
+/// pointed at moto) in its environment, and returns whether it exited successfully and what it printed.
+/// Without a Lambda runtime API it can never serve: this is for what happens before that.
+pub fn cold_start(binary: &str, vars: &[(&str, &str)]) -> Result<(bool, String), String> {
+    let moto = moto_endpoint()?;
+    let out = std::process::Command::new(binary)
+        .env_clear()
+        .envs([
+            ("AWS_REGION", "ap-south-1"),
+            ("AWS_ACCESS_KEY_ID", "local"),
+            ("AWS_SECRET_ACCESS_KEY", "local"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_ENDPOINT_URL", moto.as_str()),
+            ("INFEREX_LOG", "info"),
+        ])
+        .envs(vars.iter().copied())
+        .output()
+        .map_err(|e| format!("{binary}: {e}"))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
+
 /// The password of accounts made by [`create_account`].
 pub const TEST_PASSWORD: &str = "correct horse battery";
 

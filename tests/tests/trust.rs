@@ -211,7 +211,7 @@ async fn a_retried_closure_whose_answer_was_lost_answers_the_same(backend: Backe
 /// nothing can be created after it; no token or key works once the closure answered.
 async fn no_session_or_key_survives_a_closure_it_raced(backend: Backend) -> TestResult {
     let api = Arc::new(TestApi::start(backend).await?);
-    let (_, token) = api.verified_user("racing@example.in").await?;
+    let (user, token) = api.verified_user("racing@example.in").await?;
     api.fund(&token, 100).await?;
     let logins = (0..4).map(|_| {
         let api = Arc::clone(&api);
@@ -239,6 +239,8 @@ async fn no_session_or_key_survives_a_closure_it_raced(backend: Backend) -> Test
     let dump = api.dump().await?;
     assert_eq!(lines_starting(&dump, "SESSION#"), 0, "{dump}");
     assert_eq!(lines_starting(&dump, "APIKEY#"), 0, "{dump}");
+    // The KYC gate (top-ups, key creation) admits no closed account, verified or not.
+    assert!(shared::kyc::require_verified(api.state.store.as_ref(), &user).await.is_err());
     Ok(())
 }
 

@@ -1,0 +1,23 @@
+//! The kyc function handles full PAN and Aadhaar numbers: it refuses to start without its vault key, its
+//! KMS fingerprint key or its operator token, and with a fingerprint secret in its environment (the old
+//! way, readable by anyone who can read the function's configuration).
+
+fn cold_start(vars: &[(&str, &str)]) -> Result<(bool, String), String> {
+    shared::testing::cold_start(env!("CARGO_BIN_EXE_kyc"), vars)
+}
+
+#[test]
+fn the_kyc_function_refuses_to_start_without_its_keys() -> Result<(), String> {
+    let (ok, out) = cold_start(&[("INFEREX_KMS_KEY_ID", "alias/vault")])?;
+    assert!(!ok && out.contains("refusing to start") && out.contains("INFEREX_FINGERPRINT_KEY_ID"), "{out}");
+
+    let keys = [("INFEREX_KMS_KEY_ID", "alias/vault"), ("INFEREX_FINGERPRINT_KEY_ID", "alias/fingerprints")];
+    let (ok, out) = cold_start(&keys)?;
+    assert!(!ok && out.contains("refusing to start") && out.contains("INFEREX_OPERATOR_TOKEN_SECRET_ARN"), "{out}");
+
+    let old_way = [("INFEREX_KMS_KEY_ID", "alias/vault"), ("INFEREX_KYC_FINGERPRINT_SECRET", "0123456789abcdef0123")];
+    let (ok, out) = cold_start(&old_way)?;
+    assert!(!ok && out.contains("INFEREX_KYC_FINGERPRINT_SECRET is set in the environment"), "{out}");
+    assert!(!out.contains("0123456789abcdef0123"), "{out}");
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! The deployed binary fails closed at its cold start: a secret in the environment, no Razorpay secret, or
+//! one that still holds the old template's placeholder stops it with one `refusing to start` line before it
+//! serves anything; a valid secret gets past the check (to the Lambda runtime, which is absent here). The
+//! secrets live in moto's Secrets Manager, started by `make test`.
+
+use shared::secrets::random_suffix;
+use shared::testing::moto_secrets_client;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn cold_start(vars: &[(&str, &str)]) -> Result<(bool, String), String> {
+    shared::testing::cold_start(env!("CARGO_BIN_EXE_wallet"), vars)
+}
+
+async fn secret(value: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let created = moto_secrets_client()?
+        .create_secret()
+        .name(format!("inferex-cold-start-{}", random_suffix()))
+        .secret_string(value)
+        .send()
+        .await?;
+    Ok(created.arn.ok_or("moto returned no ARN")?)
+}
+
+#[tokio::test]
+async fn the_wallet_function_refuses_to_start_without_valid_secrets() -> TestResult {
+    let (ok, out) = cold_start(&[("RAZORPAY_WEBHOOK_SECRET", "a-webhook-secret-in-the-env")])?;
+    assert!(!ok && out.contains("refusing to start") && out.contains("RAZORPAY_WEBHOOK_SECRET"), "{out}");
+    assert!(!out.contains("a-webhook-secret-in-the-env"), "the value is never logged: {out}");
+
+    let (ok, out) = cold_start(&[])?;
+    assert!(!ok && out.contains("refusing to start") && out.contains("RAZORPAY_SECRET_ARN"), "{out}");
+
+    let placeholder =
+        secret(r#"{"key_id":"rzp_live_REPLACE","key_secret":"REPLACE","webhook_secret":"REPLACE"}"#).await?;
+    let (ok, out) = cold_start(&[("RAZORPAY_SECRET_ARN", &placeholder)])?;
+    assert!(!ok && out.contains("refusing to start") && out.contains("placeholder"), "{out}");
+
+    // What the template creates before an operator fills it: random text, not the keys' JSON.
+    let unfilled = secret("q8Vd2LmZ0pRt7Yw1NcXbq8Vd2LmZ0pRt").await?;
+    let (ok, out) = cold_start(&[("RAZORPAY_SECRET_ARN", &unfilled)])?;
+    assert!(!ok && out.contains("refusing to start") && out.contains("malformed"), "{out}");
+
+    let valid = secret(
+        r#"{"key_id":"rzp_live_Ab12Cd34Ef56Gh","key_secret":"kS9dLq2mVx7Tz4Rb1NwYc8Hp","webhook_secret":"w3bh00k-S3cr3t-0f-tw3nty+"}"#,
+    )
+    .await?;
+    let (ok, out) = cold_start(&[("RAZORPAY_SECRET_ARN", &valid)])?;
+    assert!(!ok, "there is no Lambda runtime to serve: {out}");
+    assert!(!out.contains("refusing to start"), "a valid secret passes the start-up checks: {out}");
+    Ok(())
+}
