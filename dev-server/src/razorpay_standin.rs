@@ -285,7 +285,17 @@ struct DevPay {
     outcome: Option<String>,
 }
 
-async fn dev_pay(State(standin): State<StandIn>, Path(order_id): Path<String>, body: axum::body::Bytes) -> Response {
+async fn dev_pay(
+    State(standin): State<StandIn>,
+    Path(order_id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    // This route makes money out of nothing: it is for someone at this machine, never for a request a
+    // proxy on it passed along.
+    if headers.contains_key("forwarded") || headers.contains_key("x-forwarded-for") {
+        return error(StatusCode::FORBIDDEN, "the local pay route answers only direct local requests");
+    }
     let request: DevPay = serde_json::from_slice(&body).unwrap_or_default();
     let status = match request.outcome.as_deref() {
         None | Some("captured") => "captured",
@@ -309,4 +319,48 @@ async fn dev_pay(State(standin): State<StandIn>, Path(order_id): Path<String>, b
         "webhooks": deliveries,
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn the_pay_route_refuses_requests_a_proxy_passed_along() -> Result<(), Box<dyn std::error::Error>> {
+        let standin = StandIn::new(StandInConfig {
+            key_id: "rzp_test_unit".into(),
+            key_secret: "unit_key_secret".into(),
+            webhook_secret: "unit_webhook_secret".into(),
+            webhook_url: None,
+        });
+        let order = Order {
+            id: "order_Unit0000000001".into(),
+            entity: "order".into(),
+            amount: 10_000,
+            amount_paid: 0,
+            amount_due: 10_000,
+            currency: "INR".into(),
+            receipt: None,
+            status: "created".into(),
+            attempts: 0,
+            notes: json!([]),
+            created_at: 0,
+        };
+        standin.books().orders.insert(order.id.clone(), order);
+        let pay = |forwarded: bool| {
+            let mut request = axum::http::Request::post("/dev/orders/order_Unit0000000001/pay");
+            if forwarded {
+                request = request.header("x-forwarded-for", "203.0.113.7");
+            }
+            request.body(axum::body::Body::empty())
+        };
+        let refused = router(standin.clone()).oneshot(pay(true)?).await?;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert!(standin.books().payments.is_empty(), "nothing was paid");
+        let paid = router(standin.clone()).oneshot(pay(false)?).await?;
+        assert_eq!(paid.status(), StatusCode::OK);
+        assert_eq!(standin.books().payments.len(), 1);
+        Ok(())
+    }
 }

@@ -181,6 +181,55 @@ pub struct Expiries {
     pub failure: i64,
 }
 
+/// Reserves one use of the counted window `pk` / `WINDOW` (`limit` uses; a window starts at its first use and
+/// ends at `window_end`): a conditional decrement, so parallel callers can never take more than the limit.
+/// Used for password checks and KYC submissions.
+pub async fn reserve_in_window<S: ItemStore + ?Sized>(
+    store: &S,
+    pk: &str,
+    limit: u32,
+    window_end: i64,
+    now: i64,
+) -> StoreResult<Reservation> {
+    for _ in 0..RESERVE_ATTEMPTS {
+        let take = Update::new(Table::Main, pk, WINDOW_SK)
+            .add("remaining", -1)
+            .when(Condition::AttrAtLeast("remaining".into(), 1));
+        match store.update(take).await {
+            Ok(item) => {
+                let window = item.attrs.get("window").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+                return Ok(Reservation::Reserved { window });
+            }
+            Err(StoreError::ConditionFailed) => {}
+            Err(e) => return Err(e),
+        }
+        match store.get(Table::Main, pk, WINDOW_SK).await? {
+            Some(item) if item.attrs.get("remaining").and_then(|v| v.as_i64()).unwrap_or(0) < 1 => {
+                let ends = item.expires_at.unwrap_or(window_end);
+                return Ok(Reservation::Throttled { retry_after_secs: (ends - now).max(1) as u64 });
+            }
+            // Another caller changed the window between our two reads: try again.
+            Some(_) => continue,
+            None => {
+                let window = crate::secrets::random_suffix();
+                let opened = serde_json::json!({ "remaining": i64::from(limit) - 1, "window": window });
+                let put = Put {
+                    table: Table::Main,
+                    item: Item::from_record(pk, WINDOW_SK, &opened, Some(window_end))?,
+                    condition: Condition::NotExists,
+                };
+                match store.put(put).await {
+                    Ok(()) => return Ok(Reservation::Reserved { window }),
+                    Err(StoreError::ConditionFailed) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    // Under this much contention on one window, refusing is the safe answer.
+    Ok(Reservation::Throttled { retry_after_secs: 1 })
+}
+
 /// A password check reserved in an email's throttling window, or the refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reservation {
@@ -226,44 +275,7 @@ fn attempt_put(attempt: &LoginAttempt, expires_at: i64) -> StoreResult<WriteOp> 
 #[async_trait]
 impl<T: ItemStore + ?Sized> LoginStore for T {
     async fn reserve_check(&self, email: &str, limit: u32, window_end: i64, now: i64) -> StoreResult<Reservation> {
-        let pk = failures_pk(email);
-        for _ in 0..RESERVE_ATTEMPTS {
-            let take = Update::new(Table::Main, &pk, WINDOW_SK)
-                .add("remaining", -1)
-                .when(Condition::AttrAtLeast("remaining".into(), 1));
-            match self.update(take).await {
-                Ok(item) => {
-                    let window = item.attrs.get("window").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-                    return Ok(Reservation::Reserved { window });
-                }
-                Err(StoreError::ConditionFailed) => {}
-                Err(e) => return Err(e),
-            }
-            match self.get(Table::Main, &pk, WINDOW_SK).await? {
-                Some(item) if item.attrs.get("remaining").and_then(|v| v.as_i64()).unwrap_or(0) < 1 => {
-                    let ends = item.expires_at.unwrap_or(window_end);
-                    return Ok(Reservation::Throttled { retry_after_secs: (ends - now).max(1) as u64 });
-                }
-                // Another check changed the window between our two reads: try again.
-                Some(_) => continue,
-                None => {
-                    let window = crate::secrets::random_suffix();
-                    let opened = serde_json::json!({ "remaining": i64::from(limit) - 1, "window": window });
-                    let put = Put {
-                        table: Table::Main,
-                        item: Item::from_record(&pk, WINDOW_SK, &opened, Some(window_end))?,
-                        condition: Condition::NotExists,
-                    };
-                    match self.put(put).await {
-                        Ok(()) => return Ok(Reservation::Reserved { window }),
-                        Err(StoreError::ConditionFailed) => continue,
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        }
-        // Under this much contention on one email, refusing is the safe answer.
-        Ok(Reservation::Throttled { retry_after_secs: 1 })
+        reserve_in_window(self, &failures_pk(email), limit, window_end, now).await
     }
 
     async fn release_check(&self, email: &str, window: &str) -> StoreResult<()> {

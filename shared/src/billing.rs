@@ -497,6 +497,12 @@ pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
                     Err(e) => tracing::error!(%user_id, hold_id = %id, error = %e, "stale hold not charged yet"),
                 }
             }
+            // A closed account's wallet: what its calls left unused goes to its refund request.
+            if item.attrs.get(CLOSED) == Some(&json!(true))
+                && let Err(e) = crate::wallet::sync_closed_wallet(store, config, clock, user_id).await
+            {
+                tracing::error!(%user_id, error = %e, "closed wallet not synced with its refund request this run");
+            }
         }
         after = page.next;
         if after.is_none() {

@@ -782,16 +782,23 @@ pub async fn finish_closure(state: &AppState, user_id: &str) -> ApiResult<()> {
 /// error after the commit). Returns how many were finished; one that fails again is logged and skipped.
 pub async fn finish_pending_closures(state: &AppState, budget: std::time::Duration) -> ApiResult<usize> {
     let started = std::time::Instant::now();
-    let page = state.store.query(Query::new(Table::Main, PENDING_CLOSURES_PK).limit(100)).await?;
     let mut finished = 0;
-    for item in page.items {
-        if started.elapsed() >= budget {
-            break;
+    let mut after = None;
+    loop {
+        // Paged, so closures that keep failing never hide the ones behind them.
+        let page = state.store.query(Query::new(Table::Main, PENDING_CLOSURES_PK).limit(100).after(after)).await?;
+        for item in page.items {
+            if started.elapsed() >= budget {
+                return Ok(finished);
+            }
+            match finish_closure(state, &item.sk).await {
+                Ok(()) => finished += 1,
+                Err(e) => tracing::error!(user_id = %item.sk, error = %e, "closure follow-up not finished this run"),
+            }
         }
-        match finish_closure(state, &item.sk).await {
-            Ok(()) => finished += 1,
-            Err(e) => tracing::error!(user_id = %item.sk, error = %e, "closure follow-up not finished this run"),
+        after = page.next;
+        if after.is_none() {
+            return Ok(finished);
         }
     }
-    Ok(finished)
 }

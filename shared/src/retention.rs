@@ -70,7 +70,9 @@ impl Retention {
     pub fn window(&self, class: ItemClass) -> Option<Window> {
         match class.rule() {
             Rule::FromWrite(window) | Rule::FromClosure(window) => Some(self.resolve(window)),
-            Rule::Session | Rule::LoginThrottle | Rule::KeyExpiry | Rule::ErasedAtClosure => None,
+            Rule::Session | Rule::LoginThrottle | Rule::SubmissionWindow | Rule::KeyExpiry | Rule::ErasedAtClosure => {
+                None
+            }
         }
     }
 
@@ -205,6 +207,9 @@ pub enum Rule {
     Session,
     /// Ends when it leaves the login throttling window.
     LoginThrottle,
+    /// Ends with the account's KYC submission window (`shared::kyc::SUBMISSION_WINDOW_DAYS` after its first
+    /// submission).
+    SubmissionWindow,
     /// Lives as long as its API key: the key's own `expires_at`, if any; deleted when revoked.
     KeyExpiry,
     /// No expiry while the account is open; deleted when it closes (nothing requires keeping it).
@@ -246,6 +251,7 @@ pub enum ItemClass {
     PendingClosure,
     Dispute,
     PendingAdjustment,
+    KycSubmissions,
 }
 
 impl ItemClass {
@@ -257,6 +263,7 @@ impl ItemClass {
             Session | SessionIndex => Rule::Session,
             LoginRecord => Rule::FromWrite(Span::LoginRecords),
             LoginFailure => Rule::LoginThrottle,
+            KycSubmissions => Rule::SubmissionWindow,
             KycRecord | KycDecision | KycVault => Rule::FromClosure(Span::Kyc),
             // The claim makes one document back one open account; a closed account releases it (the KYC
             // record keeps the fingerprint as evidence), so its owner can verify a new account.
@@ -305,6 +312,7 @@ impl ItemClass {
             ("LOGIN", _) => LoginRecord,
             ("LOGINFAIL", _) => LoginFailure,
             ("KYCDOC", "CLAIM") => KycClaim,
+            ("KYCSUBMIT", "WINDOW") => KycSubmissions,
             ("WALLETS", _) => WalletRegistry,
             ("TOPUP", "TOPUP") => Topup,
             ("TOPUPS", _) if pk == "TOPUPS#OPEN" => OpenTopup,

@@ -4,6 +4,7 @@
 //! signature check that fails may ask for one early re-read (the secret may just have been rotated).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
@@ -25,9 +26,12 @@ pub const MIN_WEBHOOK_SECRET: usize = 20;
 pub const MIN_OPERATOR_TOKEN: usize = 32;
 pub const MIN_PROVIDER_KEY: usize = 20;
 
-/// Words that only appear in values nobody filled in.
-const PLACEHOLDER_MARKERS: [&str; 10] =
-    ["replace", "changeme", "change_me", "change-me", "placeholder", "example", "dummy", "todo", "your_", "xxxx"];
+/// Words a value nobody filled in is made of (`REPLACE`, `change-me`, `your_key_here`): a word of the value
+/// (split at anything not a letter or digit) that starts with one of these marks a placeholder. A random
+/// secret is one long word that practically never starts so.
+const PLACEHOLDER_WORDS: [&str; 8] = ["replace", "change", "placeholder", "example", "dummy", "todo", "your", "xxx"];
+/// Fewer different characters than this and a secret is guessable whatever its length.
+const MIN_DISTINCT_CHARS: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
@@ -37,6 +41,8 @@ pub enum SecretError {
     Placeholder { name: String },
     #[error("secret {name} is too short (at least {min} characters)")]
     TooShort { name: String, min: usize },
+    #[error("secret {name} is too simple (at least {MIN_DISTINCT_CHARS} different characters)")]
+    TooSimple { name: String },
     #[error("secret {name} is malformed: {reason}")]
     Malformed { name: String, reason: String },
     #[error("secret {name} could not be read: {reason}")]
@@ -50,14 +56,16 @@ pub fn checked(name: &str, value: &str, min_chars: usize) -> Result<SecretString
         return Err(SecretError::Missing { name: name.to_owned() });
     }
     let lower = value.to_ascii_lowercase();
-    let mut chars = value.chars();
-    let first = chars.next();
-    let one_repeated_character = chars.all(|c| Some(c) == first);
-    if PLACEHOLDER_MARKERS.iter().any(|marker| lower.contains(marker)) || one_repeated_character {
+    let mut words = lower.split(|c: char| !c.is_ascii_alphanumeric());
+    if words.any(|word| PLACEHOLDER_WORDS.iter().any(|marker| word.starts_with(marker))) {
         return Err(SecretError::Placeholder { name: name.to_owned() });
     }
     if value.chars().count() < min_chars {
         return Err(SecretError::TooShort { name: name.to_owned(), min: min_chars });
+    }
+    let distinct: std::collections::HashSet<char> = value.chars().collect();
+    if distinct.len() < MIN_DISTINCT_CHARS.min(min_chars) {
+        return Err(SecretError::TooSimple { name: name.to_owned() });
     }
     Ok(SecretString::new(value))
 }
@@ -115,6 +123,17 @@ pub struct Rotating<T> {
     parse: Parser<T>,
     clock: Arc<dyn Clock>,
     cached: RwLock<Cached<T>>,
+    /// One re-read at a time; meanwhile everyone else goes on with the cached value.
+    rereading: AtomicBool,
+}
+
+/// Clears the re-read flag however the re-read ends (also when its future is dropped).
+struct RereadDone<'a>(&'a AtomicBool);
+
+impl Drop for RereadDone<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 impl<T> std::fmt::Debug for Rotating<T> {
@@ -133,6 +152,7 @@ impl<T: Send + Sync + 'static> Rotating<T> {
             parse: Box::new(|_| Err(SecretError::Missing { name: "fixed".into() })),
             clock,
             cached: RwLock::new(Cached { value: Arc::new(value), read_at, early_reread_at: None }),
+            rereading: AtomicBool::new(false),
         }
     }
 
@@ -149,6 +169,7 @@ impl<T: Send + Sync + 'static> Rotating<T> {
             parse: Box::new(parse),
             clock,
             cached: RwLock::new(Cached { value: Arc::new(value), read_at, early_reread_at: None }),
+            rereading: AtomicBool::new(false),
         })
     }
 
@@ -170,24 +191,31 @@ impl<T: Send + Sync + 'static> Rotating<T> {
         self.reread(true).await.ok()
     }
 
-    /// `Ok(new value)` when the source was read, `Err(cached value)` when it was not (too soon, or the
-    /// read failed: the last good value stays in use and the failure is logged).
+    /// `Ok(new value)` when the source was read, `Err(cached value)` when it was not (too soon, another
+    /// re-read under way, or the read failed: the last good value stays in use and the failure is logged).
+    /// No lock is held while the source is read, so requests never wait on Secrets Manager.
     async fn reread(&self, early: bool) -> Result<Arc<T>, Arc<T>> {
         let Some(source) = &self.source else {
             return Err(Arc::clone(&self.cached.read().await.value));
         };
+        {
+            let mut cached = self.cached.write().await;
+            let now = self.clock.now();
+            let fresh = now - cached.read_at < REFRESH_AFTER;
+            let too_soon = cached.early_reread_at.is_some_and(|at| now - at < EARLY_REREAD_GAP);
+            if (!early && fresh) || (early && too_soon) || self.rereading.swap(true, Ordering::SeqCst) {
+                return Err(Arc::clone(&cached.value));
+            }
+            if early {
+                cached.early_reread_at = Some(now);
+            }
+            // Counted as read from now on, so the others keep the cached value while this one reads.
+            cached.read_at = now;
+        }
+        let _done = RereadDone(&self.rereading);
+        let read = source.read().await.and_then(|raw| (self.parse)(&raw));
         let mut cached = self.cached.write().await;
-        let now = self.clock.now();
-        let fresh = now - cached.read_at < REFRESH_AFTER;
-        let too_soon = cached.early_reread_at.is_some_and(|at| now - at < EARLY_REREAD_GAP);
-        if (!early && fresh) || (early && too_soon) {
-            return Err(Arc::clone(&cached.value));
-        }
-        if early {
-            cached.early_reread_at = Some(now);
-        }
-        cached.read_at = now;
-        match source.read().await.and_then(|raw| (self.parse)(&raw)) {
+        match read {
             Ok(value) => {
                 cached.value = Arc::new(value);
                 Ok(Arc::clone(&cached.value))
@@ -225,10 +253,21 @@ mod tests {
     #[test]
     fn missing_placeholder_and_short_secrets_are_refused_without_echoing_them() {
         assert_eq!(checked("s", "  ", 4), Err(SecretError::Missing { name: "s".into() }));
-        for placeholder in ["REPLACE", "rzp_live_REPLACE", "changeme-please-1234567890", "xxxxxxxxxxxxxxxxxxxxxxxx"] {
+        for placeholder in [
+            "REPLACE",
+            "rzp_live_REPLACE",
+            "changeme-please-1234567890",
+            "xxxxxxxxxxxxxxxxxxxxxxxx",
+            "your_key_here_0123456789",
+        ] {
             let error = checked("s", placeholder, 4).err();
             assert_eq!(error, Some(SecretError::Placeholder { name: "s".into() }), "{placeholder}");
         }
+        for simple in ["aaaaaaaaaaaaaaaaaaaaaaaa", "abababababababababababab", "1212121234343434"] {
+            assert_eq!(checked("s", simple, 16).err(), Some(SecretError::TooSimple { name: "s".into() }), "{simple}");
+        }
+        // A random secret that happens to contain a marker inside its one long word is not a placeholder.
+        assert!(checked("s", "q8VtodoLmZ0pRt7Yw1NcXbReplace9", 20).is_ok());
         let short = checked("s", "k3Y9", 20).err();
         assert_eq!(short, Some(SecretError::TooShort { name: "s".into(), min: 20 }));
         assert!(!short.map(|e| e.to_string()).unwrap_or_default().contains("k3Y9"));
@@ -267,6 +306,50 @@ mod tests {
 
     fn reads(source: &Counting) -> u32 {
         source.reads.lock().map(|r| *r).unwrap_or(0)
+    }
+
+    /// Answers at once the first time, then only when released.
+    struct Slow {
+        first: AtomicBool,
+        release: tokio::sync::Notify,
+    }
+
+    #[async_trait]
+    impl SecretSource for Slow {
+        fn name(&self) -> &str {
+            "slow"
+        }
+
+        async fn read(&self) -> Result<String, SecretError> {
+            if self.first.swap(false, Ordering::SeqCst) {
+                return Ok("first-secret-value-0123".into());
+            }
+            self.release.notified().await;
+            Ok("second-secret-value-456".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_never_wait_for_a_slow_reread() -> Result<(), Box<dyn std::error::Error>> {
+        let clock = ManualClock::starting_now();
+        let source = Arc::new(Slow { first: AtomicBool::new(true), release: tokio::sync::Notify::new() });
+        let parse = |raw: &str| checked("slow", raw, MIN_WEBHOOK_SECRET);
+        let secret = Arc::new(Rotating::load(source.clone(), parse, Arc::new(clock.clone())).await?);
+        clock.advance(REFRESH_AFTER);
+        let rereader = tokio::spawn({
+            let secret = Arc::clone(&secret);
+            async move { secret.current().await.expose().to_owned() }
+        });
+        while !secret.rereading.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+        // While Secrets Manager is slow, every other request goes on with the cached value.
+        let meanwhile = tokio::time::timeout(std::time::Duration::from_secs(10), secret.current()).await?;
+        assert_eq!(meanwhile.expose(), "first-secret-value-0123");
+        source.release.notify_one();
+        assert_eq!(rereader.await?, "second-secret-value-456");
+        assert_eq!(secret.current().await.expose(), "second-secret-value-456");
+        Ok(())
     }
 
     #[tokio::test]

@@ -48,6 +48,8 @@ const TOPUP_SK: &str = "TOPUP";
 const OPEN_TOPUPS_PK: &str = "TOPUPS#OPEN";
 const REVIEW_PK: &str = "PAYMENTREVIEW";
 const REFUND_REQUESTS_PK: &str = "REFUNDREQUEST";
+/// A top-up whose order Razorpay has not answered for this long is expired without an answer.
+pub const ABANDON_UNANSWERED_AFTER: Duration = Duration::days(7);
 /// How often a credit is retried when a concurrent balance change got in first.
 const CREDIT_ATTEMPTS: usize = 20;
 
@@ -497,6 +499,8 @@ pub async fn credit_payment<S: ItemStore + ?Sized>(
             "topup_id": topup.id,
             "order_id": topup.razorpay_order_id,
             "amount_paise": topup.amount_paise,
+            // What refunds and lost disputes may still take back from this payment, in all.
+            REFUNDABLE: topup.amount_paise,
             "source": source,
             "credited_at": now,
         });
@@ -539,8 +543,9 @@ pub async fn credit_payment<S: ItemStore + ?Sized>(
         tracing::info!(user_id = %topup.user_id, topup_id = %topup.id, payment_id = %payment.id, ?source, "payment credited");
     }
     // Refunds and disputes that arrived before the credit apply now (also on a repeated credit, in case the
-    // process that credited stopped before it got here).
+    // process that credited stopped before it got here); money paid to a closed account goes to its refund.
     apply_deferred(store, clock, config, &payment.id).await?;
+    sync_closed_wallet(store, config, clock, &topup.user_id).await?;
     Ok(if credited { CreditOutcome::Credited } else { CreditOutcome::AlreadyCredited })
 }
 
@@ -592,13 +597,26 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
     let units = paise_to_units(refund.amount).ok_or_else(|| ApiError::Internal("amount overflows".into()))?;
     let expires_at = payment_expiry(config, now);
     let guard_pk = refund_pk(&refund.id);
+    if !store.is_recorded(&guard_pk, "DEBIT").await? && refundable(&credit) < refund.amount {
+        record_review(
+            store,
+            config,
+            now,
+            json!({ "reason": "refunds and disputes would take back more than the payment", "refund_id": refund.id, "payment_id": refund.payment_id, "amount_paise": refund.amount }),
+        )
+        .await?;
+        return Ok(CreditOutcome::Mismatch);
+    }
     let extra = || -> StoreResult<Vec<WriteOp>> {
         let marker = json!({ "user_id": user_id, "payment_id": refund.payment_id, "amount_paise": refund.amount, "debited_at": now });
-        Ok(vec![WriteOp::Put(Put {
-            table: Table::Main,
-            item: Item::from_record(&guard_pk, "DEBIT", &marker, Some(expires_at))?,
-            condition: Condition::NotExists,
-        })])
+        Ok(vec![
+            WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(&guard_pk, "DEBIT", &marker, Some(expires_at))?,
+                condition: Condition::NotExists,
+            }),
+            take_refundable(&refund.payment_id, refund.amount),
+        ])
     };
     let change = BalanceChange {
         user_id: &user_id,
@@ -610,6 +628,7 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
         guard: (&guard_pk, "DEBIT"),
     };
     let debited = apply_balance_change(store, change, extra).await?;
+    sync_closed_wallet(store, config, clock, &user_id).await?;
     Ok(if debited { CreditOutcome::Credited } else { CreditOutcome::AlreadyCredited })
 }
 
@@ -629,7 +648,9 @@ async fn defer<S: ItemStore + ?Sized>(
     let item = Item::from_record(&pk, &sk, &kept, Some(payment_expiry(config, now)))?;
     store.put(Put { table: Table::Main, item, condition: Condition::Always }).await?;
     let Some(credit) = store.get(Table::Main, &pk, "CREDIT").await? else {
-        tracing::warn!(%payment_id, %event, %entity_id, "adjustment of a payment not credited yet: kept until its credit");
+        // A human sees it too: it may be for a payment that never reaches us.
+        let details = json!({ "reason": "refund or dispute of a payment not credited (yet): kept, applied if its credit lands", "payment_id": payment_id, "event": event, "id": entity_id });
+        record_review(store, config, now, details).await?;
         return Ok(None);
     };
     store.delete(Delete { table: Table::Main, pk, sk, condition: Condition::Always }).await?;
@@ -637,6 +658,22 @@ async fn defer<S: ItemStore + ?Sized>(
 }
 
 const PENDING_PREFIX: &str = "PENDING#";
+/// The payment guard's attribute counting down what refunds and lost disputes may still take back.
+const REFUNDABLE: &str = "refundable_paise";
+
+fn refundable(credit: &Item) -> i64 {
+    credit.attrs.get(REFUNDABLE).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// Takes `paise` off what the payment may still give back, in the transaction that gives it back: refunds
+/// and lost disputes together never take back more than was paid.
+fn take_refundable(payment_id: &str, paise: i64) -> WriteOp {
+    WriteOp::Update(
+        Update::new(Table::Main, payment_pk(payment_id), "CREDIT")
+            .add(REFUNDABLE, -paise)
+            .when(Condition::AttrAtLeast(REFUNDABLE.into(), paise)),
+    )
+}
 
 /// Applies (and then deletes) the refund and dispute events kept for a payment that is now credited. Order
 /// does not matter: each event's effect is decided by the state its own item records.
@@ -749,6 +786,7 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
         return Ok(CreditOutcome::Mismatch);
     }
     let amount = paise_to_units(dispute.amount).ok_or_else(|| ApiError::Internal("amount overflows".into()))?;
+    let deducted_paise = deducted;
     let deducted = paise_to_units(deducted).ok_or_else(|| ApiError::Internal("amount overflows".into()))?;
     let expires_at = payment_expiry(config, now);
     let (pk, wallet_pk) = (dispute_pk(&dispute.id), user_pk(&user_id));
@@ -792,6 +830,18 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
             DisputeState::Held => wallet_update = wallet_update.add("held", amount).add("available", -amount),
             DisputeState::Released => wallet_update = wallet_update.add("held", -held).add("available", held),
             DisputeState::Debited => {
+                let guard = store.get(Table::Main, &payment_pk(&dispute.payment_id), "CREDIT").await?;
+                if guard.as_ref().map_or(0, refundable) < deducted_paise {
+                    record_review(
+                        store,
+                        config,
+                        now,
+                        json!({ "reason": "refunds and disputes would take back more than the payment", "dispute_id": dispute.id, "payment_id": dispute.payment_id, "amount_paise": deducted_paise }),
+                    )
+                    .await?;
+                    return Ok(CreditOutcome::Mismatch);
+                }
+                ops.push(take_refundable(&dispute.payment_id, deducted_paise));
                 wallet_update =
                     wallet_update.add("balance", -deducted).add("held", -held).add("available", held - deducted);
                 let entry = LedgerEntry {
@@ -815,6 +865,7 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
         match store.transact(ops).await {
             Ok(()) => {
                 tracing::warn!(%user_id, dispute_id = %dispute.id, payment_id = %dispute.payment_id, state = ?next, "dispute applied");
+                sync_closed_wallet(store, config, clock, &user_id).await?;
                 return Ok(CreditOutcome::Credited);
             }
             Err(StoreError::ConditionFailed) => continue,
@@ -1066,9 +1117,11 @@ pub async fn reconcile<S: ItemStore + ?Sized>(
         if let Err(e) = reconcile_one(store, razorpay, clock, config, &topup, stale, &mut report).await {
             tracing::error!(topup_id = %topup.id, order_id = %topup.razorpay_order_id, error = %e, "top-up not reconciled this run");
             report.errors += 1;
-            // An order Razorpay cannot answer for must not stay first in line for ever: past the expiry it
-            // expires all the same (a payment that does arrive is still credited: paid wins over expired).
-            if stale && expire_topup(store, &topup).await.is_ok() {
+            // An order Razorpay cannot answer for must not stay first in line for ever; but an outage must
+            // not end the checks of a payment whose webhook was missed either. After a week of failures it
+            // expires (a payment that does arrive is still credited: paid wins over expired).
+            let abandoned = topup.created_at <= now - ABANDON_UNANSWERED_AFTER;
+            if abandoned && expire_topup(store, &topup).await.is_ok() {
                 report.expired += 1;
             }
         }
@@ -1155,11 +1208,30 @@ pub fn closure_ops(
     wallet: Option<&Item>,
     at: DateTime<Utc>,
 ) -> StoreResult<(Vec<WriteOp>, i64)> {
-    let Some(item) = wallet else { return Ok((Vec::new(), 0)) };
-    let read: Wallet = item.record()?;
-    let refund = read.available.max(0);
     let wallet_until =
         config.retention.expiry(crate::retention::ItemClass::Wallet, at).unwrap_or_else(|| payment_expiry(config, at));
+    let Some(item) = wallet else {
+        // No money yet: the wallet is created closed, so a payment arriving later lands on a closed wallet
+        // (and in the refund request), never on a fresh open one.
+        let closed = json!({ "balance": 0, "held": 0, "available": 0, crate::billing::CLOSED: true });
+        return Ok((
+            vec![
+                WriteOp::Put(Put {
+                    table: Table::Main,
+                    item: Item::from_record(user_pk(user_id), WALLET_SK, &closed, Some(wallet_until))?,
+                    condition: Condition::NotExists,
+                }),
+                WriteOp::Put(Put {
+                    table: Table::Main,
+                    item: Item::from_record(WALLETS_PK, user_id, &json!({ "user_id": user_id }), Some(wallet_until))?,
+                    condition: Condition::Always,
+                }),
+            ],
+            0,
+        ));
+    };
+    let read: Wallet = item.record()?;
+    let refund = read.available.max(0);
     let mut ops = vec![WriteOp::Update(
         Update::new(Table::Main, user_pk(user_id), WALLET_SK)
             .set(crate::billing::CLOSED, json!(true))
@@ -1201,6 +1273,101 @@ pub fn closure_ops(
         }));
     }
     Ok((ops, refund))
+}
+
+/// Keeps a closed account's refund request in step with its wallet. Money that reaches the wallet after the
+/// closure (a late payment, a call's unused hold, a dispute won) joins the request; money that leaves it (a
+/// refund, a dispute opened or lost) comes out of the request while it is unpaid, so an operator never pays
+/// out what the bank or Razorpay already returned. What an unpaid request cannot cover stays as a debt on
+/// the wallet (the ledger shows it). Each move is a ledger entry in one transaction with the wallet and the
+/// request, conditioned on both, so running it any number of times, concurrently, moves money once.
+pub async fn sync_closed_wallet<S: ItemStore + ?Sized>(
+    store: &S,
+    config: &Config,
+    clock: &dyn Clock,
+    user_id: &str,
+) -> ApiResult<()> {
+    for _ in 0..CREDIT_ATTEMPTS {
+        let Some(item) = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await? else { return Ok(()) };
+        if item.attrs.get(crate::billing::CLOSED) != Some(&json!(true)) {
+            return Ok(());
+        }
+        let wallet: Wallet = item.record()?;
+        let request = refund_request(store, user_id).await?;
+        let unpaid = request.as_ref().filter(|r| r.status == "requested").map_or(0, |r| r.amount);
+        // Positive: into the request; negative: back out of it, as far as it is unpaid.
+        let moved = if wallet.available > 0 { wallet.available } else { -unpaid.min(-wallet.available) };
+        if moved == 0 {
+            if wallet.available < 0 {
+                tracing::warn!(%user_id, available = wallet.available, "a closed account owes money its refund request cannot cover");
+            }
+            return Ok(());
+        }
+        let now = clock.now();
+        let expires_at = payment_expiry(config, now);
+        let entry = LedgerEntry {
+            id: format!("txn_{}", random_suffix()),
+            kind: LedgerKind::ClosureRefund,
+            amount: -moved,
+            balance_after: wallet.balance - moved,
+            reference: "refund request of the closed account".into(),
+            created_at: now,
+        };
+        let request_op = match &request {
+            Some(existing) => WriteOp::Update(
+                Update::new(Table::Main, REFUND_REQUESTS_PK, user_id)
+                    .add("amount", moved)
+                    .set("amount_inr", json!(format_inr(existing.amount + moved)))
+                    .when(Condition::All(vec![
+                        Condition::AttrEquals("amount".into(), json!(existing.amount)),
+                        Condition::AttrEquals("status".into(), json!("requested")),
+                    ])),
+            ),
+            None => WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(
+                    REFUND_REQUESTS_PK,
+                    user_id,
+                    &RefundRequest {
+                        user_id: user_id.to_owned(),
+                        amount: moved,
+                        amount_inr: format_inr(moved),
+                        status: "requested".into(),
+                        requested_at: now,
+                        ledger_entry: entry.id.clone(),
+                    },
+                    Some(expires_at),
+                )?,
+                condition: Condition::NotExists,
+            }),
+        };
+        let ops = vec![
+            WriteOp::Update(
+                Update::new(Table::Main, user_pk(user_id), WALLET_SK)
+                    .add("balance", -moved)
+                    .add("available", -moved)
+                    .when(Condition::All(vec![
+                        Condition::AttrEquals("balance".into(), json!(wallet.balance)),
+                        Condition::AttrEquals("held".into(), json!(wallet.held)),
+                    ])),
+            ),
+            WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(user_pk(user_id), time_sort_key("LEDGER#", now), &entry, Some(expires_at))?,
+                condition: Condition::NotExists,
+            }),
+            request_op,
+        ];
+        match store.transact(ops).await {
+            Ok(()) => {
+                tracing::warn!(%user_id, moved, "closed account's refund request adjusted");
+                return Ok(());
+            }
+            Err(StoreError::ConditionFailed) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Unavailable("the closed wallet is busy; its refund request is adjusted on the next run".into()))
 }
 
 /// The refund request of a closed account, if it had a balance to refund.

@@ -28,6 +28,7 @@ on_both_stores!(
     dispute_events_in_any_order_and_concurrently_apply_once,
     refunds_and_disputes_before_their_credit_apply_when_it_lands,
     a_dispute_of_spent_money_blocks_new_calls,
+    refunds_and_disputes_never_take_back_more_than_was_paid,
     checkout_verification_checks_signature_and_owner,
     transactions_are_newest_first_and_paginated,
 );
@@ -433,7 +434,7 @@ async fn transactions_are_newest_first_and_paginated(backend: Backend) -> TestRe
 }
 
 /// An order Razorpay does not know (made under other keys) fails its check on every run: it is logged and
-/// skipped, the others are reconciled, and past the expiry it expires instead of blocking the queue.
+/// skipped, the others are reconciled, and after a week of that it expires instead of blocking the queue.
 async fn one_order_razorpay_cannot_answer_for_is_skipped_and_expires(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (user, token) = api.verified_user("jobs@example.in").await?;
@@ -450,7 +451,12 @@ async fn one_order_razorpay_cannot_answer_for_is_skipped_and_expires(backend: Ba
     assert!(report.failed_jobs.is_empty());
     assert_eq!(api.ledger_checked_balance(&user).await?, 400 * UNITS_PER_RUPEE);
 
+    // A day of errors is not enough to give up on it (it may be an outage while its webhook was lost)...
     api.clock.advance(Duration::hours(24));
+    let r = jobs::run(&api.state).await?.reconciliation;
+    assert_eq!((r.examined, r.errors, r.expired), (1, 1, 0), "{r:?}");
+    // ...a week is.
+    api.clock.advance(Duration::days(6));
     let r = jobs::run(&api.state).await?.reconciliation;
     assert_eq!((r.examined, r.errors, r.expired), (1, 1, 1), "{r:?}");
     let status = api.state.store.topup(unknown["id"].as_str().unwrap_or_default()).await?.map(|t| t.status);
@@ -593,5 +599,24 @@ async fn a_dispute_of_spent_money_blocks_new_calls(backend: Backend) -> TestResu
     );
     let refused = api.http.post(api.url("/v1/chat/completions")).bearer_auth(&key).json(&body).send().await?;
     assert_eq!(refused.status(), StatusCode::PAYMENT_REQUIRED);
+    Ok(())
+}
+
+/// A misbehaving provider (or two systems refunding one payment) cannot take back more than was paid: what
+/// would go over is recorded for review instead.
+async fn refunds_and_disputes_never_take_back_more_than_was_paid(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, _, payment) = paid(&api, "overtaken@example.in", 500).await?;
+    send(&api, &api.razorpay.refund_webhook(&payment, 40_000)).await?;
+    let (status, body) =
+        send(&api, &api.razorpay.dispute_webhook(&payment, "disp_OverTheTop01", "payment.dispute.lost", 20_000))
+            .await?;
+    assert_eq!((status, body["status"].clone()), (StatusCode::OK, json!("review")));
+    let (status, body) = send(&api, &api.razorpay.refund_webhook(&payment, 10_001)).await?;
+    assert_eq!((status, body["status"].clone()), (StatusCode::OK, json!("review")));
+    send(&api, &api.razorpay.refund_webhook(&payment, 10_000)).await?;
+    assert_eq!(balances(&api, &user).await?, (0, 0, 0), "exactly the ₹500 paid was taken back");
+    let dump = api.dump().await?;
+    assert_eq!(dump.lines().filter(|l| l.starts_with("PAYMENTREVIEW ")).count(), 2);
     Ok(())
 }

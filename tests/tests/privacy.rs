@@ -332,7 +332,7 @@ async fn closure_stops_everything_at_once_and_keeps_exactly_what_retention_requi
             Rule::ErasedAtClosure | Rule::Session | Rule::KeyExpiry => {
                 return Err(format!("{class:?} survived the closure: {} {}", item.pk, item.sk).into());
             }
-            Rule::LoginThrottle => {}
+            Rule::LoginThrottle | Rule::SubmissionWindow => {}
         }
     }
     let classes: HashSet<ItemClass> = mine.iter().filter_map(|i| ItemClass::of(&i.pk, &i.sk)).collect();
@@ -397,6 +397,7 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
             Rule::FromClosure(_) | Rule::ErasedAtClosure | Rule::KeyExpiry => None,
             Rule::Session => Some((now + config.session_ttl).timestamp()),
             Rule::LoginThrottle => Some((now + config.login_window).timestamp()),
+            Rule::SubmissionWindow => Some((now + Duration::days(shared::kyc::SUBMISSION_WINDOW_DAYS)).timestamp()),
         };
         assert_eq!(item.expires_at, expected, "{class:?}: {} {}", item.pk, item.sk);
     }
@@ -444,6 +445,7 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
         let expected = match class.rule() {
             Rule::FromWrite(span) | Rule::FromClosure(span) => Some(config.retention.until(span, now)),
             Rule::LoginThrottle => Some((now + config.login_window).timestamp()),
+            Rule::SubmissionWindow => Some((now + Duration::days(shared::kyc::SUBMISSION_WINDOW_DAYS)).timestamp()),
             Rule::ErasedAtClosure | Rule::Session | Rule::KeyExpiry => {
                 return Err(format!("{class:?} survived the closure: {} {}", item.pk, item.sk).into());
             }

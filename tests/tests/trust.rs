@@ -24,6 +24,10 @@ on_both_stores!(
     decisions_after_closure_are_refused_and_keep_the_expiry,
     pending_submissions_block_nobody_and_approvals_race_safely,
     submissions_are_limited_and_never_echo_a_number,
+    refused_submissions_count_so_uniqueness_is_no_oracle,
+    a_verification_racing_the_closure_leaves_no_claim_behind,
+    money_moving_after_a_closure_keeps_the_refund_request_true,
+    a_closure_before_any_payment_still_refunds_a_late_one,
 );
 
 const PASSWORD: &str = "correct horse battery";
@@ -338,5 +342,131 @@ async fn submissions_are_limited_and_never_echo_a_number(backend: Backend) -> Te
     let token = login["token"].as_str().unwrap_or_default().to_owned();
     let later = api.submit_kyc(&token, "PRBPE2000Q", &aadhaar_with_check_digit(73_000_000_100)).await?;
     assert_eq!(later.status(), StatusCode::OK);
+    Ok(())
+}
+
+async fn refund_request(api: &TestApi, user: &str) -> Result<i64, Box<dyn std::error::Error + Send + Sync>> {
+    let request = shared::wallet::refund_request(api.state.store.as_ref(), user).await?;
+    Ok(request.map_or(0, |r| r.amount))
+}
+
+/// In auto mode, a refusal because a number backs another account counts against the submission limit
+/// like any submission: asking "is this PAN registered?" costs one of five answers a month.
+async fn refused_submissions_count_so_uniqueness_is_no_oracle(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (_, owner) = api.signed_in("owner@example.in").await?;
+    api.submit_kyc(&owner, "ORCPE1234O", &aadhaar_with_check_digit(74_000_000_001)).await?.error_for_status()?;
+    let (_, prober) = api.signed_in("prober@example.in").await?;
+    let mut codes = Vec::new();
+    for n in 0..6u64 {
+        let answer: Value =
+            api.submit_kyc(&prober, "ORCPE1234O", &aadhaar_with_check_digit(74_000_000_100 + n)).await?.json().await?;
+        codes.push(answer["error"]["code"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(codes[..5], ["kyc_not_verifiable"; 5]);
+    assert_eq!(codes[5], "kyc_submission_limit");
+    Ok(())
+}
+
+/// A KYC verification that commits while the closure is between its read and its commit: the closure sees
+/// it (its transaction requires KYC unchanged), reads again, and releases the new claims too.
+async fn a_verification_racing_the_closure_leaves_no_claim_behind(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, token) = api.signed_in("race-close@example.in").await?;
+    let mut slow = api.state.clone();
+    slow.store = Arc::new(FaultyStore::new(
+        api.state.store.clone(),
+        Fault::DelayTransactions(std::time::Duration::from_millis(700)),
+    ));
+    let closing = tokio::spawn(async move { privacy::close_account(&slow, &user, Some(PASSWORD.into())).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let verified: Value =
+        api.submit_kyc(&token, "RCEPE1234R", &aadhaar_with_check_digit(75_000_000_001)).await?.json().await?;
+    assert_eq!(verified["status"], "verified", "{verified}");
+    closing.await??;
+    let dump = api.dump().await?;
+    assert_eq!(lines_starting(&dump, "KYCDOC#"), 0, "the numbers stay free for their owner: {dump}");
+    let (_, other) = api.signed_in("rightful@example.in").await?;
+    let answer: Value =
+        api.submit_kyc(&other, "RCEPE1234R", &aadhaar_with_check_digit(75_000_000_001)).await?.json().await?;
+    assert_eq!(answer["status"], "verified", "{answer}");
+    Ok(())
+}
+
+/// After the closure the refund request always says what the operator still owes: a chargeback or a
+/// Razorpay refund takes from it (never paid twice), a won dispute gives back, a late payment adds.
+async fn money_moving_after_a_closure_keeps_the_refund_request_true(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, token) = api.verified_user("after@example.in").await?;
+    let topup: Value = api
+        .http
+        .post(api.url("/v1/wallet/topups"))
+        .bearer_auth(&token)
+        .json(&json!({ "amount_paise": 30_000 }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let order = topup["razorpay_order_id"].as_str().unwrap_or_default().to_owned();
+    let payment = api.razorpay.pay(&order, "captured", None).ok_or("order")?;
+    api.razorpay.deliver(&api.razorpay.payment_webhook("payment.captured", &payment)).await.ok_or("delivery")?;
+    let late: Value = api
+        .http
+        .post(api.url("/v1/wallet/topups"))
+        .bearer_auth(&token)
+        .json(&json!({ "amount_paise": 20_000 }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(close(&api, &token).await?.status(), StatusCode::ACCEPTED);
+    let rupee = UNITS_PER_RUPEE;
+    assert_eq!(refund_request(&api, &user).await?, 300 * rupee);
+
+    let dispute = |event: &str| api.razorpay.dispute_webhook(&payment, "disp_AfterClose01", event, 10_000);
+    api.razorpay.deliver(&dispute("payment.dispute.created")).await.ok_or("delivery")?;
+    assert_eq!(refund_request(&api, &user).await?, 200 * rupee, "held by the dispute, not owed");
+    api.razorpay.deliver(&dispute("payment.dispute.won")).await.ok_or("delivery")?;
+    assert_eq!(refund_request(&api, &user).await?, 300 * rupee);
+    api.razorpay.deliver(&api.razorpay.refund_webhook(&payment, 5_000)).await.ok_or("delivery")?;
+    assert_eq!(refund_request(&api, &user).await?, 250 * rupee, "Razorpay gave ₹50 back already");
+
+    // A payment for the order opened before the closure is still credited, and refunded.
+    let late_order = late["razorpay_order_id"].as_str().unwrap_or_default().to_owned();
+    let late_payment = api.razorpay.pay(&late_order, "captured", None).ok_or("order")?;
+    api.razorpay.deliver(&api.razorpay.payment_webhook("payment.captured", &late_payment)).await.ok_or("delivery")?;
+    assert_eq!(refund_request(&api, &user).await?, 450 * rupee);
+    let wallet = api.state.store.wallet(&user).await?;
+    assert_eq!((wallet.balance, wallet.held, wallet.available), (0, 0, 0));
+    assert_eq!(api.ledger_checked_balance(&user).await?, 0);
+    Ok(())
+}
+
+/// An account closed before its first payment lands has a closed wallet waiting: the payment is refunded,
+/// never spendable.
+async fn a_closure_before_any_payment_still_refunds_a_late_one(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, token) = api.verified_user("early-close@example.in").await?;
+    let topup: Value = api
+        .http
+        .post(api.url("/v1/wallet/topups"))
+        .bearer_auth(&token)
+        .json(&json!({ "amount_paise": 15_000 }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let closed: Value = close(&api, &token).await?.json().await?;
+    assert_eq!(closed["refund_requested"], 0);
+    let order = topup["razorpay_order_id"].as_str().unwrap_or_default().to_owned();
+    let payment = api.razorpay.pay(&order, "captured", None).ok_or("order")?;
+    api.razorpay.deliver(&api.razorpay.payment_webhook("payment.captured", &payment)).await.ok_or("delivery")?;
+    assert_eq!(refund_request(&api, &user).await?, 150 * UNITS_PER_RUPEE);
+    let wallet = api.state.store.wallet(&user).await?;
+    assert_eq!(wallet.available, 0);
+    assert_eq!(api.ledger_checked_balance(&user).await?, 0);
+    let dump = api.dump().await?;
+    let stored = dump.lines().find(|l| l.starts_with(&format!("USER#{user} WALLET "))).unwrap_or_default();
+    assert!(stored.contains("\"closed\":true") && !stored.ends_with("None"), "closed, with its expiry: {stored}");
     Ok(())
 }

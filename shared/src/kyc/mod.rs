@@ -4,6 +4,8 @@
 //! Items:
 //! - main `USER#<id>` / `KYC`: status, masked numbers, vault references, fingerprints, decision.
 //! - main `USER#<id>` / `KYCDECISION#<millis>#<rand>`: each operator decision (who, when, why).
+//! - main `KYCSUBMIT#<id>` / `WINDOW`: submissions left in the account's 30-day window (every submission
+//!   counts, refused ones included).
 //! - main `KYCDOC#<fingerprint>` / `CLAIM`: "this PAN/Aadhaar backs this account", written when a submission
 //!   is *verified* (automatically, or by an operator's approval; a pending submission blocks nobody) with
 //!   an "absent or mine" condition in the verifying transaction, so one number can never back two accounts,
@@ -83,9 +85,6 @@ pub struct KycRecord {
     pub decided_at: Option<DateTime<Utc>>,
     /// Bumped by every write, for optimistic concurrency.
     pub revision: i64,
-    /// When the account's recent submissions were made (at most [`MAX_SUBMISSIONS`] kept).
-    #[serde(default)]
-    pub recent_submissions: Vec<DateTime<Utc>>,
 }
 
 impl KycRecord {
@@ -170,6 +169,11 @@ pub struct DecisionRecord {
 pub enum Decision {
     Approve,
     Reject,
+}
+
+/// `KYCSUBMIT#<user id>` / `WINDOW`: the account's counted submission window (see [`MAX_SUBMISSIONS`]).
+fn submissions_pk(user_id: &str) -> String {
+    format!("KYCSUBMIT#{user_id}")
 }
 
 fn claim_pk(fingerprint: &str) -> String {
@@ -413,7 +417,7 @@ async fn claimed_elsewhere<S: KycStore + ?Sized>(store: &S, user_id: &str, finge
 /// account is verified at once (its claims written in the same transaction); in `manual` mode it waits
 /// (`pending`, blocking nobody) for an operator, whose approval decides uniqueness. At most
 /// [`MAX_SUBMISSIONS`] per account in [`SUBMISSION_WINDOW_DAYS`].
-pub async fn submit<S: KycStore + ?Sized>(
+pub async fn submit<S: ItemStore + ?Sized>(
     store: &S,
     keys: &KycKeys,
     clock: &dyn Clock,
@@ -430,10 +434,13 @@ pub async fn submit<S: KycStore + ?Sized>(
     if previous.as_ref().is_some_and(|p| p.status == KycStatus::Verified) {
         return Err(already_verified());
     }
-    let window_start = now - chrono::Duration::days(SUBMISSION_WINDOW_DAYS);
-    let mut recent: Vec<DateTime<Utc>> =
-        previous.iter().flat_map(|p| p.recent_submissions.iter().copied()).filter(|at| *at > window_start).collect();
-    if recent.len() >= MAX_SUBMISSIONS {
+    // Counted before anything is checked against other accounts, refusals included: the uniqueness rule
+    // is not an oracle one can ask more than the limit (and each question costs two KMS calls).
+    let window_end = (now + chrono::Duration::days(SUBMISSION_WINDOW_DAYS)).timestamp();
+    let limit = MAX_SUBMISSIONS as u32;
+    let window = submissions_pk(user_id);
+    let counted = crate::auth::reserve_in_window(store, &window, limit, window_end, now.timestamp()).await?;
+    if let crate::auth::Reservation::Throttled { .. } = counted {
         return Err(ApiError::Conflict {
             code: "kyc_submission_limit",
             message: format!(
@@ -442,7 +449,6 @@ pub async fn submit<S: KycStore + ?Sized>(
             param: None,
         });
     }
-    recent.push(now);
     let fingerprinter = keys.fingerprinter()?;
     let fingerprints = [
         fingerprinter.fingerprint("pan", pan.as_str()).await?,
@@ -482,7 +488,6 @@ pub async fn submit<S: KycStore + ?Sized>(
         decided_by: None,
         decided_at: None,
         revision: previous.as_ref().map_or(1, |p| p.revision + 1),
-        recent_submissions: recent,
     };
     // Claims an earlier submission left (older data) go unless this one, verified, claims them again.
     let mut releases = match &previous {
@@ -645,15 +650,26 @@ pub async fn closure_ops<S: ItemStore + ?Sized>(
     closed_at: DateTime<Utc>,
     retention_years: u32,
 ) -> ApiResult<(Vec<WriteOp>, Option<i64>)> {
-    let Some(record) = store.kyc_record(user_id).await? else { return Ok((Vec::new(), None)) };
+    // Each op holds only if KYC has not changed since it was read: a verification committing between the
+    // read and the closure would otherwise leave claims nobody releases.
+    let Some(record) = store.kyc_record(user_id).await? else {
+        let unchanged = WriteOp::Check(crate::store::Check {
+            table: Table::Main,
+            pk: user_pk(user_id),
+            sk: KYC_SK.into(),
+            condition: Condition::NotExists,
+        });
+        return Ok((vec![unchanged], None));
+    };
     let expires_at = closed_at
         .checked_add_months(Months::new(retention_years.saturating_mul(12)))
         .ok_or_else(|| ApiError::Internal("KYC retention overflows the calendar".into()))?
         .timestamp();
-    let expire = |table: Table, pk: String, sk: &str| {
-        WriteOp::Update(Update::new(table, pk, sk).expiry(ExpiryChange::Set(expires_at)).when(Condition::Exists))
-    };
-    let mut ops = vec![expire(Table::Main, user_pk(user_id), KYC_SK)];
+    let mut ops = vec![WriteOp::Update(
+        Update::new(Table::Main, user_pk(user_id), KYC_SK)
+            .expiry(ExpiryChange::Set(expires_at))
+            .when(Condition::AttrEquals("revision".into(), json!(record.revision))),
+    )];
     // Only claims this account holds: a number it never verified may be someone else's.
     ops.extend(held_claims(store, user_id, &record).await?.iter().map(|f| release_claim(user_id, f)));
     Ok((ops, Some(expires_at)))
