@@ -230,6 +230,17 @@ pub async fn reserve_in_window<S: ItemStore + ?Sized>(
     Ok(Reservation::Throttled { retry_after_secs: 1 })
 }
 
+/// Gives one use back to the window it was reserved in; a window that has ended meanwhile is left alone.
+pub async fn release_in_window<S: ItemStore + ?Sized>(store: &S, pk: &str, window: &str) -> StoreResult<()> {
+    let give_back = Update::new(Table::Main, pk, WINDOW_SK)
+        .add("remaining", 1)
+        .when(Condition::AttrEquals("window".into(), serde_json::json!(window)));
+    match store.update(give_back).await {
+        Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// A password check reserved in an email's throttling window, or the refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reservation {
@@ -279,13 +290,7 @@ impl<T: ItemStore + ?Sized> LoginStore for T {
     }
 
     async fn release_check(&self, email: &str, window: &str) -> StoreResult<()> {
-        let give_back = Update::new(Table::Main, failures_pk(email), WINDOW_SK)
-            .add("remaining", 1)
-            .when(Condition::AttrEquals("window".into(), serde_json::json!(window)));
-        match self.update(give_back).await {
-            Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
-            Err(e) => Err(e),
-        }
+        release_in_window(self, &failures_pk(email), window).await
     }
 
     async fn record_attempt(&self, attempt: &LoginAttempt, expiries: Expiries) -> StoreResult<()> {

@@ -615,7 +615,7 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
                 item: Item::from_record(&guard_pk, "DEBIT", &marker, Some(expires_at))?,
                 condition: Condition::NotExists,
             }),
-            take_refundable(&refund.payment_id, refund.amount),
+            take_refundable(&credit, refund.amount),
         ])
     };
     let change = BalanceChange {
@@ -662,17 +662,25 @@ const PENDING_PREFIX: &str = "PENDING#";
 const REFUNDABLE: &str = "refundable_paise";
 
 fn refundable(credit: &Item) -> i64 {
-    credit.attrs.get(REFUNDABLE).and_then(Value::as_i64).unwrap_or(0)
+    // A guard written before this count existed starts from the whole payment.
+    credit
+        .attrs
+        .get(REFUNDABLE)
+        .and_then(Value::as_i64)
+        .unwrap_or_else(|| credit.attrs.get("amount_paise").and_then(Value::as_i64).unwrap_or(0))
 }
 
 /// Takes `paise` off what the payment may still give back, in the transaction that gives it back: refunds
 /// and lost disputes together never take back more than was paid.
-fn take_refundable(payment_id: &str, paise: i64) -> WriteOp {
-    WriteOp::Update(
-        Update::new(Table::Main, payment_pk(payment_id), "CREDIT")
-            .add(REFUNDABLE, -paise)
-            .when(Condition::AttrAtLeast(REFUNDABLE.into(), paise)),
-    )
+fn take_refundable(credit: &Item, paise: i64) -> WriteOp {
+    let update = Update::new(Table::Main, credit.pk.clone(), credit.sk.clone());
+    WriteOp::Update(if credit.attrs.contains_key(REFUNDABLE) {
+        update.add(REFUNDABLE, -paise).when(Condition::AttrAtLeast(REFUNDABLE.into(), paise))
+    } else {
+        update
+            .set(REFUNDABLE, json!(refundable(credit) - paise))
+            .when(Condition::AttrAbsentOrEquals(REFUNDABLE.into(), Value::Null))
+    })
 }
 
 /// Applies (and then deletes) the refund and dispute events kept for a payment that is now credited. Order
@@ -794,13 +802,26 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
         let current = store.get(Table::Main, &pk, DISPUTE_SK).await?;
         let state = current.as_ref().map(Item::record::<DisputeRecord>).transpose()?;
         let held = state.as_ref().filter(|s| s.state == DisputeState::Held).map_or(0, |s| s.held);
-        let next = match (step, state.as_ref().map(|s| s.state)) {
+        let mut next = match (step, state.as_ref().map(|s| s.state)) {
             (Step::Hold, None) => DisputeState::Held,
             (Step::Release, None | Some(DisputeState::Held)) => DisputeState::Released,
             (Step::Debit, None | Some(DisputeState::Held)) => DisputeState::Debited,
             // Already held, or already final: this event changes nothing.
             _ => return Ok(CreditOutcome::AlreadyCredited),
         };
+        let guard = store.get(Table::Main, &payment_pk(&dispute.payment_id), "CREDIT").await?;
+        let over = next == DisputeState::Debited && guard.as_ref().map_or(0, refundable) < deducted_paise;
+        if over {
+            // More than the payment would be taken back: a human looks, and nothing stays held meanwhile.
+            record_review(
+                store,
+                config,
+                now,
+                json!({ "reason": "refunds and disputes would take back more than the payment", "dispute_id": dispute.id, "payment_id": dispute.payment_id, "amount_paise": deducted_paise }),
+            )
+            .await?;
+            next = DisputeState::Released;
+        }
         let record = DisputeRecord {
             user_id: user_id.clone(),
             payment_id: dispute.payment_id.clone(),
@@ -830,18 +851,8 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
             DisputeState::Held => wallet_update = wallet_update.add("held", amount).add("available", -amount),
             DisputeState::Released => wallet_update = wallet_update.add("held", -held).add("available", held),
             DisputeState::Debited => {
-                let guard = store.get(Table::Main, &payment_pk(&dispute.payment_id), "CREDIT").await?;
-                if guard.as_ref().map_or(0, refundable) < deducted_paise {
-                    record_review(
-                        store,
-                        config,
-                        now,
-                        json!({ "reason": "refunds and disputes would take back more than the payment", "dispute_id": dispute.id, "payment_id": dispute.payment_id, "amount_paise": deducted_paise }),
-                    )
-                    .await?;
-                    return Ok(CreditOutcome::Mismatch);
-                }
-                ops.push(take_refundable(&dispute.payment_id, deducted_paise));
+                let guard = guard.as_ref().ok_or_else(|| ApiError::Internal("the payment's guard vanished".into()))?;
+                ops.push(take_refundable(guard, deducted_paise));
                 wallet_update =
                     wallet_update.add("balance", -deducted).add("held", -held).add("available", held - deducted);
                 let entry = LedgerEntry {
@@ -866,7 +877,7 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
             Ok(()) => {
                 tracing::warn!(%user_id, dispute_id = %dispute.id, payment_id = %dispute.payment_id, state = ?next, "dispute applied");
                 sync_closed_wallet(store, config, clock, &user_id).await?;
-                return Ok(CreditOutcome::Credited);
+                return Ok(if over { CreditOutcome::Mismatch } else { CreditOutcome::Credited });
             }
             Err(StoreError::ConditionFailed) => continue,
             Err(e) => return Err(e.into()),
@@ -1277,8 +1288,9 @@ pub fn closure_ops(
 
 /// Keeps a closed account's refund request in step with its wallet. Money that reaches the wallet after the
 /// closure (a late payment, a call's unused hold, a dispute won) joins the request; money that leaves it (a
-/// refund, a dispute opened or lost) comes out of the request while it is unpaid, so an operator never pays
-/// out what the bank or Razorpay already returned. What an unpaid request cannot cover stays as a debt on
+/// refund, a dispute opened or lost) comes out of it, so an operator never pays out what the bank or
+/// Razorpay already returned. The request's `amount` is what is still owed: paying it out must lower it, in
+/// a write conditioned on the amount read, like this one. What an unpaid request cannot cover stays as a debt on
 /// the wallet (the ledger shows it). Each move is a ledger entry in one transaction with the wallet and the
 /// request, conditioned on both, so running it any number of times, concurrently, moves money once.
 pub async fn sync_closed_wallet<S: ItemStore + ?Sized>(
@@ -1294,7 +1306,7 @@ pub async fn sync_closed_wallet<S: ItemStore + ?Sized>(
         }
         let wallet: Wallet = item.record()?;
         let request = refund_request(store, user_id).await?;
-        let unpaid = request.as_ref().filter(|r| r.status == "requested").map_or(0, |r| r.amount);
+        let unpaid = request.as_ref().map_or(0, |r| r.amount);
         // Positive: into the request; negative: back out of it, as far as it is unpaid.
         let moved = if wallet.available > 0 { wallet.available } else { -unpaid.min(-wallet.available) };
         if moved == 0 {
@@ -1318,10 +1330,7 @@ pub async fn sync_closed_wallet<S: ItemStore + ?Sized>(
                 Update::new(Table::Main, REFUND_REQUESTS_PK, user_id)
                     .add("amount", moved)
                     .set("amount_inr", json!(format_inr(existing.amount + moved)))
-                    .when(Condition::All(vec![
-                        Condition::AttrEquals("amount".into(), json!(existing.amount)),
-                        Condition::AttrEquals("status".into(), json!("requested")),
-                    ])),
+                    .when(Condition::AttrEquals("amount".into(), json!(existing.amount))),
             ),
             None => WriteOp::Put(Put {
                 table: Table::Main,

@@ -29,6 +29,7 @@ on_both_stores!(
     refunds_and_disputes_before_their_credit_apply_when_it_lands,
     a_dispute_of_spent_money_blocks_new_calls,
     refunds_and_disputes_never_take_back_more_than_was_paid,
+    a_payment_credited_before_the_refundable_count_is_refunded_once,
     checkout_verification_checks_signature_and_owner,
     transactions_are_newest_first_and_paginated,
 );
@@ -608,15 +609,34 @@ async fn refunds_and_disputes_never_take_back_more_than_was_paid(backend: Backen
     let api = TestApi::start(backend).await?;
     let (user, _, payment) = paid(&api, "overtaken@example.in", 500).await?;
     send(&api, &api.razorpay.refund_webhook(&payment, 40_000)).await?;
-    let (status, body) =
-        send(&api, &api.razorpay.dispute_webhook(&payment, "disp_OverTheTop01", "payment.dispute.lost", 20_000))
-            .await?;
+    let dispute = |event: &str| api.razorpay.dispute_webhook(&payment, "disp_OverTheTop01", event, 20_000);
+    send(&api, &dispute("payment.dispute.created")).await?;
+    assert_eq!(balances(&api, &user).await?.1, 200 * UNITS_PER_RUPEE, "held while open");
+    let (status, body) = send(&api, &dispute("payment.dispute.lost")).await?;
     assert_eq!((status, body["status"].clone()), (StatusCode::OK, json!("review")));
+    assert_eq!(balances(&api, &user).await?.1, 0, "nothing stays held while a human looks");
     let (status, body) = send(&api, &api.razorpay.refund_webhook(&payment, 10_001)).await?;
     assert_eq!((status, body["status"].clone()), (StatusCode::OK, json!("review")));
     send(&api, &api.razorpay.refund_webhook(&payment, 10_000)).await?;
     assert_eq!(balances(&api, &user).await?, (0, 0, 0), "exactly the ₹500 paid was taken back");
     let dump = api.dump().await?;
     assert_eq!(dump.lines().filter(|l| l.starts_with("PAYMENTREVIEW ")).count(), 2);
+    Ok(())
+}
+
+/// A payment guard written before the refundable count existed (no `refundable_paise`) starts from the
+/// whole payment: its refunds apply, once, and never beyond it.
+async fn a_payment_credited_before_the_refundable_count_is_refunded_once(backend: Backend) -> TestResult {
+    use shared::store::{Table, Update};
+    let api = TestApi::start(backend).await?;
+    let (user, _, payment) = paid(&api, "legacy@example.in", 300).await?;
+    let legacy = Update::new(Table::Main, format!("RZPPAYMENT#{}", payment.id), "CREDIT").remove("refundable_paise");
+    api.state.store.update(legacy).await?;
+    send(&api, &api.razorpay.refund_webhook(&payment, 10_000)).await?;
+    assert_eq!(balances(&api, &user).await?.0, 200 * UNITS_PER_RUPEE);
+    let (_, body) = send(&api, &api.razorpay.refund_webhook(&payment, 20_001)).await?;
+    assert_eq!(body["status"], json!("review"));
+    send(&api, &api.razorpay.refund_webhook(&payment, 20_000)).await?;
+    assert_eq!(balances(&api, &user).await?, (0, 0, 0));
     Ok(())
 }

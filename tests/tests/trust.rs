@@ -28,6 +28,7 @@ on_both_stores!(
     a_verification_racing_the_closure_leaves_no_claim_behind,
     money_moving_after_a_closure_keeps_the_refund_request_true,
     a_closure_before_any_payment_still_refunds_a_late_one,
+    submissions_that_fail_on_our_side_do_not_count,
 );
 
 const PASSWORD: &str = "correct horse battery";
@@ -468,5 +469,31 @@ async fn a_closure_before_any_payment_still_refunds_a_late_one(backend: Backend)
     let dump = api.dump().await?;
     let stored = dump.lines().find(|l| l.starts_with(&format!("USER#{user} WALLET "))).unwrap_or_default();
     assert!(stored.contains("\"closed\":true") && !stored.ends_with("None"), "closed, with its expiry: {stored}");
+    Ok(())
+}
+
+/// A submission that fails for reasons that are not about the numbers (a store outage, the conflict of a
+/// double click) gives its slot back: five of them do not lock an honest user out for a month.
+async fn submissions_that_fail_on_our_side_do_not_count(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, token) = api.signed_in("unlucky@example.in").await?;
+    let mut busy = api.state.clone();
+    busy.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::TransactionsConflict));
+    let keys = busy.kyc_keys()?;
+    for n in 0..6u64 {
+        let request = shared::kyc::SubmitRequest {
+            pan: "UNLPE1234U".into(),
+            aadhaar: aadhaar_with_check_digit(76_000_000_000 + n),
+            name_on_pan: "Unlucky".into(),
+        };
+        let refused = shared::kyc::submit(busy.store.as_ref(), keys, busy.clock.as_ref(), &busy.config, &user, request)
+            .await
+            .err()
+            .ok_or("a submission went through a store that refuses every transaction")?;
+        assert_eq!(refused.code(), "kyc_submission_conflict");
+    }
+    let answer: Value =
+        api.submit_kyc(&token, "UNLPE1234U", &aadhaar_with_check_digit(76_000_000_009)).await?.json().await?;
+    assert_eq!(answer["status"], "verified", "{answer}");
     Ok(())
 }

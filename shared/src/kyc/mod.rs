@@ -440,7 +440,7 @@ pub async fn submit<S: ItemStore + ?Sized>(
     let limit = MAX_SUBMISSIONS as u32;
     let window = submissions_pk(user_id);
     let counted = crate::auth::reserve_in_window(store, &window, limit, window_end, now.timestamp()).await?;
-    if let crate::auth::Reservation::Throttled { .. } = counted {
+    let crate::auth::Reservation::Reserved { window: slot } = counted else {
         return Err(ApiError::Conflict {
             code: "kyc_submission_limit",
             message: format!(
@@ -448,7 +448,37 @@ pub async fn submit<S: ItemStore + ?Sized>(
             ),
             param: None,
         });
+    };
+    let validated = Validated { pan, aadhaar, name_on_pan, previous, now };
+    let result = store_submission(store, keys, config, user_id, validated).await;
+    // Only answers about the numbers count; an outage, or the conflict of a double click, gives it back.
+    let counts = match &result {
+        Ok(_) => true,
+        Err(e) => e.code() == "kyc_not_verifiable",
+    };
+    if !counts && let Err(e) = crate::auth::release_in_window(store, &window, &slot).await {
+        tracing::warn!(%user_id, error = %e, "a KYC submission slot was not given back");
     }
+    result
+}
+
+/// A submission that passed validation and was counted.
+struct Validated {
+    pan: Pan,
+    aadhaar: Aadhaar,
+    name_on_pan: String,
+    previous: Option<KycRecord>,
+    now: DateTime<Utc>,
+}
+
+async fn store_submission<S: ItemStore + ?Sized>(
+    store: &S,
+    keys: &KycKeys,
+    config: &Config,
+    user_id: &str,
+    validated: Validated,
+) -> ApiResult<KycRecord> {
+    let Validated { pan, aadhaar, name_on_pan, previous, now } = validated;
     let fingerprinter = keys.fingerprinter()?;
     let fingerprints = [
         fingerprinter.fingerprint("pan", pan.as_str()).await?,
