@@ -582,8 +582,7 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
             }
         }
     };
-    let user_id = credit.attrs.get("user_id").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let credited_paise = credit.attrs.get("amount_paise").and_then(Value::as_i64).unwrap_or(0);
+    let (user_id, credited_paise) = credited(&credit);
     if refund.currency != "INR" || refund.amount <= 0 || refund.amount > credited_paise || user_id.is_empty() {
         record_review(
             store,
@@ -660,6 +659,12 @@ async fn defer<S: ItemStore + ?Sized>(
 const PENDING_PREFIX: &str = "PENDING#";
 /// The payment guard's attribute counting down what refunds and lost disputes may still take back.
 const REFUNDABLE: &str = "refundable_paise";
+
+/// The owner of a credited payment and the paise credited, from its guard.
+fn credited(credit: &Item) -> (String, i64) {
+    let user_id = credit.attrs.get("user_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    (user_id, credit.attrs.get("amount_paise").and_then(Value::as_i64).unwrap_or(0))
+}
 
 fn refundable(credit: &Item) -> i64 {
     // A guard written before this count existed starts from the whole payment.
@@ -775,8 +780,7 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
             }
         }
     };
-    let user_id = credit.attrs.get("user_id").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let credited_paise = credit.attrs.get("amount_paise").and_then(Value::as_i64).unwrap_or(0);
+    let (user_id, credited_paise) = credited(&credit);
     let deducted = if dispute.amount_deducted > 0 { dispute.amount_deducted } else { dispute.amount };
     if dispute.currency != "INR"
         || dispute.amount <= 0
