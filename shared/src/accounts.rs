@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::passwords;
 use crate::secrets::random_suffix;
-use crate::store::{Condition, Item, ItemStore, Put, StoreError, StoreResult, Table, WriteOp};
+use crate::store::{Condition, Item, ItemStore, Put, StoreError, StoreResult, Table, WriteOp, schema};
 
 pub const MIN_PASSWORD_CHARS: usize = 10;
 pub const MIN_AGE_YEARS: i32 = 18;
@@ -113,15 +113,8 @@ pub fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-pub fn user_pk(user_id: &str) -> String {
-    format!("USER#{user_id}")
-}
-
-pub(crate) const PROFILE_SK: &str = "PROFILE";
-
-pub(crate) fn email_pk(email: &str) -> String {
-    format!("EMAIL#{email}")
-}
+pub(crate) use crate::store::schema::sk::PROFILE as PROFILE_SK;
+pub use crate::store::schema::{email_pk, time_sort_key, user_pk};
 
 /// A transaction step that holds only while the account is open: writes that must not outlive a closure
 /// (sessions, keys, KYC changes) carry it, so a closure that commits first makes them fail.
@@ -161,15 +154,10 @@ pub fn closure_ops(
         WriteOp::Delete(Delete {
             table: Table::Main,
             pk: email_pk(&account.email),
-            sk: "EMAIL".into(),
+            sk: schema::sk::EMAIL.into(),
             condition: Condition::AttrEquals("user_id".into(), serde_json::json!(account.id)),
         }),
     ]
-}
-
-/// A sort key that orders by time and never collides: zero-padded epoch milliseconds plus randomness.
-pub fn time_sort_key(prefix: &str, at: DateTime<Utc>) -> String {
-    format!("{prefix}{:013}#{}", at.timestamp_millis().max(0), random_suffix())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +186,7 @@ impl<T: ItemStore + ?Sized> AccountStore for T {
                 table: Table::Main,
                 item: Item::from_record(
                     email_pk(&account.email),
-                    "EMAIL",
+                    schema::sk::EMAIL,
                     &EmailClaim { user_id: account.id.clone() },
                     None,
                 )?,
@@ -211,7 +199,7 @@ impl<T: ItemStore + ?Sized> AccountStore for T {
             }),
             WriteOp::Put(Put {
                 table: Table::Main,
-                item: Item::from_record(&pk, time_sort_key("CONSENT#", consent.at), consent, None)?,
+                item: Item::from_record(&pk, time_sort_key(schema::prefix::CONSENT, consent.at), consent, None)?,
                 condition: Condition::NotExists,
             }),
         ];
@@ -227,7 +215,7 @@ impl<T: ItemStore + ?Sized> AccountStore for T {
     }
 
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>> {
-        let Some(claim) = self.get(Table::Main, &email_pk(email), "EMAIL").await? else {
+        let Some(claim) = self.get(Table::Main, &email_pk(email), schema::sk::EMAIL).await? else {
             return Ok(None);
         };
         let claim: EmailClaim = claim.record()?;

@@ -96,27 +96,17 @@ impl From<&LoginAttempt> for LoginAttemptView {
     }
 }
 
-fn session_pk(token_hash: &str) -> String {
-    format!("SESSION#{token_hash}")
-}
+use crate::store::schema::{self, login_window_pk as failures_pk, logins_pk, session_pk};
 
 fn session_index_sk(token_hash: &str) -> String {
-    format!("SESSION#{token_hash}")
+    schema::prefixed(schema::prefix::SESSION, token_hash)
 }
 
-fn logins_pk(email: &str) -> String {
-    format!("LOGIN#{email}")
-}
-
-fn failures_pk(email: &str) -> String {
-    format!("LOGINFAIL#{email}")
-}
-
-const SESSION_SK: &str = "SESSION";
+const SESSION_SK: &str = schema::sk::SESSION;
 
 /// Deletes one session, given its entry in the user's index (`USER#<id>` / `SESSION#<hash>`).
 pub fn session_deletes(index: &Item) -> [WriteOp; 2] {
-    let hash = index.sk.trim_start_matches("SESSION#");
+    let hash = index.sk.trim_start_matches(schema::prefix::SESSION);
     [
         WriteOp::Delete(Delete {
             table: Table::Main,
@@ -250,7 +240,7 @@ pub enum Reservation {
     Throttled { retry_after_secs: u64 },
 }
 
-const WINDOW_SK: &str = "WINDOW";
+const WINDOW_SK: &str = schema::sk::WINDOW;
 /// Reservations retried when concurrent ones keep changing the window (then the check is refused).
 const RESERVE_ATTEMPTS: usize = 8;
 
@@ -269,7 +259,7 @@ pub trait LoginStore: Send + Sync {
     async fn login_history(&self, user_id: &str, limit: u32) -> StoreResult<Vec<LoginAttempt>>;
 }
 
-const LOGIN_PREFIX: &str = "LOGIN#";
+const LOGIN_PREFIX: &str = schema::prefix::LOGIN;
 
 fn attempt_put(attempt: &LoginAttempt, expires_at: i64) -> StoreResult<WriteOp> {
     let (pk, sk) = match &attempt.user_id {

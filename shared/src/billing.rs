@@ -254,7 +254,7 @@ pub struct Expiries {
 /// The usage entry's sort key, derived from the hold (`<millis>_<rand>` becomes `<millis>#<rand>`): the
 /// live settlement, a repeat of it and the sweeper all write this one key, so at most one of them commits.
 fn usage_sort_key(hold: &Hold) -> String {
-    format!("USAGE#{}", hold.id.replacen('_', "#", 1))
+    crate::store::schema::prefixed(crate::store::schema::prefix::USAGE, &hold.id.replacen('_', "#", 1))
 }
 
 /// Settles a hold: charges `cost` in full, writes the ledger entry and the usage log in the same
@@ -321,7 +321,7 @@ pub async fn settle<S: ItemStore + ?Sized>(
                 table: Table::Main,
                 item: Item::from_record(
                     user_pk(&hold.user_id),
-                    time_sort_key("LEDGER#", usage.created_at),
+                    time_sort_key(crate::store::schema::prefix::LEDGER, usage.created_at),
                     &entry,
                     Some(expiries.ledger),
                 )?,

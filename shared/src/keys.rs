@@ -23,11 +23,11 @@ use crate::store::{
 pub const KEY_PREFIX: &str = "sk-inferex-";
 pub const MAX_ACTIVE_KEYS: usize = 20;
 const MAX_NAME_CHARS: usize = 100;
-const KEY_SK: &str = "KEY";
-const SLOT_PREFIX: &str = "APIKEYSLOT#";
+const KEY_SK: &str = crate::store::schema::sk::KEY;
+const SLOT_PREFIX: &str = crate::store::schema::prefix::API_KEY_SLOT;
 
 fn key_pk(hash: &str) -> String {
-    format!("APIKEY#{hash}")
+    crate::store::schema::api_key_pk(hash)
 }
 
 fn slot_sk(slot: usize) -> String {

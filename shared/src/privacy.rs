@@ -26,7 +26,7 @@ use crate::secrets::random_suffix;
 use crate::state::AppState;
 use crate::store::{
     Condition, Delete, ExpiryChange, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update,
-    WriteOp,
+    WriteOp, schema,
 };
 use crate::usage::UsageView;
 use crate::wallet::{self, LedgerEntry, LedgerEntryView, WALLET_SK, WalletStore, WalletView};
@@ -36,9 +36,9 @@ pub const RESPONSE_DAYS: i64 = 30;
 /// How long a download link of an export works.
 pub const EXPORT_LINK_VALIDITY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
-const REQUEST_PREFIX: &str = "PRIVACYREQ#";
-const EXPORT_PREFIX: &str = "EXPORT#";
-const PENDING_CLOSURES_PK: &str = "CLOSURES#PENDING";
+const REQUEST_PREFIX: &str = schema::prefix::PRIVACY_REQUEST;
+const EXPORT_PREFIX: &str = schema::prefix::EXPORT;
+const PENDING_CLOSURES_PK: &str = schema::PENDING_CLOSURES_PK;
 /// Closing transactions retried when the wallet moved (a call settling) between the read and the write.
 const CLOSE_ATTEMPTS: usize = 5;
 
@@ -227,7 +227,7 @@ fn consent_put(
     };
     Ok(WriteOp::Put(Put {
         table: Table::Main,
-        item: Item::from_record(user_pk(&account.id), time_sort_key("CONSENT#", at), &consent, None)?,
+        item: Item::from_record(user_pk(&account.id), time_sort_key(schema::prefix::CONSENT, at), &consent, None)?,
         condition: Condition::NotExists,
     }))
 }
@@ -320,13 +320,18 @@ pub async fn correct(
         update = update.set("email", json!(new_email));
         ops.push(WriteOp::Put(Put {
             table: Table::Main,
-            item: Item::from_record(email_pk(new_email), "EMAIL", &EmailClaim { user_id: account.id.clone() }, None)?,
+            item: Item::from_record(
+                email_pk(new_email),
+                schema::sk::EMAIL,
+                &EmailClaim { user_id: account.id.clone() },
+                None,
+            )?,
             condition: Condition::NotExists,
         }));
         ops.push(WriteOp::Delete(Delete {
             table: Table::Main,
             pk: email_pk(&account.email),
-            sk: "EMAIL".into(),
+            sk: schema::sk::EMAIL.into(),
             condition: Condition::AttrEquals("user_id".into(), json!(account.id)),
         }));
         changed.push("email");
@@ -342,7 +347,7 @@ pub async fn correct(
         Ok(()) => {}
         Err(StoreError::ConditionFailed) => {
             if let Some(new_email) = &new_email
-                && store.get(Table::Main, &email_pk(new_email), "EMAIL").await?.is_some()
+                && store.get(Table::Main, &email_pk(new_email), schema::sk::EMAIL).await?.is_some()
             {
                 return Err(ApiError::Conflict {
                     code: "email_taken",
@@ -427,7 +432,12 @@ pub struct ExportView {
 fn export_put(user_id: &str, export: &DataExport, expires_at: i64) -> StoreResult<WriteOp> {
     Ok(WriteOp::Put(Put {
         table: Table::Main,
-        item: Item::from_record(user_pk(user_id), format!("{EXPORT_PREFIX}{}", export.id), export, Some(expires_at))?,
+        item: Item::from_record(
+            user_pk(user_id),
+            schema::prefixed(EXPORT_PREFIX, &export.id),
+            export,
+            Some(expires_at),
+        )?,
         condition: Condition::Always,
     }))
 }
@@ -490,7 +500,7 @@ pub async fn export_view(state: &AppState, user_id: &str, export_id: &str) -> Ap
     }
     let item = state
         .store
-        .get(Table::Main, &user_pk(user_id), &format!("{EXPORT_PREFIX}{export_id}"))
+        .get(Table::Main, &user_pk(user_id), &schema::prefixed(EXPORT_PREFIX, export_id))
         .await?
         .ok_or_else(not_found)?;
     let export: DataExport = item.record()?;
@@ -529,7 +539,7 @@ pub async fn export_document(state: &AppState, user_id: &str) -> ApiResult<Value
         None => Value::Null,
         Some(record) => {
             let pan = kyc::reveal(store, state.kyc_keys()?, &record, DocumentKind::Pan).await?;
-            let decisions = all_with_prefix(store, user_id, "KYCDECISION#").await?;
+            let decisions = all_with_prefix(store, user_id, schema::prefix::KYC_DECISION).await?;
             json!({
                 "status": record.status,
                 "name_on_pan": record.name_on_pan,
@@ -544,20 +554,20 @@ pub async fn export_document(state: &AppState, user_id: &str) -> ApiResult<Value
     };
     let keys: Vec<ApiKeyView> = store.keys(user_id).await?.iter().map(|(_, r)| ApiKeyView::from(r)).collect();
     let mut topups = Vec::new();
-    for index in all_with_prefix(store, user_id, "TOPUP#").await? {
+    for index in all_with_prefix(store, user_id, schema::prefix::TOPUP).await? {
         if let Some(id) = index.attrs.get("topup_id").and_then(Value::as_str)
             && let Some(topup) = store.topup(id).await?
         {
             topups.push(topup);
         }
     }
-    let ledger: Vec<LedgerEntryView> = all_with_prefix(store, user_id, "LEDGER#")
+    let ledger: Vec<LedgerEntryView> = all_with_prefix(store, user_id, schema::prefix::LEDGER)
         .await?
         .iter()
         .map(|i| i.record::<LedgerEntry>().map(|e| LedgerEntryView::from(&e)))
         .collect::<StoreResult<_>>()?;
     // Usage and requests appear as the API shows them (rupee amounts, RFC 3339 times).
-    let usage: Vec<UsageView> = all_with_prefix(store, user_id, "USAGE#")
+    let usage: Vec<UsageView> = all_with_prefix(store, user_id, schema::prefix::USAGE)
         .await?
         .iter()
         .map(|i| i.record::<UsageRecord>().map(|r| UsageView::from(&r)))
@@ -572,7 +582,7 @@ pub async fn export_document(state: &AppState, user_id: &str) -> ApiResult<Value
         "generated_at": timestamp(state.clock.now()),
         "user_id": user_id,
         "account": account_view,
-        "consents": records(&all_with_prefix(store, user_id, "CONSENT#").await?)?,
+        "consents": records(&all_with_prefix(store, user_id, schema::prefix::CONSENT).await?)?,
         "login_history": logins,
         "kyc": kyc,
         "api_keys": keys,
@@ -720,7 +730,7 @@ async fn recorded_closure(state: &AppState, user_id: &str) -> ApiResult<Closure>
         .record()?;
     let closed_at = request.completed_at.unwrap_or(request.received_at);
     let kyc_until = match store.kyc_record(user_id).await? {
-        Some(_) => store.get(Table::Main, &user_pk(user_id), "KYC").await?.and_then(|i| i.expires_at),
+        Some(_) => store.get(Table::Main, &user_pk(user_id), schema::sk::KYC).await?.and_then(|i| i.expires_at),
         None => None,
     };
     let refund = wallet::refund_request(store, user_id).await?.map_or(0, |r| r.amount);
@@ -752,17 +762,19 @@ pub async fn finish_closure(state: &AppState, user_id: &str) -> ApiResult<()> {
         }
         store.delete(Delete { table: Table::Main, pk: item.pk, sk: item.sk, condition: Condition::Always }).await?;
     }
-    for index in all_with_prefix(store, user_id, "SESSION#").await? {
+    for index in all_with_prefix(store, user_id, schema::prefix::SESSION).await? {
         store.transact(crate::auth::session_deletes(&index).to_vec()).await?;
     }
     let account_until = retention.expiry(ItemClass::Account, closed_at).unwrap_or(i64::MAX);
-    for consent in all_with_prefix(store, user_id, "CONSENT#").await? {
+    for consent in all_with_prefix(store, user_id, schema::prefix::CONSENT).await? {
         let expire = Update::new(Table::Main, consent.pk, consent.sk)
             .expiry(ExpiryChange::Set(account_until))
             .when(Condition::Exists);
         store.update(expire).await?;
     }
-    if let Some(kyc_until) = store.get(Table::Main, &user_pk(user_id), "KYC").await?.and_then(|i| i.expires_at) {
+    if let Some(kyc_until) =
+        store.get(Table::Main, &user_pk(user_id), schema::sk::KYC).await?.and_then(|i| i.expires_at)
+    {
         kyc::expire_after_closure(store, user_id, kyc_until).await?;
     }
     let wallet_until = retention.expiry(ItemClass::Wallet, closed_at).unwrap_or(i64::MAX);

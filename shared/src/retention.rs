@@ -285,48 +285,46 @@ impl ItemClass {
     /// The class of a stored item, from its key (vault keys are `VAULT#...`, a prefix the main table never
     /// uses); `None` for a key no module writes.
     pub fn of(pk: &str, sk: &str) -> Option<Self> {
+        use crate::store::schema::{self, kind, prefix, sk as fixed};
         use ItemClass::*;
-        let (kind, _) = pk.split_once('#').unwrap_or((pk, ""));
-        let class = match (kind, sk) {
-            ("USER", "PROFILE") => Account,
-            ("USER", "KYC") => KycRecord,
-            ("USER", "WALLET") => Wallet,
-            ("USER", sk) => {
-                let (prefix, _) = sk.split_once('#')?;
-                match prefix {
-                    "CONSENT" => Consent,
-                    "SESSION" => SessionIndex,
-                    "LOGIN" => LoginRecord,
-                    "KYCDECISION" => KycDecision,
-                    "LEDGER" => LedgerEntry,
-                    "TOPUP" => TopupIndex,
-                    "APIKEYSLOT" => ApiKeySlot,
-                    "USAGE" => UsageLog,
-                    "PRIVACYREQ" => PrivacyRequest,
-                    "EXPORT" => DataExport,
-                    _ => return None,
-                }
-            }
-            ("EMAIL", "EMAIL") => EmailClaim,
-            ("SESSION", "SESSION") => Session,
-            ("LOGIN", _) => LoginRecord,
-            ("LOGINFAIL", _) => LoginFailure,
-            ("KYCDOC", "CLAIM") => KycClaim,
-            ("KYCSUBMIT", "WINDOW") => KycSubmissions,
-            ("WALLETS", _) => WalletRegistry,
-            ("TOPUP", "TOPUP") => Topup,
-            ("TOPUPS", _) if pk == "TOPUPS#OPEN" => OpenTopup,
-            ("RZPORDER", "ORDER") => RazorpayOrder,
-            ("RZPPAYMENT", "CREDIT") => PaymentCredit,
-            ("RZPPAYMENT", sk) if sk.starts_with("PENDING#") => PendingAdjustment,
-            ("RZPDISPUTE", "DISPUTE") => Dispute,
-            ("RZPREFUND", "DEBIT") => RefundDebit,
-            ("RZPEVENT", "EVENT") => WebhookEvent,
-            ("PAYMENTREVIEW", _) => PaymentReview,
-            ("REFUNDREQUEST", _) => RefundRequest,
-            ("CLOSURES", _) if pk == "CLOSURES#PENDING" => PendingClosure,
-            ("APIKEY", "KEY") => ApiKey,
-            ("VAULT", "SECRET") => KycVault,
+        let (partition, _) = pk.split_once('#').unwrap_or((pk, ""));
+        let class = match (partition, sk) {
+            (kind::USER, fixed::PROFILE) => Account,
+            (kind::USER, fixed::KYC) => KycRecord,
+            (kind::USER, fixed::WALLET) => Wallet,
+            (kind::USER, sk) => match sk.get(..=sk.find('#')?)? {
+                prefix::CONSENT => Consent,
+                prefix::SESSION => SessionIndex,
+                prefix::LOGIN => LoginRecord,
+                prefix::KYC_DECISION => KycDecision,
+                prefix::LEDGER => LedgerEntry,
+                prefix::TOPUP => TopupIndex,
+                prefix::API_KEY_SLOT => ApiKeySlot,
+                prefix::USAGE => UsageLog,
+                prefix::PRIVACY_REQUEST => PrivacyRequest,
+                prefix::EXPORT => DataExport,
+                _ => return None,
+            },
+            (kind::EMAIL, fixed::EMAIL) => EmailClaim,
+            (kind::SESSION, fixed::SESSION) => Session,
+            (kind::LOGINS, _) => LoginRecord,
+            (kind::LOGIN_WINDOW, _) => LoginFailure,
+            (kind::KYC_CLAIM, fixed::CLAIM) => KycClaim,
+            (kind::KYC_SUBMISSIONS, fixed::WINDOW) => KycSubmissions,
+            (kind::WALLETS, _) => WalletRegistry,
+            (kind::TOPUP, fixed::TOPUP) => Topup,
+            (kind::OPEN_TOPUPS, _) if pk == schema::OPEN_TOPUPS_PK => OpenTopup,
+            (kind::ORDER, fixed::ORDER) => RazorpayOrder,
+            (kind::PAYMENT, fixed::CREDIT) => PaymentCredit,
+            (kind::PAYMENT, sk) if sk.starts_with(prefix::PENDING) => PendingAdjustment,
+            (kind::DISPUTE, fixed::DISPUTE) => Dispute,
+            (kind::REFUND, fixed::DEBIT) => RefundDebit,
+            (kind::EVENT, fixed::EVENT) => WebhookEvent,
+            (kind::PAYMENT_REVIEWS, _) => PaymentReview,
+            (kind::REFUND_REQUESTS, _) => RefundRequest,
+            (kind::CLOSURES, _) if pk == schema::PENDING_CLOSURES_PK => PendingClosure,
+            (kind::API_KEY, fixed::KEY) => ApiKey,
+            (kind::VAULT, fixed::SECRET) => KycVault,
             _ => return None,
         };
         Some(class)

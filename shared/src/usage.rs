@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::money::format_inr;
 use crate::store::{Item, ItemStore, Query, SortKeyRange, StoreResult, Table};
 
-const USAGE_PREFIX: &str = "USAGE#";
+const USAGE_PREFIX: &str = crate::store::schema::prefix::USAGE;
 /// How many stored entries one summary may read (about 12 months of a busy account's traffic would be
 /// more; summaries over such ranges should use shorter windows).
 const SUMMARY_SCAN_LIMIT: usize = 200_000;

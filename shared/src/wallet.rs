@@ -37,41 +37,27 @@ use crate::money::{format_inr, paise_to_units};
 use crate::razorpay::{NewOrder, Payment, RazorpayClient};
 use crate::retention::Span;
 use crate::secrets::random_suffix;
+use crate::store::schema::{self, dispute_pk, event_pk, order_pk, payment_pk, refund_pk, topup_pk};
 use crate::store::{
     Condition, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update, WriteOp,
 };
 
-pub(crate) const WALLET_SK: &str = "WALLET";
+pub(crate) const WALLET_SK: &str = schema::sk::WALLET;
 /// Registry of every wallet (one item each, sort key = user id), walked by the stale-hold sweeper.
-pub(crate) const WALLETS_PK: &str = "WALLETS";
-const TOPUP_SK: &str = "TOPUP";
-const OPEN_TOPUPS_PK: &str = "TOPUPS#OPEN";
-const REVIEW_PK: &str = "PAYMENTREVIEW";
-const REFUND_REQUESTS_PK: &str = "REFUNDREQUEST";
+pub(crate) const WALLETS_PK: &str = schema::WALLETS_PK;
+const TOPUP_SK: &str = schema::sk::TOPUP;
+const OPEN_TOPUPS_PK: &str = schema::OPEN_TOPUPS_PK;
+const REVIEW_PK: &str = schema::PAYMENT_REVIEWS_PK;
+const REFUND_REQUESTS_PK: &str = schema::REFUND_REQUESTS_PK;
+const ORDER_SK: &str = schema::sk::ORDER;
+const CREDIT_SK: &str = schema::sk::CREDIT;
+const DEBIT_SK: &str = schema::sk::DEBIT;
+const EVENT_SK: &str = schema::sk::EVENT;
+const LEDGER_PREFIX: &str = schema::prefix::LEDGER;
 /// A top-up whose order Razorpay has not answered for this long is expired without an answer.
 pub const ABANDON_UNANSWERED_AFTER: Duration = Duration::days(7);
 /// How often a credit is retried when a concurrent balance change got in first.
 const CREDIT_ATTEMPTS: usize = 20;
-
-fn topup_pk(id: &str) -> String {
-    format!("TOPUP#{id}")
-}
-
-fn order_pk(order_id: &str) -> String {
-    format!("RZPORDER#{order_id}")
-}
-
-fn payment_pk(payment_id: &str) -> String {
-    format!("RZPPAYMENT#{payment_id}")
-}
-
-fn refund_pk(refund_id: &str) -> String {
-    format!("RZPREFUND#{refund_id}")
-}
-
-fn event_pk(event_id: &str) -> String {
-    format!("RZPEVENT#{event_id}")
-}
 
 fn open_sk(topup: &Topup) -> String {
     format!("{:013}#{}", topup.created_at.timestamp_millis().max(0), topup.id)
@@ -270,7 +256,7 @@ impl<T: ItemStore + ?Sized> WalletStore for T {
         after: Option<String>,
     ) -> StoreResult<(Vec<LedgerEntry>, Option<String>)> {
         let query = Query::new(Table::Main, user_pk(user_id))
-            .range(SortKeyRange::Prefix("LEDGER#".into()))
+            .range(SortKeyRange::Prefix(LEDGER_PREFIX.into()))
             .newest_first()
             .limit(limit)
             .after(after);
@@ -284,7 +270,7 @@ impl<T: ItemStore + ?Sized> WalletStore for T {
     }
 
     async fn topup_for_order(&self, order_id: &str) -> StoreResult<Option<Topup>> {
-        let Some(index) = self.get(Table::Main, &order_pk(order_id), "ORDER").await? else { return Ok(None) };
+        let Some(index) = self.get(Table::Main, &order_pk(order_id), ORDER_SK).await? else { return Ok(None) };
         match index.attrs.get("topup_id").and_then(Value::as_str) {
             Some(topup_id) => self.topup(topup_id).await,
             None => Err(StoreError::Malformed(format!("order index {order_id} has no topup_id"))),
@@ -301,7 +287,7 @@ impl<T: ItemStore + ?Sized> WalletStore for T {
             }),
             WriteOp::Put(Put {
                 table: Table::Main,
-                item: Item::from_record(order_pk(&topup.razorpay_order_id), "ORDER", &index, Some(expires_at))?,
+                item: Item::from_record(order_pk(&topup.razorpay_order_id), ORDER_SK, &index, Some(expires_at))?,
                 condition: Condition::NotExists,
             }),
             WriteOp::Put(Put {
@@ -319,7 +305,7 @@ impl<T: ItemStore + ?Sized> WalletStore for T {
                 table: Table::Main,
                 item: Item::from_record(
                     user_pk(&topup.user_id),
-                    time_sort_key("TOPUP#", topup.created_at),
+                    time_sort_key(schema::prefix::TOPUP, topup.created_at),
                     &json!({ "topup_id": topup.id }),
                     Some(expires_at),
                 )?,
@@ -420,7 +406,7 @@ async fn apply_balance_change<S: ItemStore + ?Sized>(
         ops.push(wallet_op);
         ops.push(WriteOp::Put(Put {
             table: Table::Main,
-            item: Item::from_record(user_pk(user_id), time_sort_key("LEDGER#", at), &entry, Some(expires_at))?,
+            item: Item::from_record(user_pk(user_id), time_sort_key(LEDGER_PREFIX, at), &entry, Some(expires_at))?,
             condition: Condition::NotExists,
         }));
         match store.transact(ops).await {
@@ -511,7 +497,7 @@ pub async fn credit_payment<S: ItemStore + ?Sized>(
         Ok(vec![
             WriteOp::Put(Put {
                 table: Table::Main,
-                item: Item::from_record(&guard_pk, "CREDIT", &marker, Some(expires_at))?,
+                item: Item::from_record(&guard_pk, CREDIT_SK, &marker, Some(expires_at))?,
                 condition: Condition::NotExists,
             }),
             WriteOp::Update(
@@ -536,7 +522,7 @@ pub async fn credit_payment<S: ItemStore + ?Sized>(
         reference: &payment.id,
         at: now,
         expires_at,
-        guard: (&guard_pk, "CREDIT"),
+        guard: (&guard_pk, CREDIT_SK),
     };
     let credited = apply_balance_change(store, change, extra).await?;
     if credited {
@@ -572,7 +558,7 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
     refund: &crate::razorpay::Refund,
 ) -> ApiResult<CreditOutcome> {
     let now = clock.now();
-    let credit = match store.get(Table::Main, &payment_pk(&refund.payment_id), "CREDIT").await? {
+    let credit = match store.get(Table::Main, &payment_pk(&refund.payment_id), CREDIT_SK).await? {
         Some(credit) => credit,
         None => {
             let entity = serde_json::to_value(refund).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -596,7 +582,7 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
     let units = paise_to_units(refund.amount).ok_or_else(|| ApiError::Internal("amount overflows".into()))?;
     let expires_at = payment_expiry(config, now);
     let guard_pk = refund_pk(&refund.id);
-    if !store.is_recorded(&guard_pk, "DEBIT").await? && refundable(&credit) < refund.amount {
+    if !store.is_recorded(&guard_pk, DEBIT_SK).await? && refundable(&credit) < refund.amount {
         record_review(
             store,
             config,
@@ -611,7 +597,7 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
         Ok(vec![
             WriteOp::Put(Put {
                 table: Table::Main,
-                item: Item::from_record(&guard_pk, "DEBIT", &marker, Some(expires_at))?,
+                item: Item::from_record(&guard_pk, DEBIT_SK, &marker, Some(expires_at))?,
                 condition: Condition::NotExists,
             }),
             take_refundable(&credit, refund.amount),
@@ -624,7 +610,7 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
         reference: &refund.id,
         at: now,
         expires_at,
-        guard: (&guard_pk, "DEBIT"),
+        guard: (&guard_pk, DEBIT_SK),
     };
     let debited = apply_balance_change(store, change, extra).await?;
     sync_closed_wallet(store, config, clock, &user_id).await?;
@@ -646,7 +632,7 @@ async fn defer<S: ItemStore + ?Sized>(
     let (pk, sk) = (payment_pk(payment_id), format!("{PENDING_PREFIX}{event}#{entity_id}"));
     let item = Item::from_record(&pk, &sk, &kept, Some(payment_expiry(config, now)))?;
     store.put(Put { table: Table::Main, item, condition: Condition::Always }).await?;
-    let Some(credit) = store.get(Table::Main, &pk, "CREDIT").await? else {
+    let Some(credit) = store.get(Table::Main, &pk, CREDIT_SK).await? else {
         // A human sees it too: it may be for a payment that never reaches us.
         let details = json!({ "reason": "refund or dispute of a payment not credited (yet): kept, applied if its credit lands", "payment_id": payment_id, "event": event, "id": entity_id });
         record_review(store, config, now, details).await?;
@@ -656,7 +642,7 @@ async fn defer<S: ItemStore + ?Sized>(
     Ok(Some(credit))
 }
 
-const PENDING_PREFIX: &str = "PENDING#";
+const PENDING_PREFIX: &str = schema::prefix::PENDING;
 /// The payment guard's attribute counting down what refunds and lost disputes may still take back.
 const REFUNDABLE: &str = "refundable_paise";
 
@@ -717,11 +703,7 @@ pub async fn apply_deferred<S: ItemStore + ?Sized>(
     Ok(())
 }
 
-fn dispute_pk(dispute_id: &str) -> String {
-    format!("RZPDISPUTE#{dispute_id}")
-}
-
-const DISPUTE_SK: &str = "DISPUTE";
+const DISPUTE_SK: &str = schema::sk::DISPUTE;
 
 /// A chargeback's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -770,7 +752,7 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
         _ => return Ok(CreditOutcome::AlreadyCredited),
     };
     let now = clock.now();
-    let credit = match store.get(Table::Main, &payment_pk(&dispute.payment_id), "CREDIT").await? {
+    let credit = match store.get(Table::Main, &payment_pk(&dispute.payment_id), CREDIT_SK).await? {
         Some(credit) => credit,
         None => {
             let entity = serde_json::to_value(dispute).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -813,7 +795,7 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
             // Already held, or already final: this event changes nothing.
             _ => return Ok(CreditOutcome::AlreadyCredited),
         };
-        let guard = store.get(Table::Main, &payment_pk(&dispute.payment_id), "CREDIT").await?;
+        let guard = store.get(Table::Main, &payment_pk(&dispute.payment_id), CREDIT_SK).await?;
         let over = next == DisputeState::Debited && guard.as_ref().map_or(0, refundable) < deducted_paise;
         if over {
             // More than the payment would be taken back: a human looks, and nothing stays held meanwhile.
@@ -869,7 +851,7 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
                 };
                 ops.push(WriteOp::Put(Put {
                     table: Table::Main,
-                    item: Item::from_record(&wallet_pk, time_sort_key("LEDGER#", now), &entry, Some(expires_at))?,
+                    item: Item::from_record(&wallet_pk, time_sort_key(LEDGER_PREFIX, now), &entry, Some(expires_at))?,
                     condition: Condition::NotExists,
                 }));
             }
@@ -1011,7 +993,7 @@ pub async fn handle_webhook<S: ItemStore + ?Sized>(
     event_id: &str,
     raw_body: &[u8],
 ) -> ApiResult<WebhookOutcome> {
-    if store.is_recorded(&event_pk(event_id), "EVENT").await? {
+    if store.is_recorded(&event_pk(event_id), EVENT_SK).await? {
         return Ok(WebhookOutcome::Duplicate);
     }
     let event: crate::razorpay::WebhookEvent = crate::http::parse_json(raw_body)?;
@@ -1051,7 +1033,7 @@ pub async fn handle_webhook<S: ItemStore + ?Sized>(
     store
         .put(Put {
             table: Table::Main,
-            item: Item::from_record(event_pk(event_id), "EVENT", &record, Some(payment_expiry(config, now)))?,
+            item: Item::from_record(event_pk(event_id), EVENT_SK, &record, Some(payment_expiry(config, now)))?,
             condition: Condition::Always,
         })
         .await?;
@@ -1278,7 +1260,7 @@ pub fn closure_ops(
         let expires_at = payment_expiry(config, at);
         ops.push(WriteOp::Put(Put {
             table: Table::Main,
-            item: Item::from_record(user_pk(user_id), time_sort_key("LEDGER#", at), &entry, Some(expires_at))?,
+            item: Item::from_record(user_pk(user_id), time_sort_key(LEDGER_PREFIX, at), &entry, Some(expires_at))?,
             condition: Condition::NotExists,
         }));
         ops.push(WriteOp::Put(Put {
@@ -1366,7 +1348,7 @@ pub async fn sync_closed_wallet<S: ItemStore + ?Sized>(
             ),
             WriteOp::Put(Put {
                 table: Table::Main,
-                item: Item::from_record(user_pk(user_id), time_sort_key("LEDGER#", now), &entry, Some(expires_at))?,
+                item: Item::from_record(user_pk(user_id), time_sort_key(LEDGER_PREFIX, now), &entry, Some(expires_at))?,
                 condition: Condition::NotExists,
             }),
             request_op,

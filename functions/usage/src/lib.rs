@@ -33,7 +33,7 @@ async fn list(
     session: Session,
     QueryParams(query): QueryParams<UsageQuery>,
 ) -> ApiResult<Json<UsagePage>> {
-    let after = decode_cursor(query.cursor.as_deref(), "USAGE#")?;
+    let after = decode_cursor(query.cursor.as_deref(), shared::store::schema::prefix::USAGE)?;
     let (records, next) = usage::list(state.store.as_ref(), &session.user_id, &query, state.clock.now(), after).await?;
     Ok(Json(UsagePage {
         object: "list",

@@ -98,7 +98,7 @@ async fn transactions(
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::invalid("invalid_limit", "limit", format!("limit must be between 1 and {MAX_PAGE}")));
     }
-    let after = decode_cursor(query.cursor.as_deref(), "LEDGER#")?;
+    let after = decode_cursor(query.cursor.as_deref(), shared::store::schema::prefix::LEDGER)?;
     let (entries, next) = state.store.ledger(&session.user_id, limit, after).await?;
     Ok(Json(LedgerPage {
         object: "list",

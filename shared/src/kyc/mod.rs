@@ -36,8 +36,10 @@ use crate::store::{
 use documents::{Aadhaar, Pan};
 use vault::Sealed;
 
-const KYC_SK: &str = "KYC";
-const PROFILE_SK: &str = "PROFILE";
+use crate::store::schema::{self, kyc_claim_pk as claim_pk, kyc_submissions_pk as submissions_pk, vault_pk};
+
+const KYC_SK: &str = schema::sk::KYC;
+const PROFILE_SK: &str = schema::sk::PROFILE;
 const MAX_NAME_CHARS: usize = 100;
 /// Submissions one account may make in any [`SUBMISSION_WINDOW_DAYS`]: enough to fix typos and answer a
 /// rejection, too few to test other people's numbers against the uniqueness rule.
@@ -171,24 +173,11 @@ pub enum Decision {
     Reject,
 }
 
-/// `KYCSUBMIT#<user id>` / `WINDOW`: the account's counted submission window (see [`MAX_SUBMISSIONS`]).
-fn submissions_pk(user_id: &str) -> String {
-    format!("KYCSUBMIT#{user_id}")
-}
-
-fn claim_pk(fingerprint: &str) -> String {
-    format!("KYCDOC#{fingerprint}")
-}
-
-fn vault_pk(reference: &str) -> String {
-    format!("VAULT#{reference}")
-}
-
-const CLAIM_SK: &str = "CLAIM";
-const DECISION_PREFIX: &str = "KYCDECISION#";
+const CLAIM_SK: &str = schema::sk::CLAIM;
+const DECISION_PREFIX: &str = schema::prefix::KYC_DECISION;
 /// Decisions are rare (one per submission); a transaction holds at most 100 writes.
 const MAX_DECISIONS_KEPT: u32 = 90;
-const VAULT_SK: &str = "SECRET";
+const VAULT_SK: &str = schema::sk::SECRET;
 
 fn owned_by(user_id: &str) -> Condition {
     Condition::AbsentOrEquals("user_id".into(), json!(user_id))

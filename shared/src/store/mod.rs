@@ -11,6 +11,7 @@
 //! backends cannot drift; `tests/contract.rs` runs the same suite against both.
 
 pub mod dynamo;
+pub mod schema;
 pub mod sqlite;
 
 use async_trait::async_trait;

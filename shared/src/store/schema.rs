@@ -1,0 +1,179 @@
+//! Every key the system stores, spelled here and nowhere else: partition keys, sort keys and sort-key
+//! prefixes. Each item's owning module builds its keys with these; `retention::ItemClass::of` and the page
+//! cursors read them back with these. `schema_is_the_only_place_keys_are_spelled` (shared/tests) fails when
+//! a key literal appears in any other source file.
+//!
+//! Main table, by partition (`pk` / `sk`):
+//! - `USER#<id>` / `PROFILE`, `KYC`, `WALLET`, and the prefixed sort keys `CONSENT#`, `SESSION#`, `LOGIN#`,
+//!   `KYCDECISION#`, `LEDGER#`, `TOPUP#`, `APIKEYSLOT#`, `USAGE#`, `PRIVACYREQ#`, `EXPORT#`.
+//! - `EMAIL#<email>` / `EMAIL`; `SESSION#<hash>` / `SESSION`; `APIKEY#<hash>` / `KEY`.
+//! - `LOGIN#<email>` / `<time>`; `LOGINFAIL#<email>` / `WINDOW`; `KYCSUBMIT#<id>` / `WINDOW`.
+//! - `KYCDOC#<fingerprint>` / `CLAIM`.
+//! - `TOPUP#<id>` / `TOPUP`; `RZPORDER#<order>` / `ORDER`; `RZPPAYMENT#<payment>` / `CREDIT` and
+//!   `PENDING#<event>#<id>`; `RZPREFUND#<refund>` / `DEBIT`; `RZPEVENT#<event>` / `EVENT`;
+//!   `RZPDISPUTE#<dispute>` / `DISPUTE`.
+//! - Singleton partitions: `WALLETS` / `<user id>`; `TOPUPS#OPEN` / `<time>#<id>`; `PAYMENTREVIEW` / `<time>`;
+//!   `REFUNDREQUEST` / `<user id>`; `CLOSURES#PENDING` / `<user id>`.
+//!
+//! Vault table: `VAULT#<reference>` / `SECRET`.
+
+use chrono::{DateTime, Utc};
+
+use crate::secrets::random_suffix;
+
+/// The kinds of partition: the part of a partition key before its first `#` (what `ItemClass::of` reads).
+pub mod kind {
+    pub const USER: &str = "USER";
+    pub const EMAIL: &str = "EMAIL";
+    pub const SESSION: &str = "SESSION";
+    pub const API_KEY: &str = "APIKEY";
+    pub const LOGINS: &str = "LOGIN";
+    pub const LOGIN_WINDOW: &str = "LOGINFAIL";
+    pub const KYC_SUBMISSIONS: &str = "KYCSUBMIT";
+    pub const KYC_CLAIM: &str = "KYCDOC";
+    pub const TOPUP: &str = "TOPUP";
+    pub const OPEN_TOPUPS: &str = "TOPUPS";
+    pub const ORDER: &str = "RZPORDER";
+    pub const PAYMENT: &str = "RZPPAYMENT";
+    pub const REFUND: &str = "RZPREFUND";
+    pub const EVENT: &str = "RZPEVENT";
+    pub const DISPUTE: &str = "RZPDISPUTE";
+    pub const WALLETS: &str = "WALLETS";
+    pub const PAYMENT_REVIEWS: &str = "PAYMENTREVIEW";
+    pub const REFUND_REQUESTS: &str = "REFUNDREQUEST";
+    pub const CLOSURES: &str = "CLOSURES";
+    pub const VAULT: &str = "VAULT";
+}
+
+/// Fixed sort keys.
+pub mod sk {
+    pub const PROFILE: &str = "PROFILE";
+    pub const KYC: &str = "KYC";
+    pub const WALLET: &str = "WALLET";
+    pub const EMAIL: &str = "EMAIL";
+    pub const SESSION: &str = "SESSION";
+    pub const KEY: &str = "KEY";
+    pub const WINDOW: &str = "WINDOW";
+    pub const CLAIM: &str = "CLAIM";
+    pub const TOPUP: &str = "TOPUP";
+    pub const ORDER: &str = "ORDER";
+    pub const CREDIT: &str = "CREDIT";
+    pub const DEBIT: &str = "DEBIT";
+    pub const EVENT: &str = "EVENT";
+    pub const DISPUTE: &str = "DISPUTE";
+    pub const SECRET: &str = "SECRET";
+}
+
+/// Sort-key prefixes of the items kept in a user's partition (and the payment's kept adjustments), each
+/// followed by a time sort key or an id. The part before `#` is what `ItemClass::of` reads.
+pub mod prefix {
+    pub const CONSENT: &str = "CONSENT#";
+    pub const SESSION: &str = "SESSION#";
+    pub const LOGIN: &str = "LOGIN#";
+    pub const KYC_DECISION: &str = "KYCDECISION#";
+    pub const LEDGER: &str = "LEDGER#";
+    pub const TOPUP: &str = "TOPUP#";
+    pub const API_KEY_SLOT: &str = "APIKEYSLOT#";
+    pub const USAGE: &str = "USAGE#";
+    pub const PRIVACY_REQUEST: &str = "PRIVACYREQ#";
+    pub const EXPORT: &str = "EXPORT#";
+    pub const PENDING: &str = "PENDING#";
+}
+
+/// Singleton partitions.
+pub const WALLETS_PK: &str = kind::WALLETS;
+pub const OPEN_TOPUPS_PK: &str = "TOPUPS#OPEN";
+pub const PAYMENT_REVIEWS_PK: &str = kind::PAYMENT_REVIEWS;
+pub const REFUND_REQUESTS_PK: &str = kind::REFUND_REQUESTS;
+pub const PENDING_CLOSURES_PK: &str = "CLOSURES#PENDING";
+
+fn key(kind: &str, id: &str) -> String {
+    format!("{kind}#{id}")
+}
+
+pub fn user_pk(user_id: &str) -> String {
+    key(kind::USER, user_id)
+}
+
+pub fn email_pk(email: &str) -> String {
+    key(kind::EMAIL, email)
+}
+
+pub fn session_pk(token_hash: &str) -> String {
+    key(kind::SESSION, token_hash)
+}
+
+pub fn api_key_pk(key_hash: &str) -> String {
+    key(kind::API_KEY, key_hash)
+}
+
+/// Attempts on an email no account has.
+pub fn logins_pk(email: &str) -> String {
+    key(kind::LOGINS, email)
+}
+
+/// An email's login throttling window.
+pub fn login_window_pk(email: &str) -> String {
+    key(kind::LOGIN_WINDOW, email)
+}
+
+pub fn kyc_submissions_pk(user_id: &str) -> String {
+    key(kind::KYC_SUBMISSIONS, user_id)
+}
+
+pub fn kyc_claim_pk(fingerprint: &str) -> String {
+    key(kind::KYC_CLAIM, fingerprint)
+}
+
+pub fn vault_pk(reference: &str) -> String {
+    key(kind::VAULT, reference)
+}
+
+pub fn topup_pk(topup_id: &str) -> String {
+    key(kind::TOPUP, topup_id)
+}
+
+pub fn order_pk(order_id: &str) -> String {
+    key(kind::ORDER, order_id)
+}
+
+pub fn payment_pk(payment_id: &str) -> String {
+    key(kind::PAYMENT, payment_id)
+}
+
+pub fn refund_pk(refund_id: &str) -> String {
+    key(kind::REFUND, refund_id)
+}
+
+pub fn event_pk(event_id: &str) -> String {
+    key(kind::EVENT, event_id)
+}
+
+pub fn dispute_pk(dispute_id: &str) -> String {
+    key(kind::DISPUTE, dispute_id)
+}
+
+/// A user-partition sort key: `prefix` and an id (`SESSION#<hash>`, `EXPORT#<id>`).
+pub fn prefixed(prefix: &str, id: &str) -> String {
+    format!("{prefix}{id}")
+}
+
+/// A sort key that orders by time and never collides: zero-padded epoch milliseconds plus randomness.
+pub fn time_sort_key(prefix: &str, at: DateTime<Utc>) -> String {
+    format!("{prefix}{:013}#{}", at.timestamp_millis().max(0), random_suffix())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_their_kind_a_hash_and_the_id() {
+        assert_eq!(user_pk("usr_1"), "USER#usr_1");
+        assert_eq!(OPEN_TOPUPS_PK.split_once('#').map(|(k, _)| k), Some(kind::OPEN_TOPUPS));
+        assert_eq!(PENDING_CLOSURES_PK.split_once('#').map(|(k, _)| k), Some(kind::CLOSURES));
+        assert_eq!(prefixed(prefix::EXPORT, "exp_1"), "EXPORT#exp_1");
+        let at = DateTime::from_timestamp_millis(1_700_000_000_123).unwrap_or_default();
+        assert!(time_sort_key(prefix::LEDGER, at).starts_with("LEDGER#1700000000123#"));
+    }
+}
