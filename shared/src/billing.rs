@@ -44,8 +44,7 @@ const HOLD_PREFIX: &str = "hold_";
 const HOLD_CALL_PREFIX: &str = "holdcall_";
 const HOLD_USAGE_PREFIX: &str = "holdusage_";
 /// Set on the wallet when its account closes.
-/// The wallet attribute that marks a closed account's wallet: it takes no new holds.
-pub(crate) const CLOSED: &str = "closed";
+use crate::wallet::CLOSED;
 /// Backoff between settlement attempts on a busy wallet: doubling from the first to the last.
 const SETTLE_BACKOFF_FIRST: std::time::Duration = std::time::Duration::from_millis(1);
 const SETTLE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_millis(100);

@@ -1,11 +1,11 @@
 //! Configuration from environment variables, read once per cold start. Every value has a default taken
 //! from the published policy, so `make run` needs none of them; the README lists them all.
 
-use std::env;
 use std::str::FromStr;
 
 use chrono::Duration;
 
+pub use crate::env::{ConfigError, var};
 use crate::retention::Retention;
 use crate::secrets::SecretString;
 
@@ -75,28 +75,6 @@ impl Default for Config {
             grievance_name: "Grievance Officer, InferexAI".to_owned(),
             grievance_email: "grievance@inferex.ai".to_owned(),
         }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("environment variable {name} is invalid: {reason}")]
-pub struct ConfigError {
-    pub name: String,
-    pub reason: String,
-}
-
-/// Reads `name`, parsing it when set and non-empty.
-pub fn var<T: FromStr>(name: &str) -> Result<Option<T>, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match env::var(name) {
-        Ok(raw) if !raw.trim().is_empty() => raw
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|e: T::Err| ConfigError { name: name.to_owned(), reason: e.to_string() }),
-        _ => Ok(None),
     }
 }
 

@@ -11,6 +11,9 @@ use serde_json::json;
 
 use crate::store::StoreError;
 
+/// Any error, for start-up paths that only report it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400: the request is malformed or a field is invalid. `param` names the field.

@@ -13,12 +13,11 @@ use tokio::sync::mpsc;
 
 use crate::billing::{self, BalanceHints, Hold, UsageRecord};
 use crate::catalog::{Catalog, Model, OUTPUT_CAP_PARAMS, Route};
-use crate::config::var;
+use crate::env::var;
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{KeyOwner, KeyStore};
 use crate::runtime_secrets::{self, MIN_PROVIDER_KEY, Rotating, SecretSource};
 use crate::secrets::{SecretString, sha256_hex};
-use crate::state::AppState;
 
 /// A revoked or expired key keeps working for at most this long (the cache's lifetime).
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
@@ -39,6 +38,15 @@ const DRAIN_LIMIT_TIME: Duration = Duration::from_secs(30);
 /// Largest request body accepted by the inference endpoints.
 pub const MAX_INFERENCE_BODY_BYTES: usize = 4 * 1024 * 1024;
 
+/// What a call needs beyond the gateway: the store, the clock and the configuration (the HTTP layer builds
+/// it from its `AppState`). Cheap to clone: a call's detached tasks each keep one.
+#[derive(Clone)]
+pub struct CallContext {
+    pub store: Arc<dyn crate::store::ItemStore>,
+    pub clock: Arc<dyn crate::clock::Clock>,
+    pub config: Arc<crate::config::Config>,
+}
+
 /// One OpenAI-compatible upstream.
 #[derive(Debug, Clone)]
 pub struct Provider {
@@ -48,10 +56,10 @@ pub struct Provider {
 }
 
 /// A provider key from the local environment, checked like every secret.
-fn provider_key_from_env(name: &str) -> Result<Option<Arc<Rotating<SecretString>>>, crate::config::ConfigError> {
+fn provider_key_from_env(name: &str) -> Result<Option<Arc<Rotating<SecretString>>>, crate::env::ConfigError> {
     let Some(raw) = var::<String>(name)? else { return Ok(None) };
     let key = runtime_secrets::checked(name, &raw, MIN_PROVIDER_KEY)
-        .map_err(|e| crate::config::ConfigError { name: name.to_owned(), reason: e.to_string() })?;
+        .map_err(|e| crate::env::ConfigError { name: name.to_owned(), reason: e.to_string() })?;
     Ok(Some(Arc::new(Rotating::fixed(key, Arc::new(crate::clock::SystemClock)))))
 }
 
@@ -64,7 +72,7 @@ pub struct Providers {
 }
 
 impl Providers {
-    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
+    pub fn from_env() -> Result<Self, crate::env::ConfigError> {
         let mut providers = Self::default();
         let cerebras_url = var::<String>("CEREBRAS_BASE_URL")?.unwrap_or_else(|| "https://api.cerebras.ai/v1".into());
         providers.insert(Provider {
@@ -88,7 +96,7 @@ impl Providers {
     pub async fn from_secret(
         source: Arc<dyn SecretSource>,
         clock: Arc<dyn crate::clock::Clock>,
-    ) -> Result<Self, crate::state::BoxError> {
+    ) -> Result<Self, crate::error::BoxError> {
         let mut providers = Self::from_env()?;
         let names: Vec<String> = providers.by_name.keys().cloned().collect();
         for name in names {
@@ -158,7 +166,7 @@ impl Gateway {
     }
 
     /// Resolves a presented API key, from the cache when it was looked up in the last minute.
-    pub async fn authenticate(&self, state: &AppState, presented: Option<&str>) -> ApiResult<KeyOwner> {
+    pub async fn authenticate(&self, state: &CallContext, presented: Option<&str>) -> ApiResult<KeyOwner> {
         let invalid = || {
             ApiError::Unauthenticated {
             code: "invalid_api_key",
@@ -187,7 +195,7 @@ impl Gateway {
     }
 
     /// Updates the key's `last_used_at` in the background, at most once a minute per key.
-    pub fn note_use(&self, state: &AppState, owner: &KeyOwner) {
+    pub fn note_use(&self, state: &CallContext, owner: &KeyOwner) {
         let due = self.uses.lock().is_ok_and(|mut uses| {
             let due = uses.get(&owner.key_id).is_none_or(|at| at.elapsed() >= Duration::from_secs(60));
             if due {
@@ -703,7 +711,7 @@ struct CallFacts<'a> {
     ttft: Option<Duration>,
 }
 
-async fn settle_call(state: &AppState, facts: CallFacts<'_>, usage: Usage, status: &str) -> ApiResult<UsageRecord> {
+async fn settle_call(state: &CallContext, facts: CallFacts<'_>, usage: Usage, status: &str) -> ApiResult<UsageRecord> {
     let model = &facts.prepared.model;
     let record = UsageRecord {
         id: facts.prepared.request_id.clone(),
@@ -743,7 +751,7 @@ pub enum Answer {
 
 /// Runs one call end to end. The hold is released on every failure path; a stream's settlement happens in
 /// a task that outlives the client connection.
-pub async fn call(state: &AppState, gateway: &Gateway, owner: KeyOwner, prepared: Prepared) -> ApiResult<Answer> {
+pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepared: Prepared) -> ApiResult<Answer> {
     let started = Instant::now();
     let (store, balances) = (state.store.as_ref(), gateway.balances.as_ref());
     let held_call = billing::HeldCall {
@@ -801,7 +809,7 @@ pub async fn call(state: &AppState, gateway: &Gateway, owner: KeyOwner, prepared
 
 /// Gives back the hold of a call that never reached a provider, retrying a failing store a few times; a hold
 /// left behind would be charged in full by the sweeper.
-async fn release_unused(state: &AppState, hold: &Hold) {
+async fn release_unused(state: &CallContext, hold: &Hold) {
     for attempt in 0..3u32 {
         match billing::release(state.store.as_ref(), &hold.user_id, &hold.id, hold.amount).await {
             Ok(_) => return,
@@ -819,7 +827,7 @@ async fn release_unused(state: &AppState, hold: &Hold) {
 /// is. A client that goes away stops nothing: the upstream is read on (within the deadline) for its usage.
 #[allow(clippy::too_many_arguments)]
 async fn relay_stream(
-    state: AppState,
+    state: CallContext,
     balances: Arc<BalanceHints>,
     owner: KeyOwner,
     prepared: Prepared,

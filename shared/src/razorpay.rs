@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 
 use crate::clock::SystemClock;
-use crate::config::var;
+use crate::env::var;
 use crate::error::ApiError;
 use crate::runtime_secrets::{self, MIN_RAZORPAY_KEY_SECRET, MIN_WEBHOOK_SECRET, Rotating, SecretError};
 use crate::secrets::{SecretString, constant_time_eq};
@@ -30,7 +30,7 @@ pub struct RazorpayConfig {
 impl RazorpayConfig {
     /// `RAZORPAY_KEY_ID`, `RAZORPAY_KEY_SECRET`, `RAZORPAY_WEBHOOK_SECRET` (all or none, each checked) and
     /// `RAZORPAY_API_BASE`: the local configuration. In AWS the keys come from Secrets Manager instead.
-    pub fn from_env() -> Result<Option<Self>, crate::config::ConfigError> {
+    pub fn from_env() -> Result<Option<Self>, crate::env::ConfigError> {
         let key_id = var::<String>("RAZORPAY_KEY_ID")?;
         let key_secret = var::<String>("RAZORPAY_KEY_SECRET")?;
         let webhook_secret = var::<String>("RAZORPAY_WEBHOOK_SECRET")?;
@@ -40,10 +40,10 @@ impl RazorpayConfig {
                 stored
                     .checked("RAZORPAY_*", api_base()?)
                     .map(Some)
-                    .map_err(|e| crate::config::ConfigError { name: "RAZORPAY_KEY_ID".into(), reason: e.to_string() })
+                    .map_err(|e| crate::env::ConfigError { name: "RAZORPAY_KEY_ID".into(), reason: e.to_string() })
             }
             (None, None, None) => Ok(None),
-            _ => Err(crate::config::ConfigError {
+            _ => Err(crate::env::ConfigError {
                 name: "RAZORPAY_KEY_ID".into(),
                 reason: "set RAZORPAY_KEY_ID, RAZORPAY_KEY_SECRET and RAZORPAY_WEBHOOK_SECRET together".into(),
             }),
@@ -62,7 +62,7 @@ impl RazorpayConfig {
 }
 
 /// `RAZORPAY_API_BASE`, else Razorpay's API.
-pub fn api_base() -> Result<String, crate::config::ConfigError> {
+pub fn api_base() -> Result<String, crate::env::ConfigError> {
     Ok(var::<String>("RAZORPAY_API_BASE")?.unwrap_or_else(|| DEFAULT_API_BASE.into()))
 }
 

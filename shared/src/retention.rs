@@ -8,7 +8,7 @@
 use chrono::{DateTime, Duration, Months, Utc};
 use serde::Serialize;
 
-use crate::config::{ConfigError, var};
+use crate::env::{ConfigError, var};
 
 /// How long each class of data is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,8 @@ use crate::blobs::{BlobStore, LocalBlobs, S3Blobs};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, var};
 use crate::error::ApiError;
-use crate::kyc::vault::{DataKeys, Fingerprinter, KmsDataKeys, LocalDataKeys, load_or_create_key_file};
+pub use crate::kyc::KycKeys;
+use crate::kyc::vault::{Fingerprinter, KmsDataKeys, load_or_create_key_file};
 use crate::razorpay::{RazorpayClient, RazorpayConfig};
 use crate::runtime_secrets::{self, MIN_OPERATOR_TOKEN, Rotating, SecretSource, SecretsManagerSource};
 use crate::secrets::SecretString;
@@ -16,42 +17,7 @@ use crate::store::ItemStore;
 use crate::store::dynamo::{DynamoStore, TableNames};
 use crate::store::sqlite::SqliteStore;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The keys KYC needs: the envelope-encryption provider for the vault and, where numbers are submitted
-/// (the kyc function, the local server), the fingerprint key.
-pub struct KycKeys {
-    pub data_keys: Arc<dyn DataKeys>,
-    pub fingerprinter: Option<Fingerprinter>,
-}
-
-impl KycKeys {
-    /// Keys that live only as long as the process: for tests.
-    pub fn ephemeral() -> Self {
-        let mut master = [0u8; 32];
-        let mut fingerprint = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut master);
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fingerprint);
-        Self {
-            data_keys: Arc::new(LocalDataKeys::new(master)),
-            fingerprinter: Some(Fingerprinter::new(fingerprint.to_vec())),
-        }
-    }
-
-    /// The fingerprint key, or a 500 where this function was deployed without it.
-    pub fn fingerprinter(&self) -> Result<&Fingerprinter, ApiError> {
-        self.fingerprinter
-            .as_ref()
-            .ok_or_else(|| ApiError::Internal("the fingerprint key is not configured for this function".into()))
-    }
-
-    /// The embedded default: key files under `dir`, created on first run.
-    pub fn from_key_files(dir: &Path) -> Result<Self, BoxError> {
-        let master = LocalDataKeys::from_key_file(&dir.join("vault-master.key"))?;
-        let fingerprint = load_or_create_key_file(&dir.join("kyc-fingerprint.key"))?;
-        Ok(Self { data_keys: Arc::new(master), fingerprinter: Some(Fingerprinter::new(fingerprint.to_vec())) })
-    }
-}
+pub use crate::error::BoxError;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -240,6 +206,12 @@ impl AppState {
 /// default is `auto`, so `make run` needs no operator).
 fn deployed_kyc_mode(explicit: Option<crate::config::KycMode>) -> crate::config::KycMode {
     explicit.unwrap_or(crate::config::KycMode::Manual)
+}
+
+impl From<&AppState> for crate::inference::CallContext {
+    fn from(state: &AppState) -> Self {
+        Self { store: Arc::clone(&state.store), clock: Arc::clone(&state.clock), config: Arc::clone(&state.config) }
+    }
 }
 
 /// What a function can need at its cold start.

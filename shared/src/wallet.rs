@@ -43,6 +43,8 @@ use crate::store::{
 };
 
 pub(crate) const WALLET_SK: &str = schema::sk::WALLET;
+/// The wallet attribute that marks a closed account's wallet: it takes no new holds.
+pub(crate) const CLOSED: &str = "closed";
 /// Registry of every wallet (one item each, sort key = user id), walked by the stale-hold sweeper.
 pub(crate) const WALLETS_PK: &str = schema::WALLETS_PK;
 const TOPUP_SK: &str = schema::sk::TOPUP;
@@ -996,7 +998,7 @@ pub async fn handle_webhook<S: ItemStore + ?Sized>(
     if store.is_recorded(&event_pk(event_id), EVENT_SK).await? {
         return Ok(WebhookOutcome::Duplicate);
     }
-    let event: crate::razorpay::WebhookEvent = crate::http::parse_json(raw_body)?;
+    let event: crate::razorpay::WebhookEvent = crate::body::parse_json(raw_body)?;
     let now = clock.now();
     let archive_key = format!("razorpay/webhooks/{}/{event_id}.json", now.format("%Y/%m/%d"));
     blobs.put(&archive_key, raw_body.to_vec(), "application/json").await?;
@@ -1210,7 +1212,7 @@ pub fn closure_ops(
     let Some(item) = wallet else {
         // No money yet: the wallet is created closed, so a payment arriving later lands on a closed wallet
         // (and in the refund request), never on a fresh open one.
-        let closed = json!({ "balance": 0, "held": 0, "available": 0, crate::billing::CLOSED: true });
+        let closed = json!({ "balance": 0, "held": 0, "available": 0, CLOSED: true });
         return Ok((
             vec![
                 WriteOp::Put(Put {
@@ -1231,7 +1233,7 @@ pub fn closure_ops(
     let refund = read.available.max(0);
     let mut ops = vec![WriteOp::Update(
         Update::new(Table::Main, user_pk(user_id), WALLET_SK)
-            .set(crate::billing::CLOSED, json!(true))
+            .set(CLOSED, json!(true))
             .add("balance", -refund)
             .add("available", -refund)
             .expiry(crate::store::ExpiryChange::Set(wallet_until))
@@ -1287,7 +1289,7 @@ pub async fn sync_closed_wallet<S: ItemStore + ?Sized>(
 ) -> ApiResult<()> {
     for _ in 0..CREDIT_ATTEMPTS {
         let Some(item) = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await? else { return Ok(()) };
-        if item.attrs.get(crate::billing::CLOSED) != Some(&json!(true)) {
+        if item.attrs.get(CLOSED) != Some(&json!(true)) {
             return Ok(());
         }
         let wallet: Wallet = item.record()?;

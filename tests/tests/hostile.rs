@@ -425,7 +425,7 @@ async fn a_finished_stream_is_settled_before_its_last_event(backend: Backend) ->
     let slow = Fault::DelayTransactions(std::time::Duration::from_millis(300));
     state.store = Arc::new(FaultyStore::new(api.state.store.clone(), slow));
     let gateway = api.state.gateway()?;
-    let owner = gateway.authenticate(&state, Some(&key)).await?;
+    let owner = gateway.authenticate(&(&state).into(), Some(&key)).await?;
     let model = Catalog::builtin()?.model("llama-3.1-8b").cloned().ok_or("model")?;
     for include_usage in [false, true] {
         let body = chat_body(
@@ -435,7 +435,8 @@ async fn a_finished_stream_is_settled_before_its_last_event(backend: Backend) ->
         let before = api.ledger_checked_balance(&user).await?;
         let prepared =
             inference::prepare(gateway, Endpoint::ChatCompletions, body, format!("req_settled_{include_usage}"))?;
-        let inference::Answer::Stream(mut events) = inference::call(&state, gateway, owner.clone(), prepared).await?
+        let inference::Answer::Stream(mut events) =
+            inference::call(&(&state).into(), gateway, owner.clone(), prepared).await?
         else {
             return Err("not a stream".into());
         };
@@ -462,11 +463,14 @@ async fn repeated_writes_after_lost_answers_hold_and_charge_once(backend: Backen
     let mut state = api.state.clone();
     state.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::RepeatWrites));
     let gateway = api.state.gateway()?;
-    let owner = gateway.authenticate(&state, Some(&key)).await?;
+    let owner = gateway.authenticate(&(&state).into(), Some(&key)).await?;
     let before = api.ledger_checked_balance(&user).await?;
     let body = chat_body("llama-3.1-8b", json!({ "max_tokens": 6 }));
     let prepared = inference::prepare(gateway, Endpoint::ChatCompletions, body, "req_repeated".into())?;
-    assert!(matches!(inference::call(&state, gateway, owner, prepared).await?, inference::Answer::Complete(_)));
+    assert!(matches!(
+        inference::call(&(&state).into(), gateway, owner, prepared).await?,
+        inference::Answer::Complete(_)
+    ));
     let wallet = api.state.store.wallet(&user).await?;
     assert_eq!(wallet.held, 0, "the hold was placed once and settled once: {wallet:?}");
     assert_eq!(wallet.available, wallet.balance);

@@ -65,12 +65,15 @@ async fn an_inference_request_makes_one_store_round_trip_before_and_one_after(ba
     state.store = counting.clone();
     let gateway = api.state.gateway()?;
     let calls = || counting.calls.swap(0, std::sync::atomic::Ordering::SeqCst);
-    gateway.authenticate(&state, Some(&key)).await?;
+    gateway.authenticate(&(&state).into(), Some(&key)).await?;
     assert!(calls() <= 1, "a key lookup on a cold cache");
-    let owner = gateway.authenticate(&state, Some(&key)).await?;
+    let owner = gateway.authenticate(&(&state).into(), Some(&key)).await?;
     assert_eq!(calls(), 0, "key lookups are cached");
     let prepared = inference::prepare(gateway, Endpoint::ChatCompletions, hello("llama-3.1-8b"), "req_trips".into())?;
-    assert!(matches!(inference::call(&state, gateway, owner, prepared).await?, inference::Answer::Complete(_)));
+    assert!(matches!(
+        inference::call(&(&state).into(), gateway, owner, prepared).await?,
+        inference::Answer::Complete(_)
+    ));
     assert_eq!(calls(), 2, "one write before forwarding (the hold) and one after (the settlement)");
 
     // The key's last use is recorded in the background, at most once a minute.

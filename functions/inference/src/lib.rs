@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use shared::error::{ApiError, ApiResult};
 use shared::http::JsonBody;
-use shared::inference::{self, Answer, Endpoint, MAX_INFERENCE_BODY_BYTES};
+use shared::inference::{self, Answer, CallContext, Endpoint, MAX_INFERENCE_BODY_BYTES};
 use shared::secrets::random_suffix;
 use shared::state::AppState;
 
@@ -45,7 +45,7 @@ async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let request_id = format!("req_{}", random_suffix());
     let result: ApiResult<Json<Value>> = async {
         let gateway = state.gateway()?;
-        gateway.authenticate(&state, bearer(&headers)).await?;
+        gateway.authenticate(&CallContext::from(&state), bearer(&headers)).await?;
         let data: Vec<Value> = gateway
             .catalog
             .models
@@ -98,8 +98,9 @@ async fn serve(
     let result: ApiResult<Response> = async {
         let gateway = state.gateway()?;
         // Authentication comes first: an anonymous caller learns nothing about models or bodies.
-        let owner = gateway.authenticate(&state, bearer(&headers)).await?;
-        gateway.note_use(&state, &owner);
+        let context = CallContext::from(&state);
+        let owner = gateway.authenticate(&context, bearer(&headers)).await?;
+        gateway.note_use(&context, &owner);
         let JsonBody(body) = body?;
         let prepared = inference::prepare(gateway, endpoint, body, request_id.clone())?;
         // The call runs on a task of its own: a client that hangs up before the answer cancels neither the
@@ -108,7 +109,7 @@ async fn serve(
         let call = tokio::spawn(async move {
             let request_id = prepared.request_id.clone();
             let gateway = call_state.gateway()?;
-            let answer = inference::call(&call_state, gateway, owner, prepared).await;
+            let answer = inference::call(&context, gateway, owner, prepared).await;
             if let Err(e) = &answer {
                 tracing::info!(%request_id, error = %e, "inference call failed");
             }

@@ -18,6 +18,9 @@
 pub mod documents;
 pub mod vault;
 
+use std::path::Path;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Months, Utc};
 use serde::{Deserialize, Serialize};
@@ -28,7 +31,6 @@ use crate::clock::Clock;
 use crate::config::{Config, KycMode};
 use crate::error::{ApiError, ApiResult};
 use crate::secrets::random_suffix;
-use crate::state::KycKeys;
 use crate::store::{
     Condition, Delete, ExpiryChange, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update,
     WriteOp,
@@ -46,6 +48,41 @@ const MAX_NAME_CHARS: usize = 100;
 pub const MAX_SUBMISSIONS: usize = 5;
 pub const SUBMISSION_WINDOW_DAYS: i64 = 30;
 const MAX_REASON_CHARS: usize = 500;
+
+/// The keys KYC needs: the envelope-encryption provider for the vault and, where numbers are submitted
+/// (the kyc function, the local server), the fingerprint key.
+pub struct KycKeys {
+    pub data_keys: Arc<dyn vault::DataKeys>,
+    pub fingerprinter: Option<vault::Fingerprinter>,
+}
+
+impl KycKeys {
+    /// Keys that live only as long as the process: for tests.
+    pub fn ephemeral() -> Self {
+        let mut master = [0u8; 32];
+        let mut fingerprint = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut master);
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fingerprint);
+        Self {
+            data_keys: Arc::new(vault::LocalDataKeys::new(master)),
+            fingerprinter: Some(vault::Fingerprinter::new(fingerprint.to_vec())),
+        }
+    }
+
+    /// The fingerprint key, or a 500 where this function was deployed without it.
+    pub fn fingerprinter(&self) -> Result<&vault::Fingerprinter, ApiError> {
+        self.fingerprinter
+            .as_ref()
+            .ok_or_else(|| ApiError::Internal("the fingerprint key is not configured for this function".into()))
+    }
+
+    /// The embedded default: key files under `dir`, created on first run.
+    pub fn from_key_files(dir: &Path) -> Result<Self, vault::VaultError> {
+        let master = vault::LocalDataKeys::from_key_file(&dir.join("vault-master.key"))?;
+        let fingerprint = vault::load_or_create_key_file(&dir.join("kyc-fingerprint.key"))?;
+        Ok(Self { data_keys: Arc::new(master), fingerprinter: Some(vault::Fingerprinter::new(fingerprint.to_vec())) })
+    }
+}
 
 /// The two documents, as named in fingerprints, vault entries and errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
