@@ -25,7 +25,7 @@ use crate::passwords;
 use crate::retention::Span;
 use crate::secrets::{random_token, sha256_hex};
 use crate::store::{
-    Condition, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update, WriteOp,
+    Condition, Conditional, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreResult, Table, Update, WriteOp,
 };
 
 /// The dashboard session cookie.
@@ -185,13 +185,9 @@ pub async fn reserve_in_window<S: ItemStore + ?Sized>(
         let take = Update::new(Table::Main, pk, WINDOW_SK)
             .add("remaining", -1)
             .when(Condition::AttrAtLeast("remaining".into(), 1));
-        match store.update(take).await {
-            Ok(item) => {
-                let window = item.attrs.get("window").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-                return Ok(Reservation::Reserved { window });
-            }
-            Err(StoreError::ConditionFailed) => {}
-            Err(e) => return Err(e),
+        if let Some(item) = store.update(take).await.applied()? {
+            let window = item.attrs.get("window").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+            return Ok(Reservation::Reserved { window });
         }
         match store.get(Table::Main, pk, WINDOW_SK).await? {
             Some(item) if item.attrs.get("remaining").and_then(|v| v.as_i64()).unwrap_or(0) < 1 => {
@@ -208,10 +204,8 @@ pub async fn reserve_in_window<S: ItemStore + ?Sized>(
                     item: Item::from_record(pk, WINDOW_SK, &opened, Some(window_end))?,
                     condition: Condition::NotExists,
                 };
-                match store.put(put).await {
-                    Ok(()) => return Ok(Reservation::Reserved { window }),
-                    Err(StoreError::ConditionFailed) => continue,
-                    Err(e) => return Err(e),
+                if store.put(put).await.applied()?.is_some() {
+                    return Ok(Reservation::Reserved { window });
                 }
             }
         }
@@ -225,10 +219,7 @@ pub async fn release_in_window<S: ItemStore + ?Sized>(store: &S, pk: &str, windo
     let give_back = Update::new(Table::Main, pk, WINDOW_SK)
         .add("remaining", 1)
         .when(Condition::AttrEquals("window".into(), serde_json::json!(window)));
-    match store.update(give_back).await {
-        Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
-        Err(e) => Err(e),
-    }
+    store.update(give_back).await.or_not_needed()
 }
 
 /// A password check reserved in an email's throttling window, or the refusal.

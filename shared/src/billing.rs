@@ -36,7 +36,7 @@ use crate::accounts::{time_sort_key, user_pk};
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
 use crate::secrets::random_suffix;
-use crate::store::{Condition, Item, ItemStore, Put, Query, StoreError, Table, Update, WriteOp};
+use crate::store::{Condition, Conditional, Item, ItemStore, Put, Query, StoreError, Table, Update, WriteOp};
 use crate::wallet::{LedgerEntry, LedgerKind, WALLET_SK, WALLETS_PK};
 
 const HOLD_PREFIX: &str = "hold_";
@@ -415,11 +415,7 @@ pub async fn release<S: ItemStore + ?Sized>(store: &S, user_id: &str, hold_id: &
         .add("held", -amount)
         .add("available", amount)
         .when(Condition::AttrEquals(attr.clone(), json!(amount)));
-    match store.update(update).await {
-        Ok(_) => Ok(true),
-        Err(StoreError::ConditionFailed) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+    Ok(store.update(update).await.applied()?.is_some())
 }
 
 /// What the sweeper did with stale holds.

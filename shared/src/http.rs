@@ -94,14 +94,18 @@ impl FromRequestParts<AppState> for ClientInfo {
     }
 }
 
+/// The credential of `Authorization: Bearer <token>`: the one parser for sessions, API keys and operators.
+/// The scheme is case-insensitive (RFC 9110); an empty token is no token.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// The session token presented by the client: `Authorization: Bearer` first, then the session cookie.
 pub fn presented_session_token(headers: &HeaderMap) -> Option<String> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(|t| t.trim().to_owned());
-    bearer.or_else(|| {
+    bearer_token(headers).map(str::to_owned).or_else(|| {
         headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|cookies| {
             cookies.split(';').find_map(|pair| {
                 let (name, value) = pair.trim().split_once('=')?;
@@ -218,12 +222,7 @@ impl FromRequestParts<AppState> for Operator {
             return Err(route_not_found(parts.method.clone(), parts.uri.clone()).await);
         };
         let expected = token.current().await;
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
+        let presented = bearer_token(&parts.headers).unwrap_or_default();
         // Comparing digests keeps the comparison constant-time even when the lengths differ.
         let matches = crate::secrets::constant_time_eq(
             crate::secrets::sha256_hex(presented).as_bytes(),
@@ -243,6 +242,47 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
+/// One page of a list, as every list endpoint answers it: `{"object": "list", "data": [...]}`, plus
+/// `has_more` and `next_cursor` (null on the last page) when the list is paged.
+#[derive(Debug, serde::Serialize)]
+pub struct ListPage<T> {
+    object: &'static str,
+    data: Vec<T>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    paging: Option<Paging>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Paging {
+    has_more: bool,
+    next_cursor: Option<String>,
+}
+
+impl<T> ListPage<T> {
+    /// The whole list.
+    pub fn all(data: Vec<T>) -> Self {
+        Self { object: "list", data, paging: None }
+    }
+
+    /// One page; `next` is the last sort key read when more follow (encoded into the cursor).
+    pub fn page(data: Vec<T>, next: Option<&str>) -> Self {
+        Self {
+            object: "list",
+            data,
+            paging: Some(Paging { has_more: next.is_some(), next_cursor: next.map(encode_cursor) }),
+        }
+    }
+}
+
+/// A list's `limit` query parameter: `default` when absent, else 1 to `max` or a 400 naming `limit`.
+pub fn page_limit(requested: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let limit = requested.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::invalid("invalid_limit", "limit", format!("limit must be between 1 and {max}")));
+    }
+    Ok(limit)
+}
+
 /// Page cursors are opaque to clients: the last sort key seen, base64url-encoded.
 pub fn encode_cursor(sort_key: &str) -> String {
     use base64::Engine;
@@ -260,4 +300,55 @@ pub fn decode_cursor(cursor: Option<&str>, prefix: &str) -> Result<Option<String
         .filter(|sort_key| sort_key.starts_with(prefix))
         .map(Some)
         .ok_or_else(|| ApiError::invalid("invalid_cursor", "cursor", "cursor is not one this API returned"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_list_answers_in_one_shape() -> Result<(), serde_json::Error> {
+        assert_eq!(
+            serde_json::to_value(ListPage::all(vec![1, 2]))?,
+            serde_json::json!({ "object": "list", "data": [1, 2] })
+        );
+        let last = serde_json::json!({ "object": "list", "data": [1], "has_more": false, "next_cursor": null });
+        assert_eq!(serde_json::to_value(ListPage::page(vec![1], None))?, last);
+        let more = serde_json::to_value(ListPage::page(vec![1], Some("LEDGER#0001#ab")))?;
+        assert_eq!(
+            (more["has_more"].clone(), more["next_cursor"].clone()),
+            (serde_json::json!(true), serde_json::json!(encode_cursor("LEDGER#0001#ab")))
+        );
+        assert_eq!(page_limit(None, 20, 100).ok(), Some(20));
+        assert_eq!(page_limit(Some(100), 20, 100).ok(), Some(100));
+        for bad in [0, 101] {
+            assert!(matches!(
+                page_limit(Some(bad), 20, 100),
+                Err(ApiError::InvalidRequest { code: "invalid_limit", .. })
+            ));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn one_bearer_parser_for_every_credential() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = value.parse() {
+                headers.insert(header::AUTHORIZATION, value);
+            }
+            headers
+        };
+        for (value, token) in [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER  abc ", Some("abc")),
+            ("Bearer ", None),
+            ("Basic abc", None),
+            ("Bearerabc", None),
+            ("", None),
+        ] {
+            assert_eq!(bearer_token(&with(value)), token, "{value:?}");
+        }
+    }
 }

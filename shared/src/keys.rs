@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
 use crate::secrets::{random_suffix, random_token, sha256_hex};
 use crate::store::{
-    Condition, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, WriteOp,
+    Condition, Conditional, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreResult, Table, WriteOp,
 };
 
 pub const KEY_PREFIX: &str = "sk-inferex-";
@@ -205,10 +205,8 @@ pub async fn create_key<S: KeyStore + ?Sized>(
                 param: None,
             });
         };
-        match store.save_key(user_id, &slot, &record).await {
-            Ok(()) => return Ok(CreatedKey { view: ApiKeyView::from(&record), key }),
-            Err(StoreError::ConditionFailed) => continue,
-            Err(e) => return Err(e.into()),
+        if store.save_key(user_id, &slot, &record).await.applied()?.is_some() {
+            return Ok(CreatedKey { view: ApiKeyView::from(&record), key });
         }
     }
     Err(ApiError::Unavailable("too many concurrent key creations; retry".into()))
@@ -220,10 +218,7 @@ pub async fn delete_key<S: KeyStore + ?Sized>(store: &S, user_id: &str, key_id: 
     let Some((slot, record)) = keys.into_iter().find(|(_, r)| r.id == key_id) else {
         return Err(ApiError::NotFound { code: "key_not_found", message: format!("no API key {key_id}") });
     };
-    match store.delete_key(user_id, &slot, &record.key_hash).await {
-        Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    Ok(store.delete_key(user_id, &slot, &record.key_hash).await.or_not_needed()?)
 }
 
 /// Records when a key was last used. Best effort and at most once a minute per key (the caller throttles),
@@ -232,8 +227,5 @@ pub async fn record_use<S: ItemStore + ?Sized>(store: &S, owner: &KeyOwner, at: 
     let update = crate::store::Update::new(Table::Main, user_pk(&owner.user_id), &owner.slot)
         .set("last_used_at", json!(at))
         .when(Condition::AttrEquals("id".into(), json!(owner.key_id)));
-    match store.update(update).await {
-        Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
-        Err(e) => Err(e),
-    }
+    store.update(update).await.or_not_needed()
 }

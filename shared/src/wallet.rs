@@ -39,7 +39,8 @@ use crate::retention::Span;
 use crate::secrets::random_suffix;
 use crate::store::schema::{self, dispute_pk, event_pk, order_pk, payment_pk, refund_pk, topup_pk};
 use crate::store::{
-    Condition, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update, WriteOp,
+    Condition, Conditional, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update,
+    WriteOp,
 };
 
 pub(crate) const WALLET_SK: &str = schema::sk::WALLET;
@@ -411,11 +412,9 @@ async fn apply_balance_change<S: ItemStore + ?Sized>(
             item: Item::from_record(user_pk(user_id), time_sort_key(LEDGER_PREFIX, at), &entry, Some(expires_at))?,
             condition: Condition::NotExists,
         }));
-        match store.transact(ops).await {
-            Ok(()) => return Ok(true),
-            // The guard now exists (someone else credited) or the balance moved: look again.
-            Err(StoreError::ConditionFailed) => continue,
-            Err(e) => return Err(e.into()),
+        // Not applied: the guard now exists (someone else credited) or the balance moved; look again.
+        if store.transact(ops).await.applied()?.is_some() {
+            return Ok(true);
         }
     }
     Err(ApiError::Unavailable("the wallet is too busy to apply the change; it will be retried".into()))
@@ -545,10 +544,7 @@ pub async fn mark_failed<S: ItemStore + ?Sized>(store: &S, topup: &Topup) -> Api
     let update = Update::new(Table::Main, topup_pk(&topup.id), TOPUP_SK)
         .set("status", json!(TopupStatus::Failed))
         .when(Condition::AttrEquals("status".into(), json!(TopupStatus::Created)));
-    match store.update(update).await {
-        Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    Ok(store.update(update).await.or_not_needed()?)
 }
 
 /// Debits a processed refund once per refund id. The refund's money has already left through Razorpay,
@@ -861,14 +857,10 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
         if next != DisputeState::Released || held > 0 {
             ops.push(WriteOp::Update(wallet_update));
         }
-        match store.transact(ops).await {
-            Ok(()) => {
-                tracing::warn!(%user_id, dispute_id = %dispute.id, payment_id = %dispute.payment_id, state = ?next, "dispute applied");
-                sync_closed_wallet(store, config, clock, &user_id).await?;
-                return Ok(if over { CreditOutcome::Mismatch } else { CreditOutcome::Credited });
-            }
-            Err(StoreError::ConditionFailed) => continue,
-            Err(e) => return Err(e.into()),
+        if store.transact(ops).await.applied()?.is_some() {
+            tracing::warn!(%user_id, dispute_id = %dispute.id, payment_id = %dispute.payment_id, state = ?next, "dispute applied");
+            sync_closed_wallet(store, config, clock, &user_id).await?;
+            return Ok(if over { CreditOutcome::Mismatch } else { CreditOutcome::Credited });
         }
     }
     Err(ApiError::Unavailable("the wallet is too busy to apply the dispute; it will be retried".into()))
@@ -1177,11 +1169,8 @@ async fn expire_topup<S: ItemStore + ?Sized>(store: &S, topup: &Topup) -> ApiRes
             }),
         ])
         .await;
-    match result {
-        // A payment got in first: it stays paid.
-        Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    // A payment that got in first keeps the top-up paid.
+    Ok(result.or_not_needed()?)
 }
 
 /// The unspent balance of a closed account, waiting for an operator to refund it.
@@ -1355,13 +1344,9 @@ pub async fn sync_closed_wallet<S: ItemStore + ?Sized>(
             }),
             request_op,
         ];
-        match store.transact(ops).await {
-            Ok(()) => {
-                tracing::warn!(%user_id, moved, "closed account's refund request adjusted");
-                return Ok(());
-            }
-            Err(StoreError::ConditionFailed) => continue,
-            Err(e) => return Err(e.into()),
+        if store.transact(ops).await.applied()?.is_some() {
+            tracing::warn!(%user_id, moved, "closed account's refund request adjusted");
+            return Ok(());
         }
     }
     Err(ApiError::Unavailable("the closed wallet is busy; its refund request is adjusted on the next run".into()))
@@ -1377,8 +1362,5 @@ pub async fn expire_registry<S: ItemStore + ?Sized>(store: &S, user_id: &str, un
     let registry = Update::new(Table::Main, WALLETS_PK, user_id)
         .expiry(crate::store::ExpiryChange::Set(until))
         .when(Condition::Exists);
-    match store.update(registry).await {
-        Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
-        Err(e) => Err(e),
-    }
+    store.update(registry).await.or_not_needed()
 }

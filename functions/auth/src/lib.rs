@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use shared::accounts::{AccountView, ClientInfo, timestamp};
 use shared::auth::{self, LoginAttemptView, LoginStore, SESSION_COOKIE, Session, SessionStore};
 use shared::error::{ApiError, ApiResult};
-use shared::http::{JsonBody, QueryParams};
+use shared::http::{JsonBody, QueryParams, page_limit};
 use shared::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -98,10 +98,7 @@ async fn logins(
     session: Session,
     QueryParams(query): QueryParams<LoginsQuery>,
 ) -> ApiResult<Json<Vec<LoginAttemptView>>> {
-    let limit = query.limit.unwrap_or(DEFAULT_LOGINS);
-    if !(1..=MAX_LOGINS).contains(&limit) {
-        return Err(ApiError::invalid("invalid_limit", "limit", format!("limit must be between 1 and {MAX_LOGINS}")));
-    }
+    let limit = page_limit(query.limit, DEFAULT_LOGINS, MAX_LOGINS)?;
     let attempts = state.store.login_history(&session.user_id, limit).await?;
     Ok(Json(attempts.iter().map(LoginAttemptView::from).collect()))
 }

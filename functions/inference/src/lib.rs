@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use shared::error::{ApiError, ApiResult};
-use shared::http::JsonBody;
+use shared::http::{JsonBody, ListPage};
 use shared::inference::{self, Answer, CallContext, Endpoint, MAX_INFERENCE_BODY_BYTES};
 use shared::secrets::random_suffix;
 use shared::state::AppState;
@@ -25,14 +25,6 @@ pub fn app(state: AppState) -> Router {
     shared::http::finish(routes(), state)
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-}
-
 /// Every inference response, error or not, carries the request id that the usage log records.
 fn with_request_id(mut response: Response, request_id: &str) -> Response {
     if let Ok(value) = HeaderValue::from_str(request_id) {
@@ -43,9 +35,9 @@ fn with_request_id(mut response: Response, request_id: &str) -> Response {
 
 async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let request_id = format!("req_{}", random_suffix());
-    let result: ApiResult<Json<Value>> = async {
+    let result: ApiResult<Json<ListPage<Value>>> = async {
         let gateway = state.gateway()?;
-        gateway.authenticate(&CallContext::from(&state), bearer(&headers)).await?;
+        gateway.authenticate(&CallContext::from(&state), shared::http::bearer_token(&headers)).await?;
         let data: Vec<Value> = gateway
             .catalog
             .models
@@ -66,7 +58,7 @@ async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
                 })
             })
             .collect();
-        Ok(Json(json!({ "object": "list", "data": data })))
+        Ok(Json(ListPage::all(data)))
     }
     .await;
     with_request_id(result.into_response(), &request_id)
@@ -99,7 +91,7 @@ async fn serve(
         let gateway = state.gateway()?;
         // Authentication comes first: an anonymous caller learns nothing about models or bodies.
         let context = CallContext::from(&state);
-        let owner = gateway.authenticate(&context, bearer(&headers)).await?;
+        let owner = gateway.authenticate(&context, shared::http::bearer_token(&headers)).await?;
         gateway.note_use(&context, &owner);
         let JsonBody(body) = body?;
         let prepared = inference::prepare(gateway, endpoint, body, request_id.clone())?;

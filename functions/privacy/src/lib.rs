@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use shared::accounts::{AccountView, ClientInfo};
 use shared::auth::Session;
-use shared::error::{ApiError, ApiResult};
-use shared::http::{JsonBody, QueryParams};
+use shared::error::ApiResult;
+use shared::http::{JsonBody, ListPage, QueryParams, page_limit};
 use shared::privacy::{self, Closure, ExportView, PrivacyRequestView};
 use shared::state::AppState;
 
@@ -85,13 +85,9 @@ async fn requests(
     State(state): State<AppState>,
     session: Session,
     QueryParams(query): QueryParams<RequestsQuery>,
-) -> ApiResult<Json<Value>> {
-    let limit = query.limit.unwrap_or(MAX_REQUESTS);
-    if !(1..=MAX_REQUESTS).contains(&limit) {
-        return Err(ApiError::invalid("invalid_limit", "limit", format!("limit must be between 1 and {MAX_REQUESTS}")));
-    }
-    let data: Vec<PrivacyRequestView> = privacy::requests(state.store.as_ref(), &session.user_id, limit).await?;
-    Ok(Json(json!({ "object": "list", "data": data })))
+) -> ApiResult<Json<ListPage<PrivacyRequestView>>> {
+    let limit = page_limit(query.limit, MAX_REQUESTS, MAX_REQUESTS)?;
+    Ok(Json(ListPage::all(privacy::requests(state.store.as_ref(), &session.user_id, limit).await?)))
 }
 
 async fn create_export(State(state): State<AppState>, session: Session) -> ApiResult<(StatusCode, Json<Value>)> {

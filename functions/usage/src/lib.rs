@@ -8,7 +8,7 @@ use serde::Serialize;
 use shared::accounts::timestamp;
 use shared::auth::Session;
 use shared::error::ApiResult;
-use shared::http::{QueryParams, decode_cursor, encode_cursor};
+use shared::http::{ListPage, QueryParams, decode_cursor};
 use shared::state::AppState;
 use shared::usage::{self, Totals, UsageQuery, UsageView};
 
@@ -20,27 +20,14 @@ pub fn app(state: AppState) -> Router {
     shared::http::finish(routes(), state)
 }
 
-#[derive(Debug, Serialize)]
-struct UsagePage {
-    object: &'static str,
-    data: Vec<UsageView>,
-    has_more: bool,
-    next_cursor: Option<String>,
-}
-
 async fn list(
     State(state): State<AppState>,
     session: Session,
     QueryParams(query): QueryParams<UsageQuery>,
-) -> ApiResult<Json<UsagePage>> {
+) -> ApiResult<Json<ListPage<UsageView>>> {
     let after = decode_cursor(query.cursor.as_deref(), shared::store::schema::prefix::USAGE)?;
     let (records, next) = usage::list(state.store.as_ref(), &session.user_id, &query, state.clock.now(), after).await?;
-    Ok(Json(UsagePage {
-        object: "list",
-        data: records.iter().map(UsageView::from).collect(),
-        has_more: next.is_some(),
-        next_cursor: next.as_deref().map(encode_cursor),
-    }))
+    Ok(Json(ListPage::page(records.iter().map(UsageView::from).collect(), next.as_deref())))
 }
 
 #[derive(Debug, Serialize)]

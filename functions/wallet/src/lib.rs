@@ -5,10 +5,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use shared::auth::Session;
-use shared::error::{ApiError, ApiResult};
-use shared::http::{JsonBody, QueryParams, decode_cursor, encode_cursor};
+use shared::error::ApiResult;
+use shared::http::{JsonBody, ListPage, QueryParams, decode_cursor, page_limit};
 use shared::kyc;
 use shared::state::AppState;
 use shared::wallet::{self, CheckoutCallback, LedgerEntryView, TopupView, WalletStore, WalletView};
@@ -78,14 +78,6 @@ struct PageQuery {
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct LedgerPage {
-    object: &'static str,
-    data: Vec<LedgerEntryView>,
-    has_more: bool,
-    next_cursor: Option<String>,
-}
-
 const DEFAULT_PAGE: u32 = 20;
 const MAX_PAGE: u32 = 100;
 
@@ -93,17 +85,9 @@ async fn transactions(
     State(state): State<AppState>,
     session: Session,
     QueryParams(query): QueryParams<PageQuery>,
-) -> ApiResult<Json<LedgerPage>> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid("invalid_limit", "limit", format!("limit must be between 1 and {MAX_PAGE}")));
-    }
+) -> ApiResult<Json<ListPage<LedgerEntryView>>> {
+    let limit = page_limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
     let after = decode_cursor(query.cursor.as_deref(), shared::store::schema::prefix::LEDGER)?;
     let (entries, next) = state.store.ledger(&session.user_id, limit, after).await?;
-    Ok(Json(LedgerPage {
-        object: "list",
-        data: entries.iter().map(LedgerEntryView::from).collect(),
-        has_more: next.is_some(),
-        next_cursor: next.as_deref().map(encode_cursor),
-    }))
+    Ok(Json(ListPage::page(entries.iter().map(LedgerEntryView::from).collect(), next.as_deref())))
 }

@@ -32,8 +32,8 @@ use crate::config::{Config, KycMode};
 use crate::error::{ApiError, ApiResult};
 use crate::secrets::random_suffix;
 use crate::store::{
-    Condition, Delete, ExpiryChange, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update,
-    WriteOp,
+    Condition, Conditional, Delete, ExpiryChange, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult,
+    Table, Update, WriteOp,
 };
 use documents::{Aadhaar, Pan};
 use vault::Sealed;
@@ -750,11 +750,8 @@ pub async fn expire_after_closure<S: ItemStore + ?Sized>(store: &S, user_id: &st
         targets.push(expire(Table::Main, decision.pk, decision.sk));
     }
     for update in targets {
-        match store.update(update).await {
-            // A vault entry a resubmission already replaced.
-            Ok(_) | Err(StoreError::ConditionFailed) => {}
-            Err(e) => return Err(e),
-        }
+        // A vault entry a resubmission already replaced needs nothing.
+        store.update(update).await.or_not_needed()?;
     }
     Ok(())
 }

@@ -161,6 +161,28 @@ fn attr(item: &Item, name: &str) -> Option<Value> {
     }
 }
 
+/// What a conditional write's result means when its condition failing is an answer, not an error.
+pub trait Conditional<T> {
+    /// `Some(value)` when the write happened, `None` when its condition did not hold.
+    fn applied(self) -> StoreResult<Option<T>>;
+    /// Done either way: the write happened, or its condition says it was not needed.
+    fn or_not_needed(self) -> StoreResult<()>;
+}
+
+impl<T> Conditional<T> for StoreResult<T> {
+    fn applied(self) -> StoreResult<Option<T>> {
+        match self {
+            Ok(value) => Ok(Some(value)),
+            Err(StoreError::ConditionFailed) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn or_not_needed(self) -> StoreResult<()> {
+        self.applied().map(|_| ())
+    }
+}
+
 /// A write of a whole item.
 #[derive(Debug, Clone)]
 pub struct Put {
