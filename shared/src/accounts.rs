@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::passwords;
 use crate::secrets::random_suffix;
-use crate::store::{Condition, Item, ItemStore, Put, StoreError, StoreResult, Table, WriteOp, schema};
+use crate::store::{Condition, Item, ItemStore, Put, StoreError, StoreResult, Table, Update, WriteOp, schema};
 
 pub const MIN_PASSWORD_CHARS: usize = 10;
 pub const MIN_AGE_YEARS: i32 = 18;
@@ -115,6 +115,74 @@ pub fn timestamp(at: DateTime<Utc>) -> String {
 
 pub(crate) use crate::store::schema::sk::PROFILE as PROFILE_SK;
 pub use crate::store::schema::{email_pk, time_sort_key, user_pk};
+
+/// A consent record (DPDP Act evidence: which policy, which choices, when, from where), to write with the
+/// change it records.
+pub fn consent_put(
+    account: &Account,
+    policy_version: &str,
+    marketing: bool,
+    context: &str,
+    client: &ClientInfo,
+    at: DateTime<Utc>,
+) -> StoreResult<WriteOp> {
+    let consent = Consent {
+        user_id: account.id.clone(),
+        policy_version: policy_version.to_owned(),
+        marketing_consent: marketing,
+        context: context.into(),
+        ip: client.ip.clone(),
+        user_agent: client.user_agent.clone(),
+        at,
+    };
+    Ok(WriteOp::Put(Put {
+        table: Table::Main,
+        item: Item::from_record(user_pk(&account.id), time_sort_key(schema::prefix::CONSENT, at), &consent, None)?,
+        condition: Condition::NotExists,
+    }))
+}
+
+/// The account's profile, changed only if it is still open and still has the email we read.
+pub fn profile_update(account: &Account) -> Update {
+    Update::new(Table::Main, user_pk(&account.id), PROFILE_SK).when(Condition::All(vec![
+        Condition::AttrEquals("status".into(), serde_json::json!(AccountStatus::Active)),
+        Condition::AttrEquals("email".into(), serde_json::json!(account.email)),
+    ]))
+}
+
+/// Moves the account's email claim to `new_email` (which must be free), with the change of the profile.
+pub fn email_change_ops(account: &Account, new_email: &str) -> StoreResult<Vec<WriteOp>> {
+    use crate::store::Delete;
+    Ok(vec![
+        WriteOp::Put(Put {
+            table: Table::Main,
+            item: Item::from_record(
+                email_pk(new_email),
+                schema::sk::EMAIL,
+                &EmailClaim { user_id: account.id.clone() },
+                None,
+            )?,
+            condition: Condition::NotExists,
+        }),
+        WriteOp::Delete(Delete {
+            table: Table::Main,
+            pk: email_pk(&account.email),
+            sk: schema::sk::EMAIL.into(),
+            condition: Condition::AttrEquals("user_id".into(), serde_json::json!(account.id)),
+        }),
+    ])
+}
+
+/// After a closure: the account's consent records expire with the account.
+pub async fn expire_consents<S: ItemStore + ?Sized>(store: &S, consents: &[Item], until: i64) -> StoreResult<()> {
+    for consent in consents {
+        let expire = Update::new(Table::Main, consent.pk.clone(), consent.sk.clone())
+            .expiry(crate::store::ExpiryChange::Set(until))
+            .when(Condition::Exists);
+        store.update(expire).await?;
+    }
+    Ok(())
+}
 
 /// A transaction step that holds only while the account is open: writes that must not outlive a closure
 /// (sessions, keys, KYC changes) carry it, so a closure that commits first makes them fail.
@@ -252,7 +320,9 @@ pub fn normalize_email(raw: &str) -> ApiResult<String> {
     if well_formed { Ok(email) } else { Err(invalid()) }
 }
 
-pub fn check_password(password: &str, email: &str) -> ApiResult<()> {
+/// The rules a new password must meet (length, not the email). `auth::check_password` is the other one:
+/// it verifies a presented password against a stored hash.
+pub fn check_new_password(password: &str, email: &str) -> ApiResult<()> {
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
         return Err(ApiError::invalid(
@@ -344,7 +414,7 @@ pub async fn signup<S: AccountStore + ?Sized>(
     client: &ClientInfo,
 ) -> ApiResult<Account> {
     let email = normalize_email(&request.email)?;
-    check_password(&request.password, &email)?;
+    check_new_password(&request.password, &email)?;
     let full_name = check_full_name(&request.full_name)?;
     let now = clock.now();
     let date_of_birth = check_date_of_birth(&request.date_of_birth, today_in_india(now))?;
@@ -411,10 +481,10 @@ mod tests {
 
     #[test]
     fn passwords_need_ten_characters_and_differ_from_email() {
-        assert_eq!(code(check_password("short", "a@b.in")), "weak_password");
-        assert_eq!(code(check_password("asha@example.in", "asha@example.in")), "weak_password");
-        assert_eq!(code(check_password(&"x".repeat(257), "a@b.in")), "weak_password");
-        assert_eq!(code(check_password("ten chars!", "a@b.in")), "ok");
+        assert_eq!(code(check_new_password("short", "a@b.in")), "weak_password");
+        assert_eq!(code(check_new_password("asha@example.in", "asha@example.in")), "weak_password");
+        assert_eq!(code(check_new_password(&"x".repeat(257), "a@b.in")), "weak_password");
+        assert_eq!(code(check_new_password("ten chars!", "a@b.in")), "ok");
     }
 
     #[test]

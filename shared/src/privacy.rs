@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::accounts::{
-    Account, AccountStatus, AccountStore, AccountView, ClientInfo, Consent, EmailClaim, PROFILE_SK, check_full_name,
-    email_pk, normalize_email, time_sort_key, timestamp, user_pk,
+    self, Account, AccountStatus, AccountStore, AccountView, ClientInfo, PROFILE_SK, check_full_name, email_pk,
+    normalize_email, time_sort_key, timestamp, user_pk,
 };
 use crate::auth::{LoginAttemptView, LoginStore};
 use crate::billing::UsageRecord;
@@ -25,8 +25,7 @@ use crate::retention::{ItemClass, Span};
 use crate::secrets::random_suffix;
 use crate::state::AppState;
 use crate::store::{
-    Condition, Delete, ExpiryChange, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update,
-    WriteOp, schema,
+    Condition, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, WriteOp, schema,
 };
 use crate::usage::UsageView;
 use crate::wallet::{self, LedgerEntry, LedgerEntryView, WALLET_SK, WalletStore, WalletView};
@@ -188,7 +187,7 @@ pub fn notice(state: &AppState) -> Value {
     })
 }
 
-fn open_account(account: Option<Account>) -> ApiResult<Account> {
+fn active_account(account: Option<Account>) -> ApiResult<Account> {
     account
         .filter(|a| a.status == AccountStatus::Active)
         .ok_or_else(|| ApiError::unauthenticated("invalid_session", "the session's account is closed"))
@@ -206,38 +205,6 @@ async fn confirm_password(state: &AppState, account: &Account, password: Option<
         return Err(ApiError::Forbidden { code: "incorrect_password", message: format!("{field} is incorrect") });
     }
     Ok(())
-}
-
-fn consent_put(
-    account: &Account,
-    policy_version: &str,
-    marketing: bool,
-    context: &str,
-    client: &ClientInfo,
-    at: DateTime<Utc>,
-) -> StoreResult<WriteOp> {
-    let consent = Consent {
-        user_id: account.id.clone(),
-        policy_version: policy_version.to_owned(),
-        marketing_consent: marketing,
-        context: context.into(),
-        ip: client.ip.clone(),
-        user_agent: client.user_agent.clone(),
-        at,
-    };
-    Ok(WriteOp::Put(Put {
-        table: Table::Main,
-        item: Item::from_record(user_pk(&account.id), time_sort_key(schema::prefix::CONSENT, at), &consent, None)?,
-        condition: Condition::NotExists,
-    }))
-}
-
-/// The account's profile, changed only if it is still open and still has the email we read.
-fn profile_update(account: &Account) -> Update {
-    Update::new(Table::Main, user_pk(&account.id), PROFILE_SK).when(Condition::All(vec![
-        Condition::AttrEquals("status".into(), json!("active")),
-        Condition::AttrEquals("email".into(), json!(account.email)),
-    ]))
 }
 
 /// `PATCH /v1/account`: corrects `full_name`, `marketing_consent` and (with `current_password`) `email`.
@@ -300,9 +267,9 @@ pub async fn correct(
         ));
     }
     let store = state.store.as_ref();
-    let account = open_account(store.account(user_id).await?)?;
+    let account = active_account(store.account(user_id).await?)?;
     let now = state.clock.now();
-    let mut update = profile_update(&account);
+    let mut update = accounts::profile_update(&account);
     let mut ops = Vec::new();
     let mut changed = Vec::new();
     if let Some(name) = full_name.filter(|n| *n != account.full_name) {
@@ -311,29 +278,21 @@ pub async fn correct(
     }
     if let Some(marketing) = marketing.filter(|m| *m != account.marketing_consent) {
         update = update.set("marketing_consent", json!(marketing));
-        ops.push(consent_put(&account, &account.accepted_policy_version, marketing, "marketing_update", client, now)?);
+        ops.push(accounts::consent_put(
+            &account,
+            &account.accepted_policy_version,
+            marketing,
+            "marketing_update",
+            client,
+            now,
+        )?);
         changed.push("marketing_consent");
     }
     let new_email = email.filter(|e| *e != account.email);
     if let Some(new_email) = &new_email {
         confirm_password(state, &account, password, "current_password").await?;
         update = update.set("email", json!(new_email));
-        ops.push(WriteOp::Put(Put {
-            table: Table::Main,
-            item: Item::from_record(
-                email_pk(new_email),
-                schema::sk::EMAIL,
-                &EmailClaim { user_id: account.id.clone() },
-                None,
-            )?,
-            condition: Condition::NotExists,
-        }));
-        ops.push(WriteOp::Delete(Delete {
-            table: Table::Main,
-            pk: email_pk(&account.email),
-            sk: schema::sk::EMAIL.into(),
-            condition: Condition::AttrEquals("user_id".into(), json!(account.id)),
-        }));
+        ops.extend(accounts::email_change_ops(&account, new_email)?);
         changed.push("email");
     }
     if changed.is_empty() {
@@ -363,7 +322,7 @@ pub async fn correct(
         }
         Err(e) => return Err(e.into()),
     }
-    open_account(store.account(user_id).await?)
+    active_account(store.account(user_id).await?)
 }
 
 /// `POST /v1/account/accept-policy {version}`: records the acceptance of the policy in force.
@@ -377,17 +336,17 @@ pub async fn accept_policy(state: &AppState, user_id: &str, version: &str, clien
         ));
     }
     let store = state.store.as_ref();
-    let account = open_account(store.account(user_id).await?)?;
+    let account = active_account(store.account(user_id).await?)?;
     if account.accepted_policy_version == *current {
         return Ok(account);
     }
     let now = state.clock.now();
     let ops = vec![
-        WriteOp::Update(profile_update(&account).set("accepted_policy_version", json!(current))),
-        consent_put(&account, current, account.marketing_consent, "policy_update", client, now)?,
+        WriteOp::Update(accounts::profile_update(&account).set("accepted_policy_version", json!(current))),
+        accounts::consent_put(&account, current, account.marketing_consent, "policy_update", client, now)?,
     ];
     match store.transact(ops).await {
-        Ok(()) => open_account(store.account(user_id).await?),
+        Ok(()) => active_account(store.account(user_id).await?),
         Err(StoreError::ConditionFailed) => Err(ApiError::Conflict {
             code: "account_changed",
             message: "the account changed meanwhile; retry".into(),
@@ -446,7 +405,7 @@ fn export_put(user_id: &str, export: &DataExport, expires_at: i64) -> StoreResul
 /// document in the blob store). A failure is recorded on the export and the request, and answered 500.
 pub async fn create_export(state: &AppState, user_id: &str) -> ApiResult<DataExport> {
     let store = state.store.as_ref();
-    open_account(store.account(user_id).await?)?;
+    active_account(store.account(user_id).await?)?;
     let blobs = state.blobs()?;
     let now = state.clock.now();
     let expires_at = state.config.retention.until(Span::Exports, now);
@@ -623,7 +582,7 @@ pub struct RetainedData {
 /// idempotently, and the scheduled jobs finish it if this request cannot.
 pub async fn close_account(state: &AppState, user_id: &str, password: Option<String>) -> ApiResult<Closure> {
     let store = state.store.as_ref();
-    let account = open_account(store.account(user_id).await?)?;
+    let account = active_account(store.account(user_id).await?)?;
     confirm_password(state, &account, password, "password").await?;
     let retention = &state.config.retention;
     for _ in 0..CLOSE_ATTEMPTS {
@@ -766,12 +725,8 @@ pub async fn finish_closure(state: &AppState, user_id: &str) -> ApiResult<()> {
         store.transact(crate::auth::session_deletes(&index).to_vec()).await?;
     }
     let account_until = retention.expiry(ItemClass::Account, closed_at).unwrap_or(i64::MAX);
-    for consent in all_with_prefix(store, user_id, schema::prefix::CONSENT).await? {
-        let expire = Update::new(Table::Main, consent.pk, consent.sk)
-            .expiry(ExpiryChange::Set(account_until))
-            .when(Condition::Exists);
-        store.update(expire).await?;
-    }
+    let consents = all_with_prefix(store, user_id, schema::prefix::CONSENT).await?;
+    accounts::expire_consents(store, &consents, account_until).await?;
     if let Some(kyc_until) =
         store.get(Table::Main, &user_pk(user_id), schema::sk::KYC).await?.and_then(|i| i.expires_at)
     {

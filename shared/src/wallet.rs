@@ -339,10 +339,6 @@ impl<T: ItemStore + ?Sized> WalletStore for T {
     }
 }
 
-/// Applies `amount` (signed units) to the wallet and writes its ledger entry, together with `extra`
-/// operations (the exactly-once guard, the top-up's state), in one transaction. Retries when another
-/// balance change got in between the read and the write. Returns false when a guard in `extra` failed
-/// because the change was already made.
 /// One balance change: what, how much (signed units), why, when, until when it is kept, and the item
 /// whose existence means it was already applied.
 struct BalanceChange<'a> {
@@ -355,6 +351,10 @@ struct BalanceChange<'a> {
     guard: (&'a str, &'a str),
 }
 
+/// Applies `amount` (signed units) to the wallet and writes its ledger entry, together with `extra`
+/// operations (the exactly-once guard, the top-up's state), in one transaction. Retries when another
+/// balance change got in between the read and the write. Returns false when a guard in `extra` failed
+/// because the change was already made.
 async fn apply_balance_change<S: ItemStore + ?Sized>(
     store: &S,
     change: BalanceChange<'_>,
@@ -919,8 +919,6 @@ pub async fn create_topup<S: ItemStore + ?Sized>(
     Ok(topup)
 }
 
-/// The Checkout callback: checks the signature against the order we stored, confirms the payment with
-/// Razorpay and credits it when captured.
 /// The Checkout handler's callback for one of the user's top-ups.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CheckoutCallback {
@@ -928,6 +926,8 @@ pub struct CheckoutCallback {
     pub razorpay_signature: String,
 }
 
+/// The Checkout callback: checks the signature against the order we stored, confirms the payment with
+/// Razorpay and credits it when captured.
 pub async fn verify_checkout<S: ItemStore + ?Sized>(
     store: &S,
     razorpay: &RazorpayClient,
