@@ -18,6 +18,10 @@ scripts/ensure-tools.sh
 step "cfn-lint template.yaml"
 .tools/venv/bin/cfn-lint template.yaml
 
+step "the Lambda functions build without the embedded store and test support"
+# Only the functions are selected, so no dev-server or test crate can switch shared's features on for them.
+cargo check --locked $(printf -- '-p %s ' signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy)
+
 step "build tests and the local server"
 cargo test --workspace --locked --no-run
 cargo build -p dev-server --locked

@@ -25,6 +25,7 @@ pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod usage;
 pub mod wallet;

@@ -15,7 +15,6 @@ use crate::runtime_secrets::{self, MIN_OPERATOR_TOKEN, Rotating, SecretSource, S
 use crate::secrets::SecretString;
 use crate::store::ItemStore;
 use crate::store::dynamo::{DynamoStore, TableNames};
-use crate::store::sqlite::SqliteStore;
 
 pub use crate::error::BoxError;
 
@@ -184,12 +183,17 @@ impl AppState {
         Ok(())
     }
 
-    /// Local wiring: the embedded SQLite store and local key files in `data_dir` (created if missing);
+    /// Local wiring (feature `embedded`): the embedded SQLite store and local key files in `data_dir` (created if missing);
     /// blob download links point at `public_base` (the local server's address).
-    pub fn embedded(data_dir: &Path, config: Config, public_base: &str) -> Result<(Self, SqliteStore), BoxError> {
+    #[cfg(feature = "embedded")]
+    pub fn embedded(
+        data_dir: &Path,
+        config: Config,
+        public_base: &str,
+    ) -> Result<(Self, crate::store::sqlite::SqliteStore), BoxError> {
         std::fs::create_dir_all(data_dir)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let store = SqliteStore::open(&data_dir.join("inferex.sqlite3"), Arc::clone(&clock))?;
+        let store = crate::store::sqlite::SqliteStore::open(&data_dir.join("inferex.sqlite3"), Arc::clone(&clock))?;
         let keys = KycKeys::from_key_files(&data_dir.join("keys"))?;
         let state = Self::new(Arc::new(store.clone()), config, clock).with_kyc_keys(keys).with_blobs(Arc::new(
             LocalBlobs::new(

@@ -570,7 +570,7 @@ impl ItemStore for DynamoStore {
     }
 
     async fn transact(&self, ops: Vec<WriteOp>) -> StoreResult<()> {
-        super::sqlite::ensure_distinct_items(&ops)?;
+        super::ensure_distinct_items(&ops)?;
         let mut attempt = 0;
         loop {
             let now = self.clock.now_epoch();

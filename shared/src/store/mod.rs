@@ -12,6 +12,7 @@
 
 pub mod dynamo;
 pub mod schema;
+#[cfg(feature = "embedded")]
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -180,6 +181,29 @@ impl<T> Conditional<T> for StoreResult<T> {
 
     fn or_not_needed(self) -> StoreResult<()> {
         self.applied().map(|_| ())
+    }
+}
+
+/// DynamoDB rejects a transaction that touches one item twice; both adapters check it the same way.
+pub(crate) fn ensure_distinct_items(ops: &[WriteOp]) -> StoreResult<()> {
+    let mut seen = std::collections::HashSet::new();
+    for op in ops {
+        if !seen.insert(op_key(op)) {
+            return Err(StoreError::Backend("a transaction may touch each item only once".into()));
+        }
+    }
+    if ops.len() > 100 {
+        return Err(StoreError::Backend("a transaction may hold at most 100 operations".into()));
+    }
+    Ok(())
+}
+
+fn op_key(op: &WriteOp) -> (Table, &str, &str) {
+    match op {
+        WriteOp::Put(p) => (p.table, p.item.pk.as_str(), p.item.sk.as_str()),
+        WriteOp::Update(u) => (u.table, u.pk.as_str(), u.sk.as_str()),
+        WriteOp::Delete(d) => (d.table, d.pk.as_str(), d.sk.as_str()),
+        WriteOp::Check(c) => (c.table, c.pk.as_str(), c.sk.as_str()),
     }
 }
 

@@ -4,7 +4,6 @@
 //! `IMMEDIATE` transaction, so conditions are checked and applied atomically, exactly like DynamoDB's
 //! conditional writes and `TransactWriteItems`.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -282,29 +281,6 @@ fn apply_delete(conn: &Connection, delete: &Delete, now: i64) -> StoreResult<()>
     delete_row(conn, delete.table, &delete.pk, &delete.sk)
 }
 
-fn op_key(op: &WriteOp) -> (Table, &str, &str) {
-    match op {
-        WriteOp::Put(p) => (p.table, p.item.pk.as_str(), p.item.sk.as_str()),
-        WriteOp::Update(u) => (u.table, u.pk.as_str(), u.sk.as_str()),
-        WriteOp::Delete(d) => (d.table, d.pk.as_str(), d.sk.as_str()),
-        WriteOp::Check(c) => (c.table, c.pk.as_str(), c.sk.as_str()),
-    }
-}
-
-/// DynamoDB rejects a transaction that touches one item twice; the embedded store does the same.
-pub(crate) fn ensure_distinct_items(ops: &[WriteOp]) -> StoreResult<()> {
-    let mut seen = HashSet::new();
-    for op in ops {
-        if !seen.insert(op_key(op)) {
-            return Err(StoreError::Backend("a transaction may touch each item only once".into()));
-        }
-    }
-    if ops.len() > 100 {
-        return Err(StoreError::Backend("a transaction may hold at most 100 operations".into()));
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl ItemStore for SqliteStore {
     async fn get(&self, table: Table, pk: &str, sk: &str) -> StoreResult<Option<Item>> {
@@ -385,7 +361,7 @@ impl ItemStore for SqliteStore {
     }
 
     async fn transact(&self, ops: Vec<WriteOp>) -> StoreResult<()> {
-        ensure_distinct_items(&ops)?;
+        super::ensure_distinct_items(&ops)?;
         self.with_item(move |conn, now| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
             for op in &ops {
