@@ -91,7 +91,7 @@ async fn main() -> Result<(), BoxError> {
     let purger = store.spawn_purger(PURGE_EVERY);
     let checkpointer = store.spawn_checkpointer(CHECKPOINT_EVERY);
     let jobs_state = state.clone();
-    let jobs = tokio::spawn(async move {
+    let jobs = shared::tasks::spawn("scheduled jobs", async move {
         let mut ticker = tokio::time::interval(JOBS_EVERY);
         loop {
             ticker.tick().await;

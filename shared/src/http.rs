@@ -81,7 +81,6 @@ impl FromRequestParts<AppState> for ClientInfo {
         let gateway = parts.extensions.get::<RequestContext>().and_then(|ctx| match ctx {
             RequestContext::ApiGatewayV1(c) => c.identity.source_ip.clone(),
             RequestContext::ApiGatewayV2(c) => c.http.source_ip.clone(),
-            #[allow(unreachable_patterns)]
             _ => None,
         });
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip().to_string());

@@ -205,7 +205,7 @@ impl Gateway {
         });
         if due {
             let (store, owner, at) = (state.store.clone(), owner.clone(), state.clock.now());
-            tokio::spawn(async move {
+            crate::tasks::spawn("key use", async move {
                 if let Err(e) = crate::keys::record_use(store.as_ref(), &owner, at).await {
                     tracing::warn!(error = %e, key_id = %owner.key_id, "recording key use failed");
                 }
@@ -799,7 +799,7 @@ pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepa
         Attempt::Streaming { provider, response } => {
             let (tx, rx) = mpsc::channel(64);
             let (state, balances) = (state.clone(), gateway.balances.clone());
-            tokio::spawn(async move {
+            crate::tasks::spawn("stream relay", async move {
                 relay_stream(state, balances, owner, prepared, hold, provider, response, tx, started).await;
             });
             Ok(Answer::Stream(rx))
@@ -825,7 +825,7 @@ async fn release_unused(state: &CallContext, hold: &Hold) {
 /// `[DONE]` event, or the error event of a stream cut short) is sent only after settlement has committed,
 /// so a call the client saw complete has always been charged, and in Lambda the invocation lasts until it
 /// is. A client that goes away stops nothing: the upstream is read on (within the deadline) for its usage.
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "one call's facts, passed once by its only caller")]
 async fn relay_stream(
     state: CallContext,
     balances: Arc<BalanceHints>,

@@ -24,6 +24,7 @@ pub mod runtime_secrets;
 pub mod secrets;
 pub mod state;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -336,7 +336,7 @@ mod tests {
         let parse = |raw: &str| checked("slow", raw, MIN_WEBHOOK_SECRET);
         let secret = Arc::new(Rotating::load(source.clone(), parse, Arc::new(clock.clone())).await?);
         clock.advance(REFRESH_AFTER);
-        let rereader = tokio::spawn({
+        let rereader = crate::tasks::spawn("test reread", {
             let secret = Arc::clone(&secret);
             async move { secret.current().await.expose().to_owned() }
         });

@@ -23,7 +23,7 @@ fn start_clock() -> ManualClock {
     ManualClock::starting_now()
 }
 
-async fn sqlite() -> Result<Backend, String> {
+fn sqlite() -> Result<Backend, String> {
     let clock = start_clock();
     let store = testing::sqlite_store(Arc::new(clock.clone()))?;
     Ok(Backend { store: Arc::new(store), clock })
@@ -42,7 +42,7 @@ macro_rules! contract {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() -> super::TestResult {
-                    super::$case(super::sqlite().await?).await
+                    super::$case(super::sqlite()?).await
                 }
             )*
         }
@@ -312,7 +312,7 @@ async fn concurrent_conditional_puts_have_exactly_one_winner(b: Backend) -> Test
     let mut tasks = Vec::new();
     for n in 0..20 {
         let store = Arc::clone(&b.store);
-        tasks.push(tokio::spawn(async move {
+        tasks.push(shared::tasks::spawn("test", async move {
             store.put(put(item("race", "one", json!({ "writer": n }), None), Condition::NotExists)).await
         }));
     }
@@ -333,7 +333,9 @@ async fn concurrent_increments_are_not_lost(b: Backend) -> TestResult {
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let store = Arc::clone(&b.store);
-        tasks.push(tokio::spawn(async move { store.update(Update::new(Table::Main, "inc", "n").add("n", 1)).await }));
+        tasks.push(shared::tasks::spawn("test", async move {
+            store.update(Update::new(Table::Main, "inc", "n").add("n", 1)).await
+        }));
     }
     for task in tasks {
         task.await??;

@@ -111,7 +111,7 @@ pub fn aadhaar_with_check_digit(first11: u64) -> String {
 async fn serve(app: axum::Router) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let server = tokio::spawn(async move {
+    let server = shared::tasks::spawn("test", async move {
         let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
     });
     Ok((addr, server))
@@ -181,7 +181,7 @@ impl TestApi {
             .with_blobs(blobs)
             .with_gateway(gateway);
         let app = dev_server::app(state.clone());
-        let server = tokio::spawn(async move {
+        let server = shared::tasks::spawn("test", async move {
             let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
         });
         let http = reqwest::Client::builder().user_agent("e2e-tests/1.0").build().map_err(|e| e.to_string())?;

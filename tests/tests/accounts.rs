@@ -108,7 +108,9 @@ async fn twenty_concurrent_signups_create_one_account(backend: Backend) -> TestR
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let api = api.clone();
-        tasks.push(tokio::spawn(async move { api.signup("race@example.in", PASSWORD).await.map(|r| r.status()) }));
+        tasks.push(shared::tasks::spawn("test", async move {
+            api.signup("race@example.in", PASSWORD).await.map(|r| r.status())
+        }));
     }
     let mut created = 0;
     let mut conflicts = 0;

@@ -146,7 +146,7 @@ async fn ten_times_more_concurrent_requests_than_the_balance_covers_never_oversp
     let mut tasks = Vec::new();
     for _ in 0..10 * n {
         let (api, user, hints) = (api.clone(), user.clone(), hints.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(shared::tasks::spawn("test", async move {
             match billing::place_hold(api.state.store.as_ref(), &api.clock, &hints, &user, price).await {
                 Ok(hold) => settle(&api, &hints, &hold, price).await.map(|u| u.cost > 0),
                 Err(e) if e.code() == "insufficient_balance" => Ok(false),

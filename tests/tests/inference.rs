@@ -361,7 +361,7 @@ async fn concurrent_requests_never_overspend(backend: Backend) -> TestResult {
     let mut tasks = Vec::new();
     for _ in 0..60 {
         let (api, key, body) = (api.clone(), key.clone(), body.clone());
-        tasks.push(tokio::spawn(async move { chat(&api, &key, body).await.map(|r| r.status()) }));
+        tasks.push(shared::tasks::spawn("test", async move { chat(&api, &key, body).await.map(|r| r.status()) }));
     }
     let mut ok = 0i64;
     let mut refused = 0;

@@ -72,7 +72,7 @@ async fn concurrent_creations_never_exceed_twenty_keys(backend: Backend) -> Test
     let mut tasks = Vec::new();
     for n in 0..26 {
         let (api, token) = (api.clone(), token.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(shared::tasks::spawn("test", async move {
             create(&api, &token, json!({ "name": format!("key {n}") })).await.map(|r| r.status())
         }));
     }

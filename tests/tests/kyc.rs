@@ -196,7 +196,7 @@ async fn racing_accounts_with_one_pan_get_exactly_one_winner(backend: Backend) -
             let (_, token) = api.signed_in(&format!("race{round}-{n}@example.in")).await?;
             let aadhaar = aadhaar_with_check_digit(52_000_000_000 + round * 10 + n);
             let (api, pan) = (api.clone(), pan.clone());
-            tasks.push(tokio::spawn(async move {
+            tasks.push(shared::tasks::spawn("test", async move {
                 let response = api.submit_kyc(&token, &pan, &aadhaar).await?;
                 let status = response.status();
                 let body: Value = response.json().await?;

@@ -150,7 +150,7 @@ async fn fifty_concurrent_copies_of_a_webhook_credit_once(backend: Backend) -> T
     for n in 0..50 {
         let api = api.clone();
         let webhook = if n % 2 == 0 { captured.clone() } else { api.razorpay.payment_webhook("order.paid", &payment) };
-        tasks.push(tokio::spawn(async move { send(&api, &webhook).await.map(|(status, _)| status) }));
+        tasks.push(shared::tasks::spawn("test", async move { send(&api, &webhook).await.map(|(status, _)| status) }));
     }
     for task in tasks {
         assert_eq!(task.await??, StatusCode::OK);
@@ -202,7 +202,7 @@ async fn verify_webhook_and_reconciliation_credit_a_payment_once(backend: Backen
         api.clock.advance(Duration::minutes(11));
         let verify = {
             let (api, token, id, payment_id) = (api.clone(), token.clone(), created["id"].clone(), payment.id.clone());
-            tokio::spawn(async move {
+            shared::tasks::spawn("test", async move {
                 api.http
                     .post(api.url(&format!("/v1/wallet/topups/{}/verify", id.as_str().unwrap_or_default())))
                     .bearer_auth(&token)
@@ -215,11 +215,11 @@ async fn verify_webhook_and_reconciliation_credit_a_payment_once(backend: Backen
         let webhook = {
             let api = api.clone();
             let webhook = api.razorpay.payment_webhook("payment.captured", &payment);
-            tokio::spawn(async move { send(&api, &webhook).await.map(|(s, _)| s) })
+            shared::tasks::spawn("test", async move { send(&api, &webhook).await.map(|(s, _)| s) })
         };
         let reconcile = {
             let api = api.clone();
-            tokio::spawn(async move { jobs::run(&api.state).await.map(|r| r.reconciliation) })
+            shared::tasks::spawn("test", async move { jobs::run(&api.state).await.map(|r| r.reconciliation) })
         };
         assert_eq!(verify.await??, StatusCode::OK);
         assert_eq!(webhook.await??, StatusCode::OK);
@@ -550,7 +550,7 @@ async fn dispute_events_in_any_order_and_concurrently_apply_once(backend: Backen
         let event = if n % 2 == 0 { "payment.dispute.created" } else { "payment.dispute.lost" };
         let webhook = api.razorpay.dispute_webhook(&payment, "disp_Racing000001", event, 5_000);
         let api = Arc::clone(&api);
-        tasks.push(tokio::spawn(async move { send(&api, &webhook).await.map(|(status, _)| status) }));
+        tasks.push(shared::tasks::spawn("test", async move { send(&api, &webhook).await.map(|(status, _)| status) }));
     }
     for task in tasks {
         assert_eq!(task.await??, StatusCode::OK);

@@ -398,7 +398,8 @@ async fn a_verification_racing_the_closure_leaves_no_claim_behind(backend: Backe
         api.state.store.clone(),
         Fault::DelayTransactions(std::time::Duration::from_millis(700)),
     ));
-    let closing = tokio::spawn(async move { privacy::close_account(&slow, &user, Some(PASSWORD.into())).await });
+    let closing =
+        shared::tasks::spawn("test", async move { privacy::close_account(&slow, &user, Some(PASSWORD.into())).await });
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let verified: Value =
         api.submit_kyc(&token, "RCEPE1234R", &aadhaar_with_check_digit(75_000_000_001)).await?.json().await?;

@@ -4,7 +4,7 @@
 //! non-streaming and streaming calls; prints p50/p99 added latency (and time to first token), achieved
 //! requests per second and the server's peak RSS.
 
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+#![expect(clippy::print_stdout, reason = "a command-line tool reports on the terminal")]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -90,7 +90,10 @@ async fn drive(http: &reqwest::Client, url: &str, key: Option<&str>, body: &Valu
     let start = Instant::now();
     for _ in 0..requests {
         ticker.tick().await;
-        tasks.push(tokio::spawn(timed(http.clone(), url.to_owned(), key.map(str::to_owned), body.clone())));
+        tasks.push(shared::tasks::spawn(
+            "bench request",
+            timed(http.clone(), url.to_owned(), key.map(str::to_owned), body.clone()),
+        ));
     }
     let mut run = Run { totals: Vec::new(), firsts: Vec::new(), failures: 0, per_second: 0.0 };
     for task in tasks {
@@ -129,7 +132,7 @@ async fn main() -> Res<()> {
     let upstream = Upstream::new(UPSTREAM_LATENCY);
     let upstream_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let upstream_addr = upstream_listener.local_addr()?;
-    tokio::spawn(async move {
+    shared::tasks::spawn("bench upstream", async move {
         let _ = axum::serve(upstream_listener, upstream_standin::router(upstream)).await;
     });
 

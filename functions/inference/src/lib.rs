@@ -98,7 +98,7 @@ async fn serve(
         // The call runs on a task of its own: a client that hangs up before the answer cancels neither the
         // call nor its settlement.
         let call_state = state.clone();
-        let call = tokio::spawn(async move {
+        let call = shared::tasks::spawn("inference call", async move {
             let request_id = prepared.request_id.clone();
             let gateway = call_state.gateway()?;
             let answer = inference::call(&context, gateway, owner, prepared).await;

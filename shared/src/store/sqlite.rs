@@ -149,7 +149,7 @@ impl SqliteStore {
     /// Stores without a file (in memory) have nothing to checkpoint: the task then just ends.
     pub fn spawn_checkpointer(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let path = self.path.clone();
-        tokio::spawn(async move {
+        crate::tasks::spawn("sqlite checkpointer", async move {
             let Some(path) = path else { return };
             let conn = match Connection::open(&path) {
                 Ok(conn) => Arc::new(Mutex::new(conn)),
@@ -177,7 +177,7 @@ impl SqliteStore {
     /// Purges expired items every `every` until the returned task is aborted.
     pub fn spawn_purger(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
-        tokio::spawn(async move {
+        crate::tasks::spawn("sqlite purger", async move {
             let mut ticker = tokio::time::interval(every);
             loop {
                 ticker.tick().await;
