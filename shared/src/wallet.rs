@@ -556,15 +556,10 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
     refund: &crate::razorpay::Refund,
 ) -> ApiResult<CreditOutcome> {
     let now = clock.now();
-    let credit = match store.get(Table::Main, &payment_pk(&refund.payment_id), CREDIT_SK).await? {
-        Some(credit) => credit,
-        None => {
-            let entity = serde_json::to_value(refund).map_err(|e| ApiError::Internal(e.to_string()))?;
-            match defer(store, config, now, (&refund.payment_id, "refund.processed", &refund.id), entity).await? {
-                Some(credit) => credit,
-                None => return Ok(CreditOutcome::Deferred),
-            }
-        }
+    let Some(credit) =
+        credit_or_defer(store, config, now, (&refund.payment_id, "refund.processed", &refund.id), refund).await?
+    else {
+        return Ok(CreditOutcome::Deferred);
     };
     let (user_id, credited_paise) = credited(&credit);
     if refund.currency != "INR" || refund.amount <= 0 || refund.amount > credited_paise || user_id.is_empty() {
@@ -613,6 +608,22 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
     let debited = apply_balance_change(store, change, extra).await?;
     sync_closed_wallet(store, config, clock, &user_id).await?;
     Ok(if debited { CreditOutcome::Credited } else { CreditOutcome::AlreadyCredited })
+}
+
+/// The guard of the credited payment an adjustment (refund, dispute) applies to; `None` when the payment is not
+/// credited yet and the event was kept for when it is ([`defer`]).
+async fn credit_or_defer<S: ItemStore + ?Sized>(
+    store: &S,
+    config: &Config,
+    now: DateTime<Utc>,
+    (payment_id, event, entity_id): (&str, &str, &str),
+    entity: &impl Serialize,
+) -> ApiResult<Option<Item>> {
+    if let Some(credit) = store.get(Table::Main, &payment_pk(payment_id), CREDIT_SK).await? {
+        return Ok(Some(credit));
+    }
+    let entity = serde_json::to_value(entity).map_err(|e| ApiError::Internal(e.to_string()))?;
+    defer(store, config, now, (payment_id, event, entity_id), entity).await
 }
 
 /// Keeps a refund or dispute event of a payment that is not credited yet, then looks again: the credit
@@ -737,126 +748,36 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
     event: &str,
     dispute: &crate::razorpay::Dispute,
 ) -> ApiResult<CreditOutcome> {
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Step {
-        Hold,
-        Release,
-        Debit,
-    }
-    let step = match event {
-        "payment.dispute.created" => Step::Hold,
-        "payment.dispute.won" | "payment.dispute.closed" => Step::Release,
-        "payment.dispute.lost" => Step::Debit,
-        _ => return Ok(CreditOutcome::AlreadyCredited),
-    };
+    let Some(step) = DisputeStep::of(event) else { return Ok(CreditOutcome::AlreadyCredited) };
     let now = clock.now();
-    let credit = match store.get(Table::Main, &payment_pk(&dispute.payment_id), CREDIT_SK).await? {
-        Some(credit) => credit,
-        None => {
-            let entity = serde_json::to_value(dispute).map_err(|e| ApiError::Internal(e.to_string()))?;
-            match defer(store, config, now, (&dispute.payment_id, event, &dispute.id), entity).await? {
-                Some(credit) => credit,
-                None => return Ok(CreditOutcome::Deferred),
-            }
-        }
+    let Some(credit) = credit_or_defer(store, config, now, (&dispute.payment_id, event, &dispute.id), dispute).await?
+    else {
+        return Ok(CreditOutcome::Deferred);
     };
     let (user_id, credited_paise) = credited(&credit);
-    let deducted = if dispute.amount_deducted > 0 { dispute.amount_deducted } else { dispute.amount };
-    if dispute.currency != "INR"
-        || dispute.amount <= 0
-        || dispute.amount > credited_paise
-        || deducted > credited_paise
-        || user_id.is_empty()
-    {
-        record_review(
-            store,
-            config,
-            now,
-            json!({ "reason": "dispute does not match the credited payment", "dispute_id": dispute.id, "payment_id": dispute.payment_id, "amount_paise": dispute.amount, "currency": dispute.currency }),
-        )
-        .await?;
+    let Some(amounts) = DisputeAmounts::of(dispute, credited_paise).filter(|_| !user_id.is_empty()) else {
+        let details = json!({ "reason": "dispute does not match the credited payment", "dispute_id": dispute.id, "payment_id": dispute.payment_id, "amount_paise": dispute.amount, "currency": dispute.currency });
+        record_review(store, config, now, details).await?;
         return Ok(CreditOutcome::Mismatch);
-    }
-    let amount = paise_to_units(dispute.amount).ok_or_else(|| ApiError::Internal("amount overflows".into()))?;
-    let deducted_paise = deducted;
-    let deducted = paise_to_units(deducted).ok_or_else(|| ApiError::Internal("amount overflows".into()))?;
-    let expires_at = payment_expiry(config, now);
-    let (pk, wallet_pk) = (dispute_pk(&dispute.id), user_pk(&user_id));
+    };
     for _ in 0..CREDIT_ATTEMPTS {
-        let current = store.get(Table::Main, &pk, DISPUTE_SK).await?;
+        let current = store.get(Table::Main, &dispute_pk(&dispute.id), DISPUTE_SK).await?;
         let state = current.as_ref().map(Item::record::<DisputeRecord>).transpose()?;
-        let held = state.as_ref().filter(|s| s.state == DisputeState::Held).map_or(0, |s| s.held);
-        let mut next = match (step, state.as_ref().map(|s| s.state)) {
-            (Step::Hold, None) => DisputeState::Held,
-            (Step::Release, None | Some(DisputeState::Held)) => DisputeState::Released,
-            (Step::Debit, None | Some(DisputeState::Held)) => DisputeState::Debited,
+        let Some(mut next) = step.next(state.as_ref().map(|s| s.state)) else {
             // Already held, or already final: this event changes nothing.
-            _ => return Ok(CreditOutcome::AlreadyCredited),
+            return Ok(CreditOutcome::AlreadyCredited);
         };
         let guard = store.get(Table::Main, &payment_pk(&dispute.payment_id), CREDIT_SK).await?;
-        let over = next == DisputeState::Debited && guard.as_ref().map_or(0, refundable) < deducted_paise;
+        let over = next == DisputeState::Debited && guard.as_ref().map_or(0, refundable) < amounts.deducted_paise;
         if over {
             // More than the payment would be taken back: a human looks, and nothing stays held meanwhile.
-            record_review(
-                store,
-                config,
-                now,
-                json!({ "reason": "refunds and disputes would take back more than the payment", "dispute_id": dispute.id, "payment_id": dispute.payment_id, "amount_paise": deducted_paise }),
-            )
-            .await?;
+            let details = json!({ "reason": "refunds and disputes would take back more than the payment", "dispute_id": dispute.id, "payment_id": dispute.payment_id, "amount_paise": amounts.deducted_paise });
+            record_review(store, config, now, details).await?;
             next = DisputeState::Released;
         }
-        let record = DisputeRecord {
-            user_id: user_id.clone(),
-            payment_id: dispute.payment_id.clone(),
-            state: next,
-            held: if next == DisputeState::Held { amount } else { 0 },
-            updated_at: now,
-        };
-        let state_op = WriteOp::Put(Put {
-            table: Table::Main,
-            item: Item::from_record(&pk, DISPUTE_SK, &record, Some(expires_at))?,
-            condition: match &state {
-                None => Condition::NotExists,
-                Some(_) => Condition::AttrEquals("state".into(), json!(DisputeState::Held)),
-            },
-        });
-        let wallet: Wallet = store
-            .get(Table::Main, &wallet_pk, WALLET_SK)
-            .await?
-            .as_ref()
-            .map(Item::record)
-            .transpose()?
-            .unwrap_or_default();
-        let mut wallet_update = Update::new(Table::Main, &wallet_pk, WALLET_SK)
-            .when(Condition::AttrEquals("balance".into(), json!(wallet.balance)));
-        let mut ops = vec![state_op];
-        match next {
-            DisputeState::Held => wallet_update = wallet_update.add("held", amount).add("available", -amount),
-            DisputeState::Released => wallet_update = wallet_update.add("held", -held).add("available", held),
-            DisputeState::Debited => {
-                let guard = guard.as_ref().ok_or_else(|| ApiError::Internal("the payment's guard vanished".into()))?;
-                ops.push(take_refundable(guard, deducted_paise));
-                wallet_update =
-                    wallet_update.add("balance", -deducted).add("held", -held).add("available", held - deducted);
-                let entry = LedgerEntry {
-                    id: format!("txn_{}", random_suffix()),
-                    kind: LedgerKind::Dispute,
-                    amount: -deducted,
-                    balance_after: wallet.balance - deducted,
-                    reference: dispute.id.clone(),
-                    created_at: now,
-                };
-                ops.push(WriteOp::Put(Put {
-                    table: Table::Main,
-                    item: Item::from_record(&wallet_pk, time_sort_key(LEDGER_PREFIX, now), &entry, Some(expires_at))?,
-                    condition: Condition::NotExists,
-                }));
-            }
-        }
-        if next != DisputeState::Released || held > 0 {
-            ops.push(WriteOp::Update(wallet_update));
-        }
+        let wallet = store.wallet(&user_id).await?;
+        let change = DisputeChange { dispute, user_id: &user_id, previous: state.as_ref(), next, amounts, wallet, now };
+        let ops = change.ops(guard.as_ref(), payment_expiry(config, now))?;
         if store.transact(ops).await.applied()?.is_some() {
             tracing::warn!(%user_id, dispute_id = %dispute.id, payment_id = %dispute.payment_id, state = ?next, "dispute applied");
             sync_closed_wallet(store, config, clock, &user_id).await?;
@@ -864,6 +785,126 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
         }
     }
     Err(ApiError::Unavailable("the wallet is too busy to apply the dispute; it will be retried".into()))
+}
+
+/// What a dispute event asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DisputeStep {
+    Hold,
+    Release,
+    Debit,
+}
+
+impl DisputeStep {
+    fn of(event: &str) -> Option<Self> {
+        match event {
+            "payment.dispute.created" => Some(Self::Hold),
+            "payment.dispute.won" | "payment.dispute.closed" => Some(Self::Release),
+            "payment.dispute.lost" => Some(Self::Debit),
+            _ => None,
+        }
+    }
+
+    /// The state this step moves a dispute to from `current`, or `None` when it changes nothing.
+    fn next(self, current: Option<DisputeState>) -> Option<DisputeState> {
+        match (self, current) {
+            (Self::Hold, None) => Some(DisputeState::Held),
+            (Self::Release, None | Some(DisputeState::Held)) => Some(DisputeState::Released),
+            (Self::Debit, None | Some(DisputeState::Held)) => Some(DisputeState::Debited),
+            _ => None,
+        }
+    }
+}
+
+/// A dispute's amounts, checked against the payment it disputes.
+#[derive(Debug, Clone, Copy)]
+struct DisputeAmounts {
+    /// What a held dispute holds, wallet units.
+    held: i64,
+    /// What a lost dispute takes: what Razorpay deducted (or the disputed amount), paise and units.
+    deducted_paise: i64,
+    deducted: i64,
+}
+
+impl DisputeAmounts {
+    fn of(dispute: &crate::razorpay::Dispute, credited_paise: i64) -> Option<Self> {
+        let deducted_paise = if dispute.amount_deducted > 0 { dispute.amount_deducted } else { dispute.amount };
+        let fits = |paise: i64| paise > 0 && paise <= credited_paise;
+        if dispute.currency != "INR" || !fits(dispute.amount) || !fits(deducted_paise) {
+            return None;
+        }
+        Some(Self { held: paise_to_units(dispute.amount)?, deducted_paise, deducted: paise_to_units(deducted_paise)? })
+    }
+}
+
+/// One move of a dispute's state, with what it does to the wallet.
+struct DisputeChange<'a> {
+    dispute: &'a crate::razorpay::Dispute,
+    user_id: &'a str,
+    previous: Option<&'a DisputeRecord>,
+    next: DisputeState,
+    amounts: DisputeAmounts,
+    wallet: Wallet,
+    now: DateTime<Utc>,
+}
+
+impl DisputeChange<'_> {
+    /// The transaction: the dispute's new state (conditioned on the one read), the wallet (conditioned on its
+    /// balance) and, for a loss, the ledger entry and the payment's refundable count.
+    fn ops(&self, guard: Option<&Item>, expires_at: i64) -> ApiResult<Vec<WriteOp>> {
+        let (wallet_pk, amounts) = (user_pk(self.user_id), self.amounts);
+        let held = self.previous.filter(|s| s.state == DisputeState::Held).map_or(0, |s| s.held);
+        let record = DisputeRecord {
+            user_id: self.user_id.to_owned(),
+            payment_id: self.dispute.payment_id.clone(),
+            state: self.next,
+            held: if self.next == DisputeState::Held { amounts.held } else { 0 },
+            updated_at: self.now,
+        };
+        let mut ops = vec![WriteOp::Put(Put {
+            table: Table::Main,
+            item: Item::from_record(dispute_pk(&self.dispute.id), DISPUTE_SK, &record, Some(expires_at))?,
+            condition: match self.previous {
+                None => Condition::NotExists,
+                Some(_) => Condition::AttrEquals("state".into(), json!(DisputeState::Held)),
+            },
+        })];
+        let wallet_update = Update::new(Table::Main, &wallet_pk, WALLET_SK)
+            .when(Condition::AttrEquals("balance".into(), json!(self.wallet.balance)));
+        let wallet_update = match self.next {
+            DisputeState::Held => wallet_update.add("held", amounts.held).add("available", -amounts.held),
+            DisputeState::Released if held == 0 => return Ok(ops),
+            DisputeState::Released => wallet_update.add("held", -held).add("available", held),
+            DisputeState::Debited => {
+                let guard = guard.ok_or_else(|| ApiError::Internal("the payment's guard vanished".into()))?;
+                ops.push(take_refundable(guard, amounts.deducted_paise));
+                let entry = LedgerEntry {
+                    id: format!("txn_{}", random_suffix()),
+                    kind: LedgerKind::Dispute,
+                    amount: -amounts.deducted,
+                    balance_after: self.wallet.balance - amounts.deducted,
+                    reference: self.dispute.id.clone(),
+                    created_at: self.now,
+                };
+                ops.push(WriteOp::Put(Put {
+                    table: Table::Main,
+                    item: Item::from_record(
+                        &wallet_pk,
+                        time_sort_key(LEDGER_PREFIX, self.now),
+                        &entry,
+                        Some(expires_at),
+                    )?,
+                    condition: Condition::NotExists,
+                }));
+                wallet_update
+                    .add("balance", -amounts.deducted)
+                    .add("held", -held)
+                    .add("available", held - amounts.deducted)
+            }
+        };
+        ops.push(WriteOp::Update(wallet_update));
+        Ok(ops)
+    }
 }
 
 /// Creates a Razorpay order and the top-up that tracks it. Nothing is stored when Razorpay fails, so no
@@ -1220,47 +1261,71 @@ pub fn closure_ops(
     };
     let read: Wallet = item.record()?;
     let refund = read.available.max(0);
-    let mut ops = vec![WriteOp::Update(
-        Update::new(Table::Main, user_pk(user_id), WALLET_SK)
-            .set(CLOSED, json!(true))
-            .add("balance", -refund)
-            .add("available", -refund)
-            .expiry(crate::store::ExpiryChange::Set(wallet_until))
-            .when(Condition::All(vec![
-                Condition::AttrEquals("balance".into(), json!(read.balance)),
-                Condition::AttrEquals("held".into(), json!(read.held)),
-            ])),
-    )];
-    if refund > 0 {
-        let entry = LedgerEntry {
-            id: format!("txn_{}", random_suffix()),
-            kind: LedgerKind::ClosureRefund,
-            amount: -refund,
-            balance_after: read.balance - refund,
-            reference: "refund request of the closed account".into(),
-            created_at: at,
-        };
-        let request = RefundRequest {
-            user_id: user_id.to_owned(),
-            amount: refund,
-            amount_inr: format_inr(refund),
-            status: "requested".into(),
-            requested_at: at,
-            ledger_entry: entry.id.clone(),
-        };
-        let expires_at = payment_expiry(config, at);
-        ops.push(WriteOp::Put(Put {
-            table: Table::Main,
-            item: Item::from_record(user_pk(user_id), time_sort_key(LEDGER_PREFIX, at), &entry, Some(expires_at))?,
-            condition: Condition::NotExists,
-        }));
-        ops.push(WriteOp::Put(Put {
-            table: Table::Main,
-            item: Item::from_record(REFUND_REQUESTS_PK, user_id, &request, Some(expires_at))?,
-            condition: Condition::NotExists,
-        }));
-    }
+    let closing = Update::new(Table::Main, user_pk(user_id), WALLET_SK)
+        .set(CLOSED, json!(true))
+        .expiry(crate::store::ExpiryChange::Set(wallet_until));
+    let ops = refund_move(user_id, &read, None, refund, closing, (at, payment_expiry(config, at)))?;
     Ok((ops, refund))
+}
+
+/// Moves `moved` wallet units (negative: back) between the wallet and the account's refund request, in one
+/// transaction's ops: `wallet_update` (plus the move, conditioned on the balance and held read), the ledger
+/// entry, and the request (created, or changed conditioned on the amount read). Nothing but the wallet
+/// update when nothing moves.
+fn refund_move(
+    user_id: &str,
+    wallet: &Wallet,
+    request: Option<&RefundRequest>,
+    moved: i64,
+    wallet_update: Update,
+    (at, expires_at): (DateTime<Utc>, i64),
+) -> StoreResult<Vec<WriteOp>> {
+    let unchanged = Condition::All(vec![
+        Condition::AttrEquals("balance".into(), json!(wallet.balance)),
+        Condition::AttrEquals("held".into(), json!(wallet.held)),
+    ]);
+    let mut ops = vec![WriteOp::Update(wallet_update.add("balance", -moved).add("available", -moved).when(unchanged))];
+    if moved == 0 {
+        return Ok(ops);
+    }
+    let entry = LedgerEntry {
+        id: format!("txn_{}", random_suffix()),
+        kind: LedgerKind::ClosureRefund,
+        amount: -moved,
+        balance_after: wallet.balance - moved,
+        reference: "refund request of the closed account".into(),
+        created_at: at,
+    };
+    let request_op = match request {
+        Some(existing) => WriteOp::Update(
+            Update::new(Table::Main, REFUND_REQUESTS_PK, user_id)
+                .add("amount", moved)
+                .set("amount_inr", json!(format_inr(existing.amount + moved)))
+                .when(Condition::AttrEquals("amount".into(), json!(existing.amount))),
+        ),
+        None => {
+            let created = RefundRequest {
+                user_id: user_id.to_owned(),
+                amount: moved,
+                amount_inr: format_inr(moved),
+                status: "requested".into(),
+                requested_at: at,
+                ledger_entry: entry.id.clone(),
+            };
+            WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(REFUND_REQUESTS_PK, user_id, &created, Some(expires_at))?,
+                condition: Condition::NotExists,
+            })
+        }
+    };
+    ops.push(WriteOp::Put(Put {
+        table: Table::Main,
+        item: Item::from_record(user_pk(user_id), time_sort_key(LEDGER_PREFIX, at), &entry, Some(expires_at))?,
+        condition: Condition::NotExists,
+    }));
+    ops.push(request_op);
+    Ok(ops)
 }
 
 /// Keeps a closed account's refund request in step with its wallet. Money that reaches the wallet after the
@@ -1293,57 +1358,8 @@ pub async fn sync_closed_wallet<S: ItemStore + ?Sized>(
             return Ok(());
         }
         let now = clock.now();
-        let expires_at = payment_expiry(config, now);
-        let entry = LedgerEntry {
-            id: format!("txn_{}", random_suffix()),
-            kind: LedgerKind::ClosureRefund,
-            amount: -moved,
-            balance_after: wallet.balance - moved,
-            reference: "refund request of the closed account".into(),
-            created_at: now,
-        };
-        let request_op = match &request {
-            Some(existing) => WriteOp::Update(
-                Update::new(Table::Main, REFUND_REQUESTS_PK, user_id)
-                    .add("amount", moved)
-                    .set("amount_inr", json!(format_inr(existing.amount + moved)))
-                    .when(Condition::AttrEquals("amount".into(), json!(existing.amount))),
-            ),
-            None => WriteOp::Put(Put {
-                table: Table::Main,
-                item: Item::from_record(
-                    REFUND_REQUESTS_PK,
-                    user_id,
-                    &RefundRequest {
-                        user_id: user_id.to_owned(),
-                        amount: moved,
-                        amount_inr: format_inr(moved),
-                        status: "requested".into(),
-                        requested_at: now,
-                        ledger_entry: entry.id.clone(),
-                    },
-                    Some(expires_at),
-                )?,
-                condition: Condition::NotExists,
-            }),
-        };
-        let ops = vec![
-            WriteOp::Update(
-                Update::new(Table::Main, user_pk(user_id), WALLET_SK)
-                    .add("balance", -moved)
-                    .add("available", -moved)
-                    .when(Condition::All(vec![
-                        Condition::AttrEquals("balance".into(), json!(wallet.balance)),
-                        Condition::AttrEquals("held".into(), json!(wallet.held)),
-                    ])),
-            ),
-            WriteOp::Put(Put {
-                table: Table::Main,
-                item: Item::from_record(user_pk(user_id), time_sort_key(LEDGER_PREFIX, now), &entry, Some(expires_at))?,
-                condition: Condition::NotExists,
-            }),
-            request_op,
-        ];
+        let plain = Update::new(Table::Main, user_pk(user_id), WALLET_SK);
+        let ops = refund_move(user_id, &wallet, request.as_ref(), moved, plain, (now, payment_expiry(config, now)))?;
         if store.transact(ops).await.applied()?.is_some() {
             tracing::warn!(%user_id, moved, "closed account's refund request adjusted");
             return Ok(());

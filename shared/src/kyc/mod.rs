@@ -516,16 +516,7 @@ async fn store_submission<S: ItemStore + ?Sized>(
         return Err(not_verifiable());
     }
 
-    let data_key = keys.data_keys.generate().await?;
-    let mut vault_entries = Vec::new();
-    let mut references = Vec::new();
-    for (kind, number) in [(DocumentKind::Pan, pan.as_str()), (DocumentKind::Aadhaar, aadhaar.as_str())] {
-        let aad = format!("{user_id}:{}", kind.as_str());
-        let sealed = vault::seal(&data_key, keys.data_keys.provider(), number.as_bytes(), aad.as_bytes())?;
-        let reference = format!("vref_{}", random_suffix());
-        references.push(reference.clone());
-        vault_entries.push((reference, VaultEntry { user_id: user_id.to_owned(), kind, sealed, created_at: now }));
-    }
+    let vault_entries = seal_numbers(keys, user_id, (&pan, &aadhaar), now).await?;
     let (status, verified_at) = if auto { (KycStatus::Verified, Some(now)) } else { (KycStatus::Pending, None) };
     let [pan_fingerprint, aadhaar_fingerprint] = fingerprints;
     let record = KycRecord {
@@ -534,8 +525,8 @@ async fn store_submission<S: ItemStore + ?Sized>(
         name_on_pan,
         pan_masked: pan.masked(),
         aadhaar_masked: aadhaar.masked(),
-        pan_ref: references[0].clone(),
-        aadhaar_ref: references[1].clone(),
+        pan_ref: vault_entries[0].0.clone(),
+        aadhaar_ref: vault_entries[1].0.clone(),
         pan_fingerprint,
         aadhaar_fingerprint,
         submitted_at: now,
@@ -557,23 +548,43 @@ async fn store_submission<S: ItemStore + ?Sized>(
     match store.save_submission(&submission, previous.as_ref()).await {
         Ok(()) => Ok(submission.record),
         Err(WriteConflict::Store(e)) => Err(e.into()),
-        Err(WriteConflict::Conflict) => {
-            let record = &submission.record;
-            if auto
-                && claimed_elsewhere(store, user_id, &[&record.pan_fingerprint, &record.aadhaar_fingerprint]).await?
-            {
-                return Err(not_verifiable());
-            }
-            if store.kyc_record(user_id).await?.is_some_and(|r| r.status == KycStatus::Verified) {
-                return Err(already_verified());
-            }
-            Err(ApiError::Conflict {
-                code: "kyc_submission_conflict",
-                message: "another KYC change for this account happened at the same time; retry".into(),
-                param: None,
-            })
-        }
+        Err(WriteConflict::Conflict) => Err(submission_conflict(store, &submission.record, auto).await?),
     }
+}
+
+/// Seals both numbers under one fresh data key: the PAN's vault entry first, then the Aadhaar's.
+async fn seal_numbers(
+    keys: &KycKeys,
+    user_id: &str,
+    (pan, aadhaar): (&Pan, &Aadhaar),
+    now: DateTime<Utc>,
+) -> ApiResult<Vec<(String, VaultEntry)>> {
+    let data_key = keys.data_keys.generate().await?;
+    let mut entries = Vec::new();
+    for (kind, number) in [(DocumentKind::Pan, pan.as_str()), (DocumentKind::Aadhaar, aadhaar.as_str())] {
+        let aad = format!("{user_id}:{}", kind.as_str());
+        let sealed = vault::seal(&data_key, keys.data_keys.provider(), number.as_bytes(), aad.as_bytes())?;
+        let entry = VaultEntry { user_id: user_id.to_owned(), kind, sealed, created_at: now };
+        entries.push((format!("vref_{}", random_suffix()), entry));
+    }
+    Ok(entries)
+}
+
+/// Why a submission's transaction lost: a number another account verified meanwhile, a verification of
+/// this account, or any other concurrent change.
+async fn submission_conflict<S: ItemStore + ?Sized>(store: &S, record: &KycRecord, auto: bool) -> ApiResult<ApiError> {
+    let user_id = record.user_id.as_str();
+    if auto && claimed_elsewhere(store, user_id, &[&record.pan_fingerprint, &record.aadhaar_fingerprint]).await? {
+        return Ok(not_verifiable());
+    }
+    if store.kyc_record(user_id).await?.is_some_and(|r| r.status == KycStatus::Verified) {
+        return Ok(already_verified());
+    }
+    Ok(ApiError::Conflict {
+        code: "kyc_submission_conflict",
+        message: "another KYC change for this account happened at the same time; retry".into(),
+        param: None,
+    })
 }
 
 /// Records an operator's decision on a pending submission.
@@ -585,17 +596,7 @@ pub async fn decide<S: KycStore + AccountStore + ?Sized>(
     reason: Option<String>,
     operator: &str,
 ) -> ApiResult<KycRecord> {
-    let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
-    if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON_CHARS) {
-        return Err(ApiError::invalid(
-            "invalid_reason",
-            "reason",
-            format!("reason must be at most {MAX_REASON_CHARS} characters"),
-        ));
-    }
-    if decision == Decision::Reject && reason.is_none() {
-        return Err(ApiError::invalid("invalid_reason", "reason", "a rejection needs a reason the user will see"));
-    }
+    let reason = check_reason(decision, reason)?;
     let Some(mut record) = store.kyc_record(user_id).await? else {
         return Err(ApiError::NotFound { code: "kyc_not_found", message: "no KYC submission for this user".into() });
     };
@@ -639,28 +640,48 @@ pub async fn decide<S: KycStore + AccountStore + ?Sized>(
     match store.save_decision(&record, previous_revision, &audit, &releases).await {
         Ok(()) => Ok(record),
         Err(WriteConflict::Store(e)) => Err(e.into()),
-        Err(WriteConflict::Conflict) => {
-            let fingerprints = [record.pan_fingerprint.as_str(), record.aadhaar_fingerprint.as_str()];
-            if decision == Decision::Approve && claimed_elsewhere(store, user_id, &fingerprints).await? {
-                // Said to the operator only, and without the number.
-                return Err(ApiError::Conflict {
-                    code: "kyc_document_in_use",
-                    message:
-                        "a number of this submission already backs another verified account; reject it with a reason"
-                            .into(),
-                    param: None,
-                });
-            }
-            if store.account(user_id).await?.is_none_or(|a| a.status != crate::accounts::AccountStatus::Active) {
-                return Err(account_closed());
-            }
-            Err(ApiError::Conflict {
-                code: "kyc_submission_conflict",
-                message: "the submission changed while it was being decided; reload it".into(),
-                param: None,
-            })
-        }
+        Err(WriteConflict::Conflict) => Err(decision_conflict(store, &record, decision).await?),
     }
+}
+
+/// The operator's reason: trimmed, at most [`MAX_REASON_CHARS`], and required to reject.
+fn check_reason(decision: Decision, reason: Option<String>) -> ApiResult<Option<String>> {
+    let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+    if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON_CHARS) {
+        let message = format!("reason must be at most {MAX_REASON_CHARS} characters");
+        return Err(ApiError::invalid("invalid_reason", "reason", message));
+    }
+    if decision == Decision::Reject && reason.is_none() {
+        return Err(ApiError::invalid("invalid_reason", "reason", "a rejection needs a reason the user will see"));
+    }
+    Ok(reason)
+}
+
+/// Why a decision's transaction lost: a number another account verified meanwhile (said to the operator
+/// only, and without the number), the account's closure, or another change of the submission.
+async fn decision_conflict<S: KycStore + AccountStore + ?Sized>(
+    store: &S,
+    record: &KycRecord,
+    decision: Decision,
+) -> ApiResult<ApiError> {
+    let user_id = record.user_id.as_str();
+    let fingerprints = [record.pan_fingerprint.as_str(), record.aadhaar_fingerprint.as_str()];
+    if decision == Decision::Approve && claimed_elsewhere(store, user_id, &fingerprints).await? {
+        return Ok(ApiError::Conflict {
+            code: "kyc_document_in_use",
+            message: "a number of this submission already backs another verified account; reject it with a reason"
+                .into(),
+            param: None,
+        });
+    }
+    if store.account(user_id).await?.is_none_or(|a| a.status != crate::accounts::AccountStatus::Active) {
+        return Ok(account_closed());
+    }
+    Ok(ApiError::Conflict {
+        code: "kyc_submission_conflict",
+        message: "the submission changed while it was being decided; reload it".into(),
+        param: None,
+    })
 }
 
 fn account_closed() -> ApiError {
