@@ -25,7 +25,8 @@ use crate::retention::{ItemClass, Span};
 use crate::secrets::random_suffix;
 use crate::state::AppState;
 use crate::store::{
-    Condition, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, WriteOp, schema,
+    Condition, Conditional, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, WriteOp,
+    schema,
 };
 use crate::usage::UsageView;
 use crate::wallet::{self, LedgerEntry, LedgerEntryView, WALLET_SK, WalletStore, WalletView};
@@ -214,58 +215,7 @@ pub async fn correct(
     body: Map<String, Value>,
     client: &ClientInfo,
 ) -> ApiResult<Account> {
-    let mut full_name = None;
-    let mut marketing = None;
-    let mut email = None;
-    let mut password = None;
-    for (field, value) in &body {
-        let text = || {
-            value
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| ApiError::invalid("invalid_type", field, format!("{field} must be a string")))
-        };
-        match field.as_str() {
-            "full_name" => full_name = Some(check_full_name(&text()?)?),
-            "marketing_consent" => {
-                marketing = Some(value.as_bool().ok_or_else(|| {
-                    ApiError::invalid("invalid_type", field, "marketing_consent must be true or false")
-                })?)
-            }
-            "email" => email = Some(normalize_email(&text()?)?),
-            "current_password" => password = Some(text()?),
-            "pan" | "aadhaar" | "name_on_pan" => {
-                return Err(ApiError::invalid(
-                    "kyc_field",
-                    field,
-                    format!("{field} is corrected by resubmitting KYC (POST /v1/kyc), not here"),
-                ));
-            }
-            "date_of_birth" => {
-                return Err(ApiError::invalid(
-                    "not_editable",
-                    field,
-                    "date_of_birth cannot be changed here: write to the grievance officer (GET /v1/privacy) with proof",
-                ));
-            }
-            other => {
-                return Err(ApiError::invalid(
-                    "unknown_field",
-                    other,
-                    format!(
-                        "{other} is not a field of the account; editable: full_name, marketing_consent, email (with current_password)"
-                    ),
-                ));
-            }
-        }
-    }
-    if full_name.is_none() && marketing.is_none() && email.is_none() {
-        return Err(ApiError::invalid(
-            "nothing_to_change",
-            "full_name",
-            "send at least one of full_name, marketing_consent, email",
-        ));
-    }
+    let Correction { full_name, marketing, email, password } = Correction::parse(&body)?;
     let store = state.store.as_ref();
     let account = active_account(store.account(user_id).await?)?;
     let now = state.clock.now();
@@ -302,27 +252,91 @@ pub async fn correct(
     request.finish(RequestStatus::Completed, format!("corrected: {}", changed.join(", ")), now);
     ops.push(WriteOp::Update(update));
     ops.push(request.put()?);
-    match store.transact(ops).await {
-        Ok(()) => {}
-        Err(StoreError::ConditionFailed) => {
-            if let Some(new_email) = &new_email
-                && store.get(Table::Main, &email_pk(new_email), schema::sk::EMAIL).await?.is_some()
-            {
-                return Err(ApiError::Conflict {
-                    code: "email_taken",
-                    message: "an account with this email already exists".into(),
-                    param: Some("email".into()),
-                });
+    if store.transact(ops).await.applied()?.is_none() {
+        let taken = match &new_email {
+            Some(new_email) => store.get(Table::Main, &email_pk(new_email), schema::sk::EMAIL).await?.is_some(),
+            None => false,
+        };
+        return Err(if taken {
+            ApiError::Conflict {
+                code: "email_taken",
+                message: "an account with this email already exists".into(),
+                param: Some("email".into()),
             }
-            return Err(ApiError::Conflict {
+        } else {
+            ApiError::Conflict {
                 code: "account_changed",
                 message: "the account changed while this correction was applied; read it again and retry".into(),
                 param: None,
-            });
-        }
-        Err(e) => return Err(e.into()),
+            }
+        });
     }
     active_account(store.account(user_id).await?)
+}
+
+/// The fields of `PATCH /v1/account`, checked: anything else is named in a 400 that says where it is
+/// corrected instead (KYC details, the date of birth) or that it is not a field of the account.
+struct Correction {
+    full_name: Option<String>,
+    marketing: Option<bool>,
+    email: Option<String>,
+    password: Option<String>,
+}
+
+impl Correction {
+    fn parse(body: &Map<String, Value>) -> ApiResult<Self> {
+        let mut correction = Self { full_name: None, marketing: None, email: None, password: None };
+        for (field, value) in body {
+            let text = || {
+                value
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| ApiError::invalid("invalid_type", field, format!("{field} must be a string")))
+            };
+            match field.as_str() {
+                "full_name" => correction.full_name = Some(check_full_name(&text()?)?),
+                "marketing_consent" => {
+                    let flag = value.as_bool().ok_or_else(|| {
+                        ApiError::invalid("invalid_type", field, "marketing_consent must be true or false")
+                    })?;
+                    correction.marketing = Some(flag);
+                }
+                "email" => correction.email = Some(normalize_email(&text()?)?),
+                "current_password" => correction.password = Some(text()?),
+                other => return Err(not_correctable(other)),
+            }
+        }
+        if correction.full_name.is_none() && correction.marketing.is_none() && correction.email.is_none() {
+            return Err(ApiError::invalid(
+                "nothing_to_change",
+                "full_name",
+                "send at least one of full_name, marketing_consent, email",
+            ));
+        }
+        Ok(correction)
+    }
+}
+
+fn not_correctable(field: &str) -> ApiError {
+    match field {
+        "pan" | "aadhaar" | "name_on_pan" => ApiError::invalid(
+            "kyc_field",
+            field,
+            format!("{field} is corrected by resubmitting KYC (POST /v1/kyc), not here"),
+        ),
+        "date_of_birth" => ApiError::invalid(
+            "not_editable",
+            field,
+            "date_of_birth cannot be changed here: write to the grievance officer (GET /v1/privacy) with proof",
+        ),
+        other => ApiError::invalid(
+            "unknown_field",
+            other,
+            format!(
+                "{other} is not a field of the account; editable: full_name, marketing_consent, email (with current_password)"
+            ),
+        ),
+    }
 }
 
 /// `POST /v1/account/accept-policy {version}`: records the acceptance of the policy in force.
