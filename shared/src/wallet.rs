@@ -457,65 +457,25 @@ pub async fn credit_payment<S: ItemStore + ?Sized>(
         && payment.currency == topup.currency
         && payment.order_id.as_deref() == Some(topup.razorpay_order_id.as_str());
     if !matches {
-        record_review(
-            store,
-            config,
-            now,
-            json!({
-                "reason": "payment does not match the stored order",
-                "source": source,
-                "topup_id": topup.id,
-                "order_id": topup.razorpay_order_id,
-                "expected_amount_paise": topup.amount_paise,
-                "expected_currency": topup.currency,
-                "payment_id": payment.id,
-                "payment_order_id": payment.order_id,
-                "payment_amount_paise": payment.amount,
-                "payment_currency": payment.currency,
-            }),
-        )
-        .await?;
+        let details = json!({
+            "reason": "payment does not match the stored order",
+            "source": source,
+            "topup_id": topup.id,
+            "order_id": topup.razorpay_order_id,
+            "expected_amount_paise": topup.amount_paise,
+            "expected_currency": topup.currency,
+            "payment_id": payment.id,
+            "payment_order_id": payment.order_id,
+            "payment_amount_paise": payment.amount,
+            "payment_currency": payment.currency,
+        });
+        record_review(store, config, now, details).await?;
         return Ok(CreditOutcome::Mismatch);
     }
     let units = paise_to_units(topup.amount_paise).ok_or_else(|| ApiError::Internal("amount overflows".into()))?;
     let expires_at = payment_expiry(config, now);
     let guard_pk = payment_pk(&payment.id);
-    let extra = || -> StoreResult<Vec<WriteOp>> {
-        let marker = json!({
-            "user_id": topup.user_id,
-            "topup_id": topup.id,
-            "order_id": topup.razorpay_order_id,
-            "amount_paise": topup.amount_paise,
-            // What refunds and lost disputes may still take back from this payment, in all.
-            REFUNDABLE: topup.amount_paise,
-            "source": source,
-            "credited_at": now,
-        });
-        let mut paid = topup.clone();
-        paid.status = TopupStatus::Paid;
-        paid.payment_id = Some(payment.id.clone());
-        paid.paid_at = Some(now);
-        Ok(vec![
-            WriteOp::Put(Put {
-                table: Table::Main,
-                item: Item::from_record(&guard_pk, CREDIT_SK, &marker, Some(expires_at))?,
-                condition: Condition::NotExists,
-            }),
-            WriteOp::Update(
-                Update::new(Table::Main, topup_pk(&topup.id), TOPUP_SK)
-                    .set("status", json!(TopupStatus::Paid))
-                    .set("payment_id", json!(payment.id))
-                    .set("paid_at", json!(now))
-                    .when(Condition::Exists),
-            ),
-            WriteOp::Delete(Delete {
-                table: Table::Main,
-                pk: OPEN_TOPUPS_PK.into(),
-                sk: open_sk(topup),
-                condition: Condition::Always,
-            }),
-        ])
-    };
+    let extra = || credit_ops(topup, payment, source, now, expires_at);
     let change = BalanceChange {
         user_id: &topup.user_id,
         kind: LedgerKind::Topup,
@@ -534,6 +494,46 @@ pub async fn credit_payment<S: ItemStore + ?Sized>(
     apply_deferred(store, clock, config, &payment.id).await?;
     sync_closed_wallet(store, config, clock, &topup.user_id).await?;
     Ok(if credited { CreditOutcome::Credited } else { CreditOutcome::AlreadyCredited })
+}
+
+/// What a credit writes besides the balance: the payment's exactly-once guard (with what refunds and
+/// disputes may still take back), the top-up marked paid, and its entry in the open list removed.
+fn credit_ops(
+    topup: &Topup,
+    payment: &Payment,
+    source: CreditSource,
+    now: DateTime<Utc>,
+    expires_at: i64,
+) -> StoreResult<Vec<WriteOp>> {
+    let guard = json!({
+        "user_id": topup.user_id,
+        "topup_id": topup.id,
+        "order_id": topup.razorpay_order_id,
+        "amount_paise": topup.amount_paise,
+        REFUNDABLE: topup.amount_paise,
+        "source": source,
+        "credited_at": now,
+    });
+    Ok(vec![
+        WriteOp::Put(Put {
+            table: Table::Main,
+            item: Item::from_record(payment_pk(&payment.id), CREDIT_SK, &guard, Some(expires_at))?,
+            condition: Condition::NotExists,
+        }),
+        WriteOp::Update(
+            Update::new(Table::Main, topup_pk(&topup.id), TOPUP_SK)
+                .set("status", json!(TopupStatus::Paid))
+                .set("payment_id", json!(payment.id))
+                .set("paid_at", json!(now))
+                .when(Condition::Exists),
+        ),
+        WriteOp::Delete(Delete {
+            table: Table::Main,
+            pk: OPEN_TOPUPS_PK.into(),
+            sk: open_sk(topup),
+            condition: Condition::Always,
+        }),
+    ])
 }
 
 /// Marks a top-up failed, unless it already moved on (paid, expired): state only moves forward.
