@@ -152,25 +152,26 @@ pub fn profile_update(account: &Account) -> Update {
 
 /// Moves the account's email claim to `new_email` (which must be free), with the change of the profile.
 pub fn email_change_ops(account: &Account, new_email: &str) -> StoreResult<Vec<WriteOp>> {
-    use crate::store::Delete;
-    Ok(vec![
-        WriteOp::Put(Put {
-            table: Table::Main,
-            item: Item::from_record(
-                email_pk(new_email),
-                schema::sk::EMAIL,
-                &EmailClaim { user_id: account.id.clone() },
-                None,
-            )?,
-            condition: Condition::NotExists,
-        }),
-        WriteOp::Delete(Delete {
-            table: Table::Main,
-            pk: email_pk(&account.email),
-            sk: schema::sk::EMAIL.into(),
-            condition: Condition::AttrEquals("user_id".into(), serde_json::json!(account.id)),
-        }),
-    ])
+    Ok(vec![email_claim(new_email, &account.id)?, email_release(&account.email, &account.id)])
+}
+
+/// Claims `email` for the account: "one email, one account" holds because the claim must not exist yet.
+fn email_claim(email: &str, user_id: &str) -> StoreResult<WriteOp> {
+    Ok(WriteOp::Put(Put {
+        table: Table::Main,
+        item: Item::from_record(email_pk(email), schema::sk::EMAIL, &EmailClaim { user_id: user_id.to_owned() }, None)?,
+        condition: Condition::NotExists,
+    }))
+}
+
+/// Releases the account's claim on `email` (only its own).
+fn email_release(email: &str, user_id: &str) -> WriteOp {
+    WriteOp::Delete(crate::store::Delete {
+        table: Table::Main,
+        pk: email_pk(email),
+        sk: schema::sk::EMAIL.into(),
+        condition: Condition::AttrEquals("user_id".into(), serde_json::json!(user_id)),
+    })
 }
 
 /// After a closure: the account's consent records expire with the account.
@@ -198,33 +199,18 @@ pub fn require_active(user_id: &str) -> crate::store::WriteOp {
 /// The closing transaction's part for the account: the profile flips to closed (only from active, and only
 /// with the email it had when read), the password hash and marketing consent go, the profile expires with
 /// the account window and remembers the erasure request; the email claim is released.
-pub fn closure_ops(
-    account: &Account,
-    closed_at: DateTime<Utc>,
-    expires_at: i64,
-    request_sk: &str,
-) -> Vec<crate::store::WriteOp> {
-    use crate::store::{Delete, ExpiryChange, Update, WriteOp};
+pub fn closure_ops(account: &Account, closed_at: DateTime<Utc>, expires_at: i64, request_sk: &str) -> Vec<WriteOp> {
     vec![
         WriteOp::Update(
-            Update::new(Table::Main, user_pk(&account.id), PROFILE_SK)
+            profile_update(account)
                 .set("status", serde_json::json!(AccountStatus::Closed))
                 .set("closed_at", serde_json::json!(closed_at))
                 .set("closure_request", serde_json::json!(request_sk))
                 .remove("password_hash")
                 .set("marketing_consent", serde_json::json!(false))
-                .expiry(ExpiryChange::Set(expires_at))
-                .when(Condition::All(vec![
-                    Condition::AttrEquals("status".into(), serde_json::json!(AccountStatus::Active)),
-                    Condition::AttrEquals("email".into(), serde_json::json!(account.email)),
-                ])),
+                .expiry(crate::store::ExpiryChange::Set(expires_at)),
         ),
-        WriteOp::Delete(Delete {
-            table: Table::Main,
-            pk: email_pk(&account.email),
-            sk: schema::sk::EMAIL.into(),
-            condition: Condition::AttrEquals("user_id".into(), serde_json::json!(account.id)),
-        }),
+        email_release(&account.email, &account.id),
     ]
 }
 
@@ -250,16 +236,7 @@ impl<T: ItemStore + ?Sized> AccountStore for T {
     async fn create_account(&self, account: &Account, consent: &Consent) -> Result<(), CreateAccountError> {
         let pk = user_pk(&account.id);
         let ops = vec![
-            WriteOp::Put(Put {
-                table: Table::Main,
-                item: Item::from_record(
-                    email_pk(&account.email),
-                    schema::sk::EMAIL,
-                    &EmailClaim { user_id: account.id.clone() },
-                    None,
-                )?,
-                condition: Condition::NotExists,
-            }),
+            email_claim(&account.email, &account.id)?,
             WriteOp::Put(Put {
                 table: Table::Main,
                 item: Item::from_record(&pk, PROFILE_SK, account, None)?,

@@ -313,27 +313,21 @@ impl RazorpayClient {
         self.config.current().await
     }
 
-    /// Checks a webhook's signature; when it fails, the secret is re-read once (it may just have been
-    /// rotated) and the check repeated.
+    /// Checks a webhook's signature.
     pub async fn verify_webhook(&self, raw_body: &[u8], presented: &str) -> bool {
-        if verify_webhook_signature(self.config().await.webhook_secret.expose(), raw_body, presented) {
-            return true;
-        }
-        match self.config.reread_early().await {
-            Some(config) => verify_webhook_signature(config.webhook_secret.expose(), raw_body, presented),
-            None => false,
-        }
+        self.verify(|config| verify_webhook_signature(config.webhook_secret.expose(), raw_body, presented)).await
     }
 
-    /// Checks the Checkout handler's signature, with the same one re-read as webhooks.
+    /// Checks the Checkout handler's signature.
     pub async fn verify_checkout(&self, order_id: &str, payment_id: &str, presented: &str) -> bool {
-        let verify = |config: &RazorpayConfig| {
-            verify_checkout_signature(config.key_secret.expose(), order_id, payment_id, presented)
-        };
-        if verify(&*self.config().await) {
-            return true;
-        }
-        self.config.reread_early().await.is_some_and(|config| verify(&config))
+        self.verify(|config| verify_checkout_signature(config.key_secret.expose(), order_id, payment_id, presented))
+            .await
+    }
+
+    /// Runs a signature check with the current keys; when it fails, the keys are re-read once (they may just
+    /// have been rotated) and the check repeated.
+    async fn verify(&self, check: impl Fn(&RazorpayConfig) -> bool) -> bool {
+        check(&*self.config().await) || self.config.reread_early().await.is_some_and(|config| check(&config))
     }
 
     async fn send<T: serde::de::DeserializeOwned>(

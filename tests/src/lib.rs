@@ -202,20 +202,29 @@ impl TestApi {
     /// Adds `rupees` to a signed-in user's wallet the way a customer does: a top-up, a captured payment at
     /// the Razorpay stand-in and its signed webhook.
     pub async fn fund(&self, token: &str, rupees: i64) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let order = self.open_topup(token, rupees * 100).await?;
+        let payment = self.razorpay.pay(&order, "captured", None).ok_or("unknown order")?;
+        self.razorpay.deliver(&self.razorpay.payment_webhook("payment.captured", &payment)).await.ok_or("delivery")?;
+        Ok(())
+    }
+
+    /// Opens a top-up of `paise` through the API and returns its Razorpay order id (nothing is paid yet).
+    pub async fn open_topup(
+        &self,
+        token: &str,
+        paise: i64,
+    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
         let topup: serde_json::Value = self
             .http
             .post(self.url("/v1/wallet/topups"))
             .bearer_auth(token)
-            .json(&serde_json::json!({ "amount_paise": rupees * 100 }))
+            .json(&serde_json::json!({ "amount_paise": paise }))
             .send()
             .await?
             .error_for_status()?
             .json()
             .await?;
-        let order = topup["razorpay_order_id"].as_str().unwrap_or_default();
-        let payment = self.razorpay.pay(order, "captured", None).ok_or("unknown order")?;
-        self.razorpay.deliver(&self.razorpay.payment_webhook("payment.captured", &payment)).await.ok_or("delivery")?;
-        Ok(())
+        Ok(topup["razorpay_order_id"].as_str().ok_or("no order id")?.to_owned())
     }
 
     /// Asserts the money invariant, the wallet balance equals the sum of its ledger, and returns the balance.

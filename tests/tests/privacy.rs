@@ -374,11 +374,11 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
         .await?
         .error_for_status()?;
     // Payments: a paid top-up and a partial refund of it, an unpaid top-up, a short payment held for review.
-    let paid = create_topup(&api, &token, 10_000).await?;
+    let paid = api.open_topup(&token, 10_000).await?;
     let payment = api.razorpay.pay(&paid, "captured", None).ok_or("order")?;
     api.razorpay.deliver(&api.razorpay.payment_webhook("payment.captured", &payment)).await.ok_or("delivery")?;
     api.razorpay.deliver(&api.razorpay.refund_webhook(&payment, 1_000)).await.ok_or("delivery")?;
-    let unpaid = create_topup(&api, &token, 20_000).await?;
+    let unpaid = api.open_topup(&token, 20_000).await?;
     let short = api.razorpay.pay(&unpaid, "captured", Some(100)).ok_or("order")?;
     api.razorpay.deliver(&api.razorpay.payment_webhook("payment.captured", &short)).await.ok_or("delivery")?;
     chat(&api, &api.create_key(&token, "k").await?).await?.error_for_status()?;
@@ -455,21 +455,6 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
     assert!(kept.contains(&ItemClass::RefundRequest), "the unspent balance awaits its refund");
     assert!(kept.contains(&ItemClass::Account) && kept.contains(&ItemClass::KycDecision));
     Ok(())
-}
-
-/// Creates a top-up of `paise` and returns its Razorpay order id.
-async fn create_topup(api: &TestApi, token: &str, paise: i64) -> Res<String> {
-    let topup: Value = api
-        .http
-        .post(api.url("/v1/wallet/topups"))
-        .bearer_auth(token)
-        .json(&json!({ "amount_paise": paise }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(topup["razorpay_order_id"].as_str().ok_or("no order id")?.to_owned())
 }
 
 async fn expired_items_are_invisible_to_every_read(backend: Backend) -> TestResult {

@@ -346,25 +346,6 @@ async fn submissions_are_limited_and_never_echo_a_number(backend: Backend) -> Te
     Ok(())
 }
 
-/// Opens a top-up of `paise` and returns its Razorpay order id.
-async fn open_topup(
-    api: &TestApi,
-    token: &str,
-    paise: i64,
-) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-    let topup: Value = api
-        .http
-        .post(api.url("/v1/wallet/topups"))
-        .bearer_auth(token)
-        .json(&json!({ "amount_paise": paise }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(topup["razorpay_order_id"].as_str().unwrap_or_default().to_owned())
-}
-
 async fn refund_request(api: &TestApi, user: &str) -> Result<i64, Box<dyn std::error::Error + Send + Sync>> {
     let request = shared::wallet::refund_request(api.state.store.as_ref(), user).await?;
     Ok(request.map_or(0, |r| r.amount))
@@ -419,10 +400,10 @@ async fn a_verification_racing_the_closure_leaves_no_claim_behind(backend: Backe
 async fn money_moving_after_a_closure_keeps_the_refund_request_true(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (user, token) = api.verified_user("after@example.in").await?;
-    let topup = open_topup(&api, &token, 30_000).await?;
+    let topup = api.open_topup(&token, 30_000).await?;
     let payment = api.razorpay.pay(&topup, "captured", None).ok_or("order")?;
     api.razorpay.deliver(&api.razorpay.payment_webhook("payment.captured", &payment)).await.ok_or("delivery")?;
-    let late = open_topup(&api, &token, 20_000).await?;
+    let late = api.open_topup(&token, 20_000).await?;
     assert_eq!(close(&api, &token).await?.status(), StatusCode::ACCEPTED);
     let rupee = UNITS_PER_RUPEE;
     assert_eq!(refund_request(&api, &user).await?, 300 * rupee);
@@ -450,7 +431,7 @@ async fn money_moving_after_a_closure_keeps_the_refund_request_true(backend: Bac
 async fn a_closure_before_any_payment_still_refunds_a_late_one(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (user, token) = api.verified_user("early-close@example.in").await?;
-    let topup = open_topup(&api, &token, 15_000).await?;
+    let topup = api.open_topup(&token, 15_000).await?;
     let closed: Value = close(&api, &token).await?.json().await?;
     assert_eq!(closed["refund_requested"], 0);
     let payment = api.razorpay.pay(&topup, "captured", None).ok_or("order")?;
