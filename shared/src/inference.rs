@@ -11,13 +11,14 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::billing::{self, BalanceHints, Hold, UsageRecord};
 use crate::catalog::{Catalog, Model, OUTPUT_CAP_PARAMS, Route};
 use crate::env::var;
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{KeyOwner, KeyStore};
 use crate::runtime_secrets::{self, MIN_PROVIDER_KEY, Rotating, SecretSource};
 use crate::secrets::{SecretString, sha256_hex};
+use crate::usage::UsageRecord;
+use crate::wallet::holds::{self, BalanceHints, Hold};
 
 /// A revoked or expired key keeps working for at most this long (the cache's lifetime).
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
@@ -730,9 +731,9 @@ async fn settle_call(state: &CallContext, facts: CallFacts<'_>, usage: Usage, st
         created_at: state.clock.now(),
     };
     let cost = model.cost(usage.prompt_tokens, usage.completion_tokens);
-    let expiry = billing::expiries(&state.config, state.clock.now());
+    let expiry = holds::expiries(&state.config, state.clock.now());
     let deadline = facts.prepared.settle_deadline();
-    billing::settle(state.store.as_ref(), facts.balances, facts.hold, cost, record, expiry, deadline).await
+    holds::settle(state.store.as_ref(), facts.balances, facts.hold, cost, record, expiry, deadline).await
 }
 
 /// A finished non-streaming call: the upstream's JSON with our model id, ready to send.
@@ -754,7 +755,7 @@ pub enum Answer {
 pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepared: Prepared) -> ApiResult<Answer> {
     let started = Instant::now();
     let (store, balances) = (state.store.as_ref(), gateway.balances.as_ref());
-    let held_call = billing::HeldCall {
+    let held_call = holds::HeldCall {
         request_id: prepared.request_id.clone(),
         key_id: owner.key_id.clone(),
         model: prepared.model.id.clone(),
@@ -762,8 +763,7 @@ pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepa
         completion_tokens: prepared.max_tokens,
     };
     let clock = state.clock.as_ref();
-    let hold =
-        billing::place_call_hold(store, clock, balances, &owner.user_id, prepared.max_cost(), &held_call).await?;
+    let hold = holds::place_call_hold(store, clock, balances, &owner.user_id, prepared.max_cost(), &held_call).await?;
     let attempt = match forward(gateway, &prepared).await {
         Ok(attempt) => attempt,
         Err(e) => {
@@ -811,7 +811,7 @@ pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepa
 /// left behind would be charged in full by the sweeper.
 async fn release_unused(state: &CallContext, hold: &Hold) {
     for attempt in 0..3u32 {
-        match billing::release(state.store.as_ref(), &hold.user_id, &hold.id, hold.amount).await {
+        match holds::release(state.store.as_ref(), &hold.user_id, &hold.id, hold.amount).await {
             Ok(_) => return,
             Err(e) => {
                 tracing::error!(error = %e, hold_id = %hold.id, attempt, "releasing an unused hold failed");

@@ -3,7 +3,6 @@
 
 pub mod accounts;
 pub mod auth;
-pub mod billing;
 pub mod blobs;
 pub mod body;
 pub mod catalog;

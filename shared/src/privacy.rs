@@ -17,7 +17,6 @@ use crate::accounts::{
     normalize_email, time_sort_key, timestamp, user_pk,
 };
 use crate::auth::{LoginAttemptView, LoginStore};
-use crate::billing::UsageRecord;
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{ApiKeyView, KeyStore};
 use crate::kyc::{self, DocumentKind, KycStore};
@@ -28,8 +27,9 @@ use crate::store::{
     Condition, Conditional, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, WriteOp,
     schema,
 };
+use crate::usage::UsageRecord;
 use crate::usage::UsageView;
-use crate::wallet::{self, LedgerEntry, LedgerEntryView, WALLET_SK, WalletStore, WalletView};
+use crate::wallet::{self, LedgerEntry, LedgerEntryView, TopupStore, WALLET_SK, WalletStore, WalletView};
 
 /// The DPDP Act's outer limit for answering a data principal's request.
 pub const RESPONSE_DAYS: i64 = 30;

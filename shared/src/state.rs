@@ -1,15 +1,14 @@
 //! What every handler gets: the store, the configuration, the clock and the KYC keys, built once per
 //! process (once per Lambda cold start) and shared by reference.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use crate::blobs::{BlobStore, LocalBlobs, S3Blobs};
+use crate::blobs::{BlobStore, S3Blobs};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, var};
 use crate::error::ApiError;
 pub use crate::kyc::KycKeys;
-use crate::kyc::vault::{Fingerprinter, KmsDataKeys, load_or_create_key_file};
+use crate::kyc::vault::{Fingerprinter, KmsDataKeys};
 use crate::razorpay::{RazorpayClient, RazorpayConfig};
 use crate::runtime_secrets::{self, MIN_OPERATOR_TOKEN, Rotating, SecretSource, SecretsManagerSource};
 use crate::secrets::SecretString;
@@ -187,7 +186,7 @@ impl AppState {
     /// blob download links point at `public_base` (the local server's address).
     #[cfg(feature = "embedded")]
     pub fn embedded(
-        data_dir: &Path,
+        data_dir: &std::path::Path,
         config: Config,
         public_base: &str,
     ) -> Result<(Self, crate::store::sqlite::SqliteStore), BoxError> {
@@ -196,10 +195,10 @@ impl AppState {
         let store = crate::store::sqlite::SqliteStore::open(&data_dir.join("inferex.sqlite3"), Arc::clone(&clock))?;
         let keys = KycKeys::from_key_files(&data_dir.join("keys"))?;
         let state = Self::new(Arc::new(store.clone()), config, clock).with_kyc_keys(keys).with_blobs(Arc::new(
-            LocalBlobs::new(
+            crate::blobs::LocalBlobs::new(
                 &data_dir.join("blobs"),
                 public_base,
-                load_or_create_key_file(&data_dir.join("keys").join("blob-links.key"))?.to_vec(),
+                crate::kyc::vault::load_or_create_key_file(&data_dir.join("keys").join("blob-links.key"))?.to_vec(),
             ),
         ));
         Ok((state, store))

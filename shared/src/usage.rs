@@ -1,5 +1,5 @@
 //! Usage logs as the account sees them: a filtered, newest-first list and per-day or per-model summaries.
-//! Entries live at `USER#<id>` / `USAGE#<millis>#<rand>` (written by the settlement) for 12 months.
+//! Entries live at `USER#<id>` / `USAGE#<millis>#<rand>` (written by [`entry_put`] in the settlement's transaction) for 12 months.
 
 use std::collections::BTreeMap;
 
@@ -7,15 +7,65 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{timestamp, today_in_india, user_pk};
-use crate::billing::UsageRecord;
 use crate::error::{ApiError, ApiResult};
 use crate::money::format_inr;
-use crate::store::{Item, ItemStore, Query, SortKeyRange, StoreResult, Table};
+use crate::store::{Condition, Item, ItemStore, Put, Query, SortKeyRange, StoreResult, Table, WriteOp};
 
 const USAGE_PREFIX: &str = crate::store::schema::prefix::USAGE;
 /// How many stored entries one summary may read (about 12 months of a busy account's traffic would be
 /// more; summaries over such ranges should use shorter windows).
 const SUMMARY_SCAN_LIMIT: usize = 200_000;
+
+/// What a call used, as logged (never any prompt or completion text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub id: String,
+    pub key_id: String,
+    pub model: String,
+    pub provider: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    /// Charged, in wallet units.
+    pub cost: i64,
+    pub latency_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<u64>,
+    pub status: String,
+    pub estimated: bool,
+    /// How much of `cost` exceeded the hold (a provider report above the request's bound); 0 normally.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub over_hold: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// The usage entry of the call settled under hold `hold_id` (`<millis>_<rand>` becomes `USAGE#<millis>#<rand>`):
+/// one entry per hold, whoever settles it.
+fn entry_sort_key(hold_id: &str) -> String {
+    crate::store::schema::prefixed(USAGE_PREFIX, &hold_id.replacen('_', "#", 1))
+}
+
+/// Writes a call's usage entry, in the settlement's transaction; fails there if the hold's entry exists.
+pub(crate) fn entry_put(user_id: &str, hold_id: &str, record: &UsageRecord, expires_at: i64) -> StoreResult<WriteOp> {
+    Ok(WriteOp::Put(Put {
+        table: Table::Main,
+        item: Item::from_record(user_pk(user_id), entry_sort_key(hold_id), record, Some(expires_at))?,
+        condition: Condition::NotExists,
+    }))
+}
+
+/// The usage entry written for hold `hold_id`, if its settlement committed.
+pub(crate) async fn entry<S: ItemStore + ?Sized>(
+    store: &S,
+    user_id: &str,
+    hold_id: &str,
+) -> StoreResult<Option<UsageRecord>> {
+    store.get(Table::Main, &user_pk(user_id), &entry_sort_key(hold_id)).await?.map(|i| i.record()).transpose()
+}
 
 /// Query parameters shared by the list and the summary.
 #[derive(Debug, Deserialize, Default)]

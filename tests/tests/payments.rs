@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::clock::Clock;
 use shared::money::UNITS_PER_RUPEE;
-use shared::wallet::{self, WalletStore};
+use shared::wallet::{self, TopupStore, WalletStore};
 
 on_both_stores!(
     topups_are_gated_validated_and_never_payable_without_an_order,

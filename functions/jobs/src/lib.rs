@@ -3,7 +3,7 @@
 //!   through the same exactly-once path as webhooks; those unpaid after 24 hours expire;
 //! - the stale-hold sweeper: inference holds older than the inference function's timeout belong to calls
 //!   whose process died before settling; they are charged what the call recorded, or the whole hold
-//!   (`shared::billing::sweep_stale_holds`).
+//!   (`shared::wallet::holds::sweep_stale_holds`).
 //!
 //! - closure follow-up: closures whose request could not finish deleting keys and exports after the
 //!   commit are finished (`shared::privacy::finish_pending_closures`).
@@ -16,8 +16,8 @@ use std::time::Duration as StdDuration;
 
 use chrono::Duration;
 use serde::Serialize;
-use shared::billing::SweepReport;
 use shared::state::AppState;
+use shared::wallet::holds::SweepReport;
 use shared::wallet::{self, ReconciliationReport};
 
 /// Top-ups younger than this are left to the webhook and the Checkout callback.
@@ -60,7 +60,7 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
             report.failed_jobs.push("reconciliation");
         }
     }
-    match shared::billing::sweep_stale_holds(store, clock, &state.config, STALE_HOLD_AFTER, SWEEP_BUDGET).await {
+    match shared::wallet::holds::sweep_stale_holds(store, clock, &state.config, STALE_HOLD_AFTER, SWEEP_BUDGET).await {
         Ok(done) => report.stale_holds = done,
         Err(e) => {
             tracing::error!(error = %e, "the stale-hold sweep failed");

@@ -13,7 +13,7 @@ use shared::razorpay::{RazorpayClient, RazorpayConfig};
 use shared::secrets::SecretString;
 use shared::state::AppState;
 use shared::testing::{create_account, embedded_state, invoke_lambda};
-use shared::wallet::{Topup, TopupStatus, WalletStore};
+use shared::wallet::{Topup, TopupStatus, TopupStore, WalletStore};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

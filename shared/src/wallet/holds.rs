@@ -1,4 +1,4 @@
-//! Inference billing: hold the request's maximum cost before forwarding, settle the actual cost after, and
+//! Inference holds: hold the request's maximum cost before forwarding, settle the actual cost after, and
 //! release holds whose request died. Concurrent requests can never take a balance below zero.
 //!
 //! - **Hold** (one write, before forwarding): on the wallet item, `available -= h`, `held += h` and an
@@ -32,19 +32,19 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::accounts::{time_sort_key, user_pk};
+use super::ledger::{LedgerEntry, LedgerKind, entry_put};
+use super::{CLOSED, WALLET_SK, WALLETS_PK};
+use crate::accounts::user_pk;
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
 use crate::secrets::random_suffix;
-use crate::store::{Condition, Conditional, Item, ItemStore, Put, Query, StoreError, Table, Update, WriteOp};
-use crate::wallet::{LedgerEntry, LedgerKind, WALLET_SK, WALLETS_PK};
+use crate::store::{Condition, Conditional, Item, ItemStore, Query, StoreError, Table, Update, WriteOp};
+use crate::usage::{self, UsageRecord};
 
 const HOLD_PREFIX: &str = "hold_";
 /// Beside each hold: the call it is for (`HeldCall`), and, once known but not yet settled, its usage.
 const HOLD_CALL_PREFIX: &str = "holdcall_";
 const HOLD_USAGE_PREFIX: &str = "holdusage_";
-/// Set on the wallet when its account closes.
-use crate::wallet::CLOSED;
 /// Backoff between settlement attempts on a busy wallet: doubling from the first to the last.
 const SETTLE_BACKOFF_FIRST: std::time::Duration = std::time::Duration::from_millis(1);
 const SETTLE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_millis(100);
@@ -126,7 +126,7 @@ pub struct PendingUsage {
 pub fn expiries(config: &crate::config::Config, now: DateTime<Utc>) -> Expiries {
     Expiries {
         usage: config.retention.until(crate::retention::Span::Usage, now),
-        ledger: crate::wallet::payment_expiry(config, now),
+        ledger: super::payment_expiry(config, now),
     }
 }
 
@@ -216,44 +216,11 @@ async fn hold_for<S: ItemStore + ?Sized>(
     }
 }
 
-/// What a call used, as logged (never any prompt or completion text).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UsageRecord {
-    pub id: String,
-    pub key_id: String,
-    pub model: String,
-    pub provider: String,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-    /// Charged, in wallet units.
-    pub cost: i64,
-    pub latency_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ttft_ms: Option<u64>,
-    pub status: String,
-    pub estimated: bool,
-    /// How much of `cost` exceeded the hold (a provider report above the request's bound); 0 normally.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub over_hold: i64,
-    pub created_at: DateTime<Utc>,
-}
-
-fn is_zero(n: &i64) -> bool {
-    *n == 0
-}
-
 /// When the entries a settlement writes expire (epoch seconds): the usage log and the ledger entry.
 #[derive(Debug, Clone, Copy)]
 pub struct Expiries {
     pub usage: i64,
     pub ledger: i64,
-}
-
-/// The usage entry's sort key, derived from the hold (`<millis>_<rand>` becomes `<millis>#<rand>`): the
-/// live settlement, a repeat of it and the sweeper all write this one key, so at most one of them commits.
-fn usage_sort_key(hold: &Hold) -> String {
-    crate::store::schema::prefixed(crate::store::schema::prefix::USAGE, &hold.id.replacen('_', "#", 1))
 }
 
 /// Settles a hold: charges `cost` in full, writes the ledger entry and the usage log in the same
@@ -282,7 +249,6 @@ pub async fn settle<S: ItemStore + ?Sized>(
             "the provider reported more than the hold; charged in full"
         );
     }
-    let usage_key = usage_sort_key(hold);
     let mut expected_balance = hints.get(&hold.user_id).unwrap_or(hold.balance);
     let mut backoff: Option<std::time::Duration> = None;
     let mut recorded = false;
@@ -299,33 +265,16 @@ pub async fn settle<S: ItemStore + ?Sized>(
             Condition::AttrEquals("balance".into(), json!(expected_balance)),
             Condition::AttrAtLeast(hold.attr(), 0),
         ];
-        let entry = LedgerEntry {
-            id: format!("txn_{}", random_suffix()),
-            kind: LedgerKind::Usage,
-            amount: -charge,
-            balance_after: expected_balance.saturating_sub(charge),
-            reference: usage.id.clone(),
-            created_at: usage.created_at,
-        };
         let mut ops = vec![
             WriteOp::Update(wallet.when(Condition::All(conditions))),
-            WriteOp::Put(Put {
-                table: Table::Main,
-                item: Item::from_record(user_pk(&hold.user_id), usage_key.clone(), &usage, Some(expiries.usage))?,
-                condition: Condition::NotExists,
-            }),
+            // Keyed on the hold: the live settlement, a repeat of it and the sweeper all write this one
+            // entry, so at most one of them commits.
+            usage::entry_put(&hold.user_id, &hold.id, &usage, expiries.usage)?,
         ];
         if charge > 0 {
-            ops.push(WriteOp::Put(Put {
-                table: Table::Main,
-                item: Item::from_record(
-                    user_pk(&hold.user_id),
-                    time_sort_key(crate::store::schema::prefix::LEDGER, usage.created_at),
-                    &entry,
-                    Some(expiries.ledger),
-                )?,
-                condition: Condition::NotExists,
-            }));
+            let balance_after = expected_balance.saturating_sub(charge);
+            let entry = LedgerEntry::new(LedgerKind::Usage, -charge, balance_after, &usage.id, usage.created_at);
+            ops.push(entry_put(&hold.user_id, &entry, expiries.ledger)?);
         }
         match store.transact(ops).await {
             Ok(()) => {
@@ -334,8 +283,8 @@ pub async fn settle<S: ItemStore + ?Sized>(
             }
             Err(StoreError::ConditionFailed) => {
                 // This settlement already committed (its answer was lost and the write repeated)?
-                if let Some(done) = store.get(Table::Main, &user_pk(&hold.user_id), &usage_key).await? {
-                    return Ok(done.record()?);
+                if let Some(done) = usage::entry(store, &hold.user_id, &hold.id).await? {
+                    return Ok(done);
                 }
                 // Another balance change got in first, or the hold was swept. Back off first, then look at
                 // the wallet again and retry at once: the balance read right before the retry is the one
@@ -494,7 +443,7 @@ pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
             }
             // A closed account's wallet: what its calls left unused goes to its refund request.
             if item.attrs.get(CLOSED) == Some(&json!(true))
-                && let Err(e) = crate::wallet::sync_closed_wallet(store, config, clock, user_id).await
+                && let Err(e) = super::sync_closed_wallet(store, config, clock, user_id).await
             {
                 tracing::error!(%user_id, error = %e, "closed wallet not synced with its refund request this run");
             }
