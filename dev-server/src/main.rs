@@ -44,42 +44,8 @@ async fn main() -> Result<(), BoxError> {
     } else {
         tracing::warn!(%addr, "not a loopback address: no stand-ins are mounted; without Razorpay credentials and provider keys, top-ups and models are unavailable (INFEREX_DEV_STANDINS=1 mounts them anyway)");
     }
-    let (state, standin) = match RazorpayConfig::from_env()? {
-        Some(config) => (state.with_razorpay(RazorpayClient::new(config)?), None),
-        None if !standins => (state, None),
-        None => {
-            tracing::info!("no Razorpay credentials: using the local Razorpay stand-in at /_razorpay");
-            let standin = StandIn::new(StandInConfig {
-                key_id: STANDIN_KEY_ID.into(),
-                key_secret: STANDIN_KEY_SECRET.into(),
-                webhook_secret: STANDIN_WEBHOOK_SECRET.into(),
-                webhook_url: Some(format!("http://{addr}/v1/webhooks/razorpay")),
-            });
-            let client = RazorpayClient::new(RazorpayConfig {
-                key_id: STANDIN_KEY_ID.into(),
-                key_secret: SecretString::new(STANDIN_KEY_SECRET),
-                webhook_secret: SecretString::new(STANDIN_WEBHOOK_SECRET),
-                api_base: format!("http://{addr}/_razorpay"),
-            })?;
-            (state.with_razorpay(client), Some(standin))
-        }
-    };
-    // Model providers: the real ones when configured, else a local OpenAI-compatible stand-in for both.
-    let mut providers = Providers::from_env()?;
-    let no_providers = var::<String>("CEREBRAS_API_KEY")?.is_none() && var::<String>("NEEVCLOUD_BASE_URL")?.is_none();
-    let upstream = if standins && no_providers {
-        tracing::info!("no provider keys: using the local model stand-in at /_upstream");
-        for name in ["cerebras", "neevcloud"] {
-            providers.insert(Provider {
-                name: name.into(),
-                base_url: format!("http://{addr}/_upstream"),
-                api_key: None,
-            });
-        }
-        Some(Upstream::new(Duration::from_millis(20)))
-    } else {
-        None
-    };
+    let (state, standin) = with_razorpay(state, addr, standins)?;
+    let (providers, upstream) = providers(addr, standins)?;
     let state = state.with_gateway(Gateway::new(Catalog::builtin()?, providers)?);
     let mut app = if standins { dev_server::app(state.clone()) } else { dev_server::api_only(state.clone()) };
     if let Some(standin) = standin {
@@ -90,24 +56,7 @@ async fn main() -> Result<(), BoxError> {
     }
     let purger = store.spawn_purger(PURGE_EVERY);
     let checkpointer = store.spawn_checkpointer(CHECKPOINT_EVERY);
-    let jobs_state = state.clone();
-    let jobs = shared::tasks::spawn("scheduled jobs", async move {
-        let mut ticker = tokio::time::interval(JOBS_EVERY);
-        loop {
-            ticker.tick().await;
-            if let Err(e) = jobs::run(&jobs_state).await {
-                tracing::warn!(error = %e, "scheduled jobs failed");
-            }
-            // S3 deletes old exports with a lifecycle rule; the local folder does it here.
-            let export_days = u64::from(jobs_state.config.retention.export_days);
-            let cutoff = std::time::SystemTime::now() - Duration::from_secs(export_days * 86_400);
-            if let Some(local) = jobs_state.blobs.as_deref().and_then(|b| b.local())
-                && let Err(e) = local.purge_older_than("exports", cutoff).await
-            {
-                tracing::warn!(error = %e, "purging old exports failed");
-            }
-        }
-    });
+    let jobs = shared::tasks::spawn("scheduled jobs", run_jobs(state.clone()));
 
     // Streamed answers are many small writes: without TCP_NODELAY, Nagle's algorithm holds each back until
     // the previous one is acknowledged.
@@ -126,4 +75,63 @@ async fn main() -> Result<(), BoxError> {
     checkpointer.abort();
     jobs.abort();
     Ok(())
+}
+
+/// Razorpay: the real one when credentials are configured, else (where stand-ins are allowed) the local
+/// stand-in, returned for mounting.
+fn with_razorpay(state: AppState, addr: SocketAddr, standins: bool) -> Result<(AppState, Option<StandIn>), BoxError> {
+    Ok(match RazorpayConfig::from_env()? {
+        Some(config) => (state.with_razorpay(RazorpayClient::new(config)?), None),
+        None if !standins => (state, None),
+        None => {
+            tracing::info!("no Razorpay credentials: using the local Razorpay stand-in at /_razorpay");
+            let standin = StandIn::new(StandInConfig {
+                key_id: STANDIN_KEY_ID.into(),
+                key_secret: STANDIN_KEY_SECRET.into(),
+                webhook_secret: STANDIN_WEBHOOK_SECRET.into(),
+                webhook_url: Some(format!("http://{addr}/v1/webhooks/razorpay")),
+            });
+            let client = RazorpayClient::new(RazorpayConfig {
+                key_id: STANDIN_KEY_ID.into(),
+                key_secret: SecretString::new(STANDIN_KEY_SECRET),
+                webhook_secret: SecretString::new(STANDIN_WEBHOOK_SECRET),
+                api_base: format!("http://{addr}/_razorpay"),
+            })?;
+            (state.with_razorpay(client), Some(standin))
+        }
+    })
+}
+
+/// Model providers: the real ones when configured, else (where stand-ins are allowed) a local
+/// OpenAI-compatible stand-in for both, returned for mounting.
+fn providers(addr: SocketAddr, standins: bool) -> Result<(Providers, Option<Upstream>), BoxError> {
+    let mut providers = Providers::from_env()?;
+    let no_providers = var::<String>("CEREBRAS_API_KEY")?.is_none() && var::<String>("NEEVCLOUD_BASE_URL")?.is_none();
+    if !(standins && no_providers) {
+        return Ok((providers, None));
+    }
+    tracing::info!("no provider keys: using the local model stand-in at /_upstream");
+    for name in ["cerebras", "neevcloud"] {
+        providers.insert(Provider { name: name.into(), base_url: format!("http://{addr}/_upstream"), api_key: None });
+    }
+    Ok((providers, Some(Upstream::new(Duration::from_millis(20)))))
+}
+
+/// The scheduled jobs, every 15 minutes as deployed; and the old exports' purge, which S3 does with a
+/// lifecycle rule and the local folder does here.
+async fn run_jobs(state: AppState) {
+    let mut ticker = tokio::time::interval(JOBS_EVERY);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = jobs::run(&state).await {
+            tracing::warn!(error = %e, "scheduled jobs failed");
+        }
+        let export_days = u64::from(state.config.retention.export_days);
+        let cutoff = std::time::SystemTime::now() - Duration::from_secs(export_days * 86_400);
+        if let Some(local) = state.blobs.as_deref().and_then(|b| b.local())
+            && let Err(e) = local.purge_older_than("exports", cutoff).await
+        {
+            tracing::warn!(error = %e, "purging old exports failed");
+        }
+    }
 }

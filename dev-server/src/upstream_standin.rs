@@ -217,32 +217,67 @@ async fn answer(upstream: Upstream, body: Value, chat: bool) -> Response {
     if mode == Mode::Unreadable {
         return (StatusCode::OK, "<html><body>502 Bad Gateway</body></html>").into_response();
     }
-    let model = body.get("model").cloned().unwrap_or(Value::Null);
-    let mut prompt_tokens = Upstream::prompt_tokens(&body);
-    if mode == Mode::OverReport {
-        prompt_tokens *= 10;
+    let reply = Reply::new(&upstream, &body, chat, mode);
+    if body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+        reply.streamed(include_usage)
+    } else {
+        Json(reply.complete()).into_response()
     }
-    let per_choice = upstream.tokens_per_choice(&body);
-    let completion_tokens = per_choice * Upstream::generated_choices(&body);
-    let mut usage = json!({ "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens });
-    if mode == Mode::FloatUsage {
-        usage["completion_tokens"] = json!(completion_tokens as f64);
-        usage["total_tokens"] = json!((prompt_tokens + completion_tokens) as f64);
-    }
-    let returned = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
-    let generated = generate(&body, per_choice, chat);
-    let finish_reason = match (&generated.tool_call, per_choice == Upstream::output_cap(&body)) {
-        (Some(_), _) => "tool_calls",
-        (None, true) => "length",
-        (None, false) => "stop",
-    };
-    let (object, chunk_object) =
-        if chat { ("chat.completion", "chat.completion.chunk") } else { ("text_completion", "text_completion") };
+}
 
-    if !body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
-        let choices: Vec<Value> = (0..returned)
+/// One answer, before it is shaped as a whole body or a stream of events.
+struct Reply {
+    chat: bool,
+    mode: Mode,
+    model: Value,
+    usage: Value,
+    /// Choices returned (`n`).
+    returned: u64,
+    generated: Generated,
+    finish_reason: &'static str,
+}
+
+impl Reply {
+    fn new(upstream: &Upstream, body: &Value, chat: bool, mode: Mode) -> Self {
+        let mut prompt_tokens = Upstream::prompt_tokens(body);
+        if mode == Mode::OverReport {
+            prompt_tokens *= 10;
+        }
+        let per_choice = upstream.tokens_per_choice(body);
+        let completion_tokens = per_choice * Upstream::generated_choices(body);
+        let mut usage = json!({ "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens });
+        if mode == Mode::FloatUsage {
+            usage["completion_tokens"] = json!(completion_tokens as f64);
+            usage["total_tokens"] = json!((prompt_tokens + completion_tokens) as f64);
+        }
+        let generated = generate(body, per_choice, chat);
+        let finish_reason = match (&generated.tool_call, per_choice == Upstream::output_cap(body)) {
+            (Some(_), _) => "tool_calls",
+            (None, true) => "length",
+            (None, false) => "stop",
+        };
+        Self {
+            chat,
+            mode,
+            model: body.get("model").cloned().unwrap_or(Value::Null),
+            usage,
+            returned: body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1),
+            generated,
+            finish_reason,
+        }
+    }
+
+    fn chunk_object(&self) -> &'static str {
+        if self.chat { "chat.completion.chunk" } else { "text_completion" }
+    }
+
+    /// The whole answer as one body.
+    fn complete(&self) -> Value {
+        let (generated, finish_reason) = (&self.generated, self.finish_reason);
+        let choices: Vec<Value> = (0..self.returned)
             .map(|index| {
-                if !chat {
+                if !self.chat {
                     return json!({ "index": index, "text": generated.content.concat(), "finish_reason": finish_reason });
                 }
                 let mut message = json!({ "role": "assistant", "content": generated.content.concat() });
@@ -256,81 +291,101 @@ async fn answer(upstream: Upstream, body: Value, chat: bool) -> Response {
                 json!({ "index": index, "message": message, "finish_reason": finish_reason })
             })
             .collect();
-        let mut answer = json!({ "id": "cmpl-standin", "object": object, "created": 1_795_600_000, "model": model, "choices": choices });
-        if mode != Mode::NoUsage {
-            answer["usage"] = usage;
+        let object = if self.chat { "chat.completion" } else { "text_completion" };
+        let mut answer = json!({ "id": "cmpl-standin", "object": object, "created": 1_795_600_000, "model": self.model, "choices": choices });
+        if self.mode != Mode::NoUsage {
+            answer["usage"] = self.usage.clone();
         }
-        return Json(answer).into_response();
+        answer
     }
 
-    let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
-    let chunk = |choice: Value| json!({ "id": "cmpl-standin", "object": chunk_object, "created": 1_795_600_000, "model": model, "choices": [choice] });
-    let mut deltas: Vec<Value> = Vec::new();
-    for word in &generated.reasoning {
-        deltas.push(json!({ "reasoning_content": word }));
+    fn chunk(&self, choice: Value) -> Value {
+        json!({ "id": "cmpl-standin", "object": self.chunk_object(), "created": 1_795_600_000, "model": self.model, "choices": [choice] })
     }
-    if let Some((name, arguments)) = &generated.tool_call {
-        deltas.push(json!({ "tool_calls": [{ "index": 0, "id": "call_standin", "type": "function", "function": { "name": name, "arguments": "" } }] }));
-        for word in arguments {
-            deltas.push(json!({ "tool_calls": [{ "index": 0, "function": { "arguments": word } }] }));
-        }
-    }
-    let mut events: Vec<Bytes> = Vec::new();
-    let cut = matches!(mode, Mode::CutMidStream | Mode::DecoyUsageThenCut);
-    if mode == Mode::DecoyUsageThenCut {
-        events.push(sse(&json!({ "id": "cmpl-standin", "object": chunk_object, "created": 1_795_600_000, "model": model, "choices": [], "usage": { "prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1 } })));
-    }
-    let mut sent_content = 0;
-    for index in 0..returned {
-        let choice_deltas = deltas.iter().cloned().chain(generated.content.iter().map(|w| json!({ "content": w })));
-        for delta in choice_deltas {
-            if cut && sent_content == 2 {
-                break;
+
+    /// The deltas of one choice before its text: reasoning, then a tool call's name and arguments.
+    fn leading_deltas(&self) -> Vec<Value> {
+        let mut deltas: Vec<Value> =
+            self.generated.reasoning.iter().map(|word| json!({ "reasoning_content": word })).collect();
+        if let Some((name, arguments)) = &self.generated.tool_call {
+            deltas.push(json!({ "tool_calls": [{ "index": 0, "id": "call_standin", "type": "function", "function": { "name": name, "arguments": "" } }] }));
+            for word in arguments {
+                deltas.push(json!({ "tool_calls": [{ "index": 0, "function": { "arguments": word } }] }));
             }
-            sent_content += 1;
-            let choice = if chat {
-                json!({ "index": index, "delta": delta })
-            } else {
-                json!({ "index": index, "text": delta.get("content").cloned().unwrap_or(json!("")) })
-            };
-            events.push(sse(&chunk(choice)));
         }
+        deltas
     }
-    if !cut {
-        for index in 0..returned {
-            let finish = if chat {
-                json!({ "index": index, "delta": {}, "finish_reason": finish_reason })
-            } else {
-                json!({ "index": index, "text": "", "finish_reason": finish_reason })
-            };
-            events.push(sse(&chunk(finish)));
+
+    /// The answer as SSE events, shaped by the mode (cut, decoy usage, CRLF framing).
+    fn events(&self, include_usage: bool) -> Vec<Bytes> {
+        let (mode, chat) = (self.mode, self.chat);
+        let mut events: Vec<Bytes> = Vec::new();
+        let cut = matches!(mode, Mode::CutMidStream | Mode::DecoyUsageThenCut);
+        if mode == Mode::DecoyUsageThenCut {
+            events.push(sse(&json!({ "id": "cmpl-standin", "object": self.chunk_object(), "created": 1_795_600_000, "model": self.model, "choices": [], "usage": { "prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1 } })));
         }
-        if include_usage && mode != Mode::NoUsage {
-            events.push(sse(&json!({ "id": "cmpl-standin", "object": chunk_object, "created": 1_795_600_000, "model": model, "choices": [], "usage": usage })));
-        }
-        events.push(Bytes::from_static(b"data: [DONE]\n\n"));
-    }
-    if mode == Mode::CrlfFraming {
-        events =
-            events.into_iter().map(|e| Bytes::from(String::from_utf8_lossy(&e).replace("\n\n", "\r\n\r\n"))).collect();
-    }
-    // Long answers stream as fast as the connection takes them; the slow mode leaves time to hang up.
-    let pause = (mode == Mode::SlowStream).then_some(Duration::from_millis(50));
-    let stream = futures_util::stream::unfold((events.into_iter(), cut), move |(mut events, cut)| async move {
-        match events.next() {
-            Some(event) => {
-                match pause {
-                    Some(pause) => tokio::time::sleep(pause).await,
-                    None => tokio::task::yield_now().await,
+        let deltas = self.leading_deltas();
+        let mut sent_content = 0;
+        for index in 0..self.returned {
+            let choice_deltas =
+                deltas.iter().cloned().chain(self.generated.content.iter().map(|w| json!({ "content": w })));
+            for delta in choice_deltas {
+                if cut && sent_content == 2 {
+                    break;
                 }
-                Some((Ok::<_, std::io::Error>(event), (events, cut)))
+                sent_content += 1;
+                let choice = if chat {
+                    json!({ "index": index, "delta": delta })
+                } else {
+                    json!({ "index": index, "text": delta.get("content").cloned().unwrap_or(json!("")) })
+                };
+                events.push(sse(&self.chunk(choice)));
             }
-            // A cut stream ends with a transport error, as a dying upstream connection does.
-            None if cut => Some((Err(std::io::Error::other("connection reset")), (events, false))),
-            None => None,
         }
-    });
-    let mut response = Response::new(Body::from_stream(stream));
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    response
+        if !cut {
+            for index in 0..self.returned {
+                let finish = if chat {
+                    json!({ "index": index, "delta": {}, "finish_reason": self.finish_reason })
+                } else {
+                    json!({ "index": index, "text": "", "finish_reason": self.finish_reason })
+                };
+                events.push(sse(&self.chunk(finish)));
+            }
+            if include_usage && mode != Mode::NoUsage {
+                events.push(sse(&json!({ "id": "cmpl-standin", "object": self.chunk_object(), "created": 1_795_600_000, "model": self.model, "choices": [], "usage": self.usage })));
+            }
+            events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        }
+        if mode == Mode::CrlfFraming {
+            events = events
+                .into_iter()
+                .map(|e| Bytes::from(String::from_utf8_lossy(&e).replace("\n\n", "\r\n\r\n")))
+                .collect();
+        }
+        events
+    }
+
+    /// The events as a streamed response: as fast as the connection takes them (the slow mode leaves time
+    /// to hang up); a cut stream ends with a transport error, as a dying upstream connection does.
+    fn streamed(&self, include_usage: bool) -> Response {
+        let events = self.events(include_usage);
+        let cut = matches!(self.mode, Mode::CutMidStream | Mode::DecoyUsageThenCut);
+        let pause = (self.mode == Mode::SlowStream).then_some(Duration::from_millis(50));
+        let stream = futures_util::stream::unfold((events.into_iter(), cut), move |(mut events, cut)| async move {
+            match events.next() {
+                Some(event) => {
+                    match pause {
+                        Some(pause) => tokio::time::sleep(pause).await,
+                        None => tokio::task::yield_now().await,
+                    }
+                    Some((Ok::<_, std::io::Error>(event), (events, cut)))
+                }
+                None if cut => Some((Err(std::io::Error::other("connection reset")), (events, false))),
+                None => None,
+            }
+        });
+        let mut response = Response::new(Body::from_stream(stream));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        response
+    }
 }

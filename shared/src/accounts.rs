@@ -268,6 +268,15 @@ impl<T: ItemStore + ?Sized> AccountStore for T {
     }
 }
 
+/// The answer when another account has the email (signup, email change).
+pub fn email_taken() -> ApiError {
+    ApiError::Conflict {
+        code: "email_taken",
+        message: "an account with this email already exists".into(),
+        param: Some("email".into()),
+    }
+}
+
 /// The signup request body.
 #[derive(Debug, Deserialize)]
 pub struct SignupRequest {
@@ -427,11 +436,7 @@ pub async fn signup<S: AccountStore + ?Sized>(
     };
     match store.create_account(&account, &consent).await {
         Ok(()) => Ok(account),
-        Err(CreateAccountError::EmailTaken) => Err(ApiError::Conflict {
-            code: "email_taken",
-            message: "an account with this email already exists".into(),
-            param: Some("email".into()),
-        }),
+        Err(CreateAccountError::EmailTaken) => Err(email_taken()),
         Err(CreateAccountError::Store(e)) => Err(e.into()),
     }
 }

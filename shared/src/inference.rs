@@ -799,9 +799,8 @@ pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepa
         Attempt::Streaming { provider, response } => {
             let (tx, rx) = mpsc::channel(64);
             let (state, balances) = (state.clone(), gateway.balances.clone());
-            crate::tasks::spawn("stream relay", async move {
-                relay_stream(state, balances, owner, prepared, hold, provider, response, tx, started).await;
-            });
+            let call = StreamCall { state, balances, owner, prepared, hold, provider, started };
+            crate::tasks::spawn("stream relay", relay_stream(call, response, tx));
             Ok(Answer::Stream(rx))
         }
     }
@@ -821,156 +820,206 @@ async fn release_unused(state: &CallContext, hold: &Hold) {
     }
 }
 
-/// Relays an upstream SSE stream to the client, learning the usage on the way. The end of the answer (the
-/// `[DONE]` event, or the error event of a stream cut short) is sent only after settlement has committed,
-/// so a call the client saw complete has always been charged, and in Lambda the invocation lasts until it
-/// is. A client that goes away stops nothing: the upstream is read on (within the deadline) for its usage.
-#[expect(clippy::too_many_arguments, reason = "one call's facts, passed once by its only caller")]
-async fn relay_stream(
+/// One streaming call's facts, moved into the task that relays it.
+struct StreamCall {
     state: CallContext,
     balances: Arc<BalanceHints>,
     owner: KeyOwner,
     prepared: Prepared,
     hold: Hold,
     provider: String,
-    response: reqwest::Response,
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     started: Instant,
-) {
-    let mut upstream = response.bytes_stream();
-    let mut buffer = Vec::new();
-    let mut usage: Option<Usage> = None;
-    let mut generated = 0u64;
-    let mut ttft = None;
-    let mut client_gone = false;
-    let mut drain_started: Option<Instant> = None;
-    let mut finished = false;
-    let mut failed = false;
-    // An event whose data we could not read: what it generated is unknown.
-    let mut unreadable = false;
-    let mut upstream_ended = false;
-    while !finished {
-        let chunk = match upstream.next().await {
-            Some(Ok(chunk)) => chunk,
-            Some(Err(_)) => {
-                failed = true;
-                break;
-            }
-            None => {
-                // A last event without its blank line still counts.
-                upstream_ended = true;
-                if buffer.iter().all(u8::is_ascii_whitespace) {
-                    break;
-                }
-                Bytes::from_static(b"\n\n")
-            }
+}
+
+/// What reading a provider's stream has learned so far.
+#[derive(Default)]
+struct StreamReading {
+    usage: Option<Usage>,
+    /// Bytes of generated text (and tool-call arguments) seen, for an estimate when no usage is reported.
+    generated: u64,
+    /// An event whose data we could not read: what it generated is unknown.
+    unreadable: bool,
+    /// `[DONE]` was read.
+    finished: bool,
+    ttft: Option<Duration>,
+}
+
+impl StreamReading {
+    /// Reads one whole event (parsed once: for its usage, its generated text and the public model id) and
+    /// says what reaches the client.
+    fn read(&mut self, event: &[u8], prepared: &Prepared) -> Relay {
+        let Some(data) = event_data(event) else { return Relay::AsReceived };
+        if data == "[DONE]" {
+            self.finished = true;
+            return Relay::Drop;
+        }
+        let Ok(mut value) = serde_json::from_str::<Value>(&data) else {
+            self.unreadable = true;
+            return Relay::AsReceived;
         };
-        if drain_started.is_some_and(|at| at.elapsed() > DRAIN_LIMIT_TIME) {
-            break;
-        }
-        buffer.extend_from_slice(&chunk);
-        if buffer.len() > MAX_EVENT_BYTES {
-            // No event end in sight: not a stream we can read (and memory is bounded).
-            failed = true;
-            break;
-        }
-        // Relay whole events only, so that a usage chunk can be dropped.
-        while let Some(end) = find_event_end(&buffer) {
-            let event: Vec<u8> = buffer.drain(..end).collect();
-            // Each event is parsed once: for its usage, its generated text and the public model id.
-            let mut relay = Relay::AsReceived;
-            if let Some(data) = event_data(&event) {
-                if data == "[DONE]" {
-                    finished = true;
-                    relay = Relay::Drop;
-                } else if let Ok(mut value) = serde_json::from_str::<Value>(&data) {
-                    generated += generated_bytes(&value);
-                    let mut forward_event = true;
-                    if let Some(reported) = reported_usage(&value) {
-                        usage = Some(usage.map_or(reported, |seen| seen.merge(reported)));
-                        let only_usage = value.get("choices").and_then(Value::as_array).is_none_or(Vec::is_empty);
-                        forward_event = prepared.client_wants_usage || !only_usage;
-                    }
-                    if !forward_event {
-                        relay = Relay::Drop;
-                    } else if let Some(fields) = value.as_object_mut().filter(|f| f.contains_key("model")) {
-                        fields.insert("model".into(), json!(prepared.model.id));
-                        relay = Relay::Rewritten(format!("data: {value}\n\n").into_bytes());
-                    }
-                } else {
-                    unreadable = true;
-                }
-            }
-            if ttft.is_none() {
-                ttft = Some(started.elapsed());
-            }
-            let bytes = match relay {
-                Relay::AsReceived => event,
-                Relay::Rewritten(bytes) => bytes,
-                // `[DONE]` ends the reading; nothing after it is relayed.
-                Relay::Drop if finished => break,
-                Relay::Drop => continue,
-            };
-            if !client_gone && tx.send(Ok(Bytes::from(bytes))).await.is_err() {
-                client_gone = true;
-                drain_started = Some(Instant::now());
+        self.generated += generated_bytes(&value);
+        if let Some(reported) = reported_usage(&value) {
+            self.usage = Some(self.usage.map_or(reported, |seen| seen.merge(reported)));
+            let only_usage = value.get("choices").and_then(Value::as_array).is_none_or(Vec::is_empty);
+            if only_usage && !prepared.client_wants_usage {
+                return Relay::Drop;
             }
         }
-        if upstream_ended {
-            break;
+        match value.as_object_mut().filter(|f| f.contains_key("model")) {
+            Some(fields) => {
+                fields.insert("model".into(), json!(prepared.model.id));
+                Relay::Rewritten(format!("data: {value}\n\n").into_bytes())
+            }
+            None => Relay::AsReceived,
         }
     }
-    let complete = finished && !failed;
-    let status = if client_gone {
+
+    /// What the call is charged for, once the stream ended (`complete`: with `[DONE]` and no error).
+    fn usage(&self, complete: bool, prepared: &Prepared) -> Usage {
+        match self.usage {
+            // The provider's report, unless the stream did not end cleanly: a report seen before a cut may be
+            // partial (or a decoy), so then the call costs at least its upper bound.
+            Some(reported) if complete => reported,
+            Some(reported) => reported.merge(prepared.usage_upper_bound()),
+            // The whole answer was read: every generated byte counts as a token.
+            None if complete && !self.unreadable => prepared.estimated_usage(self.generated),
+            // Cut short, unreadable, or the client left before the end could be read: the provider may have
+            // generated (and billed) all it was allowed to, so the call costs its upper bound; leaving never
+            // costs less.
+            None => prepared.usage_upper_bound(),
+        }
+    }
+}
+
+/// How a relayed stream ended on the provider's side.
+struct StreamEnd {
+    /// The provider's stream ended (or failed); nothing more can be read from it.
+    upstream_ended: bool,
+    failed: bool,
+    client_gone: bool,
+}
+
+/// Relays an upstream SSE stream to the client, learning the usage on the way. The end of the answer (the
+/// `[DONE]` event, or the error event of a stream cut short) is sent only after settlement has committed,
+/// so a call the client saw complete has always been charged, and in Lambda the invocation lasts until it
+/// is. A client that goes away stops nothing: the upstream is read on (within the deadline) for its usage.
+async fn relay_stream(call: StreamCall, response: reqwest::Response, tx: mpsc::Sender<Result<Bytes, std::io::Error>>) {
+    let mut upstream = response.bytes_stream();
+    let mut reading = StreamReading::default();
+    let end = relay_events(&mut upstream, &mut reading, &call, &tx).await;
+    let complete = reading.finished && !end.failed;
+    let status = if end.client_gone {
         "client_disconnected"
     } else if complete {
         "ok"
     } else {
         "upstream_error"
     };
-    let usage = match usage {
-        // The provider's report, unless the stream did not end cleanly: a report seen before a cut may be
-        // partial (or a decoy), so then the call costs at least its upper bound.
-        Some(reported) if complete => reported,
-        Some(reported) => reported.merge(prepared.usage_upper_bound()),
-        // The whole answer was read: every generated byte counts as a token.
-        None if complete && !unreadable => prepared.estimated_usage(generated),
-        // Cut short, unreadable, or the client left before the end could be read: the provider may have
-        // generated (and billed) all it was allowed to, so the call costs its upper bound; leaving never
-        // costs less.
-        None => prepared.usage_upper_bound(),
+    let usage = reading.usage(complete, &call.prepared);
+    let StreamCall { state, balances, owner, prepared, hold, provider, started } = call;
+    let facts = CallFacts {
+        owner: &owner,
+        prepared: &prepared,
+        hold: &hold,
+        balances: &balances,
+        provider,
+        started,
+        ttft: reading.ttft,
     };
-    let request_id = prepared.request_id.clone();
-    let facts =
-        CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances: &balances, provider, started, ttft };
     if let Err(e) = settle_call(&state, facts, usage, status).await {
         // The hold, and the usage recorded beside it, leave the charge to the sweeper.
-        tracing::error!(error = %e, %request_id, "stream settlement left to the sweeper");
+        tracing::error!(error = %e, request_id = %prepared.request_id, "stream settlement left to the sweeper");
     }
-    if !client_gone {
-        let end = if complete {
+    if !end.client_gone {
+        let last = if complete {
             Bytes::from_static(b"data: [DONE]\n\n")
         } else {
             let error = json!({ "error": { "type": "api_error", "code": "upstream_error", "message": "the model provider ended the stream early", "param": null } });
             Bytes::from(format!("data: {error}\n\n"))
         };
-        let _ = tx.send(Ok(end)).await;
+        let _ = tx.send(Ok(last)).await;
     }
     drop(tx);
-    // Read the provider's stream to its end (normally nothing follows `[DONE]`), briefly and boundedly, so
-    // that its connection goes back to the pool instead of being dropped mid-body.
-    if finished && !upstream_ended {
-        let rest = async {
-            let mut read = 0usize;
-            while let Some(Ok(chunk)) = upstream.next().await {
-                read += chunk.len();
-                if read > MAX_EVENT_BYTES {
-                    break;
+    if reading.finished && !end.upstream_ended {
+        drain_rest(&mut upstream).await;
+    }
+}
+
+/// Reads the provider's events and relays whole ones to the client, until `[DONE]`, the end of the stream,
+/// an error, or (after the client left) the drain limit.
+async fn relay_events(
+    upstream: &mut (impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Unpin),
+    reading: &mut StreamReading,
+    call: &StreamCall,
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+) -> StreamEnd {
+    let mut buffer = Vec::new();
+    let mut end = StreamEnd { upstream_ended: false, failed: false, client_gone: false };
+    let mut drain_started: Option<Instant> = None;
+    while !reading.finished {
+        let chunk = match upstream.next().await {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(_)) => {
+                end.failed = true;
+                return end;
+            }
+            None => {
+                // A last event without its blank line still counts.
+                end.upstream_ended = true;
+                if buffer.iter().all(u8::is_ascii_whitespace) {
+                    return end;
                 }
+                Bytes::from_static(b"\n\n")
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), rest).await;
+        if drain_started.is_some_and(|at| at.elapsed() > DRAIN_LIMIT_TIME) {
+            return end;
+        }
+        buffer.extend_from_slice(&chunk);
+        if buffer.len() > MAX_EVENT_BYTES {
+            // No event end in sight: not a stream we can read (and memory is bounded).
+            end.failed = true;
+            return end;
+        }
+        // Relay whole events only, so that a usage chunk can be dropped.
+        while let Some(event_end) = find_event_end(&buffer) {
+            let event: Vec<u8> = buffer.drain(..event_end).collect();
+            let relay = reading.read(&event, &call.prepared);
+            if reading.ttft.is_none() {
+                reading.ttft = Some(call.started.elapsed());
+            }
+            let bytes = match relay {
+                Relay::AsReceived => event,
+                Relay::Rewritten(bytes) => bytes,
+                // `[DONE]` ends the reading; nothing after it is relayed.
+                Relay::Drop if reading.finished => break,
+                Relay::Drop => continue,
+            };
+            if !end.client_gone && tx.send(Ok(Bytes::from(bytes))).await.is_err() {
+                end.client_gone = true;
+                drain_started = Some(Instant::now());
+            }
+        }
+        if end.upstream_ended {
+            return end;
+        }
     }
+    end
+}
+
+/// Reads the provider's stream to its end (normally nothing follows `[DONE]`), briefly and boundedly, so
+/// that its connection goes back to the pool instead of being dropped mid-body.
+async fn drain_rest(upstream: &mut (impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Unpin)) {
+    let rest = async {
+        let mut read = 0usize;
+        while let Some(Ok(chunk)) = upstream.next().await {
+            read += chunk.len();
+            if read > MAX_EVENT_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), rest).await;
 }
 
 /// What happens to one upstream event on its way to the client.

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::accounts::{
-    self, Account, AccountStatus, AccountStore, AccountView, ClientInfo, PROFILE_SK, check_full_name, email_pk,
-    normalize_email, time_sort_key, timestamp, user_pk,
+    self, Account, AccountStatus, AccountStore, AccountView, ClientInfo, PROFILE_SK, check_full_name, normalize_email,
+    time_sort_key, timestamp, user_pk,
 };
 use crate::auth::{LoginAttemptView, LoginStore};
 use crate::error::{ApiError, ApiResult};
@@ -29,7 +29,7 @@ use crate::store::{
 };
 use crate::usage::UsageRecord;
 use crate::usage::UsageView;
-use crate::wallet::{self, LedgerEntry, LedgerEntryView, TopupStore, WALLET_SK, WalletStore, WalletView};
+use crate::wallet::{self, LedgerEntry, LedgerEntryView, Topup, TopupStore, WALLET_SK, WalletStore, WalletView};
 
 /// The DPDP Act's outer limit for answering a data principal's request.
 pub const RESPONSE_DAYS: i64 = 30;
@@ -253,25 +253,26 @@ pub async fn correct(
     ops.push(WriteOp::Update(update));
     ops.push(request.put()?);
     if store.transact(ops).await.applied()?.is_none() {
-        let taken = match &new_email {
-            Some(new_email) => store.get(Table::Main, &email_pk(new_email), schema::sk::EMAIL).await?.is_some(),
-            None => false,
-        };
-        return Err(if taken {
-            ApiError::Conflict {
-                code: "email_taken",
-                message: "an account with this email already exists".into(),
-                param: Some("email".into()),
-            }
-        } else {
-            ApiError::Conflict {
-                code: "account_changed",
-                message: "the account changed while this correction was applied; read it again and retry".into(),
-                param: None,
-            }
-        });
+        return Err(correction_conflict(store, new_email.as_deref()).await?);
     }
     active_account(store.account(user_id).await?)
+}
+
+/// Why a correction's transaction did not apply: the new email is taken, or the account changed meanwhile.
+async fn correction_conflict(store: &dyn ItemStore, new_email: Option<&str>) -> ApiResult<ApiError> {
+    let taken = match new_email {
+        Some(email) => store.account_by_email(email).await?.is_some(),
+        None => false,
+    };
+    Ok(if taken {
+        accounts::email_taken()
+    } else {
+        ApiError::Conflict {
+            code: "account_changed",
+            message: "the account changed while this correction was applied; read it again and retry".into(),
+            param: None,
+        }
+    })
 }
 
 /// The fields of `PATCH /v1/account`, checked: anything else is named in a 400 that says where it is
@@ -508,37 +509,9 @@ pub async fn export_document(state: &AppState, user_id: &str) -> ApiResult<Value
 
     let logins: Vec<LoginAttemptView> =
         store.login_history(user_id, 1000).await?.iter().map(LoginAttemptView::from).collect();
-    let kyc = match store.kyc_record(user_id).await? {
-        None => Value::Null,
-        Some(record) => {
-            let pan = kyc::reveal(store, state.kyc_keys()?, &record, DocumentKind::Pan).await?;
-            let decisions = all_with_prefix(store, user_id, schema::prefix::KYC_DECISION).await?;
-            json!({
-                "status": record.status,
-                "name_on_pan": record.name_on_pan,
-                "pan": pan,
-                "aadhaar_masked": record.aadhaar_masked,
-                "submitted_at": timestamp(record.submitted_at),
-                "verified_at": record.verified_at.map(timestamp),
-                "rejection_reason": record.rejection_reason,
-                "decisions": records(&decisions)?,
-            })
-        }
-    };
+    let kyc = kyc_export(state, user_id).await?;
     let keys: Vec<ApiKeyView> = store.keys(user_id).await?.iter().map(|(_, r)| ApiKeyView::from(r)).collect();
-    let mut topups = Vec::new();
-    for index in all_with_prefix(store, user_id, schema::prefix::TOPUP).await? {
-        if let Some(id) = index.attrs.get("topup_id").and_then(Value::as_str)
-            && let Some(topup) = store.topup(id).await?
-        {
-            topups.push(topup);
-        }
-    }
-    let ledger: Vec<LedgerEntryView> = all_with_prefix(store, user_id, schema::prefix::LEDGER)
-        .await?
-        .iter()
-        .map(|i| i.record::<LedgerEntry>().map(|e| LedgerEntryView::from(&e)))
-        .collect::<StoreResult<_>>()?;
+    let (topups, ledger) = payments_export(store, user_id).await?;
     // Usage and requests appear as the API shows them (rupee amounts, RFC 3339 times).
     let usage: Vec<UsageView> = all_with_prefix(store, user_id, schema::prefix::USAGE)
         .await?
@@ -565,6 +538,46 @@ pub async fn export_document(state: &AppState, user_id: &str) -> ApiResult<Value
         "usage": usage,
         "privacy_requests": requests,
     }))
+}
+
+/// The export's KYC part: the record with the PAN revealed to its owner, and the operators' decisions.
+async fn kyc_export(state: &AppState, user_id: &str) -> ApiResult<Value> {
+    let store = state.store.as_ref();
+    Ok(match store.kyc_record(user_id).await? {
+        None => Value::Null,
+        Some(record) => {
+            let pan = kyc::reveal(store, state.kyc_keys()?, &record, DocumentKind::Pan).await?;
+            let decisions = all_with_prefix(store, user_id, schema::prefix::KYC_DECISION).await?;
+            json!({
+                "status": record.status,
+                "name_on_pan": record.name_on_pan,
+                "pan": pan,
+                "aadhaar_masked": record.aadhaar_masked,
+                "submitted_at": timestamp(record.submitted_at),
+                "verified_at": record.verified_at.map(timestamp),
+                "rejection_reason": record.rejection_reason,
+                "decisions": records(&decisions)?,
+            })
+        }
+    })
+}
+
+/// The export's payment part: the account's top-ups and its ledger, as the API shows them.
+async fn payments_export(store: &dyn ItemStore, user_id: &str) -> ApiResult<(Vec<Topup>, Vec<LedgerEntryView>)> {
+    let mut topups = Vec::new();
+    for index in all_with_prefix(store, user_id, schema::prefix::TOPUP).await? {
+        if let Some(id) = index.attrs.get("topup_id").and_then(Value::as_str)
+            && let Some(topup) = store.topup(id).await?
+        {
+            topups.push(topup);
+        }
+    }
+    let ledger: Vec<LedgerEntryView> = all_with_prefix(store, user_id, schema::prefix::LEDGER)
+        .await?
+        .iter()
+        .map(|i| i.record::<LedgerEntry>().map(|e| LedgerEntryView::from(&e)))
+        .collect::<StoreResult<_>>()?;
+    Ok((topups, ledger))
 }
 
 /// What `DELETE /v1/account` answers.
@@ -613,16 +626,7 @@ pub async fn close_account(state: &AppState, user_id: &str, password: Option<Str
         ops.extend(wallet_ops);
         ops.extend(kyc_ops);
         ops.push(request.put()?);
-        ops.push(WriteOp::Put(Put {
-            table: Table::Main,
-            item: Item::from_record(
-                PENDING_CLOSURES_PK,
-                user_id,
-                &json!({ "user_id": user_id, "closed_at": now }),
-                Some(request.expires_at),
-            )?,
-            condition: Condition::Always,
-        }));
+        ops.push(pending_closure_put(user_id, now, request.expires_at)?);
         match store.transact(ops).await {
             Ok(()) => {
                 finish_closure(state, user_id).await?;
@@ -634,20 +638,9 @@ pub async fn close_account(state: &AppState, user_id: &str, password: Option<Str
                 });
             }
             Err(StoreError::ConditionFailed) => {
-                let current =
-                    store.account(user_id).await?.ok_or_else(|| ApiError::Internal("account vanished".into()))?;
-                if current.status == AccountStatus::Closed {
-                    // A concurrent or earlier closure won: answer what it did.
-                    return recorded_closure(state, user_id).await;
+                if let Some(answer) = closure_lost(state, &account).await? {
+                    return Ok(answer);
                 }
-                if current.email != account.email {
-                    return Err(ApiError::Conflict {
-                        code: "account_changed",
-                        message: "the account changed meanwhile; retry".into(),
-                        param: None,
-                    });
-                }
-                // The wallet moved (a call settled): read it again.
             }
             Err(e) => return Err(e.into()),
         }
@@ -657,6 +650,35 @@ pub async fn close_account(state: &AppState, user_id: &str, password: Option<Str
         message: "the account is busy (calls are settling); retry the closure in a moment".into(),
         param: None,
     })
+}
+
+/// The marker that a closure's follow-up is not finished yet (the jobs walk them), in the closing transaction.
+fn pending_closure_put(user_id: &str, closed_at: DateTime<Utc>, expires_at: i64) -> StoreResult<WriteOp> {
+    let marker = json!({ "user_id": user_id, "closed_at": closed_at });
+    Ok(WriteOp::Put(Put {
+        table: Table::Main,
+        item: Item::from_record(PENDING_CLOSURES_PK, user_id, &marker, Some(expires_at))?,
+        condition: Condition::Always,
+    }))
+}
+
+/// After a closing transaction's condition failed: the answer of a closure that won meanwhile, a conflict
+/// if the account changed, or `None` to read the wallet again (a call settled) and retry.
+async fn closure_lost(state: &AppState, account: &Account) -> ApiResult<Option<Closure>> {
+    let current =
+        state.store.account(&account.id).await?.ok_or_else(|| ApiError::Internal("account vanished".into()))?;
+    if current.status == AccountStatus::Closed {
+        // A concurrent or earlier closure won: answer what it did.
+        return recorded_closure(state, &account.id).await.map(Some);
+    }
+    if current.email != account.email {
+        return Err(ApiError::Conflict {
+            code: "account_changed",
+            message: "the account changed meanwhile; retry".into(),
+            param: None,
+        });
+    }
+    Ok(None)
 }
 
 /// What is kept after a closure at `closed_at`, and until when.

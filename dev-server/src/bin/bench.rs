@@ -135,7 +135,27 @@ async fn main() -> Res<()> {
     shared::tasks::spawn("bench upstream", async move {
         let _ = axum::serve(upstream_listener, upstream_standin::router(upstream)).await;
     });
+    let (server, base, data) = start_server(upstream_addr)?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build()?;
+    for _ in 0..100 {
+        if http.get(format!("{base}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let key = customer_key(&http, &base).await?;
+    measure(&http, &base, upstream_addr, &key).await;
+    match peak_rss_kib(server.0.id()) {
+        Some(kib) => println!("server peak RSS: {:.1} MiB", kib as f64 / 1024.0),
+        None => println!("server peak RSS: unavailable"),
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(())
+}
 
+/// Starts the release server on a free port with a fresh data folder, its provider the local stand-in.
+fn start_server(upstream_addr: std::net::SocketAddr) -> Res<(Server, String, PathBuf)> {
     let port = free_port()?;
     let data = std::env::temp_dir().join(format!("inferex-bench-{}", shared::secrets::random_suffix()));
     let binary =
@@ -151,20 +171,15 @@ async fn main() -> Res<()> {
             .spawn()
             .map_err(|e| format!("starting {}: {e}", binary.display()))?,
     );
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build()?;
-    for _ in 0..100 {
-        if http.get(format!("{base}/health")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    Ok((server, format!("http://127.0.0.1:{port}"), data))
+}
 
-    // A customer with KYC, ₹5,00,000 of balance (through the server's Razorpay stand-in) and a key.
+/// A customer with KYC, ₹5,00,000 of balance (through the server's Razorpay stand-in) and an API key.
+async fn customer_key(http: &reqwest::Client, base: &str) -> Res<String> {
     let email = "bench@example.in";
-    post(&http, &format!("{base}/v1/auth/signup"), None, &json!({"email": email, "password": "correct horse battery", "full_name": "Bench", "date_of_birth": "1990-01-01", "accepted_terms_version": shared::config::DEFAULT_POLICY_VERSION})).await?;
+    post(http, &format!("{base}/v1/auth/signup"), None, &json!({"email": email, "password": "correct horse battery", "full_name": "Bench", "date_of_birth": "1990-01-01", "accepted_terms_version": shared::config::DEFAULT_POLICY_VERSION})).await?;
     let token = post(
-        &http,
+        http,
         &format!("{base}/v1/auth/login"),
         None,
         &json!({"email": email, "password": "correct horse battery"}),
@@ -174,26 +189,30 @@ async fn main() -> Res<()> {
         .unwrap_or_default()
         .to_owned();
     post(
-        &http,
+        http,
         &format!("{base}/v1/kyc"),
         Some(&token),
         &json!({"pan": "BNCPE1234H", "aadhaar": "234567890124", "name_on_pan": "Bench"}),
     )
     .await?;
     let topup =
-        post(&http, &format!("{base}/v1/wallet/topups"), Some(&token), &json!({"amount_paise": 50_000_000})).await?;
+        post(http, &format!("{base}/v1/wallet/topups"), Some(&token), &json!({"amount_paise": 50_000_000})).await?;
     post(
-        &http,
+        http,
         &format!("{base}/_razorpay/dev/orders/{}/pay", topup["razorpay_order_id"].as_str().unwrap_or_default()),
         None,
         &json!({}),
     )
     .await?;
-    let key = post(&http, &format!("{base}/v1/keys"), Some(&token), &json!({"name": "bench"})).await?["key"]
+    let key = post(http, &format!("{base}/v1/keys"), Some(&token), &json!({"name": "bench"})).await?["key"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    Ok(key)
+}
 
+/// Drives both modes through the gateway and directly, and prints the added latency.
+async fn measure(http: &reqwest::Client, base: &str, upstream_addr: std::net::SocketAddr, key: &str) {
     let gateway_url = format!("{base}/v1/chat/completions");
     let direct_url = format!("http://{upstream_addr}/chat/completions");
     println!(
@@ -209,9 +228,9 @@ async fn main() -> Res<()> {
         let mut direct_body = body.clone();
         direct_body["model"] = json!("llama3.1-8b");
         // Warm both paths (connections, key cache) before measuring.
-        drive_warmup(&http, &gateway_url, Some(&key), &body).await;
-        let direct = drive(&http, &direct_url, None, &direct_body).await;
-        let through = drive(&http, &gateway_url, Some(&key), &body).await;
+        drive_warmup(http, &gateway_url, Some(key), &body).await;
+        let direct = drive(http, &direct_url, None, &direct_body).await;
+        let through = drive(http, &gateway_url, Some(key), &body).await;
         println!(
             "| {} | {:.2} | {:.2} | {:.2} | {:.0} | {} |",
             if stream { "streaming" } else { "non-streaming" },
@@ -222,13 +241,6 @@ async fn main() -> Res<()> {
             through.failures,
         );
     }
-    match peak_rss_kib(server.0.id()) {
-        Some(kib) => println!("server peak RSS: {:.1} MiB", kib as f64 / 1024.0),
-        None => println!("server peak RSS: unavailable"),
-    }
-    drop(server);
-    let _ = std::fs::remove_dir_all(&data);
-    Ok(())
 }
 
 async fn drive_warmup(http: &reqwest::Client, url: &str, key: Option<&str>, body: &Value) {

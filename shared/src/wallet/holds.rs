@@ -235,47 +235,13 @@ pub async fn settle<S: ItemStore + ?Sized>(
     expiries: Expiries,
     deadline: std::time::Instant,
 ) -> ApiResult<UsageRecord> {
-    let charge = cost.max(0);
-    usage.cost = charge;
-    usage.over_hold = (charge - hold.amount).max(0);
-    if usage.over_hold > 0 {
-        // Nothing the provider bills is forgiven, but a report above the bound means the bound is wrong.
-        tracing::error!(
-            alert = "usage_over_hold",
-            user_id = %hold.user_id,
-            request_id = %usage.id,
-            hold = hold.amount,
-            cost = charge,
-            "the provider reported more than the hold; charged in full"
-        );
-    }
+    let charge = charge_in_full(hold, cost, &mut usage);
     let mut expected_balance = hints.get(&hold.user_id).unwrap_or(hold.balance);
     let mut backoff: Option<std::time::Duration> = None;
     let mut recorded = false;
     let mut conflicts = 0u32;
     loop {
-        let wallet = Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK)
-            .add("balance", -charge)
-            .remove(&hold.attr())
-            .remove(&hold.call_attr())
-            .remove(&hold.usage_attr())
-            .add("held", -hold.amount)
-            .add("available", hold.amount - charge);
-        let conditions = vec![
-            Condition::AttrEquals("balance".into(), json!(expected_balance)),
-            Condition::AttrAtLeast(hold.attr(), 0),
-        ];
-        let mut ops = vec![
-            WriteOp::Update(wallet.when(Condition::All(conditions))),
-            // Keyed on the hold: the live settlement, a repeat of it and the sweeper all write this one
-            // entry, so at most one of them commits.
-            usage::entry_put(&hold.user_id, &hold.id, &usage, expiries.usage)?,
-        ];
-        if charge > 0 {
-            let balance_after = expected_balance.saturating_sub(charge);
-            let entry = LedgerEntry::new(LedgerKind::Usage, -charge, balance_after, &usage.id, usage.created_at);
-            ops.push(entry_put(&hold.user_id, &entry, expiries.ledger)?);
-        }
+        let ops = settlement_ops(hold, charge, expected_balance, &usage, expiries)?;
         match store.transact(ops).await {
             Ok(()) => {
                 hints.note(&hold.user_id, expected_balance.saturating_sub(charge));
@@ -321,6 +287,58 @@ pub async fn settle<S: ItemStore + ?Sized>(
             }
         }
     }
+}
+
+/// What a settlement charges: the provider's cost in full (never below zero), noted on the usage record with
+/// what exceeded the hold.
+fn charge_in_full(hold: &Hold, cost: i64, usage: &mut UsageRecord) -> i64 {
+    let charge = cost.max(0);
+    usage.cost = charge;
+    usage.over_hold = (charge - hold.amount).max(0);
+    if usage.over_hold > 0 {
+        // Nothing the provider bills is forgiven, but a report above the bound means the bound is wrong.
+        tracing::error!(
+            alert = "usage_over_hold",
+            user_id = %hold.user_id,
+            request_id = %usage.id,
+            hold = hold.amount,
+            cost = charge,
+            "the provider reported more than the hold; charged in full"
+        );
+    }
+    charge
+}
+
+/// The settlement's transaction, expecting the wallet at `expected_balance`: the hold removed and the charge
+/// taken, the usage entry, and (for a charge) the ledger entry.
+fn settlement_ops(
+    hold: &Hold,
+    charge: i64,
+    expected_balance: i64,
+    usage: &UsageRecord,
+    expiries: Expiries,
+) -> ApiResult<Vec<WriteOp>> {
+    let wallet = Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK)
+        .add("balance", -charge)
+        .remove(&hold.attr())
+        .remove(&hold.call_attr())
+        .remove(&hold.usage_attr())
+        .add("held", -hold.amount)
+        .add("available", hold.amount - charge);
+    let conditions =
+        vec![Condition::AttrEquals("balance".into(), json!(expected_balance)), Condition::AttrAtLeast(hold.attr(), 0)];
+    let mut ops = vec![
+        WriteOp::Update(wallet.when(Condition::All(conditions))),
+        // Keyed on the hold: the live settlement, a repeat of it and the sweeper all write this one
+        // entry, so at most one of them commits.
+        usage::entry_put(&hold.user_id, &hold.id, usage, expiries.usage)?,
+    ];
+    if charge > 0 {
+        let balance_after = expected_balance.saturating_sub(charge);
+        let entry = LedgerEntry::new(LedgerKind::Usage, -charge, balance_after, &usage.id, usage.created_at);
+        ops.push(entry_put(&hold.user_id, &entry, expiries.ledger)?);
+    }
+    Ok(ops)
 }
 
 /// Waits before a settlement's next attempt: not at all the first time (a fresh balance usually wins), then
@@ -409,38 +427,7 @@ pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
                     continue;
                 }
             };
-            let balance = item.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
-            for (attr, value) in &item.attrs {
-                let Some(id) = attr.strip_prefix(HOLD_PREFIX) else { continue };
-                let (Some(amount), true) = (value.as_i64(), id.get(..13).is_some_and(|m| m < cutoff.as_str())) else {
-                    continue;
-                };
-                let hold = Hold { id: id.to_owned(), user_id: user_id.to_owned(), amount, balance };
-                let pending: Option<PendingUsage> = recorded(&item, &hold.usage_attr());
-                let call: Option<HeldCall> = recorded(&item, &hold.call_attr());
-                let (cost, usage) = match (pending, call) {
-                    (Some(pending), _) => (pending.cost, pending.usage),
-                    (None, Some(call)) => (amount, swept_usage(&call, amount, clock.now())),
-                    (None, None) => {
-                        if release(store, user_id, id, amount).await.unwrap_or(false) {
-                            tracing::warn!(%user_id, hold_id = %id, amount, "stale hold with no call released");
-                            report.released += 1;
-                        }
-                        continue;
-                    }
-                };
-                let hints = BalanceHints::default();
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                let expiry = expiries(config, clock.now());
-                // One wallet that cannot be settled now is tried again next run; the others go on.
-                match settle(store, &hints, &hold, cost, usage, expiry, deadline).await {
-                    Ok(charged) => {
-                        tracing::warn!(%user_id, hold_id = %id, cost = charged.cost, estimated = charged.estimated, "stale hold charged");
-                        report.charged += 1;
-                    }
-                    Err(e) => tracing::error!(%user_id, hold_id = %id, error = %e, "stale hold not charged yet"),
-                }
-            }
+            sweep_wallet(store, clock, config, (user_id, &item), &cutoff, &mut report).await;
             // A closed account's wallet: what its calls left unused goes to its refund request.
             if item.attrs.get(CLOSED) == Some(&json!(true))
                 && let Err(e) = super::sync_closed_wallet(store, config, clock, user_id).await
@@ -451,6 +438,49 @@ pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
         after = page.next;
         if after.is_none() {
             return Ok(report);
+        }
+    }
+}
+
+/// Settles the stale holds (placed before `cutoff`, in millis) on one account's wallet item.
+async fn sweep_wallet<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    config: &crate::config::Config,
+    (user_id, item): (&str, &Item),
+    cutoff: &str,
+    report: &mut SweepReport,
+) {
+    let balance = item.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
+    for (attr, value) in &item.attrs {
+        let Some(id) = attr.strip_prefix(HOLD_PREFIX) else { continue };
+        let (Some(amount), true) = (value.as_i64(), id.get(..13).is_some_and(|m| m < cutoff)) else {
+            continue;
+        };
+        let hold = Hold { id: id.to_owned(), user_id: user_id.to_owned(), amount, balance };
+        let pending: Option<PendingUsage> = recorded(item, &hold.usage_attr());
+        let call: Option<HeldCall> = recorded(item, &hold.call_attr());
+        let (cost, usage) = match (pending, call) {
+            (Some(pending), _) => (pending.cost, pending.usage),
+            (None, Some(call)) => (amount, swept_usage(&call, amount, clock.now())),
+            (None, None) => {
+                if release(store, user_id, id, amount).await.unwrap_or(false) {
+                    tracing::warn!(%user_id, hold_id = %id, amount, "stale hold with no call released");
+                    report.released += 1;
+                }
+                continue;
+            }
+        };
+        let hints = BalanceHints::default();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let expiry = expiries(config, clock.now());
+        // One wallet that cannot be settled now is tried again next run; the others go on.
+        match settle(store, &hints, &hold, cost, usage, expiry, deadline).await {
+            Ok(charged) => {
+                tracing::warn!(%user_id, hold_id = %id, cost = charged.cost, estimated = charged.estimated, "stale hold charged");
+                report.charged += 1;
+            }
+            Err(e) => tracing::error!(%user_id, hold_id = %id, error = %e, "stale hold not charged yet"),
         }
     }
 }
