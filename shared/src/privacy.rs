@@ -8,6 +8,8 @@
 //!   consents, KYC decisions) has not finished; written in the closing transaction, deleted when the
 //!   follow-up is done, and finished by the scheduled jobs if the request that closed the account could not.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -17,12 +19,14 @@ use crate::accounts::{
     time_sort_key, timestamp, user_pk,
 };
 use crate::auth::{LoginAttemptView, LoginStore};
+use crate::blobs::BlobStore;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{ApiKeyView, KeyStore};
-use crate::kyc::{self, DocumentKind, KycStore};
+use crate::kyc::{self, DocumentKind, KycKeys, KycStore};
 use crate::retention::{ItemClass, Span};
 use crate::secrets::random_suffix;
-use crate::state::AppState;
 use crate::store::{
     Condition, Conditional, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, WriteOp,
     schema,
@@ -35,6 +39,32 @@ use crate::wallet::{self, LedgerEntry, LedgerEntryView, Topup, TopupStore, WALLE
 pub const RESPONSE_DAYS: i64 = 30;
 /// How long a download link of an export works.
 pub const EXPORT_LINK_VALIDITY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// What data-rights calls use (the HTTP layer builds it from its `AppState`): the store, the clock and the
+/// configuration, and where the function has them, the KYC keys (an export shows its owner the PAN) and the
+/// blob store (export files).
+#[derive(Clone)]
+pub struct PrivacyContext {
+    pub store: Arc<dyn ItemStore>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<Config>,
+    pub kyc_keys: Option<Arc<KycKeys>>,
+    pub blobs: Option<Arc<dyn BlobStore>>,
+}
+
+impl PrivacyContext {
+    fn kyc_keys(&self) -> ApiResult<&KycKeys> {
+        self.kyc_keys
+            .as_deref()
+            .ok_or_else(|| ApiError::Internal("KYC keys are not configured for this function".into()))
+    }
+
+    fn blobs(&self) -> ApiResult<&dyn BlobStore> {
+        self.blobs
+            .as_deref()
+            .ok_or_else(|| ApiError::Internal("blob storage is not configured for this function".into()))
+    }
+}
 
 const REQUEST_PREFIX: &str = schema::prefix::PRIVACY_REQUEST;
 const EXPORT_PREFIX: &str = schema::prefix::EXPORT;
@@ -106,8 +136,8 @@ struct Recorded {
 }
 
 impl Recorded {
-    fn new(state: &AppState, user_id: &str, kind: RequestKind) -> Self {
-        let now = state.clock.now();
+    fn new(ctx: &PrivacyContext, user_id: &str, kind: RequestKind) -> Self {
+        let now = ctx.clock.now();
         Self {
             user_id: user_id.to_owned(),
             sk: time_sort_key(REQUEST_PREFIX, now),
@@ -120,7 +150,7 @@ impl Recorded {
                 completed_at: None,
                 outcome: "received".into(),
             },
-            expires_at: state.config.retention.until(Span::PrivacyRequests, now),
+            expires_at: ctx.config.retention.until(Span::PrivacyRequests, now),
         }
     }
 
@@ -172,8 +202,8 @@ pub async fn requests<S: ItemStore + ?Sized>(
 }
 
 /// What `GET /v1/privacy` publishes.
-pub fn notice(state: &AppState) -> Value {
-    let config = &state.config;
+pub fn notice(ctx: &PrivacyContext) -> Value {
+    let config = &ctx.config;
     json!({
         "policy_version": config.policy_version,
         "retention": config.retention.published(config.session_ttl, config.login_window),
@@ -196,13 +226,18 @@ fn active_account(account: Option<Account>) -> ApiResult<Account> {
 
 /// The password re-check of account changes and closure, under the same throttle as logins (a stolen
 /// session cannot be used to guess the password faster than the login form allows).
-async fn confirm_password(state: &AppState, account: &Account, password: Option<String>, field: &str) -> ApiResult<()> {
+async fn confirm_password(
+    ctx: &PrivacyContext,
+    account: &Account,
+    password: Option<String>,
+    field: &str,
+) -> ApiResult<()> {
     let Some(password) = password.filter(|p| !p.is_empty()) else {
         return Err(ApiError::invalid("missing_field", field, format!("{field} is required to confirm this change")));
     };
     let hash = Some(account.password_hash.clone());
-    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
-    if !crate::auth::check_password(store, clock, &state.config, &account.email, hash, password).await? {
+    let (store, clock) = (ctx.store.as_ref(), ctx.clock.as_ref());
+    if !crate::auth::check_password(store, clock, &ctx.config, &account.email, hash, password).await? {
         return Err(ApiError::Forbidden { code: "incorrect_password", message: format!("{field} is incorrect") });
     }
     Ok(())
@@ -210,15 +245,15 @@ async fn confirm_password(state: &AppState, account: &Account, password: Option<
 
 /// `PATCH /v1/account`: corrects `full_name`, `marketing_consent` and (with `current_password`) `email`.
 pub async fn correct(
-    state: &AppState,
+    ctx: &PrivacyContext,
     user_id: &str,
     body: Map<String, Value>,
     client: &ClientInfo,
 ) -> ApiResult<Account> {
     let Correction { full_name, marketing, email, password } = Correction::parse(&body)?;
-    let store = state.store.as_ref();
+    let store = ctx.store.as_ref();
     let account = active_account(store.account(user_id).await?)?;
-    let now = state.clock.now();
+    let now = ctx.clock.now();
     let mut update = accounts::profile_update(&account);
     let mut ops = Vec::new();
     let mut changed = Vec::new();
@@ -240,7 +275,7 @@ pub async fn correct(
     }
     let new_email = email.filter(|e| *e != account.email);
     if let Some(new_email) = &new_email {
-        confirm_password(state, &account, password, "current_password").await?;
+        confirm_password(ctx, &account, password, "current_password").await?;
         update = update.set("email", json!(new_email));
         ops.extend(accounts::email_change_ops(&account, new_email)?);
         changed.push("email");
@@ -248,7 +283,7 @@ pub async fn correct(
     if changed.is_empty() {
         return Ok(account);
     }
-    let mut request = Recorded::new(state, user_id, RequestKind::Correction);
+    let mut request = Recorded::new(ctx, user_id, RequestKind::Correction);
     request.finish(RequestStatus::Completed, format!("corrected: {}", changed.join(", ")), now);
     ops.push(WriteOp::Update(update));
     ops.push(request.put()?);
@@ -341,8 +376,13 @@ fn not_correctable(field: &str) -> ApiError {
 }
 
 /// `POST /v1/account/accept-policy {version}`: records the acceptance of the policy in force.
-pub async fn accept_policy(state: &AppState, user_id: &str, version: &str, client: &ClientInfo) -> ApiResult<Account> {
-    let current = &state.config.policy_version;
+pub async fn accept_policy(
+    ctx: &PrivacyContext,
+    user_id: &str,
+    version: &str,
+    client: &ClientInfo,
+) -> ApiResult<Account> {
+    let current = &ctx.config.policy_version;
     if version.trim() != current {
         return Err(ApiError::invalid(
             "terms_not_accepted",
@@ -350,12 +390,12 @@ pub async fn accept_policy(state: &AppState, user_id: &str, version: &str, clien
             format!("the policy in force is version {current}; accept exactly that version"),
         ));
     }
-    let store = state.store.as_ref();
+    let store = ctx.store.as_ref();
     let account = active_account(store.account(user_id).await?)?;
     if account.accepted_policy_version == *current {
         return Ok(account);
     }
-    let now = state.clock.now();
+    let now = ctx.clock.now();
     let ops = vec![
         WriteOp::Update(accounts::profile_update(&account).set("accepted_policy_version", json!(current))),
         accounts::consent_put(&account, current, account.marketing_consent, "policy_update", client, now)?,
@@ -418,13 +458,13 @@ fn export_put(user_id: &str, export: &DataExport, expires_at: i64) -> StoreResul
 
 /// `POST /v1/privacy/exports`: records an access request and builds the export at once (one JSON
 /// document in the blob store). A failure is recorded on the export and the request, and answered 500.
-pub async fn create_export(state: &AppState, user_id: &str) -> ApiResult<DataExport> {
-    let store = state.store.as_ref();
+pub async fn create_export(ctx: &PrivacyContext, user_id: &str) -> ApiResult<DataExport> {
+    let store = ctx.store.as_ref();
     active_account(store.account(user_id).await?)?;
-    let blobs = state.blobs()?;
-    let now = state.clock.now();
-    let expires_at = state.config.retention.until(Span::Exports, now);
-    let mut request = Recorded::new(state, user_id, RequestKind::Access);
+    let blobs = ctx.blobs()?;
+    let now = ctx.clock.now();
+    let expires_at = ctx.config.retention.until(Span::Exports, now);
+    let mut request = Recorded::new(ctx, user_id, RequestKind::Access);
     let mut export = DataExport {
         id: format!("exp_{}", random_suffix()),
         status: ExportStatus::Pending,
@@ -436,14 +476,14 @@ pub async fn create_export(state: &AppState, user_id: &str) -> ApiResult<DataExp
     store.transact(vec![request.put()?, export_put(user_id, &export, expires_at)?]).await?;
     let key = format!("exports/{user_id}/{}.json", export.id);
     let built = async {
-        let document = export_document(state, user_id).await?;
+        let document = export_document(ctx, user_id).await?;
         let bytes = serde_json::to_vec_pretty(&document).map_err(|e| ApiError::Internal(e.to_string()))?;
         let size = bytes.len() as u64;
         blobs.put(&key, bytes, "application/json").await?;
         Ok::<u64, ApiError>(size)
     }
     .await;
-    let done = state.clock.now();
+    let done = ctx.clock.now();
     let outcome = match &built {
         Ok(size) => {
             export.status = ExportStatus::Ready;
@@ -464,7 +504,7 @@ pub async fn create_export(state: &AppState, user_id: &str) -> ApiResult<DataExp
 }
 
 /// `GET /v1/privacy/exports/{id}`: the owner's export only; anyone else's id is simply not found.
-pub async fn export_view(state: &AppState, user_id: &str, export_id: &str) -> ApiResult<ExportView> {
+pub async fn export_view(ctx: &PrivacyContext, user_id: &str, export_id: &str) -> ApiResult<ExportView> {
     let not_found = || ApiError::NotFound {
         code: "export_not_found",
         message: format!("no export {export_id} (exports are kept 7 days)"),
@@ -472,15 +512,15 @@ pub async fn export_view(state: &AppState, user_id: &str, export_id: &str) -> Ap
     if export_id.len() > 64 {
         return Err(not_found());
     }
-    let item = state
+    let item = ctx
         .store
         .get(Table::Main, &user_pk(user_id), &schema::prefixed(EXPORT_PREFIX, export_id))
         .await?
         .ok_or_else(not_found)?;
     let export: DataExport = item.record()?;
-    let now = state.clock.now();
+    let now = ctx.clock.now();
     let link = match (&export.status, &export.blob_key) {
-        (ExportStatus::Ready, Some(key)) => Some(state.blobs()?.download_link(key, EXPORT_LINK_VALIDITY, now).await?),
+        (ExportStatus::Ready, Some(key)) => Some(ctx.blobs()?.download_link(key, EXPORT_LINK_VALIDITY, now).await?),
         _ => None,
     };
     let expires_at = link.as_ref().map(|_| timestamp(now + Duration::seconds(EXPORT_LINK_VALIDITY.as_secs() as i64)));
@@ -500,16 +540,16 @@ fn records(items: &[Item]) -> StoreResult<Vec<Value>> {
 
 /// Everything held about the user, as one JSON document. The PAN is shown in full to its owner (decrypted
 /// from the vault); the Aadhaar number stays masked, as UIDAI requires; keys appear as metadata only.
-pub async fn export_document(state: &AppState, user_id: &str) -> ApiResult<Value> {
-    let store = state.store.as_ref();
+pub async fn export_document(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Value> {
+    let store = ctx.store.as_ref();
     let account = store.account(user_id).await?.ok_or_else(|| ApiError::Internal("account vanished".into()))?;
-    let mut account_view = serde_json::to_value(AccountView::new(&account, &state.config.policy_version))
+    let mut account_view = serde_json::to_value(AccountView::new(&account, &ctx.config.policy_version))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     account_view["status"] = json!(account.status);
 
     let logins: Vec<LoginAttemptView> =
         store.login_history(user_id, 1000).await?.iter().map(LoginAttemptView::from).collect();
-    let kyc = kyc_export(state, user_id).await?;
+    let kyc = kyc_export(ctx, user_id).await?;
     let keys: Vec<ApiKeyView> = store.keys(user_id).await?.iter().map(|(_, r)| ApiKeyView::from(r)).collect();
     let (topups, ledger) = payments_export(store, user_id).await?;
     // Usage and requests appear as the API shows them (rupee amounts, RFC 3339 times).
@@ -525,7 +565,7 @@ pub async fn export_document(state: &AppState, user_id: &str) -> ApiResult<Value
         .collect::<StoreResult<_>>()?;
     Ok(json!({
         "format": "inferex-data-export/1",
-        "generated_at": timestamp(state.clock.now()),
+        "generated_at": timestamp(ctx.clock.now()),
         "user_id": user_id,
         "account": account_view,
         "consents": records(&all_with_prefix(store, user_id, schema::prefix::CONSENT).await?)?,
@@ -541,12 +581,12 @@ pub async fn export_document(state: &AppState, user_id: &str) -> ApiResult<Value
 }
 
 /// The export's KYC part: the record with the PAN revealed to its owner, and the operators' decisions.
-async fn kyc_export(state: &AppState, user_id: &str) -> ApiResult<Value> {
-    let store = state.store.as_ref();
+async fn kyc_export(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Value> {
+    let store = ctx.store.as_ref();
     Ok(match store.kyc_record(user_id).await? {
         None => Value::Null,
         Some(record) => {
-            let pan = kyc::reveal(store, state.kyc_keys()?, &record, DocumentKind::Pan).await?;
+            let pan = kyc::reveal(store, ctx.kyc_keys()?, &record, DocumentKind::Pan).await?;
             let decisions = all_with_prefix(store, user_id, schema::prefix::KYC_DECISION).await?;
             json!({
                 "status": record.status,
@@ -607,19 +647,19 @@ pub struct RetainedData {
 /// new keys check that the account is open; the closed wallet takes no holds). The follow-up (sessions,
 /// keys, exports, consents, vault entries, KYC decisions, the wallet registry) runs right after,
 /// idempotently, and the scheduled jobs finish it if this request cannot.
-pub async fn close_account(state: &AppState, user_id: &str, password: Option<String>) -> ApiResult<Closure> {
-    let store = state.store.as_ref();
+pub async fn close_account(ctx: &PrivacyContext, user_id: &str, password: Option<String>) -> ApiResult<Closure> {
+    let store = ctx.store.as_ref();
     let account = active_account(store.account(user_id).await?)?;
-    confirm_password(state, &account, password, "password").await?;
-    let retention = &state.config.retention;
+    confirm_password(ctx, &account, password, "password").await?;
+    let retention = &ctx.config.retention;
     for _ in 0..CLOSE_ATTEMPTS {
-        let now = state.clock.now();
+        let now = ctx.clock.now();
         let account_until = retention.expiry(ItemClass::Account, now).unwrap_or(i64::MAX);
-        let mut request = Recorded::new(state, user_id, RequestKind::Erasure);
+        let mut request = Recorded::new(ctx, user_id, RequestKind::Erasure);
         let wallet_item = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await?;
-        let (wallet_ops, refund) = wallet::closure_ops(&state.config, user_id, wallet_item.as_ref(), now)?;
+        let (wallet_ops, refund) = wallet::closure_ops(&ctx.config, user_id, wallet_item.as_ref(), now)?;
         let (kyc_ops, kyc_until) = kyc::closure_ops(store, user_id, now, retention.kyc_years_after_closure).await?;
-        let retained = retained_data(state, now, kyc_until);
+        let retained = retained_data(ctx, now, kyc_until);
         request.finish(RequestStatus::Completed, closure_outcome(&retained, refund), now);
 
         let mut ops = crate::accounts::closure_ops(&account, now, account_until, &request.sk);
@@ -629,7 +669,7 @@ pub async fn close_account(state: &AppState, user_id: &str, password: Option<Str
         ops.push(pending_closure_put(user_id, now, request.expires_at)?);
         match store.transact(ops).await {
             Ok(()) => {
-                finish_closure(state, user_id).await?;
+                finish_closure(ctx, user_id).await?;
                 return Ok(Closure {
                     status: "closed",
                     request: PrivacyRequestView::from(&request.request),
@@ -638,7 +678,7 @@ pub async fn close_account(state: &AppState, user_id: &str, password: Option<Str
                 });
             }
             Err(StoreError::ConditionFailed) => {
-                if let Some(answer) = closure_lost(state, &account).await? {
+                if let Some(answer) = closure_lost(ctx, &account).await? {
                     return Ok(answer);
                 }
             }
@@ -664,12 +704,11 @@ fn pending_closure_put(user_id: &str, closed_at: DateTime<Utc>, expires_at: i64)
 
 /// After a closing transaction's condition failed: the answer of a closure that won meanwhile, a conflict
 /// if the account changed, or `None` to read the wallet again (a call settled) and retry.
-async fn closure_lost(state: &AppState, account: &Account) -> ApiResult<Option<Closure>> {
-    let current =
-        state.store.account(&account.id).await?.ok_or_else(|| ApiError::Internal("account vanished".into()))?;
+async fn closure_lost(ctx: &PrivacyContext, account: &Account) -> ApiResult<Option<Closure>> {
+    let current = ctx.store.account(&account.id).await?.ok_or_else(|| ApiError::Internal("account vanished".into()))?;
     if current.status == AccountStatus::Closed {
         // A concurrent or earlier closure won: answer what it did.
-        return recorded_closure(state, &account.id).await.map(Some);
+        return recorded_closure(ctx, &account.id).await.map(Some);
     }
     if current.email != account.email {
         return Err(ApiError::Conflict {
@@ -682,8 +721,8 @@ async fn closure_lost(state: &AppState, account: &Account) -> ApiResult<Option<C
 }
 
 /// What is kept after a closure at `closed_at`, and until when.
-fn retained_data(state: &AppState, closed_at: DateTime<Utc>, kyc_until: Option<i64>) -> Vec<RetainedData> {
-    let retention = &state.config.retention;
+fn retained_data(ctx: &PrivacyContext, closed_at: DateTime<Utc>, kyc_until: Option<i64>) -> Vec<RetainedData> {
+    let retention = &ctx.config.retention;
     let until = |at: i64| DateTime::from_timestamp(at, 0).map(timestamp).unwrap_or_default();
     let mut retained = vec![RetainedData {
         data: "account",
@@ -711,8 +750,8 @@ fn closure_outcome(retained: &[RetainedData], refund: i64) -> String {
 }
 
 /// The answer of a closure that already committed, rebuilt from what it stored.
-async fn recorded_closure(state: &AppState, user_id: &str) -> ApiResult<Closure> {
-    let store = state.store.as_ref();
+async fn recorded_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Closure> {
+    let store = ctx.store.as_ref();
     let profile = store
         .get(Table::Main, &user_pk(user_id), PROFILE_SK)
         .await?
@@ -729,11 +768,11 @@ async fn recorded_closure(state: &AppState, user_id: &str) -> ApiResult<Closure>
         None => None,
     };
     let refund = wallet::refund_request(store, user_id).await?.map_or(0, |r| r.amount);
-    finish_closure(state, user_id).await?;
+    finish_closure(ctx, user_id).await?;
     Ok(Closure {
         status: "closed",
         request: PrivacyRequestView::from(&request),
-        retained: retained_data(state, closed_at, kyc_until),
+        retained: retained_data(ctx, closed_at, kyc_until),
         refund_requested: refund,
     })
 }
@@ -741,19 +780,19 @@ async fn recorded_closure(state: &AppState, user_id: &str) -> ApiResult<Closure>
 /// The follow-up of a committed closure, safe to run any number of times: API keys and exports (with their
 /// files) are deleted, remaining sessions too; consents, KYC decisions and the wallet's registry entry get
 /// their retention expiry. Done, it removes the pending marker.
-pub async fn finish_closure(state: &AppState, user_id: &str) -> ApiResult<()> {
-    let store = state.store.as_ref();
+pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()> {
+    let store = ctx.store.as_ref();
     let Some(account) = store.account(user_id).await? else { return Ok(()) };
     let Some(closed_at) = account.closed_at.filter(|_| account.status == AccountStatus::Closed) else {
         return Ok(());
     };
-    let retention = &state.config.retention;
+    let retention = &ctx.config.retention;
     for (slot, key) in store.keys(user_id).await? {
         store.delete_key(user_id, &slot, &key.key_hash).await?;
     }
     for item in all_with_prefix(store, user_id, EXPORT_PREFIX).await? {
         if let Some(key) = item.attrs.get("blob_key").and_then(Value::as_str) {
-            state.blobs()?.delete(key).await?;
+            ctx.blobs()?.delete(key).await?;
         }
         store.delete(Delete { table: Table::Main, pk: item.pk, sk: item.sk, condition: Condition::Always }).await?;
     }
@@ -783,18 +822,18 @@ pub async fn finish_closure(state: &AppState, user_id: &str) -> ApiResult<()> {
 
 /// For the scheduled jobs: finishes the follow-up of closures whose request could not (a store or blob
 /// error after the commit). Returns how many were finished; one that fails again is logged and skipped.
-pub async fn finish_pending_closures(state: &AppState, budget: std::time::Duration) -> ApiResult<usize> {
+pub async fn finish_pending_closures(ctx: &PrivacyContext, budget: std::time::Duration) -> ApiResult<usize> {
     let started = std::time::Instant::now();
     let mut finished = 0;
     let mut after = None;
     loop {
         // Paged, so closures that keep failing never hide the ones behind them.
-        let page = state.store.query(Query::new(Table::Main, PENDING_CLOSURES_PK).limit(100).after(after)).await?;
+        let page = ctx.store.query(Query::new(Table::Main, PENDING_CLOSURES_PK).limit(100).after(after)).await?;
         for item in page.items {
             if started.elapsed() >= budget {
                 return Ok(finished);
             }
-            match finish_closure(state, &item.sk).await {
+            match finish_closure(ctx, &item.sk).await {
                 Ok(()) => finished += 1,
                 Err(e) => tracing::error!(user_id = %item.sk, error = %e, "closure follow-up not finished this run"),
             }

@@ -211,6 +211,18 @@ fn deployed_kyc_mode(explicit: Option<crate::config::KycMode>) -> crate::config:
     explicit.unwrap_or(crate::config::KycMode::Manual)
 }
 
+impl From<&AppState> for crate::privacy::PrivacyContext {
+    fn from(state: &AppState) -> Self {
+        Self {
+            store: Arc::clone(&state.store),
+            clock: Arc::clone(&state.clock),
+            config: Arc::clone(&state.config),
+            kyc_keys: state.kyc_keys.clone(),
+            blobs: state.blobs.clone(),
+        }
+    }
+}
+
 impl From<&AppState> for crate::inference::CallContext {
     fn from(state: &AppState) -> Self {
         Self { store: Arc::clone(&state.store), clock: Arc::clone(&state.clock), config: Arc::clone(&state.config) }

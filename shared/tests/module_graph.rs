@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The modules that may name `state` or `http`: the layer on top and the test support.
-const TOP_LAYER: [&str; 5] = ["state", "http", "privacy", "testing", "telemetry"];
+const TOP_LAYER: [&str; 4] = ["state", "http", "testing", "telemetry"];
 
 fn module_graph() -> Result<BTreeMap<String, BTreeSet<String>>, Box<dyn std::error::Error>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");

@@ -182,7 +182,8 @@ async fn a_closure_that_cannot_commit_changes_nothing(backend: Backend) -> TestR
     let before = api.dump().await?;
     let mut busy = api.state.clone();
     busy.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::TransactionsConflict));
-    let refused = privacy::close_account(&busy, &user, Some(PASSWORD.into())).await.err().ok_or("it closed")?;
+    let refused =
+        privacy::close_account(&(&busy).into(), &user, Some(PASSWORD.into())).await.err().ok_or("it closed")?;
     assert_eq!(refused.status().as_u16(), 409, "{refused}");
     let after = api.dump().await?;
     // Only the throttle window of the password check may differ.
@@ -204,7 +205,7 @@ async fn a_retried_closure_whose_answer_was_lost_answers_the_same(backend: Backe
     api.fund(&token, 120).await?;
     let mut flaky = api.state.clone();
     flaky.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::RepeatWrites));
-    let closure = privacy::close_account(&flaky, &user, Some(PASSWORD.into())).await?;
+    let closure = privacy::close_account(&(&flaky).into(), &user, Some(PASSWORD.into())).await?;
     assert_eq!(closure.refund_requested, 120 * UNITS_PER_RUPEE);
     let dump = api.dump().await?;
     assert_eq!(lines_starting(&dump, "REFUNDREQUEST "), 1, "{dump}");
@@ -379,8 +380,9 @@ async fn a_verification_racing_the_closure_leaves_no_claim_behind(backend: Backe
         api.state.store.clone(),
         Fault::DelayTransactions(std::time::Duration::from_millis(700)),
     ));
-    let closing =
-        shared::tasks::spawn("test", async move { privacy::close_account(&slow, &user, Some(PASSWORD.into())).await });
+    let closing = shared::tasks::spawn("test", async move {
+        privacy::close_account(&(&slow).into(), &user, Some(PASSWORD.into())).await
+    });
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let verified: Value =
         api.submit_kyc(&token, "RCEPE1234R", &aadhaar_with_check_digit(75_000_000_001)).await?.json().await?;

@@ -67,7 +67,7 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
             report.failed_jobs.push("stale_holds");
         }
     }
-    match shared::privacy::finish_pending_closures(state, CLOSURES_BUDGET).await {
+    match shared::privacy::finish_pending_closures(&state.into(), CLOSURES_BUDGET).await {
         Ok(finished) => report.closures_finished = finished,
         Err(e) => {
             tracing::error!(error = %e, "the closure follow-up failed");

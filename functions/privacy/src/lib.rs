@@ -12,7 +12,7 @@ use shared::accounts::{AccountView, ClientInfo};
 use shared::auth::Session;
 use shared::error::ApiResult;
 use shared::http::{JsonBody, ListPage, QueryParams, page_limit};
-use shared::privacy::{self, Closure, ExportView, PrivacyRequestView};
+use shared::privacy::{self, Closure, ExportView, PrivacyContext, PrivacyRequestView};
 use shared::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -30,7 +30,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn notice(State(state): State<AppState>) -> Json<Value> {
-    Json(privacy::notice(&state))
+    Json(privacy::notice(&PrivacyContext::from(&state)))
 }
 
 async fn correct(
@@ -39,7 +39,7 @@ async fn correct(
     client: ClientInfo,
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> ApiResult<Json<AccountView>> {
-    let account = privacy::correct(&state, &session.user_id, body, &client).await?;
+    let account = privacy::correct(&PrivacyContext::from(&state), &session.user_id, body, &client).await?;
     tracing::info!(user_id = %session.user_id, "account corrected");
     Ok(Json(AccountView::new(&account, &state.config.policy_version)))
 }
@@ -55,7 +55,8 @@ async fn accept_policy(
     client: ClientInfo,
     JsonBody(body): JsonBody<AcceptPolicy>,
 ) -> ApiResult<Json<AccountView>> {
-    let account = privacy::accept_policy(&state, &session.user_id, &body.version, &client).await?;
+    let account =
+        privacy::accept_policy(&PrivacyContext::from(&state), &session.user_id, &body.version, &client).await?;
     Ok(Json(AccountView::new(&account, &state.config.policy_version)))
 }
 
@@ -69,7 +70,7 @@ async fn close(
     session: Session,
     JsonBody(body): JsonBody<CloseRequest>,
 ) -> ApiResult<(StatusCode, Json<Closure>)> {
-    let closure = privacy::close_account(&state, &session.user_id, body.password).await?;
+    let closure = privacy::close_account(&PrivacyContext::from(&state), &session.user_id, body.password).await?;
     tracing::info!(user_id = %session.user_id, "account closed");
     Ok((StatusCode::ACCEPTED, Json(closure)))
 }
@@ -91,7 +92,7 @@ async fn requests(
 }
 
 async fn create_export(State(state): State<AppState>, session: Session) -> ApiResult<(StatusCode, Json<Value>)> {
-    let export = privacy::create_export(&state, &session.user_id).await?;
+    let export = privacy::create_export(&PrivacyContext::from(&state), &session.user_id).await?;
     tracing::info!(user_id = %session.user_id, export_id = %export.id, "data export built");
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": export.id, "status": export.status }))))
 }
@@ -101,5 +102,5 @@ async fn export(
     session: Session,
     Path(export_id): Path<String>,
 ) -> ApiResult<Json<ExportView>> {
-    Ok(Json(privacy::export_view(&state, &session.user_id, &export_id).await?))
+    Ok(Json(privacy::export_view(&PrivacyContext::from(&state), &session.user_id, &export_id).await?))
 }
