@@ -229,6 +229,8 @@ pub trait AccountStore: Send + Sync {
     async fn create_account(&self, account: &Account, consent: &Consent) -> Result<(), CreateAccountError>;
     async fn account(&self, user_id: &str) -> StoreResult<Option<Account>>;
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>>;
+    /// Whether an account holds the email's claim.
+    async fn email_claimed(&self, email: &str) -> StoreResult<bool>;
 }
 
 #[async_trait]
@@ -259,6 +261,10 @@ impl<T: ItemStore + ?Sized> AccountStore for T {
         self.get(Table::Main, &user_pk(user_id), PROFILE_SK).await?.map(|item| item.record()).transpose()
     }
 
+    async fn email_claimed(&self, email: &str) -> StoreResult<bool> {
+        Ok(self.get(Table::Main, &email_pk(email), schema::sk::EMAIL).await?.is_some())
+    }
+
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>> {
         let Some(claim) = self.get(Table::Main, &email_pk(email), schema::sk::EMAIL).await? else {
             return Ok(None);
@@ -269,7 +275,7 @@ impl<T: ItemStore + ?Sized> AccountStore for T {
 }
 
 /// The answer when another account has the email (signup, email change).
-pub fn email_taken() -> ApiError {
+pub(crate) fn email_taken() -> ApiError {
     ApiError::Conflict {
         code: "email_taken",
         message: "an account with this email already exists".into(),

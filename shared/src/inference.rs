@@ -891,11 +891,13 @@ impl StreamReading {
     }
 }
 
-/// How a relayed stream ended on the provider's side.
+/// How relaying a stream ended.
 struct StreamEnd {
-    /// The provider's stream ended (or failed); nothing more can be read from it.
+    /// The provider's stream reached its end: nothing more can be read from it.
     upstream_ended: bool,
+    /// The provider's stream broke (a read error, or no event end within the size limit).
     failed: bool,
+    /// The client stopped reading; the provider's stream was read on for its usage.
     client_gone: bool,
 }
 

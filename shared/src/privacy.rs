@@ -45,11 +45,11 @@ pub const EXPORT_LINK_VALIDITY: std::time::Duration = std::time::Duration::from_
 /// blob store (export files).
 #[derive(Clone)]
 pub struct PrivacyContext {
-    pub store: Arc<dyn ItemStore>,
-    pub clock: Arc<dyn Clock>,
-    pub config: Arc<Config>,
-    pub kyc_keys: Option<Arc<KycKeys>>,
-    pub blobs: Option<Arc<dyn BlobStore>>,
+    pub(crate) store: Arc<dyn ItemStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) kyc_keys: Option<Arc<KycKeys>>,
+    pub(crate) blobs: Option<Arc<dyn BlobStore>>,
 }
 
 impl PrivacyContext {
@@ -296,7 +296,7 @@ pub async fn correct(
 /// Why a correction's transaction did not apply: the new email is taken, or the account changed meanwhile.
 async fn correction_conflict(store: &dyn ItemStore, new_email: Option<&str>) -> ApiResult<ApiError> {
     let taken = match new_email {
-        Some(email) => store.account_by_email(email).await?.is_some(),
+        Some(email) => store.email_claimed(email).await?,
         None => false,
     };
     Ok(if taken {

@@ -1,5 +1,6 @@
-//! Usage logs as the account sees them: a filtered, newest-first list and per-day or per-model summaries.
-//! Entries live at `USER#<id>` / `USAGE#<millis>#<rand>` (written by [`entry_put`] in the settlement's transaction) for 12 months.
+//! Usage logs: the entry each settled call writes (`entry_put`, in the settlement's transaction), and how
+//! the account sees them: a filtered, newest-first list and per-day or per-model summaries. Entries live at
+//! `USER#<id>` / `USAGE#<millis>#<rand>` for 12 months.
 
 use std::collections::BTreeMap;
 

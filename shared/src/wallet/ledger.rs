@@ -43,7 +43,7 @@ pub struct LedgerEntry {
 
 impl LedgerEntry {
     /// A new entry with a fresh id.
-    pub fn new(kind: LedgerKind, amount: i64, balance_after: i64, reference: &str, at: DateTime<Utc>) -> Self {
+    pub(super) fn new(kind: LedgerKind, amount: i64, balance_after: i64, reference: &str, at: DateTime<Utc>) -> Self {
         Self {
             id: format!("txn_{}", random_suffix()),
             kind,

@@ -24,10 +24,10 @@
 //! - `REFUNDREQUEST` / `<user id>`: the unspent balance of a closed account, for an operator to refund;
 //!   keyed on the account, so any number of concurrent or retried closures request one refund.
 //!
-//! One module per job, each the only writer of its items: [`ledger`] (entries and every balance change),
-//! [`topups`] (orders, top-ups, credits), [`webhook`], [`adjustments`] (refunds, disputes),
-//! [`reconciliation`], [`closure`] (closed wallets and refund requests) and [`holds`] (inference holds and
-//! their settlement).
+//! This module is the only writer of these items (and of the holds on the wallet), one submodule per job:
+//! `ledger` (entries and every balance change), `topups` (orders, top-ups, credits), `webhook`,
+//! `adjustments` (refunds, disputes), `reconciliation`, `closure` (closed wallets and refund requests) and
+//! `holds` (inference holds and their settlement).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -64,9 +64,9 @@ use ledger::LEDGER_PREFIX;
 
 pub(crate) const WALLET_SK: &str = schema::sk::WALLET;
 /// The wallet attribute that marks a closed account's wallet: it takes no new holds.
-pub(crate) const CLOSED: &str = "closed";
+const CLOSED: &str = "closed";
 /// Registry of every wallet (one item each, sort key = user id), walked by the stale-hold sweeper.
-pub(crate) const WALLETS_PK: &str = schema::WALLETS_PK;
+const WALLETS_PK: &str = schema::WALLETS_PK;
 const REVIEW_PK: &str = schema::PAYMENT_REVIEWS_PK;
 
 /// The end of the payments retention window for something that happened at `at`.
