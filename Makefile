@@ -2,9 +2,8 @@
 
 SHELL := /bin/bash
 LAMBDA_FUNCTIONS := signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy
-CARGO_LAMBDA_VERSION := 1.9.2
 
-.PHONY: run test bench build deploy tools clean
+.PHONY: run test bench build deploy smoke tools clean
 
 ## run: build and serve every function's routes locally on the embedded store (no AWS, no network).
 run:
@@ -19,22 +18,28 @@ bench:
 	cargo build --release -p dev-server --bins
 	INFEREX_BENCH_SERVER=target/release/dev-server target/release/bench
 
-## tools: install DynamoDB Local, cfn-lint and cargo-lambda under .tools/.
+## tools: install DynamoDB Local, cfn-lint, AWS SAM's translator, moto and the openai SDK under .tools/.
 tools:
 	scripts/ensure-tools.sh
-	@test -x .tools/venv/bin/cargo-lambda || .tools/venv/bin/pip install --quiet --disable-pip-version-check "cargo-lambda==$(CARGO_LAMBDA_VERSION)"
 
-## build: release arm64 Lambda binaries -> target/lambda/<function>/bootstrap.
-# cargo-lambda (and the zig linker it uses for arm64) live in the project's tool virtualenv.
+## build: release arm64 Lambda binaries -> target/lambda/<function>/bootstrap (installs cargo-lambda, zig).
 build: export PATH := $(CURDIR)/.tools/venv/bin:$(PATH)
-build: tools
-	rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
+build:
+	scripts/ensure-deploy-tools.sh
 	cargo lambda build --release --arm64 $(addprefix --package ,$(LAMBDA_FUNCTIONS))
 
-## deploy: build with SAM (cargo-lambda) and deploy the stack; needs the AWS SAM CLI and credentials.
+## deploy: build with SAM and deploy the stack to ap-south-1 (samconfig.toml), no prompts; needs AWS
+## credentials from the deploy step on. Extra `sam deploy` arguments: DEPLOY_ARGS="--parameter-overrides AlarmEmail=ops@example.in".
+deploy: export PATH := $(CURDIR)/.tools/sam/bin:$(CURDIR)/.tools/venv/bin:$(PATH)
 deploy:
-	sam build --beta-features
-	sam deploy --guided
+	scripts/ensure-deploy-tools.sh sam
+	sam build
+	sam deploy $(DEPLOY_ARGS)
+
+## smoke: after a deploy, check the live API: make smoke API_URL=https://... API_KEY=sk-...
+smoke:
+	scripts/ensure-tools.sh
+	.tools/venv/bin/python scripts/smoke.py "$(API_URL)" "$(API_KEY)"
 
 clean:
 	cargo clean

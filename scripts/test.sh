@@ -15,8 +15,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tools (DynamoDB Local, cfn-lint)"
 scripts/ensure-tools.sh
 
-step "cfn-lint template.yaml"
-.tools/venv/bin/cfn-lint template.yaml
+step "cfn-lint template.yaml (informational checks too)"
+.tools/venv/bin/cfn-lint --include-checks I -- template.yaml
 
 step "the Lambda functions build without the embedded store and test support"
 # Only the functions are selected, so no dev-server or test crate can switch shared's features on for them.
@@ -36,7 +36,11 @@ set +e
 scripts/with-emulators.sh cargo test --workspace --locked --offline --no-fail-fast 2>&1 | tee "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
-step "the official openai SDK against the local server"
+step "template.yaml as AWS SAM transforms it: routes, streaming, secrets, retention, limits, alarms"
+.tools/venv/bin/python scripts/check-template.py 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+step "the official openai SDK and the post-deploy smoke check against the local server"
 scripts/sdk-check.sh 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
@@ -47,6 +51,6 @@ set -e
 
 # One closing line for the whole run (cargo prints one per test binary, the last often a doc-test run of 0).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
-     /^(sdk|make-run): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     /^(sdk|smoke|make-run|template): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -45,11 +45,23 @@ pub const EXPORT_LINK_VALIDITY: std::time::Duration = std::time::Duration::from_
 /// blob store (export files).
 #[derive(Clone)]
 pub struct PrivacyContext {
+    pub(crate) export_builds: ExportBuilds,
     pub(crate) store: Arc<dyn ItemStore>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: Arc<Config>,
     pub(crate) kyc_keys: Option<Arc<KycKeys>>,
     pub(crate) blobs: Option<Arc<dyn BlobStore>>,
+}
+
+/// Where a requested data export is built: never inside the request that asks for it (a heavy account's
+/// export outlasts any request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExportBuilds {
+    /// By a task of this process, started by the request (the local server, tests).
+    #[default]
+    InProcess,
+    /// By the exports function: the export's insertion reaches it through the main table's stream (AWS).
+    Queued,
 }
 
 impl PrivacyContext {
@@ -426,6 +438,9 @@ pub struct DataExport {
     pub status: ExportStatus,
     pub created_at: DateTime<Utc>,
     pub request_id: String,
+    /// The access request's sort key, which the build completes.
+    #[serde(default)]
+    pub request_sk: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blob_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -443,7 +458,7 @@ pub struct ExportView {
     pub expires_at: Option<String>,
 }
 
-fn export_put(user_id: &str, export: &DataExport, expires_at: i64) -> StoreResult<WriteOp> {
+fn export_put(user_id: &str, export: &DataExport, expires_at: i64, condition: Condition) -> StoreResult<WriteOp> {
     Ok(WriteOp::Put(Put {
         table: Table::Main,
         item: Item::from_record(
@@ -452,55 +467,123 @@ fn export_put(user_id: &str, export: &DataExport, expires_at: i64) -> StoreResul
             export,
             Some(expires_at),
         )?,
-        condition: Condition::Always,
+        condition,
     }))
 }
 
-/// `POST /v1/privacy/exports`: records an access request and builds the export at once (one JSON
-/// document in the blob store). A failure is recorded on the export and the request, and answered 500.
+/// `POST /v1/privacy/exports`: records the access request and a pending export, and has it built outside the
+/// request ([`ExportBuilds`]); `GET /v1/privacy/exports/{id}` shows its status.
 pub async fn create_export(ctx: &PrivacyContext, user_id: &str) -> ApiResult<DataExport> {
     let store = ctx.store.as_ref();
     active_account(store.account(user_id).await?)?;
-    let blobs = ctx.blobs()?;
     let now = ctx.clock.now();
     let expires_at = ctx.config.retention.until(Span::Exports, now);
-    let mut request = Recorded::new(ctx, user_id, RequestKind::Access);
-    let mut export = DataExport {
+    let request = Recorded::new(ctx, user_id, RequestKind::Access);
+    let export = DataExport {
         id: format!("exp_{}", random_suffix()),
         status: ExportStatus::Pending,
         created_at: now,
         request_id: request.request.id.clone(),
+        request_sk: request.sk.clone(),
         blob_key: None,
         size_bytes: None,
     };
-    store.transact(vec![request.put()?, export_put(user_id, &export, expires_at)?]).await?;
-    let key = format!("exports/{user_id}/{}.json", export.id);
+    store.transact(vec![request.put()?, export_put(user_id, &export, expires_at, Condition::NotExists)?]).await?;
+    if ctx.export_builds == ExportBuilds::InProcess {
+        let (ctx, user_id, export_id) = (ctx.clone(), user_id.to_owned(), export.id.clone());
+        crate::tasks::spawn("data export", async move {
+            if let Err(e) = build_export(&ctx, &user_id, &export_id).await {
+                tracing::error!(error = %e, %export_id, "data export not built");
+            }
+        });
+    }
+    Ok(export)
+}
+
+/// Builds a pending export: the document, its file, then the export marked ready (or failed) and its
+/// access request completed, in one write conditioned on the export still pending. Safe to run any number
+/// of times, concurrently (a stream record delivered twice): one build is recorded, an export that is no
+/// longer pending is left as it is. Returns the export's status.
+pub async fn build_export(ctx: &PrivacyContext, user_id: &str, export_id: &str) -> ApiResult<ExportStatus> {
+    let store = ctx.store.as_ref();
+    let export_sk = schema::prefixed(EXPORT_PREFIX, export_id);
+    let Some(item) = store.get(Table::Main, &user_pk(user_id), &export_sk).await? else {
+        return Err(ApiError::Internal(format!("export {export_id} is not stored")));
+    };
+    let (expires_at, mut export) = (item.expires_at, item.record::<DataExport>()?);
+    if export.status != ExportStatus::Pending {
+        return Ok(export.status);
+    }
+    let request_item = store.get(Table::Main, &user_pk(user_id), &export.request_sk).await?;
+    let request_item = request_item.ok_or_else(|| ApiError::Internal(format!("export {export_id} has no request")))?;
+    let mut request = Recorded {
+        user_id: user_id.to_owned(),
+        sk: export.request_sk.clone(),
+        expires_at: request_item.expires_at.unwrap_or(i64::MAX),
+        request: request_item.record()?,
+    };
+    let key = format!("exports/{user_id}/{export_id}.json");
     let built = async {
         let document = export_document(ctx, user_id).await?;
         let bytes = serde_json::to_vec_pretty(&document).map_err(|e| ApiError::Internal(e.to_string()))?;
         let size = bytes.len() as u64;
-        blobs.put(&key, bytes, "application/json").await?;
+        ctx.blobs()?.put(&key, bytes, "application/json").await?;
         Ok::<u64, ApiError>(size)
     }
     .await;
     let done = ctx.clock.now();
-    let outcome = match &built {
+    match &built {
         Ok(size) => {
             export.status = ExportStatus::Ready;
             export.blob_key = Some(key);
             export.size_bytes = Some(*size);
-            request.finish(RequestStatus::Completed, format!("export {} ready ({size} bytes)", export.id), done);
-            Ok(())
+            request.finish(RequestStatus::Completed, format!("export {export_id} ready ({size} bytes)"), done);
         }
         Err(e) => {
-            tracing::error!(error = %e, export_id = %export.id, "data export failed");
+            tracing::error!(error = %e, %export_id, "data export failed");
             export.status = ExportStatus::Failed;
             request.finish(RequestStatus::Failed, "the export could not be built; request a new one", done);
-            Err(ApiError::Internal(format!("export {} failed", export.id)))
         }
-    };
-    store.transact(vec![request.put()?, export_put(user_id, &export, expires_at)?]).await?;
-    outcome.map(|()| export)
+    }
+    let pending = Condition::AttrEquals("status".into(), json!(ExportStatus::Pending));
+    let until = expires_at.unwrap_or_else(|| ctx.config.retention.until(Span::Exports, export.created_at));
+    let recorded = store.transact(vec![request.put()?, export_put(user_id, &export, until, pending)?]).await;
+    if recorded.applied()?.is_none() {
+        // Another build of the same export finished first; its record stands.
+        return Ok(store
+            .get(Table::Main, &user_pk(user_id), &export_sk)
+            .await?
+            .map_or(Ok(export.status), |i| i.record::<DataExport>().map(|e| e.status))?);
+    }
+    Ok(export.status)
+}
+
+/// An export to build, named by a record of the main table's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportJob {
+    /// The record's sequence number: what a partial batch failure reports back.
+    pub record: String,
+    pub user_id: String,
+    pub export_id: String,
+}
+
+/// The exports a DynamoDB stream event asks for: records inserting an `EXPORT#` item of a user's partition
+/// (the event source mapping's filter lets only those through; anything else is ignored here too).
+pub fn export_jobs(event: &Value) -> Vec<ExportJob> {
+    let records = event.get("Records").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    records
+        .iter()
+        .filter(|record| record.get("eventName").and_then(Value::as_str) == Some("INSERT"))
+        .filter_map(|record| {
+            let change = record.get("dynamodb")?;
+            let key = |name: &str| change.pointer(&format!("/Keys/{name}/S")).and_then(Value::as_str);
+            Some(ExportJob {
+                record: change.get("SequenceNumber")?.as_str()?.to_owned(),
+                user_id: schema::user_id_of(key("pk")?)?.to_owned(),
+                export_id: key("sk")?.strip_prefix(EXPORT_PREFIX)?.to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// `GET /v1/privacy/exports/{id}`: the owner's export only; anyone else's id is simply not found.

@@ -32,6 +32,8 @@ pub struct AppState {
     pub gateway: Option<Arc<crate::inference::Gateway>>,
     /// The operator endpoints' bearer token; while there is none they answer 404.
     pub operator_token: Option<Arc<Rotating<SecretString>>>,
+    /// Where data exports are built: a task of this process, or (in AWS) the exports function.
+    pub export_builds: crate::privacy::ExportBuilds,
 }
 
 impl AppState {
@@ -49,6 +51,7 @@ impl AppState {
             blobs: None,
             gateway: None,
             operator_token,
+            export_builds: crate::privacy::ExportBuilds::default(),
         }
     }
 
@@ -122,6 +125,8 @@ impl AppState {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), tables, Arc::clone(&clock));
         let mut state = Self::new(Arc::new(store), config, Arc::clone(&clock));
+        // A frozen Lambda cannot finish a task after its answer: the table's stream starts the exports function.
+        state.export_builds = crate::privacy::ExportBuilds::Queued;
         let kms = aws_sdk_kms::Client::new(&aws);
         if let Some(key_id) = var::<String>("INFEREX_KMS_KEY_ID")? {
             let fingerprinter =
@@ -214,6 +219,7 @@ fn deployed_kyc_mode(explicit: Option<crate::config::KycMode>) -> crate::config:
 impl From<&AppState> for crate::privacy::PrivacyContext {
     fn from(state: &AppState) -> Self {
         Self {
+            export_builds: state.export_builds,
             store: Arc::clone(&state.store),
             clock: Arc::clone(&state.clock),
             config: Arc::clone(&state.config),

@@ -3,6 +3,8 @@ model stand-ins): models, chat with and without streaming, and the SDK's own exc
 unknown model and an empty wallet. Run by `make test`; takes the server's base URL as its only argument."""
 
 import json
+import pathlib
+import subprocess
 import sys
 import urllib.request
 
@@ -40,7 +42,8 @@ def check(condition, what):
     checks += 1
 
 
-paid = openai.OpenAI(base_url=BASE + "/v1", api_key=customer("sdk@example.in", "SDKPE1234K", "234567890124", 100))
+paid_key = customer("sdk@example.in", "SDKPE1234K", "234567890124", 100)
+paid = openai.OpenAI(base_url=BASE + "/v1", api_key=paid_key)
 broke = openai.OpenAI(base_url=BASE + "/v1", api_key=customer("broke@example.in", "SDKPE4321K", "987654321012", 0))
 bad = openai.OpenAI(base_url=BASE + "/v1", api_key="sk-inferex-not-a-real-key", max_retries=0)
 
@@ -78,3 +81,7 @@ except openai.APIStatusError as e:
     check(e.status_code == 402 and "insufficient" in str(e), "empty wallet -> APIStatusError 402: %s" % e)
 
 print("sdk: %d passed, 0 failed" % checks)
+
+# `make smoke`, the post-deploy check, against this server: it must pass here before it is trusted there.
+smoke = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "smoke.py"
+sys.exit(subprocess.run([sys.executable, str(smoke), BASE, paid_key]).returncode)

@@ -58,6 +58,24 @@ async fn patch_account(api: &TestApi, token: &str, body: Value) -> Result<reqwes
     api.http.patch(api.url("/v1/account")).bearer_auth(token).json(&body).send().await
 }
 
+/// Requests an export and waits for its build (a task of the server here, the exports function in AWS).
+async fn requested_export(api: &TestApi, token: &str) -> Res<(Value, Value)> {
+    let created = api.http.post(api.url("/v1/privacy/exports")).bearer_auth(token).send().await?;
+    assert_eq!(created.status(), StatusCode::ACCEPTED);
+    let created: Value = created.json().await?;
+    assert_eq!(created["status"], json!("pending"), "built outside the request: {created}");
+    let path = format!("/v1/privacy/exports/{}", created["id"].as_str().ok_or("no id")?);
+    for _ in 0..200 {
+        let view = get_json(api, token, &path).await?;
+        if view["status"] != json!("pending") {
+            assert_eq!(view["status"], json!("ready"), "{view}");
+            return Ok((created, view));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Err(format!("export {path} still pending after 10 s").into())
+}
+
 async fn get_json(api: &TestApi, token: &str, path: &str) -> Res<Value> {
     Ok(api.http.get(api.url(path)).bearer_auth(token).send().await?.error_for_status()?.json().await?)
 }
@@ -217,12 +235,8 @@ async fn an_export_holds_every_data_class_and_only_its_owner_can_fetch_it(backen
     let (user, token, key) = active_customer(&api, "owner@example.in").await?;
     let (other, other_token, _) = active_customer(&api, "other@example.in").await?;
 
-    let created = api.http.post(api.url("/v1/privacy/exports")).bearer_auth(&token).send().await?;
-    assert_eq!(created.status(), StatusCode::ACCEPTED);
-    let created: Value = created.json().await?;
+    let (created, view) = requested_export(&api, &token).await?;
     let id = created["id"].as_str().ok_or("no id")?.to_owned();
-    assert_eq!(created["status"], json!("ready"));
-    let view = get_json(&api, &token, &format!("/v1/privacy/exports/{id}")).await?;
     let link = view["download_url"].as_str().ok_or("no link")?;
     let expires = chrono::DateTime::parse_from_rfc3339(view["expires_at"].as_str().unwrap_or_default())?;
     assert_eq!(expires.timestamp() - api.clock.now_epoch(), 15 * 60, "links last 15 minutes");
@@ -268,17 +282,7 @@ fn manual() -> Config {
 async fn closure_stops_everything_at_once_and_keeps_exactly_what_retention_requires(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (user, token, key) = active_customer(&api, "leaving@example.in").await?;
-    let export: Value = api
-        .http
-        .post(api.url("/v1/privacy/exports"))
-        .bearer_auth(&token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let view =
-        get_json(&api, &token, &format!("/v1/privacy/exports/{}", export["id"].as_str().unwrap_or_default())).await?;
+    let (_, view) = requested_export(&api, &token).await?;
     let link = view["download_url"].as_str().ok_or("no link")?.to_owned();
     assert_eq!(api.http.get(&link).send().await?.status(), StatusCode::OK);
     let close = |body: Value| api.http.delete(api.url("/v1/account")).bearer_auth(&token).json(&body).send();
@@ -382,7 +386,7 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
     let short = api.razorpay.pay(&unpaid, "captured", Some(100)).ok_or("order")?;
     api.razorpay.deliver(&api.razorpay.payment_webhook("payment.captured", &short)).await.ok_or("delivery")?;
     chat(&api, &api.create_key(&token, "k").await?).await?.error_for_status()?;
-    api.http.post(api.url("/v1/privacy/exports")).bearer_auth(&token).send().await?.error_for_status()?;
+    requested_export(&api, &token).await?;
     patch_account(&api, &token, json!({ "full_name": "Classes" })).await?.error_for_status()?;
 
     let config = &api.state.config;

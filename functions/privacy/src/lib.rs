@@ -1,6 +1,7 @@
 //! The privacy function: the data principal's rights. Correction (`PATCH /v1/account`), acceptance of a new
 //! policy, data exports, account closure (`DELETE /v1/account`), the list of their requests, and the public
-//! notice (`GET /v1/privacy`). The rules live in `shared::privacy`.
+//! notice (`GET /v1/privacy`). The rules live in `shared::privacy`. A second binary, `exports`, builds the
+//! data exports requested here, started by the main table's stream ([`build_requested_exports`]).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -12,7 +13,7 @@ use shared::accounts::{AccountView, ClientInfo};
 use shared::auth::Session;
 use shared::error::ApiResult;
 use shared::http::{JsonBody, ListPage, QueryParams, page_limit};
-use shared::privacy::{self, Closure, ExportView, PrivacyContext, PrivacyRequestView};
+use shared::privacy::{self, Closure, ExportStatus, ExportView, PrivacyContext, PrivacyRequestView};
 use shared::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -103,4 +104,22 @@ async fn export(
     Path(export_id): Path<String>,
 ) -> ApiResult<Json<ExportView>> {
     Ok(Json(privacy::export_view(&PrivacyContext::from(&state), &session.user_id, &export_id).await?))
+}
+
+/// The exports function's handler: builds every export a DynamoDB stream batch asks for and answers with
+/// the records to deliver again (Lambda's partial batch response): only those whose build could not be
+/// recorded. An export that failed to build is recorded as failed (its owner asks again), not retried.
+pub async fn build_requested_exports(ctx: &PrivacyContext, event: &Value) -> Value {
+    let mut failures = Vec::new();
+    for job in privacy::export_jobs(event) {
+        match privacy::build_export(ctx, &job.user_id, &job.export_id).await {
+            Ok(ExportStatus::Ready) => tracing::info!(export_id = %job.export_id, "data export built"),
+            Ok(status) => tracing::warn!(export_id = %job.export_id, ?status, "data export not built"),
+            Err(e) => {
+                tracing::error!(error = %e, export_id = %job.export_id, "data export build not recorded; retried");
+                failures.push(json!({ "itemIdentifier": job.record }));
+            }
+        }
+    }
+    json!({ "batchItemFailures": failures })
 }

@@ -95,6 +95,11 @@ pub fn user_pk(user_id: &str) -> String {
     key(kind::USER, user_id)
 }
 
+/// The user id a `USER#<id>` partition key names (a stream record's key read back).
+pub fn user_id_of(pk: &str) -> Option<&str> {
+    pk.strip_prefix(kind::USER)?.strip_prefix('#').filter(|id| !id.is_empty())
+}
+
 pub fn email_pk(email: &str) -> String {
     key(kind::EMAIL, email)
 }

@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+"""What template.yaml deploys, checked on the CloudFormation that AWS SAM generates from it (the same
+translator `sam deploy` runs, aws-sam-translator, offline): every route, streaming where the function
+streams, secrets only by reference, data kept with its keys, limits and alarms in place.
+
+    scripts/check-template.py [template.yaml]
+
+Prints one line per check and exits non-zero if any fails.
+"""
+
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+import yaml
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+ROOT = Path(__file__).resolve().parent.parent
+# The secret-bearing variables the functions refuse to start with (shared::runtime_secrets::SECRET_ENV_VARS).
+SECRET_ENV_VARS = re.findall(
+    r'"([A-Z_]+)"',
+    re.search(
+        r"SECRET_ENV_VARS: \[&str; \d+\] = \[(.*?)\];",
+        (ROOT / "shared/src/runtime_secrets.rs").read_text(),
+        re.S,
+    ).group(1),
+)
+# Literal (non-reference) environment values a function may carry: configuration, never credentials.
+PLAIN_ENV_VARS = {"INFEREX_LOG", "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH"}
+ERROR_SHAPE_KEYS = {"type", "code", "message", "param"}
+KEPT_TYPES = {"AWS::DynamoDB::Table", "AWS::KMS::Key", "AWS::SecretsManager::Secret", "AWS::S3::Bucket"}
+MIN_LOG_DAYS = 180
+
+failures = []
+passed = []
+
+
+def check(ok, what):
+    print(f"template: {'ok  ' if ok else 'FAIL'} {what}")
+    (passed if ok else failures).append(what)
+
+
+class NoManagedPolicies:
+    """The template names managed policies by ARN only; the translator needs no lookup."""
+
+    def load(self):
+        return {}
+
+
+def generated(template_path):
+    logging.disable(logging.WARNING)  # the translator's notes on its feature toggles
+    template = yaml_parse(Path(template_path).read_text())
+    # What `sam package` does before the transform: code lives in S3.
+    template.setdefault("Globals", {}).setdefault("Function", {})["CodeUri"] = "s3://artifacts/code.zip"
+    os.environ.setdefault("AWS_DEFAULT_REGION", "ap-south-1")
+    params = {"AWS::Region": "ap-south-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}
+    return template, transform(template, params, NoManagedPolicies())
+
+
+def ref_name(value):
+    """The logical id an intrinsic points at (Ref, GetAtt), if it is one."""
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return value["Ref"]
+        if "Fn::GetAtt" in value:
+            att = value["Fn::GetAtt"]
+            return att[0] if isinstance(att, list) else att.split(".")[0]
+    return None
+
+
+def integration_function(integration):
+    uri = integration.get("uri", {})
+    text = uri.get("Fn::Sub", "") if isinstance(uri, dict) else str(uri)
+    found = re.search(r"\$\{(\w+)\.Arn\}", text if isinstance(text, str) else text[0])
+    return (found.group(1) if found else None), ("response-streaming-invocations" in str(text))
+
+
+def main():
+    template_path = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "template.yaml")
+    try:
+        source, out = generated(template_path)
+    except Exception as error:  # the translator's own report is the message
+        check(False, f"SAM transforms the template: {error}")
+        return 1
+    resources = out["Resources"]
+    of_type = lambda kind: {k: v for k, v in resources.items() if v["Type"] == kind}  # noqa: E731
+    functions = of_type("AWS::Lambda::Function")
+    apis = of_type("AWS::ApiGateway::RestApi")
+    check(len(apis) == 1, "one REST API")
+    api_id, api = next(iter(apis.items()))
+    body = api["Properties"].get("Body", {})
+    paths = body.get("paths", {})
+
+    # Routes: every documented route is deployed, each to a function.
+    documented = yaml.safe_load((ROOT / "openapi.yaml").read_text())["paths"]
+    for path, methods in documented.items():
+        for method in methods:
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            integration = paths.get(path, {}).get(method, {}).get("x-amazon-apigateway-integration")
+            check(
+                bool(integration) and integration.get("type") == "aws_proxy",
+                f"{method.upper()} {path} is deployed as a Lambda proxy route",
+            )
+
+    # Streaming: every route of the inference function streams, with a timeout covering the function's.
+    inference_timeout_ms = functions.get("InferenceFunction", {}).get("Properties", {}).get("Timeout", 0) * 1000
+    check(inference_timeout_ms > 0, "the inference function has a timeout")
+    for path, methods in paths.items():
+        for method, operation in methods.items():
+            integration = operation.get("x-amazon-apigateway-integration", {})
+            function, streaming_uri = integration_function(integration)
+            if function != "InferenceFunction":
+                continue
+            check(
+                integration.get("responseTransferMode") == "STREAM" and streaming_uri,
+                f"{method.upper()} {path} streams (the inference binary answers every route in the streaming format)",
+            )
+            check(
+                int(integration.get("timeoutInMillis", 29000)) >= inference_timeout_ms,
+                f"{method.upper()} {path}: integration timeout {integration.get('timeoutInMillis', 29000)} ms "
+                f">= the function's {inference_timeout_ms} ms",
+            )
+
+    # Gateway responses: part of the API definition (so they survive updates), in our error shape.
+    responses = body.get("x-amazon-apigateway-gateway-responses", {})
+    for kind in ["MISSING_AUTHENTICATION_TOKEN", "THROTTLED", "DEFAULT_4XX", "DEFAULT_5XX"]:
+        template = responses.get(kind, {}).get("responseTemplates", {}).get("application/json", "")
+        shaped = all(f'"{key}"' in template for key in ERROR_SHAPE_KEYS) and template.startswith('{"error":')
+        check(shaped, f"gateway response {kind} is in the API definition, in the error shape")
+    check(not of_type("AWS::ApiGateway::GatewayResponse"), "no standalone gateway responses (an API update drops them)")
+    stray_stages = [k for k, v in of_type("AWS::ApiGateway::Deployment").items() if "StageName" in v["Properties"]]
+    check(not stray_stages, "no extra stage named by a deployment (SAM's 'Stage')")
+
+    # Stage: throttled, metrics and access logs without secrets, tracing.
+    stages = of_type("AWS::ApiGateway::Stage")
+    check(len(stages) == 1, "one stage")
+    stage = next(iter(stages.values()), {}).get("Properties", {})
+    throttled = [
+        s for s in stage.get("MethodSettings", []) if "ThrottlingRateLimit" in s and "ThrottlingBurstLimit" in s
+    ]
+    check(bool(throttled), "the stage is throttled")
+    access_format = stage.get("AccessLogSetting", {}).get("Format", "")
+    check(bool(access_format), "the stage writes access logs")
+    leaks = re.findall(r"\$(?:context|input|method)\.[\w.]*(?:header|querystring|body|authoriz|apiKey|token)", access_format, re.I)
+    check(not leaks, f"access logs name no header, query string, body or key ({leaks})")
+    check(stage.get("TracingEnabled") is True, "the stage is traced")
+
+    # Secrets: never a value in a function's environment.
+    for name, function in functions.items():
+        variables = function["Properties"].get("Environment", {}).get("Variables", {})
+        named = [v for v in variables if v in SECRET_ENV_VARS]
+        check(not named, f"{name}: no secret-bearing variable in its environment ({named})")
+        literal = [
+            v
+            for v, value in variables.items()
+            if isinstance(value, str) and v not in PLAIN_ENV_VARS and not ref_name(value)
+        ]
+        check(not literal, f"{name}: environment values are references or plain configuration ({literal})")
+        for var, value in variables.items():
+            if var.endswith("_SECRET_ARN"):
+                target = ref_name(value)
+                check(
+                    resources.get(target, {}).get("Type") == "AWS::SecretsManager::Secret",
+                    f"{name}: {var} names a Secrets Manager secret",
+                )
+
+    # Data kept with its keys: stateful resources retained, tables protected.
+    for name, resource in resources.items():
+        if resource["Type"] in KEPT_TYPES:
+            kept = resource.get("DeletionPolicy") == "Retain" and resource.get("UpdateReplacePolicy") == "Retain"
+            check(kept, f"{name} ({resource['Type']}) is retained on deletion and replacement")
+    for name, table in of_type("AWS::DynamoDB::Table").items():
+        check(table["Properties"].get("DeletionProtectionEnabled") is True, f"{name} has deletion protection")
+    declared = source["Resources"]
+    check(
+        all(declared.get(k, {}).get("DeletionPolicy") == "Retain" for k in ["VaultKey", "FingerprintKey", "ExportKey"]),
+        "the vault, fingerprint and export keys are retained like the data they protect",
+    )
+
+    # Exports: their own bucket, not versioned, encrypted with their own key; the privacy function uses it.
+    export_bucket = declared.get("ExportBucket", {}).get("Properties", {})
+    encryption = export_bucket.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration", [{}])[0]
+    by_default = encryption.get("ServerSideEncryptionByDefault", {})
+    check(
+        by_default.get("SSEAlgorithm") == "aws:kms" and ref_name(by_default.get("KMSMasterKeyID")) == "ExportKey",
+        "exports are encrypted with the export key",
+    )
+    check("VersioningConfiguration" not in export_bucket, "the export bucket keeps no old versions of deleted exports")
+    privacy_env = functions.get("PrivacyFunction", {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+    check(ref_name(privacy_env.get("INFEREX_BLOB_BUCKET")) == "ExportBucket", "the privacy function writes to the export bucket")
+
+    # Exports are built outside the request: the export item's insertion reaches the exports function.
+    main_table = declared.get("MainTable", {}).get("Properties", {})
+    check("StreamViewType" in main_table.get("StreamSpecification", {}), "the main table has a stream")
+    mappings = [
+        m["Properties"]
+        for m in of_type("AWS::Lambda::EventSourceMapping").values()
+        if ref_name(m["Properties"].get("FunctionName")) == "ExportsFunction"
+    ]
+    patterns = [f.get("Pattern", "") for m in mappings for f in m.get("FilterCriteria", {}).get("Filters", [])]
+    check(
+        any('"INSERT"' in p and "EXPORT#" in p for p in patterns),
+        "the exports function receives inserted export items from the main table's stream",
+    )
+    check(
+        any(m.get("DestinationConfig", {}).get("OnFailure") and "ReportBatchItemFailures" in m.get("FunctionResponseTypes", []) for m in mappings),
+        "export builds report partial failures and keep what they could not finish",
+    )
+    exports_props = functions.get("ExportsFunction", {}).get("Properties", {})
+    check(exports_props.get("Timeout", 0) >= 300 and exports_props.get("MemorySize", 0) >= 1024, "exports get 5 minutes and 1 GB")
+
+    # Limits: inference capped, the webhook reserved.
+    for name in ["InferenceFunction", "RazorpayWebhookFunction"]:
+        reserved = functions.get(name, {}).get("Properties", {}).get("ReservedConcurrentExecutions")
+        check(reserved is not None, f"{name} has reserved concurrency (a parameter)")
+
+    # Logs: every function logs to a group of this template with at least 180 days' retention.
+    groups = of_type("AWS::Logs::LogGroup")
+    for name, function in functions.items():
+        group = ref_name(function["Properties"].get("LoggingConfig", {}).get("LogGroup"))
+        days = groups.get(group, {}).get("Properties", {}).get("RetentionInDays")
+        days = source.get("Parameters", {}).get(ref_name(days), {}).get("Default") if ref_name(days) else days
+        check(group in groups and int(days or 0) >= MIN_LOG_DAYS, f"{name} logs to its own group kept {days} days")
+
+    # Scheduled work: names per stack, failures kept.
+    for name, schedule in of_type("AWS::Scheduler::Schedule").items():
+        schedule_name = schedule["Properties"].get("Name")
+        check(not isinstance(schedule_name, str), f"{name}: the schedule's name includes the stack's")
+        check("DeadLetterConfig" in schedule["Properties"].get("Target", {}), f"{name}: undeliverable runs are kept")
+    invoke_configs = of_type("AWS::Lambda::EventInvokeConfig")
+    on_failure = {ref_name(c["Properties"]["FunctionName"]) for c in invoke_configs.values() if c["Properties"].get("DestinationConfig", {}).get("OnFailure")}
+    check("JobsFunction" in on_failure, "failed jobs runs go to an on-failure destination")
+
+    # Alarms: to one topic, on the API, every function, the tables and the account.
+    alarms = of_type("AWS::CloudWatch::Alarm")
+    topics = of_type("AWS::SNS::Topic")
+    check(len(topics) == 1, "one alarm topic")
+    check(
+        all(any(ref_name(a) in topics for a in alarm["Properties"].get("AlarmActions", [])) for alarm in alarms.values()),
+        "every alarm notifies the topic",
+    )
+
+    def watched(namespace, metric, dimension_value=None):
+        for alarm in alarms.values():
+            props = alarm["Properties"]
+            if props.get("Namespace") != namespace or props.get("MetricName") != metric:
+                continue
+            values = [ref_name(d["Value"]) or d["Value"] for d in props.get("Dimensions", [])]
+            if dimension_value is None or dimension_value in values:
+                return True
+        return False
+
+    check(watched("AWS/ApiGateway", "5XXError"), "an alarm on the API's 5xx rate")
+    check(watched("AWS/ApiGateway", "Latency"), "an alarm on the API's latency")
+    for name in functions:
+        if name.startswith(("Api", "Custom")):
+            continue
+        check(watched("AWS/Lambda", "Errors", name), f"an alarm on {name}'s errors")
+        check(watched("AWS/Lambda", "Throttles", name), f"an alarm on {name}'s throttles")
+    check(watched("AWS/Lambda", "Duration", "InferenceFunction"), "an alarm on inference calls near the timeout")
+    check(watched("AWS/SQS", "ApproximateNumberOfMessagesVisible"), "an alarm on failed jobs runs")
+    for table in of_type("AWS::DynamoDB::Table"):
+        check(
+            watched("AWS/DynamoDB", "ReadThrottleEvents", table) and watched("AWS/DynamoDB", "WriteThrottleEvents", table),
+            f"alarms on {table}'s throttling",
+        )
+    check(watched("AWS/Lambda", "ConcurrentExecutions"), "an alarm on the account's concurrency")
+
+    print(f"template: {len(passed)} passed, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
