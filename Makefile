@@ -28,12 +28,15 @@ build:
 	scripts/ensure-deploy-tools.sh
 	cargo lambda build --release --arm64 $(addprefix --package ,$(LAMBDA_FUNCTIONS))
 
-## deploy: build with SAM and deploy the stack to ap-south-1 (samconfig.toml), no prompts; needs AWS
-## credentials from the deploy step on. Extra `sam deploy` arguments: DEPLOY_ARGS="--parameter-overrides AlarmEmail=ops@example.in".
-deploy: export PATH := $(CURDIR)/.tools/sam/bin:$(CURDIR)/.tools/venv/bin:$(PATH)
+## deploy: build with SAM and deploy the stack to ap-south-1 (samconfig.toml), no prompts; AWS credentials
+## are needed from the account check on. Extra `sam deploy` arguments:
+## DEPLOY_ARGS="--parameter-overrides AlarmEmail=ops@example.in".
+# The tool virtualenv comes first: cargo-lambda finds zig through its `python3`.
+deploy: export PATH := $(CURDIR)/.tools/venv/bin:$(CURDIR)/.tools/sam/bin:$(PATH)
 deploy:
 	scripts/ensure-deploy-tools.sh sam
 	sam build
+	.tools/sam/bin/python scripts/check-account.py $(DEPLOY_ARGS)
 	sam deploy $(DEPLOY_ARGS)
 
 ## smoke: after a deploy, check the live API: make smoke API_URL=https://... API_KEY=sk-...

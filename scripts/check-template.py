@@ -32,6 +32,9 @@ SECRET_ENV_VARS = re.findall(
 PLAIN_ENV_VARS = {"INFEREX_LOG", "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH"}
 ERROR_SHAPE_KEYS = {"type", "code", "message", "param"}
 KEPT_TYPES = {"AWS::DynamoDB::Table", "AWS::KMS::Key", "AWS::SecretsManager::Secret", "AWS::S3::Bucket"}
+# Kept when the stack goes; a failed first create may delete what it made (nothing is in it yet), except
+# the tables, whose deletion protection would stop that rollback.
+KEPT = {"Retain", "RetainExceptOnCreate"}
 MIN_LOG_DAYS = 180
 
 failures = []
@@ -171,13 +174,14 @@ def main():
     # Data kept with its keys: stateful resources retained, tables protected.
     for name, resource in resources.items():
         if resource["Type"] in KEPT_TYPES:
-            kept = resource.get("DeletionPolicy") == "Retain" and resource.get("UpdateReplacePolicy") == "Retain"
+            allowed = {"Retain"} if resource["Type"] == "AWS::DynamoDB::Table" else KEPT
+            kept = resource.get("DeletionPolicy") in allowed and resource.get("UpdateReplacePolicy") == "Retain"
             check(kept, f"{name} ({resource['Type']}) is retained on deletion and replacement")
     for name, table in of_type("AWS::DynamoDB::Table").items():
         check(table["Properties"].get("DeletionProtectionEnabled") is True, f"{name} has deletion protection")
     declared = source["Resources"]
     check(
-        all(declared.get(k, {}).get("DeletionPolicy") == "Retain" for k in ["VaultKey", "FingerprintKey", "ExportKey"]),
+        all(declared.get(k, {}).get("DeletionPolicy") in KEPT for k in ["VaultKey", "FingerprintKey", "ExportKey"]),
         "the vault, fingerprint and export keys are retained like the data they protect",
     )
 
