@@ -505,23 +505,12 @@ pub async fn create_export(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Dat
 /// of times, concurrently (a stream record delivered twice): one build is recorded, an export that is no
 /// longer pending is left as it is. Returns the export's status.
 pub async fn build_export(ctx: &PrivacyContext, user_id: &str, export_id: &str) -> ApiResult<ExportStatus> {
-    let store = ctx.store.as_ref();
-    let export_sk = schema::prefixed(EXPORT_PREFIX, export_id);
-    let Some(item) = store.get(Table::Main, &user_pk(user_id), &export_sk).await? else {
+    let Some((export, expires_at)) = stored_export(ctx, user_id, export_id).await? else {
         return Err(ApiError::Internal(format!("export {export_id} is not stored")));
     };
-    let (expires_at, mut export) = (item.expires_at, item.record::<DataExport>()?);
     if export.status != ExportStatus::Pending {
         return Ok(export.status);
     }
-    let request_item = store.get(Table::Main, &user_pk(user_id), &export.request_sk).await?;
-    let request_item = request_item.ok_or_else(|| ApiError::Internal(format!("export {export_id} has no request")))?;
-    let mut request = Recorded {
-        user_id: user_id.to_owned(),
-        sk: export.request_sk.clone(),
-        expires_at: request_item.expires_at.unwrap_or(i64::MAX),
-        request: request_item.record()?,
-    };
     let key = format!("exports/{user_id}/{export_id}.json");
     let built = async {
         let document = export_document(ctx, user_id).await?;
@@ -531,29 +520,67 @@ pub async fn build_export(ctx: &PrivacyContext, user_id: &str, export_id: &str) 
         Ok::<u64, ApiError>(size)
     }
     .await;
-    let done = ctx.clock.now();
-    match &built {
-        Ok(size) => {
-            export.status = ExportStatus::Ready;
-            export.blob_key = Some(key);
-            export.size_bytes = Some(*size);
-            request.finish(RequestStatus::Completed, format!("export {export_id} ready ({size} bytes)"), done);
-        }
+    let outcome = match built {
+        Ok(size) => Ok((key, size)),
         Err(e) => {
             tracing::error!(error = %e, %export_id, "data export failed");
+            Err("the export could not be built; request a new one")
+        }
+    };
+    finish_export(ctx, user_id, export, expires_at, outcome).await
+}
+
+/// How long an export may stay pending: beyond the exports function's tries (5 minutes each, three of
+/// them), its stream record is lost, and its owner is told to ask again instead of waiting for ever.
+const EXPORT_BUILD_DEADLINE: Duration = Duration::minutes(30);
+
+/// A stored export and its expiry.
+async fn stored_export(ctx: &PrivacyContext, user_id: &str, export_id: &str) -> ApiResult<Option<(DataExport, i64)>> {
+    let item = ctx.store.get(Table::Main, &user_pk(user_id), &schema::prefixed(EXPORT_PREFIX, export_id)).await?;
+    let Some(item) = item else { return Ok(None) };
+    let export: DataExport = item.record()?;
+    let expires_at = item.expires_at.unwrap_or_else(|| ctx.config.retention.until(Span::Exports, export.created_at));
+    Ok(Some((export, expires_at)))
+}
+
+/// Records how a pending export ended (its file, or why not) and completes its access request, in one write
+/// conditioned on the export still pending: when two builds race, the first record stands. Returns the
+/// export's status as stored.
+async fn finish_export(
+    ctx: &PrivacyContext,
+    user_id: &str,
+    mut export: DataExport,
+    expires_at: i64,
+    outcome: Result<(String, u64), &str>,
+) -> ApiResult<ExportStatus> {
+    let store = ctx.store.as_ref();
+    let request_item = store.get(Table::Main, &user_pk(user_id), &export.request_sk).await?;
+    let request_item =
+        request_item.ok_or_else(|| ApiError::Internal(format!("export {} has no request", export.id)))?;
+    let mut request = Recorded {
+        user_id: user_id.to_owned(),
+        sk: export.request_sk.clone(),
+        expires_at: request_item.expires_at.unwrap_or(i64::MAX),
+        request: request_item.record()?,
+    };
+    let done = ctx.clock.now();
+    match outcome {
+        Ok((key, size)) => {
+            export.status = ExportStatus::Ready;
+            export.blob_key = Some(key);
+            export.size_bytes = Some(size);
+            request.finish(RequestStatus::Completed, format!("export {} ready ({size} bytes)", export.id), done);
+        }
+        Err(reason) => {
             export.status = ExportStatus::Failed;
-            request.finish(RequestStatus::Failed, "the export could not be built; request a new one", done);
+            request.finish(RequestStatus::Failed, reason, done);
         }
     }
     let pending = Condition::AttrEquals("status".into(), json!(ExportStatus::Pending));
-    let until = expires_at.unwrap_or_else(|| ctx.config.retention.until(Span::Exports, export.created_at));
-    let recorded = store.transact(vec![request.put()?, export_put(user_id, &export, until, pending)?]).await;
+    let recorded = store.transact(vec![request.put()?, export_put(user_id, &export, expires_at, pending)?]).await;
     if recorded.applied()?.is_none() {
-        // Another build of the same export finished first; its record stands.
-        return Ok(store
-            .get(Table::Main, &user_pk(user_id), &export_sk)
-            .await?
-            .map_or(Ok(export.status), |i| i.record::<DataExport>().map(|e| e.status))?);
+        let stored = stored_export(ctx, user_id, &export.id).await?;
+        return Ok(stored.map_or(export.status, |(stored, _)| stored.status));
     }
     Ok(export.status)
 }
@@ -595,13 +622,14 @@ pub async fn export_view(ctx: &PrivacyContext, user_id: &str, export_id: &str) -
     if export_id.len() > 64 {
         return Err(not_found());
     }
-    let item = ctx
-        .store
-        .get(Table::Main, &user_pk(user_id), &schema::prefixed(EXPORT_PREFIX, export_id))
-        .await?
-        .ok_or_else(not_found)?;
-    let export: DataExport = item.record()?;
+    let (mut export, expires_at) = stored_export(ctx, user_id, export_id).await?.ok_or_else(not_found)?;
     let now = ctx.clock.now();
+    if export.status == ExportStatus::Pending && now - export.created_at > EXPORT_BUILD_DEADLINE {
+        let reason = "the export was not built in time; request a new one";
+        finish_export(ctx, user_id, export, expires_at, Err(reason)).await?;
+        // As stored: failed now, or built by a build that finished first.
+        export = stored_export(ctx, user_id, export_id).await?.ok_or_else(not_found)?.0;
+    }
     let link = match (&export.status, &export.blob_key) {
         (ExportStatus::Ready, Some(key)) => Some(ctx.blobs()?.download_link(key, EXPORT_LINK_VALIDITY, now).await?),
         _ => None,

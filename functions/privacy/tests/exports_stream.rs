@@ -58,3 +58,32 @@ fn the_exports_function_refuses_to_start_without_the_vault_key() -> TestResult {
     assert!(!ok && out.contains("refusing to start") && out.contains("INFEREX_KMS_KEY_ID"), "{out}");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_export_whose_build_never_comes_fails_instead_of_staying_pending() -> TestResult {
+    let clock = Arc::new(shared::clock::ManualClock::starting_now());
+    let store = shared::testing::sqlite_store(clock.clone())?;
+    let folder = std::env::temp_dir().join(format!("inferex-exports-{}", shared::secrets::random_suffix()));
+    let blobs = LocalBlobs::new(&folder, "http://127.0.0.1:9", vec![7; 32]);
+    let mut state = shared::state::AppState::new(Arc::new(store), Config::default(), clock.clone())
+        .with_kyc_keys(shared::state::KycKeys::ephemeral())
+        .with_blobs(Arc::new(blobs));
+    state.export_builds = ExportBuilds::Queued;
+    let (user_id, _) = signed_in_account(&state, "waiting@example.in").await?;
+    let context = PrivacyContext::from(&state);
+    let export = rights::create_export(&context, &user_id).await?;
+
+    clock.advance(chrono::Duration::minutes(29));
+    assert_eq!(rights::export_view(&context, &user_id, &export.id).await?.status, ExportStatus::Pending);
+    clock.advance(chrono::Duration::minutes(2));
+    let view = rights::export_view(&context, &user_id, &export.id).await?;
+    assert_eq!(view.status, ExportStatus::Failed, "its stream record is lost: the owner asks again");
+    let requests = rights::requests(state.store.as_ref(), &user_id, 10).await?;
+    assert_eq!(serde_json::to_value(&requests[0])?["status"], "failed");
+
+    // A record that arrives after all builds nothing over the failure.
+    assert_eq!(rights::build_export(&context, &user_id, &export.id).await?, ExportStatus::Failed);
+    assert!(!folder.join("exports").exists(), "no file was written");
+    let _ = std::fs::remove_dir_all(&folder);
+    Ok(())
+}
