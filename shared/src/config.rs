@@ -39,6 +39,10 @@ pub struct Config {
     /// (DPDP Act), defaulting to the published policy's contact.
     pub grievance_name: String,
     pub grievance_email: String,
+    /// `INFEREX_PRIVACY_EMAIL` / `INFEREX_SECURITY_EMAIL`: where data-rights requests and security reports
+    /// go, as the published policy names them.
+    pub privacy_email: String,
+    pub security_email: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +77,10 @@ impl Default for Config {
             topup_max_paise: 50_000_000, // ₹5,00,000
             retention: Retention::default(),
             grievance_name: "Grievance Officer, InferexAI".to_owned(),
-            grievance_email: "grievance@inferex.ai".to_owned(),
+            // The published policy's domain.
+            grievance_email: "grievance@inferexai.in".to_owned(),
+            privacy_email: "privacy@inferexai.in".to_owned(),
+            security_email: "security@inferexai.in".to_owned(),
         }
     }
 }
@@ -122,6 +129,8 @@ impl Config {
             retention: Retention::from_env()?,
             grievance_name: var::<String>("INFEREX_GRIEVANCE_NAME")?.unwrap_or(defaults.grievance_name),
             grievance_email: var::<String>("INFEREX_GRIEVANCE_EMAIL")?.unwrap_or(defaults.grievance_email),
+            privacy_email: var::<String>("INFEREX_PRIVACY_EMAIL")?.unwrap_or(defaults.privacy_email),
+            security_email: var::<String>("INFEREX_SECURITY_EMAIL")?.unwrap_or(defaults.security_email),
         })
     }
 }

@@ -220,6 +220,7 @@ pub fn notice(ctx: &PrivacyContext) -> Value {
         "policy_version": config.policy_version,
         "retention": config.retention.published(config.session_ttl, config.login_window),
         "grievance_officer": { "name": config.grievance_name, "email": config.grievance_email },
+        "contacts": { "privacy": config.privacy_email, "security": config.security_email },
         "response_days": RESPONSE_DAYS,
         "rights": {
             "access": "POST /v1/privacy/exports, then GET /v1/privacy/exports/{id} for a download link",

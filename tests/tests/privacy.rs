@@ -92,7 +92,9 @@ async fn the_privacy_notice_is_public(backend: Backend) -> TestResult {
     let notice: Value = api.http.get(api.url("/v1/privacy")).send().await?.error_for_status()?.json().await?;
     assert_eq!(notice["policy_version"], json!(shared::config::DEFAULT_POLICY_VERSION));
     assert_eq!(notice["response_days"], json!(30));
-    assert_eq!(notice["grievance_officer"]["email"], json!("grievance@inferex.ai"));
+    // The published policy's addresses, on its domain.
+    assert_eq!(notice["grievance_officer"]["email"], json!("grievance@inferexai.in"));
+    assert_eq!(notice["contacts"], json!({ "privacy": "privacy@inferexai.in", "security": "security@inferexai.in" }));
     let kept = |data: &str| {
         notice["retention"]
             .as_array()
