@@ -315,23 +315,28 @@ pub fn normalize_email(raw: &str) -> ApiResult<String> {
 /// The rules a new password must meet (length, not the email). `auth::check_password` is the other one:
 /// it verifies a presented password against a stored hash.
 pub fn check_new_password(password: &str, email: &str) -> ApiResult<()> {
+    check_new_password_in(password, email, "password")
+}
+
+/// [`check_new_password`] for a password given in the request field `field`.
+pub fn check_new_password_in(password: &str, email: &str, field: &str) -> ApiResult<()> {
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
         return Err(ApiError::invalid(
             "weak_password",
-            "password",
-            format!("password must be at least {MIN_PASSWORD_CHARS} characters"),
+            field,
+            format!("{field} must be at least {MIN_PASSWORD_CHARS} characters"),
         ));
     }
     if chars > passwords::MAX_PASSWORD_CHARS {
         return Err(ApiError::invalid(
             "weak_password",
-            "password",
-            format!("password must be at most {} characters", passwords::MAX_PASSWORD_CHARS),
+            field,
+            format!("{field} must be at most {} characters", passwords::MAX_PASSWORD_CHARS),
         ));
     }
     if password.trim().to_lowercase() == email {
-        return Err(ApiError::invalid("weak_password", "password", "password must not be the email address"));
+        return Err(ApiError::invalid("weak_password", field, format!("{field} must not be the email address")));
     }
     Ok(())
 }

@@ -2,7 +2,9 @@
 //!
 //! Items (main table):
 //! - `SESSION#<sha256(token)>` / `SESSION`: a session; `expires_at` ends it. The token itself is never stored.
-//! - `USER#<id>` / `SESSION#<sha256(token)>`: the user's index of sessions, so all can be revoked at once.
+//! - `USER#<id>` / `SESSION#<sha256(token)>`: the user's index of sessions, so all can be listed and revoked
+//!   at once. A session's public id is `ses_` and the first 16 hex digits of its digest; the session item
+//!   records when it was last seen (at most every 5 minutes, so a busy dashboard is not a write per request).
 //! - `USER#<id>` / `LOGIN#<millis>#<rand>`: every login attempt on an account's email (IP, user agent,
 //!   outcome), kept for the login-record retention window. Kept with the account, not the email, so an
 //!   email change keeps the history and a later account with a recycled email never sees it.
@@ -41,6 +43,29 @@ struct SessionRecord {
     ip: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_seen_at: Option<DateTime<Utc>>,
+}
+
+/// How often a session's `last_seen_at` is written at most.
+const LAST_SEEN_EVERY: chrono::Duration = chrono::Duration::minutes(5);
+
+/// The public id of a session (never its digest in full, never its token).
+pub fn session_id(token_hash: &str) -> String {
+    format!("ses_{}", token_hash.get(..16).unwrap_or(token_hash))
+}
+
+/// `GET /v1/auth/sessions`: one live session.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionView {
+    pub id: String,
+    pub created_at: String,
+    pub last_seen_at: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub expires_at: Option<String>,
+    /// The session this request was made with.
+    pub current: bool,
 }
 
 /// A live session, identified by the digest of its token.
@@ -49,6 +74,7 @@ pub struct Session {
     pub token_hash: String,
     pub user_id: String,
     pub expires_at: i64,
+    pub last_seen_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +166,7 @@ impl<T: ItemStore + ?Sized> SessionStore for T {
             token_hash: token_hash.to_owned(),
             user_id: record.user_id,
             expires_at: item.expires_at.unwrap_or(i64::MAX),
+            last_seen_at: record.last_seen_at.or(Some(record.created_at)),
         }))
     }
 
@@ -284,6 +311,7 @@ impl<T: ItemStore + ?Sized> LoginStore for T {
             created_at: attempt.at,
             ip: attempt.ip.clone(),
             user_agent: attempt.user_agent.clone(),
+            last_seen_at: None,
         };
         self.transact(vec![
             // A login racing the account's closure gets no session once the closure commits.
@@ -378,8 +406,12 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
 
     let token = random_token();
     let expires_at = now + config.session_ttl;
-    let session =
-        Session { token_hash: sha256_hex(&token), user_id: account.id.clone(), expires_at: expires_at.timestamp() };
+    let session = Session {
+        token_hash: sha256_hex(&token),
+        user_id: account.id.clone(),
+        expires_at: expires_at.timestamp(),
+        last_seen_at: Some(now),
+    };
     attempt.success = true;
     attempt.outcome = LoginOutcome::Success;
     store.record_login(&attempt, expiries, &session).await?;
@@ -437,4 +469,119 @@ pub async fn authenticate<S: SessionStore + AccountStore + ?Sized>(store: &S, to
     let session = store.session(&sha256_hex(token)).await?.ok_or_else(unauthenticated)?;
     session_account(store, &session).await?;
     Ok(session)
+}
+
+/// Records that a session was used now, at most every 5 minutes; best effort (a failed write only delays
+/// what the session list shows).
+pub async fn note_seen<S: ItemStore + ?Sized>(store: &S, session: &Session, now: DateTime<Utc>) {
+    if session.last_seen_at.is_some_and(|seen| now - seen < LAST_SEEN_EVERY) {
+        return;
+    }
+    let update = Update::new(Table::Main, session_pk(&session.token_hash), SESSION_SK)
+        .set("last_seen_at", serde_json::json!(now))
+        .when(Condition::Exists);
+    if let Err(e) = store.update(update).await.or_not_needed() {
+        tracing::debug!(error = %e, "session last-seen time not recorded");
+    }
+}
+
+/// The account's index of sessions (`USER#<id>` / `SESSION#<digest>`), every page.
+async fn session_index<S: ItemStore + ?Sized>(store: &S, user_id: &str) -> StoreResult<Vec<Item>> {
+    let mut items = Vec::new();
+    let mut after = None;
+    loop {
+        let query = Query::new(Table::Main, user_pk(user_id))
+            .range(SortKeyRange::Prefix(schema::prefix::SESSION.into()))
+            .limit(100)
+            .after(after);
+        let page = store.query(query).await?;
+        items.extend(page.items);
+        after = page.next;
+        if after.is_none() {
+            return Ok(items);
+        }
+    }
+}
+
+fn index_digest(index: &Item) -> &str {
+    index.sk.trim_start_matches(schema::prefix::SESSION)
+}
+
+/// `GET /v1/auth/sessions`: the account's live sessions, newest first.
+pub async fn sessions<S: ItemStore + ?Sized>(store: &S, current: &Session) -> ApiResult<Vec<SessionView>> {
+    let mut views = Vec::new();
+    for index in session_index(store, &current.user_id).await? {
+        let digest = index_digest(&index);
+        // An index entry outlives its session only until the same expiry; expired sessions are not shown.
+        let Some(item) = store.get(Table::Main, &session_pk(digest), SESSION_SK).await? else { continue };
+        let record: SessionRecord = item.record()?;
+        views.push(SessionView {
+            id: session_id(digest),
+            created_at: timestamp(record.created_at),
+            last_seen_at: record.last_seen_at.or(Some(record.created_at)).map(timestamp),
+            ip: record.ip,
+            user_agent: record.user_agent,
+            expires_at: item.expires_at.and_then(|at| DateTime::from_timestamp(at, 0)).map(timestamp),
+            current: digest == current.token_hash,
+        });
+    }
+    views.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    Ok(views)
+}
+
+/// `DELETE /v1/auth/sessions/{id}`: ends one of the account's sessions (any other id is not found).
+pub async fn revoke_session_by_id<S: ItemStore + ?Sized>(store: &S, user_id: &str, id: &str) -> ApiResult<()> {
+    for index in session_index(store, user_id).await? {
+        if session_id(index_digest(&index)) == id {
+            store.transact(session_deletes(&index).to_vec()).await?;
+            return Ok(());
+        }
+    }
+    Err(ApiError::NotFound { code: "session_not_found", message: format!("no session {id} on this account") })
+}
+
+/// Ends every session of the account but `keep` (a digest), if given; returns how many ended.
+pub async fn revoke_sessions<S: ItemStore + ?Sized>(store: &S, user_id: &str, keep: Option<&str>) -> ApiResult<usize> {
+    let mut ended = 0;
+    for index in session_index(store, user_id).await? {
+        if keep == Some(index_digest(&index)) {
+            continue;
+        }
+        store.transact(session_deletes(&index).to_vec()).await?;
+        ended += 1;
+    }
+    Ok(ended)
+}
+
+/// `POST /v1/account/password`: changes the password after checking the current one (under the login
+/// throttle), and ends every other session of the account; the session that changed it goes on.
+pub async fn change_password<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    config: &Config,
+    session: &Session,
+    (current_password, new_password): (String, String),
+) -> ApiResult<usize> {
+    let account = session_account(store, session).await?;
+    if current_password.is_empty() {
+        return Err(ApiError::invalid("missing_field", "current_password", "current_password is required"));
+    }
+    crate::accounts::check_new_password_in(&new_password, &account.email, "new_password")?;
+    let hash = Some(account.password_hash.clone());
+    if !check_password(store, clock, config, &account.email, hash, current_password).await? {
+        return Err(ApiError::Forbidden {
+            code: "incorrect_password",
+            message: "current_password is incorrect".into(),
+        });
+    }
+    let new_hash = passwords::hash_async(new_password).await?;
+    let update = crate::accounts::profile_update(&account).set("password_hash", serde_json::json!(new_hash));
+    if store.transact(vec![WriteOp::Update(update)]).await.applied()?.is_none() {
+        return Err(ApiError::Conflict {
+            code: "account_changed",
+            message: "the account changed while the password was changed; try again".into(),
+            param: None,
+        });
+    }
+    revoke_sessions(store, &session.user_id, Some(&session.token_hash)).await
 }

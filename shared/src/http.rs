@@ -125,7 +125,9 @@ impl FromRequestParts<AppState> for Session {
                 "authentication required: send the session cookie or Authorization: Bearer <session token>",
             )
         })?;
-        auth::authenticate(state.store.as_ref(), &token).await
+        let session = auth::authenticate(state.store.as_ref(), &token).await?;
+        auth::note_seen(state.store.as_ref(), &session, state.clock.now()).await;
+        Ok(session)
     }
 }
 

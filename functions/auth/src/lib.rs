@@ -1,16 +1,17 @@
-//! The auth function: login, logout and the signed-in account (`/v1/auth/*`, `/v1/account*`).
+//! The auth function: login, logout, sessions, password changes and the signed-in account
+//! (`/v1/auth/*`, `/v1/account*`).
 //! Credentials checks, throttling and sessions live in `shared::auth`.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shared::accounts::{AccountView, ClientInfo, timestamp};
 use shared::auth::{self, LoginAttemptView, LoginStore, SESSION_COOKIE, Session, SessionStore};
 use shared::error::{ApiError, ApiResult};
-use shared::http::{JsonBody, QueryParams, page_limit};
+use shared::http::{JsonBody, ListPage, QueryParams, page_limit};
 use shared::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -19,6 +20,9 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/auth/logout", post(logout))
         .route("/v1/account", get(account))
         .route("/v1/account/logins", get(logins))
+        .route("/v1/account/password", post(change_password))
+        .route("/v1/auth/sessions", get(sessions).delete(sign_out_everywhere))
+        .route("/v1/auth/sessions/{session_id}", delete(revoke_session))
 }
 
 pub fn app(state: AppState) -> Router {
@@ -101,4 +105,47 @@ async fn logins(
     let limit = page_limit(query.limit, DEFAULT_LOGINS, MAX_LOGINS)?;
     let attempts = state.store.login_history(&session.user_id, limit).await?;
     Ok(Json(attempts.iter().map(LoginAttemptView::from).collect()))
+}
+
+async fn sessions(State(state): State<AppState>, session: Session) -> ApiResult<Json<ListPage<auth::SessionView>>> {
+    Ok(Json(ListPage::all(auth::sessions(state.store.as_ref(), &session).await?)))
+}
+
+async fn revoke_session(
+    State(state): State<AppState>,
+    session: Session,
+    Path(session_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    auth::revoke_session_by_id(state.store.as_ref(), &session.user_id, &session_id).await?;
+    tracing::info!(user_id = %session.user_id, "session revoked by its account");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ends every session of the account, this one included; the cookie is cleared.
+async fn sign_out_everywhere(State(state): State<AppState>, session: Session) -> ApiResult<Response> {
+    let ended = auth::revoke_sessions(state.store.as_ref(), &session.user_id, None).await?;
+    tracing::info!(user_id = %session.user_id, ended, "signed out everywhere");
+    let mut response = Json(serde_json::json!({ "sessions_ended": ended })).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0)?);
+    no_store(response.headers_mut());
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    session: Session,
+    JsonBody(body): JsonBody<PasswordChange>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let passwords = (body.current_password, body.new_password);
+    let ended =
+        auth::change_password(state.store.as_ref(), state.clock.as_ref(), &state.config, &session, passwords).await?;
+    tracing::info!(user_id = %session.user_id, ended, "password changed; other sessions ended");
+    Ok(Json(serde_json::json!({ "password_changed": true, "other_sessions_ended": ended })))
 }

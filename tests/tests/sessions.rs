@@ -1,0 +1,139 @@
+//! A user's way out of a stolen session, end to end on both stores: the list of live sessions (device, IP,
+//! created, last seen), ending one of them, signing out everywhere, and changing the password, which ends
+//! every other session. Nobody can list or end another account's sessions.
+
+use chrono::Duration;
+use e2e::{Backend, TestApi, TestResult, on_both_stores};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+on_both_stores!(
+    sessions_are_listed_and_ended_one_by_one_or_all_at_once,
+    a_password_change_checks_the_current_one_and_ends_every_other_session,
+);
+
+const PASSWORD: &str = "correct horse battery";
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+async fn login_from(api: &TestApi, email: &str, password: &str, device: &str) -> Res<reqwest::Response> {
+    Ok(api
+        .http
+        .post(api.url("/v1/auth/login"))
+        .header("user-agent", device)
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await?)
+}
+
+async fn token_from(api: &TestApi, email: &str, device: &str) -> Res<String> {
+    let login: Value = login_from(api, email, PASSWORD, device).await?.error_for_status()?.json().await?;
+    Ok(login["token"].as_str().ok_or("no token")?.to_owned())
+}
+
+async fn sessions(api: &TestApi, token: &str) -> Res<reqwest::Response> {
+    Ok(api.http.get(api.url("/v1/auth/sessions")).bearer_auth(token).send().await?)
+}
+
+async fn account_status(api: &TestApi, token: &str) -> Res<StatusCode> {
+    Ok(api.http.get(api.url("/v1/account")).bearer_auth(token).send().await?.status())
+}
+
+async fn expect_error(response: reqwest::Response, status: StatusCode, code: &str, param: Option<&str>) -> Res<()> {
+    let actual = response.status();
+    let body: Value = response.json().await?;
+    assert_eq!(actual, status, "{body}");
+    assert_eq!(body["error"]["code"], json!(code), "{body}");
+    assert_eq!(body["error"]["param"], json!(param), "{body}");
+    Ok(())
+}
+
+async fn sessions_are_listed_and_ended_one_by_one_or_all_at_once(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (_, laptop) = api.signed_in("owner@example.in").await?;
+    let phone = token_from(&api, "owner@example.in", "InferexPhone/1.0").await?;
+    let (_, stranger) = api.signed_in("stranger@example.in").await?;
+
+    let listed: Value = sessions(&api, &phone).await?.error_for_status()?.json().await?;
+    let data = listed["data"].as_array().ok_or("no list")?;
+    assert_eq!(data.len(), 2, "{listed}");
+    let mine = data.iter().find(|s| s["current"] == json!(true)).ok_or("no current session")?;
+    assert_eq!(mine["user_agent"], json!("InferexPhone/1.0"));
+    let other = data.iter().find(|s| s["current"] == json!(false)).ok_or("no other session")?.clone();
+    for session in data {
+        let id = session["id"].as_str().unwrap_or_default();
+        assert!(id.starts_with("ses_") && id.len() == 20, "a short public id: {id}");
+        assert!(session["created_at"].is_string() && session["last_seen_at"].is_string(), "{session}");
+    }
+    let text = listed.to_string();
+    assert!(!text.contains(&phone) && !text.contains(&laptop), "no token in the list");
+    assert!(!text.contains(&shared::secrets::sha256_hex(&phone)), "no full digest in the list");
+
+    // Last seen moves when the session is used, at most every 5 minutes.
+    let first_seen = mine["last_seen_at"].clone();
+    api.clock.advance(Duration::minutes(6));
+    assert_eq!(account_status(&api, &phone).await?, StatusCode::OK);
+    let listed: Value = sessions(&api, &phone).await?.error_for_status()?.json().await?;
+    let seen = listed["data"].as_array().and_then(|d| d.iter().find(|s| s["current"] == json!(true)).cloned());
+    assert_ne!(seen.ok_or("no current session")?["last_seen_at"], first_seen, "last seen moved");
+
+    // Another account cannot end this account's session: not found, and it still works.
+    let other_id = other["id"].as_str().ok_or("no id")?;
+    let path = format!("/v1/auth/sessions/{other_id}");
+    let foreign = api.http.delete(api.url(&path)).bearer_auth(&stranger).send().await?;
+    expect_error(foreign, StatusCode::NOT_FOUND, "session_not_found", None).await?;
+    assert_eq!(account_status(&api, &laptop).await?, StatusCode::OK);
+    // Its owner can: that session is dead at once, this one goes on.
+    let ended = api.http.delete(api.url(&path)).bearer_auth(&phone).send().await?;
+    assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+    assert_eq!(account_status(&api, &laptop).await?, StatusCode::UNAUTHORIZED);
+    assert_eq!(account_status(&api, &phone).await?, StatusCode::OK);
+    let again = api.http.delete(api.url(&path)).bearer_auth(&phone).send().await?;
+    expect_error(again, StatusCode::NOT_FOUND, "session_not_found", None).await?;
+
+    // Sign out everywhere: every session of the account ends, this one too; the stranger's does not.
+    let tablet = token_from(&api, "owner@example.in", "InferexTablet/2.0").await?;
+    let everywhere = api.http.delete(api.url("/v1/auth/sessions")).bearer_auth(&phone).send().await?;
+    assert_eq!(everywhere.status(), StatusCode::OK);
+    assert!(everywhere.headers().get("set-cookie").is_some_and(|c| c.to_str().is_ok_and(|c| c.contains("Max-Age=0"))));
+    let everywhere: Value = everywhere.json().await?;
+    assert_eq!(everywhere["sessions_ended"], json!(2));
+    for token in [&phone, &tablet] {
+        assert_eq!(account_status(&api, token).await?, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(account_status(&api, &stranger).await?, StatusCode::OK);
+    assert_eq!(sessions(&api, &phone).await?.status(), StatusCode::UNAUTHORIZED);
+    Ok(())
+}
+
+async fn a_password_change_checks_the_current_one_and_ends_every_other_session(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (_, here) = api.signed_in("changer@example.in").await?;
+    let elsewhere = token_from(&api, "changer@example.in", "SomeoneElse/1.0").await?;
+    let change = |body: Value| api.http.post(api.url("/v1/account/password")).bearer_auth(&here).json(&body).send();
+    let new_password = "a brand new passphrase";
+
+    let wrong = change(json!({ "current_password": "not my password", "new_password": new_password })).await?;
+    expect_error(wrong, StatusCode::FORBIDDEN, "incorrect_password", None).await?;
+    let weak = change(json!({ "current_password": PASSWORD, "new_password": "short" })).await?;
+    expect_error(weak, StatusCode::BAD_REQUEST, "weak_password", Some("new_password")).await?;
+    let missing = change(json!({ "new_password": new_password })).await?;
+    expect_error(missing, StatusCode::BAD_REQUEST, "missing_field", Some("current_password")).await?;
+    let odd = change(json!({ "current_password": PASSWORD, "new_password": 12 })).await?;
+    assert_eq!(odd.status(), StatusCode::BAD_REQUEST);
+    let extra = change(json!({ "current_password": PASSWORD, "new_password": new_password, "admin": true })).await?;
+    assert_eq!(extra.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(account_status(&api, &elsewhere).await?, StatusCode::OK, "nothing changed yet");
+
+    let changed = change(json!({ "current_password": PASSWORD, "new_password": new_password })).await?;
+    assert_eq!(changed.status(), StatusCode::OK);
+    let changed: Value = changed.json().await?;
+    assert_eq!(changed["other_sessions_ended"], json!(1));
+    assert_eq!(account_status(&api, &elsewhere).await?, StatusCode::UNAUTHORIZED, "the other session ended");
+    assert_eq!(account_status(&api, &here).await?, StatusCode::OK, "this one goes on");
+    assert_eq!(login_from(&api, "changer@example.in", PASSWORD, "x").await?.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(login_from(&api, "changer@example.in", new_password, "x").await?.status(), StatusCode::OK);
+    let dump = api.dump().await?;
+    assert!(!dump.contains(new_password), "the new password is stored only as a hash");
+    Ok(())
+}
