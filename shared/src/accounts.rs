@@ -142,11 +142,14 @@ pub fn consent_put(
     }))
 }
 
-/// The account's profile, changed only if it is still open and still has the email we read.
+/// The account's profile, changed only if it is still open and still has the email and the password we
+/// read: a change checked against a password that was changed meanwhile (by the owner, locking a thief
+/// out) does not commit.
 pub fn profile_update(account: &Account) -> Update {
     Update::new(Table::Main, user_pk(&account.id), PROFILE_SK).when(Condition::All(vec![
         Condition::AttrEquals("status".into(), serde_json::json!(AccountStatus::Active)),
         Condition::AttrEquals("email".into(), serde_json::json!(account.email)),
+        Condition::AttrEquals("password_hash".into(), serde_json::json!(account.password_hash)),
     ]))
 }
 
@@ -183,6 +186,20 @@ pub async fn expire_consents<S: ItemStore + ?Sized>(store: &S, consents: &[Item]
         store.update(expire).await?;
     }
     Ok(())
+}
+
+/// The check that the account is still active and its password still the one just verified: a login that
+/// verified a password changed meanwhile opens no session.
+pub fn require_active_with_password(user_id: &str, password_hash: &str) -> crate::store::WriteOp {
+    crate::store::WriteOp::Check(crate::store::Check {
+        table: Table::Main,
+        pk: user_pk(user_id),
+        sk: PROFILE_SK.into(),
+        condition: Condition::All(vec![
+            Condition::AttrEquals("status".into(), serde_json::json!(AccountStatus::Active)),
+            Condition::AttrEquals("password_hash".into(), serde_json::json!(password_hash)),
+        ]),
+    })
 }
 
 /// A transaction step that holds only while the account is open: writes that must not outlive a closure

@@ -27,7 +27,8 @@ use crate::passwords;
 use crate::retention::Span;
 use crate::secrets::{random_token, sha256_hex};
 use crate::store::{
-    Condition, Conditional, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreResult, Table, Update, WriteOp,
+    Condition, Conditional, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update,
+    WriteOp,
 };
 
 /// The dashboard session cookie.
@@ -272,7 +273,15 @@ pub trait LoginStore: Send + Sync {
     /// Records an attempt that did not create a session.
     async fn record_attempt(&self, attempt: &LoginAttempt, expiries: Expiries) -> StoreResult<()>;
     /// Records a successful attempt and creates its session, atomically.
-    async fn record_login(&self, attempt: &LoginAttempt, expiries: Expiries, session: &Session) -> StoreResult<()>;
+    /// Records a successful login and opens its session, only while the account is active and its password
+    /// hash is still `verified_hash`.
+    async fn record_login(
+        &self,
+        attempt: &LoginAttempt,
+        expiries: Expiries,
+        session: &Session,
+        verified_hash: &str,
+    ) -> StoreResult<()>;
     /// The newest attempts on an account.
     async fn login_history(&self, user_id: &str, limit: u32) -> StoreResult<Vec<LoginAttempt>>;
 }
@@ -305,7 +314,13 @@ impl<T: ItemStore + ?Sized> LoginStore for T {
         self.transact(vec![attempt_put(attempt, expiries.record)?]).await
     }
 
-    async fn record_login(&self, attempt: &LoginAttempt, expiries: Expiries, session: &Session) -> StoreResult<()> {
+    async fn record_login(
+        &self,
+        attempt: &LoginAttempt,
+        expiries: Expiries,
+        session: &Session,
+        verified_hash: &str,
+    ) -> StoreResult<()> {
         let record = SessionRecord {
             user_id: session.user_id.clone(),
             created_at: attempt.at,
@@ -314,8 +329,9 @@ impl<T: ItemStore + ?Sized> LoginStore for T {
             last_seen_at: None,
         };
         self.transact(vec![
-            // A login racing the account's closure gets no session once the closure commits.
-            crate::accounts::require_active(&session.user_id),
+            // A login racing the account's closure, or a password change, gets no session once that commits
+            // (the change then ends every session that committed before it).
+            crate::accounts::require_active_with_password(&session.user_id, verified_hash),
             attempt_put(attempt, expiries.record)?,
             WriteOp::Put(Put {
                 table: Table::Main,
@@ -414,7 +430,13 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
     };
     attempt.success = true;
     attempt.outcome = LoginOutcome::Success;
-    store.record_login(&attempt, expiries, &session).await?;
+    match store.record_login(&attempt, expiries, &session, &account.password_hash).await {
+        Ok(()) => {}
+        Err(StoreError::ConditionFailed) => {
+            return Err(ApiError::unauthenticated("invalid_credentials", INVALID_CREDENTIALS));
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(IssuedSession { token, expires_at, max_age_secs: config.session_ttl.num_seconds() })
 }
 

@@ -822,7 +822,7 @@ async fn closure_lost(ctx: &PrivacyContext, account: &Account) -> ApiResult<Opti
         // A concurrent or earlier closure won: answer what it did.
         return recorded_closure(ctx, &account.id).await.map(Some);
     }
-    if current.email != account.email {
+    if current.email != account.email || current.password_hash != account.password_hash {
         return Err(ApiError::Conflict {
             code: "account_changed",
             message: "the account changed meanwhile; retry".into(),

@@ -108,7 +108,9 @@ async fn sessions_are_listed_and_ended_one_by_one_or_all_at_once(backend: Backen
 
 async fn a_password_change_checks_the_current_one_and_ends_every_other_session(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
-    let (_, here) = api.signed_in("changer@example.in").await?;
+    let (user_id, here) = api.signed_in("changer@example.in").await?;
+    let before =
+        shared::accounts::AccountStore::account(api.state.store.as_ref(), &user_id).await?.ok_or("no account")?;
     let elsewhere = token_from(&api, "changer@example.in", "SomeoneElse/1.0").await?;
     let change = |body: Value| api.http.post(api.url("/v1/account/password")).bearer_auth(&here).json(&body).send();
     let new_password = "a brand new passphrase";
@@ -135,5 +137,33 @@ async fn a_password_change_checks_the_current_one_and_ends_every_other_session(b
     assert_eq!(login_from(&api, "changer@example.in", new_password, "x").await?.status(), StatusCode::OK);
     let dump = api.dump().await?;
     assert!(!dump.contains(new_password), "the new password is stored only as a hash");
+
+    // A login that verified the old password just before the change cannot open its session after it.
+    let now = api.clock_now();
+    let racing = shared::auth::Session {
+        token_hash: shared::secrets::sha256_hex("a token of a login racing the change"),
+        user_id: user_id.clone(),
+        expires_at: (now + Duration::hours(1)).timestamp(),
+        last_seen_at: Some(now),
+    };
+    let attempt = shared::auth::LoginAttempt {
+        email: "changer@example.in".into(),
+        user_id: Some(user_id.clone()),
+        ip: None,
+        user_agent: None,
+        success: true,
+        outcome: shared::auth::LoginOutcome::Success,
+        at: now,
+    };
+    let expiries = shared::auth::Expiries { record: racing.expires_at, failure: racing.expires_at };
+    let store = api.state.store.as_ref();
+    let late = shared::auth::LoginStore::record_login(store, &attempt, expiries, &racing, &before.password_hash).await;
+    assert!(matches!(late, Err(shared::store::StoreError::ConditionFailed)), "{late:?}");
+    assert!(shared::auth::SessionStore::session(store, &racing.token_hash).await?.is_none());
+    // Nor can any account change checked against the old password (an email change, another password
+    // change, the closure) commit after it: every profile write requires the password it read.
+    let stale = shared::accounts::profile_update(&before).set("email", json!("thief@example.in"));
+    let stale = shared::store::ItemStore::update(store, stale).await;
+    assert!(matches!(stale, Err(shared::store::StoreError::ConditionFailed)), "{stale:?}");
     Ok(())
 }
