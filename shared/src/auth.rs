@@ -272,9 +272,8 @@ pub trait LoginStore: Send + Sync {
     async fn release_check(&self, email: &str, window: &str) -> StoreResult<()>;
     /// Records an attempt that did not create a session.
     async fn record_attempt(&self, attempt: &LoginAttempt, expiries: Expiries) -> StoreResult<()>;
-    /// Records a successful attempt and creates its session, atomically.
-    /// Records a successful login and opens its session, only while the account is active and its password
-    /// hash is still `verified_hash`.
+    /// Records a successful login and opens its session, atomically, only while the account is active and
+    /// its password hash is still `verified_hash`.
     async fn record_login(
         &self,
         attempt: &LoginAttempt,
@@ -509,20 +508,10 @@ pub async fn note_seen<S: ItemStore + ?Sized>(store: &S, session: &Session, now:
 
 /// The account's index of sessions (`USER#<id>` / `SESSION#<digest>`), every page.
 async fn session_index<S: ItemStore + ?Sized>(store: &S, user_id: &str) -> StoreResult<Vec<Item>> {
-    let mut items = Vec::new();
-    let mut after = None;
-    loop {
-        let query = Query::new(Table::Main, user_pk(user_id))
-            .range(SortKeyRange::Prefix(schema::prefix::SESSION.into()))
-            .limit(100)
-            .after(after);
-        let page = store.query(query).await?;
-        items.extend(page.items);
-        after = page.next;
-        if after.is_none() {
-            return Ok(items);
-        }
-    }
+    let query = Query::new(Table::Main, user_pk(user_id))
+        .range(SortKeyRange::Prefix(schema::prefix::SESSION.into()))
+        .limit(100);
+    crate::store::all_pages(store, query).await
 }
 
 fn index_digest(index: &Item) -> &str {

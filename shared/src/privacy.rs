@@ -183,20 +183,8 @@ impl Recorded {
 
 /// Every item of a user's partition under `prefix`, oldest first.
 async fn all_with_prefix<S: ItemStore + ?Sized>(store: &S, user_id: &str, prefix: &str) -> StoreResult<Vec<Item>> {
-    let mut items = Vec::new();
-    let mut after = None;
-    loop {
-        let query = Query::new(Table::Main, user_pk(user_id))
-            .range(SortKeyRange::Prefix(prefix.into()))
-            .limit(500)
-            .after(after);
-        let page = store.query(query).await?;
-        items.extend(page.items);
-        after = page.next;
-        if after.is_none() {
-            return Ok(items);
-        }
-    }
+    let query = Query::new(Table::Main, user_pk(user_id)).range(SortKeyRange::Prefix(prefix.into())).limit(500);
+    crate::store::all_pages(store, query).await
 }
 
 /// The user's own requests, newest first.

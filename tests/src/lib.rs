@@ -60,6 +60,21 @@ pub fn captured_logs() -> String {
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
+/// Asserts an answer in our error shape: its status, `code` and `param` (`None`: no param).
+pub async fn expect_error(
+    response: reqwest::Response,
+    status: reqwest::StatusCode,
+    code: &str,
+    param: Option<&str>,
+) -> TestResult {
+    let actual = response.status();
+    let body: serde_json::Value = response.json().await?;
+    assert_eq!(actual, status, "{body}");
+    assert_eq!(body["error"]["code"], serde_json::json!(code), "{body}");
+    assert_eq!(body["error"]["param"], serde_json::json!(param), "{body}");
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Embedded,

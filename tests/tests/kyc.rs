@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use e2e::{Backend, TestApi, TestResult, aadhaar_with_check_digit, captured_logs, on_both_stores};
+use e2e::{Backend, TestApi, TestResult, aadhaar_with_check_digit, captured_logs, expect_error, on_both_stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::config::{Config, KycMode};
@@ -28,15 +28,6 @@ const AADHAAR: &str = "234123412346";
 
 fn manual() -> Config {
     Config { kyc_mode: KycMode::Manual, admin_token: Some(SecretString::new("operator-secret")), ..Config::default() }
-}
-
-async fn expect_error(response: reqwest::Response, status: StatusCode, code: &str, param: Option<&str>) -> TestResult {
-    let actual = response.status();
-    let body: Value = response.json().await?;
-    assert_eq!(actual, status, "{body}");
-    assert_eq!(body["error"]["code"], json!(code), "{body}");
-    assert_eq!(body["error"]["param"], json!(param), "{body}");
-    Ok(())
 }
 
 async fn decide(api: &TestApi, user_id: &str, body: Value) -> Result<reqwest::Response, reqwest::Error> {

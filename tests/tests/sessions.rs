@@ -3,7 +3,7 @@
 //! every other session. Nobody can list or end another account's sessions.
 
 use chrono::Duration;
-use e2e::{Backend, TestApi, TestResult, on_both_stores};
+use e2e::{Backend, TestApi, TestResult, expect_error, on_both_stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -37,15 +37,6 @@ async fn sessions(api: &TestApi, token: &str) -> Res<reqwest::Response> {
 
 async fn account_status(api: &TestApi, token: &str) -> Res<StatusCode> {
     Ok(api.http.get(api.url("/v1/account")).bearer_auth(token).send().await?.status())
-}
-
-async fn expect_error(response: reqwest::Response, status: StatusCode, code: &str, param: Option<&str>) -> Res<()> {
-    let actual = response.status();
-    let body: Value = response.json().await?;
-    assert_eq!(actual, status, "{body}");
-    assert_eq!(body["error"]["code"], json!(code), "{body}");
-    assert_eq!(body["error"]["param"], json!(param), "{body}");
-    Ok(())
 }
 
 async fn sessions_are_listed_and_ended_one_by_one_or_all_at_once(backend: Backend) -> TestResult {

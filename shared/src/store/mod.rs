@@ -352,6 +352,21 @@ impl SortKeyRange {
     }
 }
 
+/// Every item `query` matches, page after page: for ranges that stay small (one account's sessions,
+/// exports, consents), never for a whole table.
+pub async fn all_pages<S: ItemStore + ?Sized>(store: &S, query: Query) -> StoreResult<Vec<Item>> {
+    let mut items = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.query(query.clone().after(after)).await?;
+        items.extend(page.items);
+        after = page.next;
+        if after.is_none() {
+            return Ok(items);
+        }
+    }
+}
+
 /// A query of one partition, ordered by sort key.
 #[derive(Debug, Clone)]
 pub struct Query {
