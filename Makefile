@@ -1,7 +1,7 @@
 # InferexAI backend. Quick start: `make run` (the whole API on 127.0.0.1:8080) and `make test`.
 
 SHELL := /bin/bash
-LAMBDA_FUNCTIONS := signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy
+LAMBDA_FUNCTIONS := signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy mailer
 
 .PHONY: run test bench build deploy smoke tools clean
 

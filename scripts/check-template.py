@@ -8,6 +8,7 @@ streams, secrets only by reference, data kept with its keys, limits and alarms i
 Prints one line per check and exits non-zero if any fails.
 """
 
+import json
 import logging
 import os
 import re
@@ -217,6 +218,46 @@ def main():
     exports_props = functions.get("ExportsFunction", {}).get("Properties", {})
     check(exports_props.get("Timeout", 0) >= 300 and exports_props.get("MemorySize", 0) >= 1024, "exports get 5 minutes and 1 GB")
 
+    # E-mail: the outbox reaches the mailer through the stream, sends are retried and kept when they fail,
+    # SES reports bounces and complaints to the function that keeps the suppression list.
+    mailer_mappings = [
+        m["Properties"]
+        for m in of_type("AWS::Lambda::EventSourceMapping").values()
+        if ref_name(m["Properties"].get("FunctionName")) == "MailerFunction"
+    ]
+    mail_patterns = [f.get("Pattern", "") for m in mailer_mappings for f in m.get("FilterCriteria", {}).get("Filters", [])]
+    check(
+        any('"INSERT"' in p and '"OUTBOX"' in p for p in mail_patterns),
+        "the mailer receives inserted outbox items from the main table's stream",
+    )
+    check(
+        any(
+            m.get("DestinationConfig", {}).get("OnFailure")
+            and "ReportBatchItemFailures" in m.get("FunctionResponseTypes", [])
+            and m.get("MaximumRetryAttempts", 0) >= 1
+            for m in mailer_mappings
+        ),
+        "mail sends are retried, report partial failures and keep what they could not send",
+    )
+    destinations = of_type("AWS::SES::ConfigurationSetEventDestination")
+    feedback_topics = {
+        ref_name(d["Properties"]["EventDestination"].get("SnsDestination", {}).get("TopicARN"))
+        for d in destinations.values()
+        if {"bounce", "complaint"} <= set(d["Properties"]["EventDestination"].get("MatchingEventTypes", []))
+    }
+    subscribed = {
+        ref_name(s["Properties"].get("TopicArn"))
+        for s in of_type("AWS::SNS::Subscription").values()
+        if s["Properties"].get("Protocol") == "lambda" and "MailFeedbackFunction" in json.dumps(s["Properties"].get("Endpoint"))
+    }
+    check(bool(feedback_topics & subscribed), "SES bounces and complaints reach the suppression list's function")
+    mailer_env = functions.get("MailerFunction", {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+    check(
+        ref_name(mailer_env.get("INFEREX_SES_CONFIGURATION_SET")) in of_type("AWS::SES::ConfigurationSet"),
+        "the mailer sends under the configuration set that reports bounces and complaints",
+    )
+    check("INFEREX_PUBLIC_URL" in mailer_env and "INFEREX_MAIL_FROM" in mailer_env, "the mailer knows where links point and who sends")
+
     # Limits: inference capped, the webhook reserved.
     for name in ["InferenceFunction", "RazorpayWebhookFunction"]:
         reserved = functions.get(name, {}).get("Properties", {}).get("ReservedConcurrentExecutions")
@@ -242,7 +283,8 @@ def main():
     # Alarms: to one topic, on the API, every function, the tables and the account.
     alarms = of_type("AWS::CloudWatch::Alarm")
     topics = of_type("AWS::SNS::Topic")
-    check(len(topics) == 1, "one alarm topic")
+    alarm_topics = {ref_name(a) for alarm in alarms.values() for a in alarm["Properties"].get("AlarmActions", [])}
+    check(len(alarm_topics) == 1 and alarm_topics <= set(topics), "one alarm topic")
     check(
         all(any(ref_name(a) in topics for a in alarm["Properties"].get("AlarmActions", [])) for alarm in alarms.values()),
         "every alarm notifies the topic",

@@ -143,6 +143,21 @@ def main():
         status, me = call(base, "GET", "/v1/account", token=token)
         check("the session reads its own account", status == 200 and (me or {}).get("id") == account.get("id"),
               f"{status} {me}")
+
+        # The README's walk-through: the verification e-mail lands in the local mailbox and its link works.
+        link = None
+        for _ in range(100):
+            status, mailbox = call(base, "GET", "/_mail")
+            link = next((m["links"][0] for m in (mailbox or {}).get("data", [])
+                         if m.get("to") == email and m.get("kind") == "verify_email" and m.get("links")), None)
+            if link:
+                break
+            time.sleep(0.1)
+        check("the verification e-mail is listed at /_mail with its link", bool(link) and link.startswith(base),
+              f"{link}")
+        status, verified = call(base, "POST", "/v1/auth/verify-email", {"token": (link or "").split("token=")[-1]})
+        check("its link verifies the address", status == 200 and (verified or {}).get("email_verified") is True,
+              f"{status} {verified}")
     except Exception as error:  # the check itself failed: count it and show the server's log
         check("`make run` starts and answers", False, str(error))
     finally:

@@ -20,7 +20,7 @@ step "cfn-lint template.yaml (informational checks too)"
 
 step "the Lambda functions build without the embedded store and test support"
 # Only the functions are selected, so no dev-server or test crate can switch shared's features on for them.
-cargo check --locked $(printf -- '-p %s ' signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy)
+cargo check --locked $(printf -- '-p %s ' signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy mailer)
 
 step "build tests and the local server"
 cargo test --workspace --locked --no-run

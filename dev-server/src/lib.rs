@@ -1,6 +1,7 @@
 //! The local API: every function's routes merged into one router, exactly the paths API Gateway serves,
 //! on the embedded store. Used by `make run` and by the end-to-end tests; never deployed.
 
+pub mod mailbox;
 pub mod razorpay_standin;
 pub mod upstream_standin;
 

@@ -5,7 +5,8 @@
 //! and used instead, so top-ups work with no network (see the README's payment walk-through); without
 //! provider keys, a model stand-in at `/_upstream`. The stand-ins (and `/_blobs` download links) are
 //! mounted only on a loopback address unless `INFEREX_DEV_STANDINS=1`: the Razorpay stand-in's pay route
-//! credits a wallet without any payment. The scheduled jobs run every 15 minutes, as deployed.
+//! credits a wallet without any payment. The scheduled jobs run every 15 minutes, as deployed. E-mail goes
+//! to `.eml` files under `$INFEREX_DATA_DIR/mail/`, listed at `/_mail` on a loopback address.
 
 use std::net::SocketAddr;
 
@@ -13,11 +14,13 @@ use axum::serve::ListenerExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use dev_server::mailbox;
 use dev_server::razorpay_standin::{self, StandIn, StandInConfig};
 use dev_server::upstream_standin::{self, Upstream};
 use shared::catalog::Catalog;
 use shared::config::{Config, var};
 use shared::inference::{Gateway, Provider, Providers};
+use shared::notifications::delivery::FileMailer;
 use shared::razorpay::{RazorpayClient, RazorpayConfig};
 use shared::secrets::SecretString;
 use shared::state::{AppState, BoxError};
@@ -36,7 +39,12 @@ async fn main() -> Result<(), BoxError> {
     shared::telemetry::init();
     let addr: SocketAddr = var("INFEREX_ADDR")?.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let data_dir: PathBuf = var("INFEREX_DATA_DIR")?.unwrap_or_else(|| PathBuf::from(".inferex"));
-    let (state, store) = AppState::embedded(&data_dir, Config::from_env()?, &format!("http://{addr}"))?;
+    let mut config = Config::from_env()?;
+    if var::<String>("INFEREX_PUBLIC_URL")?.is_none() {
+        // Links in e-mails point at this server itself.
+        config.public_url = format!("http://{addr}");
+    }
+    let (state, store) = AppState::embedded(&data_dir, config, &format!("http://{addr}"))?;
 
     let standins = dev_server::standins_allowed(&addr, var::<bool>("INFEREX_DEV_STANDINS")?);
     if standins {
@@ -54,6 +62,12 @@ async fn main() -> Result<(), BoxError> {
     if let Some(upstream) = upstream {
         app = app.nest("/_upstream", upstream_standin::router(upstream));
     }
+    let mailer = FileMailer::new(data_dir.join("mail"));
+    if addr.ip().is_loopback() {
+        tracing::info!(dir = %mailer.dir().display(), "e-mail is delivered to files, listed at /_mail");
+        app = app.nest("/_mail", mailbox::router(mailer.clone()));
+    }
+    let mail = shared::tasks::spawn("local mail", mailbox::deliver_forever(state.clone(), mailer));
     let purger = store.spawn_purger(PURGE_EVERY);
     let checkpointer = store.spawn_checkpointer(CHECKPOINT_EVERY);
     let jobs = shared::tasks::spawn("scheduled jobs", run_jobs(state.clone()));
@@ -72,6 +86,7 @@ async fn main() -> Result<(), BoxError> {
         })
         .await?;
     purger.abort();
+    mail.abort();
     checkpointer.abort();
     jobs.abort();
     Ok(())

@@ -55,6 +55,12 @@ pub struct Account {
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed_at: Option<DateTime<Utc>>,
+    /// The owner proved the address is theirs (a verification link, or a password reset sent to it).
+    #[serde(default)]
+    pub email_verified: bool,
+    /// An address the owner asked to change to, waiting for its confirmation link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_email: Option<String>,
 }
 
 /// A consent given by the user, kept as evidence (DPDP Act): which policy, which choices, when, from where.
@@ -81,6 +87,10 @@ pub(crate) struct EmailClaim {
 pub struct AccountView {
     pub id: String,
     pub email: String,
+    pub email_verified: bool,
+    /// The address a change waits to confirm (the change takes effect with the link sent to it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_email: Option<String>,
     pub full_name: String,
     pub date_of_birth: NaiveDate,
     pub kyc_status: KycStatus,
@@ -97,6 +107,8 @@ impl AccountView {
         Self {
             id: a.id.clone(),
             email: a.email.clone(),
+            email_verified: a.email_verified,
+            pending_email: a.pending_email.clone(),
             full_name: a.full_name.clone(),
             date_of_birth: a.date_of_birth,
             kyc_status: a.kyc_status,
@@ -231,6 +243,16 @@ pub fn closure_ops(account: &Account, closed_at: DateTime<Utc>, expires_at: i64,
     ]
 }
 
+/// Takes a closed account out of the registry of open accounts (the closure's follow-up).
+pub fn registry_delete(user_id: &str) -> crate::store::Delete {
+    crate::store::Delete {
+        table: Table::Main,
+        pk: schema::ACCOUNTS_PK.into(),
+        sk: user_id.to_owned(),
+        condition: Condition::Always,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CreateAccountError {
     #[error("email already registered")]
@@ -242,8 +264,14 @@ pub enum CreateAccountError {
 /// Account persistence.
 #[async_trait]
 pub trait AccountStore: Send + Sync {
-    /// Creates the account, its email claim and its first consent record atomically.
-    async fn create_account(&self, account: &Account, consent: &Consent) -> Result<(), CreateAccountError>;
+    /// Creates the account, its email claim, its first consent record and `extra` (the verification
+    /// link and its message) atomically.
+    async fn create_account(
+        &self,
+        account: &Account,
+        consent: &Consent,
+        extra: Vec<WriteOp>,
+    ) -> Result<(), CreateAccountError>;
     async fn account(&self, user_id: &str) -> StoreResult<Option<Account>>;
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>>;
     /// Whether an account holds the email's claim.
@@ -252,9 +280,14 @@ pub trait AccountStore: Send + Sync {
 
 #[async_trait]
 impl<T: ItemStore + ?Sized> AccountStore for T {
-    async fn create_account(&self, account: &Account, consent: &Consent) -> Result<(), CreateAccountError> {
+    async fn create_account(
+        &self,
+        account: &Account,
+        consent: &Consent,
+        extra: Vec<WriteOp>,
+    ) -> Result<(), CreateAccountError> {
         let pk = user_pk(&account.id);
-        let ops = vec![
+        let mut ops = vec![
             email_claim(&account.email, &account.id)?,
             WriteOp::Put(Put {
                 table: Table::Main,
@@ -266,7 +299,14 @@ impl<T: ItemStore + ?Sized> AccountStore for T {
                 item: Item::from_record(&pk, time_sort_key(schema::prefix::CONSENT, consent.at), consent, None)?,
                 condition: Condition::NotExists,
             }),
+            // The registry of open accounts, walked by notices that go to everyone.
+            WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(schema::ACCOUNTS_PK, &account.id, &serde_json::json!({}), None)?,
+                condition: Condition::NotExists,
+            }),
         ];
+        ops.extend(extra);
         match self.transact(ops).await {
             Ok(()) => Ok(()),
             Err(StoreError::ConditionFailed) => Err(CreateAccountError::EmailTaken),
@@ -419,13 +459,14 @@ pub fn new_user_id() -> String {
     format!("usr_{}", random_suffix())
 }
 
-/// Validates a signup, hashes the password and creates the account.
+/// Validates a signup, hashes the password and creates the account, in one transaction with what
+/// `also_write` returns for it (the verification link and its message; see the verification module).
 pub async fn signup<S: AccountStore + ?Sized>(
     store: &S,
     clock: &dyn Clock,
     config: &Config,
-    request: SignupRequest,
-    client: &ClientInfo,
+    (request, client): (SignupRequest, &ClientInfo),
+    also_write: impl FnOnce(&Account) -> StoreResult<Vec<WriteOp>>,
 ) -> ApiResult<Account> {
     let email = normalize_email(&request.email)?;
     check_new_password(&request.password, &email)?;
@@ -452,6 +493,8 @@ pub async fn signup<S: AccountStore + ?Sized>(
         status: AccountStatus::Active,
         created_at: now,
         closed_at: None,
+        email_verified: false,
+        pending_email: None,
     };
     let consent = Consent {
         user_id: account.id.clone(),
@@ -462,7 +505,8 @@ pub async fn signup<S: AccountStore + ?Sized>(
         user_agent: client.user_agent.clone(),
         at: now,
     };
-    match store.create_account(&account, &consent).await {
+    let extra = also_write(&account)?;
+    match store.create_account(&account, &consent, extra).await {
         Ok(()) => Ok(account),
         Err(CreateAccountError::EmailTaken) => Err(email_taken()),
         Err(CreateAccountError::Store(e)) => Err(e.into()),
@@ -524,6 +568,8 @@ mod tests {
             status: AccountStatus::Active,
             created_at: DateTime::<Utc>::default(),
             closed_at: None,
+            email_verified: false,
+            pending_email: None,
         };
         assert!(!AccountView::new(&account, "2026-05-21").policy_update_pending);
         let view = AccountView::new(&account, "2027-01-01");

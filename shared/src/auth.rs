@@ -23,6 +23,7 @@ use crate::accounts::{Account, AccountStatus, AccountStore, ClientInfo, time_sor
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
+use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::passwords;
 use crate::retention::Span;
 use crate::secrets::{random_token, sha256_hex};
@@ -280,6 +281,7 @@ pub trait LoginStore: Send + Sync {
         expiries: Expiries,
         session: &Session,
         verified_hash: &str,
+        extra: Vec<WriteOp>,
     ) -> StoreResult<()>;
     /// The newest attempts on an account.
     async fn login_history(&self, user_id: &str, limit: u32) -> StoreResult<Vec<LoginAttempt>>;
@@ -319,6 +321,7 @@ impl<T: ItemStore + ?Sized> LoginStore for T {
         expiries: Expiries,
         session: &Session,
         verified_hash: &str,
+        extra: Vec<WriteOp>,
     ) -> StoreResult<()> {
         let record = SessionRecord {
             user_id: session.user_id.clone(),
@@ -327,7 +330,7 @@ impl<T: ItemStore + ?Sized> LoginStore for T {
             user_agent: attempt.user_agent.clone(),
             last_seen_at: None,
         };
-        self.transact(vec![
+        let mut ops = vec![
             // A login racing the account's closure, or a password change, gets no session once that commits
             // (the change then ends every session that committed before it).
             crate::accounts::require_active_with_password(&session.user_id, verified_hash),
@@ -352,8 +355,9 @@ impl<T: ItemStore + ?Sized> LoginStore for T {
                 )?,
                 condition: Condition::NotExists,
             }),
-        ])
-        .await
+        ];
+        ops.extend(extra);
+        self.transact(ops).await
     }
 
     async fn login_history(&self, user_id: &str, limit: u32) -> StoreResult<Vec<LoginAttempt>> {
@@ -429,7 +433,16 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
     };
     attempt.success = true;
     attempt.outcome = LoginOutcome::Success;
-    match store.record_login(&attempt, expiries, &session, &account.password_hash).await {
+    let alert = match is_new_place(store, &account.id, client).await? {
+        true => {
+            let mail = OutboxMail::new(MailKind::NewSignIn, &account.id, now)
+                .param("ip", client.ip.clone().unwrap_or_else(|| "unknown".into()))
+                .param("device", client.user_agent.clone().unwrap_or_else(|| "unknown".into()));
+            vec![enqueue(&mail)?]
+        }
+        false => Vec::new(),
+    };
+    match store.record_login(&attempt, expiries, &session, &account.password_hash, alert).await {
         Ok(()) => {}
         Err(StoreError::ConditionFailed) => {
             return Err(ApiError::unauthenticated("invalid_credentials", INVALID_CREDENTIALS));
@@ -437,6 +450,22 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
         Err(e) => return Err(e.into()),
     }
     Ok(IssuedSession { token, expires_at, max_age_secs: config.session_ttl.num_seconds() })
+}
+
+/// How far back a sign-in's device and IP are compared: the account's latest attempts.
+const KNOWN_PLACES_LOOKBACK: u32 = 100;
+
+/// Whether a sign-in comes from a device (user agent) or an IP that no earlier successful sign-in among the
+/// latest attempts used. An account's first sign-in is not new: there is nothing to compare it with.
+async fn is_new_place<S: LoginStore + ?Sized>(store: &S, user_id: &str, client: &ClientInfo) -> StoreResult<bool> {
+    let history = store.login_history(user_id, KNOWN_PLACES_LOOKBACK).await?;
+    let earlier: Vec<&LoginAttempt> = history.iter().filter(|a| a.success).collect();
+    if earlier.is_empty() {
+        return Ok(false);
+    }
+    let ip_known = earlier.iter().any(|a| a.ip == client.ip);
+    let device_known = earlier.iter().any(|a| a.user_agent == client.user_agent);
+    Ok(!(ip_known && device_known))
 }
 
 /// Checks a password under the throttle of `email` (login, and the re-checks of account changes and
@@ -587,7 +616,9 @@ pub async fn change_password<S: ItemStore + ?Sized>(
     }
     let new_hash = passwords::hash_async(new_password).await?;
     let update = crate::accounts::profile_update(&account).set("password_hash", serde_json::json!(new_hash));
-    if store.transact(vec![WriteOp::Update(update)]).await.applied()?.is_none() {
+    let told = OutboxMail::new(MailKind::PasswordChanged, &account.id, clock.now())
+        .param("how", "from a signed-in session, with the current password");
+    if store.transact(vec![WriteOp::Update(update), enqueue(&told)?]).await.applied()?.is_none() {
         return Err(ApiError::Conflict {
             code: "account_changed",
             message: "the account changed while the password was changed; try again".into(),

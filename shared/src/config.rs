@@ -43,6 +43,14 @@ pub struct Config {
     /// go, as the published policy names them.
     pub privacy_email: String,
     pub security_email: String,
+    /// `INFEREX_POLICY_EFFECTIVE_DATE`: when the policy version in force takes effect, as the policy update
+    /// notice states it (default: the version itself, which is its date).
+    pub policy_effective_date: String,
+    /// `INFEREX_PUBLIC_URL`: the dashboard's address, where every link in an e-mail points (under `make run`,
+    /// the local server's own address).
+    pub public_url: String,
+    /// `INFEREX_MAIL_FROM`: the sender of every e-mail (an SES-verified identity in AWS).
+    pub mail_from: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +89,9 @@ impl Default for Config {
             grievance_email: "grievance@inferexai.in".to_owned(),
             privacy_email: "privacy@inferexai.in".to_owned(),
             security_email: "security@inferexai.in".to_owned(),
+            policy_effective_date: DEFAULT_POLICY_VERSION.to_owned(),
+            public_url: "http://127.0.0.1:8080".to_owned(),
+            mail_from: "InferexAI <no-reply@inferexai.in>".to_owned(),
         }
     }
 }
@@ -131,6 +142,11 @@ impl Config {
             grievance_email: var::<String>("INFEREX_GRIEVANCE_EMAIL")?.unwrap_or(defaults.grievance_email),
             privacy_email: var::<String>("INFEREX_PRIVACY_EMAIL")?.unwrap_or(defaults.privacy_email),
             security_email: var::<String>("INFEREX_SECURITY_EMAIL")?.unwrap_or(defaults.security_email),
+            policy_effective_date: var::<String>("INFEREX_POLICY_EFFECTIVE_DATE")?
+                .or_else(|| std::env::var("INFEREX_POLICY_VERSION").ok())
+                .unwrap_or(defaults.policy_effective_date),
+            public_url: var::<String>("INFEREX_PUBLIC_URL")?.unwrap_or(defaults.public_url),
+            mail_from: var::<String>("INFEREX_MAIL_FROM")?.unwrap_or(defaults.mail_from),
         })
     }
 }

@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::accounts::{timestamp, user_pk};
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
+use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::secrets::{random_suffix, random_token, sha256_hex};
 use crate::store::{
     Condition, Conditional, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreResult, Table, WriteOp,
@@ -112,7 +113,11 @@ impl<T: ItemStore + ?Sized> KeyStore for T {
     async fn save_key(&self, user_id: &str, slot: &str, record: &ApiKeyRecord) -> StoreResult<()> {
         let expires_at = record.expires_at.map(|at| at.timestamp());
         let owner = KeyOwner { key_id: record.id.clone(), user_id: user_id.to_owned(), slot: slot.to_owned() };
+        let told = OutboxMail::new(MailKind::ApiKeyCreated, user_id, record.created_at)
+            .param("name", record.name.clone())
+            .param("prefix", record.prefix.clone());
         self.transact(vec![
+            enqueue(&told)?,
             // A key created while the account closes never outlives the closure.
             crate::accounts::require_active(user_id),
             WriteOp::Put(Put {

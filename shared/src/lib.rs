@@ -15,6 +15,7 @@ pub mod inference;
 pub mod keys;
 pub mod kyc;
 pub mod money;
+pub mod notifications;
 pub mod passwords;
 pub mod privacy;
 pub mod razorpay;
@@ -28,4 +29,5 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod usage;
+pub mod verification;
 pub mod wallet;

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{ApiKeyView, KeyStore};
 use crate::kyc::{self, DocumentKind, KycKeys, KycStore};
+use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::retention::{ItemClass, Span};
 use crate::secrets::random_suffix;
 use crate::store::{
@@ -277,9 +278,14 @@ pub async fn correct(
     let new_email = email.filter(|e| *e != account.email);
     if let Some(new_email) = &new_email {
         confirm_password(ctx, &account, password, "current_password").await?;
-        update = update.set("email", json!(new_email));
-        ops.extend(accounts::email_change_ops(&account, new_email)?);
-        changed.push("email");
+        if store.email_claimed(new_email).await? {
+            return Err(accounts::email_taken());
+        }
+        // The change takes effect when the link sent to the new address is used
+        // (`crate::verification::verify_email`), which moves the claim and tells both addresses.
+        update = update.set("pending_email", json!(new_email));
+        ops.extend(crate::verification::verification_ops(&account, new_email, now)?);
+        changed.push("email (pending confirmation of the new address)");
     }
     if changed.is_empty() {
         return Ok(account);
@@ -292,6 +298,47 @@ pub async fn correct(
         return Err(correction_conflict(store, new_email.as_deref()).await?);
     }
     active_account(store.account(user_id).await?)
+}
+
+/// `POST /v1/unsubscribe?token=…`: a marketing message's one-click unsubscribe (RFC 8058). Withdraws the
+/// account's marketing consent and records the withdrawal as a consent record; a second use, or a closed
+/// account, changes nothing and answers the same.
+pub async fn unsubscribe(ctx: &PrivacyContext, token: &str, client: &ClientInfo) -> ApiResult<()> {
+    let invalid = || {
+        ApiError::invalid(
+            "invalid_token",
+            "token",
+            "this unsubscribe link is invalid or has expired; marketing e-mails can be turned off in the dashboard",
+        )
+    };
+    if token.is_empty() {
+        return Err(invalid());
+    }
+    let store = ctx.store.as_ref();
+    let user_id = crate::notifications::delivery::unsubscribe_account(store, token).await?.ok_or_else(invalid)?;
+    for _ in 0..CLOSE_ATTEMPTS {
+        let Some(account) = store.account(&user_id).await?.filter(|a| a.status == AccountStatus::Active) else {
+            return Ok(());
+        };
+        if !account.marketing_consent {
+            return Ok(());
+        }
+        let now = ctx.clock.now();
+        let version = account.accepted_policy_version.clone();
+        let ops = vec![
+            WriteOp::Update(accounts::profile_update(&account).set("marketing_consent", json!(false))),
+            accounts::consent_put(&account, &version, false, "unsubscribe_link", client, now)?,
+        ];
+        if store.transact(ops).await.applied()?.is_some() {
+            tracing::info!(%user_id, "marketing consent withdrawn through an unsubscribe link");
+            return Ok(());
+        }
+    }
+    Err(ApiError::Conflict {
+        code: "account_changed",
+        message: "the account changed meanwhile; use the link again".into(),
+        param: None,
+    })
 }
 
 /// Why a correction's transaction did not apply: the new email is taken, or the account changed meanwhile.
@@ -477,7 +524,13 @@ pub async fn create_export(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Dat
         blob_key: None,
         size_bytes: None,
     };
-    store.transact(vec![request.put()?, export_put(user_id, &export, expires_at, Condition::NotExists)?]).await?;
+    let received = OutboxMail::new(MailKind::PrivacyRequestReceived, user_id, now)
+        .param("request_kind", "data access (export)")
+        .param("request_id", request.request.id.clone())
+        .param("due", crate::notifications::messages::in_ist(request.request.due_at));
+    let ops =
+        vec![request.put()?, export_put(user_id, &export, expires_at, Condition::NotExists)?, enqueue(&received)?];
+    store.transact(ops).await?;
     if ctx.export_builds == ExportBuilds::InProcess {
         let (ctx, user_id, export_id) = (ctx.clone(), user_id.to_owned(), export.id.clone());
         crate::tasks::spawn("data export", async move {
@@ -566,7 +619,23 @@ async fn finish_export(
         }
     }
     let pending = Condition::AttrEquals("status".into(), json!(ExportStatus::Pending));
-    let recorded = store.transact(vec![request.put()?, export_put(user_id, &export, expires_at, pending)?]).await;
+    let completed = OutboxMail::new(MailKind::PrivacyRequestCompleted, user_id, done)
+        .param("request_kind", "data access (export)")
+        .param("request_id", request.request.id.clone())
+        .param(
+            "outcome",
+            match export.status {
+                ExportStatus::Ready => {
+                    format!(
+                        "your export is ready to download from the dashboard for {} days",
+                        ctx.config.retention.export_days
+                    )
+                }
+                _ => "the export could not be built; please request a new one".to_owned(),
+            },
+        );
+    let ops = vec![request.put()?, export_put(user_id, &export, expires_at, pending)?, enqueue(&completed)?];
+    let recorded = store.transact(ops).await;
     if recorded.applied()?.is_none() {
         let stored = stored_export(ctx, user_id, &export.id).await?;
         return Ok(stored.map_or(export.status, |(stored, _)| stored.status));
@@ -909,14 +978,21 @@ pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()
     }
     let wallet_until = retention.expiry(ItemClass::Wallet, closed_at).unwrap_or(i64::MAX);
     wallet::expire_registry(store, user_id, wallet_until).await?;
-    store
-        .delete(Delete {
-            table: Table::Main,
-            pk: PENDING_CLOSURES_PK.into(),
-            sk: user_id.to_owned(),
-            condition: Condition::Always,
-        })
-        .await?;
+    store.delete(accounts::registry_delete(user_id)).await?;
+    // The follow-up ends with the confirmation, once: only the run that removes the marker sends it (the
+    // closing transaction is at its size limit). It goes to the address the account had.
+    let kyc_until = store.get(Table::Main, &user_pk(user_id), schema::sk::KYC).await?.and_then(|i| i.expires_at);
+    let retained = retained_data(ctx, closed_at, kyc_until);
+    let summary = retained.iter().map(|r| format!("{} until {}", r.data, r.until)).collect::<Vec<_>>().join("; ");
+    let confirmation =
+        OutboxMail::new(MailKind::AccountClosed, user_id, closed_at).to(&account.email).param("retained", summary);
+    let done = Delete {
+        table: Table::Main,
+        pk: PENDING_CLOSURES_PK.into(),
+        sk: user_id.to_owned(),
+        condition: Condition::Exists,
+    };
+    store.transact(vec![WriteOp::Delete(done), enqueue(&confirmation)?]).await.or_not_needed()?;
     Ok(())
 }
 

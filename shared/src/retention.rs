@@ -70,9 +70,13 @@ impl Retention {
     pub fn window(&self, class: ItemClass) -> Option<Window> {
         match class.rule() {
             Rule::FromWrite(window) | Rule::FromClosure(window) => Some(self.resolve(window)),
-            Rule::Session | Rule::LoginThrottle | Rule::SubmissionWindow | Rule::KeyExpiry | Rule::ErasedAtClosure => {
-                None
-            }
+            Rule::Session
+            | Rule::LoginThrottle
+            | Rule::SubmissionWindow
+            | Rule::KeyExpiry
+            | Rule::ErasedAtClosure
+            | Rule::Lifetime(_)
+            | Rule::RateWindow => None,
         }
     }
 
@@ -214,7 +218,28 @@ pub enum Rule {
     KeyExpiry,
     /// No expiry while the account is open; deleted when it closes (nothing requires keeping it).
     ErasedAtClosure,
+    /// A working item with a fixed lifetime from its write (a link's token, a message waiting to be sent,
+    /// a delivery's idempotency record); most are deleted sooner, when used.
+    Lifetime(Duration),
+    /// Ends with its counted rate window (password resets, verification e-mails).
+    RateWindow,
 }
+
+/// How long an e-mail verification link works.
+pub const EMAIL_TOKEN_LIFETIME: Duration = Duration::hours(24);
+/// How long a password-reset link works.
+pub const RESET_TOKEN_LIFETIME: Duration = Duration::minutes(30);
+/// A message not sent within this long is dropped (the sender retries for hours; failures go to the DLQ).
+pub const OUTBOX_LIFETIME: Duration = Duration::days(14);
+/// A delivery's idempotency record outlives every redelivery of its stream record (kept 24 hours by DynamoDB
+/// Streams) many times over.
+pub const DELIVERY_RECORD_LIFETIME: Duration = Duration::days(30);
+/// An address that bounced or complained gets no mail for a year.
+pub const SUPPRESSION_LIFETIME: Duration = Duration::days(365);
+/// A marketing message's unsubscribe link works for a year.
+pub const UNSUBSCRIBE_LIFETIME: Duration = Duration::days(365);
+/// The record that an account got a policy notice or a campaign, so a rerun never sends it twice.
+pub const NOTICE_LIFETIME: Duration = Duration::days(400);
 
 /// Every class of item the system stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -252,6 +277,15 @@ pub enum ItemClass {
     Dispute,
     PendingAdjustment,
     KycSubmissions,
+    Outbox,
+    MailDelivery,
+    Suppression,
+    EmailToken,
+    ResetToken,
+    UnsubscribeToken,
+    RateLimit,
+    NoticeSent,
+    AccountRegistry,
 }
 
 impl ItemClass {
@@ -259,7 +293,7 @@ impl ItemClass {
         use ItemClass::*;
         match self {
             Account | Consent => Rule::FromClosure(Span::Account),
-            EmailClaim => Rule::ErasedAtClosure,
+            EmailClaim | AccountRegistry => Rule::ErasedAtClosure,
             Session | SessionIndex => Rule::Session,
             LoginRecord => Rule::FromWrite(Span::LoginRecords),
             LoginFailure => Rule::LoginThrottle,
@@ -279,6 +313,14 @@ impl ItemClass {
             // A closure's unfinished follow-up; deleted as soon as it is done.
             PrivacyRequest | PendingClosure => Rule::FromWrite(Span::PrivacyRequests),
             DataExport => Rule::FromWrite(Span::Exports),
+            Outbox => Rule::Lifetime(OUTBOX_LIFETIME),
+            MailDelivery => Rule::Lifetime(DELIVERY_RECORD_LIFETIME),
+            Suppression => Rule::Lifetime(SUPPRESSION_LIFETIME),
+            EmailToken => Rule::Lifetime(EMAIL_TOKEN_LIFETIME),
+            ResetToken => Rule::Lifetime(RESET_TOKEN_LIFETIME),
+            UnsubscribeToken => Rule::Lifetime(UNSUBSCRIBE_LIFETIME),
+            NoticeSent => Rule::Lifetime(NOTICE_LIFETIME),
+            RateLimit => Rule::RateWindow,
         }
     }
 
@@ -325,6 +367,15 @@ impl ItemClass {
             (kind::CLOSURES, _) if pk == schema::PENDING_CLOSURES_PK => PendingClosure,
             (kind::API_KEY, fixed::KEY) => ApiKey,
             (kind::VAULT, fixed::SECRET) => KycVault,
+            (kind::OUTBOX, _) if pk == schema::OUTBOX_PK => Outbox,
+            (kind::MAIL_SENT, fixed::SENT) => MailDelivery,
+            (kind::SUPPRESSED, fixed::SUPPRESSED) => Suppression,
+            (kind::EMAIL_TOKEN, fixed::TOKEN) => EmailToken,
+            (kind::RESET_TOKEN, fixed::TOKEN) => ResetToken,
+            (kind::UNSUBSCRIBE, fixed::TOKEN) => UnsubscribeToken,
+            (kind::RATE, fixed::WINDOW) => RateLimit,
+            (kind::NOTICE, _) => NoticeSent,
+            (kind::ACCOUNTS, _) if pk == schema::ACCOUNTS_PK => AccountRegistry,
             _ => return None,
         };
         Some(class)
@@ -388,6 +439,9 @@ mod tests {
             ("TOPUPS#OPEN", "0001#top_1", ItemClass::OpenTopup),
             ("WALLETS", "usr_1", ItemClass::WalletRegistry),
             ("VAULT#ref", "SECRET", ItemClass::KycVault),
+            ("OUTBOX", "0001#ab", ItemClass::Outbox),
+            ("RATE#password-reset#a@b.in", "WINDOW", ItemClass::RateLimit),
+            ("NOTICE#policy-2027-01-01", "usr_1", ItemClass::NoticeSent),
         ];
         for (pk, sk, class) in cases {
             assert_eq!(ItemClass::of(pk, sk), Some(class), "{pk} {sk}");

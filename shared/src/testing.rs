@@ -80,7 +80,7 @@ pub fn embedded_state(config: crate::config::Config) -> Result<crate::state::App
 pub const MOTO_ENDPOINT_VAR: &str = "INFEREX_TEST_MOTO_ENDPOINT";
 
 /// The moto server's address; an error (never a skip) when `make test` did not start it.
-fn moto_endpoint() -> Result<String, String> {
+pub fn moto_endpoint() -> Result<String, String> {
     std::env::var(MOTO_ENDPOINT_VAR)
         .map_err(|_| format!("{MOTO_ENDPOINT_VAR} is not set: run the tests with `make test`, which starts moto"))
 }
@@ -146,7 +146,10 @@ pub async fn create_account(state: &crate::state::AppState, email: &str) -> Resu
     };
     let client = crate::accounts::ClientInfo::default();
     let account =
-        crate::accounts::signup(state.store.as_ref(), state.clock.as_ref(), &state.config, request, &client).await?;
+        crate::accounts::signup(state.store.as_ref(), state.clock.as_ref(), &state.config, (request, &client), |a| {
+            crate::verification::signup_ops(a)
+        })
+        .await?;
     Ok(account.id)
 }
 

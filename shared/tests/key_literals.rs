@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// Every word a partition key, sort key or sort-key prefix is made of.
-const KEY_WORDS: [&str; 40] = [
+const KEY_WORDS: [&str; 53] = [
     "USER",
     "EMAIL",
     "SESSION",
@@ -46,6 +46,19 @@ const KEY_WORDS: [&str; 40] = [
     "PRIVACYREQ",
     "EXPORT",
     "PENDING",
+    "OUTBOX",
+    "EMAILTOKEN",
+    "RESETTOKEN",
+    "UNSUB",
+    "MAILSENT",
+    "SUPPRESS",
+    "SUPPRESSED",
+    "RATE",
+    "NOTICE",
+    "TOKEN",
+    "SENT",
+    "ACCOUNTS",
+    "COMPLETE",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

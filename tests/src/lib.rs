@@ -12,6 +12,8 @@ use shared::catalog::Catalog;
 use shared::clock::ManualClock;
 use shared::config::Config;
 use shared::inference::{Gateway, Provider, Providers};
+use shared::notifications::delivery::FileMailer;
+use shared::notifications::mime;
 use shared::razorpay::{RazorpayClient, RazorpayConfig};
 use shared::secrets::SecretString;
 use shared::state::AppState;
@@ -97,6 +99,8 @@ pub struct TestApi {
     /// The model providers' stand-ins: every model routes to cerebras first, then neevcloud.
     pub cerebras: Upstream,
     pub neevcloud: Upstream,
+    /// The local mail service (`.eml` files), as under `make run`.
+    pub mailbox: FileMailer,
     raw: RawStore,
     servers: Vec<tokio::task::JoinHandle<()>>,
     documents: std::sync::atomic::AtomicU64,
@@ -190,12 +194,17 @@ impl TestApi {
         let gateway = Gateway::new(catalog, providers)
             .map_err(|e| e.to_string())?
             .with_key_cache_ttl(std::time::Duration::from_millis(300));
+        let mut config = config;
+        config.public_url = format!("http://{addr}");
+        let mailbox = FileMailer::new(
+            std::env::temp_dir().join(format!("inferex-e2e-mail-{}", shared::secrets::random_suffix())),
+        );
         let state = AppState::new(store, config, shared_clock)
             .with_kyc_keys(shared::state::KycKeys::ephemeral())
             .with_razorpay(client)
             .with_blobs(blobs)
             .with_gateway(gateway);
-        let app = dev_server::app(state.clone());
+        let app = dev_server::app(state.clone()).nest("/_mail", dev_server::mailbox::router(mailbox.clone()));
         let server = shared::tasks::spawn("test", async move {
             let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
         });
@@ -208,6 +217,7 @@ impl TestApi {
             razorpay,
             cerebras,
             neevcloud,
+            mailbox,
             raw,
             servers: vec![server, standin_server, cerebras_server, neevcloud_server],
             documents: std::sync::atomic::AtomicU64::new(0),
@@ -343,6 +353,7 @@ impl TestApi {
         email: &str,
     ) -> Result<(String, String), Box<dyn std::error::Error + Send + Sync>> {
         let (id, token) = self.signed_in(email).await?;
+        self.verify_email(email).await?;
         let n = self.documents.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let pan = format!("VERPE{:04}V", 1 + n % 9999);
         let aadhaar = aadhaar_with_check_digit(61_000_000_000 + n);
@@ -351,6 +362,35 @@ impl TestApi {
             return Err(format!("KYC not verified: {kyc}").into());
         }
         Ok((id, token))
+    }
+
+    /// Delivers the outbox now (as the local server's task does) and returns the messages sent to `address`,
+    /// newest first.
+    pub async fn mail_to(&self, address: &str) -> Result<Vec<Mail>, Box<dyn std::error::Error + Send + Sync>> {
+        dev_server::mailbox::deliver_now(&self.state, &self.mailbox).await;
+        let mut found = Vec::new();
+        for (_, raw) in self.mailbox.messages().await? {
+            if mime::header(&raw, "To").as_deref() == Some(address) {
+                found.push(Mail::parse(raw));
+            }
+        }
+        Ok(found)
+    }
+
+    /// The newest message of `kind` sent to `address`.
+    pub async fn last_mail(&self, address: &str, kind: &str) -> Result<Mail, Box<dyn std::error::Error + Send + Sync>> {
+        let all = self.mail_to(address).await?;
+        Ok(all.into_iter().find(|m| m.kind == kind).ok_or_else(|| format!("no {kind} message to {address}"))?)
+    }
+
+    /// Uses the verification link of the newest verification message to `address`.
+    pub async fn verify_email(
+        &self,
+        address: &str,
+    ) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
+        let token = self.last_mail(address, "verify_email").await?.link_token().ok_or("no link")?;
+        let answer = self.http.post(self.url("/v1/auth/verify-email")).json(&serde_json::json!({ "token": token }));
+        Ok(answer.send().await?.error_for_status()?.json().await?)
     }
 
     pub async fn submit_kyc(&self, token: &str, pan: &str, aadhaar: &str) -> Result<reqwest::Response, reqwest::Error> {
@@ -368,6 +408,39 @@ impl TestApi {
             .json(&serde_json::json!({ "email": email, "password": password }))
             .send()
             .await
+    }
+}
+
+/// A message from the local mailbox.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    /// `X-Inferex-Kind`: `verify_email`, `payment_receipt`, ...
+    pub kind: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    pub raw: Vec<u8>,
+}
+
+impl Mail {
+    pub fn parse(raw: Vec<u8>) -> Self {
+        Self {
+            kind: mime::header(&raw, "X-Inferex-Kind").unwrap_or_default(),
+            subject: mime::header(&raw, "Subject").unwrap_or_default(),
+            text: mime::part(&raw, "text/plain").unwrap_or_default(),
+            html: mime::part(&raw, "text/html").unwrap_or_default(),
+            raw,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        mime::header(&self.raw, name)
+    }
+
+    /// The `token` of the first link in the text.
+    pub fn link_token(&self) -> Option<String> {
+        let start = self.text.find("token=")? + "token=".len();
+        Some(self.text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect())
     }
 }
 

@@ -252,6 +252,16 @@ async fn the_gate_admits_only_verified_accounts(backend: Backend) -> TestResult 
 
     api.submit_kyc(&token, PAN, AADHAAR).await?.error_for_status()?;
     decide(&api, &user, json!({"decision": "approve"})).await?.error_for_status()?;
+    // KYC alone is not enough: the e-mail address must be proven too (its own code, the same 403 shape).
+    let error = kyc::require_verified(store, &user).await.err().ok_or("an unverified address passed the gate")?;
+    assert_eq!((error.status().as_u16(), error.code()), (403, "email_not_verified"));
+    let topup =
+        api.http.post(api.url("/v1/wallet/topups")).bearer_auth(&token).json(&json!({ "amount_paise": 10_000 }));
+    e2e::expect_error(topup.send().await?, reqwest::StatusCode::FORBIDDEN, "email_not_verified", None).await?;
+    let key = api.http.post(api.url("/v1/keys")).bearer_auth(&token).json(&json!({ "name": "k" }));
+    e2e::expect_error(key.send().await?, reqwest::StatusCode::FORBIDDEN, "email_not_verified", None).await?;
+
+    api.verify_email("gate@example.in").await?;
     kyc::require_verified(store, &user).await?;
     Ok(())
 }

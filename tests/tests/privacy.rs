@@ -177,7 +177,32 @@ async fn corrections_are_validated_applied_and_recorded(backend: Backend) -> Tes
         .error_for_status()?
         .json()
         .await?;
-    assert_eq!(moved["email"], json!("new@example.in"));
+    // Nothing moves until the new address proves itself: the account keeps its address meanwhile.
+    assert_eq!(
+        (moved["email"].clone(), moved["pending_email"].clone()),
+        (json!("asha@example.in"), json!("new@example.in"))
+    );
+    assert_eq!(api.login("asha@example.in", PASSWORD).await?.status(), StatusCode::OK);
+    let confirm = api.last_mail("new@example.in", "confirm_email_change").await?;
+    let confirmed: Value = api
+        .http
+        .post(api.url("/v1/auth/verify-email"))
+        .json(&json!({ "token": confirm.link_token().ok_or("no link")? }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_eq!(
+        (confirmed["email"].clone(), confirmed["email_verified"].clone()),
+        (json!("new@example.in"), json!(true))
+    );
+    assert!(confirmed.get("pending_email").is_none(), "{confirmed}");
+    // Both addresses are told of the change.
+    for address in ["asha@example.in", "new@example.in"] {
+        let told = api.last_mail(address, "email_changed").await?;
+        assert!(told.text.contains("from asha@example.in to new@example.in"), "{}", told.text);
+    }
     assert_eq!(api.login("asha@example.in", PASSWORD).await?.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(api.login("new@example.in", PASSWORD).await?.status(), StatusCode::OK);
     // The old email is free again; the login history stayed with the account.
@@ -195,7 +220,8 @@ async fn corrections_are_validated_applied_and_recorded(backend: Backend) -> Tes
         assert_eq!(due - received, Duration::days(30));
     }
     let outcomes: HashSet<&str> = data.iter().filter_map(|r| r["outcome"].as_str()).collect();
-    assert_eq!(outcomes, HashSet::from(["corrected: full_name", "corrected: marketing_consent", "corrected: email"]));
+    let email = "corrected: email (pending confirmation of the new address)";
+    assert_eq!(outcomes, HashSet::from(["corrected: full_name", "corrected: marketing_consent", email]));
     let dump = api.dump().await?;
     assert!(dump.contains("\"context\":\"marketing_update\""), "the consent change is evidenced");
     assert!(dump.lines().any(|l| l.starts_with(&format!("USER#{user} PROFILE ")) && l.contains("new@example.in")));
@@ -338,7 +364,7 @@ async fn closure_stops_everything_at_once_and_keeps_exactly_what_retention_requi
             Rule::ErasedAtClosure | Rule::Session | Rule::KeyExpiry => {
                 return Err(format!("{class:?} survived the closure: {} {}", item.pk, item.sk).into());
             }
-            Rule::LoginThrottle | Rule::SubmissionWindow => {}
+            Rule::LoginThrottle | Rule::SubmissionWindow | Rule::Lifetime(_) | Rule::RateWindow => {}
         }
     }
     let classes: HashSet<ItemClass> = mine.iter().filter_map(|i| ItemClass::of(&i.pk, &i.sk)).collect();
@@ -368,6 +394,7 @@ async fn closure_stops_everything_at_once_and_keeps_exactly_what_retention_requi
 async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -> TestResult {
     let api = TestApi::start_with(backend, manual()).await?;
     let (user, token) = api.signed_in("classes@example.in").await?;
+    api.verify_email("classes@example.in").await?;
     assert_eq!(api.login("nobody@example.in", "whatever password").await?.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(api.login("classes@example.in", "wrong password!").await?.status(), StatusCode::UNAUTHORIZED);
     api.submit_kyc(&token, "CLSPE1234C", &e2e::aadhaar_with_check_digit(62_000_000_001)).await?.error_for_status()?;
@@ -404,6 +431,8 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
             Rule::Session => Some((now + config.session_ttl).timestamp()),
             Rule::LoginThrottle => Some((now + config.login_window).timestamp()),
             Rule::SubmissionWindow => Some((now + Duration::days(shared::kyc::SUBMISSION_WINDOW_DAYS)).timestamp()),
+            Rule::Lifetime(lifetime) => Some((now + lifetime).timestamp()),
+            Rule::RateWindow => Some((now + Duration::hours(1)).timestamp()),
         };
         assert_eq!(item.expires_at, expected, "{class:?}: {} {}", item.pk, item.sk);
     }
@@ -435,6 +464,9 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
         ItemClass::OpenTopup,
         ItemClass::RefundDebit,
         ItemClass::PaymentReview,
+        ItemClass::AccountRegistry,
+        ItemClass::Outbox,
+        ItemClass::MailDelivery,
     ];
     for class in written {
         assert!(seen.contains(&class), "the flows wrote no {class:?}");
@@ -452,6 +484,8 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
             Rule::FromWrite(span) | Rule::FromClosure(span) => Some(config.retention.until(span, now)),
             Rule::LoginThrottle => Some((now + config.login_window).timestamp()),
             Rule::SubmissionWindow => Some((now + Duration::days(shared::kyc::SUBMISSION_WINDOW_DAYS)).timestamp()),
+            Rule::Lifetime(lifetime) => Some((now + lifetime).timestamp()),
+            Rule::RateWindow => Some((now + Duration::hours(1)).timestamp()),
             Rule::ErasedAtClosure | Rule::Session | Rule::KeyExpiry => {
                 return Err(format!("{class:?} survived the closure: {} {}", item.pk, item.sk).into());
             }

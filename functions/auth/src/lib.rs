@@ -1,6 +1,7 @@
-//! The auth function: login, logout, sessions, password changes and the signed-in account
-//! (`/v1/auth/*`, `/v1/account*`).
-//! Credentials checks, throttling and sessions live in `shared::auth`.
+//! The auth function: login, logout, sessions, password changes and resets, e-mail verification and the
+//! signed-in account (`/v1/auth/*`, `/v1/account*`).
+//! Credentials checks, throttling and sessions live in `shared::auth`; e-mailed links in
+//! `shared::verification`.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -13,6 +14,7 @@ use shared::auth::{self, LoginAttemptView, LoginStore, SESSION_COOKIE, Session, 
 use shared::error::{ApiError, ApiResult};
 use shared::http::{JsonBody, ListPage, QueryParams, page_limit};
 use shared::state::AppState;
+use shared::verification;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -23,6 +25,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/account/password", post(change_password))
         .route("/v1/auth/sessions", get(sessions).delete(sign_out_everywhere))
         .route("/v1/auth/sessions/{session_id}", delete(revoke_session))
+        .route("/v1/auth/verify-email", post(verify_email))
+        .route("/v1/auth/verify-email/resend", post(resend_verification))
+        .route("/v1/auth/password-reset", post(request_password_reset))
+        .route("/v1/auth/password-reset/confirm", post(confirm_password_reset))
 }
 
 pub fn app(state: AppState) -> Router {
@@ -148,4 +154,67 @@ async fn change_password(
         auth::change_password(state.store.as_ref(), state.clock.as_ref(), &state.config, &session, passwords).await?;
     tracing::info!(user_id = %session.user_id, ended, "password changed; other sessions ended");
     Ok(Json(serde_json::json!({ "password_changed": true, "other_sessions_ended": ended })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    token: String,
+}
+
+/// Uses an e-mail verification link (no session needed: the token is the proof).
+async fn verify_email(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<TokenBody>,
+) -> ApiResult<Json<AccountView>> {
+    let account = verification::verify_email(state.store.as_ref(), state.clock.as_ref(), &body.token).await?;
+    tracing::info!(user_id = %account.id, "e-mail address verified");
+    Ok(Json(AccountView::new(&account, &state.config.policy_version)))
+}
+
+async fn resend_verification(State(state): State<AppState>, session: Session) -> ApiResult<Response> {
+    let address = verification::resend(state.store.as_ref(), state.clock.as_ref(), &session.user_id).await?;
+    let body = serde_json::json!({ "sent": true, "email": address });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetRequest {
+    email: String,
+}
+
+/// The same answer whether or not an account has the address.
+async fn request_password_reset(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    JsonBody(body): JsonBody<ResetRequest>,
+) -> ApiResult<Response> {
+    verification::request_reset(state.store.as_ref(), state.clock.as_ref(), &body.email, &client).await?;
+    let body = serde_json::json!({
+        "status": "sent_if_registered",
+        "message": "if an account has this address, a reset link valid for 30 minutes is on its way",
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetConfirm {
+    token: String,
+    password: String,
+}
+
+async fn confirm_password_reset(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<ResetConfirm>,
+) -> ApiResult<Response> {
+    let ended =
+        verification::confirm_reset(state.store.as_ref(), state.clock.as_ref(), &body.token, body.password).await?;
+    tracing::info!(ended, "password reset; every session ended");
+    let mut response = Json(serde_json::json!({ "password_reset": true, "sessions_ended": ended })).into_response();
+    // Whatever session this browser had is gone with the others.
+    response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0)?);
+    no_store(response.headers_mut());
+    Ok(response)
 }

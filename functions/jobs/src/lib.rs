@@ -6,7 +6,9 @@
 //!   (`shared::wallet::holds::sweep_stale_holds`).
 //!
 //! - closure follow-up: closures whose request could not finish deleting keys and exports after the
-//!   commit are finished (`shared::privacy::finish_pending_closures`).
+//!   commit are finished (`shared::privacy::finish_pending_closures`);
+//! - the policy update notice: when the configured policy version changes, every open account that has not
+//!   accepted it is e-mailed once (`shared::notifications::campaigns::announce_policy`).
 //!
 //! Each job runs whatever another did (the sweeper returns users' held money, so a Razorpay outage
 //! must not stop it), each skips and logs the one item it cannot handle, and each has a time budget that
@@ -29,7 +31,9 @@ pub const EXPIRE_AFTER: Duration = Duration::hours(24);
 pub const STALE_HOLD_AFTER: Duration = Duration::minutes(6);
 /// Time budgets of the two jobs; what is left over waits for the next run.
 pub const RECONCILE_BUDGET: StdDuration = StdDuration::from_secs(50);
-pub const SWEEP_BUDGET: StdDuration = StdDuration::from_secs(40);
+pub const SWEEP_BUDGET: StdDuration = StdDuration::from_secs(30);
+/// The policy update notice: a run queues what it can in this time, the next carries on.
+pub const NOTICES_BUDGET: StdDuration = StdDuration::from_secs(10);
 pub const CLOSURES_BUDGET: StdDuration = StdDuration::from_secs(15);
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -38,6 +42,8 @@ pub struct JobsReport {
     pub stale_holds: SweepReport,
     /// Closures whose follow-up this run finished.
     pub closures_finished: usize,
+    /// Policy update notices this run queued (one per open account and policy version).
+    pub policy_notices: shared::notifications::campaigns::NoticeReport,
     /// Jobs that failed as a whole (their error is logged); the others still ran.
     pub failed_jobs: Vec<&'static str>,
 }
@@ -74,6 +80,14 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
             report.failed_jobs.push("closures");
         }
     }
+    let notices = shared::notifications::campaigns::announce_policy(store, &state.config, clock.now(), NOTICES_BUDGET);
+    match notices.await {
+        Ok(done) => report.policy_notices = done,
+        Err(e) => {
+            tracing::error!(error = %e, "the policy update notice failed");
+            report.failed_jobs.push("policy_notices");
+        }
+    }
     tracing::info!(?report, "scheduled jobs finished");
     Ok(report)
 }
@@ -98,7 +112,10 @@ mod tests {
             .ok_or("JobsFunction has no Timeout")?
             .trim()
             .parse()?;
-        assert!((RECONCILE_BUDGET + SWEEP_BUDGET + CLOSURES_BUDGET).as_secs() + 15 <= timeout, "timeout {timeout}");
+        assert!(
+            (RECONCILE_BUDGET + SWEEP_BUDGET + CLOSURES_BUDGET + NOTICES_BUDGET).as_secs() + 15 <= timeout,
+            "timeout {timeout}"
+        );
         Ok(())
     }
 }

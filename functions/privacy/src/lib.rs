@@ -1,6 +1,7 @@
 //! The privacy function: the data principal's rights. Correction (`PATCH /v1/account`), acceptance of a new
 //! policy, data exports, account closure (`DELETE /v1/account`), the list of their requests, and the public
-//! notice (`GET /v1/privacy`). The rules live in `shared::privacy`. A second binary, `exports`, builds the
+//! notice (`GET /v1/privacy`); marketing: one-click unsubscribe (`/v1/unsubscribe`) and the operators' product
+//! news (`POST /v1/admin/campaigns`). The rules live in `shared::privacy` and `shared::notifications`. A second binary, `exports`, builds the
 //! data exports requested here, started by the main table's stream ([`build_requested_exports`]).
 
 use axum::extract::{Path, State};
@@ -24,6 +25,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/privacy/requests", get(requests))
         .route("/v1/privacy/exports", post(create_export))
         .route("/v1/privacy/exports/{export_id}", get(export))
+        .route("/v1/unsubscribe", get(unsubscribe_page).post(unsubscribe))
+        .route("/v1/admin/campaigns", post(send_campaign))
 }
 
 pub fn app(state: AppState) -> Router {
@@ -122,4 +125,55 @@ pub async fn build_requested_exports(ctx: &PrivacyContext, event: &Value) -> Val
         }
     }
     json!({ "batchItemFailures": failures })
+}
+
+#[derive(Debug, Deserialize)]
+struct UnsubscribeQuery {
+    #[serde(default)]
+    token: String,
+}
+
+/// What a person who clicks the link sees: a button that confirms (a GET never unsubscribes, so link
+/// scanners cannot do it for them). Mail clients use the one-click POST directly.
+async fn unsubscribe_page(QueryParams(query): QueryParams<UnsubscribeQuery>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let token = shared::notifications::messages::escape(&query.token);
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Unsubscribe</title></head><body>\
+         <h1>Stop product e-mails from InferexAI</h1><form method=\"post\" action=\"/v1/unsubscribe?token={token}\">\
+         <input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
+         <button type=\"submit\">Unsubscribe</button></form>\
+         <p>Account and billing notices are not marketing and keep coming.</p></body></html>"
+    );
+    let mut response = axum::response::Html(page).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static("default-src 'none'; form-action 'self'"),
+    );
+    response
+}
+
+/// RFC 8058's one-click POST (`List-Unsubscribe=One-Click` in the body; the token in the link is what
+/// counts, so the body is not read).
+async fn unsubscribe(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    QueryParams(query): QueryParams<UnsubscribeQuery>,
+) -> ApiResult<Json<Value>> {
+    privacy::unsubscribe(&PrivacyContext::from(&state), &query.token, &client).await?;
+    Ok(Json(json!({ "unsubscribed": true, "marketing_consent": false })))
+}
+
+/// Queues product news for every account with marketing consent (once per campaign id).
+async fn send_campaign(
+    State(state): State<AppState>,
+    operator: shared::http::Operator,
+    JsonBody(campaign): JsonBody<shared::notifications::campaigns::Campaign>,
+) -> ApiResult<(StatusCode, Json<shared::notifications::campaigns::NoticeReport>)> {
+    let budget = std::time::Duration::from_secs(20);
+    let report =
+        shared::notifications::campaigns::send_campaign(state.store.as_ref(), &campaign, state.clock.now(), budget)
+            .await?;
+    tracing::info!(operator = %operator.0, campaign = %campaign.id, queued = report.queued, "campaign queued");
+    Ok((StatusCode::ACCEPTED, Json(report)))
 }

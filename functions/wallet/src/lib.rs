@@ -15,7 +15,7 @@ use shared::wallet::{self, CheckoutCallback, LedgerEntryView, TopupView, WalletS
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/wallet", get(balance))
+        .route("/v1/wallet", get(balance).patch(settings))
         .route("/v1/wallet/transactions", get(transactions))
         .route("/v1/wallet/topups", post(create_topup))
         .route("/v1/wallet/topups/{topup_id}/verify", post(verify))
@@ -70,6 +70,23 @@ async fn verify(
 
 async fn balance(State(state): State<AppState>, session: Session) -> ApiResult<Json<WalletView>> {
     Ok(Json(WalletView::from(state.store.wallet(&session.user_id).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WalletSettings {
+    low_balance_threshold_paise: i64,
+}
+
+/// The wallet's own settings: the low-balance alert threshold.
+async fn settings(
+    State(state): State<AppState>,
+    session: Session,
+    JsonBody(body): JsonBody<WalletSettings>,
+) -> ApiResult<Json<WalletView>> {
+    let paise = body.low_balance_threshold_paise;
+    let wallet = shared::wallet::set_low_balance_threshold(state.store.as_ref(), &session.user_id, paise).await?;
+    Ok(Json(WalletView::from(wallet)))
 }
 
 #[derive(Debug, Deserialize)]

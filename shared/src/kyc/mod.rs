@@ -30,6 +30,7 @@ use crate::accounts::{AccountStore, KycStatus, time_sort_key, timestamp, user_pk
 use crate::clock::Clock;
 use crate::config::{Config, KycMode};
 use crate::error::{ApiError, ApiResult};
+use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::secrets::random_suffix;
 use crate::store::{
     Condition, Conditional, Delete, ExpiryChange, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult,
@@ -241,6 +242,18 @@ fn set_account_status(user_id: &str, status: KycStatus) -> WriteOp {
     )
 }
 
+/// The message a KYC outcome sends (approved, or rejected with the reason); none while it is pending.
+fn outcome_notice(record: &KycRecord) -> StoreResult<Option<WriteOp>> {
+    let at = record.decided_at.or(record.verified_at).unwrap_or(record.submitted_at);
+    let mail = match record.status {
+        KycStatus::Verified => OutboxMail::new(MailKind::KycApproved, &record.user_id, at),
+        KycStatus::Rejected => OutboxMail::new(MailKind::KycRejected, &record.user_id, at)
+            .param("reason", record.rejection_reason.clone().unwrap_or_else(|| "not given".into())),
+        KycStatus::Pending | KycStatus::NotSubmitted => return Ok(None),
+    };
+    enqueue(&mail).map(Some)
+}
+
 fn release_claim(user_id: &str, fingerprint: &str) -> WriteOp {
     WriteOp::Delete(Delete {
         table: Table::Main,
@@ -346,6 +359,7 @@ impl<T: ItemStore + ?Sized> KycStore for T {
         }
         ops.push(put_record(record, previous.map(|p| p.revision))?);
         ops.push(set_account_status(user, record.status));
+        ops.extend(outcome_notice(record)?);
         self.transact(ops).await.map_err(conflict)
     }
 
@@ -375,6 +389,7 @@ impl<T: ItemStore + ?Sized> KycStore for T {
         for fingerprint in releases {
             ops.push(release_claim(user, fingerprint));
         }
+        ops.extend(outcome_notice(record)?);
         self.transact(ops).await.map_err(conflict)
     }
 }
@@ -701,7 +716,8 @@ pub fn status_name(status: KycStatus) -> &'static str {
     }
 }
 
-/// The KYC gate: passes only for accounts whose KYC is verified, else 403 `kyc_required` naming the status.
+/// The gate of top-ups and API keys: passes only for accounts whose KYC is verified (else 403
+/// `kyc_required` naming the status) and whose e-mail address is verified (else 403 `email_not_verified`).
 pub async fn require_verified<S: AccountStore + ?Sized>(store: &S, user_id: &str) -> ApiResult<()> {
     let account = store.account(user_id).await?.filter(|a| a.status == crate::accounts::AccountStatus::Active);
     let Some(account) = account else {
@@ -709,7 +725,7 @@ pub async fn require_verified<S: AccountStore + ?Sized>(store: &S, user_id: &str
     };
     let status = account.kyc_status;
     if status == KycStatus::Verified {
-        return Ok(());
+        return crate::verification::require_verified_email(&account);
     }
     Err(ApiError::Forbidden {
         code: "kyc_required",

@@ -13,7 +13,11 @@
 //!   `PENDING#<event>#<id>`; `RZPREFUND#<refund>` / `DEBIT`; `RZPEVENT#<event>` / `EVENT`;
 //!   `RZPDISPUTE#<dispute>` / `DISPUTE`.
 //! - Singleton partitions: `WALLETS` / `<user id>`; `TOPUPS#OPEN` / `<time>#<id>`; `PAYMENTREVIEW` / `<time>`;
-//!   `REFUNDREQUEST` / `<user id>`; `CLOSURES#PENDING` / `<user id>`.
+//!   `REFUNDREQUEST` / `<user id>`; `CLOSURES#PENDING` / `<user id>`; `OUTBOX` / `<time>#<id>`;
+//!   `ACCOUNTS` / `<user id>`.
+//! - E-mail: `EMAILTOKEN#<hash>` / `TOKEN`; `RESETTOKEN#<hash>` / `TOKEN`; `UNSUB#<hash>` / `TOKEN`;
+//!   `MAILSENT#<id>` / `SENT`; `SUPPRESS#<email>` / `SUPPRESSED`; `RATE#<what>#<who>` / `WINDOW`;
+//!   `NOTICE#<what>` / `<user id>` (one notice per account and policy version or campaign) and `COMPLETE`.
 //!
 //! Vault table: `VAULT#<reference>` / `SECRET`.
 
@@ -43,6 +47,15 @@ pub mod kind {
     pub const REFUND_REQUESTS: &str = "REFUNDREQUEST";
     pub const CLOSURES: &str = "CLOSURES";
     pub const VAULT: &str = "VAULT";
+    pub const OUTBOX: &str = "OUTBOX";
+    pub const EMAIL_TOKEN: &str = "EMAILTOKEN";
+    pub const RESET_TOKEN: &str = "RESETTOKEN";
+    pub const UNSUBSCRIBE: &str = "UNSUB";
+    pub const MAIL_SENT: &str = "MAILSENT";
+    pub const SUPPRESSED: &str = "SUPPRESS";
+    pub const RATE: &str = "RATE";
+    pub const NOTICE: &str = "NOTICE";
+    pub const ACCOUNTS: &str = "ACCOUNTS";
 }
 
 /// Fixed sort keys.
@@ -62,6 +75,11 @@ pub mod sk {
     pub const EVENT: &str = "EVENT";
     pub const DISPUTE: &str = "DISPUTE";
     pub const SECRET: &str = "SECRET";
+    pub const TOKEN: &str = "TOKEN";
+    pub const SENT: &str = "SENT";
+    pub const SUPPRESSED: &str = "SUPPRESSED";
+    /// The run-level marker of a notice: every account has it.
+    pub const COMPLETE: &str = "COMPLETE";
 }
 
 /// Sort-key prefixes of the items kept in a user's partition (and the payment's kept adjustments), each
@@ -86,6 +104,9 @@ pub const OPEN_TOPUPS_PK: &str = "TOPUPS#OPEN";
 pub const PAYMENT_REVIEWS_PK: &str = kind::PAYMENT_REVIEWS;
 pub const REFUND_REQUESTS_PK: &str = kind::REFUND_REQUESTS;
 pub const PENDING_CLOSURES_PK: &str = "CLOSURES#PENDING";
+pub const OUTBOX_PK: &str = kind::OUTBOX;
+/// Registry of every open account (sort key = user id), walked by the notices that go to every account.
+pub const ACCOUNTS_PK: &str = kind::ACCOUNTS;
 
 fn key(kind: &str, id: &str) -> String {
     format!("{kind}#{id}")
@@ -156,6 +177,36 @@ pub fn event_pk(event_id: &str) -> String {
 
 pub fn dispute_pk(dispute_id: &str) -> String {
     key(kind::DISPUTE, dispute_id)
+}
+
+pub fn email_token_pk(token_hash: &str) -> String {
+    key(kind::EMAIL_TOKEN, token_hash)
+}
+
+pub fn reset_token_pk(token_hash: &str) -> String {
+    key(kind::RESET_TOKEN, token_hash)
+}
+
+pub fn unsubscribe_pk(token_hash: &str) -> String {
+    key(kind::UNSUBSCRIBE, token_hash)
+}
+
+pub fn mail_sent_pk(message_id: &str) -> String {
+    key(kind::MAIL_SENT, message_id)
+}
+
+pub fn suppressed_pk(email: &str) -> String {
+    key(kind::SUPPRESSED, email)
+}
+
+/// A counted rate window: `what` is limited per `who` (an address, an IP, an account).
+pub fn rate_pk(what: &str, who: &str) -> String {
+    format!("{}#{what}#{who}", kind::RATE)
+}
+
+/// The marker that one notice (`what`: a policy version, a campaign) went to an account (the sort key).
+pub fn notice_pk(what: &str) -> String {
+    key(kind::NOTICE, what)
 }
 
 /// A user-partition sort key: `prefix` and an id (`SESSION#<hash>`, `EXPORT#<id>`).

@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::money::paise_to_units;
+use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::store::schema::{self, dispute_pk, payment_pk, refund_pk};
 use crate::store::{
     Condition, Conditional, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreResult, Table, Update, WriteOp,
@@ -58,8 +59,12 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
         .await?;
         return Ok(CreditOutcome::Mismatch);
     }
-    let extra = || -> StoreResult<Vec<WriteOp>> {
+    let extra = |_balance_after: i64| -> StoreResult<Vec<WriteOp>> {
         let marker = json!({ "user_id": user_id, "payment_id": refund.payment_id, "amount_paise": refund.amount, "debited_at": now });
+        let notice = OutboxMail::new(MailKind::RefundNotice, &user_id, now)
+            .param("amount", units)
+            .param("payment_id", refund.payment_id.clone())
+            .param("refund_id", refund.id.clone());
         Ok(vec![
             WriteOp::Put(Put {
                 table: Table::Main,
@@ -67,6 +72,7 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
                 condition: Condition::NotExists,
             }),
             take_refundable(&credit, refund.amount),
+            enqueue(&notice)?,
         ])
     };
     let change = BalanceChange {
@@ -250,7 +256,18 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
         }
         let wallet = store.wallet(&user_id).await?;
         let change = DisputeChange { dispute, user_id: &user_id, previous: state.as_ref(), next, amounts, wallet, now };
-        let ops = change.ops(guard.as_ref(), payment_expiry(config, now))?;
+        let mut ops = change.ops(guard.as_ref(), payment_expiry(config, now))?;
+        let phase = match next {
+            DisputeState::Held => "opened; the amount is held",
+            DisputeState::Released => "closed; the held amount is released",
+            DisputeState::Debited => "lost; the amount was taken from the wallet",
+        };
+        let notice = OutboxMail::new(MailKind::DisputeNotice, &user_id, now)
+            .param("amount", amounts.deducted)
+            .param("payment_id", dispute.payment_id.clone())
+            .param("dispute_id", dispute.id.clone())
+            .param("phase", phase);
+        ops.push(enqueue(&notice)?);
         if store.transact(ops).await.applied()?.is_some() {
             tracing::warn!(%user_id, dispute_id = %dispute.id, payment_id = %dispute.payment_id, state = ?next, "dispute applied");
             sync_closed_wallet(store, config, clock, &user_id).await?;

@@ -37,6 +37,7 @@ use super::{CLOSED, WALLET_SK, WALLETS_PK};
 use crate::accounts::user_pk;
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
+use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::secrets::random_suffix;
 use crate::store::{Condition, Conditional, Item, ItemStore, Query, StoreError, Table, Update, WriteOp};
 use crate::usage::{self, UsageRecord};
@@ -88,6 +89,18 @@ pub struct Hold {
     pub amount: i64,
     /// The wallet balance right after the hold was placed (holds do not change the balance).
     pub balance: i64,
+    /// The account's low-balance alert threshold, as the wallet said when the hold was placed.
+    pub low_balance_threshold: i64,
+}
+
+/// The wallet attribute with the account's low-balance alert threshold (units); absent: the default.
+pub const LOW_BALANCE_THRESHOLD: &str = "low_balance_threshold";
+/// The default low-balance alert threshold: ₹100.
+pub const DEFAULT_LOW_BALANCE_THRESHOLD: i64 = 100 * crate::money::UNITS_PER_RUPEE;
+
+/// The threshold a wallet item records, or the default.
+pub fn low_balance_threshold(wallet: &Item) -> i64 {
+    wallet.attrs.get(LOW_BALANCE_THRESHOLD).and_then(Value::as_i64).unwrap_or(DEFAULT_LOW_BALANCE_THRESHOLD)
 }
 
 impl Hold {
@@ -173,7 +186,13 @@ async fn hold_for<S: ItemStore + ?Sized>(
 ) -> ApiResult<Hold> {
     let amount = amount.max(1);
     let id = format!("{:013}_{}", clock.now().timestamp_millis().max(0), random_suffix());
-    let mut hold = Hold { id, user_id: user_id.to_owned(), amount, balance: 0 };
+    let mut hold = Hold {
+        id,
+        user_id: user_id.to_owned(),
+        amount,
+        balance: 0,
+        low_balance_threshold: DEFAULT_LOW_BALANCE_THRESHOLD,
+    };
     let mut update = Update::new(Table::Main, user_pk(user_id), WALLET_SK);
     if let Some(call) = call {
         update =
@@ -193,6 +212,7 @@ async fn hold_for<S: ItemStore + ?Sized>(
     match store.update(update).await {
         Ok(wallet) => {
             hold.balance = wallet.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
+            hold.low_balance_threshold = low_balance_threshold(&wallet);
             hints.note(user_id, hold.balance);
             Ok(hold)
         }
@@ -202,6 +222,7 @@ async fn hold_for<S: ItemStore + ?Sized>(
             let wallet = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await?;
             if let Some(placed) = wallet.as_ref().filter(|w| w.attrs.get(&hold.attr()) == Some(&json!(amount))) {
                 hold.balance = placed.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
+                hold.low_balance_threshold = low_balance_threshold(placed);
                 return Ok(hold);
             }
             if wallet.is_some_and(|w| w.attrs.get(CLOSED) == Some(&json!(true))) {
@@ -337,6 +358,15 @@ fn settlement_ops(
         let balance_after = expected_balance.saturating_sub(charge);
         let entry = LedgerEntry::new(LedgerKind::Usage, -charge, balance_after, &usage.id, usage.created_at);
         ops.push(entry_put(&hold.user_id, &entry, expiries.ledger)?);
+        // Exactly one settlement takes the balance from at or above the threshold to below it (each commits
+        // only on the balance it expects), so the alert goes once per crossing, with that settlement.
+        let threshold = hold.low_balance_threshold;
+        if expected_balance >= threshold && balance_after < threshold {
+            let alert = OutboxMail::new(MailKind::LowBalance, &hold.user_id, usage.created_at)
+                .param("balance", balance_after)
+                .param("threshold", threshold);
+            ops.push(enqueue(&alert)?);
+        }
     }
     Ok(ops)
 }
@@ -457,7 +487,9 @@ async fn sweep_wallet<S: ItemStore + ?Sized>(
         let (Some(amount), true) = (value.as_i64(), id.get(..13).is_some_and(|m| m < cutoff)) else {
             continue;
         };
-        let hold = Hold { id: id.to_owned(), user_id: user_id.to_owned(), amount, balance };
+        let threshold = low_balance_threshold(item);
+        let hold =
+            Hold { id: id.to_owned(), user_id: user_id.to_owned(), amount, balance, low_balance_threshold: threshold };
         let pending: Option<PendingUsage> = recorded(item, &hold.usage_attr());
         let call: Option<HeldCall> = recorded(item, &hold.call_attr());
         let (cost, usage) = match (pending, call) {

@@ -108,13 +108,14 @@ pub(super) struct BalanceChange<'a> {
 }
 
 /// Applies `amount` (signed units) to the wallet and writes its ledger entry, together with `extra`
-/// operations (the exactly-once guard, the top-up's state), in one transaction. Retries when another
+/// operations (the exactly-once guard, the top-up's state, its message; given the balance after), in one
+/// transaction. Retries when another
 /// balance change got in between the read and the write. Returns false when a guard in `extra` failed
 /// because the change was already made.
 pub(super) async fn apply_balance_change<S: ItemStore + ?Sized>(
     store: &S,
     change: BalanceChange<'_>,
-    extra: impl Fn() -> StoreResult<Vec<WriteOp>>,
+    extra: impl Fn(i64) -> StoreResult<Vec<WriteOp>>,
 ) -> ApiResult<bool> {
     let BalanceChange { user_id, kind, amount, reference, at, expires_at, guard } = change;
     for _ in 0..CREDIT_ATTEMPTS {
@@ -133,7 +134,7 @@ pub(super) async fn apply_balance_change<S: ItemStore + ?Sized>(
                 item: Item::from_record(
                     user_pk(user_id),
                     WALLET_SK,
-                    &Wallet { balance: balance_after, held: 0, available: balance_after },
+                    &Wallet { balance: balance_after, held: 0, available: balance_after, low_balance_threshold: None },
                     None,
                 )?,
                 condition: Condition::NotExists,
@@ -146,7 +147,7 @@ pub(super) async fn apply_balance_change<S: ItemStore + ?Sized>(
             ),
         };
         let entry = LedgerEntry::new(kind, amount, balance_after, reference, at);
-        let mut ops = extra()?;
+        let mut ops = extra(balance_after)?;
         if matches!(wallet_op, WriteOp::Put(_)) {
             // A new wallet joins the registry the stale-hold sweeper walks.
             ops.push(WriteOp::Put(Put {

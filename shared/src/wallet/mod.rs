@@ -36,11 +36,13 @@ use serde_json::{Map, Value, json};
 
 use crate::accounts::{time_sort_key, user_pk};
 use crate::config::Config;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::money::format_inr;
 use crate::retention::Span;
 use crate::store::schema;
-use crate::store::{Condition, Item, ItemStore, Put, Query, SortKeyRange, StoreResult, Table};
+use crate::store::{
+    Condition, Conditional, Item, ItemStore, Put, Query, SortKeyRange, StoreResult, Table, Update, WriteOp,
+};
 
 mod adjustments;
 mod closure;
@@ -79,6 +81,9 @@ pub struct Wallet {
     pub balance: i64,
     pub held: i64,
     pub available: i64,
+    /// The low-balance alert threshold the account chose (units); absent: the default, ₹100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_balance_threshold: Option<i64>,
 }
 
 /// `GET /v1/wallet`.
@@ -91,6 +96,8 @@ pub struct WalletView {
     pub held_inr: String,
     pub available_inr: String,
     pub currency: &'static str,
+    /// An e-mail goes out once each time the balance drops below this (`PATCH /v1/wallet` sets it).
+    pub low_balance_threshold_paise: i64,
 }
 
 impl From<Wallet> for WalletView {
@@ -103,6 +110,8 @@ impl From<Wallet> for WalletView {
             held_inr: format_inr(w.held),
             available_inr: format_inr(w.available),
             currency: "INR",
+            low_balance_threshold_paise: w.low_balance_threshold.unwrap_or(holds::DEFAULT_LOW_BALANCE_THRESHOLD)
+                / crate::money::UNITS_PER_PAISA,
         }
     }
 }
@@ -171,4 +180,52 @@ async fn record_review<S: ItemStore + ?Sized>(
         })
         .await?;
     Ok(())
+}
+
+/// The highest low-balance threshold an account may set: ₹10,00,000 (twice the largest top-up).
+pub const MAX_LOW_BALANCE_THRESHOLD_PAISE: i64 = 100_000_000;
+
+/// `PATCH /v1/wallet {low_balance_threshold_paise}`: sets the account's low-balance alert threshold (0 turns
+/// the alert off). A wallet that does not exist yet is created empty to hold it.
+pub async fn set_low_balance_threshold<S: ItemStore + ?Sized>(
+    store: &S,
+    user_id: &str,
+    paise: i64,
+) -> ApiResult<Wallet> {
+    if !(0..=MAX_LOW_BALANCE_THRESHOLD_PAISE).contains(&paise) {
+        return Err(ApiError::invalid(
+            "invalid_threshold",
+            "low_balance_threshold_paise",
+            format!("low_balance_threshold_paise must be an integer from 0 to {MAX_LOW_BALANCE_THRESHOLD_PAISE}"),
+        ));
+    }
+    let units = paise * crate::money::UNITS_PER_PAISA;
+    let update = Update::new(Table::Main, user_pk(user_id), WALLET_SK)
+        .set(holds::LOW_BALANCE_THRESHOLD, json!(units))
+        .when(Condition::AttrAbsentOrEquals(CLOSED.into(), json!(false)));
+    if store.update(update).await.applied()?.is_none() {
+        let empty = Wallet { low_balance_threshold: Some(units), ..Wallet::default() };
+        let ops = vec![
+            crate::accounts::require_active(user_id),
+            WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(user_pk(user_id), WALLET_SK, &empty, None)?,
+                condition: Condition::NotExists,
+            }),
+            // A new wallet joins the registry the stale-hold sweeper walks.
+            WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(WALLETS_PK, user_id, &json!({ "user_id": user_id }), None)?,
+                condition: Condition::Always,
+            }),
+        ];
+        if store.transact(ops).await.applied()?.is_none() {
+            return Err(ApiError::Conflict {
+                code: "wallet_changed",
+                message: "the wallet changed meanwhile (or the account is closed); try again".into(),
+                param: None,
+            });
+        }
+    }
+    Ok(store.wallet(user_id).await?)
 }

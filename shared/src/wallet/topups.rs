@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::money::paise_to_units;
+use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::razorpay::{NewOrder, Payment, RazorpayClient};
 use crate::secrets::random_suffix;
 use crate::store::schema::{self, order_pk, payment_pk, topup_pk};
@@ -315,7 +316,15 @@ pub async fn credit_payment<S: ItemStore + ?Sized>(
     let units = paise_to_units(topup.amount_paise).ok_or_else(|| ApiError::Internal("amount overflows".into()))?;
     let expires_at = payment_expiry(config, now);
     let guard_pk = payment_pk(&payment.id);
-    let extra = || credit_ops(topup, payment, source, now, expires_at);
+    let extra = |balance_after: i64| {
+        let mut ops = credit_ops(topup, payment, source, now, expires_at)?;
+        let receipt = OutboxMail::new(MailKind::PaymentReceipt, &topup.user_id, now)
+            .param("amount", units)
+            .param("payment_id", payment.id.clone())
+            .param("balance_after", balance_after);
+        ops.push(enqueue(&receipt)?);
+        Ok(ops)
+    };
     let change = BalanceChange {
         user_id: &topup.user_id,
         kind: LedgerKind::Topup,

@@ -1,0 +1,450 @@
+//! Delivery of outbox items, exactly once per message as far as a mail service allows.
+//!
+//! For each outbox item: the delivery record `MAILSENT#<id>` is claimed with a "must not exist" write, the
+//! message is handed to the [`Mailer`], and the record is marked sent in the transaction that deletes the
+//! outbox item. A redelivered stream record, or a second sender racing the first, finds the claim and sends
+//! nothing. A claim left by a sender that died before the mail service answered is taken over after
+//! [`CLAIM_TIMEOUT`]; only then can a message go out twice (the service accepted it, but the sender died
+//! before recording so). A mail service failure gives the claim back, so the stream's retry sends it.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::messages::{self, Recipient};
+use super::mime::{self, Envelope};
+use super::{MailKind, OutboxMail};
+use crate::accounts::{AccountStatus, AccountStore};
+use crate::config::Config;
+use crate::retention::{DELIVERY_RECORD_LIFETIME, SUPPRESSION_LIFETIME, UNSUBSCRIBE_LIFETIME};
+use crate::secrets::{random_suffix, random_token, sha256_hex};
+use crate::store::schema::{self, sk};
+use crate::store::{
+    Condition, Conditional, Delete, Item, ItemStore, Put, Query, StoreError, StoreResult, Table, Update, WriteOp,
+};
+
+/// A claim older than this belongs to a sender that died: it may be taken over.
+pub const CLAIM_TIMEOUT: Duration = Duration::minutes(5);
+
+/// A message ready to hand to a mail service.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The outbox message id: the idempotency key.
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub kind: MailKind,
+    /// The whole RFC 5322 message.
+    pub raw: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    /// The service will not take this message, ever (a malformed address): retrying cannot help.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// The service failed or throttled: the message is retried.
+    #[error("mail service failed: {0}")]
+    Failed(String),
+}
+
+/// A mail service: Amazon SES in AWS, `.eml` files under `make run`.
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    /// Sends one message and returns the service's id for it.
+    async fn send(&self, message: &Outgoing) -> Result<String, MailError>;
+}
+
+/// What became of one outbox item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Sent,
+    /// Sent (or being sent) by an earlier delivery: nothing done now.
+    AlreadyDelivered,
+    /// The address is on the suppression list.
+    Suppressed,
+    /// Not sent and never will be: no recipient any more (a closed account), or marketing without consent.
+    Dropped,
+    /// A concurrent sender holds the claim: its outcome stands.
+    InProgress,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DeliveryRecord {
+    status: String,
+    claim: String,
+    at: DateTime<Utc>,
+    kind: MailKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provider_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Mail(#[from] MailError),
+}
+
+/// Delivers the outbox item with sort key `outbox_sk` (a stream record's key).
+pub async fn deliver<S: ItemStore + ?Sized>(
+    store: &S,
+    mailer: &dyn Mailer,
+    config: &Config,
+    now: DateTime<Utc>,
+    outbox_sk: &str,
+) -> Result<Outcome, DeliveryError> {
+    let Some(item) = store.get(Table::Main, schema::OUTBOX_PK, outbox_sk).await? else {
+        // Delivered and deleted already (a redelivered record), or expired.
+        return Ok(Outcome::AlreadyDelivered);
+    };
+    let mail: OutboxMail = item.record()?;
+    let claim = random_suffix();
+    match claim_delivery(store, &mail, &claim, now).await? {
+        Claimed::Ours => {}
+        Claimed::Done => {
+            forget(store, outbox_sk).await?;
+            return Ok(Outcome::AlreadyDelivered);
+        }
+        Claimed::Busy => return Ok(Outcome::InProgress),
+    }
+    let outcome = match recipient(store, &mail).await? {
+        None => Outcome::Dropped,
+        Some(to) if is_suppressed(store, &to.email).await? => Outcome::Suppressed,
+        Some(to) => match send(store, mailer, config, &mail, &to, now).await {
+            Ok(provider_id) => {
+                finish(store, &mail, &claim, outbox_sk, "sent", Some(provider_id)).await?;
+                return Ok(Outcome::Sent);
+            }
+            Err(DeliveryError::Mail(MailError::Rejected(reason))) => {
+                tracing::warn!(message_id = %mail.id, %reason, "the mail service rejected a message");
+                Outcome::Dropped
+            }
+            Err(e) => {
+                // Give the claim back: the stream's retry (or the local loop's next pass) sends it.
+                let release = Delete {
+                    table: Table::Main,
+                    pk: schema::mail_sent_pk(&mail.id),
+                    sk: sk::SENT.into(),
+                    condition: Condition::AttrEquals("claim".into(), json!(claim)),
+                };
+                store.delete(release).await.or_not_needed()?;
+                return Err(e);
+            }
+        },
+    };
+    let status = match outcome {
+        Outcome::Suppressed => "suppressed",
+        _ => "dropped",
+    };
+    finish(store, &mail, &claim, outbox_sk, status, None).await?;
+    Ok(outcome)
+}
+
+enum Claimed {
+    Ours,
+    Done,
+    Busy,
+}
+
+async fn claim_delivery<S: ItemStore + ?Sized>(
+    store: &S,
+    mail: &OutboxMail,
+    claim: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<Claimed> {
+    let pk = schema::mail_sent_pk(&mail.id);
+    let record =
+        DeliveryRecord { status: "sending".into(), claim: claim.into(), at: now, kind: mail.kind, provider_id: None };
+    let expires_at = (now + DELIVERY_RECORD_LIFETIME).timestamp();
+    let put = Put {
+        table: Table::Main,
+        item: Item::from_record(&pk, sk::SENT, &record, Some(expires_at))?,
+        condition: Condition::NotExists,
+    };
+    if store.put(put).await.applied()?.is_some() {
+        return Ok(Claimed::Ours);
+    }
+    let Some(existing) = store.get(Table::Main, &pk, sk::SENT).await? else { return Ok(Claimed::Busy) };
+    let existing: DeliveryRecord = existing.record()?;
+    if existing.status != "sending" {
+        return Ok(Claimed::Done);
+    }
+    if now - existing.at < CLAIM_TIMEOUT {
+        return Ok(Claimed::Busy);
+    }
+    // The sender that claimed it died: take the claim over (compare-and-swap on the old claim).
+    let take = Update::new(Table::Main, &pk, sk::SENT)
+        .set("claim", json!(claim))
+        .set("at", json!(now))
+        .when(Condition::AttrEquals("claim".into(), json!(existing.claim)));
+    Ok(if store.update(take).await.applied()?.is_some() { Claimed::Ours } else { Claimed::Busy })
+}
+
+/// Marks the delivery done and removes the outbox item, together.
+async fn finish<S: ItemStore + ?Sized>(
+    store: &S,
+    mail: &OutboxMail,
+    claim: &str,
+    outbox_sk: &str,
+    status: &str,
+    provider_id: Option<String>,
+) -> StoreResult<()> {
+    let mut mark = Update::new(Table::Main, schema::mail_sent_pk(&mail.id), sk::SENT)
+        .set("status", json!(status))
+        .when(Condition::AttrEquals("claim".into(), json!(claim)));
+    if let Some(id) = provider_id {
+        mark = mark.set("provider_id", json!(id));
+    }
+    let remove =
+        Delete { table: Table::Main, pk: schema::OUTBOX_PK.into(), sk: outbox_sk.into(), condition: Condition::Always };
+    store.transact(vec![WriteOp::Update(mark), WriteOp::Delete(remove)]).await.or_not_needed()
+}
+
+async fn forget<S: ItemStore + ?Sized>(store: &S, outbox_sk: &str) -> StoreResult<()> {
+    let remove =
+        Delete { table: Table::Main, pk: schema::OUTBOX_PK.into(), sk: outbox_sk.into(), condition: Condition::Always };
+    store.delete(remove).await
+}
+
+/// Who gets the message now: `None` when nobody should (the account is gone or closed and the message is
+/// not one that outlives it; marketing without consent).
+async fn recipient<S: ItemStore + ?Sized>(store: &S, mail: &OutboxMail) -> StoreResult<Option<Recipient>> {
+    let Some(account) = store.account(&mail.user_id).await? else { return Ok(None) };
+    let open = account.status == AccountStatus::Active;
+    if !open && !mail.kind.outlives_the_account() {
+        return Ok(None);
+    }
+    if mail.kind.is_marketing() && !(open && account.marketing_consent) {
+        return Ok(None);
+    }
+    let email = mail.to.clone().unwrap_or(account.email);
+    Ok(Some(Recipient { email, full_name: account.full_name }))
+}
+
+async fn is_suppressed<S: ItemStore + ?Sized>(store: &S, email: &str) -> StoreResult<bool> {
+    Ok(store.get(Table::Main, &schema::suppressed_pk(&email.to_lowercase()), sk::SUPPRESSED).await?.is_some())
+}
+
+async fn send<S: ItemStore + ?Sized>(
+    store: &S,
+    mailer: &dyn Mailer,
+    config: &Config,
+    mail: &OutboxMail,
+    to: &Recipient,
+    now: DateTime<Utc>,
+) -> Result<String, DeliveryError> {
+    let unsubscribe_url = match mail.kind.is_marketing() {
+        true => Some(unsubscribe_link(store, config, &mail.user_id, &mail.id, now).await?),
+        false => None,
+    };
+    let content = messages::render(mail, to, config, unsubscribe_url.as_deref());
+    let envelope = Envelope {
+        message_id: &mail.id,
+        from: &config.mail_from,
+        to: &to.email,
+        date: now,
+        unsubscribe_url: unsubscribe_url.as_deref(),
+        kind: kind_name(mail.kind),
+    };
+    let outgoing = Outgoing {
+        id: mail.id.clone(),
+        from: config.mail_from.clone(),
+        to: to.email.clone(),
+        kind: mail.kind,
+        raw: mime::build(&envelope, &content),
+    };
+    Ok(mailer.send(&outgoing).await?)
+}
+
+/// The snake_case name of a kind (the `X-Inferex-Kind` header).
+pub fn kind_name(kind: MailKind) -> &'static str {
+    match kind {
+        MailKind::VerifyEmail => "verify_email",
+        MailKind::ConfirmEmailChange => "confirm_email_change",
+        MailKind::EmailChanged => "email_changed",
+        MailKind::PasswordReset => "password_reset",
+        MailKind::PasswordChanged => "password_changed",
+        MailKind::NewSignIn => "new_sign_in",
+        MailKind::PaymentReceipt => "payment_receipt",
+        MailKind::RefundNotice => "refund_notice",
+        MailKind::DisputeNotice => "dispute_notice",
+        MailKind::LowBalance => "low_balance",
+        MailKind::KycApproved => "kyc_approved",
+        MailKind::KycRejected => "kyc_rejected",
+        MailKind::ApiKeyCreated => "api_key_created",
+        MailKind::PolicyUpdate => "policy_update",
+        MailKind::AccountClosed => "account_closed",
+        MailKind::PrivacyRequestReceived => "privacy_request_received",
+        MailKind::PrivacyRequestCompleted => "privacy_request_completed",
+        MailKind::ProductNews => "product_news",
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct UnsubscribeToken {
+    user_id: String,
+    message_id: String,
+}
+
+/// A one-click unsubscribe link for one marketing message (the token stored hashed, a year long).
+async fn unsubscribe_link<S: ItemStore + ?Sized>(
+    store: &S,
+    config: &Config,
+    user_id: &str,
+    message_id: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<String> {
+    let token = random_token();
+    let record = UnsubscribeToken { user_id: user_id.into(), message_id: message_id.into() };
+    store
+        .put(Put {
+            table: Table::Main,
+            item: Item::from_record(
+                schema::unsubscribe_pk(&sha256_hex(&token)),
+                sk::TOKEN,
+                &record,
+                Some((now + UNSUBSCRIBE_LIFETIME).timestamp()),
+            )?,
+            condition: Condition::NotExists,
+        })
+        .await?;
+    Ok(format!("{}/v1/unsubscribe?token={token}", config.public_url.trim_end_matches('/')))
+}
+
+/// The account an unsubscribe token is for, if the token is genuine and in date.
+pub async fn unsubscribe_account<S: ItemStore + ?Sized>(store: &S, token: &str) -> StoreResult<Option<String>> {
+    let item = store.get(Table::Main, &schema::unsubscribe_pk(&sha256_hex(token)), sk::TOKEN).await?;
+    Ok(item.map(|i| i.record::<UnsubscribeToken>()).transpose()?.map(|t| t.user_id))
+}
+
+/// Why an address is suppressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressionReason {
+    Bounce,
+    Complaint,
+}
+
+/// Puts an address on the suppression list (a permanent bounce or a complaint reported by SES).
+pub async fn suppress<S: ItemStore + ?Sized>(
+    store: &S,
+    email: &str,
+    reason: SuppressionReason,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let record = json!({ "reason": reason, "at": now });
+    let put = Put {
+        table: Table::Main,
+        item: Item::from_record(
+            schema::suppressed_pk(&email.trim().to_lowercase()),
+            sk::SUPPRESSED,
+            &record,
+            Some((now + SUPPRESSION_LIFETIME).timestamp()),
+        )?,
+        condition: Condition::Always,
+    };
+    store.put(put).await
+}
+
+/// Delivers every outbox item waiting, oldest first, at most `limit` (the local server's loop; in AWS the
+/// stream does this). Returns how many were handled; a failed one stays for the next pass.
+pub async fn deliver_waiting<S: ItemStore + ?Sized>(
+    store: &S,
+    mailer: &dyn Mailer,
+    config: &Config,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> StoreResult<usize> {
+    let page = store.query(Query::new(Table::Main, schema::OUTBOX_PK).limit(limit)).await?;
+    let mut handled = 0;
+    for item in page.items {
+        match deliver(store, mailer, config, now, &item.sk).await {
+            Ok(_) => handled += 1,
+            Err(DeliveryError::Store(e)) => return Err(e),
+            Err(DeliveryError::Mail(e)) => tracing::warn!(error = %e, sk = %item.sk, "delivery failed; will retry"),
+        }
+    }
+    Ok(handled)
+}
+
+/// `make run`'s mail service: one `.eml` file per message in a folder, the newest [`FileMailer::KEEP`] kept.
+#[derive(Debug, Clone)]
+pub struct FileMailer {
+    dir: PathBuf,
+}
+
+impl FileMailer {
+    /// The folder holds at most this many messages; older ones are deleted as new ones arrive.
+    pub const KEEP: usize = 500;
+
+    pub fn new(dir: impl AsRef<Path>) -> Self {
+        Self { dir: dir.as_ref().to_path_buf() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The messages in the folder, newest first: (file name, raw message).
+    pub async fn messages(&self) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+        let mut names = self.names().await?;
+        names.sort_unstable_by(|a, b| b.cmp(a));
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            if let Ok(raw) = tokio::fs::read(self.dir.join(&name)).await {
+                out.push((name, raw));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn names(&self) -> std::io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut entries = match tokio::fs::read_dir(&self.dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+            Err(e) => return Err(e),
+        };
+        while let Some(entry) = entries.next_entry().await? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".eml") {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    async fn prune(&self) -> std::io::Result<()> {
+        let mut names = self.names().await?;
+        if names.len() <= Self::KEEP {
+            return Ok(());
+        }
+        names.sort_unstable();
+        for name in &names[..names.len() - Self::KEEP] {
+            tokio::fs::remove_file(self.dir.join(name)).await.ok();
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Mailer for FileMailer {
+    async fn send(&self, message: &Outgoing) -> Result<String, MailError> {
+        let failed = |e: std::io::Error| MailError::Failed(e.to_string());
+        tokio::fs::create_dir_all(&self.dir).await.map_err(failed)?;
+        // Names sort by time; the id keeps them unique. Written under a temporary name, then renamed, so a
+        // reader never sees half a message.
+        let name = format!("{}-{}.eml", Utc::now().format("%Y%m%dT%H%M%S%.6f"), message.id);
+        let partial = self.dir.join(format!(".{name}.part"));
+        tokio::fs::write(&partial, &message.raw).await.map_err(failed)?;
+        tokio::fs::rename(&partial, self.dir.join(&name)).await.map_err(failed)?;
+        self.prune().await.map_err(failed)?;
+        Ok(name)
+    }
+}
