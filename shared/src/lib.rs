@@ -14,6 +14,7 @@ pub mod http;
 pub mod inference;
 pub mod keys;
 pub mod kyc;
+pub mod links;
 pub mod money;
 pub mod notifications;
 pub mod passwords;

@@ -284,7 +284,7 @@ pub async fn correct(
         // The change takes effect when the link sent to the new address is used
         // (`crate::verification::verify_email`), which moves the claim and tells both addresses.
         update = update.set("pending_email", json!(new_email));
-        ops.extend(crate::verification::verification_ops(&account, new_email, now)?);
+        ops.extend(crate::verification::change_request_ops(store, &account, new_email, now).await?);
         changed.push("email (pending confirmation of the new address)");
     }
     if changed.is_empty() {
@@ -984,8 +984,9 @@ pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()
     let kyc_until = store.get(Table::Main, &user_pk(user_id), schema::sk::KYC).await?.and_then(|i| i.expires_at);
     let retained = retained_data(ctx, closed_at, kyc_until);
     let summary = retained.iter().map(|r| format!("{} until {}", r.data, r.until)).collect::<Vec<_>>().join("; ");
-    let confirmation =
-        OutboxMail::new(MailKind::AccountClosed, user_id, closed_at).to(&account.email).param("retained", summary);
+    let confirmation = OutboxMail::new(MailKind::AccountClosed, user_id, ctx.clock.now())
+        .to(&account.email)
+        .param("retained", summary);
     let done = Delete {
         table: Table::Main,
         pk: PENDING_CLOSURES_PK.into(),

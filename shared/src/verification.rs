@@ -1,17 +1,13 @@
 //! Links sent by e-mail: proving an address (at signup, on request, and before an address change takes
-//! effect) and resetting a forgotten password. Tokens are random, shown only in the e-mail, stored hashed,
-//! and used once (the transaction that uses one deletes it).
+//! effect) and resetting a forgotten password. A change that needs a link queues its message here; the
+//! mailer mints the link's token when it sends it (`crate::links`), so no raw token is ever stored.
 //!
-//! Items (main table):
-//! - `EMAILTOKEN#<sha256(token)>` / `TOKEN`: `{user_id, email}`, 24 hours. `email` is the address the link
-//!   proves: the account's own, or the new address of a change.
-//! - `RESETTOKEN#<sha256(token)>` / `TOKEN`: `{user_id, password_hash}`, 30 minutes, and only while the
-//!   password is still the one it was issued against: any password change voids every reset link.
-//! - `RATE#verify-email#<user id>`, `RATE#password-reset#<email>`, `RATE#password-reset-ip#<ip>` / `WINDOW`:
-//!   counted windows of an hour ([`crate::auth::reserve_in_window`]).
+//! Items (main table): `RATE#verify-email#<user id>`, `RATE#password-reset#<email>`,
+//! `RATE#password-reset-ip#<ip or IPv6 /64>` / `WINDOW`: counted windows of an hour
+//! ([`crate::auth::reserve_in_window`]).
 
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::accounts::{
@@ -21,12 +17,11 @@ use crate::accounts::{
 use crate::auth::{Reservation, reserve_in_window, revoke_sessions};
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
+use crate::links;
 use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::passwords;
-use crate::retention::{EMAIL_TOKEN_LIFETIME, RESET_TOKEN_LIFETIME};
-use crate::secrets::{random_token, sha256_hex};
-use crate::store::schema::{self, sk};
-use crate::store::{Condition, Conditional, Delete, Item, ItemStore, Put, StoreResult, Table, WriteOp};
+use crate::store::schema;
+use crate::store::{Conditional, ItemStore, StoreResult, WriteOp};
 
 /// Verification e-mails an account may ask for per hour (the one sent at signup is not counted).
 pub const RESENDS_PER_HOUR: u32 = 3;
@@ -35,18 +30,6 @@ pub const RESENDS_PER_HOUR: u32 = 3;
 pub const RESETS_PER_ADDRESS_PER_HOUR: u32 = 3;
 pub const RESETS_PER_IP_PER_HOUR: u32 = 20;
 const RATE_WINDOW: Duration = Duration::hours(1);
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct EmailToken {
-    user_id: String,
-    email: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ResetToken {
-    user_id: String,
-    password_hash: String,
-}
 
 fn invalid_token() -> ApiError {
     ApiError::invalid("invalid_token", "token", "this link is invalid, already used or expired; ask for a new one")
@@ -59,24 +42,11 @@ fn missing_token(token: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn token_delete(pk: String) -> WriteOp {
-    WriteOp::Delete(Delete { table: Table::Main, pk, sk: sk::TOKEN.into(), condition: Condition::Exists })
-}
-
-/// A verification link for `address` (the account's own, or the new address of a change) and its message,
-/// to write in the transaction that creates the need for it.
+/// The message with a verification link for `address` (the account's own, or the new address of a change),
+/// to write in the transaction that creates the need for it; the mailer mints the link.
 pub fn verification_ops(account: &Account, address: &str, now: DateTime<Utc>) -> StoreResult<Vec<WriteOp>> {
-    let token = random_token();
-    let record = EmailToken { user_id: account.id.clone(), email: address.to_owned() };
-    let expires_at = (now + EMAIL_TOKEN_LIFETIME).timestamp();
-    let put = WriteOp::Put(Put {
-        table: Table::Main,
-        item: Item::from_record(schema::email_token_pk(&sha256_hex(&token)), sk::TOKEN, &record, Some(expires_at))?,
-        condition: Condition::NotExists,
-    });
     let kind = if address == account.email { MailKind::VerifyEmail } else { MailKind::ConfirmEmailChange };
-    let mail = OutboxMail::new(kind, &account.id, now).to(address).param("token", token);
-    Ok(vec![put, enqueue(&mail)?])
+    Ok(vec![enqueue(&OutboxMail::new(kind, &account.id, now).to(address))?])
 }
 
 /// What a new account's transaction also writes: the link that verifies its address, and its message.
@@ -84,24 +54,40 @@ pub fn signup_ops(account: &Account) -> StoreResult<Vec<WriteOp>> {
     verification_ops(account, &account.email, account.created_at)
 }
 
+/// What `POST /v1/auth/verify-email` answers: the address and that it is verified, nothing else of the
+/// account (whoever holds a link learns no more than the mailbox already told them).
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    pub email: String,
+    pub email_verified: bool,
+}
+
 /// `POST /v1/auth/verify-email`: uses a verification link. For the account's own address it marks the
-/// address verified; for the new address of a change, the change takes effect (the address claim moves, and
-/// both addresses are told).
-pub async fn verify_email<S: ItemStore + ?Sized>(store: &S, clock: &dyn Clock, token: &str) -> ApiResult<Account> {
+/// address verified. For the new address of a change, the change takes effect (the address claim moves, and
+/// both addresses are told), and only from a session of the account: a link that reached a mistyped address
+/// cannot move someone else's account to it. `session_user` is the id of the caller's session, if any.
+pub async fn verify_email<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    token: &str,
+    session_user: Option<&str>,
+) -> ApiResult<Verified> {
     missing_token(token)?;
-    let pk = schema::email_token_pk(&sha256_hex(token));
-    let record: EmailToken = store.get(Table::Main, &pk, sk::TOKEN).await?.ok_or_else(invalid_token)?.record()?;
-    let account = store
-        .account(&record.user_id)
-        .await?
-        .filter(|a| a.status == AccountStatus::Active)
-        .ok_or_else(invalid_token)?;
+    let link = links::email_link(store, token).await?.ok_or_else(invalid_token)?;
+    let account =
+        store.account(&link.user_id).await?.filter(|a| a.status == AccountStatus::Active).ok_or_else(invalid_token)?;
     let now = clock.now();
-    let mut ops = vec![token_delete(pk)];
-    if record.email == account.email {
+    let mut ops = vec![links::email_link_used(token)];
+    if link.email == account.email {
         ops.push(WriteOp::Update(profile_update(&account).set("email_verified", json!(true))));
-    } else if account.pending_email.as_deref() == Some(record.email.as_str()) {
-        let new_email = record.email.as_str();
+    } else if account.pending_email.as_deref() == Some(link.email.as_str()) {
+        if session_user != Some(account.id.as_str()) {
+            return Err(ApiError::unauthenticated(
+                "session_required",
+                "sign in to the account whose address changes, then open the link again",
+            ));
+        }
+        let new_email = link.email.as_str();
         let change = profile_update(&account)
             .set("email", json!(new_email))
             .set("email_verified", json!(true))
@@ -120,12 +106,12 @@ pub async fn verify_email<S: ItemStore + ?Sized>(store: &S, clock: &dyn Clock, t
         return Err(invalid_token());
     }
     if store.transact(ops).await.applied()?.is_none() {
-        if record.email != account.email && store.email_claimed(&record.email).await? {
+        if link.email != account.email && store.email_claimed(&link.email).await? {
             return Err(accounts::email_taken());
         }
         return Err(invalid_token());
     }
-    store.account(&account.id).await?.ok_or_else(invalid_token)
+    Ok(Verified { email: link.email, email_verified: true })
 }
 
 fn throttled(what: &str, retry_after_secs: u64) -> ApiError {
@@ -188,7 +174,7 @@ pub async fn request_reset<S: ItemStore + ?Sized>(
     let email = accounts::normalize_email(email)?;
     let now = clock.now();
     if let Some(ip) = &client.ip {
-        let pk = schema::rate_pk("password-reset-ip", ip);
+        let pk = schema::rate_pk("password-reset-ip", &ip_key(ip));
         take_rate(store, &pk, RESETS_PER_IP_PER_HOUR, now, "password reset").await?;
     }
     let pk = schema::rate_pk("password-reset", &email);
@@ -196,16 +182,9 @@ pub async fn request_reset<S: ItemStore + ?Sized>(
     let Some(account) = store.account_by_email(&email).await?.filter(|a| a.status == AccountStatus::Active) else {
         return Ok(());
     };
-    let token = random_token();
-    let record = ResetToken { user_id: account.id.clone(), password_hash: account.password_hash.clone() };
-    let expires_at = (now + RESET_TOKEN_LIFETIME).timestamp();
-    let put = WriteOp::Put(Put {
-        table: Table::Main,
-        item: Item::from_record(schema::reset_token_pk(&sha256_hex(&token)), sk::TOKEN, &record, Some(expires_at))?,
-        condition: Condition::NotExists,
-    });
-    let mail = OutboxMail::new(MailKind::PasswordReset, &account.id, now).param("token", token);
-    let ops = vec![put, enqueue(&mail)?, require_active_with_password(&account.id, &account.password_hash)];
+    // The mailer mints the link, bound to the address and password the account has then.
+    let mail = OutboxMail::new(MailKind::PasswordReset, &account.id, now);
+    let ops = vec![enqueue(&mail)?, require_active_with_password(&account.id, &account.password_hash)];
     // Not applied: the account closed or its password changed in between; the answer stays the same.
     store.transact(ops).await.or_not_needed()?;
     Ok(())
@@ -220,12 +199,12 @@ pub async fn confirm_reset<S: ItemStore + ?Sized>(
     password: String,
 ) -> ApiResult<usize> {
     missing_token(token)?;
-    let pk = schema::reset_token_pk(&sha256_hex(token));
-    let record: ResetToken = store.get(Table::Main, &pk, sk::TOKEN).await?.ok_or_else(invalid_token)?.record()?;
+    let link = links::reset_link(store, token).await?.ok_or_else(invalid_token)?;
     let account = store
-        .account(&record.user_id)
+        .account(&link.user_id)
         .await?
-        .filter(|a| a.status == AccountStatus::Active && a.password_hash == record.password_hash)
+        .filter(|a| a.status == AccountStatus::Active)
+        .filter(|a| a.password_hash == link.password_hash && a.email == link.email)
         .ok_or_else(invalid_token)?;
     accounts::check_new_password_in(&password, &account.email, "password")?;
     let new_hash = passwords::hash_async(password).await?;
@@ -233,7 +212,7 @@ pub async fn confirm_reset<S: ItemStore + ?Sized>(
     let changed =
         OutboxMail::new(MailKind::PasswordChanged, &account.id, now).param("how", "with a password-reset link");
     let ops = vec![
-        token_delete(pk),
+        links::reset_link_used(token),
         WriteOp::Update(
             profile_update(&account).set("password_hash", json!(new_hash)).set("email_verified", json!(true)),
         ),
@@ -245,6 +224,35 @@ pub async fn confirm_reset<S: ItemStore + ?Sized>(
     revoke_sessions(store, &account.id, None).await
 }
 
+/// The key a client is limited under: its IPv4 address, or the /64 of its IPv6 address (one subscriber's
+/// usual allocation: rotating addresses within it gains nothing).
+fn ip_key(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Ok(v4) => v4.to_string(),
+        Err(_) => ip.to_owned(),
+    }
+}
+
+/// The confirmation message of an address change (`PATCH /v1/account`), under the same hourly limit as
+/// resends: changes cannot be used to mail any address at will.
+pub async fn change_request_ops<S: ItemStore + ?Sized>(
+    store: &S,
+    account: &Account,
+    new_email: &str,
+    now: DateTime<Utc>,
+) -> ApiResult<Vec<WriteOp>> {
+    let pk = schema::rate_pk("verify-email", &account.id);
+    take_rate(store, &pk, RESENDS_PER_HOUR, now, "verification e-mail").await?;
+    Ok(verification_ops(account, new_email, now)?)
+}
+
 /// The gate of top-ups and API keys beside KYC: 403 `email_not_verified` until the address is proven.
 pub fn require_verified_email(account: &Account) -> ApiResult<()> {
     if account.email_verified {
@@ -254,4 +262,17 @@ pub fn require_verified_email(account: &Account) -> ApiResult<()> {
         code: "email_not_verified",
         message: "verify your e-mail address first (POST /v1/auth/verify-email/resend sends a new link)".into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_limited_by_ipv4_address_or_ipv6_slash_64() {
+        assert_eq!(ip_key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(ip_key("2001:db8:1:2:aaaa::1"), ip_key("2001:db8:1:2:ffff:1:2:3"));
+        assert_ne!(ip_key("2001:db8:1:2::1"), ip_key("2001:db8:1:3::1"));
+        assert_eq!(ip_key("::ffff:203.0.113.7"), "203.0.113.7");
+    }
 }

@@ -233,8 +233,21 @@ async fn resubmission_releases_the_old_numbers(backend: Backend) -> TestResult {
 async fn the_gate_admits_only_verified_accounts(backend: Backend) -> TestResult {
     let api = TestApi::start_with(backend, manual()).await?;
     let store = api.state.store.as_ref();
-    let (user, token) = api.signed_in("gate@example.in").await?;
+    let (user, token) = api.unverified("gate@example.in").await?;
     let denied = |status: &str| format!("complete KYC verification first (current KYC status: {status})");
+
+    // First the address: an unverified one takes no KYC (a squatter cannot attach an identity to someone
+    // else's address), no top-up and no key, each a 403 with its own code.
+    let error = kyc::require_verified(store, &user).await.err().ok_or("an unverified address passed the gate")?;
+    assert_eq!((error.status().as_u16(), error.code()), (403, "email_not_verified"));
+    let early = api.submit_kyc(&token, PAN, AADHAAR).await?;
+    e2e::expect_error(early, reqwest::StatusCode::FORBIDDEN, "email_not_verified", None).await?;
+    let topup =
+        api.http.post(api.url("/v1/wallet/topups")).bearer_auth(&token).json(&json!({ "amount_paise": 10_000 }));
+    e2e::expect_error(topup.send().await?, reqwest::StatusCode::FORBIDDEN, "email_not_verified", None).await?;
+    let key = api.http.post(api.url("/v1/keys")).bearer_auth(&token).json(&json!({ "name": "k" }));
+    e2e::expect_error(key.send().await?, reqwest::StatusCode::FORBIDDEN, "email_not_verified", None).await?;
+    api.verify_email("gate@example.in").await?;
 
     let error = kyc::require_verified(store, &user).await.err().ok_or("not_submitted passed the gate")?;
     assert_eq!(
@@ -252,16 +265,6 @@ async fn the_gate_admits_only_verified_accounts(backend: Backend) -> TestResult 
 
     api.submit_kyc(&token, PAN, AADHAAR).await?.error_for_status()?;
     decide(&api, &user, json!({"decision": "approve"})).await?.error_for_status()?;
-    // KYC alone is not enough: the e-mail address must be proven too (its own code, the same 403 shape).
-    let error = kyc::require_verified(store, &user).await.err().ok_or("an unverified address passed the gate")?;
-    assert_eq!((error.status().as_u16(), error.code()), (403, "email_not_verified"));
-    let topup =
-        api.http.post(api.url("/v1/wallet/topups")).bearer_auth(&token).json(&json!({ "amount_paise": 10_000 }));
-    e2e::expect_error(topup.send().await?, reqwest::StatusCode::FORBIDDEN, "email_not_verified", None).await?;
-    let key = api.http.post(api.url("/v1/keys")).bearer_auth(&token).json(&json!({ "name": "k" }));
-    e2e::expect_error(key.send().await?, reqwest::StatusCode::FORBIDDEN, "email_not_verified", None).await?;
-
-    api.verify_email("gate@example.in").await?;
     kyc::require_verified(store, &user).await?;
     Ok(())
 }

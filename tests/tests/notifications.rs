@@ -25,6 +25,8 @@ on_both_stores!(
     a_new_policy_version_notifies_every_open_account_once,
     marketing_goes_only_with_consent_and_one_click_unsubscribes,
     account_notices_follow_kyc_keys_and_closure,
+    a_message_whose_sender_died_is_sent_once_by_the_redrive,
+    an_address_change_voids_reset_links_sent_to_the_old_one,
 );
 
 const PASSWORD: &str = "correct horse battery";
@@ -50,7 +52,7 @@ async fn post(api: &TestApi, path: &str, body: Value) -> Res<reqwest::Response> 
 
 async fn signup_sends_a_single_use_verification_link(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
-    let (_, token) = api.signed_in("verify@example.in").await?;
+    let (_, token) = api.unverified("verify@example.in").await?;
     assert_eq!(account(&api, &token).await?["email_verified"], json!(false));
 
     let mail = api.last_mail("verify@example.in", "verify_email").await?;
@@ -97,7 +99,7 @@ async fn signup_sends_a_single_use_verification_link(backend: Backend) -> TestRe
 
 async fn resending_is_limited_and_an_expired_link_fails(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
-    let (_, token) = api.signed_in("slow@example.in").await?;
+    let (_, token) = api.unverified("slow@example.in").await?;
     let first = api.last_mail("slow@example.in", "verify_email").await?.link_token().ok_or("no link")?;
     let resend = || api.http.post(api.url("/v1/auth/verify-email/resend")).bearer_auth(&token).send();
     for _ in 0..shared::verification::RESENDS_PER_HOUR {
@@ -387,7 +389,7 @@ async fn a_new_policy_version_notifies_every_open_account_once(backend: Backend)
     });
     let report = jobs::run(&state).await?;
     assert_eq!((report.policy_notices.queued, report.policy_notices.complete), (2, true));
-    // A rerun, and a later signup that accepted the new version, get nothing more.
+    // A rerun sends nothing more.
     let again = campaigns::announce_policy(
         state.store.as_ref(),
         &state.config,
@@ -498,5 +500,63 @@ async fn account_notices_follow_kyc_keys_and_closure(backend: Backend) -> TestRe
     let raw = api.http.get(api.url(&format!("/_mail/{file}"))).send().await?;
     assert_eq!(raw.headers()["content-type"], "message/rfc822");
     assert_eq!(api.http.get(api.url("/_mail/..%2Fetc%2Fpasswd")).send().await?.status(), StatusCode::NOT_FOUND);
+    Ok(())
+}
+
+async fn a_message_whose_sender_died_is_sent_once_by_the_redrive(backend: Backend) -> TestResult {
+    use shared::store::{Condition, Item, Put, Query, Table, schema};
+    let api = TestApi::start(backend).await?;
+    api.signup("stuck@example.in", PASSWORD).await?.error_for_status()?;
+    let store = api.state.store.as_ref();
+    let waiting = store.query(Query::new(Table::Main, schema::OUTBOX_PK)).await?.items;
+    let message_id = waiting.first().and_then(|i| i.attrs["id"].as_str()).ok_or("nothing queued")?.to_owned();
+    // A sender claimed it and died before sending (a Lambda timeout): its claim is left behind.
+    let claim = json!({ "status": "sending", "claim": "dead", "at": api.clock_now(), "kind": "verify_email" });
+    let expires = (api.clock_now() + Duration::days(30)).timestamp();
+    let put = Put {
+        table: Table::Main,
+        item: Item::from_record(schema::mail_sent_pk(&message_id), "SENT", &claim, Some(expires))?,
+        condition: Condition::NotExists,
+    };
+    store.put(put).await?;
+    assert!(api.mail_to("stuck@example.in").await?.is_empty(), "a live claim is left to its sender");
+
+    // The jobs hand messages waiting over 10 minutes back to the mailer; the dead claim is taken over.
+    api.clock.advance(Duration::minutes(11));
+    let report = jobs::run(&api.state).await?;
+    assert_eq!((report.mail_redriven, report.failed_jobs.contains(&"mail_redrive")), (1, false));
+    assert_eq!(of_kind(&api, "stuck@example.in", "verify_email").await?.len(), 1);
+    assert_eq!(jobs::run(&api.state).await?.mail_redriven, 0, "nothing is left to redrive");
+    assert_eq!(of_kind(&api, "stuck@example.in", "verify_email").await?.len(), 1, "sent once");
+    Ok(())
+}
+
+async fn an_address_change_voids_reset_links_sent_to_the_old_one(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (_, token) = api.signed_in("old-box@example.in").await?;
+    post(&api, "/v1/auth/password-reset", json!({ "email": "old-box@example.in" })).await?.error_for_status()?;
+    let stale = api.last_mail("old-box@example.in", "password_reset").await?.link_token().ok_or("no link")?;
+    // The owner moves off the old mailbox (say it was compromised).
+    let change = json!({ "email": "new-box@example.in", "current_password": PASSWORD });
+    api.http.patch(api.url("/v1/account")).bearer_auth(&token).json(&change).send().await?.error_for_status()?;
+    let link = api.last_mail("new-box@example.in", "confirm_email_change").await?.link_token().ok_or("no link")?;
+    let confirm = api.http.post(api.url("/v1/auth/verify-email")).bearer_auth(&token).json(&json!({ "token": link }));
+    confirm.send().await?.error_for_status()?;
+    let reset = json!({ "token": stale, "password": "taken over passphrase" });
+    let answer = api.http.post(api.url("/v1/auth/password-reset/confirm")).json(&reset).send().await?;
+    expect_error(answer, StatusCode::BAD_REQUEST, "invalid_token", Some("token")).await?;
+    assert_eq!(api.login("new-box@example.in", PASSWORD).await?.status(), StatusCode::OK);
+
+    // Address changes mail an address of the caller's choosing: limited like resends (3 an hour).
+    let fresh: Value = api.login("new-box@example.in", PASSWORD).await?.json().await?;
+    let fresh = fresh["token"].as_str().ok_or("no token")?.to_owned();
+    let change_to = |n: u32| {
+        let body = json!({ "email": format!("elsewhere{n}@example.in"), "current_password": PASSWORD });
+        api.http.patch(api.url("/v1/account")).bearer_auth(&fresh).json(&body).send()
+    };
+    for n in 0..2 {
+        assert_eq!(change_to(n).await?.status(), StatusCode::OK);
+    }
+    expect_error(change_to(2).await?, StatusCode::TOO_MANY_REQUESTS, "too_many_requests", None).await?;
     Ok(())
 }

@@ -184,10 +184,15 @@ async fn corrections_are_validated_applied_and_recorded(backend: Backend) -> Tes
     );
     assert_eq!(api.login("asha@example.in", PASSWORD).await?.status(), StatusCode::OK);
     let confirm = api.last_mail("new@example.in", "confirm_email_change").await?;
+    let link = json!({ "token": confirm.link_token().ok_or("no link")? });
+    // Whoever got the link (a mistyped address's owner) cannot move the account without its session.
+    let anonymous = api.http.post(api.url("/v1/auth/verify-email")).json(&link).send().await?;
+    expect_error(anonymous, StatusCode::UNAUTHORIZED, "session_required", None).await?;
     let confirmed: Value = api
         .http
         .post(api.url("/v1/auth/verify-email"))
-        .json(&json!({ "token": confirm.link_token().ok_or("no link")? }))
+        .bearer_auth(&token)
+        .json(&link)
         .send()
         .await?
         .error_for_status()?
@@ -394,7 +399,6 @@ async fn closure_stops_everything_at_once_and_keeps_exactly_what_retention_requi
 async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -> TestResult {
     let api = TestApi::start_with(backend, manual()).await?;
     let (user, token) = api.signed_in("classes@example.in").await?;
-    api.verify_email("classes@example.in").await?;
     assert_eq!(api.login("nobody@example.in", "whatever password").await?.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(api.login("classes@example.in", "wrong password!").await?.status(), StatusCode::UNAUTHORIZED);
     api.submit_kyc(&token, "CLSPE1234C", &e2e::aadhaar_with_check_digit(62_000_000_001)).await?.error_for_status()?;

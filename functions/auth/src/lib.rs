@@ -162,14 +162,22 @@ struct TokenBody {
     token: String,
 }
 
-/// Uses an e-mail verification link (no session needed: the token is the proof).
+/// Uses an e-mail verification link: the token is the proof for the account's own address; an address
+/// change also needs a session of the account (a valid one, if presented, is passed on).
 async fn verify_email(
     State(state): State<AppState>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<TokenBody>,
-) -> ApiResult<Json<AccountView>> {
-    let account = verification::verify_email(state.store.as_ref(), state.clock.as_ref(), &body.token).await?;
-    tracing::info!(user_id = %account.id, "e-mail address verified");
-    Ok(Json(AccountView::new(&account, &state.config.policy_version)))
+) -> ApiResult<Json<verification::Verified>> {
+    let store = state.store.as_ref();
+    let session = match shared::http::presented_session_token(&headers) {
+        Some(token) => auth::authenticate(store, &token).await.ok(),
+        None => None,
+    };
+    let user = session.as_ref().map(|s| s.user_id.as_str());
+    let verified = verification::verify_email(store, state.clock.as_ref(), &body.token, user).await?;
+    tracing::info!("e-mail address verified");
+    Ok(Json(verified))
 }
 
 async fn resend_verification(State(state): State<AppState>, session: Session) -> ApiResult<Response> {

@@ -8,7 +8,9 @@
 //! - closure follow-up: closures whose request could not finish deleting keys and exports after the
 //!   commit are finished (`shared::privacy::finish_pending_closures`);
 //! - the policy update notice: when the configured policy version changes, every open account that has not
-//!   accepted it is e-mailed once (`shared::notifications::campaigns::announce_policy`).
+//!   accepted it is e-mailed once (`shared::notifications::campaigns::announce_policy`);
+//! - the outbox redrive: messages waiting over 10 minutes go back to the mailer (a sender that died, a
+//!   stream record whose retries ran out).
 //!
 //! Each job runs whatever another did (the sweeper returns users' held money, so a Razorpay outage
 //! must not stop it), each skips and logs the one item it cannot handle, and each has a time budget that
@@ -33,7 +35,9 @@ pub const STALE_HOLD_AFTER: Duration = Duration::minutes(6);
 pub const RECONCILE_BUDGET: StdDuration = StdDuration::from_secs(50);
 pub const SWEEP_BUDGET: StdDuration = StdDuration::from_secs(30);
 /// The policy update notice: a run queues what it can in this time, the next carries on.
-pub const NOTICES_BUDGET: StdDuration = StdDuration::from_secs(10);
+pub const NOTICES_BUDGET: StdDuration = StdDuration::from_secs(8);
+/// The outbox redrive (`shared::notifications::delivery::redrive_stale`).
+pub const REDRIVE_BUDGET: StdDuration = StdDuration::from_secs(2);
 pub const CLOSURES_BUDGET: StdDuration = StdDuration::from_secs(15);
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -44,6 +48,8 @@ pub struct JobsReport {
     pub closures_finished: usize,
     /// Policy update notices this run queued (one per open account and policy version).
     pub policy_notices: shared::notifications::campaigns::NoticeReport,
+    /// Outbox messages waiting too long, handed to the mailer again.
+    pub mail_redriven: usize,
     /// Jobs that failed as a whole (their error is logged); the others still ran.
     pub failed_jobs: Vec<&'static str>,
 }
@@ -88,6 +94,13 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
             report.failed_jobs.push("policy_notices");
         }
     }
+    match shared::notifications::delivery::redrive_stale(store, clock.now(), REDRIVE_BUDGET).await {
+        Ok(redriven) => report.mail_redriven = redriven,
+        Err(e) => {
+            tracing::error!(error = %e, "the outbox redrive failed");
+            report.failed_jobs.push("mail_redrive");
+        }
+    }
     tracing::info!(?report, "scheduled jobs finished");
     Ok(report)
 }
@@ -113,7 +126,8 @@ mod tests {
             .trim()
             .parse()?;
         assert!(
-            (RECONCILE_BUDGET + SWEEP_BUDGET + CLOSURES_BUDGET + NOTICES_BUDGET).as_secs() + 15 <= timeout,
+            (RECONCILE_BUDGET + SWEEP_BUDGET + CLOSURES_BUDGET + NOTICES_BUDGET + REDRIVE_BUDGET).as_secs() + 15
+                <= timeout,
             "timeout {timeout}"
         );
         Ok(())

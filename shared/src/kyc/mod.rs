@@ -457,7 +457,7 @@ async fn claimed_elsewhere<S: KycStore + ?Sized>(store: &S, user_id: &str, finge
 /// Validates and stores a KYC submission. In `auto` mode a valid submission whose numbers back no other
 /// account is verified at once (its claims written in the same transaction); in `manual` mode it waits
 /// (`pending`, blocking nobody) for an operator, whose approval decides uniqueness. At most
-/// [`MAX_SUBMISSIONS`] per account in [`SUBMISSION_WINDOW_DAYS`].
+/// [`MAX_SUBMISSIONS`] per account in [`SUBMISSION_WINDOW_DAYS`]. Only with a verified e-mail address.
 pub async fn submit<S: ItemStore + ?Sized>(
     store: &S,
     keys: &KycKeys,
@@ -470,6 +470,11 @@ pub async fn submit<S: ItemStore + ?Sized>(
     let aadhaar = Aadhaar::parse(&request.aadhaar)?;
     let name_on_pan = check_name(&request.name_on_pan)?;
 
+    // Identity goes only on a proven address: an unverified account (maybe someone else's address,
+    // squatted) cannot attach its KYC to it for the address's owner to inherit.
+    let account = store.account(user_id).await?.filter(|a| a.status == crate::accounts::AccountStatus::Active);
+    let account = account.ok_or_else(|| ApiError::unauthenticated("invalid_session", "the account is closed"))?;
+    crate::verification::require_verified_email(&account)?;
     let now = clock.now();
     let previous = store.kyc_record(user_id).await?;
     if previous.as_ref().is_some_and(|p| p.status == KycStatus::Verified) {
@@ -716,16 +721,17 @@ pub fn status_name(status: KycStatus) -> &'static str {
     }
 }
 
-/// The gate of top-ups and API keys: passes only for accounts whose KYC is verified (else 403
-/// `kyc_required` naming the status) and whose e-mail address is verified (else 403 `email_not_verified`).
+/// The gate of top-ups and API keys: passes only for accounts whose e-mail address is verified (else 403
+/// `email_not_verified`, the first step) and whose KYC is verified (else 403 `kyc_required` naming the status).
 pub async fn require_verified<S: AccountStore + ?Sized>(store: &S, user_id: &str) -> ApiResult<()> {
     let account = store.account(user_id).await?.filter(|a| a.status == crate::accounts::AccountStatus::Active);
     let Some(account) = account else {
         return Err(ApiError::unauthenticated("invalid_session", "the account is closed"));
     };
+    crate::verification::require_verified_email(&account)?;
     let status = account.kyc_status;
     if status == KycStatus::Verified {
-        return crate::verification::require_verified_email(&account);
+        return Ok(());
     }
     Err(ApiError::Forbidden {
         code: "kyc_required",

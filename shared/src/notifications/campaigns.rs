@@ -3,8 +3,9 @@
 //!
 //! Both walk the registry of open accounts (`ACCOUNTS` / `<user id>`). Each account's message is written
 //! with a "must not exist" marker `NOTICE#<what>` / `<user id>` in one transaction, so a rerun, a retried
-//! job or two jobs at once never send an account the same notice twice. A run stops at its budget and the
-//! next one carries on; once every account has its marker, a `COMPLETE` marker ends the walking.
+//! job or two jobs at once never send an account the same notice twice. A run stops at its budget and
+//! records where (`NOTICE#<what>` / `COMPLETE`, `complete: false, after`); the next one carries on from
+//! there, and `complete: true` ends the walking.
 
 use std::time::Instant;
 
@@ -107,18 +108,35 @@ async fn walk<S: ItemStore + ?Sized>(
 ) -> ApiResult<NoticeReport> {
     let marker_pk = schema::notice_pk(what);
     let expires_at = (now + NOTICE_LIFETIME).timestamp();
-    if store.get(Table::Main, &marker_pk, sk::COMPLETE).await?.is_some() {
+    // The walk's progress: complete, or where the last run stopped (so a run never walks again what an
+    // earlier one covered, however many accounts there are).
+    let progress = store.get(Table::Main, &marker_pk, sk::COMPLETE).await?;
+    if progress.as_ref().and_then(|p| p.attrs.get("complete")) == Some(&json!(true)) {
         return Ok(NoticeReport { queued: 0, complete: true });
     }
+    let save = |after: Option<String>, complete: bool| -> crate::store::StoreResult<Put> {
+        Ok(Put {
+            table: Table::Main,
+            item: Item::from_record(
+                &marker_pk,
+                sk::COMPLETE,
+                &json!({ "complete": complete, "after": after, "at": now }),
+                Some(expires_at),
+            )?,
+            condition: Condition::Always,
+        })
+    };
     let started = Instant::now();
     let mut report = NoticeReport::default();
-    let mut after = None;
+    let mut after = progress.and_then(|p| p.attrs.get("after").and_then(|a| a.as_str()).map(str::to_owned));
     loop {
-        let page = store.query(Query::new(Table::Main, schema::ACCOUNTS_PK).limit(100).after(after)).await?;
+        let page = store.query(Query::new(Table::Main, schema::ACCOUNTS_PK).limit(100).after(after.clone())).await?;
         for entry in &page.items {
             if started.elapsed() > budget {
+                store.put(save(after, false)?).await?;
                 return Ok(report);
             }
+            after = Some(entry.sk.clone());
             let Some(account) = store.account(&entry.sk).await?.filter(|a| a.status == AccountStatus::Active) else {
                 continue;
             };
@@ -139,17 +157,12 @@ async fn walk<S: ItemStore + ?Sized>(
                 report.queued += 1;
             }
         }
-        after = page.next;
-        if after.is_none() {
+        if page.next.is_none() {
             break;
         }
+        store.put(save(after.clone(), false)?).await?;
     }
-    let done = Put {
-        table: Table::Main,
-        item: Item::from_record(&marker_pk, sk::COMPLETE, &json!({ "at": now }), Some(expires_at))?,
-        condition: Condition::Always,
-    };
-    store.put(done).await?;
+    store.put(save(None, true)?).await?;
     report.complete = true;
     Ok(report)
 }

@@ -17,13 +17,15 @@ use serde_json::json;
 use super::messages::{self, Recipient};
 use super::mime::{self, Envelope};
 use super::{MailKind, OutboxMail};
-use crate::accounts::{AccountStatus, AccountStore};
+use crate::accounts::{Account, AccountStatus, AccountStore};
 use crate::config::Config;
+use crate::links::{self, EmailLink, ResetLink};
 use crate::retention::{DELIVERY_RECORD_LIFETIME, SUPPRESSION_LIFETIME, UNSUBSCRIBE_LIFETIME};
 use crate::secrets::{random_suffix, random_token, sha256_hex};
 use crate::store::schema::{self, sk};
 use crate::store::{
-    Condition, Conditional, Delete, Item, ItemStore, Put, Query, StoreError, StoreResult, Table, Update, WriteOp,
+    Condition, Conditional, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update,
+    WriteOp,
 };
 
 /// A claim older than this belongs to a sender that died: it may be taken over.
@@ -113,37 +115,53 @@ pub async fn deliver<S: ItemStore + ?Sized>(
         }
         Claimed::Busy => return Ok(Outcome::InProgress),
     }
-    let outcome = match recipient(store, &mail).await? {
-        None => Outcome::Dropped,
-        Some(to) if is_suppressed(store, &to.email).await? => Outcome::Suppressed,
-        Some(to) => match send(store, mailer, config, &mail, &to, now).await {
-            Ok(provider_id) => {
-                finish(store, &mail, &claim, outbox_sk, "sent", Some(provider_id)).await?;
-                return Ok(Outcome::Sent);
+    match attempt(store, mailer, config, &mail, now).await {
+        Ok((outcome, provider_id)) => {
+            let status = match outcome {
+                Outcome::Sent => "sent",
+                Outcome::Suppressed => "suppressed",
+                _ => "dropped",
+            };
+            finish(store, &mail, &claim, outbox_sk, status, provider_id).await?;
+            Ok(outcome)
+        }
+        Err(e) => {
+            // Give the claim back, so the stream's retry (or the local loop's next pass, or the jobs'
+            // redrive) sends it; if even that fails, the claim is taken over once it is stale.
+            let release = Delete {
+                table: Table::Main,
+                pk: schema::mail_sent_pk(&mail.id),
+                sk: sk::SENT.into(),
+                condition: Condition::AttrEquals("claim".into(), json!(claim)),
+            };
+            if let Err(release_error) = store.delete(release).await.or_not_needed() {
+                tracing::warn!(error = %release_error, message_id = %mail.id, "a delivery claim could not be given back");
             }
-            Err(DeliveryError::Mail(MailError::Rejected(reason))) => {
-                tracing::warn!(message_id = %mail.id, %reason, "the mail service rejected a message");
-                Outcome::Dropped
-            }
-            Err(e) => {
-                // Give the claim back: the stream's retry (or the local loop's next pass) sends it.
-                let release = Delete {
-                    table: Table::Main,
-                    pk: schema::mail_sent_pk(&mail.id),
-                    sk: sk::SENT.into(),
-                    condition: Condition::AttrEquals("claim".into(), json!(claim)),
-                };
-                store.delete(release).await.or_not_needed()?;
-                return Err(e);
-            }
-        },
-    };
-    let status = match outcome {
-        Outcome::Suppressed => "suppressed",
-        _ => "dropped",
-    };
-    finish(store, &mail, &claim, outbox_sk, status, None).await?;
-    Ok(outcome)
+            Err(e)
+        }
+    }
+}
+
+/// One claimed delivery: the recipient, the suppression list, then the mail service.
+async fn attempt<S: ItemStore + ?Sized>(
+    store: &S,
+    mailer: &dyn Mailer,
+    config: &Config,
+    mail: &OutboxMail,
+    now: DateTime<Utc>,
+) -> Result<(Outcome, Option<String>), DeliveryError> {
+    let Some((to, account)) = recipient(store, mail).await? else { return Ok((Outcome::Dropped, None)) };
+    if is_suppressed(store, &to.email).await? {
+        return Ok((Outcome::Suppressed, None));
+    }
+    match send(store, mailer, config, (mail, &to, &account), now).await {
+        Ok(provider_id) => Ok((Outcome::Sent, Some(provider_id))),
+        Err(DeliveryError::Mail(MailError::Rejected(reason))) => {
+            tracing::warn!(message_id = %mail.id, %reason, "the mail service rejected a message");
+            Ok((Outcome::Dropped, None))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 enum Claimed {
@@ -212,9 +230,9 @@ async fn forget<S: ItemStore + ?Sized>(store: &S, outbox_sk: &str) -> StoreResul
     store.delete(remove).await
 }
 
-/// Who gets the message now: `None` when nobody should (the account is gone or closed and the message is
-/// not one that outlives it; marketing without consent).
-async fn recipient<S: ItemStore + ?Sized>(store: &S, mail: &OutboxMail) -> StoreResult<Option<Recipient>> {
+/// Who gets the message now, and their account: `None` when nobody should (the account is gone or closed
+/// and the message is not one that outlives it; marketing without consent).
+async fn recipient<S: ItemStore + ?Sized>(store: &S, mail: &OutboxMail) -> StoreResult<Option<(Recipient, Account)>> {
     let Some(account) = store.account(&mail.user_id).await? else { return Ok(None) };
     let open = account.status == AccountStatus::Active;
     if !open && !mail.kind.outlives_the_account() {
@@ -223,8 +241,8 @@ async fn recipient<S: ItemStore + ?Sized>(store: &S, mail: &OutboxMail) -> Store
     if mail.kind.is_marketing() && !(open && account.marketing_consent) {
         return Ok(None);
     }
-    let email = mail.to.clone().unwrap_or(account.email);
-    Ok(Some(Recipient { email, full_name: account.full_name }))
+    let email = mail.to.clone().unwrap_or_else(|| account.email.clone());
+    Ok(Some((Recipient { email, full_name: account.full_name.clone() }, account)))
 }
 
 async fn is_suppressed<S: ItemStore + ?Sized>(store: &S, email: &str) -> StoreResult<bool> {
@@ -235,15 +253,34 @@ async fn send<S: ItemStore + ?Sized>(
     store: &S,
     mailer: &dyn Mailer,
     config: &Config,
-    mail: &OutboxMail,
-    to: &Recipient,
+    (mail, to, account): (&OutboxMail, &Recipient, &Account),
     now: DateTime<Utc>,
 ) -> Result<String, DeliveryError> {
+    let mut mail = mail.clone();
+    // Links are minted now, for the address and password the account has now: no raw token is stored.
+    let token = match mail.kind {
+        MailKind::VerifyEmail | MailKind::ConfirmEmailChange => {
+            let link = EmailLink { user_id: account.id.clone(), email: to.email.clone() };
+            Some(links::mint_email_link(store, &link, now).await?)
+        }
+        MailKind::PasswordReset => {
+            let link = ResetLink {
+                user_id: account.id.clone(),
+                email: account.email.clone(),
+                password_hash: account.password_hash.clone(),
+            };
+            Some(links::mint_reset_link(store, &link, now).await?)
+        }
+        _ => None,
+    };
+    if let Some(token) = token {
+        mail.params.insert("token".into(), json!(token));
+    }
     let unsubscribe_url = match mail.kind.is_marketing() {
         true => Some(unsubscribe_link(store, config, &mail.user_id, &mail.id, now).await?),
         false => None,
     };
-    let content = messages::render(mail, to, config, unsubscribe_url.as_deref());
+    let content = messages::render(&mail, to, config, unsubscribe_url.as_deref());
     let envelope = Envelope {
         message_id: &mail.id,
         from: &config.mail_from,
@@ -371,6 +408,41 @@ pub async fn deliver_waiting<S: ItemStore + ?Sized>(
         }
     }
     Ok(handled)
+}
+
+/// Messages waiting this long are handed to the mailer again by the jobs: a sender died mid-send, every
+/// retry of a stream record failed, or the item was written before the stream's mapping existed.
+pub const REDRIVE_AFTER: Duration = Duration::minutes(10);
+
+/// Re-inserts outbox items older than [`REDRIVE_AFTER`] under a new sort key (same message id, same
+/// expiry), so the stream delivers them again; the delivery record keeps anything already sent from going
+/// twice. Returns how many were redriven.
+pub async fn redrive_stale<S: ItemStore + ?Sized>(
+    store: &S,
+    now: DateTime<Utc>,
+    budget: std::time::Duration,
+) -> StoreResult<usize> {
+    let started = std::time::Instant::now();
+    let cutoff = format!("{:013}", (now - REDRIVE_AFTER).timestamp_millis().max(0));
+    // Sort keys start with the zero-padded time; DynamoDB takes no empty bound.
+    let range = SortKeyRange::Between("0".into(), cutoff);
+    let stale = Query::new(Table::Main, schema::OUTBOX_PK).range(range).limit(100);
+    let mut redriven = 0;
+    for item in store.query(stale).await?.items {
+        if started.elapsed() > budget {
+            break;
+        }
+        let again = Item { sk: schema::time_sort_key("", now), ..item.clone() };
+        let ops = vec![
+            WriteOp::Delete(Delete { table: Table::Main, pk: item.pk, sk: item.sk, condition: Condition::Exists }),
+            WriteOp::Put(Put { table: Table::Main, item: again, condition: Condition::NotExists }),
+        ];
+        // Not applied: delivered (and deleted) meanwhile.
+        if store.transact(ops).await.applied()?.is_some() {
+            redriven += 1;
+        }
+    }
+    Ok(redriven)
 }
 
 /// `make run`'s mail service: one `.eml` file per message in a folder, the newest [`FileMailer::KEEP`] kept.

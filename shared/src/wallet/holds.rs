@@ -360,8 +360,9 @@ fn settlement_ops(
         ops.push(entry_put(&hold.user_id, &entry, expiries.ledger)?);
         // Exactly one settlement takes the balance from at or above the threshold to below it (each commits
         // only on the balance it expects), so the alert goes once per crossing, with that settlement.
+        // A threshold of 0 turns the alert off.
         let threshold = hold.low_balance_threshold;
-        if expected_balance >= threshold && balance_after < threshold {
+        if threshold > 0 && expected_balance >= threshold && balance_after < threshold {
             let alert = OutboxMail::new(MailKind::LowBalance, &hold.user_id, usage.created_at)
                 .param("balance", balance_after)
                 .param("threshold", threshold);
