@@ -2,6 +2,7 @@
 //! on the embedded store. Used by `make run` and by the end-to-end tests; never deployed.
 
 pub mod mailbox;
+pub mod pages;
 pub mod razorpay_standin;
 pub mod upstream_standin;
 
@@ -39,6 +40,7 @@ fn routes() -> Router<AppState> {
         .merge(inference::routes())
         .merge(usage::routes())
         .merge(privacy::routes())
+        .merge(pages::routes())
 }
 
 #[derive(serde::Deserialize)]

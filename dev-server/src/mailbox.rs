@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -63,8 +63,15 @@ pub fn router(mailer: FileMailer) -> Router {
     Router::new().route("/", get(list)).route("/{file}", get(message)).with_state(mailer)
 }
 
-fn loopback_only(peer: SocketAddr) -> ApiResult<()> {
-    if peer.ip().is_loopback() {
+/// From this machine only, and by a loopback name: a page elsewhere cannot read the mailbox through a DNS
+/// name it points at 127.0.0.1 (its requests carry its own host name).
+fn loopback_only(peer: SocketAddr, headers: &HeaderMap) -> ApiResult<()> {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let name =
+        host.rsplit_once(':').filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit())).map_or(host, |(n, _)| n);
+    let loopback_name =
+        matches!(name, "localhost" | "[::1]") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if peer.ip().is_loopback() && loopback_name {
         return Ok(());
     }
     Err(ApiError::NotFound { code: "not_found", message: "no such route".into() })
@@ -73,8 +80,9 @@ fn loopback_only(peer: SocketAddr) -> ApiResult<()> {
 async fn list(
     State(mailer): State<FileMailer>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
-    loopback_only(peer)?;
+    loopback_only(peer, &headers)?;
     let messages = mailer.messages().await.map_err(|e| ApiError::Internal(e.to_string()))?;
     let listed: Vec<Listed> = messages
         .iter()
@@ -93,9 +101,10 @@ async fn list(
 async fn message(
     State(mailer): State<FileMailer>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Path(file): Path<String>,
 ) -> ApiResult<Response> {
-    loopback_only(peer)?;
+    loopback_only(peer, &headers)?;
     let not_found = || ApiError::NotFound { code: "message_not_found", message: format!("no message {file}") };
     // Only names the mailbox itself lists: no path can leave the folder.
     let messages = mailer.messages().await.map_err(|e| ApiError::Internal(e.to_string()))?;

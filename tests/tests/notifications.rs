@@ -27,6 +27,7 @@ on_both_stores!(
     account_notices_follow_kyc_keys_and_closure,
     a_message_whose_sender_died_is_sent_once_by_the_redrive,
     an_address_change_voids_reset_links_sent_to_the_old_one,
+    the_links_open_pages_on_the_api_origin,
 );
 
 const PASSWORD: &str = "correct horse battery";
@@ -558,5 +559,30 @@ async fn an_address_change_voids_reset_links_sent_to_the_old_one(backend: Backen
         assert_eq!(change_to(n).await?.status(), StatusCode::OK);
     }
     expect_error(change_to(2).await?, StatusCode::TOO_MANY_REQUESTS, "too_many_requests", None).await?;
+    Ok(())
+}
+
+async fn the_links_open_pages_on_the_api_origin(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    api.unverified("pages@example.in").await?;
+    let mail = api.last_mail("pages@example.in", "verify_email").await?;
+    let link = mail.text.split_whitespace().find(|w| w.contains("/verify-email?token=")).ok_or("no link")?.to_owned();
+    let page = api.http.get(&link).send().await?;
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"].to_str()?.to_owned();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer", "the token in the URL goes nowhere");
+    let html = page.text().await?;
+    assert!(html.contains("/assets/account-links.js") && !html.contains("<script>"), "no inline script");
+    let script = api.http.get(api.url("/assets/account-links.js")).send().await?.text().await?;
+    assert!(script.contains("/v1/auth/verify-email") && script.contains("/v1/auth/password-reset/confirm"));
+    let reset = api.http.get(api.url("/reset-password?token=x")).send().await?;
+    assert_eq!(reset.status(), StatusCode::OK);
+    assert!(reset.text().await?.contains("autocomplete=\"new-password\""));
+
+    // The local mailbox answers loopback names only: a page elsewhere cannot read it through DNS rebinding.
+    let rebound = api.http.get(api.url("/_mail")).header("host", "attacker.example:80").send().await?;
+    assert_eq!(rebound.status(), StatusCode::NOT_FOUND);
+    assert_eq!(api.http.get(api.url("/_mail")).send().await?.status(), StatusCode::OK);
     Ok(())
 }
