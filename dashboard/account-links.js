@@ -1,5 +1,6 @@
-// The pages e-mailed links open: confirm an address, reset a password. Same origin as the API; the token
-// comes from the link's ?token= and is only ever sent to the API in a request body.
+// The pages e-mailed links open: confirm an address, reset a password. Same origin as the API, addressed
+// relatively (a stage prefix such as /prod stays); the token comes from the link's ?token= and is only ever
+// sent to the API in a request body.
 "use strict";
 
 const token = new URLSearchParams(window.location.search).get("token") || "";
@@ -36,7 +37,7 @@ function verifyEmailPage() {
   button.addEventListener("click", async () => {
     button.disabled = true;
     try {
-      const verified = await post("/v1/auth/verify-email", { token });
+      const verified = await post("v1/auth/verify-email", { token });
       say(verified.email + " is confirmed. You can close this page.", false);
     } catch (error) {
       say(error.message, true);
@@ -53,7 +54,7 @@ function resetPasswordPage() {
     request.addEventListener("submit", async (event) => {
       event.preventDefault();
       try {
-        const answer = await post("/v1/auth/password-reset", { email: document.getElementById("email").value });
+        const answer = await post("v1/auth/password-reset", { email: document.getElementById("email").value });
         say(answer.message, false);
       } catch (error) {
         say(error.message, true);
@@ -70,7 +71,7 @@ function resetPasswordPage() {
       return;
     }
     try {
-      const done = await post("/v1/auth/password-reset/confirm", { token, password });
+      const done = await post("v1/auth/password-reset/confirm", { token, password });
       choose.hidden = true;
       say("Your password is set; " + done.sessions_ended + " session(s) were signed out. Sign in with it now.", false);
     } catch (error) {

@@ -2,7 +2,6 @@
 //! on the embedded store. Used by `make run` and by the end-to-end tests; never deployed.
 
 pub mod mailbox;
-pub mod pages;
 pub mod razorpay_standin;
 pub mod upstream_standin;
 
@@ -40,7 +39,6 @@ fn routes() -> Router<AppState> {
         .merge(inference::routes())
         .merge(usage::routes())
         .merge(privacy::routes())
-        .merge(pages::routes())
 }
 
 #[derive(serde::Deserialize)]

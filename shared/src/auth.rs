@@ -433,7 +433,7 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
     };
     attempt.success = true;
     attempt.outcome = LoginOutcome::Success;
-    let alert = match is_new_place(store, &account.id, client).await? {
+    let alert = match is_new_place(store, &account, client, config, now).await? {
         true => {
             let mail = OutboxMail::new(MailKind::NewSignIn, &account.id, now)
                 .param("ip", client.ip.clone().unwrap_or_else(|| "unknown".into()))
@@ -456,12 +456,21 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
 const KNOWN_PLACES_LOOKBACK: u32 = 100;
 
 /// Whether a sign-in comes from a device (user agent) or an IP that no earlier successful sign-in among the
-/// latest attempts used. An account's first sign-in is not new: there is nothing to compare it with.
-async fn is_new_place<S: LoginStore + ?Sized>(store: &S, user_id: &str, client: &ClientInfo) -> StoreResult<bool> {
-    let history = store.login_history(user_id, KNOWN_PLACES_LOOKBACK).await?;
+/// latest attempts used. Only an account's very first sign-in is not new (nothing to compare with): one
+/// whose earlier sign-ins are out of sight (pushed out by failed attempts, or past the login records'
+/// retention) is.
+async fn is_new_place<S: LoginStore + ?Sized>(
+    store: &S,
+    account: &Account,
+    client: &ClientInfo,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let history = store.login_history(&account.id, KNOWN_PLACES_LOOKBACK).await?;
     let earlier: Vec<&LoginAttempt> = history.iter().filter(|a| a.success).collect();
     if earlier.is_empty() {
-        return Ok(false);
+        let records_kept = chrono::Duration::days(i64::from(config.retention.login_record_days));
+        return Ok(!history.is_empty() || now - account.created_at > records_kept);
     }
     let ip_known = earlier.iter().any(|a| a.ip == client.ip);
     let device_known = earlier.iter().any(|a| a.user_agent == client.user_agent);

@@ -655,17 +655,13 @@ pub struct ExportJob {
 /// The exports a DynamoDB stream event asks for: records inserting an `EXPORT#` item of a user's partition
 /// (the event source mapping's filter lets only those through; anything else is ignored here too).
 pub fn export_jobs(event: &Value) -> Vec<ExportJob> {
-    let records = event.get("Records").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    records
-        .iter()
-        .filter(|record| record.get("eventName").and_then(Value::as_str) == Some("INSERT"))
-        .filter_map(|record| {
-            let change = record.get("dynamodb")?;
-            let key = |name: &str| change.pointer(&format!("/Keys/{name}/S")).and_then(Value::as_str);
+    crate::store::stream_inserts(event)
+        .into_iter()
+        .filter_map(|key| {
             Some(ExportJob {
-                record: change.get("SequenceNumber")?.as_str()?.to_owned(),
-                user_id: schema::user_id_of(key("pk")?)?.to_owned(),
-                export_id: key("sk")?.strip_prefix(EXPORT_PREFIX)?.to_owned(),
+                user_id: schema::user_id_of(&key.pk)?.to_owned(),
+                export_id: key.sk.strip_prefix(EXPORT_PREFIX)?.to_owned(),
+                record: key.sequence,
             })
         })
         .collect()
@@ -983,10 +979,17 @@ pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()
     // closing transaction is at its size limit). It goes to the address the account had.
     let kyc_until = store.get(Table::Main, &user_pk(user_id), schema::sk::KYC).await?.and_then(|i| i.expires_at);
     let retained = retained_data(ctx, closed_at, kyc_until);
-    let summary = retained.iter().map(|r| format!("{} until {}", r.data, r.until)).collect::<Vec<_>>().join("; ");
+    let date = |until: &str| {
+        DateTime::parse_from_rfc3339(until)
+            .map(|at| crate::notifications::messages::in_ist(at.to_utc()))
+            .unwrap_or_else(|_| "the end of its retention".into())
+    };
+    let summary =
+        retained.iter().map(|r| format!("{} until {}", r.data.replace('_', " "), date(&r.until))).collect::<Vec<_>>();
     let confirmation = OutboxMail::new(MailKind::AccountClosed, user_id, ctx.clock.now())
         .to(&account.email)
-        .param("retained", summary);
+        .param("closed_on", crate::notifications::messages::in_ist(closed_at))
+        .param("retained", summary.join("; "));
     let done = Delete {
         table: Table::Main,
         pk: PENDING_CLOSURES_PK.into(),

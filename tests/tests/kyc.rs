@@ -262,6 +262,8 @@ async fn the_gate_admits_only_verified_accounts(backend: Backend) -> TestResult 
     decide(&api, &user, json!({"decision": "reject", "reason": "blurred"})).await?.error_for_status()?;
     let error = kyc::require_verified(store, &user).await.err().ok_or("rejected passed the gate")?;
     assert_eq!(error.to_string(), denied("rejected"));
+    let told = api.last_mail("gate@example.in", "kyc_rejected").await?;
+    assert!(told.text.contains("for this reason: blurred."), "{}", told.text);
 
     api.submit_kyc(&token, PAN, AADHAAR).await?.error_for_status()?;
     decide(&api, &user, json!({"decision": "approve"})).await?.error_for_status()?;

@@ -488,11 +488,43 @@ async fn account_notices_follow_kyc_keys_and_closure(backend: Backend) -> TestRe
     api.create_key(&token, "ci runner").await?;
     let created = api.last_mail("notices@example.in", "api_key_created").await?;
     assert!(created.text.contains("\"ci runner\""), "{}", created.text);
-    api.fund(&token, 100).await?;
-    let close = api.http.delete(api.url("/v1/account")).bearer_auth(&token).json(&json!({ "password": PASSWORD }));
-    close.send().await?.error_for_status()?;
+    // Billing notices: a partial refund, then a dispute opened and lost on the same payment.
+    let order = api.open_topup(&token, 20_000).await?;
+    let payment = api.razorpay.pay(&order, "captured", None).ok_or("unknown order")?;
+    api.razorpay.deliver(&api.razorpay.payment_webhook("payment.captured", &payment)).await.ok_or("delivery")?;
+    api.razorpay.deliver(&api.razorpay.refund_webhook(&payment, 5_000)).await.ok_or("delivery")?;
+    let refund = api.last_mail("notices@example.in", "refund_notice").await?;
+    assert_eq!(refund.subject, "Refund of ₹50.00");
+    assert!(refund.text.contains(&payment.id), "{}", refund.text);
+    for event in ["payment.dispute.created", "payment.dispute.lost"] {
+        let webhook = api.razorpay.dispute_webhook(&payment, "disp_notices1", event, 10_000);
+        api.razorpay.deliver(&webhook).await.ok_or("delivery")?;
+    }
+    let disputes = of_kind(&api, "notices@example.in", "dispute_notice").await?;
+    assert_eq!(disputes.len(), 2, "one notice per step of the dispute");
+    // (Both steps happen at the same instant of the test's clock: no order between the two messages.)
+    assert!(disputes.iter().any(|m| m.text.contains("is open: the disputed amount is held")));
+    assert!(disputes.iter().any(|m| m.text.contains("decided for you: the amount was taken back from your wallet")));
+    // A password change is told too.
+    let change = json!({ "current_password": PASSWORD, "new_password": "another long passphrase" });
+    api.http
+        .post(api.url("/v1/account/password"))
+        .bearer_auth(&token)
+        .json(&change)
+        .send()
+        .await?
+        .error_for_status()?;
+    let changed = api.last_mail("notices@example.in", "password_changed").await?;
+    assert!(changed.text.contains("from a signed-in session"), "{}", changed.text);
+
+    let close = api.http.delete(api.url("/v1/account")).bearer_auth(&token);
+    close.json(&json!({ "password": "another long passphrase" })).send().await?.error_for_status()?;
     let closed = api.last_mail("notices@example.in", "account_closed").await?;
-    assert!(closed.text.contains("until"), "what is kept, until when: {}", closed.text);
+    assert!(
+        closed.text.contains("account until") && closed.text.contains("IST"),
+        "what is kept, until when: {}",
+        closed.text
+    );
     // The mailbox lists what went out, on loopback.
     let listed: Value = api.http.get(api.url("/_mail")).send().await?.json().await?;
     let rows = listed["data"].as_array().ok_or("no list")?;
@@ -573,9 +605,10 @@ async fn the_links_open_pages_on_the_api_origin(backend: Backend) -> TestResult 
     assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(page.headers()["referrer-policy"], "no-referrer", "the token in the URL goes nowhere");
     let html = page.text().await?;
-    assert!(html.contains("/assets/account-links.js") && !html.contains("<script>"), "no inline script");
+    assert!(html.contains("\"assets/account-links.js\"") && !html.contains("<script>"), "no inline script");
     let script = api.http.get(api.url("/assets/account-links.js")).send().await?.text().await?;
-    assert!(script.contains("/v1/auth/verify-email") && script.contains("/v1/auth/password-reset/confirm"));
+    // Relative addresses: under a stage prefix (/prod) the pages still reach the API.
+    assert!(script.contains("\"v1/auth/verify-email\"") && script.contains("\"v1/auth/password-reset/confirm\""));
     let reset = api.http.get(api.url("/reset-password?token=x")).send().await?;
     assert_eq!(reset.status(), StatusCode::OK);
     assert!(reset.text().await?.contains("autocomplete=\"new-password\""));

@@ -3,6 +3,8 @@
 //! Credentials checks, throttling and sessions live in `shared::auth`; e-mailed links in
 //! `shared::verification`.
 
+pub mod pages;
+
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/auth/verify-email/resend", post(resend_verification))
         .route("/v1/auth/password-reset", post(request_password_reset))
         .route("/v1/auth/password-reset/confirm", post(confirm_password_reset))
+        .merge(pages::routes())
 }
 
 pub fn app(state: AppState) -> Router {

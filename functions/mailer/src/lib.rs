@@ -76,16 +76,10 @@ fn classify(error: SdkError<SendEmailError>) -> MailError {
 /// The outbox items a DynamoDB stream event names: (sequence number, sort key) of each `INSERT` of an
 /// `OUTBOX` item (the mapping's filter lets only those through; anything else is ignored here too).
 pub fn outbox_records(event: &Value) -> Vec<(String, String)> {
-    let records = event.get("Records").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    records
-        .iter()
-        .filter(|record| record.get("eventName").and_then(Value::as_str) == Some("INSERT"))
-        .filter_map(|record| {
-            let change = record.get("dynamodb")?;
-            let key = |name: &str| change.pointer(&format!("/Keys/{name}/S")).and_then(Value::as_str);
-            (key("pk")? == schema::OUTBOX_PK)
-                .then(|| Some((change.get("SequenceNumber")?.as_str()?.to_owned(), key("sk")?.to_owned())))?
-        })
+    shared::store::stream_inserts(event)
+        .into_iter()
+        .filter(|key| key.pk == schema::OUTBOX_PK)
+        .map(|key| (key.sequence, key.sk))
         .collect()
 }
 

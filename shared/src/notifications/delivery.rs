@@ -205,6 +205,9 @@ async fn claim_delivery<S: ItemStore + ?Sized>(
 }
 
 /// Marks the delivery done and removes the outbox item, together.
+/// Records the delivery's outcome, then removes the outbox item. The record is what stops a second send,
+/// so it is written on its own and retried; the item's removal may fail harmlessly (a later delivery finds
+/// the record and only removes the item).
 async fn finish<S: ItemStore + ?Sized>(
     store: &S,
     mail: &OutboxMail,
@@ -219,9 +222,23 @@ async fn finish<S: ItemStore + ?Sized>(
     if let Some(id) = provider_id {
         mark = mark.set("provider_id", json!(id));
     }
-    let remove =
-        Delete { table: Table::Main, pk: schema::OUTBOX_PK.into(), sk: outbox_sk.into(), condition: Condition::Always };
-    store.transact(vec![WriteOp::Update(mark), WriteOp::Delete(remove)]).await.or_not_needed()
+    let mut recorded = store.update(mark.clone()).await.or_not_needed();
+    for wait_ms in [50, 200, 1000] {
+        if recorded.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+        recorded = store.update(mark.clone()).await.or_not_needed();
+    }
+    if let Err(e) = recorded {
+        // The claim stays: nobody takes it over for CLAIM_TIMEOUT; only then could the message go again.
+        tracing::error!(error = %e, message_id = %mail.id, "a sent message's delivery record could not be written");
+        return Err(e);
+    }
+    if let Err(e) = forget(store, outbox_sk).await {
+        tracing::warn!(error = %e, message_id = %mail.id, "a delivered outbox item stays until its next delivery");
+    }
+    Ok(())
 }
 
 async fn forget<S: ItemStore + ?Sized>(store: &S, outbox_sk: &str) -> StoreResult<()> {

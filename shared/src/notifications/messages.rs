@@ -87,7 +87,7 @@ fn content(mail: &OutboxMail, config: &Config) -> (String, Vec<Block>) {
                     dashboard(config, &format!("/verify-email?token={}", mail.text("token"))),
                 ),
                 para(
-                    "Until it is confirmed, the account cannot top up its wallet or create API keys. If you did not sign up, ignore this message.",
+                    "Until it is confirmed, the account cannot pass KYC, top up its wallet or create API keys. If you did not sign up, ignore this message.",
                 ),
             ],
         ),
@@ -142,9 +142,9 @@ fn content(mail: &OutboxMail, config: &Config) -> (String, Vec<Block>) {
                 para("Your InferexAI account was signed in to from a device or network it has not used before."),
                 Block::Facts(vec![("When", when), ("IP address", mail.text("ip")), ("Device", mail.text("device"))]),
                 para(
-                    "If this was you, there is nothing to do. If not, sign out every session and change your password.",
+                    "If this was you, there is nothing to do. If not, reset your password now: that signs out every session.",
                 ),
-                link("Review active sessions", dashboard(config, "/account/sessions")),
+                link("Reset my password", dashboard(config, "/reset-password")),
             ],
         ),
         MailKind::PaymentReceipt => (
@@ -172,10 +172,10 @@ fn content(mail: &OutboxMail, config: &Config) -> (String, Vec<Block>) {
             ],
         ),
         MailKind::DisputeNotice => (
-            "A payment of yours is disputed".into(),
+            "A dispute on one of your payments".into(),
             vec![
                 para(format!(
-                    "A dispute raised through your bank on payment {} is {}. While a dispute is open, the disputed amount is held from your wallet.",
+                    "A dispute raised through your bank on payment {} is {}.",
                     mail.text("payment_id"),
                     mail.text("phase")
                 )),
@@ -194,7 +194,6 @@ fn content(mail: &OutboxMail, config: &Config) -> (String, Vec<Block>) {
                     rupees(mail.number("balance")),
                     rupees(mail.number("threshold"))
                 )),
-                link("Top up the wallet", dashboard(config, "/wallet")),
                 para("We tell you once each time the balance drops below the threshold."),
             ],
         ),
@@ -208,7 +207,7 @@ fn content(mail: &OutboxMail, config: &Config) -> (String, Vec<Block>) {
             "Your KYC submission was not accepted".into(),
             vec![
                 para(format!("Your KYC submission was rejected for this reason: {}.", mail.text("reason"))),
-                link("Submit your details again", dashboard(config, "/kyc")),
+                para("You can correct your details and submit them again."),
             ],
         ),
         MailKind::ApiKeyCreated => (
@@ -219,8 +218,8 @@ fn content(mail: &OutboxMail, config: &Config) -> (String, Vec<Block>) {
                     mail.text("name"),
                     mail.text("prefix")
                 )),
-                para("If you did not create it, revoke it now and change your password."),
-                link("Manage API keys", dashboard(config, "/keys")),
+                para("If you did not create it, revoke it now and reset your password."),
+                link("Reset my password", dashboard(config, "/reset-password")),
             ],
         ),
         MailKind::PolicyUpdate => (
@@ -231,14 +230,15 @@ fn content(mail: &OutboxMail, config: &Config) -> (String, Vec<Block>) {
                     mail.text("version"),
                     mail.text("effective_date")
                 )),
-                link("Read the policy", dashboard(config, "/privacy")),
+                link("What we keep and for how long", dashboard(config, "/v1/privacy")),
             ],
         ),
         MailKind::AccountClosed => (
             "Your account is closed".into(),
             vec![
                 para(format!(
-                    "Your InferexAI account was closed on {when}. Your API keys and sessions stopped working at once."
+                    "Your InferexAI account was closed on {}. Your API keys and sessions stopped working at once.",
+                    mail.text("closed_on")
                 )),
                 para(format!("What the law requires us to keep: {}.", mail.text("retained"))),
                 para(format!("Everything else is deleted. Questions: {}.", config.privacy_email)),

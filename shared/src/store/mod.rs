@@ -367,6 +367,35 @@ pub async fn all_pages<S: ItemStore + ?Sized>(store: &S, query: Query) -> StoreR
     }
 }
 
+/// The key of an item a DynamoDB stream record says was inserted (the main table's stream is KEYS_ONLY).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsertedKey {
+    /// The record's sequence number: what a partial batch failure reports back.
+    pub sequence: String,
+    pub pk: String,
+    pub sk: String,
+}
+
+/// The inserted keys of a DynamoDB stream event in Lambda's format (`Records[].dynamodb.Keys`), in order;
+/// records of other events (MODIFY, REMOVE) and malformed ones are left out.
+pub fn stream_inserts(event: &Value) -> Vec<InsertedKey> {
+    let records = event.get("Records").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    records
+        .iter()
+        .filter(|record| record.get("eventName").and_then(Value::as_str) == Some("INSERT"))
+        .filter_map(|record| {
+            let change = record.get("dynamodb")?;
+            let key =
+                |name: &str| change.pointer(&format!("/Keys/{name}/S")).and_then(Value::as_str).map(str::to_owned);
+            Some(InsertedKey {
+                sequence: change.get("SequenceNumber")?.as_str()?.to_owned(),
+                pk: key(PK)?,
+                sk: key(SK)?,
+            })
+        })
+        .collect()
+}
+
 /// A query of one partition, ordered by sort key.
 #[derive(Debug, Clone)]
 pub struct Query {

@@ -257,13 +257,19 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
         let wallet = store.wallet(&user_id).await?;
         let change = DisputeChange { dispute, user_id: &user_id, previous: state.as_ref(), next, amounts, wallet, now };
         let mut ops = change.ops(guard.as_ref(), payment_expiry(config, now))?;
-        let phase = match next {
-            DisputeState::Held => "opened; the amount is held",
-            DisputeState::Released => "closed; the held amount is released",
-            DisputeState::Debited => "lost; the amount was taken from the wallet",
+        // Told from the payer's side: what the dispute means for their wallet now.
+        let (phase, amount) = match next {
+            DisputeState::Held => ("open: the disputed amount is held from your wallet meanwhile", amounts.held),
+            DisputeState::Debited => ("decided for you: the amount was taken back from your wallet", amounts.deducted),
+            DisputeState::Released if over => {
+                ("decided, and under review by our team: nothing more is held from your wallet", amounts.deducted)
+            }
+            DisputeState::Released => {
+                ("closed: nothing is taken from your wallet, and anything held for it is released", amounts.held)
+            }
         };
         let notice = OutboxMail::new(MailKind::DisputeNotice, &user_id, now)
-            .param("amount", amounts.deducted)
+            .param("amount", amount)
             .param("payment_id", dispute.payment_id.clone())
             .param("dispute_id", dispute.id.clone())
             .param("phase", phase);

@@ -1,6 +1,8 @@
-//! The pages that e-mailed links open (`/verify-email?token=…`, `/reset-password?token=…`), served on the
-//! API's origin so they call it with the session cookie. Static files from `dashboard/`, compiled in; no
-//! third-party script, a strict Content-Security-Policy, and no Referer (the token is in the URL).
+//! The pages that e-mailed links open (`/verify-email?token=…`, `/reset-password?token=…`), served by this
+//! function on the API's own origin (API Gateway in AWS, `make run` locally), so they call the API with the
+//! session cookie. Static files from `dashboard/`, compiled in; no third-party script, a strict
+//! Content-Security-Policy, and no Referer (the token is in the URL). They address the API and their assets
+//! relatively, so a stage prefix (`/prod`) is kept.
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -8,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use shared::state::AppState;
 
-const VERIFY_EMAIL: &str = include_str!("../../dashboard/verify-email.html");
-const RESET_PASSWORD: &str = include_str!("../../dashboard/reset-password.html");
-const SCRIPT: &str = include_str!("../../dashboard/account-links.js");
-const STYLE: &str = include_str!("../../dashboard/account.css");
+const VERIFY_EMAIL: &str = include_str!("../../../dashboard/verify-email.html");
+const RESET_PASSWORD: &str = include_str!("../../../dashboard/reset-password.html");
+const SCRIPT: &str = include_str!("../../../dashboard/account-links.js");
+const STYLE: &str = include_str!("../../../dashboard/account.css");
 
 /// Only our own script, style and API; nothing may frame the pages or receive their forms elsewhere.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
