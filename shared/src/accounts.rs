@@ -61,6 +61,10 @@ pub struct Account {
     /// An address the owner asked to change to, waiting for its confirmation link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_email: Option<String>,
+    /// Sessions opened under another epoch are dead: raising it ends every session at once, in the same
+    /// write as the change that calls for it (sign out everywhere, a password change or reset).
+    #[serde(default)]
+    pub session_epoch: i64,
 }
 
 /// A consent given by the user, kept as evidence (DPDP Act): which policy, which choices, when, from where.
@@ -495,6 +499,7 @@ pub async fn signup<S: AccountStore + ?Sized>(
         closed_at: None,
         email_verified: false,
         pending_email: None,
+        session_epoch: 0,
     };
     let consent = Consent {
         user_id: account.id.clone(),
@@ -570,6 +575,7 @@ mod tests {
             closed_at: None,
             email_verified: false,
             pending_email: None,
+            session_epoch: 0,
         };
         assert!(!AccountView::new(&account, "2026-05-21").policy_update_pending);
         let view = AccountView::new(&account, "2027-01-01");

@@ -47,6 +47,9 @@ struct SessionRecord {
     user_agent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_seen_at: Option<DateTime<Utc>>,
+    /// The account's session epoch when it was opened (see `Account::session_epoch`).
+    #[serde(default)]
+    epoch: i64,
 }
 
 /// How often a session's `last_seen_at` is written at most.
@@ -77,6 +80,8 @@ pub struct Session {
     pub user_id: String,
     pub expires_at: i64,
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// The account's session epoch it was opened under; it lives only while the account keeps it.
+    pub epoch: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,6 +174,7 @@ impl<T: ItemStore + ?Sized> SessionStore for T {
             user_id: record.user_id,
             expires_at: item.expires_at.unwrap_or(i64::MAX),
             last_seen_at: record.last_seen_at.or(Some(record.created_at)),
+            epoch: record.epoch,
         }))
     }
 
@@ -329,6 +335,7 @@ impl<T: ItemStore + ?Sized> LoginStore for T {
             ip: attempt.ip.clone(),
             user_agent: attempt.user_agent.clone(),
             last_seen_at: None,
+            epoch: session.epoch,
         };
         let mut ops = vec![
             // A login racing the account's closure, or a password change, gets no session once that commits
@@ -430,6 +437,7 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
         user_id: account.id.clone(),
         expires_at: expires_at.timestamp(),
         last_seen_at: Some(now),
+        epoch: account.session_epoch,
     };
     attempt.success = true;
     attempt.outcome = LoginOutcome::Success;
@@ -509,13 +517,49 @@ pub async fn check_password<S: LoginStore + ?Sized>(
     Ok(verified)
 }
 
-/// The account behind a session; a session whose account is gone no longer authenticates anyone.
+/// The account behind a session; a session whose account is gone, or that was ended with all the account's
+/// sessions (its epoch is past), no longer authenticates anyone.
 pub async fn session_account<S: AccountStore + ?Sized>(store: &S, session: &Session) -> ApiResult<Account> {
     store
         .account(&session.user_id)
         .await?
-        .filter(|a| a.status == AccountStatus::Active)
-        .ok_or_else(|| ApiError::unauthenticated("invalid_session", "the session's account is closed or gone"))
+        .filter(|a| a.status == AccountStatus::Active && a.session_epoch == session.epoch)
+        .ok_or_else(|| ApiError::unauthenticated("invalid_session", "the session has ended; log in again"))
+}
+
+/// Ends every session of the account at once: the epoch they were opened under is left behind, in the
+/// write of the change that calls for it (add it to the account's profile update).
+pub fn end_every_session(update: crate::store::Update) -> crate::store::Update {
+    update.add("session_epoch", 1)
+}
+
+/// Deletes the account's session items but `keep` (a digest): clean-up after [`end_every_session`], whose
+/// write already ended them, so a failure here is only logged. Returns how many were deleted.
+pub async fn clear_sessions<S: ItemStore + ?Sized>(store: &S, user_id: &str, keep: Option<&str>) -> usize {
+    match revoke_sessions(store, user_id, keep).await {
+        Ok(ended) => ended,
+        Err(e) => {
+            tracing::warn!(error = %e, %user_id, "ended sessions not all deleted; they expire on their own");
+            0
+        }
+    }
+}
+
+/// `DELETE /v1/auth/sessions`: ends every session of the account, this one included, in one write.
+/// Returns how many sessions were live.
+pub async fn sign_out_everywhere<S: ItemStore + ?Sized>(store: &S, session: &Session) -> ApiResult<usize> {
+    let account = session_account(store, session).await?;
+    let live = session_index(store, &account.id).await?.len();
+    let end = end_every_session(crate::accounts::profile_update(&account));
+    if store.transact(vec![WriteOp::Update(end)]).await.applied()?.is_none() {
+        return Err(ApiError::Conflict {
+            code: "account_changed",
+            message: "the account changed meanwhile; try again".into(),
+            param: None,
+        });
+    }
+    clear_sessions(store, &account.id, None).await;
+    Ok(live)
 }
 
 /// Resolves a presented session token to its live session, whose account is still open.
@@ -564,6 +608,10 @@ pub async fn sessions<S: ItemStore + ?Sized>(store: &S, current: &Session) -> Ap
         // An index entry outlives its session only until the same expiry; expired sessions are not shown.
         let Some(item) = store.get(Table::Main, &session_pk(digest), SESSION_SK).await? else { continue };
         let record: SessionRecord = item.record()?;
+        if record.epoch != current.epoch {
+            // Ended with all the account's sessions; its item is only waiting to be deleted.
+            continue;
+        }
         views.push(SessionView {
             id: session_id(digest),
             created_at: timestamp(record.created_at),
@@ -624,15 +672,21 @@ pub async fn change_password<S: ItemStore + ?Sized>(
         });
     }
     let new_hash = passwords::hash_async(new_password).await?;
-    let update = crate::accounts::profile_update(&account).set("password_hash", serde_json::json!(new_hash));
+    // Every session ends with the change, in its write; this one moves on to the new epoch with it.
+    let update =
+        end_every_session(crate::accounts::profile_update(&account)).set("password_hash", serde_json::json!(new_hash));
+    let this_session = Update::new(Table::Main, session_pk(&session.token_hash), SESSION_SK)
+        .add("epoch", 1)
+        .when(Condition::AttrAbsentOrEquals("epoch".into(), serde_json::json!(session.epoch)));
     let told = OutboxMail::new(MailKind::PasswordChanged, &account.id, clock.now())
         .param("how", "from a signed-in session, with the current password");
-    if store.transact(vec![WriteOp::Update(update), enqueue(&told)?]).await.applied()?.is_none() {
+    let ops = vec![WriteOp::Update(update), WriteOp::Update(this_session), enqueue(&told)?];
+    if store.transact(ops).await.applied()?.is_none() {
         return Err(ApiError::Conflict {
             code: "account_changed",
             message: "the account changed while the password was changed; try again".into(),
             param: None,
         });
     }
-    revoke_sessions(store, &session.user_id, Some(&session.token_hash)).await
+    Ok(clear_sessions(store, &session.user_id, Some(&session.token_hash)).await)
 }

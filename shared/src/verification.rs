@@ -14,7 +14,7 @@ use crate::accounts::{
     self, Account, AccountStatus, AccountStore, ClientInfo, email_change_ops, profile_update, require_active,
     require_active_with_password,
 };
-use crate::auth::{Reservation, reserve_in_window, revoke_sessions};
+use crate::auth::{Reservation, clear_sessions, end_every_session, reserve_in_window};
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
 use crate::links;
@@ -213,15 +213,18 @@ pub async fn confirm_reset<S: ItemStore + ?Sized>(
         OutboxMail::new(MailKind::PasswordChanged, &account.id, now).param("how", "with a password-reset link");
     let ops = vec![
         links::reset_link_used(token),
+        // Every session ends in this write; their items are cleared after.
         WriteOp::Update(
-            profile_update(&account).set("password_hash", json!(new_hash)).set("email_verified", json!(true)),
+            end_every_session(profile_update(&account))
+                .set("password_hash", json!(new_hash))
+                .set("email_verified", json!(true)),
         ),
         enqueue(&changed)?,
     ];
     if store.transact(ops).await.applied()?.is_none() {
         return Err(invalid_token());
     }
-    revoke_sessions(store, &account.id, None).await
+    Ok(clear_sessions(store, &account.id, None).await)
 }
 
 /// The key a client is limited under: its IPv4 address, or the /64 of its IPv6 address (one subscriber's

@@ -84,6 +84,9 @@ async fn sessions_are_listed_and_ended_one_by_one_or_all_at_once(backend: Backen
 
     // Sign out everywhere: every session of the account ends, this one too; the stranger's does not.
     let tablet = token_from(&api, "owner@example.in", "InferexTablet/2.0").await?;
+    let store = api.state.store.as_ref();
+    let tablet_pk = format!("SESSION#{}", shared::secrets::sha256_hex(&tablet));
+    let tablet_item = store.get(shared::store::Table::Main, &tablet_pk, "SESSION").await?.ok_or("no session item")?;
     let everywhere = api.http.delete(api.url("/v1/auth/sessions")).bearer_auth(&phone).send().await?;
     assert_eq!(everywhere.status(), StatusCode::OK);
     assert!(everywhere.headers().get("set-cookie").is_some_and(|c| c.to_str().is_ok_and(|c| c.contains("Max-Age=0"))));
@@ -94,6 +97,15 @@ async fn sessions_are_listed_and_ended_one_by_one_or_all_at_once(backend: Backen
     }
     assert_eq!(account_status(&api, &stranger).await?, StatusCode::OK);
     assert_eq!(sessions(&api, &phone).await?.status(), StatusCode::UNAUTHORIZED);
+    // The ending is one write on the account, not the deletion of each session: a session item that
+    // survived it (a clean-up that failed half way) authenticates nobody.
+    let put = shared::store::Put {
+        table: shared::store::Table::Main,
+        item: tablet_item,
+        condition: shared::store::Condition::Always,
+    };
+    store.put(put).await?;
+    assert_eq!(account_status(&api, &tablet).await?, StatusCode::UNAUTHORIZED);
     Ok(())
 }
 
@@ -136,6 +148,7 @@ async fn a_password_change_checks_the_current_one_and_ends_every_other_session(b
         user_id: user_id.clone(),
         expires_at: (now + Duration::hours(1)).timestamp(),
         last_seen_at: Some(now),
+        epoch: before.session_epoch,
     };
     let attempt = shared::auth::LoginAttempt {
         email: "changer@example.in".into(),

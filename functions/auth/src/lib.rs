@@ -132,7 +132,7 @@ async fn revoke_session(
 
 /// Ends every session of the account, this one included; the cookie is cleared.
 async fn sign_out_everywhere(State(state): State<AppState>, session: Session) -> ApiResult<Response> {
-    let ended = auth::revoke_sessions(state.store.as_ref(), &session.user_id, None).await?;
+    let ended = auth::sign_out_everywhere(state.store.as_ref(), &session).await?;
     tracing::info!(user_id = %session.user_id, ended, "signed out everywhere");
     let mut response = Json(serde_json::json!({ "sessions_ended": ended })).into_response();
     response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0)?);
