@@ -292,8 +292,14 @@ pub async fn correct(
     }
     let mut request = Recorded::new(ctx, user_id, RequestKind::Correction);
     request.finish(RequestStatus::Completed, format!("corrected: {}", changed.join(", ")), now);
+    // Received and completed at once: one message says both.
+    let completed = OutboxMail::new(MailKind::PrivacyRequestCompleted, user_id, now)
+        .param("request_kind", "correction")
+        .param("request_id", request.request.id.clone())
+        .param("outcome", request.request.outcome.clone());
     ops.push(WriteOp::Update(update));
     ops.push(request.put()?);
+    ops.push(enqueue(&completed)?);
     if store.transact(ops).await.applied()?.is_none() {
         return Err(correction_conflict(store, new_email.as_deref()).await?);
     }

@@ -227,6 +227,14 @@ async fn corrections_are_validated_applied_and_recorded(backend: Backend) -> Tes
     let outcomes: HashSet<&str> = data.iter().filter_map(|r| r["outcome"].as_str()).collect();
     let email = "corrected: email (pending confirmation of the new address)";
     assert_eq!(outcomes, HashSet::from(["corrected: full_name", "corrected: marketing_consent", email]));
+    // Corrections made before the address moved went to the old one.
+    let mut told = api.mail_to("asha@example.in").await?;
+    told.extend(api.mail_to("new@example.in").await?);
+    told.retain(|m| m.kind == "privacy_request_completed");
+    assert!(
+        told.iter().any(|m| m.text.contains("correction request") && m.text.contains("corrected: full_name")),
+        "each correction is confirmed by e-mail"
+    );
     let dump = api.dump().await?;
     assert!(dump.contains("\"context\":\"marketing_update\""), "the consent change is evidenced");
     assert!(dump.lines().any(|l| l.starts_with(&format!("USER#{user} PROFILE ")) && l.contains("new@example.in")));

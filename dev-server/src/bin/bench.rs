@@ -174,7 +174,24 @@ fn start_server(upstream_addr: std::net::SocketAddr) -> Res<(Server, String, Pat
     Ok((server, format!("http://127.0.0.1:{port}"), data))
 }
 
-/// A customer with KYC, ₹5,00,000 of balance (through the server's Razorpay stand-in) and an API key.
+/// The token of the verification link the server's local mailbox (`/_mail`) holds for `email`.
+async fn verification_token(http: &reqwest::Client, base: &str, email: &str) -> Res<String> {
+    for _ in 0..100 {
+        let mailbox: Value = http.get(format!("{base}/_mail")).send().await?.error_for_status()?.json().await?;
+        let messages = mailbox["data"].as_array().cloned().unwrap_or_default();
+        let link = messages
+            .iter()
+            .find(|m| m["to"] == email && m["kind"] == "verify_email")
+            .and_then(|m| m["links"][0].as_str());
+        if let Some(token) = link.and_then(|l| l.split_once("token=")).map(|(_, t)| t.to_owned()) {
+            return Ok(token);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("no verification e-mail arrived".into())
+}
+
+/// A customer with a verified address and KYC, ₹5,00,000 of balance (through the server's Razorpay stand-in) and an API key.
 async fn customer_key(http: &reqwest::Client, base: &str) -> Res<String> {
     let email = "bench@example.in";
     post(http, &format!("{base}/v1/auth/signup"), None, &json!({"email": email, "password": "correct horse battery", "full_name": "Bench", "date_of_birth": "1990-01-01", "accepted_terms_version": shared::config::DEFAULT_POLICY_VERSION})).await?;
@@ -188,6 +205,8 @@ async fn customer_key(http: &reqwest::Client, base: &str) -> Res<String> {
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    let link = verification_token(http, base, email).await?;
+    post(http, &format!("{base}/v1/auth/verify-email"), None, &json!({ "token": link })).await?;
     post(
         http,
         &format!("{base}/v1/kyc"),

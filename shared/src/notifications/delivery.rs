@@ -1,11 +1,13 @@
 //! Delivery of outbox items, exactly once per message as far as a mail service allows.
 //!
 //! For each outbox item: the delivery record `MAILSENT#<id>` is claimed with a "must not exist" write, the
-//! message is handed to the [`Mailer`], and the record is marked sent in the transaction that deletes the
-//! outbox item. A redelivered stream record, or a second sender racing the first, finds the claim and sends
-//! nothing. A claim left by a sender that died before the mail service answered is taken over after
-//! [`CLAIM_TIMEOUT`]; only then can a message go out twice (the service accepted it, but the sender died
-//! before recording so). A mail service failure gives the claim back, so the stream's retry sends it.
+//! message's links are minted, the message is handed to the [`Mailer`], the record is marked sent (retried
+//! on its own: it is what stops a second send) and the outbox item is removed. A redelivered stream record,
+//! or a second sender racing the first, finds the claim and sends nothing. Any failure before the mail
+//! service took the message gives the claim back, so a retry sends it. A claim left by a sender that died,
+//! or that could not record its send, is taken over after [`CLAIM_TIMEOUT`]; only then can a message go out
+//! twice. Items waiting over [`REDRIVE_AFTER`] are handed to the mailer again by the jobs
+//! ([`redrive_stale`]).
 
 use std::path::{Path, PathBuf};
 
