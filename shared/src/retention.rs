@@ -238,6 +238,8 @@ pub const DELIVERY_RECORD_LIFETIME: Duration = Duration::days(30);
 pub const SUPPRESSION_LIFETIME: Duration = Duration::days(365);
 /// A marketing message's unsubscribe link works for a year.
 pub const UNSUBSCRIBE_LIFETIME: Duration = Duration::days(365);
+/// How long a pending KYC submission stays in the operators' queue at most.
+pub const KYC_QUEUE_LIFETIME: Duration = Duration::days(365);
 /// The record that an account got a policy notice or a campaign, so a rerun never sends it twice.
 pub const NOTICE_LIFETIME: Duration = Duration::days(400);
 
@@ -286,6 +288,7 @@ pub enum ItemClass {
     RateLimit,
     NoticeSent,
     AccountRegistry,
+    KycQueueEntry,
 }
 
 impl ItemClass {
@@ -320,6 +323,8 @@ impl ItemClass {
             ResetToken => Rule::Lifetime(RESET_TOKEN_LIFETIME),
             UnsubscribeToken => Rule::Lifetime(UNSUBSCRIBE_LIFETIME),
             NoticeSent => Rule::Lifetime(NOTICE_LIFETIME),
+            // Dropped when decided; an entry whose submission changed is skipped, and deleted, when listed.
+            KycQueueEntry => Rule::Lifetime(KYC_QUEUE_LIFETIME),
             RateLimit => Rule::RateWindow,
         }
     }
@@ -376,6 +381,7 @@ impl ItemClass {
             (kind::RATE, fixed::WINDOW) => RateLimit,
             (kind::NOTICE, _) => NoticeSent,
             (kind::ACCOUNTS, _) if pk == schema::ACCOUNTS_PK => AccountRegistry,
+            (kind::KYC_QUEUE, _) if pk == schema::KYC_QUEUE_PK => KycQueueEntry,
             _ => return None,
         };
         Some(class)

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// Every word a partition key, sort key or sort-key prefix is made of.
-const KEY_WORDS: [&str; 53] = [
+const KEY_WORDS: [&str; 54] = [
     "USER",
     "EMAIL",
     "SESSION",
@@ -59,6 +59,7 @@ const KEY_WORDS: [&str; 53] = [
     "SENT",
     "ACCOUNTS",
     "COMPLETE",
+    "KYCQUEUE",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

@@ -21,6 +21,7 @@ on_both_stores!(
     the_gate_admits_only_verified_accounts,
     closure_retention_expires_kyc_data_five_years_later,
     no_full_number_in_stores_logs_or_answers,
+    operators_see_the_queue_oldest_first_and_reveal_only_on_record,
 );
 
 const PAN: &str = "ABCPE1234F";
@@ -328,5 +329,85 @@ async fn no_full_number_in_stores_logs_or_answers(backend: Backend) -> TestResul
         kyc::reveal(api.state.store.as_ref(), keys, &record, DocumentKind::Aadhaar).await?.as_deref(),
         Some(aadhaar)
     );
+    Ok(())
+}
+
+async fn queue(api: &TestApi, query: &str) -> Result<reqwest::Response, reqwest::Error> {
+    api.http.get(api.url(&format!("/v1/admin/kyc/queue{query}"))).bearer_auth("operator-secret").send().await
+}
+
+async fn operators_see_the_queue_oldest_first_and_reveal_only_on_record(backend: Backend) -> TestResult {
+    let api = TestApi::start_with(backend, manual()).await?;
+    let mut users = Vec::new();
+    for (n, email) in ["first@example.in", "second@example.in", "third@example.in"].iter().enumerate() {
+        let (user, token) = api.signed_in(email).await?;
+        let pan = format!("QUEPE{:04}Q", n + 1);
+        api.submit_kyc(&token, &pan, &aadhaar_with_check_digit(63_000_000_000 + n as u64)).await?.error_for_status()?;
+        users.push((user, token, pan));
+        api.clock.advance(chrono::Duration::minutes(1));
+    }
+    // Only operators; the queue is oldest first, with masked numbers and the account's details.
+    assert_eq!(api.http.get(api.url("/v1/admin/kyc/queue")).send().await?.status(), StatusCode::UNAUTHORIZED);
+    let listed: Value = queue(&api, "?limit=2").await?.error_for_status()?.json().await?;
+    let data = listed["data"].as_array().ok_or("no list")?;
+    let ids: Vec<&str> = data.iter().filter_map(|e| e["user_id"].as_str()).collect();
+    assert_eq!(ids, vec![users[0].0.as_str(), users[1].0.as_str()]);
+    assert_eq!(
+        (data[0]["email"].clone(), data[0]["pan_masked"].clone()),
+        (json!("first@example.in"), json!("QUEPEXXXXQ"))
+    );
+    assert!(
+        data[0]["full_name"].is_string()
+            && data[0]["date_of_birth"].is_string()
+            && data[0]["aadhaar_masked"].is_string()
+    );
+    let text = listed.to_string();
+    assert!(!text.contains(&users[0].2) && !text.contains(&aadhaar_with_check_digit(63_000_000_000)), "no full number");
+    let cursor = listed["next_cursor"].as_str().ok_or("no next page")?;
+    let rest: Value = queue(&api, &format!("?cursor={cursor}")).await?.error_for_status()?.json().await?;
+    assert_eq!(rest["data"][0]["user_id"], json!(users[2].0));
+
+    // Decided and resubmitted submissions leave or move: the queue always shows what waits now.
+    decide(&api, &users[0].0, json!({ "decision": "approve" })).await?.error_for_status()?;
+    api.submit_kyc(&users[1].1, &users[1].2, &aadhaar_with_check_digit(63_000_000_001)).await?.error_for_status()?;
+    let now: Value = queue(&api, "").await?.error_for_status()?.json().await?;
+    let ids: Vec<&str> =
+        now["data"].as_array().ok_or("no list")?.iter().filter_map(|e| e["user_id"].as_str()).collect();
+    assert_eq!(ids, vec![users[2].0.as_str(), users[1].0.as_str()], "the resubmission waits from its new time, once");
+
+    // A reveal needs a reason, is recorded with who and when before anything is shown, and shows the number.
+    let reveal = |body: Value| {
+        api.http
+            .post(api.url(&format!("/v1/admin/kyc/{}/reveal", users[2].0)))
+            .bearer_auth("operator-secret")
+            .header("x-inferex-operator", "meera@inferex.ai")
+            .json(&body)
+            .send()
+    };
+    expect_error(
+        reveal(json!({ "document": "pan" })).await?,
+        StatusCode::BAD_REQUEST,
+        "invalid_reason",
+        Some("reason"),
+    )
+    .await?;
+    assert_eq!(reveal(json!({ "document": "passport", "reason": "x" })).await?.status(), StatusCode::BAD_REQUEST);
+    let anonymous = api.http.post(api.url(&format!("/v1/admin/kyc/{}/reveal", users[2].0)));
+    let anonymous = anonymous.json(&json!({ "document": "pan", "reason": "x" })).send().await?;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let shown = reveal(json!({ "document": "pan", "reason": "name on PAN looks cropped" })).await?;
+    assert_eq!(shown.headers()["cache-control"], "no-store");
+    let shown: Value = shown.error_for_status()?.json().await?;
+    assert_eq!((shown["number"].clone(), shown["revealed_to"].clone()), (json!(users[2].2), json!("meera@inferex.ai")));
+    let audit = api.dump().await?;
+    let line = audit.lines().find(|l| l.contains("\"decision\":\"reveal\"")).ok_or("no audit record of the reveal")?;
+    assert!(
+        line.contains("meera@inferex.ai") && line.contains("\"document\":\"pan\"") && line.contains("cropped"),
+        "{line}"
+    );
+    assert!(!line.contains(&users[2].2), "the audit names the number, never holds it");
+    // A decision cannot be a reveal.
+    let sneaky = decide(&api, &users[2].0, json!({ "decision": "reveal" })).await?;
+    expect_error(sneaky, StatusCode::BAD_REQUEST, "invalid_decision", Some("decision")).await?;
     Ok(())
 }

@@ -3,7 +3,11 @@
 //!
 //! Items:
 //! - main `USER#<id>` / `KYC`: status, masked numbers, vault references, fingerprints, decision.
-//! - main `USER#<id>` / `KYCDECISION#<millis>#<rand>`: each operator decision (who, when, why).
+//! - main `USER#<id>` / `KYCDECISION#<millis>#<rand>`: each operator decision (who, when, why), and each
+//!   time an operator revealed a full number (who, when, which, why).
+//! - main `KYCQUEUE` / `<submitted millis>#<user id>`: a pending submission waiting for an operator, oldest
+//!   first; written with the submission, removed with the decision (an entry whose submission changed
+//!   since is skipped, and removed, when the queue is listed).
 //! - main `KYCSUBMIT#<id>` / `WINDOW`: submissions left in the account's 30-day window (every submission
 //!   counts, refused ones included).
 //! - main `KYCDOC#<fingerprint>` / `CLAIM`: "this PAN/Aadhaar backs this account", written when a submission
@@ -198,6 +202,9 @@ pub struct VaultEntry {
 pub struct DecisionRecord {
     pub user_id: String,
     pub decision: Decision,
+    /// For a reveal: the number shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<DocumentKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub decided_by: String,
@@ -209,6 +216,8 @@ pub struct DecisionRecord {
 pub enum Decision {
     Approve,
     Reject,
+    /// Not a decision: an operator was shown a full number (audited like one, kept as long).
+    Reveal,
 }
 
 const CLAIM_SK: &str = schema::sk::CLAIM;
@@ -240,6 +249,21 @@ fn set_account_status(user_id: &str, status: KycStatus) -> WriteOp {
             .set("kyc_status", json!(status))
             .when(Condition::AttrEquals("status".into(), json!(crate::accounts::AccountStatus::Active))),
     )
+}
+
+fn queue_sk(record: &KycRecord) -> String {
+    format!("{:013}#{}", record.submitted_at.timestamp_millis().max(0), record.user_id)
+}
+
+/// The submission's place in the operators' queue.
+fn queue_put(record: &KycRecord) -> StoreResult<WriteOp> {
+    let entry = json!({ "user_id": record.user_id, "submitted_at": record.submitted_at });
+    let expires_at = (record.submitted_at + crate::retention::KYC_QUEUE_LIFETIME).timestamp();
+    Ok(WriteOp::Put(Put {
+        table: Table::Main,
+        item: Item::from_record(schema::KYC_QUEUE_PK, queue_sk(record), &entry, Some(expires_at))?,
+        condition: Condition::Always,
+    }))
 }
 
 /// The message a KYC outcome sends (approved, or rejected with the reason); none while it is pending.
@@ -360,6 +384,9 @@ impl<T: ItemStore + ?Sized> KycStore for T {
         ops.push(put_record(record, previous.map(|p| p.revision))?);
         ops.push(set_account_status(user, record.status));
         ops.extend(outcome_notice(record)?);
+        if record.status == KycStatus::Pending {
+            ops.push(queue_put(record)?);
+        }
         self.transact(ops).await.map_err(conflict)
     }
 
@@ -390,6 +417,12 @@ impl<T: ItemStore + ?Sized> KycStore for T {
             ops.push(release_claim(user, fingerprint));
         }
         ops.extend(outcome_notice(record)?);
+        ops.push(WriteOp::Delete(Delete {
+            table: Table::Main,
+            pk: schema::KYC_QUEUE_PK.into(),
+            sk: queue_sk(record),
+            condition: Condition::Always,
+        }));
         self.transact(ops).await.map_err(conflict)
     }
 }
@@ -616,6 +649,13 @@ pub async fn decide<S: KycStore + AccountStore + ?Sized>(
     reason: Option<String>,
     operator: &str,
 ) -> ApiResult<KycRecord> {
+    if decision == Decision::Reveal {
+        return Err(ApiError::invalid(
+            "invalid_decision",
+            "decision",
+            "decision must be approve or reject (numbers are revealed with POST /v1/admin/kyc/{user_id}/reveal)",
+        ));
+    }
     let reason = check_reason(decision, reason)?;
     let Some(mut record) = store.kyc_record(user_id).await? else {
         return Err(ApiError::NotFound { code: "kyc_not_found", message: "no KYC submission for this user".into() });
@@ -645,16 +685,22 @@ pub async fn decide<S: KycStore + AccountStore + ?Sized>(
             record.verified_at = Some(now);
             record.rejection_reason = None;
         }
-        Decision::Reject => {
+        Decision::Reject | Decision::Reveal => {
             record.status = KycStatus::Rejected;
             record.rejection_reason = reason.clone();
         }
     }
-    let audit =
-        DecisionRecord { user_id: user_id.to_owned(), decision, reason, decided_by: operator.to_owned(), at: now };
+    let audit = DecisionRecord {
+        user_id: user_id.to_owned(),
+        decision,
+        document: None,
+        reason,
+        decided_by: operator.to_owned(),
+        at: now,
+    };
     // A rejected submission must not keep numbers from their rightful owner (older data may hold claims).
     let releases = match decision {
-        Decision::Reject => held_claims(store, user_id, &record).await?,
+        Decision::Reject | Decision::Reveal => held_claims(store, user_id, &record).await?,
         Decision::Approve => Vec::new(),
     };
     match store.save_decision(&record, previous_revision, &audit, &releases).await {
@@ -825,4 +871,98 @@ pub async fn reveal<S: KycStore + ?Sized>(
     let aad = format!("{}:{}", record.user_id, kind.as_str());
     let plaintext = vault::open(keys.data_keys.as_ref(), &entry.sealed, aad.as_bytes()).await?;
     String::from_utf8(plaintext).map(Some).map_err(|_| ApiError::Internal("vault entry is not text".into()))
+}
+
+/// A pending submission as the operators' queue shows it: masked numbers and the account's details.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueuedSubmission {
+    pub user_id: String,
+    pub email: String,
+    pub full_name: String,
+    pub date_of_birth: chrono::NaiveDate,
+    pub account_created_at: String,
+    pub name_on_pan: String,
+    pub pan_masked: String,
+    pub aadhaar_masked: String,
+    pub submitted_at: String,
+}
+
+/// `GET /v1/admin/kyc/queue`: pending submissions, oldest first, a page at a time (`after` is the previous
+/// page's cursor). Entries whose submission was decided or replaced meanwhile are skipped and removed.
+pub async fn queue<S: ItemStore + ?Sized>(
+    store: &S,
+    limit: u32,
+    after: Option<String>,
+) -> ApiResult<(Vec<QueuedSubmission>, Option<String>)> {
+    let page = store.query(Query::new(Table::Main, schema::KYC_QUEUE_PK).limit(limit).after(after)).await?;
+    let mut listed = Vec::new();
+    for entry in &page.items {
+        let user_id = entry.attrs.get("user_id").and_then(serde_json::Value::as_str).unwrap_or_default();
+        let record = store.kyc_record(user_id).await?.filter(|r| r.status == KycStatus::Pending);
+        let account = store.account(user_id).await?.filter(|a| a.status == crate::accounts::AccountStatus::Active);
+        let (Some(record), Some(account)) = (record, account) else {
+            stale_entry(store, entry).await;
+            continue;
+        };
+        if queue_sk(&record) != entry.sk {
+            stale_entry(store, entry).await;
+            continue;
+        }
+        listed.push(QueuedSubmission {
+            user_id: record.user_id.clone(),
+            email: account.email,
+            full_name: account.full_name,
+            date_of_birth: account.date_of_birth,
+            account_created_at: crate::accounts::timestamp(account.created_at),
+            name_on_pan: record.name_on_pan,
+            pan_masked: record.pan_masked,
+            aadhaar_masked: record.aadhaar_masked,
+            submitted_at: crate::accounts::timestamp(record.submitted_at),
+        });
+    }
+    Ok((listed, page.next))
+}
+
+async fn stale_entry<S: ItemStore + ?Sized>(store: &S, entry: &Item) {
+    let delete =
+        Delete { table: Table::Main, pk: entry.pk.clone(), sk: entry.sk.clone(), condition: Condition::Always };
+    if let Err(e) = store.delete(delete).await {
+        tracing::warn!(error = %e, "a stale KYC queue entry stays until the next listing");
+    }
+}
+
+/// `POST /v1/admin/kyc/{user_id}/reveal`: shows an operator one full number of a submission, after
+/// recording who asked, when, for which number and why (the record is kept like a decision). Nothing is
+/// shown if the record cannot be written.
+pub async fn reveal_for_operator<S: ItemStore + ?Sized>(
+    store: &S,
+    keys: &KycKeys,
+    clock: &dyn Clock,
+    (user_id, document): (&str, DocumentKind),
+    reason: Option<String>,
+    operator: &str,
+) -> ApiResult<String> {
+    let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+    let Some(reason) = reason.filter(|r| r.chars().count() <= MAX_REASON_CHARS) else {
+        let message = format!("a reveal needs a reason of at most {MAX_REASON_CHARS} characters, kept in the audit");
+        return Err(ApiError::invalid("invalid_reason", "reason", message));
+    };
+    let not_found = || ApiError::NotFound { code: "kyc_not_found", message: "no KYC submission for this user".into() };
+    let record = store.kyc_record(user_id).await?.ok_or_else(not_found)?;
+    let now = clock.now();
+    let audit = DecisionRecord {
+        user_id: user_id.to_owned(),
+        decision: Decision::Reveal,
+        document: Some(document),
+        reason: Some(reason),
+        decided_by: operator.to_owned(),
+        at: now,
+    };
+    let put = Put {
+        table: Table::Main,
+        item: Item::from_record(user_pk(user_id), time_sort_key(DECISION_PREFIX, now), &audit, None)?,
+        condition: Condition::NotExists,
+    };
+    store.put(put).await?;
+    reveal(store, keys, &record, document).await?.ok_or_else(not_found)
 }

@@ -14,7 +14,7 @@
 //!   `RZPDISPUTE#<dispute>` / `DISPUTE`.
 //! - Singleton partitions: `WALLETS` / `<user id>`; `TOPUPS#OPEN` / `<time>#<id>`; `PAYMENTREVIEW` / `<time>`;
 //!   `REFUNDREQUEST` / `<user id>`; `CLOSURES#PENDING` / `<user id>`; `OUTBOX` / `<time>#<id>`;
-//!   `ACCOUNTS` / `<user id>`.
+//!   `ACCOUNTS` / `<user id>`; `KYCQUEUE` / `<time>#<user id>`.
 //! - E-mail: `EMAILTOKEN#<hash>` / `TOKEN`; `RESETTOKEN#<hash>` / `TOKEN`; `UNSUB#<hash>` / `TOKEN`;
 //!   `MAILSENT#<id>` / `SENT`; `SUPPRESS#<email>` / `SUPPRESSED`; `RATE#<what>#<who>` / `WINDOW`;
 //!   `NOTICE#<what>` / `<user id>` (one notice per account and policy version or campaign) and `COMPLETE`.
@@ -56,6 +56,7 @@ pub mod kind {
     pub const RATE: &str = "RATE";
     pub const NOTICE: &str = "NOTICE";
     pub const ACCOUNTS: &str = "ACCOUNTS";
+    pub const KYC_QUEUE: &str = "KYCQUEUE";
 }
 
 /// Fixed sort keys.
@@ -107,6 +108,8 @@ pub const PENDING_CLOSURES_PK: &str = "CLOSURES#PENDING";
 pub const OUTBOX_PK: &str = kind::OUTBOX;
 /// Registry of every open account (sort key = user id), walked by the notices that go to every account.
 pub const ACCOUNTS_PK: &str = kind::ACCOUNTS;
+/// Pending KYC submissions, oldest first (sort key `<submitted millis>#<user id>`), for the operators.
+pub const KYC_QUEUE_PK: &str = kind::KYC_QUEUE;
 
 fn key(kind: &str, id: &str) -> String {
     format!("{kind}#{id}")
