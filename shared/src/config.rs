@@ -27,8 +27,9 @@ pub struct Config {
     /// `KYC_MODE`: `auto` (valid and unique submissions are verified at once; the local default) or
     /// `manual` (submissions wait for an operator's decision).
     pub kyc_mode: KycMode,
-    /// `INFEREX_ADMIN_TOKEN` (local runs only; at least 32 characters): bearer token of the operator
-    /// endpoints; they answer 404 while it is unset. In AWS the token is a Secrets Manager secret.
+    /// `INFEREX_ADMIN_TOKEN` (local runs only): the operators' credentials, a JSON object of each operator's
+    /// name to their own token (or one plain token, acting as `admin`), each at least 32 characters; the
+    /// operator endpoints answer 404 while it is unset. In AWS it is a Secrets Manager secret.
     pub admin_token: Option<SecretString>,
     /// `INFEREX_TOPUP_MIN_PAISE` / `INFEREX_TOPUP_MAX_PAISE`: accepted top-up amounts (₹100 to ₹5,00,000).
     pub topup_min_paise: i64,
@@ -125,14 +126,11 @@ impl Config {
             trust_forwarded_for: var::<bool>("INFEREX_TRUST_X_FORWARDED_FOR")?.unwrap_or(false),
             kyc_mode: var::<KycMode>("KYC_MODE")?.unwrap_or(defaults.kyc_mode),
             admin_token: match var::<String>("INFEREX_ADMIN_TOKEN")? {
-                Some(raw) => Some(
-                    crate::runtime_secrets::checked(
-                        "INFEREX_ADMIN_TOKEN",
-                        &raw,
-                        crate::runtime_secrets::MIN_OPERATOR_TOKEN,
-                    )
-                    .map_err(|e| ConfigError { name: "INFEREX_ADMIN_TOKEN".into(), reason: e.to_string() })?,
-                ),
+                Some(raw) => {
+                    crate::operators::OperatorCredentials::parse("INFEREX_ADMIN_TOKEN", &raw)
+                        .map_err(|e| ConfigError { name: "INFEREX_ADMIN_TOKEN".into(), reason: e.to_string() })?;
+                    Some(SecretString::new(raw.trim()))
+                }
                 None => None,
             },
             topup_min_paise: var::<i64>("INFEREX_TOPUP_MIN_PAISE")?.unwrap_or(defaults.topup_min_paise),

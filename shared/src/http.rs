@@ -207,39 +207,25 @@ pub async fn run_on_lambda(app: Router) -> Result<(), lambda_http::Error> {
     lambda_http::run(lambda_service(app)).await
 }
 
-/// An operator authenticated by `Authorization: Bearer <INFEREX_ADMIN_TOKEN>` (compared in constant time).
-/// While no admin token is configured the operator routes do not exist (404). The operator's name for the
-/// audit trail comes from `X-Inferex-Operator` (default `admin`).
+/// An operator authenticated by `Authorization: Bearer <their own token>`: the name is the one their
+/// credential carries (`crate::operators`), recorded with every action; nothing the caller asserts. While no
+/// operator credentials are configured the operator routes do not exist (404).
 #[derive(Debug, Clone)]
 pub struct Operator(pub String);
-
-const MAX_OPERATOR_CHARS: usize = 64;
 
 impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(token) = &state.operator_token else {
+        let Some(credentials) = &state.operator_token else {
             return Err(route_not_found(parts.method.clone(), parts.uri.clone()).await);
         };
-        let expected = token.current().await;
+        let credentials = credentials.current().await;
         let presented = bearer_token(&parts.headers).unwrap_or_default();
-        // Comparing digests keeps the comparison constant-time even when the lengths differ.
-        let matches = crate::secrets::constant_time_eq(
-            crate::secrets::sha256_hex(presented).as_bytes(),
-            crate::secrets::sha256_hex(expected.expose()).as_bytes(),
-        );
-        if presented.is_empty() || !matches {
-            return Err(ApiError::unauthenticated("invalid_admin_token", "a valid operator token is required"));
+        match credentials.who(presented) {
+            Some(name) => Ok(Operator(name.to_owned())),
+            None => Err(ApiError::unauthenticated("invalid_admin_token", "a valid operator token is required")),
         }
-        let name = parts
-            .headers
-            .get("x-inferex-operator")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().chars().take(MAX_OPERATOR_CHARS).collect::<String>())
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| "admin".into());
-        Ok(Operator(name))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod kyc;
 pub mod links;
 pub mod money;
 pub mod notifications;
+pub mod operators;
 pub mod passwords;
 pub mod privacy;
 pub mod razorpay;

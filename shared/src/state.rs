@@ -9,9 +9,9 @@ use crate::config::{Config, var};
 use crate::error::ApiError;
 pub use crate::kyc::KycKeys;
 use crate::kyc::vault::{Fingerprinter, KmsDataKeys};
+use crate::operators::OperatorCredentials;
 use crate::razorpay::{RazorpayClient, RazorpayConfig};
-use crate::runtime_secrets::{self, MIN_OPERATOR_TOKEN, Rotating, SecretSource, SecretsManagerSource};
-use crate::secrets::SecretString;
+use crate::runtime_secrets::{self, Rotating, SecretSource, SecretsManagerSource};
 use crate::store::ItemStore;
 use crate::store::dynamo::{DynamoStore, TableNames};
 
@@ -30,8 +30,8 @@ pub struct AppState {
     pub blobs: Option<Arc<dyn BlobStore>>,
     /// Present where inference is served (the inference function, the local server).
     pub gateway: Option<Arc<crate::inference::Gateway>>,
-    /// The operator endpoints' bearer token; while there is none they answer 404.
-    pub operator_token: Option<Arc<Rotating<SecretString>>>,
+    /// The operators' credentials (one per operator); while there are none the operator endpoints answer 404.
+    pub operator_token: Option<Arc<Rotating<OperatorCredentials>>>,
     /// Where data exports are built: a task of this process, or (in AWS) the exports function.
     pub export_builds: crate::privacy::ExportBuilds,
 }
@@ -40,8 +40,19 @@ impl AppState {
     /// The operator token, if any, is the configuration's (fixed); in AWS [`AppState::for_lambda`] reads
     /// it from Secrets Manager instead.
     pub fn new(store: Arc<dyn ItemStore>, config: Config, clock: Arc<dyn Clock>) -> Self {
-        let operator_token =
-            config.admin_token.clone().map(|token| Arc::new(Rotating::fixed(token, Arc::clone(&clock))));
+        // Checked when the configuration was read (`Config::from_env`); tests build configurations with
+        // short tokens, so no length is required here.
+        let operator_token = config
+            .admin_token
+            .as_ref()
+            .and_then(|raw| match OperatorCredentials::parse_with("the operator credentials", raw.expose(), 1) {
+                Ok(credentials) => Some(credentials),
+                Err(e) => {
+                    tracing::error!(error = %e, "operator credentials refused; the operator endpoints stay off");
+                    None
+                }
+            })
+            .map(|credentials| Arc::new(Rotating::fixed(credentials, Arc::clone(&clock))));
         Self {
             store,
             config: Arc::new(config),
@@ -143,7 +154,7 @@ impl AppState {
             state = state.with_razorpay(RazorpayClient::with_keys(keys)?);
         }
         if let Some(arn) = var::<String>("INFEREX_OPERATOR_TOKEN_SECRET_ARN")? {
-            let parse = |raw: &str| runtime_secrets::checked("the operator token", raw, MIN_OPERATOR_TOKEN);
+            let parse = |raw: &str| OperatorCredentials::parse("the operator credentials", raw);
             state.operator_token = Some(Arc::new(Rotating::load(source(arn), parse, Arc::clone(&clock)).await?));
         }
         if let Some(arn) = var::<String>("PROVIDER_KEYS_SECRET_ARN")? {

@@ -27,15 +27,17 @@ on_both_stores!(
 const PAN: &str = "ABCPE1234F";
 const AADHAAR: &str = "234123412346";
 
+/// Two operators, each with their own token: every action is recorded under the name of the token used.
+const OPERATORS: &str = r#"{"ravi@inferex.ai": "operator-secret", "meera@inferex.ai": "operator-secret-meera"}"#;
+
 fn manual() -> Config {
-    Config { kyc_mode: KycMode::Manual, admin_token: Some(SecretString::new("operator-secret")), ..Config::default() }
+    Config { kyc_mode: KycMode::Manual, admin_token: Some(SecretString::new(OPERATORS)), ..Config::default() }
 }
 
 async fn decide(api: &TestApi, user_id: &str, body: Value) -> Result<reqwest::Response, reqwest::Error> {
     api.http
         .post(api.url(&format!("/v1/admin/kyc/{user_id}/decision")))
         .bearer_auth("operator-secret")
-        .header("x-inferex-operator", "ravi@inferex.ai")
         .json(&body)
         .send()
         .await
@@ -379,8 +381,9 @@ async fn operators_see_the_queue_oldest_first_and_reveal_only_on_record(backend:
     let reveal = |body: Value| {
         api.http
             .post(api.url(&format!("/v1/admin/kyc/{}/reveal", users[2].0)))
-            .bearer_auth("operator-secret")
-            .header("x-inferex-operator", "meera@inferex.ai")
+            .bearer_auth("operator-secret-meera")
+            // A name the caller claims counts for nothing: the token says who it is.
+            .header("x-inferex-operator", "someone-else@inferex.ai")
             .json(&body)
             .send()
     };
