@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use shared::auth::Session;
 use shared::error::ApiResult;
-use shared::http::{JsonBody, ListPage, QueryParams, decode_cursor, page_limit};
+use shared::http::{JsonBody, ListPage, Operator, QueryParams, decode_cursor, page_limit};
 use shared::kyc;
 use shared::state::AppState;
 use shared::wallet::{self, CheckoutCallback, LedgerEntryView, TopupView, WalletStore, WalletView};
@@ -19,6 +19,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/wallet/transactions", get(transactions))
         .route("/v1/wallet/topups", post(create_topup))
         .route("/v1/wallet/topups/{topup_id}/verify", post(verify))
+        .route("/v1/admin/refund-requests", get(refund_requests))
+        .route("/v1/admin/refund-requests/{user_id}/payout", post(record_payout))
+        .route("/v1/admin/payment-reviews", get(payment_reviews))
+        .route("/v1/admin/payment-reviews/{review_id}/handled", post(mark_review_handled))
 }
 
 pub fn app(state: AppState) -> Router {
@@ -107,4 +111,72 @@ async fn transactions(
     let after = decode_cursor(query.cursor.as_deref(), shared::store::schema::prefix::LEDGER)?;
     let (entries, next) = state.store.ledger(&session.user_id, limit, after).await?;
     Ok(Json(ListPage::page(entries.iter().map(LedgerEntryView::from).collect(), next.as_deref())))
+}
+
+#[derive(Debug, Deserialize)]
+struct AdminPage {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// Closed accounts' refund requests (operators).
+async fn refund_requests(
+    State(state): State<AppState>,
+    Operator(_): Operator,
+    QueryParams(query): QueryParams<AdminPage>,
+) -> ApiResult<Json<ListPage<wallet::RefundRequestView>>> {
+    let limit = page_limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
+    let after = decode_cursor(query.cursor.as_deref(), "")?;
+    let (views, next) = wallet::refund_requests(state.store.as_ref(), limit, after).await?;
+    Ok(Json(ListPage::page(views, next.as_deref())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Payout {
+    /// What the request showed as owed, wallet units.
+    amount: i64,
+    /// The bank transfer's reference (UTR).
+    reference: String,
+}
+
+async fn record_payout(
+    State(state): State<AppState>,
+    Operator(operator): Operator,
+    Path(user_id): Path<String>,
+    JsonBody(payout): JsonBody<Payout>,
+) -> ApiResult<Json<wallet::RefundRequestView>> {
+    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+    let target = (user_id.as_str(), payout.amount);
+    Ok(Json(wallet::record_payout(store, clock, target, &payout.reference, &operator).await?))
+}
+
+/// Payments recorded for review (operators).
+async fn payment_reviews(
+    State(state): State<AppState>,
+    Operator(_): Operator,
+    QueryParams(query): QueryParams<AdminPage>,
+) -> ApiResult<Json<ListPage<wallet::PaymentReviewView>>> {
+    let limit = page_limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
+    let after = decode_cursor(query.cursor.as_deref(), "")?;
+    let (views, next) = wallet::payment_reviews(state.store.as_ref(), limit, after).await?;
+    Ok(Json(ListPage::page(views, next.as_deref())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Handled {
+    note: String,
+}
+
+async fn mark_review_handled(
+    State(state): State<AppState>,
+    Operator(operator): Operator,
+    Path(review_id): Path<String>,
+    JsonBody(handled): JsonBody<Handled>,
+) -> ApiResult<Json<wallet::PaymentReviewView>> {
+    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+    let view = wallet::mark_review_handled(store, clock, &review_id, &handled.note, &operator).await?;
+    tracing::info!(%operator, "payment review handled");
+    Ok(Json(view))
 }

@@ -1,6 +1,6 @@
-//! The deployed binary fails closed at its cold start: a secret in the environment, no Razorpay secret, or
-//! one that still holds the old template's placeholder stops it with one `refusing to start` line before it
-//! serves anything; a valid secret gets past the check (to the Lambda runtime, which is absent here). The
+//! The deployed binary fails closed at its cold start: a secret in the environment, no Razorpay secret, one
+//! that still holds the old template's placeholder, or no (or weak) operator credentials stop it with one
+//! `refusing to start` line before it serves anything; valid secrets get past the check (to the Lambda runtime, which is absent here). The
 //! secrets live in moto's Secrets Manager, started by `make test`.
 
 use shared::secrets::random_suffix;
@@ -45,7 +45,18 @@ async fn the_wallet_function_refuses_to_start_without_valid_secrets() -> TestRes
         r#"{"key_id":"rzp_live_Ab12Cd34Ef56Gh","key_secret":"kS9dLq2mVx7Tz4Rb1NwYc8Hp","webhook_secret":"w3bh00k-S3cr3t-0f-tw3nty+"}"#,
     )
     .await?;
+    // Without the operators' credentials (refund payouts, payment reviews) it refuses too.
     let (ok, out) = cold_start(&[("RAZORPAY_SECRET_ARN", &valid)])?;
+    assert!(!ok && out.contains("refusing to start") && out.contains("INFEREX_OPERATOR_TOKEN_SECRET_ARN"), "{out}");
+    let weak_operators = secret(r#"{"ravi@inferexai.in": "short"}"#).await?;
+    let vars =
+        [("RAZORPAY_SECRET_ARN", valid.as_str()), ("INFEREX_OPERATOR_TOKEN_SECRET_ARN", weak_operators.as_str())];
+    let (ok, out) = cold_start(&vars)?;
+    assert!(!ok && out.contains("refusing to start") && out.contains("too short"), "{out}");
+
+    let operators = secret(r#"{"ravi@inferexai.in": "Zq8Vd2LmZ0pRt7Yw1NcXbq8Vd2LmZ0pRtA"}"#).await?;
+    let vars = [("RAZORPAY_SECRET_ARN", valid.as_str()), ("INFEREX_OPERATOR_TOKEN_SECRET_ARN", operators.as_str())];
+    let (ok, out) = cold_start(&vars)?;
     assert!(!ok, "there is no Lambda runtime to serve: {out}");
     assert!(!out.contains("refusing to start"), "a valid secret passes the start-up checks: {out}");
     Ok(())

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::ledger::{CREDIT_ATTEMPTS, LedgerEntry, LedgerKind, entry_put};
 use super::{CLOSED, WALLET_SK, WALLETS_PK, Wallet, payment_expiry};
@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::money::format_inr;
 use crate::store::schema::{self};
-use crate::store::{Condition, Conditional, Item, ItemStore, Put, StoreResult, Table, Update, WriteOp};
+use crate::store::{Condition, Conditional, Item, ItemStore, Put, Query, StoreResult, Table, Update, WriteOp};
 
 const REFUND_REQUESTS_PK: &str = schema::REFUND_REQUESTS_PK;
 
@@ -172,4 +172,95 @@ pub async fn expire_registry<S: ItemStore + ?Sized>(store: &S, user_id: &str, un
         .expiry(crate::store::ExpiryChange::Set(until))
         .when(Condition::Exists);
     store.update(registry).await.or_not_needed()
+}
+
+/// A closed account's refund request as operators see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefundRequestView {
+    pub user_id: String,
+    /// Still owed, wallet units (0 once paid out, until money reaches the closed wallet again).
+    pub amount: i64,
+    pub amount_inr: String,
+    /// `open` while anything is owed, else `paid`.
+    pub status: &'static str,
+    pub requested_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_payout: Option<Value>,
+}
+
+/// `GET /v1/admin/refund-requests`: every closed account's refund request, a page at a time.
+pub async fn refund_requests<S: ItemStore + ?Sized>(
+    store: &S,
+    limit: u32,
+    after: Option<String>,
+) -> ApiResult<(Vec<RefundRequestView>, Option<String>)> {
+    let page = store.query(Query::new(Table::Main, REFUND_REQUESTS_PK).limit(limit).after(after)).await?;
+    let views = page.items.iter().map(refund_request_view).collect::<StoreResult<Vec<_>>>()?;
+    Ok((views, page.next))
+}
+
+/// `POST /v1/admin/refund-requests/{user_id}/payout`: records that an operator paid `amount` (wallet units,
+/// what the request showed) out to the account's owner, with the bank's reference. The write holds only
+/// if the request still owes exactly that amount (money that reached or left the closed wallet meanwhile
+/// changes it: the operator reads it again), so nothing is paid twice or recorded against a changed sum.
+pub async fn record_payout<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    (user_id, amount): (&str, i64),
+    reference: &str,
+    operator: &str,
+) -> ApiResult<RefundRequestView> {
+    let reference = reference.trim();
+    if reference.is_empty() || reference.chars().count() > 100 {
+        return Err(ApiError::invalid(
+            "invalid_reference",
+            "reference",
+            "reference (the bank's) must be 1-100 characters",
+        ));
+    }
+    if amount <= 0 {
+        return Err(ApiError::invalid(
+            "invalid_amount",
+            "amount",
+            "amount must be the positive amount owed, in wallet units",
+        ));
+    }
+    let now = clock.now();
+    let payout = json!({ "amount": amount, "amount_inr": format_inr(amount), "reference": reference, "paid_by": operator, "paid_at": now });
+    let update = Update::new(Table::Main, REFUND_REQUESTS_PK, user_id)
+        .add("amount", -amount)
+        .set("amount_inr", json!(format_inr(0)))
+        .add("paid_total", amount)
+        .set("last_payout", payout)
+        .when(Condition::AttrEquals("amount".into(), json!(amount)));
+    if store.update(update).await.applied()?.is_none() {
+        return Err(match refund_request(store, user_id).await? {
+            None => ApiError::NotFound {
+                code: "refund_request_not_found",
+                message: format!("no refund request for {user_id}"),
+            },
+            Some(_) => ApiError::Conflict {
+                code: "refund_request_changed",
+                message: "the amount owed is not the one given (it changed, or was paid); read the request again"
+                    .into(),
+                param: Some("amount".into()),
+            },
+        });
+    }
+    tracing::warn!(%user_id, %operator, amount, "refund request paid out");
+    let item = store.get(Table::Main, REFUND_REQUESTS_PK, user_id).await?;
+    let item = item.ok_or_else(|| ApiError::Internal("refund request vanished".into()))?;
+    Ok(refund_request_view(&item)?)
+}
+
+fn refund_request_view(item: &Item) -> StoreResult<RefundRequestView> {
+    let request: RefundRequest = item.record()?;
+    Ok(RefundRequestView {
+        status: if request.amount > 0 { "open" } else { "paid" },
+        user_id: request.user_id,
+        amount: request.amount,
+        amount_inr: request.amount_inr,
+        requested_at: crate::accounts::timestamp(request.requested_at),
+        last_payout: item.attrs.get("last_payout").cloned(),
+    })
 }

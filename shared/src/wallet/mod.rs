@@ -53,7 +53,10 @@ mod topups;
 mod webhook;
 
 pub use adjustments::{DisputeState, apply_deferred, apply_dispute, debit_refund};
-pub use closure::{RefundRequest, closure_ops, expire_registry, refund_request, sync_closed_wallet};
+pub use closure::{
+    RefundRequest, RefundRequestView, closure_ops, expire_registry, record_payout, refund_request, refund_requests,
+    sync_closed_wallet,
+};
 pub use ledger::{LedgerEntry, LedgerEntryView, LedgerKind};
 pub use reconciliation::{ABANDON_UNANSWERED_AFTER, ReconciliationReport, reconcile};
 pub use topups::{
@@ -180,6 +183,81 @@ async fn record_review<S: ItemStore + ?Sized>(
         })
         .await?;
     Ok(())
+}
+
+/// A payment recorded for review (an amount or currency that did not match, more taken back than paid), as
+/// operators see it. `id` names it in `POST /v1/admin/payment-reviews/{id}/handled`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PaymentReviewView {
+    pub id: String,
+    pub details: Value,
+    pub recorded_at: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handled: Option<Value>,
+}
+
+fn review_id(sort_key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sort_key)
+}
+
+fn review_sort_key(id: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(id.as_bytes()).ok()?;
+    String::from_utf8(bytes).ok().filter(|sk| sk.len() <= 64)
+}
+
+fn review_view(item: &Item) -> PaymentReviewView {
+    PaymentReviewView {
+        id: review_id(&item.sk),
+        details: item.attrs.get("details").cloned().unwrap_or(Value::Null),
+        recorded_at: item.attrs.get("recorded_at").cloned().unwrap_or(Value::Null),
+        handled: item.attrs.get("handled").cloned(),
+    }
+}
+
+/// `GET /v1/admin/payment-reviews`: payments recorded for review, oldest first, a page at a time.
+pub async fn payment_reviews<S: ItemStore + ?Sized>(
+    store: &S,
+    limit: u32,
+    after: Option<String>,
+) -> ApiResult<(Vec<PaymentReviewView>, Option<String>)> {
+    let page = store.query(Query::new(Table::Main, REVIEW_PK).limit(limit).after(after)).await?;
+    Ok((page.items.iter().map(review_view).collect(), page.next))
+}
+
+/// `POST /v1/admin/payment-reviews/{id}/handled`: an operator records how a review was settled (once: a
+/// second marking is a conflict, the first stands).
+pub async fn mark_review_handled<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn crate::clock::Clock,
+    id: &str,
+    note: &str,
+    operator: &str,
+) -> ApiResult<PaymentReviewView> {
+    let not_found =
+        || ApiError::NotFound { code: "payment_review_not_found", message: format!("no payment review {id}") };
+    let sort_key = review_sort_key(id).ok_or_else(not_found)?;
+    let note = note.trim();
+    if note.is_empty() || note.chars().count() > 500 {
+        return Err(ApiError::invalid("invalid_note", "note", "note (what was done) must be 1-500 characters"));
+    }
+    let handled = json!({ "by": operator, "at": clock.now(), "note": note });
+    let update = Update::new(Table::Main, REVIEW_PK, &sort_key)
+        .set("handled", handled)
+        // `handled` is an object once set, so this means "not handled yet".
+        .when(Condition::AttrAbsentOrEquals("handled".into(), json!(false)));
+    match store.update(update).await.applied()? {
+        Some(item) => Ok(review_view(&item)),
+        None => match store.get(Table::Main, REVIEW_PK, &sort_key).await? {
+            None => Err(not_found()),
+            Some(_) => Err(ApiError::Conflict {
+                code: "payment_review_handled",
+                message: "this review was already marked handled".into(),
+                param: None,
+            }),
+        },
+    }
 }
 
 /// The highest low-balance threshold an account may set: ₹10,00,000 (twice the largest top-up).

@@ -1,0 +1,141 @@
+//! The operators' money work end to end, on both stores: closed accounts' refund requests (listed, paid out
+//! only for exactly the amount owed) and payments recorded for review (listed, settled once), each action
+//! recorded under the name of the operator whose token was used.
+
+use e2e::{Backend, TestApi, TestResult, expect_error, on_both_stores};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shared::config::Config;
+use shared::secrets::SecretString;
+
+on_both_stores!(refund_requests_are_paid_out_once_for_what_is_owed, payment_reviews_are_listed_and_settled_once);
+
+const PASSWORD: &str = "correct horse battery";
+const OPERATORS: &str = r#"{"asha.ops@inferexai.in": "ops-token-asha", "dev.ops@inferexai.in": "ops-token-dev"}"#;
+
+fn operators() -> Config {
+    Config { admin_token: Some(SecretString::new(OPERATORS)), ..Config::default() }
+}
+
+async fn get(api: &TestApi, path: &str, token: Option<&str>) -> Result<reqwest::Response, reqwest::Error> {
+    let request = api.http.get(api.url(path));
+    match token {
+        Some(token) => request.bearer_auth(token).send().await,
+        None => request.send().await,
+    }
+}
+
+async fn post(api: &TestApi, path: &str, token: &str, body: Value) -> Result<reqwest::Response, reqwest::Error> {
+    api.http.post(api.url(path)).bearer_auth(token).json(&body).send().await
+}
+
+async fn refund_requests_are_paid_out_once_for_what_is_owed(backend: Backend) -> TestResult {
+    let api = TestApi::start_with(backend, operators()).await?;
+    let (user, token) = api.verified_user("leaver@example.in").await?;
+    api.fund(&token, 250).await?;
+    let close = api.http.delete(api.url("/v1/account")).bearer_auth(&token).json(&json!({ "password": PASSWORD }));
+    close.send().await?.error_for_status()?;
+
+    assert_eq!(get(&api, "/v1/admin/refund-requests", None).await?.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&api, "/v1/admin/refund-requests", Some("not-an-operator")).await?.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let listed: Value =
+        get(&api, "/v1/admin/refund-requests", Some("ops-token-asha")).await?.error_for_status()?.json().await?;
+    let request = listed["data"]
+        .as_array()
+        .and_then(|d| d.iter().find(|r| r["user_id"] == json!(user)))
+        .ok_or("no request")?
+        .clone();
+    assert_eq!((request["status"].clone(), request["amount_inr"].clone()), (json!("open"), json!("250.00")));
+    let owed = request["amount"].as_i64().ok_or("no amount")?;
+
+    let path = format!("/v1/admin/refund-requests/{user}/payout");
+    expect_error(
+        post(&api, &path, "ops-token-asha", json!({ "amount": owed, "reference": " " })).await?,
+        StatusCode::BAD_REQUEST,
+        "invalid_reference",
+        Some("reference"),
+    )
+    .await?;
+    expect_error(
+        post(&api, &path, "ops-token-asha", json!({ "amount": -owed, "reference": "UTR1" })).await?,
+        StatusCode::BAD_REQUEST,
+        "invalid_amount",
+        Some("amount"),
+    )
+    .await?;
+    let short = post(&api, &path, "ops-token-asha", json!({ "amount": owed - 1, "reference": "UTR1" })).await?;
+    expect_error(short, StatusCode::CONFLICT, "refund_request_changed", Some("amount")).await?;
+    let unknown = post(
+        &api,
+        "/v1/admin/refund-requests/usr_nobody/payout",
+        "ops-token-asha",
+        json!({ "amount": owed, "reference": "UTR1" }),
+    )
+    .await?;
+    expect_error(unknown, StatusCode::NOT_FOUND, "refund_request_not_found", None).await?;
+
+    // Two operators pay the same request at once: one payout is recorded, the other is told it changed.
+    let (first, second) = tokio::join!(
+        post(&api, &path, "ops-token-asha", json!({ "amount": owed, "reference": "UTR-A" })),
+        post(&api, &path, "ops-token-dev", json!({ "amount": owed, "reference": "UTR-B" })),
+    );
+    let statuses = [first?.status(), second?.status()];
+    assert!(statuses.contains(&StatusCode::OK) && statuses.contains(&StatusCode::CONFLICT), "{statuses:?}");
+    let after: Value = get(&api, "/v1/admin/refund-requests", Some("ops-token-dev")).await?.json().await?;
+    let paid =
+        after["data"].as_array().and_then(|d| d.iter().find(|r| r["user_id"] == json!(user))).ok_or("no request")?;
+    assert_eq!((paid["status"].clone(), paid["amount"].clone()), (json!("paid"), json!(0)));
+    let payout = &paid["last_payout"];
+    assert_eq!(payout["amount"], json!(owed));
+    assert!(
+        ["asha.ops@inferexai.in", "dev.ops@inferexai.in"].contains(&payout["paid_by"].as_str().unwrap_or_default()),
+        "{payout}"
+    );
+    Ok(())
+}
+
+async fn payment_reviews_are_listed_and_settled_once(backend: Backend) -> TestResult {
+    let api = TestApi::start_with(backend, operators()).await?;
+    let (_, token) = api.verified_user("short@example.in").await?;
+    // A payment of less than the order: recorded for review, not credited.
+    let order = api.open_topup(&token, 20_000).await?;
+    let payment = api.razorpay.pay(&order, "captured", Some(100)).ok_or("unknown order")?;
+    api.razorpay.deliver(&api.razorpay.payment_webhook("payment.captured", &payment)).await.ok_or("delivery")?;
+
+    assert_eq!(get(&api, "/v1/admin/payment-reviews", None).await?.status(), StatusCode::UNAUTHORIZED);
+    let listed: Value =
+        get(&api, "/v1/admin/payment-reviews", Some("ops-token-dev")).await?.error_for_status()?.json().await?;
+    let review = listed["data"].as_array().and_then(|d| d.first()).ok_or("nothing to review")?.clone();
+    assert!(review["details"].to_string().contains(&payment.id), "{review}");
+    assert!(review.get("handled").is_none());
+    let id = review["id"].as_str().ok_or("no id")?;
+
+    let path = format!("/v1/admin/payment-reviews/{id}/handled");
+    expect_error(
+        post(&api, &path, "ops-token-dev", json!({ "note": "" })).await?,
+        StatusCode::BAD_REQUEST,
+        "invalid_note",
+        Some("note"),
+    )
+    .await?;
+    let unknown =
+        post(&api, "/v1/admin/payment-reviews/bm9wZQ/handled", "ops-token-dev", json!({ "note": "x" })).await?;
+    expect_error(unknown, StatusCode::NOT_FOUND, "payment_review_not_found", None).await?;
+    let handled: Value = post(&api, &path, "ops-token-dev", json!({ "note": "refunded the ₹1 in Razorpay" }))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_eq!(
+        (handled["handled"]["by"].clone(), handled["handled"]["note"].clone()),
+        (json!("dev.ops@inferexai.in"), json!("refunded the ₹1 in Razorpay"))
+    );
+    let again = post(&api, &path, "ops-token-asha", json!({ "note": "me too" })).await?;
+    expect_error(again, StatusCode::CONFLICT, "payment_review_handled", None).await?;
+    let listed: Value = get(&api, "/v1/admin/payment-reviews", Some("ops-token-asha")).await?.json().await?;
+    assert_eq!(listed["data"][0]["handled"]["by"], json!("dev.ops@inferexai.in"), "the first record stands");
+    Ok(())
+}
