@@ -289,6 +289,7 @@ pub enum ItemClass {
     NoticeSent,
     AccountRegistry,
     KycQueueEntry,
+    DisputeIndex,
 }
 
 impl ItemClass {
@@ -308,7 +309,7 @@ impl ItemClass {
             // The wallet is the balance the ledger adds up to: kept as long as the ledger, from closure.
             Wallet | WalletRegistry => Rule::FromClosure(Span::Payments),
             LedgerEntry | Topup | TopupIndex | OpenTopup | RazorpayOrder | PaymentCredit | RefundDebit
-            | WebhookEvent | PaymentReview | RefundRequest | Dispute | PendingAdjustment => {
+            | WebhookEvent | PaymentReview | RefundRequest | Dispute | DisputeIndex | PendingAdjustment => {
                 Rule::FromWrite(Span::Payments)
             }
             ApiKey | ApiKeySlot => Rule::KeyExpiry,
@@ -382,6 +383,7 @@ impl ItemClass {
             (kind::NOTICE, _) => NoticeSent,
             (kind::ACCOUNTS, _) if pk == schema::ACCOUNTS_PK => AccountRegistry,
             (kind::KYC_QUEUE, _) if pk == schema::KYC_QUEUE_PK => KycQueueEntry,
+            (kind::DISPUTES, _) if pk == schema::DISPUTES_PK => DisputeIndex,
             _ => return None,
         };
         Some(class)

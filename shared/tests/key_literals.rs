@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// Every word a partition key, sort key or sort-key prefix is made of.
-const KEY_WORDS: [&str; 54] = [
+const KEY_WORDS: [&str; 55] = [
     "USER",
     "EMAIL",
     "SESSION",
@@ -60,6 +60,7 @@ const KEY_WORDS: [&str; 54] = [
     "ACCOUNTS",
     "COMPLETE",
     "KYCQUEUE",
+    "DISPUTES",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

@@ -1,6 +1,6 @@
 //! The operators' money work end to end, on both stores: closed accounts' refund requests (listed, paid out
-//! only for exactly the amount owed) and payments recorded for review (listed, settled once), each action
-//! recorded under the name of the operator whose token was used.
+//! only for exactly the amount owed), payments recorded for review and disputes (listed, handled once), each
+//! action recorded under the name of the operator whose token was used.
 
 use e2e::{Backend, TestApi, TestResult, expect_error, on_both_stores};
 use reqwest::StatusCode;
@@ -8,7 +8,11 @@ use serde_json::{Value, json};
 use shared::config::Config;
 use shared::secrets::SecretString;
 
-on_both_stores!(refund_requests_are_paid_out_once_for_what_is_owed, payment_reviews_are_listed_and_settled_once);
+on_both_stores!(
+    refund_requests_are_paid_out_once_for_what_is_owed,
+    payment_reviews_are_listed_and_settled_once,
+    disputes_are_listed_with_their_state_and_handled_once,
+);
 
 const PASSWORD: &str = "correct horse battery";
 const OPERATORS: &str = r#"{"asha.ops@inferexai.in": "ops-token-asha", "dev.ops@inferexai.in": "ops-token-dev"}"#;
@@ -137,5 +141,52 @@ async fn payment_reviews_are_listed_and_settled_once(backend: Backend) -> TestRe
     expect_error(again, StatusCode::CONFLICT, "payment_review_handled", None).await?;
     let listed: Value = get(&api, "/v1/admin/payment-reviews", Some("ops-token-asha")).await?.json().await?;
     assert_eq!(listed["data"][0]["handled"]["by"], json!("dev.ops@inferexai.in"), "the first record stands");
+    Ok(())
+}
+
+async fn disputes_are_listed_with_their_state_and_handled_once(backend: Backend) -> TestResult {
+    let api = TestApi::start_with(backend, operators()).await?;
+    let (user, token) = api.verified_user("disputed@example.in").await?;
+    let order = api.open_topup(&token, 30_000).await?;
+    let payment = api.razorpay.pay(&order, "captured", None).ok_or("unknown order")?;
+    api.razorpay.deliver(&api.razorpay.payment_webhook("payment.captured", &payment)).await.ok_or("delivery")?;
+    let opened = api.razorpay.dispute_webhook(&payment, "disp_ops1", "payment.dispute.created", 30_000);
+    api.razorpay.deliver(&opened).await.ok_or("delivery")?;
+    // Razorpay repeats the event: still one dispute listed.
+    api.razorpay.deliver(&opened).await.ok_or("delivery")?;
+
+    assert_eq!(get(&api, "/v1/admin/disputes", None).await?.status(), StatusCode::UNAUTHORIZED);
+    let listed: Value =
+        get(&api, "/v1/admin/disputes", Some("ops-token-asha")).await?.error_for_status()?.json().await?;
+    let data = listed["data"].as_array().ok_or("no list")?;
+    assert_eq!(data.len(), 1, "{listed}");
+    assert_eq!((data[0]["dispute_id"].clone(), data[0]["state"].clone()), (json!("disp_ops1"), json!("held")));
+    assert_eq!((data[0]["payment_id"].clone(), data[0]["user_id"].clone()), (json!(payment.id), json!(user)));
+    assert!(data[0]["held"].as_i64().is_some_and(|h| h > 0));
+
+    let lost = api.razorpay.dispute_webhook(&payment, "disp_ops1", "payment.dispute.lost", 30_000);
+    api.razorpay.deliver(&lost).await.ok_or("delivery")?;
+    let path = "/v1/admin/disputes/disp_ops1/handled";
+    expect_error(
+        post(&api, path, "ops-token-asha", json!({ "note": " " })).await?,
+        StatusCode::BAD_REQUEST,
+        "invalid_note",
+        Some("note"),
+    )
+    .await?;
+    let unknown = post(&api, "/v1/admin/disputes/disp_nope/handled", "ops-token-asha", json!({ "note": "x" })).await?;
+    expect_error(unknown, StatusCode::NOT_FOUND, "dispute_not_found", None).await?;
+    let handled: Value = post(&api, path, "ops-token-asha", json!({ "note": "evidence sent, lost" }))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_eq!(
+        (handled["state"].clone(), handled["handled"]["by"].clone()),
+        (json!("debited"), json!("asha.ops@inferexai.in"))
+    );
+    let again = post(&api, path, "ops-token-dev", json!({ "note": "again" })).await?;
+    expect_error(again, StatusCode::CONFLICT, "dispute_handled", None).await?;
+    api.ledger_checked_balance(&user).await?;
     Ok(())
 }

@@ -23,6 +23,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/refund-requests/{user_id}/payout", post(record_payout))
         .route("/v1/admin/payment-reviews", get(payment_reviews))
         .route("/v1/admin/payment-reviews/{review_id}/handled", post(mark_review_handled))
+        .route("/v1/admin/disputes", get(disputes))
+        .route("/v1/admin/disputes/{dispute_id}/handled", post(mark_dispute_handled))
 }
 
 pub fn app(state: AppState) -> Router {
@@ -178,5 +180,29 @@ async fn mark_review_handled(
     let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
     let view = wallet::mark_review_handled(store, clock, &review_id, &handled.note, &operator).await?;
     tracing::info!(%operator, "payment review handled");
+    Ok(Json(view))
+}
+
+/// Disputes Razorpay reported (operators).
+async fn disputes(
+    State(state): State<AppState>,
+    Operator(_): Operator,
+    QueryParams(query): QueryParams<AdminPage>,
+) -> ApiResult<Json<ListPage<wallet::DisputeView>>> {
+    let limit = page_limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
+    let after = decode_cursor(query.cursor.as_deref(), "")?;
+    let (views, next) = wallet::disputes(state.store.as_ref(), limit, after).await?;
+    Ok(Json(ListPage::page(views, next.as_deref())))
+}
+
+async fn mark_dispute_handled(
+    State(state): State<AppState>,
+    Operator(operator): Operator,
+    Path(dispute_id): Path<String>,
+    JsonBody(handled): JsonBody<Handled>,
+) -> ApiResult<Json<wallet::DisputeView>> {
+    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+    let view = wallet::mark_dispute_handled(store, clock, &dispute_id, &handled.note, &operator).await?;
+    tracing::info!(%operator, %dispute_id, "dispute handled");
     Ok(Json(view))
 }

@@ -14,7 +14,7 @@
 //!   `RZPDISPUTE#<dispute>` / `DISPUTE`.
 //! - Singleton partitions: `WALLETS` / `<user id>`; `TOPUPS#OPEN` / `<time>#<id>`; `PAYMENTREVIEW` / `<time>`;
 //!   `REFUNDREQUEST` / `<user id>`; `CLOSURES#PENDING` / `<user id>`; `OUTBOX` / `<time>#<id>`;
-//!   `ACCOUNTS` / `<user id>`; `KYCQUEUE` / `<time>#<user id>`.
+//!   `ACCOUNTS` / `<user id>`; `KYCQUEUE` / `<time>#<user id>`; `DISPUTES` / `<dispute id>`.
 //! - E-mail: `EMAILTOKEN#<hash>` / `TOKEN`; `RESETTOKEN#<hash>` / `TOKEN`; `UNSUB#<hash>` / `TOKEN`;
 //!   `MAILSENT#<id>` / `SENT`; `SUPPRESS#<email>` / `SUPPRESSED`; `RATE#<what>#<who>` / `WINDOW`;
 //!   `NOTICE#<what>` / `<user id>` (one notice per account and policy version or campaign) and `COMPLETE`.
@@ -57,6 +57,7 @@ pub mod kind {
     pub const NOTICE: &str = "NOTICE";
     pub const ACCOUNTS: &str = "ACCOUNTS";
     pub const KYC_QUEUE: &str = "KYCQUEUE";
+    pub const DISPUTES: &str = "DISPUTES";
 }
 
 /// Fixed sort keys.
@@ -110,6 +111,8 @@ pub const OUTBOX_PK: &str = kind::OUTBOX;
 pub const ACCOUNTS_PK: &str = kind::ACCOUNTS;
 /// Pending KYC submissions, oldest first (sort key `<submitted millis>#<user id>`), for the operators.
 pub const KYC_QUEUE_PK: &str = kind::KYC_QUEUE;
+/// Every dispute Razorpay reported (sort key = the dispute id), for the operators.
+pub const DISPUTES_PK: &str = kind::DISPUTES;
 
 fn key(kind: &str, id: &str) -> String {
     format!("{kind}#{id}")

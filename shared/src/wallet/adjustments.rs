@@ -365,6 +365,20 @@ impl DisputeChange<'_> {
                 Some(_) => Condition::AttrEquals("state".into(), json!(DisputeState::Held)),
             },
         })];
+        if self.previous.is_none() {
+            // The dispute's first step lists it for the operators (who mark it handled there).
+            let listed = json!({
+                "dispute_id": self.dispute.id,
+                "payment_id": self.dispute.payment_id,
+                "user_id": self.user_id,
+                "opened_at": self.now,
+            });
+            ops.push(WriteOp::Put(Put {
+                table: Table::Main,
+                item: Item::from_record(schema::DISPUTES_PK, &self.dispute.id, &listed, Some(expires_at))?,
+                condition: Condition::NotExists,
+            }));
+        }
         let wallet_update = Update::new(Table::Main, &wallet_pk, WALLET_SK)
             .when(Condition::AttrEquals("balance".into(), json!(self.wallet.balance)));
         let wallet_update = match self.next {
@@ -386,5 +400,84 @@ impl DisputeChange<'_> {
         };
         ops.push(WriteOp::Update(wallet_update));
         Ok(ops)
+    }
+}
+
+/// A dispute as operators see it: its payment, account, current state and whether it was handled.
+#[derive(Debug, Clone, Serialize)]
+pub struct DisputeView {
+    pub dispute_id: String,
+    pub payment_id: String,
+    pub user_id: String,
+    pub opened_at: Value,
+    /// `held`, `released` or `debited`.
+    pub state: Option<DisputeState>,
+    /// Wallet units held while `held`.
+    pub held: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handled: Option<Value>,
+}
+
+async fn dispute_view<S: ItemStore + ?Sized>(store: &S, listed: &Item) -> StoreResult<DisputeView> {
+    let text = |name: &str| listed.attrs.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let record = store.get(Table::Main, &dispute_pk(&listed.sk), DISPUTE_SK).await?;
+    let record = record.map(|item| item.record::<DisputeRecord>()).transpose()?;
+    Ok(DisputeView {
+        dispute_id: listed.sk.clone(),
+        payment_id: text("payment_id"),
+        user_id: text("user_id"),
+        opened_at: listed.attrs.get("opened_at").cloned().unwrap_or(Value::Null),
+        state: record.as_ref().map(|r| r.state),
+        held: record.map_or(0, |r| r.held),
+        handled: listed.attrs.get("handled").cloned(),
+    })
+}
+
+/// `GET /v1/admin/disputes`: every dispute Razorpay reported, a page at a time.
+pub async fn disputes<S: ItemStore + ?Sized>(
+    store: &S,
+    limit: u32,
+    after: Option<String>,
+) -> ApiResult<(Vec<DisputeView>, Option<String>)> {
+    let page = store.query(Query::new(Table::Main, schema::DISPUTES_PK).limit(limit).after(after)).await?;
+    let mut views = Vec::with_capacity(page.items.len());
+    for listed in &page.items {
+        views.push(dispute_view(store, listed).await?);
+    }
+    Ok((views, page.next))
+}
+
+/// `POST /v1/admin/disputes/{id}/handled`: an operator records how a dispute was handled (evidence sent,
+/// accepted), once; the first record stands.
+pub async fn mark_dispute_handled<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    dispute_id: &str,
+    note: &str,
+    operator: &str,
+) -> ApiResult<DisputeView> {
+    let not_found = || ApiError::NotFound { code: "dispute_not_found", message: format!("no dispute {dispute_id}") };
+    if dispute_id.is_empty() || dispute_id.len() > 64 {
+        return Err(not_found());
+    }
+    let note = note.trim();
+    if note.is_empty() || note.chars().count() > 500 {
+        return Err(ApiError::invalid("invalid_note", "note", "note (what was done) must be 1-500 characters"));
+    }
+    let handled = json!({ "by": operator, "at": clock.now(), "note": note });
+    // `handled` is an object once set, so this means "not handled yet".
+    let update = Update::new(Table::Main, schema::DISPUTES_PK, dispute_id)
+        .set("handled", handled)
+        .when(Condition::AttrAbsentOrEquals("handled".into(), json!(false)));
+    match store.update(update).await.applied()? {
+        Some(listed) => Ok(dispute_view(store, &listed).await?),
+        None => match store.get(Table::Main, schema::DISPUTES_PK, dispute_id).await? {
+            None => Err(not_found()),
+            Some(_) => Err(ApiError::Conflict {
+                code: "dispute_handled",
+                message: "this dispute was already marked handled".into(),
+                param: None,
+            }),
+        },
     }
 }

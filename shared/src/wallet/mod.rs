@@ -52,7 +52,9 @@ mod reconciliation;
 mod topups;
 mod webhook;
 
-pub use adjustments::{DisputeState, apply_deferred, apply_dispute, debit_refund};
+pub use adjustments::{
+    DisputeState, DisputeView, apply_deferred, apply_dispute, debit_refund, disputes, mark_dispute_handled,
+};
 pub use closure::{
     RefundRequest, RefundRequestView, closure_ops, expire_registry, record_payout, refund_request, refund_requests,
     sync_closed_wallet,
