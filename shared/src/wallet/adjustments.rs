@@ -460,24 +460,12 @@ pub async fn mark_dispute_handled<S: ItemStore + ?Sized>(
     if dispute_id.is_empty() || dispute_id.len() > 64 {
         return Err(not_found());
     }
-    let note = note.trim();
-    if note.is_empty() || note.chars().count() > 500 {
-        return Err(ApiError::invalid("invalid_note", "note", "note (what was done) must be 1-500 characters"));
-    }
-    let handled = json!({ "by": operator, "at": clock.now(), "note": note });
-    // `handled` is an object once set, so this means "not handled yet".
-    let update = Update::new(Table::Main, schema::DISPUTES_PK, dispute_id)
-        .set("handled", handled)
-        .when(Condition::AttrAbsentOrEquals("handled".into(), json!(false)));
-    match store.update(update).await.applied()? {
-        Some(listed) => Ok(dispute_view(store, &listed).await?),
-        None => match store.get(Table::Main, schema::DISPUTES_PK, dispute_id).await? {
-            None => Err(not_found()),
-            Some(_) => Err(ApiError::Conflict {
-                code: "dispute_handled",
-                message: "this dispute was already marked handled".into(),
-                param: None,
-            }),
-        },
-    }
+    let already = || ApiError::Conflict {
+        code: "dispute_handled",
+        message: "this dispute was already marked handled".into(),
+        param: None,
+    };
+    let handled = super::HandledBy { operator, note, at: clock.now() };
+    let listed = super::mark_handled(store, (schema::DISPUTES_PK, dispute_id), handled, (not_found, already)).await?;
+    Ok(dispute_view(store, &listed).await?)
 }

@@ -240,24 +240,45 @@ pub async fn mark_review_handled<S: ItemStore + ?Sized>(
     let not_found =
         || ApiError::NotFound { code: "payment_review_not_found", message: format!("no payment review {id}") };
     let sort_key = review_sort_key(id).ok_or_else(not_found)?;
-    let note = note.trim();
+    let already = || ApiError::Conflict {
+        code: "payment_review_handled",
+        message: "this review was already marked handled".into(),
+        param: None,
+    };
+    let handled = HandledBy { operator, note, at: clock.now() };
+    let item = mark_handled(store, (REVIEW_PK, &sort_key), handled, (not_found, already)).await?;
+    Ok(review_view(&item))
+}
+
+/// Who handled an operator's item (a payment review, a dispute), how and when.
+pub(crate) struct HandledBy<'a> {
+    pub(crate) operator: &'a str,
+    pub(crate) note: &'a str,
+    pub(crate) at: DateTime<Utc>,
+}
+
+/// Records once, on the item `(pk, sk)`, how an operator handled it: the first record stands, a second is
+/// `already()`, a missing item `not_found()`.
+pub(crate) async fn mark_handled<S: ItemStore + ?Sized>(
+    store: &S,
+    (pk, sk): (&str, &str),
+    handled: HandledBy<'_>,
+    (not_found, already): (impl Fn() -> ApiError, impl Fn() -> ApiError),
+) -> ApiResult<Item> {
+    let note = handled.note.trim();
     if note.is_empty() || note.chars().count() > 500 {
         return Err(ApiError::invalid("invalid_note", "note", "note (what was done) must be 1-500 characters"));
     }
-    let handled = json!({ "by": operator, "at": clock.now(), "note": note });
-    let update = Update::new(Table::Main, REVIEW_PK, &sort_key)
-        .set("handled", handled)
+    let record = json!({ "by": handled.operator, "at": handled.at, "note": note });
+    let update = Update::new(Table::Main, pk, sk)
+        .set("handled", record)
         // `handled` is an object once set, so this means "not handled yet".
         .when(Condition::AttrAbsentOrEquals("handled".into(), json!(false)));
     match store.update(update).await.applied()? {
-        Some(item) => Ok(review_view(&item)),
-        None => match store.get(Table::Main, REVIEW_PK, &sort_key).await? {
+        Some(item) => Ok(item),
+        None => match store.get(Table::Main, pk, sk).await? {
             None => Err(not_found()),
-            Some(_) => Err(ApiError::Conflict {
-                code: "payment_review_handled",
-                message: "this review was already marked handled".into(),
-                param: None,
-            }),
+            Some(_) => Err(already()),
         },
     }
 }
