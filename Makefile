@@ -28,9 +28,9 @@ build:
 	scripts/ensure-deploy-tools.sh
 	cargo lambda build --release --arm64 $(addprefix --package ,$(LAMBDA_FUNCTIONS))
 
-## deploy: build with SAM and deploy the stack to ap-south-1 (samconfig.toml), no prompts; AWS credentials
-## are needed from the account check on. Extra `sam deploy` arguments:
-## DEPLOY_ARGS="--parameter-overrides AlarmEmail=ops@example.in".
+## deploy: build with SAM and deploy the stack to ap-south-1 (samconfig.toml), no prompts, then publish the
+## dashboard (dashboard/site to its bucket, CloudFront invalidated); AWS credentials are needed from the
+## account check on. Extra `sam deploy` arguments: DEPLOY_ARGS="--parameter-overrides AlarmEmail=ops@example.in".
 # The tool virtualenv comes first: cargo-lambda finds zig through its `python3`.
 deploy: export PATH := $(CURDIR)/.tools/venv/bin:$(CURDIR)/.tools/sam/bin:$(PATH)
 deploy:
@@ -38,6 +38,7 @@ deploy:
 	sam build
 	.tools/sam/bin/python scripts/check-account.py $(DEPLOY_ARGS)
 	sam deploy $(DEPLOY_ARGS)
+	.tools/sam/bin/python scripts/publish-dashboard.py $(DEPLOY_ARGS)
 
 ## smoke: after a deploy, check the live API: make smoke API_URL=https://... API_KEY=sk-...
 smoke:

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """What template.yaml deploys, checked on the CloudFormation that AWS SAM generates from it (the same
 translator `sam deploy` runs, aws-sam-translator, offline): every route, streaming where the function
-streams, secrets only by reference, data kept with its keys, limits and alarms in place.
+streams, secrets only by reference, data kept with its keys, limits and alarms in place, buckets private and
+TLS-only, and the dashboard's CloudFront distribution (its private bucket, the API on the same origin, the
+pages' security headers).
 
     scripts/check-template.py [template.yaml]
 
@@ -37,6 +39,16 @@ KEPT_TYPES = {"AWS::DynamoDB::Table", "AWS::KMS::Key", "AWS::SecretsManager::Sec
 # the tables, whose deletion protection would stop that rollback.
 KEPT = {"Retain", "RetainExceptOnCreate"}
 MIN_LOG_DAYS = 180
+# The Content-Security-Policy the dashboard's pages are written for (the dashboard contract): no inline
+# script or style, Razorpay Checkout's script, frames and calls only.
+# The dashboard's Content-Security-Policy: one text, which make run serves too.
+DASHBOARD_CSP = (ROOT / "dashboard" / "content-security-policy.txt").read_text().strip()
+# CloudFront's managed policies, by id.
+CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"
+CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
+ALL_VIEWER_EXCEPT_HOST_HEADER = "b689b0a8-53d0-40ab-baf2-68738e2966ac"
+ALL_METHODS = {"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "POST", "DELETE"}
+DASHBOARD_OUTPUTS = ["DashboardUrl", "DashboardBucketName", "DashboardDistributionId"]
 
 failures = []
 passed = []
@@ -73,6 +85,24 @@ def ref_name(value):
             att = value["Fn::GetAtt"]
             return att[0] if isinstance(att, list) else att.split(".")[0]
     return None
+
+
+def refers_to(value, name):
+    """Whether an intrinsic names the logical id: Ref, GetAtt, or ${name} / ${name.Attribute} in a Sub."""
+    if ref_name(value) == name:
+        return True
+    sub = value.get("Fn::Sub") if isinstance(value, dict) else None
+    text = sub[0] if isinstance(sub, list) else sub
+    return isinstance(text, str) and re.search(rf"\$\{{{re.escape(name)}(\.[\w.]+)?\}}", text) is not None
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def path_matches(pattern, path):
+    """CloudFront's path pattern match: `*` any characters (slashes too), `?` one; case-sensitive."""
+    return re.fullmatch("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), path) is not None
 
 
 def integration_function(integration):
@@ -315,6 +345,166 @@ def main():
             f"alarms on {table}'s throttling",
         )
     check(watched("AWS/Lambda", "ConcurrentExecutions"), "an alarm on the account's concurrency")
+
+    # Buckets: private, encrypted, owned by the account, reachable over TLS only.
+    policies = of_type("AWS::S3::BucketPolicy")
+    for name, bucket in of_type("AWS::S3::Bucket").items():
+        props = bucket["Properties"]
+        block = props.get("PublicAccessBlockConfiguration", {})
+        check(
+            all(block.get(k) is True for k in ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"]),
+            f"{name} blocks all public access",
+        )
+        check(bool(props.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration")), f"{name} is encrypted")
+        check(
+            [r.get("ObjectOwnership") for r in props.get("OwnershipControls", {}).get("Rules", [])] == ["BucketOwnerEnforced"],
+            f"{name} has ACLs disabled (bucket owner enforced)",
+        )
+        statements = [
+            st
+            for p in policies.values()
+            if ref_name(p["Properties"].get("Bucket")) == name
+            for st in as_list(p["Properties"]["PolicyDocument"].get("Statement", []))
+        ]
+        tls_only = any(
+            st.get("Effect") == "Deny"
+            and st.get("Principal") == "*"
+            and "s3:*" in as_list(st.get("Action"))
+            and str(st.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport")).lower() == "false"
+            and any(ref_name(r) == name for r in as_list(st.get("Resource")))
+            and any(refers_to(r, name) and "/*" in json.dumps(r) for r in as_list(st.get("Resource")))
+            for st in statements
+        )
+        check(tls_only, f"{name} refuses requests without TLS (bucket and objects)")
+
+    # Dashboard: one distribution serving the private bucket (read through an origin access control, by
+    # this distribution only) and the API on the same origin.
+    distributions = of_type("AWS::CloudFront::Distribution")
+    check(len(distributions) == 1, "one CloudFront distribution (the dashboard)")
+    distribution_id, distribution = next(iter(distributions.items()), (None, {"Properties": {}}))
+    config = distribution["Properties"].get("DistributionConfig", {})
+    origins = {o.get("Id"): o for o in config.get("Origins", [])}
+    s3_origins = {i: o for i, o in origins.items() if "S3OriginConfig" in o}
+    api_origins = {
+        i: o
+        for i, o in origins.items()
+        if refers_to(o.get("DomainName"), api_id) and "execute-api" in json.dumps(o.get("DomainName"))
+    }
+    check(len(s3_origins) == 1, "the distribution has one S3 origin (the dashboard's files)")
+    check(len(api_origins) == 1, f"the distribution has one origin for the REST API ({api_id})")
+    s3_origin_id, s3_origin = next(iter(s3_origins.items()), (None, {}))
+    api_origin_id, api_origin = next(iter(api_origins.items()), (None, {}))
+    dashboard_bucket = ref_name(s3_origin.get("DomainName"))
+    check(
+        resources.get(dashboard_bucket, {}).get("Type") == "AWS::S3::Bucket"
+        and "RegionalDomainName" in json.dumps(s3_origin.get("DomainName")),
+        f"the S3 origin is a bucket of this stack, by its regional name ({dashboard_bucket})",
+    )
+    oac = resources.get(ref_name(s3_origin.get("OriginAccessControlId")), {})
+    oac_config = oac.get("Properties", {}).get("OriginAccessControlConfig", {})
+    check(
+        oac.get("Type") == "AWS::CloudFront::OriginAccessControl"
+        and oac_config.get("OriginAccessControlOriginType") == "s3"
+        and oac_config.get("SigningBehavior") == "always"
+        and oac_config.get("SigningProtocol") == "sigv4"
+        and not s3_origin.get("S3OriginConfig", {}).get("OriginAccessIdentity"),
+        "the S3 origin is read through an origin access control that signs every request (no legacy identity)",
+    )
+    bucket_allows = [
+        st
+        for p in policies.values()
+        if ref_name(p["Properties"].get("Bucket")) == dashboard_bucket
+        for st in as_list(p["Properties"]["PolicyDocument"].get("Statement", []))
+        if st.get("Effect") == "Allow"
+    ]
+    scoped = bool(bucket_allows) and all(
+        st.get("Principal") == {"Service": "cloudfront.amazonaws.com"}
+        and as_list(st.get("Action")) == ["s3:GetObject"]
+        and all(refers_to(r, dashboard_bucket) and json.dumps(r).endswith('/*"}') for r in as_list(st.get("Resource")))
+        and refers_to(
+            {k.lower(): v for k, v in st.get("Condition", {}).get("StringEquals", {}).items()}.get("aws:sourcearn", {}),
+            distribution_id,
+        )
+        for st in bucket_allows
+    )
+    check(scoped, f"the dashboard bucket's policy allows only s3:GetObject, only to {distribution_id} (aws:SourceArn)")
+
+    stage_name = stage.get("StageName")
+    stage_path = f"/${{{ref_name(stage_name)}}}" if ref_name(stage_name) else f"/{stage_name}"
+    origin_path = api_origin.get("OriginPath")
+    check(
+        (origin_path.get("Fn::Sub") if isinstance(origin_path, dict) else origin_path) == stage_path,
+        f"the API origin's path is the stage ({stage_path})",
+    )
+    custom = api_origin.get("CustomOriginConfig", {})
+    check(
+        custom.get("OriginProtocolPolicy") == "https-only" and set(custom.get("OriginSSLProtocols", [])) == {"TLSv1.2"},
+        "CloudFront reaches the API over HTTPS (TLS 1.2) only",
+    )
+
+    default = config.get("DefaultCacheBehavior", {})
+    check(
+        default.get("TargetOriginId") == s3_origin_id
+        and set(default.get("AllowedMethods", [])) == {"GET", "HEAD"}
+        and default.get("CachePolicyId") == CACHING_OPTIMIZED,
+        "the default behaviour serves the bucket: GET and HEAD only, cached (CachingOptimized)",
+    )
+    check(config.get("DefaultRootObject") == "index.html", "/ is index.html")
+    behaviours = config.get("CacheBehaviors", [])
+    check(
+        all(b.get("ViewerProtocolPolicy") in {"redirect-to-https", "https-only"} for b in [default, *behaviours]),
+        "every behaviour redirects viewers to HTTPS",
+    )
+    check(
+        config.get("HttpVersion") == "http2and3" and config.get("PriceClass") in {"PriceClass_200", "PriceClass_All"},
+        "HTTP/2 and HTTP/3, a price class with India's edge locations",
+    )
+    api_behaviours = [b for b in behaviours if b.get("TargetOriginId") == api_origin_id]
+    check(bool(api_behaviours), "the distribution routes paths to the API")
+    for b in api_behaviours:
+        pattern = b.get("PathPattern")
+        check(
+            b.get("OriginRequestPolicyId") == ALL_VIEWER_EXCEPT_HOST_HEADER and "ForwardedValues" not in b,
+            f"{pattern}: cookies, query strings and headers (Authorization, X-CSRF-Token) reach the API, Host does not",
+        )
+        check(b.get("CachePolicyId") == CACHING_DISABLED, f"{pattern}: API answers are never cached")
+        check(set(b.get("AllowedMethods", [])) == ALL_METHODS, f"{pattern}: every method reaches the API")
+    # CloudFront takes the first behaviour whose pattern matches; nothing routed falls to the bucket.
+    for path in sorted(paths):
+        first = next((b for b in behaviours if path_matches(b.get("PathPattern", ""), path)), default)
+        check(
+            first.get("TargetOriginId") == api_origin_id,
+            f"{path} reaches the API through the distribution ({first.get('PathPattern', 'default behaviour')})",
+        )
+
+    headers_policy = resources.get(ref_name(default.get("ResponseHeadersPolicyId")), {})
+    security = headers_policy.get("Properties", {}).get("ResponseHeadersPolicyConfig", {}).get("SecurityHeadersConfig", {})
+    csp = security.get("ContentSecurityPolicy", {})
+    check(
+        csp.get("ContentSecurityPolicy") == DASHBOARD_CSP and csp.get("Override") is True,
+        "the dashboard is served with exactly the Content-Security-Policy make run serves (dashboard/content-security-policy.txt)",
+    )
+    hsts = security.get("StrictTransportSecurity", {})
+    check(
+        int(hsts.get("AccessControlMaxAgeSec", 0)) >= 63072000 and hsts.get("IncludeSubdomains") is True and hsts.get("Preload") is True,
+        "the dashboard sends HSTS (2 years, subdomains, preload)",
+    )
+    check(
+        "ContentTypeOptions" in security
+        and security.get("FrameOptions", {}).get("FrameOption") == "DENY"
+        and security.get("ReferrerPolicy", {}).get("ReferrerPolicy") == "strict-origin-when-cross-origin",
+        "the dashboard sends nosniff, frame-options DENY and a strict-origin-when-cross-origin referrer policy",
+    )
+    public_url = mailer_env.get("INFEREX_PUBLIC_URL")
+    fallback = public_url.get("Fn::If", [None, None, None])[2] if isinstance(public_url, dict) else None
+    check(refers_to(fallback, distribution_id), "e-mailed links point at the dashboard's distribution unless PublicUrl says otherwise")
+    outputs = out.get("Outputs", {})
+    check(all(name in outputs for name in DASHBOARD_OUTPUTS), f"outputs {', '.join(DASHBOARD_OUTPUTS)} (the dashboard's upload reads them)")
+    check(
+        refers_to(outputs.get("DashboardUrl", {}).get("Value"), distribution_id)
+        and ref_name(outputs.get("DashboardBucketName", {}).get("Value")) == dashboard_bucket,
+        "DashboardUrl is the distribution's address and DashboardBucketName its bucket",
+    )
 
     print(f"template: {len(passed)} passed, {len(failures)} failed")
     return 1 if failures else 0

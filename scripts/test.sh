@@ -47,10 +47,14 @@ scripts/sdk-check.sh 2>&1 | tee -a "$log"
 step "the README's quick start: make run"
 .tools/venv/bin/python scripts/make-run-check.py 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+step "the dashboard and the operator console in headless Chromium, against make run"
+.tools/venv/bin/python scripts/browser-check.py 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 set -e
 
 # One closing line for the whole run (cargo prints one per test binary, the last often a doc-test run of 0).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
-     /^(sdk|smoke|make-run|template): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     /^(sdk|smoke|make-run|template|browser): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -1,8 +1,10 @@
 //! The local API: every function's routes merged into one router, exactly the paths API Gateway serves,
 //! on the embedded store. Used by `make run` and by the end-to-end tests; never deployed.
 
+pub mod dashboard;
 pub mod mailbox;
 pub mod razorpay_standin;
+pub mod standin_checkout;
 pub mod upstream_standin;
 
 use axum::Router;

@@ -6,7 +6,9 @@
 //! provider keys, a model stand-in at `/_upstream`. The stand-ins (and `/_blobs` download links) are
 //! mounted only on a loopback address unless `INFEREX_DEV_STANDINS=1`: the Razorpay stand-in's pay route
 //! credits a wallet without any payment. The scheduled jobs run every 15 minutes, as deployed. E-mail goes
-//! to `.eml` files under `$INFEREX_DATA_DIR/mail/`, listed at `/_mail` on a loopback address.
+//! to `.eml` files under `$INFEREX_DATA_DIR/mail/`, listed at `/_mail` on a loopback address. The
+//! dashboard (`dashboard/site/`, or `INFEREX_DASHBOARD_DIR`) is served at `/` and the operator console at
+//! `/ops`.
 
 use std::net::SocketAddr;
 
@@ -56,6 +58,8 @@ async fn main() -> Result<(), BoxError> {
     let (providers, upstream) = providers(addr, standins)?;
     let state = state.with_gateway(Gateway::new(Catalog::builtin()?, providers)?);
     let mut app = if standins { dev_server::app(state.clone()) } else { dev_server::api_only(state.clone()) };
+    let site: PathBuf = var("INFEREX_DASHBOARD_DIR")?.unwrap_or_else(|| PathBuf::from("dashboard/site"));
+    app = app.merge(dev_server::dashboard::router(site, standin.is_some()));
     if let Some(standin) = standin {
         app = app.nest("/_razorpay", razorpay_standin::router(standin));
     }

@@ -4,9 +4,10 @@
 //! payment with no network, and the tests drive every payment scenario. It lives only in the dev server
 //! and the tests; Lambda builds never contain it.
 //!
-//! Besides Razorpay's API it has one route of its own, standing in for the customer paying in Checkout:
+//! Besides Razorpay's API it has routes of its own, standing in for the customer paying in Checkout:
 //! `POST /dev/orders/{order_id}/pay {"outcome": "captured" | "failed"}` records a payment, delivers the
-//! webhooks Razorpay would send to the configured URL, and answers with the Checkout callback fields.
+//! webhooks Razorpay would send to the configured URL, and answers with the Checkout callback fields; and
+//! a checkout page for the dashboard (`standin_checkout`) that does the same from a browser.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -60,7 +61,7 @@ fn razorpay_id(prefix: &str) -> String {
     format!("{prefix}_{}", &random_suffix()[..14])
 }
 
-fn error(status: StatusCode, description: &str) -> Response {
+pub(crate) fn error(status: StatusCode, description: &str) -> Response {
     let body = json!({ "error": { "code": "BAD_REQUEST_ERROR", "description": description, "source": "NA", "step": "NA", "reason": "NA", "metadata": {} } });
     (status, Json(body)).into_response()
 }
@@ -120,6 +121,20 @@ impl StandIn {
         }
         books.payments.insert(payment.id.clone(), payment.clone());
         Some(payment)
+    }
+
+    /// Records a payment as Checkout would and delivers the webhooks Razorpay sends for it (captured:
+    /// `payment.captured` and `order.paid`; failed: `payment.failed`), with each delivery's status.
+    pub async fn complete_payment(&self, order_id: &str, status: &str) -> Option<(Payment, Vec<Value>)> {
+        let payment = self.pay(order_id, status, None)?;
+        let events: &[&str] =
+            if status == "captured" { &["payment.captured", "order.paid"] } else { &["payment.failed"] };
+        let mut deliveries = Vec::new();
+        for event in events {
+            let webhook = self.payment_webhook(event, &payment);
+            deliveries.push(json!({ "event": event, "status": self.deliver(&webhook).await }));
+        }
+        Some((payment, deliveries))
     }
 
     /// The Checkout callback's signature for a payment.
@@ -200,13 +215,14 @@ impl StandIn {
     }
 }
 
-/// Razorpay's API plus the stand-in's `/dev` route.
+/// Razorpay's API plus the stand-in's `/dev` route and its checkout page (`/checkout`).
 pub fn router(standin: StandIn) -> Router {
     Router::new()
         .route("/v1/orders", post(create_order))
         .route("/v1/orders/{order_id}/payments", get(order_payments))
         .route("/v1/payments/{payment_id}", get(payment))
         .route("/dev/orders/{order_id}/pay", post(dev_pay))
+        .merge(crate::standin_checkout::routes())
         .with_state(standin)
 }
 
@@ -291,10 +307,8 @@ async fn dev_pay(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    // This route makes money out of nothing: it is for someone at this machine, never for a request a
-    // proxy on it passed along.
-    if headers.contains_key("forwarded") || headers.contains_key("x-forwarded-for") {
-        return error(StatusCode::FORBIDDEN, "the local pay route answers only direct local requests");
+    if let Some(refused) = refusal_if_forwarded(&headers) {
+        return refused;
     }
     let request: DevPay = serde_json::from_slice(&body).unwrap_or_default();
     let status = match request.outcome.as_deref() {
@@ -302,15 +316,9 @@ async fn dev_pay(
         Some("failed") => "failed",
         Some(_) => return error(StatusCode::BAD_REQUEST, "outcome must be captured or failed"),
     };
-    let Some(payment) = standin.pay(&order_id, status, None) else {
+    let Some((payment, deliveries)) = standin.complete_payment(&order_id, status).await else {
         return error(StatusCode::BAD_REQUEST, "The id provided does not exist");
     };
-    let events: &[&str] = if status == "captured" { &["payment.captured", "order.paid"] } else { &["payment.failed"] };
-    let mut deliveries = Vec::new();
-    for event in events {
-        let webhook = standin.payment_webhook(event, &payment);
-        deliveries.push(json!({ "event": event, "status": standin.deliver(&webhook).await }));
-    }
     Json(json!({
         "razorpay_order_id": order_id,
         "razorpay_payment_id": payment.id,
@@ -319,6 +327,13 @@ async fn dev_pay(
         "webhooks": deliveries,
     }))
     .into_response()
+}
+
+/// The pay routes make money out of nothing: they are for someone at this machine, never for a request a
+/// proxy on it passed along. The refusal, if this request is one.
+pub(crate) fn refusal_if_forwarded(headers: &HeaderMap) -> Option<Response> {
+    (headers.contains_key("forwarded") || headers.contains_key("x-forwarded-for"))
+        .then(|| error(StatusCode::FORBIDDEN, "the local pay route answers only direct local requests"))
 }
 
 #[cfg(test)]

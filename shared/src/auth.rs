@@ -34,6 +34,17 @@ use crate::store::{
 
 /// The dashboard session cookie.
 pub const SESSION_COOKIE: &str = "inferex_session";
+/// The readable cookie that carries the session's CSRF token, for the dashboard's script to send back.
+pub const CSRF_COOKIE: &str = "inferex_csrf";
+/// The header a state-changing request made with the session cookie must carry (see `csrf_token`).
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The CSRF token of a session. It is derived from the session token, so nothing more is stored, and it
+/// cannot be made without the HttpOnly cookie's value, which no page and no other site can read; it
+/// differs from the stored digest, so a leaked session item does not yield it either.
+pub fn csrf_token(session_token: &str) -> String {
+    sha256_hex(&format!("inferex-csrf-v1:{session_token}"))
+}
 
 const INVALID_CREDENTIALS: &str = "incorrect email or password";
 

@@ -16,7 +16,7 @@ use tower::ServiceExt;
 use tower::util::MapRequest;
 
 use crate::accounts::ClientInfo;
-use crate::auth::{self, SESSION_COOKIE, Session};
+use crate::auth::{self, CSRF_HEADER, SESSION_COOKIE, Session};
 pub use crate::body::parse_json;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -102,30 +102,66 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// How a session token reached us. A browser attaches the cookie to requests other sites make it send;
+/// a bearer token is only ever sent by code that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCarrier {
+    Bearer,
+    Cookie,
+}
+
+/// The session token presented by the client and how: `Authorization: Bearer` first, then the cookie.
+pub fn presented_session(headers: &HeaderMap) -> Option<(String, SessionCarrier)> {
+    if let Some(token) = bearer_token(headers) {
+        return Some((token.to_owned(), SessionCarrier::Bearer));
+    }
+    let token = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|cookies| {
+        cookies.split(';').find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == SESSION_COOKIE).then(|| value.trim().to_owned())
+        })
+    })?;
+    Some((token, SessionCarrier::Cookie))
+}
+
 /// The session token presented by the client: `Authorization: Bearer` first, then the session cookie.
 pub fn presented_session_token(headers: &HeaderMap) -> Option<String> {
-    bearer_token(headers).map(str::to_owned).or_else(|| {
-        headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|cookies| {
-            cookies.split(';').find_map(|pair| {
-                let (name, value) = pair.trim().split_once('=')?;
-                (name == SESSION_COOKIE).then(|| value.trim().to_owned())
-            })
-        })
+    presented_session(headers).map(|(token, _)| token)
+}
+
+/// A state-changing request carried by the session cookie must also carry the session's CSRF token in
+/// `X-CSRF-Token`: a page on another site can make the browser send the cookie, but cannot know the token.
+fn check_csrf(method: &Method, headers: &HeaderMap, token: &str, carrier: SessionCarrier) -> Result<(), ApiError> {
+    if carrier == SessionCarrier::Bearer || method.is_safe() {
+        return Ok(());
+    }
+    let presented = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().trim();
+    let expected = auth::csrf_token(token);
+    if crate::secrets::constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden {
+        code: "csrf_token_invalid",
+        message: "a state-changing request made with the session cookie needs the X-CSRF-Token header: the \
+                  csrf_token that login returned (also in the inferex_csrf cookie)"
+            .into(),
     })
 }
 
-/// An authenticated dashboard session; rejects with 401 when missing, expired or revoked.
+/// An authenticated dashboard session; rejects with 401 when missing, expired or revoked, and with 403
+/// when a cookie-carried session changes something without its CSRF token.
 impl FromRequestParts<AppState> for Session {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = presented_session_token(&parts.headers).ok_or_else(|| {
+        let (token, carrier) = presented_session(&parts.headers).ok_or_else(|| {
             ApiError::unauthenticated(
                 "missing_session",
                 "authentication required: send the session cookie or Authorization: Bearer <session token>",
             )
         })?;
         let session = auth::authenticate(state.store.as_ref(), &token).await?;
+        check_csrf(&parts.method, &parts.headers, &token, carrier)?;
         auth::note_seen(state.store.as_ref(), &session, state.clock.now()).await;
         Ok(session)
     }

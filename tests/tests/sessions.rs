@@ -1,6 +1,7 @@
 //! A user's way out of a stolen session, end to end on both stores: the list of live sessions (device, IP,
 //! created, last seen), ending one of them, signing out everywhere, and changing the password, which ends
-//! every other session. Nobody can list or end another account's sessions.
+//! every other session. Nobody can list or end another account's sessions. A session carried by the
+//! browser's cookie changes nothing without its CSRF token.
 
 use chrono::Duration;
 use e2e::{Backend, TestApi, TestResult, expect_error, on_both_stores};
@@ -10,6 +11,7 @@ use serde_json::{Value, json};
 on_both_stores!(
     sessions_are_listed_and_ended_one_by_one_or_all_at_once,
     a_password_change_checks_the_current_one_and_ends_every_other_session,
+    a_cookie_session_changes_nothing_without_its_csrf_token,
 );
 
 const PASSWORD: &str = "correct horse battery";
@@ -171,5 +173,102 @@ async fn a_password_change_checks_the_current_one_and_ends_every_other_session(b
     let stale = shared::accounts::profile_update(&before).set("email", json!("thief@example.in"));
     let stale = shared::store::ItemStore::update(store, stale).await;
     assert!(matches!(stale, Err(shared::store::StoreError::ConditionFailed)), "{stale:?}");
+    Ok(())
+}
+
+/// Every `Set-Cookie` of a response, by cookie name.
+fn set_cookies(response: &reqwest::Response) -> std::collections::HashMap<String, String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|c| Some((c.split_once('=')?.0.to_owned(), c.to_owned())))
+        .collect()
+}
+
+async fn a_cookie_session_changes_nothing_without_its_csrf_token(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (_, token) = api.signed_in("csrf@example.in").await?;
+    let (_, other_token) = api.signed_in("csrf-other@example.in").await?;
+    let login = login_from(&api, "csrf@example.in", PASSWORD, "browser").await?;
+    let cookies = set_cookies(&login);
+    let body: Value = login.json().await?;
+    let cookie_token = body["token"].as_str().ok_or("no token")?.to_owned();
+    let csrf = body["csrf_token"].as_str().ok_or("no csrf_token")?.to_owned();
+    // The CSRF cookie is readable by the page (no HttpOnly) and sent by our own pages only.
+    let csrf_cookie = cookies.get("inferex_csrf").ok_or("no CSRF cookie")?;
+    assert!(csrf_cookie.starts_with(&format!("inferex_csrf={csrf};")), "{csrf_cookie}");
+    for attribute in ["Secure", "SameSite=Strict", "Path=/", "Max-Age=604800"] {
+        assert!(csrf_cookie.contains(attribute), "{csrf_cookie} lacks {attribute}");
+    }
+    assert!(!csrf_cookie.contains("HttpOnly"), "{csrf_cookie}");
+    assert!(cookies.get("inferex_session").is_some_and(|c| c.contains("HttpOnly")));
+    assert_ne!(csrf, cookie_token);
+    assert!(!csrf.contains(&cookie_token) && csrf.len() == 64, "{csrf}");
+    let other_csrf =
+        login_from(&api, "csrf-other@example.in", PASSWORD, "browser").await?.json::<Value>().await?["csrf_token"]
+            .as_str()
+            .ok_or("no csrf_token")?
+            .to_owned();
+    assert_ne!(csrf, other_csrf);
+
+    let cookie = format!("inferex_session={cookie_token}; inferex_csrf={csrf}");
+    let rename = |csrf_header: Option<&str>| {
+        let mut request = api
+            .http
+            .patch(api.url("/v1/account"))
+            .header("cookie", &cookie)
+            .json(&json!({ "full_name": "Renamed By Someone Else" }));
+        if let Some(value) = csrf_header {
+            request = request.header("x-csrf-token", value);
+        }
+        request.send()
+    };
+    // Reading needs no token; a change without it, with another session's, or with the session token
+    // itself is refused, and nothing changes.
+    let me = api.http.get(api.url("/v1/account")).header("cookie", &cookie).send().await?;
+    assert_eq!(me.status(), StatusCode::OK);
+    let name_before = me.json::<Value>().await?["full_name"].clone();
+    for forged in [None, Some(""), Some(other_csrf.as_str()), Some(cookie_token.as_str()), Some(&csrf[..63])] {
+        expect_error(rename(forged).await?, StatusCode::FORBIDDEN, "csrf_token_invalid", None).await?;
+    }
+    let revoke = api.http.delete(api.url("/v1/auth/sessions")).header("cookie", &cookie).send().await?;
+    expect_error(revoke, StatusCode::FORBIDDEN, "csrf_token_invalid", None).await?;
+    let key = api.http.post(api.url("/v1/keys")).header("cookie", &cookie).json(&json!({ "name": "x" })).send().await?;
+    expect_error(key, StatusCode::FORBIDDEN, "csrf_token_invalid", None).await?;
+    let me: Value = api.http.get(api.url("/v1/account")).bearer_auth(&token).send().await?.json().await?;
+    assert_eq!(me["full_name"], name_before);
+    assert_eq!(account_status(&api, &cookie_token).await?, StatusCode::OK, "the session was not ended");
+    let keys: Value = api.http.get(api.url("/v1/keys")).bearer_auth(&token).send().await?.json().await?;
+    assert_eq!(keys["data"].as_array().map(Vec::len), Some(0));
+
+    // With its own token the change goes through; a bearer token needs none (no browser sends it unasked).
+    let renamed = rename(Some(&csrf)).await?;
+    assert_eq!(renamed.status(), StatusCode::OK);
+    assert_eq!(renamed.json::<Value>().await?["full_name"], "Renamed By Someone Else");
+    let by_bearer = api
+        .http
+        .patch(api.url("/v1/account"))
+        .bearer_auth(&other_token)
+        .json(&json!({ "full_name": "Bearer Works" }))
+        .send()
+        .await?;
+    assert_eq!(by_bearer.status(), StatusCode::OK);
+
+    // Logging out clears both cookies.
+    let logout = api
+        .http
+        .post(api.url("/v1/auth/logout"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await?;
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let cleared = set_cookies(&logout);
+    for name in ["inferex_session", "inferex_csrf"] {
+        assert!(cleared.get(name).is_some_and(|c| c.contains("Max-Age=0")), "{name} not cleared: {cleared:?}");
+    }
+    assert_eq!(account_status(&api, &cookie_token).await?, StatusCode::UNAUTHORIZED);
     Ok(())
 }

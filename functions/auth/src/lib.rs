@@ -12,7 +12,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shared::accounts::{AccountView, ClientInfo, timestamp};
-use shared::auth::{self, LoginAttemptView, LoginStore, SESSION_COOKIE, Session, SessionStore};
+use shared::auth::{self, CSRF_COOKIE, LoginAttemptView, LoginStore, SESSION_COOKIE, Session, SessionStore};
 use shared::error::{ApiError, ApiResult};
 use shared::http::{JsonBody, ListPage, QueryParams, page_limit};
 use shared::state::AppState;
@@ -48,6 +48,8 @@ struct LoginRequest {
 struct LoginResponse {
     token: String,
     expires_at: String,
+    /// What a cookie-carried request that changes something sends in `X-CSRF-Token`.
+    csrf_token: String,
 }
 
 /// Responses that carry or clear credentials must never be cached.
@@ -55,11 +57,19 @@ fn no_store(headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
-fn session_cookie(value: &str, max_age_secs: i64) -> ApiResult<HeaderValue> {
-    HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age={max_age_secs}"
-    ))
-    .map_err(|e| ApiError::Internal(format!("cookie header: {e}")))
+/// The session cookie (HttpOnly: no script reads it) and the CSRF cookie (readable by the dashboard's own
+/// script, which echoes it in `X-CSRF-Token`; `SameSite=Strict`, as only our pages need it). Empty values
+/// with `Max-Age=0` clear both.
+fn set_session_cookies(headers: &mut HeaderMap, token: &str, max_age_secs: i64) -> ApiResult<()> {
+    let csrf = if token.is_empty() { String::new() } else { auth::csrf_token(token) };
+    for cookie in [
+        format!("{SESSION_COOKIE}={token}; HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age={max_age_secs}"),
+        format!("{CSRF_COOKIE}={csrf}; Secure; SameSite=Strict; Path=/; Max-Age={max_age_secs}"),
+    ] {
+        let value = HeaderValue::from_str(&cookie).map_err(|e| ApiError::Internal(format!("cookie header: {e}")))?;
+        headers.append(header::SET_COOKIE, value);
+    }
+    Ok(())
 }
 
 async fn login(
@@ -76,10 +86,11 @@ async fn login(
         &client,
     )
     .await?;
-    let cookie = session_cookie(&issued.token, issued.max_age_secs)?;
+    let csrf_token = auth::csrf_token(&issued.token);
     let mut response =
-        Json(LoginResponse { token: issued.token, expires_at: timestamp(issued.expires_at) }).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, cookie);
+        Json(LoginResponse { token: issued.token.clone(), expires_at: timestamp(issued.expires_at), csrf_token })
+            .into_response();
+    set_session_cookies(response.headers_mut(), &issued.token, issued.max_age_secs)?;
     no_store(response.headers_mut());
     Ok(response)
 }
@@ -88,7 +99,7 @@ async fn logout(State(state): State<AppState>, session: Session) -> ApiResult<Re
     state.store.revoke_session(&session).await?;
     tracing::info!(user_id = %session.user_id, "session revoked");
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0)?);
+    set_session_cookies(response.headers_mut(), "", 0)?;
     no_store(response.headers_mut());
     Ok(response)
 }
@@ -135,7 +146,7 @@ async fn sign_out_everywhere(State(state): State<AppState>, session: Session) ->
     let ended = auth::sign_out_everywhere(state.store.as_ref(), &session).await?;
     tracing::info!(user_id = %session.user_id, ended, "signed out everywhere");
     let mut response = Json(serde_json::json!({ "sessions_ended": ended })).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0)?);
+    set_session_cookies(response.headers_mut(), "", 0)?;
     no_store(response.headers_mut());
     Ok(response)
 }
@@ -225,7 +236,7 @@ async fn confirm_password_reset(
     tracing::info!(ended, "password reset; every session ended");
     let mut response = Json(serde_json::json!({ "password_reset": true, "sessions_ended": ended })).into_response();
     // Whatever session this browser had is gone with the others.
-    response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0)?);
+    set_session_cookies(response.headers_mut(), "", 0)?;
     no_store(response.headers_mut());
     Ok(response)
 }

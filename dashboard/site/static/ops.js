@@ -1,0 +1,1052 @@
+// InferexAI operator console (/ops).
+//
+// The operator signs in with their own operator token, kept in sessionStorage (this tab only) and sent as
+// `Authorization: Bearer <token>` on every /v1/admin call; no cookie is involved (credentials: "omit").
+// Everything the API returns (names, e-mails, notes, references) is attacker-controlled text: the DOM is
+// built with createElement + textContent only, never innerHTML. Money is integer maths on BigInt (wallet
+// units: 1 rupee = 10^9, 1 paisa = 10^7), shown as ₹ with Indian grouping; times are shown in IST.
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "inferex_ops_token";
+  const NAME_KEY = "inferex_ops_operator";
+  const PAGE_SIZE = 20;
+  const MAX_TEXT = 500;
+  const UNITS_PER_RUPEE = 1000000000n;
+  const UNITS_PER_PAISA = 10000000n;
+  const I64_MAX = 9223372036854775807n;
+
+  const $ = (id) => document.getElementById(id);
+
+  // ---------------------------------------------------------------- DOM helpers (no innerHTML, ever)
+
+  /** Creates an element; `attrs` are set with setAttribute (or as `text` / `className`), children are
+   *  nodes or strings (strings become text nodes). */
+  function el(tag, attrs, children) {
+    const node = document.createElement(tag);
+    if (attrs) {
+      for (const [name, value] of Object.entries(attrs)) {
+        if (value === undefined || value === null || value === false) continue;
+        if (name === "text") node.textContent = String(value);
+        else if (name === "className") node.className = value;
+        else node.setAttribute(name, value === true ? "" : String(value));
+      }
+    }
+    if (children) {
+      for (const child of children) {
+        if (child === undefined || child === null || child === false) continue;
+        node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+      }
+    }
+    return node;
+  }
+
+  function setHidden(node, hidden) {
+    if (!node) return;
+    node.classList.toggle("hidden", hidden);
+    node.hidden = hidden;
+  }
+
+  let idCounter = 0;
+  const uid = (prefix) => `${prefix}-${++idCounter}`;
+
+  const DASH = "—";
+
+  // ---------------------------------------------------------------- formatting
+
+  const dateTimeIst = new Intl.DateTimeFormat("en-IN", {
+    timeZone: "Asia/Kolkata",
+    day: "numeric",
+    month: "short",
+    year: "numeric",
+    hour: "2-digit",
+    minute: "2-digit",
+    hour12: false,
+  });
+  // Calendar dates (date of birth) carry no time zone: format them as the date they name.
+  const calendarDate = new Intl.DateTimeFormat("en-IN", {
+    timeZone: "UTC",
+    day: "numeric",
+    month: "short",
+    year: "numeric",
+  });
+  const grouping = new Intl.NumberFormat("en-IN");
+
+  function istText(value) {
+    if (value === undefined || value === null || value === "") return DASH;
+    const date = new Date(String(value));
+    if (Number.isNaN(date.getTime())) return String(value);
+    return `${dateTimeIst.format(date)} IST`;
+  }
+
+  /** A <time> element showing an API timestamp in IST. */
+  function timeEl(value) {
+    if (value === undefined || value === null || value === "") return document.createTextNode(DASH);
+    const iso = String(value);
+    return el("time", { datetime: iso, title: iso, text: istText(iso) });
+  }
+
+  function calendarDateText(value) {
+    const match = /^(\d{4})-(\d{2})-(\d{2})$/.exec(String(value || ""));
+    if (!match) return value ? String(value) : DASH;
+    const date = new Date(Date.UTC(Number(match[1]), Number(match[2]) - 1, Number(match[3])));
+    return calendarDate.format(date);
+  }
+
+  /** Wallet units (BigInt) -> "₹1,23,456.78" (at least two decimals, every significant one kept). */
+  function formatUnits(units) {
+    if (typeof units !== "bigint") return DASH;
+    const negative = units < 0n;
+    const abs = negative ? -units : units;
+    const rupees = abs / UNITS_PER_RUPEE;
+    const fraction = (abs % UNITS_PER_RUPEE).toString().padStart(9, "0");
+    let decimals = fraction.replace(/0+$/, "");
+    if (decimals.length < 2) decimals = fraction.slice(0, 2);
+    return `${negative ? "-" : ""}₹${grouping.format(rupees)}.${decimals}`;
+  }
+
+  /** An API amount in wallet units: exact from its decimal rupee string (`amount_inr`) when there is one,
+   *  else from the integer when it is safely representable. Null when neither is usable. */
+  function unitsOf(amount, amountInr) {
+    if (typeof amountInr === "string") {
+      const parsed = parseDecimalRupees(amountInr, true);
+      if (parsed !== null) return parsed;
+    }
+    if (typeof amount === "number" && Number.isSafeInteger(amount)) return BigInt(amount);
+    return null;
+  }
+
+  /** A rupee amount typed as text ("1,234.50", "₹ 99", "0.000000005") -> wallet units as BigInt, exactly:
+   *  digits are handled as strings, never as floating point. Null when it is not an amount. */
+  function parseDecimalRupees(text, allowNegative) {
+    const cleaned = String(text).replace(/[\s,₹]/g, "");
+    const match = /^(-?)(\d{1,10})(?:\.(\d{1,9}))?$/.exec(cleaned);
+    if (!match) return null;
+    if (match[1] && !allowNegative) return null;
+    const units = BigInt(match[2]) * UNITS_PER_RUPEE + BigInt((match[3] || "").padEnd(9, "0"));
+    return match[1] ? -units : units;
+  }
+
+  const humanKey = (key) => String(key).replace(/_paise$/, "").replace(/_/g, " ");
+
+  // ---------------------------------------------------------------- flash and inline field errors
+
+  function flash(text, kind) {
+    const box = $("ops-flash");
+    box.textContent = "";
+    box.className = `flash ${kind === "error" ? "error" : "ok"}`;
+    // A fresh text node so screen readers announce a repeated message too.
+    box.append(document.createTextNode(text));
+  }
+
+  function clearFlash() {
+    const box = $("ops-flash");
+    box.textContent = "";
+    box.className = "flash";
+  }
+
+  function fieldError(input, message) {
+    const errorId = `${input.id}-error`;
+    let note = document.getElementById(errorId);
+    if (!note) {
+      note = el("p", { id: errorId, className: "field-error error" });
+      input.insertAdjacentElement("afterend", note);
+    }
+    note.textContent = message;
+    input.setAttribute("aria-invalid", "true");
+    const described = (input.getAttribute("aria-describedby") || "").split(/\s+/).filter(Boolean);
+    if (!described.includes(errorId)) described.push(errorId);
+    input.setAttribute("aria-describedby", described.join(" "));
+    input.focus();
+  }
+
+  function clearFieldError(input) {
+    if (!input || !input.id) return;
+    const note = document.getElementById(`${input.id}-error`);
+    if (note) note.remove();
+    input.removeAttribute("aria-invalid");
+    const described = (input.getAttribute("aria-describedby") || "")
+      .split(/\s+/)
+      .filter((id) => id && id !== `${input.id}-error`);
+    if (described.length) input.setAttribute("aria-describedby", described.join(" "));
+    else input.removeAttribute("aria-describedby");
+  }
+
+  document.addEventListener("input", (event) => {
+    if (event.target instanceof HTMLElement && event.target.getAttribute("aria-invalid") === "true") {
+      clearFieldError(event.target);
+    }
+  });
+
+  // ---------------------------------------------------------------- the operator's token (this tab only)
+
+  let memoryToken = "";
+
+  function getToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) || memoryToken;
+    } catch (_) {
+      return memoryToken;
+    }
+  }
+
+  function setToken(token) {
+    memoryToken = token;
+    try {
+      sessionStorage.setItem(TOKEN_KEY, token);
+    } catch (_) {
+      /* storage disabled: the token lives in memory until the page closes */
+    }
+  }
+
+  function forgetSession() {
+    memoryToken = "";
+    try {
+      sessionStorage.removeItem(TOKEN_KEY);
+      sessionStorage.removeItem(NAME_KEY);
+    } catch (_) {
+      /* nothing stored */
+    }
+  }
+
+  function storedOperatorName() {
+    try {
+      return sessionStorage.getItem(NAME_KEY) || "";
+    } catch (_) {
+      return "";
+    }
+  }
+
+  /** The server records every action under the name the token belongs to; its answers (revealed_to,
+   *  decided_by, paid_by, handled.by) tell us that name, shown in #ops-who. */
+  function noteOperator(name) {
+    if (typeof name !== "string" || !name) return;
+    try {
+      sessionStorage.setItem(NAME_KEY, name);
+    } catch (_) {
+      /* shown for this page only */
+    }
+    showWho();
+  }
+
+  function showWho() {
+    const who = $("ops-who");
+    if (!getToken()) {
+      who.textContent = "Not signed in";
+      return;
+    }
+    const name = storedOperatorName();
+    who.textContent = name ? `Signed in as ${name}` : "Signed in with your operator token";
+  }
+
+  // ---------------------------------------------------------------- API
+
+  class ApiError extends Error {
+    constructor(status, code, message, param) {
+      super(message);
+      this.status = status;
+      this.code = code;
+      this.param = param || null;
+      this.handled = false;
+    }
+  }
+
+  /** The token is wrong (401) or the operator routes do not exist here (404 not_found: no operator
+   *  credentials are configured, so nobody's token can work). */
+  function isAuthFailure(error) {
+    return error.status === 401 || (error.status === 404 && (error.code === "not_found" || !error.code));
+  }
+
+  /** Calls /v1/admin/... with the operator's bearer token. `body` is an object (sent as JSON) or an
+   *  already-serialised JSON string (used for amounts that must stay exact beyond 2^53). */
+  async function api(method, path, body) {
+    const token = getToken();
+    const headers = { Accept: "application/json", Authorization: `Bearer ${token}` };
+    const init = { method, headers, credentials: "omit", cache: "no-store", referrerPolicy: "no-referrer" };
+    if (method !== "GET") {
+      headers["Content-Type"] = "application/json";
+      init.body = typeof body === "string" ? body : JSON.stringify(body || {});
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (_) {
+      throw new ApiError(0, "network_error", "Could not reach the server. Check the connection and try again.");
+    }
+    const text = await response.text();
+    let data = null;
+    if (text) {
+      try {
+        data = JSON.parse(text);
+      } catch (_) {
+        data = null;
+      }
+    }
+    if (!response.ok) {
+      const detail = (data && typeof data === "object" && data.error) || {};
+      const error = new ApiError(
+        response.status,
+        typeof detail.code === "string" ? detail.code : "",
+        typeof detail.message === "string" && detail.message
+          ? detail.message
+          : `The request failed (HTTP ${response.status}).`,
+        typeof detail.param === "string" ? detail.param : null,
+      );
+      if (isAuthFailure(error)) {
+        error.handled = true;
+        signOut(
+          error.status === 401
+            ? "That operator token was not accepted (401). Check it and sign in again."
+            : "The operator routes answered 404: the token is wrong or no operators are configured on this server.",
+          "error",
+        );
+      }
+      throw error;
+    }
+    return data;
+  }
+
+  const enc = encodeURIComponent;
+
+  function report(error) {
+    if (error && error.handled) return;
+    flash(error && error.message ? error.message : "Something went wrong.", "error");
+  }
+
+  // ---------------------------------------------------------------- lists (paged with cursors)
+
+  const lists = {
+    kyc: {
+      path: "/v1/admin/kyc/queue",
+      table: "kyc-queue",
+      more: "kyc-more",
+      empty: "kyc-empty",
+      key: (item) => item.user_id,
+      row: (item) => kycRow(item),
+    },
+    refunds: {
+      path: "/v1/admin/refund-requests",
+      table: "refund-requests",
+      more: "refunds-more",
+      empty: "refunds-empty",
+      key: (item) => item.user_id,
+      row: (item) => refundRow(item),
+    },
+    reviews: {
+      path: "/v1/admin/payment-reviews",
+      table: "payment-reviews",
+      more: "reviews-more",
+      empty: "reviews-empty",
+      key: (item) => item.id,
+      row: (item) => reviewRow(item),
+    },
+    disputes: {
+      path: "/v1/admin/disputes",
+      table: "disputes",
+      more: "disputes-more",
+      empty: "disputes-empty",
+      key: (item) => item.dispute_id,
+      row: (item) => disputeRow(item),
+    },
+  };
+
+  const state = {};
+  /** Forgets every list. The state objects are kept (their generation moves on), so an answer still on its
+   *  way for a previous session or page is recognised as stale and dropped. */
+  function resetState() {
+    for (const name of Object.keys(lists)) {
+      const st = state[name] || (state[name] = { generation: 0, items: new Map() });
+      st.generation += 1;
+      st.cursor = null;
+      st.hasMore = false;
+      st.loaded = false;
+      st.pending = null;
+      st.items.clear();
+      const tbody = tbodyOf(name);
+      if (tbody) tbody.replaceChildren();
+      setHidden($(lists[name].more), true);
+      setHidden($(lists[name].empty), true);
+    }
+  }
+
+  const tbodyOf = (name) => {
+    const table = $(lists[name].table);
+    return table ? table.tBodies[0] : null;
+  };
+
+  function updateListChrome(name) {
+    const list = lists[name];
+    const st = state[name];
+    const tbody = tbodyOf(name);
+    setHidden($(list.empty), !(st.loaded && tbody.rows.length === 0));
+    const more = $(list.more);
+    const hadFocus = document.activeElement === more;
+    setHidden(more, !st.hasMore);
+    if (hadFocus && !st.hasMore) {
+      const rows = tbody.rows;
+      const target = rows.length ? rows[rows.length - 1].querySelector("input, textarea, button") : null;
+      (target || $(`panel-${name}`)).focus();
+    }
+  }
+
+  /** Loads the first page (`reset`) or the next one. Concurrent calls share one request; a reset makes any
+   *  answer still on its way stale. */
+  function loadList(name, reset) {
+    const st = state[name];
+    if (st.pending && !reset) return st.pending;
+    if (reset) st.generation += 1;
+    const generation = st.generation;
+    const list = lists[name];
+    const table = $(list.table);
+    const more = $(list.more);
+    const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    if (!reset && st.cursor) params.set("cursor", st.cursor);
+    table.setAttribute("aria-busy", "true");
+    more.disabled = true;
+    const run = (async () => {
+      try {
+        const page = await api("GET", `${list.path}?${params}`);
+        if (generation !== st.generation) return;
+        const tbody = tbodyOf(name);
+        if (reset) {
+          tbody.replaceChildren();
+          st.items.clear();
+        }
+        const data = page && Array.isArray(page.data) ? page.data : [];
+        for (const item of data) {
+          if (!item || typeof item !== "object") continue;
+          const key = String(list.key(item));
+          if (st.items.has(key)) continue;
+          st.items.set(key, item);
+          tbody.append(list.row(item));
+        }
+        st.cursor = page && typeof page.next_cursor === "string" ? page.next_cursor : null;
+        st.hasMore = Boolean(page && page.has_more && st.cursor);
+        st.loaded = true;
+        updateListChrome(name);
+      } finally {
+        if (generation === st.generation) {
+          table.removeAttribute("aria-busy");
+          more.disabled = false;
+          st.pending = null;
+        }
+      }
+    })();
+    st.pending = run;
+    return run;
+  }
+
+  /** Replaces one row in place (after an action answered with the item's new state). */
+  function replaceRow(name, oldRow, item) {
+    const key = String(lists[name].key(item));
+    state[name].items.set(key, item);
+    const row = lists[name].row(item);
+    oldRow.replaceWith(row);
+    return row;
+  }
+
+  function removeRow(name, row, key) {
+    const next = row.nextElementSibling || row.previousElementSibling;
+    const hadFocus = row.contains(document.activeElement);
+    state[name].items.delete(String(key));
+    row.remove();
+    updateListChrome(name);
+    if (hadFocus || document.activeElement === document.body) {
+      const target = next ? next.querySelector("input, textarea, button") : null;
+      (target || $(`panel-${name}`)).focus();
+    }
+  }
+
+  function setRowBusy(row, busy) {
+    row.setAttribute("aria-busy", busy ? "true" : "false");
+    for (const control of row.querySelectorAll("button, input, textarea")) {
+      if (busy) {
+        control.dataset.wasDisabled = control.disabled ? "1" : "";
+        control.disabled = true;
+      } else {
+        control.disabled = control.dataset.wasDisabled === "1";
+        delete control.dataset.wasDisabled;
+      }
+    }
+    if (!busy) row.removeAttribute("aria-busy");
+  }
+
+  // Small building blocks for cells.
+  const code = (text) => el("code", { text: text === undefined || text === null || text === "" ? DASH : text });
+  const line = (children, className) => el("div", { className: className || "cell-line" }, children);
+
+  function labelled(labelText, control, hint) {
+    const label = el("label", { for: control.id, text: labelText });
+    const parts = [label, control];
+    if (hint) {
+      const hintId = `${control.id}-hint`;
+      control.setAttribute("aria-describedby", hintId);
+      parts.push(el("p", { id: hintId, className: "hint", text: hint }));
+    }
+    return el("div", { className: "field" }, parts);
+  }
+
+  /** Who handled an item, when, and the note (payment reviews and disputes). */
+  function handledView(handled) {
+    if (!handled || typeof handled !== "object") {
+      return el("p", { className: "handled", text: handled ? "Handled" : DASH });
+    }
+    return el("div", { className: "handled" }, [
+      line([el("strong", { text: "Handled" }), handled.by ? ` by ${handled.by}` : ""]),
+      handled.at ? line([timeEl(handled.at)]) : null,
+      handled.note ? el("p", { className: "handled-note", text: handled.note }) : null,
+    ]);
+  }
+
+  /** The "mark handled" form with a note (payment reviews and disputes). */
+  function handledForm(kind, id, describedBy) {
+    const noteId = uid(`${kind}-note`);
+    const note = el("textarea", {
+      id: noteId,
+      name: "note",
+      rows: "2",
+      maxlength: String(MAX_TEXT),
+      required: true,
+      autocomplete: "off",
+    });
+    const button = el("button", { type: "submit", text: "Mark handled", "aria-describedby": describedBy });
+    return el("form", { className: "handled-form row-form", "data-kind": kind, "data-id": id, novalidate: true }, [
+      labelled("Note: what was done (recorded with your name)", note),
+      button,
+    ]);
+  }
+
+  async function submitHandled(form, name, pathFor, successText) {
+    const row = form.closest("tr");
+    const id = form.dataset.id;
+    const note = form.elements.namedItem("note");
+    const text = note.value.trim();
+    if (!text) {
+      fieldError(note, "Write a note saying how this was handled.");
+      return;
+    }
+    if (text.length > MAX_TEXT) {
+      fieldError(note, `The note can be at most ${MAX_TEXT} characters.`);
+      return;
+    }
+    setRowBusy(row, true);
+    try {
+      const view = await api("POST", pathFor(id), { note: text });
+      setRowBusy(row, false);
+      if (view && view.handled && typeof view.handled === "object") noteOperator(view.handled.by);
+      const fresh = replaceRow(name, row, view);
+      const focusTarget = fresh.querySelector(".handled") || fresh;
+      focusTarget.setAttribute("tabindex", "-1");
+      focusTarget.focus();
+      flash(successText(view), "ok");
+    } catch (error) {
+      setRowBusy(row, false);
+      if (error.handled) return;
+      if (error.param === "note") fieldError(note, error.message);
+      flash(error.message, "error");
+      if (error.status === 409 || error.status === 404) {
+        loadList(name, true).catch(report);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- KYC queue
+
+  function kycRow(item) {
+    const accountId = uid("kyc-account");
+    const revealReasonId = uid("kyc-reveal-reason");
+    const reasonId = uid("kyc-reason");
+    const resultsId = uid("kyc-revealed");
+
+    const account = el("td", { id: accountId, className: "account" }, [
+      line([el("strong", { text: item.full_name || DASH })]),
+      line([el("span", { className: "email", text: item.email || DASH })]),
+      line([`Born ${calendarDateText(item.date_of_birth)}`]),
+      line(["Account since ", timeEl(item.account_created_at)], "cell-line muted"),
+      line(["ID ", code(item.user_id)], "cell-line muted"),
+    ]);
+
+    const revealReason = el("input", {
+      id: revealReasonId,
+      name: "reveal_reason",
+      type: "text",
+      maxlength: String(MAX_TEXT),
+      autocomplete: "off",
+    });
+    const revealCell = el("td", { className: "actions" }, [
+      el("fieldset", { className: "row-form" }, [
+        el("legend", { text: "Reveal a full number" }),
+        labelled("Reason (recorded before the number is shown)", revealReason),
+        el("div", { className: "button-row" }, [
+          el("button", { type: "button", className: "secondary", "data-reveal": "pan", "aria-describedby": accountId, text: "Reveal PAN" }),
+          el("button", { type: "button", className: "secondary", "data-reveal": "aadhaar", "aria-describedby": accountId, text: "Reveal Aadhaar" }),
+        ]),
+        el("div", { id: resultsId, className: "reveal-results", "aria-live": "polite" }),
+      ]),
+    ]);
+
+    const reason = el("input", {
+      id: reasonId,
+      name: "reason",
+      type: "text",
+      maxlength: String(MAX_TEXT),
+      autocomplete: "off",
+    });
+    const decideCell = el("td", { className: "actions" }, [
+      el("fieldset", { className: "row-form" }, [
+        el("legend", { text: "Decide" }),
+        labelled("Reason (required to reject; the customer sees it)", reason),
+        el("div", { className: "button-row" }, [
+          el("button", { type: "button", className: "approve", "data-decide": "approve", "aria-describedby": accountId, text: "Approve" }),
+          el("button", { type: "button", className: "danger reject", "data-decide": "reject", "aria-describedby": accountId, text: "Reject" }),
+        ]),
+      ]),
+    ]);
+
+    return el("tr", { "data-user": item.user_id }, [
+      el("td", {}, [timeEl(item.submitted_at)]),
+      account,
+      el("td", { text: item.name_on_pan || DASH }),
+      el("td", { className: "masked" }, [code(item.pan_masked)]),
+      el("td", { className: "masked" }, [code(item.aadhaar_masked)]),
+      revealCell,
+      decideCell,
+    ]);
+  }
+
+  const DOCUMENT_LABEL = { pan: "PAN", aadhaar: "Aadhaar" };
+
+  function showRevealed(row, kind, number, revealedTo) {
+    const documentKind = kind === "aadhaar" ? "aadhaar" : "pan";
+    const results = row.querySelector(".reveal-results");
+    const existing = results.querySelector(`.reveal-result[data-document="${documentKind}"]`);
+    const label = DOCUMENT_LABEL[documentKind] || String(documentKind);
+    const recorded = `Reveal recorded${revealedTo ? ` under ${revealedTo}` : ""} at ${istText(new Date().toISOString())}.`;
+    const block = el("div", { className: "reveal-result", "data-document": documentKind }, [
+      el("span", { className: "reveal-label", text: `Full ${label}: ` }),
+      el("code", { className: "revealed", text: number }),
+      el("p", { className: "hint reveal-note", text: recorded }),
+    ]);
+    if (existing) existing.replaceWith(block);
+    else results.append(block);
+  }
+
+  async function revealNumber(row, documentKind) {
+    const userId = row.dataset.user;
+    const input = row.querySelector('input[name="reveal_reason"]');
+    const reason = input.value.trim();
+    const label = DOCUMENT_LABEL[documentKind] || documentKind;
+    if (!reason) {
+      fieldError(input, `Give a reason before revealing the full ${label}; it is recorded.`);
+      flash(`A reason is required to reveal the full ${label}.`, "error");
+      return;
+    }
+    clearFieldError(input);
+    setRowBusy(row, true);
+    try {
+      const answer = await api("POST", `/v1/admin/kyc/${enc(userId)}/reveal`, { document: documentKind, reason });
+      noteOperator(answer.revealed_to);
+      showRevealed(row, answer.document || documentKind, answer.number, answer.revealed_to);
+      flash(
+        `Full ${label} shown for ${row.querySelector(".email")?.textContent || userId}. ` +
+          `The reveal was recorded${answer.revealed_to ? ` under ${answer.revealed_to}` : ""} with your reason.`,
+        "ok",
+      );
+    } catch (error) {
+      if (error.handled) return;
+      if (error.param === "reason") fieldError(input, error.message);
+      flash(error.message, "error");
+    } finally {
+      if (row.isConnected) setRowBusy(row, false);
+    }
+  }
+
+  const STALE_KYC_CODES = new Set(["kyc_not_pending", "kyc_already_verified", "kyc_not_found", "account_closed"]);
+
+  async function decideKyc(row, decision) {
+    const userId = row.dataset.user;
+    const item = state.kyc.items.get(userId) || {};
+    const who = item.full_name && item.email ? `${item.full_name} (${item.email})` : item.email || userId;
+    const input = row.querySelector('input[name="reason"]');
+    const reason = input.value.trim();
+    if (decision === "reject" && !reason) {
+      fieldError(input, "A rejection needs a reason; the customer sees it.");
+      flash("Write the reason for the rejection first; the customer sees it.", "error");
+      return;
+    }
+    if (reason.length > MAX_TEXT) {
+      fieldError(input, `The reason can be at most ${MAX_TEXT} characters.`);
+      return;
+    }
+    clearFieldError(input);
+    const body = { decision };
+    if (reason) body.reason = reason;
+    setRowBusy(row, true);
+    try {
+      const answer = await api("POST", `/v1/admin/kyc/${enc(userId)}/decision`, body);
+      noteOperator(answer.decided_by);
+      const by = answer.decided_by ? ` Recorded under ${answer.decided_by}.` : "";
+      const status = answer.status ? ` Status: ${answer.status}.` : "";
+      removeRow("kyc", row, userId);
+      if (decision === "approve") {
+        flash(`Approved the KYC of ${who}.${status}${by}`, "ok");
+      } else {
+        const shown = answer.rejection_reason || reason;
+        flash(`Rejected the KYC of ${who}.${status} Reason shown to the customer: “${shown}”.${by}`, "ok");
+      }
+    } catch (error) {
+      if (error.handled) return;
+      if (row.isConnected) setRowBusy(row, false);
+      if (STALE_KYC_CODES.has(error.code)) {
+        removeRow("kyc", row, userId);
+        flash(`${error.message} (${who} was removed from the queue.)`, "error");
+        return;
+      }
+      if (error.param === "reason") fieldError(input, error.message);
+      flash(error.message, "error");
+      return;
+    }
+  }
+
+  // ---------------------------------------------------------------- refund requests
+
+  function owedUnits(item) {
+    return unitsOf(item.amount, item.amount_inr);
+  }
+
+  function refundRow(item) {
+    const accountId = uid("refund-account");
+    const owed = owedUnits(item);
+    const payout = item.last_payout && typeof item.last_payout === "object" ? item.last_payout : null;
+    const open = item.status === "open" || (owed !== null && owed > 0n);
+
+    let lastPayout = document.createTextNode(DASH);
+    if (payout) {
+      lastPayout = el("div", { className: "payout" }, [
+        line([el("strong", { text: formatUnits(unitsOf(payout.amount, payout.amount_inr)) })]),
+        line(["Reference ", code(payout.reference)]),
+        payout.paid_by ? line([`By ${payout.paid_by}`]) : null,
+        payout.paid_at ? line([timeEl(payout.paid_at)], "cell-line muted") : null,
+      ]);
+    }
+
+    let action = el("span", { className: "muted", text: "Nothing owed" });
+    if (open) {
+      const amountId = uid("payout-amount");
+      const referenceId = uid("payout-reference");
+      const amount = el("input", {
+        id: amountId,
+        name: "amount",
+        type: "text",
+        inputmode: "decimal",
+        autocomplete: "off",
+        required: true,
+        placeholder: owed !== null ? formatUnits(owed).replace(/[₹,]/g, "") : "",
+      });
+      const reference = el("input", {
+        id: referenceId,
+        name: "reference",
+        type: "text",
+        maxlength: "100",
+        autocomplete: "off",
+        autocapitalize: "characters",
+        spellcheck: "false",
+        required: true,
+      });
+      action = el("form", { className: "payout-form row-form", "data-user": item.user_id, novalidate: true }, [
+        labelled("Amount paid (₹)", amount, owed !== null ? `Exactly the amount owed: ${formatUnits(owed)}` : null),
+        labelled("Bank reference (UTR)", reference),
+        el("button", { type: "submit", "aria-describedby": accountId, text: "Record payout" }),
+      ]);
+    }
+
+    return el("tr", { "data-user": item.user_id }, [
+      el("td", { id: accountId }, [code(item.user_id)]),
+      el("td", { className: "money" }, [el("strong", { text: owed !== null ? formatUnits(owed) : DASH })]),
+      el("td", {}, [el("span", { className: `status status-${item.status === "paid" ? "paid" : "open"}`, text: item.status || DASH })]),
+      el("td", {}, [timeEl(item.requested_at)]),
+      el("td", {}, [lastPayout]),
+      el("td", { className: "actions" }, [action]),
+    ]);
+  }
+
+  async function submitPayout(form) {
+    const row = form.closest("tr");
+    const userId = form.dataset.user;
+    const item = state.refunds.items.get(userId) || {};
+    const owed = owedUnits(item);
+    const amountInput = form.elements.namedItem("amount");
+    const referenceInput = form.elements.namedItem("reference");
+    const units = parseDecimalRupees(amountInput.value, false);
+    if (units === null || units <= 0n || units > I64_MAX) {
+      fieldError(amountInput, "Enter the amount paid in rupees, for example 1234.50.");
+      return;
+    }
+    if (owed !== null && units !== owed) {
+      fieldError(amountInput, `The payout must be exactly the amount owed, ${formatUnits(owed)}.`);
+      return;
+    }
+    const reference = referenceInput.value.trim();
+    if (!reference || reference.length > 100) {
+      fieldError(referenceInput, "Enter the bank transfer's reference (UTR), 1 to 100 characters.");
+      return;
+    }
+    // Built by hand so the BigInt amount stays exact (JSON.stringify cannot write a BigInt).
+    const body = `{"amount":${units.toString()},"reference":${JSON.stringify(reference)}}`;
+    setRowBusy(row, true);
+    try {
+      const view = await api("POST", `/v1/admin/refund-requests/${enc(userId)}/payout`, body);
+      setRowBusy(row, false);
+      const paid = view && view.last_payout && typeof view.last_payout === "object" ? view.last_payout : null;
+      if (paid) noteOperator(paid.paid_by);
+      const fresh = replaceRow("refunds", row, view);
+      fresh.querySelector("td").setAttribute("tabindex", "-1");
+      fresh.querySelector("td").focus();
+      flash(`Payout of ${formatUnits(units)} to account ${userId} recorded (reference ${reference}).`, "ok");
+    } catch (error) {
+      setRowBusy(row, false);
+      if (error.handled) return;
+      if (error.param === "reference") fieldError(referenceInput, error.message);
+      else if (error.param === "amount" && error.status === 400) fieldError(amountInput, error.message);
+      flash(error.message, "error");
+      if (error.status === 409 || error.status === 404) {
+        // The amount owed changed (or the request is gone): show the current state.
+        loadList("refunds", true).catch(report);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- payment reviews
+
+  function detailValue(key, value) {
+    if (value === null || value === undefined) return DASH;
+    if (/_paise$/.test(key) && typeof value === "number" && Number.isSafeInteger(value)) {
+      return el("span", { className: "money", text: formatUnits(BigInt(value) * UNITS_PER_PAISA) });
+    }
+    if (/(^id$|_id$)/.test(key) && typeof value === "string") return code(value);
+    if (/_at$/.test(key) && typeof value === "string") return timeEl(value);
+    if (typeof value === "object") return code(JSON.stringify(value));
+    return String(value);
+  }
+
+  function detailsView(details) {
+    if (!details || typeof details !== "object" || Array.isArray(details)) {
+      return code(details === undefined ? "" : JSON.stringify(details));
+    }
+    const list = el("dl", { className: "details" });
+    for (const [key, value] of Object.entries(details)) {
+      if (key === "reason") continue;
+      list.append(el("dt", { text: humanKey(key) }), el("dd", {}, [detailValue(key, value)]));
+    }
+    return el("div", {}, [
+      typeof details.reason === "string" ? el("p", { className: "detail-reason", text: details.reason }) : null,
+      list,
+    ]);
+  }
+
+  function reviewRow(item) {
+    const recordedId = uid("review-recorded");
+    return el("tr", { "data-review": item.id }, [
+      el("td", { id: recordedId }, [timeEl(item.recorded_at)]),
+      el("td", {}, [detailsView(item.details)]),
+      el("td", { className: "actions" }, [
+        item.handled ? handledView(item.handled) : handledForm("review", item.id, recordedId),
+      ]),
+    ]);
+  }
+
+  // ---------------------------------------------------------------- disputes
+
+  const STATE_TEXT = { held: "held", released: "released", debited: "debited" };
+
+  function disputeRow(item) {
+    const disputeCellId = uid("dispute-id");
+    const held = typeof item.held === "number" && Number.isSafeInteger(item.held) ? BigInt(item.held) : null;
+    const stateWord = STATE_TEXT[item.state] || (item.state ? String(item.state) : "unknown");
+    return el("tr", { "data-dispute": item.dispute_id }, [
+      el("td", {}, [timeEl(item.opened_at)]),
+      el("td", { id: disputeCellId }, [code(item.dispute_id)]),
+      el("td", {}, [code(item.payment_id)]),
+      el("td", {}, [code(item.user_id)]),
+      el("td", {}, [el("span", { className: `status state-${stateWord.replace(/[^a-z]/g, "")}`, text: stateWord })]),
+      el("td", { className: "money" }, [held !== null ? formatUnits(held) : DASH]),
+      el("td", { className: "actions" }, [
+        item.handled ? handledView(item.handled) : handledForm("dispute", item.dispute_id, disputeCellId),
+      ]),
+    ]);
+  }
+
+  // ---------------------------------------------------------------- tabs
+
+  const tabs = Array.from(document.querySelectorAll('[role="tab"][data-tab]'));
+  let currentTab = "kyc";
+
+  function selectTab(name, moveFocus, load = true) {
+    if (!lists[name]) return;
+    currentTab = name;
+    for (const tab of tabs) {
+      const selected = tab.dataset.tab === name;
+      tab.setAttribute("aria-selected", selected ? "true" : "false");
+      tab.tabIndex = selected ? 0 : -1;
+      tab.classList.toggle("active", selected);
+      setHidden($(tab.getAttribute("aria-controls")), !selected);
+      if (selected && moveFocus) tab.focus();
+    }
+    if (load && getToken() && !state[name].loaded) loadList(name, true).catch(report);
+  }
+
+  for (const tab of tabs) {
+    tab.addEventListener("click", () => selectTab(tab.dataset.tab, false));
+    tab.addEventListener("keydown", (event) => {
+      const index = tabs.indexOf(tab);
+      let next = null;
+      if (event.key === "ArrowRight" || event.key === "ArrowDown") next = tabs[(index + 1) % tabs.length];
+      else if (event.key === "ArrowLeft" || event.key === "ArrowUp") next = tabs[(index - 1 + tabs.length) % tabs.length];
+      else if (event.key === "Home") next = tabs[0];
+      else if (event.key === "End") next = tabs[tabs.length - 1];
+      if (next) {
+        event.preventDefault();
+        selectTab(next.dataset.tab, true);
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------- sign in / out
+
+  function showConsole(signedIn) {
+    setHidden($("ops-login-view"), signedIn);
+    setHidden($("ops-console"), !signedIn);
+    setHidden($("ops-signout"), !signedIn);
+    showWho();
+  }
+
+  function signOut(message, kind) {
+    forgetSession();
+    resetState();
+    showConsole(false);
+    if (message) flash(message, kind || "ok");
+    const input = $("ops-token");
+    if (input) input.focus();
+  }
+
+  async function enterConsole(fromLogin) {
+    resetState();
+    let loaded = false;
+    try {
+      await loadList("kyc", true);
+      loaded = true;
+    } catch (error) {
+      if (error.handled) return false; // wrong token: signOut already said so
+      if (fromLogin) {
+        forgetSession();
+        flash(`Could not check the token: ${error.message}`, "error");
+        return false;
+      }
+      report(error); // a stored token and a passing failure: stay signed in, let them retry
+    }
+    showConsole(true);
+    selectTab("kyc", false, false);
+    if (fromLogin && loaded) {
+      const waiting = tbodyOf("kyc").rows.length;
+      const more = state.kyc.hasMore ? " or more" : "";
+      flash(`Signed in. ${waiting}${more} KYC submission${waiting === 1 && !more ? "" : "s"} waiting.`, "ok");
+      const current = tabs.find((tab) => tab.dataset.tab === "kyc");
+      if (current) current.focus();
+    }
+    return true;
+  }
+
+  $("ops-login").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const input = form.elements.namedItem("token");
+    const button = form.querySelector('button[type="submit"]');
+    const token = input.value.trim();
+    if (!token) {
+      fieldError(input, "Paste your operator token.");
+      return;
+    }
+    if (!/^[\x21-\x7e]+$/.test(token)) {
+      fieldError(input, "That is not a token: it has spaces or characters a token cannot have.");
+      return;
+    }
+    clearFieldError(input);
+    clearFlash();
+    setToken(token);
+    button.disabled = true;
+    form.setAttribute("aria-busy", "true");
+    try {
+      if (await enterConsole(true)) input.value = "";
+    } finally {
+      button.disabled = false;
+      form.removeAttribute("aria-busy");
+    }
+  });
+
+  $("ops-signout").addEventListener("click", () => signOut("Signed out. The token was removed from this tab.", "ok"));
+
+  // ---------------------------------------------------------------- list actions (delegated)
+
+  for (const name of Object.keys(lists)) {
+    $(lists[name].more).addEventListener("click", () => loadList(name, false).catch(report));
+    const refresh = $(`${name}-refresh`);
+    if (refresh) {
+      refresh.addEventListener("click", () => {
+        clearFlash();
+        loadList(name, true).catch(report);
+      });
+    }
+  }
+
+  $("kyc-queue").addEventListener("click", (event) => {
+    const button = event.target instanceof Element ? event.target.closest("button[data-reveal], button[data-decide]") : null;
+    if (!button || button.disabled) return;
+    const row = button.closest("tr[data-user]");
+    if (!row) return;
+    if (button.dataset.reveal) revealNumber(row, button.dataset.reveal === "aadhaar" ? "aadhaar" : "pan");
+    else decideKyc(row, button.dataset.decide === "reject" ? "reject" : "approve");
+  });
+
+  $("refund-requests").addEventListener("submit", (event) => {
+    const form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.classList.contains("payout-form")) return;
+    event.preventDefault();
+    submitPayout(form);
+  });
+
+  $("payment-reviews").addEventListener("submit", (event) => {
+    const form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.classList.contains("handled-form")) return;
+    event.preventDefault();
+    submitHandled(
+      form,
+      "reviews",
+      (id) => `/v1/admin/payment-reviews/${enc(id)}/handled`,
+      (view) => `Payment review marked handled${view && view.handled && view.handled.by ? ` by ${view.handled.by}` : ""}.`,
+    );
+  });
+
+  $("disputes").addEventListener("submit", (event) => {
+    const form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.classList.contains("handled-form")) return;
+    event.preventDefault();
+    submitHandled(
+      form,
+      "disputes",
+      (id) => `/v1/admin/disputes/${enc(id)}/handled`,
+      (view) =>
+        `Dispute ${view && view.dispute_id ? view.dispute_id : form.dataset.id} marked handled` +
+        `${view && view.handled && view.handled.by ? ` by ${view.handled.by}` : ""}.`,
+    );
+  });
+
+  // ---------------------------------------------------------------- start
+
+  resetState();
+  if (getToken()) {
+    showConsole(true);
+    enterConsole(false);
+  } else {
+    showConsole(false);
+  }
+})();

@@ -1,0 +1,480 @@
+"""The dashboard and the operator console in a real browser: headless Chromium (Debian's `chromium`, driven by
+`chromedriver` over the W3C WebDriver protocol) against `make run`, with nothing else running.
+
+The customer path: signup -> the verification link from the local mailbox -> sign out, a password reset
+through its mailed link, sign in with the new password -> KYC (inline validation first)
+-> top-up through the Razorpay stand-in's checkout page -> an API key -> a call with that key -> the usage
+chart and table show it, and the CSV holds it -> a data export -> a new policy's banner, accepted -> closing
+the account. The operator path, in
+manual KYC mode, sits inside it: the queue lists the submission, a full number is revealed (with a reason),
+and the submission is approved. Every page is also checked at 360 px wide (nothing wider than the screen)
+and for Content-Security-Policy violations and script errors in the browser's console.
+
+Screenshots of each page go to target/browser-artifacts/ (with the server's log); `--readme-images` also
+copies the two the README shows to docs/images/. Ends with one line `browser: N passed, N failed`.
+"""
+
+import base64
+import csv
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARTIFACTS = os.path.join(ROOT, "target", "browser-artifacts")
+README_IMAGES = {"wallet-desktop.png": "dashboard-wallet.png", "ops-kyc-queue-desktop.png": "ops-kyc-queue.png"}
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+WAIT_S = 20
+PASSWORD = "correct horse battery"
+
+_spec = importlib.util.spec_from_file_location("make_run_check", os.path.join(ROOT, "scripts", "make-run-check.py"))
+make_run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_run)
+
+ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
+TAB = "\ue004"
+
+
+class WebDriverError(Exception):
+    pass
+
+
+class Browser:
+    """The few W3C WebDriver commands the checks need, over plain HTTP."""
+
+    def __init__(self, port, downloads):
+        self.base = f"http://127.0.0.1:{port}"
+        options = {
+            "binary": CHROMIUM,
+            # Without the background-networking flags, Chromium keeps dialling Google's hosts, which a closed
+            # network refuses; root needs --no-sandbox.
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--disable-quic", "--window-size=1280,900", f"--user-data-dir={tempfile.mkdtemp()}"],
+            "prefs": {"download.default_directory": downloads, "download.prompt_for_download": False},
+        }
+        caps = {"browserName": "chrome", "goog:chromeOptions": options, "goog:loggingPrefs": {"browser": "ALL"}}
+        self.session = self._call("POST", "/session", {"capabilities": {"alwaysMatch": caps}})["sessionId"]
+        self.cmd("POST", "/goog/cdp/execute", {"cmd": "Browser.setDownloadBehavior",
+                                               "params": {"behavior": "allow", "downloadPath": downloads}})
+
+    def _call(self, method, path, body=None):
+        data = json.dumps(body if body is not None else {}).encode() if method == "POST" else None
+        request = urllib.request.Request(self.base + path, data=data, method=method,
+                                         headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read() or b"{}").get("value")
+        except urllib.error.HTTPError as error:
+            raise WebDriverError(error.read().decode(errors="replace")[:500]) from None
+
+    def cmd(self, method, path, body=None):
+        return self._call(method, f"/session/{self.session}{path}", body)
+
+    def go(self, url):
+        self.cmd("POST", "/url", {"url": url})
+
+    def js(self, script, *args):
+        return self.cmd("POST", "/execute/sync", {"script": script, "args": list(args)})
+
+    def find_all(self, css):
+        return [e[ELEMENT] for e in self.cmd("POST", "/elements", {"using": "css selector", "value": css})]
+
+    def visible(self, css):
+        return self.js("const e = document.querySelector(arguments[0]);"
+                       "return !!e && !!(e.offsetWidth || e.offsetHeight || e.getClientRects().length);", css)
+
+    def wait(self, css, timeout=WAIT_S):
+        """The first element matching css, once it is shown."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.visible(css):
+                return self.find_all(css)[0]
+            time.sleep(0.1)
+        raise WebDriverError(f"{css} was not shown within {timeout} s on {self.url()}: {self.text('#flash')!r}")
+
+    def wait_until(self, what, predicate, timeout=WAIT_S):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise WebDriverError(f"{what}: not within {timeout} s on {self.url()}; flash: {self.text('#flash')!r}")
+
+    def text(self, css):
+        return self.js("const e = document.querySelector(arguments[0]); return e ? e.innerText : null;", css)
+
+    def url(self):
+        return self.cmd("GET", "/url")
+
+    def type(self, css, text, clear=True):
+        element = self.wait(css)
+        if clear:
+            self.cmd("POST", f"/element/{element}/clear")
+        self.cmd("POST", f"/element/{element}/value", {"text": text})
+
+    def click(self, css):
+        element = self.wait(css)
+        self.cmd("POST", f"/element/{element}/click")
+
+    def keys(self, text):
+        """Keystrokes to whatever has the focus."""
+        actions = [{"type": "keyDown", "value": k} for k in text] + [{"type": "keyUp", "value": k} for k in text]
+        self.cmd("POST", "/actions", {"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})
+
+    def resize(self, width, height):
+        self.cmd("POST", "/window/rect", {"width": width, "height": height})
+
+    def screenshot(self, name):
+        with open(os.path.join(ARTIFACTS, name), "wb") as out:
+            out.write(base64.b64decode(self.cmd("GET", "/screenshot")))
+
+    def console(self):
+        """Console entries since the last call (CSP violations and uncaught errors are SEVERE)."""
+        return self.cmd("POST", "/se/log", {"type": "browser"}) or []
+
+    def quit(self):
+        try:
+            self.cmd("DELETE", "")
+        except (WebDriverError, OSError):
+            pass
+
+
+def verhoeff_complete(first11):
+    """Appends the Verhoeff check digit, as a real Aadhaar number carries it."""
+    d = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 0, 6, 7, 8, 9, 5], [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+         [3, 4, 0, 1, 2, 8, 9, 5, 6, 7], [4, 0, 1, 2, 3, 9, 5, 6, 7, 8], [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+         [6, 5, 9, 8, 7, 1, 0, 4, 3, 2], [7, 6, 5, 9, 8, 2, 1, 0, 4, 3], [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+         [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]]
+    p = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 5, 7, 6, 2, 8, 3, 0, 9, 4], [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+         [8, 9, 1, 6, 0, 4, 3, 5, 2, 7], [9, 4, 5, 3, 1, 2, 6, 8, 7, 0], [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+         [2, 7, 9, 3, 8, 0, 6, 4, 1, 5], [7, 0, 4, 6, 9, 1, 3, 2, 5, 8]]
+    inv = [0, 4, 3, 2, 1, 5, 6, 7, 8, 9]
+    c = 0
+    for i, digit in enumerate(reversed(first11)):
+        c = d[c][p[(i + 1) % 8][int(digit)]]
+    return first11 + str(inv[c])
+
+
+def mailed_link(browser, base, email, kind):
+    """The first link of the newest e-mail of this kind to this address, from make run's mailbox."""
+    return browser.wait_until(f"the {kind} e-mail", lambda: next(
+        (m["links"][0] for m in (make_run.call(base, "GET", "/_mail")[1] or {}).get("data", [])
+         if m.get("to") == email and m.get("kind") == kind and m.get("links")), None))
+
+
+def start_chromedriver():
+    port = make_run.free_port()
+    log = open(os.path.join(ARTIFACTS, "chromedriver.log"), "wb")
+    process = subprocess.Popen([CHROMEDRIVER, f"--port={port}"], stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as response:
+                if json.loads(response.read())["value"]["ready"]:
+                    return process, port
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            time.sleep(0.2)
+    raise WebDriverError("chromedriver did not start")
+
+
+def main():
+    readme_images = "--readme-images" in sys.argv[1:]
+    for tool in (CHROMIUM, CHROMEDRIVER):
+        if not os.access(tool, os.X_OK):
+            print(f"browser: FAIL {tool} is missing (scripts/ensure-tools.sh installs Debian's chromium and "
+                  "chromium-driver)")
+            print("browser: 0 passed, 1 failed")
+            return 1
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    os.makedirs(ARTIFACTS)
+    downloads = os.path.join(ARTIFACTS, "downloads")
+    os.makedirs(downloads)
+    passed, failed = 0, 0
+
+    def check(name, condition, detail=""):
+        nonlocal passed, failed
+        if condition:
+            passed += 1
+            print(f"browser: ok   {name}")
+        else:
+            failed += 1
+            print(f"browser: FAIL {name} {detail}".rstrip())
+
+    operator_token = secrets.token_urlsafe(32)
+    env = dict(os.environ)
+    data_dir = tempfile.mkdtemp(prefix="inferex-browser.")
+    port = make_run.free_port()
+    env.update({
+        "INFEREX_DATA_DIR": os.path.join(data_dir, "data"),
+        "INFEREX_ADDR": f"127.0.0.1:{port}",
+        "KYC_MODE": "manual",
+        "INFEREX_ADMIN_TOKEN": json.dumps({"ravi@inferex.ai": operator_token}),
+    })
+    base = f"http://127.0.0.1:{port}"
+    log_path = os.path.join(ARTIFACTS, "make-run.log")
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(["make", "run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+    driver, browser = None, None
+    problems = []
+
+    def page_is_clean(name):
+        """Nothing on the page is wider than the screen, and the console has no CSP violation or error."""
+        entries = browser.console()
+        severe = [e.get("message", "") for e in entries if e.get("level") == "SEVERE"
+                  # A failed API call is logged by the browser as a resource error: the page shows it instead.
+                  and "Failed to load resource" not in e.get("message", "")]
+        csp = [e.get("message", "") for e in entries if "Content Security Policy" in e.get("message", "")]
+        if severe or csp:
+            problems.append(f"{name}: {severe + csp}")
+
+    def shot(name, mobile_too=True):
+        browser.screenshot(f"{name}-desktop.png")
+        if mobile_too:
+            browser.resize(360, 780)
+            time.sleep(0.3)
+            overflow = browser.js("return document.documentElement.scrollWidth - window.innerWidth;")
+            check(f"{name}: nothing is wider than a 360 px phone", overflow <= 0, f"{overflow} px too wide")
+            browser.screenshot(f"{name}-mobile.png")
+            browser.resize(1280, 900)
+        page_is_clean(name)
+
+    try:
+        make_run.wait_for_health(base, server, log_path)
+        driver, driver_port = start_chromedriver()
+        browser = Browser(driver_port, downloads)
+        email = f"priya-{secrets.token_hex(3)}@example.in"
+        new_password = "a new and longer passphrase"
+
+        # Sign up: policy acceptance required, marketing unticked by default; keyboard first.
+        browser.go(base + "/#/signup")
+        browser.wait("#signup-form")
+        browser.keys(TAB)
+        focused = browser.js("return document.activeElement && document.activeElement.textContent;") or ""
+        check("the first Tab reaches the skip link", "skip" in focused.lower(), repr(focused))
+        check("marketing e-mail is not ticked by default",
+              browser.js("return document.querySelector('#signup-form [name=marketing_consent]').checked;") is False)
+        browser.type("#signup-form [name=email]", email)
+        browser.type("#signup-form [name=password]", PASSWORD)
+        browser.type("#signup-form [name=full_name]", "Priya Sharma")
+        browser.js("const e = document.querySelector('#signup-form [name=date_of_birth]'); e.value = '1992-03-14';"
+                   "e.dispatchEvent(new Event('input', {bubbles: true}));")
+        shot("signup")
+        browser.click("#signup-form [name=accept_terms]")
+        browser.click("#signup-form button[type=submit]")
+        browser.wait("#verify-banner")
+        check("signing up signs in and asks to verify the address", browser.visible("#verify-banner"))
+        shot("overview-unverified")
+
+        # The verification link, from the local mailbox, opened in the browser.
+        browser.go(mailed_link(browser, base, email, "verify_email"))
+        browser.click("#confirm")
+        browser.wait_until("the link page confirms", lambda: "confirmed" in (browser.text("#status") or "").lower())
+        shot("verify-email", mobile_too=False)
+        browser.go(base + "/#/overview")
+        browser.wait("#overview-kyc")
+        check("after the link, the banner is gone", not browser.visible("#verify-banner"))
+
+        # Sign out, forget the password, set a new one from the mailed link, sign in with it.
+        browser.click("#logout")
+        browser.wait("#login-form")
+        browser.go(base + "/#/forgot")
+        browser.type("#forgot-form [name=email]", email)
+        browser.click("#forgot-form button[type=submit]")
+        browser.go(mailed_link(browser, base, email, "password_reset"))
+        browser.type("#password", new_password)
+        browser.type("#repeat", new_password)
+        browser.click("#choose button[type=submit]")
+        browser.wait_until("the new password is set", lambda: "password is set" in (browser.text("#status") or ""))
+        shot("reset-password", mobile_too=False)
+        browser.go(base + "/#/login")
+        browser.type("#login-form [name=email]", email)
+        browser.type("#login-form [name=password]", PASSWORD)
+        browser.click("#login-form button[type=submit]")
+        browser.wait_until("the old password refused", lambda: "incorrect" in (browser.text("#flash") or "").lower())
+        check("the old password no longer signs in", not browser.visible("#overview-kyc"))
+        browser.type("#login-form [name=password]", new_password)
+        browser.click("#login-form button[type=submit]")
+        browser.wait("#overview-kyc")
+        check("the new password signs in", True)
+        shot("overview")
+
+        # KYC: the form checks formats and the check digit before sending anything.
+        browser.go(base + "/#/kyc")
+        browser.wait("#kyc-form")
+        check("KYC status starts as not_submitted", (browser.text("#kyc-status") or "").strip() == "not_submitted",
+              repr(browser.text("#kyc-status")))
+        browser.type("#kyc-form [name=pan]", "ABCDE1234")
+        browser.type("#kyc-form [name=aadhaar]", "234123412345")
+        browser.click("#kyc-form [name=name_on_pan]")
+        invalid = browser.js("return [...document.querySelectorAll('#kyc-form [aria-invalid=true]')].map(e => e.name);")
+        check("a short PAN and a wrong Aadhaar check digit are flagged inline", sorted(invalid or []) == ["aadhaar", "pan"],
+              repr(invalid))
+        shot("kyc-invalid", mobile_too=False)
+        pan = "ABCP" + "E" + str(1000 + secrets.randbelow(9000)) + "F"
+        aadhaar = verhoeff_complete("2" + "".join(str(secrets.randbelow(10)) for _ in range(10)))
+        browser.type("#kyc-form [name=pan]", pan)
+        browser.type("#kyc-form [name=aadhaar]", aadhaar)
+        browser.type("#kyc-form [name=name_on_pan]", "PRIYA SHARMA")
+        browser.click("#kyc-form button[type=submit]")
+        browser.wait_until("KYC pending", lambda: (browser.text("#kyc-status") or "").strip() == "pending")
+        page_text = browser.text("body") or ""
+        check("the page shows only masked numbers", pan not in page_text and aadhaar not in page_text)
+        shot("kyc-pending")
+
+        # The operator, in manual mode: queue -> reveal with a reason -> approve.
+        browser.go(base + "/ops")
+        browser.type("#ops-login [name=token]", operator_token)
+        browser.click("#ops-login button[type=submit]")
+        row = f'#kyc-queue tr[data-user]'
+        browser.wait(row)
+        queue_text = browser.text("#kyc-queue") or ""
+        check("the queue lists the submission with the account's e-mail and masked numbers",
+              email in queue_text and pan not in queue_text and aadhaar not in queue_text, queue_text[:300])
+        shot("ops-kyc-queue")
+        browser.type(f"{row} [name=reveal_reason]", "name on the PAN looks cropped")
+        browser.click(f'{row} [data-reveal="pan"]')
+        browser.wait_until("the revealed PAN", lambda: pan in (browser.text(f"{row} .revealed") or ""))
+        check("revealing shows the full PAN", True)
+        shot("ops-revealed", mobile_too=False)
+        browser.type(f"{row} [name=reason]", "documents match")
+        browser.click(f'{row} [data-decide="approve"]')
+        browser.wait_until("the row leaves the queue", lambda: not browser.find_all(row))
+        check("an approved submission leaves the queue", not browser.find_all(row))
+        page_is_clean("ops")
+
+        # The customer sees the decision, then tops up through the stand-in's checkout.
+        browser.go(base + "/#/kyc")
+        browser.wait_until("KYC verified", lambda: (browser.text("#kyc-status") or "").strip() == "verified")
+        check("the customer sees KYC verified", True)
+        browser.go(base + "/#/wallet")
+        browser.wait("#topup-form")
+        browser.type("#topup-form [name=amount_rupees]", "500")
+        browser.click("#topup-form button[type=submit]")
+        browser.wait("#standin-captured")
+        check("the top-up opens the stand-in's checkout for ₹500.00",
+              (browser.text("#standin-amount") or "").strip() == "₹500.00", repr(browser.text("#standin-amount")))
+        browser.screenshot("checkout-standin.png")
+        browser.click("#standin-captured")
+        browser.wait_until("the credit", lambda: "500" in (browser.text("#wallet-balance") or ""))
+        balance = browser.text("#wallet-balance")
+        check("after paying, the balance shows ₹500.00", "₹500.00" in (balance or ""), repr(balance))
+        check("the ledger lists the credit", "500" in (browser.text("#ledger") or ""))
+        check("the payment fields are gone from the address bar", "razorpay_signature" not in browser.url())
+        shot("wallet")
+
+        # An API key, shown once.
+        browser.go(base + "/#/keys")
+        browser.type("#key-form [name=name]", "browser check")
+        browser.click("#key-form button[type=submit]")
+        browser.wait("#new-key-value")
+        key = (browser.text("#new-key-value") or "").strip()
+        check("the new key is shown once", key.startswith("sk-"), repr(key[:6]))
+        check("the key list has it", "browser check" in (browser.text("#keys-table") or ""))
+        shot("keys")
+
+        # A call with the key, outside the browser, as a customer's program makes it.
+        status, models = make_run.call(base, "GET", "/v1/models", token=key)
+        model = ((models or {}).get("data") or [{}])[0].get("id")
+        status, completion = make_run.call(base, "POST", "/v1/chat/completions", {
+            "model": model, "messages": [{"role": "user", "content": "Namaste! Tell me about Chennai."}]}, token=key)
+        check("a call with the key succeeds", status == 200 and bool((completion or {}).get("usage")),
+              f"{status} {completion}")
+
+        # The usage chart, table and CSV show the call.
+        browser.go(base + "/#/usage")
+        browser.wait("#usage-table")
+        browser.wait_until("a usage row", lambda: model in (browser.text("#usage-table") or ""))
+        bars = browser.js("return document.querySelectorAll('#usage-chart rect').length;")
+        check("the usage chart draws the day's spend", (bars or 0) >= 1, repr(bars))
+        check("the usage table lists the call's model", model in (browser.text("#usage-table") or ""))
+        browser.click("#usage-csv")
+        csv_path = browser.wait_until("the CSV download", lambda: next(
+            (os.path.join(downloads, f) for f in os.listdir(downloads) if f.endswith(".csv")), None))
+        time.sleep(0.3)
+        with open(csv_path, newline="") as handle:
+            rows = list(csv.reader(handle))
+        check("the CSV has a header and the call", len(rows) >= 2 and any(model in r for r in rows[1:]), repr(rows[:3]))
+        shot("usage")
+
+        # The account and privacy centre: an export, then closing the account.
+        browser.go(base + "/#/account")
+        browser.wait("#sessions-table")
+        check("the account page lists this session and the login",
+              bool(browser.text("#sessions-table")) and bool(browser.text("#logins-table")))
+        browser.click("#export-request")
+        browser.wait("#export-download", timeout=60)
+        href = browser.js("return document.querySelector('#export-download').href;")
+        with urllib.request.urlopen(href, timeout=30) as response:
+            export = json.loads(response.read())
+        check("the export downloads and holds the account", email in json.dumps(export))
+        shot("account")
+
+        # A new policy comes into force (the server restarts with it): the banner asks, and records, acceptance.
+        make_run.stop(server)
+        env["INFEREX_POLICY_VERSION"] = "2026-12-01"
+        with open(log_path, "ab") as log:
+            server = subprocess.Popen(["make", "run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        make_run.wait_for_health(base, server, log_path)
+        browser.go(base + "/#/overview")
+        browser.wait("#policy-banner")
+        check("the policy banner names the new version", "2026-12-01" in (browser.text("#policy-banner") or ""))
+        shot("policy-banner", mobile_too=False)
+        browser.click("#accept-policy")
+        browser.wait_until("the banner goes", lambda: not browser.visible("#policy-banner"))
+        browser.cmd("POST", "/refresh")
+        browser.wait("#overview-kyc")
+        time.sleep(0.5)
+        check("after a reload the banner stays away: the acceptance was recorded", not browser.visible("#policy-banner"))
+        browser.go(base + "/#/account")
+        browser.wait("#close-form")
+        browser.type("#close-form [name=password]", new_password)
+        browser.click("#close-form [name=confirm_close]")
+        browser.click("#close-form button[type=submit]")
+        summary = browser.text("#closed-summary") if browser.wait("#closed-summary") else ""
+        check("closing shows what is kept until when", "until" in (summary or "").lower() or "20" in (summary or ""),
+              repr(summary))
+        shot("closed", mobile_too=False)
+        check("no page had a CSP violation or script error", not problems, "; ".join(problems))
+    except Exception as error:  # the check itself failed: count it, keep a screenshot and the server's log
+        check("the browser path runs to the end", False, f"{type(error).__name__}: {error}")
+        if browser:
+            try:
+                browser.screenshot("failure.png")
+            except (WebDriverError, OSError):
+                pass
+    finally:
+        if browser:
+            browser.quit()
+        if driver:
+            make_run.stop(driver)
+        make_run.stop(server)
+        subprocess.run(["rm", "-rf", data_dir], check=False)
+        if failed:
+            with open(log_path, "rb") as log:
+                sys.stdout.write("browser: the server's output (last 40 lines):\n")
+                sys.stdout.write("".join(log.read().decode(errors="replace").splitlines(True)[-40:]))
+    if readme_images and not failed:
+        os.makedirs(os.path.join(ROOT, "docs", "images"), exist_ok=True)
+        for source, target in README_IMAGES.items():
+            shutil.copyfile(os.path.join(ARTIFACTS, source), os.path.join(ROOT, "docs", "images", target))
+    print(f"browser: screenshots in {os.path.relpath(ARTIFACTS, ROOT)}/")
+    print(f"browser: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
