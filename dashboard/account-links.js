@@ -11,11 +11,17 @@ function say(text, isError) {
   status.className = isError ? "error" : "";
 }
 
+/** The session's CSRF token, from the cookie login set: a signed-in browser proves the request is ours. */
+function csrfToken() {
+  const pair = document.cookie.split("; ").find((c) => c.startsWith("inferex_csrf="));
+  return pair ? pair.slice("inferex_csrf=".length) : "";
+}
+
 async function post(path, body) {
   const response = await fetch(path, {
     method: "POST",
     credentials: "same-origin",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", "x-csrf-token": csrfToken() },
     body: JSON.stringify(body),
   });
   const answer = await response.json().catch(() => ({}));

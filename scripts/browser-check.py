@@ -374,6 +374,14 @@ def main():
         check("the ledger lists the credit", "500" in (browser.text("#ledger") or ""))
         check("the payment fields are gone from the address bar", "razorpay_signature" not in browser.url())
         shot("wallet")
+        # A crafted return link (someone else's payment fields, a top-up this tab never started) does nothing.
+        browser.go(base + "/#/overview")
+        browser.go(base + "/#/wallet/return?topup=top_crafted&razorpay_payment_id=pay_crafted&razorpay_signature=00")
+        browser.wait_until("back on the wallet", lambda: browser.url().endswith("#/wallet"))
+        time.sleep(0.5)
+        flash = browser.text("#flash") or ""
+        check("a crafted return link verifies nothing and says nothing", "credited" not in flash and not flash.strip(),
+              repr(flash))
 
         # An API key, shown once.
         browser.go(base + "/#/keys")

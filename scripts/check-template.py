@@ -43,6 +43,12 @@ MIN_LOG_DAYS = 180
 # script or style, Razorpay Checkout's script, frames and calls only.
 # The dashboard's Content-Security-Policy: one text, which make run serves too.
 DASHBOARD_CSP = (ROOT / "dashboard" / "content-security-policy.txt").read_text().strip()
+# The operator console's: no third party at all.
+OPS_CSP = (ROOT / "dashboard" / "ops-content-security-policy.txt").read_text().strip()
+# The functions that record the caller's address (consents, logins, per-address limits).
+CLIENT_ADDRESS_FUNCTIONS = ["SignupFunction", "AuthFunction", "PrivacyFunction"]
+# Error codes CloudFront would otherwise cache for everyone (10 seconds by default).
+ERROR_CODES = {400, 403, 404, 405, 414, 416, 500, 501, 502, 503, 504}
 # CloudFront's managed policies, by id.
 CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"
 CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
@@ -495,6 +501,37 @@ def main():
         and security.get("ReferrerPolicy", {}).get("ReferrerPolicy") == "strict-origin-when-cross-origin",
         "the dashboard sends nosniff, frame-options DENY and a strict-origin-when-cross-origin referrer policy",
     )
+    ops = next((b for b in behaviours if b.get("PathPattern") == "/ops"), {})
+    ops_policy = resources.get(ref_name(ops.get("ResponseHeadersPolicyId")), {})
+    ops_security = ops_policy.get("Properties", {}).get("ResponseHeadersPolicyConfig", {}).get("SecurityHeadersConfig", {})
+    check(
+        ops.get("TargetOriginId") == s3_origin_id
+        and set(ops.get("AllowedMethods", [])) == {"GET", "HEAD"}
+        and ops_security.get("ContentSecurityPolicy", {}).get("ContentSecurityPolicy") == OPS_CSP
+        and ops_security.get("FrameOptions", {}).get("FrameOption") == "DENY"
+        and "StrictTransportSecurity" in ops_security,
+        "/ops (the operator console) comes from the bucket with dashboard/ops-content-security-policy.txt, HSTS and DENY",
+    )
+    kept_errors = {e.get("ErrorCode"): e.get("ErrorCachingMinTTL") for e in config.get("CustomErrorResponses", [])}
+    check(
+        all(kept_errors.get(code) == 0 for code in ERROR_CODES)
+        and not any("ResponsePagePath" in e for e in config.get("CustomErrorResponses", [])),
+        f"CloudFront caches no error answer ({sorted(ERROR_CODES)}) and passes the API's own error body on",
+    )
+    edge_headers = {h.get("HeaderName"): h.get("HeaderValue") for h in api_origin.get("OriginCustomHeaders", [])}
+    edge_value = edge_headers.get("X-Inferex-Edge")
+    edge_sub = edge_value.get("Fn::Sub", "") if isinstance(edge_value, dict) else ""
+    check(
+        edge_sub == "{{resolve:secretsmanager:${EdgeOriginSecret}:SecretString}}"
+        and resources.get("EdgeOriginSecret", {}).get("Type") == "AWS::SecretsManager::Secret",
+        "CloudFront sends the API X-Inferex-Edge from the EdgeOriginSecret secret (the proof it came through us)",
+    )
+    for name in CLIENT_ADDRESS_FUNCTIONS:
+        variables = functions.get(name, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+        check(
+            ref_name(variables.get("INFEREX_EDGE_SECRET_ARN")) == "EdgeOriginSecret",
+            f"{name} reads EdgeOriginSecret, so it believes CloudFront's viewer address only behind CloudFront",
+        )
     public_url = mailer_env.get("INFEREX_PUBLIC_URL")
     fallback = public_url.get("Fn::If", [None, None, None])[2] if isinstance(public_url, dict) else None
     check(refers_to(fallback, distribution_id), "e-mailed links point at the dashboard's distribution unless PublicUrl says otherwise")

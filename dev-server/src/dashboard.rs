@@ -14,6 +14,8 @@ use shared::error::ApiError;
 
 /// The dashboard's Content-Security-Policy, the same text template.yaml's CloudFront policy sends.
 pub const CONTENT_SECURITY_POLICY: &str = include_str!("../../dashboard/content-security-policy.txt");
+/// The operator console's: no third party at all (it never opens Razorpay's checkout).
+pub const OPS_CONTENT_SECURITY_POLICY: &str = include_str!("../../dashboard/ops-content-security-policy.txt");
 
 #[derive(Clone)]
 struct Site {
@@ -30,7 +32,7 @@ pub fn router(dir: PathBuf, standin_checkout: bool) -> Router {
     };
     Router::new()
         .route("/", get(|State(site): State<Site>| async move { serve(&site, "index.html").await }))
-        .route("/ops", get(|State(site): State<Site>| async move { serve(&site, "ops.html").await }))
+        .route("/ops", get(|State(site): State<Site>| async move { serve_ops(&site).await }))
         .route("/config.json", get(|State(site): State<Site>| async move { page(site.config.into(), "config.json") }))
         .route("/static/{file}", get(static_file))
         .with_state(Site { dir, config })
@@ -50,6 +52,19 @@ async fn serve(site: &Site, relative: &str) -> Response {
     match tokio::fs::read(site.dir.join(relative)).await {
         Ok(bytes) => page(bytes, relative),
         Err(_) => not_found(relative),
+    }
+}
+
+async fn serve_ops(site: &Site) -> Response {
+    let mut response = serve(site, "ops.html").await;
+    match HeaderValue::from_str(OPS_CONTENT_SECURITY_POLICY.trim()) {
+        Ok(policy) => {
+            response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, policy);
+            response
+        }
+        Err(_) => {
+            ApiError::Internal("the console's Content-Security-Policy is not a valid header".into()).into_response()
+        }
     }
 }
 
@@ -105,5 +120,15 @@ mod tests {
             assert!(policy.split("; ").any(|d| d == directive), "{directive} missing from {policy}");
         }
         assert!(!policy.contains("unsafe"), "{policy}");
+    }
+
+    #[test]
+    fn the_console_allows_no_third_party_at_all() {
+        let policy = OPS_CONTENT_SECURITY_POLICY.trim();
+        assert!(HeaderValue::from_str(policy).is_ok());
+        for directive in ["default-src 'none'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"] {
+            assert!(policy.split("; ").any(|d| d == directive), "{directive} missing from {policy}");
+        }
+        assert!(!policy.contains("razorpay") && !policy.contains("unsafe"), "{policy}");
     }
 }

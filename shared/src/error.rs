@@ -165,6 +165,9 @@ impl IntoResponse for ApiError {
             }
         });
         let mut response = (status, Json(body)).into_response();
+        // An error answers one caller's request: no cache on the way (CloudFront, a proxy) may keep it for
+        // the next caller of the same path.
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let ApiError::TooManyRequests { retry_after_secs, .. } = &self
             && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
         {

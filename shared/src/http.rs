@@ -64,12 +64,36 @@ impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S> for
     }
 }
 
-/// The caller's IP and user agent. The IP comes from API Gateway's request context (the source IP it saw),
-/// locally from the TCP peer, and from the last `X-Forwarded-For` hop only when configured as trusted.
+/// The header CloudFront adds to every request it sends the API, holding the edge secret.
+pub const EDGE_PROOF_HEADER: &str = "x-inferex-edge";
+/// The viewer's `address:port`, as CloudFront reports it (IPv6 without brackets: `2406:da1a::1:443`).
+const VIEWER_ADDRESS_HEADER: &str = "cloudfront-viewer-address";
+
+/// The browser's address behind CloudFront: believed only when the request carries the edge secret, which
+/// only our distribution sends (anyone calling the API directly can write `CloudFront-Viewer-Address`).
+pub fn viewer_address(headers: &HeaderMap, edge_secret: &str) -> Option<String> {
+    let proof = headers.get(EDGE_PROOF_HEADER)?.to_str().ok()?;
+    if edge_secret.is_empty() || !crate::secrets::constant_time_eq(proof.as_bytes(), edge_secret.as_bytes()) {
+        return None;
+    }
+    let (address, port) = headers.get(VIEWER_ADDRESS_HEADER)?.to_str().ok()?.trim().rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    let address = address.trim_start_matches('[').trim_end_matches(']');
+    address.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+}
+
+/// The caller's IP and user agent. The IP is the browser's as CloudFront reports it when the request proves
+/// it came through our distribution (see [`viewer_address`]); else API Gateway's request context (the
+/// source IP it saw), locally the TCP peer, and the last `X-Forwarded-For` hop only when configured as
+/// trusted.
 impl FromRequestParts<AppState> for ClientInfo {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let viewer = match &state.edge_secret {
+            Some(secret) => viewer_address(&parts.headers, secret.current().await.expose()),
+            None => None,
+        };
         let forwarded = state
             .config
             .trust_forwarded_for
@@ -89,7 +113,7 @@ impl FromRequestParts<AppState> for ClientInfo {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect());
-        Ok(ClientInfo { ip: forwarded.or(gateway).or(peer), user_agent })
+        Ok(ClientInfo { ip: viewer.or(forwarded).or(gateway).or(peer), user_agent })
     }
 }
 
@@ -124,14 +148,9 @@ pub fn presented_session(headers: &HeaderMap) -> Option<(String, SessionCarrier)
     Some((token, SessionCarrier::Cookie))
 }
 
-/// The session token presented by the client: `Authorization: Bearer` first, then the session cookie.
-pub fn presented_session_token(headers: &HeaderMap) -> Option<String> {
-    presented_session(headers).map(|(token, _)| token)
-}
-
 /// A state-changing request carried by the session cookie must also carry the session's CSRF token in
 /// `X-CSRF-Token`: a page on another site can make the browser send the cookie, but cannot know the token.
-fn check_csrf(method: &Method, headers: &HeaderMap, token: &str, carrier: SessionCarrier) -> Result<(), ApiError> {
+pub fn check_csrf(method: &Method, headers: &HeaderMap, token: &str, carrier: SessionCarrier) -> Result<(), ApiError> {
     if carrier == SessionCarrier::Bearer || method.is_safe() {
         return Ok(());
     }
@@ -373,5 +392,37 @@ mod tests {
         ] {
             assert_eq!(bearer_token(&with(value)), token, "{value:?}");
         }
+    }
+
+    #[test]
+    fn the_viewer_address_is_believed_only_with_the_edge_secret() {
+        const SECRET: &str = "Zq8Vd2LmZ0pRt7Yw1NcXbq8Vd2LmZ0pRtA";
+        let with = |proof: Option<&str>, viewer: &str| {
+            let mut headers = HeaderMap::new();
+            if let Some(proof) = proof.and_then(|p| p.parse().ok()) {
+                headers.insert(EDGE_PROOF_HEADER, proof);
+            }
+            if let Ok(viewer) = viewer.parse() {
+                headers.insert(VIEWER_ADDRESS_HEADER, viewer);
+            }
+            headers
+        };
+        for (proof, viewer, expected) in [
+            (Some(SECRET), "198.51.100.10:46532", Some("198.51.100.10")),
+            (Some(SECRET), "2406:2d40:728d:fa10::c4a:42838", Some("2406:2d40:728d:fa10::c4a")),
+            (Some(SECRET), "[2406:da1a::1]:443", Some("2406:da1a::1")),
+            // Forged, missing or almost right proof: not believed.
+            (None, "198.51.100.10:46532", None),
+            (Some("Zq8Vd2LmZ0pRt7Yw1NcXbq8Vd2LmZ0pRt"), "198.51.100.10:46532", None),
+            (Some(""), "198.51.100.10:46532", None),
+            // Whatever is not an address and a port.
+            (Some(SECRET), "198.51.100.10", None),
+            (Some(SECRET), "evil.example:443", None),
+            (Some(SECRET), "198.51.100.10:port", None),
+            (Some(SECRET), "", None),
+        ] {
+            assert_eq!(viewer_address(&with(proof, viewer), SECRET).as_deref(), expected, "{proof:?} {viewer:?}");
+        }
+        assert_eq!(viewer_address(&with(Some(""), "198.51.100.10:1"), ""), None, "an empty secret proves nothing");
     }
 }

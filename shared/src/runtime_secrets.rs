@@ -25,6 +25,8 @@ pub const MIN_RAZORPAY_KEY_SECRET: usize = 16;
 pub const MIN_WEBHOOK_SECRET: usize = 20;
 pub const MIN_OPERATOR_TOKEN: usize = 32;
 pub const MIN_PROVIDER_KEY: usize = 20;
+/// The value CloudFront sends the API to prove a request came through it (template.yaml: 48 characters).
+pub const MIN_EDGE_SECRET: usize = 32;
 
 /// Words a value nobody filled in is made of (`REPLACE`, `change-me`, `your_key_here`): a word of the value
 /// (split at anything not a letter or digit) that starts with one of these marks a placeholder. A random

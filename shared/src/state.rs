@@ -11,7 +11,8 @@ pub use crate::kyc::KycKeys;
 use crate::kyc::vault::{Fingerprinter, KmsDataKeys};
 use crate::operators::OperatorCredentials;
 use crate::razorpay::{RazorpayClient, RazorpayConfig};
-use crate::runtime_secrets::{self, Rotating, SecretSource, SecretsManagerSource};
+use crate::runtime_secrets::{self, MIN_EDGE_SECRET, Rotating, SecretSource, SecretsManagerSource};
+use crate::secrets::SecretString;
 use crate::store::ItemStore;
 use crate::store::dynamo::{DynamoStore, TableNames};
 
@@ -34,6 +35,9 @@ pub struct AppState {
     pub operator_token: Option<Arc<Rotating<OperatorCredentials>>>,
     /// Where data exports are built: a task of this process, or (in AWS) the exports function.
     pub export_builds: crate::privacy::ExportBuilds,
+    /// What CloudFront sends in `X-Inferex-Edge` (AWS only): with it, a request proves it came through our
+    /// distribution, and the viewer's address CloudFront reports is believed (see `http::ClientInfo`).
+    pub edge_secret: Option<Arc<Rotating<SecretString>>>,
 }
 
 impl AppState {
@@ -63,7 +67,14 @@ impl AppState {
             gateway: None,
             operator_token,
             export_builds: crate::privacy::ExportBuilds::default(),
+            edge_secret: None,
         }
+    }
+
+    /// A fixed edge secret (tests; in AWS [`AppState::for_lambda`] reads it from Secrets Manager).
+    pub fn with_edge_secret(mut self, secret: SecretString) -> Self {
+        self.edge_secret = Some(Arc::new(Rotating::fixed(secret, Arc::clone(&self.clock))));
+        self
     }
 
     pub fn with_kyc_keys(mut self, keys: KycKeys) -> Self {
@@ -117,7 +128,8 @@ impl AppState {
     /// Capabilities, each present when its variables are set (template.yaml sets only what a function
     /// needs): DynamoDB tables `INFEREX_MAIN_TABLE` / `INFEREX_VAULT_TABLE`; the vault key
     /// `INFEREX_KMS_KEY_ID`; the KMS HMAC fingerprint key `INFEREX_FINGERPRINT_KEY_ID`; Razorpay
-    /// `RAZORPAY_SECRET_ARN`; the operator token `INFEREX_OPERATOR_TOKEN_SECRET_ARN`; model providers
+    /// `RAZORPAY_SECRET_ARN`; the operator token `INFEREX_OPERATOR_TOKEN_SECRET_ARN`; CloudFront's edge
+    /// secret `INFEREX_EDGE_SECRET_ARN`; model providers
     /// `PROVIDER_KEYS_SECRET_ARN`; the blob bucket `INFEREX_BLOB_BUCKET`. Each function's `main` then
     /// checks with [`AppState::require`] that it has what it needs.
     pub async fn for_lambda() -> Result<Self, BoxError> {
@@ -157,6 +169,10 @@ impl AppState {
             let parse = |raw: &str| OperatorCredentials::parse("the operator credentials", raw);
             state.operator_token = Some(Arc::new(Rotating::load(source(arn), parse, Arc::clone(&clock)).await?));
         }
+        if let Some(arn) = var::<String>("INFEREX_EDGE_SECRET_ARN")? {
+            let parse = |raw: &str| runtime_secrets::checked("the CloudFront edge secret", raw, MIN_EDGE_SECRET);
+            state.edge_secret = Some(Arc::new(Rotating::load(source(arn), parse, Arc::clone(&clock)).await?));
+        }
         if let Some(arn) = var::<String>("PROVIDER_KEYS_SECRET_ARN")? {
             let providers = crate::inference::Providers::from_secret(source(arn), Arc::clone(&clock)).await?;
             state = state.with_gateway(crate::inference::Gateway::new(crate::catalog::Catalog::builtin()?, providers)?);
@@ -190,6 +206,7 @@ impl AppState {
                 Capability::OperatorToken => self.operator_token.is_some(),
                 Capability::Gateway => self.gateway.is_some(),
                 Capability::Blobs => self.blobs.is_some(),
+                Capability::EdgeSecret => self.edge_secret.is_some(),
             };
             if !present {
                 return Err(format!("this function needs {}, which is not configured", need.describe()).into());
@@ -255,6 +272,9 @@ pub enum Capability {
     OperatorToken,
     Gateway,
     Blobs,
+    /// Functions that record the caller's address: without it, every browser behind CloudFront would be
+    /// seen as one of CloudFront's own addresses.
+    EdgeSecret,
 }
 
 impl Capability {
@@ -266,6 +286,7 @@ impl Capability {
             Capability::OperatorToken => "the operator token (INFEREX_OPERATOR_TOKEN_SECRET_ARN)",
             Capability::Gateway => "the model providers' keys (PROVIDER_KEYS_SECRET_ARN)",
             Capability::Blobs => "the blob bucket (INFEREX_BLOB_BUCKET)",
+            Capability::EdgeSecret => "CloudFront's edge secret (INFEREX_EDGE_SECRET_ARN)",
         }
     }
 }

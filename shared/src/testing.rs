@@ -109,6 +109,17 @@ pub fn moto_secrets_client() -> Result<aws_sdk_secretsmanager::Client, String> {
     Ok(aws_sdk_secretsmanager::Client::from_conf(config))
 }
 
+/// A new secret in moto's Secrets Manager holding `value`; returns its ARN.
+pub async fn moto_secret(value: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let created = moto_secrets_client()?
+        .create_secret()
+        .name(format!("inferex-test-{}", crate::secrets::random_suffix()))
+        .secret_string(value)
+        .send()
+        .await?;
+    Ok(created.arn.ok_or("moto returned no ARN")?)
+}
+
 /// Starts a function's Lambda binary as a cold start would, with only `vars` (plus fake AWS credentials
 /// pointed at moto) in its environment, and returns whether it exited successfully and what it printed.
 /// Without a Lambda runtime API it can never serve: this is for what happens before that.

@@ -14,6 +14,7 @@ on_both_stores!(
     sessions_expire_and_both_credentials_forms_work,
     bad_requests_answer_in_the_error_shape,
     store_holds_no_plaintext_password_or_token,
+    behind_cloudfront_the_browsers_address_is_recorded_only_with_the_edge_proof,
 );
 
 const PASSWORD: &str = "correct horse battery";
@@ -310,5 +311,50 @@ async fn store_holds_no_plaintext_password_or_token(backend: Backend) -> TestRes
     for secret in [PASSWORD, "a wrong password", token.as_str()] {
         assert!(!dump.contains(secret), "store holds {secret:?} in clear");
     }
+    Ok(())
+}
+
+/// In AWS the dashboard reaches the API through CloudFront, which connects from its own addresses and
+/// reports the browser's in `CloudFront-Viewer-Address`, with the edge secret in `X-Inferex-Edge` as
+/// proof; a caller reaching the API directly can send both headers, but not the secret.
+async fn behind_cloudfront_the_browsers_address_is_recorded_only_with_the_edge_proof(backend: Backend) -> TestResult {
+    const EDGE_SECRET: &str = "Zq8Vd2LmZ0pRt7Yw1NcXbq8Vd2LmZ0pRtA";
+    let api = TestApi::start(backend).await?;
+    let behind_cloudfront = api.state.clone().with_edge_secret(shared::secrets::SecretString::new(EDGE_SECRET));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let edge = format!("http://{}", listener.local_addr()?);
+    let app = dev_server::app(behind_cloudfront);
+    let server = shared::tasks::spawn("behind cloudfront", async move {
+        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await;
+    });
+    assert_eq!(api.signup("edge@example.in", PASSWORD).await?.status(), StatusCode::CREATED);
+    let login = |base: &str, proof: &str, viewer: &str| {
+        api.http
+            .post(format!("{base}/v1/auth/login"))
+            .header("x-inferex-edge", proof)
+            .header("cloudfront-viewer-address", viewer)
+            .json(&json!({ "email": "edge@example.in", "password": PASSWORD }))
+            .send()
+    };
+    // Through CloudFront (the proof is right): the browser's address.
+    let token: Value = login(&edge, EDGE_SECRET, "2406:2d40:728d:fa10::c4a:42838").await?.json().await?;
+    let token = token["token"].as_str().ok_or("no token")?.to_owned();
+    // Forged proof, or the right headers where no edge secret is configured: the connecting address.
+    api.clock.advance(Duration::seconds(1));
+    assert_eq!(login(&edge, "guessed-edge-secret", "203.0.113.9:443").await?.status(), StatusCode::OK);
+    api.clock.advance(Duration::seconds(1));
+    assert_eq!(login(&api.base, EDGE_SECRET, "203.0.113.10:443").await?.status(), StatusCode::OK);
+    let logins: Value = api
+        .http
+        .get(api.url("/v1/account/logins"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let addresses: Vec<&str> = logins.as_array().into_iter().flatten().filter_map(|l| l["ip"].as_str()).collect();
+    assert_eq!(addresses, ["127.0.0.1", "127.0.0.1", "2406:2d40:728d:fa10::c4a"], "newest first: {logins}");
+    server.abort();
     Ok(())
 }

@@ -188,10 +188,21 @@ async fn corrections_are_validated_applied_and_recorded(backend: Backend) -> Tes
     // Whoever got the link (a mistyped address's owner) cannot move the account without its session.
     let anonymous = api.http.post(api.url("/v1/auth/verify-email")).json(&link).send().await?;
     expect_error(anonymous, StatusCode::UNAUTHORIZED, "session_required", None).await?;
+    // Nor by making the account's browser send its cookie from another page: without the session's CSRF
+    // token the cookie counts for nothing here either.
+    let by_cookie = api
+        .http
+        .post(api.url("/v1/auth/verify-email"))
+        .header("cookie", format!("inferex_session={token}"))
+        .json(&link)
+        .send()
+        .await?;
+    expect_error(by_cookie, StatusCode::UNAUTHORIZED, "session_required", None).await?;
     let confirmed: Value = api
         .http
         .post(api.url("/v1/auth/verify-email"))
-        .bearer_auth(&token)
+        .header("cookie", format!("inferex_session={token}"))
+        .header("x-csrf-token", shared::auth::csrf_token(&token))
         .json(&link)
         .send()
         .await?

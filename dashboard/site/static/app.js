@@ -891,6 +891,8 @@ async function startTopup(paise) {
   if (config.checkout === "standin") {
     const page = sameOriginUrl(config.standin_checkout_url);
     if (!page) throw new Error("The payment page is not configured.");
+    // Only the top-up this tab started may come back: a crafted return link changes nothing here.
+    window.sessionStorage.setItem(STANDIN_TOPUP_KEY, topup.id);
     window.location.assign(page + "?order_id=" + encodeURIComponent(topup.razorpay_order_id)
       + "&return=" + encodeURIComponent("/#/wallet/return?topup=" + topup.id));
     return;
@@ -965,16 +967,29 @@ async function verifyTopup(topupId, payment, refresh = true) {
   return topup;
 }
 
-/** The stand-in checkout sends the customer back to #/wallet/return?topup=..&razorpay_...=.. or &error=.. */
+/** Where the tab remembers the top-up it sent to the stand-in's checkout page. */
+const STANDIN_TOPUP_KEY = "inferex.standinTopup";
+
+/**
+ * The stand-in checkout sends the customer back to #/wallet/return?topup=..&razorpay_...=.. or &error=..
+ * Honoured only under the stand-in (Razorpay's own Checkout answers in the page) and only for the top-up
+ * this tab started, once.
+ */
 async function handleTopupReturn(params) {
   showView("wallet");
   const topupId = params.get("topup");
   const error = params.get("error");
+  const expected = window.sessionStorage.getItem(STANDIN_TOPUP_KEY);
+  const config = await getConfig().catch(() => ({}));
   try {
-    if (error) {
+    if (config.checkout !== "standin" || !topupId || topupId !== expected) {
+      // Not a payment this tab sent away: nothing to verify or report.
+    } else if (error) {
+      window.sessionStorage.removeItem(STANDIN_TOPUP_KEY);
       const what = error === "cancelled" ? "Payment cancelled" : "The payment failed";
       flash(`${what}: nothing was charged.`, "error");
-    } else if (topupId && params.get("razorpay_payment_id") && params.get("razorpay_signature")) {
+    } else if (params.get("razorpay_payment_id") && params.get("razorpay_signature")) {
+      window.sessionStorage.removeItem(STANDIN_TOPUP_KEY);
       await verifyTopup(topupId, {
         razorpay_payment_id: params.get("razorpay_payment_id"),
         razorpay_signature: params.get("razorpay_signature"),

@@ -6,7 +6,7 @@
 pub mod pages;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -177,16 +177,20 @@ struct TokenBody {
 }
 
 /// Uses an e-mail verification link: the token is the proof for the account's own address; an address
-/// change also needs a session of the account (a valid one, if presented, is passed on).
+/// change also needs a session of the account (a valid one, if presented, is passed on; a cookie only
+/// with its CSRF token, as for any change).
 async fn verify_email(
     State(state): State<AppState>,
+    method: Method,
     headers: HeaderMap,
     JsonBody(body): JsonBody<TokenBody>,
 ) -> ApiResult<Json<verification::Verified>> {
     let store = state.store.as_ref();
-    let session = match shared::http::presented_session_token(&headers) {
-        Some(token) => auth::authenticate(store, &token).await.ok(),
-        None => None,
+    let session = match shared::http::presented_session(&headers) {
+        Some((token, carrier)) if shared::http::check_csrf(&method, &headers, &token, carrier).is_ok() => {
+            auth::authenticate(store, &token).await.ok()
+        }
+        _ => None,
     };
     let user = session.as_ref().map(|s| s.user_id.as_str());
     let verified = verification::verify_email(store, state.clock.as_ref(), &body.token, user).await?;

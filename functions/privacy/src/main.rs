@@ -7,6 +7,12 @@ use shared::state::{AppState, Capability};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let state = AppState::for_lambda_with(&[Capability::Vault, Capability::Blobs, Capability::OperatorToken]).await?;
+    let state = AppState::for_lambda_with(&[
+        Capability::Vault,
+        Capability::Blobs,
+        Capability::OperatorToken,
+        Capability::EdgeSecret,
+    ])
+    .await?;
     shared::http::run_on_lambda(privacy::app(state)).await
 }

@@ -4,6 +4,6 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let state = shared::state::AppState::for_lambda_with(&[]).await?;
+    let state = shared::state::AppState::for_lambda_with(&[shared::state::Capability::EdgeSecret]).await?;
     shared::http::run_on_lambda(signup::app(state)).await
 }

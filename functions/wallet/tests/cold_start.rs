@@ -3,23 +3,12 @@
 //! `refusing to start` line before it serves anything; valid secrets get past the check (to the Lambda runtime, which is absent here). The
 //! secrets live in moto's Secrets Manager, started by `make test`.
 
-use shared::secrets::random_suffix;
-use shared::testing::moto_secrets_client;
+use shared::testing::moto_secret as secret;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 fn cold_start(vars: &[(&str, &str)]) -> Result<(bool, String), String> {
     shared::testing::cold_start(env!("CARGO_BIN_EXE_wallet"), vars)
-}
-
-async fn secret(value: &str) -> Result<String, Box<dyn std::error::Error>> {
-    let created = moto_secrets_client()?
-        .create_secret()
-        .name(format!("inferex-cold-start-{}", random_suffix()))
-        .secret_string(value)
-        .send()
-        .await?;
-    Ok(created.arn.ok_or("moto returned no ARN")?)
 }
 
 #[tokio::test]
