@@ -501,7 +501,7 @@ def main():
         and security.get("ReferrerPolicy", {}).get("ReferrerPolicy") == "strict-origin-when-cross-origin",
         "the dashboard sends nosniff, frame-options DENY and a strict-origin-when-cross-origin referrer policy",
     )
-    ops = next((b for b in behaviours if b.get("PathPattern") == "/ops"), {})
+    ops = next((b for b in behaviours if b.get("PathPattern") == "/ops*"), {})
     ops_policy = resources.get(ref_name(ops.get("ResponseHeadersPolicyId")), {})
     ops_security = ops_policy.get("Properties", {}).get("ResponseHeadersPolicyConfig", {}).get("SecurityHeadersConfig", {})
     check(
@@ -510,7 +510,7 @@ def main():
         and ops_security.get("ContentSecurityPolicy", {}).get("ContentSecurityPolicy") == OPS_CSP
         and ops_security.get("FrameOptions", {}).get("FrameOption") == "DENY"
         and "StrictTransportSecurity" in ops_security,
-        "/ops (the operator console) comes from the bucket with dashboard/ops-content-security-policy.txt, HSTS and DENY",
+        "/ops and /ops.html (the operator console) come from the bucket with dashboard/ops-content-security-policy.txt, HSTS and DENY",
     )
     kept_errors = {e.get("ErrorCode"): e.get("ErrorCachingMinTTL") for e in config.get("CustomErrorResponses", [])}
     check(
@@ -526,6 +526,22 @@ def main():
         and resources.get("EdgeOriginSecret", {}).get("Type") == "AWS::SecretsManager::Secret",
         "CloudFront sends the API X-Inferex-Edge from the EdgeOriginSecret secret (the proof it came through us)",
     )
+    viewer_function = resources.get("ViewerAddressFunction", {}).get("Properties", {})
+    code = viewer_function.get("FunctionCode", "")
+    check(
+        "request.headers['x-inferex-viewer-ip'] = { value: event.viewer.ip }" in code
+        and viewer_function.get("AutoPublish") is True,
+        "ViewerAddressFunction writes the browser's address (event.viewer.ip) over any X-Inferex-Viewer-Ip the browser sent",
+    )
+    for b in api_behaviours:
+        associations = b.get("FunctionAssociations", [])
+        check(
+            any(
+                a.get("EventType") == "viewer-request" and ref_name(a.get("FunctionARN")) == "ViewerAddressFunction"
+                for a in associations
+            ),
+            f"{b.get('PathPattern')}: ViewerAddressFunction runs on every viewer request bound for the API",
+        )
     for name in CLIENT_ADDRESS_FUNCTIONS:
         variables = functions.get(name, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
         check(

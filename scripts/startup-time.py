@@ -6,7 +6,8 @@ capability checks). A local stand-in of the runtime API records the poll; the pr
     scripts/startup-time.py target/release/usage [runs]
 
 Prints the median, 90th percentile and fastest run in milliseconds. Needs no AWS access: the functions
-without secrets (signup, auth, keys, usage) make no network call before their first poll.
+without secrets (keys, usage) make no network call before their first poll; the others read theirs from
+Secrets Manager first, and refuse to start without it.
 """
 
 import http.server

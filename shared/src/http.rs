@@ -66,20 +66,24 @@ impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S> for
 
 /// The header CloudFront adds to every request it sends the API, holding the edge secret.
 pub const EDGE_PROOF_HEADER: &str = "x-inferex-edge";
-/// The viewer's `address:port`, as CloudFront reports it (IPv6 without brackets: `2406:da1a::1:443`).
-const VIEWER_ADDRESS_HEADER: &str = "cloudfront-viewer-address";
+/// The browser's address, written by our CloudFront function (template.yaml, `ViewerAddressFunction`) from
+/// the connection CloudFront saw, over whatever the browser sent under that name.
+pub const VIEWER_ADDRESS_HEADER: &str = "x-inferex-viewer-ip";
 
 /// The browser's address behind CloudFront: believed only when the request carries the edge secret, which
-/// only our distribution sends (anyone calling the API directly can write `CloudFront-Viewer-Address`).
+/// only our distribution sends (anyone calling the API directly can write the address header), and only
+/// when there is exactly one address.
 pub fn viewer_address(headers: &HeaderMap, edge_secret: &str) -> Option<String> {
-    let proof = headers.get(EDGE_PROOF_HEADER)?.to_str().ok()?;
+    let only = |name: &str| {
+        let mut values = headers.get_all(name).iter();
+        let value = values.next()?.to_str().ok()?;
+        values.next().is_none().then_some(value)
+    };
+    let proof = only(EDGE_PROOF_HEADER)?;
     if edge_secret.is_empty() || !crate::secrets::constant_time_eq(proof.as_bytes(), edge_secret.as_bytes()) {
         return None;
     }
-    let (address, port) = headers.get(VIEWER_ADDRESS_HEADER)?.to_str().ok()?.trim().rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
-    let address = address.trim_start_matches('[').trim_end_matches(']');
-    address.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+    only(VIEWER_ADDRESS_HEADER)?.trim().parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
 }
 
 /// The caller's IP and user agent. The IP is the browser's as CloudFront reports it when the request proves
@@ -347,6 +351,7 @@ pub fn decode_cursor(cursor: Option<&str>, prefix: &str) -> Result<Option<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn every_list_answers_in_one_shape() -> Result<(), serde_json::Error> {
@@ -397,32 +402,37 @@ mod tests {
     #[test]
     fn the_viewer_address_is_believed_only_with_the_edge_secret() {
         const SECRET: &str = "Zq8Vd2LmZ0pRt7Yw1NcXbq8Vd2LmZ0pRtA";
-        let with = |proof: Option<&str>, viewer: &str| {
+        let with = |proof: Option<&str>, viewers: &[&str]| {
             let mut headers = HeaderMap::new();
             if let Some(proof) = proof.and_then(|p| p.parse().ok()) {
                 headers.insert(EDGE_PROOF_HEADER, proof);
             }
-            if let Ok(viewer) = viewer.parse() {
-                headers.insert(VIEWER_ADDRESS_HEADER, viewer);
+            for viewer in viewers {
+                if let Ok(viewer) = viewer.parse() {
+                    headers.append(VIEWER_ADDRESS_HEADER, viewer);
+                }
             }
             headers
         };
-        for (proof, viewer, expected) in [
-            (Some(SECRET), "198.51.100.10:46532", Some("198.51.100.10")),
-            (Some(SECRET), "2406:2d40:728d:fa10::c4a:42838", Some("2406:2d40:728d:fa10::c4a")),
-            (Some(SECRET), "[2406:da1a::1]:443", Some("2406:da1a::1")),
+        for (proof, viewers, expected) in [
+            (Some(SECRET), &["198.51.100.10"][..], Some("198.51.100.10")),
+            (Some(SECRET), &["2406:2d40:728d:fa10::c4a"][..], Some("2406:2d40:728d:fa10::c4a")),
             // Forged, missing or almost right proof: not believed.
-            (None, "198.51.100.10:46532", None),
-            (Some("Zq8Vd2LmZ0pRt7Yw1NcXbq8Vd2LmZ0pRt"), "198.51.100.10:46532", None),
-            (Some(""), "198.51.100.10:46532", None),
-            // Whatever is not an address and a port.
-            (Some(SECRET), "198.51.100.10", None),
-            (Some(SECRET), "evil.example:443", None),
-            (Some(SECRET), "198.51.100.10:port", None),
-            (Some(SECRET), "", None),
+            (None, &["198.51.100.10"][..], None),
+            (Some("Zq8Vd2LmZ0pRt7Yw1NcXbq8Vd2LmZ0pRt"), &["198.51.100.10"][..], None),
+            (Some(""), &["198.51.100.10"][..], None),
+            // Not exactly one address.
+            (Some(SECRET), &["203.0.113.9", "198.51.100.10"][..], None),
+            (Some(SECRET), &[][..], None),
+            (Some(SECRET), &["evil.example"][..], None),
+            (Some(SECRET), &["198.51.100.10:443"][..], None),
+            (Some(SECRET), &[""][..], None),
         ] {
-            assert_eq!(viewer_address(&with(proof, viewer), SECRET).as_deref(), expected, "{proof:?} {viewer:?}");
+            assert_eq!(viewer_address(&with(proof, viewers), SECRET).as_deref(), expected, "{proof:?} {viewers:?}");
         }
-        assert_eq!(viewer_address(&with(Some(""), "198.51.100.10:1"), ""), None, "an empty secret proves nothing");
+        let mut doubled = with(Some(SECRET), &["198.51.100.10"]);
+        doubled.append(EDGE_PROOF_HEADER, HeaderValue::from_static("second"));
+        assert_eq!(viewer_address(&doubled, SECRET), None, "one proof, not two");
+        assert_eq!(viewer_address(&with(Some(""), &["198.51.100.10"]), ""), None, "an empty secret proves nothing");
     }
 }

@@ -314,9 +314,10 @@ async fn store_holds_no_plaintext_password_or_token(backend: Backend) -> TestRes
     Ok(())
 }
 
-/// In AWS the dashboard reaches the API through CloudFront, which connects from its own addresses and
-/// reports the browser's in `CloudFront-Viewer-Address`, with the edge secret in `X-Inferex-Edge` as
-/// proof; a caller reaching the API directly can send both headers, but not the secret.
+/// In AWS the dashboard reaches the API through CloudFront, which connects from its own addresses; our
+/// CloudFront function writes the browser's in `X-Inferex-Viewer-Ip`, and CloudFront adds the edge secret
+/// in `X-Inferex-Edge` as proof; a caller reaching the API directly can send both headers, but not the
+/// secret.
 async fn behind_cloudfront_the_browsers_address_is_recorded_only_with_the_edge_proof(backend: Backend) -> TestResult {
     const EDGE_SECRET: &str = "Zq8Vd2LmZ0pRt7Yw1NcXbq8Vd2LmZ0pRtA";
     let api = TestApi::start(backend).await?;
@@ -332,18 +333,18 @@ async fn behind_cloudfront_the_browsers_address_is_recorded_only_with_the_edge_p
         api.http
             .post(format!("{base}/v1/auth/login"))
             .header("x-inferex-edge", proof)
-            .header("cloudfront-viewer-address", viewer)
+            .header("x-inferex-viewer-ip", viewer)
             .json(&json!({ "email": "edge@example.in", "password": PASSWORD }))
             .send()
     };
     // Through CloudFront (the proof is right): the browser's address.
-    let token: Value = login(&edge, EDGE_SECRET, "2406:2d40:728d:fa10::c4a:42838").await?.json().await?;
+    let token: Value = login(&edge, EDGE_SECRET, "2406:2d40:728d:fa10::c4a").await?.json().await?;
     let token = token["token"].as_str().ok_or("no token")?.to_owned();
     // Forged proof, or the right headers where no edge secret is configured: the connecting address.
     api.clock.advance(Duration::seconds(1));
-    assert_eq!(login(&edge, "guessed-edge-secret", "203.0.113.9:443").await?.status(), StatusCode::OK);
+    assert_eq!(login(&edge, "guessed-edge-secret", "203.0.113.9").await?.status(), StatusCode::OK);
     api.clock.advance(Duration::seconds(1));
-    assert_eq!(login(&api.base, EDGE_SECRET, "203.0.113.10:443").await?.status(), StatusCode::OK);
+    assert_eq!(login(&api.base, EDGE_SECRET, "203.0.113.10").await?.status(), StatusCode::OK);
     let logins: Value = api
         .http
         .get(api.url("/v1/account/logins"))
