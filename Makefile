@@ -13,7 +13,8 @@ run:
 test:
 	scripts/test.sh
 
-## bench: added latency of the gateway versus calling a local provider stand-in directly (release build).
+## bench: added latency of the gateway versus calling a local provider stand-in directly, and a closed-loop
+## throughput sweep (release build); INFEREX_BENCH_SOAK_SECONDS=300 adds a soak (memory, store size).
 bench:
 	cargo build --release -p dev-server --bins
 	INFEREX_BENCH_SERVER=target/release/dev-server target/release/bench

@@ -53,7 +53,8 @@ pub enum Mode {
 struct Inner {
     mode: Mode,
     latency: Duration,
-    requests: Vec<Value>,
+    /// The newest [`REQUESTS_KEPT`] bodies (a benchmark's millions of calls must not pile up).
+    requests: std::collections::VecDeque<Value>,
     answer: Answer,
 }
 
@@ -74,6 +75,9 @@ pub struct Upstream {
     inner: Arc<Mutex<Inner>>,
 }
 
+/// How many request bodies the stand-in keeps for tests to read (the newest).
+pub const REQUESTS_KEPT: usize = 10_000;
+
 /// The greeting every answer starts with, a token a word.
 const WORDS: [&str; 6] = ["Namaste! ", "This ", "is ", "the ", "stand-in ", "model."];
 /// Every token after the greeting.
@@ -89,7 +93,7 @@ const RENDERED_FIELDS: [&str; 8] =
 
 impl Upstream {
     pub fn new(latency: Duration) -> Self {
-        let inner = Inner { mode: Mode::Normal, latency, requests: Vec::new(), answer: Answer::Greeting };
+        let inner = Inner { mode: Mode::Normal, latency, requests: Default::default(), answer: Answer::Greeting };
         Self { inner: Arc::new(Mutex::new(inner)) }
     }
 
@@ -98,6 +102,11 @@ impl Upstream {
             Ok(inner) => inner,
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+
+    /// How long each answer waits before it starts (a benchmark's throughput steps use none).
+    pub fn set_latency(&self, latency: Duration) {
+        self.inner().latency = latency;
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -110,7 +119,7 @@ impl Upstream {
 
     /// The bodies received so far.
     pub fn requests(&self) -> Vec<Value> {
-        self.inner().requests.clone()
+        self.inner().requests.iter().cloned().collect()
     }
 
     /// Prompt tokens the stand-in counts for a body: the rendered fields at one byte a token, plus the
@@ -205,7 +214,10 @@ fn generate(body: &Value, tokens: u64, chat: bool) -> Generated {
 async fn answer(upstream: Upstream, body: Value, chat: bool) -> Response {
     let (mode, latency) = {
         let mut inner = upstream.inner();
-        inner.requests.push(body.clone());
+        if inner.requests.len() >= REQUESTS_KEPT {
+            inner.requests.pop_front();
+        }
+        inner.requests.push_back(body.clone());
         (inner.mode, inner.latency)
     };
     tokio::time::sleep(latency).await;

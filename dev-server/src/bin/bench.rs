@@ -1,8 +1,17 @@
-//! `make bench`: the gateway's added latency. Starts the local server (release build, embedded store) as
-//! its own process, pointed at an OpenAI-compatible stand-in with a fixed 20 ms latency running here;
-//! drives open-loop load at a fixed rate, first straight at the stand-in, then through the gateway, for
-//! non-streaming and streaming calls; prints p50/p99 added latency (and time to first token), achieved
-//! requests per second and the server's peak RSS.
+//! `make bench`: the gateway's added latency and throughput. Starts the local server (release build,
+//! embedded store) as its own process, pointed at an OpenAI-compatible stand-in running here.
+//!
+//! 1. Open loop at a fixed rate with a 20 ms upstream, first straight at the stand-in, then through the
+//!    gateway, for non-streaming and streaming calls: p50/p99 added latency, time to first token.
+//! 2. Closed loop with an upstream that answers at once: 1, 10 and 50 connections of one account, and 50
+//!    connections spread over `INFEREX_BENCH_ACCOUNTS` accounts (default 20), each step
+//!    `INFEREX_BENCH_STEP_SECONDS` (default 5) straight at the stand-in and through the gateway: calls per
+//!    second and latency.
+//! 3. With `INFEREX_BENCH_SOAK_SECONDS`, a soak: `INFEREX_BENCH_SOAK_CONNECTIONS` (default 10) closed-loop
+//!    callers of one account for that long, printing every 10 seconds the calls per second, the server's
+//!    resident memory and the size of its store (database file and write-ahead log).
+//!
+//! Ends with the server's peak RSS.
 
 #![expect(clippy::print_stdout, reason = "a command-line tool reports on the terminal")]
 
@@ -18,6 +27,13 @@ use serde_json::{Value, json};
 const RATE_PER_SECOND: u64 = 500;
 const REQUESTS: usize = 3000;
 const UPSTREAM_LATENCY: Duration = Duration::from_millis(20);
+/// Closed-loop connection counts, and the default of `INFEREX_BENCH_ACCOUNTS` (the many-accounts step).
+const CONNECTIONS: [usize; 3] = [1, 10, 50];
+const ACCOUNTS: u64 = 20;
+const STEP_SECONDS: u64 = 5;
+const SOAK_CONNECTIONS: u64 = 10;
+/// How often the soak reports.
+const SOAK_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -34,12 +50,21 @@ fn free_port() -> Res<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+/// A memory figure of the process from /proc (`VmHWM`: peak resident, `VmRSS`: resident now), in KiB.
+fn memory_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim_start_matches(':').trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    memory_kib(pid, "VmHWM")
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 async fn post(http: &reqwest::Client, url: &str, key: Option<&str>, body: &Value) -> Res<Value> {
@@ -111,6 +136,48 @@ async fn drive(http: &reqwest::Client, url: &str, key: Option<&str>, body: &Valu
     run
 }
 
+/// Closed loop: `keys.len()` callers (one key each, repeated as needed), each sending its next request as
+/// soon as its last answer is complete, for `length`.
+async fn closed_loop(
+    http: &reqwest::Client,
+    url: &str,
+    keys: &[Option<String>],
+    body: &Value,
+    length: Duration,
+) -> Run {
+    let start = Instant::now();
+    let deadline = start + length;
+    let mut workers = Vec::with_capacity(keys.len());
+    for key in keys {
+        let (http, url, key, body) = (http.clone(), url.to_owned(), key.clone(), body.clone());
+        workers.push(shared::tasks::spawn("bench caller", async move {
+            let (mut totals, mut firsts, mut failures) = (Vec::new(), Vec::new(), 0);
+            while Instant::now() < deadline {
+                match timed(http.clone(), url.clone(), key.clone(), body.clone()).await {
+                    Some((total, first)) => {
+                        totals.push(total);
+                        firsts.push(first);
+                    }
+                    None => failures += 1,
+                }
+            }
+            (totals, firsts, failures)
+        }));
+    }
+    let mut run = Run { totals: Vec::new(), firsts: Vec::new(), failures: 0, per_second: 0.0 };
+    for worker in workers {
+        if let Ok((totals, firsts, failures)) = worker.await {
+            run.totals.extend(totals);
+            run.firsts.extend(firsts);
+            run.failures += failures;
+        }
+    }
+    run.per_second = run.totals.len() as f64 / start.elapsed().as_secs_f64();
+    run.totals.sort();
+    run.firsts.sort();
+    run
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -132,8 +199,9 @@ async fn main() -> Res<()> {
     let upstream = Upstream::new(UPSTREAM_LATENCY);
     let upstream_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let upstream_addr = upstream_listener.local_addr()?;
+    let serving = upstream.clone();
     shared::tasks::spawn("bench upstream", async move {
-        let _ = axum::serve(upstream_listener, upstream_standin::router(upstream)).await;
+        let _ = axum::serve(upstream_listener, upstream_standin::router(serving)).await;
     });
     let (server, base, data) = start_server(upstream_addr)?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build()?;
@@ -143,8 +211,19 @@ async fn main() -> Res<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let key = customer_key(&http, &base).await?;
+    let key = customer_key(&http, &base, 0).await?;
     measure(&http, &base, upstream_addr, &key).await;
+    // Throughput: the upstream answers at once, so what is measured is the gateway.
+    upstream.set_latency(Duration::ZERO);
+    let accounts = setting("INFEREX_BENCH_ACCOUNTS", ACCOUNTS);
+    let mut keys = vec![key.clone()];
+    for index in 1..accounts {
+        keys.push(customer_key(&http, &base, index).await?);
+    }
+    sweep(&http, &base, upstream_addr, &keys).await;
+    if let Ok(seconds) = std::env::var("INFEREX_BENCH_SOAK_SECONDS").map(|v| v.parse::<u64>().unwrap_or(0)) {
+        soak(&http, &base, &key, server.0.id(), &data, Duration::from_secs(seconds)).await;
+    }
     match peak_rss_kib(server.0.id()) {
         Some(kib) => println!("server peak RSS: {:.1} MiB", kib as f64 / 1024.0),
         None => println!("server peak RSS: unavailable"),
@@ -191,9 +270,16 @@ async fn verification_token(http: &reqwest::Client, base: &str, email: &str) -> 
     Err("no verification e-mail arrived".into())
 }
 
-/// A customer with a verified address and KYC, ₹5,00,000 of balance (through the server's Razorpay stand-in) and an API key.
-async fn customer_key(http: &reqwest::Client, base: &str) -> Res<String> {
-    let email = "bench@example.in";
+/// Customer `index`: a verified address and KYC (numbers of its own), ₹5,00,000 of balance (through the
+/// server's Razorpay stand-in) and an API key.
+async fn customer_key(http: &reqwest::Client, base: &str, index: u64) -> Res<String> {
+    let email = format!("bench{index}@example.in");
+    let email = email.as_str();
+    let pan = format!("BNCPE{:04}H", 1000 + index);
+    let aadhaar = (0..10)
+        .map(|digit| format!("{}{digit}", 23_456_789_010 + index))
+        .find(|candidate| shared::kyc::documents::verhoeff_valid(candidate))
+        .ok_or("no Aadhaar check digit")?;
     post(http, &format!("{base}/v1/auth/signup"), None, &json!({"email": email, "password": "correct horse battery", "full_name": "Bench", "date_of_birth": "1990-01-01", "accepted_terms_version": shared::config::DEFAULT_POLICY_VERSION})).await?;
     let token = post(
         http,
@@ -211,7 +297,7 @@ async fn customer_key(http: &reqwest::Client, base: &str) -> Res<String> {
         http,
         &format!("{base}/v1/kyc"),
         Some(&token),
-        &json!({"pan": "BNCPE1234H", "aadhaar": "234567890124", "name_on_pan": "Bench"}),
+        &json!({"pan": pan, "aadhaar": aadhaar, "name_on_pan": "Bench"}),
     )
     .await?;
     let topup =
@@ -265,5 +351,73 @@ async fn measure(http: &reqwest::Client, base: &str, upstream_addr: std::net::So
 async fn drive_warmup(http: &reqwest::Client, url: &str, key: Option<&str>, body: &Value) {
     for _ in 0..50 {
         let _ = timed(http.clone(), url.to_owned(), key.map(str::to_owned), body.clone()).await;
+    }
+}
+
+/// Closed-loop throughput at 1, 10 and 50 connections of one account, then 50 over every account, straight
+/// at the stand-in and through the gateway, for both modes.
+async fn sweep(http: &reqwest::Client, base: &str, upstream_addr: std::net::SocketAddr, keys: &[String]) {
+    let length = Duration::from_secs(setting("INFEREX_BENCH_STEP_SECONDS", STEP_SECONDS));
+    let gateway_url = format!("{base}/v1/chat/completions");
+    let direct_url = format!("http://{upstream_addr}/chat/completions");
+    println!();
+    println!(
+        "Closed loop, upstream answering at once, {} s a step (direct = straight at the stand-in):",
+        length.as_secs()
+    );
+    println!(
+        "| mode | accounts | connections | direct calls/s | gateway calls/s | gateway p50 (ms) | gateway p99 (ms) | failures |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for stream in [false, true] {
+        let body = json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16, "stream": stream});
+        let mut direct_body = body.clone();
+        direct_body["model"] = json!("llama3.1-8b");
+        let mut steps: Vec<(usize, usize)> = CONNECTIONS.iter().map(|&c| (1, c)).collect();
+        steps.push((keys.len(), 50));
+        for (accounts, connections) in steps {
+            let callers: Vec<Option<String>> = (0..connections).map(|i| keys.get(i % accounts).cloned()).collect();
+            let direct = closed_loop(http, &direct_url, &vec![None; connections], &direct_body, length).await;
+            let through = closed_loop(http, &gateway_url, &callers, &body, length).await;
+            println!(
+                "| {} | {accounts} | {connections} | {:.0} | {:.0} | {:.2} | {:.2} | {} |",
+                if stream { "streaming" } else { "non-streaming" },
+                direct.per_second,
+                through.per_second,
+                ms(percentile(&through.totals, 0.5)),
+                ms(percentile(&through.totals, 0.99)),
+                through.failures,
+            );
+        }
+    }
+}
+
+/// Sustained closed-loop load on one account, reporting throughput, memory and store size as it goes.
+async fn soak(http: &reqwest::Client, base: &str, key: &str, pid: u32, data: &std::path::Path, length: Duration) {
+    let connections = setting("INFEREX_BENCH_SOAK_CONNECTIONS", SOAK_CONNECTIONS) as usize;
+    let url = format!("{base}/v1/chat/completions");
+    let body = json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16});
+    println!();
+    println!("Soak: {connections} closed-loop connections of one account for {} s:", length.as_secs());
+    println!("| time (s) | calls | calls/s (last 10 s) | failures | server RSS (MiB) | database (MiB) | log (MiB) |");
+    println!("|---|---|---|---|---|---|---|");
+    let start = Instant::now();
+    let mut done = 0;
+    let mut failures = 0;
+    while start.elapsed() < length {
+        let step = SOAK_REPORT_EVERY.min(length.saturating_sub(start.elapsed()));
+        let keys = vec![Some(key.to_owned()); connections];
+        let run = closed_loop(http, &url, &keys, &body, step).await;
+        done += run.totals.len();
+        failures += run.failures;
+        let size = |name: &str| std::fs::metadata(data.join(name)).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "| {:.0} | {done} | {:.0} | {failures} | {:.1} | {:.1} | {:.1} |",
+            start.elapsed().as_secs_f64(),
+            run.per_second,
+            memory_kib(pid, "VmRSS").unwrap_or(0) as f64 / 1024.0,
+            mib(size("inferex.sqlite3")),
+            mib(size("inferex.sqlite3-wal")),
+        );
     }
 }

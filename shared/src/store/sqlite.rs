@@ -17,12 +17,19 @@ use super::{
 };
 use crate::clock::Clock;
 
+/// The write-ahead log's limit by default (see [`SqliteStore::open_with_log_limit`]).
+pub const LOG_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
+/// SQLite's page size, which the log is counted in.
+const PAGE_BYTES: u64 = 4096;
+
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     clock: Arc<dyn Clock>,
     /// The database file (none for in-memory stores), for the background checkpointer's own connection.
     path: Option<std::path::PathBuf>,
+    /// Past this many bytes of write-ahead log the checkpointer truncates it (see `spawn_checkpointer`).
+    log_limit: u64,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -34,16 +41,28 @@ fn sql_table(table: Table) -> String {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and its tables.
+    /// Opens (creating if needed) the database file and its tables, with the default log limit.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> StoreResult<Self> {
+        Self::open_with_log_limit(path, clock, LOG_LIMIT_BYTES)
+    }
+
+    /// Opens the database with a write-ahead log that stays near `log_limit` bytes and never passes twice
+    /// that (plus one commit), however fast the writes come.
+    pub fn open_with_log_limit(path: &Path, clock: Arc<dyn Clock>, log_limit: u64) -> StoreResult<Self> {
         let conn = Connection::open(path).map_err(backend)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
         // Checkpoints (the only writes that wait for the disk) run on their own connection in the background
-        // (`spawn_checkpointer`), never inside a request's commit while every other request waits for it.
-        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(backend)?;
+        // (`spawn_checkpointer`), not inside a request's commit while every other request waits for it;
+        // only when the background falls behind, at twice the limit, does a commit checkpoint itself. With
+        // this one connection doing every read and write, nothing else holds the log, so that checkpoint
+        // completes and the next commit starts the log over, cut back to the limit.
+        let hard_limit_pages = (2 * log_limit / PAGE_BYTES).max(1);
+        conn.pragma_update(None, "wal_autocheckpoint", hard_limit_pages).map_err(backend)?;
+        conn.pragma_update(None, "journal_size_limit", log_limit).map_err(backend)?;
         let mut store = Self::init(conn, clock)?;
         store.path = Some(path.to_owned());
+        store.log_limit = log_limit;
         Ok(store)
     }
 
@@ -69,7 +88,7 @@ impl SqliteStore {
             ))
             .map_err(backend)?;
         }
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), clock, path: None })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), clock, path: None, log_limit: LOG_LIMIT_BYTES })
     }
 
     /// Runs a single-item operation (a get or a write of at most 100 items). Uncontended, it takes
@@ -145,12 +164,20 @@ impl SqliteStore {
     }
 
     /// Copies the write-ahead log into the database every `every`, on a second connection, so that commits
-    /// never wait for a checkpoint's disk flush. A passive checkpoint does not block readers or the writer.
-    /// Stores without a file (in memory) have nothing to checkpoint: the task then just ends.
+    /// never wait for a checkpoint's disk flush. A passive checkpoint does not block readers or the writer,
+    /// but under steady writes it never catches up with the end of the log, so the log is never rewound
+    /// and grows without end. So when the log file has grown past `log_limit` bytes, the checkpointer also
+    /// takes the store's one connection for a moment (requests wait for it, as for any other operation)
+    /// and finishes the checkpoint there, which truncates the log: the passive rounds have already copied
+    /// all but the newest pages, so the pause is short. The log stays near the store's limit; past twice
+    /// the limit, commits checkpoint it themselves (see `open_with_log_limit`). Stores without a file (in
+    /// memory) have nothing to checkpoint: the task just ends.
     pub fn spawn_checkpointer(&self, every: Duration) -> tokio::task::JoinHandle<()> {
-        let path = self.path.clone();
+        let store = self.clone();
+        let log_limit = self.log_limit;
         crate::tasks::spawn("sqlite checkpointer", async move {
-            let Some(path) = path else { return };
+            let Some(path) = store.path.clone() else { return };
+            let log = Self::log_path(&path);
             let conn = match Connection::open(&path) {
                 Ok(conn) => Arc::new(Mutex::new(conn)),
                 Err(e) => {
@@ -159,19 +186,42 @@ impl SqliteStore {
                 }
             };
             let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
                 let conn = Arc::clone(&conn);
-                let done = tokio::task::spawn_blocking(move || {
+                let passive = tokio::task::spawn_blocking(move || {
                     let guard = conn.lock().map_err(|_| backend("checkpointer lock poisoned"))?;
                     guard.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(backend)
                 })
                 .await;
-                if let Ok(Err(e)) | Err(e) = done.map_err(backend) {
+                if let Ok(Err(e)) | Err(e) = passive.map_err(backend) {
                     tracing::warn!(error = %e, "checkpoint failed");
+                }
+                if std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) <= log_limit {
+                    continue;
+                }
+                let truncated = store
+                    .with_conn(|conn, _| {
+                        // (busy, log pages, checkpointed pages): busy = 1 when it could not finish.
+                        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0))
+                            .map_err(backend)
+                    })
+                    .await;
+                match truncated {
+                    Ok(0) => tracing::debug!(log_limit, "write-ahead log checkpointed and truncated"),
+                    Ok(_) => tracing::warn!(log_limit, "write-ahead log over its limit and still busy; retrying"),
+                    Err(e) => tracing::warn!(error = %e, "truncating checkpoint failed"),
                 }
             }
         })
+    }
+
+    /// The write-ahead log file beside a database file.
+    fn log_path(database: &Path) -> std::path::PathBuf {
+        let mut name = database.as_os_str().to_owned();
+        name.push("-wal");
+        std::path::PathBuf::from(name)
     }
 
     /// Purges expired items every `every` until the returned task is aborted.
@@ -420,6 +470,7 @@ mod tests {
             store.put(Put { table: Table::Main, item, condition: Condition::Always }).await?;
         }
         assert_eq!(rows_in_main_file(&path)?, 0, "no commit checkpointed on its own");
+        // The log (some 5 MB) is under the default limit: only the background checkpointer copies it.
         let checkpointer = store.spawn_checkpointer(Duration::from_millis(20));
         let mut rows = 0;
         for _ in 0..100 {
@@ -432,6 +483,44 @@ mod tests {
         }
         checkpointer.abort();
         assert_eq!(rows, ROWS, "the checkpointer copied every committed row into the database file");
+        let _ = std::fs::remove_dir_all(dir);
+        Ok(())
+    }
+
+    /// Steady writes keep a passive checkpoint from ever reaching the end of the log (without a bound this
+    /// test's log passes 50 MB); the log still stays within twice its limit, and nothing committed is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_stays_bounded_under_steady_writes() -> StoreResult<()> {
+        const LIMIT: u64 = 1024 * 1024;
+        const WRITES: usize = 3_000;
+        let dir = std::env::temp_dir().join(format!("inferex-wal-bound-{}", crate::secrets::random_suffix()));
+        std::fs::create_dir_all(&dir).map_err(backend)?;
+        let path = dir.join("store.sqlite3");
+        let store = SqliteStore::open_with_log_limit(&path, Arc::new(SystemClock), LIMIT)?;
+        let log = SqliteStore::log_path(&path);
+        let checkpointer = store.spawn_checkpointer(Duration::from_millis(10));
+        let mut attrs = Map::new();
+        attrs.insert("padding".into(), Value::String("x".repeat(2_000)));
+        let mut largest = 0;
+        for i in 0..WRITES {
+            let item =
+                Item { pk: format!("P#{}", i % 500), sk: format!("S#{i}"), attrs: attrs.clone(), expires_at: None };
+            store.put(Put { table: Table::Main, item, condition: Condition::Always }).await?;
+            largest = largest.max(std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0));
+            if i % 100 == 0 {
+                // Lets the checkpointer run between bursts, as a server's other tasks would.
+                tokio::task::yield_now().await;
+            }
+        }
+        checkpointer.abort();
+        // About 3,000 commits of a page or two each: some 20 MB of log without the limit.
+        assert!(largest < 5 * LIMIT, "the log reached {largest} bytes (limit {LIMIT})");
+        let count = store
+            .with_conn(|conn, _| {
+                conn.query_row("SELECT count(*) FROM items_main", [], |r| r.get::<_, i64>(0)).map_err(backend)
+            })
+            .await?;
+        assert_eq!(count, WRITES as i64, "every commit is still there");
         let _ = std::fs::remove_dir_all(dir);
         Ok(())
     }
