@@ -23,6 +23,7 @@ on_both_stores!(
     a_late_settlement_after_the_sweeper_charged_charges_nothing_more,
     a_request_costs_one_write_before_and_one_after,
     overlapping_requests_on_one_wallet_settle_at_the_first_try,
+    fifty_concurrent_settlements_on_one_wallet_each_commit_at_the_first_try,
     a_wrong_balance_hint_costs_a_retry_never_a_wrong_ledger,
 );
 
@@ -314,6 +315,31 @@ async fn overlapping_requests_on_one_wallet_settle_at_the_first_try(backend: Bac
     }
     assert_eq!(counting.calls.load(Ordering::SeqCst), 3, "one round trip per settlement");
     assert_eq!(api.state.store.wallet(&user).await?.balance, 100 * UNITS_PER_RUPEE - 3_000);
+    api.ledger_checked_balance(&user).await?;
+    Ok(())
+}
+
+/// Fifty calls of one account settling at the same moment in one process: they take turns, each from the
+/// balance the previous one left, so none pays a failed transaction and a re-read.
+async fn fifty_concurrent_settlements_on_one_wallet_each_commit_at_the_first_try(backend: Backend) -> TestResult {
+    const CALLS: usize = 50;
+    let api = TestApi::start(backend).await?;
+    let user = funded_user(&api, "fifty@example.in", 100).await?;
+    let hints = BalanceHints::default();
+    let counting = CountingStore::new(api.state.store.clone());
+    let mut placed = Vec::new();
+    for _ in 0..CALLS {
+        placed.push(holds::place_hold(&counting, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?);
+    }
+    counting.calls.store(0, Ordering::SeqCst);
+    let settlements = placed
+        .iter()
+        .map(|hold| holds::settle(&counting, &hints, hold, 1_000, usage(&api, 3, 4), far(&api), deadline()));
+    for settled in futures_util::future::join_all(settlements).await {
+        assert_eq!(settled?.cost, 1_000);
+    }
+    assert_eq!(counting.calls.load(Ordering::SeqCst), CALLS, "one round trip per settlement");
+    assert_eq!(api.state.store.wallet(&user).await?.balance, 100 * UNITS_PER_RUPEE - 1_000 * CALLS as i64);
     api.ledger_checked_balance(&user).await?;
     Ok(())
 }

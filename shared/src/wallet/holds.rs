@@ -26,7 +26,7 @@
 //! so a repeated settlement finds it and charges nothing more.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -58,13 +58,32 @@ const RECORD_AFTER_CONFLICTS: u32 = 3;
 /// time the request settles (others settled in between), and every settlement would cost a failed
 /// transaction and a read before succeeding. A stale hint costs only that retry: the balance condition
 /// keeps every settlement exact whatever the hint says.
+///
+/// Settlements of one wallet in this process also take turns ([`BalanceHints::settle_turn`]): each starts
+/// from the balance the previous one left, so its hint is exact and it commits at the first try. Racing
+/// instead, fifty calls of one account each found the balance changed under them, read it again and
+/// retried, and the account's throughput fell as its concurrency rose.
 #[derive(Debug, Default)]
 pub struct BalanceHints {
     latest: Mutex<HashMap<String, i64>>,
+    lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl BalanceHints {
     const CAPACITY: usize = 100_000;
+
+    /// Waits for this wallet's turn to settle; the turn ends when the guard is dropped. Wallets nobody is
+    /// settling are forgotten once the map is full, so it stays bounded.
+    pub async fn settle_turn(&self, user_id: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let lane = {
+            let mut lanes = self.lanes.lock().ok()?;
+            if lanes.len() >= Self::CAPACITY && !lanes.contains_key(user_id) {
+                lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
+            }
+            Arc::clone(lanes.entry(user_id.to_owned()).or_default())
+        };
+        Some(lane.lock_owned().await)
+    }
 
     pub fn note(&self, user_id: &str, balance: i64) {
         if let Ok(mut latest) = self.latest.lock() {
@@ -257,6 +276,8 @@ pub async fn settle<S: ItemStore + ?Sized>(
     deadline: std::time::Instant,
 ) -> ApiResult<UsageRecord> {
     let charge = charge_in_full(hold, cost, &mut usage);
+    // Until this settlement commits or gives up, no other settlement of this wallet in this process starts.
+    let _turn = hints.settle_turn(&hold.user_id).await;
     let mut expected_balance = hints.get(&hold.user_id).unwrap_or(hold.balance);
     let mut backoff: Option<std::time::Duration> = None;
     let mut recorded = false;
