@@ -221,8 +221,12 @@ async fn main() -> Res<()> {
         keys.push(customer_key(&http, &base, index).await?);
     }
     sweep(&http, &base, upstream_addr, &keys).await;
-    if let Ok(seconds) = std::env::var("INFEREX_BENCH_SOAK_SECONDS").map(|v| v.parse::<u64>().unwrap_or(0)) {
-        soak(&http, &base, &key, server.0.id(), &data, Duration::from_secs(seconds)).await;
+    match std::env::var("INFEREX_BENCH_SOAK_SECONDS").map(|v| v.parse::<u64>()) {
+        Ok(Ok(seconds)) if seconds > 0 => {
+            soak(&http, &base, &key, server.0.id(), &data, Duration::from_secs(seconds)).await;
+        }
+        Ok(_) => println!("INFEREX_BENCH_SOAK_SECONDS must be a number of seconds above 0: no soak"),
+        Err(_) => {}
     }
     match peak_rss_kib(server.0.id()) {
         Some(kib) => println!("server peak RSS: {:.1} MiB", kib as f64 / 1024.0),
@@ -374,7 +378,9 @@ async fn sweep(http: &reqwest::Client, base: &str, upstream_addr: std::net::Sock
         let mut direct_body = body.clone();
         direct_body["model"] = json!("llama3.1-8b");
         let mut steps: Vec<(usize, usize)> = CONNECTIONS.iter().map(|&c| (1, c)).collect();
-        steps.push((keys.len(), 50));
+        if keys.len() > 1 {
+            steps.push((keys.len(), 50));
+        }
         for (accounts, connections) in steps {
             let callers: Vec<Option<String>> = (0..connections).map(|i| keys.get(i % accounts).cloned()).collect();
             let direct = closed_loop(http, &direct_url, &vec![None; connections], &direct_body, length).await;

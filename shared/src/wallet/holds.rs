@@ -51,6 +51,9 @@ const SETTLE_BACKOFF_FIRST: std::time::Duration = std::time::Duration::from_mill
 const SETTLE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_millis(100);
 /// After this many lost races on a busy wallet, a settlement records what its call used (for the sweeper).
 const RECORD_AFTER_CONFLICTS: u32 = 3;
+/// The longest a settlement waits for its wallet's turn before it goes ahead without it (the balance
+/// condition keeps it exact; it only risks a retry): one stuck settlement never holds up the rest.
+const TURN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The latest wallet balance this process has seen per user, used as a settlement's expected balance.
 ///
@@ -91,6 +94,14 @@ impl BalanceHints {
                 latest.clear();
             }
             latest.insert(user_id.to_owned(), balance);
+        }
+    }
+
+    /// Notes a balance only where none is known: a hold's answer may arrive after a later settlement noted
+    /// a newer balance, and holds do not change the balance anyway.
+    pub fn note_if_unknown(&self, user_id: &str, balance: i64) {
+        if self.get(user_id).is_none() {
+            self.note(user_id, balance);
         }
     }
 
@@ -232,7 +243,7 @@ async fn hold_for<S: ItemStore + ?Sized>(
         Ok(wallet) => {
             hold.balance = wallet.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
             hold.low_balance_threshold = low_balance_threshold(&wallet);
-            hints.note(user_id, hold.balance);
+            hints.note_if_unknown(user_id, hold.balance);
             Ok(hold)
         }
         Err(StoreError::ConditionFailed) => {
@@ -276,8 +287,10 @@ pub async fn settle<S: ItemStore + ?Sized>(
     deadline: std::time::Instant,
 ) -> ApiResult<UsageRecord> {
     let charge = charge_in_full(hold, cost, &mut usage);
-    // Until this settlement commits or gives up, no other settlement of this wallet in this process starts.
-    let _turn = hints.settle_turn(&hold.user_id).await;
+    // Until this settlement commits or gives up, no other settlement of this wallet in this process starts;
+    // a turn that does not come within TURN_WAIT_MAX (or the deadline) is not waited for.
+    let wait_until = deadline.min(std::time::Instant::now() + TURN_WAIT_MAX);
+    let _turn = tokio::time::timeout_at(wait_until.into(), hints.settle_turn(&hold.user_id)).await.ok().flatten();
     let mut expected_balance = hints.get(&hold.user_id).unwrap_or(hold.balance);
     let mut backoff: Option<std::time::Duration> = None;
     let mut recorded = false;
@@ -298,7 +311,17 @@ pub async fn settle<S: ItemStore + ?Sized>(
                 // the wallet again and retry at once: the balance read right before the retry is the one
                 // with a chance to win.
                 conflicts += 1;
-                backoff = wait_before_retry(backoff, deadline).await?;
+                backoff = match wait_before_retry(backoff, deadline).await {
+                    Ok(next) => next,
+                    Err(out_of_time) => {
+                        // Giving up: what the call used goes on record first, so the sweeper charges exactly
+                        // that, never the whole hold.
+                        if !recorded {
+                            let _ = record_pending(store, hold, charge, &usage).await;
+                        }
+                        return Err(out_of_time);
+                    }
+                };
                 let current = store.get(Table::Main, &user_pk(&hold.user_id), WALLET_SK).await?;
                 let Some(current) = current else { return Err(ApiError::Internal("wallet vanished".into())) };
                 expected_balance = current.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
