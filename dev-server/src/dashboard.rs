@@ -32,8 +32,8 @@ pub fn router(dir: PathBuf, standin_checkout: bool) -> Router {
     };
     Router::new()
         .route("/", get(|State(site): State<Site>| async move { serve(&site, "index.html").await }))
-        .route("/ops", get(|State(site): State<Site>| async move { serve_ops(&site).await }))
-        .route("/config.json", get(|State(site): State<Site>| async move { page(site.config.into(), "config.json") }))
+        .route("/ops", get(|State(site): State<Site>| async move { serve(&site, "ops.html").await }))
+        .route("/config.json", get(|State(site): State<Site>| async move { page(site.config.into(), "config.json", CONTENT_SECURITY_POLICY) }))
         .route("/static/{file}", get(static_file))
         .with_state(Site { dir, config })
 }
@@ -48,23 +48,12 @@ async fn static_file(State(site): State<Site>, Path(file): Path<String>) -> Resp
     serve(&site, &format!("static/{file}")).await
 }
 
+/// Serves a file of the site; the operator console with its own, stricter policy.
 async fn serve(site: &Site, relative: &str) -> Response {
+    let policy = if relative == "ops.html" { OPS_CONTENT_SECURITY_POLICY } else { CONTENT_SECURITY_POLICY };
     match tokio::fs::read(site.dir.join(relative)).await {
-        Ok(bytes) => page(bytes, relative),
+        Ok(bytes) => page(bytes, relative, policy),
         Err(_) => not_found(relative),
-    }
-}
-
-async fn serve_ops(site: &Site) -> Response {
-    let mut response = serve(site, "ops.html").await;
-    match HeaderValue::from_str(OPS_CONTENT_SECURITY_POLICY.trim()) {
-        Ok(policy) => {
-            response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, policy);
-            response
-        }
-        Err(_) => {
-            ApiError::Internal("the console's Content-Security-Policy is not a valid header".into()).into_response()
-        }
     }
 }
 
@@ -84,10 +73,10 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
-fn page(bytes: Vec<u8>, path: &str) -> Response {
+fn page(bytes: Vec<u8>, path: &str, policy: &str) -> Response {
     // The policy is kept in a text file template.yaml's check reads too; an editor's final newline is no
     // part of it. A page is never served without it.
-    let Ok(policy) = HeaderValue::from_str(CONTENT_SECURITY_POLICY.trim()) else {
+    let Ok(policy) = HeaderValue::from_str(policy.trim()) else {
         return ApiError::Internal("the dashboard's Content-Security-Policy is not a valid header".into())
             .into_response();
     };

@@ -115,17 +115,11 @@ async fn transactions(
     Ok(Json(ListPage::page(entries.iter().map(LedgerEntryView::from).collect(), next.as_deref())))
 }
 
-#[derive(Debug, Deserialize)]
-struct AdminPage {
-    limit: Option<u32>,
-    cursor: Option<String>,
-}
-
 /// Closed accounts' refund requests (operators).
 async fn refund_requests(
     State(state): State<AppState>,
     Operator(_): Operator,
-    QueryParams(query): QueryParams<AdminPage>,
+    QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Json<ListPage<wallet::RefundRequestView>>> {
     let limit = page_limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
     let after = decode_cursor(query.cursor.as_deref(), "")?;
@@ -157,7 +151,7 @@ async fn record_payout(
 async fn payment_reviews(
     State(state): State<AppState>,
     Operator(_): Operator,
-    QueryParams(query): QueryParams<AdminPage>,
+    QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Json<ListPage<wallet::PaymentReviewView>>> {
     let limit = page_limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
     let after = decode_cursor(query.cursor.as_deref(), "")?;
@@ -187,7 +181,7 @@ async fn mark_review_handled(
 async fn disputes(
     State(state): State<AppState>,
     Operator(_): Operator,
-    QueryParams(query): QueryParams<AdminPage>,
+    QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Json<ListPage<wallet::DisputeView>>> {
     let limit = page_limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
     let after = decode_cursor(query.cursor.as_deref(), "")?;
