@@ -13,11 +13,12 @@ run:
 test:
 	scripts/test.sh
 
-## bench: added latency of the gateway versus calling a local provider stand-in directly, and a closed-loop
-## throughput sweep (release build); INFEREX_BENCH_SOAK_SECONDS=300 adds a soak (memory, store size).
+## bench: added latency of the gateway versus calling a local provider stand-in directly, a closed-loop
+## throughput sweep (release build) and the same steps side by side with LiteLLM's proxy (installed from PyPI
+## under .tools/); INFEREX_BENCH_SOAK_SECONDS=300 adds a soak (memory, store size).
 bench:
 	cargo build --release -p dev-server --bins
-	INFEREX_BENCH_SERVER=target/release/dev-server target/release/bench
+	INFEREX_BENCH_LITELLM="$$(scripts/ensure-litellm.sh)" INFEREX_BENCH_SERVER=target/release/dev-server target/release/bench
 
 ## tools: install DynamoDB Local, cfn-lint, AWS SAM's translator, moto and the openai SDK under .tools/.
 tools:

@@ -220,7 +220,10 @@ async fn answer(upstream: Upstream, body: Value, chat: bool) -> Response {
         inner.requests.push_back(body.clone());
         (inner.mode, inner.latency)
     };
-    tokio::time::sleep(latency).await;
+    // No timer at all for a stand-in that answers at once (a zero sleep still waits for the timer's tick).
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     if let Mode::Fail(status) = mode {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (status, Json(json!({"error": {"message": "stand-in failure: account quota exceeded for org-standin", "type": "server_error"}})))

@@ -19,6 +19,7 @@ use crate::runtime_secrets::{self, MIN_PROVIDER_KEY, Rotating, SecretSource};
 use crate::secrets::{SecretString, sha256_hex};
 use crate::usage::UsageRecord;
 use crate::wallet::holds::{self, BalanceHints, Hold};
+use crate::wallet::leases::Leases;
 
 /// A revoked or expired key keeps working for at most this long (the cache's lifetime).
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
@@ -139,6 +140,8 @@ pub struct Gateway {
     uses: Mutex<HashMap<String, Instant>>,
     /// Latest wallet balances seen, so that concurrent requests on one wallet settle at the first try.
     balances: Arc<BalanceHints>,
+    /// Busy accounts' budget leases: their calls' holds come from memory, not the store.
+    leases: Leases,
 }
 
 impl Gateway {
@@ -157,6 +160,7 @@ impl Gateway {
             key_ttl: KEY_CACHE_TTL,
             uses: Mutex::new(HashMap::new()),
             balances: Arc::default(),
+            leases: Leases::default(),
         })
     }
 
@@ -212,6 +216,12 @@ impl Gateway {
                 }
             });
         }
+    }
+
+    /// How many of the account's calls are running on a budget lease of this process (their holds are not on
+    /// the wallet one by one, so only this process can tell).
+    pub fn lease_calls_running(&self, user_id: &str) -> usize {
+        self.leases.running(user_id)
     }
 
     pub fn model(&self, id: &str) -> ApiResult<&Model> {
@@ -733,7 +743,13 @@ async fn settle_call(state: &CallContext, facts: CallFacts<'_>, usage: Usage, st
     let cost = model.cost(usage.prompt_tokens, usage.completion_tokens);
     let expiry = holds::expiries(&state.config, state.clock.now());
     let deadline = facts.prepared.settle_deadline();
-    holds::settle(state.store.as_ref(), facts.balances, facts.hold, cost, record, expiry, deadline).await
+    let settled = holds::settle(state.store.as_ref(), facts.balances, facts.hold, cost, record, expiry, deadline).await;
+    // A call settled gives its hold back to its lease; one that could not stays on the lease's record for
+    // the sweeper to charge.
+    if let (Ok(_), Some(lease)) = (&settled, &facts.hold.lease) {
+        lease.reserve.clone().finished(&facts.hold.id);
+    }
+    settled
 }
 
 /// A finished non-streaming call: the upstream's JSON with our model id, ready to send.
@@ -754,7 +770,7 @@ pub enum Answer {
 /// a task that outlives the client connection.
 pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepared: Prepared) -> ApiResult<Answer> {
     let started = Instant::now();
-    let (store, balances) = (state.store.as_ref(), gateway.balances.as_ref());
+    let balances = gateway.balances.as_ref();
     let held_call = holds::HeldCall {
         request_id: prepared.request_id.clone(),
         key_id: owner.key_id.clone(),
@@ -763,7 +779,8 @@ pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepa
         completion_tokens: prepared.max_tokens,
     };
     let clock = state.clock.as_ref();
-    let hold = holds::place_call_hold(store, clock, balances, &owner.user_id, prepared.max_cost(), &held_call).await?;
+    let hold =
+        gateway.leases.hold(&state.store, clock, balances, &owner.user_id, prepared.max_cost(), &held_call).await?;
     let attempt = match forward(gateway, &prepared).await {
         Ok(attempt) => attempt,
         Err(e) => {
@@ -809,6 +826,11 @@ pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepa
 /// Gives back the hold of a call that never reached a provider, retrying a failing store a few times; a hold
 /// left behind would be charged in full by the sweeper.
 async fn release_unused(state: &CallContext, hold: &Hold) {
+    if let Some(lease) = &hold.lease {
+        // Served from a lease: the hold goes back to it, with no store write.
+        lease.reserve.clone().finished(&hold.id);
+        return;
+    }
     for attempt in 0..3u32 {
         match holds::release(state.store.as_ref(), &hold.user_id, &hold.id, hold.amount).await {
             Ok(_) => return,

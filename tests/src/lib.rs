@@ -267,6 +267,26 @@ impl TestApi {
         Ok(balance)
     }
 
+    /// What the account's budget leases reserve, and what its wallet holds for calls besides (`held` less
+    /// the leases, which go back once idle); checks that `available` is the balance less everything held.
+    pub async fn held_and_leased(&self, user_id: &str) -> Result<(i64, i64), Box<dyn std::error::Error + Send + Sync>> {
+        let item = self
+            .state
+            .store
+            .get(shared::store::Table::Main, &format!("USER#{user_id}"), "WALLET")
+            .await?
+            .ok_or("no wallet")?;
+        let number = |name: &str| item.attrs.get(name).and_then(serde_json::Value::as_i64).unwrap_or(0);
+        let leased: i64 = item
+            .attrs
+            .iter()
+            .filter(|(name, _)| name.starts_with(shared::wallet::holds::LEASE_PREFIX))
+            .filter_map(|(_, value)| value.as_i64())
+            .sum();
+        assert_eq!(number("available"), number("balance") - number("held"), "{item:?}");
+        Ok((number("held") - leased, leased))
+    }
+
     /// Creates an API key for a signed-in, verified user and returns the key itself.
     pub async fn create_key(
         &self,
@@ -514,6 +534,64 @@ impl ItemStore for CountingStore {
     }
     async fn transact(&self, ops: Vec<shared::store::WriteOp>) -> shared::store::StoreResult<()> {
         self.count();
+        self.inner.transact(ops).await
+    }
+}
+
+/// A store whose every call waits while its gate is closed (a store that does not answer), counting the
+/// calls that arrived while it was.
+pub struct GatedStore {
+    inner: Arc<dyn ItemStore>,
+    open: tokio::sync::watch::Sender<bool>,
+    pub waited: std::sync::atomic::AtomicUsize,
+}
+
+impl GatedStore {
+    pub fn new(inner: Arc<dyn ItemStore>) -> Self {
+        Self { inner, open: tokio::sync::watch::Sender::new(true), waited: std::sync::atomic::AtomicUsize::new(0) }
+    }
+
+    pub fn close(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    async fn pass(&self) {
+        let mut open = self.open.subscribe();
+        if !*open.borrow() {
+            self.waited.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = open.wait_for(|open| *open).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ItemStore for GatedStore {
+    async fn get(&self, table: shared::store::Table, pk: &str, sk: &str) -> shared::store::StoreResult<Option<Item>> {
+        self.pass().await;
+        self.inner.get(table, pk, sk).await
+    }
+    async fn put(&self, put: shared::store::Put) -> shared::store::StoreResult<()> {
+        self.pass().await;
+        self.inner.put(put).await
+    }
+    async fn update(&self, update: shared::store::Update) -> shared::store::StoreResult<Item> {
+        self.pass().await;
+        self.inner.update(update).await
+    }
+    async fn delete(&self, delete: shared::store::Delete) -> shared::store::StoreResult<()> {
+        self.pass().await;
+        self.inner.delete(delete).await
+    }
+    async fn query(&self, query: shared::store::Query) -> shared::store::StoreResult<shared::store::Page> {
+        self.pass().await;
+        self.inner.query(query).await
+    }
+    async fn transact(&self, ops: Vec<shared::store::WriteOp>) -> shared::store::StoreResult<()> {
+        self.pass().await;
         self.inner.transact(ops).await
     }
 }

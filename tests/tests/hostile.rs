@@ -277,7 +277,7 @@ async fn send(api: &TestApi, key: &str, endpoint: Endpoint, body: &Value) -> Res
 /// Waits until the wallet holds nothing (a stream a client left settles in the background).
 async fn settled(api: &TestApi, user: &str) -> Res<()> {
     for _ in 0..500 {
-        if api.state.store.wallet(user).await?.held == 0 {
+        if api.held_and_leased(user).await?.0 == 0 && api.state.gateway()?.lease_calls_running(user) == 0 {
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -411,8 +411,7 @@ async fn provider_side_refusals_fall_back_and_never_leak(backend: Backend) -> Te
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     let text = response.text().await?;
     assert!(!text.contains("quota") && !text.contains("org-standin"), "{text}");
-    let wallet = api.state.store.wallet(&user).await?;
-    assert_eq!(wallet.held, 0);
+    assert_eq!(api.held_and_leased(&user).await?.0, 0, "no call holds anything");
     api.ledger_checked_balance(&user).await?;
     Ok(())
 }

@@ -260,7 +260,7 @@ async fn fallback_happens_only_before_the_first_byte(backend: Backend) -> TestRe
     // A model with a single route has nowhere to fall back to.
     let response = chat(&api, &key, hello("qwen-3-32b")).await?;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(api.state.store.wallet(&user).await?.held, 0, "failed calls release their holds");
+    assert_eq!(api.held_and_leased(&user).await?.0, 0, "failed calls release their holds");
     ledger_is_consistent(&api, &user).await?;
     Ok(())
 }

@@ -11,6 +11,10 @@
 //!    callers of one account for that long, printing every 10 seconds the calls per second, the server's
 //!    resident memory and the size of its store (database file and write-ahead log).
 //!
+//! 4. With `INFEREX_BENCH_LITELLM` naming LiteLLM's `litellm` command (`make bench` installs the pinned
+//!    proxy from PyPI), the reference side by side: LiteLLM's proxy (one worker, no database) and ours at
+//!    the same stand-in, 1 and 10 closed-loop connections, both modes, with the ratios.
+//!
 //! Ends with the server's peak RSS.
 
 #![expect(clippy::print_stdout, reason = "a command-line tool reports on the terminal")]
@@ -19,6 +23,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use axum::serve::ListenerExt;
 use dev_server::upstream_standin::{self, Upstream};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -199,6 +204,10 @@ async fn main() -> Res<()> {
     let upstream = Upstream::new(UPSTREAM_LATENCY);
     let upstream_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let upstream_addr = upstream_listener.local_addr()?;
+    // A provider flushes each event at once (Nagle's algorithm would hold them back by a delayed ACK).
+    let upstream_listener = upstream_listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let serving = upstream.clone();
     shared::tasks::spawn("bench upstream", async move {
         let _ = axum::serve(upstream_listener, upstream_standin::router(serving)).await;
@@ -221,6 +230,11 @@ async fn main() -> Res<()> {
         keys.push(customer_key(&http, &base, index).await?);
     }
     sweep(&http, &base, upstream_addr, &keys).await;
+    if let Ok(command) = std::env::var("INFEREX_BENCH_LITELLM") {
+        if let Err(e) = side_by_side(&http, &base, upstream_addr, &key, &command).await {
+            println!("LiteLLM side by side not run: {e}");
+        }
+    }
     match std::env::var("INFEREX_BENCH_SOAK_SECONDS").map(|v| v.parse::<u64>()) {
         Ok(Ok(seconds)) if seconds > 0 => {
             soak(&http, &base, &key, server.0.id(), &data, Duration::from_secs(seconds)).await;
@@ -396,6 +410,91 @@ async fn sweep(http: &reqwest::Client, base: &str, upstream_addr: std::net::Sock
             );
         }
     }
+}
+
+/// LiteLLM's proxy configured for the stand-in under the gateway's public model name, as its documentation
+/// describes an OpenAI-compatible upstream.
+fn litellm_config(upstream_addr: std::net::SocketAddr) -> String {
+    format!(
+        "model_list:\n  - model_name: llama-3.1-8b\n    litellm_params:\n      model: openai/llama3.1-8b\n      api_base: http://{upstream_addr}\n      api_key: bench-upstream-key-0123456789\n"
+    )
+}
+
+/// The same closed-loop steps through LiteLLM's proxy and through ours, with the ratios (ours / LiteLLM's).
+async fn side_by_side(
+    http: &reqwest::Client,
+    base: &str,
+    upstream_addr: std::net::SocketAddr,
+    key: &str,
+    command: &str,
+) -> Res<()> {
+    let port = free_port()?;
+    let dir = std::env::temp_dir().join(format!("inferex-bench-litellm-{}", shared::secrets::random_suffix()));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, litellm_config(upstream_addr))?;
+    let port_text = port.to_string();
+    let proxy = Server(
+        Command::new(command)
+            .args(["--config", &config.to_string_lossy(), "--host", "127.0.0.1", "--port", &port_text])
+            .args(["--num_workers", "1"])
+            // Its price list from the package, not the network; no database, no telemetry.
+            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            .env("LITELLM_LOG", "ERROR")
+            .env_remove("DATABASE_URL")
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {command}: {e}"))?,
+    );
+    let litellm = format!("http://127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..600 {
+        if http.get(format!("{litellm}/health/liveliness")).send().await.is_ok_and(|r| r.status().is_success()) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if !ready {
+        return Err("LiteLLM's proxy did not start within two minutes".into());
+    }
+    let length = Duration::from_secs(setting("INFEREX_BENCH_STEP_SECONDS", STEP_SECONDS));
+    println!();
+    println!("Side by side with LiteLLM proxy (one worker, no database), same stand-in, {} s a step:", length.as_secs());
+    println!(
+        "| mode | connections | LiteLLM calls/s | LiteLLM p50 (ms) | LiteLLM p99 (ms) | ours calls/s | ours p50 (ms) | ours p99 (ms) | calls/s ratio | p99 ratio | failures (LiteLLM/ours) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for stream in [false, true] {
+        let body = json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16, "stream": stream});
+        let litellm_url = format!("{litellm}/v1/chat/completions");
+        let gateway_url = format!("{base}/v1/chat/completions");
+        drive_warmup(http, &litellm_url, None, &body).await;
+        for connections in [1, 10] {
+            let theirs = closed_loop(http, &litellm_url, &vec![None; connections], &body, length).await;
+            let ours = closed_loop(http, &gateway_url, &vec![Some(key.to_owned()); connections], &body, length).await;
+            let (their_p99, our_p99) = (percentile(&theirs.totals, 0.99), percentile(&ours.totals, 0.99));
+            println!(
+                "| {} | {connections} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.1}x | {:.1}x lower | {}/{} |",
+                if stream { "streaming" } else { "non-streaming" },
+                theirs.per_second,
+                ms(percentile(&theirs.totals, 0.5)),
+                ms(their_p99),
+                ours.per_second,
+                ms(percentile(&ours.totals, 0.5)),
+                ms(our_p99),
+                ours.per_second / theirs.per_second.max(f64::MIN_POSITIVE),
+                ms(their_p99) / ms(our_p99).max(f64::MIN_POSITIVE),
+                theirs.failures,
+                ours.failures,
+            );
+        }
+    }
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
 
 /// Sustained closed-loop load on one account, reporting throughput, memory and store size as it goes.

@@ -46,6 +46,11 @@ const HOLD_PREFIX: &str = "hold_";
 /// Beside each hold: the call it is for (`HeldCall`), and, once known but not yet settled, its usage.
 const HOLD_CALL_PREFIX: &str = "holdcall_";
 const HOLD_USAGE_PREFIX: &str = "holdusage_";
+/// A budget lease's reserve (`super::leases`), counted in `held` like a hold.
+pub const LEASE_PREFIX: &str = "lease_";
+/// A lease serves new calls for this long after it was opened (its id starts with that time); the sweeper
+/// reconciles it once its last call can no longer be running.
+pub const LEASE_LIFE: Duration = Duration::seconds(60);
 /// Backoff between settlement attempts on a busy wallet: doubling from the first to the last.
 const SETTLE_BACKOFF_FIRST: std::time::Duration = std::time::Duration::from_millis(1);
 const SETTLE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_millis(100);
@@ -111,7 +116,7 @@ impl BalanceHints {
 }
 
 /// A placed hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Hold {
     /// `<millis>_<rand>`: the time lets the sweeper find stale holds without another index.
     pub id: String,
@@ -121,6 +126,32 @@ pub struct Hold {
     pub balance: i64,
     /// The account's low-balance alert threshold, as the wallet said when the hold was placed.
     pub low_balance_threshold: i64,
+    /// Served from a budget lease (see `super::leases`) instead of its own attribute on the wallet.
+    pub lease: Option<LeaseBacking>,
+}
+
+/// The lease a hold was served from: its id, and what the lease still reserves on the wallet.
+#[derive(Debug, Clone)]
+pub struct LeaseBacking {
+    pub id: String,
+    pub reserve: Arc<dyn LeaseReserve>,
+}
+
+/// What a settlement needs to know about (and tell) the lease its hold came from.
+pub trait LeaseReserve: std::fmt::Debug + Send + Sync {
+    /// What the lease reserves on the wallet now (its `lease_<id>` attribute).
+    fn reserved(&self) -> i64;
+    /// A settlement committed, taking `from_lease` out of the lease's reserve.
+    fn settled(&self, from_lease: i64);
+    /// The wallet was found closed: the lease serves no new call.
+    fn closed(&self);
+    /// The call `hold_id` ended (settled, or never reached a provider): its hold goes back to the lease.
+    fn finished(self: Arc<Self>, hold_id: &str);
+}
+
+/// The wallet attribute holding a lease's reserve.
+pub fn lease_attr(lease_id: &str) -> String {
+    format!("{LEASE_PREFIX}{lease_id}")
 }
 
 /// The wallet attribute with the account's low-balance alert threshold (units); absent: the default.
@@ -144,6 +175,11 @@ impl Hold {
 
     fn usage_attr(&self) -> String {
         format!("{HOLD_USAGE_PREFIX}{}", self.id)
+    }
+
+    /// The attribute whose presence says this hold is still unsettled: its own, or its lease's.
+    fn reserve_attr(&self) -> String {
+        self.lease.as_ref().map_or_else(|| self.attr(), |lease| lease_attr(&lease.id))
     }
 }
 
@@ -215,13 +251,13 @@ async fn hold_for<S: ItemStore + ?Sized>(
     call: Option<&HeldCall>,
 ) -> ApiResult<Hold> {
     let amount = amount.max(1);
-    let id = format!("{:013}_{}", clock.now().timestamp_millis().max(0), random_suffix());
     let mut hold = Hold {
-        id,
+        id: new_hold_id(clock),
         user_id: user_id.to_owned(),
         amount,
         balance: 0,
         low_balance_threshold: DEFAULT_LOW_BALANCE_THRESHOLD,
+        lease: None,
     };
     let mut update = Update::new(Table::Main, user_pk(user_id), WALLET_SK);
     if let Some(call) = call {
@@ -267,6 +303,27 @@ async fn hold_for<S: ItemStore + ?Sized>(
     }
 }
 
+/// A new hold's id, `<millis>_<rand>`: the time lets the sweeper find stale holds without another index.
+pub fn new_hold_id(clock: &dyn Clock) -> String {
+    format!("{:013}_{}", clock.now().timestamp_millis().max(0), random_suffix())
+}
+
+/// Gives `amount` of a lease's reserve back to the available balance (the lease goes on with the rest).
+pub async fn shrink_lease<S: ItemStore + ?Sized>(
+    store: &S,
+    user_id: &str,
+    lease_id: &str,
+    amount: i64,
+) -> ApiResult<bool> {
+    let attr = lease_attr(lease_id);
+    let update = Update::new(Table::Main, user_pk(user_id), WALLET_SK)
+        .add(&attr, -amount)
+        .add("held", -amount)
+        .add("available", amount)
+        .when(Condition::AttrAtLeast(attr.clone(), amount));
+    Ok(store.update(update).await.applied()?.is_some())
+}
+
 /// When the entries a settlement writes expire (epoch seconds): the usage log and the ledger entry.
 #[derive(Debug, Clone, Copy)]
 pub struct Expiries {
@@ -292,14 +349,24 @@ pub async fn settle<S: ItemStore + ?Sized>(
     let wait_until = deadline.min(std::time::Instant::now() + TURN_WAIT_MAX);
     let _turn = tokio::time::timeout_at(wait_until.into(), hints.settle_turn(&hold.user_id)).await.ok().flatten();
     let mut expected_balance = hints.get(&hold.user_id).unwrap_or(hold.balance);
+    // What the hold's lease reserves, as this process knows it (exact while settlements take turns); after a
+    // lost race, as the wallet says.
+    let mut lease_reserve = hold.lease.as_ref().map(|lease| lease.reserve.reserved());
+    // The wallet as the settlement expects it besides the balance: its alert threshold, and (for a lease,
+    // which learns nothing else from the wallet while it serves) that it is open.
+    let mut expected = Expected { threshold: hold.low_balance_threshold, open: hold.lease.is_some() };
     let mut backoff: Option<std::time::Duration> = None;
     let mut recorded = false;
     let mut conflicts = 0u32;
     loop {
-        let ops = settlement_ops(hold, charge, expected_balance, &usage, expiries)?;
+        let from_lease = lease_reserve.map(|reserve| charge.min(reserve.max(0)));
+        let ops = settlement_ops(hold, charge, (expected_balance, expected), from_lease, &usage, expiries)?;
         match store.transact(ops).await {
             Ok(()) => {
                 hints.note(&hold.user_id, expected_balance.saturating_sub(charge));
+                if let (Some(lease), Some(taken)) = (&hold.lease, from_lease) {
+                    lease.reserve.settled(taken);
+                }
                 return Ok(usage);
             }
             Err(StoreError::ConditionFailed) => {
@@ -326,7 +393,18 @@ pub async fn settle<S: ItemStore + ?Sized>(
                 let Some(current) = current else { return Err(ApiError::Internal("wallet vanished".into())) };
                 expected_balance = current.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
                 hints.note(&hold.user_id, expected_balance);
-                if !current.attrs.contains_key(&hold.attr()) {
+                expected.threshold = low_balance_threshold(&current);
+                if let Some(lease) = &hold.lease {
+                    // A lease the sweeper already returned reserves nothing: the charge comes from the balance
+                    // (never forgiven).
+                    lease_reserve =
+                        Some(current.attrs.get(&lease_attr(&lease.id)).and_then(Value::as_i64).unwrap_or(0));
+                    if current.attrs.get(CLOSED) == Some(&json!(true)) {
+                        // The call is charged all the same; the lease serves no other.
+                        lease.reserve.closed();
+                        expected.open = false;
+                    }
+                } else if !current.attrs.contains_key(&hold.attr()) {
                     // Settled already, by the sweeper (a call with a record) or released (one without):
                     // either way that decision stands, and charging again would charge twice.
                     tracing::warn!(request_id = %usage.id, hold_id = %hold.id, "the hold was already swept");
@@ -354,6 +432,14 @@ pub async fn settle<S: ItemStore + ?Sized>(
     }
 }
 
+/// What a settlement expects of the wallet besides its balance.
+#[derive(Debug, Clone, Copy)]
+struct Expected {
+    threshold: i64,
+    /// Not closed (checked for leases only).
+    open: bool,
+}
+
 /// What a settlement charges: the provider's cost in full (never below zero), noted on the usage record with
 /// what exceeded the hold.
 fn charge_in_full(hold: &Hold, cost: i64, usage: &mut UsageRecord) -> i64 {
@@ -375,23 +461,51 @@ fn charge_in_full(hold: &Hold, cost: i64, usage: &mut UsageRecord) -> i64 {
 }
 
 /// The settlement's transaction, expecting the wallet at `expected_balance`: the hold removed and the charge
-/// taken, the usage entry, and (for a charge) the ledger entry.
+/// taken, the usage entry, and (for a charge) the ledger entry. A hold served from a lease takes `from_lease`
+/// of the charge out of the lease's reserve and the rest (a report above the hold) from the available balance.
 fn settlement_ops(
     hold: &Hold,
     charge: i64,
-    expected_balance: i64,
+    (expected_balance, expected): (i64, Expected),
+    from_lease: Option<i64>,
     usage: &UsageRecord,
     expiries: Expiries,
 ) -> ApiResult<Vec<WriteOp>> {
-    let wallet = Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK)
-        .add("balance", -charge)
-        .remove(&hold.attr())
-        .remove(&hold.call_attr())
-        .remove(&hold.usage_attr())
-        .add("held", -hold.amount)
-        .add("available", hold.amount - charge);
-    let conditions =
-        vec![Condition::AttrEquals("balance".into(), json!(expected_balance)), Condition::AttrAtLeast(hold.attr(), 0)];
+    let threshold = expected.threshold;
+    let mut conditions = vec![
+        Condition::AttrEquals("balance".into(), json!(expected_balance)),
+        // The alert below is decided on this threshold: a changed one makes the settlement read it again.
+        if threshold == DEFAULT_LOW_BALANCE_THRESHOLD {
+            Condition::AttrAbsentOrEquals(LOW_BALANCE_THRESHOLD.into(), json!(threshold))
+        } else {
+            Condition::AttrEquals(LOW_BALANCE_THRESHOLD.into(), json!(threshold))
+        },
+    ];
+    if expected.open {
+        conditions.push(Condition::AttrAbsentOrEquals(CLOSED.into(), json!(false)));
+    }
+    let wallet =
+        Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK).add("balance", -charge).remove(&hold.usage_attr());
+    let wallet = match (&hold.lease, from_lease) {
+        (Some(lease), Some(taken)) => {
+            let attr = lease_attr(&lease.id);
+            let wallet = wallet.add("held", -taken).add("available", taken - charge);
+            if taken > 0 {
+                conditions.push(Condition::AttrAtLeast(attr.clone(), taken));
+                wallet.add(&attr, -taken)
+            } else {
+                wallet
+            }
+        }
+        _ => {
+            conditions.push(Condition::AttrAtLeast(hold.attr(), 0));
+            wallet
+                .remove(&hold.attr())
+                .remove(&hold.call_attr())
+                .add("held", -hold.amount)
+                .add("available", hold.amount - charge)
+        }
+    };
     let mut ops = vec![
         WriteOp::Update(wallet.when(Condition::All(conditions))),
         // Keyed on the hold: the live settlement, a repeat of it and the sweeper all write this one
@@ -405,7 +519,6 @@ fn settlement_ops(
         // Exactly one settlement takes the balance from at or above the threshold to below it (each commits
         // only on the balance it expects), so the alert goes once per crossing, with that settlement.
         // A threshold of 0 turns the alert off.
-        let threshold = hold.low_balance_threshold;
         if threshold > 0 && expected_balance >= threshold && balance_after < threshold {
             let alert = OutboxMail::new(MailKind::LowBalance, &hold.user_id, usage.created_at)
                 .param("balance", balance_after)
@@ -442,7 +555,7 @@ pub async fn record_pending<S: ItemStore + ?Sized>(
     let value = serde_json::to_value(&pending).map_err(|e| ApiError::Internal(e.to_string()))?;
     let update = Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK)
         .set(&hold.usage_attr(), value)
-        .when(Condition::AttrAtLeast(hold.attr(), 0));
+        .when(Condition::AttrAtLeast(hold.reserve_attr(), 0));
     store.update(update).await?;
     Ok(())
 }
@@ -460,6 +573,206 @@ pub async fn release<S: ItemStore + ?Sized>(store: &S, user_id: &str, hold_id: &
     Ok(store.update(update).await.applied()?.is_some())
 }
 
+/// Beside a lease: a call it is serving, recorded for the sweeper (`leasecall_<hold id>`).
+const LEASE_CALL_PREFIX: &str = "leasecall_";
+
+/// A call served from a lease, as recorded on the wallet while it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseCall {
+    pub lease: String,
+    /// The call's hold: what it may cost.
+    pub amount: i64,
+    pub call: HeldCall,
+}
+
+/// What a lease write learned about the wallet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalletNow {
+    pub balance: i64,
+    pub available: i64,
+    pub low_balance_threshold: i64,
+}
+
+impl WalletNow {
+    fn of(wallet: &Item) -> Self {
+        let number = |name: &str| wallet.attrs.get(name).and_then(Value::as_i64).unwrap_or(0);
+        Self {
+            balance: number("balance"),
+            available: number("available"),
+            low_balance_threshold: low_balance_threshold(wallet),
+        }
+    }
+}
+
+/// Why a lease could not be opened or extended.
+#[derive(Debug)]
+pub enum LeaseRefused {
+    /// The available balance does not cover it (or the lease is gone).
+    Insufficient,
+    /// The account is closed.
+    Closed,
+    Store(StoreError),
+}
+
+/// Moves `amount` of the available balance into a lease (one conditional write): a new lease when `open`,
+/// else more for an existing one. Only while the available balance covers it and the account is open.
+pub async fn reserve_for_lease<S: ItemStore + ?Sized>(
+    store: &S,
+    user_id: &str,
+    lease_id: &str,
+    amount: i64,
+    open: bool,
+) -> Result<WalletNow, LeaseRefused> {
+    let attr = lease_attr(lease_id);
+    let present = if open {
+        // Lease attributes are numbers, so this means "absent": a repeated open applies nothing twice.
+        Condition::AttrAbsentOrEquals(attr.clone(), json!(false))
+    } else {
+        Condition::AttrAtLeast(attr.clone(), 0)
+    };
+    let update = Update::new(Table::Main, user_pk(user_id), WALLET_SK)
+        .add(&attr, amount)
+        .add("held", amount)
+        .add("available", -amount)
+        .when(Condition::All(vec![
+            Condition::AttrAtLeast("available".into(), amount),
+            Condition::AttrAbsentOrEquals(CLOSED.into(), json!(false)),
+            present,
+        ]));
+    match store.update(update).await {
+        Ok(wallet) => Ok(WalletNow::of(&wallet)),
+        Err(StoreError::ConditionFailed) => {
+            let wallet = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await.map_err(LeaseRefused::Store)?;
+            match wallet {
+                // Our own open, repeated after its answer was lost.
+                Some(w) if open && w.attrs.get(&attr) == Some(&json!(amount)) => Ok(WalletNow::of(&w)),
+                Some(w) if w.attrs.get(CLOSED) == Some(&json!(true)) => Err(LeaseRefused::Closed),
+                _ => Err(LeaseRefused::Insufficient),
+            }
+        }
+        Err(e) => Err(LeaseRefused::Store(e)),
+    }
+}
+
+/// Records the calls a lease is serving and forgets those that ended, in one write (while the lease is there).
+pub async fn record_lease_calls<S: ItemStore + ?Sized>(
+    store: &S,
+    user_id: &str,
+    lease_id: &str,
+    running: &[(String, LeaseCall)],
+    ended: &[String],
+) -> crate::store::StoreResult<()> {
+    let mut update = Update::new(Table::Main, user_pk(user_id), WALLET_SK);
+    for (hold_id, call) in running {
+        let value = serde_json::to_value(call).map_err(|e| StoreError::Malformed(e.to_string()))?;
+        update = update.set(&format!("{LEASE_CALL_PREFIX}{hold_id}"), value);
+    }
+    for hold_id in ended {
+        update = update.remove(&format!("{LEASE_CALL_PREFIX}{hold_id}"));
+    }
+    store.update(update.when(Condition::AttrAtLeast(lease_attr(lease_id), 0))).await?;
+    Ok(())
+}
+
+/// Gives a lease's reserve back to the available balance and removes it with the call records named
+/// (ended calls): only if it still reserves exactly `reserved` (nothing is running on it). Returns what the
+/// wallet says it reserves when that differs (`None`: returned, or gone already).
+pub async fn return_lease<S: ItemStore + ?Sized>(
+    store: &S,
+    user_id: &str,
+    lease_id: &str,
+    reserved: i64,
+    ended: &[String],
+) -> ApiResult<Option<i64>> {
+    let attr = lease_attr(lease_id);
+    let mut update = Update::new(Table::Main, user_pk(user_id), WALLET_SK)
+        .remove(&attr)
+        .add("held", -reserved)
+        .add("available", reserved);
+    for hold_id in ended {
+        update = update.remove(&format!("{LEASE_CALL_PREFIX}{hold_id}"));
+    }
+    if store.update(update.when(Condition::AttrEquals(attr.clone(), json!(reserved)))).await.applied()?.is_some() {
+        return Ok(None);
+    }
+    let wallet = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await?;
+    Ok(wallet.and_then(|w| w.attrs.get(&attr).and_then(Value::as_i64)))
+}
+
+/// A lease's reserve as read by the sweeper; what its settlements take out is counted down here.
+#[derive(Debug)]
+struct SweptLease(std::sync::atomic::AtomicI64);
+
+impl LeaseReserve for SweptLease {
+    fn reserved(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn settled(&self, from_lease: i64) {
+        self.0.fetch_sub(from_lease, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn closed(&self) {}
+    fn finished(self: Arc<Self>, _hold_id: &str) {}
+}
+
+/// Reconciles the stale leases on one wallet (created before `cutoff` less a lease's life, so no process
+/// serves a call from them any more): each call on record is charged (with the usage it recorded, or its
+/// whole hold; a call that settled already is charged nothing more), then the rest is given back.
+async fn sweep_leases<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    config: &crate::config::Config,
+    (user_id, item): (&str, &Item),
+    cutoff: &str,
+    report: &mut SweepReport,
+) {
+    for (attr, value) in &item.attrs {
+        let Some(lease_id) = attr.strip_prefix(LEASE_PREFIX) else { continue };
+        let (Some(reserved), true) = (value.as_i64(), lease_id.get(..13).is_some_and(|m| m < cutoff)) else {
+            continue;
+        };
+        let reserve = Arc::new(SweptLease(std::sync::atomic::AtomicI64::new(reserved)));
+        let mut ended = Vec::new();
+        for (call_attr, call_value) in &item.attrs {
+            let Some(hold_id) = call_attr.strip_prefix(LEASE_CALL_PREFIX) else { continue };
+            let Some(recorded) = serde_json::from_value::<LeaseCall>(call_value.clone()).ok() else { continue };
+            if recorded.lease != lease_id {
+                continue;
+            }
+            ended.push(hold_id.to_owned());
+            let hold = Hold {
+                id: hold_id.to_owned(),
+                user_id: user_id.to_owned(),
+                amount: recorded.amount,
+                balance: item.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0),
+                low_balance_threshold: low_balance_threshold(item),
+                lease: Some(LeaseBacking { id: lease_id.to_owned(), reserve: reserve.clone() }),
+            };
+            let pending: Option<PendingUsage> = self::recorded(item, &hold.usage_attr());
+            let (cost, usage) = match pending {
+                Some(pending) => (pending.cost, pending.usage),
+                None => (recorded.amount, swept_usage(&recorded.call, recorded.amount, clock.now())),
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let expiry = expiries(config, clock.now());
+            match settle(store, &BalanceHints::default(), &hold, cost, usage, expiry, deadline).await {
+                Ok(_) => report.charged += 1,
+                Err(e) => {
+                    tracing::error!(%user_id, hold_id, error = %e, "stale lease call not charged yet");
+                    return;
+                }
+            }
+        }
+        match return_lease(store, user_id, lease_id, reserve.reserved(), &ended).await {
+            Ok(None) => {
+                tracing::warn!(%user_id, lease_id, calls = ended.len(), "stale lease reconciled");
+                report.leases += 1;
+            }
+            Ok(Some(other)) => tracing::error!(%user_id, lease_id, other, "stale lease reserves more than its record"),
+            Err(e) => tracing::error!(%user_id, lease_id, error = %e, "stale lease not returned yet"),
+        }
+    }
+}
+
 /// What the sweeper did with stale holds.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
@@ -468,6 +781,8 @@ pub struct SweepReport {
     pub charged: usize,
     /// Given back: holds with no call on record.
     pub released: usize,
+    /// Leases whose process stopped using them: their calls charged, the rest given back.
+    pub leases: usize,
     /// The sweep stopped at its time budget; the next run goes on.
     pub out_of_time: bool,
 }
@@ -483,6 +798,7 @@ pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
 ) -> ApiResult<SweepReport> {
     let started = std::time::Instant::now();
     let cutoff = format!("{:013}", (clock.now() - older_than).timestamp_millis().max(0));
+    let lease_cutoff = format!("{:013}", (clock.now() - older_than - LEASE_LIFE).timestamp_millis().max(0));
     let mut report = SweepReport::default();
     let mut after = None;
     loop {
@@ -503,6 +819,7 @@ pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
                 }
             };
             sweep_wallet(store, clock, config, (user_id, &item), &cutoff, &mut report).await;
+            sweep_leases(store, clock, config, (user_id, &item), &lease_cutoff, &mut report).await;
             // A closed account's wallet: what its calls left unused goes to its refund request.
             if item.attrs.get(CLOSED) == Some(&json!(true))
                 && let Err(e) = super::sync_closed_wallet(store, config, clock, user_id).await
@@ -533,8 +850,14 @@ async fn sweep_wallet<S: ItemStore + ?Sized>(
             continue;
         };
         let threshold = low_balance_threshold(item);
-        let hold =
-            Hold { id: id.to_owned(), user_id: user_id.to_owned(), amount, balance, low_balance_threshold: threshold };
+        let hold = Hold {
+            id: id.to_owned(),
+            user_id: user_id.to_owned(),
+            amount,
+            balance,
+            low_balance_threshold: threshold,
+            lease: None,
+        };
         let pending: Option<PendingUsage> = recorded(item, &hold.usage_attr());
         let call: Option<HeldCall> = recorded(item, &hold.call_attr());
         let (cost, usage) = match (pending, call) {

@@ -27,7 +27,7 @@
 //! This module is the only writer of these items (and of the holds on the wallet), one submodule per job:
 //! `ledger` (entries and every balance change), `topups` (orders, top-ups, credits), `webhook`,
 //! `adjustments` (refunds, disputes), `reconciliation`, `closure` (closed wallets and refund requests) and
-//! `holds` (inference holds and their settlement).
+//! `holds` (inference holds, budget leases and their settlement) and `leases` (this process's leases).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -47,6 +47,7 @@ use crate::store::{
 mod adjustments;
 mod closure;
 pub mod holds;
+pub mod leases;
 mod ledger;
 mod reconciliation;
 mod topups;

@@ -1,0 +1,583 @@
+//! Budget leases: a gateway process reserves a slice of a busy account's available balance with one
+//! conditional write, and serves its calls' holds from that slice in memory, so in steady state no store
+//! round trip comes before a call is forwarded.
+//!
+//! - **Reserve.** `lease_<id>` on the wallet holds what the lease reserves; it counts in `held` like a hold,
+//!   so the available balance never covers a lease and a hold twice and overspending stays impossible. The
+//!   id starts with the time it was opened: a lease serves new calls for [`holds::LEASE_LIFE`], less a margin.
+//! - **Serve.** A call whose hold fits in what the lease has free takes it there; one that does not fit
+//!   gets its own hold (the exact path, with its exact 402), and the lease is extended in the background.
+//!   An account gets a lease only once it is busy here ([`BUSY_CALLS_PER_SECOND`]); a quiet account's calls
+//!   keep their own holds.
+//! - **Size.** About a second of the account's holds (at least eight of the current one), never more than
+//!   half of what the wallet has available, so other processes and the account's own large calls still
+//!   find room; a hold that finds no room gets the lease's free part back before it is refused.
+//! - **Settle.** Each call settles on its own, with its ledger entry and usage log, taking its cost out of the
+//!   lease's reserve (see `holds::settle`): the balance always equals the ledger.
+//! - **Record.** A keeper task per lease records the calls it serves that run longer than [`RECORD_AFTER`]
+//!   on the wallet (`leasecall_<hold id>`, one write for all that came due together) and forgets them once
+//!   they ended; it returns the reserve once the lease has been idle for [`IDLE_RETURN`] or its life is over.
+//! - **Crash.** A process that dies leaves its lease behind; the sweeper, once no call can still be running
+//!   on it, charges every recorded call (what it recorded as used, else its whole hold, never twice) and
+//!   gives the rest back. A call not yet recorded (started less than `RECORD_AFTER` plus one write before
+//!   the process died) is the one thing a crash can leave uncharged; per-call holds had no such window, at
+//!   the price of a store round trip before every call.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::holds::{self, BalanceHints, HeldCall, Hold, LeaseBacking, LeaseCall, LeaseRefused, LeaseReserve};
+use crate::clock::Clock;
+use crate::error::{ApiError, ApiResult};
+use crate::secrets::random_suffix;
+use crate::store::{ItemStore, StoreError};
+
+/// Calls an account starts in this process within a second that make it busy enough for a lease.
+pub const BUSY_CALLS_PER_SECOND: u32 = 4;
+/// A lease nobody has used for this long is given back.
+pub const IDLE_RETURN: Duration = Duration::from_secs(2);
+/// How long before the sweeper's notion of a lease's life this process stops serving from it.
+const LIFE_MARGIN: Duration = Duration::from_secs(5);
+/// A lease serves at most this many calls at once (their records stay small on the wallet).
+const MAX_CALLS_PER_LEASE: usize = 256;
+/// After the wallet refused a lease or its extension, how long before asking again.
+const REFUSED_BACKOFF: Duration = Duration::from_secs(1);
+/// The most accounts this process keeps call rates for.
+const ACCOUNTS_TRACKED: usize = 10_000;
+/// A call still running this long after it started is recorded on the wallet for the sweeper; calls that
+/// end sooner (most, at a gateway's pace) never cost a write of their own.
+pub const RECORD_AFTER: Duration = Duration::from_millis(20);
+/// A keeper's store failures before it leaves the lease to the sweeper.
+const KEEPER_ATTEMPTS: u32 = 50;
+
+/// This process's leases, per account. One per gateway.
+#[derive(Default)]
+pub struct Leases {
+    accounts: Mutex<HashMap<String, Account>>,
+}
+
+/// What this process knows about one account's calls.
+#[derive(Default)]
+struct Account {
+    /// The start of the current one-second window.
+    window: Option<Instant>,
+    started: u32,
+    held_this_window: i64,
+    held_last_window: i64,
+    lease: Option<Arc<Lease>>,
+    /// Calls running on this account's leases (the current one and any retired one still serving).
+    running: Arc<AtomicUsize>,
+    opening: bool,
+    refused_until: Option<Instant>,
+}
+
+impl Account {
+    fn count(&mut self, now: Instant, amount: i64) {
+        match self.window {
+            Some(start) if now.duration_since(start) < Duration::from_secs(1) => {}
+            Some(start) if now.duration_since(start) < Duration::from_secs(2) => {
+                self.window = Some(now);
+                self.held_last_window = self.held_this_window;
+                (self.started, self.held_this_window) = (0, 0);
+            }
+            _ => {
+                self.window = Some(now);
+                (self.started, self.held_this_window, self.held_last_window) = (0, 0, 0);
+            }
+        }
+        self.started = self.started.saturating_add(1);
+        self.held_this_window = self.held_this_window.saturating_add(amount);
+    }
+
+    fn busy(&self) -> bool {
+        self.started >= BUSY_CALLS_PER_SECOND
+    }
+
+    /// What a lease should reserve: about a second of this account's holds, at least eight of this one.
+    fn target(&self, amount: i64) -> i64 {
+        self.held_this_window.max(self.held_last_window).max(amount.saturating_mul(8))
+    }
+
+    fn may_ask(&self, now: Instant) -> bool {
+        self.refused_until.is_none_or(|until| now >= until)
+    }
+}
+
+enum Plan {
+    Served(Hold),
+    Open { target: i64 },
+    Own,
+}
+
+impl Leases {
+    /// Holds `amount` for a call: from the account's lease when it has room, else with the call's own hold.
+    pub async fn hold(
+        &self,
+        store: &Arc<dyn ItemStore>,
+        clock: &dyn Clock,
+        hints: &BalanceHints,
+        user_id: &str,
+        amount: i64,
+        call: &HeldCall,
+    ) -> ApiResult<Hold> {
+        let amount = amount.max(1);
+        let hold_id = holds::new_hold_id(clock);
+        let now = Instant::now();
+        let mut plan = self.plan(user_id, &hold_id, amount, call, hints, (now, true));
+        if let Plan::Open { target } = plan
+            && self.open(store, clock, hints, user_id, target, now).await
+        {
+            // Served from the lease just opened (it has room for this call by its size).
+            plan = self.plan(user_id, &hold_id, amount, call, hints, (now, false));
+        }
+        if let Plan::Served(hold) = plan {
+            return Ok(hold);
+        }
+        match holds::place_call_hold(store.as_ref(), clock, hints, user_id, amount, call).await {
+            Err(ApiError::PaymentRequired { .. }) if self.give_back_free(store.as_ref(), user_id).await => {
+                holds::place_call_hold(store.as_ref(), clock, hints, user_id, amount, call).await
+            }
+            placed => placed,
+        }
+    }
+
+    /// How many of the account's calls are running on a lease of this process (their holds are not on the
+    /// wallet one by one).
+    pub fn running(&self, user_id: &str) -> usize {
+        self.accounts()
+            .and_then(|accounts| accounts.get(user_id).map(|account| account.running.load(Ordering::SeqCst)))
+            .unwrap_or(0)
+    }
+
+    fn accounts(&self) -> Option<MutexGuard<'_, HashMap<String, Account>>> {
+        self.accounts.lock().ok()
+    }
+
+    /// Serves the hold from the lease if it can; else says whether to open one (only on a `first` look, and
+    /// only to one caller at a time: the account is marked as opening).
+    fn plan(
+        &self,
+        user_id: &str,
+        hold_id: &str,
+        amount: i64,
+        call: &HeldCall,
+        hints: &BalanceHints,
+        (now, first): (Instant, bool),
+    ) -> Plan {
+        let Some(mut accounts) = self.accounts() else { return Plan::Own };
+        if accounts.len() >= ACCOUNTS_TRACKED && !accounts.contains_key(user_id) {
+            accounts.retain(|_, account| {
+                account.lease.is_some() || account.opening || account.running.load(Ordering::SeqCst) > 0
+            });
+        }
+        let account = accounts.entry(user_id.to_owned()).or_default();
+        if first {
+            account.count(now, amount);
+        }
+        let target = account.target(amount);
+        if let Some(lease) = account.lease.clone() {
+            match lease.take(hold_id, amount, call) {
+                Taken::Yes => {
+                    lease.after_take(target);
+                    let balance = hints.get(user_id).unwrap_or(0);
+                    return Plan::Served(lease.hold_for(hold_id, amount, balance));
+                }
+                Taken::NoRoom => return Plan::Own,
+                Taken::Retired => account.lease = None,
+            }
+        }
+        // A wallet worth leasing from: room for the lease and for this call beside it.
+        let room = hints.get(user_id).map_or(0, |balance| balance / 2);
+        if first && account.busy() && !account.opening && account.may_ask(now) && room >= amount.saturating_mul(2) {
+            account.opening = true;
+            return Plan::Open { target: target.min(room) };
+        }
+        Plan::Own
+    }
+
+    /// Opens a lease of `size` for the account (one conditional write) and installs it; false when the wallet
+    /// refused it.
+    async fn open(
+        &self,
+        store: &Arc<dyn ItemStore>,
+        clock: &dyn Clock,
+        hints: &BalanceHints,
+        user_id: &str,
+        size: i64,
+        now: Instant,
+    ) -> bool {
+        let id = format!("{:013}_{}", clock.now().timestamp_millis().max(0), random_suffix());
+        let opened = holds::reserve_for_lease(store.as_ref(), user_id, &id, size, true).await;
+        let Some(mut accounts) = self.accounts() else { return false };
+        let account = accounts.entry(user_id.to_owned()).or_default();
+        account.opening = false;
+        match opened {
+            Ok(wallet) => {
+                hints.note_if_unknown(user_id, wallet.balance);
+                let lease = Arc::new(Lease {
+                    id,
+                    user_id: user_id.to_owned(),
+                    opened: now,
+                    low_balance_threshold: wallet.low_balance_threshold,
+                    store: store.clone(),
+                    running: account.running.clone(),
+                    state: Mutex::new(LeaseState {
+                        reserved: size,
+                        available: wallet.available,
+                        last_start: now,
+                        ..LeaseState::default()
+                    }),
+                });
+                if let Some(previous) = account.lease.replace(lease.clone()) {
+                    previous.retire();
+                }
+                true
+            }
+            Err(refused) => {
+                if let LeaseRefused::Store(e) = &refused {
+                    tracing::warn!(error = %e, %user_id, "opening a lease failed; calls hold on their own");
+                }
+                account.refused_until = Some(now + REFUSED_BACKOFF);
+                false
+            }
+        }
+    }
+
+    /// Gives the free part of the account's lease back to the available balance (a hold found no room
+    /// beside it); true when something was given back.
+    async fn give_back_free<S: ItemStore + ?Sized>(&self, store: &S, user_id: &str) -> bool {
+        let lease = self.accounts().and_then(|mut accounts| {
+            let account = accounts.get_mut(user_id)?;
+            account.refused_until = Some(Instant::now() + REFUSED_BACKOFF);
+            account.lease.clone()
+        });
+        let Some(lease) = lease else { return false };
+        let free = lease.take_free();
+        if free <= 0 {
+            return false;
+        }
+        match holds::shrink_lease(store, user_id, &lease.id, free).await {
+            Ok(true) => {
+                lease.retire();
+                true
+            }
+            Ok(false) | Err(_) => {
+                lease.untake_free(free);
+                false
+            }
+        }
+    }
+}
+
+/// One lease of this process.
+pub struct Lease {
+    id: String,
+    user_id: String,
+    opened: Instant,
+    low_balance_threshold: i64,
+    store: Arc<dyn ItemStore>,
+    /// The account's count of calls running on its leases.
+    running: Arc<AtomicUsize>,
+    state: Mutex<LeaseState>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("id", &self.id).field("user_id", &self.user_id).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct LeaseState {
+    /// What the wallet's `lease_<id>` says (as far as this process's writes go).
+    reserved: i64,
+    /// The holds of the calls running on it.
+    outstanding: i64,
+    /// The calls running on it, with when they started.
+    running: HashMap<String, (LeaseCall, Instant)>,
+    /// The calls recorded on the wallet.
+    recorded: HashSet<String>,
+    keeper: bool,
+    extending: bool,
+    extend_refused_until: Option<Instant>,
+    /// Serves no new call (its life is over, the wallet closed, or it is being returned).
+    retired: bool,
+    returned: bool,
+    last_start: Instant,
+    /// The wallet's available balance at the last lease write.
+    available: i64,
+}
+
+impl Default for LeaseState {
+    fn default() -> Self {
+        Self {
+            reserved: 0,
+            outstanding: 0,
+            running: HashMap::new(),
+            recorded: HashSet::new(),
+            keeper: false,
+            extending: false,
+            extend_refused_until: None,
+            retired: false,
+            returned: false,
+            last_start: Instant::now(),
+            available: 0,
+        }
+    }
+}
+
+enum Taken {
+    Yes,
+    NoRoom,
+    Retired,
+}
+
+/// The keeper's next job.
+enum Step {
+    Record { running: Vec<(String, LeaseCall)>, ended: Vec<String> },
+    Return { reserved: i64 },
+    Wait(Duration),
+    Stop,
+}
+
+impl Lease {
+    fn state(&self) -> Option<MutexGuard<'_, LeaseState>> {
+        self.state.lock().ok()
+    }
+
+    fn serving_life() -> Duration {
+        holds::LEASE_LIFE.to_std().unwrap_or_default().saturating_sub(LIFE_MARGIN)
+    }
+
+    fn take(&self, hold_id: &str, amount: i64, call: &HeldCall) -> Taken {
+        let Some(mut state) = self.state() else { return Taken::NoRoom };
+        if state.retired || self.opened.elapsed() >= Self::serving_life() {
+            state.retired = true;
+            return Taken::Retired;
+        }
+        if state.running.len() >= MAX_CALLS_PER_LEASE || state.reserved - state.outstanding < amount {
+            return Taken::NoRoom;
+        }
+        state.outstanding += amount;
+        state.last_start = Instant::now();
+        let record = LeaseCall { lease: self.id.clone(), amount, call: call.clone() };
+        state.running.insert(hold_id.to_owned(), (record, Instant::now()));
+        self.running.fetch_add(1, Ordering::SeqCst);
+        Taken::Yes
+    }
+
+    fn hold_for(self: &Arc<Self>, hold_id: &str, amount: i64, balance: i64) -> Hold {
+        Hold {
+            id: hold_id.to_owned(),
+            user_id: self.user_id.clone(),
+            amount,
+            balance,
+            low_balance_threshold: self.low_balance_threshold,
+            lease: Some(LeaseBacking { id: self.id.clone(), reserve: self.clone() }),
+        }
+    }
+
+    /// After serving a call: the keeper records it, and the lease is topped up when it runs low.
+    fn after_take(self: &Arc<Self>, target: i64) {
+        self.kick();
+        let add = self.state().and_then(|mut state| {
+            let free = state.reserved - state.outstanding;
+            let may = state.extend_refused_until.is_none_or(|until| Instant::now() >= until);
+            if state.extending || !may || free >= target / 2 {
+                return None;
+            }
+            let add = (target - free).min(state.available / 2);
+            (add > 0).then(|| {
+                state.extending = true;
+                add
+            })
+        });
+        if let Some(add) = add {
+            crate::tasks::spawn("lease extension", self.clone().extend(add));
+        }
+    }
+
+    async fn extend(self: Arc<Self>, add: i64) {
+        let extended = holds::reserve_for_lease(self.store.as_ref(), &self.user_id, &self.id, add, false).await;
+        let Some(mut state) = self.state() else { return };
+        state.extending = false;
+        match extended {
+            Ok(wallet) => {
+                state.reserved += add;
+                state.available = wallet.available;
+            }
+            Err(LeaseRefused::Closed) => state.retired = true,
+            Err(refused) => {
+                if let LeaseRefused::Store(e) = refused {
+                    tracing::warn!(error = %e, lease_id = %self.id, "extending a lease failed");
+                }
+                state.extend_refused_until = Some(Instant::now() + REFUSED_BACKOFF);
+            }
+        }
+    }
+
+    fn retire(self: &Arc<Self>) {
+        if let Some(mut state) = self.state() {
+            state.retired = true;
+        }
+        self.kick();
+    }
+
+    /// Takes the lease's free part out of service (to give it back); returns it.
+    fn take_free(&self) -> i64 {
+        self.state().map_or(0, |mut state| {
+            let free = (state.reserved - state.outstanding).max(0);
+            state.reserved -= free;
+            free
+        })
+    }
+
+    fn untake_free(&self, free: i64) {
+        if let Some(mut state) = self.state() {
+            state.reserved += free;
+        }
+    }
+
+    /// Starts the keeper unless it runs.
+    fn kick(self: &Arc<Self>) {
+        let start = self.state().is_some_and(|mut state| !std::mem::replace(&mut state.keeper, true));
+        if start {
+            crate::tasks::spawn("lease keeper", self.clone().keep());
+        }
+    }
+
+    fn next_step(&self) -> Step {
+        let Some(mut state) = self.state() else { return Step::Stop };
+        if state.returned {
+            state.keeper = false;
+            return Step::Stop;
+        }
+        let unrecorded = || state.running.iter().filter(|(id, _)| !state.recorded.contains(*id));
+        let running: Vec<(String, LeaseCall)> = unrecorded()
+            .filter(|(_, (_, started))| started.elapsed() >= RECORD_AFTER)
+            .map(|(id, (call, _))| (id.clone(), call.clone()))
+            .collect();
+        let next_due = unrecorded().map(|(_, (_, started))| RECORD_AFTER.saturating_sub(started.elapsed())).min();
+        let ended: Vec<String> = state.recorded.iter().filter(|id| !state.running.contains_key(*id)).cloned().collect();
+        if !running.is_empty() || !ended.is_empty() {
+            return Step::Record { running, ended };
+        }
+        if let Some(due) = next_due {
+            return Step::Wait(due);
+        }
+        if !state.running.is_empty() {
+            // Calls are running and on record: the next one to start or end starts the keeper again.
+            state.keeper = false;
+            return Step::Stop;
+        }
+        let idle = state.last_start.elapsed();
+        if state.extending {
+            return Step::Wait(Duration::from_millis(20));
+        }
+        if state.retired || idle >= IDLE_RETURN || self.opened.elapsed() >= Self::serving_life() {
+            state.retired = true;
+            return Step::Return { reserved: state.reserved };
+        }
+        Step::Wait(IDLE_RETURN.saturating_sub(idle))
+    }
+
+    /// Records the calls on the wallet and returns the lease when it is done; leaves it to the sweeper after
+    /// repeated store failures.
+    async fn keep(self: Arc<Self>) {
+        let mut failures = 0u32;
+        while failures < KEEPER_ATTEMPTS {
+            match self.next_step() {
+                Step::Stop => return,
+                Step::Wait(wait) => tokio::time::sleep(wait).await,
+                Step::Record { running, ended } => {
+                    let store = self.store.as_ref();
+                    match holds::record_lease_calls(store, &self.user_id, &self.id, &running, &ended).await {
+                        Ok(()) => {
+                            if let Some(mut state) = self.state() {
+                                state.recorded.extend(running.into_iter().map(|(id, _)| id));
+                                for id in &ended {
+                                    state.recorded.remove(id);
+                                }
+                            }
+                        }
+                        Err(StoreError::ConditionFailed) => {
+                            // The lease is gone from the wallet (reconciled by the sweeper): nothing to keep.
+                            tracing::error!(lease_id = %self.id, "a lease in use was found gone");
+                            self.give_up();
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, lease_id = %self.id, "recording a lease's calls failed");
+                            failures += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                Step::Return { reserved } => {
+                    match holds::return_lease(self.store.as_ref(), &self.user_id, &self.id, reserved, &[]).await {
+                        Ok(None) => {
+                            self.give_up();
+                            return;
+                        }
+                        Ok(Some(on_wallet)) => {
+                            tracing::error!(lease_id = %self.id, reserved, on_wallet, "a lease's reserve differed");
+                            if let Some(mut state) = self.state() {
+                                state.reserved = on_wallet;
+                            }
+                            failures += 1;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, lease_id = %self.id, "returning a lease failed");
+                            failures += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            }
+        }
+        tracing::error!(lease_id = %self.id, "lease left to the sweeper after repeated store failures");
+        self.give_up();
+    }
+
+    /// The lease is returned or gone: it serves nothing more and its keeper stops.
+    fn give_up(&self) {
+        if let Some(mut state) = self.state() {
+            (state.retired, state.returned, state.keeper) = (true, true, false);
+            state.reserved = 0;
+        }
+    }
+}
+
+impl LeaseReserve for Lease {
+    fn reserved(&self) -> i64 {
+        self.state().map_or(0, |state| state.reserved)
+    }
+
+    fn settled(&self, from_lease: i64) {
+        if let Some(mut state) = self.state() {
+            state.reserved -= from_lease;
+        }
+    }
+
+    fn closed(&self) {
+        if let Some(mut state) = self.state() {
+            state.retired = true;
+        }
+    }
+
+    fn finished(self: Arc<Self>, hold_id: &str) {
+        let ended = self.state().is_some_and(|mut state| {
+            let ended = state.running.remove(hold_id);
+            if let Some((call, _)) = &ended {
+                state.outstanding -= call.amount;
+                self.running.fetch_sub(1, Ordering::SeqCst);
+            }
+            ended.is_some()
+        });
+        if ended {
+            self.kick();
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Budget leases on both stores: a busy account's calls reach the provider with no store round trip before
+//! them and still settle one by one into the ledger; leases never let parallel calls overspend, never make a
+//! call that the balance covers get a 402, stop serving a closed account, go back when the account goes
+//! quiet, and a lease left by a process that died is reconciled by the sweeper.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use dev_server::upstream_standin::{Answer, Upstream};
+use e2e::{Backend, GatedStore, TestApi, TestResult, on_both_stores};
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shared::catalog::Catalog;
+use shared::clock::Clock;
+use shared::config::Config;
+use shared::inference::{self, CallContext, Endpoint};
+use shared::money::UNITS_PER_RUPEE;
+use shared::privacy;
+use shared::usage::UsageRecord;
+use shared::wallet::WalletStore;
+use shared::wallet::holds::{self, BalanceHints, Hold, LeaseBacking, LeaseCall, LeaseReserve};
+use shared::wallet::leases::BUSY_CALLS_PER_SECOND;
+
+on_both_stores!(
+    a_busy_account_reaches_the_provider_with_no_store_round_trip_first,
+    parallel_calls_on_a_small_balance_never_overspend_with_leases,
+    a_call_the_balance_covers_is_not_refused_because_of_a_lease,
+    a_closed_account_is_not_served_from_its_lease,
+    a_lease_left_by_a_dead_process_is_charged_its_recorded_calls_and_the_rest_returned,
+);
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const PASSWORD: &str = "correct horse battery";
+
+/// Top-ups from ₹1, so that a wallet can be small.
+fn small_topups() -> Config {
+    Config { topup_min_paise: 100, ..Config::default() }
+}
+
+async fn customer(api: &TestApi, email: &str, rupees: i64) -> Res<(String, String)> {
+    let (user, token) = api.verified_user(email).await?;
+    api.fund(&token, rupees).await?;
+    let key = api.create_key(&token, "leases").await?;
+    Ok((user, key))
+}
+
+fn chat_body(model: &str, extra: Value) -> Value {
+    let mut body = json!({ "model": model, "messages": [{ "role": "user", "content": "?" }] });
+    if let (Some(fields), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        fields.extend(extra);
+    }
+    body
+}
+
+async fn chat(api: &TestApi, key: &str, body: &Value) -> Res<reqwest::Response> {
+    Ok(api.http.post(api.url("/v1/chat/completions")).bearer_auth(key).json(body).send().await?)
+}
+
+/// What the provider stand-in billed for every request it received, at the model's prices.
+fn billed(upstream: &Upstream) -> Res<i64> {
+    let catalog = Catalog::builtin()?;
+    let mut total = 0;
+    for request in upstream.requests() {
+        let name = request["model"].as_str().unwrap_or_default();
+        let model = catalog
+            .models
+            .iter()
+            .find(|m| m.routes.iter().any(|r| r.provider == "cerebras" && r.model == name))
+            .ok_or("a catalog model for the upstream request")?;
+        total += model.cost(Upstream::prompt_tokens(&request), upstream.completion_tokens(&request));
+    }
+    Ok(total)
+}
+
+/// Makes the account busy (more calls in a second than [`BUSY_CALLS_PER_SECOND`]) so that it has a lease.
+async fn make_busy(api: &TestApi, key: &str, user: &str, body: &Value) -> Res<i64> {
+    for _ in 0..BUSY_CALLS_PER_SECOND + 2 {
+        chat(api, key, body).await?.error_for_status()?;
+    }
+    let (held_for_calls, leased) = api.held_and_leased(user).await?;
+    assert_eq!(held_for_calls, 0);
+    assert!(leased > 0, "a busy account has a lease");
+    Ok(leased)
+}
+
+/// Waits (boundedly) until the account's leases have gone back.
+async fn lease_returned(api: &TestApi, user: &str) -> Res<()> {
+    for _ in 0..1_000 {
+        if api.held_and_leased(user).await? == (0, 0) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Err("the lease never went back".into())
+}
+
+/// With a lease, a call is forwarded and its first event relayed while the store answers nothing at all;
+/// the settlement waits for the store and the call is charged exactly what the provider billed. Once the
+/// account is quiet, the lease goes back and leaves nothing on the wallet.
+async fn a_busy_account_reaches_the_provider_with_no_store_round_trip_first(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, key) = customer(&api, "busy@example.in", 100).await?;
+    make_busy(&api, &key, &user, &chat_body("llama-3.1-8b", json!({ "max_tokens": 50 }))).await?;
+
+    let gated = Arc::new(GatedStore::new(api.state.store.clone()));
+    let mut state = api.state.clone();
+    state.store = gated.clone();
+    let context: CallContext = (&state).into();
+    let gateway = api.state.gateway()?;
+    let owner = gateway.authenticate(&context, Some(&key)).await?;
+    gated.close();
+    let stream = chat_body("llama-3.1-8b", json!({ "stream": true, "max_tokens": 50 }));
+    let prepared = inference::prepare(gateway, Endpoint::ChatCompletions, stream, "req_gated_stream".into())?;
+    let second = std::time::Duration::from_secs(5);
+    let answer = tokio::time::timeout(second, inference::call(&context, gateway, owner.clone(), prepared)).await;
+    let Ok(Ok(inference::Answer::Stream(mut events))) = answer else {
+        return Err("a busy account's stream waited for the store before it was forwarded".into());
+    };
+    let first = tokio::time::timeout(second, events.recv()).await?.ok_or("no event")??;
+    assert!(first.starts_with(b"data: {"), "{}", String::from_utf8_lossy(&first));
+
+    // Not streamed: the provider gets the request while the store still does not answer.
+    let seen = api.cerebras.requests().len();
+    let plain = chat_body("llama-3.1-8b", json!({ "max_tokens": 50 }));
+    let prepared = inference::prepare(gateway, Endpoint::ChatCompletions, plain, "req_gated_plain".into())?;
+    let (context_for_task, owner_for_task) = (context.clone(), owner.clone());
+    let gateway_state = api.state.clone();
+    let pending = shared::tasks::spawn("gated call", async move {
+        let gateway = gateway_state.gateway()?;
+        inference::call(&context_for_task, gateway, owner_for_task, prepared).await.map(|_| ())
+    });
+    for _ in 0..500 {
+        if api.cerebras.requests().len() > seen {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(api.cerebras.requests().len(), seen + 1, "forwarded with the store silent");
+    assert!(!pending.is_finished(), "but not answered before its settlement could commit");
+
+    gated.open();
+    pending.await??;
+    let mut last = first.to_vec();
+    while let Some(event) = events.recv().await {
+        last = event?.to_vec();
+    }
+    assert_eq!(String::from_utf8_lossy(&last), "data: [DONE]\n\n");
+    // (The second settlement waited for the first one's turn, which waited for the store.)
+    assert!(gated.waited.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the settlements waited for the store");
+    assert_eq!(100 * UNITS_PER_RUPEE - api.ledger_checked_balance(&user).await?, billed(&api.cerebras)?);
+    let usage_entries = api.dump().await?.lines().filter(|line| line.contains(" USAGE#")).count();
+    assert_eq!(usage_entries, api.cerebras.requests().len(), "one usage entry per call");
+
+    // Quiet now: the lease goes back, and nothing of it stays on the wallet.
+    lease_returned(&api, &user).await?;
+    let wallet = api.state.store.get(shared::store::Table::Main, &format!("USER#{user}"), "WALLET").await?;
+    let names: Vec<String> = wallet.ok_or("wallet")?.attrs.keys().cloned().collect();
+    assert!(!names.iter().any(|n| n.starts_with("lease")), "{names:?}");
+    Ok(())
+}
+
+/// Ten times more parallel calls than a ₹1 wallet covers, each generating up to its cap: the wallet never
+/// goes below zero, every call that was served is charged what the provider billed, and the rest get 402.
+async fn parallel_calls_on_a_small_balance_never_overspend_with_leases(backend: Backend) -> TestResult {
+    let api = TestApi::start_with(backend, small_topups()).await?;
+    let (user, key) = customer(&api, "small@example.in", 1).await?;
+    api.cerebras.set_answer(Answer::UntilCap);
+    let body = chat_body("llama-3.1-8b", json!({ "max_tokens": 4096 }));
+    let gateway = api.state.gateway()?;
+    let hold = inference::prepare(gateway, Endpoint::ChatCompletions, body.clone(), "req_price".into())?.max_cost();
+    let covered = UNITS_PER_RUPEE / hold;
+    assert!((10..100).contains(&covered), "₹1 covers {covered} calls");
+    let calls = (0..covered * 10).map(|_| chat(&api, &key, &body));
+    let mut served = 0;
+    for answer in join_all(calls).await {
+        match answer?.status() {
+            StatusCode::OK => served += 1,
+            StatusCode::PAYMENT_REQUIRED => {}
+            other => return Err(format!("unexpected {other}").into()),
+        }
+    }
+    // Served calls cost less than their holds (the prompt's bound is above its count): a few more than
+    // `covered` may fit, never more than the balance.
+    assert!(served >= covered, "{served} served, {covered} covered");
+    let balance = api.ledger_checked_balance(&user).await?;
+    assert!(balance >= 0, "{balance}");
+    assert_eq!(UNITS_PER_RUPEE - balance, billed(&api.cerebras)?, "every served call charged what was billed");
+    assert_eq!(api.held_and_leased(&user).await?.0, 0);
+    lease_returned(&api, &user).await?;
+    assert_eq!(api.state.store.wallet(&user).await?.available, balance);
+    Ok(())
+}
+
+/// A lease takes at most half of what is available; a call bigger than what is left beside it gets the
+/// lease's free part back and is served, since the balance covers it.
+async fn a_call_the_balance_covers_is_not_refused_because_of_a_lease(backend: Backend) -> TestResult {
+    let api = TestApi::start_with(backend, small_topups()).await?;
+    let (user, key) = customer(&api, "covered@example.in", 1).await?;
+    let leased = make_busy(&api, &key, &user, &chat_body("llama-3.1-8b", json!({ "max_tokens": 4096 }))).await?;
+    let big = chat_body("gpt-oss-120b", json!({ "max_tokens": 16384 }));
+    let gateway = api.state.gateway()?;
+    let hold = inference::prepare(gateway, Endpoint::ChatCompletions, big.clone(), "req_price".into())?.max_cost();
+    let wallet = api.state.store.wallet(&user).await?;
+    assert!(wallet.available < hold && hold <= wallet.balance, "{wallet:?}, lease {leased}, hold {hold}");
+    chat(&api, &key, &big).await?.error_for_status()?;
+    assert_eq!(UNITS_PER_RUPEE - api.ledger_checked_balance(&user).await?, billed(&api.cerebras)?);
+    // What the balance does not cover is still refused.
+    api.cerebras.set_answer(Answer::UntilCap);
+    let answers = join_all((0..4).map(|_| chat(&api, &key, &big))).await;
+    let refused = answers.into_iter().filter_map(Result::ok).filter(|a| a.status() == 402).count();
+    assert!(refused >= 3, "{refused} of 4 refused");
+    assert!(api.ledger_checked_balance(&user).await? >= 0);
+    Ok(())
+}
+
+/// A closed account's lease serves at most the calls that were already on their way: the first settlement
+/// after the closure sees it, and every later call is refused. What the lease held goes back to the wallet
+/// and from there to the account's refund request.
+async fn a_closed_account_is_not_served_from_its_lease(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, token) = api.verified_user("closing@example.in").await?;
+    api.fund(&token, 100).await?;
+    let key = api.create_key(&token, "closing").await?;
+    let body = chat_body("llama-3.1-8b", json!({ "max_tokens": 50 }));
+    make_busy(&api, &key, &user, &body).await?;
+    let context: CallContext = (&api.state).into();
+    let gateway = api.state.gateway()?;
+    // The key stays in the gateway's cache: only the wallet can stop it now.
+    let owner = gateway.authenticate(&context, Some(&key)).await?;
+    privacy::close_account(&(&api.state).into(), &user, Some(PASSWORD.into())).await?;
+    let mut served = 0;
+    let mut refused = 0;
+    for i in 0..5 {
+        let prepared = inference::prepare(gateway, Endpoint::ChatCompletions, body.clone(), format!("req_closed_{i}"))?;
+        match inference::call(&context, gateway, owner.clone(), prepared).await {
+            Ok(_) => served += 1,
+            Err(e) => {
+                assert_eq!(e.status().as_u16(), 401, "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(served <= 1 && refused >= 4, "{served} served after the closure");
+    lease_returned(&api, &user).await?;
+    // The sweeper moves what came back into the refund request: everything the calls did not use.
+    jobs::run(&api.state).await?;
+    assert_eq!(api.ledger_checked_balance(&user).await?, 0);
+    let refund = shared::wallet::refund_request(api.state.store.as_ref(), &user).await?.ok_or("refund request")?;
+    assert_eq!(refund.amount, 100 * UNITS_PER_RUPEE - billed(&api.cerebras)?);
+    Ok(())
+}
+
+/// A lease's reserve as a test sets it.
+#[derive(Debug)]
+struct Reserve(std::sync::atomic::AtomicI64);
+
+impl LeaseReserve for Reserve {
+    fn reserved(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn settled(&self, from_lease: i64) {
+        self.0.fetch_sub(from_lease, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn closed(&self) {}
+    fn finished(self: Arc<Self>, _hold_id: &str) {}
+}
+
+fn usage(api: &TestApi, id: &str, completion: u64) -> UsageRecord {
+    UsageRecord {
+        id: id.into(),
+        key_id: "key_test".into(),
+        model: "llama-3.1-8b".into(),
+        provider: "cerebras".into(),
+        prompt_tokens: 10,
+        completion_tokens: completion,
+        total_tokens: 10 + completion,
+        cost: 0,
+        latency_ms: 12,
+        ttft_ms: None,
+        status: "ok".into(),
+        estimated: false,
+        over_hold: 0,
+        created_at: api.clock.now(),
+    }
+}
+
+fn lease_call(lease: &str, request_id: &str, amount: i64) -> LeaseCall {
+    let call = holds::HeldCall {
+        request_id: request_id.into(),
+        key_id: "key_test".into(),
+        model: "llama-3.1-8b".into(),
+        prompt_tokens: 10,
+        completion_tokens: 100,
+    };
+    LeaseCall { lease: lease.into(), amount, call }
+}
+
+/// A process opened a lease, served three calls and died: one had settled (its record was not yet
+/// forgotten), one had recorded its usage, one had not. Once no call can be running on it, the sweeper
+/// charges the second its usage and the third its whole hold, charges the first nothing more, and gives
+/// the rest of the lease back, once.
+async fn a_lease_left_by_a_dead_process_is_charged_its_recorded_calls_and_the_rest_returned(
+    backend: Backend,
+) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, _key) = customer(&api, "dead@example.in", 100).await?;
+    let store = api.state.store.as_ref();
+    let lease_id = format!("{:013}_dead", api.clock.now().timestamp_millis());
+    holds::reserve_for_lease(store, &user, &lease_id, 20 * UNITS_PER_RUPEE, true)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let reserve = Arc::new(Reserve(std::sync::atomic::AtomicI64::new(20 * UNITS_PER_RUPEE)));
+    let hold = |id: &str, amount: i64| Hold {
+        id: id.into(),
+        user_id: user.clone(),
+        amount,
+        balance: 100 * UNITS_PER_RUPEE,
+        low_balance_threshold: holds::DEFAULT_LOW_BALANCE_THRESHOLD,
+        lease: Some(LeaseBacking { id: lease_id.clone(), reserve: reserve.clone() }),
+    };
+    let (settled, used, silent) = (
+        hold("1_settled", 2 * UNITS_PER_RUPEE),
+        hold("2_used", 3 * UNITS_PER_RUPEE),
+        hold("3_silent", 4 * UNITS_PER_RUPEE),
+    );
+    let calls: Vec<(String, LeaseCall)> = [&settled, &used, &silent]
+        .iter()
+        .map(|h| (h.id.clone(), lease_call(&lease_id, &format!("req_{}", h.id), h.amount)))
+        .collect();
+    holds::record_lease_calls(store, &user, &lease_id, &calls, &[]).await?;
+    let far =
+        holds::Expiries { usage: api.clock.now().timestamp() + 86_400, ledger: api.clock.now().timestamp() + 86_400 };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    holds::settle(store, &BalanceHints::default(), &settled, UNITS_PER_RUPEE, usage(&api, "req_1", 5), far, deadline)
+        .await?;
+    holds::record_pending(store, &used, UNITS_PER_RUPEE / 2, &usage(&api, "req_2", 7)).await?;
+
+    // Not yet: a call may still be running on a lease this young.
+    assert_eq!(jobs::run(&api.state).await?.stale_holds.leases, 0);
+    assert_eq!(api.held_and_leased(&user).await?.1, 19 * UNITS_PER_RUPEE);
+    api.clock.advance(holds::LEASE_LIFE + jobs::STALE_HOLD_AFTER + Duration::seconds(1));
+    let report = jobs::run(&api.state).await?.stale_holds;
+    assert_eq!((report.leases, report.charged), (1, 3), "{report:?}");
+    assert_eq!(jobs::run(&api.state).await?.stale_holds, holds::SweepReport::default(), "reconciled once");
+    let expected = 100 * UNITS_PER_RUPEE - UNITS_PER_RUPEE - UNITS_PER_RUPEE / 2 - 4 * UNITS_PER_RUPEE;
+    assert_eq!(api.ledger_checked_balance(&user).await?, expected);
+    assert_eq!(api.held_and_leased(&user).await?, (0, 0));
+    let wallet = api.state.store.get(shared::store::Table::Main, &format!("USER#{user}"), "WALLET").await?;
+    let names: Vec<String> = wallet.ok_or("wallet")?.attrs.keys().cloned().collect();
+    assert!(!names.iter().any(|n| n.starts_with("lease") || n.starts_with("holdusage")), "{names:?}");
+    Ok(())
+}
