@@ -224,6 +224,11 @@ impl Gateway {
         self.leases.running(user_id)
     }
 
+    /// How many budget leases this process has opened.
+    pub fn leases_opened(&self) -> usize {
+        self.leases.opened()
+    }
+
     pub fn model(&self, id: &str) -> ApiResult<&Model> {
         self.catalog.model(id).ok_or_else(|| ApiError::NotFound {
             code: "model_not_found",
@@ -746,8 +751,11 @@ async fn settle_call(state: &CallContext, facts: CallFacts<'_>, usage: Usage, st
     let settled = holds::settle(state.store.as_ref(), facts.balances, facts.hold, cost, record, expiry, deadline).await;
     // A call settled gives its hold back to its lease; one that could not stays on the lease's record for
     // the sweeper to charge.
-    if let (Ok(_), Some(lease)) = (&settled, &facts.hold.lease) {
-        lease.reserve.clone().finished(&facts.hold.id);
+    if let Some(lease) = &facts.hold.lease {
+        match &settled {
+            Ok(_) => lease.reserve.clone().finished(&facts.hold.id),
+            Err(_) => lease.reserve.clone().abandoned(&facts.hold.id),
+        }
     }
     settled
 }
@@ -778,9 +786,10 @@ pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepa
         prompt_tokens: prepared.prompt_bound,
         completion_tokens: prepared.max_tokens,
     };
-    let clock = state.clock.as_ref();
-    let hold =
-        gateway.leases.hold(&state.store, clock, balances, &owner.user_id, prepared.max_cost(), &held_call).await?;
+    let hold = gateway
+        .leases
+        .hold(&state.store, &state.clock, balances, &owner.user_id, prepared.max_cost(), &held_call)
+        .await?;
     let attempt = match forward(gateway, &prepared).await {
         Ok(attempt) => attempt,
         Err(e) => {

@@ -230,10 +230,10 @@ async fn main() -> Res<()> {
         keys.push(customer_key(&http, &base, index).await?);
     }
     sweep(&http, &base, upstream_addr, &keys).await;
-    if let Ok(command) = std::env::var("INFEREX_BENCH_LITELLM") {
-        if let Err(e) = side_by_side(&http, &base, upstream_addr, &key, &command).await {
-            println!("LiteLLM side by side not run: {e}");
-        }
+    if let Ok(command) = std::env::var("INFEREX_BENCH_LITELLM")
+        && let Err(e) = side_by_side(&http, &base, upstream_addr, &key, &command).await
+    {
+        println!("LiteLLM side by side not run: {e}");
     }
     match std::env::var("INFEREX_BENCH_SOAK_SECONDS").map(|v| v.parse::<u64>()) {
         Ok(Ok(seconds)) if seconds > 0 => {
@@ -434,6 +434,8 @@ async fn side_by_side(
     let config = dir.join("config.yaml");
     std::fs::write(&config, litellm_config(upstream_addr))?;
     let port_text = port.to_string();
+    // It refuses to start without a master key; callers present it, as ours present their API keys.
+    let master_key = format!("sk-{}{}", shared::secrets::random_suffix(), shared::secrets::random_suffix());
     let proxy = Server(
         Command::new(command)
             .args(["--config", &config.to_string_lossy(), "--host", "127.0.0.1", "--port", &port_text])
@@ -441,6 +443,7 @@ async fn side_by_side(
             // Its price list from the package, not the network; no database, no telemetry.
             .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             .env("LITELLM_LOG", "ERROR")
+            .env("LITELLM_MASTER_KEY", &master_key)
             .env_remove("DATABASE_URL")
             .current_dir(&dir)
             .stdout(Stdio::null())
@@ -462,7 +465,10 @@ async fn side_by_side(
     }
     let length = Duration::from_secs(setting("INFEREX_BENCH_STEP_SECONDS", STEP_SECONDS));
     println!();
-    println!("Side by side with LiteLLM proxy (one worker, no database), same stand-in, {} s a step:", length.as_secs());
+    println!(
+        "Side by side with LiteLLM proxy (one worker, master key, no database), same stand-in, {} s a step:",
+        length.as_secs()
+    );
     println!(
         "| mode | connections | LiteLLM calls/s | LiteLLM p50 (ms) | LiteLLM p99 (ms) | ours calls/s | ours p50 (ms) | ours p99 (ms) | calls/s ratio | p99 ratio | failures (LiteLLM/ours) |"
     );
@@ -471,9 +477,10 @@ async fn side_by_side(
         let body = json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16, "stream": stream});
         let litellm_url = format!("{litellm}/v1/chat/completions");
         let gateway_url = format!("{base}/v1/chat/completions");
-        drive_warmup(http, &litellm_url, None, &body).await;
+        drive_warmup(http, &litellm_url, Some(&master_key), &body).await;
         for connections in [1, 10] {
-            let theirs = closed_loop(http, &litellm_url, &vec![None; connections], &body, length).await;
+            let theirs =
+                closed_loop(http, &litellm_url, &vec![Some(master_key.clone()); connections], &body, length).await;
             let ours = closed_loop(http, &gateway_url, &vec![Some(key.to_owned()); connections], &body, length).await;
             let (their_p99, our_p99) = (percentile(&theirs.totals, 0.99), percentile(&ours.totals, 0.99));
             println!(

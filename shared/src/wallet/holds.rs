@@ -74,6 +74,8 @@ const TURN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub struct BalanceHints {
     latest: Mutex<HashMap<String, i64>>,
+    /// The available balance each user's wallet reported at its last hold (sizes budget leases).
+    available: Mutex<HashMap<String, i64>>,
     lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -113,6 +115,19 @@ impl BalanceHints {
     pub fn get(&self, user_id: &str) -> Option<i64> {
         self.latest.lock().ok().and_then(|latest| latest.get(user_id).copied())
     }
+
+    pub fn note_available(&self, user_id: &str, available: i64) {
+        if let Ok(mut known) = self.available.lock() {
+            if known.len() >= Self::CAPACITY && !known.contains_key(user_id) {
+                known.clear();
+            }
+            known.insert(user_id.to_owned(), available);
+        }
+    }
+
+    pub fn available(&self, user_id: &str) -> Option<i64> {
+        self.available.lock().ok().and_then(|known| known.get(user_id).copied())
+    }
 }
 
 /// A placed hold.
@@ -143,10 +158,13 @@ pub trait LeaseReserve: std::fmt::Debug + Send + Sync {
     fn reserved(&self) -> i64;
     /// A settlement committed, taking `from_lease` out of the lease's reserve.
     fn settled(&self, from_lease: i64);
-    /// The wallet was found closed: the lease serves no new call.
-    fn closed(&self);
+    /// The wallet was found closed, or without this lease: the lease serves no new call.
+    fn retire(&self);
     /// The call `hold_id` ended (settled, or never reached a provider): its hold goes back to the lease.
     fn finished(self: Arc<Self>, hold_id: &str);
+    /// The call `hold_id` could not be settled: its hold stays taken and on record for the sweeper, and the
+    /// lease serves no new call (it can no longer be given back whole).
+    fn abandoned(self: Arc<Self>, hold_id: &str);
 }
 
 /// The wallet attribute holding a lease's reserve.
@@ -280,6 +298,7 @@ async fn hold_for<S: ItemStore + ?Sized>(
             hold.balance = wallet.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
             hold.low_balance_threshold = low_balance_threshold(&wallet);
             hints.note_if_unknown(user_id, hold.balance);
+            hints.note_available(user_id, wallet.attrs.get("available").and_then(Value::as_i64).unwrap_or(0));
             Ok(hold)
         }
         Err(StoreError::ConditionFailed) => {
@@ -289,6 +308,7 @@ async fn hold_for<S: ItemStore + ?Sized>(
             if let Some(placed) = wallet.as_ref().filter(|w| w.attrs.get(&hold.attr()) == Some(&json!(amount))) {
                 hold.balance = placed.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
                 hold.low_balance_threshold = low_balance_threshold(placed);
+                hints.note_available(user_id, placed.attrs.get("available").and_then(Value::as_i64).unwrap_or(0));
                 return Ok(hold);
             }
             if wallet.is_some_and(|w| w.attrs.get(CLOSED) == Some(&json!(true))) {
@@ -308,19 +328,20 @@ pub fn new_hold_id(clock: &dyn Clock) -> String {
     format!("{:013}_{}", clock.now().timestamp_millis().max(0), random_suffix())
 }
 
-/// Gives `amount` of a lease's reserve back to the available balance (the lease goes on with the rest).
+/// Gives `amount` of a lease's reserve back to the available balance, the lease reserving `reserved` before
+/// (the lease goes on with the rest). Conditioned on that figure, so a repeated write applies once.
 pub async fn shrink_lease<S: ItemStore + ?Sized>(
     store: &S,
     user_id: &str,
     lease_id: &str,
-    amount: i64,
+    (reserved, amount): (i64, i64),
 ) -> ApiResult<bool> {
     let attr = lease_attr(lease_id);
     let update = Update::new(Table::Main, user_pk(user_id), WALLET_SK)
-        .add(&attr, -amount)
+        .set(&attr, json!(reserved - amount))
         .add("held", -amount)
         .add("available", amount)
-        .when(Condition::AttrAtLeast(attr.clone(), amount));
+        .when(Condition::AttrEquals(attr.clone(), json!(reserved)));
     Ok(store.update(update).await.applied()?.is_some())
 }
 
@@ -359,7 +380,9 @@ pub async fn settle<S: ItemStore + ?Sized>(
     let mut recorded = false;
     let mut conflicts = 0u32;
     loop {
-        let from_lease = lease_reserve.map(|reserve| charge.min(reserve.max(0)));
+        // Never more than the call's own hold (what it took from the lease); a report above it comes from the
+        // available balance, as for a hold of its own.
+        let from_lease = lease_reserve.map(|reserve| charge.min(hold.amount).min(reserve.max(0)));
         let ops = settlement_ops(hold, charge, (expected_balance, expected), from_lease, &usage, expiries)?;
         match store.transact(ops).await {
             Ok(()) => {
@@ -372,6 +395,20 @@ pub async fn settle<S: ItemStore + ?Sized>(
             Err(StoreError::ConditionFailed) => {
                 // This settlement already committed (its answer was lost and the write repeated)?
                 if let Some(done) = usage::entry(store, &hold.user_id, &hold.id).await? {
+                    // Ours (the same record, to the millisecond) or another settlement's of the same hold (the
+                    // live one's, found by the sweeper, or the sweeper's, found late).
+                    let ours = done == usage;
+                    if let (Some(lease), Some(taken), true) = (&hold.lease, from_lease, ours) {
+                        // Every attempt since the last look at the wallet sent this same share, and only one of
+                        // them can have committed.
+                        lease.reserve.settled(taken);
+                        if recorded {
+                            // Recorded after the commit (a lease outlives its calls): not for the sweeper.
+                            let forget =
+                                Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK).remove(&hold.usage_attr());
+                            let _ = store.update(forget).await;
+                        }
+                    }
                     return Ok(done);
                 }
                 // Another balance change got in first, or the hold was swept. Back off first, then look at
@@ -396,12 +433,15 @@ pub async fn settle<S: ItemStore + ?Sized>(
                 expected.threshold = low_balance_threshold(&current);
                 if let Some(lease) = &hold.lease {
                     // A lease the sweeper already returned reserves nothing: the charge comes from the balance
-                    // (never forgiven).
-                    lease_reserve =
-                        Some(current.attrs.get(&lease_attr(&lease.id)).and_then(Value::as_i64).unwrap_or(0));
+                    // (never forgiven), and the lease serves no other call.
+                    let on_wallet = current.attrs.get(&lease_attr(&lease.id)).and_then(Value::as_i64);
+                    lease_reserve = Some(on_wallet.unwrap_or(0));
+                    if on_wallet.is_none() {
+                        lease.reserve.retire();
+                    }
                     if current.attrs.get(CLOSED) == Some(&json!(true)) {
                         // The call is charged all the same; the lease serves no other.
-                        lease.reserve.closed();
+                        lease.reserve.retire();
                         expected.open = false;
                     }
                 } else if !current.attrs.contains_key(&hold.attr()) {
@@ -575,6 +615,8 @@ pub async fn release<S: ItemStore + ?Sized>(store: &S, user_id: &str, hold_id: &
 
 /// Beside a lease: a call it is serving, recorded for the sweeper (`leasecall_<hold id>`).
 const LEASE_CALL_PREFIX: &str = "leasecall_";
+/// Beside a lease: how many times it was extended (each extension is written once).
+const LEASE_STEP_PREFIX: &str = "leasestep_";
 
 /// A call served from a lease, as recorded on the wallet while it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -611,27 +653,36 @@ pub enum LeaseRefused {
     Insufficient,
     /// The account is closed.
     Closed,
+    /// The lease to extend is no longer on the wallet (the sweeper reconciled it).
+    Gone,
     Store(StoreError),
 }
 
-/// Moves `amount` of the available balance into a lease (one conditional write): a new lease when `open`,
-/// else more for an existing one. Only while the available balance covers it and the account is open.
+/// Moves `amount` of the available balance into a lease (one conditional write): step 0 opens it, step `n`
+/// is its `n`th extension. Only while the available balance covers it and the account is open. Each step
+/// is written once: a repeated write (its answer lost) finds its step done and applies nothing twice.
 pub async fn reserve_for_lease<S: ItemStore + ?Sized>(
     store: &S,
     user_id: &str,
     lease_id: &str,
     amount: i64,
-    open: bool,
+    step: u32,
 ) -> Result<WalletNow, LeaseRefused> {
     let attr = lease_attr(lease_id);
+    let step_attr = format!("{LEASE_STEP_PREFIX}{lease_id}");
+    let open = step == 0;
     let present = if open {
-        // Lease attributes are numbers, so this means "absent": a repeated open applies nothing twice.
+        // Lease attributes are numbers, so this means "absent".
         Condition::AttrAbsentOrEquals(attr.clone(), json!(false))
     } else {
-        Condition::AttrAtLeast(attr.clone(), 0)
+        Condition::All(vec![
+            Condition::AttrAtLeast(attr.clone(), 0),
+            Condition::AttrEquals(step_attr.clone(), json!(step - 1)),
+        ])
     };
     let update = Update::new(Table::Main, user_pk(user_id), WALLET_SK)
         .add(&attr, amount)
+        .set(&step_attr, json!(step))
         .add("held", amount)
         .add("available", -amount)
         .when(Condition::All(vec![
@@ -639,18 +690,22 @@ pub async fn reserve_for_lease<S: ItemStore + ?Sized>(
             Condition::AttrAbsentOrEquals(CLOSED.into(), json!(false)),
             present,
         ]));
-    match store.update(update).await {
-        Ok(wallet) => Ok(WalletNow::of(&wallet)),
-        Err(StoreError::ConditionFailed) => {
-            let wallet = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await.map_err(LeaseRefused::Store)?;
-            match wallet {
-                // Our own open, repeated after its answer was lost.
-                Some(w) if open && w.attrs.get(&attr) == Some(&json!(amount)) => Ok(WalletNow::of(&w)),
-                Some(w) if w.attrs.get(CLOSED) == Some(&json!(true)) => Err(LeaseRefused::Closed),
-                _ => Err(LeaseRefused::Insufficient),
-            }
+    let refused = match store.update(update).await {
+        Ok(wallet) => return Ok(WalletNow::of(&wallet)),
+        Err(StoreError::ConditionFailed) => None,
+        // The answer may have been lost after the write applied: the wallet says.
+        Err(e) => Some(e),
+    };
+    let wallet = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await.map_err(LeaseRefused::Store)?;
+    match (wallet, refused) {
+        // Our own step, applied (its answer lost, or repeated after that).
+        (Some(w), _) if w.attrs.contains_key(&attr) && w.attrs.get(&step_attr) == Some(&json!(step)) => {
+            Ok(WalletNow::of(&w))
         }
-        Err(e) => Err(LeaseRefused::Store(e)),
+        (_, Some(e)) => Err(LeaseRefused::Store(e)),
+        (Some(w), None) if w.attrs.get(CLOSED) == Some(&json!(true)) => Err(LeaseRefused::Closed),
+        (Some(w), None) if !open && !w.attrs.contains_key(&attr) => Err(LeaseRefused::Gone),
+        _ => Err(LeaseRefused::Insufficient),
     }
 }
 
@@ -687,10 +742,12 @@ pub async fn return_lease<S: ItemStore + ?Sized>(
     let attr = lease_attr(lease_id);
     let mut update = Update::new(Table::Main, user_pk(user_id), WALLET_SK)
         .remove(&attr)
+        .remove(&format!("{LEASE_STEP_PREFIX}{lease_id}"))
         .add("held", -reserved)
         .add("available", reserved);
     for hold_id in ended {
-        update = update.remove(&format!("{LEASE_CALL_PREFIX}{hold_id}"));
+        update =
+            update.remove(&format!("{LEASE_CALL_PREFIX}{hold_id}")).remove(&format!("{HOLD_USAGE_PREFIX}{hold_id}"));
     }
     if store.update(update.when(Condition::AttrEquals(attr.clone(), json!(reserved)))).await.applied()?.is_some() {
         return Ok(None);
@@ -710,8 +767,9 @@ impl LeaseReserve for SweptLease {
     fn settled(&self, from_lease: i64) {
         self.0.fetch_sub(from_lease, std::sync::atomic::Ordering::SeqCst);
     }
-    fn closed(&self) {}
+    fn retire(&self) {}
     fn finished(self: Arc<Self>, _hold_id: &str) {}
+    fn abandoned(self: Arc<Self>, _hold_id: &str) {}
 }
 
 /// Reconciles the stale leases on one wallet (created before `cutoff` less a lease's life, so no process

@@ -29,10 +29,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::holds::{self, BalanceHints, HeldCall, Hold, LeaseBacking, LeaseCall, LeaseRefused, LeaseReserve};
+use crate::accounts::user_pk;
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
 use crate::secrets::random_suffix;
-use crate::store::{ItemStore, StoreError};
+use crate::store::{ItemStore, StoreError, Table, schema};
+use serde_json::json;
 
 /// Calls an account starts in this process within a second that make it busy enough for a lease.
 pub const BUSY_CALLS_PER_SECOND: u32 = 4;
@@ -40,8 +42,13 @@ pub const BUSY_CALLS_PER_SECOND: u32 = 4;
 pub const IDLE_RETURN: Duration = Duration::from_secs(2);
 /// How long before the sweeper's notion of a lease's life this process stops serving from it.
 const LIFE_MARGIN: Duration = Duration::from_secs(5);
-/// A lease serves at most this many calls at once (their records stay small on the wallet).
-const MAX_CALLS_PER_LEASE: usize = 256;
+/// A lease serves at most this many calls at once (their records stay small on the wallet item).
+const MAX_CALLS_PER_LEASE: usize = 64;
+/// Calls recorded in one write (DynamoDB bounds an update expression's size).
+const RECORDS_PER_WRITE: usize = 16;
+/// While a lease serves, the keeper looks at the wallet this often: a closure (or a lease the sweeper took
+/// back) stops it within this long even when no settlement meets the change.
+pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// After the wallet refused a lease or its extension, how long before asking again.
 const REFUSED_BACKOFF: Duration = Duration::from_secs(1);
 /// The most accounts this process keeps call rates for.
@@ -56,6 +63,7 @@ const KEEPER_ATTEMPTS: u32 = 50;
 #[derive(Default)]
 pub struct Leases {
     accounts: Mutex<HashMap<String, Account>>,
+    opened: AtomicUsize,
 }
 
 /// What this process knows about one account's calls.
@@ -116,14 +124,14 @@ impl Leases {
     pub async fn hold(
         &self,
         store: &Arc<dyn ItemStore>,
-        clock: &dyn Clock,
+        clock: &Arc<dyn Clock>,
         hints: &BalanceHints,
         user_id: &str,
         amount: i64,
         call: &HeldCall,
     ) -> ApiResult<Hold> {
         let amount = amount.max(1);
-        let hold_id = holds::new_hold_id(clock);
+        let hold_id = holds::new_hold_id(clock.as_ref());
         let now = Instant::now();
         let mut plan = self.plan(user_id, &hold_id, amount, call, hints, (now, true));
         if let Plan::Open { target } = plan
@@ -135,6 +143,7 @@ impl Leases {
         if let Plan::Served(hold) = plan {
             return Ok(hold);
         }
+        let clock = clock.as_ref();
         match holds::place_call_hold(store.as_ref(), clock, hints, user_id, amount, call).await {
             Err(ApiError::PaymentRequired { .. }) if self.give_back_free(store.as_ref(), user_id).await => {
                 holds::place_call_hold(store.as_ref(), clock, hints, user_id, amount, call).await
@@ -149,6 +158,11 @@ impl Leases {
         self.accounts()
             .and_then(|accounts| accounts.get(user_id).map(|account| account.running.load(Ordering::SeqCst)))
             .unwrap_or(0)
+    }
+
+    /// How many leases this process has opened.
+    pub fn opened(&self) -> usize {
+        self.opened.load(Ordering::SeqCst)
     }
 
     fn accounts(&self) -> Option<MutexGuard<'_, HashMap<String, Account>>> {
@@ -169,8 +183,14 @@ impl Leases {
         let Some(mut accounts) = self.accounts() else { return Plan::Own };
         if accounts.len() >= ACCOUNTS_TRACKED && !accounts.contains_key(user_id) {
             accounts.retain(|_, account| {
-                account.lease.is_some() || account.opening || account.running.load(Ordering::SeqCst) > 0
+                account.lease.as_ref().is_some_and(|lease| !lease.is_returned())
+                    || account.opening
+                    || account.running.load(Ordering::SeqCst) > 0
             });
+            if accounts.len() >= ACCOUNTS_TRACKED {
+                // Every tracked account is busy: this one holds on its own.
+                return Plan::Own;
+            }
         }
         let account = accounts.entry(user_id.to_owned()).or_default();
         if first {
@@ -188,8 +208,8 @@ impl Leases {
                 Taken::Retired => account.lease = None,
             }
         }
-        // A wallet worth leasing from: room for the lease and for this call beside it.
-        let room = hints.get(user_id).map_or(0, |balance| balance / 2);
+        // A wallet worth leasing from: room for the lease and for this call beside it, in what it has available.
+        let room = hints.available(user_id).map_or(0, |available| available / 2);
         if first && account.busy() && !account.opening && account.may_ask(now) && room >= amount.saturating_mul(2) {
             account.opening = true;
             return Plan::Open { target: target.min(room) };
@@ -202,24 +222,28 @@ impl Leases {
     async fn open(
         &self,
         store: &Arc<dyn ItemStore>,
-        clock: &dyn Clock,
+        clock: &Arc<dyn Clock>,
         hints: &BalanceHints,
         user_id: &str,
         size: i64,
         now: Instant,
     ) -> bool {
-        let id = format!("{:013}_{}", clock.now().timestamp_millis().max(0), random_suffix());
-        let opened = holds::reserve_for_lease(store.as_ref(), user_id, &id, size, true).await;
+        let opened_at = clock.now().timestamp_millis().max(0);
+        let id = format!("{opened_at:013}_{}", random_suffix());
+        let opened = holds::reserve_for_lease(store.as_ref(), user_id, &id, size, 0).await;
         let Some(mut accounts) = self.accounts() else { return false };
         let account = accounts.entry(user_id.to_owned()).or_default();
         account.opening = false;
         match opened {
             Ok(wallet) => {
                 hints.note_if_unknown(user_id, wallet.balance);
+                hints.note_available(user_id, wallet.available);
+                self.opened.fetch_add(1, Ordering::SeqCst);
                 let lease = Arc::new(Lease {
                     id,
                     user_id: user_id.to_owned(),
-                    opened: now,
+                    opened_at,
+                    clock: clock.clone(),
                     low_balance_threshold: wallet.low_balance_threshold,
                     store: store.clone(),
                     running: account.running.clone(),
@@ -227,11 +251,12 @@ impl Leases {
                         reserved: size,
                         available: wallet.available,
                         last_start: now,
+                        last_check: now,
                         ..LeaseState::default()
                     }),
                 });
                 if let Some(previous) = account.lease.replace(lease.clone()) {
-                    previous.retire();
+                    previous.retire_and_kick();
                 }
                 true
             }
@@ -254,20 +279,19 @@ impl Leases {
             account.lease.clone()
         });
         let Some(lease) = lease else { return false };
-        let free = lease.take_free();
+        let (reserved, free) = lease.take_free();
         if free <= 0 {
             return false;
         }
-        match holds::shrink_lease(store, user_id, &lease.id, free).await {
-            Ok(true) => {
-                lease.retire();
-                true
-            }
-            Ok(false) | Err(_) => {
-                lease.untake_free(free);
-                false
-            }
+        let given_back = holds::shrink_lease(store, user_id, &lease.id, (reserved, free)).await;
+        if let Ok(false) = given_back {
+            // The wallet reserves another figure than this process thinks: nothing was given back.
+            lease.untake_free(free);
         }
+        // Either way the lease serves no new call (after an unknown outcome its figure is not to be trusted);
+        // its keeper gives back the rest, as the wallet says, once its calls ended.
+        lease.retire_and_kick();
+        matches!(given_back, Ok(true))
     }
 }
 
@@ -275,7 +299,9 @@ impl Leases {
 pub struct Lease {
     id: String,
     user_id: String,
-    opened: Instant,
+    /// When it was opened (epoch millis, as its id says): the sweeper counts its life from there.
+    opened_at: i64,
+    clock: Arc<dyn Clock>,
     low_balance_threshold: i64,
     store: Arc<dyn ItemStore>,
     /// The account's count of calls running on its leases.
@@ -301,11 +327,15 @@ struct LeaseState {
     recorded: HashSet<String>,
     keeper: bool,
     extending: bool,
+    /// Extensions written so far (the wallet counts them too).
+    extensions: u32,
     extend_refused_until: Option<Instant>,
     /// Serves no new call (its life is over, the wallet closed, or it is being returned).
     retired: bool,
     returned: bool,
     last_start: Instant,
+    /// When the keeper last looked at the wallet.
+    last_check: Instant,
     /// The wallet's available balance at the last lease write.
     available: i64,
 }
@@ -319,10 +349,12 @@ impl Default for LeaseState {
             recorded: HashSet::new(),
             keeper: false,
             extending: false,
+            extensions: 0,
             extend_refused_until: None,
             retired: false,
             returned: false,
             last_start: Instant::now(),
+            last_check: Instant::now(),
             available: 0,
         }
     }
@@ -337,6 +369,7 @@ enum Taken {
 /// The keeper's next job.
 enum Step {
     Record { running: Vec<(String, LeaseCall)>, ended: Vec<String> },
+    Check,
     Return { reserved: i64 },
     Wait(Duration),
     Stop,
@@ -347,13 +380,19 @@ impl Lease {
         self.state.lock().ok()
     }
 
-    fn serving_life() -> Duration {
-        holds::LEASE_LIFE.to_std().unwrap_or_default().saturating_sub(LIFE_MARGIN)
+    /// Past the time it may serve new calls, by the same clock the sweeper judges it with.
+    fn expired(&self) -> bool {
+        let life = holds::LEASE_LIFE.num_milliseconds() - i64::try_from(LIFE_MARGIN.as_millis()).unwrap_or(0);
+        self.clock.now().timestamp_millis() >= self.opened_at.saturating_add(life)
+    }
+
+    fn is_returned(&self) -> bool {
+        self.state().is_none_or(|state| state.returned)
     }
 
     fn take(&self, hold_id: &str, amount: i64, call: &HeldCall) -> Taken {
         let Some(mut state) = self.state() else { return Taken::NoRoom };
-        if state.retired || self.opened.elapsed() >= Self::serving_life() {
+        if state.retired || self.expired() {
             state.retired = true;
             return Taken::Retired;
         }
@@ -391,24 +430,25 @@ impl Lease {
             let add = (target - free).min(state.available / 2);
             (add > 0).then(|| {
                 state.extending = true;
-                add
+                (add, state.extensions + 1)
             })
         });
-        if let Some(add) = add {
-            crate::tasks::spawn("lease extension", self.clone().extend(add));
+        if let Some((add, step)) = add {
+            crate::tasks::spawn("lease extension", self.clone().extend(add, step));
         }
     }
 
-    async fn extend(self: Arc<Self>, add: i64) {
-        let extended = holds::reserve_for_lease(self.store.as_ref(), &self.user_id, &self.id, add, false).await;
+    async fn extend(self: Arc<Self>, add: i64, step: u32) {
+        let extended = holds::reserve_for_lease(self.store.as_ref(), &self.user_id, &self.id, add, step).await;
         let Some(mut state) = self.state() else { return };
         state.extending = false;
         match extended {
             Ok(wallet) => {
+                state.extensions = step;
                 state.reserved += add;
                 state.available = wallet.available;
             }
-            Err(LeaseRefused::Closed) => state.retired = true,
+            Err(LeaseRefused::Closed | LeaseRefused::Gone) => state.retired = true,
             Err(refused) => {
                 if let LeaseRefused::Store(e) = refused {
                     tracing::warn!(error = %e, lease_id = %self.id, "extending a lease failed");
@@ -418,19 +458,21 @@ impl Lease {
         }
     }
 
-    fn retire(self: &Arc<Self>) {
+    fn retire_and_kick(self: &Arc<Self>) {
         if let Some(mut state) = self.state() {
             state.retired = true;
         }
         self.kick();
     }
 
-    /// Takes the lease's free part out of service (to give it back); returns it.
-    fn take_free(&self) -> i64 {
-        self.state().map_or(0, |mut state| {
-            let free = (state.reserved - state.outstanding).max(0);
+    /// Takes the lease's free part out of service (to give it back); returns what it reserved before, and
+    /// the free part.
+    fn take_free(&self) -> (i64, i64) {
+        self.state().map_or((0, 0), |mut state| {
+            let reserved = state.reserved;
+            let free = (reserved - state.outstanding).max(0);
             state.reserved -= free;
-            free
+            (reserved, free)
         })
     }
 
@@ -457,30 +499,45 @@ impl Lease {
         let unrecorded = || state.running.iter().filter(|(id, _)| !state.recorded.contains(*id));
         let running: Vec<(String, LeaseCall)> = unrecorded()
             .filter(|(_, (_, started))| started.elapsed() >= RECORD_AFTER)
+            .take(RECORDS_PER_WRITE)
             .map(|(id, (call, _))| (id.clone(), call.clone()))
             .collect();
         let next_due = unrecorded().map(|(_, (_, started))| RECORD_AFTER.saturating_sub(started.elapsed())).min();
-        let ended: Vec<String> = state.recorded.iter().filter(|id| !state.running.contains_key(*id)).cloned().collect();
+        let ended: Vec<String> = state
+            .recorded
+            .iter()
+            .filter(|id| !state.running.contains_key(*id))
+            .take(RECORDS_PER_WRITE)
+            .cloned()
+            .collect();
         if !running.is_empty() || !ended.is_empty() {
             return Step::Record { running, ended };
+        }
+        if !state.retired && state.last_check.elapsed() >= CHECK_EVERY {
+            state.last_check = Instant::now();
+            return Step::Check;
         }
         if let Some(due) = next_due {
             return Step::Wait(due);
         }
         if !state.running.is_empty() {
-            // Calls are running and on record: the next one to start or end starts the keeper again.
-            state.keeper = false;
-            return Step::Stop;
+            if state.retired {
+                // Calls are running and on record: the next one to end starts the keeper again.
+                state.keeper = false;
+                return Step::Stop;
+            }
+            // Serving: the next look at the wallet is due then.
+            return Step::Wait(CHECK_EVERY.saturating_sub(state.last_check.elapsed()));
         }
         let idle = state.last_start.elapsed();
         if state.extending {
             return Step::Wait(Duration::from_millis(20));
         }
-        if state.retired || idle >= IDLE_RETURN || self.opened.elapsed() >= Self::serving_life() {
+        if state.retired || idle >= IDLE_RETURN || self.expired() {
             state.retired = true;
             return Step::Return { reserved: state.reserved };
         }
-        Step::Wait(IDLE_RETURN.saturating_sub(idle))
+        Step::Wait(IDLE_RETURN.saturating_sub(idle).min(CHECK_EVERY.saturating_sub(state.last_check.elapsed())))
     }
 
     /// Records the calls on the wallet and returns the lease when it is done; leaves it to the sweeper after
@@ -491,10 +548,29 @@ impl Lease {
             match self.next_step() {
                 Step::Stop => return,
                 Step::Wait(wait) => tokio::time::sleep(wait).await,
+                Step::Check => match self.store.get(Table::Main, &user_pk(&self.user_id), schema::sk::WALLET).await {
+                    Ok(Some(wallet)) if wallet.attrs.contains_key(&holds::lease_attr(&self.id)) => {
+                        if wallet.attrs.get(super::CLOSED) == Some(&json!(true)) {
+                            self.retire_only();
+                        }
+                        failures = 0;
+                    }
+                    Ok(_) => {
+                        // Reconciled by the sweeper (this process was frozen past its life): nothing to keep.
+                        tracing::error!(lease_id = %self.id, "a lease in use was found gone");
+                        self.give_up();
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, lease_id = %self.id, "looking at a lease's wallet failed");
+                        failures += 1;
+                    }
+                },
                 Step::Record { running, ended } => {
                     let store = self.store.as_ref();
                     match holds::record_lease_calls(store, &self.user_id, &self.id, &running, &ended).await {
                         Ok(()) => {
+                            failures = 0;
                             if let Some(mut state) = self.state() {
                                 state.recorded.extend(running.into_iter().map(|(id, _)| id));
                                 for id in &ended {
@@ -548,6 +624,12 @@ impl Lease {
             state.reserved = 0;
         }
     }
+
+    fn retire_only(&self) {
+        if let Some(mut state) = self.state() {
+            state.retired = true;
+        }
+    }
 }
 
 impl LeaseReserve for Lease {
@@ -561,10 +643,8 @@ impl LeaseReserve for Lease {
         }
     }
 
-    fn closed(&self) {
-        if let Some(mut state) = self.state() {
-            state.retired = true;
-        }
+    fn retire(&self) {
+        self.retire_only();
     }
 
     fn finished(self: Arc<Self>, hold_id: &str) {
@@ -579,5 +659,16 @@ impl LeaseReserve for Lease {
         if ended {
             self.kick();
         }
+    }
+
+    fn abandoned(self: Arc<Self>, hold_id: &str) {
+        let known = self.state().is_some_and(|mut state| {
+            state.retired = true;
+            state.running.contains_key(hold_id)
+        });
+        if known {
+            self.running.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.kick();
     }
 }
