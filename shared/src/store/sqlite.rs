@@ -18,7 +18,7 @@ use super::{
 use crate::clock::Clock;
 
 /// The write-ahead log's limit by default (see [`SqliteStore::open_with_log_limit`]).
-pub const LOG_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
+pub const LOG_LIMIT_BYTES: u64 = 32 * 1024 * 1024;
 /// SQLite's page size, which the log is counted in.
 const PAGE_BYTES: u64 = 4096;
 /// How long an operation waits for a lock another connection holds.
@@ -58,10 +58,11 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
         // Checkpoints (the only writes that wait for the disk) run on their own connection in the background
         // (`spawn_checkpointer`), not inside a request's commit while every other request waits for it;
-        // only when the background falls behind, at twice the limit, does a commit checkpoint itself. With
+        // only when the background falls behind, at one and a half times the limit, does a commit checkpoint
+        // itself. With
         // this one connection doing every read and write, nothing else holds the log, so that checkpoint
         // completes and the next commit starts the log over, cut back to the limit.
-        let hard_limit_pages = (2 * log_limit / PAGE_BYTES).max(1);
+        let hard_limit_pages = (3 * log_limit / 2 / PAGE_BYTES).max(1);
         conn.pragma_update(None, "wal_autocheckpoint", hard_limit_pages).map_err(backend)?;
         conn.pragma_update(None, "journal_size_limit", log_limit).map_err(backend)?;
         let mut store = Self::init(conn, clock)?;
