@@ -21,6 +21,8 @@ use crate::usage::UsageRecord;
 use crate::wallet::holds::{self, BalanceHints, Hold};
 use crate::wallet::leases::Leases;
 
+/// The most keys whose last use a gateway remembers (it writes `last_used_at` at most once a minute each).
+const KEYS_TRACKED: usize = 100_000;
 /// A revoked or expired key keeps working for at most this long (the cache's lifetime).
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
 /// The inference function's `Timeout` in template.yaml (a test keeps the two equal). Everything a call does
@@ -204,6 +206,13 @@ impl Gateway {
         let due = self.uses.lock().is_ok_and(|mut uses| {
             let due = uses.get(&owner.key_id).is_none_or(|at| at.elapsed() >= Duration::from_secs(60));
             if due {
+                if uses.len() >= KEYS_TRACKED && !uses.contains_key(&owner.key_id) {
+                    // Bounded: forgetting only costs a few early `last_used_at` writes.
+                    uses.retain(|_, at| at.elapsed() < Duration::from_secs(60));
+                    if uses.len() >= KEYS_TRACKED {
+                        uses.clear();
+                    }
+                }
                 uses.insert(owner.key_id.clone(), Instant::now());
             }
             due

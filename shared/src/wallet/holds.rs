@@ -158,6 +158,8 @@ pub trait LeaseReserve: std::fmt::Debug + Send + Sync {
     fn reserved(&self) -> i64;
     /// A settlement committed, taking `from_lease` out of the lease's reserve.
     fn settled(&self, from_lease: i64);
+    /// A settlement found the wallet's low-balance threshold changed: later holds carry this one.
+    fn threshold_seen(&self, _threshold: i64) {}
     /// The wallet was found closed, or without this lease: the lease serves no new call.
     fn retire(&self);
     /// The call `hold_id` ended (settled, or never reached a provider): its hold goes back to the lease.
@@ -389,6 +391,9 @@ pub async fn settle<S: ItemStore + ?Sized>(
                 hints.note(&hold.user_id, expected_balance.saturating_sub(charge));
                 if let (Some(lease), Some(taken)) = (&hold.lease, from_lease) {
                     lease.reserve.settled(taken);
+                    if expected.threshold != hold.low_balance_threshold {
+                        lease.reserve.threshold_seen(expected.threshold);
+                    }
                 }
                 return Ok(usage);
             }
@@ -402,12 +407,12 @@ pub async fn settle<S: ItemStore + ?Sized>(
                         // Every attempt since the last look at the wallet sent this same share, and only one of
                         // them can have committed.
                         lease.reserve.settled(taken);
-                        if recorded {
-                            // Recorded after the commit (a lease outlives its calls): not for the sweeper.
-                            let forget =
-                                Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK).remove(&hold.usage_attr());
-                            let _ = store.update(forget).await;
-                        }
+                        // A usage record written after the commit (its answer lost too) is not for the sweeper
+                        // (a lease outlives its calls, so nothing else removes it).
+                        let forget = Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK)
+                            .remove(&hold.usage_attr())
+                            .remove(&format!("{LEASE_CALL_PREFIX}{}", hold.id));
+                        let _ = store.update(forget).await;
                     }
                     return Ok(done);
                 }
@@ -529,7 +534,11 @@ fn settlement_ops(
     let wallet = match (&hold.lease, from_lease) {
         (Some(lease), Some(taken)) => {
             let attr = lease_attr(&lease.id);
-            let wallet = wallet.add("held", -taken).add("available", taken - charge);
+            // Its record goes too, whoever wrote it (its lease's keeper, or a settlement in trouble).
+            let wallet = wallet
+                .remove(&format!("{LEASE_CALL_PREFIX}{}", hold.id))
+                .add("held", -taken)
+                .add("available", taken - charge);
             if taken > 0 {
                 conditions.push(Condition::AttrAtLeast(attr.clone(), taken));
                 wallet.add(&attr, -taken)
@@ -593,9 +602,21 @@ pub async fn record_pending<S: ItemStore + ?Sized>(
 ) -> ApiResult<()> {
     let pending = PendingUsage { cost, usage: usage.clone() };
     let value = serde_json::to_value(&pending).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let update = Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK)
-        .set(&hold.usage_attr(), value)
-        .when(Condition::AttrAtLeast(hold.reserve_attr(), 0));
+    let mut update = Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK).set(&hold.usage_attr(), value);
+    if let Some(lease) = &hold.lease {
+        // The call's record beside its lease too (its keeper may not have written it): the sweeper walks those.
+        let call = HeldCall {
+            request_id: usage.id.clone(),
+            key_id: usage.key_id.clone(),
+            model: usage.model.clone(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        };
+        let record = LeaseCall { lease: lease.id.clone(), amount: hold.amount, call };
+        let record = serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
+        update = update.set(&format!("{LEASE_CALL_PREFIX}{}", hold.id), record);
+    }
+    let update = update.when(Condition::AttrAtLeast(hold.reserve_attr(), 0));
     store.update(update).await?;
     Ok(())
 }
@@ -820,7 +841,13 @@ async fn sweep_leases<S: ItemStore + ?Sized>(
                 }
             }
         }
-        match return_lease(store, user_id, lease_id, reserve.reserved(), &ended).await {
+        let mut returned = return_lease(store, user_id, lease_id, reserve.reserved(), &ended).await;
+        if let Ok(Some(on_wallet)) = returned {
+            // The wallet's figure wins (a settlement counted here may have been another's): the lease is stale,
+            // and a late settlement of one of its calls takes from the available balance.
+            returned = return_lease(store, user_id, lease_id, on_wallet, &ended).await;
+        }
+        match returned {
             Ok(None) => {
                 tracing::warn!(%user_id, lease_id, calls = ended.len(), "stale lease reconciled");
                 report.leases += 1;

@@ -24,7 +24,7 @@
 //!   the price of a store round trip before every call.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -244,7 +244,7 @@ impl Leases {
                     user_id: user_id.to_owned(),
                     opened_at,
                     clock: clock.clone(),
-                    low_balance_threshold: wallet.low_balance_threshold,
+                    low_balance_threshold: AtomicI64::new(wallet.low_balance_threshold),
                     store: store.clone(),
                     running: account.running.clone(),
                     state: Mutex::new(LeaseState {
@@ -302,7 +302,8 @@ pub struct Lease {
     /// When it was opened (epoch millis, as its id says): the sweeper counts its life from there.
     opened_at: i64,
     clock: Arc<dyn Clock>,
-    low_balance_threshold: i64,
+    /// The wallet's low-balance threshold, as last seen (each settlement checks it).
+    low_balance_threshold: AtomicI64,
     store: Arc<dyn ItemStore>,
     /// The account's count of calls running on its leases.
     running: Arc<AtomicUsize>,
@@ -413,7 +414,7 @@ impl Lease {
             user_id: self.user_id.clone(),
             amount,
             balance,
-            low_balance_threshold: self.low_balance_threshold,
+            low_balance_threshold: self.low_balance_threshold.load(Ordering::SeqCst),
             lease: Some(LeaseBacking { id: self.id.clone(), reserve: self.clone() }),
         }
     }
@@ -449,12 +450,13 @@ impl Lease {
                 state.available = wallet.available;
             }
             Err(LeaseRefused::Closed | LeaseRefused::Gone) => state.retired = true,
-            Err(refused) => {
-                if let LeaseRefused::Store(e) = refused {
-                    tracing::warn!(error = %e, lease_id = %self.id, "extending a lease failed");
-                }
-                state.extend_refused_until = Some(Instant::now() + REFUSED_BACKOFF);
+            Err(LeaseRefused::Store(e)) => {
+                // Applied or not, nobody knows: the lease serves no new call, and its keeper gives back what the
+                // wallet says it reserves.
+                tracing::warn!(error = %e, lease_id = %self.id, "extending a lease failed");
+                state.retired = true;
             }
+            Err(LeaseRefused::Insufficient) => state.extend_refused_until = Some(Instant::now() + REFUSED_BACKOFF),
         }
     }
 
@@ -635,6 +637,10 @@ impl Lease {
 impl LeaseReserve for Lease {
     fn reserved(&self) -> i64 {
         self.state().map_or(0, |state| state.reserved)
+    }
+
+    fn threshold_seen(&self, threshold: i64) {
+        self.low_balance_threshold.store(threshold, Ordering::SeqCst);
     }
 
     fn settled(&self, from_lease: i64) {
