@@ -19,7 +19,7 @@ use shared::money::UNITS_PER_RUPEE;
 use shared::privacy;
 use shared::usage::UsageRecord;
 use shared::wallet::WalletStore;
-use shared::wallet::holds::{self, BalanceHints, Hold, LeaseBacking, LeaseCall, LeaseReserve};
+use shared::wallet::holds::{self, BalanceHints, Hold, LeaseBacking, LeaseCall, ReserveAsRead};
 use shared::wallet::leases::{BUSY_CALLS_PER_SECOND, CHECK_EVERY};
 
 on_both_stores!(
@@ -285,22 +285,6 @@ async fn a_closed_account_is_not_served_from_its_lease(backend: Backend) -> Test
     Ok(())
 }
 
-/// A lease's reserve as a test sets it.
-#[derive(Debug)]
-struct Reserve(std::sync::atomic::AtomicI64);
-
-impl LeaseReserve for Reserve {
-    fn reserved(&self) -> i64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-    fn settled(&self, from_lease: i64) {
-        self.0.fetch_sub(from_lease, std::sync::atomic::Ordering::SeqCst);
-    }
-    fn retire(&self) {}
-    fn finished(self: Arc<Self>, _hold_id: &str) {}
-    fn abandoned(self: Arc<Self>, _hold_id: &str) {}
-}
-
 fn usage(api: &TestApi, id: &str, completion: u64) -> UsageRecord {
     UsageRecord {
         id: id.into(),
@@ -343,7 +327,7 @@ async fn a_lease_left_by_a_dead_process_is_charged_its_recorded_calls_and_the_re
     let store = api.state.store.as_ref();
     let lease_id = format!("{:013}_dead", api.clock.now().timestamp_millis());
     holds::reserve_for_lease(store, &user, &lease_id, 20 * UNITS_PER_RUPEE, 0).await.map_err(|e| format!("{e:?}"))?;
-    let reserve = Arc::new(Reserve(std::sync::atomic::AtomicI64::new(20 * UNITS_PER_RUPEE)));
+    let reserve = Arc::new(ReserveAsRead::new(20 * UNITS_PER_RUPEE));
     let hold = |id: &str, amount: i64| Hold {
         id: id.into(),
         user_id: user.clone(),

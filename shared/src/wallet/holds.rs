@@ -777,11 +777,18 @@ pub async fn return_lease<S: ItemStore + ?Sized>(
     Ok(wallet.and_then(|w| w.attrs.get(&attr).and_then(Value::as_i64)))
 }
 
-/// A lease's reserve as read by the sweeper; what its settlements take out is counted down here.
+/// A lease's reserve as read from the wallet, for settlements outside the process that owns the lease (the
+/// sweeper's): what they take out is counted down here.
 #[derive(Debug)]
-struct SweptLease(std::sync::atomic::AtomicI64);
+pub struct ReserveAsRead(std::sync::atomic::AtomicI64);
 
-impl LeaseReserve for SweptLease {
+impl ReserveAsRead {
+    pub fn new(reserved: i64) -> Self {
+        Self(std::sync::atomic::AtomicI64::new(reserved))
+    }
+}
+
+impl LeaseReserve for ReserveAsRead {
     fn reserved(&self) -> i64 {
         self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -809,7 +816,7 @@ async fn sweep_leases<S: ItemStore + ?Sized>(
         let (Some(reserved), true) = (value.as_i64(), lease_id.get(..13).is_some_and(|m| m < cutoff)) else {
             continue;
         };
-        let reserve = Arc::new(SweptLease(std::sync::atomic::AtomicI64::new(reserved)));
+        let reserve = Arc::new(ReserveAsRead::new(reserved));
         let mut ended = Vec::new();
         for (call_attr, call_value) in &item.attrs {
             let Some(hold_id) = call_attr.strip_prefix(LEASE_CALL_PREFIX) else { continue };
