@@ -494,6 +494,30 @@ macro_rules! on_both_stores {
     };
 }
 
+/// A call's usage record as a settlement writes it (request `id`, the stand-in's model), at `at`.
+pub fn usage_record(
+    id: &str,
+    (prompt, completion): (u64, u64),
+    at: chrono::DateTime<chrono::Utc>,
+) -> shared::usage::UsageRecord {
+    shared::usage::UsageRecord {
+        id: id.into(),
+        key_id: "key_test".into(),
+        model: "llama-3.1-8b".into(),
+        provider: "cerebras".into(),
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        cost: 0,
+        latency_ms: 12,
+        ttft_ms: None,
+        status: "ok".into(),
+        estimated: false,
+        over_hold: 0,
+        created_at: at,
+    }
+}
+
 /// A store that counts calls, each one a round trip to DynamoDB.
 pub struct CountingStore {
     inner: Arc<dyn ItemStore>,

@@ -40,22 +40,8 @@ async fn funded_user(
 }
 
 fn usage(api: &TestApi, prompt: u64, completion: u64) -> UsageRecord {
-    UsageRecord {
-        id: format!("req_{}", shared::secrets::random_suffix()),
-        key_id: "key_test".into(),
-        model: "llama-3.1-8b".into(),
-        provider: "cerebras".into(),
-        prompt_tokens: prompt,
-        completion_tokens: completion,
-        total_tokens: prompt + completion,
-        cost: 0,
-        latency_ms: 12,
-        ttft_ms: None,
-        status: "ok".into(),
-        estimated: false,
-        over_hold: 0,
-        created_at: api.clock.now(),
-    }
+    let id = format!("req_{}", shared::secrets::random_suffix());
+    e2e::usage_record(&id, (prompt, completion), api.clock.now())
 }
 
 async fn settle(

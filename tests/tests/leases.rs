@@ -286,22 +286,7 @@ async fn a_closed_account_is_not_served_from_its_lease(backend: Backend) -> Test
 }
 
 fn usage(api: &TestApi, id: &str, completion: u64) -> UsageRecord {
-    UsageRecord {
-        id: id.into(),
-        key_id: "key_test".into(),
-        model: "llama-3.1-8b".into(),
-        provider: "cerebras".into(),
-        prompt_tokens: 10,
-        completion_tokens: completion,
-        total_tokens: 10 + completion,
-        cost: 0,
-        latency_ms: 12,
-        ttft_ms: None,
-        status: "ok".into(),
-        estimated: false,
-        over_hold: 0,
-        created_at: api.clock.now(),
-    }
+    e2e::usage_record(id, (10, completion), api.clock.now())
 }
 
 fn lease_call(lease: &str, request_id: &str, amount: i64) -> LeaseCall {

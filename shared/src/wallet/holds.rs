@@ -95,13 +95,18 @@ impl BalanceHints {
         Some(lane.lock_owned().await)
     }
 
-    pub fn note(&self, user_id: &str, balance: i64) {
-        if let Ok(mut latest) = self.latest.lock() {
-            if latest.len() >= Self::CAPACITY && !latest.contains_key(user_id) {
-                latest.clear();
+    /// Remembers a user's figure in one of the maps; a full map starts over, so it stays bounded.
+    fn remember(map: &Mutex<HashMap<String, i64>>, user_id: &str, value: i64) {
+        if let Ok(mut known) = map.lock() {
+            if known.len() >= Self::CAPACITY && !known.contains_key(user_id) {
+                known.clear();
             }
-            latest.insert(user_id.to_owned(), balance);
+            known.insert(user_id.to_owned(), value);
         }
+    }
+
+    pub fn note(&self, user_id: &str, balance: i64) {
+        Self::remember(&self.latest, user_id, balance);
     }
 
     /// Notes a balance only where none is known: a hold's answer may arrive after a later settlement noted
@@ -117,12 +122,7 @@ impl BalanceHints {
     }
 
     pub fn note_available(&self, user_id: &str, available: i64) {
-        if let Ok(mut known) = self.available.lock() {
-            if known.len() >= Self::CAPACITY && !known.contains_key(user_id) {
-                known.clear();
-            }
-            known.insert(user_id.to_owned(), available);
-        }
+        Self::remember(&self.available, user_id, available);
     }
 
     pub fn available(&self, user_id: &str) -> Option<i64> {
@@ -327,7 +327,12 @@ async fn hold_for<S: ItemStore + ?Sized>(
 
 /// A new hold's id, `<millis>_<rand>`: the time lets the sweeper find stale holds without another index.
 pub fn new_hold_id(clock: &dyn Clock) -> String {
-    format!("{:013}_{}", clock.now().timestamp_millis().max(0), random_suffix())
+    timed_id(clock.now().timestamp_millis().max(0))
+}
+
+/// `<millis>_<rand>`, the id of a hold or a lease made at `millis`.
+pub fn timed_id(millis: i64) -> String {
+    format!("{millis:013}_{}", random_suffix())
 }
 
 /// Gives `amount` of a lease's reserve back to the available balance, the lease reserving `reserved` before

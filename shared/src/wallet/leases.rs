@@ -32,7 +32,6 @@ use super::holds::{self, BalanceHints, HeldCall, Hold, LeaseBacking, LeaseCall, 
 use crate::accounts::user_pk;
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
-use crate::secrets::random_suffix;
 use crate::store::{ItemStore, StoreError, Table, schema};
 use serde_json::json;
 
@@ -229,7 +228,7 @@ impl Leases {
         now: Instant,
     ) -> bool {
         let opened_at = clock.now().timestamp_millis().max(0);
-        let id = format!("{opened_at:013}_{}", random_suffix());
+        let id = holds::timed_id(opened_at);
         let opened = holds::reserve_for_lease(store.as_ref(), user_id, &id, size, 0).await;
         let Some(mut accounts) = self.accounts() else { return false };
         let account = accounts.entry(user_id.to_owned()).or_default();
@@ -557,12 +556,7 @@ impl Lease {
                         }
                         failures = 0;
                     }
-                    Ok(_) => {
-                        // Reconciled by the sweeper (this process was frozen past its life): nothing to keep.
-                        tracing::error!(lease_id = %self.id, "a lease in use was found gone");
-                        self.give_up();
-                        return;
-                    }
+                    Ok(_) => return self.found_gone(),
                     Err(e) => {
                         tracing::warn!(error = %e, lease_id = %self.id, "looking at a lease's wallet failed");
                         failures += 1;
@@ -580,12 +574,7 @@ impl Lease {
                                 }
                             }
                         }
-                        Err(StoreError::ConditionFailed) => {
-                            // The lease is gone from the wallet (reconciled by the sweeper): nothing to keep.
-                            tracing::error!(lease_id = %self.id, "a lease in use was found gone");
-                            self.give_up();
-                            return;
-                        }
+                        Err(StoreError::ConditionFailed) => return self.found_gone(),
                         Err(e) => {
                             tracing::warn!(error = %e, lease_id = %self.id, "recording a lease's calls failed");
                             failures += 1;
@@ -625,6 +614,13 @@ impl Lease {
             (state.retired, state.returned, state.keeper) = (true, true, false);
             state.reserved = 0;
         }
+    }
+
+    /// The lease is no longer on the wallet: the sweeper reconciled it (this process was frozen past its
+    /// life). Nothing is left to keep.
+    fn found_gone(&self) {
+        tracing::error!(lease_id = %self.id, "a lease in use was found gone");
+        self.give_up();
     }
 
     fn retire_only(&self) {
