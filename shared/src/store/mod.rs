@@ -46,7 +46,7 @@ impl Table {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A write's condition did not hold (for a transaction: one of its operations' conditions).
     #[error("condition failed")]

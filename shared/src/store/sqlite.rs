@@ -1,15 +1,18 @@
 //! Embedded adapter of the storage port: one SQLite file (WAL mode), one SQL table per logical table.
 //!
-//! All access goes through one connection behind a mutex, on tokio's blocking pool; every write runs in an
-//! `IMMEDIATE` transaction, so conditions are checked and applied atomically, exactly like DynamoDB's
-//! conditional writes and `TransactWriteItems`.
+//! All access goes through one connection behind a mutex. Every write runs in its own savepoint inside an
+//! `IMMEDIATE` transaction, so its conditions are checked and applied atomically, exactly like DynamoDB's
+//! conditional writes and `TransactWriteItems`; writes that arrive while another holds the connection are
+//! committed together (see [`SqliteStore::commit_waiting`]).
 
+use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
 use super::{
@@ -23,10 +26,31 @@ pub const LOG_LIMIT_BYTES: u64 = 32 * 1024 * 1024;
 const PAGE_BYTES: u64 = 4096;
 /// How long an operation waits for a lock another connection holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most this many writes share one transaction (a longer queue is committed in several).
+pub const WRITES_PER_COMMIT: usize = 64;
+
+/// A write waiting for the next group commit. It runs inside its own savepoint and says whether it
+/// succeeded; its caller hears the outcome only once the group's transaction has committed (or failed).
+type WaitingWrite = Box<dyn FnOnce(&Connection, i64) -> (bool, Answer) + Send>;
+/// Hands a write's outcome to its caller, given how the group's commit went.
+type Answer = Box<dyn FnOnce(StoreResult<()>) + Send>;
+
+#[derive(Default)]
+struct WriteQueue {
+    writes: VecDeque<WaitingWrite>,
+    /// A blocking-pool task is committing queued writes and will until the queue is empty: one such task
+    /// at a time, rather than one per waiting write, each waking only to find its write done.
+    committer_running: bool,
+}
 
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Writes waiting for the connection; at most one per caller awaiting a write, so bounded by them.
+    waiting: Arc<Mutex<WriteQueue>>,
+    /// Transactions committed and the writes they held, for the benchmark's writes-per-commit figure.
+    commits: Arc<AtomicU64>,
+    grouped_writes: Arc<AtomicU64>,
     clock: Arc<dyn Clock>,
     /// The database file (none for in-memory stores), for the background checkpointer's own connection.
     path: Option<std::path::PathBuf>,
@@ -49,9 +73,10 @@ impl SqliteStore {
     }
 
     /// Opens the database with a write-ahead log that stays near `log_limit` bytes however fast the writes
-    /// come: the background checkpointer truncates it past the limit, and past twice the limit a commit
-    /// checkpoints it itself (skipped while the checkpointer holds the checkpoint, so a burst can pass
-    /// that for a moment; a full-speed test stays under five times the limit).
+    /// come: past the limit the background checkpointer lets the log start over from its beginning, and
+    /// past one and a half times the limit a commit checkpoints it itself (skipped while the checkpointer
+    /// holds the checkpoint, so a burst can pass that for a moment; a full-speed test stays under five
+    /// times the limit).
     pub fn open_with_log_limit(path: &Path, clock: Arc<dyn Clock>, log_limit: u64) -> StoreResult<Self> {
         let conn = Connection::open(path).map_err(backend)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
@@ -59,12 +84,14 @@ impl SqliteStore {
         // Checkpoints (the only writes that wait for the disk) run on their own connection in the background
         // (`spawn_checkpointer`), not inside a request's commit while every other request waits for it;
         // only when the background falls behind, at one and a half times the limit, does a commit checkpoint
-        // itself. With
-        // this one connection doing every read and write, nothing else holds the log, so that checkpoint
-        // completes and the next commit starts the log over, cut back to the limit.
-        let hard_limit_pages = (3 * log_limit / 2 / PAGE_BYTES).max(1);
-        conn.pragma_update(None, "wal_autocheckpoint", hard_limit_pages).map_err(backend)?;
-        conn.pragma_update(None, "journal_size_limit", log_limit).map_err(backend)?;
+        // itself. With this one connection doing every read and write, nothing else holds the log, so that
+        // checkpoint completes and the next commit starts the log over from its beginning.
+        let hard_limit_bytes = 3 * log_limit / 2;
+        conn.pragma_update(None, "wal_autocheckpoint", (hard_limit_bytes / PAGE_BYTES).max(1)).map_err(backend)?;
+        // The log is started over, not truncated (cutting a file of tens of MiB costs milliseconds on this
+        // kind of disk, while every request waits), so its file keeps the largest size it reached; one
+        // that grew past the hard limit in a burst is cut back to it when the log next starts over.
+        conn.pragma_update(None, "journal_size_limit", hard_limit_bytes).map_err(backend)?;
         let mut store = Self::init(conn, clock)?;
         store.path = Some(path.to_owned());
         store.log_limit = log_limit;
@@ -93,13 +120,19 @@ impl SqliteStore {
             ))
             .map_err(backend)?;
         }
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), clock, path: None, log_limit: LOG_LIMIT_BYTES })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            waiting: Arc::default(),
+            commits: Arc::default(),
+            grouped_writes: Arc::default(),
+            clock,
+            path: None,
+            log_limit: LOG_LIMIT_BYTES,
+        })
     }
 
-    /// Runs a single-item operation (a get or a write of at most 100 items). Uncontended, it takes
-    /// microseconds (commits do not wait for the disk: checkpoints run in the background), so it runs in
-    /// place rather than paying two thread hand-offs; when another caller holds the connection, the wait
-    /// happens on the blocking pool.
+    /// Runs a single-item read. Uncontended, it takes microseconds, so it runs in place rather than paying
+    /// two thread hand-offs; when another caller holds the connection, the wait happens on the blocking pool.
     async fn with_item<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -109,6 +142,93 @@ impl SqliteStore {
             return f(&mut guard, self.clock.now_epoch());
         }
         self.with_conn(f).await
+    }
+
+    /// Runs a write (at most 100 items) with group commit. Each commit appends every page it changed to
+    /// the write-ahead log, and under load the same pages change call after call (a busy wallet, the newest
+    /// leaf of the usage and ledger ranges, the expiry index), so writes that queue up while the connection
+    /// is busy share one transaction: each in its own savepoint, so one failed condition rolls back only
+    /// its own write, in the order they arrived, exactly as if committed one by one. Uncontended, the write
+    /// runs in place; otherwise a blocking-pool task waits for the connection and commits whatever has
+    /// queued by then, and again until the queue is empty.
+    async fn with_write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, i64) -> StoreResult<T> + Send + 'static,
+    {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let write: WaitingWrite = Box::new(move |conn: &Connection, now: i64| {
+            let outcome = f(conn, now);
+            let succeeded = outcome.is_ok();
+            let answer: Answer = Box::new(move |committed: StoreResult<()>| {
+                // A caller that stopped waiting just doesn't hear it.
+                let _ = answer.send(outcome.and_then(|value| committed.map(|()| value)));
+            });
+            (succeeded, answer)
+        });
+        self.queue()?.writes.push_back(write);
+        if let Ok(conn) = self.conn.try_lock() {
+            let queued = std::mem::take(&mut self.queue()?.writes);
+            self.commit(&conn, queued);
+        } else {
+            let mut queue = self.queue()?;
+            // Either a running committer takes this write (it stops only once it finds the queue empty,
+            // which it checks under this same lock) or one starts now.
+            if !queue.committer_running && !queue.writes.is_empty() {
+                queue.committer_running = true;
+                drop(queue);
+                let store = self.clone();
+                drop(tokio::task::spawn_blocking(move || store.commit_until_empty()));
+            }
+        }
+        answered.await.map_err(|_| backend("the write was dropped before it ran"))?
+    }
+
+    fn queue(&self) -> StoreResult<std::sync::MutexGuard<'_, WriteQueue>> {
+        self.waiting.lock().map_err(|_| backend("write queue lock poisoned"))
+    }
+
+    /// The committer: takes the connection and commits what has queued, until nothing has.
+    fn commit_until_empty(&self) {
+        loop {
+            let Ok(conn) = self.conn.lock() else {
+                tracing::error!("database lock poisoned; queued writes fail");
+                if let Ok(mut queue) = self.queue() {
+                    // Dropping them answers their callers with an error.
+                    queue.writes.clear();
+                    queue.committer_running = false;
+                }
+                return;
+            };
+            let queued = match self.queue() {
+                Ok(mut queue) if queue.writes.is_empty() => {
+                    queue.committer_running = false;
+                    return;
+                }
+                Ok(mut queue) => std::mem::take(&mut queue.writes),
+                Err(_) => return,
+            };
+            self.commit(&conn, queued);
+            // Lets a waiting read in before the next group.
+            drop(conn);
+        }
+    }
+
+    /// Commits `queued`, [`WRITES_PER_COMMIT`] to a transaction, and answers each caller. Called with the
+    /// connection held, so nobody else is between a write's run and its answer.
+    fn commit(&self, conn: &Connection, mut queued: VecDeque<WaitingWrite>) {
+        let now = self.clock.now_epoch();
+        while !queued.is_empty() {
+            let group: Vec<WaitingWrite> = queued.drain(..queued.len().min(WRITES_PER_COMMIT)).collect();
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            self.grouped_writes.fetch_add(group.len() as u64, Ordering::Relaxed);
+            commit_group(conn, group, now);
+        }
+    }
+
+    /// (transactions committed, writes they held) since the store was opened.
+    pub fn group_commits(&self) -> (u64, u64) {
+        (self.commits.load(Ordering::Relaxed), self.grouped_writes.load(Ordering::Relaxed))
     }
 
     /// Runs an operation of unbounded size (queries, purges, dumps) on the blocking pool.
@@ -170,19 +290,19 @@ impl SqliteStore {
 
     /// Copies the write-ahead log into the database every `every`, on a second connection, so that commits
     /// never wait for a checkpoint's disk flush. A passive checkpoint does not block readers or the writer,
-    /// but under steady writes it never catches up with the end of the log, so the log is never rewound
-    /// and grows without end. So when the log file has grown past `log_limit` bytes, the checkpointer also
-    /// takes the store's one connection for a moment (requests wait for it, as for any other operation)
-    /// and finishes the checkpoint there, which truncates the log: the passive rounds have already copied
-    /// all but the newest pages, so the pause is short. The log stays near the store's limit; past twice
-    /// the limit, commits checkpoint it themselves (see `open_with_log_limit`). Stores without a file (in
-    /// memory) have nothing to checkpoint: the task just ends.
+    /// but under steady writes it never catches up with the end of the log, so the log is never started
+    /// over and grows without end. So when the log holds more than `log_limit` bytes, the checkpointer
+    /// also takes the store's one connection for a moment (requests wait for it, as for any other
+    /// operation) and checkpoints there, where no write can come in between: that copies the few pages
+    /// the background round missed and completes, so the next commit writes the log from its beginning
+    /// again. The log stays near the store's limit; past one and a half times the limit, commits checkpoint
+    /// it themselves (see `open_with_log_limit`). Stores without a file (in memory) have nothing to
+    /// checkpoint: the task just ends.
     pub fn spawn_checkpointer(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
         let log_limit = self.log_limit;
         crate::tasks::spawn("sqlite checkpointer", async move {
             let Some(path) = store.path.clone() else { return };
-            let log = Self::log_path(&path);
             let conn = match Connection::open(&path) {
                 Ok(conn) => Arc::new(Mutex::new(conn)),
                 Err(e) => {
@@ -197,35 +317,31 @@ impl SqliteStore {
                 let conn = Arc::clone(&conn);
                 let passive = tokio::task::spawn_blocking(move || {
                     let guard = conn.lock().map_err(|_| backend("checkpointer lock poisoned"))?;
-                    guard.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(backend)
+                    passive_checkpoint(&guard)
                 })
-                .await;
-                if let Ok(Err(e)) | Err(e) = passive.map_err(backend) {
-                    tracing::warn!(error = %e, "checkpoint failed");
-                }
-                if std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) <= log_limit {
+                .await
+                .map_err(backend);
+                let log_pages = match passive {
+                    Ok(Ok(log_pages)) => log_pages,
+                    Ok(Err(e)) | Err(e) => {
+                        tracing::warn!(error = %e, "checkpoint failed");
+                        continue;
+                    }
+                };
+                if log_pages.saturating_mul(PAGE_BYTES) <= log_limit {
                     continue;
                 }
-                let truncated = store
-                    .with_conn(|conn, _| {
-                        // Never wait under the store's lock for someone else's reader (a shell, a backup):
-                        // a busy log is truncated at a later tick instead.
-                        conn.busy_timeout(Duration::ZERO).map_err(backend)?;
-                        // (busy, log pages, checkpointed pages): busy = 1 when it could not finish.
-                        let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0));
-                        conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
-                        busy.map_err(backend)
-                    })
-                    .await;
-                match truncated {
-                    Ok(0) => tracing::debug!(log_limit, "write-ahead log checkpointed and truncated"),
-                    Ok(_) => tracing::warn!(log_limit, "write-ahead log over its limit and still busy; retrying"),
-                    Err(e) => tracing::warn!(error = %e, "truncating checkpoint failed"),
+                // A passive checkpoint never waits for anyone, not even another connection's reader (a
+                // shell, a backup): one that cannot finish is retried at a later tick.
+                match store.with_conn(|conn, _| passive_checkpoint(conn)).await {
+                    Ok(_) => tracing::debug!(log_limit, log_pages, "write-ahead log checkpointed; it starts over"),
+                    Err(e) => tracing::warn!(error = %e, "checkpoint under the store's lock failed"),
                 }
             }
         })
     }
 
+    #[cfg(test)]
     /// The write-ahead log file beside a database file.
     fn log_path(database: &Path) -> std::path::PathBuf {
         let mut name = database.as_os_str().to_owned();
@@ -248,6 +364,15 @@ impl SqliteStore {
             }
         })
     }
+}
+
+/// Copies what it can of the log into the database without waiting for anyone; returns how many pages the
+/// log held.
+fn passive_checkpoint(conn: &Connection) -> StoreResult<u64> {
+    // (busy, pages in the log, pages copied)
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1))
+        .map(|pages| pages.max(0).unsigned_abs())
+        .map_err(backend)
 }
 
 /// The per-item statements, written out per table so that SQLite parses each once per connection
@@ -313,6 +438,54 @@ fn delete_row(conn: &Connection, table: Table, pk: &str, sk: &str) -> StoreResul
     Ok(())
 }
 
+/// Runs `group` in one `IMMEDIATE` transaction, each write in its own savepoint, and answers every write once
+/// the transaction has committed. If the transaction itself fails, every write in it fails (a write never
+/// run, because the transaction ended under it, is dropped: its caller hears an error).
+fn commit_group(conn: &Connection, group: Vec<WaitingWrite>, now: i64) {
+    if let Err(e) = run_sql(conn, "BEGIN IMMEDIATE") {
+        tracing::warn!(error = %e, "could not start a write transaction");
+        return;
+    }
+    let mut answers = Vec::with_capacity(group.len());
+    let mut broken = None;
+    for write in group {
+        if let Err(e) = run_sql(conn, "SAVEPOINT write") {
+            broken = Some(e);
+            break;
+        }
+        let (succeeded, answer) = write(conn, now);
+        answers.push(answer);
+        let closed = if succeeded { run_sql(conn, "RELEASE write") } else { undo_savepoint(conn) };
+        if let Err(e) = closed {
+            broken = Some(e);
+            break;
+        }
+    }
+    let committed = match broken {
+        Some(e) => Err(e),
+        None => run_sql(conn, "COMMIT"),
+    };
+    if committed.is_err() && !conn.is_autocommit() {
+        // Leaves nothing half done for the next group; an error here changes no answer.
+        let _ = run_sql(conn, "ROLLBACK");
+    }
+    if let Err(e) = &committed {
+        tracing::warn!(error = %e, writes = answers.len(), "a group of writes failed to commit");
+    }
+    for answer in answers {
+        answer(committed.clone());
+    }
+}
+
+fn undo_savepoint(conn: &Connection) -> StoreResult<()> {
+    run_sql(conn, "ROLLBACK TO write")?;
+    run_sql(conn, "RELEASE write")
+}
+
+fn run_sql(conn: &Connection, sql: &str) -> StoreResult<()> {
+    conn.prepare_cached(sql).and_then(|mut stmt| stmt.execute([])).map(|_| ()).map_err(backend)
+}
+
 fn require(condition: &Condition, live: Option<&Item>) -> StoreResult<()> {
     if condition.holds(live) { Ok(()) } else { Err(StoreError::ConditionFailed) }
 }
@@ -348,31 +521,15 @@ impl ItemStore for SqliteStore {
     }
 
     async fn put(&self, put: Put) -> StoreResult<()> {
-        self.with_item(move |conn, now| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            apply_put(&tx, &put, now)?;
-            tx.commit().map_err(backend)
-        })
-        .await
+        self.with_write(move |conn, now| apply_put(conn, &put, now)).await
     }
 
     async fn update(&self, update: Update) -> StoreResult<Item> {
-        self.with_item(move |conn, now| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            let item = apply_update(&tx, &update, now)?;
-            tx.commit().map_err(backend)?;
-            Ok(item)
-        })
-        .await
+        self.with_write(move |conn, now| apply_update(conn, &update, now)).await
     }
 
     async fn delete(&self, delete: Delete) -> StoreResult<()> {
-        self.with_item(move |conn, now| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            apply_delete(&tx, &delete, now)?;
-            tx.commit().map_err(backend)
-        })
-        .await
+        self.with_write(move |conn, now| apply_delete(conn, &delete, now)).await
     }
 
     async fn query(&self, query: Query) -> StoreResult<Page> {
@@ -421,23 +578,22 @@ impl ItemStore for SqliteStore {
 
     async fn transact(&self, ops: Vec<WriteOp>) -> StoreResult<()> {
         super::ensure_distinct_items(&ops)?;
-        self.with_item(move |conn, now| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        self.with_write(move |conn, now| {
             for op in &ops {
                 match op {
-                    WriteOp::Put(put) => apply_put(&tx, put, now)?,
+                    WriteOp::Put(put) => apply_put(conn, put, now)?,
                     WriteOp::Update(update) => {
-                        apply_update(&tx, update, now)?;
+                        apply_update(conn, update, now)?;
                     }
-                    WriteOp::Delete(delete) => apply_delete(&tx, delete, now)?,
+                    WriteOp::Delete(delete) => apply_delete(conn, delete, now)?,
                     WriteOp::Check(check) => {
-                        let live = read_live(&tx, check.table, &check.pk, &check.sk, now)?;
+                        let live = read_live(conn, check.table, &check.pk, &check.sk, now)?;
                         require(&check.condition, live.as_ref())?;
                     }
                 }
             }
-            // Dropping the transaction on any error above rolls every operation back.
-            tx.commit().map_err(backend)
+            // An error above rolls back this write's savepoint: every operation of it, and nothing else.
+            Ok(())
         })
         .await
     }
@@ -493,6 +649,80 @@ mod tests {
         checkpointer.abort();
         assert_eq!(rows, ROWS, "the checkpointer copied every committed row into the database file");
         let _ = std::fs::remove_dir_all(dir);
+        Ok(())
+    }
+
+    fn row(pk: &str, sk: &str, n: i64) -> Item {
+        let mut attrs = Map::new();
+        attrs.insert("n".into(), Value::from(n));
+        Item { pk: pk.into(), sk: sk.into(), attrs, expires_at: None }
+    }
+
+    /// Writes queued behind a busy connection commit together, and each keeps its own outcome: a failed
+    /// condition (or a transaction failing half way) rolls back only its own write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_writes_commit_together_and_fail_alone() -> StoreResult<()> {
+        let store = SqliteStore::in_memory(Arc::new(SystemClock))?;
+        let held = store.conn.lock().map_err(|_| backend("poisoned"))?;
+        let mut writes = tokio::task::JoinSet::new();
+        for i in 0..10 {
+            let store = store.clone();
+            writes.spawn(async move {
+                let put =
+                    Put { table: Table::Main, item: row("P", &format!("S#{i}"), i), condition: Condition::Always };
+                ("plain", store.put(put).await.is_ok())
+            });
+        }
+        // Five racing creations of one item: exactly one may win.
+        for i in 0..5 {
+            let store = store.clone();
+            writes.spawn(async move {
+                let put = Put { table: Table::Main, item: row("P", "ONCE", i), condition: Condition::NotExists };
+                ("once", store.put(put).await.is_ok())
+            });
+        }
+        // A transaction whose second operation fails must leave nothing of its first.
+        let store_for_tx = store.clone();
+        writes.spawn(async move {
+            let first = Put { table: Table::Main, item: row("P", "HALF", 1), condition: Condition::Always };
+            let second = Put { table: Table::Main, item: row("Q", "MISSING", 1), condition: Condition::Exists };
+            ("half", store_for_tx.transact(vec![WriteOp::Put(first), WriteOp::Put(second)]).await.is_ok())
+        });
+        for _ in 0..500 {
+            if store.queue()?.writes.len() == 16 {
+                break;
+            }
+            // The writes run on the runtime's workers; this thread only holds the connection.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(store.queue()?.writes.len(), 16, "every write queued");
+        drop(held);
+        let mut outcomes = std::collections::HashMap::<&str, (usize, usize)>::new();
+        while let Some(done) = writes.join_next().await {
+            let (kind, ok) = done.map_err(backend)?;
+            let entry = outcomes.entry(kind).or_default();
+            if ok { entry.0 += 1 } else { entry.1 += 1 }
+        }
+        assert_eq!(outcomes["plain"], (10, 0));
+        assert_eq!(outcomes["once"], (1, 4), "one creation won, the others saw it");
+        assert_eq!(outcomes["half"], (0, 1));
+        assert_eq!(store.group_commits(), (1, 16), "all sixteen writes shared one transaction");
+        let page = store
+            .query(Query {
+                table: Table::Main,
+                pk: "P".into(),
+                range: SortKeyRange::All,
+                after: None,
+                limit: 100,
+                newest_first: false,
+            })
+            .await?;
+        let keys: Vec<&str> = page.items.iter().map(|item| item.sk.as_str()).collect();
+        assert_eq!(keys.len(), 11, "ten plain rows and the one creation: {keys:?}");
+        assert!(!keys.contains(&"HALF"), "the failed transaction left nothing");
+        // The connection is left outside any transaction: the next write commits on its own.
+        store.put(Put { table: Table::Main, item: row("P", "AFTER", 0), condition: Condition::Always }).await?;
+        assert_eq!(store.group_commits(), (2, 17));
         Ok(())
     }
 
