@@ -621,7 +621,7 @@ impl ItemStore for GatedStore {
 }
 
 /// How a [`FaultyStore`] misbehaves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Fault {
     /// Every write is sent twice, as an SDK does when a write's response is lost after it committed: the
     /// first attempt applies, and the caller sees only the second attempt's answer.
@@ -630,6 +630,8 @@ pub enum Fault {
     DelayTransactions(std::time::Duration),
     /// Transactions always lose to a concurrent change (a wallet too busy to settle on).
     TransactionsConflict,
+    /// While the flag is up, every single-item update fails as an unreachable store would.
+    RefuseUpdatesWhile(Arc<std::sync::atomic::AtomicBool>),
 }
 
 /// A store that misbehaves as told; reads pass through.
@@ -660,6 +662,11 @@ impl ItemStore for FaultyStore {
         self.inner.put(put).await
     }
     async fn update(&self, update: shared::store::Update) -> shared::store::StoreResult<Item> {
+        if let Fault::RefuseUpdatesWhile(refusing) = &self.fault
+            && refusing.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(shared::store::StoreError::Backend("the store is unreachable".into()));
+        }
         if self.repeats() {
             let _lost = self.inner.update(update.clone()).await;
         }
@@ -672,16 +679,17 @@ impl ItemStore for FaultyStore {
         self.inner.query(query).await
     }
     async fn transact(&self, ops: Vec<shared::store::WriteOp>) -> shared::store::StoreResult<()> {
-        match self.fault {
+        match &self.fault {
             Fault::RepeatWrites => {
                 let _lost = self.inner.transact(ops.clone()).await;
                 self.inner.transact(ops).await
             }
             Fault::DelayTransactions(wait) => {
-                tokio::time::sleep(wait).await;
+                tokio::time::sleep(*wait).await;
                 self.inner.transact(ops).await
             }
             Fault::TransactionsConflict => Err(shared::store::StoreError::ConditionFailed),
+            Fault::RefuseUpdatesWhile(_) => self.inner.transact(ops).await,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Budget leases on both stores: a busy account's calls reach the provider with no store round trip before
 //! them and still settle one by one into the ledger; leases never let parallel calls overspend, never make a
 //! call that the balance covers get a 402, stop serving a closed account, go back when the account goes
-//! quiet, and a lease left by a process that died is reconciled by the sweeper.
+//! quiet, and a lease left by a process that died (or by a keeper the store kept refusing) is reconciled by
+//! the sweeper.
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ on_both_stores!(
     a_closed_account_is_not_served_from_its_lease,
     lost_answers_on_every_lease_write_charge_once_and_leave_nothing_held,
     a_lease_left_by_a_dead_process_is_charged_its_recorded_calls_and_the_rest_returned,
+    a_keeper_that_cannot_give_its_lease_back_leaves_it_to_the_sweeper,
 );
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -405,5 +407,66 @@ async fn lost_answers_on_every_lease_write_charge_once_and_leave_nothing_held(ba
     // The process kept the lease's figure right through the repeats (a wrong one is logged when it is
     // given back).
     assert!(!e2e::captured_logs().contains("a lease's reserve differed"));
+    Ok(())
+}
+
+/// The store refuses every update once a busy account's calls are done, so the keeper can neither record nor
+/// give its lease back. After its attempts it stops and leaves the lease to the sweeper: the reserve stays
+/// counted in `held` (nothing is spent from it, nothing freed twice), the account is charged exactly what
+/// the provider billed, and once the lease is past its life the sweeper gives it back, once.
+async fn a_keeper_that_cannot_give_its_lease_back_leaves_it_to_the_sweeper(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, key) = customer(&api, "stuck@example.in", 100).await?;
+    let refusing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut state = api.state.clone();
+    state.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::RefuseUpdatesWhile(refusing.clone())));
+    let context: CallContext = (&state).into();
+    let gateway = api.state.gateway()?;
+    let owner = gateway.authenticate(&context, Some(&key)).await?;
+    let mut leased = 0;
+    for i in 0..BUSY_CALLS_PER_SECOND * 10 {
+        let body = chat_body("llama-3.1-8b", json!({ "max_tokens": 50 }));
+        let prepared = inference::prepare(gateway, Endpoint::ChatCompletions, body, format!("req_stuck_{i}"))?;
+        match inference::call(&context, gateway, owner.clone(), prepared).await? {
+            inference::Answer::Complete(_) => {}
+            inference::Answer::Stream(_) => return Err("a stream was not asked for".into()),
+        }
+        leased = api.held_and_leased(&user).await?.1;
+        if leased > 0 {
+            break;
+        }
+    }
+    assert!(leased > 0, "the calls ran on a lease");
+    let wallet = api.state.store.get(shared::store::Table::Main, &format!("USER#{user}"), "WALLET").await?;
+    let lease_id = wallet
+        .ok_or("wallet")?
+        .attrs
+        .keys()
+        .find_map(|name| name.strip_prefix(holds::LEASE_PREFIX).map(str::to_owned))
+        .ok_or("the lease on the wallet")?;
+    refusing.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Idle, the keeper tries to give the lease back: fifty failures, a tenth of a second apart.
+    let mut gave_up = false;
+    for _ in 0..300 {
+        gave_up = e2e::captured_logs().lines().any(|line| {
+            line.contains("lease left to the sweeper after repeated store failures") && line.contains(&lease_id)
+        });
+        if gave_up {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gave_up, "the keeper gave up on lease {lease_id}");
+    refusing.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(api.held_and_leased(&user).await?, (0, leased), "the reserve is still held, untouched");
+    let charged = 100 * UNITS_PER_RUPEE - billed(&api.cerebras)?;
+    assert_eq!(api.ledger_checked_balance(&user).await?, charged);
+
+    assert_eq!(jobs::run(&api.state).await?.stale_holds.leases, 0, "not while a call could still run on it");
+    api.clock.advance(holds::LEASE_LIFE + jobs::STALE_HOLD_AFTER + Duration::seconds(1));
+    assert_eq!(jobs::run(&api.state).await?.stale_holds.leases, 1);
+    assert_eq!(jobs::run(&api.state).await?.stale_holds, holds::SweepReport::default(), "reconciled once");
+    assert_eq!(api.held_and_leased(&user).await?, (0, 0));
+    assert_eq!(api.ledger_checked_balance(&user).await?, charged, "the sweeper charged nothing more");
     Ok(())
 }
