@@ -49,7 +49,7 @@ pub struct SqliteStore {
     /// Writes waiting for the connection: one per write started and not yet committed (a caller that
     /// stopped waiting leaves its write to run, as DynamoDB would), so bounded by the calls in flight.
     waiting: Arc<Mutex<WriteQueue>>,
-    /// Transactions committed and the writes they held, for the benchmark's writes-per-commit figure.
+    /// Transactions committed and the writes they held (two relaxed additions a transaction), for tests.
     commits: Arc<AtomicU64>,
     grouped_writes: Arc<AtomicU64>,
     /// Operations waiting on the blocking pool for the connection: the committer lets them in between
@@ -228,11 +228,7 @@ impl SqliteStore {
         loop {
             let Ok(conn) = self.conn.lock() else {
                 tracing::error!("database lock poisoned; queued writes fail");
-                if let Ok(mut queue) = self.queue() {
-                    // Dropping them answers their callers with an error.
-                    queue.writes.clear();
-                    queue.committer_running = false;
-                }
+                self.fail_queued_writes();
                 return;
             };
             let queued = match self.queue() {
@@ -254,6 +250,14 @@ impl SqliteStore {
             while self.others_waiting.load(Ordering::Acquire) > 0 && std::time::Instant::now() < until {
                 std::thread::yield_now();
             }
+        }
+    }
+
+    /// Drops every queued write (which answers its caller with an error) and stands the committer down.
+    fn fail_queued_writes(&self) {
+        if let Ok(mut queue) = self.queue() {
+            queue.writes.clear();
+            queue.committer_running = false;
         }
     }
 
@@ -524,11 +528,8 @@ struct CommitterOnDuty<'a>(&'a SqliteStore);
 
 impl Drop for CommitterOnDuty<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking()
-            && let Ok(mut queue) = self.0.queue()
-        {
-            queue.writes.clear();
-            queue.committer_running = false;
+        if std::thread::panicking() {
+            self.0.fail_queued_writes();
         }
     }
 }
