@@ -15,7 +15,7 @@ use crate::catalog::{Catalog, Model, OUTPUT_CAP_PARAMS, Route};
 use crate::env::var;
 use crate::error::{ApiError, ApiResult};
 use crate::keys::{KeyOwner, KeyStore};
-use crate::runtime_secrets::{self, MIN_PROVIDER_KEY, Rotating, SecretSource};
+use crate::runtime_secrets::{self, PROVIDER_KEY, Rotating, SecretSource};
 use crate::secrets::{SecretString, sha256_hex};
 use crate::usage::UsageRecord;
 use crate::wallet::holds::{self, BalanceHints, Hold};
@@ -62,7 +62,7 @@ pub struct Provider {
 /// A provider key from the local environment, checked like every secret.
 fn provider_key_from_env(name: &str) -> Result<Option<Arc<Rotating<SecretString>>>, crate::env::ConfigError> {
     let Some(raw) = var::<String>(name)? else { return Ok(None) };
-    let key = runtime_secrets::checked(name, &raw, MIN_PROVIDER_KEY)
+    let key = runtime_secrets::checked(name, &raw, PROVIDER_KEY)
         .map_err(|e| crate::env::ConfigError { name: name.to_owned(), reason: e.to_string() })?;
     Ok(Some(Arc::new(Rotating::fixed(key, Arc::new(crate::clock::SystemClock)))))
 }
@@ -112,7 +112,7 @@ impl Providers {
                         reason: "expected JSON {\"cerebras\": \"…\", \"neevcloud\": \"…\"}".into(),
                     })?;
                 let value = keys.get(&field).map(String::as_str).unwrap_or_default();
-                runtime_secrets::checked(&format!("the provider keys secret's {field}"), value, MIN_PROVIDER_KEY)
+                runtime_secrets::checked(&format!("the provider keys secret's {field}"), value, PROVIDER_KEY)
             };
             let key = Rotating::load(Arc::clone(&source), parse, Arc::clone(&clock)).await?;
             if let Some(provider) = providers.by_name.get_mut(&name) {

@@ -7,7 +7,7 @@
 //! is checked like every secret (at least 32 characters, no placeholder); only their SHA-256 digests are
 //! kept in memory.
 
-use crate::runtime_secrets::{MIN_OPERATOR_TOKEN, SecretError, checked};
+use crate::runtime_secrets::{OPERATOR_TOKEN, SecretError, SecretRule, checked};
 use crate::secrets::{constant_time_eq, sha256_hex};
 
 /// The name a plain (unnamed) token acts under.
@@ -30,15 +30,15 @@ impl std::fmt::Debug for OperatorCredentials {
 impl OperatorCredentials {
     /// Parses and checks the secret's value (`what` names it in errors; no value is ever echoed).
     pub fn parse(what: &str, raw: &str) -> Result<Self, SecretError> {
-        Self::parse_with(what, raw, MIN_OPERATOR_TOKEN)
+        Self::parse_with(what, raw, OPERATOR_TOKEN)
     }
 
-    /// As [`OperatorCredentials::parse`], with another minimum token length (tests use short tokens).
-    pub fn parse_with(what: &str, raw: &str, min_chars: usize) -> Result<Self, SecretError> {
+    /// As [`OperatorCredentials::parse`], with another rule for the tokens (tests use short tokens).
+    pub fn parse_with(what: &str, raw: &str, rule: SecretRule) -> Result<Self, SecretError> {
         let malformed = |reason: &str| SecretError::Malformed { name: what.to_owned(), reason: reason.to_owned() };
         let raw = raw.trim();
         if !raw.starts_with('{') {
-            let token = checked(what, raw, min_chars)?;
+            let token = checked(what, raw, rule)?;
             return Ok(Self { named: vec![(SHARED_NAME.to_owned(), sha256_hex(token.expose()))] });
         }
         let map: serde_json::Map<String, serde_json::Value> =
@@ -55,7 +55,7 @@ impl OperatorCredentials {
                 return Err(malformed("an operator name must be 1-64 letters, digits or @._-+"));
             }
             let token = token.as_str().ok_or_else(|| malformed("every operator's token must be a string"))?;
-            let token = checked(&format!("{what} ({name})"), token, min_chars)?;
+            let token = checked(&format!("{what} ({name})"), token, rule)?;
             let digest = sha256_hex(token.expose());
             if named.iter().any(|(_, other)| *other == digest) {
                 return Err(malformed("two operators share a token"));

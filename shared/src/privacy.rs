@@ -950,7 +950,7 @@ async fn recorded_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Clos
 
 /// The follow-up of a committed closure, safe to run any number of times: API keys and exports (with their
 /// files) are deleted, remaining sessions too; consents, KYC decisions and the wallet's registry entry get
-/// their retention expiry. Done, it removes the pending marker.
+/// their retention expiry; a refund owed is marked for the refunds job. Done, it removes the pending marker.
 pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()> {
     let store = ctx.store.as_ref();
     let Some(account) = store.account(user_id).await? else { return Ok(()) };
@@ -980,6 +980,8 @@ pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()
     }
     let wallet_until = retention.expiry(ItemClass::Wallet, closed_at).unwrap_or(i64::MAX);
     wallet::expire_registry(store, user_id, wallet_until).await?;
+    // The closing transaction is at DynamoDB Local's size limit: the refunds job learns of the money here.
+    wallet::closure_refunds::mark_due(store, &ctx.config, ctx.clock.now(), user_id).await?;
     store.delete(accounts::registry_delete(user_id)).await?;
     // The follow-up ends with the confirmation, once: only the run that removes the marker sends it (the
     // closing transaction is at its size limit). It goes to the address the account had.

@@ -13,7 +13,7 @@ use sha2::Sha256;
 use crate::clock::SystemClock;
 use crate::env::var;
 use crate::error::ApiError;
-use crate::runtime_secrets::{self, MIN_RAZORPAY_KEY_SECRET, MIN_WEBHOOK_SECRET, Rotating, SecretError};
+use crate::runtime_secrets::{self, RAZORPAY_KEY_ID, RAZORPAY_KEY_SECRET, Rotating, SecretError, WEBHOOK_SECRET};
 use crate::secrets::{SecretString, constant_time_eq};
 
 pub const DEFAULT_API_BASE: &str = "https://api.razorpay.com";
@@ -37,10 +37,12 @@ impl RazorpayConfig {
         match (key_id, key_secret, webhook_secret) {
             (Some(key_id), Some(key_secret), Some(webhook_secret)) => {
                 let stored = StoredKeys { key_id, key_secret, webhook_secret };
+                // Each error names the variable that holds the refused value.
+                let names = ["RAZORPAY_KEY_ID", "RAZORPAY_KEY_SECRET", "RAZORPAY_WEBHOOK_SECRET"];
                 stored
-                    .checked("RAZORPAY_*", api_base()?)
+                    .checked(names, api_base()?)
                     .map(Some)
-                    .map_err(|e| crate::env::ConfigError { name: "RAZORPAY_KEY_ID".into(), reason: e.to_string() })
+                    .map_err(|e| crate::env::ConfigError { name: e.name().to_owned(), reason: e.to_string() })
             }
             (None, None, None) => Ok(None),
             _ => Err(crate::env::ConfigError {
@@ -57,7 +59,8 @@ impl RazorpayConfig {
             reason: "expected JSON {\"key_id\": \"rzp_live_…\", \"key_secret\": \"…\", \"webhook_secret\": \"…\"}"
                 .into(),
         })?;
-        stored.checked(name, api_base.to_owned())
+        let names = ["key_id", "key_secret", "webhook_secret"].map(|field| format!("{name} {field}"));
+        stored.checked(names, api_base.to_owned())
     }
 }
 
@@ -75,27 +78,21 @@ struct StoredKeys {
 }
 
 impl StoredKeys {
-    fn checked(self, name: &str, api_base: String) -> Result<RazorpayConfig, SecretError> {
-        let key_id = runtime_secrets::checked(&format!("{name} key_id"), &self.key_id, 14)?;
+    /// Checks each key under its own name (`names`: the key id's, the key secret's, the webhook secret's).
+    fn checked(self, names: [impl AsRef<str>; 3], api_base: String) -> Result<RazorpayConfig, SecretError> {
+        let [id_name, secret_name, webhook_name] = names;
+        let key_id = runtime_secrets::checked(id_name.as_ref(), &self.key_id, RAZORPAY_KEY_ID)?;
         let mode = key_id.expose().strip_prefix("rzp_live_").or_else(|| key_id.expose().strip_prefix("rzp_test_"));
         if mode.is_none_or(|rest| !rest.chars().all(|c| c.is_ascii_alphanumeric())) {
             return Err(SecretError::Malformed {
-                name: format!("{name} key_id"),
+                name: id_name.as_ref().to_owned(),
                 reason: "a Razorpay key id starts with rzp_live_ or rzp_test_".into(),
             });
         }
         Ok(RazorpayConfig {
             key_id: key_id.expose().to_owned(),
-            key_secret: runtime_secrets::checked(
-                &format!("{name} key_secret"),
-                &self.key_secret,
-                MIN_RAZORPAY_KEY_SECRET,
-            )?,
-            webhook_secret: runtime_secrets::checked(
-                &format!("{name} webhook_secret"),
-                &self.webhook_secret,
-                MIN_WEBHOOK_SECRET,
-            )?,
+            key_secret: runtime_secrets::checked(secret_name.as_ref(), &self.key_secret, RAZORPAY_KEY_SECRET)?,
+            webhook_secret: runtime_secrets::checked(webhook_name.as_ref(), &self.webhook_secret, WEBHOOK_SECRET)?,
             api_base,
         })
     }
@@ -200,8 +197,36 @@ pub struct Refund {
     pub amount: i64,
     #[serde(default = "inr")]
     pub currency: String,
+    /// `pending`, `processed` (final) or `failed`.
     #[serde(default)]
     pub status: Option<String>,
+    /// What we sent with it (an object, or `[]` when empty); our own refunds carry [`REFUND_NOTE`].
+    #[serde(default)]
+    pub notes: Value,
+    #[serde(default)]
+    pub receipt: Option<String>,
+}
+
+/// The note naming our own refund (a closed account's money sent back to its payment) in a refund's notes.
+pub const REFUND_NOTE: &str = "inferex_refund";
+
+impl Refund {
+    /// Our refund record this refund was made for, if we made it.
+    pub fn our_reference(&self) -> Option<&str> {
+        self.notes.get(REFUND_NOTE).and_then(Value::as_str)
+    }
+}
+
+/// `POST /v1/payments/{id}/refund` body (Razorpay refuses fields it does not know).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewRefund {
+    /// Paise, at least 100 (₹1).
+    pub amount: i64,
+    /// `normal` (Razorpay's default: 5-7 working days) or `optimum`.
+    pub speed: String,
+    pub receipt: String,
+    /// At most 15 keys.
+    pub notes: Map<String, Value>,
 }
 
 fn inr() -> String {
@@ -357,6 +382,28 @@ impl RazorpayClient {
         self.send(|base| self.http.get(format!("{base}/v1/payments/{payment_id}"))).await
     }
 
+    /// Refunds (part of) a captured payment. The idempotency key (Razorpay's `X-Refund-Idempotency`: 10 or more
+    /// letters, digits, `-` or `_`) makes a repeat of the same request answer the same refund, so a call
+    /// whose answer was lost is simply made again.
+    pub async fn create_refund(
+        &self,
+        payment_id: &str,
+        refund: &NewRefund,
+        idempotency_key: &str,
+    ) -> Result<Refund, RazorpayError> {
+        self.send(|base| {
+            self.http
+                .post(format!("{base}/v1/payments/{payment_id}/refund"))
+                .header("X-Refund-Idempotency", idempotency_key)
+                .json(refund)
+        })
+        .await
+    }
+
+    pub async fn refund(&self, refund_id: &str) -> Result<Refund, RazorpayError> {
+        self.send(|base| self.http.get(format!("{base}/v1/refunds/{refund_id}"))).await
+    }
+
     pub async fn order_payments(&self, order_id: &str) -> Result<Vec<Payment>, RazorpayError> {
         let collection: Collection<Payment> =
             self.send(|base| self.http.get(format!("{base}/v1/orders/{order_id}/payments"))).await?;
@@ -388,15 +435,53 @@ mod tests {
         assert!(!verify_webhook_signature("inferex_test_webhook_secret", &reformatted, expected));
     }
 
+    /// Keys as Razorpay issues them (a key secret of 24 letters and digits) and a webhook secret made as the
+    /// README says, all random: no fixed value here could pass the check (it would be a well-known one).
+    fn random_keys() -> StoredKeys {
+        let alphanumeric = |n: usize| -> String {
+            use rand::Rng;
+            let alphabet: Vec<char> = ('a'..='z').chain('A'..='Z').chain('0'..='9').collect();
+            (0..n).map(|_| alphabet[rand::rngs::OsRng.gen_range(0..alphabet.len())]).collect()
+        };
+        StoredKeys {
+            key_id: format!("rzp_live_{}", alphanumeric(14)),
+            key_secret: alphanumeric(24),
+            webhook_secret: crate::secrets::random_token(),
+        }
+    }
+
+    fn json(keys: &StoredKeys) -> String {
+        serde_json::json!({ "key_id": keys.key_id, "key_secret": keys.key_secret, "webhook_secret": keys.webhook_secret })
+            .to_string()
+    }
+
     #[test]
     fn the_shipped_placeholder_secret_is_refused() {
         let placeholder = r#"{"key_id":"rzp_live_REPLACE","key_secret":"REPLACE","webhook_secret":"REPLACE"}"#;
         let refused = RazorpayConfig::from_secret_json("razorpay", placeholder, DEFAULT_API_BASE).err();
         assert!(matches!(refused, Some(SecretError::Placeholder { .. })), "{refused:?}");
-        let real = r#"{"key_id":"rzp_live_Ab12Cd34Ef56Gh","key_secret":"kS9dLq2mVx7Tz4Rb1NwYc8Hp","webhook_secret":"w3bh00k-S3cr3t-0f-tw3nty+"}"#;
-        assert!(RazorpayConfig::from_secret_json("razorpay", real, DEFAULT_API_BASE).is_ok());
+        let real = json(&random_keys());
+        assert!(RazorpayConfig::from_secret_json("razorpay", &real, DEFAULT_API_BASE).is_ok());
         let not_razorpay = real.replace("rzp_live_", "key_live_");
         assert!(RazorpayConfig::from_secret_json("razorpay", &not_razorpay, DEFAULT_API_BASE).is_err());
+    }
+
+    #[test]
+    fn each_refused_key_is_named_by_its_own_variable() {
+        let names = ["RAZORPAY_KEY_ID", "RAZORPAY_KEY_SECRET", "RAZORPAY_WEBHOOK_SECRET"];
+        for webhook_secret in ["local_standin_webhook_secret", "abcdefghijklmnopqrstuvwxyz", "test_webhook_secret_1234"]
+        {
+            let keys = StoredKeys { webhook_secret: webhook_secret.into(), ..random_keys() };
+            let refused = keys.checked(names, DEFAULT_API_BASE.into()).err();
+            assert_eq!(refused.as_ref().map(SecretError::name), Some("RAZORPAY_WEBHOOK_SECRET"), "{refused:?}");
+            assert!(!refused.map(|e| e.to_string()).unwrap_or_default().contains(webhook_secret));
+        }
+        let keys = StoredKeys { key_secret: "local_standin_key_secret".into(), ..random_keys() };
+        let refused = keys.checked(names, DEFAULT_API_BASE.into()).err();
+        assert_eq!(refused, Some(SecretError::WellKnown { name: "RAZORPAY_KEY_SECRET".into() }));
+        let keys = StoredKeys { key_id: "key_live_0123456789abcd".into(), ..random_keys() };
+        let refused = keys.checked(names, DEFAULT_API_BASE.into()).err();
+        assert_eq!(refused.as_ref().map(SecretError::name), Some("RAZORPAY_KEY_ID"));
     }
 
     #[test]

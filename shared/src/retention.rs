@@ -290,6 +290,8 @@ pub enum ItemClass {
     AccountRegistry,
     KycQueueEntry,
     DisputeIndex,
+    ClosureRefund,
+    RefundDue,
 }
 
 impl ItemClass {
@@ -309,9 +311,8 @@ impl ItemClass {
             // The wallet is the balance the ledger adds up to: kept as long as the ledger, from closure.
             Wallet | WalletRegistry => Rule::FromClosure(Span::Payments),
             LedgerEntry | Topup | TopupIndex | OpenTopup | RazorpayOrder | PaymentCredit | RefundDebit
-            | WebhookEvent | PaymentReview | RefundRequest | Dispute | DisputeIndex | PendingAdjustment => {
-                Rule::FromWrite(Span::Payments)
-            }
+            | WebhookEvent | PaymentReview | RefundRequest | Dispute | DisputeIndex | PendingAdjustment
+            | ClosureRefund | RefundDue => Rule::FromWrite(Span::Payments),
             ApiKey | ApiKeySlot => Rule::KeyExpiry,
             UsageLog => Rule::FromWrite(Span::Usage),
             // A closure's unfinished follow-up; deleted as soon as it is done.
@@ -351,6 +352,7 @@ impl ItemClass {
                 prefix::USAGE => UsageLog,
                 prefix::PRIVACY_REQUEST => PrivacyRequest,
                 prefix::EXPORT => DataExport,
+                prefix::CLOSURE_REFUND => ClosureRefund,
                 _ => return None,
             },
             (kind::EMAIL, fixed::EMAIL) => EmailClaim,
@@ -384,6 +386,7 @@ impl ItemClass {
             (kind::ACCOUNTS, _) if pk == schema::ACCOUNTS_PK => AccountRegistry,
             (kind::KYC_QUEUE, _) if pk == schema::KYC_QUEUE_PK => KycQueueEntry,
             (kind::DISPUTES, _) if pk == schema::DISPUTES_PK => DisputeIndex,
+            (kind::REFUNDS_DUE, _) if pk == schema::REFUNDS_DUE_PK => RefundDue,
             _ => return None,
         };
         Some(class)

@@ -11,7 +11,7 @@ pub use crate::kyc::KycKeys;
 use crate::kyc::vault::{Fingerprinter, KmsDataKeys};
 use crate::operators::OperatorCredentials;
 use crate::razorpay::{RazorpayClient, RazorpayConfig};
-use crate::runtime_secrets::{self, MIN_EDGE_SECRET, Rotating, SecretSource, SecretsManagerSource};
+use crate::runtime_secrets::{self, EDGE_SECRET, Rotating, SecretRule, SecretSource, SecretsManagerSource};
 use crate::secrets::SecretString;
 use crate::store::ItemStore;
 use crate::store::dynamo::{DynamoStore, TableNames};
@@ -49,11 +49,17 @@ impl AppState {
         let operator_token = config
             .admin_token
             .as_ref()
-            .and_then(|raw| match OperatorCredentials::parse_with("the operator credentials", raw.expose(), 1) {
-                Ok(credentials) => Some(credentials),
-                Err(e) => {
-                    tracing::error!(error = %e, "operator credentials refused; the operator endpoints stay off");
-                    None
+            .and_then(|raw| {
+                match OperatorCredentials::parse_with(
+                    "the operator credentials",
+                    raw.expose(),
+                    SecretRule { min_chars: 1, min_bits: 0 },
+                ) {
+                    Ok(credentials) => Some(credentials),
+                    Err(e) => {
+                        tracing::error!(error = %e, "operator credentials refused; the operator endpoints stay off");
+                        None
+                    }
                 }
             })
             .map(|credentials| Arc::new(Rotating::fixed(credentials, Arc::clone(&clock))));
@@ -133,6 +139,14 @@ impl AppState {
     /// `PROVIDER_KEYS_SECRET_ARN`; the blob bucket `INFEREX_BLOB_BUCKET`. Each function's `main` then
     /// checks with [`AppState::require`] that it has what it needs.
     pub async fn for_lambda() -> Result<Self, BoxError> {
+        Self::for_lambda_optional(&[]).await
+    }
+
+    /// As [`AppState::for_lambda`], except that a secret of an `optional` capability that cannot be used
+    /// (missing from Secrets Manager, malformed, weak) leaves that capability out, with an error logged,
+    /// instead of stopping the start: the jobs function runs its other jobs, and the jobs that need it fail
+    /// (and say so) until it is fixed. Only Razorpay can be optional.
+    pub async fn for_lambda_optional(optional: &[Capability]) -> Result<Self, BoxError> {
         if let Some(name) = runtime_secrets::secret_in_environment() {
             return Err(
                 format!("{name} is set in the environment; in AWS secrets are read from Secrets Manager").into()
@@ -159,18 +173,20 @@ impl AppState {
         let secrets = aws_sdk_secretsmanager::Client::new(&aws);
         let source =
             |arn: String| -> Arc<dyn SecretSource> { Arc::new(SecretsManagerSource::new(secrets.clone(), arn)) };
-        if let Some(arn) = var::<String>("RAZORPAY_SECRET_ARN")? {
-            let api_base = crate::razorpay::api_base()?;
-            let parse = move |raw: &str| RazorpayConfig::from_secret_json("the Razorpay secret", raw, &api_base);
-            let keys = Rotating::load(source(arn), parse, Arc::clone(&clock)).await?;
-            state = state.with_razorpay(RazorpayClient::with_keys(keys)?);
+        match razorpay_from_secret(&secrets, Arc::clone(&clock)).await {
+            Ok(Some(client)) => state = state.with_razorpay(client),
+            Ok(None) => {}
+            Err(e) if optional.contains(&Capability::Razorpay) => {
+                tracing::error!(error = %e, "Razorpay's keys cannot be used; the jobs that need them fail until they are fixed");
+            }
+            Err(e) => return Err(e),
         }
         if let Some(arn) = var::<String>("INFEREX_OPERATOR_TOKEN_SECRET_ARN")? {
             let parse = |raw: &str| OperatorCredentials::parse("the operator credentials", raw);
             state.operator_token = Some(Arc::new(Rotating::load(source(arn), parse, Arc::clone(&clock)).await?));
         }
         if let Some(arn) = var::<String>("INFEREX_EDGE_SECRET_ARN")? {
-            let parse = |raw: &str| runtime_secrets::checked("the CloudFront edge secret", raw, MIN_EDGE_SECRET);
+            let parse = |raw: &str| runtime_secrets::checked("the CloudFront edge secret", raw, EDGE_SECRET);
             state.edge_secret = Some(Arc::new(Rotating::load(source(arn), parse, Arc::clone(&clock)).await?));
         }
         if let Some(arn) = var::<String>("PROVIDER_KEYS_SECRET_ARN")? {
@@ -186,7 +202,13 @@ impl AppState {
     /// A function's cold start: [`AppState::for_lambda`], then [`AppState::require`]. A failure is logged in
     /// one line and returned, so Lambda records an init error and the function serves nothing.
     pub async fn for_lambda_with(needs: &[Capability]) -> Result<Self, BoxError> {
-        let started = match Self::for_lambda().await {
+        Self::for_lambda_with_optional(needs, &[]).await
+    }
+
+    /// As [`AppState::for_lambda_with`], with capabilities whose secret may be unusable at the start
+    /// ([`AppState::for_lambda_optional`]).
+    pub async fn for_lambda_with_optional(needs: &[Capability], optional: &[Capability]) -> Result<Self, BoxError> {
+        let started = match Self::for_lambda_optional(optional).await {
             Ok(state) => state.require(needs).map(|()| state),
             Err(e) => Err(e),
         };
@@ -236,6 +258,27 @@ impl AppState {
         ));
         Ok((state, store))
     }
+}
+
+/// Razorpay's client as [`AppState::for_lambda`] makes it, for the jobs function to try again on each run
+/// while the keys are unusable: a secret filled or fixed after its start is taken without a redeploy.
+pub async fn razorpay_from_environment(clock: Arc<dyn Clock>) -> Result<Option<RazorpayClient>, BoxError> {
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    razorpay_from_secret(&aws_sdk_secretsmanager::Client::new(&aws), clock).await
+}
+
+/// Razorpay's client with the keys of the secret `RAZORPAY_SECRET_ARN` names (checked, and re-read every few
+/// minutes), or `None` when no secret is named.
+async fn razorpay_from_secret(
+    secrets: &aws_sdk_secretsmanager::Client,
+    clock: Arc<dyn Clock>,
+) -> Result<Option<RazorpayClient>, BoxError> {
+    let Some(arn) = var::<String>("RAZORPAY_SECRET_ARN")? else { return Ok(None) };
+    let api_base = crate::razorpay::api_base()?;
+    let parse = move |raw: &str| RazorpayConfig::from_secret_json("the Razorpay secret", raw, &api_base);
+    let source = Arc::new(SecretsManagerSource::new(secrets.clone(), arn));
+    let keys = Rotating::load(source, parse, clock).await?;
+    Ok(Some(RazorpayClient::with_keys(keys)?))
 }
 
 /// Deployed, KYC waits for an operator unless automatic verification is asked for explicitly (locally the

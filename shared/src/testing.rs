@@ -97,6 +97,24 @@ pub fn moto_kms_client() -> Result<aws_sdk_kms::Client, String> {
     Ok(aws_sdk_kms::Client::from_conf(config))
 }
 
+/// `n` random letters and digits (the alphabet of Razorpay's ids and key secrets).
+pub fn random_alphanumeric(n: usize) -> String {
+    use rand::Rng;
+    let alphabet: Vec<char> = ('a'..='z').chain('A'..='Z').chain('0'..='9').collect();
+    (0..n).map(|_| alphabet[rand::rngs::OsRng.gen_range(0..alphabet.len())]).collect()
+}
+
+/// A Razorpay secret as an operator fills it (`{"key_id", "key_secret", "webhook_secret"}`), made at random:
+/// a fixed value in the repository would be a well-known one, which the start-up check refuses.
+pub fn random_razorpay_secret(mode: &str) -> String {
+    serde_json::json!({
+        "key_id": format!("rzp_{mode}_{}", random_alphanumeric(14)),
+        "key_secret": random_alphanumeric(24),
+        "webhook_secret": crate::secrets::random_token(),
+    })
+    .to_string()
+}
+
 /// A Secrets Manager client for the moto server `make test` started; an error (never a skip) without it.
 pub fn moto_secrets_client() -> Result<aws_sdk_secretsmanager::Client, String> {
     let endpoint = moto_endpoint()?;

@@ -15,10 +15,12 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const BASE: &str = "http://127.0.0.1:9";
 
+/// Random keys (as `shared::testing::random_razorpay_secret` makes them) with this webhook secret.
 fn keys(webhook_secret: &str) -> String {
-    format!(
-        r#"{{"key_id":"rzp_test_Ab12Cd34Ef56Gh","key_secret":"kS9dLq2mVx7Tz4Rb1NwYc8Hp","webhook_secret":"{webhook_secret}"}}"#
-    )
+    let mut keys: serde_json::Value =
+        serde_json::from_str(&shared::testing::random_razorpay_secret("test")).unwrap_or_default();
+    keys["webhook_secret"] = serde_json::json!(webhook_secret);
+    keys.to_string()
 }
 
 async fn secret_with(value: &str) -> Result<(aws_sdk_secretsmanager::Client, String), Box<dyn std::error::Error>> {
@@ -44,7 +46,7 @@ async fn the_shipped_placeholder_and_malformed_secrets_stop_the_start() -> TestR
     let placeholder = r#"{"key_id":"rzp_live_REPLACE","key_secret":"REPLACE","webhook_secret":"REPLACE"}"#;
     for (value, expected) in [
         (placeholder, "placeholder"),
-        ("q8Vd2LmZ0pRt7Yw1NcXbq8Vd2LmZ0pRt", "malformed"),
+        (&shared::secrets::random_token() as &str, "malformed"),
         (&keys("short") as &str, "too short"),
         (&keys("") as &str, "missing"),
     ] {

@@ -226,11 +226,16 @@ impl TestApi {
 
     /// Adds `rupees` to a signed-in user's wallet the way a customer does: a top-up, a captured payment at
     /// the Razorpay stand-in and its signed webhook.
-    pub async fn fund(&self, token: &str, rupees: i64) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// Returns the payment.
+    pub async fn fund(
+        &self,
+        token: &str,
+        rupees: i64,
+    ) -> Result<shared::razorpay::Payment, Box<dyn std::error::Error + Send + Sync>> {
         let order = self.open_topup(token, rupees * 100).await?;
         let payment = self.razorpay.pay(&order, "captured", None).ok_or("unknown order")?;
         self.razorpay.deliver(&self.razorpay.payment_webhook("payment.captured", &payment)).await.ok_or("delivery")?;
-        Ok(())
+        Ok(payment)
     }
 
     /// Opens a top-up of `paise` through the API and returns its Razorpay order id (nothing is paid yet).

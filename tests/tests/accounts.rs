@@ -319,9 +319,9 @@ async fn store_holds_no_plaintext_password_or_token(backend: Backend) -> TestRes
 /// in `X-Inferex-Edge` as proof; a caller reaching the API directly can send both headers, but not the
 /// secret.
 async fn behind_cloudfront_the_browsers_address_is_recorded_only_with_the_edge_proof(backend: Backend) -> TestResult {
-    const EDGE_SECRET: &str = "Zq8Vd2LmZ0pRt7Yw1NcXbq8Vd2LmZ0pRtA";
+    let edge_secret = shared::secrets::random_token();
     let api = TestApi::start(backend).await?;
-    let behind_cloudfront = api.state.clone().with_edge_secret(shared::secrets::SecretString::new(EDGE_SECRET));
+    let behind_cloudfront = api.state.clone().with_edge_secret(shared::secrets::SecretString::new(edge_secret.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let edge = format!("http://{}", listener.local_addr()?);
     let app = dev_server::app(behind_cloudfront);
@@ -338,13 +338,13 @@ async fn behind_cloudfront_the_browsers_address_is_recorded_only_with_the_edge_p
             .send()
     };
     // Through CloudFront (the proof is right): the browser's address.
-    let token: Value = login(&edge, EDGE_SECRET, "2406:2d40:728d:fa10::c4a").await?.json().await?;
+    let token: Value = login(&edge, &edge_secret, "2406:2d40:728d:fa10::c4a").await?.json().await?;
     let token = token["token"].as_str().ok_or("no token")?.to_owned();
     // Forged proof, or the right headers where no edge secret is configured: the connecting address.
     api.clock.advance(Duration::seconds(1));
     assert_eq!(login(&edge, "guessed-edge-secret", "203.0.113.9").await?.status(), StatusCode::OK);
     api.clock.advance(Duration::seconds(1));
-    assert_eq!(login(&api.base, EDGE_SECRET, "203.0.113.10").await?.status(), StatusCode::OK);
+    assert_eq!(login(&api.base, &edge_secret, "203.0.113.10").await?.status(), StatusCode::OK);
     let logins: Value = api
         .http
         .get(api.url("/v1/account/logins"))

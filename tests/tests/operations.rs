@@ -36,9 +36,14 @@ async fn post(api: &TestApi, path: &str, token: &str, body: Value) -> Result<req
 async fn refund_requests_are_paid_out_once_for_what_is_owed(backend: Backend) -> TestResult {
     let api = TestApi::start_with(backend, operators()).await?;
     let (user, token) = api.verified_user("leaver@example.in").await?;
-    api.fund(&token, 250).await?;
+    let payment = api.fund(&token, 250).await?;
     let close = api.http.delete(api.url("/v1/account")).bearer_auth(&token).json(&json!({ "password": PASSWORD }));
     close.send().await?.error_for_status()?;
+    // A payment Razorpay no longer refunds, past the card networks' dispute window: only a bank payout can
+    // return it (tests/tests/closure_refunds.rs covers the refunds to the payment itself).
+    api.razorpay.age_payment(&payment.id, 200);
+    jobs::run(&api.state).await?;
+    api.clock.advance(chrono::Duration::days(121));
 
     assert_eq!(get(&api, "/v1/admin/refund-requests", None).await?.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(

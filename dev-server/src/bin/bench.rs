@@ -262,7 +262,8 @@ fn start_server(upstream_addr: std::net::SocketAddr) -> Res<(Server, String, Pat
             .env("INFEREX_ADDR", format!("127.0.0.1:{port}"))
             .env("INFEREX_DATA_DIR", &data)
             .env("INFEREX_LOG", "warn")
-            .env("CEREBRAS_API_KEY", "bench-upstream-key-0123456789")
+            // A key made now: a fixed one would be a well-known value, which the server refuses.
+            .env("CEREBRAS_API_KEY", shared::secrets::random_token())
             .env("CEREBRAS_BASE_URL", format!("http://{upstream_addr}"))
             .stdout(Stdio::null())
             .spawn()

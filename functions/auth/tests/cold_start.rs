@@ -19,7 +19,7 @@ async fn the_auth_function_refuses_to_start_without_a_strong_edge_secret() -> Re
     assert!(!ok && out.contains("refusing to start") && out.contains("too short"), "{out}");
     assert!(!out.contains("short-edge-value"), "the value is never logged: {out}");
 
-    let strong = moto_secret("Zq8Vd2LmZ0pRt7Yw1NcXbq8Vd2LmZ0pRtA9kLm2Q").await?;
+    let strong = moto_secret(&shared::secrets::random_token()).await?;
     let (ok, out) = cold_start(&[("INFEREX_EDGE_SECRET_ARN", &strong)])?;
     assert!(!ok, "there is no Lambda runtime to serve: {out}");
     assert!(!out.contains("refusing to start"), "a strong edge secret passes the start-up checks: {out}");

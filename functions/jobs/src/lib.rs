@@ -5,6 +5,8 @@
 //!   whose process died before settling; they are charged what the call recorded, or the whole hold
 //!   (`shared::wallet::holds::sweep_stale_holds`).
 //!
+//! - closed accounts' refunds: what a closed account is owed goes back to the payments it came from through
+//!   Razorpay's refund API while Razorpay can refund them (`shared::wallet::closure_refunds`);
 //! - closure follow-up: closures whose request could not finish deleting keys and exports after the
 //!   commit are finished (`shared::privacy::finish_pending_closures`);
 //! - the policy update notice: when the configured policy version changes, every open account that has not
@@ -12,15 +14,18 @@
 //! - the outbox redrive: messages waiting over 10 minutes go back to the mailer (a sender that died, a
 //!   stream record whose retries ran out).
 //!
-//! Each job runs whatever another did (the sweeper returns users' held money, so a Razorpay outage
-//! must not stop it), each skips and logs the one item it cannot handle, and each has a time budget that
-//! together fit well inside the function's 120-second timeout.
+//! Each job runs whatever another did (the sweeper returns users' held money, so a Razorpay outage, or
+//! Razorpay's keys missing, must not stop it: only the two jobs that call Razorpay need them), each skips and
+//! logs the one item it cannot handle, and each has a time budget that together fit well inside the
+//! function's 120-second timeout. A job that fails as a whole is named in the report's `failed_jobs`, and
+//! the Lambda invocation then fails (its failure queue and alarm see it).
 
 use std::time::Duration as StdDuration;
 
 use chrono::Duration;
 use serde::Serialize;
 use shared::state::AppState;
+use shared::wallet::closure_refunds::ClosureRefundReport;
 use shared::wallet::holds::SweepReport;
 use shared::wallet::{self, ReconciliationReport};
 
@@ -32,7 +37,9 @@ pub const EXPIRE_AFTER: Duration = Duration::hours(24);
 /// (`shared::inference::FUNCTION_TIMEOUT`) plus a margin.
 pub const STALE_HOLD_AFTER: Duration = Duration::minutes(6);
 /// Time budgets of the two jobs; what is left over waits for the next run.
-pub const RECONCILE_BUDGET: StdDuration = StdDuration::from_secs(50);
+pub const RECONCILE_BUDGET: StdDuration = StdDuration::from_secs(40);
+/// Closed accounts' refunds to their payments.
+pub const REFUNDS_BUDGET: StdDuration = StdDuration::from_secs(10);
 pub const SWEEP_BUDGET: StdDuration = StdDuration::from_secs(30);
 /// The policy update notice: a run queues what it can in this time, the next carries on.
 pub const NOTICES_BUDGET: StdDuration = StdDuration::from_secs(8);
@@ -43,6 +50,7 @@ pub const CLOSURES_BUDGET: StdDuration = StdDuration::from_secs(15);
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct JobsReport {
     pub reconciliation: ReconciliationReport,
+    pub closure_refunds: ClosureRefundReport,
     pub stale_holds: SweepReport,
     /// Closures whose follow-up this run finished.
     pub closures_finished: usize,
@@ -70,6 +78,20 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
         Err(e) => {
             tracing::error!(error = %e, "reconciliation failed; the sweeper runs anyway");
             report.failed_jobs.push("reconciliation");
+        }
+    }
+    let refunds = match state.razorpay() {
+        Ok(razorpay) => {
+            let refunds = shared::wallet::closure_refunds::refund_closed_accounts;
+            refunds(store, razorpay, clock, &state.config, REFUNDS_BUDGET).await
+        }
+        Err(e) => Err(e),
+    };
+    match refunds {
+        Ok(done) => report.closure_refunds = done,
+        Err(e) => {
+            tracing::error!(error = %e, "closed accounts' refunds failed; the other jobs run anyway");
+            report.failed_jobs.push("closure_refunds");
         }
     }
     match shared::wallet::holds::sweep_stale_holds(store, clock, &state.config, STALE_HOLD_AFTER, SWEEP_BUDGET).await {
@@ -126,7 +148,9 @@ mod tests {
             .trim()
             .parse()?;
         assert!(
-            (RECONCILE_BUDGET + SWEEP_BUDGET + CLOSURES_BUDGET + NOTICES_BUDGET + REDRIVE_BUDGET).as_secs() + 15
+            (RECONCILE_BUDGET + REFUNDS_BUDGET + SWEEP_BUDGET + CLOSURES_BUDGET + NOTICES_BUDGET + REDRIVE_BUDGET)
+                .as_secs()
+                + 15
                 <= timeout,
             "timeout {timeout}"
         );

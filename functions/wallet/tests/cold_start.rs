@@ -26,14 +26,11 @@ async fn the_wallet_function_refuses_to_start_without_valid_secrets() -> TestRes
     assert!(!ok && out.contains("refusing to start") && out.contains("placeholder"), "{out}");
 
     // What the template creates before an operator fills it: random text, not the keys' JSON.
-    let unfilled = secret("q8Vd2LmZ0pRt7Yw1NcXbq8Vd2LmZ0pRt").await?;
+    let unfilled = secret(&shared::secrets::random_token()).await?;
     let (ok, out) = cold_start(&[("RAZORPAY_SECRET_ARN", &unfilled)])?;
     assert!(!ok && out.contains("refusing to start") && out.contains("malformed"), "{out}");
 
-    let valid = secret(
-        r#"{"key_id":"rzp_live_Ab12Cd34Ef56Gh","key_secret":"kS9dLq2mVx7Tz4Rb1NwYc8Hp","webhook_secret":"w3bh00k-S3cr3t-0f-tw3nty+"}"#,
-    )
-    .await?;
+    let valid = secret(&shared::testing::random_razorpay_secret("live")).await?;
     // Without the operators' credentials (refund payouts, payment reviews) it refuses too.
     let (ok, out) = cold_start(&[("RAZORPAY_SECRET_ARN", &valid)])?;
     assert!(!ok && out.contains("refusing to start") && out.contains("INFEREX_OPERATOR_TOKEN_SECRET_ARN"), "{out}");
@@ -43,7 +40,8 @@ async fn the_wallet_function_refuses_to_start_without_valid_secrets() -> TestRes
     let (ok, out) = cold_start(&vars)?;
     assert!(!ok && out.contains("refusing to start") && out.contains("too short"), "{out}");
 
-    let operators = secret(r#"{"ravi@inferexai.in": "Zq8Vd2LmZ0pRt7Yw1NcXbq8Vd2LmZ0pRtA"}"#).await?;
+    let operators =
+        secret(&serde_json::json!({ "ravi@inferexai.in": shared::secrets::random_token() }).to_string()).await?;
     let vars = [("RAZORPAY_SECRET_ARN", valid.as_str()), ("INFEREX_OPERATOR_TOKEN_SECRET_ARN", operators.as_str())];
     let (ok, out) = cold_start(&vars)?;
     assert!(!ok, "there is no Lambda runtime to serve: {out}");

@@ -5,7 +5,7 @@
 //!
 //! Main table, by partition (`pk` / `sk`):
 //! - `USER#<id>` / `PROFILE`, `KYC`, `WALLET`, and the prefixed sort keys `CONSENT#`, `SESSION#`, `LOGIN#`,
-//!   `KYCDECISION#`, `LEDGER#`, `TOPUP#`, `APIKEYSLOT#`, `USAGE#`, `PRIVACYREQ#`, `EXPORT#`.
+//!   `KYCDECISION#`, `LEDGER#`, `TOPUP#`, `APIKEYSLOT#`, `USAGE#`, `PRIVACYREQ#`, `EXPORT#`, `CLOSUREREFUND#`.
 //! - `EMAIL#<email>` / `EMAIL`; `SESSION#<hash>` / `SESSION`; `APIKEY#<hash>` / `KEY`.
 //! - `LOGIN#<email>` / `<time>`; `LOGINFAIL#<email>` / `WINDOW`; `KYCSUBMIT#<id>` / `WINDOW`.
 //! - `KYCDOC#<fingerprint>` / `CLAIM`.
@@ -14,7 +14,8 @@
 //!   `RZPDISPUTE#<dispute>` / `DISPUTE`.
 //! - Singleton partitions: `WALLETS` / `<user id>`; `TOPUPS#OPEN` / `<time>#<id>`; `PAYMENTREVIEW` / `<time>`;
 //!   `REFUNDREQUEST` / `<user id>`; `CLOSURES#PENDING` / `<user id>`; `OUTBOX` / `<time>#<id>`;
-//!   `ACCOUNTS` / `<user id>`; `KYCQUEUE` / `<time>#<user id>`; `DISPUTES` / `<dispute id>`.
+//!   `ACCOUNTS` / `<user id>`; `KYCQUEUE` / `<time>#<user id>`; `DISPUTES` / `<dispute id>`;
+//!   `REFUNDS#DUE` / `<user id>`.
 //! - E-mail: `EMAILTOKEN#<hash>` / `TOKEN`; `RESETTOKEN#<hash>` / `TOKEN`; `UNSUB#<hash>` / `TOKEN`;
 //!   `MAILSENT#<id>` / `SENT`; `SUPPRESS#<email>` / `SUPPRESSED`; `RATE#<what>#<who>` / `WINDOW`;
 //!   `NOTICE#<what>` / `<user id>` (one notice per account and policy version or campaign) and `COMPLETE`.
@@ -58,6 +59,7 @@ pub mod kind {
     pub const ACCOUNTS: &str = "ACCOUNTS";
     pub const KYC_QUEUE: &str = "KYCQUEUE";
     pub const DISPUTES: &str = "DISPUTES";
+    pub const REFUNDS_DUE: &str = "REFUNDS";
 }
 
 /// Fixed sort keys.
@@ -98,6 +100,7 @@ pub mod prefix {
     pub const PRIVACY_REQUEST: &str = "PRIVACYREQ#";
     pub const EXPORT: &str = "EXPORT#";
     pub const PENDING: &str = "PENDING#";
+    pub const CLOSURE_REFUND: &str = "CLOSUREREFUND#";
 }
 
 /// Singleton partitions.
@@ -113,6 +116,8 @@ pub const ACCOUNTS_PK: &str = kind::ACCOUNTS;
 pub const KYC_QUEUE_PK: &str = kind::KYC_QUEUE;
 /// Every dispute Razorpay reported (sort key = the dispute id), for the operators.
 pub const DISPUTES_PK: &str = kind::DISPUTES;
+/// Closed accounts whose refund request may still go back to its payments through Razorpay's refund API.
+pub const REFUNDS_DUE_PK: &str = "REFUNDS#DUE";
 
 fn key(kind: &str, id: &str) -> String {
     format!("{kind}#{id}")

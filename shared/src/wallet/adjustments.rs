@@ -29,6 +29,10 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
     config: &Config,
     refund: &crate::razorpay::Refund,
 ) -> ApiResult<CreditOutcome> {
+    // A closed account's money we sent back to its payment: it left the wallet when the account closed.
+    if let Some(outcome) = super::closure_refunds::processed_by_webhook(store, clock, config, refund).await? {
+        return Ok(outcome);
+    }
     let now = clock.now();
     let Some(credit) =
         credit_or_defer(store, config, now, (&refund.payment_id, "refund.processed", &refund.id), refund).await?
@@ -140,7 +144,7 @@ fn credited(credit: &Item) -> (String, i64) {
     (user_id, credit.attrs.get("amount_paise").and_then(Value::as_i64).unwrap_or(0))
 }
 
-fn refundable(credit: &Item) -> i64 {
+pub(super) fn refundable(credit: &Item) -> i64 {
     // A guard written before this count existed starts from the whole payment.
     credit
         .attrs
@@ -151,7 +155,7 @@ fn refundable(credit: &Item) -> i64 {
 
 /// Takes `paise` off what the payment may still give back, in the transaction that gives it back: refunds
 /// and lost disputes together never take back more than was paid.
-fn take_refundable(credit: &Item, paise: i64) -> WriteOp {
+pub(super) fn take_refundable(credit: &Item, paise: i64) -> WriteOp {
     let update = Update::new(Table::Main, credit.pk.clone(), credit.sk.clone());
     WriteOp::Update(if credit.attrs.contains_key(REFUNDABLE) {
         update.add(REFUNDABLE, -paise).when(Condition::AttrAtLeast(REFUNDABLE.into(), paise))
@@ -247,7 +251,16 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
             return Ok(CreditOutcome::AlreadyCredited);
         };
         let guard = store.get(Table::Main, &payment_pk(&dispute.payment_id), CREDIT_SK).await?;
-        let over = next == DisputeState::Debited && guard.as_ref().map_or(0, refundable) < amounts.deducted_paise;
+        let left_paise = guard.as_ref().map_or(0, refundable);
+        let mut amounts = amounts;
+        if next == DisputeState::Held && left_paise < dispute.amount {
+            // Already refunded or paid out (a closed account's money goes back so): only what the payment
+            // still holds is held, so the chargeback cannot take the same money twice; a human looks.
+            let details = json!({ "reason": "dispute of a payment already refunded or paid out: only what is left of it is held", "dispute_id": dispute.id, "payment_id": dispute.payment_id, "amount_paise": dispute.amount, "left_paise": left_paise });
+            record_review(store, config, now, details).await?;
+            amounts.held = paise_to_units(left_paise.max(0)).unwrap_or(0);
+        }
+        let over = next == DisputeState::Debited && left_paise < amounts.deducted_paise;
         if over {
             // More than the payment would be taken back: a human looks, and nothing stays held meanwhile.
             let details = json!({ "reason": "refunds and disputes would take back more than the payment", "dispute_id": dispute.id, "payment_id": dispute.payment_id, "amount_paise": amounts.deducted_paise });

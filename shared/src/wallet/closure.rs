@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::closure_refunds;
 use super::ledger::{CREDIT_ATTEMPTS, LedgerEntry, LedgerKind, entry_put};
 use super::{CLOSED, WALLET_SK, WALLETS_PK, Wallet, payment_expiry};
 use crate::accounts::user_pk;
@@ -28,6 +29,10 @@ pub struct RefundRequest {
     pub requested_at: DateTime<Utc>,
     /// The ledger entry that moved the balance here.
     pub ledger_entry: String,
+    /// Wallet units asked of Razorpay as refunds to the account's payments and not processed yet
+    /// (`closure_refunds`); `amount` still counts them.
+    #[serde(default)]
+    pub refunding: i64,
 }
 
 /// The closing transaction's part for the wallet, if there is one: it is closed (no new holds) and expires
@@ -67,14 +72,16 @@ pub fn closure_ops(
     let closing = Update::new(Table::Main, user_pk(user_id), WALLET_SK)
         .set(CLOSED, json!(true))
         .expiry(crate::store::ExpiryChange::Set(wallet_until));
-    let ops = refund_move(user_id, &read, None, refund, closing, (at, payment_expiry(config, at)))?;
+    // The refunds job learns of it from the closure's follow-up (`closure_refunds::mark_due`): the closing
+    // transaction is at DynamoDB Local's limit of 10 writes.
+    let ops = refund_move(user_id, &read, None, refund, closing, (at, payment_expiry(config, at)), false)?;
     Ok((ops, refund))
 }
 
 /// Moves `moved` wallet units (negative: back) between the wallet and the account's refund request, in one
 /// transaction's ops: `wallet_update` (plus the move, conditioned on the balance and held read), the ledger
 /// entry, and the request (created, or changed conditioned on the amount read). Nothing but the wallet
-/// update when nothing moves.
+/// update when nothing moves. Money into the request also marks it due for the refunds job when `mark_due`.
 fn refund_move(
     user_id: &str,
     wallet: &Wallet,
@@ -82,6 +89,7 @@ fn refund_move(
     moved: i64,
     wallet_update: Update,
     (at, expires_at): (DateTime<Utc>, i64),
+    mark_due: bool,
 ) -> StoreResult<Vec<WriteOp>> {
     let unchanged = Condition::All(vec![
         Condition::AttrEquals("balance".into(), json!(wallet.balance)),
@@ -108,6 +116,7 @@ fn refund_move(
                 status: "requested".into(),
                 requested_at: at,
                 ledger_entry: entry.id.clone(),
+                refunding: 0,
             };
             WriteOp::Put(Put {
                 table: Table::Main,
@@ -118,6 +127,11 @@ fn refund_move(
     };
     ops.push(entry_put(user_id, &entry, expires_at)?);
     ops.push(request_op);
+    if moved > 0 && mark_due {
+        // More is owed: the refunds job sends it back to the account's payments as far as Razorpay can.
+        let owed = request.map_or(0, |r| r.amount) + moved;
+        ops.push(WriteOp::Put(closure_refunds::due_put(user_id, owed, expires_at)?));
+    }
     Ok(ops)
 }
 
@@ -141,7 +155,8 @@ pub async fn sync_closed_wallet<S: ItemStore + ?Sized>(
         }
         let wallet: Wallet = item.record()?;
         let request = refund_request(store, user_id).await?;
-        let unpaid = request.as_ref().map_or(0, |r| r.amount);
+        // What refunds under way will pay is not unpaid any more.
+        let unpaid = request.as_ref().map_or(0, |r| r.amount - r.refunding).max(0);
         // Positive: into the request; negative: back out of it, as far as it is unpaid.
         let moved = if wallet.available > 0 { wallet.available } else { -unpaid.min(-wallet.available) };
         if moved == 0 {
@@ -152,7 +167,8 @@ pub async fn sync_closed_wallet<S: ItemStore + ?Sized>(
         }
         let now = clock.now();
         let plain = Update::new(Table::Main, user_pk(user_id), WALLET_SK);
-        let ops = refund_move(user_id, &wallet, request.as_ref(), moved, plain, (now, payment_expiry(config, now)))?;
+        let expiries = (now, payment_expiry(config, now));
+        let ops = refund_move(user_id, &wallet, request.as_ref(), moved, plain, expiries, true)?;
         if store.transact(ops).await.applied()?.is_some() {
             tracing::warn!(%user_id, moved, "closed account's refund request adjusted");
             return Ok(());
@@ -183,6 +199,8 @@ pub struct RefundRequestView {
     pub amount_inr: String,
     /// `open` while anything is owed, else `paid`.
     pub status: &'static str,
+    /// Of `amount`, what is being refunded to the account's payments through Razorpay right now.
+    pub refunding: i64,
     pub requested_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_payout: Option<Value>,
@@ -226,31 +244,89 @@ pub async fn record_payout<S: ItemStore + ?Sized>(
         ));
     }
     let now = clock.now();
+    let changed = || ApiError::Conflict {
+        code: "refund_request_changed",
+        message: "the amount owed is not the one given (it changed, or was paid); read the request again".into(),
+        param: Some("amount".into()),
+    };
+    let Some(request) = refund_request(store, user_id).await? else {
+        return Err(ApiError::NotFound {
+            code: "refund_request_not_found",
+            message: format!("no refund request for {user_id}"),
+        });
+    };
+    if request.amount != amount {
+        return Err(changed());
+    }
+    let payments = closure_refunds::account_payments(store, user_id).await?;
+    payout_allowed(&request, &payments, &closure_refunds::closure_refunds(store, user_id).await?, now)?;
     let payout = json!({ "amount": amount, "amount_inr": format_inr(amount), "reference": reference, "paid_by": operator, "paid_at": now });
     let update = Update::new(Table::Main, REFUND_REQUESTS_PK, user_id)
         .add("amount", -amount)
         .set("amount_inr", json!(format_inr(0)))
         .add("paid_total", amount)
         .set("last_payout", payout)
-        .when(Condition::AttrEquals("amount".into(), json!(amount)));
-    if store.update(update).await.applied()?.is_none() {
+        .when(Condition::All(vec![
+            Condition::AttrEquals("amount".into(), json!(amount)),
+            Condition::AttrAbsentOrEquals(closure_refunds::REFUNDING.into(), json!(0)),
+        ]));
+    // What the payout returns, the payments can no longer give back (to a late chargeback, say).
+    let mut ops = vec![WriteOp::Update(update)];
+    let mut left =
+        amount.div_euclid(crate::money::UNITS_PER_PAISA) + i64::from(amount % crate::money::UNITS_PER_PAISA != 0);
+    for payment in payments.iter().filter(|p| p.refundable_paise > 0) {
+        let taken = left.min(payment.refundable_paise);
+        if taken == 0 {
+            break;
+        }
+        ops.push(payment.take(taken));
+        left -= taken;
+    }
+    if store.transact(ops).await.applied()?.is_none() {
         return Err(match refund_request(store, user_id).await? {
             None => ApiError::NotFound {
                 code: "refund_request_not_found",
                 message: format!("no refund request for {user_id}"),
             },
-            Some(_) => ApiError::Conflict {
-                code: "refund_request_changed",
-                message: "the amount owed is not the one given (it changed, or was paid); read the request again"
-                    .into(),
-                param: Some("amount".into()),
-            },
+            Some(_) => changed(),
         });
     }
     tracing::warn!(%user_id, %operator, amount, "refund request paid out");
     let item = store.get(Table::Main, REFUND_REQUESTS_PK, user_id).await?;
     let item = item.ok_or_else(|| ApiError::Internal("refund request vanished".into()))?;
     Ok(refund_request_view(&item)?)
+}
+
+/// A bank payout only pays what Razorpay can no longer send back to the payments, and only once no card
+/// network can charge those payments back: otherwise the customer could get the money twice.
+fn payout_allowed(
+    request: &RefundRequest,
+    payments: &[closure_refunds::AccountPayment],
+    refunds: &[closure_refunds::ClosureRefund],
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
+    let not_yet = |message: String| ApiError::Conflict { code: "payout_not_allowed_yet", message, param: None };
+    if request.refunding > 0 {
+        return Err(not_yet(format!(
+            "{} is being refunded to the account's payments through Razorpay; read the request again once it is processed",
+            format_inr(request.refunding)
+        )));
+    }
+    if let Some(payment) = closure_refunds::refundable_by_razorpay(payments, refunds, now).first() {
+        return Err(not_yet(format!(
+            "payment {} can still be refunded through Razorpay, to where it came from: the refunds job does it",
+            payment.payment_id
+        )));
+    }
+    let disputable = payments.iter().filter(|p| p.refundable_paise > 0).find(|p| now < p.disputable_until());
+    if let Some(payment) = disputable {
+        return Err(not_yet(format!(
+            "payment {} can be charged back until {}: pay out after that",
+            payment.payment_id,
+            crate::accounts::timestamp(payment.disputable_until())
+        )));
+    }
+    Ok(())
 }
 
 fn refund_request_view(item: &Item) -> StoreResult<RefundRequestView> {
@@ -260,6 +336,7 @@ fn refund_request_view(item: &Item) -> StoreResult<RefundRequestView> {
         user_id: request.user_id,
         amount: request.amount,
         amount_inr: request.amount_inr,
+        refunding: request.refunding,
         requested_at: crate::accounts::timestamp(request.requested_at),
         last_payout: item.attrs.get("last_payout").cloned(),
     })

@@ -46,6 +46,7 @@ use crate::store::{
 
 mod adjustments;
 mod closure;
+pub mod closure_refunds;
 pub mod holds;
 pub mod leases;
 mod ledger;

@@ -1,6 +1,8 @@
 //! A local stand-in for Razorpay that speaks its wire format: `POST /v1/orders`, `GET /v1/payments/{id}`,
-//! `GET /v1/orders/{id}/payments` (HTTP Basic auth with the key id and secret), and signed webhooks
-//! (`payment.captured`, `order.paid`, `payment.failed`, `refund.processed`, `payment.dispute.*`). It lets `make run` take a
+//! `GET /v1/orders/{id}/payments`, the refunds API (`refunds`: `POST /v1/payments/{id}/refund`, with its
+//! limits and idempotency), all with HTTP Basic auth with the key id and secret, and signed webhooks
+//! (`payment.captured`, `order.paid`, `payment.failed`, `refund.created`, `refund.processed`,
+//! `payment.dispute.*`). It lets `make run` take a
 //! payment with no network, and the tests drive every payment scenario. It lives only in the dev server
 //! and the tests; Lambda builds never contain it.
 //!
@@ -23,6 +25,8 @@ use serde_json::{Value, json};
 use shared::razorpay::{Order, Payment, checkout_signature, webhook_signature};
 use shared::secrets::random_suffix;
 
+mod refunds;
+
 /// Credentials the stand-in accepts and signs with, and where it delivers webhooks.
 #[derive(Debug, Clone)]
 pub struct StandInConfig {
@@ -38,6 +42,7 @@ struct Books {
     payments: HashMap<String, Payment>,
     failing: bool,
     webhooks_sent: usize,
+    refunds: refunds::RefundBooks,
 }
 
 /// The stand-in's state; clone it to keep a handle for tests.
@@ -178,9 +183,12 @@ impl StandIn {
 
     /// A `payment.dispute.{created,won,lost,closed,...}` webhook for a dispute of `amount` paise; a lost
     /// dispute reports the amount deducted, as Razorpay does.
+    /// Razorpay blocks refunds of a payment while its dispute is open, as the stand-in does from the
+    /// dispute's creation to its end.
     pub fn dispute_webhook(&self, payment: &Payment, dispute_id: &str, event: &str, amount: i64) -> SignedWebhook {
         let status = event.strip_prefix("payment.dispute.").unwrap_or("open");
         let status = if status == "created" { "open" } else { status };
+        self.books().refunds.set_disputed(&payment.id, matches!(status, "open" | "under_review" | "action_required"));
         let dispute = json!({
             "id": dispute_id, "entity": "dispute", "payment_id": payment.id, "amount": amount,
             "currency": payment.currency, "amount_deducted": if status == "lost" { amount } else { 0 },
@@ -208,6 +216,16 @@ impl StandIn {
         Some(response.status().as_u16())
     }
 
+    /// Answers for Razorpay's API routes before their work: 401 without the keys, 500 while failing.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        if !self.authorised(headers) {
+            return Some(error(StatusCode::UNAUTHORIZED, "Authentication failed"));
+        }
+        self.books()
+            .failing
+            .then(|| error(StatusCode::INTERNAL_SERVER_ERROR, "We are facing some trouble completing your request"))
+    }
+
     fn authorised(&self, headers: &HeaderMap) -> bool {
         let expected = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{}", self.config.key_id, self.config.key_secret));
@@ -222,6 +240,7 @@ pub fn router(standin: StandIn) -> Router {
         .route("/v1/orders/{order_id}/payments", get(order_payments))
         .route("/v1/payments/{payment_id}", get(payment))
         .route("/dev/orders/{order_id}/pay", post(dev_pay))
+        .merge(refunds::routes())
         .merge(crate::standin_checkout::routes())
         .with_state(standin)
 }

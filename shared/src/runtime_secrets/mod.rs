@@ -19,21 +19,37 @@ pub const REFRESH_AFTER: Duration = Duration::minutes(5);
 /// cannot become a flood of Secrets Manager calls.
 pub const EARLY_REREAD_GAP: Duration = Duration::seconds(30);
 
-/// Minimum lengths, in characters. Razorpay key secrets are 24 characters; webhook secrets are chosen by
-/// the merchant in Razorpay's dashboard; provider keys are long random strings.
-pub const MIN_RAZORPAY_KEY_SECRET: usize = 16;
-pub const MIN_WEBHOOK_SECRET: usize = 20;
-pub const MIN_OPERATOR_TOKEN: usize = 32;
-pub const MIN_PROVIDER_KEY: usize = 20;
+pub mod strength;
+
+/// What a secret must be: at least `min_chars` characters and `min_bits` bits of estimated entropy
+/// ([`strength`]; 0 turns the estimate and the well-known list off, for values that are not secret).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretRule {
+    pub min_chars: usize,
+    pub min_bits: u32,
+}
+
+/// Secrets we choose ourselves: at least 128 bits (`openssl rand -hex 32` gives about 300).
+pub const CHOSEN_BITS: u32 = 128;
+/// Credentials a provider issues, whose length is theirs (see [`strength`]).
+pub const ISSUED_BITS: u32 = 96;
+
+/// Razorpay key secrets are 24 letters and digits, issued by Razorpay.
+pub const RAZORPAY_KEY_SECRET: SecretRule = SecretRule { min_chars: 16, min_bits: ISSUED_BITS };
+/// The webhook secret is chosen by us in Razorpay's dashboard.
+pub const WEBHOOK_SECRET: SecretRule = SecretRule { min_chars: 20, min_bits: CHOSEN_BITS };
+pub const OPERATOR_TOKEN: SecretRule = SecretRule { min_chars: 32, min_bits: CHOSEN_BITS };
+/// Model providers' API keys: long random strings they issue.
+pub const PROVIDER_KEY: SecretRule = SecretRule { min_chars: 20, min_bits: ISSUED_BITS };
 /// The value CloudFront sends the API to prove a request came through it (template.yaml: 48 characters).
-pub const MIN_EDGE_SECRET: usize = 32;
+pub const EDGE_SECRET: SecretRule = SecretRule { min_chars: 32, min_bits: CHOSEN_BITS };
+/// A Razorpay key id (`rzp_live_` and 14 characters): public in every Checkout page, so only its form counts.
+pub const RAZORPAY_KEY_ID: SecretRule = SecretRule { min_chars: 14, min_bits: 0 };
 
 /// Words a value nobody filled in is made of (`REPLACE`, `change-me`, `your_key_here`): a word of the value
 /// (split at anything not a letter or digit) that starts with one of these marks a placeholder. A random
 /// secret is one long word that practically never starts so.
 const PLACEHOLDER_WORDS: [&str; 8] = ["replace", "change", "placeholder", "example", "dummy", "todo", "your", "xxx"];
-/// Fewer different characters than this and a secret is guessable whatever its length.
-const MIN_DISTINCT_CHARS: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
@@ -43,16 +59,36 @@ pub enum SecretError {
     Placeholder { name: String },
     #[error("secret {name} is too short (at least {min} characters)")]
     TooShort { name: String, min: usize },
-    #[error("secret {name} is too simple (at least {MIN_DISTINCT_CHARS} different characters)")]
-    TooSimple { name: String },
+    #[error(
+        "secret {name} is a well-known value (it appears in this project's code or documentation); generate a new one"
+    )]
+    WellKnown { name: String },
+    #[error("secret {name} is too easy to guess (at least {min_bits} bits of estimated entropy: README, \"Secrets\")")]
+    Guessable { name: String, min_bits: u32 },
     #[error("secret {name} is malformed: {reason}")]
     Malformed { name: String, reason: String },
     #[error("secret {name} could not be read: {reason}")]
     Unreadable { name: String, reason: String },
 }
 
-/// Checks one secret value: present, not a placeholder, at least `min_chars` long. Never echoes the value.
-pub fn checked(name: &str, value: &str, min_chars: usize) -> Result<SecretString, SecretError> {
+impl SecretError {
+    /// The secret (or variable) the error is about.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Missing { name }
+            | Self::Placeholder { name }
+            | Self::TooShort { name, .. }
+            | Self::WellKnown { name }
+            | Self::Guessable { name, .. }
+            | Self::Malformed { name, .. }
+            | Self::Unreadable { name, .. } => name,
+        }
+    }
+}
+
+/// Checks one secret value against its rule: present, not a placeholder, long enough, not well known, and
+/// hard enough to guess. Never echoes the value.
+pub fn checked(name: &str, value: &str, rule: SecretRule) -> Result<SecretString, SecretError> {
     let value = value.trim();
     if value.is_empty() {
         return Err(SecretError::Missing { name: name.to_owned() });
@@ -62,12 +98,17 @@ pub fn checked(name: &str, value: &str, min_chars: usize) -> Result<SecretString
     if words.any(|word| PLACEHOLDER_WORDS.iter().any(|marker| word.starts_with(marker))) {
         return Err(SecretError::Placeholder { name: name.to_owned() });
     }
-    if value.chars().count() < min_chars {
-        return Err(SecretError::TooShort { name: name.to_owned(), min: min_chars });
+    if value.chars().count() < rule.min_chars {
+        return Err(SecretError::TooShort { name: name.to_owned(), min: rule.min_chars });
     }
-    let distinct: std::collections::HashSet<char> = value.chars().collect();
-    if distinct.len() < MIN_DISTINCT_CHARS.min(min_chars) {
-        return Err(SecretError::TooSimple { name: name.to_owned() });
+    if rule.min_bits == 0 {
+        return Ok(SecretString::new(value));
+    }
+    if strength::is_well_known(value) {
+        return Err(SecretError::WellKnown { name: name.to_owned() });
+    }
+    if strength::estimated_bits(value) < f64::from(rule.min_bits) {
+        return Err(SecretError::Guessable { name: name.to_owned(), min_bits: rule.min_bits });
     }
     Ok(SecretString::new(value))
 }
@@ -252,9 +293,19 @@ mod tests {
     use crate::clock::ManualClock;
     use std::sync::Mutex;
 
+    /// Rotation tests use readable values: only the form of a secret counts for them.
+    const READABLE: SecretRule = SecretRule { min_chars: 20, min_bits: 0 };
+
+    fn random_hex(bytes: usize) -> String {
+        use rand::RngCore;
+        let mut buf = vec![0u8; bytes];
+        rand::rngs::OsRng.fill_bytes(&mut buf);
+        hex::encode(buf)
+    }
+
     #[test]
     fn missing_placeholder_and_short_secrets_are_refused_without_echoing_them() {
-        assert_eq!(checked("s", "  ", 4), Err(SecretError::Missing { name: "s".into() }));
+        assert_eq!(checked("s", "  ", WEBHOOK_SECRET), Err(SecretError::Missing { name: "s".into() }));
         for placeholder in [
             "REPLACE",
             "rzp_live_REPLACE",
@@ -262,21 +313,46 @@ mod tests {
             "xxxxxxxxxxxxxxxxxxxxxxxx",
             "your_key_here_0123456789",
         ] {
-            let error = checked("s", placeholder, 4).err();
+            let error = checked("s", placeholder, WEBHOOK_SECRET).err();
             assert_eq!(error, Some(SecretError::Placeholder { name: "s".into() }), "{placeholder}");
         }
-        for simple in ["aaaaaaaaaaaaaaaaaaaaaaaa", "abababababababababababab", "1212121234343434"] {
-            assert_eq!(checked("s", simple, 16).err(), Some(SecretError::TooSimple { name: "s".into() }), "{simple}");
-        }
         // A random secret that happens to contain a marker inside its one long word is not a placeholder.
-        assert!(checked("s", "q8VtodoLmZ0pRt7Yw1NcXbReplace9", 20).is_ok());
-        let short = checked("s", "k3Y9", 20).err();
+        let marked = format!("{}todo{}Replace9", random_hex(8), random_hex(8));
+        assert!(checked("s", &marked, WEBHOOK_SECRET).is_ok());
+        let short = checked("s", "k3Y9", WEBHOOK_SECRET).err();
         assert_eq!(short, Some(SecretError::TooShort { name: "s".into(), min: 20 }));
         assert!(!short.map(|e| e.to_string()).unwrap_or_default().contains("k3Y9"));
+        let secret = random_hex(32);
         assert_eq!(
-            checked("s", " q8Vd2LmZ0pRt7Yw1NcXb ", 20).map(|s| s.expose().to_owned()).ok().as_deref(),
-            Some("q8Vd2LmZ0pRt7Yw1NcXb")
+            checked("s", &format!(" {secret} "), WEBHOOK_SECRET).map(|s| s.expose().to_owned()).ok(),
+            Some(secret)
         );
+    }
+
+    #[test]
+    fn well_known_sequences_and_guessable_secrets_are_refused_naming_only_the_variable() {
+        for known in ["local_standin_webhook_secret", "local_standin_key_secret", "inferex_test_webhook_secret"] {
+            let refused = checked("RAZORPAY_WEBHOOK_SECRET", known, WEBHOOK_SECRET).err();
+            assert_eq!(refused, Some(SecretError::WellKnown { name: "RAZORPAY_WEBHOOK_SECRET".into() }), "{known}");
+        }
+        for guessable in ["abcdefghijklmnopqrstuvwxyz", "12345678901234567890", "test_webhook_secret_1234"] {
+            let refused = checked("RAZORPAY_WEBHOOK_SECRET", guessable, WEBHOOK_SECRET).err();
+            let expected = SecretError::Guessable { name: "RAZORPAY_WEBHOOK_SECRET".into(), min_bits: CHOSEN_BITS };
+            assert_eq!(refused.as_ref(), Some(&expected), "{guessable}");
+            assert!(!expected.to_string().contains(guessable));
+        }
+        for simple in ["aaaaaaaaaaaaaaaaaaaaaaaa", "abababababababababababab", "1212121234343434"] {
+            assert!(checked("s", simple, SecretRule { min_chars: 16, min_bits: ISSUED_BITS }).is_err(), "{simple}");
+        }
+        // A key secret as Razorpay issues it: 24 random letters and digits.
+        let alphabet: Vec<char> = ('a'..='z').chain('A'..='Z').chain('0'..='9').collect();
+        for _ in 0..50 {
+            use rand::Rng;
+            let key: String = (0..24).map(|_| alphabet[rand::rngs::OsRng.gen_range(0..alphabet.len())]).collect();
+            assert!(checked("s", &key, RAZORPAY_KEY_SECRET).is_ok(), "{key}");
+        }
+        // Values that are not secret (a key id) are checked for their form only.
+        assert!(checked("s", "rzp_test_localstandin", RAZORPAY_KEY_ID).is_ok());
     }
 
     struct Counting {
@@ -335,7 +411,7 @@ mod tests {
     async fn requests_never_wait_for_a_slow_reread() -> Result<(), Box<dyn std::error::Error>> {
         let clock = ManualClock::starting_now();
         let source = Arc::new(Slow { first: AtomicBool::new(true), release: tokio::sync::Notify::new() });
-        let parse = |raw: &str| checked("slow", raw, MIN_WEBHOOK_SECRET);
+        let parse = |raw: &str| checked("slow", raw, READABLE);
         let secret = Arc::new(Rotating::load(source.clone(), parse, Arc::new(clock.clone())).await?);
         clock.advance(REFRESH_AFTER);
         let rereader = crate::tasks::spawn("test reread", {
@@ -359,7 +435,7 @@ mod tests {
     -> Result<(), SecretError> {
         let clock = ManualClock::starting_now();
         let source = Arc::new(Counting { value: Mutex::new("first-secret-value-0123".into()), reads: Mutex::new(0) });
-        let parse = |raw: &str| checked("counting", raw, MIN_WEBHOOK_SECRET);
+        let parse = |raw: &str| checked("counting", raw, READABLE);
         let secret = Rotating::load(source.clone(), parse, Arc::new(clock.clone())).await?;
         assert_eq!(secret.current().await.expose(), "first-secret-value-0123");
 
