@@ -62,6 +62,14 @@ pub fn captured_logs() -> String {
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
+/// Polls of something a background task (a settlement, an export, a keeper) makes true: as many as fit in a
+/// generous minute, the loop body sleeping between them. A busy machine schedules the task late; a test's
+/// verdict never depends on how late.
+pub fn polls() -> impl Iterator<Item = ()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    std::iter::from_fn(move || (std::time::Instant::now() < deadline).then_some(()))
+}
+
 /// Asserts an answer in our error shape: its status, `code` and `param` (`None`: no param).
 pub async fn expect_error(
     response: reqwest::Response,
@@ -637,6 +645,45 @@ pub enum Fault {
     TransactionsConflict,
     /// While the flag is up, every single-item update fails as an unreachable store would.
     RefuseUpdatesWhile(Arc<std::sync::atomic::AtomicBool>),
+    /// Transactions wait at the gate until the test opens it (the test knows one is waiting: no sleep
+    /// guesses how long the caller takes to get there).
+    HoldTransactions(Arc<Gate>),
+}
+
+/// Where a [`Fault::HoldTransactions`] store keeps transactions until the test opens it.
+pub struct Gate {
+    reached: tokio::sync::Notify,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self { reached: tokio::sync::Notify::new(), open: tokio::sync::watch::channel(false).0 }
+    }
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gate(open: {})", *self.open.borrow())
+    }
+}
+
+impl Gate {
+    /// Returns once a transaction waits at the gate.
+    pub async fn reached(&self) {
+        self.reached.notified().await;
+    }
+
+    /// Lets every transaction through, now and later.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    async fn pass(&self) {
+        self.reached.notify_one();
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|open| *open).await;
+    }
 }
 
 /// A store that misbehaves as told; reads pass through.
@@ -695,6 +742,10 @@ impl ItemStore for FaultyStore {
             }
             Fault::TransactionsConflict => Err(shared::store::StoreError::ConditionFailed),
             Fault::RefuseUpdatesWhile(_) => self.inner.transact(ops).await,
+            Fault::HoldTransactions(gate) => {
+                gate.pass().await;
+                self.inner.transact(ops).await
+            }
         }
     }
 }

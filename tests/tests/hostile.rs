@@ -276,7 +276,7 @@ async fn send(api: &TestApi, key: &str, endpoint: Endpoint, body: &Value) -> Res
 
 /// Waits until the wallet holds nothing (a stream a client left settles in the background).
 async fn settled(api: &TestApi, user: &str) -> Res<()> {
-    for _ in 0..500 {
+    for () in e2e::polls() {
         if api.held_and_leased(user).await?.0 == 0 && api.state.gateway()?.lease_calls_running(user) == 0 {
             return Ok(());
         }

@@ -63,7 +63,9 @@ async fn an_inference_request_makes_one_store_round_trip_before_and_one_after(ba
     let counting = Arc::new(CountingStore::new(api.state.store.clone()));
     let mut state = api.state.clone();
     state.store = counting.clone();
-    let gateway = api.state.gateway()?;
+    // A gateway with the production key-cache lifetime (a minute; the harness's is short for revocation
+    // tests), so that a slow machine cannot let the cached key expire between the two lookups.
+    let gateway = &shared::inference::Gateway::new(Catalog::builtin()?, api.state.gateway()?.providers.clone())?;
     let calls = || counting.calls.swap(0, std::sync::atomic::Ordering::SeqCst);
     gateway.authenticate(&(&state).into(), Some(&key)).await?;
     assert!(calls() <= 1, "a key lookup on a cold cache");
@@ -79,7 +81,7 @@ async fn an_inference_request_makes_one_store_round_trip_before_and_one_after(ba
     // The key's last use is recorded in the background, at most once a minute.
     chat(&api, &key, hello("llama-3.1-8b")).await?.error_for_status()?;
     let mut last_used = Value::Null;
-    for _ in 0..100 {
+    for () in e2e::polls() {
         let keys: Value = api.http.get(api.url("/v1/keys")).bearer_auth(&token).send().await?.json().await?;
         last_used = keys["data"][0]["last_used_at"].clone();
         if !last_used.is_null() {
@@ -179,7 +181,7 @@ async fn streams_relay_events_and_keep_the_usage_chunk_only_when_asked(backend: 
     assert_eq!(usage.len(), 1, "the client asked for the usage chunk");
 
     // Settlement happens after the stream ends; wait for both.
-    for _ in 0..100 {
+    for () in e2e::polls() {
         if usage_lines(&api.dump().await?).len() == 2 {
             break;
         }
@@ -278,7 +280,7 @@ async fn a_stream_cut_mid_way_bills_an_estimate(backend: Backend) -> TestResult 
     assert!(events.last().is_some_and(|e| e.contains("upstream_error")), "the client is told: {events:?}");
     assert!(api.neevcloud.requests().is_empty(), "no retry after bytes reached the client");
     let mut logged = None;
-    for _ in 0..100 {
+    for () in e2e::polls() {
         let dump = api.dump().await?;
         if let Some(line) = usage_lines(&dump).first() {
             logged = Some((*line).to_owned());
@@ -306,7 +308,7 @@ async fn a_client_that_leaves_mid_stream_is_billed_the_reported_usage(backend: B
     events.next().await.ok_or("a first chunk")??;
     drop(events); // the client goes away after the first chunk
     let mut logged = None;
-    for _ in 0..200 {
+    for () in e2e::polls() {
         if let Some(line) = usage_lines(&api.dump().await?).first() {
             logged = Some((*line).to_owned());
             break;

@@ -65,7 +65,7 @@ async fn requested_export(api: &TestApi, token: &str) -> Res<(Value, Value)> {
     let created: Value = created.json().await?;
     assert_eq!(created["status"], json!("pending"), "built outside the request: {created}");
     let path = format!("/v1/privacy/exports/{}", created["id"].as_str().ok_or("no id")?);
-    for _ in 0..200 {
+    for () in e2e::polls() {
         let view = get_json(api, token, &path).await?;
         if view["status"] != json!("pending") {
             assert_eq!(view["status"], json!("ready"), "{view}");
@@ -73,7 +73,7 @@ async fn requested_export(api: &TestApi, token: &str) -> Res<(Value, Value)> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    Err(format!("export {path} still pending after 10 s").into())
+    Err(format!("export {path} still pending after a minute").into())
 }
 
 async fn get_json(api: &TestApi, token: &str, path: &str) -> Res<Value> {

@@ -375,18 +375,18 @@ async fn refused_submissions_count_so_uniqueness_is_no_oracle(backend: Backend) 
 async fn a_verification_racing_the_closure_leaves_no_claim_behind(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (user, token) = api.signed_in("race-close@example.in").await?;
-    let mut slow = api.state.clone();
-    slow.store = Arc::new(FaultyStore::new(
-        api.state.store.clone(),
-        Fault::DelayTransactions(std::time::Duration::from_millis(700)),
-    ));
+    let mut held = api.state.clone();
+    let gate = Arc::new(e2e::Gate::default());
+    held.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::HoldTransactions(Arc::clone(&gate))));
     let closing = shared::tasks::spawn("test", async move {
-        privacy::close_account(&(&slow).into(), &user, Some(PASSWORD.into())).await
+        privacy::close_account(&(&held).into(), &user, Some(PASSWORD.into())).await
     });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The closure has read everything and waits to commit; the verification commits first.
+    gate.reached().await;
     let verified: Value =
         api.submit_kyc(&token, "RCEPE1234R", &aadhaar_with_check_digit(75_000_000_001)).await?.json().await?;
     assert_eq!(verified["status"], "verified", "{verified}");
+    gate.open();
     closing.await??;
     let dump = api.dump().await?;
     assert_eq!(lines_starting(&dump, "KYCDOC#"), 0, "the numbers stay free for their owner: {dump}");

@@ -223,3 +223,104 @@ async fn dev_process(State(standin): State<StandIn>, headers: HeaderMap) -> Resp
     }
     Json(json!({ "processed": standin.process_refunds().await })).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::StandInConfig;
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    fn standin_with_payment() -> (StandIn, String) {
+        let standin = StandIn::new(StandInConfig {
+            key_id: "rzp_test_unit".into(),
+            key_secret: "unit_key_secret".into(),
+            webhook_secret: "unit_webhook_secret".into(),
+            webhook_url: None,
+        });
+        let payment = Payment {
+            id: "pay_Unit0000000001".into(),
+            entity: "payment".into(),
+            amount: 50_000,
+            currency: "INR".into(),
+            status: "captured".into(),
+            order_id: None,
+            method: Some("card".into()),
+            notes: json!([]),
+            created_at: chrono::Utc::now().timestamp(),
+        };
+        standin.books().payments.insert(payment.id.clone(), payment);
+        (standin, "pay_Unit0000000001".into())
+    }
+
+    async fn refund(standin: &StandIn, payment: &str, key: Option<&str>, body: Value) -> (StatusCode, Value) {
+        use base64::Engine;
+        let auth = base64::engine::general_purpose::STANDARD.encode("rzp_test_unit:unit_key_secret");
+        let mut request = axum::http::Request::post(format!("/v1/payments/{payment}/refund"))
+            .header("authorization", format!("Basic {auth}"))
+            .header("content-type", "application/json");
+        if let Some(key) = key {
+            request = request.header("x-refund-idempotency", key);
+        }
+        let Ok(request) = request.body(Body::from(body.to_string())) else {
+            return (StatusCode::IM_A_TEAPOT, Value::Null);
+        };
+        let Ok(response) = super::super::router(standin.clone()).oneshot(request).await else {
+            return (StatusCode::IM_A_TEAPOT, Value::Null);
+        };
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap_or_default();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn description(answer: &(StatusCode, Value)) -> (StatusCode, String) {
+        (answer.0, answer.1["error"]["description"].as_str().unwrap_or_default().to_owned())
+    }
+
+    #[tokio::test]
+    async fn refunds_follow_razorpays_limits_and_idempotency() {
+        let (standin, payment) = standin_with_payment();
+        let bad = StatusCode::BAD_REQUEST;
+        let extra = refund(&standin, &payment, None, json!({ "amount": 1_000, "reason": "x" })).await;
+        assert_eq!(description(&extra), (bad, "reason is/are not required and should not be sent".into()));
+        let small = refund(&standin, &payment, None, json!({ "amount": 99 })).await;
+        assert_eq!(description(&small), (bad, "The amount must be at least INR 1.00".into()));
+        let over = refund(&standin, &payment, None, json!({ "amount": 50_001 })).await;
+        assert_eq!(description(&over), (bad, "The refund amount provided is greater than amount captured".into()));
+        let short_key = refund(&standin, &payment, Some("short"), json!({ "amount": 1_000 })).await;
+        assert_eq!(short_key.0, bad);
+
+        let first = refund(&standin, &payment, Some("crf_0123456789"), json!({ "amount": 20_000 })).await;
+        assert_eq!((first.0, first.1["status"].clone()), (StatusCode::OK, json!("pending")));
+        let again = refund(&standin, &payment, Some("crf_0123456789"), json!({ "amount": 20_000 })).await;
+        assert_eq!(again.1["id"], first.1["id"], "the same key answers the same refund");
+        let changed = refund(&standin, &payment, Some("crf_0123456789"), json!({ "amount": 30_000 })).await;
+        assert_eq!(
+            description(&changed),
+            (bad, "Different request with the same idempotency key has already been processed.".into())
+        );
+        assert_eq!(standin.refunds_of(&payment).len(), 1);
+
+        standin.books().refunds.set_disputed(&payment, true);
+        let disputed = refund(&standin, &payment, None, json!({})).await;
+        assert_eq!(
+            description(&disputed),
+            (bad, "The refund on this payment is blocked due to ongoing dispute investigation.".into())
+        );
+        standin.books().refunds.set_disputed(&payment, false);
+        let rest = refund(&standin, &payment, None, json!({})).await;
+        assert_eq!((rest.0, rest.1["amount"].clone()), (StatusCode::OK, json!(30_000)), "no amount: the rest");
+        let none_left = refund(&standin, &payment, None, json!({})).await;
+        assert_eq!(description(&none_left), (bad, "The payment has been fully refunded already".into()));
+        assert_eq!(standin.process_refunds().await, 2);
+        assert!(standin.refunds_of(&payment).iter().all(|r| r["status"] == "processed"));
+
+        let (standin, payment) = standin_with_payment();
+        standin.age_payment(&payment, 181);
+        let old = refund(&standin, &payment, None, json!({ "amount": 1_000 })).await;
+        assert_eq!(
+            description(&old),
+            (bad, "Refund is not supported by the bank because the payment is more than 6 months old".into())
+        );
+    }
+}

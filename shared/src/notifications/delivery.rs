@@ -447,8 +447,9 @@ pub async fn redrive_stale<S: ItemStore + ?Sized>(
     let range = SortKeyRange::Between("0".into(), cutoff);
     let stale = Query::new(Table::Main, schema::OUTBOX_PK).range(range).limit(100);
     let mut redriven = 0;
-    for item in store.query(stale).await?.items {
-        if started.elapsed() > budget {
+    for (n, item) in store.query(stale).await?.items.into_iter().enumerate() {
+        // Every run hands back at least one message, however slow the store was to list them.
+        if n > 0 && started.elapsed() > budget {
             break;
         }
         let again = Item { sk: schema::time_sort_key("", now), ..item.clone() };
