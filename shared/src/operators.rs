@@ -85,36 +85,42 @@ impl OperatorCredentials {
 mod tests {
     use super::*;
 
-    const RAVI: &str = "ravi-token-0123456789abcdefghijklmnop";
-    const MEERA: &str = "meera-token-0123456789abcdefghijklmno";
+    /// Tokens made now: a fixed one would be a well-known value, which the check refuses.
+    fn tokens() -> (String, String) {
+        (crate::secrets::random_token(), crate::secrets::random_token())
+    }
 
     #[test]
     fn each_operator_acts_under_their_own_name() -> Result<(), SecretError> {
-        let raw = format!(r#"{{"ravi@inferexai.in": "{RAVI}", "meera@inferexai.in": "{MEERA}"}}"#);
+        let (ravi, meera) = tokens();
+        let (ravi_token, meera_token) = (ravi.as_str(), meera.as_str());
+        let raw = format!(r#"{{"ravi@inferexai.in": "{ravi_token}", "meera@inferexai.in": "{meera_token}"}}"#);
         let operators = OperatorCredentials::parse("the operator tokens", &raw)?;
-        assert_eq!(operators.who(RAVI), Some("ravi@inferexai.in"));
-        assert_eq!(operators.who(MEERA), Some("meera@inferexai.in"));
-        assert_eq!(operators.who("ravi-token-0123456789abcdefghijklmnoX"), None);
+        assert_eq!(operators.who(ravi_token), Some("ravi@inferexai.in"));
+        assert_eq!(operators.who(meera_token), Some("meera@inferexai.in"));
+        assert_eq!(operators.who(&format!("{ravi_token}X")), None);
         assert_eq!(operators.who(""), None);
-        assert!(!format!("{operators:?}").contains(RAVI), "no token in debug output");
+        assert!(!format!("{operators:?}").contains(ravi_token), "no token in debug output");
         Ok(())
     }
 
     #[test]
     fn a_plain_token_is_the_shared_admin_and_weak_ones_stop_the_start() {
-        let shared = OperatorCredentials::parse("t", RAVI).ok();
-        assert_eq!(shared.as_ref().and_then(|s| s.who(RAVI)), Some(SHARED_NAME));
+        let (ravi, meera) = tokens();
+        let (ravi_token, meera_token) = (ravi.as_str(), meera.as_str());
+        let shared = OperatorCredentials::parse("t", ravi_token).ok();
+        assert_eq!(shared.as_ref().and_then(|s| s.who(ravi_token)), Some(SHARED_NAME));
         for bad in [
             r#"{"ravi": "short"}"#.to_owned(),
             r#"{"ravi": "REPLACE_ME_WITH_A_REAL_TOKEN_0123456789"}"#.to_owned(),
-            format!(r#"{{"a b": "{RAVI}"}}"#),
-            format!(r#"{{"ravi": "{RAVI}", "meera": "{RAVI}"}}"#),
+            format!(r#"{{"a b": "{ravi_token}"}}"#),
+            format!(r#"{{"ravi": "{ravi_token}", "meera": "{ravi_token}"}}"#),
             "{}".to_owned(),
             "{not json".to_owned(),
-            format!(r#"{{"ravi": 42, "meera": "{MEERA}"}}"#),
+            format!(r#"{{"ravi": 42, "meera": "{meera_token}"}}"#),
         ] {
             let error = OperatorCredentials::parse("the operator tokens", &bad).err().map(|e| e.to_string());
-            assert!(error.as_ref().is_some_and(|e| !e.contains(RAVI)), "{bad}: {error:?}");
+            assert!(error.as_ref().is_some_and(|e| !e.contains(ravi_token)), "{bad}: {error:?}");
         }
     }
 }

@@ -400,6 +400,13 @@ impl RazorpayClient {
         .await
     }
 
+    /// The payment's refunds (Razorpay answers the last 10 unless asked for more: we ask for 100).
+    pub async fn payment_refunds(&self, payment_id: &str) -> Result<Vec<Refund>, RazorpayError> {
+        let collection: Collection<Refund> =
+            self.send(|base| self.http.get(format!("{base}/v1/payments/{payment_id}/refunds?count=100"))).await?;
+        Ok(collection.items)
+    }
+
     pub async fn refund(&self, refund_id: &str) -> Result<Refund, RazorpayError> {
         self.send(|base| self.http.get(format!("{base}/v1/refunds/{refund_id}"))).await
     }

@@ -292,6 +292,7 @@ pub enum ItemClass {
     DisputeIndex,
     ClosureRefund,
     RefundDue,
+    PaymentIndex,
 }
 
 impl ItemClass {
@@ -312,7 +313,7 @@ impl ItemClass {
             Wallet | WalletRegistry => Rule::FromClosure(Span::Payments),
             LedgerEntry | Topup | TopupIndex | OpenTopup | RazorpayOrder | PaymentCredit | RefundDebit
             | WebhookEvent | PaymentReview | RefundRequest | Dispute | DisputeIndex | PendingAdjustment
-            | ClosureRefund | RefundDue => Rule::FromWrite(Span::Payments),
+            | ClosureRefund | RefundDue | PaymentIndex => Rule::FromWrite(Span::Payments),
             ApiKey | ApiKeySlot => Rule::KeyExpiry,
             UsageLog => Rule::FromWrite(Span::Usage),
             // A closure's unfinished follow-up; deleted as soon as it is done.
@@ -353,6 +354,7 @@ impl ItemClass {
                 prefix::PRIVACY_REQUEST => PrivacyRequest,
                 prefix::EXPORT => DataExport,
                 prefix::CLOSURE_REFUND => ClosureRefund,
+                prefix::PAYMENT_INDEX => PaymentIndex,
                 _ => return None,
             },
             (kind::EMAIL, fixed::EMAIL) => EmailClaim,

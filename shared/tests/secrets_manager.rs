@@ -65,26 +65,28 @@ async fn the_shipped_placeholder_and_malformed_secrets_stop_the_start() -> TestR
 #[tokio::test]
 async fn a_rotated_webhook_secret_verifies_without_a_restart_and_the_old_one_stops() -> TestResult {
     let clock = ManualClock::starting_now();
-    let (client, arn) = secret_with(&keys("first-webhook-secret-0123")).await?;
+    let [first, second, third] = [(); 3].map(|()| shared::secrets::random_token());
+    let (first, second, third) = (first.as_str(), second.as_str(), third.as_str());
+    let (client, arn) = secret_with(&keys(first)).await?;
     let razorpay = RazorpayClient::with_keys(load(&client, &arn, &clock).await?)?;
     let body = br#"{"event":"payment.captured"}"#;
-    assert!(razorpay.verify_webhook(body, &webhook_signature("first-webhook-secret-0123", body)).await);
+    assert!(razorpay.verify_webhook(body, &webhook_signature(first, body)).await);
 
     // Rotation: Razorpay signs with the new secret at once; one early re-read picks it up.
-    client.put_secret_value().secret_id(&arn).secret_string(keys("second-webhook-secret-456")).send().await?;
-    assert!(razorpay.verify_webhook(body, &webhook_signature("second-webhook-secret-456", body)).await);
-    assert!(!razorpay.verify_webhook(body, &webhook_signature("first-webhook-secret-0123", body)).await);
+    client.put_secret_value().secret_id(&arn).secret_string(keys(second)).send().await?;
+    assert!(razorpay.verify_webhook(body, &webhook_signature(second, body)).await);
+    assert!(!razorpay.verify_webhook(body, &webhook_signature(first, body)).await);
 
     // Forged signatures cannot force a re-read more than once per gap: a rotation in between is only seen
     // by the periodic refresh or after the gap.
-    client.put_secret_value().secret_id(&arn).secret_string(keys("third-webhook-secret-7890")).send().await?;
-    assert!(!razorpay.verify_webhook(body, &webhook_signature("third-webhook-secret-7890", body)).await);
+    client.put_secret_value().secret_id(&arn).secret_string(keys(third)).send().await?;
+    assert!(!razorpay.verify_webhook(body, &webhook_signature(third, body)).await);
     clock.advance(EARLY_REREAD_GAP);
-    assert!(razorpay.verify_webhook(body, &webhook_signature("third-webhook-secret-7890", body)).await);
+    assert!(razorpay.verify_webhook(body, &webhook_signature(third, body)).await);
 
     // A rotation to a placeholder is not taken: the last good secret stays.
     client.put_secret_value().secret_id(&arn).secret_string(keys("REPLACE")).send().await?;
     clock.advance(REFRESH_AFTER + Duration::seconds(1));
-    assert_eq!(razorpay.config().await.webhook_secret.expose(), "third-webhook-secret-7890");
+    assert_eq!(razorpay.config().await.webhook_secret.expose(), third);
     Ok(())
 }

@@ -16,6 +16,7 @@ use shared::wallet::WalletStore;
 on_both_stores!(
     a_closed_accounts_money_goes_back_to_its_payment_and_a_chargeback_takes_nothing_more,
     a_refund_request_whose_answer_was_lost_is_asked_again_and_refunds_once,
+    refunds_refused_for_a_while_or_returned_by_the_bank_are_asked_again,
     what_razorpay_cannot_refund_is_paid_out_after_the_dispute_window_and_only_once,
 );
 
@@ -127,38 +128,69 @@ async fn a_closed_accounts_money_goes_back_to_its_payment_and_a_chargeback_takes
     Ok(())
 }
 
-/// The job's call reaches Razorpay, which makes the refund, but the answer is lost (the record still says
-/// "initiated"); Razorpay then fails for a while. Each run asks again with the same idempotency key: one
+/// The job's call reaches Razorpay, which makes the refund, but the answer is lost, and Razorpay then
+/// forgets the idempotency key (its documentation says not how long it keeps them) and fails for a while.
+/// Later runs find the refund Razorpay made (our record's id is its receipt) instead of asking again: one
 /// refund, applied once.
 async fn a_refund_request_whose_answer_was_lost_is_asked_again_and_refunds_once(backend: Backend) -> TestResult {
-    use shared::store::{Query, SortKeyRange, Table, Update};
     let api = TestApi::start_with(backend, operators()).await?;
     let (user, payment) = paid_and_closed(&api, "lostanswer@example.in", 400).await?;
-    jobs::run(&api.state).await?;
-    // As if the process had died right after Razorpay made the refund, before it recorded the answer.
-    let store = api.state.store.as_ref();
-    let records = store
-        .query(Query::new(Table::Main, format!("USER#{user}")).range(SortKeyRange::Prefix("CLOSUREREFUND#".into())))
-        .await?
-        .items;
-    assert_eq!(records.len(), 1);
-    let record = &records[0];
-    let rewound = Update::new(Table::Main, record.pk.clone(), record.sk.clone())
-        .set("state", json!("initiated"))
-        .remove("refund_id");
-    store.update(rewound).await?;
+    api.razorpay.lose_next_refund_answer();
+    let first = jobs::run(&api.state).await?;
+    assert_eq!(first.closure_refunds.refunds_asked, 1, "{first:?}");
+    assert_eq!(api.razorpay.refunds_of(&payment.id).len(), 1, "made, though the answer never came back");
+    assert!(api.dump().await?.contains("\"state\":\"initiated\""), "still unanswered as far as we know");
 
+    api.razorpay.forget_idempotency_keys();
     api.razorpay.set_failing(true);
     let failing = jobs::run(&api.state).await?;
     assert_eq!(failing.closure_refunds.refunds_asked, 0, "nothing new while the first is unanswered");
     api.razorpay.set_failing(false);
     jobs::run(&api.state).await?;
-    assert_eq!(api.razorpay.refunds_of(&payment.id).len(), 1, "the same key got the same refund");
+    assert_eq!(api.razorpay.refunds_of(&payment.id).len(), 1, "found, never asked for a second time");
+    assert!(api.dump().await?.contains("\"state\":\"pending\""));
     assert_eq!(api.razorpay.process_refunds().await, 1);
     // The job sees it processed too (had the webhook been lost): nothing applies twice.
     jobs::run(&api.state).await?;
     let request = request_of(&api, &user).await?;
     assert_eq!((request["amount"].clone(), request["refunding"].clone()), (json!(0), json!(0)), "{request}");
+    assert_eq!(closed_wallet(&api, &user).await?, (0, 0));
+    Ok(())
+}
+
+/// A refusal that can pass (Razorpay's own balance too low) is asked again by a new refund once it passes,
+/// and a refund the bank returns after it was taken (`failed`) makes the money owed again and is asked again:
+/// neither bars the payment, and the request ends paid by Razorpay, never by bank.
+async fn refunds_refused_for_a_while_or_returned_by_the_bank_are_asked_again(backend: Backend) -> TestResult {
+    let api = TestApi::start_with(backend, operators()).await?;
+    let (user, payment) = paid_and_closed(&api, "lowbalance@example.in", 300).await?;
+    let owed = 300 * UNITS_PER_RUPEE;
+    api.razorpay.refuse_refunds(Some("Your account does not have enough balance to carry out the refund operation."));
+    let refused = jobs::run(&api.state).await?;
+    assert_eq!((refused.closure_refunds.refunds_asked, refused.closure_refunds.refunds_refused), (1, 1));
+    let request = request_of(&api, &user).await?;
+    assert_eq!((request["amount"].clone(), request["refunding"].clone()), (json!(owed), json!(0)));
+    let early = payout(&api, &user, owed, "UTR-NOT-YET").await?;
+    expect_error(early, StatusCode::CONFLICT, "payout_not_allowed_yet", None).await?;
+
+    api.razorpay.refuse_refunds(None);
+    assert_eq!(jobs::run(&api.state).await?.closure_refunds.refunds_asked, 1, "asked again");
+    let made = api.razorpay.refunds_of(&payment.id);
+    let refund_id = made.first().and_then(|r| r["id"].as_str()).ok_or("no refund")?.to_owned();
+    assert!(api.razorpay.fail_refund(&refund_id).await, "the bank returns it");
+    let after_failure = jobs::run(&api.state).await?.closure_refunds;
+    assert_eq!((after_failure.refunds_refused, after_failure.refunds_asked), (1, 1), "seen failed, asked once more");
+    assert_eq!(api.razorpay.process_refunds().await, 1);
+    let request = request_of(&api, &user).await?;
+    assert_eq!((request["amount"].clone(), request["refunding"].clone()), (json!(0), json!(0)), "{request}");
+    let sent: i64 = api
+        .razorpay
+        .refunds_of(&payment.id)
+        .iter()
+        .filter(|r| r["status"] == "processed")
+        .filter_map(|r| r["amount"].as_i64())
+        .sum();
+    assert_eq!(sent, 30_000, "exactly what was owed went back, once");
     assert_eq!(closed_wallet(&api, &user).await?, (0, 0));
     Ok(())
 }

@@ -88,7 +88,7 @@ fn billed_after(upstream: &Upstream, skip: usize) -> Res<i64> {
 /// busy machine, a round counts as busy.
 async fn make_busy(api: &TestApi, key: &str, user: &str, body: &Value) -> Res<i64> {
     for _ in 0..10 {
-        let round = join_all((0..BUSY_CALLS_PER_SECOND * 2).map(|_| chat(api, key, body))).await;
+        let round = join_all((0..BUSY_CALLS_PER_SECOND).map(|_| chat(api, key, body))).await;
         for answer in round {
             answer?.error_for_status()?;
         }

@@ -32,6 +32,10 @@ pub(super) struct RefundBooks {
     /// Idempotency key -> (the request's body, the refund's id).
     keys: HashMap<String, (Value, String)>,
     disputed: HashSet<String>,
+    /// The next refund is made but its answer lost (a 502 after the work, as a connection cut would).
+    lose_next_answer: bool,
+    /// Every refund request is refused with this description (Razorpay's balance too low, say).
+    refusing: Option<String>,
 }
 
 impl RefundBooks {
@@ -93,6 +97,36 @@ impl StandIn {
         }
     }
 
+    /// The next refund request is carried out, and its answer lost.
+    pub fn lose_next_refund_answer(&self) {
+        self.books().refunds.lose_next_answer = true;
+    }
+
+    /// Refuses every refund request with Razorpay's `description` (`None`: stop refusing).
+    pub fn refuse_refunds(&self, description: Option<&str>) {
+        self.books().refunds.refusing = description.map(str::to_owned);
+    }
+
+    /// Forgets every idempotency key, as Razorpay may after some time (its documentation says not how long).
+    pub fn forget_idempotency_keys(&self) {
+        self.books().refunds.keys.clear();
+    }
+
+    /// A pending refund fails (the bank returned it), with the `refund.failed` webhook.
+    pub async fn fail_refund(&self, refund_id: &str) -> bool {
+        let failed = {
+            let mut books = self.books();
+            let refund = books.refunds.refunds.iter_mut().find(|r| r["id"] == refund_id && r["status"] == "pending");
+            refund.map(|r| {
+                r["status"] = json!("failed");
+                r.clone()
+            })
+        };
+        let Some(refund) = failed else { return false };
+        self.deliver(&self.webhook("refund.failed", json!({ "refund": { "entity": refund } }))).await;
+        true
+    }
+
     /// The refunds Razorpay holds for a payment (any state).
     pub fn refunds_of(&self, payment_id: &str) -> Vec<Value> {
         self.books().refunds.of(payment_id).cloned().collect()
@@ -114,6 +148,9 @@ impl StandIn {
                     || (StatusCode::INTERNAL_SERVER_ERROR, "Failed to fetch idempotency record".to_owned()),
                 );
             }
+        }
+        if let Some(description) = &books.refunds.refusing {
+            return Err(refused(description));
         }
         let request = body.as_object().ok_or_else(|| refused("The request body is invalid"))?;
         if let Some(extra) = request.keys().find(|k| !FIELDS.contains(&k.as_str())) {
@@ -180,13 +217,16 @@ async fn create_refund(
         return error(StatusCode::BAD_REQUEST, "The request body is invalid");
     };
     let key = headers.get("x-refund-idempotency").and_then(|v| v.to_str().ok());
-    let repeated = key.is_some_and(|k| standin.books().refunds.keys.contains_key(k));
+    let refunds_before = standin.books().refunds.refunds.len();
     match standin.refund_payment(&payment_id, key, &body) {
         Ok(refund) => {
-            if !repeated {
+            if standin.books().refunds.refunds.len() > refunds_before {
                 let payment = standin.books().payments.get(&payment_id).cloned();
                 let payload = json!({ "refund": { "entity": refund }, "payment": { "entity": payment } });
                 standin.deliver(&standin.webhook("refund.created", payload)).await;
+            }
+            if std::mem::take(&mut standin.books().refunds.lose_next_answer) {
+                return error(StatusCode::BAD_GATEWAY, "the answer was lost on its way");
             }
             Json(refund).into_response()
         }

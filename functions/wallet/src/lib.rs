@@ -144,7 +144,8 @@ async fn record_payout(
 ) -> ApiResult<Json<wallet::RefundRequestView>> {
     let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
     let target = (user_id.as_str(), payout.amount);
-    Ok(Json(wallet::record_payout(store, clock, target, &payout.reference, &operator).await?))
+    let context = (clock, state.config.as_ref());
+    Ok(Json(wallet::record_payout(store, context, target, &payout.reference, &operator).await?))
 }
 
 /// Payments recorded for review (operators).

@@ -5,7 +5,8 @@
 //!
 //! Main table, by partition (`pk` / `sk`):
 //! - `USER#<id>` / `PROFILE`, `KYC`, `WALLET`, and the prefixed sort keys `CONSENT#`, `SESSION#`, `LOGIN#`,
-//!   `KYCDECISION#`, `LEDGER#`, `TOPUP#`, `APIKEYSLOT#`, `USAGE#`, `PRIVACYREQ#`, `EXPORT#`, `CLOSUREREFUND#`.
+//!   `KYCDECISION#`, `LEDGER#`, `TOPUP#`, `APIKEYSLOT#`, `USAGE#`, `PRIVACYREQ#`, `EXPORT#`, `CLOSUREREFUND#`,
+//!   `PAYMENT#`.
 //! - `EMAIL#<email>` / `EMAIL`; `SESSION#<hash>` / `SESSION`; `APIKEY#<hash>` / `KEY`.
 //! - `LOGIN#<email>` / `<time>`; `LOGINFAIL#<email>` / `WINDOW`; `KYCSUBMIT#<id>` / `WINDOW`.
 //! - `KYCDOC#<fingerprint>` / `CLAIM`.
@@ -101,6 +102,7 @@ pub mod prefix {
     pub const EXPORT: &str = "EXPORT#";
     pub const PENDING: &str = "PENDING#";
     pub const CLOSURE_REFUND: &str = "CLOSUREREFUND#";
+    pub const PAYMENT_INDEX: &str = "PAYMENT#";
 }
 
 /// Singleton partitions.

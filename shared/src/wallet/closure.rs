@@ -106,7 +106,7 @@ fn refund_move(
             Update::new(Table::Main, REFUND_REQUESTS_PK, user_id)
                 .add("amount", moved)
                 .set("amount_inr", json!(format_inr(existing.amount + moved)))
-                .when(Condition::AttrEquals("amount".into(), json!(existing.amount))),
+                .when(closure_refunds::unchanged(existing)),
         ),
         None => {
             let created = RefundRequest {
@@ -129,8 +129,7 @@ fn refund_move(
     ops.push(request_op);
     if moved > 0 && mark_due {
         // More is owed: the refunds job sends it back to the account's payments as far as Razorpay can.
-        let owed = request.map_or(0, |r| r.amount) + moved;
-        ops.push(WriteOp::Put(closure_refunds::due_put(user_id, owed, expires_at)?));
+        ops.push(WriteOp::Put(closure_refunds::due_put(user_id, expires_at)?));
     }
     Ok(ops)
 }
@@ -223,7 +222,7 @@ pub async fn refund_requests<S: ItemStore + ?Sized>(
 /// changes it: the operator reads it again), so nothing is paid twice or recorded against a changed sum.
 pub async fn record_payout<S: ItemStore + ?Sized>(
     store: &S,
-    clock: &dyn Clock,
+    (clock, config): (&dyn Clock, &Config),
     (user_id, amount): (&str, i64),
     reference: &str,
     operator: &str,
@@ -259,7 +258,12 @@ pub async fn record_payout<S: ItemStore + ?Sized>(
         return Err(changed());
     }
     let payments = closure_refunds::account_payments(store, user_id).await?;
-    payout_allowed(&request, &payments, &closure_refunds::closure_refunds(store, user_id).await?, now)?;
+    let refunds = closure_refunds::closure_refunds(store, user_id).await?;
+    if let Err(refused) = payout_allowed(&request, &payments, &refunds, now) {
+        // An account closed before the refunds job existed may not be marked due yet: it is now.
+        closure_refunds::mark_due(store, config, now, user_id).await?;
+        return Err(refused);
+    }
     let payout = json!({ "amount": amount, "amount_inr": format_inr(amount), "reference": reference, "paid_by": operator, "paid_at": now });
     let update = Update::new(Table::Main, REFUND_REQUESTS_PK, user_id)
         .add("amount", -amount)
@@ -312,7 +316,8 @@ fn payout_allowed(
             format_inr(request.refunding)
         )));
     }
-    if let Some(payment) = closure_refunds::refundable_by_razorpay(payments, refunds, now).first() {
+    let refundable = closure_refunds::refundable_by_razorpay(payments, refunds, now);
+    if let Some(payment) = refundable.first().filter(|_| closure_refunds::razorpay_can_refund(request, &refundable)) {
         return Err(not_yet(format!(
             "payment {} can still be refunded through Razorpay, to where it came from: the refunds job does it",
             payment.payment_id

@@ -382,6 +382,8 @@ fn credit_ops(
             sk: open_sk(topup),
             condition: Condition::Always,
         }),
+        // Every payment of the account, a second one on the same order too (a closed account's refunds).
+        super::closure_refunds::payment_index_put(&topup.user_id, &payment.id, expires_at)?,
     ])
 }
 
