@@ -27,7 +27,7 @@ SECRET_ENV_VARS = re.findall(
     r'"([A-Z_]+)"',
     re.search(
         r"SECRET_ENV_VARS: \[&str; \d+\] = \[(.*?)\];",
-        (ROOT / "shared/src/runtime_secrets.rs").read_text(),
+        (ROOT / "shared/src/runtime_secrets/mod.rs").read_text(),
         re.S,
     ).group(1),
 )
