@@ -32,14 +32,16 @@ build:
 
 ## deploy: build with SAM and deploy the stack to ap-south-1 (samconfig.toml), no prompts, then publish the
 ## dashboard (dashboard/site to its bucket, CloudFront invalidated); AWS credentials are needed from the
-## account check on. Extra `sam deploy` arguments: DEPLOY_ARGS="--parameter-overrides AlarmEmail=ops@example.in".
+## account check on. The alarms' address is required the first time (ALARM_EMAIL=ops@example.in make deploy)
+## and kept in samconfig.toml. Extra `sam deploy` arguments: DEPLOY_ARGS="--parameter-overrides Name=Value".
 # The tool virtualenv comes first: cargo-lambda finds zig through its `python3`.
 deploy: export PATH := $(CURDIR)/.tools/venv/bin:$(CURDIR)/.tools/sam/bin:$(PATH)
 deploy:
+	python3 scripts/alarm-address.py samconfig.toml $(DEPLOY_ARGS) > /dev/null
 	scripts/ensure-deploy-tools.sh sam
 	sam build
 	.tools/sam/bin/python scripts/check-account.py $(DEPLOY_ARGS)
-	sam deploy $(DEPLOY_ARGS)
+	sam deploy $$(python3 scripts/alarm-address.py samconfig.toml $(DEPLOY_ARGS))
 	.tools/sam/bin/python scripts/publish-dashboard.py $(DEPLOY_ARGS)
 
 ## smoke: after a deploy, check the live API: make smoke API_URL=https://... API_KEY=sk-...

@@ -34,6 +34,8 @@ SECRET_ENV_VARS = re.findall(
 # Literal (non-reference) environment values a function may carry: configuration, never credentials.
 PLAIN_ENV_VARS = {"INFEREX_LOG", "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH"}
 ERROR_SHAPE_KEYS = {"type", "code", "message", "param"}
+# The money-path alerts every deployment must turn into alarms (shared::alerts; each one is in its ALL).
+ALERTS = re.findall(r'pub const [A-Z_]+: &str = "([a-z_]+)";', (ROOT / "shared/src/alerts.rs").read_text())
 KEPT_TYPES = {"AWS::DynamoDB::Table", "AWS::KMS::Key", "AWS::SecretsManager::Secret", "AWS::S3::Bucket"}
 # Kept when the stack goes; a failed first create may delete what it made (nothing is in it yet), except
 # the tables, whose deletion protection would stop that rollback.
@@ -351,6 +353,32 @@ def main():
             f"alarms on {table}'s throttling",
         )
     check(watched("AWS/Lambda", "ConcurrentExecutions"), "an alarm on the account's concurrency")
+
+    # Money-path alerts (shared/src/alerts.rs): each counted by a metric filter on the JSON logs and alarmed.
+    filters = of_type("AWS::Logs::MetricFilter")
+    for alert in ALERTS:
+        counting = [
+            f for f in filters.values()
+            if f["Properties"].get("FilterPattern", "").replace(" ", "") == f'{{$.fields.alert="{alert}"}}'
+        ]
+        check(counting, f"the alert {alert} is counted by a metric filter on the functions' logs")
+        for f in counting:
+            group = ref_name(f["Properties"].get("LogGroupName"))
+            check(group in groups, f"{alert}: its metric filter reads a log group of this template ({group})")
+        metrics = {
+            (t.get("MetricNamespace", {}).get("Fn::Sub") if isinstance(t.get("MetricNamespace"), dict) else t.get("MetricNamespace"), t.get("MetricName"))
+            for f in counting for t in f["Properties"].get("MetricTransformations", [])
+        }
+        alarmed = [
+            a for a in alarms.values()
+            if (a["Properties"].get("Namespace", {}).get("Fn::Sub") if isinstance(a["Properties"].get("Namespace"), dict) else a["Properties"].get("Namespace"), a["Properties"].get("MetricName")) in metrics
+            and a["Properties"].get("Threshold") in (0, "0") and a["Properties"].get("ComparisonOperator") == "GreaterThanThreshold"
+        ]
+        check(len(metrics) == 1 and alarmed, f"the alert {alert} raises an alarm at its first occurrence")
+    check(
+        source.get("Parameters", {}).get("AlarmEmail") is not None,
+        "the alarm address is a parameter (make deploy refuses to run without one: scripts/alarm-address.py)",
+    )
 
     # Buckets: private, encrypted, owned by the account, reachable over TLS only.
     policies = of_type("AWS::S3::BucketPolicy")

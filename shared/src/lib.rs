@@ -2,6 +2,7 @@
 //! every Lambda function uses. Handlers in `functions/*` stay thin and call into these modules.
 
 pub mod accounts;
+pub mod alerts;
 pub mod auth;
 pub mod blobs;
 pub mod body;

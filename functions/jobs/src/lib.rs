@@ -76,7 +76,7 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
     match reconciliation {
         Ok(done) => report.reconciliation = done,
         Err(e) => {
-            tracing::error!(error = %e, "reconciliation failed; the sweeper runs anyway");
+            tracing::error!(alert = shared::alerts::JOB_FAILED, error = %e, "reconciliation failed; the sweeper runs anyway");
             report.failed_jobs.push("reconciliation");
         }
     }
@@ -90,21 +90,21 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
     match refunds {
         Ok(done) => report.closure_refunds = done,
         Err(e) => {
-            tracing::error!(error = %e, "closed accounts' refunds failed; the other jobs run anyway");
+            tracing::error!(alert = shared::alerts::JOB_FAILED, error = %e, "closed accounts' refunds failed; the other jobs run anyway");
             report.failed_jobs.push("closure_refunds");
         }
     }
     match shared::wallet::holds::sweep_stale_holds(store, clock, &state.config, STALE_HOLD_AFTER, SWEEP_BUDGET).await {
         Ok(done) => report.stale_holds = done,
         Err(e) => {
-            tracing::error!(error = %e, "the stale-hold sweep failed");
+            tracing::error!(alert = shared::alerts::JOB_FAILED, error = %e, "the stale-hold sweep failed");
             report.failed_jobs.push("stale_holds");
         }
     }
     match shared::privacy::finish_pending_closures(&state.into(), CLOSURES_BUDGET).await {
         Ok(finished) => report.closures_finished = finished,
         Err(e) => {
-            tracing::error!(error = %e, "the closure follow-up failed");
+            tracing::error!(alert = shared::alerts::JOB_FAILED, error = %e, "the closure follow-up failed");
             report.failed_jobs.push("closures");
         }
     }
@@ -112,14 +112,14 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
     match notices.await {
         Ok(done) => report.policy_notices = done,
         Err(e) => {
-            tracing::error!(error = %e, "the policy update notice failed");
+            tracing::error!(alert = shared::alerts::JOB_FAILED, error = %e, "the policy update notice failed");
             report.failed_jobs.push("policy_notices");
         }
     }
     match shared::notifications::delivery::redrive_stale(store, clock.now(), REDRIVE_BUDGET).await {
         Ok(redriven) => report.mail_redriven = redriven,
         Err(e) => {
-            tracing::error!(error = %e, "the outbox redrive failed");
+            tracing::error!(alert = shared::alerts::JOB_FAILED, error = %e, "the outbox redrive failed");
             report.failed_jobs.push("mail_redrive");
         }
     }

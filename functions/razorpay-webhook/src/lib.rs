@@ -28,7 +28,10 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     let razorpay = state.razorpay()?;
     let signature = header(&headers, "x-razorpay-signature").unwrap_or_default();
     if !razorpay.verify_webhook(&body, signature).await {
-        tracing::warn!("webhook with a bad or missing signature refused");
+        tracing::warn!(
+            alert = shared::alerts::WEBHOOK_SIGNATURE_INVALID,
+            "webhook with a bad or missing signature refused"
+        );
         return Err(ApiError::invalid(
             "invalid_signature",
             "X-Razorpay-Signature",

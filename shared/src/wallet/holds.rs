@@ -499,7 +499,7 @@ fn charge_in_full(hold: &Hold, cost: i64, usage: &mut UsageRecord) -> i64 {
     if usage.over_hold > 0 {
         // Nothing the provider bills is forgiven, but a report above the bound means the bound is wrong.
         tracing::error!(
-            alert = "usage_over_hold",
+            alert = crate::alerts::USAGE_OVER_HOLD,
             user_id = %hold.user_id,
             request_id = %usage.id,
             hold = hold.amount,
@@ -861,7 +861,7 @@ async fn sweep_leases<S: ItemStore + ?Sized>(
         }
         match returned {
             Ok(None) => {
-                tracing::warn!(%user_id, lease_id, calls = ended.len(), "stale lease reconciled");
+                tracing::warn!(alert = crate::alerts::SETTLED_BY_SWEEPER, %user_id, lease_id, calls = ended.len(), "stale lease reconciled");
                 report.leases += 1;
             }
             Ok(Some(other)) => tracing::error!(%user_id, lease_id, other, "stale lease reserves more than its record"),
@@ -974,7 +974,7 @@ async fn sweep_wallet<S: ItemStore + ?Sized>(
         // One wallet that cannot be settled now is tried again next run; the others go on.
         match settle(store, &hints, &hold, cost, usage, expiry, deadline).await {
             Ok(charged) => {
-                tracing::warn!(%user_id, hold_id = %id, cost = charged.cost, estimated = charged.estimated, "stale hold charged");
+                tracing::warn!(alert = crate::alerts::SETTLED_BY_SWEEPER, %user_id, hold_id = %id, cost = charged.cost, estimated = charged.estimated, "stale hold charged");
                 report.charged += 1;
             }
             Err(e) => tracing::error!(%user_id, hold_id = %id, error = %e, "stale hold not charged yet"),
