@@ -242,6 +242,8 @@ pub const UNSUBSCRIBE_LIFETIME: Duration = Duration::days(365);
 pub const KYC_QUEUE_LIFETIME: Duration = Duration::days(365);
 /// The record that an account got a policy notice or a campaign, so a rerun never sends it twice.
 pub const NOTICE_LIFETIME: Duration = Duration::days(400);
+/// The sweeper's saved place: rewritten by every run that meets its budget.
+pub const SWEEP_CURSOR_LIFETIME: Duration = Duration::days(30);
 
 /// Every class of item the system stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -293,6 +295,7 @@ pub enum ItemClass {
     ClosureRefund,
     RefundDue,
     PaymentIndex,
+    SweepCursor,
 }
 
 impl ItemClass {
@@ -326,6 +329,7 @@ impl ItemClass {
             ResetToken => Rule::Lifetime(RESET_TOKEN_LIFETIME),
             UnsubscribeToken => Rule::Lifetime(UNSUBSCRIBE_LIFETIME),
             NoticeSent => Rule::Lifetime(NOTICE_LIFETIME),
+            SweepCursor => Rule::Lifetime(SWEEP_CURSOR_LIFETIME),
             // Dropped when decided; an entry whose submission changed is skipped, and deleted, when listed.
             KycQueueEntry => Rule::Lifetime(KYC_QUEUE_LIFETIME),
             RateLimit => Rule::RateWindow,
@@ -389,6 +393,7 @@ impl ItemClass {
             (kind::KYC_QUEUE, _) if pk == schema::KYC_QUEUE_PK => KycQueueEntry,
             (kind::DISPUTES, _) if pk == schema::DISPUTES_PK => DisputeIndex,
             (kind::REFUNDS_DUE, _) if pk == schema::REFUNDS_DUE_PK => RefundDue,
+            (kind::SWEEPER, fixed::CURSOR) => SweepCursor,
             _ => return None,
         };
         Some(class)

@@ -46,7 +46,10 @@ async fn jobs_without_razorpays_keys_still_sweep_holds_and_redrive_mail(backend:
     without_keys.razorpay = None;
     let report = jobs::run(&without_keys).await?;
     assert_eq!(report.failed_jobs, vec!["reconciliation", "closure_refunds"], "{report:?}");
-    assert_eq!(report.stale_holds, holds::SweepReport { charged: 1, released: 0, leases: 0, out_of_time: false });
+    assert_eq!(
+        report.stale_holds,
+        holds::SweepReport { wallets: 1, charged: 1, released: 0, leases: 0, out_of_time: false }
+    );
     assert!(report.mail_redriven >= 1, "{report:?}");
     let delivered = api.mail_to("stuck-mail@example.in").await?;
     assert_eq!(delivered.iter().filter(|m| m.kind == "verify_email").count(), 1, "the stuck message, sent once");

@@ -16,7 +16,7 @@
 //! - Singleton partitions: `WALLETS` / `<user id>`; `TOPUPS#OPEN` / `<time>#<id>`; `PAYMENTREVIEW` / `<time>`;
 //!   `REFUNDREQUEST` / `<user id>`; `CLOSURES#PENDING` / `<user id>`; `OUTBOX` / `<time>#<id>`;
 //!   `ACCOUNTS` / `<user id>`; `KYCQUEUE` / `<time>#<user id>`; `DISPUTES` / `<dispute id>`;
-//!   `REFUNDS#DUE` / `<user id>`.
+//!   `REFUNDS#DUE` / `<user id>`; `SWEEPER` / `CURSOR`.
 //! - E-mail: `EMAILTOKEN#<hash>` / `TOKEN`; `RESETTOKEN#<hash>` / `TOKEN`; `UNSUB#<hash>` / `TOKEN`;
 //!   `MAILSENT#<id>` / `SENT`; `SUPPRESS#<email>` / `SUPPRESSED`; `RATE#<what>#<who>` / `WINDOW`;
 //!   `NOTICE#<what>` / `<user id>` (one notice per account and policy version or campaign) and `COMPLETE`.
@@ -61,6 +61,7 @@ pub mod kind {
     pub const KYC_QUEUE: &str = "KYCQUEUE";
     pub const DISPUTES: &str = "DISPUTES";
     pub const REFUNDS_DUE: &str = "REFUNDS";
+    pub const SWEEPER: &str = "SWEEPER";
 }
 
 /// Fixed sort keys.
@@ -85,6 +86,7 @@ pub mod sk {
     pub const SUPPRESSED: &str = "SUPPRESSED";
     /// The run-level marker of a notice: every account has it.
     pub const COMPLETE: &str = "COMPLETE";
+    pub const CURSOR: &str = "CURSOR";
 }
 
 /// Sort-key prefixes of the items kept in a user's partition (and the payment's kept adjustments), each
@@ -120,6 +122,8 @@ pub const KYC_QUEUE_PK: &str = kind::KYC_QUEUE;
 pub const DISPUTES_PK: &str = kind::DISPUTES;
 /// Closed accounts whose refund request may still go back to its payments through Razorpay's refund API.
 pub const REFUNDS_DUE_PK: &str = "REFUNDS#DUE";
+/// The stale-hold sweeper's place in the wallets' registry (`CURSOR`), saved when a run meets its budget.
+pub const SWEEPER_PK: &str = kind::SWEEPER;
 
 fn key(kind: &str, id: &str) -> String {
     format!("{kind}#{id}")

@@ -33,16 +33,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::ledger::{LedgerEntry, LedgerKind, entry_put};
-use super::{CLOSED, WALLET_SK, WALLETS_PK};
+use super::{CLOSED, WALLET_SK};
 use crate::accounts::user_pk;
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
 use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::secrets::random_suffix;
-use crate::store::{Condition, Conditional, Item, ItemStore, Query, StoreError, Table, Update, WriteOp};
+use crate::store::{Condition, Conditional, Item, ItemStore, StoreError, Table, Update, WriteOp};
 use crate::usage::{self, UsageRecord};
 
-const HOLD_PREFIX: &str = "hold_";
+pub(super) const HOLD_PREFIX: &str = "hold_";
 /// Beside each hold: the call it is for (`HeldCall`), and, once known but not yet settled, its usage.
 const HOLD_CALL_PREFIX: &str = "holdcall_";
 const HOLD_USAGE_PREFIX: &str = "holdusage_";
@@ -189,11 +189,11 @@ impl Hold {
         format!("{HOLD_PREFIX}{}", self.id)
     }
 
-    fn call_attr(&self) -> String {
+    pub(super) fn call_attr(&self) -> String {
         format!("{HOLD_CALL_PREFIX}{}", self.id)
     }
 
-    fn usage_attr(&self) -> String {
+    pub(super) fn usage_attr(&self) -> String {
         format!("{HOLD_USAGE_PREFIX}{}", self.id)
     }
 
@@ -640,7 +640,7 @@ pub async fn release<S: ItemStore + ?Sized>(store: &S, user_id: &str, hold_id: &
 }
 
 /// Beside a lease: a call it is serving, recorded for the sweeper (`leasecall_<hold id>`).
-const LEASE_CALL_PREFIX: &str = "leasecall_";
+pub(super) const LEASE_CALL_PREFIX: &str = "leasecall_";
 /// Beside a lease: how many times it was extended (each extension is written once).
 const LEASE_STEP_PREFIX: &str = "leasestep_";
 
@@ -805,205 +805,4 @@ impl LeaseReserve for ReserveAsRead {
     fn abandoned(self: Arc<Self>, _hold_id: &str) {}
 }
 
-/// Reconciles the stale leases on one wallet (created before `cutoff` less a lease's life, so no process
-/// serves a call from them any more): each call on record is charged (with the usage it recorded, or its
-/// whole hold; a call that settled already is charged nothing more), then the rest is given back.
-async fn sweep_leases<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    config: &crate::config::Config,
-    (user_id, item): (&str, &Item),
-    cutoff: &str,
-    report: &mut SweepReport,
-) {
-    for (attr, value) in &item.attrs {
-        let Some(lease_id) = attr.strip_prefix(LEASE_PREFIX) else { continue };
-        let (Some(reserved), true) = (value.as_i64(), lease_id.get(..13).is_some_and(|m| m < cutoff)) else {
-            continue;
-        };
-        let reserve = Arc::new(ReserveAsRead::new(reserved));
-        let mut ended = Vec::new();
-        for (call_attr, call_value) in &item.attrs {
-            let Some(hold_id) = call_attr.strip_prefix(LEASE_CALL_PREFIX) else { continue };
-            let Some(recorded) = serde_json::from_value::<LeaseCall>(call_value.clone()).ok() else { continue };
-            if recorded.lease != lease_id {
-                continue;
-            }
-            ended.push(hold_id.to_owned());
-            let hold = Hold {
-                id: hold_id.to_owned(),
-                user_id: user_id.to_owned(),
-                amount: recorded.amount,
-                balance: item.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0),
-                low_balance_threshold: low_balance_threshold(item),
-                lease: Some(LeaseBacking { id: lease_id.to_owned(), reserve: reserve.clone() }),
-            };
-            let pending: Option<PendingUsage> = self::recorded(item, &hold.usage_attr());
-            let (cost, usage) = match pending {
-                Some(pending) => (pending.cost, pending.usage),
-                None => (recorded.amount, swept_usage(&recorded.call, recorded.amount, clock.now())),
-            };
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            let expiry = expiries(config, clock.now());
-            match settle(store, &BalanceHints::default(), &hold, cost, usage, expiry, deadline).await {
-                Ok(_) => report.charged += 1,
-                Err(e) => {
-                    tracing::error!(%user_id, hold_id, error = %e, "stale lease call not charged yet");
-                    return;
-                }
-            }
-        }
-        let mut returned = return_lease(store, user_id, lease_id, reserve.reserved(), &ended).await;
-        if let Ok(Some(on_wallet)) = returned {
-            // The wallet's figure wins (a settlement counted here may have been another's): the lease is stale,
-            // and a late settlement of one of its calls takes from the available balance.
-            returned = return_lease(store, user_id, lease_id, on_wallet, &ended).await;
-        }
-        match returned {
-            Ok(None) => {
-                tracing::warn!(alert = crate::alerts::SETTLED_BY_SWEEPER, %user_id, lease_id, calls = ended.len(), "stale lease reconciled");
-                report.leases += 1;
-            }
-            Ok(Some(other)) => tracing::error!(%user_id, lease_id, other, "stale lease reserves more than its record"),
-            Err(e) => tracing::error!(%user_id, lease_id, error = %e, "stale lease not returned yet"),
-        }
-    }
-}
-
-/// What the sweeper did with stale holds.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct SweepReport {
-    /// Charged: with the usage their call recorded, or with the whole hold (or found charged already by a
-    /// run racing this one: one usage entry per hold decides).
-    pub charged: usize,
-    /// Given back: holds with no call on record.
-    pub released: usize,
-    /// Leases whose process stopped using them: their calls charged, the rest given back.
-    pub leases: usize,
-    /// The sweep stopped at its time budget; the next run goes on.
-    pub out_of_time: bool,
-}
-
-/// Settles every hold older than `older_than` (more than the inference function can run): their calls
-/// reached the provider and their processes died before settling (see the module notes).
-pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    config: &crate::config::Config,
-    older_than: Duration,
-    budget: std::time::Duration,
-) -> ApiResult<SweepReport> {
-    let started = std::time::Instant::now();
-    let cutoff = format!("{:013}", (clock.now() - older_than).timestamp_millis().max(0));
-    let lease_cutoff = format!("{:013}", (clock.now() - older_than - LEASE_LIFE).timestamp_millis().max(0));
-    let mut report = SweepReport::default();
-    let mut after = None;
-    loop {
-        let page = store.query(Query::new(Table::Main, WALLETS_PK).limit(500).after(after)).await?;
-        for wallet in &page.items {
-            if started.elapsed() >= budget {
-                tracing::warn!("the stale-hold sweep ran out of time; the next run goes on");
-                report.out_of_time = true;
-                return Ok(report);
-            }
-            let user_id = wallet.sk.as_str();
-            let item = match store.get(Table::Main, &user_pk(user_id), WALLET_SK).await {
-                Ok(Some(item)) => item,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::error!(%user_id, error = %e, "wallet not swept this run");
-                    continue;
-                }
-            };
-            sweep_wallet(store, clock, config, (user_id, &item), &cutoff, &mut report).await;
-            sweep_leases(store, clock, config, (user_id, &item), &lease_cutoff, &mut report).await;
-            // A closed account's wallet: what its calls left unused goes to its refund request.
-            if item.attrs.get(CLOSED) == Some(&json!(true))
-                && let Err(e) = super::sync_closed_wallet(store, config, clock, user_id).await
-            {
-                tracing::error!(%user_id, error = %e, "closed wallet not synced with its refund request this run");
-            }
-        }
-        after = page.next;
-        if after.is_none() {
-            return Ok(report);
-        }
-    }
-}
-
-/// Settles the stale holds (placed before `cutoff`, in millis) on one account's wallet item.
-async fn sweep_wallet<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    config: &crate::config::Config,
-    (user_id, item): (&str, &Item),
-    cutoff: &str,
-    report: &mut SweepReport,
-) {
-    let balance = item.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
-    for (attr, value) in &item.attrs {
-        let Some(id) = attr.strip_prefix(HOLD_PREFIX) else { continue };
-        let (Some(amount), true) = (value.as_i64(), id.get(..13).is_some_and(|m| m < cutoff)) else {
-            continue;
-        };
-        let threshold = low_balance_threshold(item);
-        let hold = Hold {
-            id: id.to_owned(),
-            user_id: user_id.to_owned(),
-            amount,
-            balance,
-            low_balance_threshold: threshold,
-            lease: None,
-        };
-        let pending: Option<PendingUsage> = recorded(item, &hold.usage_attr());
-        let call: Option<HeldCall> = recorded(item, &hold.call_attr());
-        let (cost, usage) = match (pending, call) {
-            (Some(pending), _) => (pending.cost, pending.usage),
-            (None, Some(call)) => (amount, swept_usage(&call, amount, clock.now())),
-            (None, None) => {
-                if release(store, user_id, id, amount).await.unwrap_or(false) {
-                    tracing::warn!(%user_id, hold_id = %id, amount, "stale hold with no call released");
-                    report.released += 1;
-                }
-                continue;
-            }
-        };
-        let hints = BalanceHints::default();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let expiry = expiries(config, clock.now());
-        // One wallet that cannot be settled now is tried again next run; the others go on.
-        match settle(store, &hints, &hold, cost, usage, expiry, deadline).await {
-            Ok(charged) => {
-                tracing::warn!(alert = crate::alerts::SETTLED_BY_SWEEPER, %user_id, hold_id = %id, cost = charged.cost, estimated = charged.estimated, "stale hold charged");
-                report.charged += 1;
-            }
-            Err(e) => tracing::error!(%user_id, hold_id = %id, error = %e, "stale hold not charged yet"),
-        }
-    }
-}
-
-/// A record kept on the wallet beside a hold, if present and readable.
-fn recorded<T: serde::de::DeserializeOwned>(wallet: &Item, attr: &str) -> Option<T> {
-    wallet.attrs.get(attr).and_then(|value| serde_json::from_value(value.clone()).ok())
-}
-
-/// The usage entry of a call whose process died before it learned its usage: everything it was allowed.
-fn swept_usage(call: &HeldCall, amount: i64, now: DateTime<Utc>) -> UsageRecord {
-    UsageRecord {
-        id: call.request_id.clone(),
-        key_id: call.key_id.clone(),
-        model: call.model.clone(),
-        // Not known at hold time (and DynamoDB Local refuses empty strings).
-        provider: "unknown".into(),
-        prompt_tokens: call.prompt_tokens,
-        completion_tokens: call.completion_tokens,
-        total_tokens: call.prompt_tokens + call.completion_tokens,
-        cost: amount,
-        latency_ms: 0,
-        ttft_ms: None,
-        status: "settled_by_sweeper".into(),
-        estimated: true,
-        over_hold: 0,
-        created_at: now,
-    }
-}
+pub use super::sweeper::{SweepReport, sweep_stale_holds};

@@ -51,6 +51,7 @@ pub mod holds;
 pub mod leases;
 mod ledger;
 mod reconciliation;
+pub mod sweeper;
 mod topups;
 mod webhook;
 

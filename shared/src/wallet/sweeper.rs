@@ -1,0 +1,299 @@
+//! The stale-hold sweeper: holds and leases left by processes that died before settling are charged what
+//! their calls recorded (or the whole hold) and the rest given back; a closed account's wallet is brought in
+//! step with its refund request.
+//!
+//! It reaches every wallet, however many there are: the wallets' registry is walked a page at a time, the
+//! wallets of a page [`SWEEP_CONCURRENCY`] at a time, and a run that meets its time budget saves where it
+//! stopped (`SWEEPER` / `CURSOR`), so the next run goes on from there and, at the end of the registry, from
+//! its beginning up to where it started. Its time grows with the number of wallets divided by the
+//! concurrency (plus one settlement for each stale hold): see the README's figures.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::holds::{
+    BalanceHints, HOLD_PREFIX, HeldCall, Hold, LEASE_CALL_PREFIX, LEASE_LIFE, LEASE_PREFIX, LeaseBacking, LeaseCall,
+    LeaseReserve, PendingUsage, ReserveAsRead, expiries, low_balance_threshold, release, return_lease, settle,
+};
+use super::{CLOSED, WALLET_SK, WALLETS_PK};
+use crate::accounts::user_pk;
+use crate::clock::Clock;
+use crate::error::ApiResult;
+use crate::store::schema;
+use crate::store::{Condition, Item, ItemStore, Put, Query, Table};
+use crate::usage::UsageRecord;
+
+/// Wallets swept at once.
+pub const SWEEP_CONCURRENCY: usize = 16;
+/// Registry entries read a page at a time; the budget is checked between pages.
+const PAGE: u32 = 200;
+
+/// Reconciles the stale leases on one wallet (created before `cutoff` less a lease's life, so no process
+/// serves a call from them any more): each call on record is charged (with the usage it recorded, or its
+/// whole hold; a call that settled already is charged nothing more), then the rest is given back.
+async fn sweep_leases<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    config: &crate::config::Config,
+    (user_id, item): (&str, &Item),
+    cutoff: &str,
+    report: &mut SweepReport,
+) {
+    for (attr, value) in &item.attrs {
+        let Some(lease_id) = attr.strip_prefix(LEASE_PREFIX) else { continue };
+        let (Some(reserved), true) = (value.as_i64(), lease_id.get(..13).is_some_and(|m| m < cutoff)) else {
+            continue;
+        };
+        let reserve = Arc::new(ReserveAsRead::new(reserved));
+        let mut ended = Vec::new();
+        for (call_attr, call_value) in &item.attrs {
+            let Some(hold_id) = call_attr.strip_prefix(LEASE_CALL_PREFIX) else { continue };
+            let Some(recorded) = serde_json::from_value::<LeaseCall>(call_value.clone()).ok() else { continue };
+            if recorded.lease != lease_id {
+                continue;
+            }
+            ended.push(hold_id.to_owned());
+            let hold = Hold {
+                id: hold_id.to_owned(),
+                user_id: user_id.to_owned(),
+                amount: recorded.amount,
+                balance: item.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0),
+                low_balance_threshold: low_balance_threshold(item),
+                lease: Some(LeaseBacking { id: lease_id.to_owned(), reserve: reserve.clone() }),
+            };
+            let pending: Option<PendingUsage> = self::recorded(item, &hold.usage_attr());
+            let (cost, usage) = match pending {
+                Some(pending) => (pending.cost, pending.usage),
+                None => (recorded.amount, swept_usage(&recorded.call, recorded.amount, clock.now())),
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let expiry = expiries(config, clock.now());
+            match settle(store, &BalanceHints::default(), &hold, cost, usage, expiry, deadline).await {
+                Ok(_) => report.charged += 1,
+                Err(e) => {
+                    tracing::error!(%user_id, hold_id, error = %e, "stale lease call not charged yet");
+                    return;
+                }
+            }
+        }
+        let mut returned = return_lease(store, user_id, lease_id, reserve.reserved(), &ended).await;
+        if let Ok(Some(on_wallet)) = returned {
+            // The wallet's figure wins (a settlement counted here may have been another's): the lease is stale,
+            // and a late settlement of one of its calls takes from the available balance.
+            returned = return_lease(store, user_id, lease_id, on_wallet, &ended).await;
+        }
+        match returned {
+            Ok(None) => {
+                tracing::warn!(alert = crate::alerts::SETTLED_BY_SWEEPER, %user_id, lease_id, calls = ended.len(), "stale lease reconciled");
+                report.leases += 1;
+            }
+            Ok(Some(other)) => tracing::error!(%user_id, lease_id, other, "stale lease reserves more than its record"),
+            Err(e) => tracing::error!(%user_id, lease_id, error = %e, "stale lease not returned yet"),
+        }
+    }
+}
+
+/// What the sweeper did with stale holds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    /// Wallets looked at this run.
+    #[serde(default)]
+    pub wallets: usize,
+    /// Charged: with the usage their call recorded, or with the whole hold (or found charged already by a
+    /// run racing this one: one usage entry per hold decides).
+    pub charged: usize,
+    /// Given back: holds with no call on record.
+    pub released: usize,
+    /// Leases whose process stopped using them: their calls charged, the rest given back.
+    pub leases: usize,
+    /// The sweep stopped at its time budget; the next run goes on.
+    pub out_of_time: bool,
+}
+
+impl SweepReport {
+    fn add(&mut self, other: SweepReport) {
+        self.wallets += other.wallets;
+        self.charged += other.charged;
+        self.released += other.released;
+        self.leases += other.leases;
+    }
+}
+
+/// Settles every hold older than `older_than` (more than the inference function can run): their calls
+/// reached the provider and their processes died before settling (see the module notes).
+pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    config: &crate::config::Config,
+    older_than: Duration,
+    budget: std::time::Duration,
+) -> ApiResult<SweepReport> {
+    let started = std::time::Instant::now();
+    let cutoffs = Cutoffs {
+        holds: format!("{:013}", (clock.now() - older_than).timestamp_millis().max(0)),
+        leases: format!("{:013}", (clock.now() - older_than - LEASE_LIFE).timestamp_millis().max(0)),
+    };
+    let mut report = SweepReport::default();
+    let resumed_at = load_cursor(store).await?;
+    // From where the last run stopped to the end, then from the beginning up to there.
+    let mut after = resumed_at.clone();
+    let mut wrapped = resumed_at.is_none();
+    loop {
+        let page = store.query(Query::new(Table::Main, WALLETS_PK).limit(PAGE).after(after.clone())).await?;
+        let wallets: Vec<&str> = page
+            .items
+            .iter()
+            .map(|w| w.sk.as_str())
+            .take_while(|sk| !wrapped || resumed_at.as_deref().is_none_or(|stop| *sk <= stop))
+            .collect();
+        let reached_start = wallets.len() < page.items.len();
+        let swept: Vec<SweepReport> = futures_util::stream::iter(wallets.iter().copied())
+            .map(|user_id| sweep_one(store, clock, config, user_id, &cutoffs))
+            .buffer_unordered(SWEEP_CONCURRENCY)
+            .collect()
+            .await;
+        swept.into_iter().for_each(|one| report.add(one));
+        after = page.items.last().map(|w| w.sk.clone());
+        if reached_start || (page.next.is_none() && wrapped) {
+            save_cursor(store, clock, None).await?;
+            return Ok(report);
+        }
+        if page.next.is_none() {
+            (wrapped, after) = (true, None);
+        }
+        if started.elapsed() >= budget {
+            tracing::warn!(wallets = report.wallets, "the stale-hold sweep ran out of time; the next run goes on");
+            report.out_of_time = true;
+            save_cursor(store, clock, after).await?;
+            return Ok(report);
+        }
+    }
+}
+
+/// The hold and lease cutoffs (creation millis, zero-padded: ids start so).
+struct Cutoffs {
+    holds: String,
+    leases: String,
+}
+
+/// Sweeps one wallet: its stale holds and leases, and a closed wallet's refund request.
+async fn sweep_one<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    config: &crate::config::Config,
+    user_id: &str,
+    cutoffs: &Cutoffs,
+) -> SweepReport {
+    let mut report = SweepReport { wallets: 1, ..SweepReport::default() };
+    let item = match store.get(Table::Main, &user_pk(user_id), WALLET_SK).await {
+        Ok(Some(item)) => item,
+        Ok(None) => return report,
+        Err(e) => {
+            tracing::error!(%user_id, error = %e, "wallet not swept this run");
+            return report;
+        }
+    };
+    sweep_wallet(store, clock, config, (user_id, &item), &cutoffs.holds, &mut report).await;
+    sweep_leases(store, clock, config, (user_id, &item), &cutoffs.leases, &mut report).await;
+    // A closed account's wallet: what its calls left unused goes to its refund request.
+    if item.attrs.get(CLOSED) == Some(&json!(true))
+        && let Err(e) = super::sync_closed_wallet(store, config, clock, user_id).await
+    {
+        tracing::error!(%user_id, error = %e, "closed wallet not synced with its refund request this run");
+    }
+    report
+}
+
+/// Where the last run stopped, if it ran out of time.
+async fn load_cursor<S: ItemStore + ?Sized>(store: &S) -> ApiResult<Option<String>> {
+    let item = store.get(Table::Main, schema::SWEEPER_PK, schema::sk::CURSOR).await?;
+    Ok(item.and_then(|i| i.attrs.get("after").and_then(Value::as_str).map(str::to_owned)))
+}
+
+async fn save_cursor<S: ItemStore + ?Sized>(store: &S, clock: &dyn Clock, after: Option<String>) -> ApiResult<()> {
+    let cursor = json!({ "after": after, "saved_at": clock.now() });
+    let expires_at = (clock.now() + crate::retention::SWEEP_CURSOR_LIFETIME).timestamp();
+    let item = Item::from_record(schema::SWEEPER_PK, schema::sk::CURSOR, &cursor, Some(expires_at))?;
+    Ok(store.put(Put { table: Table::Main, item, condition: Condition::Always }).await?)
+}
+
+/// Settles the stale holds (placed before `cutoff`, in millis) on one account's wallet item.
+async fn sweep_wallet<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    config: &crate::config::Config,
+    (user_id, item): (&str, &Item),
+    cutoff: &str,
+    report: &mut SweepReport,
+) {
+    let balance = item.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
+    for (attr, value) in &item.attrs {
+        let Some(id) = attr.strip_prefix(HOLD_PREFIX) else { continue };
+        let (Some(amount), true) = (value.as_i64(), id.get(..13).is_some_and(|m| m < cutoff)) else {
+            continue;
+        };
+        let threshold = low_balance_threshold(item);
+        let hold = Hold {
+            id: id.to_owned(),
+            user_id: user_id.to_owned(),
+            amount,
+            balance,
+            low_balance_threshold: threshold,
+            lease: None,
+        };
+        let pending: Option<PendingUsage> = recorded(item, &hold.usage_attr());
+        let call: Option<HeldCall> = recorded(item, &hold.call_attr());
+        let (cost, usage) = match (pending, call) {
+            (Some(pending), _) => (pending.cost, pending.usage),
+            (None, Some(call)) => (amount, swept_usage(&call, amount, clock.now())),
+            (None, None) => {
+                if release(store, user_id, id, amount).await.unwrap_or(false) {
+                    tracing::warn!(%user_id, hold_id = %id, amount, "stale hold with no call released");
+                    report.released += 1;
+                }
+                continue;
+            }
+        };
+        let hints = BalanceHints::default();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let expiry = expiries(config, clock.now());
+        // One wallet that cannot be settled now is tried again next run; the others go on.
+        match settle(store, &hints, &hold, cost, usage, expiry, deadline).await {
+            Ok(charged) => {
+                tracing::warn!(alert = crate::alerts::SETTLED_BY_SWEEPER, %user_id, hold_id = %id, cost = charged.cost, estimated = charged.estimated, "stale hold charged");
+                report.charged += 1;
+            }
+            Err(e) => tracing::error!(%user_id, hold_id = %id, error = %e, "stale hold not charged yet"),
+        }
+    }
+}
+
+/// A record kept on the wallet beside a hold, if present and readable.
+fn recorded<T: serde::de::DeserializeOwned>(wallet: &Item, attr: &str) -> Option<T> {
+    wallet.attrs.get(attr).and_then(|value| serde_json::from_value(value.clone()).ok())
+}
+
+/// The usage entry of a call whose process died before it learned its usage: everything it was allowed.
+fn swept_usage(call: &HeldCall, amount: i64, now: DateTime<Utc>) -> UsageRecord {
+    UsageRecord {
+        id: call.request_id.clone(),
+        key_id: call.key_id.clone(),
+        model: call.model.clone(),
+        // Not known at hold time (and DynamoDB Local refuses empty strings).
+        provider: "unknown".into(),
+        prompt_tokens: call.prompt_tokens,
+        completion_tokens: call.completion_tokens,
+        total_tokens: call.prompt_tokens + call.completion_tokens,
+        cost: amount,
+        latency_ms: 0,
+        ttft_ms: None,
+        status: "settled_by_sweeper".into(),
+        estimated: true,
+        over_hold: 0,
+        created_at: now,
+    }
+}
