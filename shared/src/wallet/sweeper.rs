@@ -3,7 +3,7 @@
 //! step with its refund request.
 //!
 //! It reaches every wallet, however many there are: the wallets' registry is walked a page at a time, the
-//! wallets of a page [`SWEEP_CONCURRENCY`] at a time, and a run that meets its time budget saves where it
+//! wallets of a page in groups of [`SWEEP_CONCURRENCY`] at once, and a run that meets its time budget saves where it
 //! stopped (`SWEEPER` / `CURSOR`), so the next run goes on from there and, at the end of the registry, from
 //! its beginning up to where it started. Its time grows with the number of wallets divided by the
 //! concurrency (plus one settlement for each stale hold): see the README's figures.
@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use futures_util::StreamExt;
+use futures_util::future::join_all;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -151,12 +151,10 @@ pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
             .take_while(|sk| !wrapped || resumed_at.as_deref().is_none_or(|stop| *sk <= stop))
             .collect();
         let reached_start = wallets.len() < page.items.len();
-        let swept: Vec<SweepReport> = futures_util::stream::iter(wallets.iter().copied())
-            .map(|user_id| sweep_one(store, clock, config, user_id, &cutoffs))
-            .buffer_unordered(SWEEP_CONCURRENCY)
-            .collect()
-            .await;
-        swept.into_iter().for_each(|one| report.add(one));
+        for group in wallets.chunks(SWEEP_CONCURRENCY) {
+            let swept = join_all(group.iter().map(|user_id| sweep_one(store, clock, config, user_id, &cutoffs))).await;
+            swept.into_iter().for_each(|one| report.add(one));
+        }
         after = page.items.last().map(|w| w.sk.clone());
         if reached_start || (page.next.is_none() && wrapped) {
             save_cursor(store, clock, None).await?;
