@@ -144,6 +144,8 @@ pub struct Gateway {
     balances: Arc<BalanceHints>,
     /// Busy accounts' budget leases: their calls' holds come from memory, not the store.
     leases: Leases,
+    /// Whether calls may be served from leases (see [`Gateway::one_call_at_a_time`]).
+    leases_on: bool,
 }
 
 impl Gateway {
@@ -163,7 +165,17 @@ impl Gateway {
             uses: Mutex::new(HashMap::new()),
             balances: Arc::default(),
             leases: Leases::default(),
+            leases_on: true,
         })
+    }
+
+    /// For a process that serves one call at a time and is frozen between calls (a Lambda instance): no
+    /// leases, so it reserves nothing but its current call's hold. A lease would stay reserved while the
+    /// instance sleeps (minutes, or for ever), and a few frozen instances' leases would refuse calls the
+    /// balance covers; one call at a time, a lease saves nothing anyway.
+    pub fn one_call_at_a_time(mut self) -> Self {
+        self.leases_on = false;
+        self
     }
 
     /// Shortens the key cache's lifetime (tests of revocation).
@@ -795,10 +807,15 @@ pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepa
         prompt_tokens: prepared.prompt_bound,
         completion_tokens: prepared.max_tokens,
     };
-    let hold = gateway
-        .leases
-        .hold(&state.store, &state.clock, balances, &owner.user_id, prepared.max_cost(), &held_call)
-        .await?;
+    let hold = if gateway.leases_on {
+        gateway
+            .leases
+            .hold(&state.store, &state.clock, balances, &owner.user_id, prepared.max_cost(), &held_call)
+            .await?
+    } else {
+        let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+        holds::place_call_hold(store, clock, balances, &owner.user_id, prepared.max_cost().max(1), &held_call).await?
+    };
     let attempt = match forward(gateway, &prepared).await {
         Ok(attempt) => attempt,
         Err(e) => {

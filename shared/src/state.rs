@@ -191,7 +191,9 @@ impl AppState {
         }
         if let Some(arn) = var::<String>("PROVIDER_KEYS_SECRET_ARN")? {
             let providers = crate::inference::Providers::from_secret(source(arn), Arc::clone(&clock)).await?;
-            state = state.with_gateway(crate::inference::Gateway::new(crate::catalog::Catalog::builtin()?, providers)?);
+            // A Lambda instance serves one call at a time and sleeps between calls: no leases.
+            let gateway = crate::inference::Gateway::new(crate::catalog::Catalog::builtin()?, providers)?;
+            state = state.with_gateway(gateway.one_call_at_a_time());
         }
         if let Some(bucket) = var::<String>("INFEREX_BLOB_BUCKET")? {
             state = state.with_blobs(Arc::new(S3Blobs::new(aws_sdk_s3::Client::new(&aws), bucket)));

@@ -31,6 +31,7 @@ on_both_stores!(
     lost_answers_on_every_lease_write_charge_once_and_leave_nothing_held,
     a_lease_left_by_a_dead_process_is_charged_its_recorded_calls_and_the_rest_returned,
     a_keeper_that_cannot_give_its_lease_back_leaves_it_to_the_sweeper,
+    an_instance_serving_one_call_at_a_time_reserves_only_its_calls_hold,
 );
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -471,5 +472,36 @@ async fn a_keeper_that_cannot_give_its_lease_back_leaves_it_to_the_sweeper(backe
     assert_eq!(jobs::run(&api.state).await?.stale_holds, holds::SweepReport::default(), "reconciled once");
     assert_eq!(api.held_and_leased(&user).await?, (0, 0));
     assert_eq!(api.ledger_checked_balance(&user).await?, charged, "the sweeper charged nothing more");
+    Ok(())
+}
+
+/// A Lambda instance serves one call at a time and is frozen between calls: its gateway takes no lease, so
+/// whatever its account's pace, it reserves its current call's hold and nothing more (a lease would stay
+/// reserved while the instance sleeps, and a few sleeping instances would refuse calls the balance covers).
+async fn an_instance_serving_one_call_at_a_time_reserves_only_its_calls_hold(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, key) = customer(&api, "instance@example.in", 100).await?;
+    let gateway =
+        inference::Gateway::new(Catalog::builtin()?, api.state.gateway()?.providers.clone())?.one_call_at_a_time();
+    let context: CallContext = (&api.state).into();
+    let owner = gateway.authenticate(&context, Some(&key)).await?;
+    let body = chat_body("llama-3.1-8b", json!({ "max_tokens": 64 }));
+    // Far busier than a lease needs, one call after another as an instance serves them, then a burst.
+    for n in 0..BUSY_CALLS_PER_SECOND * 4 {
+        let prepared = inference::prepare(&gateway, Endpoint::ChatCompletions, body.clone(), format!("req_one_{n}"))?;
+        inference::call(&context, &gateway, owner.clone(), prepared).await?;
+        assert_eq!(api.held_and_leased(&user).await?, (0, 0), "nothing stays reserved between calls");
+    }
+    let burst = join_all((0..8).map(|n| {
+        let prepared = inference::prepare(&gateway, Endpoint::ChatCompletions, body.clone(), format!("req_burst_{n}"));
+        let (context, gateway, owner) = (&context, &gateway, owner.clone());
+        async move { inference::call(context, gateway, owner, prepared?).await.map(|_| ()) }
+    }))
+    .await;
+    assert!(burst.iter().all(Result::is_ok), "{burst:?}");
+    assert_eq!(gateway.leases_opened(), 0);
+    assert_eq!(api.held_and_leased(&user).await?, (0, 0));
+    assert!(!api.dump().await?.contains("lease_"), "no lease was ever written");
+    assert_eq!(100 * UNITS_PER_RUPEE - api.ledger_checked_balance(&user).await?, billed(&api.cerebras)?);
     Ok(())
 }
