@@ -32,6 +32,7 @@ on_both_stores!(
     a_lease_left_by_a_dead_process_is_charged_its_recorded_calls_and_the_rest_returned,
     a_keeper_that_cannot_give_its_lease_back_leaves_it_to_the_sweeper,
     an_instance_serving_one_call_at_a_time_reserves_only_its_calls_hold,
+    a_dispute_that_leaves_the_account_owing_stops_its_lease,
 );
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -354,7 +355,11 @@ async fn a_lease_left_by_a_dead_process_is_charged_its_recorded_calls_and_the_re
     api.clock.advance(Duration::seconds(2));
     let report = jobs::run(&api.state).await?.stale_holds;
     assert_eq!((report.leases, report.charged), (1, 3), "{report:?}");
-    assert_eq!(jobs::run(&api.state).await?.stale_holds, holds::SweepReport::default(), "reconciled once");
+    assert_eq!(
+        jobs::run(&api.state).await?.stale_holds,
+        holds::SweepReport { wallets: 1, ..Default::default() },
+        "reconciled once"
+    );
     let expected = 100 * UNITS_PER_RUPEE - UNITS_PER_RUPEE - UNITS_PER_RUPEE / 2 - 4 * UNITS_PER_RUPEE;
     assert_eq!(api.ledger_checked_balance(&user).await?, expected);
     assert_eq!(api.held_and_leased(&user).await?, (0, 0));
@@ -469,7 +474,11 @@ async fn a_keeper_that_cannot_give_its_lease_back_leaves_it_to_the_sweeper(backe
     assert_eq!(jobs::run(&api.state).await?.stale_holds.leases, 0, "not while a call could still run on it");
     api.clock.advance(holds::LEASE_LIFE + jobs::STALE_HOLD_AFTER + Duration::seconds(1));
     assert_eq!(jobs::run(&api.state).await?.stale_holds.leases, 1);
-    assert_eq!(jobs::run(&api.state).await?.stale_holds, holds::SweepReport::default(), "reconciled once");
+    assert_eq!(
+        jobs::run(&api.state).await?.stale_holds,
+        holds::SweepReport { wallets: 1, ..Default::default() },
+        "reconciled once"
+    );
     assert_eq!(api.held_and_leased(&user).await?, (0, 0));
     assert_eq!(api.ledger_checked_balance(&user).await?, charged, "the sweeper charged nothing more");
     Ok(())
@@ -503,5 +512,37 @@ async fn an_instance_serving_one_call_at_a_time_reserves_only_its_calls_hold(bac
     assert_eq!(api.held_and_leased(&user).await?, (0, 0));
     assert!(!api.dump().await?.contains("lease_"), "no lease was ever written");
     assert_eq!(100 * UNITS_PER_RUPEE - api.ledger_checked_balance(&user).await?, billed(&api.cerebras)?);
+    Ok(())
+}
+
+/// A chargeback opened on a busy account's payment holds the disputed amount and leaves it owing (its available
+/// balance below zero): no new call may start. The lease stops at the first settlement that sees it (that
+/// call, already running, is charged), so the next call gets its own hold and the exact 402.
+async fn a_dispute_that_leaves_the_account_owing_stops_its_lease(backend: Backend) -> TestResult {
+    let api = TestApi::start_with(backend, small_topups()).await?;
+    let (user, token) = api.verified_user("owing@example.in").await?;
+    let payment = api.fund(&token, 1).await?;
+    let key = api.create_key(&token, "leases").await?;
+    let body = chat_body("llama-3.1-8b", json!({ "max_tokens": 64 }));
+    make_busy(&api, &key, &user, &body).await?;
+    let dispute = api.razorpay.dispute_webhook(&payment, "disp_OwingLease001", "payment.dispute.created", 100);
+    assert_eq!(api.razorpay.deliver(&dispute).await, Some(200));
+    assert!(api.state.store.wallet(&user).await?.available < 0, "the account owes");
+    // The lease still believes in its reserve: the call it serves is charged, and its settlement stops it.
+    assert_eq!(chat(&api, &key, &body).await?.status(), StatusCode::OK);
+    for _ in 0..3 {
+        assert_eq!(chat(&api, &key, &body).await?.status(), StatusCode::PAYMENT_REQUIRED, "no new call starts");
+    }
+    // The stopped lease goes back (its keeper, idle); what stays held is the dispute's.
+    let mut held = (0, -1);
+    for () in e2e::polls() {
+        held = api.held_and_leased(&user).await?;
+        if held.1 == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(held, (UNITS_PER_RUPEE, 0), "only the dispute is held");
+    assert_eq!(UNITS_PER_RUPEE - api.ledger_checked_balance(&user).await?, billed(&api.cerebras)?);
     Ok(())
 }

@@ -382,7 +382,8 @@ pub async fn settle<S: ItemStore + ?Sized>(
     let mut lease_reserve = hold.lease.as_ref().map(|lease| lease.reserve.reserved());
     // The wallet as the settlement expects it besides the balance: its alert threshold, and (for a lease,
     // which learns nothing else from the wallet while it serves) that it is open.
-    let mut expected = Expected { threshold: hold.low_balance_threshold, open: hold.lease.is_some() };
+    let leased = hold.lease.is_some();
+    let mut expected = Expected { threshold: hold.low_balance_threshold, open: leased, solvent: leased };
     let mut backoff: Option<std::time::Duration> = None;
     let mut recorded = false;
     let mut conflicts = 0u32;
@@ -449,11 +450,13 @@ pub async fn settle<S: ItemStore + ?Sized>(
                     if on_wallet.is_none() {
                         lease.reserve.retire();
                     }
-                    if current.attrs.get(CLOSED) == Some(&json!(true)) {
-                        // The call is charged all the same; the lease serves no other.
+                    if stops_leases(&current) {
+                        // The call is charged all the same; the lease serves no other (a closed account, or
+                        // a dispute that took the available balance below zero: no new call starts).
                         lease.reserve.retire();
-                        expected.open = false;
+                        expected.open = current.attrs.get(CLOSED) != Some(&json!(true));
                     }
+                    expected.solvent = false;
                 } else if !current.attrs.contains_key(&hold.attr()) {
                     // Settled already, by the sweeper (a call with a record) or released (one without):
                     // either way that decision stands, and charging again would charge twice.
@@ -482,12 +485,22 @@ pub async fn settle<S: ItemStore + ?Sized>(
     }
 }
 
+/// Whether a wallet stops its leases from serving new calls: closed, or owing (a dispute or a refund took
+/// its available balance below zero, and no new call may start until a top-up covers it).
+pub fn stops_leases(wallet: &Item) -> bool {
+    wallet.attrs.get(CLOSED) == Some(&json!(true))
+        || wallet.attrs.get("available").and_then(Value::as_i64).is_some_and(|available| available < 0)
+}
+
 /// What a settlement expects of the wallet besides its balance.
 #[derive(Debug, Clone, Copy)]
 struct Expected {
     threshold: i64,
     /// Not closed (checked for leases only).
     open: bool,
+    /// Nothing owed: the available balance is not below zero (checked for leases only, until the wallet
+    /// was read: a settlement that finds it owing stops the lease, then commits regardless).
+    solvent: bool,
 }
 
 /// What a settlement charges: the provider's cost in full (never below zero), noted on the usage record with
@@ -533,6 +546,9 @@ fn settlement_ops(
     ];
     if expected.open {
         conditions.push(Condition::AttrAbsentOrEquals(CLOSED.into(), json!(false)));
+    }
+    if expected.solvent {
+        conditions.push(Condition::AttrAtLeast("available".into(), 0));
     }
     let wallet =
         Update::new(Table::Main, user_pk(&hold.user_id), WALLET_SK).add("balance", -charge).remove(&hold.usage_attr());

@@ -33,7 +33,6 @@ use crate::accounts::user_pk;
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
 use crate::store::{ItemStore, StoreError, Table, schema};
-use serde_json::json;
 
 /// Calls an account starts in this process within a second that make it busy enough for a lease.
 pub const BUSY_CALLS_PER_SECOND: u32 = 4;
@@ -551,7 +550,7 @@ impl Lease {
                 Step::Wait(wait) => tokio::time::sleep(wait).await,
                 Step::Check => match self.store.get(Table::Main, &user_pk(&self.user_id), schema::sk::WALLET).await {
                     Ok(Some(wallet)) if wallet.attrs.contains_key(&holds::lease_attr(&self.id)) => {
-                        if wallet.attrs.get(super::CLOSED) == Some(&json!(true)) {
+                        if holds::stops_leases(&wallet) {
                             self.retire_only();
                         }
                         failures = 0;
