@@ -245,6 +245,12 @@ impl Gateway {
         self.leases.running(user_id)
     }
 
+    /// A graceful shutdown: the leases go back now rather than wait for the sweeper (see
+    /// `Leases::return_all`); returns how many are left for it.
+    pub async fn return_leases(&self, patience: Duration) -> usize {
+        self.leases.return_all(patience).await
+    }
+
     /// How many budget leases this process has opened.
     pub fn leases_opened(&self) -> usize {
         self.leases.opened()

@@ -33,6 +33,7 @@ on_both_stores!(
     a_keeper_that_cannot_give_its_lease_back_leaves_it_to_the_sweeper,
     an_instance_serving_one_call_at_a_time_reserves_only_its_calls_hold,
     a_dispute_that_leaves_the_account_owing_stops_its_lease,
+    a_graceful_shutdown_gives_the_leases_back_at_once,
 );
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -544,5 +545,19 @@ async fn a_dispute_that_leaves_the_account_owing_stops_its_lease(backend: Backen
     }
     assert_eq!(held, (UNITS_PER_RUPEE, 0), "only the dispute is held");
     assert_eq!(UNITS_PER_RUPEE - api.ledger_checked_balance(&user).await?, billed(&api.cerebras)?);
+    Ok(())
+}
+
+/// A process that stops gracefully (make run on Ctrl-C or SIGTERM) gives its leases back before it exits,
+/// rather than leave them reserved for the sweeper, minutes later.
+async fn a_graceful_shutdown_gives_the_leases_back_at_once(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, key) = customer(&api, "shutdown@example.in", 100).await?;
+    let leased = make_busy(&api, &key, &user, &chat_body("llama-3.1-8b", json!({ "max_tokens": 64 }))).await?;
+    assert!(leased > 0);
+    let left = api.state.gateway()?.return_leases(std::time::Duration::from_secs(60)).await;
+    assert_eq!(left, 0, "every lease went back");
+    assert_eq!(api.held_and_leased(&user).await?, (0, 0), "nothing is left reserved, no sweeper needed");
+    assert_eq!(100 * UNITS_PER_RUPEE - api.ledger_checked_balance(&user).await?, billed(&api.cerebras)?);
     Ok(())
 }

@@ -163,6 +163,25 @@ impl Leases {
         self.opened.load(Ordering::SeqCst)
     }
 
+    /// A graceful shutdown: every lease stops serving and goes back (its keeper returns it once its running
+    /// calls have ended), waited for up to `patience`. Returns how many are left for the sweeper (a store
+    /// that did not answer in time).
+    pub async fn return_all(&self, patience: Duration) -> usize {
+        let leases: Vec<Arc<Lease>> = self
+            .accounts()
+            .map(|accounts| accounts.values().filter_map(|account| account.lease.clone()).collect())
+            .unwrap_or_default();
+        for lease in &leases {
+            lease.retire_only();
+            lease.kick();
+        }
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline && leases.iter().any(|lease| !lease.returned()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        leases.iter().filter(|lease| !lease.returned()).count()
+    }
+
     fn accounts(&self) -> Option<MutexGuard<'_, HashMap<String, Account>>> {
         self.accounts.lock().ok()
     }
@@ -626,6 +645,11 @@ impl Lease {
         if let Some(mut state) = self.state() {
             state.retired = true;
         }
+    }
+
+    /// Given back (or found gone): it reserves nothing any more.
+    fn returned(&self) -> bool {
+        self.state().is_none_or(|state| state.returned)
     }
 }
 
