@@ -271,6 +271,7 @@ impl Leases {
                         last_check: now,
                         ..LeaseState::default()
                     }),
+                    wake: tokio::sync::Notify::new(),
                 });
                 if let Some(previous) = account.lease.replace(lease.clone()) {
                     previous.retire_and_kick();
@@ -325,6 +326,9 @@ pub struct Lease {
     /// The account's count of calls running on its leases.
     running: Arc<AtomicUsize>,
     state: Mutex<LeaseState>,
+    /// Wakes a keeper that is waiting: a call that starts while it sleeps is recorded [`RECORD_AFTER`]
+    /// later, not when the sleep ends (up to [`CHECK_EVERY`] later, too late for a process killed meanwhile).
+    wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Lease {
@@ -501,11 +505,14 @@ impl Lease {
         }
     }
 
-    /// Starts the keeper unless it runs.
+    /// Starts the keeper, or wakes it if it waits: what changed (a call started, the lease retired) is
+    /// looked at now.
     fn kick(self: &Arc<Self>) {
         let start = self.state().is_some_and(|mut state| !std::mem::replace(&mut state.keeper, true));
         if start {
             crate::tasks::spawn("lease keeper", self.clone().keep());
+        } else {
+            self.wake.notify_one();
         }
     }
 
@@ -566,7 +573,12 @@ impl Lease {
         while failures < KEEPER_ATTEMPTS {
             match self.next_step() {
                 Step::Stop => return,
-                Step::Wait(wait) => tokio::time::sleep(wait).await,
+                Step::Wait(wait) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.wake.notified() => {}
+                    }
+                }
                 Step::Check => match self.store.get(Table::Main, &user_pk(&self.user_id), schema::sk::WALLET).await {
                     Ok(Some(wallet)) if wallet.attrs.contains_key(&holds::lease_attr(&self.id)) => {
                         if holds::stops_leases(&wallet) {
