@@ -14,7 +14,7 @@ use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::razorpay::Refund;
 use crate::store::schema::{self, payment_pk, prefix, refund_pk};
 use crate::store::{Condition, Conditional, Item, ItemStore, Put, Table, Update, WriteOp};
-use crate::wallet::closure::refund_request;
+use crate::wallet::closure::{RefundRequest, refund_request};
 use crate::wallet::ledger::CREDIT_ATTEMPTS;
 use crate::wallet::topups::{CREDIT_SK, CreditOutcome};
 use crate::wallet::{payment_expiry, record_review};
@@ -83,6 +83,25 @@ fn guard_and_notice(
     ])
 }
 
+/// What every processed refund writes (the guard, the notice, its record processed), and the refund request
+/// as read, for the caller's change of it.
+async fn processed_common<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    config: &Config,
+    current: &ClosureRefund,
+    processed: &Refund,
+) -> ApiResult<(RefundRequest, Vec<WriteOp>)> {
+    let request = refund_request(store, &current.user_id).await?;
+    let request =
+        request.ok_or_else(|| ApiError::Internal(format!("the refund request of {} vanished", current.user_id)))?;
+    let mut ops = Vec::from(guard_and_notice(clock, config, current, processed)?);
+    ops.push(WriteOp::Update(
+        current.update().set("state", json!(RefundState::Processed)).set("refund_id", json!(processed.id)),
+    ));
+    Ok((request, ops))
+}
+
 /// The usual case: the request's amount and what is under way both drop by the refund.
 async fn processed_ops<S: ItemStore + ?Sized>(
     store: &S,
@@ -91,14 +110,8 @@ async fn processed_ops<S: ItemStore + ?Sized>(
     current: &ClosureRefund,
     processed: &Refund,
 ) -> ApiResult<Vec<WriteOp>> {
-    let request = refund_request(store, &current.user_id).await?;
-    let request =
-        request.ok_or_else(|| ApiError::Internal(format!("the refund request of {} vanished", current.user_id)))?;
+    let (request, mut ops) = processed_common(store, clock, config, current, processed).await?;
     let units = current.units();
-    let mut ops = Vec::from(guard_and_notice(clock, config, current, processed)?);
-    ops.push(WriteOp::Update(
-        current.update().set("state", json!(RefundState::Processed)).set("refund_id", json!(processed.id)),
-    ));
     ops.push(WriteOp::Update(
         Update::new(Table::Main, schema::REFUND_REQUESTS_PK, &current.user_id)
             .add("amount", -units)
@@ -123,14 +136,8 @@ async fn late_ops<S: ItemStore + ?Sized>(
     current: &ClosureRefund,
     processed: &Refund,
 ) -> ApiResult<Vec<WriteOp>> {
-    let request = refund_request(store, &current.user_id).await?;
-    let request =
-        request.ok_or_else(|| ApiError::Internal(format!("the refund request of {} vanished", current.user_id)))?;
+    let (request, mut ops) = processed_common(store, clock, config, current, processed).await?;
     let owed = request.amount.min(current.units()).max(0);
-    let mut ops = Vec::from(guard_and_notice(clock, config, current, processed)?);
-    ops.push(WriteOp::Update(
-        current.update().set("state", json!(RefundState::Processed)).set("refund_id", json!(processed.id)),
-    ));
     ops.push(WriteOp::Update(
         Update::new(Table::Main, schema::REFUND_REQUESTS_PK, &current.user_id)
             .add("amount", -owed)
