@@ -41,7 +41,7 @@ deploy:
 	scripts/ensure-deploy-tools.sh sam
 	sam build
 	.tools/sam/bin/python scripts/check-account.py $(DEPLOY_ARGS)
-	sam deploy $$(python3 scripts/alarm-address.py samconfig.toml $(DEPLOY_ARGS))
+	.tools/sam/bin/python scripts/alarm-address.py samconfig.toml --deploy $(DEPLOY_ARGS)
 	.tools/sam/bin/python scripts/publish-dashboard.py $(DEPLOY_ARGS)
 
 ## smoke: after a deploy, check the live API: make smoke API_URL=https://... API_KEY=sk-...

@@ -49,11 +49,18 @@ with tempfile.TemporaryDirectory() as folder:
     check(changed.returncode == 0 and "AlarmEmail=oncall@inferexai.in" in config.read_text()
           and "alarms@inferexai.in" not in config.read_text(), "a new address replaces the kept one")
     others = original.replace("[default.deploy.parameters]",
-                              '[default.deploy.parameters]\nparameter_overrides = "StageName=v1"')
+                              '[default.deploy.parameters]\nparameter_overrides="StageName=v1 AlarmEmail=\\"old@inferexai.in\\""')
     config.write_text(others)
+    kept = run(config)
+    check(kept.returncode == 0 and "old@inferexai.in" in kept.stderr, "an address kept in SAM's own quoting is read")
     run(config, email="alarms@inferexai.in")
-    check('parameter_overrides = "StageName=v1 AlarmEmail=alarms@inferexai.in"' in config.read_text(),
-          "other kept overrides stay")
+    check('parameter_overrides = "StageName=v1 AlarmEmail=alarms@inferexai.in"' in config.read_text()
+          and config.read_text().count("parameter_overrides") == 1, "other kept overrides stay, on one line")
+    equals = run(config, "--parameter-overrides=InferenceReservedConcurrency=0")
+    check(equals.stdout.split() == ["--parameter-overrides", "InferenceReservedConcurrency=0",
+                                    "AlarmEmail=alarms@inferexai.in"], f"the --opt=value form too ({equals.stdout.strip()})")
+    backslash = run(config, email="a\\q@inferexai.in")
+    check(backslash.returncode != 0, "an address that would break the file is refused")
 
 steps = subprocess.run(["make", "-n", "deploy"], cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
 first = next((i for i, s in enumerate(steps) if "alarm-address.py" in s), None)

@@ -1,4 +1,5 @@
-//! Money-path anomalies that must reach a person. Each is logged with an `alert` field naming it
+//! Money-path anomalies that must reach a person. Each is logged at error level (so no `INFEREX_LOG` level
+//! the template allows filters it out) with an `alert` field naming it
 //! (`tracing::error!(alert = alerts::USAGE_OVER_HOLD, ...)`); in Lambda the logs are JSON, where the field
 //! reads `$.fields.alert`, and template.yaml turns each name into a CloudWatch metric (a metric filter on
 //! the logs of the functions that can log it) with an alarm on the alarm topic. `check-template.py` reads

@@ -28,7 +28,7 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     let razorpay = state.razorpay()?;
     let signature = header(&headers, "x-razorpay-signature").unwrap_or_default();
     if !razorpay.verify_webhook(&body, signature).await {
-        tracing::warn!(
+        tracing::error!(
             alert = shared::alerts::WEBHOOK_SIGNATURE_INVALID,
             "webhook with a bad or missing signature refused"
         );

@@ -172,8 +172,7 @@ impl Leases {
             .map(|accounts| accounts.values().filter_map(|account| account.lease.clone()).collect())
             .unwrap_or_default();
         for lease in &leases {
-            lease.retire_only();
-            lease.kick();
+            lease.retire_and_kick();
         }
         let deadline = Instant::now() + patience;
         while Instant::now() < deadline && leases.iter().any(|lease| !lease.returned()) {
@@ -442,7 +441,7 @@ impl Lease {
 
     /// After serving a call: the keeper records it, and the lease is topped up when it runs low.
     fn after_take(self: &Arc<Self>, target: i64) {
-        self.kick();
+        self.wake();
         let add = self.state().and_then(|mut state| {
             let free = state.reserved - state.outstanding;
             let may = state.extend_refused_until.is_none_or(|until| Instant::now() >= until);
@@ -485,7 +484,7 @@ impl Lease {
         if let Some(mut state) = self.state() {
             state.retired = true;
         }
-        self.kick();
+        self.wake();
     }
 
     /// Takes the lease's free part out of service (to give it back); returns what it reserved before, and
@@ -505,15 +504,19 @@ impl Lease {
         }
     }
 
-    /// Starts the keeper, or wakes it if it waits: what changed (a call started, the lease retired) is
-    /// looked at now.
+    /// Starts the keeper unless it runs (a call that ended is forgotten at its next write, with others).
     fn kick(self: &Arc<Self>) {
         let start = self.state().is_some_and(|mut state| !std::mem::replace(&mut state.keeper, true));
         if start {
             crate::tasks::spawn("lease keeper", self.clone().keep());
-        } else {
-            self.wake.notify_one();
         }
+    }
+
+    /// Starts the keeper, or wakes it if it waits: what changed (a call started, the lease retired) is looked
+    /// at now, not when its wait ends.
+    fn wake(self: &Arc<Self>) {
+        self.kick();
+        self.wake.notify_one();
     }
 
     fn next_step(&self) -> Step {

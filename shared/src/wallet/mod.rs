@@ -176,7 +176,7 @@ async fn record_review<S: ItemStore + ?Sized>(
     at: DateTime<Utc>,
     details: Value,
 ) -> ApiResult<()> {
-    tracing::warn!(alert = crate::alerts::PAYMENT_REVIEW, details = %details, "payment recorded for review");
+    tracing::error!(alert = crate::alerts::PAYMENT_REVIEW, details = %details, "payment recorded for review");
     let mut record = Map::new();
     record.insert("details".into(), details);
     record.insert("recorded_at".into(), json!(at));

@@ -88,7 +88,7 @@ async fn sweep_leases<S: ItemStore + ?Sized>(
         }
         match returned {
             Ok(None) => {
-                tracing::warn!(alert = crate::alerts::SETTLED_BY_SWEEPER, %user_id, lease_id, calls = ended.len(), "stale lease reconciled");
+                tracing::error!(alert = crate::alerts::SETTLED_BY_SWEEPER, %user_id, lease_id, calls = ended.len(), "stale lease reconciled");
                 report.leases += 1;
             }
             Ok(Some(other)) => tracing::error!(%user_id, lease_id, other, "stale lease reserves more than its record"),
@@ -155,18 +155,20 @@ pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
             let swept = join_all(group.iter().map(|user_id| sweep_one(store, clock, config, user_id, &cutoffs))).await;
             swept.into_iter().for_each(|one| report.add(one));
         }
-        after = page.items.last().map(|w| w.sk.clone());
+        // The store's own next key (a page of expired entries comes back empty but still has one).
+        after = page.next.clone();
         if reached_start || (page.next.is_none() && wrapped) {
             save_cursor(store, clock, None).await?;
             return Ok(report);
         }
         if page.next.is_none() {
-            (wrapped, after) = (true, None);
+            wrapped = true;
         }
+        // Saved after every page: a run stopped before its end (a timeout) loses one page at most.
+        save_cursor(store, clock, after.clone()).await?;
         if started.elapsed() >= budget {
             tracing::warn!(wallets = report.wallets, "the stale-hold sweep ran out of time; the next run goes on");
             report.out_of_time = true;
-            save_cursor(store, clock, after).await?;
             return Ok(report);
         }
     }
@@ -261,8 +263,10 @@ async fn sweep_wallet<S: ItemStore + ?Sized>(
         let expiry = expiries(config, clock.now());
         // One wallet that cannot be settled now is tried again next run; the others go on.
         match settle(store, &hints, &hold, cost, usage, expiry, deadline).await {
+            // Found charged already (another run got there first), or nothing to charge: no alert.
+            Ok(charged) if charged.cost == 0 => report.charged += 1,
             Ok(charged) => {
-                tracing::warn!(alert = crate::alerts::SETTLED_BY_SWEEPER, %user_id, hold_id = %id, cost = charged.cost, estimated = charged.estimated, "stale hold charged");
+                tracing::error!(alert = crate::alerts::SETTLED_BY_SWEEPER, %user_id, hold_id = %id, cost = charged.cost, estimated = charged.estimated, "stale hold charged");
                 report.charged += 1;
             }
             Err(e) => tracing::error!(%user_id, hold_id = %id, error = %e, "stale hold not charged yet"),
