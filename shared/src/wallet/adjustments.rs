@@ -166,6 +166,16 @@ pub(super) fn take_refundable(credit: &Item, paise: i64) -> WriteOp {
     })
 }
 
+/// Gives `paise` back to what a payment may still give back (a refund taken off it was refused). The count
+/// exists by then: the refund's own record took the amount off with [`take_refundable`].
+pub(super) fn give_back_refundable(payment_id: &str, paise: i64) -> WriteOp {
+    WriteOp::Update(
+        Update::new(Table::Main, payment_pk(payment_id), CREDIT_SK)
+            .add(REFUNDABLE, paise)
+            .when(Condition::AttrAtLeast(REFUNDABLE.into(), 0)),
+    )
+}
+
 /// Applies (and then deletes) the refund and dispute events kept for a payment that is now credited. Order
 /// does not matter: each event's effect is decided by the state its own item records.
 pub async fn apply_deferred<S: ItemStore + ?Sized>(

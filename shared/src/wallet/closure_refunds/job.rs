@@ -18,10 +18,9 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ApiResult;
 use crate::razorpay::{NewRefund, REFUND_NOTE, RazorpayClient, RazorpayError, Refund};
-use crate::store::schema::{self, payment_pk};
+use crate::store::schema;
 use crate::store::{Condition, Conditional, Delete, Item, ItemStore, Put, Query, Table, Update, WriteOp};
 use crate::wallet::closure::{RefundRequest, refund_request};
-use crate::wallet::topups::CREDIT_SK;
 use crate::wallet::{payment_expiry, record_review, sync_closed_wallet};
 
 /// Razorpay's refusals that will not change for this payment: it is not asked again.
@@ -259,11 +258,7 @@ impl<S: ItemStore + ?Sized> Refunds<'_, S> {
                     .add(REFUNDING, -refund.units())
                     .when(Condition::AttrAtLeast(REFUNDING.into(), refund.units())),
             ),
-            WriteOp::Update(
-                Update::new(Table::Main, payment_pk(&refund.payment_id), CREDIT_SK)
-                    .add(crate::wallet::adjustments::REFUNDABLE, refund.amount_paise)
-                    .when(Condition::Exists),
-            ),
+            crate::wallet::adjustments::give_back_refundable(&refund.payment_id, refund.amount_paise),
         ];
         if self.store.transact(ops).await.applied()?.is_none() {
             return Ok(());
