@@ -62,6 +62,14 @@ pub struct JobsReport {
     pub failed_jobs: Vec<&'static str>,
 }
 
+impl JobsReport {
+    /// A job that failed as a whole: named in the report, and logged with the alert that pages someone.
+    fn failed(&mut self, error: impl std::fmt::Display, job: &'static str, consequence: &str) {
+        tracing::error!(alert = shared::alerts::JOB_FAILED, job, error = %error, "{consequence}");
+        self.failed_jobs.push(job);
+    }
+}
+
 /// One scheduled run.
 pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
     let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
@@ -75,10 +83,7 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
     };
     match reconciliation {
         Ok(done) => report.reconciliation = done,
-        Err(e) => {
-            tracing::error!(alert = shared::alerts::JOB_FAILED, error = %e, "reconciliation failed; the sweeper runs anyway");
-            report.failed_jobs.push("reconciliation");
-        }
+        Err(e) => report.failed(e, "reconciliation", "reconciliation failed; the sweeper runs anyway"),
     }
     let refunds = match state.razorpay() {
         Ok(razorpay) => {
@@ -89,39 +94,24 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
     };
     match refunds {
         Ok(done) => report.closure_refunds = done,
-        Err(e) => {
-            tracing::error!(alert = shared::alerts::JOB_FAILED, error = %e, "closed accounts' refunds failed; the other jobs run anyway");
-            report.failed_jobs.push("closure_refunds");
-        }
+        Err(e) => report.failed(e, "closure_refunds", "closed accounts' refunds failed; the other jobs run anyway"),
     }
     match shared::wallet::holds::sweep_stale_holds(store, clock, &state.config, STALE_HOLD_AFTER, SWEEP_BUDGET).await {
         Ok(done) => report.stale_holds = done,
-        Err(e) => {
-            tracing::error!(alert = shared::alerts::JOB_FAILED, error = %e, "the stale-hold sweep failed");
-            report.failed_jobs.push("stale_holds");
-        }
+        Err(e) => report.failed(e, "stale_holds", "the stale-hold sweep failed"),
     }
     match shared::privacy::finish_pending_closures(&state.into(), CLOSURES_BUDGET).await {
         Ok(finished) => report.closures_finished = finished,
-        Err(e) => {
-            tracing::error!(alert = shared::alerts::JOB_FAILED, error = %e, "the closure follow-up failed");
-            report.failed_jobs.push("closures");
-        }
+        Err(e) => report.failed(e, "closures", "the closure follow-up failed"),
     }
     let notices = shared::notifications::campaigns::announce_policy(store, &state.config, clock.now(), NOTICES_BUDGET);
     match notices.await {
         Ok(done) => report.policy_notices = done,
-        Err(e) => {
-            tracing::error!(alert = shared::alerts::JOB_FAILED, error = %e, "the policy update notice failed");
-            report.failed_jobs.push("policy_notices");
-        }
+        Err(e) => report.failed(e, "policy_notices", "the policy update notice failed"),
     }
     match shared::notifications::delivery::redrive_stale(store, clock.now(), REDRIVE_BUDGET).await {
         Ok(redriven) => report.mail_redriven = redriven,
-        Err(e) => {
-            tracing::error!(alert = shared::alerts::JOB_FAILED, error = %e, "the outbox redrive failed");
-            report.failed_jobs.push("mail_redrive");
-        }
+        Err(e) => report.failed(e, "mail_redrive", "the outbox redrive failed"),
     }
     tracing::info!(?report, "scheduled jobs finished");
     Ok(report)
