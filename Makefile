@@ -3,11 +3,19 @@
 SHELL := /bin/bash
 LAMBDA_FUNCTIONS := signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy mailer
 
-.PHONY: run test bench build deploy smoke tools clean
+.PHONY: run fleet test bench bench-fleet build deploy smoke tools clean
 
 ## run: build and serve every function's routes locally on the embedded store (no AWS, no network).
 run:
 	cargo run -p dev-server
+
+## fleet: the API as deployed, on INFEREX_ADDR (default 127.0.0.1:8080): every request becomes the API Gateway
+## event template.yaml produces and goes to the real function binaries (built for this machine) through the
+## Lambda runtime API, one invocation per instance, instances frozen between invocations (SIGSTOP), up to
+## INFEREX_FLEET_CONCURRENCY (10) per function; the jobs every INFEREX_FLEET_JOBS_EVERY_SECONDS (900); on
+## DynamoDB Local and moto, with make run's stand-ins. GET /_fleet lists the instances.
+fleet:
+	scripts/fleet.sh
 
 ## test: fmt, clippy, cfn-lint, unit + contract + end-to-end tests on both storage backends.
 test:

@@ -2,6 +2,7 @@
 //! on the embedded store. Used by `make run` and by the end-to-end tests; never deployed.
 
 pub mod dashboard;
+pub mod fleet;
 pub mod mailbox;
 pub mod razorpay_standin;
 pub mod standin_checkout;
