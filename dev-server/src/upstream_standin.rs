@@ -55,6 +55,8 @@ struct Inner {
     latency: Duration,
     /// The newest [`REQUESTS_KEPT`] bodies (a benchmark's millions of calls must not pile up).
     requests: std::collections::VecDeque<Value>,
+    /// Calls it took and would bill (every request but those it failed), all of them.
+    served: u64,
     answer: Answer,
 }
 
@@ -93,7 +95,8 @@ const RENDERED_FIELDS: [&str; 8] =
 
 impl Upstream {
     pub fn new(latency: Duration) -> Self {
-        let inner = Inner { mode: Mode::Normal, latency, requests: Default::default(), answer: Answer::Greeting };
+        let inner =
+            Inner { mode: Mode::Normal, latency, requests: Default::default(), served: 0, answer: Answer::Greeting };
         Self { inner: Arc::new(Mutex::new(inner)) }
     }
 
@@ -115,6 +118,11 @@ impl Upstream {
 
     pub fn set_answer(&self, answer: Answer) {
         self.inner().answer = answer;
+    }
+
+    /// How many calls it took and would bill (a provider bills a call it accepted, answered or not).
+    pub fn served(&self) -> u64 {
+        self.inner().served
     }
 
     /// The bodies received so far.
@@ -218,6 +226,9 @@ async fn answer(upstream: Upstream, body: Value, chat: bool) -> Response {
             inner.requests.pop_front();
         }
         inner.requests.push_back(body.clone());
+        if !matches!(inner.mode, Mode::Fail(_)) {
+            inner.served += 1;
+        }
         (inner.mode, inner.latency)
     };
     // No timer at all for a stand-in that answers at once (a zero sleep still waits for the timer's tick).

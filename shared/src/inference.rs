@@ -18,8 +18,8 @@ use crate::keys::{KeyOwner, KeyStore};
 use crate::runtime_secrets::{self, PROVIDER_KEY, Rotating, SecretSource};
 use crate::secrets::{SecretString, sha256_hex};
 use crate::usage::UsageRecord;
-use crate::wallet::holds::{self, BalanceHints, Hold};
-use crate::wallet::leases::Leases;
+use crate::wallet::metering::Leases;
+use crate::wallet::metering::{self, BalanceHints, Hold};
 
 /// The most keys whose last use a gateway remembers (it writes `last_used_at` at most once a minute each).
 const KEYS_TRACKED: usize = 100_000;
@@ -773,9 +773,10 @@ async fn settle_call(state: &CallContext, facts: CallFacts<'_>, usage: Usage, st
         created_at: state.clock.now(),
     };
     let cost = model.cost(usage.prompt_tokens, usage.completion_tokens);
-    let expiry = holds::expiries(&state.config, state.clock.now());
+    let expiry = metering::expiries(&state.config, state.clock.now());
     let deadline = facts.prepared.settle_deadline();
-    let settled = holds::settle(state.store.as_ref(), facts.balances, facts.hold, cost, record, expiry, deadline).await;
+    let settled =
+        metering::settle(state.store.as_ref(), facts.balances, facts.hold, cost, record, expiry, deadline).await;
     // A call settled gives its hold back to its lease; one that could not stays on the lease's record for
     // the sweeper to charge.
     if let Some(lease) = &facts.hold.lease {
@@ -806,7 +807,7 @@ pub enum Answer {
 pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepared: Prepared) -> ApiResult<Answer> {
     let started = Instant::now();
     let balances = gateway.balances.as_ref();
-    let held_call = holds::HeldCall {
+    let held_call = metering::HeldCall {
         request_id: prepared.request_id.clone(),
         key_id: owner.key_id.clone(),
         model: prepared.model.id.clone(),
@@ -820,8 +821,18 @@ pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepa
             .await?
     } else {
         let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
-        holds::place_call_hold(store, clock, balances, &owner.user_id, prepared.max_cost().max(1), &held_call).await?
+        metering::place_call_hold(store, clock, balances, &owner.user_id, prepared.max_cost().max(1), &held_call)
+            .await?
     };
+    // A hold of its own says while it runs that its call is alive (a lease's keeper records its calls).
+    let beating = hold.lease.is_none().then(|| {
+        crate::wallet::metering::keep_beating(
+            Arc::clone(&state.store),
+            Arc::clone(&state.clock),
+            &hold.user_id,
+            &hold.id,
+        )
+    });
     let attempt = match forward(gateway, &prepared).await {
         Ok(attempt) => attempt,
         Err(e) => {
@@ -857,7 +868,7 @@ pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepa
         Attempt::Streaming { provider, response } => {
             let (tx, rx) = mpsc::channel(64);
             let (state, balances) = (state.clone(), gateway.balances.clone());
-            let call = StreamCall { state, balances, owner, prepared, hold, provider, started };
+            let call = StreamCall { state, balances, owner, prepared, hold, provider, started, beating };
             crate::tasks::spawn("stream relay", relay_stream(call, response, tx));
             Ok(Answer::Stream(rx))
         }
@@ -873,7 +884,7 @@ async fn release_unused(state: &CallContext, hold: &Hold) {
         return;
     }
     for attempt in 0..3u32 {
-        match holds::release(state.store.as_ref(), &hold.user_id, &hold.id, hold.amount).await {
+        match metering::release(state.store.as_ref(), &hold.user_id, &hold.id, hold.amount).await {
             Ok(_) => return,
             Err(e) => {
                 tracing::error!(error = %e, hold_id = %hold.id, attempt, "releasing an unused hold failed");
@@ -892,6 +903,8 @@ struct StreamCall {
     hold: Hold,
     provider: String,
     started: Instant,
+    /// Beats until the settlement is over.
+    beating: Option<crate::wallet::metering::Beating>,
 }
 
 /// What reading a provider's stream has learned so far.
@@ -981,7 +994,7 @@ async fn relay_stream(call: StreamCall, response: reqwest::Response, tx: mpsc::S
         "upstream_error"
     };
     let usage = reading.usage(complete, &call.prepared);
-    let StreamCall { state, balances, owner, prepared, hold, provider, started } = call;
+    let StreamCall { state, balances, owner, prepared, hold, provider, started, beating } = call;
     let facts = CallFacts {
         owner: &owner,
         prepared: &prepared,
@@ -995,6 +1008,7 @@ async fn relay_stream(call: StreamCall, response: reqwest::Response, tx: mpsc::S
         // The hold, and the usage recorded beside it, leave the charge to the sweeper.
         tracing::error!(error = %e, request_id = %prepared.request_id, "stream settlement left to the sweeper");
     }
+    drop(beating);
     if !end.client_gone {
         let last = if complete {
             Bytes::from_static(b"data: [DONE]\n\n")

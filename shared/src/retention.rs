@@ -244,6 +244,8 @@ pub const KYC_QUEUE_LIFETIME: Duration = Duration::days(365);
 pub const NOTICE_LIFETIME: Duration = Duration::days(400);
 /// The sweeper's saved place: rewritten by every run that meets its budget.
 pub const SWEEP_CURSOR_LIFETIME: Duration = Duration::days(30);
+/// A running call's sign of life (`wallet::heartbeats`).
+pub const CALL_BEAT_LIFETIME: Duration = Duration::days(1);
 
 /// Every class of item the system stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -296,6 +298,7 @@ pub enum ItemClass {
     RefundDue,
     PaymentIndex,
     SweepCursor,
+    CallBeat,
 }
 
 impl ItemClass {
@@ -330,6 +333,8 @@ impl ItemClass {
             UnsubscribeToken => Rule::Lifetime(UNSUBSCRIBE_LIFETIME),
             NoticeSent => Rule::Lifetime(NOTICE_LIFETIME),
             SweepCursor => Rule::Lifetime(SWEEP_CURSOR_LIFETIME),
+            // Read only while its call may run (minutes); kept a day, then dropped.
+            CallBeat => Rule::Lifetime(CALL_BEAT_LIFETIME),
             // Dropped when decided; an entry whose submission changed is skipped, and deleted, when listed.
             KycQueueEntry => Rule::Lifetime(KYC_QUEUE_LIFETIME),
             RateLimit => Rule::RateWindow,
@@ -359,6 +364,7 @@ impl ItemClass {
                 prefix::EXPORT => DataExport,
                 prefix::CLOSURE_REFUND => ClosureRefund,
                 prefix::PAYMENT_INDEX => PaymentIndex,
+                prefix::CALL_BEAT => CallBeat,
                 _ => return None,
             },
             (kind::EMAIL, fixed::EMAIL) => EmailClaim,

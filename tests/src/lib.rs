@@ -2,6 +2,8 @@
 //! real loopback socket, over the embedded store or DynamoDB Local, with a controllable clock.
 //! Our own components are never replaced; only time is controlled.
 
+pub mod fleet;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -293,7 +295,7 @@ impl TestApi {
         let leased: i64 = item
             .attrs
             .iter()
-            .filter(|(name, _)| name.starts_with(shared::wallet::holds::LEASE_PREFIX))
+            .filter(|(name, _)| name.starts_with(shared::wallet::metering::LEASE_PREFIX))
             .filter_map(|(_, value)| value.as_i64())
             .sum();
         assert_eq!(number("available"), number("balance") - number("held"), "{item:?}");

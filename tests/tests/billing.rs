@@ -10,7 +10,7 @@ use shared::clock::Clock;
 use shared::money::UNITS_PER_RUPEE;
 use shared::usage::UsageRecord;
 use shared::wallet::WalletStore;
-use shared::wallet::holds::{self, BalanceHints, Hold};
+use shared::wallet::metering::{self, BalanceHints, Hold};
 
 on_both_stores!(
     settlement_charges_the_actual_cost_and_returns_the_rest,
@@ -50,17 +50,17 @@ async fn settle(
     hold: &Hold,
     cost: i64,
 ) -> Result<UsageRecord, shared::error::ApiError> {
-    holds::settle(api.state.store.as_ref(), hints, hold, cost, usage(api, 10, 5), far(api), deadline()).await
+    metering::settle(api.state.store.as_ref(), hints, hold, cost, usage(api, 10, 5), far(api), deadline()).await
 }
 
-fn far(api: &TestApi) -> holds::Expiries {
+fn far(api: &TestApi) -> metering::Expiries {
     let far = api.clock.now_epoch() + 365 * 86_400;
-    holds::Expiries { usage: far, ledger: far }
+    metering::Expiries { usage: far, ledger: far }
 }
 
 /// The call record a gateway writes with its hold: a llama-3.1-8b call bounded at 100 + 50 tokens.
-fn held_call(request_id: &str) -> holds::HeldCall {
-    holds::HeldCall {
+fn held_call(request_id: &str) -> metering::HeldCall {
+    metering::HeldCall {
         request_id: request_id.into(),
         key_id: "key_tests".into(),
         model: "llama-3.1-8b".into(),
@@ -78,7 +78,7 @@ async fn settlement_charges_the_actual_cost_and_returns_the_rest(backend: Backen
     let user = funded_user(&api, "settle@example.in", 100).await?;
     let hints = BalanceHints::default();
     let store = api.state.store.as_ref();
-    let hold = holds::place_hold(store, &api.clock, &hints, &user, 10 * UNITS_PER_RUPEE).await?;
+    let hold = metering::place_hold(store, &api.clock, &hints, &user, 10 * UNITS_PER_RUPEE).await?;
     let wallet = store.wallet(&user).await?;
     assert_eq!(
         (wallet.balance, wallet.held, wallet.available),
@@ -96,7 +96,7 @@ async fn settlement_charges_the_actual_cost_and_returns_the_rest(backend: Backen
     let usage_line = dump.lines().find(|l| l.contains(" USAGE#")).ok_or("usage log")?;
     assert!(usage_line.contains(&logged.id) && usage_line.contains("\"prompt_tokens\":10"));
     // Settling or releasing the same hold again changes nothing.
-    assert!(!holds::release(store, &user, &hold.id, hold.amount).await?);
+    assert!(!metering::release(store, &user, &hold.id, hold.amount).await?);
     assert_eq!(store.wallet(&user).await?, wallet);
     Ok(())
 }
@@ -106,21 +106,21 @@ async fn a_charge_above_its_hold_is_charged_in_full_and_an_empty_wallet_gets_402
     let user = funded_user(&api, "cap@example.in", 100).await?;
     let hints = BalanceHints::default();
     let store = api.state.store.as_ref();
-    let hold = holds::place_hold(store, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?;
+    let hold = metering::place_hold(store, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?;
     // Nothing the provider bills is forgiven: a report above the hold is charged, and its excess recorded.
     let logged = settle(&api, &hints, &hold, 50 * UNITS_PER_RUPEE).await?;
     assert_eq!((logged.cost, logged.over_hold), (50 * UNITS_PER_RUPEE, 49 * UNITS_PER_RUPEE));
     let wallet = store.wallet(&user).await?;
     assert_eq!((wallet.balance, wallet.held, wallet.available), (50 * UNITS_PER_RUPEE, 0, 50 * UNITS_PER_RUPEE));
 
-    let too_much = holds::place_hold(store, &api.clock, &hints, &user, 100 * UNITS_PER_RUPEE).await;
+    let too_much = metering::place_hold(store, &api.clock, &hints, &user, 100 * UNITS_PER_RUPEE).await;
     let error = too_much.err().ok_or("a hold above the balance passed")?;
     assert_eq!(
         (error.status().as_u16(), error.code(), error.error_type()),
         (402, "insufficient_balance", "insufficient_quota")
     );
     let (nobody, _) = api.signed_in("empty@example.in").await?;
-    assert!(holds::place_hold(store, &api.clock, &hints, &nobody, 1).await.is_err(), "no wallet, no hold");
+    assert!(metering::place_hold(store, &api.clock, &hints, &nobody, 1).await.is_err(), "no wallet, no hold");
     api.ledger_checked_balance(&user).await?;
     Ok(())
 }
@@ -135,7 +135,7 @@ async fn ten_times_more_concurrent_requests_than_the_balance_covers_never_oversp
     for _ in 0..10 * n {
         let (api, user, hints) = (api.clone(), user.clone(), hints.clone());
         tasks.push(shared::tasks::spawn("test", async move {
-            match holds::place_hold(api.state.store.as_ref(), &api.clock, &hints, &user, price).await {
+            match metering::place_hold(api.state.store.as_ref(), &api.clock, &hints, &user, price).await {
                 Ok(hold) => settle(&api, &hints, &hold, price).await.map(|u| u.cost > 0),
                 Err(e) if e.code() == "insufficient_balance" => Ok(false),
                 Err(e) => Err(e),
@@ -164,18 +164,18 @@ async fn stale_holds_of_calls_are_charged_what_they_recorded_or_in_full(backend:
     let user = funded_user(&api, "died@example.in", 100).await?;
     let hints = BalanceHints::default();
     let store = api.state.store.as_ref();
-    holds::place_call_hold(store, &api.clock, &hints, &user, 2 * UNITS_PER_RUPEE, &held_call("req_a")).await?;
+    metering::place_call_hold(store, &api.clock, &hints, &user, 2 * UNITS_PER_RUPEE, &held_call("req_a")).await?;
     let known =
-        holds::place_call_hold(store, &api.clock, &hints, &user, 3 * UNITS_PER_RUPEE, &held_call("req_b")).await?;
+        metering::place_call_hold(store, &api.clock, &hints, &user, 3 * UNITS_PER_RUPEE, &held_call("req_b")).await?;
     let mut used = usage(&api, 40, 7);
     used.id = "req_b".into();
-    holds::record_pending(store, &known, UNITS_PER_RUPEE / 2, &used).await?;
+    metering::record_pending(store, &known, UNITS_PER_RUPEE / 2, &used).await?;
     api.clock.advance(Duration::minutes(10));
     let report = jobs::run(&api.state).await?.stale_holds;
-    assert_eq!(report, holds::SweepReport { wallets: 1, charged: 2, released: 0, leases: 0, out_of_time: false });
+    assert_eq!(report, metering::SweepReport { wallets: 1, charged: 2, released: 0, leases: 0, out_of_time: false });
     assert_eq!(
         jobs::run(&api.state).await?.stale_holds,
-        holds::SweepReport { wallets: 1, ..Default::default() },
+        metering::SweepReport { wallets: 1, ..Default::default() },
         "charged once"
     );
     let wallet = store.wallet(&user).await?;
@@ -199,7 +199,7 @@ async fn a_late_settlement_after_the_sweeper_charged_charges_nothing_more(backen
     let hints = BalanceHints::default();
     let store = api.state.store.as_ref();
     let call = held_call("req_late");
-    let hold = holds::place_call_hold(store, &api.clock, &hints, &user, 2 * UNITS_PER_RUPEE, &call).await?;
+    let hold = metering::place_call_hold(store, &api.clock, &hints, &user, 2 * UNITS_PER_RUPEE, &call).await?;
     api.clock.advance(Duration::minutes(10));
     // Two sweeper runs at once (a schedule delivered twice), then the frozen call wakes up and settles.
     let (a, b) = tokio::join!(jobs::run(&api.state), jobs::run(&api.state));
@@ -220,17 +220,17 @@ async fn a_settlement_that_cannot_commit_leaves_its_usage_for_the_sweeper(backen
     let hints = BalanceHints::default();
     let busy = FaultyStore::new(api.state.store.clone(), Fault::TransactionsConflict);
     let call = held_call("req_busy");
-    let hold = holds::place_call_hold(&busy, &api.clock, &hints, &user, 2 * UNITS_PER_RUPEE, &call).await?;
+    let hold = metering::place_call_hold(&busy, &api.clock, &hints, &user, 2 * UNITS_PER_RUPEE, &call).await?;
     let mut used = usage(&api, 30, 9);
     used.id = "req_busy".into();
     let soon = std::time::Instant::now() + std::time::Duration::from_millis(200);
-    let gave_up = holds::settle(&busy, &hints, &hold, UNITS_PER_RUPEE / 4, used, far(&api), soon).await;
+    let gave_up = metering::settle(&busy, &hints, &hold, UNITS_PER_RUPEE / 4, used, far(&api), soon).await;
     assert_eq!(gave_up.err().map(|e| e.status().as_u16()), Some(503), "it gives up at its deadline");
     assert!(api.dump().await?.contains("holdusage_"), "with what the call used on record");
     api.clock.advance(Duration::minutes(10));
     assert_eq!(
         jobs::run(&api.state).await?.stale_holds,
-        holds::SweepReport { wallets: 1, charged: 1, released: 0, leases: 0, out_of_time: false }
+        metering::SweepReport { wallets: 1, charged: 1, released: 0, leases: 0, out_of_time: false }
     );
     let expected = 100 * UNITS_PER_RUPEE - UNITS_PER_RUPEE / 4;
     assert_eq!(api.ledger_checked_balance(&user).await?, expected, "the recorded usage, not the hold");
@@ -243,25 +243,25 @@ async fn stale_holds_are_swept_and_released_once(backend: Backend) -> TestResult
     let user = funded_user(&api, "sweep@example.in", 100).await?;
     let hints = BalanceHints::default();
     let store = api.state.store.as_ref();
-    let stale = holds::place_hold(store, &api.clock, &hints, &user, 30 * UNITS_PER_RUPEE).await?;
+    let stale = metering::place_hold(store, &api.clock, &hints, &user, 30 * UNITS_PER_RUPEE).await?;
     api.clock.advance(Duration::minutes(10));
-    let fresh = holds::place_hold(store, &api.clock, &hints, &user, 10 * UNITS_PER_RUPEE).await?;
+    let fresh = metering::place_hold(store, &api.clock, &hints, &user, 10 * UNITS_PER_RUPEE).await?;
     // The scheduled jobs run the sweeper: holds older than the inference timeout with no call on record
     // are released, once.
     assert_eq!(
         jobs::run(&api.state).await?.stale_holds,
-        holds::SweepReport { wallets: 1, charged: 0, released: 1, leases: 0, out_of_time: false }
+        metering::SweepReport { wallets: 1, charged: 0, released: 1, leases: 0, out_of_time: false }
     );
     assert_eq!(
         jobs::run(&api.state).await?.stale_holds,
-        holds::SweepReport { wallets: 1, ..Default::default() },
+        metering::SweepReport { wallets: 1, ..Default::default() },
         "released once"
     );
     let config = &api.state.config;
     let budget = std::time::Duration::from_secs(30);
     assert_eq!(
-        holds::sweep_stale_holds(store, &api.clock, config, Duration::minutes(5), budget).await?,
-        holds::SweepReport { wallets: 1, ..Default::default() }
+        metering::sweep_stale_holds(store, &api.clock, config, Duration::minutes(5), budget).await?,
+        metering::SweepReport { wallets: 1, ..Default::default() }
     );
     assert_eq!(store.wallet(&user).await?.held, 10 * UNITS_PER_RUPEE);
     let wallet = store.wallet(&user).await?;
@@ -282,9 +282,9 @@ async fn a_request_costs_one_write_before_and_one_after(backend: Backend) -> Tes
     let user = funded_user(&api, "trips@example.in", 100).await?;
     let hints = BalanceHints::default();
     let counting = CountingStore::new(api.state.store.clone());
-    let hold = holds::place_hold(&counting, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?;
+    let hold = metering::place_hold(&counting, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?;
     assert_eq!(counting.calls.swap(0, Ordering::SeqCst), 1, "one round trip before forwarding");
-    holds::settle(&counting, &hints, &hold, 1_000, usage(&api, 3, 4), far(&api), deadline()).await?;
+    metering::settle(&counting, &hints, &hold, 1_000, usage(&api, 3, 4), far(&api), deadline()).await?;
     assert_eq!(counting.calls.load(Ordering::SeqCst), 1, "one round trip after");
     Ok(())
 }
@@ -297,11 +297,11 @@ async fn overlapping_requests_on_one_wallet_settle_at_the_first_try(backend: Bac
     // Three requests in flight at once; each settles after the others changed the balance.
     let mut holds = Vec::new();
     for _ in 0..3 {
-        holds.push(holds::place_hold(&counting, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?);
+        holds.push(metering::place_hold(&counting, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?);
     }
     counting.calls.store(0, Ordering::SeqCst);
     for hold in holds.iter().rev() {
-        holds::settle(&counting, &hints, hold, 1_000, usage(&api, 3, 4), far(&api), deadline()).await?;
+        metering::settle(&counting, &hints, hold, 1_000, usage(&api, 3, 4), far(&api), deadline()).await?;
     }
     assert_eq!(counting.calls.load(Ordering::SeqCst), 3, "one round trip per settlement");
     assert_eq!(api.state.store.wallet(&user).await?.balance, 100 * UNITS_PER_RUPEE - 3_000);
@@ -319,12 +319,12 @@ async fn fifty_concurrent_settlements_on_one_wallet_each_commit_at_the_first_try
     let counting = CountingStore::new(api.state.store.clone());
     let mut placed = Vec::new();
     for _ in 0..CALLS {
-        placed.push(holds::place_hold(&counting, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?);
+        placed.push(metering::place_hold(&counting, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?);
     }
     counting.calls.store(0, Ordering::SeqCst);
     let settlements = placed
         .iter()
-        .map(|hold| holds::settle(&counting, &hints, hold, 1_000, usage(&api, 3, 4), far(&api), deadline()));
+        .map(|hold| metering::settle(&counting, &hints, hold, 1_000, usage(&api, 3, 4), far(&api), deadline()));
     for settled in futures_util::future::join_all(settlements).await {
         assert_eq!(settled?.cost, 1_000);
     }
@@ -338,7 +338,7 @@ async fn a_wrong_balance_hint_costs_a_retry_never_a_wrong_ledger(backend: Backen
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "hint@example.in", 100).await?;
     let hints = BalanceHints::default();
-    let hold = holds::place_hold(api.state.store.as_ref(), &api.clock, &hints, &user, UNITS_PER_RUPEE).await?;
+    let hold = metering::place_hold(api.state.store.as_ref(), &api.clock, &hints, &user, UNITS_PER_RUPEE).await?;
     // Another process credited or charged the wallet since: this process's hint is wrong.
     hints.note(&user, 7 * UNITS_PER_RUPEE);
     assert_eq!(settle(&api, &hints, &hold, UNITS_PER_RUPEE / 2).await?.cost, UNITS_PER_RUPEE / 2);
@@ -364,7 +364,7 @@ async fn a_razorpay_outage_does_not_stop_the_sweeper(backend: Backend) -> TestRe
         .await?;
     assert_eq!(order.status(), reqwest::StatusCode::CREATED, "an open top-up for reconciliation to check");
     let store = api.state.store.as_ref();
-    holds::place_call_hold(
+    metering::place_call_hold(
         store,
         &api.clock,
         &BalanceHints::default(),
@@ -380,7 +380,7 @@ async fn a_razorpay_outage_does_not_stop_the_sweeper(backend: Backend) -> TestRe
     assert_eq!(report.reconciliation.errors, 1, "{report:?}");
     assert_eq!(
         report.stale_holds,
-        holds::SweepReport { wallets: 1, charged: 1, released: 0, leases: 0, out_of_time: false }
+        metering::SweepReport { wallets: 1, charged: 1, released: 0, leases: 0, out_of_time: false }
     );
     let expected = 97 * UNITS_PER_RUPEE;
     assert_eq!(api.ledger_checked_balance(&user).await?, expected);

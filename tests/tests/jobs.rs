@@ -8,7 +8,7 @@ use serde_json::json;
 use shared::money::UNITS_PER_RUPEE;
 use shared::store::{Condition, Item, Put, Query, Table, schema};
 use shared::wallet::WalletStore;
-use shared::wallet::holds::{self, BalanceHints};
+use shared::wallet::metering::{self, BalanceHints};
 
 on_both_stores!(jobs_without_razorpays_keys_still_sweep_holds_and_redrive_mail);
 
@@ -18,14 +18,14 @@ async fn jobs_without_razorpays_keys_still_sweep_holds_and_redrive_mail(backend:
     api.fund(&token, 100).await?;
     let store = api.state.store.as_ref();
     // A call whose process died before settling: its hold is left for the sweeper.
-    let call = holds::HeldCall {
+    let call = metering::HeldCall {
         request_id: "req_orphan".into(),
         key_id: "key_tests".into(),
         model: "llama-3.1-8b".into(),
         prompt_tokens: 100,
         completion_tokens: 50,
     };
-    holds::place_call_hold(store, &api.clock, &BalanceHints::default(), &user, 3 * UNITS_PER_RUPEE, &call).await?;
+    metering::place_call_hold(store, &api.clock, &BalanceHints::default(), &user, 3 * UNITS_PER_RUPEE, &call).await?;
     // A message whose sender claimed it and died: left for the outbox redrive.
     api.signup("stuck-mail@example.in", "correct horse battery").await?.error_for_status()?;
     let waiting = store.query(Query::new(Table::Main, schema::OUTBOX_PK)).await?.items;
@@ -48,7 +48,7 @@ async fn jobs_without_razorpays_keys_still_sweep_holds_and_redrive_mail(backend:
     assert_eq!(report.failed_jobs, vec!["reconciliation", "closure_refunds"], "{report:?}");
     assert_eq!(
         report.stale_holds,
-        holds::SweepReport { wallets: 1, charged: 1, released: 0, leases: 0, out_of_time: false }
+        metering::SweepReport { wallets: 1, charged: 1, released: 0, leases: 0, out_of_time: false }
     );
     assert!(report.mail_redriven >= 1, "{report:?}");
     let delivered = api.mail_to("stuck-mail@example.in").await?;

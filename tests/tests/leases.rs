@@ -20,8 +20,8 @@ use shared::money::UNITS_PER_RUPEE;
 use shared::privacy;
 use shared::usage::UsageRecord;
 use shared::wallet::WalletStore;
-use shared::wallet::holds::{self, BalanceHints, Hold, LeaseBacking, LeaseCall, ReserveAsRead};
-use shared::wallet::leases::{BUSY_CALLS_PER_SECOND, CHECK_EVERY};
+use shared::wallet::metering::{self, BalanceHints, Hold, LeaseBacking, LeaseCall, ReserveAsRead};
+use shared::wallet::metering::{BUSY_CALLS_PER_SECOND, CHECK_EVERY};
 
 on_both_stores!(
     a_busy_account_reaches_the_provider_with_no_store_round_trip_first,
@@ -298,7 +298,7 @@ fn usage(api: &TestApi, id: &str, completion: u64) -> UsageRecord {
 }
 
 fn lease_call(lease: &str, request_id: &str, amount: i64) -> LeaseCall {
-    let call = holds::HeldCall {
+    let call = metering::HeldCall {
         request_id: request_id.into(),
         key_id: "key_test".into(),
         model: "llama-3.1-8b".into(),
@@ -319,14 +319,16 @@ async fn a_lease_left_by_a_dead_process_is_charged_its_recorded_calls_and_the_re
     let (user, _key) = customer(&api, "dead@example.in", 100).await?;
     let store = api.state.store.as_ref();
     let lease_id = format!("{:013}_dead", api.clock.now().timestamp_millis());
-    holds::reserve_for_lease(store, &user, &lease_id, 20 * UNITS_PER_RUPEE, 0).await.map_err(|e| format!("{e:?}"))?;
+    metering::reserve_for_lease(store, &user, &lease_id, 20 * UNITS_PER_RUPEE, 0)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     let reserve = Arc::new(ReserveAsRead::new(20 * UNITS_PER_RUPEE));
     let hold = |id: &str, amount: i64| Hold {
         id: id.into(),
         user_id: user.clone(),
         amount,
         balance: 100 * UNITS_PER_RUPEE,
-        low_balance_threshold: holds::DEFAULT_LOW_BALANCE_THRESHOLD,
+        low_balance_threshold: metering::DEFAULT_LOW_BALANCE_THRESHOLD,
         lease: Some(LeaseBacking { id: lease_id.clone(), reserve: reserve.clone() }),
     };
     let (settled, used, silent) = (
@@ -338,19 +340,29 @@ async fn a_lease_left_by_a_dead_process_is_charged_its_recorded_calls_and_the_re
         .iter()
         .map(|h| (h.id.clone(), lease_call(&lease_id, &format!("req_{}", h.id), h.amount)))
         .collect();
-    holds::record_lease_calls(store, &user, &lease_id, &calls, &[]).await?;
-    let far =
-        holds::Expiries { usage: api.clock.now().timestamp() + 86_400, ledger: api.clock.now().timestamp() + 86_400 };
+    metering::record_lease_calls(store, &user, &lease_id, &calls, &[]).await?;
+    let far = metering::Expiries {
+        usage: api.clock.now().timestamp() + 86_400,
+        ledger: api.clock.now().timestamp() + 86_400,
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    holds::settle(store, &BalanceHints::default(), &settled, UNITS_PER_RUPEE, usage(&api, "req_1", 5), far, deadline)
-        .await?;
+    metering::settle(
+        store,
+        &BalanceHints::default(),
+        &settled,
+        UNITS_PER_RUPEE,
+        usage(&api, "req_1", 5),
+        far,
+        deadline,
+    )
+    .await?;
     // The keeper's write of the settled call's record landed after its settlement (which removed it).
-    holds::record_lease_calls(store, &user, &lease_id, &calls[..1], &[]).await?;
-    holds::record_pending(store, &used, UNITS_PER_RUPEE / 2, &usage(&api, "req_2", 7)).await?;
+    metering::record_lease_calls(store, &user, &lease_id, &calls[..1], &[]).await?;
+    metering::record_pending(store, &used, UNITS_PER_RUPEE / 2, &usage(&api, "req_2", 7)).await?;
 
     // Not yet: a call may still be running on a lease this young, up to its life and a call's longest run.
     assert_eq!(jobs::run(&api.state).await?.stale_holds.leases, 0);
-    api.clock.advance(holds::LEASE_LIFE + jobs::STALE_HOLD_AFTER - Duration::seconds(1));
+    api.clock.advance(metering::LEASE_LIFE + jobs::STALE_HOLD_AFTER - Duration::seconds(1));
     assert_eq!(jobs::run(&api.state).await?.stale_holds.leases, 0);
     assert_eq!(api.held_and_leased(&user).await?.1, 19 * UNITS_PER_RUPEE);
     api.clock.advance(Duration::seconds(2));
@@ -358,7 +370,7 @@ async fn a_lease_left_by_a_dead_process_is_charged_its_recorded_calls_and_the_re
     assert_eq!((report.leases, report.charged), (1, 3), "{report:?}");
     assert_eq!(
         jobs::run(&api.state).await?.stale_holds,
-        holds::SweepReport { wallets: 1, ..Default::default() },
+        metering::SweepReport { wallets: 1, ..Default::default() },
         "reconciled once"
     );
     let expected = 100 * UNITS_PER_RUPEE - UNITS_PER_RUPEE - UNITS_PER_RUPEE / 2 - 4 * UNITS_PER_RUPEE;
@@ -452,7 +464,7 @@ async fn a_keeper_that_cannot_give_its_lease_back_leaves_it_to_the_sweeper(backe
         .ok_or("wallet")?
         .attrs
         .keys()
-        .find_map(|name| name.strip_prefix(holds::LEASE_PREFIX).map(str::to_owned))
+        .find_map(|name| name.strip_prefix(metering::LEASE_PREFIX).map(str::to_owned))
         .ok_or("the lease on the wallet")?;
     refusing.store(true, std::sync::atomic::Ordering::SeqCst);
     // Idle, the keeper tries to give the lease back: fifty failures, a tenth of a second apart.
@@ -473,11 +485,11 @@ async fn a_keeper_that_cannot_give_its_lease_back_leaves_it_to_the_sweeper(backe
     assert_eq!(api.ledger_checked_balance(&user).await?, charged);
 
     assert_eq!(jobs::run(&api.state).await?.stale_holds.leases, 0, "not while a call could still run on it");
-    api.clock.advance(holds::LEASE_LIFE + jobs::STALE_HOLD_AFTER + Duration::seconds(1));
+    api.clock.advance(metering::LEASE_LIFE + jobs::STALE_HOLD_AFTER + Duration::seconds(1));
     assert_eq!(jobs::run(&api.state).await?.stale_holds.leases, 1);
     assert_eq!(
         jobs::run(&api.state).await?.stale_holds,
-        holds::SweepReport { wallets: 1, ..Default::default() },
+        metering::SweepReport { wallets: 1, ..Default::default() },
         "reconciled once"
     );
     assert_eq!(api.held_and_leased(&user).await?, (0, 0));

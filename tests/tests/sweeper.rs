@@ -13,7 +13,7 @@ use shared::clock::ManualClock;
 use shared::money::UNITS_PER_RUPEE;
 use shared::store::{Condition, Item, ItemStore, Put, Table, schema};
 use shared::wallet::WalletStore;
-use shared::wallet::holds::{self, BalanceHints, HeldCall};
+use shared::wallet::metering::{self, BalanceHints, HeldCall};
 
 on_both_stores!(a_sweep_out_of_time_goes_on_where_it_stopped_and_visits_every_wallet_once);
 
@@ -43,7 +43,7 @@ async fn wallets_with_holds(store: &dyn ItemStore, clock: &ManualClock, count: u
                 prompt_tokens: 10,
                 completion_tokens: 10,
             };
-            holds::place_call_hold(store, clock, &BalanceHints::default(), user, HOLD, &call)
+            metering::place_call_hold(store, clock, &BalanceHints::default(), user, HOLD, &call)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -63,7 +63,8 @@ async fn a_sweep_out_of_time_goes_on_where_it_stopped_and_visits_every_wallet_on
     let users = wallets_with_holds(store, &api.clock, 450).await?;
     api.clock.advance(Duration::minutes(10));
     let config = &api.state.config;
-    let sweep = || holds::sweep_stale_holds(store, &api.clock, config, Duration::minutes(6), std::time::Duration::ZERO);
+    let sweep =
+        || metering::sweep_stale_holds(store, &api.clock, config, Duration::minutes(6), std::time::Duration::ZERO);
     let runs = [sweep().await?, sweep().await?, sweep().await?];
     assert_eq!(runs.map(|r| r.wallets), [200, 200, 50], "{runs:?}");
     assert_eq!(runs.iter().map(|r| r.charged).sum::<usize>(), 450, "{runs:?}");
@@ -92,7 +93,7 @@ async fn one_run_reconciles_ten_thousand_wallets_on_dynamodb_local() -> TestResu
     let started = std::time::Instant::now();
     // A generous budget: this test asserts that one run does it all, never how fast (a busy machine is slower).
     let budget = std::time::Duration::from_secs(1_800);
-    let report = holds::sweep_stale_holds(store.as_ref(), &clock, &config, Duration::minutes(6), budget).await?;
+    let report = metering::sweep_stale_holds(store.as_ref(), &clock, &config, Duration::minutes(6), budget).await?;
     let took = started.elapsed();
     assert_eq!((report.wallets, report.charged, report.out_of_time), (WALLETS, WALLETS, false), "{report:?}");
     for user in users.iter().step_by(97) {
@@ -104,7 +105,7 @@ async fn one_run_reconciles_ten_thousand_wallets_on_dynamodb_local() -> TestResu
         "sweeper: {WALLETS} wallets with a stale hold each reconciled in one run of {:.1} s ({:.2} ms a wallet, {} at once; setup {:.1} s)",
         took.as_secs_f64(),
         took.as_secs_f64() * 1_000.0 / WALLETS as f64,
-        shared::wallet::sweeper::SWEEP_CONCURRENCY,
+        shared::wallet::metering::SWEEP_CONCURRENCY,
         setup.as_secs_f64()
     );
     Ok(())

@@ -83,7 +83,8 @@ async fn serve() -> Result<(), BoxError> {
         edge: random_token(),
     };
     let mail_domain = template.parameters.get("MailDomain").cloned().unwrap_or_else(|| "inferexai.in".into());
-    let tables = TableNames::with_prefix("fleet");
+    let tables =
+        TableNames::with_prefix(&var::<String>("INFEREX_FLEET_TABLE_PREFIX")?.unwrap_or_else(|| "fleet".into()));
     refs.extend(resources::provision(&emulators, &tables, &secrets, &mail_domain).await?);
     let mut extra = resources::aws_environment(&emulators);
     extra.push(("INFEREX_PUBLIC_URL".into(), base.clone()));
@@ -97,6 +98,7 @@ async fn serve() -> Result<(), BoxError> {
         app = app.nest("/_razorpay", razorpay_standin::router(standin));
     }
     if let Some(upstream) = upstream {
+        app = app.route("/_fleet/upstream", axum::routing::get(served).with_state(upstream.clone()));
         app = app.nest("/_upstream", upstream_standin::router(upstream));
     }
     let mailbox = dev_server::fleet::mail::SesMailbox::new(&emulators.moto, &settings.data_dir.join("mail"))?;
@@ -131,6 +133,11 @@ async fn serve() -> Result<(), BoxError> {
     stream.abort();
     fleet.kill_all();
     Ok(served?)
+}
+
+/// What the model stand-in served: `{"calls": n}` (its own count, for checking that every call is charged).
+async fn served(axum::extract::State(upstream): axum::extract::State<Upstream>) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "calls": upstream.served() }))
 }
 
 /// Razorpay: the real one when `RAZORPAY_KEY_ID`, `RAZORPAY_KEY_SECRET` and `RAZORPAY_WEBHOOK_SECRET` are set,

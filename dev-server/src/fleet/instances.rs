@@ -79,6 +79,8 @@ pub struct Instance {
     state: Mutex<(State, Instant)>,
     inbox: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
     sender: mpsc::Sender<Invocation>,
+    /// Set once its process has ended.
+    ended: tokio::sync::watch::Sender<bool>,
     /// The invocation it is serving: its id, where its answer goes (until given), and whether it timed out.
     current: Mutex<Option<Current>>,
     /// Its place under the function's concurrency limit, held while it is busy.
@@ -112,6 +114,14 @@ impl Instance {
         }
     }
 
+    /// Whether its process has ended (looked at without reaping it: its watcher does that).
+    fn has_exited(&self) -> bool {
+        use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+        let Ok(pid) = i32::try_from(self.pid) else { return true };
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        !matches!(waitid(Id::Pid(Pid::from_raw(pid)), flags), Ok(WaitStatus::StillAlive))
+    }
+
     pub fn kill(&self) {
         self.signal(Signal::SIGKILL);
     }
@@ -126,7 +136,14 @@ impl Instance {
                 self.set_state(State::Frozen);
                 self.signal(Signal::SIGSTOP);
                 pool.offer(Arc::clone(self));
-                inbox.recv().await?
+                let mut ended = self.ended.subscribe();
+                tokio::select! {
+                    invocation = inbox.recv() => invocation?,
+                    _ = ended.wait_for(|ended| *ended) => {
+                        refuse_waiting(&mut inbox);
+                        return None;
+                    }
+                }
             }
         };
         let Invocation { id, payload, deadline, answer } = invocation;
@@ -161,6 +178,15 @@ impl Instance {
     }
 }
 
+/// No invocation reaches an instance whose process ended: the waiting ones go back to the pool (which runs
+/// them elsewhere), and later ones cannot be handed in.
+fn refuse_waiting(inbox: &mut mpsc::Receiver<Invocation>) {
+    inbox.close();
+    while let Ok(invocation) = inbox.try_recv() {
+        drop(invocation);
+    }
+}
+
 /// Everything about one function in the fleet: how to start it, its instances and its concurrency limit.
 #[derive(Debug)]
 pub struct Pool {
@@ -172,6 +198,9 @@ pub struct Pool {
     idle: Mutex<Vec<Arc<Instance>>>,
     all: Mutex<Vec<Arc<Instance>>>,
 }
+
+/// How many instances an invocation is offered to before it fails (each can end before taking it).
+const HANDOVER_ATTEMPTS: usize = 3;
 
 /// Past this size an instance log starts over (the previous one kept as `.1`).
 const LOG_FILE_MAX_BYTES: u64 = 64 * 1024 * 1024;
@@ -200,33 +229,54 @@ impl Pool {
     }
 
     /// Runs one invocation: on a frozen instance if there is one (the most recently used), else on a new
-    /// one, waiting for a free place under the concurrency limit first.
+    /// one, waiting for a free place under the concurrency limit first. An invocation that an instance
+    /// never took (its process ended first) runs on another, as in Lambda.
     pub async fn invoke(self: &Arc<Self>, payload: Bytes) -> Answer {
-        let Ok(permit) = Arc::clone(&self.limit).acquire_owned().await else {
-            return Answer::Failed(Failure::Init("the fleet is stopping".into()));
+        for _ in 0..HANDOVER_ATTEMPTS {
+            let Ok(permit) = Arc::clone(&self.limit).acquire_owned().await else {
+                return Answer::Failed(Failure::Init("the fleet is stopping".into()));
+            };
+            let (answer, answered) = oneshot::channel();
+            let id = shared::secrets::random_token();
+            let deadline = SystemTime::now() + self.spec.timeout;
+            let invocation = Invocation { id: id.clone(), payload: payload.clone(), deadline, answer };
+            let instance = match self.instance_for_next().await {
+                Ok(instance) => instance,
+                Err(e) => return Answer::Failed(Failure::Init(e.to_string())),
+            };
+            *lock(&instance.permit) = Some(permit);
+            if instance.sender.try_send(invocation).is_err() {
+                drop(lock(&instance.permit).take());
+                continue;
+            }
+            self.watch_deadline(&instance, &id);
+            match answered.await {
+                Ok(answer) => return answer,
+                // Dropped untaken: its instance ended before it could take it.
+                Err(_) => continue,
+            }
+        }
+        Answer::Failed(Failure::Died)
+    }
+
+    /// A frozen instance, thawed (the most recently used), or a new one.
+    async fn instance_for_next(self: &Arc<Self>) -> Result<Arc<Instance>, BoxError> {
+        let thawed = loop {
+            let candidate = lock(&self.idle).pop();
+            match candidate {
+                // Killed while frozen and not yet seen to end: left for its watcher to forget.
+                Some(instance) if instance.has_exited() => continue,
+                other => break other,
+            }
         };
-        let (answer, answered) = oneshot::channel();
-        let id = shared::secrets::random_token();
-        let invocation =
-            Invocation { id: id.clone(), payload, deadline: SystemTime::now() + self.spec.timeout, answer };
-        let thawed = lock(&self.idle).pop();
-        let instance = match thawed {
+        match thawed {
             Some(instance) => {
                 instance.set_state(State::Busy);
                 instance.signal(Signal::SIGCONT);
-                instance
+                Ok(instance)
             }
-            None => match self.start().await {
-                Ok(instance) => instance,
-                Err(e) => return Answer::Failed(Failure::Init(e.to_string())),
-            },
-        };
-        *lock(&instance.permit) = Some(permit);
-        if instance.sender.try_send(invocation).is_err() {
-            return Answer::Failed(Failure::Died);
+            None => self.start().await,
         }
-        self.watch_deadline(&instance, &id);
-        answered.await.unwrap_or(Answer::Failed(Failure::Died))
     }
 
     /// An instance that asked for work and got none: frozen, it waits here for the next invocation.
@@ -274,6 +324,7 @@ impl Pool {
             state: Mutex::new((State::Starting, Instant::now())),
             inbox: tokio::sync::Mutex::new(inbox),
             sender,
+            ended: tokio::sync::watch::Sender::new(false),
             current: Mutex::new(None),
             permit: Mutex::new(None),
         });
@@ -292,6 +343,11 @@ impl Pool {
     fn forget(&self, instance: &Arc<Instance>, status: Option<std::process::ExitStatus>) {
         lock(&self.all).retain(|i| !Arc::ptr_eq(i, instance));
         lock(&self.idle).retain(|i| !Arc::ptr_eq(i, instance));
+        // Its runtime API's waiting `next` (if any) refuses what waits for it; otherwise it is refused here.
+        instance.ended.send_replace(true);
+        if let Ok(mut inbox) = instance.inbox.try_lock() {
+            refuse_waiting(&mut inbox);
+        }
         let current = lock(&instance.current).take();
         if let Some(Current { answer: Some(answer), timed_out, .. }) = current {
             let failure = match (timed_out, instance.state()) {
@@ -301,7 +357,6 @@ impl Pool {
             };
             let _ = answer.send(Answer::Failed(failure));
         }
-        // An invocation handed over but never taken fails too (dropping it answers `Died`).
         drop(lock(&instance.permit).take());
         tracing::debug!(function = %instance.function, pid = instance.pid, ?status, "instance ended");
     }

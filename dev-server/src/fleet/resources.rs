@@ -129,10 +129,16 @@ pub async fn provision(
     }
 
     let ses = client!(aws_sdk_sesv2, &emulators.moto);
-    ses.create_email_identity().email_identity(mail_domain).send().await?;
-    let configuration_set = "fleet-mail";
-    ses.create_configuration_set().configuration_set_name(configuration_set).send().await?;
-    refs.insert("MailConfigurationSet".into(), configuration_set.into());
+    // One identity for every fleet on the same moto (tests start several): made once.
+    if let Err(e) = ses.create_email_identity().email_identity(mail_domain).send().await {
+        let exists = e.as_service_error().is_some_and(|e| e.is_already_exists_exception());
+        if !exists {
+            return Err(e.into());
+        }
+    }
+    let configuration_set = format!("fleet-mail-{}", shared::secrets::random_suffix());
+    ses.create_configuration_set().configuration_set_name(&configuration_set).send().await?;
+    refs.insert("MailConfigurationSet".into(), configuration_set);
     Ok(refs)
 }
 

@@ -3,7 +3,7 @@
 //!   through the same exactly-once path as webhooks; those unpaid after 24 hours expire;
 //! - the stale-hold sweeper: inference holds older than the inference function's timeout belong to calls
 //!   whose process died before settling; they are charged what the call recorded, or the whole hold
-//!   (`shared::wallet::holds::sweep_stale_holds`).
+//!   (`shared::wallet::metering::sweep_stale_holds`).
 //!
 //! - closed accounts' refunds: what a closed account is owed goes back to the payments it came from through
 //!   Razorpay's refund API while Razorpay can refund them (`shared::wallet::closure_refunds`);
@@ -26,7 +26,7 @@ use chrono::Duration;
 use serde::Serialize;
 use shared::state::AppState;
 use shared::wallet::closure_refunds::ClosureRefundReport;
-use shared::wallet::holds::SweepReport;
+use shared::wallet::metering::SweepReport;
 use shared::wallet::{self, ReconciliationReport};
 
 /// Top-ups younger than this are left to the webhook and the Checkout callback.
@@ -96,7 +96,8 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
         Ok(done) => report.closure_refunds = done,
         Err(e) => report.failed(e, "closure_refunds", "closed accounts' refunds failed; the other jobs run anyway"),
     }
-    match shared::wallet::holds::sweep_stale_holds(store, clock, &state.config, STALE_HOLD_AFTER, SWEEP_BUDGET).await {
+    match shared::wallet::metering::sweep_stale_holds(store, clock, &state.config, STALE_HOLD_AFTER, SWEEP_BUDGET).await
+    {
         Ok(done) => report.stale_holds = done,
         Err(e) => report.failed(e, "stale_holds", "the stale-hold sweep failed"),
     }

@@ -6,7 +6,7 @@
 //! Main table, by partition (`pk` / `sk`):
 //! - `USER#<id>` / `PROFILE`, `KYC`, `WALLET`, and the prefixed sort keys `CONSENT#`, `SESSION#`, `LOGIN#`,
 //!   `KYCDECISION#`, `LEDGER#`, `TOPUP#`, `APIKEYSLOT#`, `USAGE#`, `PRIVACYREQ#`, `EXPORT#`, `CLOSUREREFUND#`,
-//!   `PAYMENT#`.
+//!   `PAYMENT#`, `CALLBEAT#` (a running call's last sign of life).
 //! - `EMAIL#<email>` / `EMAIL`; `SESSION#<hash>` / `SESSION`; `APIKEY#<hash>` / `KEY`.
 //! - `LOGIN#<email>` / `<time>`; `LOGINFAIL#<email>` / `WINDOW`; `KYCSUBMIT#<id>` / `WINDOW`.
 //! - `KYCDOC#<fingerprint>` / `CLAIM`.
@@ -105,6 +105,7 @@ pub mod prefix {
     pub const PENDING: &str = "PENDING#";
     pub const CLOSURE_REFUND: &str = "CLOSUREREFUND#";
     pub const PAYMENT_INDEX: &str = "PAYMENT#";
+    pub const CALL_BEAT: &str = "CALLBEAT#";
 }
 
 /// Singleton partitions.

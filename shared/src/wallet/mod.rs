@@ -26,8 +26,8 @@
 //!
 //! This module is the only writer of these items (and of the holds on the wallet), one submodule per job:
 //! `ledger` (entries and every balance change), `topups` (orders, top-ups, credits), `webhook`,
-//! `adjustments` (refunds, disputes), `reconciliation`, `closure` (closed wallets and refund requests) and
-//! `holds` (inference holds, budget leases and their settlement) and `leases` (this process's leases).
+//! `adjustments` (refunds, disputes), `reconciliation`, `closure` (closed wallets and refund requests),
+//! `closure_refunds` and `metering` (inference holds, settlement, budget leases, the stale-hold sweeper).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -47,11 +47,9 @@ use crate::store::{
 mod adjustments;
 mod closure;
 pub mod closure_refunds;
-pub mod holds;
-pub mod leases;
 mod ledger;
+pub mod metering;
 mod reconciliation;
-pub mod sweeper;
 mod topups;
 mod webhook;
 
@@ -118,7 +116,7 @@ impl From<Wallet> for WalletView {
             held_inr: format_inr(w.held),
             available_inr: format_inr(w.available),
             currency: "INR",
-            low_balance_threshold_paise: w.low_balance_threshold.unwrap_or(holds::DEFAULT_LOW_BALANCE_THRESHOLD)
+            low_balance_threshold_paise: w.low_balance_threshold.unwrap_or(metering::DEFAULT_LOW_BALANCE_THRESHOLD)
                 / crate::money::UNITS_PER_PAISA,
         }
     }
@@ -305,7 +303,7 @@ pub async fn set_low_balance_threshold<S: ItemStore + ?Sized>(
     }
     let units = paise * crate::money::UNITS_PER_PAISA;
     let update = Update::new(Table::Main, user_pk(user_id), WALLET_SK)
-        .set(holds::LOW_BALANCE_THRESHOLD, json!(units))
+        .set(metering::LOW_BALANCE_THRESHOLD, json!(units))
         .when(Condition::AttrAbsentOrEquals(CLOSED.into(), json!(false)));
     if store.update(update).await.applied()?.is_none() {
         let empty = Wallet { low_balance_threshold: Some(units), ..Wallet::default() };

@@ -15,17 +15,18 @@ use futures_util::future::join_all;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::holds::{
-    BalanceHints, HOLD_PREFIX, HeldCall, Hold, LEASE_CALL_PREFIX, LEASE_LIFE, LEASE_PREFIX, LeaseBacking, LeaseCall,
-    LeaseReserve, PendingUsage, ReserveAsRead, expiries, low_balance_threshold, release, return_lease, settle,
+use super::{
+    BalanceHints, HOLD_CALL_PREFIX, HOLD_PREFIX, HeldCall, Hold, LEASE_CALL_PREFIX, LEASE_LIFE, LEASE_PREFIX,
+    LeaseBacking, LeaseCall, LeaseReserve, PendingUsage, ReserveAsRead, expiries, low_balance_threshold, release,
+    return_lease, settle,
 };
-use super::{CLOSED, WALLET_SK, WALLETS_PK};
 use crate::accounts::user_pk;
 use crate::clock::Clock;
 use crate::error::ApiResult;
 use crate::store::schema;
 use crate::store::{Condition, Item, ItemStore, Put, Query, Table};
 use crate::usage::UsageRecord;
+use crate::wallet::{CLOSED, WALLET_SK, WALLETS_PK};
 
 /// Wallets swept at once.
 pub const SWEEP_CONCURRENCY: usize = 16;
@@ -123,8 +124,9 @@ impl SweepReport {
     }
 }
 
-/// Settles every hold older than `older_than` (more than the inference function can run): their calls
-/// reached the provider and their processes died before settling (see the module notes).
+/// Settles every hold older than `older_than` (more than the inference function can run), and every younger
+/// one whose call stopped beating (`heartbeats`): their calls reached the provider and their processes died
+/// before settling (see the module notes).
 pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
     store: &S,
     clock: &dyn Clock,
@@ -201,7 +203,7 @@ async fn sweep_one<S: ItemStore + ?Sized>(
     sweep_leases(store, clock, config, (user_id, &item), &cutoffs.leases, &mut report).await;
     // A closed account's wallet: what its calls left unused goes to its refund request.
     if item.attrs.get(CLOSED) == Some(&json!(true))
-        && let Err(e) = super::sync_closed_wallet(store, config, clock, user_id).await
+        && let Err(e) = crate::wallet::sync_closed_wallet(store, config, clock, user_id).await
     {
         tracing::error!(%user_id, error = %e, "closed wallet not synced with its refund request this run");
     }
@@ -233,9 +235,11 @@ async fn sweep_wallet<S: ItemStore + ?Sized>(
     let balance = item.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
     for (attr, value) in &item.attrs {
         let Some(id) = attr.strip_prefix(HOLD_PREFIX) else { continue };
-        let (Some(amount), true) = (value.as_i64(), id.get(..13).is_some_and(|m| m < cutoff)) else {
+        let Some(amount) = value.as_i64() else { continue };
+        let young = id.get(..13).is_none_or(|m| m >= cutoff);
+        if young && !call_is_dead(store, clock, (user_id, item), id).await {
             continue;
-        };
+        }
         let threshold = low_balance_threshold(item);
         let hold = Hold {
             id: id.to_owned(),
@@ -270,6 +274,27 @@ async fn sweep_wallet<S: ItemStore + ?Sized>(
                 report.charged += 1;
             }
             Err(e) => tracing::error!(%user_id, hold_id = %id, error = %e, "stale hold not charged yet"),
+        }
+    }
+}
+
+/// Whether a hold younger than the inference function's timeout belongs to a call that died: it has a call
+/// record (a call that beats while it runs) and its call has been silent too long (see `heartbeats`).
+async fn call_is_dead<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    (user_id, item): (&str, &Item),
+    id: &str,
+) -> bool {
+    let placed = id.get(..13).and_then(|m| m.parse::<i64>().ok()).and_then(DateTime::<Utc>::from_timestamp_millis);
+    let (Some(placed), true) = (placed, item.attrs.contains_key(&format!("{HOLD_CALL_PREFIX}{id}"))) else {
+        return false;
+    };
+    match super::heartbeats::is_silent(store, clock.now(), (user_id, id), placed).await {
+        Ok(silent) => silent,
+        Err(e) => {
+            tracing::warn!(%user_id, hold_id = %id, error = %e, "a call's heartbeat could not be read; swept later");
+            false
         }
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! - **Reserve.** `lease_<id>` on the wallet holds what the lease reserves; it counts in `held` like a hold,
 //!   so the available balance never covers a lease and a hold twice and overspending stays impossible. The
-//!   id starts with the time it was opened: a lease serves new calls for [`holds::LEASE_LIFE`], less a margin.
+//!   id starts with the time it was opened: a lease serves new calls for [`metering::LEASE_LIFE`], less a margin.
 //! - **Serve.** A call whose hold fits in what the lease has free takes it there; one that does not fit
 //!   gets its own hold (the exact path, with its exact 402), and the lease is extended in the background.
 //!   An account gets a lease only once it is busy here ([`BUSY_CALLS_PER_SECOND`]); a quiet account's calls
@@ -13,7 +13,7 @@
 //!   half of what the wallet has available, so other processes and the account's own large calls still
 //!   find room; a hold that finds no room gets the lease's free part back before it is refused.
 //! - **Settle.** Each call settles on its own, with its ledger entry and usage log, taking its cost out of the
-//!   lease's reserve (see `holds::settle`): the balance always equals the ledger.
+//!   lease's reserve (see `metering::settle`): the balance always equals the ledger.
 //! - **Record.** A keeper task per lease records the calls it serves that run longer than [`RECORD_AFTER`]
 //!   on the wallet (`leasecall_<hold id>`, one write for all that came due together) and forgets them once
 //!   they ended; it returns the reserve once the lease has been idle for [`IDLE_RETURN`] or its life is over.
@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::holds::{self, BalanceHints, HeldCall, Hold, LeaseBacking, LeaseCall, LeaseRefused, LeaseReserve};
+use super::{self as metering, BalanceHints, HeldCall, Hold, LeaseBacking, LeaseCall, LeaseRefused, LeaseReserve};
 use crate::accounts::user_pk;
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
@@ -129,7 +129,7 @@ impl Leases {
         call: &HeldCall,
     ) -> ApiResult<Hold> {
         let amount = amount.max(1);
-        let hold_id = holds::new_hold_id(clock.as_ref());
+        let hold_id = metering::new_hold_id(clock.as_ref());
         let now = Instant::now();
         let mut plan = self.plan(user_id, &hold_id, amount, call, hints, (now, true));
         if let Plan::Open { target } = plan
@@ -142,9 +142,9 @@ impl Leases {
             return Ok(hold);
         }
         let clock = clock.as_ref();
-        match holds::place_call_hold(store.as_ref(), clock, hints, user_id, amount, call).await {
+        match metering::place_call_hold(store.as_ref(), clock, hints, user_id, amount, call).await {
             Err(ApiError::PaymentRequired { .. }) if self.give_back_free(store.as_ref(), user_id).await => {
-                holds::place_call_hold(store.as_ref(), clock, hints, user_id, amount, call).await
+                metering::place_call_hold(store.as_ref(), clock, hints, user_id, amount, call).await
             }
             placed => placed,
         }
@@ -245,8 +245,8 @@ impl Leases {
         now: Instant,
     ) -> bool {
         let opened_at = clock.now().timestamp_millis().max(0);
-        let id = holds::timed_id(opened_at);
-        let opened = holds::reserve_for_lease(store.as_ref(), user_id, &id, size, 0).await;
+        let id = metering::timed_id(opened_at);
+        let opened = metering::reserve_for_lease(store.as_ref(), user_id, &id, size, 0).await;
         let Some(mut accounts) = self.accounts() else { return false };
         let account = accounts.entry(user_id.to_owned()).or_default();
         account.opening = false;
@@ -300,7 +300,7 @@ impl Leases {
         if free <= 0 {
             return false;
         }
-        let given_back = holds::shrink_lease(store, user_id, &lease.id, (reserved, free)).await;
+        let given_back = metering::shrink_lease(store, user_id, &lease.id, (reserved, free)).await;
         if let Ok(false) = given_back {
             // The wallet reserves another figure than this process thinks: nothing was given back.
             lease.untake_free(free);
@@ -403,7 +403,7 @@ impl Lease {
 
     /// Past the time it may serve new calls, by the same clock the sweeper judges it with.
     fn expired(&self) -> bool {
-        let life = holds::LEASE_LIFE.num_milliseconds() - i64::try_from(LIFE_MARGIN.as_millis()).unwrap_or(0);
+        let life = metering::LEASE_LIFE.num_milliseconds() - i64::try_from(LIFE_MARGIN.as_millis()).unwrap_or(0);
         self.clock.now().timestamp_millis() >= self.opened_at.saturating_add(life)
     }
 
@@ -460,7 +460,7 @@ impl Lease {
     }
 
     async fn extend(self: Arc<Self>, add: i64, step: u32) {
-        let extended = holds::reserve_for_lease(self.store.as_ref(), &self.user_id, &self.id, add, step).await;
+        let extended = metering::reserve_for_lease(self.store.as_ref(), &self.user_id, &self.id, add, step).await;
         let Some(mut state) = self.state() else { return };
         state.extending = false;
         match extended {
@@ -583,8 +583,8 @@ impl Lease {
                     }
                 }
                 Step::Check => match self.store.get(Table::Main, &user_pk(&self.user_id), schema::sk::WALLET).await {
-                    Ok(Some(wallet)) if wallet.attrs.contains_key(&holds::lease_attr(&self.id)) => {
-                        if holds::stops_leases(&wallet) {
+                    Ok(Some(wallet)) if wallet.attrs.contains_key(&metering::lease_attr(&self.id)) => {
+                        if metering::stops_leases(&wallet) {
                             self.retire_only();
                         }
                         failures = 0;
@@ -597,7 +597,7 @@ impl Lease {
                 },
                 Step::Record { running, ended } => {
                     let store = self.store.as_ref();
-                    match holds::record_lease_calls(store, &self.user_id, &self.id, &running, &ended).await {
+                    match metering::record_lease_calls(store, &self.user_id, &self.id, &running, &ended).await {
                         Ok(()) => {
                             failures = 0;
                             if let Some(mut state) = self.state() {
@@ -616,7 +616,7 @@ impl Lease {
                     }
                 }
                 Step::Return { reserved } => {
-                    match holds::return_lease(self.store.as_ref(), &self.user_id, &self.id, reserved, &[]).await {
+                    match metering::return_lease(self.store.as_ref(), &self.user_id, &self.id, reserved, &[]).await {
                         Ok(None) => {
                             self.give_up();
                             return;

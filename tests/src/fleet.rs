@@ -1,0 +1,268 @@
+//! `make fleet` under test: the fleet binary with the real function binaries, on the DynamoDB Local and moto
+//! that `make test` started, driven over HTTP as a client would, with its instances frozen and killed by
+//! the test itself (their pids from `GET /_fleet`).
+//!
+//! The function binaries are the ones `make test` builds on their own (as `make build` ships them, without
+//! the embedded store): `INFEREX_FLEET_BIN_DIR`, by default `target/fleet-bin`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use shared::store::dynamo::{DynamoStore, TableNames};
+
+type TestError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Fleets started one at a time: each runs a few dozen processes on a two-core machine.
+pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// How a fleet under test runs.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub concurrency: usize,
+    /// The model stand-in's delay before each answer.
+    pub upstream_latency: Duration,
+}
+
+pub struct Fleet {
+    pub base: String,
+    pub http: reqwest::Client,
+    /// The fleet's tables, read directly to check the money invariants.
+    pub store: DynamoStore,
+    process: Child,
+    data: PathBuf,
+    documents: std::sync::atomic::AtomicU64,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        // SIGTERM: the fleet kills its instances before it exits.
+        if let Ok(pid) = i32::try_from(self.process.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        for _ in 0..100 {
+            if matches!(self.process.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// One instance as `GET /_fleet` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub function: String,
+    pub pid: i32,
+    pub state: String,
+}
+
+impl Instance {
+    pub fn signal(&self, signal: Signal) -> Result<(), TestError> {
+        Ok(kill(Pid::from_raw(self.pid), signal)?)
+    }
+}
+
+impl Fleet {
+    pub async fn start(options: FleetOptions) -> Result<Self, TestError> {
+        let var =
+            |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set: run the tests with `make test`"));
+        let (dynamodb, moto) = (var("INFEREX_TEST_DYNAMODB_ENDPOINT")?, var("INFEREX_TEST_MOTO_ENDPOINT")?);
+        let bin_dir =
+            std::env::var("INFEREX_FLEET_BIN_DIR").map_or_else(|_| root().join("target/fleet-bin"), PathBuf::from);
+        let fleet_binary = root().join("target/debug/fleet");
+        for needed in [fleet_binary.clone(), bin_dir.join("inference")] {
+            if !needed.is_file() {
+                return Err(format!("{} is missing: `make test` builds it (scripts/test.sh)", needed.display()).into());
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let prefix = format!("fleet-{}", shared::secrets::random_suffix());
+        let data = std::env::temp_dir().join(&prefix);
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("{prefix}.log")))?;
+        let process = Command::new(&fleet_binary)
+            .current_dir(root())
+            .env("INFEREX_ADDR", format!("127.0.0.1:{port}"))
+            .env("INFEREX_DATA_DIR", &data)
+            .env("INFEREX_FLEET_BIN_DIR", &bin_dir)
+            .env("INFEREX_FLEET_TABLE_PREFIX", &prefix)
+            .env("INFEREX_FLEET_CONCURRENCY", options.concurrency.to_string())
+            // The test runs the jobs itself (POST /_fleet/jobs).
+            .env("INFEREX_FLEET_JOBS_EVERY_SECONDS", "86400")
+            .env("INFEREX_FLEET_UPSTREAM_LATENCY_MS", options.upstream_latency.as_millis().to_string())
+            .env("INFEREX_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let emulators = dev_server::fleet::resources::Emulators { dynamodb, moto };
+        let client = dev_server::fleet::resources::dynamodb_client(&emulators);
+        let clock: std::sync::Arc<dyn shared::clock::Clock> = std::sync::Arc::new(shared::clock::SystemClock);
+        let store = DynamoStore::new(client, TableNames::with_prefix(&prefix), clock);
+        let fleet = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?,
+            store,
+            process,
+            data,
+            documents: std::sync::atomic::AtomicU64::new(0),
+        };
+        fleet.wait_until_healthy().await?;
+        Ok(fleet)
+    }
+
+    async fn wait_until_healthy(&self) -> Result<(), TestError> {
+        for _ in 0..600 {
+            if let Ok(answer) = self.http.get(self.url("/health")).send().await
+                && answer.status().is_success()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err("the fleet did not answer /health within a minute".into())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn instances(&self) -> Result<Vec<Instance>, TestError> {
+        let listing: Value = self.http.get(self.url("/_fleet")).send().await?.error_for_status()?.json().await?;
+        let listed = listing["instances"].as_array().ok_or("no instances listed")?;
+        Ok(listed
+            .iter()
+            .filter_map(|i| {
+                Some(Instance {
+                    function: i["function"].as_str()?.to_owned(),
+                    pid: i32::try_from(i["pid"].as_i64()?).ok()?,
+                    state: i["state"].as_str()?.to_owned(),
+                })
+            })
+            .collect())
+    }
+
+    /// The jobs function, run now as its schedule would; its report.
+    pub async fn run_jobs(&self) -> Result<Value, TestError> {
+        let answer = self.http.post(self.url("/_fleet/jobs")).send().await?;
+        let status = answer.status();
+        let report: Value = answer.json().await?;
+        if !status.is_success() {
+            return Err(format!("the jobs failed: {report}").into());
+        }
+        Ok(report)
+    }
+
+    /// Calls the model stand-in took (its own count).
+    pub async fn upstream_served(&self) -> Result<u64, TestError> {
+        let served: Value =
+            self.http.get(self.url("/_fleet/upstream")).send().await?.error_for_status()?.json().await?;
+        Ok(served["calls"].as_u64().ok_or("no count")?)
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> Result<Value, TestError> {
+        let mut request = self.http.request(method, self.url(path)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let answer = request.send().await?;
+        let status = answer.status();
+        let text = answer.text().await?;
+        if !status.is_success() {
+            return Err(format!("{path}: {status} {text}").into());
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// A customer as one becomes one (signup, the e-mail's link, KYC, a paid top-up of `rupees`), with an
+    /// API key; returns (user id, API key).
+    pub async fn customer(&self, email: &str, rupees: i64) -> Result<(String, String), TestError> {
+        let password = shared::testing::TEST_PASSWORD;
+        let signup = json!({"email": email, "password": password, "full_name": "Fleet Check", "date_of_birth": "1990-01-01", "accepted_terms_version": "2026-05-21"});
+        let user = self.call(reqwest::Method::POST, "/v1/auth/signup", None, signup).await?;
+        let user_id = user["id"].as_str().ok_or("no user id")?.to_owned();
+        let login = self
+            .call(reqwest::Method::POST, "/v1/auth/login", None, json!({"email": email, "password": password}))
+            .await?;
+        let token = login["token"].as_str().ok_or("no session token")?.to_owned();
+        let link = self.verification_token(email).await?;
+        self.call(reqwest::Method::POST, "/v1/auth/verify-email", None, json!({ "token": link })).await?;
+        let n = self.documents.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + u64::from(std::process::id() % 1000) * 10;
+        let kyc = json!({"pan": format!("FLEPT{:04}F", 1 + n % 9999), "aadhaar": crate::aadhaar_with_check_digit(71_000_000_000 + n), "name_on_pan": "Fleet Check"});
+        self.call(reqwest::Method::POST, "/v1/kyc", Some(&token), kyc).await?;
+        let topup = self
+            .call(reqwest::Method::POST, "/v1/wallet/topups", Some(&token), json!({"amount_paise": rupees * 100}))
+            .await?;
+        let order = topup["razorpay_order_id"].as_str().ok_or("no order")?;
+        self.call(reqwest::Method::POST, &format!("/_razorpay/dev/orders/{order}/pay"), None, json!({})).await?;
+        for _ in crate::polls() {
+            let wallet = self.call(reqwest::Method::GET, "/v1/wallet", Some(&token), Value::Null).await?;
+            if wallet["balance_paise"].as_i64() == Some(rupees * 100) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let key = self.call(reqwest::Method::POST, "/v1/keys", Some(&token), json!({"name": "fleet"})).await?;
+        Ok((user_id, key["key"].as_str().ok_or("no key")?.to_owned()))
+    }
+
+    async fn verification_token(&self, email: &str) -> Result<String, TestError> {
+        for _ in crate::polls() {
+            let mail = self.call(reqwest::Method::GET, "/_mail", None, Value::Null).await?;
+            let found =
+                mail["data"].as_array().into_iter().flatten().find(|m| m["to"] == email && m["kind"] == "verify_email");
+            if let Some(link) = found.and_then(|m| m["links"][0].as_str()) {
+                return Ok(link.split_once("token=").ok_or("a link without a token")?.1.to_owned());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!("no verification e-mail for {email}").into())
+    }
+
+    /// The wallet item's `balance`, `held` and `available`, after checking that the balance equals the sum of
+    /// the ledger and that `available` is the balance less what is held.
+    pub async fn checked_wallet(&self, user_id: &str) -> Result<(i64, i64), TestError> {
+        use shared::store::{ItemStore, Query, SortKeyRange, Table};
+        let query = Query::new(Table::Main, format!("USER#{user_id}"))
+            .range(SortKeyRange::Prefix("LEDGER#".into()))
+            .limit(1000);
+        let mut sum = 0i64;
+        for item in &self.store.query(query).await?.items {
+            sum += item.record::<shared::wallet::LedgerEntry>()?.amount;
+        }
+        let wallet = self.store.get(Table::Main, &format!("USER#{user_id}"), "WALLET").await?.ok_or("no wallet")?;
+        let number = |name: &str| wallet.attrs.get(name).and_then(Value::as_i64).unwrap_or(0);
+        if number("balance") != sum || number("available") != number("balance") - number("held") {
+            return Err(format!("the wallet disagrees with its ledger (sum {sum}): {wallet:?}").into());
+        }
+        Ok((number("balance"), number("held")))
+    }
+
+    /// The account's usage entries (one per charged call).
+    pub async fn usage(&self, user_id: &str) -> Result<Vec<shared::usage::UsageRecord>, TestError> {
+        use shared::store::{ItemStore, Query, SortKeyRange, Table};
+        let query =
+            Query::new(Table::Main, format!("USER#{user_id}")).range(SortKeyRange::Prefix("USAGE#".into())).limit(1000);
+        let mut records = Vec::new();
+        for item in &self.store.query(query).await?.items {
+            records.push(item.record::<shared::usage::UsageRecord>()?);
+        }
+        Ok(records)
+    }
+}
