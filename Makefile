@@ -28,6 +28,16 @@ bench:
 	cargo build --release -p dev-server --bins
 	INFEREX_BENCH_LITELLM="$$(scripts/ensure-litellm.sh)" INFEREX_BENCH_SERVER=target/release/dev-server target/release/bench
 
+## bench-fleet: make fleet (release builds) under closed-loop load: one account at 1, 10 and 50 connections,
+## 20 accounts at 50, then the same with instances killed and frozen; prints calls/s, latency p50/p99,
+## DynamoDB writes per call, the busiest item's writes/s, false 402s and missing charges (both must be 0).
+## INFEREX_BENCH_FLEET_SECONDS sets each step's length (10).
+bench-fleet:
+	scripts/ensure-tools.sh
+	cargo build --release --locked --bins $(addprefix -p ,signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy mailer)
+	cargo build --release --locked -p dev-server --bin fleet --bin bench-fleet
+	scripts/with-emulators.sh target/release/bench-fleet
+
 ## tools: install DynamoDB Local, cfn-lint, AWS SAM's translator, moto and the openai SDK under .tools/.
 tools:
 	scripts/ensure-tools.sh

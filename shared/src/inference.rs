@@ -146,6 +146,9 @@ pub struct Gateway {
     leases: Leases,
     /// Whether calls may be served from leases (see [`Gateway::one_call_at_a_time`]).
     leases_on: bool,
+    /// A Lambda instance's purses (see [`Gateway::one_call_at_a_time`]); without them, each call holds on
+    /// the wallet itself.
+    purses: Option<Arc<metering::Purses>>,
 }
 
 impl Gateway {
@@ -166,6 +169,7 @@ impl Gateway {
             balances: Arc::default(),
             leases: Leases::default(),
             leases_on: true,
+            purses: None,
         })
     }
 
@@ -175,6 +179,7 @@ impl Gateway {
     /// balance covers; one call at a time, a lease saves nothing anyway.
     pub fn one_call_at_a_time(mut self) -> Self {
         self.leases_on = false;
+        self.purses = Some(Arc::new(metering::Purses::new()));
         self
     }
 
@@ -785,6 +790,13 @@ async fn settle_call(state: &CallContext, facts: CallFacts<'_>, usage: Usage, st
             Err(_) => lease.reserve.clone().abandoned(&facts.hold.id),
         }
     }
+    // A purse posts what it spent to the wallet now and then, within the invocation (never after it).
+    if let Some(book) = facts.hold.purse.as_ref().and_then(|purse| purse.book.as_ref()) {
+        let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+        if let Err(e) = book.post_if_due(store, clock, &facts.hold.user_id, expiry).await {
+            tracing::warn!(error = %e, "a purse's spending not posted yet; the next call or the sweeper posts it");
+        }
+    }
     settled
 }
 
@@ -819,6 +831,9 @@ pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepa
             .leases
             .hold(&state.store, &state.clock, balances, &owner.user_id, prepared.max_cost(), &held_call)
             .await?
+    } else if let Some(purses) = &gateway.purses {
+        let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+        purses.hold(store, clock, &owner.user_id, prepared.max_cost().max(1), &held_call).await?
     } else {
         let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
         metering::place_call_hold(store, clock, balances, &owner.user_id, prepared.max_cost().max(1), &held_call)
@@ -884,7 +899,11 @@ async fn release_unused(state: &CallContext, hold: &Hold) {
         return;
     }
     for attempt in 0..3u32 {
-        match metering::release(state.store.as_ref(), &hold.user_id, &hold.id, hold.amount).await {
+        let released = match &hold.purse {
+            Some(_) => metering::release_in_purse(state.store.as_ref(), hold).await,
+            None => metering::release(state.store.as_ref(), &hold.user_id, &hold.id, hold.amount).await,
+        };
+        match released {
             Ok(_) => return,
             Err(e) => {
                 tracing::error!(error = %e, hold_id = %hold.id, attempt, "releasing an unused hold failed");

@@ -824,6 +824,10 @@ pub async fn close_account(ctx: &PrivacyContext, user_id: &str, password: Option
     confirm_password(ctx, &account, password, "password").await?;
     let retention = &ctx.config.retention;
     for _ in 0..CLOSE_ATTEMPTS {
+        // The instances' purses stop first (no new call from them), their free money back on the wallet, so
+        // the refund below counts it; a purse funded after this changes the wallet, and the closing
+        // transaction, conditioned on the wallet as read, is tried again.
+        wallet::metering::stop_purses(store, user_id).await?;
         let now = ctx.clock.now();
         let account_until = retention.expiry(ItemClass::Account, now).unwrap_or(i64::MAX);
         let mut request = Recorded::new(ctx, user_id, RequestKind::Erasure);

@@ -299,6 +299,7 @@ pub enum ItemClass {
     PaymentIndex,
     SweepCursor,
     CallBeat,
+    Purse,
 }
 
 impl ItemClass {
@@ -317,6 +318,8 @@ impl ItemClass {
             KycClaim => Rule::ErasedAtClosure,
             // The wallet is the balance the ledger adds up to: kept as long as the ledger, from closure.
             Wallet | WalletRegistry => Rule::FromClosure(Span::Payments),
+            // Money of the wallet's, held by an instance: it never expires, the sweeper returns it when idle.
+            Purse => Rule::FromClosure(Span::Payments),
             LedgerEntry | Topup | TopupIndex | OpenTopup | RazorpayOrder | PaymentCredit | RefundDebit
             | WebhookEvent | PaymentReview | RefundRequest | Dispute | DisputeIndex | PendingAdjustment
             | ClosureRefund | RefundDue | PaymentIndex => Rule::FromWrite(Span::Payments),
@@ -365,6 +368,7 @@ impl ItemClass {
                 prefix::CLOSURE_REFUND => ClosureRefund,
                 prefix::PAYMENT_INDEX => PaymentIndex,
                 prefix::CALL_BEAT => CallBeat,
+                prefix::PURSE => Purse,
                 _ => return None,
             },
             (kind::EMAIL, fixed::EMAIL) => EmailClaim,

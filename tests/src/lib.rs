@@ -2,8 +2,6 @@
 //! real loopback socket, over the embedded store or DynamoDB Local, with a controllable clock.
 //! Our own components are never replaced; only time is controlled.
 
-pub mod fleet;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -130,12 +128,7 @@ pub const RAZORPAY_KEY_SECRET: &str = "inferex_test_key_secret";
 pub const RAZORPAY_WEBHOOK_SECRET: &str = "inferex_test_webhook_secret";
 
 /// A valid Aadhaar number: `first11` followed by its Verhoeff check digit.
-pub fn aadhaar_with_check_digit(first11: u64) -> String {
-    (0..10)
-        .map(|d| format!("{first11}{d}"))
-        .find(|candidate| shared::kyc::documents::verhoeff_valid(candidate))
-        .unwrap_or_default()
-}
+pub use dev_server::fleet::harness::aadhaar_with_check_digit;
 
 async fn serve(app: axum::Router) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
@@ -537,15 +530,29 @@ pub fn usage_record(
 pub struct CountingStore {
     inner: Arc<dyn ItemStore>,
     pub calls: std::sync::atomic::AtomicUsize,
+    /// Writes per item (`pk sk`): every put, update and delete, and each part of a transaction (condition
+    /// checks too: DynamoDB charges them a write on their item), attempted or not.
+    writes: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl CountingStore {
     pub fn new(inner: Arc<dyn ItemStore>) -> Self {
-        Self { inner, calls: std::sync::atomic::AtomicUsize::new(0) }
+        Self { inner, calls: std::sync::atomic::AtomicUsize::new(0), writes: Default::default() }
     }
 
     fn count(&self) {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn wrote(&self, pk: &str, sk: &str) {
+        if let Ok(mut writes) = self.writes.lock() {
+            *writes.entry(format!("{pk} {sk}")).or_default() += 1;
+        }
+    }
+
+    /// The writes each item took so far.
+    pub fn writes(&self) -> std::collections::HashMap<String, usize> {
+        self.writes.lock().map(|w| w.clone()).unwrap_or_default()
     }
 }
 
@@ -557,14 +564,17 @@ impl ItemStore for CountingStore {
     }
     async fn put(&self, put: shared::store::Put) -> shared::store::StoreResult<()> {
         self.count();
+        self.wrote(&put.item.pk, &put.item.sk);
         self.inner.put(put).await
     }
     async fn update(&self, update: shared::store::Update) -> shared::store::StoreResult<Item> {
         self.count();
+        self.wrote(&update.pk, &update.sk);
         self.inner.update(update).await
     }
     async fn delete(&self, delete: shared::store::Delete) -> shared::store::StoreResult<()> {
         self.count();
+        self.wrote(&delete.pk, &delete.sk);
         self.inner.delete(delete).await
     }
     async fn query(&self, query: shared::store::Query) -> shared::store::StoreResult<shared::store::Page> {
@@ -573,6 +583,14 @@ impl ItemStore for CountingStore {
     }
     async fn transact(&self, ops: Vec<shared::store::WriteOp>) -> shared::store::StoreResult<()> {
         self.count();
+        for op in &ops {
+            match op {
+                shared::store::WriteOp::Put(put) => self.wrote(&put.item.pk, &put.item.sk),
+                shared::store::WriteOp::Update(update) => self.wrote(&update.pk, &update.sk),
+                shared::store::WriteOp::Delete(delete) => self.wrote(&delete.pk, &delete.sk),
+                shared::store::WriteOp::Check(check) => self.wrote(&check.pk, &check.sk),
+            }
+        }
         self.inner.transact(ops).await
     }
 }

@@ -172,7 +172,10 @@ async fn stale_holds_of_calls_are_charged_what_they_recorded_or_in_full(backend:
     metering::record_pending(store, &known, UNITS_PER_RUPEE / 2, &used).await?;
     api.clock.advance(Duration::minutes(10));
     let report = jobs::run(&api.state).await?.stale_holds;
-    assert_eq!(report, metering::SweepReport { wallets: 1, charged: 2, released: 0, leases: 0, out_of_time: false });
+    assert_eq!(
+        report,
+        metering::SweepReport { wallets: 1, charged: 2, released: 0, leases: 0, purses: 0, out_of_time: false }
+    );
     assert_eq!(
         jobs::run(&api.state).await?.stale_holds,
         metering::SweepReport { wallets: 1, ..Default::default() },
@@ -230,7 +233,7 @@ async fn a_settlement_that_cannot_commit_leaves_its_usage_for_the_sweeper(backen
     api.clock.advance(Duration::minutes(10));
     assert_eq!(
         jobs::run(&api.state).await?.stale_holds,
-        metering::SweepReport { wallets: 1, charged: 1, released: 0, leases: 0, out_of_time: false }
+        metering::SweepReport { wallets: 1, charged: 1, released: 0, leases: 0, purses: 0, out_of_time: false }
     );
     let expected = 100 * UNITS_PER_RUPEE - UNITS_PER_RUPEE / 4;
     assert_eq!(api.ledger_checked_balance(&user).await?, expected, "the recorded usage, not the hold");
@@ -250,7 +253,7 @@ async fn stale_holds_are_swept_and_released_once(backend: Backend) -> TestResult
     // are released, once.
     assert_eq!(
         jobs::run(&api.state).await?.stale_holds,
-        metering::SweepReport { wallets: 1, charged: 0, released: 1, leases: 0, out_of_time: false }
+        metering::SweepReport { wallets: 1, charged: 0, released: 1, leases: 0, purses: 0, out_of_time: false }
     );
     assert_eq!(
         jobs::run(&api.state).await?.stale_holds,
@@ -380,7 +383,7 @@ async fn a_razorpay_outage_does_not_stop_the_sweeper(backend: Backend) -> TestRe
     assert_eq!(report.reconciliation.errors, 1, "{report:?}");
     assert_eq!(
         report.stale_holds,
-        metering::SweepReport { wallets: 1, charged: 1, released: 0, leases: 0, out_of_time: false }
+        metering::SweepReport { wallets: 1, charged: 1, released: 0, leases: 0, purses: 0, out_of_time: false }
     );
     let expected = 97 * UNITS_PER_RUPEE;
     assert_eq!(api.ledger_checked_balance(&user).await?, expected);

@@ -48,7 +48,7 @@ async fn jobs_without_razorpays_keys_still_sweep_holds_and_redrive_mail(backend:
     assert_eq!(report.failed_jobs, vec!["reconciliation", "closure_refunds"], "{report:?}");
     assert_eq!(
         report.stale_holds,
-        metering::SweepReport { wallets: 1, charged: 1, released: 0, leases: 0, out_of_time: false }
+        metering::SweepReport { wallets: 1, charged: 1, released: 0, leases: 0, purses: 0, out_of_time: false }
     );
     assert!(report.mail_redriven >= 1, "{report:?}");
     let delivered = api.mail_to("stuck-mail@example.in").await?;

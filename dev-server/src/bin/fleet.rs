@@ -13,6 +13,7 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use dev_server::fleet::resources::{self, Emulators, Refs, SecretValues};
 use dev_server::fleet::template::Template;
+use dev_server::fleet::write_counter::WriteCounter;
 use dev_server::fleet::{Fleet, Settings};
 use dev_server::razorpay_standin::{self, StandIn, StandInConfig};
 use dev_server::upstream_standin::{self, Upstream};
@@ -86,7 +87,16 @@ async fn serve() -> Result<(), BoxError> {
     let tables =
         TableNames::with_prefix(&var::<String>("INFEREX_FLEET_TABLE_PREFIX")?.unwrap_or_else(|| "fleet".into()));
     refs.extend(resources::provision(&emulators, &tables, &secrets, &mail_domain).await?);
-    let mut extra = resources::aws_environment(&emulators);
+    // With INFEREX_FLEET_COUNT_WRITES=true the functions reach DynamoDB Local through a counter of its writes.
+    let counter = match var::<bool>("INFEREX_FLEET_COUNT_WRITES")?.unwrap_or(false) {
+        true => Some(WriteCounter::new(&emulators.dynamodb)),
+        false => None,
+    };
+    let mut functions_see = emulators.clone();
+    if let Some(counter) = &counter {
+        functions_see.dynamodb = counter.serve().await?;
+    }
+    let mut extra = resources::aws_environment(&functions_see);
     extra.push(("INFEREX_PUBLIC_URL".into(), base.clone()));
     let fleet = Arc::new(Fleet::new(template, &settings, &refs, &extra)?);
 
@@ -100,6 +110,9 @@ async fn serve() -> Result<(), BoxError> {
     if let Some(upstream) = upstream {
         app = app.route("/_fleet/upstream", axum::routing::get(served).with_state(upstream.clone()));
         app = app.nest("/_upstream", upstream_standin::router(upstream));
+    }
+    if let Some(counter) = counter {
+        app = app.nest("/_fleet/writes", write_counts(counter));
     }
     let mailbox = dev_server::fleet::mail::SesMailbox::new(&emulators.moto, &settings.data_dir.join("mail"))?;
     app = app.nest("/_mail", mailbox.router());
@@ -133,6 +146,24 @@ async fn serve() -> Result<(), BoxError> {
     stream.abort();
     fleet.kill_all();
     Ok(served?)
+}
+
+/// `GET /_fleet/writes` (the counts) and `POST /_fleet/writes/reset`.
+fn write_counts(counter: WriteCounter) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route(
+            "/",
+            get(|axum::extract::State(c): axum::extract::State<WriteCounter>| async move { axum::Json(c.report()) }),
+        )
+        .route(
+            "/reset",
+            post(|axum::extract::State(c): axum::extract::State<WriteCounter>| async move {
+                c.reset();
+                axum::http::StatusCode::NO_CONTENT
+            }),
+        )
+        .with_state(counter)
 }
 
 /// What the model stand-in served: `{"calls": n}` (its own count, for checking that every call is charged).

@@ -9,12 +9,14 @@
 //! execution model (`instances`); nothing of it is in the Lambda binaries.
 
 pub mod gateway;
+pub mod harness;
 pub mod instances;
 pub mod mail;
 pub mod resources;
 pub mod runtime_api;
 pub mod streams;
 pub mod template;
+pub mod write_counter;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

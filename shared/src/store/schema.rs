@@ -6,7 +6,8 @@
 //! Main table, by partition (`pk` / `sk`):
 //! - `USER#<id>` / `PROFILE`, `KYC`, `WALLET`, and the prefixed sort keys `CONSENT#`, `SESSION#`, `LOGIN#`,
 //!   `KYCDECISION#`, `LEDGER#`, `TOPUP#`, `APIKEYSLOT#`, `USAGE#`, `PRIVACYREQ#`, `EXPORT#`, `CLOSUREREFUND#`,
-//!   `PAYMENT#`, `CALLBEAT#` (a running call's last sign of life).
+//!   `PAYMENT#`, `CALLBEAT#` (a running call's last sign of life),
+//!   `PURSE#` (an instance's purse of the account's money).
 //! - `EMAIL#<email>` / `EMAIL`; `SESSION#<hash>` / `SESSION`; `APIKEY#<hash>` / `KEY`.
 //! - `LOGIN#<email>` / `<time>`; `LOGINFAIL#<email>` / `WINDOW`; `KYCSUBMIT#<id>` / `WINDOW`.
 //! - `KYCDOC#<fingerprint>` / `CLAIM`.
@@ -106,6 +107,7 @@ pub mod prefix {
     pub const CLOSURE_REFUND: &str = "CLOSUREREFUND#";
     pub const PAYMENT_INDEX: &str = "PAYMENT#";
     pub const CALL_BEAT: &str = "CALLBEAT#";
+    pub const PURSE: &str = "PURSE#";
 }
 
 /// Singleton partitions.

@@ -90,6 +90,7 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
     };
     let debited = apply_balance_change(store, change, extra).await?;
     sync_closed_wallet(store, config, clock, &user_id).await?;
+    super::metering::stop_purses_if_owing(store, &user_id).await?;
     Ok(if debited { CreditOutcome::Credited } else { CreditOutcome::AlreadyCredited })
 }
 
@@ -300,6 +301,7 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
         if store.transact(ops).await.applied()?.is_some() {
             tracing::warn!(%user_id, dispute_id = %dispute.id, payment_id = %dispute.payment_id, state = ?next, "dispute applied");
             sync_closed_wallet(store, config, clock, &user_id).await?;
+            super::metering::stop_purses_if_owing(store, &user_id).await?;
             return Ok(if over { CreditOutcome::Mismatch } else { CreditOutcome::Credited });
         }
     }

@@ -122,6 +122,8 @@ pub struct Hold {
     pub low_balance_threshold: i64,
     /// Served from a budget lease (see `super::leases`) instead of its own attribute on the wallet.
     pub lease: Option<LeaseBacking>,
+    /// Taken from an instance's purse (see `super::purses`) instead of the wallet.
+    pub purse: Option<super::purses::PurseBacking>,
 }
 
 /// The lease a hold was served from: its id, and what the lease still reserves on the wallet.
@@ -188,6 +190,19 @@ pub struct HeldCall {
     pub completion_tokens: u64,
 }
 
+impl HeldCall {
+    /// A call of which nothing is on record (a hold written without one): charged as unknown.
+    pub fn unknown() -> Self {
+        Self {
+            request_id: "unknown".into(),
+            key_id: "unknown".into(),
+            model: "unknown".into(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        }
+    }
+}
+
 /// What a call used, recorded when its settlement could not commit in its own invocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingUsage {
@@ -195,7 +210,7 @@ pub struct PendingUsage {
     pub usage: UsageRecord,
 }
 
-fn insufficient(amount: i64) -> ApiError {
+pub(super) fn insufficient(amount: i64) -> ApiError {
     ApiError::PaymentRequired {
         code: "insufficient_balance",
         message: format!(
@@ -244,6 +259,7 @@ async fn hold_for<S: ItemStore + ?Sized>(
         balance: 0,
         low_balance_threshold: DEFAULT_LOW_BALANCE_THRESHOLD,
         lease: None,
+        purse: None,
     };
     let mut update = Update::new(Table::Main, user_pk(user_id), WALLET_SK);
     if let Some(call) = call {

@@ -436,6 +436,7 @@ impl Lease {
             balance,
             low_balance_threshold: self.low_balance_threshold.load(Ordering::SeqCst),
             lease: Some(LeaseBacking { id: self.id.clone(), reserve: self.clone() }),
+            purse: None,
         }
     }
 

@@ -6,12 +6,15 @@
 //! - `reservations`: budget leases' reserves on the wallet, and the calls recorded beside them;
 //! - `leases`: the per-process lease keeper (`make run`; a Lambda instance serves one call at a time and
 //!   takes no lease);
+//! - `purses`: a Lambda instance's purse of each account's money, so that no item is written per call
+//!   by every instance;
 //! - `heartbeats`: running calls' signs of life;
 //! - `sweeper`: holds and leases of processes that died, charged and given back.
 
 mod heartbeats;
 mod holds;
 mod leases;
+mod purses;
 mod reservations;
 mod settlement;
 mod sweeper;
@@ -19,6 +22,7 @@ mod sweeper;
 pub use heartbeats::*;
 pub use holds::*;
 pub use leases::*;
+pub use purses::*;
 pub use reservations::*;
 pub use settlement::*;
 pub use sweeper::*;

@@ -68,6 +68,10 @@ pub async fn settle<S: ItemStore + ?Sized>(
     expiries: Expiries,
     deadline: std::time::Instant,
 ) -> ApiResult<UsageRecord> {
+    if hold.purse.is_some() {
+        // A purse's hold settles on the purse; the wallet learns of it when the purse posts.
+        return super::purses::settle_in_purse(store, hold, cost, usage, expiries, deadline).await;
+    }
     let charge = charge_in_full(hold, cost, &mut usage);
     // Until this settlement commits or gives up, no other settlement of this wallet in this process starts;
     // a turn that does not come within TURN_WAIT_MAX (or the deadline) is not waited for.
@@ -202,7 +206,7 @@ struct Expected {
 
 /// What a settlement charges: the provider's cost in full (never below zero), noted on the usage record with
 /// what exceeded the hold.
-fn charge_in_full(hold: &Hold, cost: i64, usage: &mut UsageRecord) -> i64 {
+pub(super) fn charge_in_full(hold: &Hold, cost: i64, usage: &mut UsageRecord) -> i64 {
     let charge = cost.max(0);
     usage.cost = charge;
     usage.over_hold = (charge - hold.amount).max(0);

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use super::{
     BalanceHints, HOLD_CALL_PREFIX, HOLD_PREFIX, HeldCall, Hold, LEASE_CALL_PREFIX, LEASE_LIFE, LEASE_PREFIX,
-    LeaseBacking, LeaseCall, LeaseReserve, PendingUsage, ReserveAsRead, expiries, low_balance_threshold, release,
-    return_lease, settle,
+    LeaseBacking, LeaseCall, LeaseReserve, PURSE_IDLE, PURSE_ON_WALLET, PendingUsage, PurseBacking, ReserveAsRead,
+    expiries, low_balance_threshold, purses_on, release, retire, return_lease, settle,
 };
 use crate::accounts::user_pk;
 use crate::clock::Clock;
@@ -65,6 +65,7 @@ async fn sweep_leases<S: ItemStore + ?Sized>(
                 balance: item.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0),
                 low_balance_threshold: low_balance_threshold(item),
                 lease: Some(LeaseBacking { id: lease_id.to_owned(), reserve: reserve.clone() }),
+                purse: None,
             };
             let pending: Option<PendingUsage> = self::recorded(item, &hold.usage_attr());
             let (cost, usage) = match pending {
@@ -111,6 +112,9 @@ pub struct SweepReport {
     pub released: usize,
     /// Leases whose process stopped using them: their calls charged, the rest given back.
     pub leases: usize,
+    /// Purses idle for `purses::PURSE_IDLE`: their dead calls charged, their spending posted, the rest back.
+    #[serde(default)]
+    pub purses: usize,
     /// The sweep stopped at its time budget; the next run goes on.
     pub out_of_time: bool,
 }
@@ -121,6 +125,7 @@ impl SweepReport {
         self.charged += other.charged;
         self.released += other.released;
         self.leases += other.leases;
+        self.purses += other.purses;
     }
 }
 
@@ -201,6 +206,9 @@ async fn sweep_one<S: ItemStore + ?Sized>(
     };
     sweep_wallet(store, clock, config, (user_id, &item), &cutoffs.holds, &mut report).await;
     sweep_leases(store, clock, config, (user_id, &item), &cutoffs.leases, &mut report).await;
+    if item.attrs.keys().any(|k| k.starts_with(PURSE_ON_WALLET)) {
+        sweep_purses(store, clock, config, (user_id, &item), &mut report).await;
+    }
     // A closed account's wallet: what its calls left unused goes to its refund request.
     if item.attrs.get(CLOSED) == Some(&json!(true))
         && let Err(e) = crate::wallet::sync_closed_wallet(store, config, clock, user_id).await
@@ -248,6 +256,7 @@ async fn sweep_wallet<S: ItemStore + ?Sized>(
             balance,
             low_balance_threshold: threshold,
             lease: None,
+            purse: None,
         };
         let pending: Option<PendingUsage> = recorded(item, &hold.usage_attr());
         let call: Option<HeldCall> = recorded(item, &hold.call_attr());
@@ -274,6 +283,79 @@ async fn sweep_wallet<S: ItemStore + ?Sized>(
                 report.charged += 1;
             }
             Err(e) => tracing::error!(%user_id, hold_id = %id, error = %e, "stale hold not charged yet"),
+        }
+    }
+}
+
+/// Returns the purses nobody used for `PURSE_IDLE` (an instance frozen or killed since): each of their calls
+/// that stopped beating is charged (what it recorded as used, or its whole hold), then, with no call left
+/// running in it, the purse's spending is posted and the rest goes back to the wallet.
+async fn sweep_purses<S: ItemStore + ?Sized>(
+    store: &S,
+    clock: &dyn Clock,
+    config: &crate::config::Config,
+    (user_id, wallet): (&str, &Item),
+    report: &mut SweepReport,
+) {
+    let purses = match purses_on(store, user_id, wallet).await {
+        Ok(purses) => purses,
+        Err(e) => return tracing::error!(%user_id, error = %e, "purses not swept this run"),
+    };
+    let now = clock.now();
+    for purse in purses.iter().filter(|p| p.beat.is_none_or(|beat| now - beat >= PURSE_IDLE)) {
+        let mut running = false;
+        for (hold_id, amount) in purse.holds() {
+            let placed =
+                hold_id.get(..13).and_then(|m| m.parse::<i64>().ok()).and_then(DateTime::<Utc>::from_timestamp_millis);
+            let silent = match placed {
+                Some(placed) => {
+                    super::heartbeats::is_silent(store, now, (user_id, &hold_id), placed).await.unwrap_or(false)
+                }
+                None => true,
+            };
+            if !silent {
+                running = true;
+                continue;
+            }
+            let hold = Hold {
+                id: hold_id.clone(),
+                user_id: user_id.to_owned(),
+                amount,
+                balance: 0,
+                low_balance_threshold: low_balance_threshold(wallet),
+                lease: None,
+                purse: Some(PurseBacking { instance: purse.instance.clone(), book: None }),
+            };
+            let (cost, usage) = match purse.call(&hold_id) {
+                (_, Some(pending)) => (pending.cost, pending.usage),
+                (Some(call), None) => (amount, swept_usage(&call, amount, now)),
+                (None, None) => (amount, swept_usage(&HeldCall::unknown(), amount, now)),
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            match settle(store, &BalanceHints::default(), &hold, cost, usage, expiries(config, now), deadline).await {
+                Ok(charged) => {
+                    if charged.cost > 0 {
+                        tracing::error!(alert = crate::alerts::SETTLED_BY_SWEEPER, %user_id, hold_id = %hold.id, cost = charged.cost, "a dead instance's call charged");
+                    }
+                    report.charged += 1;
+                }
+                Err(e) => {
+                    running = true;
+                    tracing::error!(%user_id, hold_id = %hold.id, error = %e, "a dead instance's call not charged yet");
+                }
+            }
+        }
+        if running {
+            continue;
+        }
+        match retire(store, clock, user_id, &purse.instance, expiries(config, now)).await {
+            Ok(true) => report.purses += 1,
+            Ok(false) => {
+                tracing::warn!(%user_id, instance = %purse.instance, "an idle purse changed while swept; next run")
+            }
+            Err(e) => {
+                tracing::error!(%user_id, instance = %purse.instance, error = %e, "an idle purse not returned yet")
+            }
         }
     }
 }

@@ -1,9 +1,7 @@
-//! `make fleet` under test: the fleet binary with the real function binaries, on the DynamoDB Local and moto
-//! that `make test` started, driven over HTTP as a client would, with its instances frozen and killed by
-//! the test itself (their pids from `GET /_fleet`).
-//!
-//! The function binaries are the ones `make test` builds on their own (as `make build` ships them, without
-//! the embedded store): `INFEREX_FLEET_BIN_DIR`, by default `target/fleet-bin`.
+//! A fleet driven from outside, for the fleet tests and `make bench-fleet`: the fleet binary with the real
+//! function binaries, on the DynamoDB Local and moto that `scripts/with-emulators.sh` started, used over
+//! HTTP as a client would, with its instances frozen and killed by the caller (their pids from
+//! `GET /_fleet`), and its tables read directly to check the money invariants.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -16,19 +14,32 @@ use shared::store::dynamo::{DynamoStore, TableNames};
 
 type TestError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Fleets started one at a time: each runs a few dozen processes on a two-core machine.
-pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// How a fleet under test runs.
+/// How a fleet runs.
 #[derive(Debug, Clone)]
 pub struct FleetOptions {
     pub concurrency: usize,
     /// The model stand-in's delay before each answer.
     pub upstream_latency: Duration,
+    /// `target/debug` or `target/release`: where the fleet binary is.
+    pub profile_dir: PathBuf,
+    /// The function binaries.
+    pub bin_dir: PathBuf,
+    /// Count DynamoDB writes per item (`GET /_fleet/writes`).
+    pub count_writes: bool,
+}
+
+impl FleetOptions {
+    /// The debug build `make test` makes: the fleet in `target/debug`, the functions in `target/fleet-bin`
+    /// (or `INFEREX_FLEET_BIN_DIR`).
+    pub fn tests(concurrency: usize, upstream_latency: Duration) -> Self {
+        let bin_dir =
+            std::env::var("INFEREX_FLEET_BIN_DIR").map_or_else(|_| root().join("target/fleet-bin"), PathBuf::from);
+        Self { concurrency, upstream_latency, profile_dir: root().join("target/debug"), bin_dir, count_writes: false }
+    }
 }
 
 pub struct Fleet {
@@ -101,11 +112,12 @@ impl Fleet {
             .env("INFEREX_FLEET_JOBS_EVERY_SECONDS", "86400")
             .env("INFEREX_FLEET_UPSTREAM_LATENCY_MS", options.upstream_latency.as_millis().to_string())
             .env("INFEREX_LOG", "warn")
+            .env("INFEREX_FLEET_COUNT_WRITES", options.count_writes.to_string())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
-        let emulators = dev_server::fleet::resources::Emulators { dynamodb, moto };
-        let client = dev_server::fleet::resources::dynamodb_client(&emulators);
+        let emulators = super::resources::Emulators { dynamodb, moto };
+        let client = super::resources::dynamodb_client(&emulators);
         let clock: std::sync::Arc<dyn shared::clock::Clock> = std::sync::Arc::new(shared::clock::SystemClock);
         let store = DynamoStore::new(client, TableNames::with_prefix(&prefix), clock);
         let fleet = Self {
@@ -162,6 +174,34 @@ impl Fleet {
         Ok(report)
     }
 
+    /// The DynamoDB write counts since the last reset (`count_writes`).
+    pub async fn writes(&self) -> Result<Value, TestError> {
+        Ok(self.http.get(self.url("/_fleet/writes")).send().await?.error_for_status()?.json().await?)
+    }
+
+    pub async fn reset_writes(&self) -> Result<(), TestError> {
+        self.http.post(self.url("/_fleet/writes/reset")).send().await?.error_for_status()?;
+        Ok(())
+    }
+
+    /// Runs the jobs (every two seconds) until none of `users` holds anything, within `patience`; returns how
+    /// long that took. A dead call is charged once silent for `heartbeats::SILENT_FOR`.
+    pub async fn jobs_until_nothing_held(&self, users: &[String], patience: Duration) -> Result<Duration, TestError> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < patience {
+            self.run_jobs().await?;
+            let mut held = 0;
+            for user in users {
+                held += self.checked_wallet(user).await?.1;
+            }
+            if held == 0 {
+                return Ok(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        Err(format!("money still held {patience:?} after the calls").into())
+    }
+
     /// Calls the model stand-in took (its own count).
     pub async fn upstream_served(&self) -> Result<u64, TestError> {
         let served: Value =
@@ -192,7 +232,7 @@ impl Fleet {
     /// A customer as one becomes one (signup, the e-mail's link, KYC, a paid top-up of `rupees`), with an
     /// API key; returns (user id, API key).
     pub async fn customer(&self, email: &str, rupees: i64) -> Result<(String, String), TestError> {
-        let password = shared::testing::TEST_PASSWORD;
+        let password = "correct horse battery";
         let signup = json!({"email": email, "password": password, "full_name": "Fleet Check", "date_of_birth": "1990-01-01", "accepted_terms_version": "2026-05-21"});
         let user = self.call(reqwest::Method::POST, "/v1/auth/signup", None, signup).await?;
         let user_id = user["id"].as_str().ok_or("no user id")?.to_owned();
@@ -204,14 +244,14 @@ impl Fleet {
         self.call(reqwest::Method::POST, "/v1/auth/verify-email", None, json!({ "token": link })).await?;
         let n = self.documents.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + u64::from(std::process::id() % 1000) * 10;
-        let kyc = json!({"pan": format!("FLEPT{:04}F", 1 + n % 9999), "aadhaar": crate::aadhaar_with_check_digit(71_000_000_000 + n), "name_on_pan": "Fleet Check"});
+        let kyc = json!({"pan": format!("FLEPT{:04}F", 1 + n % 9999), "aadhaar": aadhaar_with_check_digit(71_000_000_000 + n), "name_on_pan": "Fleet Check"});
         self.call(reqwest::Method::POST, "/v1/kyc", Some(&token), kyc).await?;
         let topup = self
             .call(reqwest::Method::POST, "/v1/wallet/topups", Some(&token), json!({"amount_paise": rupees * 100}))
             .await?;
         let order = topup["razorpay_order_id"].as_str().ok_or("no order")?;
         self.call(reqwest::Method::POST, &format!("/_razorpay/dev/orders/{order}/pay"), None, json!({})).await?;
-        for _ in crate::polls() {
+        for _ in polls() {
             let wallet = self.call(reqwest::Method::GET, "/v1/wallet", Some(&token), Value::Null).await?;
             if wallet["balance_paise"].as_i64() == Some(rupees * 100) {
                 break;
@@ -223,7 +263,7 @@ impl Fleet {
     }
 
     async fn verification_token(&self, email: &str) -> Result<String, TestError> {
-        for _ in crate::polls() {
+        for _ in polls() {
             let mail = self.call(reqwest::Method::GET, "/_mail", None, Value::Null).await?;
             let found =
                 mail["data"].as_array().into_iter().flatten().find(|m| m["to"] == email && m["kind"] == "verify_email");
@@ -235,15 +275,31 @@ impl Fleet {
         Err(format!("no verification e-mail for {email}").into())
     }
 
-    /// The wallet item's `balance`, `held` and `available`, after checking that the balance equals the sum of
-    /// the ledger and that `available` is the balance less what is held.
-    pub async fn checked_wallet(&self, user_id: &str) -> Result<(i64, i64), TestError> {
+    /// Every item of a user's partition under `prefix`, page by page.
+    async fn all(&self, user_id: &str, prefix: &str) -> Result<Vec<shared::store::Item>, TestError> {
         use shared::store::{ItemStore, Query, SortKeyRange, Table};
-        let query = Query::new(Table::Main, format!("USER#{user_id}"))
-            .range(SortKeyRange::Prefix("LEDGER#".into()))
-            .limit(1000);
+        let mut items = Vec::new();
+        let mut after = None;
+        loop {
+            let query = Query::new(Table::Main, format!("USER#{user_id}"))
+                .range(SortKeyRange::Prefix(prefix.into()))
+                .limit(1000)
+                .after(after);
+            let page = self.store.query(query).await?;
+            items.extend(page.items);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    /// The wallet item's `balance` and `held`, after checking that the balance equals the sum of the ledger
+    /// and that `available` is the balance less what is held.
+    pub async fn checked_wallet(&self, user_id: &str) -> Result<(i64, i64), TestError> {
+        use shared::store::{ItemStore, Table};
         let mut sum = 0i64;
-        for item in &self.store.query(query).await?.items {
+        for item in &self.all(user_id, "LEDGER#").await? {
             sum += item.record::<shared::wallet::LedgerEntry>()?.amount;
         }
         let wallet = self.store.get(Table::Main, &format!("USER#{user_id}"), "WALLET").await?.ok_or("no wallet")?;
@@ -256,13 +312,24 @@ impl Fleet {
 
     /// The account's usage entries (one per charged call).
     pub async fn usage(&self, user_id: &str) -> Result<Vec<shared::usage::UsageRecord>, TestError> {
-        use shared::store::{ItemStore, Query, SortKeyRange, Table};
-        let query =
-            Query::new(Table::Main, format!("USER#{user_id}")).range(SortKeyRange::Prefix("USAGE#".into())).limit(1000);
         let mut records = Vec::new();
-        for item in &self.store.query(query).await?.items {
+        for item in &self.all(user_id, "USAGE#").await? {
             records.push(item.record::<shared::usage::UsageRecord>()?);
         }
         Ok(records)
     }
+}
+
+/// Polls for up to a minute.
+fn polls() -> impl Iterator<Item = ()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    std::iter::from_fn(move || (std::time::Instant::now() < deadline).then_some(()))
+}
+
+/// A valid Aadhaar number: `first11` followed by its Verhoeff check digit.
+pub fn aadhaar_with_check_digit(first11: u64) -> String {
+    (0..10)
+        .map(|d| format!("{first11}{d}"))
+        .find(|candidate| shared::kyc::documents::verhoeff_valid(candidate))
+        .unwrap_or_default()
 }
