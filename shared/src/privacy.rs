@@ -825,13 +825,19 @@ pub async fn close_account(ctx: &PrivacyContext, user_id: &str, password: Option
     let retention = &ctx.config.retention;
     for _ in 0..CLOSE_ATTEMPTS {
         // The instances' purses stop first (no new call from them), their free money back on the wallet, so
-        // the refund below counts it; a purse funded after this changes the wallet, and the closing
-        // transaction, conditioned on the wallet as read, is tried again.
+        // the refund below counts it.
         wallet::metering::stop_purses(store, user_id).await?;
         let now = ctx.clock.now();
         let account_until = retention.expiry(ItemClass::Account, now).unwrap_or(i64::MAX);
         let mut request = Recorded::new(ctx, user_id, RequestKind::Erasure);
         let wallet_item = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await?;
+        // A purse funded between the stop and this read is stopped on the next round (a funding after this
+        // read changes what the closing transaction expects of the wallet).
+        if let Some(wallet_item) = &wallet_item
+            && !wallet::metering::purses_stopped(store, user_id, wallet_item).await?
+        {
+            continue;
+        }
         let (wallet_ops, refund) = wallet::closure_ops(&ctx.config, user_id, wallet_item.as_ref(), now)?;
         let (kyc_ops, kyc_until) = kyc::closure_ops(store, user_id, now, retention.kyc_years_after_closure).await?;
         let retained = retained_data(ctx, now, kyc_until);

@@ -23,6 +23,7 @@ use shared::wallet::metering::{self, BalanceHints, HeldCall, Purses};
 on_both_stores!(
     a_burst_over_eight_instances_writes_no_item_once_a_call,
     money_other_purses_keep_never_refuses_a_call_the_balance_covers,
+    a_call_its_own_purse_and_the_wallet_cover_together_is_not_refused,
     closing_an_account_stops_its_purses_and_refunds_their_money,
     a_dispute_that_leaves_the_account_owing_stops_its_purses,
     a_dead_instance_purse_is_charged_and_returned_by_the_sweeper,
@@ -192,6 +193,32 @@ async fn money_other_purses_keep_never_refuses_a_call_the_balance_covers(backend
     Ok(())
 }
 
+/// Near the end of a balance: the instance's purse has 10 free, the wallet 5, the call needs 12. The
+/// funding asks the wallet for the 2 the purse lacks, not for all 12.
+async fn a_call_its_own_purse_and_the_wallet_cover_together_is_not_refused(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (user, _, _) = customer(&api, "own-purse@example.in", 100).await?;
+    let store = api.state.store.as_ref();
+    let a = Arc::new(Purses::new());
+    // 16 holds of 5.9375 (95 of the 100) go into the purse; the call costs 85 of them: 10 free, 5 left.
+    let first = a.hold(store, &api.clock, &user, 95 * RUPEE / 16, &call(1)).await?;
+    metering::settle(store, &BalanceHints::default(), &first, 85 * RUPEE, usage(&api, 1), far(&api), deadline())
+        .await?;
+    assert_eq!(store.wallet(&user).await?.available, 5 * RUPEE);
+    let second = a.hold(store, &api.clock, &user, 12 * RUPEE, &call(2)).await?;
+    assert_eq!(store.wallet(&user).await?.available, 3 * RUPEE);
+    metering::settle(store, &BalanceHints::default(), &second, 12 * RUPEE, usage(&api, 2), far(&api), deadline())
+        .await?;
+    // 3 left in all: 4 is refused, exactly.
+    let refused = a.hold(store, &api.clock, &user, 4 * RUPEE, &call(3)).await;
+    assert!(matches!(refused, Err(ApiError::PaymentRequired { .. })), "{refused:?}");
+    api.clock.advance(Duration::seconds(61));
+    sweep(&api).await?;
+    assert_eq!(api.held_and_leased(&user).await?, (0, 0));
+    assert_eq!(api.ledger_checked_balance(&user).await?, 3 * RUPEE);
+    Ok(())
+}
+
 /// A closure stops the purses (no call starts from them), their free money is refunded with the rest, and
 /// what a purse spent before is posted by the sweeper, the refund unchanged.
 async fn closing_an_account_stops_its_purses_and_refunds_their_money(backend: Backend) -> TestResult {
@@ -243,6 +270,13 @@ async fn a_dispute_that_leaves_the_account_owing_stops_its_purses(backend: Backe
     assert_eq!(purse.attrs.get("available"), Some(&json!(0)), "its free money went back towards the debt");
     api.held_and_leased(&user).await?;
     api.ledger_checked_balance(&user).await?;
+    // Had that stop been lost (a store failure after the dispute committed), the sweeper stops it.
+    let restarted = shared::store::Update::new(Table::Main, format!("USER#{user}"), format!("PURSE#{}", a.instance()))
+        .remove("stopped");
+    store.update(restarted).await?;
+    sweep(&api).await?;
+    let purse = store.get(Table::Main, &format!("USER#{user}"), &format!("PURSE#{}", a.instance())).await?;
+    assert_eq!(purse.ok_or("no purse")?.attrs.get("stopped"), Some(&json!(true)));
     Ok(())
 }
 

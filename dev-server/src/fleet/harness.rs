@@ -281,7 +281,7 @@ impl Fleet {
         let mut items = Vec::new();
         let mut after = None;
         loop {
-            let query = Query::new(Table::Main, format!("USER#{user_id}"))
+            let query = Query::new(Table::Main, shared::accounts::user_pk(user_id))
                 .range(SortKeyRange::Prefix(prefix.into()))
                 .limit(1000)
                 .after(after);
@@ -299,10 +299,11 @@ impl Fleet {
     pub async fn checked_wallet(&self, user_id: &str) -> Result<(i64, i64), TestError> {
         use shared::store::{ItemStore, Table};
         let mut sum = 0i64;
-        for item in &self.all(user_id, "LEDGER#").await? {
+        for item in &self.all(user_id, shared::store::schema::prefix::LEDGER).await? {
             sum += item.record::<shared::wallet::LedgerEntry>()?.amount;
         }
-        let wallet = self.store.get(Table::Main, &format!("USER#{user_id}"), "WALLET").await?.ok_or("no wallet")?;
+        let pk = shared::accounts::user_pk(user_id);
+        let wallet = self.store.get(Table::Main, &pk, shared::store::schema::sk::WALLET).await?.ok_or("no wallet")?;
         let number = |name: &str| wallet.attrs.get(name).and_then(Value::as_i64).unwrap_or(0);
         if number("balance") != sum || number("available") != number("balance") - number("held") {
             return Err(format!("the wallet disagrees with its ledger (sum {sum}): {wallet:?}").into());
@@ -313,7 +314,7 @@ impl Fleet {
     /// The account's usage entries (one per charged call).
     pub async fn usage(&self, user_id: &str) -> Result<Vec<shared::usage::UsageRecord>, TestError> {
         let mut records = Vec::new();
-        for item in &self.all(user_id, "USAGE#").await? {
+        for item in &self.all(user_id, shared::store::schema::prefix::USAGE).await? {
             records.push(item.record::<shared::usage::UsageRecord>()?);
         }
         Ok(records)

@@ -76,6 +76,18 @@ where
     }
 }
 
+/// Whether a single write failed because its item was in another transaction's hands.
+fn in_a_transaction<T, E: ProvideErrorMetadata, R>(result: &Result<T, SdkError<E, R>>) -> bool {
+    matches!(result, Err(SdkError::ServiceError(e)) if e.err().code() == Some("TransactionConflictException"))
+}
+
+/// Waits before the `attempt`th retry of a conflicting write, with jitter so that contenders do not collide
+/// again in lock step.
+async fn conflict_backoff(attempt: u32) {
+    let jitter = u64::from(rand::random::<u8>() % 20);
+    tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt) + jitter)).await;
+}
+
 /// A client for DynamoDB Local or another emulator at `endpoint`, with throwaway credentials.
 pub fn local_client(endpoint: &str) -> Client {
     let config = aws_sdk_dynamodb::Config::builder()
@@ -489,20 +501,30 @@ impl ItemStore for DynamoStore {
     }
 
     async fn update(&self, update: Update) -> StoreResult<Item> {
-        let parts = update_parts(&update, self.clock.now_epoch())?;
-        let result = self
-            .client
-            .update_item()
-            .table_name(self.table(update.table))
-            .set_key(Some(key(&update.pk, &update.sk)))
-            .update_expression(parts.update_expression)
-            .condition_expression(parts.condition_expression)
-            .set_expression_attribute_names(parts.expr.names())
-            .set_expression_attribute_values(parts.expr.values())
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        decode(conditional(result)?.attributes.unwrap_or_default())
+        let mut attempt = 0;
+        loop {
+            let parts = update_parts(&update, self.clock.now_epoch())?;
+            let result = self
+                .client
+                .update_item()
+                .table_name(self.table(update.table))
+                .set_key(Some(key(&update.pk, &update.sk)))
+                .update_expression(parts.update_expression)
+                .condition_expression(parts.condition_expression)
+                .set_expression_attribute_names(parts.expr.names())
+                .set_expression_attribute_values(parts.expr.values())
+                .return_values(ReturnValue::AllNew)
+                .send()
+                .await;
+            // An item in another transaction's hands refuses single writes for that moment (the SDK does
+            // not retry it): tried again, as a conflicting transaction is.
+            if in_a_transaction(&result) && attempt < CONFLICT_RETRIES {
+                attempt += 1;
+                conflict_backoff(attempt).await;
+                continue;
+            }
+            return decode(conditional(result)?.attributes.unwrap_or_default());
+        }
     }
 
     async fn delete(&self, delete: Delete) -> StoreResult<()> {
@@ -594,9 +616,7 @@ impl ItemStore for DynamoStore {
                 reasons.contains(&"TransactionConflict") || service.code() == Some("TransactionInProgressException");
             if conflicted && attempt < CONFLICT_RETRIES {
                 attempt += 1;
-                // Back off with jitter so that contending transactions do not collide again in lock step.
-                let jitter = u64::from(rand::random::<u8>() % 20);
-                tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt) + jitter)).await;
+                conflict_backoff(attempt).await;
                 continue;
             }
             return Err(backend(err));

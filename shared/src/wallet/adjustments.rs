@@ -258,7 +258,9 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
         let current = store.get(Table::Main, &dispute_pk(&dispute.id), DISPUTE_SK).await?;
         let state = current.as_ref().map(Item::record::<DisputeRecord>).transpose()?;
         let Some(mut next) = step.next(state.as_ref().map(|s| s.state)) else {
-            // Already held, or already final: this event changes nothing.
+            // Already held, or already final: this event changes nothing (but a stop of the purses that
+            // failed after the first delivery is done now).
+            super::metering::stop_purses_if_owing(store, &user_id).await?;
             return Ok(CreditOutcome::AlreadyCredited);
         };
         let guard = store.get(Table::Main, &payment_pk(&dispute.payment_id), CREDIT_SK).await?;

@@ -59,7 +59,7 @@ pub const FUND_EVERY: Duration = Duration::from_secs(2);
 /// An instance posts its purse's spending at most this often.
 pub const POST_EVERY: Duration = Duration::from_secs(2);
 /// A purse nobody used for this long goes back to the wallet (the sweeper).
-pub const PURSE_IDLE: chrono::Duration = chrono::Duration::seconds(60);
+pub const PURSE_IDLE: chrono::Duration = chrono::Duration::seconds(30);
 /// Tries of a posting against other wallet writes before it is left for the next call (or the sweeper).
 pub const POST_ATTEMPTS: usize = 5;
 /// Tries of stopping a purse its owner keeps using (each of its calls changes it).
@@ -125,8 +125,9 @@ impl Purses {
     }
 
     /// Holds `amount` for a call from this instance's purse of the account, funding the purse from the
-    /// wallet when it is short; 402 `insufficient_balance` only when the wallet and the other purses' free
-    /// money together cannot cover it.
+    /// wallet when it is short (the funding places the hold in the same transaction, so no other instance's
+    /// gather can take the money in between); 402 `insufficient_balance` only when the wallet, this purse and
+    /// the other purses' free money together cannot cover it.
     pub async fn hold<S: ItemStore + ?Sized>(
         self: &Arc<Self>,
         store: &S,
@@ -135,40 +136,38 @@ impl Purses {
         amount: i64,
         call: &HeldCall,
     ) -> ApiResult<Hold> {
-        let amount = amount.max(1);
         let hold = Hold {
             id: new_hold_id(clock),
             user_id: user_id.to_owned(),
-            amount,
+            amount: amount.max(1),
             balance: 0,
             low_balance_threshold: DEFAULT_LOW_BALANCE_THRESHOLD,
             lease: None,
             purse: Some(PurseBacking { instance: self.instance.clone(), book: Some(Arc::clone(self)) }),
         };
-        if self.take(store, clock, &hold, call).await? {
-            return Ok(hold);
-        }
-        self.fund_for(store, clock, user_id, amount).await?;
-        if self.take(store, clock, &hold, call).await? {
-            return Ok(hold);
-        }
-        Err(insufficient(amount))
+        let call = serde_json::to_value(call).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let free = match self.take(store, clock, &hold, &call).await? {
+            Taken::Held => return Ok(hold),
+            Taken::Short { free } => free,
+        };
+        self.fund_and_hold(store, clock, &hold, &call, free).await?;
+        Ok(hold)
     }
 
-    /// The hold's write on the purse; false when the purse cannot cover it (or is new, stopped, returned).
+    /// The hold's write on the purse alone; `Short` (with the purse's free money) when the purse cannot cover
+    /// it, or is new, stopped or returned.
     async fn take<S: ItemStore + ?Sized>(
         &self,
         store: &S,
         clock: &dyn Clock,
         hold: &Hold,
-        call: &HeldCall,
-    ) -> ApiResult<bool> {
+        call: &Value,
+    ) -> ApiResult<Taken> {
         let key = purse_sort_key(&self.instance);
         let attr = hold.attr();
-        let call = serde_json::to_value(call).map_err(|e| ApiError::Internal(e.to_string()))?;
         let update = Update::new(Table::Main, user_pk(&hold.user_id), &key)
             .set(&attr, json!(hold.amount))
-            .set(&hold.call_attr(), call)
+            .set(&hold.call_attr(), call.clone())
             .add("held", hold.amount)
             .add("available", -hold.amount)
             .set("beat", json!(clock.now().timestamp_millis()))
@@ -178,46 +177,58 @@ impl Purses {
                 // Hold attributes are numbers, so this means "absent": a repeated write applies nothing twice.
                 Condition::AttrAbsentOrEquals(attr.clone(), json!(false)),
             ]));
-        match store.update(update).await {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => {
-                // Our own write, repeated after its answer was lost?
-                let purse = store.get(Table::Main, &user_pk(&hold.user_id), &key).await?;
-                Ok(purse.is_some_and(|p| p.attrs.get(&attr) == Some(&json!(hold.amount))))
+        let failed = match store.update(update).await {
+            Ok(_) => return Ok(Taken::Held),
+            Err(e) => e,
+        };
+        // Our own write, applied though its answer was lost (or repeated after that)?
+        let purse = store.get(Table::Main, &user_pk(&hold.user_id), &key).await?;
+        if purse.as_ref().is_some_and(|p| p.attrs.get(&attr) == Some(&json!(hold.amount))) {
+            return Ok(Taken::Held);
+        }
+        match failed {
+            StoreError::ConditionFailed => {
+                let stopped = purse.as_ref().is_some_and(|p| p.attrs.get("stopped") == Some(&json!(true)));
+                let free = if stopped { 0 } else { purse.as_ref().map_or(0, |p| number(p, "available").max(0)) };
+                Ok(Taken::Short { free })
             }
-            Err(e) => Err(e.into()),
+            e => Err(e.into()),
         }
     }
 
-    /// Moves money from the wallet into this instance's purse, enough for `amount` and some calls after it;
-    /// the wallet short, what other purses do not hold comes back first.
-    async fn fund_for<S: ItemStore + ?Sized>(
+    /// Funds the purse for `hold` and places it, in one transaction: the wallet gives what the purse's `free`
+    /// money lacks, or more (sixteen holds like this one, doubling while fundings come within
+    /// [`FUND_EVERY`]); when the wallet cannot, what other purses do not hold comes back first, a few rounds.
+    async fn fund_and_hold<S: ItemStore + ?Sized>(
         &self,
         store: &S,
         clock: &dyn Clock,
-        user_id: &str,
-        amount: i64,
+        hold: &Hold,
+        call: &Value,
+        free: i64,
     ) -> ApiResult<()> {
+        let (user_id, amount) = (hold.user_id.as_str(), hold.amount);
+        let need = (amount - free).max(1);
         let size = self.local(user_id, |local| match local.funded {
             Some((at, last)) if at.elapsed() < FUND_EVERY => last.saturating_mul(2).max(amount * FUND_CALLS),
             _ => amount.saturating_mul(FUND_CALLS),
         });
-        for size in [size, amount] {
-            match fund(store, clock, user_id, &self.instance, size).await? {
-                Funding::Done => {
-                    self.local(user_id, |local| local.funded = Some((Instant::now(), size)));
-                    return Ok(());
+        for _ in 0..GATHER_ROUNDS {
+            for size in [size.max(need), need] {
+                match fund(store, clock, (hold, call), &self.instance, size).await? {
+                    Funding::Done => {
+                        self.local(user_id, |local| local.funded = Some((Instant::now(), size)));
+                        return Ok(());
+                    }
+                    Funding::Closed => return Err(closed()),
+                    Funding::Short => {}
                 }
-                Funding::Closed => return Err(closed()),
-                Funding::Short => {}
+            }
+            if gather(store, user_id, &self.instance, need).await? == 0 {
+                break;
             }
         }
-        gather(store, user_id, &self.instance, amount).await?;
-        match fund(store, clock, user_id, &self.instance, amount).await? {
-            Funding::Done => Ok(()),
-            Funding::Closed => Err(closed()),
-            Funding::Short => Err(insufficient(amount)),
-        }
+        Err(insufficient(amount))
     }
 
     /// A settlement on the purse committed: `charge` waits to be posted.
@@ -226,6 +237,8 @@ impl Purses {
     }
 
     /// Posts what the purse spent to the wallet, if there is some and the last posting is [`POST_EVERY`] old.
+    /// Tried twice at most within the call (another instance's wallet write may get in first): what is left
+    /// is posted after a later call, or by the sweeper.
     pub async fn post_if_due<S: ItemStore + ?Sized>(
         &self,
         store: &S,
@@ -235,10 +248,9 @@ impl Purses {
     ) -> ApiResult<()> {
         let due = self
             .local(user_id, |local| local.unposted != 0 && local.posted.is_none_or(|at| at.elapsed() >= POST_EVERY));
-        if !due {
+        if !due || !commit_posting(store, clock, (user_id, &self.instance), false, (expiries, 2)).await? {
             return Ok(());
         }
-        post(store, clock, user_id, &self.instance, expiries).await?;
         self.local(user_id, |local| {
             local.unposted = 0;
             local.posted = Some(Instant::now());
@@ -251,6 +263,15 @@ fn closed() -> ApiError {
     ApiError::unauthenticated("invalid_api_key", "the account this API key belongs to is closed")
 }
 
+/// What a hold's write on the purse alone found.
+enum Taken {
+    Held,
+    /// The purse cannot cover it; what it has free (0 when stopped or missing).
+    Short {
+        free: i64,
+    },
+}
+
 enum Funding {
     Done,
     /// The wallet's free balance does not cover it (or the account owes money).
@@ -258,17 +279,20 @@ enum Funding {
     Closed,
 }
 
-/// One transaction: `size` of the wallet's available balance into the purse (created if new, and no longer
-/// stopped: the wallet, open and owing nothing, is the proof).
+/// Rounds of gathering before a 402: each can be undone by other instances funding meanwhile.
+const GATHER_ROUNDS: usize = 3;
+
+/// One transaction: `size` of the wallet's available balance into the purse (created if new, no longer
+/// stopped: the wallet, open and owing nothing, is the proof), and the hold placed on it.
 async fn fund<S: ItemStore + ?Sized>(
     store: &S,
     clock: &dyn Clock,
-    user_id: &str,
+    (hold, call): (&Hold, &Value),
     instance: &str,
     size: i64,
 ) -> ApiResult<Funding> {
     let now = clock.now().timestamp_millis();
-    let key = purse_sort_key(instance);
+    let (user_id, key, attr) = (hold.user_id.as_str(), purse_sort_key(instance), hold.attr());
     // Twice at most: a purse the sweeper returned between the look and the write is made anew.
     for _ in 0..2 {
         let wallet = Update::new(Table::Main, user_pk(user_id), WALLET_SK)
@@ -279,22 +303,35 @@ async fn fund<S: ItemStore + ?Sized>(
                 Condition::AttrAtLeast("available".into(), size),
                 Condition::AttrAbsentOrEquals(CLOSED.into(), json!(false)),
             ]));
-        let exists = store.get(Table::Main, &user_pk(user_id), &key).await?.is_some();
-        let purse = if exists {
-            WriteOp::Update(
+        let current = store.get(Table::Main, &user_pk(user_id), &key).await?;
+        if current.as_ref().is_some_and(|p| p.attrs.get(&attr) == Some(&json!(hold.amount))) {
+            // Placed already: this funding's answer was lost after it applied.
+            return Ok(Funding::Done);
+        }
+        let purse = match current {
+            Some(_) => WriteOp::Update(
                 Update::new(Table::Main, user_pk(user_id), &key)
-                    .add("available", size)
+                    .add("available", size - hold.amount)
+                    .add("held", hold.amount)
+                    .set(&attr, json!(hold.amount))
+                    .set(&hold.call_attr(), call.clone())
                     .remove("stopped")
                     .set("beat", json!(now))
-                    .when(Condition::Exists),
-            )
-        } else {
-            let fresh = json!({ "available": size, "held": 0, "spent": 0, "calls": 0, "beat": now });
-            WriteOp::Put(Put {
-                table: Table::Main,
-                item: Item::from_record(user_pk(user_id), &key, &fresh, None)?,
-                condition: Condition::NotExists,
-            })
+                    .when(Condition::All(vec![
+                        Condition::AttrAtLeast("available".into(), hold.amount - size),
+                        Condition::AttrAbsentOrEquals(attr.clone(), json!(false)),
+                    ])),
+            ),
+            None => {
+                let mut fresh = json!({ "available": size - hold.amount, "held": hold.amount, "spent": 0, "calls": 0, "beat": now });
+                fresh[attr.as_str()] = json!(hold.amount);
+                fresh[hold.call_attr().as_str()] = call.clone();
+                WriteOp::Put(Put {
+                    table: Table::Main,
+                    item: Item::from_record(user_pk(user_id), &key, &fresh, None)?,
+                    condition: Condition::NotExists,
+                })
+            }
         };
         match store.transact(vec![WriteOp::Update(wallet), purse]).await {
             Ok(()) => return Ok(Funding::Done),
@@ -317,17 +354,20 @@ fn purses_of(wallet: &Item) -> Vec<String> {
 }
 
 /// Takes back into the wallet what other purses hold and no call of theirs has taken, until the wallet's
-/// available balance reaches `need` (or there is nothing more).
-async fn gather<S: ItemStore + ?Sized>(store: &S, user_id: &str, instance: &str, need: i64) -> ApiResult<()> {
-    let Some(wallet) = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await? else { return Ok(()) };
+/// available balance reaches `need` (or there is nothing more); returns what came back.
+async fn gather<S: ItemStore + ?Sized>(store: &S, user_id: &str, instance: &str, need: i64) -> ApiResult<i64> {
+    let Some(wallet) = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await? else { return Ok(0) };
     let mut available = number(&wallet, "available");
+    let mut gathered = 0;
     for other in purses_of(&wallet).iter().filter(|other| *other != instance) {
         if available >= need {
             break;
         }
-        available += reclaim(store, user_id, other, false).await?.unwrap_or(0);
+        let back = reclaim(store, user_id, other, false).await?.unwrap_or(0);
+        available += back;
+        gathered += back;
     }
-    Ok(())
+    Ok(gathered)
 }
 
 /// Moves a purse's free money back to the wallet (and marks it stopped if asked); returns what it moved, or
@@ -341,6 +381,10 @@ async fn reclaim<S: ItemStore + ?Sized>(
     let key = purse_sort_key(instance);
     let Some(purse) = store.get(Table::Main, &user_pk(user_id), &key).await? else { return Ok(Some(0)) };
     let free = number(&purse, "available").max(0);
+    let already_stopped = purse.attrs.get("stopped") == Some(&json!(true));
+    if free == 0 && (!stop || already_stopped) {
+        return Ok(Some(0));
+    }
     let mut update = Update::new(Table::Main, user_pk(user_id), &key)
         .add("available", -free)
         .when(Condition::AttrEquals("available".into(), json!(number(&purse, "available"))));
@@ -358,6 +402,17 @@ async fn reclaim<S: ItemStore + ?Sized>(
         Err(StoreError::ConditionFailed) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether every purse a wallet names is stopped with nothing free (a closure commits only then).
+pub async fn purses_stopped<S: ItemStore + ?Sized>(store: &S, user_id: &str, wallet: &Item) -> ApiResult<bool> {
+    for instance in purses_of(wallet) {
+        let purse = store.get(Table::Main, &user_pk(user_id), &purse_sort_key(&instance)).await?;
+        if purse.is_some_and(|p| p.attrs.get("stopped") != Some(&json!(true)) || number(&p, "available") > 0) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Stops every purse of the account (a closure, or a balance left owing by a dispute or a refund): they take
@@ -523,6 +578,7 @@ async fn post_ops<S: ItemStore + ?Sized>(
             .when(Condition::All(vec![Condition::AttrEquals("balance".into(), json!(balance)), threshold_unchanged])),
     )];
     let unchanged = Condition::All(vec![
+        Condition::AttrEquals("calls".into(), json!(calls)),
         Condition::AttrEquals("spent".into(), json!(spent)),
         Condition::AttrEquals("available".into(), json!(free)),
         Condition::AttrEquals("held".into(), json!(held)),
@@ -561,7 +617,7 @@ pub async fn post<S: ItemStore + ?Sized>(
     instance: &str,
     expiries: Expiries,
 ) -> ApiResult<bool> {
-    commit_posting(store, clock, (user_id, instance), false, expiries).await
+    commit_posting(store, clock, (user_id, instance), false, (expiries, POST_ATTEMPTS)).await
 }
 
 /// Retires a purse: its spending posted and its free money back on the wallet, the purse deleted; only if no
@@ -573,7 +629,7 @@ pub async fn retire<S: ItemStore + ?Sized>(
     instance: &str,
     expiries: Expiries,
 ) -> ApiResult<bool> {
-    commit_posting(store, clock, (user_id, instance), true, expiries).await
+    commit_posting(store, clock, (user_id, instance), true, (expiries, POST_ATTEMPTS)).await
 }
 
 async fn commit_posting<S: ItemStore + ?Sized>(
@@ -581,9 +637,9 @@ async fn commit_posting<S: ItemStore + ?Sized>(
     clock: &dyn Clock,
     who: (&str, &str),
     retire: bool,
-    expiries: Expiries,
+    (expiries, attempts): (Expiries, usize),
 ) -> ApiResult<bool> {
-    for _ in 0..POST_ATTEMPTS {
+    for _ in 0..attempts {
         let Some(ops) = post_ops(store, clock.now(), who, retire, expiries).await? else { return Ok(false) };
         match store.transact(ops).await {
             Ok(()) => return Ok(true),

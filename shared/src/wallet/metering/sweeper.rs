@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::{
     BalanceHints, HOLD_CALL_PREFIX, HOLD_PREFIX, HeldCall, Hold, LEASE_CALL_PREFIX, LEASE_LIFE, LEASE_PREFIX,
     LeaseBacking, LeaseCall, LeaseReserve, PURSE_IDLE, PURSE_ON_WALLET, PendingUsage, PurseBacking, ReserveAsRead,
-    expiries, low_balance_threshold, purses_on, release, retire, return_lease, settle,
+    expiries, low_balance_threshold, purses_on, release, retire, return_lease, settle, stop_purses, stops_leases,
 };
 use crate::accounts::user_pk;
 use crate::clock::Clock;
@@ -302,7 +302,16 @@ async fn sweep_purses<S: ItemStore + ?Sized>(
         Err(e) => return tracing::error!(%user_id, error = %e, "purses not swept this run"),
     };
     let now = clock.now();
-    for purse in purses.iter().filter(|p| p.beat.is_none_or(|beat| now - beat >= PURSE_IDLE)) {
+    // An account closed or owing starts no call: purses a lost stop left running are stopped here.
+    if stops_leases(wallet)
+        && purses.iter().any(|p| p.item.attrs.get("stopped") != Some(&json!(true)))
+        && let Err(e) = stop_purses(store, user_id).await
+    {
+        tracing::error!(%user_id, error = %e, "a closed or owing account's purses not stopped yet");
+    }
+    // Dead calls are charged in every purse (a busy instance's too); only idle purses go back.
+    for purse in &purses {
+        let idle = purse.beat.is_none_or(|beat| now - beat >= PURSE_IDLE);
         let mut running = false;
         for (hold_id, amount) in purse.holds() {
             let placed =
@@ -345,7 +354,7 @@ async fn sweep_purses<S: ItemStore + ?Sized>(
                 }
             }
         }
-        if running {
+        if running || !idle {
             continue;
         }
         match retire(store, clock, user_id, &purse.instance, expiries(config, now)).await {
