@@ -89,12 +89,13 @@ impl Fleet {
         let var =
             |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set: run the tests with `make test`"));
         let (dynamodb, moto) = (var("INFEREX_TEST_DYNAMODB_ENDPOINT")?, var("INFEREX_TEST_MOTO_ENDPOINT")?);
-        let bin_dir =
-            std::env::var("INFEREX_FLEET_BIN_DIR").map_or_else(|_| root().join("target/fleet-bin"), PathBuf::from);
-        let fleet_binary = root().join("target/debug/fleet");
+        let bin_dir = options.bin_dir.clone();
+        let fleet_binary = options.profile_dir.join("fleet");
         for needed in [fleet_binary.clone(), bin_dir.join("inference")] {
             if !needed.is_file() {
-                return Err(format!("{} is missing: `make test` builds it (scripts/test.sh)", needed.display()).into());
+                return Err(
+                    format!("{} is missing: build it first (make test, make bench-fleet)", needed.display()).into()
+                );
             }
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -251,12 +252,17 @@ impl Fleet {
             .await?;
         let order = topup["razorpay_order_id"].as_str().ok_or("no order")?;
         self.call(reqwest::Method::POST, &format!("/_razorpay/dev/orders/{order}/pay"), None, json!({})).await?;
+        let mut credited = false;
         for _ in polls() {
             let wallet = self.call(reqwest::Method::GET, "/v1/wallet", Some(&token), Value::Null).await?;
-            if wallet["balance_paise"].as_i64() == Some(rupees * 100) {
+            if wallet["balance"].as_i64() == Some(rupees * shared::money::UNITS_PER_RUPEE) {
+                credited = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !credited {
+            return Err(format!("the top-up of {email} was not credited within a minute").into());
         }
         let key = self.call(reqwest::Method::POST, "/v1/keys", Some(&token), json!({"name": "fleet"})).await?;
         Ok((user_id, key["key"].as_str().ok_or("no key")?.to_owned()))

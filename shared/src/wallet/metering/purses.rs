@@ -248,14 +248,19 @@ impl Purses {
     ) -> ApiResult<()> {
         let due = self
             .local(user_id, |local| local.unposted != 0 && local.posted.is_none_or(|at| at.elapsed() >= POST_EVERY));
-        if !due || !commit_posting(store, clock, (user_id, &self.instance), false, (expiries, 2)).await? {
+        if !due {
             return Ok(());
         }
+        let posted = commit_posting(store, clock, (user_id, &self.instance), false, (expiries, 2)).await;
+        // Posted or not, the next try waits its turn: instances that lost to each other do not retry on every
+        // call (what is left is posted later, or by the sweeper).
         self.local(user_id, |local| {
-            local.unposted = 0;
+            if matches!(posted, Ok(true)) {
+                local.unposted = 0;
+            }
             local.posted = Some(Instant::now());
         });
-        Ok(())
+        posted.map(|_| ())
     }
 }
 
