@@ -36,7 +36,6 @@ use serde_json::{Value, json};
 use crate::accounts::user_pk;
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
-use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::secrets::random_suffix;
 use crate::store::schema::prefix::PURSE;
 use crate::store::{Condition, Delete, Item, ItemStore, Put, StoreError, Table, Update, WriteOp};
@@ -45,10 +44,10 @@ use crate::wallet::ledger::{LedgerEntry, LedgerKind, entry_put};
 use crate::wallet::{CLOSED, WALLET_SK};
 
 use super::holds::{
-    DEFAULT_LOW_BALANCE_THRESHOLD, HOLD_CALL_PREFIX, HOLD_PREFIX, HOLD_USAGE_PREFIX, HeldCall, Hold,
-    LOW_BALANCE_THRESHOLD, PendingUsage, insufficient, low_balance_threshold, new_hold_id,
+    DEFAULT_LOW_BALANCE_THRESHOLD, HOLD_CALL_PREFIX, HOLD_PREFIX, HOLD_USAGE_PREFIX, HeldCall, Hold, PendingUsage,
+    insufficient, low_balance_threshold, new_hold_id,
 };
-use super::settlement::{Expiries, charge_in_full};
+use super::settlement::{Expiries, charge_in_full, low_balance_alert, threshold_unchanged};
 
 /// On the wallet, beside each purse's money: `purse_<instance>` (when it was last funded, in millis).
 pub const PURSE_ON_WALLET: &str = "purse_";
@@ -566,11 +565,6 @@ async fn post_ops<S: ItemStore + ?Sized>(
     }
     let balance = number(&wallet, "balance");
     let threshold = low_balance_threshold(&wallet);
-    let threshold_unchanged = if threshold == DEFAULT_LOW_BALANCE_THRESHOLD {
-        Condition::AttrAbsentOrEquals(LOW_BALANCE_THRESHOLD.into(), json!(threshold))
-    } else {
-        Condition::AttrEquals(LOW_BALANCE_THRESHOLD.into(), json!(threshold))
-    };
     // One change per attribute (DynamoDB refuses two on one path in an update).
     let returned = if retire { free } else { 0 };
     let mut wallet_update =
@@ -578,10 +572,10 @@ async fn post_ops<S: ItemStore + ?Sized>(
     if retire {
         wallet_update = wallet_update.add("available", returned).remove(&format!("{PURSE_ON_WALLET}{instance}"));
     }
-    let mut ops = vec![WriteOp::Update(
-        wallet_update
-            .when(Condition::All(vec![Condition::AttrEquals("balance".into(), json!(balance)), threshold_unchanged])),
-    )];
+    let mut ops = vec![WriteOp::Update(wallet_update.when(Condition::All(vec![
+        Condition::AttrEquals("balance".into(), json!(balance)),
+        threshold_unchanged(threshold),
+    ])))];
     let unchanged = Condition::All(vec![
         Condition::AttrEquals("calls".into(), json!(calls)),
         Condition::AttrEquals("spent".into(), json!(spent)),
@@ -604,25 +598,9 @@ async fn post_ops<S: ItemStore + ?Sized>(
         let reference = format!("{calls} call{} (purse {instance})", if calls == 1 { "" } else { "s" });
         let entry = LedgerEntry::new(LedgerKind::Usage, -spent, after, &reference, now);
         ops.push(entry_put(user_id, &entry, expiries.ledger)?);
-        if threshold > 0 && balance >= threshold && after < threshold {
-            let alert = OutboxMail::new(MailKind::LowBalance, user_id, now)
-                .param("balance", after)
-                .param("threshold", threshold);
-            ops.push(enqueue(&alert)?);
-        }
+        ops.extend(low_balance_alert(user_id, (balance, after), threshold, now)?);
     }
     Ok(Some(ops))
-}
-
-/// Posts a purse's spending (see [`post_ops`]), retrying when another wallet write got in first.
-pub async fn post<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    user_id: &str,
-    instance: &str,
-    expiries: Expiries,
-) -> ApiResult<bool> {
-    commit_posting(store, clock, (user_id, instance), false, (expiries, POST_ATTEMPTS)).await
 }
 
 /// Retires a purse: its spending posted and its free money back on the wallet, the purse deleted; only if no

@@ -239,11 +239,7 @@ fn settlement_ops(
     let mut conditions = vec![
         Condition::AttrEquals("balance".into(), json!(expected_balance)),
         // The alert below is decided on this threshold: a changed one makes the settlement read it again.
-        if threshold == DEFAULT_LOW_BALANCE_THRESHOLD {
-            Condition::AttrAbsentOrEquals(LOW_BALANCE_THRESHOLD.into(), json!(threshold))
-        } else {
-            Condition::AttrEquals(LOW_BALANCE_THRESHOLD.into(), json!(threshold))
-        },
+        threshold_unchanged(threshold),
     ];
     if expected.open {
         conditions.push(Condition::AttrAbsentOrEquals(CLOSED.into(), json!(false)));
@@ -290,14 +286,34 @@ fn settlement_ops(
         // Exactly one settlement takes the balance from at or above the threshold to below it (each commits
         // only on the balance it expects), so the alert goes once per crossing, with that settlement.
         // A threshold of 0 turns the alert off.
-        if threshold > 0 && expected_balance >= threshold && balance_after < threshold {
-            let alert = OutboxMail::new(MailKind::LowBalance, &hold.user_id, usage.created_at)
-                .param("balance", balance_after)
-                .param("threshold", threshold);
-            ops.push(enqueue(&alert)?);
-        }
+        ops.extend(low_balance_alert(&hold.user_id, (expected_balance, balance_after), threshold, usage.created_at)?);
     }
     Ok(ops)
+}
+
+/// The condition that the wallet's low-balance threshold is still `threshold` (absent means the default).
+pub(super) fn threshold_unchanged(threshold: i64) -> Condition {
+    if threshold == DEFAULT_LOW_BALANCE_THRESHOLD {
+        Condition::AttrAbsentOrEquals(LOW_BALANCE_THRESHOLD.into(), json!(threshold))
+    } else {
+        Condition::AttrEquals(LOW_BALANCE_THRESHOLD.into(), json!(threshold))
+    }
+}
+
+/// The low-balance alert, when a charge takes the balance from at or above the threshold to below it (a
+/// threshold of 0 turns it off).
+pub(super) fn low_balance_alert(
+    user_id: &str,
+    (before, after): (i64, i64),
+    threshold: i64,
+    at: DateTime<Utc>,
+) -> ApiResult<Option<WriteOp>> {
+    if threshold > 0 && before >= threshold && after < threshold {
+        let alert =
+            OutboxMail::new(MailKind::LowBalance, user_id, at).param("balance", after).param("threshold", threshold);
+        return Ok(Some(enqueue(&alert)?));
+    }
+    Ok(None)
 }
 
 /// Waits before a settlement's next attempt: not at all the first time (a fresh balance usually wins), then
