@@ -3,6 +3,7 @@
 //! headers CloudFront adds in AWS. `/config.json` tells the page which checkout to open: the local
 //! Razorpay stand-in's page when it is mounted, else Razorpay's own.
 
+use shared::error::ErrorCode;
 use std::path::PathBuf;
 
 use axum::Router;
@@ -58,7 +59,7 @@ async fn serve(site: &Site, relative: &str) -> Response {
 }
 
 fn not_found(path: &str) -> Response {
-    ApiError::NotFound { code: "not_found", message: format!("no dashboard file {path}") }.into_response()
+    ApiError::NotFound { code: ErrorCode::NotFound, message: format!("no dashboard file {path}") }.into_response()
 }
 
 fn content_type(path: &str) -> &'static str {

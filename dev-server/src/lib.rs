@@ -12,6 +12,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use shared::error::ErrorCode;
 use shared::error::{ApiError, ApiResult};
 use shared::state::AppState;
 
@@ -57,8 +58,10 @@ async fn local_blob_link(
     Path(key): Path<String>,
     Query(link): Query<LinkQuery>,
 ) -> ApiResult<Response> {
-    let denied =
-        || ApiError::Forbidden { code: "invalid_link", message: "this download link is invalid or has expired".into() };
+    let denied = || ApiError::Forbidden {
+        code: ErrorCode::InvalidLink,
+        message: "this download link is invalid or has expired".into(),
+    };
     let local = state.blobs()?.local().ok_or_else(denied)?;
     let bytes = local.open_link(&key, link.expires, &link.signature, state.clock.now()).await?.ok_or_else(denied)?;
     let mut response = bytes.into_response();

@@ -3,6 +3,7 @@
 //! flow (verification links, receipts, alerts) can be followed offline. Loopback only: messages hold links
 //! that sign in as their recipient would.
 
+use shared::error::ErrorCode;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -74,7 +75,7 @@ fn loopback_only(peer: SocketAddr, headers: &HeaderMap) -> ApiResult<()> {
     if peer.ip().is_loopback() && loopback_name {
         return Ok(());
     }
-    Err(ApiError::NotFound { code: "not_found", message: "no such route".into() })
+    Err(ApiError::NotFound { code: ErrorCode::NotFound, message: "no such route".into() })
 }
 
 async fn list(
@@ -105,7 +106,7 @@ async fn message(
     Path(file): Path<String>,
 ) -> ApiResult<Response> {
     loopback_only(peer, &headers)?;
-    let not_found = || ApiError::NotFound { code: "message_not_found", message: format!("no message {file}") };
+    let not_found = || ApiError::NotFound { code: ErrorCode::MessageNotFound, message: format!("no message {file}") };
     // Only names the mailbox itself lists: no path can leave the folder.
     let messages = mailer.messages().await.map_err(|e| ApiError::Internal(e.to_string()))?;
     let (_, raw) = messages.into_iter().find(|(name, _)| *name == file).ok_or_else(not_found)?;

@@ -6,6 +6,7 @@
 //! - `EMAIL#<email>` / `EMAIL`: the claim that makes an email unique, written in the same transaction as the
 //!   account with a "must not exist" condition.
 
+use crate::error::ErrorCode;
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -338,7 +339,7 @@ impl<T: ItemStore + ?Sized> AccountStore for T {
 /// The answer when another account has the email (signup, email change).
 pub(crate) fn email_taken() -> ApiError {
     ApiError::Conflict {
-        code: "email_taken",
+        code: ErrorCode::EmailTaken,
         message: "an account with this email already exists".into(),
         param: Some("email".into()),
     }
@@ -359,7 +360,7 @@ pub struct SignupRequest {
 /// Trims and lower-cases an email, then checks its shape (one `@`, a dotted domain, no spaces).
 pub fn normalize_email(raw: &str) -> ApiResult<String> {
     let email = raw.trim().to_lowercase();
-    let invalid = || ApiError::invalid("invalid_email", "email", "email must be a valid email address");
+    let invalid = || ApiError::invalid(ErrorCode::InvalidEmail, "email", "email must be a valid email address");
     if email.is_empty() || email.chars().count() > MAX_EMAIL_CHARS {
         return Err(invalid());
     }
@@ -384,20 +385,24 @@ pub fn check_new_password_in(password: &str, email: &str, field: &str) -> ApiRes
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
         return Err(ApiError::invalid(
-            "weak_password",
+            ErrorCode::WeakPassword,
             field,
             format!("{field} must be at least {MIN_PASSWORD_CHARS} characters"),
         ));
     }
     if chars > passwords::MAX_PASSWORD_CHARS {
         return Err(ApiError::invalid(
-            "weak_password",
+            ErrorCode::WeakPassword,
             field,
             format!("{field} must be at most {} characters", passwords::MAX_PASSWORD_CHARS),
         ));
     }
     if password.trim().to_lowercase() == email {
-        return Err(ApiError::invalid("weak_password", field, format!("{field} must not be the email address")));
+        return Err(ApiError::invalid(
+            ErrorCode::WeakPassword,
+            field,
+            format!("{field} must not be the email address"),
+        ));
     }
     Ok(())
 }
@@ -417,7 +422,7 @@ fn anniversary(dob: NaiveDate, years: i32) -> Option<NaiveDate> {
 pub fn check_date_of_birth(raw: &str, today: NaiveDate) -> ApiResult<NaiveDate> {
     let invalid = || {
         ApiError::invalid(
-            "invalid_date_of_birth",
+            ErrorCode::InvalidDateOfBirth,
             "date_of_birth",
             "date_of_birth must be a past date in the form YYYY-MM-DD",
         )
@@ -433,7 +438,7 @@ pub fn check_date_of_birth(raw: &str, today: NaiveDate) -> ApiResult<NaiveDate> 
     match anniversary(dob, MIN_AGE_YEARS) {
         Some(adult_on) if adult_on <= today => Ok(dob),
         _ => Err(ApiError::invalid(
-            "underage",
+            ErrorCode::Underage,
             "date_of_birth",
             format!("you must be at least {MIN_AGE_YEARS} years old to open an account"),
         )),
@@ -444,7 +449,7 @@ pub fn check_full_name(raw: &str) -> ApiResult<String> {
     let name = raw.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(
-            "invalid_full_name",
+            ErrorCode::InvalidFullName,
             "full_name",
             format!("full_name must be 1 to {MAX_NAME_CHARS} printable characters"),
         ));
@@ -479,7 +484,7 @@ pub async fn signup<S: AccountStore + ?Sized>(
     let date_of_birth = check_date_of_birth(&request.date_of_birth, today_in_india(now))?;
     if request.accepted_terms_version.trim() != config.policy_version {
         return Err(ApiError::invalid(
-            "terms_not_accepted",
+            ErrorCode::TermsNotAccepted,
             "accepted_terms_version",
             format!("you must accept the current terms and privacy policy (version {})", config.policy_version),
         ));

@@ -15,6 +15,7 @@
 //!   *before* the password is verified, so parallel guesses can never exceed the limit; a correct password
 //!   gives its reservation back, so only failures count.
 
+use crate::error::ErrorCode;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -438,7 +439,7 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
     };
     let Some(account) = account.filter(|_| verified) else {
         store.record_attempt(&attempt, expiries).await?;
-        return Err(ApiError::unauthenticated("invalid_credentials", INVALID_CREDENTIALS));
+        return Err(ApiError::unauthenticated(ErrorCode::InvalidCredentials, INVALID_CREDENTIALS));
     };
 
     let token = random_token();
@@ -464,7 +465,7 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
     match store.record_login(&attempt, expiries, &session, &account.password_hash, alert).await {
         Ok(()) => {}
         Err(StoreError::ConditionFailed) => {
-            return Err(ApiError::unauthenticated("invalid_credentials", INVALID_CREDENTIALS));
+            return Err(ApiError::unauthenticated(ErrorCode::InvalidCredentials, INVALID_CREDENTIALS));
         }
         Err(e) => return Err(e.into()),
     }
@@ -514,7 +515,7 @@ pub async fn check_password<S: LoginStore + ?Sized>(
         Reservation::Reserved { window } => window,
         Reservation::Throttled { retry_after_secs } => {
             return Err(ApiError::TooManyRequests {
-                code: "too_many_attempts",
+                code: ErrorCode::TooManyAttempts,
                 message: format!("too many failed password attempts; try again in {retry_after_secs} seconds"),
                 retry_after_secs,
             });
@@ -535,7 +536,7 @@ pub async fn session_account<S: AccountStore + ?Sized>(store: &S, session: &Sess
         .account(&session.user_id)
         .await?
         .filter(|a| a.status == AccountStatus::Active && a.session_epoch == session.epoch)
-        .ok_or_else(|| ApiError::unauthenticated("invalid_session", "the session has ended; log in again"))
+        .ok_or_else(|| ApiError::unauthenticated(ErrorCode::InvalidSession, "the session has ended; log in again"))
 }
 
 /// Ends every session of the account at once: the epoch they were opened under is left behind, in the
@@ -564,7 +565,7 @@ pub async fn sign_out_everywhere<S: ItemStore + ?Sized>(store: &S, session: &Ses
     let end = end_every_session(crate::accounts::profile_update(&account));
     if store.transact(vec![WriteOp::Update(end)]).await.applied()?.is_none() {
         return Err(ApiError::Conflict {
-            code: "account_changed",
+            code: ErrorCode::AccountChanged,
             message: "the account changed meanwhile; try again".into(),
             param: None,
         });
@@ -576,7 +577,7 @@ pub async fn sign_out_everywhere<S: ItemStore + ?Sized>(store: &S, session: &Ses
 /// Resolves a presented session token to its live session, whose account is still open.
 pub async fn authenticate<S: SessionStore + AccountStore + ?Sized>(store: &S, token: &str) -> ApiResult<Session> {
     let unauthenticated =
-        || ApiError::unauthenticated("invalid_session", "session is missing, expired or revoked; log in again");
+        || ApiError::unauthenticated(ErrorCode::InvalidSession, "session is missing, expired or revoked; log in again");
     if token.is_empty() || token.len() > 256 {
         return Err(unauthenticated());
     }
@@ -645,7 +646,7 @@ pub async fn revoke_session_by_id<S: ItemStore + ?Sized>(store: &S, user_id: &st
             return Ok(());
         }
     }
-    Err(ApiError::NotFound { code: "session_not_found", message: format!("no session {id} on this account") })
+    Err(ApiError::NotFound { code: ErrorCode::SessionNotFound, message: format!("no session {id} on this account") })
 }
 
 /// Ends every session of the account but `keep` (a digest), if given; returns how many ended.
@@ -672,13 +673,13 @@ pub async fn change_password<S: ItemStore + ?Sized>(
 ) -> ApiResult<usize> {
     let account = session_account(store, session).await?;
     if current_password.is_empty() {
-        return Err(ApiError::invalid("missing_field", "current_password", "current_password is required"));
+        return Err(ApiError::invalid(ErrorCode::MissingField, "current_password", "current_password is required"));
     }
     crate::accounts::check_new_password_in(&new_password, &account.email, "new_password")?;
     let hash = Some(account.password_hash.clone());
     if !check_password(store, clock, config, &account.email, hash, current_password).await? {
         return Err(ApiError::Forbidden {
-            code: "incorrect_password",
+            code: ErrorCode::IncorrectPassword,
             message: "current_password is incorrect".into(),
         });
     }
@@ -694,7 +695,7 @@ pub async fn change_password<S: ItemStore + ?Sized>(
     let ops = vec![WriteOp::Update(update), WriteOp::Update(this_session), enqueue(&told)?];
     if store.transact(ops).await.applied()?.is_none() {
         return Err(ApiError::Conflict {
-            code: "account_changed",
+            code: ErrorCode::AccountChanged,
             message: "the account changed while the password was changed; try again".into(),
             param: None,
         });

@@ -2,6 +2,7 @@
 //! field and never repeat what was sent. Below the HTTP layer, so domain modules that parse payloads
 //! (Razorpay webhooks) need not know about HTTP.
 
+use crate::error::ErrorCode;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -11,7 +12,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Every request body is an object; serde would otherwise accept an array as a struct's fields in order.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::InvalidRequest {
-            code: "invalid_json",
+            code: ErrorCode::InvalidJson,
             message: "request body must be a JSON object".into(),
             param: None,
         });
@@ -31,11 +32,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     (Some(field), parent) => format!("{parent}.{field}"),
                     (None, p) => p.to_owned(),
                 };
-                let code = if detail.starts_with("missing field") { "missing_field" } else { "invalid_type" };
+                let code =
+                    if detail.starts_with("missing field") { ErrorCode::MissingField } else { ErrorCode::InvalidType };
                 ApiError::InvalidRequest { code, message: format!("{param}: {detail}"), param: Some(param) }
             }
             _ => ApiError::InvalidRequest {
-                code: "invalid_json",
+                code: ErrorCode::InvalidJson,
                 message: format!("request body is not valid JSON: {detail}"),
                 param: None,
             },

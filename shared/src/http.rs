@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by every function: the JSON body extractor (our error shape for every bad body),
 //! the client-info and session extractors, and the routes every router ends with.
 
+use crate::error::ErrorCode;
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
@@ -164,7 +165,7 @@ pub fn check_csrf(method: &Method, headers: &HeaderMap, token: &str, carrier: Se
         return Ok(());
     }
     Err(ApiError::Forbidden {
-        code: "csrf_token_invalid",
+        code: ErrorCode::CsrfTokenInvalid,
         message: "a state-changing request made with the session cookie needs the X-CSRF-Token header: the \
                   csrf_token that login returned (also in the inferex_csrf cookie)"
             .into(),
@@ -179,7 +180,7 @@ impl FromRequestParts<AppState> for Session {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let (token, carrier) = presented_session(&parts.headers).ok_or_else(|| {
             ApiError::unauthenticated(
-                "missing_session",
+                ErrorCode::MissingSession,
                 "authentication required: send the session cookie or Authorization: Bearer <session token>",
             )
         })?;
@@ -195,7 +196,7 @@ async fn health() -> impl IntoResponse {
 }
 
 async fn route_not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::NotFound { code: "not_found", message: format!("no route for {method} {}", uri.path()) }
+    ApiError::NotFound { code: ErrorCode::NotFound, message: format!("no route for {method} {}", uri.path()) }
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
@@ -219,9 +220,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::try_from_uri(&parts.uri)
-            .map(|q| QueryParams(q.0))
-            .map_err(|e| ApiError::InvalidRequest { code: "invalid_query", message: e.body_text(), param: None })
+        axum::extract::Query::<T>::try_from_uri(&parts.uri).map(|q| QueryParams(q.0)).map_err(|e| {
+            ApiError::InvalidRequest { code: ErrorCode::InvalidQuery, message: e.body_text(), param: None }
+        })
     }
 }
 
@@ -283,7 +284,7 @@ impl FromRequestParts<AppState> for Operator {
         let presented = bearer_token(&parts.headers).unwrap_or_default();
         match credentials.who(presented) {
             Some(name) => Ok(Operator(name.to_owned())),
-            None => Err(ApiError::unauthenticated("invalid_admin_token", "a valid operator token is required")),
+            None => Err(ApiError::unauthenticated(ErrorCode::InvalidAdminToken, "a valid operator token is required")),
         }
     }
 }
@@ -324,7 +325,7 @@ impl<T> ListPage<T> {
 pub fn page_limit(requested: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
     let limit = requested.unwrap_or(default);
     if !(1..=max).contains(&limit) {
-        return Err(ApiError::invalid("invalid_limit", "limit", format!("limit must be between 1 and {max}")));
+        return Err(ApiError::invalid(ErrorCode::InvalidLimit, "limit", format!("limit must be between 1 and {max}")));
     }
     Ok(limit)
 }
@@ -345,7 +346,7 @@ pub fn decode_cursor(cursor: Option<&str>, prefix: &str) -> Result<Option<String
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .filter(|sort_key| sort_key.starts_with(prefix))
         .map(Some)
-        .ok_or_else(|| ApiError::invalid("invalid_cursor", "cursor", "cursor is not one this API returned"))
+        .ok_or_else(|| ApiError::invalid(ErrorCode::InvalidCursor, "cursor", "cursor is not one this API returned"))
 }
 
 #[cfg(test)]
@@ -371,7 +372,7 @@ mod tests {
         for bad in [0, 101] {
             assert!(matches!(
                 page_limit(Some(bad), 20, 100),
-                Err(ApiError::InvalidRequest { code: "invalid_limit", .. })
+                Err(ApiError::InvalidRequest { code: ErrorCode::InvalidLimit, .. })
             ));
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! the model's provider routes with fallback, read the usage the provider reports, settle, and log usage.
 //! Prompts and completions pass through memory only: nothing here stores or logs their text.
 
+use crate::error::ErrorCode;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -193,7 +194,7 @@ impl Gateway {
     pub async fn authenticate(&self, state: &CallContext, presented: Option<&str>) -> ApiResult<KeyOwner> {
         let invalid = || {
             ApiError::Unauthenticated {
-            code: "invalid_api_key",
+            code: ErrorCode::InvalidApiKey,
             message: "Incorrect API key provided. Create a key in the dashboard and send it as `Authorization: Bearer sk-inferex-...`.".into(),
         }
         };
@@ -263,7 +264,7 @@ impl Gateway {
 
     pub fn model(&self, id: &str) -> ApiResult<&Model> {
         self.catalog.model(id).ok_or_else(|| ApiError::NotFound {
-            code: "model_not_found",
+            code: ErrorCode::ModelNotFound,
             message: format!("The model `{id}` does not exist. GET /v1/models lists the available models."),
         })
     }
@@ -343,7 +344,7 @@ const TEMPLATE_KWARGS_ALLOWED: [&str; 2] = ["enable_thinking", "reasoning_effort
 fn check_template_fields(body: &Value) -> ApiResult<()> {
     if present(body, "chat_template").is_some() {
         return Err(ApiError::invalid(
-            "unsupported_parameter",
+            ErrorCode::UnsupportedParameter,
             "chat_template",
             "chat_template is not supported: the model's own template is used",
         ));
@@ -352,7 +353,7 @@ fn check_template_fields(body: &Value) -> ApiResult<()> {
         None => Ok(()),
         Some(Value::Object(kwargs)) if kwargs.keys().all(|k| TEMPLATE_KWARGS_ALLOWED.contains(&k.as_str())) => Ok(()),
         Some(_) => Err(ApiError::invalid(
-            "unsupported_parameter",
+            ErrorCode::UnsupportedParameter,
             "chat_template_kwargs",
             format!("chat_template_kwargs may hold only {}", TEMPLATE_KWARGS_ALLOWED.join(", ")),
         )),
@@ -372,7 +373,7 @@ fn requested_max_tokens(body: &Value, model: &Model) -> ApiResult<u64> {
         let Some(value) = present(body, param) else { continue };
         let n = value.as_u64().filter(|n| (1..=u64::from(model.max_output_tokens)).contains(n)).ok_or_else(|| {
             ApiError::invalid(
-                "invalid_max_tokens",
+                ErrorCode::InvalidMaxTokens,
                 param,
                 format!("{param} must be an integer from 1 to {} for {}", model.max_output_tokens, model.id),
             )
@@ -380,7 +381,7 @@ fn requested_max_tokens(body: &Value, model: &Model) -> ApiResult<u64> {
         match requested {
             Some((other, held)) if held != n => {
                 return Err(ApiError::invalid(
-                    "conflicting_max_tokens",
+                    ErrorCode::ConflictingMaxTokens,
                     param,
                     format!("{param} ({n}) differs from {other} ({held}); send one output cap"),
                 ));
@@ -399,13 +400,17 @@ fn check_single_completion(body: &Value) -> ApiResult<()> {
             None | Some(Some(1)) => {}
             Some(Some(n)) if n > 1 => {
                 return Err(ApiError::invalid(
-                    "unsupported_parameter",
+                    ErrorCode::UnsupportedParameter,
                     param,
                     format!("{param} greater than 1 is not supported: send one request per completion"),
                 ));
             }
             Some(_) => {
-                return Err(ApiError::invalid("invalid_parameter", param, format!("{param} must be the integer 1")));
+                return Err(ApiError::invalid(
+                    ErrorCode::InvalidParameter,
+                    param,
+                    format!("{param} must be the integer 1"),
+                ));
             }
         }
     }
@@ -421,11 +426,15 @@ fn check_single_prompt(prompt: &Value) -> ApiResult<()> {
         Value::Array(_) if tokens(prompt) => Ok(()),
         Value::Array(items) if items.len() == 1 && (items[0].is_string() || tokens(&items[0])) => Ok(()),
         Value::Array(items) if items.len() > 1 => Err(ApiError::invalid(
-            "unsupported_parameter",
+            ErrorCode::UnsupportedParameter,
             "prompt",
             "batched prompts are not supported: send one prompt per request",
         )),
-        _ => Err(ApiError::invalid("invalid_prompt", "prompt", "prompt must be a string or an array of token ids")),
+        _ => Err(ApiError::invalid(
+            ErrorCode::InvalidPrompt,
+            "prompt",
+            "prompt must be a string or an array of token ids",
+        )),
     }
 }
 
@@ -434,7 +443,7 @@ fn requested_stream(body: &Value) -> ApiResult<(bool, bool)> {
     let stream = match present(body, "stream") {
         None => false,
         Some(Value::Bool(stream)) => *stream,
-        Some(_) => return Err(ApiError::invalid("invalid_type", "stream", "stream must be a boolean")),
+        Some(_) => return Err(ApiError::invalid(ErrorCode::InvalidType, "stream", "stream must be a boolean")),
     };
     let include_usage = match present(body, "stream_options") {
         None => false,
@@ -443,13 +452,15 @@ fn requested_stream(body: &Value) -> ApiResult<(bool, bool)> {
             Some(Value::Bool(include)) => *include,
             Some(_) => {
                 return Err(ApiError::invalid(
-                    "invalid_type",
+                    ErrorCode::InvalidType,
                     "stream_options.include_usage",
                     "stream_options.include_usage must be a boolean",
                 ));
             }
         },
-        Some(_) => return Err(ApiError::invalid("invalid_type", "stream_options", "stream_options must be an object")),
+        Some(_) => {
+            return Err(ApiError::invalid(ErrorCode::InvalidType, "stream_options", "stream_options must be an object"));
+        }
     };
     Ok((stream, include_usage))
 }
@@ -473,7 +484,7 @@ pub fn prepare(gateway: &Gateway, endpoint: Endpoint, body: Value, request_id: S
     let arrived = Instant::now();
     let Value::Object(_) = &body else {
         return Err(ApiError::InvalidRequest {
-            code: "invalid_json",
+            code: ErrorCode::InvalidJson,
             message: "request body must be a JSON object".into(),
             param: None,
         });
@@ -481,14 +492,14 @@ pub fn prepare(gateway: &Gateway, endpoint: Endpoint, body: Value, request_id: S
     let model_id = body
         .get("model")
         .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid("missing_field", "model", "model is required"))?;
+        .ok_or_else(|| ApiError::invalid(ErrorCode::MissingField, "model", "model is required"))?;
     let model = gateway.model(model_id)?.clone();
     match endpoint {
         Endpoint::ChatCompletions if !body.get("messages").is_some_and(Value::is_array) => {
-            return Err(ApiError::invalid("missing_field", "messages", "messages must be an array"));
+            return Err(ApiError::invalid(ErrorCode::MissingField, "messages", "messages must be an array"));
         }
         Endpoint::Completions => match present(&body, "prompt") {
-            None => return Err(ApiError::invalid("missing_field", "prompt", "prompt is required")),
+            None => return Err(ApiError::invalid(ErrorCode::MissingField, "prompt", "prompt is required")),
             Some(prompt) => check_single_prompt(prompt)?,
         },
         _ => {}
@@ -663,13 +674,16 @@ fn request_error_from_upstream(status: u16, body: &Value, route: &Route, model: 
         .collect::<String>();
     let param = body.pointer("/error/param").and_then(Value::as_str).map(str::to_owned);
     match status {
-        400 | 422 => ApiError::InvalidRequest { code: "upstream_invalid_request", message, param },
+        400 | 422 => ApiError::InvalidRequest { code: ErrorCode::UpstreamInvalidRequest, message, param },
         413 => ApiError::PayloadTooLarge { limit_bytes: MAX_INFERENCE_BODY_BYTES },
         404 => ApiError::BadGateway {
-            code: "upstream_model_unavailable",
+            code: ErrorCode::UpstreamModelUnavailable,
             message: "the model is not available from its provider right now".into(),
         },
-        _ => ApiError::BadGateway { code: "upstream_error", message: "the model provider refused the call".into() },
+        _ => ApiError::BadGateway {
+            code: ErrorCode::UpstreamError,
+            message: "the model provider refused the call".into(),
+        },
     }
 }
 
@@ -680,7 +694,7 @@ fn is_provider_side_failure(status: u16) -> bool {
 }
 
 /// A timeout is a 504; any other transport failure a 502 with the given code and message.
-fn transport_failure(e: &reqwest::Error, code: &'static str, message: &str) -> ApiError {
+fn transport_failure(e: &reqwest::Error, code: ErrorCode, message: &str) -> ApiError {
     if e.is_timeout() {
         ApiError::GatewayTimeout { message: "the model provider did not answer in time".into() }
     } else {
@@ -693,7 +707,7 @@ fn transport_failure(e: &reqwest::Error, code: &'static str, message: &str) -> A
 /// client yet. Any other 4xx is the request's fault and is answered at once.
 async fn forward(gateway: &Gateway, prepared: &Prepared) -> ApiResult<Attempt> {
     let mut last = ApiError::BadGateway {
-        code: "no_route",
+        code: ErrorCode::NoRoute,
         message: format!("no provider is configured for {}", prepared.model.id),
     };
     for route in &prepared.model.routes {
@@ -713,7 +727,7 @@ async fn forward(gateway: &Gateway, prepared: &Prepared) -> ApiResult<Attempt> {
             Ok(response) => response,
             Err(e) => {
                 tracing::warn!(provider = %provider.name, timeout = e.is_timeout(), "upstream unreachable; trying the next route");
-                last = transport_failure(&e, "upstream_unavailable", "the model provider is unreachable");
+                last = transport_failure(&e, ErrorCode::UpstreamUnavailable, "the model provider is unreachable");
                 continue;
             }
         };
@@ -721,7 +735,10 @@ async fn forward(gateway: &Gateway, prepared: &Prepared) -> ApiResult<Attempt> {
         if is_provider_side_failure(status) {
             tracing::warn!(provider = %provider.name, status, "upstream failed on its side; trying the next route");
             last = if status >= 500 {
-                ApiError::BadGateway { code: "upstream_error", message: "the model provider failed to answer".into() }
+                ApiError::BadGateway {
+                    code: ErrorCode::UpstreamError,
+                    message: "the model provider failed to answer".into(),
+                }
             } else {
                 ApiError::Unavailable("the model is temporarily unavailable; try again shortly".into())
             };
@@ -876,7 +893,7 @@ pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepa
                 CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances, provider, started, ttft: None };
             settle_call(state, facts, prepared.usage_upper_bound(), "upstream_error").await?;
             Err(ApiError::BadGateway {
-                code: "upstream_error",
+                code: ErrorCode::UpstreamError,
                 message: "the model provider sent an unreadable answer".into(),
             })
         }
@@ -1032,7 +1049,7 @@ async fn relay_stream(call: StreamCall, response: reqwest::Response, tx: mpsc::S
         let last = if complete {
             Bytes::from_static(b"data: [DONE]\n\n")
         } else {
-            let error = json!({ "error": { "type": "api_error", "code": "upstream_error", "message": "the model provider ended the stream early", "param": null } });
+            let error = json!({ "error": { "type": "api_error", "code": ErrorCode::UpstreamError.as_str(), "message": "the model provider ended the stream early", "param": null } });
             Bytes::from(format!("data: {error}\n\n"))
         };
         let _ = tx.send(Ok(last)).await;

@@ -7,6 +7,7 @@
 //!   a free slot with "must not exist", so even concurrent creations cannot exceed 20 live keys; an expired
 //!   key's slot expires with it and frees itself.
 
+use crate::error::ErrorCode;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -171,7 +172,7 @@ pub async fn create_key<S: KeyStore + ?Sized>(
     let name = request.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(
-            "invalid_name",
+            ErrorCode::InvalidName,
             "name",
             format!("name must be 1 to {MAX_NAME_CHARS} characters"),
         ));
@@ -181,10 +182,14 @@ pub async fn create_key<S: KeyStore + ?Sized>(
         None => None,
         Some(raw) => {
             let at = DateTime::parse_from_rfc3339(raw.trim()).map(|d| d.to_utc()).map_err(|_| {
-                ApiError::invalid("invalid_expires_at", "expires_at", "expires_at must be an RFC 3339 timestamp")
+                ApiError::invalid(ErrorCode::InvalidExpiresAt, "expires_at", "expires_at must be an RFC 3339 timestamp")
             })?;
             if at <= now {
-                return Err(ApiError::invalid("invalid_expires_at", "expires_at", "expires_at must be in the future"));
+                return Err(ApiError::invalid(
+                    ErrorCode::InvalidExpiresAt,
+                    "expires_at",
+                    "expires_at must be in the future",
+                ));
             }
             Some(at)
         }
@@ -205,7 +210,7 @@ pub async fn create_key<S: KeyStore + ?Sized>(
         let taken: Vec<String> = store.keys(user_id).await?.into_iter().map(|(slot, _)| slot).collect();
         let Some(slot) = (0..MAX_ACTIVE_KEYS).map(slot_sk).find(|s| !taken.contains(s)) else {
             return Err(ApiError::Conflict {
-                code: "too_many_keys",
+                code: ErrorCode::TooManyKeys,
                 message: format!("an account can have at most {MAX_ACTIVE_KEYS} active keys; delete one first"),
                 param: None,
             });
@@ -221,7 +226,7 @@ pub async fn create_key<S: KeyStore + ?Sized>(
 pub async fn delete_key<S: KeyStore + ?Sized>(store: &S, user_id: &str, key_id: &str) -> ApiResult<()> {
     let keys = store.keys(user_id).await?;
     let Some((slot, record)) = keys.into_iter().find(|(_, r)| r.id == key_id) else {
-        return Err(ApiError::NotFound { code: "key_not_found", message: format!("no API key {key_id}") });
+        return Err(ApiError::NotFound { code: ErrorCode::KeyNotFound, message: format!("no API key {key_id}") });
     };
     Ok(store.delete_key(user_id, &slot, &record.key_hash).await.or_not_needed()?)
 }

@@ -8,6 +8,7 @@
 //!   consents, KYC decisions) has not finished; written in the closing transaction, deleted when the
 //!   follow-up is done, and finished by the scheduled jobs if the request that closed the account could not.
 
+use crate::error::ErrorCode;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -223,7 +224,7 @@ pub fn notice(ctx: &PrivacyContext) -> Value {
 fn active_account(account: Option<Account>) -> ApiResult<Account> {
     account
         .filter(|a| a.status == AccountStatus::Active)
-        .ok_or_else(|| ApiError::unauthenticated("invalid_session", "the session's account is closed"))
+        .ok_or_else(|| ApiError::unauthenticated(ErrorCode::InvalidSession, "the session's account is closed"))
 }
 
 /// The password re-check of account changes and closure, under the same throttle as logins (a stolen
@@ -235,12 +236,19 @@ async fn confirm_password(
     field: &str,
 ) -> ApiResult<()> {
     let Some(password) = password.filter(|p| !p.is_empty()) else {
-        return Err(ApiError::invalid("missing_field", field, format!("{field} is required to confirm this change")));
+        return Err(ApiError::invalid(
+            ErrorCode::MissingField,
+            field,
+            format!("{field} is required to confirm this change"),
+        ));
     };
     let hash = Some(account.password_hash.clone());
     let (store, clock) = (ctx.store.as_ref(), ctx.clock.as_ref());
     if !crate::auth::check_password(store, clock, &ctx.config, &account.email, hash, password).await? {
-        return Err(ApiError::Forbidden { code: "incorrect_password", message: format!("{field} is incorrect") });
+        return Err(ApiError::Forbidden {
+            code: ErrorCode::IncorrectPassword,
+            message: format!("{field} is incorrect"),
+        });
     }
     Ok(())
 }
@@ -312,7 +320,7 @@ pub async fn correct(
 pub async fn unsubscribe(ctx: &PrivacyContext, token: &str, client: &ClientInfo) -> ApiResult<()> {
     let invalid = || {
         ApiError::invalid(
-            "invalid_token",
+            ErrorCode::InvalidToken,
             "token",
             "this unsubscribe link is invalid or has expired; marketing e-mails can be turned off in the dashboard",
         )
@@ -341,7 +349,7 @@ pub async fn unsubscribe(ctx: &PrivacyContext, token: &str, client: &ClientInfo)
         }
     }
     Err(ApiError::Conflict {
-        code: "account_changed",
+        code: ErrorCode::AccountChanged,
         message: "the account changed meanwhile; use the link again".into(),
         param: None,
     })
@@ -357,7 +365,7 @@ async fn correction_conflict(store: &dyn ItemStore, new_email: Option<&str>) -> 
         accounts::email_taken()
     } else {
         ApiError::Conflict {
-            code: "account_changed",
+            code: ErrorCode::AccountChanged,
             message: "the account changed while this correction was applied; read it again and retry".into(),
             param: None,
         }
@@ -378,16 +386,15 @@ impl Correction {
         let mut correction = Self { full_name: None, marketing: None, email: None, password: None };
         for (field, value) in body {
             let text = || {
-                value
-                    .as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| ApiError::invalid("invalid_type", field, format!("{field} must be a string")))
+                value.as_str().map(str::to_owned).ok_or_else(|| {
+                    ApiError::invalid(ErrorCode::InvalidType, field, format!("{field} must be a string"))
+                })
             };
             match field.as_str() {
                 "full_name" => correction.full_name = Some(check_full_name(&text()?)?),
                 "marketing_consent" => {
                     let flag = value.as_bool().ok_or_else(|| {
-                        ApiError::invalid("invalid_type", field, "marketing_consent must be true or false")
+                        ApiError::invalid(ErrorCode::InvalidType, field, "marketing_consent must be true or false")
                     })?;
                     correction.marketing = Some(flag);
                 }
@@ -398,7 +405,7 @@ impl Correction {
         }
         if correction.full_name.is_none() && correction.marketing.is_none() && correction.email.is_none() {
             return Err(ApiError::invalid(
-                "nothing_to_change",
+                ErrorCode::NothingToChange,
                 "full_name",
                 "send at least one of full_name, marketing_consent, email",
             ));
@@ -410,17 +417,17 @@ impl Correction {
 fn not_correctable(field: &str) -> ApiError {
     match field {
         "pan" | "aadhaar" | "name_on_pan" => ApiError::invalid(
-            "kyc_field",
+            ErrorCode::KycField,
             field,
             format!("{field} is corrected by resubmitting KYC (POST /v1/kyc), not here"),
         ),
         "date_of_birth" => ApiError::invalid(
-            "not_editable",
+            ErrorCode::NotEditable,
             field,
             "date_of_birth cannot be changed here: write to the grievance officer (GET /v1/privacy) with proof",
         ),
         other => ApiError::invalid(
-            "unknown_field",
+            ErrorCode::UnknownField,
             other,
             format!(
                 "{other} is not a field of the account; editable: full_name, marketing_consent, email (with current_password)"
@@ -439,7 +446,7 @@ pub async fn accept_policy(
     let current = &ctx.config.policy_version;
     if version.trim() != current {
         return Err(ApiError::invalid(
-            "terms_not_accepted",
+            ErrorCode::TermsNotAccepted,
             "version",
             format!("the policy in force is version {current}; accept exactly that version"),
         ));
@@ -457,7 +464,7 @@ pub async fn accept_policy(
     match store.transact(ops).await {
         Ok(()) => active_account(store.account(user_id).await?),
         Err(StoreError::ConditionFailed) => Err(ApiError::Conflict {
-            code: "account_changed",
+            code: ErrorCode::AccountChanged,
             message: "the account changed meanwhile; retry".into(),
             param: None,
         }),
@@ -676,7 +683,7 @@ pub fn export_jobs(event: &Value) -> Vec<ExportJob> {
 /// `GET /v1/privacy/exports/{id}`: the owner's export only; anyone else's id is simply not found.
 pub async fn export_view(ctx: &PrivacyContext, user_id: &str, export_id: &str) -> ApiResult<ExportView> {
     let not_found = || ApiError::NotFound {
-        code: "export_not_found",
+        code: ErrorCode::ExportNotFound,
         message: format!("no export {export_id} (exports are kept 7 days)"),
     };
     if export_id.len() > 64 {
@@ -867,7 +874,7 @@ pub async fn close_account(ctx: &PrivacyContext, user_id: &str, password: Option
         }
     }
     Err(ApiError::Conflict {
-        code: "account_changed",
+        code: ErrorCode::AccountChanged,
         message: "the account is busy (calls are settling); retry the closure in a moment".into(),
         param: None,
     })
@@ -893,7 +900,7 @@ async fn closure_lost(ctx: &PrivacyContext, account: &Account) -> ApiResult<Opti
     }
     if current.email != account.email || current.password_hash != account.password_hash {
         return Err(ApiError::Conflict {
-            code: "account_changed",
+            code: ErrorCode::AccountChanged,
             message: "the account changed meanwhile; retry".into(),
             param: None,
         });

@@ -2,6 +2,7 @@
 //! Facts: amounts are integer paise; webhook signature = hex HMAC-SHA256(webhook secret, raw body);
 //! Checkout signature = hex HMAC-SHA256(key secret, order_id + "|" + payment_id).
 
+use crate::error::ErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -304,7 +305,7 @@ impl From<RazorpayError> for ApiError {
     fn from(e: RazorpayError) -> Self {
         tracing::warn!(error = %e, "Razorpay call failed");
         ApiError::BadGateway {
-            code: "payment_gateway_error",
+            code: ErrorCode::PaymentGatewayError,
             message: "the payment gateway is not responding correctly; please try again shortly".into(),
         }
     }

@@ -2,6 +2,7 @@
 //! the account sees them: a filtered, newest-first list and per-day or per-model summaries. Entries live at
 //! `USER#<id>` / `USAGE#<millis>#<rand>` for 12 months.
 
+use crate::error::ErrorCode;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
@@ -83,7 +84,7 @@ pub struct UsageQuery {
 fn parse_time(raw: &str, param: &str) -> ApiResult<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(raw.trim())
         .map(|d| d.to_utc())
-        .map_err(|_| ApiError::invalid("invalid_time", param, format!("{param} must be an RFC 3339 timestamp")))
+        .map_err(|_| ApiError::invalid(ErrorCode::InvalidTime, param, format!("{param} must be an RFC 3339 timestamp")))
 }
 
 /// The `[from, to]` window: defaults to the last 30 days.
@@ -91,7 +92,7 @@ pub fn window(query: &UsageQuery, now: DateTime<Utc>) -> ApiResult<(DateTime<Utc
     let to = query.to.as_deref().map(|t| parse_time(t, "to")).transpose()?.unwrap_or(now);
     let from = query.from.as_deref().map(|f| parse_time(f, "from")).transpose()?.unwrap_or(to - Duration::days(30));
     if from > to {
-        return Err(ApiError::invalid("invalid_time", "from", "from must not be after to"));
+        return Err(ApiError::invalid(ErrorCode::InvalidTime, "from", "from must not be after to"));
     }
     Ok((from, to))
 }
@@ -158,7 +159,7 @@ pub async fn list<S: ItemStore + ?Sized>(
 ) -> ApiResult<(Vec<UsageRecord>, Option<String>)> {
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("invalid_limit", "limit", "limit must be between 1 and 100"));
+        return Err(ApiError::invalid(ErrorCode::InvalidLimit, "limit", "limit must be between 1 and 100"));
     }
     let (from, to) = window(query, now)?;
     let mut found = Vec::new();
@@ -214,7 +215,7 @@ pub fn group_by(query: &UsageQuery) -> ApiResult<GroupBy> {
     match query.group_by.as_deref().unwrap_or("day") {
         "day" => Ok(GroupBy::Day),
         "model" => Ok(GroupBy::Model),
-        _ => Err(ApiError::invalid("invalid_group_by", "group_by", "group_by must be day or model")),
+        _ => Err(ApiError::invalid(ErrorCode::InvalidGroupBy, "group_by", "group_by must be day or model")),
     }
 }
 

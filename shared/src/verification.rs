@@ -6,6 +6,7 @@
 //! `RATE#password-reset-ip#<ip or IPv6 /64>` / `WINDOW`: counted windows of an hour
 //! ([`crate::auth::reserve_in_window`]).
 
+use crate::error::ErrorCode;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde_json::json;
@@ -32,12 +33,16 @@ pub const RESETS_PER_IP_PER_HOUR: u32 = 20;
 const RATE_WINDOW: Duration = Duration::hours(1);
 
 fn invalid_token() -> ApiError {
-    ApiError::invalid("invalid_token", "token", "this link is invalid, already used or expired; ask for a new one")
+    ApiError::invalid(
+        ErrorCode::InvalidToken,
+        "token",
+        "this link is invalid, already used or expired; ask for a new one",
+    )
 }
 
 fn missing_token(token: &str) -> ApiResult<()> {
     if token.trim().is_empty() {
-        return Err(ApiError::invalid("missing_field", "token", "token is required"));
+        return Err(ApiError::invalid(ErrorCode::MissingField, "token", "token is required"));
     }
     Ok(())
 }
@@ -83,7 +88,7 @@ pub async fn verify_email<S: ItemStore + ?Sized>(
     } else if account.pending_email.as_deref() == Some(link.email.as_str()) {
         if session_user != Some(account.id.as_str()) {
             return Err(ApiError::unauthenticated(
-                "session_required",
+                ErrorCode::SessionRequired,
                 "sign in to the account whose address changes, then open the link again",
             ));
         }
@@ -116,7 +121,7 @@ pub async fn verify_email<S: ItemStore + ?Sized>(
 
 fn throttled(what: &str, retry_after_secs: u64) -> ApiError {
     ApiError::TooManyRequests {
-        code: "too_many_requests",
+        code: ErrorCode::TooManyRequests,
         message: format!("too many {what} requests; try again in {retry_after_secs} seconds"),
         retry_after_secs,
     }
@@ -142,13 +147,13 @@ pub async fn resend<S: ItemStore + ?Sized>(store: &S, clock: &dyn Clock, user_id
         .account(user_id)
         .await?
         .filter(|a| a.status == AccountStatus::Active)
-        .ok_or_else(|| ApiError::unauthenticated("invalid_session", "the account is closed"))?;
+        .ok_or_else(|| ApiError::unauthenticated(ErrorCode::InvalidSession, "the account is closed"))?;
     let address = match (&account.pending_email, account.email_verified) {
         (Some(pending), _) => pending.clone(),
         (None, false) => account.email.clone(),
         (None, true) => {
             return Err(ApiError::Conflict {
-                code: "email_already_verified",
+                code: ErrorCode::EmailAlreadyVerified,
                 message: "this account's e-mail address is already verified".into(),
                 param: None,
             });
@@ -262,7 +267,7 @@ pub fn require_verified_email(account: &Account) -> ApiResult<()> {
         return Ok(());
     }
     Err(ApiError::Forbidden {
-        code: "email_not_verified",
+        code: ErrorCode::EmailNotVerified,
         message: "verify your e-mail address first (POST /v1/auth/verify-email/resend sends a new link)".into(),
     })
 }

@@ -98,3 +98,25 @@ async fn the_composed_app_serves_every_documented_route() -> TestResult {
     }
     Ok(())
 }
+
+/// openapi.yaml's `x-error-codes` is the catalogue in `shared::error::ErrorCode`: same codes, statuses and types.
+#[test]
+fn openapi_lists_the_error_catalogue() -> TestResult {
+    let doc: Value = serde_yaml::from_str(&read("openapi.yaml")?)?;
+    let documented: BTreeSet<(String, u64, String)> = doc["x-error-codes"]
+        .as_mapping()
+        .into_iter()
+        .flatten()
+        .map(|(code, entry)| {
+            let code = code.as_str().unwrap_or_default().to_owned();
+            (code, entry["status"].as_u64().unwrap_or_default(), entry["type"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    let catalogue: BTreeSet<(String, u64, String)> = shared::error::ErrorCode::ALL
+        .iter()
+        .map(|code| (code.as_str().to_owned(), u64::from(code.status().as_u16()), code.error_type().to_owned()))
+        .collect();
+    assert_eq!(catalogue.len(), shared::error::ErrorCode::ALL.len());
+    assert_eq!(documented, catalogue, "openapi.yaml x-error-codes vs shared::error::ErrorCode");
+    Ok(())
+}

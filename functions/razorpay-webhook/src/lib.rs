@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use shared::error::ErrorCode;
 use shared::error::{ApiError, ApiResult};
 use shared::secrets::sha256_hex;
 use shared::state::AppState;
@@ -33,7 +34,7 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
             "webhook with a bad or missing signature refused"
         );
         return Err(ApiError::invalid(
-            "invalid_signature",
+            ErrorCode::InvalidSignature,
             "X-Razorpay-Signature",
             "the webhook signature does not match the body",
         ));

@@ -1,5 +1,6 @@
 //! PAN and Aadhaar number rules: format checks, the Aadhaar Verhoeff check digit, masking.
 
+use crate::error::ErrorCode;
 use crate::error::{ApiError, ApiResult};
 
 /// A PAN that passed the format rules for an individual's personal account.
@@ -35,17 +36,17 @@ impl Pan {
             && b[9].is_ascii_uppercase();
         if !shaped {
             return Err(ApiError::invalid(
-                "invalid_pan",
+                ErrorCode::InvalidPan,
                 "pan",
                 "pan must be 10 characters: 5 letters, 4 digits, 1 letter",
             ));
         }
         if &pan[5..9] == "0000" {
-            return Err(ApiError::invalid("invalid_pan", "pan", "pan has an invalid serial number"));
+            return Err(ApiError::invalid(ErrorCode::InvalidPan, "pan", "pan has an invalid serial number"));
         }
         if b[3] != b'P' {
             return Err(ApiError::invalid(
-                "invalid_pan",
+                ErrorCode::InvalidPan,
                 "pan",
                 "pan must belong to an individual (its 4th letter must be P)",
             ));
@@ -105,7 +106,7 @@ impl Aadhaar {
     /// tolerated on input.
     pub fn parse(raw: &str) -> ApiResult<Self> {
         let digits: String = raw.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
-        let invalid = |why: &str| ApiError::invalid("invalid_aadhaar", "aadhaar", why);
+        let invalid = |why: &str| ApiError::invalid(ErrorCode::InvalidAadhaar, "aadhaar", why);
         if digits.len() != 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid("aadhaar must be 12 digits"));
         }

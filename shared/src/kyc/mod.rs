@@ -22,6 +22,7 @@
 pub mod documents;
 pub mod vault;
 
+use crate::error::ErrorCode;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -439,7 +440,7 @@ fn check_name(raw: &str) -> ApiResult<String> {
     let name = raw.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(
-            "invalid_name_on_pan",
+            ErrorCode::InvalidNameOnPan,
             "name_on_pan",
             format!("name_on_pan must be the name printed on the PAN card (1 to {MAX_NAME_CHARS} characters)"),
         ));
@@ -449,7 +450,7 @@ fn check_name(raw: &str) -> ApiResult<String> {
 
 fn already_verified() -> ApiError {
     ApiError::Conflict {
-        code: "kyc_already_verified",
+        code: ErrorCode::KycAlreadyVerified,
         message: "KYC is already verified and cannot be changed".into(),
         param: None,
     }
@@ -459,7 +460,7 @@ fn already_verified() -> ApiError {
 /// is registered: the same words whatever the reason verification failed.
 fn not_verifiable() -> ApiError {
     ApiError::Conflict {
-        code: "kyc_not_verifiable",
+        code: ErrorCode::KycNotVerifiable,
         message: "these KYC details cannot be verified for this account; check them, or write to the grievance officer (GET /v1/privacy)".into(),
         param: None,
     }
@@ -506,7 +507,8 @@ pub async fn submit<S: ItemStore + ?Sized>(
     // Identity goes only on a proven address: an unverified account (maybe someone else's address,
     // squatted) cannot attach its KYC to it for the address's owner to inherit.
     let account = store.account(user_id).await?.filter(|a| a.status == crate::accounts::AccountStatus::Active);
-    let account = account.ok_or_else(|| ApiError::unauthenticated("invalid_session", "the account is closed"))?;
+    let account =
+        account.ok_or_else(|| ApiError::unauthenticated(ErrorCode::InvalidSession, "the account is closed"))?;
     crate::verification::require_verified_email(&account)?;
     let now = clock.now();
     let previous = store.kyc_record(user_id).await?;
@@ -521,7 +523,7 @@ pub async fn submit<S: ItemStore + ?Sized>(
     let counted = crate::auth::reserve_in_window(store, &window, limit, window_end, now.timestamp()).await?;
     let crate::auth::Reservation::Reserved { window: slot } = counted else {
         return Err(ApiError::Conflict {
-            code: "kyc_submission_limit",
+            code: ErrorCode::KycSubmissionLimit,
             message: format!(
                 "at most {MAX_SUBMISSIONS} KYC submissions are accepted per account in {SUBMISSION_WINDOW_DAYS} days; write to the grievance officer (GET /v1/privacy)"
             ),
@@ -533,7 +535,7 @@ pub async fn submit<S: ItemStore + ?Sized>(
     // Only answers about the numbers count; an outage, or the conflict of a double click, gives it back.
     let counts = match &result {
         Ok(_) => true,
-        Err(e) => e.code() == "kyc_not_verifiable",
+        Err(e) => e.error_code() == ErrorCode::KycNotVerifiable,
     };
     if !counts && let Err(e) = crate::auth::release_in_window(store, &window, &slot).await {
         tracing::warn!(%user_id, error = %e, "a KYC submission slot was not given back");
@@ -634,7 +636,7 @@ async fn submission_conflict<S: ItemStore + ?Sized>(store: &S, record: &KycRecor
         return Ok(already_verified());
     }
     Ok(ApiError::Conflict {
-        code: "kyc_submission_conflict",
+        code: ErrorCode::KycSubmissionConflict,
         message: "another KYC change for this account happened at the same time; retry".into(),
         param: None,
     })
@@ -651,14 +653,17 @@ pub async fn decide<S: KycStore + AccountStore + ?Sized>(
 ) -> ApiResult<KycRecord> {
     if decision == Decision::Reveal {
         return Err(ApiError::invalid(
-            "invalid_decision",
+            ErrorCode::InvalidDecision,
             "decision",
             "decision must be approve or reject (numbers are revealed with POST /v1/admin/kyc/{user_id}/reveal)",
         ));
     }
     let reason = check_reason(decision, reason)?;
     let Some(mut record) = store.kyc_record(user_id).await? else {
-        return Err(ApiError::NotFound { code: "kyc_not_found", message: "no KYC submission for this user".into() });
+        return Err(ApiError::NotFound {
+            code: ErrorCode::KycNotFound,
+            message: "no KYC submission for this user".into(),
+        });
     };
     if store.account(user_id).await?.is_none_or(|a| a.status != crate::accounts::AccountStatus::Active) {
         return Err(account_closed());
@@ -668,7 +673,7 @@ pub async fn decide<S: KycStore + AccountStore + ?Sized>(
         KycStatus::Verified => return Err(already_verified()),
         other => {
             return Err(ApiError::Conflict {
-                code: "kyc_not_pending",
+                code: ErrorCode::KycNotPending,
                 message: format!("only pending submissions can be decided (this one is {})", status_name(other)),
                 param: None,
             });
@@ -715,10 +720,14 @@ fn check_reason(decision: Decision, reason: Option<String>) -> ApiResult<Option<
     let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
     if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON_CHARS) {
         let message = format!("reason must be at most {MAX_REASON_CHARS} characters");
-        return Err(ApiError::invalid("invalid_reason", "reason", message));
+        return Err(ApiError::invalid(ErrorCode::InvalidReason, "reason", message));
     }
     if decision == Decision::Reject && reason.is_none() {
-        return Err(ApiError::invalid("invalid_reason", "reason", "a rejection needs a reason the user will see"));
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidReason,
+            "reason",
+            "a rejection needs a reason the user will see",
+        ));
     }
     Ok(reason)
 }
@@ -734,7 +743,7 @@ async fn decision_conflict<S: KycStore + AccountStore + ?Sized>(
     let fingerprints = [record.pan_fingerprint.as_str(), record.aadhaar_fingerprint.as_str()];
     if decision == Decision::Approve && claimed_elsewhere(store, user_id, &fingerprints).await? {
         return Ok(ApiError::Conflict {
-            code: "kyc_document_in_use",
+            code: ErrorCode::KycDocumentInUse,
             message: "a number of this submission already backs another verified account; reject it with a reason"
                 .into(),
             param: None,
@@ -744,7 +753,7 @@ async fn decision_conflict<S: KycStore + AccountStore + ?Sized>(
         return Ok(account_closed());
     }
     Ok(ApiError::Conflict {
-        code: "kyc_submission_conflict",
+        code: ErrorCode::KycSubmissionConflict,
         message: "the submission changed while it was being decided; reload it".into(),
         param: None,
     })
@@ -752,7 +761,7 @@ async fn decision_conflict<S: KycStore + AccountStore + ?Sized>(
 
 fn account_closed() -> ApiError {
     ApiError::Conflict {
-        code: "account_closed",
+        code: ErrorCode::AccountClosed,
         message: "the account is closed; its KYC submission can no longer be decided".into(),
         param: None,
     }
@@ -772,7 +781,7 @@ pub fn status_name(status: KycStatus) -> &'static str {
 pub async fn require_verified<S: AccountStore + ?Sized>(store: &S, user_id: &str) -> ApiResult<()> {
     let account = store.account(user_id).await?.filter(|a| a.status == crate::accounts::AccountStatus::Active);
     let Some(account) = account else {
-        return Err(ApiError::unauthenticated("invalid_session", "the account is closed"));
+        return Err(ApiError::unauthenticated(ErrorCode::InvalidSession, "the account is closed"));
     };
     crate::verification::require_verified_email(&account)?;
     let status = account.kyc_status;
@@ -780,7 +789,7 @@ pub async fn require_verified<S: AccountStore + ?Sized>(store: &S, user_id: &str
         return Ok(());
     }
     Err(ApiError::Forbidden {
-        code: "kyc_required",
+        code: ErrorCode::KycRequired,
         message: format!("complete KYC verification first (current KYC status: {})", status_name(status)),
     })
 }
@@ -945,9 +954,10 @@ pub async fn reveal_for_operator<S: ItemStore + ?Sized>(
     let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
     let Some(reason) = reason.filter(|r| r.chars().count() <= MAX_REASON_CHARS) else {
         let message = format!("a reveal needs a reason of at most {MAX_REASON_CHARS} characters, kept in the audit");
-        return Err(ApiError::invalid("invalid_reason", "reason", message));
+        return Err(ApiError::invalid(ErrorCode::InvalidReason, "reason", message));
     };
-    let not_found = || ApiError::NotFound { code: "kyc_not_found", message: "no KYC submission for this user".into() };
+    let not_found =
+        || ApiError::NotFound { code: ErrorCode::KycNotFound, message: "no KYC submission for this user".into() };
     let record = store.kyc_record(user_id).await?.ok_or_else(not_found)?;
     let now = clock.now();
     let audit = DecisionRecord {

@@ -7,6 +7,7 @@
 //! records where (`NOTICE#<what>` / `COMPLETE`, `complete: false, after`); the next one carries on from
 //! there, and `complete: true` ends the walking.
 
+use crate::error::ErrorCode;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -46,13 +47,13 @@ impl Campaign {
             && self.id.len() <= 64
             && self.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !valid_id {
-            return Err(ApiError::invalid("invalid_campaign", "id", "id must be 1-64 letters, digits, - or _"));
+            return Err(ApiError::invalid(ErrorCode::InvalidCampaign, "id", "id must be 1-64 letters, digits, - or _"));
         }
         if self.subject.trim().is_empty() || self.subject.chars().count() > 150 {
-            return Err(ApiError::invalid("invalid_campaign", "subject", "subject must be 1-150 characters"));
+            return Err(ApiError::invalid(ErrorCode::InvalidCampaign, "subject", "subject must be 1-150 characters"));
         }
         if self.body.trim().is_empty() || self.body.chars().count() > 5000 {
-            return Err(ApiError::invalid("invalid_campaign", "body", "body must be 1-5000 characters"));
+            return Err(ApiError::invalid(ErrorCode::InvalidCampaign, "body", "body must be 1-5000 characters"));
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Money that goes back after a credit: refunds and chargebacks (disputes), each applied once, never more
 //! than the payment, and kept until their payment is credited when they arrive first.
 
+use crate::error::ErrorCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -483,12 +484,13 @@ pub async fn mark_dispute_handled<S: ItemStore + ?Sized>(
     note: &str,
     operator: &str,
 ) -> ApiResult<DisputeView> {
-    let not_found = || ApiError::NotFound { code: "dispute_not_found", message: format!("no dispute {dispute_id}") };
+    let not_found =
+        || ApiError::NotFound { code: ErrorCode::DisputeNotFound, message: format!("no dispute {dispute_id}") };
     if dispute_id.is_empty() || dispute_id.len() > 64 {
         return Err(not_found());
     }
     let already = || ApiError::Conflict {
-        code: "dispute_handled",
+        code: ErrorCode::DisputeHandled,
         message: "this dispute was already marked handled".into(),
         param: None,
     };

@@ -1,6 +1,7 @@
 //! A closed account's wallet: closed in the closing transaction, its unspent balance moved to the account's
 //! single refund request, and kept in step with it as late money arrives or leaves.
 
+use crate::error::ErrorCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -230,27 +231,27 @@ pub async fn record_payout<S: ItemStore + ?Sized>(
     let reference = reference.trim();
     if reference.is_empty() || reference.chars().count() > 100 {
         return Err(ApiError::invalid(
-            "invalid_reference",
+            ErrorCode::InvalidReference,
             "reference",
             "reference (the bank's) must be 1-100 characters",
         ));
     }
     if amount <= 0 {
         return Err(ApiError::invalid(
-            "invalid_amount",
+            ErrorCode::InvalidAmount,
             "amount",
             "amount must be the positive amount owed, in wallet units",
         ));
     }
     let now = clock.now();
     let changed = || ApiError::Conflict {
-        code: "refund_request_changed",
+        code: ErrorCode::RefundRequestChanged,
         message: "the amount owed is not the one given (it changed, or was paid); read the request again".into(),
         param: Some("amount".into()),
     };
     let Some(request) = refund_request(store, user_id).await? else {
         return Err(ApiError::NotFound {
-            code: "refund_request_not_found",
+            code: ErrorCode::RefundRequestNotFound,
             message: format!("no refund request for {user_id}"),
         });
     };
@@ -289,7 +290,7 @@ pub async fn record_payout<S: ItemStore + ?Sized>(
     if store.transact(ops).await.applied()?.is_none() {
         return Err(match refund_request(store, user_id).await? {
             None => ApiError::NotFound {
-                code: "refund_request_not_found",
+                code: ErrorCode::RefundRequestNotFound,
                 message: format!("no refund request for {user_id}"),
             },
             Some(_) => changed(),
@@ -309,7 +310,7 @@ fn payout_allowed(
     refunds: &[closure_refunds::ClosureRefund],
     now: DateTime<Utc>,
 ) -> ApiResult<()> {
-    let not_yet = |message: String| ApiError::Conflict { code: "payout_not_allowed_yet", message, param: None };
+    let not_yet = |message: String| ApiError::Conflict { code: ErrorCode::PayoutNotAllowedYet, message, param: None };
     if request.refunding > 0 {
         return Err(not_yet(format!(
             "{} is being refunded to the account's payments through Razorpay; read the request again once it is processed",

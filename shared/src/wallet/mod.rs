@@ -29,6 +29,7 @@
 //! `adjustments` (refunds, disputes), `reconciliation`, `closure` (closed wallets and refund requests),
 //! `closure_refunds` and `metering` (inference holds, settlement, budget leases, the stale-hold sweeper).
 
+use crate::error::ErrorCode;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -239,10 +240,10 @@ pub async fn mark_review_handled<S: ItemStore + ?Sized>(
     operator: &str,
 ) -> ApiResult<PaymentReviewView> {
     let not_found =
-        || ApiError::NotFound { code: "payment_review_not_found", message: format!("no payment review {id}") };
+        || ApiError::NotFound { code: ErrorCode::PaymentReviewNotFound, message: format!("no payment review {id}") };
     let sort_key = review_sort_key(id).ok_or_else(not_found)?;
     let already = || ApiError::Conflict {
-        code: "payment_review_handled",
+        code: ErrorCode::PaymentReviewHandled,
         message: "this review was already marked handled".into(),
         param: None,
     };
@@ -268,7 +269,7 @@ pub(crate) async fn mark_handled<S: ItemStore + ?Sized>(
 ) -> ApiResult<Item> {
     let note = handled.note.trim();
     if note.is_empty() || note.chars().count() > 500 {
-        return Err(ApiError::invalid("invalid_note", "note", "note (what was done) must be 1-500 characters"));
+        return Err(ApiError::invalid(ErrorCode::InvalidNote, "note", "note (what was done) must be 1-500 characters"));
     }
     let record = json!({ "by": handled.operator, "at": handled.at, "note": note });
     let update = Update::new(Table::Main, pk, sk)
@@ -296,7 +297,7 @@ pub async fn set_low_balance_threshold<S: ItemStore + ?Sized>(
 ) -> ApiResult<Wallet> {
     if !(0..=MAX_LOW_BALANCE_THRESHOLD_PAISE).contains(&paise) {
         return Err(ApiError::invalid(
-            "invalid_threshold",
+            ErrorCode::InvalidThreshold,
             "low_balance_threshold_paise",
             format!("low_balance_threshold_paise must be an integer from 0 to {MAX_LOW_BALANCE_THRESHOLD_PAISE}"),
         ));
@@ -323,7 +324,7 @@ pub async fn set_low_balance_threshold<S: ItemStore + ?Sized>(
         ];
         if store.transact(ops).await.applied()?.is_none() {
             return Err(ApiError::Conflict {
-                code: "wallet_changed",
+                code: ErrorCode::WalletChanged,
                 message: "the wallet changed meanwhile (or the account is closed); try again".into(),
                 param: None,
             });

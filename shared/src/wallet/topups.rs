@@ -1,6 +1,7 @@
 //! Top-ups: a Razorpay order and the top-up that tracks it, the Checkout callback, and the exactly-once
 //! credit of a captured payment (shared by the webhook, the callback and reconciliation).
 
+use crate::error::ErrorCode;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -195,7 +196,7 @@ pub async fn create_topup<S: ItemStore + ?Sized>(
 ) -> ApiResult<Topup> {
     if amount_paise < config.topup_min_paise || amount_paise > config.topup_max_paise {
         return Err(ApiError::invalid(
-            "amount_out_of_range",
+            ErrorCode::AmountOutOfRange,
             "amount_paise",
             format!(
                 "amount_paise must be between {} and {} (₹{} to ₹{})",
@@ -215,7 +216,7 @@ pub async fn create_topup<S: ItemStore + ?Sized>(
         .await?;
     if order.amount != amount_paise || order.currency != "INR" {
         return Err(ApiError::BadGateway {
-            code: "payment_gateway_error",
+            code: ErrorCode::PaymentGatewayError,
             message: "the payment gateway created an order that does not match the request".into(),
         });
     }
@@ -254,11 +255,11 @@ pub async fn verify_checkout<S: ItemStore + ?Sized>(
     callback: &CheckoutCallback,
 ) -> ApiResult<Topup> {
     let (payment_id, signature) = (callback.razorpay_payment_id.as_str(), callback.razorpay_signature.as_str());
-    let not_found = || ApiError::NotFound { code: "topup_not_found", message: format!("no top-up {topup_id}") };
+    let not_found = || ApiError::NotFound { code: ErrorCode::TopupNotFound, message: format!("no top-up {topup_id}") };
     let topup = store.topup(topup_id).await?.filter(|t| t.user_id == user_id).ok_or_else(not_found)?;
     if !razorpay.verify_checkout(&topup.razorpay_order_id, payment_id, signature).await {
         return Err(ApiError::invalid(
-            "invalid_signature",
+            ErrorCode::InvalidSignature,
             "razorpay_signature",
             "razorpay_signature does not match this top-up's order and payment",
         ));
@@ -269,7 +270,7 @@ pub async fn verify_checkout<S: ItemStore + ?Sized>(
             let outcome = credit_payment(store, clock, config, &topup, &payment, CreditSource::Verify).await?;
             if outcome == CreditOutcome::Mismatch {
                 return Err(ApiError::invalid(
-                    "payment_mismatch",
+                    ErrorCode::PaymentMismatch,
                     "razorpay_payment_id",
                     "the payment does not match this top-up; it has been sent for review",
                 ));

@@ -12,6 +12,7 @@
 //! The hold is safe to repeat after a lost response (a store client's retry): it is written only where its
 //! attribute is absent.
 
+use crate::error::ErrorCode;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -212,7 +213,7 @@ pub struct PendingUsage {
 
 pub(super) fn insufficient(amount: i64) -> ApiError {
     ApiError::PaymentRequired {
-        code: "insufficient_balance",
+        code: ErrorCode::InsufficientBalance,
         message: format!(
             "your wallet balance cannot cover this request (up to ₹{} may be charged); top up to continue",
             crate::money::format_inr(amount)
@@ -297,7 +298,7 @@ async fn hold_for<S: ItemStore + ?Sized>(
             }
             if wallet.is_some_and(|w| w.attrs.get(CLOSED) == Some(&json!(true))) {
                 return Err(ApiError::unauthenticated(
-                    "invalid_api_key",
+                    ErrorCode::InvalidApiKey,
                     "the account this API key belongs to is closed",
                 ));
             }

@@ -26,6 +26,7 @@
 //! is exact at every read (the purses' money is counted in `held`), and nothing is spent twice: each
 //! purse write is conditioned on what it takes, and each call's usage entry is written once.
 
+use crate::error::ErrorCode;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -264,7 +265,7 @@ impl Purses {
 }
 
 fn closed() -> ApiError {
-    ApiError::unauthenticated("invalid_api_key", "the account this API key belongs to is closed")
+    ApiError::unauthenticated(ErrorCode::InvalidApiKey, "the account this API key belongs to is closed")
 }
 
 /// What a hold's write on the purse alone found.

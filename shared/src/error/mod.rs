@@ -11,6 +11,9 @@ use serde_json::json;
 
 use crate::store::StoreError;
 
+mod codes;
+pub use codes::ErrorCode;
+
 /// Any error, for start-up paths that only report it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -18,25 +21,25 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum ApiError {
     /// 400: the request is malformed or a field is invalid. `param` names the field.
     #[error("{message}")]
-    InvalidRequest { code: &'static str, message: String, param: Option<String> },
+    InvalidRequest { code: ErrorCode, message: String, param: Option<String> },
     /// 401: no valid credentials.
     #[error("{message}")]
-    Unauthenticated { code: &'static str, message: String },
+    Unauthenticated { code: ErrorCode, message: String },
     /// 402: the wallet cannot cover the request (OpenAI's `insufficient_quota`).
     #[error("{message}")]
-    PaymentRequired { code: &'static str, message: String },
+    PaymentRequired { code: ErrorCode, message: String },
     /// 403: authenticated but not allowed.
     #[error("{message}")]
-    Forbidden { code: &'static str, message: String },
+    Forbidden { code: ErrorCode, message: String },
     /// 404: no such route or resource.
     #[error("{message}")]
-    NotFound { code: &'static str, message: String },
+    NotFound { code: ErrorCode, message: String },
     /// 405: the route exists but not with this method.
     #[error("{message}")]
     MethodNotAllowed { message: String },
     /// 409: the request conflicts with the current state (duplicate email, ...).
     #[error("{message}")]
-    Conflict { code: &'static str, message: String, param: Option<String> },
+    Conflict { code: ErrorCode, message: String, param: Option<String> },
     /// 413: the body is larger than the documented limit.
     #[error("request body exceeds {limit_bytes} bytes")]
     PayloadTooLarge { limit_bytes: usize },
@@ -45,13 +48,13 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// 429: too many attempts; retry after the given number of seconds.
     #[error("{message}")]
-    TooManyRequests { code: &'static str, message: String, retry_after_secs: u64 },
+    TooManyRequests { code: ErrorCode, message: String, retry_after_secs: u64 },
     /// 500: a bug or a failed dependency. The detail is logged, never returned.
     #[error("internal error: {0}")]
     Internal(String),
     /// 502: a third party (payment gateway, model provider) failed or answered nonsense.
     #[error("{message}")]
-    BadGateway { code: &'static str, message: String },
+    BadGateway { code: ErrorCode, message: String },
     /// 504: a third party did not answer in time.
     #[error("{message}")]
     GatewayTimeout { message: String },
@@ -61,54 +64,30 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn invalid(code: &'static str, param: &str, message: impl Into<String>) -> Self {
+    pub fn invalid(code: ErrorCode, param: &str, message: impl Into<String>) -> Self {
         Self::InvalidRequest { code, message: message.into(), param: Some(param.to_owned()) }
     }
 
-    pub fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn unauthenticated(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Unauthenticated { code, message: message.into() }
     }
 
+    /// The status follows the code (the catalogue in `codes.rs` says which).
     pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
-            ApiError::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
+        self.error_code().status()
     }
 
     /// OpenAI's error `type` vocabulary.
     pub fn error_type(&self) -> &'static str {
-        match self {
-            ApiError::InvalidRequest { .. }
-            | ApiError::NotFound { .. }
-            | ApiError::MethodNotAllowed { .. }
-            | ApiError::Conflict { .. }
-            | ApiError::PayloadTooLarge { .. }
-            | ApiError::UnsupportedMediaType => "invalid_request_error",
-            ApiError::Unauthenticated { .. } => "authentication_error",
-            ApiError::Forbidden { .. } => "permission_error",
-            ApiError::PaymentRequired { .. } => "insufficient_quota",
-            ApiError::TooManyRequests { .. } => "rate_limit_error",
-            ApiError::Internal(_)
-            | ApiError::BadGateway { .. }
-            | ApiError::GatewayTimeout { .. }
-            | ApiError::Unavailable(_) => "api_error",
-        }
+        self.error_code().error_type()
     }
 
+    /// The code as the client sees it.
     pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
+    }
+
+    pub fn error_code(&self) -> ErrorCode {
         match self {
             ApiError::InvalidRequest { code, .. }
             | ApiError::Unauthenticated { code, .. }
@@ -117,13 +96,13 @@ impl ApiError {
             | ApiError::NotFound { code, .. }
             | ApiError::Conflict { code, .. }
             | ApiError::TooManyRequests { code, .. }
-            | ApiError::BadGateway { code, .. } => code,
-            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::Internal(_) => "internal_error",
-            ApiError::GatewayTimeout { .. } => "upstream_timeout",
-            ApiError::Unavailable(_) => "service_unavailable",
+            | ApiError::BadGateway { code, .. } => *code,
+            ApiError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            ApiError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            ApiError::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            ApiError::Internal(_) => ErrorCode::InternalError,
+            ApiError::GatewayTimeout { .. } => ErrorCode::UpstreamTimeout,
+            ApiError::Unavailable(_) => ErrorCode::ServiceUnavailable,
         }
     }
 
