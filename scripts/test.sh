@@ -19,6 +19,7 @@ step "cfn-lint template.yaml (informational checks too)"
 .tools/venv/bin/cfn-lint --include-checks I -- template.yaml
 
 step "the Lambda functions build without the embedded store and test support"
+scripts/check-lambda-features.sh
 # Only the functions are selected, so no dev-server or test crate can switch shared's features on for them.
 # These binaries, as `make build` ships them, are the fleet's (`make fleet`, tests/tests/fleet.rs): kept
 # aside, since the workspace's test build below links the same names with every feature on.
