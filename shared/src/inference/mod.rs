@@ -1,0 +1,365 @@
+//! The inference gateway: authenticate the API key (cached), hold the request's maximum cost, forward to
+//! the model's provider routes with fallback, read the usage the provider reports, settle, and log usage.
+//! Prompts and completions pass through memory only: nothing here stores or logs their text.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::catalog::{Catalog, Model};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::keys::{KeyOwner, KeyStore};
+use crate::secrets::sha256_hex;
+use crate::usage::UsageRecord;
+use crate::wallet::metering::{self, BalanceHints, Hold, Leases};
+
+mod providers;
+pub use providers::{Provider, Providers};
+mod request;
+pub use request::{Endpoint, Prepared, prepare, prompt_token_bound};
+mod upstream;
+pub use upstream::Usage;
+mod relay;
+use relay::{StreamCall, relay_stream};
+use upstream::{Attempt, forward, generated_bytes, reported_usage};
+
+/// The most keys whose last use a gateway remembers (it writes `last_used_at` at most once a minute each).
+const KEYS_TRACKED: usize = 100_000;
+/// A revoked or expired key keeps working for at most this long (the cache's lifetime).
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
+/// The inference function's `Timeout` in template.yaml (a test keeps the two equal). Everything a call does
+/// fits inside it, so no settlement is ever cut off by the platform.
+pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long settlement may keep retrying on a busy wallet.
+pub const SETTLE_BUDGET: Duration = Duration::from_secs(30);
+/// From the request's arrival, how long the upstream may take to answer, stream and (after a client left)
+/// be drained for its usage: the function's timeout less settlement and a margin of the same size.
+pub const UPSTREAM_DEADLINE: Duration = FUNCTION_TIMEOUT.saturating_sub(SETTLE_BUDGET).saturating_sub(SETTLE_BUDGET);
+/// A non-streaming answer that takes longer than this is given up (within the deadline above).
+const NON_STREAMING_TIMEOUT: Duration = Duration::from_secs(120);
+/// The largest single SSE event read from a provider (a stream without event ends stops there).
+const MAX_EVENT_BYTES: usize = 4 << 20;
+/// After the client disconnects, how much longer the upstream is read to learn the usage.
+const DRAIN_LIMIT_TIME: Duration = Duration::from_secs(30);
+/// Largest request body accepted by the inference endpoints.
+pub const MAX_INFERENCE_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// What a call needs beyond the gateway: the store, the clock and the configuration (the HTTP layer builds
+/// it from its `AppState`). Cheap to clone: a call's detached tasks each keep one.
+#[derive(Clone)]
+pub struct CallContext {
+    pub store: Arc<dyn crate::store::ItemStore>,
+    pub clock: Arc<dyn crate::clock::Clock>,
+    pub config: Arc<crate::config::Config>,
+}
+
+/// Everything the inference function keeps for the life of the process.
+pub struct Gateway {
+    pub catalog: Catalog,
+    pub providers: Providers,
+    http: reqwest::Client,
+    keys: Mutex<HashMap<String, (Option<KeyOwner>, Instant)>>,
+    key_ttl: Duration,
+    /// When each key's `last_used_at` was last written, to write it at most once a minute.
+    uses: Mutex<HashMap<String, Instant>>,
+    /// Latest wallet balances seen, so that concurrent requests on one wallet settle at the first try.
+    balances: Arc<BalanceHints>,
+    /// Busy accounts' budget leases: their calls' holds come from memory, not the store.
+    leases: Leases,
+    /// Whether calls may be served from leases (see [`Gateway::one_call_at_a_time`]).
+    leases_on: bool,
+    /// A Lambda instance's purses (see [`Gateway::one_call_at_a_time`]); without them, each call holds on
+    /// the wallet itself.
+    purses: Option<Arc<metering::Purses>>,
+}
+
+impl Gateway {
+    pub fn new(catalog: Catalog, providers: Providers) -> ApiResult<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ApiError::Internal(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            catalog,
+            providers,
+            http,
+            keys: Mutex::new(HashMap::new()),
+            key_ttl: KEY_CACHE_TTL,
+            uses: Mutex::new(HashMap::new()),
+            balances: Arc::default(),
+            leases: Leases::default(),
+            leases_on: true,
+            purses: None,
+        })
+    }
+
+    /// For a process that serves one call at a time and is frozen between calls (a Lambda instance): no
+    /// leases, so it reserves nothing but its current call's hold. A lease would stay reserved while the
+    /// instance sleeps (minutes, or for ever), and a few frozen instances' leases would refuse calls the
+    /// balance covers; one call at a time, a lease saves nothing anyway.
+    pub fn one_call_at_a_time(mut self) -> Self {
+        self.leases_on = false;
+        self.purses = Some(Arc::new(metering::Purses::new()));
+        self
+    }
+
+    /// Shortens the key cache's lifetime (tests of revocation).
+    pub fn with_key_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.key_ttl = ttl;
+        self
+    }
+
+    /// Resolves a presented API key, from the cache when it was looked up in the last minute.
+    pub async fn authenticate(&self, state: &CallContext, presented: Option<&str>) -> ApiResult<KeyOwner> {
+        let invalid = || {
+            ApiError::Unauthenticated {
+            code: ErrorCode::InvalidApiKey,
+            message: "Incorrect API key provided. Create a key in the dashboard and send it as `Authorization: Bearer sk-inferex-...`.".into(),
+        }
+        };
+        let key = presented.filter(|k| k.starts_with(crate::keys::KEY_PREFIX) && k.len() < 200).ok_or_else(invalid)?;
+        let hash = sha256_hex(key);
+        let cached = self.keys.lock().ok().and_then(|cache| {
+            cache.get(&hash).filter(|(_, at)| at.elapsed() < self.key_ttl).map(|(owner, _)| owner.clone())
+        });
+        let owner = match cached {
+            Some(owner) => owner,
+            None => {
+                let owner = state.store.key_owner(&hash).await?;
+                if let Ok(mut cache) = self.keys.lock() {
+                    if cache.len() > 100_000 {
+                        cache.clear();
+                    }
+                    cache.insert(hash, (owner.clone(), Instant::now()));
+                }
+                owner
+            }
+        };
+        owner.ok_or_else(invalid)
+    }
+
+    /// Updates the key's `last_used_at` in the background, at most once a minute per key.
+    pub fn note_use(&self, state: &CallContext, owner: &KeyOwner) {
+        let due = self.uses.lock().is_ok_and(|mut uses| {
+            let due = uses.get(&owner.key_id).is_none_or(|at| at.elapsed() >= Duration::from_secs(60));
+            if due {
+                if uses.len() >= KEYS_TRACKED && !uses.contains_key(&owner.key_id) {
+                    // Bounded: forgetting only costs a few early `last_used_at` writes.
+                    uses.retain(|_, at| at.elapsed() < Duration::from_secs(60));
+                    if uses.len() >= KEYS_TRACKED {
+                        uses.clear();
+                    }
+                }
+                uses.insert(owner.key_id.clone(), Instant::now());
+            }
+            due
+        });
+        if due {
+            let (store, owner, at) = (state.store.clone(), owner.clone(), state.clock.now());
+            crate::tasks::spawn("key use", async move {
+                if let Err(e) = crate::keys::record_use(store.as_ref(), &owner, at).await {
+                    tracing::warn!(error = %e, key_id = %owner.key_id, "recording key use failed");
+                }
+            });
+        }
+    }
+
+    /// How many of the account's calls are running on a budget lease of this process (their holds are not on
+    /// the wallet one by one, so only this process can tell).
+    pub fn lease_calls_running(&self, user_id: &str) -> usize {
+        self.leases.running(user_id)
+    }
+
+    /// A graceful shutdown: the leases go back now rather than wait for the sweeper (see
+    /// `Leases::return_all`); returns how many are left for it.
+    pub async fn return_leases(&self, patience: Duration) -> usize {
+        self.leases.return_all(patience).await
+    }
+
+    /// How many budget leases this process has opened.
+    pub fn leases_opened(&self) -> usize {
+        self.leases.opened()
+    }
+
+    pub fn model(&self, id: &str) -> ApiResult<&Model> {
+        self.catalog.model(id).ok_or_else(|| ApiError::NotFound {
+            code: ErrorCode::ModelNotFound,
+            message: format!("The model `{id}` does not exist. GET /v1/models lists the available models."),
+        })
+    }
+}
+
+pub(super) struct CallFacts<'a> {
+    owner: &'a KeyOwner,
+    prepared: &'a Prepared,
+    hold: &'a Hold,
+    balances: &'a BalanceHints,
+    provider: String,
+    started: Instant,
+    ttft: Option<Duration>,
+}
+
+pub(super) async fn settle_call(
+    state: &CallContext,
+    facts: CallFacts<'_>,
+    usage: Usage,
+    status: &str,
+) -> ApiResult<UsageRecord> {
+    let model = &facts.prepared.model;
+    let record = UsageRecord {
+        id: facts.prepared.request_id.clone(),
+        key_id: facts.owner.key_id.clone(),
+        model: model.id.clone(),
+        provider: facts.provider,
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        total_tokens: usage.prompt_tokens.saturating_add(usage.completion_tokens),
+        cost: 0,
+        latency_ms: u64::try_from(facts.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        ttft_ms: facts.ttft.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        status: status.into(),
+        estimated: usage.estimated,
+        over_hold: 0,
+        created_at: state.clock.now(),
+    };
+    let cost = model.cost(usage.prompt_tokens, usage.completion_tokens);
+    let expiry = metering::expiries(&state.config, state.clock.now());
+    let deadline = facts.prepared.settle_deadline();
+    let settled =
+        metering::settle(state.store.as_ref(), facts.balances, facts.hold, cost, record, expiry, deadline).await;
+    // A call settled gives its hold back to its lease; one that could not stays on the lease's record for
+    // the sweeper to charge.
+    if let Some(lease) = &facts.hold.lease {
+        match &settled {
+            Ok(_) => lease.reserve.clone().finished(&facts.hold.id),
+            Err(_) => lease.reserve.clone().abandoned(&facts.hold.id),
+        }
+    }
+    // A purse posts what it spent to the wallet now and then, within the invocation (never after it).
+    if let Some(book) = facts.hold.purse.as_ref().and_then(|purse| purse.book.as_ref()) {
+        let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+        if let Err(e) = book.post_if_due(store, clock, &facts.hold.user_id, expiry).await {
+            tracing::warn!(error = %e, "a purse's spending not posted yet; the next call or the sweeper posts it");
+        }
+    }
+    settled
+}
+
+/// A finished non-streaming call: the upstream's JSON with our model id, ready to send.
+pub struct Completed {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// The answer to a streaming call: Server-Sent Events to relay to the client.
+pub type EventStream = mpsc::Receiver<Result<Bytes, std::io::Error>>;
+
+pub enum Answer {
+    Complete(Completed),
+    Stream(EventStream),
+}
+
+/// Runs one call end to end. The hold is released on every failure path; a stream's settlement happens in
+/// a task that outlives the client connection.
+pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepared: Prepared) -> ApiResult<Answer> {
+    let started = Instant::now();
+    let balances = gateway.balances.as_ref();
+    let held_call = metering::HeldCall {
+        request_id: prepared.request_id.clone(),
+        key_id: owner.key_id.clone(),
+        model: prepared.model.id.clone(),
+        prompt_tokens: prepared.prompt_bound,
+        completion_tokens: prepared.max_tokens,
+    };
+    let hold = if gateway.leases_on {
+        gateway
+            .leases
+            .hold(&state.store, &state.clock, balances, &owner.user_id, prepared.max_cost(), &held_call)
+            .await?
+    } else if let Some(purses) = &gateway.purses {
+        let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+        purses.hold(store, clock, &owner.user_id, prepared.max_cost().max(1), &held_call).await?
+    } else {
+        let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+        metering::place_call_hold(store, clock, balances, &owner.user_id, prepared.max_cost().max(1), &held_call)
+            .await?
+    };
+    // A hold of its own says while it runs that its call is alive (a lease's keeper records its calls).
+    let beating = hold.lease.is_none().then(|| {
+        crate::wallet::metering::keep_beating(
+            Arc::clone(&state.store),
+            Arc::clone(&state.clock),
+            &hold.user_id,
+            &hold.id,
+        )
+    });
+    let attempt = match forward(gateway, &prepared).await {
+        Ok(attempt) => attempt,
+        Err(e) => {
+            release_unused(state, &hold).await;
+            return Err(e);
+        }
+    };
+    match attempt {
+        Attempt::Complete { provider, status, mut body } => {
+            let usage = reported_usage(&body).unwrap_or_else(|| prepared.estimated_usage(generated_bytes(&body)));
+            let facts =
+                CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances, provider, started, ttft: None };
+            // The answer exists and the provider billed it: the caller gets it even if the wallet could not
+            // be settled in time, since the hold (and the usage recorded beside it) leaves it to the sweeper
+            // to charge; refusing it would make a retry pay twice.
+            if let Err(e) = settle_call(state, facts, usage, "ok").await {
+                tracing::error!(error = %e, request_id = %prepared.request_id, "settlement left to the sweeper");
+            }
+            if let Some(fields) = body.as_object_mut() {
+                fields.insert("model".into(), json!(prepared.model.id));
+            }
+            Ok(Answer::Complete(Completed { status, body }))
+        }
+        Attempt::Unreadable { provider } => {
+            let facts =
+                CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances, provider, started, ttft: None };
+            settle_call(state, facts, prepared.usage_upper_bound(), "upstream_error").await?;
+            Err(ApiError::BadGateway {
+                code: ErrorCode::UpstreamError,
+                message: "the model provider sent an unreadable answer".into(),
+            })
+        }
+        Attempt::Streaming { provider, response } => {
+            let (tx, rx) = mpsc::channel(64);
+            let (state, balances) = (state.clone(), gateway.balances.clone());
+            let call = StreamCall { state, balances, owner, prepared, hold, provider, started, beating };
+            crate::tasks::spawn("stream relay", relay_stream(call, response, tx));
+            Ok(Answer::Stream(rx))
+        }
+    }
+}
+
+/// Gives back the hold of a call that never reached a provider, retrying a failing store a few times; a hold
+/// left behind would be charged in full by the sweeper.
+async fn release_unused(state: &CallContext, hold: &Hold) {
+    if let Some(lease) = &hold.lease {
+        // Served from a lease: the hold goes back to it, with no store write.
+        lease.reserve.clone().finished(&hold.id);
+        return;
+    }
+    for attempt in 0..3u32 {
+        let released = match &hold.purse {
+            Some(_) => metering::release_in_purse(state.store.as_ref(), hold).await,
+            None => metering::release(state.store.as_ref(), &hold.user_id, &hold.id, hold.amount).await,
+        };
+        match released {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(error = %e, hold_id = %hold.id, attempt, "releasing an unused hold failed");
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Forwarding to the model's provider routes with fallback, and reading the usage a provider reports (or
+//! estimating it from above when it reports none).
+
+use serde_json::Value;
+
+use super::request::Prepared;
+use super::{Gateway, MAX_INFERENCE_BODY_BYTES, NON_STREAMING_TIMEOUT};
+use crate::catalog::{Model, Route};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+
+/// Token counts reported by (or estimated for) a call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub estimated: bool,
+}
+
+/// No real call has more tokens than this; a report above it is clamped (and then charged in full).
+const MAX_REPORTED_TOKENS: u64 = 1 << 32;
+
+/// A usage report, only when both counts are non-negative integers (anything else counts as no report);
+/// `total_tokens`, when larger than their sum, raises the completion count to match.
+pub(super) fn reported_usage(value: &Value) -> Option<Usage> {
+    let usage = value.get("usage").filter(|u| u.is_object())?;
+    let count = |field: &str| usage.get(field).and_then(Value::as_u64).map(|n| n.min(MAX_REPORTED_TOKENS));
+    let prompt_tokens = count("prompt_tokens")?;
+    let mut completion_tokens = count("completion_tokens")?;
+    if let Some(total) = count("total_tokens") {
+        completion_tokens = completion_tokens.max(total.saturating_sub(prompt_tokens));
+    }
+    Some(Usage { prompt_tokens, completion_tokens, estimated: false })
+}
+
+impl Usage {
+    /// Several usage reports in one stream: each count at its largest.
+    pub(super) fn merge(self, other: Usage) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens.max(other.prompt_tokens),
+            completion_tokens: self.completion_tokens.max(other.completion_tokens),
+            estimated: self.estimated || other.estimated,
+        }
+    }
+}
+
+/// Bytes of everything generated in an answer or a streamed chunk: text, reasoning, refusals, and tool
+/// and function calls (names and arguments). Each token is at least one byte, so as a token count this is
+/// an estimate from above, for calls whose usage the provider never reported.
+pub(super) fn generated_bytes(value: &Value) -> u64 {
+    fn text(v: Option<&Value>) -> u64 {
+        v.and_then(Value::as_str).map_or(0, |s| s.len() as u64)
+    }
+    fn call(v: Option<&Value>) -> u64 {
+        v.map_or(0, |c| text(c.get("name")) + text(c.get("arguments")))
+    }
+    let Some(choices) = value.get("choices").and_then(Value::as_array) else { return 0 };
+    choices
+        .iter()
+        .map(|choice| {
+            let mut bytes = text(choice.get("text"));
+            for part in ["message", "delta"].iter().filter_map(|p| choice.get(*p)) {
+                bytes += ["content", "reasoning_content", "reasoning", "refusal"]
+                    .iter()
+                    .map(|field| text(part.get(*field)))
+                    .sum::<u64>();
+                bytes += call(part.get("function_call"));
+                if let Some(calls) = part.get("tool_calls").and_then(Value::as_array) {
+                    bytes += calls.iter().map(|c| call(c.get("function")) + text(c.get("id"))).sum::<u64>();
+                }
+            }
+            bytes
+        })
+        .sum()
+}
+
+/// Tokens a provider bills but strips from the text it returns: end-of-sequence, channel headers, tool-call
+/// wrappers, a matched stop string.
+const GENERATION_ALLOWANCE: u64 = 32;
+
+impl Prepared {
+    /// The usage of a call the provider answered without a report: the prompt's bound, and every generated
+    /// byte as a token, at most the output cap.
+    pub(super) fn estimated_usage(&self, generated: u64) -> Usage {
+        let completion_tokens = generated.saturating_add(GENERATION_ALLOWANCE).min(self.max_tokens);
+        Usage { prompt_tokens: self.prompt_bound, completion_tokens, estimated: true }
+    }
+}
+
+/// What an upstream attempt produced before any byte reached the client.
+pub(super) enum Attempt {
+    /// A non-streaming answer (status, JSON object).
+    Complete { provider: String, status: u16, body: Value },
+    /// A streaming answer, not yet read.
+    Streaming { provider: String, response: reqwest::Response },
+    /// The provider accepted the request (2xx) but its answer was unreadable or never arrived in full: it
+    /// may have billed us the whole call, so it is not tried elsewhere and the caller pays the upper bound.
+    Unreadable { provider: String },
+}
+
+/// A 4xx the provider answered at once: never retried elsewhere. A 400 or 422 is about the request, and
+/// its message is passed on (with our model id for the provider's model name); anything else says nothing
+/// of the provider.
+fn request_error_from_upstream(status: u16, body: &Value, route: &Route, model: &Model) -> ApiError {
+    let message = body
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .unwrap_or("the model provider rejected the request")
+        .replace(&route.model, &model.id)
+        .chars()
+        .take(1000)
+        .collect::<String>();
+    let param = body.pointer("/error/param").and_then(Value::as_str).map(str::to_owned);
+    match status {
+        400 | 422 => ApiError::InvalidRequest { code: ErrorCode::UpstreamInvalidRequest, message, param },
+        413 => ApiError::PayloadTooLarge { limit_bytes: MAX_INFERENCE_BODY_BYTES },
+        404 => ApiError::BadGateway {
+            code: ErrorCode::UpstreamModelUnavailable,
+            message: "the model is not available from its provider right now".into(),
+        },
+        _ => ApiError::BadGateway {
+            code: ErrorCode::UpstreamError,
+            message: "the model provider refused the call".into(),
+        },
+    }
+}
+
+/// Whether an upstream status is a failure on our side of the provider (its outage, our credentials, quota
+/// or billing with it): the next route is tried, and the caller never sees the provider's words.
+fn is_provider_side_failure(status: u16) -> bool {
+    matches!(status, 401 | 402 | 403 | 408 | 409 | 429) || status >= 500
+}
+
+/// A timeout is a 504; any other transport failure a 502 with the given code and message.
+fn transport_failure(e: &reqwest::Error, code: ErrorCode, message: &str) -> ApiError {
+    if e.is_timeout() {
+        ApiError::GatewayTimeout { message: "the model provider did not answer in time".into() }
+    } else {
+        ApiError::BadGateway { code, message: message.into() }
+    }
+}
+
+/// Tries each configured route in order. Falls back on connect errors, timeouts and failures on the
+/// provider's side (5xx, 429, and 401/402/403: our key, quota or billing there); nothing has reached the
+/// client yet. Any other 4xx is the request's fault and is answered at once.
+pub(super) async fn forward(gateway: &Gateway, prepared: &Prepared) -> ApiResult<Attempt> {
+    let mut last = ApiError::BadGateway {
+        code: ErrorCode::NoRoute,
+        message: format!("no provider is configured for {}", prepared.model.id),
+    };
+    for route in &prepared.model.routes {
+        let Some(provider) = gateway.providers.get(&route.provider) else { continue };
+        let time_left = prepared.upstream_time_left();
+        if time_left.is_zero() {
+            return Err(ApiError::GatewayTimeout { message: "the model provider did not answer in time".into() });
+        }
+        let url = format!("{}{}", provider.base_url.trim_end_matches('/'), prepared.endpoint.path());
+        let mut request = gateway.http.post(&url).json(&prepared.upstream_body(route));
+        // The timeout covers the whole answer, body included; a stream is bounded by the deadline alone.
+        request = request.timeout(if prepared.stream { time_left } else { time_left.min(NON_STREAMING_TIMEOUT) });
+        if let Some(key) = &provider.api_key {
+            request = request.bearer_auth(key.current().await.expose());
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::warn!(provider = %provider.name, timeout = e.is_timeout(), "upstream unreachable; trying the next route");
+                last = transport_failure(&e, ErrorCode::UpstreamUnavailable, "the model provider is unreachable");
+                continue;
+            }
+        };
+        let status = response.status().as_u16();
+        if is_provider_side_failure(status) {
+            tracing::warn!(provider = %provider.name, status, "upstream failed on its side; trying the next route");
+            last = if status >= 500 {
+                ApiError::BadGateway {
+                    code: ErrorCode::UpstreamError,
+                    message: "the model provider failed to answer".into(),
+                }
+            } else {
+                ApiError::Unavailable("the model is temporarily unavailable; try again shortly".into())
+            };
+            continue;
+        }
+        if status >= 400 {
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            return Err(request_error_from_upstream(status, &body, route, &prepared.model));
+        }
+        if prepared.stream {
+            return Ok(Attempt::Streaming { provider: provider.name.clone(), response });
+        }
+        let body = match response.bytes().await {
+            Ok(bytes) => serde_json::from_slice::<Value>(&bytes).ok().filter(Value::is_object),
+            Err(_) => None,
+        };
+        return Ok(match body {
+            Some(body) => Attempt::Complete { provider: provider.name.clone(), status, body },
+            None => {
+                tracing::error!(provider = %provider.name, status, "the provider accepted the call but its answer was unreadable");
+                Attempt::Unreadable { provider: provider.name.clone() }
+            }
+        });
+    }
+    Err(last)
+}
