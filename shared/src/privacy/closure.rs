@@ -1,0 +1,270 @@
+//! Closing an account: what is erased at once, what the law makes us keep and until when, and finishing a
+//! closure that was interrupted.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::correction::{active_account, confirm_password};
+use super::requests::{PrivacyRequest, PrivacyRequestView, Recorded, RequestKind, RequestStatus, all_with_prefix};
+use super::{CLOSE_ATTEMPTS, EXPORT_PREFIX, PENDING_CLOSURES_PK, PrivacyContext};
+use crate::accounts::{self, Account, AccountStatus, AccountStore, PROFILE_SK, timestamp, user_pk};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::keys::KeyStore;
+use crate::kyc::{self, KycStore};
+use crate::notifications::{MailKind, OutboxMail, enqueue};
+use crate::retention::{ItemClass, Span};
+use crate::store::{Condition, Conditional, Delete, Item, Put, Query, StoreError, StoreResult, Table, WriteOp, schema};
+use crate::wallet::{self, WALLET_SK};
+
+/// What `DELETE /v1/account` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Closure {
+    pub status: &'static str,
+    pub request: PrivacyRequestView,
+    /// What is kept, and until when (RFC 3339).
+    pub retained: Vec<RetainedData>,
+    /// The unspent balance recorded for refund, in wallet units (0 when there was none).
+    pub refund_requested: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RetainedData {
+    pub data: &'static str,
+    pub until: String,
+}
+
+/// `DELETE /v1/account {password}`: closes the account in one transaction of at most 10 writes (the commit
+/// point): the profile flips to closed with its password hash and marketing consent erased and its email
+/// released; the wallet closes (no new holds) and its available balance moves, through a ledger entry,
+/// into the account's single refund request; the KYC record gets its retention expiry and the claims are
+/// released; the erasure request and a follow-up marker are recorded. Nothing changes unless all of it
+/// commits, and any number of concurrent or retried closures close once and request one refund: the ones
+/// that lose answer what the winner did. No session or key works from the commit on (sessions, logins and
+/// new keys check that the account is open; the closed wallet takes no holds). The follow-up (sessions,
+/// keys, exports, consents, vault entries, KYC decisions, the wallet registry) runs right after,
+/// idempotently, and the scheduled jobs finish it if this request cannot.
+pub async fn close_account(ctx: &PrivacyContext, user_id: &str, password: Option<String>) -> ApiResult<Closure> {
+    let store = ctx.store.as_ref();
+    let account = active_account(store.account(user_id).await?)?;
+    confirm_password(ctx, &account, password, "password").await?;
+    let retention = &ctx.config.retention;
+    for _ in 0..CLOSE_ATTEMPTS {
+        // The instances' purses stop first (no new call from them), their free money back on the wallet, so
+        // the refund below counts it.
+        wallet::metering::stop_purses(store, user_id).await?;
+        let now = ctx.clock.now();
+        let account_until = retention.expiry(ItemClass::Account, now).unwrap_or(i64::MAX);
+        let mut request = Recorded::new(ctx, user_id, RequestKind::Erasure);
+        let wallet_item = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await?;
+        // A purse funded between the stop and this read is stopped on the next round (a funding after this
+        // read changes what the closing transaction expects of the wallet).
+        if let Some(wallet_item) = &wallet_item
+            && !wallet::metering::purses_stopped(store, user_id, wallet_item).await?
+        {
+            continue;
+        }
+        let (wallet_ops, refund) = wallet::closure_ops(&ctx.config, user_id, wallet_item.as_ref(), now)?;
+        let (kyc_ops, kyc_until) = kyc::closure_ops(store, user_id, now, retention.kyc_years_after_closure).await?;
+        let retained = retained_data(ctx, now, kyc_until);
+        request.finish(RequestStatus::Completed, closure_outcome(&retained, refund), now);
+
+        let mut ops = crate::accounts::closure_ops(&account, now, account_until, &request.sk);
+        ops.extend(wallet_ops);
+        ops.extend(kyc_ops);
+        ops.push(request.put()?);
+        ops.push(pending_closure_put(user_id, now, request.expires_at)?);
+        match store.transact(ops).await {
+            Ok(()) => {
+                finish_closure(ctx, user_id).await?;
+                return Ok(Closure {
+                    status: "closed",
+                    request: PrivacyRequestView::from(&request.request),
+                    retained,
+                    refund_requested: refund,
+                });
+            }
+            Err(StoreError::ConditionFailed) => {
+                if let Some(answer) = closure_lost(ctx, &account).await? {
+                    return Ok(answer);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Conflict {
+        code: ErrorCode::AccountChanged,
+        message: "the account is busy (calls are settling); retry the closure in a moment".into(),
+        param: None,
+    })
+}
+
+/// The marker that a closure's follow-up is not finished yet (the jobs walk them), in the closing transaction.
+fn pending_closure_put(user_id: &str, closed_at: DateTime<Utc>, expires_at: i64) -> StoreResult<WriteOp> {
+    let marker = json!({ "user_id": user_id, "closed_at": closed_at });
+    Ok(WriteOp::Put(Put {
+        table: Table::Main,
+        item: Item::from_record(PENDING_CLOSURES_PK, user_id, &marker, Some(expires_at))?,
+        condition: Condition::Always,
+    }))
+}
+
+/// After a closing transaction's condition failed: the answer of a closure that won meanwhile, a conflict
+/// if the account changed, or `None` to read the wallet again (a call settled) and retry.
+async fn closure_lost(ctx: &PrivacyContext, account: &Account) -> ApiResult<Option<Closure>> {
+    let current = ctx.store.account(&account.id).await?.ok_or_else(|| ApiError::Internal("account vanished".into()))?;
+    if current.status == AccountStatus::Closed {
+        // A concurrent or earlier closure won: answer what it did.
+        return recorded_closure(ctx, &account.id).await.map(Some);
+    }
+    if current.email != account.email || current.password_hash != account.password_hash {
+        return Err(ApiError::Conflict {
+            code: ErrorCode::AccountChanged,
+            message: "the account changed meanwhile; retry".into(),
+            param: None,
+        });
+    }
+    Ok(None)
+}
+
+/// What is kept after a closure at `closed_at`, and until when.
+fn retained_data(ctx: &PrivacyContext, closed_at: DateTime<Utc>, kyc_until: Option<i64>) -> Vec<RetainedData> {
+    let retention = &ctx.config.retention;
+    let until = |at: i64| DateTime::from_timestamp(at, 0).map(timestamp).unwrap_or_default();
+    let mut retained = vec![RetainedData {
+        data: "account",
+        until: until(retention.expiry(ItemClass::Account, closed_at).unwrap_or(i64::MAX)),
+    }];
+    if let Some(kyc_until) = kyc_until {
+        retained.push(RetainedData { data: "kyc", until: until(kyc_until) });
+    }
+    let wallet_until = retention.expiry(ItemClass::Wallet, closed_at).unwrap_or(i64::MAX);
+    retained.push(RetainedData { data: "payments", until: until(wallet_until) });
+    retained.push(RetainedData { data: "usage_logs", until: until(retention.until(Span::Usage, closed_at)) });
+    retained
+}
+
+fn closure_outcome(retained: &[RetainedData], refund: i64) -> String {
+    let summary = retained.iter().map(|r| format!("{} until {}", r.data, r.until)).collect::<Vec<_>>().join("; ");
+    let refund_note = if refund > 0 {
+        format!("; refund of ₹{} requested", crate::money::format_inr(refund))
+    } else {
+        String::new()
+    };
+    format!(
+        "account closed; erased: password, API keys, sessions, exports, email and KYC claims; kept: {summary}{refund_note}"
+    )
+}
+
+/// The answer of a closure that already committed, rebuilt from what it stored.
+async fn recorded_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Closure> {
+    let store = ctx.store.as_ref();
+    let profile = store
+        .get(Table::Main, &user_pk(user_id), PROFILE_SK)
+        .await?
+        .ok_or_else(|| ApiError::Internal("account vanished".into()))?;
+    let request_sk = profile.attrs.get("closure_request").and_then(Value::as_str).unwrap_or_default();
+    let request: PrivacyRequest = store
+        .get(Table::Main, &user_pk(user_id), request_sk)
+        .await?
+        .ok_or_else(|| ApiError::Internal("the closure's erasure request is missing".into()))?
+        .record()?;
+    let closed_at = request.completed_at.unwrap_or(request.received_at);
+    let kyc_until = match store.kyc_record(user_id).await? {
+        Some(_) => store.get(Table::Main, &user_pk(user_id), schema::sk::KYC).await?.and_then(|i| i.expires_at),
+        None => None,
+    };
+    let refund = wallet::refund_request(store, user_id).await?.map_or(0, |r| r.amount);
+    finish_closure(ctx, user_id).await?;
+    Ok(Closure {
+        status: "closed",
+        request: PrivacyRequestView::from(&request),
+        retained: retained_data(ctx, closed_at, kyc_until),
+        refund_requested: refund,
+    })
+}
+
+/// The follow-up of a committed closure, safe to run any number of times: API keys and exports (with their
+/// files) are deleted, remaining sessions too; consents, KYC decisions and the wallet's registry entry get
+/// their retention expiry; a refund owed is marked for the refunds job. Done, it removes the pending marker.
+pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()> {
+    let store = ctx.store.as_ref();
+    let Some(account) = store.account(user_id).await? else { return Ok(()) };
+    let Some(closed_at) = account.closed_at.filter(|_| account.status == AccountStatus::Closed) else {
+        return Ok(());
+    };
+    let retention = &ctx.config.retention;
+    for (slot, key) in store.keys(user_id).await? {
+        store.delete_key(user_id, &slot, &key.key_hash).await?;
+    }
+    for item in all_with_prefix(store, user_id, EXPORT_PREFIX).await? {
+        if let Some(key) = item.attrs.get("blob_key").and_then(Value::as_str) {
+            ctx.blobs()?.delete(key).await?;
+        }
+        store.delete(Delete { table: Table::Main, pk: item.pk, sk: item.sk, condition: Condition::Always }).await?;
+    }
+    for index in all_with_prefix(store, user_id, schema::prefix::SESSION).await? {
+        store.transact(crate::auth::session_deletes(&index).to_vec()).await?;
+    }
+    let account_until = retention.expiry(ItemClass::Account, closed_at).unwrap_or(i64::MAX);
+    let consents = all_with_prefix(store, user_id, schema::prefix::CONSENT).await?;
+    accounts::expire_consents(store, &consents, account_until).await?;
+    if let Some(kyc_until) =
+        store.get(Table::Main, &user_pk(user_id), schema::sk::KYC).await?.and_then(|i| i.expires_at)
+    {
+        kyc::expire_after_closure(store, user_id, kyc_until).await?;
+    }
+    let wallet_until = retention.expiry(ItemClass::Wallet, closed_at).unwrap_or(i64::MAX);
+    wallet::expire_registry(store, user_id, wallet_until).await?;
+    // The closing transaction is at DynamoDB Local's size limit: the refunds job learns of the money here.
+    wallet::closure_refunds::mark_due(store, &ctx.config, ctx.clock.now(), user_id).await?;
+    store.delete(accounts::registry_delete(user_id)).await?;
+    // The follow-up ends with the confirmation, once: only the run that removes the marker sends it (the
+    // closing transaction is at its size limit). It goes to the address the account had.
+    let kyc_until = store.get(Table::Main, &user_pk(user_id), schema::sk::KYC).await?.and_then(|i| i.expires_at);
+    let retained = retained_data(ctx, closed_at, kyc_until);
+    let date = |until: &str| {
+        DateTime::parse_from_rfc3339(until)
+            .map(|at| crate::notifications::messages::in_ist(at.to_utc()))
+            .unwrap_or_else(|_| "the end of its retention".into())
+    };
+    let summary =
+        retained.iter().map(|r| format!("{} until {}", r.data.replace('_', " "), date(&r.until))).collect::<Vec<_>>();
+    let confirmation = OutboxMail::new(MailKind::AccountClosed, user_id, ctx.clock.now())
+        .to(&account.email)
+        .param("closed_on", crate::notifications::messages::in_ist(closed_at))
+        .param("retained", summary.join("; "));
+    let done = Delete {
+        table: Table::Main,
+        pk: PENDING_CLOSURES_PK.into(),
+        sk: user_id.to_owned(),
+        condition: Condition::Exists,
+    };
+    store.transact(vec![WriteOp::Delete(done), enqueue(&confirmation)?]).await.or_not_needed()?;
+    Ok(())
+}
+
+/// For the scheduled jobs: finishes the follow-up of closures whose request could not (a store or blob
+/// error after the commit). Returns how many were finished; one that fails again is logged and skipped.
+pub async fn finish_pending_closures(ctx: &PrivacyContext, budget: std::time::Duration) -> ApiResult<usize> {
+    let started = std::time::Instant::now();
+    let mut finished = 0;
+    let mut after = None;
+    loop {
+        // Paged, so closures that keep failing never hide the ones behind them.
+        let page = ctx.store.query(Query::new(Table::Main, PENDING_CLOSURES_PK).limit(100).after(after)).await?;
+        for item in page.items {
+            if started.elapsed() >= budget {
+                return Ok(finished);
+            }
+            match finish_closure(ctx, &item.sk).await {
+                Ok(()) => finished += 1,
+                Err(e) => tracing::error!(user_id = %item.sk, error = %e, "closure follow-up not finished this run"),
+            }
+        }
+        after = page.next;
+        if after.is_none() {
+            return Ok(finished);
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Notice and consent: the published notice, accepting the policy in force, and withdrawing marketing consent
+//! with one click.
+
+use serde_json::{Value, json};
+
+use super::correction::active_account;
+use super::{CLOSE_ATTEMPTS, PrivacyContext, RESPONSE_DAYS};
+use crate::accounts::{self, Account, AccountStatus, AccountStore, ClientInfo};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::store::{Conditional, StoreError, WriteOp};
+
+/// What `GET /v1/privacy` publishes.
+pub fn notice(ctx: &PrivacyContext) -> Value {
+    let config = &ctx.config;
+    json!({
+        "policy_version": config.policy_version,
+        "retention": config.retention.published(config.session_ttl, config.login_window),
+        "grievance_officer": { "name": config.grievance_name, "email": config.grievance_email },
+        "contacts": { "privacy": config.privacy_email, "security": config.security_email },
+        "response_days": RESPONSE_DAYS,
+        "rights": {
+            "access": "POST /v1/privacy/exports, then GET /v1/privacy/exports/{id} for a download link",
+            "correction": "PATCH /v1/account (KYC details: resubmit POST /v1/kyc)",
+            "erasure": "DELETE /v1/account",
+            "requests": "GET /v1/privacy/requests",
+        },
+    })
+}
+
+/// `POST /v1/unsubscribe?token=…`: a marketing message's one-click unsubscribe (RFC 8058). Withdraws the
+/// account's marketing consent and records the withdrawal as a consent record; a second use, or a closed
+/// account, changes nothing and answers the same.
+pub async fn unsubscribe(ctx: &PrivacyContext, token: &str, client: &ClientInfo) -> ApiResult<()> {
+    let invalid = || {
+        ApiError::invalid(
+            ErrorCode::InvalidToken,
+            "token",
+            "this unsubscribe link is invalid or has expired; marketing e-mails can be turned off in the dashboard",
+        )
+    };
+    if token.is_empty() {
+        return Err(invalid());
+    }
+    let store = ctx.store.as_ref();
+    let user_id = crate::notifications::delivery::unsubscribe_account(store, token).await?.ok_or_else(invalid)?;
+    for _ in 0..CLOSE_ATTEMPTS {
+        let Some(account) = store.account(&user_id).await?.filter(|a| a.status == AccountStatus::Active) else {
+            return Ok(());
+        };
+        if !account.marketing_consent {
+            return Ok(());
+        }
+        let now = ctx.clock.now();
+        let version = account.accepted_policy_version.clone();
+        let ops = vec![
+            WriteOp::Update(accounts::profile_update(&account).set("marketing_consent", json!(false))),
+            accounts::consent_put(&account, &version, false, "unsubscribe_link", client, now)?,
+        ];
+        if store.transact(ops).await.applied()?.is_some() {
+            tracing::info!(%user_id, "marketing consent withdrawn through an unsubscribe link");
+            return Ok(());
+        }
+    }
+    Err(ApiError::Conflict {
+        code: ErrorCode::AccountChanged,
+        message: "the account changed meanwhile; use the link again".into(),
+        param: None,
+    })
+}
+
+/// `POST /v1/account/accept-policy {version}`: records the acceptance of the policy in force.
+pub async fn accept_policy(
+    ctx: &PrivacyContext,
+    user_id: &str,
+    version: &str,
+    client: &ClientInfo,
+) -> ApiResult<Account> {
+    let current = &ctx.config.policy_version;
+    if version.trim() != current {
+        return Err(ApiError::invalid(
+            ErrorCode::TermsNotAccepted,
+            "version",
+            format!("the policy in force is version {current}; accept exactly that version"),
+        ));
+    }
+    let store = ctx.store.as_ref();
+    let account = active_account(store.account(user_id).await?)?;
+    if account.accepted_policy_version == *current {
+        return Ok(account);
+    }
+    let now = ctx.clock.now();
+    let ops = vec![
+        WriteOp::Update(accounts::profile_update(&account).set("accepted_policy_version", json!(current))),
+        accounts::consent_put(&account, current, account.marketing_consent, "policy_update", client, now)?,
+    ];
+    match store.transact(ops).await {
+        Ok(()) => active_account(store.account(user_id).await?),
+        Err(StoreError::ConditionFailed) => Err(ApiError::Conflict {
+            code: ErrorCode::AccountChanged,
+            message: "the account changed meanwhile; retry".into(),
+            param: None,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}

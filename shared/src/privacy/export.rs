@@ -1,0 +1,346 @@
+//! Data exports: asked for by the user, built outside the request, and kept for a short window.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::correction::active_account;
+use super::requests::{PrivacyRequest, PrivacyRequestView, Recorded, RequestKind, RequestStatus, all_with_prefix};
+use super::{EXPORT_LINK_VALIDITY, EXPORT_PREFIX, ExportBuilds, PrivacyContext, REQUEST_PREFIX};
+use crate::accounts::{AccountStore, AccountView, timestamp, user_pk};
+use crate::auth::{LoginAttemptView, LoginStore};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::keys::{ApiKeyView, KeyStore};
+use crate::kyc::{self, DocumentKind, KycStore};
+use crate::notifications::{MailKind, OutboxMail, enqueue};
+use crate::retention::Span;
+use crate::secrets::random_suffix;
+use crate::store::{Condition, Conditional, Item, ItemStore, Put, StoreResult, Table, WriteOp, schema};
+use crate::usage::{UsageRecord, UsageView};
+use crate::wallet::{LedgerEntry, LedgerEntryView, Topup, TopupStore, WalletStore, WalletView};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportStatus {
+    Pending,
+    Ready,
+    Failed,
+}
+
+/// One data export.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataExport {
+    pub id: String,
+    pub status: ExportStatus,
+    pub created_at: DateTime<Utc>,
+    pub request_id: String,
+    /// The access request's sort key, which the build completes.
+    #[serde(default)]
+    pub request_sk: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+}
+
+/// How `GET /v1/privacy/exports/{id}` shows an export: a fresh 15-minute link each time it is asked.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportView {
+    pub id: String,
+    pub status: ExportStatus,
+    pub created_at: String,
+    pub size_bytes: Option<u64>,
+    pub download_url: Option<String>,
+    pub expires_at: Option<String>,
+}
+
+fn export_put(user_id: &str, export: &DataExport, expires_at: i64, condition: Condition) -> StoreResult<WriteOp> {
+    Ok(WriteOp::Put(Put {
+        table: Table::Main,
+        item: Item::from_record(
+            user_pk(user_id),
+            schema::prefixed(EXPORT_PREFIX, &export.id),
+            export,
+            Some(expires_at),
+        )?,
+        condition,
+    }))
+}
+
+/// `POST /v1/privacy/exports`: records the access request and a pending export, and has it built outside the
+/// request ([`ExportBuilds`]); `GET /v1/privacy/exports/{id}` shows its status.
+pub async fn create_export(ctx: &PrivacyContext, user_id: &str) -> ApiResult<DataExport> {
+    let store = ctx.store.as_ref();
+    active_account(store.account(user_id).await?)?;
+    let now = ctx.clock.now();
+    let expires_at = ctx.config.retention.until(Span::Exports, now);
+    let request = Recorded::new(ctx, user_id, RequestKind::Access);
+    let export = DataExport {
+        id: format!("exp_{}", random_suffix()),
+        status: ExportStatus::Pending,
+        created_at: now,
+        request_id: request.request.id.clone(),
+        request_sk: request.sk.clone(),
+        blob_key: None,
+        size_bytes: None,
+    };
+    let received = OutboxMail::new(MailKind::PrivacyRequestReceived, user_id, now)
+        .param("request_kind", "data access (export)")
+        .param("request_id", request.request.id.clone())
+        .param("due", crate::notifications::messages::in_ist(request.request.due_at));
+    let ops =
+        vec![request.put()?, export_put(user_id, &export, expires_at, Condition::NotExists)?, enqueue(&received)?];
+    store.transact(ops).await?;
+    if ctx.export_builds == ExportBuilds::InProcess {
+        let (ctx, user_id, export_id) = (ctx.clone(), user_id.to_owned(), export.id.clone());
+        crate::tasks::spawn("data export", async move {
+            if let Err(e) = build_export(&ctx, &user_id, &export_id).await {
+                tracing::error!(error = %e, %export_id, "data export not built");
+            }
+        });
+    }
+    Ok(export)
+}
+
+/// Builds a pending export: the document, its file, then the export marked ready (or failed) and its
+/// access request completed, in one write conditioned on the export still pending. Safe to run any number
+/// of times, concurrently (a stream record delivered twice): one build is recorded, an export that is no
+/// longer pending is left as it is. Returns the export's status.
+pub async fn build_export(ctx: &PrivacyContext, user_id: &str, export_id: &str) -> ApiResult<ExportStatus> {
+    let Some((export, expires_at)) = stored_export(ctx, user_id, export_id).await? else {
+        return Err(ApiError::Internal(format!("export {export_id} is not stored")));
+    };
+    if export.status != ExportStatus::Pending {
+        return Ok(export.status);
+    }
+    let key = format!("exports/{user_id}/{export_id}.json");
+    let built = async {
+        let document = export_document(ctx, user_id).await?;
+        let bytes = serde_json::to_vec_pretty(&document).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let size = bytes.len() as u64;
+        ctx.blobs()?.put(&key, bytes, "application/json").await?;
+        Ok::<u64, ApiError>(size)
+    }
+    .await;
+    let outcome = match built {
+        Ok(size) => Ok((key, size)),
+        Err(e) => {
+            tracing::error!(error = %e, %export_id, "data export failed");
+            Err("the export could not be built; request a new one")
+        }
+    };
+    finish_export(ctx, user_id, export, expires_at, outcome).await
+}
+
+/// How long an export may stay pending: beyond the exports function's tries (5 minutes each, three of
+/// them), its stream record is lost, and its owner is told to ask again instead of waiting for ever.
+const EXPORT_BUILD_DEADLINE: Duration = Duration::minutes(30);
+
+/// A stored export and its expiry.
+async fn stored_export(ctx: &PrivacyContext, user_id: &str, export_id: &str) -> ApiResult<Option<(DataExport, i64)>> {
+    let item = ctx.store.get(Table::Main, &user_pk(user_id), &schema::prefixed(EXPORT_PREFIX, export_id)).await?;
+    let Some(item) = item else { return Ok(None) };
+    let export: DataExport = item.record()?;
+    let expires_at = item.expires_at.unwrap_or_else(|| ctx.config.retention.until(Span::Exports, export.created_at));
+    Ok(Some((export, expires_at)))
+}
+
+/// Records how a pending export ended (its file, or why not) and completes its access request, in one write
+/// conditioned on the export still pending: when two builds race, the first record stands. Returns the
+/// export's status as stored.
+async fn finish_export(
+    ctx: &PrivacyContext,
+    user_id: &str,
+    mut export: DataExport,
+    expires_at: i64,
+    outcome: Result<(String, u64), &str>,
+) -> ApiResult<ExportStatus> {
+    let store = ctx.store.as_ref();
+    let request_item = store.get(Table::Main, &user_pk(user_id), &export.request_sk).await?;
+    let request_item =
+        request_item.ok_or_else(|| ApiError::Internal(format!("export {} has no request", export.id)))?;
+    let mut request = Recorded {
+        user_id: user_id.to_owned(),
+        sk: export.request_sk.clone(),
+        expires_at: request_item.expires_at.unwrap_or(i64::MAX),
+        request: request_item.record()?,
+    };
+    let done = ctx.clock.now();
+    match outcome {
+        Ok((key, size)) => {
+            export.status = ExportStatus::Ready;
+            export.blob_key = Some(key);
+            export.size_bytes = Some(size);
+            request.finish(RequestStatus::Completed, format!("export {} ready ({size} bytes)", export.id), done);
+        }
+        Err(reason) => {
+            export.status = ExportStatus::Failed;
+            request.finish(RequestStatus::Failed, reason, done);
+        }
+    }
+    let pending = Condition::AttrEquals("status".into(), json!(ExportStatus::Pending));
+    let completed = OutboxMail::new(MailKind::PrivacyRequestCompleted, user_id, done)
+        .param("request_kind", "data access (export)")
+        .param("request_id", request.request.id.clone())
+        .param(
+            "outcome",
+            match export.status {
+                ExportStatus::Ready => {
+                    format!(
+                        "your export is ready to download from the dashboard for {} days",
+                        ctx.config.retention.export_days
+                    )
+                }
+                _ => "the export could not be built; please request a new one".to_owned(),
+            },
+        );
+    let ops = vec![request.put()?, export_put(user_id, &export, expires_at, pending)?, enqueue(&completed)?];
+    let recorded = store.transact(ops).await;
+    if recorded.applied()?.is_none() {
+        let stored = stored_export(ctx, user_id, &export.id).await?;
+        return Ok(stored.map_or(export.status, |(stored, _)| stored.status));
+    }
+    Ok(export.status)
+}
+
+/// An export to build, named by a record of the main table's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportJob {
+    /// The record's sequence number: what a partial batch failure reports back.
+    pub record: String,
+    pub user_id: String,
+    pub export_id: String,
+}
+
+/// The exports a DynamoDB stream event asks for: records inserting an `EXPORT#` item of a user's partition
+/// (the event source mapping's filter lets only those through; anything else is ignored here too).
+pub fn export_jobs(event: &Value) -> Vec<ExportJob> {
+    crate::store::stream_inserts(event)
+        .into_iter()
+        .filter_map(|key| {
+            Some(ExportJob {
+                user_id: schema::user_id_of(&key.pk)?.to_owned(),
+                export_id: key.sk.strip_prefix(EXPORT_PREFIX)?.to_owned(),
+                record: key.sequence,
+            })
+        })
+        .collect()
+}
+
+/// `GET /v1/privacy/exports/{id}`: the owner's export only; anyone else's id is simply not found.
+pub async fn export_view(ctx: &PrivacyContext, user_id: &str, export_id: &str) -> ApiResult<ExportView> {
+    let not_found = || ApiError::NotFound {
+        code: ErrorCode::ExportNotFound,
+        message: format!("no export {export_id} (exports are kept 7 days)"),
+    };
+    if export_id.len() > 64 {
+        return Err(not_found());
+    }
+    let (mut export, expires_at) = stored_export(ctx, user_id, export_id).await?.ok_or_else(not_found)?;
+    let now = ctx.clock.now();
+    if export.status == ExportStatus::Pending && now - export.created_at > EXPORT_BUILD_DEADLINE {
+        let reason = "the export was not built in time; request a new one";
+        finish_export(ctx, user_id, export, expires_at, Err(reason)).await?;
+        // As stored: failed now, or built by a build that finished first.
+        export = stored_export(ctx, user_id, export_id).await?.ok_or_else(not_found)?.0;
+    }
+    let link = match (&export.status, &export.blob_key) {
+        (ExportStatus::Ready, Some(key)) => Some(ctx.blobs()?.download_link(key, EXPORT_LINK_VALIDITY, now).await?),
+        _ => None,
+    };
+    let expires_at = link.as_ref().map(|_| timestamp(now + Duration::seconds(EXPORT_LINK_VALIDITY.as_secs() as i64)));
+    Ok(ExportView {
+        id: export.id,
+        status: export.status,
+        created_at: timestamp(export.created_at),
+        size_bytes: export.size_bytes,
+        download_url: link,
+        expires_at,
+    })
+}
+
+fn records(items: &[Item]) -> StoreResult<Vec<Value>> {
+    items.iter().map(|i| Ok(Value::Object(i.attrs.clone()))).collect()
+}
+
+/// Everything held about the user, as one JSON document. The PAN is shown in full to its owner (decrypted
+/// from the vault); the Aadhaar number stays masked, as UIDAI requires; keys appear as metadata only.
+pub async fn export_document(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Value> {
+    let store = ctx.store.as_ref();
+    let account = store.account(user_id).await?.ok_or_else(|| ApiError::Internal("account vanished".into()))?;
+    let mut account_view = serde_json::to_value(AccountView::new(&account, &ctx.config.policy_version))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    account_view["status"] = json!(account.status);
+
+    let logins: Vec<LoginAttemptView> =
+        store.login_history(user_id, 1000).await?.iter().map(LoginAttemptView::from).collect();
+    let kyc = kyc_export(ctx, user_id).await?;
+    let keys: Vec<ApiKeyView> = store.keys(user_id).await?.iter().map(|(_, r)| ApiKeyView::from(r)).collect();
+    let (topups, ledger) = payments_export(store, user_id).await?;
+    // Usage and requests appear as the API shows them (rupee amounts, RFC 3339 times).
+    let usage: Vec<UsageView> = all_with_prefix(store, user_id, schema::prefix::USAGE)
+        .await?
+        .iter()
+        .map(|i| i.record::<UsageRecord>().map(|r| UsageView::from(&r)))
+        .collect::<StoreResult<_>>()?;
+    let requests: Vec<PrivacyRequestView> = all_with_prefix(store, user_id, REQUEST_PREFIX)
+        .await?
+        .iter()
+        .map(|i| i.record::<PrivacyRequest>().map(|r| PrivacyRequestView::from(&r)))
+        .collect::<StoreResult<_>>()?;
+    Ok(json!({
+        "format": "inferex-data-export/1",
+        "generated_at": timestamp(ctx.clock.now()),
+        "user_id": user_id,
+        "account": account_view,
+        "consents": records(&all_with_prefix(store, user_id, schema::prefix::CONSENT).await?)?,
+        "login_history": logins,
+        "kyc": kyc,
+        "api_keys": keys,
+        "wallet": WalletView::from(store.wallet(user_id).await?),
+        "topups": topups,
+        "ledger": ledger,
+        "usage": usage,
+        "privacy_requests": requests,
+    }))
+}
+
+/// The export's KYC part: the record with the PAN revealed to its owner, and the operators' decisions.
+async fn kyc_export(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Value> {
+    let store = ctx.store.as_ref();
+    Ok(match store.kyc_record(user_id).await? {
+        None => Value::Null,
+        Some(record) => {
+            let pan = kyc::reveal(store, ctx.kyc_keys()?, &record, DocumentKind::Pan).await?;
+            let decisions = all_with_prefix(store, user_id, schema::prefix::KYC_DECISION).await?;
+            json!({
+                "status": record.status,
+                "name_on_pan": record.name_on_pan,
+                "pan": pan,
+                "aadhaar_masked": record.aadhaar_masked,
+                "submitted_at": timestamp(record.submitted_at),
+                "verified_at": record.verified_at.map(timestamp),
+                "rejection_reason": record.rejection_reason,
+                "decisions": records(&decisions)?,
+            })
+        }
+    })
+}
+
+/// The export's payment part: the account's top-ups and its ledger, as the API shows them.
+async fn payments_export(store: &dyn ItemStore, user_id: &str) -> ApiResult<(Vec<Topup>, Vec<LedgerEntryView>)> {
+    let mut topups = Vec::new();
+    for index in all_with_prefix(store, user_id, schema::prefix::TOPUP).await? {
+        if let Some(id) = index.attrs.get("topup_id").and_then(Value::as_str)
+            && let Some(topup) = store.topup(id).await?
+        {
+            topups.push(topup);
+        }
+    }
+    let ledger: Vec<LedgerEntryView> = all_with_prefix(store, user_id, schema::prefix::LEDGER)
+        .await?
+        .iter()
+        .map(|i| i.record::<LedgerEntry>().map(|e| LedgerEntryView::from(&e)))
+        .collect::<StoreResult<_>>()?;
+    Ok((topups, ledger))
+}
