@@ -1,7 +1,6 @@
 //! PAN and Aadhaar number rules: format checks, the Aadhaar Verhoeff check digit, masking.
 
-use crate::error::ErrorCode;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 
 /// A PAN that passed the format rules for an individual's personal account.
 #[derive(Clone, PartialEq, Eq)]
