@@ -1,6 +1,9 @@
+use serde_json::{Map, Value};
+
 use super::background::passive_checkpoint;
 use super::*;
 use crate::clock::SystemClock;
+use crate::store::Condition;
 
 fn rows_in_main_file(path: &Path) -> StoreResult<i64> {
     // A copy of the database file alone (no write-ahead log) holds only what was checkpointed.
