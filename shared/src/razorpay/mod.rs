@@ -2,20 +2,24 @@
 //! Facts: amounts are integer paise; webhook signature = hex HMAC-SHA256(webhook secret, raw body);
 //! Checkout signature = hex HMAC-SHA256(key secret, order_id + "|" + payment_id).
 
-use crate::error::ErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::Deserialize;
 use sha2::Sha256;
 
 use crate::clock::SystemClock;
 use crate::env::var;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::runtime_secrets::{self, RAZORPAY_KEY_ID, RAZORPAY_KEY_SECRET, Rotating, SecretError, WEBHOOK_SECRET};
 use crate::secrets::{SecretString, constant_time_eq};
+
+#[cfg(test)]
+mod tests;
+mod types;
+
+pub use types::{Collection, Dispute, NewOrder, NewRefund, Order, Payment, REFUND_NOTE, Refund, WebhookEvent};
 
 pub const DEFAULT_API_BASE: &str = "https://api.razorpay.com";
 
@@ -136,159 +140,6 @@ pub fn verify_checkout_signature(key_secret: &str, order_id: &str, payment_id: &
     }
     let expected = checkout_signature(key_secret, order_id, payment_id);
     !presented.is_empty() && constant_time_eq(expected.as_bytes(), presented.trim().to_ascii_lowercase().as_bytes())
-}
-
-/// `POST /v1/orders` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NewOrder {
-    pub amount: i64,
-    pub currency: String,
-    pub receipt: String,
-    pub notes: Map<String, Value>,
-}
-
-/// An order as Razorpay returns it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Order {
-    pub id: String,
-    #[serde(default)]
-    pub entity: String,
-    pub amount: i64,
-    #[serde(default)]
-    pub amount_paid: i64,
-    #[serde(default)]
-    pub amount_due: i64,
-    pub currency: String,
-    #[serde(default)]
-    pub receipt: Option<String>,
-    pub status: String,
-    #[serde(default)]
-    pub attempts: i64,
-    /// An object, or `[]` when empty (Razorpay's quirk).
-    #[serde(default)]
-    pub notes: Value,
-    #[serde(default)]
-    pub created_at: i64,
-}
-
-/// A payment as Razorpay returns it (the fields this service uses).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Payment {
-    pub id: String,
-    #[serde(default)]
-    pub entity: String,
-    pub amount: i64,
-    pub currency: String,
-    pub status: String,
-    #[serde(default)]
-    pub order_id: Option<String>,
-    #[serde(default)]
-    pub method: Option<String>,
-    #[serde(default)]
-    pub notes: Value,
-    #[serde(default)]
-    pub created_at: i64,
-}
-
-/// A refund (the fields this service uses).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Refund {
-    pub id: String,
-    pub payment_id: String,
-    pub amount: i64,
-    #[serde(default = "inr")]
-    pub currency: String,
-    /// `pending`, `processed` (final) or `failed`.
-    #[serde(default)]
-    pub status: Option<String>,
-    /// What we sent with it (an object, or `[]` when empty); our own refunds carry [`REFUND_NOTE`].
-    #[serde(default)]
-    pub notes: Value,
-    #[serde(default)]
-    pub receipt: Option<String>,
-}
-
-/// The note naming our own refund (a closed account's money sent back to its payment) in a refund's notes.
-pub const REFUND_NOTE: &str = "inferex_refund";
-
-impl Refund {
-    /// Our refund record this refund was made for, if we made it.
-    pub fn our_reference(&self) -> Option<&str> {
-        self.notes.get(REFUND_NOTE).and_then(Value::as_str)
-    }
-}
-
-/// `POST /v1/payments/{id}/refund` body (Razorpay refuses fields it does not know).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NewRefund {
-    /// Paise, at least 100 (₹1).
-    pub amount: i64,
-    /// `normal` (Razorpay's default: 5-7 working days) or `optimum`.
-    pub speed: String,
-    pub receipt: String,
-    /// At most 15 keys.
-    pub notes: Map<String, Value>,
-}
-
-fn inr() -> String {
-    "INR".into()
-}
-
-/// A dispute (chargeback) on a payment (the fields this service uses).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Dispute {
-    pub id: String,
-    pub payment_id: String,
-    /// Disputed amount, paise.
-    pub amount: i64,
-    #[serde(default = "inr")]
-    pub currency: String,
-    /// What Razorpay deducted from the merchant balance (0 unless lost), paise.
-    #[serde(default)]
-    pub amount_deducted: i64,
-    #[serde(default)]
-    pub status: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Collection<T> {
-    #[serde(default)]
-    pub entity: String,
-    #[serde(default)]
-    pub count: i64,
-    pub items: Vec<T>,
-}
-
-/// A webhook delivery.
-#[derive(Debug, Clone, Deserialize)]
-pub struct WebhookEvent {
-    pub event: String,
-    #[serde(default)]
-    pub payload: Value,
-    #[serde(default)]
-    pub created_at: Option<i64>,
-}
-
-impl WebhookEvent {
-    fn entity<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
-        serde_json::from_value(self.payload.get(name)?.get("entity")?.clone()).ok()
-    }
-
-    pub fn payment(&self) -> Option<Payment> {
-        self.entity("payment")
-    }
-
-    pub fn order(&self) -> Option<Order> {
-        self.entity("order")
-    }
-
-    pub fn refund(&self) -> Option<Refund> {
-        self.entity("refund")
-    }
-
-    pub fn dispute(&self) -> Option<Dispute> {
-        self.entity("dispute")
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -416,115 +267,5 @@ impl RazorpayClient {
         let collection: Collection<Payment> =
             self.send(|base| self.http.get(format!("{base}/v1/orders/{order_id}/payments"))).await?;
         Ok(collection.items)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const FIXTURE: &[u8] = include_bytes!("../tests/fixtures/razorpay/payment.captured.json");
-
-    #[test]
-    fn the_fixture_webhook_signature_verifies() {
-        assert_eq!(FIXTURE.len(), 372);
-        let expected = "8778ecbdf6fa3a024d48720de19e120646a129c6186dd122e9b7a059052e986b";
-        assert_eq!(webhook_signature("inferex_test_webhook_secret", FIXTURE), expected);
-        assert!(verify_webhook_signature("inferex_test_webhook_secret", FIXTURE, expected));
-        assert!(verify_webhook_signature("inferex_test_webhook_secret", FIXTURE, &expected.to_uppercase()));
-        assert!(!verify_webhook_signature("another_secret", FIXTURE, expected));
-        assert!(!verify_webhook_signature("inferex_test_webhook_secret", FIXTURE, ""));
-        // An unset secret verifies nothing, not even a signature made with the empty key.
-        assert!(!verify_webhook_signature("", FIXTURE, &webhook_signature("", FIXTURE)));
-        assert!(!verify_checkout_signature("", "order_1", "pay_1", &checkout_signature("", "order_1", "pay_1")));
-        // One byte more (a re-serialised or newline-terminated body) is a different signature.
-        let mut reformatted = FIXTURE.to_vec();
-        reformatted.push(b'\n');
-        assert!(!verify_webhook_signature("inferex_test_webhook_secret", &reformatted, expected));
-    }
-
-    /// Keys as Razorpay issues them (a key secret of 24 letters and digits) and a webhook secret made as the
-    /// README says, all random: no fixed value here could pass the check (it would be a well-known one).
-    fn random_keys() -> StoredKeys {
-        let alphanumeric = |n: usize| -> String {
-            use rand::Rng;
-            let alphabet: Vec<char> = ('a'..='z').chain('A'..='Z').chain('0'..='9').collect();
-            (0..n).map(|_| alphabet[rand::rngs::OsRng.gen_range(0..alphabet.len())]).collect()
-        };
-        StoredKeys {
-            key_id: format!("rzp_live_{}", alphanumeric(14)),
-            key_secret: alphanumeric(24),
-            webhook_secret: crate::secrets::random_token(),
-        }
-    }
-
-    fn json(keys: &StoredKeys) -> String {
-        serde_json::json!({ "key_id": keys.key_id, "key_secret": keys.key_secret, "webhook_secret": keys.webhook_secret })
-            .to_string()
-    }
-
-    #[test]
-    fn the_shipped_placeholder_secret_is_refused() {
-        let placeholder = r#"{"key_id":"rzp_live_REPLACE","key_secret":"REPLACE","webhook_secret":"REPLACE"}"#;
-        let refused = RazorpayConfig::from_secret_json("razorpay", placeholder, DEFAULT_API_BASE).err();
-        assert!(matches!(refused, Some(SecretError::Placeholder { .. })), "{refused:?}");
-        let real = json(&random_keys());
-        assert!(RazorpayConfig::from_secret_json("razorpay", &real, DEFAULT_API_BASE).is_ok());
-        let not_razorpay = real.replace("rzp_live_", "key_live_");
-        assert!(RazorpayConfig::from_secret_json("razorpay", &not_razorpay, DEFAULT_API_BASE).is_err());
-    }
-
-    #[test]
-    fn each_refused_key_is_named_by_its_own_variable() {
-        let names = ["RAZORPAY_KEY_ID", "RAZORPAY_KEY_SECRET", "RAZORPAY_WEBHOOK_SECRET"];
-        for webhook_secret in ["local_standin_webhook_secret", "abcdefghijklmnopqrstuvwxyz", "test_webhook_secret_1234"]
-        {
-            let keys = StoredKeys { webhook_secret: webhook_secret.into(), ..random_keys() };
-            let refused = keys.checked(names, DEFAULT_API_BASE.into()).err();
-            assert_eq!(refused.as_ref().map(SecretError::name), Some("RAZORPAY_WEBHOOK_SECRET"), "{refused:?}");
-            assert!(!refused.map(|e| e.to_string()).unwrap_or_default().contains(webhook_secret));
-        }
-        let keys = StoredKeys { key_secret: "local_standin_key_secret".into(), ..random_keys() };
-        let refused = keys.checked(names, DEFAULT_API_BASE.into()).err();
-        assert_eq!(refused, Some(SecretError::WellKnown { name: "RAZORPAY_KEY_SECRET".into() }));
-        let keys = StoredKeys { key_id: "key_live_0123456789abcd".into(), ..random_keys() };
-        let refused = keys.checked(names, DEFAULT_API_BASE.into()).err();
-        assert_eq!(refused.as_ref().map(SecretError::name), Some("RAZORPAY_KEY_ID"));
-    }
-
-    #[test]
-    fn the_fixture_checkout_signature_verifies() {
-        let expected = "388d1c15d2748eb6034544383462ae05da54a6a13565402d6df342f65dac2b6c";
-        assert_eq!(
-            checkout_signature("inferex_test_key_secret", "order_DESlLckIVRkHWj", "pay_DESlfW9H8K9uqM"),
-            expected
-        );
-        assert!(verify_checkout_signature(
-            "inferex_test_key_secret",
-            "order_DESlLckIVRkHWj",
-            "pay_DESlfW9H8K9uqM",
-            expected
-        ));
-        assert!(!verify_checkout_signature("inferex_test_key_secret", "order_other", "pay_DESlfW9H8K9uqM", expected));
-    }
-
-    #[test]
-    fn the_fixture_payload_parses() -> Result<(), serde_json::Error> {
-        let event: WebhookEvent = serde_json::from_slice(FIXTURE)?;
-        assert_eq!(event.event, "payment.captured");
-        let payment = event.payment();
-        assert_eq!(payment.as_ref().map(|p| p.amount), Some(50_000));
-        assert_eq!(payment.and_then(|p| p.order_id).as_deref(), Some("order_DESlLckIVRkHWj"));
-        Ok(())
-    }
-
-    #[test]
-    fn empty_notes_come_back_as_an_array_and_still_parse() -> Result<(), serde_json::Error> {
-        let order: Order = serde_json::from_str(
-            r#"{"id":"order_1","entity":"order","amount":100,"amount_paid":0,"amount_due":100,"currency":"INR",
-                "receipt":"r","status":"created","attempts":0,"notes":[],"created_at":1}"#,
-        )?;
-        assert_eq!(order.notes, serde_json::json!([]));
-        Ok(())
     }
 }

@@ -9,8 +9,6 @@
 //! twice. Items waiting over [`REDRIVE_AFTER`] are handed to the mailer again by the jobs
 //! ([`redrive_stale`]).
 
-use std::path::{Path, PathBuf};
-
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,13 +20,20 @@ use super::{MailKind, OutboxMail};
 use crate::accounts::{Account, AccountStatus, AccountStore};
 use crate::config::Config;
 use crate::links::{self, EmailLink, ResetLink};
-use crate::retention::{DELIVERY_RECORD_LIFETIME, SUPPRESSION_LIFETIME, UNSUBSCRIBE_LIFETIME};
-use crate::secrets::{random_suffix, random_token, sha256_hex};
+use crate::retention::DELIVERY_RECORD_LIFETIME;
+use crate::secrets::random_suffix;
 use crate::store::schema::{self, sk};
 use crate::store::{
     Condition, Conditional, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreError, StoreResult, Table, Update,
     WriteOp,
 };
+
+mod file_mailer;
+mod unsubscribe;
+
+pub use file_mailer::FileMailer;
+use unsubscribe::unsubscribe_link;
+pub use unsubscribe::{SuppressionReason, suppress, unsubscribe_account};
 
 /// A claim older than this belongs to a sender that died: it may be taken over.
 pub const CLAIM_TIMEOUT: Duration = Duration::minutes(5);
@@ -342,72 +347,6 @@ pub fn kind_name(kind: MailKind) -> &'static str {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct UnsubscribeToken {
-    user_id: String,
-    message_id: String,
-}
-
-/// A one-click unsubscribe link for one marketing message (the token stored hashed, a year long).
-async fn unsubscribe_link<S: ItemStore + ?Sized>(
-    store: &S,
-    config: &Config,
-    user_id: &str,
-    message_id: &str,
-    now: DateTime<Utc>,
-) -> StoreResult<String> {
-    let token = random_token();
-    let record = UnsubscribeToken { user_id: user_id.into(), message_id: message_id.into() };
-    store
-        .put(Put {
-            table: Table::Main,
-            item: Item::from_record(
-                schema::unsubscribe_pk(&sha256_hex(&token)),
-                sk::TOKEN,
-                &record,
-                Some((now + UNSUBSCRIBE_LIFETIME).timestamp()),
-            )?,
-            condition: Condition::NotExists,
-        })
-        .await?;
-    Ok(format!("{}/v1/unsubscribe?token={token}", config.public_url.trim_end_matches('/')))
-}
-
-/// The account an unsubscribe token is for, if the token is genuine and in date.
-pub async fn unsubscribe_account<S: ItemStore + ?Sized>(store: &S, token: &str) -> StoreResult<Option<String>> {
-    let item = store.get(Table::Main, &schema::unsubscribe_pk(&sha256_hex(token)), sk::TOKEN).await?;
-    Ok(item.map(|i| i.record::<UnsubscribeToken>()).transpose()?.map(|t| t.user_id))
-}
-
-/// Why an address is suppressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SuppressionReason {
-    Bounce,
-    Complaint,
-}
-
-/// Puts an address on the suppression list (a permanent bounce or a complaint reported by SES).
-pub async fn suppress<S: ItemStore + ?Sized>(
-    store: &S,
-    email: &str,
-    reason: SuppressionReason,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    let record = json!({ "reason": reason, "at": now });
-    let put = Put {
-        table: Table::Main,
-        item: Item::from_record(
-            schema::suppressed_pk(&email.trim().to_lowercase()),
-            sk::SUPPRESSED,
-            &record,
-            Some((now + SUPPRESSION_LIFETIME).timestamp()),
-        )?,
-        condition: Condition::Always,
-    };
-    store.put(put).await
-}
-
 /// Delivers every outbox item waiting, oldest first, at most `limit` (the local server's loop; in AWS the
 /// stream does this). Returns how many were handled; a failed one stays for the next pass.
 pub async fn deliver_waiting<S: ItemStore + ?Sized>(
@@ -463,80 +402,4 @@ pub async fn redrive_stale<S: ItemStore + ?Sized>(
         }
     }
     Ok(redriven)
-}
-
-/// `make run`'s mail service: one `.eml` file per message in a folder, the newest [`FileMailer::KEEP`] kept.
-#[derive(Debug, Clone)]
-pub struct FileMailer {
-    dir: PathBuf,
-}
-
-impl FileMailer {
-    /// The folder holds at most this many messages; older ones are deleted as new ones arrive.
-    pub const KEEP: usize = 500;
-
-    pub fn new(dir: impl AsRef<Path>) -> Self {
-        Self { dir: dir.as_ref().to_path_buf() }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The messages in the folder, newest first: (file name, raw message).
-    pub async fn messages(&self) -> std::io::Result<Vec<(String, Vec<u8>)>> {
-        let mut names = self.names().await?;
-        names.sort_unstable_by(|a, b| b.cmp(a));
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            if let Ok(raw) = tokio::fs::read(self.dir.join(&name)).await {
-                out.push((name, raw));
-            }
-        }
-        Ok(out)
-    }
-
-    async fn names(&self) -> std::io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        let mut entries = match tokio::fs::read_dir(&self.dir).await {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
-            Err(e) => return Err(e),
-        };
-        while let Some(entry) = entries.next_entry().await? {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".eml") {
-                names.push(name);
-            }
-        }
-        Ok(names)
-    }
-
-    async fn prune(&self) -> std::io::Result<()> {
-        let mut names = self.names().await?;
-        if names.len() <= Self::KEEP {
-            return Ok(());
-        }
-        names.sort_unstable();
-        for name in &names[..names.len() - Self::KEEP] {
-            tokio::fs::remove_file(self.dir.join(name)).await.ok();
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Mailer for FileMailer {
-    async fn send(&self, message: &Outgoing) -> Result<String, MailError> {
-        let failed = |e: std::io::Error| MailError::Failed(e.to_string());
-        tokio::fs::create_dir_all(&self.dir).await.map_err(failed)?;
-        // Names sort by time; the id keeps them unique. Written under a temporary name, then renamed, so a
-        // reader never sees half a message.
-        let name = format!("{}-{}.eml", Utc::now().format("%Y%m%dT%H%M%S%.6f"), message.id);
-        let partial = self.dir.join(format!(".{name}.part"));
-        tokio::fs::write(&partial, &message.raw).await.map_err(failed)?;
-        tokio::fs::rename(&partial, self.dir.join(&name)).await.map_err(failed)?;
-        self.prune().await.map_err(failed)?;
-        Ok(name)
-    }
 }
