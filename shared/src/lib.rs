@@ -20,6 +20,7 @@ pub mod money;
 pub mod notifications;
 pub mod operators;
 pub mod passwords;
+pub mod ports;
 pub mod privacy;
 pub mod razorpay;
 pub mod retention;

@@ -10,6 +10,7 @@ use crate::error::ApiError;
 pub use crate::kyc::KycKeys;
 use crate::kyc::vault::{Fingerprinter, KmsDataKeys};
 use crate::operators::OperatorCredentials;
+use crate::ports::Ports;
 use crate::razorpay::{RazorpayClient, RazorpayConfig};
 use crate::runtime_secrets::{self, EDGE_SECRET, Rotating, SecretRule, SecretSource, SecretsManagerSource};
 use crate::secrets::SecretString;
@@ -20,9 +21,9 @@ pub use crate::error::BoxError;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn ItemStore>,
-    pub config: Arc<Config>,
-    pub clock: Arc<dyn Clock>,
+    /// The store, the clock and the configuration, as the domain takes them (`&state.ports`); `state.store`,
+    /// `state.clock` and `state.config` read through to them.
+    pub ports: Ports,
     /// Present where KYC numbers are handled (the kyc function, the local server); absent elsewhere.
     pub kyc_keys: Option<Arc<KycKeys>>,
     /// Present where payments are handled (wallet, webhook, jobs, the local server).
@@ -64,9 +65,7 @@ impl AppState {
             })
             .map(|credentials| Arc::new(Rotating::fixed(credentials, Arc::clone(&clock))));
         Self {
-            store,
-            config: Arc::new(config),
-            clock,
+            ports: Ports::new(store, clock, config),
             kyc_keys: None,
             razorpay: None,
             blobs: None,
@@ -289,22 +288,28 @@ fn deployed_kyc_mode(explicit: Option<crate::config::KycMode>) -> crate::config:
     explicit.unwrap_or(crate::config::KycMode::Manual)
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Ports;
+
+    fn deref(&self) -> &Ports {
+        &self.ports
+    }
+}
+
 impl From<&AppState> for crate::privacy::PrivacyContext {
     fn from(state: &AppState) -> Self {
         Self {
             export_builds: state.export_builds,
-            store: Arc::clone(&state.store),
-            clock: Arc::clone(&state.clock),
-            config: Arc::clone(&state.config),
+            ports: state.ports.clone(),
             kyc_keys: state.kyc_keys.clone(),
             blobs: state.blobs.clone(),
         }
     }
 }
 
-impl From<&AppState> for crate::inference::CallContext {
+impl From<&AppState> for Ports {
     fn from(state: &AppState) -> Self {
-        Self { store: Arc::clone(&state.store), clock: Arc::clone(&state.clock), config: Arc::clone(&state.config) }
+        state.ports.clone()
     }
 }
 

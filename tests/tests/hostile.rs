@@ -422,7 +422,7 @@ async fn a_finished_stream_is_settled_before_its_last_event(backend: Backend) ->
     api.cerebras.set_answer(Answer::Tokens(400));
     let mut state = api.state.clone();
     let slow = Fault::DelayTransactions(std::time::Duration::from_millis(300));
-    state.store = Arc::new(FaultyStore::new(api.state.store.clone(), slow));
+    state.ports.store = Arc::new(FaultyStore::new(api.state.store.clone(), slow));
     let gateway = api.state.gateway()?;
     let owner = gateway.authenticate(&(&state).into(), Some(&key)).await?;
     let model = Catalog::builtin()?.model("llama-3.1-8b").cloned().ok_or("model")?;
@@ -460,7 +460,7 @@ async fn repeated_writes_after_lost_answers_hold_and_charge_once(backend: Backen
     let api = TestApi::start(backend).await?;
     let (user, key) = customer(&api, "repeats@example.in", 100).await?;
     let mut state = api.state.clone();
-    state.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::RepeatWrites));
+    state.ports.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::RepeatWrites));
     let gateway = api.state.gateway()?;
     let owner = gateway.authenticate(&(&state).into(), Some(&key)).await?;
     let before = api.ledger_checked_balance(&user).await?;

@@ -62,7 +62,7 @@ async fn an_inference_request_makes_one_store_round_trip_before_and_one_after(ba
     let (_, token, key) = customer(&api, "trips@example.in", 100).await?;
     let counting = Arc::new(CountingStore::new(api.state.store.clone()));
     let mut state = api.state.clone();
-    state.store = counting.clone();
+    state.ports.store = counting.clone();
     // A gateway with the production key-cache lifetime (a minute; the harness's is short for revocation
     // tests), so that a slow machine cannot let the cached key expire between the two lookups.
     let gateway = &shared::inference::Gateway::new(Catalog::builtin()?, api.state.gateway()?.providers.clone())?;

@@ -15,8 +15,9 @@ use serde_json::{Value, json};
 use shared::catalog::Catalog;
 use shared::clock::Clock;
 use shared::config::Config;
-use shared::inference::{self, CallContext, Endpoint};
+use shared::inference::{self, Endpoint};
 use shared::money::UNITS_PER_RUPEE;
+use shared::ports::Ports;
 use shared::privacy;
 use shared::usage::UsageRecord;
 use shared::wallet::WalletStore;
@@ -124,8 +125,8 @@ async fn a_busy_account_reaches_the_provider_with_no_store_round_trip_first(back
 
     let gated = Arc::new(GatedStore::new(api.state.store.clone()));
     let mut state = api.state.clone();
-    state.store = gated.clone();
-    let context: CallContext = (&state).into();
+    state.ports.store = gated.clone();
+    let context: Ports = (&state).into();
     let gateway = api.state.gateway()?;
     let owner = gateway.authenticate(&context, Some(&key)).await?;
     gated.close();
@@ -260,7 +261,7 @@ async fn a_closed_account_is_not_served_from_its_lease(backend: Backend) -> Test
     let key = api.create_key(&token, "closing").await?;
     let body = chat_body("llama-3.1-8b", json!({ "max_tokens": 50 }));
     make_busy(&api, &key, &user, &body).await?;
-    let context: CallContext = (&api.state).into();
+    let context: Ports = (&api.state).into();
     let gateway = api.state.gateway()?;
     // The key stays in the gateway's cache: only the wallet can stop it now.
     let owner = gateway.authenticate(&context, Some(&key)).await?;
@@ -391,8 +392,8 @@ async fn lost_answers_on_every_lease_write_charge_once_and_leave_nothing_held(ba
     let api = TestApi::start(backend).await?;
     let (user, key) = customer(&api, "lost@example.in", 100).await?;
     let mut state = api.state.clone();
-    state.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::RepeatWrites));
-    let context: CallContext = (&state).into();
+    state.ports.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::RepeatWrites));
+    let context: Ports = (&state).into();
     let gateway = api.state.gateway()?;
     let owner = gateway.authenticate(&context, Some(&key)).await?;
     let opened = gateway.leases_opened();
@@ -442,8 +443,9 @@ async fn a_keeper_that_cannot_give_its_lease_back_leaves_it_to_the_sweeper(backe
     let (user, key) = customer(&api, "stuck@example.in", 100).await?;
     let refusing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut state = api.state.clone();
-    state.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::RefuseUpdatesWhile(refusing.clone())));
-    let context: CallContext = (&state).into();
+    state.ports.store =
+        Arc::new(FaultyStore::new(api.state.store.clone(), Fault::RefuseUpdatesWhile(refusing.clone())));
+    let context: Ports = (&state).into();
     let gateway = api.state.gateway()?;
     let owner = gateway.authenticate(&context, Some(&key)).await?;
     let mut leased = 0;
@@ -507,7 +509,7 @@ async fn an_instance_serving_one_call_at_a_time_reserves_only_its_calls_hold(bac
     let (user, key) = customer(&api, "instance@example.in", 100).await?;
     let gateway =
         inference::Gateway::new(Catalog::builtin()?, api.state.gateway()?.providers.clone())?.one_call_at_a_time();
-    let context: CallContext = (&api.state).into();
+    let context: Ports = (&api.state).into();
     let owner = gateway.authenticate(&context, Some(&key)).await?;
     let body = chat_body("llama-3.1-8b", json!({ "max_tokens": 64 }));
     // Far busier than a lease needs, one call after another as an instance serves them, then a burst.

@@ -383,7 +383,7 @@ async fn a_new_policy_version_notifies_every_open_account_once(backend: Backend)
 
     // The configured version moves on (a deploy with INFEREX_POLICY_VERSION changed); the jobs run.
     let mut state = api.state.clone();
-    state.config = Arc::new(Config {
+    state.ports.config = Arc::new(Config {
         policy_version: "2027-01-15".into(),
         policy_effective_date: "15 January 2027".into(),
         ..(*api.state.config).clone()

@@ -14,8 +14,9 @@ use shared::catalog::Catalog;
 use shared::clock::Clock;
 use shared::config::Config;
 use shared::error::ApiError;
-use shared::inference::{self, CallContext, Endpoint, Gateway};
+use shared::inference::{self, Endpoint, Gateway};
 use shared::money::UNITS_PER_RUPEE;
+use shared::ports::Ports;
 use shared::store::{ItemStore, Table};
 use shared::wallet::WalletStore;
 use shared::wallet::metering::{self, BalanceHints, HeldCall, Purses};
@@ -100,7 +101,7 @@ async fn a_burst_over_eight_instances_writes_no_item_once_a_call(backend: Backen
     let (user, _, key) = customer(&api, "burst@example.in", 1000).await?;
     let counting = Arc::new(CountingStore::new(Arc::clone(&api.state.store)));
     let store: Arc<dyn ItemStore> = counting.clone();
-    let context = CallContext { store, clock: Arc::clone(&api.state.clock), config: Arc::clone(&api.state.config) };
+    let context = Ports { store, clock: Arc::clone(&api.state.clock), config: Arc::clone(&api.state.config) };
     let providers = api.state.gateway()?.providers.clone();
     let mut instances = Vec::new();
     for _ in 0..8 {

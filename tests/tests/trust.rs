@@ -181,7 +181,7 @@ async fn a_closure_that_cannot_commit_changes_nothing(backend: Backend) -> TestR
     api.fund(&token, 150).await?;
     let before = api.dump().await?;
     let mut busy = api.state.clone();
-    busy.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::TransactionsConflict));
+    busy.ports.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::TransactionsConflict));
     let refused =
         privacy::close_account(&(&busy).into(), &user, Some(PASSWORD.into())).await.err().ok_or("it closed")?;
     assert_eq!(refused.status().as_u16(), 409, "{refused}");
@@ -204,7 +204,7 @@ async fn a_retried_closure_whose_answer_was_lost_answers_the_same(backend: Backe
     let (user, token) = api.verified_user("lost@example.in").await?;
     api.fund(&token, 120).await?;
     let mut flaky = api.state.clone();
-    flaky.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::RepeatWrites));
+    flaky.ports.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::RepeatWrites));
     let closure = privacy::close_account(&(&flaky).into(), &user, Some(PASSWORD.into())).await?;
     assert_eq!(closure.refund_requested, 120 * UNITS_PER_RUPEE);
     let dump = api.dump().await?;
@@ -377,7 +377,7 @@ async fn a_verification_racing_the_closure_leaves_no_claim_behind(backend: Backe
     let (user, token) = api.signed_in("race-close@example.in").await?;
     let mut held = api.state.clone();
     let gate = Arc::new(e2e::Gate::default());
-    held.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::HoldTransactions(Arc::clone(&gate))));
+    held.ports.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::HoldTransactions(Arc::clone(&gate))));
     let closing = shared::tasks::spawn("test", async move {
         privacy::close_account(&(&held).into(), &user, Some(PASSWORD.into())).await
     });
@@ -454,7 +454,7 @@ async fn submissions_that_fail_on_our_side_do_not_count(backend: Backend) -> Tes
     let api = TestApi::start(backend).await?;
     let (user, token) = api.signed_in("unlucky@example.in").await?;
     let mut busy = api.state.clone();
-    busy.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::TransactionsConflict));
+    busy.ports.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::TransactionsConflict));
     let keys = busy.kyc_keys()?;
     for n in 0..6u64 {
         let request = shared::kyc::SubmitRequest {

@@ -10,7 +10,8 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use shared::error::{ApiError, ApiResult};
 use shared::http::{JsonBody, ListPage};
-use shared::inference::{self, Answer, CallContext, Endpoint, MAX_INFERENCE_BODY_BYTES};
+use shared::inference::{self, Answer, Endpoint, MAX_INFERENCE_BODY_BYTES};
+use shared::ports::Ports;
 use shared::secrets::random_suffix;
 use shared::state::AppState;
 
@@ -37,7 +38,7 @@ async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let request_id = format!("req_{}", random_suffix());
     let result: ApiResult<Json<ListPage<Value>>> = async {
         let gateway = state.gateway()?;
-        gateway.authenticate(&CallContext::from(&state), shared::http::bearer_token(&headers)).await?;
+        gateway.authenticate(&Ports::from(&state), shared::http::bearer_token(&headers)).await?;
         let data: Vec<Value> = gateway
             .catalog
             .models
@@ -90,7 +91,7 @@ async fn serve(
     let result: ApiResult<Response> = async {
         let gateway = state.gateway()?;
         // Authentication comes first: an anonymous caller learns nothing about models or bodies.
-        let context = CallContext::from(&state);
+        let context = Ports::from(&state);
         let owner = gateway.authenticate(&context, shared::http::bearer_token(&headers)).await?;
         gateway.note_use(&context, &owner);
         let JsonBody(body) = body?;

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::catalog::{Catalog, Model};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::keys::{KeyOwner, KeyStore};
+use crate::ports::Ports;
 use crate::secrets::sha256_hex;
 use crate::usage::UsageRecord;
 use crate::wallet::metering::{self, BalanceHints, Hold, Leases};
@@ -47,15 +48,6 @@ const MAX_EVENT_BYTES: usize = 4 << 20;
 const DRAIN_LIMIT_TIME: Duration = Duration::from_secs(30);
 /// Largest request body accepted by the inference endpoints.
 pub const MAX_INFERENCE_BODY_BYTES: usize = 4 * 1024 * 1024;
-
-/// What a call needs beyond the gateway: the store, the clock and the configuration (the HTTP layer builds
-/// it from its `AppState`). Cheap to clone: a call's detached tasks each keep one.
-#[derive(Clone)]
-pub struct CallContext {
-    pub store: Arc<dyn crate::store::ItemStore>,
-    pub clock: Arc<dyn crate::clock::Clock>,
-    pub config: Arc<crate::config::Config>,
-}
 
 /// Everything the inference function keeps for the life of the process.
 pub struct Gateway {
@@ -116,7 +108,7 @@ impl Gateway {
     }
 
     /// Resolves a presented API key, from the cache when it was looked up in the last minute.
-    pub async fn authenticate(&self, state: &CallContext, presented: Option<&str>) -> ApiResult<KeyOwner> {
+    pub async fn authenticate(&self, state: &Ports, presented: Option<&str>) -> ApiResult<KeyOwner> {
         let invalid = || {
             ApiError::Unauthenticated {
             code: ErrorCode::InvalidApiKey,
@@ -145,7 +137,7 @@ impl Gateway {
     }
 
     /// Updates the key's `last_used_at` in the background, at most once a minute per key.
-    pub fn note_use(&self, state: &CallContext, owner: &KeyOwner) {
+    pub fn note_use(&self, state: &Ports, owner: &KeyOwner) {
         let due = self.uses.lock().is_ok_and(|mut uses| {
             let due = uses.get(&owner.key_id).is_none_or(|at| at.elapsed() >= Duration::from_secs(60));
             if due {
@@ -206,7 +198,7 @@ pub(super) struct CallFacts<'a> {
 }
 
 pub(super) async fn settle_call(
-    state: &CallContext,
+    state: &Ports,
     facts: CallFacts<'_>,
     usage: Usage,
     status: &str,
@@ -267,7 +259,7 @@ pub enum Answer {
 
 /// Runs one call end to end. The hold is released on every failure path; a stream's settlement happens in
 /// a task that outlives the client connection.
-pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepared: Prepared) -> ApiResult<Answer> {
+pub async fn call(state: &Ports, gateway: &Gateway, owner: KeyOwner, prepared: Prepared) -> ApiResult<Answer> {
     let started = Instant::now();
     let balances = gateway.balances.as_ref();
     let held_call = metering::HeldCall {
@@ -343,7 +335,7 @@ pub async fn call(state: &CallContext, gateway: &Gateway, owner: KeyOwner, prepa
 
 /// Gives back the hold of a call that never reached a provider, retrying a failing store a few times; a hold
 /// left behind would be charged in full by the sweeper.
-async fn release_unused(state: &CallContext, hold: &Hold) {
+async fn release_unused(state: &Ports, hold: &Hold) {
     if let Some(lease) = &hold.lease {
         // Served from a lease: the hold goes back to it, with no store write.
         lease.reserve.clone().finished(&hold.id);

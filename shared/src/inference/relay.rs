@@ -11,14 +11,15 @@ use tokio::sync::mpsc;
 
 use super::request::Prepared;
 use super::upstream::{Usage, generated_bytes, reported_usage};
-use super::{CallContext, CallFacts, DRAIN_LIMIT_TIME, MAX_EVENT_BYTES, settle_call};
+use super::{CallFacts, DRAIN_LIMIT_TIME, MAX_EVENT_BYTES, settle_call};
 use crate::error::ErrorCode;
 use crate::keys::KeyOwner;
+use crate::ports::Ports;
 use crate::wallet::metering::{BalanceHints, Hold};
 
 /// One streaming call's facts, moved into the task that relays it.
 pub(super) struct StreamCall {
-    pub(super) state: CallContext,
+    pub(super) state: Ports,
     pub(super) balances: Arc<BalanceHints>,
     pub(super) owner: KeyOwner,
     pub(super) prepared: Prepared,

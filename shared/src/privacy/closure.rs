@@ -45,15 +45,15 @@ pub struct RetainedData {
 /// keys, exports, consents, vault entries, KYC decisions, the wallet registry) runs right after,
 /// idempotently, and the scheduled jobs finish it if this request cannot.
 pub async fn close_account(ctx: &PrivacyContext, user_id: &str, password: Option<String>) -> ApiResult<Closure> {
-    let store = ctx.store.as_ref();
+    let store = ctx.ports.store.as_ref();
     let account = active_account(store.account(user_id).await?)?;
     confirm_password(ctx, &account, password, "password").await?;
-    let retention = &ctx.config.retention;
+    let retention = &ctx.ports.config.retention;
     for _ in 0..CLOSE_ATTEMPTS {
         // The instances' purses stop first (no new call from them), their free money back on the wallet, so
         // the refund below counts it.
         wallet::metering::stop_purses(store, user_id).await?;
-        let now = ctx.clock.now();
+        let now = ctx.ports.clock.now();
         let account_until = retention.expiry(ItemClass::Account, now).unwrap_or(i64::MAX);
         let mut request = Recorded::new(ctx, user_id, RequestKind::Erasure);
         let wallet_item = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await?;
@@ -64,7 +64,7 @@ pub async fn close_account(ctx: &PrivacyContext, user_id: &str, password: Option
         {
             continue;
         }
-        let (wallet_ops, refund) = wallet::closure_ops(&ctx.config, user_id, wallet_item.as_ref(), now)?;
+        let (wallet_ops, refund) = wallet::closure_ops(&ctx.ports.config, user_id, wallet_item.as_ref(), now)?;
         let (kyc_ops, kyc_until) = kyc::closure_ops(store, user_id, now, retention.kyc_years_after_closure).await?;
         let retained = retained_data(ctx, now, kyc_until);
         request.finish(RequestStatus::Completed, closure_outcome(&retained, refund), now);
@@ -112,7 +112,8 @@ fn pending_closure_put(user_id: &str, closed_at: DateTime<Utc>, expires_at: i64)
 /// After a closing transaction's condition failed: the answer of a closure that won meanwhile, a conflict
 /// if the account changed, or `None` to read the wallet again (a call settled) and retry.
 async fn closure_lost(ctx: &PrivacyContext, account: &Account) -> ApiResult<Option<Closure>> {
-    let current = ctx.store.account(&account.id).await?.ok_or_else(|| ApiError::Internal("account vanished".into()))?;
+    let current =
+        ctx.ports.store.account(&account.id).await?.ok_or_else(|| ApiError::Internal("account vanished".into()))?;
     if current.status == AccountStatus::Closed {
         // A concurrent or earlier closure won: answer what it did.
         return recorded_closure(ctx, &account.id).await.map(Some);
@@ -129,7 +130,7 @@ async fn closure_lost(ctx: &PrivacyContext, account: &Account) -> ApiResult<Opti
 
 /// What is kept after a closure at `closed_at`, and until when.
 fn retained_data(ctx: &PrivacyContext, closed_at: DateTime<Utc>, kyc_until: Option<i64>) -> Vec<RetainedData> {
-    let retention = &ctx.config.retention;
+    let retention = &ctx.ports.config.retention;
     let until = |at: i64| DateTime::from_timestamp(at, 0).map(timestamp).unwrap_or_default();
     let mut retained = vec![RetainedData {
         data: "account",
@@ -158,7 +159,7 @@ fn closure_outcome(retained: &[RetainedData], refund: i64) -> String {
 
 /// The answer of a closure that already committed, rebuilt from what it stored.
 async fn recorded_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Closure> {
-    let store = ctx.store.as_ref();
+    let store = ctx.ports.store.as_ref();
     let profile = store
         .get(Table::Main, &user_pk(user_id), PROFILE_SK)
         .await?
@@ -188,12 +189,12 @@ async fn recorded_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Clos
 /// files) are deleted, remaining sessions too; consents, KYC decisions and the wallet's registry entry get
 /// their retention expiry; a refund owed is marked for the refunds job. Done, it removes the pending marker.
 pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()> {
-    let store = ctx.store.as_ref();
+    let store = ctx.ports.store.as_ref();
     let Some(account) = store.account(user_id).await? else { return Ok(()) };
     let Some(closed_at) = account.closed_at.filter(|_| account.status == AccountStatus::Closed) else {
         return Ok(());
     };
-    let retention = &ctx.config.retention;
+    let retention = &ctx.ports.config.retention;
     for (slot, key) in store.keys(user_id).await? {
         store.delete_key(user_id, &slot, &key.key_hash).await?;
     }
@@ -217,7 +218,7 @@ pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()
     let wallet_until = retention.expiry(ItemClass::Wallet, closed_at).unwrap_or(i64::MAX);
     wallet::expire_registry(store, user_id, wallet_until).await?;
     // The closing transaction is at DynamoDB Local's size limit: the refunds job learns of the money here.
-    wallet::closure_refunds::mark_due(store, &ctx.config, ctx.clock.now(), user_id).await?;
+    wallet::closure_refunds::mark_due(store, &ctx.ports.config, ctx.ports.clock.now(), user_id).await?;
     store.delete(accounts::registry_delete(user_id)).await?;
     // The follow-up ends with the confirmation, once: only the run that removes the marker sends it (the
     // closing transaction is at its size limit). It goes to the address the account had.
@@ -230,7 +231,7 @@ pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()
     };
     let summary =
         retained.iter().map(|r| format!("{} until {}", r.data.replace('_', " "), date(&r.until))).collect::<Vec<_>>();
-    let confirmation = OutboxMail::new(MailKind::AccountClosed, user_id, ctx.clock.now())
+    let confirmation = OutboxMail::new(MailKind::AccountClosed, user_id, ctx.ports.clock.now())
         .to(&account.email)
         .param("closed_on", crate::notifications::messages::in_ist(closed_at))
         .param("retained", summary.join("; "));
@@ -252,7 +253,7 @@ pub async fn finish_pending_closures(ctx: &PrivacyContext, budget: std::time::Du
     let mut after = None;
     loop {
         // Paged, so closures that keep failing never hide the ones behind them.
-        let page = ctx.store.query(Query::new(Table::Main, PENDING_CLOSURES_PK).limit(100).after(after)).await?;
+        let page = ctx.ports.store.query(Query::new(Table::Main, PENDING_CLOSURES_PK).limit(100).after(after)).await?;
         for item in page.items {
             if started.elapsed() >= budget {
                 return Ok(finished);

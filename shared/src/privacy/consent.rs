@@ -11,7 +11,7 @@ use crate::store::{Conditional, StoreError, WriteOp};
 
 /// What `GET /v1/privacy` publishes.
 pub fn notice(ctx: &PrivacyContext) -> Value {
-    let config = &ctx.config;
+    let config = &ctx.ports.config;
     json!({
         "policy_version": config.policy_version,
         "retention": config.retention.published(config.session_ttl, config.login_window),
@@ -41,7 +41,7 @@ pub async fn unsubscribe(ctx: &PrivacyContext, token: &str, client: &ClientInfo)
     if token.is_empty() {
         return Err(invalid());
     }
-    let store = ctx.store.as_ref();
+    let store = ctx.ports.store.as_ref();
     let user_id = crate::notifications::delivery::unsubscribe_account(store, token).await?.ok_or_else(invalid)?;
     for _ in 0..CLOSE_ATTEMPTS {
         let Some(account) = store.account(&user_id).await?.filter(|a| a.status == AccountStatus::Active) else {
@@ -50,7 +50,7 @@ pub async fn unsubscribe(ctx: &PrivacyContext, token: &str, client: &ClientInfo)
         if !account.marketing_consent {
             return Ok(());
         }
-        let now = ctx.clock.now();
+        let now = ctx.ports.clock.now();
         let version = account.accepted_policy_version.clone();
         let ops = vec![
             WriteOp::Update(accounts::profile_update(&account).set("marketing_consent", json!(false))),
@@ -75,7 +75,7 @@ pub async fn accept_policy(
     version: &str,
     client: &ClientInfo,
 ) -> ApiResult<Account> {
-    let current = &ctx.config.policy_version;
+    let current = &ctx.ports.config.policy_version;
     if version.trim() != current {
         return Err(ApiError::invalid(
             ErrorCode::TermsNotAccepted,
@@ -83,12 +83,12 @@ pub async fn accept_policy(
             format!("the policy in force is version {current}; accept exactly that version"),
         ));
     }
-    let store = ctx.store.as_ref();
+    let store = ctx.ports.store.as_ref();
     let account = active_account(store.account(user_id).await?)?;
     if account.accepted_policy_version == *current {
         return Ok(account);
     }
-    let now = ctx.clock.now();
+    let now = ctx.ports.clock.now();
     let ops = vec![
         WriteOp::Update(accounts::profile_update(&account).set("accepted_policy_version", json!(current))),
         accounts::consent_put(&account, current, account.marketing_consent, "policy_update", client, now)?,

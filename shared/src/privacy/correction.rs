@@ -32,8 +32,8 @@ pub(super) async fn confirm_password(
         ));
     };
     let hash = Some(account.password_hash.clone());
-    let (store, clock) = (ctx.store.as_ref(), ctx.clock.as_ref());
-    if !crate::auth::check_password(store, clock, &ctx.config, &account.email, hash, password).await? {
+    let (store, clock) = (ctx.ports.store.as_ref(), ctx.ports.clock.as_ref());
+    if !crate::auth::check_password(store, clock, &ctx.ports.config, &account.email, hash, password).await? {
         return Err(ApiError::Forbidden {
             code: ErrorCode::IncorrectPassword,
             message: format!("{field} is incorrect"),
@@ -50,9 +50,9 @@ pub async fn correct(
     client: &ClientInfo,
 ) -> ApiResult<Account> {
     let Correction { full_name, marketing, email, password } = Correction::parse(&body)?;
-    let store = ctx.store.as_ref();
+    let store = ctx.ports.store.as_ref();
     let account = active_account(store.account(user_id).await?)?;
-    let now = ctx.clock.now();
+    let now = ctx.ports.clock.now();
     let mut update = accounts::profile_update(&account);
     let mut ops = Vec::new();
     let mut changed = Vec::new();

@@ -70,10 +70,10 @@ fn export_put(user_id: &str, export: &DataExport, expires_at: i64, condition: Co
 /// `POST /v1/privacy/exports`: records the access request and a pending export, and has it built outside the
 /// request ([`ExportBuilds`]); `GET /v1/privacy/exports/{id}` shows its status.
 pub async fn create_export(ctx: &PrivacyContext, user_id: &str) -> ApiResult<DataExport> {
-    let store = ctx.store.as_ref();
+    let store = ctx.ports.store.as_ref();
     active_account(store.account(user_id).await?)?;
-    let now = ctx.clock.now();
-    let expires_at = ctx.config.retention.until(Span::Exports, now);
+    let now = ctx.ports.clock.now();
+    let expires_at = ctx.ports.config.retention.until(Span::Exports, now);
     let request = Recorded::new(ctx, user_id, RequestKind::Access);
     let export = DataExport {
         id: format!("exp_{}", random_suffix()),
@@ -138,10 +138,11 @@ const EXPORT_BUILD_DEADLINE: Duration = Duration::minutes(30);
 
 /// A stored export and its expiry.
 async fn stored_export(ctx: &PrivacyContext, user_id: &str, export_id: &str) -> ApiResult<Option<(DataExport, i64)>> {
-    let item = ctx.store.get(Table::Main, &user_pk(user_id), &schema::prefixed(EXPORT_PREFIX, export_id)).await?;
+    let item = ctx.ports.store.get(Table::Main, &user_pk(user_id), &schema::prefixed(EXPORT_PREFIX, export_id)).await?;
     let Some(item) = item else { return Ok(None) };
     let export: DataExport = item.record()?;
-    let expires_at = item.expires_at.unwrap_or_else(|| ctx.config.retention.until(Span::Exports, export.created_at));
+    let expires_at =
+        item.expires_at.unwrap_or_else(|| ctx.ports.config.retention.until(Span::Exports, export.created_at));
     Ok(Some((export, expires_at)))
 }
 
@@ -155,7 +156,7 @@ async fn finish_export(
     expires_at: i64,
     outcome: Result<(String, u64), &str>,
 ) -> ApiResult<ExportStatus> {
-    let store = ctx.store.as_ref();
+    let store = ctx.ports.store.as_ref();
     let request_item = store.get(Table::Main, &user_pk(user_id), &export.request_sk).await?;
     let request_item =
         request_item.ok_or_else(|| ApiError::Internal(format!("export {} has no request", export.id)))?;
@@ -165,7 +166,7 @@ async fn finish_export(
         expires_at: request_item.expires_at.unwrap_or(i64::MAX),
         request: request_item.record()?,
     };
-    let done = ctx.clock.now();
+    let done = ctx.ports.clock.now();
     match outcome {
         Ok((key, size)) => {
             export.status = ExportStatus::Ready;
@@ -188,7 +189,7 @@ async fn finish_export(
                 ExportStatus::Ready => {
                     format!(
                         "your export is ready to download from the dashboard for {} days",
-                        ctx.config.retention.export_days
+                        ctx.ports.config.retention.export_days
                     )
                 }
                 _ => "the export could not be built; please request a new one".to_owned(),
@@ -237,7 +238,7 @@ pub async fn export_view(ctx: &PrivacyContext, user_id: &str, export_id: &str) -
         return Err(not_found());
     }
     let (mut export, expires_at) = stored_export(ctx, user_id, export_id).await?.ok_or_else(not_found)?;
-    let now = ctx.clock.now();
+    let now = ctx.ports.clock.now();
     if export.status == ExportStatus::Pending && now - export.created_at > EXPORT_BUILD_DEADLINE {
         let reason = "the export was not built in time; request a new one";
         finish_export(ctx, user_id, export, expires_at, Err(reason)).await?;
@@ -266,9 +267,9 @@ fn records(items: &[Item]) -> StoreResult<Vec<Value>> {
 /// Everything held about the user, as one JSON document. The PAN is shown in full to its owner (decrypted
 /// from the vault); the Aadhaar number stays masked, as UIDAI requires; keys appear as metadata only.
 pub async fn export_document(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Value> {
-    let store = ctx.store.as_ref();
+    let store = ctx.ports.store.as_ref();
     let account = store.account(user_id).await?.ok_or_else(|| ApiError::Internal("account vanished".into()))?;
-    let mut account_view = serde_json::to_value(AccountView::new(&account, &ctx.config.policy_version))
+    let mut account_view = serde_json::to_value(AccountView::new(&account, &ctx.ports.config.policy_version))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     account_view["status"] = json!(account.status);
 
@@ -290,7 +291,7 @@ pub async fn export_document(ctx: &PrivacyContext, user_id: &str) -> ApiResult<V
         .collect::<StoreResult<_>>()?;
     Ok(json!({
         "format": "inferex-data-export/1",
-        "generated_at": timestamp(ctx.clock.now()),
+        "generated_at": timestamp(ctx.ports.clock.now()),
         "user_id": user_id,
         "account": account_view,
         "consents": records(&all_with_prefix(store, user_id, schema::prefix::CONSENT).await?)?,
@@ -307,7 +308,7 @@ pub async fn export_document(ctx: &PrivacyContext, user_id: &str) -> ApiResult<V
 
 /// The export's KYC part: the record with the PAN revealed to its owner, and the operators' decisions.
 async fn kyc_export(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Value> {
-    let store = ctx.store.as_ref();
+    let store = ctx.ports.store.as_ref();
     Ok(match store.kyc_record(user_id).await? {
         None => Value::Null,
         Some(record) => {

@@ -11,10 +11,9 @@
 use std::sync::Arc;
 
 use crate::blobs::BlobStore;
-use crate::clock::Clock;
-use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::kyc::KycKeys;
+use crate::ports::Ports;
 
 mod requests;
 pub use requests::{PrivacyRequest, PrivacyRequestView, RequestKind, RequestStatus, requests};
@@ -30,22 +29,19 @@ pub use export::{
 mod closure;
 pub use closure::{Closure, RetainedData, close_account, finish_closure, finish_pending_closures};
 
-use crate::store::{ItemStore, schema};
+use crate::store::schema;
 
 /// The DPDP Act's outer limit for answering a data principal's request.
 pub const RESPONSE_DAYS: i64 = 30;
 /// How long a download link of an export works.
 pub const EXPORT_LINK_VALIDITY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
-/// What data-rights calls use (the HTTP layer builds it from its `AppState`): the store, the clock and the
-/// configuration, and where the function has them, the KYC keys (an export shows its owner the PAN) and the
+/// What data-rights calls use (the HTTP layer builds it from its `AppState`): the ports, and where the function has them, the KYC keys (an export shows its owner the PAN) and the
 /// blob store (export files).
 #[derive(Clone)]
 pub struct PrivacyContext {
     pub(crate) export_builds: ExportBuilds,
-    pub(crate) store: Arc<dyn ItemStore>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) config: Arc<Config>,
+    pub(crate) ports: Ports,
     pub(crate) kyc_keys: Option<Arc<KycKeys>>,
     pub(crate) blobs: Option<Arc<dyn BlobStore>>,
 }

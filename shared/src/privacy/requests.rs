@@ -76,7 +76,7 @@ pub(super) struct Recorded {
 
 impl Recorded {
     pub(super) fn new(ctx: &PrivacyContext, user_id: &str, kind: RequestKind) -> Self {
-        let now = ctx.clock.now();
+        let now = ctx.ports.clock.now();
         Self {
             user_id: user_id.to_owned(),
             sk: time_sort_key(REQUEST_PREFIX, now),
@@ -89,7 +89,7 @@ impl Recorded {
                 completed_at: None,
                 outcome: "received".into(),
             },
-            expires_at: ctx.config.retention.until(Span::PrivacyRequests, now),
+            expires_at: ctx.ports.config.retention.until(Span::PrivacyRequests, now),
         }
     }
 
