@@ -35,7 +35,7 @@ pub async fn deliver_forever(state: AppState, mailer: FileMailer) {
 
 /// One delivery pass (also what tests call to read their mail at once).
 pub async fn deliver_now(state: &AppState, mailer: &FileMailer) {
-    if let Err(e) = deliver_waiting(state.store.as_ref(), mailer, &state.config, state.clock.now(), PER_PASS).await {
+    if let Err(e) = deliver_waiting(&state.ports, mailer, state.clock.now(), PER_PASS).await {
         tracing::warn!(error = %e, "local mail delivery failed; retrying");
     }
 }

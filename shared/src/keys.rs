@@ -8,13 +8,13 @@
 //!   key's slot expires with it and frees itself.
 
 use crate::error::ErrorCode;
+use crate::ports::Ports;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::accounts::{timestamp, user_pk};
-use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
 use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::secrets::{random_suffix, random_token, sha256_hex};
@@ -163,12 +163,9 @@ pub struct NewKeyRequest {
 }
 
 /// Creates a key in a free slot. At most [`MAX_ACTIVE_KEYS`] live keys per account, even under concurrency.
-pub async fn create_key<S: KeyStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    user_id: &str,
-    request: NewKeyRequest,
-) -> ApiResult<CreatedKey> {
+pub async fn create_key(ports: &Ports, user_id: &str, request: NewKeyRequest) -> ApiResult<CreatedKey> {
+    let store = ports.store();
+    let clock = ports.clock();
     let name = request.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(

@@ -175,10 +175,7 @@ pub async fn create_account(state: &crate::state::AppState, email: &str) -> Resu
     };
     let client = crate::accounts::ClientInfo::default();
     let account =
-        crate::accounts::signup(state.store.as_ref(), state.clock.as_ref(), &state.config, (request, &client), |a| {
-            crate::verification::signup_ops(a)
-        })
-        .await?;
+        crate::accounts::signup(&state.ports, (request, &client), |a| crate::verification::signup_ops(a)).await?;
     Ok(account.id)
 }
 
@@ -197,14 +194,6 @@ pub async fn signed_in_account(
     .set("email_verified", serde_json::json!(true));
     state.store.update(verified).await?;
     let client = crate::accounts::ClientInfo::default();
-    let session = crate::auth::login(
-        state.store.as_ref(),
-        state.clock.as_ref(),
-        &state.config,
-        email,
-        TEST_PASSWORD.into(),
-        &client,
-    )
-    .await?;
+    let session = crate::auth::login(&state.ports, email, TEST_PASSWORD.into(), &client).await?;
     Ok((id, session.token))
 }

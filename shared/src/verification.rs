@@ -7,6 +7,7 @@
 //! ([`crate::auth::reserve_in_window`]).
 
 use crate::error::ErrorCode;
+use crate::ports::Ports;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde_json::json;
@@ -16,7 +17,6 @@ use crate::accounts::{
     require_active_with_password,
 };
 use crate::auth::{Reservation, clear_sessions, end_every_session, reserve_in_window};
-use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
 use crate::links;
 use crate::notifications::{MailKind, OutboxMail, enqueue};
@@ -71,12 +71,9 @@ pub struct Verified {
 /// address verified. For the new address of a change, the change takes effect (the address claim moves, and
 /// both addresses are told), and only from a session of the account: a link that reached a mistyped address
 /// cannot move someone else's account to it. `session_user` is the id of the caller's session, if any.
-pub async fn verify_email<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    token: &str,
-    session_user: Option<&str>,
-) -> ApiResult<Verified> {
+pub async fn verify_email(ports: &Ports, token: &str, session_user: Option<&str>) -> ApiResult<Verified> {
+    let store = ports.store();
+    let clock = ports.clock();
     missing_token(token)?;
     let link = links::email_link(store, token).await?.ok_or_else(invalid_token)?;
     let account =
@@ -142,7 +139,9 @@ async fn take_rate<S: ItemStore + ?Sized>(
 
 /// `POST /v1/auth/verify-email/resend`: a new link for the address waiting to be verified (the pending
 /// new address of a change, else the account's own). Returns that address.
-pub async fn resend<S: ItemStore + ?Sized>(store: &S, clock: &dyn Clock, user_id: &str) -> ApiResult<String> {
+pub async fn resend(ports: &Ports, user_id: &str) -> ApiResult<String> {
+    let store = ports.store();
+    let clock = ports.clock();
     let account = store
         .account(user_id)
         .await?
@@ -170,12 +169,9 @@ pub async fn resend<S: ItemStore + ?Sized>(store: &S, clock: &dyn Clock, user_id
 /// `POST /v1/auth/password-reset`: e-mails a reset link if an open account has the address. The answer is
 /// the same either way (the caller learns nothing about who has an account); the rate limits apply to the
 /// address and the client IP whether or not an account exists.
-pub async fn request_reset<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    email: &str,
-    client: &ClientInfo,
-) -> ApiResult<()> {
+pub async fn request_reset(ports: &Ports, email: &str, client: &ClientInfo) -> ApiResult<()> {
+    let store = ports.store();
+    let clock = ports.clock();
     let email = accounts::normalize_email(email)?;
     let now = clock.now();
     if let Some(ip) = &client.ip {
@@ -197,12 +193,9 @@ pub async fn request_reset<S: ItemStore + ?Sized>(
 
 /// `POST /v1/auth/password-reset/confirm`: sets the new password with a reset link, ends every session of
 /// the account, and (the link reached its inbox) marks the address verified. Returns the sessions ended.
-pub async fn confirm_reset<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    token: &str,
-    password: String,
-) -> ApiResult<usize> {
+pub async fn confirm_reset(ports: &Ports, token: &str, password: String) -> ApiResult<usize> {
+    let store = ports.store();
+    let clock = ports.clock();
     missing_token(token)?;
     let link = links::reset_link(store, token).await?.ok_or_else(invalid_token)?;
     let account = store

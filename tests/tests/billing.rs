@@ -78,7 +78,8 @@ async fn settlement_charges_the_actual_cost_and_returns_the_rest(backend: Backen
     let user = funded_user(&api, "settle@example.in", 100).await?;
     let hints = BalanceHints::default();
     let store = api.state.store.as_ref();
-    let hold = metering::place_hold(store, &api.clock, &hints, &user, 10 * UNITS_PER_RUPEE).await?;
+    let ports = &api.state.ports;
+    let hold = metering::place_hold(ports, &hints, &user, 10 * UNITS_PER_RUPEE).await?;
     let wallet = store.wallet(&user).await?;
     assert_eq!(
         (wallet.balance, wallet.held, wallet.available),
@@ -106,21 +107,22 @@ async fn a_charge_above_its_hold_is_charged_in_full_and_an_empty_wallet_gets_402
     let user = funded_user(&api, "cap@example.in", 100).await?;
     let hints = BalanceHints::default();
     let store = api.state.store.as_ref();
-    let hold = metering::place_hold(store, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?;
+    let ports = &api.state.ports;
+    let hold = metering::place_hold(ports, &hints, &user, UNITS_PER_RUPEE).await?;
     // Nothing the provider bills is forgiven: a report above the hold is charged, and its excess recorded.
     let logged = settle(&api, &hints, &hold, 50 * UNITS_PER_RUPEE).await?;
     assert_eq!((logged.cost, logged.over_hold), (50 * UNITS_PER_RUPEE, 49 * UNITS_PER_RUPEE));
     let wallet = store.wallet(&user).await?;
     assert_eq!((wallet.balance, wallet.held, wallet.available), (50 * UNITS_PER_RUPEE, 0, 50 * UNITS_PER_RUPEE));
 
-    let too_much = metering::place_hold(store, &api.clock, &hints, &user, 100 * UNITS_PER_RUPEE).await;
+    let too_much = metering::place_hold(ports, &hints, &user, 100 * UNITS_PER_RUPEE).await;
     let error = too_much.err().ok_or("a hold above the balance passed")?;
     assert_eq!(
         (error.status().as_u16(), error.code(), error.error_type()),
         (402, "insufficient_balance", "insufficient_quota")
     );
     let (nobody, _) = api.signed_in("empty@example.in").await?;
-    assert!(metering::place_hold(store, &api.clock, &hints, &nobody, 1).await.is_err(), "no wallet, no hold");
+    assert!(metering::place_hold(ports, &hints, &nobody, 1).await.is_err(), "no wallet, no hold");
     api.ledger_checked_balance(&user).await?;
     Ok(())
 }
@@ -135,7 +137,7 @@ async fn ten_times_more_concurrent_requests_than_the_balance_covers_never_oversp
     for _ in 0..10 * n {
         let (api, user, hints) = (api.clone(), user.clone(), hints.clone());
         tasks.push(shared::tasks::spawn("test", async move {
-            match metering::place_hold(api.state.store.as_ref(), &api.clock, &hints, &user, price).await {
+            match metering::place_hold(&api.state.ports, &hints, &user, price).await {
                 Ok(hold) => settle(&api, &hints, &hold, price).await.map(|u| u.cost > 0),
                 Err(e) if e.code() == "insufficient_balance" => Ok(false),
                 Err(e) => Err(e),
@@ -164,9 +166,9 @@ async fn stale_holds_of_calls_are_charged_what_they_recorded_or_in_full(backend:
     let user = funded_user(&api, "died@example.in", 100).await?;
     let hints = BalanceHints::default();
     let store = api.state.store.as_ref();
-    metering::place_call_hold(store, &api.clock, &hints, &user, 2 * UNITS_PER_RUPEE, &held_call("req_a")).await?;
-    let known =
-        metering::place_call_hold(store, &api.clock, &hints, &user, 3 * UNITS_PER_RUPEE, &held_call("req_b")).await?;
+    let ports = &api.state.ports;
+    metering::place_call_hold(ports, &hints, &user, 2 * UNITS_PER_RUPEE, &held_call("req_a")).await?;
+    let known = metering::place_call_hold(ports, &hints, &user, 3 * UNITS_PER_RUPEE, &held_call("req_b")).await?;
     let mut used = usage(&api, 40, 7);
     used.id = "req_b".into();
     metering::record_pending(store, &known, UNITS_PER_RUPEE / 2, &used).await?;
@@ -200,9 +202,9 @@ async fn a_late_settlement_after_the_sweeper_charged_charges_nothing_more(backen
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "late@example.in", 100).await?;
     let hints = BalanceHints::default();
-    let store = api.state.store.as_ref();
+    let ports = &api.state.ports;
     let call = held_call("req_late");
-    let hold = metering::place_call_hold(store, &api.clock, &hints, &user, 2 * UNITS_PER_RUPEE, &call).await?;
+    let hold = metering::place_call_hold(ports, &hints, &user, 2 * UNITS_PER_RUPEE, &call).await?;
     api.clock.advance(Duration::minutes(10));
     // Two sweeper runs at once (a schedule delivered twice), then the frozen call wakes up and settles.
     let (a, b) = tokio::join!(jobs::run(&api.state), jobs::run(&api.state));
@@ -221,13 +223,14 @@ async fn a_settlement_that_cannot_commit_leaves_its_usage_for_the_sweeper(backen
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "busy@example.in", 100).await?;
     let hints = BalanceHints::default();
-    let busy = FaultyStore::new(api.state.store.clone(), Fault::TransactionsConflict);
+    let busy = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::TransactionsConflict));
+    let ports = api.state.ports.with_store(busy.clone());
     let call = held_call("req_busy");
-    let hold = metering::place_call_hold(&busy, &api.clock, &hints, &user, 2 * UNITS_PER_RUPEE, &call).await?;
+    let hold = metering::place_call_hold(&ports, &hints, &user, 2 * UNITS_PER_RUPEE, &call).await?;
     let mut used = usage(&api, 30, 9);
     used.id = "req_busy".into();
     let soon = std::time::Instant::now() + std::time::Duration::from_millis(200);
-    let gave_up = metering::settle(&busy, &hints, &hold, UNITS_PER_RUPEE / 4, used, far(&api), soon).await;
+    let gave_up = metering::settle(busy.as_ref(), &hints, &hold, UNITS_PER_RUPEE / 4, used, far(&api), soon).await;
     assert_eq!(gave_up.err().map(|e| e.status().as_u16()), Some(503), "it gives up at its deadline");
     assert!(api.dump().await?.contains("holdusage_"), "with what the call used on record");
     api.clock.advance(Duration::minutes(10));
@@ -246,9 +249,10 @@ async fn stale_holds_are_swept_and_released_once(backend: Backend) -> TestResult
     let user = funded_user(&api, "sweep@example.in", 100).await?;
     let hints = BalanceHints::default();
     let store = api.state.store.as_ref();
-    let stale = metering::place_hold(store, &api.clock, &hints, &user, 30 * UNITS_PER_RUPEE).await?;
+    let ports = &api.state.ports;
+    let stale = metering::place_hold(ports, &hints, &user, 30 * UNITS_PER_RUPEE).await?;
     api.clock.advance(Duration::minutes(10));
-    let fresh = metering::place_hold(store, &api.clock, &hints, &user, 10 * UNITS_PER_RUPEE).await?;
+    let fresh = metering::place_hold(ports, &hints, &user, 10 * UNITS_PER_RUPEE).await?;
     // The scheduled jobs run the sweeper: holds older than the inference timeout with no call on record
     // are released, once.
     assert_eq!(
@@ -260,10 +264,9 @@ async fn stale_holds_are_swept_and_released_once(backend: Backend) -> TestResult
         metering::SweepReport { wallets: 1, ..Default::default() },
         "released once"
     );
-    let config = &api.state.config;
     let budget = std::time::Duration::from_secs(30);
     assert_eq!(
-        metering::sweep_stale_holds(store, &api.clock, config, Duration::minutes(5), budget).await?,
+        metering::sweep_stale_holds(ports, Duration::minutes(5), budget).await?,
         metering::SweepReport { wallets: 1, ..Default::default() }
     );
     assert_eq!(store.wallet(&user).await?.held, 10 * UNITS_PER_RUPEE);
@@ -284,10 +287,11 @@ async fn a_request_costs_one_write_before_and_one_after(backend: Backend) -> Tes
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "trips@example.in", 100).await?;
     let hints = BalanceHints::default();
-    let counting = CountingStore::new(api.state.store.clone());
-    let hold = metering::place_hold(&counting, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?;
+    let counting = Arc::new(CountingStore::new(api.state.store.clone()));
+    let ports = api.state.ports.with_store(counting.clone());
+    let hold = metering::place_hold(&ports, &hints, &user, UNITS_PER_RUPEE).await?;
     assert_eq!(counting.calls.swap(0, Ordering::SeqCst), 1, "one round trip before forwarding");
-    metering::settle(&counting, &hints, &hold, 1_000, usage(&api, 3, 4), far(&api), deadline()).await?;
+    metering::settle(counting.as_ref(), &hints, &hold, 1_000, usage(&api, 3, 4), far(&api), deadline()).await?;
     assert_eq!(counting.calls.load(Ordering::SeqCst), 1, "one round trip after");
     Ok(())
 }
@@ -296,15 +300,16 @@ async fn overlapping_requests_on_one_wallet_settle_at_the_first_try(backend: Bac
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "overlap@example.in", 100).await?;
     let hints = BalanceHints::default();
-    let counting = CountingStore::new(api.state.store.clone());
+    let counting = Arc::new(CountingStore::new(api.state.store.clone()));
+    let ports = api.state.ports.with_store(counting.clone());
     // Three requests in flight at once; each settles after the others changed the balance.
     let mut holds = Vec::new();
     for _ in 0..3 {
-        holds.push(metering::place_hold(&counting, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?);
+        holds.push(metering::place_hold(&ports, &hints, &user, UNITS_PER_RUPEE).await?);
     }
     counting.calls.store(0, Ordering::SeqCst);
     for hold in holds.iter().rev() {
-        metering::settle(&counting, &hints, hold, 1_000, usage(&api, 3, 4), far(&api), deadline()).await?;
+        metering::settle(counting.as_ref(), &hints, hold, 1_000, usage(&api, 3, 4), far(&api), deadline()).await?;
     }
     assert_eq!(counting.calls.load(Ordering::SeqCst), 3, "one round trip per settlement");
     assert_eq!(api.state.store.wallet(&user).await?.balance, 100 * UNITS_PER_RUPEE - 3_000);
@@ -319,15 +324,16 @@ async fn fifty_concurrent_settlements_on_one_wallet_each_commit_at_the_first_try
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "fifty@example.in", 100).await?;
     let hints = BalanceHints::default();
-    let counting = CountingStore::new(api.state.store.clone());
+    let counting = Arc::new(CountingStore::new(api.state.store.clone()));
+    let ports = api.state.ports.with_store(counting.clone());
     let mut placed = Vec::new();
     for _ in 0..CALLS {
-        placed.push(metering::place_hold(&counting, &api.clock, &hints, &user, UNITS_PER_RUPEE).await?);
+        placed.push(metering::place_hold(&ports, &hints, &user, UNITS_PER_RUPEE).await?);
     }
     counting.calls.store(0, Ordering::SeqCst);
     let settlements = placed
         .iter()
-        .map(|hold| metering::settle(&counting, &hints, hold, 1_000, usage(&api, 3, 4), far(&api), deadline()));
+        .map(|hold| metering::settle(counting.as_ref(), &hints, hold, 1_000, usage(&api, 3, 4), far(&api), deadline()));
     for settled in futures_util::future::join_all(settlements).await {
         assert_eq!(settled?.cost, 1_000);
     }
@@ -341,7 +347,7 @@ async fn a_wrong_balance_hint_costs_a_retry_never_a_wrong_ledger(backend: Backen
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "hint@example.in", 100).await?;
     let hints = BalanceHints::default();
-    let hold = metering::place_hold(api.state.store.as_ref(), &api.clock, &hints, &user, UNITS_PER_RUPEE).await?;
+    let hold = metering::place_hold(&api.state.ports, &hints, &user, UNITS_PER_RUPEE).await?;
     // Another process credited or charged the wallet since: this process's hint is wrong.
     hints.note(&user, 7 * UNITS_PER_RUPEE);
     assert_eq!(settle(&api, &hints, &hold, UNITS_PER_RUPEE / 2).await?.cost, UNITS_PER_RUPEE / 2);
@@ -367,15 +373,8 @@ async fn a_razorpay_outage_does_not_stop_the_sweeper(backend: Backend) -> TestRe
         .await?;
     assert_eq!(order.status(), reqwest::StatusCode::CREATED, "an open top-up for reconciliation to check");
     let store = api.state.store.as_ref();
-    metering::place_call_hold(
-        store,
-        &api.clock,
-        &BalanceHints::default(),
-        &user,
-        3 * UNITS_PER_RUPEE,
-        &held_call("req_x"),
-    )
-    .await?;
+    let ports = &api.state.ports;
+    metering::place_call_hold(ports, &BalanceHints::default(), &user, 3 * UNITS_PER_RUPEE, &held_call("req_x")).await?;
     api.razorpay.set_failing(true);
     api.clock.advance(Duration::minutes(10));
 

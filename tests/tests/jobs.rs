@@ -17,6 +17,7 @@ async fn jobs_without_razorpays_keys_still_sweep_holds_and_redrive_mail(backend:
     let (user, token) = api.verified_user("nokeys@example.in").await?;
     api.fund(&token, 100).await?;
     let store = api.state.store.as_ref();
+    let ports = &api.state.ports;
     // A call whose process died before settling: its hold is left for the sweeper.
     let call = metering::HeldCall {
         request_id: "req_orphan".into(),
@@ -25,7 +26,7 @@ async fn jobs_without_razorpays_keys_still_sweep_holds_and_redrive_mail(backend:
         prompt_tokens: 100,
         completion_tokens: 50,
     };
-    metering::place_call_hold(store, &api.clock, &BalanceHints::default(), &user, 3 * UNITS_PER_RUPEE, &call).await?;
+    metering::place_call_hold(ports, &BalanceHints::default(), &user, 3 * UNITS_PER_RUPEE, &call).await?;
     // A message whose sender claimed it and died: left for the outbox redrive.
     api.signup("stuck-mail@example.in", "correct horse battery").await?.error_for_status()?;
     let waiting = store.query(Query::new(Table::Main, schema::OUTBOX_PK)).await?.items;

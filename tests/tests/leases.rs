@@ -532,8 +532,7 @@ async fn an_instance_serving_one_call_at_a_time_reserves_only_its_calls_hold(bac
     // Idle, the purse goes back.
     api.clock.advance(Duration::seconds(61));
     let budget = std::time::Duration::from_secs(30);
-    metering::sweep_stale_holds(api.state.store.as_ref(), &api.clock, &api.state.config, Duration::minutes(6), budget)
-        .await?;
+    metering::sweep_stale_holds(&api.state.ports, Duration::minutes(6), budget).await?;
     assert_eq!(api.held_and_leased(&user).await?, (0, 0));
     assert_eq!(100 * UNITS_PER_RUPEE - api.ledger_checked_balance(&user).await?, billed(&api.cerebras)?);
     Ok(())

@@ -391,13 +391,7 @@ async fn a_new_policy_version_notifies_every_open_account_once(backend: Backend)
     let report = jobs::run(&state).await?;
     assert_eq!((report.policy_notices.queued, report.policy_notices.complete), (2, true));
     // A rerun sends nothing more.
-    let again = campaigns::announce_policy(
-        state.store.as_ref(),
-        &state.config,
-        api.clock_now(),
-        std::time::Duration::from_secs(5),
-    )
-    .await?;
+    let again = campaigns::announce_policy(&state.ports, api.clock_now(), std::time::Duration::from_secs(5)).await?;
     assert_eq!(again.queued, 0);
     for email in ["one@example.in", "two@example.in"] {
         let notices: Vec<_> = api.mail_to(email).await?.into_iter().filter(|m| m.kind == "policy_update").collect();

@@ -88,9 +88,9 @@ async fn usage_entries(api: &TestApi, user: &str) -> Res<Vec<shared::usage::Usag
 
 /// Runs the sweeper as the jobs do.
 async fn sweep(api: &TestApi) -> Res<metering::SweepReport> {
-    let store = api.state.store.as_ref();
+    let ports = &api.state.ports;
     let budget = std::time::Duration::from_secs(30);
-    Ok(metering::sweep_stale_holds(store, &api.clock, &api.state.config, Duration::minutes(6), budget).await?)
+    Ok(metering::sweep_stale_holds(ports, Duration::minutes(6), budget).await?)
 }
 
 /// Eight instances serve 40 calls each of one account, all at once. Without purses each call would write
@@ -168,21 +168,22 @@ async fn money_other_purses_keep_never_refuses_a_call_the_balance_covers(backend
     let api = TestApi::start(backend).await?;
     let (user, _, _) = customer(&api, "gather@example.in", 100).await?;
     let store = api.state.store.as_ref();
+    let ports = &api.state.ports;
     let (a, b, c) = (Arc::new(Purses::new()), Arc::new(Purses::new()), Arc::new(Purses::new()));
     let hints = BalanceHints::default();
     // A funds sixteen holds like its first: 80 of the 100.
-    let first = a.hold(store, &api.clock, &user, 5 * RUPEE, &call(1)).await?;
+    let first = a.hold(ports, &user, 5 * RUPEE, &call(1)).await?;
     assert_eq!(store.wallet(&user).await?.available, 20 * RUPEE);
     metering::settle(store, &hints, &first, RUPEE, usage(&api, 1), far(&api), deadline()).await?;
     // B needs 60: the wallet has 20, A's purse 79 free.
-    let second = b.hold(store, &api.clock, &user, 60 * RUPEE, &call(2)).await?;
+    let second = b.hold(ports, &user, 60 * RUPEE, &call(2)).await?;
     assert_eq!(store.wallet(&user).await?.available, 39 * RUPEE, "A's free money came back for B");
     api.held_and_leased(&user).await?;
     // 40 is more than anything free: the exact 402.
-    let refused = c.hold(store, &api.clock, &user, 40 * RUPEE, &call(3)).await;
+    let refused = c.hold(ports, &user, 40 * RUPEE, &call(3)).await;
     assert!(matches!(refused, Err(ApiError::PaymentRequired { .. })), "{refused:?}");
     // Exactly what is free is not refused.
-    let third = c.hold(store, &api.clock, &user, 39 * RUPEE, &call(4)).await?;
+    let third = c.hold(ports, &user, 39 * RUPEE, &call(4)).await?;
     assert_eq!(store.wallet(&user).await?.available, 0);
     for (hold, n) in [(second, 2), (third, 4)] {
         metering::settle(store, &hints, &hold, RUPEE, usage(&api, n), far(&api), deadline()).await?;
@@ -200,18 +201,19 @@ async fn a_call_its_own_purse_and_the_wallet_cover_together_is_not_refused(backe
     let api = TestApi::start(backend).await?;
     let (user, _, _) = customer(&api, "own-purse@example.in", 100).await?;
     let store = api.state.store.as_ref();
+    let ports = &api.state.ports;
     let a = Arc::new(Purses::new());
     // 16 holds of 5.9375 (95 of the 100) go into the purse; the call costs 85 of them: 10 free, 5 left.
-    let first = a.hold(store, &api.clock, &user, 95 * RUPEE / 16, &call(1)).await?;
+    let first = a.hold(ports, &user, 95 * RUPEE / 16, &call(1)).await?;
     metering::settle(store, &BalanceHints::default(), &first, 85 * RUPEE, usage(&api, 1), far(&api), deadline())
         .await?;
     assert_eq!(store.wallet(&user).await?.available, 5 * RUPEE);
-    let second = a.hold(store, &api.clock, &user, 12 * RUPEE, &call(2)).await?;
+    let second = a.hold(ports, &user, 12 * RUPEE, &call(2)).await?;
     assert_eq!(store.wallet(&user).await?.available, 3 * RUPEE);
     metering::settle(store, &BalanceHints::default(), &second, 12 * RUPEE, usage(&api, 2), far(&api), deadline())
         .await?;
     // 3 left in all: 4 is refused, exactly.
-    let refused = a.hold(store, &api.clock, &user, 4 * RUPEE, &call(3)).await;
+    let refused = a.hold(ports, &user, 4 * RUPEE, &call(3)).await;
     assert!(matches!(refused, Err(ApiError::PaymentRequired { .. })), "{refused:?}");
     api.clock.advance(Duration::seconds(61));
     sweep(&api).await?;
@@ -226,11 +228,12 @@ async fn closing_an_account_stops_its_purses_and_refunds_their_money(backend: Ba
     let api = TestApi::start(backend).await?;
     let (user, _, _) = customer(&api, "closing@example.in", 100).await?;
     let store = api.state.store.as_ref();
+    let ports = &api.state.ports;
     let a = Arc::new(Purses::new());
-    let first = a.hold(store, &api.clock, &user, 5 * RUPEE, &call(1)).await?;
+    let first = a.hold(ports, &user, 5 * RUPEE, &call(1)).await?;
     metering::settle(store, &BalanceHints::default(), &first, RUPEE, usage(&api, 1), far(&api), deadline()).await?;
     shared::privacy::close_account(&(&api.state).into(), &user, Some(PASSWORD.into())).await?;
-    let refused = a.hold(store, &api.clock, &user, RUPEE, &call(2)).await;
+    let refused = a.hold(ports, &user, RUPEE, &call(2)).await;
     assert!(
         matches!(refused, Err(ApiError::Unauthenticated { .. })),
         "a closed account's purse serves no call: {refused:?}"
@@ -253,14 +256,15 @@ async fn a_dispute_that_leaves_the_account_owing_stops_its_purses(backend: Backe
     let (user, token) = api.verified_user("owing-purse@example.in").await?;
     let payment = api.fund(&token, 2).await?;
     let store = api.state.store.as_ref();
+    let ports = &api.state.ports;
     let a = Arc::new(Purses::new());
     // A takes sixteen holds of 10 paise: 1.60 of the 2.00.
-    let first = a.hold(store, &api.clock, &user, RUPEE / 10, &call(1)).await?;
+    let first = a.hold(ports, &user, RUPEE / 10, &call(1)).await?;
     metering::settle(store, &BalanceHints::default(), &first, RUPEE / 10, usage(&api, 1), far(&api), deadline())
         .await?;
     let dispute = api.razorpay.dispute_webhook(&payment, "disp_OwingPurse001", "payment.dispute.created", 200);
     assert_eq!(api.razorpay.deliver(&dispute).await, Some(200));
-    let refused = a.hold(store, &api.clock, &user, RUPEE / 10, &call(2)).await;
+    let refused = a.hold(ports, &user, RUPEE / 10, &call(2)).await;
     assert!(
         matches!(refused, Err(ApiError::PaymentRequired { .. })),
         "no call starts while the account owes: {refused:?}"
@@ -288,11 +292,12 @@ async fn a_dead_instance_purse_is_charged_and_returned_by_the_sweeper(backend: B
     let api = TestApi::start(backend).await?;
     let (user, _, _) = customer(&api, "dead-purse@example.in", 100).await?;
     let store = api.state.store.as_ref();
+    let ports = &api.state.ports;
     let a = Arc::new(Purses::new());
-    let first = a.hold(store, &api.clock, &user, 2 * RUPEE, &call(1)).await?;
+    let first = a.hold(ports, &user, 2 * RUPEE, &call(1)).await?;
     metering::settle(store, &BalanceHints::default(), &first, RUPEE, usage(&api, 1), far(&api), deadline()).await?;
     // The instance dies while its second call runs.
-    a.hold(store, &api.clock, &user, 5 * RUPEE, &call(2)).await?;
+    a.hold(ports, &user, 5 * RUPEE, &call(2)).await?;
     api.clock.advance(Duration::seconds(20));
     let early = sweep(&api).await?;
     assert_eq!((early.charged, early.purses), (0, 0), "a call may still run: nothing is swept");

@@ -11,7 +11,8 @@ use futures_util::StreamExt;
 use serde_json::json;
 use shared::clock::ManualClock;
 use shared::money::UNITS_PER_RUPEE;
-use shared::store::{Condition, Item, ItemStore, Put, Table, schema};
+use shared::ports::Ports;
+use shared::store::{Condition, Item, Put, Table, schema};
 use shared::wallet::WalletStore;
 use shared::wallet::metering::{self, BalanceHints, HeldCall};
 
@@ -20,7 +21,8 @@ on_both_stores!(a_sweep_out_of_time_goes_on_where_it_stopped_and_visits_every_wa
 const HOLD: i64 = UNITS_PER_RUPEE;
 
 /// `count` wallets of ₹10, each with a hold of ₹1 for a call, placed the real way; returns their user ids.
-async fn wallets_with_holds(store: &dyn ItemStore, clock: &ManualClock, count: usize) -> Result<Vec<String>, String> {
+async fn wallets_with_holds(ports: &Ports, count: usize) -> Result<Vec<String>, String> {
+    let store = ports.store();
     let users: Vec<String> = (0..count).map(|i| format!("usr_sweep{i:06}")).collect();
     let results: Vec<Result<(), String>> = futures_util::stream::iter(users.iter())
         .map(|user| async move {
@@ -43,7 +45,7 @@ async fn wallets_with_holds(store: &dyn ItemStore, clock: &ManualClock, count: u
                 prompt_tokens: 10,
                 completion_tokens: 10,
             };
-            metering::place_call_hold(store, clock, &BalanceHints::default(), user, HOLD, &call)
+            metering::place_call_hold(ports, &BalanceHints::default(), user, HOLD, &call)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -60,11 +62,10 @@ async fn wallets_with_holds(store: &dyn ItemStore, clock: &ManualClock, count: u
 async fn a_sweep_out_of_time_goes_on_where_it_stopped_and_visits_every_wallet_once(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let store = api.state.store.as_ref();
-    let users = wallets_with_holds(store, &api.clock, 450).await?;
+    let ports = &api.state.ports;
+    let users = wallets_with_holds(ports, 450).await?;
     api.clock.advance(Duration::minutes(10));
-    let config = &api.state.config;
-    let sweep =
-        || metering::sweep_stale_holds(store, &api.clock, config, Duration::minutes(6), std::time::Duration::ZERO);
+    let sweep = || metering::sweep_stale_holds(ports, Duration::minutes(6), std::time::Duration::ZERO);
     let runs = [sweep().await?, sweep().await?, sweep().await?];
     assert_eq!(runs.map(|r| r.wallets), [200, 200, 50], "{runs:?}");
     assert_eq!(runs.iter().map(|r| r.charged).sum::<usize>(), 450, "{runs:?}");
@@ -86,14 +87,14 @@ async fn one_run_reconciles_ten_thousand_wallets_on_dynamodb_local() -> TestResu
     let clock = ManualClock::starting_now();
     let store = Arc::new(shared::testing::dynamo_store(Arc::new(clock.clone())).await?);
     let setup = std::time::Instant::now();
-    let users = wallets_with_holds(store.as_ref(), &clock, WALLETS).await?;
+    let ports = &Ports::new(store.clone(), Arc::new(clock.clone()), shared::config::Config::default());
+    let users = wallets_with_holds(ports, WALLETS).await?;
     let setup = setup.elapsed();
     clock.advance(Duration::minutes(10));
-    let config = shared::config::Config::default();
     let started = std::time::Instant::now();
     // A generous budget: this test asserts that one run does it all, never how fast (a busy machine is slower).
     let budget = std::time::Duration::from_secs(1_800);
-    let report = metering::sweep_stale_holds(store.as_ref(), &clock, &config, Duration::minutes(6), budget).await?;
+    let report = metering::sweep_stale_holds(ports, Duration::minutes(6), budget).await?;
     let took = started.elapsed();
     assert_eq!((report.wallets, report.charged, report.out_of_time), (WALLETS, WALLETS, false), "{report:?}");
     for user in users.iter().step_by(97) {

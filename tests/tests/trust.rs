@@ -462,7 +462,7 @@ async fn submissions_that_fail_on_our_side_do_not_count(backend: Backend) -> Tes
             aadhaar: aadhaar_with_check_digit(76_000_000_000 + n),
             name_on_pan: "Unlucky".into(),
         };
-        let refused = shared::kyc::submit(busy.store.as_ref(), keys, busy.clock.as_ref(), &busy.config, &user, request)
+        let refused = shared::kyc::submit(&busy.ports, keys, &user, request)
             .await
             .err()
             .ok_or("a submission went through a store that refuses every transaction")?;

@@ -77,15 +77,7 @@ async fn login(
     client: ClientInfo,
     JsonBody(request): JsonBody<LoginRequest>,
 ) -> ApiResult<Response> {
-    let issued = auth::login(
-        state.store.as_ref(),
-        state.clock.as_ref(),
-        &state.config,
-        &request.email,
-        request.password,
-        &client,
-    )
-    .await?;
+    let issued = auth::login(&state.ports, &request.email, request.password, &client).await?;
     let csrf_token = auth::csrf_token(&issued.token);
     let mut response =
         Json(LoginResponse { token: issued.token.clone(), expires_at: timestamp(issued.expires_at), csrf_token })
@@ -164,8 +156,7 @@ async fn change_password(
     JsonBody(body): JsonBody<PasswordChange>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let passwords = (body.current_password, body.new_password);
-    let ended =
-        auth::change_password(state.store.as_ref(), state.clock.as_ref(), &state.config, &session, passwords).await?;
+    let ended = auth::change_password(&state.ports, &session, passwords).await?;
     tracing::info!(user_id = %session.user_id, ended, "password changed; other sessions ended");
     Ok(Json(serde_json::json!({ "password_changed": true, "other_sessions_ended": ended })))
 }
@@ -193,13 +184,13 @@ async fn verify_email(
         _ => None,
     };
     let user = session.as_ref().map(|s| s.user_id.as_str());
-    let verified = verification::verify_email(store, state.clock.as_ref(), &body.token, user).await?;
+    let verified = verification::verify_email(&state.ports, &body.token, user).await?;
     tracing::info!("e-mail address verified");
     Ok(Json(verified))
 }
 
 async fn resend_verification(State(state): State<AppState>, session: Session) -> ApiResult<Response> {
-    let address = verification::resend(state.store.as_ref(), state.clock.as_ref(), &session.user_id).await?;
+    let address = verification::resend(&state.ports, &session.user_id).await?;
     let body = serde_json::json!({ "sent": true, "email": address });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
@@ -216,7 +207,7 @@ async fn request_password_reset(
     client: ClientInfo,
     JsonBody(body): JsonBody<ResetRequest>,
 ) -> ApiResult<Response> {
-    verification::request_reset(state.store.as_ref(), state.clock.as_ref(), &body.email, &client).await?;
+    verification::request_reset(&state.ports, &body.email, &client).await?;
     let body = serde_json::json!({
         "status": "sent_if_registered",
         "message": "if an account has this address, a reset link valid for 30 minutes is on its way",
@@ -235,8 +226,7 @@ async fn confirm_password_reset(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<ResetConfirm>,
 ) -> ApiResult<Response> {
-    let ended =
-        verification::confirm_reset(state.store.as_ref(), state.clock.as_ref(), &body.token, body.password).await?;
+    let ended = verification::confirm_reset(&state.ports, &body.token, body.password).await?;
     tracing::info!(ended, "password reset; every session ended");
     let mut response = Json(serde_json::json!({ "password_reset": true, "sessions_ended": ended })).into_response();
     // Whatever session this browser had is gone with the others.

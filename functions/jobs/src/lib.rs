@@ -77,7 +77,7 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
     let reconciliation = match state.razorpay() {
         Ok(razorpay) => {
             let ages = (RECONCILE_AFTER, EXPIRE_AFTER);
-            wallet::reconcile(store, razorpay, clock, &state.config, ages, RECONCILE_BUDGET).await
+            wallet::reconcile(&state.ports, razorpay, ages, RECONCILE_BUDGET).await
         }
         Err(e) => Err(e),
     };
@@ -88,7 +88,7 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
     let refunds = match state.razorpay() {
         Ok(razorpay) => {
             let refunds = shared::wallet::closure_refunds::refund_closed_accounts;
-            refunds(store, razorpay, clock, &state.config, REFUNDS_BUDGET).await
+            refunds(&state.ports, razorpay, REFUNDS_BUDGET).await
         }
         Err(e) => Err(e),
     };
@@ -96,8 +96,7 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
         Ok(done) => report.closure_refunds = done,
         Err(e) => report.failed(e, "closure_refunds", "closed accounts' refunds failed; the other jobs run anyway"),
     }
-    match shared::wallet::metering::sweep_stale_holds(store, clock, &state.config, STALE_HOLD_AFTER, SWEEP_BUDGET).await
-    {
+    match shared::wallet::metering::sweep_stale_holds(&state.ports, STALE_HOLD_AFTER, SWEEP_BUDGET).await {
         Ok(done) => report.stale_holds = done,
         Err(e) => report.failed(e, "stale_holds", "the stale-hold sweep failed"),
     }
@@ -105,7 +104,7 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
         Ok(finished) => report.closures_finished = finished,
         Err(e) => report.failed(e, "closures", "the closure follow-up failed"),
     }
-    let notices = shared::notifications::campaigns::announce_policy(store, &state.config, clock.now(), NOTICES_BUDGET);
+    let notices = shared::notifications::campaigns::announce_policy(&state.ports, clock.now(), NOTICES_BUDGET);
     match notices.await {
         Ok(done) => report.policy_notices = done,
         Err(e) => report.failed(e, "policy_notices", "the policy update notice failed"),

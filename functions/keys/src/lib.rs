@@ -26,7 +26,7 @@ async fn create(
     JsonBody(request): JsonBody<NewKeyRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     kyc::require_verified(state.store.as_ref(), &session.user_id).await?;
-    let created = keys::create_key(state.store.as_ref(), state.clock.as_ref(), &session.user_id, request).await?;
+    let created = keys::create_key(&state.ports, &session.user_id, request).await?;
     tracing::info!(user_id = %session.user_id, key_id = %created.view.id, "API key created");
     Ok((StatusCode::CREATED, Json(created)))
 }

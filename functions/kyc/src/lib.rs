@@ -28,15 +28,7 @@ async fn submit(
     session: Session,
     JsonBody(request): JsonBody<SubmitRequest>,
 ) -> ApiResult<Json<KycView>> {
-    let record = kyc::submit(
-        state.store.as_ref(),
-        state.kyc_keys()?,
-        state.clock.as_ref(),
-        &state.config,
-        &session.user_id,
-        request,
-    )
-    .await?;
+    let record = kyc::submit(&state.ports, state.kyc_keys()?, &session.user_id, request).await?;
     tracing::info!(user_id = %session.user_id, status = kyc::status_name(record.status), "KYC submitted");
     Ok(Json(KycView::from(&record)))
 }
@@ -66,9 +58,7 @@ async fn decide(
     Path(user_id): Path<String>,
     JsonBody(request): JsonBody<DecisionRequest>,
 ) -> ApiResult<Json<DecisionResponse>> {
-    let record =
-        kyc::decide(state.store.as_ref(), state.clock.as_ref(), &user_id, request.decision, request.reason, &operator)
-            .await?;
+    let record = kyc::decide(&state.ports, &user_id, request.decision, request.reason, &operator).await?;
     tracing::info!(%user_id, %operator, status = kyc::status_name(record.status), "KYC decided");
     Ok(Json(DecisionResponse { user_id, decided_by: operator, kyc: KycView::from(&record) }))
 }
@@ -107,9 +97,9 @@ async fn reveal(
     JsonBody(request): JsonBody<RevealRequest>,
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
-    let (store, keys, clock) = (state.store.as_ref(), state.kyc_keys()?, state.clock.as_ref());
+    let keys = state.kyc_keys()?;
     let target = (user_id.as_str(), request.document);
-    let number = kyc::reveal_for_operator(store, keys, clock, target, request.reason, &operator).await?;
+    let number = kyc::reveal_for_operator(&state.ports, keys, target, request.reason, &operator).await?;
     tracing::warn!(%user_id, %operator, document = request.document.as_str(), "a full KYC number was revealed");
     let body = serde_json::json!({ "user_id": user_id, "document": request.document, "number": number, "revealed_to": operator });
     let mut response = Json(body).into_response();

@@ -88,8 +88,7 @@ pub fn outbox_records(event: &Value) -> Vec<(String, String)> {
 pub async fn send_batch(state: &AppState, mailer: &dyn Mailer, event: &Value) -> Value {
     let mut failures = Vec::new();
     for (sequence, sort_key) in outbox_records(event) {
-        let store = state.store.as_ref();
-        match delivery::deliver(store, mailer, &state.config, state.clock.now(), &sort_key).await {
+        match delivery::deliver(&state.ports, mailer, state.clock.now(), &sort_key).await {
             Ok(outcome) => tracing::info!(%sort_key, ?outcome, "outbox item delivered"),
             Err(e) => {
                 tracing::warn!(error = %e, %sort_key, "outbox item not delivered; the stream retries it");

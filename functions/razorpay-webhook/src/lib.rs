@@ -44,15 +44,7 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
         .filter(|id| id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
         .map(str::to_owned)
         .unwrap_or_else(|| format!("sha256-{}", sha256_hex(&String::from_utf8_lossy(&body))));
-    let outcome = wallet::handle_webhook(
-        state.store.as_ref(),
-        state.blobs()?,
-        state.clock.as_ref(),
-        &state.config,
-        &event_id,
-        &body,
-    )
-    .await?;
+    let outcome = wallet::handle_webhook(&state.ports, state.blobs()?, &event_id, &body).await?;
     tracing::info!(%event_id, ?outcome, "webhook handled");
     Ok(Json(json!({ "status": outcome })))
 }

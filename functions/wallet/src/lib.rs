@@ -43,15 +43,7 @@ async fn create_topup(
 ) -> ApiResult<(StatusCode, Json<TopupView>)> {
     kyc::require_verified(state.store.as_ref(), &session.user_id).await?;
     let razorpay = state.razorpay()?;
-    let topup = wallet::create_topup(
-        state.store.as_ref(),
-        razorpay,
-        state.clock.as_ref(),
-        &state.config,
-        &session.user_id,
-        request.amount_paise,
-    )
-    .await?;
+    let topup = wallet::create_topup(&state.ports, razorpay, &session.user_id, request.amount_paise).await?;
     Ok((StatusCode::CREATED, Json(TopupView::new(&topup, &razorpay.config().await.key_id))))
 }
 
@@ -62,15 +54,7 @@ async fn verify(
     JsonBody(callback): JsonBody<CheckoutCallback>,
 ) -> ApiResult<Json<TopupView>> {
     let razorpay = state.razorpay()?;
-    let topup = wallet::verify_checkout(
-        state.store.as_ref(),
-        razorpay,
-        state.clock.as_ref(),
-        &state.config,
-        (&session.user_id, &topup_id),
-        &callback,
-    )
-    .await?;
+    let topup = wallet::verify_checkout(&state.ports, razorpay, (&session.user_id, &topup_id), &callback).await?;
     Ok(Json(TopupView::new(&topup, &razorpay.config().await.key_id)))
 }
 
@@ -142,10 +126,9 @@ async fn record_payout(
     Path(user_id): Path<String>,
     JsonBody(payout): JsonBody<Payout>,
 ) -> ApiResult<Json<wallet::RefundRequestView>> {
-    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
-    let target = (user_id.as_str(), payout.amount);
-    let context = (clock, state.config.as_ref());
-    Ok(Json(wallet::record_payout(store, context, target, &payout.reference, &operator).await?))
+    let payout =
+        wallet::Payout { user_id: &user_id, amount: payout.amount, reference: &payout.reference, operator: &operator };
+    Ok(Json(wallet::record_payout(&state.ports, payout).await?))
 }
 
 /// Payments recorded for review (operators).
@@ -172,8 +155,7 @@ async fn mark_review_handled(
     Path(review_id): Path<String>,
     JsonBody(handled): JsonBody<Handled>,
 ) -> ApiResult<Json<wallet::PaymentReviewView>> {
-    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
-    let view = wallet::mark_review_handled(store, clock, &review_id, &handled.note, &operator).await?;
+    let view = wallet::mark_review_handled(&state.ports, &review_id, &handled.note, &operator).await?;
     tracing::info!(%operator, "payment review handled");
     Ok(Json(view))
 }
@@ -196,8 +178,7 @@ async fn mark_dispute_handled(
     Path(dispute_id): Path<String>,
     JsonBody(handled): JsonBody<Handled>,
 ) -> ApiResult<Json<wallet::DisputeView>> {
-    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
-    let view = wallet::mark_dispute_handled(store, clock, &dispute_id, &handled.note, &operator).await?;
+    let view = wallet::mark_dispute_handled(&state.ports, &dispute_id, &handled.note, &operator).await?;
     tracing::info!(%operator, %dispute_id, "dispute handled");
     Ok(Json(view))
 }

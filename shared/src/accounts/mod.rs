@@ -6,11 +6,10 @@
 //! - `EMAIL#<email>` / `EMAIL`: the claim that makes an email unique, written in the same transaction as the
 //!   account with a "must not exist" condition.
 
+use crate::ports::Ports;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::clock::Clock;
-use crate::config::Config;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::passwords;
 use crate::secrets::random_suffix;
@@ -168,13 +167,14 @@ pub fn new_user_id() -> String {
 
 /// Validates a signup, hashes the password and creates the account, in one transaction with what
 /// `also_write` returns for it (the verification link and its message; see the verification module).
-pub async fn signup<S: AccountStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    config: &Config,
+pub async fn signup(
+    ports: &Ports,
     (request, client): (SignupRequest, &ClientInfo),
     also_write: impl FnOnce(&Account) -> StoreResult<Vec<WriteOp>>,
 ) -> ApiResult<Account> {
+    let store = ports.store();
+    let clock = ports.clock();
+    let config = ports.config();
     let email = normalize_email(&request.email)?;
     check_new_password(&request.password, &email)?;
     let full_name = check_full_name(&request.full_name)?;

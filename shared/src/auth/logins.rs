@@ -1,14 +1,13 @@
 //! Logging in: the throttle that reserves each password check before it runs, the login records, new-place
 //! alerts, and changing the password.
 
+use crate::ports::Ports;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::sessions::{SESSION_SK, clear_sessions, end_every_session, session_account, session_index_sk};
 use super::{INVALID_CREDENTIALS, LoginAttempt, LoginOutcome, Session, SessionRecord};
 use crate::accounts::{Account, AccountStatus, AccountStore, ClientInfo, time_sort_key, user_pk};
-use crate::clock::Clock;
-use crate::config::Config;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::passwords;
@@ -208,14 +207,10 @@ pub struct IssuedSession {
 }
 
 /// Checks credentials, applies throttling, records the attempt and opens a session.
-pub async fn login<S: AccountStore + LoginStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    config: &Config,
-    email: &str,
-    password: String,
-    client: &ClientInfo,
-) -> ApiResult<IssuedSession> {
+pub async fn login(ports: &Ports, email: &str, password: String, client: &ClientInfo) -> ApiResult<IssuedSession> {
+    let store = ports.store();
+    let clock = ports.clock();
+    let config = ports.config();
     // Throttling is keyed on the normalised email whether or not an account has it.
     let email: String = email.trim().to_lowercase().chars().take(254).collect();
     let now = clock.now();
@@ -238,7 +233,7 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
     attempt.user_id = account.as_ref().map(|a| a.id.clone());
 
     let hash = account.as_ref().map(|a| a.password_hash.clone());
-    let verified = match check_password(store, clock, config, &email, hash, password).await {
+    let verified = match check_password(ports, &email, hash, password).await {
         Ok(verified) => verified,
         Err(throttled @ ApiError::TooManyRequests { .. }) => {
             attempt.outcome = LoginOutcome::Throttled;
@@ -263,7 +258,7 @@ pub async fn login<S: AccountStore + LoginStore + ?Sized>(
     };
     attempt.success = true;
     attempt.outcome = LoginOutcome::Success;
-    let alert = match is_new_place(store, &account, client, config, now).await? {
+    let alert = match is_new_place(ports, &account, client, now).await? {
         true => {
             let mail = OutboxMail::new(MailKind::NewSignIn, &account.id, now)
                 .param("ip", client.ip.clone().unwrap_or_else(|| "unknown".into()))
@@ -289,13 +284,9 @@ const KNOWN_PLACES_LOOKBACK: u32 = 100;
 /// latest attempts used. Only an account's very first sign-in is not new (nothing to compare with): one
 /// whose earlier sign-ins are out of sight (pushed out by failed attempts, or past the login records'
 /// retention) is.
-async fn is_new_place<S: LoginStore + ?Sized>(
-    store: &S,
-    account: &Account,
-    client: &ClientInfo,
-    config: &Config,
-    now: DateTime<Utc>,
-) -> StoreResult<bool> {
+async fn is_new_place(ports: &Ports, account: &Account, client: &ClientInfo, now: DateTime<Utc>) -> StoreResult<bool> {
+    let store = ports.store();
+    let config = ports.config();
     let history = store.login_history(&account.id, KNOWN_PLACES_LOOKBACK).await?;
     let earlier: Vec<&LoginAttempt> = history.iter().filter(|a| a.success).collect();
     if earlier.is_empty() {
@@ -311,14 +302,10 @@ async fn is_new_place<S: LoginStore + ?Sized>(
 /// closure): the check is reserved before the slow hash is computed, so any number of parallel guesses
 /// verifies at most the limit; a correct password gives its reservation back. `hash` is `None` for an
 /// email no account has: the same work is done and the answer is `false`. A 429 when the window is used up.
-pub async fn check_password<S: LoginStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    config: &Config,
-    email: &str,
-    hash: Option<String>,
-    password: String,
-) -> ApiResult<bool> {
+pub async fn check_password(ports: &Ports, email: &str, hash: Option<String>, password: String) -> ApiResult<bool> {
+    let store = ports.store();
+    let clock = ports.clock();
+    let config = ports.config();
     let now = clock.now();
     let window_end = (now + config.login_window).timestamp();
     let window = match store.reserve_check(email, config.login_max_failures, window_end, now.timestamp()).await? {
@@ -341,20 +328,20 @@ pub async fn check_password<S: LoginStore + ?Sized>(
 
 /// `POST /v1/account/password`: changes the password after checking the current one (under the login
 /// throttle), and ends every other session of the account; the session that changed it goes on.
-pub async fn change_password<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    config: &Config,
+pub async fn change_password(
+    ports: &Ports,
     session: &Session,
     (current_password, new_password): (String, String),
 ) -> ApiResult<usize> {
+    let store = ports.store();
+    let clock = ports.clock();
     let account = session_account(store, session).await?;
     if current_password.is_empty() {
         return Err(ApiError::invalid(ErrorCode::MissingField, "current_password", "current_password is required"));
     }
     crate::accounts::check_new_password_in(&new_password, &account.email, "new_password")?;
     let hash = Some(account.password_hash.clone());
-    if !check_password(store, clock, config, &account.email, hash, current_password).await? {
+    if !check_password(ports, &account.email, hash, current_password).await? {
         return Err(ApiError::Forbidden {
             code: ErrorCode::IncorrectPassword,
             message: "current_password is incorrect".into(),

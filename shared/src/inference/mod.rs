@@ -108,7 +108,7 @@ impl Gateway {
     }
 
     /// Resolves a presented API key, from the cache when it was looked up in the last minute.
-    pub async fn authenticate(&self, state: &Ports, presented: Option<&str>) -> ApiResult<KeyOwner> {
+    pub async fn authenticate(&self, ports: &Ports, presented: Option<&str>) -> ApiResult<KeyOwner> {
         let invalid = || {
             ApiError::Unauthenticated {
             code: ErrorCode::InvalidApiKey,
@@ -123,7 +123,7 @@ impl Gateway {
         let owner = match cached {
             Some(owner) => owner,
             None => {
-                let owner = state.store.key_owner(&hash).await?;
+                let owner = ports.store.key_owner(&hash).await?;
                 if let Ok(mut cache) = self.keys.lock() {
                     if cache.len() > 100_000 {
                         cache.clear();
@@ -137,7 +137,7 @@ impl Gateway {
     }
 
     /// Updates the key's `last_used_at` in the background, at most once a minute per key.
-    pub fn note_use(&self, state: &Ports, owner: &KeyOwner) {
+    pub fn note_use(&self, ports: &Ports, owner: &KeyOwner) {
         let due = self.uses.lock().is_ok_and(|mut uses| {
             let due = uses.get(&owner.key_id).is_none_or(|at| at.elapsed() >= Duration::from_secs(60));
             if due {
@@ -153,7 +153,7 @@ impl Gateway {
             due
         });
         if due {
-            let (store, owner, at) = (state.store.clone(), owner.clone(), state.clock.now());
+            let (store, owner, at) = (ports.store.clone(), owner.clone(), ports.clock.now());
             crate::tasks::spawn("key use", async move {
                 if let Err(e) = crate::keys::record_use(store.as_ref(), &owner, at).await {
                     tracing::warn!(error = %e, key_id = %owner.key_id, "recording key use failed");
@@ -198,7 +198,7 @@ pub(super) struct CallFacts<'a> {
 }
 
 pub(super) async fn settle_call(
-    state: &Ports,
+    ports: &Ports,
     facts: CallFacts<'_>,
     usage: Usage,
     status: &str,
@@ -218,13 +218,13 @@ pub(super) async fn settle_call(
         status: status.into(),
         estimated: usage.estimated,
         over_hold: 0,
-        created_at: state.clock.now(),
+        created_at: ports.clock.now(),
     };
     let cost = model.cost(usage.prompt_tokens, usage.completion_tokens);
-    let expiry = metering::expiries(&state.config, state.clock.now());
+    let expiry = metering::expiries(&ports.config, ports.clock.now());
     let deadline = facts.prepared.settle_deadline();
     let settled =
-        metering::settle(state.store.as_ref(), facts.balances, facts.hold, cost, record, expiry, deadline).await;
+        metering::settle(ports.store.as_ref(), facts.balances, facts.hold, cost, record, expiry, deadline).await;
     // A call settled gives its hold back to its lease; one that could not stays on the lease's record for
     // the sweeper to charge.
     if let Some(lease) = &facts.hold.lease {
@@ -235,8 +235,7 @@ pub(super) async fn settle_call(
     }
     // A purse posts what it spent to the wallet now and then, within the invocation (never after it).
     if let Some(book) = facts.hold.purse.as_ref().and_then(|purse| purse.book.as_ref()) {
-        let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
-        if let Err(e) = book.post_if_due(store, clock, &facts.hold.user_id, expiry).await {
+        if let Err(e) = book.post_if_due(ports, &facts.hold.user_id, expiry).await {
             tracing::warn!(error = %e, "a purse's spending not posted yet; the next call or the sweeper posts it");
         }
     }
@@ -259,7 +258,7 @@ pub enum Answer {
 
 /// Runs one call end to end. The hold is released on every failure path; a stream's settlement happens in
 /// a task that outlives the client connection.
-pub async fn call(state: &Ports, gateway: &Gateway, owner: KeyOwner, prepared: Prepared) -> ApiResult<Answer> {
+pub async fn call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, prepared: Prepared) -> ApiResult<Answer> {
     let started = Instant::now();
     let balances = gateway.balances.as_ref();
     let held_call = metering::HeldCall {
@@ -270,31 +269,18 @@ pub async fn call(state: &Ports, gateway: &Gateway, owner: KeyOwner, prepared: P
         completion_tokens: prepared.max_tokens,
     };
     let hold = if gateway.leases_on {
-        gateway
-            .leases
-            .hold(&state.store, &state.clock, balances, &owner.user_id, prepared.max_cost(), &held_call)
-            .await?
+        gateway.leases.hold(ports, balances, &owner.user_id, prepared.max_cost(), &held_call).await?
     } else if let Some(purses) = &gateway.purses {
-        let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
-        purses.hold(store, clock, &owner.user_id, prepared.max_cost().max(1), &held_call).await?
+        purses.hold(ports, &owner.user_id, prepared.max_cost().max(1), &held_call).await?
     } else {
-        let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
-        metering::place_call_hold(store, clock, balances, &owner.user_id, prepared.max_cost().max(1), &held_call)
-            .await?
+        metering::place_call_hold(ports, balances, &owner.user_id, prepared.max_cost().max(1), &held_call).await?
     };
     // A hold of its own says while it runs that its call is alive (a lease's keeper records its calls).
-    let beating = hold.lease.is_none().then(|| {
-        crate::wallet::metering::keep_beating(
-            Arc::clone(&state.store),
-            Arc::clone(&state.clock),
-            &hold.user_id,
-            &hold.id,
-        )
-    });
+    let beating = hold.lease.is_none().then(|| crate::wallet::metering::keep_beating(ports, &hold.user_id, &hold.id));
     let attempt = match forward(gateway, &prepared).await {
         Ok(attempt) => attempt,
         Err(e) => {
-            release_unused(state, &hold).await;
+            release_unused(ports, &hold).await;
             return Err(e);
         }
     };
@@ -306,7 +292,7 @@ pub async fn call(state: &Ports, gateway: &Gateway, owner: KeyOwner, prepared: P
             // The answer exists and the provider billed it: the caller gets it even if the wallet could not
             // be settled in time, since the hold (and the usage recorded beside it) leaves it to the sweeper
             // to charge; refusing it would make a retry pay twice.
-            if let Err(e) = settle_call(state, facts, usage, "ok").await {
+            if let Err(e) = settle_call(ports, facts, usage, "ok").await {
                 tracing::error!(error = %e, request_id = %prepared.request_id, "settlement left to the sweeper");
             }
             if let Some(fields) = body.as_object_mut() {
@@ -317,7 +303,7 @@ pub async fn call(state: &Ports, gateway: &Gateway, owner: KeyOwner, prepared: P
         Attempt::Unreadable { provider } => {
             let facts =
                 CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances, provider, started, ttft: None };
-            settle_call(state, facts, prepared.usage_upper_bound(), "upstream_error").await?;
+            settle_call(ports, facts, prepared.usage_upper_bound(), "upstream_error").await?;
             Err(ApiError::BadGateway {
                 code: ErrorCode::UpstreamError,
                 message: "the model provider sent an unreadable answer".into(),
@@ -325,8 +311,8 @@ pub async fn call(state: &Ports, gateway: &Gateway, owner: KeyOwner, prepared: P
         }
         Attempt::Streaming { provider, response } => {
             let (tx, rx) = mpsc::channel(64);
-            let (state, balances) = (state.clone(), gateway.balances.clone());
-            let call = StreamCall { state, balances, owner, prepared, hold, provider, started, beating };
+            let (ports, balances) = (ports.clone(), gateway.balances.clone());
+            let call = StreamCall { ports, balances, owner, prepared, hold, provider, started, beating };
             crate::tasks::spawn("stream relay", relay_stream(call, response, tx));
             Ok(Answer::Stream(rx))
         }
@@ -335,7 +321,7 @@ pub async fn call(state: &Ports, gateway: &Gateway, owner: KeyOwner, prepared: P
 
 /// Gives back the hold of a call that never reached a provider, retrying a failing store a few times; a hold
 /// left behind would be charged in full by the sweeper.
-async fn release_unused(state: &Ports, hold: &Hold) {
+async fn release_unused(ports: &Ports, hold: &Hold) {
     if let Some(lease) = &hold.lease {
         // Served from a lease: the hold goes back to it, with no store write.
         lease.reserve.clone().finished(&hold.id);
@@ -343,8 +329,8 @@ async fn release_unused(state: &Ports, hold: &Hold) {
     }
     for attempt in 0..3u32 {
         let released = match &hold.purse {
-            Some(_) => metering::release_in_purse(state.store.as_ref(), hold).await,
-            None => metering::release(state.store.as_ref(), &hold.user_id, &hold.id, hold.amount).await,
+            Some(_) => metering::release_in_purse(ports.store.as_ref(), hold).await,
+            None => metering::release(ports.store.as_ref(), &hold.user_id, &hold.id, hold.amount).await,
         };
         match released {
             Ok(_) => return,

@@ -19,7 +19,7 @@ use crate::wallet::metering::{BalanceHints, Hold};
 
 /// One streaming call's facts, moved into the task that relays it.
 pub(super) struct StreamCall {
-    pub(super) state: Ports,
+    pub(super) ports: Ports,
     pub(super) balances: Arc<BalanceHints>,
     pub(super) owner: KeyOwner,
     pub(super) prepared: Prepared,
@@ -121,7 +121,7 @@ pub(super) async fn relay_stream(
         "upstream_error"
     };
     let usage = reading.usage(complete, &call.prepared);
-    let StreamCall { state, balances, owner, prepared, hold, provider, started, beating } = call;
+    let StreamCall { ports, balances, owner, prepared, hold, provider, started, beating } = call;
     let facts = CallFacts {
         owner: &owner,
         prepared: &prepared,
@@ -131,7 +131,7 @@ pub(super) async fn relay_stream(
         started,
         ttft: reading.ttft,
     };
-    if let Err(e) = settle_call(&state, facts, usage, status).await {
+    if let Err(e) = settle_call(&ports, facts, usage, status).await {
         // The hold, and the usage recorded beside it, leave the charge to the sweeper.
         tracing::error!(error = %e, request_id = %prepared.request_id, "stream settlement left to the sweeper");
     }

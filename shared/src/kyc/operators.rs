@@ -1,24 +1,25 @@
 //! What operators do: list the queue, reveal a full number with a recorded reason, and decide.
 
+use crate::ports::Ports;
 use serde::Serialize;
 
 use super::store::{DECISION_PREFIX, KycStore, WriteConflict, queue_sk};
 use super::submit::{already_verified, claimed_elsewhere, held_claims};
 use super::{Decision, DecisionRecord, DocumentKind, KycKeys, KycRecord, MAX_REASON_CHARS, status_name, vault};
 use crate::accounts::{AccountStore, KycStatus, time_sort_key, user_pk};
-use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::{Condition, Delete, Item, ItemStore, Put, Query, Table, schema};
 
 /// Records an operator's decision on a pending submission.
-pub async fn decide<S: KycStore + AccountStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
+pub async fn decide(
+    ports: &Ports,
     user_id: &str,
     decision: Decision,
     reason: Option<String>,
     operator: &str,
 ) -> ApiResult<KycRecord> {
+    let store = ports.store();
+    let clock = ports.clock();
     if decision == Decision::Reveal {
         return Err(ApiError::invalid(
             ErrorCode::InvalidDecision,
@@ -208,14 +209,15 @@ async fn stale_entry<S: ItemStore + ?Sized>(store: &S, entry: &Item) {
 /// `POST /v1/admin/kyc/{user_id}/reveal`: shows an operator one full number of a submission, after
 /// recording who asked, when, for which number and why (the record is kept like a decision). Nothing is
 /// shown if the record cannot be written.
-pub async fn reveal_for_operator<S: ItemStore + ?Sized>(
-    store: &S,
+pub async fn reveal_for_operator(
+    ports: &Ports,
     keys: &KycKeys,
-    clock: &dyn Clock,
     (user_id, document): (&str, DocumentKind),
     reason: Option<String>,
     operator: &str,
 ) -> ApiResult<String> {
+    let store = ports.store();
+    let clock = ports.clock();
     let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
     let Some(reason) = reason.filter(|r| r.chars().count() <= MAX_REASON_CHARS) else {
         let message = format!("a reveal needs a reason of at most {MAX_REASON_CHARS} characters, kept in the audit");

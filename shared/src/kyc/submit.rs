@@ -1,6 +1,7 @@
 //! A user's submission (`POST /v1/kyc`): the numbers checked, sealed in the vault, and verified at once or
 //! queued for an operator.
 
+use crate::ports::Ports;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -10,8 +11,7 @@ use super::{
     DocumentKind, KycKeys, KycRecord, MAX_NAME_CHARS, MAX_SUBMISSIONS, SUBMISSION_WINDOW_DAYS, VaultEntry, vault,
 };
 use crate::accounts::{AccountStore, KycStatus};
-use crate::clock::Clock;
-use crate::config::{Config, KycMode};
+use crate::config::KycMode;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::secrets::random_suffix;
 use crate::store::schema::kyc_submissions_pk as submissions_pk;
@@ -89,14 +89,9 @@ pub(super) async fn claimed_elsewhere<S: KycStore + ?Sized>(
 /// account is verified at once (its claims written in the same transaction); in `manual` mode it waits
 /// (`pending`, blocking nobody) for an operator, whose approval decides uniqueness. At most
 /// [`MAX_SUBMISSIONS`] per account in [`SUBMISSION_WINDOW_DAYS`]. Only with a verified e-mail address.
-pub async fn submit<S: ItemStore + ?Sized>(
-    store: &S,
-    keys: &KycKeys,
-    clock: &dyn Clock,
-    config: &Config,
-    user_id: &str,
-    request: SubmitRequest,
-) -> ApiResult<KycRecord> {
+pub async fn submit(ports: &Ports, keys: &KycKeys, user_id: &str, request: SubmitRequest) -> ApiResult<KycRecord> {
+    let store = ports.store();
+    let clock = ports.clock();
     let pan = Pan::parse(&request.pan)?;
     let aadhaar = Aadhaar::parse(&request.aadhaar)?;
     let name_on_pan = check_name(&request.name_on_pan)?;
@@ -128,7 +123,7 @@ pub async fn submit<S: ItemStore + ?Sized>(
         });
     };
     let validated = Validated { pan, aadhaar, name_on_pan, previous, now };
-    let result = store_submission(store, keys, config, user_id, validated).await;
+    let result = store_submission(ports, keys, user_id, validated).await;
     // Only answers about the numbers count; an outage, or the conflict of a double click, gives it back.
     let counts = match &result {
         Ok(_) => true,
@@ -149,13 +144,9 @@ struct Validated {
     now: DateTime<Utc>,
 }
 
-async fn store_submission<S: ItemStore + ?Sized>(
-    store: &S,
-    keys: &KycKeys,
-    config: &Config,
-    user_id: &str,
-    validated: Validated,
-) -> ApiResult<KycRecord> {
+async fn store_submission(ports: &Ports, keys: &KycKeys, user_id: &str, validated: Validated) -> ApiResult<KycRecord> {
+    let store = ports.store();
+    let config = ports.config();
     let Validated { pan, aadhaar, name_on_pan, previous, now } = validated;
     let fingerprinter = keys.fingerprinter()?;
     let fingerprints = [

@@ -8,6 +8,7 @@
 //! there, and `complete: true` ends the walking.
 
 use crate::error::ErrorCode;
+use crate::ports::Ports;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -16,7 +17,6 @@ use serde_json::json;
 
 use super::{MailKind, OutboxMail, enqueue};
 use crate::accounts::{Account, AccountStatus, AccountStore, require_active};
-use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::retention::NOTICE_LIFETIME;
 use crate::store::schema::{self, sk};
@@ -61,12 +61,13 @@ impl Campaign {
 
 /// Sends the policy update notice for the configured version to every open account that accepted an older
 /// one, with the version's effective date.
-pub async fn announce_policy<S: ItemStore + ?Sized>(
-    store: &S,
-    config: &Config,
+pub async fn announce_policy(
+    ports: &Ports,
     now: DateTime<Utc>,
     budget: std::time::Duration,
 ) -> ApiResult<NoticeReport> {
+    let store = ports.store();
+    let config = ports.config();
     let version = config.policy_version.clone();
     let effective = config.policy_effective_date.clone();
     let what = format!("policy-{version}");

@@ -218,7 +218,7 @@ pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()
     let wallet_until = retention.expiry(ItemClass::Wallet, closed_at).unwrap_or(i64::MAX);
     wallet::expire_registry(store, user_id, wallet_until).await?;
     // The closing transaction is at DynamoDB Local's size limit: the refunds job learns of the money here.
-    wallet::closure_refunds::mark_due(store, &ctx.ports.config, ctx.ports.clock.now(), user_id).await?;
+    wallet::closure_refunds::mark_due(&ctx.ports, ctx.ports.clock.now(), user_id).await?;
     store.delete(accounts::registry_delete(user_id)).await?;
     // The follow-up ends with the confirmation, once: only the run that removes the marker sends it (the
     // closing transaction is at its size limit). It goes to the address the account had.

@@ -32,8 +32,7 @@ pub(super) async fn confirm_password(
         ));
     };
     let hash = Some(account.password_hash.clone());
-    let (store, clock) = (ctx.ports.store.as_ref(), ctx.ports.clock.as_ref());
-    if !crate::auth::check_password(store, clock, &ctx.ports.config, &account.email, hash, password).await? {
+    if !crate::auth::check_password(&ctx.ports, &account.email, hash, password).await? {
         return Err(ApiError::Forbidden {
             code: ErrorCode::IncorrectPassword,
             message: format!("{field} is incorrect"),

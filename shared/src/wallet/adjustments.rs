@@ -2,6 +2,7 @@
 //! than the payment, and kept until their payment is credited when they arrive first.
 
 use crate::error::ErrorCode;
+use crate::ports::Ports;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -10,8 +11,6 @@ use super::ledger::{BalanceChange, CREDIT_ATTEMPTS, LedgerEntry, LedgerKind, app
 use super::topups::{CREDIT_SK, CreditOutcome};
 use super::{WALLET_SK, Wallet, WalletStore, payment_expiry, record_review, sync_closed_wallet};
 use crate::accounts::user_pk;
-use crate::clock::Clock;
-use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::money::paise_to_units;
 use crate::notifications::{MailKind, OutboxMail, enqueue};
@@ -24,30 +23,26 @@ const DEBIT_SK: &str = schema::sk::DEBIT;
 
 /// Debits a processed refund once per refund id. The refund's money has already left through Razorpay,
 /// so the debit applies even if it takes the balance below zero (the ledger shows the debt).
-pub async fn debit_refund<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    config: &Config,
-    refund: &crate::razorpay::Refund,
-) -> ApiResult<CreditOutcome> {
+pub async fn debit_refund(ports: &Ports, refund: &crate::razorpay::Refund) -> ApiResult<CreditOutcome> {
+    let store = ports.store();
+    let clock = ports.clock();
+    let config = ports.config();
     // A closed account's money we sent back to its payment: it left the wallet when the account closed.
-    if let Some(outcome) = super::closure_refunds::processed_by_webhook(store, clock, config, refund).await? {
+    if let Some(outcome) = super::closure_refunds::processed_by_webhook(ports, refund).await? {
         return Ok(outcome);
     }
     let now = clock.now();
     let Some(credit) =
-        credit_or_defer(store, config, now, (&refund.payment_id, "refund.processed", &refund.id), refund).await?
+        credit_or_defer(ports, now, (&refund.payment_id, "refund.processed", &refund.id), refund).await?
     else {
         return Ok(CreditOutcome::Deferred);
     };
     let (user_id, credited_paise) = credited(&credit);
     if refund.currency != "INR" || refund.amount <= 0 || refund.amount > credited_paise || user_id.is_empty() {
         record_review(
-            store,
-            config,
+            ports,
             now,
-            json!({ "reason": "refund does not match the credited payment", "refund_id": refund.id, "payment_id": refund.payment_id, "amount_paise": refund.amount, "currency": refund.currency }),
-        )
+            json!({ "reason": "refund does not match the credited payment", "refund_id": refund.id, "payment_id": refund.payment_id, "amount_paise": refund.amount, "currency": refund.currency }),)
         .await?;
         return Ok(CreditOutcome::Mismatch);
     }
@@ -56,11 +51,9 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
     let guard_pk = refund_pk(&refund.id);
     if !store.is_recorded(&guard_pk, DEBIT_SK).await? && refundable(&credit) < refund.amount {
         record_review(
-            store,
-            config,
+            ports,
             now,
-            json!({ "reason": "refunds and disputes would take back more than the payment", "refund_id": refund.id, "payment_id": refund.payment_id, "amount_paise": refund.amount }),
-        )
+            json!({ "reason": "refunds and disputes would take back more than the payment", "refund_id": refund.id, "payment_id": refund.payment_id, "amount_paise": refund.amount }),)
         .await?;
         return Ok(CreditOutcome::Mismatch);
     }
@@ -90,38 +83,39 @@ pub async fn debit_refund<S: ItemStore + ?Sized>(
         guard: (&guard_pk, DEBIT_SK),
     };
     let debited = apply_balance_change(store, change, extra).await?;
-    sync_closed_wallet(store, config, clock, &user_id).await?;
+    sync_closed_wallet(ports, &user_id).await?;
     super::metering::stop_purses_if_owing(store, &user_id).await?;
     Ok(if debited { CreditOutcome::Credited } else { CreditOutcome::AlreadyCredited })
 }
 
 /// The guard of the credited payment an adjustment (refund, dispute) applies to; `None` when the payment is not
 /// credited yet and the event was kept for when it is ([`defer`]).
-async fn credit_or_defer<S: ItemStore + ?Sized>(
-    store: &S,
-    config: &Config,
+async fn credit_or_defer(
+    ports: &Ports,
     now: DateTime<Utc>,
     (payment_id, event, entity_id): (&str, &str, &str),
     entity: &impl Serialize,
 ) -> ApiResult<Option<Item>> {
+    let store = ports.store();
     if let Some(credit) = store.get(Table::Main, &payment_pk(payment_id), CREDIT_SK).await? {
         return Ok(Some(credit));
     }
     let entity = serde_json::to_value(entity).map_err(|e| ApiError::Internal(e.to_string()))?;
-    defer(store, config, now, (payment_id, event, entity_id), entity).await
+    defer(ports, now, (payment_id, event, entity_id), entity).await
 }
 
 /// Keeps a refund or dispute event of a payment that is not credited yet, then looks again: the credit
 /// applies the events it finds kept, and this one may have been kept just after it looked. If the credit is
 /// there now, the kept copy is dropped and its guard record returned, for the caller to apply the event
 /// itself; applying twice is harmless (every adjustment has its own exactly-once guard).
-async fn defer<S: ItemStore + ?Sized>(
-    store: &S,
-    config: &Config,
+async fn defer(
+    ports: &Ports,
     now: DateTime<Utc>,
     (payment_id, event, entity_id): (&str, &str, &str),
     entity: Value,
 ) -> ApiResult<Option<Item>> {
+    let store = ports.store();
+    let config = ports.config();
     let kept = json!({ "event": event, "entity": entity, "received_at": now });
     let (pk, sk) = (payment_pk(payment_id), format!("{PENDING_PREFIX}{event}#{entity_id}"));
     let item = Item::from_record(&pk, &sk, &kept, Some(payment_expiry(config, now)))?;
@@ -129,7 +123,7 @@ async fn defer<S: ItemStore + ?Sized>(
     let Some(credit) = store.get(Table::Main, &pk, CREDIT_SK).await? else {
         // A human sees it too: it may be for a payment that never reaches us.
         let details = json!({ "reason": "refund or dispute of a payment not credited (yet): kept, applied if its credit lands", "payment_id": payment_id, "event": event, "id": entity_id });
-        record_review(store, config, now, details).await?;
+        record_review(ports, now, details).await?;
         return Ok(None);
     };
     store.delete(Delete { table: Table::Main, pk, sk, condition: Condition::Always }).await?;
@@ -180,12 +174,8 @@ pub(super) fn give_back_refundable(payment_id: &str, paise: i64) -> WriteOp {
 
 /// Applies (and then deletes) the refund and dispute events kept for a payment that is now credited. Order
 /// does not matter: each event's effect is decided by the state its own item records.
-pub async fn apply_deferred<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    config: &Config,
-    payment_id: &str,
-) -> ApiResult<()> {
+pub async fn apply_deferred(ports: &Ports, payment_id: &str) -> ApiResult<()> {
+    let store = ports.store();
     let kept =
         Query::new(Table::Main, payment_pk(payment_id)).range(SortKeyRange::Prefix(PENDING_PREFIX.into())).limit(100);
     for item in store.query(kept).await?.items {
@@ -194,11 +184,11 @@ pub async fn apply_deferred<S: ItemStore + ?Sized>(
         let outcome = if event == "refund.processed" {
             let refund: crate::razorpay::Refund =
                 serde_json::from_value(entity).map_err(|e| ApiError::Internal(e.to_string()))?;
-            debit_refund(store, clock, config, &refund).await?
+            debit_refund(ports, &refund).await?
         } else {
             let dispute: crate::razorpay::Dispute =
                 serde_json::from_value(entity).map_err(|e| ApiError::Internal(e.to_string()))?;
-            apply_dispute(store, clock, config, &event, &dispute).await?
+            apply_dispute(ports, &event, &dispute).await?
         };
         if outcome != CreditOutcome::Deferred {
             store.delete(Delete { table: Table::Main, pk: item.pk, sk: item.sk, condition: Condition::Always }).await?;
@@ -236,23 +226,19 @@ struct DisputeRecord {
 /// go below zero, as for refunds: the money has left). Each changes the wallet once whatever the order of
 /// arrival: a `.lost` before the `.created` debits and the late `.created` then does nothing. Other dispute
 /// events (`under_review`, `action_required`) move no money.
-pub async fn apply_dispute<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    config: &Config,
-    event: &str,
-    dispute: &crate::razorpay::Dispute,
-) -> ApiResult<CreditOutcome> {
+pub async fn apply_dispute(ports: &Ports, event: &str, dispute: &crate::razorpay::Dispute) -> ApiResult<CreditOutcome> {
+    let store = ports.store();
+    let clock = ports.clock();
+    let config = ports.config();
     let Some(step) = DisputeStep::of(event) else { return Ok(CreditOutcome::AlreadyCredited) };
     let now = clock.now();
-    let Some(credit) = credit_or_defer(store, config, now, (&dispute.payment_id, event, &dispute.id), dispute).await?
-    else {
+    let Some(credit) = credit_or_defer(ports, now, (&dispute.payment_id, event, &dispute.id), dispute).await? else {
         return Ok(CreditOutcome::Deferred);
     };
     let (user_id, credited_paise) = credited(&credit);
     let Some(amounts) = DisputeAmounts::of(dispute, credited_paise).filter(|_| !user_id.is_empty()) else {
         let details = json!({ "reason": "dispute does not match the credited payment", "dispute_id": dispute.id, "payment_id": dispute.payment_id, "amount_paise": dispute.amount, "currency": dispute.currency });
-        record_review(store, config, now, details).await?;
+        record_review(ports, now, details).await?;
         return Ok(CreditOutcome::Mismatch);
     };
     for _ in 0..CREDIT_ATTEMPTS {
@@ -271,14 +257,14 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
             // Already refunded or paid out (a closed account's money goes back so): only what the payment
             // still holds is held, so the chargeback cannot take the same money twice; a human looks.
             let details = json!({ "reason": "dispute of a payment already refunded or paid out: only what is left of it is held", "dispute_id": dispute.id, "payment_id": dispute.payment_id, "amount_paise": dispute.amount, "left_paise": left_paise });
-            record_review(store, config, now, details).await?;
+            record_review(ports, now, details).await?;
             amounts.held = paise_to_units(left_paise.max(0)).unwrap_or(0);
         }
         let over = next == DisputeState::Debited && left_paise < amounts.deducted_paise;
         if over {
             // More than the payment would be taken back: a human looks, and nothing stays held meanwhile.
             let details = json!({ "reason": "refunds and disputes would take back more than the payment", "dispute_id": dispute.id, "payment_id": dispute.payment_id, "amount_paise": amounts.deducted_paise });
-            record_review(store, config, now, details).await?;
+            record_review(ports, now, details).await?;
             next = DisputeState::Released;
         }
         let wallet = store.wallet(&user_id).await?;
@@ -303,7 +289,7 @@ pub async fn apply_dispute<S: ItemStore + ?Sized>(
         ops.push(enqueue(&notice)?);
         if store.transact(ops).await.applied()?.is_some() {
             tracing::warn!(%user_id, dispute_id = %dispute.id, payment_id = %dispute.payment_id, state = ?next, "dispute applied");
-            sync_closed_wallet(store, config, clock, &user_id).await?;
+            sync_closed_wallet(ports, &user_id).await?;
             super::metering::stop_purses_if_owing(store, &user_id).await?;
             return Ok(if over { CreditOutcome::Mismatch } else { CreditOutcome::Credited });
         }
@@ -477,13 +463,14 @@ pub async fn disputes<S: ItemStore + ?Sized>(
 
 /// `POST /v1/admin/disputes/{id}/handled`: an operator records how a dispute was handled (evidence sent,
 /// accepted), once; the first record stands.
-pub async fn mark_dispute_handled<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
+pub async fn mark_dispute_handled(
+    ports: &Ports,
     dispute_id: &str,
     note: &str,
     operator: &str,
 ) -> ApiResult<DisputeView> {
+    let store = ports.store();
+    let clock = ports.clock();
     let not_found =
         || ApiError::NotFound { code: ErrorCode::DisputeNotFound, message: format!("no dispute {dispute_id}") };
     if dispute_id.is_empty() || dispute_id.len() > 64 {

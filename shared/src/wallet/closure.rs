@@ -2,6 +2,7 @@
 //! single refund request, and kept in step with it as late money arrives or leaves.
 
 use crate::error::ErrorCode;
+use crate::ports::Ports;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -10,7 +11,6 @@ use super::closure_refunds;
 use super::ledger::{CREDIT_ATTEMPTS, LedgerEntry, LedgerKind, entry_put};
 use super::{CLOSED, WALLET_SK, WALLETS_PK, Wallet, payment_expiry};
 use crate::accounts::user_pk;
-use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::money::format_inr;
@@ -142,12 +142,10 @@ fn refund_move(
 /// a write conditioned on the amount read, like this one. What an unpaid request cannot cover stays as a debt on
 /// the wallet (the ledger shows it). Each move is a ledger entry in one transaction with the wallet and the
 /// request, conditioned on both, so running it any number of times, concurrently, moves money once.
-pub async fn sync_closed_wallet<S: ItemStore + ?Sized>(
-    store: &S,
-    config: &Config,
-    clock: &dyn Clock,
-    user_id: &str,
-) -> ApiResult<()> {
+pub async fn sync_closed_wallet(ports: &Ports, user_id: &str) -> ApiResult<()> {
+    let store = ports.store();
+    let clock = ports.clock();
+    let config = ports.config();
     for _ in 0..CREDIT_ATTEMPTS {
         let Some(item) = store.get(Table::Main, &user_pk(user_id), WALLET_SK).await? else { return Ok(()) };
         if item.attrs.get(CLOSED) != Some(&json!(true)) {
@@ -221,13 +219,19 @@ pub async fn refund_requests<S: ItemStore + ?Sized>(
 /// what the request showed) out to the account's owner, with the bank's reference. The write holds only
 /// if the request still owes exactly that amount (money that reached or left the closed wallet meanwhile
 /// changes it: the operator reads it again), so nothing is paid twice or recorded against a changed sum.
-pub async fn record_payout<S: ItemStore + ?Sized>(
-    store: &S,
-    (clock, config): (&dyn Clock, &Config),
-    (user_id, amount): (&str, i64),
-    reference: &str,
-    operator: &str,
-) -> ApiResult<RefundRequestView> {
+/// An operator's report of a bank transfer paying a closed account's refund request.
+pub struct Payout<'a> {
+    pub user_id: &'a str,
+    /// What the request showed as owed, wallet units.
+    pub amount: i64,
+    /// The bank transfer's reference (UTR).
+    pub reference: &'a str,
+    pub operator: &'a str,
+}
+
+pub async fn record_payout(ports: &Ports, payout: Payout<'_>) -> ApiResult<RefundRequestView> {
+    let Payout { user_id, amount, reference, operator } = payout;
+    let (store, clock) = (ports.store(), ports.clock());
     let reference = reference.trim();
     if reference.is_empty() || reference.chars().count() > 100 {
         return Err(ApiError::invalid(
@@ -262,7 +266,7 @@ pub async fn record_payout<S: ItemStore + ?Sized>(
     let refunds = closure_refunds::closure_refunds(store, user_id).await?;
     if let Err(refused) = payout_allowed(&request, &payments, &refunds, now) {
         // An account closed before the refunds job existed may not be marked due yet: it is now.
-        closure_refunds::mark_due(store, config, now, user_id).await?;
+        closure_refunds::mark_due(ports, now, user_id).await?;
         return Err(refused);
     }
     let payout = json!({ "amount": amount, "amount_inr": format_inr(amount), "reference": reference, "paid_by": operator, "paid_at": now });

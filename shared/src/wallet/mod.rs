@@ -30,6 +30,7 @@
 //! `closure_refunds` and `metering` (inference holds, settlement, budget leases, the stale-hold sweeper).
 
 use crate::error::ErrorCode;
+use crate::ports::Ports;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -58,8 +59,8 @@ pub use adjustments::{
     DisputeState, DisputeView, apply_deferred, apply_dispute, debit_refund, disputes, mark_dispute_handled,
 };
 pub use closure::{
-    RefundRequest, RefundRequestView, closure_ops, expire_registry, record_payout, refund_request, refund_requests,
-    sync_closed_wallet,
+    Payout, RefundRequest, RefundRequestView, closure_ops, expire_registry, record_payout, refund_request,
+    refund_requests, sync_closed_wallet,
 };
 pub use ledger::{LedgerEntry, LedgerEntryView, LedgerKind};
 pub use reconciliation::{ABANDON_UNANSWERED_AFTER, ReconciliationReport, reconcile};
@@ -169,12 +170,9 @@ impl<T: ItemStore + ?Sized> WalletStore for T {
 }
 
 /// Records a payment that does not match our records, for a human to look at.
-async fn record_review<S: ItemStore + ?Sized>(
-    store: &S,
-    config: &Config,
-    at: DateTime<Utc>,
-    details: Value,
-) -> ApiResult<()> {
+async fn record_review(ports: &Ports, at: DateTime<Utc>, details: Value) -> ApiResult<()> {
+    let store = ports.store();
+    let config = ports.config();
     tracing::error!(alert = crate::alerts::PAYMENT_REVIEW, details = %details, "payment recorded for review");
     let mut record = Map::new();
     record.insert("details".into(), details);
@@ -232,13 +230,9 @@ pub async fn payment_reviews<S: ItemStore + ?Sized>(
 
 /// `POST /v1/admin/payment-reviews/{id}/handled`: an operator records how a review was settled (once: a
 /// second marking is a conflict, the first stands).
-pub async fn mark_review_handled<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn crate::clock::Clock,
-    id: &str,
-    note: &str,
-    operator: &str,
-) -> ApiResult<PaymentReviewView> {
+pub async fn mark_review_handled(ports: &Ports, id: &str, note: &str, operator: &str) -> ApiResult<PaymentReviewView> {
+    let store = ports.store();
+    let clock = ports.clock();
     let not_found =
         || ApiError::NotFound { code: ErrorCode::PaymentReviewNotFound, message: format!("no payment review {id}") };
     let sort_key = review_sort_key(id).ok_or_else(not_found)?;

@@ -1,16 +1,14 @@
 //! Reconciliation: top-ups whose webhook never came are checked with Razorpay, credited or expired.
 
+use crate::ports::Ports;
 use chrono::Duration;
 use serde::Serialize;
 
 use super::topups::{
     CreditOutcome, CreditSource, Topup, TopupStatus, TopupStore, credit_payment, expire_topup, mark_failed,
 };
-use crate::clock::Clock;
-use crate::config::Config;
 use crate::error::ApiResult;
 use crate::razorpay::RazorpayClient;
-use crate::store::ItemStore;
 
 /// A top-up whose order Razorpay has not answered for this long is expired without an answer.
 pub const ABANDON_UNANSWERED_AFTER: Duration = Duration::days(7);
@@ -31,14 +29,14 @@ pub struct ReconciliationReport {
 /// For top-ups unpaid after `min_age` (10 minutes), asks Razorpay for the order's payments and credits
 /// captured ones through the same exactly-once path; expires top-ups unpaid after `expire_after` (24 hours).
 /// One top-up that fails (Razorpay error, store error) is logged and skipped; the run stops at `budget`.
-pub async fn reconcile<S: ItemStore + ?Sized>(
-    store: &S,
+pub async fn reconcile(
+    ports: &Ports,
     razorpay: &RazorpayClient,
-    clock: &dyn Clock,
-    config: &Config,
     (min_age, expire_after): (Duration, Duration),
     budget: std::time::Duration,
 ) -> ApiResult<ReconciliationReport> {
+    let store = ports.store();
+    let clock = ports.clock();
     let started = std::time::Instant::now();
     let now = clock.now();
     let mut report = ReconciliationReport::default();
@@ -52,7 +50,7 @@ pub async fn reconcile<S: ItemStore + ?Sized>(
             continue;
         }
         let stale = topup.created_at <= now - expire_after;
-        if let Err(e) = reconcile_one(store, razorpay, clock, config, &topup, stale, &mut report).await {
+        if let Err(e) = reconcile_one(ports, razorpay, &topup, stale, &mut report).await {
             tracing::error!(topup_id = %topup.id, order_id = %topup.razorpay_order_id, error = %e, "top-up not reconciled this run");
             report.errors += 1;
             // An order Razorpay cannot answer for must not stay first in line for ever; but an outage must
@@ -67,21 +65,18 @@ pub async fn reconcile<S: ItemStore + ?Sized>(
     Ok(report)
 }
 
-async fn reconcile_one<S: ItemStore + ?Sized>(
-    store: &S,
+async fn reconcile_one(
+    ports: &Ports,
     razorpay: &RazorpayClient,
-    clock: &dyn Clock,
-    config: &Config,
     topup: &Topup,
     stale: bool,
     report: &mut ReconciliationReport,
 ) -> ApiResult<()> {
+    let store = ports.store();
     let payments = razorpay.order_payments(&topup.razorpay_order_id).await?;
     let mut paid = false;
     for payment in payments.iter().filter(|p| p.status == "captured") {
-        if credit_payment(store, clock, config, topup, payment, CreditSource::Reconciliation).await?
-            != CreditOutcome::Mismatch
-        {
+        if credit_payment(ports, topup, payment, CreditSource::Reconciliation).await? != CreditOutcome::Mismatch {
             paid = true;
             report.credited += 1;
         }

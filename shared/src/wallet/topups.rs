@@ -2,6 +2,7 @@
 //! credit of a captured payment (shared by the webhook, the callback and reconciliation).
 
 use crate::error::ErrorCode;
+use crate::ports::Ports;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,8 +13,6 @@ use super::closure::sync_closed_wallet;
 use super::ledger::{BalanceChange, LedgerKind, apply_balance_change};
 use super::{payment_expiry, record_review};
 use crate::accounts::{time_sort_key, timestamp, user_pk};
-use crate::clock::Clock;
-use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::money::paise_to_units;
 use crate::notifications::{MailKind, OutboxMail, enqueue};
@@ -186,14 +185,15 @@ impl<T: ItemStore + ?Sized> TopupStore for T {
 
 /// Creates a Razorpay order and the top-up that tracks it. Nothing is stored when Razorpay fails, so no
 /// top-up ever looks payable without an order behind it.
-pub async fn create_topup<S: ItemStore + ?Sized>(
-    store: &S,
+pub async fn create_topup(
+    ports: &Ports,
     razorpay: &RazorpayClient,
-    clock: &dyn Clock,
-    config: &Config,
     user_id: &str,
     amount_paise: i64,
 ) -> ApiResult<Topup> {
+    let store = ports.store();
+    let clock = ports.clock();
+    let config = ports.config();
     if amount_paise < config.topup_min_paise || amount_paise > config.topup_max_paise {
         return Err(ApiError::invalid(
             ErrorCode::AmountOutOfRange,
@@ -246,14 +246,13 @@ pub struct CheckoutCallback {
 
 /// The Checkout callback: checks the signature against the order we stored, confirms the payment with
 /// Razorpay and credits it when captured.
-pub async fn verify_checkout<S: ItemStore + ?Sized>(
-    store: &S,
+pub async fn verify_checkout(
+    ports: &Ports,
     razorpay: &RazorpayClient,
-    clock: &dyn Clock,
-    config: &Config,
     (user_id, topup_id): (&str, &str),
     callback: &CheckoutCallback,
 ) -> ApiResult<Topup> {
+    let store = ports.store();
     let (payment_id, signature) = (callback.razorpay_payment_id.as_str(), callback.razorpay_signature.as_str());
     let not_found = || ApiError::NotFound { code: ErrorCode::TopupNotFound, message: format!("no top-up {topup_id}") };
     let topup = store.topup(topup_id).await?.filter(|t| t.user_id == user_id).ok_or_else(not_found)?;
@@ -267,7 +266,7 @@ pub async fn verify_checkout<S: ItemStore + ?Sized>(
     let payment = razorpay.payment(payment_id).await?;
     match payment.status.as_str() {
         "captured" => {
-            let outcome = credit_payment(store, clock, config, &topup, &payment, CreditSource::Verify).await?;
+            let outcome = credit_payment(ports, &topup, &payment, CreditSource::Verify).await?;
             if outcome == CreditOutcome::Mismatch {
                 return Err(ApiError::invalid(
                     ErrorCode::PaymentMismatch,
@@ -286,14 +285,15 @@ pub async fn verify_checkout<S: ItemStore + ?Sized>(
 /// Credits a captured payment to the owner of the top-up it paid, exactly once per payment id.
 /// The amount credited is the stored order's; a payment whose amount, currency or order differ is not
 /// credited but recorded for review.
-pub async fn credit_payment<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    config: &Config,
+pub async fn credit_payment(
+    ports: &Ports,
     topup: &Topup,
     payment: &Payment,
     source: CreditSource,
 ) -> ApiResult<CreditOutcome> {
+    let store = ports.store();
+    let clock = ports.clock();
+    let config = ports.config();
     let now = clock.now();
     let matches = payment.amount == topup.amount_paise
         && payment.currency == topup.currency
@@ -311,7 +311,7 @@ pub async fn credit_payment<S: ItemStore + ?Sized>(
             "payment_amount_paise": payment.amount,
             "payment_currency": payment.currency,
         });
-        record_review(store, config, now, details).await?;
+        record_review(ports, now, details).await?;
         return Ok(CreditOutcome::Mismatch);
     }
     let units = paise_to_units(topup.amount_paise).ok_or_else(|| ApiError::Internal("amount overflows".into()))?;
@@ -341,8 +341,8 @@ pub async fn credit_payment<S: ItemStore + ?Sized>(
     }
     // Refunds and disputes that arrived before the credit apply now (also on a repeated credit, in case the
     // process that credited stopped before it got here); money paid to a closed account goes to its refund.
-    apply_deferred(store, clock, config, &payment.id).await?;
-    sync_closed_wallet(store, config, clock, &topup.user_id).await?;
+    apply_deferred(ports, &payment.id).await?;
+    sync_closed_wallet(ports, &topup.user_id).await?;
     Ok(if credited { CreditOutcome::Credited } else { CreditOutcome::AlreadyCredited })
 }
 

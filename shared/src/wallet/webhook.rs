@@ -1,17 +1,16 @@
 //! Razorpay's webhook events, once each: payments credited or failed, refunds and disputes applied.
 
+use crate::ports::Ports;
 use serde::Serialize;
 use serde_json::json;
 
 use super::adjustments::{apply_dispute, debit_refund};
 use super::topups::{CreditOutcome, CreditSource, TopupStore, credit_payment, mark_failed};
 use super::{WalletStore, payment_expiry, record_review};
-use crate::clock::Clock;
-use crate::config::Config;
 use crate::error::ApiResult;
 use crate::razorpay::Payment;
 use crate::store::schema::{self, event_pk};
-use crate::store::{Condition, Item, ItemStore, Put, Table};
+use crate::store::{Condition, Item, Put, Table};
 
 const EVENT_SK: &str = schema::sk::EVENT;
 
@@ -29,14 +28,15 @@ pub enum WebhookOutcome {
 
 /// Handles a Razorpay webhook whose signature has already been verified: deduplicates on the event id,
 /// archives the raw payload, then credits, fails or refunds.
-pub async fn handle_webhook<S: ItemStore + ?Sized>(
-    store: &S,
+pub async fn handle_webhook(
+    ports: &Ports,
     blobs: &dyn crate::blobs::BlobStore,
-    clock: &dyn Clock,
-    config: &Config,
     event_id: &str,
     raw_body: &[u8],
 ) -> ApiResult<WebhookOutcome> {
+    let store = ports.store();
+    let clock = ports.clock();
+    let config = ports.config();
     if store.is_recorded(&event_pk(event_id), EVENT_SK).await? {
         return Ok(WebhookOutcome::Duplicate);
     }
@@ -47,7 +47,7 @@ pub async fn handle_webhook<S: ItemStore + ?Sized>(
 
     let outcome = match event.event.as_str() {
         "payment.captured" | "order.paid" => match event.payment() {
-            Some(payment) if payment.status == "captured" => credit_from_event(store, clock, config, &payment).await?,
+            Some(payment) if payment.status == "captured" => credit_from_event(ports, &payment).await?,
             _ => WebhookOutcome::Ignored,
         },
         "payment.failed" => match event.payment() {
@@ -64,11 +64,11 @@ pub async fn handle_webhook<S: ItemStore + ?Sized>(
             None => WebhookOutcome::Ignored,
         },
         "refund.processed" => match event.refund() {
-            Some(refund) => adjustment_outcome(debit_refund(store, clock, config, &refund).await?),
+            Some(refund) => adjustment_outcome(debit_refund(ports, &refund).await?),
             None => WebhookOutcome::Ignored,
         },
         name if name.starts_with("payment.dispute.") => match event.dispute() {
-            Some(dispute) => adjustment_outcome(apply_dispute(store, clock, config, name, &dispute).await?),
+            Some(dispute) => adjustment_outcome(apply_dispute(ports, name, &dispute).await?),
             None => WebhookOutcome::Ignored,
         },
         _ => WebhookOutcome::Ignored,
@@ -92,27 +92,22 @@ fn adjustment_outcome(outcome: CreditOutcome) -> WebhookOutcome {
     }
 }
 
-async fn credit_from_event<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    config: &Config,
-    payment: &Payment,
-) -> ApiResult<WebhookOutcome> {
+async fn credit_from_event(ports: &Ports, payment: &Payment) -> ApiResult<WebhookOutcome> {
+    let store = ports.store();
+    let clock = ports.clock();
     let topup = match payment.order_id.as_deref() {
         Some(order_id) => store.topup_for_order(order_id).await?,
         None => None,
     };
     let Some(topup) = topup else {
         record_review(
-            store,
-            config,
+            ports,
             clock.now(),
-            json!({ "reason": "captured payment for an order we do not know", "payment_id": payment.id, "order_id": payment.order_id, "amount_paise": payment.amount }),
-        )
+            json!({ "reason": "captured payment for an order we do not know", "payment_id": payment.id, "order_id": payment.order_id, "amount_paise": payment.amount }),)
         .await?;
         return Ok(WebhookOutcome::Review);
     };
-    Ok(match credit_payment(store, clock, config, &topup, payment, CreditSource::Webhook).await? {
+    Ok(match credit_payment(ports, &topup, payment, CreditSource::Webhook).await? {
         CreditOutcome::Mismatch => WebhookOutcome::Review,
         _ => WebhookOutcome::Processed,
     })

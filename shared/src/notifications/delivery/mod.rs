@@ -9,6 +9,7 @@
 //! twice. Items waiting over [`REDRIVE_AFTER`] are handed to the mailer again by the jobs
 //! ([`redrive_stale`]).
 
+use crate::ports::Ports;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,6 @@ use super::messages::{self, Recipient};
 use super::mime::{self, Envelope};
 use super::{MailKind, OutboxMail};
 use crate::accounts::{Account, AccountStatus, AccountStore};
-use crate::config::Config;
 use crate::links::{self, EmailLink, ResetLink};
 use crate::retention::DELIVERY_RECORD_LIFETIME;
 use crate::secrets::random_suffix;
@@ -101,13 +101,13 @@ pub enum DeliveryError {
 }
 
 /// Delivers the outbox item with sort key `outbox_sk` (a stream record's key).
-pub async fn deliver<S: ItemStore + ?Sized>(
-    store: &S,
+pub async fn deliver(
+    ports: &Ports,
     mailer: &dyn Mailer,
-    config: &Config,
     now: DateTime<Utc>,
     outbox_sk: &str,
 ) -> Result<Outcome, DeliveryError> {
+    let store = ports.store();
     let Some(item) = store.get(Table::Main, schema::OUTBOX_PK, outbox_sk).await? else {
         // Delivered and deleted already (a redelivered record), or expired.
         return Ok(Outcome::AlreadyDelivered);
@@ -122,7 +122,7 @@ pub async fn deliver<S: ItemStore + ?Sized>(
         }
         Claimed::Busy => return Ok(Outcome::InProgress),
     }
-    match attempt(store, mailer, config, &mail, now).await {
+    match attempt(ports, mailer, &mail, now).await {
         Ok((outcome, provider_id)) => {
             let status = match outcome {
                 Outcome::Sent => "sent",
@@ -150,18 +150,18 @@ pub async fn deliver<S: ItemStore + ?Sized>(
 }
 
 /// One claimed delivery: the recipient, the suppression list, then the mail service.
-async fn attempt<S: ItemStore + ?Sized>(
-    store: &S,
+async fn attempt(
+    ports: &Ports,
     mailer: &dyn Mailer,
-    config: &Config,
     mail: &OutboxMail,
     now: DateTime<Utc>,
 ) -> Result<(Outcome, Option<String>), DeliveryError> {
+    let store = ports.store();
     let Some((to, account)) = recipient(store, mail).await? else { return Ok((Outcome::Dropped, None)) };
     if is_suppressed(store, &to.email).await? {
         return Ok((Outcome::Suppressed, None));
     }
-    match send(store, mailer, config, (mail, &to, &account), now).await {
+    match send(ports, mailer, (mail, &to, &account), now).await {
         Ok(provider_id) => Ok((Outcome::Sent, Some(provider_id))),
         Err(DeliveryError::Mail(MailError::Rejected(reason))) => {
             tracing::warn!(message_id = %mail.id, %reason, "the mail service rejected a message");
@@ -273,13 +273,14 @@ async fn is_suppressed<S: ItemStore + ?Sized>(store: &S, email: &str) -> StoreRe
     Ok(store.get(Table::Main, &schema::suppressed_pk(&email.to_lowercase()), sk::SUPPRESSED).await?.is_some())
 }
 
-async fn send<S: ItemStore + ?Sized>(
-    store: &S,
+async fn send(
+    ports: &Ports,
     mailer: &dyn Mailer,
-    config: &Config,
     (mail, to, account): (&OutboxMail, &Recipient, &Account),
     now: DateTime<Utc>,
 ) -> Result<String, DeliveryError> {
+    let store = ports.store();
+    let config = ports.config();
     let mut mail = mail.clone();
     // Links are minted now, for the address and password the account has now: no raw token is stored.
     let token = match mail.kind {
@@ -301,7 +302,7 @@ async fn send<S: ItemStore + ?Sized>(
         mail.params.insert("token".into(), json!(token));
     }
     let unsubscribe_url = match mail.kind.is_marketing() {
-        true => Some(unsubscribe_link(store, config, &mail.user_id, &mail.id, now).await?),
+        true => Some(unsubscribe_link(ports, &mail.user_id, &mail.id, now).await?),
         false => None,
     };
     let content = messages::render(&mail, to, config, unsubscribe_url.as_deref());
@@ -349,17 +350,12 @@ pub fn kind_name(kind: MailKind) -> &'static str {
 
 /// Delivers every outbox item waiting, oldest first, at most `limit` (the local server's loop; in AWS the
 /// stream does this). Returns how many were handled; a failed one stays for the next pass.
-pub async fn deliver_waiting<S: ItemStore + ?Sized>(
-    store: &S,
-    mailer: &dyn Mailer,
-    config: &Config,
-    now: DateTime<Utc>,
-    limit: u32,
-) -> StoreResult<usize> {
+pub async fn deliver_waiting(ports: &Ports, mailer: &dyn Mailer, now: DateTime<Utc>, limit: u32) -> StoreResult<usize> {
+    let store = ports.store();
     let page = store.query(Query::new(Table::Main, schema::OUTBOX_PK).limit(limit)).await?;
     let mut handled = 0;
     for item in page.items {
-        match deliver(store, mailer, config, now, &item.sk).await {
+        match deliver(ports, mailer, now, &item.sk).await {
             Ok(_) => handled += 1,
             Err(DeliveryError::Store(e)) => return Err(e),
             Err(DeliveryError::Mail(e)) => tracing::warn!(error = %e, sk = %item.sk, "delivery failed; will retry"),

@@ -1,10 +1,10 @@
 //! One-click unsubscribe links and the suppression list (bounces and complaints stop mail to an address).
 
+use crate::ports::Ports;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::config::Config;
 use crate::retention::{SUPPRESSION_LIFETIME, UNSUBSCRIBE_LIFETIME};
 use crate::secrets::{random_token, sha256_hex};
 use crate::store::schema::{self, sk};
@@ -17,13 +17,14 @@ struct UnsubscribeToken {
 }
 
 /// A one-click unsubscribe link for one marketing message (the token stored hashed, a year long).
-pub(super) async fn unsubscribe_link<S: ItemStore + ?Sized>(
-    store: &S,
-    config: &Config,
+pub(super) async fn unsubscribe_link(
+    ports: &Ports,
     user_id: &str,
     message_id: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<String> {
+    let store = ports.store();
+    let config = ports.config();
     let token = random_token();
     let record = UnsubscribeToken { user_id: user_id.into(), message_id: message_id.into() };
     store

@@ -4,6 +4,7 @@
 //! again with the same idempotency key (Razorpay does not say how long it keeps keys); a pending one is
 //! looked up. An account that fails is logged and left for the next run.
 
+use crate::ports::Ports;
 use chrono::DateTime;
 use chrono::Utc;
 use serde::Serialize;
@@ -14,12 +15,10 @@ use super::{
     AccountPayment, ClosureRefund, MIN_REFUND_PAISE, REFUNDING, RefundState, STALE_AFTER, account_payments,
     closure_refunds, due_put, owed_paise, refundable_by_razorpay, unchanged,
 };
-use crate::clock::Clock;
-use crate::config::Config;
 use crate::error::ApiResult;
 use crate::razorpay::{NewRefund, REFUND_NOTE, RazorpayClient, RazorpayError, Refund};
 use crate::store::schema;
-use crate::store::{Condition, Conditional, Delete, Item, ItemStore, Put, Query, Table, Update, WriteOp};
+use crate::store::{Condition, Conditional, Delete, Item, Put, Query, Table, Update, WriteOp};
 use crate::wallet::closure::{RefundRequest, refund_request};
 use crate::wallet::{payment_expiry, record_review, sync_closed_wallet};
 
@@ -42,13 +41,12 @@ pub struct ClosureRefundReport {
 }
 
 /// One run over the accounts marked due, within `budget`.
-pub async fn refund_closed_accounts<S: ItemStore + ?Sized>(
-    store: &S,
+pub async fn refund_closed_accounts(
+    ports: &Ports,
     razorpay: &RazorpayClient,
-    clock: &dyn Clock,
-    config: &Config,
     budget: std::time::Duration,
 ) -> ApiResult<ClosureRefundReport> {
+    let store = ports.store();
     let started = std::time::Instant::now();
     let mut report = ClosureRefundReport::default();
     let mut after = None;
@@ -61,7 +59,7 @@ pub async fn refund_closed_accounts<S: ItemStore + ?Sized>(
                 return Ok(report);
             }
             report.accounts += 1;
-            let refunds = Refunds { store, razorpay, clock, config };
+            let refunds = Refunds { ports, razorpay };
             if let Err(e) = refunds.account(due, &mut report).await {
                 tracing::error!(user_id = %due.sk, error = %e, "a closed account's refund failed; retried next run");
                 report.errors += 1;
@@ -75,27 +73,25 @@ pub async fn refund_closed_accounts<S: ItemStore + ?Sized>(
 }
 
 /// One run's view of the world.
-struct Refunds<'a, S: ?Sized> {
-    store: &'a S,
+struct Refunds<'a> {
+    ports: &'a Ports,
     razorpay: &'a RazorpayClient,
-    clock: &'a dyn Clock,
-    config: &'a Config,
 }
 
-impl<S: ItemStore + ?Sized> Refunds<'_, S> {
+impl Refunds<'_> {
     async fn account(&self, due: &Item, report: &mut ClosureRefundReport) -> ApiResult<()> {
         let user_id = due.sk.as_str();
-        for refund in closure_refunds(self.store, user_id).await?.iter().filter(|r| r.under_way()) {
+        for refund in closure_refunds(self.ports.store(), user_id).await?.iter().filter(|r| r.under_way()) {
             self.report_if_stale(refund).await?;
             match refund.state {
                 RefundState::Initiated => self.resume(refund, report).await?,
                 _ => self.follow(refund, report).await?,
             }
         }
-        let now = self.clock.now();
-        let payments = account_payments(self.store, user_id).await?;
-        for payment in refundable_by_razorpay(&payments, &closure_refunds(self.store, user_id).await?, now) {
-            let Some(request) = refund_request(self.store, user_id).await? else { break };
+        let now = self.ports.clock().now();
+        let payments = account_payments(self.ports.store(), user_id).await?;
+        for payment in refundable_by_razorpay(&payments, &closure_refunds(self.ports.store(), user_id).await?, now) {
+            let Some(request) = refund_request(self.ports.store(), user_id).await? else { break };
             let paise = owed_paise(&request).min(payment.refundable_paise);
             if paise < MIN_REFUND_PAISE {
                 continue;
@@ -118,7 +114,7 @@ impl<S: ItemStore + ?Sized> Refunds<'_, S> {
         payment: &AccountPayment,
         paise: i64,
     ) -> ApiResult<Option<ClosureRefund>> {
-        let now = self.clock.now();
+        let now = self.ports.clock().now();
         let refund = ClosureRefund {
             id: format!("crf_{}", crate::secrets::random_suffix()),
             user_id: request.user_id.clone(),
@@ -132,7 +128,7 @@ impl<S: ItemStore + ?Sized> Refunds<'_, S> {
             created_at: now,
         };
         let (pk, sk) = refund.key();
-        let expires_at = payment_expiry(self.config, now);
+        let expires_at = payment_expiry(self.ports.config(), now);
         let ops = vec![
             WriteOp::Put(Put {
                 table: Table::Main,
@@ -147,7 +143,7 @@ impl<S: ItemStore + ?Sized> Refunds<'_, S> {
             payment.take(paise),
             WriteOp::Put(due_put(&request.user_id, expires_at)?),
         ];
-        Ok(self.store.transact(ops).await.applied()?.map(|()| refund))
+        Ok(self.ports.store().transact(ops).await.applied()?.map(|()| refund))
     }
 
     fn asked(refund: &ClosureRefund) -> NewRefund {
@@ -222,7 +218,7 @@ impl<S: ItemStore + ?Sized> Refunds<'_, S> {
         match answer.status.as_deref() {
             Some("processed") => {
                 report.refunds_processed += 1;
-                apply_processed(self.store, self.clock, self.config, refund, answer).await.map(|_| ())
+                apply_processed(self.ports, refund, answer).await.map(|_| ())
             }
             Some("failed") => {
                 report.refunds_refused += 1;
@@ -232,7 +228,7 @@ impl<S: ItemStore + ?Sized> Refunds<'_, S> {
             _ => {
                 let update =
                     refund.update().set("state", json!(RefundState::Pending)).set("refund_id", json!(answer.id));
-                Ok(self.store.update(update).await.or_not_needed()?)
+                Ok(self.ports.store().update(update).await.or_not_needed()?)
             }
         }
     }
@@ -260,28 +256,28 @@ impl<S: ItemStore + ?Sized> Refunds<'_, S> {
             ),
             crate::wallet::adjustments::give_back_refundable(&refund.payment_id, refund.amount_paise),
         ];
-        if self.store.transact(ops).await.applied()?.is_none() {
+        if self.ports.store().transact(ops).await.applied()?.is_none() {
             return Ok(());
         }
         if final_refusal {
             let details = json!({ "reason": "a closed account's refund to its payment was refused for good: pay it out by bank once the payment is past the dispute window", "user_id": refund.user_id, "payment_id": refund.payment_id, "amount_paise": refund.amount_paise, "razorpay": reason });
-            record_review(self.store, self.config, self.clock.now(), details).await?;
+            record_review(self.ports, self.ports.clock().now(), details).await?;
         } else {
             tracing::error!(refund = %refund.id, razorpay = %reason, "a closed account's refund was refused; asked again next run");
         }
-        sync_closed_wallet(self.store, self.config, self.clock, &refund.user_id).await
+        sync_closed_wallet(self.ports, &refund.user_id).await
     }
 
     /// A refund still under way long after we asked is recorded for a human, once.
     async fn report_if_stale(&self, refund: &ClosureRefund) -> ApiResult<()> {
-        let now = self.clock.now();
+        let now = self.ports.clock().now();
         if refund.stale_reported || now - refund.created_at < STALE_AFTER {
             return Ok(());
         }
         let flagged = refund.update().set("stale_reported", json!(true));
-        if self.store.update(flagged).await.applied()?.is_some() {
+        if self.ports.store().update(flagged).await.applied()?.is_some() {
             let details = json!({ "reason": "a closed account's refund has been under way for more than 10 days", "user_id": refund.user_id, "payment_id": refund.payment_id, "refund": refund.id, "refund_id": refund.refund_id, "asked_at": refund.created_at });
-            record_review(self.store, self.config, now, details).await?;
+            record_review(self.ports, now, details).await?;
         }
         Ok(())
     }
@@ -289,13 +285,13 @@ impl<S: ItemStore + ?Sized> Refunds<'_, S> {
     /// Deletes the account's due marker once nothing is under way and nothing more can go back through
     /// Razorpay, at the version it read (anything that happened since wrote a new one).
     async fn done_with(&self, due: &Item, user_id: &str) -> ApiResult<()> {
-        let refunds = closure_refunds(self.store, user_id).await?;
+        let refunds = closure_refunds(self.ports.store(), user_id).await?;
         if refunds.iter().any(ClosureRefund::under_way) {
             return Ok(());
         }
-        if let Some(request) = refund_request(self.store, user_id).await? {
-            let payments = account_payments(self.store, user_id).await?;
-            let now: DateTime<Utc> = self.clock.now();
+        if let Some(request) = refund_request(self.ports.store(), user_id).await? {
+            let payments = account_payments(self.ports.store(), user_id).await?;
+            let now: DateTime<Utc> = self.ports.clock().now();
             if super::razorpay_can_refund(&request, &refundable_by_razorpay(&payments, &refunds, now)) {
                 return Ok(());
             }
@@ -307,7 +303,7 @@ impl<S: ItemStore + ?Sized> Refunds<'_, S> {
             sk: user_id.to_owned(),
             condition: Condition::AttrEquals("version".into(), version),
         };
-        Ok(self.store.delete(delete).await.or_not_needed()?)
+        Ok(self.ports.store().delete(delete).await.or_not_needed()?)
     }
 }
 

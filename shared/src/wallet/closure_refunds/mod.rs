@@ -23,6 +23,7 @@
 //! Submodules: `job` (the scheduled job), `processed` (a processed refund applied, from the job or the
 //! webhook).
 
+use crate::ports::Ports;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -32,7 +33,6 @@ use super::closure::{RefundRequest, refund_request};
 use super::payment_expiry;
 use super::topups::{CREDIT_SK, TopupStatus, TopupStore};
 use crate::accounts::user_pk;
-use crate::config::Config;
 use crate::error::ApiResult;
 use crate::money::UNITS_PER_PAISA;
 use crate::store::schema::{self, payment_pk, prefix};
@@ -246,12 +246,9 @@ pub(super) fn due_put(user_id: &str, expires_at: i64) -> StoreResult<Put> {
 
 /// Marks a closed account's refund request due for the refunds job (the closure's follow-up; an operator's
 /// payout refused because Razorpay can still refund; safe to repeat).
-pub async fn mark_due<S: ItemStore + ?Sized>(
-    store: &S,
-    config: &Config,
-    now: DateTime<Utc>,
-    user_id: &str,
-) -> ApiResult<()> {
+pub async fn mark_due(ports: &Ports, now: DateTime<Utc>, user_id: &str) -> ApiResult<()> {
+    let store = ports.store();
+    let config = ports.config();
     let Some(request) = refund_request(store, user_id).await? else { return Ok(()) };
     if request.amount <= 0 {
         return Ok(());

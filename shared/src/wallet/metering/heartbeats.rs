@@ -8,13 +8,12 @@
 //! or frozen for good (a Lambda instance is never frozen mid-invocation). The hold's id carries its
 //! placement time, which stands for the first beat.
 
-use std::sync::Arc;
+use crate::ports::Ports;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 
 use crate::accounts::user_pk;
-use crate::clock::Clock;
 use crate::store::schema::prefix::CALL_BEAT;
 use crate::store::{Condition, Item, ItemStore, Put, StoreResult, Table};
 
@@ -28,12 +27,9 @@ fn sort_key(hold_id: &str) -> String {
 }
 
 /// Records that the call of `hold_id` is alive now.
-pub async fn beat<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    user_id: &str,
-    hold_id: &str,
-) -> StoreResult<()> {
+pub async fn beat(ports: &Ports, user_id: &str, hold_id: &str) -> StoreResult<()> {
+    let store = ports.store();
+    let clock = ports.clock();
     let now = clock.now();
     let expires_at = (now + crate::retention::CALL_BEAT_LIFETIME).timestamp();
     let record = json!({ "beat": now.timestamp_millis() });
@@ -77,12 +73,12 @@ impl Drop for Beating {
 }
 
 /// Starts beating for the call of `hold_id`; a beat that fails is logged and the next one tried.
-pub fn keep_beating(store: Arc<dyn ItemStore>, clock: Arc<dyn Clock>, user_id: &str, hold_id: &str) -> Beating {
-    let (user_id, hold_id) = (user_id.to_owned(), hold_id.to_owned());
+pub fn keep_beating(ports: &Ports, user_id: &str, hold_id: &str) -> Beating {
+    let (ports, user_id, hold_id) = (ports.clone(), user_id.to_owned(), hold_id.to_owned());
     Beating(crate::tasks::spawn("call heartbeat", async move {
         loop {
             tokio::time::sleep(BEAT_EVERY).await;
-            if let Err(e) = beat(store.as_ref(), clock.as_ref(), &user_id, &hold_id).await {
+            if let Err(e) = beat(&ports, &user_id, &hold_id).await {
                 tracing::warn!(error = %e, %hold_id, "a running call's heartbeat was not recorded");
             }
         }
@@ -92,7 +88,9 @@ pub fn keep_beating(store: Arc<dyn ItemStore>, clock: Arc<dyn Clock>, user_id: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use std::sync::Arc;
+
+    use crate::clock::{Clock, ManualClock};
 
     fn store() -> crate::store::sqlite::SqliteStore {
         match crate::store::sqlite::SqliteStore::in_memory(Arc::new(crate::clock::SystemClock)) {
@@ -104,7 +102,8 @@ mod tests {
     #[tokio::test]
     async fn a_call_is_dead_once_silent_past_the_limit_from_its_last_beat() -> Result<(), Box<dyn std::error::Error>> {
         let store = store();
-        let clock = ManualClock::starting_now();
+        let clock = Arc::new(ManualClock::starting_now());
+        let ports = Ports::new(Arc::new(store.clone()), clock.clone(), crate::config::Config::default());
         let placed = clock.now();
         let at = |seconds: i64| placed + Duration::seconds(seconds);
         let hold = ("usr_1", "0000000000001_abc");
@@ -114,12 +113,12 @@ mod tests {
         assert!(is_silent(&store, at(30), hold, placed).await?);
         // A beat at 25 s keeps it alive until 55 s.
         clock.set(at(25));
-        beat(&store, &clock, hold.0, hold.1).await?;
+        beat(&ports, hold.0, hold.1).await?;
         assert!(!is_silent(&store, at(54), hold, placed).await?);
         assert!(is_silent(&store, at(55), hold, placed).await?);
         // Another call's beat says nothing of this one.
         clock.set(at(100));
-        beat(&store, &clock, hold.0, "0000000000002_def").await?;
+        beat(&ports, hold.0, "0000000000002_def").await?;
         assert!(is_silent(&store, at(100), hold, placed).await?);
         Ok(())
     }

@@ -13,6 +13,7 @@
 //! attribute is absent.
 
 use crate::error::ErrorCode;
+use crate::ports::Ports;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -222,36 +223,30 @@ pub(super) fn insufficient(amount: i64) -> ApiError {
 }
 
 /// Holds `amount` units of the user's available balance, or answers 402 `insufficient_balance`.
-pub async fn place_hold<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    hints: &BalanceHints,
-    user_id: &str,
-    amount: i64,
-) -> ApiResult<Hold> {
-    hold_for(store, clock, hints, user_id, amount, None).await
+pub async fn place_hold(ports: &Ports, hints: &BalanceHints, user_id: &str, amount: i64) -> ApiResult<Hold> {
+    hold_for(ports, hints, user_id, amount, None).await
 }
 
 /// Holds `amount` for a call, recording the call in the same write (for the sweeper).
-pub async fn place_call_hold<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
+pub async fn place_call_hold(
+    ports: &Ports,
     hints: &BalanceHints,
     user_id: &str,
     amount: i64,
     call: &HeldCall,
 ) -> ApiResult<Hold> {
-    hold_for(store, clock, hints, user_id, amount, Some(call)).await
+    hold_for(ports, hints, user_id, amount, Some(call)).await
 }
 
-async fn hold_for<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
+async fn hold_for(
+    ports: &Ports,
     hints: &BalanceHints,
     user_id: &str,
     amount: i64,
     call: Option<&HeldCall>,
 ) -> ApiResult<Hold> {
+    let store = ports.store();
+    let clock = ports.clock();
     let amount = amount.max(1);
     let mut hold = Hold {
         id: new_hold_id(clock),

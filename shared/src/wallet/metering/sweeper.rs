@@ -8,6 +8,7 @@
 //! at the end of the registry, from its beginning up to where it started. Its time grows with the number of wallets divided by the
 //! concurrency (plus one settlement for each stale hold): see the README's figures.
 
+use crate::ports::Ports;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -21,7 +22,6 @@ use super::{
     expiries, low_balance_threshold, purses_on, release, retire, return_lease, settle, stop_purses, stops_leases,
 };
 use crate::accounts::user_pk;
-use crate::clock::Clock;
 use crate::error::ApiResult;
 use crate::store::schema;
 use crate::store::{Condition, Item, ItemStore, Put, Query, Table};
@@ -36,14 +36,10 @@ const PAGE: u32 = 200;
 /// Reconciles the stale leases on one wallet (created before `cutoff` less a lease's life, so no process
 /// serves a call from them any more): each call on record is charged (with the usage it recorded, or its
 /// whole hold; a call that settled already is charged nothing more), then the rest is given back.
-async fn sweep_leases<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    config: &crate::config::Config,
-    (user_id, item): (&str, &Item),
-    cutoff: &str,
-    report: &mut SweepReport,
-) {
+async fn sweep_leases(ports: &Ports, (user_id, item): (&str, &Item), cutoff: &str, report: &mut SweepReport) {
+    let store = ports.store();
+    let clock = ports.clock();
+    let config = ports.config();
     for (attr, value) in &item.attrs {
         let Some(lease_id) = attr.strip_prefix(LEASE_PREFIX) else { continue };
         let (Some(reserved), true) = (value.as_i64(), lease_id.get(..13).is_some_and(|m| m < cutoff)) else {
@@ -132,13 +128,13 @@ impl SweepReport {
 /// Settles every hold older than `older_than` (more than the inference function can run), and every younger
 /// one whose call stopped beating (`heartbeats`): their calls reached the provider and their processes died
 /// before settling (see the module notes).
-pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    config: &crate::config::Config,
+pub async fn sweep_stale_holds(
+    ports: &Ports,
     older_than: Duration,
     budget: std::time::Duration,
 ) -> ApiResult<SweepReport> {
+    let store = ports.store();
+    let clock = ports.clock();
     let started = std::time::Instant::now();
     let cutoffs = Cutoffs {
         holds: format!("{:013}", (clock.now() - older_than).timestamp_millis().max(0)),
@@ -159,20 +155,20 @@ pub async fn sweep_stale_holds<S: ItemStore + ?Sized>(
             .collect();
         let reached_start = wallets.len() < page.items.len();
         for group in wallets.chunks(SWEEP_CONCURRENCY) {
-            let swept = join_all(group.iter().map(|user_id| sweep_one(store, clock, config, user_id, &cutoffs))).await;
+            let swept = join_all(group.iter().map(|user_id| sweep_one(ports, user_id, &cutoffs))).await;
             swept.into_iter().for_each(|one| report.add(one));
         }
         // The store's own next key (a page of expired entries comes back empty but still has one).
         after = page.next.clone();
         if reached_start || (page.next.is_none() && wrapped) {
-            save_cursor(store, clock, None).await?;
+            save_cursor(ports, None).await?;
             return Ok(report);
         }
         if page.next.is_none() {
             wrapped = true;
         }
         // Saved after every page: a run stopped before its end (a timeout) loses one page at most.
-        save_cursor(store, clock, after.clone()).await?;
+        save_cursor(ports, after.clone()).await?;
         if started.elapsed() >= budget {
             tracing::warn!(wallets = report.wallets, "the stale-hold sweep ran out of time; the next run goes on");
             report.out_of_time = true;
@@ -188,13 +184,8 @@ struct Cutoffs {
 }
 
 /// Sweeps one wallet: its stale holds and leases, and a closed wallet's refund request.
-async fn sweep_one<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    config: &crate::config::Config,
-    user_id: &str,
-    cutoffs: &Cutoffs,
-) -> SweepReport {
+async fn sweep_one(ports: &Ports, user_id: &str, cutoffs: &Cutoffs) -> SweepReport {
+    let store = ports.store();
     let mut report = SweepReport { wallets: 1, ..SweepReport::default() };
     let item = match store.get(Table::Main, &user_pk(user_id), WALLET_SK).await {
         Ok(Some(item)) => item,
@@ -204,14 +195,14 @@ async fn sweep_one<S: ItemStore + ?Sized>(
             return report;
         }
     };
-    sweep_wallet(store, clock, config, (user_id, &item), &cutoffs.holds, &mut report).await;
-    sweep_leases(store, clock, config, (user_id, &item), &cutoffs.leases, &mut report).await;
+    sweep_wallet(ports, (user_id, &item), &cutoffs.holds, &mut report).await;
+    sweep_leases(ports, (user_id, &item), &cutoffs.leases, &mut report).await;
     if item.attrs.keys().any(|k| k.starts_with(PURSE_ON_WALLET)) {
-        sweep_purses(store, clock, config, (user_id, &item), &mut report).await;
+        sweep_purses(ports, (user_id, &item), &mut report).await;
     }
     // A closed account's wallet: what its calls left unused goes to its refund request.
     if item.attrs.get(CLOSED) == Some(&json!(true))
-        && let Err(e) = crate::wallet::sync_closed_wallet(store, config, clock, user_id).await
+        && let Err(e) = crate::wallet::sync_closed_wallet(ports, user_id).await
     {
         tracing::error!(%user_id, error = %e, "closed wallet not synced with its refund request this run");
     }
@@ -224,7 +215,9 @@ async fn load_cursor<S: ItemStore + ?Sized>(store: &S) -> ApiResult<Option<Strin
     Ok(item.and_then(|i| i.attrs.get("after").and_then(Value::as_str).map(str::to_owned)))
 }
 
-async fn save_cursor<S: ItemStore + ?Sized>(store: &S, clock: &dyn Clock, after: Option<String>) -> ApiResult<()> {
+async fn save_cursor(ports: &Ports, after: Option<String>) -> ApiResult<()> {
+    let store = ports.store();
+    let clock = ports.clock();
     let cursor = json!({ "after": after, "saved_at": clock.now() });
     let expires_at = (clock.now() + crate::retention::SWEEP_CURSOR_LIFETIME).timestamp();
     let item = Item::from_record(schema::SWEEPER_PK, schema::sk::CURSOR, &cursor, Some(expires_at))?;
@@ -232,20 +225,16 @@ async fn save_cursor<S: ItemStore + ?Sized>(store: &S, clock: &dyn Clock, after:
 }
 
 /// Settles the stale holds (placed before `cutoff`, in millis) on one account's wallet item.
-async fn sweep_wallet<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    config: &crate::config::Config,
-    (user_id, item): (&str, &Item),
-    cutoff: &str,
-    report: &mut SweepReport,
-) {
+async fn sweep_wallet(ports: &Ports, (user_id, item): (&str, &Item), cutoff: &str, report: &mut SweepReport) {
+    let store = ports.store();
+    let clock = ports.clock();
+    let config = ports.config();
     let balance = item.attrs.get("balance").and_then(Value::as_i64).unwrap_or(0);
     for (attr, value) in &item.attrs {
         let Some(id) = attr.strip_prefix(HOLD_PREFIX) else { continue };
         let Some(amount) = value.as_i64() else { continue };
         let young = id.get(..13).is_none_or(|m| m >= cutoff);
-        if young && !call_is_dead(store, clock, (user_id, item), id).await {
+        if young && !call_is_dead(ports, (user_id, item), id).await {
             continue;
         }
         let threshold = low_balance_threshold(item);
@@ -290,13 +279,10 @@ async fn sweep_wallet<S: ItemStore + ?Sized>(
 /// Returns the purses nobody used for `PURSE_IDLE` (an instance frozen or killed since): each of their calls
 /// that stopped beating is charged (what it recorded as used, or its whole hold), then, with no call left
 /// running in it, the purse's spending is posted and the rest goes back to the wallet.
-async fn sweep_purses<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    config: &crate::config::Config,
-    (user_id, wallet): (&str, &Item),
-    report: &mut SweepReport,
-) {
+async fn sweep_purses(ports: &Ports, (user_id, wallet): (&str, &Item), report: &mut SweepReport) {
+    let store = ports.store();
+    let clock = ports.clock();
+    let config = ports.config();
     let purses = match purses_on(store, user_id, wallet).await {
         Ok(purses) => purses,
         Err(e) => return tracing::error!(%user_id, error = %e, "purses not swept this run"),
@@ -357,7 +343,7 @@ async fn sweep_purses<S: ItemStore + ?Sized>(
         if running || !idle {
             continue;
         }
-        match retire(store, clock, user_id, &purse.instance, expiries(config, now)).await {
+        match retire(ports, user_id, &purse.instance, expiries(config, now)).await {
             Ok(true) => report.purses += 1,
             Ok(false) => {
                 tracing::warn!(%user_id, instance = %purse.instance, "an idle purse changed while swept; next run")
@@ -371,12 +357,9 @@ async fn sweep_purses<S: ItemStore + ?Sized>(
 
 /// Whether a hold younger than the inference function's timeout belongs to a call that died: it has a call
 /// record (a call that beats while it runs) and its call has been silent too long (see `heartbeats`).
-async fn call_is_dead<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    (user_id, item): (&str, &Item),
-    id: &str,
-) -> bool {
+async fn call_is_dead(ports: &Ports, (user_id, item): (&str, &Item), id: &str) -> bool {
+    let store = ports.store();
+    let clock = ports.clock();
     let placed = id.get(..13).and_then(|m| m.parse::<i64>().ok()).and_then(DateTime::<Utc>::from_timestamp_millis);
     let (Some(placed), true) = (placed, item.attrs.contains_key(&format!("{HOLD_CALL_PREFIX}{id}"))) else {
         return false;

@@ -23,13 +23,13 @@
 //!   the process died) is the one thing a crash can leave uncharged; per-call holds had no such window, at
 //!   the price of a store round trip before every call.
 
+use crate::ports::Ports;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{self as metering, BalanceHints, HeldCall, Hold, LeaseRefused};
-use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
 use crate::store::ItemStore;
 
@@ -125,19 +125,20 @@ impl Leases {
     /// Holds `amount` for a call: from the account's lease when it has room, else with the call's own hold.
     pub async fn hold(
         &self,
-        store: &Arc<dyn ItemStore>,
-        clock: &Arc<dyn Clock>,
+        ports: &Ports,
         hints: &BalanceHints,
         user_id: &str,
         amount: i64,
         call: &HeldCall,
     ) -> ApiResult<Hold> {
+        let store = &ports.store;
+        let clock = &ports.clock;
         let amount = amount.max(1);
         let hold_id = metering::new_hold_id(clock.as_ref());
         let now = Instant::now();
         let mut plan = self.plan(user_id, &hold_id, amount, call, hints, (now, true));
         if let Plan::Open { target } = plan
-            && self.open(store, clock, hints, user_id, target, now).await
+            && self.open(ports, hints, user_id, target, now).await
         {
             // Served from the lease just opened (it has room for this call by its size).
             plan = self.plan(user_id, &hold_id, amount, call, hints, (now, false));
@@ -145,10 +146,9 @@ impl Leases {
         if let Plan::Served(hold) = plan {
             return Ok(hold);
         }
-        let clock = clock.as_ref();
-        match metering::place_call_hold(store.as_ref(), clock, hints, user_id, amount, call).await {
+        match metering::place_call_hold(ports, hints, user_id, amount, call).await {
             Err(ApiError::PaymentRequired { .. }) if self.give_back_free(store.as_ref(), user_id).await => {
-                metering::place_call_hold(store.as_ref(), clock, hints, user_id, amount, call).await
+                metering::place_call_hold(ports, hints, user_id, amount, call).await
             }
             placed => placed,
         }
@@ -239,15 +239,9 @@ impl Leases {
 
     /// Opens a lease of `size` for the account (one conditional write) and installs it; false when the wallet
     /// refused it.
-    async fn open(
-        &self,
-        store: &Arc<dyn ItemStore>,
-        clock: &Arc<dyn Clock>,
-        hints: &BalanceHints,
-        user_id: &str,
-        size: i64,
-        now: Instant,
-    ) -> bool {
+    async fn open(&self, ports: &Ports, hints: &BalanceHints, user_id: &str, size: i64, now: Instant) -> bool {
+        let store = &ports.store;
+        let clock = &ports.clock;
         let opened_at = clock.now().timestamp_millis().max(0);
         let id = metering::timed_id(opened_at);
         let opened = metering::reserve_for_lease(store.as_ref(), user_id, &id, size, 0).await;

@@ -1,11 +1,11 @@
 //! Funding a purse from the wallet (the only writes of the wallet on the hot path), gathering what other
 //! instances' purses hold before a 402, and stopping every purse when the account closes or owes.
 
+use crate::ports::Ports;
 use serde_json::{Value, json};
 
 use super::{Funding, PURSE_ON_WALLET, STOP_ATTEMPTS, number, purse_sort_key};
 use crate::accounts::user_pk;
-use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
 use crate::store::{Condition, Item, ItemStore, Put, StoreError, Table, Update, WriteOp};
 use crate::wallet::metering::holds::Hold;
@@ -16,13 +16,14 @@ pub(super) const GATHER_ROUNDS: usize = 3;
 
 /// One transaction: `size` of the wallet's available balance into the purse (created if new, no longer
 /// stopped: the wallet, open and owing nothing, is the proof), and the hold placed on it.
-pub(super) async fn fund<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
+pub(super) async fn fund(
+    ports: &Ports,
     (hold, call): (&Hold, &Value),
     instance: &str,
     size: i64,
 ) -> ApiResult<Funding> {
+    let store = ports.store();
+    let clock = ports.clock();
     let now = clock.now().timestamp_millis();
     let (user_id, key, attr) = (hold.user_id.as_str(), purse_sort_key(instance), hold.attr());
     // Twice at most: a purse the sweeper returned between the look and the write is made anew.

@@ -26,6 +26,7 @@
 //! is exact at every read (the purses' money is counted in `held`), and nothing is spent twice: each
 //! purse write is conditioned on what it takes, and each call's usage entry is written once.
 
+use crate::ports::Ports;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,11 +36,10 @@ use serde_json::{Value, json};
 use super::holds::{DEFAULT_LOW_BALANCE_THRESHOLD, HeldCall, Hold, insufficient, new_hold_id};
 use super::settlement::Expiries;
 use crate::accounts::user_pk;
-use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::secrets::random_suffix;
 use crate::store::schema::prefix::PURSE;
-use crate::store::{Condition, Item, ItemStore, StoreError, Table, Update};
+use crate::store::{Condition, Item, StoreError, Table, Update};
 
 mod funding;
 mod posting;
@@ -126,14 +126,8 @@ impl Purses {
     /// wallet when it is short (the funding places the hold in the same transaction, so no other instance's
     /// gather can take the money in between); 402 `insufficient_balance` only when the wallet, this purse and
     /// the other purses' free money together cannot cover it.
-    pub async fn hold<S: ItemStore + ?Sized>(
-        self: &Arc<Self>,
-        store: &S,
-        clock: &dyn Clock,
-        user_id: &str,
-        amount: i64,
-        call: &HeldCall,
-    ) -> ApiResult<Hold> {
+    pub async fn hold(self: &Arc<Self>, ports: &Ports, user_id: &str, amount: i64, call: &HeldCall) -> ApiResult<Hold> {
+        let clock = ports.clock();
         let hold = Hold {
             id: new_hold_id(clock),
             user_id: user_id.to_owned(),
@@ -144,23 +138,19 @@ impl Purses {
             purse: Some(PurseBacking { instance: self.instance.clone(), book: Some(Arc::clone(self)) }),
         };
         let call = serde_json::to_value(call).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let free = match self.take(store, clock, &hold, &call).await? {
+        let free = match self.take(ports, &hold, &call).await? {
             Taken::Held => return Ok(hold),
             Taken::Short { free } => free,
         };
-        self.fund_and_hold(store, clock, &hold, &call, free).await?;
+        self.fund_and_hold(ports, &hold, &call, free).await?;
         Ok(hold)
     }
 
     /// The hold's write on the purse alone; `Short` (with the purse's free money) when the purse cannot cover
     /// it, or is new, stopped or returned.
-    async fn take<S: ItemStore + ?Sized>(
-        &self,
-        store: &S,
-        clock: &dyn Clock,
-        hold: &Hold,
-        call: &Value,
-    ) -> ApiResult<Taken> {
+    async fn take(&self, ports: &Ports, hold: &Hold, call: &Value) -> ApiResult<Taken> {
+        let store = ports.store();
+        let clock = ports.clock();
         let key = purse_sort_key(&self.instance);
         let attr = hold.attr();
         let update = Update::new(Table::Main, user_pk(&hold.user_id), &key)
@@ -197,14 +187,8 @@ impl Purses {
     /// Funds the purse for `hold` and places it, in one transaction: the wallet gives what the purse's `free`
     /// money lacks, or more (sixteen holds like this one, doubling while fundings come within
     /// [`FUND_EVERY`]); when the wallet cannot, what other purses do not hold comes back first, a few rounds.
-    async fn fund_and_hold<S: ItemStore + ?Sized>(
-        &self,
-        store: &S,
-        clock: &dyn Clock,
-        hold: &Hold,
-        call: &Value,
-        free: i64,
-    ) -> ApiResult<()> {
+    async fn fund_and_hold(&self, ports: &Ports, hold: &Hold, call: &Value, free: i64) -> ApiResult<()> {
+        let store = ports.store();
         let (user_id, amount) = (hold.user_id.as_str(), hold.amount);
         let need = (amount - free).max(1);
         let size = self.local(user_id, |local| match local.funded {
@@ -213,7 +197,7 @@ impl Purses {
         });
         for _ in 0..GATHER_ROUNDS {
             for size in [size.max(need), need] {
-                match fund(store, clock, (hold, call), &self.instance, size).await? {
+                match fund(ports, (hold, call), &self.instance, size).await? {
                     Funding::Done => {
                         self.local(user_id, |local| local.funded = Some((Instant::now(), size)));
                         return Ok(());
@@ -237,19 +221,13 @@ impl Purses {
     /// Posts what the purse spent to the wallet, if there is some and the last posting is [`POST_EVERY`] old.
     /// Tried twice at most within the call (another instance's wallet write may get in first): what is left
     /// is posted after a later call, or by the sweeper.
-    pub async fn post_if_due<S: ItemStore + ?Sized>(
-        &self,
-        store: &S,
-        clock: &dyn Clock,
-        user_id: &str,
-        expiries: Expiries,
-    ) -> ApiResult<()> {
+    pub async fn post_if_due(&self, ports: &Ports, user_id: &str, expiries: Expiries) -> ApiResult<()> {
         let due = self
             .local(user_id, |local| local.unposted != 0 && local.posted.is_none_or(|at| at.elapsed() >= POST_EVERY));
         if !due {
             return Ok(());
         }
-        let posted = commit_posting(store, clock, (user_id, &self.instance), false, (expiries, 2)).await;
+        let posted = commit_posting(ports, (user_id, &self.instance), false, (expiries, 2)).await;
         // Posted or not, the next try waits its turn: instances that lost to each other do not retry on every
         // call (what is left is posted later, or by the sweeper).
         self.local(user_id, |local| {

@@ -1,6 +1,7 @@
 //! Settling in a purse, and posting what a purse spent to the wallet and the ledger; retiring an idle
 //! purse; reading the purses on a wallet for the sweeper.
 
+use crate::ports::Ports;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -9,7 +10,6 @@ use serde_json::{Value, json};
 use super::funding::purses_of;
 use super::{POST_ATTEMPTS, PURSE_ON_WALLET, number, purse_sort_key};
 use crate::accounts::user_pk;
-use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
 use crate::store::{Condition, Delete, Item, ItemStore, StoreError, Table, Update, WriteOp};
 use crate::usage::{self, UsageRecord};
@@ -176,23 +176,18 @@ async fn post_ops<S: ItemStore + ?Sized>(
 
 /// Retires a purse: its spending posted and its free money back on the wallet, the purse deleted; only if no
 /// call holds anything in it. Returns whether it went.
-pub async fn retire<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
-    user_id: &str,
-    instance: &str,
-    expiries: Expiries,
-) -> ApiResult<bool> {
-    commit_posting(store, clock, (user_id, instance), true, (expiries, POST_ATTEMPTS)).await
+pub async fn retire(ports: &Ports, user_id: &str, instance: &str, expiries: Expiries) -> ApiResult<bool> {
+    commit_posting(ports, (user_id, instance), true, (expiries, POST_ATTEMPTS)).await
 }
 
-pub(super) async fn commit_posting<S: ItemStore + ?Sized>(
-    store: &S,
-    clock: &dyn Clock,
+pub(super) async fn commit_posting(
+    ports: &Ports,
     who: (&str, &str),
     retire: bool,
     (expiries, attempts): (Expiries, usize),
 ) -> ApiResult<bool> {
+    let store = ports.store();
+    let clock = ports.clock();
     for _ in 0..attempts {
         let Some(ops) = post_ops(store, clock.now(), who, retire, expiries).await? else { return Ok(false) };
         match store.transact(ops).await {
