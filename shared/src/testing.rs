@@ -175,7 +175,7 @@ pub async fn create_account(state: &crate::state::AppState, email: &str) -> Resu
     };
     let client = crate::accounts::ClientInfo::default();
     let account =
-        crate::accounts::signup(&state.ports, (request, &client), |a| crate::verification::signup_ops(a)).await?;
+        crate::accounts::signup(&state.ports, request, &client, |a| crate::verification::signup_ops(a)).await?;
     Ok(account.id)
 }
 

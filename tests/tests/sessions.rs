@@ -163,9 +163,13 @@ async fn a_password_change_checks_the_current_one_and_ends_every_other_session(b
     };
     let expiries = shared::auth::Expiries { record: racing.expires_at, failure: racing.expires_at };
     let store = api.state.store.as_ref();
-    let late =
-        shared::auth::LoginStore::record_login(store, &attempt, expiries, &racing, &before.password_hash, Vec::new())
-            .await;
+    let login = shared::auth::SuccessfulLogin {
+        attempt: &attempt,
+        expiries,
+        session: &racing,
+        verified_hash: &before.password_hash,
+    };
+    let late = shared::auth::LoginStore::record_login(store, login, Vec::new()).await;
     assert!(matches!(late, Err(shared::store::StoreError::ConditionFailed)), "{late:?}");
     assert!(shared::auth::SessionStore::session(store, &racing.token_hash).await?.is_none());
     // Nor can any account change checked against the old password (an email change, another password

@@ -155,8 +155,7 @@ async fn change_password(
     session: Session,
     JsonBody(body): JsonBody<PasswordChange>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let passwords = (body.current_password, body.new_password);
-    let ended = auth::change_password(&state.ports, &session, passwords).await?;
+    let ended = auth::change_password(&state.ports, &session, body.current_password, body.new_password).await?;
     tracing::info!(user_id = %session.user_id, ended, "password changed; other sessions ended");
     Ok(Json(serde_json::json!({ "password_changed": true, "other_sessions_ended": ended })))
 }

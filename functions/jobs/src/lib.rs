@@ -76,8 +76,7 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
     let mut report = JobsReport::default();
     let reconciliation = match state.razorpay() {
         Ok(razorpay) => {
-            let ages = (RECONCILE_AFTER, EXPIRE_AFTER);
-            wallet::reconcile(&state.ports, razorpay, ages, RECONCILE_BUDGET).await
+            wallet::reconcile(&state.ports, razorpay, RECONCILE_AFTER, EXPIRE_AFTER, RECONCILE_BUDGET).await
         }
         Err(e) => Err(e),
     };

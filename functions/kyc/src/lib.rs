@@ -98,8 +98,8 @@ async fn reveal(
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
     let keys = state.kyc_keys()?;
-    let target = (user_id.as_str(), request.document);
-    let number = kyc::reveal_for_operator(&state.ports, keys, target, request.reason, &operator).await?;
+    let reveal = kyc::Reveal { user_id: &user_id, document: request.document, reason: request.reason };
+    let number = kyc::reveal_for_operator(&state.ports, keys, reveal, &operator).await?;
     tracing::warn!(%user_id, %operator, document = request.document.as_str(), "a full KYC number was revealed");
     let body = serde_json::json!({ "user_id": user_id, "document": request.document, "number": number, "revealed_to": operator });
     let mut response = Json(body).into_response();

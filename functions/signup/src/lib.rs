@@ -25,7 +25,7 @@ async fn signup(
     client: ClientInfo,
     JsonBody(request): JsonBody<SignupRequest>,
 ) -> ApiResult<(StatusCode, Json<AccountView>)> {
-    let account = accounts::signup(&state.ports, (request, &client), shared::verification::signup_ops).await?;
+    let account = accounts::signup(&state.ports, request, &client, shared::verification::signup_ops).await?;
     tracing::info!(user_id = %account.id, "account created");
     Ok((StatusCode::CREATED, Json(AccountView::new(&account, &state.config.policy_version))))
 }

@@ -54,7 +54,7 @@ async fn verify(
     JsonBody(callback): JsonBody<CheckoutCallback>,
 ) -> ApiResult<Json<TopupView>> {
     let razorpay = state.razorpay()?;
-    let topup = wallet::verify_checkout(&state.ports, razorpay, (&session.user_id, &topup_id), &callback).await?;
+    let topup = wallet::verify_checkout(&state.ports, razorpay, &session.user_id, &topup_id, &callback).await?;
     Ok(Json(TopupView::new(&topup, &razorpay.config().await.key_id)))
 }
 

@@ -138,8 +138,8 @@ pub use checks::{
 };
 pub(crate) use store::email_taken;
 pub use store::{
-    AccountStore, CreateAccountError, closure_ops, consent_put, email_change_ops, expire_consents, profile_update,
-    registry_delete, require_active, require_active_with_password,
+    AccountStore, ConsentChoice, CreateAccountError, closure_ops, consent_put, email_change_ops, expire_consents,
+    profile_update, registry_delete, require_active, require_active_with_password,
 };
 
 /// The signup request body.
@@ -169,7 +169,8 @@ pub fn new_user_id() -> String {
 /// `also_write` returns for it (the verification link and its message; see the verification module).
 pub async fn signup(
     ports: &Ports,
-    (request, client): (SignupRequest, &ClientInfo),
+    request: SignupRequest,
+    client: &ClientInfo,
     also_write: impl FnOnce(&Account) -> StoreResult<Vec<WriteOp>>,
 ) -> ApiResult<Account> {
     let store = ports.store();

@@ -10,21 +10,27 @@ use crate::store::schema::sk::PROFILE as PROFILE_SK;
 use crate::store::schema::{email_pk, time_sort_key, user_pk};
 use crate::store::{Condition, Item, ItemStore, Put, StoreError, StoreResult, Table, Update, WriteOp, schema};
 
+/// What a consent record says was chosen: under which policy, whether marketing mail is wanted, and the
+/// occasion (`signup`, `policy_update`, `marketing_update`, `unsubscribe_link`).
+pub struct ConsentChoice<'a> {
+    pub policy_version: &'a str,
+    pub marketing: bool,
+    pub context: &'a str,
+}
+
 /// A consent record (DPDP Act evidence: which policy, which choices, when, from where), to write with the
 /// change it records.
 pub fn consent_put(
     account: &Account,
-    policy_version: &str,
-    marketing: bool,
-    context: &str,
+    choice: ConsentChoice<'_>,
     client: &ClientInfo,
     at: DateTime<Utc>,
 ) -> StoreResult<WriteOp> {
     let consent = Consent {
         user_id: account.id.clone(),
-        policy_version: policy_version.to_owned(),
-        marketing_consent: marketing,
-        context: context.into(),
+        policy_version: choice.policy_version.to_owned(),
+        marketing_consent: choice.marketing,
+        context: choice.context.into(),
         ip: client.ip.clone(),
         user_agent: client.user_agent.clone(),
         at,

@@ -91,6 +91,15 @@ const WINDOW_SK: &str = schema::sk::WINDOW;
 /// Reservations retried when concurrent ones keep changing the window (then the check is refused).
 const RESERVE_ATTEMPTS: usize = 8;
 
+/// A successful login as it is recorded: the attempt, its records' expiries, the session it opens, and the
+/// password hash it was checked against (the write applies only while the account still has it).
+pub struct SuccessfulLogin<'a> {
+    pub attempt: &'a LoginAttempt,
+    pub expiries: Expiries,
+    pub session: &'a Session,
+    pub verified_hash: &'a str,
+}
+
 #[async_trait]
 pub trait LoginStore: Send + Sync {
     /// Reserves one password check in the email's throttling window (`limit` per window), starting a new
@@ -102,14 +111,7 @@ pub trait LoginStore: Send + Sync {
     async fn record_attempt(&self, attempt: &LoginAttempt, expiries: Expiries) -> StoreResult<()>;
     /// Records a successful login and opens its session, atomically, only while the account is active and
     /// its password hash is still `verified_hash`.
-    async fn record_login(
-        &self,
-        attempt: &LoginAttempt,
-        expiries: Expiries,
-        session: &Session,
-        verified_hash: &str,
-        extra: Vec<WriteOp>,
-    ) -> StoreResult<()>;
+    async fn record_login(&self, login: SuccessfulLogin<'_>, extra: Vec<WriteOp>) -> StoreResult<()>;
     /// The newest attempts on an account.
     async fn login_history(&self, user_id: &str, limit: u32) -> StoreResult<Vec<LoginAttempt>>;
 }
@@ -142,14 +144,8 @@ impl<T: ItemStore + ?Sized> LoginStore for T {
         self.transact(vec![attempt_put(attempt, expiries.record)?]).await
     }
 
-    async fn record_login(
-        &self,
-        attempt: &LoginAttempt,
-        expiries: Expiries,
-        session: &Session,
-        verified_hash: &str,
-        extra: Vec<WriteOp>,
-    ) -> StoreResult<()> {
+    async fn record_login(&self, login: SuccessfulLogin<'_>, extra: Vec<WriteOp>) -> StoreResult<()> {
+        let SuccessfulLogin { attempt, expiries, session, verified_hash } = login;
         let record = SessionRecord {
             user_id: session.user_id.clone(),
             created_at: attempt.at,
@@ -267,7 +263,9 @@ pub async fn login(ports: &Ports, email: &str, password: String, client: &Client
         }
         false => Vec::new(),
     };
-    match store.record_login(&attempt, expiries, &session, &account.password_hash, alert).await {
+    let login =
+        SuccessfulLogin { attempt: &attempt, expiries, session: &session, verified_hash: &account.password_hash };
+    match store.record_login(login, alert).await {
         Ok(()) => {}
         Err(StoreError::ConditionFailed) => {
             return Err(ApiError::unauthenticated(ErrorCode::InvalidCredentials, INVALID_CREDENTIALS));
@@ -331,7 +329,8 @@ pub async fn check_password(ports: &Ports, email: &str, hash: Option<String>, pa
 pub async fn change_password(
     ports: &Ports,
     session: &Session,
-    (current_password, new_password): (String, String),
+    current_password: String,
+    new_password: String,
 ) -> ApiResult<usize> {
     let store = ports.store();
     let clock = ports.clock();

@@ -38,7 +38,7 @@ pub use store::{KycStore, Submission, WriteConflict, closure_ops, expire_after_c
 mod submit;
 pub use submit::{SubmitRequest, submit};
 mod operators;
-pub use operators::{QueuedSubmission, decide, queue, reveal, reveal_for_operator};
+pub use operators::{QueuedSubmission, Reveal, decide, queue, reveal, reveal_for_operator};
 
 const KYC_SK: &str = schema::sk::KYC;
 const PROFILE_SK: &str = schema::sk::PROFILE;

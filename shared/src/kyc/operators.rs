@@ -209,13 +209,20 @@ async fn stale_entry<S: ItemStore + ?Sized>(store: &S, entry: &Item) {
 /// `POST /v1/admin/kyc/{user_id}/reveal`: shows an operator one full number of a submission, after
 /// recording who asked, when, for which number and why (the record is kept like a decision). Nothing is
 /// shown if the record cannot be written.
+/// An operator's request to see one full number: whose, which, and why (recorded before it is shown).
+pub struct Reveal<'a> {
+    pub user_id: &'a str,
+    pub document: DocumentKind,
+    pub reason: Option<String>,
+}
+
 pub async fn reveal_for_operator(
     ports: &Ports,
     keys: &KycKeys,
-    (user_id, document): (&str, DocumentKind),
-    reason: Option<String>,
+    request: Reveal<'_>,
     operator: &str,
 ) -> ApiResult<String> {
+    let Reveal { user_id, document, reason } = request;
     let store = ports.store();
     let clock = ports.clock();
     let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());

@@ -159,7 +159,7 @@ async fn store_submission(ports: &Ports, keys: &KycKeys, user_id: &str, validate
         return Err(not_verifiable());
     }
 
-    let vault_entries = seal_numbers(keys, user_id, (&pan, &aadhaar), now).await?;
+    let vault_entries = seal_numbers(keys, user_id, &pan, &aadhaar, now).await?;
     let (status, verified_at) = if auto { (KycStatus::Verified, Some(now)) } else { (KycStatus::Pending, None) };
     let [pan_fingerprint, aadhaar_fingerprint] = fingerprints;
     let record = KycRecord {
@@ -199,7 +199,8 @@ async fn store_submission(ports: &Ports, keys: &KycKeys, user_id: &str, validate
 async fn seal_numbers(
     keys: &KycKeys,
     user_id: &str,
-    (pan, aadhaar): (&Pan, &Aadhaar),
+    pan: &Pan,
+    aadhaar: &Aadhaar,
     now: DateTime<Utc>,
 ) -> ApiResult<Vec<(String, VaultEntry)>> {
     let data_key = keys.data_keys.generate().await?;

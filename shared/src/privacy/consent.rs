@@ -54,7 +54,7 @@ pub async fn unsubscribe(ctx: &PrivacyContext, token: &str, client: &ClientInfo)
         let version = account.accepted_policy_version.clone();
         let ops = vec![
             WriteOp::Update(accounts::profile_update(&account).set("marketing_consent", json!(false))),
-            accounts::consent_put(&account, &version, false, "unsubscribe_link", client, now)?,
+            accounts::consent_put(&account, unsubscribed(&version), client, now)?,
         ];
         if store.transact(ops).await.applied()?.is_some() {
             tracing::info!(%user_id, "marketing consent withdrawn through an unsubscribe link");
@@ -91,7 +91,16 @@ pub async fn accept_policy(
     let now = ctx.ports.clock.now();
     let ops = vec![
         WriteOp::Update(accounts::profile_update(&account).set("accepted_policy_version", json!(current))),
-        accounts::consent_put(&account, current, account.marketing_consent, "policy_update", client, now)?,
+        accounts::consent_put(
+            &account,
+            accounts::ConsentChoice {
+                policy_version: current,
+                marketing: account.marketing_consent,
+                context: "policy_update",
+            },
+            client,
+            now,
+        )?,
     ];
     match store.transact(ops).await {
         Ok(()) => active_account(store.account(user_id).await?),
@@ -102,4 +111,9 @@ pub async fn accept_policy(
         }),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The consent a one-click unsubscribe records: the policy stays accepted, marketing is withdrawn.
+fn unsubscribed(version: &str) -> accounts::ConsentChoice<'_> {
+    accounts::ConsentChoice { policy_version: version, marketing: false, context: "unsubscribe_link" }
 }

@@ -61,14 +61,12 @@ pub async fn correct(
     }
     if let Some(marketing) = marketing.filter(|m| *m != account.marketing_consent) {
         update = update.set("marketing_consent", json!(marketing));
-        ops.push(accounts::consent_put(
-            &account,
-            &account.accepted_policy_version,
+        let choice = accounts::ConsentChoice {
+            policy_version: &account.accepted_policy_version,
             marketing,
-            "marketing_update",
-            client,
-            now,
-        )?);
+            context: "marketing_update",
+        };
+        ops.push(accounts::consent_put(&account, choice, client, now)?);
         changed.push("marketing_consent");
     }
     let new_email = email.filter(|e| *e != account.email);

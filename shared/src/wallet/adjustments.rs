@@ -32,8 +32,7 @@ pub async fn debit_refund(ports: &Ports, refund: &crate::razorpay::Refund) -> Ap
         return Ok(outcome);
     }
     let now = clock.now();
-    let Some(credit) =
-        credit_or_defer(ports, now, (&refund.payment_id, "refund.processed", &refund.id), refund).await?
+    let Some(credit) = credit_or_defer(ports, now, &refund.payment_id, "refund.processed", &refund.id, refund).await?
     else {
         return Ok(CreditOutcome::Deferred);
     };
@@ -93,7 +92,9 @@ pub async fn debit_refund(ports: &Ports, refund: &crate::razorpay::Refund) -> Ap
 async fn credit_or_defer(
     ports: &Ports,
     now: DateTime<Utc>,
-    (payment_id, event, entity_id): (&str, &str, &str),
+    payment_id: &str,
+    event: &str,
+    entity_id: &str,
     entity: &impl Serialize,
 ) -> ApiResult<Option<Item>> {
     let store = ports.store();
@@ -101,7 +102,7 @@ async fn credit_or_defer(
         return Ok(Some(credit));
     }
     let entity = serde_json::to_value(entity).map_err(|e| ApiError::Internal(e.to_string()))?;
-    defer(ports, now, (payment_id, event, entity_id), entity).await
+    defer(ports, now, payment_id, event, entity_id, entity).await
 }
 
 /// Keeps a refund or dispute event of a payment that is not credited yet, then looks again: the credit
@@ -111,7 +112,9 @@ async fn credit_or_defer(
 async fn defer(
     ports: &Ports,
     now: DateTime<Utc>,
-    (payment_id, event, entity_id): (&str, &str, &str),
+    payment_id: &str,
+    event: &str,
+    entity_id: &str,
     entity: Value,
 ) -> ApiResult<Option<Item>> {
     let store = ports.store();
@@ -232,7 +235,7 @@ pub async fn apply_dispute(ports: &Ports, event: &str, dispute: &crate::razorpay
     let config = ports.config();
     let Some(step) = DisputeStep::of(event) else { return Ok(CreditOutcome::AlreadyCredited) };
     let now = clock.now();
-    let Some(credit) = credit_or_defer(ports, now, (&dispute.payment_id, event, &dispute.id), dispute).await? else {
+    let Some(credit) = credit_or_defer(ports, now, &dispute.payment_id, event, &dispute.id, dispute).await? else {
         return Ok(CreditOutcome::Deferred);
     };
     let (user_id, credited_paise) = credited(&credit);
@@ -482,6 +485,6 @@ pub async fn mark_dispute_handled(
         param: None,
     };
     let handled = super::HandledBy { operator, note, at: clock.now() };
-    let listed = super::mark_handled(store, (schema::DISPUTES_PK, dispute_id), handled, (not_found, already)).await?;
+    let listed = super::mark_handled(store, schema::DISPUTES_PK, dispute_id, handled, not_found, already).await?;
     Ok(dispute_view(store, &listed).await?)
 }

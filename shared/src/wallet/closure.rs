@@ -75,7 +75,9 @@ pub fn closure_ops(
         .expiry(crate::store::ExpiryChange::Set(wallet_until));
     // The refunds job learns of it from the closure's follow-up (`closure_refunds::mark_due`): the closing
     // transaction is at DynamoDB Local's limit of 10 writes.
-    let ops = refund_move(user_id, &read, None, refund, closing, (at, payment_expiry(config, at)), false)?;
+    let expires_at = payment_expiry(config, at);
+    let movement = RefundMove { user_id, wallet: &read, request: None, moved: refund, at, expires_at, mark_due: false };
+    let ops = refund_move(movement, closing)?;
     Ok((ops, refund))
 }
 
@@ -83,15 +85,21 @@ pub fn closure_ops(
 /// transaction's ops: `wallet_update` (plus the move, conditioned on the balance and held read), the ledger
 /// entry, and the request (created, or changed conditioned on the amount read). Nothing but the wallet
 /// update when nothing moves. Money into the request also marks it due for the refunds job when `mark_due`.
-fn refund_move(
-    user_id: &str,
-    wallet: &Wallet,
-    request: Option<&RefundRequest>,
+struct RefundMove<'a> {
+    user_id: &'a str,
+    /// The wallet as read: the move is conditioned on its balance and held amount.
+    wallet: &'a Wallet,
+    /// The account's refund request as read, if it has one.
+    request: Option<&'a RefundRequest>,
     moved: i64,
-    wallet_update: Update,
-    (at, expires_at): (DateTime<Utc>, i64),
+    at: DateTime<Utc>,
+    /// When the ledger entry and the request expire (the payment records' retention).
+    expires_at: i64,
     mark_due: bool,
-) -> StoreResult<Vec<WriteOp>> {
+}
+
+fn refund_move(movement: RefundMove<'_>, wallet_update: Update) -> StoreResult<Vec<WriteOp>> {
+    let RefundMove { user_id, wallet, request, moved, at, expires_at, mark_due } = movement;
     let unchanged = Condition::All(vec![
         Condition::AttrEquals("balance".into(), json!(wallet.balance)),
         Condition::AttrEquals("held".into(), json!(wallet.held)),
@@ -165,8 +173,10 @@ pub async fn sync_closed_wallet(ports: &Ports, user_id: &str) -> ApiResult<()> {
         }
         let now = clock.now();
         let plain = Update::new(Table::Main, user_pk(user_id), WALLET_SK);
-        let expiries = (now, payment_expiry(config, now));
-        let ops = refund_move(user_id, &wallet, request.as_ref(), moved, plain, expiries, true)?;
+        let expires_at = payment_expiry(config, now);
+        let request = request.as_ref();
+        let movement = RefundMove { user_id, wallet: &wallet, request, moved, at: now, expires_at, mark_due: true };
+        let ops = refund_move(movement, plain)?;
         if store.transact(ops).await.applied()?.is_some() {
             tracing::warn!(%user_id, moved, "closed account's refund request adjusted");
             return Ok(());

@@ -242,7 +242,7 @@ pub async fn mark_review_handled(ports: &Ports, id: &str, note: &str, operator: 
         param: None,
     };
     let handled = HandledBy { operator, note, at: clock.now() };
-    let item = mark_handled(store, (REVIEW_PK, &sort_key), handled, (not_found, already)).await?;
+    let item = mark_handled(store, REVIEW_PK, &sort_key, handled, not_found, already).await?;
     Ok(review_view(&item))
 }
 
@@ -257,9 +257,11 @@ pub(crate) struct HandledBy<'a> {
 /// `already()`, a missing item `not_found()`.
 pub(crate) async fn mark_handled<S: ItemStore + ?Sized>(
     store: &S,
-    (pk, sk): (&str, &str),
+    pk: &str,
+    sk: &str,
     handled: HandledBy<'_>,
-    (not_found, already): (impl Fn() -> ApiError, impl Fn() -> ApiError),
+    not_found: impl Fn() -> ApiError,
+    already: impl Fn() -> ApiError,
 ) -> ApiResult<Item> {
     let note = handled.note.trim();
     if note.is_empty() || note.chars().count() > 500 {

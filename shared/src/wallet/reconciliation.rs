@@ -32,7 +32,8 @@ pub struct ReconciliationReport {
 pub async fn reconcile(
     ports: &Ports,
     razorpay: &RazorpayClient,
-    (min_age, expire_after): (Duration, Duration),
+    min_age: Duration,
+    expire_after: Duration,
     budget: std::time::Duration,
 ) -> ApiResult<ReconciliationReport> {
     let store = ports.store();

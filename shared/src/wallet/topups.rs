@@ -249,7 +249,8 @@ pub struct CheckoutCallback {
 pub async fn verify_checkout(
     ports: &Ports,
     razorpay: &RazorpayClient,
-    (user_id, topup_id): (&str, &str),
+    user_id: &str,
+    topup_id: &str,
     callback: &CheckoutCallback,
 ) -> ApiResult<Topup> {
     let store = ports.store();

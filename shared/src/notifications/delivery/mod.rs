@@ -161,7 +161,7 @@ async fn attempt(
     if is_suppressed(store, &to.email).await? {
         return Ok((Outcome::Suppressed, None));
     }
-    match send(ports, mailer, (mail, &to, &account), now).await {
+    match send(ports, mailer, mail, &to, &account, now).await {
         Ok(provider_id) => Ok((Outcome::Sent, Some(provider_id))),
         Err(DeliveryError::Mail(MailError::Rejected(reason))) => {
             tracing::warn!(message_id = %mail.id, %reason, "the mail service rejected a message");
@@ -276,7 +276,9 @@ async fn is_suppressed<S: ItemStore + ?Sized>(store: &S, email: &str) -> StoreRe
 async fn send(
     ports: &Ports,
     mailer: &dyn Mailer,
-    (mail, to, account): (&OutboxMail, &Recipient, &Account),
+    mail: &OutboxMail,
+    to: &Recipient,
+    account: &Account,
     now: DateTime<Utc>,
 ) -> Result<String, DeliveryError> {
     let store = ports.store();

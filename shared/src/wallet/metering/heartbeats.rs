@@ -52,7 +52,8 @@ pub async fn last_beat<S: ItemStore + ?Sized>(
 pub async fn is_silent<S: ItemStore + ?Sized>(
     store: &S,
     now: DateTime<Utc>,
-    (user_id, hold_id): (&str, &str),
+    user_id: &str,
+    hold_id: &str,
     placed: DateTime<Utc>,
 ) -> StoreResult<bool> {
     if now - placed < SILENT_FOR {
@@ -108,18 +109,18 @@ mod tests {
         let at = |seconds: i64| placed + Duration::seconds(seconds);
         let hold = ("usr_1", "0000000000001_abc");
         // Young holds are alive whatever their beats say.
-        assert!(!is_silent(&store, at(29), hold, placed).await?);
+        assert!(!is_silent(&store, at(29), hold.0, hold.1, placed).await?);
         // No beat at all: silent from the placement on.
-        assert!(is_silent(&store, at(30), hold, placed).await?);
+        assert!(is_silent(&store, at(30), hold.0, hold.1, placed).await?);
         // A beat at 25 s keeps it alive until 55 s.
         clock.set(at(25));
         beat(&ports, hold.0, hold.1).await?;
-        assert!(!is_silent(&store, at(54), hold, placed).await?);
-        assert!(is_silent(&store, at(55), hold, placed).await?);
+        assert!(!is_silent(&store, at(54), hold.0, hold.1, placed).await?);
+        assert!(is_silent(&store, at(55), hold.0, hold.1, placed).await?);
         // Another call's beat says nothing of this one.
         clock.set(at(100));
         beat(&ports, hold.0, "0000000000002_def").await?;
-        assert!(is_silent(&store, at(100), hold, placed).await?);
+        assert!(is_silent(&store, at(100), hold.0, hold.1, placed).await?);
         Ok(())
     }
 }

@@ -25,7 +25,8 @@ pub async fn shrink_lease<S: ItemStore + ?Sized>(
     store: &S,
     user_id: &str,
     lease_id: &str,
-    (reserved, amount): (i64, i64),
+    reserved: i64,
+    amount: i64,
 ) -> ApiResult<bool> {
     let attr = lease_attr(lease_id);
     let update = Update::new(Table::Main, user_pk(user_id), WALLET_SK)

@@ -92,7 +92,7 @@ pub async fn settle<S: ItemStore + ?Sized>(
         // Never more than the call's own hold (what it took from the lease); a report above it comes from the
         // available balance, as for a hold of its own.
         let from_lease = lease_reserve.map(|reserve| charge.min(hold.amount).min(reserve.max(0)));
-        let ops = settlement_ops(hold, charge, (expected_balance, expected), from_lease, &usage, expiries)?;
+        let ops = settlement_ops(hold, charge, expected_balance, expected, from_lease, &usage, expiries)?;
         match store.transact(ops).await {
             Ok(()) => {
                 hints.note(&hold.user_id, expected_balance.saturating_sub(charge));
@@ -230,7 +230,8 @@ pub(super) fn charge_in_full(hold: &Hold, cost: i64, usage: &mut UsageRecord) ->
 fn settlement_ops(
     hold: &Hold,
     charge: i64,
-    (expected_balance, expected): (i64, Expected),
+    expected_balance: i64,
+    expected: Expected,
     from_lease: Option<i64>,
     usage: &UsageRecord,
     expiries: Expiries,
@@ -286,7 +287,7 @@ fn settlement_ops(
         // Exactly one settlement takes the balance from at or above the threshold to below it (each commits
         // only on the balance it expects), so the alert goes once per crossing, with that settlement.
         // A threshold of 0 turns the alert off.
-        ops.extend(low_balance_alert(&hold.user_id, (expected_balance, balance_after), threshold, usage.created_at)?);
+        ops.extend(low_balance_alert(&hold.user_id, expected_balance, balance_after, threshold, usage.created_at)?);
     }
     Ok(ops)
 }
@@ -304,7 +305,8 @@ pub(super) fn threshold_unchanged(threshold: i64) -> Condition {
 /// threshold of 0 turns it off).
 pub(super) fn low_balance_alert(
     user_id: &str,
-    (before, after): (i64, i64),
+    before: i64,
+    after: i64,
     threshold: i64,
     at: DateTime<Utc>,
 ) -> ApiResult<Option<WriteOp>> {

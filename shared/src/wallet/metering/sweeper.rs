@@ -36,7 +36,7 @@ const PAGE: u32 = 200;
 /// Reconciles the stale leases on one wallet (created before `cutoff` less a lease's life, so no process
 /// serves a call from them any more): each call on record is charged (with the usage it recorded, or its
 /// whole hold; a call that settled already is charged nothing more), then the rest is given back.
-async fn sweep_leases(ports: &Ports, (user_id, item): (&str, &Item), cutoff: &str, report: &mut SweepReport) {
+async fn sweep_leases(ports: &Ports, user_id: &str, item: &Item, cutoff: &str, report: &mut SweepReport) {
     let store = ports.store();
     let clock = ports.clock();
     let config = ports.config();
@@ -195,10 +195,10 @@ async fn sweep_one(ports: &Ports, user_id: &str, cutoffs: &Cutoffs) -> SweepRepo
             return report;
         }
     };
-    sweep_wallet(ports, (user_id, &item), &cutoffs.holds, &mut report).await;
-    sweep_leases(ports, (user_id, &item), &cutoffs.leases, &mut report).await;
+    sweep_wallet(ports, user_id, &item, &cutoffs.holds, &mut report).await;
+    sweep_leases(ports, user_id, &item, &cutoffs.leases, &mut report).await;
     if item.attrs.keys().any(|k| k.starts_with(PURSE_ON_WALLET)) {
-        sweep_purses(ports, (user_id, &item), &mut report).await;
+        sweep_purses(ports, user_id, &item, &mut report).await;
     }
     // A closed account's wallet: what its calls left unused goes to its refund request.
     if item.attrs.get(CLOSED) == Some(&json!(true))
@@ -225,7 +225,7 @@ async fn save_cursor(ports: &Ports, after: Option<String>) -> ApiResult<()> {
 }
 
 /// Settles the stale holds (placed before `cutoff`, in millis) on one account's wallet item.
-async fn sweep_wallet(ports: &Ports, (user_id, item): (&str, &Item), cutoff: &str, report: &mut SweepReport) {
+async fn sweep_wallet(ports: &Ports, user_id: &str, item: &Item, cutoff: &str, report: &mut SweepReport) {
     let store = ports.store();
     let clock = ports.clock();
     let config = ports.config();
@@ -234,7 +234,7 @@ async fn sweep_wallet(ports: &Ports, (user_id, item): (&str, &Item), cutoff: &st
         let Some(id) = attr.strip_prefix(HOLD_PREFIX) else { continue };
         let Some(amount) = value.as_i64() else { continue };
         let young = id.get(..13).is_none_or(|m| m >= cutoff);
-        if young && !call_is_dead(ports, (user_id, item), id).await {
+        if young && !call_is_dead(ports, user_id, item, id).await {
             continue;
         }
         let threshold = low_balance_threshold(item);
@@ -279,7 +279,7 @@ async fn sweep_wallet(ports: &Ports, (user_id, item): (&str, &Item), cutoff: &st
 /// Returns the purses nobody used for `PURSE_IDLE` (an instance frozen or killed since): each of their calls
 /// that stopped beating is charged (what it recorded as used, or its whole hold), then, with no call left
 /// running in it, the purse's spending is posted and the rest goes back to the wallet.
-async fn sweep_purses(ports: &Ports, (user_id, wallet): (&str, &Item), report: &mut SweepReport) {
+async fn sweep_purses(ports: &Ports, user_id: &str, wallet: &Item, report: &mut SweepReport) {
     let store = ports.store();
     let clock = ports.clock();
     let config = ports.config();
@@ -304,7 +304,7 @@ async fn sweep_purses(ports: &Ports, (user_id, wallet): (&str, &Item), report: &
                 hold_id.get(..13).and_then(|m| m.parse::<i64>().ok()).and_then(DateTime::<Utc>::from_timestamp_millis);
             let silent = match placed {
                 Some(placed) => {
-                    super::heartbeats::is_silent(store, now, (user_id, &hold_id), placed).await.unwrap_or(false)
+                    super::heartbeats::is_silent(store, now, user_id, &hold_id, placed).await.unwrap_or(false)
                 }
                 None => true,
             };
@@ -357,14 +357,14 @@ async fn sweep_purses(ports: &Ports, (user_id, wallet): (&str, &Item), report: &
 
 /// Whether a hold younger than the inference function's timeout belongs to a call that died: it has a call
 /// record (a call that beats while it runs) and its call has been silent too long (see `heartbeats`).
-async fn call_is_dead(ports: &Ports, (user_id, item): (&str, &Item), id: &str) -> bool {
+async fn call_is_dead(ports: &Ports, user_id: &str, item: &Item, id: &str) -> bool {
     let store = ports.store();
     let clock = ports.clock();
     let placed = id.get(..13).and_then(|m| m.parse::<i64>().ok()).and_then(DateTime::<Utc>::from_timestamp_millis);
     let (Some(placed), true) = (placed, item.attrs.contains_key(&format!("{HOLD_CALL_PREFIX}{id}"))) else {
         return false;
     };
-    match super::heartbeats::is_silent(store, clock.now(), (user_id, id), placed).await {
+    match super::heartbeats::is_silent(store, clock.now(), user_id, id, placed).await {
         Ok(silent) => silent,
         Err(e) => {
             tracing::warn!(%user_id, hold_id = %id, error = %e, "a call's heartbeat could not be read; swept later");

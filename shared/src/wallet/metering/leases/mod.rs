@@ -136,12 +136,12 @@ impl Leases {
         let amount = amount.max(1);
         let hold_id = metering::new_hold_id(clock.as_ref());
         let now = Instant::now();
-        let mut plan = self.plan(user_id, &hold_id, amount, call, hints, (now, true));
+        let mut plan = self.plan(user_id, &hold_id, amount, call, hints, now, true);
         if let Plan::Open { target } = plan
             && self.open(ports, hints, user_id, target, now).await
         {
             // Served from the lease just opened (it has room for this call by its size).
-            plan = self.plan(user_id, &hold_id, amount, call, hints, (now, false));
+            plan = self.plan(user_id, &hold_id, amount, call, hints, now, false);
         }
         if let Plan::Served(hold) = plan {
             return Ok(hold);
@@ -198,7 +198,8 @@ impl Leases {
         amount: i64,
         call: &HeldCall,
         hints: &BalanceHints,
-        (now, first): (Instant, bool),
+        now: Instant,
+        first: bool,
     ) -> Plan {
         let Some(mut accounts) = self.accounts() else { return Plan::Own };
         if accounts.len() >= ACCOUNTS_TRACKED && !accounts.contains_key(user_id) {
@@ -298,7 +299,7 @@ impl Leases {
         if free <= 0 {
             return false;
         }
-        let given_back = metering::shrink_lease(store, user_id, &lease.id, (reserved, free)).await;
+        let given_back = metering::shrink_lease(store, user_id, &lease.id, reserved, free).await;
         if let Ok(false) = given_back {
             // The wallet reserves another figure than this process thinks: nothing was given back.
             lease.untake_free(free);

@@ -16,12 +16,7 @@ pub(super) const GATHER_ROUNDS: usize = 3;
 
 /// One transaction: `size` of the wallet's available balance into the purse (created if new, no longer
 /// stopped: the wallet, open and owing nothing, is the proof), and the hold placed on it.
-pub(super) async fn fund(
-    ports: &Ports,
-    (hold, call): (&Hold, &Value),
-    instance: &str,
-    size: i64,
-) -> ApiResult<Funding> {
+pub(super) async fn fund(ports: &Ports, hold: &Hold, call: &Value, instance: &str, size: i64) -> ApiResult<Funding> {
     let store = ports.store();
     let clock = ports.clock();
     let now = clock.now().timestamp_millis();

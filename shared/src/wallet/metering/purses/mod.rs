@@ -45,6 +45,7 @@ mod funding;
 mod posting;
 use funding::{GATHER_ROUNDS, fund, gather};
 pub use funding::{purses_stopped, stop_purses, stop_purses_if_owing};
+use posting::Posting;
 use posting::commit_posting;
 pub use posting::{PurseSeen, purses_on, release_in_purse, retire, settle_in_purse};
 
@@ -197,7 +198,7 @@ impl Purses {
         });
         for _ in 0..GATHER_ROUNDS {
             for size in [size.max(need), need] {
-                match fund(ports, (hold, call), &self.instance, size).await? {
+                match fund(ports, hold, call, &self.instance, size).await? {
                     Funding::Done => {
                         self.local(user_id, |local| local.funded = Some((Instant::now(), size)));
                         return Ok(());
@@ -227,7 +228,8 @@ impl Purses {
         if !due {
             return Ok(());
         }
-        let posted = commit_posting(ports, (user_id, &self.instance), false, (expiries, 2)).await;
+        let posting = Posting { user_id, instance: &self.instance, retire: false, expiries };
+        let posted = commit_posting(ports, posting, 2).await;
         // Posted or not, the next try waits its turn: instances that lost to each other do not retry on every
         // call (what is left is posted later, or by the sweeper).
         self.local(user_id, |local| {

@@ -118,10 +118,9 @@ pub async fn release_in_purse<S: ItemStore + ?Sized>(store: &S, hold: &Hold) -> 
 async fn post_ops<S: ItemStore + ?Sized>(
     store: &S,
     now: DateTime<Utc>,
-    (user_id, instance): (&str, &str),
-    retire: bool,
-    expiries: Expiries,
+    posting: &Posting<'_>,
 ) -> ApiResult<Option<Vec<WriteOp>>> {
+    let Posting { user_id, instance, retire, expiries } = *posting;
     let key = purse_sort_key(instance);
     let (Some(purse), Some(wallet)) = (
         store.get(Table::Main, &user_pk(user_id), &key).await?,
@@ -169,7 +168,7 @@ async fn post_ops<S: ItemStore + ?Sized>(
         let reference = format!("{calls} call{} (purse {instance})", if calls == 1 { "" } else { "s" });
         let entry = LedgerEntry::new(LedgerKind::Usage, -spent, after, &reference, now);
         ops.push(entry_put(user_id, &entry, expiries.ledger)?);
-        ops.extend(low_balance_alert(user_id, (balance, after), threshold, now)?);
+        ops.extend(low_balance_alert(user_id, balance, after, threshold, now)?);
     }
     Ok(Some(ops))
 }
@@ -177,19 +176,24 @@ async fn post_ops<S: ItemStore + ?Sized>(
 /// Retires a purse: its spending posted and its free money back on the wallet, the purse deleted; only if no
 /// call holds anything in it. Returns whether it went.
 pub async fn retire(ports: &Ports, user_id: &str, instance: &str, expiries: Expiries) -> ApiResult<bool> {
-    commit_posting(ports, (user_id, instance), true, (expiries, POST_ATTEMPTS)).await
+    commit_posting(ports, Posting { user_id, instance, retire: true, expiries }, POST_ATTEMPTS).await
 }
 
-pub(super) async fn commit_posting(
-    ports: &Ports,
-    who: (&str, &str),
-    retire: bool,
-    (expiries, attempts): (Expiries, usize),
-) -> ApiResult<bool> {
+/// One purse's posting: whose, which instance's purse, whether the purse retires with it, and the expiries
+/// of what it writes.
+#[derive(Clone, Copy)]
+pub(super) struct Posting<'a> {
+    pub(super) user_id: &'a str,
+    pub(super) instance: &'a str,
+    pub(super) retire: bool,
+    pub(super) expiries: Expiries,
+}
+
+pub(super) async fn commit_posting(ports: &Ports, posting: Posting<'_>, attempts: usize) -> ApiResult<bool> {
     let store = ports.store();
     let clock = ports.clock();
     for _ in 0..attempts {
-        let Some(ops) = post_ops(store, clock.now(), who, retire, expiries).await? else { return Ok(false) };
+        let Some(ops) = post_ops(store, clock.now(), &posting).await? else { return Ok(false) };
         match store.transact(ops).await {
             Ok(()) => return Ok(true),
             Err(StoreError::ConditionFailed) => continue,
