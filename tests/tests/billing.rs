@@ -50,7 +50,13 @@ async fn settle(
     hold: &Hold,
     cost: i64,
 ) -> Result<UsageRecord, shared::error::ApiError> {
-    metering::settle(api.state.store.as_ref(), hints, hold, cost, usage(api, 10, 5), far(api), deadline()).await
+    metering::settle(
+        api.state.store.as_ref(),
+        hints,
+        hold,
+        metering::Settlement { cost, usage: usage(api, 10, 5), expiries: far(api), deadline: deadline() },
+    )
+    .await
 }
 
 fn far(api: &TestApi) -> metering::Expiries {
@@ -230,7 +236,13 @@ async fn a_settlement_that_cannot_commit_leaves_its_usage_for_the_sweeper(backen
     let mut used = usage(&api, 30, 9);
     used.id = "req_busy".into();
     let soon = std::time::Instant::now() + std::time::Duration::from_millis(200);
-    let gave_up = metering::settle(busy.as_ref(), &hints, &hold, UNITS_PER_RUPEE / 4, used, far(&api), soon).await;
+    let gave_up = metering::settle(
+        busy.as_ref(),
+        &hints,
+        &hold,
+        metering::Settlement { cost: UNITS_PER_RUPEE / 4, usage: used, expiries: far(&api), deadline: soon },
+    )
+    .await;
     assert_eq!(gave_up.err().map(|e| e.status().as_u16()), Some(503), "it gives up at its deadline");
     assert!(api.dump().await?.contains("holdusage_"), "with what the call used on record");
     api.clock.advance(Duration::minutes(10));
@@ -291,7 +303,13 @@ async fn a_request_costs_one_write_before_and_one_after(backend: Backend) -> Tes
     let ports = api.state.ports.with_store(counting.clone());
     let hold = metering::place_hold(&ports, &hints, &user, UNITS_PER_RUPEE).await?;
     assert_eq!(counting.calls.swap(0, Ordering::SeqCst), 1, "one round trip before forwarding");
-    metering::settle(counting.as_ref(), &hints, &hold, 1_000, usage(&api, 3, 4), far(&api), deadline()).await?;
+    metering::settle(
+        counting.as_ref(),
+        &hints,
+        &hold,
+        metering::Settlement { cost: 1_000, usage: usage(&api, 3, 4), expiries: far(&api), deadline: deadline() },
+    )
+    .await?;
     assert_eq!(counting.calls.load(Ordering::SeqCst), 1, "one round trip after");
     Ok(())
 }
@@ -309,7 +327,13 @@ async fn overlapping_requests_on_one_wallet_settle_at_the_first_try(backend: Bac
     }
     counting.calls.store(0, Ordering::SeqCst);
     for hold in holds.iter().rev() {
-        metering::settle(counting.as_ref(), &hints, hold, 1_000, usage(&api, 3, 4), far(&api), deadline()).await?;
+        metering::settle(
+            counting.as_ref(),
+            &hints,
+            hold,
+            metering::Settlement { cost: 1_000, usage: usage(&api, 3, 4), expiries: far(&api), deadline: deadline() },
+        )
+        .await?;
     }
     assert_eq!(counting.calls.load(Ordering::SeqCst), 3, "one round trip per settlement");
     assert_eq!(api.state.store.wallet(&user).await?.balance, 100 * UNITS_PER_RUPEE - 3_000);
@@ -331,9 +355,14 @@ async fn fifty_concurrent_settlements_on_one_wallet_each_commit_at_the_first_try
         placed.push(metering::place_hold(&ports, &hints, &user, UNITS_PER_RUPEE).await?);
     }
     counting.calls.store(0, Ordering::SeqCst);
-    let settlements = placed
-        .iter()
-        .map(|hold| metering::settle(counting.as_ref(), &hints, hold, 1_000, usage(&api, 3, 4), far(&api), deadline()));
+    let settlements = placed.iter().map(|hold| {
+        metering::settle(
+            counting.as_ref(),
+            &hints,
+            hold,
+            metering::Settlement { cost: 1_000, usage: usage(&api, 3, 4), expiries: far(&api), deadline: deadline() },
+        )
+    });
     for settled in futures_util::future::join_all(settlements).await {
         assert_eq!(settled?.cost, 1_000);
     }

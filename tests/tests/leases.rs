@@ -352,10 +352,7 @@ async fn a_lease_left_by_a_dead_process_is_charged_its_recorded_calls_and_the_re
         store,
         &BalanceHints::default(),
         &settled,
-        UNITS_PER_RUPEE,
-        usage(&api, "req_1", 5),
-        far,
-        deadline,
+        metering::Settlement { cost: UNITS_PER_RUPEE, usage: usage(&api, "req_1", 5), expiries: far, deadline },
     )
     .await?;
     // The keeper's write of the settled call's record landed after its settlement (which removed it).

@@ -174,7 +174,13 @@ async fn money_other_purses_keep_never_refuses_a_call_the_balance_covers(backend
     // A funds sixteen holds like its first: 80 of the 100.
     let first = a.hold(ports, &user, 5 * RUPEE, &call(1)).await?;
     assert_eq!(store.wallet(&user).await?.available, 20 * RUPEE);
-    metering::settle(store, &hints, &first, RUPEE, usage(&api, 1), far(&api), deadline()).await?;
+    metering::settle(
+        store,
+        &hints,
+        &first,
+        metering::Settlement { cost: RUPEE, usage: usage(&api, 1), expiries: far(&api), deadline: deadline() },
+    )
+    .await?;
     // B needs 60: the wallet has 20, A's purse 79 free.
     let second = b.hold(ports, &user, 60 * RUPEE, &call(2)).await?;
     assert_eq!(store.wallet(&user).await?.available, 39 * RUPEE, "A's free money came back for B");
@@ -186,7 +192,13 @@ async fn money_other_purses_keep_never_refuses_a_call_the_balance_covers(backend
     let third = c.hold(ports, &user, 39 * RUPEE, &call(4)).await?;
     assert_eq!(store.wallet(&user).await?.available, 0);
     for (hold, n) in [(second, 2), (third, 4)] {
-        metering::settle(store, &hints, &hold, RUPEE, usage(&api, n), far(&api), deadline()).await?;
+        metering::settle(
+            store,
+            &hints,
+            &hold,
+            metering::Settlement { cost: RUPEE, usage: usage(&api, n), expiries: far(&api), deadline: deadline() },
+        )
+        .await?;
     }
     api.clock.advance(Duration::seconds(61));
     sweep(&api).await?;
@@ -205,13 +217,23 @@ async fn a_call_its_own_purse_and_the_wallet_cover_together_is_not_refused(backe
     let a = Arc::new(Purses::new());
     // 16 holds of 5.9375 (95 of the 100) go into the purse; the call costs 85 of them: 10 free, 5 left.
     let first = a.hold(ports, &user, 95 * RUPEE / 16, &call(1)).await?;
-    metering::settle(store, &BalanceHints::default(), &first, 85 * RUPEE, usage(&api, 1), far(&api), deadline())
-        .await?;
+    metering::settle(
+        store,
+        &BalanceHints::default(),
+        &first,
+        metering::Settlement { cost: 85 * RUPEE, usage: usage(&api, 1), expiries: far(&api), deadline: deadline() },
+    )
+    .await?;
     assert_eq!(store.wallet(&user).await?.available, 5 * RUPEE);
     let second = a.hold(ports, &user, 12 * RUPEE, &call(2)).await?;
     assert_eq!(store.wallet(&user).await?.available, 3 * RUPEE);
-    metering::settle(store, &BalanceHints::default(), &second, 12 * RUPEE, usage(&api, 2), far(&api), deadline())
-        .await?;
+    metering::settle(
+        store,
+        &BalanceHints::default(),
+        &second,
+        metering::Settlement { cost: 12 * RUPEE, usage: usage(&api, 2), expiries: far(&api), deadline: deadline() },
+    )
+    .await?;
     // 3 left in all: 4 is refused, exactly.
     let refused = a.hold(ports, &user, 4 * RUPEE, &call(3)).await;
     assert!(matches!(refused, Err(ApiError::PaymentRequired { .. })), "{refused:?}");
@@ -231,7 +253,13 @@ async fn closing_an_account_stops_its_purses_and_refunds_their_money(backend: Ba
     let ports = &api.state.ports;
     let a = Arc::new(Purses::new());
     let first = a.hold(ports, &user, 5 * RUPEE, &call(1)).await?;
-    metering::settle(store, &BalanceHints::default(), &first, RUPEE, usage(&api, 1), far(&api), deadline()).await?;
+    metering::settle(
+        store,
+        &BalanceHints::default(),
+        &first,
+        metering::Settlement { cost: RUPEE, usage: usage(&api, 1), expiries: far(&api), deadline: deadline() },
+    )
+    .await?;
     shared::privacy::close_account(&(&api.state).into(), &user, Some(PASSWORD.into())).await?;
     let refused = a.hold(ports, &user, RUPEE, &call(2)).await;
     assert!(
@@ -260,8 +288,13 @@ async fn a_dispute_that_leaves_the_account_owing_stops_its_purses(backend: Backe
     let a = Arc::new(Purses::new());
     // A takes sixteen holds of 10 paise: 1.60 of the 2.00.
     let first = a.hold(ports, &user, RUPEE / 10, &call(1)).await?;
-    metering::settle(store, &BalanceHints::default(), &first, RUPEE / 10, usage(&api, 1), far(&api), deadline())
-        .await?;
+    metering::settle(
+        store,
+        &BalanceHints::default(),
+        &first,
+        metering::Settlement { cost: RUPEE / 10, usage: usage(&api, 1), expiries: far(&api), deadline: deadline() },
+    )
+    .await?;
     let dispute = api.razorpay.dispute_webhook(&payment, "disp_OwingPurse001", "payment.dispute.created", 200);
     assert_eq!(api.razorpay.deliver(&dispute).await, Some(200));
     let refused = a.hold(ports, &user, RUPEE / 10, &call(2)).await;
@@ -295,7 +328,13 @@ async fn a_dead_instance_purse_is_charged_and_returned_by_the_sweeper(backend: B
     let ports = &api.state.ports;
     let a = Arc::new(Purses::new());
     let first = a.hold(ports, &user, 2 * RUPEE, &call(1)).await?;
-    metering::settle(store, &BalanceHints::default(), &first, RUPEE, usage(&api, 1), far(&api), deadline()).await?;
+    metering::settle(
+        store,
+        &BalanceHints::default(),
+        &first,
+        metering::Settlement { cost: RUPEE, usage: usage(&api, 1), expiries: far(&api), deadline: deadline() },
+    )
+    .await?;
     // The instance dies while its second call runs.
     a.hold(ports, &user, 5 * RUPEE, &call(2)).await?;
     api.clock.advance(Duration::seconds(20));

@@ -223,8 +223,13 @@ pub(super) async fn settle_call(
     let cost = model.cost(usage.prompt_tokens, usage.completion_tokens);
     let expiry = metering::expiries(&ports.config, ports.clock.now());
     let deadline = facts.prepared.settle_deadline();
-    let settled =
-        metering::settle(ports.store.as_ref(), facts.balances, facts.hold, cost, record, expiry, deadline).await;
+    let settled = metering::settle(
+        ports.store.as_ref(),
+        facts.balances,
+        facts.hold,
+        metering::Settlement { cost, usage: record, expiries: expiry, deadline },
+    )
+    .await;
     // A call settled gives its hold back to its lease; one that could not stays on the lease's record for
     // the sweeper to charge.
     if let Some(lease) = &facts.hold.lease {

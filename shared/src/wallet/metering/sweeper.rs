@@ -16,6 +16,7 @@ use futures_util::future::join_all;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::settlement::Settlement;
 use super::{
     BalanceHints, HOLD_CALL_PREFIX, HOLD_PREFIX, HeldCall, Hold, LEASE_CALL_PREFIX, LEASE_LIFE, LEASE_PREFIX,
     LeaseBacking, LeaseCall, LeaseReserve, PURSE_IDLE, PURSE_ON_WALLET, PendingUsage, PurseBacking, ReserveAsRead,
@@ -70,7 +71,9 @@ async fn sweep_leases(ports: &Ports, user_id: &str, item: &Item, cutoff: &str, r
             };
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             let expiry = expiries(config, clock.now());
-            match settle(store, &BalanceHints::default(), &hold, cost, usage, expiry, deadline).await {
+            match settle(store, &BalanceHints::default(), &hold, Settlement { cost, usage, expiries: expiry, deadline })
+                .await
+            {
                 Ok(_) => report.charged += 1,
                 Err(e) => {
                     tracing::error!(%user_id, hold_id, error = %e, "stale lease call not charged yet");
@@ -264,7 +267,7 @@ async fn sweep_wallet(ports: &Ports, user_id: &str, item: &Item, cutoff: &str, r
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let expiry = expiries(config, clock.now());
         // One wallet that cannot be settled now is tried again next run; the others go on.
-        match settle(store, &hints, &hold, cost, usage, expiry, deadline).await {
+        match settle(store, &hints, &hold, Settlement { cost, usage, expiries: expiry, deadline }).await {
             // Found charged already (another run got there first), or nothing to charge: no alert.
             Ok(charged) if charged.cost == 0 => report.charged += 1,
             Ok(charged) => {
@@ -327,7 +330,14 @@ async fn sweep_purses(ports: &Ports, user_id: &str, wallet: &Item, report: &mut 
                 (None, None) => (amount, swept_usage(&HeldCall::unknown(), amount, now)),
             };
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            match settle(store, &BalanceHints::default(), &hold, cost, usage, expiries(config, now), deadline).await {
+            match settle(
+                store,
+                &BalanceHints::default(),
+                &hold,
+                Settlement { cost, usage, expiries: expiries(config, now), deadline },
+            )
+            .await
+            {
                 Ok(charged) => {
                     if charged.cost > 0 {
                         tracing::error!(alert = crate::alerts::SETTLED_BY_SWEEPER, %user_id, hold_id = %hold.id, cost = charged.cost, "a dead instance's call charged");

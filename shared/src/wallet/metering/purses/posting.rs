@@ -18,18 +18,18 @@ use crate::wallet::ledger::{LedgerEntry, LedgerKind, entry_put};
 use crate::wallet::metering::holds::{
     HOLD_CALL_PREFIX, HOLD_PREFIX, HOLD_USAGE_PREFIX, HeldCall, Hold, PendingUsage, low_balance_threshold,
 };
-use crate::wallet::metering::settlement::{Expiries, charge_in_full, low_balance_alert, threshold_unchanged};
+use crate::wallet::metering::settlement::{
+    Expiries, Settlement, charge_in_full, low_balance_alert, threshold_unchanged,
+};
 
 /// Settles a hold taken from a purse: the charge (in full, as every settlement) goes to the purse's `spent`
 /// with the usage entry, in one transaction; the wallet is not written (its posting comes later).
 pub async fn settle_in_purse<S: ItemStore + ?Sized>(
     store: &S,
     hold: &Hold,
-    cost: i64,
-    mut usage: UsageRecord,
-    expiries: Expiries,
-    deadline: Instant,
+    settlement: Settlement,
 ) -> ApiResult<UsageRecord> {
+    let Settlement { cost, mut usage, expiries, deadline } = settlement;
     let Some(purse) = &hold.purse else { return Err(ApiError::Internal("not a purse's hold".into())) };
     let charge = charge_in_full(hold, cost, &mut usage);
     let key = purse_sort_key(&purse.instance);
