@@ -174,8 +174,7 @@ pub async fn create_account(state: &crate::state::AppState, email: &str) -> Resu
         marketing_consent: false,
     };
     let client = crate::accounts::ClientInfo::default();
-    let account =
-        crate::accounts::signup(&state.ports, request, &client, |a| crate::verification::signup_ops(a)).await?;
+    let account = crate::accounts::signup(&state.ports, request, &client, crate::verification::signup_ops).await?;
     Ok(account.id)
 }
 

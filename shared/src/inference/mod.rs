@@ -239,10 +239,10 @@ pub(super) async fn settle_call(
         }
     }
     // A purse posts what it spent to the wallet now and then, within the invocation (never after it).
-    if let Some(book) = facts.hold.purse.as_ref().and_then(|purse| purse.book.as_ref()) {
-        if let Err(e) = book.post_if_due(ports, &facts.hold.user_id, expiry).await {
-            tracing::warn!(error = %e, "a purse's spending not posted yet; the next call or the sweeper posts it");
-        }
+    if let Some(book) = facts.hold.purse.as_ref().and_then(|purse| purse.book.as_ref())
+        && let Err(e) = book.post_if_due(ports, &facts.hold.user_id, expiry).await
+    {
+        tracing::warn!(error = %e, "a purse's spending not posted yet; the next call or the sweeper posts it");
     }
     settled
 }
@@ -274,7 +274,10 @@ pub async fn call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, prepared: P
         completion_tokens: prepared.max_tokens,
     };
     let hold = if gateway.leases_on {
-        gateway.leases.hold(ports, balances, &owner.user_id, prepared.max_cost(), &held_call).await?
+        {
+            let wanted = metering::CallHold { user_id: &owner.user_id, amount: prepared.max_cost(), call: &held_call };
+            gateway.leases.hold(ports, balances, wanted).await?
+        }
     } else if let Some(purses) = &gateway.purses {
         purses.hold(ports, &owner.user_id, prepared.max_cost().max(1), &held_call).await?
     } else {

@@ -32,7 +32,13 @@ pub async fn debit_refund(ports: &Ports, refund: &crate::razorpay::Refund) -> Ap
         return Ok(outcome);
     }
     let now = clock.now();
-    let Some(credit) = credit_or_defer(ports, now, &refund.payment_id, "refund.processed", &refund.id, refund).await?
+    let Some(credit) = credit_or_defer(
+        ports,
+        now,
+        Adjustment { payment_id: &refund.payment_id, event: "refund.processed", entity_id: &refund.id },
+        refund,
+    )
+    .await?
     else {
         return Ok(CreditOutcome::Deferred);
     };
@@ -89,20 +95,27 @@ pub async fn debit_refund(ports: &Ports, refund: &crate::razorpay::Refund) -> Ap
 
 /// The guard of the credited payment an adjustment (refund, dispute) applies to; `None` when the payment is not
 /// credited yet and the event was kept for when it is ([`defer`]).
+/// A refund or dispute event as it applies to a payment: which payment, which event, which refund or dispute.
+#[derive(Clone, Copy)]
+struct Adjustment<'a> {
+    payment_id: &'a str,
+    event: &'a str,
+    entity_id: &'a str,
+}
+
 async fn credit_or_defer(
     ports: &Ports,
     now: DateTime<Utc>,
-    payment_id: &str,
-    event: &str,
-    entity_id: &str,
+    adjustment: Adjustment<'_>,
     entity: &impl Serialize,
 ) -> ApiResult<Option<Item>> {
     let store = ports.store();
+    let payment_id = adjustment.payment_id;
     if let Some(credit) = store.get(Table::Main, &payment_pk(payment_id), CREDIT_SK).await? {
         return Ok(Some(credit));
     }
     let entity = serde_json::to_value(entity).map_err(|e| ApiError::Internal(e.to_string()))?;
-    defer(ports, now, payment_id, event, entity_id, entity).await
+    defer(ports, now, adjustment, entity).await
 }
 
 /// Keeps a refund or dispute event of a payment that is not credited yet, then looks again: the credit
@@ -112,11 +125,10 @@ async fn credit_or_defer(
 async fn defer(
     ports: &Ports,
     now: DateTime<Utc>,
-    payment_id: &str,
-    event: &str,
-    entity_id: &str,
+    adjustment: Adjustment<'_>,
     entity: Value,
 ) -> ApiResult<Option<Item>> {
+    let Adjustment { payment_id, event, entity_id } = adjustment;
     let store = ports.store();
     let config = ports.config();
     let kept = json!({ "event": event, "entity": entity, "received_at": now });
@@ -235,7 +247,14 @@ pub async fn apply_dispute(ports: &Ports, event: &str, dispute: &crate::razorpay
     let config = ports.config();
     let Some(step) = DisputeStep::of(event) else { return Ok(CreditOutcome::AlreadyCredited) };
     let now = clock.now();
-    let Some(credit) = credit_or_defer(ports, now, &dispute.payment_id, event, &dispute.id, dispute).await? else {
+    let Some(credit) = credit_or_defer(
+        ports,
+        now,
+        Adjustment { payment_id: &dispute.payment_id, event, entity_id: &dispute.id },
+        dispute,
+    )
+    .await?
+    else {
         return Ok(CreditOutcome::Deferred);
     };
     let (user_id, credited_paise) = credited(&credit);
@@ -485,6 +504,7 @@ pub async fn mark_dispute_handled(
         param: None,
     };
     let handled = super::HandledBy { operator, note, at: clock.now() };
-    let listed = super::mark_handled(store, schema::DISPUTES_PK, dispute_id, handled, not_found, already).await?;
+    let marked = super::mark_handled(store, schema::DISPUTES_PK, dispute_id, handled).await?;
+    let listed = marked.or_refuse(not_found, already)?;
     Ok(dispute_view(store, &listed).await?)
 }

@@ -242,7 +242,7 @@ pub async fn mark_review_handled(ports: &Ports, id: &str, note: &str, operator: 
         param: None,
     };
     let handled = HandledBy { operator, note, at: clock.now() };
-    let item = mark_handled(store, REVIEW_PK, &sort_key, handled, not_found, already).await?;
+    let item = mark_handled(store, REVIEW_PK, &sort_key, handled).await?.or_refuse(not_found, already)?;
     Ok(review_view(&item))
 }
 
@@ -253,16 +253,33 @@ pub(crate) struct HandledBy<'a> {
     pub(crate) at: DateTime<Utc>,
 }
 
-/// Records once, on the item `(pk, sk)`, how an operator handled it: the first record stands, a second is
-/// `already()`, a missing item `not_found()`.
+/// What marking an item handled found.
+pub(crate) enum Marked {
+    /// Recorded now: the item as it is.
+    Now(Item),
+    /// Handled before: the first record stands.
+    Already,
+    Missing,
+}
+
+impl Marked {
+    /// The item, or the caller's error for an item handled before or missing.
+    pub(crate) fn or_refuse(self, not_found: impl Fn() -> ApiError, already: impl Fn() -> ApiError) -> ApiResult<Item> {
+        match self {
+            Marked::Now(item) => Ok(item),
+            Marked::Already => Err(already()),
+            Marked::Missing => Err(not_found()),
+        }
+    }
+}
+
+/// Records once, on the item `(pk, sk)`, how an operator handled it: the first record stands.
 pub(crate) async fn mark_handled<S: ItemStore + ?Sized>(
     store: &S,
     pk: &str,
     sk: &str,
     handled: HandledBy<'_>,
-    not_found: impl Fn() -> ApiError,
-    already: impl Fn() -> ApiError,
-) -> ApiResult<Item> {
+) -> ApiResult<Marked> {
     let note = handled.note.trim();
     if note.is_empty() || note.chars().count() > 500 {
         return Err(ApiError::invalid(ErrorCode::InvalidNote, "note", "note (what was done) must be 1-500 characters"));
@@ -272,13 +289,13 @@ pub(crate) async fn mark_handled<S: ItemStore + ?Sized>(
         .set("handled", record)
         // `handled` is an object once set, so this means "not handled yet".
         .when(Condition::AttrAbsentOrEquals("handled".into(), json!(false)));
-    match store.update(update).await.applied()? {
-        Some(item) => Ok(item),
+    Ok(match store.update(update).await.applied()? {
+        Some(item) => Marked::Now(item),
         None => match store.get(Table::Main, pk, sk).await? {
-            None => Err(not_found()),
-            Some(_) => Err(already()),
+            None => Marked::Missing,
+            Some(_) => Marked::Already,
         },
-    }
+    })
 }
 
 /// The highest low-balance threshold an account may set: ₹10,00,000 (twice the largest top-up).

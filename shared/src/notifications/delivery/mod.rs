@@ -129,7 +129,8 @@ pub async fn deliver(
                 Outcome::Suppressed => "suppressed",
                 _ => "dropped",
             };
-            finish(store, &mail, &claim, outbox_sk, status, provider_id).await?;
+            let claimed = Claim { mail: &mail, claim: &claim, outbox_sk };
+            finish(store, &claimed, status, provider_id).await?;
             Ok(outcome)
         }
         Err(e) => {
@@ -157,11 +158,11 @@ async fn attempt(
     now: DateTime<Utc>,
 ) -> Result<(Outcome, Option<String>), DeliveryError> {
     let store = ports.store();
-    let Some((to, account)) = recipient(store, mail).await? else { return Ok((Outcome::Dropped, None)) };
-    if is_suppressed(store, &to.email).await? {
+    let Some(addressee) = recipient(store, mail).await? else { return Ok((Outcome::Dropped, None)) };
+    if is_suppressed(store, &addressee.to.email).await? {
         return Ok((Outcome::Suppressed, None));
     }
-    match send(ports, mailer, mail, &to, &account, now).await {
+    match send(ports, mailer, mail, &addressee, now).await {
         Ok(provider_id) => Ok((Outcome::Sent, Some(provider_id))),
         Err(DeliveryError::Mail(MailError::Rejected(reason))) => {
             tracing::warn!(message_id = %mail.id, %reason, "the mail service rejected a message");
@@ -211,18 +212,23 @@ async fn claim_delivery<S: ItemStore + ?Sized>(
     Ok(if store.update(take).await.applied()?.is_some() { Claimed::Ours } else { Claimed::Busy })
 }
 
-/// Marks the delivery done and removes the outbox item, together.
+/// A delivery this sender claimed: the message, the claim's token, and the outbox item it came from.
+struct Claim<'a> {
+    mail: &'a OutboxMail,
+    claim: &'a str,
+    outbox_sk: &'a str,
+}
+
 /// Records the delivery's outcome, then removes the outbox item. The record is what stops a second send,
 /// so it is written on its own and retried; the item's removal may fail harmlessly (a later delivery finds
 /// the record and only removes the item).
 async fn finish<S: ItemStore + ?Sized>(
     store: &S,
-    mail: &OutboxMail,
-    claim: &str,
-    outbox_sk: &str,
+    claimed: &Claim<'_>,
     status: &str,
     provider_id: Option<String>,
 ) -> StoreResult<()> {
+    let Claim { mail, claim, outbox_sk } = *claimed;
     let mut mark = Update::new(Table::Main, schema::mail_sent_pk(&mail.id), sk::SENT)
         .set("status", json!(status))
         .when(Condition::AttrEquals("claim".into(), json!(claim)));
@@ -256,7 +262,13 @@ async fn forget<S: ItemStore + ?Sized>(store: &S, outbox_sk: &str) -> StoreResul
 
 /// Who gets the message now, and their account: `None` when nobody should (the account is gone or closed
 /// and the message is not one that outlives it; marketing without consent).
-async fn recipient<S: ItemStore + ?Sized>(store: &S, mail: &OutboxMail) -> StoreResult<Option<(Recipient, Account)>> {
+/// Who a message goes to: the address and name it is written for, and their account.
+struct Addressee {
+    to: Recipient,
+    account: Account,
+}
+
+async fn recipient<S: ItemStore + ?Sized>(store: &S, mail: &OutboxMail) -> StoreResult<Option<Addressee>> {
     let Some(account) = store.account(&mail.user_id).await? else { return Ok(None) };
     let open = account.status == AccountStatus::Active;
     if !open && !mail.kind.outlives_the_account() {
@@ -266,7 +278,7 @@ async fn recipient<S: ItemStore + ?Sized>(store: &S, mail: &OutboxMail) -> Store
         return Ok(None);
     }
     let email = mail.to.clone().unwrap_or_else(|| account.email.clone());
-    Ok(Some((Recipient { email, full_name: account.full_name.clone() }, account)))
+    Ok(Some(Addressee { to: Recipient { email, full_name: account.full_name.clone() }, account }))
 }
 
 async fn is_suppressed<S: ItemStore + ?Sized>(store: &S, email: &str) -> StoreResult<bool> {
@@ -277,10 +289,10 @@ async fn send(
     ports: &Ports,
     mailer: &dyn Mailer,
     mail: &OutboxMail,
-    to: &Recipient,
-    account: &Account,
+    addressee: &Addressee,
     now: DateTime<Utc>,
 ) -> Result<String, DeliveryError> {
+    let (to, account) = (&addressee.to, &addressee.account);
     let store = ports.store();
     let config = ports.config();
     let mut mail = mail.clone();

@@ -192,6 +192,14 @@ pub struct HeldCall {
     pub completion_tokens: u64,
 }
 
+/// What a call asks to hold: on whose wallet, how much, and for which call.
+#[derive(Debug, Clone, Copy)]
+pub struct CallHold<'a> {
+    pub user_id: &'a str,
+    pub amount: i64,
+    pub call: &'a HeldCall,
+}
+
 impl HeldCall {
     /// A call of which nothing is on record (a hold written without one): charged as unknown.
     pub fn unknown() -> Self {

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{self as metering, BalanceHints, HeldCall, Hold, LeaseRefused};
+use super::{self as metering, BalanceHints, CallHold, HeldCall, Hold, LeaseRefused};
 use crate::error::{ApiError, ApiResult};
 use crate::store::ItemStore;
 
@@ -121,27 +121,30 @@ enum Plan {
     Own,
 }
 
+/// A call's ask for a hold, as the lease logic weighs it.
+#[derive(Clone, Copy)]
+struct Ask<'a> {
+    user_id: &'a str,
+    hold_id: &'a str,
+    amount: i64,
+    call: &'a HeldCall,
+    now: Instant,
+}
+
 impl Leases {
     /// Holds `amount` for a call: from the account's lease when it has room, else with the call's own hold.
-    pub async fn hold(
-        &self,
-        ports: &Ports,
-        hints: &BalanceHints,
-        user_id: &str,
-        amount: i64,
-        call: &HeldCall,
-    ) -> ApiResult<Hold> {
+    pub async fn hold(&self, ports: &Ports, hints: &BalanceHints, wanted: CallHold<'_>) -> ApiResult<Hold> {
+        let CallHold { user_id, amount, call } = wanted;
         let store = &ports.store;
-        let clock = &ports.clock;
         let amount = amount.max(1);
-        let hold_id = metering::new_hold_id(clock.as_ref());
-        let now = Instant::now();
-        let mut plan = self.plan(user_id, &hold_id, amount, call, hints, now, true);
+        let hold_id = metering::new_hold_id(ports.clock());
+        let ask = Ask { user_id, hold_id: &hold_id, amount, call, now: Instant::now() };
+        let mut plan = self.plan(&ask, hints, true);
         if let Plan::Open { target } = plan
-            && self.open(ports, hints, user_id, target, now).await
+            && self.open(ports, hints, &ask, target).await
         {
             // Served from the lease just opened (it has room for this call by its size).
-            plan = self.plan(user_id, &hold_id, amount, call, hints, now, false);
+            plan = self.plan(&ask, hints, false);
         }
         if let Plan::Served(hold) = plan {
             return Ok(hold);
@@ -191,16 +194,8 @@ impl Leases {
 
     /// Serves the hold from the lease if it can; else says whether to open one (only on a `first` look, and
     /// only to one caller at a time: the account is marked as opening).
-    fn plan(
-        &self,
-        user_id: &str,
-        hold_id: &str,
-        amount: i64,
-        call: &HeldCall,
-        hints: &BalanceHints,
-        now: Instant,
-        first: bool,
-    ) -> Plan {
+    fn plan(&self, ask: &Ask<'_>, hints: &BalanceHints, first: bool) -> Plan {
+        let Ask { user_id, hold_id, amount, call, now } = *ask;
         let Some(mut accounts) = self.accounts() else { return Plan::Own };
         if accounts.len() >= ACCOUNTS_TRACKED && !accounts.contains_key(user_id) {
             accounts.retain(|_, account| {
@@ -240,7 +235,8 @@ impl Leases {
 
     /// Opens a lease of `size` for the account (one conditional write) and installs it; false when the wallet
     /// refused it.
-    async fn open(&self, ports: &Ports, hints: &BalanceHints, user_id: &str, size: i64, now: Instant) -> bool {
+    async fn open(&self, ports: &Ports, hints: &BalanceHints, ask: &Ask<'_>, size: i64) -> bool {
+        let (user_id, now) = (ask.user_id, ask.now);
         let store = &ports.store;
         let clock = &ports.clock;
         let opened_at = clock.now().timestamp_millis().max(0);
