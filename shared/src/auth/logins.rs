@@ -202,6 +202,22 @@ pub struct IssuedSession {
     pub max_age_secs: i64,
 }
 
+/// The "new sign-in" message, when the login comes from a place the account has not signed in from lately.
+async fn new_place_alert(
+    ports: &Ports,
+    account: &Account,
+    client: &ClientInfo,
+    now: DateTime<Utc>,
+) -> ApiResult<Vec<WriteOp>> {
+    if !is_new_place(ports, account, client, now).await? {
+        return Ok(Vec::new());
+    }
+    let mail = OutboxMail::new(MailKind::NewSignIn, &account.id, now)
+        .param("ip", client.ip.clone().unwrap_or_else(|| "unknown".into()))
+        .param("device", client.user_agent.clone().unwrap_or_else(|| "unknown".into()));
+    Ok(vec![enqueue(&mail)?])
+}
+
 /// Checks credentials, applies throttling, records the attempt and opens a session.
 pub async fn login(ports: &Ports, email: &str, password: String, client: &ClientInfo) -> ApiResult<IssuedSession> {
     let store = ports.store();
@@ -254,15 +270,7 @@ pub async fn login(ports: &Ports, email: &str, password: String, client: &Client
     };
     attempt.success = true;
     attempt.outcome = LoginOutcome::Success;
-    let alert = match is_new_place(ports, &account, client, now).await? {
-        true => {
-            let mail = OutboxMail::new(MailKind::NewSignIn, &account.id, now)
-                .param("ip", client.ip.clone().unwrap_or_else(|| "unknown".into()))
-                .param("device", client.user_agent.clone().unwrap_or_else(|| "unknown".into()));
-            vec![enqueue(&mail)?]
-        }
-        false => Vec::new(),
-    };
+    let alert = new_place_alert(ports, &account, client, now).await?;
     let login =
         SuccessfulLogin { attempt: &attempt, expiries, session: &session, verified_hash: &account.password_hash };
     match store.record_login(login, alert).await {

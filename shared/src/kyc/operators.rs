@@ -10,6 +10,28 @@ use crate::accounts::{AccountStore, KycStatus, time_sort_key, user_pk};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::{Condition, Delete, Item, ItemStore, Put, Query, Table, schema};
 
+/// The account's submission, if it waits for a decision and the account is open.
+async fn pending_submission(store: &dyn ItemStore, user_id: &str) -> ApiResult<KycRecord> {
+    let Some(record) = store.kyc_record(user_id).await? else {
+        return Err(ApiError::NotFound {
+            code: ErrorCode::KycNotFound,
+            message: "no KYC submission for this user".into(),
+        });
+    };
+    if store.account(user_id).await?.is_none_or(|a| a.status != crate::accounts::AccountStatus::Active) {
+        return Err(account_closed());
+    }
+    match record.status {
+        KycStatus::Pending => Ok(record),
+        KycStatus::Verified => Err(already_verified()),
+        other => Err(ApiError::Conflict {
+            code: ErrorCode::KycNotPending,
+            message: format!("only pending submissions can be decided (this one is {})", status_name(other)),
+            param: None,
+        }),
+    }
+}
+
 /// Records an operator's decision on a pending submission.
 pub async fn decide(
     ports: &Ports,
@@ -28,26 +50,7 @@ pub async fn decide(
         ));
     }
     let reason = check_reason(decision, reason)?;
-    let Some(mut record) = store.kyc_record(user_id).await? else {
-        return Err(ApiError::NotFound {
-            code: ErrorCode::KycNotFound,
-            message: "no KYC submission for this user".into(),
-        });
-    };
-    if store.account(user_id).await?.is_none_or(|a| a.status != crate::accounts::AccountStatus::Active) {
-        return Err(account_closed());
-    }
-    match record.status {
-        KycStatus::Pending => {}
-        KycStatus::Verified => return Err(already_verified()),
-        other => {
-            return Err(ApiError::Conflict {
-                code: ErrorCode::KycNotPending,
-                message: format!("only pending submissions can be decided (this one is {})", status_name(other)),
-                param: None,
-            });
-        }
-    }
+    let mut record = pending_submission(store, user_id).await?;
     let now = clock.now();
     let previous_revision = record.revision;
     record.revision += 1;

@@ -21,6 +21,29 @@ use crate::store::{
 
 const DEBIT_SK: &str = schema::sk::DEBIT;
 
+/// Why a processed refund cannot be taken from the payment it names (for a human to look at), if it cannot:
+/// not rupees, not positive, more than was paid, or (unless it was debited already) more than refunds and
+/// disputes have left of the payment.
+async fn refund_problem(
+    store: &dyn ItemStore,
+    refund: &crate::razorpay::Refund,
+    credit: &Item,
+    guard_pk: &str,
+) -> ApiResult<Option<Value>> {
+    let (user_id, credited_paise) = credited(credit);
+    if refund.currency != "INR" || refund.amount <= 0 || refund.amount > credited_paise || user_id.is_empty() {
+        return Ok(Some(
+            json!({ "reason": "refund does not match the credited payment", "refund_id": refund.id, "payment_id": refund.payment_id, "amount_paise": refund.amount, "currency": refund.currency }),
+        ));
+    }
+    if !store.is_recorded(guard_pk, DEBIT_SK).await? && refundable(credit) < refund.amount {
+        return Ok(Some(
+            json!({ "reason": "refunds and disputes would take back more than the payment", "refund_id": refund.id, "payment_id": refund.payment_id, "amount_paise": refund.amount }),
+        ));
+    }
+    Ok(None)
+}
+
 /// Debits a processed refund once per refund id. The refund's money has already left through Razorpay,
 /// so the debit applies even if it takes the balance below zero (the ledger shows the debt).
 pub async fn debit_refund(ports: &Ports, refund: &crate::razorpay::Refund) -> ApiResult<CreditOutcome> {
@@ -42,26 +65,14 @@ pub async fn debit_refund(ports: &Ports, refund: &crate::razorpay::Refund) -> Ap
     else {
         return Ok(CreditOutcome::Deferred);
     };
-    let (user_id, credited_paise) = credited(&credit);
-    if refund.currency != "INR" || refund.amount <= 0 || refund.amount > credited_paise || user_id.is_empty() {
-        record_review(
-            ports,
-            now,
-            json!({ "reason": "refund does not match the credited payment", "refund_id": refund.id, "payment_id": refund.payment_id, "amount_paise": refund.amount, "currency": refund.currency }),)
-        .await?;
+    let guard_pk = refund_pk(&refund.id);
+    if let Some(details) = refund_problem(store, refund, &credit, &guard_pk).await? {
+        record_review(ports, now, details).await?;
         return Ok(CreditOutcome::Mismatch);
     }
+    let (user_id, _) = credited(&credit);
     let units = paise_to_units(refund.amount).ok_or_else(|| ApiError::Internal("amount overflows".into()))?;
     let expires_at = payment_expiry(config, now);
-    let guard_pk = refund_pk(&refund.id);
-    if !store.is_recorded(&guard_pk, DEBIT_SK).await? && refundable(&credit) < refund.amount {
-        record_review(
-            ports,
-            now,
-            json!({ "reason": "refunds and disputes would take back more than the payment", "refund_id": refund.id, "payment_id": refund.payment_id, "amount_paise": refund.amount }),)
-        .await?;
-        return Ok(CreditOutcome::Mismatch);
-    }
     let extra = |_balance_after: i64| -> StoreResult<Vec<WriteOp>> {
         let marker = json!({ "user_id": user_id, "payment_id": refund.payment_id, "amount_paise": refund.amount, "debited_at": now });
         let notice = OutboxMail::new(MailKind::RefundNotice, &user_id, now)
@@ -292,23 +303,7 @@ pub async fn apply_dispute(ports: &Ports, event: &str, dispute: &crate::razorpay
         let wallet = store.wallet(&user_id).await?;
         let change = DisputeChange { dispute, user_id: &user_id, previous: state.as_ref(), next, amounts, wallet, now };
         let mut ops = change.ops(guard.as_ref(), payment_expiry(config, now))?;
-        // Told from the payer's side: what the dispute means for their wallet now.
-        let (phase, amount) = match next {
-            DisputeState::Held => ("open: the disputed amount is held from your wallet meanwhile", amounts.held),
-            DisputeState::Debited => ("decided for you: the amount was taken back from your wallet", amounts.deducted),
-            DisputeState::Released if over => {
-                ("decided, and under review by our team: nothing more is held from your wallet", amounts.deducted)
-            }
-            DisputeState::Released => {
-                ("closed: nothing is taken from your wallet, and anything held for it is released", amounts.held)
-            }
-        };
-        let notice = OutboxMail::new(MailKind::DisputeNotice, &user_id, now)
-            .param("amount", amount)
-            .param("payment_id", dispute.payment_id.clone())
-            .param("dispute_id", dispute.id.clone())
-            .param("phase", phase);
-        ops.push(enqueue(&notice)?);
+        ops.push(change.notice(over)?);
         if store.transact(ops).await.applied()?.is_some() {
             tracing::warn!(%user_id, dispute_id = %dispute.id, payment_id = %dispute.payment_id, state = ?next, "dispute applied");
             sync_closed_wallet(ports, &user_id).await?;
@@ -381,6 +376,28 @@ struct DisputeChange<'a> {
 }
 
 impl DisputeChange<'_> {
+    /// The payer's notice, told from their side: what the dispute means for their wallet now (`over`: more
+    /// than the payment would be taken back, and a human looks).
+    fn notice(&self, over: bool) -> ApiResult<WriteOp> {
+        let amounts = self.amounts;
+        let (phase, amount) = match self.next {
+            DisputeState::Held => ("open: the disputed amount is held from your wallet meanwhile", amounts.held),
+            DisputeState::Debited => ("decided for you: the amount was taken back from your wallet", amounts.deducted),
+            DisputeState::Released if over => {
+                ("decided, and under review by our team: nothing more is held from your wallet", amounts.deducted)
+            }
+            DisputeState::Released => {
+                ("closed: nothing is taken from your wallet, and anything held for it is released", amounts.held)
+            }
+        };
+        let notice = OutboxMail::new(MailKind::DisputeNotice, self.user_id, self.now)
+            .param("amount", amount)
+            .param("payment_id", self.dispute.payment_id.clone())
+            .param("dispute_id", self.dispute.id.clone())
+            .param("phase", phase);
+        Ok(enqueue(&notice)?)
+    }
+
     /// The transaction: the dispute's new state (conditioned on the one read), the wallet (conditioned on its
     /// balance) and, for a loss, the ledger entry and the payment's refundable count.
     fn ops(&self, guard: Option<&Item>, expires_at: i64) -> ApiResult<Vec<WriteOp>> {

@@ -239,24 +239,60 @@ pub struct Payout<'a> {
     pub operator: &'a str,
 }
 
+impl Payout<'_> {
+    /// The payout with its reference trimmed, if it is one an operator may record.
+    fn checked(self) -> ApiResult<Self> {
+        let reference = self.reference.trim();
+        if reference.is_empty() || reference.chars().count() > 100 {
+            return Err(ApiError::invalid(
+                ErrorCode::InvalidReference,
+                "reference",
+                "reference (the bank's) must be 1-100 characters",
+            ));
+        }
+        if self.amount <= 0 {
+            return Err(ApiError::invalid(
+                ErrorCode::InvalidAmount,
+                "amount",
+                "amount must be the positive amount owed, in wallet units",
+            ));
+        }
+        Ok(Self { reference, ..self })
+    }
+
+    /// The payout's transaction: the request paid down (conditioned on the amount read and no refund under
+    /// way), and what it returns taken off what the payments can still give back (to a late chargeback, say).
+    fn ops(&self, payments: &[closure_refunds::AccountPayment], now: DateTime<Utc>) -> Vec<WriteOp> {
+        let amount = self.amount;
+        let payout = json!({ "amount": amount, "amount_inr": format_inr(amount), "reference": self.reference, "paid_by": self.operator, "paid_at": now });
+        let update = Update::new(Table::Main, REFUND_REQUESTS_PK, self.user_id)
+            .add("amount", -amount)
+            .set("amount_inr", json!(format_inr(0)))
+            .add("paid_total", amount)
+            .set("last_payout", payout)
+            .when(Condition::All(vec![
+                Condition::AttrEquals("amount".into(), json!(amount)),
+                Condition::AttrAbsentOrEquals(closure_refunds::REFUNDING.into(), json!(0)),
+            ]));
+        let mut ops = vec![WriteOp::Update(update)];
+        let mut left =
+            amount.div_euclid(crate::money::UNITS_PER_PAISA) + i64::from(amount % crate::money::UNITS_PER_PAISA != 0);
+        for payment in payments.iter().filter(|p| p.refundable_paise > 0) {
+            let taken = left.min(payment.refundable_paise);
+            if taken == 0 {
+                break;
+            }
+            ops.push(payment.take(taken));
+            left -= taken;
+        }
+        ops
+    }
+}
+
 pub async fn record_payout(ports: &Ports, payout: Payout<'_>) -> ApiResult<RefundRequestView> {
-    let Payout { user_id, amount, reference, operator } = payout;
+    let payout = payout.checked()?;
+    let Payout { user_id, amount, operator, .. } = payout;
     let (store, clock) = (ports.store(), ports.clock());
-    let reference = reference.trim();
-    if reference.is_empty() || reference.chars().count() > 100 {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidReference,
-            "reference",
-            "reference (the bank's) must be 1-100 characters",
-        ));
-    }
-    if amount <= 0 {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidAmount,
-            "amount",
-            "amount must be the positive amount owed, in wallet units",
-        ));
-    }
     let now = clock.now();
     let changed = || ApiError::Conflict {
         code: ErrorCode::RefundRequestChanged,
@@ -279,29 +315,7 @@ pub async fn record_payout(ports: &Ports, payout: Payout<'_>) -> ApiResult<Refun
         closure_refunds::mark_due(ports, now, user_id).await?;
         return Err(refused);
     }
-    let payout = json!({ "amount": amount, "amount_inr": format_inr(amount), "reference": reference, "paid_by": operator, "paid_at": now });
-    let update = Update::new(Table::Main, REFUND_REQUESTS_PK, user_id)
-        .add("amount", -amount)
-        .set("amount_inr", json!(format_inr(0)))
-        .add("paid_total", amount)
-        .set("last_payout", payout)
-        .when(Condition::All(vec![
-            Condition::AttrEquals("amount".into(), json!(amount)),
-            Condition::AttrAbsentOrEquals(closure_refunds::REFUNDING.into(), json!(0)),
-        ]));
-    // What the payout returns, the payments can no longer give back (to a late chargeback, say).
-    let mut ops = vec![WriteOp::Update(update)];
-    let mut left =
-        amount.div_euclid(crate::money::UNITS_PER_PAISA) + i64::from(amount % crate::money::UNITS_PER_PAISA != 0);
-    for payment in payments.iter().filter(|p| p.refundable_paise > 0) {
-        let taken = left.min(payment.refundable_paise);
-        if taken == 0 {
-            break;
-        }
-        ops.push(payment.take(taken));
-        left -= taken;
-    }
-    if store.transact(ops).await.applied()?.is_none() {
+    if store.transact(payout.ops(&payments, now)).await.applied()?.is_none() {
         return Err(match refund_request(store, user_id).await? {
             None => ApiError::NotFound {
                 code: ErrorCode::RefundRequestNotFound,

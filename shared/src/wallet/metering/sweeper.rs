@@ -19,8 +19,9 @@ use serde_json::{Value, json};
 use super::settlement::Settlement;
 use super::{
     BalanceHints, HOLD_CALL_PREFIX, HOLD_PREFIX, HeldCall, Hold, LEASE_CALL_PREFIX, LEASE_LIFE, LEASE_PREFIX,
-    LeaseBacking, LeaseCall, LeaseReserve, PURSE_IDLE, PURSE_ON_WALLET, PendingUsage, PurseBacking, ReserveAsRead,
-    expiries, low_balance_threshold, purses_on, release, retire, return_lease, settle, stop_purses, stops_leases,
+    LeaseBacking, LeaseCall, LeaseReserve, PURSE_IDLE, PURSE_ON_WALLET, PendingUsage, PurseBacking, PurseSeen,
+    ReserveAsRead, expiries, low_balance_threshold, purses_on, release, retire, return_lease, settle, stop_purses,
+    stops_leases,
 };
 use crate::accounts::user_pk;
 use crate::error::ApiResult;
@@ -284,13 +285,10 @@ async fn sweep_wallet(ports: &Ports, user_id: &str, item: &Item, cutoff: &str, r
 /// running in it, the purse's spending is posted and the rest goes back to the wallet.
 async fn sweep_purses(ports: &Ports, user_id: &str, wallet: &Item, report: &mut SweepReport) {
     let store = ports.store();
-    let clock = ports.clock();
-    let config = ports.config();
     let purses = match purses_on(store, user_id, wallet).await {
         Ok(purses) => purses,
         Err(e) => return tracing::error!(%user_id, error = %e, "purses not swept this run"),
     };
-    let now = clock.now();
     // An account closed or owing starts no call: purses a lost stop left running are stopped here.
     if stops_leases(wallet)
         && purses.iter().any(|p| p.item.attrs.get("stopped") != Some(&json!(true)))
@@ -300,67 +298,78 @@ async fn sweep_purses(ports: &Ports, user_id: &str, wallet: &Item, report: &mut 
     }
     // Dead calls are charged in every purse (a busy instance's too); only idle purses go back.
     for purse in &purses {
-        let idle = purse.beat.is_none_or(|beat| now - beat >= PURSE_IDLE);
-        let mut running = false;
-        for (hold_id, amount) in purse.holds() {
-            let placed =
-                hold_id.get(..13).and_then(|m| m.parse::<i64>().ok()).and_then(DateTime::<Utc>::from_timestamp_millis);
-            let silent = match placed {
-                Some(placed) => {
-                    super::heartbeats::is_silent(store, now, user_id, &hold_id, placed).await.unwrap_or(false)
-                }
-                None => true,
-            };
-            if !silent {
-                running = true;
-                continue;
+        sweep_purse(ports, user_id, wallet, purse, report).await;
+    }
+}
+
+/// One purse: its silent calls charged, and the purse retired if it is idle and no call runs in it.
+async fn sweep_purse(ports: &Ports, user_id: &str, wallet: &Item, purse: &PurseSeen, report: &mut SweepReport) {
+    let now = ports.now();
+    let idle = purse.beat.is_none_or(|beat| now - beat >= PURSE_IDLE);
+    let mut running = false;
+    for (hold_id, amount) in purse.holds() {
+        let placed =
+            hold_id.get(..13).and_then(|m| m.parse::<i64>().ok()).and_then(DateTime::<Utc>::from_timestamp_millis);
+        let silent = match placed {
+            Some(placed) => {
+                super::heartbeats::is_silent(ports.store(), now, user_id, &hold_id, placed).await.unwrap_or(false)
             }
-            let hold = Hold {
-                id: hold_id.clone(),
-                user_id: user_id.to_owned(),
-                amount,
-                balance: 0,
-                low_balance_threshold: low_balance_threshold(wallet),
-                lease: None,
-                purse: Some(PurseBacking { instance: purse.instance.clone(), book: None }),
-            };
-            let (cost, usage) = match purse.call(&hold_id) {
-                (_, Some(pending)) => (pending.cost, pending.usage),
-                (Some(call), None) => (amount, swept_usage(&call, amount, now)),
-                (None, None) => (amount, swept_usage(&HeldCall::unknown(), amount, now)),
-            };
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            match settle(
-                store,
-                &BalanceHints::default(),
-                &hold,
-                Settlement { cost, usage, expiries: expiries(config, now), deadline },
-            )
-            .await
-            {
-                Ok(charged) => {
-                    if charged.cost > 0 {
-                        tracing::error!(alert = crate::alerts::SETTLED_BY_SWEEPER, %user_id, hold_id = %hold.id, cost = charged.cost, "a dead instance's call charged");
-                    }
-                    report.charged += 1;
-                }
-                Err(e) => {
-                    running = true;
-                    tracing::error!(%user_id, hold_id = %hold.id, error = %e, "a dead instance's call not charged yet");
-                }
-            }
-        }
-        if running || !idle {
+            None => true,
+        };
+        if !silent {
+            running = true;
             continue;
         }
-        match retire(ports, user_id, &purse.instance, expiries(config, now)).await {
-            Ok(true) => report.purses += 1,
-            Ok(false) => {
-                tracing::warn!(%user_id, instance = %purse.instance, "an idle purse changed while swept; next run")
+        let hold = Hold {
+            id: hold_id.clone(),
+            user_id: user_id.to_owned(),
+            amount,
+            balance: 0,
+            low_balance_threshold: low_balance_threshold(wallet),
+            lease: None,
+            purse: Some(PurseBacking { instance: purse.instance.clone(), book: None }),
+        };
+        if charge_dead_call(ports, purse, &hold).await {
+            report.charged += 1;
+        } else {
+            running = true;
+        }
+    }
+    if running || !idle {
+        return;
+    }
+    match retire(ports, user_id, &purse.instance, expiries(ports.config(), now)).await {
+        Ok(true) => report.purses += 1,
+        Ok(false) => {
+            tracing::warn!(%user_id, instance = %purse.instance, "an idle purse changed while swept; next run")
+        }
+        Err(e) => {
+            tracing::error!(%user_id, instance = %purse.instance, error = %e, "an idle purse not returned yet")
+        }
+    }
+}
+
+/// Charges a dead instance's call in its purse: what it recorded as used, or its whole hold. False when it
+/// could not be charged yet (the next run tries again).
+async fn charge_dead_call(ports: &Ports, purse: &PurseSeen, hold: &Hold) -> bool {
+    let (now, user_id, amount) = (ports.now(), &hold.user_id, hold.amount);
+    let (cost, usage) = match purse.call(&hold.id) {
+        (_, Some(pending)) => (pending.cost, pending.usage),
+        (Some(call), None) => (amount, swept_usage(&call, amount, now)),
+        (None, None) => (amount, swept_usage(&HeldCall::unknown(), amount, now)),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let settlement = Settlement { cost, usage, expiries: expiries(ports.config(), now), deadline };
+    match settle(ports.store(), &BalanceHints::default(), hold, settlement).await {
+        Ok(charged) => {
+            if charged.cost > 0 {
+                tracing::error!(alert = crate::alerts::SETTLED_BY_SWEEPER, %user_id, hold_id = %hold.id, cost = charged.cost, "a dead instance's call charged");
             }
-            Err(e) => {
-                tracing::error!(%user_id, instance = %purse.instance, error = %e, "an idle purse not returned yet")
-            }
+            true
+        }
+        Err(e) => {
+            tracing::error!(%user_id, hold_id = %hold.id, error = %e, "a dead instance's call not charged yet");
+            false
         }
     }
 }

@@ -81,71 +81,94 @@ impl Lease {
     async fn keep(self: Arc<Self>) {
         let mut failures = 0u32;
         while failures < KEEPER_ATTEMPTS {
-            match self.next_step() {
+            let kept = match self.next_step() {
                 Step::Stop => return,
                 Step::Wait(wait) => {
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
                         () = self.wake.notified() => {}
                     }
+                    continue;
                 }
-                Step::Check => match self.store.get(Table::Main, &user_pk(&self.user_id), schema::sk::WALLET).await {
-                    Ok(Some(wallet)) if wallet.attrs.contains_key(&metering::lease_attr(&self.id)) => {
-                        if metering::stops_leases(&wallet) {
-                            self.retire_only();
-                        }
-                        failures = 0;
-                    }
-                    Ok(_) => return self.found_gone(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, lease_id = %self.id, "looking at a lease's wallet failed");
-                        failures += 1;
-                    }
-                },
-                Step::Record { running, ended } => {
-                    let store = self.store.as_ref();
-                    match metering::record_lease_calls(store, &self.user_id, &self.id, &running, &ended).await {
-                        Ok(()) => {
-                            failures = 0;
-                            if let Some(mut state) = self.state() {
-                                state.recorded.extend(running.into_iter().map(|(id, _)| id));
-                                for id in &ended {
-                                    state.recorded.remove(id);
-                                }
-                            }
-                        }
-                        Err(StoreError::ConditionFailed) => return self.found_gone(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, lease_id = %self.id, "recording a lease's calls failed");
-                            failures += 1;
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
-                Step::Return { reserved } => {
-                    match metering::return_lease(self.store.as_ref(), &self.user_id, &self.id, reserved, &[]).await {
-                        Ok(None) => {
-                            self.give_up();
-                            return;
-                        }
-                        Ok(Some(on_wallet)) => {
-                            tracing::error!(lease_id = %self.id, reserved, on_wallet, "a lease's reserve differed");
-                            if let Some(mut state) = self.state() {
-                                state.reserved = on_wallet;
-                            }
-                            failures += 1;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, lease_id = %self.id, "returning a lease failed");
-                            failures += 1;
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
+                Step::Check => self.check().await,
+                Step::Record { running, ended } => self.record(running, ended).await,
+                Step::Return { reserved } => self.give_back(reserved).await,
+            };
+            match kept {
+                Kept::Done => return,
+                Kept::Ok => failures = 0,
+                Kept::Failed => failures += 1,
             }
         }
         tracing::error!(lease_id = %self.id, "lease left to the sweeper after repeated store failures");
         self.give_up();
+    }
+
+    /// Looks at the wallet: a lease it no longer has is gone; one it stops (closed, owing) serves no more.
+    async fn check(&self) -> Kept {
+        match self.store.get(Table::Main, &user_pk(&self.user_id), schema::sk::WALLET).await {
+            Ok(Some(wallet)) if wallet.attrs.contains_key(&metering::lease_attr(&self.id)) => {
+                if metering::stops_leases(&wallet) {
+                    self.retire_only();
+                }
+                Kept::Ok
+            }
+            Ok(_) => {
+                self.found_gone();
+                Kept::Done
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, lease_id = %self.id, "looking at a lease's wallet failed");
+                Kept::Failed
+            }
+        }
+    }
+
+    /// Records the running calls (and forgets the ended ones) on the wallet, beside the lease.
+    async fn record(&self, running: Vec<(String, LeaseCall)>, ended: Vec<String>) -> Kept {
+        let store = self.store.as_ref();
+        match metering::record_lease_calls(store, &self.user_id, &self.id, &running, &ended).await {
+            Ok(()) => {
+                if let Some(mut state) = self.state() {
+                    state.recorded.extend(running.into_iter().map(|(id, _)| id));
+                    for id in &ended {
+                        state.recorded.remove(id);
+                    }
+                }
+                Kept::Ok
+            }
+            Err(StoreError::ConditionFailed) => {
+                self.found_gone();
+                Kept::Done
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, lease_id = %self.id, "recording a lease's calls failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Kept::Failed
+            }
+        }
+    }
+
+    /// Gives the lease back to the wallet with what it still reserves.
+    async fn give_back(&self, reserved: i64) -> Kept {
+        match metering::return_lease(self.store.as_ref(), &self.user_id, &self.id, reserved, &[]).await {
+            Ok(None) => {
+                self.give_up();
+                Kept::Done
+            }
+            Ok(Some(on_wallet)) => {
+                tracing::error!(lease_id = %self.id, reserved, on_wallet, "a lease's reserve differed");
+                if let Some(mut state) = self.state() {
+                    state.reserved = on_wallet;
+                }
+                Kept::Failed
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, lease_id = %self.id, "returning a lease failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Kept::Failed
+            }
+        }
     }
 
     /// The lease is returned or gone: it serves nothing more and its keeper stops.
@@ -173,4 +196,13 @@ impl Lease {
     pub(super) fn returned(&self) -> bool {
         self.state().is_none_or(|state| state.returned)
     }
+}
+
+/// What one step of a lease's keeper came to.
+enum Kept {
+    /// The lease is back, gone or given up: the keeper ends.
+    Done,
+    Ok,
+    /// The store failed; enough of these in a row and the lease is left to the sweeper.
+    Failed,
 }
