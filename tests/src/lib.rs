@@ -139,6 +139,43 @@ async fn serve(app: axum::Router) -> Result<(SocketAddr, tokio::task::JoinHandle
     Ok((addr, server))
 }
 
+/// A fresh store on the backend: a new SQLite file, or new tables on DynamoDB Local.
+async fn store_on(backend: Backend, clock: &Arc<ManualClock>) -> Result<(Arc<dyn ItemStore>, RawStore), String> {
+    Ok(match backend {
+        Backend::Embedded => {
+            let s = testing::sqlite_store(clock.clone())?;
+            (Arc::new(s.clone()), RawStore::Embedded(s))
+        }
+        Backend::DynamoDb => {
+            let s = testing::dynamo_store(clock.clone()).await?;
+            (Arc::new(s.clone()), RawStore::DynamoDb(s))
+        }
+    })
+}
+
+/// Where export files go: a folder served by the API under `addr`, or a bucket on moto's S3.
+async fn blobs_on(backend: Backend, addr: SocketAddr) -> Result<Arc<dyn BlobStore>, String> {
+    Ok(match backend {
+        Backend::Embedded => {
+            let dir = std::env::temp_dir().join(format!("inferex-e2e-blobs-{}", shared::secrets::random_suffix()));
+            Arc::new(LocalBlobs::new(&dir, format!("http://{addr}"), shared::secrets::random_token().into_bytes()))
+        }
+        Backend::DynamoDb => Arc::new(testing::moto_s3_blobs().await?),
+    })
+}
+
+/// The built-in catalogue over the providers' stand-ins, with a short key cache (revocation tests wait it out).
+fn gateway_to(providers_at: [(&str, SocketAddr); 2]) -> Result<Gateway, String> {
+    let mut providers = Providers::default();
+    for (name, addr) in providers_at {
+        providers.insert(Provider { name: name.into(), base_url: format!("http://{addr}"), api_key: None });
+    }
+    let catalog = Catalog::builtin().map_err(|e| e.to_string())?;
+    Ok(Gateway::new(catalog, providers)
+        .map_err(|e| e.to_string())?
+        .with_key_cache_ttl(std::time::Duration::from_millis(300)))
+}
+
 impl TestApi {
     pub async fn start(backend: Backend) -> Result<Self, String> {
         Self::start_with(backend, Config::default()).await
@@ -150,27 +187,12 @@ impl TestApi {
         // find never carries an expiry that is already past for the emulators' own clocks.
         let clock = ManualClock::starting_now();
         let shared_clock = Arc::new(clock.clone());
-        let (store, raw): (Arc<dyn ItemStore>, RawStore) = match backend {
-            Backend::Embedded => {
-                let s = testing::sqlite_store(shared_clock.clone())?;
-                (Arc::new(s.clone()), RawStore::Embedded(s))
-            }
-            Backend::DynamoDb => {
-                let s = testing::dynamo_store(shared_clock.clone()).await?;
-                (Arc::new(s.clone()), RawStore::DynamoDb(s))
-            }
-        };
+        let (store, raw) = store_on(backend, &shared_clock).await?;
         // The API listens first, so that the stand-in knows where to deliver webhooks and download links
         // point at it.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let blobs: Arc<dyn BlobStore> = match backend {
-            Backend::Embedded => {
-                let dir = std::env::temp_dir().join(format!("inferex-e2e-blobs-{}", shared::secrets::random_suffix()));
-                Arc::new(LocalBlobs::new(&dir, format!("http://{addr}"), shared::secrets::random_token().into_bytes()))
-            }
-            Backend::DynamoDb => Arc::new(testing::moto_s3_blobs().await?),
-        };
+        let blobs = blobs_on(backend, addr).await?;
         let razorpay = StandIn::new(StandInConfig {
             key_id: RAZORPAY_KEY_ID.into(),
             key_secret: RAZORPAY_KEY_SECRET.into(),
@@ -189,14 +211,7 @@ impl TestApi {
         let neevcloud = Upstream::new(std::time::Duration::ZERO);
         let (cerebras_addr, cerebras_server) = serve(upstream_standin::router(cerebras.clone())).await?;
         let (neevcloud_addr, neevcloud_server) = serve(upstream_standin::router(neevcloud.clone())).await?;
-        let mut providers = Providers::default();
-        for (name, addr) in [("cerebras", cerebras_addr), ("neevcloud", neevcloud_addr)] {
-            providers.insert(Provider { name: name.into(), base_url: format!("http://{addr}"), api_key: None });
-        }
-        let catalog = Catalog::builtin().map_err(|e| e.to_string())?;
-        let gateway = Gateway::new(catalog, providers)
-            .map_err(|e| e.to_string())?
-            .with_key_cache_ttl(std::time::Duration::from_millis(300));
+        let gateway = gateway_to([("cerebras", cerebras_addr), ("neevcloud", neevcloud_addr)])?;
         let mut config = config;
         config.public_url = format!("http://{addr}");
         let mailbox = FileMailer::new(

@@ -91,6 +91,10 @@ fn chat_body(model: &str, extra: Value) -> Value {
     body
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, read top to bottom: each step acts on what the one before left"
+)]
 fn hostile_cases() -> Vec<Case> {
     let big = "lorem ipsum dolor sit amet ".repeat(1_100); // ~30 KB
     let tool = json!([{ "type": "function", "function": { "name": "lookup", "description": big, "parameters": { "type": "object", "properties": { "q": { "type": "string", "description": big } } } } }]);

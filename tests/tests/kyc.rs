@@ -338,6 +338,10 @@ async fn queue(api: &TestApi, query: &str) -> Result<reqwest::Response, reqwest:
     api.http.get(api.url(&format!("/v1/admin/kyc/queue{query}"))).bearer_auth("operator-secret").send().await
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, read top to bottom: each step acts on what the one before left"
+)]
 async fn operators_see_the_queue_oldest_first_and_reveal_only_on_record(backend: Backend) -> TestResult {
     let api = TestApi::start_with(backend, manual()).await?;
     let mut users = Vec::new();

@@ -33,6 +33,10 @@ async fn post(api: &TestApi, path: &str, token: &str, body: Value) -> Result<req
     api.http.post(api.url(path)).bearer_auth(token).json(&body).send().await
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, read top to bottom: each step acts on what the one before left"
+)]
 async fn refund_requests_are_paid_out_once_for_what_is_owed(backend: Backend) -> TestResult {
     let api = TestApi::start_with(backend, operators()).await?;
     let (user, token) = api.verified_user("leaver@example.in").await?;

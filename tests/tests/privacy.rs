@@ -108,6 +108,10 @@ async fn the_privacy_notice_is_public(backend: Backend) -> TestResult {
     Ok(())
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, read top to bottom: each step acts on what the one before left"
+)]
 async fn corrections_are_validated_applied_and_recorded(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (user, token) = api.signed_in("asha@example.in").await?;
@@ -331,6 +335,10 @@ fn manual() -> Config {
     Config { kyc_mode: KycMode::Manual, admin_token: Some(SecretString::new("operator-secret")), ..Config::default() }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, read top to bottom: each step acts on what the one before left"
+)]
 async fn closure_stops_everything_at_once_and_keeps_exactly_what_retention_requires(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (user, token, key) = active_customer(&api, "leaving@example.in").await?;
@@ -415,6 +423,10 @@ async fn closure_stops_everything_at_once_and_keeps_exactly_what_retention_requi
     Ok(())
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, read top to bottom: each step acts on what the one before left"
+)]
 async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -> TestResult {
     let api = TestApi::start_with(backend, manual()).await?;
     let (user, token) = api.signed_in("classes@example.in").await?;

@@ -111,6 +111,10 @@ async fn sessions_are_listed_and_ended_one_by_one_or_all_at_once(backend: Backen
     Ok(())
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, read top to bottom: each step acts on what the one before left"
+)]
 async fn a_password_change_checks_the_current_one_and_ends_every_other_session(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (user_id, here) = api.signed_in("changer@example.in").await?;
@@ -191,6 +195,10 @@ fn set_cookies(response: &reqwest::Response) -> std::collections::HashMap<String
         .collect()
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, read top to bottom: each step acts on what the one before left"
+)]
 async fn a_cookie_session_changes_nothing_without_its_csrf_token(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (_, token) = api.signed_in("csrf@example.in").await?;

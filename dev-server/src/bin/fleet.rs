@@ -61,6 +61,49 @@ fn emulators() -> Result<Emulators, BoxError> {
     })
 }
 
+/// The template parameters the environment may set: KYC mode, log level, policy version.
+fn parameters(refs: &mut Refs) -> Result<(), BoxError> {
+    refs.insert("KycMode".into(), var::<String>("KYC_MODE")?.unwrap_or_else(|| "auto".into()));
+    refs.insert("LogLevel".into(), var::<String>("INFEREX_LOG")?.unwrap_or_else(|| "info".into()));
+    if let Some(version) = var::<String>("INFEREX_POLICY_VERSION")? {
+        refs.insert("PolicyVersion".into(), version);
+    }
+    Ok(())
+}
+
+/// With INFEREX_FLEET_COUNT_WRITES=true the functions reach DynamoDB Local through a counter of its writes:
+/// the counter, and the emulators as the functions see them.
+async fn write_counting(emulators: &Emulators) -> Result<(Option<WriteCounter>, Emulators), BoxError> {
+    let counter = match var::<bool>("INFEREX_FLEET_COUNT_WRITES")?.unwrap_or(false) {
+        true => Some(WriteCounter::new(&emulators.dynamodb)),
+        false => None,
+    };
+    let mut functions_see = emulators.clone();
+    if let Some(counter) = &counter {
+        functions_see.dynamodb = counter.serve().await?;
+    }
+    Ok((counter, functions_see))
+}
+
+/// Serves the fleet on its address, and on INFEREX_FLEET_SOCKET when `make fleet` bridges a private network
+/// namespace to it, until a stop signal.
+async fn listen(addr: SocketAddr, app: axum::Router) -> Result<(), BoxError> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let tcp = axum::serve(listener, app.clone().into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(stop_signal());
+    match var::<PathBuf>("INFEREX_FLEET_SOCKET")? {
+        Some(path) => {
+            let _ = std::fs::remove_file(&path);
+            let unix = tokio::net::UnixListener::bind(&path)?;
+            // Whoever reaches the socket came through the bridge, which listens on loopback only.
+            let bridged = app.layer(axum::Extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 0)))));
+            let unix = axum::serve(unix, bridged.into_make_service()).with_graceful_shutdown(stop_signal());
+            Ok(tokio::try_join!(async { tcp.await }, async { unix.await }).map(|_| ())?)
+        }
+        None => Ok(tcp.await?),
+    }
+}
+
 async fn serve() -> Result<(), BoxError> {
     shared::telemetry::init();
     let settings = settings()?;
@@ -72,11 +115,7 @@ async fn serve() -> Result<(), BoxError> {
     let mut refs = Refs::new();
     let (razorpay_secret, standin) = razorpay(&base, &mut refs)?;
     let (provider_keys, upstream) = providers(&base, &mut refs)?;
-    refs.insert("KycMode".into(), var::<String>("KYC_MODE")?.unwrap_or_else(|| "auto".into()));
-    refs.insert("LogLevel".into(), var::<String>("INFEREX_LOG")?.unwrap_or_else(|| "info".into()));
-    if let Some(version) = var::<String>("INFEREX_POLICY_VERSION")? {
-        refs.insert("PolicyVersion".into(), version);
-    }
+    parameters(&mut refs)?;
     let secrets = SecretValues {
         razorpay: razorpay_secret,
         provider_keys,
@@ -87,15 +126,7 @@ async fn serve() -> Result<(), BoxError> {
     let tables =
         TableNames::with_prefix(&var::<String>("INFEREX_FLEET_TABLE_PREFIX")?.unwrap_or_else(|| "fleet".into()));
     refs.extend(resources::provision(&emulators, &tables, &secrets, &mail_domain).await?);
-    // With INFEREX_FLEET_COUNT_WRITES=true the functions reach DynamoDB Local through a counter of its writes.
-    let counter = match var::<bool>("INFEREX_FLEET_COUNT_WRITES")?.unwrap_or(false) {
-        true => Some(WriteCounter::new(&emulators.dynamodb)),
-        false => None,
-    };
-    let mut functions_see = emulators.clone();
-    if let Some(counter) = &counter {
-        functions_see.dynamodb = counter.serve().await?;
-    }
+    let (counter, functions_see) = write_counting(&emulators).await?;
     let mut extra = resources::aws_environment(&functions_see);
     extra.push(("INFEREX_PUBLIC_URL".into(), base.clone()));
     let fleet = Arc::new(Fleet::new(template, &settings, &refs, &extra)?);
@@ -127,25 +158,12 @@ async fn serve() -> Result<(), BoxError> {
     );
     let schedule =
         shared::tasks::spawn("fleet schedule", Arc::clone(&fleet).run_schedule(settings.jobs_every, settings.idle_for));
-    let listener = tokio::net::TcpListener::bind(settings.addr).await?;
-    let tcp = axum::serve(listener, app.clone().into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(stop_signal());
     tracing::info!(addr = %settings.addr, tables = %tables.main, "InferexAI fleet listening");
-    let served = match var::<PathBuf>("INFEREX_FLEET_SOCKET")? {
-        Some(path) => {
-            let _ = std::fs::remove_file(&path);
-            let unix = tokio::net::UnixListener::bind(&path)?;
-            // Whoever reaches the socket came through the bridge, which listens on loopback only.
-            let bridged = app.layer(axum::Extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 0)))));
-            let unix = axum::serve(unix, bridged.into_make_service()).with_graceful_shutdown(stop_signal());
-            tokio::try_join!(async { tcp.await }, async { unix.await }).map(|_| ())
-        }
-        None => tcp.await,
-    };
+    let served = listen(settings.addr, app).await;
     schedule.abort();
     stream.abort();
     fleet.kill_all();
-    Ok(served?)
+    served
 }
 
 /// `GET /_fleet/writes` (the counts) and `POST /_fleet/writes/reset`.

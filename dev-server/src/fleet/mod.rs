@@ -25,9 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -232,11 +231,10 @@ async fn jobs_now(State(fleet): State<Arc<Fleet>>) -> Response {
 async fn proxy(
     State(fleet): State<Arc<Fleet>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response {
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let Some((route, params)) = gateway::route(&fleet.template.routes, &method, uri.path()) else {
         return gateway::no_such_route();
     };

@@ -68,6 +68,43 @@ pub fn aws_environment(emulators: &Emulators) -> Vec<(String, String)> {
     .collect()
 }
 
+/// template.yaml's KMS keys: the vault's envelope key and the fingerprints' HMAC key.
+async fn create_keys(emulators: &Emulators, refs: &mut Refs) -> Result<(), BoxError> {
+    let kms = client!(aws_sdk_kms, &emulators.moto);
+    let vault = kms.create_key().description("fleet vault key").send().await?;
+    refs.insert("VaultKey".into(), key_id(vault.key_metadata)?);
+    let fingerprint = kms
+        .create_key()
+        .key_spec(aws_sdk_kms::types::KeySpec::Hmac256)
+        .key_usage(aws_sdk_kms::types::KeyUsageType::GenerateVerifyMac)
+        .send()
+        .await?;
+    refs.insert("FingerprintKey".into(), key_id(fingerprint.key_metadata)?);
+    Ok(())
+}
+
+/// template.yaml's buckets (exports, archived payloads), in the region it deploys to.
+async fn create_buckets(emulators: &Emulators, refs: &mut Refs) -> Result<(), BoxError> {
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new(REGION))
+            .endpoint_url(&emulators.moto)
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(ACCESS_KEY, ACCESS_KEY, None, None, "fleet"))
+            .build(),
+    );
+    for logical in ["ExportBucket", "BlobBucket"] {
+        let bucket = format!("fleet-{}-{}", logical.to_ascii_lowercase(), shared::secrets::random_suffix());
+        let location = aws_sdk_s3::types::CreateBucketConfiguration::builder()
+            .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::ApSouth1)
+            .build();
+        s3.create_bucket().bucket(&bucket).create_bucket_configuration(location).send().await?;
+        refs.insert(logical.into(), bucket);
+    }
+    Ok(())
+}
+
 /// Creates the tables, keys, secrets, buckets and mail identity; returns every logical id's `!Ref` value.
 pub async fn provision(
     emulators: &Emulators,
@@ -87,16 +124,7 @@ pub async fn provision(
     refs.insert("MainTable".into(), tables.main.clone());
     refs.insert("VaultTable".into(), tables.vault.clone());
 
-    let kms = client!(aws_sdk_kms, &emulators.moto);
-    let vault = kms.create_key().description("fleet vault key").send().await?;
-    refs.insert("VaultKey".into(), key_id(vault.key_metadata)?);
-    let fingerprint = kms
-        .create_key()
-        .key_spec(aws_sdk_kms::types::KeySpec::Hmac256)
-        .key_usage(aws_sdk_kms::types::KeyUsageType::GenerateVerifyMac)
-        .send()
-        .await?;
-    refs.insert("FingerprintKey".into(), key_id(fingerprint.key_metadata)?);
+    create_keys(emulators, &mut refs).await?;
 
     let manager = client!(aws_sdk_secretsmanager, &emulators.moto);
     for (logical, value) in [
@@ -110,23 +138,7 @@ pub async fn provision(
         refs.insert(logical.into(), created.arn.ok_or("moto returned no secret ARN")?);
     }
 
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new(REGION))
-            .endpoint_url(&emulators.moto)
-            .force_path_style(true)
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(ACCESS_KEY, ACCESS_KEY, None, None, "fleet"))
-            .build(),
-    );
-    for logical in ["ExportBucket", "BlobBucket"] {
-        let bucket = format!("fleet-{}-{}", logical.to_ascii_lowercase(), shared::secrets::random_suffix());
-        let location = aws_sdk_s3::types::CreateBucketConfiguration::builder()
-            .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::ApSouth1)
-            .build();
-        s3.create_bucket().bucket(&bucket).create_bucket_configuration(location).send().await?;
-        refs.insert(logical.into(), bucket);
-    }
+    create_buckets(emulators, &mut refs).await?;
 
     let ses = client!(aws_sdk_sesv2, &emulators.moto);
     // One identity for every fleet on the same moto (tests start several): made once.

@@ -39,6 +39,26 @@ pub(super) struct RefundBooks {
 }
 
 impl RefundBooks {
+    /// Razorpay's answer to a refund request under an idempotency key it has seen (the refund it made, or a
+    /// refusal for a different body), or to a malformed key; `None` for a new key.
+    fn replay(&self, key: &str, body: &Value) -> Option<Result<Value, Refusal>> {
+        let refused = |description: &str| (StatusCode::BAD_REQUEST, description.to_owned());
+        if key.len() < 10 || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Some(Err(refused("The idempotency key must be at least 10 characters long")));
+        }
+        let (earlier, refund_id) = self.keys.get(key)?;
+        if earlier != body {
+            return Some(Err(refused("Different request with the same idempotency key has already been processed.")));
+        }
+        Some(
+            self.refunds
+                .iter()
+                .find(|r| r["id"] == refund_id.as_str())
+                .cloned()
+                .ok_or_else(|| (StatusCode::INTERNAL_SERVER_ERROR, "Failed to fetch idempotency record".to_owned())),
+        )
+    }
+
     pub(super) fn set_disputed(&mut self, payment_id: &str, open: bool) {
         if open {
             self.disputed.insert(payment_id.to_owned());
@@ -136,18 +156,10 @@ impl StandIn {
     fn refund_payment(&self, payment_id: &str, key: Option<&str>, body: &Value) -> Result<Value, Refusal> {
         let refused = |description: &str| (StatusCode::BAD_REQUEST, description.to_owned());
         let mut books = self.books();
-        if let Some(key) = key {
-            if key.len() < 10 || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(refused("The idempotency key must be at least 10 characters long"));
-            }
-            if let Some((earlier, refund_id)) = books.refunds.keys.get(key) {
-                if earlier != body {
-                    return Err(refused("Different request with the same idempotency key has already been processed."));
-                }
-                return books.refunds.refunds.iter().find(|r| r["id"] == refund_id.as_str()).cloned().ok_or_else(
-                    || (StatusCode::INTERNAL_SERVER_ERROR, "Failed to fetch idempotency record".to_owned()),
-                );
-            }
+        if let Some(key) = key
+            && let Some(answer) = books.refunds.replay(key, body)
+        {
+            return answer;
         }
         if let Some(description) = &books.refunds.refusing {
             return Err(refused(description));
