@@ -19,6 +19,7 @@ pub mod links;
 pub mod money;
 pub mod notifications;
 pub mod operators;
+pub mod pages;
 pub mod passwords;
 pub mod ports;
 pub mod privacy;

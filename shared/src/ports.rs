@@ -1,5 +1,5 @@
 //! The ports the domain works with: the item store, the clock and the configuration. Built once per process
-//! (once per Lambda cold start) by [`crate::state::AppState`] and passed to every domain function as one
+//! (once per Lambda cold start) by the HTTP layer's `AppState` and passed to every domain function as one
 //! value, so no function takes them separately or in tuples. Cheap to clone: three `Arc`s, which a call's
 //! detached tasks each keep.
 

@@ -88,6 +88,17 @@ fn parse_time(raw: &str, param: &str) -> ApiResult<DateTime<Utc>> {
 }
 
 /// The `[from, to]` window: defaults to the last 30 days.
+/// Every usage record of the account, as the API shows them (for its export).
+pub async fn export_for(store: &dyn ItemStore, user_id: &str) -> StoreResult<Vec<UsageView>> {
+    let items = crate::store::user_items(store, user_id, USAGE_PREFIX).await?;
+    items.iter().map(|item| item.record::<UsageRecord>().map(|record| UsageView::from(&record))).collect()
+}
+
+/// A page cursor of `GET /v1/usage`, checked: it must name one of the account's usage records.
+pub fn page_cursor(cursor: Option<&str>) -> crate::error::ApiResult<Option<String>> {
+    crate::pages::decode_cursor(cursor, USAGE_PREFIX)
+}
+
 pub fn window(query: &UsageQuery, now: DateTime<Utc>) -> ApiResult<(DateTime<Utc>, DateTime<Utc>)> {
     let to = query.to.as_deref().map(|t| parse_time(t, "to")).transpose()?.unwrap_or(now);
     let from = query.from.as_deref().map(|f| parse_time(f, "from")).transpose()?.unwrap_or(to - Duration::days(30));

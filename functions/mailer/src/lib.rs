@@ -16,7 +16,6 @@ use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage};
 use serde_json::{Value, json};
 use shared::notifications::delivery::{self, MailError, Mailer, Outgoing, SuppressionReason};
 use shared::state::AppState;
-use shared::store::schema;
 
 /// Amazon SES as the mail service: each message sent raw (so marketing carries its one-click unsubscribe
 /// headers), under the configuration set whose event destination reports bounces and complaints.
@@ -73,21 +72,11 @@ fn classify(error: SdkError<SendEmailError>) -> MailError {
     }
 }
 
-/// The outbox items a DynamoDB stream event names: (sequence number, sort key) of each `INSERT` of an
-/// `OUTBOX` item (the mapping's filter lets only those through; anything else is ignored here too).
-pub fn outbox_records(event: &Value) -> Vec<(String, String)> {
-    shared::store::stream_inserts(event)
-        .into_iter()
-        .filter(|key| key.pk == schema::OUTBOX_PK)
-        .map(|key| (key.sequence, key.sk))
-        .collect()
-}
-
 /// Delivers every outbox item of a stream batch; the answer lists the records to retry
 /// (`ReportBatchItemFailures`).
 pub async fn send_batch(state: &AppState, mailer: &dyn Mailer, event: &Value) -> Value {
     let mut failures = Vec::new();
-    for (sequence, sort_key) in outbox_records(event) {
+    for (sequence, sort_key) in delivery::outbox_records(event) {
         match delivery::deliver(&state.ports, mailer, state.clock.now(), &sort_key).await {
             Ok(outcome) => tracing::info!(%sort_key, ?outcome, "outbox item delivered"),
             Err(e) => {
@@ -169,6 +158,6 @@ mod tests {
     fn only_inserted_outbox_items_are_delivered() {
         let record = |name: &str, pk: &str, seq: &str| json!({ "eventName": name, "dynamodb": { "Keys": { "pk": { "S": pk }, "sk": { "S": "0001#a" } }, "SequenceNumber": seq } });
         let event = json!({ "Records": [record("INSERT", "OUTBOX", "1"), record("REMOVE", "OUTBOX", "2"), record("INSERT", "USER#u", "3")] });
-        assert_eq!(outbox_records(&event), vec![("1".to_owned(), "0001#a".to_owned())]);
+        assert_eq!(delivery::outbox_records(&event), vec![("1".to_owned(), "0001#a".to_owned())]);
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use shared::accounts::timestamp;
 use shared::auth::Session;
 use shared::error::ApiResult;
-use shared::http::{ListPage, QueryParams, decode_cursor};
+use shared::http::{ListPage, QueryParams};
 use shared::state::AppState;
 use shared::usage::{self, Totals, UsageQuery, UsageView};
 
@@ -25,7 +25,7 @@ async fn list(
     session: Session,
     QueryParams(query): QueryParams<UsageQuery>,
 ) -> ApiResult<Json<ListPage<UsageView>>> {
-    let after = decode_cursor(query.cursor.as_deref(), shared::store::schema::prefix::USAGE)?;
+    let after = shared::usage::page_cursor(query.cursor.as_deref())?;
     let (records, next) = usage::list(state.store.as_ref(), &session.user_id, &query, state.clock.now(), after).await?;
     Ok(Json(ListPage::page(records.iter().map(UsageView::from).collect(), next.as_deref())))
 }

@@ -94,7 +94,7 @@ async fn transactions(
     QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Json<ListPage<LedgerEntryView>>> {
     let limit = page_limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
-    let after = decode_cursor(query.cursor.as_deref(), shared::store::schema::prefix::LEDGER)?;
+    let after = wallet::ledger_page_cursor(query.cursor.as_deref())?;
     let (entries, next) = state.store.ledger(&session.user_id, limit, after).await?;
     Ok(Json(ListPage::page(entries.iter().map(LedgerEntryView::from).collect(), next.as_deref())))
 }

@@ -166,6 +166,7 @@ mod tests {
             email_verified: false,
             pending_email: None,
             session_epoch: 0,
+            closure_request: None,
         };
         assert!(!AccountView::new(&account, "2026-05-21").policy_update_pending);
         let view = AccountView::new(&account, "2027-01-01");

@@ -63,6 +63,9 @@ pub struct Account {
     /// write as the change that calls for it (sign out everywhere, a password change or reset).
     #[serde(default)]
     pub session_epoch: i64,
+    /// The sort key of the erasure request that closed the account (its closing transaction sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closure_request: Option<String>,
 }
 
 /// A consent given by the user, kept as evidence (DPDP Act): which policy, which choices, when, from where.
@@ -127,8 +130,7 @@ pub fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-pub(crate) use crate::store::schema::sk::PROFILE as PROFILE_SK;
-pub use crate::store::schema::{email_pk, time_sort_key, user_pk};
+pub use crate::store::schema::{time_sort_key, user_pk};
 
 mod checks;
 mod store;
@@ -138,8 +140,9 @@ pub use checks::{
 };
 pub(crate) use store::email_taken;
 pub use store::{
-    AccountStore, ConsentChoice, CreateAccountError, closure_ops, consent_put, email_change_ops, expire_consents,
-    profile_update, registry_delete, require_active, require_active_with_password,
+    AccountStore, ConsentChoice, CreateAccountError, after_closure, closure_ops, consent_put, consents,
+    email_change_ops, expire_consents, kyc_status_update, profile_update, registry_delete, registry_page,
+    require_active, require_active_with_password,
 };
 
 /// The signup request body.
@@ -204,6 +207,7 @@ pub async fn signup(
         email_verified: false,
         pending_email: None,
         session_epoch: 0,
+        closure_request: None,
     };
     let consent = Consent {
         user_id: account.id.clone(),

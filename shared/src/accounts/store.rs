@@ -4,7 +4,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Account, AccountStatus, ClientInfo, Consent, EmailClaim};
+use serde_json::Value;
+
+use super::{Account, AccountStatus, ClientInfo, Consent, EmailClaim, KycStatus};
 use crate::error::{ApiError, ErrorCode};
 use crate::store::schema::sk::PROFILE as PROFILE_SK;
 use crate::store::schema::{email_pk, time_sort_key, user_pk};
@@ -40,6 +42,36 @@ pub fn consent_put(
         item: Item::from_record(user_pk(&account.id), time_sort_key(schema::prefix::CONSENT, at), &consent, None)?,
         condition: Condition::NotExists,
     }))
+}
+
+/// The registry of open accounts, a page at a time (the account ids are the sort keys): what notices that go
+/// to every account walk.
+pub async fn registry_page<S: ItemStore + ?Sized>(store: &S, after: Option<String>) -> StoreResult<crate::store::Page> {
+    store.query(crate::store::Query::new(Table::Main, schema::ACCOUNTS_PK).limit(100).after(after)).await
+}
+
+/// The account's consent records, as stored (an export shows them as evidence).
+pub async fn consents(store: &dyn ItemStore, user_id: &str) -> StoreResult<Vec<Value>> {
+    let items = crate::store::user_items(store, user_id, schema::prefix::CONSENT).await?;
+    Ok(items.into_iter().map(|item| Value::Object(item.attrs)).collect())
+}
+
+/// After a closure: the consent records expire with the account's other records (`until`), and the account
+/// leaves the registry of open accounts.
+pub async fn after_closure(store: &dyn ItemStore, user_id: &str, until: i64) -> StoreResult<()> {
+    let consents = crate::store::user_items(store, user_id, schema::prefix::CONSENT).await?;
+    expire_consents(store, &consents, until).await?;
+    store.delete(registry_delete(user_id)).await
+}
+
+/// The profile's KYC status, written with the KYC decision or submission that sets it, only while the account
+/// is open.
+pub fn kyc_status_update(user_id: &str, status: KycStatus) -> WriteOp {
+    WriteOp::Update(
+        Update::new(Table::Main, user_pk(user_id), PROFILE_SK)
+            .set("kyc_status", serde_json::json!(status))
+            .when(Condition::AttrEquals("status".into(), serde_json::json!(AccountStatus::Active))),
+    )
 }
 
 /// The account's profile, changed only if it is still open and still has the email and the password we

@@ -137,6 +137,6 @@ pub use logins::{
     release_in_window, reserve_in_window,
 };
 pub use sessions::{
-    SessionStore, authenticate, clear_sessions, end_every_session, note_seen, revoke_session_by_id, revoke_sessions,
-    session_account, session_deletes, sessions, sign_out_everywhere,
+    SessionStore, after_closure, authenticate, clear_sessions, end_every_session, note_seen, revoke_session_by_id,
+    revoke_sessions, session_account, session_deletes, sessions, sign_out_everywhere,
 };

@@ -107,6 +107,14 @@ pub async fn clear_sessions<S: ItemStore + ?Sized>(store: &S, user_id: &str, kee
     }
 }
 
+/// After a closure: the sessions left (the closing transaction ended them all by the epoch) are deleted.
+pub async fn after_closure(store: &dyn ItemStore, user_id: &str) -> StoreResult<()> {
+    for index in crate::store::user_items(store, user_id, schema::prefix::SESSION).await? {
+        store.transact(session_deletes(&index).to_vec()).await?;
+    }
+    Ok(())
+}
+
 /// `DELETE /v1/auth/sessions`: ends every session of the account, this one included, in one write.
 /// Returns how many sessions were live.
 pub async fn sign_out_everywhere<S: ItemStore + ?Sized>(store: &S, session: &Session) -> ApiResult<usize> {

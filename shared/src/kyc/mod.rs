@@ -34,14 +34,16 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::schema;
 
 mod store;
-pub use store::{KycStore, Submission, WriteConflict, closure_ops, expire_after_closure, retain_after_closure};
+pub use store::{
+    KycStore, Submission, WriteConflict, after_closure, closure_ops, decisions, expire_after_closure,
+    retain_after_closure, retained_until,
+};
 mod submit;
 pub use submit::{SubmitRequest, submit};
 mod operators;
 pub use operators::{QueuedSubmission, Reveal, decide, queue, reveal, reveal_for_operator};
 
 const KYC_SK: &str = schema::sk::KYC;
-const PROFILE_SK: &str = schema::sk::PROFILE;
 const MAX_NAME_CHARS: usize = 100;
 /// Submissions one account may make in any [`SUBMISSION_WINDOW_DAYS`]: enough to fix typos and answer a
 /// rejection, too few to test other people's numbers against the uniqueness rule.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Months, Utc};
 use serde_json::json;
 
 use super::submit::held_claims;
-use super::{Decision, DecisionRecord, DocumentKind, KYC_SK, KycRecord, PROFILE_SK, VaultEntry};
+use super::{Decision, DecisionRecord, DocumentKind, KYC_SK, KycRecord, VaultEntry};
 use crate::accounts::{KycStatus, time_sort_key, user_pk};
 use crate::error::{ApiError, ApiResult};
 use crate::notifications::{MailKind, OutboxMail, enqueue};
@@ -39,14 +39,6 @@ fn put_record(record: &KycRecord, previous_revision: Option<i64>) -> StoreResult
 
 /// The account's KYC status, written only while the account is open: a KYC change racing the closure
 /// fails instead of rewriting what the closure gave its retention expiry.
-fn set_account_status(user_id: &str, status: KycStatus) -> WriteOp {
-    WriteOp::Update(
-        Update::new(Table::Main, user_pk(user_id), PROFILE_SK)
-            .set("kyc_status", json!(status))
-            .when(Condition::AttrEquals("status".into(), json!(crate::accounts::AccountStatus::Active))),
-    )
-}
-
 pub(super) fn queue_sk(record: &KycRecord) -> String {
     format!("{:013}#{}", record.submitted_at.timestamp_millis().max(0), record.user_id)
 }
@@ -178,7 +170,7 @@ impl<T: ItemStore + ?Sized> KycStore for T {
             }));
         }
         ops.push(put_record(record, previous.map(|p| p.revision))?);
-        ops.push(set_account_status(user, record.status));
+        ops.push(crate::accounts::kyc_status_update(user, record.status));
         ops.extend(outcome_notice(record)?);
         if record.status == KycStatus::Pending {
             ops.push(queue_put(record)?);
@@ -196,7 +188,7 @@ impl<T: ItemStore + ?Sized> KycStore for T {
         let user = record.user_id.as_str();
         let mut ops = vec![
             put_record(record, Some(previous_revision))?,
-            set_account_status(user, record.status),
+            crate::accounts::kyc_status_update(user, record.status),
             WriteOp::Put(Put {
                 table: Table::Main,
                 item: Item::from_record(user_pk(user), time_sort_key(DECISION_PREFIX, audit.at), audit, None)?,
@@ -256,6 +248,25 @@ pub async fn closure_ops<S: ItemStore + ?Sized>(
     // Only claims this account holds: a number it never verified may be someone else's.
     ops.extend(held_claims(store, user_id, &record).await?.iter().map(|f| release_claim(user_id, f)));
     Ok((ops, Some(expires_at)))
+}
+
+/// Until when a closed account's KYC data is kept: the KYC record's expiry (`None` without KYC data).
+pub async fn retained_until(store: &dyn ItemStore, user_id: &str) -> StoreResult<Option<i64>> {
+    Ok(store.get(Table::Main, &user_pk(user_id), KYC_SK).await?.and_then(|item| item.expires_at))
+}
+
+/// The operators' decisions on the account's submissions, and their reveals, as stored (for its export).
+pub async fn decisions(store: &dyn ItemStore, user_id: &str) -> StoreResult<Vec<serde_json::Value>> {
+    let items = crate::store::user_items(store, user_id, DECISION_PREFIX).await?;
+    Ok(items.into_iter().map(|item| serde_json::Value::Object(item.attrs)).collect())
+}
+
+/// After a closure (idempotent): the vault entries and the operators' decisions expire with the KYC record.
+pub async fn after_closure(store: &dyn ItemStore, user_id: &str) -> StoreResult<()> {
+    match retained_until(store, user_id).await? {
+        Some(until) => expire_after_closure(store, user_id, until).await,
+        None => Ok(()),
+    }
 }
 
 /// After a closure commits (idempotent): the vault entries and operator decisions expire with the KYC

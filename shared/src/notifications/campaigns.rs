@@ -20,7 +20,7 @@ use crate::accounts::{Account, AccountStatus, AccountStore, require_active};
 use crate::error::{ApiError, ApiResult};
 use crate::retention::NOTICE_LIFETIME;
 use crate::store::schema::{self, sk};
-use crate::store::{Condition, Conditional, Item, ItemStore, Put, Query, Table, WriteOp};
+use crate::store::{Condition, Conditional, Item, ItemStore, Put, Table, WriteOp};
 
 /// What one run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -132,7 +132,7 @@ async fn walk<S: ItemStore + ?Sized>(
     let mut report = NoticeReport::default();
     let mut after = progress.and_then(|p| p.attrs.get("after").and_then(|a| a.as_str()).map(str::to_owned));
     loop {
-        let page = store.query(Query::new(Table::Main, schema::ACCOUNTS_PK).limit(100).after(after.clone())).await?;
+        let page = crate::accounts::registry_page(store, after.clone()).await?;
         for entry in &page.items {
             if started.elapsed() > budget {
                 store.put(save(after, false)?).await?;

@@ -6,15 +6,15 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::correction::{active_account, confirm_password};
-use super::requests::{PrivacyRequest, PrivacyRequestView, Recorded, RequestKind, RequestStatus, all_with_prefix};
+use super::requests::{PrivacyRequest, PrivacyRequestView, Recorded, RequestKind, RequestStatus};
 use super::{CLOSE_ATTEMPTS, EXPORT_PREFIX, PENDING_CLOSURES_PK, PrivacyContext};
-use crate::accounts::{self, Account, AccountStatus, AccountStore, PROFILE_SK, timestamp, user_pk};
+use crate::accounts::{self, Account, AccountStatus, AccountStore, timestamp, user_pk};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::keys::KeyStore;
-use crate::kyc::{self, KycStore};
+use crate::kyc;
 use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::retention::{ItemClass, Span};
-use crate::store::{Condition, Conditional, Delete, Item, Put, Query, StoreError, StoreResult, Table, WriteOp, schema};
+use crate::store::{Condition, Conditional, Delete, Item, Put, Query, StoreError, StoreResult, Table, WriteOp};
 use crate::wallet::{self, WALLET_SK};
 
 /// What `DELETE /v1/account` answers.
@@ -160,21 +160,15 @@ fn closure_outcome(retained: &[RetainedData], refund: i64) -> String {
 /// The answer of a closure that already committed, rebuilt from what it stored.
 async fn recorded_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Closure> {
     let store = ctx.ports.store.as_ref();
-    let profile = store
-        .get(Table::Main, &user_pk(user_id), PROFILE_SK)
-        .await?
-        .ok_or_else(|| ApiError::Internal("account vanished".into()))?;
-    let request_sk = profile.attrs.get("closure_request").and_then(Value::as_str).unwrap_or_default();
+    let account = store.account(user_id).await?.ok_or_else(|| ApiError::Internal("account vanished".into()))?;
+    let request_sk = account.closure_request.unwrap_or_default();
     let request: PrivacyRequest = store
-        .get(Table::Main, &user_pk(user_id), request_sk)
+        .get(Table::Main, &user_pk(user_id), &request_sk)
         .await?
         .ok_or_else(|| ApiError::Internal("the closure's erasure request is missing".into()))?
         .record()?;
     let closed_at = request.completed_at.unwrap_or(request.received_at);
-    let kyc_until = match store.kyc_record(user_id).await? {
-        Some(_) => store.get(Table::Main, &user_pk(user_id), schema::sk::KYC).await?.and_then(|i| i.expires_at),
-        None => None,
-    };
+    let kyc_until = kyc::retained_until(store, user_id).await?;
     let refund = wallet::refund_request(store, user_id).await?.map_or(0, |r| r.amount);
     finish_closure(ctx, user_id).await?;
     Ok(Closure {
@@ -198,32 +192,22 @@ pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()
     for (slot, key) in store.keys(user_id).await? {
         store.delete_key(user_id, &slot, &key.key_hash).await?;
     }
-    for item in all_with_prefix(store, user_id, EXPORT_PREFIX).await? {
+    for item in crate::store::user_items(store, user_id, EXPORT_PREFIX).await? {
         if let Some(key) = item.attrs.get("blob_key").and_then(Value::as_str) {
             ctx.blobs()?.delete(key).await?;
         }
         store.delete(Delete { table: Table::Main, pk: item.pk, sk: item.sk, condition: Condition::Always }).await?;
     }
-    for index in all_with_prefix(store, user_id, schema::prefix::SESSION).await? {
-        store.transact(crate::auth::session_deletes(&index).to_vec()).await?;
-    }
-    let account_until = retention.expiry(ItemClass::Account, closed_at).unwrap_or(i64::MAX);
-    let consents = all_with_prefix(store, user_id, schema::prefix::CONSENT).await?;
-    accounts::expire_consents(store, &consents, account_until).await?;
-    if let Some(kyc_until) =
-        store.get(Table::Main, &user_pk(user_id), schema::sk::KYC).await?.and_then(|i| i.expires_at)
-    {
-        kyc::expire_after_closure(store, user_id, kyc_until).await?;
-    }
+    // Each owner puts its own items in order (the closing transaction is at DynamoDB Local's size limit).
+    crate::auth::after_closure(store, user_id).await?;
+    kyc::after_closure(store, user_id).await?;
     let wallet_until = retention.expiry(ItemClass::Wallet, closed_at).unwrap_or(i64::MAX);
-    wallet::expire_registry(store, user_id, wallet_until).await?;
-    // The closing transaction is at DynamoDB Local's size limit: the refunds job learns of the money here.
-    wallet::closure_refunds::mark_due(&ctx.ports, ctx.ports.clock.now(), user_id).await?;
-    store.delete(accounts::registry_delete(user_id)).await?;
+    wallet::after_closure(&ctx.ports, user_id, wallet_until).await?;
+    let account_until = retention.expiry(ItemClass::Account, closed_at).unwrap_or(i64::MAX);
+    accounts::after_closure(store, user_id, account_until).await?;
     // The follow-up ends with the confirmation, once: only the run that removes the marker sends it (the
     // closing transaction is at its size limit). It goes to the address the account had.
-    let kyc_until = store.get(Table::Main, &user_pk(user_id), schema::sk::KYC).await?.and_then(|i| i.expires_at);
-    let retained = retained_data(ctx, closed_at, kyc_until);
+    let retained = retained_data(ctx, closed_at, kyc::retained_until(store, user_id).await?);
     let date = |until: &str| {
         DateTime::parse_from_rfc3339(until)
             .map(|at| crate::notifications::messages::in_ist(at.to_utc()))

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::correction::active_account;
-use super::requests::{PrivacyRequest, PrivacyRequestView, Recorded, RequestKind, RequestStatus, all_with_prefix};
+use super::requests::{PrivacyRequest, PrivacyRequestView, Recorded, RequestKind, RequestStatus};
 use super::{EXPORT_LINK_VALIDITY, EXPORT_PREFIX, ExportBuilds, PrivacyContext, REQUEST_PREFIX};
 use crate::accounts::{AccountStore, AccountView, timestamp, user_pk};
 use crate::auth::{LoginAttemptView, LoginStore};
@@ -15,9 +15,8 @@ use crate::kyc::{self, DocumentKind, KycStore};
 use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::retention::Span;
 use crate::secrets::random_suffix;
-use crate::store::{Condition, Conditional, Item, ItemStore, Put, StoreResult, Table, WriteOp, schema};
-use crate::usage::{UsageRecord, UsageView};
-use crate::wallet::{LedgerEntry, LedgerEntryView, Topup, TopupStore, WalletStore, WalletView};
+use crate::store::{Condition, Conditional, Item, Put, StoreResult, Table, WriteOp, schema};
+use crate::wallet::{WalletStore, WalletView};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -260,10 +259,6 @@ pub async fn export_view(ctx: &PrivacyContext, user_id: &str, export_id: &str) -
     })
 }
 
-fn records(items: &[Item]) -> StoreResult<Vec<Value>> {
-    items.iter().map(|i| Ok(Value::Object(i.attrs.clone()))).collect()
-}
-
 /// Everything held about the user, as one JSON document. The PAN is shown in full to its owner (decrypted
 /// from the vault); the Aadhaar number stays masked, as UIDAI requires; keys appear as metadata only.
 pub async fn export_document(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Value> {
@@ -277,14 +272,10 @@ pub async fn export_document(ctx: &PrivacyContext, user_id: &str) -> ApiResult<V
         store.login_history(user_id, 1000).await?.iter().map(LoginAttemptView::from).collect();
     let kyc = kyc_export(ctx, user_id).await?;
     let keys: Vec<ApiKeyView> = store.keys(user_id).await?.iter().map(|(_, r)| ApiKeyView::from(r)).collect();
-    let (topups, ledger) = payments_export(store, user_id).await?;
+    let (topups, ledger) = crate::wallet::export_for(store, user_id).await?;
     // Usage and requests appear as the API shows them (rupee amounts, RFC 3339 times).
-    let usage: Vec<UsageView> = all_with_prefix(store, user_id, schema::prefix::USAGE)
-        .await?
-        .iter()
-        .map(|i| i.record::<UsageRecord>().map(|r| UsageView::from(&r)))
-        .collect::<StoreResult<_>>()?;
-    let requests: Vec<PrivacyRequestView> = all_with_prefix(store, user_id, REQUEST_PREFIX)
+    let usage = crate::usage::export_for(store, user_id).await?;
+    let requests: Vec<PrivacyRequestView> = crate::store::user_items(store, user_id, REQUEST_PREFIX)
         .await?
         .iter()
         .map(|i| i.record::<PrivacyRequest>().map(|r| PrivacyRequestView::from(&r)))
@@ -294,7 +285,7 @@ pub async fn export_document(ctx: &PrivacyContext, user_id: &str) -> ApiResult<V
         "generated_at": timestamp(ctx.ports.clock.now()),
         "user_id": user_id,
         "account": account_view,
-        "consents": records(&all_with_prefix(store, user_id, schema::prefix::CONSENT).await?)?,
+        "consents": crate::accounts::consents(store, user_id).await?,
         "login_history": logins,
         "kyc": kyc,
         "api_keys": keys,
@@ -313,7 +304,7 @@ async fn kyc_export(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Value> {
         None => Value::Null,
         Some(record) => {
             let pan = kyc::reveal(store, ctx.kyc_keys()?, &record, DocumentKind::Pan).await?;
-            let decisions = all_with_prefix(store, user_id, schema::prefix::KYC_DECISION).await?;
+            let decisions = kyc::decisions(store, user_id).await?;
             json!({
                 "status": record.status,
                 "name_on_pan": record.name_on_pan,
@@ -322,26 +313,8 @@ async fn kyc_export(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Value> {
                 "submitted_at": timestamp(record.submitted_at),
                 "verified_at": record.verified_at.map(timestamp),
                 "rejection_reason": record.rejection_reason,
-                "decisions": records(&decisions)?,
+                "decisions": decisions,
             })
         }
     })
-}
-
-/// The export's payment part: the account's top-ups and its ledger, as the API shows them.
-async fn payments_export(store: &dyn ItemStore, user_id: &str) -> ApiResult<(Vec<Topup>, Vec<LedgerEntryView>)> {
-    let mut topups = Vec::new();
-    for index in all_with_prefix(store, user_id, schema::prefix::TOPUP).await? {
-        if let Some(id) = index.attrs.get("topup_id").and_then(Value::as_str)
-            && let Some(topup) = store.topup(id).await?
-        {
-            topups.push(topup);
-        }
-    }
-    let ledger: Vec<LedgerEntryView> = all_with_prefix(store, user_id, schema::prefix::LEDGER)
-        .await?
-        .iter()
-        .map(|i| i.record::<LedgerEntry>().map(|e| LedgerEntryView::from(&e)))
-        .collect::<StoreResult<_>>()?;
-    Ok((topups, ledger))
 }

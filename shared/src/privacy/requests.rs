@@ -108,16 +108,6 @@ impl Recorded {
     }
 }
 
-/// Every item of a user's partition under `prefix`, oldest first.
-pub(super) async fn all_with_prefix<S: ItemStore + ?Sized>(
-    store: &S,
-    user_id: &str,
-    prefix: &str,
-) -> StoreResult<Vec<Item>> {
-    let query = Query::new(Table::Main, user_pk(user_id)).range(SortKeyRange::Prefix(prefix.into())).limit(500);
-    crate::store::all_pages(store, query).await
-}
-
 /// The user's own requests, newest first.
 pub async fn requests<S: ItemStore + ?Sized>(
     store: &S,

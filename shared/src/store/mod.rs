@@ -11,6 +11,7 @@
 //! backends cannot drift; `tests/contract.rs` runs the same suite against both.
 
 pub mod dynamo;
+pub mod owners;
 pub mod schema;
 #[cfg(feature = "embedded")]
 pub mod sqlite;
@@ -365,6 +366,13 @@ pub async fn all_pages<S: ItemStore + ?Sized>(store: &S, query: Query) -> StoreR
             return Ok(items);
         }
     }
+}
+
+/// Every item of a user's partition under a sort-key `prefix`, oldest first: what an owner lists of one
+/// account (its consents, sessions, ledger, for an export or after a closure). Small per account.
+pub async fn user_items<S: ItemStore + ?Sized>(store: &S, user_id: &str, prefix: &str) -> StoreResult<Vec<Item>> {
+    let query = Query::new(Table::Main, schema::user_pk(user_id)).range(SortKeyRange::Prefix(prefix.into())).limit(500);
+    all_pages(store, query).await
 }
 
 /// The key of an item a DynamoDB stream record says was inserted (the main table's stream is KEYS_ONLY).

@@ -190,6 +190,13 @@ pub async fn refund_request<S: ItemStore + ?Sized>(store: &S, user_id: &str) -> 
     store.get(Table::Main, REFUND_REQUESTS_PK, user_id).await?.map(|i| i.record()).transpose()
 }
 
+/// After a closure (idempotent): the wallet's registry entry expires with the wallet, and a refund owed is
+/// marked for the refunds job.
+pub async fn after_closure(ports: &Ports, user_id: &str, until: i64) -> ApiResult<()> {
+    expire_registry(ports.store(), user_id, until).await?;
+    closure_refunds::mark_due(ports, ports.now(), user_id).await
+}
+
 /// After a closure commits: the wallet's registry entry (walked by the stale-hold sweeper) expires with it.
 pub async fn expire_registry<S: ItemStore + ?Sized>(store: &S, user_id: &str, until: i64) -> StoreResult<()> {
     let registry = Update::new(Table::Main, WALLETS_PK, user_id)

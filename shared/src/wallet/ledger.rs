@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::topups::Topup;
 use super::{WALLET_SK, WALLETS_PK, Wallet, WalletStore};
 use crate::accounts::{time_sort_key, timestamp, user_pk};
 use crate::error::{ApiError, ApiResult};
@@ -164,4 +165,27 @@ pub(super) async fn apply_balance_change<S: ItemStore + ?Sized>(
         }
     }
     Err(ApiError::Unavailable("the wallet is too busy to apply the change; it will be retried".into()))
+}
+
+/// The account's top-ups and its ledger, as the API shows them (for its export).
+pub async fn export_for(store: &dyn ItemStore, user_id: &str) -> ApiResult<(Vec<Topup>, Vec<LedgerEntryView>)> {
+    let mut topups = Vec::new();
+    for index in crate::store::user_items(store, user_id, schema::prefix::TOPUP).await? {
+        if let Some(id) = index.attrs.get("topup_id").and_then(serde_json::Value::as_str)
+            && let Some(topup) = super::TopupStore::topup(store, id).await?
+        {
+            topups.push(topup);
+        }
+    }
+    let ledger: Vec<LedgerEntryView> = crate::store::user_items(store, user_id, schema::prefix::LEDGER)
+        .await?
+        .iter()
+        .map(|i| i.record::<LedgerEntry>().map(|e| LedgerEntryView::from(&e)))
+        .collect::<StoreResult<_>>()?;
+    Ok((topups, ledger))
+}
+
+/// A page cursor of `GET /v1/wallet/transactions`, checked: it must name one of the account's ledger entries.
+pub fn page_cursor(cursor: Option<&str>) -> crate::error::ApiResult<Option<String>> {
+    crate::pages::decode_cursor(cursor, LEDGER_PREFIX)
 }

@@ -59,10 +59,10 @@ pub use adjustments::{
     DisputeState, DisputeView, apply_deferred, apply_dispute, debit_refund, disputes, mark_dispute_handled,
 };
 pub use closure::{
-    Payout, RefundRequest, RefundRequestView, closure_ops, expire_registry, record_payout, refund_request,
-    refund_requests, sync_closed_wallet,
+    Payout, RefundRequest, RefundRequestView, after_closure, closure_ops, expire_registry, record_payout,
+    refund_request, refund_requests, sync_closed_wallet,
 };
-pub use ledger::{LedgerEntry, LedgerEntryView, LedgerKind};
+pub use ledger::{LedgerEntry, LedgerEntryView, LedgerKind, export_for, page_cursor as ledger_page_cursor};
 pub use reconciliation::{ABANDON_UNANSWERED_AFTER, ReconciliationReport, reconcile};
 pub use topups::{
     CheckoutCallback, CreditOutcome, CreditSource, Topup, TopupStatus, TopupStore, TopupView, create_topup,

@@ -362,6 +362,16 @@ pub fn kind_name(kind: MailKind) -> &'static str {
     }
 }
 
+/// The outbox items a DynamoDB stream event names: (sequence number, sort key) of each `INSERT` of an
+/// `OUTBOX` item (the mapping's filter lets only those through; anything else is ignored here too).
+pub fn outbox_records(event: &serde_json::Value) -> Vec<(String, String)> {
+    crate::store::stream_inserts(event)
+        .into_iter()
+        .filter(|key| key.pk == schema::OUTBOX_PK)
+        .map(|key| (key.sequence, key.sk))
+        .collect()
+}
+
 /// Delivers every outbox item waiting, oldest first, at most `limit` (the local server's loop; in AWS the
 /// stream does this). Returns how many were handled; a failed one stays for the next pass.
 pub async fn deliver_waiting(ports: &Ports, mailer: &dyn Mailer, now: DateTime<Utc>, limit: u32) -> StoreResult<usize> {

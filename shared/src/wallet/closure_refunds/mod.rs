@@ -36,7 +36,7 @@ use crate::accounts::user_pk;
 use crate::error::ApiResult;
 use crate::money::UNITS_PER_PAISA;
 use crate::store::schema::{self, payment_pk, prefix};
-use crate::store::{Condition, Item, ItemStore, Put, Query, SortKeyRange, StoreResult, Table, Update, WriteOp};
+use crate::store::{Condition, Item, ItemStore, Put, StoreResult, Table, Update, WriteOp};
 
 mod job;
 mod processed;
@@ -140,12 +140,12 @@ impl AccountPayment {
 /// top-ups' last payments for credits made before the index existed.
 pub async fn account_payments<S: ItemStore + ?Sized>(store: &S, user_id: &str) -> ApiResult<Vec<AccountPayment>> {
     let mut ids: Vec<String> = Vec::new();
-    for index in all_with_prefix(store, user_id, prefix::PAYMENT_INDEX).await? {
+    for index in crate::store::user_items(store, user_id, prefix::PAYMENT_INDEX).await? {
         if let Some(id) = index.attrs.get("payment_id").and_then(Value::as_str) {
             ids.push(id.to_owned());
         }
     }
-    for index in all_with_prefix(store, user_id, prefix::TOPUP).await? {
+    for index in crate::store::user_items(store, user_id, prefix::TOPUP).await? {
         let Some(topup_id) = index.attrs.get("topup_id").and_then(Value::as_str) else { continue };
         let Some(topup) = store.topup(topup_id).await? else { continue };
         if let Some(id) = topup.payment_id.filter(|_| topup.status == TopupStatus::Paid) {
@@ -168,24 +168,6 @@ pub async fn account_payments<S: ItemStore + ?Sized>(store: &S, user_id: &str) -
     Ok(payments)
 }
 
-/// Every item of the account's partition under `sk_prefix`, page after page.
-async fn all_with_prefix<S: ItemStore + ?Sized>(store: &S, user_id: &str, sk_prefix: &str) -> StoreResult<Vec<Item>> {
-    let mut items = Vec::new();
-    let mut after = None;
-    loop {
-        let query = Query::new(Table::Main, user_pk(user_id))
-            .range(SortKeyRange::Prefix(sk_prefix.into()))
-            .limit(500)
-            .after(after);
-        let page = store.query(query).await?;
-        items.extend(page.items);
-        match page.next {
-            Some(next) => after = Some(next),
-            None => return Ok(items),
-        }
-    }
-}
-
 /// The index entry a credit writes for its payment (`USER#<id>` / `PAYMENT#<payment id>`).
 pub(super) fn payment_index_put(user_id: &str, payment_id: &str, expires_at: i64) -> StoreResult<WriteOp> {
     Ok(WriteOp::Put(Put {
@@ -202,7 +184,7 @@ pub(super) fn payment_index_put(user_id: &str, payment_id: &str, expires_at: i64
 
 /// Every refund we asked for on the account's behalf.
 pub async fn closure_refunds<S: ItemStore + ?Sized>(store: &S, user_id: &str) -> StoreResult<Vec<ClosureRefund>> {
-    all_with_prefix(store, user_id, prefix::CLOSURE_REFUND).await?.iter().map(Item::record).collect()
+    crate::store::user_items(store, user_id, prefix::CLOSURE_REFUND).await?.iter().map(Item::record).collect()
 }
 
 /// The payments Razorpay can still refund at `now`: at least ₹1 left in them, within the refund window, and
