@@ -49,19 +49,19 @@ use crate::store::{
 mod adjustments;
 mod closure;
 pub mod closure_refunds;
+mod disputes;
 mod ledger;
 pub mod metering;
 mod reconciliation;
 mod topups;
 mod webhook;
 
-pub use adjustments::{
-    DisputeState, DisputeView, apply_deferred, apply_dispute, debit_refund, disputes, mark_dispute_handled,
-};
+pub use adjustments::{apply_deferred, debit_refund};
 pub use closure::{
     Payout, RefundRequest, RefundRequestView, after_closure, closure_ops, expire_registry, record_payout,
     refund_request, refund_requests, sync_closed_wallet,
 };
+pub use disputes::{DisputeState, DisputeView, apply_dispute, disputes, mark_dispute_handled};
 pub use ledger::{LedgerEntry, LedgerEntryView, LedgerKind, export_for, page_cursor as ledger_page_cursor};
 pub use reconciliation::{ABANDON_UNANSWERED_AFTER, ReconciliationReport, reconcile};
 pub use topups::{

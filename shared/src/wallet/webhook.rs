@@ -4,7 +4,8 @@ use crate::ports::Ports;
 use serde::Serialize;
 use serde_json::json;
 
-use super::adjustments::{apply_dispute, debit_refund};
+use super::adjustments::debit_refund;
+use super::disputes::apply_dispute;
 use super::topups::{CreditOutcome, CreditSource, TopupStore, credit_payment, mark_failed};
 use super::{WalletStore, payment_expiry, record_review};
 use crate::error::ApiResult;
