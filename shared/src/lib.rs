@@ -1,38 +1,49 @@
 //! InferexAI's shared library: domain rules, the storage port and its adapters, and the HTTP plumbing
 //! every Lambda function uses. Handlers in `functions/*` stay thin and call into these modules.
+//!
+//! The modules, by layer: each uses only its own layer and the ones listed before it (no import cycles,
+//! held by `shared/tests/module_graph.rs`; only the edge knows `AppState` and HTTP).
 
-pub mod accounts;
-pub mod alerts;
-pub mod auth;
-pub mod blobs;
+// Foundation: time, configuration, errors, money, secrets and tasks; no knowledge of any item.
 pub mod body;
-pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod env;
 pub mod error;
-pub mod http;
+pub mod money;
+pub mod pages;
+pub mod passwords;
+pub mod runtime_secrets;
+pub mod secrets;
+pub mod tasks;
+
+// Storage: the item store port with its DynamoDB and SQLite adapters, every key (`store::schema`) and who
+// owns it (`store::owners`), blob storage, retention windows, and the ports the domain is given.
+pub mod blobs;
+pub mod ports;
+pub mod retention;
+pub mod store;
+
+// Domain: each module owns its items and offers what others need of them.
+pub mod accounts;
+pub mod alerts;
+pub mod auth;
+pub mod catalog;
 pub mod inference;
 pub mod keys;
 pub mod kyc;
 pub mod links;
-pub mod money;
 pub mod notifications;
 pub mod operators;
-pub mod pages;
-pub mod passwords;
-pub mod ports;
 pub mod privacy;
 pub mod razorpay;
-pub mod retention;
-pub mod runtime_secrets;
-pub mod secrets;
-pub mod state;
-pub mod store;
-pub mod tasks;
-pub mod telemetry;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod usage;
 pub mod verification;
 pub mod wallet;
+
+// Edge: HTTP extraction and answers, process wiring (`AppState`), logging, and test support.
+pub mod http;
+pub mod state;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -103,3 +103,34 @@ fn a_cycle_is_found_when_there_is_one() {
     graph.insert("c".to_owned(), BTreeSet::new());
     assert_eq!(cycle(&graph, "a", &mut Vec::new(), &mut BTreeSet::new()), None);
 }
+
+/// No source file of the services, the local server or the test support grows past what a reader takes in
+/// (functions are held to 60 lines and 5 parameters by clippy, `clippy.toml`). Behaviour tests
+/// (`tests/tests`, `shared/tests`) are scenarios and may be longer.
+#[test]
+fn source_files_stay_under_five_hundred_lines() -> Result<(), Box<dyn std::error::Error>> {
+    const MAX_LINES: usize = 500;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut pending = vec![root.join("shared/src"), root.join("dev-server/src"), root.join("tests/src")];
+    for function in std::fs::read_dir(root.join("functions"))? {
+        pending.push(function?.path().join("src"));
+    }
+    let (mut seen, mut long) = (0, Vec::new());
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                seen += 1;
+                let lines = std::fs::read_to_string(&path)?.lines().count();
+                if lines > MAX_LINES {
+                    long.push(format!("{}: {lines} lines", path.strip_prefix(&root).unwrap_or(&path).display()));
+                }
+            }
+        }
+    }
+    assert!(seen > 100, "the scan found the sources ({seen})");
+    assert!(long.is_empty(), "split these along their seams (at most {MAX_LINES} lines):\n{}", long.join("\n"));
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! Every log line of the test binary, captured, so that tests can assert what never reaches the logs.
+
+use std::sync::Arc;
+
+/// Everything our code logs during this test binary's run, at every level: tests assert that no secret
+/// or personal number ever reaches the logs.
+static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+
+#[derive(Clone)]
+struct LogSink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut logs) = self.0.lock() {
+            logs.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub(super) fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = LogSink(buffer.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .try_init();
+        buffer
+    });
+}
+
+/// The logs captured so far in this test binary.
+pub fn captured_logs() -> String {
+    LOGS.get().and_then(|b| b.lock().ok().map(|l| String::from_utf8_lossy(&l).into_owned())).unwrap_or_default()
+}
