@@ -1,8 +1,8 @@
 //! InferexAI's shared library: domain rules, the storage port and its adapters, and the HTTP plumbing
 //! every Lambda function uses. Handlers in `functions/*` stay thin and call into these modules.
 //!
-//! The modules, by layer: each uses only its own layer and the ones listed before it (no import cycles,
-//! held by `shared/tests/module_graph.rs`; only the edge knows `AppState` and HTTP).
+//! The modules, grouped by layer, lowest first. Their imports form no cycle and only the edge knows
+//! `AppState` and HTTP (both held by `shared/tests/module_graph.rs`).
 
 // Foundation: time, configuration, errors, money, secrets and tasks; no knowledge of any item.
 pub mod body;
