@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make fleet`: the API as deployed, on INFEREX_ADDR (default 127.0.0.1:8080): the real function binaries
-# behind a Lambda runtime API, frozen between invocations, on DynamoDB Local and moto (see the README).
+# behind a Lambda runtime API, frozen between invocations, on DynamoDB Local and moto (see docs/architecture.md,
+# "The deployed shape, locally").
 #
 # The functions are built for this machine in release (INFEREX_FLEET_PROFILE=dev for a debug build), unless
 # INFEREX_FLEET_BIN_DIR names binaries already built. The emulators and the fleet run in a private network

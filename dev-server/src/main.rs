@@ -2,7 +2,7 @@
 //! under `INFEREX_DATA_DIR` (default ./.inferex). Data survives restarts.
 //!
 //! Without Razorpay credentials in the environment, a local Razorpay stand-in is mounted at `/_razorpay`
-//! and used instead, so top-ups work with no network (see the README's payment walk-through); without
+//! and used instead, so top-ups work with no network (see docs/walkthrough.md, "Paying offline"); without
 //! provider keys, a model stand-in at `/_upstream`. The stand-ins (and `/_blobs` download links) are
 //! mounted only on a loopback address unless `INFEREX_DEV_STANDINS=1`: the Razorpay stand-in's pay route
 //! credits a wallet without any payment. The scheduled jobs run every 15 minutes, as deployed. E-mail goes

@@ -1,5 +1,5 @@
 //! Configuration from environment variables, read once per cold start. Every value has a default taken
-//! from the published policy, so `make run` needs none of them; the README lists them all.
+//! from the published policy, so `make run` needs none of them; docs/operations.md lists them all.
 
 use std::str::FromStr;
 

@@ -184,9 +184,9 @@ impl FromRequestParts<AppState> for Session {
                 "authentication required: send the session cookie or Authorization: Bearer <session token>",
             )
         })?;
-        let session = auth::authenticate(state.store.as_ref(), &token).await?;
+        let session = auth::authenticate(state.store(), &token).await?;
         check_csrf(&parts.method, &parts.headers, &token, carrier)?;
-        auth::note_seen(state.store.as_ref(), &session, state.clock.now()).await;
+        auth::note_seen(state.store(), &session, state.clock.now()).await;
         Ok(session)
     }
 }

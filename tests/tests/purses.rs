@@ -134,7 +134,10 @@ async fn a_burst_over_eight_instances_writes_no_item_once_a_call(backend: Backen
     // calls (two writes each), its fundings and its postings.
     let windows = 1.0 + started.elapsed().as_secs_f64() / metering::POST_EVERY.as_secs_f64();
     let postings = (metering::POST_ATTEMPTS as f64 * windows).ceil() as usize;
-    #[expect(clippy::print_stderr, reason = "the counted writes are this test's report (the README quotes them)")]
+    #[expect(
+        clippy::print_stderr,
+        reason = "the counted writes are this test's report (docs/architecture.md quotes them)"
+    )]
     let () = eprintln!(
         "purses: {} calls in {:.1} s: {wallet} wallet writes; purses: {purses:?}",
         8 * CALLS_EACH,

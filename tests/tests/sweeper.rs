@@ -1,7 +1,7 @@
 //! The stale-hold sweeper reaches every wallet, however many there are: a run that meets its budget saves
 //! where it stopped and the next goes on from there (both stores), and one run reconciles 10,000 wallets
-//! with stale holds on DynamoDB Local, wallets swept several at once (its time is printed; the README
-//! has the figures).
+//! with stale holds on DynamoDB Local, wallets swept several at once (its time is printed;
+//! docs/architecture.md has the figures).
 
 use std::sync::Arc;
 
@@ -101,7 +101,7 @@ async fn one_run_reconciles_ten_thousand_wallets_on_dynamodb_local() -> TestResu
         let wallet = store.wallet(user).await?;
         assert_eq!((wallet.balance, wallet.held), (9 * UNITS_PER_RUPEE, 0), "{user}");
     }
-    #[expect(clippy::print_stderr, reason = "the measured time is this test's report (the README quotes it)")]
+    #[expect(clippy::print_stderr, reason = "the measured time is this test's report (docs/architecture.md quotes it)")]
     let () = eprintln!(
         "sweeper: {WALLETS} wallets with a stale hold each reconciled in one run of {:.1} s ({:.2} ms a wallet, {} at once; setup {:.1} s)",
         took.as_secs_f64(),

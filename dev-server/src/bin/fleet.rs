@@ -1,5 +1,5 @@
 //! `make fleet`: the API as deployed (API Gateway events, the real Lambda binaries, frozen instances,
-//! DynamoDB Local), on `INFEREX_ADDR`. See `dev_server::fleet` and the README.
+//! DynamoDB Local), on `INFEREX_ADDR`. See `dev_server::fleet` and docs/architecture.md.
 //!
 //! Started by `scripts/fleet.sh` inside the emulators' private network (`scripts/with-emulators.sh`); when
 //! that network is private, the script also runs `fleet bridge ADDR SOCKET` outside it, which carries

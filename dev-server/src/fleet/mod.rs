@@ -38,7 +38,7 @@ use instances::{Answer, Pool};
 use resources::Refs;
 use template::{EnvValue, FunctionSpec, Template, Trigger};
 
-/// How the fleet runs: read from the environment by `fleet`'s main (see the README's `make fleet`).
+/// How the fleet runs: read from the environment by `fleet`'s main (see docs/architecture.md, `make fleet`).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub addr: SocketAddr,

@@ -97,7 +97,7 @@ async fn logout(State(state): State<AppState>, session: Session) -> ApiResult<Re
 }
 
 async fn account(State(state): State<AppState>, session: Session) -> ApiResult<Json<AccountView>> {
-    let account = auth::session_account(state.store.as_ref(), &session).await?;
+    let account = auth::session_account(state.store(), &session).await?;
     Ok(Json(AccountView::new(&account, &state.config.policy_version)))
 }
 
@@ -120,7 +120,7 @@ async fn logins(
 }
 
 async fn sessions(State(state): State<AppState>, session: Session) -> ApiResult<Json<ListPage<auth::SessionView>>> {
-    Ok(Json(ListPage::all(auth::sessions(state.store.as_ref(), &session).await?)))
+    Ok(Json(ListPage::all(auth::sessions(state.store(), &session).await?)))
 }
 
 async fn revoke_session(
@@ -128,14 +128,14 @@ async fn revoke_session(
     session: Session,
     Path(session_id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    auth::revoke_session_by_id(state.store.as_ref(), &session.user_id, &session_id).await?;
+    auth::revoke_session_by_id(state.store(), &session.user_id, &session_id).await?;
     tracing::info!(user_id = %session.user_id, "session revoked by its account");
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Ends every session of the account, this one included; the cookie is cleared.
 async fn sign_out_everywhere(State(state): State<AppState>, session: Session) -> ApiResult<Response> {
-    let ended = auth::sign_out_everywhere(state.store.as_ref(), &session).await?;
+    let ended = auth::sign_out_everywhere(state.store(), &session).await?;
     tracing::info!(user_id = %session.user_id, ended, "signed out everywhere");
     let mut response = Json(serde_json::json!({ "sessions_ended": ended })).into_response();
     set_session_cookies(response.headers_mut(), "", 0)?;
@@ -175,7 +175,7 @@ async fn verify_email(
     headers: HeaderMap,
     JsonBody(body): JsonBody<TokenBody>,
 ) -> ApiResult<Json<verification::Verified>> {
-    let store = state.store.as_ref();
+    let store = state.store();
     let session = match shared::http::presented_session(&headers) {
         Some((token, carrier)) if shared::http::check_csrf(&method, &headers, &token, carrier).is_ok() => {
             auth::authenticate(store, &token).await.ok()

@@ -72,7 +72,7 @@ impl JobsReport {
 
 /// One scheduled run.
 pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
-    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+    let (store, clock) = (state.store(), state.clock());
     let mut report = JobsReport::default();
     let reconciliation = match state.razorpay() {
         Ok(razorpay) => {

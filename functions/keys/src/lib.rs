@@ -25,7 +25,7 @@ async fn create(
     session: Session,
     JsonBody(request): JsonBody<NewKeyRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
-    kyc::require_verified(state.store.as_ref(), &session.user_id).await?;
+    kyc::require_verified(state.store(), &session.user_id).await?;
     let created = keys::create_key(&state.ports, &session.user_id, request).await?;
     tracing::info!(user_id = %session.user_id, key_id = %created.view.id, "API key created");
     Ok((StatusCode::CREATED, Json(created)))
@@ -44,7 +44,7 @@ async fn list(State(state): State<AppState>, session: Session) -> ApiResult<Json
 }
 
 async fn revoke(State(state): State<AppState>, session: Session, Path(key_id): Path<String>) -> ApiResult<StatusCode> {
-    keys::delete_key(state.store.as_ref(), &session.user_id, &key_id).await?;
+    keys::delete_key(state.store(), &session.user_id, &key_id).await?;
     tracing::info!(user_id = %session.user_id, %key_id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)
 }

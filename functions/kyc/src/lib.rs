@@ -77,7 +77,7 @@ async fn queue(
 ) -> ApiResult<Json<ListPage<kyc::QueuedSubmission>>> {
     let limit = page_limit(query.limit, 20, 100)?;
     let after = decode_cursor(query.cursor.as_deref(), "")?;
-    let (listed, next) = kyc::queue(state.store.as_ref(), limit, after).await?;
+    let (listed, next) = kyc::queue(state.store(), limit, after).await?;
     tracing::info!(%operator, listed = listed.len(), "KYC queue read");
     Ok(Json(ListPage::page(listed, next.as_deref())))
 }

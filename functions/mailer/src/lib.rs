@@ -131,7 +131,7 @@ pub async fn record_feedback(state: &AppState, event: &Value) -> Result<usize, s
             continue;
         };
         for (address, reason) in suppressions(&notification) {
-            delivery::suppress(state.store.as_ref(), &address, reason, state.clock.now()).await?;
+            delivery::suppress(state.store(), &address, reason, state.clock.now()).await?;
             tracing::warn!(?reason, "an address was suppressed after SES feedback");
             suppressed += 1;
         }

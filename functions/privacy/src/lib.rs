@@ -92,7 +92,7 @@ async fn requests(
     QueryParams(query): QueryParams<RequestsQuery>,
 ) -> ApiResult<Json<ListPage<PrivacyRequestView>>> {
     let limit = page_limit(query.limit, MAX_REQUESTS, MAX_REQUESTS)?;
-    Ok(Json(ListPage::all(privacy::requests(state.store.as_ref(), &session.user_id, limit).await?)))
+    Ok(Json(ListPage::all(privacy::requests(state.store(), &session.user_id, limit).await?)))
 }
 
 async fn create_export(State(state): State<AppState>, session: Session) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -174,7 +174,7 @@ async fn send_campaign(
     // carried on by sending the same id again.
     let budget = std::time::Duration::from_secs(6);
     let report =
-        shared::notifications::campaigns::send_campaign(state.store.as_ref(), &campaign, state.clock.now(), budget)
+        shared::notifications::campaigns::send_campaign(state.store(), &campaign, state.clock.now(), budget)
             .await?;
     tracing::info!(operator = %operator.0, campaign = %campaign.id, queued = report.queued, "campaign queued");
     Ok((StatusCode::ACCEPTED, Json(report)))

@@ -39,7 +39,7 @@ async fn exports_are_built_from_their_stream_record_once() -> TestResult {
     assert_eq!(view.status, ExportStatus::Ready);
     let size = view.size_bytes.ok_or("no size")?;
     assert!(view.download_url.is_some_and(|link| link.contains(&export.id)));
-    let requests = rights::requests(state.store.as_ref(), &user_id, 10).await?;
+    let requests = rights::requests(state.store(), &user_id, 10).await?;
     assert_eq!(requests.len(), 1);
     assert_eq!(serde_json::to_value(&requests[0])?["status"], "completed");
 
@@ -47,7 +47,7 @@ async fn exports_are_built_from_their_stream_record_once() -> TestResult {
     privacy::build_requested_exports(&context, &event).await;
     let again = rights::export_view(&context, &user_id, &export.id).await?;
     assert_eq!((again.status, again.size_bytes), (ExportStatus::Ready, Some(size)));
-    assert_eq!(rights::requests(state.store.as_ref(), &user_id, 10).await?.len(), 1);
+    assert_eq!(rights::requests(state.store(), &user_id, 10).await?.len(), 1);
     let _ = std::fs::remove_dir_all(&folder);
     Ok(())
 }
@@ -78,7 +78,7 @@ async fn an_export_whose_build_never_comes_fails_instead_of_staying_pending() ->
     clock.advance(chrono::Duration::minutes(2));
     let view = rights::export_view(&context, &user_id, &export.id).await?;
     assert_eq!(view.status, ExportStatus::Failed, "its stream record is lost: the owner asks again");
-    let requests = rights::requests(state.store.as_ref(), &user_id, 10).await?;
+    let requests = rights::requests(state.store(), &user_id, 10).await?;
     assert_eq!(serde_json::to_value(&requests[0])?["status"], "failed");
 
     // A record that arrives after all builds nothing over the failure.

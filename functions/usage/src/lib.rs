@@ -26,7 +26,7 @@ async fn list(
     QueryParams(query): QueryParams<UsageQuery>,
 ) -> ApiResult<Json<ListPage<UsageView>>> {
     let after = shared::usage::page_cursor(query.cursor.as_deref())?;
-    let (records, next) = usage::list(state.store.as_ref(), &session.user_id, &query, state.clock.now(), after).await?;
+    let (records, next) = usage::list(state.store(), &session.user_id, &query, state.clock.now(), after).await?;
     Ok(Json(ListPage::page(records.iter().map(UsageView::from).collect(), next.as_deref())))
 }
 
@@ -50,6 +50,6 @@ async fn summary(
         usage::GroupBy::Day => "day",
         usage::GroupBy::Model => "model",
     };
-    let data = usage::summary(state.store.as_ref(), &session.user_id, &query, now).await?;
+    let data = usage::summary(state.store(), &session.user_id, &query, now).await?;
     Ok(Json(Summary { object: "usage.summary", group_by, from: timestamp(from), to: timestamp(to), data }))
 }

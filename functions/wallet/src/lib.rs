@@ -41,7 +41,7 @@ async fn create_topup(
     session: Session,
     JsonBody(request): JsonBody<TopupRequest>,
 ) -> ApiResult<(StatusCode, Json<TopupView>)> {
-    kyc::require_verified(state.store.as_ref(), &session.user_id).await?;
+    kyc::require_verified(state.store(), &session.user_id).await?;
     let razorpay = state.razorpay()?;
     let topup = wallet::create_topup(&state.ports, razorpay, &session.user_id, request.amount_paise).await?;
     Ok((StatusCode::CREATED, Json(TopupView::new(&topup, &razorpay.config().await.key_id))))
@@ -75,7 +75,7 @@ async fn settings(
     JsonBody(body): JsonBody<WalletSettings>,
 ) -> ApiResult<Json<WalletView>> {
     let paise = body.low_balance_threshold_paise;
-    let wallet = shared::wallet::set_low_balance_threshold(state.store.as_ref(), &session.user_id, paise).await?;
+    let wallet = shared::wallet::set_low_balance_threshold(state.store(), &session.user_id, paise).await?;
     Ok(Json(WalletView::from(wallet)))
 }
 
@@ -107,7 +107,7 @@ async fn refund_requests(
 ) -> ApiResult<Json<ListPage<wallet::RefundRequestView>>> {
     let limit = page_limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
     let after = decode_cursor(query.cursor.as_deref(), "")?;
-    let (views, next) = wallet::refund_requests(state.store.as_ref(), limit, after).await?;
+    let (views, next) = wallet::refund_requests(state.store(), limit, after).await?;
     Ok(Json(ListPage::page(views, next.as_deref())))
 }
 
@@ -139,7 +139,7 @@ async fn payment_reviews(
 ) -> ApiResult<Json<ListPage<wallet::PaymentReviewView>>> {
     let limit = page_limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
     let after = decode_cursor(query.cursor.as_deref(), "")?;
-    let (views, next) = wallet::payment_reviews(state.store.as_ref(), limit, after).await?;
+    let (views, next) = wallet::payment_reviews(state.store(), limit, after).await?;
     Ok(Json(ListPage::page(views, next.as_deref())))
 }
 
@@ -168,7 +168,7 @@ async fn disputes(
 ) -> ApiResult<Json<ListPage<wallet::DisputeView>>> {
     let limit = page_limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
     let after = decode_cursor(query.cursor.as_deref(), "")?;
-    let (views, next) = wallet::disputes(state.store.as_ref(), limit, after).await?;
+    let (views, next) = wallet::disputes(state.store(), limit, after).await?;
     Ok(Json(ListPage::page(views, next.as_deref())))
 }
 

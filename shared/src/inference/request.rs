@@ -133,7 +133,7 @@ fn requested_max_tokens(body: &Value, model: &Model) -> ApiResult<u64> {
 }
 
 /// `n` and `best_of` may be absent, `null` or 1: one completion per request. More would multiply what the
-/// provider generates; the gateway answers 400 rather than hold for many (see the README).
+/// provider generates; the gateway answers 400 rather than hold for many (see docs/api.md).
 fn check_single_completion(body: &Value) -> ApiResult<()> {
     for param in ["n", "best_of"] {
         match present(body, param).map(Value::as_u64) {

@@ -20,8 +20,8 @@ fn the_fixture_webhook_signature_verifies() {
     assert!(!verify_webhook_signature("inferex_test_webhook_secret", &reformatted, expected));
 }
 
-/// Keys as Razorpay issues them (a key secret of 24 letters and digits) and a webhook secret made as the
-/// README says, all random: no fixed value here could pass the check (it would be a well-known one).
+/// Keys as Razorpay issues them (a key secret of 24 letters and digits) and a webhook secret made as
+/// docs/operations.md says, all random: no fixed value here could pass the check (it would be a well-known one).
 fn random_keys() -> StoredKeys {
     let alphanumeric = |n: usize| -> String {
         use rand::Rng;

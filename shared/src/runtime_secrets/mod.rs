@@ -55,7 +55,7 @@ const PLACEHOLDER_WORDS: [&str; 8] = ["replace", "change", "placeholder", "examp
 pub enum SecretError {
     #[error("secret {name} is missing or empty")]
     Missing { name: String },
-    #[error("secret {name} holds a placeholder value; fill it (README, \"Deploying\")")]
+    #[error("secret {name} holds a placeholder value; fill it (docs/operations.md, \"Deploying\")")]
     Placeholder { name: String },
     #[error("secret {name} is too short (at least {min} characters)")]
     TooShort { name: String, min: usize },
@@ -63,7 +63,9 @@ pub enum SecretError {
         "secret {name} is a well-known value (it appears in this project's code or documentation); generate a new one"
     )]
     WellKnown { name: String },
-    #[error("secret {name} is too easy to guess (at least {min_bits} bits of estimated entropy: README, \"Secrets\")")]
+    #[error(
+        "secret {name} is too easy to guess (at least {min_bits} bits of estimated entropy: docs/operations.md, \"Secrets\")"
+    )]
     Guessable { name: String, min_bits: u32 },
     #[error("secret {name} is malformed: {reason}")]
     Malformed { name: String, reason: String },

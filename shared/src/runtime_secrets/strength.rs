@@ -1,4 +1,4 @@
-//! How hard a secret is to guess. The rule (README, "Secrets"):
+//! How hard a secret is to guess. The rule (docs/operations.md, "Secrets"):
 //! - a value that appears anywhere in this project (code, tests, documentation, the stand-ins' own keys:
 //!   `well_known.txt`) is refused outright, and so is one that adds fewer than [`ADDED_CHARS`] characters to
 //!   such a value;
@@ -111,7 +111,7 @@ mod tests {
     fn random_values_estimate_at_their_alphabet() {
         use rand::RngCore;
         for _ in 0..50 {
-            // 32 random bytes in hex, as the README tells operators to make them, and our own tokens.
+            // 32 random bytes in hex, as docs/operations.md tells operators to make them, and our own tokens.
             let mut bytes = [0u8; 32];
             rand::rngs::OsRng.fill_bytes(&mut bytes);
             let hex = hex::encode(bytes);

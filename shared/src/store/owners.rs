@@ -1,6 +1,6 @@
 //! Who owns each stored item: the one module that spells its key (through `schema`), reads it raw and writes
 //! it; every other module asks the owner (`accounts::consents`, `kyc::retained_until`, `wallet::export_for`,
-//! `auth::after_closure`, ...). `shared/tests/ownership.rs` reads this table and fails when a key's constant
+//! `auth::after_closure`, ...). `shared/tests/key_literals.rs` reads this table and fails when a key's constant
 //! or builder is named outside its owner, or when a key of `schema` has no owner here.
 
 /// Each key of `schema` (its constant or builder, as code names it) and the modules that own it. A sort key

@@ -5,8 +5,9 @@
 //! It reaches every wallet, however many there are: the wallets' registry is walked a page at a time, the
 //! wallets of a page in groups of [`SWEEP_CONCURRENCY`] at once, and its place is saved after every page
 //! (`SWEEPER` / `CURSOR`), so the run after one that met its budget (or was stopped) goes on from there and,
-//! at the end of the registry, from its beginning up to where it started. Its time grows with the number of wallets divided by the
-//! concurrency (plus one settlement for each stale hold): see the README's figures.
+//! at the end of the registry, from its beginning up to where it started. Its time grows with the number of
+//! wallets divided by the concurrency (plus one settlement for each stale hold): see the figures in
+//! docs/architecture.md.
 
 use crate::ports::Ports;
 use std::sync::Arc;
