@@ -174,8 +174,7 @@ async fn send_campaign(
     // carried on by sending the same id again.
     let budget = std::time::Duration::from_secs(6);
     let report =
-        shared::notifications::campaigns::send_campaign(state.store(), &campaign, state.clock.now(), budget)
-            .await?;
+        shared::notifications::campaigns::send_campaign(state.store(), &campaign, state.clock.now(), budget).await?;
     tracing::info!(operator = %operator.0, campaign = %campaign.id, queued = report.queued, "campaign queued");
     Ok((StatusCode::ACCEPTED, Json(report)))
 }
