@@ -63,6 +63,17 @@ const KEY_WORDS: [&str; 55] = [
     "DISPUTES",
 ];
 
+/// The sources of the services, the local server and the functions (not their tests).
+fn service_sources(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    rust_files(&root.join("shared/src"), &mut files)?;
+    rust_files(&root.join("dev-server/src"), &mut files)?;
+    for function in std::fs::read_dir(root.join("functions"))? {
+        rust_files(&function?.path().join("src"), &mut files)?;
+    }
+    Ok(files)
+}
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -110,12 +121,7 @@ fn is_key_literal(literal: &str) -> bool {
 #[test]
 fn schema_is_the_only_place_keys_are_spelled() -> Result<(), Box<dyn std::error::Error>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut files = Vec::new();
-    rust_files(&root.join("shared/src"), &mut files)?;
-    rust_files(&root.join("dev-server/src"), &mut files)?;
-    for function in std::fs::read_dir(root.join("functions"))? {
-        rust_files(&function?.path().join("src"), &mut files)?;
-    }
+    let files = service_sources(&root)?;
     assert!(files.len() > 40, "the scan found the sources");
     let schema = root.join("shared/src/store/schema.rs");
     let mut found = Vec::new();
@@ -191,12 +197,7 @@ fn schema_keys(schema: &str) -> Vec<String> {
 fn each_key_is_named_only_by_the_module_that_owns_it() -> Result<(), Box<dyn std::error::Error>> {
     use shared::store::owners::{OWNERS, READ_ALL};
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut files = Vec::new();
-    rust_files(&root.join("shared/src"), &mut files)?;
-    rust_files(&root.join("dev-server/src"), &mut files)?;
-    for function in std::fs::read_dir(root.join("functions"))? {
-        rust_files(&function?.path().join("src"), &mut files)?;
-    }
+    let files = service_sources(&root)?;
     // The fleet's test harness reads items raw to check them from outside, as tests do.
     let test_support = [root.join("dev-server/src/fleet/harness.rs")];
     let mut found = Vec::new();
