@@ -1,25 +1,63 @@
-//! The inference function: OpenAI-compatible `/v1/models`, `/v1/chat/completions` and `/v1/completions`,
-//! authenticated by API key, streamed or not. Billing, routing and usage live in `shared::inference`.
+//! The inference function: OpenAI-compatible `/v1/models` (and one model), `/v1/chat/completions`,
+//! `/v1/completions` and `/v1/embeddings`, authenticated by API key, streamed or not; OpenAI endpoints we do
+//! not serve answer `unsupported_endpoint`. These routes, and only these, answer browsers on any origin (CORS,
+//! never with credentials: the key is the credential). Billing, routing and usage live in `shared::inference`.
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use shared::error::{ApiError, ApiResult};
+use shared::error::{ApiError, ApiResult, ErrorCode};
 use shared::http::{JsonBody, ListPage};
 use shared::inference::{self, Answer, Endpoint, MAX_INFERENCE_BODY_BYTES};
 use shared::ports::Ports;
 use shared::secrets::random_suffix;
 use shared::state::AppState;
 
+/// OpenAI endpoints clients call that we do not serve: each answers 404 `unsupported_endpoint` naming ours.
+pub const UNSUPPORTED: [&str; 5] =
+    ["/v1/responses", "/v1/images/generations", "/v1/audio/speech", "/v1/audio/transcriptions", "/v1/moderations"];
+
+/// What we serve, as `unsupported_endpoint` lists it.
+const SUPPORTED: &str =
+    "GET /v1/models, GET /v1/models/{model}, POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings";
+
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/models", get(models))
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/completions", post(completions))
+    let mut router = Router::new()
+        .route("/v1/models", get(models).options(options))
+        .route("/v1/models/{model_id}", get(model).options(options))
+        .route("/v1/chat/completions", post(chat_completions).options(options))
+        .route("/v1/completions", post(completions).options(options))
+        .route("/v1/embeddings", post(embeddings).options(options));
+    for path in UNSUPPORTED {
+        router = router.route(path, post(unsupported));
+    }
+    router.layer(cors())
+}
+
+/// An `OPTIONS` that is not a CORS preflight (those the CORS layer answers before any route): the methods.
+async fn options() -> Response {
+    let mut response = StatusCode::OK.into_response();
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, OPTIONS"));
+    response
+}
+
+/// Browser apps on any origin may call with an API key: preflights are answered, every answer (errors too)
+/// carries `Access-Control-Allow-Origin: *`, and credentials (cookies) are never allowed, so the session routes
+/// stay same-origin. Whatever headers a preflight names are allowed (the SDKs send `authorization`,
+/// `content-type`, `x-stainless-*` and `openai-*`): with no credentials, a header grants nothing.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowHeaders, CorsLayer, ExposeHeaders};
+    CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers(ExposeHeaders::list([HeaderName::from_static("x-request-id")]))
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 pub fn app(state: AppState) -> Router {
@@ -34,35 +72,80 @@ fn with_request_id(mut response: Response, request_id: &str) -> Response {
     response
 }
 
+/// A model in OpenAI's shape, with its context, output cap and INR prices.
+fn model_view(m: &shared::catalog::Model) -> Value {
+    json!({
+        "id": m.id,
+        "object": "model",
+        "created": 0,
+        "owned_by": m.routes.first().map(|r| r.provider.as_str()).unwrap_or("inferex"),
+        "context_length": m.context_length,
+        "max_output_tokens": m.max_output_tokens,
+        "pricing": {
+            "currency": "INR",
+            "input_paise_per_million_tokens": m.input_paise_per_million,
+            "output_paise_per_million_tokens": m.output_paise_per_million,
+        },
+    })
+}
+
 async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let request_id = format!("req_{}", random_suffix());
     let result: ApiResult<Json<ListPage<Value>>> = async {
         let gateway = state.gateway()?;
         gateway.authenticate(&Ports::from(&state), shared::http::bearer_token(&headers)).await?;
-        let data: Vec<Value> = gateway
-            .catalog
-            .models
-            .iter()
-            .map(|m| {
-                json!({
-                    "id": m.id,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": m.routes.first().map(|r| r.provider.as_str()).unwrap_or("inferex"),
-                    "context_length": m.context_length,
-                    "max_output_tokens": m.max_output_tokens,
-                    "pricing": {
-                        "currency": "INR",
-                        "input_paise_per_million_tokens": m.input_paise_per_million,
-                        "output_paise_per_million_tokens": m.output_paise_per_million,
-                    },
-                })
-            })
-            .collect();
+        let data: Vec<Value> = gateway.catalog.models.iter().map(model_view).collect();
         Ok(Json(ListPage::all(data)))
     }
     .await;
     with_request_id(result.into_response(), &request_id)
+}
+
+/// `GET /v1/models/{model}`: one model, as the list shows it; 404 `model_not_found` for an id we do not serve.
+async fn model(State(state): State<AppState>, headers: HeaderMap, Path(model_id): Path<String>) -> Response {
+    let request_id = format!("req_{}", random_suffix());
+    let result: ApiResult<Json<Value>> = async {
+        let gateway = state.gateway()?;
+        gateway.authenticate(&Ports::from(&state), shared::http::bearer_token(&headers)).await?;
+        let model = gateway.catalog.models.iter().find(|m| m.id == model_id).ok_or_else(|| ApiError::NotFound {
+            code: ErrorCode::ModelNotFound,
+            message: format!("The model `{model_id}` does not exist or you do not have access to it."),
+        })?;
+        Ok(Json(model_view(model)))
+    }
+    .await;
+    with_request_id(result.into_response(), &request_id)
+}
+
+/// `POST /v1/embeddings`: no provider we route to serves an embedding model yet, so after the key is checked
+/// every request answers 404 `model_not_found` saying so (OpenAI's answer for a model it does not have), and
+/// no money moves.
+async fn embeddings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<JsonBody<Value, MAX_INFERENCE_BODY_BYTES>, ApiError>,
+) -> Response {
+    let request_id = format!("req_{}", random_suffix());
+    let result: ApiResult<Response> = async {
+        let gateway = state.gateway()?;
+        gateway.authenticate(&Ports::from(&state), shared::http::bearer_token(&headers)).await?;
+        let JsonBody(_) = body?;
+        Err(ApiError::NotFound {
+            code: ErrorCode::ModelNotFound,
+            message: "No embedding model is available: InferexAI serves chat and completion models (GET /v1/models)."
+                .into(),
+        })
+    }
+    .await;
+    with_request_id(result.into_response(), &request_id)
+}
+
+/// An OpenAI endpoint we do not serve: 404 `unsupported_endpoint`, naming the ones we do.
+async fn unsupported(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound {
+        code: ErrorCode::UnsupportedEndpoint,
+        message: format!("POST {} is not supported by InferexAI; supported: {SUPPORTED}", uri.path()),
+    }
 }
 
 async fn chat_completions(

@@ -96,6 +96,7 @@ catalogue! {
     RefundRequestNotFound = "refund_request_not_found", NOT_FOUND;
     SessionNotFound = "session_not_found", NOT_FOUND;
     TopupNotFound = "topup_not_found", NOT_FOUND;
+    UnsupportedEndpoint = "unsupported_endpoint", NOT_FOUND;
     AccountChanged = "account_changed", CONFLICT;
     AccountClosed = "account_closed", CONFLICT;
     DisputeHandled = "dispute_handled", CONFLICT;
