@@ -293,6 +293,12 @@ async fn a_stream_cut_mid_way_bills_an_estimate(backend: Backend) -> TestResult 
     let balance = ledger_is_consistent(&api, &user).await?;
     assert!(balance < 100 * UNITS_PER_RUPEE, "the estimate is billed");
     assert_eq!(api.state.store.wallet(&user).await?.held, 0);
+    // Before the error, the client is told what the call was charged, exactly what the ledger took.
+    let charged: Value = serde_json::from_str(events.get(events.len().saturating_sub(2)).ok_or("a charged chunk")?)?;
+    assert_eq!(charged["choices"], json!([]), "{charged}");
+    assert!(charged["usage"]["completion_tokens"].as_u64().is_some_and(|n| n > 0), "{charged}");
+    let charged_inr = charged["inferex"]["cost_inr"].as_str().unwrap_or_default();
+    assert_eq!(charged_inr, shared::money::format_inr(100 * UNITS_PER_RUPEE - balance), "{charged}");
     Ok(())
 }
 

@@ -129,3 +129,19 @@ async fn browser_apps_on_any_origin_may_call_with_a_key_but_never_with_cookies()
     }
     Ok(())
 }
+
+/// A non-streamed answer says what it cost (`x-inferex-cost-inr`): exactly what the ledger took.
+#[tokio::test]
+async fn a_completed_answer_says_what_it_cost() -> TestResult {
+    let api = TestApi::start(Backend::Embedded).await?;
+    let (user, key) = customer(&api, "cost@example.in", 100).await?;
+    let before = api.ledger_checked_balance(&user).await?;
+    let body = json!({ "model": "llama-3.3-70b", "messages": [{ "role": "user", "content": "hi" }], "max_tokens": 50 });
+    let answer = api.http.post(api.url("/v1/chat/completions")).bearer_auth(&key).json(&body).send().await?;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let cost = answer.headers().get("x-inferex-cost-inr").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let after = api.ledger_checked_balance(&user).await?;
+    assert!(before > after, "the call was charged");
+    assert_eq!(cost, Some(shared::money::format_inr(before - after)));
+    Ok(())
+}

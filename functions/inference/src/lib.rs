@@ -56,7 +56,10 @@ fn cors() -> tower_http::cors::CorsLayer {
         .allow_origin(tower_http::cors::Any)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers(AllowHeaders::mirror_request())
-        .expose_headers(ExposeHeaders::list([HeaderName::from_static("x-request-id")]))
+        .expose_headers(ExposeHeaders::list([
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("x-inferex-cost-inr"),
+        ]))
         .max_age(std::time::Duration::from_secs(600))
 }
 
@@ -195,7 +198,11 @@ async fn serve(
         match answer {
             Answer::Complete(done) => {
                 let status = StatusCode::from_u16(done.status).unwrap_or(StatusCode::OK);
-                Ok((status, Json(done.body)).into_response())
+                let mut response = (status, Json(done.body)).into_response();
+                if let Ok(cost) = HeaderValue::from_str(&shared::money::format_inr(done.cost)) {
+                    response.headers_mut().insert("x-inferex-cost-inr", cost);
+                }
+                Ok(response)
             }
             Answer::Stream(events) => {
                 let stream =

@@ -251,6 +251,8 @@ pub(super) async fn settle_call(
 pub struct Completed {
     pub status: u16,
     pub body: Value,
+    /// What the call was charged, wallet units (the answer's `x-inferex-cost-inr`).
+    pub cost: i64,
 }
 
 /// The answer to a streaming call: Server-Sent Events to relay to the client.
@@ -295,6 +297,7 @@ pub async fn call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, prepared: P
     match attempt {
         Attempt::Complete { provider, status, mut body } => {
             let usage = reported_usage(&body).unwrap_or_else(|| prepared.estimated_usage(generated_bytes(&body)));
+            let cost = prepared.model.cost(usage.prompt_tokens, usage.completion_tokens);
             let facts =
                 CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances, provider, started, ttft: None };
             // The answer exists and the provider billed it: the caller gets it even if the wallet could not
@@ -306,7 +309,7 @@ pub async fn call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, prepared: P
             if let Some(fields) = body.as_object_mut() {
                 fields.insert("model".into(), json!(prepared.model.id));
             }
-            Ok(Answer::Complete(Completed { status, body }))
+            Ok(Answer::Complete(Completed { status, body, cost }))
         }
         Attempt::Unreadable { provider } => {
             let facts =

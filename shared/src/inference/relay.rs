@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::request::Endpoint;
 use super::request::Prepared;
 use super::upstream::{Usage, generated_bytes, reported_usage};
 use super::{CallFacts, DRAIN_LIMIT_TIME, MAX_EVENT_BYTES, settle_call};
@@ -137,18 +139,42 @@ pub(super) async fn relay_stream(
     }
     drop(beating);
     if !end.client_gone {
-        let last = if complete {
-            Bytes::from_static(b"data: [DONE]\n\n")
-        } else {
-            let error = json!({ "error": { "type": "api_error", "code": ErrorCode::UpstreamError.as_str(), "message": "the model provider ended the stream early", "param": null } });
-            Bytes::from(format!("data: {error}\n\n"))
-        };
-        let _ = tx.send(Ok(last)).await;
+        for event in closing_events(&prepared, complete, usage, ports.clock.now()) {
+            let _ = tx.send(Ok(event)).await;
+        }
     }
     drop(tx);
     if reading.finished && !end.upstream_ended {
         drain_rest(&mut upstream).await;
     }
+}
+
+/// The end of a stream the client reads: `[DONE]`; or, for a stream the provider cut, a last chunk with the
+/// usage the call was charged for (and its cost in rupees), then the error.
+fn closing_events(prepared: &Prepared, complete: bool, usage: Usage, now: DateTime<Utc>) -> Vec<Bytes> {
+    if complete {
+        return vec![Bytes::from_static(b"data: [DONE]\n\n")];
+    }
+    let cost = prepared.model.cost(usage.prompt_tokens, usage.completion_tokens);
+    let object = match prepared.endpoint {
+        Endpoint::ChatCompletions => "chat.completion.chunk",
+        Endpoint::Completions => "text_completion",
+    };
+    let charged = json!({
+        "id": prepared.request_id,
+        "object": object,
+        "created": now.timestamp(),
+        "model": prepared.model.id,
+        "choices": [],
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens.saturating_add(usage.completion_tokens),
+        },
+        "inferex": { "cost_inr": crate::money::format_inr(cost), "estimated": usage.estimated },
+    });
+    let error = json!({ "error": { "type": "api_error", "code": ErrorCode::UpstreamError.as_str(), "message": "the model provider ended the stream early; the chunk before this one says what the call was charged", "param": null } });
+    vec![Bytes::from(format!("data: {charged}\n\n")), Bytes::from(format!("data: {error}\n\n"))]
 }
 
 /// Reads the provider's events and relays whole ones to the client, until `[DONE]`, the end of the stream,
