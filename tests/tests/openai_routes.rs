@@ -145,3 +145,41 @@ async fn a_completed_answer_says_what_it_cost() -> TestResult {
     assert_eq!(cost, Some(shared::money::format_inr(before - after)));
     Ok(())
 }
+
+/// What SDKs parse comes through the gateway as a model server sends it: the role in a stream's first delta,
+/// tool-call arguments that are JSON for the tool's schema, JSON mode answered with JSON, log probabilities
+/// when asked, the system fingerprint.
+#[tokio::test]
+async fn answers_carry_what_sdks_parse() -> TestResult {
+    let api = TestApi::start(Backend::Embedded).await?;
+    let (_, key) = customer(&api, "sdk@example.in", 100).await?;
+    let call = |body: Value| api.http.post(api.url("/v1/chat/completions")).bearer_auth(&key).json(&body).send();
+    let ask = json!({ "role": "user", "content": "weather in Pune?" });
+
+    let streamed = call(json!({ "model": "llama-3.1-8b", "messages": [ask], "stream": true })).await?.text().await?;
+    let first: Value =
+        serde_json::from_str(streamed.split("\n\n").next().and_then(|e| e.strip_prefix("data: ")).unwrap_or("{}"))?;
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant", "{first}");
+    assert_eq!(first["system_fingerprint"], "fp_standin");
+
+    let tool = json!({ "type": "function", "function": { "name": "weather", "parameters": { "type": "object", "properties": { "city": { "type": "string" }, "days": { "type": "integer" } }, "required": ["city"] } } });
+    let called: Value = call(json!({ "model": "llama-3.1-8b", "messages": [ask], "tools": [tool], "max_tokens": 40 }))
+        .await?
+        .json()
+        .await?;
+    let arguments =
+        called["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"].as_str().unwrap_or_default();
+    let arguments: Value = serde_json::from_str(arguments)?;
+    assert!(arguments["city"].is_string() && arguments["days"].is_i64(), "{arguments}");
+    assert_eq!(called["choices"][0]["finish_reason"], "tool_calls");
+
+    let json_mode = json!({ "model": "llama-3.1-8b", "messages": [ask], "response_format": { "type": "json_object" }, "logprobs": true, "top_logprobs": 2 });
+    let answered: Value = call(json_mode).await?.json().await?;
+    let content = answered["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+    assert!(serde_json::from_str::<Value>(content)?.is_object(), "{content}");
+    let logprobs = answered["choices"][0]["logprobs"]["content"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !logprobs.is_empty() && logprobs.iter().all(|t| t["top_logprobs"].as_array().is_some_and(|a| a.len() == 2))
+    );
+    Ok(())
+}
