@@ -51,7 +51,7 @@ step "make deploy without AWS: it refuses to run without an alarm address, and k
 .tools/venv/bin/python scripts/check-deploy.py 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
-step "the official openai SDK and the post-deploy smoke check against the local server"
+step "the official openai SDK, the post-deploy smoke check and the other clients (openai-node, AI SDK, LangChain, LiteLLM) against the local server"
 scripts/sdk-check.sh 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
@@ -70,6 +70,6 @@ set -e
 
 # One closing line for the whole run (cargo prints one per test binary, the last often a doc-test run of 0).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
-     /^(sdk|smoke|fleet-sdk|fleet-smoke|make-run|template|browser|deploy): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     /^(sdk|smoke|clients|fleet-sdk|fleet-smoke|make-run|template|browser|deploy): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

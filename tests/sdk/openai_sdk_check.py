@@ -2,49 +2,16 @@
 model stand-ins): models, chat with and without streaming, and the SDK's own exceptions for a bad key, an
 unknown model and an empty wallet. Run by `make test`; takes the server's base URL as its only argument."""
 
-import json
 import pathlib
 import subprocess
 import sys
-import time
-import urllib.request
 
 import openai
 
+from local_account import customer
+
 BASE = sys.argv[1].rstrip("/")
 checks = 0
-
-
-def call(method, path, body=None, token=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(BASE + path, data=data, method=method)
-    request.add_header("content-type", "application/json")
-    if token:
-        request.add_header("authorization", "Bearer " + token)
-    with urllib.request.urlopen(request) as response:
-        return json.loads(response.read() or b"null")
-
-
-def verification_token(email):
-    """The token of the verification link the local mailbox (/_mail) holds for `email`, once delivered."""
-    for _ in range(100):
-        for message in call("GET", "/_mail")["data"]:
-            if message["to"] == email and message["kind"] == "verify_email":
-                return message["links"][0].split("token=", 1)[1]
-        time.sleep(0.1)
-    raise AssertionError("no verification e-mail for " + email)
-
-
-def customer(email, pan, aadhaar, rupees):
-    call("POST", "/v1/auth/signup", {"email": email, "password": "correct horse battery", "full_name": "SDK Check",
-                                     "date_of_birth": "1990-01-01", "accepted_terms_version": "2026-05-21"})
-    token = call("POST", "/v1/auth/login", {"email": email, "password": "correct horse battery"})["token"]
-    call("POST", "/v1/auth/verify-email", {"token": verification_token(email)})
-    call("POST", "/v1/kyc", {"pan": pan, "aadhaar": aadhaar, "name_on_pan": "SDK Check"}, token)
-    if rupees:
-        topup = call("POST", "/v1/wallet/topups", {"amount_paise": rupees * 100}, token)
-        call("POST", "/_razorpay/dev/orders/%s/pay" % topup["razorpay_order_id"], {})
-    return call("POST", "/v1/keys", {"name": "sdk"}, token)["key"]
 
 
 def check(condition, what):

@@ -1,0 +1,47 @@
+"""An account on the local server, made the way a customer makes one: sign up, confirm the address from the
+local mailbox, pass KYC (automatic on `make run`), top up through the Razorpay stand-in, create an API key.
+Used by the client checks; `python3 local_account.py BASE EMAIL PAN AADHAAR RUPEES` prints the key."""
+
+import json
+import sys
+import time
+import urllib.request
+
+BASE = sys.argv[1].rstrip("/") if len(sys.argv) > 1 else ""
+
+
+def call(method, path, body=None, token=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(BASE + path, data=data, method=method)
+    request.add_header("content-type", "application/json")
+    if token:
+        request.add_header("authorization", "Bearer " + token)
+    with urllib.request.urlopen(request) as response:
+        return json.loads(response.read() or b"null")
+
+
+def verification_token(email):
+    """The token of the verification link the local mailbox (/_mail) holds for `email`, once delivered."""
+    for _ in range(100):
+        for message in call("GET", "/_mail")["data"]:
+            if message["to"] == email and message["kind"] == "verify_email":
+                return message["links"][0].split("token=", 1)[1]
+        time.sleep(0.1)
+    raise AssertionError("no verification e-mail for " + email)
+
+
+def customer(email, pan, aadhaar, rupees):
+    call("POST", "/v1/auth/signup", {"email": email, "password": "correct horse battery", "full_name": "SDK Check",
+                                     "date_of_birth": "1990-01-01", "accepted_terms_version": "2026-05-21"})
+    token = call("POST", "/v1/auth/login", {"email": email, "password": "correct horse battery"})["token"]
+    call("POST", "/v1/auth/verify-email", {"token": verification_token(email)})
+    call("POST", "/v1/kyc", {"pan": pan, "aadhaar": aadhaar, "name_on_pan": "SDK Check"}, token)
+    if rupees:
+        topup = call("POST", "/v1/wallet/topups", {"amount_paise": rupees * 100}, token)
+        call("POST", "/_razorpay/dev/orders/%s/pay" % topup["razorpay_order_id"], {})
+    return call("POST", "/v1/keys", {"name": "sdk"}, token)["key"]
+
+
+if __name__ == "__main__":
+    email, pan, aadhaar, rupees = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+    print(customer(email, pan, aadhaar, rupees))
