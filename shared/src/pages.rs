@@ -22,7 +22,8 @@ pub fn encode_cursor(sort_key: &str) -> String {
 /// Decodes a cursor this API returned for sort keys starting with `prefix`; 400 `invalid_cursor` otherwise.
 pub fn decode_cursor(cursor: Option<&str>, prefix: &str) -> Result<Option<String>, ApiError> {
     use base64::Engine;
-    let Some(cursor) = cursor else { return Ok(None) };
+    // An empty `cursor=` is no cursor: the first page.
+    let Some(cursor) = cursor.filter(|c| !c.is_empty()) else { return Ok(None) };
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor.as_bytes())
         .ok()

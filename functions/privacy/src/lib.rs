@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use shared::accounts::{AccountView, ClientInfo};
 use shared::auth::Session;
-use shared::error::ApiResult;
+use shared::error::{ApiError, ApiResult, ErrorCode};
 use shared::http::{JsonBody, ListPage, QueryParams, page_limit};
 use shared::privacy::{self, Closure, ExportStatus, ExportView, PrivacyContext, PrivacyRequestView};
 use shared::state::AppState;
@@ -135,8 +135,16 @@ struct UnsubscribeQuery {
 
 /// What a person who clicks the link sees: a button that confirms (a GET never unsubscribes, so link
 /// scanners cannot do it for them). Mail clients use the one-click POST directly.
-async fn unsubscribe_page(QueryParams(query): QueryParams<UnsubscribeQuery>) -> axum::response::Response {
+async fn unsubscribe_page(QueryParams(query): QueryParams<UnsubscribeQuery>) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
+    if query.token.is_empty() {
+        // A link always carries its token: without one there is nothing to confirm.
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidToken,
+            "token",
+            "token is required (the e-mail's link carries it)",
+        ));
+    }
     let token = shared::notifications::messages::escape(&query.token);
     let page = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Unsubscribe</title></head><body>\
@@ -150,7 +158,7 @@ async fn unsubscribe_page(QueryParams(query): QueryParams<UnsubscribeQuery>) -> 
         axum::http::header::CONTENT_SECURITY_POLICY,
         axum::http::HeaderValue::from_static("default-src 'none'; form-action 'self'"),
     );
-    response
+    Ok(response)
 }
 
 /// RFC 8058's one-click POST (`List-Unsubscribe=One-Click` in the body; the token in the link is what
