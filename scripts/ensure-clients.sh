@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the client libraries `make test` points at the local server, pinned, under .tools/ (never global):
-# openai-node, the Vercel AI SDK (with its OpenAI-compatible and OpenAI providers) and zod from npm, and
-# LangChain's OpenAI integration and LiteLLM (as a client library) from PyPI in their own virtualenv.
+# openai-node, the Vercel AI SDK (with its OpenAI-compatible and OpenAI providers) and zod from npm;
+# LangChain's OpenAI integration and LiteLLM (as a client library) from PyPI in their own virtualenv; and
+# schemathesis (the conformance check) in another.
 # Idempotent: a second run only checks the versions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,4 +34,12 @@ if ! installed_py; then
   echo "==> installing ${PY_PACKAGES[*]} into $PY_VENV" >&2
   [ -x "$PY_VENV/bin/pip" ] || python3 -m venv "$PY_VENV"
   "$PY_VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}" >&2
+fi
+
+ST_VENV="$PWD/.tools/schemathesis"
+SCHEMATHESIS_VERSION=4.32.5
+if [ "$("$ST_VENV/bin/python" -c "import importlib.metadata as m; print(m.version('schemathesis'))" 2>/dev/null)" != "$SCHEMATHESIS_VERSION" ]; then
+  echo "==> installing schemathesis $SCHEMATHESIS_VERSION into $ST_VENV" >&2
+  [ -x "$ST_VENV/bin/pip" ] || python3 -m venv "$ST_VENV"
+  "$ST_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" >&2
 fi

@@ -4,31 +4,18 @@
 # people use (openai-node, the Vercel AI SDK, LangChain, LiteLLM: scripts/ensure-clients.sh installs them),
 # checks README.md's compatibility table against what they found, and stops it.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PY="$ROOT/.tools/venv/bin/python"
-PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-DATA="$(mktemp -d -t inferex-sdk.XXXXXX)"
-LOG="$DATA/server.log"
-INFEREX_ADDR="127.0.0.1:$PORT" INFEREX_DATA_DIR="$DATA/data" "$ROOT/target/debug/dev-server" >"$LOG" 2>&1 &
-PID=$!
-cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DATA"; }
-trap cleanup EXIT
-for _ in $(seq 1 100); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
-  kill -0 "$PID" 2>/dev/null || { echo "error: the local server exited:" >&2; cat "$LOG" >&2; exit 1; }
-  sleep 0.1
-done
-"$PY" "$ROOT/tests/sdk/openai_sdk_check.py" "http://127.0.0.1:$PORT" || { echo "server log:" >&2; tail -50 "$LOG" >&2; exit 1; }
+source "$(dirname "$0")/local-server.sh"
+"$PY" "$ROOT/tests/sdk/openai_sdk_check.py" "$BASE" || { echo "server log:" >&2; tail -50 "$LOG" >&2; exit 1; }
 "$ROOT/scripts/ensure-clients.sh"
-KEY="$("$PY" "$ROOT/tests/sdk/local_account.py" "http://127.0.0.1:$PORT" clients@example.in CLIPE1234K 345678901238 100)"
+KEY="$("$PY" "$ROOT/tests/sdk/local_account.py" "$BASE" clients@example.in CLIPE1234K 345678901238 100)"
 # The node script runs from the packages' folder (ES modules resolve from the importing file); the clients'
 # own chatter (LiteLLM looks for price lists and tokenizers online, and is told not to) goes to a log, shown
 # when a check fails.
 cp "$ROOT/tests/sdk/node_check.mjs" "$ROOT/.tools/clients-node/node_check.mjs"
 CLIENTS_LOG="$DATA/clients.log"
 {
-  node "$ROOT/.tools/clients-node/node_check.mjs" "http://127.0.0.1:$PORT" "$KEY" 2>>"$CLIENTS_LOG" || true
+  node "$ROOT/.tools/clients-node/node_check.mjs" "$BASE" "$KEY" 2>>"$CLIENTS_LOG" || true
   LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 LITELLM_LOG=ERROR \
-    "$ROOT/.tools/clients-py/bin/python" "$ROOT/tests/sdk/python_clients_check.py" "http://127.0.0.1:$PORT" "$KEY" \
+    "$ROOT/.tools/clients-py/bin/python" "$ROOT/tests/sdk/python_clients_check.py" "$BASE" "$KEY" \
     2>>"$CLIENTS_LOG" || true
 } | "$PY" "$ROOT/tests/sdk/compatibility.py" "$ROOT/README.md" || { tail -40 "$CLIENTS_LOG" >&2; exit 1; }

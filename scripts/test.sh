@@ -55,6 +55,10 @@ step "the official openai SDK, the post-deploy smoke check and the other clients
 scripts/sdk-check.sh 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
+step "openapi.yaml against the local server: schemathesis over every operation (a 5xx, an undocumented status or a body unlike the schema fails)"
+scripts/conformance-check.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
 step "make fleet: the official openai SDK and the smoke check against the real function binaries"
 scripts/fleet-check.sh 2>&1 | sed -u 's/^sdk:/fleet-sdk:/; s/^smoke:/fleet-smoke:/' | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
@@ -70,6 +74,6 @@ set -e
 
 # One closing line for the whole run (cargo prints one per test binary, the last often a doc-test run of 0).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
-     /^(sdk|smoke|clients|fleet-sdk|fleet-smoke|make-run|template|browser|deploy): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     /^(sdk|smoke|clients|conformance|fleet-sdk|fleet-smoke|make-run|template|browser|deploy): [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

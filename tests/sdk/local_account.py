@@ -1,6 +1,7 @@
 """An account on the local server, made the way a customer makes one: sign up, confirm the address from the
 local mailbox, pass KYC (automatic on `make run`), top up through the Razorpay stand-in, create an API key.
-Used by the client checks; `python3 local_account.py BASE EMAIL PAN AADHAAR RUPEES` prints the key."""
+Used by the client checks; `python3 local_account.py BASE EMAIL PAN AADHAAR RUPEES` prints the key, and
+`python3 local_account.py BASE EMAIL` a session token of a confirmed account without KYC."""
 
 import json
 import sys
@@ -30,11 +31,16 @@ def verification_token(email):
     raise AssertionError("no verification e-mail for " + email)
 
 
-def customer(email, pan, aadhaar, rupees):
+def confirmed_session(email):
     call("POST", "/v1/auth/signup", {"email": email, "password": "correct horse battery", "full_name": "SDK Check",
                                      "date_of_birth": "1990-01-01", "accepted_terms_version": "2026-05-21"})
     token = call("POST", "/v1/auth/login", {"email": email, "password": "correct horse battery"})["token"]
     call("POST", "/v1/auth/verify-email", {"token": verification_token(email)})
+    return token
+
+
+def customer(email, pan, aadhaar, rupees):
+    token = confirmed_session(email)
     call("POST", "/v1/kyc", {"pan": pan, "aadhaar": aadhaar, "name_on_pan": "SDK Check"}, token)
     if rupees:
         topup = call("POST", "/v1/wallet/topups", {"amount_paise": rupees * 100}, token)
@@ -43,5 +49,8 @@ def customer(email, pan, aadhaar, rupees):
 
 
 if __name__ == "__main__":
-    email, pan, aadhaar, rupees = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-    print(customer(email, pan, aadhaar, rupees))
+    if len(sys.argv) == 3:
+        print(confirmed_session(sys.argv[2]))
+    else:
+        email, pan, aadhaar, rupees = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+        print(customer(email, pan, aadhaar, rupees))

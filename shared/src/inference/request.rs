@@ -242,6 +242,11 @@ pub fn prepare(gateway: &Gateway, endpoint: Endpoint, body: Value, request_id: S
         Endpoint::ChatCompletions if !body.get("messages").is_some_and(Value::is_array) => {
             return Err(ApiError::invalid(ErrorCode::MissingField, "messages", "messages must be an array"));
         }
+        Endpoint::ChatCompletions
+            if body.get("messages").and_then(Value::as_array).is_some_and(|m| !m.iter().all(Value::is_object)) =>
+        {
+            return Err(ApiError::invalid(ErrorCode::InvalidType, "messages", "each message must be an object"));
+        }
         Endpoint::Completions => match present(&body, "prompt") {
             None => return Err(ApiError::invalid(ErrorCode::MissingField, "prompt", "prompt is required")),
             Some(prompt) => check_single_prompt(prompt)?,
