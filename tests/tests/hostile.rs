@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use dev_server::upstream_standin::{Answer, Mode, Upstream};
+use dev_server::upstream_standin::{Answer, Mode, OVER_REPORT_FACTOR, Upstream};
 use e2e::{Backend, Fault, FaultyStore, TestApi, TestResult, on_both_stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -48,9 +48,10 @@ fn billed(api: &TestApi, seen: (usize, usize), mode: Mode) -> Res<i64> {
                 .ok_or("a catalog model for the upstream request")?;
             let mut prompt = Upstream::prompt_tokens(request);
             if mode == Mode::OverReport {
-                prompt *= 10;
+                prompt *= OVER_REPORT_FACTOR;
             }
-            if !matches!(mode, Mode::Fail(_)) {
+            // A provider bills nothing for a call it failed or refused for the context.
+            if !matches!(mode, Mode::Fail(_)) && Upstream::context_refusal(request).is_none() {
                 total += model.cost(prompt, upstream.completion_tokens(request));
             }
         }
@@ -210,6 +211,14 @@ fn hostile_cases() -> Vec<Case> {
             )
         },
         Case {
+            mode: Mode::ErrorMidStream,
+            answer: Answer::UntilCap,
+            ..case(
+                "a provider that fails after two tokens and says so",
+                chat_body("llama-3.1-8b", json!({ "stream": true, "max_tokens": 2000 })),
+            )
+        },
+        Case {
             mode: Mode::NoUsage,
             leaves: true,
             answer: Answer::UntilCap,
@@ -329,7 +338,7 @@ async fn run_case(api: &TestApi, user: &str, key: &str, case: &Case) -> Res<()> 
         let expected = if case.mode == Mode::Unreadable { StatusCode::BAD_GATEWAY } else { StatusCode::OK };
         check(status == expected, format!("answered {status}: {text}"))?;
         check(api.neevcloud.requests().len() == seen.1, "the call was sent to a second provider (paid twice)")?;
-        let cut = matches!(case.mode, Mode::CutMidStream | Mode::DecoyUsageThenCut);
+        let cut = matches!(case.mode, Mode::CutMidStream | Mode::DecoyUsageThenCut | Mode::ErrorMidStream);
         if case.body["stream"] == true && !cut {
             check(text.ends_with("data: [DONE]\n\n"), format!("the stream did not end with [DONE]: {text:.300}"))?;
         }
@@ -359,10 +368,11 @@ async fn a_report_above_the_hold_is_charged_in_full_and_blocks_new_holds(backend
     let api = TestApi::start(backend).await?;
     let (user, key) = customer(&api, "overreport@example.in", 100).await?;
     api.cerebras.set_mode(Mode::OverReport);
-    // A prompt whose hold fits in ₹100 but whose (over-)report does not: ~700 KB at ₹70 per million tokens.
+    // A prompt whose hold fits in ₹100 but whose (over-)report does not: 60,000 tokens at ₹70 per million,
+    // reported a thousand times over.
     let body = chat_body(
         "llama-3.3-70b",
-        json!({ "messages": [{ "role": "user", "content": "x".repeat(700_000) }], "max_tokens": 1 }),
+        json!({ "messages": [{ "role": "user", "content": "x".repeat(60_000) }], "max_tokens": 1 }),
     );
     let before = api.ledger_checked_balance(&user).await?;
     let response = send(&api, &key, Endpoint::ChatCompletions, &body).await?;

@@ -5,6 +5,8 @@
 //!   calls, tool and function definitions, response formats, documents, a template overhead per request
 //!   and per message or tool, at one byte a token (the most any byte-level tokenizer can need);
 //! - the output cap is `max_completion_tokens`, else `max_tokens`, else the rest of the context;
+//! - a prompt that, with the cap, does not fit the model's context (the catalogue's) is refused at once with
+//!   vLLM's 400 and its counts, and billed nothing;
 //! - `n` choices are returned and `max(n, best_of)` generated and billed;
 //! - answers can be long (up to the cap), carry reasoning text (gpt-oss and Qwen routes), or be tool calls
 //!   (when the request offers tools).
@@ -13,7 +15,8 @@
 //! any bound); `make run` and `make bench` use it with no network. It lives only in the dev server and the
 //! tests.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -36,15 +39,20 @@ pub enum Mode {
     Normal,
     /// Every request fails with this status before any byte of an answer.
     Fail(u16),
-    /// Streams cut off after two content chunks, with no usage and no `[DONE]`.
+    /// Streams cut off after two content chunks, with no usage and no `[DONE]`: a connection that dies in
+    /// transit, while the server may generate (and bill) the whole answer.
     CutMidStream,
+    /// Generates two tokens, then fails: the stream ends with vLLM's error event and closes (no usage, no
+    /// `[DONE]`); it bills what it generated.
+    ErrorMidStream,
     /// Answers without any usage report.
     NoUsage,
     /// Streams one chunk every 50 ms (time for a client to go away mid-stream).
     SlowStream,
     /// A 200 whose body is not JSON (a proxy's error page), after the call was billed.
     Unreadable,
-    /// Reports ten times the prompt tokens it counts (a provider whose count no bound foresaw).
+    /// Reports [`OVER_REPORT_FACTOR`] times the prompt tokens it counts (a provider whose count no bound
+    /// foresaw).
     OverReport,
     /// Ends stream events with `\r\n\r\n`, as some servers do.
     CrlfFraming,
@@ -89,8 +97,10 @@ pub const REQUESTS_KEPT: usize = 10_000;
 const WORDS: [&str; 6] = ["Namaste! ", "This ", "is ", "the ", "stand-in ", "model."];
 /// Every token after the greeting.
 const FILLER: &str = "more ";
-/// The context length of every model behind the stand-in.
-pub const CONTEXT_LENGTH: u64 = 131_072;
+/// The context of a model the catalogue does not list.
+pub const DEFAULT_CONTEXT_LENGTH: u64 = 131_072;
+/// How many times the prompt tokens it counts [`Mode::OverReport`] reports.
+pub const OVER_REPORT_FACTOR: u64 = 1_000;
 /// What the template adds: per request (system block, date header) and per message or tool.
 pub const TEMPLATE_TOKENS_PER_REQUEST: u64 = 40;
 pub const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 6;
@@ -154,7 +164,41 @@ impl Upstream {
         let cap = |f: &str| body.get(f).and_then(Value::as_u64);
         cap("max_completion_tokens")
             .or_else(|| cap("max_tokens"))
-            .unwrap_or_else(|| CONTEXT_LENGTH.saturating_sub(Self::prompt_tokens(body)))
+            .unwrap_or_else(|| Self::context_length(body).saturating_sub(Self::prompt_tokens(body)))
+    }
+
+    /// The context of the model a request names, as the catalogue gives it for the route's model name (a
+    /// provider knows its own models).
+    pub fn context_length(body: &Value) -> u64 {
+        static CONTEXTS: LazyLock<HashMap<String, u64>> = LazyLock::new(|| {
+            let catalog = shared::catalog::Catalog::builtin().map(|c| c.models).unwrap_or_default();
+            let routes = catalog.iter().flat_map(|m| m.routes.iter().map(|r| (r.model.clone(), m.context_length)));
+            routes.map(|(name, context)| (name, u64::from(context))).collect()
+        });
+        body.get("model")
+            .and_then(Value::as_str)
+            .and_then(|m| CONTEXTS.get(m))
+            .copied()
+            .unwrap_or(DEFAULT_CONTEXT_LENGTH)
+    }
+
+    /// vLLM's refusal of a request whose prompt, with the output cap it sets, does not fit the context: it
+    /// is answered at once with a 400 and billed nothing.
+    pub fn context_refusal(body: &Value) -> Option<String> {
+        let (context, prompt) = (Self::context_length(body), Self::prompt_tokens(body));
+        if prompt >= context {
+            return Some(format!(
+                "This model's maximum context length is {context} tokens. However, your request has {prompt} input \
+                 tokens. Please reduce the length of the input messages."
+            ));
+        }
+        let cap = ["max_completion_tokens", "max_tokens"].iter().find_map(|f| body.get(*f).and_then(Value::as_u64))?;
+        (prompt + cap > context).then(|| {
+            format!(
+                "'max_tokens' or 'max_completion_tokens' is too large: {cap}. This model's maximum context length is \
+                 {context} tokens and your request has {prompt} input tokens ({cap} > {context} - {prompt}). None"
+            )
+        })
     }
 
     /// How many completions a request generates (and is billed for): `max(n, best_of)`.
@@ -166,11 +210,14 @@ impl Upstream {
     /// Tokens each choice generates for a body.
     pub fn tokens_per_choice(&self, body: &Value) -> u64 {
         let cap = Self::output_cap(body);
-        match self.inner().answer {
+        let inner = self.inner();
+        let answered = match inner.answer {
             Answer::Greeting => cap.min(WORDS.len() as u64),
             Answer::Tokens(n) => cap.min(n),
             Answer::UntilCap => cap,
-        }
+        };
+        // A server that fails mid-answer generated only what it sent.
+        if inner.mode == Mode::ErrorMidStream { answered.min(2) } else { answered }
     }
 
     /// Completion tokens billed for a body: every generated choice.
@@ -202,6 +249,11 @@ async fn answer(upstream: Upstream, body: Value, chat: bool) -> Response {
             inner.requests.pop_front();
         }
         inner.requests.push_back(body.clone());
+        if let Some(message) = Upstream::context_refusal(&body) {
+            let error =
+                json!({ "error": { "message": message, "type": "BadRequestError", "param": null, "code": 400 } });
+            return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+        }
         if !matches!(inner.mode, Mode::Fail(_)) {
             inner.served += 1;
         }

@@ -52,7 +52,7 @@ impl Reply {
     pub(super) fn new(upstream: &Upstream, body: &Value, chat: bool, mode: Mode) -> Self {
         let mut prompt_tokens = Upstream::prompt_tokens(body);
         if mode == Mode::OverReport {
-            prompt_tokens *= 10;
+            prompt_tokens *= super::OVER_REPORT_FACTOR;
         }
         let per_choice = upstream.tokens_per_choice(body);
         let completion_tokens = per_choice * Upstream::generated_choices(body);
@@ -177,7 +177,10 @@ impl Reply {
                 events.push(sse(&self.chunk(choice)));
             }
         }
-        if !cut {
+        if mode == Mode::ErrorMidStream {
+            let error = json!({ "error": { "object": "error", "message": "CUDA error: an illegal memory access was encountered", "type": "InternalServerError", "param": null, "code": 500 } });
+            events.push(sse(&error));
+        } else if !cut {
             for index in 0..self.returned {
                 let finish = if chat {
                     json!({ "index": index, "delta": {}, "finish_reason": self.finish_reason })

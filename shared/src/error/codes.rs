@@ -35,6 +35,7 @@ macro_rules! catalogue {
 catalogue! {
     AmountOutOfRange = "amount_out_of_range", BAD_REQUEST;
     ConflictingMaxTokens = "conflicting_max_tokens", BAD_REQUEST;
+    ContextLengthExceeded = "context_length_exceeded", BAD_REQUEST;
     InvalidAadhaar = "invalid_aadhaar", BAD_REQUEST;
     InvalidAmount = "invalid_amount", BAD_REQUEST;
     InvalidCampaign = "invalid_campaign", BAD_REQUEST;

@@ -20,6 +20,7 @@ use crate::wallet::metering::{self, BalanceHints, Hold, Leases};
 
 mod providers;
 pub use providers::{Provider, Providers};
+mod context;
 mod request;
 pub use request::{Endpoint, Prepared, prepare, prompt_token_bound};
 mod upstream;
@@ -265,16 +266,10 @@ pub enum Answer {
 
 /// Runs one call end to end. The hold is released on every failure path; a stream's settlement happens in
 /// a task that outlives the client connection.
-pub async fn call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, prepared: Prepared) -> ApiResult<Answer> {
+pub async fn call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, mut prepared: Prepared) -> ApiResult<Answer> {
     let started = Instant::now();
     let balances = gateway.balances.as_ref();
-    let held_call = metering::HeldCall {
-        request_id: prepared.request_id.clone(),
-        key_id: owner.key_id.clone(),
-        model: prepared.model.id.clone(),
-        prompt_tokens: prepared.prompt_bound,
-        completion_tokens: prepared.max_tokens,
-    };
+    let held_call = held_call(&prepared, &owner);
     let hold = if gateway.leases_on {
         {
             let wanted = metering::CallHold { user_id: &owner.user_id, amount: prepared.max_cost(), call: &held_call };
@@ -287,7 +282,7 @@ pub async fn call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, prepared: P
     };
     // A hold of its own says while it runs that its call is alive (a lease's keeper records its calls).
     let beating = hold.lease.is_none().then(|| crate::wallet::metering::keep_beating(ports, &hold.user_id, &hold.id));
-    let attempt = match forward(gateway, &prepared).await {
+    let attempt = match forward(gateway, &mut prepared).await {
         Ok(attempt) => attempt,
         Err(e) => {
             release_unused(ports, &hold).await;
@@ -327,6 +322,18 @@ pub async fn call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, prepared: P
             crate::tasks::spawn("stream relay", relay_stream(call, response, tx));
             Ok(Answer::Stream(rx))
         }
+    }
+}
+
+/// What a hold records of its call: the usage it was computed from, for the sweeper should the call die.
+fn held_call(prepared: &Prepared, owner: &KeyOwner) -> metering::HeldCall {
+    let bound = prepared.usage_upper_bound();
+    metering::HeldCall {
+        request_id: prepared.request_id.clone(),
+        key_id: owner.key_id.clone(),
+        model: prepared.model.id.clone(),
+        prompt_tokens: bound.prompt_tokens,
+        completion_tokens: bound.completion_tokens,
     }
 }
 

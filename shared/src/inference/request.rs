@@ -106,9 +106,10 @@ fn present<'a>(body: &'a Value, field: &str) -> Option<&'a Value> {
 }
 
 /// The output cap to hold and write upstream: `max_completion_tokens` or `max_tokens` (equal if both are
-/// sent), else the model's cap. Never left to the provider's default (which may be the rest of the context).
-fn requested_max_tokens(body: &Value, model: &Model) -> ApiResult<u64> {
-    let mut requested: Option<(&str, u64)> = None;
+/// sent, and named as the client's), else the model's cap (named `None`, and fitted to the context later).
+/// Never left to the provider's default (which may be the rest of the context).
+fn requested_max_tokens(body: &Value, model: &Model) -> ApiResult<(u64, Option<&'static str>)> {
+    let mut requested: Option<(&'static str, u64)> = None;
     for param in OUTPUT_CAP_PARAMS {
         let Some(value) = present(body, param) else { continue };
         let n = value.as_u64().filter(|n| (1..=u64::from(model.max_output_tokens)).contains(n)).ok_or_else(|| {
@@ -129,7 +130,7 @@ fn requested_max_tokens(body: &Value, model: &Model) -> ApiResult<u64> {
             _ => requested = Some((param, n)),
         }
     }
-    Ok(requested.map_or(u64::from(model.max_output_tokens), |(_, n)| n))
+    Ok(requested.map_or((u64::from(model.max_output_tokens), None), |(param, n)| (n, Some(param))))
 }
 
 /// `n` and `best_of` may be absent, `null` or 1: one completion per request. More would multiply what the
@@ -219,7 +220,10 @@ pub struct Prepared {
     /// Whether the client itself asked for the usage chunk of a stream.
     pub client_wants_usage: bool,
     pub prompt_bound: u64,
+    /// The output cap written upstream (lowered to what the context leaves when the gateway chose it).
     pub max_tokens: u64,
+    /// The parameter the client set the cap with, if it did.
+    pub client_cap: Option<&'static str>,
     /// When the request arrived: every deadline of the call counts from here.
     pub arrived: Instant,
 }
@@ -256,11 +260,13 @@ pub fn prepare(gateway: &Gateway, endpoint: Endpoint, body: Value, request_id: S
     check_single_completion(&body)?;
     check_template_fields(&body)?;
     let (stream, client_wants_usage) = requested_stream(&body)?;
+    let (max_tokens, client_cap) = requested_max_tokens(&body, &model)?;
     Ok(Prepared {
         request_id,
         endpoint,
         prompt_bound: prompt_token_bound(&model, &body),
-        max_tokens: requested_max_tokens(&body, &model)?,
+        max_tokens,
+        client_cap,
         model,
         body,
         stream,
@@ -270,14 +276,25 @@ pub fn prepare(gateway: &Gateway, endpoint: Endpoint, body: Value, request_id: S
 }
 
 impl Prepared {
-    /// The most this request can cost: the prompt's upper bound plus every token it may generate.
+    /// The most this request can cost: its costliest usage (the prompt's upper bound and every token it may
+    /// generate, within the context).
     pub fn max_cost(&self) -> i64 {
-        self.model.cost(self.prompt_bound, self.max_tokens)
+        let usage = self.usage_upper_bound();
+        self.model.cost(usage.prompt_tokens, usage.completion_tokens)
     }
 
     /// What the provider could have billed at most: used when a call reached it but its usage is unknown.
-    pub(super) fn usage_upper_bound(&self) -> Usage {
-        Usage { prompt_tokens: self.prompt_bound, completion_tokens: self.max_tokens, estimated: true }
+    pub fn usage_upper_bound(&self) -> Usage {
+        let (prompt_tokens, completion_tokens) = self.model.costliest_usage(self.prompt_bound, self.max_tokens);
+        Usage { prompt_tokens, completion_tokens, estimated: true }
+    }
+
+    /// The field that holds the prompt.
+    pub(super) fn prompt_param(&self) -> &'static str {
+        match self.endpoint {
+            Endpoint::ChatCompletions => "messages",
+            Endpoint::Completions => "prompt",
+        }
     }
 
     /// The request as the route receives it: the route's model name, the output cap that was held in every

@@ -3,9 +3,10 @@
 
 use serde_json::Value;
 
+use super::context::ContextRefusal;
 use super::request::Prepared;
-use super::{Gateway, MAX_INFERENCE_BODY_BYTES, NON_STREAMING_TIMEOUT};
-use crate::catalog::{Model, Route};
+use super::{Gateway, MAX_INFERENCE_BODY_BYTES, NON_STREAMING_TIMEOUT, Provider};
+use crate::catalog::Route;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 
 /// Token counts reported by (or estimated for) a call.
@@ -79,10 +80,11 @@ const GENERATION_ALLOWANCE: u64 = 32;
 
 impl Prepared {
     /// The usage of a call the provider answered without a report: the prompt's bound, and every generated
-    /// byte as a token, at most the output cap.
+    /// byte as a token, at most the output cap (the costliest such usage within the context).
     pub(super) fn estimated_usage(&self, generated: u64) -> Usage {
-        let completion_tokens = generated.saturating_add(GENERATION_ALLOWANCE).min(self.max_tokens);
-        Usage { prompt_tokens: self.prompt_bound, completion_tokens, estimated: true }
+        let output_bound = generated.saturating_add(GENERATION_ALLOWANCE).min(self.max_tokens);
+        let (prompt_tokens, completion_tokens) = self.model.costliest_usage(self.prompt_bound, output_bound);
+        Usage { prompt_tokens, completion_tokens, estimated: true }
     }
 }
 
@@ -97,13 +99,17 @@ pub(super) enum Attempt {
     Unreadable { provider: String },
 }
 
-/// A 4xx the provider answered at once: never retried elsewhere. A 400 or 422 is about the request, and
-/// its message is passed on (with our model id for the provider's model name); anything else says nothing
-/// of the provider.
-fn request_error_from_upstream(status: u16, body: &Value, route: &Route, model: &Model) -> ApiError {
-    let message = body
-        .pointer("/error/message")
-        .and_then(Value::as_str)
+/// A 4xx the provider answered at once: never retried elsewhere. A 400 or 422 is about the request: a
+/// refusal for the context is answered as `context_length_exceeded` with the provider's counts; any other
+/// message is passed on (with our model id for the provider's model name); anything else says nothing of
+/// the provider.
+fn request_error_from_upstream(status: u16, body: &Value, route: &Route, prepared: &Prepared) -> ApiError {
+    let model = &prepared.model;
+    if let Some(refusal) = context_refusal(status, body) {
+        let cap = prepared.client_cap.map(|param| (param, prepared.max_tokens));
+        return refusal.error(model, prepared.prompt_param(), cap);
+    }
+    let message = error_message(body)
         .unwrap_or("the model provider rejected the request")
         .replace(&route.model, &model.id)
         .chars()
@@ -124,10 +130,29 @@ fn request_error_from_upstream(status: u16, body: &Value, route: &Route, model: 
     }
 }
 
+/// An error body's message: OpenAI's `{"error": {"message"}}` or older vLLM's `{"object": "error", "message"}`.
+fn error_message(body: &Value) -> Option<&str> {
+    body.pointer("/error/message").or_else(|| body.get("message")).and_then(Value::as_str)
+}
+
+/// A 400 saying the prompt and the output cap do not fit the context, with the provider's counts.
+fn context_refusal(status: u16, body: &Value) -> Option<ContextRefusal> {
+    (status == 400).then(|| error_message(body).and_then(ContextRefusal::read)).flatten()
+}
+
 /// Whether an upstream status is a failure on our side of the provider (its outage, our credentials, quota
 /// or billing with it): the next route is tried, and the caller never sees the provider's words.
 fn is_provider_side_failure(status: u16) -> bool {
     matches!(status, 401 | 402 | 403 | 408 | 409 | 429) || status >= 500
+}
+
+/// The error a provider-side failure leaves if no other route answers.
+fn provider_side_error(status: u16) -> ApiError {
+    if status >= 500 {
+        ApiError::BadGateway { code: ErrorCode::UpstreamError, message: "the model provider failed to answer".into() }
+    } else {
+        ApiError::Unavailable("the model is temporarily unavailable; try again shortly".into())
+    }
 }
 
 /// A timeout is a 504; any other transport failure a 502 with the given code and message.
@@ -141,64 +166,107 @@ fn transport_failure(e: &reqwest::Error, code: ErrorCode, message: &str) -> ApiE
 
 /// Tries each configured route in order. Falls back on connect errors, timeouts and failures on the
 /// provider's side (5xx, 429, and 401/402/403: our key, quota or billing there); nothing has reached the
-/// client yet. Any other 4xx is the request's fault and is answered at once.
-pub(super) async fn forward(gateway: &Gateway, prepared: &Prepared) -> ApiResult<Attempt> {
+/// client yet. Any other 4xx is the request's fault and is answered at once. The output cap the gateway
+/// chose may be lowered to what the context leaves (see [`super::context`]).
+pub(super) async fn forward(gateway: &Gateway, prepared: &mut Prepared) -> ApiResult<Attempt> {
     let mut last = ApiError::BadGateway {
         code: ErrorCode::NoRoute,
         message: format!("no provider is configured for {}", prepared.model.id),
     };
-    for route in &prepared.model.routes {
+    for route in prepared.model.routes.clone() {
         let Some(provider) = gateway.providers.get(&route.provider) else { continue };
+        match try_route(gateway, prepared, provider, &route).await {
+            Tried::Answered(result) => return result,
+            Tried::Failed(error) => last = error,
+        }
+    }
+    Err(last)
+}
+
+/// How one route took a call.
+enum Tried {
+    /// What the caller gets: the provider's answer, or the request's own fault.
+    Answered(ApiResult<Attempt>),
+    /// A failure on the provider's side or on the way to it: the next route is tried.
+    Failed(ApiError),
+}
+
+/// Sends the call to one route. A refusal for the context, when the gateway chose the output cap, is
+/// answered once more with the cap the provider's count leaves (it billed nothing for the refusal); a cap
+/// the client chose is the client's to lower.
+async fn try_route(gateway: &Gateway, prepared: &mut Prepared, provider: &Provider, route: &Route) -> Tried {
+    let mut refitted = false;
+    loop {
         let time_left = prepared.upstream_time_left();
         if time_left.is_zero() {
-            return Err(ApiError::GatewayTimeout { message: "the model provider did not answer in time".into() });
+            return Tried::Answered(Err(ApiError::GatewayTimeout {
+                message: "the model provider did not answer in time".into(),
+            }));
         }
-        let url = format!("{}{}", provider.base_url.trim_end_matches('/'), prepared.endpoint.path());
-        let mut request = gateway.http.post(&url).json(&prepared.upstream_body(route));
-        // The timeout covers the whole answer, body included; a stream is bounded by the deadline alone.
-        request = request.timeout(if prepared.stream { time_left } else { time_left.min(NON_STREAMING_TIMEOUT) });
-        if let Some(key) = &provider.api_key {
-            request = request.bearer_auth(key.current().await.expose());
-        }
-        let response = match request.send().await {
+        let response = match send(gateway, prepared, provider, route, time_left).await {
             Ok(response) => response,
             Err(e) => {
                 tracing::warn!(provider = %provider.name, timeout = e.is_timeout(), "upstream unreachable; trying the next route");
-                last = transport_failure(&e, ErrorCode::UpstreamUnavailable, "the model provider is unreachable");
-                continue;
+                return Tried::Failed(transport_failure(
+                    &e,
+                    ErrorCode::UpstreamUnavailable,
+                    "the model provider is unreachable",
+                ));
             }
         };
         let status = response.status().as_u16();
         if is_provider_side_failure(status) {
             tracing::warn!(provider = %provider.name, status, "upstream failed on its side; trying the next route");
-            last = if status >= 500 {
-                ApiError::BadGateway {
-                    code: ErrorCode::UpstreamError,
-                    message: "the model provider failed to answer".into(),
-                }
-            } else {
-                ApiError::Unavailable("the model is temporarily unavailable; try again shortly".into())
-            };
-            continue;
+            return Tried::Failed(provider_side_error(status));
         }
         if status >= 400 {
             let body: Value = response.json().await.unwrap_or(Value::Null);
-            return Err(request_error_from_upstream(status, &body, route, &prepared.model));
-        }
-        if prepared.stream {
-            return Ok(Attempt::Streaming { provider: provider.name.clone(), response });
-        }
-        let body = match response.bytes().await {
-            Ok(bytes) => serde_json::from_slice::<Value>(&bytes).ok().filter(Value::is_object),
-            Err(_) => None,
-        };
-        return Ok(match body {
-            Some(body) => Attempt::Complete { provider: provider.name.clone(), status, body },
-            None => {
-                tracing::error!(provider = %provider.name, status, "the provider accepted the call but its answer was unreadable");
-                Attempt::Unreadable { provider: provider.name.clone() }
+            let room = context_refusal(status, &body).and_then(ContextRefusal::room_for_output);
+            match room {
+                Some(room) if !refitted && prepared.client_cap.is_none() && room < prepared.max_tokens => {
+                    tracing::info!(provider = %provider.name, cap = room, "output cap fitted to the context");
+                    prepared.max_tokens = room;
+                    refitted = true;
+                    continue;
+                }
+                _ => return Tried::Answered(Err(request_error_from_upstream(status, &body, route, prepared))),
             }
-        });
+        }
+        return Tried::Answered(Ok(accepted(prepared, provider, status, response).await));
     }
-    Err(last)
+}
+
+/// One request to a route, its whole answer bounded by the time left (a stream by the deadline alone).
+async fn send(
+    gateway: &Gateway,
+    prepared: &Prepared,
+    provider: &Provider,
+    route: &Route,
+    time_left: std::time::Duration,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let url = format!("{}{}", provider.base_url.trim_end_matches('/'), prepared.endpoint.path());
+    let mut request = gateway.http.post(&url).json(&prepared.upstream_body(route));
+    request = request.timeout(if prepared.stream { time_left } else { time_left.min(NON_STREAMING_TIMEOUT) });
+    if let Some(key) = &provider.api_key {
+        request = request.bearer_auth(key.current().await.expose());
+    }
+    request.send().await
+}
+
+/// A 2xx: the stream to relay, or the whole answer read (unreadable if it is not a JSON object).
+async fn accepted(prepared: &Prepared, provider: &Provider, status: u16, response: reqwest::Response) -> Attempt {
+    if prepared.stream {
+        return Attempt::Streaming { provider: provider.name.clone(), response };
+    }
+    let body = match response.bytes().await {
+        Ok(bytes) => serde_json::from_slice::<Value>(&bytes).ok().filter(Value::is_object),
+        Err(_) => None,
+    };
+    match body {
+        Some(body) => Attempt::Complete { provider: provider.name.clone(), status, body },
+        None => {
+            tracing::error!(provider = %provider.name, status, "the provider accepted the call but its answer was unreadable");
+            Attempt::Unreadable { provider: provider.name.clone() }
+        }
+    }
 }
