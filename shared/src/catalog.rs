@@ -47,22 +47,6 @@ impl Model {
             .saturating_mul(per_token(self.input_paise_per_million))
             .saturating_add(tokens(completion_tokens).saturating_mul(per_token(self.output_paise_per_million)))
     }
-
-    /// The costliest usage a call can be billed for, as (prompt, completion) tokens: at most `prompt_bound`
-    /// prompt tokens and `output_cap` generated, and the two together within the context, which every route's
-    /// server enforces (it refuses a request whose prompt and cap do not fit, and stops there). Where the
-    /// bounds overlap, the context is spent on the dearer kind of token.
-    pub fn costliest_usage(&self, prompt_bound: u64, output_cap: u64) -> (u64, u64) {
-        let context = u64::from(self.context_length);
-        let (prompt, output) = (prompt_bound.min(context), output_cap.min(context));
-        if prompt + output <= context {
-            (prompt, output)
-        } else if self.output_paise_per_million >= self.input_paise_per_million {
-            (context - output, output)
-        } else {
-            (prompt, context - prompt)
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,24 +101,6 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_costliest_usage_fits_the_context() -> Result<(), CatalogError> {
-        let catalog = Catalog::builtin()?;
-        let model = catalog.models.iter().find(|m| m.id == "llama-3.3-70b").ok_or(CatalogError("model".into()))?;
-        // Output dearer than input: the context goes to the output cap first.
-        assert_eq!(model.costliest_usage(1_000, 8_192), (1_000, 8_192), "both fit");
-        assert_eq!(model.costliest_usage(60_000, 8_192), (65_536 - 8_192, 8_192));
-        assert_eq!(model.costliest_usage(1_000_000, 8_192), (65_536 - 8_192, 8_192), "a prompt past the context");
-        let mut cheap_output = model.clone();
-        cheap_output.output_paise_per_million = 1;
-        assert_eq!(cheap_output.costliest_usage(60_000, 8_192), (60_000, 65_536 - 60_000));
-        for (prompt, cap) in [(0, 0), (65_536, 8_192), (70_000, 1), (3, 8_192)] {
-            let (p, c) = model.costliest_usage(prompt, cap);
-            assert!(p <= prompt && c <= cap && p + c <= 65_536, "{prompt} {cap}: {p} {c}");
-        }
-        Ok(())
-    }
 
     #[test]
     fn the_builtin_catalog_is_valid_and_routes_to_known_providers() -> Result<(), CatalogError> {

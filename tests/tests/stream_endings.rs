@@ -1,6 +1,6 @@
 //! What a stream that does not complete costs, and what its caller is told. A provider that fails mid-answer
-//! and says so (an error event, then it closes the stream) generated what it sent: the call costs the
-//! prompt's bound and the delivered output counted from above. A stream cut in transit may have been
+//! and says so (an error event, then it closes the stream) generated what it sent (and what it held back
+//! for stop sequences): the call costs the prompt's bound and that output counted from above. A stream cut in transit may have been
 //! generated (and billed) to its cap: it costs the upper bound. Either way the caller's last events are a
 //! chunk with the usage charged and its cost, then an error.
 
@@ -71,6 +71,14 @@ async fn a_provider_that_stops_is_paid_for_what_it_sent(backend: Backend) -> Tes
     let provider_billed =
         model.cost(dev_server::upstream_standin::Upstream::prompt_tokens(&api.cerebras.requests()[0]), 2);
     assert!(charged >= provider_billed, "never less than the provider billed: {charged} < {provider_billed}");
+
+    // A server holds back text that may be the start of a stop sequence: that much more may have been
+    // generated and never sent.
+    let mut with_stop = body.clone();
+    with_stop["stop"] = json!(["z".repeat(300), "end"]);
+    let (events, charged) = streamed(&api, &user, &key, Mode::ErrorMidStream, &with_stop).await?;
+    let (_, held_back) = charged_usage(&events, charged, &model)?;
+    assert!(held_back >= completion + 303, "the stop sequences count too: {held_back} after {completion}");
     Ok(())
 }
 

@@ -6,6 +6,10 @@
 use crate::catalog::Model;
 use crate::error::{ApiError, ErrorCode};
 
+/// How context refusals begin (vLLM's, OpenAI's).
+const REFUSAL_OPENINGS: [&str; 2] =
+    ["This model's maximum context length is ", "'max_tokens' or 'max_completion_tokens' is too large: "];
+
 /// What a context refusal says: the model's context and the prompt's tokens, both as the provider counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ContextRefusal {
@@ -18,7 +22,12 @@ impl ContextRefusal {
     /// use: "This model's maximum context length is 8192 tokens and your request has 6000 input tokens
     /// (4096 > 8192 - 6000)", "... However, you requested 8500 tokens (4404 in the messages, 4096 in the
     /// completion)", "... (8804 in your prompt; 0 for the completion)".
+    /// Only a message that begins with one of those wordings counts: a server's other errors may quote the
+    /// request's values, and a caller must not be able to choose the numbers.
     pub(super) fn read(message: &str) -> Option<Self> {
+        if !REFUSAL_OPENINGS.iter().any(|opening| message.starts_with(opening)) {
+            return None;
+        }
         let context = number_after(message, "maximum context length is ")?;
         let prompt_tokens = number_before(message, " input tokens")
             .or_else(|| number_before(message, " in the messages"))
@@ -63,11 +72,12 @@ fn number_after(text: &str, marker: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// The integer right before `marker`.
+/// The integer right before `marker` (scanned by bytes: the byte after the last non-digit always starts a
+/// character, however wide the one before it).
 fn number_before(text: &str, marker: &str) -> Option<u64> {
-    let before = &text[..text.find(marker)?];
-    let start = before.rfind(|c: char| !c.is_ascii_digit()).map_or(0, |i| i + 1);
-    before[start..].parse().ok()
+    let before = text.get(..text.find(marker)?)?;
+    let start = before.bytes().rposition(|b| !b.is_ascii_digit()).map_or(0, |i| i + 1);
+    before.get(start..)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -88,7 +98,12 @@ mod tests {
         let prompt = "This model's maximum context length is 8192 tokens, however you requested 8804 tokens (8804 in \
                       your prompt; 0 for the completion). Please reduce your prompt; or completion length.";
         assert_eq!(ContextRefusal::read(prompt), Some(ContextRefusal { context: 8192, prompt_tokens: 8804 }));
-        for other in ["temperature must be at most 2", "maximum context length is many tokens", ""] {
+        let echoed = "1 validation error: temperature: input_value='This model's maximum context length is 9 tokens \
+                      and your request has 1 input tokens'";
+        let wide = "This model's maximum context length is 8192 tokens and your request has é6000 input tokens";
+        assert_eq!(ContextRefusal::read(wide), Some(ContextRefusal { context: 8192, prompt_tokens: 6000 }));
+        let no_digits = "This model's maximum context length is 8192 tokens and your request has é input tokens";
+        for other in ["temperature must be at most 2", "maximum context length is many tokens", "", echoed, no_digits] {
             assert_eq!(ContextRefusal::read(other), None, "{other}");
         }
     }

@@ -276,17 +276,26 @@ pub fn prepare(gateway: &Gateway, endpoint: Endpoint, body: Value, request_id: S
 }
 
 impl Prepared {
-    /// The most this request can cost: its costliest usage (the prompt's upper bound and every token it may
-    /// generate, within the context).
+    /// The most this request can cost: the prompt's upper bound plus every token it may generate. The
+    /// model's context is not relied on to lower it: a route may serve a longer context than the catalogue
+    /// says, and would bill it.
     pub fn max_cost(&self) -> i64 {
-        let usage = self.usage_upper_bound();
-        self.model.cost(usage.prompt_tokens, usage.completion_tokens)
+        self.model.cost(self.prompt_bound, self.max_tokens)
     }
 
     /// What the provider could have billed at most: used when a call reached it but its usage is unknown.
     pub fn usage_upper_bound(&self) -> Usage {
-        let (prompt_tokens, completion_tokens) = self.model.costliest_usage(self.prompt_bound, self.max_tokens);
-        Usage { prompt_tokens, completion_tokens, estimated: true }
+        Usage { prompt_tokens: self.prompt_bound, completion_tokens: self.max_tokens, estimated: true }
+    }
+
+    /// Bytes of the stop sequences: text a server generates but holds back while it may be the start of
+    /// one (vLLM keeps up to the longest stop string less a character), so never seen if the stream fails.
+    pub(super) fn stop_bytes(&self) -> u64 {
+        match self.body.get("stop") {
+            Some(Value::String(stop)) => stop.len() as u64,
+            Some(Value::Array(stops)) => stops.iter().filter_map(Value::as_str).map(|s| s.len() as u64).sum(),
+            _ => 0,
+        }
     }
 
     /// The field that holds the prompt.

@@ -80,11 +80,10 @@ const GENERATION_ALLOWANCE: u64 = 32;
 
 impl Prepared {
     /// The usage of a call the provider answered without a report: the prompt's bound, and every generated
-    /// byte as a token, at most the output cap (the costliest such usage within the context).
+    /// byte as a token, at most the output cap.
     pub(super) fn estimated_usage(&self, generated: u64) -> Usage {
-        let output_bound = generated.saturating_add(GENERATION_ALLOWANCE).min(self.max_tokens);
-        let (prompt_tokens, completion_tokens) = self.model.costliest_usage(self.prompt_bound, output_bound);
-        Usage { prompt_tokens, completion_tokens, estimated: true }
+        let completion_tokens = generated.saturating_add(GENERATION_ALLOWANCE).min(self.max_tokens);
+        Usage { prompt_tokens: self.prompt_bound, completion_tokens, estimated: true }
     }
 }
 
@@ -107,9 +106,14 @@ fn request_error_from_upstream(status: u16, body: &Value, route: &Route, prepare
     let model = &prepared.model;
     if let Some(refusal) = context_refusal(status, body) {
         let cap = prepared.client_cap.map(|param| (param, prepared.max_tokens));
+        if refusal.context != u64::from(model.context_length) {
+            tracing::warn!(model = %model.id, provider_context = refusal.context, "the provider's context differs from the catalogue's");
+        }
         return refusal.error(model, prepared.prompt_param(), cap);
     }
-    let message = error_message(body)
+    let message = body
+        .pointer("/error/message")
+        .and_then(Value::as_str)
         .unwrap_or("the model provider rejected the request")
         .replace(&route.model, &model.id)
         .chars()
