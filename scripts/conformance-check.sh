@@ -33,6 +33,20 @@ record() { # record LOG: counts the run and shows its failures
 
 CONFORMANCE_API_KEY="$("$PY" "$ROOT/tests/sdk/local_account.py" "$BASE" conformance@example.in CONPE1234K 345678901238 100)"
 CONFORMANCE_SESSION="$("$PY" "$ROOT/tests/sdk/local_account.py" "$BASE" conformance-session@example.in)"
+# The customer's id, for the operator routes that take one (nothing in the schema hands ids out).
+export CONFORMANCE_USER_ID
+CONFORMANCE_USER_ID="$("$PY" - "$BASE" <<'PY'
+import json, sys, urllib.request
+def call(path, body=None, token=None):
+    request = urllib.request.Request(sys.argv[1] + path, data=body and json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"})
+    if token:
+        request.add_header("authorization", "Bearer " + token)
+    return json.load(urllib.request.urlopen(request))
+token = call("/v1/auth/login", {"email": "conformance@example.in", "password": "correct horse battery"})["token"]
+print(call("/v1/account", token=token)["id"])
+PY
+)"
 excludes=()
 for operation in "${SESSION_ENDING[@]}"; do excludes+=(--exclude-name "$operation"); done
 if schemathesis "${excludes[@]}" >"$OUT/everything-else.log" 2>&1; then result=ok; else result=failed; fi
@@ -43,7 +57,8 @@ for operation in "${SESSION_ENDING[@]}"; do
   number=$((number + 1))
   CONFORMANCE_SESSION="$("$PY" "$ROOT/tests/sdk/local_account.py" "$BASE" "ending-$number@example.in")"
   log="$OUT/$(echo "$operation" | tr -c 'a-zA-Z0-9\n' '-').log"
-  if schemathesis --include-name "$operation" >"$log" 2>&1; then result=ok; else result=failed; fi
+  # Alone, an operation has no links to follow: no stateful phase.
+  if schemathesis --include-name "$operation" --phases examples,coverage,fuzzing >"$log" 2>&1; then result=ok; else result=failed; fi
   record "$result" "$log"
 done
 echo "conformance: $passed passed, $failed failed"
