@@ -1,6 +1,6 @@
 """The official `openai` Python SDK against the local server (`make run`'s binary, with its Razorpay and
 model stand-ins): models, chat with and without streaming, and the SDK's own exceptions for a bad key, an
-unknown model and an empty wallet. Run by `make test`; takes the server's base URL as its only argument."""
+unknown model, an empty wallet and providers at their rate limit (RateLimitError, after the wait they asked). Run by `make test`; takes the server's base URL as its only argument."""
 
 import pathlib
 import subprocess
@@ -58,6 +58,30 @@ try:
     check(False, "an empty wallet raises")
 except openai.APIStatusError as e:
     check(e.status_code == 402 and "insufficient" in str(e), "empty wallet -> APIStatusError 402: %s" % e)
+
+# Every provider at its rate limit, asking for 2 s: the SDK gets RateLimitError, after waiting as told.
+import json
+import time
+import urllib.request
+
+
+def providers_fail(status, retry_after=None):
+    body = json.dumps({"status": status, "retry_after": retry_after}).encode()
+    urllib.request.urlopen(urllib.request.Request(BASE + "/_upstream/dev/failure", data=body, method="POST",
+                                                  headers={"content-type": "application/json"}))
+
+
+providers_fail(429, "2")
+try:
+    started = time.monotonic()
+    paid.with_options(max_retries=1).chat.completions.create(model="llama-3.1-8b", messages=[{"role": "user", "content": "x"}])
+    check(False, "a rate-limited provider raises")
+except openai.RateLimitError as e:
+    waited = time.monotonic() - started
+    check(e.response.headers.get("retry-after") == "2", "the provider's Retry-After reaches the SDK: %s" % e.response.headers)
+    check(waited >= 2.0, "the SDK waited as told before its retry (%.2f s)" % waited)
+finally:
+    providers_fail(None)
 
 print("sdk: %d passed, 0 failed" % checks)
 

@@ -71,6 +71,8 @@ struct Inner {
     /// Calls it took and would bill (every request but those it failed), all of them.
     served: u64,
     answer: Answer,
+    /// The `Retry-After` its 429 and 503 failures carry (none by default, as vLLM sends none).
+    retry_after: Option<String>,
 }
 
 /// How long the model's answers are.
@@ -110,8 +112,14 @@ const RENDERED_FIELDS: [&str; 8] =
 
 impl Upstream {
     pub fn new(latency: Duration) -> Self {
-        let inner =
-            Inner { mode: Mode::Normal, latency, requests: Default::default(), served: 0, answer: Answer::Greeting };
+        let inner = Inner {
+            mode: Mode::Normal,
+            latency,
+            requests: Default::default(),
+            served: 0,
+            answer: Answer::Greeting,
+            retry_after: None,
+        };
         Self { inner: Arc::new(Mutex::new(inner)) }
     }
 
@@ -129,6 +137,11 @@ impl Upstream {
 
     pub fn set_mode(&self, mode: Mode) {
         self.inner().mode = mode;
+    }
+
+    /// The `Retry-After` value its 429 and 503 failures send (`None`: the header is left out).
+    pub fn set_retry_after(&self, retry_after: Option<&str>) {
+        self.inner().retry_after = retry_after.map(str::to_owned);
     }
 
     pub fn set_answer(&self, answer: Answer) {
@@ -227,7 +240,33 @@ impl Upstream {
 }
 
 pub fn router(upstream: Upstream) -> Router {
-    Router::new().route("/chat/completions", post(chat)).route("/completions", post(completion)).with_state(upstream)
+    Router::new()
+        .route("/chat/completions", post(chat))
+        .route("/completions", post(completion))
+        .route("/dev/failure", post(dev_failure))
+        .with_state(upstream)
+}
+
+/// A failure as a provider answers it, with its own words (which must never reach our caller) and, for a
+/// 429 or 503, the `Retry-After` it was given.
+fn failure(status: u16, retry_after: Option<String>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json!({"error": {"message": "stand-in failure: account quota exceeded for org-standin", "type": "server_error"}});
+    let mut response = (status, Json(body)).into_response();
+    let busy = matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE);
+    if let Some(value) = retry_after.filter(|_| busy).and_then(|v| axum::http::HeaderValue::from_str(&v).ok()) {
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// `POST /dev/failure {"status": 429, "retry_after": "2"}` makes every answer that failure until
+/// `{"status": null}`: for the client checks, which reach a local server only over HTTP.
+async fn dev_failure(State(upstream): State<Upstream>, Json(body): Json<Value>) -> StatusCode {
+    let status = body.get("status").and_then(Value::as_u64).and_then(|s| u16::try_from(s).ok());
+    upstream.set_mode(status.map_or(Mode::Normal, Mode::Fail));
+    upstream.set_retry_after(body.get("retry_after").and_then(Value::as_str));
+    StatusCode::NO_CONTENT
 }
 
 async fn chat(State(upstream): State<Upstream>, Json(body): Json<Value>) -> Response {
@@ -243,7 +282,7 @@ fn sse(value: &Value) -> Bytes {
 }
 
 async fn answer(upstream: Upstream, body: Value, chat: bool) -> Response {
-    let (mode, latency) = {
+    let (mode, latency, retry_after) = {
         let mut inner = upstream.inner();
         if inner.requests.len() >= REQUESTS_KEPT {
             inner.requests.pop_front();
@@ -257,16 +296,14 @@ async fn answer(upstream: Upstream, body: Value, chat: bool) -> Response {
         if !matches!(inner.mode, Mode::Fail(_)) {
             inner.served += 1;
         }
-        (inner.mode, inner.latency)
+        (inner.mode, inner.latency, inner.retry_after.clone())
     };
     // No timer at all for a stand-in that answers at once (a zero sleep still waits for the timer's tick).
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     if let Mode::Fail(status) = mode {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return (status, Json(json!({"error": {"message": "stand-in failure: account quota exceeded for org-standin", "type": "server_error"}})))
-            .into_response();
+        return failure(status, retry_after);
     }
     if mode == Mode::Unreadable {
         return (StatusCode::OK, "<html><body>502 Bad Gateway</body></html>").into_response();

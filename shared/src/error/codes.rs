@@ -116,6 +116,7 @@ catalogue! {
     WalletChanged = "wallet_changed", CONFLICT;
     TooManyAttempts = "too_many_attempts", TOO_MANY_REQUESTS;
     TooManyRequests = "too_many_requests", TOO_MANY_REQUESTS;
+    ProviderRateLimited = "provider_rate_limited", TOO_MANY_REQUESTS;
     NoRoute = "no_route", BAD_GATEWAY;
     PaymentGatewayError = "payment_gateway_error", BAD_GATEWAY;
     UpstreamError = "upstream_error", BAD_GATEWAY;
@@ -126,6 +127,7 @@ catalogue! {
     UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE;
     InternalError = "internal_error", INTERNAL_SERVER_ERROR;
     ServiceUnavailable = "service_unavailable", SERVICE_UNAVAILABLE;
+    ModelOverloaded = "model_overloaded", SERVICE_UNAVAILABLE;
     UpstreamTimeout = "upstream_timeout", GATEWAY_TIMEOUT;
 }
 

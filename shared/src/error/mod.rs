@@ -61,7 +61,13 @@ pub enum ApiError {
     /// 503: a dependency is unavailable; the client may retry.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// 503: the model's providers are overloaded; the client may retry after the time given.
+    #[error("{message}")]
+    Overloaded { message: String, retry_after_secs: u64 },
 }
+
+/// What a 502 or a 503 without a time of its own tells the client to wait before retrying.
+pub const RETRY_SOON_SECS: u64 = 2;
 
 impl ApiError {
     pub fn invalid(code: ErrorCode, param: &str, message: impl Into<String>) -> Self {
@@ -103,6 +109,19 @@ impl ApiError {
             ApiError::Internal(_) => ErrorCode::InternalError,
             ApiError::GatewayTimeout { .. } => ErrorCode::UpstreamTimeout,
             ApiError::Unavailable(_) => ErrorCode::ServiceUnavailable,
+            ApiError::Overloaded { .. } => ErrorCode::ModelOverloaded,
+        }
+    }
+
+    /// How long the client should wait before retrying, for the answers that invite a retry: a 429 or an
+    /// overloaded 503 with the time it was given, and any other 502 or 503 soon (never a bare 503).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::TooManyRequests { retry_after_secs, .. } | ApiError::Overloaded { retry_after_secs, .. } => {
+                Some(*retry_after_secs)
+            }
+            ApiError::BadGateway { .. } | ApiError::Unavailable(_) => Some(RETRY_SOON_SECS),
+            _ => None,
         }
     }
 
@@ -147,10 +166,8 @@ impl IntoResponse for ApiError {
         // An error answers one caller's request: no cache on the way (CloudFront, a proxy) may keep it for
         // the next caller of the same path.
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let ApiError::TooManyRequests { retry_after_secs, .. } = &self
-            && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
-        {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
+        if let Some(seconds) = self.retry_after_secs() {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -20,6 +20,7 @@ use crate::wallet::metering::{self, BalanceHints, Hold, Leases};
 
 mod providers;
 pub use providers::{Provider, Providers};
+mod back_pressure;
 mod context;
 mod request;
 pub use request::{Endpoint, Prepared, prepare, prompt_token_bound};

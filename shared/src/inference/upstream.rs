@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::back_pressure::{more_telling, provider_side_error, retry_after};
 use super::context::ContextRefusal;
 use super::request::Prepared;
 use super::{Gateway, MAX_INFERENCE_BODY_BYTES, NON_STREAMING_TIMEOUT, Provider};
@@ -150,15 +151,6 @@ fn is_provider_side_failure(status: u16) -> bool {
     matches!(status, 401 | 402 | 403 | 408 | 409 | 429) || status >= 500
 }
 
-/// The error a provider-side failure leaves if no other route answers.
-fn provider_side_error(status: u16) -> ApiError {
-    if status >= 500 {
-        ApiError::BadGateway { code: ErrorCode::UpstreamError, message: "the model provider failed to answer".into() }
-    } else {
-        ApiError::Unavailable("the model is temporarily unavailable; try again shortly".into())
-    }
-}
-
 /// A timeout is a 504; any other transport failure a 502 with the given code and message.
 fn transport_failure(e: &reqwest::Error, code: ErrorCode, message: &str) -> ApiError {
     if e.is_timeout() {
@@ -181,7 +173,7 @@ pub(super) async fn forward(gateway: &Gateway, prepared: &mut Prepared) -> ApiRe
         let Some(provider) = gateway.providers.get(&route.provider) else { continue };
         match try_route(gateway, prepared, provider, &route).await {
             Tried::Answered(result) => return result,
-            Tried::Failed(error) => last = error,
+            Tried::Failed(error) => last = more_telling(last, error),
         }
     }
     Err(last)
@@ -220,8 +212,10 @@ async fn try_route(gateway: &Gateway, prepared: &mut Prepared, provider: &Provid
         };
         let status = response.status().as_u16();
         if is_provider_side_failure(status) {
-            tracing::warn!(provider = %provider.name, status, "upstream failed on its side; trying the next route");
-            return Tried::Failed(provider_side_error(status));
+            // An HTTP date in Retry-After is on the provider's wall clock, so it is read against ours.
+            let wait = retry_after(response.headers(), chrono::Utc::now());
+            tracing::warn!(provider = %provider.name, status, retry_after = ?wait, "upstream failed on its side; trying the next route");
+            return Tried::Failed(provider_side_error(status, wait));
         }
         if status >= 400 {
             let body: Value = response.json().await.unwrap_or(Value::Null);
