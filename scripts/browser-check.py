@@ -391,6 +391,7 @@ def main():
         key = (browser.text("#new-key-value") or "").strip()
         check("the new key is shown once", key.startswith("sk-"), repr(key[:6]))
         check("the key list has it", "browser check" in (browser.text("#keys-table") or ""))
+        check("and says it may call every model", "All" in (browser.text("#keys-table tbody tr") or ""))
         shot("keys")
 
         # A call with the key, outside the browser, as a customer's program makes it.

@@ -255,6 +255,8 @@ async fn fallback_happens_only_before_the_first_byte(backend: Backend) -> TestRe
     let dump = api.dump().await?;
     assert!(usage_lines(&dump).iter().all(|l| l.contains("\"provider\":\"neevcloud\"")));
 
+    // Failures that say nothing of capacity (an overloaded route would make it a 503: back_pressure.rs).
+    api.cerebras.set_mode(Mode::Fail(500));
     api.neevcloud.set_mode(Mode::Fail(502));
     let response = chat(&api, &key, hello("llama-3.1-8b")).await?;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);

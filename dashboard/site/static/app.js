@@ -1052,6 +1052,7 @@ function renderKeys() {
     el("td", null, formatDateTime(key.created_at)),
     el("td", null, key.last_used_at ? formatDateTime(key.last_used_at) : "Never"),
     el("td", null, key.expires_at ? formatDateTime(key.expires_at) : "Never"),
+    el("td", { class: "wrap" }, key.allowed_models ? key.allowed_models.join(", ") : "All"),
     el("td", { class: "actions" }, revokeButton(key)))));
   show($("#keys-empty"), state.keys.length === 0);
 }

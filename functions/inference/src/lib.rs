@@ -96,8 +96,9 @@ async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let request_id = format!("req_{}", random_suffix());
     let result: ApiResult<Json<ListPage<Value>>> = async {
         let gateway = state.gateway()?;
-        gateway.authenticate(&Ports::from(&state), shared::http::bearer_token(&headers)).await?;
-        let data: Vec<Value> = gateway.catalog.models.iter().map(model_view).collect();
+        let owner = gateway.authenticate(&Ports::from(&state), shared::http::bearer_token(&headers)).await?;
+        // A key limited to some models lists only those.
+        let data: Vec<Value> = gateway.catalog.models.iter().filter(|m| owner.allows(&m.id)).map(model_view).collect();
         Ok(Json(ListPage::all(data)))
     }
     .await;
@@ -109,8 +110,9 @@ async fn model(State(state): State<AppState>, headers: HeaderMap, Path(model_id)
     let request_id = format!("req_{}", random_suffix());
     let result: ApiResult<Json<Value>> = async {
         let gateway = state.gateway()?;
-        gateway.authenticate(&Ports::from(&state), shared::http::bearer_token(&headers)).await?;
-        let model = gateway.catalog.models.iter().find(|m| m.id == model_id).ok_or_else(|| ApiError::NotFound {
+        let owner = gateway.authenticate(&Ports::from(&state), shared::http::bearer_token(&headers)).await?;
+        let served = |m: &&shared::catalog::Model| m.id == model_id && owner.allows(&m.id);
+        let model = gateway.catalog.models.iter().find(served).ok_or_else(|| ApiError::NotFound {
             code: ErrorCode::ModelNotFound,
             message: format!("The model `{model_id}` does not exist or you do not have access to it."),
         })?;
@@ -182,6 +184,7 @@ async fn serve(
         gateway.note_use(&context, &owner);
         let JsonBody(body) = body?;
         let prepared = inference::prepare(gateway, endpoint, body, request_id.clone())?;
+        owner.check_model(&prepared.model.id)?;
         // The call runs on a task of its own: a client that hangs up before the answer cancels neither the
         // call nor its settlement.
         let call_state = state.clone();

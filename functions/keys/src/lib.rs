@@ -1,19 +1,20 @@
-//! The keys function: create (KYC-gated), list and revoke API keys. Rules live in `shared::keys`.
+//! The keys function: create (KYC-gated), list, change and revoke API keys. Rules live in `shared::keys`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Serialize;
+use serde_json::Value;
 use shared::auth::Session;
 use shared::error::ApiResult;
 use shared::http::JsonBody;
-use shared::keys::{self, ApiKeyView, CreatedKey, KeyStore, NewKeyRequest};
+use shared::keys::{self, ApiKeyView, CreatedKey, KeyChanges, KeyStore, NewKeyRequest};
 use shared::kyc;
 use shared::state::AppState;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/keys", get(list).post(create)).route("/v1/keys/{key_id}", delete(revoke))
+    Router::new().route("/v1/keys", get(list).post(create)).route("/v1/keys/{key_id}", delete(revoke).patch(change))
 }
 
 pub fn app(state: AppState) -> Router {
@@ -41,6 +42,18 @@ async fn list(State(state): State<AppState>, session: Session) -> ApiResult<Json
     let mut records = state.store.keys(&session.user_id).await?;
     records.sort_by_key(|(_, record)| std::cmp::Reverse(record.created_at));
     Ok(Json(KeyList { object: "list", data: records.iter().map(|(_, r)| ApiKeyView::from(r)).collect() }))
+}
+
+async fn change(
+    State(state): State<AppState>,
+    session: Session,
+    Path(key_id): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<ApiKeyView>> {
+    let changes = KeyChanges::from_body(&body)?;
+    let key = keys::change_key(state.store(), &session.user_id, &key_id, changes).await?;
+    tracing::info!(user_id = %session.user_id, %key_id, "API key changed");
+    Ok(Json(key))
 }
 
 async fn revoke(State(state): State<AppState>, session: Session, Path(key_id): Path<String>) -> ApiResult<StatusCode> {

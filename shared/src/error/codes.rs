@@ -37,6 +37,7 @@ catalogue! {
     ConflictingMaxTokens = "conflicting_max_tokens", BAD_REQUEST;
     ContextLengthExceeded = "context_length_exceeded", BAD_REQUEST;
     InvalidAadhaar = "invalid_aadhaar", BAD_REQUEST;
+    InvalidAllowedModels = "invalid_allowed_models", BAD_REQUEST;
     InvalidAmount = "invalid_amount", BAD_REQUEST;
     InvalidCampaign = "invalid_campaign", BAD_REQUEST;
     InvalidCursor = "invalid_cursor", BAD_REQUEST;
@@ -82,6 +83,7 @@ catalogue! {
     SessionRequired = "session_required", UNAUTHORIZED;
     InsufficientBalance = "insufficient_balance", PAYMENT_REQUIRED;
     CsrfTokenInvalid = "csrf_token_invalid", FORBIDDEN;
+    ModelNotAllowed = "model_not_allowed", FORBIDDEN;
     EmailNotVerified = "email_not_verified", FORBIDDEN;
     IncorrectPassword = "incorrect_password", FORBIDDEN;
     InvalidLink = "invalid_link", FORBIDDEN;

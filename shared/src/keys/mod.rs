@@ -7,20 +7,20 @@
 //!   a free slot with "must not exist", so even concurrent creations cannot exceed 20 live keys; an expired
 //!   key's slot expires with it and frees itself.
 
-use crate::error::ErrorCode;
-use crate::ports::Ports;
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::accounts::{timestamp, user_pk};
-use crate::error::{ApiError, ApiResult};
-use crate::notifications::{MailKind, OutboxMail, enqueue};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::ports::Ports;
 use crate::secrets::{random_suffix, random_token, sha256_hex};
-use crate::store::{
-    Condition, Conditional, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreResult, Table, WriteOp,
-};
+use crate::store::{Condition, Conditional, ItemStore, StoreResult, Table};
+
+mod changes;
+mod store;
+pub use changes::{KeyChanges, change_key};
+pub use store::KeyStore;
 
 pub const KEY_PREFIX: &str = "sk-inferex-";
 pub const MAX_ACTIVE_KEYS: usize = 20;
@@ -42,6 +42,36 @@ pub struct KeyOwner {
     pub key_id: String,
     pub user_id: String,
     pub slot: String,
+    /// The models the key may call; absent: every model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_models: Option<Vec<String>>,
+}
+
+impl KeyOwner {
+    fn of(record: &ApiKeyRecord, user_id: &str, slot: &str) -> Self {
+        Self {
+            key_id: record.id.clone(),
+            user_id: user_id.to_owned(),
+            slot: slot.to_owned(),
+            allowed_models: record.allowed_models.clone(),
+        }
+    }
+
+    /// Whether the key may call the model.
+    pub fn allows(&self, model_id: &str) -> bool {
+        self.allowed_models.as_ref().is_none_or(|models| models.iter().any(|m| m == model_id))
+    }
+
+    /// 403 `model_not_allowed` for a model outside the key's list, naming the models it may call.
+    pub fn check_model(&self, model_id: &str) -> ApiResult<()> {
+        match &self.allowed_models {
+            Some(models) if !self.allows(model_id) => Err(ApiError::Forbidden {
+                code: ErrorCode::ModelNotAllowed,
+                message: format!("this API key may not call {model_id}; it may call {}", models.join(", ")),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A key's metadata (never the key itself).
@@ -56,6 +86,8 @@ pub struct ApiKeyRecord {
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_models: Option<Vec<String>>,
 }
 
 /// How `GET /v1/keys` shows a key.
@@ -67,6 +99,8 @@ pub struct ApiKeyView {
     pub created_at: String,
     pub expires_at: Option<String>,
     pub last_used_at: Option<String>,
+    /// `null`: every model.
+    pub allowed_models: Option<Vec<String>>,
 }
 
 impl From<&ApiKeyRecord> for ApiKeyView {
@@ -78,6 +112,7 @@ impl From<&ApiKeyRecord> for ApiKeyView {
             created_at: timestamp(r.created_at),
             expires_at: r.expires_at.map(timestamp),
             last_used_at: r.last_used_at.map(timestamp),
+            allowed_models: r.allowed_models.clone(),
         }
     }
 }
@@ -90,90 +125,24 @@ pub struct CreatedKey {
     pub key: String,
 }
 
-#[async_trait]
-pub trait KeyStore: Send + Sync {
-    async fn keys(&self, user_id: &str) -> StoreResult<Vec<(String, ApiKeyRecord)>>;
-    async fn key_owner(&self, key_hash: &str) -> StoreResult<Option<KeyOwner>>;
-    async fn save_key(&self, user_id: &str, slot: &str, record: &ApiKeyRecord) -> StoreResult<()>;
-    async fn delete_key(&self, user_id: &str, slot: &str, key_hash: &str) -> StoreResult<()>;
-}
-
-#[async_trait]
-impl<T: ItemStore + ?Sized> KeyStore for T {
-    async fn keys(&self, user_id: &str) -> StoreResult<Vec<(String, ApiKeyRecord)>> {
-        let query =
-            Query::new(Table::Main, user_pk(user_id)).range(SortKeyRange::Prefix(SLOT_PREFIX.into())).limit(100);
-        let page = self.query(query).await?;
-        page.items.iter().map(|i| Ok((i.sk.clone(), i.record()?))).collect()
-    }
-
-    async fn key_owner(&self, key_hash: &str) -> StoreResult<Option<KeyOwner>> {
-        self.get(Table::Main, &key_pk(key_hash), KEY_SK).await?.map(|i| i.record()).transpose()
-    }
-
-    async fn save_key(&self, user_id: &str, slot: &str, record: &ApiKeyRecord) -> StoreResult<()> {
-        let expires_at = record.expires_at.map(|at| at.timestamp());
-        let owner = KeyOwner { key_id: record.id.clone(), user_id: user_id.to_owned(), slot: slot.to_owned() };
-        let told = OutboxMail::new(MailKind::ApiKeyCreated, user_id, record.created_at)
-            .param("name", record.name.clone())
-            .param("prefix", record.prefix.clone());
-        self.transact(vec![
-            enqueue(&told)?,
-            // A key created while the account closes never outlives the closure.
-            crate::accounts::require_active(user_id),
-            WriteOp::Put(Put {
-                table: Table::Main,
-                item: Item::from_record(user_pk(user_id), slot, record, expires_at)?,
-                condition: Condition::NotExists,
-            }),
-            WriteOp::Put(Put {
-                table: Table::Main,
-                item: Item::from_record(key_pk(&record.key_hash), KEY_SK, &owner, expires_at)?,
-                condition: Condition::NotExists,
-            }),
-        ])
-        .await
-    }
-
-    async fn delete_key(&self, user_id: &str, slot: &str, key_hash: &str) -> StoreResult<()> {
-        self.transact(vec![
-            WriteOp::Delete(Delete {
-                table: Table::Main,
-                pk: user_pk(user_id),
-                sk: slot.to_owned(),
-                condition: Condition::AttrEquals("key_hash".into(), json!(key_hash)),
-            }),
-            WriteOp::Delete(Delete {
-                table: Table::Main,
-                pk: key_pk(key_hash),
-                sk: KEY_SK.into(),
-                condition: Condition::Always,
-            }),
-        ])
-        .await
-    }
-}
-
-/// The body of `POST /v1/keys`.
+/// The body of `POST /v1/keys`. A field we do not know is refused, never ignored: a limit a client believes
+/// it set must not silently be absent.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewKeyRequest {
     pub name: String,
     #[serde(default)]
     pub expires_at: Option<String>,
+    #[serde(default)]
+    pub allowed_models: Option<Vec<String>>,
 }
 
 /// Creates a key in a free slot. At most [`MAX_ACTIVE_KEYS`] live keys per account, even under concurrency.
 pub async fn create_key(ports: &Ports, user_id: &str, request: NewKeyRequest) -> ApiResult<CreatedKey> {
     let store = ports.store();
     let clock = ports.clock();
-    let name = request.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidName,
-            "name",
-            format!("name must be 1 to {MAX_NAME_CHARS} characters"),
-        ));
-    }
+    let name = checked_name(&request.name)?;
+    let allowed_models = changes::checked_models(request.allowed_models)?;
     let now = clock.now();
     let expires_at = match request.expires_at {
         None => None,
@@ -201,6 +170,7 @@ pub async fn create_key(ports: &Ports, user_id: &str, request: NewKeyRequest) ->
         created_at: now,
         expires_at,
         last_used_at: None,
+        allowed_models,
     };
     // Concurrent creations may pick the same free slot; the loser looks again.
     for _ in 0..MAX_ACTIVE_KEYS {
@@ -219,12 +189,30 @@ pub async fn create_key(ports: &Ports, user_id: &str, request: NewKeyRequest) ->
     Err(ApiError::Unavailable("too many concurrent key creations; retry".into()))
 }
 
+/// A key's name, trimmed: 1 to [`MAX_NAME_CHARS`] printable characters.
+fn checked_name(raw: &str) -> ApiResult<String> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidName,
+            "name",
+            format!("name must be 1 to {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// One of the user's keys, by id: (slot, record); 404 `key_not_found` otherwise.
+async fn find_key<S: KeyStore + ?Sized>(store: &S, user_id: &str, key_id: &str) -> ApiResult<(String, ApiKeyRecord)> {
+    let keys = store.keys(user_id).await?;
+    keys.into_iter()
+        .find(|(_, r)| r.id == key_id)
+        .ok_or_else(|| ApiError::NotFound { code: ErrorCode::KeyNotFound, message: format!("no API key {key_id}") })
+}
+
 /// Revokes one of the user's keys.
 pub async fn delete_key<S: KeyStore + ?Sized>(store: &S, user_id: &str, key_id: &str) -> ApiResult<()> {
-    let keys = store.keys(user_id).await?;
-    let Some((slot, record)) = keys.into_iter().find(|(_, r)| r.id == key_id) else {
-        return Err(ApiError::NotFound { code: ErrorCode::KeyNotFound, message: format!("no API key {key_id}") });
-    };
+    let (slot, record) = find_key(store, user_id, key_id).await?;
     Ok(store.delete_key(user_id, &slot, &record.key_hash).await.or_not_needed()?)
 }
 
