@@ -173,6 +173,16 @@ def main():
         template = responses.get(kind, {}).get("responseTemplates", {}).get("application/json", "")
         shaped = all(f'"{key}"' in template for key in ERROR_SHAPE_KEYS) and template.startswith('{"error":')
         check(shaped, f"gateway response {kind} is in the API definition, in the error shape")
+        headers = responses.get(kind, {}).get("responseParameters", {})
+        check(
+            headers.get("gatewayresponse.header.Access-Control-Allow-Origin") == "'*'",
+            f"gateway response {kind} is readable by a browser app on another origin",
+        )
+        if kind in ("THROTTLED", "DEFAULT_5XX"):
+            check(
+                str(headers.get("gatewayresponse.header.Retry-After", "")).strip("'").isdigit(),
+                f"gateway response {kind} says when to retry",
+            )
     check(not of_type("AWS::ApiGateway::GatewayResponse"), "no standalone gateway responses (an API update drops them)")
     stray_stages = [k for k, v in of_type("AWS::ApiGateway::Deployment").items() if "StageName" in v["Properties"]]
     check(not stray_stages, "no extra stage named by a deployment (SAM's 'Stage')")
