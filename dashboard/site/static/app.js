@@ -1053,8 +1053,17 @@ function renderKeys() {
     el("td", null, key.last_used_at ? formatDateTime(key.last_used_at) : "Never"),
     el("td", null, key.expires_at ? formatDateTime(key.expires_at) : "Never"),
     el("td", { class: "wrap" }, key.allowed_models ? key.allowed_models.join(", ") : "All"),
+    el("td", { class: "wrap" }, rateLimitsText(key.rate_limits)),
     el("td", { class: "actions" }, revokeButton(key)))));
   show($("#keys-empty"), state.keys.length === 0);
+}
+
+/** "60 requests/min, 10,000 tokens/min", or "None". */
+function rateLimitsText(limits) {
+  const parts = [];
+  if (limits && limits.requests_per_minute) parts.push(`${limits.requests_per_minute.toLocaleString("en-IN")} requests/min`);
+  if (limits && limits.tokens_per_minute) parts.push(`${limits.tokens_per_minute.toLocaleString("en-IN")} tokens/min`);
+  return parts.length ? parts.join(", ") : "None";
 }
 
 function revokeButton(key) {

@@ -56,10 +56,20 @@ fn cors() -> tower_http::cors::CorsLayer {
         .allow_origin(tower_http::cors::Any)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers(AllowHeaders::mirror_request())
-        .expose_headers(ExposeHeaders::list([
-            HeaderName::from_static("x-request-id"),
-            HeaderName::from_static("x-inferex-cost-inr"),
-        ]))
+        .expose_headers(ExposeHeaders::list(
+            [
+                "x-request-id",
+                "x-inferex-cost-inr",
+                "retry-after",
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ]
+            .map(HeaderName::from_static),
+        ))
         .max_age(std::time::Duration::from_secs(600))
 }
 
@@ -68,6 +78,38 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Every inference response, error or not, carries the request id that the usage log records.
+/// A call's answer: the JSON body with its cost, or the stream of events.
+fn answer_response(answer: Answer) -> Response {
+    match answer {
+        Answer::Complete(done) => {
+            let status = StatusCode::from_u16(done.status).unwrap_or(StatusCode::OK);
+            let mut response = (status, Json(done.body)).into_response();
+            if let Ok(cost) = HeaderValue::from_str(&shared::money::format_inr(done.cost)) {
+                response.headers_mut().insert("x-inferex-cost-inr", cost);
+            }
+            response
+        }
+        Answer::Stream(events) => {
+            let stream = futures_util::stream::unfold(events, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
+            let mut response = Response::new(Body::from_stream(stream));
+            let h = response.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+    }
+}
+
+/// OpenAI's `x-ratelimit-*` headers, for a key with rate limits.
+fn with_rate_headers(mut response: Response, window: Option<&shared::keys::RateWindow>) -> Response {
+    for (name, value) in window.map(shared::keys::RateWindow::headers).unwrap_or_default() {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
 fn with_request_id(mut response: Response, request_id: &str) -> Response {
     if let Ok(value) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert("x-request-id", value);
@@ -184,7 +226,7 @@ async fn serve(
         gateway.note_use(&context, &owner);
         let JsonBody(body) = body?;
         let prepared = inference::prepare(gateway, endpoint, body, request_id.clone())?;
-        owner.check_model(&prepared.model.id)?;
+        let window = gateway.admit(&context, &owner, &prepared).await?;
         // The call runs on a task of its own: a client that hangs up before the answer cancels neither the
         // call nor its settlement.
         let call_state = state.clone();
@@ -198,25 +240,7 @@ async fn serve(
             answer
         });
         let answer = call.await.map_err(|e| ApiError::Internal(format!("inference call: {e}")))??;
-        match answer {
-            Answer::Complete(done) => {
-                let status = StatusCode::from_u16(done.status).unwrap_or(StatusCode::OK);
-                let mut response = (status, Json(done.body)).into_response();
-                if let Ok(cost) = HeaderValue::from_str(&shared::money::format_inr(done.cost)) {
-                    response.headers_mut().insert("x-inferex-cost-inr", cost);
-                }
-                Ok(response)
-            }
-            Answer::Stream(events) => {
-                let stream =
-                    futures_util::stream::unfold(events, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
-                let mut response = Response::new(Body::from_stream(stream));
-                let h = response.headers_mut();
-                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                Ok(response)
-            }
-        }
+        Ok(with_rate_headers(answer_response(answer), window.as_ref()))
     }
     .await;
     with_request_id(result.into_response(), &request_id)

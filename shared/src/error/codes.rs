@@ -39,6 +39,8 @@ catalogue! {
     InvalidAadhaar = "invalid_aadhaar", BAD_REQUEST;
     InvalidAllowedModels = "invalid_allowed_models", BAD_REQUEST;
     InvalidAmount = "invalid_amount", BAD_REQUEST;
+    InvalidRateLimits = "invalid_rate_limits", BAD_REQUEST;
+    RequestExceedsRateLimit = "request_exceeds_rate_limit", BAD_REQUEST;
     InvalidCampaign = "invalid_campaign", BAD_REQUEST;
     InvalidCursor = "invalid_cursor", BAD_REQUEST;
     InvalidDateOfBirth = "invalid_date_of_birth", BAD_REQUEST;
@@ -119,6 +121,7 @@ catalogue! {
     TooManyAttempts = "too_many_attempts", TOO_MANY_REQUESTS;
     TooManyRequests = "too_many_requests", TOO_MANY_REQUESTS;
     ProviderRateLimited = "provider_rate_limited", TOO_MANY_REQUESTS;
+    RateLimitExceeded = "rate_limit_exceeded", TOO_MANY_REQUESTS;
     NoRoute = "no_route", BAD_GATEWAY;
     PaymentGatewayError = "payment_gateway_error", BAD_GATEWAY;
     UpstreamError = "upstream_error", BAD_GATEWAY;

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::catalog::{Catalog, Model};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::keys::{KeyOwner, KeyStore};
+use crate::keys::{KeyOwner, KeyStore, RateCounter, RateWindow};
 use crate::ports::Ports;
 use crate::secrets::sha256_hex;
 use crate::usage::UsageRecord;
@@ -69,6 +69,8 @@ pub struct Gateway {
     /// A Lambda instance's purses (see [`Gateway::one_call_at_a_time`]); without them, each call holds on
     /// the wallet itself.
     purses: Option<Arc<metering::Purses>>,
+    /// Keys' rate windows this instance found full.
+    rates: RateCounter,
 }
 
 impl Gateway {
@@ -90,7 +92,17 @@ impl Gateway {
             leases: Leases::default(),
             leases_on: true,
             purses: None,
+            rates: RateCounter::default(),
         })
+    }
+
+    /// What a key may do with this request, before anything is held: call this model (403
+    /// `model_not_allowed`), within its rate limits (429 `rate_limit_exceeded`). Returns where the call left
+    /// the key's rate window, for the answer's `x-ratelimit-*` headers.
+    pub async fn admit(&self, ports: &Ports, owner: &KeyOwner, prepared: &Prepared) -> ApiResult<Option<RateWindow>> {
+        owner.check_model(&prepared.model.id)?;
+        let tokens = prepared.prompt_bound.saturating_add(prepared.max_tokens);
+        self.rates.count(ports.store.as_ref(), owner, tokens, ports.clock.now()).await
     }
 
     /// For a process that serves one call at a time and is frozen between calls (a Lambda instance): no

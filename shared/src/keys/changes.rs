@@ -1,41 +1,50 @@
-//! `PATCH /v1/keys/{key_id}`: a key's name and the models it may call, changed on both of its items at once.
+//! `PATCH /v1/keys/{key_id}`: a key's name, the models it may call and its rate limits, changed on both of
+//! its items at once.
 //! Inference caches a key's owner for up to a minute (its key cache), so a change reaches every
 //! instance within that time, as a revocation does.
 
 use serde_json::{Map, Value};
 
-use super::{ApiKeyView, KeyStore, checked_name, find_key};
+use super::{ApiKeyView, KeyStore, RateLimits, checked_name, find_key};
 use crate::catalog::Catalog;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::Conditional;
 
-/// What a PATCH changes: each field present is set (`allowed_models: null` lifts the restriction).
+/// What a PATCH changes: each field present is set (`allowed_models: null` and `rate_limits: null` lift
+/// the limits).
 #[derive(Debug, Default)]
 pub struct KeyChanges {
     name: Option<String>,
     allowed_models: Option<Option<Vec<String>>>,
+    rate_limits: Option<RateLimits>,
 }
 
+/// The fields a PATCH may set.
+const EDITABLE: [&str; 3] = ["name", "allowed_models", "rate_limits"];
+
 impl KeyChanges {
-    /// Reads a PATCH body: an object of `name` and `allowed_models` only, at least one of them.
+    /// Reads a PATCH body: an object of the editable fields only, at least one of them.
     pub fn from_body(body: &Value) -> ApiResult<Self> {
         let fields = body.as_object().ok_or_else(|| ApiError::InvalidRequest {
             code: ErrorCode::InvalidJson,
             message: "request body must be a JSON object".into(),
             param: None,
         })?;
-        if let Some(unknown) = fields.keys().find(|k| !["name", "allowed_models"].contains(&k.as_str())) {
+        if let Some(unknown) = fields.keys().find(|k| !EDITABLE.contains(&k.as_str())) {
             return Err(ApiError::invalid(
                 ErrorCode::UnknownField,
                 unknown,
-                format!("{unknown} is not a field of a key; editable: name, allowed_models"),
+                format!("{unknown} is not a field of a key; editable: {}", EDITABLE.join(", ")),
             ));
         }
-        let changes = Self { name: name_of(fields)?, allowed_models: models_of(fields)? };
-        if changes.name.is_none() && changes.allowed_models.is_none() {
-            return Err(ApiError::invalid(ErrorCode::NothingToChange, "name", "send name or allowed_models"));
+        if fields.is_empty() {
+            return Err(ApiError::invalid(
+                ErrorCode::NothingToChange,
+                "name",
+                format!("send {}", EDITABLE.join(" or ")),
+            ));
         }
-        Ok(changes)
+        Ok(Self { name: name_of(fields)?, allowed_models: models_of(fields)?, rate_limits: rates_of(fields)? })
     }
 }
 
@@ -57,6 +66,18 @@ fn models_of(fields: &Map<String, Value>) -> ApiResult<Option<Option<Vec<String>
         )
     })?;
     checked_models(models).map(Some)
+}
+
+fn rates_of(fields: &Map<String, Value>) -> ApiResult<Option<RateLimits>> {
+    let Some(value) = fields.get("rate_limits") else { return Ok(None) };
+    let limits = serde_json::from_value::<Option<RateLimits>>(value.clone()).map_err(|_| {
+        ApiError::invalid(
+            ErrorCode::InvalidRateLimits,
+            "rate_limits",
+            "rate_limits must be an object of requests_per_minute and tokens_per_minute (integers or null), or null",
+        )
+    })?;
+    limits.unwrap_or_default().checked().map(Some)
 }
 
 /// A key's model list: `null` (every model) or model ids we serve, at least one, each once.
@@ -96,6 +117,9 @@ pub async fn change_key<S: KeyStore + ?Sized>(
     }
     if let Some(models) = changes.allowed_models {
         record.allowed_models = models;
+    }
+    if let Some(limits) = changes.rate_limits {
+        record.rate_limits = limits;
     }
     // The key was revoked (or expired) meanwhile: as absent as if it had gone first.
     store

@@ -18,8 +18,10 @@ use crate::secrets::{random_suffix, random_token, sha256_hex};
 use crate::store::{Condition, Conditional, ItemStore, StoreResult, Table};
 
 mod changes;
+mod rates;
 mod store;
 pub use changes::{KeyChanges, change_key};
+pub use rates::{MAX_REQUESTS_PER_MINUTE, MAX_TOKENS_PER_MINUTE, RateCounter, RateLimits, RateWindow};
 pub use store::KeyStore;
 
 pub const KEY_PREFIX: &str = "sk-inferex-";
@@ -45,6 +47,8 @@ pub struct KeyOwner {
     /// The models the key may call; absent: every model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_models: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "RateLimits::is_unlimited")]
+    pub rate_limits: RateLimits,
 }
 
 impl KeyOwner {
@@ -54,6 +58,7 @@ impl KeyOwner {
             user_id: user_id.to_owned(),
             slot: slot.to_owned(),
             allowed_models: record.allowed_models.clone(),
+            rate_limits: record.rate_limits,
         }
     }
 
@@ -88,6 +93,8 @@ pub struct ApiKeyRecord {
     pub last_used_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_models: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "RateLimits::is_unlimited")]
+    pub rate_limits: RateLimits,
 }
 
 /// How `GET /v1/keys` shows a key.
@@ -101,6 +108,8 @@ pub struct ApiKeyView {
     pub last_used_at: Option<String>,
     /// `null`: every model.
     pub allowed_models: Option<Vec<String>>,
+    /// Each `null` when not limited.
+    pub rate_limits: RateLimits,
 }
 
 impl From<&ApiKeyRecord> for ApiKeyView {
@@ -113,6 +122,7 @@ impl From<&ApiKeyRecord> for ApiKeyView {
             expires_at: r.expires_at.map(timestamp),
             last_used_at: r.last_used_at.map(timestamp),
             allowed_models: r.allowed_models.clone(),
+            rate_limits: r.rate_limits,
         }
     }
 }
@@ -135,6 +145,8 @@ pub struct NewKeyRequest {
     pub expires_at: Option<String>,
     #[serde(default)]
     pub allowed_models: Option<Vec<String>>,
+    #[serde(default)]
+    pub rate_limits: Option<RateLimits>,
 }
 
 /// Creates a key in a free slot. At most [`MAX_ACTIVE_KEYS`] live keys per account, even under concurrency.
@@ -143,6 +155,7 @@ pub async fn create_key(ports: &Ports, user_id: &str, request: NewKeyRequest) ->
     let clock = ports.clock();
     let name = checked_name(&request.name)?;
     let allowed_models = changes::checked_models(request.allowed_models)?;
+    let rate_limits = request.rate_limits.unwrap_or_default().checked()?;
     let now = clock.now();
     let expires_at = match request.expires_at {
         None => None,
@@ -171,6 +184,7 @@ pub async fn create_key(ports: &Ports, user_id: &str, request: NewKeyRequest) ->
         expires_at,
         last_used_at: None,
         allowed_models,
+        rate_limits,
     };
     // Concurrent creations may pick the same free slot; the loser looks again.
     for _ in 0..MAX_ACTIVE_KEYS {

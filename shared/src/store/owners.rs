@@ -40,6 +40,7 @@ pub const OWNERS: &[(&str, &[&str])] = &[
     ("prefix::CALL_BEAT", &["wallet"]),
     ("prefix::PURSE", &["wallet"]),
     ("prefix::API_KEY_SLOT", &["keys"]),
+    ("prefix::RATE_WINDOW", &["keys"]),
     ("prefix::USAGE", &["usage"]),
     ("prefix::PRIVACY_REQUEST", &["privacy"]),
     ("prefix::EXPORT", &["privacy"]),

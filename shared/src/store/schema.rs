@@ -108,6 +108,8 @@ pub mod prefix {
     pub const PAYMENT_INDEX: &str = "PAYMENT#";
     pub const CALL_BEAT: &str = "CALLBEAT#";
     pub const PURSE: &str = "PURSE#";
+    /// A key's rate window: `RATE#<key id>#<minute>`.
+    pub const RATE_WINDOW: &str = "RATE#";
 }
 
 /// Singleton partitions.

@@ -1,0 +1,231 @@
+//! Per-key rate limits: requests and tokens per minute, counted in the store so that the limit holds across
+//! every instance (never limit × instances).
+//!
+//! Fixed one-minute windows, one counter item per key and minute (`USER#<id>` / `RATE#<key>#<minute>`,
+//! expiring two minutes after its minute): a call adds itself with one conditional update that fails when
+//! the window is full. Fixed rather than sliding windows because a window is then one item and one write per
+//! admitted call; the price is that a burst across a minute's edge may pass up to twice the limit within a
+//! few seconds, as with OpenAI's per-minute limits. Writes per item are bounded by the limit, not by the
+//! traffic: admitted calls are at most the limit (capped at 30,000 a minute, half of what one DynamoDB item
+//! takes), and an instance that found a window full refuses locally until the minute ends, writing nothing.
+//! Tokens are counted when the call is admitted, at its upper bound (the prompt's bound plus the output
+//! cap), as OpenAI counts `max_tokens`. Only keys with a limit pay the write; the others make no round trip.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::KeyOwner;
+use crate::accounts::user_pk;
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::store::schema::prefix::RATE_WINDOW;
+use crate::store::{Condition, Item, ItemStore, Put, StoreError, Table, Update};
+
+/// The most requests a minute a key may be given.
+pub const MAX_REQUESTS_PER_MINUTE: u64 = 30_000;
+/// The most tokens a minute a key may be given.
+pub const MAX_TOKENS_PER_MINUTE: u64 = 1_000_000_000;
+/// How many keys' full windows an instance remembers (beyond it, it forgets them all and asks the store).
+const FULL_WINDOWS_KEPT: usize = 10_000;
+
+/// A key's limits: `null` (or absent) is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+}
+
+impl RateLimits {
+    pub fn is_unlimited(&self) -> bool {
+        self.requests_per_minute.is_none() && self.tokens_per_minute.is_none()
+    }
+
+    /// Each limit, if set, from 1 to its maximum.
+    pub fn checked(self) -> ApiResult<Self> {
+        let within = |value: Option<u64>, max: u64, field: &str| match value {
+            Some(n) if !(1..=max).contains(&n) => Err(ApiError::invalid(
+                ErrorCode::InvalidRateLimits,
+                "rate_limits",
+                format!("rate_limits.{field} must be an integer from 1 to {max}, or null"),
+            )),
+            _ => Ok(()),
+        };
+        within(self.requests_per_minute, MAX_REQUESTS_PER_MINUTE, "requests_per_minute")?;
+        within(self.tokens_per_minute, MAX_TOKENS_PER_MINUTE, "tokens_per_minute")?;
+        Ok(self)
+    }
+}
+
+/// Where a call left its key's window: OpenAI's `x-ratelimit-*` headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateWindow {
+    limits: RateLimits,
+    requests: u64,
+    tokens: u64,
+    reset_secs: i64,
+}
+
+impl RateWindow {
+    /// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for each limit the key has.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let reset = format!("{}s", self.reset_secs);
+        let mut headers = Vec::new();
+        if let Some(limit) = self.limits.requests_per_minute {
+            headers.push(("x-ratelimit-limit-requests", limit.to_string()));
+            headers.push(("x-ratelimit-remaining-requests", limit.saturating_sub(self.requests).to_string()));
+            headers.push(("x-ratelimit-reset-requests", reset.clone()));
+        }
+        if let Some(limit) = self.limits.tokens_per_minute {
+            headers.push(("x-ratelimit-limit-tokens", limit.to_string()));
+            headers.push(("x-ratelimit-remaining-tokens", limit.saturating_sub(self.tokens).to_string()));
+            headers.push(("x-ratelimit-reset-tokens", reset));
+        }
+        headers
+    }
+}
+
+/// The windows this instance found full, by key: it refuses their calls until the minute ends without a
+/// store write.
+#[derive(Default)]
+pub struct RateCounter {
+    full_until: Mutex<HashMap<String, i64>>,
+}
+
+impl RateCounter {
+    /// Counts a call of `tokens` (its upper bound) in its key's current window; `None` for a key without
+    /// limits. 429 `rate_limit_exceeded` with `Retry-After` (the rest of the minute) when the window is full;
+    /// 400 when the call alone needs more tokens than a minute allows.
+    pub async fn count(
+        &self,
+        store: &dyn ItemStore,
+        owner: &KeyOwner,
+        tokens: u64,
+        now: DateTime<Utc>,
+    ) -> ApiResult<Option<RateWindow>> {
+        let limits = owner.rate_limits;
+        if limits.is_unlimited() {
+            return Ok(None);
+        }
+        if let Some(limit) = limits.tokens_per_minute.filter(|limit| tokens > *limit) {
+            return Err(ApiError::invalid(
+                ErrorCode::RequestExceedsRateLimit,
+                "max_tokens",
+                format!("the request may use {tokens} tokens, more than this key's {limit} a minute; lower max_tokens"),
+            ));
+        }
+        let window = Window::at(now);
+        if self.is_full(&owner.key_id, now.timestamp()) {
+            return Err(window.full(now));
+        }
+        let Some(item) = window.admit_or_open(store, owner, limits, tokens).await? else {
+            self.remember_full(&owner.key_id, window.ends_at);
+            return Err(window.full(now));
+        };
+        let counted = |name: &str| item.attrs.get(name).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let reset_secs = window.ends_at - now.timestamp();
+        Ok(Some(RateWindow { limits, requests: counted("requests"), tokens: counted("tokens"), reset_secs }))
+    }
+
+    fn is_full(&self, key_id: &str, now: i64) -> bool {
+        let full = self.full_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        full.get(key_id).is_some_and(|until| now < *until)
+    }
+
+    fn remember_full(&self, key_id: &str, until: i64) {
+        let mut full = self.full_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if full.len() >= FULL_WINDOWS_KEPT {
+            full.clear();
+        }
+        full.insert(key_id.to_owned(), until);
+    }
+}
+
+/// One key's minute.
+struct Window {
+    minute: i64,
+    ends_at: i64,
+}
+
+impl Window {
+    fn at(now: DateTime<Utc>) -> Self {
+        let minute = now.timestamp().div_euclid(60);
+        Self { minute, ends_at: (minute + 1) * 60 }
+    }
+
+    fn sk(&self, key_id: &str) -> String {
+        format!("{RATE_WINDOW}{key_id}#{}", self.minute)
+    }
+
+    /// Adds the call to an existing window, only while it stays within every limit.
+    fn admit(&self, owner: &KeyOwner, limits: RateLimits, tokens: u64) -> Update {
+        let mut room = Vec::new();
+        if let Some(limit) = limits.requests_per_minute {
+            room.push(Condition::AttrBelow("requests".into(), clamp(limit)));
+        }
+        if let Some(limit) = limits.tokens_per_minute {
+            // tokens + this call <= limit
+            room.push(Condition::AttrBelow("tokens".into(), clamp(limit - tokens + 1)));
+        }
+        Update::new(Table::Main, user_pk(&owner.user_id), self.sk(&owner.key_id))
+            .add("requests", 1)
+            .add("tokens", clamp(tokens))
+            .when(Condition::All(room))
+    }
+
+    /// Adds the call to the window, creating it for its first call; `None` when the window is full. A
+    /// refused update means a full window or none yet: the item read says which, and calls racing to open
+    /// or fill it try again (a few times: each failure means another call got in).
+    async fn admit_or_open(
+        &self,
+        store: &dyn ItemStore,
+        owner: &KeyOwner,
+        limits: RateLimits,
+        tokens: u64,
+    ) -> ApiResult<Option<Item>> {
+        let (pk, sk) = (user_pk(&owner.user_id), self.sk(&owner.key_id));
+        for _ in 0..8 {
+            let admit = self.admit(owner, limits, tokens);
+            let refused_by = match store.update(admit.clone()).await {
+                Ok(item) => return Ok(Some(item)),
+                Err(StoreError::ConditionFailed) => store.get(Table::Main, &pk, &sk).await?,
+                Err(e) => return Err(e.into()),
+            };
+            match refused_by {
+                Some(item) if !admit.condition.holds(Some(&item)) => return Ok(None),
+                Some(_) => continue,
+                None => {
+                    // Kept two minutes past its own minute, so a late clock never reopens it.
+                    let attrs = json!({ "requests": 1, "tokens": tokens }).as_object().cloned().unwrap_or_default();
+                    let first = Item { pk: pk.clone(), sk: sk.clone(), attrs, expires_at: Some(self.ends_at + 120) };
+                    let put = Put { table: Table::Main, item: first.clone(), condition: Condition::NotExists };
+                    match store.put(put).await {
+                        Ok(()) => return Ok(Some(first)),
+                        Err(StoreError::ConditionFailed) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Err(ApiError::Unavailable("the key's rate window is too busy; retry".into()))
+    }
+
+    /// The 429 of a full window: retry when the minute ends.
+    fn full(&self, now: DateTime<Utc>) -> ApiError {
+        let wait = u64::try_from(self.ends_at - now.timestamp()).unwrap_or(1).clamp(1, 60);
+        ApiError::TooManyRequests {
+            code: ErrorCode::RateLimitExceeded,
+            message: format!("this API key is at its per-minute limit; retry in {wait} s"),
+            retry_after_secs: wait,
+        }
+    }
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

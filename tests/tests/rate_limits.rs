@@ -1,0 +1,138 @@
+//! Per-key rate limits, counted in the store: 60 requests a minute admit exactly 60 calls of a burst, with
+//! OpenAI's `x-ratelimit-*` headers counting down, and the 61st gets a 429 `rate_limit_exceeded` with
+//! `Retry-After` (the rest of the minute); another key of the account is not held back; the next minute (the
+//! injected clock) admits calls again. Tokens a minute count each call's upper bound; a call that alone
+//! needs more is a 400. Keys without limits make no extra store write.
+
+use e2e::{Backend, TestApi, TestResult, on_both_stores};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+on_both_stores!(sixty_a_minute_means_sixty, tokens_a_minute_count_each_calls_bound);
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A funded, verified account's session token.
+async fn account(api: &TestApi, email: &str) -> Res<String> {
+    let (_, token) = api.verified_user(email).await?;
+    api.fund(&token, 100).await?;
+    Ok(token)
+}
+
+async fn key_with(api: &TestApi, token: &str, limits: Value) -> Res<(String, Value)> {
+    let created: Value = api
+        .http
+        .post(api.url("/v1/keys"))
+        .bearer_auth(token)
+        .json(&json!({ "name": "limited", "rate_limits": limits }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok((created["key"].as_str().ok_or("key")?.to_owned(), created))
+}
+
+async fn chat(api: &TestApi, key: &str, max_tokens: u64) -> Res<reqwest::Response> {
+    let body =
+        json!({ "model": "llama-3.1-8b", "max_tokens": max_tokens, "messages": [{ "role": "user", "content": "hi" }] });
+    Ok(api.http.post(api.url("/v1/chat/completions")).bearer_auth(key).json(&body).send().await?)
+}
+
+fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+async fn sixty_a_minute_means_sixty(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let token = account(&api, "rpm@example.in").await?;
+    let (key, created) = key_with(&api, &token, json!({ "requests_per_minute": 60 })).await?;
+    assert_eq!(created["rate_limits"], json!({ "requests_per_minute": 60, "tokens_per_minute": null }));
+    let (other, _) = key_with(&api, &token, json!(null)).await?;
+
+    let burst = (0..60).map(|_| chat(&api, &key, 3));
+    let mut remaining = Vec::new();
+    for call in futures_util::future::join_all(burst).await {
+        let response = call?;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(&response, "x-ratelimit-limit-requests").as_deref(), Some("60"));
+        remaining.push(header(&response, "x-ratelimit-remaining-requests").ok_or("remaining")?.parse::<u64>()?);
+    }
+    remaining.sort_unstable();
+    assert_eq!(remaining, (0..60).collect::<Vec<_>>(), "each call counted once, across the burst");
+
+    let refused = chat(&api, &key, 3).await?;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = header(&refused, "retry-after").ok_or("Retry-After")?.parse()?;
+    assert!((1..=60).contains(&wait), "the rest of the minute: {wait}");
+    let error: Value = refused.json().await?;
+    assert_eq!(
+        (error["error"]["code"].as_str(), error["error"]["type"].as_str()),
+        (Some("rate_limit_exceeded"), Some("rate_limit_error"))
+    );
+
+    let free = chat(&api, &other, 3).await?;
+    assert_eq!(free.status(), StatusCode::OK, "another key of the account is not held back");
+    assert_eq!(header(&free, "x-ratelimit-limit-requests"), None, "a key without limits has no window");
+
+    api.clock.advance(chrono::Duration::seconds(60));
+    let next = chat(&api, &key, 3).await?;
+    assert_eq!(next.status(), StatusCode::OK, "the next minute admits calls again");
+    assert_eq!(header(&next, "x-ratelimit-remaining-requests").as_deref(), Some("59"));
+    Ok(())
+}
+
+async fn tokens_a_minute_count_each_calls_bound(backend: Backend) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let token = account(&api, "tpm@example.in").await?;
+    let (key, _) = key_with(&api, &token, json!({ "tokens_per_minute": 1000 })).await?;
+    let first = chat(&api, &key, 300).await?;
+    assert_eq!(first.status(), StatusCode::OK);
+    let left: u64 = header(&first, "x-ratelimit-remaining-tokens").ok_or("remaining tokens")?.parse()?;
+    let bound = 1000 - left;
+    assert!(bound > 300, "the output cap and the prompt's bound count: {bound}");
+    assert!(header(&first, "x-ratelimit-reset-tokens").is_some_and(|r| r.ends_with('s')));
+    let mut admitted = 1;
+    while chat(&api, &key, 300).await?.status() == StatusCode::OK {
+        admitted += 1;
+        assert!(admitted < 10, "the window must fill");
+    }
+    assert_eq!(admitted, 1000 / bound, "as many calls as their bounds fit in the minute");
+
+    let too_large = chat(&api, &key, 2000).await?;
+    assert_eq!(too_large.status(), StatusCode::BAD_REQUEST, "a call that alone needs more than a minute allows");
+    assert_eq!(too_large.json::<Value>().await?["error"]["param"], "max_tokens");
+
+    let keys: Value = api.http.get(api.url("/v1/keys")).bearer_auth(&token).send().await?.json().await?;
+    let id = keys["data"][0]["id"].as_str().ok_or("id")?.to_owned();
+    let lifted = api
+        .http
+        .patch(api.url(&format!("/v1/keys/{id}")))
+        .bearer_auth(&token)
+        .json(&json!({ "rate_limits": null }))
+        .send()
+        .await?;
+    assert_eq!(
+        lifted.json::<Value>().await?["rate_limits"],
+        json!({ "requests_per_minute": null, "tokens_per_minute": null })
+    );
+    // The harness caches keys for 300 ms (production: 60 s).
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let unlimited = chat(&api, &key, 300).await?;
+    assert_eq!((unlimited.status(), header(&unlimited, "x-ratelimit-limit-tokens")), (StatusCode::OK, None));
+
+    for limits in
+        [json!({ "requests_per_minute": 0 }), json!({ "tokens_per_minute": -1 }), json!({ "rpm": 5 }), json!(7)]
+    {
+        let refused = api
+            .http
+            .post(api.url("/v1/keys"))
+            .bearer_auth(&token)
+            .json(&json!({ "name": "x", "rate_limits": limits }))
+            .send()
+            .await?;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{limits}");
+        assert!(refused.text().await?.contains("rate_limits"), "{limits}");
+    }
+    Ok(())
+}
