@@ -109,6 +109,24 @@ async fn key_changes_are_checked_and_kept_to_the_owner(backend: Backend) -> Test
         assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(refused.json::<Value>().await?["error"]["code"], code, "{body}");
     }
+    // Changes of different fields at once: each lands, none undoes the other.
+    for round in 0..5 {
+        let (limits, renamed) = futures_util::future::join(
+            patch(&token, json!({ "rate_limits": { "requests_per_minute": 100 + round } })),
+            patch(&token, json!({ "name": format!("renamed {round}") })),
+        )
+        .await;
+        for answer in [limits?, renamed?] {
+            assert_eq!(answer.status(), StatusCode::OK, "a change that meets another reads the key again");
+        }
+        let now: Value = api.http.get(api.url("/v1/keys")).bearer_auth(&token).send().await?.json().await?;
+        let key = &now["data"][0];
+        assert_eq!(key["name"], format!("renamed {round}"), "{key}");
+        assert_eq!(key["rate_limits"]["requests_per_minute"], 100 + round, "{key}");
+    }
+    let restored = patch(&token, json!({ "name": "mine" })).await?;
+    assert_eq!(restored.status(), StatusCode::OK);
+
     let someone_else = patch(&other, json!({ "name": "taken" })).await?;
     assert_eq!(someone_else.status(), StatusCode::NOT_FOUND, "another account's key is not found");
     let after: Value = api.http.get(api.url("/v1/keys")).bearer_auth(&token).send().await?.json().await?;

@@ -99,6 +99,21 @@ async fn tokens_a_minute_count_each_calls_bound(backend: Backend) -> TestResult 
     }
     assert_eq!(admitted, 1000 / bound, "as many calls as their bounds fit in the minute");
 
+    // The window has room left for a smaller call: a refused larger one does not close it.
+    let (left_now, prompt_bound) = (1000 - admitted * bound, bound - 300);
+    assert!(left_now > prompt_bound, "the test's numbers leave room for a smaller call: {left_now}");
+    let small = chat(&api, &key, left_now - prompt_bound).await?;
+    assert_eq!(small.status(), StatusCode::OK, "{left_now} tokens were left");
+
+    // Without max_tokens, the cap the gateway chooses fits the key's minute (the model's is 4,096).
+    let (fresh, _) = key_with(&api, &token, json!({ "tokens_per_minute": 1000 })).await?;
+    let body = json!({ "model": "llama-3.1-8b", "messages": [{ "role": "user", "content": "hi" }] });
+    let fitted = api.http.post(api.url("/v1/chat/completions")).bearer_auth(&fresh).json(&body).send().await?;
+    assert_eq!(fitted.status(), StatusCode::OK);
+    assert_eq!(header(&fitted, "x-ratelimit-remaining-tokens").as_deref(), Some("0"), "the minute's tokens, all held");
+    let sent = api.cerebras.requests().pop().ok_or("sent")?;
+    assert!(sent["max_tokens"].as_u64().is_some_and(|cap| cap < 1000), "{sent}");
+
     let too_large = chat(&api, &key, 2000).await?;
     assert_eq!(too_large.status(), StatusCode::BAD_REQUEST, "a call that alone needs more than a minute allows");
     assert_eq!(too_large.json::<Value>().await?["error"]["param"], "max_tokens");
@@ -121,6 +136,13 @@ async fn tokens_a_minute_count_each_calls_bound(backend: Backend) -> TestResult 
     let unlimited = chat(&api, &key, 300).await?;
     assert_eq!((unlimited.status(), header(&unlimited, "x-ratelimit-limit-tokens")), (StatusCode::OK, None));
 
+    Ok(())
+}
+
+#[tokio::test]
+async fn limits_are_checked() -> TestResult {
+    let api = TestApi::start(Backend::Embedded).await?;
+    let token = account(&api, "checked@example.in").await?;
     for limits in
         [json!({ "requests_per_minute": 0 }), json!({ "tokens_per_minute": -1 }), json!({ "rpm": 5 }), json!(7)]
     {

@@ -77,7 +77,6 @@ pub fn app(state: AppState) -> Router {
     shared::http::finish(routes(), state)
 }
 
-/// Every inference response, error or not, carries the request id that the usage log records.
 /// A call's answer: the JSON body with its cost, or the stream of events.
 fn answer_response(answer: Answer) -> Response {
     match answer {
@@ -110,6 +109,7 @@ fn with_rate_headers(mut response: Response, window: Option<&shared::keys::RateW
     response
 }
 
+/// Every inference response, error or not, carries the request id that the usage log records.
 fn with_request_id(mut response: Response, request_id: &str) -> Response {
     if let Ok(value) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert("x-request-id", value);
@@ -225,8 +225,8 @@ async fn serve(
         let owner = gateway.authenticate(&context, shared::http::bearer_token(&headers)).await?;
         gateway.note_use(&context, &owner);
         let JsonBody(body) = body?;
-        let prepared = inference::prepare(gateway, endpoint, body, request_id.clone())?;
-        let window = gateway.admit(&context, &owner, &prepared).await?;
+        let mut prepared = inference::prepare(gateway, endpoint, body, request_id.clone())?;
+        let window = gateway.admit(&context, &owner, &mut prepared).await?;
         // The call runs on a task of its own: a client that hangs up before the answer cancels neither the
         // call nor its settlement.
         let call_state = state.clone();

@@ -117,6 +117,7 @@ catalogue! {
     PayoutNotAllowedYet = "payout_not_allowed_yet", CONFLICT;
     RefundRequestChanged = "refund_request_changed", CONFLICT;
     TooManyKeys = "too_many_keys", CONFLICT;
+    KeyChanged = "key_changed", CONFLICT;
     WalletChanged = "wallet_changed", CONFLICT;
     TooManyAttempts = "too_many_attempts", TOO_MANY_REQUESTS;
     TooManyRequests = "too_many_requests", TOO_MANY_REQUESTS;

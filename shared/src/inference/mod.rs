@@ -99,8 +99,14 @@ impl Gateway {
     /// What a key may do with this request, before anything is held: call this model (403
     /// `model_not_allowed`), within its rate limits (429 `rate_limit_exceeded`). Returns where the call left
     /// the key's rate window, for the answer's `x-ratelimit-*` headers.
-    pub async fn admit(&self, ports: &Ports, owner: &KeyOwner, prepared: &Prepared) -> ApiResult<Option<RateWindow>> {
+    pub async fn admit(
+        &self,
+        ports: &Ports,
+        owner: &KeyOwner,
+        prepared: &mut Prepared,
+    ) -> ApiResult<Option<RateWindow>> {
         owner.check_model(&prepared.model.id)?;
+        prepared.fit_output_to(owner.rate_limits.tokens_per_minute);
         let tokens = prepared.prompt_bound.saturating_add(prepared.max_tokens);
         self.rates.count(ports.store.as_ref(), owner, tokens, ports.clock.now()).await
     }

@@ -298,6 +298,17 @@ impl Prepared {
         }
     }
 
+    /// A key's tokens a minute bound the output cap the gateway chooses (never the caller's), so that a call
+    /// without `max_tokens` fits the minute whenever its prompt's bound leaves room.
+    pub fn fit_output_to(&mut self, tokens_per_minute: Option<u64>) {
+        if let (Some(limit), None) = (tokens_per_minute, self.client_cap) {
+            let room = limit.saturating_sub(self.prompt_bound);
+            if (1..self.max_tokens).contains(&room) {
+                self.max_tokens = room;
+            }
+        }
+    }
+
     /// The field that holds the prompt.
     pub(super) fn prompt_param(&self) -> &'static str {
         match self.endpoint {

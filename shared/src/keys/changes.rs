@@ -12,7 +12,7 @@ use crate::store::Conditional;
 
 /// What a PATCH changes: each field present is set (`allowed_models: null` and `rate_limits: null` lift
 /// the limits).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct KeyChanges {
     name: Option<String>,
     allowed_models: Option<Option<Vec<String>>>,
@@ -23,6 +23,18 @@ pub struct KeyChanges {
 const EDITABLE: [&str; 3] = ["name", "allowed_models", "rate_limits"];
 
 impl KeyChanges {
+    fn apply(&self, record: &mut super::ApiKeyRecord) {
+        if let Some(name) = &self.name {
+            record.name.clone_from(name);
+        }
+        if let Some(models) = &self.allowed_models {
+            record.allowed_models.clone_from(models);
+        }
+        if let Some(limits) = self.rate_limits {
+            record.rate_limits = limits;
+        }
+    }
+
     /// Reads a PATCH body: an object of the editable fields only, at least one of them.
     pub fn from_body(body: &Value) -> ApiResult<Self> {
         let fields = body.as_object().ok_or_else(|| ApiError::InvalidRequest {
@@ -111,21 +123,20 @@ pub async fn change_key<S: KeyStore + ?Sized>(
     key_id: &str,
     changes: KeyChanges,
 ) -> ApiResult<ApiKeyView> {
-    let (slot, mut record) = find_key(store, user_id, key_id).await?;
-    if let Some(name) = changes.name {
-        record.name = name;
+    // A change that meets another (or a revocation) reads the key again: nothing another change set is
+    // undone, and a key revoked meanwhile is as absent as if it had gone first.
+    for _ in 0..3 {
+        let (slot, mut record) = find_key(store, user_id, key_id).await?;
+        let read = record.revision;
+        changes.apply(&mut record);
+        record.revision = read + 1;
+        if store.update_key(user_id, &slot, &record, read).await.applied()?.is_some() {
+            return Ok(ApiKeyView::from(&record));
+        }
     }
-    if let Some(models) = changes.allowed_models {
-        record.allowed_models = models;
-    }
-    if let Some(limits) = changes.rate_limits {
-        record.rate_limits = limits;
-    }
-    // The key was revoked (or expired) meanwhile: as absent as if it had gone first.
-    store
-        .update_key(user_id, &slot, &record)
-        .await
-        .applied()?
-        .ok_or_else(|| ApiError::NotFound { code: ErrorCode::KeyNotFound, message: format!("no API key {key_id}") })?;
-    Ok(ApiKeyView::from(&record))
+    Err(ApiError::Conflict {
+        code: ErrorCode::KeyChanged,
+        message: "the key kept changing while this change was applied; retry".into(),
+        param: None,
+    })
 }

@@ -95,6 +95,9 @@ pub struct ApiKeyRecord {
     pub allowed_models: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "RateLimits::is_unlimited")]
     pub rate_limits: RateLimits,
+    /// Counts the key's changes: a change applies only to the revision it read.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// How `GET /v1/keys` shows a key.
@@ -185,6 +188,7 @@ pub async fn create_key(ports: &Ports, user_id: &str, request: NewKeyRequest) ->
         last_used_at: None,
         allowed_models,
         rate_limits,
+        revision: 0,
     };
     // Concurrent creations may pick the same free slot; the loser looks again.
     for _ in 0..MAX_ACTIVE_KEYS {

@@ -1,13 +1,14 @@
 //! Per-key rate limits: requests and tokens per minute, counted in the store so that the limit holds across
 //! every instance (never limit × instances).
 //!
-//! Fixed one-minute windows, one counter item per key and minute (`USER#<id>` / `RATE#<key>#<minute>`,
-//! expiring two minutes after its minute): a call adds itself with one conditional update that fails when
-//! the window is full. Fixed rather than sliding windows because a window is then one item and one write per
+//! Fixed one-minute windows, one counter item per key and minute (`RATE#<key id>` / `<minute>`, a partition
+//! per key apart from the account's wallet, expiring two minutes after its minute): a call adds itself with
+//! one conditional update that fails when the window is full. Fixed rather than sliding windows because a window is then one item and one write per
 //! admitted call; the price is that a burst across a minute's edge may pass up to twice the limit within a
 //! few seconds, as with OpenAI's per-minute limits. Writes per item are bounded by the limit, not by the
 //! traffic: admitted calls are at most the limit (capped at 30,000 a minute, half of what one DynamoDB item
-//! takes), and an instance that found a window full refuses locally until the minute ends, writing nothing.
+//! takes), and an instance that found a window used up refuses locally until the minute ends, writing
+//! nothing (a window refused only because one call's tokens did not fit is asked again next time).
 //! Tokens are counted when the call is admitted, at its upper bound (the prompt's bound plus the output
 //! cap), as OpenAI counts `max_tokens`. Only keys with a limit pay the write; the others make no round trip.
 
@@ -19,9 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::KeyOwner;
-use crate::accounts::user_pk;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::store::schema::prefix::RATE_WINDOW;
+use crate::store::schema::rate_window_pk;
 use crate::store::{Condition, Item, ItemStore, Put, StoreError, Table, Update};
 
 /// The most requests a minute a key may be given.
@@ -90,11 +90,11 @@ impl RateWindow {
     }
 }
 
-/// The windows this instance found full, by key: it refuses their calls until the minute ends without a
-/// store write.
+/// The windows this instance found used up, by key, with the limits they were used up under: it refuses
+/// their calls until the minute ends without a store write (unless the key's limits changed).
 #[derive(Default)]
 pub struct RateCounter {
-    full_until: Mutex<HashMap<String, i64>>,
+    full_until: Mutex<HashMap<String, (i64, RateLimits)>>,
 }
 
 impl RateCounter {
@@ -120,30 +120,44 @@ impl RateCounter {
             ));
         }
         let window = Window::at(now);
-        if self.is_full(&owner.key_id, now.timestamp()) {
+        if self.is_full(&owner.key_id, limits, now.timestamp()) {
             return Err(window.full(now));
         }
-        let Some(item) = window.admit_or_open(store, owner, limits, tokens).await? else {
-            self.remember_full(&owner.key_id, window.ends_at);
-            return Err(window.full(now));
+        let item = match window.admit_or_open(store, owner, limits, tokens).await? {
+            Admission::Admitted(item) => item,
+            Admission::Refused { used_up } => {
+                if used_up {
+                    self.remember_full(&owner.key_id, limits, window.ends_at);
+                }
+                return Err(window.full(now));
+            }
         };
         let counted = |name: &str| item.attrs.get(name).and_then(serde_json::Value::as_u64).unwrap_or(0);
         let reset_secs = window.ends_at - now.timestamp();
         Ok(Some(RateWindow { limits, requests: counted("requests"), tokens: counted("tokens"), reset_secs }))
     }
 
-    fn is_full(&self, key_id: &str, now: i64) -> bool {
+    fn is_full(&self, key_id: &str, limits: RateLimits, now: i64) -> bool {
         let full = self.full_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        full.get(key_id).is_some_and(|until| now < *until)
+        full.get(key_id).is_some_and(|(until, under)| now < *until && *under == limits)
     }
 
-    fn remember_full(&self, key_id: &str, until: i64) {
+    fn remember_full(&self, key_id: &str, limits: RateLimits, until: i64) {
         let mut full = self.full_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if full.len() >= FULL_WINDOWS_KEPT {
             full.clear();
         }
-        full.insert(key_id.to_owned(), until);
+        full.insert(key_id.to_owned(), (until, limits));
     }
+}
+
+/// What a window said to a call.
+enum Admission {
+    Admitted(Item),
+    /// Refused; `used_up` when no call at all fits any more this minute (not just this call's tokens).
+    Refused {
+        used_up: bool,
+    },
 }
 
 /// One key's minute.
@@ -158,8 +172,8 @@ impl Window {
         Self { minute, ends_at: (minute + 1) * 60 }
     }
 
-    fn sk(&self, key_id: &str) -> String {
-        format!("{RATE_WINDOW}{key_id}#{}", self.minute)
+    fn sk(&self) -> String {
+        self.minute.to_string()
     }
 
     /// Adds the call to an existing window, only while it stays within every limit.
@@ -172,7 +186,7 @@ impl Window {
             // tokens + this call <= limit
             room.push(Condition::AttrBelow("tokens".into(), clamp(limit - tokens + 1)));
         }
-        Update::new(Table::Main, user_pk(&owner.user_id), self.sk(&owner.key_id))
+        Update::new(Table::Main, rate_window_pk(&owner.key_id), self.sk())
             .add("requests", 1)
             .add("tokens", clamp(tokens))
             .when(Condition::All(room))
@@ -187,17 +201,19 @@ impl Window {
         owner: &KeyOwner,
         limits: RateLimits,
         tokens: u64,
-    ) -> ApiResult<Option<Item>> {
-        let (pk, sk) = (user_pk(&owner.user_id), self.sk(&owner.key_id));
+    ) -> ApiResult<Admission> {
+        let (pk, sk) = (rate_window_pk(&owner.key_id), self.sk());
         for _ in 0..8 {
             let admit = self.admit(owner, limits, tokens);
             let refused_by = match store.update(admit.clone()).await {
-                Ok(item) => return Ok(Some(item)),
+                Ok(item) => return Ok(Admission::Admitted(item)),
                 Err(StoreError::ConditionFailed) => store.get(Table::Main, &pk, &sk).await?,
                 Err(e) => return Err(e.into()),
             };
             match refused_by {
-                Some(item) if !admit.condition.holds(Some(&item)) => return Ok(None),
+                Some(item) if !admit.condition.holds(Some(&item)) => {
+                    return Ok(Admission::Refused { used_up: used_up(&item, limits) });
+                }
                 Some(_) => continue,
                 None => {
                     // Kept two minutes past its own minute, so a late clock never reopens it.
@@ -205,7 +221,7 @@ impl Window {
                     let first = Item { pk: pk.clone(), sk: sk.clone(), attrs, expires_at: Some(self.ends_at + 120) };
                     let put = Put { table: Table::Main, item: first.clone(), condition: Condition::NotExists };
                     match store.put(put).await {
-                        Ok(()) => return Ok(Some(first)),
+                        Ok(()) => return Ok(Admission::Admitted(first)),
                         Err(StoreError::ConditionFailed) => continue,
                         Err(e) => return Err(e.into()),
                     }
@@ -224,6 +240,13 @@ impl Window {
             retry_after_secs: wait,
         }
     }
+}
+
+/// Whether a window admits no call at all any more: its requests are all taken, or its tokens.
+fn used_up(window: &Item, limits: RateLimits) -> bool {
+    let counted = |name: &str| window.attrs.get(name).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    limits.requests_per_minute.is_some_and(|limit| counted("requests") >= limit)
+        || limits.tokens_per_minute.is_some_and(|limit| counted("tokens") >= limit)
 }
 
 fn clamp(n: u64) -> i64 {

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::{ApiKeyRecord, KEY_SK, KeyOwner, SLOT_PREFIX, key_pk};
 use crate::accounts::user_pk;
 use crate::notifications::{MailKind, OutboxMail, enqueue};
-use crate::store::{Condition, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreResult, Table, WriteOp};
+use crate::store::{Condition, Delete, Item, ItemStore, Put, Query, SortKeyRange, StoreResult, Table, Update, WriteOp};
 
 #[async_trait]
 pub trait KeyStore: Send + Sync {
@@ -15,8 +15,9 @@ pub trait KeyStore: Send + Sync {
     async fn key_owner(&self, key_hash: &str) -> StoreResult<Option<KeyOwner>>;
     async fn save_key(&self, user_id: &str, slot: &str, record: &ApiKeyRecord) -> StoreResult<()>;
     async fn delete_key(&self, user_id: &str, slot: &str, key_hash: &str) -> StoreResult<()>;
-    /// Rewrites a live key's two items (its name, its limits), only while the slot still holds this key.
-    async fn update_key(&self, user_id: &str, slot: &str, record: &ApiKeyRecord) -> StoreResult<()>;
+    /// Writes a live key's changes (its name, its limits) to its two items, only while the slot still holds
+    /// this key at the revision the change read; `record` carries the next revision.
+    async fn update_key(&self, user_id: &str, slot: &str, record: &ApiKeyRecord, read: u64) -> StoreResult<()>;
 }
 
 #[async_trait]
@@ -74,15 +75,35 @@ impl<T: ItemStore + ?Sized> KeyStore for T {
         .await
     }
 
-    async fn update_key(&self, user_id: &str, slot: &str, record: &ApiKeyRecord) -> StoreResult<()> {
+    async fn update_key(&self, user_id: &str, slot: &str, record: &ApiKeyRecord, read: u64) -> StoreResult<()> {
         let expires_at = record.expires_at.map(|at| at.timestamp());
         let owner = KeyOwner::of(record, user_id, slot);
+        // Only what a change may touch: `last_used_at`, written meanwhile, stays.
+        let mut slot_update = Update::new(Table::Main, user_pk(user_id), slot)
+            .set("name", json!(record.name))
+            .set("revision", json!(record.revision))
+            .when(Condition::All(vec![
+                Condition::AttrEquals("key_hash".into(), json!(record.key_hash)),
+                Condition::AttrAbsentOrEquals("revision".into(), json!(read)),
+            ]));
+        slot_update = match &record.allowed_models {
+            Some(models) => slot_update.set("allowed_models", json!(models)),
+            None => slot_update.remove("allowed_models"),
+        };
+        slot_update = if record.rate_limits.is_unlimited() {
+            slot_update.remove("rate_limits")
+        } else {
+            // Only the limits set (a null would be stored differently by the two backends).
+            let limits = [
+                ("requests_per_minute", record.rate_limits.requests_per_minute),
+                ("tokens_per_minute", record.rate_limits.tokens_per_minute),
+            ];
+            let set: serde_json::Map<String, serde_json::Value> =
+                limits.iter().filter_map(|(name, n)| n.map(|n| ((*name).to_owned(), json!(n)))).collect();
+            slot_update.set("rate_limits", serde_json::Value::Object(set))
+        };
         self.transact(vec![
-            WriteOp::Put(Put {
-                table: Table::Main,
-                item: Item::from_record(user_pk(user_id), slot, record, expires_at)?,
-                condition: Condition::AttrEquals("key_hash".into(), json!(record.key_hash)),
-            }),
+            WriteOp::Update(slot_update),
             WriteOp::Put(Put {
                 table: Table::Main,
                 item: Item::from_record(key_pk(&record.key_hash), KEY_SK, &owner, expires_at)?,

@@ -146,8 +146,9 @@ impl Condition {
             Condition::AttrAtLeast(name, bound) => {
                 live.and_then(|item| attr(item, name)).and_then(|v| v.as_i64()).is_some_and(|n| n >= *bound)
             }
+            // A value that is not an integer fails, as DynamoDB's `<` does.
             Condition::AttrBelow(name, bound) => {
-                live.is_some_and(|item| attr(item, name).and_then(|v| v.as_i64()).is_none_or(|n| n < *bound))
+                live.is_some_and(|item| attr(item, name).is_none_or(|v| v.as_i64().is_some_and(|n| n < *bound)))
             }
             Condition::AbsentOrEquals(name, expected) => {
                 live.is_none_or(|item| attr(item, name).is_some_and(|actual| actual == *expected))

@@ -108,8 +108,6 @@ pub mod prefix {
     pub const PAYMENT_INDEX: &str = "PAYMENT#";
     pub const CALL_BEAT: &str = "CALLBEAT#";
     pub const PURSE: &str = "PURSE#";
-    /// A key's rate window: `RATE#<key id>#<minute>`.
-    pub const RATE_WINDOW: &str = "RATE#";
 }
 
 /// Singleton partitions.
@@ -149,6 +147,12 @@ pub fn email_pk(email: &str) -> String {
 
 pub fn session_pk(token_hash: &str) -> String {
     key(kind::SESSION, token_hash)
+}
+
+/// A key's rate windows (sort key: the minute), in a partition of their own so that a busy key's counting
+/// never shares the account's partition with its wallet.
+pub fn rate_window_pk(key_id: &str) -> String {
+    format!("RATE#{key_id}")
 }
 
 pub fn api_key_pk(key_hash: &str) -> String {

@@ -45,12 +45,12 @@ impl Expr {
         live
     }
 
-    /// Flattens a condition into conjuncts: simple comparisons or parenthesised OR-groups.
     /// The placeholders of an attribute and the number it is compared with.
     fn compared(&mut self, attr: &str, bound: i64) -> (String, String) {
         (self.name(attr), self.value(number(bound)))
     }
 
+    /// Flattens a condition into conjuncts: simple comparisons or parenthesised OR-groups.
     fn conjuncts(&mut self, condition: &Condition, now: i64, out: &mut Vec<String>) -> StoreResult<()> {
         let push = |part: String, out: &mut Vec<String>| {
             if !out.contains(&part) {
