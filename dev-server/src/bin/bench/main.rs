@@ -15,6 +15,9 @@
 //!    proxy from PyPI), the reference side by side: LiteLLM's proxy (one worker, no database) and ours at
 //!    the same stand-in, 1 and 10 closed-loop connections, both modes, with the ratios.
 //!
+//! 5. What a key's rate limits cost a call: 1 and 10 closed-loop connections with a key without limits and
+//!    with one whose limit never binds (every call counted in the store).
+//!
 //! Ends with the server's peak RSS.
 
 #![expect(clippy::print_stdout, reason = "a command-line tool reports on the terminal")]
@@ -40,6 +43,7 @@ const SOAK_CONNECTIONS: u64 = 10;
 /// How often the soak reports.
 const SOAK_REPORT_EVERY: Duration = Duration::from_secs(10);
 
+mod limits;
 mod litellm;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -232,6 +236,9 @@ async fn main() -> Res<()> {
         keys.push(customer_key(&http, &base, index).await?);
     }
     sweep(&http, &base, upstream_addr, &keys).await;
+    if let Err(e) = limits::cost_of_limits(&http, &base, &key).await {
+        println!("the cost of rate limits not measured: {e}");
+    }
     if let Ok(command) = std::env::var("INFEREX_BENCH_LITELLM")
         && let Err(e) = litellm::side_by_side(&http, &base, upstream_addr, &key, &command).await
     {
