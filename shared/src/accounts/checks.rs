@@ -95,15 +95,20 @@ pub fn check_date_of_birth(raw: &str, today: NaiveDate) -> ApiResult<NaiveDate> 
     }
 }
 
+/// A name as people type it: `raw` trimmed, if that is 1 to `max` characters with no control character.
+pub fn printable(raw: &str, max: usize) -> Option<&str> {
+    let text = raw.trim();
+    (!text.is_empty() && text.chars().count() <= max && !text.chars().any(char::is_control)).then_some(text)
+}
+
 pub fn check_full_name(raw: &str) -> ApiResult<String> {
-    let name = raw.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
+    let name = printable(raw, MAX_NAME_CHARS).ok_or_else(|| {
+        ApiError::invalid(
             ErrorCode::InvalidFullName,
             "full_name",
             format!("full_name must be 1 to {MAX_NAME_CHARS} printable characters"),
-        ));
-    }
+        )
+    })?;
     Ok(name.to_owned())
 }
 

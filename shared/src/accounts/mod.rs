@@ -136,7 +136,8 @@ mod checks;
 mod store;
 
 pub use checks::{
-    check_date_of_birth, check_full_name, check_new_password, check_new_password_in, normalize_email, today_in_india,
+    check_date_of_birth, check_full_name, check_new_password, check_new_password_in, normalize_email, printable,
+    today_in_india,
 };
 pub(crate) use store::email_taken;
 pub use store::{

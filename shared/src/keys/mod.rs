@@ -209,14 +209,9 @@ pub async fn create_key(ports: &Ports, user_id: &str, request: NewKeyRequest) ->
 
 /// A key's name, trimmed: 1 to [`MAX_NAME_CHARS`] printable characters.
 fn checked_name(raw: &str) -> ApiResult<String> {
-    let name = raw.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidName,
-            "name",
-            format!("name must be 1 to {MAX_NAME_CHARS} characters"),
-        ));
-    }
+    let name = crate::accounts::printable(raw, MAX_NAME_CHARS).ok_or_else(|| {
+        ApiError::invalid(ErrorCode::InvalidName, "name", format!("name must be 1 to {MAX_NAME_CHARS} characters"))
+    })?;
     Ok(name.to_owned())
 }
 

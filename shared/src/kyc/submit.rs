@@ -26,14 +26,13 @@ pub struct SubmitRequest {
 }
 
 fn check_name(raw: &str) -> ApiResult<String> {
-    let name = raw.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
+    let name = crate::accounts::printable(raw, MAX_NAME_CHARS).ok_or_else(|| {
+        ApiError::invalid(
             ErrorCode::InvalidNameOnPan,
             "name_on_pan",
             format!("name_on_pan must be the name printed on the PAN card (1 to {MAX_NAME_CHARS} characters)"),
-        ));
-    }
+        )
+    })?;
     Ok(name.to_owned())
 }
 
