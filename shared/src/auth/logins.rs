@@ -37,37 +37,83 @@ pub async fn reserve_in_window<S: ItemStore + ?Sized>(
     window_end: i64,
     now: i64,
 ) -> StoreResult<Reservation> {
+    let take = Take { counter: "remaining", limit: i64::from(limit), amount: 1 };
+    Ok(match take_in_window(store, pk, &[take], window_end, now).await? {
+        WindowTake::Taken { window, .. } => Reservation::Reserved { window },
+        WindowTake::Refused { retry_after_secs, .. } => Reservation::Throttled { retry_after_secs },
+    })
+}
+
+/// What one use takes from one counter of a window that allows `limit`.
+#[derive(Debug, Clone, Copy)]
+pub struct Take<'a> {
+    pub counter: &'a str,
+    pub limit: i64,
+    pub amount: i64,
+}
+
+/// A use taken from a counted window, or the refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowTake {
+    /// Taken in the window with this id; what is left of each counter, in the order asked.
+    Taken { window: String, remaining: Vec<i64> },
+    /// Some counter had less left than the use takes; `used_up` when one has nothing left at all.
+    Refused { retry_after_secs: u64, used_up: bool },
+}
+
+/// Takes one use from every counter of the window `pk` / `WINDOW` at once, or none: one conditional update
+/// (each counter must hold its amount), and the window opened by its first use (its counters at their limits
+/// less the use) when it is absent or has ended. Callers racing on it try again; under that much contention
+/// refusing is the safe answer.
+pub async fn take_in_window<S: ItemStore + ?Sized>(
+    store: &S,
+    pk: &str,
+    takes: &[Take<'_>],
+    window_end: i64,
+    now: i64,
+) -> StoreResult<WindowTake> {
     for _ in 0..RESERVE_ATTEMPTS {
-        let take = Update::new(Table::Main, pk, WINDOW_SK)
-            .add("remaining", -1)
-            .when(Condition::AttrAtLeast("remaining".into(), 1));
-        if let Some(item) = store.update(take).await.applied()? {
-            let window = item.attrs.get("window").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-            return Ok(Reservation::Reserved { window });
+        let mut update = Update::new(Table::Main, pk, WINDOW_SK);
+        for take in takes {
+            update = update.add(take.counter, -take.amount);
+        }
+        let enough = takes.iter().map(|t| Condition::AttrAtLeast(t.counter.into(), t.amount)).collect();
+        if let Some(item) = store.update(update.when(Condition::All(enough))).await.applied()? {
+            return Ok(taken(&item, takes));
         }
         match store.get(Table::Main, pk, WINDOW_SK).await? {
-            Some(item) if item.attrs.get("remaining").and_then(|v| v.as_i64()).unwrap_or(0) < 1 => {
+            Some(item) if takes.iter().any(|t| left(&item, t.counter) < t.amount) => {
                 let ends = item.expires_at.unwrap_or(window_end);
-                return Ok(Reservation::Throttled { retry_after_secs: (ends - now).max(1) as u64 });
+                let used_up = takes.iter().any(|t| left(&item, t.counter) < 1);
+                return Ok(WindowTake::Refused { retry_after_secs: (ends - now).max(1) as u64, used_up });
             }
             // Another caller changed the window between our two reads: try again.
             Some(_) => continue,
             None => {
-                let window = crate::secrets::random_suffix();
-                let opened = serde_json::json!({ "remaining": i64::from(limit) - 1, "window": window });
-                let put = Put {
-                    table: Table::Main,
-                    item: Item::from_record(pk, WINDOW_SK, &opened, Some(window_end))?,
-                    condition: Condition::NotExists,
-                };
+                let mut opened = serde_json::Map::new();
+                opened.insert("window".into(), serde_json::json!(crate::secrets::random_suffix()));
+                for take in takes {
+                    opened.insert(take.counter.into(), serde_json::json!(take.limit - take.amount));
+                }
+                let item = Item::from_record(pk, WINDOW_SK, &opened, Some(window_end))?;
+                let put = Put { table: Table::Main, item: item.clone(), condition: Condition::NotExists };
                 if store.put(put).await.applied()?.is_some() {
-                    return Ok(Reservation::Reserved { window });
+                    return Ok(taken(&item, takes));
                 }
             }
         }
     }
-    // Under this much contention on one window, refusing is the safe answer.
-    Ok(Reservation::Throttled { retry_after_secs: 1 })
+    Ok(WindowTake::Refused { retry_after_secs: 1, used_up: false })
+}
+
+/// What a counter of a window has left (nothing, if it is missing).
+fn left(window: &Item, counter: &str) -> i64 {
+    window.attrs.get(counter).and_then(serde_json::Value::as_i64).unwrap_or(0)
+}
+
+fn taken(window: &Item, takes: &[Take<'_>]) -> WindowTake {
+    let id = window.attrs.get("window").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    WindowTake::Taken { window: id, remaining: takes.iter().map(|t| left(window, t.counter)).collect() }
 }
 
 /// Gives one use back to the window it was reserved in; a window that has ended meanwhile is left alone.

@@ -133,8 +133,8 @@ mod logins;
 mod sessions;
 
 pub use logins::{
-    Expiries, IssuedSession, LoginStore, Reservation, SuccessfulLogin, change_password, check_password, login,
-    release_in_window, reserve_in_window,
+    Expiries, IssuedSession, LoginStore, Reservation, SuccessfulLogin, Take, WindowTake, change_password,
+    check_password, login, release_in_window, reserve_in_window, take_in_window,
 };
 pub use sessions::{
     SessionStore, after_closure, authenticate, clear_sessions, end_every_session, note_seen, revoke_session_by_id,

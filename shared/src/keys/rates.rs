@@ -1,28 +1,30 @@
 //! Per-key rate limits: requests and tokens per minute, counted in the store so that the limit holds across
 //! every instance (never limit × instances).
 //!
-//! Fixed one-minute windows, one counter item per key and minute (`RATE#<key id>` / `<minute>`, a partition
-//! per key apart from the account's wallet, expiring two minutes after its minute): a call adds itself with
-//! one conditional update that fails when the window is full. Fixed rather than sliding windows because a window is then one item and one write per
-//! admitted call; the price is that a burst across a minute's edge may pass up to twice the limit within a
-//! few seconds, as with OpenAI's per-minute limits. Writes per item are bounded by the limit, not by the
-//! traffic: admitted calls are at most the limit (capped at 30,000 a minute, half of what one DynamoDB item
-//! takes), and an instance that found a window used up refuses locally until the minute ends, writing
-//! nothing (a window refused only because one call's tokens did not fit is asked again next time).
-//! Tokens are counted when the call is admitted, at its upper bound (the prompt's bound plus the output
-//! cap), as OpenAI counts `max_tokens`. Only keys with a limit pay the write; the others make no round trip.
+//! Fixed one-minute windows, one counted window per key (`RATE#api-key#<key id>` / `WINDOW`, a partition
+//! per key apart from the account's wallet, ending with its minute), taken from as password checks are
+//! ([`crate::auth::take_in_window`]): a call takes one request and its tokens with one conditional update
+//! that fails when either is short, and the minute's first call opens the next window. Fixed rather than
+//! sliding windows because a window is then one item and one write per admitted call; the price is that a
+//! burst across a minute's edge may pass up to twice the limit within a few seconds, as with OpenAI's
+//! per-minute limits. Writes per item are bounded by the limit, not by the traffic: admitted calls are at
+//! most the limit (capped at 30,000 a minute, half of what one DynamoDB item takes), and an instance that
+//! found a window used up refuses locally until the minute ends, writing nothing (a window refused only
+//! because one call's tokens did not fit is asked again next time). Tokens are counted when the call is
+//! admitted, at its upper bound (the prompt's bound plus the output cap), as OpenAI counts `max_tokens`.
+//! Only keys with a limit pay the write; the others make no round trip.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::KeyOwner;
+use crate::auth::{Take, WindowTake, take_in_window};
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::store::ItemStore;
 use crate::store::schema::rate_window_pk;
-use crate::store::{Condition, Item, ItemStore, Put, StoreError, Table, Update};
 
 /// The most requests a minute a key may be given.
 pub const MAX_REQUESTS_PER_MINUTE: u64 = 30_000;
@@ -119,22 +121,30 @@ impl RateCounter {
                 format!("the request may use {tokens} tokens, more than this key's {limit} a minute; lower max_tokens"),
             ));
         }
-        let window = Window::at(now);
+        let ends_at = (now.timestamp().div_euclid(60) + 1) * 60;
+        let full = || full_window(ends_at - now.timestamp());
         if self.is_full(&owner.key_id, limits, now.timestamp()) {
-            return Err(window.full(now));
+            return Err(full());
         }
-        let item = match window.admit_or_open(store, owner, limits, tokens).await? {
-            Admission::Admitted(item) => item,
-            Admission::Refused { used_up } => {
-                if used_up {
-                    self.remember_full(&owner.key_id, limits, window.ends_at);
-                }
-                return Err(window.full(now));
+        let takes = takes(limits, tokens);
+        let pk = rate_window_pk(&owner.key_id);
+        match take_in_window(store, &pk, &takes, ends_at, now.timestamp()).await? {
+            WindowTake::Taken { remaining, .. } => {
+                let used = |counter: &str, limit: Option<u64>| {
+                    let left = takes.iter().zip(&remaining).find(|(t, _)| t.counter == counter).map(|(_, r)| *r);
+                    limit.unwrap_or(0).saturating_sub(left.and_then(|r| u64::try_from(r).ok()).unwrap_or(0))
+                };
+                let (requests, tokens) =
+                    (used("requests", limits.requests_per_minute), used("tokens", limits.tokens_per_minute));
+                Ok(Some(RateWindow { limits, requests, tokens, reset_secs: ends_at - now.timestamp() }))
             }
-        };
-        let counted = |name: &str| item.attrs.get(name).and_then(serde_json::Value::as_u64).unwrap_or(0);
-        let reset_secs = window.ends_at - now.timestamp();
-        Ok(Some(RateWindow { limits, requests: counted("requests"), tokens: counted("tokens"), reset_secs }))
+            WindowTake::Refused { used_up, .. } => {
+                if used_up {
+                    self.remember_full(&owner.key_id, limits, ends_at);
+                }
+                Err(full())
+            }
+        }
     }
 
     fn is_full(&self, key_id: &str, limits: RateLimits, now: i64) -> bool {
@@ -151,104 +161,25 @@ impl RateCounter {
     }
 }
 
-/// What a window said to a call.
-enum Admission {
-    Admitted(Item),
-    /// Refused; `used_up` when no call at all fits any more this minute (not just this call's tokens).
-    Refused {
-        used_up: bool,
-    },
+/// What a call takes from its key's window: a request and its tokens, for the limits the key has.
+fn takes(limits: RateLimits, tokens: u64) -> Vec<Take<'static>> {
+    let whole = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let mut takes = Vec::new();
+    if let Some(limit) = limits.requests_per_minute {
+        takes.push(Take { counter: "requests", limit: whole(limit), amount: 1 });
+    }
+    if let Some(limit) = limits.tokens_per_minute {
+        takes.push(Take { counter: "tokens", limit: whole(limit), amount: whole(tokens) });
+    }
+    takes
 }
 
-/// One key's minute.
-struct Window {
-    minute: i64,
-    ends_at: i64,
-}
-
-impl Window {
-    fn at(now: DateTime<Utc>) -> Self {
-        let minute = now.timestamp().div_euclid(60);
-        Self { minute, ends_at: (minute + 1) * 60 }
+/// The 429 of a full window: retry when the minute ends.
+fn full_window(seconds_left: i64) -> ApiError {
+    let wait = u64::try_from(seconds_left).unwrap_or(1).clamp(1, 60);
+    ApiError::TooManyRequests {
+        code: ErrorCode::RateLimitExceeded,
+        message: format!("this API key is at its per-minute limit; retry in {wait} s"),
+        retry_after_secs: wait,
     }
-
-    fn sk(&self) -> String {
-        self.minute.to_string()
-    }
-
-    /// Adds the call to an existing window, only while it stays within every limit.
-    fn admit(&self, owner: &KeyOwner, limits: RateLimits, tokens: u64) -> Update {
-        let mut room = Vec::new();
-        if let Some(limit) = limits.requests_per_minute {
-            room.push(Condition::AttrBelow("requests".into(), clamp(limit)));
-        }
-        if let Some(limit) = limits.tokens_per_minute {
-            // tokens + this call <= limit
-            room.push(Condition::AttrBelow("tokens".into(), clamp(limit - tokens + 1)));
-        }
-        Update::new(Table::Main, rate_window_pk(&owner.key_id), self.sk())
-            .add("requests", 1)
-            .add("tokens", clamp(tokens))
-            .when(Condition::All(room))
-    }
-
-    /// Adds the call to the window, creating it for its first call; `None` when the window is full. A
-    /// refused update means a full window or none yet: the item read says which, and calls racing to open
-    /// or fill it try again (a few times: each failure means another call got in).
-    async fn admit_or_open(
-        &self,
-        store: &dyn ItemStore,
-        owner: &KeyOwner,
-        limits: RateLimits,
-        tokens: u64,
-    ) -> ApiResult<Admission> {
-        let (pk, sk) = (rate_window_pk(&owner.key_id), self.sk());
-        for _ in 0..8 {
-            let admit = self.admit(owner, limits, tokens);
-            let refused_by = match store.update(admit.clone()).await {
-                Ok(item) => return Ok(Admission::Admitted(item)),
-                Err(StoreError::ConditionFailed) => store.get(Table::Main, &pk, &sk).await?,
-                Err(e) => return Err(e.into()),
-            };
-            match refused_by {
-                Some(item) if !admit.condition.holds(Some(&item)) => {
-                    return Ok(Admission::Refused { used_up: used_up(&item, limits) });
-                }
-                Some(_) => continue,
-                None => {
-                    // Kept two minutes past its own minute, so a late clock never reopens it.
-                    let attrs = json!({ "requests": 1, "tokens": tokens }).as_object().cloned().unwrap_or_default();
-                    let first = Item { pk: pk.clone(), sk: sk.clone(), attrs, expires_at: Some(self.ends_at + 120) };
-                    let put = Put { table: Table::Main, item: first.clone(), condition: Condition::NotExists };
-                    match store.put(put).await {
-                        Ok(()) => return Ok(Admission::Admitted(first)),
-                        Err(StoreError::ConditionFailed) => continue,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-        }
-        Err(ApiError::Unavailable("the key's rate window is too busy; retry".into()))
-    }
-
-    /// The 429 of a full window: retry when the minute ends.
-    fn full(&self, now: DateTime<Utc>) -> ApiError {
-        let wait = u64::try_from(self.ends_at - now.timestamp()).unwrap_or(1).clamp(1, 60);
-        ApiError::TooManyRequests {
-            code: ErrorCode::RateLimitExceeded,
-            message: format!("this API key is at its per-minute limit; retry in {wait} s"),
-            retry_after_secs: wait,
-        }
-    }
-}
-
-/// Whether a window admits no call at all any more: its requests are all taken, or its tokens.
-fn used_up(window: &Item, limits: RateLimits) -> bool {
-    let counted = |name: &str| window.attrs.get(name).and_then(serde_json::Value::as_u64).unwrap_or(0);
-    limits.requests_per_minute.is_some_and(|limit| counted("requests") >= limit)
-        || limits.tokens_per_minute.is_some_and(|limit| counted("tokens") >= limit)
-}
-
-fn clamp(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }

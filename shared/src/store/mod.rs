@@ -121,9 +121,6 @@ pub enum Condition {
     AttrEquals(String, Value),
     /// The item must exist, be live and have this numeric attribute greater than or equal to the bound.
     AttrAtLeast(String, i64),
-    /// The item must exist and be live, and this numeric attribute be absent or below the bound: "room
-    /// left" in a counter.
-    AttrBelow(String, i64),
     /// The item must be absent (or expired), or be live with this attribute equal to the value:
     /// "nobody else holds it".
     AbsentOrEquals(String, Value),
@@ -145,10 +142,6 @@ impl Condition {
             }
             Condition::AttrAtLeast(name, bound) => {
                 live.and_then(|item| attr(item, name)).and_then(|v| v.as_i64()).is_some_and(|n| n >= *bound)
-            }
-            // A value that is not an integer fails, as DynamoDB's `<` does.
-            Condition::AttrBelow(name, bound) => {
-                live.is_some_and(|item| attr(item, name).is_none_or(|v| v.as_i64().is_some_and(|n| n < *bound)))
             }
             Condition::AbsentOrEquals(name, expected) => {
                 live.is_none_or(|item| attr(item, name).is_some_and(|actual| actual == *expected))

@@ -149,10 +149,10 @@ pub fn session_pk(token_hash: &str) -> String {
     key(kind::SESSION, token_hash)
 }
 
-/// A key's rate windows (sort key: the minute), in a partition of their own so that a busy key's counting
-/// never shares the account's partition with its wallet.
+/// An API key's per-minute rate window (`WINDOW`), a counted window like [`rate_pk`]'s, in a partition of its
+/// own so that a busy key's counting never shares the account's partition with its wallet.
 pub fn rate_window_pk(key_id: &str) -> String {
-    format!("RATE#{key_id}")
+    format!("{}#api-key#{key_id}", kind::RATE)
 }
 
 pub fn api_key_pk(key_hash: &str) -> String {

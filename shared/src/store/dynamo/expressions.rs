@@ -45,11 +45,6 @@ impl Expr {
         live
     }
 
-    /// The placeholders of an attribute and the number it is compared with.
-    fn compared(&mut self, attr: &str, bound: i64) -> (String, String) {
-        (self.name(attr), self.value(number(bound)))
-    }
-
     /// Flattens a condition into conjuncts: simple comparisons or parenthesised OR-groups.
     fn conjuncts(&mut self, condition: &Condition, now: i64, out: &mut Vec<String>) -> StoreResult<()> {
         let push = |part: String, out: &mut Vec<String>| {
@@ -77,15 +72,9 @@ impl Expr {
                 push(self.live(now), out);
             }
             Condition::AttrAtLeast(attr, bound) => {
-                let (n, v) = self.compared(attr, *bound);
+                let n = self.name(attr);
+                let v = self.value(number(*bound));
                 push(format!("{n} >= {v}"), out);
-                push(self.live(now), out);
-            }
-            Condition::AttrBelow(attr, bound) => {
-                let pk = self.name(PK);
-                let (n, v) = self.compared(attr, *bound);
-                push(format!("attribute_exists({pk})"), out);
-                push(format!("(attribute_not_exists({n}) OR {n} < {v})"), out);
                 push(self.live(now), out);
             }
             Condition::AttrAbsentOrEquals(attr, value) => {
