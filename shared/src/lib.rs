@@ -37,6 +37,7 @@ pub mod notifications;
 pub mod operators;
 pub mod privacy;
 pub mod razorpay;
+pub mod spend;
 pub mod usage;
 pub mod verification;
 pub mod wallet;

@@ -76,7 +76,8 @@ impl Retention {
             | Rule::KeyExpiry
             | Rule::ErasedAtClosure
             | Rule::Lifetime(_)
-            | Rule::RateWindow => None,
+            | Rule::RateWindow
+            | Rule::SpendWindow => None,
         }
     }
 
@@ -223,6 +224,9 @@ pub enum Rule {
     Lifetime(Duration),
     /// Ends with its counted rate window (password resets, verification e-mails).
     RateWindow,
+    /// Ends [`SPEND_WINDOW_GRACE`] after its spend window (a day or a month in IST) ends: by then no call
+    /// admitted in it is still settling.
+    SpendWindow,
 }
 
 /// How long an e-mail verification link works.
@@ -244,6 +248,11 @@ pub const KYC_QUEUE_LIFETIME: Duration = Duration::days(365);
 pub const NOTICE_LIFETIME: Duration = Duration::days(400);
 /// The sweeper's saved place: rewritten by every run that meets its budget.
 pub const SWEEP_CURSOR_LIFETIME: Duration = Duration::days(30);
+/// A spend window is kept this long after it ends (its calls settle within minutes; the usage log keeps the
+/// detail).
+pub const SPEND_WINDOW_GRACE: Duration = Duration::days(2);
+/// A spend limit's alert stays listed this long.
+pub const SPEND_ALERT_LIFETIME: Duration = Duration::days(90);
 /// A running call's sign of life (`wallet::heartbeats`).
 pub const CALL_BEAT_LIFETIME: Duration = Duration::days(1);
 
@@ -300,6 +309,10 @@ pub enum ItemClass {
     SweepCursor,
     CallBeat,
     Purse,
+    SpendWindow,
+    KeySpendTotal,
+    SpendLimit,
+    SpendAlert,
 }
 
 impl ItemClass {
@@ -341,6 +354,12 @@ impl ItemClass {
             // Dropped when decided; an entry whose submission changed is skipped, and deleted, when listed.
             KycQueueEntry => Rule::Lifetime(KYC_QUEUE_LIFETIME),
             RateLimit => Rule::RateWindow,
+            SpendWindow => Rule::SpendWindow,
+            // A key's all-time spend: as long as the key.
+            KeySpendTotal => Rule::KeyExpiry,
+            // A setting of the account's: nothing requires keeping it after closure.
+            SpendLimit => Rule::ErasedAtClosure,
+            SpendAlert => Rule::Lifetime(SPEND_ALERT_LIFETIME),
         }
     }
 
@@ -354,23 +373,7 @@ impl ItemClass {
             (kind::USER, fixed::PROFILE) => Account,
             (kind::USER, fixed::KYC) => KycRecord,
             (kind::USER, fixed::WALLET) => Wallet,
-            (kind::USER, sk) => match sk.get(..=sk.find('#')?)? {
-                prefix::CONSENT => Consent,
-                prefix::SESSION => SessionIndex,
-                prefix::LOGIN => LoginRecord,
-                prefix::KYC_DECISION => KycDecision,
-                prefix::LEDGER => LedgerEntry,
-                prefix::TOPUP => TopupIndex,
-                prefix::API_KEY_SLOT => ApiKeySlot,
-                prefix::USAGE => UsageLog,
-                prefix::PRIVACY_REQUEST => PrivacyRequest,
-                prefix::EXPORT => DataExport,
-                prefix::CLOSURE_REFUND => ClosureRefund,
-                prefix::PAYMENT_INDEX => PaymentIndex,
-                prefix::CALL_BEAT => CallBeat,
-                prefix::PURSE => Purse,
-                _ => return None,
-            },
+            (kind::USER, sk) => Self::of_user_item(sk)?,
             (kind::EMAIL, fixed::EMAIL) => EmailClaim,
             (kind::SESSION, fixed::SESSION) => Session,
             (kind::LOGINS, _) => LoginRecord,
@@ -404,6 +407,34 @@ impl ItemClass {
             (kind::DISPUTES, _) if pk == schema::DISPUTES_PK => DisputeIndex,
             (kind::REFUNDS_DUE, _) if pk == schema::REFUNDS_DUE_PK => RefundDue,
             (kind::SWEEPER, fixed::CURSOR) => SweepCursor,
+            (kind::SPEND, fixed::TOTAL) => KeySpendTotal,
+            (kind::SPEND, fixed::LIMIT) => SpendLimit,
+            (kind::SPEND, sk) if sk.starts_with(prefix::DAY) || sk.starts_with(prefix::MONTH) => SpendWindow,
+            _ => return None,
+        };
+        Some(class)
+    }
+
+    /// The class of an item in a user's partition, from its sort key's prefix.
+    fn of_user_item(sk: &str) -> Option<Self> {
+        use crate::store::schema::prefix;
+        use ItemClass::*;
+        let class = match sk.get(..=sk.find('#')?)? {
+            prefix::CONSENT => Consent,
+            prefix::SESSION => SessionIndex,
+            prefix::LOGIN => LoginRecord,
+            prefix::KYC_DECISION => KycDecision,
+            prefix::LEDGER => LedgerEntry,
+            prefix::TOPUP => TopupIndex,
+            prefix::API_KEY_SLOT => ApiKeySlot,
+            prefix::USAGE => UsageLog,
+            prefix::PRIVACY_REQUEST => PrivacyRequest,
+            prefix::EXPORT => DataExport,
+            prefix::CLOSURE_REFUND => ClosureRefund,
+            prefix::PAYMENT_INDEX => PaymentIndex,
+            prefix::CALL_BEAT => CallBeat,
+            prefix::PURSE => Purse,
+            prefix::SPEND_ALERT => SpendAlert,
             _ => return None,
         };
         Some(class)

@@ -103,6 +103,16 @@ impl AppState {
             .ok_or_else(|| ApiError::Internal("inference is not configured for this function".into()))
     }
 
+    /// After a change to an account's keys or limits: a gateway in this process (the local server's)
+    /// forgets the account's cached keys, so the change applies to its next call. A Lambda function that
+    /// changes keys serves no inference; the inference instances see the change when their key cache
+    /// expires ([`crate::inference::KEY_CACHE_TTL`]).
+    pub fn keys_changed(&self, user_id: &str) {
+        if let Some(gateway) = self.gateway.as_deref() {
+            gateway.forget_keys_of(user_id);
+        }
+    }
+
     pub fn with_blobs(mut self, blobs: Arc<dyn BlobStore>) -> Self {
         self.blobs = Some(blobs);
         self

@@ -12,7 +12,13 @@ async fn models_are_listed_for_a_valid_key_only() -> Result<(), Box<dyn std::err
     let state =
         embedded_state(Config::default())?.with_gateway(Gateway::new(Catalog::builtin()?, Providers::default())?);
     let (user_id, _) = signed_in_account(&state, "fixture@example.in").await?;
-    let request = NewKeyRequest { name: "fixture".into(), expires_at: None, allowed_models: None, rate_limits: None };
+    let request = NewKeyRequest {
+        name: "fixture".into(),
+        expires_at: None,
+        allowed_models: None,
+        rate_limits: None,
+        spend_limits_paise: None,
+    };
     let key = create_key(&state.ports, &user_id, request).await?.key;
 
     let event = include_str!("fixtures/http-v2-models.json").replace("API_KEY", &key);

@@ -27,7 +27,8 @@ async fn create(
     JsonBody(request): JsonBody<NewKeyRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     kyc::require_verified(state.store(), &session.user_id).await?;
-    let created = keys::create_key(&state.ports, &session.user_id, request).await?;
+    let mut created = keys::create_key(&state.ports, &session.user_id, request).await?;
+    created.view = ApiKeyView::of(state.store(), &created.record, state.clock().now()).await?;
     tracing::info!(user_id = %session.user_id, key_id = %created.view.id, "API key created");
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -41,7 +42,9 @@ struct KeyList {
 async fn list(State(state): State<AppState>, session: Session) -> ApiResult<Json<KeyList>> {
     let mut records = state.store.keys(&session.user_id).await?;
     records.sort_by_key(|(_, record)| std::cmp::Reverse(record.created_at));
-    Ok(Json(KeyList { object: "list", data: records.iter().map(|(_, r)| ApiKeyView::from(r)).collect() }))
+    let records: Vec<_> = records.into_iter().map(|(_, record)| record).collect();
+    let data = ApiKeyView::all(state.store(), &records, state.clock().now()).await?;
+    Ok(Json(KeyList { object: "list", data }))
 }
 
 async fn change(
@@ -51,13 +54,15 @@ async fn change(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<ApiKeyView>> {
     let changes = KeyChanges::from_body(&body)?;
-    let key = keys::change_key(state.store(), &session.user_id, &key_id, changes).await?;
+    let record = keys::change_key(state.store(), &session.user_id, &key_id, changes).await?;
     tracing::info!(user_id = %session.user_id, %key_id, "API key changed");
-    Ok(Json(key))
+    state.keys_changed(&session.user_id);
+    Ok(Json(ApiKeyView::of(state.store(), &record, state.clock().now()).await?))
 }
 
 async fn revoke(State(state): State<AppState>, session: Session, Path(key_id): Path<String>) -> ApiResult<StatusCode> {
     keys::delete_key(state.store(), &session.user_id, &key_id).await?;
     tracing::info!(user_id = %session.user_id, %key_id, "API key revoked");
+    state.keys_changed(&session.user_id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,6 +10,7 @@ use shared::auth::Session;
 use shared::error::ApiResult;
 use shared::http::{JsonBody, ListPage, Operator, QueryParams, decode_cursor, page_limit};
 use shared::kyc;
+use shared::spend::SpendAlert;
 use shared::state::AppState;
 use shared::wallet::{self, CheckoutCallback, LedgerEntryView, TopupView, WalletStore, WalletView};
 
@@ -17,6 +18,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/wallet", get(balance).patch(settings))
         .route("/v1/wallet/transactions", get(transactions))
+        .route("/v1/wallet/spend-alerts", get(spend_alerts))
         .route("/v1/wallet/topups", post(create_topup))
         .route("/v1/wallet/topups/{topup_id}/verify", post(verify))
         .route("/v1/admin/refund-requests", get(refund_requests))
@@ -59,24 +61,25 @@ async fn verify(
 }
 
 async fn balance(State(state): State<AppState>, session: Session) -> ApiResult<Json<WalletView>> {
-    Ok(Json(WalletView::from(state.store.wallet(&session.user_id).await?)))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WalletSettings {
-    low_balance_threshold_paise: i64,
+    Ok(Json(wallet::wallet_view(state.store(), &session.user_id, state.clock().now()).await?))
 }
 
 /// The wallet's own settings: the low-balance alert threshold.
 async fn settings(
     State(state): State<AppState>,
     session: Session,
-    JsonBody(body): JsonBody<WalletSettings>,
+    JsonBody(body): JsonBody<serde_json::Value>,
 ) -> ApiResult<Json<WalletView>> {
-    let paise = body.low_balance_threshold_paise;
-    let wallet = shared::wallet::set_low_balance_threshold(state.store(), &session.user_id, paise).await?;
-    Ok(Json(WalletView::from(wallet)))
+    let settings = wallet::WalletSettings::from_body(&body)?;
+    let now = state.clock().now();
+    let wallet = wallet::change_settings(state.store(), &session.user_id, settings, now).await?;
+    state.keys_changed(&session.user_id);
+    Ok(Json(wallet))
+}
+
+/// The spend limits' latest alerts (50%, 80%, 100%), newest first.
+async fn spend_alerts(State(state): State<AppState>, session: Session) -> ApiResult<Json<ListPage<SpendAlert>>> {
+    Ok(Json(ListPage::all(shared::spend::list_alerts(state.store(), &session.user_id).await?)))
 }
 
 #[derive(Debug, Deserialize)]

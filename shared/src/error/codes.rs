@@ -40,6 +40,7 @@ catalogue! {
     InvalidAllowedModels = "invalid_allowed_models", BAD_REQUEST;
     InvalidAmount = "invalid_amount", BAD_REQUEST;
     InvalidRateLimits = "invalid_rate_limits", BAD_REQUEST;
+    InvalidSpendLimits = "invalid_spend_limits", BAD_REQUEST;
     RequestExceedsRateLimit = "request_exceeds_rate_limit", BAD_REQUEST;
     InvalidCampaign = "invalid_campaign", BAD_REQUEST;
     InvalidCursor = "invalid_cursor", BAD_REQUEST;
@@ -123,6 +124,7 @@ catalogue! {
     TooManyRequests = "too_many_requests", TOO_MANY_REQUESTS;
     ProviderRateLimited = "provider_rate_limited", TOO_MANY_REQUESTS;
     RateLimitExceeded = "rate_limit_exceeded", TOO_MANY_REQUESTS;
+    SpendLimitReached = "spend_limit_reached", TOO_MANY_REQUESTS;
     NoRoute = "no_route", BAD_GATEWAY;
     PaymentGatewayError = "payment_gateway_error", BAD_GATEWAY;
     UpstreamError = "upstream_error", BAD_GATEWAY;
@@ -140,6 +142,10 @@ catalogue! {
 impl ErrorCode {
     /// OpenAI's error `type` vocabulary, which SDKs map to their exception classes.
     pub fn error_type(self) -> &'static str {
+        // A spend limit is a quota, as OpenAI's own 429 for a used-up budget says.
+        if self == ErrorCode::SpendLimitReached {
+            return "insufficient_quota";
+        }
         match self.status() {
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::FORBIDDEN => "permission_error",

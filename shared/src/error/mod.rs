@@ -49,6 +49,10 @@ pub enum ApiError {
     /// 429: too many attempts; retry after the given number of seconds.
     #[error("{message}")]
     TooManyRequests { code: ErrorCode, message: String, retry_after_secs: u64 },
+    /// 429 `spend_limit_reached` (type `insufficient_quota`): a spend limit (`param`) refuses the call until
+    /// it resets or is raised, so clients are told not to retry.
+    #[error("{message}")]
+    SpendLimitReached { param: &'static str, message: String },
     /// 500: a bug or a failed dependency. The detail is logged, never returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -110,6 +114,7 @@ impl ApiError {
             ApiError::GatewayTimeout { .. } => ErrorCode::UpstreamTimeout,
             ApiError::Unavailable(_) => ErrorCode::ServiceUnavailable,
             ApiError::Overloaded { .. } => ErrorCode::ModelOverloaded,
+            ApiError::SpendLimitReached { .. } => ErrorCode::SpendLimitReached,
         }
     }
 
@@ -128,6 +133,7 @@ impl ApiError {
     fn param(&self) -> Option<&str> {
         match self {
             ApiError::InvalidRequest { param, .. } | ApiError::Conflict { param, .. } => param.as_deref(),
+            ApiError::SpendLimitReached { param, .. } => Some(param),
             _ => None,
         }
     }
@@ -166,6 +172,10 @@ impl IntoResponse for ApiError {
         // An error answers one caller's request: no cache on the way (CloudFront, a proxy) may keep it for
         // the next caller of the same path.
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if matches!(self, ApiError::SpendLimitReached { .. }) {
+            // OpenAI's SDKs obey this header before their own retry rules.
+            response.headers_mut().insert("x-should-retry", HeaderValue::from_static("false"));
+        }
         if let Some(seconds) = self.retry_after_secs() {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }

@@ -15,6 +15,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::keys::{KeyOwner, KeyStore, RateCounter, RateWindow};
 use crate::ports::Ports;
 use crate::secrets::sha256_hex;
+use crate::spend;
 use crate::usage::UsageRecord;
 use crate::wallet::metering::{self, BalanceHints, Hold, Leases};
 
@@ -96,9 +97,11 @@ impl Gateway {
         })
     }
 
-    /// What a key may do with this request, before anything is held: call this model (403
-    /// `model_not_allowed`), within its rate limits (429 `rate_limit_exceeded`). Returns where the call left
-    /// the key's rate window, for the answer's `x-ratelimit-*` headers.
+    /// What a key may do with this request, before the wallet is held: call this model (403
+    /// `model_not_allowed`), within its rate limits (429 `rate_limit_exceeded`) and its and its account's
+    /// spend limits (429 `spend_limit_reached`: the call's hold is taken from their windows, kept in
+    /// `prepared.spend`). Returns where the call left the key's rate window, for the answer's
+    /// `x-ratelimit-*` headers.
     pub async fn admit(
         &self,
         ports: &Ports,
@@ -108,7 +111,12 @@ impl Gateway {
         owner.check_model(&prepared.model.id)?;
         prepared.fit_output_to(owner.rate_limits.tokens_per_minute);
         let tokens = prepared.prompt_bound.saturating_add(prepared.max_tokens);
-        self.rates.count(ports.store.as_ref(), owner, tokens, ports.clock.now()).await
+        let now = ports.clock.now();
+        let window = self.rates.count(ports.store.as_ref(), owner, tokens, now).await?;
+        let windows = owner.limited().windows(now);
+        let whose = (owner.user_id.as_str(), owner.key_id.as_str());
+        prepared.spend = spend::take(ports.store(), whose, windows, call_hold_amount(prepared), now).await?;
+        Ok(window)
     }
 
     /// For a process that serves one call at a time and is frozen between calls (a Lambda instance): no
@@ -143,7 +151,10 @@ impl Gateway {
         let owner = match cached {
             Some(owner) => owner,
             None => {
-                let owner = ports.store.key_owner(&hash).await?;
+                let mut owner = ports.store.key_owner(&hash).await?;
+                if let Some(owner) = owner.as_mut() {
+                    owner.account_monthly_limit = spend::account_monthly_limit(ports.store(), &owner.user_id).await?;
+                }
                 if let Ok(mut cache) = self.keys.lock() {
                     if cache.len() > 100_000 {
                         cache.clear();
@@ -154,6 +165,13 @@ impl Gateway {
             }
         };
         owner.ok_or_else(invalid)
+    }
+
+    /// Forgets the account's cached keys (their limits changed).
+    pub fn forget_keys_of(&self, user_id: &str) {
+        if let Ok(mut cache) = self.keys.lock() {
+            cache.retain(|_, (owner, _)| owner.as_ref().is_none_or(|owner| owner.user_id != user_id));
+        }
     }
 
     /// Updates the key's `last_used_at` in the background, at most once a minute per key.
@@ -241,7 +259,8 @@ pub(super) async fn settle_call(
         created_at: ports.clock.now(),
     };
     let cost = model.cost(usage.prompt_tokens, usage.completion_tokens);
-    let expiry = metering::expiries(&ports.config, ports.clock.now());
+    let now = ports.clock.now();
+    let expiry = metering::expiries(&ports.config, now);
     let deadline = facts.prepared.settle_deadline();
     let settled = metering::settle(
         ports.store.as_ref(),
@@ -264,7 +283,17 @@ pub(super) async fn settle_call(
     {
         tracing::warn!(error = %e, "a purse's spending not posted yet; the next call or the sweeper posts it");
     }
+    // The spend windows learn what the call cost; one left unsettled keeps the hold counted, as the sweeper
+    // charges it.
+    if let Ok(record) = &settled {
+        spend::settle(ports.store(), &facts.prepared.spend, record.cost, now).await;
+    }
     settled
+}
+
+/// What a call holds: the most it can cost (at least one unit, so that every call counts).
+fn call_hold_amount(prepared: &Prepared) -> i64 {
+    prepared.max_cost().max(1)
 }
 
 /// A finished non-streaming call: the upstream's JSON with our model id, ready to send.
@@ -288,16 +317,12 @@ pub enum Answer {
 pub async fn call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, mut prepared: Prepared) -> ApiResult<Answer> {
     let started = Instant::now();
     let balances = gateway.balances.as_ref();
-    let held_call = held_call(&prepared, &owner);
-    let hold = if gateway.leases_on {
-        {
-            let wanted = metering::CallHold { user_id: &owner.user_id, amount: prepared.max_cost(), call: &held_call };
-            gateway.leases.hold(ports, balances, wanted).await?
+    let hold = match hold_wallet(ports, gateway, &owner, &prepared).await {
+        Ok(hold) => hold,
+        Err(e) => {
+            spend::release(ports.store(), &prepared.spend).await;
+            return Err(e);
         }
-    } else if let Some(purses) = &gateway.purses {
-        purses.hold(ports, &owner.user_id, prepared.max_cost().max(1), &held_call).await?
-    } else {
-        metering::place_call_hold(ports, balances, &owner.user_id, prepared.max_cost().max(1), &held_call).await?
     };
     // A hold of its own says while it runs that its call is alive (a lease's keeper records its calls).
     let beating = hold.lease.is_none().then(|| crate::wallet::metering::keep_beating(ports, &hold.user_id, &hold.id));
@@ -305,6 +330,7 @@ pub async fn call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, mut prepare
         Ok(attempt) => attempt,
         Err(e) => {
             release_unused(ports, &hold).await;
+            spend::release(ports.store(), &prepared.spend).await;
             return Err(e);
         }
     };
@@ -341,6 +367,20 @@ pub async fn call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, mut prepare
             crate::tasks::spawn("stream relay", relay_stream(call, response, tx));
             Ok(Answer::Stream(rx))
         }
+    }
+}
+
+/// Holds the call's most on the wallet: from this process's lease, this instance's purse, or the wallet.
+async fn hold_wallet(ports: &Ports, gateway: &Gateway, owner: &KeyOwner, prepared: &Prepared) -> ApiResult<Hold> {
+    let balances = gateway.balances.as_ref();
+    let held_call = held_call(prepared, owner);
+    if gateway.leases_on {
+        let wanted = metering::CallHold { user_id: &owner.user_id, amount: prepared.max_cost(), call: &held_call };
+        gateway.leases.hold(ports, balances, wanted).await
+    } else if let Some(purses) = &gateway.purses {
+        purses.hold(ports, &owner.user_id, call_hold_amount(prepared), &held_call).await
+    } else {
+        metering::place_call_hold(ports, balances, &owner.user_id, call_hold_amount(prepared), &held_call).await
     }
 }
 

@@ -226,6 +226,8 @@ pub struct Prepared {
     pub client_cap: Option<&'static str>,
     /// When the request arrived: every deadline of the call counts from here.
     pub arrived: Instant,
+    /// What admission took from the key's and the account's spend windows (settled with the call).
+    pub spend: crate::spend::SpendHold,
 }
 
 pub fn prepare(gateway: &Gateway, endpoint: Endpoint, body: Value, request_id: String) -> ApiResult<Prepared> {
@@ -272,6 +274,7 @@ pub fn prepare(gateway: &Gateway, endpoint: Endpoint, body: Value, request_id: S
         stream,
         client_wants_usage,
         arrived,
+        spend: crate::spend::SpendHold::default(),
     })
 }
 

@@ -1,13 +1,14 @@
-//! `PATCH /v1/keys/{key_id}`: a key's name, the models it may call and its rate limits, changed on both of
-//! its items at once.
+//! `PATCH /v1/keys/{key_id}`: a key's name, the models it may call, its rate limits and its spend limits,
+//! changed on both of its items at once.
 //! Inference caches a key's owner for up to a minute (its key cache), so a change reaches every
 //! instance within that time, as a revocation does.
 
 use serde_json::{Map, Value};
 
-use super::{ApiKeyView, KeyStore, RateLimits, checked_name, find_key};
+use super::{ApiKeyRecord, KeyStore, RateLimits, checked_name, find_key};
 use crate::catalog::Catalog;
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::spend::SpendLimits;
 use crate::store::Conditional;
 
 /// What a PATCH changes: each field present is set (`allowed_models: null` and `rate_limits: null` lift
@@ -17,10 +18,11 @@ pub struct KeyChanges {
     name: Option<String>,
     allowed_models: Option<Option<Vec<String>>>,
     rate_limits: Option<RateLimits>,
+    spend_limits: Option<SpendLimits>,
 }
 
 /// The fields a PATCH may set.
-const EDITABLE: [&str; 3] = ["name", "allowed_models", "rate_limits"];
+const EDITABLE: [&str; 4] = ["name", "allowed_models", "rate_limits", "spend_limits_paise"];
 
 impl KeyChanges {
     fn apply(&self, record: &mut super::ApiKeyRecord) {
@@ -32,6 +34,9 @@ impl KeyChanges {
         }
         if let Some(limits) = self.rate_limits {
             record.rate_limits = limits;
+        }
+        if let Some(limits) = self.spend_limits {
+            record.spend_limits = limits;
         }
     }
 
@@ -56,7 +61,12 @@ impl KeyChanges {
                 format!("send {}", EDITABLE.join(" or ")),
             ));
         }
-        Ok(Self { name: name_of(fields)?, allowed_models: models_of(fields)?, rate_limits: rates_of(fields)? })
+        Ok(Self {
+            name: name_of(fields)?,
+            allowed_models: models_of(fields)?,
+            rate_limits: rates_of(fields)?,
+            spend_limits: spend_of(fields)?,
+        })
     }
 }
 
@@ -92,6 +102,18 @@ fn rates_of(fields: &Map<String, Value>) -> ApiResult<Option<RateLimits>> {
     limits.unwrap_or_default().checked().map(Some)
 }
 
+fn spend_of(fields: &Map<String, Value>) -> ApiResult<Option<SpendLimits>> {
+    let Some(value) = fields.get("spend_limits_paise") else { return Ok(None) };
+    let limits = serde_json::from_value::<Option<SpendLimits>>(value.clone()).map_err(|_| {
+        ApiError::invalid(
+            ErrorCode::InvalidSpendLimits,
+            "spend_limits_paise",
+            "spend_limits_paise must be an object of total, daily and monthly (integers of paise or null), or null",
+        )
+    })?;
+    limits.unwrap_or_default().checked().map(Some)
+}
+
 /// A key's model list: `null` (every model) or model ids we serve, at least one, each once.
 pub(super) fn checked_models(models: Option<Vec<String>>) -> ApiResult<Option<Vec<String>>> {
     let Some(models) = models else { return Ok(None) };
@@ -116,13 +138,13 @@ pub(super) fn checked_models(models: Option<Vec<String>>) -> ApiResult<Option<Ve
     Ok(Some(kept))
 }
 
-/// Applies the changes to one of the user's keys and returns it as listed.
+/// Applies the changes to one of the user's keys and returns it as stored.
 pub async fn change_key<S: KeyStore + ?Sized>(
     store: &S,
     user_id: &str,
     key_id: &str,
     changes: KeyChanges,
-) -> ApiResult<ApiKeyView> {
+) -> ApiResult<ApiKeyRecord> {
     // A change that meets another (or a revocation) reads the key again: nothing another change set is
     // undone, and a key revoked meanwhile is as absent as if it had gone first.
     for _ in 0..3 {
@@ -131,7 +153,7 @@ pub async fn change_key<S: KeyStore + ?Sized>(
         changes.apply(&mut record);
         record.revision = read + 1;
         if store.update_key(user_id, &slot, &record, read).await.applied()?.is_some() {
-            return Ok(ApiKeyView::from(&record));
+            return Ok(record);
         }
     }
     Err(ApiError::Conflict {

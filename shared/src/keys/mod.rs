@@ -15,6 +15,7 @@ use crate::accounts::{timestamp, user_pk};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ports::Ports;
 use crate::secrets::{random_suffix, random_token, sha256_hex};
+use crate::spend::{Limited, SpendLimits, SpendPaise};
 use crate::store::{Condition, Conditional, ItemStore, StoreResult, Table};
 
 mod changes;
@@ -49,6 +50,13 @@ pub struct KeyOwner {
     pub allowed_models: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "RateLimits::is_unlimited")]
     pub rate_limits: RateLimits,
+    #[serde(default, skip_serializing_if = "SpendLimits::is_unlimited")]
+    pub spend_limits: SpendLimits,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The account's monthly spend limit (paise): not stored with the key, read beside it at lookup.
+    #[serde(skip)]
+    pub account_monthly_limit: Option<i64>,
 }
 
 impl KeyOwner {
@@ -59,6 +67,20 @@ impl KeyOwner {
             slot: slot.to_owned(),
             allowed_models: record.allowed_models.clone(),
             rate_limits: record.rate_limits,
+            spend_limits: record.spend_limits,
+            expires_at: record.expires_at,
+            account_monthly_limit: None,
+        }
+    }
+
+    /// Whose spend limits the key's calls count against.
+    pub fn limited(&self) -> Limited<'_> {
+        Limited {
+            key_id: &self.key_id,
+            key_limits: self.spend_limits,
+            key_expiry: self.expires_at.map(|at| at.timestamp()),
+            user_id: &self.user_id,
+            account_monthly: self.account_monthly_limit,
         }
     }
 
@@ -95,6 +117,8 @@ pub struct ApiKeyRecord {
     pub allowed_models: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "RateLimits::is_unlimited")]
     pub rate_limits: RateLimits,
+    #[serde(default, skip_serializing_if = "SpendLimits::is_unlimited")]
+    pub spend_limits: SpendLimits,
     /// Counts the key's changes: a change applies only to the revision it read.
     #[serde(default)]
     pub revision: u64,
@@ -113,6 +137,24 @@ pub struct ApiKeyView {
     pub allowed_models: Option<Vec<String>>,
     /// Each `null` when not limited.
     pub rate_limits: RateLimits,
+    /// Each `null` when not limited.
+    pub spend_limits_paise: SpendLimits,
+    /// What the key spent in the current windows (IST); `null` while it has no spend limit.
+    pub spend_paise: SpendPaise,
+}
+
+impl ApiKeyView {
+    /// The key as listed, with its spend in the current windows.
+    pub async fn of(store: &dyn ItemStore, record: &ApiKeyRecord, now: DateTime<Utc>) -> ApiResult<Self> {
+        let mut view = Self::from(record);
+        view.spend_paise = crate::spend::key_spend(store, &record.id, record.spend_limits, now).await?;
+        Ok(view)
+    }
+
+    /// Keys as listed, their spend read side by side.
+    pub async fn all(store: &dyn ItemStore, records: &[ApiKeyRecord], now: DateTime<Utc>) -> ApiResult<Vec<Self>> {
+        futures_util::future::try_join_all(records.iter().map(|record| Self::of(store, record, now))).await
+    }
 }
 
 impl From<&ApiKeyRecord> for ApiKeyView {
@@ -126,6 +168,8 @@ impl From<&ApiKeyRecord> for ApiKeyView {
             last_used_at: r.last_used_at.map(timestamp),
             allowed_models: r.allowed_models.clone(),
             rate_limits: r.rate_limits,
+            spend_limits_paise: r.spend_limits,
+            spend_paise: SpendPaise::default(),
         }
     }
 }
@@ -136,6 +180,8 @@ pub struct CreatedKey {
     #[serde(flatten)]
     pub view: ApiKeyView,
     pub key: String,
+    #[serde(skip)]
+    pub record: ApiKeyRecord,
 }
 
 /// The body of `POST /v1/keys`. A field we do not know is refused, never ignored: a limit a client believes
@@ -150,6 +196,8 @@ pub struct NewKeyRequest {
     pub allowed_models: Option<Vec<String>>,
     #[serde(default)]
     pub rate_limits: Option<RateLimits>,
+    #[serde(default)]
+    pub spend_limits_paise: Option<SpendLimits>,
 }
 
 /// Creates a key in a free slot. At most [`MAX_ACTIVE_KEYS`] live keys per account, even under concurrency.
@@ -159,6 +207,7 @@ pub async fn create_key(ports: &Ports, user_id: &str, request: NewKeyRequest) ->
     let name = checked_name(&request.name)?;
     let allowed_models = changes::checked_models(request.allowed_models)?;
     let rate_limits = request.rate_limits.unwrap_or_default().checked()?;
+    let spend_limits = request.spend_limits_paise.unwrap_or_default().checked()?;
     let now = clock.now();
     let expires_at = match request.expires_at {
         None => None,
@@ -188,6 +237,7 @@ pub async fn create_key(ports: &Ports, user_id: &str, request: NewKeyRequest) ->
         last_used_at: None,
         allowed_models,
         rate_limits,
+        spend_limits,
         revision: 0,
     };
     // Concurrent creations may pick the same free slot; the loser looks again.
@@ -201,7 +251,7 @@ pub async fn create_key(ports: &Ports, user_id: &str, request: NewKeyRequest) ->
             });
         };
         if store.save_key(user_id, &slot, &record).await.applied()?.is_some() {
-            return Ok(CreatedKey { view: ApiKeyView::from(&record), key });
+            return Ok(CreatedKey { view: ApiKeyView::from(&record), key, record });
         }
     }
     Err(ApiError::Unavailable("too many concurrent key creations; retry".into()))
@@ -226,7 +276,7 @@ async fn find_key<S: KeyStore + ?Sized>(store: &S, user_id: &str, key_id: &str) 
 /// Revokes one of the user's keys.
 pub async fn delete_key<S: KeyStore + ?Sized>(store: &S, user_id: &str, key_id: &str) -> ApiResult<()> {
     let (slot, record) = find_key(store, user_id, key_id).await?;
-    Ok(store.delete_key(user_id, &slot, &record.key_hash).await.or_not_needed()?)
+    Ok(store.delete_key(user_id, &slot, &record.key_hash, &record.id).await.or_not_needed()?)
 }
 
 /// Records when a key was last used. Best effort and at most once a minute per key (the caller throttles),

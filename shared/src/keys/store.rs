@@ -14,7 +14,8 @@ pub trait KeyStore: Send + Sync {
     async fn keys(&self, user_id: &str) -> StoreResult<Vec<(String, ApiKeyRecord)>>;
     async fn key_owner(&self, key_hash: &str) -> StoreResult<Option<KeyOwner>>;
     async fn save_key(&self, user_id: &str, slot: &str, record: &ApiKeyRecord) -> StoreResult<()>;
-    async fn delete_key(&self, user_id: &str, slot: &str, key_hash: &str) -> StoreResult<()>;
+    /// Revokes a key: its two items and its spend total go.
+    async fn delete_key(&self, user_id: &str, slot: &str, key_hash: &str, key_id: &str) -> StoreResult<()>;
     /// Writes a live key's changes (its name, its limits) to its two items, only while the slot still holds
     /// this key at the revision the change read; `record` carries the next revision.
     async fn update_key(&self, user_id: &str, slot: &str, record: &ApiKeyRecord, read: u64) -> StoreResult<()>;
@@ -57,7 +58,7 @@ impl<T: ItemStore + ?Sized> KeyStore for T {
         .await
     }
 
-    async fn delete_key(&self, user_id: &str, slot: &str, key_hash: &str) -> StoreResult<()> {
+    async fn delete_key(&self, user_id: &str, slot: &str, key_hash: &str, key_id: &str) -> StoreResult<()> {
         self.transact(vec![
             WriteOp::Delete(Delete {
                 table: Table::Main,
@@ -71,6 +72,7 @@ impl<T: ItemStore + ?Sized> KeyStore for T {
                 sk: KEY_SK.into(),
                 condition: Condition::Always,
             }),
+            crate::spend::erase_key_total(key_id),
         ])
         .await
     }
@@ -101,6 +103,18 @@ impl<T: ItemStore + ?Sized> KeyStore for T {
             let set: serde_json::Map<String, serde_json::Value> =
                 limits.iter().filter_map(|(name, n)| n.map(|n| ((*name).to_owned(), json!(n)))).collect();
             slot_update.set("rate_limits", serde_json::Value::Object(set))
+        };
+        slot_update = if record.spend_limits.is_unlimited() {
+            slot_update.remove("spend_limits")
+        } else {
+            let limits = [
+                ("total", record.spend_limits.total),
+                ("daily", record.spend_limits.daily),
+                ("monthly", record.spend_limits.monthly),
+            ];
+            let set: serde_json::Map<String, serde_json::Value> =
+                limits.iter().filter_map(|(name, n)| n.map(|n| ((*name).to_owned(), json!(n)))).collect();
+            slot_update.set("spend_limits", serde_json::Value::Object(set))
         };
         self.transact(vec![
             WriteOp::Update(slot_update),

@@ -201,6 +201,26 @@ fn content(mail: &OutboxMail, config: &Config) -> (String, Vec<Block>) {
                 para("We tell you once each time the balance drops below the threshold."),
             ],
         ),
+        MailKind::SpendLimitAlert => {
+            let key = mail.text("key_id");
+            let whose = if key.is_empty() { String::new() } else { format!(" (API key {key})") };
+            (
+                format!("{}% of a spend limit used", mail.number("percent")),
+                vec![
+                    para(format!(
+                        "Spending has reached {}% of {}{whose}: {} of {}.",
+                        mail.number("percent"),
+                        mail.text("what"),
+                        rupees(mail.number("spent")),
+                        rupees(mail.number("limit"))
+                    )),
+                    para(format!(
+                        "Calls that would go over the limit are refused until it resets ({}) or you raise it in the dashboard.",
+                        mail.text("resets")
+                    )),
+                ],
+            )
+        }
         MailKind::KycApproved => (
             "Your KYC is verified".into(),
             vec![para(

@@ -45,6 +45,7 @@ pub enum MailKind {
     RefundNotice,
     DisputeNotice,
     LowBalance,
+    SpendLimitAlert,
     KycApproved,
     KycRejected,
     ApiKeyCreated,

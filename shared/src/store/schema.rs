@@ -7,10 +7,12 @@
 //! - `USER#<id>` / `PROFILE`, `KYC`, `WALLET`, and the prefixed sort keys `CONSENT#`, `SESSION#`, `LOGIN#`,
 //!   `KYCDECISION#`, `LEDGER#`, `TOPUP#`, `APIKEYSLOT#`, `USAGE#`, `PRIVACYREQ#`, `EXPORT#`, `CLOSUREREFUND#`,
 //!   `PAYMENT#`, `CALLBEAT#` (a running call's last sign of life),
-//!   `PURSE#` (an instance's purse of the account's money).
+//!   `PURSE#` (an instance's purse of the account's money), `SPENDALERT#` (a spend limit's alert).
 //! - `EMAIL#<email>` / `EMAIL`; `SESSION#<hash>` / `SESSION`; `APIKEY#<hash>` / `KEY`.
 //! - `LOGIN#<email>` / `<time>`; `LOGINFAIL#<email>` / `WINDOW`; `KYCSUBMIT#<id>` / `WINDOW`.
 //! - `KYCDOC#<fingerprint>` / `CLAIM`.
+//! - `SPEND#api-key#<key id>` / `TOTAL`, `DAY#<date>`, `MONTH#<month>`; `SPEND#account#<user id>` / `LIMIT`,
+//!   `MONTH#<month>` (spend limits' windows, IST).
 //! - `TOPUP#<id>` / `TOPUP`; `RZPORDER#<order>` / `ORDER`; `RZPPAYMENT#<payment>` / `CREDIT` and
 //!   `PENDING#<event>#<id>`; `RZPREFUND#<refund>` / `DEBIT`; `RZPEVENT#<event>` / `EVENT`;
 //!   `RZPDISPUTE#<dispute>` / `DISPUTE`.
@@ -63,6 +65,7 @@ pub mod kind {
     pub const DISPUTES: &str = "DISPUTES";
     pub const REFUNDS_DUE: &str = "REFUNDS";
     pub const SWEEPER: &str = "SWEEPER";
+    pub const SPEND: &str = "SPEND";
 }
 
 /// Fixed sort keys.
@@ -88,6 +91,10 @@ pub mod sk {
     /// The run-level marker of a notice: every account has it.
     pub const COMPLETE: &str = "COMPLETE";
     pub const CURSOR: &str = "CURSOR";
+    /// A key's all-time spend window.
+    pub const TOTAL: &str = "TOTAL";
+    /// An account's monthly spend limit.
+    pub const LIMIT: &str = "LIMIT";
 }
 
 /// Sort-key prefixes of the items kept in a user's partition (and the payment's kept adjustments), each
@@ -108,6 +115,11 @@ pub mod prefix {
     pub const PAYMENT_INDEX: &str = "PAYMENT#";
     pub const CALL_BEAT: &str = "CALLBEAT#";
     pub const PURSE: &str = "PURSE#";
+    pub const SPEND_ALERT: &str = "SPENDALERT#";
+    /// A spend window of one day (IST) in a `SPEND#` partition: `DAY#<yyyy-mm-dd>`.
+    pub const DAY: &str = "DAY#";
+    /// A spend window of one month (IST) in a `SPEND#` partition: `MONTH#<yyyy-mm>`.
+    pub const MONTH: &str = "MONTH#";
 }
 
 /// Singleton partitions.
@@ -153,6 +165,16 @@ pub fn session_pk(token_hash: &str) -> String {
 /// own so that a busy key's counting never shares the account's partition with its wallet.
 pub fn rate_window_pk(key_id: &str) -> String {
     format!("{}#api-key#{key_id}", kind::RATE)
+}
+
+/// An API key's spend windows (`TOTAL`, `DAY#<date>`, `MONTH#<month>`), in a partition of their own.
+pub fn key_spend_pk(key_id: &str) -> String {
+    format!("{}#api-key#{key_id}", kind::SPEND)
+}
+
+/// An account's monthly spend limit (`LIMIT`) and windows (`MONTH#<month>`).
+pub fn account_spend_pk(user_id: &str) -> String {
+    format!("{}#account#{user_id}", kind::SPEND)
 }
 
 pub fn api_key_pk(key_hash: &str) -> String {

@@ -53,6 +53,7 @@ mod disputes;
 mod ledger;
 pub mod metering;
 mod reconciliation;
+mod settings;
 mod topups;
 mod webhook;
 
@@ -64,6 +65,7 @@ pub use closure::{
 pub use disputes::{DisputeState, DisputeView, apply_dispute, disputes, mark_dispute_handled};
 pub use ledger::{LedgerEntry, LedgerEntryView, LedgerKind, export_for, page_cursor as ledger_page_cursor};
 pub use reconciliation::{ABANDON_UNANSWERED_AFTER, ReconciliationReport, reconcile};
+pub use settings::{WalletSettings, change_settings, wallet_view};
 pub use topups::{
     CheckoutCallback, CreditOutcome, CreditSource, Topup, TopupStatus, TopupStore, TopupView, create_topup,
     credit_payment, mark_failed, verify_checkout,
@@ -106,6 +108,10 @@ pub struct WalletView {
     pub currency: &'static str,
     /// An e-mail goes out once each time the balance drops below this (`PATCH /v1/wallet` sets it).
     pub low_balance_threshold_paise: i64,
+    /// The account's monthly spend limit (IST months), `null` for none (`PATCH /v1/wallet` sets it).
+    pub monthly_spend_limit_paise: Option<i64>,
+    /// What the account spent this month under its limit (`null` without one: it is not counted).
+    pub monthly_spend_paise: Option<i64>,
 }
 
 impl From<Wallet> for WalletView {
@@ -120,6 +126,8 @@ impl From<Wallet> for WalletView {
             currency: "INR",
             low_balance_threshold_paise: w.low_balance_threshold.unwrap_or(metering::DEFAULT_LOW_BALANCE_THRESHOLD)
                 / crate::money::UNITS_PER_PAISA,
+            monthly_spend_limit_paise: None,
+            monthly_spend_paise: None,
         }
     }
 }

@@ -351,6 +351,7 @@ pub fn kind_name(kind: MailKind) -> &'static str {
         MailKind::RefundNotice => "refund_notice",
         MailKind::DisputeNotice => "dispute_notice",
         MailKind::LowBalance => "low_balance",
+        MailKind::SpendLimitAlert => "spend_limit_alert",
         MailKind::KycApproved => "kyc_approved",
         MailKind::KycRejected => "kyc_rejected",
         MailKind::ApiKeyCreated => "api_key_created",

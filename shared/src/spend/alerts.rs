@@ -1,0 +1,131 @@
+//! Spend alerts: when a window's spend reaches 50%, 80% and 100% of its limit (100% also when a call is
+//! refused by it), the account gets an e-mail and an entry the dashboard lists (`USER#<id>` /
+//! `SPENDALERT#<time>`, kept [`SPEND_ALERT_LIFETIME`]). Once per window and threshold: the window item
+//! remembers the highest threshold alerted (`alerted`), and the alert is written only by the write that
+//! raises it, in one transaction with the e-mail.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::limits::Cap;
+use super::windows::{SpendHold, Window, spent_and_limit};
+use crate::accounts::user_pk;
+use crate::money::UNITS_PER_PAISA;
+use crate::notifications::{MailKind, OutboxMail, enqueue};
+use crate::retention::SPEND_ALERT_LIFETIME;
+use crate::store::schema::{prefix, time_sort_key};
+use crate::store::{Condition, Item, ItemStore, Put, Query, SortKeyRange, StoreResult, Table, Update, WriteOp};
+
+/// The window item's attribute: the highest threshold alerted in it.
+pub(super) const ALERTED: &str = "alerted";
+/// The thresholds, in percent of a limit.
+const THRESHOLDS: [u8; 3] = [50, 80, FULL];
+/// The threshold of a limit reached.
+pub(super) const FULL: u8 = 100;
+/// How many alerts `GET /v1/spend-alerts` lists.
+const LISTED: u32 = 50;
+
+/// One alert, as stored and as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendAlert {
+    /// `total`, `daily`, `monthly` (a key's) or `account_monthly`.
+    pub cap: String,
+    /// 50, 80 or 100.
+    pub percent: u8,
+    pub limit_paise: i64,
+    pub spent_paise: i64,
+    /// The key whose limit it is (none for the account's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The window: its day or month in IST (`2026-12-06`, `2026-12`), or `total`.
+    pub window: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// After a settlement wrote `item`: raises the highest threshold its spend has reached, if not yet raised.
+pub(super) async fn check(store: &dyn ItemStore, hold: &SpendHold, window: &Window, item: &Item, now: DateTime<Utc>) {
+    let (spent, limit) = spent_and_limit(item);
+    let Some(limit) = limit else { return };
+    let reached =
+        THRESHOLDS.iter().rev().copied().find(|t| spent.saturating_mul(100) >= limit.saturating_mul(i64::from(*t)));
+    if let Some(percent) = reached {
+        raise(store, hold, Reached { window, item, percent }, now).await;
+    }
+}
+
+/// A threshold a window (as read: `item`) has reached.
+pub(super) struct Reached<'a> {
+    pub window: &'a Window,
+    pub item: &'a Item,
+    pub percent: u8,
+}
+
+/// Raises the alert of `percent` for the window (read as `item`) unless it, or a higher one, was raised.
+/// Best effort: a write that loses a race leaves the alert to the next settlement in the window.
+pub(super) async fn raise(store: &dyn ItemStore, hold: &SpendHold, reached: Reached<'_>, now: DateTime<Utc>) {
+    let Reached { window, item, percent } = reached;
+    let before = item.attrs.get(ALERTED).and_then(Value::as_u64).unwrap_or(0);
+    if before >= u64::from(percent) {
+        return;
+    }
+    let (spent, limit) = spent_and_limit(item);
+    let alert = SpendAlert {
+        cap: window.cap.param().into(),
+        percent,
+        limit_paise: limit.unwrap_or(0) / UNITS_PER_PAISA,
+        spent_paise: spent.max(0) / UNITS_PER_PAISA,
+        key_id: (window.cap != Cap::AccountMonthly).then(|| hold.key_id.clone()),
+        window: if window.period.id.is_empty() { "total".into() } else { window.period.id.clone() },
+        created_at: now,
+    };
+    let written = alert_ops(hold, window, item, &alert, before);
+    let result = match written {
+        Ok(ops) => store.transact(ops).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::info!(error = %e, cap = window.cap.param(), percent, "a spend alert was left to a later call");
+    }
+}
+
+fn alert_ops(
+    hold: &SpendHold,
+    window: &Window,
+    item: &Item,
+    alert: &SpendAlert,
+    before: u64,
+) -> StoreResult<Vec<WriteOp>> {
+    let mark = Update::new(Table::Main, &item.pk, &item.sk)
+        .set(ALERTED, json!(alert.percent))
+        .when(Condition::AttrAbsentOrEquals(ALERTED.into(), json!(before)));
+    let mail = OutboxMail::new(MailKind::SpendLimitAlert, &hold.user_id, alert.created_at)
+        .param("what", window.cap.described())
+        .param("percent", alert.percent)
+        .param("limit", alert.limit_paise.saturating_mul(UNITS_PER_PAISA))
+        .param("spent", alert.spent_paise.saturating_mul(UNITS_PER_PAISA))
+        .param("resets", window.period.resets())
+        .param("key_id", alert.key_id.clone().unwrap_or_default());
+    let expires_at = (alert.created_at + SPEND_ALERT_LIFETIME).timestamp();
+    let listed = Item::from_record(
+        user_pk(&hold.user_id),
+        time_sort_key(prefix::SPEND_ALERT, alert.created_at),
+        alert,
+        Some(expires_at),
+    )?;
+    Ok(vec![
+        WriteOp::Update(mark),
+        enqueue(&mail)?,
+        WriteOp::Put(Put { table: Table::Main, item: listed, condition: Condition::NotExists }),
+    ])
+}
+
+/// The account's latest spend alerts, newest first.
+pub async fn list_alerts<S: ItemStore + ?Sized>(store: &S, user_id: &str) -> StoreResult<Vec<SpendAlert>> {
+    let query = Query::new(Table::Main, user_pk(user_id))
+        .range(SortKeyRange::Prefix(prefix::SPEND_ALERT.into()))
+        .newest_first()
+        .limit(LISTED);
+    let page = store.query(query).await?;
+    page.items.iter().map(Item::record).collect()
+}

@@ -1,0 +1,105 @@
+//! Spend limits: a key's total, daily and monthly limits and the account's monthly limit, in INR, with
+//! windows in IST. A limit is a hold that cannot be placed, never a check after the fact: before a call
+//! is forwarded its hold (the most it can cost) is taken from every window it counts in, in the store, so
+//! the limit holds across every instance (`windows`). Alerts at 50%, 80% and 100% (`alerts`); the
+//! account's limit (`account`); what a limit is and its calendar (`limits`).
+//!
+//! A key is counted in its three windows while it has any spend limit (so its spend shows in each), and an
+//! account in its month while it has a monthly limit; calls of keys and accounts without limits write
+//! nothing here.
+
+mod account;
+mod alerts;
+mod limits;
+mod windows;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use account::{account_monthly_limit, erase_account_limit, set_account_monthly_limit};
+pub use alerts::{SpendAlert, list_alerts};
+pub use limits::{Cap, MAX_SPEND_LIMIT_PAISE, Period, SpendLimits, checked_paise};
+pub use windows::{SpendHold, Window, release, settle, spent_paise, take};
+
+use crate::error::ApiResult;
+use crate::store::schema::{key_spend_pk, sk};
+use crate::store::{Condition, Delete, ItemStore, Table, WriteOp};
+
+/// A key's windows.
+const KEY_CAPS: [Cap; 3] = [Cap::Total, Cap::Daily, Cap::Monthly];
+
+/// Whose limits a call counts against.
+#[derive(Debug, Clone, Copy)]
+pub struct Limited<'a> {
+    pub key_id: &'a str,
+    pub key_limits: SpendLimits,
+    /// When the key expires (its total window lives as long), epoch seconds.
+    pub key_expiry: Option<i64>,
+    pub user_id: &'a str,
+    pub account_monthly: Option<i64>,
+}
+
+impl Limited<'_> {
+    /// The windows a call at `now` counts in: none for a key and account without spend limits.
+    pub fn windows(&self, now: DateTime<Utc>) -> Vec<Window> {
+        let mut windows = Vec::new();
+        if !self.key_limits.is_unlimited() {
+            for cap in KEY_CAPS {
+                windows.push(Window::of_key(self.key_id, cap, self.key_limits.of(cap), now, self.key_expiry));
+            }
+        }
+        if let Some(limit) = self.account_monthly {
+            windows.push(Window::of_account(self.user_id, limit, now));
+        }
+        windows
+    }
+}
+
+/// A key's spend in its current windows (`null` for a key without spend limits: it is not counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SpendPaise {
+    pub total: Option<i64>,
+    pub daily: Option<i64>,
+    pub monthly: Option<i64>,
+}
+
+/// What a key has spent in its current windows.
+pub async fn key_spend(
+    store: &dyn ItemStore,
+    key_id: &str,
+    limits: SpendLimits,
+    now: DateTime<Utc>,
+) -> ApiResult<SpendPaise> {
+    if limits.is_unlimited() {
+        return Ok(SpendPaise::default());
+    }
+    let spent = |cap| {
+        let window = Window::of_key(key_id, cap, limits.of(cap), now, None);
+        async move { spent_paise(store, &window).await }
+    };
+    let (total, daily, monthly) = futures_util::try_join!(spent(Cap::Total), spent(Cap::Daily), spent(Cap::Monthly))?;
+    Ok(SpendPaise { total: Some(total), daily: Some(daily), monthly: Some(monthly) })
+}
+
+/// What the account spent this month, if it has a monthly limit (it is not counted otherwise).
+pub async fn account_spend(
+    store: &dyn ItemStore,
+    user_id: &str,
+    limit: Option<i64>,
+    now: DateTime<Utc>,
+) -> ApiResult<Option<i64>> {
+    match limit {
+        Some(limit) => Ok(Some(spent_paise(store, &Window::of_account(user_id, limit, now)).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The revocation's write: a key's total window goes with it (its days and months expire).
+pub fn erase_key_total(key_id: &str) -> WriteOp {
+    WriteOp::Delete(Delete {
+        table: Table::Main,
+        pk: key_spend_pk(key_id),
+        sk: sk::TOTAL.into(),
+        condition: Condition::Always,
+    })
+}

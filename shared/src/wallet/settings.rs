@@ -1,0 +1,105 @@
+//! `GET` and `PATCH /v1/wallet`: the wallet as the account sees it, with its own settings (the low-balance
+//! alert threshold, the account's monthly spend limit) and what the account spent this month under it.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::{WalletStore, WalletView, set_low_balance_threshold};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::spend;
+use crate::store::ItemStore;
+
+/// The fields a PATCH may set.
+const EDITABLE: [&str; 2] = ["low_balance_threshold_paise", "monthly_spend_limit_paise"];
+
+/// What a `PATCH /v1/wallet` changes: each field present is set (`monthly_spend_limit_paise: null` lifts
+/// the limit).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WalletSettings {
+    low_balance_threshold_paise: Option<i64>,
+    monthly_spend_limit_paise: Option<Option<i64>>,
+}
+
+impl WalletSettings {
+    /// Reads a PATCH body: an object of the editable fields only, at least one of them.
+    pub fn from_body(body: &Value) -> ApiResult<Self> {
+        let fields = body.as_object().ok_or_else(|| ApiError::InvalidRequest {
+            code: ErrorCode::InvalidJson,
+            message: "request body must be a JSON object".into(),
+            param: None,
+        })?;
+        if let Some(unknown) = fields.keys().find(|k| !EDITABLE.contains(&k.as_str())) {
+            return Err(ApiError::invalid(
+                ErrorCode::UnknownField,
+                unknown,
+                format!("{unknown} is not a setting of the wallet; editable: {}", EDITABLE.join(", ")),
+            ));
+        }
+        if fields.is_empty() {
+            return Err(ApiError::invalid(
+                ErrorCode::NothingToChange,
+                "low_balance_threshold_paise",
+                format!("send {}", EDITABLE.join(" or ")),
+            ));
+        }
+        Ok(Self {
+            low_balance_threshold_paise: threshold_of(fields)?,
+            monthly_spend_limit_paise: monthly_limit_of(fields)?,
+        })
+    }
+}
+
+fn threshold_of(fields: &Map<String, Value>) -> ApiResult<Option<i64>> {
+    match fields.get("low_balance_threshold_paise") {
+        None => Ok(None),
+        Some(value) => value.as_i64().map(Some).ok_or_else(|| {
+            ApiError::invalid(
+                ErrorCode::InvalidThreshold,
+                "low_balance_threshold_paise",
+                format!(
+                    "low_balance_threshold_paise must be an integer from 0 to {}",
+                    super::MAX_LOW_BALANCE_THRESHOLD_PAISE
+                ),
+            )
+        }),
+    }
+}
+
+fn monthly_limit_of(fields: &Map<String, Value>) -> ApiResult<Option<Option<i64>>> {
+    let field = "monthly_spend_limit_paise";
+    match fields.get(field) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(value) => {
+            let paise = value.as_i64().ok_or_else(|| {
+                ApiError::invalid(ErrorCode::InvalidSpendLimits, field, format!("{field} must be an integer or null"))
+            })?;
+            spend::checked_paise(Some(paise), field, field).map(Some)
+        }
+    }
+}
+
+/// Applies the settings, then shows the wallet.
+pub async fn change_settings(
+    store: &dyn ItemStore,
+    user_id: &str,
+    settings: WalletSettings,
+    now: DateTime<Utc>,
+) -> ApiResult<WalletView> {
+    if let Some(limit) = settings.monthly_spend_limit_paise {
+        spend::set_account_monthly_limit(store, user_id, limit).await?;
+    }
+    if let Some(paise) = settings.low_balance_threshold_paise {
+        set_low_balance_threshold(store, user_id, paise).await?;
+    }
+    wallet_view(store, user_id, now).await
+}
+
+/// The wallet as `GET /v1/wallet` shows it.
+pub async fn wallet_view(store: &dyn ItemStore, user_id: &str, now: DateTime<Utc>) -> ApiResult<WalletView> {
+    let mut view = WalletView::from(store.wallet(user_id).await?);
+    let limit = spend::account_monthly_limit(store, user_id).await?;
+    view.monthly_spend_limit_paise = limit;
+    view.monthly_spend_paise = spend::account_spend(store, user_id, limit, now).await?;
+    Ok(view)
+}
