@@ -84,7 +84,7 @@ async fn key_changes_are_checked_and_kept_to_the_owner(backend: Backend) -> Test
     for (body, param) in [
         (json!({ "name": "k", "allowed_models": [] }), "allowed_models"),
         (json!({ "name": "k", "allowed_models": ["gpt-4o"] }), "allowed_models"),
-        (json!({ "name": "k", "spend_limits_paise": { "daily": 100 } }), "spend_limits_paise"),
+        (json!({ "name": "k", "spend_limits_paise": { "daily": -100 } }), "spend_limits_paise"),
     ] {
         let refused = create(body.clone()).await?;
         assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{body}");

@@ -331,6 +331,13 @@ async fn an_export_holds_every_data_class_and_only_its_owner_can_fetch_it(backen
     Ok(())
 }
 
+/// A spend window's expiry: its day or month in IST ends, and the grace passes.
+fn spend_window_expiry(sk: &str, now: chrono::DateTime<chrono::Utc>) -> i64 {
+    let period =
+        if sk.starts_with("DAY#") { shared::spend::Period::day(now) } else { shared::spend::Period::month(now) };
+    period.ends_at.map_or(i64::MAX, |end| (end + shared::retention::SPEND_WINDOW_GRACE).timestamp())
+}
+
 fn manual() -> Config {
     Config { kyc_mode: KycMode::Manual, admin_token: Some(SecretString::new("operator-secret")), ..Config::default() }
 }
@@ -396,7 +403,8 @@ async fn closure_stops_everything_at_once_and_keeps_exactly_what_retention_requi
             Rule::ErasedAtClosure | Rule::Session | Rule::KeyExpiry => {
                 return Err(format!("{class:?} survived the closure: {} {}", item.pk, item.sk).into());
             }
-            Rule::LoginThrottle | Rule::SubmissionWindow | Rule::Lifetime(_) | Rule::RateWindow => {}
+            Rule::LoginThrottle | Rule::SubmissionWindow | Rule::Lifetime(_) | Rule::RateWindow | Rule::SpendWindow => {
+            }
         }
     }
     let classes: HashSet<ItemClass> = mine.iter().filter_map(|i| ItemClass::of(&i.pk, &i.sk)).collect();
@@ -450,6 +458,21 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
     let short = api.razorpay.pay(&unpaid, "captured", Some(100)).ok_or("order")?;
     api.razorpay.deliver(&api.razorpay.payment_webhook("payment.captured", &short)).await.ok_or("delivery")?;
     chat(&api, &api.create_key(&token, "k").await?).await?.error_for_status()?;
+    // Spend limits: the account's monthly limit and a key's daily one, each counted by a call.
+    let limit = json!({ "monthly_spend_limit_paise": 1_000 });
+    api.http.patch(api.url("/v1/wallet")).bearer_auth(&token).json(&limit).send().await?.error_for_status()?;
+    let budgeted = json!({ "name": "budgeted", "spend_limits_paise": { "daily": 1_000 } });
+    let created: Value = api
+        .http
+        .post(api.url("/v1/keys"))
+        .bearer_auth(&token)
+        .json(&budgeted)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    chat(&api, created["key"].as_str().ok_or("key")?).await?.error_for_status()?;
     requested_export(&api, &token).await?;
     patch_account(&api, &token, json!({ "full_name": "Classes" })).await?.error_for_status()?;
 
@@ -468,6 +491,7 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
             Rule::SubmissionWindow => Some((now + Duration::days(shared::kyc::SUBMISSION_WINDOW_DAYS)).timestamp()),
             Rule::Lifetime(lifetime) => Some((now + lifetime).timestamp()),
             Rule::RateWindow => Some((now + Duration::hours(1)).timestamp()),
+            Rule::SpendWindow => Some(spend_window_expiry(&item.sk, now)),
         };
         assert_eq!(item.expires_at, expected, "{class:?}: {} {}", item.pk, item.sk);
     }
@@ -502,6 +526,9 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
         ItemClass::AccountRegistry,
         ItemClass::Outbox,
         ItemClass::MailDelivery,
+        ItemClass::SpendLimit,
+        ItemClass::SpendWindow,
+        ItemClass::KeySpendTotal,
     ];
     for class in written {
         assert!(seen.contains(&class), "the flows wrote no {class:?}");
@@ -521,6 +548,7 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
             Rule::SubmissionWindow => Some((now + Duration::days(shared::kyc::SUBMISSION_WINDOW_DAYS)).timestamp()),
             Rule::Lifetime(lifetime) => Some((now + lifetime).timestamp()),
             Rule::RateWindow => Some((now + Duration::hours(1)).timestamp()),
+            Rule::SpendWindow => Some(spend_window_expiry(&item.sk, now)),
             Rule::ErasedAtClosure | Rule::Session | Rule::KeyExpiry => {
                 return Err(format!("{class:?} survived the closure: {} {}", item.pk, item.sk).into());
             }
