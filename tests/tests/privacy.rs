@@ -307,6 +307,7 @@ async fn an_export_holds_every_data_class_and_only_its_owner_can_fetch_it(backen
     assert!(pan.len() == 10 && !pan.contains('X'), "the PAN in full to its owner: {pan}");
     assert!(export["kyc"]["aadhaar_masked"].as_str().is_some_and(|a| a.starts_with("XXXX XXXX ")));
     assert!(export["wallet"]["balance"].as_i64().is_some_and(|b| b > 0));
+    assert!(export["spend_alerts"].is_array() && export["api_keys"][0]["spend_paise"].is_object());
     assert_eq!(export["topups"][0]["status"], json!("paid"));
     assert!(export["usage"][0]["cost_inr"].is_string(), "usage as the API shows it: {}", export["usage"]);
     let text = export.to_string();

@@ -16,7 +16,6 @@ use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::retention::Span;
 use crate::secrets::random_suffix;
 use crate::store::{Condition, Conditional, Item, Put, StoreResult, Table, WriteOp, schema};
-use crate::wallet::{WalletStore, WalletView};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -271,7 +270,9 @@ pub async fn export_document(ctx: &PrivacyContext, user_id: &str) -> ApiResult<V
     let logins: Vec<LoginAttemptView> =
         store.login_history(user_id, 1000).await?.iter().map(LoginAttemptView::from).collect();
     let kyc = kyc_export(ctx, user_id).await?;
-    let keys: Vec<ApiKeyView> = store.keys(user_id).await?.iter().map(|(_, r)| ApiKeyView::from(r)).collect();
+    let now = ctx.ports.clock.now();
+    let records: Vec<_> = store.keys(user_id).await?.into_iter().map(|(_, record)| record).collect();
+    let keys = ApiKeyView::all(store, &records, now).await?;
     let (topups, ledger) = crate::wallet::export_for(store, user_id).await?;
     // Usage and requests appear as the API shows them (rupee amounts, RFC 3339 times).
     let usage = crate::usage::export_for(store, user_id).await?;
@@ -289,7 +290,8 @@ pub async fn export_document(ctx: &PrivacyContext, user_id: &str) -> ApiResult<V
         "login_history": logins,
         "kyc": kyc,
         "api_keys": keys,
-        "wallet": WalletView::from(store.wallet(user_id).await?),
+        "wallet": crate::wallet::wallet_view(store, user_id, now).await?,
+        "spend_alerts": crate::spend::list_alerts(store, user_id).await?,
         "topups": topups,
         "ledger": ledger,
         "usage": usage,
