@@ -373,6 +373,14 @@ def main():
         check("after paying, the balance shows ₹500.00", "₹500.00" in (balance or ""), repr(balance))
         check("the ledger lists the credit", "500" in (browser.text("#ledger") or ""))
         check("the payment fields are gone from the address bar", "razorpay_signature" not in browser.url())
+        # The account's monthly spend limit.
+        browser.type("#spend-limit-form [name=monthly_limit_rupees]", "50")
+        browser.click("#spend-limit-form button[type=submit]")
+        browser.wait_until("the limit", lambda: "of ₹50.00" in (browser.text("#monthly-spend") or ""))
+        check("the wallet shows the monthly spend limit and this month's spend",
+              "Spent this month: ₹0.00 of ₹50.00" in (browser.text("#monthly-spend") or ""),
+              repr(browser.text("#monthly-spend")))
+        check("no spend alert yet", "50%" in (browser.text("#spend-alerts-empty") or ""))
         shot("wallet")
         # A crafted return link (someone else's payment fields, a top-up this tab never started) does nothing.
         browser.go(base + "/#/overview")
@@ -386,12 +394,15 @@ def main():
         # An API key, shown once.
         browser.go(base + "/#/keys")
         browser.type("#key-form [name=name]", "browser check")
+        browser.type("#key-form [name=daily_rupees]", "1")
         browser.click("#key-form button[type=submit]")
         browser.wait("#new-key-value")
         key = (browser.text("#new-key-value") or "").strip()
         check("the new key is shown once", key.startswith("sk-"), repr(key[:6]))
         check("the key list has it", "browser check" in (browser.text("#keys-table") or ""))
         check("and says it may call every model", "All" in (browser.text("#keys-table tbody tr") or ""))
+        check("and shows its daily spend limit", "Today ₹0.00 of ₹1.00" in (browser.text("#keys-table tbody tr") or ""),
+              repr(browser.text("#keys-table tbody tr")))
         shot("keys")
 
         # A call with the key, outside the browser, as a customer's program makes it.

@@ -814,9 +814,58 @@ async function onKycSubmit(event) {
 
 async function loadWallet() {
   renderGate($("#wallet-gate"), "top up");
-  const [wallet] = await Promise.all([refreshWallet(), loadLedger(true)]);
+  const [wallet] = await Promise.all([refreshWallet(), loadLedger(true), loadSpendAlerts()]);
   const threshold = $("#threshold-form").elements.threshold_rupees;
   if (wallet && document.activeElement !== threshold) threshold.value = paiseToDecimal(wallet.low_balance_threshold_paise);
+  const limit = $("#spend-limit-form").elements.monthly_limit_rupees;
+  if (wallet && document.activeElement !== limit) {
+    limit.value = wallet.monthly_spend_limit_paise === null ? "" : paiseToDecimal(wallet.monthly_spend_limit_paise);
+  }
+  if (wallet) renderMonthlySpend(wallet);
+}
+
+function renderMonthlySpend(wallet) {
+  setText("#monthly-spend", wallet.monthly_spend_limit_paise === null
+    ? "No monthly limit."
+    : `Spent this month: ${paiseText(wallet.monthly_spend_paise)} of ${paiseText(wallet.monthly_spend_limit_paise)}.`);
+}
+
+/** 1050 -> "₹10.50". */
+function paiseText(paise) {
+  return rupees(paiseToDecimal(paise));
+}
+
+const SPEND_CAPS = { total: "Key, in total", daily: "Key, per day", monthly: "Key, per month", account_monthly: "Account, per month" };
+
+async function loadSpendAlerts() {
+  const list = await api("/v1/wallet/spend-alerts");
+  const alerts = list.data || [];
+  $("#spend-alerts tbody").replaceChildren(...alerts.map((alert) => el("tr", null,
+    el("td", null, formatDateTime(alert.created_at)),
+    el("td", null, (SPEND_CAPS[alert.cap] || alert.cap) + (alert.key_id ? ` (${alert.key_id})` : "") + `, ${alert.window}`),
+    el("td", { class: "num" }, `${alert.percent}%`),
+    el("td", { class: "num" }, `${paiseText(alert.spent_paise)} of ${paiseText(alert.limit_paise)}`))));
+  show($("#spend-alerts-empty"), alerts.length === 0);
+}
+
+async function onSpendLimit(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const input = form.elements.monthly_limit_rupees;
+  const text = input.value.trim();
+  const paise = text === "" ? null : rupeesToPaise(text);
+  if (text !== "" && paise === null) {
+    setFieldError(input, "Enter an amount in rupees, or leave it empty for no limit.");
+    input.focus();
+    return;
+  }
+  setFieldError(input, "");
+  clearFlash();
+  await busy(form, async () => {
+    const wallet = await api("/v1/wallet", { method: "PATCH", body: { monthly_spend_limit_paise: paise } });
+    renderMonthlySpend(wallet);
+    flash(paise === null ? "The monthly spend limit is off." : `Calls that would take this month past ${paiseText(paise)} are refused.`);
+  });
 }
 
 async function refreshWallet() {
@@ -1054,6 +1103,7 @@ function renderKeys() {
     el("td", null, key.expires_at ? formatDateTime(key.expires_at) : "Never"),
     el("td", { class: "wrap" }, key.allowed_models ? key.allowed_models.join(", ") : "All"),
     el("td", { class: "wrap" }, rateLimitsText(key.rate_limits)),
+    el("td", { class: "wrap" }, spendText(key)),
     el("td", { class: "actions" }, revokeButton(key)))));
   show($("#keys-empty"), state.keys.length === 0);
 }
@@ -1064,6 +1114,16 @@ function rateLimitsText(limits) {
   if (limits && limits.requests_per_minute) parts.push(`${limits.requests_per_minute.toLocaleString("en-IN")} requests/min`);
   if (limits && limits.tokens_per_minute) parts.push(`${limits.tokens_per_minute.toLocaleString("en-IN")} tokens/min`);
   return parts.length ? parts.join(", ") : "None";
+}
+
+/** "Today ₹0.40 of ₹1.00; this month ₹0.40" per window the key counts, or "No limit". */
+function spendText(key) {
+  const limits = key.spend_limits_paise || {};
+  const spent = key.spend_paise || {};
+  const windows = [["daily", "Today"], ["monthly", "This month"], ["total", "In total"]];
+  const parts = windows.filter(([w]) => spent[w] !== null && spent[w] !== undefined).map(([w, label]) =>
+    `${label} ${paiseText(spent[w])}` + (limits[w] === null || limits[w] === undefined ? "" : ` of ${paiseText(limits[w])}`));
+  return parts.length ? parts.join("; ") : "No limit";
 }
 
 function revokeButton(key) {
@@ -1113,8 +1173,24 @@ async function onCreateKey(event) {
   const form = event.currentTarget;
   if (!form.reportValidity()) return;
   clearFlash();
+  const limits = {};
+  for (const window of ["daily", "monthly", "total"]) setFieldError(form.elements[`${window}_rupees`], "");
+  for (const window of ["daily", "monthly", "total"]) {
+    const input = form.elements[`${window}_rupees`];
+    const text = input.value.trim();
+    if (text === "") continue;
+    const paise = rupeesToPaise(text);
+    if (paise === null) {
+      setFieldError(input, "Enter amounts in rupees, or leave them empty for no limit.");
+      input.focus();
+      return;
+    }
+    limits[window] = paise;
+  }
+  const body = { name: form.elements.name.value.trim() };
+  if (Object.keys(limits).length) body.spend_limits_paise = limits;
   await busy(form, async () => {
-    const created = await api("/v1/keys", { method: "POST", body: { name: form.elements.name.value.trim() } });
+    const created = await api("/v1/keys", { method: "POST", body });
     form.reset();
     setText("#new-key-value", created.key);
     setText("#copy-key-status", "");
@@ -1786,6 +1862,7 @@ function wireEvents() {
 
   $("#topup-form").addEventListener("submit", onTopup);
   $("#threshold-form").addEventListener("submit", onThreshold);
+  $("#spend-limit-form").addEventListener("submit", onSpendLimit);
   $("#ledger-more").addEventListener("click", onLedgerMore);
 
   $("#key-form").addEventListener("submit", onCreateKey);
