@@ -155,6 +155,11 @@ async fn limits_change_and_alert_once_per_window(backend: Backend) -> TestResult
     assert_eq!(percents, [&json!(100), &json!(80)], "newest first");
     assert_eq!(listed_alerts["data"][0]["cap"], "total");
     assert_eq!(listed_alerts["data"][0]["key_id"], created["id"]);
+    // A call too large for a fresh key's limit is refused, and says nothing of a limit it never neared.
+    let (fresh, _) = key_with(&api, &token, json!({ "total": 2 })).await?;
+    refused_by(chat(&api, &fresh, 4000).await?, "total").await?;
+    let after = get(&api, &token, "/v1/wallet/spend-alerts").await?;
+    assert_eq!(after["data"].as_array().map(Vec::len), Some(2), "no alert for a limit 0% spent: {after}");
 
     // Raised, the limit admits the next call at once; lowered below what was spent, it refuses again.
     api.cerebras.set_mode(Mode::Normal);

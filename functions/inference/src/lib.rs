@@ -226,20 +226,20 @@ async fn serve(
         gateway.note_use(&context, &owner);
         let JsonBody(body) = body?;
         let mut prepared = inference::prepare(gateway, endpoint, body, request_id.clone())?;
-        let window = gateway.admit(&context, &owner, &mut prepared).await?;
-        // The call runs on a task of its own: a client that hangs up before the answer cancels neither the
-        // call nor its settlement.
+        // Admission and the call run on a task of their own: a client that hangs up cancels neither what
+        // admission took (its spend holds) nor the call and its settlement.
         let call_state = state.clone();
         let call = shared::tasks::spawn("inference call", async move {
             let request_id = prepared.request_id.clone();
             let gateway = call_state.gateway()?;
+            let window = gateway.admit(&context, &owner, &mut prepared).await?;
             let answer = inference::call(&context, gateway, owner, prepared).await;
             if let Err(e) = &answer {
                 tracing::info!(%request_id, error = %e, "inference call failed");
             }
-            answer
+            answer.map(|answer| (answer, window))
         });
-        let answer = call.await.map_err(|e| ApiError::Internal(format!("inference call: {e}")))??;
+        let (answer, window) = call.await.map_err(|e| ApiError::Internal(format!("inference call: {e}")))??;
         Ok(with_rate_headers(answer_response(answer), window.as_ref()))
     }
     .await;

@@ -27,8 +27,9 @@ async fn create(
     JsonBody(request): JsonBody<NewKeyRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     kyc::require_verified(state.store(), &session.user_id).await?;
-    let mut created = keys::create_key(&state.ports, &session.user_id, request).await?;
-    created.view = ApiKeyView::of(state.store(), &created.record, state.clock().now()).await?;
+    // A new key has spent nothing: its answer reads nothing more, so the one-time secret always reaches the
+    // caller once the key exists.
+    let created = keys::create_key(&state.ports, &session.user_id, request).await?;
     tracing::info!(user_id = %session.user_id, key_id = %created.view.id, "API key created");
     Ok((StatusCode::CREATED, Json(created)))
 }

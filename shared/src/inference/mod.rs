@@ -283,9 +283,10 @@ pub(super) async fn settle_call(
     {
         tracing::warn!(error = %e, "a purse's spending not posted yet; the next call or the sweeper posts it");
     }
-    // The spend windows learn what the call cost; one left unsettled keeps the hold counted, as the sweeper
-    // charges it.
-    if let Ok(record) = &settled {
+    // The spend windows learn what the call cost. A call left unsettled keeps its hold counted, as the
+    // sweeper charges it; so does one the sweeper settled first (answered as charging nothing here), since
+    // what the sweeper charged is at most the hold.
+    if let Some(record) = settled.as_ref().ok().filter(|record| record.cost > 0) {
         spend::settle(ports.store(), &facts.prepared.spend, record.cost, now).await;
     }
     settled

@@ -77,6 +77,7 @@ impl KeyOwner {
     pub fn limited(&self) -> Limited<'_> {
         Limited {
             key_id: &self.key_id,
+            key_slot: &self.slot,
             key_limits: self.spend_limits,
             key_expiry: self.expires_at.map(|at| at.timestamp()),
             user_id: &self.user_id,
@@ -169,7 +170,8 @@ impl From<&ApiKeyRecord> for ApiKeyView {
             allowed_models: r.allowed_models.clone(),
             rate_limits: r.rate_limits,
             spend_limits_paise: r.spend_limits,
-            spend_paise: SpendPaise::default(),
+            // Counted from zero when its first limit is set (`ApiKeyView::of` reads what it spent since).
+            spend_paise: SpendPaise::zero_if_counted(r.spend_limits),
         }
     }
 }
@@ -180,8 +182,6 @@ pub struct CreatedKey {
     #[serde(flatten)]
     pub view: ApiKeyView,
     pub key: String,
-    #[serde(skip)]
-    pub record: ApiKeyRecord,
 }
 
 /// The body of `POST /v1/keys`. A field we do not know is refused, never ignored: a limit a client believes
@@ -251,7 +251,7 @@ pub async fn create_key(ports: &Ports, user_id: &str, request: NewKeyRequest) ->
             });
         };
         if store.save_key(user_id, &slot, &record).await.applied()?.is_some() {
-            return Ok(CreatedKey { view: ApiKeyView::from(&record), key, record });
+            return Ok(CreatedKey { view: ApiKeyView::from(&record), key });
         }
     }
     Err(ApiError::Unavailable("too many concurrent key creations; retry".into()))

@@ -1,8 +1,10 @@
 //! Spend alerts: when a window's spend reaches 50%, 80% and 100% of its limit (100% also when a call is
 //! refused by it), the account gets an e-mail and an entry the dashboard lists (`USER#<id>` /
-//! `SPENDALERT#<time>`, kept [`SPEND_ALERT_LIFETIME`]). Once per window and threshold: the window item
-//! remembers the highest threshold alerted (`alerted`), and the alert is written only by the write that
-//! raises it, in one transaction with the e-mail.
+//! `SPENDALERT#<time>`, kept [`SPEND_ALERT_LIFETIME`]). Once per window, limit and threshold: the window
+//! item remembers the highest threshold alerted under each limit it was counted against (`alerted_<limit>`,
+//! so processes whose cached limits differ for a minute after a change never alert twice), and the alert is
+//! written only by the write that raises it, in one transaction with the e-mail. A refused call raises 100%
+//! once 80% is spent (the limit is reached for calls like it); a large call refused early raises nothing.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,12 +19,17 @@ use crate::retention::SPEND_ALERT_LIFETIME;
 use crate::store::schema::{prefix, time_sort_key};
 use crate::store::{Condition, Item, ItemStore, Put, Query, SortKeyRange, StoreResult, Table, Update, WriteOp};
 
-/// The window item's attribute: the highest threshold alerted in it.
-pub(super) const ALERTED: &str = "alerted";
 /// The thresholds, in percent of a limit.
-const THRESHOLDS: [u8; 3] = [50, 80, FULL];
+const THRESHOLDS: [u8; 3] = [50, NEARLY_FULL, FULL];
+/// The threshold past which a refused call means the limit is reached.
+const NEARLY_FULL: u8 = 80;
 /// The threshold of a limit reached.
-pub(super) const FULL: u8 = 100;
+const FULL: u8 = 100;
+
+/// The window item's attribute: the highest threshold alerted under `limit`.
+fn alerted_attr(limit: i64) -> String {
+    format!("alerted_{limit}")
+}
 /// How many alerts `GET /v1/spend-alerts` lists.
 const LISTED: u32 = 50;
 
@@ -47,39 +54,55 @@ pub struct SpendAlert {
 pub(super) async fn check(store: &dyn ItemStore, hold: &SpendHold, window: &Window, item: &Item, now: DateTime<Utc>) {
     let (spent, limit) = spent_and_limit(item);
     let Some(limit) = limit else { return };
-    let reached =
-        THRESHOLDS.iter().rev().copied().find(|t| spent.saturating_mul(100) >= limit.saturating_mul(i64::from(*t)));
+    let reached = THRESHOLDS.iter().rev().copied().find(|t| share_reached(spent, limit, *t));
     if let Some(percent) = reached {
         raise(store, hold, Reached { window, item, percent }, now).await;
     }
 }
 
+/// After `window` (as read: `item`) refused a call: 100% once 80% is spent, else what spend has reached.
+pub(super) async fn refused(store: &dyn ItemStore, hold: &SpendHold, window: &Window, item: &Item, now: DateTime<Utc>) {
+    let (spent, limit) = spent_and_limit(item);
+    match limit {
+        Some(limit) if share_reached(spent, limit, NEARLY_FULL) => {
+            raise(store, hold, Reached { window, item, percent: FULL }, now).await;
+        }
+        _ => check(store, hold, window, item, now).await,
+    }
+}
+
+/// Whether `spent` is at least `percent` of `limit`.
+fn share_reached(spent: i64, limit: i64, percent: u8) -> bool {
+    spent.saturating_mul(100) >= limit.saturating_mul(i64::from(percent))
+}
+
 /// A threshold a window (as read: `item`) has reached.
-pub(super) struct Reached<'a> {
-    pub window: &'a Window,
-    pub item: &'a Item,
-    pub percent: u8,
+struct Reached<'a> {
+    window: &'a Window,
+    item: &'a Item,
+    percent: u8,
 }
 
 /// Raises the alert of `percent` for the window (read as `item`) unless it, or a higher one, was raised.
 /// Best effort: a write that loses a race leaves the alert to the next settlement in the window.
-pub(super) async fn raise(store: &dyn ItemStore, hold: &SpendHold, reached: Reached<'_>, now: DateTime<Utc>) {
+async fn raise(store: &dyn ItemStore, hold: &SpendHold, reached: Reached<'_>, now: DateTime<Utc>) {
     let Reached { window, item, percent } = reached;
-    let before = item.attrs.get(ALERTED).and_then(Value::as_u64).unwrap_or(0);
+    let (spent, limit) = spent_and_limit(item);
+    let Some(limit) = limit else { return };
+    let before = item.attrs.get(&alerted_attr(limit)).and_then(Value::as_u64).unwrap_or(0);
     if before >= u64::from(percent) {
         return;
     }
-    let (spent, limit) = spent_and_limit(item);
     let alert = SpendAlert {
         cap: window.cap.param().into(),
         percent,
-        limit_paise: limit.unwrap_or(0) / UNITS_PER_PAISA,
+        limit_paise: limit / UNITS_PER_PAISA,
         spent_paise: spent.max(0) / UNITS_PER_PAISA,
         key_id: (window.cap != Cap::AccountMonthly).then(|| hold.key_id.clone()),
         window: if window.period.id.is_empty() { "total".into() } else { window.period.id.clone() },
         created_at: now,
     };
-    let written = alert_ops(hold, window, item, &alert, before);
+    let written = alert_ops(hold, window, (item, limit), &alert, before);
     let result = match written {
         Ok(ops) => store.transact(ops).await,
         Err(e) => Err(e),
@@ -92,13 +115,14 @@ pub(super) async fn raise(store: &dyn ItemStore, hold: &SpendHold, reached: Reac
 fn alert_ops(
     hold: &SpendHold,
     window: &Window,
-    item: &Item,
+    (item, limit): (&Item, i64),
     alert: &SpendAlert,
     before: u64,
 ) -> StoreResult<Vec<WriteOp>> {
+    let alerted = alerted_attr(limit);
     let mark = Update::new(Table::Main, &item.pk, &item.sk)
-        .set(ALERTED, json!(alert.percent))
-        .when(Condition::AttrAbsentOrEquals(ALERTED.into(), json!(before)));
+        .set(&alerted, json!(alert.percent))
+        .when(Condition::AttrAbsentOrEquals(alerted.clone(), json!(before)));
     let mail = OutboxMail::new(MailKind::SpendLimitAlert, &hold.user_id, alert.created_at)
         .param("what", window.cap.described())
         .param("percent", alert.percent)

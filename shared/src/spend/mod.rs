@@ -23,7 +23,7 @@ pub use windows::{SpendHold, Window, release, settle, spent_paise, take};
 
 use crate::error::ApiResult;
 use crate::store::schema::{key_spend_pk, sk};
-use crate::store::{Condition, Delete, ItemStore, Table, WriteOp};
+use crate::store::{Check, Condition, Delete, ItemStore, Table, WriteOp};
 
 /// A key's windows.
 const KEY_CAPS: [Cap; 3] = [Cap::Total, Cap::Daily, Cap::Monthly];
@@ -32,6 +32,9 @@ const KEY_CAPS: [Cap; 3] = [Cap::Total, Cap::Daily, Cap::Monthly];
 #[derive(Debug, Clone, Copy)]
 pub struct Limited<'a> {
     pub key_id: &'a str,
+    /// The key's slot in its account's partition (`APIKEYSLOT#<nn>`, holding `id` = the key's id while the
+    /// key lives).
+    pub key_slot: &'a str,
     pub key_limits: SpendLimits,
     /// When the key expires (its total window lives as long), epoch seconds.
     pub key_expiry: Option<i64>,
@@ -45,7 +48,8 @@ impl Limited<'_> {
         let mut windows = Vec::new();
         if !self.key_limits.is_unlimited() {
             for cap in KEY_CAPS {
-                windows.push(Window::of_key(self.key_id, cap, self.key_limits.of(cap), now, self.key_expiry));
+                let window = Window::of_key(self.key_id, cap, self.key_limits.of(cap), now, self.key_expiry);
+                windows.push(if cap == Cap::Total { window.opens_only_if(self.key_lives()) } else { window });
             }
         }
         if let Some(limit) = self.account_monthly {
@@ -55,12 +59,32 @@ impl Limited<'_> {
     }
 }
 
+impl Limited<'_> {
+    /// The condition that the key still exists: its slot holds it.
+    fn key_lives(&self) -> Check {
+        Check {
+            table: Table::Main,
+            pk: crate::accounts::user_pk(self.user_id),
+            sk: self.key_slot.to_owned(),
+            condition: Condition::AttrEquals("id".into(), serde_json::json!(self.key_id)),
+        }
+    }
+}
+
 /// A key's spend in its current windows (`null` for a key without spend limits: it is not counted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct SpendPaise {
     pub total: Option<i64>,
     pub daily: Option<i64>,
     pub monthly: Option<i64>,
+}
+
+impl SpendPaise {
+    /// A key that has not spent: zeros in its windows if it is counted, `null` if not.
+    pub fn zero_if_counted(limits: SpendLimits) -> Self {
+        let zero = (!limits.is_unlimited()).then_some(0);
+        Self { total: zero, daily: zero, monthly: zero }
+    }
 }
 
 /// What a key has spent in its current windows.

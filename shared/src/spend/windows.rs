@@ -23,7 +23,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::money::{UNITS_PER_PAISA, format_inr};
 use crate::retention::SPEND_WINDOW_GRACE;
 use crate::store::schema::{account_spend_pk, key_spend_pk, prefix, prefixed, sk};
-use crate::store::{Condition, Conditional, Item, ItemStore, Put, Table, Update, WriteOp};
+use crate::store::{Check, Condition, Conditional, Item, ItemStore, Put, StoreError, Table, Update, WriteOp};
 
 const SPENT: &str = "spent";
 const LIMIT: &str = "limit";
@@ -32,9 +32,11 @@ const LEFT: &str = "left";
 const NO_LIMIT: &str = "none";
 /// Rounds of opening, re-limiting and retrying before a call is refused as busy.
 const TAKE_ATTEMPTS: usize = 6;
+/// Tries of a settlement's or a release's correction.
+const ADJUST_ATTEMPTS: u32 = 4;
 
 /// One window a call counts in: its item and the limit (units) the caller knows for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Window {
     pub cap: Cap,
     pub period: Period,
@@ -43,6 +45,9 @@ pub struct Window {
     limit: Option<i64>,
     /// When the item expires (`None`: the key's total, which lives as long as the key).
     expires_at: Option<i64>,
+    /// What must hold for the window to be opened: a key's total opens only while the key exists (a key
+    /// revoked but still in a gateway's cache must not start its total again from zero).
+    opens_only_if: Option<Check>,
 }
 
 impl Window {
@@ -65,7 +70,13 @@ impl Window {
             None => key_expiry,
         };
         let limit = limit_paise.map(|p| p.saturating_mul(UNITS_PER_PAISA));
-        Self { cap, period, pk: key_spend_pk(key_id), sk, limit, expires_at }
+        Self { cap, period, pk: key_spend_pk(key_id), sk, limit, expires_at, opens_only_if: None }
+    }
+
+    /// The window opens only while `check` holds.
+    pub fn opens_only_if(mut self, check: Check) -> Self {
+        self.opens_only_if = Some(check);
+        self
     }
 
     /// The account's month at `now`, against `limit_paise`.
@@ -74,7 +85,8 @@ impl Window {
         let expires_at = period.ends_at.map(|end| (end + SPEND_WINDOW_GRACE).timestamp());
         let sk = prefixed(prefix::MONTH, &period.id);
         let limit = Some(limit_paise.saturating_mul(UNITS_PER_PAISA));
-        Self { cap: Cap::AccountMonthly, period, pk: account_spend_pk(user_id), sk, limit, expires_at }
+        let pk = account_spend_pk(user_id);
+        Self { cap: Cap::AccountMonthly, period, pk, sk, limit, expires_at, opens_only_if: None }
     }
 
     fn limit_value(&self) -> Value {
@@ -92,13 +104,11 @@ impl Window {
         update.when(Condition::All(conditions))
     }
 
-    /// Adds `delta` to what the window spent (a settlement's correction, or a hold given back).
+    /// Adds `delta` to what the window spent (a settlement's correction, or a hold given back). `left`
+    /// moves too even in a window counted without a limit: a limit set while the call ran recomputed `left`
+    /// from a `spent` that held this call's hold.
     fn adjust(&self, delta: i64) -> Update {
-        let mut update = Update::new(Table::Main, &self.pk, &self.sk).add(SPENT, delta);
-        if self.limit.is_some() {
-            update = update.add(LEFT, -delta);
-        }
-        update.when(Condition::Exists)
+        Update::new(Table::Main, &self.pk, &self.sk).add(SPENT, delta).add(LEFT, -delta).when(Condition::Exists)
     }
 }
 
@@ -138,8 +148,7 @@ pub async fn take(
         }
         if let Some((full, item)) = prepare_windows(store, &hold.windows, amount).await? {
             let refused = &hold.windows[full];
-            let reached = alerts::Reached { window: refused, item: &item, percent: alerts::FULL };
-            alerts::raise(store, &hold, reached, now).await;
+            alerts::refused(store, &hold, refused, &item, now).await;
             return Err(limit_reached(refused));
         }
     }
@@ -182,17 +191,21 @@ async fn open(store: &dyn ItemStore, window: &Window) -> ApiResult<()> {
         attrs.insert(LEFT.into(), json!(limit));
     }
     let item = Item::from_record(&window.pk, &window.sk, &Value::Object(attrs), window.expires_at)?;
-    // Another call may have opened it first: either way it is open.
-    store.put(Put { table: Table::Main, item, condition: Condition::NotExists }).await.or_not_needed()?;
+    let put = Put { table: Table::Main, item, condition: Condition::NotExists };
+    // Another call may have opened it first: either way it is open. A window whose condition fails stays
+    // closed, and its calls are refused as busy.
+    match &window.opens_only_if {
+        Some(check) => store.transact(vec![WriteOp::Check(check.clone()), WriteOp::Put(put)]).await.or_not_needed()?,
+        None => store.put(put).await.or_not_needed()?,
+    }
     Ok(())
 }
 
-/// Counts the window against the caller's limit from now on (its alerts start over), if nobody changed it
-/// since it was read.
+/// Counts the window against the caller's limit from now on (alerts count per limit), if nobody changed
+/// it since it was read.
 async fn relimit(store: &dyn ItemStore, window: &Window, read: &Item) -> ApiResult<()> {
     let spent = number(read, SPENT);
-    let mut update =
-        Update::new(Table::Main, &window.pk, &window.sk).set(LIMIT, window.limit_value()).remove(alerts::ALERTED);
+    let mut update = Update::new(Table::Main, &window.pk, &window.sk).set(LIMIT, window.limit_value());
     update = match window.limit {
         Some(limit) => update.set(LEFT, json!(limit.saturating_sub(spent))),
         None => update.remove(LEFT),
@@ -231,9 +244,8 @@ fn limit_reached(window: &Window) -> ApiError {
 pub async fn settle(store: &dyn ItemStore, hold: &SpendHold, cost: i64, now: DateTime<Utc>) {
     let delta = cost.saturating_sub(hold.amount);
     let writes = hold.windows.iter().map(|window| async move {
-        match store.update(window.adjust(delta)).await {
-            Ok(item) => alerts::check(store, hold, window, &item, now).await,
-            Err(e) => tracing::warn!(error = %e, cap = window.cap.param(), "a spend window kept the call's hold"),
+        if let Some(item) = adjust_patiently(store, window, delta).await {
+            alerts::check(store, hold, window, &item, now).await;
         }
     });
     futures_util::future::join_all(writes).await;
@@ -241,12 +253,25 @@ pub async fn settle(store: &dyn ItemStore, hold: &SpendHold, cost: i64, now: Dat
 
 /// Gives a call's hold back to its windows (the call never reached a provider).
 pub async fn release(store: &dyn ItemStore, hold: &SpendHold) {
-    let writes = hold.windows.iter().map(|window| async move {
-        if let Err(e) = store.update(window.adjust(-hold.amount)).await {
-            tracing::warn!(error = %e, cap = window.cap.param(), "a spend window kept an unused hold");
-        }
-    });
+    let writes = hold.windows.iter().map(|window| adjust_patiently(store, window, -hold.amount));
     futures_util::future::join_all(writes).await;
+}
+
+/// Applies a correction, trying a failing store a few times (a busy account's month takes every key's
+/// calls); a correction that never lands leaves the hold counted, the side that never lets spend pass a limit.
+async fn adjust_patiently(store: &dyn ItemStore, window: &Window, delta: i64) -> Option<Item> {
+    for attempt in 0..ADJUST_ATTEMPTS {
+        match store.update(window.adjust(delta)).await {
+            Ok(item) => return Some(item),
+            // The window expired (its period ended days ago): nothing left to correct.
+            Err(StoreError::ConditionFailed) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, cap = window.cap.param(), attempt, "a spend window's correction failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+            }
+        }
+    }
+    None
 }
 
 /// What a window has spent, in whole paise (rounded down); 0 for a window nobody opened.

@@ -50,9 +50,11 @@ impl WalletSettings {
 }
 
 fn threshold_of(fields: &Map<String, Value>) -> ApiResult<Option<i64>> {
+    let max = super::MAX_LOW_BALANCE_THRESHOLD_PAISE;
     match fields.get("low_balance_threshold_paise") {
         None => Ok(None),
-        Some(value) => value.as_i64().map(Some).ok_or_else(|| {
+        // Checked here, before any setting is written: a PATCH applies whole or not at all.
+        Some(value) => value.as_i64().filter(|paise| (0..=max).contains(paise)).map(Some).ok_or_else(|| {
             ApiError::invalid(
                 ErrorCode::InvalidThreshold,
                 "low_balance_threshold_paise",
