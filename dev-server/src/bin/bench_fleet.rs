@@ -1,7 +1,7 @@
 //! `make bench-fleet`: the fleet (`make fleet`, release builds, DynamoDB writes counted per item) under
 //! closed-loop load from this process, an outside HTTP client: one account at 1, 10 and 50 connections and
 //! 20 accounts at 50, then the same while a tenth of the inference instances are killed and another tenth
-//! frozen for 10 s every few seconds. Each call is a whole (non-streamed) chat completion from the model
+//! frozen for 10 s every few seconds; last, one account whose key has rate and spend limits, at 1 and 10. Each call is a whole (non-streamed) chat completion from the model
 //! stand-in, which answers at once: the latency is all ours.
 //!
 //! For each step it prints calls/s, the latency's p50/p99, DynamoDB writes per call, the busiest item's
@@ -84,6 +84,8 @@ async fn run() -> Result<(), BoxError> {
             print_step(&name, &step, &writes, seconds);
         }
     }
+    let limited = limited_key_steps(&fleet, seconds, &mut false_refusals).await?;
+    accounts.push(limited);
     let users: Vec<String> = accounts.iter().map(|(user, _)| user.clone()).collect();
     let waited = fleet.jobs_until_nothing_held(&users, Duration::from_secs(300)).await?;
     let mut charged = 0u64;
@@ -100,6 +102,28 @@ async fn run() -> Result<(), BoxError> {
         return Err("calls were refused or served uncharged".into());
     }
     Ok(())
+}
+
+/// What a key's limits cost a call: the same load on one account whose key has a tokens-a-minute and a daily
+/// spend limit that never bind (each call counts in its rate window and its three spend windows). Returns
+/// the account and its key.
+async fn limited_key_steps(
+    fleet: &Arc<Fleet>,
+    seconds: u64,
+    refusals: &mut usize,
+) -> Result<(String, String), BoxError> {
+    let limits = json!({"name": "limited", "rate_limits": {"tokens_per_minute": 1_000_000_000}, "spend_limits_paise": {"daily": 1_000_000_000}});
+    let limited = fleet.customer_with_key("bench-limits@example.com", 500_000, limits).await?;
+    for connections in [1, 10] {
+        let name = format!("limited key, {connections} connection{}", if connections == 1 { "" } else { "s" });
+        fleet.reset_writes().await?;
+        let step =
+            load(fleet, std::slice::from_ref(&limited), connections, Duration::from_secs(seconds), false).await?;
+        let writes = fleet.writes().await?;
+        *refusals += step.refused;
+        print_step(&name, &step, &writes, seconds);
+    }
+    Ok(limited)
 }
 
 /// `connections` closed loops for `length`, each on its own account in turn; with `chaos`, instances are

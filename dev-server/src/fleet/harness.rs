@@ -233,6 +233,11 @@ impl Fleet {
     /// A customer as one becomes one (signup, the e-mail's link, KYC, a paid top-up of `rupees`), with an
     /// API key; returns (user id, API key).
     pub async fn customer(&self, email: &str, rupees: i64) -> Result<(String, String), TestError> {
+        self.customer_with_key(email, rupees, json!({"name": "fleet"})).await
+    }
+
+    /// [`Fleet::customer`] whose key is created from `key` (`POST /v1/keys`'s body: its limits).
+    pub async fn customer_with_key(&self, email: &str, rupees: i64, key: Value) -> Result<(String, String), TestError> {
         let password = "correct horse battery";
         let signup = json!({"email": email, "password": password, "full_name": "Fleet Check", "date_of_birth": "1990-01-01", "accepted_terms_version": "2026-05-21"});
         let user = self.call(reqwest::Method::POST, "/v1/auth/signup", None, signup).await?;
@@ -264,7 +269,7 @@ impl Fleet {
         if !credited {
             return Err(format!("the top-up of {email} was not credited within a minute").into());
         }
-        let key = self.call(reqwest::Method::POST, "/v1/keys", Some(&token), json!({"name": "fleet"})).await?;
+        let key = self.call(reqwest::Method::POST, "/v1/keys", Some(&token), key).await?;
         Ok((user_id, key["key"].as_str().ok_or("no key")?.to_owned()))
     }
 
