@@ -7,6 +7,14 @@
 //! A key is counted in its three windows while it has any spend limit (so its spend shows in each), and an
 //! account in its month while it has a monthly limit; calls of keys and accounts without limits write
 //! nothing here.
+//!
+//! The price, and its bound: a counted call writes each of its windows twice (the take, one transaction,
+//! before it is forwarded; the correction after), so a window item takes writes in proportion to its key's
+//! (or, for the account's month, its account's) calls. DynamoDB takes about 1,000 writes a second on one
+//! item, 500 in transactions: a spend-limited key or account is good for a few hundred calls a second, and
+//! beyond that its calls are refused as busy (503, `Retry-After`), never let through uncounted. Busier keys
+//! need what the wallet has (purses: an instance takes a slice of the limit and counts its calls on its
+//! own item), not built yet.
 
 mod account;
 mod alerts;
