@@ -72,6 +72,8 @@ pub struct Gateway {
     purses: Option<Arc<metering::Purses>>,
     /// Keys' rate windows this instance found full.
     rates: RateCounter,
+    /// How long a non-streaming answer may take ([`NON_STREAMING_TIMEOUT`]; shorter in tests).
+    answer_timeout: Duration,
 }
 
 impl Gateway {
@@ -94,6 +96,7 @@ impl Gateway {
             leases_on: true,
             purses: None,
             rates: RateCounter::default(),
+            answer_timeout: NON_STREAMING_TIMEOUT,
         })
     }
 
@@ -126,6 +129,12 @@ impl Gateway {
     pub fn one_call_at_a_time(mut self) -> Self {
         self.leases_on = false;
         self.purses = Some(Arc::new(metering::Purses::new()));
+        self
+    }
+
+    /// Shortens how long a non-streaming answer may take (tests of a provider that never answers).
+    pub fn with_answer_timeout(mut self, timeout: Duration) -> Self {
+        self.answer_timeout = timeout;
         self
     }
 
@@ -352,13 +361,18 @@ pub async fn call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, mut prepare
             }
             Ok(Answer::Complete(Completed { status, body, cost }))
         }
-        Attempt::Unreadable { provider } => {
+        Attempt::Unreadable { provider, timed_out } => {
             let facts =
                 CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances, provider, started, ttft: None };
-            settle_call(ports, facts, prepared.usage_upper_bound(), "upstream_error").await?;
-            Err(ApiError::BadGateway {
-                code: ErrorCode::UpstreamError,
-                message: "the model provider sent an unreadable answer".into(),
+            let status = if timed_out { "upstream_timeout" } else { "upstream_error" };
+            settle_call(ports, facts, prepared.usage_upper_bound(), status).await?;
+            Err(if timed_out {
+                ApiError::GatewayTimeout { message: "the model provider did not answer in time".into() }
+            } else {
+                ApiError::BadGateway {
+                    code: ErrorCode::UpstreamError,
+                    message: "the model provider sent an unreadable answer".into(),
+                }
             })
         }
         Attempt::Streaming { provider, response } => {

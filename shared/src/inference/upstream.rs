@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::back_pressure::{more_telling, provider_side_error, retry_after};
 use super::context::ContextRefusal;
 use super::request::Prepared;
-use super::{Gateway, MAX_INFERENCE_BODY_BYTES, NON_STREAMING_TIMEOUT, Provider};
+use super::{Gateway, MAX_INFERENCE_BODY_BYTES, Provider};
 use crate::catalog::Route;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 
@@ -94,9 +94,10 @@ pub(super) enum Attempt {
     Complete { provider: String, status: u16, body: Value },
     /// A streaming answer, not yet read.
     Streaming { provider: String, response: reqwest::Response },
-    /// The provider accepted the request (2xx) but its answer was unreadable or never arrived in full: it
-    /// may have billed us the whole call, so it is not tried elsewhere and the caller pays the upper bound.
-    Unreadable { provider: String },
+    /// The provider took the request but its answer was unreadable or never arrived (`timed_out`: not in
+    /// time): it may have billed us the whole call, so it is not tried elsewhere and the caller pays the
+    /// upper bound.
+    Unreadable { provider: String, timed_out: bool },
 }
 
 /// A 4xx the provider answered at once: never retried elsewhere. A 400 or 422 is about the request: a
@@ -160,9 +161,10 @@ fn transport_failure(e: &reqwest::Error, code: ErrorCode, message: &str) -> ApiE
     }
 }
 
-/// Tries each configured route in order. Falls back on connect errors, timeouts and failures on the
-/// provider's side (5xx, 429, and 401/402/403: our key, quota or billing there); nothing has reached the
-/// client yet. Any other 4xx is the request's fault and is answered at once. The output cap the gateway
+/// Tries each configured route in order. Falls back on connection failures (the request never reached the
+/// provider) and failures on the provider's side (5xx, 429, and 401/402/403: our key, quota or billing
+/// there); nothing has reached the client yet. A request the provider received but never answered in time
+/// is not sent elsewhere: the provider may be generating (and billing) it. Any other 4xx is the request's fault and is answered at once. The output cap the gateway
 /// chose may be lowered to what the context leaves (see [`super::context`]).
 pub(super) async fn forward(gateway: &Gateway, prepared: &mut Prepared) -> ApiResult<Attempt> {
     let mut last = ApiError::BadGateway {
@@ -201,6 +203,11 @@ async fn try_route(gateway: &Gateway, prepared: &mut Prepared, provider: &Provid
         }
         let response = match send(gateway, prepared, provider, route, time_left).await {
             Ok(response) => response,
+            Err(e) if !e.is_connect() && !e.is_builder() => {
+                tracing::error!(provider = %provider.name, timeout = e.is_timeout(), "the provider took the call but never answered; charged as its upper bound");
+                let provider = provider.name.clone();
+                return Tried::Answered(Ok(Attempt::Unreadable { provider, timed_out: e.is_timeout() }));
+            }
             Err(e) => {
                 tracing::warn!(provider = %provider.name, timeout = e.is_timeout(), "upstream unreachable; trying the next route");
                 return Tried::Failed(transport_failure(
@@ -244,7 +251,7 @@ async fn send(
 ) -> Result<reqwest::Response, reqwest::Error> {
     let url = format!("{}{}", provider.base_url.trim_end_matches('/'), prepared.endpoint.path());
     let mut request = gateway.http.post(&url).json(&prepared.upstream_body(route));
-    request = request.timeout(if prepared.stream { time_left } else { time_left.min(NON_STREAMING_TIMEOUT) });
+    request = request.timeout(if prepared.stream { time_left } else { time_left.min(gateway.answer_timeout) });
     if let Some(key) = &provider.api_key {
         request = request.bearer_auth(key.current().await.expose());
     }
@@ -264,7 +271,7 @@ async fn accepted(prepared: &Prepared, provider: &Provider, status: u16, respons
         Some(body) => Attempt::Complete { provider: provider.name.clone(), status, body },
         None => {
             tracing::error!(provider = %provider.name, status, "the provider accepted the call but its answer was unreadable");
-            Attempt::Unreadable { provider: provider.name.clone() }
+            Attempt::Unreadable { provider: provider.name.clone(), timed_out: false }
         }
     }
 }
