@@ -25,6 +25,7 @@ pub mod retention;
 pub mod store;
 
 // Domain: each module owns its items and offers what others need of them.
+pub mod account_limits;
 pub mod accounts;
 pub mod alerts;
 pub mod auth;

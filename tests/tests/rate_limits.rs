@@ -8,7 +8,11 @@ use e2e::{Backend, TestApi, TestResult, on_both_stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-on_both_stores!(sixty_a_minute_means_sixty, tokens_a_minute_count_each_calls_bound);
+on_both_stores!(
+    sixty_a_minute_means_sixty,
+    tokens_a_minute_count_each_calls_bound,
+    account_defaults_apply_under_the_operators_ceiling
+);
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -155,6 +159,63 @@ async fn limits_are_checked() -> TestResult {
             .await?;
         assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{limits}");
         assert!(refused.text().await?.contains("rate_limits"), "{limits}");
+    }
+    Ok(())
+}
+
+/// The account's default rate limits apply to keys without their own; a key's own override them; the
+/// ceiling operators set caps both (and limits a key with neither); customers cannot set the ceiling.
+async fn account_defaults_apply_under_the_operators_ceiling(backend: Backend) -> TestResult {
+    let token_of_operator = "ops-token-asha";
+    let operators = serde_json::json!({ "asha.ops@inferexai.in": token_of_operator }).to_string();
+    let config = shared::config::Config {
+        admin_token: Some(shared::secrets::SecretString::new(operators)),
+        ..shared::config::Config::default()
+    };
+    let api = TestApi::start_with(backend, config).await?;
+    let (user, token) = api.verified_user("defaults@example.in").await?;
+    api.fund(&token, 100).await?;
+    let (plain, _) = key_with(&api, &token, json!(null)).await?;
+    let (own, _) = key_with(&api, &token, json!({ "requests_per_minute": 500 })).await?;
+    let limit_of = |response: &reqwest::Response| header(response, "x-ratelimit-limit-requests");
+
+    let patch = |body: Value| api.http.patch(api.url("/v1/limits")).bearer_auth(&token).json(&body).send();
+    let set = patch(json!({ "default_rate_limits": { "requests_per_minute": 100 } })).await?;
+    assert_eq!(set.status(), StatusCode::OK);
+    let limits: Value = set.json().await?;
+    assert_eq!(limits["default_rate_limits"]["requests_per_minute"], 100);
+    assert_eq!(limits["rate_limit_ceiling"], json!({ "requests_per_minute": null, "tokens_per_minute": null }));
+    assert_eq!(limit_of(&chat(&api, &plain, 3).await?).as_deref(), Some("100"), "the account's default");
+    assert_eq!(limit_of(&chat(&api, &own, 3).await?).as_deref(), Some("500"), "the key's own");
+
+    let refused = patch(json!({ "rate_limit_ceiling": { "requests_per_minute": 1 } })).await?;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "the ceiling is the operators'");
+    assert_eq!(refused.json::<Value>().await?["error"]["code"], "unknown_field");
+
+    let ceiling = |who: &str, body: Value| {
+        let url = api.url(&format!("/v1/admin/accounts/{user}/limits"));
+        api.http.put(url).bearer_auth(who.to_owned()).json(&body).send()
+    };
+    let by_customer = ceiling(&token, json!({ "rate_limit_ceiling": { "requests_per_minute": 200 } })).await?;
+    assert_eq!(by_customer.status(), StatusCode::UNAUTHORIZED, "a session is no operator");
+    let set = ceiling(token_of_operator, json!({ "rate_limit_ceiling": { "requests_per_minute": 200 } })).await?;
+    assert_eq!(set.status(), StatusCode::OK);
+    assert_eq!(set.json::<Value>().await?["default_rate_limits"]["requests_per_minute"], 100, "the defaults stay");
+    assert_eq!(limit_of(&chat(&api, &plain, 3).await?).as_deref(), Some("100"), "under the ceiling");
+    assert_eq!(limit_of(&chat(&api, &own, 3).await?).as_deref(), Some("200"), "capped at the ceiling");
+    patch(json!({ "default_rate_limits": null })).await?.error_for_status()?;
+    assert_eq!(limit_of(&chat(&api, &plain, 3).await?).as_deref(), Some("200"), "a key with no limit gets the ceiling");
+
+    let unknown = ceiling(token_of_operator, json!({ "rate_limit_ceiling": null })).await?;
+    assert_eq!(unknown.status(), StatusCode::OK, "lifted");
+    let nobody = api.url("/v1/admin/accounts/usr_nobody/limits");
+    let missing =
+        api.http.put(nobody).bearer_auth(token_of_operator).json(&json!({ "rate_limit_ceiling": null })).send().await?;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    for bad in
+        [json!({ "default_rate_limits": { "requests_per_minute": 0 } }), json!({ "default_rate_limits": 5 }), json!({})]
+    {
+        assert_eq!(patch(bad.clone()).await?.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
     Ok(())
 }

@@ -3,9 +3,10 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
+use shared::account_limits::{self, AccountLimits};
 use shared::auth::Session;
 use shared::error::ApiResult;
 use shared::http::{JsonBody, ListPage, Operator, QueryParams, decode_cursor, page_limit};
@@ -19,6 +20,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/wallet", get(balance).patch(settings))
         .route("/v1/wallet/transactions", get(transactions))
         .route("/v1/wallet/spend-alerts", get(spend_alerts))
+        .route("/v1/limits", get(limits).patch(change_limits))
+        .route("/v1/admin/accounts/{user_id}/limits", put(set_ceiling))
         .route("/v1/wallet/topups", post(create_topup))
         .route("/v1/wallet/topups/{topup_id}/verify", post(verify))
         .route("/v1/admin/refund-requests", get(refund_requests))
@@ -75,6 +78,36 @@ async fn settings(
     let wallet = wallet::change_settings(state.store(), &session.user_id, settings, now).await?;
     state.keys_changed(&session.user_id);
     Ok(Json(wallet))
+}
+
+/// The account's limits: its monthly spend limit, its keys' default rate limits and the operators' ceiling.
+async fn limits(State(state): State<AppState>, session: Session) -> ApiResult<Json<AccountLimits>> {
+    Ok(Json(account_limits::account_limits(state.store(), &session.user_id).await?))
+}
+
+async fn change_limits(
+    State(state): State<AppState>,
+    session: Session,
+    JsonBody(body): JsonBody<serde_json::Value>,
+) -> ApiResult<Json<AccountLimits>> {
+    let changes = account_limits::customer_changes(&body)?;
+    let limits = account_limits::change_account_limits(state.store(), &session.user_id, &changes).await?;
+    state.keys_changed(&session.user_id);
+    Ok(Json(limits))
+}
+
+/// An operator sets the ceiling over an account's keys' rate limits.
+async fn set_ceiling(
+    State(state): State<AppState>,
+    Operator(operator): Operator,
+    Path(user_id): Path<String>,
+    JsonBody(body): JsonBody<serde_json::Value>,
+) -> ApiResult<Json<AccountLimits>> {
+    let changes = account_limits::operator_changes(&body)?;
+    let limits = account_limits::change_account_limits(state.store(), &user_id, &changes).await?;
+    tracing::info!(%operator, %user_id, "rate limit ceiling set");
+    state.keys_changed(&user_id);
+    Ok(Json(limits))
 }
 
 /// The spend limits' latest alerts (50%, 80%, 100%), newest first.

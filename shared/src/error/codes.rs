@@ -103,6 +103,7 @@ catalogue! {
     SessionNotFound = "session_not_found", NOT_FOUND;
     TopupNotFound = "topup_not_found", NOT_FOUND;
     UnsupportedEndpoint = "unsupported_endpoint", NOT_FOUND;
+    AccountNotFound = "account_not_found", NOT_FOUND;
     AccountChanged = "account_changed", CONFLICT;
     AccountClosed = "account_closed", CONFLICT;
     DisputeHandled = "dispute_handled", CONFLICT;

@@ -162,7 +162,11 @@ impl Gateway {
             None => {
                 let mut owner = ports.store.key_owner(&hash).await?;
                 if let Some(owner) = owner.as_mut() {
-                    owner.account_monthly_limit = spend::account_monthly_limit(ports.store(), &owner.user_id).await?;
+                    // The account's limits, read with the key: its monthly spend limit, and what its rate
+                    // limits are once the account's defaults and ceiling apply.
+                    let account = crate::account_limits::account_limits(ports.store(), &owner.user_id).await?;
+                    owner.account_monthly_limit = account.monthly_spend;
+                    owner.rate_limits = account.rate_limits_of(owner.rate_limits);
                 }
                 if let Ok(mut cache) = self.keys.lock() {
                     if cache.len() > 100_000 {

@@ -1,8 +1,9 @@
 //! Spend limits: a key's total, daily and monthly limits and the account's monthly limit, in INR, with
 //! windows in IST. A limit is a hold that cannot be placed, never a check after the fact: before a call
 //! is forwarded its hold (the most it can cost) is taken from every window it counts in, in the store, so
-//! the limit holds across every instance (`windows`). Alerts at 50%, 80% and 100% (`alerts`); the
-//! account's limit (`account`); what a limit is and its calendar (`limits`).
+//! the limit holds across every instance (`windows`). Alerts at 50%, 80% and 100% (`alerts`); what a limit
+//! is and its calendar (`limits`). The account's limit is stored with its other limits
+//! (the `account_limits` module).
 //!
 //! A key is counted in its three windows while it has any spend limit (so its spend shows in each), and an
 //! account in its month while it has a monthly limit; calls of keys and accounts without limits write
@@ -16,7 +17,6 @@
 //! need what the wallet has (purses: an instance takes a slice of the limit and counts its calls on its
 //! own item), not built yet.
 
-mod account;
 mod alerts;
 mod limits;
 mod windows;
@@ -24,7 +24,6 @@ mod windows;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use account::{account_monthly_limit, erase_account_limit, set_account_monthly_limit};
 pub use alerts::{SpendAlert, list_alerts};
 pub use limits::{Cap, MAX_SPEND_LIMIT_PAISE, Period, SpendLimits, checked_paise};
 pub use windows::{SpendHold, Window, release, settle, spent_paise, take};

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::{WalletStore, WalletView, set_low_balance_threshold};
+use crate::account_limits::{self, LimitChange};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::spend;
 use crate::store::ItemStore;
@@ -89,7 +90,7 @@ pub async fn change_settings(
     now: DateTime<Utc>,
 ) -> ApiResult<WalletView> {
     if let Some(limit) = settings.monthly_spend_limit_paise {
-        spend::set_account_monthly_limit(store, user_id, limit).await?;
+        account_limits::change_account_limits(store, user_id, &[LimitChange::MonthlySpend(limit)]).await?;
     }
     if let Some(paise) = settings.low_balance_threshold_paise {
         set_low_balance_threshold(store, user_id, paise).await?;
@@ -100,7 +101,7 @@ pub async fn change_settings(
 /// The wallet as `GET /v1/wallet` shows it.
 pub async fn wallet_view(store: &dyn ItemStore, user_id: &str, now: DateTime<Utc>) -> ApiResult<WalletView> {
     let mut view = WalletView::from(store.wallet(user_id).await?);
-    let limit = spend::account_monthly_limit(store, user_id).await?;
+    let limit = account_limits::account_limits(store, user_id).await?.monthly_spend;
     view.monthly_spend_limit_paise = limit;
     view.monthly_spend_paise = spend::account_spend(store, user_id, limit, now).await?;
     Ok(view)
