@@ -344,6 +344,7 @@ def main():
         check("the queue lists the submission with the account's e-mail and masked numbers",
               email in queue_text and pan not in queue_text and aadhaar not in queue_text, queue_text[:300])
         shot("ops-kyc-queue")
+        user_id = browser.js("return document.querySelector('#kyc-queue tr[data-user]').dataset.user;")
         browser.type(f"{row} [name=reveal_reason]", "name on the PAN looks cropped")
         browser.click(f'{row} [data-reveal="pan"]')
         browser.wait_until("the revealed PAN", lambda: pan in (browser.text(f"{row} .revealed") or ""))
@@ -353,6 +354,14 @@ def main():
         browser.click(f'{row} [data-decide="approve"]')
         browser.wait_until("the row leaves the queue", lambda: not browser.find_all(row))
         check("an approved submission leaves the queue", not browser.find_all(row))
+        # The operator sets the account's rate-limit ceiling.
+        browser.type("#ceiling-form [name=user_id]", user_id or "")
+        browser.type("#ceiling-form [name=requests_per_minute]", "600")
+        browser.click("#ceiling-form button[type=submit]")
+        browser.wait_until("the ceiling", lambda: "600" in (browser.text("#ceiling-result") or ""))
+        check("the console sets an account's rate-limit ceiling",
+              "requests a minute 600; tokens a minute no ceiling" in (browser.text("#ceiling-result") or ""),
+              repr(browser.text("#ceiling-result")))
         page_is_clean("ops")
 
         # The customer sees the decision, then tops up through the stand-in's checkout.

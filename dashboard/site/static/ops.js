@@ -956,6 +956,38 @@
     return true;
   }
 
+  // ---------------------------------------------------------------- an account's rate-limit ceiling
+
+  /** "" -> null; a whole number -> the number; anything else -> undefined (refused). */
+  function wholeOrNull(text) {
+    const trimmed = String(text).trim();
+    if (trimmed === "") return null;
+    return /^\d{1,10}$/.test(trimmed) ? Number(trimmed) : undefined;
+  }
+
+  $("ceiling-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const user = form.elements.user_id.value.trim();
+    const rpm = wholeOrNull(form.elements.requests_per_minute.value);
+    const tpm = wholeOrNull(form.elements.tokens_per_minute.value);
+    if (!user || rpm === undefined || tpm === undefined) {
+      flash("Enter the account's user id and whole numbers (or nothing) for the ceiling.", "error");
+      return;
+    }
+    const ceiling = rpm === null && tpm === null ? null : { requests_per_minute: rpm, tokens_per_minute: tpm };
+    try {
+      const limits = await api("PUT", `/v1/admin/accounts/${encodeURIComponent(user)}/limits`, { rate_limit_ceiling: ceiling });
+      const set = limits.rate_limit_ceiling || {};
+      const text = (n) => (n === null || n === undefined ? "no ceiling" : n.toLocaleString("en-IN"));
+      $("ceiling-result").textContent =
+        `${user}: requests a minute ${text(set.requests_per_minute)}; tokens a minute ${text(set.tokens_per_minute)}.`;
+      flash("Ceiling saved.", "ok");
+    } catch (error) {
+      report(error);
+    }
+  });
+
   $("ops-login").addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = event.currentTarget;
