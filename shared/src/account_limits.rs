@@ -14,6 +14,8 @@ use crate::keys::RateLimits;
 use crate::store::schema::{account_spend_pk, sk};
 use crate::store::{Condition, Conditional, Delete, Item, ItemStore, Put, StoreResult, Table, Update, WriteOp};
 
+/// The most calls operators may let an account run at once.
+pub const MAX_CALLS_IN_FLIGHT: u64 = 1_000;
 /// Tries of a change that meets another.
 const CHANGE_ATTEMPTS: usize = 5;
 
@@ -29,6 +31,9 @@ pub struct AccountLimits {
     /// The most any key's rate limits may be, set by operators (each `null`: no ceiling).
     #[serde(default)]
     pub rate_limit_ceiling: RateLimits,
+    /// How many calls the account may run at once, set by operators (`null`: the platform's default).
+    #[serde(default)]
+    pub calls_in_flight: Option<u64>,
 }
 
 impl AccountLimits {
@@ -65,6 +70,7 @@ pub enum LimitChange {
     MonthlySpend(Option<i64>),
     DefaultRateLimits(RateLimits),
     RateLimitCeiling(RateLimits),
+    CallsInFlight(Option<u64>),
 }
 
 impl LimitChange {
@@ -74,6 +80,7 @@ impl LimitChange {
             LimitChange::MonthlySpend(paise) => ("monthly_spend_limit_paise", paise.map(|p| json!(p))),
             LimitChange::DefaultRateLimits(l) => ("default_rate_limits", limits(l)),
             LimitChange::RateLimitCeiling(l) => ("rate_limit_ceiling", limits(l)),
+            LimitChange::CallsInFlight(n) => ("calls_in_flight", n.map(|n| json!(n))),
         }
     }
 }
@@ -146,9 +153,10 @@ pub fn customer_changes(body: &Value) -> ApiResult<Vec<LimitChange>> {
     changes_of(body, &["default_rate_limits", "monthly_spend_limit_paise"])
 }
 
-/// Reads `PUT /v1/admin/accounts/{user_id}/limits`: the ceiling over the account's keys' rate limits.
+/// Reads `PUT /v1/admin/accounts/{user_id}/limits`: the ceiling over the account's keys' rate limits and
+/// how many calls it may run at once.
 pub fn operator_changes(body: &Value) -> ApiResult<Vec<LimitChange>> {
-    changes_of(body, &["rate_limit_ceiling"])
+    changes_of(body, &["rate_limit_ceiling", "calls_in_flight"])
 }
 
 fn changes_of(body: &Value, editable: &[&str]) -> ApiResult<Vec<LimitChange>> {
@@ -172,6 +180,20 @@ fn changes_of(body: &Value, editable: &[&str]) -> ApiResult<Vec<LimitChange>> {
 }
 
 fn change_of(name: &str, value: &Value) -> ApiResult<LimitChange> {
+    if name == "calls_in_flight" {
+        let max = MAX_CALLS_IN_FLIGHT;
+        let calls = match value {
+            Value::Null => None,
+            other => Some(other.as_u64().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+                ApiError::invalid(
+                    ErrorCode::InvalidRateLimits,
+                    name,
+                    format!("{name} must be an integer from 1 to {max}, or null"),
+                )
+            })?),
+        };
+        return Ok(LimitChange::CallsInFlight(calls));
+    }
     if name == "monthly_spend_limit_paise" {
         let paise = match value {
             Value::Null => None,

@@ -52,6 +52,10 @@ pub struct Config {
     pub public_url: String,
     /// `INFEREX_MAIL_FROM`: the sender of every e-mail (an SES-verified identity in AWS).
     pub mail_from: String,
+    /// `INFEREX_CALLS_IN_FLIGHT_PER_ACCOUNT`: how many inference calls one account may run at once, unless
+    /// operators set its own (absent or 0: no limit; the template sets a share of the inference function's
+    /// reserved concurrency).
+    pub calls_in_flight_per_account: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +97,7 @@ impl Default for Config {
             policy_effective_date: DEFAULT_POLICY_VERSION.to_owned(),
             public_url: "http://127.0.0.1:8080".to_owned(),
             mail_from: "InferexAI <no-reply@inferexai.in>".to_owned(),
+            calls_in_flight_per_account: None,
         }
     }
 }
@@ -145,6 +150,7 @@ impl Config {
                 .unwrap_or(defaults.policy_effective_date),
             public_url: var::<String>("INFEREX_PUBLIC_URL")?.unwrap_or(defaults.public_url),
             mail_from: var::<String>("INFEREX_MAIL_FROM")?.unwrap_or(defaults.mail_from),
+            calls_in_flight_per_account: var::<u64>("INFEREX_CALLS_IN_FLIGHT_PER_ACCOUNT")?.filter(|n| *n > 0),
         })
     }
 }

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 on_both_stores!(
     sixty_a_minute_means_sixty,
     tokens_a_minute_count_each_calls_bound,
-    account_defaults_apply_under_the_operators_ceiling
+    account_defaults_apply_under_the_operators_ceiling,
+    an_account_runs_at_most_its_calls_in_flight
 );
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -217,5 +218,52 @@ async fn account_defaults_apply_under_the_operators_ceiling(backend: Backend) ->
     {
         assert_eq!(patch(bad.clone()).await?.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
+    Ok(())
+}
+
+/// Operators let an account run two calls at once: with two calls running (the provider slow), a third is
+/// refused with 429 `rate_limit_exceeded` and `Retry-After`, whichever key makes it; once they end, calls are
+/// admitted again (their slots were freed before their answers).
+async fn an_account_runs_at_most_its_calls_in_flight(backend: Backend) -> TestResult {
+    let operator = "ops-token-kiran";
+    let operators = serde_json::json!({ "kiran.ops@inferexai.in": operator }).to_string();
+    let config = shared::config::Config {
+        admin_token: Some(shared::secrets::SecretString::new(operators)),
+        ..shared::config::Config::default()
+    };
+    let api = TestApi::start_with(backend, config).await?;
+    let (user, token) = api.verified_user("inflight@example.in").await?;
+    api.fund(&token, 100).await?;
+    let (first, _) = key_with(&api, &token, json!(null)).await?;
+    let (second, _) = key_with(&api, &token, json!(null)).await?;
+    let url = api.url(&format!("/v1/admin/accounts/{user}/limits"));
+    let set = api.http.put(url.clone()).bearer_auth(operator).json(&json!({ "calls_in_flight": 2 })).send().await?;
+    assert_eq!(set.json::<Value>().await?["calls_in_flight"], 2);
+
+    api.cerebras.set_latency(std::time::Duration::from_secs(2));
+    let running = futures_util::future::join(chat(&api, &first, 3), chat(&api, &second, 3));
+    let third = async {
+        // Once the provider holds both calls, a third is over the account's limit.
+        for () in e2e::polls() {
+            if api.cerebras.requests().len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        chat(&api, &first, 3).await
+    };
+    let ((a, b), refused) = futures_util::future::join(running, third).await;
+    assert_eq!((a?.status(), b?.status()), (StatusCode::OK, StatusCode::OK));
+    let refused = refused?;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(header(&refused, "retry-after").is_some());
+    assert_eq!(refused.json::<Value>().await?["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(api.cerebras.requests().len(), 2, "the refused call never reached the provider");
+
+    api.cerebras.set_latency(std::time::Duration::ZERO);
+    let after = futures_util::future::join(chat(&api, &first, 3), chat(&api, &second, 3)).await;
+    assert_eq!((after.0?.status(), after.1?.status()), (StatusCode::OK, StatusCode::OK), "the slots were freed");
+    let bad = api.http.put(url).bearer_auth(operator).json(&json!({ "calls_in_flight": 0 })).send().await?;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     Ok(())
 }

@@ -23,6 +23,7 @@ mod providers;
 pub use providers::{Provider, Providers};
 mod back_pressure;
 mod context;
+mod in_flight;
 mod request;
 pub use request::{Endpoint, Prepared, prepare, prompt_token_bound};
 mod upstream;
@@ -119,6 +120,16 @@ impl Gateway {
         let windows = owner.limited().windows(now);
         let whose = (owner.user_id.as_str(), owner.key_id.as_str());
         prepared.spend = spend::take(ports.store(), whose, windows, call_hold_amount(prepared), now).await?;
+        if let Some(limit) = owner.calls_in_flight.or(ports.config.calls_in_flight_per_account) {
+            let entered = in_flight::enter(ports.store(), &owner.user_id, limit, &prepared.request_id, now).await;
+            match entered {
+                Ok(slot) => prepared.in_flight = Some(slot),
+                Err(e) => {
+                    spend::release(ports.store(), &prepared.spend).await;
+                    return Err(e);
+                }
+            }
+        }
         Ok(window)
     }
 
@@ -167,6 +178,7 @@ impl Gateway {
                     let account = crate::account_limits::account_limits(ports.store(), &owner.user_id).await?;
                     owner.account_monthly_limit = account.monthly_spend;
                     owner.rate_limits = account.rate_limits_of(owner.rate_limits);
+                    owner.calls_in_flight = account.calls_in_flight;
                 }
                 if let Ok(mut cache) = self.keys.lock() {
                     if cache.len() > 100_000 {
@@ -327,8 +339,18 @@ pub enum Answer {
 }
 
 /// Runs one call end to end. The hold is released on every failure path; a stream's settlement happens in
-/// a task that outlives the client connection.
-pub async fn call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, mut prepared: Prepared) -> ApiResult<Answer> {
+/// a task that outlives the client connection. The call's slot of calls in flight is freed before the
+/// answer (a stream's when its relay ends), never after: a Lambda instance may freeze once it answered.
+pub async fn call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, prepared: Prepared) -> ApiResult<Answer> {
+    let slot = prepared.in_flight.clone();
+    let answer = run_call(ports, gateway, owner, prepared).await;
+    if !matches!(answer, Ok(Answer::Stream(_))) {
+        in_flight::leave(ports.store(), slot.as_ref()).await;
+    }
+    answer
+}
+
+async fn run_call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, mut prepared: Prepared) -> ApiResult<Answer> {
     let started = Instant::now();
     let balances = gateway.balances.as_ref();
     let hold = match hold_wallet(ports, gateway, &owner, &prepared).await {

@@ -170,6 +170,7 @@ pub(super) async fn relay_stream(
         tracing::error!(error = %e, request_id = %prepared.request_id, "stream settlement left to the sweeper");
     }
     drop(beating);
+    super::in_flight::leave(ports.store(), prepared.in_flight.as_ref()).await;
     if !end.client_gone {
         for event in closing_events(&prepared, complete, usage, ports.clock.now()) {
             let _ = tx.send(Ok(event)).await;

@@ -228,6 +228,8 @@ pub struct Prepared {
     pub arrived: Instant,
     /// What admission took from the key's and the account's spend windows (settled with the call).
     pub spend: crate::spend::SpendHold,
+    /// The account's slot of calls in flight, if it has a limit (freed when the call ends).
+    pub in_flight: Option<super::in_flight::InFlight>,
 }
 
 pub fn prepare(gateway: &Gateway, endpoint: Endpoint, body: Value, request_id: String) -> ApiResult<Prepared> {
@@ -275,6 +277,7 @@ pub fn prepare(gateway: &Gateway, endpoint: Endpoint, body: Value, request_id: S
         client_wants_usage,
         arrived,
         spend: crate::spend::SpendHold::default(),
+        in_flight: None,
     })
 }
 

@@ -57,6 +57,9 @@ pub struct KeyOwner {
     /// The account's monthly spend limit (paise): not stored with the key, read beside it at lookup.
     #[serde(skip)]
     pub account_monthly_limit: Option<i64>,
+    /// How many calls the account may run at once, if operators set it (read beside the key at lookup).
+    #[serde(skip)]
+    pub calls_in_flight: Option<u64>,
 }
 
 impl KeyOwner {
@@ -70,6 +73,7 @@ impl KeyOwner {
             spend_limits: record.spend_limits,
             expires_at: record.expires_at,
             account_monthly_limit: None,
+            calls_in_flight: None,
         }
     }
 

@@ -61,6 +61,7 @@ pub enum ItemClass {
     KeySpendTotal,
     SpendLimit,
     SpendAlert,
+    InFlightSlot,
 }
 
 impl ItemClass {
@@ -108,6 +109,8 @@ impl ItemClass {
             // A setting of the account's: nothing requires keeping it after closure.
             SpendLimit => Rule::ErasedAtClosure,
             SpendAlert => Rule::Lifetime(SPEND_ALERT_LIFETIME),
+            // Deleted when its call ends; a dead call's frees itself when no call can still be running.
+            InFlightSlot => Rule::Lifetime(IN_FLIGHT_SLOT_LIFETIME),
         }
     }
 
@@ -155,6 +158,7 @@ impl ItemClass {
             (kind::DISPUTES, _) if pk == schema::DISPUTES_PK => DisputeIndex,
             (kind::REFUNDS_DUE, _) if pk == schema::REFUNDS_DUE_PK => RefundDue,
             (kind::SWEEPER, fixed::CURSOR) => SweepCursor,
+            (kind::IN_FLIGHT, sk) if sk.starts_with(prefix::SLOT) => InFlightSlot,
             (kind::SPEND, fixed::TOTAL) => KeySpendTotal,
             (kind::SPEND, fixed::LIMIT) => SpendLimit,
             (kind::SPEND, sk) if sk.starts_with(prefix::DAY) || sk.starts_with(prefix::MONTH) => SpendWindow,

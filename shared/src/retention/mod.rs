@@ -251,6 +251,8 @@ pub const SWEEP_CURSOR_LIFETIME: Duration = Duration::days(30);
 /// A spend window is kept this long after it ends (its calls settle within minutes; the usage log keeps the
 /// detail).
 pub const SPEND_WINDOW_GRACE: Duration = Duration::days(2);
+/// A running call's slot outlives any call (the inference function's 300 s timeout) by a margin.
+pub const IN_FLIGHT_SLOT_LIFETIME: Duration = Duration::seconds(330);
 /// A spend limit's alert stays listed this long.
 pub const SPEND_ALERT_LIFETIME: Duration = Duration::days(90);
 /// A running call's sign of life (`wallet::heartbeats`).

@@ -12,7 +12,7 @@
 //! - `LOGIN#<email>` / `<time>`; `LOGINFAIL#<email>` / `WINDOW`; `KYCSUBMIT#<id>` / `WINDOW`.
 //! - `KYCDOC#<fingerprint>` / `CLAIM`.
 //! - `SPEND#api-key#<key id>` / `TOTAL`, `DAY#<date>`, `MONTH#<month>`; `SPEND#account#<user id>` / `LIMIT`,
-//!   `MONTH#<month>` (spend limits' windows, IST).
+//!   `MONTH#<month>` (spend limits' windows, IST); `INFLIGHT#<user id>` / `SLOT#<n>` (a running call's slot).
 //! - `TOPUP#<id>` / `TOPUP`; `RZPORDER#<order>` / `ORDER`; `RZPPAYMENT#<payment>` / `CREDIT` and
 //!   `PENDING#<event>#<id>`; `RZPREFUND#<refund>` / `DEBIT`; `RZPEVENT#<event>` / `EVENT`;
 //!   `RZPDISPUTE#<dispute>` / `DISPUTE`.
@@ -66,6 +66,7 @@ pub mod kind {
     pub const REFUNDS_DUE: &str = "REFUNDS";
     pub const SWEEPER: &str = "SWEEPER";
     pub const SPEND: &str = "SPEND";
+    pub const IN_FLIGHT: &str = "INFLIGHT";
 }
 
 /// Fixed sort keys.
@@ -116,6 +117,8 @@ pub mod prefix {
     pub const CALL_BEAT: &str = "CALLBEAT#";
     pub const PURSE: &str = "PURSE#";
     pub const SPEND_ALERT: &str = "SPENDALERT#";
+    /// A running call's slot in an `INFLIGHT#` partition: `SLOT#<n>`.
+    pub const SLOT: &str = "SLOT#";
     /// A spend window of one day (IST) in a `SPEND#` partition: `DAY#<yyyy-mm-dd>`.
     pub const DAY: &str = "DAY#";
     /// A spend window of one month (IST) in a `SPEND#` partition: `MONTH#<yyyy-mm>`.
@@ -172,7 +175,12 @@ pub fn key_spend_pk(key_id: &str) -> String {
     format!("{}#api-key#{key_id}", kind::SPEND)
 }
 
-/// An account's monthly spend limit (`LIMIT`) and windows (`MONTH#<month>`).
+/// An account's running inference calls, one slot each (`SLOT#<n>`), as many as it may run at once.
+pub fn in_flight_pk(user_id: &str) -> String {
+    key(kind::IN_FLIGHT, user_id)
+}
+
+/// An account's limits (`LIMIT`) and its monthly spend windows (`MONTH#<month>`).
 pub fn account_spend_pk(user_id: &str) -> String {
     format!("{}#account#{user_id}", kind::SPEND)
 }
