@@ -54,6 +54,8 @@ async fn run() -> Result<(), BoxError> {
         profile_dir: release.clone(),
         bin_dir: release,
         count_writes: true,
+        // One account at 50 connections is above the template's default share (25 calls at once).
+        calls_in_flight_per_account: Some(CONCURRENCY),
     };
     let fleet = Arc::new(Fleet::start(options).await?);
     let mut accounts = Vec::new();

@@ -104,6 +104,17 @@ async fn listen(addr: SocketAddr, app: axum::Router) -> Result<(), BoxError> {
     }
 }
 
+/// What every function sees beside the template's variables: the emulators' endpoints, the fleet's own
+/// address, and (for a load test) a larger share of the inference function per account.
+fn functions_environment(functions_see: &resources::Emulators, base: &str) -> Result<Vec<(String, String)>, BoxError> {
+    let mut extra = resources::aws_environment(functions_see);
+    extra.push(("INFEREX_PUBLIC_URL".into(), base.to_owned()));
+    if let Some(calls) = var::<u64>("INFEREX_FLEET_CALLS_IN_FLIGHT_PER_ACCOUNT")? {
+        extra.push(("INFEREX_CALLS_IN_FLIGHT_PER_ACCOUNT".into(), calls.to_string()));
+    }
+    Ok(extra)
+}
+
 async fn serve() -> Result<(), BoxError> {
     shared::telemetry::init();
     let settings = settings()?;
@@ -127,8 +138,7 @@ async fn serve() -> Result<(), BoxError> {
         TableNames::with_prefix(&var::<String>("INFEREX_FLEET_TABLE_PREFIX")?.unwrap_or_else(|| "fleet".into()));
     refs.extend(resources::provision(&emulators, &tables, &secrets, &mail_domain).await?);
     let (counter, functions_see) = write_counting(&emulators).await?;
-    let mut extra = resources::aws_environment(&functions_see);
-    extra.push(("INFEREX_PUBLIC_URL".into(), base.clone()));
+    let extra = functions_environment(&functions_see, &base)?;
     let fleet = Arc::new(Fleet::new(template, &settings, &refs, &extra)?);
 
     let mut app = fleet.router().merge(dev_server::dashboard::router(

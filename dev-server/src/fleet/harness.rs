@@ -30,6 +30,8 @@ pub struct FleetOptions {
     pub bin_dir: PathBuf,
     /// Count DynamoDB writes per item (`GET /_fleet/writes`).
     pub count_writes: bool,
+    /// Overrides the template's `CallsInFlightPerAccount` (a load test's one account may use the whole fleet).
+    pub calls_in_flight_per_account: Option<usize>,
 }
 
 impl FleetOptions {
@@ -38,7 +40,14 @@ impl FleetOptions {
     pub fn tests(concurrency: usize, upstream_latency: Duration) -> Self {
         let bin_dir =
             std::env::var("INFEREX_FLEET_BIN_DIR").map_or_else(|_| root().join("target/fleet-bin"), PathBuf::from);
-        Self { concurrency, upstream_latency, profile_dir: root().join("target/debug"), bin_dir, count_writes: false }
+        Self {
+            concurrency,
+            upstream_latency,
+            profile_dir: root().join("target/debug"),
+            bin_dir,
+            count_writes: false,
+            calls_in_flight_per_account: None,
+        }
     }
 }
 
@@ -102,7 +111,11 @@ impl Fleet {
         let prefix = format!("fleet-{}", shared::secrets::random_suffix());
         let data = std::env::temp_dir().join(&prefix);
         let log = std::fs::File::create(std::env::temp_dir().join(format!("{prefix}.log")))?;
-        let process = Command::new(&fleet_binary)
+        let mut command = Command::new(&fleet_binary);
+        if let Some(calls) = options.calls_in_flight_per_account {
+            command.env("INFEREX_FLEET_CALLS_IN_FLIGHT_PER_ACCOUNT", calls.to_string());
+        }
+        let process = command
             .current_dir(root())
             .env("INFEREX_ADDR", format!("127.0.0.1:{port}"))
             .env("INFEREX_DATA_DIR", &data)
