@@ -140,3 +140,49 @@ async fn an_instance_killed_right_after_its_answer_has_charged_the_call() -> Tes
     fleet.checked_wallet(&user_id).await?;
     Ok(())
 }
+
+/// A key's daily spend limit across the fleet's instances: twelve parallel calls, each holding about
+/// 3.3 paise against a limit of 5, each on an instance of its own. The limit's window admits one hold at a
+/// time, so the others are refused (429 `spend_limit_reached`, `daily`) before they reach the model, and
+/// what the key was charged stays under the limit; the key's spend shows what it was charged.
+#[tokio::test]
+async fn a_daily_spend_limit_holds_across_instances() -> TestResult {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let fleet = Fleet::start(FleetOptions::tests(12, Duration::from_millis(300))).await?;
+    let key = json!({"name": "budget", "spend_limits_paise": {"daily": 5}});
+    let (user_id, key) = fleet.customer_with_key("fleet-budget@example.com", 100, key).await?;
+    let body =
+        json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "Namaste"}], "max_tokens": 4000});
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let request = fleet.http.post(fleet.url("/v1/chat/completions")).bearer_auth(&key).json(&body);
+            shared::tasks::spawn("fleet budget call", async move {
+                let answer = request.send().await?;
+                let status = answer.status();
+                let body: serde_json::Value = answer.json().await?;
+                Ok::<_, reqwest::Error>((status, body))
+            })
+        })
+        .collect();
+    let (mut served, mut refused) = (0, 0);
+    for call in calls {
+        let (status, body) = call.await??;
+        match status {
+            reqwest::StatusCode::OK => served += 1,
+            reqwest::StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(
+                    (body["error"]["code"].as_str(), body["error"]["param"].as_str()),
+                    (Some("spend_limit_reached"), Some("daily"))
+                );
+                refused += 1;
+            }
+            other => return Err(format!("unexpected {other}: {body}").into()),
+        }
+    }
+    assert!(served >= 1 && refused >= 1, "{served} served, {refused} refused");
+    assert_eq!(fleet.upstream_served().await?, served, "refused calls never reached the model");
+    let charged: i64 = fleet.usage(&user_id).await?.iter().map(|u| u.cost).sum();
+    assert!(charged <= 5 * shared::money::UNITS_PER_PAISA, "charged {charged}");
+    fleet.checked_wallet(&user_id).await?;
+    Ok(())
+}

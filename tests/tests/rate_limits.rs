@@ -148,9 +148,13 @@ async fn tokens_a_minute_count_each_calls_bound(backend: Backend) -> TestResult 
 async fn limits_are_checked() -> TestResult {
     let api = TestApi::start(Backend::Embedded).await?;
     let token = account(&api, "checked@example.in").await?;
-    for limits in
-        [json!({ "requests_per_minute": 0 }), json!({ "tokens_per_minute": -1 }), json!({ "rpm": 5 }), json!(7)]
-    {
+    for limits in [
+        json!({ "requests_per_minute": 0 }),
+        json!({ "tokens_per_minute": -1 }),
+        json!({ "rpm": 5 }),
+        json!(7),
+        json!([60, 1000]),
+    ] {
         let refused = api
             .http
             .post(api.url("/v1/keys"))
@@ -213,9 +217,12 @@ async fn account_defaults_apply_under_the_operators_ceiling(backend: Backend) ->
     let missing =
         api.http.put(nobody).bearer_auth(token_of_operator).json(&json!({ "rate_limit_ceiling": null })).send().await?;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-    for bad in
-        [json!({ "default_rate_limits": { "requests_per_minute": 0 } }), json!({ "default_rate_limits": 5 }), json!({})]
-    {
+    for bad in [
+        json!({ "default_rate_limits": { "requests_per_minute": 0 } }),
+        json!({ "default_rate_limits": 5 }),
+        json!({ "default_rate_limits": [null, null] }),
+        json!({}),
+    ] {
         assert_eq!(patch(bad.clone()).await?.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
     Ok(())

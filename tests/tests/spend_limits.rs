@@ -174,7 +174,8 @@ async fn limits_change_and_alert_once_per_window(backend: Backend) -> TestResult
     assert_eq!(lifted["spend_paise"], json!({ "total": null, "daily": null, "monthly": null }));
     assert_eq!(chat(&api, &key, 2000).await?.status(), StatusCode::OK);
 
-    for bad in [json!({ "daily": -1 }), json!({ "daily": 1.5 }), json!({ "weekly": 1 }), json!("10")] {
+    for bad in [json!({ "daily": -1 }), json!({ "daily": 1.5 }), json!({ "weekly": 1 }), json!("10"), json!([1, 2, 3])]
+    {
         let answer = patch(&api, &token, &path, json!({ "spend_limits_paise": bad })).await?;
         assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{bad}");
         let error: Value = answer.json().await?;

@@ -33,14 +33,30 @@ pub const MAX_TOKENS_PER_MINUTE: u64 = 1_000_000_000;
 /// How many keys' full windows an instance remembers (beyond it, it forgets them all and asks the store).
 const FULL_WINDOWS_KEPT: usize = 10_000;
 
-/// A key's limits: `null` (or absent) is no limit.
+/// A key's limits: `null` (or absent) is no limit. Read only from a JSON object (serde would also take
+/// `[1, 2]` for a struct), with no field but these.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
 pub struct RateLimits {
-    #[serde(default)]
     pub requests_per_minute: Option<u64>,
-    #[serde(default)]
     pub tokens_per_minute: Option<u64>,
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for RateLimits {
+    type Error = serde_json::Error;
+
+    fn try_from(object: serde_json::Map<String, serde_json::Value>) -> Result<Self, Self::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            #[serde(default)]
+            requests_per_minute: Option<u64>,
+            #[serde(default)]
+            tokens_per_minute: Option<u64>,
+        }
+        let fields: Fields = serde_json::from_value(serde_json::Value::Object(object))?;
+        Ok(Self { requests_per_minute: fields.requests_per_minute, tokens_per_minute: fields.tokens_per_minute })
+    }
 }
 
 impl RateLimits {

@@ -12,16 +12,33 @@ pub const MAX_SPEND_LIMIT_PAISE: i64 = 1_000_000_000;
 /// India's offset from UTC: IST, no daylight saving.
 const IST_OFFSET: Duration = Duration::minutes(5 * 60 + 30);
 
-/// A key's spend limits in paise: `null` (or absent) is no limit.
+/// A key's spend limits in paise: `null` (or absent) is no limit. Read only from a JSON object (serde would
+/// also take `[1, 2, 3]` for a struct), with no field but these.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
 pub struct SpendLimits {
-    #[serde(default)]
     pub total: Option<i64>,
-    #[serde(default)]
     pub daily: Option<i64>,
-    #[serde(default)]
     pub monthly: Option<i64>,
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for SpendLimits {
+    type Error = serde_json::Error;
+
+    fn try_from(object: serde_json::Map<String, serde_json::Value>) -> Result<Self, Self::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            #[serde(default)]
+            total: Option<i64>,
+            #[serde(default)]
+            daily: Option<i64>,
+            #[serde(default)]
+            monthly: Option<i64>,
+        }
+        let fields: Fields = serde_json::from_value(serde_json::Value::Object(object))?;
+        Ok(Self { total: fields.total, daily: fields.daily, monthly: fields.monthly })
+    }
 }
 
 impl SpendLimits {
@@ -174,5 +191,7 @@ mod tests {
         assert!(SpendLimits { total: Some(-1), ..SpendLimits::default() }.checked().is_err());
         assert!(serde_json::from_str::<SpendLimits>(r#"{"daily": 1.5}"#).is_err());
         assert!(serde_json::from_str::<SpendLimits>(r#"{"weekly": 1}"#).is_err());
+        assert!(serde_json::from_str::<SpendLimits>("[1, 2, 3]").is_err(), "an object, not a list");
+        assert_eq!(serde_json::from_str::<SpendLimits>(r#"{"daily": 5}"#).ok().and_then(|l| l.daily), Some(5));
     }
 }
