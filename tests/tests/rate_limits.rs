@@ -241,7 +241,7 @@ async fn an_account_runs_at_most_its_calls_in_flight(backend: Backend) -> TestRe
     let api = TestApi::start_with(backend, config).await?;
     let (user, token) = api.verified_user("inflight@example.in").await?;
     api.fund(&token, 100).await?;
-    let (first, _) = key_with(&api, &token, json!(null)).await?;
+    let (first, _) = key_with(&api, &token, json!({ "requests_per_minute": 100 })).await?;
     let (second, _) = key_with(&api, &token, json!(null)).await?;
     let url = api.url(&format!("/v1/admin/accounts/{user}/limits"));
     let set = api.http.put(url.clone()).bearer_auth(operator).json(&json!({ "calls_in_flight": 2 })).send().await?;
@@ -269,7 +269,13 @@ async fn an_account_runs_at_most_its_calls_in_flight(backend: Backend) -> TestRe
 
     api.cerebras.set_latency(std::time::Duration::ZERO);
     let after = futures_util::future::join(chat(&api, &first, 3), chat(&api, &second, 3)).await;
-    assert_eq!((after.0?.status(), after.1?.status()), (StatusCode::OK, StatusCode::OK), "the slots were freed");
+    let (after_first, after_second) = (after.0?, after.1?);
+    assert_eq!((after_first.status(), after_second.status()), (StatusCode::OK, StatusCode::OK), "the slots were freed");
+    assert_eq!(
+        header(&after_first, "x-ratelimit-remaining-requests").as_deref(),
+        Some("98"),
+        "the refused call used none of its key's minute"
+    );
     let bad = api.http.put(url).bearer_auth(operator).json(&json!({ "calls_in_flight": 0 })).send().await?;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     Ok(())

@@ -971,17 +971,20 @@
     const user = form.elements.user_id.value.trim();
     const rpm = wholeOrNull(form.elements.requests_per_minute.value);
     const tpm = wholeOrNull(form.elements.tokens_per_minute.value);
-    if (!user || rpm === undefined || tpm === undefined) {
+    const calls = wholeOrNull(form.elements.calls_in_flight.value);
+    if (!user || rpm === undefined || tpm === undefined || calls === undefined) {
       flash("Enter the account's user id and whole numbers (or nothing) for the ceiling.", "error");
       return;
     }
     const ceiling = rpm === null && tpm === null ? null : { requests_per_minute: rpm, tokens_per_minute: tpm };
     try {
-      const limits = await api("PUT", `/v1/admin/accounts/${encodeURIComponent(user)}/limits`, { rate_limit_ceiling: ceiling });
+      const body = { rate_limit_ceiling: ceiling, calls_in_flight: calls };
+      const limits = await api("PUT", `/v1/admin/accounts/${encodeURIComponent(user)}/limits`, body);
       const set = limits.rate_limit_ceiling || {};
       const text = (n) => (n === null || n === undefined ? "no ceiling" : n.toLocaleString("en-IN"));
       $("ceiling-result").textContent =
-        `${user}: requests a minute ${text(set.requests_per_minute)}; tokens a minute ${text(set.tokens_per_minute)}.`;
+        `${user}: requests a minute ${text(set.requests_per_minute)}; tokens a minute ${text(set.tokens_per_minute)}; ` +
+        `calls at once ${limits.calls_in_flight === null ? "the platform's default" : text(limits.calls_in_flight)}.`;
       flash("Ceiling saved.", "ok");
     } catch (error) {
       report(error);

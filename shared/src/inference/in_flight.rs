@@ -11,6 +11,7 @@
 
 use chrono::{DateTime, Utc};
 use rand::Rng as _;
+use rand::seq::SliceRandom as _;
 use serde_json::json;
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -20,8 +21,8 @@ use crate::store::{Condition, Conditional, Delete, Item, ItemStore, Put, Query, 
 
 /// Random slots tried before the taken ones are read.
 const BLIND_TRIES: usize = 3;
-/// Free slots tried after the read (others may take them meanwhile).
-const INFORMED_TRIES: usize = 3;
+/// Free slots tried after the read, in random order (others may take them meanwhile).
+const INFORMED_TRIES: usize = 8;
 /// When a refused call should retry (a call ends within seconds, usually).
 const RETRY_AFTER_SECS: u64 = 1;
 
@@ -53,8 +54,10 @@ pub async fn enter(
     }
     let query = Query::new(Table::Main, &pk).range(SortKeyRange::Prefix(prefix::SLOT.into())).limit(1000);
     let taken: Vec<String> = store.query(query).await?.items.into_iter().map(|item| item.sk).collect();
-    let free = (0..limit).map(slot).filter(|candidate| !taken.contains(&candidate.sk));
-    for candidate in free.take(INFORMED_TRIES) {
+    let mut free: Vec<InFlight> = (0..limit).map(slot).filter(|candidate| !taken.contains(&candidate.sk)).collect();
+    // Callers that read the same free slots each try them in their own order, not all the lowest first.
+    free.shuffle(&mut rand::thread_rng());
+    for candidate in free.into_iter().take(INFORMED_TRIES) {
         if take(store, &candidate, expires_at).await? {
             return Ok(candidate);
         }
@@ -66,9 +69,18 @@ pub async fn enter(
     })
 }
 
+/// Takes a slot if it is free, or already this call's (a write retried after its answer was lost); a write
+/// that failed may have landed, so it is undone before the error goes on.
 async fn take(store: &dyn ItemStore, slot: &InFlight, expires_at: i64) -> ApiResult<bool> {
     let item = Item::from_record(&slot.pk, &slot.sk, &json!({ "call": slot.call }), Some(expires_at))?;
-    Ok(store.put(Put { table: Table::Main, item, condition: Condition::NotExists }).await.applied()?.is_some())
+    let mine = Condition::AbsentOrEquals("call".into(), json!(slot.call));
+    match store.put(Put { table: Table::Main, item, condition: mine }).await.applied() {
+        Ok(taken) => Ok(taken.is_some()),
+        Err(e) => {
+            leave(store, Some(slot)).await;
+            Err(e.into())
+        }
+    }
 }
 
 /// Frees the call's slot (if it took one), trying a failing store a few times; a slot left behind frees

@@ -81,7 +81,9 @@ impl Gateway {
     pub fn new(catalog: Catalog, providers: Providers) -> ApiResult<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
-            .pool_idle_timeout(Duration::from_secs(90))
+            // Below the providers' own keep-alive (uvicorn's 5 s): a request sent on a connection the server
+            // has closed fails after it was written, and such a call is charged as possibly billed.
+            .pool_idle_timeout(Duration::from_secs(4))
             .tcp_nodelay(true)
             .build()
             .map_err(|e| ApiError::Internal(format!("HTTP client: {e}")))?;
@@ -114,22 +116,34 @@ impl Gateway {
     ) -> ApiResult<Option<RateWindow>> {
         owner.check_model(&prepared.model.id)?;
         prepared.fit_output_to(owner.rate_limits.tokens_per_minute);
-        let tokens = prepared.prompt_bound.saturating_add(prepared.max_tokens);
         let now = ports.clock.now();
+        // The slot first: a call refused for the account's concurrency uses none of its key's minute or
+        // spend, and a slot is the one step that can be undone.
+        let limit = owner.calls_in_flight.or(ports.config.calls_in_flight_per_account).filter(|n| *n > 0);
+        if let Some(limit) = limit.map(|n| n.min(crate::account_limits::MAX_CALLS_IN_FLIGHT)) {
+            let call = &prepared.request_id;
+            prepared.in_flight = Some(in_flight::enter(ports.store(), &owner.user_id, limit, call, now).await?);
+        }
+        let admitted = self.count_and_hold(ports, owner, prepared, now).await;
+        if admitted.is_err() {
+            in_flight::leave(ports.store(), prepared.in_flight.as_ref()).await;
+        }
+        admitted
+    }
+
+    /// The key's minute (rate limits) and its and its account's spend windows (the call's hold).
+    async fn count_and_hold(
+        &self,
+        ports: &Ports,
+        owner: &KeyOwner,
+        prepared: &mut Prepared,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> ApiResult<Option<RateWindow>> {
+        let tokens = prepared.prompt_bound.saturating_add(prepared.max_tokens);
         let window = self.rates.count(ports.store.as_ref(), owner, tokens, now).await?;
         let windows = owner.limited().windows(now);
         let whose = (owner.user_id.as_str(), owner.key_id.as_str());
         prepared.spend = spend::take(ports.store(), whose, windows, call_hold_amount(prepared), now).await?;
-        if let Some(limit) = owner.calls_in_flight.or(ports.config.calls_in_flight_per_account) {
-            let entered = in_flight::enter(ports.store(), &owner.user_id, limit, &prepared.request_id, now).await;
-            match entered {
-                Ok(slot) => prepared.in_flight = Some(slot),
-                Err(e) => {
-                    spend::release(ports.store(), &prepared.spend).await;
-                    return Err(e);
-                }
-            }
-        }
         Ok(window)
     }
 

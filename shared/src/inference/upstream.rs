@@ -203,7 +203,7 @@ async fn try_route(gateway: &Gateway, prepared: &mut Prepared, provider: &Provid
         }
         let response = match send(gateway, prepared, provider, route, time_left).await {
             Ok(response) => response,
-            Err(e) if !e.is_connect() && !e.is_builder() => {
+            Err(e) if !never_sent(&e) => {
                 tracing::error!(provider = %provider.name, timeout = e.is_timeout(), "the provider took the call but never answered; charged as its upper bound");
                 let provider = provider.name.clone();
                 return Tried::Answered(Ok(Attempt::Unreadable { provider, timed_out: e.is_timeout() }));
@@ -239,6 +239,23 @@ async fn try_route(gateway: &Gateway, prepared: &mut Prepared, provider: &Provid
         }
         return Tried::Answered(Ok(accepted(prepared, provider, status, response).await));
     }
+}
+
+/// Whether a failed request provably never reached the provider: no connection (refused, DNS, TLS, the
+/// connect timeout), a request that could not be built, or one hyper gave back unsent. Anything else may
+/// have been received, and may be billed.
+fn never_sent(error: &reqwest::Error) -> bool {
+    if error.is_connect() || error.is_builder() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled) {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// One request to a route, its whole answer bounded by the time left (a stream by the deadline alone).
