@@ -160,22 +160,7 @@ pub fn operator_changes(body: &Value) -> ApiResult<Vec<LimitChange>> {
 }
 
 fn changes_of(body: &Value, editable: &[&str]) -> ApiResult<Vec<LimitChange>> {
-    let fields = body.as_object().ok_or_else(|| ApiError::InvalidRequest {
-        code: ErrorCode::InvalidJson,
-        message: "request body must be a JSON object".into(),
-        param: None,
-    })?;
-    if let Some(unknown) = fields.keys().find(|k| !editable.contains(&k.as_str())) {
-        return Err(ApiError::invalid(
-            ErrorCode::UnknownField,
-            unknown,
-            format!("{unknown} cannot be set here; editable: {}", editable.join(", ")),
-        ));
-    }
-    let Some(first) = editable.first() else { return Ok(Vec::new()) };
-    if fields.is_empty() {
-        return Err(ApiError::invalid(ErrorCode::NothingToChange, first, format!("send {}", editable.join(" or "))));
-    }
+    let fields = crate::body::editable_fields(body, editable, "a limit set here")?;
     fields.iter().map(|(name, value)| change_of(name, value)).collect()
 }
 
@@ -195,34 +180,9 @@ fn change_of(name: &str, value: &Value) -> ApiResult<LimitChange> {
         return Ok(LimitChange::CallsInFlight(calls));
     }
     if name == "monthly_spend_limit_paise" {
-        let paise = match value {
-            Value::Null => None,
-            other => Some(other.as_i64().ok_or_else(|| {
-                ApiError::invalid(ErrorCode::InvalidSpendLimits, name, format!("{name} must be an integer or null"))
-            })?),
-        };
-        return Ok(LimitChange::MonthlySpend(crate::spend::checked_paise(paise, name, name)?));
+        return Ok(LimitChange::MonthlySpend(crate::spend::read_paise(name, value)?));
     }
-    let limits = serde_json::from_value::<Option<RateLimits>>(value.clone()).map_err(|_| {
-        ApiError::invalid(
-            ErrorCode::InvalidRateLimits,
-            name,
-            format!(
-                "{name} must be an object of requests_per_minute and tokens_per_minute (integers or null), or null"
-            ),
-        )
-    })?;
-    let limits = limits.unwrap_or_default().checked().map_err(|_| {
-        ApiError::invalid(
-            ErrorCode::InvalidRateLimits,
-            name,
-            format!(
-                "{name}: requests_per_minute from 1 to {}, tokens_per_minute from 1 to {}, or null",
-                crate::keys::MAX_REQUESTS_PER_MINUTE,
-                crate::keys::MAX_TOKENS_PER_MINUTE
-            ),
-        )
-    })?;
+    let limits = RateLimits::read(name, value)?;
     Ok(if name == "rate_limit_ceiling" {
         LimitChange::RateLimitCeiling(limits)
     } else {

@@ -7,6 +7,33 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
+/// A PATCH body's fields: an object holding only the `editable` fields (one it does not know is a 400
+/// naming it, never ignored: a setting a client believes it made must not silently be absent) and at least
+/// one of them. `what` completes "<field> is not ...".
+pub fn editable_fields<'a>(
+    body: &'a serde_json::Value,
+    editable: &[&str],
+    what: &str,
+) -> Result<&'a serde_json::Map<String, serde_json::Value>, ApiError> {
+    let fields = body.as_object().ok_or_else(|| ApiError::InvalidRequest {
+        code: ErrorCode::InvalidJson,
+        message: "request body must be a JSON object".into(),
+        param: None,
+    })?;
+    if let Some(unknown) = fields.keys().find(|k| !editable.contains(&k.as_str())) {
+        return Err(ApiError::invalid(
+            ErrorCode::UnknownField,
+            unknown,
+            format!("{unknown} is not {what}; editable: {}", editable.join(", ")),
+        ));
+    }
+    if fields.is_empty() {
+        let first = editable.first().copied().unwrap_or_default();
+        return Err(ApiError::invalid(ErrorCode::NothingToChange, first, format!("send {}", editable.join(" or "))));
+    }
+    Ok(fields)
+}
+
 /// Deserialises a body, turning serde's errors into our 400s with the offending field named.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Every request body is an object; serde would otherwise accept an array as a struct's fields in order.

@@ -42,25 +42,7 @@ impl KeyChanges {
 
     /// Reads a PATCH body: an object of the editable fields only, at least one of them.
     pub fn from_body(body: &Value) -> ApiResult<Self> {
-        let fields = body.as_object().ok_or_else(|| ApiError::InvalidRequest {
-            code: ErrorCode::InvalidJson,
-            message: "request body must be a JSON object".into(),
-            param: None,
-        })?;
-        if let Some(unknown) = fields.keys().find(|k| !EDITABLE.contains(&k.as_str())) {
-            return Err(ApiError::invalid(
-                ErrorCode::UnknownField,
-                unknown,
-                format!("{unknown} is not a field of a key; editable: {}", EDITABLE.join(", ")),
-            ));
-        }
-        if fields.is_empty() {
-            return Err(ApiError::invalid(
-                ErrorCode::NothingToChange,
-                "name",
-                format!("send {}", EDITABLE.join(" or ")),
-            ));
-        }
+        let fields = crate::body::editable_fields(body, &EDITABLE, "a field of a key")?;
         Ok(Self {
             name: name_of(fields)?,
             allowed_models: models_of(fields)?,
@@ -91,15 +73,7 @@ fn models_of(fields: &Map<String, Value>) -> ApiResult<Option<Option<Vec<String>
 }
 
 fn rates_of(fields: &Map<String, Value>) -> ApiResult<Option<RateLimits>> {
-    let Some(value) = fields.get("rate_limits") else { return Ok(None) };
-    let limits = serde_json::from_value::<Option<RateLimits>>(value.clone()).map_err(|_| {
-        ApiError::invalid(
-            ErrorCode::InvalidRateLimits,
-            "rate_limits",
-            "rate_limits must be an object of requests_per_minute and tokens_per_minute (integers or null), or null",
-        )
-    })?;
-    limits.unwrap_or_default().checked().map(Some)
+    fields.get("rate_limits").map(|value| RateLimits::read("rate_limits", value)).transpose()
 }
 
 fn spend_of(fields: &Map<String, Value>) -> ApiResult<Option<SpendLimits>> {

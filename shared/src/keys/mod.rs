@@ -210,7 +210,7 @@ pub async fn create_key(ports: &Ports, user_id: &str, request: NewKeyRequest) ->
     let clock = ports.clock();
     let name = checked_name(&request.name)?;
     let allowed_models = changes::checked_models(request.allowed_models)?;
-    let rate_limits = request.rate_limits.unwrap_or_default().checked()?;
+    let rate_limits = request.rate_limits.unwrap_or_default().checked("rate_limits")?;
     let spend_limits = request.spend_limits_paise.unwrap_or_default().checked()?;
     let now = clock.now();
     let expires_at = match request.expires_at {

@@ -64,13 +64,28 @@ impl RateLimits {
         self.requests_per_minute.is_none() && self.tokens_per_minute.is_none()
     }
 
-    /// Each limit, if set, from 1 to its maximum.
-    pub fn checked(self) -> ApiResult<Self> {
-        let within = |value: Option<u64>, max: u64, field: &str| match value {
+    /// A request's field of rate limits (`rate_limits`, `default_rate_limits`, `rate_limit_ceiling`): an
+    /// object of the two (integers or null), or null for none; 400 `invalid_rate_limits` naming it otherwise.
+    pub fn read(field: &str, value: &serde_json::Value) -> ApiResult<Self> {
+        let limits = serde_json::from_value::<Option<Self>>(value.clone()).map_err(|_| {
+            ApiError::invalid(
+                ErrorCode::InvalidRateLimits,
+                field,
+                format!(
+                    "{field} must be an object of requests_per_minute and tokens_per_minute (integers or null), or null"
+                ),
+            )
+        })?;
+        limits.unwrap_or_default().checked(field)
+    }
+
+    /// Each limit, if set, from 1 to its maximum (`field` names them in the error).
+    pub fn checked(self, field: &str) -> ApiResult<Self> {
+        let within = |value: Option<u64>, max: u64, limit: &str| match value {
             Some(n) if !(1..=max).contains(&n) => Err(ApiError::invalid(
                 ErrorCode::InvalidRateLimits,
-                "rate_limits",
-                format!("rate_limits.{field} must be an integer from 1 to {max}, or null"),
+                field,
+                format!("{field}.{limit} must be an integer from 1 to {max}, or null"),
             )),
             _ => Ok(()),
         };

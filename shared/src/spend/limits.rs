@@ -77,6 +77,19 @@ pub fn checked_paise(value: Option<i64>, param: &str, field: &str) -> ApiResult<
     }
 }
 
+/// A request's field of one limit in paise: an integer within range, or null for none.
+pub fn read_paise(field: &str, value: &serde_json::Value) -> ApiResult<Option<i64>> {
+    match value {
+        serde_json::Value::Null => Ok(None),
+        other => {
+            let paise = other.as_i64().ok_or_else(|| {
+                ApiError::invalid(ErrorCode::InvalidSpendLimits, field, format!("{field} must be an integer or null"))
+            })?;
+            checked_paise(Some(paise), field, field)
+        }
+    }
+}
+
 /// A spend window a call is counted in: a key's total, day and month, and its account's month.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Cap {

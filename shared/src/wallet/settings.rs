@@ -24,25 +24,7 @@ pub struct WalletSettings {
 impl WalletSettings {
     /// Reads a PATCH body: an object of the editable fields only, at least one of them.
     pub fn from_body(body: &Value) -> ApiResult<Self> {
-        let fields = body.as_object().ok_or_else(|| ApiError::InvalidRequest {
-            code: ErrorCode::InvalidJson,
-            message: "request body must be a JSON object".into(),
-            param: None,
-        })?;
-        if let Some(unknown) = fields.keys().find(|k| !EDITABLE.contains(&k.as_str())) {
-            return Err(ApiError::invalid(
-                ErrorCode::UnknownField,
-                unknown,
-                format!("{unknown} is not a setting of the wallet; editable: {}", EDITABLE.join(", ")),
-            ));
-        }
-        if fields.is_empty() {
-            return Err(ApiError::invalid(
-                ErrorCode::NothingToChange,
-                "low_balance_threshold_paise",
-                format!("send {}", EDITABLE.join(" or ")),
-            ));
-        }
+        let fields = crate::body::editable_fields(body, &EDITABLE, "a setting of the wallet")?;
         Ok(Self {
             low_balance_threshold_paise: threshold_of(fields)?,
             monthly_spend_limit_paise: monthly_limit_of(fields)?,
@@ -70,16 +52,7 @@ fn threshold_of(fields: &Map<String, Value>) -> ApiResult<Option<i64>> {
 
 fn monthly_limit_of(fields: &Map<String, Value>) -> ApiResult<Option<Option<i64>>> {
     let field = "monthly_spend_limit_paise";
-    match fields.get(field) {
-        None => Ok(None),
-        Some(Value::Null) => Ok(Some(None)),
-        Some(value) => {
-            let paise = value.as_i64().ok_or_else(|| {
-                ApiError::invalid(ErrorCode::InvalidSpendLimits, field, format!("{field} must be an integer or null"))
-            })?;
-            spend::checked_paise(Some(paise), field, field).map(Some)
-        }
-    }
+    fields.get(field).map(|value| spend::read_paise(field, value)).transpose()
 }
 
 /// Applies the settings, then shows the wallet.
