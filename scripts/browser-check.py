@@ -150,22 +150,6 @@ class Browser:
             pass
 
 
-def verhoeff_complete(first11):
-    """Appends the Verhoeff check digit, as a real Aadhaar number carries it."""
-    d = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 0, 6, 7, 8, 9, 5], [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
-         [3, 4, 0, 1, 2, 8, 9, 5, 6, 7], [4, 0, 1, 2, 3, 9, 5, 6, 7, 8], [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
-         [6, 5, 9, 8, 7, 1, 0, 4, 3, 2], [7, 6, 5, 9, 8, 2, 1, 0, 4, 3], [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
-         [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]]
-    p = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 5, 7, 6, 2, 8, 3, 0, 9, 4], [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
-         [8, 9, 1, 6, 0, 4, 3, 5, 2, 7], [9, 4, 5, 3, 1, 2, 6, 8, 7, 0], [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
-         [2, 7, 9, 3, 8, 0, 6, 4, 1, 5], [7, 0, 4, 6, 9, 1, 3, 2, 5, 8]]
-    inv = [0, 4, 3, 2, 1, 5, 6, 7, 8, 9]
-    c = 0
-    for i, digit in enumerate(reversed(first11)):
-        c = d[c][p[(i + 1) % 8][int(digit)]]
-    return first11 + str(inv[c])
-
-
 def mailed_link(browser, base, email, kind):
     """The first link of the newest e-mail of this kind to this address, from make run's mailbox."""
     return browser.wait_until(f"the {kind} e-mail", lambda: next(
@@ -311,28 +295,47 @@ def main():
         check("the new password signs in", True)
         shot("overview")
 
-        # KYC: the form checks formats and the check digit before sending anything.
+        # KYC: the form checks formats (and a GSTIN's check character) and consent before sending anything.
         browser.go(base + "/#/kyc")
         browser.wait("#kyc-form")
         check("KYC status starts as not_submitted", (browser.text("#kyc-status") or "").strip() == "not_submitted",
               repr(browser.text("#kyc-status")))
+        check("no field asks for an Aadhaar number", not browser.find_all("#kyc-form [name=aadhaar]"))
         browser.type("#kyc-form [name=pan]", "ABCDE1234")
-        browser.type("#kyc-form [name=aadhaar]", "234123412345")
         browser.click("#kyc-form [name=name_on_pan]")
-        invalid = browser.js("return [...document.querySelectorAll('#kyc-form [aria-invalid=true]')].map(e => e.name);")
-        check("a short PAN and a wrong Aadhaar check digit are flagged inline", sorted(invalid or []) == ["aadhaar", "pan"],
-              repr(invalid))
-        shot("kyc-invalid", mobile_too=False)
-        pan = "ABCP" + "E" + str(1000 + secrets.randbelow(9000)) + "F"
-        aadhaar = verhoeff_complete("2" + "".join(str(secrets.randbelow(10)) for _ in range(10)))
-        browser.type("#kyc-form [name=pan]", pan)
-        browser.type("#kyc-form [name=aadhaar]", aadhaar)
-        browser.type("#kyc-form [name=name_on_pan]", "PRIYA SHARMA")
         browser.click("#kyc-form button[type=submit]")
-        browser.wait_until("KYC pending", lambda: (browser.text("#kyc-status") or "").strip() == "pending")
+        invalid = browser.js("return [...document.querySelectorAll('#kyc-form [aria-invalid=true]')].map(e => e.name);")
+        check("a short PAN, a missing name and no consent are flagged inline",
+              sorted(invalid or []) == ["consent", "name_on_pan", "pan"], repr(invalid))
+        browser.click("#kyc-form [name=holder][value=business]")
+        browser.type("#kyc-form [name=gstin]", "27AAPFU0939F1ZW")
+        browser.click("#kyc-form [name=name_on_pan]")
+        check("a business is asked for its GSTIN, whose check character is checked",
+              browser.js("return document.querySelector('#kyc-form [name=gstin]').getAttribute('aria-invalid');") == "true")
+        shot("kyc-invalid", mobile_too=False)
+        browser.click("#kyc-form [name=holder][value=person]")
+        # The stand-in verifies a PAN whose last serial digit is 0-3.
+        pan = "ABCP" + "E" + str(100 + secrets.randbelow(900)) + str(secrets.randbelow(4)) + "F"
+        browser.type("#kyc-form [name=pan]", pan)
+        browser.type("#kyc-form [name=name_on_pan]", "PRIYA SHARMA")
+        browser.click("#kyc-form [name=consent]")
+        browser.click("#kyc-form button[type=submit]")
+        browser.wait_until("the PAN passed", lambda: (browser.text("#kyc-pan-status") or "").strip() == "passed")
+        check("after the PAN the next step is DigiLocker", browser.visible("#kyc-digilocker"))
         page_text = browser.text("body") or ""
-        check("the page shows only masked numbers", pan not in page_text and aadhaar not in page_text)
-        shot("kyc-pending")
+        check("the page shows only the masked PAN", pan not in page_text)
+        shot("kyc-pan-passed")
+        # DigiLocker (the KYC stand-in's consent page), then back to the dashboard.
+        browser.click("#kyc-digilocker")
+        browser.wait("#consent")
+        shot("digilocker-standin", mobile_too=False)
+        browser.click('#consent button[value="allow"]')
+        browser.wait_until("back on the KYC page, in review", lambda: (browser.text("#kyc-status") or "").strip() == "in_review")
+        check("DigiLocker shared the last four digits only", (browser.text("#kyc-aadhaar") or "").startswith("XXXX XXXX "),
+              repr(browser.text("#kyc-aadhaar")))
+        aadhaar = "234123412346"
+        check("the full Aadhaar number is nowhere on the page", aadhaar not in (browser.text("body") or ""))
+        shot("kyc-in-review")
 
         # The operator, in manual mode: queue -> reveal with a reason -> approve.
         browser.go(base + "/ops")
@@ -341,8 +344,10 @@ def main():
         row = f'#kyc-queue tr[data-user]'
         browser.wait(row)
         queue_text = browser.text("#kyc-queue") or ""
-        check("the queue lists the submission with the account's e-mail and masked numbers",
-              email in queue_text and pan not in queue_text and aadhaar not in queue_text, queue_text[:300])
+        check("the queue lists the submission with the account's e-mail, the provider's evidence and masked numbers",
+              email in queue_text and "Registered name: PRIYA SHARMA" in queue_text and pan not in queue_text
+              and aadhaar not in queue_text, queue_text[:300])
+        check("the console offers to reveal the PAN only", not browser.find_all(f'{row} [data-reveal="aadhaar"]'))
         shot("ops-kyc-queue")
         user_id = browser.js("return document.querySelector('#kyc-queue tr[data-user]').dataset.user;")
         browser.type(f"{row} [name=reveal_reason]", "name on the PAN looks cropped")

@@ -7,7 +7,7 @@ set -euo pipefail
 source "$(dirname "$0")/local-server.sh"
 "$PY" "$ROOT/tests/sdk/openai_sdk_check.py" "$BASE" || { echo "server log:" >&2; tail -50 "$LOG" >&2; exit 1; }
 "$ROOT/scripts/ensure-clients.sh"
-KEY="$("$PY" "$ROOT/tests/sdk/local_account.py" "$BASE" clients@example.in CLIPE1234K 345678901238 100)"
+KEY="$("$PY" "$ROOT/tests/sdk/local_account.py" "$BASE" clients@example.in CLIPE1231K 100)"
 # The node script runs from the packages' folder (ES modules resolve from the importing file); the clients'
 # own chatter (LiteLLM looks for price lists and tokenizers online, and is told not to) goes to a log, shown
 # when a check fails.

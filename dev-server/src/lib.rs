@@ -3,6 +3,7 @@
 
 pub mod dashboard;
 pub mod fleet;
+pub mod kyc_standin;
 pub mod mailbox;
 pub mod razorpay_standin;
 pub mod standin_checkout;

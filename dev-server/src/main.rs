@@ -3,7 +3,8 @@
 //!
 //! Without Razorpay credentials in the environment, a local Razorpay stand-in is mounted at `/_razorpay`
 //! and used instead, so top-ups work with no network (see docs/walkthrough.md, "Paying offline"); without
-//! provider keys, a model stand-in at `/_upstream`. The stand-ins (and `/_blobs` download links) are
+//! provider keys, a model stand-in at `/_upstream`; without KYC provider credentials, a Cashfree stand-in at
+//! `/_kyc` (its DigiLocker consent page included). The stand-ins (and `/_blobs` download links) are
 //! mounted only on a loopback address unless `INFEREX_DEV_STANDINS=1`: the Razorpay stand-in's pay route
 //! credits a wallet without any payment. The scheduled jobs run every 15 minutes, as deployed. E-mail goes
 //! to `.eml` files under `$INFEREX_DATA_DIR/mail/`, listed at `/_mail` on a loopback address. The
@@ -16,15 +17,19 @@ use axum::serve::ListenerExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use dev_server::kyc_standin::{self, KycStandIn};
 use dev_server::mailbox;
 use dev_server::razorpay_standin::{self, StandIn, StandInConfig};
 use dev_server::upstream_standin::{self, Upstream};
 use shared::catalog::Catalog;
+use shared::clock::SystemClock;
 use shared::config::{Config, var};
 use shared::inference::{Gateway, Provider, Providers};
+use shared::kyc::cashfree::{Cashfree, CashfreeConfig};
 use shared::notifications::delivery::FileMailer;
 use shared::razorpay::{RazorpayClient, RazorpayConfig};
 use shared::secrets::SecretString;
+use shared::secrets::random_suffix;
 use shared::state::{AppState, BoxError};
 
 const PURGE_EVERY: Duration = Duration::from_secs(600);
@@ -68,13 +73,9 @@ async fn serve() -> Result<(), BoxError> {
     }
     let (state, store) = AppState::embedded(&data_dir, config, &format!("http://{addr}"))?;
 
-    let standins = dev_server::standins_allowed(&addr, var::<bool>("INFEREX_DEV_STANDINS")?);
-    if standins {
-        tracing::info!(%addr, "local stand-ins may be mounted (/_razorpay, /_upstream, /_blobs)");
-    } else {
-        tracing::warn!(%addr, "not a loopback address: no stand-ins are mounted; without Razorpay credentials and provider keys, top-ups and models are unavailable (INFEREX_DEV_STANDINS=1 mounts them anyway)");
-    }
+    let standins = standins_allowed(addr)?;
     let (state, standin) = with_razorpay(state, addr, standins)?;
+    let (state, kyc_standin) = with_kyc_provider(state, addr, standins)?;
     let (providers, upstream) = providers(addr, standins)?;
     let state = state.with_gateway(Gateway::new(Catalog::builtin()?, providers)?);
     let mut app = if standins { dev_server::app(state.clone()) } else { dev_server::api_only(state.clone()) };
@@ -85,6 +86,9 @@ async fn serve() -> Result<(), BoxError> {
     }
     if let Some(upstream) = upstream {
         app = app.nest("/_upstream", upstream_standin::router(upstream));
+    }
+    if let Some(kyc_standin) = kyc_standin {
+        app = app.nest("/_kyc", kyc_standin::router(kyc_standin));
     }
     let mailer = FileMailer::new(data_dir.join("mail"));
     if addr.ip().is_loopback() {
@@ -163,6 +167,44 @@ fn with_razorpay(state: AppState, addr: SocketAddr, standins: bool) -> Result<(A
             (state.with_razorpay(client), Some(standin))
         }
     })
+}
+
+/// Whether the stand-ins may be mounted (said in the log either way).
+fn standins_allowed(addr: SocketAddr) -> Result<bool, BoxError> {
+    let standins = dev_server::standins_allowed(&addr, var::<bool>("INFEREX_DEV_STANDINS")?);
+    if standins {
+        tracing::info!(%addr, "local stand-ins may be mounted (/_razorpay, /_upstream, /_kyc, /_blobs)");
+    } else {
+        tracing::warn!(%addr, "not a loopback address: no stand-ins are mounted; without Razorpay credentials, provider keys and KYC provider credentials, top-ups, models and KYC are unavailable (INFEREX_DEV_STANDINS=1 mounts them anyway)");
+    }
+    Ok(standins)
+}
+
+/// The KYC provider: Cashfree when `CASHFREE_CLIENT_ID` and `CASHFREE_CLIENT_SECRET` are set, else (where
+/// stand-ins are allowed) the local stand-in at `/_kyc`, with credentials made for this run.
+fn with_kyc_provider(
+    state: AppState,
+    addr: SocketAddr,
+    standins: bool,
+) -> Result<(AppState, Option<KycStandIn>), BoxError> {
+    if let Some(config) = CashfreeConfig::from_env()? {
+        return Ok((state.with_kyc_provider(std::sync::Arc::new(Cashfree::new(config)?)), None));
+    }
+    if !standins {
+        tracing::warn!("no KYC provider credentials (CASHFREE_CLIENT_ID): KYC submissions fail until they are set");
+        return Ok((state, None));
+    }
+    tracing::info!("no KYC provider credentials: using the local Cashfree stand-in at /_kyc");
+    let (client_id, client_secret) =
+        (format!("CF{}", random_suffix()), format!("cfsk_{}{}", random_suffix(), random_suffix()));
+    let standin = KycStandIn::new(&client_id, &client_secret, std::sync::Arc::new(SystemClock)).mounted_at("/_kyc");
+    let config = CashfreeConfig {
+        client_id,
+        client_secret: SecretString::new(&client_secret),
+        api_base: format!("http://{addr}/_kyc/verification"),
+        public_key: None,
+    };
+    Ok((state.with_kyc_provider(std::sync::Arc::new(Cashfree::new(config)?)), Some(standin)))
 }
 
 /// Model providers: the real ones when configured, else (where stand-ins are allowed) a local

@@ -18,8 +18,13 @@ pub const PAYMENT_REVIEW: &str = "payment_review";
 /// A scheduled job failed as a whole (the invocation fails too).
 pub const JOB_FAILED: &str = "job_failed";
 
+/// The KYC provider refused a check (our credentials, its allow-list or our balance with it): customers'
+/// checks stay pending until a person fixes it.
+pub const KYC_PROVIDER_REFUSED: &str = "kyc_provider_refused";
+
 /// Every alert, each with its metric filter and alarm in template.yaml.
-pub const ALL: [&str; 5] = [USAGE_OVER_HOLD, SETTLED_BY_SWEEPER, WEBHOOK_SIGNATURE_INVALID, PAYMENT_REVIEW, JOB_FAILED];
+pub const ALL: [&str; 6] =
+    [USAGE_OVER_HOLD, SETTLED_BY_SWEEPER, WEBHOOK_SIGNATURE_INVALID, PAYMENT_REVIEW, JOB_FAILED, KYC_PROVIDER_REFUSED];
 
 #[cfg(test)]
 mod tests {

@@ -75,6 +75,36 @@ pub const VIEWER_ADDRESS_HEADER: &str = "x-inferex-viewer-ip";
 /// only our distribution sends (anyone calling the API directly can write the address header), and only
 /// when there is exactly one address.
 pub fn viewer_address(headers: &HeaderMap, edge_secret: &str) -> Option<String> {
+    proven_viewer_header(headers, edge_secret, VIEWER_ADDRESS_HEADER)?
+        .trim()
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_string())
+}
+
+/// The origin the browser addressed (`https://` and the distribution's domain, or the stack's custom
+/// domain), written by the same CloudFront function; believed on the same terms as [`viewer_address`].
+pub const VIEWER_ORIGIN_HEADER: &str = "x-inferex-viewer-origin";
+
+/// The dashboard's origin as the browser reached it behind CloudFront, if the request proves it came
+/// through our distribution: where a third party (DigiLocker) sends the browser back to. An https origin
+/// with a host name only (plain http only for this machine, as `make fleet` serves it).
+pub fn viewer_origin(headers: &HeaderMap, edge_secret: &str) -> Option<String> {
+    let origin = proven_viewer_header(headers, edge_secret, VIEWER_ORIGIN_HEADER)?.trim().to_ascii_lowercase();
+    let host = match origin.strip_prefix("https://") {
+        Some(host) => host,
+        None => ["http://127.0.0.1:", "http://localhost:"]
+            .iter()
+            .find_map(|local| origin.strip_prefix(local).filter(|port| port.parse::<u16>().is_ok()).map(|_| "local"))?,
+    };
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':');
+    valid.then_some(origin)
+}
+
+/// A header CloudFront's function wrote, present once, on a request carrying the edge secret.
+fn proven_viewer_header<'a>(headers: &'a HeaderMap, edge_secret: &str, name: &str) -> Option<&'a str> {
     let only = |name: &str| {
         let mut values = headers.get_all(name).iter();
         let value = values.next()?.to_str().ok()?;
@@ -84,7 +114,7 @@ pub fn viewer_address(headers: &HeaderMap, edge_secret: &str) -> Option<String> 
     if edge_secret.is_empty() || !crate::secrets::constant_time_eq(proof.as_bytes(), edge_secret.as_bytes()) {
         return None;
     }
-    only(VIEWER_ADDRESS_HEADER)?.trim().parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+    only(name)
 }
 
 /// The caller's IP and user agent. The IP is the browser's as CloudFront reports it when the request proves
@@ -372,6 +402,26 @@ mod tests {
         ] {
             assert_eq!(bearer_token(&with(value)), token, "{value:?}");
         }
+    }
+
+    #[test]
+    fn the_viewer_origin_is_believed_only_with_the_edge_secret() -> Result<(), Box<dyn std::error::Error>> {
+        let edge = "edge-secret-for-the-test-0123456789";
+        let headers = |proof: &str, host: &str| -> Result<HeaderMap, Box<dyn std::error::Error>> {
+            let mut headers = HeaderMap::new();
+            headers.insert(EDGE_PROOF_HEADER, proof.parse()?);
+            headers.insert(VIEWER_ORIGIN_HEADER, host.parse()?);
+            Ok(headers)
+        };
+        let https = "https://d1234.cloudfront.net";
+        assert_eq!(viewer_origin(&headers(edge, https)?, edge).as_deref(), Some(https));
+        assert_eq!(viewer_origin(&headers("forged", https)?, edge), None);
+        assert_eq!(viewer_origin(&headers(edge, "https://evil.example/path?")?, edge), None, "a host name only");
+        assert_eq!(viewer_origin(&headers(edge, "http://d1234.cloudfront.net")?, edge), None, "https only");
+        let local = "http://127.0.0.1:8080";
+        assert_eq!(viewer_origin(&headers(edge, local)?, edge).as_deref(), Some(local), "this machine");
+        assert_eq!(viewer_origin(&HeaderMap::new(), edge), None);
+        Ok(())
     }
 
     #[test]

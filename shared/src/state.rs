@@ -8,6 +8,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, var};
 use crate::error::ApiError;
 pub use crate::kyc::KycKeys;
+use crate::kyc::cashfree::{Cashfree, CashfreeConfig};
 use crate::kyc::vault::{Fingerprinter, KmsDataKeys};
 use crate::operators::OperatorCredentials;
 use crate::ports::Ports;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub ports: Ports,
     /// Present where KYC numbers are handled (the kyc function, the local server); absent elsewhere.
     pub kyc_keys: Option<Arc<KycKeys>>,
+    /// Present where KYC checks are made (the kyc and jobs functions, the local server).
+    pub kyc_provider: Option<Arc<dyn crate::kyc::KycProvider>>,
     /// Present where payments are handled (wallet, webhook, jobs, the local server).
     pub razorpay: Option<Arc<RazorpayClient>>,
     /// Present where raw payloads are archived (webhook, the local server).
@@ -67,6 +70,7 @@ impl AppState {
         Self {
             ports: Ports::new(store, clock, config),
             kyc_keys: None,
+            kyc_provider: None,
             razorpay: None,
             blobs: None,
             gateway: None,
@@ -85,6 +89,21 @@ impl AppState {
     pub fn with_kyc_keys(mut self, keys: KycKeys) -> Self {
         self.kyc_keys = Some(Arc::new(keys));
         self
+    }
+
+    pub fn with_kyc_provider(mut self, provider: Arc<dyn crate::kyc::KycProvider>) -> Self {
+        self.kyc_provider = Some(provider);
+        self
+    }
+
+    /// What the KYC workflow needs (ports, keys, provider), or a 500 where this function was deployed
+    /// without them (a configuration error).
+    pub fn kyc(&self) -> Result<crate::kyc::KycContext<'_>, ApiError> {
+        let provider = self
+            .kyc_provider
+            .as_deref()
+            .ok_or_else(|| ApiError::Internal("the KYC provider is not configured for this function".into()))?;
+        Ok(crate::kyc::KycContext { ports: &self.ports, keys: self.kyc_keys()?, provider })
     }
 
     pub fn with_razorpay(mut self, client: RazorpayClient) -> Self {
@@ -143,7 +162,8 @@ impl AppState {
     /// Capabilities, each present when its variables are set (template.yaml sets only what a function
     /// needs): DynamoDB tables `INFEREX_MAIN_TABLE` / `INFEREX_VAULT_TABLE`; the vault key
     /// `INFEREX_KMS_KEY_ID`; the KMS HMAC fingerprint key `INFEREX_FINGERPRINT_KEY_ID`; Razorpay
-    /// `RAZORPAY_SECRET_ARN`; the operator token `INFEREX_OPERATOR_TOKEN_SECRET_ARN`; CloudFront's edge
+    /// `RAZORPAY_SECRET_ARN`; the KYC provider (Cashfree) `KYC_PROVIDER_SECRET_ARN` with `CASHFREE_API_BASE`;
+    /// the operator token `INFEREX_OPERATOR_TOKEN_SECRET_ARN`; CloudFront's edge
     /// secret `INFEREX_EDGE_SECRET_ARN`; model providers
     /// `PROVIDER_KEYS_SECRET_ARN`; the blob bucket `INFEREX_BLOB_BUCKET`. Each function's `main` then
     /// checks with [`AppState::require`] that it has what it needs.
@@ -154,7 +174,7 @@ impl AppState {
     /// As [`AppState::for_lambda`], except that a secret of an `optional` capability that cannot be used
     /// (missing from Secrets Manager, malformed, weak) leaves that capability out, with an error logged,
     /// instead of stopping the start: the jobs function runs its other jobs, and the jobs that need it fail
-    /// (and say so) until it is fixed. Only Razorpay can be optional.
+    /// (and say so) until it is fixed. Only Razorpay and the KYC provider can be optional.
     pub async fn for_lambda_optional(optional: &[Capability]) -> Result<Self, BoxError> {
         if let Some(name) = runtime_secrets::secret_in_environment() {
             return Err(
@@ -190,6 +210,9 @@ impl AppState {
             }
             Err(e) => return Err(e),
         }
+        if let Some(arn) = var::<String>("KYC_PROVIDER_SECRET_ARN")? {
+            state = state.with_kyc_provider_from(source(arn), optional).await?;
+        }
         if let Some(arn) = var::<String>("INFEREX_OPERATOR_TOKEN_SECRET_ARN")? {
             let parse = |raw: &str| OperatorCredentials::parse("the operator credentials", raw);
             state.operator_token = Some(Arc::new(Rotating::load(source(arn), parse, Arc::clone(&clock)).await?));
@@ -208,6 +231,23 @@ impl AppState {
             state = state.with_blobs(Arc::new(S3Blobs::new(aws_sdk_s3::Client::new(&aws), bucket)));
         }
         Ok(state)
+    }
+
+    /// The KYC provider with the keys of `source`; a secret that cannot be used stops the start unless the
+    /// provider is `optional` here (then it is left out, with an error logged).
+    async fn with_kyc_provider_from(
+        self,
+        source: Arc<dyn SecretSource>,
+        optional: &[Capability],
+    ) -> Result<Self, BoxError> {
+        match kyc_provider_from(source, Arc::clone(&self.clock)).await {
+            Ok(provider) => Ok(self.with_kyc_provider(provider)),
+            Err(e) if optional.contains(&Capability::KycProvider) => {
+                tracing::error!(error = %e, "the KYC provider's keys cannot be used; the KYC retries fail until they are fixed");
+                Ok(self)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// A function's cold start: [`AppState::for_lambda`], then [`AppState::require`]. A failure is logged in
@@ -236,6 +276,7 @@ impl AppState {
                 Capability::Vault => self.kyc_keys.is_some(),
                 Capability::Fingerprints => self.kyc_keys.as_ref().is_some_and(|k| k.fingerprinter.is_some()),
                 Capability::Razorpay => self.razorpay.is_some(),
+                Capability::KycProvider => self.kyc_provider.is_some(),
                 Capability::OperatorToken => self.operator_token.is_some(),
                 Capability::Gateway => self.gateway.is_some(),
                 Capability::Blobs => self.blobs.is_some(),
@@ -269,6 +310,28 @@ impl AppState {
         ));
         Ok((state, store))
     }
+}
+
+/// The KYC provider as [`AppState::for_lambda`] makes it (from `KYC_PROVIDER_SECRET_ARN`), for the jobs
+/// function to try again on each run while its keys are unusable; `None` when no secret is named.
+pub async fn kyc_provider_from_environment(
+    clock: Arc<dyn Clock>,
+) -> Result<Option<Arc<dyn crate::kyc::KycProvider>>, BoxError> {
+    let Some(arn) = var::<String>("KYC_PROVIDER_SECRET_ARN")? else { return Ok(None) };
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let source = Arc::new(SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(&aws), arn));
+    kyc_provider_from(source, clock).await.map(Some)
+}
+
+/// The KYC provider (Cashfree) with the keys of its secret, checked and re-read every few minutes.
+async fn kyc_provider_from(
+    source: Arc<dyn SecretSource>,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn crate::kyc::KycProvider>, BoxError> {
+    let api_base = crate::kyc::cashfree::api_base()?;
+    let parse = move |raw: &str| CashfreeConfig::from_secret_json("the KYC provider secret", raw, &api_base);
+    let keys = Rotating::load(source, parse, Arc::clone(&clock)).await?;
+    Ok(Arc::new(Cashfree::with_keys(keys, crate::kyc::cashfree::DEFAULT_ANSWER_TIMEOUT, clock)?))
 }
 
 /// Razorpay's client as [`AppState::for_lambda`] makes it, for the jobs function to try again on each run
@@ -329,6 +392,7 @@ pub enum Capability {
     Vault,
     Fingerprints,
     Razorpay,
+    KycProvider,
     OperatorToken,
     Gateway,
     Blobs,
@@ -343,6 +407,7 @@ impl Capability {
             Capability::Vault => "the vault key (INFEREX_KMS_KEY_ID)",
             Capability::Fingerprints => "the fingerprint key (INFEREX_FINGERPRINT_KEY_ID)",
             Capability::Razorpay => "Razorpay's keys (RAZORPAY_SECRET_ARN)",
+            Capability::KycProvider => "the KYC provider's keys (KYC_PROVIDER_SECRET_ARN)",
             Capability::OperatorToken => "the operator token (INFEREX_OPERATOR_TOKEN_SECRET_ARN)",
             Capability::Gateway => "the model providers' keys (PROVIDER_KEYS_SECRET_ARN)",
             Capability::Blobs => "the blob bucket (INFEREX_BLOB_BUCKET)",

@@ -1,11 +1,15 @@
 """An account on the local server, made the way a customer makes one: sign up, confirm the address from the
-local mailbox, pass KYC (automatic on `make run`), top up through the Razorpay stand-in, create an API key.
-Used by the client checks; `python3 local_account.py BASE EMAIL PAN AADHAAR RUPEES` prints the key, and
+local mailbox, pass KYC (the PAN, then the KYC stand-in's DigiLocker consent page with its defaults; the PAN's
+last serial digit 0-3 passes), top up through the Razorpay stand-in, create an API key.
+Used by the client checks; `python3 local_account.py BASE EMAIL PAN RUPEES` prints the key, and
 `python3 local_account.py BASE EMAIL` a session token of a confirmed account without KYC."""
 
+import html
 import json
+import re
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 BASE = sys.argv[1].rstrip("/") if len(sys.argv) > 1 else ""
@@ -39,9 +43,23 @@ def confirmed_session(email):
     return token
 
 
-def customer(email, pan, aadhaar, rupees):
+def share_from_digilocker(url):
+    """What a browser does on the consent page: submit the form's defaults (Allow); the redirects lead back
+    to the API's return route and on to the dashboard."""
+    with urllib.request.urlopen(url) as response:
+        page = response.read().decode()
+    fields = {name: html.unescape(value) for name, value in re.findall(r'name="(\w+)" (?:type="\w+" )?value="([^"]*)"', page)}
+    fields["decision"] = "allow"
+    urllib.request.urlopen(urllib.request.Request(url, data=urllib.parse.urlencode(fields).encode())).read()
+
+
+def customer(email, pan, rupees):
     token = confirmed_session(email)
-    call("POST", "/v1/kyc", {"pan": pan, "aadhaar": aadhaar, "name_on_pan": "SDK Check"}, token)
+    call("POST", "/v1/kyc", {"pan": pan, "name_on_pan": "SDK Check", "consent": True}, token)
+    share_from_digilocker(call("POST", "/v1/kyc/digilocker", None, token)["url"])
+    kyc = call("GET", "/v1/kyc", None, token)
+    if kyc["status"] != "verified":
+        raise AssertionError("KYC not verified: %s" % kyc)
     if rupees:
         topup = call("POST", "/v1/wallet/topups", {"amount_paise": rupees * 100}, token)
         call("POST", "/_razorpay/dev/orders/%s/pay" % topup["razorpay_order_id"], {})
@@ -52,5 +70,5 @@ if __name__ == "__main__":
     if len(sys.argv) == 3:
         print(confirmed_session(sys.argv[2]))
     else:
-        email, pan, aadhaar, rupees = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-        print(customer(email, pan, aadhaar, rupees))
+        email, pan, rupees = sys.argv[2], sys.argv[3], int(sys.argv[4])
+        print(customer(email, pan, rupees))

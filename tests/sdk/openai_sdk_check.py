@@ -21,9 +21,9 @@ def check(condition, what):
     checks += 1
 
 
-paid_key = customer("sdk@example.in", "SDKPE1234K", "234567890124", 100)
+paid_key = customer("sdk@example.in", "SDKPE1231K", 100)
 paid = openai.OpenAI(base_url=BASE + "/v1", api_key=paid_key)
-broke = openai.OpenAI(base_url=BASE + "/v1", api_key=customer("broke@example.in", "SDKPE4321K", "987654321012", 0))
+broke = openai.OpenAI(base_url=BASE + "/v1", api_key=customer("broke@example.in", "SDKPE4320K", 0))
 bad = openai.OpenAI(base_url=BASE + "/v1", api_key="sk-inferex-not-a-real-key", max_retries=0)
 
 models = [m.id for m in paid.models.list()]

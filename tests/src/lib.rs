@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use dev_server::kyc_standin::KycStandIn;
 use dev_server::razorpay_standin::{self, StandIn, StandInConfig};
 use dev_server::upstream_standin::{self, Upstream};
 use shared::blobs::{BlobStore, LocalBlobs};
@@ -22,9 +23,12 @@ use shared::store::sqlite::SqliteStore;
 use shared::store::{Item, ItemStore};
 use shared::testing;
 
+mod kyc;
 mod logs;
 mod mail;
 mod stores;
+
+pub use kyc::valid_pan;
 
 use logs::capture_logs;
 pub use logs::captured_logs;
@@ -48,12 +52,22 @@ pub async fn expect_error(
     code: &str,
     param: Option<&str>,
 ) -> TestResult {
+    error_body(response, status, code, param).await.map(|_| ())
+}
+
+/// As [`expect_error`], returning the body.
+pub async fn error_body(
+    response: reqwest::Response,
+    status: reqwest::StatusCode,
+    code: &str,
+    param: Option<&str>,
+) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
     let actual = response.status();
     let body: serde_json::Value = response.json().await?;
     assert_eq!(actual, status, "{body}");
     assert_eq!(body["error"]["code"], serde_json::json!(code), "{body}");
     assert_eq!(body["error"]["param"], serde_json::json!(param), "{body}");
-    Ok(())
+    Ok(body)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +89,8 @@ pub struct TestApi {
     pub clock: ManualClock,
     pub state: AppState,
     pub razorpay: StandIn,
+    /// The KYC provider's stand-in (Cashfree's wire format).
+    pub kyc: KycStandIn,
     /// The model providers' stand-ins: every model routes to cerebras first, then neevcloud.
     pub cerebras: Upstream,
     pub neevcloud: Upstream,
@@ -82,7 +98,7 @@ pub struct TestApi {
     pub mailbox: FileMailer,
     raw: RawStore,
     servers: Vec<tokio::task::JoinHandle<()>>,
-    documents: std::sync::atomic::AtomicU64,
+    pub(crate) documents: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for TestApi {
@@ -100,6 +116,11 @@ pub const RAZORPAY_WEBHOOK_SECRET: &str = "inferex_test_webhook_secret";
 
 /// A valid Aadhaar number: `first11` followed by its Verhoeff check digit.
 pub use dev_server::fleet::harness::aadhaar_with_check_digit;
+/// How long the API waits for the KYC provider in the tests (a stand-in set slower than this is "slow").
+pub const KYC_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// The KYC provider's test credentials, shared by its stand-in and the API under test.
+pub const CASHFREE_CLIENT_ID: &str = "CF_e2e_client_0001";
+pub const CASHFREE_CLIENT_SECRET: &str = "cfsk_e2e_client_secret_000000000000";
 
 async fn serve(app: axum::Router) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
@@ -178,6 +199,7 @@ impl TestApi {
             api_base: format!("http://{standin_addr}"),
         })
         .map_err(|e| e.to_string())?;
+        let (kyc, kyc_provider, kyc_server) = kyc::provider_standin(shared_clock.clone()).await?;
         let cerebras = Upstream::new(std::time::Duration::ZERO);
         let neevcloud = Upstream::new(std::time::Duration::ZERO);
         let (cerebras_addr, cerebras_server) = serve(upstream_standin::router(cerebras.clone())).await?;
@@ -191,6 +213,7 @@ impl TestApi {
         let state = AppState::new(store, config, shared_clock)
             .with_kyc_keys(shared::state::KycKeys::ephemeral())
             .with_razorpay(client)
+            .with_kyc_provider(Arc::new(kyc_provider))
             .with_blobs(blobs)
             .with_gateway(gateway);
         let app = dev_server::app(state.clone()).nest("/_mail", dev_server::mailbox::router(mailbox.clone()));
@@ -204,11 +227,12 @@ impl TestApi {
             clock,
             state,
             razorpay,
+            kyc,
             cerebras,
             neevcloud,
             mailbox,
             raw,
-            servers: vec![server, standin_server, cerebras_server, neevcloud_server],
+            servers: vec![server, standin_server, kyc_server, cerebras_server, neevcloud_server],
             documents: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -369,22 +393,6 @@ impl TestApi {
         Ok((id, token))
     }
 
-    /// Signs up, logs in and passes KYC (auto mode) with fresh unique numbers; returns (user id, token).
-    pub async fn verified_user(
-        &self,
-        email: &str,
-    ) -> Result<(String, String), Box<dyn std::error::Error + Send + Sync>> {
-        let (id, token) = self.signed_in(email).await?;
-        let n = self.documents.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let pan = format!("VERPE{:04}V", 1 + n % 9999);
-        let aadhaar = aadhaar_with_check_digit(61_000_000_000 + n);
-        let kyc: serde_json::Value = self.submit_kyc(&token, &pan, &aadhaar).await?.error_for_status()?.json().await?;
-        if kyc["status"] != "verified" {
-            return Err(format!("KYC not verified: {kyc}").into());
-        }
-        Ok((id, token))
-    }
-
     /// Delivers the outbox now (as the local server's task does) and returns the messages sent to `address`,
     /// newest first.
     pub async fn mail_to(&self, address: &str) -> Result<Vec<Mail>, Box<dyn std::error::Error + Send + Sync>> {
@@ -412,15 +420,6 @@ impl TestApi {
         let token = self.last_mail(address, "verify_email").await?.link_token().ok_or("no link")?;
         let answer = self.http.post(self.url("/v1/auth/verify-email")).json(&serde_json::json!({ "token": token }));
         Ok(answer.send().await?.error_for_status()?.json().await?)
-    }
-
-    pub async fn submit_kyc(&self, token: &str, pan: &str, aadhaar: &str) -> Result<reqwest::Response, reqwest::Error> {
-        self.http
-            .post(self.url("/v1/kyc"))
-            .bearer_auth(token)
-            .json(&serde_json::json!({ "pan": pan, "aadhaar": aadhaar, "name_on_pan": "Asha Rao" }))
-            .send()
-            .await
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Result<reqwest::Response, reqwest::Error> {

@@ -60,6 +60,15 @@ impl ItemStore for CountingStore {
         self.count();
         self.inner.query(query).await
     }
+    async fn scan(
+        &self,
+        table: shared::store::Table,
+        limit: u32,
+        after: Option<(String, String)>,
+    ) -> shared::store::StoreResult<shared::store::ScanPage> {
+        self.count();
+        self.inner.scan(table, limit, after).await
+    }
     async fn transact(&self, ops: Vec<shared::store::WriteOp>) -> shared::store::StoreResult<()> {
         self.count();
         for op in &ops {
@@ -125,6 +134,15 @@ impl ItemStore for GatedStore {
     async fn query(&self, query: shared::store::Query) -> shared::store::StoreResult<shared::store::Page> {
         self.pass().await;
         self.inner.query(query).await
+    }
+    async fn scan(
+        &self,
+        table: shared::store::Table,
+        limit: u32,
+        after: Option<(String, String)>,
+    ) -> shared::store::StoreResult<shared::store::ScanPage> {
+        self.pass().await;
+        self.inner.scan(table, limit, after).await
     }
     async fn transact(&self, ops: Vec<shared::store::WriteOp>) -> shared::store::StoreResult<()> {
         self.pass().await;
@@ -228,6 +246,14 @@ impl ItemStore for FaultyStore {
     }
     async fn query(&self, query: shared::store::Query) -> shared::store::StoreResult<shared::store::Page> {
         self.inner.query(query).await
+    }
+    async fn scan(
+        &self,
+        table: shared::store::Table,
+        limit: u32,
+        after: Option<(String, String)>,
+    ) -> shared::store::StoreResult<shared::store::ScanPage> {
+        self.inner.scan(table, limit, after).await
     }
     async fn transact(&self, ops: Vec<shared::store::WriteOp>) -> shared::store::StoreResult<()> {
         match &self.fault {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::Duration;
-use e2e::{Backend, Fault, FaultyStore, TestApi, TestResult, aadhaar_with_check_digit, on_both_stores};
+use e2e::{Backend, Fault, FaultyStore, TestApi, TestResult, on_both_stores, valid_pan};
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -190,7 +190,7 @@ async fn a_closure_that_cannot_commit_changes_nothing(backend: Backend) -> TestR
     let without_throttle =
         |dump: &str| dump.lines().filter(|l| !l.starts_with("LOGINFAIL#")).collect::<Vec<_>>().join("\n");
     assert_eq!(without_throttle(&before), without_throttle(&after));
-    assert_eq!(lines_starting(&after, "KYCDOC#"), 2, "the numbers stay claimed");
+    assert_eq!(lines_starting(&after, "KYCDOC#"), 1, "the PAN stays claimed");
     let account: Value = api.http.get(api.url("/v1/account")).bearer_auth(&token).send().await?.json().await?;
     assert_eq!(account["email"], "stuck@example.in");
     assert_eq!(api.ledger_checked_balance(&user).await?, 150 * UNITS_PER_RUPEE);
@@ -255,7 +255,8 @@ async fn no_session_or_key_survives_a_closure_it_raced(backend: Backend) -> Test
 async fn decisions_after_closure_are_refused_and_keep_the_expiry(backend: Backend) -> TestResult {
     let api = TestApi::start_with(backend, manual()).await?;
     let (user, token) = api.signed_in("gone@example.in").await?;
-    api.submit_kyc(&token, "GONPE1234G", &aadhaar_with_check_digit(71_000_000_001)).await?.error_for_status()?;
+    api.submit_kyc(&token, &valid_pan("GONPE", 0)).await?.error_for_status()?;
+    assert_eq!(api.share_from_digilocker(&token, true).await?["status"], "in_review");
     assert_eq!(close(&api, &token).await?.status(), StatusCode::ACCEPTED);
     let record_line =
         |dump: &str| dump.lines().find(|l| l.starts_with(&format!("USER#{user} KYC "))).map(str::to_owned);
@@ -273,17 +274,17 @@ async fn decisions_after_closure_are_refused_and_keep_the_expiry(backend: Backen
     Ok(())
 }
 
-/// In manual mode a pending submission claims nothing, so a squatter cannot block the real owner; two
+/// In manual mode a submission in review claims nothing, so a squatter cannot block the real owner; three
 /// approvals racing on one PAN verify exactly one account.
 async fn pending_submissions_block_nobody_and_approvals_race_safely(backend: Backend) -> TestResult {
     let api = Arc::new(TestApi::start_with(backend, manual()).await?);
-    let pan = "SQTPE4321Q";
+    let pan = "SQTPE4322Q";
     let mut users = Vec::new();
     for n in 0..3u64 {
         let (user, token) = api.signed_in(&format!("claimant{n}@example.in")).await?;
-        let answer: Value =
-            api.submit_kyc(&token, pan, &aadhaar_with_check_digit(72_000_000_000 + n)).await?.json().await?;
-        assert_eq!(answer["status"], "pending", "{answer}");
+        api.submit_kyc(&token, pan).await?.error_for_status()?;
+        let answer = api.share_from_digilocker(&token, true).await?;
+        assert_eq!(answer["status"], "in_review", "{answer}");
         users.push(user);
     }
     assert_eq!(lines_starting(&api.dump().await?, "KYCDOC#"), 0, "nothing is claimed before verification");
@@ -305,7 +306,7 @@ async fn pending_submissions_block_nobody_and_approvals_race_safely(backend: Bac
         assert!(!body.to_string().contains(pan), "{body}");
     }
     let dump = api.dump().await?;
-    assert_eq!(lines_starting(&dump, "KYCDOC#"), 2, "the winner's PAN and Aadhaar");
+    assert_eq!(lines_starting(&dump, "KYCDOC#"), 1, "the winner's PAN");
     let verified = dump.lines().filter(|l| l.contains("\"kyc_status\":\"verified\"")).count();
     assert_eq!(verified, 1, "{dump}");
     Ok(())
@@ -320,21 +321,19 @@ async fn submissions_are_limited_and_never_echo_a_number(backend: Backend) -> Te
         .http
         .post(api.url("/v1/kyc"))
         .bearer_auth(&token)
-        .json(&json!({ "pan": "PRBPE1234Q", "aadhaar": 234123412346u64, "name_on_pan": "Prober" }))
+        .json(&json!({ "pan": "PRBPE1231Q", "aadhaar": 234123412346u64, "name_on_pan": "Prober", "consent": true }))
         .send()
         .await?;
     assert_eq!(typed.status(), StatusCode::BAD_REQUEST);
     let text = typed.text().await?;
-    assert!(!text.contains("234123412346") && !text.contains("PRBPE1234Q"), "{text}");
-    assert!(text.contains("aadhaar"), "the field is named: {text}");
+    assert!(!text.contains("234123412346") && !text.contains("PRBPE1231Q"), "{text}");
+    assert!(text.contains("aadhaar_not_accepted"), "the field is named: {text}");
 
     for n in 0..5u64 {
-        let answer = api
-            .submit_kyc(&token, &format!("PRBPE{:04}Q", 1000 + n), &aadhaar_with_check_digit(73_000_000_000 + n))
-            .await?;
+        let answer = api.submit_kyc(&token, &valid_pan("PRBPE", n)).await?;
         assert_eq!(answer.status(), StatusCode::OK, "submission {n}");
     }
-    let sixth = api.submit_kyc(&token, "PRBPE2000Q", &aadhaar_with_check_digit(73_000_000_100)).await?;
+    let sixth = api.submit_kyc(&token, &valid_pan("PRBPE", 9)).await?;
     assert_eq!(sixth.status(), StatusCode::CONFLICT);
     let body: Value = sixth.json().await?;
     assert_eq!(body["error"]["code"], "kyc_submission_limit");
@@ -342,8 +341,8 @@ async fn submissions_are_limited_and_never_echo_a_number(backend: Backend) -> Te
     // Sessions last 7 days: log in again, then the window has moved on.
     let login: Value = api.login("prober@example.in", PASSWORD).await?.json().await?;
     let token = login["token"].as_str().unwrap_or_default().to_owned();
-    let later = api.submit_kyc(&token, "PRBPE2000Q", &aadhaar_with_check_digit(73_000_000_100)).await?;
-    assert_eq!(later.status(), StatusCode::OK);
+    let later = api.submit_kyc(&token, &valid_pan("PRBPE", 9)).await?;
+    assert_eq!(later.status(), StatusCode::OK, "{}", later.text().await?);
     Ok(())
 }
 
@@ -357,12 +356,11 @@ async fn refund_request(api: &TestApi, user: &str) -> Result<i64, Box<dyn std::e
 async fn refused_submissions_count_so_uniqueness_is_no_oracle(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (_, owner) = api.signed_in("owner@example.in").await?;
-    api.submit_kyc(&owner, "ORCPE1234O", &aadhaar_with_check_digit(74_000_000_001)).await?.error_for_status()?;
+    api.pass_kyc(&owner, "ORCPE1231O").await?;
     let (_, prober) = api.signed_in("prober@example.in").await?;
     let mut codes = Vec::new();
-    for n in 0..6u64 {
-        let answer: Value =
-            api.submit_kyc(&prober, "ORCPE1234O", &aadhaar_with_check_digit(74_000_000_100 + n)).await?.json().await?;
+    for _ in 0..6u64 {
+        let answer: Value = api.submit_kyc(&prober, "ORCPE1231O").await?.json().await?;
         codes.push(answer["error"]["code"].as_str().unwrap_or_default().to_owned());
     }
     assert_eq!(codes[..5], ["kyc_not_verifiable"; 5]);
@@ -375,6 +373,7 @@ async fn refused_submissions_count_so_uniqueness_is_no_oracle(backend: Backend) 
 async fn a_verification_racing_the_closure_leaves_no_claim_behind(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (user, token) = api.signed_in("race-close@example.in").await?;
+    api.submit_kyc(&token, "RCEPE1231R").await?.error_for_status()?;
     let mut held = api.state.clone();
     let gate = Arc::new(e2e::Gate::default());
     held.ports.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::HoldTransactions(Arc::clone(&gate))));
@@ -383,16 +382,14 @@ async fn a_verification_racing_the_closure_leaves_no_claim_behind(backend: Backe
     });
     // The closure has read everything and waits to commit; the verification commits first.
     gate.reached().await;
-    let verified: Value =
-        api.submit_kyc(&token, "RCEPE1234R", &aadhaar_with_check_digit(75_000_000_001)).await?.json().await?;
+    let verified = api.share_from_digilocker(&token, true).await?;
     assert_eq!(verified["status"], "verified", "{verified}");
     gate.open();
     closing.await??;
     let dump = api.dump().await?;
     assert_eq!(lines_starting(&dump, "KYCDOC#"), 0, "the numbers stay free for their owner: {dump}");
     let (_, other) = api.signed_in("rightful@example.in").await?;
-    let answer: Value =
-        api.submit_kyc(&other, "RCEPE1234R", &aadhaar_with_check_digit(75_000_000_001)).await?.json().await?;
+    let answer = api.pass_kyc(&other, "RCEPE1231R").await?;
     assert_eq!(answer["status"], "verified", "{answer}");
     Ok(())
 }
@@ -455,21 +452,21 @@ async fn submissions_that_fail_on_our_side_do_not_count(backend: Backend) -> Tes
     let (user, token) = api.signed_in("unlucky@example.in").await?;
     let mut busy = api.state.clone();
     busy.ports.store = Arc::new(FaultyStore::new(api.state.store.clone(), Fault::TransactionsConflict));
-    let keys = busy.kyc_keys()?;
-    for n in 0..6u64 {
+    let ctx = busy.kyc()?;
+    for _ in 0..6u64 {
         let request = shared::kyc::SubmitRequest {
-            pan: "UNLPE1234U".into(),
-            aadhaar: aadhaar_with_check_digit(76_000_000_000 + n),
+            pan: "UNLPE1231U".into(),
             name_on_pan: "Unlucky".into(),
+            consent: Some(true),
+            gstin: None,
         };
-        let refused = shared::kyc::submit(&busy.ports, keys, &user, request)
+        let refused = shared::kyc::submit(&ctx, &user, request)
             .await
             .err()
             .ok_or("a submission went through a store that refuses every transaction")?;
         assert_eq!(refused.code(), "kyc_submission_conflict");
     }
-    let answer: Value =
-        api.submit_kyc(&token, "UNLPE1234U", &aadhaar_with_check_digit(76_000_000_009)).await?.json().await?;
-    assert_eq!(answer["status"], "verified", "{answer}");
+    let answer: Value = api.submit_kyc(&token, "UNLPE1231U").await?.json().await?;
+    assert_eq!(answer["pan_status"], "passed", "{answer}");
     Ok(())
 }

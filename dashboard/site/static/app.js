@@ -669,75 +669,75 @@ function markStep(selector, done) {
 }
 
 function renderKycBadge(node, status) {
-  node.textContent = status; // the raw status word: not_submitted | pending | verified | rejected
+  node.textContent = status; // the raw status word: not_submitted | pending | in_review | verified | rejected (or a step's)
   node.className = "badge badge-" + status;
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// KYC: the server's rules (shared/src/kyc/documents.rs), mirrored so mistakes show before submitting
+// KYC: the server's rules (shared/src/kyc/documents.rs), mirrored so mistakes show before submitting;
+// then DigiLocker, where the customer shares their Aadhaar (we never see the number).
 
-const VERHOEFF_D = [
-  [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 0, 6, 7, 8, 9, 5], [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
-  [3, 4, 0, 1, 2, 8, 9, 5, 6, 7], [4, 0, 1, 2, 3, 9, 5, 6, 7, 8], [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
-  [6, 5, 9, 8, 7, 1, 0, 4, 3, 2], [7, 6, 5, 9, 8, 2, 1, 0, 4, 3], [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
-  [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
-];
-const VERHOEFF_P = [
-  [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 5, 7, 6, 2, 8, 3, 0, 9, 4], [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
-  [8, 9, 1, 6, 0, 4, 3, 5, 2, 7], [9, 4, 5, 3, 1, 2, 6, 8, 7, 0], [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
-  [2, 7, 9, 3, 8, 0, 6, 4, 1, 5], [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
-];
-
-/** True when the digit string (check digit last) passes Verhoeff's check. */
-function verhoeffValid(digits) {
-  let c = 0;
-  const reversed = [...digits].reverse();
-  for (let i = 0; i < reversed.length; i++) {
-    if (!/[0-9]/.test(reversed[i])) return false;
-    c = VERHOEFF_D[c][VERHOEFF_P[i % 8][Number(reversed[i])]];
-  }
-  return c === 0;
-}
+const HOLDER_TYPES = "PCFHTABGLJ";
+const GSTIN_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
 function normalisePan(raw) {
   return raw.trim().toUpperCase();
 }
 
-function normaliseAadhaar(raw) {
-  return raw.replace(/[ -]/g, ""); // the server tolerates spaces and hyphens anywhere
+function kycHolder(form) {
+  return form.elements.holder.value === "business" ? "business" : "person";
 }
 
 /** "" when the PAN passes the server's rules, else what is wrong. */
-function panProblem(raw) {
+function panProblem(raw, business) {
   const pan = normalisePan(raw);
-  if (!pan) return "Enter your PAN.";
+  if (!pan) return "Enter the PAN.";
   if (!/^[A-Z]{5}[0-9]{4}[A-Z]$/.test(pan)) return "A PAN is 10 characters: 5 letters, 4 digits, 1 letter (like ABCPE1234F).";
   if (pan.slice(5, 9) === "0000") return "This PAN has an invalid serial number (0000).";
-  if (pan[3] !== "P") return "Personal accounts need an individual's PAN: its 4th letter must be P.";
+  if (!business && pan[3] !== "P") return "A person verifies with an individual's PAN (its 4th letter is P); a business with its GSTIN.";
+  if (!HOLDER_TYPES.includes(pan[3])) return "The PAN's 4th letter is not a holder type.";
   return "";
 }
 
-function aadhaarProblem(raw) {
-  const digits = normaliseAadhaar(raw);
-  if (!digits) return "Enter your Aadhaar number.";
-  if (!/^[0-9]{12}$/.test(digits)) return "An Aadhaar number is 12 digits.";
-  if (/^[01]/.test(digits)) return "An Aadhaar number cannot start with 0 or 1.";
-  if (!verhoeffValid(digits)) return "This number's check digit does not match: please check it.";
+/** The GSTIN's check character (GSTN's base-36 scheme), as the server computes it. */
+function gstinCheckChar(first14) {
+  let sum = 0;
+  for (let i = 0; i < 14; i++) {
+    const product = GSTIN_CHARS.indexOf(first14[i]) * (i % 2 === 0 ? 1 : 2);
+    sum += Math.floor(product / 36) + (product % 36);
+  }
+  return GSTIN_CHARS[(36 - (sum % 36)) % 36];
+}
+
+function gstinProblem(raw, business, form) {
+  if (!business) return "";
+  const gstin = normalisePan(raw);
+  if (!gstin) return "Enter the business's GSTIN.";
+  if (!/^[0-9]{2}[A-Z]{5}[0-9]{4}[A-Z][1-9A-Z]Z[0-9A-Z]$/.test(gstin)) return "A GSTIN is 15 characters: state code, PAN, entity number, Z, check character.";
+  if (gstinCheckChar(gstin) !== gstin[14]) return "This GSTIN's check character does not match: please check it.";
+  const pan = normalisePan(form.elements.pan.value);
+  if (pan && gstin.slice(2, 12) !== pan) return "Characters 3 to 12 of the GSTIN must be the PAN below.";
   return "";
 }
 
 function nameOnPanProblem(raw) {
   const name = raw.trim();
-  if (!name) return "Enter the name printed on your PAN card.";
+  if (!name) return "Enter the name printed on the PAN card.";
   if ([...name].length > 100) return "At most 100 characters.";
   if (/\p{Cc}/u.test(name)) return "The name contains characters that cannot be printed.";
   return "";
 }
 
-const KYC_CHECKS = { pan: panProblem, aadhaar: aadhaarProblem, name_on_pan: nameOnPanProblem };
+const KYC_CHECKS = {
+  pan: (input, business) => panProblem(input.value, business),
+  gstin: (input, business, form) => gstinProblem(input.value, business, form),
+  name_on_pan: (input) => nameOnPanProblem(input.value),
+  consent: (input) => (input.checked ? "" : "Consent to the check to submit."),
+};
 
 function validateKycField(input) {
-  const problem = KYC_CHECKS[input.name](input.value);
+  const form = input.form;
+  const problem = KYC_CHECKS[input.name](input, kycHolder(form) === "business", form);
   setFieldError(input, problem);
   return problem === "";
 }
@@ -745,15 +745,31 @@ function validateKycField(input) {
 /** While typing: check once the value is complete (or to clear an error being fixed), not at every key. */
 function onKycInput(event) {
   const input = event.target;
+  if (input.name === "holder") {
+    onHolderChange(input.form);
+    return;
+  }
   if (!has(KYC_CHECKS, input.name)) return;
   const complete = (input.name === "pan" && normalisePan(input.value).length >= 10)
-    || (input.name === "aadhaar" && normaliseAadhaar(input.value).length >= 12);
+    || (input.name === "gstin" && normalisePan(input.value).length >= 15) || input.name === "consent";
   if (complete || input.getAttribute("aria-invalid") === "true") validateKycField(input);
 }
 
 function onKycBlur(event) {
   const input = event.target;
-  if (has(KYC_CHECKS, input.name) && input.value !== "") validateKycField(input);
+  if (has(KYC_CHECKS, input.name) && input.type !== "checkbox" && input.value !== "") validateKycField(input);
+}
+
+const CONSENT_PURPOSE = {
+  person: "To verify your identity, InferexAI sends your PAN, the name on it and your date of birth to its KYC provider, which checks them against the Income Tax Department's records; the answer (valid or not, whether the name and date of birth match) is kept with your KYC record.",
+  business: "To verify your business, InferexAI sends its GSTIN to its KYC provider, which checks it against GSTN's records, and the PAN and the name on it, checked against the Income Tax Department's records; the answers, the legal name and the registration's status are kept with your KYC record and printed on your tax invoices.",
+};
+
+function onHolderChange(form) {
+  const business = kycHolder(form) === "business";
+  show($("#kyc-gstin-field"), business);
+  setText("#kyc-consent-purpose", CONSENT_PURPOSE[business ? "business" : "person"]);
+  setFieldError(form.elements.gstin, "");
 }
 
 async function loadKyc() {
@@ -761,24 +777,54 @@ async function loadKyc() {
 }
 
 const KYC_TEXT = {
-  not_submitted: "Submit your PAN and Aadhaar numbers to top up and create API keys.",
-  pending: "We are checking your details. This usually takes less than a working day.",
+  not_submitted: "Submit your PAN (or your business's GSTIN) to top up and create API keys.",
+  pending: "Waiting for the next step below.",
+  in_review: "A person is checking your details against the records; this usually takes less than a working day.",
   verified: "Your identity is verified.",
-  rejected: "Your submission was not accepted.",
+  rejected: "Your details could not be verified.",
 };
+
+/** What the customer waits for while KYC is pending: the provider, or their own DigiLocker step. */
+function pendingText(kyc) {
+  if (kyc.pan_status === "pending") return "We are checking your PAN with the Income Tax Department; this page updates when they answer.";
+  if (kyc.holder === "person" && kyc.aadhaar_status === "pending") return "Waiting for DigiLocker: finish sharing there, or start again.";
+  if (kyc.holder === "person") return "Your PAN is verified. Next: share your Aadhaar from DigiLocker.";
+  return KYC_TEXT.pending;
+}
+
+function renderKycSteps(kyc) {
+  const business = kyc.holder === "business";
+  renderKycBadge($("#kyc-pan-status"), kyc.pan_status || "not_started");
+  renderKycBadge($("#kyc-aadhaar-status"), kyc.aadhaar_status || "not_started");
+  renderKycBadge($("#kyc-gstin-status"), kyc.gstin_status || "not_started");
+  show($("#kyc-step-aadhaar"), !business);
+  show($("#kyc-step-gstin"), business);
+  markStep("#kyc-step-pan", kyc.pan_status === "passed");
+  markStep("#kyc-step-aadhaar", kyc.aadhaar_status === "passed");
+  markStep("#kyc-step-gstin", kyc.gstin_status === "passed");
+  const canShare = !business && kyc.status === "pending" && kyc.pan_status !== "failed"
+    && ["not_started", "pending", "failed"].includes(kyc.aadhaar_status);
+  show($("#kyc-digilocker-box"), canShare);
+  setText("#kyc-aadhaar-reason", kyc.aadhaar_reason || "");
+  show($("#kyc-aadhaar-reason"), Boolean(kyc.aadhaar_reason));
+}
 
 function renderKyc(kyc) {
   renderKycBadge($("#kyc-status"), kyc.status);
-  setText("#kyc-status-text", KYC_TEXT[kyc.status] || "");
+  setText("#kyc-status-text", kyc.status === "pending" ? pendingText(kyc) : KYC_TEXT[kyc.status] || "");
   setText("#kyc-reason", kyc.rejection_reason || "");
   show($("#kyc-reason-box"), kyc.status === "rejected" && Boolean(kyc.rejection_reason));
+  show($("#kyc-steps"), kyc.status !== "not_submitted");
+  renderKycSteps(kyc);
   show($("#kyc-details"), kyc.status !== "not_submitted");
   setText("#kyc-name", kyc.name_on_pan || "–");
   setText("#kyc-pan", kyc.pan_masked || "–");
   setText("#kyc-aadhaar", kyc.aadhaar_masked || "–");
+  setText("#kyc-gstin", kyc.gstin || "–");
+  setText("#kyc-legal-name", kyc.legal_name || "–");
   setText("#kyc-submitted", formatDateTime(kyc.submitted_at));
   setText("#kyc-verified", formatDateTime(kyc.verified_at));
-  // Resubmission is allowed until verified; a pending one waits for the operator.
+  // A new submission after a rejection; while pending or in review the steps above say what comes next.
   show($("#kyc-form-card"), kyc.status === "not_submitted" || kyc.status === "rejected");
   if (state.account) state.account.kyc_status = kyc.status;
 }
@@ -786,26 +832,36 @@ function renderKyc(kyc) {
 async function onKycSubmit(event) {
   event.preventDefault();
   const form = event.currentTarget;
-  const inputs = ["pan", "aadhaar", "name_on_pan"].map((name) => form.elements[name]);
+  const business = kycHolder(form) === "business";
+  const names = business ? ["gstin", "pan", "name_on_pan", "consent"] : ["pan", "name_on_pan", "consent"];
+  const inputs = names.map((name) => form.elements[name]);
   const invalid = inputs.filter((input) => !validateKycField(input));
   if (invalid.length) {
     invalid[0].focus();
     return;
   }
   clearFlash();
-  await busy(form, async () => {
-    const kyc = await api("/v1/kyc", {
-      method: "POST",
-      body: {
-        pan: normalisePan(form.elements.pan.value),
-        aadhaar: normaliseAadhaar(form.elements.aadhaar.value),
-        name_on_pan: form.elements.name_on_pan.value.trim(),
-      },
-    });
+  const body = { pan: normalisePan(form.elements.pan.value), name_on_pan: form.elements.name_on_pan.value.trim(), consent: true };
+  if (business) body.gstin = normalisePan(form.elements.gstin.value);
+  const done = await busy(form, async () => {
+    const kyc = await api("/v1/kyc", { method: "POST", body });
     form.reset(); // the full numbers should not stay on screen
+    onHolderChange(form);
     inputs.forEach((input) => setFieldError(input, ""));
     renderKyc(kyc);
-    flash(kyc.status === "verified" ? "Your KYC is verified." : "Thank you: your details are submitted for review.");
+    flash(kyc.status === "verified" ? "Your KYC is verified." : pendingText(kyc));
+    return true;
+  });
+  // A verification that failed is kept with its reason: show it.
+  if (!done) await loadKyc().catch(() => undefined);
+}
+
+/** Opens a DigiLocker session and goes to its consent page; DigiLocker sends the browser back here. */
+async function onDigilocker(event) {
+  const button = event.currentTarget;
+  await busy(button, async () => {
+    const session = await api("/v1/kyc/digilocker", { method: "POST" });
+    window.location.assign(session.url);
   });
 }
 
@@ -1803,7 +1859,7 @@ function safeLink(value) {
 
 const RETAINED_LABELS = {
   account: "Account and consent records",
-  kyc: "KYC record (PAN and Aadhaar, encrypted) and verification decisions",
+  kyc: "KYC record (PAN encrypted; of the Aadhaar only the last four digits), the provider's answers, consent records and verification decisions",
   payments: "Wallet, payments and ledger",
   usage_logs: "Usage logs (no prompts or completions)",
 };
@@ -1859,6 +1915,8 @@ function wireEvents() {
   kycForm.addEventListener("submit", onKycSubmit);
   kycForm.addEventListener("input", onKycInput);
   kycForm.addEventListener("focusout", onKycBlur);
+  kycForm.addEventListener("change", onKycInput);
+  $("#kyc-digilocker").addEventListener("click", onDigilocker);
 
   $("#topup-form").addEventListener("submit", onTopup);
   $("#threshold-form").addEventListener("submit", onThreshold);

@@ -575,11 +575,10 @@
     });
     const revealCell = el("td", { className: "actions" }, [
       el("fieldset", { className: "row-form" }, [
-        el("legend", { text: "Reveal a full number" }),
+        el("legend", { text: "Reveal the PAN" }),
         labelled("Reason (recorded before the number is shown)", revealReason),
         el("div", { className: "button-row" }, [
           el("button", { type: "button", className: "secondary", "data-reveal": "pan", "aria-describedby": accountId, text: "Reveal PAN" }),
-          el("button", { type: "button", className: "secondary", "data-reveal": "aadhaar", "aria-describedby": accountId, text: "Reveal Aadhaar" }),
         ]),
         el("div", { id: resultsId, className: "reveal-results", "aria-live": "polite" }),
       ]),
@@ -606,18 +605,47 @@
     return el("tr", { "data-user": item.user_id }, [
       el("td", {}, [timeEl(item.submitted_at)]),
       account,
+      el("td", { className: "review-reason", text: REVIEW_REASON[item.review_reason] || item.review_reason || DASH }),
       el("td", { text: item.name_on_pan || DASH }),
+      el("td", { className: "evidence" }, evidenceLines(item)),
       el("td", { className: "masked" }, [code(item.pan_masked)]),
-      el("td", { className: "masked" }, [code(item.aadhaar_masked)]),
+      el("td", { className: "masked" }, [code(item.aadhaar_masked || DASH)]),
       revealCell,
       decideCell,
     ]);
   }
 
-  const DOCUMENT_LABEL = { pan: "PAN", aadhaar: "Aadhaar" };
+  const REVIEW_REASON = {
+    partial_name_match: "The name matches the PAN's record only in part",
+    aadhaar_details_differ: "DigiLocker's name differs from the PAN's",
+    manual_mode: "Manual mode: every submission is approved by a person",
+    legacy: "Submitted before the provider checks",
+  };
+
+  /** The KYC provider's answers, as the operator weighs them: never a full number. */
+  function evidenceLines(item) {
+    const lines = [];
+    const pan = item.pan_check;
+    if (pan) {
+      lines.push(line([`Income Tax record: ${pan.record}`]));
+      lines.push(line([`Registered name: ${pan.registered_name || DASH}`]));
+      const score = pan.name_match_score === null || pan.name_match_score === undefined ? "" : ` (score ${pan.name_match_score})`;
+      lines.push(line([`Name match: ${pan.name_match}${score}`]));
+      const dob = pan.date_of_birth_match === null || pan.date_of_birth_match === undefined ? "not checked" : (pan.date_of_birth_match ? "matches" : "differs");
+      lines.push(line([`Date of birth: ${dob}`]));
+    }
+    if (item.aadhaar_name) lines.push(line([`DigiLocker's name: ${item.aadhaar_name}`]));
+    if (item.gstin) {
+      const gst = item.gstin_check || {};
+      lines.push(line([`GSTIN ${item.gstin}: ${gst.status || DASH}, ${gst.legal_name || DASH}`]));
+    }
+    return lines.length ? lines : [DASH];
+  }
+
+  const DOCUMENT_LABEL = { pan: "PAN" };
 
   function showRevealed(row, kind, number, revealedTo) {
-    const documentKind = kind === "aadhaar" ? "aadhaar" : "pan";
+    const documentKind = "pan";
     const results = row.querySelector(".reveal-results");
     const existing = results.querySelector(`.reveal-result[data-document="${documentKind}"]`);
     const label = DOCUMENT_LABEL[documentKind] || String(documentKind);
@@ -1038,7 +1066,7 @@
     if (!button || button.disabled) return;
     const row = button.closest("tr[data-user]");
     if (!row) return;
-    if (button.dataset.reveal) revealNumber(row, button.dataset.reveal === "aadhaar" ? "aadhaar" : "pan");
+    if (button.dataset.reveal) revealNumber(row, "pan");
     else decideKyc(row, button.dataset.decide === "reject" ? "reject" : "approve");
   });
 

@@ -15,6 +15,7 @@ use dev_server::fleet::resources::{self, Emulators, Refs, SecretValues};
 use dev_server::fleet::template::Template;
 use dev_server::fleet::write_counter::WriteCounter;
 use dev_server::fleet::{Fleet, Settings};
+use dev_server::kyc_standin::{self, KycStandIn};
 use dev_server::razorpay_standin::{self, StandIn, StandInConfig};
 use dev_server::upstream_standin::{self, Upstream};
 use shared::config::var;
@@ -126,12 +127,15 @@ async fn serve() -> Result<(), BoxError> {
     let mut refs = Refs::new();
     let (razorpay_secret, standin) = razorpay(&base, &mut refs)?;
     let (provider_keys, upstream) = providers(&base, &mut refs)?;
+    let (kyc_secret, kyc) = kyc_provider(&base, &mut refs)?;
     parameters(&mut refs)?;
+    let edge = random_token();
     let secrets = SecretValues {
         razorpay: razorpay_secret,
+        kyc_provider: kyc_secret,
         provider_keys,
         operator_token: operator_token(&settings)?,
-        edge: random_token(),
+        edge: edge.clone(),
     };
     let mail_domain = template.parameters.get("MailDomain").cloned().unwrap_or_else(|| "inferexai.in".into());
     let tables =
@@ -139,19 +143,13 @@ async fn serve() -> Result<(), BoxError> {
     refs.extend(resources::provision(&emulators, &tables, &secrets, &mail_domain).await?);
     let (counter, functions_see) = write_counting(&emulators).await?;
     let extra = functions_environment(&functions_see, &base)?;
-    let fleet = Arc::new(Fleet::new(template, &settings, &refs, &extra)?);
+    let fleet = Arc::new(Fleet::new(template, &settings, &refs, &extra)?.behind_cloudfront(edge));
 
     let mut app = fleet.router().merge(dev_server::dashboard::router(
         var("INFEREX_DASHBOARD_DIR")?.unwrap_or_else(|| PathBuf::from("dashboard/site")),
         standin.is_some(),
     ));
-    if let Some(standin) = standin {
-        app = app.nest("/_razorpay", razorpay_standin::router(standin));
-    }
-    if let Some(upstream) = upstream {
-        app = app.route("/_fleet/upstream", axum::routing::get(served).with_state(upstream.clone()));
-        app = app.nest("/_upstream", upstream_standin::router(upstream));
-    }
+    app = mount_standins(app, standin, kyc, upstream);
     if let Some(counter) = counter {
         app = app.nest("/_fleet/writes", write_counts(counter));
     }
@@ -174,6 +172,26 @@ async fn serve() -> Result<(), BoxError> {
     stream.abort();
     fleet.kill_all();
     served
+}
+
+/// The stand-ins of the third parties no real one was configured for, where the functions were told they are.
+fn mount_standins(
+    mut app: axum::Router,
+    razorpay: Option<StandIn>,
+    kyc: Option<KycStandIn>,
+    upstream: Option<Upstream>,
+) -> axum::Router {
+    if let Some(standin) = razorpay {
+        app = app.nest("/_razorpay", razorpay_standin::router(standin));
+    }
+    if let Some(kyc) = kyc {
+        app = app.nest("/_kyc", kyc_standin::router(kyc));
+    }
+    if let Some(upstream) = upstream {
+        app = app.route("/_fleet/upstream", axum::routing::get(served).with_state(upstream.clone()));
+        app = app.nest("/_upstream", upstream_standin::router(upstream));
+    }
+    app
 }
 
 /// `GET /_fleet/writes` (the counts) and `POST /_fleet/writes/reset`.
@@ -224,6 +242,22 @@ fn razorpay(base: &str, refs: &mut Refs) -> Result<(String, Option<StandIn>), Bo
         "key_id": config.key_id, "key_secret": config.key_secret, "webhook_secret": config.webhook_secret,
     });
     Ok((secret.to_string(), Some(StandIn::new(config))))
+}
+
+/// The KYC provider: Cashfree when `CASHFREE_CLIENT_ID` and `CASHFREE_CLIENT_SECRET` are set, else the local
+/// stand-in at `/_kyc` with credentials made for this run; returns the secret's JSON.
+fn kyc_provider(base: &str, refs: &mut Refs) -> Result<(String, Option<KycStandIn>), BoxError> {
+    if let (Some(id), Some(secret)) = (var::<String>("CASHFREE_CLIENT_ID")?, var::<String>("CASHFREE_CLIENT_SECRET")?) {
+        refs.insert("CashfreeApiBase".into(), shared::kyc::cashfree::api_base()?);
+        let public_key = var::<String>("CASHFREE_PUBLIC_KEY")?;
+        let secret = serde_json::json!({"client_id": id, "client_secret": secret, "public_key": public_key});
+        return Ok((secret.to_string(), None));
+    }
+    let (client_id, client_secret) = (format!("CF{}", shared::secrets::random_suffix()), random_token());
+    refs.insert("CashfreeApiBase".into(), format!("{base}/_kyc/verification"));
+    let standin = KycStandIn::new(&client_id, &client_secret, std::sync::Arc::new(shared::clock::SystemClock));
+    let secret = serde_json::json!({"client_id": client_id, "client_secret": client_secret});
+    Ok((secret.to_string(), Some(standin.mounted_at("/_kyc"))))
 }
 
 /// Model providers: real ones when `CEREBRAS_API_KEY` or `NEEVCLOUD_BASE_URL` is set (keys from the

@@ -263,8 +263,7 @@ impl Fleet {
         self.call(reqwest::Method::POST, "/v1/auth/verify-email", None, json!({ "token": link })).await?;
         let n = self.documents.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + u64::from(std::process::id() % 1000) * 10;
-        let kyc = json!({"pan": format!("FLEPT{:04}F", 1 + n % 9999), "aadhaar": aadhaar_with_check_digit(71_000_000_000 + n), "name_on_pan": "Fleet Check"});
-        self.call(reqwest::Method::POST, "/v1/kyc", Some(&token), kyc).await?;
+        self.pass_kyc(&token, n).await?;
         let topup = self
             .call(reqwest::Method::POST, "/v1/wallet/topups", Some(&token), json!({"amount_paise": rupees * 100}))
             .await?;
@@ -284,6 +283,24 @@ impl Fleet {
         }
         let key = self.call(reqwest::Method::POST, "/v1/keys", Some(&token), key).await?;
         Ok((user_id, key["key"].as_str().ok_or("no key")?.to_owned()))
+    }
+
+    /// Passes KYC as a customer does: the PAN (one the stand-in verifies: its last serial digit 0-3), then
+    /// DigiLocker's consent page with its defaults, and the return to the API.
+    async fn pass_kyc(&self, token: &str, n: u64) -> Result<(), TestError> {
+        let pan = format!("FLEPT{:03}{}F", (n / 4) % 1000 + 1, n % 4);
+        let kyc = json!({"pan": pan, "name_on_pan": "Fleet Check", "consent": true});
+        self.call(reqwest::Method::POST, "/v1/kyc", Some(token), kyc).await?;
+        let started = self.call(reqwest::Method::POST, "/v1/kyc/digilocker", Some(token), Value::Null).await?;
+        let url = started["url"].as_str().ok_or("no DigiLocker url")?;
+        let back = crate::kyc_standin::submit_defaults(&self.http, url, true).await?;
+        let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+        no_redirects.get(&back).send().await?;
+        let kyc = self.call(reqwest::Method::GET, "/v1/kyc", Some(token), Value::Null).await?;
+        if kyc["status"] != "verified" {
+            return Err(format!("KYC not verified in the fleet: {kyc}").into());
+        }
+        Ok(())
     }
 
     async fn verification_token(&self, email: &str) -> Result<String, TestError> {

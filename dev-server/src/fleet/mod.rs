@@ -58,6 +58,9 @@ pub struct Settings {
 pub struct Fleet {
     pub template: Template,
     pools: BTreeMap<String, Arc<Pool>>,
+    /// CloudFront's edge secret: what the fleet, standing where CloudFront stands, adds to every request with
+    /// the viewer's address and origin, as the distribution's function does.
+    edge: Option<String>,
 }
 
 impl Fleet {
@@ -86,7 +89,13 @@ impl Fleet {
             let log = logs.join(format!("{}.log", spec.name));
             pools.insert(spec.name.clone(), Pool::new(spec.clone(), binary, env, log, settings.concurrency));
         }
-        Ok(Self { template, pools })
+        Ok(Self { template, pools, edge: None })
+    }
+
+    /// Requests get CloudFront's headers: the edge secret, the viewer's address and origin.
+    pub fn behind_cloudfront(mut self, edge_secret: String) -> Self {
+        self.edge = Some(edge_secret);
+        self
     }
 
     pub fn pool(&self, function: &str) -> Option<&Arc<Pool>> {
@@ -234,7 +243,10 @@ async fn proxy(
     request: axum::extract::Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    let (method, uri, mut headers) = (parts.method, parts.uri, parts.headers);
+    if let Some(edge) = &fleet.edge {
+        cloudfront_headers(&mut headers, edge, peer);
+    }
     let Some((route, params)) = gateway::route(&fleet.template.routes, &method, uri.path()) else {
         return gateway::no_such_route();
     };
@@ -252,6 +264,23 @@ async fn proxy(
     };
     let event = gateway::proxy_event(&incoming, route, &params);
     gateway::response(pool.invoke(Bytes::from(event.to_string())).await)
+}
+
+/// What our distribution adds (template.yaml: the origin's custom header and `ViewerAddressFunction`),
+/// over whatever the client sent under those names.
+fn cloudfront_headers(headers: &mut axum::http::HeaderMap, edge: &str, peer: SocketAddr) {
+    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
+    let mut set = |name: &'static str, value: String| match axum::http::HeaderValue::from_str(&value) {
+        Ok(value) => {
+            headers.insert(name, value);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    };
+    set(shared::http::EDGE_PROOF_HEADER, edge.to_owned());
+    set(shared::http::VIEWER_ADDRESS_HEADER, peer.ip().to_string());
+    set(shared::http::VIEWER_ORIGIN_HEADER, host.map(|h| format!("http://{h}")).unwrap_or_default());
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ const ACCESS_KEY: &str = "fleet";
 #[derive(Debug, Clone)]
 pub struct SecretValues {
     pub razorpay: String,
+    pub kyc_provider: String,
     pub provider_keys: String,
     pub operator_token: String,
     pub edge: String,
@@ -132,6 +133,7 @@ pub async fn provision(
         ("ProviderKeysSecret", &secrets.provider_keys),
         ("AdminTokenSecret", &secrets.operator_token),
         ("EdgeOriginSecret", &secrets.edge),
+        ("KycProviderSecret", &secrets.kyc_provider),
     ] {
         let name = format!("fleet-{}-{}", logical.to_ascii_lowercase(), shared::secrets::random_suffix());
         let created = manager.create_secret().name(name).secret_string(value).send().await?;

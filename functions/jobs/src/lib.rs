@@ -12,7 +12,10 @@
 //! - the policy update notice: when the configured policy version changes, every open account that has not
 //!   accepted it is e-mailed once (`shared::notifications::campaigns::announce_policy`);
 //! - the outbox redrive: messages waiting over 10 minutes go back to the mailer (a sender that died, a
-//!   stream record whose retries ran out).
+//!   stream record whose retries ran out);
+//! - KYC: PAN checks the provider did not answer are asked again, DigiLocker sessions the customer did not
+//!   come back from are fetched (`shared::kyc::retry_pending_checks`), and, until it is done, the one-time
+//!   erasure of the full Aadhaar numbers held before DigiLocker (`shared::kyc::erasure`).
 //!
 //! Each job runs whatever another did (the sweeper returns users' held money, so a Razorpay outage, or
 //! Razorpay's keys missing, must not stop it: only the two jobs that call Razorpay need them), each skips and
@@ -46,6 +49,10 @@ pub const NOTICES_BUDGET: StdDuration = StdDuration::from_secs(8);
 /// The outbox redrive (`shared::notifications::delivery::redrive_stale`).
 pub const REDRIVE_BUDGET: StdDuration = StdDuration::from_secs(2);
 pub const CLOSURES_BUDGET: StdDuration = StdDuration::from_secs(15);
+/// KYC checks asked again (each provider call may take its 8-second timeout).
+pub const KYC_BUDGET: StdDuration = StdDuration::from_secs(25);
+/// Pages of the vault table the Aadhaar erasure reads per run (100 items each: store calls only).
+pub const ERASURE_PAGES: usize = 10;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct JobsReport {
@@ -58,6 +65,10 @@ pub struct JobsReport {
     pub policy_notices: shared::notifications::campaigns::NoticeReport,
     /// Outbox messages waiting too long, handed to the mailer again.
     pub mail_redriven: usize,
+    /// KYC checks asked again.
+    pub kyc_retries: shared::kyc::RetryReport,
+    /// Legacy Aadhaar numbers erased so far, and whether the erasure is done.
+    pub aadhaar_erasure: shared::kyc::erasure::ErasureState,
     /// Jobs that failed as a whole (their error is logged); the others still ran.
     pub failed_jobs: Vec<&'static str>,
 }
@@ -112,8 +123,25 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
         Ok(redriven) => report.mail_redriven = redriven,
         Err(e) => report.failed(e, "mail_redrive", "the outbox redrive failed"),
     }
+    kyc_jobs(state, &mut report).await;
     tracing::info!(?report, "scheduled jobs finished");
     Ok(report)
+}
+
+/// The KYC jobs: retries of unanswered checks, and the Aadhaar erasure until it is done.
+async fn kyc_jobs(state: &AppState, report: &mut JobsReport) {
+    let retries = match state.kyc() {
+        Ok(ctx) => shared::kyc::retry_pending_checks(&ctx, KYC_BUDGET).await,
+        Err(e) => Err(e),
+    };
+    match retries {
+        Ok(done) => report.kyc_retries = done,
+        Err(e) => report.failed(e, "kyc_retries", "KYC checks could not be asked again"),
+    }
+    match shared::kyc::erasure::run(state.store(), state.clock().now(), ERASURE_PAGES).await {
+        Ok(done) => report.aadhaar_erasure = done,
+        Err(e) => report.failed(e, "aadhaar_erasure", "the Aadhaar erasure failed; the next run resumes it"),
+    }
 }
 
 #[cfg(test)]
@@ -137,9 +165,15 @@ mod tests {
             .trim()
             .parse()?;
         assert!(
-            (RECONCILE_BUDGET + REFUNDS_BUDGET + SWEEP_BUDGET + CLOSURES_BUDGET + NOTICES_BUDGET + REDRIVE_BUDGET)
+            (RECONCILE_BUDGET
+                + REFUNDS_BUDGET
+                + SWEEP_BUDGET
+                + CLOSURES_BUDGET
+                + NOTICES_BUDGET
+                + REDRIVE_BUDGET
+                + KYC_BUDGET)
                 .as_secs()
-                + 15
+                + 25
                 <= timeout,
             "timeout {timeout}"
         );

@@ -1,12 +1,19 @@
 //! Lambda entrypoint: configuration, the DynamoDB and KMS clients and the operator token are built once
-//! per cold start. This function handles KYC numbers, so it refuses to start without its keys.
+//! per cold start. This function handles KYC numbers and the provider's checks, so it refuses to start
+//! without its keys.
 
 use shared::state::{AppState, Capability};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let needs = [Capability::Vault, Capability::Fingerprints, Capability::OperatorToken];
+    let needs = [
+        Capability::Vault,
+        Capability::Fingerprints,
+        Capability::KycProvider,
+        Capability::OperatorToken,
+        Capability::EdgeSecret,
+    ];
     let state = AppState::for_lambda_with(&needs).await?;
     shared::http::run_on_lambda(kyc::app(state)).await
 }

@@ -24,7 +24,10 @@ const MAX_EMAIL_CHARS: usize = 254;
 #[serde(rename_all = "snake_case")]
 pub enum KycStatus {
     NotSubmitted,
+    /// Waiting for the KYC provider or for the customer's next step (DigiLocker).
     Pending,
+    /// An operator decides (a partial name match, or every submission in manual mode).
+    InReview,
     Verified,
     Rejected,
 }

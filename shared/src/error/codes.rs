@@ -36,7 +36,9 @@ catalogue! {
     AmountOutOfRange = "amount_out_of_range", BAD_REQUEST;
     ConflictingMaxTokens = "conflicting_max_tokens", BAD_REQUEST;
     ContextLengthExceeded = "context_length_exceeded", BAD_REQUEST;
-    InvalidAadhaar = "invalid_aadhaar", BAD_REQUEST;
+    AadhaarNotAccepted = "aadhaar_not_accepted", BAD_REQUEST;
+    ConsentRequired = "consent_required", BAD_REQUEST;
+    InvalidGstin = "invalid_gstin", BAD_REQUEST;
     InvalidAllowedModels = "invalid_allowed_models", BAD_REQUEST;
     InvalidAmount = "invalid_amount", BAD_REQUEST;
     InvalidRateLimits = "invalid_rate_limits", BAD_REQUEST;
@@ -113,6 +115,7 @@ catalogue! {
     KycDocumentInUse = "kyc_document_in_use", CONFLICT;
     KycNotPending = "kyc_not_pending", CONFLICT;
     KycNotVerifiable = "kyc_not_verifiable", CONFLICT;
+    KycStepNotReady = "kyc_step_not_ready", CONFLICT;
     KycSubmissionConflict = "kyc_submission_conflict", CONFLICT;
     KycSubmissionLimit = "kyc_submission_limit", CONFLICT;
     PaymentReviewHandled = "payment_review_handled", CONFLICT;
@@ -136,6 +139,7 @@ catalogue! {
     UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE;
     InternalError = "internal_error", INTERNAL_SERVER_ERROR;
     ServiceUnavailable = "service_unavailable", SERVICE_UNAVAILABLE;
+    KycProviderUnavailable = "kyc_provider_unavailable", SERVICE_UNAVAILABLE;
     ModelOverloaded = "model_overloaded", SERVICE_UNAVAILABLE;
     UpstreamTimeout = "upstream_timeout", GATEWAY_TIMEOUT;
 }

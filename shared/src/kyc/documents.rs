@@ -1,4 +1,6 @@
-//! PAN and Aadhaar number rules: format checks, the Aadhaar Verhoeff check digit, masking.
+//! Identity number rules: PAN and GSTIN format checks (the GSTIN's check character), the Aadhaar
+//! Verhoeff check digit (for the DigiLocker stand-in and for recognising a number that must not be
+//! accepted), masking.
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
 
@@ -6,9 +8,10 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 #[derive(Clone, PartialEq, Eq)]
 pub struct Pan(String);
 
-/// An Aadhaar number that passed the format and check-digit rules (12 digits, no separators).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Aadhaar(String);
+/// A GSTIN that passed the format and check-character rules: 2-digit state code, the holder's PAN, the
+/// entity number, `Z`, a check character (CGST Rules 2017, rule 10 and Form GST REG-06).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Gstin(String);
 
 // Never print the numbers themselves, not even in debug output.
 impl std::fmt::Debug for Pan {
@@ -17,16 +20,25 @@ impl std::fmt::Debug for Pan {
     }
 }
 
-impl std::fmt::Debug for Aadhaar {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Aadhaar({})", self.masked())
-    }
-}
-
 impl Pan {
     /// `^[A-Z]{5}[0-9]{4}[A-Z]$`, serial not 0000, 4th letter `P` (individual). Surrounding spaces and
     /// lower case are accepted and normalised.
     pub fn parse(raw: &str) -> ApiResult<Self> {
+        let pan = Self::parse_any_holder(raw)?;
+        if pan.holder_type() != b'P' {
+            return Err(ApiError::invalid(
+                ErrorCode::InvalidPan,
+                "pan",
+                "pan must belong to an individual (its 4th letter must be P); a business verifies with its gstin",
+            ));
+        }
+        Ok(pan)
+    }
+
+    /// As [`Pan::parse`], for any holder the Income Tax Department issues PANs to (4th letter P person,
+    /// C company, F firm, H HUF, T trust, A AOP, B BOI, G government, L local authority, J artificial
+    /// juridical person): the business path.
+    pub fn parse_any_holder(raw: &str) -> ApiResult<Self> {
         let pan = raw.trim().to_ascii_uppercase();
         let b = pan.as_bytes();
         let shaped = b.len() == 10
@@ -43,14 +55,20 @@ impl Pan {
         if &pan[5..9] == "0000" {
             return Err(ApiError::invalid(ErrorCode::InvalidPan, "pan", "pan has an invalid serial number"));
         }
-        if b[3] != b'P' {
-            return Err(ApiError::invalid(
-                ErrorCode::InvalidPan,
-                "pan",
-                "pan must belong to an individual (its 4th letter must be P)",
-            ));
+        if !HOLDER_TYPES.contains(&b[3]) {
+            return Err(ApiError::invalid(ErrorCode::InvalidPan, "pan", "pan's 4th letter is not a holder type"));
         }
         Ok(Self(pan))
+    }
+
+    /// The 4th letter: who holds the PAN.
+    pub fn holder_type(&self) -> u8 {
+        self.0.as_bytes()[3]
+    }
+
+    /// An individual's PAN (the only kind with a date of birth).
+    pub fn is_individual(&self) -> bool {
+        self.holder_type() == b'P'
     }
 
     pub fn as_str(&self) -> &str {
@@ -62,6 +80,9 @@ impl Pan {
         format!("{}XXXX{}", &self.0[..5], &self.0[9..])
     }
 }
+
+/// The holder types of the 4th letter (P C F H T A B G L J).
+const HOLDER_TYPES: [u8; 10] = *b"PCFHTABGLJ";
 
 const VERHOEFF_D: [[u8; 10]; 10] = [
     [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
@@ -100,31 +121,63 @@ pub fn verhoeff_valid(digits: &str) -> bool {
     c == 0
 }
 
-impl Aadhaar {
-    /// 12 digits, the first 2-9, a valid Verhoeff check digit. Spaces and hyphens between digits are
-    /// tolerated on input.
+/// True for a string of 12 digits (spaces and hyphens between them ignored) that an Aadhaar number could
+/// be: first digit 2-9, valid Verhoeff check digit.
+pub fn looks_like_aadhaar(raw: &str) -> bool {
+    let digits: String = raw.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+    digits.len() == 12 && !digits.starts_with(['0', '1']) && verhoeff_valid(&digits)
+}
+
+/// The only form of an Aadhaar number we keep or show: its last four digits, `XXXX XXXX 1234` (Aadhaar
+/// (Sharing of Information) Regulations 2016, reg. 6). `None` unless `last_four` is four digits.
+pub fn masked_aadhaar(last_four: &str) -> Option<String> {
+    (last_four.len() == 4 && last_four.bytes().all(|b| b.is_ascii_digit())).then(|| format!("XXXX XXXX {last_four}"))
+}
+
+const GSTIN_CHARS: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+/// The GSTIN check character of its first 14 characters (GSTN's published base-36 Luhn variant).
+fn gstin_check_char(first14: &[u8]) -> Option<u8> {
+    let mut sum = 0usize;
+    for (i, c) in first14.iter().enumerate() {
+        let value = GSTIN_CHARS.iter().position(|x| x == c)?;
+        let product = value * if i % 2 == 0 { 1 } else { 2 };
+        sum += product / 36 + product % 36;
+    }
+    GSTIN_CHARS.get((36 - sum % 36) % 36).copied()
+}
+
+impl Gstin {
+    /// 15 characters: state code 01-38 or 97/99, a PAN, an entity number (1-9 or A-Z), `Z`, the check
+    /// character. Surrounding spaces and lower case are accepted and normalised.
     pub fn parse(raw: &str) -> ApiResult<Self> {
-        let digits: String = raw.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
-        let invalid = |why: &str| ApiError::invalid(ErrorCode::InvalidAadhaar, "aadhaar", why);
-        if digits.len() != 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(invalid("aadhaar must be 12 digits"));
+        let gstin = raw.trim().to_ascii_uppercase();
+        let invalid = |why: &str| ApiError::invalid(ErrorCode::InvalidGstin, "gstin", why);
+        let b = gstin.as_bytes();
+        if b.len() != 15 || !b.iter().all(|c| GSTIN_CHARS.contains(c)) {
+            return Err(invalid("gstin must be 15 letters and digits"));
         }
-        if digits.starts_with(['0', '1']) {
-            return Err(invalid("aadhaar cannot start with 0 or 1"));
+        let state: u8 = gstin[..2].parse().map_err(|_| invalid("gstin must start with a 2-digit state code"))?;
+        if !matches!(state, 1..=38 | 97 | 99) {
+            return Err(invalid("gstin's state code is not one GSTN issues"));
         }
-        if !verhoeff_valid(&digits) {
-            return Err(invalid("aadhaar check digit does not match; check the number"));
+        Pan::parse_any_holder(&gstin[2..12]).map_err(|_| invalid("gstin's characters 3 to 12 must be a PAN"))?;
+        if b[12] == b'0' || b[13] != b'Z' {
+            return Err(invalid("gstin's 13th character must be 1-9 or A-Z and its 14th Z"));
         }
-        Ok(Self(digits))
+        if gstin_check_char(&b[..14]) != Some(b[14]) {
+            return Err(invalid("gstin's check character does not match; check the number"));
+        }
+        Ok(Self(gstin))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// Only the last four digits: `XXXX XXXX 1234`.
-    pub fn masked(&self) -> String {
-        format!("XXXX XXXX {}", &self.0[8..])
+    /// The PAN inside the GSTIN (characters 3 to 12).
+    pub fn pan(&self) -> &str {
+        &self.0[2..12]
     }
 }
 
@@ -136,17 +189,13 @@ mod tests {
         Pan::parse(raw).err().map(|e| e.code()).unwrap_or("ok")
     }
 
-    fn aadhaar_code(raw: &str) -> &'static str {
-        Aadhaar::parse(raw).err().map(|e| e.code()).unwrap_or("ok")
-    }
-
     #[test]
     fn pan_table() {
         for (raw, expected) in [
             ("ABCPE1234F", "ok"),
             (" abcpe1234f ", "ok"),
             ("AAAPZ9999Z", "ok"),
-            ("ABCCE1234F", "invalid_pan"), // company
+            ("ABCCE1234F", "invalid_pan"), // company (accepted only on the business path)
             ("ABCFE1234F", "invalid_pan"), // firm
             ("ABCHE1234F", "invalid_pan"), // HUF
             ("ABCTE1234F", "invalid_pan"), // trust
@@ -165,33 +214,51 @@ mod tests {
     }
 
     #[test]
-    fn aadhaar_table() {
-        for (raw, expected) in [
-            ("234123412346", "ok"),
-            ("234567890124", "ok"),
-            ("987654321012", "ok"),
-            ("999999990019", "ok"),
-            ("999999990026", "ok"),
-            ("2341 2341 2346", "ok"),
-            ("2341-2341-2346", "ok"),
-            ("234123412347", "invalid_aadhaar"), // check digit
-            ("123412341234", "invalid_aadhaar"), // starts with 1
-            ("034123412346", "invalid_aadhaar"),
-            ("23412341234", "invalid_aadhaar"),
-            ("2341234123466", "invalid_aadhaar"),
-            ("23412341234a", "invalid_aadhaar"),
-            ("2341_2341_2346", "invalid_aadhaar"),
-            ("", "invalid_aadhaar"),
+    fn business_pans_pass_only_the_business_path() {
+        for raw in ["ABCCE1234F", "ABCFE1234F", "ABCHE1234F", "ABCTE1234F", "ABCPE1234F"] {
+            assert!(Pan::parse_any_holder(raw).is_ok(), "{raw}");
+        }
+        for raw in ["ABCXE1234F", "ABCCE0000F", "ABCCE1234"] {
+            assert!(Pan::parse_any_holder(raw).is_err(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn aadhaar_numbers_are_recognised() {
+        for raw in ["234123412346", "2341 2341 2346", "2341-2341-2346", "999999990019"] {
+            assert!(looks_like_aadhaar(raw), "{raw}");
+        }
+        for raw in ["234123412347", "123412341234", "23412341234", "2341234123466", "ABCPE1234F"] {
+            assert!(!looks_like_aadhaar(raw), "{raw}");
+        }
+        assert_eq!(masked_aadhaar("2346").as_deref(), Some("XXXX XXXX 2346"));
+        assert_eq!(masked_aadhaar("23467"), None);
+        assert_eq!(masked_aadhaar("xx46"), None);
+    }
+
+    #[test]
+    fn gstin_table() {
+        // Two GSTINs published as examples, with their check characters.
+        for raw in ["27AAPFU0939F1ZV", "29AAGCB7383J1Z4", " 27aapfu0939f1zv "] {
+            assert!(Gstin::parse(raw).is_ok(), "{raw}");
+        }
+        assert_eq!(Gstin::parse("27AAPFU0939F1ZV").map(|g| g.pan().to_owned()).ok().as_deref(), Some("AAPFU0939F"));
+        for raw in [
+            "27AAPFU0939F1ZW", // check character
+            "27AAPFU0939F1YV", // 14th not Z
+            "40AAPFU0939F1ZV", // state code
+            "27AAPXU0939F1ZV", // not a PAN inside
+            "27AAPFU0939F0ZV", // entity 0
+            "27AAPFU0939F1Z",
+            "",
         ] {
-            assert_eq!(aadhaar_code(raw), expected, "{raw:?}");
+            assert_eq!(Gstin::parse(raw).err().map(|e| e.code()), Some("invalid_gstin"), "{raw}");
         }
     }
 
     #[test]
     fn masks_show_only_what_the_rules_allow() -> ApiResult<()> {
         assert_eq!(Pan::parse("ABCPE1234F")?.masked(), "ABCPEXXXXF");
-        assert_eq!(Aadhaar::parse("2341 2341 2346")?.masked(), "XXXX XXXX 2346");
-        assert_eq!(format!("{:?}", Aadhaar::parse("234123412346")?), "Aadhaar(XXXX XXXX 2346)");
         assert_eq!(format!("{:?}", Pan::parse("ABCPE1234F")?), "Pan(ABCPEXXXXF)");
         Ok(())
     }

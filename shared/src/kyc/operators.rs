@@ -3,15 +3,20 @@
 use crate::ports::Ports;
 use serde::Serialize;
 
-use super::store::{DECISION_PREFIX, KycStore, WriteConflict, queue_sk};
-use super::submit::{already_verified, claimed_elsewhere, held_claims};
+use super::provider::{GstinAnswer, PanAnswer};
+use super::steps::{Holder, StepStatus};
+use super::store::{
+    DECISION_PREFIX, KycStore, RecordWrite, WriteConflict, claimed_elsewhere, drop_index_entry, held_claims,
+    index_page, index_sk,
+};
+use super::submit::already_verified;
 use super::{Decision, DecisionRecord, DocumentKind, KycKeys, KycRecord, MAX_REASON_CHARS, status_name, vault};
 use crate::accounts::{AccountStore, KycStatus, time_sort_key, user_pk};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::store::{Condition, Delete, Item, ItemStore, Put, Query, Table, schema};
+use crate::store::{Condition, Item, ItemStore, Put, Table, schema};
 
-/// The account's submission, if it waits for a decision and the account is open.
-async fn pending_submission(store: &dyn ItemStore, user_id: &str) -> ApiResult<KycRecord> {
+/// The account's submission, if an operator may decide it and the account is open.
+async fn submission_in_review(store: &dyn ItemStore, user_id: &str) -> ApiResult<KycRecord> {
     let Some(record) = store.kyc_record(user_id).await? else {
         return Err(ApiError::NotFound {
             code: ErrorCode::KycNotFound,
@@ -22,17 +27,38 @@ async fn pending_submission(store: &dyn ItemStore, user_id: &str) -> ApiResult<K
         return Err(account_closed());
     }
     match record.status {
-        KycStatus::Pending => Ok(record),
+        KycStatus::InReview => Ok(record),
+        // Submitted before the provider checks, waiting for an operator as it did then.
+        KycStatus::Pending if record.subject.is_empty() => Ok(record),
         KycStatus::Verified => Err(already_verified()),
         other => Err(ApiError::Conflict {
             code: ErrorCode::KycNotPending,
-            message: format!("only pending submissions can be decided (this one is {})", status_name(other)),
+            message: format!("only submissions in review can be decided (this one is {})", status_name(other)),
             param: None,
         }),
     }
 }
 
-/// Records an operator's decision on a pending submission.
+/// An approval: what the checks left to a person passes (a legacy submission, made before the provider
+/// checks, passes whole), and the steps decide the status again: a person who has not done DigiLocker yet
+/// stays pending.
+fn approve(record: &mut KycRecord) {
+    let legacy = record.subject.is_empty();
+    let pass = |status: &mut StepStatus| {
+        if *status == StepStatus::InReview || (legacy && *status == StepStatus::NotStarted) {
+            *status = StepStatus::Passed;
+        }
+    };
+    pass(&mut record.pan.status);
+    pass(&mut record.aadhaar.status);
+    if let Some(gstin) = record.gstin.as_mut() {
+        pass(&mut gstin.status);
+    }
+    record.aadhaar.name_for_review = None;
+    record.operator_approved = true;
+}
+
+/// Records an operator's decision on a submission in review.
 pub async fn decide(
     ports: &Ports,
     user_id: &str,
@@ -41,32 +67,33 @@ pub async fn decide(
     operator: &str,
 ) -> ApiResult<KycRecord> {
     let store = ports.store();
-    let clock = ports.clock();
     if decision == Decision::Reveal {
         return Err(ApiError::invalid(
             ErrorCode::InvalidDecision,
             "decision",
-            "decision must be approve or reject (numbers are revealed with POST /v1/admin/kyc/{user_id}/reveal)",
+            "decision must be approve or reject (a PAN is revealed with POST /v1/admin/kyc/{user_id}/reveal)",
         ));
     }
     let reason = check_reason(decision, reason)?;
-    let mut record = pending_submission(store, user_id).await?;
-    let now = clock.now();
-    let previous_revision = record.revision;
-    record.revision += 1;
+    let previous = submission_in_review(store, user_id).await?;
+    let mut record = previous.clone();
+    let now = ports.now();
     record.decided_at = Some(now);
     record.decided_by = Some(operator.to_owned());
     match decision {
         Decision::Approve => {
-            record.status = KycStatus::Verified;
-            record.verified_at = Some(now);
+            approve(&mut record);
+            record.status = super::steps::overall(&record, ports.config().kyc_mode);
+            record.verified_at = (record.status == KycStatus::Verified).then_some(now);
             record.rejection_reason = None;
         }
         Decision::Reject | Decision::Reveal => {
             record.status = KycStatus::Rejected;
             record.rejection_reason = reason.clone();
+            record.aadhaar.name_for_review = None;
         }
     }
+    record.revision += 1;
     let audit = DecisionRecord {
         user_id: user_id.to_owned(),
         decision,
@@ -75,12 +102,15 @@ pub async fn decide(
         decided_by: operator.to_owned(),
         at: now,
     };
+    let mut write = RecordWrite::new(&record, Some(&previous));
+    write.audit = Some(audit);
     // A rejected submission must not keep numbers from their rightful owner (older data may hold claims).
-    let releases = match decision {
-        Decision::Reject | Decision::Reveal => held_claims(store, user_id, &record).await?,
-        Decision::Approve => Vec::new(),
-    };
-    match store.save_decision(&record, previous_revision, &audit, &releases).await {
+    if record.status == KycStatus::Rejected {
+        write.releases = held_claims(store, user_id, &record).await?;
+        // A DigiLocker session still open cannot bring a rejected submission back.
+        write.close_session = record.aadhaar.verification_id.clone();
+    }
+    match store.save_kyc(&write).await {
         Ok(()) => Ok(record),
         Err(WriteConflict::Store(e)) => Err(e.into()),
         Err(WriteConflict::Conflict) => Err(decision_conflict(store, &record, decision).await?),
@@ -112,11 +142,10 @@ async fn decision_conflict<S: KycStore + AccountStore + ?Sized>(
     decision: Decision,
 ) -> ApiResult<ApiError> {
     let user_id = record.user_id.as_str();
-    let fingerprints = [record.pan_fingerprint.as_str(), record.aadhaar_fingerprint.as_str()];
-    if decision == Decision::Approve && claimed_elsewhere(store, user_id, &fingerprints).await? {
+    if decision == Decision::Approve && claimed_elsewhere(store, record).await? {
         return Ok(ApiError::Conflict {
             code: ErrorCode::KycDocumentInUse,
-            message: "a number of this submission already backs another verified account; reject it with a reason"
+            message: "this PAN (or GSTIN) already backs another verified account; reject the submission with a reason"
                 .into(),
             param: None,
         });
@@ -138,20 +167,54 @@ fn account_closed() -> ApiError {
         param: None,
     }
 }
-/// Decrypts one of the user's numbers from the vault (for the owner's data export).
+/// Decrypts the user's PAN (or, until the erasure has run, a legacy Aadhaar number, for the erasure's own
+/// test only) from the vault: for the owner's data export and the jobs' retries.
 pub async fn reveal<S: KycStore + ?Sized>(
     store: &S,
     keys: &KycKeys,
     record: &KycRecord,
     kind: DocumentKind,
 ) -> ApiResult<Option<String>> {
-    let Some(entry) = store.vault_entry(record.reference(kind)).await? else { return Ok(None) };
+    let reference = match kind {
+        DocumentKind::Pan => Some(record.pan_ref.as_str()),
+        DocumentKind::Aadhaar => record.aadhaar_ref.as_deref(),
+        DocumentKind::Gstin => None,
+    };
+    let Some(reference) = reference else { return Ok(None) };
+    let Some(entry) = store.vault_entry(reference).await? else { return Ok(None) };
     let aad = format!("{}:{}", record.user_id, kind.as_str());
     let plaintext = vault::open(keys.data_keys.as_ref(), &entry.sealed, aad.as_bytes()).await?;
     String::from_utf8(plaintext).map(Some).map_err(|_| ApiError::Internal("vault entry is not text".into()))
 }
 
-/// A pending submission as the operators' queue shows it: masked numbers and the account's details.
+/// Why a submission waits for an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewReason {
+    /// The provider found the name only partly matching the PAN's record.
+    PartialNameMatch,
+    /// DigiLocker's name differs from the PAN's (or DigiLocker gave no date of birth).
+    AadhaarDetailsDiffer,
+    /// Manual mode: every complete submission is approved by a person.
+    ManualMode,
+    /// Submitted before the provider checks; decided as before.
+    Legacy,
+}
+
+fn review_reason(record: &KycRecord) -> ReviewReason {
+    if record.subject.is_empty() {
+        ReviewReason::Legacy
+    } else if record.pan.status == StepStatus::InReview {
+        ReviewReason::PartialNameMatch
+    } else if record.aadhaar.status == StepStatus::InReview {
+        ReviewReason::AadhaarDetailsDiffer
+    } else {
+        ReviewReason::ManualMode
+    }
+}
+
+/// A submission as the operators' queue shows it: the provider's evidence, masked numbers and the
+/// account's details; never a full number.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueuedSubmission {
     pub user_id: String,
@@ -159,66 +222,78 @@ pub struct QueuedSubmission {
     pub full_name: String,
     pub date_of_birth: chrono::NaiveDate,
     pub account_created_at: String,
+    pub holder: Holder,
+    pub review_reason: ReviewReason,
     pub name_on_pan: String,
     pub pan_masked: String,
-    pub aadhaar_masked: String,
+    /// The provider's PAN answer: registered name, name-match score, date-of-birth match.
+    pub pan_check: Option<PanAnswer>,
+    pub aadhaar_masked: Option<String>,
+    /// The name DigiLocker gave, when it differs from the PAN's.
+    pub aadhaar_name: Option<String>,
+    pub gstin: Option<String>,
+    pub gstin_check: Option<GstinAnswer>,
     pub submitted_at: String,
 }
 
-/// `GET /v1/admin/kyc/queue`: pending submissions, oldest first, a page at a time (`after` is the previous
+impl QueuedSubmission {
+    fn new(record: KycRecord, account: crate::accounts::Account) -> Self {
+        Self {
+            review_reason: review_reason(&record),
+            user_id: record.user_id,
+            email: account.email,
+            full_name: account.full_name,
+            date_of_birth: account.date_of_birth,
+            account_created_at: crate::accounts::timestamp(account.created_at),
+            holder: record.holder,
+            name_on_pan: record.name_on_pan,
+            pan_masked: record.pan_masked,
+            pan_check: record.pan.answer,
+            aadhaar_masked: record.aadhaar_masked,
+            aadhaar_name: record.aadhaar.name_for_review,
+            gstin: record.gstin.as_ref().map(|g| g.gstin.clone()),
+            gstin_check: record.gstin.and_then(|g| g.answer),
+            submitted_at: crate::accounts::timestamp(record.submitted_at),
+        }
+    }
+}
+
+/// `GET /v1/admin/kyc/queue`: submissions in review, oldest first, a page at a time (`after` is the previous
 /// page's cursor). Entries whose submission was decided or replaced meanwhile are skipped and removed.
 pub async fn queue<S: ItemStore + ?Sized>(
     store: &S,
     limit: u32,
     after: Option<String>,
 ) -> ApiResult<(Vec<QueuedSubmission>, Option<String>)> {
-    let page = store.query(Query::new(Table::Main, schema::KYC_QUEUE_PK).limit(limit).after(after)).await?;
+    let (entries, next) = index_page(store, schema::KYC_QUEUE_PK, limit, after).await?;
     let mut listed = Vec::new();
-    for entry in &page.items {
-        let user_id = entry.attrs.get("user_id").and_then(serde_json::Value::as_str).unwrap_or_default();
-        let record = store.kyc_record(user_id).await?.filter(|r| r.status == KycStatus::Pending);
+    for (user_id, entry) in &entries {
+        let record = store
+            .kyc_record(user_id)
+            .await?
+            .filter(|r| r.status == KycStatus::InReview || (r.status == KycStatus::Pending && r.subject.is_empty()));
         let account = store.account(user_id).await?.filter(|a| a.status == crate::accounts::AccountStatus::Active);
-        let (Some(record), Some(account)) = (record, account) else {
-            stale_entry(store, entry).await;
-            continue;
-        };
-        if queue_sk(&record) != entry.sk {
-            stale_entry(store, entry).await;
-            continue;
+        match (record, account) {
+            (Some(record), Some(account)) if index_sk(&record) == entry.sk => {
+                listed.push(QueuedSubmission::new(record, account));
+            }
+            _ => drop_index_entry(store, entry).await,
         }
-        listed.push(QueuedSubmission {
-            user_id: record.user_id.clone(),
-            email: account.email,
-            full_name: account.full_name,
-            date_of_birth: account.date_of_birth,
-            account_created_at: crate::accounts::timestamp(account.created_at),
-            name_on_pan: record.name_on_pan,
-            pan_masked: record.pan_masked,
-            aadhaar_masked: record.aadhaar_masked,
-            submitted_at: crate::accounts::timestamp(record.submitted_at),
-        });
     }
-    Ok((listed, page.next))
+    Ok((listed, next))
 }
 
-async fn stale_entry<S: ItemStore + ?Sized>(store: &S, entry: &Item) {
-    let delete =
-        Delete { table: Table::Main, pk: entry.pk.clone(), sk: entry.sk.clone(), condition: Condition::Always };
-    if let Err(e) = store.delete(delete).await {
-        tracing::warn!(error = %e, "a stale KYC queue entry stays until the next listing");
-    }
-}
-
-/// `POST /v1/admin/kyc/{user_id}/reveal`: shows an operator one full number of a submission, after
-/// recording who asked, when, for which number and why (the record is kept like a decision). Nothing is
-/// shown if the record cannot be written.
-/// An operator's request to see one full number: whose, which, and why (recorded before it is shown).
+/// An operator's request to see the PAN: whose and why (recorded before it is shown). The PAN is the only
+/// number we hold: Aadhaar numbers are not kept at all.
 pub struct Reveal<'a> {
     pub user_id: &'a str,
     pub document: DocumentKind,
     pub reason: Option<String>,
 }
 
+/// `POST /v1/admin/kyc/{user_id}/reveal`: shows an operator a submission's full PAN, after recording who
+/// asked, when and why (the record is kept like a decision). Nothing is shown if the record cannot be
+/// written.
 pub async fn reveal_for_operator(
     ports: &Ports,
     keys: &KycKeys,
@@ -226,8 +301,14 @@ pub async fn reveal_for_operator(
     operator: &str,
 ) -> ApiResult<String> {
     let Reveal { user_id, document, reason } = request;
+    if document != DocumentKind::Pan {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidParameter,
+            "document",
+            "only the PAN can be revealed: InferexAI keeps no Aadhaar number (only its last four digits) and shows the GSTIN in the queue",
+        ));
+    }
     let store = ports.store();
-    let clock = ports.clock();
     let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
     let Some(reason) = reason.filter(|r| r.chars().count() <= MAX_REASON_CHARS) else {
         let message = format!("a reveal needs a reason of at most {MAX_REASON_CHARS} characters, kept in the audit");
@@ -236,7 +317,7 @@ pub async fn reveal_for_operator(
     let not_found =
         || ApiError::NotFound { code: ErrorCode::KycNotFound, message: "no KYC submission for this user".into() };
     let record = store.kyc_record(user_id).await?.ok_or_else(not_found)?;
-    let now = clock.now();
+    let now = ports.now();
     let audit = DecisionRecord {
         user_id: user_id.to_owned(),
         decision: Decision::Reveal,

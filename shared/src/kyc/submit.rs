@@ -1,28 +1,56 @@
-//! A user's submission (`POST /v1/kyc`): the numbers checked, sealed in the vault, and verified at once or
-//! queued for an operator.
+//! A customer's submission (`POST /v1/kyc`): a person's PAN, or a business's GSTIN and the PAN inside it,
+//! with their consent; the PAN sealed in the vault; the checks asked of the provider at once (and again by
+//! the jobs while it does not answer).
 
-use crate::ports::Ports;
-use chrono::{DateTime, Utc};
+use chrono::NaiveDate;
 use serde::Deserialize;
 
-use super::documents::{Aadhaar, Pan};
-use super::store::{KycStore, Submission, WriteConflict};
+use super::consent::{CheckKind, ConsentRecord};
+use super::documents::{Gstin, Pan};
+use super::provider::{PanQuery, ProviderError};
+use super::steps::{self, GstinStep, Holder, Judgement, PanStep, StepStatus, judge_gstin, judge_pan};
+use super::store::{KycStore, RecordWrite, WriteConflict, claimed_elsewhere, held_claims};
 use super::{
-    DocumentKind, KycKeys, KycRecord, MAX_NAME_CHARS, MAX_SUBMISSIONS, SUBMISSION_WINDOW_DAYS, VaultEntry, vault,
+    DocumentKind, KycContext, KycRecord, MAX_NAME_CHARS, MAX_SUBMISSIONS, SUBMISSION_WINDOW_DAYS, VaultEntry, vault,
 };
-use crate::accounts::{AccountStore, KycStatus};
-use crate::config::KycMode;
+use crate::accounts::{Account, AccountStore, KycStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::secrets::random_suffix;
 use crate::store::schema::kyc_submissions_pk as submissions_pk;
-use crate::store::{ItemStore, StoreResult};
 
-/// The body of `POST /v1/kyc`.
+/// The body of `POST /v1/kyc`: `{"pan", "name_on_pan", "consent": true}` for a person, with `"gstin"` for a
+/// business.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     pub pan: String,
-    pub aadhaar: String,
     pub name_on_pan: String,
+    pub consent: Option<bool>,
+    pub gstin: Option<String>,
+}
+
+impl SubmitRequest {
+    /// Reads a body: one with `aadhaar` is refused before anything else (its value is never read or
+    /// repeated), then the fields as the other bodies are read.
+    pub fn read(body: &serde_json::Value) -> ApiResult<Self> {
+        if body.get("aadhaar").is_some() {
+            return Err(ApiError::invalid(
+                ErrorCode::AadhaarNotAccepted,
+                "aadhaar",
+                "InferexAI does not accept Aadhaar numbers: submit your PAN here, then verify your Aadhaar through DigiLocker (POST /v1/kyc/digilocker), which shares only its last four digits",
+            ));
+        }
+        let bytes = serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.to_string()))?;
+        crate::body::parse_json(&bytes)
+    }
+}
+
+/// A submission whose fields passed their rules.
+struct Checked {
+    holder: Holder,
+    pan: Pan,
+    gstin: Option<Gstin>,
+    name_on_pan: String,
 }
 
 fn check_name(raw: &str) -> ApiResult<String> {
@@ -36,6 +64,30 @@ fn check_name(raw: &str) -> ApiResult<String> {
     Ok(name.to_owned())
 }
 
+fn check(request: &SubmitRequest) -> ApiResult<Checked> {
+    if request.consent != Some(true) {
+        return Err(ApiError::invalid(
+            ErrorCode::ConsentRequired,
+            "consent",
+            format!("consent must be true: {}", super::consent::PAN_PURPOSE),
+        ));
+    }
+    let name_on_pan = check_name(&request.name_on_pan)?;
+    let Some(raw_gstin) = &request.gstin else {
+        return Ok(Checked { holder: Holder::Person, pan: Pan::parse(&request.pan)?, gstin: None, name_on_pan });
+    };
+    let gstin = Gstin::parse(raw_gstin)?;
+    let pan = Pan::parse_any_holder(&request.pan)?;
+    if gstin.pan() != pan.as_str() {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidGstin,
+            "gstin",
+            "the PAN inside the gstin (its characters 3 to 12) must be the pan given",
+        ));
+    }
+    Ok(Checked { holder: Holder::Business, pan, gstin: Some(gstin), name_on_pan })
+}
+
 pub(super) fn already_verified() -> ApiError {
     ApiError::Conflict {
         code: ErrorCode::KycAlreadyVerified,
@@ -44,74 +96,40 @@ pub(super) fn already_verified() -> ApiError {
     }
 }
 
-/// The answer when a number already backs another account. It names neither the document nor whether it
-/// is registered: the same words whatever the reason verification failed.
-fn not_verifiable() -> ApiError {
-    ApiError::Conflict {
-        code: ErrorCode::KycNotVerifiable,
-        message: "these KYC details cannot be verified for this account; check them, or write to the grievance officer (GET /v1/privacy)".into(),
-        param: None,
-    }
+/// The answer of a failed verification, whatever failed: the reason names what to fix, and a PAN that
+/// backs another account reads exactly like a name that does not match ([`steps::NOT_MATCHING`]).
+pub(super) fn not_verifiable(reason: &str) -> ApiError {
+    ApiError::Conflict { code: ErrorCode::KycNotVerifiable, message: reason.to_owned(), param: None }
 }
 
-/// Claims the account holds on the numbers of `record` (to release when they stop backing it).
-pub(super) async fn held_claims<S: KycStore + ?Sized>(
-    store: &S,
-    user_id: &str,
-    record: &KycRecord,
-) -> StoreResult<Vec<String>> {
-    let mut held = Vec::new();
-    for kind in [DocumentKind::Pan, DocumentKind::Aadhaar] {
-        let fingerprint = record.fingerprint(kind);
-        if store.claim_holder(fingerprint).await?.as_deref() == Some(user_id) {
-            held.push(fingerprint.to_owned());
-        }
-    }
-    Ok(held)
-}
-
-/// Whether another account holds a claim on any of these fingerprints.
-pub(super) async fn claimed_elsewhere<S: KycStore + ?Sized>(
-    store: &S,
-    user_id: &str,
-    fingerprints: &[&str],
-) -> StoreResult<bool> {
-    for fingerprint in fingerprints {
-        if store.claim_holder(fingerprint).await?.is_some_and(|holder| holder != user_id) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-/// Validates and stores a KYC submission. In `auto` mode a valid submission whose numbers back no other
-/// account is verified at once (its claims written in the same transaction); in `manual` mode it waits
-/// (`pending`, blocking nobody) for an operator, whose approval decides uniqueness. At most
-/// [`MAX_SUBMISSIONS`] per account in [`SUBMISSION_WINDOW_DAYS`]. Only with a verified e-mail address.
-pub async fn submit(ports: &Ports, keys: &KycKeys, user_id: &str, request: SubmitRequest) -> ApiResult<KycRecord> {
-    let store = ports.store();
-    let clock = ports.clock();
-    let pan = Pan::parse(&request.pan)?;
-    let aadhaar = Aadhaar::parse(&request.aadhaar)?;
-    let name_on_pan = check_name(&request.name_on_pan)?;
-
-    // Identity goes only on a proven address: an unverified account (maybe someone else's address,
-    // squatted) cannot attach its KYC to it for the address's owner to inherit.
+/// The account, if it is open and its e-mail address is verified: identity goes only on a proven address
+/// (an account squatting someone's address cannot attach its KYC for the address's owner to inherit).
+pub(super) async fn open_account(store: &dyn crate::store::ItemStore, user_id: &str) -> ApiResult<Account> {
     let account = store.account(user_id).await?.filter(|a| a.status == crate::accounts::AccountStatus::Active);
     let account =
         account.ok_or_else(|| ApiError::unauthenticated(ErrorCode::InvalidSession, "the account is closed"))?;
     crate::verification::require_verified_email(&account)?;
-    let now = clock.now();
+    Ok(account)
+}
+
+/// Validates and stores a submission, then asks the provider. At most [`MAX_SUBMISSIONS`] per account in
+/// [`SUBMISSION_WINDOW_DAYS`], refusals included; a failed verification answers 409 `kyc_not_verifiable`
+/// (and stays readable with `GET /v1/kyc`); a provider that does not answer leaves it `pending`.
+pub async fn submit(ctx: &KycContext<'_>, user_id: &str, request: SubmitRequest) -> ApiResult<KycRecord> {
+    let checked = check(&request)?;
+    let store = ctx.ports.store();
+    let account = open_account(store, user_id).await?;
     let previous = store.kyc_record(user_id).await?;
     if previous.as_ref().is_some_and(|p| p.status == KycStatus::Verified) {
         return Err(already_verified());
     }
-    // Counted before anything is checked against other accounts, refusals included: the uniqueness rule
-    // is not an oracle one can ask more than the limit (and each question costs two KMS calls).
+    // Counted before anything is checked against the provider or other accounts: neither is an oracle
+    // one can ask more than the limit.
+    let now = ctx.ports.now();
     let window_end = (now + chrono::Duration::days(SUBMISSION_WINDOW_DAYS)).timestamp();
-    let limit = MAX_SUBMISSIONS as u32;
     let window = submissions_pk(user_id);
-    let counted = crate::auth::reserve_in_window(store, &window, limit, window_end, now.timestamp()).await?;
+    let counted =
+        crate::auth::reserve_in_window(store, &window, MAX_SUBMISSIONS as u32, window_end, now.timestamp()).await?;
     let crate::auth::Reservation::Reserved { window: slot } = counted else {
         return Err(ApiError::Conflict {
             code: ErrorCode::KycSubmissionLimit,
@@ -121,9 +139,8 @@ pub async fn submit(ports: &Ports, keys: &KycKeys, user_id: &str, request: Submi
             param: None,
         });
     };
-    let validated = Validated { pan, aadhaar, name_on_pan, previous, now };
-    let result = store_submission(ports, keys, user_id, validated).await;
-    // Only answers about the numbers count; an outage, or the conflict of a double click, gives it back.
+    let result = store_and_check(ctx, &account, checked, previous).await;
+    // Only answers about the details count; our own failure, or the conflict of a double click, gives it back.
     let counts = match &result {
         Ok(_) => true,
         Err(e) => e.error_code() == ErrorCode::KycNotVerifiable,
@@ -131,101 +148,226 @@ pub async fn submit(ports: &Ports, keys: &KycKeys, user_id: &str, request: Submi
     if !counts && let Err(e) = crate::auth::release_in_window(store, &window, &slot).await {
         tracing::warn!(%user_id, error = %e, "a KYC submission slot was not given back");
     }
-    result
-}
-
-/// A submission that passed validation and was counted.
-struct Validated {
-    pan: Pan,
-    aadhaar: Aadhaar,
-    name_on_pan: String,
-    previous: Option<KycRecord>,
-    now: DateTime<Utc>,
-}
-
-async fn store_submission(ports: &Ports, keys: &KycKeys, user_id: &str, validated: Validated) -> ApiResult<KycRecord> {
-    let store = ports.store();
-    let config = ports.config();
-    let Validated { pan, aadhaar, name_on_pan, previous, now } = validated;
-    let fingerprinter = keys.fingerprinter()?;
-    let fingerprints = [
-        fingerprinter.fingerprint("pan", pan.as_str()).await?,
-        fingerprinter.fingerprint("aadhaar", aadhaar.as_str()).await?,
-    ];
-    let auto = config.kyc_mode == KycMode::Auto;
-    // Answer before spending a data key; the transaction below enforces it race-free anyway.
-    if auto && claimed_elsewhere(store, user_id, &[&fingerprints[0], &fingerprints[1]]).await? {
-        return Err(not_verifiable());
+    let record = result?;
+    match record.status {
+        KycStatus::Rejected => Err(not_verifiable(record.rejection_reason.as_deref().unwrap_or(steps::NOT_MATCHING))),
+        _ => Ok(record),
     }
+}
 
-    let vault_entries = seal_numbers(keys, user_id, &pan, &aadhaar, now).await?;
-    let (status, verified_at) = if auto { (KycStatus::Verified, Some(now)) } else { (KycStatus::Pending, None) };
-    let [pan_fingerprint, aadhaar_fingerprint] = fingerprints;
+async fn store_and_check(
+    ctx: &KycContext<'_>,
+    account: &Account,
+    checked: Checked,
+    previous: Option<KycRecord>,
+) -> ApiResult<KycRecord> {
+    let store = ctx.ports.store();
+    let now = ctx.ports.now();
+    let fingerprinter = ctx.keys.fingerprinter()?;
+    let pan_fingerprint = fingerprinter.fingerprint("pan", checked.pan.as_str()).await?;
+    let gstin = gstin_step(fingerprinter, checked.gstin.as_ref()).await?;
+    let (pan_ref, sealed) = seal_pan(ctx, &account.id, &checked.pan, now).await?;
     let record = KycRecord {
-        user_id: user_id.to_owned(),
-        status,
-        name_on_pan,
-        pan_masked: pan.masked(),
-        aadhaar_masked: aadhaar.masked(),
-        pan_ref: vault_entries[0].0.clone(),
-        aadhaar_ref: vault_entries[1].0.clone(),
+        user_id: account.id.clone(),
+        status: KycStatus::Pending,
+        holder: checked.holder,
+        name_on_pan: checked.name_on_pan,
+        pan_masked: checked.pan.masked(),
+        pan_ref: pan_ref.clone(),
         pan_fingerprint,
-        aadhaar_fingerprint,
+        subject: format!("ifx{}", &random_suffix()[..16]),
+        pan: PanStep { status: StepStatus::Pending, ..PanStep::default() },
+        aadhaar: super::AadhaarStep::default(),
+        gstin,
+        aadhaar_masked: None,
+        aadhaar_ref: None,
+        aadhaar_fingerprint: None,
+        legacy_aadhaar_erased_at: None,
+        operator_approved: false,
         submitted_at: now,
-        verified_at,
+        verified_at: None,
         rejection_reason: None,
         decided_by: None,
         decided_at: None,
         revision: previous.as_ref().map_or(1, |p| p.revision + 1),
     };
-    // Claims an earlier submission left (older data) go unless this one, verified, claims them again.
-    let mut releases = match &previous {
-        Some(previous) => held_claims(store, user_id, previous).await?,
-        None => Vec::new(),
-    };
-    if status == KycStatus::Verified {
-        releases.retain(|f| *f != record.pan_fingerprint && *f != record.aadhaar_fingerprint);
+    let mut write = RecordWrite::new(&record, previous.as_ref());
+    write.vault.push((pan_ref, sealed));
+    if let Some(previous) = &previous {
+        write.drop_vault.push(previous.pan_ref.clone());
+        write.drop_vault.extend(previous.aadhaar_ref.clone());
+        write.releases = held_claims(store, &account.id, previous).await?;
+        write.close_session = previous.aadhaar.verification_id.clone();
     }
-    let submission = Submission { record, vault: vault_entries, releases };
-    match store.save_submission(&submission, previous.as_ref()).await {
-        Ok(()) => Ok(submission.record),
-        Err(WriteConflict::Store(e)) => Err(e.into()),
-        Err(WriteConflict::Conflict) => Err(submission_conflict(store, &submission.record, auto).await?),
+    write.consents = consents_for(&record, ctx.provider.name());
+    match store.save_kyc(&write).await {
+        Ok(()) => {}
+        Err(WriteConflict::Store(e)) => return Err(e.into()),
+        Err(WriteConflict::Conflict) => return Err(submission_conflict(store, &account.id).await?),
     }
+    ask_provider(ctx, record, checked.pan.as_str(), account.date_of_birth).await
 }
 
-/// Seals both numbers under one fresh data key: the PAN's vault entry first, then the Aadhaar's.
-async fn seal_numbers(
-    keys: &KycKeys,
+/// The GSTIN step of a business's submission, waiting for the provider.
+async fn gstin_step(fingerprinter: &vault::Fingerprinter, gstin: Option<&Gstin>) -> ApiResult<Option<GstinStep>> {
+    let Some(gstin) = gstin else { return Ok(None) };
+    Ok(Some(GstinStep {
+        gstin: gstin.as_str().to_owned(),
+        fingerprint: fingerprinter.fingerprint("gstin", gstin.as_str()).await?,
+        status: StepStatus::Pending,
+        answer: None,
+    }))
+}
+
+/// The consent records of a submission's checks (a millisecond apart, so each has its own key).
+fn consents_for(record: &KycRecord, provider: &str) -> Vec<ConsentRecord> {
+    let checks = if record.gstin.is_some() { vec![CheckKind::Gstin, CheckKind::Pan] } else { vec![CheckKind::Pan] };
+    let at = |i: usize| record.submitted_at + chrono::Duration::milliseconds(i as i64);
+    checks
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| ConsentRecord::new(&record.user_id, kind, provider, &record.subject, at(i)))
+        .collect()
+}
+
+/// Seals the PAN under a fresh data key: its vault reference and entry.
+async fn seal_pan(
+    ctx: &KycContext<'_>,
     user_id: &str,
     pan: &Pan,
-    aadhaar: &Aadhaar,
-    now: DateTime<Utc>,
-) -> ApiResult<Vec<(String, VaultEntry)>> {
-    let data_key = keys.data_keys.generate().await?;
-    let mut entries = Vec::new();
-    for (kind, number) in [(DocumentKind::Pan, pan.as_str()), (DocumentKind::Aadhaar, aadhaar.as_str())] {
-        let aad = format!("{user_id}:{}", kind.as_str());
-        let sealed = vault::seal(&data_key, keys.data_keys.provider(), number.as_bytes(), aad.as_bytes())?;
-        let entry = VaultEntry { user_id: user_id.to_owned(), kind, sealed, created_at: now };
-        entries.push((format!("vref_{}", random_suffix()), entry));
-    }
-    Ok(entries)
+    now: chrono::DateTime<chrono::Utc>,
+) -> ApiResult<(String, VaultEntry)> {
+    let data_key = ctx.keys.data_keys.generate().await?;
+    let aad = format!("{user_id}:{}", DocumentKind::Pan.as_str());
+    let sealed = vault::seal(&data_key, ctx.keys.data_keys.provider(), pan.as_str().as_bytes(), aad.as_bytes())?;
+    let entry = VaultEntry { user_id: user_id.to_owned(), kind: DocumentKind::Pan, sealed, created_at: now };
+    Ok((format!("vref_{}", random_suffix()), entry))
 }
 
-/// Why a submission's transaction lost: a number another account verified meanwhile, a verification of
-/// this account, or any other concurrent change.
-async fn submission_conflict<S: ItemStore + ?Sized>(store: &S, record: &KycRecord, auto: bool) -> ApiResult<ApiError> {
-    let user_id = record.user_id.as_str();
-    if auto && claimed_elsewhere(store, user_id, &[&record.pan_fingerprint, &record.aadhaar_fingerprint]).await? {
-        return Ok(not_verifiable());
+/// Asks the provider the checks still pending and writes what they decided. An unanswered check stays
+/// pending (never passed without an answer); the jobs ask again ([`super::retry_pending_checks`]).
+pub(super) async fn ask_provider(
+    ctx: &KycContext<'_>,
+    mut record: KycRecord,
+    pan: &str,
+    born: NaiveDate,
+) -> ApiResult<KycRecord> {
+    let previous = record.clone();
+    record.pan.tries += 1;
+    record.pan.checked_at = Some(ctx.ports.now());
+    // Unique per attempt (the provider refuses an id twice), even when an attempt's write was lost.
+    let verification_id = format!("{}-p{}{}", record.subject, record.pan.tries, &random_suffix()[..6]);
+    match answers(ctx, &mut record, &verification_id, pan, born).await {
+        Ok(()) => {}
+        Err(ProviderError::Unavailable(why)) => {
+            tracing::warn!(user_id = %record.user_id, error = %why, "KYC provider unavailable; the check stays pending");
+        }
+        Err(ProviderError::Refused(why)) => {
+            tracing::error!(alert = crate::alerts::KYC_PROVIDER_REFUSED, user_id = %record.user_id, error = %why, "the KYC provider refused a check; it stays pending until the configuration is fixed");
+        }
     }
-    if store.kyc_record(user_id).await?.is_some_and(|r| r.status == KycStatus::Verified) {
-        return Ok(already_verified());
+    // Asked whatever the answers were, so that a PAN another account verified costs the same time.
+    let elsewhere = claimed_elsewhere(ctx.ports.store(), &record).await?;
+    if elsewhere && record.pan.status != StepStatus::Pending {
+        record.pan.status = StepStatus::Failed;
+        record.rejection_reason.get_or_insert_with(|| steps::NOT_MATCHING.to_owned());
     }
-    Ok(ApiError::Conflict {
+    // A failed check keeps no evidence: the registered name of a PAN that is not the customer's, or of
+    // one another account verified, is nobody's business here.
+    if record.pan.status == StepStatus::Failed {
+        record.pan.answer = None;
+    }
+    settle(ctx, &mut record);
+    save_after_answer(ctx, &record, &previous).await
+}
+
+/// The GSTIN (first, for a business) and PAN answers, applied to the record.
+async fn answers(
+    ctx: &KycContext<'_>,
+    record: &mut KycRecord,
+    verification_id: &str,
+    pan: &str,
+    born: NaiveDate,
+) -> Result<(), ProviderError> {
+    if let Some(gstin) = record.gstin.as_mut().filter(|g| g.status == StepStatus::Pending) {
+        let answer = ctx.provider.check_gstin(verification_id, &gstin.gstin).await?;
+        let judged = judge_gstin(&answer);
+        gstin.status = judged.status;
+        gstin.answer = Some(answer);
+        note_failure(record, &judged);
+    }
+    if record.pan.status != StepStatus::Pending {
+        return Ok(());
+    }
+    let individual = pan.as_bytes().get(3) == Some(&b'P');
+    let query = PanQuery { verification_id, pan, name: &record.name_on_pan, date_of_birth: individual.then_some(born) };
+    let answer = ctx.provider.check_pan(query).await?;
+    let judged = judge_pan(&answer);
+    record.pan = PanStep { status: judged.status, answer: Some(answer), ..record.pan.clone() };
+    note_failure(record, &judged);
+    Ok(())
+}
+
+fn note_failure(record: &mut KycRecord, judged: &Judgement) {
+    if let Some(reason) = &judged.reason {
+        record.rejection_reason.get_or_insert_with(|| reason.clone());
+    }
+}
+
+/// The overall status the steps now add up to, and the time of a verification.
+pub(super) fn settle(ctx: &KycContext<'_>, record: &mut KycRecord) {
+    record.status = steps::overall(record, ctx.ports.config().kyc_mode);
+    if record.status == KycStatus::Verified && record.verified_at.is_none() {
+        record.verified_at = Some(ctx.ports.now());
+    }
+    if record.status != KycStatus::Rejected {
+        record.rejection_reason = None;
+    }
+    record.revision += 1;
+}
+
+/// Writes a record after an answer and returns what was stored. Losing to a verification of the same PAN
+/// elsewhere (the claim's condition) turns it into the same failure as any other mismatch.
+pub(super) async fn save_after_answer(
+    ctx: &KycContext<'_>,
+    record: &KycRecord,
+    previous: &KycRecord,
+) -> ApiResult<KycRecord> {
+    let store = ctx.ports.store();
+    let mut write = RecordWrite::new(record, Some(previous));
+    write.close_session =
+        record.aadhaar.verification_id.clone().filter(|_| record.aadhaar.status != StepStatus::Pending);
+    match store.save_kyc(&write).await {
+        Ok(()) => Ok(record.clone()),
+        Err(WriteConflict::Store(e)) => Err(e.into()),
+        Err(WriteConflict::Conflict) if claimed_elsewhere(store, record).await? => {
+            let mut failed = record.clone();
+            failed.pan.status = StepStatus::Failed;
+            failed.pan.answer = None;
+            failed.rejection_reason = Some(steps::NOT_MATCHING.to_owned());
+            failed.status = KycStatus::Rejected;
+            failed.verified_at = None;
+            let mut write = RecordWrite::new(&failed, Some(previous));
+            write.close_session = failed.aadhaar.verification_id.clone();
+            store.save_kyc(&write).await.map_err(|_| conflict_error())?;
+            Ok(failed)
+        }
+        Err(WriteConflict::Conflict) => Err(submission_conflict(store, &record.user_id).await?),
+    }
+}
+
+fn conflict_error() -> ApiError {
+    ApiError::Conflict {
         code: ErrorCode::KycSubmissionConflict,
         message: "another KYC change for this account happened at the same time; retry".into(),
         param: None,
-    })
+    }
+}
+
+/// Why a write lost: a verification of this account, or any other concurrent change.
+async fn submission_conflict(store: &dyn crate::store::ItemStore, user_id: &str) -> ApiResult<ApiError> {
+    if store.kyc_record(user_id).await?.is_some_and(|r| r.status == KycStatus::Verified) {
+        return Ok(already_verified());
+    }
+    Ok(conflict_error())
 }

@@ -18,9 +18,10 @@ pub fn notice(ctx: &PrivacyContext) -> Value {
         "grievance_officer": { "name": config.grievance_name, "email": config.grievance_email },
         "contacts": { "privacy": config.privacy_email, "security": config.security_email },
         "response_days": RESPONSE_DAYS,
+        "kyc": crate::kyc::consent::notice(),
         "rights": {
             "access": "POST /v1/privacy/exports, then GET /v1/privacy/exports/{id} for a download link",
-            "correction": "PATCH /v1/account (KYC details: resubmit POST /v1/kyc)",
+            "correction": "PATCH /v1/account (KYC details: submit again with POST /v1/kyc, and POST /v1/kyc/digilocker)",
             "erasure": "DELETE /v1/account",
             "requests": "GET /v1/privacy/requests",
         },

@@ -160,7 +160,12 @@ impl Correction {
 
 fn not_correctable(field: &str) -> ApiError {
     match field {
-        "pan" | "aadhaar" | "name_on_pan" => ApiError::invalid(
+        "aadhaar" => ApiError::invalid(
+            ErrorCode::KycField,
+            field,
+            "the Aadhaar is verified again through DigiLocker (POST /v1/kyc/digilocker), not here; we keep only its last four digits",
+        ),
+        "pan" | "gstin" | "name_on_pan" => ApiError::invalid(
             ErrorCode::KycField,
             field,
             format!("{field} is corrected by resubmitting KYC (POST /v1/kyc), not here"),

@@ -259,7 +259,8 @@ pub async fn export_view(ctx: &PrivacyContext, user_id: &str, export_id: &str) -
 }
 
 /// Everything held about the user, as one JSON document. The PAN is shown in full to its owner (decrypted
-/// from the vault); the Aadhaar number stays masked, as UIDAI requires; keys appear as metadata only.
+/// from the vault); of the Aadhaar only the last four digits exist (DigiLocker shares no more); keys appear
+/// as metadata only.
 pub async fn export_document(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Value> {
     let store = ctx.ports.store.as_ref();
     let account = store.account(user_id).await?.ok_or_else(|| ApiError::Internal("account vanished".into()))?;
@@ -299,7 +300,8 @@ pub async fn export_document(ctx: &PrivacyContext, user_id: &str) -> ApiResult<V
     }))
 }
 
-/// The export's KYC part: the record with the PAN revealed to its owner, and the operators' decisions.
+/// The export's KYC part: the record with the PAN revealed to its owner, each step with the provider's
+/// answer, the consent records of the checks, and the operators' decisions.
 async fn kyc_export(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Value> {
     let store = ctx.ports.store.as_ref();
     Ok(match store.kyc_record(user_id).await? {
@@ -307,14 +309,29 @@ async fn kyc_export(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Value> {
         Some(record) => {
             let pan = kyc::reveal(store, ctx.kyc_keys()?, &record, DocumentKind::Pan).await?;
             let decisions = kyc::decisions(store, user_id).await?;
+            let consents = kyc::consents(store, user_id).await?;
             json!({
                 "status": record.status,
+                "holder": record.holder,
                 "name_on_pan": record.name_on_pan,
                 "pan": pan,
+                // The judged outcome and the provider's reference: the provider's evidence (a registered
+                // name, a score) can be another person's, so it is for operators only.
+                "pan_check": {
+                    "status": record.pan.status,
+                    "provider_reference": record.pan.answer.as_ref().map(|a| a.reference_id.clone()),
+                },
+                "gstin": record.gstin,
+                "aadhaar_status": record.aadhaar.status,
                 "aadhaar_masked": record.aadhaar_masked,
+                "aadhaar_name_for_review": record.aadhaar.name_for_review,
+                "digilocker_reference": record.aadhaar.reference_id,
+                // True only until the erasure reaches a number held from before DigiLocker.
+                "aadhaar_number_kept": record.aadhaar_ref.is_some(),
                 "submitted_at": timestamp(record.submitted_at),
                 "verified_at": record.verified_at.map(timestamp),
                 "rejection_reason": record.rejection_reason,
+                "consents": consents,
                 "decisions": decisions,
             })
         }

@@ -19,6 +19,10 @@ pub enum ItemClass {
     KycDecision,
     KycClaim,
     KycVault,
+    KycConsent,
+    KycRetryEntry,
+    DigilockerSession,
+    KycMigration,
     Wallet,
     WalletRegistry,
     LedgerEntry,
@@ -74,7 +78,12 @@ impl ItemClass {
             LoginRecord => Rule::FromWrite(Span::LoginRecords),
             LoginFailure => Rule::LoginThrottle,
             KycSubmissions => Rule::SubmissionWindow,
-            KycRecord | KycDecision | KycVault => Rule::FromClosure(Span::Kyc),
+            // A check's consent record is kept as long as what was checked.
+            KycRecord | KycDecision | KycVault | KycConsent => Rule::FromClosure(Span::Kyc),
+            // Dropped when the provider answers; a stale entry is skipped, and deleted, by the next pass.
+            KycRetryEntry | DigilockerSession => Rule::Lifetime(KYC_QUEUE_LIFETIME),
+            // The Aadhaar erasure's place and its record of having run (no personal data): kept as evidence.
+            KycMigration => Rule::Lifetime(MIGRATION_RECORD_LIFETIME),
             // The claim makes one document back one open account; a closed account releases it (the KYC
             // record keeps the fingerprint as evidence), so its owner can verify a new account.
             KycClaim => Rule::ErasedAtClosure,
@@ -130,7 +139,10 @@ impl ItemClass {
             (kind::LOGINS, _) => LoginRecord,
             (kind::LOGIN_WINDOW, _) => LoginFailure,
             (kind::KYC_CLAIM, fixed::CLAIM) => KycClaim,
-            (kind::KYC_SUBMISSIONS, fixed::WINDOW) => KycSubmissions,
+            (kind::KYC_SUBMISSIONS, fixed::WINDOW) | (kind::KYC_DIGILOCKER_STARTS, fixed::WINDOW) => KycSubmissions,
+            (kind::KYC_DIGILOCKER, fixed::ATTEMPT) => DigilockerSession,
+            (kind::KYC_RETRY, _) if pk == schema::KYC_RETRY_PK => KycRetryEntry,
+            (kind::MIGRATION, fixed::CURSOR) if pk == schema::AADHAAR_ERASURE_PK => KycMigration,
             (kind::WALLETS, _) => WalletRegistry,
             (kind::TOPUP, fixed::TOPUP) => Topup,
             (kind::OPEN_TOPUPS, _) if pk == schema::OPEN_TOPUPS_PK => OpenTopup,
@@ -176,6 +188,7 @@ impl ItemClass {
             prefix::SESSION => SessionIndex,
             prefix::LOGIN => LoginRecord,
             prefix::KYC_DECISION => KycDecision,
+            prefix::KYC_CONSENT => KycConsent,
             prefix::LEDGER => LedgerEntry,
             prefix::TOPUP => TopupIndex,
             prefix::API_KEY_SLOT => ApiKeySlot,

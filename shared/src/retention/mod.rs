@@ -121,7 +121,7 @@ impl Retention {
             ),
             PublishedWindow::new(
                 "kyc",
-                "PAN and Aadhaar numbers (encrypted), verification decisions",
+                "PAN (encrypted), name on PAN, GSTIN and legal name, the KYC provider's answers, the last four digits of the Aadhaar and DigiLocker's reference (never the Aadhaar number), consent records of each check, verification decisions",
                 format!("{} after account closure", r(Span::Kyc)),
             ),
             PublishedWindow::new(
@@ -242,6 +242,8 @@ pub const DELIVERY_RECORD_LIFETIME: Duration = Duration::days(30);
 pub const SUPPRESSION_LIFETIME: Duration = Duration::days(365);
 /// A marketing message's unsubscribe link works for a year.
 pub const UNSUBSCRIBE_LIFETIME: Duration = Duration::days(365);
+/// How long the record of a one-time data migration (the Aadhaar erasure) is kept: as long as KYC data.
+pub const MIGRATION_RECORD_LIFETIME: Duration = Duration::days(5 * 365);
 /// How long a pending KYC submission stays in the operators' queue at most.
 pub const KYC_QUEUE_LIFETIME: Duration = Duration::days(365);
 /// The record that an account got a policy notice or a campaign, so a rerun never sends it twice.

@@ -274,8 +274,9 @@ impl<T: Send + Sync + 'static> Rotating<T> {
 }
 
 /// Environment variables that would carry a secret: refused in AWS, where secrets come by ARN only.
-pub const SECRET_ENV_VARS: [&str; 7] = [
+pub const SECRET_ENV_VARS: [&str; 8] = [
     "RAZORPAY_KEY_SECRET",
+    "CASHFREE_CLIENT_SECRET",
     "RAZORPAY_WEBHOOK_SECRET",
     "INFEREX_ADMIN_TOKEN",
     "INFEREX_KYC_FINGERPRINT_SECRET",

@@ -451,6 +451,14 @@ pub struct Page {
     pub next: Option<String>,
 }
 
+/// A page of a whole table's live items in key order; `next` (the last item's `(pk, sk)`) is set when the
+/// page was full.
+#[derive(Debug, Clone, Default)]
+pub struct ScanPage {
+    pub items: Vec<Item>,
+    pub next: Option<(String, String)>,
+}
+
 /// The storage port. Every method sees only live items; see the module documentation.
 #[async_trait]
 pub trait ItemStore: Send + Sync {
@@ -460,6 +468,9 @@ pub trait ItemStore: Send + Sync {
     async fn update(&self, update: Update) -> StoreResult<Item>;
     async fn delete(&self, delete: Delete) -> StoreResult<()>;
     async fn query(&self, query: Query) -> StoreResult<Page>;
+    /// Reads a whole table a page at a time (at most `limit` items after `after`): only for one-off
+    /// migrations, which keep their place between pages.
+    async fn scan(&self, table: Table, limit: u32, after: Option<(String, String)>) -> StoreResult<ScanPage>;
     /// Applies every operation or none. Fails with [`StoreError::ConditionFailed`] if any condition fails.
     async fn transact(&self, ops: Vec<WriteOp>) -> StoreResult<()>;
 }

@@ -5,12 +5,13 @@
 //!
 //! Main table, by partition (`pk` / `sk`):
 //! - `USER#<id>` / `PROFILE`, `KYC`, `WALLET`, and the prefixed sort keys `CONSENT#`, `SESSION#`, `LOGIN#`,
-//!   `KYCDECISION#`, `LEDGER#`, `TOPUP#`, `APIKEYSLOT#`, `USAGE#`, `PRIVACYREQ#`, `EXPORT#`, `CLOSUREREFUND#`,
+//!   `KYCDECISION#`, `LEDGER#`, `TOPUP#`, `APIKEYSLOT#`, `USAGE#`, `KYCCONSENT#`, `PRIVACYREQ#`, `EXPORT#`, `CLOSUREREFUND#`,
 //!   `PAYMENT#`, `CALLBEAT#` (a running call's last sign of life),
 //!   `PURSE#` (an instance's purse of the account's money), `SPENDALERT#` (a spend limit's alert).
 //! - `EMAIL#<email>` / `EMAIL`; `SESSION#<hash>` / `SESSION`; `APIKEY#<hash>` / `KEY`.
 //! - `LOGIN#<email>` / `<time>`; `LOGINFAIL#<email>` / `WINDOW`; `KYCSUBMIT#<id>` / `WINDOW`.
-//! - `KYCDOC#<fingerprint>` / `CLAIM`.
+//! - `KYCDOC#<fingerprint>` / `CLAIM`; `KYCDIGILOCKER#<verification id>` / `ATTEMPT`;
+//!   `KYCDLSTART#<id>` / `WINDOW`; `MIGRATION#aadhaar-erasure` / `CURSOR`.
 //! - `SPEND#api-key#<key id>` / `TOTAL`, `DAY#<date>`, `MONTH#<month>`; `SPEND#account#<user id>` / `LIMIT`,
 //!   `MONTH#<month>` (spend limits' windows, IST); `INFLIGHT#<user id>` / `SLOT#<n>` (a running call's slot).
 //! - `TOPUP#<id>` / `TOPUP`; `RZPORDER#<order>` / `ORDER`; `RZPPAYMENT#<payment>` / `CREDIT` and
@@ -18,7 +19,7 @@
 //!   `RZPDISPUTE#<dispute>` / `DISPUTE`.
 //! - Singleton partitions: `WALLETS` / `<user id>`; `TOPUPS#OPEN` / `<time>#<id>`; `PAYMENTREVIEW` / `<time>`;
 //!   `REFUNDREQUEST` / `<user id>`; `CLOSURES#PENDING` / `<user id>`; `OUTBOX` / `<time>#<id>`;
-//!   `ACCOUNTS` / `<user id>`; `KYCQUEUE` / `<time>#<user id>`; `DISPUTES` / `<dispute id>`;
+//!   `ACCOUNTS` / `<user id>`; `KYCQUEUE` / `<time>#<user id>`; `KYCRETRY` / `<time>#<user id>`; `DISPUTES` / `<dispute id>`;
 //!   `REFUNDS#DUE` / `<user id>`; `SWEEPER` / `CURSOR`.
 //! - E-mail: `EMAILTOKEN#<hash>` / `TOKEN`; `RESETTOKEN#<hash>` / `TOKEN`; `UNSUB#<hash>` / `TOKEN`;
 //!   `MAILSENT#<id>` / `SENT`; `SUPPRESS#<email>` / `SUPPRESSED`; `RATE#<what>#<who>` / `WINDOW`;
@@ -40,6 +41,10 @@ pub mod kind {
     pub const LOGIN_WINDOW: &str = "LOGINFAIL";
     pub const KYC_SUBMISSIONS: &str = "KYCSUBMIT";
     pub const KYC_CLAIM: &str = "KYCDOC";
+    pub const KYC_DIGILOCKER: &str = "KYCDIGILOCKER";
+    pub const KYC_DIGILOCKER_STARTS: &str = "KYCDLSTART";
+    pub const KYC_RETRY: &str = "KYCRETRY";
+    pub const MIGRATION: &str = "MIGRATION";
     pub const TOPUP: &str = "TOPUP";
     pub const OPEN_TOPUPS: &str = "TOPUPS";
     pub const ORDER: &str = "RZPORDER";
@@ -79,6 +84,7 @@ pub mod sk {
     pub const KEY: &str = "KEY";
     pub const WINDOW: &str = "WINDOW";
     pub const CLAIM: &str = "CLAIM";
+    pub const ATTEMPT: &str = "ATTEMPT";
     pub const TOPUP: &str = "TOPUP";
     pub const ORDER: &str = "ORDER";
     pub const CREDIT: &str = "CREDIT";
@@ -105,6 +111,7 @@ pub mod prefix {
     pub const SESSION: &str = "SESSION#";
     pub const LOGIN: &str = "LOGIN#";
     pub const KYC_DECISION: &str = "KYCDECISION#";
+    pub const KYC_CONSENT: &str = "KYCCONSENT#";
     pub const LEDGER: &str = "LEDGER#";
     pub const TOPUP: &str = "TOPUP#";
     pub const API_KEY_SLOT: &str = "APIKEYSLOT#";
@@ -136,6 +143,10 @@ pub const OUTBOX_PK: &str = kind::OUTBOX;
 pub const ACCOUNTS_PK: &str = kind::ACCOUNTS;
 /// Pending KYC submissions, oldest first (sort key `<submitted millis>#<user id>`), for the operators.
 pub const KYC_QUEUE_PK: &str = kind::KYC_QUEUE;
+/// PAN checks the provider has not answered yet (sort key `<submitted millis>#<user id>`), for the jobs.
+pub const KYC_RETRY_PK: &str = kind::KYC_RETRY;
+/// The erasure of the Aadhaar numbers held before DigiLocker: its place in the accounts' registry.
+pub const AADHAAR_ERASURE_PK: &str = "MIGRATION#aadhaar-erasure";
 /// Every dispute Razorpay reported (sort key = the dispute id), for the operators.
 pub const DISPUTES_PK: &str = kind::DISPUTES;
 /// Closed accounts whose refund request may still go back to its payments through Razorpay's refund API.
@@ -201,6 +212,16 @@ pub fn login_window_pk(email: &str) -> String {
 
 pub fn kyc_submissions_pk(user_id: &str) -> String {
     key(kind::KYC_SUBMISSIONS, user_id)
+}
+
+/// An open DigiLocker session (`ATTEMPT`), by the verification id sent to the provider.
+pub fn kyc_digilocker_pk(verification_id: &str) -> String {
+    key(kind::KYC_DIGILOCKER, verification_id)
+}
+
+/// An account's window of DigiLocker sessions (`WINDOW`).
+pub fn kyc_digilocker_starts_pk(user_id: &str) -> String {
+    key(kind::KYC_DIGILOCKER_STARTS, user_id)
 }
 
 pub fn kyc_claim_pk(fingerprint: &str) -> String {

@@ -304,11 +304,8 @@ async fn verification_token(http: &reqwest::Client, base: &str, email: &str) -> 
 async fn customer_key(http: &reqwest::Client, base: &str, index: u64) -> Res<String> {
     let email = format!("bench{index}@example.in");
     let email = email.as_str();
-    let pan = format!("BNCPE{:04}H", 1000 + index);
-    let aadhaar = (0..10)
-        .map(|digit| format!("{}{digit}", 23_456_789_010 + index))
-        .find(|candidate| shared::kyc::documents::verhoeff_valid(candidate))
-        .ok_or("no Aadhaar check digit")?;
+    // The KYC stand-in verifies a PAN whose last serial digit is 0-3.
+    let pan = format!("BNCPE{:03}{}H", 100 + index / 4, index % 4);
     post(http, &format!("{base}/v1/auth/signup"), None, &json!({"email": email, "password": "correct horse battery", "full_name": "Bench", "date_of_birth": "1990-01-01", "accepted_terms_version": shared::config::DEFAULT_POLICY_VERSION})).await?;
     let token = post(
         http,
@@ -322,13 +319,12 @@ async fn customer_key(http: &reqwest::Client, base: &str, index: u64) -> Res<Str
         .to_owned();
     let link = verification_token(http, base, email).await?;
     post(http, &format!("{base}/v1/auth/verify-email"), None, &json!({ "token": link })).await?;
-    post(
-        http,
-        &format!("{base}/v1/kyc"),
-        Some(&token),
-        &json!({"pan": pan, "aadhaar": aadhaar, "name_on_pan": "Bench"}),
-    )
-    .await?;
+    post(http, &format!("{base}/v1/kyc"), Some(&token), &json!({"pan": pan, "name_on_pan": "Bench", "consent": true}))
+        .await?;
+    let started = post(http, &format!("{base}/v1/kyc/digilocker"), Some(&token), &json!({})).await?;
+    let url = started["url"].as_str().ok_or("no DigiLocker url")?;
+    let back = dev_server::kyc_standin::submit_defaults(http, url, true).await.map_err(|e| e.to_string())?;
+    http.get(back).send().await?;
     let topup =
         post(http, &format!("{base}/v1/wallet/topups"), Some(&token), &json!({"amount_paise": 50_000_000})).await?;
     post(

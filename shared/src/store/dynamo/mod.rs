@@ -383,6 +383,31 @@ impl ItemStore for DynamoStore {
         Ok(Page { items, next })
     }
 
+    async fn scan(&self, table: Table, limit: u32, after: Option<(String, String)>) -> StoreResult<super::ScanPage> {
+        let mut expr = Expr::default();
+        let live = expr.live(self.clock.now_epoch());
+        let filter = live.strip_prefix('(').and_then(|f| f.strip_suffix(')')).unwrap_or(&live).to_owned();
+        let out = self
+            .client
+            .scan()
+            .table_name(self.table(table))
+            .filter_expression(filter)
+            .set_expression_attribute_names(expr.names())
+            .set_expression_attribute_values(expr.values())
+            .limit(limit.clamp(1, 1000) as i32)
+            .set_exclusive_start_key(after.map(|(pk, sk)| key(&pk, &sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        let items = out.items.unwrap_or_default().into_iter().map(decode).collect::<StoreResult<Vec<_>>>()?;
+        let next = out.last_evaluated_key.and_then(|mut k| match (k.remove(PK), k.remove(SK)) {
+            (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => Some((pk, sk)),
+            _ => None,
+        });
+        Ok(super::ScanPage { items, next })
+    }
+
     async fn transact(&self, ops: Vec<WriteOp>) -> StoreResult<()> {
         super::ensure_distinct_items(&ops)?;
         let mut attempt = 0;

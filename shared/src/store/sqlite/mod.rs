@@ -301,6 +301,30 @@ impl ItemStore for SqliteStore {
         .await
     }
 
+    async fn scan(&self, table: Table, limit: u32, after: Option<(String, String)>) -> StoreResult<super::ScanPage> {
+        self.with_conn(move |conn, now| {
+            let sql = format!(
+                "SELECT pk, sk, attrs, expires_at FROM {} WHERE (?1 IS NULL OR (pk, sk) > (?1, ?2))
+                 AND (expires_at IS NULL OR expires_at > ?3) ORDER BY pk, sk LIMIT ?4",
+                sql_table(table)
+            );
+            let (after_pk, after_sk) = after.map_or((None, None), |(pk, sk)| (Some(pk), Some(sk)));
+            let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+            let mut rows = stmt.query(params![after_pk, after_sk, now, i64::from(limit.max(1))]).map_err(backend)?;
+            let mut items = Vec::new();
+            while let Some(row) = rows.next().map_err(backend)? {
+                let (pk, sk, attrs): (String, String, String) =
+                    (row.get(0).map_err(backend)?, row.get(1).map_err(backend)?, row.get(2).map_err(backend)?);
+                let expires_at: Option<i64> = row.get(3).map_err(backend)?;
+                items.push(decode(pk, sk, &attrs, expires_at)?);
+            }
+            let full = items.len() as u32 >= limit.max(1);
+            let next = if full { items.last().map(|i: &Item| (i.pk.clone(), i.sk.clone())) } else { None };
+            Ok(super::ScanPage { items, next })
+        })
+        .await
+    }
+
     async fn transact(&self, ops: Vec<WriteOp>) -> StoreResult<()> {
         super::ensure_distinct_items(&ops)?;
         self.with_write(move |conn, now| {
