@@ -291,6 +291,18 @@ async fn a_business_verifies_with_its_gstin_and_the_pan_inside(backend: Backend)
     let decide = api.http.post(api.url(&format!("/v1/admin/kyc/{firm}/decision"))).bearer_auth("operator-secret");
     decide.json(&json!({"decision": "approve"})).send().await?.error_for_status()?;
     assert_eq!(api.kyc_status(&token).await?["status"], "verified");
+    // A partner acting for another firm gives their own PAN (checked with their date of birth): a person
+    // decides too; a business PAN that is not the one inside the GSTIN is refused.
+    let (_, partner) = api.signed_in("partner@example.in").await?;
+    let acting =
+        json!({"gstin": gstin("27AAQFU0931F1Z"), "pan": "ABCPE1232F", "name_on_pan": "Asha Rao", "consent": true});
+    let kyc: Value = api.submit_kyc_body(&partner, &acting).await?.error_for_status()?.json().await?;
+    assert_eq!((kyc["status"].clone(), kyc["pan_status"].clone()), (json!("in_review"), json!("passed")), "{kyc}");
+    assert_eq!(api.kyc.calls("pan-lite"), 2, "the partner's date of birth was matched");
+    let foreign =
+        json!({"gstin": gstin("27AAQFU0931F1Z"), "pan": "AAPFU0931F", "name_on_pan": "Asha Rao", "consent": true});
+    let refused = api.submit_kyc_body(&partner, &foreign).await?;
+    expect_error(refused, StatusCode::BAD_REQUEST, "invalid_gstin", Some("gstin")).await?;
     let digilocker = api.start_digilocker(&token).await?;
     expect_error(digilocker, StatusCode::CONFLICT, "kyc_already_verified", None).await?;
 

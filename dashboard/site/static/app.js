@@ -716,7 +716,9 @@ function gstinProblem(raw, business, form) {
   if (!/^[0-9]{2}[A-Z]{5}[0-9]{4}[A-Z][1-9A-Z]Z[0-9A-Z]$/.test(gstin)) return "A GSTIN is 15 characters: state code, PAN, entity number, Z, check character.";
   if (gstinCheckChar(gstin) !== gstin[14]) return "This GSTIN's check character does not match: please check it.";
   const pan = normalisePan(form.elements.pan.value);
-  if (pan && gstin.slice(2, 12) !== pan) return "Characters 3 to 12 of the GSTIN must be the PAN below.";
+  if (pan && pan[3] !== "P" && gstin.slice(2, 12) !== pan) {
+    return "A business's own PAN must be the one inside the GSTIN (characters 3 to 12); if you act for it, give your own PAN.";
+  }
   return "";
 }
 

@@ -73,6 +73,10 @@ pub struct GstinStep {
     pub status: StepStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<GstinAnswer>,
+    /// The PAN checked is an individual's and the one inside the GSTIN: a proprietor, tied to the business
+    /// by their own PAN (name and date of birth matched).
+    #[serde(default)]
+    pub proprietor: bool,
 }
 
 impl GstinStep {
@@ -171,11 +175,11 @@ pub fn judge_aadhaar(
     if names_agree { Judgement::passed() } else { Judgement { status: StepStatus::InReview, reason: None } }
 }
 
-/// A business whose PAN is not an individual's (a company's, a firm's): its GSTIN, legal name and PAN are
-/// public, and nothing checked ties the customer to it, so a person decides (a proprietor's own PAN carries
-/// their date of birth, which was matched).
+/// A business the customer is not shown to be: its GSTIN, legal name and own PAN are public, and a person's
+/// PAN proves who they are, not that they act for it; so a person decides, unless the customer is its
+/// proprietor (their own PAN, name and date of birth matched, is the one inside the GSTIN).
 fn acts_for_an_entity(record: &KycRecord) -> bool {
-    record.holder == Holder::Business && record.pan_masked.as_bytes().get(3) != Some(&b'P')
+    record.holder == Holder::Business && !record.gstin.as_ref().is_some_and(|g| g.proprietor)
 }
 
 /// The overall status the steps add up to. A failed step rejects; a step waiting for the provider keeps it

@@ -78,11 +78,13 @@ fn check(request: &SubmitRequest) -> ApiResult<Checked> {
     };
     let gstin = Gstin::parse(raw_gstin)?;
     let pan = Pan::parse_any_holder(&request.pan)?;
-    if gstin.pan() != pan.as_str() {
+    // The PAN is the business's own (then it must be the one inside the GSTIN) or that of the person
+    // acting for it (a proprietor's is the one inside; a director's or a partner's is their own).
+    if !pan.is_individual() && gstin.pan() != pan.as_str() {
         return Err(ApiError::invalid(
             ErrorCode::InvalidGstin,
             "gstin",
-            "the PAN inside the gstin (its characters 3 to 12) must be the pan given",
+            "a business's own PAN must be the one inside the gstin (its characters 3 to 12); a person acting for it gives their own PAN",
         ));
     }
     Ok(Checked { holder: Holder::Business, pan, gstin: Some(gstin), name_on_pan })
@@ -165,7 +167,7 @@ async fn store_and_check(
     let now = ctx.ports.now();
     let fingerprinter = ctx.keys.fingerprinter()?;
     let pan_fingerprint = fingerprinter.fingerprint("pan", checked.pan.as_str()).await?;
-    let gstin = gstin_step(fingerprinter, checked.gstin.as_ref()).await?;
+    let gstin = gstin_step(fingerprinter, checked.gstin.as_ref(), &checked.pan).await?;
     let (pan_ref, sealed) = seal_pan(ctx, &account.id, &checked.pan, now).await?;
     let record = KycRecord {
         user_id: account.id.clone(),
@@ -209,13 +211,18 @@ async fn store_and_check(
 }
 
 /// The GSTIN step of a business's submission, waiting for the provider.
-async fn gstin_step(fingerprinter: &vault::Fingerprinter, gstin: Option<&Gstin>) -> ApiResult<Option<GstinStep>> {
+async fn gstin_step(
+    fingerprinter: &vault::Fingerprinter,
+    gstin: Option<&Gstin>,
+    pan: &Pan,
+) -> ApiResult<Option<GstinStep>> {
     let Some(gstin) = gstin else { return Ok(None) };
     Ok(Some(GstinStep {
         gstin: gstin.as_str().to_owned(),
         fingerprint: fingerprinter.fingerprint("gstin", gstin.as_str()).await?,
         status: StepStatus::Pending,
         answer: None,
+        proprietor: pan.is_individual() && gstin.pan() == pan.as_str(),
     }))
 }
 
