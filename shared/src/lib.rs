@@ -29,6 +29,7 @@ pub mod account_limits;
 pub mod accounts;
 pub mod alerts;
 pub mod auth;
+pub mod billing;
 pub mod catalog;
 pub mod inference;
 pub mod keys;

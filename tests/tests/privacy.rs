@@ -477,6 +477,9 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
     chat(&api, created["key"].as_str().ok_or("key")?).await?.error_for_status()?;
     requested_export(&api, &token).await?;
     patch_account(&api, &token, json!({ "full_name": "Classes" })).await?.error_for_status()?;
+    let billing = json!({ "billing_name": "Classes", "address": "1 MG Road", "state_code": "29", "pin": "560001" });
+    let put = api.http.put(api.url("/v1/account/billing-profile")).bearer_auth(&token).json(&billing);
+    put.send().await?.error_for_status()?;
 
     let config = &api.state.config;
     let now = api.clock.now();
@@ -531,6 +534,8 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
         ItemClass::SpendLimit,
         ItemClass::SpendWindow,
         ItemClass::KeySpendTotal,
+        ItemClass::KycConsent,
+        ItemClass::BillingProfile,
     ];
     for class in written {
         assert!(seen.contains(&class), "the flows wrote no {class:?}");

@@ -21,6 +21,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/wallet/transactions", get(transactions))
         .route("/v1/wallet/spend-alerts", get(spend_alerts))
         .route("/v1/limits", get(limits).patch(change_limits))
+        .route("/v1/account/billing-profile", get(billing_profile).put(put_billing_profile))
         .route("/v1/admin/accounts/{user_id}/limits", put(set_ceiling))
         .route("/v1/wallet/topups", post(create_topup))
         .route("/v1/wallet/topups/{topup_id}/verify", post(verify))
@@ -30,6 +31,30 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/payment-reviews/{review_id}/handled", post(mark_review_handled))
         .route("/v1/admin/disputes", get(disputes))
         .route("/v1/admin/disputes/{dispute_id}/handled", post(mark_dispute_handled))
+}
+
+/// The name, address and state tax documents are issued to (404 `billing_profile_not_found` until set).
+async fn billing_profile(
+    State(state): State<AppState>,
+    session: Session,
+) -> ApiResult<Json<shared::billing::BillingProfileView>> {
+    let profile = shared::billing::profile(state.store(), &session.user_id).await?.ok_or_else(|| {
+        shared::error::ApiError::NotFound {
+            code: shared::error::ErrorCode::BillingProfileNotFound,
+            message: "no billing profile yet: set one with PUT /v1/account/billing-profile".into(),
+        }
+    })?;
+    Ok(Json(shared::billing::BillingProfileView::from(&profile)))
+}
+
+async fn put_billing_profile(
+    State(state): State<AppState>,
+    session: Session,
+    JsonBody(request): JsonBody<shared::billing::BillingProfileRequest>,
+) -> ApiResult<Json<shared::billing::BillingProfileView>> {
+    let profile = shared::billing::put_profile(state.store(), &session.user_id, request, state.clock().now()).await?;
+    tracing::info!(user_id = %session.user_id, state_code = %profile.state_code, "billing profile set");
+    Ok(Json(shared::billing::BillingProfileView::from(&profile)))
 }
 
 pub fn app(state: AppState) -> Router {

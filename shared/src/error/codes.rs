@@ -40,7 +40,9 @@ catalogue! {
     ConsentRequired = "consent_required", BAD_REQUEST;
     InvalidGstin = "invalid_gstin", BAD_REQUEST;
     InvalidAllowedModels = "invalid_allowed_models", BAD_REQUEST;
+    InvalidAddress = "invalid_address", BAD_REQUEST;
     InvalidAmount = "invalid_amount", BAD_REQUEST;
+    InvalidBillingName = "invalid_billing_name", BAD_REQUEST;
     InvalidRateLimits = "invalid_rate_limits", BAD_REQUEST;
     InvalidSpendLimits = "invalid_spend_limits", BAD_REQUEST;
     RequestExceedsRateLimit = "request_exceeds_rate_limit", BAD_REQUEST;
@@ -60,11 +62,13 @@ catalogue! {
     InvalidNote = "invalid_note", BAD_REQUEST;
     InvalidPan = "invalid_pan", BAD_REQUEST;
     InvalidParameter = "invalid_parameter", BAD_REQUEST;
+    InvalidPin = "invalid_pin", BAD_REQUEST;
     InvalidPrompt = "invalid_prompt", BAD_REQUEST;
     InvalidQuery = "invalid_query", BAD_REQUEST;
     InvalidReason = "invalid_reason", BAD_REQUEST;
     InvalidReference = "invalid_reference", BAD_REQUEST;
     InvalidSignature = "invalid_signature", BAD_REQUEST;
+    InvalidStateCode = "invalid_state_code", BAD_REQUEST;
     InvalidThreshold = "invalid_threshold", BAD_REQUEST;
     InvalidTime = "invalid_time", BAD_REQUEST;
     InvalidToken = "invalid_token", BAD_REQUEST;
@@ -106,6 +110,7 @@ catalogue! {
     TopupNotFound = "topup_not_found", NOT_FOUND;
     UnsupportedEndpoint = "unsupported_endpoint", NOT_FOUND;
     AccountNotFound = "account_not_found", NOT_FOUND;
+    BillingProfileNotFound = "billing_profile_not_found", NOT_FOUND;
     AccountChanged = "account_changed", CONFLICT;
     AccountClosed = "account_closed", CONFLICT;
     DisputeHandled = "dispute_handled", CONFLICT;

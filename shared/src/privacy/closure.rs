@@ -201,7 +201,9 @@ pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()
     // Each owner puts its own items in order (the closing transaction is at DynamoDB Local's size limit).
     crate::auth::after_closure(store, user_id).await?;
     kyc::after_closure(store, user_id).await?;
-    store.transact(vec![crate::account_limits::erase_account_limits(user_id)]).await?;
+    store
+        .transact(vec![crate::account_limits::erase_account_limits(user_id), crate::billing::erase_at_closure(user_id)])
+        .await?;
     let wallet_until = retention.expiry(ItemClass::Wallet, closed_at).unwrap_or(i64::MAX);
     wallet::after_closure(&ctx.ports, user_id, wallet_until).await?;
     let account_until = retention.expiry(ItemClass::Account, closed_at).unwrap_or(i64::MAX);

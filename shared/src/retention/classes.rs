@@ -64,6 +64,7 @@ pub enum ItemClass {
     SpendWindow,
     KeySpendTotal,
     SpendLimit,
+    BillingProfile,
     SpendAlert,
     InFlightSlot,
 }
@@ -117,6 +118,8 @@ impl ItemClass {
             KeySpendTotal => Rule::KeyExpiry,
             // A setting of the account's: nothing requires keeping it after closure.
             SpendLimit => Rule::ErasedAtClosure,
+            // Each tax document keeps the profile it was issued under; the profile itself goes at closure.
+            BillingProfile => Rule::ErasedAtClosure,
             SpendAlert => Rule::Lifetime(SPEND_ALERT_LIFETIME),
             // Deleted when its call ends; a dead call's frees itself when no call can still be running.
             InFlightSlot => Rule::Lifetime(IN_FLIGHT_SLOT_LIFETIME),
@@ -133,6 +136,7 @@ impl ItemClass {
             (kind::USER, fixed::PROFILE) => Account,
             (kind::USER, fixed::KYC) => KycRecord,
             (kind::USER, fixed::WALLET) => Wallet,
+            (kind::USER, fixed::BILLING) => BillingProfile,
             (kind::USER, sk) => Self::of_user_item(sk)?,
             (kind::EMAIL, fixed::EMAIL) => EmailClaim,
             (kind::SESSION, fixed::SESSION) => Session,

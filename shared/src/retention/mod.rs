@@ -124,6 +124,7 @@ impl Retention {
                 "PAN (encrypted), name on PAN, GSTIN and legal name, the KYC provider's answers, the last four digits of the Aadhaar and DigiLocker's reference (never the Aadhaar number), consent records of each check, verification decisions",
                 format!("{} after account closure", r(Span::Kyc)),
             ),
+            billing_window(),
             PublishedWindow::new(
                 "payments",
                 "top-ups, Razorpay payments and refunds, wallet ledger, raw webhook payloads",
@@ -165,6 +166,12 @@ impl Retention {
             PublishedWindow::new("data_exports", "the files produced by data export requests", r(Span::Exports)),
         ]
     }
+}
+
+/// The billing profile's window: it lives with the account (tax documents keep their own copy).
+fn billing_window() -> PublishedWindow {
+    let data = "billing name, address, state, PIN code and a business's verified GSTIN";
+    PublishedWindow::new("billing_profile", data, "while the account is open; erased at closure".into())
 }
 
 fn plural(n: u32, unit: &str) -> String {

@@ -24,6 +24,7 @@ pub const OWNERS: &[(&str, &[&str])] = &[
     ("sk::DISPUTE", &["wallet"]),
     ("sk::CURSOR", &["wallet", "kyc"]),
     ("sk::ATTEMPT", &["kyc"]),
+    ("sk::BILLING", &["billing"]),
     ("sk::TOTAL", &["spend"]),
     ("sk::LIMIT", &["account_limits"]),
     ("sk::TOKEN", &["links", "notifications"]),

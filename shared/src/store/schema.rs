@@ -4,7 +4,7 @@
 //! a key literal appears in any other source file.
 //!
 //! Main table, by partition (`pk` / `sk`):
-//! - `USER#<id>` / `PROFILE`, `KYC`, `WALLET`, and the prefixed sort keys `CONSENT#`, `SESSION#`, `LOGIN#`,
+//! - `USER#<id>` / `PROFILE`, `KYC`, `WALLET`, `BILLING`, and the prefixed sort keys `CONSENT#`, `SESSION#`, `LOGIN#`,
 //!   `KYCDECISION#`, `LEDGER#`, `TOPUP#`, `APIKEYSLOT#`, `USAGE#`, `KYCCONSENT#`, `PRIVACYREQ#`, `EXPORT#`, `CLOSUREREFUND#`,
 //!   `PAYMENT#`, `CALLBEAT#` (a running call's last sign of life),
 //!   `PURSE#` (an instance's purse of the account's money), `SPENDALERT#` (a spend limit's alert).
@@ -85,6 +85,7 @@ pub mod sk {
     pub const WINDOW: &str = "WINDOW";
     pub const CLAIM: &str = "CLAIM";
     pub const ATTEMPT: &str = "ATTEMPT";
+    pub const BILLING: &str = "BILLING";
     pub const TOPUP: &str = "TOPUP";
     pub const ORDER: &str = "ORDER";
     pub const CREDIT: &str = "CREDIT";
