@@ -55,13 +55,9 @@ async fn digilocker(
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Json<DigilockerStart>> {
     let origin = match &state.edge_secret {
-        Some(secret) => shared::http::viewer_origin(&headers, secret.current().await.expose()).ok_or_else(|| {
-            shared::error::ApiError::Conflict {
-                code: shared::error::ErrorCode::KycStepNotReady,
-                message: "start DigiLocker from the dashboard, which it sends you back to".into(),
-                param: None,
-            }
-        })?,
+        Some(secret) => {
+            shared::http::viewer_origin(&headers, secret.current().await.expose()).ok_or_else(kyc::origin_unproven)?
+        }
         None => state.config.public_url.clone(),
     };
     let url = kyc::start_digilocker(&state.kyc()?, &session.user_id, &origin).await?;

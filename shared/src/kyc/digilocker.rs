@@ -11,8 +11,8 @@ use super::documents::masked_aadhaar;
 use super::provider::{AadhaarDetails, DigilockerOutcome};
 use super::steps::{StepStatus, judge_aadhaar, same_name};
 use super::store::{DigilockerSession, KycStore, RecordWrite, WriteConflict};
-use super::submit::{already_verified, open_account, save_after_answer, settle};
-use super::{KycContext, KycRecord, MAX_DIGILOCKER_SESSIONS, SUBMISSION_WINDOW_DAYS};
+use super::submit::{already_verified, save_after_answer, settle};
+use super::{KycContext, KycRecord, MAX_DIGILOCKER_SESSIONS, SUBMISSION_WINDOW_DAYS, open_account};
 use crate::accounts::{AccountStore, KycStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::secrets::random_suffix;
@@ -28,6 +28,11 @@ const SHARE_AGAIN: &str =
 
 fn not_ready(message: &str) -> ApiError {
     ApiError::Conflict { code: ErrorCode::KycStepNotReady, message: message.to_owned(), param: None }
+}
+
+/// The answer to a DigiLocker start whose origin (where the customer comes back to) is not proven.
+pub fn origin_unproven() -> ApiError {
+    not_ready("start DigiLocker from the dashboard, which it sends you back to")
 }
 
 /// `POST /v1/kyc/digilocker`: opens a DigiLocker session for the account's submission and returns the

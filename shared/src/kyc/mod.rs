@@ -48,7 +48,7 @@ pub mod steps;
 mod store;
 mod submit;
 pub use consent::{ConsentRecord, consents};
-pub use digilocker::{DIGILOCKER_RETURN_PATH, complete_digilocker, start_digilocker};
+pub use digilocker::{DIGILOCKER_RETURN_PATH, complete_digilocker, origin_unproven, start_digilocker};
 pub use operators::{QueuedSubmission, Reveal, decide, queue, reveal, reveal_for_operator};
 pub use provider::KycProvider;
 pub use retry::{RetryReport, retry_pending_checks};
@@ -309,15 +309,24 @@ pub fn adult_on(born: NaiveDate, on: NaiveDate) -> bool {
     born.checked_add_months(chrono::Months::new(18 * 12)).is_some_and(|eighteen| eighteen <= on)
 }
 
+/// The account, if it is open and its e-mail address is verified (else 401 `invalid_session` for a closed one,
+/// 403 `email_not_verified`): identity goes only on a proven address (an account squatting someone's address
+/// cannot attach its KYC for the address's owner to inherit), and so do payments and keys.
+pub(crate) async fn open_account<S: AccountStore + ?Sized>(
+    store: &S,
+    user_id: &str,
+) -> ApiResult<crate::accounts::Account> {
+    let account = store.account(user_id).await?.filter(|a| a.status == crate::accounts::AccountStatus::Active);
+    let account =
+        account.ok_or_else(|| ApiError::unauthenticated(ErrorCode::InvalidSession, "the account is closed"))?;
+    crate::verification::require_verified_email(&account)?;
+    Ok(account)
+}
+
 /// The gate of top-ups and API keys: passes only for accounts whose e-mail address is verified (else 403
 /// `email_not_verified`, the first step) and whose KYC is verified (else 403 `kyc_required` naming the status).
 pub async fn require_verified<S: AccountStore + ?Sized>(store: &S, user_id: &str) -> ApiResult<()> {
-    let account = store.account(user_id).await?.filter(|a| a.status == crate::accounts::AccountStatus::Active);
-    let Some(account) = account else {
-        return Err(ApiError::unauthenticated(ErrorCode::InvalidSession, "the account is closed"));
-    };
-    crate::verification::require_verified_email(&account)?;
-    let status = account.kyc_status;
+    let status = open_account(store, user_id).await?.kyc_status;
     if status == KycStatus::Verified {
         return Ok(());
     }

@@ -11,9 +11,10 @@ use super::provider::{PanQuery, ProviderError};
 use super::steps::{self, GstinStep, Holder, Judgement, PanStep, StepStatus, judge_gstin, judge_pan};
 use super::store::{KycStore, RecordWrite, WriteConflict, claimed_elsewhere, held_claims};
 use super::{
-    DocumentKind, KycContext, KycRecord, MAX_NAME_CHARS, MAX_SUBMISSIONS, SUBMISSION_WINDOW_DAYS, VaultEntry, vault,
+    DocumentKind, KycContext, KycRecord, MAX_NAME_CHARS, MAX_SUBMISSIONS, SUBMISSION_WINDOW_DAYS, VaultEntry,
+    open_account, vault,
 };
-use crate::accounts::{Account, AccountStore, KycStatus};
+use crate::accounts::{Account, KycStatus};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::secrets::random_suffix;
 use crate::store::schema::kyc_submissions_pk as submissions_pk;
@@ -102,16 +103,6 @@ pub(super) fn already_verified() -> ApiError {
 /// backs another account reads exactly like a name that does not match ([`steps::NOT_MATCHING`]).
 pub(super) fn not_verifiable(reason: &str) -> ApiError {
     ApiError::Conflict { code: ErrorCode::KycNotVerifiable, message: reason.to_owned(), param: None }
-}
-
-/// The account, if it is open and its e-mail address is verified: identity goes only on a proven address
-/// (an account squatting someone's address cannot attach its KYC for the address's owner to inherit).
-pub(super) async fn open_account(store: &dyn crate::store::ItemStore, user_id: &str) -> ApiResult<Account> {
-    let account = store.account(user_id).await?.filter(|a| a.status == crate::accounts::AccountStatus::Active);
-    let account =
-        account.ok_or_else(|| ApiError::unauthenticated(ErrorCode::InvalidSession, "the account is closed"))?;
-    crate::verification::require_verified_email(&account)?;
-    Ok(account)
 }
 
 /// Validates and stores a submission, then asks the provider. At most [`MAX_SUBMISSIONS`] per account in
