@@ -31,7 +31,7 @@ mod stores;
 pub use kyc::valid_pan;
 
 use logs::capture_logs;
-pub use logs::captured_logs;
+pub use logs::{captured_logs, mentions};
 pub use mail::Mail;
 pub use stores::{CountingStore, Fault, FaultyStore, Gate, GatedStore};
 

@@ -39,3 +39,11 @@ pub(super) fn capture_logs() {
 pub fn captured_logs() -> String {
     LOGS.get().and_then(|b| b.lock().ok().map(|l| String::from_utf8_lossy(&l).into_owned())).unwrap_or_default()
 }
+
+/// Whether `text` holds `token` as a whole word: not inside a longer run of letters or digits, so that a
+/// six-digit PIN is not "found" inside a timestamp or a random identifier the logs happen to hold.
+pub fn mentions(text: &str, token: &str) -> bool {
+    let is_word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    text.match_indices(token)
+        .any(|(at, _)| !is_word(text[..at].chars().next_back()) && !is_word(text[at + token.len()..].chars().next()))
+}
