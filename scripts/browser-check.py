@@ -377,15 +377,30 @@ def main():
         browser.wait("#topup-form")
         browser.type("#topup-form [name=amount_rupees]", "500")
         browser.click("#topup-form button[type=submit]")
+        browser.wait_until("the refusal", lambda: "billing profile" in (browser.text("#flash") or ""))
+        check("a top-up without billing details asks for them first", True)
+        # The billing details every tax document is issued to: Karnataka, the supplier's state (CGST + SGST).
+        browser.type("#billing-form [name=billing_name]", "Asha Rao")
+        browser.type("#billing-form [name=address]", "12 MG Road, Bengaluru")
+        browser.js("const s = document.querySelector('#billing-form [name=state_code]'); s.value = '29';")
+        browser.type("#billing-form [name=pin]", "560001")
+        browser.click("#billing-form button[type=submit]")
+        browser.wait_until("the billing details", lambda: "Karnataka" in (browser.text("#flash") or ""))
+        check("the billing details are saved", True)
+        browser.click("#topup-form button[type=submit]")
         browser.wait("#standin-captured")
-        check("the top-up opens the stand-in's checkout for ₹500.00",
-              (browser.text("#standin-amount") or "").strip() == "₹500.00", repr(browser.text("#standin-amount")))
+        check("the top-up opens the stand-in's checkout for ₹590.00 (₹500 and 18% GST)",
+              (browser.text("#standin-amount") or "").strip() == "₹590.00", repr(browser.text("#standin-amount")))
         browser.screenshot("checkout-standin.png")
         browser.click("#standin-captured")
         browser.wait_until("the credit", lambda: "500" in (browser.text("#wallet-balance") or ""))
         balance = browser.text("#wallet-balance")
         check("after paying, the balance shows ₹500.00", "₹500.00" in (balance or ""), repr(balance))
         check("the ledger lists the credit", "500" in (browser.text("#ledger") or ""))
+        browser.wait_until("the receipt voucher", lambda: "Receipt voucher" in (browser.text("#tax-documents") or ""))
+        check("the tax documents list the payment's receipt voucher for ₹590.00",
+              "₹590.00" in (browser.text("#tax-documents") or "") and "RV/" in (browser.text("#tax-documents") or ""),
+              repr(browser.text("#tax-documents")))
         check("the payment fields are gone from the address bar", "razorpay_signature" not in browser.url())
         # The account's monthly spend limit.
         browser.type("#spend-limit-form [name=monthly_limit_rupees]", "50")

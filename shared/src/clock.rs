@@ -12,6 +12,43 @@ pub trait Clock: Send + Sync {
     }
 }
 
+/// India Standard Time's offset from UTC: India keeps no daylight saving.
+pub const IST_OFFSET: Duration = Duration::minutes(330);
+
+/// An Indian financial year (1 April to 31 March, IST), named by the calendar year it starts in: the year
+/// GST returns, document series and tax-record retention count in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FinancialYear(pub i32);
+
+impl FinancialYear {
+    pub fn of(at: DateTime<Utc>) -> Self {
+        use chrono::Datelike;
+        let ist = at + IST_OFFSET;
+        Self(if ist.month() >= 4 { ist.year() } else { ist.year() - 1 })
+    }
+
+    /// When financial year `start` begins: 1 April, 00:00 IST.
+    fn begins(start: i32) -> DateTime<Utc> {
+        let date = chrono::NaiveDate::from_ymd_opt(start, 4, 1).unwrap_or(chrono::NaiveDate::MAX);
+        date.and_time(chrono::NaiveTime::MIN).and_utc() - IST_OFFSET
+    }
+
+    /// The end of the `years`-th financial year after this one (tax records are kept to then).
+    pub fn after(self, years: u32) -> DateTime<Utc> {
+        Self::begins(self.0.saturating_add(1).saturating_add(i32::try_from(years).unwrap_or(i32::MAX - 1)))
+    }
+
+    /// "2026-27", as GST returns name it.
+    pub fn label(self) -> String {
+        format!("{}-{:02}", self.0, (self.0 + 1).rem_euclid(100))
+    }
+
+    /// "2627", as a document number carries it.
+    pub fn short(self) -> String {
+        format!("{:02}{:02}", self.0.rem_euclid(100), (self.0 + 1).rem_euclid(100))
+    }
+}
+
 /// The real wall clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;

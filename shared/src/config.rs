@@ -56,6 +56,78 @@ pub struct Config {
     /// operators set its own (absent or 0: no limit; the template sets a share of the inference function's
     /// reserved concurrency).
     pub calls_in_flight_per_account: Option<u64>,
+    /// `INFEREX_SUPPLIER_*`: who we are on every tax document; absent until configured (functions that issue
+    /// documents refuse to start without it; `make run` uses [`Supplier::sample`]).
+    pub supplier: Option<Supplier>,
+}
+
+/// Our side as the supplier on tax documents (CGST Rules 46, 50, 51: the supplier's name, address and GSTIN),
+/// configured per deploy. Public facts, not secrets.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Supplier {
+    /// `INFEREX_SUPPLIER_LEGAL_NAME`: the legal name as registered with GSTN.
+    pub legal_name: String,
+    /// `INFEREX_SUPPLIER_GSTIN`: the GSTIN of the registration that supplies the service.
+    pub gstin: String,
+    /// `INFEREX_SUPPLIER_ADDRESS`: the principal place of business of that registration.
+    pub address: String,
+    /// The two-digit state code, the GSTIN's first two digits: a customer billed in it pays CGST + SGST,
+    /// anyone else IGST.
+    pub state_code: String,
+    /// `INFEREX_SUPPLIER_SIGNATORY`: the signature line (rules 46(q), 50(k): signature or digital signature
+    /// of the supplier or its authorised representative).
+    pub signatory: String,
+}
+
+impl Supplier {
+    /// `make run`'s supplier: a company registered in Karnataka (state code 29).
+    pub fn sample() -> Self {
+        Self {
+            legal_name: "InferexAI Technologies Private Limited".into(),
+            gstin: "29AAICI1234F1ZQ".into(),
+            address: "4th Floor, 100 Feet Road, Indiranagar, Bengaluru, Karnataka 560038".into(),
+            state_code: "29".into(),
+            signatory: "Authorised Signatory, InferexAI Technologies Private Limited".into(),
+        }
+    }
+
+    /// All four variables, or none (then `None`); a GSTIN that is not 15 capital letters and digits is refused
+    /// here, its check character where the functions start (`AppState::require`).
+    fn from_env() -> Result<Option<Self>, ConfigError> {
+        let names = [
+            "INFEREX_SUPPLIER_LEGAL_NAME",
+            "INFEREX_SUPPLIER_GSTIN",
+            "INFEREX_SUPPLIER_ADDRESS",
+            "INFEREX_SUPPLIER_SIGNATORY",
+        ];
+        let mut values = Vec::new();
+        for name in names {
+            values.push(var::<String>(name)?.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()));
+        }
+        if values.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let mut given = Vec::new();
+        for (name, value) in names.iter().zip(values) {
+            given.push(value.ok_or_else(|| ConfigError {
+                name: (*name).to_owned(),
+                reason: "the supplier is configured by all of INFEREX_SUPPLIER_LEGAL_NAME, _GSTIN, _ADDRESS and _SIGNATORY".into(),
+            })?);
+        }
+        let [legal_name, gstin, address, signatory]: [String; 4] = given.try_into().map_err(|_| ConfigError {
+            name: "INFEREX_SUPPLIER_GSTIN".into(),
+            reason: "unreadable supplier configuration".into(),
+        })?;
+        let gstin = gstin.to_ascii_uppercase();
+        if gstin.len() != 15 || !gstin.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
+            return Err(ConfigError {
+                name: "INFEREX_SUPPLIER_GSTIN".into(),
+                reason: "must be a 15-character GSTIN".into(),
+            });
+        }
+        let state_code = gstin[..2].to_owned();
+        Ok(Some(Self { legal_name, gstin, address, state_code, signatory }))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +170,7 @@ impl Default for Config {
             public_url: "http://127.0.0.1:8080".to_owned(),
             mail_from: "InferexAI <no-reply@inferexai.in>".to_owned(),
             calls_in_flight_per_account: None,
+            supplier: None,
         }
     }
 }
@@ -151,6 +224,7 @@ impl Config {
             public_url: var::<String>("INFEREX_PUBLIC_URL")?.unwrap_or(defaults.public_url),
             mail_from: var::<String>("INFEREX_MAIL_FROM")?.unwrap_or(defaults.mail_from),
             calls_in_flight_per_account: var::<u64>("INFEREX_CALLS_IN_FLIGHT_PER_ACCOUNT")?.filter(|n| *n > 0),
+            supplier: Supplier::from_env()?,
         })
     }
 }

@@ -31,6 +31,7 @@ pub mod alerts;
 pub mod auth;
 pub mod billing;
 pub mod catalog;
+pub mod gst;
 pub mod inference;
 pub mod keys;
 pub mod kyc;

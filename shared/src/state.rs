@@ -281,6 +281,7 @@ impl AppState {
                 Capability::Gateway => self.gateway.is_some(),
                 Capability::Blobs => self.blobs.is_some(),
                 Capability::EdgeSecret => self.edge_secret.is_some(),
+                Capability::Supplier => self.config.supplier.as_ref().is_some_and(crate::gst::supplier_is_valid),
             };
             if !present {
                 return Err(format!("this function needs {}, which is not configured", need.describe()).into());
@@ -399,6 +400,8 @@ pub enum Capability {
     /// Functions that record the caller's address: without it, every browser behind CloudFront would be
     /// seen as one of CloudFront's own addresses.
     EdgeSecret,
+    /// Functions that issue tax documents: our GSTIN, name and address (`INFEREX_SUPPLIER_*`).
+    Supplier,
 }
 
 impl Capability {
@@ -412,6 +415,7 @@ impl Capability {
             Capability::Gateway => "the model providers' keys (PROVIDER_KEYS_SECRET_ARN)",
             Capability::Blobs => "the blob bucket (INFEREX_BLOB_BUCKET)",
             Capability::EdgeSecret => "CloudFront's edge secret (INFEREX_EDGE_SECRET_ARN)",
+            Capability::Supplier => "the supplier on tax documents (INFEREX_SUPPLIER_*, with a valid GSTIN)",
         }
     }
 }

@@ -138,6 +138,14 @@ pub async fn moto_secret(value: &str) -> Result<String, Box<dyn std::error::Erro
     Ok(created.arn.ok_or("moto returned no ARN")?)
 }
 
+/// `make run`'s supplier as a deployed function's environment names it (`INFEREX_SUPPLIER_*`).
+pub const SUPPLIER_ENV: [(&str, &str); 4] = [
+    ("INFEREX_SUPPLIER_LEGAL_NAME", "InferexAI Technologies Private Limited"),
+    ("INFEREX_SUPPLIER_GSTIN", "29AAICI1234F1ZQ"),
+    ("INFEREX_SUPPLIER_ADDRESS", "4th Floor, 100 Feet Road, Indiranagar, Bengaluru, Karnataka 560038"),
+    ("INFEREX_SUPPLIER_SIGNATORY", "Authorised Signatory"),
+];
+
 /// Starts a function's Lambda binary as a cold start would, with only `vars` (plus fake AWS credentials
 /// pointed at moto) in its environment, and returns whether it exited successfully and what it printed.
 /// Without a Lambda runtime API it can never serve: this is for what happens before that.

@@ -61,6 +61,8 @@ def customer(email, pan, rupees):
     if kyc["status"] != "verified":
         raise AssertionError("KYC not verified: %s" % kyc)
     if rupees:
+        # Every top-up is issued a GST receipt voucher: the account is billed somewhere first.
+        call("PUT", "/v1/account/billing-profile", {"billing_name": "SDK Check", "address": "1 MG Road, Bengaluru", "state_code": "29", "pin": "560001"}, token)
         topup = call("POST", "/v1/wallet/topups", {"amount_paise": rupees * 100}, token)
         call("POST", "/_razorpay/dev/orders/%s/pay" % topup["razorpay_order_id"], {})
     return call("POST", "/v1/keys", {"name": "sdk"}, token)["key"]

@@ -98,7 +98,11 @@ async fn a_closed_accounts_money_goes_back_to_its_payment_and_a_chargeback_takes
     assert_eq!((report.closure_refunds.refunds_asked, report.failed_jobs.len()), (1, 0), "{report:?}");
     let refunds = api.razorpay.refunds_of(&payment.id);
     assert_eq!(refunds.len(), 1, "{refunds:?}");
-    assert_eq!((refunds[0]["amount"].clone(), refunds[0]["status"].clone()), (json!(100_000), json!("pending")));
+    assert_eq!(
+        (refunds[0]["amount"].clone(), refunds[0]["status"].clone()),
+        (json!(118_000), json!("pending")),
+        "the credit and the GST charged on it"
+    );
     assert_eq!(request_of(&api, &user).await?["refunding"], json!(owed), "under way");
     let meanwhile = payout(&api, &user, owed, "UTR-MEANWHILE").await?;
     expect_error(meanwhile, StatusCode::CONFLICT, "payout_not_allowed_yet", None).await?;
@@ -115,7 +119,7 @@ async fn a_closed_accounts_money_goes_back_to_its_payment_and_a_chargeback_takes
 
     // The chargeback of the refunded payment: recorded for a human, no money moves twice.
     for event in ["payment.dispute.created", "payment.dispute.lost"] {
-        let webhook = api.razorpay.dispute_webhook(&payment, "disp_AfterRefund01", event, 100_000);
+        let webhook = api.razorpay.dispute_webhook(&payment, "disp_AfterRefund01", event, 118_000);
         assert_eq!(api.razorpay.deliver(&webhook).await, Some(200), "{event}");
         assert_eq!(closed_wallet(&api, &user).await?, (0, 0), "{event}");
     }
@@ -190,7 +194,7 @@ async fn refunds_refused_for_a_while_or_returned_by_the_bank_are_asked_again(bac
         .filter(|r| r["status"] == "processed")
         .filter_map(|r| r["amount"].as_i64())
         .sum();
-    assert_eq!(sent, 30_000, "exactly what was owed went back, once");
+    assert_eq!(sent, 35_400, "exactly what was owed went back, once, with its GST");
     assert_eq!(closed_wallet(&api, &user).await?, (0, 0));
     Ok(())
 }
@@ -226,7 +230,7 @@ async fn what_razorpay_cannot_refund_is_paid_out_after_the_dispute_window_and_on
 
     // A late chargeback (fraud disputes can come late): the payment was paid out, nothing more moves.
     for event in ["payment.dispute.created", "payment.dispute.lost"] {
-        let webhook = api.razorpay.dispute_webhook(&payment, "disp_LateFraud0001", event, 25_000);
+        let webhook = api.razorpay.dispute_webhook(&payment, "disp_LateFraud0001", event, 29_500);
         assert_eq!(api.razorpay.deliver(&webhook).await, Some(200), "{event}");
         assert_eq!(closed_wallet(&api, &user).await?, (0, 0), "{event}");
     }

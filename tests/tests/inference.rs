@@ -354,7 +354,7 @@ async fn concurrent_requests_never_overspend(backend: Backend) -> TestResult {
     let payment = shared::razorpay::Payment {
         id: payment_id,
         entity: "payment".into(),
-        amount: 10_000,
+        amount: 11_800,
         currency: "INR".into(),
         status: "captured".into(),
         order_id: None,
@@ -363,7 +363,8 @@ async fn concurrent_requests_never_overspend(backend: Backend) -> TestResult {
         created_at: 0,
     };
     api.clock.advance(Duration::seconds(1));
-    api.razorpay.deliver(&api.razorpay.refund_webhook(&payment, 9_970)).await.ok_or("refund")?;
+    // ₹100 of credit came with ₹18 of GST: ₹117.64 refunded takes back ₹99.70 of credit (rounded up).
+    api.razorpay.deliver(&api.razorpay.refund_webhook(&payment, 11_764)).await.ok_or("refund")?;
     let start = ledger_is_consistent(&api, &user).await?;
     assert_eq!(start, 30 * UNITS_PER_RUPEE / 100);
     let mut body = hello("gpt-oss-120b");

@@ -549,7 +549,8 @@ async fn a_dispute_that_leaves_the_account_owing_stops_its_lease(backend: Backen
     let key = api.create_key(&token, "leases").await?;
     let body = chat_body("llama-3.1-8b", json!({ "max_tokens": 64 }));
     make_busy(&api, &key, &user, &body).await?;
-    let dispute = api.razorpay.dispute_webhook(&payment, "disp_OwingLease001", "payment.dispute.created", 100);
+    let dispute =
+        api.razorpay.dispute_webhook(&payment, "disp_OwingLease001", "payment.dispute.created", payment.amount);
     assert_eq!(api.razorpay.deliver(&dispute).await, Some(200));
     assert!(api.state.store.wallet(&user).await?.available < 0, "the account owes");
     // The lease still believes in its reserve: the call it serves is charged, and its settlement stops it.

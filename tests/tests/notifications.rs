@@ -294,9 +294,14 @@ async fn every_credited_top_up_gets_a_receipt(backend: Backend) -> TestResult {
         api.mail_to("payer@example.in").await?.into_iter().filter(|m| m.kind == "payment_receipt").collect();
     assert_eq!(receipts.len(), 1);
     let receipt = &receipts[0];
-    assert_eq!(receipt.subject, "Payment received: ₹500.00");
+    // ₹500 of credit billed in Karnataka: ₹590 paid, with the GST on it and where its receipt voucher is.
+    assert_eq!(receipt.subject, "Payment received: ₹590.00");
     let payment_id = payment.id.as_str();
-    for fact in ["Amount: ₹500.00", &format!("Payment id: {payment_id}"), "IST", "Balance after: ₹500.00"] {
+    let facts =
+        ["Amount paid: ₹590.00", "Credited to your wallet: ₹500.00", "GST on the credit: ₹90.00", "Tax documents"];
+    for fact in
+        facts.iter().copied().chain([format!("Payment id: {payment_id}").as_str(), "IST", "Balance after: ₹500.00"])
+    {
         assert!(receipt.text.contains(fact), "{fact} missing from {}", receipt.text);
     }
     // An unpaid top-up sends nothing.

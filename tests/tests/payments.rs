@@ -34,11 +34,18 @@ on_both_stores!(
     transactions_are_newest_first_and_paginated,
 );
 
+/// What a customer billed in Karnataka (the supplier's state) pays for `credit_paise`: the credit and 18%
+/// GST (CGST 9% + SGST 9%), exact for whole rupees. Refunds and disputes are of this money.
+fn with_gst(credit_paise: i64) -> i64 {
+    credit_paise * 118 / 100
+}
+
 async fn topup(
     api: &TestApi,
     token: &str,
     amount_paise: i64,
 ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+    api.ensure_billing_profile(token).await?;
     let response = api
         .http
         .post(api.url("/v1/wallet/topups"))
@@ -114,6 +121,15 @@ async fn topups_are_gated_validated_and_never_payable_without_an_order(backend: 
         .await?;
     assert_eq!(fractional.status(), StatusCode::BAD_REQUEST, "money is integers only");
 
+    // No billing profile: 409, and no order (the receipt voucher needs someone to be issued to).
+    let no_profile =
+        api.http.post(api.url("/v1/wallet/topups")).bearer_auth(&token).json(&json!({"amount_paise": 50000}));
+    let no_profile = no_profile.send().await?;
+    assert_eq!(no_profile.status(), StatusCode::CONFLICT);
+    assert_eq!(no_profile.json::<Value>().await?["error"]["code"], "billing_profile_required");
+    assert_eq!(api.razorpay.order_count(), 0, "no order without a profile");
+    api.ensure_billing_profile(&token).await?;
+
     // Razorpay down: 502, and nothing that looks payable is left behind.
     api.razorpay.set_failing(true);
     let down = api
@@ -134,7 +150,12 @@ async fn topups_are_gated_validated_and_never_payable_without_an_order(backend: 
     assert_eq!(created["amount_paise"], 50_000);
     assert_eq!(created["razorpay_key_id"], e2e::RAZORPAY_KEY_ID);
     let order = api.razorpay.order(&order_of(&created)).ok_or("the order exists at Razorpay")?;
-    assert_eq!(order.amount, 50_000);
+    // ₹500 of credit, billed in Karnataka like the supplier: CGST 9% + SGST 9% on top.
+    assert_eq!(
+        created["tax"],
+        json!({"taxable_paise": 50_000, "cgst_paise": 4_500, "sgst_paise": 4_500, "igst_paise": 0, "total_paise": 59_000})
+    );
+    assert_eq!(order.amount, 59_000, "the order is for the credit and its GST");
     assert_eq!(order.receipt.as_deref(), created["id"].as_str(), "receipt = our top-up id");
     assert_eq!(order.notes["user_id"], json!(user));
     assert_eq!(order.notes["topup_id"], created["id"]);
@@ -249,7 +270,7 @@ async fn forged_signatures_change_nothing(backend: Backend) -> TestResult {
     let mut missing = genuine.clone();
     missing.signature = String::new();
     let mut tampered = genuine.clone();
-    tampered.body = String::from_utf8_lossy(&genuine.body).replace("50000", "5000000").into_bytes();
+    tampered.body = String::from_utf8_lossy(&genuine.body).replace("59000", "5900000").into_bytes();
     let mut reformatted = genuine.clone();
     reformatted.body.push(b'\n');
     for forged in [wrong, missing, tampered, reformatted] {
@@ -270,8 +291,8 @@ async fn forged_signatures_change_nothing(backend: Backend) -> TestResult {
     let archive_key =
         event.split("\"archive_key\":\"").nth(1).and_then(|rest| rest.split('"').next()).ok_or("archive key")?;
     assert_eq!(api.state.blobs()?.get(archive_key).await?, Some(genuine.body.clone()));
-    let seven_years = wallet::payment_expiry(&api.state.config, api.clock.now());
-    assert!(event.ends_with(&format!("Some({seven_years})")), "{event}");
+    let kept_until = wallet::payment_expiry(&api.state.config, api.clock.now());
+    assert!(event.ends_with(&format!("Some({kept_until})")), "{event}");
     let unknown = api.razorpay.webhook("subscription.charged", json!({}));
     let (status, body) = send(&api, &unknown).await?;
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ignored")));
@@ -289,12 +310,12 @@ async fn a_mismatched_amount_is_not_credited_but_recorded_for_review(backend: Ba
     let dump = api.dump().await?;
     let reviews: Vec<&str> = dump.lines().filter(|l| l.starts_with("PAYMENTREVIEW ")).collect();
     assert_eq!(reviews.len(), 1, "{dump}");
-    assert!(reviews[0].contains(&short.id) && reviews[0].contains("\"expected_amount_paise\":50000"));
+    assert!(reviews[0].contains(&short.id) && reviews[0].contains("\"expected_amount_paise\":59000"));
 
     // A captured payment on an order that is not ours is also only recorded.
     let mut stranger = short.clone();
     stranger.order_id = Some("order_NotOurs0000001".into());
-    stranger.amount = 50_000;
+    stranger.amount = 59_000;
     let (status, body) = send(&api, &api.razorpay.payment_webhook("payment.captured", &stranger)).await?;
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("review")));
     assert_eq!(api.ledger_checked_balance(&user).await?, 0);
@@ -308,7 +329,7 @@ async fn refunds_are_debited_once(backend: Backend) -> TestResult {
     let payment = api.razorpay.pay(&order, "captured", None).ok_or("order")?;
     send(&api, &api.razorpay.payment_webhook("payment.captured", &payment)).await?;
     api.clock.advance(Duration::seconds(1));
-    let refund = api.razorpay.refund_webhook(&payment, 20_000);
+    let refund = api.razorpay.refund_webhook(&payment, with_gst(20_000));
     for _ in 0..3 {
         let (status, _) = send(&api, &refund).await?;
         assert_eq!(status, StatusCode::OK);
@@ -495,14 +516,15 @@ async fn balances(api: &TestApi, user: &str) -> Result<(i64, i64, i64), Box<dyn 
 async fn a_dispute_holds_then_a_loss_debits_once(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (user, _, payment) = paid(&api, "chargeback@example.in", 500).await?;
-    let created = api.razorpay.dispute_webhook(&payment, "disp_Chargeback0001", "payment.dispute.created", 30_000);
+    let created =
+        api.razorpay.dispute_webhook(&payment, "disp_Chargeback0001", "payment.dispute.created", with_gst(30_000));
     for _ in 0..2 {
         let (status, body) = send(&api, &created).await?;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let rupee = UNITS_PER_RUPEE;
     assert_eq!(balances(&api, &user).await?, (500 * rupee, 300 * rupee, 200 * rupee));
-    let lost = api.razorpay.dispute_webhook(&payment, "disp_Chargeback0001", "payment.dispute.lost", 30_000);
+    let lost = api.razorpay.dispute_webhook(&payment, "disp_Chargeback0001", "payment.dispute.lost", with_gst(30_000));
     send(&api, &lost).await?;
     let mut again = lost.clone();
     again.event_id = "evt_LostAgain00001".into();
@@ -512,7 +534,8 @@ async fn a_dispute_holds_then_a_loss_debits_once(backend: Backend) -> TestResult
     assert_eq!(entries.iter().map(|e| e.amount).collect::<Vec<_>>(), [-300 * rupee, 500 * rupee]);
     assert_eq!(entries[0].kind, wallet::LedgerKind::Dispute);
     // Winning afterwards changes nothing: lost is final.
-    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Chargeback0001", "payment.dispute.won", 30_000)).await?;
+    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Chargeback0001", "payment.dispute.won", with_gst(30_000)))
+        .await?;
     assert_eq!(balances(&api, &user).await?, (200 * rupee, 0, 200 * rupee));
     Ok(())
 }
@@ -521,19 +544,30 @@ async fn a_won_dispute_releases_what_it_held(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (user, _, payment) = paid(&api, "won@example.in", 200).await?;
     let rupee = UNITS_PER_RUPEE;
-    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Won000000001", "payment.dispute.created", 20_000)).await?;
+    send(
+        &api,
+        &api.razorpay.dispute_webhook(&payment, "disp_Won000000001", "payment.dispute.created", with_gst(20_000)),
+    )
+    .await?;
     assert_eq!(balances(&api, &user).await?, (200 * rupee, 200 * rupee, 0));
     // Review events move no money.
-    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Won000000001", "payment.dispute.under_review", 20_000))
-        .await?;
+    send(
+        &api,
+        &api.razorpay.dispute_webhook(&payment, "disp_Won000000001", "payment.dispute.under_review", with_gst(20_000)),
+    )
+    .await?;
     assert_eq!(balances(&api, &user).await?, (200 * rupee, 200 * rupee, 0));
-    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Won000000001", "payment.dispute.won", 20_000)).await?;
-    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Won000000001", "payment.dispute.lost", 20_000)).await?;
+    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Won000000001", "payment.dispute.won", with_gst(20_000)))
+        .await?;
+    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Won000000001", "payment.dispute.lost", with_gst(20_000)))
+        .await?;
     assert_eq!(balances(&api, &user).await?, (200 * rupee, 0, 200 * rupee), "won is final");
     // A dispute larger than the payment is not applied but recorded for review.
-    let (status, body) =
-        send(&api, &api.razorpay.dispute_webhook(&payment, "disp_TooLarge0001", "payment.dispute.lost", 20_001))
-            .await?;
+    let (status, body) = send(
+        &api,
+        &api.razorpay.dispute_webhook(&payment, "disp_TooLarge0001", "payment.dispute.lost", with_gst(20_000) + 1),
+    )
+    .await?;
     assert_eq!((status, body["status"].clone()), (StatusCode::OK, json!("review")));
     assert_eq!(balances(&api, &user).await?, (200 * rupee, 0, 200 * rupee));
     Ok(())
@@ -545,14 +579,19 @@ async fn dispute_events_in_any_order_and_concurrently_apply_once(backend: Backen
     let api = Arc::new(TestApi::start(backend).await?);
     let (user, _, payment) = paid(&api, "order@example.in", 400).await?;
     let rupee = UNITS_PER_RUPEE;
-    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Late00000001", "payment.dispute.lost", 10_000)).await?;
-    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Late00000001", "payment.dispute.created", 10_000)).await?;
+    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Late00000001", "payment.dispute.lost", with_gst(10_000)))
+        .await?;
+    send(
+        &api,
+        &api.razorpay.dispute_webhook(&payment, "disp_Late00000001", "payment.dispute.created", with_gst(10_000)),
+    )
+    .await?;
     assert_eq!(balances(&api, &user).await?, (300 * rupee, 0, 300 * rupee));
 
     let mut tasks = Vec::new();
     for n in 0..20 {
         let event = if n % 2 == 0 { "payment.dispute.created" } else { "payment.dispute.lost" };
-        let webhook = api.razorpay.dispute_webhook(&payment, "disp_Racing000001", event, 5_000);
+        let webhook = api.razorpay.dispute_webhook(&payment, "disp_Racing000001", event, with_gst(5_000));
         let api = Arc::clone(&api);
         tasks.push(shared::tasks::spawn("test", async move { send(&api, &webhook).await.map(|(status, _)| status) }));
     }
@@ -570,9 +609,9 @@ async fn refunds_and_disputes_before_their_credit_apply_when_it_lands(backend: B
     let (user, token) = api.verified_user("early@example.in").await?;
     let order = order_of(&topup(&api, &token, 60_000).await?);
     let payment = api.razorpay.pay(&order, "captured", None).ok_or("order")?;
-    let (status, body) = send(&api, &api.razorpay.refund_webhook(&payment, 10_000)).await?;
+    let (status, body) = send(&api, &api.razorpay.refund_webhook(&payment, with_gst(10_000))).await?;
     assert_eq!((status, body["status"].clone()), (StatusCode::OK, json!("deferred")));
-    let lost = api.razorpay.dispute_webhook(&payment, "disp_Early0000001", "payment.dispute.lost", 20_000);
+    let lost = api.razorpay.dispute_webhook(&payment, "disp_Early0000001", "payment.dispute.lost", with_gst(20_000));
     assert_eq!(send(&api, &lost).await?.1["status"], json!("deferred"));
     assert_eq!(api.state.store.wallet(&user).await?.balance, 0, "nothing applies before the credit");
 
@@ -596,7 +635,11 @@ async fn a_dispute_of_spent_money_blocks_new_calls(backend: Backend) -> TestResu
     let body = json!({ "model": "llama-3.1-8b", "messages": [{ "role": "user", "content": "hi" }] });
     let spent = api.http.post(api.url("/v1/chat/completions")).bearer_auth(&key).json(&body).send().await?;
     assert_eq!(spent.status(), StatusCode::OK);
-    send(&api, &api.razorpay.dispute_webhook(&payment, "disp_Spent0000001", "payment.dispute.created", 10_000)).await?;
+    send(
+        &api,
+        &api.razorpay.dispute_webhook(&payment, "disp_Spent0000001", "payment.dispute.created", with_gst(10_000)),
+    )
+    .await?;
     let (balance, held, available) = balances(&api, &user).await?;
     assert!(
         balance < 100 * UNITS_PER_RUPEE && held == 100 * UNITS_PER_RUPEE && available < 0,
@@ -612,17 +655,17 @@ async fn a_dispute_of_spent_money_blocks_new_calls(backend: Backend) -> TestResu
 async fn refunds_and_disputes_never_take_back_more_than_was_paid(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (user, _, payment) = paid(&api, "overtaken@example.in", 500).await?;
-    send(&api, &api.razorpay.refund_webhook(&payment, 40_000)).await?;
-    let dispute = |event: &str| api.razorpay.dispute_webhook(&payment, "disp_OverTheTop01", event, 20_000);
+    send(&api, &api.razorpay.refund_webhook(&payment, with_gst(40_000))).await?;
+    let dispute = |event: &str| api.razorpay.dispute_webhook(&payment, "disp_OverTheTop01", event, with_gst(20_000));
     send(&api, &dispute("payment.dispute.created")).await?;
     // ₹400 of the ₹500 went back already: only the ₹100 the payment still holds is held for the ₹200 disputed.
     assert_eq!(balances(&api, &user).await?.1, 100 * UNITS_PER_RUPEE, "what is left of the payment, held while open");
     let (status, body) = send(&api, &dispute("payment.dispute.lost")).await?;
     assert_eq!((status, body["status"].clone()), (StatusCode::OK, json!("review")));
     assert_eq!(balances(&api, &user).await?.1, 0, "nothing stays held while a human looks");
-    let (status, body) = send(&api, &api.razorpay.refund_webhook(&payment, 10_001)).await?;
+    let (status, body) = send(&api, &api.razorpay.refund_webhook(&payment, with_gst(10_000) + 1)).await?;
     assert_eq!((status, body["status"].clone()), (StatusCode::OK, json!("review")));
-    send(&api, &api.razorpay.refund_webhook(&payment, 10_000)).await?;
+    send(&api, &api.razorpay.refund_webhook(&payment, with_gst(10_000))).await?;
     assert_eq!(balances(&api, &user).await?, (0, 0, 0), "exactly the ₹500 paid was taken back");
     let dump = api.dump().await?;
     assert_eq!(dump.lines().filter(|l| l.starts_with("PAYMENTREVIEW ")).count(), 3, "the partial hold too");
@@ -637,11 +680,11 @@ async fn a_payment_credited_before_the_refundable_count_is_refunded_once(backend
     let (user, _, payment) = paid(&api, "legacy@example.in", 300).await?;
     let legacy = Update::new(Table::Main, format!("RZPPAYMENT#{}", payment.id), "CREDIT").remove("refundable_paise");
     api.state.store.update(legacy).await?;
-    send(&api, &api.razorpay.refund_webhook(&payment, 10_000)).await?;
+    send(&api, &api.razorpay.refund_webhook(&payment, with_gst(10_000))).await?;
     assert_eq!(balances(&api, &user).await?.0, 200 * UNITS_PER_RUPEE);
-    let (_, body) = send(&api, &api.razorpay.refund_webhook(&payment, 20_001)).await?;
+    let (_, body) = send(&api, &api.razorpay.refund_webhook(&payment, with_gst(20_000) + 1)).await?;
     assert_eq!(body["status"], json!("review"));
-    send(&api, &api.razorpay.refund_webhook(&payment, 20_000)).await?;
+    send(&api, &api.razorpay.refund_webhook(&payment, with_gst(20_000))).await?;
     assert_eq!(balances(&api, &user).await?, (0, 0, 0));
     Ok(())
 }

@@ -102,7 +102,10 @@ async fn the_privacy_notice_is_public(backend: Backend) -> TestResult {
             .map(|r| r["kept"].clone())
     };
     assert_eq!(kept("usage_logs"), Some(json!("12 months")));
-    assert_eq!(kept("payments"), Some(json!("7 years")));
+    assert_eq!(
+        kept("payments"),
+        Some(json!("8 financial years after the financial year (April to March) they belong to"))
+    );
     assert_eq!(kept("kyc"), Some(json!("5 years after account closure")));
     assert_eq!(kept("login_records"), Some(json!("180 days")));
     Ok(())

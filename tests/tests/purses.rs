@@ -298,7 +298,8 @@ async fn a_dispute_that_leaves_the_account_owing_stops_its_purses(backend: Backe
         metering::Settlement { cost: RUPEE / 10, usage: usage(&api, 1), expiries: far(&api), deadline: deadline() },
     )
     .await?;
-    let dispute = api.razorpay.dispute_webhook(&payment, "disp_OwingPurse001", "payment.dispute.created", 200);
+    let dispute =
+        api.razorpay.dispute_webhook(&payment, "disp_OwingPurse001", "payment.dispute.created", payment.amount);
     assert_eq!(api.razorpay.deliver(&dispute).await, Some(200));
     let refused = a.hold(ports, &user, RUPEE / 10, &call(2)).await;
     assert!(

@@ -407,13 +407,18 @@ async fn money_moving_after_a_closure_keeps_the_refund_request_true(backend: Bac
     let rupee = UNITS_PER_RUPEE;
     assert_eq!(refund_request(&api, &user).await?, 300 * rupee);
 
-    let dispute = |event: &str| api.razorpay.dispute_webhook(&payment, "disp_AfterClose01", event, 10_000);
+    // Disputes and refunds are of the money paid: the credit and its 18% GST (₹118 for ₹100 of credit).
+    let dispute = |event: &str| api.razorpay.dispute_webhook(&payment, "disp_AfterClose01", event, 11_800);
     api.razorpay.deliver(&dispute("payment.dispute.created")).await.ok_or("delivery")?;
     assert_eq!(refund_request(&api, &user).await?, 200 * rupee, "held by the dispute, not owed");
     api.razorpay.deliver(&dispute("payment.dispute.won")).await.ok_or("delivery")?;
     assert_eq!(refund_request(&api, &user).await?, 300 * rupee);
-    api.razorpay.deliver(&api.razorpay.refund_webhook(&payment, 5_000)).await.ok_or("delivery")?;
-    assert_eq!(refund_request(&api, &user).await?, 250 * rupee, "Razorpay gave ₹50 back already");
+    api.razorpay.deliver(&api.razorpay.refund_webhook(&payment, 5_900)).await.ok_or("delivery")?;
+    assert_eq!(
+        refund_request(&api, &user).await?,
+        250 * rupee,
+        "Razorpay gave ₹59 back already: ₹50 of credit and its GST"
+    );
 
     // A payment for the order opened before the closure is still credited, and refunded.
     let late_payment = api.razorpay.pay(&late, "captured", None).ok_or("order")?;

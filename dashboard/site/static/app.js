@@ -26,6 +26,7 @@ const state = {
   afterLogin: null, // the hash a signed-out visitor asked for
   keys: [], // for key names in the usage view
   ledgerCursor: null,
+  taxDocumentsCursor: null,
   usageQuery: null, // the filter the usage table shows
   usageCursor: null,
   exportTimer: null,
@@ -872,7 +873,9 @@ async function onDigilocker(event) {
 
 async function loadWallet() {
   renderGate($("#wallet-gate"), "top up");
-  const [wallet] = await Promise.all([refreshWallet(), loadLedger(true), loadSpendAlerts()]);
+  const [wallet] = await Promise.all([
+    refreshWallet(), loadLedger(true), loadSpendAlerts(), loadBillingProfile(), loadTaxDocuments(true),
+  ]);
   const threshold = $("#threshold-form").elements.threshold_rupees;
   if (wallet && document.activeElement !== threshold) threshold.value = paiseToDecimal(wallet.low_balance_threshold_paise);
   const limit = $("#spend-limit-form").elements.monthly_limit_rupees;
@@ -1008,7 +1011,7 @@ async function startTopup(paise) {
   const checkout = new Razorpay({
     key: topup.razorpay_key_id,
     order_id: topup.razorpay_order_id,
-    amount: topup.amount_paise,
+    amount: topup.tax ? topup.tax.total_paise : topup.amount_paise, // the credit and its GST
     currency: "INR",
     name: "InferexAI",
     description: "Wallet top-up",
@@ -1118,6 +1121,101 @@ async function handleTopupReturn(params) {
       report(failure);
     }
   }
+}
+
+// GST state and union-territory codes (the place of supply), as GSTN numbers them.
+const GST_STATES = [
+  ["35", "Andaman and Nicobar Islands"], ["37", "Andhra Pradesh"], ["12", "Arunachal Pradesh"], ["18", "Assam"],
+  ["10", "Bihar"], ["04", "Chandigarh"], ["22", "Chhattisgarh"], ["26", "Dadra and Nagar Haveli and Daman and Diu"],
+  ["07", "Delhi"], ["30", "Goa"], ["24", "Gujarat"], ["06", "Haryana"], ["02", "Himachal Pradesh"],
+  ["01", "Jammu and Kashmir"], ["20", "Jharkhand"], ["29", "Karnataka"], ["32", "Kerala"], ["38", "Ladakh"],
+  ["31", "Lakshadweep"], ["23", "Madhya Pradesh"], ["27", "Maharashtra"], ["14", "Manipur"], ["17", "Meghalaya"],
+  ["15", "Mizoram"], ["13", "Nagaland"], ["21", "Odisha"], ["97", "Other Territory"], ["34", "Puducherry"],
+  ["03", "Punjab"], ["08", "Rajasthan"], ["11", "Sikkim"], ["33", "Tamil Nadu"], ["36", "Telangana"],
+  ["16", "Tripura"], ["09", "Uttar Pradesh"], ["05", "Uttarakhand"], ["19", "West Bengal"],
+];
+
+/** Fills the billing form from the profile (an empty form until one is set). */
+async function loadBillingProfile() {
+  const form = $("#billing-form");
+  const select = form.elements.state_code;
+  if (select.options.length === 0) {
+    select.append(el("option", { value: "" }, "Choose…"),
+      ...GST_STATES.map(([code, name]) => el("option", { value: code }, `${name} (${code})`)));
+  }
+  let profile = null;
+  try {
+    profile = await api("/v1/account/billing-profile");
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status !== 404) throw error;
+  }
+  if (form.contains(document.activeElement)) return;
+  form.elements.billing_name.value = profile ? profile.billing_name : "";
+  form.elements.address.value = profile ? profile.address : "";
+  select.value = profile ? profile.state_code : "";
+  form.elements.pin.value = profile ? profile.pin : "";
+  setText("#billing-gstin", profile && profile.gstin
+    ? `GSTIN on your invoices: ${profile.gstin} (${profile.legal_name || ""}), from your KYC.`
+    : "");
+}
+
+async function onBillingProfile(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const body = {
+    billing_name: form.elements.billing_name.value.trim(),
+    address: form.elements.address.value.trim(),
+    state_code: form.elements.state_code.value,
+    pin: form.elements.pin.value.trim(),
+  };
+  for (const input of form.querySelectorAll("input, select")) setFieldError(input, "");
+  clearFlash();
+  await busy(form, async () => {
+    const profile = await api("/v1/account/billing-profile", { method: "PUT", body });
+    flash(`Billing details saved: tax documents go to ${profile.billing_name}, ${profile.state}.`);
+    await loadBillingProfile();
+  });
+}
+
+const TAX_DOCUMENT_KINDS = { receipt_voucher: "Receipt voucher", tax_invoice: "Tax invoice", refund_voucher: "Refund voucher" };
+
+async function loadTaxDocuments(reset) {
+  if (reset) {
+    state.taxDocumentsCursor = null;
+    emptyTable("#tax-documents");
+  }
+  const page = await api("/v1/tax-documents", { query: { limit: LEDGER_PAGE, cursor: state.taxDocumentsCursor } });
+  const body = $("#tax-documents tbody");
+  for (const doc of page.data || []) {
+    const pdf = el("button", { type: "button", class: "secondary small" }, "PDF");
+    pdf.addEventListener("click", () => busy(pdf, () => downloadDocument(doc, "pdf")).catch(report));
+    const json = el("button", { type: "button", class: "secondary small" }, "JSON");
+    json.addEventListener("click", () => busy(json, () => downloadDocument(doc, "json")).catch(report));
+    body.append(el("tr", null,
+      el("td", null, formatDateTime(doc.issued_at)),
+      el("td", null, TAX_DOCUMENT_KINDS[doc.kind] || doc.kind),
+      el("td", { class: "mono" }, doc.number),
+      el("td", { class: "num" }, paiseText(doc.total_paise)),
+      el("td", null, pdf, " ", json)));
+  }
+  state.taxDocumentsCursor = page.has_more ? page.next_cursor : null;
+  show($("#tax-documents-more"), Boolean(page.has_more));
+  show($("#tax-documents-empty"), body.childElementCount === 0);
+}
+
+/** Fetches a document with the session cookie and saves it under its number. */
+async function downloadDocument(doc, format) {
+  const url = sameOriginUrl(format === "pdf" ? doc.pdf_url : doc.json_url);
+  if (!url) throw new Error("The document's address is not on this site.");
+  const accept = format === "pdf" ? "application/pdf" : "application/json";
+  const response = await fetch(url, { headers: { Accept: accept }, credentials: "same-origin", cache: "no-store" });
+  if (!response.ok) throw new Error(`The document could not be downloaded (HTTP ${response.status}).`);
+  const blob = new Blob([await response.arrayBuffer()], { type: accept });
+  const link = el("a", { href: URL.createObjectURL(blob), download: `${doc.number.replaceAll("/", "-")}.${format}` });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  window.setTimeout(() => URL.revokeObjectURL(link.href), 10000);
 }
 
 async function onThreshold(event) {
@@ -1922,6 +2020,8 @@ function wireEvents() {
 
   $("#topup-form").addEventListener("submit", onTopup);
   $("#threshold-form").addEventListener("submit", onThreshold);
+  $("#billing-form").addEventListener("submit", onBillingProfile);
+  $("#tax-documents-more").addEventListener("click", (event) => busy(event.currentTarget, () => loadTaxDocuments(false)).catch(report));
   $("#spend-limit-form").addEventListener("submit", onSpendLimit);
   $("#ledger-more").addEventListener("click", onLedgerMore);
 

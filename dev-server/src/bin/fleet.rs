@@ -62,12 +62,22 @@ fn emulators() -> Result<Emulators, BoxError> {
     })
 }
 
-/// The template parameters the environment may set: KYC mode, log level, policy version.
+/// The template parameters the environment may set (KYC mode, log level, policy version), and the supplier.
 fn parameters(refs: &mut Refs) -> Result<(), BoxError> {
     refs.insert("KycMode".into(), var::<String>("KYC_MODE")?.unwrap_or_else(|| "auto".into()));
     refs.insert("LogLevel".into(), var::<String>("INFEREX_LOG")?.unwrap_or_else(|| "info".into()));
     if let Some(version) = var::<String>("INFEREX_POLICY_VERSION")? {
         refs.insert("PolicyVersion".into(), version);
+    }
+    // The fleet issues tax documents as `make run`'s supplier (Karnataka, 29).
+    let sample = shared::config::Supplier::sample();
+    for (name, value) in [
+        ("SupplierLegalName", sample.legal_name),
+        ("SupplierGstin", sample.gstin),
+        ("SupplierAddress", sample.address),
+        ("SupplierSignatory", sample.signatory),
+    ] {
+        refs.insert(name.into(), value);
     }
     Ok(())
 }

@@ -264,6 +264,9 @@ impl Fleet {
         let n = self.documents.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + u64::from(std::process::id() % 1000) * 10;
         self.pass_kyc(&token, n).await?;
+        // Every top-up is issued a receipt voucher: the account is billed somewhere first.
+        let profile = json!({"billing_name": "Fleet Check", "address": "1 MG Road, Bengaluru", "state_code": "29", "pin": "560001"});
+        self.call(reqwest::Method::PUT, "/v1/account/billing-profile", Some(&token), profile).await?;
         let topup = self
             .call(reqwest::Method::POST, "/v1/wallet/topups", Some(&token), json!({"amount_paise": rupees * 100}))
             .await?;

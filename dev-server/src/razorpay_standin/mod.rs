@@ -97,6 +97,11 @@ impl StandIn {
         self.books().orders.get(order_id).cloned()
     }
 
+    /// How many orders were made.
+    pub fn order_count(&self) -> usize {
+        self.books().orders.len()
+    }
+
     pub fn webhooks_sent(&self) -> usize {
         self.books().webhooks_sent
     }

@@ -69,6 +69,8 @@ pub struct JobsReport {
     pub kyc_retries: shared::kyc::RetryReport,
     /// Legacy Aadhaar numbers erased so far, and whether the erasure is done.
     pub aadhaar_erasure: shared::kyc::erasure::ErasureState,
+    /// Tax documents this run numbered (receipt vouchers a stopped process left due, and any queued).
+    pub tax_documents_numbered: usize,
     /// Jobs that failed as a whole (their error is logged); the others still ran.
     pub failed_jobs: Vec<&'static str>,
 }
@@ -124,6 +126,10 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
         Err(e) => report.failed(e, "mail_redrive", "the outbox redrive failed"),
     }
     kyc_jobs(state, &mut report).await;
+    match shared::gst::receipts::issue_due(&state.ports).await {
+        Ok(numbered) => report.tax_documents_numbered = numbered,
+        Err(e) => report.failed(e, "tax_documents", "receipt vouchers due could not be issued; the next run does"),
+    }
     tracing::info!(?report, "scheduled jobs finished");
     Ok(report)
 }

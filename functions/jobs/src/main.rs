@@ -12,9 +12,11 @@ use tokio::sync::OnceCell;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
-    let started =
-        AppState::for_lambda_with_optional(&[Capability::Blobs], &[Capability::Razorpay, Capability::KycProvider])
-            .await?;
+    let started = AppState::for_lambda_with_optional(
+        &[Capability::Blobs, Capability::Supplier],
+        &[Capability::Razorpay, Capability::KycProvider],
+    )
+    .await?;
     let completed: OnceCell<AppState> = OnceCell::new();
     let (started, completed) = (&started, &completed);
     lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| async move {

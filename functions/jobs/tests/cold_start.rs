@@ -16,7 +16,17 @@ async fn the_jobs_function_starts_without_razorpays_keys_but_not_without_its_buc
     assert!(!ok && out.contains("refusing to start") && out.contains("INFEREX_BLOB_BUCKET"), "{out}");
 
     let bucket = ("INFEREX_BLOB_BUCKET", "inferex-test-exports");
+    // It issues receipt vouchers a stopped process left due: without the supplier it refuses too.
     let (ok, out) = cold_start(&[bucket])?;
+    assert!(!ok && out.contains("refusing to start") && out.contains("INFEREX_SUPPLIER_"), "{out}");
+    let with = |vars: &[(&'static str, &str)]| -> Vec<(&str, String)> {
+        vars.iter().chain(shared::testing::SUPPLIER_ENV.iter()).map(|(k, v)| (*k, (*v).to_owned())).collect()
+    };
+    let run = |vars: Vec<(&str, String)>| {
+        let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        cold_start(&borrowed)
+    };
+    let (ok, out) = run(with(&[bucket]))?;
     assert!(!ok, "there is no Lambda runtime to serve: {out}");
     assert!(!out.contains("refusing to start"), "no Razorpay secret named: the function starts: {out}");
 
@@ -24,14 +34,14 @@ async fn the_jobs_function_starts_without_razorpays_keys_but_not_without_its_buc
     let mut weak: serde_json::Value = serde_json::from_str(&random_razorpay_secret("live"))?;
     weak["webhook_secret"] = serde_json::json!("local_standin_webhook_secret");
     let weak = moto_secret(&weak.to_string()).await?;
-    let (ok, out) = cold_start(&[bucket, ("RAZORPAY_SECRET_ARN", &weak)])?;
+    let (ok, out) = run(with(&[bucket, ("RAZORPAY_SECRET_ARN", &weak)]))?;
     assert!(!ok, "there is no Lambda runtime to serve: {out}");
     assert!(!out.contains("refusing to start"), "{out}");
     assert!(out.contains("Razorpay's keys cannot be used") && out.contains("well-known"), "{out}");
     assert!(!out.contains("local_standin_webhook_secret"), "the value is never logged: {out}");
 
     let valid = moto_secret(&random_razorpay_secret("live")).await?;
-    let (ok, out) = cold_start(&[bucket, ("RAZORPAY_SECRET_ARN", &valid)])?;
+    let (ok, out) = run(with(&[bucket, ("RAZORPAY_SECRET_ARN", &valid)]))?;
     assert!(!ok && !out.contains("refusing to start") && !out.contains("cannot be used"), "{out}");
     Ok(())
 }

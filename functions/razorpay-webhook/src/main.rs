@@ -6,6 +6,6 @@ use shared::state::{AppState, Capability};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let state = AppState::for_lambda_with(&[Capability::Razorpay, Capability::Blobs]).await?;
+    let state = AppState::for_lambda_with(&[Capability::Razorpay, Capability::Blobs, Capability::Supplier]).await?;
     shared::http::run_on_lambda(razorpay_webhook::app(state)).await
 }

@@ -57,6 +57,9 @@ async fn fixture_topup(state: &AppState) -> Result<String, Box<dyn std::error::E
         created_at: Utc::now(),
         payment_id: None,
         paid_at: None,
+        // The fixture's payment is the ₹500 order itself: an order from before top-ups carried GST.
+        tax: None,
+        recipient: None,
     };
     state.store.save_new_topup(&topup, Utc::now().timestamp() + 3600).await?;
     Ok(user_id)

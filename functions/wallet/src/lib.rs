@@ -1,5 +1,5 @@
-//! The wallet function: top-ups through Razorpay (KYC-gated), the Checkout callback, the balance and the
-//! ledger. Money rules live in `shared::wallet` and `shared::money`.
+//! The wallet function: top-ups through Razorpay (KYC-gated, with GST), the Checkout callback, the balance,
+//! the ledger and the account's tax documents. Money rules live in `shared::wallet` and `shared::money`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,6 +14,8 @@ use shared::kyc;
 use shared::spend::SpendAlert;
 use shared::state::AppState;
 use shared::wallet::{self, CheckoutCallback, LedgerEntryView, TopupView, WalletStore, WalletView};
+
+mod tax_documents;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -31,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/payment-reviews/{review_id}/handled", post(mark_review_handled))
         .route("/v1/admin/disputes", get(disputes))
         .route("/v1/admin/disputes/{dispute_id}/handled", post(mark_dispute_handled))
+        .merge(tax_documents::routes())
 }
 
 /// The name, address and state tax documents are issued to (404 `billing_profile_not_found` until set).

@@ -7,6 +7,7 @@ use shared::state::{AppState, Capability};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let state = AppState::for_lambda_with(&[Capability::Razorpay, Capability::OperatorToken]).await?;
+    let state =
+        AppState::for_lambda_with(&[Capability::Razorpay, Capability::OperatorToken, Capability::Supplier]).await?;
     shared::http::run_on_lambda(wallet::app(state)).await
 }

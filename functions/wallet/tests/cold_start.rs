@@ -42,8 +42,16 @@ async fn the_wallet_function_refuses_to_start_without_valid_secrets() -> TestRes
 
     let operators =
         secret(&serde_json::json!({ "ravi@inferexai.in": shared::secrets::random_token() }).to_string()).await?;
-    let vars = [("RAZORPAY_SECRET_ARN", valid.as_str()), ("INFEREX_OPERATOR_TOKEN_SECRET_ARN", operators.as_str())];
-    let (ok, out) = cold_start(&vars)?;
+    let secrets = [("RAZORPAY_SECRET_ARN", valid.as_str()), ("INFEREX_OPERATOR_TOKEN_SECRET_ARN", operators.as_str())];
+    // Top-ups charge GST and issue receipt vouchers: no supplier, or a GSTIN whose check character is wrong,
+    // stops it too.
+    let (ok, out) = cold_start(&secrets)?;
+    assert!(!ok && out.contains("refusing to start") && out.contains("INFEREX_SUPPLIER_"), "{out}");
+    let mut wrong = shared::testing::SUPPLIER_ENV.to_vec();
+    wrong[1].1 = "29AAICI1234F1ZA";
+    let (ok, out) = cold_start(&[&secrets[..], &wrong[..]].concat())?;
+    assert!(!ok && out.contains("refusing to start") && out.contains("valid GSTIN"), "{out}");
+    let (ok, out) = cold_start(&[&secrets[..], &shared::testing::SUPPLIER_ENV[..]].concat())?;
     assert!(!ok, "there is no Lambda runtime to serve: {out}");
     assert!(!out.contains("refusing to start"), "a valid secret passes the start-up checks: {out}");
     Ok(())

@@ -111,8 +111,10 @@ catalogue! {
     UnsupportedEndpoint = "unsupported_endpoint", NOT_FOUND;
     AccountNotFound = "account_not_found", NOT_FOUND;
     BillingProfileNotFound = "billing_profile_not_found", NOT_FOUND;
+    TaxDocumentNotFound = "tax_document_not_found", NOT_FOUND;
     AccountChanged = "account_changed", CONFLICT;
     AccountClosed = "account_closed", CONFLICT;
+    BillingProfileRequired = "billing_profile_required", CONFLICT;
     DisputeHandled = "dispute_handled", CONFLICT;
     EmailAlreadyVerified = "email_already_verified", CONFLICT;
     EmailTaken = "email_taken", CONFLICT;

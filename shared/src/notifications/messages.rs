@@ -69,6 +69,30 @@ pub fn render(mail: &OutboxMail, to: &Recipient, config: &Config, unsubscribe_ur
     Rendered { subject, text, html }
 }
 
+/// The receipt of a top-up: what was paid, what the wallet got, the GST, and where the receipt voucher is.
+fn payment_receipt(mail: &OutboxMail, config: &Config, when: String) -> (String, Vec<Block>) {
+    let credit = mail.number("amount");
+    // A receipt of an order without GST carries no `paid` (the payment was the credit).
+    let paid = Some(mail.number("paid")).filter(|p| *p > 0).unwrap_or(credit);
+    let mut facts = vec![("Amount paid", rupees(paid)), ("Credited to your wallet", rupees(credit))];
+    if paid != credit {
+        facts.push(("GST on the credit", rupees(paid - credit)));
+    }
+    facts.extend([
+        ("Payment id", mail.text("payment_id")),
+        ("Date", when),
+        ("Balance after", rupees(mail.number("balance_after"))),
+    ]);
+    let mut blocks = vec![para("Thank you: your payment was credited to your InferexAI wallet."), Block::Facts(facts)];
+    if paid != credit {
+        blocks.push(para(
+            "Your GST receipt voucher for this payment is under Tax documents in the dashboard, as PDF and JSON.",
+        ));
+        blocks.push(link("Tax documents", dashboard(config, "/#/wallet")));
+    }
+    (format!("Payment received: {}", rupees(paid)), blocks)
+}
+
 fn dashboard(config: &Config, path_and_query: &str) -> String {
     format!("{}{path_and_query}", config.public_url.trim_end_matches('/'))
 }
@@ -151,18 +175,7 @@ fn content(mail: &OutboxMail, config: &Config) -> (String, Vec<Block>) {
                 link("Reset my password", dashboard(config, "/reset-password")),
             ],
         ),
-        MailKind::PaymentReceipt => (
-            format!("Payment received: {}", rupees(mail.number("amount"))),
-            vec![
-                para("Thank you: your payment was credited to your InferexAI wallet."),
-                Block::Facts(vec![
-                    ("Amount", rupees(mail.number("amount"))),
-                    ("Payment id", mail.text("payment_id")),
-                    ("Date", when),
-                    ("Balance after", rupees(mail.number("balance_after"))),
-                ]),
-            ],
-        ),
+        MailKind::PaymentReceipt => payment_receipt(mail, config, when),
         MailKind::RefundNotice => (
             format!("Refund of {}", rupees(mail.number("amount"))),
             vec![

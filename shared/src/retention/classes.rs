@@ -67,6 +67,11 @@ pub enum ItemClass {
     BillingProfile,
     SpendAlert,
     InFlightSlot,
+    TaxDocument,
+    TaxDocumentIndex,
+    UnnumberedDocument,
+    TaxSeries,
+    ReceiptDue,
 }
 
 impl ItemClass {
@@ -95,6 +100,10 @@ impl ItemClass {
             LedgerEntry | Topup | TopupIndex | OpenTopup | RazorpayOrder | PaymentCredit | RefundDebit
             | WebhookEvent | PaymentReview | RefundRequest | Dispute | DisputeIndex | PendingAdjustment
             | ClosureRefund | RefundDue | PaymentIndex => Rule::FromWrite(Span::Payments),
+            // Tax documents and their series: the same financial years as the payments behind them.
+            TaxDocument | TaxDocumentIndex | UnnumberedDocument | TaxSeries | ReceiptDue => {
+                Rule::FromWrite(Span::Payments)
+            }
             ApiKey | ApiKeySlot => Rule::KeyExpiry,
             UsageLog => Rule::FromWrite(Span::Usage),
             // A closure's unfinished follow-up; deleted as soon as it is done.
@@ -174,6 +183,10 @@ impl ItemClass {
             (kind::DISPUTES, _) if pk == schema::DISPUTES_PK => DisputeIndex,
             (kind::REFUNDS_DUE, _) if pk == schema::REFUNDS_DUE_PK => RefundDue,
             (kind::SWEEPER, fixed::CURSOR) => SweepCursor,
+            (kind::TAX_DOCUMENT, fixed::DOCUMENT) => TaxDocument,
+            (kind::TAX_SERIES, fixed::COUNTER) => TaxSeries,
+            (kind::TAX_DOCUMENTS, _) if pk == schema::UNNUMBERED_DOCUMENTS_PK => UnnumberedDocument,
+            (kind::TAX_DOCUMENTS, _) if pk == schema::RECEIPTS_DUE_PK => ReceiptDue,
             (kind::IN_FLIGHT, sk) if sk.starts_with(prefix::SLOT) => InFlightSlot,
             (kind::SPEND, fixed::TOTAL) => KeySpendTotal,
             (kind::SPEND, fixed::LIMIT) => SpendLimit,
@@ -204,6 +217,7 @@ impl ItemClass {
             prefix::CALL_BEAT => CallBeat,
             prefix::PURSE => Purse,
             prefix::SPEND_ALERT => SpendAlert,
+            prefix::TAX_DOCUMENT => TaxDocumentIndex,
             _ => return None,
         };
         Some(class)

@@ -17,7 +17,9 @@ pub struct Retention {
     pub usage_months: u32,
     /// `INFEREX_KYC_RETENTION_YEARS`: KYC records and vault entries, from account closure (default 5).
     pub kyc_years_after_closure: u32,
-    /// `INFEREX_PAYMENT_RETENTION_YEARS`: top-ups, payments, refunds, ledger, webhook archive (default 7).
+    /// `INFEREX_PAYMENT_RETENTION_YEARS`: tax documents, top-ups, payments, refunds, ledger, webhook archive:
+    /// whole financial years (April to March, IST) after the one they belong to (default 8: CGST Act s.36
+    /// keeps accounts 72 months from the annual return's due date, the Companies Act s.128(5) eight years).
     pub payment_years: u32,
     /// `INFEREX_ACCOUNT_RETENTION_YEARS`: the account and its consent records, from closure (default 3).
     pub account_years_after_closure: u32,
@@ -35,7 +37,7 @@ impl Default for Retention {
         Self {
             usage_months: 12,
             kyc_years_after_closure: 5,
-            payment_years: 7,
+            payment_years: 8,
             account_years_after_closure: 3,
             login_record_days: 180,
             privacy_request_years: 3,
@@ -85,7 +87,7 @@ impl Retention {
         match window {
             Span::Usage => Window::Months(self.usage_months),
             Span::Kyc => Window::Months(self.kyc_years_after_closure.saturating_mul(12)),
-            Span::Payments => Window::Months(self.payment_years.saturating_mul(12)),
+            Span::Payments => Window::FinancialYears(self.payment_years),
             Span::Account => Window::Months(self.account_years_after_closure.saturating_mul(12)),
             Span::LoginRecords => Window::Days(self.login_record_days),
             Span::PrivacyRequests => Window::Months(self.privacy_request_years.saturating_mul(12)),
@@ -106,12 +108,6 @@ impl Retention {
 
     /// The windows as the privacy endpoint publishes them.
     pub fn published(&self, session_ttl: Duration, login_window: Duration) -> Vec<PublishedWindow> {
-        let describe = |w: Window| match w {
-            // "12 months" as the policy says it; whole multiples of a year from two years up in years.
-            Window::Months(m) if m % 12 == 0 && m >= 24 => plural(m / 12, "year"),
-            Window::Months(m) => plural(m, "month"),
-            Window::Days(d) => plural(d, "day"),
-        };
         let r = |span| describe(self.resolve(span));
         vec![
             PublishedWindow::new(
@@ -127,7 +123,7 @@ impl Retention {
             billing_window(),
             PublishedWindow::new(
                 "payments",
-                "top-ups, Razorpay payments and refunds, wallet ledger, raw webhook payloads",
+                "tax documents (receipt vouchers, tax invoices, refund vouchers), top-ups, Razorpay payments and refunds, wallet ledger, raw webhook payloads",
                 r(Span::Payments),
             ),
             PublishedWindow::new(
@@ -174,15 +170,29 @@ fn billing_window() -> PublishedWindow {
     PublishedWindow::new("billing_profile", data, "while the account is open; erased at closure".into())
 }
 
+/// A window as the policy says it: "12 months"; whole multiples of a year from two years up in years.
+fn describe(window: Window) -> String {
+    match window {
+        Window::Months(m) if m % 12 == 0 && m >= 24 => plural(m / 12, "year"),
+        Window::Months(m) => plural(m, "month"),
+        Window::FinancialYears(y) => {
+            format!("{} after the financial year (April to March) they belong to", plural(y, "financial year"))
+        }
+        Window::Days(d) => plural(d, "day"),
+    }
+}
+
 fn plural(n: u32, unit: &str) -> String {
     if n == 1 { format!("1 {unit}") } else { format!("{n} {unit}s") }
 }
 
-/// A retention window: calendar months (so "7 years" ends on the same date) or days.
+/// A retention window: calendar months (so "3 years" ends on the same date), days, or whole financial years
+/// after the one the item belongs to (tax records: kept to the end of March of the last year).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
     Months(u32),
     Days(u32),
+    FinancialYears(u32),
 }
 
 impl Window {
@@ -190,6 +200,7 @@ impl Window {
         match self {
             Window::Months(m) => from.checked_add_months(Months::new(m)),
             Window::Days(d) => from.checked_add_signed(Duration::days(i64::from(d))),
+            Window::FinancialYears(y) => Some(crate::clock::FinancialYear::of(from).after(y)),
         }
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
         .timestamp()
@@ -297,7 +308,17 @@ mod tests {
         let r = Retention::default();
         let t = at("2026-11-27T10:00:00Z");
         assert_eq!(r.expiry(ItemClass::UsageLog, t), Some(at("2027-11-27T10:00:00Z").timestamp()));
-        assert_eq!(r.expiry(ItemClass::LedgerEntry, t), Some(at("2033-11-27T10:00:00Z").timestamp()));
+        // Financial year 2026-27 (IST), then eight more: kept until 1 April 2035, 00:00 IST.
+        assert_eq!(r.expiry(ItemClass::LedgerEntry, t), Some(at("2035-03-31T18:30:00Z").timestamp()));
+        // 31 March 23:59 IST is still 2025-26; a minute later is 2026-27.
+        assert_eq!(
+            r.expiry(ItemClass::LedgerEntry, at("2026-03-31T18:29:00Z")),
+            Some(at("2034-03-31T18:30:00Z").timestamp())
+        );
+        assert_eq!(
+            r.expiry(ItemClass::TaxDocument, at("2026-03-31T18:30:00Z")),
+            Some(at("2035-03-31T18:30:00Z").timestamp())
+        );
         assert_eq!(r.expiry(ItemClass::KycRecord, t), Some(at("2031-11-27T10:00:00Z").timestamp()));
         assert_eq!(r.expiry(ItemClass::Account, t), Some(at("2029-11-27T10:00:00Z").timestamp()));
         assert_eq!(r.expiry(ItemClass::LoginRecord, t), Some((t + Duration::days(180)).timestamp()));
@@ -330,6 +351,11 @@ mod tests {
             ("OUTBOX", "0001#ab", ItemClass::Outbox),
             ("RATE#password-reset#a@b.in", "WINDOW", ItemClass::RateLimit),
             ("NOTICE#policy-2027-01-01", "usr_1", ItemClass::NoticeSent),
+            ("TAXDOC#rv_pay_1", "DOCUMENT", ItemClass::TaxDocument),
+            ("USER#usr_1", "TAXDOC#0001#ab", ItemClass::TaxDocumentIndex),
+            ("TAXSERIES#RV#2026", "COUNTER", ItemClass::TaxSeries),
+            ("TAXDOCS#UNNUMBERED", "0001#rv_pay_1", ItemClass::UnnumberedDocument),
+            ("TAXDOCS#DUE", "pay_1", ItemClass::ReceiptDue),
         ];
         for (pk, sk, class) in cases {
             assert_eq!(ItemClass::of(pk, sk), Some(class), "{pk} {sk}");
@@ -343,7 +369,7 @@ mod tests {
         let rows = Retention::default().published(Duration::days(7), Duration::minutes(15));
         let kept = |data: &str| rows.iter().find(|r| r.data == data).map(|r| r.kept.clone()).unwrap_or_default();
         assert_eq!(kept("usage_logs"), "12 months");
-        assert_eq!(kept("payments"), "7 years");
+        assert_eq!(kept("payments"), "8 financial years after the financial year (April to March) they belong to");
         assert_eq!(kept("kyc"), "5 years after account closure");
         assert_eq!(kept("account"), "while the account is open, then 3 years after closure");
         assert_eq!(kept("login_records"), "180 days");

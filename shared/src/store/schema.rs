@@ -72,6 +72,9 @@ pub mod kind {
     pub const SWEEPER: &str = "SWEEPER";
     pub const SPEND: &str = "SPEND";
     pub const IN_FLIGHT: &str = "INFLIGHT";
+    pub const TAX_DOCUMENT: &str = "TAXDOC";
+    pub const TAX_SERIES: &str = "TAXSERIES";
+    pub const TAX_DOCUMENTS: &str = "TAXDOCS";
 }
 
 /// Fixed sort keys.
@@ -103,6 +106,10 @@ pub mod sk {
     pub const TOTAL: &str = "TOTAL";
     /// An account's monthly spend limit.
     pub const LIMIT: &str = "LIMIT";
+    /// A tax document (`TAXDOC#<id>`).
+    pub const DOCUMENT: &str = "DOCUMENT";
+    /// The last number a tax document series gave (`TAXSERIES#<series>#<financial year>`).
+    pub const COUNTER: &str = "COUNTER";
 }
 
 /// Sort-key prefixes of the items kept in a user's partition (and the payment's kept adjustments), each
@@ -131,6 +138,8 @@ pub mod prefix {
     pub const DAY: &str = "DAY#";
     /// A spend window of one month (IST) in a `SPEND#` partition: `MONTH#<yyyy-mm>`.
     pub const MONTH: &str = "MONTH#";
+    /// An account's tax documents, oldest first: `TAXDOC#<time sort key>` naming the document.
+    pub const TAX_DOCUMENT: &str = "TAXDOC#";
 }
 
 /// Singleton partitions.
@@ -152,6 +161,12 @@ pub const AADHAAR_ERASURE_PK: &str = "MIGRATION#aadhaar-erasure";
 pub const DISPUTES_PK: &str = kind::DISPUTES;
 /// Closed accounts whose refund request may still go back to its payments through Razorpay's refund API.
 pub const REFUNDS_DUE_PK: &str = "REFUNDS#DUE";
+/// Tax documents written and not numbered yet (sort key `<created millis>#<document id>`), numbered in
+/// that order.
+pub const UNNUMBERED_DOCUMENTS_PK: &str = "TAXDOCS#UNNUMBERED";
+/// Credited payments whose receipt voucher is not issued yet (sort key = the payment id): the credit writes
+/// one, the voucher's issue deletes it, the jobs issue what a stopped process left.
+pub const RECEIPTS_DUE_PK: &str = "TAXDOCS#DUE";
 /// The stale-hold sweeper's place in the wallets' registry (`CURSOR`), saved when a run meets its budget.
 pub const SWEEPER_PK: &str = kind::SWEEPER;
 
@@ -243,6 +258,15 @@ pub fn order_pk(order_id: &str) -> String {
 
 pub fn payment_pk(payment_id: &str) -> String {
     key(kind::PAYMENT, payment_id)
+}
+
+pub fn tax_document_pk(document_id: &str) -> String {
+    key(kind::TAX_DOCUMENT, document_id)
+}
+
+/// A document series of one financial year, e.g. `TAXSERIES#RV#2026`.
+pub fn tax_series_pk(series: &str, financial_year: i32) -> String {
+    format!("{}#{series}#{financial_year}", kind::TAX_SERIES)
 }
 
 pub fn refund_pk(refund_id: &str) -> String {

@@ -26,13 +26,13 @@ async fn refund_problem(
     credit: &Item,
     guard_pk: &str,
 ) -> ApiResult<Option<Value>> {
-    let (user_id, credited_paise) = credited(credit);
-    if refund.currency != "INR" || refund.amount <= 0 || refund.amount > credited_paise || user_id.is_empty() {
+    let (user_id, _) = credited(credit);
+    if refund.currency != "INR" || refund.amount <= 0 || refund.amount > paid(credit) || user_id.is_empty() {
         return Ok(Some(
             json!({ "reason": "refund does not match the credited payment", "refund_id": refund.id, "payment_id": refund.payment_id, "amount_paise": refund.amount, "currency": refund.currency }),
         ));
     }
-    if !store.is_recorded(guard_pk, DEBIT_SK).await? && refundable(credit) < refund.amount {
+    if !store.is_recorded(guard_pk, DEBIT_SK).await? && money_left(credit) < refund.amount {
         return Ok(Some(
             json!({ "reason": "refunds and disputes would take back more than the payment", "refund_id": refund.id, "payment_id": refund.payment_id, "amount_paise": refund.amount }),
         ));
@@ -67,12 +67,15 @@ pub async fn debit_refund(ports: &Ports, refund: &crate::razorpay::Refund) -> Ap
         return Ok(CreditOutcome::Mismatch);
     }
     let (user_id, _) = credited(&credit);
-    let units = paise_to_units(refund.amount).ok_or_else(|| ApiError::Internal("amount overflows".into()))?;
+    // The credit the refunded money paid for: the refund's share of the payment, its GST aside.
+    let taken = credit_taken(&credit, refund.amount);
+    let units = paise_to_units(taken).ok_or_else(|| ApiError::Internal("amount overflows".into()))?;
     let expires_at = payment_expiry(config, now);
     let extra = |_balance_after: i64| -> StoreResult<Vec<WriteOp>> {
-        let marker = json!({ "user_id": user_id, "payment_id": refund.payment_id, "amount_paise": refund.amount, "debited_at": now });
+        let marker = json!({ "user_id": user_id, "payment_id": refund.payment_id, "amount_paise": refund.amount, "credit_paise": taken, "debited_at": now });
+        // The notice names the money refunded; the wallet gives up the credit it paid for (`units`).
         let notice = OutboxMail::new(MailKind::RefundNotice, &user_id, now)
-            .param("amount", units)
+            .param("amount", paise_to_units(refund.amount).unwrap_or(units))
             .param("payment_id", refund.payment_id.clone())
             .param("refund_id", refund.id.clone());
         Ok(vec![
@@ -81,7 +84,7 @@ pub async fn debit_refund(ports: &Ports, refund: &crate::razorpay::Refund) -> Ap
                 item: Item::from_record(&guard_pk, DEBIT_SK, &marker, Some(expires_at))?,
                 condition: Condition::NotExists,
             }),
-            take_refundable(&credit, refund.amount),
+            take_back(&credit, taken, refund.amount),
             enqueue(&notice)?,
         ])
     };
@@ -155,6 +158,45 @@ async fn defer(
 const PENDING_PREFIX: &str = schema::prefix::PENDING;
 /// The payment guard's attribute counting down what refunds and lost disputes may still take back.
 pub(super) const REFUNDABLE: &str = "refundable_paise";
+/// The payment guard's attribute recording what the payment brought: the credit (`amount_paise`) and the GST
+/// on it. Absent on payments credited before top-ups carried GST (they brought the credit alone).
+pub(super) const PAID: &str = "paid_paise";
+
+/// What a credited payment brought, paise.
+pub(super) fn paid(credit: &Item) -> i64 {
+    let credited = credited(credit).1;
+    credit.attrs.get(PAID).and_then(Value::as_i64).unwrap_or(credited)
+}
+
+/// The money that gives back `credit_paise` of a payment's credit: with the GST charged on it, which the
+/// refund voucher reverses (`gst::tax::paid_share`).
+pub(super) fn money_for(credit: &Item, credit_paise: i64) -> i64 {
+    let left = money_left(credit).max(0);
+    if credit_paise >= refundable(credit) {
+        return left;
+    }
+    crate::gst::tax::paid_share(credit_paise, credited(credit).1, paid(credit)).min(left)
+}
+
+/// The payment guard's attribute counting down the money refunds, lost disputes and closure refunds may
+/// still send back (of `paid_paise`), beside `refundable_paise` (of the credit): the last of the money takes
+/// the last of the credit, so rounded shares never leave credit behind money that left.
+pub(super) const MONEY_LEFT: &str = "refundable_money_paise";
+
+/// What of the payment's money may still go back (a guard from before GST counts credit and money as one).
+pub(super) fn money_left(credit: &Item) -> i64 {
+    credit.attrs.get(MONEY_LEFT).and_then(Value::as_i64).unwrap_or_else(|| refundable(credit))
+}
+
+/// The credit that `money` paise of a payment paid for (a refund or chargeback of part of it): its share,
+/// rounded up (`gst::tax::credit_share`), and all that is left once the money is all that is left.
+pub(super) fn credit_taken(credit: &Item, money: i64) -> i64 {
+    let left = refundable(credit).max(0);
+    if money >= money_left(credit) {
+        return left;
+    }
+    crate::gst::tax::credit_share(money, credited(credit).1, paid(credit)).min(left)
+}
 
 /// The owner of a credited payment and the paise credited, from its guard.
 pub(super) fn credited(credit: &Item) -> (String, i64) {
@@ -171,27 +213,36 @@ pub(super) fn refundable(credit: &Item) -> i64 {
         .unwrap_or_else(|| credit.attrs.get("amount_paise").and_then(Value::as_i64).unwrap_or(0))
 }
 
-/// Takes `paise` off what the payment may still give back, in the transaction that gives it back: refunds
-/// and lost disputes together never take back more than was paid.
-pub(super) fn take_refundable(credit: &Item, paise: i64) -> WriteOp {
-    let update = Update::new(Table::Main, credit.pk.clone(), credit.sk.clone());
-    WriteOp::Update(if credit.attrs.contains_key(REFUNDABLE) {
-        update.add(REFUNDABLE, -paise).when(Condition::AttrAtLeast(REFUNDABLE.into(), paise))
+/// Takes `paise` of credit and `money` paise of money off what the payment may still give back, in the
+/// transaction that gives it back: refunds and lost disputes together never take back more than was paid.
+pub(super) fn take_back(credit: &Item, paise: i64, money: i64) -> WriteOp {
+    let mut update = Update::new(Table::Main, credit.pk.clone(), credit.sk.clone());
+    let mut conditions = Vec::new();
+    if credit.attrs.contains_key(REFUNDABLE) {
+        update = update.add(REFUNDABLE, -paise);
+        conditions.push(Condition::AttrAtLeast(REFUNDABLE.into(), paise));
     } else {
-        update
-            .set(REFUNDABLE, json!(refundable(credit) - paise))
-            .when(Condition::AttrAbsentOrEquals(REFUNDABLE.into(), Value::Null))
-    })
+        update = update.set(REFUNDABLE, json!(refundable(credit) - paise));
+        conditions.push(Condition::AttrAbsentOrEquals(REFUNDABLE.into(), Value::Null));
+    }
+    // A guard credited with GST counts its money too; an older one counts credit and money as one.
+    if credit.attrs.contains_key(MONEY_LEFT) {
+        update = update.add(MONEY_LEFT, -money);
+        conditions.push(Condition::AttrAtLeast(MONEY_LEFT.into(), money));
+    }
+    WriteOp::Update(update.when(Condition::All(conditions)))
 }
 
-/// Gives `paise` back to what a payment may still give back (a refund taken off it was refused). The count
-/// exists by then: the refund's own record took the amount off with [`take_refundable`].
-pub(super) fn give_back_refundable(payment_id: &str, paise: i64) -> WriteOp {
-    WriteOp::Update(
-        Update::new(Table::Main, payment_pk(payment_id), CREDIT_SK)
-            .add(REFUNDABLE, paise)
-            .when(Condition::AttrAtLeast(REFUNDABLE.into(), 0)),
-    )
+/// Gives `paise` of credit and `money` paise of money back to what a payment may still give back (a refund
+/// taken off it was refused). The counts exist by then: the refund's own record took them with [`take_back`].
+pub(super) async fn give_back(store: &dyn ItemStore, payment_id: &str, paise: i64, money: i64) -> ApiResult<WriteOp> {
+    let guard = store.get(Table::Main, &payment_pk(payment_id), CREDIT_SK).await?;
+    let counts_money = guard.as_ref().is_some_and(|g| g.attrs.contains_key(MONEY_LEFT));
+    let mut update = Update::new(Table::Main, payment_pk(payment_id), CREDIT_SK).add(REFUNDABLE, paise);
+    if counts_money {
+        update = update.add(MONEY_LEFT, money);
+    }
+    Ok(WriteOp::Update(update.when(Condition::AttrAtLeast(REFUNDABLE.into(), 0))))
 }
 
 /// Applies (and then deletes) the refund and dispute events kept for a payment that is now credited. Order

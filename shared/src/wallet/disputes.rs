@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::adjustments::{Adjustment, credit_or_defer, credited, refundable, take_refundable};
+use super::adjustments::{self, Adjustment, credit_or_defer, credit_taken, credited, paid, refundable, take_back};
 use crate::accounts::user_pk;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::money::paise_to_units;
@@ -62,8 +62,8 @@ pub async fn apply_dispute(ports: &Ports, event: &str, dispute: &crate::razorpay
     else {
         return Ok(CreditOutcome::Deferred);
     };
-    let (user_id, credited_paise) = credited(&credit);
-    let Some(amounts) = DisputeAmounts::of(dispute, credited_paise).filter(|_| !user_id.is_empty()) else {
+    let (user_id, _) = credited(&credit);
+    let Some(amounts) = DisputeAmounts::of(dispute, &credit).filter(|_| !user_id.is_empty()) else {
         let details = json!({ "reason": "dispute does not match the credited payment", "dispute_id": dispute.id, "payment_id": dispute.payment_id, "amount_paise": dispute.amount, "currency": dispute.currency });
         record_review(ports, now, details).await?;
         return Ok(CreditOutcome::Mismatch);
@@ -78,16 +78,17 @@ pub async fn apply_dispute(ports: &Ports, event: &str, dispute: &crate::razorpay
             return Ok(CreditOutcome::AlreadyCredited);
         };
         let guard = store.get(Table::Main, &payment_pk(&dispute.payment_id), CREDIT_SK).await?;
-        let left_paise = guard.as_ref().map_or(0, refundable);
-        let mut amounts = amounts;
-        if next == DisputeState::Held && left_paise < dispute.amount {
+        let (left_paise, money_left) = guard.as_ref().map_or((0, 0), |g| (refundable(g), adjustments::money_left(g)));
+        // The shares of what the payment has left now (the last of its money takes the last of its credit).
+        let mut amounts = guard.as_ref().and_then(|g| DisputeAmounts::of(dispute, g)).unwrap_or(amounts);
+        if next == DisputeState::Held && money_left < dispute.amount {
             // Already refunded or paid out (a closed account's money goes back so): only what the payment
             // still holds is held, so the chargeback cannot take the same money twice; a human looks.
             let details = json!({ "reason": "dispute of a payment already refunded or paid out: only what is left of it is held", "dispute_id": dispute.id, "payment_id": dispute.payment_id, "amount_paise": dispute.amount, "left_paise": left_paise });
             record_review(ports, now, details).await?;
             amounts.held = paise_to_units(left_paise.max(0)).unwrap_or(0);
         }
-        let over = next == DisputeState::Debited && left_paise < amounts.deducted_paise;
+        let over = next == DisputeState::Debited && money_left < amounts.deducted_money;
         if over {
             // More than the payment would be taken back: a human looks, and nothing stays held meanwhile.
             let details = json!({ "reason": "refunds and disputes would take back more than the payment", "dispute_id": dispute.id, "payment_id": dispute.payment_id, "amount_paise": amounts.deducted_paise });
@@ -137,24 +138,34 @@ impl DisputeStep {
     }
 }
 
-/// A dispute's amounts, checked against the payment it disputes.
+/// A dispute's amounts, checked against the payment it disputes, as the wallet's credit: a chargeback takes
+/// back money the payment brought (the credit and its GST), so the wallet gives up the credit that money
+/// paid for (`adjustments::credit_taken`).
 #[derive(Debug, Clone, Copy)]
 struct DisputeAmounts {
     /// What a held dispute holds, wallet units.
     held: i64,
-    /// What a lost dispute takes: what Razorpay deducted (or the disputed amount), paise and units.
+    /// What a lost dispute takes: Razorpay's deduction (or the disputed amount), money paise; the credit it
+    /// paid for, paise and units.
+    deducted_money: i64,
     deducted_paise: i64,
     deducted: i64,
 }
 
 impl DisputeAmounts {
-    fn of(dispute: &crate::razorpay::Dispute, credited_paise: i64) -> Option<Self> {
-        let deducted_paise = if dispute.amount_deducted > 0 { dispute.amount_deducted } else { dispute.amount };
-        let fits = |paise: i64| paise > 0 && paise <= credited_paise;
-        if dispute.currency != "INR" || !fits(dispute.amount) || !fits(deducted_paise) {
+    fn of(dispute: &crate::razorpay::Dispute, credit: &Item) -> Option<Self> {
+        let deducted_money = if dispute.amount_deducted > 0 { dispute.amount_deducted } else { dispute.amount };
+        let fits = |paise: i64| paise > 0 && paise <= paid(credit);
+        if dispute.currency != "INR" || !fits(dispute.amount) || !fits(deducted_money) {
             return None;
         }
-        Some(Self { held: paise_to_units(dispute.amount)?, deducted_paise, deducted: paise_to_units(deducted_paise)? })
+        let deducted_paise = credit_taken(credit, deducted_money);
+        Some(Self {
+            held: paise_to_units(credit_taken(credit, dispute.amount))?,
+            deducted_money,
+            deducted_paise,
+            deducted: paise_to_units(deducted_paise)?,
+        })
     }
 }
 
@@ -234,7 +245,7 @@ impl DisputeChange<'_> {
             DisputeState::Released => wallet_update.add("held", -held).add("available", held),
             DisputeState::Debited => {
                 let guard = guard.ok_or_else(|| ApiError::Internal("the payment's guard vanished".into()))?;
-                ops.push(take_refundable(guard, amounts.deducted_paise));
+                ops.push(take_back(guard, amounts.deducted_paise, amounts.deducted_money));
                 let balance_after = self.wallet.balance - amounts.deducted;
                 let entry =
                     LedgerEntry::new(LedgerKind::Dispute, -amounts.deducted, balance_after, &self.dispute.id, self.now);

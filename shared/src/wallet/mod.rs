@@ -1,6 +1,6 @@
 //! The prepaid wallet: Razorpay top-ups, exactly-once credits, refunds, the ledger and reconciliation.
 //!
-//! Items (main table; all but the wallet expire after the payments window, 7 years):
+//! Items (main table; all but the wallet expire after the payments window, 8 financial years):
 //! - `USER#<id>` / `WALLET`: `balance`, `held` and `available` (= balance - held), in wallet units
 //!   ([`crate::money`]). Created by the first credit.
 //! - `USER#<id>` / `LEDGER#<millis>#<rand>`: one entry per balance change, written in the same transaction
@@ -54,6 +54,7 @@ mod ledger;
 pub mod metering;
 mod reconciliation;
 mod settings;
+mod topup_tax;
 mod topups;
 mod webhook;
 

@@ -8,12 +8,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::adjustments::{REFUNDABLE, apply_deferred};
+use super::adjustments::{MONEY_LEFT, PAID, REFUNDABLE, apply_deferred};
 use super::closure::sync_closed_wallet;
 use super::ledger::{BalanceChange, LedgerKind, apply_balance_change};
+use super::topup_tax::{order_terms, paid_paise, receipt_due};
 use super::{payment_expiry, record_review};
 use crate::accounts::{time_sort_key, timestamp, user_pk};
 use crate::error::{ApiError, ApiResult};
+use crate::gst::{Party, TaxSplit};
 use crate::money::paise_to_units;
 use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::razorpay::{NewOrder, Payment, RazorpayClient};
@@ -55,6 +57,13 @@ pub struct Topup {
     pub payment_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paid_at: Option<DateTime<Utc>>,
+    /// The GST charged on the credit (`amount_paise`): the order is for its total. Absent on orders made
+    /// before top-ups carried GST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax: Option<TaxSplit>,
+    /// The billing profile the order was made under: the receipt voucher's recipient.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<Party>,
 }
 
 /// How the API shows a top-up.
@@ -68,6 +77,10 @@ pub struct TopupView {
     pub status: TopupStatus,
     pub created_at: String,
     pub payment_id: Option<String>,
+    /// The credit's GST and the order's total (`total_paise`, what Razorpay charges).
+    pub tax: Option<TaxSplit>,
+    /// The receipt voucher of a paid top-up, once issued (`GET /v1/tax-documents/{id}`).
+    pub receipt_voucher_id: Option<String>,
 }
 
 impl TopupView {
@@ -81,6 +94,12 @@ impl TopupView {
             status: topup.status,
             created_at: timestamp(topup.created_at),
             payment_id: topup.payment_id.clone(),
+            tax: topup.tax,
+            receipt_voucher_id: topup
+                .payment_id
+                .as_deref()
+                .filter(|_| topup.tax.is_some() && topup.status == TopupStatus::Paid)
+                .map(crate::gst::receipts::receipt_voucher_id),
         }
     }
 }
@@ -207,14 +226,15 @@ pub async fn create_topup(
             ),
         ));
     }
+    let (tax, recipient) = order_terms(ports, user_id, amount_paise).await?;
     let id = format!("tup_{}", random_suffix());
     let mut notes = Map::new();
     notes.insert("user_id".into(), json!(user_id));
     notes.insert("topup_id".into(), json!(id));
     let order = razorpay
-        .create_order(&NewOrder { amount: amount_paise, currency: "INR".into(), receipt: id.clone(), notes })
+        .create_order(&NewOrder { amount: tax.total_paise, currency: "INR".into(), receipt: id.clone(), notes })
         .await?;
-    if order.amount != amount_paise || order.currency != "INR" {
+    if order.amount != tax.total_paise || order.currency != "INR" {
         return Err(ApiError::BadGateway {
             code: ErrorCode::PaymentGatewayError,
             message: "the payment gateway created an order that does not match the request".into(),
@@ -231,6 +251,8 @@ pub async fn create_topup(
         created_at: now,
         payment_id: None,
         paid_at: None,
+        tax: Some(tax),
+        recipient: Some(recipient),
     };
     store.save_new_topup(&topup, payment_expiry(config, now)).await?;
     tracing::info!(%user_id, topup_id = %topup.id, order_id = %topup.razorpay_order_id, amount_paise, "top-up created");
@@ -296,7 +318,7 @@ pub async fn credit_payment(
     let clock = ports.clock();
     let config = ports.config();
     let now = clock.now();
-    let matches = payment.amount == topup.amount_paise
+    let matches = payment.amount == paid_paise(topup)
         && payment.currency == topup.currency
         && payment.order_id.as_deref() == Some(topup.razorpay_order_id.as_str());
     if !matches {
@@ -305,7 +327,7 @@ pub async fn credit_payment(
             "source": source,
             "topup_id": topup.id,
             "order_id": topup.razorpay_order_id,
-            "expected_amount_paise": topup.amount_paise,
+            "expected_amount_paise": paid_paise(topup),
             "expected_currency": topup.currency,
             "payment_id": payment.id,
             "payment_order_id": payment.order_id,
@@ -322,6 +344,7 @@ pub async fn credit_payment(
         let mut ops = credit_ops(topup, payment, source, now, expires_at)?;
         let receipt = OutboxMail::new(MailKind::PaymentReceipt, &topup.user_id, now)
             .param("amount", units)
+            .param("paid", paise_to_units(paid_paise(topup)).unwrap_or(units))
             .param("payment_id", payment.id.clone())
             .param("balance_after", balance_after);
         ops.push(enqueue(&receipt)?);
@@ -344,6 +367,11 @@ pub async fn credit_payment(
     // process that credited stopped before it got here); money paid to a closed account goes to its refund.
     apply_deferred(ports, &payment.id).await?;
     sync_closed_wallet(ports, &topup.user_id).await?;
+    // The receipt voucher (also on a repeated credit: the process that credited may have stopped first). The
+    // money is credited whatever happens here: a voucher not issued now stays due, for the jobs.
+    if let Err(e) = crate::gst::receipts::issue_receipt(ports, &payment.id).await {
+        tracing::warn!(payment_id = %payment.id, error = %e, "receipt voucher left due for the jobs");
+    }
     Ok(if credited { CreditOutcome::Credited } else { CreditOutcome::AlreadyCredited })
 }
 
@@ -361,10 +389,14 @@ fn credit_ops(
         "topup_id": topup.id,
         "order_id": topup.razorpay_order_id,
         "amount_paise": topup.amount_paise,
+        // What the payment brought: the credit and its GST (refunds and chargebacks are of this money).
+        PAID: paid_paise(topup),
         REFUNDABLE: topup.amount_paise,
+        MONEY_LEFT: paid_paise(topup),
         "source": source,
         "credited_at": now,
     });
+    let receipt = receipt_due(topup, &payment.id, now, expires_at)?;
     Ok(vec![
         WriteOp::Put(Put {
             table: Table::Main,
@@ -386,7 +418,10 @@ fn credit_ops(
         }),
         // Every payment of the account, a second one on the same order too (a closed account's refunds).
         super::closure_refunds::payment_index_put(&topup.user_id, &payment.id, expires_at)?,
-    ])
+    ]
+    .into_iter()
+    .chain(receipt)
+    .collect())
 }
 
 /// Marks a top-up failed, unless it already moved on (paid, expired): state only moves forward.

@@ -325,6 +325,15 @@ async fn customer_key(http: &reqwest::Client, base: &str, index: u64) -> Res<Str
     let url = started["url"].as_str().ok_or("no DigiLocker url")?;
     let back = dev_server::kyc_standin::submit_defaults(http, url, true).await.map_err(|e| e.to_string())?;
     http.get(back).send().await?;
+    // Every top-up is issued a receipt voucher: the account is billed somewhere first.
+    let profile =
+        json!({"billing_name": "Bench", "address": "1 MG Road, Bengaluru", "state_code": "29", "pin": "560001"});
+    http.put(format!("{base}/v1/account/billing-profile"))
+        .bearer_auth(&token)
+        .json(&profile)
+        .send()
+        .await?
+        .error_for_status()?;
     let topup =
         post(http, &format!("{base}/v1/wallet/topups"), Some(&token), &json!({"amount_paise": 50_000_000})).await?;
     post(

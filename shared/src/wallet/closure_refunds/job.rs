@@ -120,6 +120,7 @@ impl Refunds<'_> {
             user_id: request.user_id.clone(),
             payment_id: payment.payment_id.clone(),
             amount_paise: paise,
+            money_paise: Some(payment.money_for(paise)),
             state: RefundState::Initiated,
             refund_id: None,
             reason: None,
@@ -150,7 +151,7 @@ impl Refunds<'_> {
         let mut notes = Map::new();
         notes.insert(REFUND_NOTE.into(), json!(refund.id));
         notes.insert("user_id".into(), json!(refund.user_id));
-        NewRefund { amount: refund.amount_paise, speed: "normal".into(), receipt: refund.id.clone(), notes }
+        NewRefund { amount: refund.money(), speed: "normal".into(), receipt: refund.id.clone(), notes }
     }
 
     /// Asks Razorpay for a recorded refund.
@@ -254,7 +255,13 @@ impl Refunds<'_> {
                     .add(REFUNDING, -refund.units())
                     .when(Condition::AttrAtLeast(REFUNDING.into(), refund.units())),
             ),
-            crate::wallet::adjustments::give_back_refundable(&refund.payment_id, refund.amount_paise),
+            crate::wallet::adjustments::give_back(
+                self.ports.store(),
+                &refund.payment_id,
+                refund.amount_paise,
+                refund.money(),
+            )
+            .await?,
         ];
         if self.ports.store().transact(ops).await.applied()?.is_none() {
             return Ok(());

@@ -28,7 +28,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::adjustments::{refundable, take_refundable};
+use super::adjustments::{refundable, take_back};
 use super::closure::{RefundRequest, refund_request};
 use super::payment_expiry;
 use super::topups::{CREDIT_SK, TopupStatus, TopupStore};
@@ -72,7 +72,13 @@ pub struct ClosureRefund {
     pub id: String,
     pub user_id: String,
     pub payment_id: String,
+    /// The credit this refund gives back, paise (what the refund request and the payment's refundable count
+    /// move by).
     pub amount_paise: i64,
+    /// The money asked of Razorpay: the credit with the GST it was charged with (`gst::tax::paid_share`).
+    /// Absent on refunds of payments without GST, and on those recorded before: then `amount_paise`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub money_paise: Option<i64>,
     pub state: RefundState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_id: Option<String>,
@@ -92,6 +98,11 @@ pub struct ClosureRefund {
 impl ClosureRefund {
     fn units(&self) -> i64 {
         self.amount_paise.saturating_mul(UNITS_PER_PAISA)
+    }
+
+    /// What Razorpay is asked to send back, paise.
+    pub fn money(&self) -> i64 {
+        self.money_paise.unwrap_or(self.amount_paise)
     }
 
     fn key(&self) -> (String, String) {
@@ -120,6 +131,13 @@ pub struct AccountPayment {
 }
 
 impl AccountPayment {
+    /// The money that gives back `credit` paise of this payment's credit.
+    pub fn money_for(&self, credit: i64) -> i64 {
+        crate::wallet::adjustments::money_for(&self.guard, credit)
+    }
+}
+
+impl AccountPayment {
     /// Whether Razorpay may still refund it at `now`.
     pub fn refundable_by_razorpay(&self, now: DateTime<Utc>) -> bool {
         now - self.credited_at < REFUND_WINDOW
@@ -132,7 +150,7 @@ impl AccountPayment {
 
     /// Takes `paise` off what it may still give back, in the transaction that gives it back elsewhere.
     pub(super) fn take(&self, paise: i64) -> WriteOp {
-        take_refundable(&self.guard, paise)
+        take_back(&self.guard, paise, self.money_for(paise))
     }
 }
 

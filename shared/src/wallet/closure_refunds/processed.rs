@@ -59,7 +59,7 @@ fn guard_and_notice(ports: &Ports, refund: &ClosureRefund, processed: &Refund) -
     let now = clock.now();
     let marker = json!({ "user_id": refund.user_id, "payment_id": refund.payment_id, "amount_paise": refund.amount_paise, "debited_at": now, "closure_refund": refund.id });
     let notice = OutboxMail::new(MailKind::RefundNotice, &refund.user_id, now)
-        .param("amount", refund.units())
+        .param("amount", refund.money().saturating_mul(crate::money::UNITS_PER_PAISA))
         .param("payment_id", refund.payment_id.clone())
         .param("refund_id", processed.id.clone());
     Ok([
@@ -131,7 +131,8 @@ async fn late_ops(ports: &Ports, current: &ClosureRefund, processed: &Refund) ->
         let left = crate::wallet::adjustments::refundable(&guard);
         let taken = left.min(current.amount_paise);
         if taken > 0 {
-            ops.push(crate::wallet::adjustments::take_refundable(&guard, taken));
+            let money = crate::wallet::adjustments::money_left(&guard).max(0).min(current.money());
+            ops.push(crate::wallet::adjustments::take_back(&guard, taken, money));
         }
     }
     Ok(ops)
@@ -164,7 +165,7 @@ pub(in crate::wallet) async fn processed_by_webhook(
     let sk = schema::prefixed(prefix::CLOSURE_REFUND, reference);
     let Some(item) = store.get(Table::Main, &user_pk(user_id), &sk).await? else { return Ok(None) };
     let refund: ClosureRefund = item.record()?;
-    if refund.payment_id != processed.payment_id || refund.amount_paise != processed.amount {
+    if refund.payment_id != processed.payment_id || refund.money() != processed.amount {
         return Ok(None);
     }
     apply_processed(ports, &refund, processed).await.map(Some)
