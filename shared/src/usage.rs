@@ -255,23 +255,55 @@ pub async fn summary<S: ItemStore + ?Sized>(
                 GroupBy::Day => today_in_india(record.created_at).to_string(),
                 GroupBy::Model => record.model.clone(),
             };
-            let totals = groups.entry(key.clone()).or_insert_with(|| Totals { group: key, ..Totals::default() });
-            totals.requests += 1;
-            totals.prompt_tokens += record.prompt_tokens;
-            totals.completion_tokens += record.completion_tokens;
-            totals.total_tokens += record.total_tokens;
-            totals.cost = totals.cost.saturating_add(record.cost);
+            tally(&mut groups, key, &record);
         }
         after = page.next;
         if after.is_none() || read >= SUMMARY_SCAN_LIMIT {
             break;
         }
     }
-    Ok(groups
+    Ok(finished(groups))
+}
+
+fn tally(groups: &mut BTreeMap<String, Totals>, key: String, record: &UsageRecord) {
+    let totals = groups.entry(key.clone()).or_insert_with(|| Totals { group: key, ..Totals::default() });
+    totals.requests += 1;
+    totals.prompt_tokens += record.prompt_tokens;
+    totals.completion_tokens += record.completion_tokens;
+    totals.total_tokens += record.total_tokens;
+    totals.cost = totals.cost.saturating_add(record.cost);
+}
+
+fn finished(groups: BTreeMap<String, Totals>) -> Vec<Totals> {
+    groups
         .into_values()
         .map(|mut t| {
             t.cost_inr = format_inr(t.cost);
             t
         })
-        .collect())
+        .collect()
+}
+
+/// Every call of `[from, to)` summed per model, however many (a month's tax invoice: all of it, unlike the
+/// summary's bounded scan).
+pub async fn by_model_between<S: ItemStore + ?Sized>(
+    store: &S,
+    user_id: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> ApiResult<Vec<Totals>> {
+    let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
+    let mut after = None;
+    let last = to - Duration::milliseconds(1);
+    loop {
+        let query = Query::new(Table::Main, user_pk(user_id)).range(range(from, last)).limit(1000).after(after);
+        let page = store.query(query).await?;
+        for record in page.items.iter().map(Item::record::<UsageRecord>).collect::<StoreResult<Vec<_>>>()? {
+            tally(&mut groups, record.model.clone(), &record);
+        }
+        after = page.next;
+        if after.is_none() {
+            return Ok(finished(groups));
+        }
+    }
 }

@@ -624,6 +624,10 @@ async fn refunds_and_disputes_before_their_credit_apply_when_it_lands(backend: B
     assert_eq!(balances(&api, &user).await?, (300 * rupee, 0, 300 * rupee));
     let dump = api.dump().await?;
     assert!(!dump.lines().any(|l| l.starts_with("RZPPAYMENT#") && l.contains(" PENDING#")), "{dump}");
+    // The early refund's voucher too, written after the receipt voucher whose tax it reverses.
+    let numbered = |prefix: &str| dump.lines().any(|l| l.starts_with(prefix) && l.contains("\"number\":"));
+    assert!(numbered("TAXDOC#rv_") && numbered("TAXDOC#rf_"), "{dump}");
+    assert!(!dump.lines().any(|l| l.starts_with("TAXDOCS#")), "nothing left due: {dump}");
     Ok(())
 }
 

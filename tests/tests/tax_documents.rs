@@ -9,7 +9,7 @@ use e2e::{Backend, TestApi, TestResult, on_both_stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::clock::{Clock, FinancialYear};
-use shared::gst::receipts::{AdvanceReceived, due_put, issue_due, issue_receipt};
+use shared::gst::receipts::{AdvanceReceived, DueDocument, due_put, issue_due, issue_receipt};
 use shared::gst::{Party, TaxSplit};
 
 on_both_stores!(
@@ -242,7 +242,7 @@ async fn hundreds_of_vouchers_issued_at_once_are_numbered_without_gaps(backend: 
         task.await??;
     }
     // The process that credited the last payment stopped before its voucher: the jobs issue it.
-    assert!(api.dump().await?.contains(&format!("TAXDOCS#DUE {stopped}")), "left due");
+    assert!(api.dump().await?.contains(&format!("TAXDOCS#DUE rv_{stopped}")), "left due");
     issue_due(&ports).await?;
     let mut numbers = all_numbers(&api, &token).await?;
     numbers.sort();
@@ -269,8 +269,9 @@ async fn due_markers(api: &TestApi, user: &str, recipient: Party, count: usize) 
             tax: TaxSplit::on(10_000, true),
             recipient: recipient.clone(),
         };
-        api.state.store.transact(vec![due_put(&advance, expires_at)?]).await?;
-        payments.push(advance.payment_id);
+        let payment_id = advance.payment_id.clone();
+        api.state.store.transact(vec![due_put(&DueDocument::ReceiptVoucher(advance), expires_at)?]).await?;
+        payments.push(payment_id);
     }
     Ok(payments)
 }

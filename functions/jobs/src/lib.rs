@@ -20,7 +20,7 @@
 //! Each job runs whatever another did (the sweeper returns users' held money, so a Razorpay outage, or
 //! Razorpay's keys missing, must not stop it: only the two jobs that call Razorpay need them), each skips and
 //! logs the one item it cannot handle, and each has a time budget that together fit well inside the
-//! function's 120-second timeout. A job that fails as a whole is named in the report's `failed_jobs`, and
+//! function's 180-second timeout. A job that fails as a whole is named in the report's `failed_jobs`, and
 //! the Lambda invocation then fails (its failure queue and alarm see it).
 
 use std::time::Duration as StdDuration;
@@ -51,6 +51,8 @@ pub const REDRIVE_BUDGET: StdDuration = StdDuration::from_secs(2);
 pub const CLOSURES_BUDGET: StdDuration = StdDuration::from_secs(15);
 /// KYC checks asked again (each provider call may take its 8-second timeout).
 pub const KYC_BUDGET: StdDuration = StdDuration::from_secs(25);
+/// The month's tax invoices, issued from the 1st (IST) on: what a run leaves, the next carries on.
+pub const INVOICES_BUDGET: StdDuration = StdDuration::from_secs(20);
 /// Pages of the vault table the Aadhaar erasure reads per run (100 items each: store calls only).
 pub const ERASURE_PAGES: usize = 10;
 
@@ -69,8 +71,10 @@ pub struct JobsReport {
     pub kyc_retries: shared::kyc::RetryReport,
     /// Legacy Aadhaar numbers erased so far, and whether the erasure is done.
     pub aadhaar_erasure: shared::kyc::erasure::ErasureState,
-    /// Tax documents this run numbered (receipt vouchers a stopped process left due, and any queued).
+    /// Tax documents this run numbered (vouchers a stopped process left due, and any queued).
     pub tax_documents_numbered: usize,
+    /// Tax invoices of the last month this run issued.
+    pub tax_invoices_issued: usize,
     /// Jobs that failed as a whole (their error is logged); the others still ran.
     pub failed_jobs: Vec<&'static str>,
 }
@@ -126,12 +130,21 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
         Err(e) => report.failed(e, "mail_redrive", "the outbox redrive failed"),
     }
     kyc_jobs(state, &mut report).await;
-    match shared::gst::receipts::issue_due(&state.ports).await {
-        Ok(numbered) => report.tax_documents_numbered = numbered,
-        Err(e) => report.failed(e, "tax_documents", "receipt vouchers due could not be issued; the next run does"),
-    }
+    tax_jobs(state, &mut report).await;
     tracing::info!(?report, "scheduled jobs finished");
     Ok(report)
+}
+
+/// The tax documents: the last month's invoices, then vouchers left due and anything unnumbered.
+async fn tax_jobs(state: &AppState, report: &mut JobsReport) {
+    match shared::wallet::invoicing::issue_month_invoices(&state.ports, INVOICES_BUDGET).await {
+        Ok(issued) => report.tax_invoices_issued = issued,
+        Err(e) => report.failed(e, "tax_invoices", "the month's tax invoices stopped; the next run carries on"),
+    }
+    match shared::gst::receipts::issue_due(&state.ports).await {
+        Ok(numbered) => report.tax_documents_numbered = numbered,
+        Err(e) => report.failed(e, "tax_documents", "tax documents due could not be written; the next run does"),
+    }
 }
 
 /// The KYC jobs: retries of unanswered checks, and the Aadhaar erasure until it is done.
@@ -177,7 +190,8 @@ mod tests {
                 + CLOSURES_BUDGET
                 + NOTICES_BUDGET
                 + REDRIVE_BUDGET
-                + KYC_BUDGET)
+                + KYC_BUDGET
+                + INVOICES_BUDGET)
                 .as_secs()
                 + 25
                 <= timeout,

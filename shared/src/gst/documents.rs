@@ -204,6 +204,24 @@ pub(super) async fn create(
     Ok(store.transact(ops).await.applied()?.is_some())
 }
 
+/// [`create`], telling "written already" (`false`) from a condition of `extra` that failed meanwhile (the
+/// advances moved under a concurrent document): that one is an error, for the caller to try again later,
+/// so no document is taken for written when it is not.
+pub(super) async fn create_or_found(
+    store: &dyn ItemStore,
+    document: &TaxDocument,
+    expires_at: i64,
+    extra: Vec<WriteOp>,
+) -> ApiResult<bool> {
+    if create(store, document, expires_at, extra).await? {
+        return Ok(true);
+    }
+    match get(store, &document.id).await? {
+        Some(_) => Ok(false),
+        None => Err(ApiError::Unavailable(format!("tax document {} was not written: tried again later", document.id))),
+    }
+}
+
 pub(super) async fn get(store: &dyn ItemStore, document_id: &str) -> StoreResult<Option<TaxDocument>> {
     store.get(Table::Main, &tax_document_pk(document_id), DOCUMENT_SK).await?.map(|i| i.record()).transpose()
 }

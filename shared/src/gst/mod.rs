@@ -1,13 +1,18 @@
 //! GST documents for every rupee: receipt vouchers for top-ups (advances, CGST Rule 50), with the tax on
-//! them charged at the top-up; the documents' numbering (Rule 46(b)), storage, PDF and JSON forms.
+//! them charged at the top-up; a tax invoice for each month of use (s.31, Rules 46 and 47), adjusted against
+//! the advances taxed; refund vouchers for advances given back (Rule 51); the documents' numbering (Rule
+//! 46(b)), storage, PDF and JSON forms.
 //!
 //! Our side as the supplier is configured per deploy (`config::Supplier`); the customer's side is the
 //! billing profile in force when the top-up was ordered (`billing`), kept on each document.
 
+pub mod advances;
 pub mod documents;
+pub mod invoices;
 pub mod numbering;
 pub mod pdf;
 pub mod receipts;
+pub mod refunds;
 pub mod tax;
 pub mod words;
 

@@ -129,6 +129,15 @@ fn item(pages: &mut Pages, n: usize, line: &DocumentLine) {
     pages.gap();
 }
 
+/// A reference as a line: `received at: 2026-12-06T10:00:00Z`; an amount in paise as rupees (`advances
+/// adjusted: 1000.00`).
+fn reference(name: &str, value: &serde_json::Value) -> String {
+    match (name.strip_suffix("_paise"), value.as_i64()) {
+        (Some(amount), Some(paise)) => format!("{}: {}", amount.replace('_', " "), rupees(paise)),
+        _ => format!("{}: {}", name.replace('_', " "), value.as_str().map_or(value.to_string(), str::to_owned)),
+    }
+}
+
 /// The document's text, in reading order.
 fn body(document: &TaxDocument) -> Pages {
     let mut pages = Pages::new();
@@ -141,7 +150,7 @@ fn body(document: &TaxDocument) -> Pages {
     pages.text(&format!("Place of supply: {}", document.place_of_supply));
     pages.text(&format!("Tax payable on reverse charge: {}", if document.reverse_charge { "Yes" } else { "No" }));
     for (name, value) in &document.references {
-        pages.text(&format!("{}: {}", name.replace('_', " "), value.as_str().map_or(value.to_string(), str::to_owned)));
+        pages.text(&reference(name, value));
     }
     pages.gap();
     party(&mut pages, "Supplier", &document.supplier);

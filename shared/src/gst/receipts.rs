@@ -1,16 +1,18 @@
 //! Receipt vouchers (CGST Rule 50): GST on a service is due when an advance is received (CGST Act s.13(2)),
-//! so every captured top-up gets a voucher naming the advance and the tax charged on it.
+//! so every captured top-up gets a voucher naming the advance and the tax charged on it. And the due
+//! markers every document written from a money event goes through.
 //!
-//! The credit that takes the payment writes a due marker (`TAXDOCS#DUE` / `<payment id>`) holding what the
-//! voucher needs; issuing writes the voucher and deletes the marker in one transaction, so a process killed
-//! between the two leaves the marker for the next delivery of the payment or the jobs, and a payment never
-//! gets two vouchers (the voucher's id is the payment's).
+//! The credit that takes the payment (or the refund that gives money back) writes a due marker
+//! (`TAXDOCS#DUE` / `<document id>`) holding what the document needs; writing the document deletes the
+//! marker in the same transaction, so a process killed between the two leaves the marker for the next
+//! delivery of the event or the jobs, and no event gets two documents (the document's id is the event's).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
-use super::documents::{DocumentKind, DocumentLine, Party, TaxDocument, create};
+use super::documents::{DocumentKind, DocumentLine, Party, TaxDocument};
+use super::refunds::{AdvanceRefunded, refund_voucher_id};
 use super::tax::{SAC, SERVICE_DESCRIPTION, TaxSplit};
 use super::words::amount_in_words;
 use crate::accounts::timestamp;
@@ -20,7 +22,7 @@ use crate::retention::ItemClass;
 use crate::store::schema;
 use crate::store::{Condition, Delete, Item, Put, Query, StoreResult, Table, WriteOp};
 
-/// Marker entries the jobs issue per run at most (the rest wait for the next).
+/// Markers the jobs write documents for per run at most (the rest wait for the next).
 const DUE_PER_RUN: u32 = 200;
 
 /// An advance received: what its receipt voucher says, as the credit records it.
@@ -34,16 +36,33 @@ pub struct AdvanceReceived {
     pub recipient: Party,
 }
 
+/// A document due: what the money event that asks for it recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "document", rename_all = "snake_case")]
+pub enum DueDocument {
+    ReceiptVoucher(AdvanceReceived),
+    RefundVoucher(AdvanceRefunded),
+}
+
+impl DueDocument {
+    pub fn id(&self) -> String {
+        match self {
+            DueDocument::ReceiptVoucher(advance) => receipt_voucher_id(&advance.payment_id),
+            DueDocument::RefundVoucher(refund) => refund_voucher_id(&refund.refund_id),
+        }
+    }
+}
+
 /// The voucher of a payment: its id follows from the payment's.
 pub fn receipt_voucher_id(payment_id: &str) -> String {
     format!("rv_{payment_id}")
 }
 
-/// The due marker, written in the credit's transaction.
-pub fn due_put(advance: &AdvanceReceived, expires_at: i64) -> StoreResult<WriteOp> {
+/// The due marker, written in the money event's transaction.
+pub fn due_put(due: &DueDocument, expires_at: i64) -> StoreResult<WriteOp> {
     Ok(WriteOp::Put(Put {
         table: Table::Main,
-        item: Item::from_record(schema::RECEIPTS_DUE_PK, &advance.payment_id, advance, Some(expires_at))?,
+        item: Item::from_record(schema::RECEIPTS_DUE_PK, due.id(), due, Some(expires_at))?,
         condition: Condition::Always,
     }))
 }
@@ -84,20 +103,28 @@ fn voucher(ports: &Ports, advance: &AdvanceReceived) -> ApiResult<TaxDocument> {
     })
 }
 
-fn undue(payment_id: &str) -> WriteOp {
+fn undue(document_id: &str) -> WriteOp {
     WriteOp::Delete(Delete {
         table: Table::Main,
         pk: schema::RECEIPTS_DUE_PK.into(),
-        sk: payment_id.to_owned(),
+        sk: document_id.to_owned(),
         condition: Condition::Always,
     })
 }
 
-/// Issues the voucher a due marker asks for (nothing when there is none: issued already, or an untaxed
-/// payment), then numbers what is queued.
+/// Writes the receipt voucher a credited payment's marker asks for (nothing when there is none: written
+/// already, or an untaxed payment), then numbers what is queued.
 pub async fn issue_receipt(ports: &Ports, payment_id: &str) -> ApiResult<()> {
-    let store = ports.store();
-    if let Some(marker) = store.get(Table::Main, schema::RECEIPTS_DUE_PK, payment_id).await? {
+    issue_due_document(ports, &receipt_voucher_id(payment_id)).await
+}
+
+/// Writes the refund voucher a refund's marker asks for, then numbers what is queued.
+pub async fn issue_refund(ports: &Ports, refund_id: &str) -> ApiResult<()> {
+    issue_due_document(ports, &refund_voucher_id(refund_id)).await
+}
+
+async fn issue_due_document(ports: &Ports, document_id: &str) -> ApiResult<()> {
+    if let Some(marker) = ports.store().get(Table::Main, schema::RECEIPTS_DUE_PK, document_id).await? {
         issue_from(ports, &marker).await?;
     }
     super::numbering::number_queued(ports).await?;
@@ -105,26 +132,45 @@ pub async fn issue_receipt(ports: &Ports, payment_id: &str) -> ApiResult<()> {
 }
 
 async fn issue_from(ports: &Ports, marker: &Item) -> ApiResult<()> {
-    let store = ports.store();
-    let advance: AdvanceReceived = marker.record()?;
-    let document = voucher(ports, &advance)?;
-    let expires_at = ports.config().retention.expiry(ItemClass::TaxDocument, document.created_at).unwrap_or(i64::MAX);
-    if !create(store, &document, expires_at, vec![undue(&advance.payment_id)]).await? {
-        // Issued already (a process stopped before dropping the marker): the marker goes.
-        store.transact(vec![undue(&advance.payment_id)]).await?;
+    let due: DueDocument = marker.record()?;
+    let written = match &due {
+        DueDocument::ReceiptVoucher(advance) => write_receipt(ports, advance).await?,
+        DueDocument::RefundVoucher(refund) => {
+            // The advance's receipt voucher first, when it is still due (a refund that came before its
+            // payment's credit): the refund voucher reverses what that voucher charged.
+            let receipt = receipt_voucher_id(&refund.payment_id);
+            if let Some(receipt_due) = ports.store().get(Table::Main, schema::RECEIPTS_DUE_PK, &receipt).await? {
+                Box::pin(issue_from(ports, &receipt_due)).await?;
+            }
+            super::refunds::issue(ports, refund, vec![undue(&due.id())]).await?
+        }
+    };
+    if !written {
+        // Written already (a process stopped before dropping the marker), or nothing to write: it goes.
+        ports.store().transact(vec![undue(&due.id())]).await?;
     } else {
-        tracing::info!(user_id = %advance.user_id, payment_id = %advance.payment_id, "receipt voucher issued");
+        tracing::info!(document_id = %due.id(), "tax document written");
     }
     Ok(())
 }
 
-/// The jobs: vouchers left due by a process that stopped after the credit, then the numbering.
+/// The voucher, the marker's deletion and the advance's taxed amount, in one transaction.
+async fn write_receipt(ports: &Ports, advance: &AdvanceReceived) -> ApiResult<bool> {
+    let document = voucher(ports, advance)?;
+    let expires_at = ports.config().retention.expiry(ItemClass::TaxDocument, document.created_at).unwrap_or(i64::MAX);
+    super::advances::ensure(ports, &advance.user_id).await?;
+    let extra =
+        vec![undue(&document.id), super::advances::received(ports, &advance.user_id, advance.tax.taxable_paise)];
+    super::documents::create_or_found(ports.store(), &document, expires_at, extra).await
+}
+
+/// The jobs: documents left due by a process that stopped after its money event, then the numbering.
 pub async fn issue_due(ports: &Ports) -> ApiResult<usize> {
     let due = ports.store().query(Query::new(Table::Main, schema::RECEIPTS_DUE_PK).limit(DUE_PER_RUN)).await?;
     for marker in &due.items {
         // One marker that cannot be issued (unreadable, say) holds up none of the others.
         if let Err(e) = issue_from(ports, marker).await {
-            tracing::error!(payment_id = %marker.sk, error = %e, "a receipt voucher due could not be issued");
+            tracing::error!(document_id = %marker.sk, error = %e, "a tax document due could not be written");
         }
     }
     super::numbering::number_queued(ports).await

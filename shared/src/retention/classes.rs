@@ -72,6 +72,8 @@ pub enum ItemClass {
     UnnumberedDocument,
     TaxSeries,
     ReceiptDue,
+    AdvanceBalance,
+    TaxInvoiceRun,
 }
 
 impl ItemClass {
@@ -101,9 +103,12 @@ impl ItemClass {
             | WebhookEvent | PaymentReview | RefundRequest | Dispute | DisputeIndex | PendingAdjustment
             | ClosureRefund | RefundDue | PaymentIndex => Rule::FromWrite(Span::Payments),
             // Tax documents and their series: the same financial years as the payments behind them.
-            TaxDocument | TaxDocumentIndex | UnnumberedDocument | TaxSeries | ReceiptDue => {
+            // The taxed advances' balance: from its last change.
+            TaxDocument | TaxDocumentIndex | UnnumberedDocument | TaxSeries | ReceiptDue | AdvanceBalance => {
                 Rule::FromWrite(Span::Payments)
             }
+            // A month's invoice run: its place, read until the run is done, kept a little over a year.
+            TaxInvoiceRun => Rule::Lifetime(TAX_INVOICE_RUN_LIFETIME),
             ApiKey | ApiKeySlot => Rule::KeyExpiry,
             UsageLog => Rule::FromWrite(Span::Usage),
             // A closure's unfinished follow-up; deleted as soon as it is done.
@@ -146,6 +151,7 @@ impl ItemClass {
             (kind::USER, fixed::KYC) => KycRecord,
             (kind::USER, fixed::WALLET) => Wallet,
             (kind::USER, fixed::BILLING) => BillingProfile,
+            (kind::USER, fixed::ADVANCES) => AdvanceBalance,
             (kind::USER, sk) => Self::of_user_item(sk)?,
             (kind::EMAIL, fixed::EMAIL) => EmailClaim,
             (kind::SESSION, fixed::SESSION) => Session,
@@ -185,6 +191,7 @@ impl ItemClass {
             (kind::SWEEPER, fixed::CURSOR) => SweepCursor,
             (kind::TAX_DOCUMENT, fixed::DOCUMENT) => TaxDocument,
             (kind::TAX_SERIES, fixed::COUNTER) => TaxSeries,
+            (kind::TAX_INVOICE_RUN, fixed::CURSOR) => TaxInvoiceRun,
             (kind::TAX_DOCUMENTS, _) if pk == schema::UNNUMBERED_DOCUMENTS_PK => UnnumberedDocument,
             (kind::TAX_DOCUMENTS, _) if pk == schema::RECEIPTS_DUE_PK => ReceiptDue,
             (kind::IN_FLIGHT, sk) if sk.starts_with(prefix::SLOT) => InFlightSlot,

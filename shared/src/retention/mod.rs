@@ -275,6 +275,8 @@ pub const SPEND_WINDOW_GRACE: Duration = Duration::days(2);
 pub const IN_FLIGHT_SLOT_LIFETIME: Duration = Duration::seconds(330);
 /// A spend limit's alert stays listed this long.
 pub const SPEND_ALERT_LIFETIME: Duration = Duration::days(90);
+/// A month's tax invoice run keeps its place this long (it is done within days).
+pub const TAX_INVOICE_RUN_LIFETIME: Duration = Duration::days(400);
 /// A running call's sign of life (`wallet::heartbeats`).
 pub const CALL_BEAT_LIFETIME: Duration = Duration::days(1);
 
@@ -355,7 +357,9 @@ mod tests {
             ("USER#usr_1", "TAXDOC#0001#ab", ItemClass::TaxDocumentIndex),
             ("TAXSERIES#RV#2026", "COUNTER", ItemClass::TaxSeries),
             ("TAXDOCS#UNNUMBERED", "0001#rv_pay_1", ItemClass::UnnumberedDocument),
-            ("TAXDOCS#DUE", "pay_1", ItemClass::ReceiptDue),
+            ("TAXDOCS#DUE", "rv_pay_1", ItemClass::ReceiptDue),
+            ("USER#usr_1", "ADVANCES", ItemClass::AdvanceBalance),
+            ("TAXINVOICES#2026-11", "CURSOR", ItemClass::TaxInvoiceRun),
         ];
         for (pk, sk, class) in cases {
             assert_eq!(ItemClass::of(pk, sk), Some(class), "{pk} {sk}");

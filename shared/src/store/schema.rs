@@ -75,6 +75,7 @@ pub mod kind {
     pub const TAX_DOCUMENT: &str = "TAXDOC";
     pub const TAX_SERIES: &str = "TAXSERIES";
     pub const TAX_DOCUMENTS: &str = "TAXDOCS";
+    pub const TAX_INVOICE_RUN: &str = "TAXINVOICES";
 }
 
 /// Fixed sort keys.
@@ -110,6 +111,8 @@ pub mod sk {
     pub const DOCUMENT: &str = "DOCUMENT";
     /// The last number a tax document series gave (`TAXSERIES#<series>#<financial year>`).
     pub const COUNTER: &str = "COUNTER";
+    /// An account's taxed advances not yet adjusted against a supply (`gst::advances`).
+    pub const ADVANCES: &str = "ADVANCES";
 }
 
 /// Sort-key prefixes of the items kept in a user's partition (and the payment's kept adjustments), each
@@ -164,8 +167,9 @@ pub const REFUNDS_DUE_PK: &str = "REFUNDS#DUE";
 /// Tax documents written and not numbered yet (sort key `<created millis>#<document id>`), numbered in
 /// that order.
 pub const UNNUMBERED_DOCUMENTS_PK: &str = "TAXDOCS#UNNUMBERED";
-/// Credited payments whose receipt voucher is not issued yet (sort key = the payment id): the credit writes
-/// one, the voucher's issue deletes it, the jobs issue what a stopped process left.
+/// Documents due and not written yet (sort key = the document's id): a credit writes its receipt voucher's,
+/// a refund its refund voucher's; writing the document deletes it, the jobs write what a stopped process
+/// left.
 pub const RECEIPTS_DUE_PK: &str = "TAXDOCS#DUE";
 /// The stale-hold sweeper's place in the wallets' registry (`CURSOR`), saved when a run meets its budget.
 pub const SWEEPER_PK: &str = kind::SWEEPER;
@@ -262,6 +266,11 @@ pub fn payment_pk(payment_id: &str) -> String {
 
 pub fn tax_document_pk(document_id: &str) -> String {
     key(kind::TAX_DOCUMENT, document_id)
+}
+
+/// The place of a month's tax invoice run, e.g. `TAXINVOICES#2026-11`.
+pub fn tax_invoice_run_pk(month: &str) -> String {
+    key(kind::TAX_INVOICE_RUN, month)
 }
 
 /// A document series of one financial year, e.g. `TAXSERIES#RV#2026`.

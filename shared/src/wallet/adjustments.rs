@@ -9,6 +9,8 @@ use super::ledger::{BalanceChange, LedgerKind, apply_balance_change};
 use super::topups::{CREDIT_SK, CreditOutcome};
 use super::{WalletStore, payment_expiry, record_review, sync_closed_wallet};
 use crate::error::{ApiError, ApiResult};
+use crate::gst::receipts::{DueDocument, due_put};
+use crate::gst::refunds::AdvanceRefunded;
 use crate::money::paise_to_units;
 use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::ports::Ports;
@@ -86,6 +88,7 @@ pub async fn debit_refund(ports: &Ports, refund: &crate::razorpay::Refund) -> Ap
             }),
             take_back(&credit, taken, refund.amount),
             enqueue(&notice)?,
+            refund_voucher_due(&user_id, refund, taken, now, expires_at)?,
         ])
     };
     let change = BalanceChange {
@@ -98,9 +101,36 @@ pub async fn debit_refund(ports: &Ports, refund: &crate::razorpay::Refund) -> Ap
         guard: (&guard_pk, DEBIT_SK),
     };
     let debited = apply_balance_change(store, change, extra).await?;
+    refund_voucher_now(ports, &refund.id).await;
     sync_closed_wallet(ports, &user_id).await?;
     super::metering::stop_purses_if_owing(store, &user_id).await?;
     Ok(if debited { CreditOutcome::Credited } else { CreditOutcome::AlreadyCredited })
+}
+
+/// Writes the refund voucher now; one that cannot be is left due for the jobs (the money moved regardless).
+pub(super) async fn refund_voucher_now(ports: &Ports, refund_id: &str) {
+    if let Err(e) = crate::gst::receipts::issue_refund(ports, refund_id).await {
+        tracing::warn!(%refund_id, error = %e, "refund voucher left due for the jobs");
+    }
+}
+
+/// The refund voucher the money given back asks for (Rule 51), due in the refund's transaction.
+fn refund_voucher_due(
+    user_id: &str,
+    refund: &crate::razorpay::Refund,
+    credit_paise: i64,
+    now: DateTime<Utc>,
+    expires_at: i64,
+) -> StoreResult<WriteOp> {
+    let refunded = AdvanceRefunded {
+        user_id: user_id.to_owned(),
+        payment_id: refund.payment_id.clone(),
+        refund_id: refund.id.clone(),
+        refunded_at: now,
+        credit_paise,
+        money_paise: refund.amount,
+    };
+    due_put(&DueDocument::RefundVoucher(refunded), expires_at)
 }
 
 /// The guard of the credited payment an adjustment (refund, dispute) applies to; `None` when the payment is not

@@ -50,6 +50,7 @@ mod adjustments;
 mod closure;
 pub mod closure_refunds;
 mod disputes;
+pub mod invoicing;
 mod ledger;
 pub mod metering;
 mod reconciliation;
@@ -353,4 +354,15 @@ pub async fn set_low_balance_threshold<S: ItemStore + ?Sized>(
         }
     }
     Ok(store.wallet(user_id).await?)
+}
+
+/// A page of the wallets' registry (every wallet ever opened, closed ones until their records expire): the
+/// account ids after `after`, and whether more follow.
+pub async fn registered_wallets(
+    store: &dyn ItemStore,
+    after: Option<String>,
+    limit: u32,
+) -> StoreResult<(Vec<String>, Option<String>)> {
+    let page = store.query(Query::new(Table::Main, WALLETS_PK).limit(limit).after(after)).await?;
+    Ok((page.items.into_iter().map(|i| i.sk).collect(), page.next))
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::topups::Topup;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::gst::receipts::{AdvanceReceived, due_put};
+use crate::gst::receipts::{AdvanceReceived, DueDocument, due_put};
 use crate::gst::tax::is_intra_state;
 use crate::gst::{Party, TaxSplit};
 use crate::ports::Ports;
@@ -51,5 +51,5 @@ pub(super) fn receipt_due(
         tax,
         recipient,
     };
-    due_put(&advance, expires_at).map(Some)
+    due_put(&DueDocument::ReceiptVoucher(advance), expires_at).map(Some)
 }

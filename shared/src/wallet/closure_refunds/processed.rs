@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 use super::{ClosureRefund, REFUNDING, RefundState};
 use crate::accounts::user_pk;
 use crate::error::{ApiError, ApiResult};
+use crate::gst::receipts::{DueDocument, due_put};
+use crate::gst::refunds::AdvanceRefunded;
 use crate::money::format_inr;
 use crate::notifications::{MailKind, OutboxMail, enqueue};
 use crate::razorpay::Refund;
@@ -42,6 +44,7 @@ pub(super) async fn apply_processed(
         };
         if store.transact(ops).await.applied()?.is_some() {
             tracing::info!(user_id = %refund.user_id, refund = %refund.id, refund_id = %processed.id, "closed account's money refunded to its payment");
+            crate::wallet::adjustments::refund_voucher_now(ports, &processed.id).await;
             if current.state == RefundState::Failed {
                 let details = json!({ "reason": "a closed account's refund counted as refused was processed after all: check no bank payout paid it again", "user_id": refund.user_id, "payment_id": refund.payment_id, "refund_id": processed.id, "amount_paise": processed.amount });
                 record_review(ports, clock.now(), details).await?;
@@ -92,7 +95,22 @@ async fn processed_common(
     ops.push(WriteOp::Update(
         current.update().set("state", json!(RefundState::Processed)).set("refund_id", json!(processed.id)),
     ));
+    ops.push(refund_voucher_due(ports, current, processed)?);
     Ok((request, ops))
+}
+
+/// The refund voucher the money given back asks for (Rule 51), due in the refund's transaction.
+fn refund_voucher_due(ports: &Ports, current: &ClosureRefund, processed: &Refund) -> ApiResult<WriteOp> {
+    let now = ports.clock().now();
+    let refunded = AdvanceRefunded {
+        user_id: current.user_id.clone(),
+        payment_id: current.payment_id.clone(),
+        refund_id: processed.id.clone(),
+        refunded_at: now,
+        credit_paise: current.amount_paise,
+        money_paise: processed.amount,
+    };
+    Ok(due_put(&DueDocument::RefundVoucher(refunded), payment_expiry(ports.config(), now))?)
 }
 
 /// The usual case: the request's amount and what is under way both drop by the refund.

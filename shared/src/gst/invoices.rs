@@ -1,0 +1,198 @@
+//! Tax invoices for a month of use (CGST Act s.31; Rules 46 and 47): issued by the jobs in the first days of
+//! the next month (IST), well inside the 30 days Rule 47 allows after the supply. One per account with usage
+//! in the month: a line per model (SAC, tokens, taxable value, tax), adjusted against the advances already
+//! taxed on their receipt vouchers (`advances`), so no rupee is taxed twice. A business's invoice carries
+//! its GSTIN (Rule 46(d)): the buyer claims input tax credit with it.
+//!
+//! The month's run (`wallet::invoicing`, over the wallets' registry) keeps its place here
+//! (`TAXINVOICES#<yyyy-mm>` / `CURSOR`), so a run that meets its budget hands on to the next; each invoice's
+//! id follows from its account and month, so a repeated run issues none twice.
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use serde_json::{Map, json};
+
+use super::documents::{DocumentKind, DocumentLine, Party, TaxDocument};
+use super::tax::{SAC, TaxSplit, is_intra_state};
+use super::words::amount_in_words;
+use crate::clock::IST_OFFSET;
+use crate::config::Supplier;
+use crate::error::{ApiError, ApiResult};
+use crate::money::UNITS_PER_PAISA;
+use crate::ports::Ports;
+use crate::retention::ItemClass;
+use crate::store::schema::{self, tax_invoice_run_pk};
+use crate::store::{Condition, Item, Put, Table};
+
+/// A calendar month in India.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvoiceMonth {
+    pub year: i32,
+    pub month: u32,
+}
+
+impl InvoiceMonth {
+    /// The month `at` falls in (IST).
+    pub fn of(at: DateTime<Utc>) -> Self {
+        let day = (at + IST_OFFSET).date_naive();
+        Self { year: day.year(), month: day.month() }
+    }
+
+    /// The month before the one `now` falls in: the one the jobs invoice.
+    pub fn previous(now: DateTime<Utc>) -> Self {
+        let this = Self::of(now);
+        if this.month == 1 { Self { year: this.year - 1, month: 12 } } else { Self { month: this.month - 1, ..this } }
+    }
+
+    fn next(self) -> Self {
+        if self.month == 12 { Self { year: self.year + 1, month: 1 } } else { Self { month: self.month + 1, ..self } }
+    }
+
+    /// Its first moment: the 1st, 00:00 IST.
+    pub fn starts(self) -> DateTime<Utc> {
+        let day = NaiveDate::from_ymd_opt(self.year, self.month, 1).unwrap_or(NaiveDate::MIN);
+        day.and_time(chrono::NaiveTime::MIN).and_utc() - IST_OFFSET
+    }
+
+    /// The first moment of the next month.
+    pub fn ends(self) -> DateTime<Utc> {
+        self.next().starts()
+    }
+
+    /// "2026-11".
+    pub fn id(self) -> String {
+        format!("{}-{:02}", self.year, self.month)
+    }
+}
+
+/// The invoice of an account's month: its id follows from both.
+pub fn tax_invoice_id(user_id: &str, month: InvoiceMonth) -> String {
+    format!("ti_{}_{}{:02}", user_id, month.year, month.month)
+}
+
+/// Where a month's run is: the month, the last account it got to, whether it is done.
+#[derive(Debug, Clone)]
+pub struct InvoiceRun {
+    pub month: InvoiceMonth,
+    pub after: Option<String>,
+    pub done: bool,
+}
+
+/// The run of the month before `now`'s, as saved (a fresh one when none is).
+pub async fn run_place(ports: &Ports) -> ApiResult<InvoiceRun> {
+    let month = InvoiceMonth::previous(ports.clock().now());
+    let saved = ports.store().get(Table::Main, &tax_invoice_run_pk(&month.id()), schema::sk::CURSOR).await?;
+    let attr = |name: &str| saved.as_ref().and_then(|r| r.attrs.get(name).cloned());
+    Ok(InvoiceRun {
+        month,
+        after: attr("after").and_then(|a| a.as_str().map(str::to_owned)),
+        done: attr("done").and_then(|d| d.as_bool()).unwrap_or(false),
+    })
+}
+
+/// Saves where the run is, for the next jobs run to carry on from.
+pub async fn save_place(ports: &Ports, run: &InvoiceRun) -> ApiResult<()> {
+    let expires_at = ports.config().retention.expiry(ItemClass::TaxInvoiceRun, ports.clock().now());
+    let place = json!({ "after": run.after, "done": run.done });
+    let item = Item::from_record(tax_invoice_run_pk(&run.month.id()), schema::sk::CURSOR, &place, expires_at)?;
+    Ok(ports.store().put(Put { table: Table::Main, item, condition: Condition::Always }).await?)
+}
+
+/// The account's invoice for `month`, if it used anything then and has none yet. Returns whether it issued
+/// one.
+pub async fn issue_invoice(ports: &Ports, user_id: &str, month: InvoiceMonth) -> ApiResult<bool> {
+    let store = ports.store();
+    let id = tax_invoice_id(user_id, month);
+    if super::documents::get(store, &id).await?.is_some() {
+        return Ok(false);
+    }
+    let used = crate::usage::by_model_between(store, user_id, month.starts(), month.ends()).await?;
+    let used: Vec<(String, u64, i64)> = used
+        .into_iter()
+        .map(|t| (t.group, t.total_tokens, (t.cost.max(0) + UNITS_PER_PAISA / 2) / UNITS_PER_PAISA))
+        .filter(|(_, _, paise)| *paise > 0)
+        .collect();
+    if used.is_empty() {
+        return Ok(false);
+    }
+    let Some(recipient) = recipient_of(store, user_id).await? else {
+        tracing::error!(%user_id, month = %month.id(), "no billing profile or earlier document to invoice");
+        return Ok(false);
+    };
+    let supplier = ports.config().supplier.as_ref().ok_or_else(no_supplier)?;
+    let mut document = invoice(ports, supplier, &MonthOfUse { user_id, month, used: &used }, recipient);
+    let unadjusted = super::advances::unadjusted(store, user_id).await?;
+    let adjusted = unadjusted.min(document.totals.taxable_paise);
+    adjustment(&mut document, adjusted);
+    super::advances::ensure(ports, user_id).await?;
+    let expires_at = ports.config().retention.expiry(ItemClass::TaxDocument, document.created_at).unwrap_or(i64::MAX);
+    let extra = vec![super::advances::taken(ports, user_id, adjusted)];
+    let created = super::documents::create_or_found(store, &document, expires_at, extra).await?;
+    super::numbering::number_queued(ports).await?;
+    Ok(created)
+}
+
+fn no_supplier() -> ApiError {
+    ApiError::Internal("no supplier is configured (INFEREX_SUPPLIER_*): tax invoices cannot be issued".into())
+}
+
+/// Whom the invoice goes to: the billing profile in force, or (an account closed since, whose profile went)
+/// the recipient of its latest document.
+async fn recipient_of(store: &dyn crate::store::ItemStore, user_id: &str) -> ApiResult<Option<Party>> {
+    if let Some(profile) = crate::billing::profile(store, user_id).await? {
+        return Ok(Some(Party::recipient(&profile)));
+    }
+    let documents = super::documents::documents_of(store, user_id).await?;
+    Ok(documents.into_iter().next().map(|d| d.recipient))
+}
+
+/// An account's month, and what it used: per model, the tokens and the taxable value in paise.
+struct MonthOfUse<'a> {
+    user_id: &'a str,
+    month: InvoiceMonth,
+    used: &'a [(String, u64, i64)],
+}
+
+fn invoice(ports: &Ports, supplier: &Supplier, of: &MonthOfUse<'_>, recipient: Party) -> TaxDocument {
+    let intra = is_intra_state(&supplier.state_code, &recipient.state_code);
+    let lines: Vec<DocumentLine> = of
+        .used
+        .iter()
+        .map(|(model, tokens, paise)| DocumentLine {
+            description: format!("LLM inference API: {model}"),
+            sac: SAC.into(),
+            quantity: Some(i64::try_from(*tokens).unwrap_or(i64::MAX)),
+            unit: Some("tokens".into()),
+            tax: TaxSplit::on(*paise, intra),
+        })
+        .collect();
+    let totals = TaxSplit::sum(&lines.iter().map(|l| l.tax).collect::<Vec<_>>());
+    let mut references = Map::new();
+    references.insert("period".into(), json!(of.month.id()));
+    TaxDocument {
+        id: tax_invoice_id(of.user_id, of.month),
+        kind: DocumentKind::TaxInvoice,
+        user_id: of.user_id.to_owned(),
+        number: None,
+        issued_at: None,
+        financial_year: None,
+        created_at: ports.clock().now(),
+        supplier: Party::supplier(supplier),
+        place_of_supply: TaxDocument::place_of_supply_of(&recipient),
+        recipient,
+        reverse_charge: false,
+        lines,
+        totals,
+        total_in_words: amount_in_words(totals.total_paise),
+        references,
+        signatory: supplier.signatory.clone(),
+    }
+}
+
+/// The advances the supply is set against: how much, the tax already paid on them, and what is left to pay.
+fn adjustment(document: &mut TaxDocument, adjusted: i64) {
+    let paid_on_advances = TaxSplit::on(adjusted, document.totals.is_intra_state()).tax_paise();
+    let payable = (document.totals.tax_paise() - paid_on_advances).max(0);
+    document.references.insert("advances_adjusted_paise".into(), json!(adjusted));
+    document.references.insert("tax_paid_on_advances_paise".into(), json!(paid_on_advances));
+    document.references.insert("tax_payable_paise".into(), json!(payable));
+}
