@@ -1019,6 +1019,43 @@
     }
   });
 
+  // ---------------------------------------------------------------- the accountant's GSTR-1 files
+
+  $("gstr1-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const period = form.elements.period.value.trim();
+    const format = form.elements.format.value;
+    if (!/^\d{4}-\d{2}$/.test(period)) {
+      flash("Choose a month.", "error");
+      return;
+    }
+    const path = format === "json"
+      ? `/v1/admin/gstr1/${period}`
+      : `/v1/admin/gstr1/${period}/csv/${encodeURIComponent(format)}`;
+    try {
+      const response = await fetch(path, {
+        headers: { Authorization: `Bearer ${getToken()}` },
+        credentials: "omit",
+        cache: "no-store",
+        referrerPolicy: "no-referrer",
+      });
+      if (!response.ok) throw new ApiError(response.status, "", `The file could not be made (HTTP ${response.status}).`);
+      const type = format === "json" ? "application/json" : "text/csv";
+      const blob = new Blob([await response.arrayBuffer()], { type });
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(blob);
+      link.download = `gstr1-${period}-${format}.${format === "json" ? "json" : "csv"}`;
+      document.body.append(link);
+      link.click();
+      link.remove();
+      window.setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+      $("gstr1-result").textContent = `${link.download} downloaded.`;
+    } catch (error) {
+      report(error);
+    }
+  });
+
   $("ops-login").addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = event.currentTarget;

@@ -15,6 +15,7 @@ use shared::spend::SpendAlert;
 use shared::state::AppState;
 use shared::wallet::{self, CheckoutCallback, LedgerEntryView, TopupView, WalletStore, WalletView};
 
+mod returns;
 mod tax_documents;
 
 pub fn routes() -> Router<AppState> {
@@ -34,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/disputes", get(disputes))
         .route("/v1/admin/disputes/{dispute_id}/handled", post(mark_dispute_handled))
         .merge(tax_documents::routes())
+        .merge(returns::routes())
 }
 
 /// The name, address and state tax documents are issued to (404 `billing_profile_not_found` until set).

@@ -63,6 +63,7 @@ catalogue! {
     InvalidPan = "invalid_pan", BAD_REQUEST;
     InvalidParameter = "invalid_parameter", BAD_REQUEST;
     InvalidPin = "invalid_pin", BAD_REQUEST;
+    InvalidPeriod = "invalid_period", BAD_REQUEST;
     InvalidPrompt = "invalid_prompt", BAD_REQUEST;
     InvalidQuery = "invalid_query", BAD_REQUEST;
     InvalidReason = "invalid_reason", BAD_REQUEST;

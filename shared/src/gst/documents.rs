@@ -12,7 +12,7 @@ use super::tax::TaxSplit;
 use crate::accounts::{timestamp, user_pk};
 use crate::config::Supplier;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::store::schema::{self, prefix, tax_document_pk};
+use crate::store::schema::{self, issued_documents_pk, prefix, tax_document_pk};
 use crate::store::{Condition, Conditional, Item, ItemStore, Put, Query, SortKeyRange, StoreResult, Table, WriteOp};
 
 pub(super) const DOCUMENT_SK: &str = schema::sk::DOCUMENT;
@@ -146,6 +146,11 @@ impl TaxDocument {
     pub fn is_numbered(&self) -> bool {
         self.number.is_some()
     }
+
+    /// Whether the supply was within one state (CGST + SGST) rather than between two (IGST).
+    pub fn is_intra_state(&self) -> bool {
+        super::tax::is_intra_state(&self.supplier.state_code, &self.recipient.state_code)
+    }
 }
 
 /// How `GET /v1/tax-documents` lists a document.
@@ -199,6 +204,17 @@ pub(super) async fn create(
             condition: Condition::NotExists,
         }),
         super::numbering::queue_put(document, expires_at)?,
+        // The month's list, for its GST return.
+        WriteOp::Put(Put {
+            table: Table::Main,
+            item: Item::from_record(
+                issued_documents_pk(&month_of(document.created_at)),
+                format!("{:013}#{}", document.created_at.timestamp_millis().max(0), document.id),
+                &json!({ "document_id": document.id }),
+                Some(expires_at),
+            )?,
+            condition: Condition::NotExists,
+        }),
     ];
     ops.extend(extra);
     Ok(store.transact(ops).await.applied()?.is_some())
@@ -273,6 +289,22 @@ pub async fn document_of(store: &dyn ItemStore, user_id: &str, document_id: &str
         code: ErrorCode::TaxDocumentNotFound,
         message: "no such tax document on this account".into(),
     })
+}
+
+/// "2026-11": the month (IST) a moment falls in.
+fn month_of(at: DateTime<Utc>) -> String {
+    (at + crate::clock::IST_OFFSET).format("%Y-%m").to_string()
+}
+
+/// Every document written in `month` ("2026-11") and numbered, for its GST return.
+pub async fn issued_in(store: &dyn ItemStore, month: &str) -> ApiResult<Vec<TaxDocument>> {
+    let query = Query::new(Table::Main, issued_documents_pk(month)).limit(500);
+    let mut documents = Vec::new();
+    for index in crate::store::all_pages(store, query).await? {
+        let Some(id) = index.attrs.get("document_id").and_then(Value::as_str) else { continue };
+        documents.extend(get(store, id).await?.filter(TaxDocument::is_numbered));
+    }
+    Ok(documents)
 }
 
 /// The documents as the data export holds them (each one whole).

@@ -190,7 +190,7 @@ fn invoice(ports: &Ports, supplier: &Supplier, of: &MonthOfUse<'_>, recipient: P
 
 /// The advances the supply is set against: how much, the tax already paid on them, and what is left to pay.
 fn adjustment(document: &mut TaxDocument, adjusted: i64) {
-    let paid_on_advances = TaxSplit::on(adjusted, document.totals.is_intra_state()).tax_paise();
+    let paid_on_advances = TaxSplit::on(adjusted, document.is_intra_state()).tax_paise();
     let payable = (document.totals.tax_paise() - paid_on_advances).max(0);
     document.references.insert("advances_adjusted_paise".into(), json!(adjusted));
     document.references.insert("tax_paid_on_advances_paise".into(), json!(paid_on_advances));

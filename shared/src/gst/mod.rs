@@ -13,6 +13,7 @@ pub mod numbering;
 pub mod pdf;
 pub mod receipts;
 pub mod refunds;
+pub mod returns;
 pub mod tax;
 pub mod words;
 

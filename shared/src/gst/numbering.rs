@@ -19,14 +19,11 @@ use crate::error::ApiResult;
 use crate::ports::Ports;
 use crate::retention::ItemClass;
 use crate::store::schema::{self, tax_document_pk, tax_series_pk};
-use crate::store::{
-    Condition, Conditional, Delete, ExpiryChange, Item, ItemStore, Put, Query, StoreResult, Table, Update, WriteOp,
-};
+use crate::store::{Condition, Conditional, Delete, Item, ItemStore, Put, Query, StoreResult, Table, Update, WriteOp};
 
-/// Documents numbered in one transaction: each is two updates (the document, its list entry's expiry) and a
-/// delete, with the counter's write, within the ten items DynamoDB Local takes in a transaction (DynamoDB
-/// itself takes 100).
-const BATCH: u32 = 3;
+/// Documents numbered in one transaction: each is an update and a delete, with the counter's write, within
+/// the ten items DynamoDB Local takes in a transaction (DynamoDB itself takes 100).
+const BATCH: u32 = 4;
 /// Transactions one numbering call may lose to other numberers before it leaves the rest to them.
 const ATTEMPTS: u32 = 50;
 /// Batches one numbering call takes at most (a request stays bounded; the jobs drain any backlog).
@@ -39,7 +36,7 @@ pub(super) fn queue_put(document: &TaxDocument, expires_at: i64) -> StoreResult<
         item: Item::from_record(
             schema::UNNUMBERED_DOCUMENTS_PK,
             format!("{:013}#{}", document.created_at.timestamp_millis().max(0), document.id),
-            &json!({ "document_id": document.id, "user_id": document.user_id, "index_sk": super::documents::index_sk(document) }),
+            &json!({ "document_id": document.id }),
             Some(expires_at),
         )?,
         condition: Condition::NotExists,
@@ -64,10 +61,10 @@ pub async fn number_queued(ports: &Ports) -> ApiResult<usize> {
             break;
         }
         let batch = readable_batch(ports.store(), &queued).await?;
-        let Some((kind, _)) = batch.first() else { continue };
-        let kind = *kind;
-        let batch: Vec<&(DocumentKind, &Item)> = batch.iter().filter(|(k, _)| *k == kind).collect();
-        match number_batch(ports, kind, &batch).await? {
+        let Some(first) = batch.first() else { continue };
+        let series = (first.kind, first.year);
+        let batch: Vec<&Queued> = batch.iter().filter(|q| (q.kind, q.year) == series).collect();
+        match number_batch(ports, series, &batch).await? {
             Some(n) => numbered += n,
             None if lost + 1 >= ATTEMPTS => break,
             None => {
@@ -80,10 +77,18 @@ pub async fn number_queued(ports: &Ports) -> ApiResult<usize> {
     Ok(numbered)
 }
 
-/// The queue entries whose documents wait for a number, with their kind (read from the document). An entry
-/// naming no document, a missing one or one numbered already is dropped (said in the logs when it names
-/// nothing numbered), so no entry can hold the queue up.
-async fn readable_batch<'a>(store: &dyn ItemStore, queued: &'a [Item]) -> ApiResult<Vec<(DocumentKind, &'a Item)>> {
+/// A document waiting for its number: its series (kind, and the financial year it was written in) and when.
+struct Queued<'a> {
+    kind: DocumentKind,
+    year: FinancialYear,
+    written_at: DateTime<Utc>,
+    entry: &'a Item,
+}
+
+/// The queue entries whose documents wait for a number, with what the documents say of their series. An
+/// entry naming no document, a missing one or one numbered already is dropped (said in the logs when it
+/// names nothing numbered), so no entry can hold the queue up.
+async fn readable_batch<'a>(store: &dyn ItemStore, queued: &'a [Item]) -> ApiResult<Vec<Queued<'a>>> {
     let mut batch = Vec::new();
     for item in queued {
         let id = item.attrs.get("document_id").and_then(Value::as_str);
@@ -92,7 +97,12 @@ async fn readable_batch<'a>(store: &dyn ItemStore, queued: &'a [Item]) -> ApiRes
             None => None,
         };
         match document {
-            Some(d) if !d.is_numbered() => batch.push((d.kind, item)),
+            Some(d) if !d.is_numbered() => batch.push(Queued {
+                kind: d.kind,
+                year: FinancialYear::of(d.created_at),
+                written_at: d.created_at,
+                entry: item,
+            }),
             found => {
                 if found.is_none() {
                     tracing::error!(entry = %item.sk, "a queued tax document is missing: its entry is dropped");
@@ -104,29 +114,25 @@ async fn readable_batch<'a>(store: &dyn ItemStore, queued: &'a [Item]) -> ApiRes
     Ok(batch)
 }
 
-/// One transaction: the series' counter moved by the batch, each document given its number, its queue entry
-/// deleted. `None` when another numberer got there first (a condition failed).
-async fn number_batch(ports: &Ports, kind: DocumentKind, batch: &[&(DocumentKind, &Item)]) -> ApiResult<Option<usize>> {
+/// One transaction: the series' counter moved by the batch, each document given its number (dated when it
+/// was written: the number only follows), its queue entry deleted. `None` when another numberer got there
+/// first (a condition failed).
+async fn number_batch(
+    ports: &Ports,
+    (kind, year): (DocumentKind, FinancialYear),
+    batch: &[&Queued<'_>],
+) -> ApiResult<Option<usize>> {
     let store = ports.store();
-    let now = ports.clock().now();
-    let year = FinancialYear::of(now);
-    let expires_at = ports.config().retention.expiry(ItemClass::TaxDocument, now).unwrap_or(i64::MAX);
+    let expires_at = ports.config().retention.expiry(ItemClass::TaxSeries, ports.clock().now()).unwrap_or(i64::MAX);
     let series_pk = tax_series_pk(kind.series(), year.0);
     let last = last_number(store, &series_pk).await?;
     let mut ops = Vec::new();
     let mut serial = last;
-    for (_, item) in batch {
-        let Some(id) = item.attrs.get("document_id").and_then(Value::as_str) else { continue };
+    for queued in batch {
+        let Some(id) = queued.entry.attrs.get("document_id").and_then(Value::as_str) else { continue };
         serial += 1;
-        ops.push(WriteOp::Update(number_update(id, format_number(kind, year, serial), year, now, expires_at)));
-        // The list entry is kept as long as the document, from the year it is numbered in.
-        let index =
-            (item.attrs.get("user_id").and_then(Value::as_str), item.attrs.get("index_sk").and_then(Value::as_str));
-        if let (Some(user_id), Some(index_sk)) = index {
-            let update = Update::new(Table::Main, crate::accounts::user_pk(user_id), index_sk);
-            ops.push(WriteOp::Update(update.expiry(ExpiryChange::Set(expires_at))));
-        }
-        ops.push(WriteOp::Delete(unqueue(item)));
+        ops.push(WriteOp::Update(number_update(id, format_number(kind, year, serial), year, queued.written_at)));
+        ops.push(WriteOp::Delete(unqueue(queued.entry)));
     }
     let numbered = (serial - last) as usize;
     ops.push(counter_write(&series_pk, last, serial, expires_at)?);
@@ -155,14 +161,13 @@ fn counter_write(series_pk: &str, last: u64, next: u64, expires_at: i64) -> Stor
     })
 }
 
-/// A document given its number, its issue time and its financial year; kept eight financial years after
-/// that one. Only a document still without a number (a second numberer's write fails).
-fn number_update(id: &str, number: String, year: FinancialYear, now: DateTime<Utc>, expires_at: i64) -> Update {
+/// A document given its number, its date of issue (when it was written) and its financial year. Only a
+/// document still without a number (a second numberer's write fails).
+fn number_update(id: &str, number: String, year: FinancialYear, issued_at: DateTime<Utc>) -> Update {
     Update::new(Table::Main, tax_document_pk(id), DOCUMENT_SK)
         .set("number", json!(number))
-        .set("issued_at", json!(now))
+        .set("issued_at", json!(issued_at))
         .set("financial_year", json!(year.label()))
-        .expiry(ExpiryChange::Set(expires_at))
         // Absent: no document number is ever "-", so only a document without one is numbered.
         .when(Condition::AttrAbsentOrEquals("number".into(), json!("-")))
 }

@@ -51,7 +51,7 @@ pub(super) async fn issue(ports: &Ports, refund: &AdvanceRefunded, extra: Vec<Wr
     let store = ports.store();
     let receipt_id = super::receipts::receipt_voucher_id(&refund.payment_id);
     let Some(receipt) = super::documents::get(store, &receipt_id).await? else { return Ok(false) };
-    let tax = reversed(refund, receipt.totals.is_intra_state());
+    let tax = reversed(refund, receipt.is_intra_state());
     let mut references = Map::new();
     references.insert("payment_id".into(), json!(refund.payment_id));
     references.insert("refund_id".into(), json!(refund.refund_id));

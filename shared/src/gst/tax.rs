@@ -48,10 +48,6 @@ impl TaxSplit {
         self.cgst_paise + self.sgst_paise + self.igst_paise
     }
 
-    pub fn is_intra_state(&self) -> bool {
-        self.igst_paise == 0
-    }
-
     /// Sums of several lines.
     pub fn sum<'a>(splits: impl IntoIterator<Item = &'a TaxSplit>) -> Self {
         let mut total = Self { taxable_paise: 0, cgst_paise: 0, sgst_paise: 0, igst_paise: 0, total_paise: 0 };

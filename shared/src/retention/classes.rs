@@ -74,6 +74,7 @@ pub enum ItemClass {
     ReceiptDue,
     AdvanceBalance,
     TaxInvoiceRun,
+    IssuedDocumentIndex,
 }
 
 impl ItemClass {
@@ -104,9 +105,8 @@ impl ItemClass {
             | ClosureRefund | RefundDue | PaymentIndex => Rule::FromWrite(Span::Payments),
             // Tax documents and their series: the same financial years as the payments behind them.
             // The taxed advances' balance: from its last change.
-            TaxDocument | TaxDocumentIndex | UnnumberedDocument | TaxSeries | ReceiptDue | AdvanceBalance => {
-                Rule::FromWrite(Span::Payments)
-            }
+            TaxDocument | TaxDocumentIndex | UnnumberedDocument | TaxSeries | ReceiptDue | AdvanceBalance
+            | IssuedDocumentIndex => Rule::FromWrite(Span::Payments),
             // A month's invoice run: its place, read until the run is done, kept a little over a year.
             TaxInvoiceRun => Rule::Lifetime(TAX_INVOICE_RUN_LIFETIME),
             ApiKey | ApiKeySlot => Rule::KeyExpiry,
@@ -194,6 +194,7 @@ impl ItemClass {
             (kind::TAX_INVOICE_RUN, fixed::CURSOR) => TaxInvoiceRun,
             (kind::TAX_DOCUMENTS, _) if pk == schema::UNNUMBERED_DOCUMENTS_PK => UnnumberedDocument,
             (kind::TAX_DOCUMENTS, _) if pk == schema::RECEIPTS_DUE_PK => ReceiptDue,
+            (kind::TAX_DOCUMENTS, _) if pk.starts_with(&schema::issued_documents_pk("")) => IssuedDocumentIndex,
             (kind::IN_FLIGHT, sk) if sk.starts_with(prefix::SLOT) => InFlightSlot,
             (kind::SPEND, fixed::TOTAL) => KeySpendTotal,
             (kind::SPEND, fixed::LIMIT) => SpendLimit,

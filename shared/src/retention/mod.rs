@@ -360,6 +360,7 @@ mod tests {
             ("TAXDOCS#DUE", "rv_pay_1", ItemClass::ReceiptDue),
             ("USER#usr_1", "ADVANCES", ItemClass::AdvanceBalance),
             ("TAXINVOICES#2026-11", "CURSOR", ItemClass::TaxInvoiceRun),
+            ("TAXDOCS#MONTH#2026-11", "0001#rv_pay_1", ItemClass::IssuedDocumentIndex),
         ];
         for (pk, sk, class) in cases {
             assert_eq!(ItemClass::of(pk, sk), Some(class), "{pk} {sk}");

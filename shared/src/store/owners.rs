@@ -96,6 +96,7 @@ pub const OWNERS: &[(&str, &[&str])] = &[
     ("tax_document_pk", &["gst"]),
     ("tax_series_pk", &["gst"]),
     ("tax_invoice_run_pk", &["gst"]),
+    ("issued_documents_pk", &["gst"]),
     ("email_token_pk", &["links"]),
     ("reset_token_pk", &["links"]),
     ("unsubscribe_pk", &["notifications"]),

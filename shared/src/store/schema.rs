@@ -268,6 +268,12 @@ pub fn tax_document_pk(document_id: &str) -> String {
     key(kind::TAX_DOCUMENT, document_id)
 }
 
+/// The documents written in a month (IST), for its GST return, e.g. `TAXDOCS#MONTH#2026-11` (sort key
+/// `<written millis>#<document id>`).
+pub fn issued_documents_pk(month: &str) -> String {
+    format!("{}#MONTH#{month}", kind::TAX_DOCUMENTS)
+}
+
 /// The place of a month's tax invoice run, e.g. `TAXINVOICES#2026-11`.
 pub fn tax_invoice_run_pk(month: &str) -> String {
     key(kind::TAX_INVOICE_RUN, month)
