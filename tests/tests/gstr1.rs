@@ -103,6 +103,7 @@ async fn december_advances(api: &TestApi, december: InvoiceMonth) -> TestResult 
     let receipts = json!([{"doc_num": 6, "docs": [{"num": 1, "from": format!("RV/{year}/000001"), "to": format!("RV/{year}/000003"), "totnum": 3, "cancel": 0, "net_issue": 3}]}]);
     assert_eq!(advances["doc_issue"]["doc_det"], receipts);
     assert_eq!((advances["b2b"].clone(), advances["b2cs"].clone()), (json!([]), json!([])), "no supply yet");
+    assert_eq!(advances["hsn"], json!({"hsn_b2b": [], "hsn_b2c": []}), "no SAC rows without invoices");
     Ok(())
 }
 

@@ -103,8 +103,8 @@ impl MonthOfDocuments {
             "at": advances_json(&self.received()),
             "txpd": advances_json(&self.adjusted_and_refunded()),
             "hsn": {
-                "hsn_b2b": [hsn_row(&TaxSplit::sum(self.invoices(true).map(|d| &d.totals)))],
-                "hsn_b2c": [hsn_row(&TaxSplit::sum(self.invoices(false).map(|d| &d.totals)))],
+                "hsn_b2b": self.sac_summary(true).iter().map(hsn_row).collect::<Vec<_>>(),
+                "hsn_b2c": self.sac_summary(false).iter().map(hsn_row).collect::<Vec<_>>(),
             },
             "doc_issue": { "doc_det": self.doc_issue() },
         })
@@ -149,6 +149,13 @@ impl MonthOfDocuments {
         sum_by_place(adjusted.chain(refunded).filter(|(_, _, t)| t.taxable_paise > 0))
     }
 
+    /// The SAC summary of invoices to registered buyers (`b2b`) or to consumers: one row, or none in a month
+    /// without such invoices.
+    fn sac_summary(&self, b2b: bool) -> Option<TaxSplit> {
+        let totals = TaxSplit::sum(self.invoices(b2b).map(|d| &d.totals));
+        (totals.taxable_paise != 0).then_some(totals)
+    }
+
     /// Table 13: each kind's first and last number of the month, and how many.
     fn doc_issue(&self) -> Vec<Value> {
         let kinds =
@@ -185,10 +192,7 @@ impl MonthOfDocuments {
                 .collect(),
             "at" => self.received().iter().map(|((pos, _), t)| advance_row(pos, t)).collect(),
             "atadj" => self.adjusted_and_refunded().iter().map(|((pos, _), t)| advance_row(pos, t)).collect(),
-            "hsn" => [true, false]
-                .iter()
-                .map(|b2b| hsn_csv_row(&TaxSplit::sum(self.invoices(*b2b).map(|d| &d.totals))))
-                .collect(),
+            "hsn" => [true, false].iter().flat_map(|b2b| self.sac_summary(*b2b)).map(|t| hsn_csv_row(&t)).collect(),
             "docs" => self.doc_issue().iter().map(docs_row).collect(),
             _ => {
                 return Err(ApiError::invalid(
