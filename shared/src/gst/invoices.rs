@@ -23,6 +23,11 @@ use crate::retention::ItemClass;
 use crate::store::schema::{self, tax_invoice_run_pk};
 use crate::store::{Condition, Item, Put, Table};
 
+/// How long after a month ends its invoices wait: a call is logged when it settles, under the time it
+/// started, and a call that started before midnight may settle after it (the sweeper settles stale holds
+/// minutes later; a lease's calls are posted later still). Six hours leaves every one of them in.
+pub const INVOICE_AFTER: chrono::Duration = chrono::Duration::hours(6);
+
 /// A calendar month in India.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvoiceMonth {

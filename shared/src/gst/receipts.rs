@@ -90,7 +90,8 @@ fn voucher(ports: &Ports, advance: &AdvanceReceived) -> ApiResult<TaxDocument> {
         number: None,
         issued_at: None,
         financial_year: None,
-        created_at: ports.clock().now(),
+        // Dated when the advance was received (Rule 50: on receipt), even when written later by the jobs.
+        created_at: advance.received_at,
         supplier: Party::supplier(supplier),
         place_of_supply: TaxDocument::place_of_supply_of(&advance.recipient),
         recipient: advance.recipient.clone(),

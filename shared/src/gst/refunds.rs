@@ -71,7 +71,8 @@ pub(super) async fn issue(ports: &Ports, refund: &AdvanceRefunded, extra: Vec<Wr
         number: None,
         issued_at: None,
         financial_year: None,
-        created_at: ports.clock().now(),
+        // Dated when the money went back, even when written later by the jobs.
+        created_at: refund.refunded_at,
         // Our details as configured now; the recipient as the advance's voucher named it.
         supplier: ports.config().supplier.as_ref().map_or(receipt.supplier.clone(), super::Party::supplier),
         place_of_supply: receipt.place_of_supply.clone(),

@@ -2,7 +2,7 @@
 //! wallets' registry (every account that ever held money, closed ones too) with the run's saved place.
 
 use crate::error::ApiResult;
-use crate::gst::invoices::{issue_invoice, run_place, save_place};
+use crate::gst::invoices::{INVOICE_AFTER, issue_invoice, run_place, save_place};
 use crate::ports::Ports;
 
 /// Accounts read from the registry per page.
@@ -13,6 +13,9 @@ const PAGE: u32 = 50;
 pub async fn issue_month_invoices(ports: &Ports, budget: std::time::Duration) -> ApiResult<usize> {
     let started = std::time::Instant::now();
     let mut run = run_place(ports).await?;
+    if ports.clock().now() < run.month.ends() + INVOICE_AFTER {
+        return Ok(0);
+    }
     let mut issued = 0;
     while !run.done {
         let (users, next) = super::registered_wallets(ports.store(), run.after.clone(), PAGE).await?;
