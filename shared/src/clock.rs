@@ -15,6 +15,11 @@ pub trait Clock: Send + Sync {
 /// India Standard Time's offset from UTC: India keeps no daylight saving.
 pub const IST_OFFSET: Duration = Duration::minutes(330);
 
+/// 00:00 IST of a date, in UTC.
+pub fn ist_midnight(date: chrono::NaiveDate) -> DateTime<Utc> {
+    date.and_time(chrono::NaiveTime::MIN).and_utc() - IST_OFFSET
+}
+
 /// An Indian financial year (1 April to 31 March, IST), named by the calendar year it starts in: the year
 /// GST returns, document series and tax-record retention count in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,8 +34,7 @@ impl FinancialYear {
 
     /// When financial year `start` begins: 1 April, 00:00 IST.
     fn begins(start: i32) -> DateTime<Utc> {
-        let date = chrono::NaiveDate::from_ymd_opt(start, 4, 1).unwrap_or(chrono::NaiveDate::MAX);
-        date.and_time(chrono::NaiveTime::MIN).and_utc() - IST_OFFSET
+        ist_midnight(chrono::NaiveDate::from_ymd_opt(start, 4, 1).unwrap_or(chrono::NaiveDate::MAX))
     }
 
     /// The end of the `years`-th financial year after this one (tax records are kept to then).

@@ -27,12 +27,21 @@ pub fn format_inr(units: i64) -> String {
     format!("{sign}{rupees}.{decimals}")
 }
 
+/// Whole paise as rupees with two decimals: 118000 -> "1180.00" (tax documents, GST returns).
+pub fn format_paise(paise: i64) -> String {
+    format_inr(paise.saturating_mul(UNITS_PER_PAISA))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn formats_rupees_exactly() {
+        assert_eq!(
+            (format_paise(118_000), format_paise(5), format_paise(-1_050)),
+            ("1180.00".into(), "0.05".into(), "-10.50".into())
+        );
         assert_eq!(format_inr(0), "0.00");
         assert_eq!(format_inr(500 * UNITS_PER_RUPEE), "500.00");
         assert_eq!(format_inr(UNITS_PER_PAISA), "0.01");

@@ -27,6 +27,7 @@ mod billing;
 mod kyc;
 mod logs;
 mod mail;
+mod pdf;
 mod stores;
 
 pub use kyc::valid_pan;
@@ -34,6 +35,7 @@ pub use kyc::valid_pan;
 use logs::capture_logs;
 pub use logs::{captured_logs, mentions};
 pub use mail::Mail;
+pub use pdf::pdf_text;
 pub use stores::{CountingStore, Fault, FaultyStore, Gate, GatedStore};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;

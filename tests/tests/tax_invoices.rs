@@ -4,7 +4,7 @@
 //! PDF is read back as text.
 
 use chrono::Duration;
-use e2e::{Backend, TestApi, TestResult, on_both_stores};
+use e2e::{Backend, TestApi, TestResult, on_both_stores, pdf_text};
 use serde_json::{Value, json};
 use shared::clock::{Clock, FinancialYear};
 use shared::gst::invoices::InvoiceMonth;
@@ -40,17 +40,6 @@ async fn call(api: &TestApi, user: &str, model: &str, tokens: (u64, u64), cost: 
     let settlement = metering::Settlement { cost, usage, expiries, deadline };
     metering::settle(api.state.store.as_ref(), &hints, &hold, settlement).await?;
     Ok(())
-}
-
-/// The text `pdftotext` reads from a PDF.
-fn pdf_text(bytes: &[u8]) -> Result<String, Error> {
-    let path = std::env::temp_dir().join(format!("inferex-tax-{}.pdf", shared::secrets::random_suffix()));
-    std::fs::write(&path, bytes)?;
-    let output = std::process::Command::new("pdftotext").arg("-layout").arg(&path).arg("-").output();
-    std::fs::remove_file(&path)?;
-    let output = output.map_err(|e| format!("pdftotext is needed (scripts/ensure-tools.sh installs it): {e}"))?;
-    assert!(output.status.success(), "pdftotext read the file");
-    Ok(String::from_utf8(output.stdout)?)
 }
 
 /// A listed document's PDF, as text.

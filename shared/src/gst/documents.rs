@@ -137,7 +137,43 @@ pub struct TaxDocument {
     pub signatory: String,
 }
 
+/// What a new document says that its kind decides; the rest follows from the supplier and these.
+pub struct Draft {
+    pub id: String,
+    pub kind: DocumentKind,
+    pub user_id: String,
+    /// Its date: when the money moved (a voucher), or when it is written (an invoice).
+    pub created_at: DateTime<Utc>,
+    pub recipient: Party,
+    pub lines: Vec<DocumentLine>,
+    pub references: serde_json::Map<String, Value>,
+}
+
 impl TaxDocument {
+    /// A new document, not numbered yet: from us as configured now, to `draft.recipient` (whose state is the
+    /// place of supply), its totals summed from its lines and written in words, never on reverse charge.
+    pub fn draft(supplier: &Supplier, draft: Draft) -> Self {
+        let totals = super::tax::TaxSplit::sum(draft.lines.iter().map(|l| &l.tax));
+        Self {
+            id: draft.id,
+            kind: draft.kind,
+            user_id: draft.user_id,
+            number: None,
+            issued_at: None,
+            financial_year: None,
+            created_at: draft.created_at,
+            supplier: Party::supplier(supplier),
+            place_of_supply: Self::place_of_supply_of(&draft.recipient),
+            recipient: draft.recipient,
+            reverse_charge: false,
+            lines: draft.lines,
+            totals,
+            total_in_words: super::words::amount_in_words(totals.total_paise),
+            references: draft.references,
+            signatory: supplier.signatory.clone(),
+        }
+    }
+
     /// The place of supply as a document prints it.
     pub fn place_of_supply_of(recipient: &Party) -> String {
         format!("{} - {}", recipient.state_code, recipient.state)
@@ -145,6 +181,12 @@ impl TaxDocument {
 
     pub fn is_numbered(&self) -> bool {
         self.number.is_some()
+    }
+
+    /// The date of issue as Indian documents and GST returns write it, in IST: `06-12-2026` (empty until
+    /// numbered).
+    pub fn date_of_issue(&self) -> String {
+        self.issued_at.map(|t| (t + crate::clock::IST_OFFSET).format("%d-%m-%Y").to_string()).unwrap_or_default()
     }
 
     /// Whether the supply was within one state (CGST + SGST) rather than between two (IGST).

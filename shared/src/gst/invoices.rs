@@ -11,9 +11,8 @@
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde_json::{Map, json};
 
-use super::documents::{DocumentKind, DocumentLine, Party, TaxDocument};
+use super::documents::{DocumentKind, DocumentLine, Draft, Party, TaxDocument};
 use super::tax::{SAC, TaxSplit, is_intra_state};
-use super::words::amount_in_words;
 use crate::clock::IST_OFFSET;
 use crate::config::Supplier;
 use crate::error::{ApiError, ApiResult};
@@ -54,8 +53,7 @@ impl InvoiceMonth {
 
     /// Its first moment: the 1st, 00:00 IST.
     pub fn starts(self) -> DateTime<Utc> {
-        let day = NaiveDate::from_ymd_opt(self.year, self.month, 1).unwrap_or(NaiveDate::MIN);
-        day.and_time(chrono::NaiveTime::MIN).and_utc() - IST_OFFSET
+        crate::clock::ist_midnight(NaiveDate::from_ymd_opt(self.year, self.month, 1).unwrap_or(NaiveDate::MIN))
     }
 
     /// The first moment of the next month.
@@ -170,27 +168,18 @@ fn invoice(ports: &Ports, supplier: &Supplier, of: &MonthOfUse<'_>, recipient: P
             tax: TaxSplit::on(*paise, intra),
         })
         .collect();
-    let totals = TaxSplit::sum(&lines.iter().map(|l| l.tax).collect::<Vec<_>>());
     let mut references = Map::new();
     references.insert("period".into(), json!(of.month.id()));
-    TaxDocument {
+    let draft = Draft {
         id: tax_invoice_id(of.user_id, of.month),
         kind: DocumentKind::TaxInvoice,
         user_id: of.user_id.to_owned(),
-        number: None,
-        issued_at: None,
-        financial_year: None,
         created_at: ports.clock().now(),
-        supplier: Party::supplier(supplier),
-        place_of_supply: TaxDocument::place_of_supply_of(&recipient),
         recipient,
-        reverse_charge: false,
         lines,
-        totals,
-        total_in_words: amount_in_words(totals.total_paise),
         references,
-        signatory: supplier.signatory.clone(),
-    }
+    };
+    TaxDocument::draft(supplier, draft)
 }
 
 /// The advances the supply is set against: how much, the tax already paid on them, and what is left to pay.

@@ -5,6 +5,8 @@
 
 use pdf_writer::{Content, Finish, Name, Pdf, Rect, Ref, Str};
 
+use crate::money::format_paise as rupees;
+
 use super::documents::{DocumentLine, Party, TaxDocument};
 use super::tax::{GST_RATE_PERCENT, TaxSplit};
 
@@ -16,12 +18,6 @@ const LEADING: f32 = 14.0;
 const WRAP: usize = 95;
 const REGULAR: Name = Name(b"F1");
 const BOLD: Name = Name(b"F2");
-
-/// Paise as rupees with two decimals: `1180.00`.
-pub fn rupees(paise: i64) -> String {
-    let sign = if paise < 0 { "-" } else { "" };
-    format!("{sign}{}.{:02}", paise.unsigned_abs() / 100, paise.unsigned_abs() % 100)
-}
 
 /// Latin-1 printable text as the standard fonts encode it (WinAnsi); anything else is `?`.
 fn encoded(text: &str) -> Vec<u8> {
@@ -145,8 +141,7 @@ fn body(document: &TaxDocument) -> Pages {
     pages.text("Original for recipient");
     pages.gap();
     pages.text(&format!("Number: {}", document.number.as_deref().unwrap_or("not yet numbered")));
-    let issued = document.issued_at.map(|t| (t + crate::clock::IST_OFFSET).format("%d-%m-%Y").to_string());
-    pages.text(&format!("Date of issue: {}", issued.unwrap_or_default()));
+    pages.text(&format!("Date of issue: {}", document.date_of_issue()));
     pages.text(&format!("Place of supply: {}", document.place_of_supply));
     pages.text(&format!("Tax payable on reverse charge: {}", if document.reverse_charge { "Yes" } else { "No" }));
     for (name, value) in &document.references {
@@ -241,10 +236,5 @@ mod tests {
         assert!(file.starts_with(b"%PDF-") && file.windows(5).any(|w| w == b"%%EOF"));
         assert_eq!(encoded("Ação ₹ 名"), b"A\xe7\xe3o Rs. ?".to_vec());
         assert!(wrap(&"word ".repeat(60)).iter().all(|l| l.chars().count() <= WRAP));
-    }
-
-    #[test]
-    fn rupees_print_two_decimals() {
-        assert_eq!((rupees(118_000), rupees(5), rupees(-1_050)), ("1180.00".into(), "0.05".into(), "-10.50".into()));
     }
 }

@@ -11,10 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
-use super::documents::{DocumentKind, DocumentLine, Party, TaxDocument};
+use super::documents::{DocumentKind, DocumentLine, Draft, Party, TaxDocument};
 use super::refunds::{AdvanceRefunded, refund_voucher_id};
 use super::tax::{SAC, SERVICE_DESCRIPTION, TaxSplit};
-use super::words::amount_in_words;
 use crate::accounts::timestamp;
 use crate::error::{ApiError, ApiResult};
 use crate::ports::Ports;
@@ -83,25 +82,17 @@ fn voucher(ports: &Ports, advance: &AdvanceReceived) -> ApiResult<TaxDocument> {
         unit: None,
         tax: advance.tax,
     };
-    Ok(TaxDocument {
+    let draft = Draft {
         id: receipt_voucher_id(&advance.payment_id),
         kind: DocumentKind::ReceiptVoucher,
         user_id: advance.user_id.clone(),
-        number: None,
-        issued_at: None,
-        financial_year: None,
         // Dated when the advance was received (Rule 50: on receipt), even when written later by the jobs.
         created_at: advance.received_at,
-        supplier: Party::supplier(supplier),
-        place_of_supply: TaxDocument::place_of_supply_of(&advance.recipient),
         recipient: advance.recipient.clone(),
-        reverse_charge: false,
         lines: vec![line],
-        totals: advance.tax,
-        total_in_words: amount_in_words(advance.tax.total_paise),
         references,
-        signatory: supplier.signatory.clone(),
-    })
+    };
+    Ok(TaxDocument::draft(supplier, draft))
 }
 
 fn undue(document_id: &str) -> WriteOp {

@@ -7,11 +7,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
-use super::documents::{DocumentKind, DocumentLine, TaxDocument};
+use super::documents::{DocumentKind, DocumentLine, Draft, TaxDocument};
 use super::tax::{SAC, SERVICE_DESCRIPTION, TaxSplit};
-use super::words::amount_in_words;
 use crate::accounts::timestamp;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::ports::Ports;
 use crate::retention::ItemClass;
 use crate::store::WriteOp;
@@ -64,26 +63,21 @@ pub(super) async fn issue(ports: &Ports, refund: &AdvanceRefunded, extra: Vec<Wr
         unit: None,
         tax,
     };
-    let document = TaxDocument {
+    let supplier = ports.config().supplier.as_ref().ok_or_else(|| {
+        ApiError::Internal("no supplier is configured (INFEREX_SUPPLIER_*): refund vouchers cannot be issued".into())
+    })?;
+    // The recipient as the advance's voucher named it.
+    let draft = Draft {
         id: refund_voucher_id(&refund.refund_id),
         kind: DocumentKind::RefundVoucher,
         user_id: refund.user_id.clone(),
-        number: None,
-        issued_at: None,
-        financial_year: None,
         // Dated when the money went back, even when written later by the jobs.
         created_at: refund.refunded_at,
-        // Our details as configured now; the recipient as the advance's voucher named it.
-        supplier: ports.config().supplier.as_ref().map_or(receipt.supplier.clone(), super::Party::supplier),
-        place_of_supply: receipt.place_of_supply.clone(),
         recipient: receipt.recipient.clone(),
-        reverse_charge: false,
         lines: vec![line],
-        totals: tax,
-        total_in_words: amount_in_words(tax.total_paise),
         references,
-        signatory: ports.config().supplier.as_ref().map_or(receipt.signatory.clone(), |s| s.signatory.clone()),
     };
+    let document = TaxDocument::draft(supplier, draft);
     super::advances::ensure(ports, &refund.user_id).await?;
     let unadjusted = super::advances::unadjusted(store, &refund.user_id).await?;
     let mut ops = extra;

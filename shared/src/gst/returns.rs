@@ -20,9 +20,9 @@ use serde_json::{Value, json};
 
 use super::documents::{DocumentKind, TaxDocument};
 use super::invoices::InvoiceMonth;
-use super::pdf::rupees;
 use super::tax::{GST_RATE_PERCENT, SAC, TaxSplit};
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::money::format_paise as rupees;
 use crate::ports::Ports;
 
 /// A month's documents, sorted by number.
@@ -52,10 +52,6 @@ pub async fn month_documents(ports: &Ports, month: InvoiceMonth) -> ApiResult<Mo
 fn money(paise: i64) -> Value {
     // Two decimals, from whole paise: the portal's number format.
     serde_json::from_str(&rupees(paise)).unwrap_or(Value::Null)
-}
-
-fn date(document: &TaxDocument) -> String {
-    document.issued_at.map(|t| (t + crate::clock::IST_OFFSET).format("%d-%m-%Y").to_string()).unwrap_or_default()
 }
 
 fn supply_type(intra_state: bool) -> &'static str {
@@ -118,7 +114,7 @@ impl MonthOfDocuments {
             item.insert("rt".into(), json!(GST_RATE_PERCENT));
             by_buyer.entry(invoice.recipient.gstin.clone().unwrap_or_default()).or_default().push(json!({
                 "inum": invoice.number,
-                "idt": date(invoice),
+                "idt": invoice.date_of_issue(),
                 "val": money(invoice.totals.total_paise),
                 "pos": invoice.recipient.state_code,
                 "rchrg": "N",
@@ -242,7 +238,7 @@ fn b2b_row(invoice: &TaxDocument) -> Vec<String> {
         invoice.recipient.gstin.clone().unwrap_or_default(),
         buyer,
         invoice.number.clone().unwrap_or_default(),
-        date(invoice),
+        invoice.date_of_issue(),
         rupees(invoice.totals.total_paise),
         place(&invoice.recipient.state_code),
         "N".into(),

@@ -1,7 +1,7 @@
 //! What a spend limit is: its amounts (whole paise, as the API takes them) and its windows, which follow the
 //! Indian calendar (a day ends at 00:00 IST, a month on the 1st at 00:00 IST).
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -10,7 +10,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 pub const MAX_SPEND_LIMIT_PAISE: i64 = 1_000_000_000;
 
 /// India's offset from UTC: IST, no daylight saving.
-const IST_OFFSET: Duration = Duration::minutes(5 * 60 + 30);
+use crate::clock::{IST_OFFSET, ist_midnight};
 
 /// A key's spend limits in paise: `null` (or absent) is no limit. Read only from a JSON object (serde would
 /// also take `[1, 2, 3]` for a struct), with no field but these.
@@ -166,11 +166,6 @@ impl Period {
             None => "never (raise or remove the limit)".into(),
         }
     }
-}
-
-/// 00:00 IST of a date, in UTC.
-fn ist_midnight(date: NaiveDate) -> DateTime<Utc> {
-    Utc.from_utc_datetime(&date.and_time(NaiveTime::MIN)) - IST_OFFSET
 }
 
 #[cfg(test)]
