@@ -284,26 +284,44 @@ fn finished(groups: BTreeMap<String, Totals>) -> Vec<Totals> {
         .collect()
 }
 
-/// Every call of `[from, to)` summed per model, however many (a month's tax invoice: all of it, unlike the
-/// summary's bounded scan).
-pub async fn by_model_between<S: ItemStore + ?Sized>(
+/// An account's calls of a window summed per model, read a page at a time ([`tally_page`]), so a run
+/// that stops can keep it and carry on where it stopped (a month's tax invoice of a heavy account).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ModelTally {
+    /// Where the next page starts; `None` before the first page and once `done`.
+    pub after: Option<String>,
+    pub done: bool,
+    /// Per model: tokens and cost (wallet units).
+    pub models: BTreeMap<String, ModelUse>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ModelUse {
+    pub tokens: u64,
+    pub cost: i64,
+}
+
+/// Adds the next page (at most `page` calls) of `[from, to)` to the tally.
+pub async fn tally_page<S: ItemStore + ?Sized>(
     store: &S,
     user_id: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> ApiResult<Vec<Totals>> {
-    let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
-    let mut after = None;
-    let last = to - Duration::milliseconds(1);
-    loop {
-        let query = Query::new(Table::Main, user_pk(user_id)).range(range(from, last)).limit(1000).after(after);
-        let page = store.query(query).await?;
-        for record in page.items.iter().map(Item::record::<UsageRecord>).collect::<StoreResult<Vec<_>>>()? {
-            tally(&mut groups, record.model.clone(), &record);
-        }
-        after = page.next;
-        if after.is_none() {
-            return Ok(finished(groups));
-        }
+    window: (DateTime<Utc>, DateTime<Utc>),
+    tally: &mut ModelTally,
+    page: u32,
+) -> StoreResult<()> {
+    if tally.done {
+        return Ok(());
     }
+    let last = window.1 - Duration::milliseconds(1);
+    let query =
+        Query::new(Table::Main, user_pk(user_id)).range(range(window.0, last)).limit(page).after(tally.after.take());
+    let read = store.query(query).await?;
+    for record in read.items.iter().map(Item::record::<UsageRecord>).collect::<StoreResult<Vec<_>>>()? {
+        let used = tally.models.entry(record.model).or_default();
+        used.tokens = used.tokens.saturating_add(record.total_tokens);
+        used.cost = used.cost.saturating_add(record.cost);
+    }
+    tally.done = read.next.is_none();
+    tally.after = read.next;
+    Ok(())
 }

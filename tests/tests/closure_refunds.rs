@@ -223,10 +223,17 @@ async fn what_razorpay_cannot_refund_is_paid_out_after_the_dispute_window_and_on
     assert_eq!(jobs::run(&api.state).await?.closure_refunds.refunds_asked, 0, "a refused payment is not asked again");
 
     api.clock.advance(Duration::days(121));
+    // The transfer gives back what the customer paid for the credit: the ₹250 and the ₹45 GST on it.
+    let request = request_of(&api, &user).await?;
+    assert_eq!((request["transfer_paise"].clone(), request["gst_paise"].clone()), (json!(29_500), json!(4_500)));
     let (first, second) = tokio::join!(payout(&api, &user, owed, "UTR-ONE"), payout(&api, &user, owed, "UTR-TWO"));
     let statuses = [first?.status(), second?.status()];
     assert!(statuses.contains(&StatusCode::OK) && statuses.contains(&StatusCode::CONFLICT), "{statuses:?}");
-    assert_eq!(request_of(&api, &user).await?["amount"], json!(0));
+    let request = request_of(&api, &user).await?;
+    assert_eq!(request["amount"], json!(0));
+    assert_eq!(request["last_payout"]["transfer_paise"], json!(29_500), "{request}");
+    assert!(request.get("transfer_paise").is_none(), "nothing more to transfer: {request}");
+    payout_voucher_reverses_the_gst(&api, &user).await?;
 
     // A late chargeback (fraud disputes can come late): the payment was paid out, nothing more moves.
     for event in ["payment.dispute.created", "payment.dispute.lost"] {
@@ -235,5 +242,19 @@ async fn what_razorpay_cannot_refund_is_paid_out_after_the_dispute_window_and_on
         assert_eq!(closed_wallet(&api, &user).await?, (0, 0), "{event}");
     }
     assert_eq!(request_of(&api, &user).await?["amount"], json!(0));
+    Ok(())
+}
+
+/// The bank payout's refund voucher: one, for the payment, reversing the GST its receipt voucher charged.
+async fn payout_voucher_reverses_the_gst(api: &TestApi, user: &str) -> TestResult {
+    use shared::gst::{DocumentKind, documents};
+    let issued = documents::documents_of(api.state.store.as_ref(), user).await?;
+    let vouchers: Vec<_> = issued.iter().filter(|d| d.kind == DocumentKind::RefundVoucher).collect();
+    assert_eq!(vouchers.len(), 1, "{vouchers:?}");
+    let totals = vouchers[0].totals;
+    assert_eq!((totals.taxable_paise, totals.cgst_paise + totals.sgst_paise + totals.igst_paise), (25_000, 4_500));
+    assert_eq!(totals.total_paise, 29_500);
+    assert!(vouchers[0].number.is_some(), "numbered");
+    assert_eq!(jobs::run(&api.state).await?.tax_documents_numbered, 0, "nothing was left due");
     Ok(())
 }

@@ -131,6 +131,7 @@ async fn january_supply(api: &TestApi, january: InvoiceMonth, firm: &str) -> Tes
             "inum": firm_invoice["number"], "idt": invoice_date(&firm_invoice)?, "val": 23.6, "pos": "29", "rchrg": "N", "inv_typ": "R",
             "itms": [{"num": 1, "itm_det": {"txval": 20.0, "rt": 18, "iamt": 0.0, "camt": 1.8, "samt": 1.8, "csamt": 0.0}}]}]}])
     );
+    assert_eq!(supply["b2cl"], json!([]), "no consumer's invoice above ₹1,00,000");
     assert_eq!(
         supply["b2cs"],
         json!([

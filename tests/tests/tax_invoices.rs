@@ -7,15 +7,19 @@ use chrono::Duration;
 use e2e::{Backend, TestApi, TestResult, on_both_stores, pdf_text};
 use serde_json::{Value, json};
 use shared::clock::{Clock, FinancialYear};
-use shared::gst::invoices::InvoiceMonth;
+use shared::gst::invoice_run;
+use shared::gst::invoices::{InvoiceMonth, Reading};
 use shared::gst::{DocumentKind, TaxDocument};
 use shared::money::UNITS_PER_PAISA;
 use shared::secrets::SecretString;
+use shared::store::{Condition, Put, Table};
+use shared::wallet::invoicing::{InvoiceReport, issue_month_invoices_reading};
 use shared::wallet::metering::{self, BalanceHints};
 
 on_both_stores!(
     a_month_of_use_across_two_models_is_invoiced_once_against_its_advance,
     a_closed_accounts_refund_gets_a_refund_voucher_reversing_its_gst,
+    a_heavy_month_is_read_over_several_runs_and_a_failing_account_holds_up_no_other,
 );
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -163,5 +167,66 @@ async fn a_closed_accounts_refund_gets_a_refund_voucher_reversing_its_gst(backen
     {
         assert!(text.contains(expected), "the PDF says {expected}: {text}");
     }
+    Ok(())
+}
+
+/// One jobs run of the month's invoices reading one call per page, one page per account.
+async fn one_page_run(api: &TestApi) -> Result<InvoiceReport, Error> {
+    let reading =
+        Reading { deadline: std::time::Instant::now() + std::time::Duration::from_secs(3600), page: 1, pages: 1 };
+    Ok(issue_month_invoices_reading(&api.state.ports, reading).await?)
+}
+
+async fn a_heavy_month_is_read_over_several_runs_and_a_failing_account_holds_up_no_other(
+    backend: Backend,
+) -> TestResult {
+    let api = TestApi::start(backend).await?;
+    let (heavy, token) = api.verified_user("heavy@example.in").await?;
+    api.fund(&token, 1_000).await?;
+    for (model, rupees) in [("llama-3.1-8b", 10), ("gpt-oss-120b", 20), ("llama-3.1-8b", 30)] {
+        call(&api, &heavy, model, (1_000, 1_000), rupees * 100 * UNITS_PER_PAISA).await?;
+    }
+    let (broken, token) = api.verified_user("broken@example.in").await?;
+    api.fund(&token, 100).await?;
+    call(&api, &broken, "llama-3.1-8b", (10, 10), 100 * UNITS_PER_PAISA).await?;
+    // The broken account's only call, unreadable: its invoice fails every time.
+    let store = api.state.store.as_ref();
+    let mut record = shared::store::user_items(store, &broken, shared::store::schema::prefix::USAGE)
+        .await?
+        .pop()
+        .ok_or("no usage record")?;
+    let original = record.clone();
+    record.attrs.insert("model".into(), json!(42));
+    store.put(Put { table: Table::Main, item: record, condition: Condition::Always }).await?;
+
+    let month = InvoiceMonth::of(api.clock.now());
+    api.clock.advance(month.ends() + Duration::hours(9) - api.clock.now());
+    let mut reports = Vec::new();
+    while reports.len() < 10 {
+        let report = one_page_run(&api).await?;
+        reports.push(report);
+        if report.issued == 1 {
+            break;
+        }
+    }
+    // The heavy month took several runs, each reading one call of it; the broken account was held back.
+    assert!(reports.len() >= 3, "{reports:?}");
+    assert_eq!(reports.iter().map(|r| r.issued).sum::<usize>(), 1, "{reports:?}");
+    // Held back in the run that reached it, and retried in the same run when it came after the heavy one.
+    assert!(reports.iter().map(|r| r.held_back).sum::<usize>() >= 1, "{reports:?}");
+    let id = shared::gst::invoices::tax_invoice_id(&heavy, month);
+    let invoice = shared::gst::documents::document_of(store, &heavy, &id).await?;
+    let lines: Vec<(Option<i64>, i64)> = invoice.lines.iter().map(|l| (l.quantity, l.tax.taxable_paise)).collect();
+    assert_eq!(lines, [(Some(2_000), 2_000), (Some(4_000), 4_000)], "every call of the month, once");
+    assert_eq!(invoice_run::held(&api.state.ports, month, 10).await?, vec![broken]);
+
+    // Later runs retry it; once the record reads again the account is invoiced and released.
+    assert_eq!(one_page_run(&api).await?, InvoiceReport { issued: 0, held_back: 1 });
+    store.put(Put { table: Table::Main, item: original, condition: Condition::Always }).await?;
+    // One call read per run: the page that reads it, then the one that finds no more.
+    assert_eq!(one_page_run(&api).await?, InvoiceReport { issued: 0, held_back: 0 });
+    assert_eq!(one_page_run(&api).await?, InvoiceReport { issued: 1, held_back: 0 });
+    assert!(invoice_run::held(&api.state.ports, month, 10).await?.is_empty());
+    assert_eq!(one_page_run(&api).await?, InvoiceReport::default(), "each month once");
     Ok(())
 }

@@ -742,6 +742,23 @@
     return unitsOf(item.amount, item.amount_inr);
   }
 
+  /** A line stating paise as rupees, or nothing when the value is not a whole number of paise. */
+  function paiseLine(label, paise) {
+    if (typeof paise !== "number" || !Number.isSafeInteger(paise)) return null;
+    return line([label, el("strong", { text: formatUnits(BigInt(paise) * UNITS_PER_PAISA) })]);
+  }
+
+  /** What the bank transfer sends: the credit owed with the GST charged on it (refund vouchers reverse it). */
+  function transferNote(item) {
+    if (typeof item.transfer_paise !== "number" || !Number.isSafeInteger(item.transfer_paise)) return null;
+    const gst = Number.isSafeInteger(item.gst_paise) ? formatUnits(BigInt(item.gst_paise) * UNITS_PER_PAISA) : DASH;
+    return el("p", { className: "cell-line" }, [
+      "Transfer ",
+      el("strong", { text: formatUnits(BigInt(item.transfer_paise) * UNITS_PER_PAISA) }),
+      ` (the credit owed and ${gst} GST, reversed by refund vouchers)`,
+    ]);
+  }
+
   function refundRow(item) {
     const accountId = uid("refund-account");
     const owed = owedUnits(item);
@@ -751,7 +768,8 @@
     let lastPayout = document.createTextNode(DASH);
     if (payout) {
       lastPayout = el("div", { className: "payout" }, [
-        line([el("strong", { text: formatUnits(unitsOf(payout.amount, payout.amount_inr)) })]),
+        line([el("strong", { text: formatUnits(unitsOf(payout.amount, payout.amount_inr)) }), " credit"]),
+        paiseLine("Transferred ", payout.transfer_paise),
         line(["Reference ", code(payout.reference)]),
         payout.paid_by ? line([`By ${payout.paid_by}`]) : null,
         payout.paid_at ? line([timeEl(payout.paid_at)], "cell-line muted") : null,
@@ -782,7 +800,8 @@
         required: true,
       });
       action = el("form", { className: "payout-form row-form", "data-user": item.user_id, novalidate: true }, [
-        labelled("Amount paid (₹)", amount, owed !== null ? `Exactly the amount owed: ${formatUnits(owed)}` : null),
+        transferNote(item),
+        labelled("Credit paid out (₹)", amount, owed !== null ? `Exactly the credit owed: ${formatUnits(owed)}` : null),
         labelled("Bank reference (UTR)", reference),
         el("button", { type: "submit", "aria-describedby": accountId, text: "Record payout" }),
       ]);

@@ -75,6 +75,8 @@ pub struct JobsReport {
     pub tax_documents_numbered: usize,
     /// Tax invoices of the last month this run issued.
     pub tax_invoices_issued: usize,
+    /// Accounts whose tax invoice failed this run: held back, retried by every run (the first failure alerts).
+    pub tax_invoices_held_back: usize,
     /// Jobs that failed as a whole (their error is logged); the others still ran.
     pub failed_jobs: Vec<&'static str>,
 }
@@ -138,7 +140,10 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
 /// The tax documents: the last month's invoices, then vouchers left due and anything unnumbered.
 async fn tax_jobs(state: &AppState, report: &mut JobsReport) {
     match shared::wallet::invoicing::issue_month_invoices(&state.ports, INVOICES_BUDGET).await {
-        Ok(issued) => report.tax_invoices_issued = issued,
+        Ok(invoices) => {
+            report.tax_invoices_issued = invoices.issued;
+            report.tax_invoices_held_back = invoices.held_back;
+        }
         Err(e) => report.failed(e, "tax_invoices", "the month's tax invoices stopped; the next run carries on"),
     }
     match shared::gst::receipts::issue_due(&state.ports).await {

@@ -296,6 +296,17 @@ pub async fn documents_of(store: &dyn ItemStore, user_id: &str) -> ApiResult<Vec
     Ok(documents)
 }
 
+/// The account's newest document (numbered or not), in one read of its index.
+pub async fn latest_of(store: &dyn ItemStore, user_id: &str) -> ApiResult<Option<TaxDocument>> {
+    let query = Query::new(Table::Main, user_pk(user_id))
+        .range(SortKeyRange::Prefix(prefix::TAX_DOCUMENT.into()))
+        .newest_first()
+        .limit(1);
+    let Some(index) = store.query(query).await?.items.pop() else { return Ok(None) };
+    let Some(id) = index.attrs.get("document_id").and_then(Value::as_str) else { return Ok(None) };
+    Ok(get(store, id).await?.filter(|d| d.user_id == user_id))
+}
+
 /// The sort key a `GET /v1/tax-documents` cursor goes on after (400 `invalid_cursor` for one we never gave).
 pub fn list_cursor(cursor: Option<&str>) -> ApiResult<Option<String>> {
     crate::pages::decode_cursor(cursor, prefix::TAX_DOCUMENT)

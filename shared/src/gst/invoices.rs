@@ -4,9 +4,9 @@
 //! taxed on their receipt vouchers (`advances`), so no rupee is taxed twice. A business's invoice carries
 //! its GSTIN (Rule 46(d)): the buyer claims input tax credit with it.
 //!
-//! The month's run (`wallet::invoicing`, over the wallets' registry) keeps its place here
-//! (`TAXINVOICES#<yyyy-mm>` / `CURSOR`), so a run that meets its budget hands on to the next; each invoice's
-//! id follows from its account and month, so a repeated run issues none twice.
+//! The month's run (`wallet::invoicing`, over the wallets' registry) keeps its place, a heavy account's
+//! usage read so far and the accounts held back in `invoice_run`, so a run that meets its budget hands on
+//! to the next; each invoice's id follows from its account and month, so a repeated run issues none twice.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde_json::{Map, json};
@@ -19,8 +19,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::money::UNITS_PER_PAISA;
 use crate::ports::Ports;
 use crate::retention::ItemClass;
-use crate::store::schema::{self, tax_invoice_run_pk};
-use crate::store::{Condition, Item, Put, Table};
 
 /// How long after a month ends its invoices wait: a call is logged when it settles, under the time it
 /// started, and a call that started before midnight may settle after it (the sweeper settles stale holds
@@ -72,57 +70,65 @@ pub fn tax_invoice_id(user_id: &str, month: InvoiceMonth) -> String {
     format!("ti_{}_{}{:02}", user_id, month.year, month.month)
 }
 
-/// Where a month's run is: the month, the last account it got to, whether it is done.
-#[derive(Debug, Clone)]
-pub struct InvoiceRun {
-    pub month: InvoiceMonth,
-    pub after: Option<String>,
-    pub done: bool,
+/// How much of an account's month one call reads: pages of `page` calls, at most `pages`, until `deadline`
+/// (one page at least, so every run gets somewhere).
+#[derive(Debug, Clone, Copy)]
+pub struct Reading {
+    pub deadline: std::time::Instant,
+    pub page: u32,
+    pub pages: u32,
 }
 
-/// The run of the month before `now`'s, as saved (a fresh one when none is).
-pub async fn run_place(ports: &Ports) -> ApiResult<InvoiceRun> {
-    let month = InvoiceMonth::previous(ports.clock().now());
-    let saved = ports.store().get(Table::Main, &tax_invoice_run_pk(&month.id()), schema::sk::CURSOR).await?;
-    let attr = |name: &str| saved.as_ref().and_then(|r| r.attrs.get(name).cloned());
-    Ok(InvoiceRun {
-        month,
-        after: attr("after").and_then(|a| a.as_str().map(str::to_owned)),
-        done: attr("done").and_then(|d| d.as_bool()).unwrap_or(false),
-    })
+/// What became of an account's month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invoiced {
+    Issued,
+    /// Nothing used, or invoiced already.
+    NoneDue,
+    /// The deadline came before all of the month was read: what was read is kept for the next run.
+    Unfinished,
 }
 
-/// Saves where the run is, for the next jobs run to carry on from.
-pub async fn save_place(ports: &Ports, run: &InvoiceRun) -> ApiResult<()> {
-    let expires_at = ports.config().retention.expiry(ItemClass::TaxInvoiceRun, ports.clock().now());
-    let place = json!({ "after": run.after, "done": run.done });
-    let item = Item::from_record(tax_invoice_run_pk(&run.month.id()), schema::sk::CURSOR, &place, expires_at)?;
-    Ok(ports.store().put(Put { table: Table::Main, item, condition: Condition::Always }).await?)
-}
-
-/// The account's invoice for `month`, if it used anything then and has none yet. Returns whether it issued
-/// one.
-pub async fn issue_invoice(ports: &Ports, user_id: &str, month: InvoiceMonth) -> ApiResult<bool> {
+/// The account's invoice for `month`, if it used anything then and has none yet.
+pub async fn issue_invoice(ports: &Ports, user_id: &str, month: InvoiceMonth, reading: Reading) -> ApiResult<Invoiced> {
     let store = ports.store();
     let id = tax_invoice_id(user_id, month);
     if super::documents::get(store, &id).await?.is_some() {
-        return Ok(false);
+        return Ok(Invoiced::NoneDue);
     }
-    let used = crate::usage::by_model_between(store, user_id, month.starts(), month.ends()).await?;
-    let used: Vec<(String, u64, i64)> = used
+    let mut tally = super::invoice_run::tally(ports, user_id, month).await?;
+    for pages in 1.. {
+        crate::usage::tally_page(store, user_id, (month.starts(), month.ends()), &mut tally, reading.page).await?;
+        if tally.done {
+            break;
+        }
+        if pages >= reading.pages || std::time::Instant::now() >= reading.deadline {
+            super::invoice_run::save_tally(ports, user_id, month, &tally).await?;
+            return Ok(Invoiced::Unfinished);
+        }
+    }
+    let used: Vec<(String, u64, i64)> = tally
+        .models
         .into_iter()
-        .map(|t| (t.group, t.total_tokens, (t.cost.max(0) + UNITS_PER_PAISA / 2) / UNITS_PER_PAISA))
+        .map(|(model, used)| (model, used.tokens, (used.cost.max(0) + UNITS_PER_PAISA / 2) / UNITS_PER_PAISA))
         .filter(|(_, _, paise)| *paise > 0)
         .collect();
-    if used.is_empty() {
-        return Ok(false);
-    }
+    let issued = !used.is_empty() && write_invoice(ports, &MonthOfUse { user_id, month, used: &used }).await?;
+    super::invoice_run::drop_tally(ports, user_id, month).await?;
+    Ok(if issued { Invoiced::Issued } else { Invoiced::NoneDue })
+}
+
+/// Writes the invoice of a month of use, adjusted against the advances, and numbers it.
+async fn write_invoice(ports: &Ports, of: &MonthOfUse<'_>) -> ApiResult<bool> {
+    let store = ports.store();
+    let user_id = of.user_id;
     let Some(recipient) = recipient_of(store, user_id).await? else {
-        tracing::error!(%user_id, month = %month.id(), "no billing profile or earlier document to invoice");
-        return Ok(false);
+        return Err(ApiError::Internal(format!(
+            "{user_id} used the API with no billing profile or document to invoice"
+        )));
     };
     let supplier = ports.config().supplier.as_ref().ok_or_else(no_supplier)?;
-    let mut document = invoice(ports, supplier, &MonthOfUse { user_id, month, used: &used }, recipient);
+    let mut document = invoice(ports, supplier, of, recipient);
     let unadjusted = super::advances::unadjusted(store, user_id).await?;
     let adjusted = unadjusted.min(document.totals.taxable_paise);
     adjustment(&mut document, adjusted);
@@ -144,8 +150,7 @@ async fn recipient_of(store: &dyn crate::store::ItemStore, user_id: &str) -> Api
     if let Some(profile) = crate::billing::profile(store, user_id).await? {
         return Ok(Some(Party::recipient(&profile)));
     }
-    let documents = super::documents::documents_of(store, user_id).await?;
-    Ok(documents.into_iter().next().map(|d| d.recipient))
+    Ok(super::documents::latest_of(store, user_id).await?.map(|d| d.recipient))
 }
 
 /// An account's month, and what it used: per model, the tokens and the taxable value in paise.

@@ -8,6 +8,7 @@
 
 pub mod advances;
 pub mod documents;
+pub mod invoice_run;
 pub mod invoices;
 pub mod numbering;
 pub mod pdf;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
 use super::documents::{DocumentKind, DocumentLine, Draft, Party, TaxDocument};
-use super::refunds::{AdvanceRefunded, refund_voucher_id};
+use super::refunds::{AdvanceRefunded, AdvancesPaidOut, refund_voucher_id};
 use super::tax::{SAC, SERVICE_DESCRIPTION, TaxSplit};
 use crate::accounts::timestamp;
 use crate::error::{ApiError, ApiResult};
@@ -41,6 +41,8 @@ pub struct AdvanceReceived {
 pub enum DueDocument {
     ReceiptVoucher(AdvanceReceived),
     RefundVoucher(AdvanceRefunded),
+    /// A bank payout: a refund voucher for each payment it gave money back to.
+    PayoutRefundVouchers(AdvancesPaidOut),
 }
 
 impl DueDocument {
@@ -48,6 +50,7 @@ impl DueDocument {
         match self {
             DueDocument::ReceiptVoucher(advance) => receipt_voucher_id(&advance.payment_id),
             DueDocument::RefundVoucher(refund) => refund_voucher_id(&refund.refund_id),
+            DueDocument::PayoutRefundVouchers(paid_out) => payout_marker_id(&paid_out.payout_id),
         }
     }
 }
@@ -115,6 +118,16 @@ pub async fn issue_refund(ports: &Ports, refund_id: &str) -> ApiResult<()> {
     issue_due_document(ports, &refund_voucher_id(refund_id)).await
 }
 
+/// Writes the refund vouchers a bank payout's marker asks for, then numbers what is queued.
+pub async fn issue_payout_vouchers(ports: &Ports, payout_id: &str) -> ApiResult<()> {
+    issue_due_document(ports, &payout_marker_id(payout_id)).await
+}
+
+/// The due marker of a bank payout's refund vouchers.
+fn payout_marker_id(payout_id: &str) -> String {
+    format!("payout_{payout_id}")
+}
+
 async fn issue_due_document(ports: &Ports, document_id: &str) -> ApiResult<()> {
     if let Some(marker) = ports.store().get(Table::Main, schema::RECEIPTS_DUE_PK, document_id).await? {
         issue_from(ports, &marker).await?;
@@ -128,13 +141,17 @@ async fn issue_from(ports: &Ports, marker: &Item) -> ApiResult<()> {
     let written = match &due {
         DueDocument::ReceiptVoucher(advance) => write_receipt(ports, advance).await?,
         DueDocument::RefundVoucher(refund) => {
-            // The advance's receipt voucher first, when it is still due (a refund that came before its
-            // payment's credit): the refund voucher reverses what that voucher charged.
-            let receipt = receipt_voucher_id(&refund.payment_id);
-            if let Some(receipt_due) = ports.store().get(Table::Main, schema::RECEIPTS_DUE_PK, &receipt).await? {
-                Box::pin(issue_from(ports, &receipt_due)).await?;
-            }
+            receipt_first(ports, &refund.payment_id).await?;
             super::refunds::issue(ports, refund, vec![undue(&due.id())]).await?
+        }
+        DueDocument::PayoutRefundVouchers(paid_out) => {
+            // Each voucher's id follows from the payment's part, so a run stopped halfway writes none twice;
+            // the marker goes once all are written.
+            for refund in paid_out.refunds() {
+                receipt_first(ports, &refund.payment_id).await?;
+                super::refunds::issue(ports, &refund, Vec::new()).await?;
+            }
+            false
         }
     };
     if !written {
@@ -142,6 +159,16 @@ async fn issue_from(ports: &Ports, marker: &Item) -> ApiResult<()> {
         ports.store().transact(vec![undue(&due.id())]).await?;
     } else {
         tracing::info!(document_id = %due.id(), "tax document written");
+    }
+    Ok(())
+}
+
+/// The advance's receipt voucher, when it is still due (a refund that came before its payment's credit):
+/// a refund voucher reverses what that voucher charged.
+async fn receipt_first(ports: &Ports, payment_id: &str) -> ApiResult<()> {
+    let receipt = receipt_voucher_id(payment_id);
+    if let Some(receipt_due) = ports.store().get(Table::Main, schema::RECEIPTS_DUE_PK, &receipt).await? {
+        Box::pin(issue_from(ports, &receipt_due)).await?;
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Refund vouchers (CGST Rule 51): an advance given back without a supply (a closed account's money returned
-//! to its payment, or a refund Razorpay made of a payment) gets a voucher reversing the tax charged on it.
+//! to its payment or paid out by bank, or a refund Razorpay made of a payment) gets a voucher reversing the
+//! tax charged on it.
 //! Written from a due marker the refund's own transaction leaves (`receipts::DueDocument`), like receipt
 //! vouchers; the voucher's id follows from the refund's.
 
@@ -24,6 +25,39 @@ pub struct AdvanceRefunded {
     pub refunded_at: DateTime<Utc>,
     pub credit_paise: i64,
     pub money_paise: i64,
+}
+
+/// Advances an operator paid back by bank transfer (a closed account's money Razorpay could no longer send
+/// back to its payments): one refund voucher per payment the transfer gave money back to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdvancesPaidOut {
+    pub user_id: String,
+    /// The payout's id: each payment's voucher is that of the refund `<payout id>_<payment id>`.
+    pub payout_id: String,
+    pub paid_at: DateTime<Utc>,
+    pub parts: Vec<PaidOutPart>,
+}
+
+/// What a bank payout gave back of one payment: its credit, and the money (the credit with its GST).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaidOutPart {
+    pub payment_id: String,
+    pub credit_paise: i64,
+    pub money_paise: i64,
+}
+
+impl AdvancesPaidOut {
+    /// Each payment's part as a refund of its advance.
+    pub fn refunds(&self) -> impl Iterator<Item = AdvanceRefunded> + '_ {
+        self.parts.iter().map(|part| AdvanceRefunded {
+            user_id: self.user_id.clone(),
+            payment_id: part.payment_id.clone(),
+            refund_id: format!("{}_{}", self.payout_id, part.payment_id),
+            refunded_at: self.paid_at,
+            credit_paise: part.credit_paise,
+            money_paise: part.money_paise,
+        })
+    }
 }
 
 pub fn refund_voucher_id(refund_id: &str) -> String {

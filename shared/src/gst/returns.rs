@@ -5,7 +5,10 @@
 //! The sections (Form GSTR-1, CGST Rule 59):
 //! - `b2b` (Table 4A): tax invoices to registered buyers, one entry per GSTIN, each invoice with its value,
 //!   place of supply and one item at 18%.
-//! - `b2cs` (Table 7): tax invoices to consumers, summed by place of supply and intra/inter-state.
+//! - `b2cl` (Table 5): inter-state tax invoices to consumers above ₹1,00,000 each, invoice by invoice, by
+//!   place of supply (CGST Rule 59(4)(a)(ii), its threshold lowered from ₹2,50,000 from 1 August 2024 by
+//!   Notification 12/2024-Central Tax).
+//! - `b2cs` (Table 7): the other tax invoices to consumers, summed by place of supply and intra/inter-state.
 //! - `at` (Table 11A): advances received in the month (receipt vouchers), by place of supply.
 //! - `txpd` (Table 11B): advances adjusted against the month's invoices, and advances refunded (refund
 //!   vouchers), by place of supply: both take tax paid on an advance back out of the advances reported.
@@ -24,6 +27,14 @@ use super::tax::{GST_RATE_PERCENT, SAC, TaxSplit};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::money::format_paise as rupees;
 use crate::ports::Ports;
+
+/// Inter-state invoices to consumers of more than this (₹1,00,000, in paise) are reported one by one (`b2cl`).
+const B2CL_ABOVE_PAISE: i64 = 100_000 * 100;
+
+/// Whether a consumer's invoice goes in `b2cl` rather than `b2cs`.
+fn is_b2cl(invoice: &TaxDocument) -> bool {
+    !invoice.is_intra_state() && invoice.totals.total_paise > B2CL_ABOVE_PAISE
+}
 
 /// A month's documents, sorted by number.
 pub struct MonthOfDocuments {
@@ -87,6 +98,7 @@ impl MonthOfDocuments {
             "gstin": supplier_gstin,
             "fp": format!("{:02}{}", self.month.month, self.month.year),
             "b2b": self.b2b(),
+            "b2cl": self.b2cl(),
             "b2cs": self.b2cs().iter().map(|((pos, sply), t)| {
                 let mut row = taxes(t);
                 row.insert("sply_ty".into(), json!(sply));
@@ -125,9 +137,28 @@ impl MonthOfDocuments {
         by_buyer.into_iter().map(|(ctin, inv)| json!({ "ctin": ctin, "inv": inv })).collect()
     }
 
-    /// Consumers' invoices summed by (place of supply, INTRA/INTER).
+    /// Large inter-state invoices to consumers, by place of supply.
+    fn b2cl(&self) -> Vec<Value> {
+        let mut by_place: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for invoice in self.invoices(false).filter(|d| is_b2cl(d)) {
+            let mut item = serde_json::Map::new();
+            item.insert("rt".into(), json!(GST_RATE_PERCENT));
+            item.insert("txval".into(), money(invoice.totals.taxable_paise));
+            item.insert("iamt".into(), money(invoice.totals.igst_paise));
+            item.insert("csamt".into(), money(0));
+            by_place.entry(invoice.recipient.state_code.clone()).or_default().push(json!({
+                "inum": invoice.number,
+                "idt": invoice.date_of_issue(),
+                "val": money(invoice.totals.total_paise),
+                "itms": [{ "num": 1, "itm_det": item }],
+            }));
+        }
+        by_place.into_iter().map(|(pos, inv)| json!({ "pos": pos, "inv": inv })).collect()
+    }
+
+    /// The other consumers' invoices summed by (place of supply, INTRA/INTER).
     fn b2cs(&self) -> BTreeMap<(String, &'static str), TaxSplit> {
-        sum_by_place(self.invoices(false).map(|d| placed(d, d.totals)))
+        sum_by_place(self.invoices(false).filter(|d| !is_b2cl(d)).map(|d| placed(d, d.totals)))
     }
 
     /// Advances received: the month's receipt vouchers.
@@ -167,10 +198,11 @@ impl MonthOfDocuments {
             .collect()
     }
 
-    /// The offline tool's CSV sheets: `b2b`, `b2cs`, `at`, `atadj`, `hsn`, `docs`.
+    /// The offline tool's CSV sheets: `b2b`, `b2cl`, `b2cs`, `at`, `atadj`, `hsn`, `docs`.
     pub fn csv(&self, section: &str) -> ApiResult<String> {
         let rows: Vec<Vec<String>> = match section {
             "b2b" => self.invoices(true).map(b2b_row).collect(),
+            "b2cl" => self.invoices(false).filter(|d| is_b2cl(d)).map(b2cl_row).collect(),
             "b2cs" => self
                 .b2cs()
                 .iter()
@@ -194,7 +226,7 @@ impl MonthOfDocuments {
                 return Err(ApiError::invalid(
                     ErrorCode::InvalidParameter,
                     "section",
-                    "section must be one of b2b, b2cs, at, atadj, hsn, docs",
+                    "section must be one of b2b, b2cl, b2cs, at, atadj, hsn, docs",
                 ));
             }
         };
@@ -209,10 +241,14 @@ impl MonthOfDocuments {
 }
 
 /// The offline tool's column headers, sheet by sheet.
-const CSV_HEADERS: [(&str, &str); 6] = [
+const CSV_HEADERS: [(&str, &str); 7] = [
     (
         "b2b",
         "GSTIN/UIN of Recipient,Receiver Name,Invoice Number,Invoice date,Invoice Value,Place Of Supply,Reverse Charge,Applicable % of Tax Rate,Invoice Type,E-Commerce GSTIN,Rate,Taxable Value,Cess Amount",
+    ),
+    (
+        "b2cl",
+        "Invoice Number,Invoice date,Invoice Value,Place Of Supply,Applicable % of Tax Rate,Rate,Taxable Value,Cess Amount,E-Commerce GSTIN",
     ),
     ("b2cs", "Type,Place Of Supply,Applicable % of Tax Rate,Rate,Taxable Value,Cess Amount,E-Commerce GSTIN"),
     ("at", "Place Of Supply,Applicable % of Tax Rate,Rate,Gross Advance Received,Cess Amount"),
@@ -248,6 +284,20 @@ fn b2b_row(invoice: &TaxDocument) -> Vec<String> {
         rate(),
         rupees(invoice.totals.taxable_paise),
         rupees(0),
+    ]
+}
+
+fn b2cl_row(invoice: &TaxDocument) -> Vec<String> {
+    vec![
+        invoice.number.clone().unwrap_or_default(),
+        invoice.date_of_issue(),
+        rupees(invoice.totals.total_paise),
+        place(&invoice.recipient.state_code),
+        String::new(),
+        rate(),
+        rupees(invoice.totals.taxable_paise),
+        rupees(0),
+        String::new(),
     ]
 }
 
@@ -324,4 +374,76 @@ fn advances_json(sums: &BTreeMap<(String, &'static str), TaxSplit>) -> Vec<Value
             json!({ "pos": pos, "sply_ty": sply, "itms": [item] })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Supplier;
+    use crate::gst::documents::{DocumentLine, Draft, Party};
+
+    /// A numbered tax invoice of `taxable_paise` to a consumer in `state_code`.
+    fn consumer_invoice(number: &str, state_code: &str, taxable_paise: i64) -> TaxDocument {
+        let supplier = Supplier::sample();
+        let recipient = Party {
+            name: "A Consumer".into(),
+            legal_name: None,
+            address: "1 Main Road".into(),
+            state_code: state_code.into(),
+            state: crate::billing::state_name(state_code).unwrap_or_default().into(),
+            pin: None,
+            gstin: None,
+        };
+        let intra = super::super::tax::is_intra_state(&supplier.state_code, state_code);
+        let line = DocumentLine {
+            description: "LLM inference API: llama-3.1-8b".into(),
+            sac: SAC.into(),
+            quantity: Some(1_000),
+            unit: Some("tokens".into()),
+            tax: TaxSplit::on(taxable_paise, intra),
+        };
+        let draft = Draft {
+            id: format!("ti_{number}"),
+            kind: DocumentKind::TaxInvoice,
+            user_id: "usr_consumer".into(),
+            created_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
+            recipient,
+            lines: vec![line],
+            references: serde_json::Map::new(),
+        };
+        let mut invoice = TaxDocument::draft(&supplier, draft);
+        invoice.number = Some(number.into());
+        invoice
+    }
+
+    #[test]
+    fn large_inter_state_consumer_invoices_are_reported_one_by_one() {
+        // ₹84,746 + 18% = ₹1,00,000.28: above the threshold. ₹84,745 + 18% = ₹99,999.10: summed in b2cs,
+        // as is a larger one within the supplier's own state.
+        let month = MonthOfDocuments {
+            month: InvoiceMonth { year: 2027, month: 1 },
+            documents: vec![
+                consumer_invoice("TI/26-27/000001", "27", 8_474_600),
+                consumer_invoice("TI/26-27/000002", "27", 8_474_500),
+                consumer_invoice("TI/26-27/000003", "29", 20_000_000),
+            ],
+        };
+        let gstr1 = month.gstr1_json("29AAICI1234F1ZQ");
+        assert_eq!(
+            gstr1["b2cl"],
+            json!([{ "pos": "27", "inv": [{ "inum": "TI/26-27/000001", "idt": month.documents[0].date_of_issue(), "val": 100000.28,
+                "itms": [{ "num": 1, "itm_det": { "rt": 18, "txval": 84746.0, "iamt": 15254.28, "csamt": 0.0 } }] }] }])
+        );
+        let b2cs: Vec<(Value, Value)> = gstr1["b2cs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|row| (row["pos"].clone(), row["txval"].clone()))
+            .collect();
+        assert_eq!(b2cs, [(json!("27"), json!(84745.0)), (json!("29"), json!(200000.0))]);
+        let sheet = month.csv("b2cl").unwrap_or_default();
+        let rows: Vec<&str> = sheet.lines().collect();
+        assert_eq!(rows.len(), 2, "{sheet}");
+        assert!(rows[1].starts_with("TI/26-27/000001,") && rows[1].contains(",100000.28,27-Maharashtra,"), "{sheet}");
+    }
 }

@@ -191,7 +191,8 @@ impl ItemClass {
             (kind::SWEEPER, fixed::CURSOR) => SweepCursor,
             (kind::TAX_DOCUMENT, fixed::DOCUMENT) => TaxDocument,
             (kind::TAX_SERIES, fixed::COUNTER) => TaxSeries,
-            (kind::TAX_INVOICE_RUN, fixed::CURSOR) => TaxInvoiceRun,
+            // A month's run: its place, tallies and accounts held back (`gst::invoice_run`).
+            (kind::TAX_INVOICE_RUN, _) => TaxInvoiceRun,
             (kind::TAX_DOCUMENTS, _) if pk == schema::UNNUMBERED_DOCUMENTS_PK => UnnumberedDocument,
             (kind::TAX_DOCUMENTS, _) if pk == schema::RECEIPTS_DUE_PK => ReceiptDue,
             (kind::TAX_DOCUMENTS, _) if pk.starts_with(&schema::issued_documents_pk("")) => IssuedDocumentIndex,

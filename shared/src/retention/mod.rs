@@ -360,6 +360,8 @@ mod tests {
             ("TAXDOCS#DUE", "rv_pay_1", ItemClass::ReceiptDue),
             ("USER#usr_1", "ADVANCES", ItemClass::AdvanceBalance),
             ("TAXINVOICES#2026-11", "CURSOR", ItemClass::TaxInvoiceRun),
+            ("TAXINVOICES#2026-11", "TALLY#usr_1", ItemClass::TaxInvoiceRun),
+            ("TAXINVOICES#2026-11", "HELD#usr_1", ItemClass::TaxInvoiceRun),
             ("TAXDOCS#MONTH#2026-11", "0001#rv_pay_1", ItemClass::IssuedDocumentIndex),
         ];
         for (pk, sk, class) in cases {

@@ -43,6 +43,8 @@ pub const OWNERS: &[(&str, &[&str])] = &[
     ("prefix::LEDGER", &["wallet"]),
     ("prefix::TOPUP", &["wallet"]),
     ("prefix::PENDING", &["wallet"]),
+    ("prefix::INVOICE_TALLY", &["gst"]),
+    ("prefix::INVOICE_HELD", &["gst"]),
     ("prefix::CLOSURE_REFUND", &["wallet"]),
     ("prefix::PAYMENT_INDEX", &["wallet"]),
     ("prefix::CALL_BEAT", &["wallet"]),

@@ -143,6 +143,10 @@ pub mod prefix {
     pub const MONTH: &str = "MONTH#";
     /// An account's tax documents, oldest first: `TAXDOC#<time sort key>` naming the document.
     pub const TAX_DOCUMENT: &str = "TAXDOC#";
+    /// In a month's `TAXINVOICES#` partition: an account's usage read so far, `TALLY#<user id>`.
+    pub const INVOICE_TALLY: &str = "TALLY#";
+    /// In a month's `TAXINVOICES#` partition: an account whose invoice failed, retried, `HELD#<user id>`.
+    pub const INVOICE_HELD: &str = "HELD#";
 }
 
 /// Singleton partitions.

@@ -1,7 +1,6 @@
 //! A closed account's wallet: closed in the closing transaction, its unspent balance moved to the account's
 //! single refund request, and kept in step with it as late money arrives or leaves.
 
-use crate::error::ErrorCode;
 use crate::ports::Ports;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -219,6 +218,13 @@ pub struct RefundRequestView {
     pub requested_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_payout: Option<Value>,
+    /// While anything is owed: the money a bank payout transfers for it, paise (the credit owed with the GST
+    /// each payment was charged on it, which the payout's refund vouchers reverse).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_paise: Option<i64>,
+    /// Of `transfer_paise`, the GST.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gst_paise: Option<i64>,
 }
 
 /// `GET /v1/admin/refund-requests`: every closed account's refund request, a page at a time.
@@ -228,149 +234,14 @@ pub async fn refund_requests<S: ItemStore + ?Sized>(
     after: Option<String>,
 ) -> ApiResult<(Vec<RefundRequestView>, Option<String>)> {
     let page = store.query(Query::new(Table::Main, REFUND_REQUESTS_PK).limit(limit).after(after)).await?;
-    let views = page.items.iter().map(refund_request_view).collect::<StoreResult<Vec<_>>>()?;
+    let mut views = page.items.iter().map(refund_request_view).collect::<StoreResult<Vec<_>>>()?;
+    for view in views.iter_mut().filter(|v| v.amount > 0) {
+        super::payouts::with_transfer(store, view).await?;
+    }
     Ok((views, page.next))
 }
 
-/// `POST /v1/admin/refund-requests/{user_id}/payout`: records that an operator paid `amount` (wallet units,
-/// what the request showed) out to the account's owner, with the bank's reference. The write holds only
-/// if the request still owes exactly that amount (money that reached or left the closed wallet meanwhile
-/// changes it: the operator reads it again), so nothing is paid twice or recorded against a changed sum.
-/// An operator's report of a bank transfer paying a closed account's refund request.
-pub struct Payout<'a> {
-    pub user_id: &'a str,
-    /// What the request showed as owed, wallet units.
-    pub amount: i64,
-    /// The bank transfer's reference (UTR).
-    pub reference: &'a str,
-    pub operator: &'a str,
-}
-
-impl Payout<'_> {
-    /// The payout with its reference trimmed, if it is one an operator may record.
-    fn checked(self) -> ApiResult<Self> {
-        let reference = self.reference.trim();
-        if reference.is_empty() || reference.chars().count() > 100 {
-            return Err(ApiError::invalid(
-                ErrorCode::InvalidReference,
-                "reference",
-                "reference (the bank's) must be 1-100 characters",
-            ));
-        }
-        if self.amount <= 0 {
-            return Err(ApiError::invalid(
-                ErrorCode::InvalidAmount,
-                "amount",
-                "amount must be the positive amount owed, in wallet units",
-            ));
-        }
-        Ok(Self { reference, ..self })
-    }
-
-    /// The payout's transaction: the request paid down (conditioned on the amount read and no refund under
-    /// way), and what it returns taken off what the payments can still give back (to a late chargeback, say).
-    fn ops(&self, payments: &[closure_refunds::AccountPayment], now: DateTime<Utc>) -> Vec<WriteOp> {
-        let amount = self.amount;
-        let payout = json!({ "amount": amount, "amount_inr": format_inr(amount), "reference": self.reference, "paid_by": self.operator, "paid_at": now });
-        let update = Update::new(Table::Main, REFUND_REQUESTS_PK, self.user_id)
-            .add("amount", -amount)
-            .set("amount_inr", json!(format_inr(0)))
-            .add("paid_total", amount)
-            .set("last_payout", payout)
-            .when(Condition::All(vec![
-                Condition::AttrEquals("amount".into(), json!(amount)),
-                Condition::AttrAbsentOrEquals(closure_refunds::REFUNDING.into(), json!(0)),
-            ]));
-        let mut ops = vec![WriteOp::Update(update)];
-        let mut left =
-            amount.div_euclid(crate::money::UNITS_PER_PAISA) + i64::from(amount % crate::money::UNITS_PER_PAISA != 0);
-        for payment in payments.iter().filter(|p| p.refundable_paise > 0) {
-            let taken = left.min(payment.refundable_paise);
-            if taken == 0 {
-                break;
-            }
-            ops.push(payment.take(taken));
-            left -= taken;
-        }
-        ops
-    }
-}
-
-pub async fn record_payout(ports: &Ports, payout: Payout<'_>) -> ApiResult<RefundRequestView> {
-    let payout = payout.checked()?;
-    let Payout { user_id, amount, operator, .. } = payout;
-    let (store, clock) = (ports.store(), ports.clock());
-    let now = clock.now();
-    let changed = || ApiError::Conflict {
-        code: ErrorCode::RefundRequestChanged,
-        message: "the amount owed is not the one given (it changed, or was paid); read the request again".into(),
-        param: Some("amount".into()),
-    };
-    let Some(request) = refund_request(store, user_id).await? else {
-        return Err(ApiError::NotFound {
-            code: ErrorCode::RefundRequestNotFound,
-            message: format!("no refund request for {user_id}"),
-        });
-    };
-    if request.amount != amount {
-        return Err(changed());
-    }
-    let payments = closure_refunds::account_payments(store, user_id).await?;
-    let refunds = closure_refunds::closure_refunds(store, user_id).await?;
-    if let Err(refused) = payout_allowed(&request, &payments, &refunds, now) {
-        // An account closed before the refunds job existed may not be marked due yet: it is now.
-        closure_refunds::mark_due(ports, now, user_id).await?;
-        return Err(refused);
-    }
-    if store.transact(payout.ops(&payments, now)).await.applied()?.is_none() {
-        return Err(match refund_request(store, user_id).await? {
-            None => ApiError::NotFound {
-                code: ErrorCode::RefundRequestNotFound,
-                message: format!("no refund request for {user_id}"),
-            },
-            Some(_) => changed(),
-        });
-    }
-    tracing::warn!(%user_id, %operator, amount, "refund request paid out");
-    let item = store.get(Table::Main, REFUND_REQUESTS_PK, user_id).await?;
-    let item = item.ok_or_else(|| ApiError::Internal("refund request vanished".into()))?;
-    Ok(refund_request_view(&item)?)
-}
-
-/// A bank payout only pays what Razorpay can no longer send back to the payments, and only once no card
-/// network can charge those payments back: otherwise the customer could get the money twice.
-fn payout_allowed(
-    request: &RefundRequest,
-    payments: &[closure_refunds::AccountPayment],
-    refunds: &[closure_refunds::ClosureRefund],
-    now: DateTime<Utc>,
-) -> ApiResult<()> {
-    let not_yet = |message: String| ApiError::Conflict { code: ErrorCode::PayoutNotAllowedYet, message, param: None };
-    if request.refunding > 0 {
-        return Err(not_yet(format!(
-            "{} is being refunded to the account's payments through Razorpay; read the request again once it is processed",
-            format_inr(request.refunding)
-        )));
-    }
-    let refundable = closure_refunds::refundable_by_razorpay(payments, refunds, now);
-    if let Some(payment) = refundable.first().filter(|_| closure_refunds::razorpay_can_refund(request, &refundable)) {
-        return Err(not_yet(format!(
-            "payment {} can still be refunded through Razorpay, to where it came from: the refunds job does it",
-            payment.payment_id
-        )));
-    }
-    let disputable = payments.iter().filter(|p| p.refundable_paise > 0).find(|p| now < p.disputable_until());
-    if let Some(payment) = disputable {
-        return Err(not_yet(format!(
-            "payment {} can be charged back until {}: pay out after that",
-            payment.payment_id,
-            crate::accounts::timestamp(payment.disputable_until())
-        )));
-    }
-    Ok(())
-}
-
-fn refund_request_view(item: &Item) -> StoreResult<RefundRequestView> {
+pub(super) fn refund_request_view(item: &Item) -> StoreResult<RefundRequestView> {
     let request: RefundRequest = item.record()?;
     Ok(RefundRequestView {
         status: if request.amount > 0 { "open" } else { "paid" },
@@ -380,5 +251,7 @@ fn refund_request_view(item: &Item) -> StoreResult<RefundRequestView> {
         refunding: request.refunding,
         requested_at: crate::accounts::timestamp(request.requested_at),
         last_payout: item.attrs.get("last_payout").cloned(),
+        transfer_paise: None,
+        gst_paise: None,
     })
 }

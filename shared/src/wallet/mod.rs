@@ -53,6 +53,7 @@ mod disputes;
 pub mod invoicing;
 mod ledger;
 pub mod metering;
+mod payouts;
 mod reconciliation;
 mod settings;
 mod topup_tax;
@@ -61,11 +62,12 @@ mod webhook;
 
 pub use adjustments::{apply_deferred, debit_refund};
 pub use closure::{
-    Payout, RefundRequest, RefundRequestView, after_closure, closure_ops, expire_registry, record_payout,
-    refund_request, refund_requests, sync_closed_wallet,
+    RefundRequest, RefundRequestView, after_closure, closure_ops, expire_registry, refund_request, refund_requests,
+    sync_closed_wallet,
 };
 pub use disputes::{DisputeState, DisputeView, apply_dispute, disputes, mark_dispute_handled};
 pub use ledger::{LedgerEntry, LedgerEntryView, LedgerKind, export_for, page_cursor as ledger_page_cursor};
+pub use payouts::{Payout, record_payout};
 pub use reconciliation::{ABANDON_UNANSWERED_AFTER, ReconciliationReport, reconcile};
 pub use settings::{WalletSettings, change_settings, wallet_view};
 pub use topups::{
