@@ -3,7 +3,8 @@
 //! (`default_rate_limits`), and the ceiling operators set over every key's rate limits
 //! (`PUT /v1/admin/accounts/{user_id}/limits`). Inference reads the item beside the key when it looks a key
 //! up, so a change reaches every instance within the key cache's lifetime; a key's effective rate limits
-//! are its own, else the account's defaults, each capped at the ceiling.
+//! are its own, else the account's defaults, each capped at the ceiling. The account's data residency
+//! (`PATCH /v1/account`) lives here too, for the same read.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -11,6 +12,7 @@ use serde_json::{Value, json};
 use crate::accounts::{AccountStatus, AccountStore};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::keys::RateLimits;
+use crate::residency::DataResidency;
 use crate::store::schema::{account_spend_pk, sk};
 use crate::store::{Condition, Conditional, Delete, Item, ItemStore, Put, StoreResult, Table, Update, WriteOp};
 
@@ -34,6 +36,9 @@ pub struct AccountLimits {
     /// How many calls the account may run at once, set by operators (`null`: the platform's default).
     #[serde(default)]
     pub calls_in_flight: Option<u64>,
+    /// Where the account's calls may run unless a key narrows it (`PATCH /v1/account`; `crate::residency`).
+    #[serde(default)]
+    pub data_residency: DataResidency,
 }
 
 impl AccountLimits {
@@ -64,6 +69,11 @@ pub async fn account_limits<S: ItemStore + ?Sized>(store: &S, user_id: &str) -> 
     Ok(item.map(|i| i.record()).transpose()?.unwrap_or_default())
 }
 
+/// The account's data residency (`any` when it set none).
+pub async fn residency_of<S: ItemStore + ?Sized>(store: &S, user_id: &str) -> StoreResult<DataResidency> {
+    Ok(account_limits(store, user_id).await?.data_residency)
+}
+
 /// One change of an account's limits: the attribute and its new value (`None` removes it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitChange {
@@ -71,6 +81,7 @@ pub enum LimitChange {
     DefaultRateLimits(RateLimits),
     RateLimitCeiling(RateLimits),
     CallsInFlight(Option<u64>),
+    DataResidency(DataResidency),
 }
 
 impl LimitChange {
@@ -81,6 +92,7 @@ impl LimitChange {
             LimitChange::DefaultRateLimits(l) => ("default_rate_limits", limits(l)),
             LimitChange::RateLimitCeiling(l) => ("rate_limit_ceiling", limits(l)),
             LimitChange::CallsInFlight(n) => ("calls_in_flight", n.map(|n| json!(n))),
+            LimitChange::DataResidency(r) => ("data_residency", Some(json!(r.as_str()))),
         }
     }
 }

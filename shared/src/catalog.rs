@@ -49,9 +49,32 @@ impl Model {
     }
 }
 
+/// Where a provider runs the calls we route to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderSite {
+    /// Who the provider is, as the privacy notice names it.
+    #[serde(default)]
+    pub legal_name: String,
+    /// ISO 3166 alpha-2, e.g. `IN`.
+    pub country: String,
+    pub region: String,
+}
+
+impl ProviderSite {
+    fn is_valid(&self) -> bool {
+        self.country.len() == 2 && self.country.chars().all(|c| c.is_ascii_uppercase()) && !self.region.is_empty()
+    }
+}
+
+/// India, as a provider's country.
+pub const INDIA: &str = "IN";
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Catalog {
     pub models: Vec<Model>,
+    /// Every provider a route names, with where it runs.
+    #[serde(default)]
+    pub providers: std::collections::BTreeMap<String, ProviderSite>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +111,13 @@ impl Catalog {
                         route.provider, model.id
                     )));
                 }
+                let sited = catalog.providers.get(&route.provider).is_some_and(ProviderSite::is_valid);
+                if !sited {
+                    return Err(CatalogError(format!(
+                        "route {} of model {} names a provider with no country (ISO 3166 alpha-2) in `providers`",
+                        route.provider, model.id
+                    )));
+                }
             }
         }
         Ok(catalog)
@@ -95,6 +125,29 @@ impl Catalog {
 
     pub fn model(&self, id: &str) -> Option<&Model> {
         self.models.iter().find(|m| m.id == id)
+    }
+
+    /// Where `provider` runs its calls (every route's provider has a site: [`Catalog::parse`] checks it).
+    pub fn site_of(&self, provider: &str) -> Option<&ProviderSite> {
+        self.providers.get(provider)
+    }
+
+    /// Whether `provider` runs its calls in India.
+    pub fn in_india(&self, provider: &str) -> bool {
+        self.site_of(provider).is_some_and(|site| site.country == INDIA)
+    }
+
+    /// The providers a model's routes go to, in route order, once each, with where each runs.
+    pub fn sites_of<'a>(&'a self, model: &'a Model) -> Vec<(&'a str, &'a ProviderSite)> {
+        let mut sites: Vec<(&str, &ProviderSite)> = Vec::new();
+        for route in &model.routes {
+            if let Some(site) = self.site_of(&route.provider)
+                && !sites.iter().any(|(name, _)| *name == route.provider)
+            {
+                sites.push((&route.provider, site));
+            }
+        }
+        sites
     }
 }
 
@@ -111,6 +164,19 @@ mod tests {
                 assert!(["cerebras", "neevcloud"].contains(&route.provider.as_str()), "{}", route.provider);
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn the_builtin_catalog_has_an_india_only_a_foreign_only_and_a_both_model() -> Result<(), CatalogError> {
+        let catalog = Catalog::builtin()?;
+        let india = |m: &Model| m.routes.iter().map(|r| catalog.in_india(&r.provider)).collect::<Vec<_>>();
+        assert!(catalog.models.iter().any(|m| india(m).iter().all(|i| *i)), "a model served in India only");
+        assert!(catalog.models.iter().any(|m| india(m).iter().all(|i| !*i)), "a model served abroad only");
+        assert!(catalog.models.iter().any(|m| india(m).contains(&true) && india(m).contains(&false)), "both");
+        let both = catalog.model("llama-3.1-8b").ok_or(CatalogError("llama-3.1-8b".into()))?;
+        let sites: Vec<(&str, &str)> = catalog.sites_of(both).iter().map(|(n, s)| (*n, s.country.as_str())).collect();
+        assert_eq!(sites, [("cerebras", "US"), ("neevcloud", "IN")]);
         Ok(())
     }
 
@@ -140,7 +206,7 @@ mod tests {
 
     #[test]
     fn invalid_catalogs_are_refused() {
-        let dup = r#"{"models":[{"id":"a","context_length":10,"max_output_tokens":5,"input_paise_per_million":1,"output_paise_per_million":1,"template_tokens_per_request":1,"template_tokens_per_message":1,"routes":[{"provider":"cerebras","model":"x","output_cap_params":["max_tokens"]}]},
+        let dup = r#"{"providers":{"cerebras":{"country":"US","region":"us-central"}},"models":[{"id":"a","context_length":10,"max_output_tokens":5,"input_paise_per_million":1,"output_paise_per_million":1,"template_tokens_per_request":1,"template_tokens_per_message":1,"routes":[{"provider":"cerebras","model":"x","output_cap_params":["max_tokens"]}]},
                                  {"id":"a","context_length":10,"max_output_tokens":5,"input_paise_per_million":1,"output_paise_per_million":1,"template_tokens_per_request":1,"template_tokens_per_message":1,"routes":[{"provider":"cerebras","model":"x","output_cap_params":["max_tokens"]}]}]}"#;
         assert!(Catalog::parse(dup).is_err_and(|e| e.to_string().contains("listed twice")));
         let no_routes = r#"{"models":[{"id":"a","context_length":10,"max_output_tokens":5,"input_paise_per_million":1,"output_paise_per_million":1,"template_tokens_per_request":1,"template_tokens_per_message":1,"routes":[]}]}"#;
@@ -149,6 +215,15 @@ mod tests {
         assert!(Catalog::parse(no_cap).is_err());
         let odd_cap = no_cap.replace("[]}", r#"["max_new_tokens"]}"#);
         assert!(Catalog::parse(&odd_cap).is_err());
-        assert!(Catalog::parse(&no_cap.replace("[]}", r#"["max_tokens"]}"#)).is_ok());
+        let capped = no_cap.replace("[]}", r#"["max_tokens"]}"#);
+        assert!(
+            Catalog::parse(&capped).is_err_and(|e| e.to_string().contains("no country")),
+            "a provider with no site"
+        );
+        let sited = capped
+            .replace(r#"{"models":"#, r#"{"providers":{"cerebras":{"country":"US","region":"us-central"}},"models":"#);
+        assert!(Catalog::parse(&sited).is_ok());
+        let lowercase = sited.replace(r#""US""#, r#""us""#);
+        assert!(Catalog::parse(&lowercase).is_err());
     }
 }

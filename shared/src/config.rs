@@ -10,7 +10,7 @@ use crate::retention::Retention;
 use crate::secrets::SecretString;
 
 /// The published privacy policy's version (its date); signups must accept exactly this version.
-pub const DEFAULT_POLICY_VERSION: &str = "2026-05-21";
+pub const DEFAULT_POLICY_VERSION: &str = "2026-12-06";
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -40,6 +40,7 @@ pub mod notifications;
 pub mod operators;
 pub mod privacy;
 pub mod razorpay;
+pub mod residency;
 pub mod spend;
 pub mod usage;
 pub mod verification;

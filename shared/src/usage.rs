@@ -25,6 +25,10 @@ pub struct UsageRecord {
     pub key_id: String,
     pub model: String,
     pub provider: String,
+    /// Where the provider ran the call (ISO 3166 alpha-2); empty when not known (a call the sweeper
+    /// settled, or logged before it was recorded), and then not stored.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub country: String,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
@@ -122,6 +126,8 @@ pub struct UsageView {
     pub key_id: String,
     pub model: String,
     pub provider: String,
+    /// The provider's country (ISO 3166 alpha-2).
+    pub country: String,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
@@ -141,6 +147,7 @@ impl From<&UsageRecord> for UsageView {
             key_id: r.key_id.clone(),
             model: r.model.clone(),
             provider: r.provider.clone(),
+            country: r.country.clone(),
             prompt_tokens: r.prompt_tokens,
             completion_tokens: r.completion_tokens,
             total_tokens: r.total_tokens,

@@ -37,7 +37,7 @@ def verification_token(email):
 
 def confirmed_session(email):
     call("POST", "/v1/auth/signup", {"email": email, "password": "correct horse battery", "full_name": "SDK Check",
-                                     "date_of_birth": "1990-01-01", "accepted_terms_version": "2026-05-21"})
+                                     "date_of_birth": "1990-01-01", "accepted_terms_version": "2026-12-06"})
     token = call("POST", "/v1/auth/login", {"email": email, "password": "correct horse battery"})["token"]
     call("POST", "/v1/auth/verify-email", {"token": verification_token(email)})
     return token

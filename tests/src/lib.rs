@@ -472,6 +472,7 @@ pub fn usage_record(
         key_id: "key_test".into(),
         model: "llama-3.1-8b".into(),
         provider: "cerebras".into(),
+        country: "US".into(),
         prompt_tokens: prompt,
         completion_tokens: completion,
         total_tokens: prompt + completion,

@@ -50,7 +50,7 @@ async fn signup_login_account_logout(backend: Backend) -> TestResult {
             "password": PASSWORD,
             "full_name": "Asha Rao",
             "date_of_birth": "1990-04-12",
-            "accepted_terms_version": "2026-05-21",
+            "accepted_terms_version": "2026-12-06",
             "marketing_consent": true,
         }))
         .send()
@@ -141,7 +141,7 @@ async fn signup_rules_answer_with_named_fields(backend: Backend) -> TestResult {
         "password": PASSWORD,
         "full_name": "Asha Rao",
         "date_of_birth": "1990-04-12",
-        "accepted_terms_version": "2026-05-21",
+        "accepted_terms_version": "2026-12-06",
     });
     let cases: Vec<(&str, Value, &str)> = vec![
         ("email", json!("not-an-email"), "invalid_email"),
@@ -175,7 +175,7 @@ async fn eighteen_today_is_old_enough_but_not_tomorrow(backend: Backend) -> Test
         "password": PASSWORD,
         "full_name": "Young Person",
         "date_of_birth": underage.to_string(),
-        "accepted_terms_version": "2026-05-21",
+        "accepted_terms_version": "2026-12-06",
     });
     let underage = api.http.post(api.url("/v1/auth/signup")).json(&body).send().await?;
     expect_error(underage, StatusCode::BAD_REQUEST, "underage", Some("date_of_birth")).await?;
@@ -279,7 +279,7 @@ async fn bad_requests_answer_in_the_error_shape(backend: Backend) -> TestResult 
     let wrong_type = api
         .http
         .post(&signup)
-        .json(&json!({"email": 5, "password": PASSWORD, "full_name": "A", "date_of_birth": "1990-01-01", "accepted_terms_version": "2026-05-21"}))
+        .json(&json!({"email": 5, "password": PASSWORD, "full_name": "A", "date_of_birth": "1990-01-01", "accepted_terms_version": "2026-12-06"}))
         .send()
         .await?;
     expect_error(wrong_type, StatusCode::BAD_REQUEST, "invalid_type", Some("email")).await?;

@@ -450,7 +450,7 @@ async fn a_finished_stream_is_settled_before_its_last_event(backend: Backend) ->
         let before = api.ledger_checked_balance(&user).await?;
         let prepared =
             inference::prepare(gateway, Endpoint::ChatCompletions, body, format!("req_settled_{include_usage}"))?;
-        let inference::Answer::Stream(mut events) =
+        let inference::Answer::Stream(inference::Streamed { mut events, .. }) =
             inference::call(&(&state).into(), gateway, owner.clone(), prepared).await?
         else {
             return Err("not a stream".into());

@@ -134,7 +134,7 @@ async fn a_busy_account_reaches_the_provider_with_no_store_round_trip_first(back
     let prepared = inference::prepare(gateway, Endpoint::ChatCompletions, stream, "req_gated_stream".into())?;
     let second = std::time::Duration::from_secs(5);
     let answer = tokio::time::timeout(second, inference::call(&context, gateway, owner.clone(), prepared)).await;
-    let Ok(Ok(inference::Answer::Stream(mut events))) = answer else {
+    let Ok(Ok(inference::Answer::Stream(inference::Streamed { mut events, .. }))) = answer else {
         return Err("a busy account's stream waited for the store before it was forwarded".into());
     };
     let first = tokio::time::timeout(second, events.recv()).await?.ok_or("no event")??;
@@ -409,7 +409,7 @@ async fn lost_answers_on_every_lease_write_charge_once_and_leave_nothing_held(ba
             async move {
                 match inference::call(&context, gateway, owner, prepared?).await? {
                     inference::Answer::Complete(_) => Ok::<_, Box<dyn std::error::Error + Send + Sync>>(()),
-                    inference::Answer::Stream(mut events) => {
+                    inference::Answer::Stream(inference::Streamed { mut events, .. }) => {
                         while let Some(event) = events.recv().await {
                             event?;
                         }

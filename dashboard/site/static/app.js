@@ -1481,6 +1481,7 @@ async function loadUsagePage(reset) {
     body.append(el("tr", null,
       el("td", null, formatDateTime(row.created_at)),
       el("td", { class: "wrap" }, row.model),
+      el("td", { class: "wrap" }, ranIn(row)),
       el("td", { class: "wrap" }, keyLabel(row.key_id)),
       el("td", { class: "num" }, formatNumber(row.prompt_tokens)),
       el("td", { class: "num" }, formatNumber(row.completion_tokens)),
@@ -1491,6 +1492,13 @@ async function loadUsagePage(reset) {
   state.usageCursor = page.has_more ? page.next_cursor : null;
   show($("#usage-more"), Boolean(page.has_more));
   show($("#usage-empty"), body.childElementCount === 0);
+}
+
+/** Where a call ran: "neevcloud (India)"; the provider alone when its country is not known. */
+function ranIn(row) {
+  const countries = { IN: "India", US: "United States" };
+  if (!row.country) return row.provider || "";
+  return `${row.provider} (${countries[row.country] || row.country})`;
 }
 
 async function onUsageMore(event) {
@@ -1648,6 +1656,7 @@ const CSV_COLUMNS = [
   ["key_name", (r) => { const k = state.keys.find((key) => key.id === r.key_id); return k ? k.name : ""; }],
   ["model", (r) => r.model],
   ["provider", (r) => r.provider],
+  ["country", (r) => r.country],
   ["prompt_tokens", (r) => r.prompt_tokens],
   ["completion_tokens", (r) => r.completion_tokens],
   ["total_tokens", (r) => r.total_tokens],
@@ -1867,9 +1876,23 @@ function renderNotice(container, notice) {
       + `We answer data-rights requests within ${notice.response_days || 30} days.`),
     el("h4", null, "What we keep, and for how long"),
     retention,
+    el("h4", null, "Where your prompts are processed"),
+    providersList(notice.model_providers || []),
+    el("p", { class: "hint" }, notice.data_residency || ""),
     el("h4", null, "Questions and complaints"),
     el("p", null, `Grievance officer: ${officer.name || ""} `, mailLink(officer.email)),
     el("p", null, "Privacy requests: ", mailLink(contacts.privacy), " · Security reports: ", mailLink(contacts.security)));
+}
+
+/** The model providers a prompt may go to, each with its country and whether that leaves India. */
+function providersList(providers) {
+  const list = el("ul", { class: "providers" });
+  for (const p of providers) {
+    const where = p.transfer_outside_india ? `${p.country}: outside India` : `${p.country}: in India`;
+    list.append(el("li", null, el("strong", null, p.legal_name || p.name), ` (${p.name}), ${where}, region ${p.region}. `,
+      p.receives || ""));
+  }
+  return list;
 }
 
 function mailLink(address) {

@@ -252,7 +252,7 @@ impl Fleet {
     /// [`Fleet::customer`] whose key is created from `key` (`POST /v1/keys`'s body: its limits).
     pub async fn customer_with_key(&self, email: &str, rupees: i64, key: Value) -> Result<(String, String), TestError> {
         let password = "correct horse battery";
-        let signup = json!({"email": email, "password": password, "full_name": "Fleet Check", "date_of_birth": "1990-01-01", "accepted_terms_version": "2026-05-21"});
+        let signup = json!({"email": email, "password": password, "full_name": "Fleet Check", "date_of_birth": "1990-01-01", "accepted_terms_version": "2026-12-06"});
         let user = self.call(reqwest::Method::POST, "/v1/auth/signup", None, signup).await?;
         let user_id = user["id"].as_str().ok_or("no user id")?.to_owned();
         let login = self

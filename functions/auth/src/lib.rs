@@ -98,7 +98,8 @@ async fn logout(State(state): State<AppState>, session: Session) -> ApiResult<Re
 
 async fn account(State(state): State<AppState>, session: Session) -> ApiResult<Json<AccountView>> {
     let account = auth::session_account(state.store(), &session).await?;
-    Ok(Json(AccountView::new(&account, &state.config.policy_version)))
+    let residency = shared::account_limits::residency_of(state.store(), &session.user_id).await?;
+    Ok(Json(AccountView::new(&account, &state.config.policy_version).residing(residency)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,6 +14,7 @@ use shared::error::{ApiError, ApiResult, ErrorCode};
 use shared::http::{JsonBody, ListPage};
 use shared::inference::{self, Answer, Endpoint, MAX_INFERENCE_BODY_BYTES};
 use shared::ports::Ports;
+use shared::residency::{DataResidency, RESIDENCY_HEADER};
 use shared::secrets::random_suffix;
 use shared::state::AppState;
 
@@ -60,6 +61,8 @@ fn cors() -> tower_http::cors::CorsLayer {
             [
                 "x-request-id",
                 "x-inferex-cost-inr",
+                "x-inferex-provider",
+                "x-inferex-country",
                 "retry-after",
                 "x-ratelimit-limit-requests",
                 "x-ratelimit-remaining-requests",
@@ -77,7 +80,7 @@ pub fn app(state: AppState) -> Router {
     shared::http::finish(routes(), state)
 }
 
-/// A call's answer: the JSON body with its cost, or the stream of events.
+/// A call's answer: the JSON body with its cost, or the stream of events; either says who served it.
 fn answer_response(answer: Answer) -> Response {
     match answer {
         Answer::Complete(done) => {
@@ -86,17 +89,28 @@ fn answer_response(answer: Answer) -> Response {
             if let Ok(cost) = HeaderValue::from_str(&shared::money::format_inr(done.cost)) {
                 response.headers_mut().insert("x-inferex-cost-inr", cost);
             }
-            response
+            with_served(response, &done.served)
         }
-        Answer::Stream(events) => {
+        Answer::Stream(streamed) => {
+            let events = streamed.events;
             let stream = futures_util::stream::unfold(events, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
             let mut response = Response::new(Body::from_stream(stream));
             let h = response.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            response
+            with_served(response, &streamed.served)
         }
     }
+}
+
+/// `x-inferex-provider` and `x-inferex-country`: where the call ran.
+fn with_served(mut response: Response, served: &inference::ServedBy) -> Response {
+    for (name, value) in [("x-inferex-provider", &served.provider), ("x-inferex-country", &served.country)] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
 }
 
 /// OpenAI's `x-ratelimit-*` headers, for a key with rate limits.
@@ -117,8 +131,13 @@ fn with_request_id(mut response: Response, request_id: &str) -> Response {
     response
 }
 
-/// A model in OpenAI's shape, with its context, output cap and INR prices.
-fn model_view(m: &shared::catalog::Model) -> Value {
+/// A model in OpenAI's shape, with its context, output cap, INR prices and where its routes run.
+fn model_view(catalog: &shared::catalog::Catalog, m: &shared::catalog::Model) -> Value {
+    let providers: Vec<Value> = catalog
+        .sites_of(m)
+        .into_iter()
+        .map(|(name, site)| json!({ "name": name, "country": site.country, "region": site.region }))
+        .collect();
     json!({
         "id": m.id,
         "object": "model",
@@ -131,6 +150,7 @@ fn model_view(m: &shared::catalog::Model) -> Value {
             "input_paise_per_million_tokens": m.input_paise_per_million,
             "output_paise_per_million_tokens": m.output_paise_per_million,
         },
+        "providers": providers,
     })
 }
 
@@ -140,7 +160,9 @@ async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
         let gateway = state.gateway()?;
         let owner = gateway.authenticate(&Ports::from(&state), shared::http::bearer_token(&headers)).await?;
         // A key limited to some models lists only those.
-        let data: Vec<Value> = gateway.catalog.models.iter().filter(|m| owner.allows(&m.id)).map(model_view).collect();
+        let catalog = &gateway.catalog;
+        let data: Vec<Value> =
+            catalog.models.iter().filter(|m| owner.allows(&m.id)).map(|m| model_view(catalog, m)).collect();
         Ok(Json(ListPage::all(data)))
     }
     .await;
@@ -158,7 +180,7 @@ async fn model(State(state): State<AppState>, headers: HeaderMap, Path(model_id)
             code: ErrorCode::ModelNotFound,
             message: format!("The model `{model_id}` does not exist or you do not have access to it."),
         })?;
-        Ok(Json(model_view(model)))
+        Ok(Json(model_view(&gateway.catalog, model)))
     }
     .await;
     with_request_id(result.into_response(), &request_id)
@@ -225,7 +247,11 @@ async fn serve(
         let owner = gateway.authenticate(&context, shared::http::bearer_token(&headers)).await?;
         gateway.note_use(&context, &owner);
         let JsonBody(body) = body?;
+        let requested = DataResidency::from_header(headers.get(RESIDENCY_HEADER).map(|v| v.to_str().unwrap_or("")))?;
         let mut prepared = inference::prepare(gateway, endpoint, body, request_id.clone())?;
+        // Held to India and no India route to take: refused here, before admission takes any money.
+        prepared.residency = owner.residency(requested);
+        inference::check_residency(gateway, &prepared)?;
         // Admission and the call run on a task of their own: a client that hangs up cancels neither what
         // admission took (its spend holds) nor the call and its settlement.
         let call_state = state.clone();

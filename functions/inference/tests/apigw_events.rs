@@ -18,6 +18,7 @@ async fn models_are_listed_for_a_valid_key_only() -> Result<(), Box<dyn std::err
         allowed_models: None,
         rate_limits: None,
         spend_limits_paise: None,
+        data_residency: None,
     };
     let key = create_key(&state.ports, &user_id, request).await?.key;
 

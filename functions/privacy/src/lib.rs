@@ -43,9 +43,10 @@ async fn correct(
     client: ClientInfo,
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> ApiResult<Json<AccountView>> {
-    let account = privacy::correct(&PrivacyContext::from(&state), &session.user_id, body, &client).await?;
-    tracing::info!(user_id = %session.user_id, "account corrected");
-    Ok(Json(AccountView::new(&account, &state.config.policy_version)))
+    let (account, residency) =
+        privacy::change_account(&PrivacyContext::from(&state), &session.user_id, body, &client).await?;
+    tracing::info!(user_id = %session.user_id, "account changed");
+    Ok(Json(AccountView::new(&account, &state.config.policy_version).residing(residency)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,7 +62,8 @@ async fn accept_policy(
 ) -> ApiResult<Json<AccountView>> {
     let account =
         privacy::accept_policy(&PrivacyContext::from(&state), &session.user_id, &body.version, &client).await?;
-    Ok(Json(AccountView::new(&account, &state.config.policy_version)))
+    let residency = shared::account_limits::residency_of(state.store(), &session.user_id).await?;
+    Ok(Json(AccountView::new(&account, &state.config.policy_version).residing(residency)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -30,7 +30,7 @@ async fn rest_api_event_creates_account_and_records_consent_from_the_gateway_sou
     let consent = consent_of(&state, answer.body["id"].as_str().unwrap_or_default()).await?;
     assert_eq!(consent["ip"], "203.0.113.7", "X-Forwarded-For is ignored unless trusted");
     assert_eq!(consent["user_agent"], "fixture-rest/1.0");
-    assert_eq!(consent["policy_version"], "2026-05-21");
+    assert_eq!(consent["policy_version"], "2026-12-06");
     assert_eq!(consent["marketing_consent"], false);
     Ok(())
 }

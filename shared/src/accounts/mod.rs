@@ -108,9 +108,17 @@ pub struct AccountView {
     /// (`POST /v1/account/accept-policy` records the acceptance).
     pub policy_update_pending: bool,
     pub created_at: String,
+    /// Where the account's calls may run (`in`: India only), unless a key or a request narrows it.
+    pub data_residency: crate::residency::DataResidency,
 }
 
 impl AccountView {
+    /// The view with the account's data residency (read from its limits by the caller).
+    pub fn residing(mut self, residency: crate::residency::DataResidency) -> Self {
+        self.data_residency = residency;
+        self
+    }
+
     pub fn new(a: &Account, current_policy_version: &str) -> Self {
         Self {
             id: a.id.clone(),
@@ -124,6 +132,7 @@ impl AccountView {
             accepted_policy_version: a.accepted_policy_version.clone(),
             policy_update_pending: a.accepted_policy_version != current_policy_version,
             created_at: timestamp(a.created_at),
+            data_residency: crate::residency::DataResidency::Any,
         }
     }
 }

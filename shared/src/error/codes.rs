@@ -40,6 +40,8 @@ catalogue! {
     ConsentRequired = "consent_required", BAD_REQUEST;
     InvalidGstin = "invalid_gstin", BAD_REQUEST;
     InvalidAllowedModels = "invalid_allowed_models", BAD_REQUEST;
+    InvalidDataResidency = "invalid_data_residency", BAD_REQUEST;
+    ResidencyUnavailable = "residency_unavailable", BAD_REQUEST;
     InvalidAddress = "invalid_address", BAD_REQUEST;
     InvalidAmount = "invalid_amount", BAD_REQUEST;
     InvalidBillingName = "invalid_billing_name", BAD_REQUEST;

@@ -20,7 +20,9 @@ use crate::usage::UsageRecord;
 use crate::wallet::metering::{self, BalanceHints, Hold, Leases};
 
 mod providers;
+mod served;
 pub use providers::{Provider, Providers};
+pub use served::{ServedBy, check_residency};
 mod back_pressure;
 mod context;
 mod in_flight;
@@ -193,6 +195,7 @@ impl Gateway {
                     owner.account_monthly_limit = account.monthly_spend;
                     owner.rate_limits = account.rate_limits_of(owner.rate_limits);
                     owner.calls_in_flight = account.calls_in_flight;
+                    owner.account_residency = account.data_residency;
                 }
                 if let Ok(mut cache) = self.keys.lock() {
                     if cache.len() > 100_000 {
@@ -269,7 +272,7 @@ pub(super) struct CallFacts<'a> {
     prepared: &'a Prepared,
     hold: &'a Hold,
     balances: &'a BalanceHints,
-    provider: String,
+    served: ServedBy,
     started: Instant,
     ttft: Option<Duration>,
 }
@@ -285,7 +288,8 @@ pub(super) async fn settle_call(
         id: facts.prepared.request_id.clone(),
         key_id: facts.owner.key_id.clone(),
         model: model.id.clone(),
-        provider: facts.provider,
+        provider: facts.served.provider,
+        country: facts.served.country,
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
         total_tokens: usage.prompt_tokens.saturating_add(usage.completion_tokens),
@@ -342,14 +346,21 @@ pub struct Completed {
     pub body: Value,
     /// What the call was charged, wallet units (the answer's `x-inferex-cost-inr`).
     pub cost: i64,
+    pub served: ServedBy,
 }
 
 /// The answer to a streaming call: Server-Sent Events to relay to the client.
 pub type EventStream = mpsc::Receiver<Result<Bytes, std::io::Error>>;
 
+/// A streaming call's events, and who is serving it.
+pub struct Streamed {
+    pub events: EventStream,
+    pub served: ServedBy,
+}
+
 pub enum Answer {
     Complete(Completed),
-    Stream(EventStream),
+    Stream(Streamed),
 }
 
 /// Runs one call end to end. The hold is released on every failure path; a stream's settlement happens in
@@ -385,25 +396,16 @@ async fn run_call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, mut prepare
         }
     };
     match attempt {
-        Attempt::Complete { provider, status, mut body } => {
-            let usage = reported_usage(&body).unwrap_or_else(|| prepared.estimated_usage(generated_bytes(&body)));
-            let cost = prepared.model.cost(usage.prompt_tokens, usage.completion_tokens);
+        Attempt::Complete { provider, status, body } => {
+            let served = ServedBy::of(gateway, &provider);
             let facts =
-                CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances, provider, started, ttft: None };
-            // The answer exists and the provider billed it: the caller gets it even if the wallet could not
-            // be settled in time, since the hold (and the usage recorded beside it) leaves it to the sweeper
-            // to charge; refusing it would make a retry pay twice.
-            if let Err(e) = settle_call(ports, facts, usage, "ok").await {
-                tracing::error!(error = %e, request_id = %prepared.request_id, "settlement left to the sweeper");
-            }
-            if let Some(fields) = body.as_object_mut() {
-                fields.insert("model".into(), json!(prepared.model.id));
-            }
-            Ok(Answer::Complete(Completed { status, body, cost }))
+                CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances, served, started, ttft: None };
+            Ok(Answer::Complete(completed(ports, facts, status, body).await))
         }
         Attempt::Unreadable { provider, timed_out } => {
+            let served = ServedBy::of(gateway, &provider);
             let facts =
-                CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances, provider, started, ttft: None };
+                CallFacts { owner: &owner, prepared: &prepared, hold: &hold, balances, served, started, ttft: None };
             let status = if timed_out { "upstream_timeout" } else { "upstream_error" };
             settle_call(ports, facts, prepared.usage_upper_bound(), status).await?;
             Err(if timed_out {
@@ -418,11 +420,29 @@ async fn run_call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, mut prepare
         Attempt::Streaming { provider, response } => {
             let (tx, rx) = mpsc::channel(64);
             let (ports, balances) = (ports.clone(), gateway.balances.clone());
-            let call = StreamCall { ports, balances, owner, prepared, hold, provider, started, beating };
+            let served = ServedBy::of(gateway, &provider);
+            let call = StreamCall { ports, balances, owner, prepared, hold, served: served.clone(), started, beating };
             crate::tasks::spawn("stream relay", relay_stream(call, response, tx));
-            Ok(Answer::Stream(rx))
+            Ok(Answer::Stream(Streamed { events: rx, served }))
         }
     }
+}
+
+/// A non-streaming answer, settled. The answer exists and the provider billed it: the caller gets it even
+/// if the wallet could not be settled in time, since the hold (and the usage recorded beside it) leaves it to
+/// the sweeper to charge; refusing it would make a retry pay twice.
+async fn completed(ports: &Ports, facts: CallFacts<'_>, status: u16, mut body: Value) -> Completed {
+    let prepared = facts.prepared;
+    let usage = reported_usage(&body).unwrap_or_else(|| prepared.estimated_usage(generated_bytes(&body)));
+    let cost = prepared.model.cost(usage.prompt_tokens, usage.completion_tokens);
+    let served = facts.served.clone();
+    if let Err(e) = settle_call(ports, facts, usage, "ok").await {
+        tracing::error!(error = %e, request_id = %prepared.request_id, "settlement left to the sweeper");
+    }
+    if let Some(fields) = body.as_object_mut() {
+        fields.insert("model".into(), json!(prepared.model.id));
+    }
+    Completed { status, body, cost, served }
 }
 
 /// Holds the call's most on the wallet: from this process's lease, this instance's purse, or the wallet.

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::request::Endpoint;
 use super::request::Prepared;
+use super::served::ServedBy;
 use super::upstream::{Usage, generated_bytes, reported_usage};
 use super::{CallFacts, DRAIN_LIMIT_TIME, MAX_EVENT_BYTES, settle_call};
 use crate::error::ErrorCode;
@@ -26,7 +27,7 @@ pub(super) struct StreamCall {
     pub(super) owner: KeyOwner,
     pub(super) prepared: Prepared,
     pub(super) hold: Hold,
-    pub(super) provider: String,
+    pub(super) served: ServedBy,
     pub(super) started: Instant,
     /// Beats until the settlement is over.
     pub(super) beating: Option<crate::wallet::metering::Beating>,
@@ -50,7 +51,7 @@ struct StreamReading {
 impl StreamReading {
     /// Reads one whole event (parsed once: for its usage, its generated text and the public model id) and
     /// says what reaches the client.
-    fn read(&mut self, event: &[u8], prepared: &Prepared) -> Relay {
+    fn read(&mut self, event: &[u8], prepared: &Prepared, served: &Value) -> Relay {
         let Some(data) = event_data(event) else { return Relay::AsReceived };
         if data == "[DONE]" {
             self.finished = true;
@@ -74,6 +75,8 @@ impl StreamReading {
         match value.as_object_mut().filter(|f| f.contains_key("model")) {
             Some(fields) => {
                 fields.insert("model".into(), json!(prepared.model.id));
+                // Every chunk says where the call runs, so the last one a client reads does too.
+                fields.insert("inferex".into(), served.clone());
                 Relay::Rewritten(format!("data: {value}\n\n").into_bytes())
             }
             None => Relay::AsReceived,
@@ -155,13 +158,13 @@ pub(super) async fn relay_stream(
         "upstream_error"
     };
     let usage = reading.usage(ending, &call.prepared);
-    let StreamCall { ports, balances, owner, prepared, hold, provider, started, beating } = call;
+    let StreamCall { ports, balances, owner, prepared, hold, served, started, beating } = call;
     let facts = CallFacts {
         owner: &owner,
         prepared: &prepared,
         hold: &hold,
         balances: &balances,
-        provider,
+        served: served.clone(),
         started,
         ttft: reading.ttft,
     };
@@ -172,7 +175,7 @@ pub(super) async fn relay_stream(
     drop(beating);
     super::in_flight::leave(ports.store(), prepared.in_flight.as_ref()).await;
     if !end.client_gone {
-        for event in closing_events(&prepared, complete, usage, ports.clock.now()) {
+        for event in closing_events(&prepared, &served, complete, usage, ports.clock.now()) {
             let _ = tx.send(Ok(event)).await;
         }
     }
@@ -184,7 +187,13 @@ pub(super) async fn relay_stream(
 
 /// The end of a stream the client reads: `[DONE]`; or, for a stream the provider cut, a last chunk with the
 /// usage the call was charged for (and its cost in rupees), then the error.
-fn closing_events(prepared: &Prepared, complete: bool, usage: Usage, now: DateTime<Utc>) -> Vec<Bytes> {
+fn closing_events(
+    prepared: &Prepared,
+    served: &ServedBy,
+    complete: bool,
+    usage: Usage,
+    now: DateTime<Utc>,
+) -> Vec<Bytes> {
     if complete {
         return vec![Bytes::from_static(b"data: [DONE]\n\n")];
     }
@@ -204,7 +213,7 @@ fn closing_events(prepared: &Prepared, complete: bool, usage: Usage, now: DateTi
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.prompt_tokens.saturating_add(usage.completion_tokens),
         },
-        "inferex": { "cost_inr": crate::money::format_inr(cost), "estimated": usage.estimated },
+        "inferex": { "cost_inr": crate::money::format_inr(cost), "estimated": usage.estimated, "provider": served.provider, "country": served.country },
     });
     let error = json!({ "error": { "type": "api_error", "code": ErrorCode::UpstreamError.as_str(), "message": "the model provider ended the stream early; the chunk before this one says what the call was charged", "param": null } });
     vec![Bytes::from(format!("data: {charged}\n\n")), Bytes::from(format!("data: {error}\n\n"))]
@@ -221,6 +230,7 @@ async fn relay_events(
     let mut buffer = Vec::new();
     let mut end = StreamEnd { upstream_ended: false, failed: false, client_gone: false };
     let mut drain_started: Option<Instant> = None;
+    let served = call.served.fields();
     while !reading.finished {
         let chunk = match upstream.next().await {
             Some(Ok(chunk)) => chunk,
@@ -249,7 +259,7 @@ async fn relay_events(
         // Relay whole events only, so that a usage chunk can be dropped.
         while let Some(event_end) = find_event_end(&buffer) {
             let event: Vec<u8> = buffer.drain(..event_end).collect();
-            let relay = reading.read(&event, &call.prepared);
+            let relay = reading.read(&event, &call.prepared, &served);
             if reading.ttft.is_none() {
                 reading.ttft = Some(call.started.elapsed());
             }

@@ -230,6 +230,9 @@ pub struct Prepared {
     pub spend: crate::spend::SpendHold,
     /// The account's slot of calls in flight, if it has a limit (freed when the call ends).
     pub in_flight: Option<super::in_flight::InFlight>,
+    /// Where the call may run (the key owner's residency, narrowed by the request): routes elsewhere are
+    /// never tried.
+    pub residency: crate::residency::DataResidency,
 }
 
 pub fn prepare(gateway: &Gateway, endpoint: Endpoint, body: Value, request_id: String) -> ApiResult<Prepared> {
@@ -278,6 +281,7 @@ pub fn prepare(gateway: &Gateway, endpoint: Endpoint, body: Value, request_id: S
         arrived,
         spend: crate::spend::SpendHold::default(),
         in_flight: None,
+        residency: crate::residency::DataResidency::Any,
     })
 }
 

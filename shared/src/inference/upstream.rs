@@ -172,6 +172,10 @@ pub(super) async fn forward(gateway: &Gateway, prepared: &mut Prepared) -> ApiRe
         message: format!("no provider is configured for {}", prepared.model.id),
     };
     for route in prepared.model.routes.clone() {
+        // A route the call may not take (not configured, or outside the call's residency) is never tried.
+        if !super::served::route_allowed(gateway, prepared, &route.provider) {
+            continue;
+        }
         let Some(provider) = gateway.providers.get(&route.provider) else { continue };
         match try_route(gateway, prepared, provider, &route).await {
             Tried::Answered(result) => return result,

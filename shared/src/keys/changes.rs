@@ -1,4 +1,5 @@
-//! `PATCH /v1/keys/{key_id}`: a key's name, the models it may call, its rate limits and its spend limits,
+//! `PATCH /v1/keys/{key_id}`: a key's name, the models it may call, its rate limits, its spend limits and
+//! its data residency,
 //! changed on both of its items at once.
 //! Inference caches a key's owner for up to a minute (its key cache), so a change reaches every
 //! instance within that time, as a revocation does.
@@ -8,6 +9,7 @@ use serde_json::{Map, Value};
 use super::{ApiKeyRecord, KeyStore, RateLimits, checked_name, find_key};
 use crate::catalog::Catalog;
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::residency::DataResidency;
 use crate::spend::SpendLimits;
 use crate::store::Conditional;
 
@@ -19,10 +21,11 @@ pub struct KeyChanges {
     allowed_models: Option<Option<Vec<String>>>,
     rate_limits: Option<RateLimits>,
     spend_limits: Option<SpendLimits>,
+    data_residency: Option<Option<DataResidency>>,
 }
 
 /// The fields a PATCH may set.
-const EDITABLE: [&str; 4] = ["name", "allowed_models", "rate_limits", "spend_limits_paise"];
+const EDITABLE: [&str; 5] = ["name", "allowed_models", "rate_limits", "spend_limits_paise", "data_residency"];
 
 impl KeyChanges {
     fn apply(&self, record: &mut super::ApiKeyRecord) {
@@ -38,6 +41,9 @@ impl KeyChanges {
         if let Some(limits) = self.spend_limits {
             record.spend_limits = limits;
         }
+        if let Some(residency) = self.data_residency {
+            record.data_residency = residency;
+        }
     }
 
     /// Reads a PATCH body: an object of the editable fields only, at least one of them.
@@ -48,7 +54,19 @@ impl KeyChanges {
             allowed_models: models_of(fields)?,
             rate_limits: rates_of(fields)?,
             spend_limits: spend_of(fields)?,
+            data_residency: fields
+                .contains_key("data_residency")
+                .then(|| residency_of(fields.get("data_residency")))
+                .transpose()?,
         })
+    }
+}
+
+/// A key's `data_residency`: `"in"`, `"any"`, or null (the account's).
+pub(super) fn residency_of(value: Option<&Value>) -> ApiResult<Option<DataResidency>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => DataResidency::from_field(value, "data_residency").map(Some),
     }
 }
 

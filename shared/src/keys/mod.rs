@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::accounts::{timestamp, user_pk};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ports::Ports;
+use crate::residency::DataResidency;
 use crate::secrets::{random_suffix, random_token, sha256_hex};
 use crate::spend::{Limited, SpendLimits, SpendPaise};
 use crate::store::{Condition, Conditional, ItemStore, StoreResult, Table};
@@ -54,6 +55,12 @@ pub struct KeyOwner {
     pub spend_limits: SpendLimits,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The key's own data residency; absent: the account's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_residency: Option<DataResidency>,
+    /// The account's data residency (read beside the key at lookup).
+    #[serde(skip)]
+    pub account_residency: DataResidency,
     /// The account's monthly spend limit (paise): not stored with the key, read beside it at lookup.
     #[serde(skip)]
     pub account_monthly_limit: Option<i64>,
@@ -72,6 +79,8 @@ impl KeyOwner {
             rate_limits: record.rate_limits,
             spend_limits: record.spend_limits,
             expires_at: record.expires_at,
+            data_residency: record.data_residency,
+            account_residency: DataResidency::Any,
             account_monthly_limit: None,
             calls_in_flight: None,
         }
@@ -87,6 +96,13 @@ impl KeyOwner {
             user_id: &self.user_id,
             account_monthly: self.account_monthly_limit,
         }
+    }
+
+    /// Where a call may run: the narrowest of the account's residency, the key's and the request's
+    /// (`crate::residency`): each may narrow, none widen.
+    pub fn residency(&self, requested: Option<DataResidency>) -> DataResidency {
+        let key = self.data_residency.unwrap_or_default();
+        self.account_residency.narrowest(key).narrowest(requested.unwrap_or_default())
     }
 
     /// Whether the key may call the model.
@@ -124,6 +140,8 @@ pub struct ApiKeyRecord {
     pub rate_limits: RateLimits,
     #[serde(default, skip_serializing_if = "SpendLimits::is_unlimited")]
     pub spend_limits: SpendLimits,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_residency: Option<DataResidency>,
     /// Counts the key's changes: a change applies only to the revision it read.
     #[serde(default)]
     pub revision: u64,
@@ -146,6 +164,8 @@ pub struct ApiKeyView {
     pub spend_limits_paise: SpendLimits,
     /// What the key spent in the current windows (IST); `null` while it has no spend limit.
     pub spend_paise: SpendPaise,
+    /// `in`: its calls run in India only; `null`: as the account says.
+    pub data_residency: Option<DataResidency>,
 }
 
 impl ApiKeyView {
@@ -176,6 +196,7 @@ impl From<&ApiKeyRecord> for ApiKeyView {
             spend_limits_paise: r.spend_limits,
             // Counted from zero when its first limit is set (`ApiKeyView::of` reads what it spent since).
             spend_paise: SpendPaise::zero_if_counted(r.spend_limits),
+            data_residency: r.data_residency,
         }
     }
 }
@@ -202,6 +223,9 @@ pub struct NewKeyRequest {
     pub rate_limits: Option<RateLimits>,
     #[serde(default)]
     pub spend_limits_paise: Option<SpendLimits>,
+    /// `"in"` or `"any"`; absent or null: the account's.
+    #[serde(default)]
+    pub data_residency: Option<serde_json::Value>,
 }
 
 /// Creates a key in a free slot. At most [`MAX_ACTIVE_KEYS`] live keys per account, even under concurrency.
@@ -212,6 +236,7 @@ pub async fn create_key(ports: &Ports, user_id: &str, request: NewKeyRequest) ->
     let allowed_models = changes::checked_models(request.allowed_models)?;
     let rate_limits = request.rate_limits.unwrap_or_default().checked("rate_limits")?;
     let spend_limits = request.spend_limits_paise.unwrap_or_default().checked()?;
+    let data_residency = changes::residency_of(request.data_residency.as_ref())?;
     let now = clock.now();
     let expires_at = match request.expires_at {
         None => None,
@@ -242,6 +267,7 @@ pub async fn create_key(ports: &Ports, user_id: &str, request: NewKeyRequest) ->
         allowed_models,
         rate_limits,
         spend_limits,
+        data_residency,
         revision: 0,
     };
     // Concurrent creations may pick the same free slot; the loser looks again.

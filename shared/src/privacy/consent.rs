@@ -19,6 +19,8 @@ pub fn notice(ctx: &PrivacyContext) -> Value {
         "contacts": { "privacy": config.privacy_email, "security": config.security_email },
         "response_days": RESPONSE_DAYS,
         "kyc": crate::kyc::consent::notice(),
+        "model_providers": model_providers(),
+        "data_residency": "Calls are processed within India where possible. To keep every call in India, set data_residency \"in\" on the account (PATCH /v1/account) or on an API key, or send the header x-inferex-data-residency: in; such a call goes only to a provider in India, and one that cannot be served there is refused, never sent abroad.",
         "rights": {
             "access": "POST /v1/privacy/exports, then GET /v1/privacy/exports/{id} for a download link",
             "correction": "PATCH /v1/account (KYC details: submit again with POST /v1/kyc, and POST /v1/kyc/digilocker)",
@@ -26,6 +28,26 @@ pub fn notice(ctx: &PrivacyContext) -> Value {
             "requests": "GET /v1/privacy/requests",
         },
     })
+}
+
+/// The model providers a call's prompt may go to, where each processes it, and whether that is a transfer
+/// outside India (DPDP Act, 2023, s.16; the notice names it): from the catalog the gateway routes by.
+fn model_providers() -> Vec<Value> {
+    let Ok(catalog) = crate::catalog::Catalog::builtin() else { return Vec::new() };
+    catalog
+        .providers
+        .iter()
+        .map(|(name, site)| {
+            json!({
+                "name": name,
+                "legal_name": site.legal_name,
+                "country": site.country,
+                "region": site.region,
+                "receives": "the prompt and parameters of each API call routed to it; it returns the completion. InferexAI stores neither: its usage log holds the model, provider, country, tokens, latency, cost and time of each call.",
+                "transfer_outside_india": site.country != crate::catalog::INDIA,
+            })
+        })
+        .collect()
 }
 
 /// `POST /v1/unsubscribe?token=…`: a marketing message's one-click unsubscribe (RFC 8058). Withdraws the

@@ -8,6 +8,7 @@ use super::requests::{Recorded, RequestKind, RequestStatus};
 use crate::accounts::{self, Account, AccountStatus, AccountStore, ClientInfo, check_full_name, normalize_email};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::notifications::{MailKind, OutboxMail, enqueue};
+use crate::residency::DataResidency;
 use crate::store::{Conditional, ItemStore, WriteOp};
 
 pub(super) fn active_account(account: Option<Account>) -> ApiResult<Account> {
@@ -39,6 +40,32 @@ pub(super) async fn confirm_password(
         });
     }
     Ok(())
+}
+
+/// `PATCH /v1/account`: the account's `data_residency` setting (kept with its limits), then the correction
+/// of the rest, if the body holds more. Returns the account and its residency.
+pub async fn change_account(
+    ctx: &PrivacyContext,
+    user_id: &str,
+    mut body: Map<String, Value>,
+    client: &ClientInfo,
+) -> ApiResult<(Account, DataResidency)> {
+    let residency =
+        body.remove("data_residency").map(|v| DataResidency::from_field(&v, "data_residency")).transpose()?;
+    let store = ctx.ports.store.as_ref();
+    let limits = match residency {
+        Some(residency) => {
+            let change = [crate::account_limits::LimitChange::DataResidency(residency)];
+            crate::account_limits::change_account_limits(store, user_id, &change).await?
+        }
+        None => crate::account_limits::account_limits(store, user_id).await?,
+    };
+    let account = if residency.is_some() && body.is_empty() {
+        active_account(store.account(user_id).await?)?
+    } else {
+        correct(ctx, user_id, body, client).await?
+    };
+    Ok((account, limits.data_residency))
 }
 
 /// `PATCH /v1/account`: corrects `full_name`, `marketing_consent` and (with `current_password`) `email`.
@@ -151,7 +178,7 @@ impl Correction {
             return Err(ApiError::invalid(
                 ErrorCode::NothingToChange,
                 "full_name",
-                "send at least one of full_name, marketing_consent, email",
+                "send at least one of full_name, marketing_consent, email, data_residency",
             ));
         }
         Ok(correction)
@@ -179,7 +206,7 @@ fn not_correctable(field: &str) -> ApiError {
             ErrorCode::UnknownField,
             other,
             format!(
-                "{other} is not a field of the account; editable: full_name, marketing_consent, email (with current_password)"
+                "{other} is not a field of the account; editable: full_name, marketing_consent, email (with current_password), data_residency"
             ),
         ),
     }

@@ -264,8 +264,9 @@ pub async fn export_view(ctx: &PrivacyContext, user_id: &str, export_id: &str) -
 pub async fn export_document(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Value> {
     let store = ctx.ports.store.as_ref();
     let account = store.account(user_id).await?.ok_or_else(|| ApiError::Internal("account vanished".into()))?;
-    let mut account_view = serde_json::to_value(AccountView::new(&account, &ctx.ports.config.policy_version))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let residency = crate::account_limits::residency_of(store, user_id).await?;
+    let view = AccountView::new(&account, &ctx.ports.config.policy_version).residing(residency);
+    let mut account_view = serde_json::to_value(view).map_err(|e| ApiError::Internal(e.to_string()))?;
     account_view["status"] = json!(account.status);
 
     let logins: Vec<LoginAttemptView> =

@@ -20,7 +20,7 @@ pub use requests::{PrivacyRequest, PrivacyRequestView, RequestKind, RequestStatu
 mod consent;
 pub use consent::{accept_policy, notice, unsubscribe};
 mod correction;
-pub use correction::correct;
+pub use correction::{change_account, correct};
 mod export;
 pub use export::{
     DataExport, ExportJob, ExportStatus, ExportView, build_export, create_export, export_document, export_jobs,

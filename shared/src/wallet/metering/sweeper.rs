@@ -406,6 +406,7 @@ fn swept_usage(call: &HeldCall, amount: i64, now: DateTime<Utc>) -> UsageRecord 
         model: call.model.clone(),
         // Not known at hold time (and DynamoDB Local refuses empty strings).
         provider: "unknown".into(),
+        country: String::new(),
         prompt_tokens: call.prompt_tokens,
         completion_tokens: call.completion_tokens,
         total_tokens: call.prompt_tokens + call.completion_tokens,
