@@ -21,6 +21,9 @@ import yaml
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import template_india  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 # The secret-bearing variables the functions refuse to start with (shared::runtime_secrets::SECRET_ENV_VARS).
 SECRET_ENV_VARS = re.findall(
@@ -40,7 +43,7 @@ KEPT_TYPES = {"AWS::DynamoDB::Table", "AWS::KMS::Key", "AWS::SecretsManager::Sec
 # Kept when the stack goes; a failed first create may delete what it made (nothing is in it yet), except
 # the tables, whose deletion protection would stop that rollback.
 KEPT = {"Retain", "RetainExceptOnCreate"}
-MIN_LOG_DAYS = 180
+MIN_LOG_DAYS = template_india.MIN_LOG_DAYS
 # The Content-Security-Policy the dashboard's pages are written for (the dashboard contract): no inline
 # script or style, Razorpay Checkout's script, frames and calls only.
 # The dashboard's Content-Security-Policy: one text, which make run serves too.
@@ -319,6 +322,11 @@ def main():
         days = source.get("Parameters", {}).get(ref_name(days), {}).get("Default") if ref_name(days) else days
         check(group in groups and int(days or 0) >= MIN_LOG_DAYS, f"{name} logs to its own group kept {days} days")
 
+    # A stack deleted and created again under its name must not meet its kept log groups' names.
+    for name, group in groups.items():
+        named = group["Properties"].get("LogGroupName")
+        check(named is None or "AWS::StackId" in json.dumps(named), f"{name}'s name is new with each creation of the stack")
+
     # Scheduled work: names per stack, failures kept.
     for name, schedule in of_type("AWS::Scheduler::Schedule").items():
         schedule_name = schedule["Properties"].get("Name")
@@ -348,6 +356,21 @@ def main():
                 return True
         return False
 
+    # Detailed metrics (billed per route) only on the routes whose alarms read them.
+    stages = of_type("AWS::ApiGateway::Stage")
+    settings = [m for stage in stages.values() for m in stage["Properties"].get("MethodSettings", [])]
+    detailed = sorted(m["ResourcePath"] for m in settings if m.get("MetricsEnabled"))
+    alarmed = sorted(
+        "/" + next(d["Value"] for d in a["Properties"]["Dimensions"] if d["Name"] == "Resource").replace("/", "~1")
+        for a in alarms.values()
+        if a["Properties"].get("Namespace") == "AWS/ApiGateway"
+        and any(d["Name"] == "Resource" for d in a["Properties"].get("Dimensions", []))
+    )
+    check(detailed == alarmed and alarmed, f"detailed metrics only where an alarm reads them: {detailed}")
+    check(
+        all(m.get("ThrottlingRateLimit") and m.get("ThrottlingBurstLimit") for m in settings),
+        "every route's settings keep the throttling",
+    )
     check(watched("AWS/ApiGateway", "5XXError"), "an alarm on the API's 5xx rate")
     check(watched("AWS/ApiGateway", "Latency"), "an alarm on the API's latency")
     for name in functions:
@@ -596,6 +619,9 @@ def main():
         and ref_name(outputs.get("DashboardBucketName", {}).get("Value")) == dashboard_bucket,
         "DashboardUrl is the distribution's address and DashboardBucketName its bucket",
     )
+
+    # Data in India: the region rule, a year of logs and audit trail, backups and keys in Hyderabad too.
+    template_india.check_india(source, resources, check)
 
     print(f"template: {len(passed)} passed, {len(failures)} failed")
     return 1 if failures else 0

@@ -15,8 +15,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tools (DynamoDB Local, cfn-lint)"
 scripts/ensure-tools.sh
 
-step "cfn-lint template.yaml (informational checks too)"
-.tools/venv/bin/cfn-lint --include-checks I -- template.yaml
+step "cfn-lint template.yaml and dr/template.yaml (informational checks too)"
+.tools/venv/bin/cfn-lint --include-checks I -- template.yaml dr/template.yaml
 
 step "the Lambda functions build without the embedded store and test support"
 scripts/check-lambda-features.sh

@@ -347,7 +347,8 @@ async fn fifty_concurrent_settlements_on_one_wallet_each_commit_at_the_first_try
     const CALLS: usize = 50;
     let api = TestApi::start(backend).await?;
     let user = funded_user(&api, "fifty@example.in", 100).await?;
-    let hints = BalanceHints::default();
+    // Turns are waited for however slow a busy machine makes each of the fifty transactions.
+    let hints = BalanceHints::default().with_turn_wait(std::time::Duration::from_secs(600));
     let counting = Arc::new(CountingStore::new(api.state.store.clone()));
     let ports = api.state.ports.with_store(counting.clone());
     let mut placed = Vec::new();

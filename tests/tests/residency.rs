@@ -128,6 +128,13 @@ async fn india_only_narrows_and_never_widens(backend: Backend) -> TestResult {
     let widened = chat(&api, &india_key, "llama-3.1-8b", Some("any")).await?;
     assert_eq!(served(&widened), pair("neevcloud", "IN"));
 
+    // A change the account refuses changes nothing, the residency included.
+    let refused = api.http.patch(api.url("/v1/account")).bearer_auth(&token);
+    let refused = refused.json(&json!({ "data_residency": "in", "full_name": "" })).send().await?;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let unchanged: Value = api.http.get(api.url("/v1/account")).bearer_auth(&token).send().await?.json().await?;
+    assert_eq!(unchanged["data_residency"], "any");
+
     // The account held to India: a key of its own `any` cannot widen it either.
     let patched = api.http.patch(api.url("/v1/account")).bearer_auth(&token).json(&json!({ "data_residency": "in" }));
     let account: Value = patched.send().await?.error_for_status()?.json().await?;
@@ -185,6 +192,13 @@ async fn a_call_held_to_india_is_refused_rather_than_sent_abroad(backend: Backen
     assert_eq!(api.ledger_checked_balance(&user).await?, before, "no money moved");
     let (_, held) = api.held_and_leased(&user).await?;
     assert_eq!(held, 0, "nothing held");
+
+    // A model the key may not call is refused as such, whatever the residency.
+    let limited =
+        key_with(&api, &token, json!({ "data_residency": "in", "allowed_models": ["deepseek-r1-distill-llama-70b"] }))
+            .await?;
+    expect_error(chat(&api, &limited, "qwen-3-32b", None).await?, StatusCode::FORBIDDEN, "model_not_allowed", None)
+        .await?;
 
     // The India route failing: the call fails closed, never falling back to the foreign route.
     api.neevcloud.set_mode(Mode::Fail(503));

@@ -249,9 +249,8 @@ async fn serve(
         let JsonBody(body) = body?;
         let requested = DataResidency::from_header(headers.get(RESIDENCY_HEADER).map(|v| v.to_str().unwrap_or("")))?;
         let mut prepared = inference::prepare(gateway, endpoint, body, request_id.clone())?;
-        // Held to India and no India route to take: refused here, before admission takes any money.
+        // Where the call may run; admission refuses it first, before any money moves, if it cannot.
         prepared.residency = owner.residency(requested);
-        inference::check_residency(gateway, &prepared)?;
         // Admission and the call run on a task of their own: a client that hangs up cancels neither what
         // admission took (its spend holds) nor the call and its settlement.
         let call_state = state.clone();

@@ -22,7 +22,7 @@ use crate::wallet::metering::{self, BalanceHints, Hold, Leases};
 mod providers;
 mod served;
 pub use providers::{Provider, Providers};
-pub use served::{ServedBy, check_residency};
+pub use served::ServedBy;
 mod back_pressure;
 mod context;
 mod in_flight;
@@ -106,7 +106,7 @@ impl Gateway {
     }
 
     /// What a key may do with this request, before the wallet is held: call this model (403
-    /// `model_not_allowed`), within its rate limits (429 `rate_limit_exceeded`) and its and its account's
+    /// `model_not_allowed`), where its residency allows (400 `residency_unavailable`), within its rate limits (429 `rate_limit_exceeded`) and its and its account's
     /// spend limits (429 `spend_limit_reached`: the call's hold is taken from their windows, kept in
     /// `prepared.spend`). Returns where the call left the key's rate window, for the answer's
     /// `x-ratelimit-*` headers.
@@ -117,6 +117,7 @@ impl Gateway {
         prepared: &mut Prepared,
     ) -> ApiResult<Option<RateWindow>> {
         owner.check_model(&prepared.model.id)?;
+        served::check_residency(self, prepared, owner)?;
         prepared.fit_output_to(owner.rate_limits.tokens_per_minute);
         let now = ports.clock.now();
         // The slot first: a call refused for the account's concurrency uses none of its key's minute or

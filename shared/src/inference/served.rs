@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::Gateway;
 use super::request::Prepared;
 use crate::error::ApiResult;
+use crate::keys::KeyOwner;
 use crate::residency::{self, DataResidency};
 
 /// The provider that took a call, and its country (ISO 3166 alpha-2; empty for a provider the catalog does
@@ -35,8 +36,8 @@ pub(super) fn route_allowed(gateway: &Gateway, prepared: &Prepared, provider: &s
 }
 
 /// 400 `residency_unavailable` for a call held to India whose model has no India route configured here,
-/// naming the models that have one; called before admission, so no money moves.
-pub fn check_residency(gateway: &Gateway, prepared: &Prepared) -> ApiResult<()> {
+/// naming the models the key may call that have one; checked first in admission, so no money moves.
+pub(super) fn check_residency(gateway: &Gateway, prepared: &Prepared, owner: &KeyOwner) -> ApiResult<()> {
     if prepared.residency == DataResidency::Any {
         return Ok(());
     }
@@ -44,7 +45,10 @@ pub fn check_residency(gateway: &Gateway, prepared: &Prepared) -> ApiResult<()> 
         return Ok(());
     }
     let in_india = |m: &&crate::catalog::Model| {
-        m.routes.iter().any(|r| gateway.providers.get(&r.provider).is_some() && gateway.catalog.in_india(&r.provider))
+        owner.allows(&m.id)
+            && m.routes
+                .iter()
+                .any(|r| gateway.providers.get(&r.provider).is_some() && gateway.catalog.in_india(&r.provider))
     };
     let models: Vec<&str> = gateway.catalog.models.iter().filter(in_india).map(|m| m.id.as_str()).collect();
     Err(residency::unavailable(&prepared.model.id, &models))

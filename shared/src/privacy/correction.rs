@@ -53,17 +53,18 @@ pub async fn change_account(
     let residency =
         body.remove("data_residency").map(|v| DataResidency::from_field(&v, "data_residency")).transpose()?;
     let store = ctx.ports.store.as_ref();
+    // The correction first: a body it refuses changes nothing, the residency included.
+    let account = if residency.is_some() && body.is_empty() {
+        active_account(store.account(user_id).await?)?
+    } else {
+        correct(ctx, user_id, body, client).await?
+    };
     let limits = match residency {
         Some(residency) => {
             let change = [crate::account_limits::LimitChange::DataResidency(residency)];
             crate::account_limits::change_account_limits(store, user_id, &change).await?
         }
         None => crate::account_limits::account_limits(store, user_id).await?,
-    };
-    let account = if residency.is_some() && body.is_empty() {
-        active_account(store.account(user_id).await?)?
-    } else {
-        correct(ctx, user_id, body, client).await?
     };
     Ok((account, limits.data_residency))
 }

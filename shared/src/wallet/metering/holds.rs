@@ -58,10 +58,24 @@ pub struct BalanceHints {
     /// The available balance each user's wallet reported at its last hold (sizes budget leases).
     available: Mutex<HashMap<String, i64>>,
     lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// How long a settlement waits for its turn (`None`: `settlement::TURN_WAIT_MAX`).
+    turn_wait: Option<std::time::Duration>,
 }
 
 impl BalanceHints {
     const CAPACITY: usize = 100_000;
+
+    /// Hints whose settlements wait up to `wait` for their turn (a test that counts round trips on a busy
+    /// machine, where a turn may take longer than the usual wait).
+    pub fn with_turn_wait(mut self, wait: std::time::Duration) -> Self {
+        self.turn_wait = Some(wait);
+        self
+    }
+
+    /// How long a settlement waits for its turn: these hints' own wait, else `default`.
+    pub(super) fn turn_wait(&self, default: std::time::Duration) -> std::time::Duration {
+        self.turn_wait.unwrap_or(default)
+    }
 
     /// Waits for this wallet's turn to settle; the turn ends when the guard is dropped. Wallets nobody is
     /// settling are forgotten once the map is full, so it stays bounded.

@@ -82,7 +82,7 @@ pub async fn settle<S: ItemStore + ?Sized>(
     let charge = charge_in_full(hold, cost, &mut usage);
     // Until this settlement commits or gives up, no other settlement of this wallet in this process starts;
     // a turn that does not come within TURN_WAIT_MAX (or the deadline) is not waited for.
-    let wait_until = deadline.min(std::time::Instant::now() + TURN_WAIT_MAX);
+    let wait_until = deadline.min(std::time::Instant::now() + hints.turn_wait(TURN_WAIT_MAX));
     let _turn = tokio::time::timeout_at(wait_until.into(), hints.settle_turn(&hold.user_id)).await.ok().flatten();
     // The wallet as the settlement expects it besides the balance: its alert threshold, and (for a lease,
     // which learns nothing else from the wallet while it serves) that it is open.
