@@ -449,6 +449,8 @@ def main():
         bars = browser.js("return document.querySelectorAll('#usage-chart rect').length;")
         check("the usage chart draws the day's spend", (bars or 0) >= 1, repr(bars))
         check("the usage table lists the call's model", model in (browser.text("#usage-table") or ""))
+        ran_in = browser.text("#usage-table tbody tr") or ""
+        check("the usage table says where the call ran", "(India)" in ran_in or "(United States)" in ran_in, repr(ran_in))
         browser.click("#usage-csv")
         csv_path = browser.wait_until("the CSV download", lambda: next(
             (os.path.join(downloads, f) for f in os.listdir(downloads) if f.endswith(".csv")), None))
@@ -457,6 +459,14 @@ def main():
             rows = list(csv.reader(handle))
         check("the CSV has a header and the call", len(rows) >= 2 and any(model in r for r in rows[1:]), repr(rows[:3]))
         shot("usage")
+
+        # The models page: every model, where it runs, and which stay in India.
+        browser.go(base + "/#/models")
+        browser.wait_until("the models table", lambda: "deepseek-r1-distill-llama-70b" in (browser.text("#models-table") or ""))
+        models_text = browser.text("#models-table") or ""
+        check("the models page names each provider's country", "(India)" in models_text and "(United States)" in models_text,
+              repr(models_text[:200]))
+        shot("models")
 
         # The account and privacy centre: an export, then closing the account.
         browser.go(base + "/#/account")

@@ -49,6 +49,7 @@ CONTENT_TYPES = {
 }
 # The operator console's page, also served at /ops (this key, as HTML).
 OPS_PAGE, OPS_KEY = "ops.html", "ops"
+CATALOG_KEY = "catalog.json"
 
 
 def argument(args, name):
@@ -78,7 +79,7 @@ def content_type(path):
 
 
 def cache_control(key):
-    return NO_CACHE if key.endswith(".html") or key in {"config.json", OPS_KEY} else STATIC_CACHE
+    return NO_CACHE if key.endswith(".html") or key in {"config.json", CATALOG_KEY, OPS_KEY} else STATIC_CACHE
 
 
 def planned():
@@ -89,6 +90,8 @@ def planned():
     objects = [(p.relative_to(SITE).as_posix(), p) for p in files]
     if (SITE / OPS_PAGE).is_file():
         objects.append((OPS_KEY, SITE / OPS_PAGE))
+    # The public models page reads the catalog the API routes by.
+    objects.append((CATALOG_KEY, ROOT / "catalog" / "models.json"))
     plan = [(key, path, "text/html; charset=utf-8" if key == OPS_KEY else content_type(path), cache_control(key)) for key, path in objects]
     # Assets, then config.json, then the pages (index.html last): what a page names is there before it.
     order = lambda item: (item[3] == NO_CACHE, item[0] == "index.html", item[0])  # noqa: E731

@@ -35,6 +35,8 @@ pub fn router(dir: PathBuf, standin_checkout: bool) -> Router {
         .route("/", get(|State(site): State<Site>| async move { serve(&site, "index.html").await }))
         .route("/ops", get(|State(site): State<Site>| async move { serve(&site, "ops.html").await }))
         .route("/config.json", get(|State(site): State<Site>| async move { page(site.config.into(), "config.json", CONTENT_SECURITY_POLICY) }))
+        // The public models page reads the catalog the API routes by, as make deploy publishes it.
+        .route("/catalog.json", get(|| async { page(shared::catalog::CATALOG_JSON.into(), "catalog.json", CONTENT_SECURITY_POLICY) }))
         .route("/static/{file}", get(static_file))
         .with_state(Site { dir, config })
 }

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::money::UNITS_PER_PAISA;
 
-const CATALOG_JSON: &str = include_str!("../../catalog/models.json");
+/// The catalog as shipped: also published as the dashboard's `/catalog.json` (its public models page).
+pub const CATALOG_JSON: &str = include_str!("../../catalog/models.json");
 
 /// Wallet units per token for a price of one paisa per million tokens: 10^7 / 10^6 = 10, exactly.
 pub const UNITS_PER_TOKEN_PER_PAISA_PER_MILLION: i64 = UNITS_PER_PAISA / 1_000_000;

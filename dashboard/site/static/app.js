@@ -19,6 +19,8 @@ const CSV_PAGE = 100;
 const CSV_MAX_ROWS = 10000;
 const EXPORT_STORAGE_KEY = "inferex_export_id"; // an export id, not a secret: lets a reload resume polling
 const PUBLIC_VIEWS = new Set(["login", "signup", "forgot"]);
+/** Views anyone may open, signed in or not. */
+const OPEN_VIEWS = new Set(["models"]);
 
 const state = {
   account: null, // GET /v1/account while signed in
@@ -376,11 +378,13 @@ const LOADERS = {
   keys: loadKeys,
   usage: loadUsage,
   account: loadAccount,
+  models: loadModels,
 };
 
 const TITLES = {
   login: "Sign in", signup: "Create your account", forgot: "Reset your password", overview: "Overview", kyc: "KYC",
   wallet: "Wallet", keys: "API keys", usage: "Usage", account: "Account & privacy", closed: "Account closed",
+  models: "Models and where they run",
 };
 
 /** "#/wallet/return?topup=x" -> {path: "wallet/return", params}; null for other hashes (like the skip link's). */
@@ -437,6 +441,8 @@ async function render(options = {}) {
   } else if (!has(LOADERS, name)) {
     name = state.account ? "overview" : "login";
     window.history.replaceState(null, "", "#/" + name);
+  } else if (OPEN_VIEWS.has(name)) {
+    // Anyone may read it.
   } else if (!state.account && !PUBLIC_VIEWS.has(name)) {
     state.afterLogin = "#/" + name;
     name = "login";
@@ -1494,11 +1500,39 @@ async function loadUsagePage(reset) {
   show($("#usage-empty"), body.childElementCount === 0);
 }
 
+const COUNTRY_NAMES = { IN: "India", US: "United States" };
+
+/** The public catalog (`/catalog.json`, the one the API routes by): each model, its limits, INR prices and
+ *  the providers it runs on, in the order they are tried, with their country. */
+async function loadModels() {
+  const response = await fetch("/catalog.json", { headers: { accept: "application/json" } });
+  if (!response.ok) throw new Error("The model list could not be loaded.");
+  const catalog = await response.json();
+  const providers = catalog.providers || {};
+  const perMillion = (paise) => "₹" + (Number(paise) / 100).toFixed(2);
+  const rows = (catalog.models || []).map((m) => {
+    const names = [...new Set((m.routes || []).map((r) => r.provider))];
+    const where = names.map((name) => {
+      const site = providers[name] || {};
+      return `${site.legal_name || name} (${COUNTRY_NAMES[site.country] || site.country || "?"})`;
+    });
+    const inIndia = names.some((name) => (providers[name] || {}).country === "IN");
+    return el("tr", null,
+      el("td", null, el("code", null, m.id)),
+      el("td", { class: "num" }, formatNumber(m.context_length)),
+      el("td", { class: "num" }, formatNumber(m.max_output_tokens)),
+      el("td", { class: "num" }, perMillion(m.input_paise_per_million)),
+      el("td", { class: "num" }, perMillion(m.output_paise_per_million)),
+      el("td", { class: "wrap" }, where.join(", ")),
+      el("td", null, inIndia ? "Yes" : "No"));
+  });
+  $("#models-table tbody").replaceChildren(...rows);
+}
+
 /** Where a call ran: "neevcloud (India)"; the provider alone when its country is not known. */
 function ranIn(row) {
-  const countries = { IN: "India", US: "United States" };
   if (!row.country) return row.provider || "";
-  return `${row.provider} (${countries[row.country] || row.country})`;
+  return `${row.provider} (${COUNTRY_NAMES[row.country] || row.country})`;
 }
 
 async function onUsageMore(event) {
