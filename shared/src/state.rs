@@ -200,54 +200,41 @@ impl AppState {
             state = state.with_kyc_keys(KycKeys { data_keys: Arc::new(KmsDataKeys::new(kms, key_id)), fingerprinter });
         }
         let secrets = aws_sdk_secretsmanager::Client::new(&aws);
-        let source =
-            |arn: String| -> Arc<dyn SecretSource> { Arc::new(SecretsManagerSource::new(secrets.clone(), arn)) };
-        match razorpay_from_secret(&secrets, Arc::clone(&clock)).await {
-            Ok(Some(client)) => state = state.with_razorpay(client),
-            Ok(None) => {}
-            Err(e) if optional.contains(&Capability::Razorpay) => {
-                tracing::error!(error = %e, "Razorpay's keys cannot be used; the jobs that need them fail until they are fixed");
-            }
-            Err(e) => return Err(e),
-        }
-        if let Some(arn) = var::<String>("KYC_PROVIDER_SECRET_ARN")? {
-            state = state.with_kyc_provider_from(source(arn), optional).await?;
-        }
-        if let Some(arn) = var::<String>("INFEREX_OPERATOR_TOKEN_SECRET_ARN")? {
-            let parse = |raw: &str| OperatorCredentials::parse("the operator credentials", raw);
-            state.operator_token = Some(Arc::new(Rotating::load(source(arn), parse, Arc::clone(&clock)).await?));
-        }
-        if let Some(arn) = var::<String>("INFEREX_EDGE_SECRET_ARN")? {
-            let parse = |raw: &str| runtime_secrets::checked("the CloudFront edge secret", raw, EDGE_SECRET);
-            state.edge_secret = Some(Arc::new(Rotating::load(source(arn), parse, Arc::clone(&clock)).await?));
-        }
-        if let Some(arn) = var::<String>("PROVIDER_KEYS_SECRET_ARN")? {
-            let providers = crate::inference::Providers::from_secret(source(arn), Arc::clone(&clock)).await?;
-            // A Lambda instance serves one call at a time and sleeps between calls: no leases.
-            let gateway = crate::inference::Gateway::new(crate::catalog::Catalog::builtin()?, providers)?;
-            state = state.with_gateway(gateway.one_call_at_a_time());
-        }
+        let loaded = LoadedSecrets::read(&secrets, &clock).await;
+        state = state.with_secrets(loaded, optional)?;
         if let Some(bucket) = var::<String>("INFEREX_BLOB_BUCKET")? {
             state = state.with_blobs(Arc::new(S3Blobs::new(aws_sdk_s3::Client::new(&aws), bucket)));
         }
         Ok(state)
     }
 
-    /// The KYC provider with the keys of `source`; a secret that cannot be used stops the start unless the
-    /// provider is `optional` here (then it is left out, with an error logged).
-    async fn with_kyc_provider_from(
-        self,
-        source: Arc<dyn SecretSource>,
-        optional: &[Capability],
-    ) -> Result<Self, BoxError> {
-        match kyc_provider_from(source, Arc::clone(&self.clock)).await {
-            Ok(provider) => Ok(self.with_kyc_provider(provider)),
+    /// The capabilities the secrets read at the start give. One that cannot be used stops the start unless
+    /// it is `optional` here (then it is left out, with an error logged).
+    fn with_secrets(mut self, loaded: LoadedSecrets, optional: &[Capability]) -> Result<Self, BoxError> {
+        match loaded.razorpay {
+            Ok(Some(client)) => self = self.with_razorpay(client),
+            Ok(None) => {}
+            Err(e) if optional.contains(&Capability::Razorpay) => {
+                tracing::error!(error = %e, "Razorpay's keys cannot be used; the jobs that need them fail until they are fixed");
+            }
+            Err(e) => return Err(e),
+        }
+        match loaded.kyc_provider {
+            Ok(Some(provider)) => self = self.with_kyc_provider(provider),
+            Ok(None) => {}
             Err(e) if optional.contains(&Capability::KycProvider) => {
                 tracing::error!(error = %e, "the KYC provider's keys cannot be used; the KYC retries fail until they are fixed");
-                Ok(self)
             }
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
         }
+        self.operator_token = loaded.operator_token?.map(Arc::new);
+        self.edge_secret = loaded.edge_secret?.map(Arc::new);
+        if let Some(providers) = loaded.providers? {
+            // A Lambda instance serves one call at a time and sleeps between calls: no leases.
+            let gateway = crate::inference::Gateway::new(crate::catalog::Catalog::builtin()?, providers)?;
+            self = self.with_gateway(gateway.one_call_at_a_time());
+        }
+        Ok(self)
     }
 
     /// A function's cold start: [`AppState::for_lambda`], then [`AppState::require`]. A failure is logged in
@@ -322,6 +309,53 @@ pub async fn kyc_provider_from_environment(
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let source = Arc::new(SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(&aws), arn));
     kyc_provider_from(source, clock).await.map(Some)
+}
+
+/// The secrets a function's variables name, each read (and checked) at the start, all at once: a cold start
+/// waits for the slowest of them, not for their sum. Each is `Ok(None)` when its variable is not set.
+struct LoadedSecrets {
+    razorpay: Result<Option<RazorpayClient>, BoxError>,
+    kyc_provider: Result<Option<Arc<dyn crate::kyc::KycProvider>>, BoxError>,
+    operator_token: Result<Option<Rotating<OperatorCredentials>>, BoxError>,
+    edge_secret: Result<Option<Rotating<SecretString>>, BoxError>,
+    providers: Result<Option<crate::inference::Providers>, BoxError>,
+}
+
+impl LoadedSecrets {
+    async fn read(secrets: &aws_sdk_secretsmanager::Client, clock: &Arc<dyn Clock>) -> Self {
+        let source =
+            |arn: String| -> Arc<dyn SecretSource> { Arc::new(SecretsManagerSource::new(secrets.clone(), arn)) };
+        let operator = |arn: String| {
+            let parse = |raw: &str| OperatorCredentials::parse("the operator credentials", raw);
+            Rotating::load(source(arn), parse, Arc::clone(clock))
+        };
+        let edge = |arn: String| {
+            let parse = |raw: &str| runtime_secrets::checked("the CloudFront edge secret", raw, EDGE_SECRET);
+            Rotating::load(source(arn), parse, Arc::clone(clock))
+        };
+        let (razorpay, kyc_provider, operator_token, edge_secret, providers) = tokio::join!(
+            razorpay_from_secret(secrets, Arc::clone(clock)),
+            named("KYC_PROVIDER_SECRET_ARN", |arn| kyc_provider_from(source(arn), Arc::clone(clock))),
+            named("INFEREX_OPERATOR_TOKEN_SECRET_ARN", |arn| async { Ok(operator(arn).await?) }),
+            named("INFEREX_EDGE_SECRET_ARN", |arn| async { Ok(edge(arn).await?) }),
+            named("PROVIDER_KEYS_SECRET_ARN", |arn| {
+                crate::inference::Providers::from_secret(source(arn), Arc::clone(clock))
+            }),
+        );
+        Self { razorpay, kyc_provider, operator_token, edge_secret, providers }
+    }
+}
+
+/// What `load` makes of the secret the variable `name` names, or `None` when it names none.
+async fn named<T, F, Fut>(name: &str, load: F) -> Result<Option<T>, BoxError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, BoxError>>,
+{
+    match var::<String>(name)? {
+        Some(arn) => load(arn).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The KYC provider (Cashfree) with the keys of its secret, checked and re-read every few minutes.

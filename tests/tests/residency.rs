@@ -128,6 +128,8 @@ async fn india_only_narrows_and_never_widens(backend: Backend) -> TestResult {
     let widened = chat(&api, &india_key, "llama-3.1-8b", Some("any")).await?;
     assert_eq!(served(&widened), pair("neevcloud", "IN"));
 
+    key_changes_keep_their_residency(&api, &token, &any_key).await?;
+
     // A change the account refuses changes nothing, the residency included.
     let refused = api.http.patch(api.url("/v1/account")).bearer_auth(&token);
     let refused = refused.json(&json!({ "data_residency": "in", "full_name": "" })).send().await?;
@@ -141,6 +143,8 @@ async fn india_only_narrows_and_never_widens(backend: Backend) -> TestResult {
     assert_eq!(account["data_residency"], "in");
     let shown: Value = api.http.get(api.url("/v1/account")).bearer_auth(&token).send().await?.json().await?;
     assert_eq!(shown["data_residency"], "in");
+    // The key this instance has cached takes it at once.
+    assert_eq!(served(&chat(&api, &any_key, "llama-3.1-8b", None).await?), pair("neevcloud", "IN"));
     let fresh_any = key_with(&api, &token, json!({ "data_residency": "any" })).await?;
     let held = chat(&api, &fresh_any, "llama-3.1-8b", None).await?;
     assert_eq!(served(&held), pair("neevcloud", "IN"), "the account's in holds over the key's any");
@@ -168,6 +172,30 @@ async fn india_only_narrows_and_never_widens(backend: Backend) -> TestResult {
     let settings: Vec<Value> =
         keys["data"].as_array().into_iter().flatten().map(|k| k["data_residency"].clone()).collect();
     assert!(settings.contains(&json!("in")) && settings.contains(&Value::Null), "{keys}");
+    Ok(())
+}
+
+/// A key changed to India keeps it through later changes of its other fields (and its list says so), and
+/// goes back to the account's with `null`.
+async fn key_changes_keep_their_residency(api: &TestApi, token: &str, any_key: &str) -> TestResult {
+    // A key changed to India keeps it through later changes of its other fields, and its list says so.
+    let listed: Value = api.http.get(api.url("/v1/keys")).bearer_auth(token).send().await?.json().await?;
+    let any_id = listed["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|k| k["data_residency"].is_null())
+        .map(|k| k["id"].clone());
+    let any_id = any_id.and_then(|id| id.as_str().map(str::to_owned)).ok_or("the any key")?;
+    for change in [json!({ "data_residency": "in" }), json!({ "name": "renamed" })] {
+        let patch = api.http.patch(api.url(&format!("/v1/keys/{any_id}"))).bearer_auth(token).json(&change);
+        let changed: Value = patch.send().await?.error_for_status()?.json().await?;
+        assert_eq!(changed["data_residency"], "in", "{changed}");
+        assert_eq!(served(&chat(api, any_key, "llama-3.1-8b", None).await?), pair("neevcloud", "IN"), "{change}");
+    }
+    let patch = api.http.patch(api.url(&format!("/v1/keys/{any_id}"))).bearer_auth(token);
+    patch.json(&json!({ "data_residency": null })).send().await?.error_for_status()?;
+    assert_eq!(served(&chat(api, any_key, "llama-3.1-8b", None).await?), pair("cerebras", "US"), "back to any");
     Ok(())
 }
 

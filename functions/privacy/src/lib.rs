@@ -45,6 +45,9 @@ async fn correct(
 ) -> ApiResult<Json<AccountView>> {
     let (account, residency) =
         privacy::change_account(&PrivacyContext::from(&state), &session.user_id, body, &client).await?;
+    // A new residency applies to the account's keys this instance has cached at once (others within the
+    // key cache's minute).
+    state.keys_changed(&session.user_id);
     tracing::info!(user_id = %session.user_id, "account changed");
     Ok(Json(AccountView::new(&account, &state.config.policy_version).residing(residency)))
 }

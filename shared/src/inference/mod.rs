@@ -87,6 +87,8 @@ impl Gateway {
             // has closed fails after it was written, and such a call is charged as possibly billed.
             .pool_idle_timeout(Duration::from_secs(4))
             .tcp_nodelay(true)
+            // No redirect: it could carry the prompt outside the country the catalog places the provider in.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ApiError::Internal(format!("HTTP client: {e}")))?;
         Ok(Self {
@@ -378,6 +380,8 @@ pub async fn call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, prepared: P
 
 async fn run_call(ports: &Ports, gateway: &Gateway, owner: KeyOwner, mut prepared: Prepared) -> ApiResult<Answer> {
     let started = Instant::now();
+    // Whoever prepared the call, the key's and account's residency hold (a request only narrows it).
+    prepared.residency = prepared.residency.narrowest(owner.residency(None));
     let balances = gateway.balances.as_ref();
     let hold = match hold_wallet(ports, gateway, &owner, &prepared).await {
         Ok(hold) => hold,

@@ -59,7 +59,8 @@ impl Providers {
     ) -> Result<Self, crate::error::BoxError> {
         let mut providers = Self::from_env()?;
         let names: Vec<String> = providers.by_name.keys().cloned().collect();
-        for name in names {
+        // Each provider's key, read at once (a cold start waits for one read, not one per provider).
+        let loads = names.iter().map(|name| {
             let field = name.clone();
             let parse = move |raw: &str| {
                 let keys: HashMap<String, String> =
@@ -70,8 +71,11 @@ impl Providers {
                 let value = keys.get(&field).map(String::as_str).unwrap_or_default();
                 runtime_secrets::checked(&format!("the provider keys secret's {field}"), value, PROVIDER_KEY)
             };
-            let key = Rotating::load(Arc::clone(&source), parse, Arc::clone(&clock)).await?;
-            if let Some(provider) = providers.by_name.get_mut(&name) {
+            Rotating::load(Arc::clone(&source), parse, Arc::clone(&clock))
+        });
+        let keys = futures_util::future::try_join_all(loads).await?;
+        for (name, key) in names.iter().zip(keys) {
+            if let Some(provider) = providers.by_name.get_mut(name) {
                 provider.api_key = Some(Arc::new(key));
             }
         }

@@ -104,6 +104,10 @@ impl<T: ItemStore + ?Sized> KeyStore for T {
                 limits.iter().filter_map(|(name, n)| n.map(|n| ((*name).to_owned(), json!(n)))).collect();
             slot_update.set("rate_limits", serde_json::Value::Object(set))
         };
+        slot_update = match record.data_residency {
+            Some(residency) => slot_update.set("data_residency", json!(residency.as_str())),
+            None => slot_update.remove("data_residency"),
+        };
         slot_update = if record.spend_limits.is_unlimited() {
             slot_update.remove("spend_limits")
         } else {

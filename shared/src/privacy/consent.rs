@@ -20,7 +20,7 @@ pub fn notice(ctx: &PrivacyContext) -> Value {
         "response_days": RESPONSE_DAYS,
         "kyc": crate::kyc::consent::notice(),
         "model_providers": model_providers(),
-        "data_residency": "Calls are processed within India where possible. To keep every call in India, set data_residency \"in\" on the account (PATCH /v1/account) or on an API key, or send the header x-inferex-data-residency: in; such a call goes only to a provider in India, and one that cannot be served there is refused, never sent abroad.",
+        "data_residency": "Calls are processed within India where possible. To keep every call in India, set data_residency \"in\" on the account (PATCH /v1/account) or on an API key, or send the header x-inferex-data-residency: in; such a call goes only to a provider in India, and one that cannot be served there is refused, never sent abroad. A change of the account's or a key's setting applies within a minute; the header applies at once.",
         "rights": {
             "access": "POST /v1/privacy/exports, then GET /v1/privacy/exports/{id} for a download link",
             "correction": "PATCH /v1/account (KYC details: submit again with POST /v1/kyc, and POST /v1/kyc/digilocker)",
