@@ -620,6 +620,19 @@ def main():
         "DashboardUrl is the distribution's address and DashboardBucketName its bucket",
     )
 
+    # CloudFront's wait for the API's first byte: a parameter, 60 s until the quota is raised, 180 at most.
+    timeouts = [
+        origin["CustomOriginConfig"].get("OriginReadTimeout")
+        for distribution in of_type("AWS::CloudFront::Distribution").values()
+        for origin in distribution["Properties"]["DistributionConfig"].get("Origins", [])
+        if "CustomOriginConfig" in origin
+    ]
+    read_timeout = source.get("Parameters", {}).get("ApiOriginReadTimeout", {})
+    check(
+        timeouts == [{"Ref": "ApiOriginReadTimeout"}] and read_timeout.get("Default") == 60 and read_timeout.get("MaxValue") == 180,
+        "the API origin's read timeout is a parameter (60 s by default, up to 180 once the quota allows)",
+    )
+
     # Data in India: the region rule, a year of logs and audit trail, backups and keys in Hyderabad too.
     template_india.check_india(source, resources, check)
 
