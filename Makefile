@@ -64,8 +64,8 @@ deploy:
 
 ## smoke: after a deploy, check the live API: make smoke API_URL=https://... API_KEY=sk-...
 smoke:
-	scripts/ensure-tools.sh
-	.tools/venv/bin/python scripts/smoke.py "$(API_URL)" "$(API_KEY)"
+	scripts/ensure-deploy-tools.sh smoke
+	.tools/smoke/bin/python scripts/smoke.py "$(API_URL)" "$(API_KEY)"
 
 clean:
 	cargo clean
