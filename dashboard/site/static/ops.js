@@ -742,19 +742,25 @@
     return unitsOf(item.amount, item.amount_inr);
   }
 
+  /** An API amount in whole paise as rupees; null when it is not a whole number of paise. */
+  function formatPaise(paise) {
+    return Number.isSafeInteger(paise) ? formatUnits(BigInt(paise) * UNITS_PER_PAISA) : null;
+  }
+
   /** A line stating paise as rupees, or nothing when the value is not a whole number of paise. */
   function paiseLine(label, paise) {
-    if (typeof paise !== "number" || !Number.isSafeInteger(paise)) return null;
-    return line([label, el("strong", { text: formatUnits(BigInt(paise) * UNITS_PER_PAISA) })]);
+    const rupees = formatPaise(paise);
+    return rupees === null ? null : line([label, el("strong", { text: rupees })]);
   }
 
   /** What the bank transfer sends: the credit owed with the GST charged on it (refund vouchers reverse it). */
   function transferNote(item) {
-    if (typeof item.transfer_paise !== "number" || !Number.isSafeInteger(item.transfer_paise)) return null;
-    const gst = Number.isSafeInteger(item.gst_paise) ? formatUnits(BigInt(item.gst_paise) * UNITS_PER_PAISA) : DASH;
+    const transfer = formatPaise(item.transfer_paise);
+    if (transfer === null) return null;
+    const gst = formatPaise(item.gst_paise) ?? DASH;
     return el("p", { className: "cell-line" }, [
       "Transfer ",
-      el("strong", { text: formatUnits(BigInt(item.transfer_paise) * UNITS_PER_PAISA) }),
+      el("strong", { text: transfer }),
       ` (the credit owed and ${gst} GST, reversed by refund vouchers)`,
     ]);
   }
@@ -867,8 +873,8 @@
 
   function detailValue(key, value) {
     if (value === null || value === undefined) return DASH;
-    if (/_paise$/.test(key) && typeof value === "number" && Number.isSafeInteger(value)) {
-      return el("span", { className: "money", text: formatUnits(BigInt(value) * UNITS_PER_PAISA) });
+    if (/_paise$/.test(key) && Number.isSafeInteger(value)) {
+      return el("span", { className: "money", text: formatPaise(value) });
     }
     if (/(^id$|_id$)/.test(key) && typeof value === "string") return code(value);
     if (/_at$/.test(key) && typeof value === "string") return timeEl(value);
