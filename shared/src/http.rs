@@ -22,6 +22,9 @@ pub use crate::body::parse_json;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+mod access_log;
+pub use access_log::{ACCESS_FIELD, log_access};
+
 /// Largest JSON body the dashboard endpoints accept (64 KiB); larger bodies get 413.
 pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
 const MAX_USER_AGENT_CHARS: usize = 512;
@@ -233,12 +236,14 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed { message: format!("{method} is not allowed on {}", uri.path()) }
 }
 
-/// Completes a function's routes into a servable app: `/health`, our 404/405 shapes, the state.
+/// Completes a function's routes into a servable app: `/health`, our 404/405 shapes, an access line per
+/// request, the state.
 pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
     routes
         .route("/health", get(health))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), log_access))
         .with_state(state)
 }
 

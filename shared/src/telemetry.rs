@@ -24,7 +24,7 @@ pub fn init() {
 }
 
 /// The subscriber of a Lambda function: one JSON object a line, no time (CloudWatch stamps each line).
-fn lambda_subscriber<W>(filter: EnvFilter, writer: W) -> impl tracing::Subscriber + Send + Sync
+pub fn lambda_subscriber<W>(filter: EnvFilter, writer: W) -> impl tracing::Subscriber + Send + Sync
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {

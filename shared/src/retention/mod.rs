@@ -160,8 +160,18 @@ impl Retention {
                 r(Span::PrivacyRequests),
             ),
             PublishedWindow::new("data_exports", "the files produced by data export requests", r(Span::Exports)),
+            request_logs_window(),
         ]
     }
+}
+
+/// The service's request logs (each function's access lines, `log_access` in the http module, and API
+/// Gateway's access log): CloudWatch keeps them `LogRetentionDays` (template.yaml, 365 unless raised) in
+/// ap-south-1, for the DPDP Rules' year of logs (rule 6(1)(e)); not items in the store, so no TTL of ours.
+fn request_logs_window() -> PublishedWindow {
+    let data = "IP address, method, route, status, latency and time of each request to the API; never bodies, \
+                credentials, prompts or completions";
+    PublishedWindow::new("request_logs", data, "1 year".into())
 }
 
 /// The billing profile's window: it lives with the account (tax documents keep their own copy).
@@ -380,5 +390,6 @@ mod tests {
         assert_eq!(kept("kyc"), "5 years after account closure");
         assert_eq!(kept("account"), "while the account is open, then 3 years after closure");
         assert_eq!(kept("login_records"), "180 days");
+        assert_eq!(kept("request_logs"), "1 year");
     }
 }
