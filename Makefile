@@ -1,7 +1,7 @@
 # InferexAI backend. Quick start: `make run` (the whole API on 127.0.0.1:8080) and `make test`.
 
 SHELL := /bin/bash
-LAMBDA_FUNCTIONS := signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy mailer
+LAMBDA_FUNCTIONS := signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy mailer admin
 
 .PHONY: run fleet test bench bench-fleet build deploy smoke tools clean
 
@@ -34,7 +34,7 @@ bench:
 ## INFEREX_BENCH_FLEET_SECONDS sets each step's length (10).
 bench-fleet:
 	scripts/ensure-tools.sh
-	cargo build --release --locked --bins $(addprefix -p ,signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy mailer)
+	cargo build --release --locked --bins $(addprefix -p ,signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy mailer admin)
 	cargo build --release --locked -p dev-server --bin fleet --bin bench-fleet
 	scripts/with-emulators.sh target/release/bench-fleet
 

@@ -39,6 +39,8 @@ PASSWORD = "correct horse battery"
 _spec = importlib.util.spec_from_file_location("make_run_check", os.path.join(ROOT, "scripts", "make-run-check.py"))
 make_run = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_run)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import totp_code  # noqa: E402
 
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
 TAB = "\ue004"
@@ -204,7 +206,8 @@ def main():
         "INFEREX_DATA_DIR": os.path.join(data_dir, "data"),
         "INFEREX_ADDR": f"127.0.0.1:{port}",
         "KYC_MODE": "manual",
-        "INFEREX_ADMIN_TOKEN": json.dumps({"ravi@inferex.ai": operator_token}),
+        "INFEREX_ADMIN_TOKEN": json.dumps({"ravi@inferex.ai": {
+            "token": operator_token, "roles": ["kyc_reviewer", "payments", "support", "admin"]}}),
     })
     base = f"http://127.0.0.1:{port}"
     log_path = os.path.join(ARTIFACTS, "make-run.log")
@@ -340,6 +343,16 @@ def main():
         # The operator, in manual mode: queue -> reveal with a reason -> approve.
         browser.go(base + "/ops")
         browser.type("#ops-login [name=token]", operator_token)
+        # First time: the console enrols the authenticator and shows its otpauth:// URI once.
+        browser.click("#ops-enrol")
+        browser.wait_until("the authenticator's URI", lambda: (browser.text("#ops-otpauth") or "").startswith("otpauth://"))
+        otpauth = browser.text("#ops-otpauth") or ""
+        check("the console shows the new authenticator once, as an otpauth:// URI", "secret=" in otpauth)
+        browser.type("#ops-login [name=code]", "000000")
+        browser.click("#ops-login button[type=submit]")
+        browser.wait_until("a wrong code refused", lambda: browser.find_all("#ops-code[aria-invalid=true]"))
+        check("a wrong code is refused at the code field", bool(browser.find_all("#ops-code[aria-invalid=true]")))
+        browser.type("#ops-login [name=code]", totp_code.code(otpauth))
         browser.click("#ops-login button[type=submit]")
         row = f'#kyc-queue tr[data-user]'
         browser.wait(row)

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-functions=(signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy mailer)
+functions=(signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy mailer admin)
 failed=0
 
 check() {

@@ -23,6 +23,7 @@ from samtranslator.yaml_helper import yaml_parse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import template_india  # noqa: E402
+import template_operators  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # The secret-bearing variables the functions refuse to start with (shared::runtime_secrets::SECRET_ENV_VARS).
@@ -635,6 +636,8 @@ def main():
 
     # Data in India: the region rule, a year of logs and audit trail, backups and keys in Hyderabad too.
     template_india.check_india(source, resources, check)
+    # Operators: their routes in one function, the vault key's users, key changes alarmed, GuardDuty.
+    template_operators.check_operators(source, resources, check)
 
     print(f"template: {len(passed)} passed, {len(failures)} failed")
     return 1 if failures else 0

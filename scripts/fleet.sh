@@ -9,7 +9,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-FUNCTIONS=(signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy mailer)
+FUNCTIONS=(signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy mailer admin)
 PROFILE="${INFEREX_FLEET_PROFILE:-release}"
 case "$PROFILE" in
   release) TARGET_DIR=release ;;

@@ -23,9 +23,9 @@ scripts/check-lambda-features.sh
 # Only the functions are selected, so no dev-server or test crate can switch shared's features on for them.
 # These binaries, as `make build` ships them, are the fleet's (`make fleet`, tests/tests/fleet.rs): kept
 # aside, since the workspace's test build below links the same names with every feature on.
-cargo build --locked --bins $(printf -- '-p %s ' signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy mailer)
+cargo build --locked --bins $(printf -- '-p %s ' signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy mailer admin)
 mkdir -p target/fleet-bin
-for binary in signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy mailer exports mail-feedback; do
+for binary in signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy mailer admin exports mail-feedback; do
   cp "target/debug/$binary" "target/fleet-bin/$binary.new" && mv "target/fleet-bin/$binary.new" "target/fleet-bin/$binary"
 done
 

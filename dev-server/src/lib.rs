@@ -44,6 +44,7 @@ fn routes() -> Router<AppState> {
         .merge(inference::routes())
         .merge(usage::routes())
         .merge(privacy::routes())
+        .merge(admin::routes())
 }
 
 #[derive(serde::Deserialize)]

@@ -1,4 +1,4 @@
-//! Money-path anomalies that must reach a person. Each is logged at error level (so no `INFEREX_LOG` level
+//! Money-path and security anomalies that must reach a person. Each is logged at error level (so no `INFEREX_LOG` level
 //! the template allows filters it out) with an `alert` field naming it
 //! (`tracing::error!(alert = alerts::USAGE_OVER_HOLD, ...)`); in Lambda the logs are JSON, where the field
 //! reads `$.fields.alert`, and template.yaml turns each name into a CloudWatch metric (a metric filter on
@@ -22,9 +22,25 @@ pub const JOB_FAILED: &str = "job_failed";
 /// checks stay pending until a person fixes it.
 pub const KYC_PROVIDER_REFUSED: &str = "kyc_provider_refused";
 
+/// An operator's sign-in attempts ran out (someone is guessing codes with their token, or they are locked
+/// out): the token may be stolen.
+pub const OPERATOR_SIGN_IN_THROTTLED: &str = "operator_sign_in_throttled";
+
+/// An operator asked to reveal more KYC numbers than a day allows (`kyc::operators`): refused, and a person
+/// should ask why.
+pub const KYC_REVEAL_LIMIT: &str = "kyc_reveal_limit";
+
 /// Every alert, each with its metric filter and alarm in template.yaml.
-pub const ALL: [&str; 6] =
-    [USAGE_OVER_HOLD, SETTLED_BY_SWEEPER, WEBHOOK_SIGNATURE_INVALID, PAYMENT_REVIEW, JOB_FAILED, KYC_PROVIDER_REFUSED];
+pub const ALL: [&str; 8] = [
+    USAGE_OVER_HOLD,
+    SETTLED_BY_SWEEPER,
+    WEBHOOK_SIGNATURE_INVALID,
+    PAYMENT_REVIEW,
+    JOB_FAILED,
+    KYC_PROVIDER_REFUSED,
+    OPERATOR_SIGN_IN_THROTTLED,
+    KYC_REVEAL_LIMIT,
+];
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,9 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 mod access_log;
+mod operator;
 pub use access_log::{ACCESS_FIELD, log_access};
+pub use operator::{Operator, OperatorToken};
 
 /// Largest JSON body the dashboard endpoints accept (64 KiB); larger bodies get 413.
 pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
@@ -300,28 +302,6 @@ pub fn lambda_service(app: Router) -> MapRequest<Router, fn(lambda_http::Request
 /// Serves a function's app on the Lambda runtime (API Gateway REST or HTTP API events).
 pub async fn run_on_lambda(app: Router) -> Result<(), lambda_http::Error> {
     lambda_http::run(lambda_service(app)).await
-}
-
-/// An operator authenticated by `Authorization: Bearer <their own token>`: the name is the one their
-/// credential carries (`crate::operators`), recorded with every action; nothing the caller asserts. While no
-/// operator credentials are configured the operator routes do not exist (404).
-#[derive(Debug, Clone)]
-pub struct Operator(pub String);
-
-impl FromRequestParts<AppState> for Operator {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(credentials) = &state.operator_token else {
-            return Err(route_not_found(parts.method.clone(), parts.uri.clone()).await);
-        };
-        let credentials = credentials.current().await;
-        let presented = bearer_token(&parts.headers).unwrap_or_default();
-        match credentials.who(presented) {
-            Some(name) => Ok(Operator(name.to_owned())),
-            None => Err(ApiError::unauthenticated(ErrorCode::InvalidAdminToken, "a valid operator token is required")),
-        }
-    }
 }
 
 /// One page of a list, as every list endpoint answers it: `{"object": "list", "data": [...]}`, plus

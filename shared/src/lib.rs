@@ -37,6 +37,7 @@ pub mod keys;
 pub mod kyc;
 pub mod links;
 pub mod notifications;
+pub mod operator_auth;
 pub mod operators;
 pub mod privacy;
 pub mod razorpay;

@@ -227,7 +227,7 @@ pub async fn confirm_reset(ports: &Ports, token: &str, password: String) -> ApiR
 
 /// The key a client is limited under: its IPv4 address, or the /64 of its IPv6 address (one subscriber's
 /// usual allocation: rotating addresses within it gains nothing).
-fn ip_key(ip: &str) -> String {
+pub fn ip_key(ip: &str) -> String {
     match ip.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.to_string(),

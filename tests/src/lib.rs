@@ -27,6 +27,7 @@ mod billing;
 mod kyc;
 mod logs;
 mod mail;
+mod operators;
 mod pdf;
 mod stores;
 
@@ -35,6 +36,7 @@ pub use kyc::valid_pan;
 use logs::capture_logs;
 pub use logs::{captured_logs, mentions};
 pub use mail::Mail;
+pub use operators::{EVERY_ROLE, operators_secret};
 pub use pdf::pdf_text;
 pub use stores::{CountingStore, Fault, FaultyStore, Gate, GatedStore};
 
@@ -102,6 +104,7 @@ pub struct TestApi {
     raw: RawStore,
     servers: Vec<tokio::task::JoinHandle<()>>,
     pub(crate) documents: std::sync::atomic::AtomicU64,
+    pub(crate) authenticators: operators::Authenticators,
 }
 
 impl Drop for TestApi {
@@ -124,6 +127,11 @@ pub const KYC_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 /// The KYC provider's test credentials, shared by its stand-in and the API under test.
 pub const CASHFREE_CLIENT_ID: &str = "CF_e2e_client_0001";
 pub const CASHFREE_CLIENT_SECRET: &str = "cfsk_e2e_client_secret_000000000000";
+
+/// A mailbox of its own, in a new folder.
+fn fresh_mailbox() -> FileMailer {
+    FileMailer::new(std::env::temp_dir().join(format!("inferex-e2e-mail-{}", shared::secrets::random_suffix())))
+}
 
 async fn serve(app: axum::Router) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
@@ -212,9 +220,7 @@ impl TestApi {
         config.public_url = format!("http://{addr}");
         // The supplier `make run` has (Karnataka, 29), unless the test names another.
         config.supplier = config.supplier.or_else(|| Some(shared::config::Supplier::sample()));
-        let mailbox = FileMailer::new(
-            std::env::temp_dir().join(format!("inferex-e2e-mail-{}", shared::secrets::random_suffix())),
-        );
+        let mailbox = fresh_mailbox();
         let state = AppState::new(store, config, shared_clock)
             .with_kyc_keys(shared::state::KycKeys::ephemeral())
             .with_razorpay(client)
@@ -239,6 +245,7 @@ impl TestApi {
             raw,
             servers: vec![server, standin_server, kyc_server, cerebras_server, neevcloud_server],
             documents: std::sync::atomic::AtomicU64::new(0),
+            authenticators: operators::Authenticators::default(),
         })
     }
 

@@ -80,7 +80,11 @@ fn openapi_template_and_watch_router_declare_the_same_routes() -> TestResult {
 async fn the_composed_app_serves_every_documented_route() -> TestResult {
     // Operator routes exist only while an admin token is configured.
     let config = shared::config::Config {
-        admin_token: Some(shared::secrets::SecretString::new("operator-secret")),
+        admin_token: Some(shared::secrets::SecretString::new(e2e::operators_secret(&[(
+            "ravi@inferex.ai",
+            "operator-secret",
+            e2e::EVERY_ROLE,
+        )]))),
         ..Default::default()
     };
     let api = TestApi::start_with(Backend::Embedded, config).await?;

@@ -24,7 +24,7 @@ const PASSWORD: &str = "correct horse battery";
 const OPERATOR: &str = "ops-token-meera";
 
 fn operators() -> Config {
-    let token = json!({ "meera.ops@inferexai.in": OPERATOR }).to_string();
+    let token = e2e::operators_secret(&[("meera.ops@inferexai.in", OPERATOR, &["payments"])]);
     Config { admin_token: Some(SecretString::new(token)), ..Config::default() }
 }
 
@@ -48,7 +48,7 @@ async fn request_of(api: &TestApi, user: &str) -> Result<Value, Box<dyn std::err
     let listed: Value = api
         .http
         .get(api.url("/v1/admin/refund-requests"))
-        .bearer_auth(OPERATOR)
+        .bearer_auth(api.operator_session(OPERATOR).await?)
         .send()
         .await?
         .error_for_status()?
@@ -58,14 +58,16 @@ async fn request_of(api: &TestApi, user: &str) -> Result<Value, Box<dyn std::err
     Ok(found.ok_or("no refund request")?)
 }
 
-async fn payout(api: &TestApi, user: &str, amount: i64, reference: &str) -> Result<reqwest::Response, reqwest::Error> {
+async fn payout(
+    api: &TestApi,
+    user: &str,
+    amount: i64,
+    reference: &str,
+) -> Result<reqwest::Response, Box<dyn std::error::Error + Send + Sync>> {
     let path = format!("/v1/admin/refund-requests/{user}/payout");
-    api.http
-        .post(api.url(&path))
-        .bearer_auth(OPERATOR)
-        .json(&json!({ "amount": amount, "reference": reference }))
-        .send()
-        .await
+    let session = api.operator_session(OPERATOR).await?;
+    let body = json!({ "amount": amount, "reference": reference });
+    Ok(api.http.post(api.url(&path)).bearer_auth(session).json(&body).send().await?)
 }
 
 /// The closed wallet and its ledger: (balance, held), with the ledger checked to add up to the balance.

@@ -45,12 +45,13 @@ async fn spend(api: &TestApi, user: &str, rupees: i64) -> TestResult {
 
 async fn gstr1(api: &TestApi, month: InvoiceMonth) -> Result<Value, Error> {
     let url = api.url(&format!("/v1/admin/gstr1/{}", month.id()));
-    Ok(api.http.get(url).bearer_auth(OPERATOR).send().await?.error_for_status()?.json().await?)
+    let session = api.operator_session(OPERATOR).await?;
+    Ok(api.http.get(url).bearer_auth(session).send().await?.error_for_status()?.json().await?)
 }
 
 async fn csv(api: &TestApi, month: InvoiceMonth, section: &str) -> Result<(StatusCode, String), Error> {
     let url = api.url(&format!("/v1/admin/gstr1/{}/csv/{section}", month.id()));
-    let answer = api.http.get(url).bearer_auth(OPERATOR).send().await?;
+    let answer = api.http.get(url).bearer_auth(api.operator_session(OPERATOR).await?).send().await?;
     Ok((answer.status(), answer.text().await?))
 }
 
@@ -66,7 +67,11 @@ async fn business(api: &TestApi, rupees: i64) -> Result<(String, String), Error>
 
 async fn a_months_gstr1_sums_its_documents(backend: Backend) -> TestResult {
     let config = shared::config::Config {
-        admin_token: Some(SecretString::new(json!({ "meera.ops@inferexai.in": OPERATOR }).to_string())),
+        admin_token: Some(SecretString::new(e2e::operators_secret(&[(
+            "meera.ops@inferexai.in",
+            OPERATOR,
+            &["payments"],
+        )]))),
         ..Default::default()
     };
     let api = TestApi::start_with(backend, config).await?;
@@ -185,7 +190,12 @@ async fn january_sheets(api: &TestApi, january: InvoiceMonth, customer_token: &s
     );
     let (status, _) = csv(api, january, "nope").await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let bad = api.http.get(api.url("/v1/admin/gstr1/2026-13")).bearer_auth(OPERATOR).send().await?;
+    let bad = api
+        .http
+        .get(api.url("/v1/admin/gstr1/2026-13"))
+        .bearer_auth(api.operator_session(OPERATOR).await?)
+        .send()
+        .await?;
     e2e::expect_error(bad, StatusCode::BAD_REQUEST, "invalid_period", Some("period")).await?;
     let customer =
         api.http.get(api.url(&format!("/v1/admin/gstr1/{}", january.id()))).bearer_auth(customer_token).send().await?;

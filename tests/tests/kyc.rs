@@ -270,7 +270,11 @@ fn gstin(first14: &str) -> String {
 }
 
 async fn a_business_verifies_with_its_gstin_and_the_pan_inside(backend: Backend) -> TestResult {
-    let operators = shared::secrets::SecretString::new("operator-secret");
+    let operators = shared::secrets::SecretString::new(e2e::operators_secret(&[(
+        "ravi@inferex.ai",
+        "operator-secret",
+        &["kyc_reviewer"],
+    )]));
     let config = shared::config::Config { admin_token: Some(operators), ..shared::config::Config::default() };
     let api = TestApi::start_with(backend, config).await?;
     // A proprietor's GSTIN carries their own PAN, whose date of birth matched: verified at once.
@@ -288,7 +292,8 @@ async fn a_business_verifies_with_its_gstin_and_the_pan_inside(backend: Backend)
     assert_eq!(kyc["gstin"], json!(gstin("27AAPFU0931F1Z")));
     assert_eq!(kyc["legal_name"], "STAND-IN TRADERS AAPFU PRIVATE LIMITED", "what invoices will carry");
     assert_eq!(api.kyc.calls("pan-lite"), 1, "only the proprietor's PAN has a date of birth to match");
-    let decide = api.http.post(api.url(&format!("/v1/admin/kyc/{firm}/decision"))).bearer_auth("operator-secret");
+    let ravi = api.operator_session("operator-secret").await?;
+    let decide = api.http.post(api.url(&format!("/v1/admin/kyc/{firm}/decision"))).bearer_auth(&ravi);
     decide.json(&json!({"decision": "approve"})).send().await?.error_for_status()?;
     assert_eq!(api.kyc_status(&token).await?["status"], "verified");
     // A partner acting for another firm gives their own PAN (checked with their date of birth): a person

@@ -2,7 +2,7 @@
 //! decisions, the PAN-only reveal, the gate, the retention applied at closure, and the one-time erasure of
 //! the full Aadhaar numbers held before DigiLocker.
 
-use e2e::{Backend, TestApi, TestResult, captured_logs, expect_error, on_both_stores, valid_pan};
+use e2e::{Backend, TestApi, TestResult, captured_logs, expect_error, on_both_stores, operators_secret, valid_pan};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::config::{Config, KycMode};
@@ -53,23 +53,34 @@ async fn no_file_of_the_data_folder_holds_a_legacy_number_after_the_erasure() ->
 }
 
 /// Two operators, each with their own token: every action is recorded under the name of the token used.
-const OPERATORS: &str = r#"{"ravi@inferex.ai": "operator-secret", "meera@inferex.ai": "operator-secret-meera"}"#;
+fn operators() -> String {
+    operators_secret(&[
+        ("ravi@inferex.ai", "operator-secret", &["kyc_reviewer"]),
+        ("meera@inferex.ai", "operator-secret-meera", &["kyc_reviewer", "admin"]),
+    ])
+}
 
 fn manual() -> Config {
-    Config { kyc_mode: KycMode::Manual, admin_token: Some(SecretString::new(OPERATORS)), ..Config::default() }
+    Config { kyc_mode: KycMode::Manual, admin_token: Some(SecretString::new(operators())), ..Config::default() }
 }
 
 fn with_operators() -> Config {
-    Config { admin_token: Some(SecretString::new(OPERATORS)), ..Config::default() }
+    Config { admin_token: Some(SecretString::new(operators())), ..Config::default() }
 }
 
-async fn decide(api: &TestApi, user_id: &str, body: Value) -> Result<reqwest::Response, reqwest::Error> {
+async fn decide(
+    api: &TestApi,
+    user_id: &str,
+    body: Value,
+) -> Result<reqwest::Response, Box<dyn std::error::Error + Send + Sync>> {
     let url = api.url(&format!("/v1/admin/kyc/{user_id}/decision"));
-    api.http.post(url).bearer_auth("operator-secret").json(&body).send().await
+    let session = api.operator_session("operator-secret").await?;
+    Ok(api.http.post(url).bearer_auth(session).json(&body).send().await?)
 }
 
 async fn queue(api: &TestApi) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
-    let answer = api.http.get(api.url("/v1/admin/kyc/queue")).bearer_auth("operator-secret").send().await?;
+    let session = api.operator_session("operator-secret").await?;
+    let answer = api.http.get(api.url("/v1/admin/kyc/queue")).bearer_auth(session).send().await?;
     Ok(answer.error_for_status()?.json().await?)
 }
 
@@ -163,13 +174,16 @@ async fn operator_routes_need_the_token_and_vanish_without_it(backend: Backend) 
     for path in [format!("/v1/admin/kyc/{user}/decision"), "/v1/admin/kyc/aadhaar-erasure".into()] {
         let url = api.url(&path);
         let none = if path.ends_with("erasure") { api.http.get(&url) } else { api.http.post(&url).json(&body) };
-        expect_error(none.send().await?, StatusCode::UNAUTHORIZED, "invalid_admin_token", None).await?;
+        expect_error(none.send().await?, StatusCode::UNAUTHORIZED, "invalid_operator_session", None).await?;
     }
     let url = api.url(&format!("/v1/admin/kyc/{user}/decision"));
-    let wrong = api.http.post(&url).bearer_auth("operator-secreT").json(&body).send().await?;
+    // The bare operator token opens nothing but the sign-in; a customer's session is no operator's.
+    for bearer in ["operator-secret", "operator-secreT", token.as_str()] {
+        let refused = api.http.post(&url).bearer_auth(bearer).json(&body).send().await?;
+        expect_error(refused, StatusCode::UNAUTHORIZED, "invalid_operator_session", None).await?;
+    }
+    let wrong = api.http.post(api.url("/v1/admin/totp/enrol")).bearer_auth("operator-secreT").send().await?;
     expect_error(wrong, StatusCode::UNAUTHORIZED, "invalid_admin_token", None).await?;
-    let session = api.http.post(&url).bearer_auth(&token).json(&body).send().await?;
-    expect_error(session, StatusCode::UNAUTHORIZED, "invalid_admin_token", None).await?;
     let closed = TestApi::start(backend).await?;
     let disabled =
         closed.http.post(closed.url("/v1/admin/kyc/usr_x/decision")).bearer_auth("anything").json(&body).send().await?;
@@ -182,12 +196,9 @@ async fn only_the_pan_can_be_revealed_and_only_on_record(backend: Backend) -> Te
     let (user, token) = api.signed_in("reveal@example.in").await?;
     let pan = valid_pan("REVPE", 0);
     api.pass_kyc(&token, &pan).await?;
+    let meera = api.operator_session("operator-secret-meera").await?;
     let reveal = |body: Value| {
-        api.http
-            .post(api.url(&format!("/v1/admin/kyc/{user}/reveal")))
-            .bearer_auth("operator-secret-meera")
-            .json(&body)
-            .send()
+        api.http.post(api.url(&format!("/v1/admin/kyc/{user}/reveal"))).bearer_auth(&meera).json(&body).send()
     };
     let no_reason = reveal(json!({ "document": "pan" })).await?;
     expect_error(no_reason, StatusCode::BAD_REQUEST, "invalid_reason", Some("reason")).await?;
@@ -332,7 +343,7 @@ async fn the_erasure_removes_every_legacy_aadhaar_number_once(backend: Backend) 
     let state: Value = api
         .http
         .get(api.url("/v1/admin/kyc/aadhaar-erasure"))
-        .bearer_auth("operator-secret")
+        .bearer_auth(api.operator_session("operator-secret").await?)
         .send()
         .await?
         .error_for_status()?

@@ -35,7 +35,8 @@ const PASSWORD: &str = "correct horse battery";
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn operator_config() -> Config {
-    Config { kyc_mode: KycMode::Auto, admin_token: Some(SecretString::new("operator-secret")), ..Config::default() }
+    let operators = e2e::operators_secret(&[("asha.ops@inferexai.in", "operator-secret", &["admin"])]);
+    Config { kyc_mode: KycMode::Auto, admin_token: Some(SecretString::new(operators)), ..Config::default() }
 }
 
 async fn account(api: &TestApi, token: &str) -> Res<Value> {
@@ -416,8 +417,8 @@ async fn a_new_policy_version_notifies_every_open_account_once(backend: Backend)
 
 async fn campaign(api: &TestApi, id: &str) -> Res<Value> {
     let body = json!({ "id": id, "subject": "New models this week", "body": "Qwen 3 is live." });
-    let answer =
-        api.http.post(api.url("/v1/admin/campaigns")).bearer_auth("operator-secret").json(&body).send().await?;
+    let session = api.operator_session("operator-secret").await?;
+    let answer = api.http.post(api.url("/v1/admin/campaigns")).bearer_auth(session).json(&body).send().await?;
     assert_eq!(answer.status(), StatusCode::ACCEPTED);
     Ok(answer.json().await?)
 }
@@ -439,7 +440,7 @@ async fn marketing_goes_only_with_consent_and_one_click_unsubscribes(backend: Ba
     let bad = api
         .http
         .post(api.url("/v1/admin/campaigns"))
-        .bearer_auth("operator-secret")
+        .bearer_auth(api.operator_session("operator-secret").await?)
         .json(&json!({ "id": "a b", "subject": "s", "body": "b" }));
     expect_error(bad.send().await?, StatusCode::BAD_REQUEST, "invalid_campaign", Some("id")).await?;
 

@@ -15,22 +15,32 @@ on_both_stores!(
 );
 
 const PASSWORD: &str = "correct horse battery";
-const OPERATORS: &str = r#"{"asha.ops@inferexai.in": "ops-token-asha", "dev.ops@inferexai.in": "ops-token-dev"}"#;
-
 fn operators() -> Config {
-    Config { admin_token: Some(SecretString::new(OPERATORS)), ..Config::default() }
+    let operators = e2e::operators_secret(&[
+        ("asha.ops@inferexai.in", "ops-token-asha", &["payments"]),
+        ("dev.ops@inferexai.in", "ops-token-dev", &["payments"]),
+    ]);
+    Config { admin_token: Some(SecretString::new(operators)), ..Config::default() }
 }
 
-async fn get(api: &TestApi, path: &str, token: Option<&str>) -> Result<reqwest::Response, reqwest::Error> {
+type Answer = Result<reqwest::Response, Box<dyn std::error::Error + Send + Sync>>;
+
+/// What a request carries for `token`: an operator's token signs them in (their session is sent), anything
+/// else is sent as it is.
+async fn bearer(api: &TestApi, token: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    if token.starts_with("ops-token-") { api.operator_session(token).await } else { Ok(token.to_owned()) }
+}
+
+async fn get(api: &TestApi, path: &str, token: Option<&str>) -> Answer {
     let request = api.http.get(api.url(path));
-    match token {
-        Some(token) => request.bearer_auth(token).send().await,
-        None => request.send().await,
-    }
+    Ok(match token {
+        Some(token) => request.bearer_auth(bearer(api, token).await?).send().await?,
+        None => request.send().await?,
+    })
 }
 
-async fn post(api: &TestApi, path: &str, token: &str, body: Value) -> Result<reqwest::Response, reqwest::Error> {
-    api.http.post(api.url(path)).bearer_auth(token).json(&body).send().await
+async fn post(api: &TestApi, path: &str, token: &str, body: Value) -> Answer {
+    Ok(api.http.post(api.url(path)).bearer_auth(bearer(api, token).await?).json(&body).send().await?)
 }
 
 #[expect(

@@ -343,7 +343,8 @@ fn spend_window_expiry(sk: &str, now: chrono::DateTime<chrono::Utc>) -> i64 {
 }
 
 fn manual() -> Config {
-    Config { kyc_mode: KycMode::Manual, admin_token: Some(SecretString::new("operator-secret")), ..Config::default() }
+    let operators = e2e::operators_secret(&[("ravi@inferex.ai", "operator-secret", &["kyc_reviewer"])]);
+    Config { kyc_mode: KycMode::Manual, admin_token: Some(SecretString::new(operators)), ..Config::default() }
 }
 
 #[expect(
@@ -448,8 +449,7 @@ async fn every_item_carries_the_expiry_of_its_retention_rule(backend: Backend) -
     api.share_from_digilocker(&token, true).await?;
     api.http
         .post(api.url(&format!("/v1/admin/kyc/{user}/decision")))
-        .bearer_auth("operator-secret")
-        .header("x-inferex-operator", "ravi@inferex.ai")
+        .bearer_auth(api.operator_session("operator-secret").await?)
         .json(&json!({ "decision": "approve" }))
         .send()
         .await?

@@ -172,7 +172,7 @@ async fn limits_are_checked() -> TestResult {
 /// ceiling operators set caps both (and limits a key with neither); customers cannot set the ceiling.
 async fn account_defaults_apply_under_the_operators_ceiling(backend: Backend) -> TestResult {
     let token_of_operator = "ops-token-asha";
-    let operators = serde_json::json!({ "asha.ops@inferexai.in": token_of_operator }).to_string();
+    let operators = e2e::operators_secret(&[("asha.ops@inferexai.in", token_of_operator, &["support"])]);
     let config = shared::config::Config {
         admin_token: Some(shared::secrets::SecretString::new(operators)),
         ..shared::config::Config::default()
@@ -203,7 +203,8 @@ async fn account_defaults_apply_under_the_operators_ceiling(backend: Backend) ->
     };
     let by_customer = ceiling(&token, json!({ "rate_limit_ceiling": { "requests_per_minute": 200 } })).await?;
     assert_eq!(by_customer.status(), StatusCode::UNAUTHORIZED, "a session is no operator");
-    let set = ceiling(token_of_operator, json!({ "rate_limit_ceiling": { "requests_per_minute": 200 } })).await?;
+    let asha = api.operator_session(token_of_operator).await?;
+    let set = ceiling(&asha, json!({ "rate_limit_ceiling": { "requests_per_minute": 200 } })).await?;
     assert_eq!(set.status(), StatusCode::OK);
     assert_eq!(set.json::<Value>().await?["default_rate_limits"]["requests_per_minute"], 100, "the defaults stay");
     assert_eq!(limit_of(&chat(&api, &plain, 3).await?).as_deref(), Some("100"), "under the ceiling");
@@ -211,11 +212,10 @@ async fn account_defaults_apply_under_the_operators_ceiling(backend: Backend) ->
     patch(json!({ "default_rate_limits": null })).await?.error_for_status()?;
     assert_eq!(limit_of(&chat(&api, &plain, 3).await?).as_deref(), Some("200"), "a key with no limit gets the ceiling");
 
-    let unknown = ceiling(token_of_operator, json!({ "rate_limit_ceiling": null })).await?;
+    let unknown = ceiling(&asha, json!({ "rate_limit_ceiling": null })).await?;
     assert_eq!(unknown.status(), StatusCode::OK, "lifted");
     let nobody = api.url("/v1/admin/accounts/usr_nobody/limits");
-    let missing =
-        api.http.put(nobody).bearer_auth(token_of_operator).json(&json!({ "rate_limit_ceiling": null })).send().await?;
+    let missing = api.http.put(nobody).bearer_auth(&asha).json(&json!({ "rate_limit_ceiling": null })).send().await?;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     for bad in [
         json!({ "default_rate_limits": { "requests_per_minute": 0 } }),
@@ -233,7 +233,7 @@ async fn account_defaults_apply_under_the_operators_ceiling(backend: Backend) ->
 /// admitted again (their slots were freed before their answers).
 async fn an_account_runs_at_most_its_calls_in_flight(backend: Backend) -> TestResult {
     let operator = "ops-token-kiran";
-    let operators = serde_json::json!({ "kiran.ops@inferexai.in": operator }).to_string();
+    let operators = e2e::operators_secret(&[("kiran.ops@inferexai.in", operator, &["support"])]);
     let config = shared::config::Config {
         admin_token: Some(shared::secrets::SecretString::new(operators)),
         ..shared::config::Config::default()
@@ -244,7 +244,8 @@ async fn an_account_runs_at_most_its_calls_in_flight(backend: Backend) -> TestRe
     let (first, _) = key_with(&api, &token, json!({ "requests_per_minute": 100 })).await?;
     let (second, _) = key_with(&api, &token, json!(null)).await?;
     let url = api.url(&format!("/v1/admin/accounts/{user}/limits"));
-    let set = api.http.put(url.clone()).bearer_auth(operator).json(&json!({ "calls_in_flight": 2 })).send().await?;
+    let kiran = api.operator_session(operator).await?;
+    let set = api.http.put(url.clone()).bearer_auth(&kiran).json(&json!({ "calls_in_flight": 2 })).send().await?;
     assert_eq!(set.json::<Value>().await?["calls_in_flight"], 2);
 
     api.cerebras.set_latency(std::time::Duration::from_secs(2));
@@ -276,7 +277,7 @@ async fn an_account_runs_at_most_its_calls_in_flight(backend: Backend) -> TestRe
         Some("98"),
         "the refused call used none of its key's minute"
     );
-    let bad = api.http.put(url).bearer_auth(operator).json(&json!({ "calls_in_flight": 0 })).send().await?;
+    let bad = api.http.put(url).bearer_auth(&kiran).json(&json!({ "calls_in_flight": 0 })).send().await?;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     Ok(())
 }

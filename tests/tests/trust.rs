@@ -116,17 +116,18 @@ async fn password_rechecks_count_against_the_login_throttle(backend: Backend) ->
 const OPERATOR: &str = "operator-token-for-the-trust-tests-0001";
 
 fn manual() -> Config {
-    Config { kyc_mode: KycMode::Manual, admin_token: Some(SecretString::new(OPERATOR)), ..Config::default() }
+    let operators = e2e::operators_secret(&[("ravi@inferex.ai", OPERATOR, &["kyc_reviewer"])]);
+    Config { kyc_mode: KycMode::Manual, admin_token: Some(SecretString::new(operators)), ..Config::default() }
 }
 
-async fn decide(api: &TestApi, user_id: &str, body: Value) -> Result<reqwest::Response, reqwest::Error> {
-    api.http
-        .post(api.url(&format!("/v1/admin/kyc/{user_id}/decision")))
-        .bearer_auth(OPERATOR)
-        .header("x-inferex-operator", "ravi@inferex.ai")
-        .json(&body)
-        .send()
-        .await
+async fn decide(
+    api: &TestApi,
+    user_id: &str,
+    body: Value,
+) -> Result<reqwest::Response, Box<dyn std::error::Error + Send + Sync>> {
+    let session = api.operator_session(OPERATOR).await?;
+    let url = api.url(&format!("/v1/admin/kyc/{user_id}/decision"));
+    Ok(api.http.post(url).bearer_auth(session).json(&body).send().await?)
 }
 
 async fn close(api: &TestApi, token: &str) -> Result<reqwest::Response, reqwest::Error> {
@@ -288,6 +289,8 @@ async fn pending_submissions_block_nobody_and_approvals_race_safely(backend: Bac
         users.push(user);
     }
     assert_eq!(lines_starting(&api.dump().await?, "KYCDOC#"), 0, "nothing is claimed before verification");
+    // Signed in once: the parallel approvals share the session.
+    api.operator_session(OPERATOR).await?;
     let approvals = users.iter().map(|user| {
         let (api, user) = (Arc::clone(&api), user.clone());
         async move { decide(&api, &user, json!({ "decision": "approve" })).await }

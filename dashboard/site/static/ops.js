@@ -1,7 +1,9 @@
 // InferexAI operator console (/ops).
 //
-// The operator signs in with their own operator token, kept in sessionStorage (this tab only) and sent as
-// `Authorization: Bearer <token>` on every /v1/admin call; no cookie is involved (credentials: "omit").
+// The operator signs in with their own operator token and a code from their authenticator (TOTP): the token
+// is sent once, to POST /v1/admin/sessions, and never kept. The session it answers is kept in sessionStorage
+// (this tab only) and sent as `Authorization: Bearer <session>` on every /v1/admin call; no cookie is
+// involved (credentials: "omit"). Tabs the operator's roles do not allow are hidden.
 // Everything the API returns (names, e-mails, notes, references) is attacker-controlled text: the DOM is
 // built with createElement + textContent only, never innerHTML. Money is integer maths on BigInt (wallet
 // units: 1 rupee = 10^9, 1 paisa = 10^7), shown as ₹ with Indian grouping; times are shown in IST.
@@ -10,6 +12,9 @@
 (() => {
   const TOKEN_KEY = "inferex_ops_token";
   const NAME_KEY = "inferex_ops_operator";
+  const ROLES_KEY = "inferex_ops_roles";
+  /** The role each tab's routes need (shared::operators::OPERATOR_ROUTES). */
+  const TAB_ROLES = { kyc: "kyc_reviewer", refunds: "payments", reviews: "payments", disputes: "payments" };
   const PAGE_SIZE = 20;
   const MAX_TEXT = 500;
   const UNITS_PER_RUPEE = 1000000000n;
@@ -204,6 +209,7 @@
     try {
       sessionStorage.removeItem(TOKEN_KEY);
       sessionStorage.removeItem(NAME_KEY);
+      sessionStorage.removeItem(ROLES_KEY);
     } catch (_) {
       /* nothing stored */
     }
@@ -229,6 +235,29 @@
     showWho();
   }
 
+  function storedRoles() {
+    try {
+      const roles = JSON.parse(sessionStorage.getItem(ROLES_KEY) || "null");
+      return Array.isArray(roles) ? roles.filter((r) => typeof r === "string") : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function noteRoles(roles) {
+    try {
+      sessionStorage.setItem(ROLES_KEY, JSON.stringify(Array.isArray(roles) ? roles : []));
+    } catch (_) {
+      /* all tabs stay shown; the server refuses what the roles do not allow */
+    }
+  }
+
+  /** Tabs this operator may use (all of them while the roles are unknown). */
+  function allowedTabs() {
+    const roles = storedRoles();
+    return Object.keys(TAB_ROLES).filter((tab) => roles === null || roles.includes(TAB_ROLES[tab]));
+  }
+
   function showWho() {
     const who = $("ops-who");
     if (!getToken()) {
@@ -236,7 +265,9 @@
       return;
     }
     const name = storedOperatorName();
-    who.textContent = name ? `Signed in as ${name}` : "Signed in with your operator token";
+    const roles = storedRoles();
+    const held = roles && roles.length ? ` (${roles.join(", ").replace(/_/g, " ")})` : "";
+    who.textContent = name ? `Signed in as ${name}${held}` : "Signed in";
   }
 
   // ---------------------------------------------------------------- API
@@ -257,10 +288,11 @@
     return error.status === 401 || (error.status === 404 && (error.code === "not_found" || !error.code));
   }
 
-  /** Calls /v1/admin/... with the operator's bearer token. `body` is an object (sent as JSON) or an
-   *  already-serialised JSON string (used for amounts that must stay exact beyond 2^53). */
-  async function api(method, path, body) {
-    const token = getToken();
+  /** Calls /v1/admin/... with the operator's session (or, for the sign-in routes, `bearer`: the token).
+   *  `body` is an object (sent as JSON) or an already-serialised JSON string (used for amounts that must
+   *  stay exact beyond 2^53). */
+  async function api(method, path, body, bearer) {
+    const token = bearer || getToken();
     const headers = { Accept: "application/json", Authorization: `Bearer ${token}` };
     const init = { method, headers, credentials: "omit", cache: "no-store", referrerPolicy: "no-referrer" };
     if (method !== "GET") {
@@ -292,12 +324,12 @@
           : `The request failed (HTTP ${response.status}).`,
         typeof detail.param === "string" ? detail.param : null,
       );
-      if (isAuthFailure(error)) {
+      if (isAuthFailure(error) && !bearer) {
         error.handled = true;
         signOut(
           error.status === 401
-            ? "That operator token was not accepted (401). Check it and sign in again."
-            : "The operator routes answered 404: the token is wrong or no operators are configured on this server.",
+            ? "Your session has ended (401). Sign in again with your token and a new code."
+            : "The operator routes answered 404: no operators are configured on this server.",
           "error",
         );
       }
@@ -984,9 +1016,15 @@
 
   async function enterConsole(fromLogin) {
     resetState();
+    const allowed = allowedTabs();
+    for (const tab of tabs) {
+      const shown = allowed.includes(tab.dataset.tab);
+      setHidden(tab, !shown);
+    }
+    const first = allowed[0];
     let loaded = false;
     try {
-      await loadList("kyc", true);
+      if (first) await loadList(first, true);
       loaded = true;
     } catch (error) {
       if (error.handled) return false; // wrong token: signOut already said so
@@ -998,14 +1036,16 @@
       report(error); // a stored token and a passing failure: stay signed in, let them retry
     }
     showConsole(true);
-    selectTab("kyc", false, false);
-    if (fromLogin && loaded) {
+    if (first) selectTab(first, false, false);
+    if (fromLogin && loaded && first === "kyc") {
       const waiting = tbodyOf("kyc").rows.length;
       const more = state.kyc.hasMore ? " or more" : "";
       flash(`Signed in. ${waiting}${more} KYC submission${waiting === 1 && !more ? "" : "s"} waiting.`, "ok");
-      const current = tabs.find((tab) => tab.dataset.tab === "kyc");
-      if (current) current.focus();
+    } else if (fromLogin) {
+      flash("Signed in.", "ok");
     }
+    const current = tabs.find((tab) => tab.dataset.tab === first);
+    if (fromLogin && current) current.focus();
     return true;
   }
 
@@ -1081,34 +1121,80 @@
     }
   });
 
-  $("ops-login").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const form = event.currentTarget;
+  /** The token typed in the form, checked; null (with the field's error shown) when unusable. */
+  function typedToken(form) {
     const input = form.elements.namedItem("token");
-    const button = form.querySelector('button[type="submit"]');
     const token = input.value.trim();
     if (!token) {
       fieldError(input, "Paste your operator token.");
-      return;
+      return null;
     }
     if (!/^[\x21-\x7e]+$/.test(token)) {
       fieldError(input, "That is not a token: it has spaces or characters a token cannot have.");
-      return;
+      return null;
     }
     clearFieldError(input);
+    return token;
+  }
+
+  $("ops-login").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const codeInput = form.elements.namedItem("code");
+    const button = form.querySelector('button[type="submit"]');
+    const token = typedToken(form);
+    if (!token) return;
+    const code = codeInput.value.trim();
+    if (!/^[0-9]{6}$/.test(code)) {
+      fieldError(codeInput, "Enter the 6 digits your authenticator shows.");
+      return;
+    }
+    clearFieldError(codeInput);
     clearFlash();
-    setToken(token);
     button.disabled = true;
     form.setAttribute("aria-busy", "true");
     try {
-      if (await enterConsole(true)) input.value = "";
+      const opened = await api("POST", "/v1/admin/sessions", { code }, token);
+      setToken(opened.session);
+      noteRoles(opened.roles);
+      noteOperator(opened.operator);
+      form.elements.namedItem("token").value = "";
+      codeInput.value = "";
+      setHidden($("ops-enrolled"), true);
+      await enterConsole(true);
+    } catch (error) {
+      if (error.code === "invalid_totp_code") fieldError(codeInput, error.message);
+      else if (error.code === "invalid_admin_token") fieldError(form.elements.namedItem("token"), error.message);
+      else report(error);
     } finally {
       button.disabled = false;
       form.removeAttribute("aria-busy");
     }
   });
 
-  $("ops-signout").addEventListener("click", () => signOut("Signed out. The token was removed from this tab.", "ok"));
+  $("ops-enrol").addEventListener("click", async () => {
+    const form = $("ops-login");
+    const token = typedToken(form);
+    if (!token) return;
+    clearFlash();
+    try {
+      const enrolled = await api("POST", "/v1/admin/totp/enrol", {}, token);
+      $("ops-otpauth").textContent = String(enrolled.otpauth_uri || "");
+      setHidden($("ops-enrolled"), false);
+      form.elements.namedItem("code").focus();
+    } catch (error) {
+      report(error);
+    }
+  });
+
+  $("ops-signout").addEventListener("click", async () => {
+    try {
+      await api("DELETE", "/v1/admin/sessions");
+    } catch (_) {
+      /* the session is forgotten here either way */
+    }
+    signOut("Signed out. The session was ended and removed from this tab.", "ok");
+  });
 
   // ---------------------------------------------------------------- list actions (delegated)
 

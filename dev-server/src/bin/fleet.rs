@@ -294,8 +294,9 @@ fn providers(base: &str, refs: &mut Refs) -> Result<(String, Option<Upstream>), 
     Ok((keys.to_string(), Some(Upstream::new(latency))))
 }
 
-/// The operators' credentials: `INFEREX_ADMIN_TOKEN` (checked as the functions check it), else a token made
-/// for this run and written to `<data dir>/operator-token` (readable by its owner only).
+/// The operators' credentials: `INFEREX_ADMIN_TOKEN` (checked as the functions check it), else one operator,
+/// `operator`, holding every role, whose token is made for this run and written to `<data dir>/operator-token`
+/// (readable by its owner only): it enrols an authenticator and signs in like any operator's.
 fn operator_token(settings: &Settings) -> Result<String, BoxError> {
     if let Some(given) = var::<String>("INFEREX_ADMIN_TOKEN")? {
         shared::operators::OperatorCredentials::parse("INFEREX_ADMIN_TOKEN", &given)?;
@@ -306,7 +307,8 @@ fn operator_token(settings: &Settings) -> Result<String, BoxError> {
     let path = settings.data_dir.join("operator-token");
     write_private(&path, &token)?;
     tracing::info!(file = %path.display(), "no INFEREX_ADMIN_TOKEN: an operator token was made for this run");
-    Ok(token)
+    let roles = shared::operators::Role::ALL.map(shared::operators::Role::as_str);
+    Ok(serde_json::json!({ "operator": { "token": token, "roles": roles } }).to_string())
 }
 
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {

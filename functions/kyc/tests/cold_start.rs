@@ -1,5 +1,5 @@
 //! The kyc function handles full PANs and the KYC provider's checks: it refuses to start without its vault
-//! key, its KMS fingerprint key, the KYC provider's secret or its operator token, and with a secret in its
+//! key, its KMS fingerprint key or the KYC provider's secret, and with a secret in its
 //! environment (a fingerprint secret, the old way, or the provider's client secret), readable by anyone who
 //! can read the function's configuration.
 

@@ -1,7 +1,6 @@
 //! The privacy function: the data principal's rights. Correction (`PATCH /v1/account`), acceptance of a new
 //! policy, data exports, account closure (`DELETE /v1/account`), the list of their requests, and the public
-//! notice (`GET /v1/privacy`); marketing: one-click unsubscribe (`/v1/unsubscribe`) and the operators' product
-//! news (`POST /v1/admin/campaigns`). The rules live in `shared::privacy` and `shared::notifications`. A second binary, `exports`, builds the
+//! notice (`GET /v1/privacy`); marketing: one-click unsubscribe (`/v1/unsubscribe`). The rules live in `shared::privacy` and `shared::notifications`. A second binary, `exports`, builds the
 //! data exports requested here, started by the main table's stream ([`build_requested_exports`]).
 
 use axum::extract::{Path, State};
@@ -26,7 +25,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/privacy/exports", post(create_export))
         .route("/v1/privacy/exports/{export_id}", get(export))
         .route("/v1/unsubscribe", get(unsubscribe_page).post(unsubscribe))
-        .route("/v1/admin/campaigns", post(send_campaign))
 }
 
 pub fn app(state: AppState) -> Router {
@@ -175,19 +173,4 @@ async fn unsubscribe(
 ) -> ApiResult<Json<Value>> {
     privacy::unsubscribe(&PrivacyContext::from(&state), &query.token, &client).await?;
     Ok(Json(json!({ "unsubscribed": true, "marketing_consent": false })))
-}
-
-/// Queues product news for every account with marketing consent (once per campaign id).
-async fn send_campaign(
-    State(state): State<AppState>,
-    operator: shared::http::Operator,
-    JsonBody(campaign): JsonBody<shared::notifications::campaigns::Campaign>,
-) -> ApiResult<(StatusCode, Json<shared::notifications::campaigns::NoticeReport>)> {
-    // Inside the function's 10-second timeout; a campaign that needs longer answers complete: false and is
-    // carried on by sending the same id again.
-    let budget = std::time::Duration::from_secs(6);
-    let report =
-        shared::notifications::campaigns::send_campaign(state.store(), &campaign, state.clock.now(), budget).await?;
-    tracing::info!(operator = %operator.0, campaign = %campaign.id, queued = report.queued, "campaign queued");
-    Ok((StatusCode::ACCEPTED, Json(report)))
 }

@@ -1,21 +1,20 @@
 //! The wallet function: top-ups through Razorpay (KYC-gated, with GST), the Checkout callback, the balance,
-//! the ledger and the account's tax documents. Money rules live in `shared::wallet` and `shared::money`.
+//! the ledger and the account's tax documents (the operators' money routes are the admin function's). Money rules live in `shared::wallet` and `shared::money`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use shared::account_limits::{self, AccountLimits};
 use shared::auth::Session;
 use shared::error::ApiResult;
-use shared::http::{JsonBody, ListPage, Operator, QueryParams, decode_cursor, page_limit};
+use shared::http::{JsonBody, ListPage, QueryParams, page_limit};
 use shared::kyc;
 use shared::spend::SpendAlert;
 use shared::state::AppState;
 use shared::wallet::{self, CheckoutCallback, LedgerEntryView, TopupView, WalletStore, WalletView};
 
-mod returns;
 mod tax_documents;
 
 pub fn routes() -> Router<AppState> {
@@ -25,17 +24,9 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/wallet/spend-alerts", get(spend_alerts))
         .route("/v1/limits", get(limits).patch(change_limits))
         .route("/v1/account/billing-profile", get(billing_profile).put(put_billing_profile))
-        .route("/v1/admin/accounts/{user_id}/limits", put(set_ceiling))
         .route("/v1/wallet/topups", post(create_topup))
         .route("/v1/wallet/topups/{topup_id}/verify", post(verify))
-        .route("/v1/admin/refund-requests", get(refund_requests))
-        .route("/v1/admin/refund-requests/{user_id}/payout", post(record_payout))
-        .route("/v1/admin/payment-reviews", get(payment_reviews))
-        .route("/v1/admin/payment-reviews/{review_id}/handled", post(mark_review_handled))
-        .route("/v1/admin/disputes", get(disputes))
-        .route("/v1/admin/disputes/{dispute_id}/handled", post(mark_dispute_handled))
         .merge(tax_documents::routes())
-        .merge(returns::routes())
 }
 
 /// The name, address and state tax documents are issued to (404 `billing_profile_not_found` until set).
@@ -126,20 +117,6 @@ async fn change_limits(
     Ok(Json(limits))
 }
 
-/// An operator sets the ceiling over an account's keys' rate limits.
-async fn set_ceiling(
-    State(state): State<AppState>,
-    Operator(operator): Operator,
-    Path(user_id): Path<String>,
-    JsonBody(body): JsonBody<serde_json::Value>,
-) -> ApiResult<Json<AccountLimits>> {
-    let changes = account_limits::operator_changes(&body)?;
-    let limits = account_limits::change_account_limits(state.store(), &user_id, &changes).await?;
-    tracing::info!(%operator, %user_id, "rate limit ceiling set");
-    state.keys_changed(&user_id);
-    Ok(Json(limits))
-}
-
 /// The spend limits' latest alerts (50%, 80%, 100%), newest first.
 async fn spend_alerts(State(state): State<AppState>, session: Session) -> ApiResult<Json<ListPage<SpendAlert>>> {
     Ok(Json(ListPage::all(shared::spend::list_alerts(state.store(), &session.user_id).await?)))
@@ -163,88 +140,4 @@ async fn transactions(
     let after = wallet::ledger_page_cursor(query.cursor.as_deref())?;
     let (entries, next) = state.store.ledger(&session.user_id, limit, after).await?;
     Ok(Json(ListPage::page(entries.iter().map(LedgerEntryView::from).collect(), next.as_deref())))
-}
-
-/// Closed accounts' refund requests (operators).
-async fn refund_requests(
-    State(state): State<AppState>,
-    Operator(_): Operator,
-    QueryParams(query): QueryParams<PageQuery>,
-) -> ApiResult<Json<ListPage<wallet::RefundRequestView>>> {
-    let limit = page_limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
-    let after = decode_cursor(query.cursor.as_deref(), "")?;
-    let (views, next) = wallet::refund_requests(state.store(), limit, after).await?;
-    Ok(Json(ListPage::page(views, next.as_deref())))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Payout {
-    /// What the request showed as owed, wallet units.
-    amount: i64,
-    /// The bank transfer's reference (UTR).
-    reference: String,
-}
-
-async fn record_payout(
-    State(state): State<AppState>,
-    Operator(operator): Operator,
-    Path(user_id): Path<String>,
-    JsonBody(payout): JsonBody<Payout>,
-) -> ApiResult<Json<wallet::RefundRequestView>> {
-    let payout =
-        wallet::Payout { user_id: &user_id, amount: payout.amount, reference: &payout.reference, operator: &operator };
-    Ok(Json(wallet::record_payout(&state.ports, payout).await?))
-}
-
-/// Payments recorded for review (operators).
-async fn payment_reviews(
-    State(state): State<AppState>,
-    Operator(_): Operator,
-    QueryParams(query): QueryParams<PageQuery>,
-) -> ApiResult<Json<ListPage<wallet::PaymentReviewView>>> {
-    let limit = page_limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
-    let after = decode_cursor(query.cursor.as_deref(), "")?;
-    let (views, next) = wallet::payment_reviews(state.store(), limit, after).await?;
-    Ok(Json(ListPage::page(views, next.as_deref())))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Handled {
-    note: String,
-}
-
-async fn mark_review_handled(
-    State(state): State<AppState>,
-    Operator(operator): Operator,
-    Path(review_id): Path<String>,
-    JsonBody(handled): JsonBody<Handled>,
-) -> ApiResult<Json<wallet::PaymentReviewView>> {
-    let view = wallet::mark_review_handled(&state.ports, &review_id, &handled.note, &operator).await?;
-    tracing::info!(%operator, "payment review handled");
-    Ok(Json(view))
-}
-
-/// Disputes Razorpay reported (operators).
-async fn disputes(
-    State(state): State<AppState>,
-    Operator(_): Operator,
-    QueryParams(query): QueryParams<PageQuery>,
-) -> ApiResult<Json<ListPage<wallet::DisputeView>>> {
-    let limit = page_limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
-    let after = decode_cursor(query.cursor.as_deref(), "")?;
-    let (views, next) = wallet::disputes(state.store(), limit, after).await?;
-    Ok(Json(ListPage::page(views, next.as_deref())))
-}
-
-async fn mark_dispute_handled(
-    State(state): State<AppState>,
-    Operator(operator): Operator,
-    Path(dispute_id): Path<String>,
-    JsonBody(handled): JsonBody<Handled>,
-) -> ApiResult<Json<wallet::DisputeView>> {
-    let view = wallet::mark_dispute_handled(&state.ports, &dispute_id, &handled.note, &operator).await?;
-    tracing::info!(%operator, %dispute_id, "dispute handled");
-    Ok(Json(view))
 }

@@ -88,6 +88,8 @@ catalogue! {
     UpstreamInvalidRequest = "upstream_invalid_request", BAD_REQUEST;
     WeakPassword = "weak_password", BAD_REQUEST;
     InvalidAdminToken = "invalid_admin_token", UNAUTHORIZED;
+    InvalidOperatorSession = "invalid_operator_session", UNAUTHORIZED;
+    InvalidTotpCode = "invalid_totp_code", UNAUTHORIZED;
     InvalidApiKey = "invalid_api_key", UNAUTHORIZED;
     InvalidCredentials = "invalid_credentials", UNAUTHORIZED;
     InvalidSession = "invalid_session", UNAUTHORIZED;
@@ -95,6 +97,7 @@ catalogue! {
     SessionRequired = "session_required", UNAUTHORIZED;
     InsufficientBalance = "insufficient_balance", PAYMENT_REQUIRED;
     CsrfTokenInvalid = "csrf_token_invalid", FORBIDDEN;
+    RoleRequired = "role_required", FORBIDDEN;
     ModelNotAllowed = "model_not_allowed", FORBIDDEN;
     EmailNotVerified = "email_not_verified", FORBIDDEN;
     IncorrectPassword = "incorrect_password", FORBIDDEN;
@@ -132,6 +135,8 @@ catalogue! {
     PayoutNotAllowedYet = "payout_not_allowed_yet", CONFLICT;
     RefundRequestChanged = "refund_request_changed", CONFLICT;
     TooManyKeys = "too_many_keys", CONFLICT;
+    TotpAlreadyEnrolled = "totp_already_enrolled", CONFLICT;
+    TotpNotEnrolled = "totp_not_enrolled", CONFLICT;
     KeyChanged = "key_changed", CONFLICT;
     WalletChanged = "wallet_changed", CONFLICT;
     TooManyAttempts = "too_many_attempts", TOO_MANY_REQUESTS;
@@ -139,6 +144,7 @@ catalogue! {
     ProviderRateLimited = "provider_rate_limited", TOO_MANY_REQUESTS;
     RateLimitExceeded = "rate_limit_exceeded", TOO_MANY_REQUESTS;
     SpendLimitReached = "spend_limit_reached", TOO_MANY_REQUESTS;
+    RevealLimitReached = "reveal_limit_reached", TOO_MANY_REQUESTS;
     NoRoute = "no_route", BAD_GATEWAY;
     PaymentGatewayError = "payment_gateway_error", BAD_GATEWAY;
     UpstreamError = "upstream_error", BAD_GATEWAY;

@@ -49,7 +49,9 @@ mod store;
 mod submit;
 pub use consent::{ConsentRecord, consents};
 pub use digilocker::{DIGILOCKER_RETURN_PATH, complete_digilocker, origin_unproven, start_digilocker};
-pub use operators::{QueuedSubmission, Reveal, decide, queue, reveal, reveal_for_operator};
+pub use operators::{
+    MIN_LEGAL_REASON_CHARS, QueuedSubmission, REVEALS_PER_DAY, Reveal, decide, queue, reveal, reveal_for_operator,
+};
 pub use provider::KycProvider;
 pub use retry::{RetryReport, retry_pending_checks};
 pub use steps::{AadhaarStep, GstinStep, Holder, PanStep, StepStatus};

@@ -289,18 +289,22 @@ pub struct Reveal<'a> {
     pub user_id: &'a str,
     pub document: DocumentKind,
     pub reason: Option<String>,
+    /// Who asks, and whether they hold the `admin` role (a closed account's number needs it).
+    pub operator: &'a str,
+    pub admin: bool,
 }
+
+/// Numbers one operator may reveal in 24 hours; asking for more is refused and raises an alert.
+pub const REVEALS_PER_DAY: u32 = 20;
+/// A closed account's number is shown only to an admin stating the legal basis, at least this long.
+pub const MIN_LEGAL_REASON_CHARS: usize = 20;
 
 /// `POST /v1/admin/kyc/{user_id}/reveal`: shows an operator a submission's full PAN, after recording who
 /// asked, when and why (the record is kept like a decision). Nothing is shown if the record cannot be
-/// written.
-pub async fn reveal_for_operator(
-    ports: &Ports,
-    keys: &KycKeys,
-    request: Reveal<'_>,
-    operator: &str,
-) -> ApiResult<String> {
-    let Reveal { user_id, document, reason } = request;
+/// written. An operator reveals at most [`REVEALS_PER_DAY`]; a closed account's number (kept only for the
+/// law's retention, DPDP Act s.8(7)) only to an admin who states the legal reason.
+pub async fn reveal_for_operator(ports: &Ports, keys: &KycKeys, request: Reveal<'_>) -> ApiResult<String> {
+    let Reveal { user_id, document, reason, operator, admin } = request;
     if document != DocumentKind::Pan {
         return Err(ApiError::invalid(
             ErrorCode::InvalidParameter,
@@ -317,6 +321,11 @@ pub async fn reveal_for_operator(
     let not_found =
         || ApiError::NotFound { code: ErrorCode::KycNotFound, message: "no KYC submission for this user".into() };
     let record = store.kyc_record(user_id).await?.ok_or_else(not_found)?;
+    let closed = store.account(user_id).await?.is_none_or(|a| a.status == crate::accounts::AccountStatus::Closed);
+    if closed {
+        closed_account_reveal_allowed(admin, &reason)?;
+    }
+    take_reveal(ports, operator).await?;
     let now = ports.now();
     let audit = DecisionRecord {
         user_id: user_id.to_owned(),
@@ -333,4 +342,47 @@ pub async fn reveal_for_operator(
     };
     store.put(put).await?;
     reveal(store, keys, &record, document).await?.ok_or_else(not_found)
+}
+
+/// A closed account's number: an admin only, with the legal reason stated.
+fn closed_account_reveal_allowed(admin: bool, reason: &str) -> ApiResult<()> {
+    if !admin {
+        return Err(ApiError::Forbidden {
+            code: ErrorCode::RoleRequired,
+            message: "this account is closed: its number is shown only to the admin role, for a stated legal reason"
+                .into(),
+        });
+    }
+    if reason.chars().count() < MIN_LEGAL_REASON_CHARS {
+        let message = format!(
+            "this account is closed: state the legal reason (the law or order and its reference), at least {MIN_LEGAL_REASON_CHARS} characters"
+        );
+        return Err(ApiError::invalid(ErrorCode::InvalidReason, "reason", message));
+    }
+    Ok(())
+}
+
+/// Takes one of the operator's reveals for the day, or refuses (and alerts) when they are used up.
+async fn take_reveal(ports: &Ports, operator: &str) -> ApiResult<()> {
+    use crate::auth::{Reservation, reserve_in_window};
+    let now = ports.now();
+    let ends = (now + chrono::Duration::days(1)).timestamp();
+    let pk = schema::rate_pk("kyc-reveal", operator);
+    match reserve_in_window(ports.store(), &pk, REVEALS_PER_DAY, ends, now.timestamp()).await? {
+        Reservation::Reserved { .. } => Ok(()),
+        Reservation::Throttled { retry_after_secs } => {
+            tracing::error!(
+                alert = crate::alerts::KYC_REVEAL_LIMIT,
+                operator,
+                "an operator asked for more reveals than a day allows"
+            );
+            Err(ApiError::TooManyRequests {
+                code: ErrorCode::RevealLimitReached,
+                message: format!(
+                    "you have revealed {REVEALS_PER_DAY} numbers in the last day, the most allowed; try again in {retry_after_secs} seconds"
+                ),
+                retry_after_secs,
+            })
+        }
+    }
 }

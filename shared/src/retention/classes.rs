@@ -75,6 +75,9 @@ pub enum ItemClass {
     AdvanceBalance,
     TaxInvoiceRun,
     IssuedDocumentIndex,
+    OperatorTotp,
+    OperatorSession,
+    OperatorSignIn,
 }
 
 impl ItemClass {
@@ -137,6 +140,11 @@ impl ItemClass {
             SpendAlert => Rule::Lifetime(SPEND_ALERT_LIFETIME),
             // Deleted when its call ends; a dead call's frees itself when no call can still be running.
             InFlightSlot => Rule::Lifetime(IN_FLIGHT_SLOT_LIFETIME),
+            // Renewed by every sign-in: an operator idle that long enrols again (with a new token).
+            OperatorTotp => Rule::Lifetime(OPERATOR_ENROLMENT_LIFETIME),
+            OperatorSession => Rule::Lifetime(OPERATOR_SESSION_LIFETIME),
+            // Kept like customers' login records (CERT-In: logs of access, 180 days).
+            OperatorSignIn => Rule::FromWrite(Span::LoginRecords),
         }
     }
 
@@ -200,9 +208,20 @@ impl ItemClass {
             (kind::SPEND, fixed::TOTAL) => KeySpendTotal,
             (kind::SPEND, fixed::LIMIT) => SpendLimit,
             (kind::SPEND, sk) if sk.starts_with(prefix::DAY) || sk.starts_with(prefix::MONTH) => SpendWindow,
-            _ => return None,
+            _ => return Self::of_operator_item(partition, sk),
         };
         Some(class)
+    }
+
+    /// The operators' items: their authenticator, sign-in records and sessions.
+    fn of_operator_item(partition: &str, sk: &str) -> Option<Self> {
+        use crate::store::schema::{kind, prefix, sk as fixed};
+        match (partition, sk) {
+            (kind::OPERATOR, fixed::TOTP) => Some(ItemClass::OperatorTotp),
+            (kind::OPERATOR, sk) if sk.starts_with(prefix::OPERATOR_SIGN_IN) => Some(ItemClass::OperatorSignIn),
+            (kind::OPERATOR_SESSION, fixed::SESSION) => Some(ItemClass::OperatorSession),
+            _ => None,
+        }
     }
 
     /// The class of an item in a user's partition, from its sort key's prefix.

@@ -289,6 +289,10 @@ pub const SPEND_ALERT_LIFETIME: Duration = Duration::days(90);
 pub const TAX_INVOICE_RUN_LIFETIME: Duration = Duration::days(400);
 /// A running call's sign of life (`wallet::heartbeats`).
 pub const CALL_BEAT_LIFETIME: Duration = Duration::days(1);
+/// An operator session's longest life (`operators::sessions`; idle, it ends after 8 hours).
+pub const OPERATOR_SESSION_LIFETIME: Duration = Duration::hours(12);
+/// An operator's enrolled authenticator lapses this long after their last sign-in.
+pub const OPERATOR_ENROLMENT_LIFETIME: Duration = Duration::days(400);
 
 mod classes;
 pub use classes::ItemClass;
@@ -373,6 +377,11 @@ mod tests {
             ("TAXINVOICES#2026-11", "TALLY#usr_1", ItemClass::TaxInvoiceRun),
             ("TAXINVOICES#2026-11", "HELD#usr_1", ItemClass::TaxInvoiceRun),
             ("TAXDOCS#MONTH#2026-11", "0001#rv_pay_1", ItemClass::IssuedDocumentIndex),
+            ("OPERATOR#ravi@inferexai.in", "TOTP", ItemClass::OperatorTotp),
+            ("OPERATOR#ravi@inferexai.in", "SIGNIN#0001#ab", ItemClass::OperatorSignIn),
+            ("OPSESSION#9f2c", "SESSION", ItemClass::OperatorSession),
+            ("RATE#operator-sign-in#ravi@inferexai.in", "WINDOW", ItemClass::RateLimit),
+            ("RATE#kyc-reveal#ravi@inferexai.in", "WINDOW", ItemClass::RateLimit),
         ];
         for (pk, sk, class) in cases {
             assert_eq!(ItemClass::of(pk, sk), Some(class), "{pk} {sk}");

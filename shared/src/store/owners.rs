@@ -13,7 +13,8 @@ pub const OWNERS: &[(&str, &[&str])] = &[
     ("sk::CLAIM", &["kyc"]),
     ("sk::SECRET", &["kyc"]),
     ("sk::WALLET", &["wallet"]),
-    ("sk::SESSION", &["auth"]),
+    ("sk::SESSION", &["auth", "operator_auth"]),
+    ("sk::TOTP", &["operator_auth"]),
     ("sk::KEY", &["keys"]),
     ("sk::WINDOW", &["auth", "kyc", "verification"]),
     ("sk::TOPUP", &["wallet"]),
@@ -58,6 +59,7 @@ pub const OWNERS: &[(&str, &[&str])] = &[
     ("prefix::PRIVACY_REQUEST", &["privacy"]),
     ("prefix::EXPORT", &["privacy"]),
     ("prefix::TAX_DOCUMENT", &["gst"]),
+    ("prefix::OPERATOR_SIGN_IN", &["operator_auth"]),
     // Singleton partitions.
     ("ACCOUNTS_PK", &["accounts"]),
     ("KYC_QUEUE_PK", &["kyc"]),
@@ -105,7 +107,9 @@ pub const OWNERS: &[(&str, &[&str])] = &[
     ("mail_sent_pk", &["notifications"]),
     ("suppressed_pk", &["notifications"]),
     ("notice_pk", &["notifications"]),
-    ("rate_pk", &["verification"]),
+    ("rate_pk", &["verification", "operator_auth", "kyc"]),
+    ("operator_pk", &["operator_auth"]),
+    ("operator_session_pk", &["operator_auth"]),
 ];
 
 /// What every module may use: the user partition (shared by its owners' items, each under its own sort key)

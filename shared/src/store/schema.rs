@@ -25,6 +25,8 @@
 //!   `MAILSENT#<id>` / `SENT`; `SUPPRESS#<email>` / `SUPPRESSED`; `RATE#<what>#<who>` / `WINDOW`;
 //!   `NOTICE#<what>` / `<user id>` (one notice per account and policy version or campaign) and `COMPLETE`.
 //!
+//! - Operators: `OPERATOR#<name>` / `TOTP` and `SIGNIN#<time>`; `OPSESSION#<hash>` / `SESSION`.
+//!
 //! Vault table: `VAULT#<reference>` / `SECRET`.
 
 use chrono::{DateTime, Utc};
@@ -76,6 +78,8 @@ pub mod kind {
     pub const TAX_SERIES: &str = "TAXSERIES";
     pub const TAX_DOCUMENTS: &str = "TAXDOCS";
     pub const TAX_INVOICE_RUN: &str = "TAXINVOICES";
+    pub const OPERATOR: &str = "OPERATOR";
+    pub const OPERATOR_SESSION: &str = "OPSESSION";
 }
 
 /// Fixed sort keys.
@@ -113,6 +117,8 @@ pub mod sk {
     pub const COUNTER: &str = "COUNTER";
     /// An account's taxed advances not yet adjusted against a supply (`gst::advances`).
     pub const ADVANCES: &str = "ADVANCES";
+    /// An operator's enrolled authenticator (`OPERATOR#<name>`).
+    pub const TOTP: &str = "TOTP";
 }
 
 /// Sort-key prefixes of the items kept in a user's partition (and the payment's kept adjustments), each
@@ -147,6 +153,8 @@ pub mod prefix {
     pub const INVOICE_TALLY: &str = "TALLY#";
     /// In a month's `TAXINVOICES#` partition: an account whose invoice failed, retried, `HELD#<user id>`.
     pub const INVOICE_HELD: &str = "HELD#";
+    /// In an `OPERATOR#<name>` partition: one sign-in attempt, `SIGNIN#<time sort key>`.
+    pub const OPERATOR_SIGN_IN: &str = "SIGNIN#";
 }
 
 /// Singleton partitions.
@@ -323,6 +331,16 @@ pub fn suppressed_pk(email: &str) -> String {
 /// A counted rate window: `what` is limited per `who` (an address, an IP, an account).
 pub fn rate_pk(what: &str, who: &str) -> String {
     format!("{}#{what}#{who}", kind::RATE)
+}
+
+/// An operator's partition: their authenticator and sign-in records.
+pub fn operator_pk(name: &str) -> String {
+    key(kind::OPERATOR, name)
+}
+
+/// An operator session, by its token's digest.
+pub fn operator_session_pk(token_hash: &str) -> String {
+    key(kind::OPERATOR_SESSION, token_hash)
 }
 
 /// The marker that one notice (`what`: a policy version, a campaign) went to an account (the sort key).

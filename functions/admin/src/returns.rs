@@ -1,39 +1,33 @@
 //! The accountant's files (operators): a month's GSTR-1 as the portal's JSON and as the offline tool's CSV
 //! sheets (`shared::gst::returns`).
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router, routing::get};
 use serde_json::Value;
 use shared::error::{ApiError, ApiResult};
 use shared::gst::returns::{month_documents, period};
 use shared::http::Operator;
 use shared::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/gstr1/{period}", get(as_json))
-        .route("/v1/admin/gstr1/{period}/csv/{section}", get(as_csv))
-}
-
 fn supplier_gstin(state: &AppState) -> ApiResult<String> {
     let supplier = state.config.supplier.as_ref();
     supplier.map(|s| s.gstin.clone()).ok_or_else(|| ApiError::Internal("no supplier is configured".into()))
 }
 
-async fn as_json(
+pub(crate) async fn as_json(
     State(state): State<AppState>,
-    Operator(_): Operator,
+    _: Operator,
     Path(month): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let documents = month_documents(&state.ports, period(&month)?).await?;
     Ok(Json(documents.gstr1_json(&supplier_gstin(&state)?)))
 }
 
-async fn as_csv(
+pub(crate) async fn as_csv(
     State(state): State<AppState>,
-    Operator(_): Operator,
+    _: Operator,
     Path((month, section)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let month = period(&month)?;
