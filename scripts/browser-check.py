@@ -380,6 +380,14 @@ def main():
         check("the console sets an account's rate-limit ceiling",
               "requests a minute 600; tokens a minute no ceiling" in (browser.text("#ceiling-result") or ""),
               repr(browser.text("#ceiling-result")))
+        # The admin opens a security incident: its CERT-In deadline is shown.
+        browser.type("#incident-open [name=title]", "Test incident")
+        browser.type("#incident-open [name=summary]", "Opened by the browser check")
+        browser.click("#incident-open button[type=submit]")
+        browser.wait_until("the incident", lambda: "opened" in (browser.text("#incident-result") or ""))
+        check("the console opens an incident and lists it with its deadlines",
+              "Test incident" in (browser.text("#incidents-table") or "")
+              and "CERT-In" in (browser.text("#incident-result") or ""), repr(browser.text("#incident-result")))
         page_is_clean("ops")
 
         # The customer sees the decision, then tops up through the stand-in's checkout.
@@ -486,12 +494,20 @@ def main():
         browser.wait("#sessions-table")
         check("the account page lists this session and the login",
               bool(browser.text("#sessions-table")) and bool(browser.text("#logins-table")))
+        browser.type("#export-password", new_password)
         browser.click("#export-request")
+        # The file holds the PAN in full: its link needs the password again.
+        browser.wait("#export-download-form", timeout=60)
+        check("a full-PAN export's link is not given to the session alone", not browser.find_all("#export-download"))
+        browser.type("#export-download-password", new_password)
+        browser.click("#export-download-form button[type=submit]")
         browser.wait("#export-download", timeout=60)
         href = browser.js("return document.querySelector('#export-download').href;")
         with urllib.request.urlopen(href, timeout=30) as response:
             export = json.loads(response.read())
         check("the export downloads and holds the account", email in json.dumps(export))
+        check("with the password the export holds the PAN in full", (export.get("kyc") or {}).get("pan") == pan,
+              repr((export.get("kyc") or {}).get("pan")))
         shot("account")
 
         # A new policy comes into force (the server restarts with it): the banner asks, and records, acceptance.

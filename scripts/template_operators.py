@@ -5,6 +5,11 @@ not among them) and grants nobody CreateGrant; key policy and grant changes reac
 is on unless a parameter says the account already has it. Called by check-template.py with its `check`."""
 
 import json
+from pathlib import Path
+
+from samtranslator.yaml_helper import yaml_parse
+
+ROOT = Path(__file__).resolve().parent.parent
 
 VAULT_KEY_USERS = {"KycFunctionRole", "JobsFunctionRole", "ExportsFunctionRole", "AdminFunctionRole"}
 KEY_CHANGES = {"PutKeyPolicy", "CreateGrant", "DisableKey", "ScheduleKeyDeletion"}
@@ -70,6 +75,31 @@ def key_change_alarm(resources, check):
     check(len(alarmed) == 1, "key policy changes, grants, disabling and deletion reach the alarm topic")
 
 
+def dr_replicas(check):
+    """The replicas in ap-south-2 share the keys' material: the same no-grant policy, and their changes alarmed."""
+    dr = yaml_parse((ROOT / "dr" / "template.yaml").read_text())
+    resources = dr.get("Resources", {})
+    for name in ("VaultKeyReplica", "FingerprintKeyReplica"):
+        policy = text(resources.get(name, {}).get("Properties", {}).get("KeyPolicy", {}))
+        check(
+            bool(policy) and "kms:CreateGrant" not in policy and "kms:Create*" not in policy,
+            f"dr/template.yaml: {name}'s policy lets nobody create a grant",
+        )
+    rules = [r for r in resources.values() if r.get("Type") == "AWS::Events::Rule"]
+    check(
+        any(KEY_CHANGES <= set(r["Properties"].get("EventPattern", {}).get("detail", {}).get("eventName", [])) for r in rules),
+        "dr/template.yaml: key policy changes and grants in ap-south-2 reach an alarm topic",
+    )
+
+
+def multi_region_trail(resources, check):
+    trails = [r for r in resources.values() if r["Type"] == "AWS::CloudTrail::Trail"]
+    check(
+        any(t["Properties"].get("IsMultiRegionTrail") is True for t in trails),
+        "the trail records every region (the key replicas' region among them)",
+    )
+
+
 def guardduty(source, resources, check):
     detectors = [r for r in resources.values() if r["Type"] == "AWS::GuardDuty::Detector"]
     default = source.get("Parameters", {}).get("EnableGuardDuty", {}).get("Default")
@@ -82,4 +112,6 @@ def check_operators(source, resources, check):
     check(readers == {"AdminFunctionRole"}, f"only the admin function reads the operators' credentials {sorted(readers)}")
     vault_key(resources, check)
     key_change_alarm(resources, check)
+    dr_replicas(check)
+    multi_region_trail(resources, check)
     guardduty(source, resources, check)

@@ -22,6 +22,9 @@ pub struct Config {
     pub login_max_failures: u32,
     /// `INFEREX_LOGIN_WINDOW_SECONDS`: the throttling window (default 15 minutes).
     pub login_window: Duration,
+    /// `INFEREX_LOGIN_CHECKS_PER_ADDRESS`: failed password checks one client address (IPv4, or IPv6 /64) may
+    /// make in an hour across every e-mail address (default 30).
+    pub login_checks_per_address: u32,
     /// `INFEREX_TRUST_X_FORWARDED_FOR`: take the client IP from X-Forwarded-For (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
     /// `KYC_MODE`: `auto` (valid and unique submissions are verified at once; the local default) or
@@ -154,6 +157,7 @@ impl Default for Config {
             policy_version: DEFAULT_POLICY_VERSION.to_owned(),
             session_ttl: Duration::days(7),
             login_max_failures: 5,
+            login_checks_per_address: 30,
             login_window: Duration::minutes(15),
             trust_forwarded_for: false,
             kyc_mode: KycMode::Auto,
@@ -200,6 +204,16 @@ impl Config {
             policy_version: var::<String>("INFEREX_POLICY_VERSION")?.unwrap_or(defaults.policy_version),
             session_ttl: positive_seconds("INFEREX_SESSION_TTL_SECONDS", defaults.session_ttl)?,
             login_max_failures: max_failures,
+            login_checks_per_address: match var::<u32>("INFEREX_LOGIN_CHECKS_PER_ADDRESS")? {
+                Some(0) => {
+                    return Err(ConfigError {
+                        name: "INFEREX_LOGIN_CHECKS_PER_ADDRESS".into(),
+                        reason: "must be at least 1".into(),
+                    });
+                }
+                Some(n) => n,
+                None => defaults.login_checks_per_address,
+            },
             login_window: positive_seconds("INFEREX_LOGIN_WINDOW_SECONDS", defaults.login_window)?,
             trust_forwarded_for: var::<bool>("INFEREX_TRUST_X_FORWARDED_FOR")?.unwrap_or(false),
             kyc_mode: var::<KycMode>("KYC_MODE")?.unwrap_or(defaults.kyc_mode),

@@ -32,6 +32,7 @@ pub mod auth;
 pub mod billing;
 pub mod catalog;
 pub mod gst;
+pub mod incidents;
 pub mod inference;
 pub mod keys;
 pub mod kyc;

@@ -182,7 +182,7 @@ pub async fn create_account(state: &crate::state::AppState, email: &str) -> Resu
         marketing_consent: false,
     };
     let client = crate::accounts::ClientInfo::default();
-    let account = crate::accounts::signup(&state.ports, request, &client, crate::verification::signup_ops).await?;
+    let account = crate::verification::signup(&state.ports, request, &client).await?;
     Ok(account.id)
 }
 

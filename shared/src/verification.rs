@@ -59,6 +59,41 @@ pub fn signup_ops(account: &Account) -> StoreResult<Vec<WriteOp>> {
     verification_ops(account, &account.email, account.created_at)
 }
 
+/// Owners told of signups with their address, at most this often each.
+const SIGNUP_ATTEMPT_NOTICES_PER_HOUR: u32 = 1;
+
+/// `POST /v1/auth/signup`: creates the account and mails its verification link. An address that already
+/// has an account gets the same answer (the account that would have been, not stored), and its owner an
+/// e-mail saying someone tried (at most one an hour), so signup tells nobody which addresses have accounts,
+/// as the password-reset form tells nobody.
+pub async fn signup(ports: &Ports, request: accounts::SignupRequest, client: &ClientInfo) -> ApiResult<Account> {
+    match accounts::signup(ports, request, client, signup_ops).await? {
+        accounts::SignedUp::Created(account) => Ok(account),
+        accounts::SignedUp::AddressTaken(unsaved) => {
+            tell_owner_of_signup(ports, &unsaved.email).await?;
+            Ok(unsaved)
+        }
+    }
+}
+
+async fn tell_owner_of_signup(ports: &Ports, email: &str) -> ApiResult<()> {
+    let store = ports.store();
+    let now = ports.clock().now();
+    let Some(owner) = store.account_by_email(email).await?.filter(|a| a.status == AccountStatus::Active) else {
+        return Ok(());
+    };
+    let pk = schema::rate_pk("signup-attempt", &owner.id);
+    let window_end = (now + RATE_WINDOW).timestamp();
+    if let Reservation::Throttled { .. } =
+        reserve_in_window(store, &pk, SIGNUP_ATTEMPT_NOTICES_PER_HOUR, window_end, now.timestamp()).await?
+    {
+        return Ok(());
+    }
+    let told = OutboxMail::new(MailKind::SignupAttempt, &owner.id, now);
+    store.transact(vec![enqueue(&told)?, require_active(&owner.id)]).await.or_not_needed()?;
+    Ok(())
+}
+
 /// What `POST /v1/auth/verify-email` answers: the address and that it is verified, nothing else of the
 /// account (whoever holds a link learns no more than the mailbox already told them).
 #[derive(Debug, Clone, Serialize)]
@@ -175,7 +210,7 @@ pub async fn request_reset(ports: &Ports, email: &str, client: &ClientInfo) -> A
     let email = accounts::normalize_email(email)?;
     let now = clock.now();
     if let Some(ip) = &client.ip {
-        let pk = schema::rate_pk("password-reset-ip", &ip_key(ip));
+        let pk = schema::rate_pk("password-reset-ip", &crate::accounts::ip_key(ip));
         take_rate(store, &pk, RESETS_PER_IP_PER_HOUR, now, "password reset").await?;
     }
     let pk = schema::rate_pk("password-reset", &email);
@@ -225,22 +260,6 @@ pub async fn confirm_reset(ports: &Ports, token: &str, password: String) -> ApiR
     Ok(clear_sessions(store, &account.id, None).await)
 }
 
-/// The key a client is limited under: its IPv4 address, or the /64 of its IPv6 address (one subscriber's
-/// usual allocation: rotating addresses within it gains nothing).
-pub fn ip_key(ip: &str) -> String {
-    match ip.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-        Ok(v4) => v4.to_string(),
-        Err(_) => ip.to_owned(),
-    }
-}
-
 /// The confirmation message of an address change (`PATCH /v1/account`), under the same hourly limit as
 /// resends: changes cannot be used to mail any address at will.
 pub async fn change_request_ops<S: ItemStore + ?Sized>(
@@ -263,17 +282,4 @@ pub fn require_verified_email(account: &Account) -> ApiResult<()> {
         code: ErrorCode::EmailNotVerified,
         message: "verify your e-mail address first (POST /v1/auth/verify-email/resend sends a new link)".into(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clients_are_limited_by_ipv4_address_or_ipv6_slash_64() {
-        assert_eq!(ip_key("203.0.113.7"), "203.0.113.7");
-        assert_eq!(ip_key("2001:db8:1:2:aaaa::1"), ip_key("2001:db8:1:2:ffff:1:2:3"));
-        assert_ne!(ip_key("2001:db8:1:2::1"), ip_key("2001:db8:1:3::1"));
-        assert_eq!(ip_key("::ffff:203.0.113.7"), "203.0.113.7");
-    }
 }

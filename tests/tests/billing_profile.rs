@@ -84,7 +84,7 @@ async fn the_profile_is_exported_and_erased_at_closure(backend: Backend) -> Test
     let api = TestApi::start(backend).await?;
     let (user, token) = api.verified_user("closing@example.in").await?;
     put(&api, &token, &profile("29")).await?.error_for_status()?;
-    let export = shared::privacy::export_document(&(&api.state).into(), &user).await?;
+    let export = shared::privacy::export_document(&(&api.state).into(), &user, false).await?;
     assert_eq!(export["billing_profile"]["pin"], "560001");
     let close = api.http.delete(api.url("/v1/account")).bearer_auth(&token);
     let closed = close.json(&json!({ "password": "correct horse battery" })).send().await?;

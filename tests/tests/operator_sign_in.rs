@@ -15,6 +15,7 @@ use shared::secrets::SecretString;
 on_both_stores!(
     the_token_enrols_once_and_signs_in_only_with_an_unused_code,
     sessions_end_after_twelve_hours_or_eight_idle_and_on_sign_out,
+    a_replaced_token_ends_its_sessions_and_a_removed_role_applies_at_once,
     sign_in_attempts_are_throttled_and_recorded,
     every_operator_route_allows_exactly_its_roles,
     reveals_are_limited_per_day_and_a_closed_accounts_only_for_an_admin_with_a_reason,
@@ -31,6 +32,7 @@ fn config() -> Config {
         ("pranav@inferexai.in", PAYMENTS, &["payments"]),
         ("sana@inferexai.in", SUPPORT, &["support"]),
         ("arjun@inferexai.in", ADMIN, &["admin", "kyc_reviewer"]),
+        ("neha@inferexai.in", "ops-token-admin-only", &["admin"]),
     ]);
     Config { kyc_mode: KycMode::Manual, admin_token: Some(SecretString::new(operators)), ..Config::default() }
 }
@@ -123,6 +125,51 @@ async fn sessions_end_after_twelve_hours_or_eight_idle_and_on_sign_out(backend: 
     Ok(())
 }
 
+/// The same store served with the credentials changed, as the admin function serves it after its next read
+/// of the secret: answers the session's `GET /v1/admin/me` status there.
+async fn me_after_change(
+    api: &TestApi,
+    operators: String,
+    session: &str,
+) -> Result<StatusCode, Box<dyn std::error::Error + Send + Sync>> {
+    let credentials = shared::operators::OperatorCredentials::parse_with(
+        "test operators",
+        &operators,
+        shared::runtime_secrets::SecretRule { min_chars: 1, min_bits: 0 },
+    )?;
+    let mut changed = api.state.clone();
+    let clock: std::sync::Arc<dyn shared::clock::Clock> = std::sync::Arc::new(api.clock.clone());
+    changed.operator_token = Some(std::sync::Arc::new(shared::runtime_secrets::Rotating::fixed(credentials, clock)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = dev_server::app(changed);
+    let server = shared::tasks::spawn("changed credentials", async move {
+        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await;
+    });
+    let status = api.http.get(format!("{base}/v1/admin/kyc/queue")).bearer_auth(session).send().await?.status();
+    server.abort();
+    Ok(status)
+}
+
+async fn a_replaced_token_ends_its_sessions_and_a_removed_role_applies_at_once(backend: Backend) -> TestResult {
+    let api = TestApi::start_with(backend, config()).await?;
+    let session = api.sign_in_operator(KYC).await?;
+    assert_eq!(
+        me_after_change(&api, operators_secret(&[("kavya@inferexai.in", KYC, &["kyc_reviewer"])]), &session).await?,
+        StatusCode::OK
+    );
+    // The reviewer role taken away: the same session is refused the queue at its next request.
+    let narrowed = operators_secret(&[("kavya@inferexai.in", KYC, &["support"])]);
+    assert_eq!(me_after_change(&api, narrowed, &session).await?, StatusCode::FORBIDDEN);
+    // The token replaced (a suspected theft): every session it opened ends.
+    let replaced = operators_secret(&[("kavya@inferexai.in", "ops-token-kyc-reviewer-new", &["kyc_reviewer"])]);
+    assert_eq!(me_after_change(&api, replaced, &session).await?, StatusCode::UNAUTHORIZED);
+    // The operator removed: likewise.
+    let removed = operators_secret(&[("pranav@inferexai.in", PAYMENTS, &["payments"])]);
+    assert_eq!(me_after_change(&api, removed, &session).await?, StatusCode::UNAUTHORIZED);
+    Ok(())
+}
+
 async fn sign_in_attempts_are_throttled_and_recorded(backend: Backend) -> TestResult {
     let api = TestApi::start_with(backend, config()).await?;
     api.enrol_operator(PAYMENTS).await?;
@@ -159,6 +206,7 @@ fn concrete(path: &str) -> String {
         .replace("{dispute_id}", "disp_sample")
         .replace("{period}", "2026-11")
         .replace("{section}", "b2cs")
+        .replace("{incident_id}", "inc_sample")
 }
 
 async fn every_operator_route_allows_exactly_its_roles(backend: Backend) -> TestResult {
@@ -239,6 +287,9 @@ async fn reveals_are_limited_per_day_and_a_closed_accounts_only_for_an_admin_wit
         let shown: Value = reveal(&api, &kavya, &user, "name check").await?.error_for_status()?.json().await?;
         assert_eq!(shown["number"], json!(pan));
     }
+    // An admin who reviews no KYC sees no open account's number.
+    let neha = api.operator_session("ops-token-admin-only").await?;
+    expect_error(reveal(&api, &neha, &user, "curious").await?, StatusCode::FORBIDDEN, "role_required", None).await?;
     let over = reveal(&api, &kavya, &user, "name check").await?;
     expect_error(over, StatusCode::TOO_MANY_REQUESTS, "reveal_limit_reached", None).await?;
     assert!(e2e::mentions(&e2e::captured_logs(), "kyc_reveal_limit"), "the alert is logged");
@@ -262,6 +313,8 @@ async fn reveals_are_limited_per_day_and_a_closed_accounts_only_for_an_admin_wit
     let vague = reveal(&api, &arjun, &user, "need it").await?;
     expect_error(vague, StatusCode::BAD_REQUEST, "invalid_reason", Some("reason")).await?;
     let lawful = "Income Tax notice u/s 133(6), ref ITBA/2026/12345";
+    let neha = api.operator_session("ops-token-admin-only").await?;
+    reveal(&api, &neha, &user, lawful).await?.error_for_status()?;
     let shown: Value = reveal(&api, &arjun, &user, lawful).await?.error_for_status()?.json().await?;
     assert_eq!((shown["number"].clone(), shown["revealed_to"].clone()), (json!(pan), json!("arjun@inferexai.in")));
     assert!(api.dump().await?.contains(lawful), "the legal reason is on record");

@@ -60,7 +60,16 @@ async fn patch_account(api: &TestApi, token: &str, body: Value) -> Result<reqwes
 
 /// Requests an export and waits for its build (a task of the server here, the exports function in AWS).
 async fn requested_export(api: &TestApi, token: &str) -> Res<(Value, Value)> {
-    let created = api.http.post(api.url("/v1/privacy/exports")).bearer_auth(token).send().await?;
+    requested_export_with(api, token, None).await
+}
+
+/// As [`requested_export`], with a body (`{"password"}` has the PAN in full).
+async fn requested_export_with(api: &TestApi, token: &str, body: Option<Value>) -> Res<(Value, Value)> {
+    let request = api.http.post(api.url("/v1/privacy/exports")).bearer_auth(token);
+    let created = match body {
+        Some(body) => request.json(&body).send().await?,
+        None => request.send().await?,
+    };
     assert_eq!(created.status(), StatusCode::ACCEPTED);
     let created: Value = created.json().await?;
     assert_eq!(created["status"], json!("pending"), "built outside the request: {created}");
@@ -289,13 +298,40 @@ async fn a_newer_policy_is_pending_until_accepted(backend: Backend) -> TestResul
     Ok(())
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, read top to bottom: each step acts on what the one before left"
+)]
 async fn an_export_holds_every_data_class_and_only_its_owner_can_fetch_it(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (user, token, key) = active_customer(&api, "owner@example.in").await?;
     let (other, other_token, _) = active_customer(&api, "other@example.in").await?;
 
-    let (created, view) = requested_export(&api, &token).await?;
+    // A session alone gets the PAN masked; the full number needs the password again.
+    let (_, masked) = requested_export(&api, &token).await?;
+    let masked: Value = api.http.get(masked["download_url"].as_str().ok_or("no link")?).send().await?.json().await?;
+    let shown = masked["kyc"]["pan"].as_str().unwrap_or_default();
+    assert!(shown.contains('X') && masked["kyc"]["pan_in_full"] == json!(false), "{}", masked["kyc"]);
+    let wrong =
+        api.http.post(api.url("/v1/privacy/exports")).bearer_auth(&token).json(&json!({ "password": "not it at all" }));
+    expect_error(wrong.send().await?, StatusCode::FORBIDDEN, "incorrect_password", None).await?;
+    let (created, view) = requested_export_with(&api, &token, Some(json!({ "password": PASSWORD }))).await?;
     let id = created["id"].as_str().ok_or("no id")?.to_owned();
+    // Its link needs the password again: a session alone (a stolen cookie) never gets the full PAN.
+    assert!(view["download_url"].is_null() && view["download_needs_password"] == json!(true), "{view}");
+    let download = format!("/v1/privacy/exports/{id}/download");
+    let wrong = api.http.post(api.url(&download)).bearer_auth(&token).json(&json!({ "password": "not it at all" }));
+    expect_error(wrong.send().await?, StatusCode::FORBIDDEN, "incorrect_password", None).await?;
+    let view: Value = api
+        .http
+        .post(api.url(&download))
+        .bearer_auth(&token)
+        .json(&json!({ "password": PASSWORD }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
     let link = view["download_url"].as_str().ok_or("no link")?;
     let expires = chrono::DateTime::parse_from_rfc3339(view["expires_at"].as_str().unwrap_or_default())?;
     assert_eq!(expires.timestamp() - api.clock.now_epoch(), 15 * 60, "links last 15 minutes");

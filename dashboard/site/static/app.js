@@ -569,8 +569,18 @@ async function onSignup(event) {
       accepted_terms_version: notice.policy_version,
       marketing_consent: f.marketing_consent.checked,
     };
+    // Signup answers the same whether or not the address already has an account (its owner is told by
+    // e-mail), so a sign-in that fails here means the address was taken.
     await api("/v1/auth/signup", { method: "POST", body, auth: false });
-    await signIn(body.email, body.password);
+    try {
+      await signIn(body.email, body.password);
+    } catch (error) {
+      if (error.status !== 401) throw error;
+      form.reset();
+      flash("We sent a message to that address. If it already has an account, sign in with its password, or reset it.");
+      navigate("login");
+      return;
+    }
     form.reset();
     flash("Welcome to InferexAI! We sent you a link to confirm your e-mail address.");
     navigate("overview");
@@ -1938,7 +1948,11 @@ function mailLink(address) {
 async function onExportRequest(event) {
   clearFlash();
   await busy(event.currentTarget, async () => {
-    const exported = await api("/v1/privacy/exports", { method: "POST" });
+    const passwordInput = $("#export-password");
+    const password = passwordInput ? passwordInput.value : "";
+    // The PAN in full only with the password again; a session alone gets it masked.
+    const exported = await api("/v1/privacy/exports", { method: "POST", body: password ? { password } : {} });
+    if (passwordInput) passwordInput.value = "";
     window.sessionStorage.setItem(EXPORT_STORAGE_KEY, exported.id);
     renderExport(exported);
     flash("Your data export is being prepared.");
@@ -1993,7 +2007,8 @@ function renderExport(exported) {
         : null,
       exported.expires_at
         ? el("p", { class: "hint" }, `This link works until ${formatDateTime(exported.expires_at)} IST.`)
-        : null);
+        : null,
+      exported.download_needs_password ? exportPasswordForm(exported.id) : null);
   } else if (exported.status === "failed") {
     window.sessionStorage.removeItem(EXPORT_STORAGE_KEY);
     box.replaceChildren(el("p", { class: "error" }, "The export could not be built. Please request it again."));
@@ -2001,6 +2016,26 @@ function renderExport(exported) {
     box.replaceChildren(el("p", null, `Preparing your data… (requested ${formatDateTime(exported.created_at)}). `
       + "You can leave this page; the file waits for you for 7 days."));
   }
+}
+
+/** The file holds your PAN in full: its link is given only with your password again. */
+function exportPasswordForm(id) {
+  const input = el("input", { id: "export-download-password", type: "password", autocomplete: "current-password", required: "" });
+  const form = el("form", { id: "export-download-form", novalidate: "" },
+    el("label", { for: "export-download-password" }, "Your password, to download the file (it holds your PAN in full)"),
+    input,
+    el("button", { type: "submit" }, "Get the download link"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearFlash();
+    await busy(form, async () => {
+      const exported = await api(`/v1/privacy/exports/${encodeURIComponent(id)}/download`, {
+        method: "POST", body: { password: input.value },
+      });
+      renderExport(exported);
+    });
+  });
+  return form;
 }
 
 /** http(s) links only: never a javascript: or data: URL in an href. */

@@ -1022,6 +1022,10 @@
       setHidden(tab, !shown);
     }
     const first = allowed[0];
+    const roles = storedRoles();
+    const admin = roles === null || roles.includes("admin");
+    setHidden($("incidents"), !admin);
+    if (admin) loadIncidents().catch(report);
     let loaded = false;
     try {
       if (first) await loadList(first, true);
@@ -1079,6 +1083,115 @@
         `${user}: requests a minute ${text(set.requests_per_minute)}; tokens a minute ${text(set.tokens_per_minute)}; ` +
         `calls at once ${limits.calls_in_flight === null ? "the platform's default" : text(limits.calls_in_flight)}.`;
       flash("Ceiling saved.", "ok");
+    } catch (error) {
+      report(error);
+    }
+  });
+
+  // ---------------------------------------------------------------- security incidents (admin)
+
+  /** A datetime-local value (the operator's local time) as RFC 3339, or null when empty. */
+  function instantOf(value) {
+    if (!value) return null;
+    const at = new Date(value);
+    return Number.isNaN(at.getTime()) ? undefined : at.toISOString();
+  }
+
+  function incidentRow(item) {
+    const stands = [
+      item.closed ? "closed" : "open",
+      item.cert_in_reported ? "CERT-In reported" : "CERT-In not reported",
+      item.board_informed ? "Board informed" : "Board not informed",
+      item.board_report_sent ? "Board report sent" : "Board report not sent",
+    ].join("; ");
+    return el("tr", null, [
+      el("td", null, [el("strong", { text: String(item.title || "") }), el("br"), el("code", { text: String(item.id || "") })]),
+      el("td", null, [timeEl(item.detected_at)]),
+      el("td", null, [timeEl(item.cert_in_due_at)]),
+      el("td", null, [timeEl(item.board_report_due_at)]),
+      el("td", { text: stands }),
+    ]);
+  }
+
+  async function loadIncidents() {
+    const listed = await api("GET", "/v1/admin/incidents");
+    const body = $("incidents-table").tBodies[0];
+    body.replaceChildren(...(Array.isArray(listed.data) ? listed.data.map(incidentRow) : []));
+  }
+
+  $("incidents-refresh").addEventListener("click", () => loadIncidents().catch(report));
+
+  $("incident-open").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const detected = instantOf(form.elements.detected_at.value);
+    if (detected === undefined) {
+      fieldError(form.elements.detected_at, "Enter a date and time, or leave it empty for now.");
+      return;
+    }
+    const body = { title: form.elements.title.value, summary: form.elements.summary.value };
+    if (detected) body.detected_at = detected;
+    try {
+      const opened = await api("POST", "/v1/admin/incidents", body);
+      $("incident-result").textContent = `Incident ${opened.id} opened: CERT-In's report is due by ${new Date(opened.cert_in_due_at).toLocaleString("en-IN", { timeZone: "Asia/Kolkata" })} IST.`;
+      form.reset();
+      await loadIncidents();
+    } catch (error) {
+      report(error);
+    }
+  });
+
+  $("incident-event").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const id = form.elements.incident_id.value.trim();
+    try {
+      const body = { kind: form.elements.kind.value, note: form.elements.note.value };
+      await api("POST", `/v1/admin/incidents/${enc(id)}/events`, body);
+      $("incident-result").textContent = `Recorded on ${id}.`;
+      form.elements.note.value = "";
+      await loadIncidents();
+    } catch (error) {
+      report(error);
+    }
+  });
+
+  /** The notice form as the API takes it, or null (with the reason flashed). */
+  function noticeOf(form, dryRun) {
+    const ids = form.elements.user_ids.value.split(/\s+/).filter(Boolean);
+    const what = Array.from(form.querySelectorAll('input[name="touch"]:checked')).map((box) => box.value);
+    const from = instantOf(form.elements.from.value);
+    const to = instantOf(form.elements.to.value);
+    let recipients;
+    if (ids.length) recipients = { user_ids: ids };
+    else if (what.length && from && to) recipients = { touched: { what, from, to } };
+    else {
+      flash("Name the accounts by id, or choose what was touched and the window's start and end.", "error");
+      return null;
+    }
+    const message = {};
+    for (const field of ["what_happened", "when", "data", "consequences", "measures", "safety", "contact"]) {
+      message[field] = form.elements[field].value;
+    }
+    return { notice_id: form.elements.notice_id.value.trim(), dry_run: dryRun, recipients, message };
+  }
+
+  $("incident-notice").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const preview = !event.submitter || event.submitter.value !== "send";
+    const notice = noticeOf(form, preview);
+    if (!notice) return;
+    const id = form.elements.incident_id.value.trim();
+    try {
+      const outcome = await api("POST", `/v1/admin/incidents/${enc(id)}/notices`, notice);
+      const sample = Array.isArray(outcome.sample_user_ids) ? outcome.sample_user_ids.join(", ") : "";
+      const partial = outcome.complete ? "" : " at least (the preview stopped at its time limit before every account)";
+      const more = outcome.complete ? " Every account has it; recorded on the incident." : " so far: press Send again to carry on.";
+      $("incident-result").textContent = preview
+        ? `Preview: "${outcome.subject}" would go to ${outcome.recipients} account(s)${partial}. ${sample}`
+        : `Sent to ${outcome.recipients} account(s) this time.${more}`;
+      if (!preview) await loadIncidents();
     } catch (error) {
       report(error);
     }

@@ -83,6 +83,7 @@ pub(crate) async fn reveal(
         document: request.document,
         reason: request.reason,
         operator: &operator.name,
+        reviewer: operator.roles.contains(&Role::KycReviewer),
         admin,
     };
     let number = kyc::reveal_for_operator(&state.ports, keys, reveal).await?;

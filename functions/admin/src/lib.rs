@@ -7,6 +7,7 @@ use axum::Router;
 use axum::routing::{get, post, put};
 use shared::state::AppState;
 
+mod incidents;
 mod kyc;
 mod payments;
 mod returns;
@@ -31,7 +32,13 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/gstr1/{period}", get(returns::as_json))
         .route("/v1/admin/gstr1/{period}/csv/{section}", get(returns::as_csv))
         .route("/v1/admin/accounts/{user_id}/limits", put(support::set_ceiling))
+        .route("/v1/admin/accounts/{user_id}/revoke-access", post(incidents::revoke_account))
+        .route("/v1/admin/revoke-access", post(incidents::revoke_everyone))
         .route("/v1/admin/campaigns", post(support::send_campaign))
+        .route("/v1/admin/incidents", get(incidents::list).post(incidents::open))
+        .route("/v1/admin/incidents/{incident_id}", get(incidents::get))
+        .route("/v1/admin/incidents/{incident_id}/events", post(incidents::add_event))
+        .route("/v1/admin/incidents/{incident_id}/notices", post(incidents::notice))
 }
 
 pub fn app(state: AppState) -> Router {

@@ -7,7 +7,7 @@ use shared::state::{AppState, Capability};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let state =
-        AppState::for_lambda_with(&[Capability::Vault, Capability::OperatorToken, Capability::Supplier]).await?;
+    let needs = [Capability::Vault, Capability::OperatorToken, Capability::EdgeSecret, Capability::Supplier];
+    let state = AppState::for_lambda_with(&needs).await?;
     shared::http::run_on_lambda(admin::app(state)).await
 }

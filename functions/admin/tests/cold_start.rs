@@ -1,5 +1,5 @@
 //! The admin function fails closed at its cold start: no operators' credentials, weak ones, ones in the old
-//! shape (a token without roles), no vault key (it seals each operator's authenticator and opens the vault
+//! shape (a token without roles), no CloudFront edge secret, no vault key (it seals each operator's authenticator and opens the vault
 //! for a reveal) or no supplier (the GSTR-1 files) stop it with one `refusing to start` line; valid ones get
 //! past the checks (to the Lambda runtime, which is absent here). The secrets live in moto's Secrets Manager,
 //! started by `make test`.
@@ -35,9 +35,14 @@ async fn the_admin_function_refuses_to_start_without_valid_operators_and_keys() 
     let credentials = ("INFEREX_OPERATOR_TOKEN_SECRET_ARN", operators.as_str());
     let (ok, out) = cold_start(&[credentials])?;
     assert!(!ok && out.contains("refusing to start") && out.contains("INFEREX_KMS_KEY_ID"), "{out}");
+    // Without CloudFront's edge secret every operator would be seen at an edge server's address.
     let (ok, out) = cold_start(&[vault, credentials])?;
+    assert!(!ok && out.contains("refusing to start") && out.contains("INFEREX_EDGE_SECRET_ARN"), "{out}");
+    let edge_arn = secret(&shared::secrets::random_token()).await?;
+    let edge = ("INFEREX_EDGE_SECRET_ARN", edge_arn.as_str());
+    let (ok, out) = cold_start(&[vault, credentials, edge])?;
     assert!(!ok && out.contains("refusing to start") && out.contains("INFEREX_SUPPLIER_"), "{out}");
-    let (ok, out) = cold_start(&[&[vault, credentials][..], &shared::testing::SUPPLIER_ENV[..]].concat())?;
+    let (ok, out) = cold_start(&[&[vault, credentials, edge][..], &shared::testing::SUPPLIER_ENV[..]].concat())?;
     assert!(!ok, "there is no Lambda runtime to serve: {out}");
     assert!(!out.contains("refusing to start"), "valid credentials and keys pass the start-up checks: {out}");
     Ok(())

@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/privacy/requests", get(requests))
         .route("/v1/privacy/exports", post(create_export))
         .route("/v1/privacy/exports/{export_id}", get(export))
+        .route("/v1/privacy/exports/{export_id}/download", post(export_download))
         .route("/v1/unsubscribe", get(unsubscribe_page).post(unsubscribe))
 }
 
@@ -98,10 +99,37 @@ async fn requests(
     Ok(Json(ListPage::all(privacy::requests(state.store(), &session.user_id, limit).await?)))
 }
 
-async fn create_export(State(state): State<AppState>, session: Session) -> ApiResult<(StatusCode, Json<Value>)> {
-    let export = privacy::create_export(&PrivacyContext::from(&state), &session.user_id).await?;
+/// Asks for an export; a body is optional: `{"password": "..."}` has the PAN in full.
+async fn create_export(
+    State(state): State<AppState>,
+    session: Session,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        privacy::ExportRequest::default()
+    } else {
+        shared::http::parse_json(&body)?
+    };
+    let export = privacy::create_export(&PrivacyContext::from(&state), &session.user_id, request).await?;
     tracing::info!(user_id = %session.user_id, export_id = %export.id, "data export built");
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": export.id, "status": export.status }))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DownloadRequest {
+    password: String,
+}
+
+/// The export's link with the password again: what an export holding the PAN in full needs.
+async fn export_download(
+    State(state): State<AppState>,
+    session: Session,
+    Path(export_id): Path<String>,
+    JsonBody(request): JsonBody<DownloadRequest>,
+) -> ApiResult<Json<ExportView>> {
+    let ctx = PrivacyContext::from(&state);
+    Ok(Json(privacy::export_view(&ctx, &session.user_id, &export_id, Some(request.password)).await?))
 }
 
 async fn export(
@@ -109,7 +137,7 @@ async fn export(
     session: Session,
     Path(export_id): Path<String>,
 ) -> ApiResult<Json<ExportView>> {
-    Ok(Json(privacy::export_view(&PrivacyContext::from(&state), &session.user_id, &export_id).await?))
+    Ok(Json(privacy::export_view(&PrivacyContext::from(&state), &session.user_id, &export_id, None).await?))
 }
 
 /// The exports function's handler: builds every export a DynamoDB stream batch asks for and answers with

@@ -20,10 +20,10 @@ async fn exports_are_built_from_their_stream_record_once() -> TestResult {
     let (user_id, _) = signed_in_account(&state, "exporter@example.in").await?;
     let context = PrivacyContext::from(&state);
 
-    let export = rights::create_export(&context, &user_id).await?;
+    let export = rights::create_export(&context, &user_id, Default::default()).await?;
     assert_eq!(export.status, ExportStatus::Pending);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let view = rights::export_view(&context, &user_id, &export.id).await?;
+    let view = rights::export_view(&context, &user_id, &export.id, None).await?;
     assert_eq!(view.status, ExportStatus::Pending, "queued: the request builds nothing itself");
     assert!(view.download_url.is_none());
 
@@ -35,7 +35,7 @@ async fn exports_are_built_from_their_stream_record_once() -> TestResult {
     let answer = privacy::build_requested_exports(&context, &event).await;
     // The record of an export that is not stored cannot be built: handed back; the MODIFY is ignored.
     assert_eq!(answer["batchItemFailures"], serde_json::json!([{ "itemIdentifier": "111200000000012345678902" }]));
-    let view = rights::export_view(&context, &user_id, &export.id).await?;
+    let view = rights::export_view(&context, &user_id, &export.id, None).await?;
     assert_eq!(view.status, ExportStatus::Ready);
     let size = view.size_bytes.ok_or("no size")?;
     assert!(view.download_url.is_some_and(|link| link.contains(&export.id)));
@@ -45,7 +45,7 @@ async fn exports_are_built_from_their_stream_record_once() -> TestResult {
 
     // Delivered again (Lambda retries a batch): the export stands as built, nothing is recorded twice.
     privacy::build_requested_exports(&context, &event).await;
-    let again = rights::export_view(&context, &user_id, &export.id).await?;
+    let again = rights::export_view(&context, &user_id, &export.id, None).await?;
     assert_eq!((again.status, again.size_bytes), (ExportStatus::Ready, Some(size)));
     assert_eq!(rights::requests(state.store(), &user_id, 10).await?.len(), 1);
     let _ = std::fs::remove_dir_all(&folder);
@@ -71,12 +71,12 @@ async fn an_export_whose_build_never_comes_fails_instead_of_staying_pending() ->
     state.export_builds = ExportBuilds::Queued;
     let (user_id, _) = signed_in_account(&state, "waiting@example.in").await?;
     let context = PrivacyContext::from(&state);
-    let export = rights::create_export(&context, &user_id).await?;
+    let export = rights::create_export(&context, &user_id, Default::default()).await?;
 
     clock.advance(chrono::Duration::minutes(29));
-    assert_eq!(rights::export_view(&context, &user_id, &export.id).await?.status, ExportStatus::Pending);
+    assert_eq!(rights::export_view(&context, &user_id, &export.id, None).await?.status, ExportStatus::Pending);
     clock.advance(chrono::Duration::minutes(2));
-    let view = rights::export_view(&context, &user_id, &export.id).await?;
+    let view = rights::export_view(&context, &user_id, &export.id, None).await?;
     assert_eq!(view.status, ExportStatus::Failed, "its stream record is lost: the owner asks again");
     let requests = rights::requests(state.store(), &user_id, 10).await?;
     assert_eq!(serde_json::to_value(&requests[0])?["status"], "failed");

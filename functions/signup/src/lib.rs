@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use shared::accounts::{self, AccountView, ClientInfo, SignupRequest};
+use shared::accounts::{AccountView, ClientInfo, SignupRequest};
 use shared::error::ApiResult;
 use shared::http::JsonBody;
 use shared::state::AppState;
@@ -25,7 +25,7 @@ async fn signup(
     client: ClientInfo,
     JsonBody(request): JsonBody<SignupRequest>,
 ) -> ApiResult<(StatusCode, Json<AccountView>)> {
-    let account = accounts::signup(&state.ports, request, &client, shared::verification::signup_ops).await?;
-    tracing::info!(user_id = %account.id, "account created");
+    let account = shared::verification::signup(&state.ports, request, &client).await?;
+    tracing::info!("signup answered");
     Ok((StatusCode::CREATED, Json(AccountView::new(&account, &state.config.policy_version))))
 }

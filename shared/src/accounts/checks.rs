@@ -95,10 +95,56 @@ pub fn check_date_of_birth(raw: &str, today: NaiveDate) -> ApiResult<NaiveDate> 
     }
 }
 
-/// A name as people type it: `raw` trimmed, if that is 1 to `max` characters with no control character.
+/// A name as people type it: `raw` trimmed, if that is 1 to `max` characters with no control character and no
+/// invisible formatting character ([`hides_text`]), which could make a name read differently to an operator
+/// than what is stored (a right-to-left override shows `PAN` reversed).
 pub fn printable(raw: &str, max: usize) -> Option<&str> {
     let text = raw.trim();
-    (!text.is_empty() && text.chars().count() <= max && !text.chars().any(char::is_control)).then_some(text)
+    let chars: Vec<char> = text.chars().collect();
+    let hidden = chars.iter().enumerate().any(|(i, &c)| hides_text(c, i.checked_sub(1).map(|p| chars[p])));
+    (!text.is_empty() && chars.len() <= max && !chars.iter().any(|c| c.is_control()) && !hidden).then_some(text)
+}
+
+/// Invisible characters that change how the text around them shows (Unicode's format characters, fillers,
+/// line and paragraph separators and tags): bidirectional embeddings, overrides, isolates and marks,
+/// zero-width spaces, the soft hyphen, word joiners, the byte-order mark. The zero-width joiner and
+/// non-joiner are refused too, except right after a character of the Indian scripts' blocks (U+0900 to
+/// U+0DFF) or of Arabic (Urdu): those scripts need them inside words (Devanagari and Malayalam conjuncts).
+pub fn hides_text(c: char, before: Option<char>) -> bool {
+    match c {
+        '\u{200C}' | '\u{200D}' => {
+            !before.is_some_and(|b| matches!(b, '\u{0900}'..='\u{0DFF}' | '\u{0620}'..='\u{06FF}'))
+        }
+        '\u{00AD}'
+        | '\u{034F}'
+        | '\u{0600}'..='\u{0605}'
+        | '\u{061C}'
+        | '\u{06DD}'
+        | '\u{070F}'
+        | '\u{08E2}'
+        | '\u{115F}'
+        | '\u{1160}'
+        | '\u{17B4}'
+        | '\u{17B5}'
+        | '\u{180E}'
+        | '\u{200B}'
+        | '\u{200E}'
+        | '\u{200F}'
+        | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{3164}'
+        | '\u{FE00}'..='\u{FE0F}'
+        | '\u{FEFF}'
+        | '\u{FFA0}'
+        | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{110BD}'
+        | '\u{110CD}'
+        | '\u{13430}'..='\u{1343F}'
+        | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}' => true,
+        _ => false,
+    }
 }
 
 pub fn check_full_name(raw: &str) -> ApiResult<String> {
@@ -106,7 +152,7 @@ pub fn check_full_name(raw: &str) -> ApiResult<String> {
         ApiError::invalid(
             ErrorCode::InvalidFullName,
             "full_name",
-            format!("full_name must be 1 to {MAX_NAME_CHARS} printable characters"),
+            format!("full_name must be 1 to {MAX_NAME_CHARS} printable characters, with no invisible formatting"),
         )
     })?;
     Ok(name.to_owned())
@@ -123,6 +169,36 @@ mod tests {
 
     fn code(r: ApiResult<impl std::fmt::Debug>) -> &'static str {
         r.err().map(|e| e.code()).unwrap_or("ok")
+    }
+
+    #[test]
+    fn names_with_invisible_formatting_are_refused_but_indian_scripts_keep_their_joiners() {
+        for spoof in [
+            "Asha\u{202E}ovaR",
+            "Asha\u{200B}Rao",
+            "\u{2066}Asha\u{2069}",
+            "Asha\u{00AD}Rao",
+            "\u{FEFF}Asha",
+            "Asha\u{200D}Rao",
+            "Jos\u{00E9}\u{200D}",
+            "Asha\u{2028}Rao",
+            "\u{0600}Asha",
+        ] {
+            assert_eq!(printable(spoof, 100), None, "{spoof:?}");
+        }
+        // Malayalam "ന്‍" (chillu with ZWJ after the virama) and Hindi with ZWNJ after a consonant.
+        for name in ["\u{0D28}\u{0D4D}\u{200D}", "\u{0915}\u{094D}\u{200C}\u{0937}", "Asha Rao", "José Müller"] {
+            assert_eq!(printable(name, 100), Some(name), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn clients_are_limited_by_ipv4_address_or_ipv6_slash_64() {
+        use crate::accounts::ip_key;
+        assert_eq!(ip_key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(ip_key("2001:db8:1:2:aaaa::1"), ip_key("2001:db8:1:2:ffff:1:2:3"));
+        assert_ne!(ip_key("2001:db8:1:2::1"), ip_key("2001:db8:1:3::1"));
+        assert_eq!(ip_key("::ffff:203.0.113.7"), "203.0.113.7");
     }
 
     #[test]

@@ -148,8 +148,8 @@ mod checks;
 mod store;
 
 pub use checks::{
-    check_date_of_birth, check_full_name, check_new_password, check_new_password_in, normalize_email, printable,
-    today_in_india,
+    check_date_of_birth, check_full_name, check_new_password, check_new_password_in, hides_text, normalize_email,
+    printable, today_in_india,
 };
 pub(crate) use store::email_taken;
 pub use store::{
@@ -177,18 +177,43 @@ pub struct ClientInfo {
     pub user_agent: Option<String>,
 }
 
+/// The key a client is limited under: its IPv4 address, or the /64 of its IPv6 address (one subscriber's
+/// usual allocation: rotating addresses within it gains nothing).
+pub fn ip_key(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Ok(v4) => v4.to_string(),
+        Err(_) => ip.to_owned(),
+    }
+}
+
 pub fn new_user_id() -> String {
     format!("usr_{}", random_suffix())
 }
 
+/// What a valid signup came to: the account created, or (the address already has one) the account it would
+/// have been, not stored, whose answer looks the same (the verification module tells the owner).
+#[derive(Debug, Clone)]
+pub enum SignedUp {
+    Created(Account),
+    AddressTaken(Account),
+}
+
 /// Validates a signup, hashes the password and creates the account, in one transaction with what
-/// `also_write` returns for it (the verification link and its message; see the verification module).
+/// `also_write` returns for it (the verification link and its message; see the verification module). The
+/// password is hashed whether or not the address is free, so the answer takes as long either way.
 pub async fn signup(
     ports: &Ports,
     request: SignupRequest,
     client: &ClientInfo,
     also_write: impl FnOnce(&Account) -> StoreResult<Vec<WriteOp>>,
-) -> ApiResult<Account> {
+) -> ApiResult<SignedUp> {
     let store = ports.store();
     let clock = ports.clock();
     let config = ports.config();
@@ -233,8 +258,8 @@ pub async fn signup(
     };
     let extra = also_write(&account)?;
     match store.create_account(&account, &consent, extra).await {
-        Ok(()) => Ok(account),
-        Err(CreateAccountError::EmailTaken) => Err(email_taken()),
+        Ok(()) => Ok(SignedUp::Created(account)),
+        Err(CreateAccountError::EmailTaken) => Ok(SignedUp::AddressTaken(account)),
         Err(CreateAccountError::Store(e)) => Err(e.into()),
     }
 }

@@ -291,7 +291,7 @@ pub async fn login(ports: &Ports, email: &str, password: String, client: &Client
     attempt.user_id = account.as_ref().map(|a| a.id.clone());
 
     let hash = account.as_ref().map(|a| a.password_hash.clone());
-    let verified = match check_password(ports, &email, hash, password).await {
+    let verified = match check_password_at(ports, &email, hash, password, client).await {
         Ok(verified) => verified,
         Err(throttled @ ApiError::TooManyRequests { .. }) => {
             attempt.outcome = LoginOutcome::Throttled;
@@ -376,6 +376,49 @@ pub async fn check_password(ports: &Ports, email: &str, hash: Option<String>, pa
         store.release_check(email, &window).await?;
     }
     Ok(verified)
+}
+
+/// The window of the password checks one client address (an IPv4 address, or an IPv6 /64) may make across
+/// every e-mail address (`Config::login_checks_per_address`); a correct password gives its check back. The
+/// per-address limit stops one client from trying a few passwords on each of many accounts, which the
+/// per-e-mail window alone never notices.
+const ADDRESS_WINDOW: chrono::Duration = chrono::Duration::hours(1);
+
+/// [`check_password`] under the client address's window too: a check is taken from both, and a correct
+/// password gives both back.
+async fn check_password_at(
+    ports: &Ports,
+    email: &str,
+    hash: Option<String>,
+    password: String,
+    client: &ClientInfo,
+) -> ApiResult<bool> {
+    let address = reserve_address(ports, client).await?;
+    let verified = check_password(ports, email, hash, password).await?;
+    if let (true, Some((pk, window))) = (verified, address) {
+        release_in_window(ports.store(), &pk, &window).await?;
+    }
+    Ok(verified)
+}
+
+/// Takes one check from the client address's hourly window: its key and window id, to give it back after a
+/// correct password; none for a request without an address.
+async fn reserve_address(ports: &Ports, client: &ClientInfo) -> ApiResult<Option<(String, String)>> {
+    let Some(ip) = &client.ip else { return Ok(None) };
+    let now = ports.clock().now();
+    let pk = schema::rate_pk("login-ip", &crate::accounts::ip_key(ip));
+    let ends = (now + ADDRESS_WINDOW).timestamp();
+    let limit = ports.config().login_checks_per_address;
+    match reserve_in_window(ports.store(), &pk, limit, ends, now.timestamp()).await? {
+        Reservation::Reserved { window } => Ok(Some((pk, window))),
+        Reservation::Throttled { retry_after_secs } => Err(ApiError::TooManyRequests {
+            code: ErrorCode::TooManyAttempts,
+            message: format!(
+                "too many failed password attempts from this address; try again in {retry_after_secs} seconds"
+            ),
+            retry_after_secs,
+        }),
+    }
 }
 
 /// `POST /v1/account/password`: changes the password after checking the current one (under the login

@@ -56,6 +56,7 @@ catalogue! {
     InvalidExpiresAt = "invalid_expires_at", BAD_REQUEST;
     InvalidFullName = "invalid_full_name", BAD_REQUEST;
     InvalidGroupBy = "invalid_group_by", BAD_REQUEST;
+    InvalidIncident = "invalid_incident", BAD_REQUEST;
     InvalidJson = "invalid_json", BAD_REQUEST;
     InvalidLimit = "invalid_limit", BAD_REQUEST;
     InvalidMaxTokens = "invalid_max_tokens", BAD_REQUEST;
@@ -107,6 +108,7 @@ catalogue! {
     ExportNotFound = "export_not_found", NOT_FOUND;
     KeyNotFound = "key_not_found", NOT_FOUND;
     KycNotFound = "kyc_not_found", NOT_FOUND;
+    IncidentNotFound = "incident_not_found", NOT_FOUND;
     MessageNotFound = "message_not_found", NOT_FOUND;
     ModelNotFound = "model_not_found", NOT_FOUND;
     NotFound = "not_found", NOT_FOUND;
@@ -124,6 +126,8 @@ catalogue! {
     DisputeHandled = "dispute_handled", CONFLICT;
     EmailAlreadyVerified = "email_already_verified", CONFLICT;
     EmailTaken = "email_taken", CONFLICT;
+    IncidentFull = "incident_full", CONFLICT;
+    RunFinished = "run_finished", CONFLICT;
     KycAlreadyVerified = "kyc_already_verified", CONFLICT;
     KycDocumentInUse = "kyc_document_in_use", CONFLICT;
     KycNotPending = "kyc_not_pending", CONFLICT;

@@ -57,11 +57,15 @@ impl FromRequestParts<AppState> for Operator {
                 "an operator session is required: sign in with POST /v1/admin/sessions (your token and a code)",
             )
         };
-        let name = operator_auth::sessions::operator_of(state.store(), presented, state.clock.now())
+        let owner = operator_auth::sessions::operator_of(state.store(), presented, state.clock.now())
             .await?
             .ok_or_else(signed_out)?;
-        // An operator removed from the credentials since signing in has no session any more.
-        let operator = credentials.named(&name).ok_or_else(signed_out)?;
+        // An operator removed from the credentials, or whose token was replaced, since signing in has no
+        // session any more.
+        let operator = credentials
+            .named(&owner.operator)
+            .filter(|c| c.token_digest == owner.token_digest)
+            .ok_or_else(signed_out)?;
         let route = parts.extensions.get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or_default();
         let allowed = operators::roles_for(parts.method.as_str(), route);
         if !operators::permits(&operator.roles, allowed) {
@@ -74,6 +78,6 @@ impl FromRequestParts<AppState> for Operator {
                 },
             });
         }
-        Ok(Operator { name, roles: operator.roles.clone() })
+        Ok(Operator { name: owner.operator, roles: operator.roles.clone() })
     }
 }

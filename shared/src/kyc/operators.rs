@@ -289,8 +289,10 @@ pub struct Reveal<'a> {
     pub user_id: &'a str,
     pub document: DocumentKind,
     pub reason: Option<String>,
-    /// Who asks, and whether they hold the `admin` role (a closed account's number needs it).
+    /// Who asks, and whether they hold `kyc_reviewer` (an open account's number needs it) and `admin` (a
+    /// closed account's number needs it).
     pub operator: &'a str,
+    pub reviewer: bool,
     pub admin: bool,
 }
 
@@ -304,7 +306,7 @@ pub const MIN_LEGAL_REASON_CHARS: usize = 20;
 /// written. An operator reveals at most [`REVEALS_PER_DAY`]; a closed account's number (kept only for the
 /// law's retention, DPDP Act s.8(7)) only to an admin who states the legal reason.
 pub async fn reveal_for_operator(ports: &Ports, keys: &KycKeys, request: Reveal<'_>) -> ApiResult<String> {
-    let Reveal { user_id, document, reason, operator, admin } = request;
+    let Reveal { user_id, document, reason, operator, reviewer, admin } = request;
     if document != DocumentKind::Pan {
         return Err(ApiError::invalid(
             ErrorCode::InvalidParameter,
@@ -324,6 +326,9 @@ pub async fn reveal_for_operator(ports: &Ports, keys: &KycKeys, request: Reveal<
     let closed = store.account(user_id).await?.is_none_or(|a| a.status == crate::accounts::AccountStatus::Closed);
     if closed {
         closed_account_reveal_allowed(admin, &reason)?;
+    } else if !reviewer {
+        let message = "an open account's number is shown only to the kyc_reviewer role";
+        return Err(ApiError::Forbidden { code: ErrorCode::RoleRequired, message: message.into() });
     }
     take_reveal(ports, operator).await?;
     let now = ports.now();

@@ -37,6 +37,9 @@ fn link(label: &str, url: String) -> Block {
 }
 
 /// India Standard Time, the time zone every date in a message is given in.
+/// The subject of every security notice (`MailKind::SecurityNotice`).
+pub const SECURITY_NOTICE_SUBJECT: &str = "A security incident affected your InferexAI account";
+
 pub fn in_ist(at: DateTime<Utc>) -> String {
     let ist = FixedOffset::east_opt(5 * 3600 + 1800).unwrap_or_else(|| Utc.fix());
     at.with_timezone(&ist).format("%-d %b %Y, %H:%M IST").to_string()
@@ -162,6 +165,18 @@ fn content(mail: &OutboxMail, config: &Config) -> (String, Vec<Block>) {
                 para(format!("The password of your InferexAI account was changed on {when} ({}).", mail.text("how"))),
                 para(format!("If this was not you, reset your password now and write to {}.", config.security_email)),
                 link("Reset my password", dashboard(config, "/reset-password")),
+            ],
+        ),
+        MailKind::SignupAttempt => (
+            "Someone tried to sign up with your address".into(),
+            vec![
+                para(format!(
+                    "On {when} someone tried to create an InferexAI account with this e-mail address, which \
+                     already has one. No new account was made and nothing about yours changed."
+                )),
+                para("If it was you, sign in instead, or reset your password if you have forgotten it."),
+                link("Reset my password", dashboard(config, "/reset-password")),
+                para(format!("If it was not you, you need do nothing; questions go to {}.", config.security_email)),
             ],
         ),
         MailKind::NewSignIn => (
@@ -298,6 +313,26 @@ fn content(mail: &OutboxMail, config: &Config) -> (String, Vec<Block>) {
                 mail.text("request_id"),
                 mail.text("outcome")
             ))],
+        ),
+        MailKind::SecurityNotice => (
+            SECURITY_NOTICE_SUBJECT.into(),
+            vec![
+                para("We are writing about a security incident that affected your InferexAI account."),
+                Block::Facts(vec![
+                    ("What happened", mail.text("what_happened")),
+                    ("When and where", mail.text("when")),
+                    ("Your data involved", mail.text("data")),
+                    ("What it may mean for you", mail.text("consequences")),
+                    ("What we have done", mail.text("measures")),
+                    ("What you can do", mail.text("safety")),
+                    ("Who to ask", mail.text("contact")),
+                ]),
+                para(format!(
+                    "Incident reference: {}. Security questions: {}.",
+                    mail.text("incident"),
+                    config.security_email
+                )),
+            ],
         ),
         MailKind::ProductNews => (mail.text("subject"), vec![para(mail.text("body"))]),
     }

@@ -40,6 +40,8 @@ pub enum MailKind {
     EmailChanged,
     PasswordReset,
     PasswordChanged,
+    /// Someone tried to sign up with an address that already has an account.
+    SignupAttempt,
     NewSignIn,
     PaymentReceipt,
     RefundNotice,
@@ -53,6 +55,8 @@ pub enum MailKind {
     AccountClosed,
     PrivacyRequestReceived,
     PrivacyRequestCompleted,
+    /// A breach that touched the account (DPDP Rules, rule 7(1)): account mail, whatever the marketing choice.
+    SecurityNotice,
     /// Product news: the one kind of marketing, sent only with `marketing_consent`.
     ProductNews,
 }
@@ -72,6 +76,7 @@ impl MailKind {
                 | MailKind::RefundNotice
                 | MailKind::PrivacyRequestCompleted
                 | MailKind::DisputeNotice
+                | MailKind::SecurityNotice
         )
     }
 }

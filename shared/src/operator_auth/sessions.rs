@@ -1,12 +1,14 @@
 //! Operator sessions: opened by a sign-in with a code (`super::sign_in`), at most 12 hours long and ended
 //! after 8 idle, stored by their token's digest only. The console keeps the token for its tab alone
-//! (sessionStorage). A session names its operator; their roles are read from the credentials at each
-//! request, so a role taken away (or an operator removed) takes effect at once.
+//! (sessionStorage). A session names its operator and the digest of the operator token that opened it;
+//! their roles are read from the credentials at each request, so a role taken away, an operator removed or
+//! their token replaced (a suspected theft) ends or narrows their sessions at once.
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 
 use crate::error::ApiResult;
+use crate::operators::Credential;
 use crate::retention::OPERATOR_SESSION_LIFETIME;
 use crate::secrets::{random_token, sha256_hex};
 use crate::store::schema::{operator_session_pk, sk};
@@ -30,22 +32,38 @@ pub struct OpenedSession {
     pub idle_timeout_seconds: i64,
 }
 
-/// Opens a session for `name`; the caller has checked the credential and the code.
-pub async fn open<S: ItemStore + ?Sized>(store: &S, name: &str, now: DateTime<Utc>) -> ApiResult<(String, i64)> {
+/// Opens a session for `operator`; the caller has checked the credential and the code.
+pub async fn open<S: ItemStore + ?Sized>(
+    store: &S,
+    operator: &Credential,
+    now: DateTime<Utc>,
+) -> ApiResult<(String, i64)> {
     let token = format!("{TOKEN_PREFIX}{}", random_token());
     let expires = (now + OPERATOR_SESSION_LIFETIME).timestamp();
-    let record = json!({ "operator": name, "created_at": now.timestamp(), "last_seen": now.timestamp() });
+    let record = json!({
+        "operator": operator.name,
+        "token_digest": operator.token_digest,
+        "created_at": now.timestamp(),
+        "last_seen": now.timestamp(),
+    });
     let item = Item::from_record(operator_session_pk(&sha256_hex(&token)), sk::SESSION, &record, Some(expires))?;
     store.put(Put { table: Table::Main, item, condition: Condition::NotExists }).await?;
     Ok((token, expires))
 }
 
-/// The operator a session token belongs to, if the session is open and has not been idle too long.
+/// Who a session belongs to: the operator's name and the digest of the token that signed them in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOwner {
+    pub operator: String,
+    pub token_digest: String,
+}
+
+/// The owner of a session token, if the session is open and has not been idle too long.
 pub async fn operator_of<S: ItemStore + ?Sized>(
     store: &S,
     token: &str,
     now: DateTime<Utc>,
-) -> ApiResult<Option<String>> {
+) -> ApiResult<Option<SessionOwner>> {
     if !token.starts_with(TOKEN_PREFIX) {
         return Ok(None);
     }
@@ -64,7 +82,10 @@ pub async fn operator_of<S: ItemStore + ?Sized>(
         let seen = Update::new(Table::Main, pk, sk::SESSION).set("last_seen", now.timestamp()).when(Condition::Exists);
         store.update(seen).await.or_not_needed()?;
     }
-    Ok(item.attrs.get("operator").and_then(Value::as_str).map(str::to_owned))
+    let text = |k: &str| item.attrs.get(k).and_then(Value::as_str).map(str::to_owned);
+    Ok(text("operator")
+        .zip(text("token_digest"))
+        .map(|(operator, token_digest)| SessionOwner { operator, token_digest }))
 }
 
 /// Ends a session (sign out); ending one already gone is not an error.

@@ -41,7 +41,7 @@ pub async fn sign_in(ports: &Ports, keys: &dyn DataKeys, attempt: Attempt<'_>) -
         Ok(()) => {
             release_in_window(store, &rate_pk("operator-sign-in", name), &window).await?;
             record(ports, name, attempt.client, None, now).await?;
-            let (session, expires) = sessions::open(store, name, now).await?;
+            let (session, expires) = sessions::open(store, attempt.operator, now).await?;
             tracing::warn!(operator = name, ip = attempt.client.ip.as_deref().unwrap_or("-"), "operator signed in");
             Ok(OpenedSession {
                 session,
@@ -82,7 +82,7 @@ async fn reserve(ports: &Ports, name: &str, client: &ClientInfo, now: DateTime<U
     let store = ports.store();
     let ends = (now + WINDOW).timestamp();
     if let Some(ip) = &client.ip {
-        let pk = rate_pk("operator-sign-in-ip", &crate::verification::ip_key(ip));
+        let pk = rate_pk("operator-sign-in-ip", &crate::accounts::ip_key(ip));
         if let Reservation::Throttled { retry_after_secs } =
             reserve_in_window(store, &pk, ATTEMPTS_PER_ADDRESS, ends, now.timestamp()).await?
         {

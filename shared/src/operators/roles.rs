@@ -53,7 +53,8 @@ pub const OPERATOR_ROUTES: &[OperatorRoute] = &[
     route("DELETE", "/v1/admin/sessions", EVERY_ROLE),
     route("GET", "/v1/admin/kyc/queue", &[Role::KycReviewer]),
     route("POST", "/v1/admin/kyc/{user_id}/decision", &[Role::KycReviewer]),
-    route("POST", "/v1/admin/kyc/{user_id}/reveal", &[Role::KycReviewer]),
+    // Open accounts' numbers to kyc_reviewer, closed accounts' to admin (checked in `kyc::reveal_for_operator`).
+    route("POST", "/v1/admin/kyc/{user_id}/reveal", &[Role::KycReviewer, Role::Admin]),
     route("GET", "/v1/admin/kyc/aadhaar-erasure", &[Role::KycReviewer, Role::Admin]),
     route("GET", "/v1/admin/refund-requests", &[Role::Payments]),
     route("POST", "/v1/admin/refund-requests/{user_id}/payout", &[Role::Payments]),
@@ -65,6 +66,13 @@ pub const OPERATOR_ROUTES: &[OperatorRoute] = &[
     route("GET", "/v1/admin/gstr1/{period}/csv/{section}", &[Role::Payments]),
     route("PUT", "/v1/admin/accounts/{user_id}/limits", &[Role::Support]),
     route("POST", "/v1/admin/campaigns", &[Role::Admin]),
+    route("POST", "/v1/admin/accounts/{user_id}/revoke-access", &[Role::Admin]),
+    route("POST", "/v1/admin/revoke-access", &[Role::Admin]),
+    route("GET", "/v1/admin/incidents", &[Role::Admin]),
+    route("POST", "/v1/admin/incidents", &[Role::Admin]),
+    route("GET", "/v1/admin/incidents/{incident_id}", &[Role::Admin]),
+    route("POST", "/v1/admin/incidents/{incident_id}/events", &[Role::Admin]),
+    route("POST", "/v1/admin/incidents/{incident_id}/notices", &[Role::Admin]),
 ];
 
 /// The roles allowed on a route (its template, as the router matched it); none for a route not listed.
@@ -87,6 +95,6 @@ mod tests {
         assert!(roles_for("GET", "/v1/admin/kyc/{user_id}/reveal").is_empty(), "the method counts");
         assert!(!permits(&Role::ALL, roles_for("POST", "/v1/admin/something-new")));
         assert!(permits(&[Role::Support, Role::KycReviewer], roles_for("GET", "/v1/admin/kyc/queue")));
-        assert!(!permits(&[Role::Admin], roles_for("POST", "/v1/admin/kyc/{user_id}/reveal")));
+        assert!(!permits(&[Role::Support], roles_for("POST", "/v1/admin/kyc/{user_id}/reveal")));
     }
 }

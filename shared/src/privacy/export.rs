@@ -39,6 +39,17 @@ pub struct DataExport {
     pub blob_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
+    /// The PAN in full: asked for with the account's password ([`ExportRequest`]); masked otherwise.
+    #[serde(default)]
+    pub full_pan: bool,
+}
+
+/// What `POST /v1/privacy/exports` may carry: the password, to have the PAN in full (a session alone, which
+/// a stolen cookie or an unlocked laptop gives, gets it masked).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    pub password: Option<String>,
 }
 
 /// How `GET /v1/privacy/exports/{id}` shows an export: a fresh 15-minute link each time it is asked.
@@ -50,6 +61,10 @@ pub struct ExportView {
     pub size_bytes: Option<u64>,
     pub download_url: Option<String>,
     pub expires_at: Option<String>,
+    /// The file holds the PAN in full: its link is given only with the password again
+    /// (`POST /v1/privacy/exports/{id}/download`), never to a session alone.
+    pub pan_in_full: bool,
+    pub download_needs_password: bool,
 }
 
 fn export_put(user_id: &str, export: &DataExport, expires_at: i64, condition: Condition) -> StoreResult<WriteOp> {
@@ -67,9 +82,14 @@ fn export_put(user_id: &str, export: &DataExport, expires_at: i64, condition: Co
 
 /// `POST /v1/privacy/exports`: records the access request and a pending export, and has it built outside the
 /// request ([`ExportBuilds`]); `GET /v1/privacy/exports/{id}` shows its status.
-pub async fn create_export(ctx: &PrivacyContext, user_id: &str) -> ApiResult<DataExport> {
+pub async fn create_export(ctx: &PrivacyContext, user_id: &str, request: ExportRequest) -> ApiResult<DataExport> {
     let store = ctx.ports.store.as_ref();
-    active_account(store.account(user_id).await?)?;
+    let account = active_account(store.account(user_id).await?)?;
+    // An empty password asks for nothing more than a session gets.
+    let full_pan = request.password.as_ref().is_some_and(|p| !p.is_empty());
+    if full_pan {
+        super::correction::confirm_password(ctx, &account, request.password, "password").await?;
+    }
     let now = ctx.ports.clock.now();
     let expires_at = ctx.ports.config.retention.until(Span::Exports, now);
     let request = Recorded::new(ctx, user_id, RequestKind::Access);
@@ -81,6 +101,7 @@ pub async fn create_export(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Dat
         request_sk: request.sk.clone(),
         blob_key: None,
         size_bytes: None,
+        full_pan,
     };
     let received = OutboxMail::new(MailKind::PrivacyRequestReceived, user_id, now)
         .param("request_kind", "data access (export)")
@@ -113,7 +134,7 @@ pub async fn build_export(ctx: &PrivacyContext, user_id: &str, export_id: &str) 
     }
     let key = format!("exports/{user_id}/{export_id}.json");
     let built = async {
-        let document = export_document(ctx, user_id).await?;
+        let document = export_document(ctx, user_id, export.full_pan).await?;
         let bytes = serde_json::to_vec_pretty(&document).map_err(|e| ApiError::Internal(e.to_string()))?;
         let size = bytes.len() as u64;
         ctx.blobs()?.put(&key, bytes, "application/json").await?;
@@ -227,7 +248,12 @@ pub fn export_jobs(event: &Value) -> Vec<ExportJob> {
 }
 
 /// `GET /v1/privacy/exports/{id}`: the owner's export only; anyone else's id is simply not found.
-pub async fn export_view(ctx: &PrivacyContext, user_id: &str, export_id: &str) -> ApiResult<ExportView> {
+pub async fn export_view(
+    ctx: &PrivacyContext,
+    user_id: &str,
+    export_id: &str,
+    password: Option<String>,
+) -> ApiResult<ExportView> {
     let not_found = || ApiError::NotFound {
         code: ErrorCode::ExportNotFound,
         message: format!("no export {export_id} (exports are kept 7 days)"),
@@ -243,8 +269,19 @@ pub async fn export_view(ctx: &PrivacyContext, user_id: &str, export_id: &str) -
         // As stored: failed now, or built by a build that finished first.
         export = stored_export(ctx, user_id, export_id).await?.ok_or_else(not_found)?.0;
     }
+    let proven = match password {
+        Some(password) => {
+            let account = active_account(ctx.ports.store.account(user_id).await?)?;
+            super::correction::confirm_password(ctx, &account, Some(password), "password").await?;
+            true
+        }
+        None => false,
+    };
+    let needs_password = export.full_pan && !proven;
     let link = match (&export.status, &export.blob_key) {
-        (ExportStatus::Ready, Some(key)) => Some(ctx.blobs()?.download_link(key, EXPORT_LINK_VALIDITY, now).await?),
+        (ExportStatus::Ready, Some(key)) if !needs_password => {
+            Some(ctx.blobs()?.download_link(key, EXPORT_LINK_VALIDITY, now).await?)
+        }
         _ => None,
     };
     let expires_at = link.as_ref().map(|_| timestamp(now + Duration::seconds(EXPORT_LINK_VALIDITY.as_secs() as i64)));
@@ -255,13 +292,15 @@ pub async fn export_view(ctx: &PrivacyContext, user_id: &str, export_id: &str) -
         size_bytes: export.size_bytes,
         download_url: link,
         expires_at,
+        pan_in_full: export.full_pan,
+        download_needs_password: needs_password && export.status == ExportStatus::Ready,
     })
 }
 
 /// Everything held about the user, as one JSON document. The PAN is shown in full to its owner (decrypted
-/// from the vault); of the Aadhaar only the last four digits exist (DigiLocker shares no more); keys appear
+/// from the vault) when they asked with their password (`full_pan`), else masked; of the Aadhaar only the last four digits exist (DigiLocker shares no more); keys appear
 /// as metadata only.
-pub async fn export_document(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Value> {
+pub async fn export_document(ctx: &PrivacyContext, user_id: &str, full_pan: bool) -> ApiResult<Value> {
     let store = ctx.ports.store.as_ref();
     let account = store.account(user_id).await?.ok_or_else(|| ApiError::Internal("account vanished".into()))?;
     let residency = crate::account_limits::residency_of(store, user_id).await?;
@@ -271,7 +310,7 @@ pub async fn export_document(ctx: &PrivacyContext, user_id: &str) -> ApiResult<V
 
     let logins: Vec<LoginAttemptView> =
         store.login_history(user_id, 1000).await?.iter().map(LoginAttemptView::from).collect();
-    let kyc = kyc_export(ctx, user_id).await?;
+    let kyc = kyc_export(ctx, user_id, full_pan).await?;
     let now = ctx.ports.clock.now();
     let records: Vec<_> = store.keys(user_id).await?.into_iter().map(|(_, record)| record).collect();
     let keys = ApiKeyView::all(store, &records, now).await?;
@@ -305,12 +344,15 @@ pub async fn export_document(ctx: &PrivacyContext, user_id: &str) -> ApiResult<V
 
 /// The export's KYC part: the record with the PAN revealed to its owner, each step with the provider's
 /// answer, the consent records of the checks, and the operators' decisions.
-async fn kyc_export(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Value> {
+async fn kyc_export(ctx: &PrivacyContext, user_id: &str, full_pan: bool) -> ApiResult<Value> {
     let store = ctx.ports.store.as_ref();
     Ok(match store.kyc_record(user_id).await? {
         None => Value::Null,
         Some(record) => {
-            let pan = kyc::reveal(store, ctx.kyc_keys()?, &record, DocumentKind::Pan).await?;
+            let pan = match full_pan {
+                true => kyc::reveal(store, ctx.kyc_keys()?, &record, DocumentKind::Pan).await?,
+                false => Some(record.pan_masked.clone()),
+            };
             let decisions = kyc::decisions(store, user_id).await?;
             let consents = kyc::consents(store, user_id).await?;
             json!({
@@ -318,6 +360,7 @@ async fn kyc_export(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Value> {
                 "holder": record.holder,
                 "name_on_pan": record.name_on_pan,
                 "pan": pan,
+                "pan_in_full": full_pan,
                 // The judged outcome and the provider's reference: the provider's evidence (a registered
                 // name, a score) can be another person's, so it is for operators only.
                 "pan_check": {

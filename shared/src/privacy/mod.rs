@@ -23,8 +23,8 @@ mod correction;
 pub use correction::{change_account, correct};
 mod export;
 pub use export::{
-    DataExport, ExportJob, ExportStatus, ExportView, build_export, create_export, export_document, export_jobs,
-    export_view,
+    DataExport, ExportJob, ExportRequest, ExportStatus, ExportView, build_export, create_export, export_document,
+    export_jobs, export_view,
 };
 mod closure;
 pub use closure::{Closure, RetainedData, close_account, finish_closure, finish_pending_closures};

@@ -78,6 +78,7 @@ pub enum ItemClass {
     OperatorTotp,
     OperatorSession,
     OperatorSignIn,
+    Incident,
 }
 
 impl ItemClass {
@@ -145,6 +146,8 @@ impl ItemClass {
             OperatorSession => Rule::Lifetime(OPERATOR_SESSION_LIFETIME),
             // Kept like customers' login records (CERT-In: logs of access, 180 days).
             OperatorSignIn => Rule::FromWrite(Span::LoginRecords),
+            // The record of a breach and how it was handled: kept for the Board's and CERT-In's questions.
+            Incident => Rule::Lifetime(INCIDENT_RECORD_LIFETIME),
         }
     }
 
@@ -220,6 +223,7 @@ impl ItemClass {
             (kind::OPERATOR, fixed::TOTP) => Some(ItemClass::OperatorTotp),
             (kind::OPERATOR, sk) if sk.starts_with(prefix::OPERATOR_SIGN_IN) => Some(ItemClass::OperatorSignIn),
             (kind::OPERATOR_SESSION, fixed::SESSION) => Some(ItemClass::OperatorSession),
+            (kind::INCIDENT, fixed::INCIDENT) | (kind::INCIDENTS, _) => Some(ItemClass::Incident),
             _ => None,
         }
     }

@@ -291,6 +291,8 @@ pub const TAX_INVOICE_RUN_LIFETIME: Duration = Duration::days(400);
 pub const CALL_BEAT_LIFETIME: Duration = Duration::days(1);
 /// An operator session's longest life (`operators::sessions`; idle, it ends after 8 hours).
 pub const OPERATOR_SESSION_LIFETIME: Duration = Duration::hours(12);
+/// A security incident's record is kept this long after it was opened (three years).
+pub const INCIDENT_RECORD_LIFETIME: Duration = Duration::days(3 * 365);
 /// An operator's enrolled authenticator lapses this long after their last sign-in.
 pub const OPERATOR_ENROLMENT_LIFETIME: Duration = Duration::days(400);
 
@@ -380,6 +382,9 @@ mod tests {
             ("OPERATOR#ravi@inferexai.in", "TOTP", ItemClass::OperatorTotp),
             ("OPERATOR#ravi@inferexai.in", "SIGNIN#0001#ab", ItemClass::OperatorSignIn),
             ("OPSESSION#9f2c", "SESSION", ItemClass::OperatorSession),
+            ("INCIDENT#inc_1", "INCIDENT", ItemClass::Incident),
+            ("INCIDENTS", "0001#ab", ItemClass::Incident),
+            ("NOTICE#security-inc_1-n1", "usr_1", ItemClass::NoticeSent),
             ("RATE#operator-sign-in#ravi@inferexai.in", "WINDOW", ItemClass::RateLimit),
             ("RATE#kyc-reveal#ravi@inferexai.in", "WINDOW", ItemClass::RateLimit),
         ];

@@ -34,7 +34,8 @@ pub const OWNERS: &[(&str, &[&str])] = &[
     ("sk::TOKEN", &["links", "notifications"]),
     ("sk::SENT", &["notifications"]),
     ("sk::SUPPRESSED", &["notifications"]),
-    ("sk::COMPLETE", &["notifications"]),
+    ("sk::COMPLETE", &["notifications", "incidents"]),
+    ("sk::INCIDENT", &["incidents"]),
     // Sort-key prefixes in a user's partition.
     ("prefix::CONSENT", &["accounts"]),
     ("prefix::SESSION", &["auth"]),
@@ -76,6 +77,7 @@ pub const OWNERS: &[(&str, &[&str])] = &[
     ("OUTBOX_PK", &["notifications"]),
     ("UNNUMBERED_DOCUMENTS_PK", &["gst"]),
     ("RECEIPTS_DUE_PK", &["gst"]),
+    ("INCIDENTS_PK", &["incidents"]),
     // Partition builders.
     ("email_pk", &["accounts"]),
     ("session_pk", &["auth"]),
@@ -106,8 +108,9 @@ pub const OWNERS: &[(&str, &[&str])] = &[
     ("unsubscribe_pk", &["notifications"]),
     ("mail_sent_pk", &["notifications"]),
     ("suppressed_pk", &["notifications"]),
-    ("notice_pk", &["notifications"]),
-    ("rate_pk", &["verification", "operator_auth", "kyc"]),
+    ("notice_pk", &["notifications", "incidents"]),
+    ("incident_pk", &["incidents"]),
+    ("rate_pk", &["verification", "operator_auth", "kyc", "auth"]),
     ("operator_pk", &["operator_auth"]),
     ("operator_session_pk", &["operator_auth"]),
 ];

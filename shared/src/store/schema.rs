@@ -26,6 +26,7 @@
 //!   `NOTICE#<what>` / `<user id>` (one notice per account and policy version or campaign) and `COMPLETE`.
 //!
 //! - Operators: `OPERATOR#<name>` / `TOTP` and `SIGNIN#<time>`; `OPSESSION#<hash>` / `SESSION`.
+//! - Incidents: `INCIDENT#<id>` / `INCIDENT`; `INCIDENTS` / `<time>` (newest first).
 //!
 //! Vault table: `VAULT#<reference>` / `SECRET`.
 
@@ -80,6 +81,8 @@ pub mod kind {
     pub const TAX_INVOICE_RUN: &str = "TAXINVOICES";
     pub const OPERATOR: &str = "OPERATOR";
     pub const OPERATOR_SESSION: &str = "OPSESSION";
+    pub const INCIDENT: &str = "INCIDENT";
+    pub const INCIDENTS: &str = "INCIDENTS";
 }
 
 /// Fixed sort keys.
@@ -119,6 +122,8 @@ pub mod sk {
     pub const ADVANCES: &str = "ADVANCES";
     /// An operator's enrolled authenticator (`OPERATOR#<name>`).
     pub const TOTP: &str = "TOTP";
+    /// A security incident's record (`INCIDENT#<id>`).
+    pub const INCIDENT: &str = "INCIDENT";
 }
 
 /// Sort-key prefixes of the items kept in a user's partition (and the payment's kept adjustments), each
@@ -183,6 +188,8 @@ pub const UNNUMBERED_DOCUMENTS_PK: &str = "TAXDOCS#UNNUMBERED";
 /// a refund its refund voucher's; writing the document deletes it, the jobs write what a stopped process
 /// left.
 pub const RECEIPTS_DUE_PK: &str = "TAXDOCS#DUE";
+/// Security incidents, newest first (sort key `<opened millis>#<random>`, naming the incident).
+pub const INCIDENTS_PK: &str = kind::INCIDENTS;
 /// The stale-hold sweeper's place in the wallets' registry (`CURSOR`), saved when a run meets its budget.
 pub const SWEEPER_PK: &str = kind::SWEEPER;
 
@@ -336,6 +343,11 @@ pub fn rate_pk(what: &str, who: &str) -> String {
 /// An operator's partition: their authenticator and sign-in records.
 pub fn operator_pk(name: &str) -> String {
     key(kind::OPERATOR, name)
+}
+
+/// A security incident's record.
+pub fn incident_pk(id: &str) -> String {
+    key(kind::INCIDENT, id)
 }
 
 /// An operator session, by its token's digest.

@@ -346,6 +346,7 @@ pub fn kind_name(kind: MailKind) -> &'static str {
         MailKind::EmailChanged => "email_changed",
         MailKind::PasswordReset => "password_reset",
         MailKind::PasswordChanged => "password_changed",
+        MailKind::SignupAttempt => "signup_attempt",
         MailKind::NewSignIn => "new_sign_in",
         MailKind::PaymentReceipt => "payment_receipt",
         MailKind::RefundNotice => "refund_notice",
@@ -359,6 +360,7 @@ pub fn kind_name(kind: MailKind) -> &'static str {
         MailKind::AccountClosed => "account_closed",
         MailKind::PrivacyRequestReceived => "privacy_request_received",
         MailKind::PrivacyRequestCompleted => "privacy_request_completed",
+        MailKind::SecurityNotice => "security_notice",
         MailKind::ProductNews => "product_news",
     }
 }
