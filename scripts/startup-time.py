@@ -10,8 +10,8 @@ Prints the median, 90th percentile and fastest run in milliseconds. Needs no AWS
 without secrets (keys, usage) make no network call before their first poll; the others read theirs from
 Secrets Manager first, and refuse to start without it. With --secrets-latency-ms, a local stand-in of
 Secrets Manager (GetSecretValue, answering after that many milliseconds, as the real service's round trip
-takes) serves the kyc function's three secrets (operator credentials, the KYC provider's keys, the edge
-secret), generated for the run: the start then shows what reading them costs.
+takes) serves the kyc function's two secrets (the KYC provider's keys, the edge secret), generated for the
+run: the start then shows what reading them costs.
 """
 
 import http.server
@@ -53,12 +53,11 @@ class SecretsManager(http.server.BaseHTTPRequestHandler):
 
 
 def kyc_secrets(port):
-    """The kyc function's configuration and its three secrets, strong and made for this run."""
+    """The kyc function's configuration and its two secrets, strong and made for this run."""
     arn = lambda name: f"arn:aws:secretsmanager:ap-south-1:123456789012:secret:{name}"  # noqa: E731
     public_key = subprocess.run(
         "openssl genrsa 2048 2>/dev/null | openssl rsa -pubout 2>/dev/null", shell=True, capture_output=True, text=True
     ).stdout
-    SECRETS[arn("operators")] = json.dumps({"startup.ops@inferexai.in": secrets.token_hex(32)})
     SECRETS[arn("cashfree")] = json.dumps(
         {"client_id": "CF" + secrets.token_hex(12), "client_secret": "cfsk_" + secrets.token_hex(32), "public_key": public_key})
     SECRETS[arn("edge")] = secrets.token_hex(32)
@@ -67,7 +66,6 @@ def kyc_secrets(port):
         "INFEREX_VAULT_TABLE": "startup-vault",
         "INFEREX_KMS_KEY_ID": "alias/startup-vault",
         "INFEREX_FINGERPRINT_KEY_ID": "alias/startup-fingerprints",
-        "INFEREX_OPERATOR_TOKEN_SECRET_ARN": arn("operators"),
         "KYC_PROVIDER_SECRET_ARN": arn("cashfree"),
         "INFEREX_EDGE_SECRET_ARN": arn("edge"),
     }

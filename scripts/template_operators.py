@@ -1,8 +1,9 @@
 """The checks of template.yaml (as SAM generates it) that narrow what an operator, or an administrator of the
 AWS account, can reach: every operator route goes to the admin function alone, whose role alone reads the
 operators' credentials; the KYC vault key is usable only by the roles that need it (the privacy function's
-not among them) and grants nobody CreateGrant; key policy and grant changes reach the alarm topic; GuardDuty
-is on unless a parameter says the account already has it. Called by check-template.py with its `check`."""
+not among them) and grants nobody CreateGrant, here and in the DR replicas; key policy and grant changes
+reach the alarm topic; the trail covers every region; an optional allow-list of operators' networks reaches
+the admin function; GuardDuty is on unless a parameter says the account already has it. Called by check-template.py with its `check`."""
 
 import json
 from pathlib import Path
@@ -100,6 +101,15 @@ def multi_region_trail(resources, check):
     )
 
 
+def network_allow_list(source, resources, check):
+    env = resources.get("AdminFunction", {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+    default = source.get("Parameters", {}).get("OperatorAllowedNetworks", {}).get("Default")
+    check(
+        env.get("INFEREX_OPERATOR_NETWORKS") == {"Ref": "OperatorAllowedNetworks"} and default == "",
+        "an optional allow-list of operators' networks (OperatorAllowedNetworks) reaches the admin function",
+    )
+
+
 def guardduty(source, resources, check):
     detectors = [r for r in resources.values() if r["Type"] == "AWS::GuardDuty::Detector"]
     default = source.get("Parameters", {}).get("EnableGuardDuty", {}).get("Default")
@@ -114,4 +124,5 @@ def check_operators(source, resources, check):
     key_change_alarm(resources, check)
     dr_replicas(check)
     multi_region_trail(resources, check)
+    network_allow_list(source, resources, check)
     guardduty(source, resources, check)

@@ -31,9 +31,13 @@ pub struct Config {
     /// `manual` (submissions wait for an operator's decision).
     pub kyc_mode: KycMode,
     /// `INFEREX_ADMIN_TOKEN` (local runs only): the operators' credentials, a JSON object of each operator's
-    /// name to their own token (or one plain token, acting as `admin`), each at least 32 characters; the
-    /// operator endpoints answer 404 while it is unset. In AWS it is a Secrets Manager secret.
+    /// name to `{"token", "roles"}`, each token at least 32 characters; the operator endpoints answer 404
+    /// while it is unset. In AWS it is a Secrets Manager secret.
     pub admin_token: Option<SecretString>,
+    /// `INFEREX_OPERATOR_NETWORKS`: the networks operators may work from, comma-separated CIDR blocks
+    /// (`203.0.113.0/24,2001:db8:10::/48`); empty: anywhere. Checked on the caller's address as
+    /// `ClientInfo` has it (behind CloudFront the browser's, proven by the edge secret).
+    pub operator_networks: Vec<ipnet::IpNet>,
     /// `INFEREX_TOPUP_MIN_PAISE` / `INFEREX_TOPUP_MAX_PAISE`: accepted top-up amounts (₹100 to ₹5,00,000).
     pub topup_min_paise: i64,
     pub topup_max_paise: i64,
@@ -162,6 +166,7 @@ impl Default for Config {
             trust_forwarded_for: false,
             kyc_mode: KycMode::Auto,
             admin_token: None,
+            operator_networks: Vec::new(),
             topup_min_paise: 10_000,     // ₹100
             topup_max_paise: 50_000_000, // ₹5,00,000
             retention: Retention::default(),
@@ -177,6 +182,21 @@ impl Default for Config {
             supplier: None,
         }
     }
+}
+
+/// Comma-separated CIDR blocks (`203.0.113.0/24, 2001:db8::/48`); unset or blank: none.
+pub fn networks(name: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let raw = var::<String>(name)?.unwrap_or_default();
+    raw.split(',')
+        .map(str::trim)
+        .filter(|block| !block.is_empty())
+        .map(|block| {
+            block.parse::<ipnet::IpNet>().map_err(|_| ConfigError {
+                name: name.into(),
+                reason: format!("{block:?} is not a CIDR block (like 203.0.113.0/24 or 2001:db8::/48)"),
+            })
+        })
+        .collect()
 }
 
 fn positive_seconds(name: &str, default: Duration) -> Result<Duration, ConfigError> {
@@ -225,6 +245,7 @@ impl Config {
                 }
                 None => None,
             },
+            operator_networks: networks("INFEREX_OPERATOR_NETWORKS")?,
             topup_min_paise: var::<i64>("INFEREX_TOPUP_MIN_PAISE")?.unwrap_or(defaults.topup_min_paise),
             topup_max_paise: var::<i64>("INFEREX_TOPUP_MAX_PAISE")?.unwrap_or(defaults.topup_max_paise),
             retention: Retention::from_env()?,

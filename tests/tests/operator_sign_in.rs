@@ -16,6 +16,7 @@ on_both_stores!(
     the_token_enrols_once_and_signs_in_only_with_an_unused_code,
     sessions_end_after_twelve_hours_or_eight_idle_and_on_sign_out,
     a_replaced_token_ends_its_sessions_and_a_removed_role_applies_at_once,
+    operators_work_only_from_the_allowed_networks,
     sign_in_attempts_are_throttled_and_recorded,
     every_operator_route_allows_exactly_its_roles,
     reveals_are_limited_per_day_and_a_closed_accounts_only_for_an_admin_with_a_reason,
@@ -167,6 +168,24 @@ async fn a_replaced_token_ends_its_sessions_and_a_removed_role_applies_at_once(b
     // The operator removed: likewise.
     let removed = operators_secret(&[("pranav@inferexai.in", PAYMENTS, &["payments"])]);
     assert_eq!(me_after_change(&api, removed, &session).await?, StatusCode::UNAUTHORIZED);
+    Ok(())
+}
+
+/// With an allow-list, the operator routes answer 403 to any other address, the sign-in routes included;
+/// the tests' client connects from 127.0.0.1.
+async fn operators_work_only_from_the_allowed_networks(backend: Backend) -> TestResult {
+    let elsewhere = Config { operator_networks: vec!["10.9.0.0/16".parse()?, "2001:db8::/48".parse()?], ..config() };
+    let api = TestApi::start_with(backend, elsewhere).await?;
+    let enrol = api.http.post(api.url("/v1/admin/totp/enrol")).bearer_auth(KYC).send().await?;
+    expect_error(enrol, StatusCode::FORBIDDEN, "operator_network_not_allowed", None).await?;
+    expect_error(sign_in(&api, KYC, "123456").await?, StatusCode::FORBIDDEN, "operator_network_not_allowed", None)
+        .await?;
+    expect_error(me(&api, "ops_anything").await?, StatusCode::FORBIDDEN, "operator_network_not_allowed", None).await?;
+    // From an allowed network, as usual.
+    let here = Config { operator_networks: vec!["127.0.0.0/8".parse()?], ..config() };
+    let api = TestApi::start_with(backend, here).await?;
+    let session = api.sign_in_operator(KYC).await?;
+    assert_eq!(me(&api, &session).await?.status(), StatusCode::OK);
     Ok(())
 }
 

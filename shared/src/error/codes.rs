@@ -99,6 +99,7 @@ catalogue! {
     InsufficientBalance = "insufficient_balance", PAYMENT_REQUIRED;
     CsrfTokenInvalid = "csrf_token_invalid", FORBIDDEN;
     RoleRequired = "role_required", FORBIDDEN;
+    OperatorNetworkNotAllowed = "operator_network_not_allowed", FORBIDDEN;
     ModelNotAllowed = "model_not_allowed", FORBIDDEN;
     EmailNotVerified = "email_not_verified", FORBIDDEN;
     IncorrectPassword = "incorrect_password", FORBIDDEN;

@@ -8,6 +8,7 @@ use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 
 use super::{bearer_token, route_not_found};
+use crate::accounts::ClientInfo;
 use crate::error::{ApiError, ErrorCode};
 use crate::operator_auth;
 use crate::operators::{self, Credential, OperatorCredentials, Role};
@@ -25,11 +26,25 @@ pub struct Operator {
 #[derive(Clone)]
 pub struct OperatorToken(pub Credential);
 
-async fn credentials(parts: &Parts, state: &AppState) -> Result<std::sync::Arc<OperatorCredentials>, ApiError> {
-    match &state.operator_token {
-        Some(credentials) => Ok(credentials.current().await),
-        None => Err(route_not_found(parts.method.clone(), parts.uri.clone()).await),
+/// The operators' credentials, once the caller is seen to come from a network operators may work from
+/// (`Config::operator_networks`: the caller's address as `ClientInfo` has it, so behind CloudFront the
+/// browser's, proven by the edge secret). 404 while no operator is configured.
+async fn credentials(parts: &mut Parts, state: &AppState) -> Result<std::sync::Arc<OperatorCredentials>, ApiError> {
+    let Some(credentials) = &state.operator_token else {
+        return Err(route_not_found(parts.method.clone(), parts.uri.clone()).await);
+    };
+    let networks = &state.config.operator_networks;
+    if !networks.is_empty() {
+        let client = ClientInfo::from_request_parts(parts, state).await?;
+        let address = client.ip.as_deref().and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
+        if !address.is_some_and(|ip| networks.iter().any(|network| network.contains(&ip))) {
+            return Err(ApiError::Forbidden {
+                code: ErrorCode::OperatorNetworkNotAllowed,
+                message: "operators work only from the networks this service allows".into(),
+            });
+        }
     }
+    Ok(credentials.current().await)
 }
 
 impl FromRequestParts<AppState> for OperatorToken {
