@@ -183,7 +183,7 @@
     }
   });
 
-  // ---------------------------------------------------------------- the operator's token (this tab only)
+  // ---------------------------------------------------------------- the operator's session (this tab only)
 
   let memoryToken = "";
 
@@ -200,7 +200,7 @@
     try {
       sessionStorage.setItem(TOKEN_KEY, token);
     } catch (_) {
-      /* storage disabled: the token lives in memory until the page closes */
+      /* storage disabled: the session lives in memory until the page closes */
     }
   }
 
@@ -223,7 +223,7 @@
     }
   }
 
-  /** The server records every action under the name the token belongs to; its answers (revealed_to,
+  /** The server records every action under the name the session belongs to; its answers (revealed_to,
    *  decided_by, paid_by, handled.by) tell us that name, shown in #ops-who. */
   function noteOperator(name) {
     if (typeof name !== "string" || !name) return;
@@ -282,8 +282,8 @@
     }
   }
 
-  /** The token is wrong (401) or the operator routes do not exist here (404 not_found: no operator
-   *  credentials are configured, so nobody's token can work). */
+  /** The session ended (401) or the operator routes do not exist here (404 not_found: no operator
+   *  credentials are configured, so nobody can sign in). */
   function isAuthFailure(error) {
     return error.status === 401 || (error.status === 404 && (error.code === "not_found" || !error.code));
   }
@@ -1025,19 +1025,21 @@
     const roles = storedRoles();
     const admin = roles === null || roles.includes("admin");
     setHidden($("incidents"), !admin);
+    setHidden($("ceiling"), !(roles === null || roles.includes("support")));
+    setHidden($("gstr1"), !(roles === null || roles.includes("payments")));
     if (admin) loadIncidents().catch(report);
     let loaded = false;
     try {
       if (first) await loadList(first, true);
       loaded = true;
     } catch (error) {
-      if (error.handled) return false; // wrong token: signOut already said so
+      if (error.handled) return false; // the session ended: signOut already said so
       if (fromLogin) {
         forgetSession();
-        flash(`Could not check the token: ${error.message}`, "error");
+        flash(`Could not open the console: ${error.message}`, "error");
         return false;
       }
-      report(error); // a stored token and a passing failure: stay signed in, let them retry
+      report(error); // a stored session and a passing failure: stay signed in, let them retry
     }
     showConsole(true);
     if (first) selectTab(first, false, false);

@@ -1,5 +1,5 @@
 //! Operator sessions: opened by a sign-in with a code (`super::sign_in`), at most 12 hours long and ended
-//! after 8 idle, stored by their token's digest only. The console keeps the token for its tab alone
+//! after 8 idle, stored by their token's digest only. The console keeps the session for its tab alone
 //! (sessionStorage). A session names its operator and the digest of the operator token that opened it;
 //! their roles are read from the credentials at each request, so a role taken away, an operator removed or
 //! their token replaced (a suspected theft) ends or narrows their sessions at once.

@@ -47,7 +47,7 @@ const fn route(method: &'static str, path: &'static str, roles: &'static [Role])
 }
 
 /// Every operator route that takes a session (the sign-in routes take the token instead), with its roles.
-/// The README's operator table and `tests/tests/operator_roles.rs` follow this.
+/// The README's operator table and `tests/tests/operator_sign_in.rs` follow this.
 pub const OPERATOR_ROUTES: &[OperatorRoute] = &[
     route("GET", "/v1/admin/me", EVERY_ROLE),
     route("DELETE", "/v1/admin/sessions", EVERY_ROLE),
