@@ -494,6 +494,11 @@ def main():
         browser.wait("#sessions-table")
         check("the account page lists this session and the login",
               bool(browser.text("#sessions-table")) and bool(browser.text("#logins-table")))
+        browser.type("#nominee-form [name=name]", "Meera Sharma")
+        browser.type("#nominee-form [name=email]", "meera.sharma@example.in")
+        browser.click("#nominee-form button[type=submit]")
+        browser.wait_until("the nominee", lambda: "Meera Sharma" in (browser.text("#nominee-current") or ""))
+        check("the account page names a nominee", "meera.sharma@example.in" in (browser.text("#nominee-current") or ""))
         browser.type("#export-password", new_password)
         browser.click("#export-request")
         # The file holds the PAN in full: its link needs the password again.

@@ -1786,6 +1786,7 @@ async function loadAccount() {
     loadSessions(),
     loadLogins(),
     loadPrivacyRequests(),
+    loadNominee(),
     getPrivacy().then((notice) => renderNotice($("#privacy-notice"), notice)),
     resumeExport(),
   ]);
@@ -1894,6 +1895,43 @@ async function loadLogins() {
 }
 
 const REQUEST_KINDS = { access: "Access (data export)", correction: "Correction", erasure: "Erasure" };
+
+/** The nominee (404: none named). */
+async function loadNominee() {
+  let nominee = null;
+  try {
+    nominee = await api("/v1/account/nominee");
+  } catch (error) {
+    if (error.status !== 404) throw error;
+  }
+  $("#nominee-current").textContent = nominee
+    ? `Your nominee: ${nominee.name} (${nominee.email}), since ${formatDateTime(nominee.updated_at)}.`
+    : "You have not named a nominee.";
+  show($("#nominee-remove"), Boolean(nominee));
+}
+
+async function onNomineeSave(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  clearFlash();
+  await busy(form, async () => {
+    await api("/v1/account/nominee", {
+      method: "PUT", body: { name: form.elements.name.value, email: form.elements.email.value.trim() },
+    });
+    form.reset();
+    flash("Nominee saved. We e-mailed you about the change.");
+    await loadNominee();
+  });
+}
+
+async function onNomineeRemove(event) {
+  clearFlash();
+  await busy(event.currentTarget, async () => {
+    await api("/v1/account/nominee", { method: "DELETE" });
+    flash("Nominee removed.");
+    await loadNominee();
+  });
+}
 
 async function loadPrivacyRequests() {
   const list = await api("/v1/privacy/requests", { query: { limit: 100 } });
@@ -2132,6 +2170,8 @@ function wireEvents() {
   $("#sign-out-everywhere").addEventListener("click", onSignOutEverywhere);
   $("#export-request").addEventListener("click", onExportRequest);
   $("#close-form").addEventListener("submit", onCloseAccount);
+  $("#nominee-form").addEventListener("submit", onNomineeSave);
+  $("#nominee-remove").addEventListener("click", onNomineeRemove);
 
   let resizeTimer = null;
   window.addEventListener("resize", () => {

@@ -20,6 +20,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/account", axum::routing::patch(correct).delete(close))
         .route("/v1/account/accept-policy", post(accept_policy))
+        .route("/v1/account/nominee", get(nominee).put(put_nominee).delete(remove_nominee))
         .route("/v1/privacy", get(notice))
         .route("/v1/privacy/requests", get(requests))
         .route("/v1/privacy/exports", post(create_export))
@@ -30,6 +31,30 @@ pub fn routes() -> Router<AppState> {
 
 pub fn app(state: AppState) -> Router {
     shared::http::finish(routes(), state)
+}
+
+/// The account's nominee (DPDP Act s.14); 404 `nominee_not_found` while none is named.
+async fn nominee(State(state): State<AppState>, session: Session) -> ApiResult<Json<privacy::Nominee>> {
+    let named = privacy::nominee(&PrivacyContext::from(&state), &session.user_id).await?;
+    named.map(Json).ok_or_else(|| ApiError::NotFound {
+        code: ErrorCode::NomineeNotFound,
+        message: "no nominee is named: name one with PUT /v1/account/nominee".into(),
+    })
+}
+
+async fn put_nominee(
+    State(state): State<AppState>,
+    session: Session,
+    JsonBody(request): JsonBody<privacy::NomineeRequest>,
+) -> ApiResult<Json<privacy::Nominee>> {
+    let named = privacy::put_nominee(&PrivacyContext::from(&state), &session.user_id, request).await?;
+    tracing::info!(user_id = %session.user_id, "nominee named");
+    Ok(Json(named))
+}
+
+async fn remove_nominee(State(state): State<AppState>, session: Session) -> ApiResult<StatusCode> {
+    privacy::remove_nominee(&PrivacyContext::from(&state), &session.user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn notice(State(state): State<AppState>) -> Json<Value> {

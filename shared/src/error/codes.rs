@@ -57,6 +57,7 @@ catalogue! {
     InvalidFullName = "invalid_full_name", BAD_REQUEST;
     InvalidGroupBy = "invalid_group_by", BAD_REQUEST;
     InvalidIncident = "invalid_incident", BAD_REQUEST;
+    InvalidNominee = "invalid_nominee", BAD_REQUEST;
     InvalidJson = "invalid_json", BAD_REQUEST;
     InvalidLimit = "invalid_limit", BAD_REQUEST;
     InvalidMaxTokens = "invalid_max_tokens", BAD_REQUEST;
@@ -110,6 +111,7 @@ catalogue! {
     KeyNotFound = "key_not_found", NOT_FOUND;
     KycNotFound = "kyc_not_found", NOT_FOUND;
     IncidentNotFound = "incident_not_found", NOT_FOUND;
+    NomineeNotFound = "nominee_not_found", NOT_FOUND;
     MessageNotFound = "message_not_found", NOT_FOUND;
     ModelNotFound = "model_not_found", NOT_FOUND;
     NotFound = "not_found", NOT_FOUND;

@@ -314,6 +314,21 @@ fn content(mail: &OutboxMail, config: &Config) -> (String, Vec<Block>) {
                 mail.text("outcome")
             ))],
         ),
+        MailKind::NomineeChanged => (
+            "Your nominee was changed".into(),
+            vec![
+                para(format!(
+                    "On {when} your InferexAI account's nominee, who may exercise your data rights on your death or \
+                     incapacity, was {}: {}.",
+                    mail.text("change"),
+                    mail.text("nominee")
+                )),
+                para(format!(
+                    "If this was not you, sign in, change your password and write to {}.",
+                    config.security_email
+                )),
+            ],
+        ),
         MailKind::SecurityNotice => (
             SECURITY_NOTICE_SUBJECT.into(),
             vec![

@@ -55,6 +55,8 @@ pub enum MailKind {
     AccountClosed,
     PrivacyRequestReceived,
     PrivacyRequestCompleted,
+    /// The account's nominee was named, changed or removed.
+    NomineeChanged,
     /// A breach that touched the account (DPDP Rules, rule 7(1)): account mail, whatever the marketing choice.
     SecurityNotice,
     /// Product news: the one kind of marketing, sent only with `marketing_consent`.

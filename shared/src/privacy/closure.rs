@@ -202,7 +202,11 @@ pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()
     crate::auth::after_closure(store, user_id).await?;
     kyc::after_closure(store, user_id).await?;
     store
-        .transact(vec![crate::account_limits::erase_account_limits(user_id), crate::billing::erase_at_closure(user_id)])
+        .transact(vec![
+            crate::account_limits::erase_account_limits(user_id),
+            crate::billing::erase_at_closure(user_id),
+            super::nominee::erase_at_closure(user_id),
+        ])
         .await?;
     let wallet_until = retention.expiry(ItemClass::Wallet, closed_at).unwrap_or(i64::MAX);
     wallet::after_closure(&ctx.ports, user_id, wallet_until).await?;

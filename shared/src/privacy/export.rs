@@ -333,6 +333,7 @@ pub async fn export_document(ctx: &PrivacyContext, user_id: &str, full_pan: bool
         "api_keys": keys,
         "wallet": crate::wallet::wallet_view(store, user_id, now).await?,
         "billing_profile": crate::billing::export_for(store, user_id).await?,
+        "nominee": super::nominee::nominee(ctx, user_id).await?,
         "tax_documents": crate::gst::documents::export_for(store, user_id).await?,
         "spend_alerts": crate::spend::list_alerts(store, user_id).await?,
         "topups": topups,

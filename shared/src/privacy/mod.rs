@@ -26,6 +26,8 @@ pub use export::{
     DataExport, ExportJob, ExportRequest, ExportStatus, ExportView, build_export, create_export, export_document,
     export_jobs, export_view,
 };
+mod nominee;
+pub use nominee::{Nominee, NomineeRequest, nominee, put_nominee, remove_nominee};
 mod closure;
 pub use closure::{Closure, RetainedData, close_account, finish_closure, finish_pending_closures};
 

@@ -79,6 +79,7 @@ pub enum ItemClass {
     OperatorSession,
     OperatorSignIn,
     Incident,
+    Nominee,
 }
 
 impl ItemClass {
@@ -148,6 +149,8 @@ impl ItemClass {
             OperatorSignIn => Rule::FromWrite(Span::LoginRecords),
             // The record of a breach and how it was handled: kept for the Board's and CERT-In's questions.
             Incident => Rule::Lifetime(INCIDENT_RECORD_LIFETIME),
+            // Names who may exercise the account's rights: nothing is left to exercise after closure.
+            Nominee => Rule::ErasedAtClosure,
         }
     }
 
@@ -163,6 +166,7 @@ impl ItemClass {
             (kind::USER, fixed::WALLET) => Wallet,
             (kind::USER, fixed::BILLING) => BillingProfile,
             (kind::USER, fixed::ADVANCES) => AdvanceBalance,
+            (kind::USER, fixed::NOMINEE) => Nominee,
             (kind::USER, sk) => Self::of_user_item(sk)?,
             (kind::EMAIL, fixed::EMAIL) => EmailClaim,
             (kind::SESSION, fixed::SESSION) => Session,

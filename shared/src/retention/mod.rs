@@ -375,6 +375,7 @@ mod tests {
             ("TAXDOCS#UNNUMBERED", "0001#rv_pay_1", ItemClass::UnnumberedDocument),
             ("TAXDOCS#DUE", "rv_pay_1", ItemClass::ReceiptDue),
             ("USER#usr_1", "ADVANCES", ItemClass::AdvanceBalance),
+            ("USER#usr_1", "NOMINEE", ItemClass::Nominee),
             ("TAXINVOICES#2026-11", "CURSOR", ItemClass::TaxInvoiceRun),
             ("TAXINVOICES#2026-11", "TALLY#usr_1", ItemClass::TaxInvoiceRun),
             ("TAXINVOICES#2026-11", "HELD#usr_1", ItemClass::TaxInvoiceRun),

@@ -15,6 +15,7 @@ pub const OWNERS: &[(&str, &[&str])] = &[
     ("sk::WALLET", &["wallet"]),
     ("sk::SESSION", &["auth", "operator_auth"]),
     ("sk::TOTP", &["operator_auth"]),
+    ("sk::NOMINEE", &["privacy"]),
     ("sk::KEY", &["keys"]),
     ("sk::WINDOW", &["auth", "kyc", "verification"]),
     ("sk::TOPUP", &["wallet"]),

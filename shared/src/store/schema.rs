@@ -120,6 +120,8 @@ pub mod sk {
     pub const COUNTER: &str = "COUNTER";
     /// An account's taxed advances not yet adjusted against a supply (`gst::advances`).
     pub const ADVANCES: &str = "ADVANCES";
+    /// An account's nominee (DPDP Act s.14).
+    pub const NOMINEE: &str = "NOMINEE";
     /// An operator's enrolled authenticator (`OPERATOR#<name>`).
     pub const TOTP: &str = "TOTP";
     /// A security incident's record (`INCIDENT#<id>`).

@@ -361,6 +361,7 @@ pub fn kind_name(kind: MailKind) -> &'static str {
         MailKind::PrivacyRequestReceived => "privacy_request_received",
         MailKind::PrivacyRequestCompleted => "privacy_request_completed",
         MailKind::SecurityNotice => "security_notice",
+        MailKind::NomineeChanged => "nominee_changed",
         MailKind::ProductNews => "product_news",
     }
 }
