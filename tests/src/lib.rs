@@ -23,6 +23,7 @@ use shared::store::sqlite::SqliteStore;
 use shared::store::{Item, ItemStore};
 use shared::testing;
 
+mod accounts;
 mod billing;
 mod kyc;
 mod logs;

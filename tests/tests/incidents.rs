@@ -51,9 +51,7 @@ async fn an_incident_keeps_its_deadlines_and_tells_the_people_it_touched_once(ba
         api.http.patch(api.url("/v1/account")).bearer_auth(&touched_token).json(&json!({ "marketing_consent": false }));
     opt_out.send().await?.error_for_status()?;
     let (closing, closing_token) = api.signed_in("closing@example.in").await?;
-    let close =
-        api.http.delete(api.url("/v1/account")).bearer_auth(&closing_token).json(&json!({ "password": PASSWORD }));
-    close.send().await?.error_for_status()?;
+    api.close_account(&closing_token).await?;
     api.clock.advance(Duration::hours(1));
     let window_to = api.clock_now();
 

@@ -7,8 +7,6 @@ use serde_json::{Value, json};
 
 on_both_stores!(a_nominee_is_named_changed_removed_and_erased_at_closure);
 
-const PASSWORD: &str = "correct horse battery";
-
 async fn a_nominee_is_named_changed_removed_and_erased_at_closure(backend: Backend) -> TestResult {
     let api = TestApi::start(backend).await?;
     let (user, token) = api.signed_in("holder@example.in").await?;
@@ -59,8 +57,7 @@ async fn a_nominee_is_named_changed_removed_and_erased_at_closure(backend: Backe
 
     // Named again, then the account closes: the nominee is erased with it.
     put(json!({ "name": "Meera Rao", "email": "meera@example.in" })).await?.error_for_status()?;
-    let close = api.http.delete(api.url("/v1/account")).bearer_auth(&token).json(&json!({ "password": PASSWORD }));
-    close.send().await?.error_for_status()?;
+    api.close_account(&token).await?;
     shared::privacy::finish_pending_closures(&(&api.state).into(), std::time::Duration::from_secs(5)).await?;
     // Once the outbox has gone out (the last change's message is not sent to a closed account), nothing
     // holds the nominee's address.

@@ -320,12 +320,7 @@ async fn reveals_are_limited_per_day_and_a_closed_accounts_only_for_an_admin_wit
     reveal(&api, &kavya, &user, "name check").await?.error_for_status()?;
 
     // The account closes: its number is kept for the law's retention, shown to no reviewer.
-    let close = api
-        .http
-        .delete(api.url("/v1/account"))
-        .bearer_auth(&token)
-        .json(&json!({ "password": "correct horse battery" }));
-    close.send().await?.error_for_status()?;
+    api.close_account(&token).await?;
     let refused = reveal(&api, &kavya, &user, "name check").await?;
     expect_error(refused, StatusCode::FORBIDDEN, "role_required", None).await?;
     let arjun = api.operator_session(ADMIN).await?;

@@ -56,7 +56,7 @@ pub(crate) async fn revoke_account(
     Path(user_id): Path<String>,
     JsonBody(request): JsonBody<RevokeAccount>,
 ) -> ApiResult<Json<incidents::Revoked>> {
-    let reason = shared::incidents::text_of(&request.reason, "reason")?;
+    let reason = shared::incidents::text(&request.reason, "reason")?;
     let mut revoked = incidents::Revoked { complete: true, ..Default::default() };
     incidents::revoke_account(&state.ports, &user_id, &mut revoked).await?;
     state.keys_changed(&user_id);

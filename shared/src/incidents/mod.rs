@@ -121,13 +121,9 @@ pub struct NewEvent {
     pub at: Option<DateTime<Utc>>,
 }
 
-/// Text an operator writes: 1 to [`MAX_TEXT`] printable characters, naming the field otherwise.
-pub fn text_of(raw: &str, field: &str) -> ApiResult<String> {
-    text(raw, field)
-}
-
-/// As [`text_of`]; lines may break (a notice has paragraphs), nothing else invisible may hide in it.
-pub(crate) fn text(raw: &str, field: &str) -> ApiResult<String> {
+/// Text an operator writes: 1 to [`MAX_TEXT`] printable characters, naming the field otherwise; lines may
+/// break (a notice has paragraphs), nothing else invisible may hide in it.
+pub fn text(raw: &str, field: &str) -> ApiResult<String> {
     let trimmed = raw.trim();
     let chars: Vec<char> = trimmed.chars().collect();
     let visible = chars.iter().enumerate().all(|(i, &c)| {
