@@ -38,6 +38,9 @@ impl TestApi {
         let answer = self.http.post(self.url("/v1/admin/totp/enrol")).bearer_auth(token).send().await?;
         let status = answer.status();
         let body: Value = answer.json().await?;
+        if status != reqwest::StatusCode::OK {
+            return Err(format!("enrol answered {status}: {body}").into());
+        }
         let uri = body["otpauth_uri"].as_str().ok_or_else(|| format!("enrol answered {status}: {body}"))?.to_owned();
         let totp = TOTP::from_url(&uri).map_err(|e| format!("{uri}: {e:?}"))?;
         self.authenticators.0.lock().map_err(|_| "poisoned")?.insert(token.to_owned(), (totp, 0));

@@ -28,7 +28,7 @@ pub(crate) async fn enrol(
     tracing::warn!(operator = %operator.name, "operator authenticator enrolled");
     let mut headers = HeaderMap::new();
     headers.insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
-    Ok((StatusCode::CREATED, headers, Json(Enrolled { otpauth_uri: uri })))
+    Ok((StatusCode::OK, headers, Json(Enrolled { otpauth_uri: uri })))
 }
 
 #[derive(Debug, Deserialize)]
