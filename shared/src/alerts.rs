@@ -30,8 +30,12 @@ pub const OPERATOR_SIGN_IN_THROTTLED: &str = "operator_sign_in_throttled";
 /// should ask why.
 pub const KYC_REVEAL_LIMIT: &str = "kyc_reveal_limit";
 
+/// A data-rights request is within 5 days of its 30-day due date, or past it (`privacy::register`): raised by
+/// every jobs run until it is answered.
+pub const PRIVACY_REQUEST_DUE: &str = "privacy_request_due";
+
 /// Every alert, each with its metric filter and alarm in template.yaml.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 9] = [
     USAGE_OVER_HOLD,
     SETTLED_BY_SWEEPER,
     WEBHOOK_SIGNATURE_INVALID,
@@ -40,6 +44,7 @@ pub const ALL: [&str; 8] = [
     KYC_PROVIDER_REFUSED,
     OPERATOR_SIGN_IN_THROTTLED,
     KYC_REVEAL_LIMIT,
+    PRIVACY_REQUEST_DUE,
 ];
 
 #[cfg(test)]

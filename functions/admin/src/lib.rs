@@ -10,6 +10,7 @@ use shared::state::AppState;
 mod incidents;
 mod kyc;
 mod payments;
+mod privacy_requests;
 mod returns;
 mod sign_in;
 mod support;
@@ -39,6 +40,9 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/incidents/{incident_id}", get(incidents::get))
         .route("/v1/admin/incidents/{incident_id}/events", post(incidents::add_event))
         .route("/v1/admin/incidents/{incident_id}/notices", post(incidents::notice))
+        .route("/v1/admin/privacy-requests", get(privacy_requests::list).post(privacy_requests::record))
+        .route("/v1/admin/privacy-requests/{request_id}/events", post(privacy_requests::add_note))
+        .route("/v1/admin/privacy-requests/{request_id}/answer", post(privacy_requests::answer))
 }
 
 pub fn app(state: AppState) -> Router {

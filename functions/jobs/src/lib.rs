@@ -7,6 +7,8 @@
 //!
 //! - closed accounts' refunds: what a closed account is owed goes back to the payments it came from through
 //!   Razorpay's refund API while Razorpay can refund them (`shared::wallet::closure_refunds`);
+//! - data-rights requests: those within 5 days of their due date or past it raise an alarm
+//!   (`shared::privacy::register::check_due`);
 //! - closure follow-up: closures whose request could not finish deleting keys and exports after the
 //!   commit are finished (`shared::privacy::finish_pending_closures`);
 //! - the policy update notice: when the configured policy version changes, every open account that has not
@@ -77,6 +79,8 @@ pub struct JobsReport {
     pub tax_invoices_issued: usize,
     /// Accounts whose tax invoice failed this run: held back, retried by every run (the first failure alerts).
     pub tax_invoices_held_back: usize,
+    /// Open data-rights requests, those due within 5 days and those overdue (which raise an alarm).
+    pub privacy_requests: shared::privacy::DueReport,
     /// Jobs that failed as a whole (their error is logged); the others still ran.
     pub failed_jobs: Vec<&'static str>,
 }
@@ -121,6 +125,10 @@ pub async fn run(state: &AppState) -> shared::error::ApiResult<JobsReport> {
     match shared::privacy::finish_pending_closures(&state.into(), CLOSURES_BUDGET).await {
         Ok(finished) => report.closures_finished = finished,
         Err(e) => report.failed(e, "closures", "the closure follow-up failed"),
+    }
+    match shared::privacy::register::check_due(&state.into()).await {
+        Ok(due) => report.privacy_requests = due,
+        Err(e) => report.failed(e, "privacy_requests", "the data-rights requests' due dates were not checked"),
     }
     let notices = shared::notifications::campaigns::announce_policy(&state.ports, clock.now(), NOTICES_BUDGET);
     match notices.await {

@@ -22,7 +22,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/account/accept-policy", post(accept_policy))
         .route("/v1/account/nominee", get(nominee).put(put_nominee).delete(remove_nominee))
         .route("/v1/privacy", get(notice))
-        .route("/v1/privacy/requests", get(requests))
+        .route("/v1/privacy/requests", get(requests).post(submit_request))
         .route("/v1/privacy/exports", post(create_export))
         .route("/v1/privacy/exports/{export_id}", get(export))
         .route("/v1/privacy/exports/{export_id}/download", post(export_download))
@@ -122,6 +122,17 @@ async fn requests(
 ) -> ApiResult<Json<ListPage<PrivacyRequestView>>> {
     let limit = page_limit(query.limit, MAX_REQUESTS, MAX_REQUESTS)?;
     Ok(Json(ListPage::all(privacy::requests(state.store(), &session.user_id, limit).await?)))
+}
+
+/// A grievance, or a correction the dashboard cannot make, for a person to answer within 30 days.
+async fn submit_request(
+    State(state): State<AppState>,
+    session: Session,
+    JsonBody(request): JsonBody<privacy::CustomerRequest>,
+) -> ApiResult<(StatusCode, Json<PrivacyRequestView>)> {
+    let recorded = privacy::submit(&PrivacyContext::from(&state), &session.user_id, request).await?;
+    tracing::info!(user_id = %session.user_id, request_id = %recorded.id, kind = ?recorded.kind, "privacy request received");
+    Ok((StatusCode::CREATED, Json(recorded)))
 }
 
 /// Asks for an export; a body is optional: `{"password": "..."}` has the PAN in full.

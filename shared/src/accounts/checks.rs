@@ -158,6 +158,27 @@ pub fn check_full_name(raw: &str) -> ApiResult<String> {
     Ok(name.to_owned())
 }
 
+/// Text a person writes (a note, a grievance): trimmed, 1 to `max` characters, none of them control or
+/// invisible characters (lines may break); otherwise `code`, naming the field.
+pub fn written_text(
+    raw: &str,
+    field: &str,
+    max: usize,
+    code: crate::error::ErrorCode,
+) -> Result<String, crate::error::ApiError> {
+    let trimmed = raw.trim();
+    let chars: Vec<char> = trimmed.chars().collect();
+    let visible = chars
+        .iter()
+        .enumerate()
+        .all(|(i, &c)| c == '\n' || (!c.is_control() && !hides_text(c, i.checked_sub(1).map(|p| chars[p]))));
+    if trimmed.is_empty() || chars.len() > max || !visible {
+        let message = format!("{field} must be 1 to {max} printable characters (lines may break)");
+        return Err(crate::error::ApiError::invalid(code, field, message));
+    }
+    Ok(trimmed.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -149,13 +149,13 @@ mod store;
 
 pub use checks::{
     check_date_of_birth, check_full_name, check_new_password, check_new_password_in, hides_text, normalize_email,
-    printable, today_in_india,
+    printable, today_in_india, written_text,
 };
 pub(crate) use store::email_taken;
 pub use store::{
-    AccountStore, ConsentChoice, CreateAccountError, after_closure, closure_ops, consent_put, consents,
-    email_change_ops, expire_consents, kyc_status_update, profile_update, registry_delete, registry_page,
-    require_active, require_active_with_password,
+    AccountStore, ConsentChoice, CreateAccountError, after_closure, closed_accounts_with_email, closure_ops,
+    consent_put, consents, email_change_ops, expire_consents, kyc_status_update, profile_update, registry_delete,
+    registry_page, require_active, require_active_with_password,
 };
 
 /// The signup request body.

@@ -61,7 +61,28 @@ pub async fn consents(store: &dyn ItemStore, user_id: &str) -> StoreResult<Vec<V
 pub async fn after_closure(store: &dyn ItemStore, user_id: &str, until: i64) -> StoreResult<()> {
     let consents = crate::store::user_items(store, user_id, schema::prefix::CONSENT).await?;
     expire_consents(store, &consents, until).await?;
+    for consent in &consents {
+        // What proves consent (policy, choices, occasion, time) stays; where it was given from is a login
+        // record's kind of data and is not kept beyond an open account (DPDP Act s.8(7)).
+        let strip = Update::new(Table::Main, consent.pk.clone(), consent.sk.clone())
+            .remove("ip")
+            .remove("user_agent")
+            .when(Condition::Exists);
+        store.update(strip).await?;
+    }
+    if let Some(account) = store.get(Table::Main, &user_pk(user_id), PROFILE_SK).await? {
+        let email = account.attrs.get("email").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let index = Item::from_record(schema::closed_email_pk(&email), user_id, &serde_json::json!({}), Some(until))?;
+        store.put(Put { table: Table::Main, item: index, condition: Condition::Always }).await?;
+    }
     store.delete(registry_delete(user_id)).await
+}
+
+/// The closed accounts that had `email`, still kept (newest ids last): whom a request by e-mail names once the
+/// address is released.
+pub async fn closed_accounts_with_email(store: &dyn ItemStore, email: &str) -> StoreResult<Vec<String>> {
+    let page = store.query(crate::store::Query::new(Table::Main, schema::closed_email_pk(email)).limit(100)).await?;
+    Ok(page.items.into_iter().map(|item| item.sk).collect())
 }
 
 /// The profile's KYC status, written with the KYC decision or submission that sets it, only while the account

@@ -58,6 +58,7 @@ catalogue! {
     InvalidGroupBy = "invalid_group_by", BAD_REQUEST;
     InvalidIncident = "invalid_incident", BAD_REQUEST;
     InvalidNominee = "invalid_nominee", BAD_REQUEST;
+    InvalidPrivacyRequest = "invalid_privacy_request", BAD_REQUEST;
     InvalidJson = "invalid_json", BAD_REQUEST;
     InvalidLimit = "invalid_limit", BAD_REQUEST;
     InvalidMaxTokens = "invalid_max_tokens", BAD_REQUEST;
@@ -112,6 +113,7 @@ catalogue! {
     KycNotFound = "kyc_not_found", NOT_FOUND;
     IncidentNotFound = "incident_not_found", NOT_FOUND;
     NomineeNotFound = "nominee_not_found", NOT_FOUND;
+    PrivacyRequestNotFound = "privacy_request_not_found", NOT_FOUND;
     MessageNotFound = "message_not_found", NOT_FOUND;
     ModelNotFound = "model_not_found", NOT_FOUND;
     NotFound = "not_found", NOT_FOUND;
@@ -139,6 +141,8 @@ catalogue! {
     KycSubmissionConflict = "kyc_submission_conflict", CONFLICT;
     KycSubmissionLimit = "kyc_submission_limit", CONFLICT;
     PaymentReviewHandled = "payment_review_handled", CONFLICT;
+    PrivacyRequestAnswered = "privacy_request_answered", CONFLICT;
+    TooManyOpenRequests = "too_many_open_requests", CONFLICT;
     PayoutNotAllowedYet = "payout_not_allowed_yet", CONFLICT;
     RefundRequestChanged = "refund_request_changed", CONFLICT;
     TooManyKeys = "too_many_keys", CONFLICT;

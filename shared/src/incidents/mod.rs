@@ -124,16 +124,7 @@ pub struct NewEvent {
 /// Text an operator writes: 1 to [`MAX_TEXT`] printable characters, naming the field otherwise; lines may
 /// break (a notice has paragraphs), nothing else invisible may hide in it.
 pub fn text(raw: &str, field: &str) -> ApiResult<String> {
-    let trimmed = raw.trim();
-    let chars: Vec<char> = trimmed.chars().collect();
-    let visible = chars.iter().enumerate().all(|(i, &c)| {
-        c == '\n' || (!c.is_control() && !crate::accounts::hides_text(c, i.checked_sub(1).map(|p| chars[p])))
-    });
-    if trimmed.is_empty() || chars.len() > MAX_TEXT || !visible {
-        let message = format!("{field} must be 1 to {MAX_TEXT} printable characters (lines may break)");
-        return Err(ApiError::invalid(ErrorCode::InvalidIncident, field, message));
-    }
-    Ok(trimmed.to_owned())
+    crate::accounts::written_text(raw, field, MAX_TEXT, ErrorCode::InvalidIncident)
 }
 
 /// The incident's item, with its count of events (what a change is conditioned on).

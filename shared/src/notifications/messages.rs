@@ -305,15 +305,18 @@ fn content(mail: &OutboxMail, config: &Config) -> (String, Vec<Block>) {
                 mail.text("due")
             ))],
         ),
-        MailKind::PrivacyRequestCompleted => (
-            "Your privacy request is complete".into(),
-            vec![para(format!(
-                "Your {} request ({}) is complete: {}.",
+        MailKind::PrivacyRequestCompleted => {
+            let mut body = vec![para(format!(
+                "Your {} request ({}) is answered: {}.",
                 mail.text("request_kind"),
                 mail.text("request_id"),
                 mail.text("outcome")
-            ))],
-        ),
+            ))];
+            if !mail.text("next").is_empty() {
+                body.push(para(mail.text("next")));
+            }
+            ("Your privacy request is answered".into(), body)
+        }
         MailKind::NomineeChanged => (
             "Your nominee was changed".into(),
             vec![

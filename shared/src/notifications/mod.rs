@@ -76,6 +76,7 @@ impl MailKind {
             self,
             MailKind::AccountClosed
                 | MailKind::RefundNotice
+                | MailKind::PrivacyRequestReceived
                 | MailKind::PrivacyRequestCompleted
                 | MailKind::DisputeNotice
                 | MailKind::SecurityNotice

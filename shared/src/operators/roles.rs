@@ -12,7 +12,8 @@ pub enum Role {
     KycReviewer,
     /// Money: refund requests and bank payouts, payment reviews, disputes, the GSTR-1 files.
     Payments,
-    /// Customer support: an account's rate-limit ceiling.
+    /// Customer support: an account's rate-limit ceiling, data-rights requests and grievances received
+    /// outside the dashboard.
     Support,
     /// The service itself: product news to consenting accounts, security notices and incidents, the
     /// legacy Aadhaar erasure's progress, and a closed account's numbers for a stated legal reason.
@@ -73,6 +74,11 @@ pub const OPERATOR_ROUTES: &[OperatorRoute] = &[
     route("GET", "/v1/admin/incidents/{incident_id}", &[Role::Admin]),
     route("POST", "/v1/admin/incidents/{incident_id}/events", &[Role::Admin]),
     route("POST", "/v1/admin/incidents/{incident_id}/notices", &[Role::Admin]),
+    // Data-rights requests and grievances from outside the dashboard: support answers them, admin oversees.
+    route("GET", "/v1/admin/privacy-requests", &[Role::Support, Role::Admin]),
+    route("POST", "/v1/admin/privacy-requests", &[Role::Support, Role::Admin]),
+    route("POST", "/v1/admin/privacy-requests/{request_id}/events", &[Role::Support, Role::Admin]),
+    route("POST", "/v1/admin/privacy-requests/{request_id}/answer", &[Role::Support, Role::Admin]),
 ];
 
 /// The roles allowed on a route (its template, as the router matched it); none for a route not listed.

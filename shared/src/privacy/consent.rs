@@ -16,6 +16,16 @@ pub fn notice(ctx: &PrivacyContext) -> Value {
         "policy_version": config.policy_version,
         "retention": config.retention.published(config.session_ttl, config.login_window),
         "grievance_officer": { "name": config.grievance_name, "email": config.grievance_email },
+        // DPDP Rules, rule 14(1): how to make a request, and what identifies the person (the account's e-mail).
+        "how_to_ask": format!(
+            "In the dashboard (the routes under rights), or by e-mail to {} or the grievance officer from the account's address (the identifier we need; a closed account's address works too). A nominee writes with the account's address and proof of the death or incapacity. Every request is acknowledged by e-mail and answered within {RESPONSE_DAYS} days.",
+            config.privacy_email
+        ),
+        "grievances": {
+            "how": "POST /v1/privacy/requests with kind grievance, or write to the grievance officer",
+            "answered_within_days": RESPONSE_DAYS,
+            "board": super::BOARD_COMPLAINT,
+        },
         "contacts": { "privacy": config.privacy_email, "security": config.security_email },
         "response_days": RESPONSE_DAYS,
         "kyc": crate::kyc::consent::notice(),
@@ -26,6 +36,8 @@ pub fn notice(ctx: &PrivacyContext) -> Value {
             "correction": "PATCH /v1/account (KYC details: submit again with POST /v1/kyc, and POST /v1/kyc/digilocker)",
             "erasure": "DELETE /v1/account",
             "requests": "GET /v1/privacy/requests",
+            "correction_by_a_person": "POST /v1/privacy/requests with kind correction (date of birth, KYC details), with what shows the right value",
+            "nomination": "PUT /v1/account/nominee (name and e-mail of who may exercise these rights on your death or incapacity)",
         },
     })
 }

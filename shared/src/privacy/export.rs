@@ -107,8 +107,12 @@ pub async fn create_export(ctx: &PrivacyContext, user_id: &str, request: ExportR
         .param("request_kind", "data access (export)")
         .param("request_id", request.request.id.clone())
         .param("due", crate::notifications::messages::in_ist(request.request.due_at));
-    let ops =
-        vec![request.put()?, export_put(user_id, &export, expires_at, Condition::NotExists)?, enqueue(&received)?];
+    let ops = vec![
+        request.put()?,
+        super::register::open_put(&request)?,
+        export_put(user_id, &export, expires_at, Condition::NotExists)?,
+        enqueue(&received)?,
+    ];
     store.transact(ops).await?;
     if ctx.export_builds == ExportBuilds::InProcess {
         let (ctx, user_id, export_id) = (ctx.clone(), user_id.to_owned(), export.id.clone());
@@ -214,7 +218,12 @@ async fn finish_export(
                 _ => "the export could not be built; please request a new one".to_owned(),
             },
         );
-    let ops = vec![request.put()?, export_put(user_id, &export, expires_at, pending)?, enqueue(&completed)?];
+    let ops = vec![
+        request.put()?,
+        super::register::open_release(&request.request.id),
+        export_put(user_id, &export, expires_at, pending)?,
+        enqueue(&completed)?,
+    ];
     let recorded = store.transact(ops).await;
     if recorded.applied()?.is_none() {
         let stored = stored_export(ctx, user_id, &export.id).await?;

@@ -16,7 +16,14 @@ use crate::kyc::KycKeys;
 use crate::ports::Ports;
 
 mod requests;
-pub use requests::{PrivacyRequest, PrivacyRequestView, RequestKind, RequestStatus, requests};
+pub use requests::{
+    PrivacyRequest, PrivacyRequestView, ReceivedVia, RequestEvent, RequestEventView, RequestKind, RequestStatus,
+    requests,
+};
+pub mod register;
+pub use register::{Answer, DueFilter, DueReport, RegisterEntry};
+mod intake;
+pub use intake::{CustomerRequest, OutsideRequest, record_outside, submit};
 mod consent;
 pub use consent::{accept_policy, notice, unsubscribe};
 mod correction;
@@ -33,8 +40,12 @@ pub use closure::{Closure, RetainedData, close_account, finish_closure, finish_p
 
 use crate::store::schema;
 
-/// The DPDP Act's outer limit for answering a data principal's request.
+/// Our limit for answering a data principal's request, grievances included (the DPDP Rules, rule 14(3),
+/// allow at most 90 days for a grievance; we promise 30 for every request).
 pub const RESPONSE_DAYS: i64 = 30;
+/// Where a person goes whose grievance we did not resolve: the DPDP Act s.13(3) has them exhaust our
+/// grievance redressal first; the Board takes complaints under s.27 as a digital office (DPDP Rules).
+pub const BOARD_COMPLAINT: &str = "If you are not satisfied with this answer, you may complain to the Data Protection Board of India (Digital Personal Data Protection Act, 2023, sections 13(3) and 27), through its online complaint platform.";
 /// How long a download link of an export works.
 pub const EXPORT_LINK_VALIDITY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 

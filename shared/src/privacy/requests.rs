@@ -17,6 +17,43 @@ pub enum RequestKind {
     Access,
     Correction,
     Erasure,
+    /// A complaint about how we handled the person's data or a request (DPDP Act s.13).
+    Grievance,
+    /// A nominee exercising the rights of a person who died or cannot act (DPDP Act s.14; operators only).
+    Nominee,
+}
+
+impl RequestKind {
+    /// How the e-mails name it.
+    pub fn described(self) -> &'static str {
+        match self {
+            RequestKind::Access => "data access",
+            RequestKind::Correction => "correction",
+            RequestKind::Erasure => "erasure",
+            RequestKind::Grievance => "grievance",
+            RequestKind::Nominee => "nominee's",
+        }
+    }
+}
+
+/// How a request reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceivedVia {
+    Dashboard,
+    Email,
+    Letter,
+    Phone,
+    InPerson,
+}
+
+/// One step of a request's handling, shown to the person it concerns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestEvent {
+    pub at: DateTime<Utc>,
+    /// The operator who wrote it (kept for the register; the customer sees "InferexAI").
+    pub by: String,
+    pub note: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +62,8 @@ pub enum RequestStatus {
     Received,
     Completed,
     Failed,
+    /// Declined with the reasons stated in its outcome (DPDP Rules: a refusal says why).
+    Refused,
 }
 
 /// One data-rights request as recorded.
@@ -38,6 +77,27 @@ pub struct PrivacyRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<DateTime<Utc>>,
     pub outcome: String,
+    /// Absent: the dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_via: Option<ReceivedVia>,
+    /// For a request from outside the dashboard: how the operator checked who sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_check: Option<String>,
+    /// The address it came from, when not the account's own (a nominee's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    /// What the person wrote (a grievance, a correction the dashboard cannot make).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<RequestEvent>,
+}
+
+/// One step as the customer sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestEventView {
+    pub at: String,
+    pub note: String,
 }
 
 /// How `GET /v1/privacy/requests` shows a request.
@@ -50,6 +110,9 @@ pub struct PrivacyRequestView {
     pub due_at: String,
     pub completed_at: Option<String>,
     pub outcome: String,
+    pub received_via: ReceivedVia,
+    pub message: Option<String>,
+    pub timeline: Vec<RequestEventView>,
 }
 
 impl From<&PrivacyRequest> for PrivacyRequestView {
@@ -62,6 +125,13 @@ impl From<&PrivacyRequest> for PrivacyRequestView {
             due_at: timestamp(r.due_at),
             completed_at: r.completed_at.map(timestamp),
             outcome: r.outcome.clone(),
+            received_via: r.received_via.unwrap_or(ReceivedVia::Dashboard),
+            message: r.message.clone(),
+            timeline: r
+                .timeline
+                .iter()
+                .map(|e| RequestEventView { at: timestamp(e.at), note: e.note.clone() })
+                .collect(),
         }
     }
 }
@@ -88,6 +158,11 @@ impl Recorded {
                 due_at: now + Duration::days(RESPONSE_DAYS),
                 completed_at: None,
                 outcome: "received".into(),
+                received_via: None,
+                identity_check: None,
+                requester: None,
+                message: None,
+                timeline: Vec::new(),
             },
             expires_at: ctx.ports.config.retention.until(Span::PrivacyRequests, now),
         }

@@ -80,6 +80,8 @@ pub enum ItemClass {
     OperatorSignIn,
     Incident,
     Nominee,
+    OpenPrivacyRequest,
+    ClosedAccountEmail,
 }
 
 impl ItemClass {
@@ -151,6 +153,10 @@ impl ItemClass {
             Incident => Rule::Lifetime(INCIDENT_RECORD_LIFETIME),
             // Names who may exercise the account's rights: nothing is left to exercise after closure.
             Nominee => Rule::ErasedAtClosure,
+            // A request's place in the operators' register: deleted when answered, else kept like the request.
+            OpenPrivacyRequest => Rule::FromWrite(Span::PrivacyRequests),
+            // Finds the closed account a request by e-mail names, as long as the account is kept.
+            ClosedAccountEmail => Rule::FromClosure(Span::Account),
         }
     }
 
@@ -215,19 +221,23 @@ impl ItemClass {
             (kind::SPEND, fixed::TOTAL) => KeySpendTotal,
             (kind::SPEND, fixed::LIMIT) => SpendLimit,
             (kind::SPEND, sk) if sk.starts_with(prefix::DAY) || sk.starts_with(prefix::MONTH) => SpendWindow,
-            _ => return Self::of_operator_item(partition, sk),
+            _ => return Self::of_operator_item(pk, partition, sk),
         };
         Some(class)
     }
 
     /// The operators' items: their authenticator, sign-in records and sessions.
-    fn of_operator_item(partition: &str, sk: &str) -> Option<Self> {
-        use crate::store::schema::{kind, prefix, sk as fixed};
+    fn of_operator_item(pk: &str, partition: &str, sk: &str) -> Option<Self> {
+        use crate::store::schema::{self, kind, prefix, sk as fixed};
         match (partition, sk) {
             (kind::OPERATOR, fixed::TOTP) => Some(ItemClass::OperatorTotp),
             (kind::OPERATOR, sk) if sk.starts_with(prefix::OPERATOR_SIGN_IN) => Some(ItemClass::OperatorSignIn),
             (kind::OPERATOR_SESSION, fixed::SESSION) => Some(ItemClass::OperatorSession),
             (kind::INCIDENT, fixed::INCIDENT) | (kind::INCIDENTS, _) => Some(ItemClass::Incident),
+            (kind::PRIVACY_REQUESTS, _) if pk == schema::OPEN_PRIVACY_REQUESTS_PK => {
+                Some(ItemClass::OpenPrivacyRequest)
+            }
+            (kind::CLOSED_EMAIL, _) => Some(ItemClass::ClosedAccountEmail),
             _ => None,
         }
     }

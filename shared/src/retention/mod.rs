@@ -388,6 +388,8 @@ mod tests {
             ("NOTICE#security-inc_1-n1", "usr_1", ItemClass::NoticeSent),
             ("RATE#operator-sign-in#ravi@inferexai.in", "WINDOW", ItemClass::RateLimit),
             ("RATE#kyc-reveal#ravi@inferexai.in", "WINDOW", ItemClass::RateLimit),
+            ("PRIVACYREQS#OPEN", "prq_1", ItemClass::OpenPrivacyRequest),
+            ("CLOSEDEMAIL#a@b.in", "usr_1", ItemClass::ClosedAccountEmail),
         ];
         for (pk, sk, class) in cases {
             assert_eq!(ItemClass::of(pk, sk), Some(class), "{pk} {sk}");

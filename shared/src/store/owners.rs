@@ -79,8 +79,10 @@ pub const OWNERS: &[(&str, &[&str])] = &[
     ("UNNUMBERED_DOCUMENTS_PK", &["gst"]),
     ("RECEIPTS_DUE_PK", &["gst"]),
     ("INCIDENTS_PK", &["incidents"]),
+    ("OPEN_PRIVACY_REQUESTS_PK", &["privacy"]),
     // Partition builders.
     ("email_pk", &["accounts"]),
+    ("closed_email_pk", &["accounts"]),
     ("session_pk", &["auth"]),
     ("logins_pk", &["auth"]),
     ("login_window_pk", &["auth"]),

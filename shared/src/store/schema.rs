@@ -27,6 +27,8 @@
 //!
 //! - Operators: `OPERATOR#<name>` / `TOTP` and `SIGNIN#<time>`; `OPSESSION#<hash>` / `SESSION`.
 //! - Incidents: `INCIDENT#<id>` / `INCIDENT`; `INCIDENTS` / `<time>` (newest first).
+//! - Data rights: `PRIVACYREQS#OPEN` / `<request id>` (requests not answered yet); `CLOSEDEMAIL#<email>` /
+//!   `<user id>` (a closed account's address).
 //!
 //! Vault table: `VAULT#<reference>` / `SECRET`.
 
@@ -83,6 +85,8 @@ pub mod kind {
     pub const OPERATOR_SESSION: &str = "OPSESSION";
     pub const INCIDENT: &str = "INCIDENT";
     pub const INCIDENTS: &str = "INCIDENTS";
+    pub const PRIVACY_REQUESTS: &str = "PRIVACYREQS";
+    pub const CLOSED_EMAIL: &str = "CLOSEDEMAIL";
 }
 
 /// Fixed sort keys.
@@ -192,6 +196,9 @@ pub const UNNUMBERED_DOCUMENTS_PK: &str = "TAXDOCS#UNNUMBERED";
 pub const RECEIPTS_DUE_PK: &str = "TAXDOCS#DUE";
 /// Security incidents, newest first (sort key `<opened millis>#<random>`, naming the incident).
 pub const INCIDENTS_PK: &str = kind::INCIDENTS;
+/// Data-rights requests not answered yet, from every account (sort key = the request's id): the register
+/// operators list by due date and the jobs alarm on.
+pub const OPEN_PRIVACY_REQUESTS_PK: &str = "PRIVACYREQS#OPEN";
 /// The stale-hold sweeper's place in the wallets' registry (`CURSOR`), saved when a run meets its budget.
 pub const SWEEPER_PK: &str = kind::SWEEPER;
 
@@ -210,6 +217,12 @@ pub fn user_id_of(pk: &str) -> Option<&str> {
 
 pub fn email_pk(email: &str) -> String {
     key(kind::EMAIL, email)
+}
+
+/// A closed account's address (sort key = the user id): how a request that arrives by e-mail finds the account
+/// once its address is released.
+pub fn closed_email_pk(email: &str) -> String {
+    key(kind::CLOSED_EMAIL, email)
 }
 
 pub fn session_pk(token_hash: &str) -> String {
