@@ -359,6 +359,9 @@ async fn concurrent_requests_never_overspend(backend: Backend) -> TestResult {
         status: "captured".into(),
         order_id: None,
         method: None,
+        contact: None,
+        email: None,
+        vpa: None,
         notes: Value::Null,
         created_at: 0,
     };

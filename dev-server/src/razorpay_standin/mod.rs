@@ -119,6 +119,11 @@ impl StandIn {
             status: status.into(),
             order_id: Some(order_id.into()),
             method: Some("upi".into()),
+            // What test mode reports for a UPI payment: the payer's phone, Razorpay's placeholder e-mail
+            // when Checkout collected none, and the test VPA that always succeeds.
+            contact: Some("+919000090000".into()),
+            email: Some("void@razorpay.com".into()),
+            vpa: Some("success@razorpay".into()),
             notes: order.notes.clone(),
             created_at: chrono::Utc::now().timestamp(),
         };

@@ -298,6 +298,9 @@ mod tests {
             status: "captured".into(),
             order_id: None,
             method: Some("card".into()),
+            contact: Some("+919000090000".into()),
+            email: Some("void@razorpay.com".into()),
+            vpa: None,
             notes: json!([]),
             created_at: chrono::Utc::now().timestamp(),
         };

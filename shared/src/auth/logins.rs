@@ -164,6 +164,18 @@ pub trait LoginStore: Send + Sync {
 
 const LOGIN_PREFIX: &str = schema::prefix::LOGIN;
 
+/// Every login attempt on the account still kept (the retention window bounds them), newest first: the
+/// data export's login history, never cut short.
+pub async fn export_for(store: &dyn ItemStore, user_id: &str) -> StoreResult<Vec<LoginAttempt>> {
+    let mut attempts: Vec<LoginAttempt> = crate::store::user_items(store, user_id, LOGIN_PREFIX)
+        .await?
+        .iter()
+        .map(Item::record)
+        .collect::<StoreResult<_>>()?;
+    attempts.reverse();
+    Ok(attempts)
+}
+
 fn attempt_put(attempt: &LoginAttempt, expires_at: i64) -> StoreResult<WriteOp> {
     let (pk, sk) = match &attempt.user_id {
         Some(user_id) => (user_pk(user_id), time_sort_key(LOGIN_PREFIX, attempt.at)),

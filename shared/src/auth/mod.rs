@@ -132,10 +132,12 @@ impl From<&LoginAttempt> for LoginAttemptView {
 mod logins;
 mod sessions;
 
+pub use logins::export_for as login_export;
 pub use logins::{
     Expiries, IssuedSession, LoginStore, Reservation, SuccessfulLogin, Take, WindowTake, change_password,
     check_password, login, release_in_window, reserve_in_window, take_in_window,
 };
+pub use sessions::export_for as sessions_export;
 pub use sessions::{
     SessionStore, after_closure, authenticate, clear_sessions, end_every_session, note_seen, revoke_session_by_id,
     revoke_sessions, session_account, session_deletes, sessions, sign_out_everywhere,

@@ -182,15 +182,31 @@ pub async fn sessions<S: ItemStore + ?Sized>(store: &S, current: &Session) -> Ap
             // Ended with all the account's sessions; its item is only waiting to be deleted.
             continue;
         }
-        views.push(SessionView {
-            id: session_id(digest),
-            created_at: timestamp(record.created_at),
-            last_seen_at: record.last_seen_at.or(Some(record.created_at)).map(timestamp),
-            ip: record.ip,
-            user_agent: record.user_agent,
-            expires_at: item.expires_at.and_then(|at| DateTime::from_timestamp(at, 0)).map(timestamp),
-            current: digest == current.token_hash,
-        });
+        views.push(session_view(digest, &item, record, digest == current.token_hash));
+    }
+    views.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    Ok(views)
+}
+
+fn session_view(digest: &str, item: &Item, record: SessionRecord, current: bool) -> SessionView {
+    SessionView {
+        id: session_id(digest),
+        created_at: timestamp(record.created_at),
+        last_seen_at: record.last_seen_at.or(Some(record.created_at)).map(timestamp),
+        ip: record.ip,
+        user_agent: record.user_agent,
+        expires_at: item.expires_at.and_then(|at| DateTime::from_timestamp(at, 0)).map(timestamp),
+        current,
+    }
+}
+
+/// The account's sessions as its data export shows them: every one still stored, newest first.
+pub async fn export_for(store: &dyn ItemStore, user_id: &str) -> ApiResult<Vec<SessionView>> {
+    let mut views = Vec::new();
+    for index in session_index(store, user_id).await? {
+        let digest = index_digest(&index);
+        let Some(item) = store.get(Table::Main, &session_pk(digest), SESSION_SK).await? else { continue };
+        views.push(session_view(digest, &item, item.record()?, false));
     }
     views.sort_by(|a, b| b.created_at.cmp(&a.created_at));
     Ok(views)

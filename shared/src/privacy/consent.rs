@@ -44,7 +44,7 @@ pub fn notice(ctx: &PrivacyContext) -> Value {
 
 /// The model providers a call's prompt may go to, where each processes it, and whether that is a transfer
 /// outside India (DPDP Act, 2023, s.16; the notice names it): from the catalog the gateway routes by.
-fn model_providers() -> Vec<Value> {
+pub(super) fn model_providers() -> Vec<Value> {
     let Ok(catalog) = crate::catalog::Catalog::builtin() else { return Vec::new() };
     catalog
         .providers

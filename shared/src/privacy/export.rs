@@ -8,7 +8,7 @@ use super::correction::active_account;
 use super::requests::{PrivacyRequest, PrivacyRequestView, Recorded, RequestKind, RequestStatus};
 use super::{EXPORT_LINK_VALIDITY, EXPORT_PREFIX, ExportBuilds, PrivacyContext, REQUEST_PREFIX};
 use crate::accounts::{AccountStore, AccountView, timestamp, user_pk};
-use crate::auth::{LoginAttemptView, LoginStore};
+use crate::auth::LoginAttemptView;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::keys::{ApiKeyView, KeyStore};
 use crate::kyc::{self, DocumentKind, KycStore};
@@ -318,7 +318,7 @@ pub async fn export_document(ctx: &PrivacyContext, user_id: &str, full_pan: bool
     account_view["status"] = json!(account.status);
 
     let logins: Vec<LoginAttemptView> =
-        store.login_history(user_id, 1000).await?.iter().map(LoginAttemptView::from).collect();
+        crate::auth::login_export(store, user_id).await?.iter().map(LoginAttemptView::from).collect();
     let kyc = kyc_export(ctx, user_id, full_pan).await?;
     let now = ctx.ports.clock.now();
     let records: Vec<_> = store.keys(user_id).await?.into_iter().map(|(_, record)| record).collect();
@@ -331,7 +331,9 @@ pub async fn export_document(ctx: &PrivacyContext, user_id: &str, full_pan: bool
         .iter()
         .map(|i| i.record::<PrivacyRequest>().map(|r| PrivacyRequestView::from(&r)))
         .collect::<StoreResult<_>>()?;
-    Ok(json!({
+    let topup_ids: Vec<String> = topups.iter().map(|t| t.id.clone()).collect();
+    let payments = payments_export(store, user_id, &topup_ids).await?;
+    let mut document = json!({
         "format": "inferex-data-export/1",
         "generated_at": timestamp(ctx.ports.clock.now()),
         "user_id": user_id,
@@ -349,6 +351,25 @@ pub async fn export_document(ctx: &PrivacyContext, user_id: &str, full_pan: bool
         "ledger": ledger,
         "usage": usage,
         "privacy_requests": requests,
+        "sessions": crate::auth::sessions_export(store, user_id).await?,
+        "limits": crate::account_limits::account_limits(store, user_id).await?,
+        "mail": { "suppressed": crate::notifications::delivery::suppression_of(store, &account.email).await? },
+        "processors": super::coverage::processors(super::consent::model_providers()),
+    });
+    if let (Some(document), Value::Object(payments)) = (document.as_object_mut(), payments) {
+        document.extend(payments);
+    }
+    Ok(document)
+}
+
+/// The money sections beyond the ledger: payments with the payer's details, reviews of them, the refund
+/// request of a closed account, disputes.
+async fn payments_export(store: &dyn crate::store::ItemStore, user_id: &str, topup_ids: &[String]) -> ApiResult<Value> {
+    Ok(json!({
+        "payments": crate::wallet::closure_refunds::export_for(store, user_id).await?,
+        "payment_reviews": crate::wallet::payment_reviews_for(store, topup_ids).await?,
+        "refund_request": crate::wallet::refund_request(store, user_id).await?,
+        "disputes": crate::wallet::disputes_export(store, user_id).await?,
     }))
 }
 

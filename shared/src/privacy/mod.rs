@@ -33,6 +33,7 @@ pub use export::{
     DataExport, ExportJob, ExportRequest, ExportStatus, ExportView, build_export, create_export, export_document,
     export_jobs, export_view,
 };
+pub mod coverage;
 mod nominee;
 pub use nominee::{Nominee, NomineeRequest, nominee, put_nominee, remove_nominee};
 mod closure;

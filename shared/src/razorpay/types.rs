@@ -50,6 +50,14 @@ pub struct Payment {
     pub order_id: Option<String>,
     #[serde(default)]
     pub method: Option<String>,
+    /// The payer's phone, e-mail and UPI address as Razorpay reports them (personal data: kept with the
+    /// payment's record and shown in its owner's export).
+    #[serde(default)]
+    pub contact: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub vpa: Option<String>,
     #[serde(default)]
     pub notes: Value,
     #[serde(default)]

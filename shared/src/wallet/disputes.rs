@@ -305,6 +305,17 @@ pub async fn disputes<S: ItemStore + ?Sized>(
     Ok((views, page.next))
 }
 
+/// The account's disputes for its data export: the registry holds every account's (disputes are rare), so
+/// it is walked and the account's kept.
+pub async fn export_for(store: &dyn ItemStore, user_id: &str) -> ApiResult<Vec<DisputeView>> {
+    let listed = crate::store::all_pages(store, Query::new(Table::Main, schema::DISPUTES_PK).limit(100)).await?;
+    let mut views = Vec::new();
+    for item in listed.iter().filter(|i| i.attrs.get("user_id").and_then(Value::as_str) == Some(user_id)) {
+        views.push(dispute_view(store, item).await?);
+    }
+    Ok(views)
+}
+
 /// `POST /v1/admin/disputes/{id}/handled`: an operator records how a dispute was handled (evidence sent,
 /// accepted), once; the first record stands.
 pub async fn mark_dispute_handled(

@@ -65,7 +65,9 @@ pub use closure::{
     RefundRequest, RefundRequestView, after_closure, closure_ops, expire_registry, refund_request, refund_requests,
     sync_closed_wallet,
 };
-pub use disputes::{DisputeState, DisputeView, apply_dispute, disputes, mark_dispute_handled};
+pub use disputes::{
+    DisputeState, DisputeView, apply_dispute, disputes, export_for as disputes_export, mark_dispute_handled,
+};
 pub use ledger::{LedgerEntry, LedgerEntryView, LedgerKind, export_for, page_cursor as ledger_page_cursor};
 pub use payouts::{Payout, record_payout};
 pub use reconciliation::{ABANDON_UNANSWERED_AFTER, ReconciliationReport, reconcile};
@@ -238,6 +240,16 @@ pub async fn payment_reviews<S: ItemStore + ?Sized>(
 ) -> ApiResult<(Vec<PaymentReviewView>, Option<String>)> {
     let page = store.query(Query::new(Table::Main, REVIEW_PK).limit(limit).after(after)).await?;
     Ok((page.items.iter().map(review_view).collect(), page.next))
+}
+
+/// The reviews of the account's payments for its data export: those naming one of its top-ups.
+pub async fn payment_reviews_for(store: &dyn ItemStore, topup_ids: &[String]) -> ApiResult<Vec<PaymentReviewView>> {
+    let listed = crate::store::all_pages(store, Query::new(Table::Main, REVIEW_PK).limit(100)).await?;
+    let names_a_topup = |item: &&Item| {
+        let topup = item.attrs.get("details").and_then(|d| d.get("topup_id")).and_then(Value::as_str);
+        topup.is_some_and(|id| topup_ids.iter().any(|t| t == id))
+    };
+    Ok(listed.iter().filter(names_a_topup).map(review_view).collect())
 }
 
 /// `POST /v1/admin/payment-reviews/{id}/handled`: an operator records how a review was settled (once: a

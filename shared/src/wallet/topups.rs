@@ -395,6 +395,7 @@ fn credit_ops(
         MONEY_LEFT: paid_paise(topup),
         "source": source,
         "credited_at": now,
+        "payer": { "method": payment.method, "contact": payment.contact, "email": payment.email, "vpa": payment.vpa },
     });
     let receipt = receipt_due(topup, &payment.id, now, expires_at)?;
     Ok(vec![

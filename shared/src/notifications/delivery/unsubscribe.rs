@@ -56,6 +56,12 @@ pub enum SuppressionReason {
     Complaint,
 }
 
+/// The address's suppression entry (why and since when nothing is mailed to it), for its owner's export.
+pub async fn suppression_of(store: &dyn ItemStore, email: &str) -> StoreResult<Option<serde_json::Value>> {
+    let item = store.get(Table::Main, &schema::suppressed_pk(&email.trim().to_lowercase()), sk::SUPPRESSED).await?;
+    Ok(item.map(|i| serde_json::Value::Object(i.attrs)))
+}
+
 /// Puts an address on the suppression list (a permanent bounce or a complaint reported by SES).
 pub async fn suppress<S: ItemStore + ?Sized>(
     store: &S,

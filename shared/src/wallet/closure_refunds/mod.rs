@@ -186,6 +186,26 @@ pub async fn account_payments<S: ItemStore + ?Sized>(store: &S, user_id: &str) -
     Ok(payments)
 }
 
+/// The account's payments as its data export shows them, newest first: Razorpay's ids, the amounts, when
+/// each was credited, and the payer's details Razorpay reported (method, phone, e-mail, VPA).
+pub async fn export_for(store: &dyn ItemStore, user_id: &str) -> ApiResult<Vec<Value>> {
+    let payments = account_payments(store, user_id).await?;
+    let field = |guard: &Item, name: &str| guard.attrs.get(name).cloned().unwrap_or(Value::Null);
+    Ok(payments
+        .iter()
+        .map(|p| {
+            json!({
+                "payment_id": p.payment_id,
+                "topup_id": field(&p.guard, "topup_id"),
+                "order_id": field(&p.guard, "order_id"),
+                "paid_paise": field(&p.guard, super::adjustments::PAID),
+                "credited_at": crate::accounts::timestamp(p.credited_at),
+                "payer": field(&p.guard, "payer"),
+            })
+        })
+        .collect())
+}
+
 /// The index entry a credit writes for its payment (`USER#<id>` / `PAYMENT#<payment id>`).
 pub(super) fn payment_index_put(user_id: &str, payment_id: &str, expires_at: i64) -> StoreResult<WriteOp> {
     Ok(WriteOp::Put(Put {
