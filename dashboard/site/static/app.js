@@ -2092,6 +2092,9 @@ const RETAINED_LABELS = {
   kyc: "KYC record (PAN encrypted; of the Aadhaar only the last four digits), the provider's answers, consent records and verification decisions",
   payments: "Wallet, payments and ledger",
   usage_logs: "Usage logs (no prompts or completions)",
+  login_records: "Sign-in records (IP address and browser)",
+  privacy_requests: "Your data-rights requests and their answers, this closure among them",
+  mail_suppression: "The note not to e-mail an address that bounced or reported spam",
 };
 
 async function onCloseAccount(event) {
@@ -2114,7 +2117,8 @@ async function onCloseAccount(event) {
 function renderClosure(closure) {
   $("#closed-retained tbody").replaceChildren(...(closure.retained || []).map((item) => el("tr", null,
     el("td", null, RETAINED_LABELS[item.data] || item.data),
-    el("td", null, formatDate(item.until)))));
+    el("td", null, formatDate(item.until)),
+    el("td", null, item.reason || ""))));
   const refund = BigInt(closure.refund_requested || 0);
   setText("#closed-refund", refund > 0n
     ? `${rupees(unitsToDecimal(refund))} of unspent balance will be refunded to you by bank transfer.`

@@ -285,17 +285,18 @@ fn content(mail: &OutboxMail, config: &Config) -> (String, Vec<Block>) {
                 link("What we keep and for how long", dashboard(config, "/v1/privacy")),
             ],
         ),
-        MailKind::AccountClosed => (
-            "Your account is closed".into(),
-            vec![
+        MailKind::AccountClosed => {
+            let mut body = vec![
                 para(format!(
                     "Your InferexAI account was closed on {}. Your API keys and sessions stopped working at once.",
                     mail.text("closed_on")
                 )),
-                para(format!("What the law requires us to keep: {}.", mail.text("retained"))),
-                para(format!("Everything else is deleted. Questions: {}.", config.privacy_email)),
-            ],
-        ),
+                para("What we keep, until when, and the rule that makes us keep it:"),
+            ];
+            body.extend(mail.lines("retained").into_iter().map(para));
+            body.push(para(format!("Everything else is erased. Questions: {}.", config.privacy_email)));
+            ("Your account is closed".into(), body)
+        }
         MailKind::PrivacyRequestReceived => (
             "We received your privacy request".into(),
             vec![para(format!(

@@ -130,6 +130,15 @@ impl OutboxMail {
         }
     }
 
+    /// A list parameter's lines (a single string is one line).
+    pub(crate) fn lines(&self, name: &str) -> Vec<String> {
+        match self.params.get(name) {
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            Some(Value::String(s)) => vec![s.clone()],
+            _ => Vec::new(),
+        }
+    }
+
     pub(crate) fn number(&self, name: &str) -> i64 {
         self.params.get(name).and_then(Value::as_i64).unwrap_or(0)
     }

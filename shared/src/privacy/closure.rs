@@ -13,7 +13,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::keys::KeyStore;
 use crate::kyc;
 use crate::notifications::{MailKind, OutboxMail, enqueue};
-use crate::retention::{ItemClass, Span};
+use crate::retention::{HOLDS, Hold, ItemClass, Span, holds};
 use crate::store::{Condition, Conditional, Delete, Item, Put, Query, StoreError, StoreResult, Table, WriteOp};
 use crate::wallet::{self, WALLET_SK};
 
@@ -32,6 +32,20 @@ pub struct Closure {
 pub struct RetainedData {
     pub data: &'static str,
     pub until: String,
+    /// The rule that keeps it (`retention::HOLDS`).
+    pub reason: &'static str,
+}
+
+/// The ends of the holds that depend on the account: its KYC record's, if it has one, and its address's
+/// mail suppression, if it has one.
+#[derive(Debug, Clone, Copy, Default)]
+struct Holding {
+    kyc_until: Option<i64>,
+    suppressed_until: Option<i64>,
+}
+
+async fn suppressed_until(ctx: &PrivacyContext, email: &str) -> ApiResult<Option<i64>> {
+    Ok(crate::notifications::delivery::suppressed_until(ctx.ports.store.as_ref(), email).await?)
 }
 
 /// `DELETE /v1/account {password}`: closes the account in one transaction of at most 10 writes (the commit
@@ -49,6 +63,7 @@ pub async fn close_account(ctx: &PrivacyContext, user_id: &str, password: Option
     let account = active_account(store.account(user_id).await?)?;
     confirm_password(ctx, &account, password, "password").await?;
     let retention = &ctx.ports.config.retention;
+    let suppressed = suppressed_until(ctx, &account.email).await?;
     for _ in 0..CLOSE_ATTEMPTS {
         // The instances' purses stop first (no new call from them), their free money back on the wallet, so
         // the refund below counts it.
@@ -66,7 +81,7 @@ pub async fn close_account(ctx: &PrivacyContext, user_id: &str, password: Option
         }
         let (wallet_ops, refund) = wallet::closure_ops(&ctx.ports.config, user_id, wallet_item.as_ref(), now)?;
         let (kyc_ops, kyc_until) = kyc::closure_ops(store, user_id, now, retention.kyc_years_after_closure).await?;
-        let retained = retained_data(ctx, now, kyc_until);
+        let retained = retained_data(ctx, now, Holding { kyc_until, suppressed_until: suppressed });
         request.finish(RequestStatus::Completed, closure_outcome(&retained, refund), now);
 
         let mut ops = crate::accounts::closure_ops(&account, now, account_until, &request.sk);
@@ -128,21 +143,25 @@ async fn closure_lost(ctx: &PrivacyContext, account: &Account) -> ApiResult<Opti
     Ok(None)
 }
 
-/// What is kept after a closure at `closed_at`, and until when.
-fn retained_data(ctx: &PrivacyContext, closed_at: DateTime<Utc>, kyc_until: Option<i64>) -> Vec<RetainedData> {
+/// What is kept after a closure at `closed_at`, until when and why: each hold of the retention table that
+/// applies to the account, nothing else.
+fn retained_data(ctx: &PrivacyContext, closed_at: DateTime<Utc>, holding: Holding) -> Vec<RetainedData> {
     let retention = &ctx.ports.config.retention;
     let until = |at: i64| DateTime::from_timestamp(at, 0).map(timestamp).unwrap_or_default();
-    let mut retained = vec![RetainedData {
-        data: "account",
-        until: until(retention.expiry(ItemClass::Account, closed_at).unwrap_or(i64::MAX)),
-    }];
-    if let Some(kyc_until) = kyc_until {
-        retained.push(RetainedData { data: "kyc", until: until(kyc_until) });
-    }
-    let wallet_until = retention.expiry(ItemClass::Wallet, closed_at).unwrap_or(i64::MAX);
-    retained.push(RetainedData { data: "payments", until: until(wallet_until) });
-    retained.push(RetainedData { data: "usage_logs", until: until(retention.until(Span::Usage, closed_at)) });
-    retained
+    let end = |hold: Hold| match hold {
+        holds::ACCOUNT => retention.expiry(ItemClass::Account, closed_at),
+        holds::KYC => holding.kyc_until,
+        holds::PAYMENTS => retention.expiry(ItemClass::Wallet, closed_at),
+        holds::USAGE_LOGS => Some(retention.until(Span::Usage, closed_at)),
+        holds::LOGIN_RECORDS => Some(retention.until(Span::LoginRecords, closed_at)),
+        holds::PRIVACY_REQUESTS => Some(retention.until(Span::PrivacyRequests, closed_at)),
+        holds::MAIL_SUPPRESSION => holding.suppressed_until,
+        _ => None,
+    };
+    HOLDS
+        .into_iter()
+        .filter_map(|hold| Some(RetainedData { data: hold.data, until: until(end(hold)?), reason: hold.reason }))
+        .collect()
 }
 
 fn closure_outcome(retained: &[RetainedData], refund: i64) -> String {
@@ -168,13 +187,16 @@ async fn recorded_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Clos
         .ok_or_else(|| ApiError::Internal("the closure's erasure request is missing".into()))?
         .record()?;
     let closed_at = request.completed_at.unwrap_or(request.received_at);
-    let kyc_until = kyc::retained_until(store, user_id).await?;
+    let holding = Holding {
+        kyc_until: kyc::retained_until(store, user_id).await?,
+        suppressed_until: suppressed_until(ctx, &account.email).await?,
+    };
     let refund = wallet::refund_request(store, user_id).await?.map_or(0, |r| r.amount);
     finish_closure(ctx, user_id).await?;
     Ok(Closure {
         status: "closed",
         request: PrivacyRequestView::from(&request),
-        retained: retained_data(ctx, closed_at, kyc_until),
+        retained: retained_data(ctx, closed_at, holding),
         refund_requested: refund,
     })
 }
@@ -208,24 +230,21 @@ pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()
             super::nominee::erase_at_closure(user_id),
         ])
         .await?;
+    crate::spend::erase_alerts(store, user_id).await?;
     let wallet_until = retention.expiry(ItemClass::Wallet, closed_at).unwrap_or(i64::MAX);
     wallet::after_closure(&ctx.ports, user_id, wallet_until).await?;
     let account_until = retention.expiry(ItemClass::Account, closed_at).unwrap_or(i64::MAX);
     accounts::after_closure(store, user_id, account_until).await?;
     // The follow-up ends with the confirmation, once: only the run that removes the marker sends it (the
     // closing transaction is at its size limit). It goes to the address the account had.
-    let retained = retained_data(ctx, closed_at, kyc::retained_until(store, user_id).await?);
-    let date = |until: &str| {
-        DateTime::parse_from_rfc3339(until)
-            .map(|at| crate::notifications::messages::in_ist(at.to_utc()))
-            .unwrap_or_else(|_| "the end of its retention".into())
+    let holding = Holding {
+        kyc_until: kyc::retained_until(store, user_id).await?,
+        suppressed_until: suppressed_until(ctx, &account.email).await?,
     };
-    let summary =
-        retained.iter().map(|r| format!("{} until {}", r.data.replace('_', " "), date(&r.until))).collect::<Vec<_>>();
     let confirmation = OutboxMail::new(MailKind::AccountClosed, user_id, ctx.ports.clock.now())
         .to(&account.email)
         .param("closed_on", crate::notifications::messages::in_ist(closed_at))
-        .param("retained", summary.join("; "));
+        .param("retained", retained_lines(&retained_data(ctx, closed_at, holding)));
     let done = Delete {
         table: Table::Main,
         pk: PENDING_CLOSURES_PK.into(),
@@ -234,6 +253,16 @@ pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()
     };
     store.transact(vec![WriteOp::Delete(done), enqueue(&confirmation)?]).await.or_not_needed()?;
     Ok(())
+}
+
+/// The closure e-mail's list of what is kept: "<data> until <date, IST>: <reason>", one line per hold.
+fn retained_lines(retained: &[RetainedData]) -> Vec<String> {
+    let date = |until: &str| {
+        DateTime::parse_from_rfc3339(until)
+            .map(|at| crate::notifications::messages::in_ist(at.to_utc()))
+            .unwrap_or_else(|_| "the end of its retention".into())
+    };
+    retained.iter().map(|r| format!("{} until {}: {}", r.data.replace('_', " "), date(&r.until), r.reason)).collect()
 }
 
 /// For the scheduled jobs: finishes the follow-up of closures whose request could not (a store or blob

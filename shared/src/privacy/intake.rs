@@ -93,7 +93,8 @@ pub async fn record_outside(ctx: &PrivacyContext, by: &str, body: OutsideRequest
         register::MAX_NOTE_CHARS,
         ErrorCode::InvalidPrivacyRequest,
     )?;
-    let message = match &body.message {
+    // An empty message is no message: the request's kind says what was asked.
+    let message = match body.message.as_deref().filter(|m| !m.trim().is_empty()) {
         Some(m) => Some(written_text(m, "message", register::MAX_MESSAGE_CHARS, ErrorCode::InvalidPrivacyRequest)?),
         None => None,
     };

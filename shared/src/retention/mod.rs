@@ -161,6 +161,11 @@ impl Retention {
             ),
             PublishedWindow::new("data_exports", "the files produced by data export requests", r(Span::Exports)),
             request_logs_window(),
+            PublishedWindow::new(
+                "mail_suppression",
+                "an address that bounced or marked our mail as spam, and when",
+                "1 year from the bounce or complaint".into(),
+            ),
         ]
     }
 }
@@ -298,6 +303,8 @@ pub const OPERATOR_ENROLMENT_LIFETIME: Duration = Duration::days(400);
 
 mod classes;
 pub use classes::ItemClass;
+pub mod holds;
+pub use holds::{AfterClosure, HOLDS, Hold};
 
 /// One row of `GET /v1/privacy`'s retention table.
 #[derive(Debug, Clone, Serialize)]
@@ -305,11 +312,14 @@ pub struct PublishedWindow {
     pub data: &'static str,
     pub what: &'static str,
     pub kept: String,
+    /// Why it outlives a closed account (the rule, [`HOLDS`]); `None`: erased at closure or sooner.
+    pub after_closure: Option<&'static str>,
 }
 
 impl PublishedWindow {
     fn new(data: &'static str, what: &'static str, kept: String) -> Self {
-        Self { data, what, kept }
+        let after_closure = HOLDS.iter().find(|hold| hold.data == data).map(|hold| hold.reason);
+        Self { data, what, kept, after_closure }
     }
 }
 
@@ -408,5 +418,29 @@ mod tests {
         assert_eq!(kept("account"), "while the account is open, then 3 years after closure");
         assert_eq!(kept("login_records"), "180 days");
         assert_eq!(kept("request_logs"), "1 year");
+    }
+
+    /// The notice states the same reason for each row a closure keeps as the closure does, and no other row
+    /// claims one.
+    #[test]
+    fn the_notice_states_each_holds_reason() {
+        let rows = Retention::default().published(Duration::days(7), Duration::minutes(15));
+        for hold in HOLDS {
+            let row = rows.iter().find(|r| r.data == hold.data);
+            assert_eq!(row.and_then(|r| r.after_closure), Some(hold.reason), "{}", hold.data);
+        }
+        let claimed = rows.iter().filter(|r| r.after_closure.is_some()).count();
+        assert_eq!(claimed, HOLDS.len());
+    }
+
+    /// Every class says what closure does to it; one that lapses says why.
+    #[test]
+    fn every_class_says_what_closure_does_to_it() {
+        use strum::IntoEnumIterator;
+        for class in ItemClass::iter() {
+            if let AfterClosure::Lapses(why) = class.after_closure() {
+                assert!(!why.is_empty(), "{class:?} neither kept, erased nor said to lapse");
+            }
+        }
     }
 }

@@ -144,6 +144,16 @@ fn alert_ops(
     ])
 }
 
+/// At closure: the account's spend alerts go (no rule keeps a closed account's alerts; its usage and ledger
+/// keep the spending itself).
+pub async fn erase_alerts(store: &dyn ItemStore, user_id: &str) -> StoreResult<()> {
+    for item in crate::store::user_items(store, user_id, prefix::SPEND_ALERT).await? {
+        let erase = crate::store::Delete { table: Table::Main, pk: item.pk, sk: item.sk, condition: Condition::Always };
+        store.delete(erase).await?;
+    }
+    Ok(())
+}
+
 /// The account's latest spend alerts, newest first.
 pub async fn list_alerts<S: ItemStore + ?Sized>(store: &S, user_id: &str) -> StoreResult<Vec<SpendAlert>> {
     let query = Query::new(Table::Main, user_pk(user_id))

@@ -24,7 +24,7 @@ mod windows;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use alerts::{SpendAlert, list_alerts};
+pub use alerts::{SpendAlert, erase_alerts, list_alerts};
 pub use limits::{Cap, MAX_SPEND_LIMIT_PAISE, Period, SpendLimits, checked_paise, read_paise};
 pub use windows::{SpendHold, Window, release, settle, spent_paise, take};
 

@@ -33,7 +33,7 @@ mod unsubscribe;
 
 pub use file_mailer::FileMailer;
 use unsubscribe::unsubscribe_link;
-pub use unsubscribe::{SuppressionReason, suppress, suppression_of, unsubscribe_account};
+pub use unsubscribe::{SuppressionReason, suppress, suppressed_until, suppression_of, unsubscribe_account};
 
 /// A claim older than this belongs to a sender that died: it may be taken over.
 pub const CLAIM_TIMEOUT: Duration = Duration::minutes(5);

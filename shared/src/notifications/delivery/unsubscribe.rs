@@ -62,6 +62,12 @@ pub async fn suppression_of(store: &dyn ItemStore, email: &str) -> StoreResult<O
     Ok(item.map(|i| serde_json::Value::Object(i.attrs)))
 }
 
+/// When the address's suppression ends (epoch seconds), if it has one.
+pub async fn suppressed_until(store: &dyn ItemStore, email: &str) -> StoreResult<Option<i64>> {
+    let item = store.get(Table::Main, &schema::suppressed_pk(&email.trim().to_lowercase()), sk::SUPPRESSED).await?;
+    Ok(item.map(|i| i.expires_at.unwrap_or(i64::MAX)))
+}
+
 /// Puts an address on the suppression list (a permanent bounce or a complaint reported by SES).
 pub async fn suppress<S: ItemStore + ?Sized>(
     store: &S,
