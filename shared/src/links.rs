@@ -5,6 +5,9 @@
 //! Items (main table):
 //! - `EMAILTOKEN#<sha256(token)>` / `TOKEN`: `{user_id, email}`, 24 hours: proves `email` (the account's own
 //!   address, or the new address of a change).
+//! - `EXPORTTOKEN#<sha256(token)>` / `TOKEN`: `{user_id, export_id}`, as long as the export is kept: a data
+//!   export's download link sent to the account's address (a request by e-mail, a closed account's among
+//!   them); it may be opened again until then, each time for a fresh short-lived file link.
 //! - `RESETTOKEN#<sha256(token)>` / `TOKEN`: `{user_id, email, password_hash}`, 30 minutes: sets a new password
 //!   while the account still has this address and this password (any change of either voids the link).
 
@@ -29,6 +32,27 @@ pub struct ResetLink {
     pub user_id: String,
     pub email: String,
     pub password_hash: String,
+}
+
+/// What an export's mailed download link opens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportLink {
+    pub user_id: String,
+    pub export_id: String,
+}
+
+/// A new download link's token for an export, working until `expires_at` (the export's own expiry).
+pub async fn mint_export_link<S: ItemStore + ?Sized>(
+    store: &S,
+    link: &ExportLink,
+    expires_at: i64,
+) -> StoreResult<String> {
+    mint(store, schema::export_token_pk, link, expires_at).await
+}
+
+/// The export a download link opens, if the token is genuine and in date.
+pub async fn export_link<S: ItemStore + ?Sized>(store: &S, token: &str) -> StoreResult<Option<ExportLink>> {
+    find(store, schema::export_token_pk(&sha256_hex(token))).await
 }
 
 async fn mint<S: ItemStore + ?Sized>(

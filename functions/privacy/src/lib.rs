@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/privacy/exports", post(create_export))
         .route("/v1/privacy/exports/{export_id}", get(export))
         .route("/v1/privacy/exports/{export_id}/download", post(export_download))
+        .route("/v1/privacy/export-link", get(export_link))
         .route("/v1/unsubscribe", get(unsubscribe_page).post(unsubscribe))
 }
 
@@ -192,6 +193,30 @@ pub async fn build_requested_exports(ctx: &PrivacyContext, event: &Value) -> Val
         }
     }
     json!({ "batchItemFailures": failures })
+}
+
+#[derive(Debug, Deserialize)]
+struct ExportLinkQuery {
+    #[serde(default)]
+    token: String,
+}
+
+/// A mailed export link: 303 to a fresh 15-minute link to the file. Nothing is cached or sent on as a
+/// referrer (the link carries the token).
+async fn export_link(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<ExportLinkQuery>,
+) -> ApiResult<axum::response::Response> {
+    use axum::http::{HeaderValue, header};
+    use axum::response::IntoResponse;
+    let target = privacy::export_link_target(&PrivacyContext::from(&state), &query.token).await?;
+    let location = HeaderValue::from_str(&target).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize)]

@@ -313,6 +313,10 @@ fn content(mail: &OutboxMail, config: &Config) -> (String, Vec<Block>) {
                 mail.text("request_id"),
                 mail.text("outcome")
             ))];
+            if !mail.text("token").is_empty() {
+                let url = dashboard(config, &format!("/v1/privacy/export-link?token={}", mail.text("token")));
+                body.push(link("Download your data (the link works while the export is kept)", url));
+            }
             if !mail.text("next").is_empty() {
                 body.push(para(mail.text("next")));
             }

@@ -42,6 +42,10 @@ pub struct DataExport {
     /// The PAN in full: asked for with the account's password ([`ExportRequest`]); masked otherwise.
     #[serde(default)]
     pub full_pan: bool,
+    /// Asked for outside the dashboard (by e-mail, a closed account's among them): its link is e-mailed to
+    /// the account's address when it is ready.
+    #[serde(default)]
+    pub by_mail: bool,
 }
 
 /// What `POST /v1/privacy/exports` may carry: the password, to have the PAN in full (a session alone, which
@@ -90,9 +94,27 @@ pub async fn create_export(ctx: &PrivacyContext, user_id: &str, request: ExportR
     if full_pan {
         super::correction::confirm_password(ctx, &account, request.password, "password").await?;
     }
-    let now = ctx.ports.clock.now();
-    let expires_at = ctx.ports.config.retention.until(Span::Exports, now);
     let request = Recorded::new(ctx, user_id, RequestKind::Access);
+    let received = OutboxMail::new(MailKind::PrivacyRequestReceived, user_id, request.request.received_at)
+        .param("request_kind", "data access (export)")
+        .param("request_id", request.request.id.clone())
+        .param("due", crate::notifications::messages::in_ist(request.request.due_at));
+    let (export, export_put) = pending_export(ctx, &request, full_pan, false)?;
+    let ops = vec![request.put()?, super::register::open_put(&request)?, export_put, enqueue(&received)?];
+    store.transact(ops).await?;
+    start_build(ctx, user_id, &export.id);
+    Ok(export)
+}
+
+/// A pending export answering `request`, and its write (to commit with the request).
+pub(super) fn pending_export(
+    ctx: &PrivacyContext,
+    request: &Recorded,
+    full_pan: bool,
+    by_mail: bool,
+) -> ApiResult<(DataExport, WriteOp)> {
+    let now = request.request.received_at;
+    let expires_at = ctx.ports.config.retention.until(Span::Exports, now);
     let export = DataExport {
         id: format!("exp_{}", random_suffix()),
         status: ExportStatus::Pending,
@@ -102,27 +124,23 @@ pub async fn create_export(ctx: &PrivacyContext, user_id: &str, request: ExportR
         blob_key: None,
         size_bytes: None,
         full_pan,
+        by_mail,
     };
-    let received = OutboxMail::new(MailKind::PrivacyRequestReceived, user_id, now)
-        .param("request_kind", "data access (export)")
-        .param("request_id", request.request.id.clone())
-        .param("due", crate::notifications::messages::in_ist(request.request.due_at));
-    let ops = vec![
-        request.put()?,
-        super::register::open_put(&request)?,
-        export_put(user_id, &export, expires_at, Condition::NotExists)?,
-        enqueue(&received)?,
-    ];
-    store.transact(ops).await?;
+    let put = export_put(&request.user_id, &export, expires_at, Condition::NotExists)?;
+    Ok((export, put))
+}
+
+/// Has a committed pending export built: by a task here, or (in AWS) by the exports function, which the
+/// export's insertion reaches through the main table's stream.
+pub(super) fn start_build(ctx: &PrivacyContext, user_id: &str, export_id: &str) {
     if ctx.export_builds == ExportBuilds::InProcess {
-        let (ctx, user_id, export_id) = (ctx.clone(), user_id.to_owned(), export.id.clone());
+        let (ctx, user_id, export_id) = (ctx.clone(), user_id.to_owned(), export_id.to_owned());
         crate::tasks::spawn("data export", async move {
             if let Err(e) = build_export(&ctx, &user_id, &export_id).await {
                 tracing::error!(error = %e, %export_id, "data export not built");
             }
         });
     }
-    Ok(export)
 }
 
 /// Builds a pending export: the document, its file, then the export marked ready (or failed) and its
@@ -203,21 +221,7 @@ async fn finish_export(
         }
     }
     let pending = Condition::AttrEquals("status".into(), json!(ExportStatus::Pending));
-    let completed = OutboxMail::new(MailKind::PrivacyRequestCompleted, user_id, done)
-        .param("request_kind", "data access (export)")
-        .param("request_id", request.request.id.clone())
-        .param(
-            "outcome",
-            match export.status {
-                ExportStatus::Ready => {
-                    format!(
-                        "your export is ready to download from the dashboard for {} days",
-                        ctx.ports.config.retention.export_days
-                    )
-                }
-                _ => "the export could not be built; please request a new one".to_owned(),
-            },
-        );
+    let completed = completion_mail(ctx, &export, &request, expires_at);
     let ops = vec![
         request.put()?,
         super::register::open_release(&request.request.id),
@@ -230,6 +234,25 @@ async fn finish_export(
         return Ok(stored.map_or(export.status, |(stored, _)| stored.status));
     }
     Ok(export.status)
+}
+
+/// The e-mail that the export (and so its access request) is done: where to download it, or to ask again.
+fn completion_mail(ctx: &PrivacyContext, export: &DataExport, request: &Recorded, expires_at: i64) -> OutboxMail {
+    let days = ctx.ports.config.retention.export_days;
+    let mail = OutboxMail::new(MailKind::PrivacyRequestCompleted, &request.user_id, ctx.ports.clock.now())
+        .param("request_kind", "data access (export)")
+        .param("request_id", request.request.id.clone());
+    match (export.status, export.by_mail) {
+        // The mailer mints the link when it sends the message, to the account's own address.
+        (ExportStatus::Ready, true) => mail
+            .param("outcome", format!("your export is ready: the link below works for {days} days"))
+            .param("export_id", export.id.clone())
+            .param("link_expires_at", expires_at),
+        (ExportStatus::Ready, false) => {
+            mail.param("outcome", format!("your export is ready to download from the dashboard for {days} days"))
+        }
+        _ => mail.param("outcome", "the export could not be built; please request a new one"),
+    }
 }
 
 /// An export to build, named by a record of the main table's stream.
@@ -413,4 +436,23 @@ async fn kyc_export(ctx: &PrivacyContext, user_id: &str, full_pan: bool) -> ApiR
             })
         }
     })
+}
+
+/// `GET /v1/privacy/export-link?token=…`: where a mailed export link leads, a fresh 15-minute link to the
+/// file, while the export is kept. Anything else (a token unknown or expired, an export gone) is not found.
+pub async fn export_link_target(ctx: &PrivacyContext, token: &str) -> ApiResult<String> {
+    let not_found = || ApiError::NotFound {
+        code: ErrorCode::ExportNotFound,
+        message: "this link is unknown or has expired: ask again for your data".into(),
+    };
+    if token.is_empty() || token.len() > 128 {
+        return Err(not_found());
+    }
+    let link = crate::links::export_link(ctx.ports.store.as_ref(), token).await?.ok_or_else(not_found)?;
+    let (export, _) = stored_export(ctx, &link.user_id, &link.export_id).await?.ok_or_else(not_found)?;
+    let key = match (export.status, export.blob_key) {
+        (ExportStatus::Ready, Some(key)) if export.by_mail => key,
+        _ => return Err(not_found()),
+    };
+    Ok(ctx.blobs()?.download_link(&key, EXPORT_LINK_VALIDITY, ctx.ports.clock.now()).await?)
 }

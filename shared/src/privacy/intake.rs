@@ -123,9 +123,24 @@ pub async fn record_outside(ctx: &PrivacyContext, by: &str, body: OutsideRequest
     recorded.request.identity_check = Some(identity_check);
     recorded.request.requester = requester;
     recorded.request.message = message;
+    let mut ops = vec![register::open_put(&recorded)?, enqueue(&register::acknowledgement(&recorded))?];
+    // An access request is answered by an export, built now; its link goes to the account's own address
+    // (that mailbox is the proof of who asks), never to another requester.
+    let export = match body.kind {
+        RequestKind::Access => {
+            note.push_str("; an export is being built, and its link is e-mailed to the account's address");
+            let (export, put) = super::export::pending_export(ctx, &recorded, false, true)?;
+            ops.push(put);
+            Some(export.id)
+        }
+        _ => None,
+    };
     recorded.request.timeline.push(RequestEvent { at: now, by: by.to_owned(), note });
-    let ops = vec![recorded.put()?, register::open_put(&recorded)?, enqueue(&register::acknowledgement(&recorded))?];
+    ops.push(recorded.put()?);
     store.transact(ops).await?;
+    if let Some(export_id) = export {
+        super::export::start_build(ctx, &user_id, &export_id);
+    }
     tracing::info!(operator = %by, request_id = %recorded.request.id, kind = ?body.kind, "privacy request recorded");
     Ok(RegisterEntry::of(&user_id, recorded.request, now))
 }

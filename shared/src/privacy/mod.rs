@@ -31,7 +31,7 @@ pub use correction::{change_account, correct};
 mod export;
 pub use export::{
     DataExport, ExportJob, ExportRequest, ExportStatus, ExportView, build_export, create_export, export_document,
-    export_jobs, export_view,
+    export_jobs, export_link_target, export_view,
 };
 pub mod coverage;
 mod nominee;

@@ -82,6 +82,7 @@ pub enum ItemClass {
     Nominee,
     OpenPrivacyRequest,
     ClosedAccountEmail,
+    ExportToken,
 }
 
 impl ItemClass {
@@ -125,6 +126,8 @@ impl ItemClass {
             MailDelivery => Rule::Lifetime(DELIVERY_RECORD_LIFETIME),
             Suppression => Rule::Lifetime(SUPPRESSION_LIFETIME),
             EmailToken => Rule::Lifetime(EMAIL_TOKEN_LIFETIME),
+            // A mailed export's link works as long as the export is kept.
+            ExportToken => Rule::FromWrite(Span::Exports),
             ResetToken => Rule::Lifetime(RESET_TOKEN_LIFETIME),
             UnsubscribeToken => Rule::Lifetime(UNSUBSCRIBE_LIFETIME),
             NoticeSent => Rule::Lifetime(NOTICE_LIFETIME),
@@ -226,7 +229,8 @@ impl ItemClass {
         Some(class)
     }
 
-    /// The operators' items: their authenticator, sign-in records and sessions.
+    /// The operators' items (their authenticator, sign-in records and sessions), incidents, the data-rights
+    /// register, closed accounts' addresses and mailed export links.
     fn of_operator_item(pk: &str, partition: &str, sk: &str) -> Option<Self> {
         use crate::store::schema::{self, kind, prefix, sk as fixed};
         match (partition, sk) {
@@ -238,6 +242,7 @@ impl ItemClass {
                 Some(ItemClass::OpenPrivacyRequest)
             }
             (kind::CLOSED_EMAIL, _) => Some(ItemClass::ClosedAccountEmail),
+            (kind::EXPORT_TOKEN, fixed::TOKEN) => Some(ItemClass::ExportToken),
             _ => None,
         }
     }

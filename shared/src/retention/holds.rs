@@ -91,7 +91,7 @@ fn lapses(class: ItemClass) -> &'static str {
         KycMigration | SweepCursor | TaxSeries => "the service's own progress marker",
         Outbox => "a message waiting to be sent (the closure's confirmation among them), deleted once sent",
         MailDelivery | NoticeSent => "the record that a message went out once: its id, no content",
-        EmailToken | ResetToken | UnsubscribeToken => {
+        EmailToken | ResetToken | UnsubscribeToken | ExportToken => {
             "a link's token, a digest that works for hours, or a year for unsubscribing"
         }
         CallBeat | InFlightSlot => "a running call's sign of life, gone within a day",

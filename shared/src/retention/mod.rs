@@ -400,6 +400,7 @@ mod tests {
             ("RATE#kyc-reveal#ravi@inferexai.in", "WINDOW", ItemClass::RateLimit),
             ("PRIVACYREQS#OPEN", "prq_1", ItemClass::OpenPrivacyRequest),
             ("CLOSEDEMAIL#a@b.in", "usr_1", ItemClass::ClosedAccountEmail),
+            ("EXPORTTOKEN#9f2c", "TOKEN", ItemClass::ExportToken),
         ];
         for (pk, sk, class) in cases {
             assert_eq!(ItemClass::of(pk, sk), Some(class), "{pk} {sk}");

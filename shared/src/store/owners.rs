@@ -107,6 +107,7 @@ pub const OWNERS: &[(&str, &[&str])] = &[
     ("tax_invoice_run_pk", &["gst"]),
     ("issued_documents_pk", &["gst"]),
     ("email_token_pk", &["links"]),
+    ("export_token_pk", &["links"]),
     ("reset_token_pk", &["links"]),
     ("unsubscribe_pk", &["notifications"]),
     ("mail_sent_pk", &["notifications"]),

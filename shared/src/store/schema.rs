@@ -21,7 +21,7 @@
 //!   `REFUNDREQUEST` / `<user id>`; `CLOSURES#PENDING` / `<user id>`; `OUTBOX` / `<time>#<id>`;
 //!   `ACCOUNTS` / `<user id>`; `KYCQUEUE` / `<time>#<user id>`; `KYCRETRY` / `<time>#<user id>`; `DISPUTES` / `<dispute id>`;
 //!   `REFUNDS#DUE` / `<user id>`; `SWEEPER` / `CURSOR`.
-//! - E-mail: `EMAILTOKEN#<hash>` / `TOKEN`; `RESETTOKEN#<hash>` / `TOKEN`; `UNSUB#<hash>` / `TOKEN`;
+//! - E-mail: `EMAILTOKEN#<hash>` / `TOKEN`; `EXPORTTOKEN#<hash>` / `TOKEN`; `RESETTOKEN#<hash>` / `TOKEN`; `UNSUB#<hash>` / `TOKEN`;
 //!   `MAILSENT#<id>` / `SENT`; `SUPPRESS#<email>` / `SUPPRESSED`; `RATE#<what>#<who>` / `WINDOW`;
 //!   `NOTICE#<what>` / `<user id>` (one notice per account and policy version or campaign) and `COMPLETE`.
 //!
@@ -64,6 +64,7 @@ pub mod kind {
     pub const VAULT: &str = "VAULT";
     pub const OUTBOX: &str = "OUTBOX";
     pub const EMAIL_TOKEN: &str = "EMAILTOKEN";
+    pub const EXPORT_TOKEN: &str = "EXPORTTOKEN";
     pub const RESET_TOKEN: &str = "RESETTOKEN";
     pub const UNSUBSCRIBE: &str = "UNSUB";
     pub const MAIL_SENT: &str = "MAILSENT";
@@ -328,6 +329,11 @@ pub fn event_pk(event_id: &str) -> String {
 
 pub fn dispute_pk(dispute_id: &str) -> String {
     key(kind::DISPUTE, dispute_id)
+}
+
+/// A data export's download link sent by e-mail (`TOKEN`), by the digest of its token.
+pub fn export_token_pk(token_hash: &str) -> String {
+    key(kind::EXPORT_TOKEN, token_hash)
 }
 
 pub fn email_token_pk(token_hash: &str) -> String {

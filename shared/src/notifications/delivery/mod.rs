@@ -310,6 +310,11 @@ async fn send(
             };
             Some(links::mint_reset_link(store, &link, now).await?)
         }
+        // An export asked for outside the dashboard: its link goes to the account's own address only.
+        MailKind::PrivacyRequestCompleted if mail.params.contains_key("export_id") && mail.to.is_none() => {
+            let link = links::ExportLink { user_id: account.id.clone(), export_id: mail.text("export_id") };
+            Some(links::mint_export_link(store, &link, mail.number("link_expires_at")).await?)
+        }
         _ => None,
     };
     if let Some(token) = token {
