@@ -6,7 +6,8 @@
 //! and the tests drive every outcome. It lives only in the dev server and the tests.
 //!
 //! A PAN's outcome is chosen by the last of its four digits (README, "KYC stand-in"): 0-3 valid (name and
-//! date of birth match), 4 partial name match, 5 name mismatch, 6 date of birth mismatch, 7 invalid PAN,
+//! date of birth match), 4 partial name match, 5 name mismatch, 6 date of birth mismatch (unless asked with
+//! 1 January 1985, the date its records hold), 7 invalid PAN,
 //! 8 provider unavailable, 9 deleted PAN. A GSTIN exists when its check character is right, and is active
 //! unless its 13th character is 9 (cancelled). DigiLocker's consent page (`/dgl/{verification_id}`, see
 //! [`consent`]) is one form whose default submission consents with the name and date of birth of the
@@ -29,6 +30,11 @@ use shared::clock::Clock;
 mod consent;
 mod digilocker;
 pub use consent::submit_defaults;
+
+/// The date of birth the stand-in's Income Tax records hold for every PAN whose outcome digit is 6: asked
+/// with any other date the check answers a mismatch, as the real one does, so a corrected date of birth
+/// verifies.
+pub const REGISTERED_BIRTH_DATE_OF_6: (i32, u32, u32) = (1985, 1, 1);
 
 /// Cashfree's Medium tier: calls per minute per operation.
 pub const RATE_LIMIT_PER_MINUTE: usize = 200;
@@ -359,7 +365,11 @@ async fn pan_lite(State(s): State<KycStandIn>, headers: HeaderMap, Json(body): J
         8 => return unavailable(),
         9 => ("INVALID", "D", Value::Null, Value::Null),
         4 | 5 => ("VALID", "E", json!("N"), json!("Y")),
-        6 => ("VALID", "E", json!("Y"), json!("N")),
+        6 => {
+            let (y, m, d) = REGISTERED_BIRTH_DATE_OF_6;
+            let registered = NaiveDate::from_ymd_opt(y, m, d);
+            ("VALID", "E", json!("Y"), json!(if Some(dob) == registered { "Y" } else { "N" }))
+        }
         _ => ("VALID", "E", json!("Y"), json!("Y")),
     };
     Json(json!({

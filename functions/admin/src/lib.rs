@@ -43,6 +43,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/privacy-requests", get(privacy_requests::list).post(privacy_requests::record))
         .route("/v1/admin/privacy-requests/{request_id}/events", post(privacy_requests::add_note))
         .route("/v1/admin/privacy-requests/{request_id}/answer", post(privacy_requests::answer))
+        .route("/v1/admin/accounts/{user_id}/corrections", post(privacy_requests::correct))
 }
 
 pub fn app(state: AppState) -> Router {

@@ -53,6 +53,18 @@ pub(crate) async fn add_note(
     Ok(Json(privacy::register::add_note(&ctx, &operator.name, &request_id, &body.note).await?))
 }
 
+/// A correction of the date of birth or the name on the PAN on the person's evidence, answering their open
+/// correction request; the PAN is checked again where KYC answered for the old details.
+pub(crate) async fn correct(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(user_id): Path<String>,
+    JsonBody(body): JsonBody<privacy::EvidenceCorrection>,
+) -> ApiResult<Json<privacy::Corrected>> {
+    let corrected = privacy::correct_on_evidence(&PrivacyContext::from(&state), &operator.name, &user_id, body).await?;
+    Ok(Json(corrected))
+}
+
 pub(crate) async fn answer(
     State(state): State<AppState>,
     operator: Operator,

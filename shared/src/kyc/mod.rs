@@ -40,8 +40,10 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::schema;
 
 pub mod consent;
+mod correction;
 mod digilocker;
 pub mod erasure;
+pub use correction::recheck_after_correction;
 mod operators;
 pub mod retry;
 pub mod steps;
@@ -294,6 +296,8 @@ pub enum Decision {
     Reject,
     /// Not a decision: an operator was shown a PAN (audited like one, kept as long).
     Reveal,
+    /// An operator corrected the name on the PAN or the date of birth on evidence; the PAN is checked again.
+    Correct,
 }
 
 pub fn status_name(status: KycStatus) -> &'static str {

@@ -67,7 +67,7 @@ pub async fn decide(
     operator: &str,
 ) -> ApiResult<KycRecord> {
     let store = ports.store();
-    if decision == Decision::Reveal {
+    if matches!(decision, Decision::Reveal | Decision::Correct) {
         return Err(ApiError::invalid(
             ErrorCode::InvalidDecision,
             "decision",
@@ -87,7 +87,7 @@ pub async fn decide(
             record.verified_at = (record.status == KycStatus::Verified).then_some(now);
             record.rejection_reason = None;
         }
-        Decision::Reject | Decision::Reveal => {
+        Decision::Reject | Decision::Reveal | Decision::Correct => {
             record.status = KycStatus::Rejected;
             record.rejection_reason = reason.clone();
             record.aadhaar.name_for_review = None;

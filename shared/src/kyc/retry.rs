@@ -99,7 +99,7 @@ async fn retry_one(ctx: &KycContext<'_>, record: KycRecord) -> ApiResult<bool> {
     if record.pan.status != StepStatus::Pending {
         return Ok(false);
     }
-    if ctx.ports.now() - record.submitted_at > GIVE_UP_AFTER {
+    if ctx.ports.now() - record.pan.requested_at.unwrap_or(record.submitted_at) > GIVE_UP_AFTER {
         let mut failed = record.clone();
         failed.pan.status = StepStatus::Failed;
         failed.rejection_reason = Some(UNREACHABLE.to_owned());

@@ -44,6 +44,9 @@ pub struct PanStep {
     /// How many times the provider was asked.
     #[serde(default)]
     pub tries: u32,
+    /// When a correction asked for the check again: the jobs keep asking for three days from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<DateTime<Utc>>,
 }
 
 /// The DigiLocker step (a person's Aadhaar).

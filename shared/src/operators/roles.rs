@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Reviews KYC submissions: the queue, decisions, revealing a number (limited per day).
+    /// Reviews KYC submissions: the queue, decisions, revealing a number (limited per day), and corrections
+    /// of the date of birth or the name on the PAN on evidence.
     KycReviewer,
     /// Money: refund requests and bank payouts, payment reviews, disputes, the GSTR-1 files.
     Payments,
@@ -79,6 +80,8 @@ pub const OPERATOR_ROUTES: &[OperatorRoute] = &[
     route("POST", "/v1/admin/privacy-requests", &[Role::Support, Role::Admin]),
     route("POST", "/v1/admin/privacy-requests/{request_id}/events", &[Role::Support, Role::Admin]),
     route("POST", "/v1/admin/privacy-requests/{request_id}/answer", &[Role::Support, Role::Admin]),
+    // Corrections on evidence weigh documents and may send a PAN to be checked again: KYC reviewers'.
+    route("POST", "/v1/admin/accounts/{user_id}/corrections", &[Role::KycReviewer]),
 ];
 
 /// The roles allowed on a route (its template, as the router matched it); none for a route not listed.

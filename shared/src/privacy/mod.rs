@@ -22,6 +22,8 @@ pub use requests::{
 };
 pub mod register;
 pub use register::{Answer, DueFilter, DueReport, RegisterEntry};
+mod evidence;
+pub use evidence::{Corrected, EvidenceCorrection, correct_on_evidence};
 mod intake;
 pub use intake::{CustomerRequest, OutsideRequest, record_outside, submit};
 mod consent;

@@ -166,7 +166,7 @@ pub(super) fn answer_mail(recorded: &Recorded, at: DateTime<Utc>) -> OutboxMail 
 
 /// The request and its register entry, by the request's id; `privacy_request_not_found` for an id the
 /// register does not hold (unknown, or answered already).
-async fn open_request(store: &dyn ItemStore, request_id: &str) -> ApiResult<(OpenEntry, Recorded, usize)> {
+pub(super) async fn open_request(store: &dyn ItemStore, request_id: &str) -> ApiResult<(OpenEntry, Recorded, usize)> {
     let not_found = || ApiError::NotFound {
         code: ErrorCode::PrivacyRequestNotFound,
         message: format!("no open privacy request {request_id}"),
