@@ -1894,7 +1894,10 @@ async function loadLogins() {
     el("td", { class: "wrap" }, a.user_agent || "–"))));
 }
 
-const REQUEST_KINDS = { access: "Access (data export)", correction: "Correction", erasure: "Erasure" };
+const REQUEST_KINDS = {
+  access: "Access (data export)", correction: "Correction", erasure: "Erasure", grievance: "Grievance",
+  nominee: "Your nominee's request",
+};
 
 /** The nominee (404: none named). */
 async function loadNominee() {
@@ -1941,8 +1944,24 @@ async function loadPrivacyRequests() {
     el("td", null, r.status),
     el("td", null, formatDateTime(r.received_at)),
     el("td", null, formatDate(r.due_at)),
-    el("td", { class: "wrap" }, r.outcome || "", r.completed_at ? ` (${formatDateTime(r.completed_at)})` : ""))));
+    el("td", { class: "wrap" }, r.outcome || "", r.completed_at ? ` (${formatDateTime(r.completed_at)})` : "",
+      ...(r.timeline || []).map((step) => el("span", { class: "step" }, ` · ${formatDateTime(step.at)}: ${step.note}`))))));
   show($("#privacy-requests-empty"), rows.length === 0);
+}
+
+/** A grievance, or a correction the dashboard cannot make (date of birth, KYC details), for a person. */
+async function onRequestSubmit(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  clearFlash();
+  await busy(form, async () => {
+    const made = await api("/v1/privacy/requests", {
+      method: "POST", body: { kind: form.elements.kind.value, message: form.elements.message.value },
+    });
+    form.reset();
+    flash(`Request ${made.id} received; we answer by ${formatDate(made.due_at)} and e-mailed you a receipt.`);
+    await loadPrivacyRequests();
+  });
 }
 
 /** The public notice: policy version, what is kept how long, who to write to. */
@@ -1963,6 +1982,7 @@ function renderNotice(container, notice) {
     el("p", { class: "hint" }, notice.data_residency || ""),
     el("h4", null, "Questions and complaints"),
     el("p", null, `Grievance officer: ${officer.name || ""} `, mailLink(officer.email)),
+    el("p", { class: "hint" }, (notice.grievances || {}).board || ""),
     el("p", null, "Privacy requests: ", mailLink(contacts.privacy), " · Security reports: ", mailLink(contacts.security)));
 }
 
@@ -2176,6 +2196,7 @@ function wireEvents() {
   $("#close-form").addEventListener("submit", onCloseAccount);
   $("#nominee-form").addEventListener("submit", onNomineeSave);
   $("#nominee-remove").addEventListener("click", onNomineeRemove);
+  $("#request-form").addEventListener("submit", onRequestSubmit);
 
   let resizeTimer = null;
   window.addEventListener("resize", () => {

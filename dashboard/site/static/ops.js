@@ -1027,7 +1027,11 @@
     setHidden($("incidents"), !admin);
     setHidden($("ceiling"), !(roles === null || roles.includes("support")));
     setHidden($("gstr1"), !(roles === null || roles.includes("payments")));
+    const privacy = admin || roles.includes("support");
+    setHidden($("privacy-requests"), !privacy);
+    setHidden($("correction"), !(roles === null || roles.includes("kyc_reviewer")));
     if (admin) loadIncidents().catch(report);
+    if (privacy) loadPrivacyRequests().catch(report);
     let loaded = false;
     try {
       if (first) await loadList(first, true);
@@ -1085,6 +1089,91 @@
         `${user}: requests a minute ${text(set.requests_per_minute)}; tokens a minute ${text(set.tokens_per_minute)}; ` +
         `calls at once ${limits.calls_in_flight === null ? "the platform's default" : text(limits.calls_in_flight)}.`;
       flash("Ceiling saved.", "ok");
+    } catch (error) {
+      report(error);
+    }
+  });
+
+  // ---------------------------------------------------------------- data-rights requests (support, admin)
+
+  function privacyRow(item) {
+    const due = item.due === "overdue" ? "overdue: " : item.due === "soon" ? "due soon: " : "";
+    return el("tr", null, [
+      el("td", null, [el("code", { text: String(item.id || "") })]),
+      el("td", { text: String(item.kind || "").replace(/_/g, " ") }),
+      el("td", null, [el("code", { text: String(item.user_id || "") })]),
+      el("td", null, [timeEl(item.received_at), el("br"), document.createTextNode(String(item.received_via || "").replace(/_/g, " "))]),
+      el("td", null, [document.createTextNode(due), timeEl(item.due_at)]),
+      el("td", { text: String(item.message || (item.timeline && item.timeline[0] && item.timeline[0].note) || "") }),
+    ]);
+  }
+
+  async function loadPrivacyRequests() {
+    const due = $("privacy-due").value;
+    const listed = await api("GET", `/v1/admin/privacy-requests${due ? `?due=${enc(due)}` : ""}`);
+    const rows = Array.isArray(listed.data) ? listed.data.map(privacyRow) : [];
+    $("privacy-table").tBodies[0].replaceChildren(...rows);
+    setHidden($("privacy-empty"), rows.length > 0);
+  }
+
+  $("privacy-refresh").addEventListener("click", () => loadPrivacyRequests().catch(report));
+  $("privacy-due").addEventListener("change", () => loadPrivacyRequests().catch(report));
+
+  $("privacy-record").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const body = {
+      email: form.elements.email.value,
+      kind: form.elements.kind.value,
+      received_via: form.elements.received_via.value,
+      identity_check: form.elements.identity_check.value,
+    };
+    if (form.elements.message.value.trim()) body.message = form.elements.message.value;
+    if (form.elements.requester_email.value.trim()) body.requester_email = form.elements.requester_email.value;
+    try {
+      const recorded = await api("POST", "/v1/admin/privacy-requests", body);
+      $("privacy-result").textContent = `Recorded as ${recorded.id}, due ${new Date(recorded.due_at).toLocaleDateString("en-IN", { timeZone: "Asia/Kolkata" })}; the sender is told by e-mail.`;
+      form.reset();
+      await loadPrivacyRequests();
+    } catch (error) {
+      report(error);
+    }
+  });
+
+  $("privacy-step").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const id = form.elements.request_id.value.trim();
+    const action = event.submitter ? event.submitter.value : "note";
+    const text = form.elements.text.value;
+    try {
+      if (action === "note") {
+        await api("POST", `/v1/admin/privacy-requests/${enc(id)}/events`, { note: text });
+        $("privacy-result").textContent = `Step recorded on ${id}.`;
+      } else {
+        await api("POST", `/v1/admin/privacy-requests/${enc(id)}/answer`, { status: action, outcome: text });
+        $("privacy-result").textContent = `${id} answered; the customer is told by e-mail.`;
+      }
+      form.elements.text.value = "";
+      await loadPrivacyRequests();
+    } catch (error) {
+      report(error);
+    }
+  });
+
+  $("correction-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const user = form.elements.user_id.value.trim();
+    const body = { request_id: form.elements.request_id.value.trim(), evidence: form.elements.evidence.value };
+    if (form.elements.date_of_birth.value) body.date_of_birth = form.elements.date_of_birth.value;
+    if (form.elements.name_on_pan.value.trim()) body.name_on_pan = form.elements.name_on_pan.value;
+    try {
+      const corrected = await api("POST", `/v1/admin/accounts/${enc(user)}/corrections`, body);
+      $("correction-result").textContent = corrected.kyc_recheck
+        ? `Corrected; ${body.request_id} answered. The PAN is being checked again (KYC ${corrected.kyc_status}).`
+        : `Corrected; ${body.request_id} answered.`;
+      form.reset();
     } catch (error) {
       report(error);
     }
