@@ -36,11 +36,15 @@ async fn a_date_of_birth_corrected_on_evidence_is_checked_again_and_verifies(bac
     let api =
         TestApi::start_with(backend, Config { admin_token: Some(SecretString::new(operators)), ..Config::default() })
             .await?;
-    let (user, token) = api.signed_in("born@example.in").await?;
+    let (user, mut token) = api.signed_in("born@example.in").await?;
     let refused = api.submit_kyc(&token, PAN).await?;
     expect_error(refused, StatusCode::CONFLICT, "kyc_not_verifiable", None).await?;
     let correction = ask(&api, &token, "correction").await?;
     let grievance = ask(&api, &token, "grievance").await?;
+    // A year goes by before the evidence arrives: a correction of an old submission is checked again too.
+    api.clock.advance(Duration::days(370));
+    let login: Value = api.login("born@example.in", "correct horse battery").await?.error_for_status()?.json().await?;
+    token = login["token"].as_str().ok_or("no token")?.to_owned();
 
     let url = api.url(&format!("/v1/admin/accounts/{user}/corrections"));
     let reviewer = api.operator_session(REVIEWER).await?;

@@ -154,8 +154,8 @@ pub use checks::{
 pub(crate) use store::email_taken;
 pub use store::{
     AccountStore, ConsentChoice, CreateAccountError, after_closure, closed_accounts_with_email, closure_ops,
-    consent_put, consents, email_change_ops, expire_consents, kyc_status_update, profile_update, registry_delete,
-    registry_page, require_active, require_active_with_password,
+    consent_put, consents, email_change_ops, expire_consents, kyc_status_update, kyc_status_update_with,
+    profile_update, registry_delete, registry_page, require_active, require_active_with_password,
 };
 
 /// The signup request body.

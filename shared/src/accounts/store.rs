@@ -88,11 +88,14 @@ pub async fn closed_accounts_with_email(store: &dyn ItemStore, email: &str) -> S
 /// The profile's KYC status, written with the KYC decision or submission that sets it, only while the account
 /// is open.
 pub fn kyc_status_update(user_id: &str, status: KycStatus) -> WriteOp {
-    WriteOp::Update(
-        Update::new(Table::Main, user_pk(user_id), PROFILE_SK)
-            .set("kyc_status", serde_json::json!(status))
-            .when(Condition::AttrEquals("status".into(), serde_json::json!(AccountStatus::Active))),
-    )
+    kyc_status_update_with(user_id, status, &[])
+}
+
+/// The same, with other profile fields the KYC write changes (a date of birth corrected on evidence).
+pub fn kyc_status_update_with(user_id: &str, status: KycStatus, changes: &[(&'static str, Value)]) -> WriteOp {
+    let update = Update::new(Table::Main, user_pk(user_id), PROFILE_SK).set("kyc_status", serde_json::json!(status));
+    let update = changes.iter().fold(update, |update, (name, value)| update.set(name, value.clone()));
+    WriteOp::Update(update.when(Condition::AttrEquals("status".into(), serde_json::json!(AccountStatus::Active))))
 }
 
 /// The account's profile, changed only if it is still open and still has the email and the password we

@@ -128,6 +128,46 @@ pub fn looks_like_aadhaar(raw: &str) -> bool {
     digits.len() == 12 && !digits.starts_with(['0', '1']) && verhoeff_valid(&digits)
 }
 
+/// True when free text holds something shaped like a PAN (5 letters, 4 digits, a letter) or an Aadhaar
+/// number (12 digits, spaces or hyphens between them allowed, valid check digit): text people write to us
+/// (a grievance, an operator's note) must not become a plain-text copy of an identity number (Aadhaar Act
+/// s.29, and our rule that full numbers live only in the vault).
+pub fn holds_identity_number(text: &str) -> bool {
+    let pan_shaped = |word: &str| {
+        let b = word.as_bytes();
+        b.len() == 10
+            && b[..5].iter().all(u8::is_ascii_alphabetic)
+            && b[5..9].iter().all(u8::is_ascii_digit)
+            && b[9].is_ascii_alphabetic()
+    };
+    if text.split(|c: char| !c.is_ascii_alphanumeric()).any(pan_shaped) {
+        return true;
+    }
+    // Twelve digits on their own, or as three groups of four split by a space or a hyphen (how the number
+    // is printed); a phone number's groups are not shaped so.
+    let chars: Vec<char> = text.chars().collect();
+    (0..chars.len()).any(|start| {
+        let begins = start == 0 || !chars[start - 1].is_ascii_digit();
+        begins && aadhaar_at(&chars[start..])
+    })
+}
+
+/// Whether `rest` starts with an Aadhaar-shaped number that ends there.
+fn aadhaar_at(rest: &[char]) -> bool {
+    let ends = |at: usize| rest.get(at).is_none_or(|c| !c.is_ascii_digit());
+    let digits = |from: usize, n: usize| rest.get(from..from + n).is_some_and(|s| s.iter().all(char::is_ascii_digit));
+    let number = |positions: &[usize]| positions.iter().filter_map(|&i| rest.get(i)).collect::<String>();
+    if digits(0, 12) && ends(12) {
+        return looks_like_aadhaar(&number(&(0..12).collect::<Vec<_>>()));
+    }
+    let sep = |at: usize| rest.get(at).is_some_and(|c| matches!(c, ' ' | '-'));
+    if digits(0, 4) && sep(4) && digits(5, 4) && sep(9) && digits(10, 4) && ends(14) {
+        let positions: Vec<usize> = (0..4).chain(5..9).chain(10..14).collect();
+        return looks_like_aadhaar(&number(&positions));
+    }
+    false
+}
+
 /// The only form of an Aadhaar number we keep or show: its last four digits, `XXXX XXXX 1234` (Aadhaar
 /// (Sharing of Information) Regulations 2016, reg. 6). `None` unless `last_four` is four digits.
 pub fn masked_aadhaar(last_four: &str) -> Option<String> {
@@ -259,6 +299,13 @@ mod tests {
     #[test]
     fn masks_show_only_what_the_rules_allow() -> ApiResult<()> {
         assert_eq!(Pan::parse("ABCPE1234F")?.masked(), "ABCPEXXXXF");
+        // Free text: a PAN or an Aadhaar number in any usual form is caught; a phone number is not.
+        for text in ["my pan is abcpe1234f.", "Aadhaar 2341 2341 2346", "no. 2341-2341-2346!", "234123412346"] {
+            assert!(holds_identity_number(text), "{text}");
+        }
+        for text in ["call +91 98765 43210", "ref prq_2341234123", "2341 2341 2347", "1234 5678 9012 3456"] {
+            assert!(!holds_identity_number(text), "{text}");
+        }
         assert_eq!(format!("{:?}", Pan::parse("ABCPE1234F")?), "Pan(ABCPEXXXXF)");
         Ok(())
     }

@@ -43,7 +43,7 @@ pub mod consent;
 mod correction;
 mod digilocker;
 pub mod erasure;
-pub use correction::recheck_after_correction;
+pub use correction::{KycCorrection, recheck_after_correction, touches as correction_touches};
 mod operators;
 pub mod retry;
 pub mod steps;

@@ -82,7 +82,8 @@ async fn waiting(ctx: &KycContext<'_>, user_id: &str, sk: &str) -> ApiResult<Opt
 }
 
 fn settling(ctx: &KycContext<'_>, record: &KycRecord) -> bool {
-    let last = record.pan.checked_at.unwrap_or(record.submitted_at);
+    let asked = record.pan.checked_at.unwrap_or(record.submitted_at);
+    let last = record.pan.requested_at.map_or(asked, |requested| requested.max(asked));
     record.pan.status == StepStatus::Pending && ctx.ports.now() - last < SETTLING
 }
 

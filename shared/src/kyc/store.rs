@@ -43,7 +43,10 @@ pub(super) fn index_sk(record: &KycRecord) -> String {
 
 fn index_put(pk: &str, record: &KycRecord) -> StoreResult<WriteOp> {
     let entry = json!({ "user_id": record.user_id, "submitted_at": record.submitted_at });
-    let expires_at = (record.submitted_at + crate::retention::KYC_QUEUE_LIFETIME).timestamp();
+    // From the submission, or from a correction's request to check again (an old record's entry would be born
+    // expired, and never read).
+    let since = record.pan.requested_at.map_or(record.submitted_at, |at| at.max(record.submitted_at));
+    let expires_at = (since + crate::retention::KYC_QUEUE_LIFETIME).timestamp();
     Ok(WriteOp::Put(Put {
         table: Table::Main,
         item: Item::from_record(pk, index_sk(record), &entry, Some(expires_at))?,
@@ -123,6 +126,11 @@ pub struct RecordWrite<'a> {
     pub releases: Vec<String>,
     pub open_session: Option<DigilockerSession>,
     pub close_session: Option<String>,
+    /// Profile fields changed with the record (a corrected date of birth), on the same condition that the
+    /// account is open.
+    pub profile_changes: Vec<(&'static str, serde_json::Value)>,
+    /// Writes of other owners that commit with the record, or not at all (a correction's answer).
+    pub with: Vec<WriteOp>,
 }
 
 impl<'a> RecordWrite<'a> {
@@ -137,6 +145,8 @@ impl<'a> RecordWrite<'a> {
             releases: Vec::new(),
             open_session: None,
             close_session: None,
+            profile_changes: Vec::new(),
+            with: Vec::new(),
         }
     }
 
@@ -159,7 +169,7 @@ impl<'a> RecordWrite<'a> {
             ops.push(WriteOp::Put(Put { table: Table::Vault, item, condition: Condition::NotExists }));
         }
         ops.push(put_record(record, self.previous.map(|p| p.revision))?);
-        ops.push(crate::accounts::kyc_status_update(user, record.status));
+        ops.push(crate::accounts::kyc_status_update_with(user, record.status, &self.profile_changes));
         if self.became(KycStatus::Verified) || self.became(KycStatus::Rejected) {
             ops.extend(outcome_notice(record)?);
         }
@@ -173,6 +183,7 @@ impl<'a> RecordWrite<'a> {
             ops.push(WriteOp::Put(Put { table: Table::Main, item, condition: Condition::NotExists }));
         }
         ops.extend(self.session_ops()?);
+        ops.extend(self.with.iter().cloned());
         Ok(ops)
     }
 

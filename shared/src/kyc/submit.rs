@@ -335,6 +335,10 @@ pub(super) async fn save_after_answer(
     let mut write = RecordWrite::new(record, Some(previous));
     write.close_session =
         record.aadhaar.verification_id.clone().filter(|_| record.aadhaar.status != StepStatus::Pending);
+    // A record that fails keeps no claim: a re-check after a correction may fail on a PAN it had verified.
+    if record.status == KycStatus::Rejected {
+        write.releases = super::store::held_claims(store, &record.user_id, record).await?;
+    }
     match store.save_kyc(&write).await {
         Ok(()) => Ok(record.clone()),
         Err(WriteConflict::Store(e)) => Err(e.into()),

@@ -215,6 +215,9 @@ pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()
         store.delete_key(user_id, &slot, &key.key_hash, &key.id).await?;
     }
     for item in crate::store::user_items(store, user_id, EXPORT_PREFIX).await? {
+        if let Some(export_id) = item.sk.strip_prefix(EXPORT_PREFIX) {
+            super::export::abandon_pending(ctx, user_id, export_id).await?;
+        }
         if let Some(key) = item.attrs.get("blob_key").and_then(Value::as_str) {
             ctx.blobs()?.delete(key).await?;
         }

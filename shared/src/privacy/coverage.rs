@@ -68,7 +68,7 @@ fn left_out(class: ItemClass) -> &'static str {
         Outbox | MailDelivery => {
             "a message waiting to be sent, or the record that it was sent once (message id only); the messages are in the person's mailbox"
         }
-        EmailToken | ResetToken | UnsubscribeToken | ExportToken => "a link's one-time token, stored only as a digest",
+        EmailToken | ResetToken | UnsubscribeToken | ExportToken => "a link's token, stored only as a digest",
         RateLimit => "a count of requests in a rate window",
         NoticeSent => {
             "the record that a notice reached the account, so it is never sent twice; the notice was e-mailed"

@@ -8,10 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::PrivacyContext;
 use super::register::{self, RegisterEntry};
-use super::requests::{Recorded, RequestEvent, RequestKind, RequestStatus};
-use crate::accounts::{
-    AccountStatus, AccountStore, KycStatus, check_date_of_birth, printable, today_in_india, written_text,
-};
+use super::requests::{Recorded, RequestKind, RequestStatus};
+use crate::accounts::{AccountStatus, AccountStore, KycStatus, check_date_of_birth, printable, today_in_india};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::kyc::KycStore;
 use crate::notifications::enqueue;
@@ -53,12 +51,11 @@ struct Checked {
     evidence: String,
     date_of_birth: Option<chrono::NaiveDate>,
     name_on_pan: Option<String>,
-    has_kyc: bool,
+    kyc: Option<crate::kyc::KycRecord>,
 }
 
 async fn check(ctx: &PrivacyContext, user_id: &str, body: &EvidenceCorrection) -> ApiResult<Checked> {
-    let evidence =
-        written_text(&body.evidence, "evidence", register::MAX_NOTE_CHARS, ErrorCode::InvalidPrivacyRequest)?;
+    let evidence = register::text(&body.evidence, "evidence", register::MAX_NOTE_CHARS)?;
     if body.date_of_birth.is_none() && body.name_on_pan.is_none() {
         return Err(invalid("date_of_birth", "date_of_birth or name_on_pan is required: what is corrected"));
     }
@@ -75,14 +72,14 @@ async fn check(ctx: &PrivacyContext, user_id: &str, body: &EvidenceCorrection) -
         })?),
         None => None,
     };
-    let has_kyc = store.kyc_record(user_id).await?.is_some();
-    if name_on_pan.is_some() && !has_kyc {
+    let kyc = store.kyc_record(user_id).await?;
+    if name_on_pan.is_some() && kyc.is_none() {
         return Err(ApiError::NotFound {
             code: ErrorCode::KycNotFound,
             message: "the account has no KYC record".into(),
         });
     }
-    Ok(Checked { account, evidence, date_of_birth, name_on_pan, has_kyc })
+    Ok(Checked { account, evidence, date_of_birth, name_on_pan, kyc })
 }
 
 /// The account's open correction request `request_id`; any other is not found.
@@ -107,41 +104,52 @@ pub async fn correct_on_evidence(
 ) -> ApiResult<Corrected> {
     let checked = check(ctx, user_id, &body).await?;
     let mut recorded = correction_request(ctx, user_id, &body.request_id).await?;
-    // KYC first: if the answer below does not commit, the check asked again is of the same details.
-    let rechecked = match checked.has_kyc {
-        true => {
-            let name = checked.name_on_pan.as_deref();
-            crate::kyc::recheck_after_correction(&ctx.ports, user_id, name, &checked.evidence, operator).await?
-        }
-        false => None,
-    };
+    let steps = recorded.request.timeline.len();
     let now = ctx.ports.clock.now();
-    let mut ops = Vec::new();
-    if let Some(born) = checked.date_of_birth {
-        let profile = crate::accounts::profile_update(&checked.account).set("date_of_birth", born.to_string());
-        ops.push(WriteOp::Update(profile));
-    }
+    register::push_step(&mut recorded, operator, format!("evidence: {}", checked.evidence), now)?;
     let changed = match (checked.date_of_birth, &checked.name_on_pan) {
         (Some(_), Some(_)) => "the date of birth and the name on the PAN",
         (Some(_), None) => "the date of birth",
         _ => "the name on the PAN",
     };
+    let correction = crate::kyc::KycCorrection {
+        user_id,
+        date_of_birth: checked.date_of_birth,
+        name_on_pan: checked.name_on_pan.as_deref(),
+        evidence: &checked.evidence,
+        operator,
+        with: Vec::new(),
+    };
+    let rechecks = checked.kyc.as_ref().filter(|record| crate::kyc::correction_touches(record, &correction));
     let recheck =
-        if rechecked.is_some() { "; your PAN is being checked again with the Income Tax Department" } else { "" };
-    let note = format!("evidence: {}", checked.evidence);
-    recorded.request.timeline.push(RequestEvent { at: now, by: operator.to_owned(), note });
+        if rechecks.is_some() { "; your PAN is being checked again with the Income Tax Department" } else { "" };
     recorded.finish(RequestStatus::Completed, format!("{changed} corrected on the evidence you gave{recheck}"), now);
-    ops.extend([
-        recorded.put()?,
+    // The answer commits with the correction, or nothing does.
+    let answer = vec![
+        recorded.put_if_unchanged(steps)?,
         register::open_delete(&body.request_id),
         enqueue(&register::answer_mail(&recorded, now))?,
-    ]);
-    ctx.ports.store.transact(ops).await.map_err(answered_meanwhile)?;
-    tracing::info!(%operator, %user_id, request_id = %body.request_id, kyc_recheck = rechecked.is_some(), "correction made on evidence");
+    ];
+    let kyc_status = match rechecks {
+        Some(previous) => {
+            let correction = crate::kyc::KycCorrection { with: answer, ..correction };
+            Some(crate::kyc::recheck_after_correction(&ctx.ports, previous, correction).await?.status)
+        }
+        None => {
+            let mut ops = answer;
+            if let Some(born) = checked.date_of_birth {
+                let profile = crate::accounts::profile_update(&checked.account).set("date_of_birth", born.to_string());
+                ops.push(WriteOp::Update(profile));
+            }
+            ctx.ports.store.transact(ops).await.map_err(answered_meanwhile)?;
+            checked.kyc.as_ref().map(|record| record.status)
+        }
+    };
+    tracing::info!(%operator, %user_id, request_id = %body.request_id, kyc_recheck = rechecks.is_some(), "correction made on evidence");
     Ok(Corrected {
         request: RegisterEntry::of(user_id, recorded.request, now),
-        kyc_status: rechecked.as_ref().map(|r| r.status),
-        kyc_recheck: rechecked.is_some(),
+        kyc_status,
+        kyc_recheck: rechecks.is_some(),
     })
 }
 

@@ -149,7 +149,9 @@ pub(super) fn start_build(ctx: &PrivacyContext, user_id: &str, export_id: &str) 
 /// longer pending is left as it is. Returns the export's status.
 pub async fn build_export(ctx: &PrivacyContext, user_id: &str, export_id: &str) -> ApiResult<ExportStatus> {
     let Some((export, expires_at)) = stored_export(ctx, user_id, export_id).await? else {
-        return Err(ApiError::Internal(format!("export {export_id} is not stored")));
+        // Gone: the account closed meanwhile (its closure answered the request); nothing to build or retry.
+        tracing::warn!(%export_id, "a data export to build is no longer stored");
+        return Ok(ExportStatus::Failed);
     };
     if export.status != ExportStatus::Pending {
         return Ok(export.status);
@@ -197,43 +199,62 @@ async fn finish_export(
     expires_at: i64,
     outcome: Result<(String, u64), &str>,
 ) -> ApiResult<ExportStatus> {
-    let store = ctx.ports.store.as_ref();
-    let request_item = store.get(Table::Main, &user_pk(user_id), &export.request_sk).await?;
-    let request_item =
-        request_item.ok_or_else(|| ApiError::Internal(format!("export {} has no request", export.id)))?;
-    let mut request = Recorded {
-        user_id: user_id.to_owned(),
-        sk: export.request_sk.clone(),
-        expires_at: request_item.expires_at.unwrap_or(i64::MAX),
-        request: request_item.record()?,
-    };
     let done = ctx.ports.clock.now();
-    match outcome {
+    match &outcome {
         Ok((key, size)) => {
             export.status = ExportStatus::Ready;
-            export.blob_key = Some(key);
-            export.size_bytes = Some(size);
-            request.finish(RequestStatus::Completed, format!("export {} ready ({size} bytes)", export.id), done);
+            export.blob_key = Some(key.clone());
+            export.size_bytes = Some(*size);
         }
-        Err(reason) => {
-            export.status = ExportStatus::Failed;
-            request.finish(RequestStatus::Failed, reason, done);
+        Err(_) => export.status = ExportStatus::Failed,
+    }
+    // A step an operator adds meanwhile changes the request: read it again and keep the step.
+    for _ in 0..FINISH_ATTEMPTS {
+        let Some(mut request) = open_access_request(ctx, user_id, &export).await? else { break };
+        let steps = request.request.timeline.len();
+        match &outcome {
+            Ok((_, size)) => {
+                let outcome = format!("export {} ready ({size} bytes)", export.id);
+                request.finish(RequestStatus::Completed, outcome, done);
+            }
+            Err(reason) => request.finish(RequestStatus::Failed, *reason, done),
+        }
+        let pending = Condition::AttrEquals("status".into(), json!(ExportStatus::Pending));
+        let ops = vec![
+            request.put_if_unchanged(steps)?,
+            super::register::open_release(&request.request.id),
+            export_put(user_id, &export, expires_at, pending)?,
+            enqueue(&completion_mail(ctx, &export, &request, expires_at))?,
+        ];
+        if ctx.ports.store.transact(ops).await.applied()?.is_some() {
+            return Ok(export.status);
         }
     }
-    let pending = Condition::AttrEquals("status".into(), json!(ExportStatus::Pending));
-    let completed = completion_mail(ctx, &export, &request, expires_at);
-    let ops = vec![
-        request.put()?,
-        super::register::open_release(&request.request.id),
-        export_put(user_id, &export, expires_at, pending)?,
-        enqueue(&completed)?,
-    ];
-    let recorded = store.transact(ops).await;
-    if recorded.applied()?.is_none() {
-        let stored = stored_export(ctx, user_id, &export.id).await?;
-        return Ok(stored.map_or(export.status, |(stored, _)| stored.status));
+    // Another build, or the closure, recorded it first: as stored.
+    let stored = stored_export(ctx, user_id, &export.id).await?;
+    Ok(stored.map_or(ExportStatus::Failed, |(stored, _)| stored.status))
+}
+
+/// Tries at recording an export's end while operators add steps to its request.
+const FINISH_ATTEMPTS: usize = 3;
+
+/// The access request an export answers, while it is still open; `None` once it was answered.
+async fn open_access_request(ctx: &PrivacyContext, user_id: &str, export: &DataExport) -> ApiResult<Option<Recorded>> {
+    let item = ctx.ports.store.get(Table::Main, &user_pk(user_id), &export.request_sk).await?;
+    let item = item.ok_or_else(|| ApiError::Internal(format!("export {} has no request", export.id)))?;
+    let request = Recorded::of_item(user_id, &item)?;
+    Ok((request.request.status == RequestStatus::Received).then_some(request))
+}
+
+/// At closure: a pending export is not built (its file would outlive the closure); its request is answered.
+pub(super) async fn abandon_pending(ctx: &PrivacyContext, user_id: &str, export_id: &str) -> ApiResult<()> {
+    if let Some((export, expires_at)) = stored_export(ctx, user_id, export_id).await?
+        && export.status == ExportStatus::Pending
+    {
+        let reason = "the account was closed before the export was built";
+        finish_export(ctx, user_id, export, expires_at, Err(reason)).await?;
     }
-    Ok(export.status)
+    Ok(())
 }
 
 /// The e-mail that the export (and so its access request) is done: where to download it, or to ask again.
@@ -250,6 +271,9 @@ fn completion_mail(ctx: &PrivacyContext, export: &DataExport, request: &Recorded
             .param("link_expires_at", expires_at),
         (ExportStatus::Ready, false) => {
             mail.param("outcome", format!("your export is ready to download from the dashboard for {days} days"))
+        }
+        (_, true) => {
+            mail.param("outcome", "the export could not be built; write to us again and we will build it anew")
         }
         _ => mail.param("outcome", "the export could not be built; please request a new one"),
     }
@@ -388,9 +412,13 @@ pub async fn export_document(ctx: &PrivacyContext, user_id: &str, full_pan: bool
 /// The money sections beyond the ledger: payments with the payer's details, reviews of them, the refund
 /// request of a closed account, disputes.
 async fn payments_export(store: &dyn crate::store::ItemStore, user_id: &str, topup_ids: &[String]) -> ApiResult<Value> {
+    let payments = crate::wallet::closure_refunds::export_for(store, user_id).await?;
+    let payment_ids: Vec<String> =
+        payments.iter().filter_map(|p| p["payment_id"].as_str()).map(str::to_owned).collect();
+    let of = crate::wallet::AccountMoney { user_id, topup_ids, payment_ids: &payment_ids };
     Ok(json!({
-        "payments": crate::wallet::closure_refunds::export_for(store, user_id).await?,
-        "payment_reviews": crate::wallet::payment_reviews_for(store, topup_ids).await?,
+        "payments": payments,
+        "payment_reviews": crate::wallet::payment_reviews_for(store, of).await?,
         "refund_request": crate::wallet::refund_request(store, user_id).await?,
         "disputes": crate::wallet::disputes_export(store, user_id).await?,
     }))

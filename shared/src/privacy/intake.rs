@@ -10,7 +10,7 @@ use super::PrivacyContext;
 use super::correction::active_account;
 use super::register::{self, RegisterEntry};
 use super::requests::{PrivacyRequestView, ReceivedVia, Recorded, RequestEvent, RequestKind, RequestStatus};
-use crate::accounts::{AccountStore, normalize_email, written_text};
+use crate::accounts::{AccountStore, normalize_email};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::notifications::enqueue;
 
@@ -40,8 +40,7 @@ pub async fn submit(ctx: &PrivacyContext, user_id: &str, body: CustomerRequest) 
             return Err(invalid("kind", "a nominee writes to the grievance officer (GET /v1/privacy)"));
         }
     }
-    let message =
-        written_text(&body.message, "message", register::MAX_MESSAGE_CHARS, ErrorCode::InvalidPrivacyRequest)?;
+    let message = register::text(&body.message, "message", register::MAX_MESSAGE_CHARS)?;
     let store = ctx.ports.store.as_ref();
     active_account(store.account(user_id).await?)?;
     let recent = super::requests(store, user_id, 100).await?;
@@ -87,30 +86,13 @@ pub async fn record_outside(ctx: &PrivacyContext, by: &str, body: OutsideRequest
         return Err(invalid("received_via", "received_via must be email, letter, phone or in_person"));
     }
     let email = normalize_email(&body.email)?;
-    let identity_check = written_text(
-        &body.identity_check,
-        "identity_check",
-        register::MAX_NOTE_CHARS,
-        ErrorCode::InvalidPrivacyRequest,
-    )?;
+    let identity_check = register::text(&body.identity_check, "identity_check", register::MAX_NOTE_CHARS)?;
     // An empty message is no message: the request's kind says what was asked.
     let message = match body.message.as_deref().filter(|m| !m.trim().is_empty()) {
-        Some(m) => Some(written_text(m, "message", register::MAX_MESSAGE_CHARS, ErrorCode::InvalidPrivacyRequest)?),
+        Some(m) => Some(register::text(m, "message", register::MAX_MESSAGE_CHARS)?),
         None => None,
     };
-    let requester = match &body.requester_email {
-        Some(r) => Some(
-            normalize_email(r)
-                .map_err(|_| invalid("requester_email", "requester_email must be a valid email address"))?,
-        ),
-        None if body.kind == RequestKind::Nominee => {
-            return Err(invalid(
-                "requester_email",
-                "requester_email (the nominee's address) is required for a nominee's request",
-            ));
-        }
-        None => None,
-    };
+    let requester = requester(&body)?;
     let store = ctx.ports.store.as_ref();
     let (user_id, _) = register::account_for_email(store, &email).await?;
     let mut recorded = Recorded::new(ctx, &user_id, body.kind);
@@ -124,6 +106,13 @@ pub async fn record_outside(ctx: &PrivacyContext, by: &str, body: OutsideRequest
     recorded.request.requester = requester;
     recorded.request.message = message;
     let mut ops = vec![register::open_put(&recorded)?, enqueue(&register::acknowledgement(&recorded))?];
+    if recorded.request.requester.is_some() {
+        // The holder hears of a nominee's request too: one made in their name while they can still act is
+        // theirs to dispute.
+        let mut to_holder = recorded.clone();
+        to_holder.request.requester = None;
+        ops.push(enqueue(&register::acknowledgement(&to_holder))?);
+    }
     // An access request is answered by an export, built now; its link goes to the account's own address
     // (that mailbox is the proof of who asks), never to another requester.
     let export = match body.kind {
@@ -143,6 +132,24 @@ pub async fn record_outside(ctx: &PrivacyContext, by: &str, body: OutsideRequest
     }
     tracing::info!(operator = %by, request_id = %recorded.request.id, kind = ?body.kind, "privacy request recorded");
     Ok(RegisterEntry::of(&user_id, recorded.request, now))
+}
+
+/// Who wrote, when not the account's owner: a nominee only (any other request is answered to the account's
+/// own address), and a nominee's request must say who they are.
+fn requester(body: &OutsideRequest) -> ApiResult<Option<String>> {
+    match (&body.requester_email, body.kind) {
+        (Some(_), kind) if kind != RequestKind::Nominee => {
+            Err(invalid("requester_email", "requester_email is for a nominee's request only"))
+        }
+        (Some(raw), _) => normalize_email(raw)
+            .map(Some)
+            .map_err(|_| invalid("requester_email", "requester_email must be a valid email address")),
+        (None, RequestKind::Nominee) => Err(invalid(
+            "requester_email",
+            "requester_email (the nominee's address) is required for a nominee's request",
+        )),
+        (None, _) => Ok(None),
+    }
 }
 
 fn via_text(via: ReceivedVia) -> &'static str {

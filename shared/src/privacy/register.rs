@@ -25,8 +25,8 @@ pub const MAX_TIMELINE: usize = 50;
 pub const MAX_MESSAGE_CHARS: usize = 4000;
 /// An operator's note on a request, or how they checked the sender's identity.
 pub const MAX_NOTE_CHARS: usize = 1000;
-/// Open requests the register lists at most (it is answered long before it holds this many).
-const MAX_LISTED: usize = 1000;
+/// Open requests the register lists at most, soonest due first.
+const MAX_LISTED: usize = 200;
 
 /// An entry of the register: where the request is and when it is due.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -177,36 +177,27 @@ pub(super) async fn open_request(store: &dyn ItemStore, request_id: &str) -> Api
     let entry: OpenEntry =
         store.get(Table::Main, schema::OPEN_PRIVACY_REQUESTS_PK, request_id).await?.ok_or_else(not_found)?.record()?;
     let item = store.get(Table::Main, &user_pk(&entry.user_id), &entry.request_sk).await?.ok_or_else(not_found)?;
-    let request: PrivacyRequest = item.record()?;
-    let steps = request.timeline.len();
-    let recorded = Recorded {
-        user_id: entry.user_id.clone(),
-        sk: entry.request_sk.clone(),
-        expires_at: item.expires_at.unwrap_or(i64::MAX),
-        request,
-    };
+    let recorded = Recorded::of_item(&entry.user_id, &item)?;
+    let steps = recorded.request.timeline.len();
     Ok((entry, recorded, steps))
 }
 
-/// The request's item, written only if no one changed its timeline since it was read.
-fn request_put(recorded: &Recorded, steps_read: usize) -> ApiResult<WriteOp> {
-    let mut item =
-        Item::from_record(user_pk(&recorded.user_id), &recorded.sk, &recorded.request, Some(recorded.expires_at))?;
-    item.attrs.insert("timeline_count".into(), json!(recorded.request.timeline.len()));
-    let unchanged = match steps_read {
-        0 => Condition::Exists,
-        n => Condition::AttrEquals("timeline_count".into(), json!(n)),
-    };
-    Ok(WriteOp::Put(Put { table: Table::Main, item, condition: unchanged }))
+/// Text written with a request (a message, a note, an answer, evidence): printable, at most `max`
+/// characters, and never an identity number, which would sit in plain text in the register and the export.
+pub(super) fn text(raw: &str, field: &str, max: usize) -> ApiResult<String> {
+    let text = crate::accounts::written_text(raw, field, max, ErrorCode::InvalidPrivacyRequest)?;
+    if crate::kyc::documents::holds_identity_number(&text) {
+        let message = format!("{field} must not hold a PAN or Aadhaar number: describe the document instead");
+        return Err(ApiError::invalid(ErrorCode::InvalidPrivacyRequest, field, message));
+    }
+    Ok(text)
 }
 
-fn push_step(recorded: &mut Recorded, by: &str, note: String, at: DateTime<Utc>) -> ApiResult<()> {
+/// Adds a step to a request (at most [`MAX_TIMELINE`]: a request that needs more is answered by then).
+pub(super) fn push_step(recorded: &mut Recorded, by: &str, note: String, at: DateTime<Utc>) -> ApiResult<()> {
     if recorded.request.timeline.len() >= MAX_TIMELINE {
-        return Err(ApiError::Conflict {
-            code: ErrorCode::PrivacyRequestAnswered,
-            message: format!("a request holds at most {MAX_TIMELINE} steps: answer it"),
-            param: None,
-        });
+        let message = format!("a request holds at most {MAX_TIMELINE} steps: answer it");
+        return Err(ApiError::invalid(ErrorCode::InvalidPrivacyRequest, "note", message));
     }
     recorded.request.timeline.push(RequestEvent { at, by: by.to_owned(), note });
     Ok(())
@@ -222,7 +213,7 @@ fn changed_meanwhile() -> ApiError {
 
 /// `POST /v1/admin/privacy-requests/{id}/events`: a step of the request's handling, which its owner sees.
 pub async fn add_note(ctx: &PrivacyContext, by: &str, request_id: &str, note: &str) -> ApiResult<RegisterEntry> {
-    let note = crate::accounts::written_text(note, "note", MAX_NOTE_CHARS, ErrorCode::InvalidPrivacyRequest)?;
+    let note = text(note, "note", MAX_NOTE_CHARS)?;
     let store = ctx.ports.store.as_ref();
     let (_, mut recorded, steps) = open_request(store, request_id).await?;
     let now = ctx.ports.clock.now();
@@ -233,7 +224,7 @@ pub async fn add_note(ctx: &PrivacyContext, by: &str, request_id: &str, note: &s
         sk: request_id.to_owned(),
         condition: Condition::Exists,
     });
-    let written = store.transact(vec![request_put(&recorded, steps)?, still_open]).await.applied()?;
+    let written = store.transact(vec![recorded.put_if_unchanged(steps)?, still_open]).await.applied()?;
     written.ok_or_else(changed_meanwhile)?;
     Ok(RegisterEntry::of(&recorded.user_id, recorded.request, now))
 }
@@ -254,14 +245,22 @@ pub async fn answer(ctx: &PrivacyContext, by: &str, request_id: &str, answer: An
         let message = "status must be completed or refused";
         return Err(ApiError::invalid(ErrorCode::InvalidPrivacyRequest, "status", message));
     }
-    let outcome =
-        crate::accounts::written_text(&answer.outcome, "outcome", MAX_NOTE_CHARS, ErrorCode::InvalidPrivacyRequest)?;
+    let outcome = text(&answer.outcome, "outcome", MAX_NOTE_CHARS)?;
     let store = ctx.ports.store.as_ref();
     let (_, mut recorded, steps) = open_request(store, request_id).await?;
+    if recorded.request.kind == RequestKind::Access {
+        // Its export answers it, with the file: an answer by hand would leave the export to answer again.
+        let message = "an access request is answered by its export, when it is built";
+        return Err(ApiError::Conflict {
+            code: ErrorCode::PrivacyRequestAnswered,
+            message: message.into(),
+            param: None,
+        });
+    }
     let now = ctx.ports.clock.now();
     push_step(&mut recorded, by, format!("{}: {outcome}", json!(answer.status).as_str().unwrap_or("answered")), now)?;
     recorded.finish(answer.status, outcome, now);
-    let ops = vec![request_put(&recorded, steps)?, open_delete(request_id), enqueue(&answer_mail(&recorded, now))?];
+    let ops = vec![recorded.put_if_unchanged(steps)?, open_delete(request_id), enqueue(&answer_mail(&recorded, now))?];
     store.transact(ops).await.applied()?.ok_or_else(changed_meanwhile)?;
     Ok(RegisterEntry::of(&recorded.user_id, recorded.request, now))
 }
@@ -284,41 +283,33 @@ pub async fn open_requests(
 ) -> ApiResult<Vec<RegisterEntry>> {
     let store = ctx.ports.store.as_ref();
     let now = ctx.ports.clock.now();
-    let mut listed = Vec::new();
-    for entry in open_entries(store).await? {
-        if kind.is_some_and(|k| k != entry.kind) {
-            continue;
-        }
-        let Some(item) = store.get(Table::Main, &user_pk(&entry.user_id), &entry.request_sk).await? else { continue };
-        let request: PrivacyRequest = item.record()?;
-        let state = Due::of(&request, now);
-        let wanted = match due {
+    // The entries are small and carry the due date: all are read and sorted, then the soonest are shown.
+    let mut entries: Vec<OpenEntry> = open_entries(store)
+        .await?
+        .into_iter()
+        .filter(|entry| kind.is_none_or(|k| k == entry.kind))
+        .filter(|entry| match due {
             None => true,
-            Some(DueFilter::Soon) => state == Due::Soon,
-            Some(DueFilter::Overdue) => state == Due::Overdue,
-        };
-        if wanted {
-            listed.push(RegisterEntry::of(&entry.user_id, request, now));
-        }
+            Some(DueFilter::Soon) => entry.due_at > now && entry.due_at - now <= DUE_SOON,
+            Some(DueFilter::Overdue) => entry.due_at <= now,
+        })
+        .collect();
+    entries.sort_by_key(|entry| entry.due_at);
+    let mut listed = Vec::new();
+    for entry in entries.into_iter().take(MAX_LISTED) {
+        let Some(item) = store.get(Table::Main, &user_pk(&entry.user_id), &entry.request_sk).await? else { continue };
+        let mut request: PrivacyRequest = item.record()?;
+        // The list shows how each arrived; its whole timeline is the request's own.
+        request.timeline.truncate(1);
+        listed.push(RegisterEntry::of(&entry.user_id, request, now));
     }
-    listed.sort_by(|a, b| a.due_at.cmp(&b.due_at));
     Ok(listed)
 }
 
+/// Every entry of the register (one per open request: they leave when answered, so it stays small).
 async fn open_entries(store: &dyn ItemStore) -> ApiResult<Vec<OpenEntry>> {
-    let mut entries = Vec::new();
-    let mut after = None;
-    loop {
-        let page =
-            store.query(Query::new(Table::Main, schema::OPEN_PRIVACY_REQUESTS_PK).limit(100).after(after)).await?;
-        for item in page.items {
-            entries.push(item.record::<OpenEntry>()?);
-        }
-        after = page.next;
-        if after.is_none() || entries.len() >= MAX_LISTED {
-            return Ok(entries);
-        }
-    }
+    let query = Query::new(Table::Main, schema::OPEN_PRIVACY_REQUESTS_PK).limit(1000);
+    crate::store::all_pages(store, query).await?.iter().map(|item| Ok(item.record::<OpenEntry>()?)).collect()
 }
 
 /// What the jobs found in the register.

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::{PrivacyContext, REQUEST_PREFIX, RESPONSE_DAYS};
 use crate::accounts::{time_sort_key, timestamp, user_pk};
@@ -137,6 +138,7 @@ impl From<&PrivacyRequest> for PrivacyRequestView {
 }
 
 /// A request being handled: the record and where it is stored.
+#[derive(Clone)]
 pub(super) struct Recorded {
     pub(super) user_id: String,
     pub(super) sk: String,
@@ -174,14 +176,40 @@ impl Recorded {
         self.request.completed_at = Some(at);
     }
 
+    /// The request's item, new (or rewritten whole by the flow that owns it alone: a correction, a closure).
     pub(super) fn put(&self) -> StoreResult<WriteOp> {
-        Ok(WriteOp::Put(Put {
-            table: Table::Main,
-            item: Item::from_record(user_pk(&self.user_id), &self.sk, &self.request, Some(self.expires_at))?,
-            condition: Condition::Always,
-        }))
+        Ok(WriteOp::Put(Put { table: Table::Main, item: self.item()?, condition: Condition::Always }))
+    }
+
+    /// The request's item, written only while it is still open and no step was added since it was read
+    /// (`steps_read`): two people working on one request never overwrite each other.
+    pub(super) fn put_if_unchanged(&self, steps_read: usize) -> StoreResult<WriteOp> {
+        let unchanged = Condition::All(vec![
+            Condition::AttrEquals("status".into(), json!(RequestStatus::Received)),
+            Condition::AttrAbsentOrEquals(STEPS.into(), json!(steps_read)),
+        ]);
+        Ok(WriteOp::Put(Put { table: Table::Main, item: self.item()?, condition: unchanged }))
+    }
+
+    fn item(&self) -> StoreResult<Item> {
+        let mut item = Item::from_record(user_pk(&self.user_id), &self.sk, &self.request, Some(self.expires_at))?;
+        item.attrs.insert(STEPS.into(), json!(self.request.timeline.len()));
+        Ok(item)
+    }
+
+    /// A stored request, with where it is and its expiry.
+    pub(super) fn of_item(user_id: &str, item: &Item) -> StoreResult<Self> {
+        Ok(Self {
+            user_id: user_id.to_owned(),
+            sk: item.sk.clone(),
+            expires_at: item.expires_at.unwrap_or(i64::MAX),
+            request: item.record()?,
+        })
     }
 }
+
+/// The count of a request's steps, written with it: what a change is conditioned on.
+const STEPS: &str = "timeline_count";
 
 /// The user's own requests, newest first.
 pub async fn requests<S: ItemStore + ?Sized>(

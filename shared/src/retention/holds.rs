@@ -92,7 +92,7 @@ fn lapses(class: ItemClass) -> &'static str {
         Outbox => "a message waiting to be sent (the closure's confirmation among them), deleted once sent",
         MailDelivery | NoticeSent => "the record that a message went out once: its id, no content",
         EmailToken | ResetToken | UnsubscribeToken | ExportToken => {
-            "a link's token, a digest that works for hours, or a year for unsubscribing"
+            "a link's token, stored as a digest: it works for hours (an export's while the export is kept, an unsubscribe link's a year)"
         }
         CallBeat | InFlightSlot => "a running call's sign of life, gone within a day",
         PendingClosure => "the closure's unfinished follow-up, deleted when done",

@@ -242,14 +242,24 @@ pub async fn payment_reviews<S: ItemStore + ?Sized>(
     Ok((page.items.iter().map(review_view).collect(), page.next))
 }
 
-/// The reviews of the account's payments for its data export: those naming one of its top-ups.
-pub async fn payment_reviews_for(store: &dyn ItemStore, topup_ids: &[String]) -> ApiResult<Vec<PaymentReviewView>> {
+/// What names an account's payments in a review: the account, its top-ups, its payments.
+pub struct AccountMoney<'a> {
+    pub user_id: &'a str,
+    pub topup_ids: &'a [String],
+    pub payment_ids: &'a [String],
+}
+
+/// The reviews of the account's payments for its data export: those naming the account, one of its top-ups
+/// or one of its payments. The reviews are every account's, kept for years: walked whole, as rare exports are.
+pub async fn payment_reviews_for(store: &dyn ItemStore, of: AccountMoney<'_>) -> ApiResult<Vec<PaymentReviewView>> {
     let listed = crate::store::all_pages(store, Query::new(Table::Main, REVIEW_PK).limit(100)).await?;
-    let names_a_topup = |item: &&Item| {
-        let topup = item.attrs.get("details").and_then(|d| d.get("topup_id")).and_then(Value::as_str);
-        topup.is_some_and(|id| topup_ids.iter().any(|t| t == id))
+    let names_the_account = |item: &&Item| {
+        let field = |name: &str| item.attrs.get("details").and_then(|d| d.get(name)).and_then(Value::as_str);
+        field("user_id") == Some(of.user_id)
+            || field("topup_id").is_some_and(|id| of.topup_ids.iter().any(|t| t == id))
+            || field("payment_id").is_some_and(|id| of.payment_ids.iter().any(|p| p == id))
     };
-    Ok(listed.iter().filter(names_a_topup).map(review_view).collect())
+    Ok(listed.iter().filter(names_the_account).map(review_view).collect())
 }
 
 /// `POST /v1/admin/payment-reviews/{id}/handled`: an operator records how a review was settled (once: a
