@@ -108,6 +108,11 @@ async fn a_date_of_birth_corrected_on_evidence_is_checked_again_and_verifies(bac
     expect_error(again.await?, StatusCode::NOT_FOUND, "privacy_request_not_found", None).await?;
     let account: Value = api.http.get(api.url("/v1/account")).bearer_auth(&token).send().await?.json().await?;
     assert_eq!(account["date_of_birth"], json!("1985-01-01"));
+    let mine: Value = api.http.get(api.url("/v1/privacy/requests")).bearer_auth(&token).send().await?.json().await?;
+    let answered =
+        mine["data"].as_array().and_then(|d| d.iter().find(|r| r["id"] == json!(correction))).ok_or("gone")?;
+    let step = answered["timeline"][0]["note"].as_str().unwrap_or_default();
+    assert!(step.contains("date of birth 1990-04-12 -> 1985-01-01"), "{step}");
     let mail = api.last_mail("born@example.in", "privacy_request_completed").await?;
     assert!(mail.text.contains("date of birth corrected") && mail.text.contains("checked again"), "{}", mail.text);
 

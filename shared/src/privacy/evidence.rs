@@ -106,7 +106,7 @@ pub async fn correct_on_evidence(
     let mut recorded = correction_request(ctx, user_id, &body.request_id).await?;
     let steps = recorded.request.timeline.len();
     let now = ctx.ports.clock.now();
-    register::push_step(&mut recorded, operator, format!("evidence: {}", checked.evidence), now)?;
+    register::push_step(&mut recorded, operator, audit_note(&checked), now)?;
     let changed = match (checked.date_of_birth, &checked.name_on_pan) {
         (Some(_), Some(_)) => "the date of birth and the name on the PAN",
         (Some(_), None) => "the date of birth",
@@ -151,6 +151,18 @@ pub async fn correct_on_evidence(
         kyc_status,
         kyc_recheck: rechecks.is_some(),
     })
+}
+
+/// The step a correction records: the evidence, and each value as it was and as it is now.
+fn audit_note(checked: &Checked) -> String {
+    let mut note = format!("evidence: {}", checked.evidence);
+    if let Some(born) = checked.date_of_birth {
+        note.push_str(&format!("; date of birth {} -> {born}", checked.account.date_of_birth));
+    }
+    if let (Some(name), Some(record)) = (&checked.name_on_pan, &checked.kyc) {
+        note.push_str(&format!("; name on the PAN {} -> {name}", record.name_on_pan));
+    }
+    note
 }
 
 fn answered_meanwhile(error: crate::store::StoreError) -> ApiError {
