@@ -12,20 +12,6 @@ fn flat(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-async fn close(api: &TestApi, token: &str) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
-    let body = json!({ "password": "correct horse battery" });
-    Ok(api
-        .http
-        .delete(api.url("/v1/account"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?)
-}
-
 fn kept(closure: &Value) -> Vec<&str> {
     closure["retained"].as_array().map(|r| r.iter().filter_map(|k| k["data"].as_str()).collect()).unwrap_or_default()
 }
@@ -38,7 +24,7 @@ async fn a_closure_keeps_exactly_the_holds_that_apply_and_says_why(backend: Back
     api.create_key(&token, "ci").await?;
     let nominee = api.http.put(api.url("/v1/account/nominee")).bearer_auth(&token);
     nominee.json(&json!({ "name": "Meera Rao", "email": "meera@example.in" })).send().await?.error_for_status()?;
-    let closure = close(&api, &token).await?;
+    let closure = api.close_account(&token).await?;
     let expected: Vec<&str> = HOLDS.iter().filter(|h| **h != holds::MAIL_SUPPRESSION).map(|h| h.data).collect();
     assert_eq!(kept(&closure), expected);
     for item in closure["retained"].as_array().ok_or("no retained")? {
@@ -71,7 +57,7 @@ async fn a_closure_keeps_exactly_the_holds_that_apply_and_says_why(backend: Back
     let now = api.clock_now();
     let reason = shared::notifications::delivery::SuppressionReason::Bounce;
     shared::notifications::delivery::suppress(api.state.store.as_ref(), "bounced@example.in", reason, now).await?;
-    let closure = close(&api, &bounced).await?;
+    let closure = api.close_account(&bounced).await?;
     let kept_now = kept(&closure);
     assert!(kept_now.contains(&"mail_suppression") && !kept_now.contains(&"kyc"), "{kept_now:?}");
     Ok(())

@@ -148,10 +148,9 @@ pub(super) fn start_build(ctx: &PrivacyContext, user_id: &str, export_id: &str) 
 /// of times, concurrently (a stream record delivered twice): one build is recorded, an export that is no
 /// longer pending is left as it is. Returns the export's status.
 pub async fn build_export(ctx: &PrivacyContext, user_id: &str, export_id: &str) -> ApiResult<ExportStatus> {
+    // Not stored (not readable yet, or its account's closure took it): handed back, for the stream's few tries.
     let Some((export, expires_at)) = stored_export(ctx, user_id, export_id).await? else {
-        // Gone: the account closed meanwhile (its closure answered the request); nothing to build or retry.
-        tracing::warn!(%export_id, "a data export to build is no longer stored");
-        return Ok(ExportStatus::Failed);
+        return Err(ApiError::Internal(format!("export {export_id} is not stored")));
     };
     if export.status != ExportStatus::Pending {
         return Ok(export.status);
