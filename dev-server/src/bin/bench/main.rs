@@ -6,7 +6,7 @@
 //! 2. Closed loop with an upstream that answers at once: 1, 10 and 50 connections of one account, and 50
 //!    connections spread over `INFEREX_BENCH_ACCOUNTS` accounts (default 20), each step
 //!    `INFEREX_BENCH_STEP_SECONDS` (default 5) straight at the stand-in and through the gateway: calls per
-//!    second and latency.
+//!    second and latency, from this client and then from wrk, an outside load generator, for the same step.
 //! 3. With `INFEREX_BENCH_SOAK_SECONDS`, a soak: `INFEREX_BENCH_SOAK_CONNECTIONS` (default 10) closed-loop
 //!    callers of one account for that long, printing every 10 seconds the calls per second, the server's
 //!    resident memory and the size of its store (database file and write-ahead log).
@@ -45,6 +45,7 @@ const SOAK_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 mod limits;
 mod litellm;
+mod wrk;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -399,10 +400,14 @@ async fn sweep(http: &reqwest::Client, base: &str, upstream_addr: std::net::Sock
         "Closed loop, upstream answering at once, {} s a step (direct = straight at the stand-in):",
         length.as_secs()
     );
+    let outside = wrk::available();
+    if !outside {
+        println!("wrk is not installed (apt-get install wrk): the outside load generator's figures are missing");
+    }
     println!(
-        "| mode | accounts | connections | direct calls/s | gateway calls/s | gateway p50 (ms) | gateway p99 (ms) | failures |"
+        "| mode | accounts | connections | direct calls/s | gateway calls/s | gateway p50 (ms) | gateway p99 (ms) | failures | wrk calls/s | wrk p50 (ms) | wrk p99 (ms) | wrk failures |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for stream in [false, true] {
         let body = json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16, "stream": stream});
         let mut direct_body = body.clone();
@@ -415,8 +420,17 @@ async fn sweep(http: &reqwest::Client, base: &str, upstream_addr: std::net::Sock
             let callers: Vec<Option<String>> = (0..connections).map(|i| keys.get(i % accounts).cloned()).collect();
             let direct = closed_loop(http, &direct_url, &vec![None; connections], &direct_body, length).await;
             let through = closed_loop(http, &gateway_url, &callers, &body, length).await;
+            let by_wrk = match outside {
+                true => match wrk::run(&gateway_url, &body, &keys[..accounts], connections, length).await {
+                    Ok(run) => {
+                        format!("{:.0} | {:.2} | {:.2} | {}", run.per_second, run.p50_ms, run.p99_ms, run.failures)
+                    }
+                    Err(e) => format!("not measured: {e} | | |"),
+                },
+                false => "- | - | - | -".to_owned(),
+            };
             println!(
-                "| {} | {accounts} | {connections} | {:.0} | {:.0} | {:.2} | {:.2} | {} |",
+                "| {} | {accounts} | {connections} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {by_wrk} |",
                 if stream { "streaming" } else { "non-streaming" },
                 direct.per_second,
                 through.per_second,
