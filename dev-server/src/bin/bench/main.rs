@@ -405,9 +405,9 @@ async fn sweep(http: &reqwest::Client, base: &str, upstream_addr: std::net::Sock
         println!("wrk is not installed (apt-get install wrk): the outside load generator's figures are missing");
     }
     println!(
-        "| mode | accounts | connections | direct calls/s | gateway calls/s | gateway p50 (ms) | gateway p99 (ms) | failures | wrk calls/s | wrk p50 (ms) | wrk p99 (ms) | wrk failures |"
+        "| mode | accounts | connections | direct calls/s | gateway calls/s | gateway p50 (ms) | gateway p99 (ms) | failures | wrk calls/s | wrk p50 (ms) | wrk p99 (ms) | wrk failures | wrk direct p50 (ms) | wrk direct p99 (ms) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for stream in [false, true] {
         let body = json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16, "stream": stream});
         let mut direct_body = body.clone();
@@ -429,8 +429,17 @@ async fn sweep(http: &reqwest::Client, base: &str, upstream_addr: std::net::Sock
                 },
                 false => "- | - | - | -".to_owned(),
             };
+            // wrk straight at the stand-in: what the machine and the load generator cost without the gateway.
+            let no_key = ["none".to_owned()];
+            let wrk_direct = match outside {
+                true => match wrk::run(&direct_url, &direct_body, &no_key, connections, length).await {
+                    Ok(run) => format!("{:.2} | {:.2}", run.p50_ms, run.p99_ms),
+                    Err(e) => format!("not measured: {e} |"),
+                },
+                false => "- | -".to_owned(),
+            };
             println!(
-                "| {} | {accounts} | {connections} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {by_wrk} |",
+                "| {} | {accounts} | {connections} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {by_wrk} | {wrk_direct} |",
                 if stream { "streaming" } else { "non-streaming" },
                 direct.per_second,
                 through.per_second,
