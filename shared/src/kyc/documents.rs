@@ -41,11 +41,7 @@ impl Pan {
     pub fn parse_any_holder(raw: &str) -> ApiResult<Self> {
         let pan = raw.trim().to_ascii_uppercase();
         let b = pan.as_bytes();
-        let shaped = b.len() == 10
-            && b[..5].iter().all(u8::is_ascii_uppercase)
-            && b[5..9].iter().all(u8::is_ascii_digit)
-            && b[9].is_ascii_uppercase();
-        if !shaped {
+        if !pan_shaped(&pan) {
             return Err(ApiError::invalid(
                 ErrorCode::InvalidPan,
                 "pan",
@@ -128,19 +124,21 @@ pub fn looks_like_aadhaar(raw: &str) -> bool {
     digits.len() == 12 && !digits.starts_with(['0', '1']) && verhoeff_valid(&digits)
 }
 
+/// Five capital letters, four digits, a capital letter: the shape of every PAN.
+fn pan_shaped(word: &str) -> bool {
+    let b = word.as_bytes();
+    b.len() == 10
+        && b[..5].iter().all(u8::is_ascii_uppercase)
+        && b[5..9].iter().all(u8::is_ascii_digit)
+        && b[9].is_ascii_uppercase()
+}
+
 /// True when free text holds something shaped like a PAN (5 letters, 4 digits, a letter) or an Aadhaar
 /// number (12 digits, spaces or hyphens between them allowed, valid check digit): text people write to us
 /// (a grievance, an operator's note) must not become a plain-text copy of an identity number (Aadhaar Act
 /// s.29, and our rule that full numbers live only in the vault).
 pub fn holds_identity_number(text: &str) -> bool {
-    let pan_shaped = |word: &str| {
-        let b = word.as_bytes();
-        b.len() == 10
-            && b[..5].iter().all(u8::is_ascii_alphabetic)
-            && b[5..9].iter().all(u8::is_ascii_digit)
-            && b[9].is_ascii_alphabetic()
-    };
-    if text.split(|c: char| !c.is_ascii_alphanumeric()).any(pan_shaped) {
+    if text.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| pan_shaped(&word.to_ascii_uppercase())) {
         return true;
     }
     // Twelve digits on their own, or as three groups of four split by a space or a hyphen (how the number

@@ -48,6 +48,12 @@ async fn suppressed_until(ctx: &PrivacyContext, email: &str) -> ApiResult<Option
     Ok(crate::notifications::delivery::suppressed_until(ctx.ports.store.as_ref(), email).await?)
 }
 
+/// The holds' ends as a committed closure left them.
+async fn holding(ctx: &PrivacyContext, user_id: &str, email: &str) -> ApiResult<Holding> {
+    let kyc_until = kyc::retained_until(ctx.ports.store.as_ref(), user_id).await?;
+    Ok(Holding { kyc_until, suppressed_until: suppressed_until(ctx, email).await? })
+}
+
 /// `DELETE /v1/account {password}`: closes the account in one transaction of at most 10 writes (the commit
 /// point): the profile flips to closed with its password hash and marketing consent erased and its email
 /// released; the wallet closes (no new holds) and its available balance moves, through a ledger entry,
@@ -187,10 +193,7 @@ async fn recorded_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<Clos
         .ok_or_else(|| ApiError::Internal("the closure's erasure request is missing".into()))?
         .record()?;
     let closed_at = request.completed_at.unwrap_or(request.received_at);
-    let holding = Holding {
-        kyc_until: kyc::retained_until(store, user_id).await?,
-        suppressed_until: suppressed_until(ctx, &account.email).await?,
-    };
+    let holding = holding(ctx, user_id, &account.email).await?;
     let refund = wallet::refund_request(store, user_id).await?.map_or(0, |r| r.amount);
     finish_closure(ctx, user_id).await?;
     Ok(Closure {
@@ -240,10 +243,7 @@ pub async fn finish_closure(ctx: &PrivacyContext, user_id: &str) -> ApiResult<()
     accounts::after_closure(store, user_id, account_until).await?;
     // The follow-up ends with the confirmation, once: only the run that removes the marker sends it (the
     // closing transaction is at its size limit). It goes to the address the account had.
-    let holding = Holding {
-        kyc_until: kyc::retained_until(store, user_id).await?,
-        suppressed_until: suppressed_until(ctx, &account.email).await?,
-    };
+    let holding = holding(ctx, user_id, &account.email).await?;
     let confirmation = OutboxMail::new(MailKind::AccountClosed, user_id, ctx.ports.clock.now())
         .to(&account.email)
         .param("closed_on", crate::notifications::messages::in_ist(closed_at))

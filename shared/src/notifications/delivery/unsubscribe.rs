@@ -58,14 +58,16 @@ pub enum SuppressionReason {
 
 /// The address's suppression entry (why and since when nothing is mailed to it), for its owner's export.
 pub async fn suppression_of(store: &dyn ItemStore, email: &str) -> StoreResult<Option<serde_json::Value>> {
-    let item = store.get(Table::Main, &schema::suppressed_pk(&email.trim().to_lowercase()), sk::SUPPRESSED).await?;
-    Ok(item.map(|i| serde_json::Value::Object(i.attrs)))
+    Ok(suppression(store, email).await?.map(|i| serde_json::Value::Object(i.attrs)))
 }
 
 /// When the address's suppression ends (epoch seconds), if it has one.
 pub async fn suppressed_until(store: &dyn ItemStore, email: &str) -> StoreResult<Option<i64>> {
-    let item = store.get(Table::Main, &schema::suppressed_pk(&email.trim().to_lowercase()), sk::SUPPRESSED).await?;
-    Ok(item.map(|i| i.expires_at.unwrap_or(i64::MAX)))
+    Ok(suppression(store, email).await?.map(|i| i.expires_at.unwrap_or(i64::MAX)))
+}
+
+async fn suppression(store: &dyn ItemStore, email: &str) -> StoreResult<Option<Item>> {
+    store.get(Table::Main, &schema::suppressed_pk(&email.trim().to_lowercase()), sk::SUPPRESSED).await
 }
 
 /// Puts an address on the suppression list (a permanent bounce or a complaint reported by SES).
