@@ -136,8 +136,12 @@ impl SqliteStore {
         if std::fs::metadata(log).map(|m| m.len()).unwrap_or(0) <= *hard_limit {
             return;
         }
+        let started = std::time::Instant::now();
         match restart_log(conn) {
-            Ok(true) => tracing::debug!(hard_limit, "write-ahead log past its hard limit; it starts over"),
+            Ok(true) => {
+                let held_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                tracing::debug!(hard_limit, held_us, "write-ahead log past its hard limit; it starts over");
+            }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "checkpoint at the log's hard limit failed"),
         }

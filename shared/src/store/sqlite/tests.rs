@@ -195,3 +195,26 @@ async fn a_checkpointer_round_starts_a_log_past_its_limit_over() -> StoreResult<
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
+
+/// A round's steps: under steady writes a passive pass never reaches the log's end, so a round copies
+/// again until a pass finds little new, then starts the log over under the store's lock; a log nobody
+/// wrote to since the last pass is left for the next commit to start over.
+#[test]
+fn a_round_copies_until_it_catches_up_then_starts_the_log_over() {
+    use super::background::{AfterPass, Pass, after_pass};
+    const LIMIT: u64 = 32 * 1024 * 1024;
+    let frames_at_limit = LIMIT / super::PAGE_BYTES;
+    let within = Pass { log: frames_at_limit, copied: 10 };
+    assert_eq!(after_pass(within, None, LIMIT), AfterPass::Done, "within the limit");
+    let busy = Pass { log: frames_at_limit + 2_000, copied: frames_at_limit + 2_000 };
+    assert_eq!(after_pass(busy, None, LIMIT), AfterPass::Again, "the first pass over the limit copied a lot");
+    let caught_up = Pass { log: busy.log + 90, copied: busy.log + 90 };
+    assert_eq!(after_pass(caught_up, Some(busy.log), LIMIT), AfterPass::StartOver, "90 frames came in meanwhile");
+    let still_busy = Pass { log: busy.log + 3_000, copied: busy.log + 3_000 };
+    assert_eq!(after_pass(still_busy, Some(busy.log), LIMIT), AfterPass::Again, "3,000 frames came in meanwhile");
+    assert_eq!(after_pass(busy, Some(busy.log), LIMIT), AfterPass::Done, "nothing written since the last pass");
+    let held_back = Pass { log: busy.log + 10, copied: busy.log - 500 };
+    assert_eq!(after_pass(held_back, Some(busy.log), LIMIT), AfterPass::Again, "a reader held frames back");
+    let started_over = Pass { log: frames_at_limit + 100, copied: frames_at_limit + 100 };
+    assert_eq!(after_pass(started_over, Some(busy.log), LIMIT), AfterPass::Again, "the log started over meanwhile");
+}
