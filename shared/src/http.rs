@@ -294,9 +294,17 @@ pub fn strip_stage<B>(mut request: axum::http::Request<B>) -> axum::http::Reques
     request
 }
 
-/// The service a Lambda function runs: its app behind [`strip_stage`]. Tests feed it API Gateway events.
+/// The service a Lambda function runs: its app behind [`begin_invocation`]. Tests feed it API Gateway
+/// events.
 pub fn lambda_service(app: Router) -> MapRequest<Router, fn(lambda_http::Request) -> lambda_http::Request> {
-    app.map_request(strip_stage::<lambda_http::Body> as fn(lambda_http::Request) -> lambda_http::Request)
+    app.map_request(begin_invocation as fn(lambda_http::Request) -> lambda_http::Request)
+}
+
+/// Each invocation first logs the DynamoDB capacity the previous one consumed (one invocation at a time:
+/// see `store::dynamo::capacity`), then has the stage stripped from its path.
+fn begin_invocation(request: lambda_http::Request) -> lambda_http::Request {
+    crate::store::dynamo::capacity::log_previous_invocation();
+    strip_stage(request)
 }
 
 /// Serves a function's app on the Lambda runtime (API Gateway REST or HTTP API events).

@@ -44,6 +44,89 @@ struct Step {
     latencies: Vec<Duration>,
 }
 
+/// How a step loads the fleet.
+#[derive(Clone, Copy)]
+struct Shape {
+    connections: usize,
+    length: Duration,
+    chaos: bool,
+    stream: bool,
+}
+
+/// A step and what the fleet counted meanwhile.
+struct Measured {
+    load: Step,
+    /// The write counter's report (items written, the busiest item).
+    writes: Value,
+    /// What the inference instances logged of their DynamoDB capacity: (read units, write units, invocations).
+    capacity: (f64, f64, u64),
+    /// CPU time the inference instances used (none when one ended meanwhile, taking its count with it).
+    cpu_ms: Option<u64>,
+}
+
+/// Runs one step, counting the store's writes and capacity and the inference instances' CPU around it.
+async fn measured_step(fleet: &Arc<Fleet>, accounts: &[(String, String)], shape: Shape) -> Result<Measured, BoxError> {
+    fleet.reset_writes().await?;
+    let capacity_before = fleet.logged_capacity("inference");
+    let cpu_before = inference_cpu(fleet).await?;
+    let load = load(fleet, accounts, shape).await?;
+    let writes = fleet.writes().await?;
+    let cpu_after = inference_cpu(fleet).await?;
+    let after = fleet.logged_capacity("inference");
+    let capacity =
+        (after.0 - capacity_before.0, after.1 - capacity_before.1, after.2.saturating_sub(capacity_before.2));
+    // An instance that ended (killed, or reaped) took its CPU count with it: no figure then.
+    let kept = cpu_before.iter().all(|(pid, _)| cpu_after.iter().any(|(after, _)| after == pid));
+    let sum = |cpu: &[(i32, u64)]| cpu.iter().map(|(_, ms)| ms).sum::<u64>();
+    let cpu_ms = kept.then(|| sum(&cpu_after).saturating_sub(sum(&cpu_before)));
+    Ok(Measured { load, writes, capacity, cpu_ms })
+}
+
+async fn inference_cpu(fleet: &Fleet) -> Result<Vec<(i32, u64)>, BoxError> {
+    let instances = fleet.instances().await?;
+    Ok(instances.iter().filter(|i| i.function == "inference").map(|i| (i.pid, i.cpu_ms.unwrap_or(0))).collect())
+}
+
+/// Per function, over its instances now: how many, their cold starts (init, then the first invocation),
+/// their largest peak resident memory and their CPU time.
+fn print_instances(instances: &[Instance]) {
+    println!("\ninstances after the load (cold start: init, then the first invocation; memory: peak resident):");
+    println!(
+        "{:<18} {:>9} {:>14} {:>14} {:>20} {:>20} {:>15}",
+        "function", "instances", "init p50 ms", "init max ms", "first call p50 ms", "first call max ms", "peak RSS MiB"
+    );
+    let mut functions: Vec<&str> = instances.iter().map(|i| i.function.as_str()).collect();
+    functions.sort_unstable();
+    functions.dedup();
+    for function in functions {
+        let of: Vec<&Instance> = instances.iter().filter(|i| i.function == function).collect();
+        let sorted = |values: Vec<f64>| {
+            let mut values = values;
+            values.sort_by(f64::total_cmp);
+            values
+        };
+        let inits = sorted(of.iter().filter_map(|i| i.init_ms).collect());
+        let firsts = sorted(of.iter().filter_map(|i| i.first_call_ms).collect());
+        let median = |v: &[f64]| v.get(v.len() / 2).map_or("-".to_owned(), |x| format!("{x:.1}"));
+        let max = |v: &[f64]| v.last().map_or("-".to_owned(), |x| format!("{x:.1}"));
+        let peak = of
+            .iter()
+            .filter_map(|i| i.peak_rss_kib)
+            .max()
+            .map_or("-".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0));
+        println!(
+            "{:<18} {:>9} {:>14} {:>14} {:>20} {:>20} {:>15}",
+            function,
+            of.len(),
+            median(&inits),
+            max(&inits),
+            median(&firsts),
+            max(&firsts),
+            peak
+        );
+    }
+}
+
 async fn run() -> Result<(), BoxError> {
     let seconds = std::env::var("INFEREX_BENCH_FLEET_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10u64);
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -64,28 +147,8 @@ async fn run() -> Result<(), BoxError> {
     }
     println!("machine: {} cores; {}", cores(), memory());
     println!("load: closed loop over HTTP/1.1 keep-alive from one client process; {seconds} s a step\n");
-    println!(
-        "{:<34} {:>8} {:>9} {:>9} {:>12} {:>15} {:>6} {:>7}",
-        "step", "calls/s", "p50 ms", "p99 ms", "writes/call", "busiest item/s", "402s", "failed"
-    );
-    let mut false_refusals = 0;
-    for chaos in [false, true] {
-        for (users, connections) in [(1, 1), (1, 10), (1, 50), (ACCOUNTS, 50)] {
-            let name = format!(
-                "{} account{}, {} connection{}{}",
-                users,
-                if users == 1 { "" } else { "s" },
-                connections,
-                if connections == 1 { "" } else { "s" },
-                if chaos { ", chaos" } else { "" }
-            );
-            fleet.reset_writes().await?;
-            let step = load(&fleet, &accounts[..users], connections, Duration::from_secs(seconds), chaos).await?;
-            let writes = fleet.writes().await?;
-            false_refusals += step.refused;
-            print_step(&name, &step, &writes, seconds);
-        }
-    }
+    print_header();
+    let mut false_refusals = sweep(&fleet, &accounts, seconds).await?;
     let limited = limited_key_steps(&fleet, seconds, &mut false_refusals).await?;
     accounts.push(limited);
     let users: Vec<String> = accounts.iter().map(|(user, _)| user.clone()).collect();
@@ -100,10 +163,39 @@ async fn run() -> Result<(), BoxError> {
     println!("\nafter the load: nothing held {:.0} s later; every balance equals its ledger", waited.as_secs_f64());
     println!("calls the model served: {served}; charged: {charged}; missing charges: {missing}");
     println!("402s answered to accounts that could pay: {false_refusals}");
+    print_instances(&fleet.instances().await?);
     if missing > 0 || false_refusals > 0 {
         return Err("calls were refused or served uncharged".into());
     }
     Ok(())
+}
+
+/// The steps without and then with chaos (streamed only without); returns the 402s answered.
+async fn sweep(fleet: &Arc<Fleet>, accounts: &[(String, String)], seconds: u64) -> Result<usize, BoxError> {
+    let mut false_refusals = 0;
+    for chaos in [false, true] {
+        for (users, connections, stream) in
+            [(1, 1, false), (1, 10, false), (1, 10, true), (1, 50, false), (ACCOUNTS, 50, false)]
+        {
+            if chaos && stream {
+                continue;
+            }
+            let name = format!(
+                "{} account{}, {} connection{}{}{}",
+                users,
+                if users == 1 { "" } else { "s" },
+                connections,
+                if connections == 1 { "" } else { "s" },
+                if stream { ", streamed" } else { "" },
+                if chaos { ", chaos" } else { "" }
+            );
+            let shape = Shape { connections, length: Duration::from_secs(seconds), chaos, stream };
+            let step = measured_step(fleet, &accounts[..users], shape).await?;
+            false_refusals += step.load.refused;
+            print_step(&name, &step, seconds);
+        }
+    }
+    Ok(false_refusals)
 }
 
 /// What a key's limits cost a call: the same load on one account whose key has a tokens-a-minute and a daily
@@ -118,29 +210,22 @@ async fn limited_key_steps(
     let limited = fleet.customer_with_key("bench-limits@example.com", 500_000, limits).await?;
     for connections in [1, 10] {
         let name = format!("limited key, {connections} connection{}", if connections == 1 { "" } else { "s" });
-        fleet.reset_writes().await?;
-        let step =
-            load(fleet, std::slice::from_ref(&limited), connections, Duration::from_secs(seconds), false).await?;
-        let writes = fleet.writes().await?;
-        *refusals += step.refused;
-        print_step(&name, &step, &writes, seconds);
+        let shape = Shape { connections, length: Duration::from_secs(seconds), chaos: false, stream: false };
+        let step = measured_step(fleet, std::slice::from_ref(&limited), shape).await?;
+        *refusals += step.load.refused;
+        print_step(&name, &step, seconds);
     }
     Ok(limited)
 }
 
 /// `connections` closed loops for `length`, each on its own account in turn; with `chaos`, instances are
 /// killed and frozen meanwhile.
-async fn load(
-    fleet: &Arc<Fleet>,
-    accounts: &[(String, String)],
-    connections: usize,
-    length: Duration,
-    chaos: bool,
-) -> Result<Step, BoxError> {
+async fn load(fleet: &Arc<Fleet>, accounts: &[(String, String)], shape: Shape) -> Result<Step, BoxError> {
+    let Shape { connections, length, chaos, stream } = shape;
     let until = Instant::now() + length;
     let http =
         reqwest::Client::builder().pool_max_idle_per_host(connections).timeout(Duration::from_secs(60)).build()?;
-    let body = json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "Namaste"}], "max_tokens": 16});
+    let body = json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "Namaste"}], "max_tokens": 16, "stream": stream});
     let url = fleet.url("/v1/chat/completions");
     let loops: Vec<_> = (0..connections)
         .map(|n| {
@@ -216,24 +301,49 @@ async fn disturb(fleet: Arc<Fleet>, until: Instant) -> Result<(), String> {
     Ok(())
 }
 
-fn print_step(name: &str, step: &Step, writes: &Value, seconds: u64) {
-    let mut latencies = step.latencies.clone();
+fn print_header() {
+    println!(
+        "{:<44} {:>8} {:>9} {:>9} {:>12} {:>9} {:>9} {:>12} {:>15} {:>6} {:>7}",
+        "step",
+        "calls/s",
+        "p50 ms",
+        "p99 ms",
+        "writes/call",
+        "WCU/call",
+        "RCU/call",
+        "CPU ms/call",
+        "busiest item/s",
+        "402s",
+        "failed"
+    );
+}
+
+fn print_step(name: &str, step: &Measured, seconds: u64) {
+    let mut latencies = step.load.latencies.clone();
     latencies.sort_unstable();
     let at =
         |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1))).copied();
     let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
-    let per_call = writes["writes"].as_f64().unwrap_or(0.0) / (step.ok.max(1) as f64);
-    let busiest = writes["busiest"]["writes_per_second"].as_u64().unwrap_or(0);
+    let calls = step.load.ok.max(1) as f64;
+    let per_call = step.writes["writes"].as_f64().unwrap_or(0.0) / calls;
+    let busiest = step.writes["busiest"]["writes_per_second"].as_u64().unwrap_or(0);
+    let (read_units, write_units, invocations) = step.capacity;
+    let per_invocation =
+        |units: f64| if invocations == 0 { "-".to_owned() } else { format!("{:.1}", units / invocations as f64) };
+    let cpu = step.cpu_ms.map_or_else(|| "-".to_owned(), |cpu| format!("{:.2}", cpu as f64 / calls));
     println!(
-        "{:<34} {:>8.0} {:>9.1} {:>9.1} {:>12.1} {:>15} {:>6} {:>7}",
+        "{:<44} {:>8.0} {:>9.1} {:>9.1} {:>12.1} {:>9} {:>9} {:>12} {:>15} {:>6} {:>7}",
         name,
-        step.ok as f64 / seconds as f64,
+        step.load.ok as f64 / seconds as f64,
         ms(at(0.5)),
         ms(at(0.99)),
         per_call,
+        per_invocation(write_units),
+        per_invocation(read_units),
+        cpu,
         busiest,
-        step.refused,
-        step.failed
+        step.load.refused,
+        step.load.failed
     );
 }
 

@@ -80,11 +80,17 @@ impl Drop for Fleet {
 }
 
 /// One instance as `GET /_fleet` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
     pub function: String,
     pub pid: i32,
     pub state: String,
+    /// Its cold start: init, then its first invocation (none until over).
+    pub init_ms: Option<f64>,
+    pub first_call_ms: Option<f64>,
+    pub peak_rss_kib: Option<u64>,
+    /// CPU time it used (user and system).
+    pub cpu_ms: Option<u64>,
 }
 
 impl Instance {
@@ -125,7 +131,8 @@ impl Fleet {
             // The test runs the jobs itself (POST /_fleet/jobs).
             .env("INFEREX_FLEET_JOBS_EVERY_SECONDS", "86400")
             .env("INFEREX_FLEET_UPSTREAM_LATENCY_MS", options.upstream_latency.as_millis().to_string())
-            .env("INFEREX_LOG", "warn")
+            // Warnings, and each invocation's DynamoDB capacity (what bench-fleet counts per call).
+            .env("INFEREX_LOG", "warn,store_capacity=info")
             .env("INFEREX_FLEET_COUNT_WRITES", options.count_writes.to_string())
             .stdout(Stdio::null())
             .stderr(log)
@@ -158,6 +165,23 @@ impl Fleet {
         Err("the fleet did not answer /health within a minute".into())
     }
 
+    /// What a function's instances logged of the DynamoDB capacity their invocations consumed (the lines
+    /// `shared::store::dynamo::capacity` writes): (read units, write units, invocations reported).
+    pub fn logged_capacity(&self, function: &str) -> (f64, f64, u64) {
+        let logs = self.data.join("logs");
+        let mut total = (0.0, 0.0, 0);
+        for name in [format!("{function}.log.1"), format!("{function}.log")] {
+            let text = std::fs::read_to_string(logs.join(name)).unwrap_or_default();
+            for line in text.lines().filter(|l| l.contains("store capacity of the previous invocation")) {
+                let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
+                total.0 += event["fields"]["read_units"].as_f64().unwrap_or(0.0);
+                total.1 += event["fields"]["write_units"].as_f64().unwrap_or(0.0);
+                total.2 += 1;
+            }
+        }
+        total
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -172,6 +196,10 @@ impl Fleet {
                     function: i["function"].as_str()?.to_owned(),
                     pid: i32::try_from(i["pid"].as_i64()?).ok()?,
                     state: i["state"].as_str()?.to_owned(),
+                    init_ms: i["init_ms"].as_f64(),
+                    first_call_ms: i["first_call_ms"].as_f64(),
+                    peak_rss_kib: i["peak_rss_kib"].as_u64(),
+                    cpu_ms: i["cpu_ms"].as_u64(),
                 })
             })
             .collect())

@@ -85,6 +85,23 @@ pub struct Instance {
     current: Mutex<Option<Current>>,
     /// Its place under the function's concurrency limit, held while it is busy.
     permit: Mutex<Option<OwnedSemaphorePermit>>,
+    cold_start: Mutex<ColdStart>,
+}
+
+/// An instance's cold start: its init (from the process's start to its runtime's first request for an
+/// invocation) and its first invocation (from being handed it to its answer's end).
+#[derive(Debug)]
+pub struct ColdStart {
+    spawned: Instant,
+    pub init: Option<Duration>,
+    first_handed: Option<Instant>,
+    pub first_call: Option<Duration>,
+}
+
+impl ColdStart {
+    fn new() -> Self {
+        Self { spawned: Instant::now(), init: None, first_handed: None, first_call: None }
+    }
 }
 
 #[derive(Debug)]
@@ -101,6 +118,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Instance {
     pub fn state(&self) -> State {
         lock(&self.state).0
+    }
+
+    /// Its init and first invocation's durations, once known.
+    pub fn cold_start(&self) -> (Option<Duration>, Option<Duration>) {
+        let cold = lock(&self.cold_start);
+        (cold.init, cold.first_call)
     }
 
     fn set_state(&self, state: State) {
@@ -129,6 +152,10 @@ impl Instance {
     /// The runtime asks for its next invocation: one waiting is handed over at once; otherwise the
     /// instance is frozen, offered to the pool, and handed the next invocation the pool gives it.
     pub(super) async fn next(self: &Arc<Self>, pool: &Arc<Pool>) -> Option<Handed> {
+        {
+            let mut cold = lock(&self.cold_start);
+            cold.init = cold.init.or_else(|| Some(cold.spawned.elapsed()));
+        }
         let mut inbox = self.inbox.lock().await;
         let invocation = match inbox.try_recv() {
             Ok(invocation) => invocation,
@@ -148,6 +175,7 @@ impl Instance {
         };
         let Invocation { id, payload, deadline, answer } = invocation;
         *lock(&self.current) = Some(Current { id: id.clone(), answer: Some(answer), timed_out: false });
+        lock(&self.cold_start).first_handed.get_or_insert_with(Instant::now);
         self.set_state(State::Busy);
         Some(Handed { id, payload, deadline })
     }
@@ -170,6 +198,10 @@ impl Instance {
         let mut current = lock(&self.current);
         if current.as_ref().is_some_and(|c| c.id == id) {
             *current = None;
+            let mut cold = lock(&self.cold_start);
+            if cold.first_call.is_none() {
+                cold.first_call = cold.first_handed.map(|handed| handed.elapsed());
+            }
         }
     }
 
@@ -327,6 +359,7 @@ impl Pool {
             ended: tokio::sync::watch::Sender::new(false),
             current: Mutex::new(None),
             permit: Mutex::new(None),
+            cold_start: Mutex::new(ColdStart::new()),
         });
         lock(&self.all).push(Arc::clone(&instance));
         let server = runtime_api::serve(listener, Arc::clone(self), Arc::clone(&instance));

@@ -115,13 +115,28 @@ impl Fleet {
         consumers
     }
 
-    /// Every instance: `{"instances": [{"function", "pid", "state"}]}`.
+    /// Every instance: `{"instances": [{"function", "pid", "state", "init_ms", "first_call_ms", "rss_kib",
+    /// "peak_rss_kib", "cpu_ms"}]}`: its cold start (null until known), its memory and CPU time as the kernel
+    /// counts them.
     pub fn listing(&self) -> Value {
         let instances: Vec<Value> = self
             .pools
             .values()
             .flat_map(|pool| pool.instances())
-            .map(|i| json!({"function": i.function, "pid": i.pid, "state": i.state()}))
+            .map(|i| {
+                let (init, first_call) = i.cold_start();
+                let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+                json!({
+                    "function": i.function,
+                    "pid": i.pid,
+                    "state": i.state(),
+                    "init_ms": ms(init),
+                    "first_call_ms": ms(first_call),
+                    "rss_kib": memory_kib(i.pid, "VmRSS"),
+                    "peak_rss_kib": memory_kib(i.pid, "VmHWM"),
+                    "cpu_ms": cpu_ms(i.pid),
+                })
+            })
             .collect();
         json!({ "instances": instances })
     }
@@ -281,6 +296,24 @@ fn cloudfront_headers(headers: &mut axum::http::HeaderMap, edge: &str, peer: Soc
     set(shared::http::EDGE_PROOF_HEADER, edge.to_owned());
     set(shared::http::VIEWER_ADDRESS_HEADER, peer.ip().to_string());
     set(shared::http::VIEWER_ORIGIN_HEADER, host.map(|h| format!("http://{h}")).unwrap_or_default());
+}
+
+/// A memory figure of a process from /proc (`VmRSS`: resident now, `VmHWM`: its peak), in KiB.
+fn memory_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
+}
+
+/// The CPU time a process used (user and system), from /proc/<pid>/stat, in milliseconds.
+fn cpu_ms(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command's closing parenthesis: state is the 3rd field, utime the 14th, stime the 15th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Linux reports these in USER_HZ, 100 a second on every architecture (part of its user-space ABI).
+    Some(ticks * 10)
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, KeySchemaElement, KeyType, ReturnValue,
-    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, KeySchemaElement, KeyType,
+    ReturnConsumedCapacity, ReturnValue, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
 };
 
 use super::{
@@ -23,6 +23,7 @@ use super::{
 };
 use crate::clock::Clock;
 
+pub mod capacity;
 mod expressions;
 use expressions::{Expr, decode, encode, key, update_parts};
 
@@ -72,6 +73,7 @@ where
     match result {
         Ok(value) => Ok(value),
         Err(SdkError::ServiceError(e)) if e.err().code() == Some("ConditionalCheckFailedException") => {
+            capacity::refused_write();
             Err(StoreError::ConditionFailed)
         }
         Err(e) => Err(backend(e)),
@@ -263,9 +265,11 @@ impl ItemStore for DynamoStore {
             .table_name(self.table(table))
             .set_key(Some(key(pk, sk)))
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(backend)?;
+        capacity::read(out.consumed_capacity());
         let now = self.clock.now_epoch();
         match out.item {
             Some(map) => {
@@ -287,9 +291,10 @@ impl ItemStore for DynamoStore {
             .set_condition_expression(condition)
             .set_expression_attribute_names(expr.names())
             .set_expression_attribute_values(expr.values())
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        conditional(result).map(|_| ())
+        conditional(result).map(|out| capacity::write(out.consumed_capacity()))
     }
 
     async fn update(&self, update: Update) -> StoreResult<Item> {
@@ -306,6 +311,7 @@ impl ItemStore for DynamoStore {
                 .set_expression_attribute_names(parts.expr.names())
                 .set_expression_attribute_values(parts.expr.values())
                 .return_values(ReturnValue::AllNew)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await;
             // An item in another transaction's hands refuses single writes for that moment (the SDK does
@@ -315,7 +321,9 @@ impl ItemStore for DynamoStore {
                 conflict_backoff(attempt).await;
                 continue;
             }
-            return decode(conditional(result)?.attributes.unwrap_or_default());
+            let out = conditional(result)?;
+            capacity::write(out.consumed_capacity());
+            return decode(out.attributes.unwrap_or_default());
         }
     }
 
@@ -330,9 +338,10 @@ impl ItemStore for DynamoStore {
             .set_condition_expression(condition)
             .set_expression_attribute_names(expr.names())
             .set_expression_attribute_values(expr.values())
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        conditional(result).map(|_| ())
+        conditional(result).map(|out| capacity::write(out.consumed_capacity()))
     }
 
     async fn query(&self, query: Query) -> StoreResult<Page> {
@@ -372,9 +381,11 @@ impl ItemStore for DynamoStore {
             .limit(query.limit.clamp(1, 1000) as i32)
             .set_exclusive_start_key(start)
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(backend)?;
+        capacity::read(out.consumed_capacity());
         let items = out.items.unwrap_or_default().into_iter().map(decode).collect::<StoreResult<Vec<_>>>()?;
         let next = out.last_evaluated_key.and_then(|mut k| match k.remove(SK) {
             Some(AttributeValue::S(sk)) => Some(sk),
@@ -397,9 +408,11 @@ impl ItemStore for DynamoStore {
             .limit(limit.clamp(1, 1000) as i32)
             .set_exclusive_start_key(after.map(|(pk, sk)| key(&pk, &sk)))
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(backend)?;
+        capacity::read(out.consumed_capacity());
         let items = out.items.unwrap_or_default().into_iter().map(decode).collect::<StoreResult<Vec<_>>>()?;
         let next = out.last_evaluated_key.and_then(|mut k| match (k.remove(PK), k.remove(SK)) {
             (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => Some((pk, sk)),
@@ -414,8 +427,20 @@ impl ItemStore for DynamoStore {
         loop {
             let now = self.clock.now_epoch();
             let items = ops.iter().map(|op| self.transact_item(op, now)).collect::<StoreResult<Vec<_>>>()?;
-            let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
-            let Err(err) = result else { return Ok(()) };
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await;
+            let err = match result {
+                Ok(out) => {
+                    capacity::write_all(out.consumed_capacity());
+                    return Ok(());
+                }
+                Err(err) => err,
+            };
             let SdkError::ServiceError(service) = &err else {
                 return Err(backend(err));
             };
@@ -427,6 +452,8 @@ impl ItemStore for DynamoStore {
                 _ => Vec::new(),
             };
             if reasons.contains(&"ConditionalCheckFailed") {
+                // Billed like the refused single write (see `capacity`), once per item it held.
+                (0..ops.len()).for_each(|_| capacity::refused_write());
                 return Err(StoreError::ConditionFailed);
             }
             let conflicted =
