@@ -28,10 +28,12 @@ bench:
 	cargo build --release -p dev-server --bins
 	INFEREX_BENCH_LITELLM="$$(scripts/ensure-litellm.sh)" INFEREX_BENCH_SERVER=target/release/dev-server target/release/bench
 
-## bench-fleet: make fleet (release builds) under closed-loop load: one account at 1, 10 and 50 connections,
-## 20 accounts at 50, then the same with instances killed and frozen; prints calls/s, latency p50/p99,
-## DynamoDB writes per call, the busiest item's writes/s, false 402s and missing charges (both must be 0).
-## INFEREX_BENCH_FLEET_SECONDS sets each step's length (10).
+## bench-fleet: make fleet (release builds, each instance held to its MemorySize's share of a vCPU where the
+## machine allows) under closed-loop load: one account at 1, 10 and 50 connections (and streamed at 10),
+## 20 accounts at 50, then the same with instances killed and frozen, then a rate- and spend-limited key;
+## prints calls/s, latency p50/p99, DynamoDB writes and capacity units per call, inference CPU per call, the
+## busiest item's writes/s, false 402s and missing charges (both must be 0), and each function's cold
+## starts and peak memory. INFEREX_BENCH_FLEET_SECONDS sets each step's length (10).
 bench-fleet:
 	scripts/ensure-tools.sh
 	cargo build --release --locked --bins $(addprefix -p ,signup auth kyc wallet razorpay-webhook jobs keys inference usage privacy mailer admin)

@@ -4,6 +4,7 @@
 pub mod dashboard;
 pub mod fleet;
 pub mod kyc_standin;
+pub mod machine;
 pub mod mailbox;
 pub mod razorpay_standin;
 pub mod standin_checkout;

@@ -1,13 +1,18 @@
 //! `make bench-fleet`: the fleet (`make fleet`, release builds, DynamoDB writes counted per item) under
 //! closed-loop load from this process, an outside HTTP client: one account at 1, 10 and 50 connections and
-//! 20 accounts at 50, then the same while a tenth of the inference instances are killed and another tenth
-//! frozen for 10 s every few seconds; last, one account whose key has rate and spend limits, at 1 and 10. Each call is a whole (non-streamed) chat completion from the model
-//! stand-in, which answers at once: the latency is all ours.
+//! 20 accounts at 50, one account's streamed calls at 10, then the same while a tenth of the inference
+//! instances are killed and another tenth frozen for 10 s every few seconds; last, one account whose key has
+//! rate and spend limits, at 1 and 10. Each call is a chat completion from the model stand-in, which answers
+//! at once: the latency is all ours.
 //!
-//! For each step it prints calls/s, the latency's p50/p99, DynamoDB writes per call, the busiest item's
-//! most writes in one second, the 402s answered (every account can pay: any is false) and the other
-//! failures (a killed instance's call fails as API Gateway fails it). At the end the jobs run until nothing
-//! is held, and the charges are counted against the calls the model stand-in served.
+//! For each step it prints calls/s, the latency's p50/p99, DynamoDB writes per call (counted per item by
+//! the emulator's stream), write and read capacity units per invocation (as DynamoDB reported them to the
+//! adapter, which logs them), inference CPU milliseconds per call, the busiest item's most writes in one
+//! second, the 402s answered (every account can pay: any is false) and the other failures (a killed
+//! instance's call fails as API Gateway fails it). Then each function's cold starts (init, first call) and
+//! peak resident memory. At the end the jobs run until nothing is held, and the charges are counted against
+//! the calls the model stand-in served, and the busiest account's data export is built (the exports
+//! function's memory at the largest export here).
 //!
 //! Runs inside `scripts/with-emulators.sh` (the Makefile's target does). `INFEREX_BENCH_FLEET_SECONDS`: each
 //! step's length (default 10).
@@ -17,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dev_server::fleet::harness::{Fleet, FleetOptions, Instance};
+use dev_server::fleet::template::Template;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use shared::state::BoxError;
@@ -30,6 +36,9 @@ const CONCURRENCY: usize = 64;
 /// Chaos: how often instances are killed and frozen, and for how long a frozen one stays frozen.
 const CHAOS_EVERY: Duration = Duration::from_secs(3);
 const FROZEN_FOR: Duration = Duration::from_secs(10);
+const CPU_SHARED: &str = "each instance has its MemorySize's share of one core, as in Lambda (MemorySize / 1,769 MB; a cgroup quota per 100 ms)";
+const CPU_UNLIMITED: &str =
+    "instances are not limited to Lambda's share of a vCPU (no writable CPU cgroup here: run as root)";
 
 fn main() -> Result<(), BoxError> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
@@ -67,14 +76,12 @@ struct Measured {
 /// Runs one step, counting the store's writes and capacity and the inference instances' CPU around it.
 async fn measured_step(fleet: &Arc<Fleet>, accounts: &[(String, String)], shape: Shape) -> Result<Measured, BoxError> {
     fleet.reset_writes().await?;
-    let capacity_before = fleet.logged_capacity("inference");
+    let mark = fleet.log_mark("inference");
     let cpu_before = inference_cpu(fleet).await?;
     let load = load(fleet, accounts, shape).await?;
     let writes = fleet.writes().await?;
     let cpu_after = inference_cpu(fleet).await?;
-    let after = fleet.logged_capacity("inference");
-    let capacity =
-        (after.0 - capacity_before.0, after.1 - capacity_before.1, after.2.saturating_sub(capacity_before.2));
+    let capacity = fleet.logged_capacity("inference", &mark).unwrap_or_default();
     // An instance that ended (killed, or reaped) took its CPU count with it: no figure then.
     let kept = cpu_before.iter().all(|(pid, _)| cpu_after.iter().any(|(after, _)| after == pid));
     let sum = |cpu: &[(i32, u64)]| cpu.iter().map(|(_, ms)| ms).sum::<u64>();
@@ -89,11 +96,18 @@ async fn inference_cpu(fleet: &Fleet) -> Result<Vec<(i32, u64)>, BoxError> {
 
 /// Per function, over its instances now: how many, their cold starts (init, then the first invocation),
 /// their largest peak resident memory and their CPU time.
-fn print_instances(instances: &[Instance]) {
+fn print_instances(instances: &[Instance], template: &Template) {
     println!("\ninstances after the load (cold start: init, then the first invocation; memory: peak resident):");
     println!(
-        "{:<18} {:>9} {:>14} {:>14} {:>20} {:>20} {:>15}",
-        "function", "instances", "init p50 ms", "init max ms", "first call p50 ms", "first call max ms", "peak RSS MiB"
+        "{:<18} {:>10} {:>9} {:>14} {:>14} {:>20} {:>20} {:>15}",
+        "function",
+        "memory MB",
+        "instances",
+        "init p50 ms",
+        "init max ms",
+        "first call p50 ms",
+        "first call max ms",
+        "peak RSS MiB"
     );
     let mut functions: Vec<&str> = instances.iter().map(|i| i.function.as_str()).collect();
     functions.sort_unstable();
@@ -114,9 +128,11 @@ fn print_instances(instances: &[Instance]) {
             .filter_map(|i| i.peak_rss_kib)
             .max()
             .map_or("-".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0));
+        let memory_mb = template.function(function).map_or("-".to_owned(), |f| f.memory_mb.to_string());
         println!(
-            "{:<18} {:>9} {:>14} {:>14} {:>20} {:>20} {:>15}",
+            "{:<18} {:>10} {:>9} {:>14} {:>14} {:>20} {:>20} {:>15}",
             function,
+            memory_mb,
             of.len(),
             median(&inits),
             max(&inits),
@@ -139,13 +155,15 @@ async fn run() -> Result<(), BoxError> {
         count_writes: true,
         // One account at 50 connections is above the template's default share (25 calls at once).
         calls_in_flight_per_account: Some(CONCURRENCY),
+        cpu_share: true,
     };
     let fleet = Arc::new(Fleet::start(options).await?);
     let mut accounts = Vec::new();
     for n in 0..ACCOUNTS {
         accounts.push(fleet.customer(&format!("bench-{n}@example.com"), 500_000).await?);
     }
-    println!("machine: {} cores; {}", cores(), memory());
+    println!("machine: {}", dev_server::machine::describe());
+    println!("cpu: {}", if fleet.cpu_share().await? { CPU_SHARED } else { CPU_UNLIMITED });
     println!("load: closed loop over HTTP/1.1 keep-alive from one client process; {seconds} s a step\n");
     print_header();
     let mut false_refusals = sweep(&fleet, &accounts, seconds).await?;
@@ -159,11 +177,15 @@ async fn run() -> Result<(), BoxError> {
         charged += fleet.usage(user).await?.len() as u64;
     }
     let served = fleet.upstream_served().await?;
+    // The largest export there is here: the account of every single-account step (its usage entries).
+    let (export, took) = fleet.export("bench-0@example.com", Duration::from_secs(600)).await?;
+    let entries = fleet.usage(&users[0]).await?.len();
+    println!("\nthe data export of the account with {entries} usage entries: {export} in {:.1} s", took.as_secs_f64());
     let missing = served.saturating_sub(charged);
     println!("\nafter the load: nothing held {:.0} s later; every balance equals its ledger", waited.as_secs_f64());
     println!("calls the model served: {served}; charged: {charged}; missing charges: {missing}");
     println!("402s answered to accounts that could pay: {false_refusals}");
-    print_instances(&fleet.instances().await?);
+    print_instances(&fleet.instances().await?, &Template::read(&root.join("template.yaml"))?);
     if missing > 0 || false_refusals > 0 {
         return Err("calls were refused or served uncharged".into());
     }
@@ -345,17 +367,4 @@ fn print_step(name: &str, step: &Measured, seconds: u64) {
         step.load.refused,
         step.load.failed
     );
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(0, |n| n.get())
-}
-
-fn memory() -> String {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kib = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok());
-    kib.map_or_else(|| "memory unknown".into(), |kib| format!("{} GiB", kib / 1024 / 1024))
 }

@@ -49,6 +49,7 @@ fn settings() -> Result<Settings, BoxError> {
         concurrency: var::<usize>("INFEREX_FLEET_CONCURRENCY")?.unwrap_or(10).max(1),
         jobs_every: Duration::from_secs(var::<u64>("INFEREX_FLEET_JOBS_EVERY_SECONDS")?.unwrap_or(15 * 60).max(1)),
         idle_for: Duration::from_secs(var::<u64>("INFEREX_FLEET_IDLE_SECONDS")?.unwrap_or(300).max(1)),
+        cpu_share: var::<bool>("INFEREX_FLEET_CPU_SHARE")?.unwrap_or(false),
     })
 }
 

@@ -3,6 +3,8 @@
 //! HTTP as a client would, with its instances frozen and killed by the caller (their pids from
 //! `GET /_fleet`), and its tables read directly to check the money invariants.
 
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -32,6 +34,8 @@ pub struct FleetOptions {
     pub count_writes: bool,
     /// Overrides the template's `CallsInFlightPerAccount` (a load test's one account may use the whole fleet).
     pub calls_in_flight_per_account: Option<usize>,
+    /// Each instance gets its memory's share of a vCPU, as in Lambda (where the machine allows).
+    pub cpu_share: bool,
 }
 
 impl FleetOptions {
@@ -47,6 +51,7 @@ impl FleetOptions {
             bin_dir,
             count_writes: false,
             calls_in_flight_per_account: None,
+            cpu_share: false,
         }
     }
 }
@@ -77,6 +82,16 @@ impl Drop for Fleet {
         let _ = self.process.wait();
         let _ = std::fs::remove_dir_all(&self.data);
     }
+}
+
+/// The password of every customer [`Fleet::customer`] makes.
+const CUSTOMER_PASSWORD: &str = "correct horse battery";
+
+/// Where a function's log files ended (each file's inode and length): the current one and the one before,
+/// which instances started before it was set aside still write to.
+#[derive(Clone, Default)]
+pub struct LogMark {
+    files: Vec<(u64, u64)>,
 }
 
 /// One instance as `GET /_fleet` lists it.
@@ -134,6 +149,7 @@ impl Fleet {
             // Warnings, and each invocation's DynamoDB capacity (what bench-fleet counts per call).
             .env("INFEREX_LOG", "warn,store_capacity=info")
             .env("INFEREX_FLEET_COUNT_WRITES", options.count_writes.to_string())
+            .env("INFEREX_FLEET_CPU_SHARE", options.cpu_share.to_string())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
@@ -165,13 +181,34 @@ impl Fleet {
         Err("the fleet did not answer /health within a minute".into())
     }
 
-    /// What a function's instances logged of the DynamoDB capacity their invocations consumed (the lines
-    /// `shared::store::dynamo::capacity` writes): (read units, write units, invocations reported).
-    pub fn logged_capacity(&self, function: &str) -> (f64, f64, u64) {
-        let logs = self.data.join("logs");
+    /// Where a function's log ends now: `logged_capacity` reads what was written after it.
+    pub fn log_mark(&self, function: &str) -> LogMark {
+        let files = self.log_files(function).into_iter().filter_map(|path| std::fs::metadata(path).ok());
+        LogMark { files: files.map(|m| (m.ino(), m.len())).collect() }
+    }
+
+    /// A function's log files: the one set aside, then the current one.
+    fn log_files(&self, function: &str) -> [PathBuf; 2] {
+        let logs = self.data.join("fleet").join("logs");
+        [logs.join(format!("{function}.log.1")), logs.join(format!("{function}.log"))]
+    }
+
+    /// What a function's instances logged since `mark` of the DynamoDB capacity their invocations consumed
+    /// (the lines `shared::store::dynamo::capacity` writes): (read units, write units, invocations reported).
+    /// A file the mark knows is read from where it ended, a new one whole. None when a file the mark knows
+    /// is gone (the log was set aside twice since: lines were lost).
+    pub fn logged_capacity(&self, function: &str, mark: &LogMark) -> Option<(f64, f64, u64)> {
         let mut total = (0.0, 0.0, 0);
-        for name in [format!("{function}.log.1"), format!("{function}.log")] {
-            let text = std::fs::read_to_string(logs.join(name)).unwrap_or_default();
+        let mut seen = 0;
+        for path in self.log_files(function) {
+            let Ok(mut file) = std::fs::File::open(path) else { continue };
+            let inode = file.metadata().map(|m| m.ino()).unwrap_or_default();
+            let known = mark.files.iter().find(|(marked, _)| *marked == inode);
+            seen += usize::from(known.is_some());
+            let mut text = String::new();
+            file.seek(SeekFrom::Start(known.map_or(0, |(_, offset)| *offset)))
+                .and_then(|_| file.read_to_string(&mut text))
+                .ok()?;
             for line in text.lines().filter(|l| l.contains("store capacity of the previous invocation")) {
                 let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
                 total.0 += event["fields"]["read_units"].as_f64().unwrap_or(0.0);
@@ -179,11 +216,17 @@ impl Fleet {
                 total.2 += 1;
             }
         }
-        total
+        (seen == mark.files.len()).then_some(total)
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Whether the instances have Lambda's share of a vCPU (`FleetOptions::cpu_share`, where the machine allows).
+    pub async fn cpu_share(&self) -> Result<bool, TestError> {
+        let listing: Value = self.http.get(self.url("/_fleet")).send().await?.error_for_status()?.json().await?;
+        Ok(listing["cpu_share"].as_bool().unwrap_or(false))
     }
 
     pub async fn instances(&self) -> Result<Vec<Instance>, TestError> {
@@ -279,7 +322,7 @@ impl Fleet {
 
     /// [`Fleet::customer`] whose key is created from `key` (`POST /v1/keys`'s body: its limits).
     pub async fn customer_with_key(&self, email: &str, rupees: i64, key: Value) -> Result<(String, String), TestError> {
-        let password = "correct horse battery";
+        let password = CUSTOMER_PASSWORD;
         let signup = json!({"email": email, "password": password, "full_name": "Fleet Check", "date_of_birth": "1990-01-01", "accepted_terms_version": "2026-12-06"});
         let user = self.call(reqwest::Method::POST, "/v1/auth/signup", None, signup).await?;
         let user_id = user["id"].as_str().ok_or("no user id")?.to_owned();
@@ -314,6 +357,27 @@ impl Fleet {
         }
         let key = self.call(reqwest::Method::POST, "/v1/keys", Some(&token), key).await?;
         Ok((user_id, key["key"].as_str().ok_or("no key")?.to_owned()))
+    }
+
+    /// Has an account's data export built (`POST /v1/privacy/exports`, then its status until it is no longer
+    /// pending), as its owner made by [`Fleet::customer`]: what it ended as (`ready`, `failed`) and how long that
+    /// took.
+    pub async fn export(&self, email: &str, patience: Duration) -> Result<(String, Duration), TestError> {
+        let login = json!({"email": email, "password": CUSTOMER_PASSWORD});
+        let token = self.call(reqwest::Method::POST, "/v1/auth/login", None, login).await?;
+        let token = token["token"].as_str().ok_or("no session token")?;
+        let started = std::time::Instant::now();
+        let created = self.http.post(self.url("/v1/privacy/exports")).bearer_auth(token).send().await?;
+        let created: Value = created.error_for_status()?.json().await?;
+        let path = format!("/v1/privacy/exports/{}", created["id"].as_str().ok_or("no export id")?);
+        while started.elapsed() < patience {
+            let view = self.call(reqwest::Method::GET, &path, Some(token), Value::Null).await?;
+            if let Some(status) = view["status"].as_str().filter(|s| *s != "pending") {
+                return Ok((status.to_owned(), started.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(format!("the export {path} was still pending after {} s", patience.as_secs()).into())
     }
 
     /// Passes KYC as a customer does: the PAN (one the stand-in verifies: its last serial digit 0-3), then

@@ -4,7 +4,8 @@
 //! (SIGCONT) for its next one; an instance idle too long, or past its function's timeout, is killed.
 //!
 //! An instance is frozen once it asks the runtime API for its next invocation and none is waiting: as in
-//! Lambda, nothing it left running (a task after its answer, a timer) runs until its next invocation.
+//! Lambda, nothing it left running (a task after its answer, a timer) runs until its next invocation. A new
+//! instance is not: it was started for an invocation that is on its way, and waits for it running.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,6 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use shared::state::BoxError;
 
+use super::cpu_share::CpuShares;
 use super::runtime_api;
 use super::template::FunctionSpec;
 
@@ -149,28 +151,28 @@ impl Instance {
         self.signal(Signal::SIGKILL);
     }
 
-    /// The runtime asks for its next invocation: one waiting is handed over at once; otherwise the
-    /// instance is frozen, offered to the pool, and handed the next invocation the pool gives it.
+    /// The runtime asks for its next invocation: one waiting is handed over at once; a new instance waits
+    /// for the one it was started for; otherwise the instance is frozen, offered to the pool, and handed the
+    /// next invocation the pool gives it.
     pub(super) async fn next(self: &Arc<Self>, pool: &Arc<Pool>) -> Option<Handed> {
         {
             let mut cold = lock(&self.cold_start);
             cold.init = cold.init.or_else(|| Some(cold.spawned.elapsed()));
         }
         let mut inbox = self.inbox.lock().await;
+        // A new instance was started for an invocation that is on its way (`Pool::invoke` sends it as soon as
+        // the start returns, with no await between: keep it so, or this wait could be for nothing): it waits
+        // for it running. Frozen and offered to the pool instead, it would be handed
+        // that invocation while stopped, with nothing to thaw it.
+        let started_for_one = lock(&self.cold_start).first_handed.is_none();
         let invocation = match inbox.try_recv() {
             Ok(invocation) => invocation,
+            Err(_) if started_for_one => self.wait_for_invocation(&mut inbox).await?,
             Err(_) => {
                 self.set_state(State::Frozen);
                 self.signal(Signal::SIGSTOP);
                 pool.offer(Arc::clone(self));
-                let mut ended = self.ended.subscribe();
-                tokio::select! {
-                    invocation = inbox.recv() => invocation?,
-                    _ = ended.wait_for(|ended| *ended) => {
-                        refuse_waiting(&mut inbox);
-                        return None;
-                    }
-                }
+                self.wait_for_invocation(&mut inbox).await?
             }
         };
         let Invocation { id, payload, deadline, answer } = invocation;
@@ -178,6 +180,18 @@ impl Instance {
         lock(&self.cold_start).first_handed.get_or_insert_with(Instant::now);
         self.set_state(State::Busy);
         Some(Handed { id, payload, deadline })
+    }
+
+    /// The next invocation sent to it; none once it ended (what was sent then is refused).
+    async fn wait_for_invocation(&self, inbox: &mut mpsc::Receiver<Invocation>) -> Option<Invocation> {
+        let mut ended = self.ended.subscribe();
+        tokio::select! {
+            invocation = inbox.recv() => invocation,
+            _ = ended.wait_for(|ended| *ended) => {
+                refuse_waiting(inbox);
+                None
+            }
+        }
     }
 
     /// Gives the answer of invocation `id`; false when it is not the one being served (or answered).
@@ -229,6 +243,13 @@ pub struct Pool {
     limit: Arc<Semaphore>,
     idle: Mutex<Vec<Arc<Instance>>>,
     all: Mutex<Vec<Arc<Instance>>>,
+    cpu_shares: Option<Arc<CpuShares>>,
+}
+
+/// What a pool's instances may have: how many at once, and each one's share of the CPU (when limited).
+pub struct Resources {
+    pub concurrency: usize,
+    pub cpu_shares: Option<Arc<CpuShares>>,
 }
 
 /// How many instances an invocation is offered to before it fails (each can end before taking it).
@@ -243,16 +264,17 @@ impl Pool {
         binary: PathBuf,
         env: Vec<(String, String)>,
         log_file: PathBuf,
-        concurrency: usize,
+        resources: Resources,
     ) -> Arc<Self> {
         Arc::new(Self {
             spec,
             binary,
             env,
             log_file,
-            limit: Arc::new(Semaphore::new(concurrency)),
+            limit: Arc::new(Semaphore::new(resources.concurrency)),
             idle: Mutex::new(Vec::new()),
             all: Mutex::new(Vec::new()),
+            cpu_shares: resources.cpu_shares,
         })
     }
 
@@ -349,6 +371,10 @@ impl Pool {
             .spawn()
             .map_err(|e| format!("starting {}: {e}", self.binary.display()))?;
         let pid = child.id().ok_or("the instance exited at once")?;
+        let cpu_group = match &self.cpu_shares {
+            Some(shares) => Some(shares.confine(pid, self.spec.memory_mb)?),
+            None => None,
+        };
         let (sender, inbox) = mpsc::channel(1);
         let instance = Arc::new(Instance {
             function: self.spec.name.clone(),
@@ -366,6 +392,7 @@ impl Pool {
         let (pool, watched) = (Arc::clone(self), Arc::clone(&instance));
         shared::tasks::spawn("fleet instance", async move {
             let status = child.wait().await;
+            drop(cpu_group);
             server.abort();
             pool.forget(&watched, status.ok());
         });

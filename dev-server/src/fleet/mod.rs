@@ -8,6 +8,7 @@
 //! runs many frozen instances per function, so the fleet runs its own runtime API (`runtime_api`) and
 //! execution model (`instances`); nothing of it is in the Lambda binaries.
 
+pub mod cpu_share;
 pub mod gateway;
 pub mod harness;
 pub mod instances;
@@ -34,7 +35,9 @@ use serde_json::{Value, json};
 
 use shared::state::BoxError;
 
-use instances::{Answer, Pool};
+use crate::machine::{cpu_ms, memory_kib};
+use cpu_share::CpuShares;
+use instances::{Answer, Pool, Resources};
 use resources::Refs;
 use template::{EnvValue, FunctionSpec, Template, Trigger};
 
@@ -52,12 +55,16 @@ pub struct Settings {
     pub jobs_every: Duration,
     /// How long a frozen instance is kept before it is killed.
     pub idle_for: Duration,
+    /// Give each instance its memory's share of a vCPU, as Lambda does (`INFEREX_FLEET_CPU_SHARE`).
+    pub cpu_share: bool,
 }
 
 /// The running fleet: a pool of instances per function and the routes to them.
 pub struct Fleet {
     pub template: Template,
     pools: BTreeMap<String, Arc<Pool>>,
+    /// Each instance's CPU group, when asked for and the machine allows.
+    cpu_shares: Option<Arc<CpuShares>>,
     /// CloudFront's edge secret: what the fleet, standing where CloudFront stands, adds to every request with
     /// the viewer's address and origin, as the distribution's function does.
     edge: Option<String>,
@@ -74,6 +81,7 @@ impl Fleet {
     ) -> Result<Self, BoxError> {
         let logs = settings.data_dir.join("logs");
         std::fs::create_dir_all(&logs)?;
+        let cpu_shares = settings.cpu_share.then(cpu_shares).flatten();
         let mut pools = BTreeMap::new();
         for spec in &template.functions {
             if spec.triggers.iter().all(|t| *t == Trigger::Other) {
@@ -87,9 +95,11 @@ impl Fleet {
             }
             let env = environment(spec, &template, refs, extra)?;
             let log = logs.join(format!("{}.log", spec.name));
-            pools.insert(spec.name.clone(), Pool::new(spec.clone(), binary, env, log, settings.concurrency));
+            let resources = Resources { concurrency: settings.concurrency, cpu_shares: cpu_shares.clone() };
+            let pool = Pool::new(spec.clone(), binary, env, log, resources);
+            pools.insert(spec.name.clone(), pool);
         }
-        Ok(Self { template, pools, edge: None })
+        Ok(Self { template, pools, cpu_shares, edge: None })
     }
 
     /// Requests get CloudFront's headers: the edge secret, the viewer's address and origin.
@@ -115,8 +125,9 @@ impl Fleet {
         consumers
     }
 
-    /// Every instance: `{"instances": [{"function", "pid", "state", "init_ms", "first_call_ms", "rss_kib",
-    /// "peak_rss_kib", "cpu_ms"}]}`: its cold start (null until known), its memory and CPU time as the kernel
+    /// Every instance: `{"cpu_share": bool, "instances": [{"function", "pid", "state", "init_ms",
+    /// "first_call_ms", "rss_kib", "peak_rss_kib", "cpu_ms"}]}`: whether instances have Lambda's share of a
+    /// vCPU (`cpu_share`), each one's cold start (null until known), its memory and CPU time as the kernel
     /// counts them.
     pub fn listing(&self) -> Value {
         let instances: Vec<Value> = self
@@ -138,7 +149,7 @@ impl Fleet {
                 })
             })
             .collect();
-        json!({ "instances": instances })
+        json!({ "cpu_share": self.cpu_shares.is_some(), "instances": instances })
     }
 
     /// Runs the jobs function once, as its schedule does; returns what it answered.
@@ -173,9 +184,13 @@ impl Fleet {
         }
     }
 
+    /// Kills every instance (the fleet is stopping), then removes their CPU groups.
     pub fn kill_all(&self) {
         for pool in self.pools.values() {
             pool.kill_all();
+        }
+        if let Some(shares) = &self.cpu_shares {
+            shares.remove_all();
         }
     }
 
@@ -298,22 +313,13 @@ fn cloudfront_headers(headers: &mut axum::http::HeaderMap, edge: &str, peer: Soc
     set(shared::http::VIEWER_ORIGIN_HEADER, host.map(|h| format!("http://{h}")).unwrap_or_default());
 }
 
-/// A memory figure of a process from /proc (`VmRSS`: resident now, `VmHWM`: its peak), in KiB.
-fn memory_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
-}
-
-/// The CPU time a process used (user and system), from /proc/<pid>/stat, in milliseconds.
-fn cpu_ms(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command's closing parenthesis: state is the 3rd field, utime the 14th, stime the 15th.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // Linux reports these in USER_HZ, 100 a second on every architecture (part of its user-space ABI).
-    Some(ticks * 10)
+/// The instances' CPU groups, or none (and a warning saying why) when the machine has no CPU controller this
+/// process may write.
+fn cpu_shares() -> Option<Arc<CpuShares>> {
+    CpuShares::new()
+        .inspect_err(|why| tracing::warn!(%why, "instances run without Lambda's share of a vCPU: no CPU cgroup to use"))
+        .ok()
+        .map(Arc::new)
 }
 
 #[cfg(test)]

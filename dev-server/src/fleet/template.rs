@@ -250,7 +250,9 @@ mod tests {
         let keys = t.routes.iter().find(|r| r.resource == "/v1/keys" && r.method == "GET");
         assert_eq!(keys.map(|r| (r.function.as_str(), r.streaming)), Some(("keys", false)));
         let inference = t.function("inference").map(|f| (f.timeout, f.memory_mb));
-        assert_eq!(inference, Some((Duration::from_secs(300), 512)));
+        assert_eq!(inference, Some((Duration::from_secs(300), 256)));
+        // A function's own size over the Globals' (256).
+        assert_eq!(t.function("exports").map(|f| f.memory_mb), Some(1024));
         assert_eq!(t.function("jobs").map(|f| f.triggers.contains(&Trigger::Schedule)), Some(true));
         let mailer = t.function("mailer").and_then(|f| {
             f.triggers.iter().find_map(|t| if let Trigger::TableStream(m) = t { Some(m.clone()) } else { None })

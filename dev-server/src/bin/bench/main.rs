@@ -27,6 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
+use dev_server::machine::memory_kib;
 use dev_server::upstream_standin::{self, Upstream};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -60,15 +61,6 @@ impl Drop for Server {
 
 fn free_port() -> Res<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A memory figure of the process from /proc (`VmHWM`: peak resident, `VmRSS`: resident now), in KiB.
-fn memory_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim_start_matches(':').trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {

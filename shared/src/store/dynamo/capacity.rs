@@ -49,9 +49,10 @@ pub(super) fn write_all(capacities: &[ConsumedCapacity]) {
     add(&WRITE_MILLIUNITS, capacities.iter().map(units).sum());
 }
 
-/// A conditional write refused by its condition: billed, but unreported (see the module's note).
-pub(super) fn refused_write() {
-    add(&WRITE_MILLIUNITS, 1.0);
+/// Conditional writes refused by their condition (one per item a refused transaction held): billed, but
+/// unreported (see the module's note).
+pub(super) fn refused_writes(items: usize) {
+    add(&WRITE_MILLIUNITS, items as f64);
 }
 
 /// What this process's requests consumed so far.

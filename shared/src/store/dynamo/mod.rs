@@ -73,7 +73,7 @@ where
     match result {
         Ok(value) => Ok(value),
         Err(SdkError::ServiceError(e)) if e.err().code() == Some("ConditionalCheckFailedException") => {
-            capacity::refused_write();
+            capacity::refused_writes(1);
             Err(StoreError::ConditionFailed)
         }
         Err(e) => Err(backend(e)),
@@ -453,7 +453,7 @@ impl ItemStore for DynamoStore {
             };
             if reasons.contains(&"ConditionalCheckFailed") {
                 // Billed like the refused single write (see `capacity`), once per item it held.
-                (0..ops.len()).for_each(|_| capacity::refused_write());
+                capacity::refused_writes(ops.len());
                 return Err(StoreError::ConditionFailed);
             }
             let conflicted =
