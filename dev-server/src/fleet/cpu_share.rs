@@ -61,19 +61,19 @@ fn remove_stale(controller: &Path) {
         if pid.is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
             continue;
         }
-        let groups: Vec<PathBuf> = std::fs::read_dir(entry.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|group| group.path())
-            .filter(|path| path.is_dir())
-            .collect();
+        let groups = child_groups(&entry.path());
         for group in &groups {
             kill_members(group);
         }
         remove_when_empty(&groups);
         let _ = std::fs::remove_dir(entry.path());
     }
+}
+
+/// The groups below a group (a group's files are files; its child groups, directories).
+fn child_groups(parent: &Path) -> Vec<PathBuf> {
+    let entries = std::fs::read_dir(parent).into_iter().flatten().flatten();
+    entries.map(|entry| entry.path()).filter(|path| path.is_dir()).collect()
 }
 
 /// Kills every process of a group.
@@ -127,13 +127,7 @@ impl CpuShares {
     /// Removes every instance's group and this fleet's, once their processes (killed) have ended: waits up
     /// to a second for them.
     pub fn remove_all(&self) {
-        let groups: Vec<PathBuf> = std::fs::read_dir(&self.parent)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|group| group.path())
-            .filter(|path| path.is_dir())
-            .collect();
+        let groups = child_groups(&self.parent);
         remove_when_empty(&groups);
         let _ = std::fs::remove_dir(&self.parent);
     }
